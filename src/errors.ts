@@ -1,0 +1,58 @@
+// Error types: host errors for programmatic callers and the CLI, wire errors for Postgres clients.
+
+export type DevServerErrorCode = 'ERR_CONFIG' | 'ERR_MIGRATION' | 'ERR_LISTEN' | 'ERR_PGLITE' | 'ERR_PATCH_MISSING'
+
+/** An error raised to the host program (API caller or CLI), never sent to a Postgres client. */
+export class DevServerError extends Error {
+  readonly code: DevServerErrorCode
+  constructor(code: DevServerErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options)
+    this.name = 'DevServerError'
+    this.code = code
+  }
+}
+
+/** Real SQLSTATEs we send ourselves, with Postgres's own wording where there is one. */
+export const SqlState = {
+  TooManyConnections: '53300',
+  AdminShutdown: '57P01',
+  CannotConnectNow: '57P03',
+  QueryCanceled: '57014',
+  IdleInTransactionSessionTimeout: '25P03',
+  IdleSessionTimeout: '57P05',
+  ProtocolViolation: '08P01',
+  FeatureNotSupported: '0A000',
+  InvalidSqlStatementName: '26000',
+  DuplicatePreparedStatement: '42P05',
+  ProgramLimitExceeded: '54000',
+  InternalError: 'XX000',
+} as const
+export type SqlStateCode = (typeof SqlState)[keyof typeof SqlState]
+
+export type Severity = 'ERROR' | 'FATAL'
+
+/** An error that reaches a Postgres client as an ErrorResponse. FATAL closes that client's connection. */
+export class WireError extends Error {
+  readonly sqlstate: SqlStateCode
+  readonly severity: Severity
+  constructor(severity: Severity, sqlstate: SqlStateCode, message: string, options?: { cause?: unknown }) {
+    super(message, options)
+    this.name = 'WireError'
+    this.severity = severity
+    this.sqlstate = sqlstate
+  }
+}
+
+/** Socket errors that mean "the client went away", classified by code, never by message text. */
+const DISCONNECT_CODES = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED', 'ERR_STREAM_DESTROYED', 'ERR_STREAM_WRITE_AFTER_END'])
+
+export function isDisconnectError(error: unknown): boolean {
+  return error instanceof Error && DISCONNECT_CODES.has((error as NodeJS.ErrnoException).code ?? '')
+}
+
+/** PGlite's WASM runtime threw something that leaves the instance unusable (see NOTES §4). */
+export function isPGliteFatal(error: unknown): boolean {
+  if (typeof error !== 'object' || error === null) return false
+  const name = (error as { name?: unknown }).name
+  return name === 'ExitStatus' || name === 'RuntimeError' || error instanceof WebAssembly.RuntimeError
+}
