@@ -1,0 +1,17 @@
+// Entry of the patched @electric-sql/pglite-socket: the stock export names, our behaviour.
+
+export { PGLiteSocketServer, DEFAULT_MAX_CONNECTIONS, DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS } from './server.ts'
+export type { PGLiteSocketServerOptions } from './server.ts'
+export { PGLiteSocketHandler } from './handler.ts'
+export type { PGLiteSocketHandlerOptions } from './handler.ts'
+export { StartupCode } from './protocol.ts'
+
+/** Present only in the patched package: lets a test (or a user) tell the fixed server from the stock one. */
+export const PATCHED_BY = 'pglite-dev-db'
+
+/** Stock constants, kept for compatibility. */
+export const CONNECTION_QUEUE_TIMEOUT = 60000
+export const SSL_REQUEST_CODE = 80877103
+export const SSL_REQUEST_LENGTH = 8
+export const CANCEL_REQUEST_CODE = 80877102
+export const CANCEL_REQUEST_LENGTH = 16

@@ -1,0 +1,68 @@
+// Follows PGlite's backend output across chunks without copying it: where each message starts, and the
+// transaction status of every ReadyForQuery. PGlite may flush in the middle of a message.
+
+import { BackendCode, CODE_LENGTH, HEADER_LENGTH, LEN_LENGTH } from './protocol.ts'
+
+export class ReplyScanner {
+  /** ReadyForQuery messages seen since the last `reset`. */
+  readyCount = 0
+  /** Status byte of the last ReadyForQuery ('I', 'T' or 'E'), or 0 if none since `reset`. */
+  lastStatus = 0
+  /** The backend asked for COPY data (CopyInResponse/CopyBothResponse) and has not finished. */
+  copyIn = false
+  /** Called with the code of each message as its header completes; for decoding beyond status tracking. */
+  onMessage: ((code: number) => void) | null = null
+
+  #header = Buffer.alloc(HEADER_LENGTH)
+  #headerFill = 0
+  #code = 0
+  #bodyLength = 0
+  #remaining = 0
+
+  reset(): void {
+    this.readyCount = 0
+    this.lastStatus = 0
+  }
+
+  feed(chunk: Uint8Array): void {
+    const n = chunk.length
+    let i = 0
+    while (i < n) {
+      if (this.#remaining > 0) {
+        if (this.#code === BackendCode.ReadyForQuery && this.#remaining === this.#bodyLength) this.lastStatus = chunk[i]!
+        const take = Math.min(this.#remaining, n - i)
+        i += take
+        this.#remaining -= take
+        continue
+      }
+      let length: number
+      if (this.#headerFill === 0 && n - i >= HEADER_LENGTH) {
+        this.#code = chunk[i]!
+        length = ((chunk[i + 1]! << 24) | (chunk[i + 2]! << 16) | (chunk[i + 3]! << 8) | chunk[i + 4]!) >>> 0
+        i += HEADER_LENGTH
+      } else {
+        this.#header[this.#headerFill++] = chunk[i++]!
+        if (this.#headerFill < HEADER_LENGTH) continue
+        this.#headerFill = 0
+        this.#code = this.#header[0]!
+        length = this.#header.readUInt32BE(CODE_LENGTH)
+      }
+      this.#bodyLength = this.#remaining = Math.max(0, length - LEN_LENGTH)
+      this.#onHeader(this.#code)
+    }
+  }
+
+  #onHeader(code: number): void {
+    switch (code) {
+      case BackendCode.ReadyForQuery:
+        this.readyCount++
+        this.copyIn = false
+        break
+      case BackendCode.CopyInResponse:
+      case BackendCode.CopyBothResponse:
+        this.copyIn = true
+        break
+    }
+    this.onMessage?.(code)
+  }
+}

@@ -1,0 +1,111 @@
+// Who may use PGlite's one session now. One owner at a time; everyone else waits first-come first-served.
+// The owner keeps the session across batches (mid-pipeline, inside a transaction) until it releases it,
+// the PgBouncer transaction-pooling rule (NOTES §2). Nothing here touches PGlite: it only hands out turns.
+
+export class SchedulerClosedError extends Error {
+  constructor(message = 'the session scheduler was closed') {
+    super(message)
+    this.name = 'SchedulerClosedError'
+  }
+}
+
+interface Waiter<Id> {
+  id: Id
+  resolve: () => void
+  reject: (error: Error) => void
+  timer: NodeJS.Timeout | undefined
+}
+
+export interface AcquireOptions {
+  /** Give up after this many ms; the promise rejects with `onTimeout()`'s error. 0 waits forever. */
+  timeoutMs?: number
+  onTimeout?: () => Error
+}
+
+export class OwnerScheduler<Id> {
+  #owner: Id | null = null
+  #waiters: Waiter<Id>[] = []
+  #closed: Error | null = null
+
+  get owner(): Id | null {
+    return this.#owner
+  }
+
+  get waiting(): number {
+    return this.#waiters.length
+  }
+
+  isOwner(id: Id): boolean {
+    return this.#owner === id
+  }
+
+  isWaiting(id: Id): boolean {
+    return this.#waiters.some((w) => w.id === id)
+  }
+
+  /**
+   * Become the owner. Returns null when that happened at once (the session was free, or `id` owns it
+   * already), else a promise that resolves when the previous owner releases and everyone queued before `id` had a turn.
+   */
+  acquire(id: Id, options: AcquireOptions = {}): Promise<void> | null {
+    if (this.#closed) return Promise.reject(this.#closed)
+    if (this.#owner === id) return null
+    if (this.#owner === null && this.#waiters.length === 0) {
+      this.#owner = id
+      return null
+    }
+    return new Promise<void>((resolve, reject) => {
+      const waiter: Waiter<Id> = { id, resolve, reject, timer: undefined }
+      const timeoutMs = options.timeoutMs ?? 0
+      if (timeoutMs > 0) {
+        waiter.timer = setTimeout(() => {
+          this.#remove(waiter)
+          reject(options.onTimeout?.() ?? new Error('timed out waiting for the session'))
+        }, timeoutMs)
+      }
+      this.#waiters.push(waiter)
+      if (this.#owner === null) this.#handOff()
+    })
+  }
+
+  /** Hand the session to the next waiter. Releasing a session you do not own is a no-op. */
+  release(id: Id): void {
+    if (this.#owner !== id) return
+    this.#owner = null
+    this.#handOff()
+  }
+
+  /** `id` is gone: drop its waits (they reject with `reason`) and release the session if it owns it. */
+  forget(id: Id, reason: Error = new SchedulerClosedError('the connection was closed')): void {
+    for (const waiter of this.#waiters.filter((w) => w.id === id)) {
+      this.#remove(waiter)
+      waiter.reject(reason)
+    }
+    this.release(id)
+  }
+
+  /** Reject every waiter and refuse new ones; used when the database is gone. */
+  close(reason: Error = new SchedulerClosedError()): void {
+    this.#closed = reason
+    const waiters = this.#waiters
+    this.#waiters = []
+    for (const waiter of waiters) {
+      clearTimeout(waiter.timer)
+      waiter.reject(reason)
+    }
+  }
+
+  #remove(waiter: Waiter<Id>): void {
+    clearTimeout(waiter.timer)
+    const index = this.#waiters.indexOf(waiter)
+    if (index >= 0) this.#waiters.splice(index, 1)
+  }
+
+  #handOff(): void {
+    const next = this.#waiters.shift()
+    if (!next) return
+    clearTimeout(next.timer)
+    this.#owner = next.id
+    next.resolve()
+  }
+}

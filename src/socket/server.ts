@@ -1,0 +1,201 @@
+// Drop-in PGLiteSocketServer: the stock constructor, methods and events, with connections that never
+// interleave in PGlite's one session, real ErrorResponses at the connection cap, and timeouts that reap holders.
+
+import type { PGlite } from '@electric-sql/pglite'
+import { createServer, type Server, type Socket } from 'node:net'
+import { SqlState, WireError } from '../errors.ts'
+import { background, createLogger, type Logger } from '../log.ts'
+import { Connection, type ConnectionHost, type ConnectionOptions } from './connection.ts'
+import { sessionFor, type SharedSession } from './session.ts'
+
+/** Default for `maxConnections`: far above any pool, so only a runaway client meets it. */
+export const DEFAULT_MAX_CONNECTIONS = 1000
+/** Default for `idleInTransactionTimeoutMs`: a client holding the session idle this long is blocking everyone else. */
+export const DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS = 60_000
+
+export interface PGLiteSocketServerOptions {
+  /** The PGlite database instance */
+  db: PGlite
+  /** The port to listen on (default: 5432; 0 picks a free port, read it back with `port` or `getServerConn()`) */
+  port?: number
+  /** The host to bind to (default: 127.0.0.1) */
+  host?: string
+  /** Unix socket path to bind to (takes precedence over host/port) */
+  path?: string
+  /** Log every frame in and out as a hex dump (trace level) */
+  inspect?: boolean
+  /** Log connection and batch events (debug level) */
+  debug?: boolean
+  /** Stock name of `idleTimeoutMs` (0 to disable, default: 0) */
+  idleTimeout?: number
+  /** Close a client that is at rest and sends nothing for this long with FATAL 57P05 (0 = never, the default). */
+  idleTimeoutMs?: number
+  /**
+   * A client that holds the session (inside a transaction, a failed transaction, or between Parse and Sync) and
+   * sends nothing for this long gets FATAL 25P03, its work is rolled back, and the next client runs.
+   * Default 60000; 0 disables it (one stalled client then blocks all others).
+   */
+  idleInTransactionTimeoutMs?: number
+  /** Clients past this many get FATAL 53300 "sorry, too many clients already" after their startup packet (default: 1000) */
+  maxConnections?: number
+  /** Where logs go (default: warnings and errors on stderr; `debug`/`inspect` raise the level) */
+  logger?: Logger
+}
+
+export class PGLiteSocketServer extends EventTarget {
+  readonly db: PGlite
+  readonly #session: SharedSession
+  readonly #log: Logger
+  readonly #options: ConnectionOptions
+  readonly #maxConnections: number
+  readonly #path: string | undefined
+  readonly #host: string
+  #port: number
+  #server: Server | null = null
+  #active = false
+  readonly #connections = new Set<Connection>()
+  #admitted = 0
+  #stopping: Promise<void> | null = null
+  #offDead: (() => void) | null = null
+  readonly #connectionHost: ConnectionHost
+
+  constructor(options: PGLiteSocketServerOptions) {
+    super()
+    this.db = options.db
+    this.#session = sessionFor(options.db)
+    this.#log = options.logger ?? createLogger({ level: options.inspect ? 'trace' : options.debug ? 'debug' : 'warn' })
+    this.#path = options.path
+    this.#host = options.host || '127.0.0.1'
+    this.#port = options.port ?? 5432
+    this.#maxConnections = options.maxConnections ?? DEFAULT_MAX_CONNECTIONS
+    this.#options = {
+      idleTimeoutMs: options.idleTimeoutMs ?? options.idleTimeout ?? 0,
+      idleInTransactionTimeoutMs: options.idleInTransactionTimeoutMs ?? DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS,
+      inspect: options.inspect ?? false,
+    }
+    this.#connectionHost = {
+      session: this.#session,
+      log: this.#log,
+      options: this.#options,
+      admit: (connection) => {
+        if (!this.#active) return new WireError('FATAL', SqlState.CannotConnectNow, 'the database system is shutting down')
+        if (this.#session.dead) return this.#session.dead as WireError
+        if (this.#admitted >= this.#maxConnections) {
+          this.#log.warn('connection refused: too many clients', { maxConnections: this.#maxConnections, conn: connection.processId })
+          return new WireError('FATAL', SqlState.TooManyConnections, 'sorry, too many clients already')
+        }
+        this.#admitted++
+        admitted.add(connection)
+        return null
+      },
+      cancel: (processId, secretKey) => {
+        const target = [...this.#connections].find((c) => c.processId === processId && c.secretKey === secretKey)
+        this.#log.debug('cancel request', { target: processId, matched: target !== undefined })
+      },
+      closed: (connection) => {
+        this.#connections.delete(connection)
+        if (admitted.delete(connection)) this.#admitted--
+      },
+    }
+  }
+
+  /** The port actually bound (known after `start()` when 0 was asked for). */
+  get port(): number {
+    return this.#port
+  }
+
+  get host(): string {
+    return this.#host
+  }
+
+  /** Resolves once PGlite is ready and the socket is listening. */
+  async start(): Promise<void> {
+    if (this.#server) throw new Error('Socket server already started')
+    await this.db.waitReady
+    await this.#session.startupPrefix()
+    const server = createServer((socket) => this.#accept(socket))
+    this.#server = server
+    this.#active = true
+    this.#offDead = this.#session.onDead((error) => this.#onDatabaseDead(error))
+    await new Promise<void>((resolve, reject) => {
+      const onError = (error: Error): void => {
+        this.#server = null
+        this.#active = false
+        reject(error)
+      }
+      server.once('error', onError)
+      const listening = (): void => {
+        server.off('error', onError)
+        server.on('error', (error) => {
+          this.#log.error('server error', { error })
+          this.dispatchEvent(new CustomEvent('error', { detail: error }))
+        })
+        const address = server.address()
+        if (address && typeof address === 'object') this.#port = address.port
+        this.#log.debug('listening', { at: this.getServerConn() })
+        this.dispatchEvent(new CustomEvent('listening', { detail: this.#path ? { path: this.#path } : { port: this.#port, host: this.#host } }))
+        resolve()
+      }
+      if (this.#path) server.listen(this.#path, listening)
+      else server.listen(this.#port, this.#host, listening)
+    })
+  }
+
+  getServerConn(): string {
+    if (this.#path) return this.#path
+    return `${this.#host}:${this.#port}`
+  }
+
+  getStats(): { activeConnections: number; queuedQueries: number; maxConnections: number; waitingClients: number; sessionHeld: boolean } {
+    let queued = 0
+    for (const connection of this.#connections) queued += connection.queuedBatches
+    return {
+      activeConnections: this.#admitted,
+      queuedQueries: queued,
+      maxConnections: this.#maxConnections,
+      waitingClients: this.#session.scheduler.waiting,
+      sessionHeld: this.#session.scheduler.owner !== null,
+    }
+  }
+
+  /**
+   * Stop accepting, send FATAL 57P01 to every client, and resolve once each client's transaction is rolled back
+   * and its socket closed. Does not close the PGlite instance: the caller owns it.
+   */
+  stop(): Promise<void> {
+    this.#stopping ??= this.#stop()
+    return this.#stopping
+  }
+
+  async #stop(): Promise<void> {
+    this.#active = false
+    this.#offDead?.()
+    const server = this.#server
+    const closed = server ? new Promise<void>((resolve) => server.close(() => resolve())) : Promise.resolve()
+    const goodbye = new WireError('FATAL', SqlState.AdminShutdown, 'terminating connection due to administrator command')
+    await Promise.all([...this.#connections].map((connection) => connection.terminate(goodbye)))
+    await closed
+    this.#server = null
+    this.#log.debug('stopped', {})
+    this.dispatchEvent(new CustomEvent('close'))
+  }
+
+  #accept(socket: Socket): void {
+    if (!this.#active) {
+      socket.destroy()
+      return
+    }
+    const connection = new Connection(socket, this.#connectionHost)
+    this.#connections.add(connection)
+    this.dispatchEvent(new CustomEvent('connection', { detail: { clientAddress: socket.remoteAddress ?? 'unknown', clientPort: socket.remotePort ?? 0 } }))
+  }
+
+  #onDatabaseDead(error: Error): void {
+    this.#log.error('database failed; closing every connection', { error })
+    this.dispatchEvent(new CustomEvent('error', { detail: error }))
+    this.#active = false
+    for (const connection of this.#connections) background(connection.terminate(error as WireError), 'close connection after database failure', this.#log)
+  }
+}
+
+const admitted = new WeakSet<Connection>()

@@ -1,0 +1,109 @@
+// The one PGlite session that all connections share: its scheduler, the single way batches reach PGlite,
+// and what every connection is told at startup. One SharedSession per PGlite instance, however many servers use it.
+
+import type { PGlite } from '@electric-sql/pglite'
+import { SqlState, WireError, isPGliteFatal } from '../errors.ts'
+import { BackendCode, StartupCode, encodeAuthenticationOk, encodeParameterStatus } from './protocol.ts'
+import { forEachFrame } from './frames.ts'
+import { OwnerScheduler, SchedulerClosedError } from './scheduler.ts'
+
+export type RawSink = (chunk: Uint8Array) => void
+
+/** A connection as the session sees it: something that can be told the session is gone. */
+export interface SessionMember {
+  terminate(error: WireError): Promise<void>
+}
+
+const sessions = new WeakMap<PGlite, SharedSession>()
+
+export function sessionFor(db: PGlite): SharedSession {
+  let session = sessions.get(db)
+  if (!session) {
+    session = new SharedSession(db)
+    sessions.set(db, session)
+  }
+  return session
+}
+
+export class SharedSession {
+  readonly db: PGlite
+  readonly scheduler = new OwnerScheduler<SessionMember>()
+  readonly members = new Set<SessionMember>()
+  /** Set once PGlite threw something that leaves it unusable; every later call fails fast. */
+  dead: Error | null = null
+  readonly #deadListeners = new Set<(error: Error) => void>()
+  #sink: RawSink | null = null
+  /** PGlite keeps the last onRawData callback after a call returns, so route through one that checks who is current. */
+  readonly #onRawData = (chunk: Uint8Array): void => {
+    this.#sink?.(chunk)
+  }
+  #startupPrefix: Promise<Buffer> | null = null
+  /** The resolved startup prefix, once `startupPrefix()` has finished (servers await it before listening). */
+  startupPrefixNow: Buffer | null = null
+
+  constructor(db: PGlite) {
+    this.db = db
+  }
+
+  /** Run complete frontend messages in PGlite as one call, streaming its output to `sink`. Caller must own the scheduler. */
+  async execute(bytes: Uint8Array, sink: RawSink): Promise<void> {
+    if (this.dead) throw this.dead
+    await this.db.runExclusive(async () => {
+      this.#sink = sink
+      try {
+        await this.db.execProtocolRawStream(bytes, { onRawData: this.#onRawData })
+      } catch (error) {
+        if (isPGliteFatal(error)) this.markDead(error)
+        throw error
+      } finally {
+        this.#sink = null
+      }
+    })
+  }
+
+  markDead(cause: unknown): void {
+    if (this.dead) return
+    this.dead = new WireError('FATAL', SqlState.InternalError, 'the database stopped unexpectedly (PGlite failed); reconnect after a restart', { cause })
+    this.scheduler.close(new SchedulerClosedError('the database stopped'))
+    for (const listener of this.#deadListeners) listener(this.dead)
+  }
+
+  onDead(listener: (error: Error) => void): () => void {
+    this.#deadListeners.add(listener)
+    return () => this.#deadListeners.delete(listener)
+  }
+
+  /**
+   * AuthenticationOk plus the ParameterStatus messages PGlite itself sends at startup (server_version,
+   * client_encoding, DateStyle, ...), learned once by running a StartupMessage through PGlite.
+   */
+  startupPrefix(): Promise<Buffer> {
+    this.#startupPrefix ??= this.#learnStartupPrefix().then((prefix) => (this.startupPrefixNow = prefix))
+    return this.#startupPrefix
+  }
+
+  async #learnStartupPrefix(): Promise<Buffer> {
+    await this.db.waitReady
+    const reply = await this.db.runExclusive(() => this.db.execProtocolRaw(startupMessage({ user: 'postgres', database: 'postgres' })))
+    const parts: Buffer[] = [encodeAuthenticationOk()]
+    const view = Buffer.from(reply.buffer, reply.byteOffset, reply.byteLength)
+    forEachFrame(view, (code, offset, length) => {
+      if (code !== BackendCode.ParameterStatus) return
+      const body = view.subarray(offset + 5, offset + length)
+      const nameEnd = body.indexOf(0)
+      const valueEnd = body.indexOf(0, nameEnd + 1)
+      parts.push(encodeParameterStatus(body.toString('utf8', 0, nameEnd), body.toString('utf8', nameEnd + 1, valueEnd)))
+    })
+    return Buffer.concat(parts)
+  }
+}
+
+export function startupMessage(params: Record<string, string>): Buffer {
+  const pairs = Object.entries(params).flatMap(([k, v]) => [k, v])
+  const body = Buffer.from(pairs.join('\0') + '\0\0')
+  const buf = Buffer.allocUnsafe(8 + body.length)
+  buf.writeInt32BE(8 + body.length, 0)
+  buf.writeInt32BE(StartupCode.Protocol3, 4)
+  body.copy(buf, 8)
+  return buf
+}
