@@ -54,5 +54,5 @@ export function isDisconnectError(error: unknown): boolean {
 export function isPGliteFatal(error: unknown): boolean {
   if (typeof error !== 'object' || error === null) return false
   const name = (error as { name?: unknown }).name
-  return name === 'ExitStatus' || name === 'RuntimeError' || error instanceof WebAssembly.RuntimeError
+  return name === 'ExitStatus' || name === 'RuntimeError' // WebAssembly.RuntimeError's name too
 }

@@ -1,0 +1,110 @@
+// startDevDb: open PGlite (on disk or in memory), apply migrations, listen. Nothing listens until the database
+// is complete, and a failed start leaves nothing running.
+
+import { PGlite } from '@electric-sql/pglite'
+import { mkdir } from 'node:fs/promises'
+import { resolve } from 'node:path'
+import { DevServerError } from './errors.ts'
+import { createLogger, type Logger } from './log.ts'
+import { applyMigrations } from './migrate.ts'
+import { DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS, DEFAULT_MAX_CONNECTIONS, PGLiteSocketServer } from './socket/server.ts'
+
+export interface DevDbOptions {
+  /** Address to listen on. Default 127.0.0.1. */
+  host?: string
+  /** Port to listen on. Default 0: a free port, read it back from `port` or `url`. */
+  port?: number
+  /** Keep the database in this directory between runs. Default: in memory, gone on close. */
+  dataDir?: string
+  /** A drizzle-kit migrations folder, applied before the server listens. Default: none. */
+  migrations?: string
+  /** Default 1000. */
+  maxConnections?: number
+  /** Default 60000; 0 disables. See PGLiteSocketServerOptions. */
+  idleInTransactionTimeoutMs?: number
+  /** Default 0 (never). */
+  idleTimeoutMs?: number
+  /** Default: warnings and errors on stderr. */
+  logger?: Logger
+}
+
+export interface DevDb {
+  /** postgres://postgres@HOST:PORT/postgres */
+  readonly url: string
+  readonly host: string
+  readonly port: number
+  /** The PGlite instance, for in-process queries (they queue with the clients' work). */
+  readonly db: PGlite
+  readonly server: PGLiteSocketServer
+  /** Resolves with the cause if the database fails while serving (every client has then been told). */
+  readonly failed: Promise<Error>
+  /** Stop accepting, tell clients (FATAL 57P01), roll back what they left open, and close PGlite so every commit is on disk. Idempotent. */
+  close(): Promise<void>
+  [Symbol.asyncDispose](): Promise<void>
+}
+
+export async function startDevDb(options: DevDbOptions = {}): Promise<DevDb> {
+  // --- Resolve options ---
+  const log = options.logger ?? createLogger({ level: 'warn' })
+  const host = options.host ?? '127.0.0.1'
+  const port = options.port ?? 0
+  const dataDir = options.dataDir === undefined ? undefined : resolve(options.dataDir)
+
+  // --- Open the database ---
+  const startedAt = performance.now()
+  let db: PGlite
+  try {
+    if (dataDir) await mkdir(dataDir, { recursive: true })
+    log.info('opening database', { dataDir: dataDir ?? 'memory' })
+    db = await PGlite.create(dataDir ? { dataDir } : {})
+  } catch (error) {
+    throw new DevServerError('ERR_PGLITE', `cannot open the database${dataDir ? ` in ${dataDir}` : ''}: ${(error as Error).message}`, { cause: error })
+  }
+
+  let server: PGLiteSocketServer | null = null
+  try {
+    // --- Migrate, then listen ---
+    if (options.migrations) await applyMigrations(db, resolve(options.migrations), log)
+    server = new PGLiteSocketServer({
+      db,
+      host,
+      port,
+      maxConnections: options.maxConnections ?? DEFAULT_MAX_CONNECTIONS,
+      idleInTransactionTimeoutMs: options.idleInTransactionTimeoutMs ?? DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS,
+      idleTimeoutMs: options.idleTimeoutMs ?? 0,
+      logger: log,
+    })
+    try {
+      await server.start()
+    } catch (error) {
+      throw new DevServerError('ERR_LISTEN', `cannot listen on ${host}:${port}: ${(error as Error).message}`, { cause: error })
+    }
+  } catch (error) {
+    await db.close()
+    throw error
+  }
+
+  const listening = server
+  const failed = new Promise<Error>((resolveFailed) => {
+    listening.addEventListener('error', (event) => resolveFailed((event as CustomEvent<Error>).detail))
+  })
+  let closing: Promise<void> | null = null
+  const close = (): Promise<void> => {
+    closing ??= (async () => {
+      await listening.stop()
+      if (!db.closed) await db.close()
+      log.info('stopped', {})
+    })()
+    return closing
+  }
+  const url = `postgres://postgres@${urlHost(host)}:${listening.port}/postgres`
+  log.info('ready', { url, ms: Math.round(performance.now() - startedAt) })
+  return { url, host, port: listening.port, db, server: listening, failed, close, [Symbol.asyncDispose]: close }
+}
+
+/** The host part of a URL clients can use: wildcard addresses become loopback, IPv6 gets brackets. */
+function urlHost(host: string): string {
+  if (host === '0.0.0.0' || host === '') return '127.0.0.1'
+  if (host === '::') return '[::1]'
+  return host.includes(':') ? `[${host}]` : host
+}

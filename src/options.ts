@@ -1,0 +1,140 @@
+// Options: one table drives the CLI flags, their environment twins, --help and validation.
+
+import { DevServerError } from './errors.ts'
+import { isLogLevel, type LogFormat, type LogLevel } from './log.ts'
+import { DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS, DEFAULT_MAX_CONNECTIONS } from './socket/server.ts'
+
+export const DEFAULT_DATA_DIR = '.pglite-dev-db/data'
+export const DEFAULT_MIGRATIONS_DIR = 'migrations'
+export const ENV_PREFIX = 'PGLITE_DEV_DB_'
+
+type FlagType = 'string' | 'integer' | 'boolean'
+interface Flag {
+  name: string
+  type: FlagType
+  help: string
+  value?: string
+  defaultText?: string
+}
+
+export const FLAGS: readonly Flag[] = [
+  { name: 'host', type: 'string', value: 'HOST', help: 'address to listen on', defaultText: '127.0.0.1' },
+  { name: 'port', type: 'integer', value: 'PORT', help: 'port to listen on; 0 picks a free one', defaultText: '5432' },
+  { name: 'data-dir', type: 'string', value: 'PATH', help: 'where the database lives between runs', defaultText: DEFAULT_DATA_DIR },
+  { name: 'memory', type: 'boolean', help: 'keep the database in memory only; nothing is written to disk' },
+  { name: 'migrations', type: 'string', value: 'DIR', help: 'drizzle-kit migrations folder applied before listening', defaultText: `./${DEFAULT_MIGRATIONS_DIR} when present` },
+  { name: 'no-migrations', type: 'boolean', help: 'do not apply any migrations' },
+  { name: 'max-connections', type: 'integer', value: 'N', help: 'clients past this get FATAL 53300', defaultText: String(DEFAULT_MAX_CONNECTIONS) },
+  {
+    name: 'idle-in-transaction-timeout-ms',
+    type: 'integer',
+    value: 'MS',
+    help: 'reap a client that holds the session idle this long (FATAL 25P03); 0 = never',
+    defaultText: String(DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS),
+  },
+  { name: 'idle-timeout-ms', type: 'integer', value: 'MS', help: 'close clients at rest after this long (FATAL 57P05); 0 = never', defaultText: '0' },
+  { name: 'log-level', type: 'string', value: 'LEVEL', help: 'silent, error, warn, info, debug or trace', defaultText: 'info' },
+  { name: 'log-format', type: 'string', value: 'FORMAT', help: 'pretty or json (logs go to stderr)', defaultText: 'pretty' },
+  { name: 'run', type: 'string', value: 'CMD', help: 'start, run CMD with DATABASE_URL set, stop, exit with its status' },
+  { name: 'help', type: 'boolean', help: 'show this help' },
+]
+
+export function envName(flag: string): string {
+  return ENV_PREFIX + flag.toUpperCase().replace(/-/g, '_')
+}
+
+export function usage(): string {
+  const rows = FLAGS.map((f) => {
+    const left = `  --${f.name}${f.value ? ` ${f.value}` : ''}`
+    const right = f.help + (f.defaultText ? ` (default: ${f.defaultText})` : '')
+    return `${left.padEnd(42)}${right}`
+  })
+  return [
+    'Usage: pglite-dev-db [options]',
+    '',
+    'A Postgres server for development and CI: many clients share one PGlite, each sees a real Postgres.',
+    'Prints the connection URL on stdout once ready; logs go to stderr.',
+    '',
+    'Options (each also read from the environment as PGLITE_DEV_DB_<NAME>, e.g. PGLITE_DEV_DB_PORT):',
+    ...rows,
+  ].join('\n')
+}
+
+export interface CliOptions {
+  host: string
+  port: number
+  dataDir: string | null
+  migrations: string | null
+  maxConnections: number
+  idleInTransactionTimeoutMs: number
+  idleTimeoutMs: number
+  logLevel: LogLevel
+  logFormat: LogFormat
+  run: string | null
+  help: boolean
+}
+
+function configError(message: string): DevServerError {
+  return new DevServerError('ERR_CONFIG', message)
+}
+
+/** Parse argv plus environment twins into validated options. Flags win over the environment. Throws ERR_CONFIG. */
+export function parseCliOptions(argv: readonly string[], env: NodeJS.ProcessEnv, migrationsDefault: string | null): CliOptions {
+  const values = new Map<string, string | boolean>()
+  for (const flag of FLAGS) {
+    const fromEnv = env[envName(flag.name)]
+    if (fromEnv !== undefined && fromEnv !== '') values.set(flag.name, flag.type === 'boolean' ? parseBoolean(flag.name, fromEnv) : fromEnv)
+  }
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!
+    if (!arg.startsWith('--')) throw configError(`unexpected argument '${arg}'`)
+    const eq = arg.indexOf('=')
+    const name = arg.slice(2, eq < 0 ? undefined : eq)
+    const flag = FLAGS.find((f) => f.name === name)
+    if (!flag) throw configError(`unknown option '--${name}'`)
+    if (flag.type === 'boolean') {
+      if (eq >= 0) throw configError(`option '--${name}' takes no value`)
+      values.set(name, true)
+      continue
+    }
+    let value = eq >= 0 ? arg.slice(eq + 1) : argv[++i]
+    if (value === undefined || (eq < 0 && value.startsWith('--'))) throw configError(`option '--${name}' needs a value (${flag.value})`)
+    values.set(name, value)
+  }
+  const str = (name: string): string | undefined => values.get(name) as string | undefined
+  const int = (name: string, fallback: number): number => {
+    const raw = str(name)
+    if (raw === undefined) return fallback
+    if (!/^\d+$/.test(raw)) throw configError(`option '--${name}' must be a whole number, got '${raw}'`)
+    return Number(raw)
+  }
+  const port = int('port', 5432)
+  if (port > 65535) throw configError(`option '--port' must be 0-65535, got ${port}`)
+  const logLevel = str('log-level') ?? 'info'
+  if (!isLogLevel(logLevel)) throw configError(`option '--log-level' must be silent, error, warn, info, debug or trace, got '${logLevel}'`)
+  const logFormat = str('log-format') ?? 'pretty'
+  if (logFormat !== 'pretty' && logFormat !== 'json') throw configError(`option '--log-format' must be pretty or json, got '${logFormat}'`)
+  if (values.get('memory') === true && str('data-dir') !== undefined) throw configError(`options '--memory' and '--data-dir' exclude each other`)
+  if (values.get('no-migrations') === true && str('migrations') !== undefined) throw configError(`options '--migrations' and '--no-migrations' exclude each other`)
+  const maxConnections = int('max-connections', DEFAULT_MAX_CONNECTIONS)
+  if (maxConnections < 1) throw configError(`option '--max-connections' must be at least 1`)
+  return {
+    host: str('host') ?? '127.0.0.1',
+    port,
+    dataDir: values.get('memory') === true ? null : (str('data-dir') ?? DEFAULT_DATA_DIR),
+    migrations: values.get('no-migrations') === true ? null : (str('migrations') ?? migrationsDefault),
+    maxConnections,
+    idleInTransactionTimeoutMs: int('idle-in-transaction-timeout-ms', DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS),
+    idleTimeoutMs: int('idle-timeout-ms', 0),
+    logLevel,
+    logFormat,
+    run: str('run') ?? null,
+    help: values.get('help') === true,
+  }
+}
+
+function parseBoolean(name: string, raw: string): boolean {
+  if (/^(1|true|yes|on)$/i.test(raw)) return true
+  if (/^(0|false|no|off)$/i.test(raw)) return false
+  throw configError(`environment ${envName(name)} must be true or false, got '${raw}'`)
+}
