@@ -7,7 +7,10 @@ import { SqlState, WireError, isDisconnectError, isPGliteFatal } from '../errors
 import type { Logger } from '../log.ts'
 import { FrameReader, forEachFrame, protocolViolation, type Frames } from './frames.ts'
 import {
+  BackendCode,
+  CODE_LENGTH,
   FrontendCode,
+  HEADER_LENGTH,
   StartupCode,
   SYNC_MESSAGE,
   TxStatus,
@@ -18,11 +21,23 @@ import {
   encodeReadyForQuery,
 } from './protocol.ts'
 import { ReplyScanner } from './replies.ts'
+import {
+  columnCountQuery,
+  encodeCopyInResponse,
+  firstValue,
+  mentionsStdin,
+  parseCopyFromStdin,
+  readCString,
+  withoutFirst,
+  type CopyFromStdin,
+} from './copy.ts'
 import { SchedulerClosedError } from './scheduler.ts'
 import type { SessionMember, SharedSession } from './session.ts'
 import { hexDump } from './inspect.ts'
 
 export interface ConnectionOptions {
+  /** A COPY FROM STDIN gathers at most this many bytes before it fails with 54000. */
+  maxCopyBytes: number
   /** Reap a client that holds the session (open pipeline or transaction) and sends nothing this long: FATAL 25P03. 0 = never. */
   idleInTransactionTimeoutMs: number
   /** Close a client at rest that sends nothing this long: FATAL 57P05. 0 = never. */
@@ -47,6 +62,42 @@ export type ConnectionState = 'startup' | 'ready' | 'closing' | 'closed'
 /** Above this many queued batches the socket stops reading until the queue drains. */
 const MAX_QUEUED_BATCHES = 64
 const ROLLBACK = encodeQuery('ROLLBACK')
+
+interface CopyInState {
+  parts: Buffer[]
+  size: number
+  /** Started by a simple Query (else by an extended-protocol Execute). */
+  isQuery: boolean
+  /** We already answered with an error (size limit); the rest of the COPY is dropped. */
+  failed: boolean
+}
+
+/** Which prepared statements and portals are COPY FROM STDIN, so their Execute is held like a COPY Query. */
+class CopyStatements {
+  readonly #statements = new Map<string, CopyFromStdin>()
+  readonly #portals = new Map<string, CopyFromStdin>()
+
+  track(bytes: Buffer, offset: number, end: number): void {
+    if (this.#statements.size === 0 && !mentionsStdin(bytes, offset, end)) return
+    const [name, next] = readCString(bytes, offset + HEADER_LENGTH)
+    const copy = parseCopyFromStdin(readCString(bytes, next)[0])
+    if (copy) this.#statements.set(name, copy)
+    else this.#statements.delete(name)
+  }
+
+  bind(bytes: Buffer, offset: number): void {
+    if (this.#statements.size === 0 && this.#portals.size === 0) return
+    const [portal, next] = readCString(bytes, offset + HEADER_LENGTH)
+    const copy = this.#statements.get(readCString(bytes, next)[0])
+    if (copy) this.#portals.set(portal, copy)
+    else this.#portals.delete(portal)
+  }
+
+  executes(bytes: Buffer, offset: number): CopyFromStdin | null {
+    if (this.#portals.size === 0) return null
+    return this.#portals.get(readCString(bytes, offset + HEADER_LENGTH)[0]) ?? null
+  }
+}
 const SSL_NOT_SUPPORTED = Buffer.from('N')
 /** A FATAL goodbye gets this long to flush before the socket is destroyed. */
 const CLOSE_GRACE_MS = 2000
@@ -71,6 +122,10 @@ export class Connection implements SessionMember {
   #txStatus: number = TxStatus.Idle
   /** While true, PGlite's output is followed but not sent (cleanup after the client is gone). */
   #discardOutput = false
+  /** While set, PGlite's output is collected here instead of sent. */
+  #captured: Buffer[] | null = null
+  #copyIn: CopyInState | null = null
+  readonly #copyStatements = new CopyStatements()
   #idleTimer: NodeJS.Timeout | undefined
   #cleanup: Promise<void> | null = null
   #resolveCleanup: () => void = () => {}
@@ -216,45 +271,165 @@ export class Connection implements SessionMember {
 
   // --- Execution ---
 
+  /**
+   * Send a read's frames to PGlite, in as few calls as possible: normally one. A COPY FROM STDIN splits the
+   * batch (the frames before it run, the COPY is held until its data is complete), and Terminate ends it.
+   */
   async #runBatch(frames: Frames): Promise<void> {
-    let end = frames.bytes.length
-    let terminate = false
+    const bytes = frames.bytes
+    let offset = 0
+    let segment = 0
     let expectedReady = 0
     let pipelineOpen = this.#pipelineOpen
-    forEachFrame(frames.bytes, (code, offset) => {
+    while (offset < bytes.length) {
+      const code = bytes[offset]!
+      const end = offset + CODE_LENGTH + bytes.readInt32BE(offset + CODE_LENGTH)
+      if (this.#copyIn) {
+        await this.#gatherCopy(code, bytes.subarray(offset, end))
+        offset = segment = end
+        pipelineOpen = this.#pipelineOpen
+        continue
+      }
+      let copy: CopyFromStdin | null = null
       switch (code) {
         case FrontendCode.Terminate:
-          end = offset
-          terminate = true
-          return false
-        case FrontendCode.Sync:
+          await this.#send(bytes.subarray(segment, offset), expectedReady, pipelineOpen)
+          this.#close(null)
+          return
         case FrontendCode.Query:
+          if (mentionsStdin(bytes, offset, end)) copy = parseCopyFromStdin(readCString(bytes, offset + HEADER_LENGTH)[0])
+          expectedReady++
+          pipelineOpen = false
+          break
+        case FrontendCode.Sync:
         case FrontendCode.FunctionCall:
           expectedReady++
           pipelineOpen = false
           break
         case FrontendCode.Parse:
+          pipelineOpen = true
+          this.#copyStatements.track(bytes, offset, end)
+          break
         case FrontendCode.Bind:
-        case FrontendCode.Describe:
+          pipelineOpen = true
+          this.#copyStatements.bind(bytes, offset)
+          break
         case FrontendCode.Execute:
+          pipelineOpen = true
+          copy = this.#copyStatements.executes(bytes, offset)
+          break
+        case FrontendCode.Describe:
         case FrontendCode.Close:
           pipelineOpen = true
           break
       }
-      return true
-    })
-    if (end > 0) {
-      const wait = this.#session.scheduler.acquire(this)
-      if (wait) await wait
-      if (this.state !== 'ready') return
-      const bytes = end === frames.bytes.length ? frames.bytes : frames.bytes.subarray(0, end)
-      await this.#execute(bytes)
-      // Every Sync/Query yields a ReadyForQuery in the same call, except a Query skipped while an error waits for Sync.
-      if (this.#scanner.readyCount < expectedReady) pipelineOpen = true
-      this.#pipelineOpen = pipelineOpen
-      this.#releaseIfIdle()
+      if (copy) {
+        // Run what came before the COPY, then hold the COPY itself until its data is complete.
+        const isQuery = code === FrontendCode.Query
+        await this.#send(bytes.subarray(segment, offset), expectedReady - (isQuery ? 1 : 0), isQuery ? this.#pipelineOpenBefore(bytes, segment, offset) : pipelineOpen)
+        await this.#startCopy(copy, bytes.subarray(offset, end), isQuery)
+        offset = segment = end
+        expectedReady = 0
+        pipelineOpen = this.#pipelineOpen
+        continue
+      }
+      offset = end
     }
-    if (terminate) this.#close(null)
+    await this.#send(bytes.subarray(segment), expectedReady, pipelineOpen)
+  }
+
+  /** The pipeline state after the frames in [from, to), starting from the current one. */
+  #pipelineOpenBefore(bytes: Buffer, from: number, to: number): boolean {
+    let open = this.#pipelineOpen
+    forEachFrame(bytes.subarray(from, to), (code) => {
+      if (code === FrontendCode.Sync || code === FrontendCode.Query || code === FrontendCode.FunctionCall) open = false
+      else if (code !== FrontendCode.Flush) open = true
+    })
+    return open
+  }
+
+  /** Run complete frames as the session owner and apply the release rule to the result. */
+  async #send(bytes: Buffer, expectedReady: number, pipelineOpen: boolean): Promise<void> {
+    if (bytes.length === 0) return
+    await this.#acquire()
+    await this.#execute(bytes)
+    // Every Sync/Query yields a ReadyForQuery in the same call, except a Query skipped while an error waits for Sync.
+    this.#pipelineOpen = pipelineOpen || this.#scanner.readyCount < expectedReady
+    this.#releaseIfIdle()
+  }
+
+  async #acquire(): Promise<void> {
+    const wait = this.#session.scheduler.acquire(this)
+    if (wait) await wait
+    if (this.state !== 'ready') throw new SchedulerClosedError('the connection is closing')
+  }
+
+  // --- COPY FROM STDIN ---
+
+  async #startCopy(copy: CopyFromStdin, frame: Buffer, isQuery: boolean): Promise<void> {
+    await this.#acquire()
+    const columns = copy.columns ?? (await this.#columnCount(copy.table))
+    this.#write(encodeCopyInResponse(copy.binary, columns))
+    this.#copyIn = { parts: [frame], size: frame.length, isQuery, failed: false }
+    this.#log.debug('copy in started', { columns, binary: copy.binary })
+  }
+
+  /**
+   * Column count for the CopyInResponse. Asked only between transactions: inside one, any query before the COPY
+   * would change its outcome (COPY FREEZE refuses to run after "prior transaction activity"); clients do not
+   * depend on the count, so 0 is sent then.
+   */
+  async #columnCount(table: string): Promise<number> {
+    if (this.#pipelineOpen || this.#txStatus !== TxStatus.Idle) return 0
+    const reply = await this.#capture(encodeQuery(columnCountQuery(table)))
+    return Number(firstValue(reply) ?? 0)
+  }
+
+  async #gatherCopy(code: number, frame: Buffer): Promise<void> {
+    const copy = this.#copyIn!
+    const isEnd = code === FrontendCode.CopyDone || code === FrontendCode.CopyFail
+    if (copy.failed) {
+      // After our own COPY error: copy messages are dropped; an extended-protocol COPY also waits for Sync.
+      if (copy.isQuery ? isEnd : code === FrontendCode.Sync) this.#copyIn = null
+      if (!copy.isQuery && code === FrontendCode.Sync) this.#write(encodeReadyForQuery(this.#txStatus))
+      return
+    }
+    const isCopyMessage = isEnd || code === FrontendCode.CopyData || code === FrontendCode.Flush || code === FrontendCode.Sync
+    copy.parts.push(frame)
+    copy.size += frame.length
+    if (copy.size > this.#host.options.maxCopyBytes) {
+      copy.parts = []
+      copy.failed = true
+      const limitMb = Math.round(this.#host.options.maxCopyBytes / 2 ** 20)
+      this.#write(encodeErrorResponse('ERROR', SqlState.ProgramLimitExceeded, `COPY data exceeds pglite-dev-db's limit of ${limitMb} MB; split it into smaller COPY commands`))
+      if (copy.isQuery) this.#write(encodeReadyForQuery(this.#txStatus))
+      if (isEnd) this.#copyIn = null
+      return
+    }
+    // Anything but copy data ends the COPY; PGlite itself reports a non-copy message as an error.
+    if (isEnd || !isCopyMessage) await this.#finishCopy()
+  }
+
+  async #finishCopy(): Promise<void> {
+    const copy = this.#copyIn!
+    this.#copyIn = null
+    const reply = await this.#capture(Buffer.concat(copy.parts, copy.size))
+    // PGlite sends its own CopyInResponse first; the client already had ours.
+    this.#write(withoutFirst(reply, BackendCode.CopyInResponse))
+    this.#pipelineOpen = copy.isQuery ? this.#scanner.readyCount < 1 : true
+    this.#releaseIfIdle()
+  }
+
+  /** Execute and return PGlite's whole reply instead of sending it to the client. */
+  async #capture(bytes: Uint8Array): Promise<Buffer> {
+    const chunks: Buffer[] = []
+    this.#captured = chunks
+    try {
+      await this.#execute(bytes)
+    } finally {
+      this.#captured = null
+    }
+    return Buffer.concat(chunks)
   }
 
   async #execute(bytes: Uint8Array): Promise<void> {
@@ -271,6 +446,10 @@ export class Connection implements SessionMember {
 
   readonly #sink = (chunk: Uint8Array): void => {
     this.#scanner.feed(chunk)
+    if (this.#captured) {
+      this.#captured.push(Buffer.from(chunk))
+      return
+    }
     if (this.#discardOutput) return
     if (this.#trace) this.#log.trace('backend bytes', { dump: hexDump(chunk) })
     // PGlite hands us a view of its WASM memory: copy before it is reused.
@@ -367,6 +546,7 @@ export class Connection implements SessionMember {
     if (!this.isOwner || this.#session.dead) return
     this.#discardOutput = true
     try {
+      this.#copyIn = null
       if (this.#pipelineOpen) {
         await this.#execute(SYNC_MESSAGE)
         this.#pipelineOpen = false

@@ -6,7 +6,7 @@ import type { Socket } from 'node:net'
 import { createLogger, type Logger } from '../log.ts'
 import { Connection } from './connection.ts'
 import { sessionFor } from './session.ts'
-import { DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS } from './server.ts'
+import { DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS, DEFAULT_MAX_COPY_BYTES } from './server.ts'
 
 export interface PGLiteSocketHandlerOptions {
   /** The PGlite instance to serve (the stock option `queryQueue` is not needed: the queue lives with the instance) */
@@ -57,6 +57,7 @@ export class PGLiteSocketHandler extends EventTarget {
         idleTimeoutMs: this.#options.idleTimeout ?? 0,
         idleInTransactionTimeoutMs: this.#options.idleInTransactionTimeoutMs ?? DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS,
         inspect: this.#options.inspect ?? false,
+        maxCopyBytes: DEFAULT_MAX_COPY_BYTES,
       },
       admit: () => null,
       cancel: () => {},

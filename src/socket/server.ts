@@ -12,6 +12,8 @@ import { sessionFor, type SharedSession } from './session.ts'
 export const DEFAULT_MAX_CONNECTIONS = 1000
 /** Default for `idleInTransactionTimeoutMs`: a client holding the session idle this long is blocking everyone else. */
 export const DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS = 60_000
+/** Default for `maxCopyBytes`: PGlite needs a whole COPY FROM STDIN in memory at once. */
+export const DEFAULT_MAX_COPY_BYTES = 256 * 2 ** 20
 
 export interface PGLiteSocketServerOptions {
   /** The PGlite database instance */
@@ -36,6 +38,8 @@ export interface PGLiteSocketServerOptions {
    * Default 60000; 0 disables it (one stalled client then blocks all others).
    */
   idleInTransactionTimeoutMs?: number
+  /** A COPY FROM STDIN is held in memory until complete; past this many bytes it fails with 54000 (default: 256 MB) */
+  maxCopyBytes?: number
   /** Clients past this many get FATAL 53300 "sorry, too many clients already" after their startup packet (default: 1000) */
   maxConnections?: number
   /** Where logs go (default: warnings and errors on stderr; `debug`/`inspect` raise the level) */
@@ -72,6 +76,7 @@ export class PGLiteSocketServer extends EventTarget {
       idleTimeoutMs: options.idleTimeoutMs ?? options.idleTimeout ?? 0,
       idleInTransactionTimeoutMs: options.idleInTransactionTimeoutMs ?? DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS,
       inspect: options.inspect ?? false,
+      maxCopyBytes: options.maxCopyBytes ?? DEFAULT_MAX_COPY_BYTES,
     }
     this.#connectionHost = {
       session: this.#session,
