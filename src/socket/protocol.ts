@@ -70,7 +70,10 @@ export const MAX_STARTUP_PACKET_LENGTH = 10000
 export const MAX_SMALL_MESSAGE_LENGTH = 10000
 export const MAX_LARGE_MESSAGE_LENGTH = 0x3fffffff - 1 // 1 GB - 2
 
-/** Messages whose bodies are short by nature; Postgres rejects them above 10000 bytes (PqRecvBuf limit). */
+/**
+ * The largest length field Postgres accepts for each message type after startup (postgres.c SocketBackend), or
+ * -1 for a type its main loop rejects. PGlite must never see those: its FATAL would end the whole instance.
+ */
 export function maxMessageLength(code: number): number {
   switch (code) {
     case FrontendCode.Query:
@@ -78,7 +81,6 @@ export function maxMessageLength(code: number): number {
     case FrontendCode.Bind:
     case FrontendCode.CopyData:
     case FrontendCode.FunctionCall:
-    case FrontendCode.Password:
       return MAX_LARGE_MESSAGE_LENGTH
     case FrontendCode.Close:
     case FrontendCode.Describe:
@@ -92,10 +94,6 @@ export function maxMessageLength(code: number): number {
     default:
       return -1 // unknown type
   }
-}
-
-export function isKnownFrontendCode(code: number): boolean {
-  return maxMessageLength(code) >= 0
 }
 
 function message(code: number, bodyLength: number): Buffer {
