@@ -3,7 +3,7 @@
 import { spawn } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { DevServerError } from './errors.ts'
-import { createLogger, stderrSink } from './log.ts'
+import { createLogger, lineSink } from './log.ts'
 import { DEFAULT_MIGRATIONS_DIR, parseCliOptions, usage, type CliOptions } from './options.ts'
 import { startDevDb, type DevDb } from './dev-server.ts'
 
@@ -32,7 +32,7 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
     return ExitCode.Ok
   }
 
-  const log = createLogger({ level: options.logLevel, sink: stderrSink(options.logFormat) })
+  const log = createLogger({ level: options.logLevel, sink: lineSink(options.logFormat, io.stderr) })
   let devDb: DevDb
   try {
     devDb = await startDevDb({
@@ -46,8 +46,9 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
       logger: log,
     })
   } catch (error) {
-    log.error('start failed', { error, code: (error as DevServerError).code })
-    if (error instanceof Error && error.cause instanceof Error && options.logLevel !== 'silent') io.stderr(`pglite-dev-db: ${error.message}`)
+    // The one message a person needs, even with logging silenced.
+    io.stderr(`pglite-dev-db: ${(error as Error).message}`)
+    log.debug('start failed', { error, code: (error as DevServerError).code })
     return ExitCode.Failure
   }
   if (!isLoopback(options.host)) log.warn('listening beyond this machine without a password: anyone who can reach the port can use the database', { host: options.host })

@@ -49,23 +49,21 @@ function errorFields(fields: LogFields): LogFields {
   return out
 }
 
-/** The default sink: one line per record on stderr, human-readable or JSON lines. */
-export function stderrSink(format: LogFormat = 'pretty'): LogSink {
+/** One line per record, human-readable or JSON lines, to `writeLine` (default: stderr). */
+export function lineSink(format: LogFormat = 'pretty', writeLine: (line: string) => void = (line) => process.stderr.write(line + '\n')): LogSink {
   if (format === 'json') {
-    return (r) => {
-      process.stderr.write(JSON.stringify({ time: new Date(r.time).toISOString(), level: r.level, msg: r.msg, ...errorFields(r.fields) }) + '\n')
-    }
+    return (r) => writeLine(JSON.stringify({ time: new Date(r.time).toISOString(), level: r.level, msg: r.msg, ...errorFields(r.fields) }))
   }
   return (r) => {
     let line = `${new Date(r.time).toISOString()} ${r.level.toUpperCase().padEnd(5)} ${r.msg}`
     for (const [key, value] of Object.entries(r.fields)) line += ` ${key}=${formatValue(value)}`
-    process.stderr.write(line + '\n')
+    writeLine(line)
   }
 }
 
 export function createLogger(options: { level?: LogLevel; sink?: LogSink; fields?: LogFields } = {}): Logger {
   const level = options.level ?? 'warn'
-  const sink = options.sink ?? stderrSink()
+  const sink = options.sink ?? lineSink()
   const base = options.fields ?? {}
   const max = rank(level)
   const make = (lvl: Exclude<LogLevel, 'silent'>): LogFn =>
