@@ -1,0 +1,44 @@
+// Runs once per `vitest run`: initdb one PGlite data dir that every test copies (test/helpers/db.ts).
+// Everything of one run lives under one `pglite-run-<pid>-*` dir, so a run that was killed is swept by the next.
+import { readdir, rm } from 'node:fs/promises'
+import path from 'node:path'
+import { PGlite } from '@electric-sql/pglite'
+import type { TestProject } from 'vitest/node'
+import { createRunDir, RUN_DIR_PATTERN, scratchRoot } from './helpers/db.ts'
+
+declare module 'vitest' {
+  export interface ProvidedContext {
+    /** A closed, initdb'd PGlite data dir inside this run's dir; copy it, never open it in place. */
+    pgliteTemplateDir: string
+  }
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ESRCH') return false
+    throw error
+  }
+}
+
+/** Removes the run dirs of vitest processes that no longer exist (killed before their teardown). */
+async function sweepDeadRuns(root: string): Promise<void> {
+  for (const entry of await readdir(root)) {
+    const pid = RUN_DIR_PATTERN.exec(entry)?.[1]
+    if (pid !== undefined && !isAlive(Number(pid))) await rm(path.join(root, entry), { recursive: true, force: true })
+  }
+}
+
+export default async function setup(project: TestProject): Promise<() => Promise<void>> {
+  const root = await scratchRoot()
+  await sweepDeadRuns(root)
+  const runDir = await createRunDir(root)
+  const templateDir = path.join(runDir, 'template')
+  const db = await PGlite.create({ dataDir: templateDir })
+  await db.query('select 1')
+  await db.close()
+  project.provide('pgliteTemplateDir', templateDir)
+  return () => rm(runDir, { recursive: true, force: true })
+}
