@@ -1,0 +1,26 @@
+// Child-process entry behind Target.spawn(): runs one server on a data dir the parent copied, prints one JSON line
+// ({ url, port }) on stdout, and stops cleanly on SIGTERM or when the parent goes away (stdin closes).
+// Usage: node --import tsx test/helpers/target-process.ts <stock|patched> <dataDir> <options JSON>
+import { startInProcess, type ServerOptions, type TargetName } from './targets.ts'
+
+const [name, dataDir, optionsJson] = process.argv.slice(2)
+if ((name !== 'stock' && name !== 'patched') || !dataDir) {
+  process.stderr.write('usage: target-process.ts <stock|patched> <dataDir> [options JSON]\n')
+  process.exit(2)
+}
+
+const running = await startInProcess(name as TargetName, JSON.parse(optionsJson ?? '{}') as ServerOptions, dataDir)
+let stopping = false
+const stop = async () => {
+  if (stopping) return
+  stopping = true
+  try {
+    await running.close()
+  } finally {
+    process.exit(0)
+  }
+}
+process.once('SIGTERM', stop)
+process.stdin.on('end', stop)
+process.stdin.resume()
+process.stdout.write(`${JSON.stringify({ url: running.url, port: running.port })}\n`)

@@ -1,0 +1,169 @@
+// The two servers every scenario runs against: stock pglite-socket 0.2.17 (unpatched, via the npm alias) and ours.
+// Each start opens a fresh PGlite from the template, listens on 127.0.0.1 port 0 and reads the port back.
+import { spawn } from 'node:child_process'
+import { once } from 'node:events'
+import { fileURLToPath } from 'node:url'
+import type { PGlite } from '@electric-sql/pglite'
+import { PGLiteSocketServer as StockServer } from 'pglite-socket-stock'
+import { copyTemplate, openTestDb, removeDataDir } from './db.ts'
+import { StalledError, withDeadline } from './raw-client.ts'
+
+/** Server options a scenario may ask for; names as in the constructors (stock ignores what it lacks). */
+export interface ServerOptions {
+  maxConnections?: number
+  /** Stock's name: close a connection idle this long (ms). */
+  idleTimeout?: number
+  /** Ours only: a client holding the session idle this long gets FATAL 25P03. */
+  idleInTransactionTimeoutMs?: number
+}
+
+/** The API both servers share, as far as tests use it. */
+export interface SocketServer {
+  start(): Promise<void>
+  stop(): Promise<void>
+  getServerConn(): string
+  getStats(): Record<string, unknown>
+}
+
+export type TargetName = 'stock' | 'patched'
+
+export interface RunningTarget {
+  name: TargetName
+  url: string
+  host: string
+  port: number
+  /** Stops the server, closes the db, removes its data dir. Idempotent. */
+  close(): Promise<void>
+}
+
+export interface InProcessTarget extends RunningTarget {
+  db: PGlite
+  server: SocketServer
+}
+
+export interface Target {
+  name: TargetName
+  /**
+   * Server and PGlite in this process: fast, and `db`/`server` are at hand. A PGlite that dies in a busy loop
+   * (stock after some inputs, NOTES §1) blocks this thread too, and then no deadline fires: use spawn() for those.
+   */
+  start(options?: ServerOptions): Promise<InProcessTarget>
+  /** Server and PGlite in a child process (~1 s slower): close() kills it if it stops answering. */
+  spawn(options?: ServerOptions): Promise<RunningTarget>
+}
+
+type ServerConstructor = new (options: { db: PGlite; host: string; port: number } & ServerOptions) => SocketServer
+
+/**
+ * Stock's default `maxConnections` is 1, which would refuse the second client of every scenario and hide the
+ * interleaving defects; 100 lets them show. A scenario that tests the cap passes its own value.
+ */
+const STOCK_MAX_CONNECTIONS = 100
+const HOST = '127.0.0.1'
+const CHILD_START_DEADLINE_MS = 30_000
+const CHILD_STOP_DEADLINE_MS = 5_000
+
+// Resolved at start() so this file type-checks and the stock half runs while src/socket/server.ts is in flux.
+const PATCHED_MODULE = new URL('../../src/socket/server.ts', import.meta.url).href
+const CHILD_SCRIPT = fileURLToPath(new URL('./target-process.ts', import.meta.url))
+const REPO_ROOT = fileURLToPath(new URL('../..', import.meta.url))
+
+async function loadServer(name: TargetName): Promise<ServerConstructor> {
+  if (name === 'stock') return StockServer as unknown as ServerConstructor
+  const module = (await import(PATCHED_MODULE)) as { PGLiteSocketServer?: ServerConstructor }
+  if (typeof module.PGLiteSocketServer !== 'function') throw new Error(`${PATCHED_MODULE} does not export PGLiteSocketServer`)
+  return module.PGLiteSocketServer
+}
+
+function withDefaults(name: TargetName, options: ServerOptions): ServerOptions {
+  return name === 'stock' ? { maxConnections: STOCK_MAX_CONNECTIONS, ...options } : options
+}
+
+function portOf(server: SocketServer): number {
+  const port = Number(server.getServerConn().split(':').pop())
+  if (!Number.isInteger(port) || port <= 0) throw new Error(`server did not report a port: ${server.getServerConn()}`)
+  return port
+}
+
+const urlFor = (port: number) => `postgres://postgres@${HOST}:${port}/postgres`
+
+/** Used by start() and by the child process behind spawn(); `dataDir`, when given, is taken over and removed on close. */
+export async function startInProcess(name: TargetName, options: ServerOptions = {}, dataDir?: string): Promise<InProcessTarget> {
+  const Server = await loadServer(name)
+  const testDb = await openTestDb(undefined, dataDir)
+  let server: SocketServer
+  try {
+    server = new Server({ db: testDb.db, host: HOST, port: 0, ...withDefaults(name, options) })
+    await server.start()
+  } catch (error) {
+    await testDb.close()
+    throw error
+  }
+  const port = portOf(server)
+  let closing: Promise<void> | undefined
+  return {
+    name,
+    url: urlFor(port),
+    host: HOST,
+    port,
+    db: testDb.db,
+    server,
+    close: () =>
+      (closing ??= (async () => {
+        try {
+          await server.stop()
+        } finally {
+          await testDb.close()
+        }
+      })()),
+  }
+}
+
+async function spawnTarget(name: TargetName, options: ServerOptions = {}): Promise<RunningTarget> {
+  const dataDir = await copyTemplate()
+  const child = spawn(process.execPath, ['--import', 'tsx', CHILD_SCRIPT, name, dataDir, JSON.stringify(options)], {
+    cwd: REPO_ROOT,
+    stdio: ['pipe', 'pipe', 'inherit'],
+  })
+  const exited = once(child, 'exit')
+  const stop = async () => {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGTERM')
+      try {
+        await withDeadline(exited, CHILD_STOP_DEADLINE_MS, 'target process exit after SIGTERM')
+      } catch (error) {
+        if (!(error instanceof StalledError)) throw error
+        child.kill('SIGKILL')
+        await exited
+      }
+    }
+    await removeDataDir(dataDir)
+  }
+  try {
+    const ready = new Promise<string>((resolve) => {
+      let out = ''
+      child.stdout.on('data', (chunk: Buffer) => {
+        out += chunk.toString()
+        if (out.includes('\n')) resolve(out.slice(0, out.indexOf('\n')))
+      })
+    })
+    const died = exited.then(([code, signal]) => {
+      throw new Error(`target process exited (${String(code ?? signal)}) before listening`)
+    })
+    const line = await withDeadline(Promise.race([ready, died]), CHILD_START_DEADLINE_MS, 'target process ready line')
+    const { port } = JSON.parse(line) as { port: number }
+    let closing: Promise<void> | undefined
+    return { name, url: urlFor(port), host: HOST, port, close: () => (closing ??= stop()) }
+  } catch (error) {
+    await stop()
+    throw error
+  }
+}
+
+function target(name: TargetName): Target {
+  return { name, start: (options) => startInProcess(name, options), spawn: (options) => spawnTarget(name, options) }
+}
+
+export const stock: Target = target('stock')
+export const patched: Target = target('patched')
+export const targets: Target[] = [stock, patched]
