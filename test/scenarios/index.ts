@@ -1,0 +1,17 @@
+// The interleaving workloads that scripts/repro-interleave.ts runs against any URL (scenarios a–e).
+// Scenarios that need a particular server config (idle-in-transaction, max-connections) are not in this list.
+import { interleaveRawScenario } from './interleave-raw.ts'
+import { pgLargeParamScenario } from './pg-large-param.ts'
+import { pgPoolIsolationScenario, pgPoolMixedScenario } from './pg-pool-mixed.ts'
+import { pgbenchScenario } from './pgbench.ts'
+import { postgresJsParamsScenario } from './postgres-js-params.ts'
+import type { Scenario } from './outcome.ts'
+
+export const interleavingScenarios: Scenario[] = [
+  interleaveRawScenario,
+  postgresJsParamsScenario,
+  pgLargeParamScenario,
+  pgPoolMixedScenario,
+  pgPoolIsolationScenario,
+  pgbenchScenario,
+]
