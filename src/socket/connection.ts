@@ -62,6 +62,13 @@ export type ConnectionState = 'startup' | 'ready' | 'closing' | 'closed'
 /** Above this many queued batches the socket stops reading until the queue drains. */
 const MAX_QUEUED_BATCHES = 64
 const ROLLBACK = encodeQuery('ROLLBACK')
+/**
+ * Closes an abandoned extended-protocol pipeline the way Postgres does when its client goes away: rolled back.
+ * A bare Sync would commit the implicit transaction. A ROLLBACK query inside the open pipeline aborts it (Postgres
+ * warns "there is no transaction in progress" and rolls back); if an error is already pending, the query is
+ * skipped until the Sync, which ends the failed transaction. Either way the session ends up idle.
+ */
+const ABANDON_PIPELINE = Buffer.concat([ROLLBACK, SYNC_MESSAGE])
 
 interface CopyInState {
   parts: Buffer[]
@@ -548,7 +555,7 @@ export class Connection implements SessionMember {
     try {
       this.#copyIn = null
       if (this.#pipelineOpen) {
-        await this.#execute(SYNC_MESSAGE)
+        await this.#execute(ABANDON_PIPELINE)
         this.#pipelineOpen = false
       }
       if (this.#txStatus !== TxStatus.Idle) await this.#execute(ROLLBACK)
