@@ -198,7 +198,7 @@ export class PGLiteSocketServer extends EventTarget {
   #onDatabaseDead(error: Error): void {
     this.#log.error('database failed; closing every connection', { error })
     this.dispatchEvent(new CustomEvent('error', { detail: error }))
-    this.#active = false
+    // Keep listening: a client that connects now is told why (admit answers with the same FATAL), not just dropped.
     for (const connection of this.#connections) background(connection.terminate(error as WireError), 'close connection after database failure', this.#log)
   }
 }
