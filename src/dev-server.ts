@@ -73,6 +73,8 @@ export async function startDevDb(options: DevDbOptions = {}): Promise<DevDb> {
       idleInTransactionTimeoutMs: options.idleInTransactionTimeoutMs ?? DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS,
       idleTimeoutMs: options.idleTimeoutMs ?? 0,
       logger: log,
+      // At trace level every frame in and out is logged as a hex dump: the protocol trace for interleaving bugs.
+      inspect: log.enabled('trace'),
     })
     try {
       await server.start()

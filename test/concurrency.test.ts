@@ -10,7 +10,8 @@ import { maxConnectionsScenario } from './scenarios/max-connections.ts'
 import type { Outcome, Scenario } from './scenarios/outcome.ts'
 import { pgLargeParamScenario } from './scenarios/pg-large-param.ts'
 import { pgPoolIsolationScenario, pgPoolMixedScenario } from './scenarios/pg-pool-mixed.ts'
-import { pgbenchScenario } from './scenarios/pgbench.ts'
+import { pgNamedStatementsScenario } from './scenarios/pg-named-statements.ts'
+import { pgbenchPreparedScenario, pgbenchScenario } from './scenarios/pgbench.ts'
 import { postgresJsParamsScenario } from './scenarios/postgres-js-params.ts'
 
 /** What went wrong, in the assertion message: the verdict alone says little about 300 queries. */
@@ -65,6 +66,25 @@ const cases: Case[] = [
     stock: expectNotOk,
     patched: (o) => expect(o.tally.queries).toBe(1 + 2 * 8 * 50 + 1),
     timeoutMs: 150_000,
+  },
+  {
+    scenario: pgbenchPreparedScenario,
+    // Every pgbench client Parses P_0, P_1, ... in the one session: on stock, clients abort on one another's
+    // statements and portals (42P05, 26000, 34000, or a reply meant for another client: "no results").
+    stock: (o) => {
+      expectNotOk(o)
+      expect(o.tally.ok, why(o)).toBeLessThan(8 * 50)
+    },
+    patched: (o) => expect(o.tally.queries).toBe(1 + 8 * 50 + 1),
+    timeoutMs: 120_000,
+  },
+  {
+    scenario: pgNamedStatementsScenario,
+    stock: (o) => {
+      expectNotOk(o)
+      expect(o.tally.errors['42P05'] ?? 0, why(o)).toBeGreaterThan(0)
+    },
+    patched: (o) => expect(o.tally.queries).toBe(6 * 15 * 2),
   },
   {
     scenario: idleInTransactionScenario,

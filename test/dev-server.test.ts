@@ -167,9 +167,7 @@ describe('options', () => {
     expect(performance.now() - sentAt).toBeGreaterThanOrEqual(290)
   })
 
-  // Skipped: fails today. Connection arms its idle timer at accept and on each drained batch, but the startup
-  // packet is not a batch and nothing re-arms it, so a client that never queries is never reaped.
-  it.skip('idleTimeoutMs: 300 also closes a client that connected and never sent a query', async () => {
+  it('idleTimeoutMs: 300 also closes a client that connected and never sent a query', async () => {
     const dev = await start({ idleTimeoutMs: 300 })
     const client = await connect(dev.url)
     await expectFatal(client, '57P05')
@@ -207,6 +205,23 @@ describe('options', () => {
     // The holder's CREATE TABLE was rolled back before the waiter ran.
     expect(reply.rows).toEqual([['0']])
     expect(reply.status).toBe('I')
+  })
+
+  it('idleInTransactionTimeoutMs: 300 reaps a holder that went quiet in the middle of a frame', async () => {
+    const dev = await start({ idleInTransactionTimeoutMs: 300 })
+    const holder = await connect(dev.url)
+    const waiter = await connect(dev.url)
+    expect((await holder.query('begin; create table half (id int)')).status).toBe('T')
+    // The first half of a Query: no frame is complete, so nothing runs, and the client says nothing more.
+    const query = wire.query('select 1')
+    await holder.send(query.subarray(0, 3))
+
+    await waiter.send(wire.query('select count(*) from pg_tables where tablename = $$half$$'))
+    await expect.poll(() => dev.server.getStats().waitingClients, { timeout: 2_000 }).toBe(1)
+    await expectFatal(holder, '25P03')
+    const reply = wire.summarize(await waiter.until('ReadyForQuery'))
+    expect(reply.errors).toEqual([])
+    expect(reply.rows).toEqual([['0']])
   })
 
   it('migrations: a failing file rejects with ERR_MIGRATION and leaves nothing listening', async () => {

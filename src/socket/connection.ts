@@ -21,6 +21,7 @@ import {
   encodeReadyForQuery,
 } from './protocol.ts'
 import { ReplyScanner } from './replies.ts'
+import { ClientNames, MessageRestorer } from './names.ts'
 import {
   columnCountQuery,
   encodeCopyInResponse,
@@ -123,6 +124,9 @@ export class Connection implements SessionMember {
   readonly #log: Logger
   readonly #reader = new FrameReader()
   readonly #scanner = new ReplyScanner()
+  /** This client's prepared statement and portal names, kept apart from every other client's. */
+  readonly #names: ClientNames
+  readonly #restorer: MessageRestorer
   readonly #queue: Frames[] = []
   #draining = false
   #pipelineOpen = false
@@ -147,6 +151,8 @@ export class Connection implements SessionMember {
     this.#host = host
     this.#session = host.session
     this.#log = host.log.child({ conn: this.processId })
+    this.#names = new ClientNames(this.processId)
+    this.#restorer = new MessageRestorer((message) => this.#names.restore(message))
     this.#trace = host.options.inspect && this.#log.enabled('trace')
     // Cleanup is wired before anything async can happen, so no path leaks a slot or the session.
     socket.on('data', (chunk: Buffer) => this.#onData(chunk))
@@ -184,12 +190,14 @@ export class Connection implements SessionMember {
     if (this.#trace) this.#log.trace('frontend bytes', { dump: hexDump(chunk) })
     try {
       this.#reader.push(chunk)
-      if (!this.#reader.isTyped) {
-        this.#readStartup()
-        if (this.state !== 'ready') return
+      if (!this.#reader.isTyped) this.#readStartup()
+      if (this.state === 'ready') {
+        let frames: Frames | null
+        while ((frames = this.#reader.readFrames()) !== null) this.#enqueue(frames)
       }
-      let frames: Frames | null
-      while ((frames = this.#reader.readFrames()) !== null) this.#enqueue(frames)
+      // Nothing to run (a startup packet, or part of a frame): the client is quiet again until more arrives, so a
+      // holder that stalls mid-frame is still reaped, and a client that only connected still times out.
+      if (!this.#draining && (this.state === 'ready' || this.state === 'startup')) this.#armIdleTimer()
     } catch (error) {
       this.#fail(error)
     }
@@ -283,7 +291,7 @@ export class Connection implements SessionMember {
    * batch (the frames before it run, the COPY is held until its data is complete), and Terminate ends it.
    */
   async #runBatch(frames: Frames): Promise<void> {
-    const bytes = frames.bytes
+    const bytes = this.#names.rewrite(frames.bytes)
     let offset = 0
     let segment = 0
     let expectedReady = 0
@@ -366,9 +374,14 @@ export class Connection implements SessionMember {
   }
 
   async #acquire(): Promise<void> {
+    const wasOwner = this.isOwner
     const wait = this.#session.scheduler.acquire(this)
-    if (wait) await wait
-    if (this.state !== 'ready') throw new SchedulerClosedError('the connection is closing')
+    if (wait) {
+      await wait
+      if (this.state !== 'ready') throw new SchedulerClosedError('the connection is closing')
+    }
+    // The session is at rest between owners: the moment to drop statements that departed clients left behind.
+    if (!wasOwner && this.#session.hasAbandonedStatements) await this.#session.closeAbandonedStatements()
   }
 
   // --- COPY FROM STDIN ---
@@ -459,8 +472,9 @@ export class Connection implements SessionMember {
     }
     if (this.#discardOutput) return
     if (this.#trace) this.#log.trace('backend bytes', { dump: hexDump(chunk) })
-    // PGlite hands us a view of its WASM memory: copy before it is reused.
-    this.#write(Buffer.from(chunk))
+    // PGlite hands us a view of its WASM memory: copy before it is reused (the restorer copies too).
+    if (this.#names.used) this.#restorer.feed(chunk, this.#writeRestored)
+    else this.#write(Buffer.from(chunk))
   }
 
   /** The release rule: no open pipeline and ReadyForQuery said Idle. */
@@ -471,6 +485,8 @@ export class Connection implements SessionMember {
   #write(bytes: Uint8Array): void {
     if (this.socket.writable) this.socket.write(bytes)
   }
+
+  readonly #writeRestored = (bytes: Buffer): void => this.#write(bytes)
 
   // --- Timers ---
 
@@ -548,9 +564,16 @@ export class Connection implements SessionMember {
     })
   }
 
-  /** Leave the session as if this client had never been there: close its pipeline, roll back its transaction. */
+  /**
+   * Leave the session as if this client had never been there: close its pipeline, roll back its transaction,
+   * deallocate its prepared statements (now if it holds the session, else when the next client takes it).
+   */
   async #releaseSession(): Promise<void> {
-    if (!this.isOwner || this.#session.dead) return
+    if (this.#session.dead) return
+    if (!this.isOwner) {
+      this.#session.abandonStatements(this.#names.closeAll())
+      return
+    }
     this.#discardOutput = true
     try {
       this.#copyIn = null
@@ -559,6 +582,8 @@ export class Connection implements SessionMember {
         this.#pipelineOpen = false
       }
       if (this.#txStatus !== TxStatus.Idle) await this.#execute(ROLLBACK)
+      this.#session.abandonStatements(this.#names.closeAll())
+      await this.#session.closeAbandonedStatements()
       this.#log.debug('session released after close', { status: String.fromCharCode(this.#txStatus) })
     } catch (error) {
       if (isPGliteFatal(error)) this.#session.markDead(error)

@@ -3,7 +3,7 @@
 
 import type { PGlite } from '@electric-sql/pglite'
 import { SqlState, WireError, isPGliteFatal } from '../errors.ts'
-import { BackendCode, StartupCode, encodeAuthenticationOk, encodeParameterStatus } from './protocol.ts'
+import { BackendCode, SYNC_MESSAGE, StartupCode, encodeAuthenticationOk, encodeParameterStatus } from './protocol.ts'
 import { forEachFrame } from './frames.ts'
 import { OwnerScheduler, SchedulerClosedError } from './scheduler.ts'
 
@@ -13,6 +13,8 @@ export type RawSink = (chunk: Uint8Array) => void
 export interface SessionMember {
   terminate(error: WireError): Promise<void>
 }
+
+const discard: RawSink = () => {}
 
 const sessions = new WeakMap<PGlite, SharedSession>()
 
@@ -37,6 +39,8 @@ export class SharedSession {
   readonly #onRawData = (chunk: Uint8Array): void => {
     this.#sink?.(chunk)
   }
+  /** Close messages for statements whose clients left while another client held the session. */
+  #abandoned: Buffer[] = []
   #startupPrefix: Promise<Buffer> | null = null
   /** The resolved startup prefix, once `startupPrefix()` has finished (servers await it before listening). */
   startupPrefixNow: Buffer | null = null
@@ -59,6 +63,23 @@ export class SharedSession {
         this.#sink = null
       }
     })
+  }
+
+  get hasAbandonedStatements(): boolean {
+    return this.#abandoned.length > 0
+  }
+
+  abandonStatements(closes: Buffer[]): void {
+    for (const close of closes) this.#abandoned.push(close)
+  }
+
+  /** Deallocate abandoned statements. Only for an owner whose session is at rest: it ends with a Sync. */
+  async closeAbandonedStatements(): Promise<void> {
+    if (this.#abandoned.length === 0 || this.dead) return
+    const closes = this.#abandoned
+    this.#abandoned = []
+    closes.push(Buffer.from(SYNC_MESSAGE))
+    await this.execute(Buffer.concat(closes), discard)
   }
 
   markDead(cause: unknown): void {

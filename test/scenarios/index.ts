@@ -3,7 +3,8 @@
 import { interleaveRawScenario } from './interleave-raw.ts'
 import { pgLargeParamScenario } from './pg-large-param.ts'
 import { pgPoolIsolationScenario, pgPoolMixedScenario } from './pg-pool-mixed.ts'
-import { pgbenchScenario } from './pgbench.ts'
+import { pgNamedStatementsScenario } from './pg-named-statements.ts'
+import { pgbenchPreparedScenario, pgbenchScenario } from './pgbench.ts'
 import { postgresJsParamsScenario } from './postgres-js-params.ts'
 import type { Scenario } from './outcome.ts'
 
@@ -14,4 +15,6 @@ export const interleavingScenarios: Scenario[] = [
   pgPoolMixedScenario,
   pgPoolIsolationScenario,
   pgbenchScenario,
+  pgbenchPreparedScenario,
+  pgNamedStatementsScenario,
 ]

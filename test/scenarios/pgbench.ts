@@ -14,6 +14,8 @@ export interface PgbenchOptions {
   idleProgressReports?: number
   /** Hard bound on each pgbench process. */
   runDeadlineMs?: number
+  /** Query modes to run one after the other, each with every client. */
+  modes?: ReadonlyArray<'simple' | 'extended' | 'prepared'>
 }
 
 /** pgbench prints messages, not SQLSTATEs; these are the messages a shared session produces, with Postgres's codes. */
@@ -101,6 +103,7 @@ function recordRun(tally: Tally, run: PgbenchRun, expected: number): number {
 
 export async function pgbench(url: string, options: PgbenchOptions = {}): Promise<Outcome> {
   const resolved: Required<PgbenchOptions> = {
+    modes: options.modes ?? ['extended', 'simple'],
     clients: options.clients ?? 8,
     transactions: options.transactions ?? 50,
     idleProgressReports: options.idleProgressReports ?? 3,
@@ -116,9 +119,13 @@ export async function pgbench(url: string, options: PgbenchOptions = {}): Promis
   if (isInitialized !== 'ok') return verdictOf(tally, details)
 
   let processed = 0
-  for (const mode of ['extended', 'simple'] as const) {
+  for (const mode of resolved.modes) {
     // -n: pgbench's pre-run vacuum truncates pgbench_history, which would break the sums across two runs.
-    const args = ['-n', '-c', String(resolved.clients), '-j', '2', '-t', String(resolved.transactions), '-M', mode, '-P', '1']
+    // -M prepared: libpq's PQprepare blocks its thread until the Parse is answered. With clients sharing a thread,
+    // one client inside a transaction waits for that thread while the thread waits for the session it holds; a
+    // thread per client is how an app using PQprepare behaves (one connection per thread).
+    const threads = mode === 'prepared' ? resolved.clients : 2
+    const args = ['-n', '-c', String(resolved.clients), '-j', String(threads), '-t', String(resolved.transactions), '-M', mode, '-P', '1']
     const run = await runPgbench(url, args, resolved)
     details[mode] = { exitCode: run.exitCode, isKilled: run.isKilled }
     processed += recordRun(tally, run, resolved.clients * resolved.transactions)
@@ -154,3 +161,5 @@ export async function pgbench(url: string, options: PgbenchOptions = {}): Promis
 }
 
 export const pgbenchScenario: Scenario = { name: 'pgbench', run: (url) => pgbench(url) }
+/** -M prepared: every client Parses the same statement names (P_0, P_1, ...) once and reuses them. */
+export const pgbenchPreparedScenario: Scenario = { name: 'pgbench-prepared', run: (url) => pgbench(url, { modes: ['prepared'] }) }
