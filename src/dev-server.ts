@@ -4,6 +4,7 @@
 import { PGlite } from '@electric-sql/pglite'
 import { mkdir } from 'node:fs/promises'
 import { resolve } from 'node:path'
+import { lockDataDir, type DataDirLock } from './data-dir-lock.ts'
 import { DevServerError } from './errors.ts'
 import { createLogger, type Logger } from './log.ts'
 import { applyMigrations } from './migrate.ts'
@@ -45,6 +46,7 @@ export interface DevDb {
 
 export async function startDevDb(options: DevDbOptions = {}): Promise<DevDb> {
   // --- Resolve options ---
+  validateOptions(options)
   const log = options.logger ?? createLogger({ level: 'warn' })
   const host = options.host ?? '127.0.0.1'
   const port = options.port ?? 0
@@ -53,11 +55,17 @@ export async function startDevDb(options: DevDbOptions = {}): Promise<DevDb> {
   // --- Open the database ---
   const startedAt = performance.now()
   let db: PGlite
+  let lock: DataDirLock | null = null
   try {
-    if (dataDir) await mkdir(dataDir, { recursive: true })
+    if (dataDir) {
+      await mkdir(dataDir, { recursive: true })
+      lock = await lockDataDir(dataDir)
+    }
     log.info('opening database', { dataDir: dataDir ?? 'memory' })
     db = await PGlite.create(dataDir ? { dataDir } : {})
   } catch (error) {
+    await lock?.release()
+    if (error instanceof DevServerError) throw error
     throw new DevServerError('ERR_PGLITE', `cannot open the database${dataDir ? ` in ${dataDir}` : ''}: ${(error as Error).message}`, { cause: error })
   }
 
@@ -83,6 +91,7 @@ export async function startDevDb(options: DevDbOptions = {}): Promise<DevDb> {
     }
   } catch (error) {
     await db.close()
+    await lock?.release()
     throw error
   }
 
@@ -95,6 +104,7 @@ export async function startDevDb(options: DevDbOptions = {}): Promise<DevDb> {
     closing ??= (async () => {
       await listening.stop()
       if (!db.closed) await db.close()
+      await lock?.release()
       log.info('stopped', {})
     })()
     return closing
@@ -109,4 +119,28 @@ function urlHost(host: string): string {
   if (host === '0.0.0.0' || host === '') return '127.0.0.1'
   if (host === '::') return '[::1]'
   return host.includes(':') ? `[${host}]` : host
+}
+
+const MAX_TIMER_MS = 2 ** 31 - 1
+
+const OPTION_NAMES: ReadonlySet<string> = new Set<keyof DevDbOptions>([
+  'host', 'port', 'dataDir', 'migrations', 'maxConnections', 'idleInTransactionTimeoutMs', 'idleTimeoutMs', 'logger',
+])
+
+/** Mistakes in the options are ERR_CONFIG before anything opens, as the CLI's flags are. */
+function validateOptions(options: DevDbOptions): void {
+  const fail = (message: string) => {
+    throw new DevServerError('ERR_CONFIG', `startDevDb: ${message}`)
+  }
+  for (const name of Object.keys(options)) if (!OPTION_NAMES.has(name)) fail(`unknown option '${name}'`)
+  const whole = (name: keyof DevDbOptions, min: number, max = Number.MAX_SAFE_INTEGER) => {
+    const value = options[name]
+    if (value === undefined) return
+    if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) fail(`option '${name}' must be a whole number from ${min} to ${max}, got ${String(value)}`)
+  }
+  whole('port', 0, 65535)
+  whole('maxConnections', 1)
+  // Node's timers hold at most 2^31-1 ms; a longer one would fire at once.
+  whole('idleInTransactionTimeoutMs', 0, MAX_TIMER_MS)
+  whole('idleTimeoutMs', 0, MAX_TIMER_MS)
 }

@@ -1,6 +1,6 @@
 // Error types: host errors for programmatic callers and the CLI, wire errors for Postgres clients.
 
-export type DevServerErrorCode = 'ERR_CONFIG' | 'ERR_MIGRATION' | 'ERR_LISTEN' | 'ERR_PGLITE' | 'ERR_PATCH_MISSING'
+export type DevServerErrorCode = 'ERR_CONFIG' | 'ERR_DATA_DIR_LOCKED' | 'ERR_MIGRATION' | 'ERR_LISTEN' | 'ERR_PGLITE' | 'ERR_PATCH_MISSING'
 
 /** An error raised to the host program (API caller or CLI), never sent to a Postgres client. */
 export class DevServerError extends Error {

@@ -74,6 +74,11 @@ export interface CliOptions {
   help: boolean
 }
 
+const EXCLUSIVE_PAIRS: ReadonlyArray<[string, string]> = [
+  ['memory', 'data-dir'],
+  ['no-migrations', 'migrations'],
+]
+
 function configError(message: string): DevServerError {
   return new DevServerError('ERR_CONFIG', message)
 }
@@ -85,6 +90,7 @@ export function parseCliOptions(argv: readonly string[], env: NodeJS.ProcessEnv,
     const fromEnv = env[envName(flag.name)]
     if (fromEnv !== undefined && fromEnv !== '') values.set(flag.name, flag.type === 'boolean' ? parseBoolean(flag.name, fromEnv) : fromEnv)
   }
+  const onCommandLine = new Set<string>()
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!
     if (!arg.startsWith('--')) throw configError(`unexpected argument '${arg}'`)
@@ -92,6 +98,7 @@ export function parseCliOptions(argv: readonly string[], env: NodeJS.ProcessEnv,
     const name = arg.slice(2, eq < 0 ? undefined : eq)
     const flag = FLAGS.find((f) => f.name === name)
     if (!flag) throw configError(`unknown option '--${name}'`)
+    onCommandLine.add(name)
     if (flag.type === 'boolean') {
       if (eq >= 0) throw configError(`option '--${name}' takes no value`)
       values.set(name, true)
@@ -101,12 +108,23 @@ export function parseCliOptions(argv: readonly string[], env: NodeJS.ProcessEnv,
     if (value === undefined || (eq < 0 && value.startsWith('--'))) throw configError(`option '--${name}' needs a value (${flag.value})`)
     values.set(name, value)
   }
+  // A flag wins over its opposite's environment twin too: `--data-dir d` with PGLITE_DEV_DB_MEMORY=1 means d.
+  for (const [a, b] of EXCLUSIVE_PAIRS) {
+    if (onCommandLine.has(a) && !onCommandLine.has(b)) values.delete(b)
+    if (onCommandLine.has(b) && !onCommandLine.has(a)) values.delete(a)
+  }
   const str = (name: string): string | undefined => values.get(name) as string | undefined
   const int = (name: string, fallback: number): number => {
     const raw = str(name)
     if (raw === undefined) return fallback
     if (!/^\d+$/.test(raw)) throw configError(`option '--${name}' must be a whole number, got '${raw}'`)
     return Number(raw)
+  }
+  const timeout = (name: string, fallback: number): number => {
+    const ms = int(name, fallback)
+    // Node's timers hold at most 2^31-1 ms (about 24.8 days); a longer one would fire at once.
+    if (ms > 2 ** 31 - 1) throw configError(`option '--${name}' must be at most 2147483647, got ${ms}`)
+    return ms
   }
   const port = int('port', 5432)
   if (port > 65535) throw configError(`option '--port' must be 0-65535, got ${port}`)
@@ -124,8 +142,8 @@ export function parseCliOptions(argv: readonly string[], env: NodeJS.ProcessEnv,
     dataDir: values.get('memory') === true ? null : (str('data-dir') ?? DEFAULT_DATA_DIR),
     migrations: values.get('no-migrations') === true ? null : (str('migrations') ?? migrationsDefault),
     maxConnections,
-    idleInTransactionTimeoutMs: int('idle-in-transaction-timeout-ms', DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS),
-    idleTimeoutMs: int('idle-timeout-ms', 0),
+    idleInTransactionTimeoutMs: timeout('idle-in-transaction-timeout-ms', DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS),
+    idleTimeoutMs: timeout('idle-timeout-ms', 0),
     logLevel,
     logFormat,
     run: str('run') ?? null,

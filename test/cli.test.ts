@@ -7,6 +7,7 @@ import { createInterface } from 'node:readline'
 import pg from 'pg'
 import { describe, expect, inject, it, onTestFinished } from 'vitest'
 import { main, type CliIo } from '../src/cli.ts'
+import { parseCliOptions } from '../src/options.ts'
 import { scratchRoot } from './helpers/db.ts'
 
 interface Captured {
@@ -85,6 +86,12 @@ describe('pglite-dev-db CLI', () => {
     expect(c.stderr[0]).toContain("'--port' must be a whole number, got 'nope'")
     const d = captureIo({ PGLITE_DEV_DB_LOG_LEVEL: 'loud' })
     expect(await main(['--help'], d.io)).toBe(2)
+
+    const env = { PGLITE_DEV_DB_PORT: '7000', PGLITE_DEV_DB_MEMORY: '1', PGLITE_DEV_DB_NO_MIGRATIONS: 'true' }
+    expect(parseCliOptions([], env, 'migrations')).toMatchObject({ port: 7000, dataDir: null, migrations: null })
+    // A flag beats its own twin and the twin of its opposite.
+    expect(parseCliOptions(['--port', '0', '--data-dir', 'here', '--migrations', 'm'], env, 'migrations')).toMatchObject({ port: 0, dataDir: 'here', migrations: 'm' })
+    expect(() => parseCliOptions(['--memory', '--data-dir', 'here'], {}, null)).toThrow("'--memory' and '--data-dir' exclude each other")
   })
 
   it('prints the help on stdout with every flag and its environment twin convention', async () => {
@@ -162,5 +169,31 @@ describe('pglite-dev-db CLI', () => {
     const [code] = (await exited) as [number]
     expect(code).toBe(0)
     expect(lines).toEqual([url])
+  })
+
+  it('a second server on a data dir in use exits 1 naming the first; once that one is killed -9, the next start takes over', async () => {
+    const dir = await dataDir()
+    const child = spawn(process.execPath, ['bin/pglite-dev-db.js', '--port', '0', '--data-dir', dir, '--no-migrations'], { stdio: ['ignore', 'pipe', 'pipe'] })
+    onTestFinished(() => {
+      if (child.exitCode === null) child.kill('SIGKILL')
+    })
+    const [url] = (await once(createInterface({ input: child.stdout }), 'line')) as [string]
+    await query(url, 'create table kept (id int); insert into kept values (1)')
+
+    const second = captureIo()
+    expect(await main(['--port', '0', '--data-dir', dir, '--no-migrations', '--log-level', 'silent'], second.io)).toBe(1)
+    expect(second.stdout).toEqual([])
+    expect(second.stderr.join('\n')).toContain(`in use by another pglite-dev-db (pid ${child.pid}`)
+
+    // kill -9 leaves the lock file behind; its pid is gone, so the next server takes the directory.
+    const exited = once(child, 'exit')
+    child.kill('SIGKILL')
+    await exited
+    const third = captureIo()
+    const running = main(['--port', '0', '--data-dir', dir, '--no-migrations', '--log-level', 'silent'], third.io)
+    const thirdUrl = await third.firstLine
+    expect((await query(thirdUrl, 'select count(*)::int as n from kept')).rows).toEqual([{ n: 1 }])
+    third.stop()
+    expect(await running).toBe(0)
   })
 })

@@ -224,6 +224,25 @@ describe('options', () => {
     expect(reply.rows).toEqual([['0']])
   })
 
+  it('a second startDevDb on a dataDir in use rejects with ERR_DATA_DIR_LOCKED; the first keeps serving, and after its close the dir opens again', async () => {
+    const dataDir = await scratchDataDir()
+    const first = await start({ dataDir })
+    const error = await startDevDb({ dataDir }).then(() => null, (e: unknown) => e)
+    expect(error).toMatchObject({ code: 'ERR_DATA_DIR_LOCKED', message: expect.stringContaining(`pid ${process.pid}, this process`) })
+    const client = await connect(first.url)
+    expect((await client.query('select 1 as one')).rows).toEqual([['1']])
+    await first.close()
+    const again = await start({ dataDir })
+    expect(again.port).toBeGreaterThan(0)
+  })
+
+  it('rejects a bad option with ERR_CONFIG before opening anything', async () => {
+    for (const options of [{ port: -1 }, { port: 70_000 }, { maxConnections: 0 }, { idleTimeoutMs: 1.5 }, { idleInTransactionTimeoutMs: 2 ** 31 }, { dataDirectory: 'x' }]) {
+      const error = await startDevDb(options as DevDbOptions).then(() => null, (e: unknown) => e)
+      expect(error, JSON.stringify(options)).toMatchObject({ code: 'ERR_CONFIG', message: expect.stringContaining(Object.keys(options)[0]!) })
+    }
+  })
+
   it('migrations: a failing file rejects with ERR_MIGRATION and leaves nothing listening', async () => {
     const migrations = await mkdtemp(path.join(os.tmpdir(), 'pglite-dev-db-broken-'))
     scratch.push(migrations)
