@@ -18,6 +18,23 @@ describe('OwnerScheduler', () => {
     expect(s.acquire('a')).toBeNull()
   })
 
+  it('cancelWait takes one waiter out of the line; the others keep their order', async () => {
+    const s = new OwnerScheduler<string>()
+    const log: string[] = []
+    s.acquire('owner')
+    const b = job(s, 'b', log)
+    const c = job(s, 'c', log)
+    const d = job(s, 'd', log)
+    const reason = new Error('canceled')
+    expect(s.cancelWait('c', reason)).toBe(true)
+    expect(s.cancelWait('c', reason)).toBe(false)
+    expect(s.cancelWait('owner', reason)).toBe(false)
+    await expect(c).rejects.toBe(reason)
+    s.release('owner')
+    await Promise.all([b, d])
+    expect(log).toEqual(['b', 'd'])
+  })
+
   it('serves waiters first-come first-served after the owner releases', async () => {
     const s = new OwnerScheduler<string>()
     const log: string[] = []

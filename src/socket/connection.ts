@@ -32,7 +32,7 @@ import {
   withoutFirst,
   type CopyFromStdin,
 } from './copy.ts'
-import { SchedulerClosedError } from './scheduler.ts'
+import { QueryCanceledError, SchedulerClosedError } from './scheduler.ts'
 import type { SessionMember, SharedSession } from './session.ts'
 import { hexDump } from './inspect.ts'
 
@@ -107,6 +107,7 @@ class CopyStatements {
   }
 }
 const SSL_NOT_SUPPORTED = Buffer.from('N')
+const CANCELED_RESPONSE = encodeErrorResponse('ERROR', SqlState.QueryCanceled, 'canceling statement due to user request')
 /** A FATAL goodbye gets this long to flush before the socket is destroyed. */
 const CLOSE_GRACE_MS = 2000
 
@@ -129,6 +130,8 @@ export class Connection implements SessionMember {
   readonly #restorer: MessageRestorer
   readonly #queue: Frames[] = []
   #draining = false
+  /** True while waiting for the session with work a CancelRequest may cancel. */
+  #cancelable = false
   #pipelineOpen = false
   #txStatus: number = TxStatus.Idle
   /** While true, PGlite's output is followed but not sent (cleanup after the client is gone). */
@@ -366,22 +369,59 @@ export class Connection implements SessionMember {
   /** Run complete frames as the session owner and apply the release rule to the result. */
   async #send(bytes: Buffer, expectedReady: number, pipelineOpen: boolean): Promise<void> {
     if (bytes.length === 0) return
-    await this.#acquire()
+    try {
+      // Work that ends in a Sync or Query can be canceled while it waits: the client is waiting for its answer.
+      await this.#acquire(expectedReady > 0)
+    } catch (error) {
+      if (!(error instanceof QueryCanceledError)) throw error
+      await this.#answerCanceled(bytes, expectedReady, pipelineOpen)
+      return
+    }
     await this.#execute(bytes)
     // Every Sync/Query yields a ReadyForQuery in the same call, except a Query skipped while an error waits for Sync.
     this.#pipelineOpen = pipelineOpen || this.#scanner.readyCount < expectedReady
     this.#releaseIfIdle()
   }
 
-  async #acquire(): Promise<void> {
+  async #acquire(cancelable = false): Promise<void> {
     const wasOwner = this.isOwner
     const wait = this.#session.scheduler.acquire(this)
     if (wait) {
-      await wait
+      this.#cancelable = cancelable
+      try {
+        await wait
+      } finally {
+        this.#cancelable = false
+      }
       if (this.state !== 'ready') throw new SchedulerClosedError('the connection is closing')
     }
     // The session is at rest between owners: the moment to drop statements that departed clients left behind.
     if (!wasOwner && this.#session.hasAbandonedStatements) await this.#session.closeAbandonedStatements()
+  }
+
+  /**
+   * A CancelRequest with this client's key. Postgres cancels the statement running at that moment; here the
+   * statement that can be waiting is one queued behind another client's transaction, and that one is canceled.
+   * A statement already inside PGlite runs to completion (PGlite cannot be interrupted).
+   */
+  cancel(): void {
+    if (!this.#cancelable) return
+    if (this.#session.scheduler.cancelWait(this, new QueryCanceledError())) this.#log.debug('queued work canceled', {})
+  }
+
+  /**
+   * The first Sync- or Query-ended unit of `bytes` never ran: answer it as Postgres answers a canceled statement
+   * (ErrorResponse 57014, the rest of the unit skipped, ReadyForQuery), then run what follows it.
+   */
+  async #answerCanceled(bytes: Buffer, expectedReady: number, pipelineOpen: boolean): Promise<void> {
+    let unitEnd = bytes.length
+    forEachFrame(bytes, (code, offset, length) => {
+      if (code !== FrontendCode.Sync && code !== FrontendCode.Query && code !== FrontendCode.FunctionCall) return true
+      unitEnd = offset + length
+      return false
+    })
+    this.#write(Buffer.concat([CANCELED_RESPONSE, encodeReadyForQuery(this.#txStatus)]))
+    await this.#send(bytes.subarray(unitEnd), expectedReady - 1, pipelineOpen)
   }
 
   // --- COPY FROM STDIN ---

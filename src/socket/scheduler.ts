@@ -9,6 +9,14 @@ export class SchedulerClosedError extends Error {
   }
 }
 
+/** A wait ended by the client's CancelRequest. */
+export class QueryCanceledError extends Error {
+  constructor() {
+    super('canceling statement due to user request')
+    this.name = 'QueryCanceledError'
+  }
+}
+
 interface Waiter<Id> {
   id: Id
   resolve: () => void
@@ -82,6 +90,15 @@ export class OwnerScheduler<Id> {
       waiter.reject(reason)
     }
     this.release(id)
+  }
+
+  /** Stop `id` waiting: its wait rejects with `reason`. False if it was not waiting. */
+  cancelWait(id: Id, reason: Error): boolean {
+    const waiter = this.#waiters.find((w) => w.id === id)
+    if (!waiter) return false
+    this.#remove(waiter)
+    waiter.reject(reason)
+    return true
   }
 
   /** Reject every waiter and refuse new ones; used when the database is gone. */

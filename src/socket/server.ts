@@ -96,6 +96,7 @@ export class PGLiteSocketServer extends EventTarget {
       cancel: (processId, secretKey) => {
         const target = [...this.#connections].find((c) => c.processId === processId && c.secretKey === secretKey)
         this.#log.debug('cancel request', { target: processId, matched: target !== undefined })
+        target?.cancel()
       },
       closed: (connection) => {
         this.#connections.delete(connection)
