@@ -11,6 +11,7 @@ import type { Outcome, Scenario } from './scenarios/outcome.ts'
 import { pgLargeParamScenario } from './scenarios/pg-large-param.ts'
 import { pgPoolIsolationScenario, pgPoolMixedScenario } from './scenarios/pg-pool-mixed.ts'
 import { pgNamedStatementsScenario } from './scenarios/pg-named-statements.ts'
+import { pgSessionSettingsScenario } from './scenarios/pg-session-settings.ts'
 import { pgbenchPreparedScenario, pgbenchScenario } from './scenarios/pgbench.ts'
 import { postgresJsParamsScenario } from './scenarios/postgres-js-params.ts'
 
@@ -85,6 +86,15 @@ const cases: Case[] = [
       expect(o.tally.errors['42P05'] ?? 0, why(o)).toBeGreaterThan(0)
     },
     patched: (o) => expect(o.tally.queries).toBe(6 * 15 * 2),
+  },
+  {
+    scenario: pgSessionSettingsScenario,
+    // Stock: one client's SET (and nobody's startup options) is what every client sees.
+    stock: (o) => {
+      expectNotOk(o)
+      expect(o.tally.wrong, why(o)).toBeGreaterThan(0)
+    },
+    patched: (o) => expect(o.tally.queries).toBe(6 * 10),
   },
   {
     scenario: idleInTransactionScenario,

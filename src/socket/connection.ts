@@ -3,7 +3,7 @@
 
 import type { Socket } from 'node:net'
 import { randomInt } from 'node:crypto'
-import { SqlState, WireError, isDisconnectError, isPGliteFatal } from '../errors.ts'
+import { SqlState, WireError, isDisconnectError, isPGliteFatal, type SqlStateCode } from '../errors.ts'
 import type { Logger } from '../log.ts'
 import { FrameReader, forEachFrame, protocolViolation, type Frames } from './frames.ts'
 import {
@@ -17,11 +17,13 @@ import {
   encodeBackendKeyData,
   encodeErrorResponse,
   encodeNegotiateProtocolVersion,
+  encodeParameterStatus,
   encodeQuery,
   encodeReadyForQuery,
 } from './protocol.ts'
 import { ReplyScanner } from './replies.ts'
 import { ClientNames, MessageRestorer } from './names.ts'
+import { SNAPSHOT_QUERY, UNKNOWN_SETTINGS, applySettingsQuery, errorFields, readSettingsReply, settingsKey, startupSettings, type Settings } from './settings.ts'
 import {
   columnCountQuery,
   encodeCopyInResponse,
@@ -130,6 +132,11 @@ export class Connection implements SessionMember {
   readonly #restorer: MessageRestorer
   readonly #queue: Frames[] = []
   #draining = false
+  /** Settings this client has that differ from the defaults (its startup parameters and its SETs), and their key. */
+  #settings: Settings = []
+  #settingsKey = ''
+  /** The startup packet asked for settings that are not yet applied (see #applyStartupSettings). */
+  #startupSettingsPending = false
   /** True while waiting for the session with work a CancelRequest may cancel. */
   #cancelable = false
   #pipelineOpen = false
@@ -250,6 +257,12 @@ export class Connection implements SessionMember {
     }
     const prefix = this.#session.startupPrefixNow
     if (!prefix) throw new WireError('FATAL', SqlState.CannotConnectNow, 'the database system is starting up')
+    // Settings equal to what the client is told anyway (client_encoding=UTF8 from node-postgres) cost nothing.
+    this.#settings = startupSettings(this.startupParams).filter(([name, value]) => this.#session.reportedDefaults.get(name.toLowerCase()) !== value)
+    if (this.#settings.length > 0) {
+      this.#startupSettingsPending = true
+      this.#settingsKey = UNKNOWN_SETTINGS
+    }
     const parts = [prefix, encodeBackendKeyData(this.processId, this.secretKey), encodeReadyForQuery(TxStatus.Idle)]
     // A newer 3.x minor or `_pq_.` options: say we speak 3.0 and which options we ignored; the client carries on.
     if (minor > 0 || unrecognized.length > 0) parts.unshift(encodeNegotiateProtocolVersion(0, unrecognized))
@@ -380,7 +393,7 @@ export class Connection implements SessionMember {
     await this.#execute(bytes)
     // Every Sync/Query yields a ReadyForQuery in the same call, except a Query skipped while an error waits for Sync.
     this.#pipelineOpen = pipelineOpen || this.#scanner.readyCount < expectedReady
-    this.#releaseIfIdle()
+    await this.#releaseIfIdle()
   }
 
   async #acquire(cancelable = false): Promise<void> {
@@ -395,8 +408,12 @@ export class Connection implements SessionMember {
       }
       if (this.state !== 'ready') throw new SchedulerClosedError('the connection is closing')
     }
-    // The session is at rest between owners: the moment to drop statements that departed clients left behind.
-    if (!wasOwner && this.#session.hasAbandonedStatements) await this.#session.closeAbandonedStatements()
+    if (wasOwner) return
+    // The session is at rest between owners: the moment to drop statements that departed clients left behind,
+    // and to give the session this client's settings if the last owner's differ.
+    if (this.#session.hasAbandonedStatements) await this.#session.closeAbandonedStatements()
+    if (this.#startupSettingsPending) await this.#applyStartupSettings()
+    else if (this.#session.appliedSettings !== this.#settingsKey) await this.#applySettings()
   }
 
   /**
@@ -477,7 +494,7 @@ export class Connection implements SessionMember {
     // PGlite sends its own CopyInResponse first; the client already had ours.
     this.#write(withoutFirst(reply, BackendCode.CopyInResponse))
     this.#pipelineOpen = copy.isQuery ? this.#scanner.readyCount < 1 : true
-    this.#releaseIfIdle()
+    await this.#releaseIfIdle()
   }
 
   /** Execute and return PGlite's whole reply instead of sending it to the client. */
@@ -518,8 +535,54 @@ export class Connection implements SessionMember {
   }
 
   /** The release rule: no open pipeline and ReadyForQuery said Idle. */
-  #releaseIfIdle(): void {
-    if (!this.#pipelineOpen && this.#txStatus === TxStatus.Idle) this.#session.scheduler.release(this)
+  async #releaseIfIdle(): Promise<void> {
+    if (this.#pipelineOpen || this.#txStatus !== TxStatus.Idle) return
+    if (this.#scanner.settingsChanged) await this.#snapshotSettings()
+    this.#session.scheduler.release(this)
+  }
+
+  // --- Session settings ---
+
+  /** This client SET something: remember its settings, which are now the session's. */
+  async #snapshotSettings(): Promise<void> {
+    const reply = readSettingsReply(await this.#capture(SNAPSHOT_QUERY))
+    this.#scanner.settingsChanged = false
+    if (reply.error) {
+      this.#session.appliedSettings = UNKNOWN_SETTINGS
+      this.#log.warn('cannot read session settings', { error: errorFields(reply.error).message })
+      return
+    }
+    this.#settings = reply.settings
+    this.#session.appliedSettings = this.#settingsKey = settingsKey(reply.settings)
+  }
+
+  /** Give the session this client's settings (the session is at rest: no pipeline, no transaction). */
+  async #applySettings(): Promise<void> {
+    const reply = readSettingsReply(await this.#capture(applySettingsQuery(this.#settings, false)))
+    this.#scanner.settingsChanged = false
+    this.#session.appliedSettings = reply.error ? UNKNOWN_SETTINGS : this.#settingsKey
+    if (reply.error) this.#log.warn('cannot apply session settings', { error: errorFields(reply.error).message })
+  }
+
+  /**
+   * The settings of the startup packet, applied the first time this client gets the session (connecting never
+   * waits for another client's transaction). The client was told the defaults at startup; now it gets a
+   * ParameterStatus for each reported setting it changed, as Postgres would have sent at startup. A value
+   * Postgres refuses closes the connection with its error as FATAL, as Postgres does at startup.
+   */
+  async #applyStartupSettings(): Promise<void> {
+    this.#startupSettingsPending = false
+    const reply = readSettingsReply(await this.#capture(applySettingsQuery(this.#settings, true)))
+    this.#scanner.settingsChanged = false
+    if (reply.error) {
+      this.#session.appliedSettings = UNKNOWN_SETTINGS
+      const { code, message } = errorFields(reply.error)
+      throw new WireError('FATAL', code as SqlStateCode, message)
+    }
+    this.#settings = reply.settings
+    this.#session.appliedSettings = this.#settingsKey = settingsKey(reply.settings)
+    const reported = reply.settings.filter(([name]) => this.#session.reportedDefaults.has(name.toLowerCase()))
+    if (reported.length > 0) this.#write(Buffer.concat(reported.map(([name, value]) => encodeParameterStatus(name, value))))
   }
 
   #write(bytes: Uint8Array): void {
@@ -622,6 +685,8 @@ export class Connection implements SessionMember {
         this.#pipelineOpen = false
       }
       if (this.#txStatus !== TxStatus.Idle) await this.#execute(ROLLBACK)
+      // A SET that committed before the client went is still in the session: the next owner resets it.
+      if (this.#scanner.settingsChanged) this.#session.appliedSettings = UNKNOWN_SETTINGS
       this.#session.abandonStatements(this.#names.closeAll())
       await this.#session.closeAbandonedStatements()
       this.#log.debug('session released after close', { status: String.fromCharCode(this.#txStatus) })

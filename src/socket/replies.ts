@@ -10,6 +10,11 @@ export class ReplyScanner {
   lastStatus = 0
   /** The backend asked for COPY data (CopyInResponse/CopyBothResponse) and has not finished. */
   copyIn = false
+  /**
+   * A command may have changed session settings (CommandComplete SET, RESET or DISCARD, or a ParameterStatus).
+   * Stays set until the owner clears it.
+   */
+  settingsChanged = false
   /** Called with the code of each message as its header completes; for decoding beyond status tracking. */
   onMessage: ((code: number) => void) | null = null
 
@@ -18,6 +23,9 @@ export class ReplyScanner {
   #code = 0
   #bodyLength = 0
   #remaining = 0
+  /** The first bytes of the CommandComplete tag being read. */
+  readonly #tag = Buffer.alloc(8)
+  #tagFill = 0
 
   reset(): void {
     this.readyCount = 0
@@ -31,6 +39,7 @@ export class ReplyScanner {
       if (this.#remaining > 0) {
         if (this.#code === BackendCode.ReadyForQuery && this.#remaining === this.#bodyLength) this.lastStatus = chunk[i]!
         const take = Math.min(this.#remaining, n - i)
+        if (this.#code === BackendCode.CommandComplete && this.#tagFill < this.#tag.length) this.#readTag(chunk, i, take)
         i += take
         this.#remaining -= take
         continue
@@ -58,11 +67,30 @@ export class ReplyScanner {
         this.readyCount++
         this.copyIn = false
         break
+      case BackendCode.CommandComplete:
+        this.#tagFill = 0
+        break
+      case BackendCode.ParameterStatus:
+        this.settingsChanged = true
+        break
       case BackendCode.CopyInResponse:
       case BackendCode.CopyBothResponse:
         this.copyIn = true
         break
     }
     this.onMessage?.(code)
+  }
+
+  #readTag(chunk: Uint8Array, at: number, take: number): void {
+    const count = Math.min(take, this.#tag.length - this.#tagFill)
+    this.#tag.set(chunk.subarray(at, at + count), this.#tagFill)
+    this.#tagFill += count
+    if (this.#tagFill < this.#tag.length && count < this.#remaining) return
+    const tag = this.#tag
+    // "SET\0", "RESET\0", "DISCARD ALL\0" (DISCARD TEMP/PLANS/SEQUENCES too: harmless to over-report).
+    if ((tag[0] === 0x53 && tag[1] === 0x45 && tag[2] === 0x54 && tag[3] === 0) || (tag[0] === 0x52 && tag[1] === 0x45 && tag[2] === 0x53 && tag[3] === 0x45 && tag[4] === 0x54) || (tag[0] === 0x44 && tag[1] === 0x49 && tag[2] === 0x53 && tag[3] === 0x43)) {
+      this.settingsChanged = true
+    }
+    this.#tagFill = this.#tag.length
   }
 }

@@ -39,6 +39,10 @@ export class SharedSession {
   readonly #onRawData = (chunk: Uint8Array): void => {
     this.#sink?.(chunk)
   }
+  /** Settings Postgres reports with ParameterStatus (lower-case names), with the values every client is told at startup. */
+  readonly reportedDefaults = new Map<string, string>()
+  /** The settings key (see settings.ts) of what the session holds now: '' is the defaults. */
+  appliedSettings = ''
   /** Close messages for statements whose clients left while another client held the session. */
   #abandoned: Buffer[] = []
   #startupPrefix: Promise<Buffer> | null = null
@@ -113,7 +117,10 @@ export class SharedSession {
       const body = view.subarray(offset + 5, offset + length)
       const nameEnd = body.indexOf(0)
       const valueEnd = body.indexOf(0, nameEnd + 1)
-      parts.push(encodeParameterStatus(body.toString('utf8', 0, nameEnd), body.toString('utf8', nameEnd + 1, valueEnd)))
+      const name = body.toString('utf8', 0, nameEnd)
+      const value = body.toString('utf8', nameEnd + 1, valueEnd)
+      this.reportedDefaults.set(name.toLowerCase(), value)
+      parts.push(encodeParameterStatus(name, value))
     })
     return Buffer.concat(parts)
   }

@@ -4,6 +4,7 @@ import { interleaveRawScenario } from './interleave-raw.ts'
 import { pgLargeParamScenario } from './pg-large-param.ts'
 import { pgPoolIsolationScenario, pgPoolMixedScenario } from './pg-pool-mixed.ts'
 import { pgNamedStatementsScenario } from './pg-named-statements.ts'
+import { pgSessionSettingsScenario } from './pg-session-settings.ts'
 import { pgbenchPreparedScenario, pgbenchScenario } from './pgbench.ts'
 import { postgresJsParamsScenario } from './postgres-js-params.ts'
 import type { Scenario } from './outcome.ts'
@@ -17,4 +18,5 @@ export const interleavingScenarios: Scenario[] = [
   pgbenchScenario,
   pgbenchPreparedScenario,
   pgNamedStatementsScenario,
+  pgSessionSettingsScenario,
 ]
