@@ -12,6 +12,7 @@ import { pgLargeParamScenario } from './scenarios/pg-large-param.ts'
 import { pgPoolIsolationScenario, pgPoolMixedScenario } from './scenarios/pg-pool-mixed.ts'
 import { pgNamedStatementsScenario } from './scenarios/pg-named-statements.ts'
 import { pgSessionSettingsScenario } from './scenarios/pg-session-settings.ts'
+import { pgListenNotifyScenario } from './scenarios/pg-listen-notify.ts'
 import { pgbenchPreparedScenario, pgbenchScenario } from './scenarios/pgbench.ts'
 import { postgresJsParamsScenario } from './scenarios/postgres-js-params.ts'
 
@@ -95,6 +96,15 @@ const cases: Case[] = [
       expect(o.tally.wrong, why(o)).toBeGreaterThan(0)
     },
     patched: (o) => expect(o.tally.queries).toBe(6 * 10),
+  },
+  {
+    scenario: pgListenNotifyScenario,
+    // Stock: a notification goes to whichever client's query made PGlite emit it, listening or not.
+    stock: (o) => {
+      expectNotOk(o)
+      expect(o.tally.wrong, why(o)).toBeGreaterThan(0)
+    },
+    patched: (o) => expect(o.tally.queries).toBe(6 * 4 + 3),
   },
   {
     scenario: idleInTransactionScenario,

@@ -23,6 +23,7 @@ import {
 } from './protocol.ts'
 import { ReplyScanner } from './replies.ts'
 import { ClientNames, MessageRestorer } from './names.ts'
+import { LISTENING_CHANNELS_QUERY, listenCommands, listenQuery, mayListen, messageSql, notificationChannel, readChannels, type ListenCommand } from './listen.ts'
 import { SNAPSHOT_QUERY, UNKNOWN_SETTINGS, applySettingsQuery, errorFields, readSettingsReply, settingsKey, startupSettings, type Settings } from './settings.ts'
 import {
   columnCountQuery,
@@ -137,6 +138,8 @@ export class Connection implements SessionMember {
   #settingsKey = ''
   /** The startup packet asked for settings that are not yet applied (see #applyStartupSettings). */
   #startupSettingsPending = false
+  /** LISTEN/UNLISTEN statements sent since this client last released the session, in order. */
+  #listenCommands: ListenCommand[] = []
   /** True while waiting for the session with work a CancelRequest may cancel. */
   #cancelable = false
   #pipelineOpen = false
@@ -162,7 +165,9 @@ export class Connection implements SessionMember {
     this.#session = host.session
     this.#log = host.log.child({ conn: this.processId })
     this.#names = new ClientNames(this.processId)
-    this.#restorer = new MessageRestorer((message) => this.#names.restore(message))
+    this.#restorer = new MessageRestorer((message) =>
+      message[0] === BackendCode.NotificationResponse ? this.#routeNotification(message) : this.#names.restore(message),
+    )
     this.#trace = host.options.inspect && this.#log.enabled('trace')
     // Cleanup is wired before anything async can happen, so no path leaks a slot or the session.
     socket.on('data', (chunk: Buffer) => this.#onData(chunk))
@@ -329,6 +334,7 @@ export class Connection implements SessionMember {
           return
         case FrontendCode.Query:
           if (mentionsStdin(bytes, offset, end)) copy = parseCopyFromStdin(readCString(bytes, offset + HEADER_LENGTH)[0])
+          if (mayListen(bytes, offset, end)) this.#listenCommands.push(...listenCommands(messageSql(bytes, offset, end, false)))
           expectedReady++
           pipelineOpen = false
           break
@@ -340,6 +346,7 @@ export class Connection implements SessionMember {
         case FrontendCode.Parse:
           pipelineOpen = true
           this.#copyStatements.track(bytes, offset, end)
+          if (mayListen(bytes, offset, end)) this.#listenCommands.push(...listenCommands(messageSql(bytes, offset, end, true)))
           break
         case FrontendCode.Bind:
           pipelineOpen = true
@@ -530,7 +537,7 @@ export class Connection implements SessionMember {
     if (this.#discardOutput) return
     if (this.#trace) this.#log.trace('backend bytes', { dump: hexDump(chunk) })
     // PGlite hands us a view of its WASM memory: copy before it is reused (the restorer copies too).
-    if (this.#names.used) this.#restorer.feed(chunk, this.#writeRestored)
+    if (this.#names.used || this.#session.listeners.size > 0) this.#restorer.feed(chunk, this.#writeRestored)
     else this.#write(Buffer.from(chunk))
   }
 
@@ -538,7 +545,54 @@ export class Connection implements SessionMember {
   async #releaseIfIdle(): Promise<void> {
     if (this.#pipelineOpen || this.#txStatus !== TxStatus.Idle) return
     if (this.#scanner.settingsChanged) await this.#snapshotSettings()
+    if (this.#scanner.listenChanged) await this.#reconcileListening()
+    // LISTENs that never completed (an error, an aborted transaction) changed nothing.
+    this.#listenCommands.length = 0
     this.#session.scheduler.release(this)
+  }
+
+  // --- LISTEN/NOTIFY ---
+
+  /**
+   * This client ran LISTEN, UNLISTEN or DISCARD: record where it listens now, from its statements checked against
+   * what the session listens on, and make the session listen on exactly the channels somebody listens on.
+   */
+  async #reconcileListening(): Promise<void> {
+    this.#scanner.listenChanged = false
+    const session = this.#session
+    const now = readChannels(await this.#capture(LISTENING_CHANNELS_QUERY))
+    const unneeded: string[] = []
+    for (const command of this.#listenCommands) {
+      if (command.kind === 'listen') {
+        if (now.has(command.channel)) session.listen(this, command.channel)
+      } else {
+        unneeded.push(...session.unlisten(this, command.channel))
+      }
+    }
+    // Listening nobody accounts for is this client's (a LISTEN inside a function or DO block).
+    for (const channel of now) if (!session.listeners.has(channel)) session.listen(this, channel)
+    // Its UNLISTEN or DISCARD ALL also stopped the session listening where others still listen: listen again.
+    const lost = [...session.listeners.keys()].filter((channel) => !now.has(channel))
+    if (lost.length > 0) await this.#capture(listenQuery(lost, 'LISTEN'))
+    if (unneeded.length > 0) this.#log.debug('unlistened', { channels: unneeded.join(',') })
+  }
+
+  /**
+   * A NotificationResponse from PGlite, raised by this client's NOTIFY: every other client listening on the
+   * channel gets it now; this client keeps it in its reply if it listens there too. The process id is this
+   * client's, as Postgres names the notifying backend.
+   */
+  #routeNotification(message: Buffer): Buffer | null {
+    message.writeInt32BE(this.processId, HEADER_LENGTH)
+    const channel = notificationChannel(message)
+    const members = this.#session.listeners.get(channel)
+    if (members) for (const member of members) if (member !== this) member.notify(message)
+    const listensHere = members?.has(this) || this.#listenCommands.some((c) => c.kind === 'listen' && c.channel === channel)
+    return listensHere ? message : null
+  }
+
+  notify(message: Buffer): void {
+    if (this.state === 'ready') this.#write(message)
   }
 
   // --- Session settings ---
@@ -673,6 +727,7 @@ export class Connection implements SessionMember {
    */
   async #releaseSession(): Promise<void> {
     if (this.#session.dead) return
+    this.#session.abandonChannels(this.#session.unlisten(this, null))
     if (!this.isOwner) {
       this.#session.abandonStatements(this.#names.closeAll())
       return

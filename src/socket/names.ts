@@ -1,7 +1,8 @@
 // Per-client names for prepared statements and portals. PGlite has one session, so two clients that both Parse
 // "S_1" would collide (42P05) or, worse, run each other's statement. Every non-empty name a client sends in
 // Parse, Bind, Describe, Close or Execute is given the client's prefix on the way in; error and notice texts
-// that quote a prefixed name get the client's own name back on the way out.
+// that quote a prefixed name get the client's own name back on the way out. The same output filter routes
+// notifications (listen.ts).
 
 import { createHash } from 'node:crypto'
 import { BackendCode, CODE_LENGTH, FrontendCode, HEADER_LENGTH, LEN_LENGTH } from './protocol.ts'
@@ -154,7 +155,8 @@ export class MessageRestorer {
   #held: Buffer | null = null
   #heldFill = 0
 
-  constructor(readonly restore: (message: Buffer) => Buffer) {}
+  /** `restore` returns the message to pass on (the same, or rewritten), or null to drop it. */
+  constructor(readonly restore: (message: Buffer) => Buffer | null) {}
 
   feed(chunk: Uint8Array, emit: (bytes: Buffer) => void): void {
     const n = chunk.length
@@ -215,11 +217,12 @@ export class MessageRestorer {
   }
 
   #release(emit: (bytes: Buffer) => void): void {
-    emit(this.restore(this.#held!))
+    const message = this.restore(this.#held!)
     this.#held = null
+    if (message) emit(message)
   }
 }
 
 function isRewritten(code: number): boolean {
-  return code === BackendCode.ErrorResponse || code === BackendCode.NoticeResponse
+  return code === BackendCode.ErrorResponse || code === BackendCode.NoticeResponse || code === BackendCode.NotificationResponse
 }

@@ -15,6 +15,8 @@ export class ReplyScanner {
    * Stays set until the owner clears it.
    */
   settingsChanged = false
+  /** A LISTEN, UNLISTEN or DISCARD completed: which channels the session listens on may have changed. */
+  listenChanged = false
   /** Called with the code of each message as its header completes; for decoding beyond status tracking. */
   onMessage: ((code: number) => void) | null = null
 
@@ -88,9 +90,13 @@ export class ReplyScanner {
     if (this.#tagFill < this.#tag.length && count < this.#remaining) return
     const tag = this.#tag
     // "SET\0", "RESET\0", "DISCARD ALL\0" (DISCARD TEMP/PLANS/SEQUENCES too: harmless to over-report).
-    if ((tag[0] === 0x53 && tag[1] === 0x45 && tag[2] === 0x54 && tag[3] === 0) || (tag[0] === 0x52 && tag[1] === 0x45 && tag[2] === 0x53 && tag[3] === 0x45 && tag[4] === 0x54) || (tag[0] === 0x44 && tag[1] === 0x49 && tag[2] === 0x53 && tag[3] === 0x43)) {
+    const isDiscard = tag[0] === 0x44 && tag[1] === 0x49 && tag[2] === 0x53 && tag[3] === 0x43
+    if ((tag[0] === 0x53 && tag[1] === 0x45 && tag[2] === 0x54 && tag[3] === 0) || (tag[0] === 0x52 && tag[1] === 0x45 && tag[2] === 0x53 && tag[3] === 0x45 && tag[4] === 0x54) || isDiscard) {
       this.settingsChanged = true
     }
+    // "LISTEN\0", "UNLISTEN" (8 bytes: the tag buffer's size).
+    const listenAt = tag[0] === 0x4c ? 0 : tag[0] === 0x55 && tag[1] === 0x4e ? 2 : -1
+    if (isDiscard || (listenAt >= 0 && tag.toString('latin1', listenAt, listenAt + 6) === 'LISTEN')) this.listenChanged = true
     this.#tagFill = this.#tag.length
   }
 }

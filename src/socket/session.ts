@@ -5,13 +5,16 @@ import type { PGlite } from '@electric-sql/pglite'
 import { SqlState, WireError, isPGliteFatal } from '../errors.ts'
 import { BackendCode, SYNC_MESSAGE, StartupCode, encodeAuthenticationOk, encodeParameterStatus } from './protocol.ts'
 import { forEachFrame } from './frames.ts'
+import { listenQuery } from './listen.ts'
 import { OwnerScheduler, SchedulerClosedError } from './scheduler.ts'
 
 export type RawSink = (chunk: Uint8Array) => void
 
-/** A connection as the session sees it: something that can be told the session is gone. */
+/** A connection as the session sees it: something that can be told the session is gone, or handed a notification. */
 export interface SessionMember {
   terminate(error: WireError): Promise<void>
+  /** Deliver a NotificationResponse (whole message) to this client. */
+  notify(message: Buffer): void
 }
 
 const discard: RawSink = () => {}
@@ -45,6 +48,10 @@ export class SharedSession {
   appliedSettings = ''
   /** Close messages for statements whose clients left while another client held the session. */
   #abandoned: Buffer[] = []
+  /** Who listens on each channel. PGlite's session listens on exactly these channels whenever it is at rest. */
+  readonly listeners = new Map<string, Set<SessionMember>>()
+  /** Channels a departed client listened on: unlistened at the next rest unless someone listens there again. */
+  #unneededChannels = new Set<string>()
   #startupPrefix: Promise<Buffer> | null = null
   /** The resolved startup prefix, once `startupPrefix()` has finished (servers await it before listening). */
   startupPrefixNow: Buffer | null = null
@@ -70,7 +77,33 @@ export class SharedSession {
   }
 
   get hasAbandonedStatements(): boolean {
-    return this.#abandoned.length > 0
+    return this.#abandoned.length > 0 || this.#unneededChannels.size > 0
+  }
+
+  /** `member` listens on `channel` from now on. */
+  listen(member: SessionMember, channel: string): void {
+    let members = this.listeners.get(channel)
+    if (!members) this.listeners.set(channel, (members = new Set()))
+    members.add(member)
+  }
+
+  /**
+   * `member` no longer listens on `channel` (null: on any). Returns the channels nobody listens on any more; the
+   * caller unlistens them now if it holds the session, or `abandonChannels` leaves that to the next owner.
+   */
+  unlisten(member: SessionMember, channel: string | null): string[] {
+    const unneeded: string[] = []
+    for (const name of channel === null ? [...this.listeners.keys()] : [channel]) {
+      const members = this.listeners.get(name)
+      if (!members?.delete(member) || members.size > 0) continue
+      this.listeners.delete(name)
+      unneeded.push(name)
+    }
+    return unneeded
+  }
+
+  abandonChannels(channels: string[]): void {
+    for (const channel of channels) this.#unneededChannels.add(channel)
   }
 
   abandonStatements(closes: Buffer[]): void {
@@ -79,11 +112,15 @@ export class SharedSession {
 
   /** Deallocate abandoned statements. Only for an owner whose session is at rest: it ends with a Sync. */
   async closeAbandonedStatements(): Promise<void> {
-    if (this.#abandoned.length === 0 || this.dead) return
-    const closes = this.#abandoned
+    if (!this.hasAbandonedStatements || this.dead) return
+    const frames = this.#abandoned
     this.#abandoned = []
-    closes.push(Buffer.from(SYNC_MESSAGE))
-    await this.execute(Buffer.concat(closes), discard)
+    frames.push(Buffer.from(SYNC_MESSAGE))
+    // Someone may have started listening on a departed client's channel since: keep those.
+    const unneeded = [...this.#unneededChannels].filter((channel) => !this.listeners.has(channel))
+    this.#unneededChannels.clear()
+    if (unneeded.length > 0) frames.push(listenQuery(unneeded, 'UNLISTEN'))
+    await this.execute(Buffer.concat(frames), discard)
   }
 
   markDead(cause: unknown): void {

@@ -5,6 +5,7 @@ import { pgLargeParamScenario } from './pg-large-param.ts'
 import { pgPoolIsolationScenario, pgPoolMixedScenario } from './pg-pool-mixed.ts'
 import { pgNamedStatementsScenario } from './pg-named-statements.ts'
 import { pgSessionSettingsScenario } from './pg-session-settings.ts'
+import { pgListenNotifyScenario } from './pg-listen-notify.ts'
 import { pgbenchPreparedScenario, pgbenchScenario } from './pgbench.ts'
 import { postgresJsParamsScenario } from './postgres-js-params.ts'
 import type { Scenario } from './outcome.ts'
@@ -19,4 +20,5 @@ export const interleavingScenarios: Scenario[] = [
   pgbenchPreparedScenario,
   pgNamedStatementsScenario,
   pgSessionSettingsScenario,
+  pgListenNotifyScenario,
 ]
