@@ -13,6 +13,7 @@ import { pgPoolIsolationScenario, pgPoolMixedScenario } from './scenarios/pg-poo
 import { pgNamedStatementsScenario } from './scenarios/pg-named-statements.ts'
 import { pgSessionSettingsScenario } from './scenarios/pg-session-settings.ts'
 import { pgListenNotifyScenario } from './scenarios/pg-listen-notify.ts'
+import { pgDiscardAllScenario } from './scenarios/pg-discard-all.ts'
 import { pgbenchPreparedScenario, pgbenchScenario } from './scenarios/pgbench.ts'
 import { postgresJsParamsScenario } from './scenarios/postgres-js-params.ts'
 
@@ -105,6 +106,12 @@ const cases: Case[] = [
       expect(o.tally.wrong, why(o)).toBeGreaterThan(0)
     },
     patched: (o) => expect(o.tally.queries).toBe(6 * 4 + 3),
+  },
+  {
+    scenario: pgDiscardAllScenario,
+    // Stock: A's DISCARD ALL deallocates B's statement (26000), resets B's TimeZone and ends B's LISTEN.
+    stock: expectNotOk,
+    patched: (o) => expect(o.tally.queries).toBe(3 + 1 + 1 + 3),
   },
   {
     scenario: idleInTransactionScenario,

@@ -23,6 +23,7 @@ import {
 } from './protocol.ts'
 import { ReplyScanner } from './replies.ts'
 import { ClientNames, MessageRestorer } from './names.ts'
+import { encodeCommandComplete, mayResetSession, parseSessionReset, type SessionReset } from './session-reset.ts'
 import { LISTENING_CHANNELS_QUERY, listenCommands, listenQuery, mayListen, messageSql, notificationChannel, readChannels, type ListenCommand } from './listen.ts'
 import { SNAPSHOT_QUERY, UNKNOWN_SETTINGS, applySettingsQuery, errorFields, readSettingsReply, settingsKey, startupSettings, type Settings } from './settings.ts'
 import {
@@ -327,6 +328,7 @@ export class Connection implements SessionMember {
         continue
       }
       let copy: CopyFromStdin | null = null
+      let reset: SessionReset | null = null
       switch (code) {
         case FrontendCode.Terminate:
           await this.#send(bytes.subarray(segment, offset), expectedReady, pipelineOpen)
@@ -335,6 +337,7 @@ export class Connection implements SessionMember {
         case FrontendCode.Query:
           if (mentionsStdin(bytes, offset, end)) copy = parseCopyFromStdin(readCString(bytes, offset + HEADER_LENGTH)[0])
           if (mayListen(bytes, offset, end)) this.#listenCommands.push(...listenCommands(messageSql(bytes, offset, end, false)))
+          if (mayResetSession(bytes, offset, end)) reset = parseSessionReset(messageSql(bytes, offset, end, false))
           expectedReady++
           pipelineOpen = false
           break
@@ -360,6 +363,15 @@ export class Connection implements SessionMember {
         case FrontendCode.Close:
           pipelineOpen = true
           break
+      }
+      if (reset) {
+        // Run what came before, then carry out the reset for this client alone.
+        await this.#send(bytes.subarray(segment, offset), expectedReady - 1, this.#pipelineOpenBefore(bytes, segment, offset))
+        await this.#resetSession(reset, bytes.subarray(offset, end))
+        offset = segment = end
+        expectedReady = 0
+        pipelineOpen = this.#pipelineOpen
+        continue
       }
       if (copy) {
         // Run what came before the COPY, then hold the COPY itself until its data is complete.
@@ -549,6 +561,43 @@ export class Connection implements SessionMember {
     // LISTENs that never completed (an error, an aborted transaction) changed nothing.
     this.#listenCommands.length = 0
     this.#session.scheduler.release(this)
+  }
+
+  // --- DISCARD ALL, DEALLOCATE ---
+
+  /**
+   * DISCARD ALL, DEALLOCATE ALL or DEALLOCATE name for this client only: its own prepared statements are closed,
+   * and DISCARD ALL also resets its settings and stops its LISTENs; other clients keep theirs. Where Postgres would
+   * refuse (DISCARD ALL in a transaction, anything in a failed one) or the name is not one of this client's
+   * protocol-level statements (a SQL PREPARE), the statement goes to PGlite as it is.
+   */
+  async #resetSession(reset: SessionReset, frame: Buffer): Promise<void> {
+    await this.#acquire()
+    const refused = this.#pipelineOpen || this.#txStatus === TxStatus.Failed || (reset.kind === 'discard-all' && this.#txStatus !== TxStatus.Idle)
+    const closes = refused ? null : reset.kind === 'deallocate' ? [this.#names.close(reset.name)] : this.#names.closeAll()
+    if (!closes || closes[0] === null) {
+      await this.#send(frame, 1, false)
+      return
+    }
+    const frames = [...(closes as Buffer[]), Buffer.from(SYNC_MESSAGE)]
+    if (reset.kind === 'discard-all') {
+      frames.push(encodeQuery('RESET ALL'))
+      const unneeded = this.#session.unlisten(this, null)
+      if (unneeded.length > 0) frames.push(listenQuery(unneeded, 'UNLISTEN'))
+    }
+    const reply = readSettingsReply(await this.#capture(Buffer.concat(frames)))
+    const parts: Buffer[] = []
+    if (reset.kind === 'discard-all') {
+      this.#settings = []
+      this.#session.appliedSettings = this.#settingsKey = ''
+      this.#scanner.settingsChanged = this.#scanner.listenChanged = false
+      // The settings the client is told about changed back to the defaults: say so, as Postgres does.
+      for (const [name, value] of reply.reported) parts.push(encodeParameterStatus(name, value))
+    }
+    const tag = reset.kind === 'discard-all' ? 'DISCARD ALL' : reset.kind === 'deallocate-all' ? 'DEALLOCATE ALL' : 'DEALLOCATE'
+    parts.push(encodeCommandComplete(tag), encodeReadyForQuery(this.#txStatus))
+    this.#write(Buffer.concat(parts))
+    await this.#releaseIfIdle()
   }
 
   // --- LISTEN/NOTIFY ---

@@ -104,18 +104,29 @@ export class ClientNames {
 
   /** Frames that close every statement this client still has, for when it goes away. */
   closeAll(): Buffer[] {
-    const frames = [...this.statements.values()].map((server) => {
-      const frame = Buffer.allocUnsafe(HEADER_LENGTH + 1 + server.length + 1)
-      frame[0] = FrontendCode.Close
-      frame.writeInt32BE(frame.length - CODE_LENGTH, CODE_LENGTH)
-      frame[HEADER_LENGTH] = 0x53 // 'S'
-      server.copy(frame, HEADER_LENGTH + 1)
-      frame[frame.length - 1] = 0
-      return frame
-    })
+    const frames = [...this.statements.values()].map(encodeCloseStatement)
     this.statements.clear()
     return frames
   }
+
+  /** A Close for this client's statement `name`, or null if it has none by that name. */
+  close(name: string): Buffer | null {
+    const server = this.statements.get(name)
+    if (!server) return null
+    this.statements.delete(name)
+    return encodeCloseStatement(server)
+  }
+}
+
+/** A Close of one server-side statement name. */
+function encodeCloseStatement(serverName: Buffer): Buffer {
+  const frame = Buffer.allocUnsafe(HEADER_LENGTH + 1 + serverName.length + 1)
+  frame[0] = FrontendCode.Close
+  frame.writeInt32BE(frame.length - CODE_LENGTH, CODE_LENGTH)
+  frame[HEADER_LENGTH] = 0x53 // 'S'
+  serverName.copy(frame, HEADER_LENGTH + 1)
+  frame[frame.length - 1] = 0
+  return frame
 }
 
 /** [start, end) of each name in a frontend message (without its terminator); none for other messages. */

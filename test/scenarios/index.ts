@@ -6,6 +6,7 @@ import { pgPoolIsolationScenario, pgPoolMixedScenario } from './pg-pool-mixed.ts
 import { pgNamedStatementsScenario } from './pg-named-statements.ts'
 import { pgSessionSettingsScenario } from './pg-session-settings.ts'
 import { pgListenNotifyScenario } from './pg-listen-notify.ts'
+import { pgDiscardAllScenario } from './pg-discard-all.ts'
 import { pgbenchPreparedScenario, pgbenchScenario } from './pgbench.ts'
 import { postgresJsParamsScenario } from './postgres-js-params.ts'
 import type { Scenario } from './outcome.ts'
@@ -21,4 +22,5 @@ export const interleavingScenarios: Scenario[] = [
   pgNamedStatementsScenario,
   pgSessionSettingsScenario,
   pgListenNotifyScenario,
+  pgDiscardAllScenario,
 ]
