@@ -3,35 +3,13 @@
 import net from 'node:net'
 import { once } from 'node:events'
 import postgres from 'postgres'
-import { afterEach, describe, expect, it } from 'vitest'
-import { startDevDb, type DevDb } from '../src/dev-server.ts'
-import { copyTemplate, removeDataDir } from './helpers/db.ts'
-import { connectRaw, withDeadline, type RawClient } from './helpers/raw-client.ts'
+import { describe, expect, it } from 'vitest'
+import type { DevDb } from '../src/dev-server.ts'
+import { useDevDbs } from './helpers/dev-db.ts'
+import { withDeadline, type RawClient } from './helpers/raw-client.ts'
 import * as wire from './helpers/wire.ts'
 
-const devs: DevDb[] = []
-const clients: RawClient[] = []
-const scratch: string[] = []
-
-afterEach(async () => {
-  for (const client of clients.splice(0)) client.destroy()
-  await withDeadline(Promise.all(devs.splice(0).map((dev) => dev.close())), 5_000, 'close() after a test')
-  await Promise.all(scratch.splice(0).map(removeDataDir))
-})
-
-async function start(): Promise<DevDb> {
-  const dataDir = await copyTemplate()
-  scratch.push(dataDir)
-  const dev = await startDevDb({ dataDir })
-  devs.push(dev)
-  return dev
-}
-
-async function connect(url: string): Promise<RawClient> {
-  const client = await connectRaw(url)
-  clients.push(client)
-  return client
-}
+const { start, connect } = useDevDbs()
 
 /** Send a CancelRequest on its own socket, as libpq does, and wait until the server has closed that socket. */
 async function sendCancel(dev: DevDb, pid: number, key: number): Promise<void> {

@@ -12,41 +12,19 @@ import { afterEach, describe, expect, it } from 'vitest'
 import { startDevDb, type DevDb, type DevDbOptions } from '../src/dev-server.ts'
 import { DevServerError } from '../src/errors.ts'
 import { createLogger, type LogRecord } from '../src/log.ts'
-import { copyTemplate, removeDataDir } from './helpers/db.ts'
+import { removeDataDir } from './helpers/db.ts'
+import { useDevDbs } from './helpers/dev-db.ts'
 import { connectRaw, withDeadline, type RawClient } from './helpers/raw-client.ts'
 import * as wire from './helpers/wire.ts'
 
 const MIGRATIONS = fileURLToPath(new URL('../migrations', import.meta.url))
 const CLOSE_DEADLINE_MS = 5_000
 
-const devs: DevDb[] = []
-const clients: RawClient[] = []
+const { scratchDataDir, start, connect } = useDevDbs()
 const scratch: string[] = []
-
 afterEach(async () => {
-  for (const client of clients.splice(0)) client.destroy()
-  await withDeadline(Promise.all(devs.splice(0).map((dev) => dev.close())), CLOSE_DEADLINE_MS, 'close() after a test')
   await Promise.all(scratch.splice(0).map(removeDataDir))
 })
-
-async function scratchDataDir(): Promise<string> {
-  const dataDir = await copyTemplate()
-  scratch.push(dataDir)
-  return dataDir
-}
-
-/** startDevDb on a fresh copy of the template data dir unless `dataDir` is given; afterEach closes it. */
-async function start(options: DevDbOptions = {}): Promise<DevDb> {
-  const dev = await startDevDb({ ...options, dataDir: options.dataDir ?? (await scratchDataDir()) })
-  devs.push(dev)
-  return dev
-}
-
-async function connect(url: string): Promise<RawClient> {
-  const client = await connectRaw(url)
-  clients.push(client)
-  return client
-}
 
 /** True if something accepts TCP connections on 127.0.0.1:port, false if the connection is refused. */
 async function isListening(port: number): Promise<boolean> {

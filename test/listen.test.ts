@@ -1,10 +1,8 @@
 // Reading LISTEN/UNLISTEN out of SQL text (what decides where a client listens), and the process id a
 // notification carries: the notifying client's, from its BackendKeyData, as Postgres names the notifying backend.
-import { afterEach, describe, expect, it } from 'vitest'
-import { startDevDb, type DevDb } from '../src/dev-server.ts'
+import { describe, expect, it } from 'vitest'
 import { listenCommands, mayListen } from '../src/socket/listen.ts'
-import { copyTemplate, removeDataDir } from './helpers/db.ts'
-import { connectRaw, withDeadline, type RawClient } from './helpers/raw-client.ts'
+import { useDevDbs } from './helpers/dev-db.ts'
 import * as wire from './helpers/wire.ts'
 
 describe('listenCommands', () => {
@@ -31,21 +29,12 @@ describe('listenCommands', () => {
 })
 
 describe('notifications', () => {
-  let dev: DevDb | null = null
-  let dataDir = ''
-  const clients: RawClient[] = []
-  afterEach(async () => {
-    for (const client of clients.splice(0)) client.destroy()
-    await withDeadline(dev?.close() ?? Promise.resolve(), 5_000, 'close')
-    await removeDataDir(dataDir)
-  })
+  const { start, connect } = useDevDbs()
 
   it("carry the notifying client's process id; a listener idle at the time gets it at once", async () => {
-    dataDir = await copyTemplate()
-    dev = await startDevDb({ dataDir })
-    const listener = await connectRaw(dev.url)
-    const sender = await connectRaw(dev.url)
-    clients.push(listener, sender)
+    const dev = await start()
+    const listener = await connect(dev.url)
+    const sender = await connect(dev.url)
     expect((await listener.query('LISTEN jobs')).errors).toEqual([])
     expect((await sender.query("NOTIFY jobs, 'go'")).errors).toEqual([])
     const message = await listener.next('NotificationResponse')

@@ -1,10 +1,9 @@
 // Per-client session settings: how startup packets are read, what a client is told, and what is left for the next
 // client after a SET, a rolled-back SET, a disconnect, or a refused startup value. Real PGlite, raw frames.
-import { afterEach, describe, expect, it } from 'vitest'
-import { startDevDb, type DevDb } from '../src/dev-server.ts'
+import { describe, expect, it } from 'vitest'
 import { startupSettings } from '../src/socket/settings.ts'
-import { copyTemplate, removeDataDir } from './helpers/db.ts'
-import { connectRaw, withDeadline, type RawClient } from './helpers/raw-client.ts'
+import { useDevDbs } from './helpers/dev-db.ts'
+import { withDeadline, type RawClient } from './helpers/raw-client.ts'
 import * as wire from './helpers/wire.ts'
 
 describe('startupSettings', () => {
@@ -24,29 +23,7 @@ describe('startupSettings', () => {
   })
 })
 
-const devs: DevDb[] = []
-const clients: RawClient[] = []
-const scratch: string[] = []
-
-afterEach(async () => {
-  for (const client of clients.splice(0)) client.destroy()
-  await withDeadline(Promise.all(devs.splice(0).map((dev) => dev.close())), 5_000, 'close() after a test')
-  await Promise.all(scratch.splice(0).map(removeDataDir))
-})
-
-async function start(): Promise<DevDb> {
-  const dataDir = await copyTemplate()
-  scratch.push(dataDir)
-  const dev = await startDevDb({ dataDir })
-  devs.push(dev)
-  return dev
-}
-
-async function connect(url: string, params: Record<string, string> = {}): Promise<RawClient> {
-  const client = await connectRaw(url, { params: { user: 'postgres', database: 'postgres', ...params } })
-  clients.push(client)
-  return client
-}
+const { start, connect } = useDevDbs()
 
 const SHOW = "select current_setting('search_path') || ' | ' || current_setting('TimeZone') || ' | ' || current_setting('application_name') as s"
 

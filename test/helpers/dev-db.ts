@@ -1,0 +1,46 @@
+// startDevDb for a test file: servers on copies of the template data dir, raw clients, and an afterEach that
+// destroys the clients, closes the servers (bounded) and removes the copies.
+import { afterEach } from 'vitest'
+import { startDevDb, type DevDb, type DevDbOptions } from '../../src/dev-server.ts'
+import { copyTemplate, removeDataDir } from './db.ts'
+import { connectRaw, withDeadline, type RawClient } from './raw-client.ts'
+
+const CLOSE_DEADLINE_MS = 5_000
+
+export interface DevDbHarness {
+  /** A fresh copy of the template data dir, removed after the test. */
+  scratchDataDir(): Promise<string>
+  /** startDevDb on a fresh copy unless `dataDir` is given; closed after the test. */
+  start(options?: DevDbOptions): Promise<DevDb>
+  /** A raw client that has finished startup (extra StartupMessage parameters optional); destroyed after the test. */
+  connect(url: string, params?: Record<string, string>): Promise<RawClient>
+}
+
+export function useDevDbs(): DevDbHarness {
+  const devs: DevDb[] = []
+  const clients: RawClient[] = []
+  const scratch: string[] = []
+  afterEach(async () => {
+    for (const client of clients.splice(0)) client.destroy()
+    await withDeadline(Promise.all(devs.splice(0).map((dev) => dev.close())), CLOSE_DEADLINE_MS, 'close() after a test')
+    await Promise.all(scratch.splice(0).map(removeDataDir))
+  })
+  const scratchDataDir = async () => {
+    const dataDir = await copyTemplate()
+    scratch.push(dataDir)
+    return dataDir
+  }
+  return {
+    scratchDataDir,
+    async start(options = {}) {
+      const dev = await startDevDb({ ...options, dataDir: options.dataDir ?? (await scratchDataDir()) })
+      devs.push(dev)
+      return dev
+    },
+    async connect(url, params = {}) {
+      const client = await connectRaw(url, { params: { user: 'postgres', database: 'postgres', ...params } })
+      clients.push(client)
+      return client
+    },
+  }
+}
