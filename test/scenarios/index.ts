@@ -7,6 +7,7 @@ import { pgNamedStatementsScenario } from './pg-named-statements.ts'
 import { pgSessionSettingsScenario } from './pg-session-settings.ts'
 import { pgListenNotifyScenario } from './pg-listen-notify.ts'
 import { pgDiscardAllScenario } from './pg-discard-all.ts'
+import { copyInOutScenario } from './copy.ts'
 import { pgbenchPreparedScenario, pgbenchScenario } from './pgbench.ts'
 import { postgresJsParamsScenario } from './postgres-js-params.ts'
 import type { Scenario } from './outcome.ts'
@@ -23,4 +24,5 @@ export const interleavingScenarios: Scenario[] = [
   pgSessionSettingsScenario,
   pgListenNotifyScenario,
   pgDiscardAllScenario,
+  copyInOutScenario,
 ]

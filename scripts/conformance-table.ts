@@ -1,0 +1,144 @@
+// Runs every client workload of test/scenarios against real PostgreSQL (--oracle URL, optional), stock
+// pglite-socket 0.2.17 and pglite-dev-db, each on a fresh server per workload, and writes the table of verdicts
+// to docs/conformance.md (and JSON next to it). Every cell is a measured run, never a hand-written one.
+// Usage: tsx scripts/conformance-table.ts [--oracle postgres://...] [--out docs/conformance.md]
+import { spawn, type ChildProcess } from 'node:child_process'
+import { once } from 'node:events'
+import { writeFile } from 'node:fs/promises'
+import net from 'node:net'
+import { createRequire } from 'node:module'
+import { dirname, join } from 'node:path'
+import { parseArgs } from 'node:util'
+import { createLogger } from '../src/log.ts'
+import { startDevDb } from '../src/dev-server.ts'
+import { interleavingScenarios } from '../test/scenarios/index.ts'
+import type { Outcome, Scenario } from '../test/scenarios/outcome.ts'
+
+const SERVER_START_DEADLINE_MS = 30_000
+const STOCK_MAX_CONNECTIONS = 100
+
+interface Server {
+  url: string
+  close(): Promise<void>
+}
+
+type TargetName = 'postgres' | 'stock' | 'pglite-dev-db'
+
+async function freePort(): Promise<number> {
+  const probe = net.createServer().listen(0, '127.0.0.1')
+  await once(probe, 'listening')
+  const { port } = probe.address() as net.AddressInfo
+  await new Promise((resolve) => probe.close(resolve))
+  return port
+}
+
+async function waitForPort(port: number, child: ChildProcess): Promise<void> {
+  const deadline = Date.now() + SERVER_START_DEADLINE_MS
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null) throw new Error(`stock server exited with ${child.exitCode}`)
+    const socket = net.connect(port, '127.0.0.1')
+    const connected = await new Promise<boolean>((resolve) => {
+      socket.once('connect', () => resolve(true))
+      socket.once('error', () => resolve(false))
+    })
+    socket.destroy()
+    if (connected) return
+    await new Promise((resolve) => setTimeout(resolve, 200))
+  }
+  throw new Error('stock server did not listen in time')
+}
+
+/** Stock's own CLI in a child process: a wedged stock PGlite can spin, and only a kill stops it. */
+async function startStock(): Promise<Server> {
+  // The package's exports do not list its bin; find it beside the package's resolved package.json directory.
+  const require = createRequire(import.meta.url)
+  const script = join(dirname(require.resolve('pglite-socket-stock')), 'scripts', 'server.js')
+  const port = await freePort()
+  const child = spawn(process.execPath, [script, `--port=${port}`, `--max-connections=${STOCK_MAX_CONNECTIONS}`], { stdio: 'ignore' })
+  await waitForPort(port, child)
+  return {
+    url: `postgres://postgres@127.0.0.1:${port}/postgres`,
+    async close() {
+      child.kill('SIGKILL')
+      if (child.exitCode === null) await once(child, 'exit')
+    },
+  }
+}
+
+async function startOurs(): Promise<Server> {
+  const dev = await startDevDb({ logger: createLogger({ level: 'error' }) })
+  return { url: dev.url, close: () => dev.close() }
+}
+
+async function runOn(name: TargetName, scenario: Scenario, oracle: string | undefined): Promise<Outcome | null> {
+  if (name === 'postgres' && !oracle) return null
+  const server: Server = name === 'postgres' ? { url: oracle!, close: async () => {} } : name === 'stock' ? await startStock() : await startOurs()
+  try {
+    return await scenario.run(server.url)
+  } finally {
+    await server.close()
+  }
+}
+
+function cell(outcome: Outcome | null): string {
+  if (!outcome) return 'not run'
+  const { kind, tally } = outcome
+  if (kind === 'ok') return `ok (${tally.ok}/${tally.queries})`
+  const errors = Object.entries(tally.errors).sort((a, b) => b[1] - a[1]).map(([key, count]) => `${key}×${count}`)
+  const parts = [`${tally.ok}/${tally.queries} ok`, ...(tally.wrong > 0 ? [`${tally.wrong} wrong`] : []), ...(tally.stalled > 0 ? [`${tally.stalled} stalled`] : []), ...errors]
+  return `**${kind}**: ${parts.join(', ')}`
+}
+
+/** Where pglite-dev-db knowingly differs from PostgreSQL, and why (kept with the table so they are read together). */
+const LIMITS = [
+  '## Where pglite-dev-db differs from PostgreSQL, and why',
+  '',
+  '- One statement runs at a time (PGlite is one Postgres session): a client waits while another is inside a',
+  '  transaction, where on PostgreSQL both would run unless they took the same locks.',
+  '- A CancelRequest cancels a statement waiting for the session (`57014`); one already running inside PGlite',
+  '  finishes, because PGlite cannot be interrupted.',
+  '- Temp tables, session advisory locks, `WITH HOLD` cursors and statements made with SQL `PREPARE` live in the',
+  '  one session and are shared by all clients. Per-client namespaces cover protocol-level statement and portal',
+  '  names, settings, LISTEN, and `DISCARD ALL`/`DEALLOCATE` sent alone as a simple query.',
+  '- Settings changed by a function (`set_config(..., false)`) rather than `SET`/`RESET` are not noticed and can',
+  '  reach the next client.',
+  '- A startup setting PostgreSQL refuses closes the connection at its first query, not at connect: startup settings',
+  '  are applied when the client first gets the session, so connecting never waits for another transaction.',
+  '- Not yet in this table: psql (`\\d`, `\\copy`, scripts), `pg_dump`/restore, psycopg 3, pgjdbc, drizzle-kit and',
+  '  kysely (COPY FROM STDIN has its own tests in `npm test`; the clients above are still to do).',
+  '',
+]
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({ options: { oracle: { type: 'string' }, out: { type: 'string', default: 'docs/conformance.md' } } })
+  const oracle = values.oracle ?? process.env.PG_ORACLE_URL
+  const targets: TargetName[] = ['postgres', 'stock', 'pglite-dev-db']
+  const results: Record<string, Record<TargetName, Outcome | null>> = {}
+  for (const scenario of interleavingScenarios) {
+    const row = {} as Record<TargetName, Outcome | null>
+    for (const name of targets) {
+      process.stderr.write(`${scenario.name} on ${name}...\n`)
+      row[name] = await runOn(name, scenario, oracle)
+    }
+    results[scenario.name] = row
+  }
+  const lines = [
+    '# Conformance: the same client workloads on real PostgreSQL, stock pglite-socket and pglite-dev-db',
+    '',
+    `Generated by \`npm run conformance -- --oracle URL\` on ${new Date().toISOString().slice(0, 10)}. Each cell is one run of the`,
+    'workload in `test/scenarios/` on a fresh server: `ok (passed/checks)`, or the verdict with its counts and errors by',
+    'SQLSTATE (or client error). `npm test` runs the same workloads against stock and ours (and against real',
+    'PostgreSQL when `PG_ORACLE_URL` is set, as `.ci/run` does) and asserts these verdicts.',
+    '',
+    `| workload | ${targets.join(' | ')} |`,
+    `| --- | ${targets.map(() => '---').join(' | ')} |`,
+    ...Object.entries(results).map(([name, row]) => `| ${name} | ${targets.map((t) => cell(row[t])).join(' | ')} |`),
+    '',
+    ...LIMITS,
+  ]
+  await writeFile(values.out!, lines.join('\n'))
+  await writeFile(values.out!.replace(/\.md$/, '.json'), `${JSON.stringify(results, (key, value) => (key === 'samples' ? undefined : value), 2)}\n`)
+  process.stdout.write(lines.join('\n'))
+}
+
+await main()
