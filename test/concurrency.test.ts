@@ -15,6 +15,7 @@ import { pgSessionSettingsScenario } from './scenarios/pg-session-settings.ts'
 import { pgListenNotifyScenario } from './scenarios/pg-listen-notify.ts'
 import { pgDiscardAllScenario } from './scenarios/pg-discard-all.ts'
 import { copyInOutScenario } from './scenarios/copy.ts'
+import { pgjdbcScenario, psycopgScenario } from './scenarios/foreign-clients.ts'
 import { pgbenchPreparedScenario, pgbenchScenario } from './scenarios/pgbench.ts'
 import { postgresJsParamsScenario } from './scenarios/postgres-js-params.ts'
 import { interleavingScenarios } from './scenarios/index.ts'
@@ -121,6 +122,22 @@ const cases: Case[] = [
     scenario: copyInOutScenario,
     // Stock: the first COPY FROM STDIN makes PGlite exit, and every later call hangs.
     stock: expectNotOk,
+    inChildProcess: true,
+    timeoutMs: 120_000,
+  },
+  {
+    scenario: psycopgScenario,
+    // Stock: every connection prepares _pg3_0, _pg3_1... in the one session (42P05/26000), and its COPY kills PGlite.
+    stock: expectNotOk,
+    patched: (o) => expect(o.tally.queries).toBe(4 * (10 * 3 + 1)),
+    inChildProcess: true,
+    timeoutMs: 120_000,
+  },
+  {
+    scenario: pgjdbcScenario,
+    // Stock: S_1, S_2... collide between connections.
+    stock: expectNotOk,
+    patched: (o) => expect(o.tally.queries).toBe(4 * (10 + 3)),
     inChildProcess: true,
     timeoutMs: 120_000,
   },

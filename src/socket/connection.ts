@@ -74,6 +74,7 @@ const ROLLBACK = encodeQuery('ROLLBACK')
  * skipped until the Sync, which ends the failed transaction. Either way the session ends up idle.
  */
 const ABANDON_PIPELINE = Buffer.concat([ROLLBACK, SYNC_MESSAGE])
+const SYNC = Buffer.from(SYNC_MESSAGE)
 
 interface CopyInState {
   parts: Buffer[]
@@ -177,6 +178,7 @@ export class Connection implements SessionMember {
       this.#close(null)
     })
     socket.setNoDelay(true)
+    this.#session.members.add(this)
     this.#armIdleTimer()
   }
 
@@ -558,6 +560,7 @@ export class Connection implements SessionMember {
     if (this.#pipelineOpen || this.#txStatus !== TxStatus.Idle) return
     if (this.#scanner.settingsChanged) await this.#snapshotSettings()
     if (this.#scanner.listenChanged) await this.#reconcileListening()
+    if (this.#scanner.statementsWiped) await this.#remakeOthersStatements()
     // LISTENs that never completed (an error, an aborted transaction) changed nothing.
     this.#listenCommands.length = 0
     this.#session.scheduler.release(this)
@@ -598,6 +601,28 @@ export class Connection implements SessionMember {
     parts.push(encodeCommandComplete(tag), encodeReadyForQuery(this.#txStatus))
     this.#write(Buffer.concat(parts))
     await this.#releaseIfIdle()
+  }
+
+  /**
+   * This client's DEALLOCATE ALL or DISCARD ALL reached PGlite (in a pipeline or among other statements, where the
+   * server does not take it over): every client's prepared statements are gone. This client's stay gone, as it
+   * asked; everyone else's are made again from their Parse messages before anyone else runs.
+   */
+  async #remakeOthersStatements(): Promise<void> {
+    this.#scanner.statementsWiped = false
+    this.#names.forgetAll()
+    const frames: Buffer[] = []
+    for (const member of this.#session.members) {
+      // A Sync after each: one that fails now (its table was dropped) must not skip the rest.
+      if (member !== this) for (const parse of member.preparedStatementFrames()) frames.push(parse, SYNC)
+    }
+    if (frames.length === 0) return
+    await this.#capture(Buffer.concat(frames))
+    this.#log.debug('prepared statements made again after a DEALLOCATE ALL', { count: frames.length / 2 })
+  }
+
+  preparedStatementFrames(): Buffer[] {
+    return this.#names.parseFrames()
   }
 
   // --- LISTEN/NOTIFY ---
@@ -763,6 +788,7 @@ export class Connection implements SessionMember {
   #startCleanup(): void {
     if (this.#cleanup) return
     this.#cleanup = this.#releaseSession().finally(() => {
+      this.#session.members.delete(this)
       this.#session.scheduler.forget(this)
       this.state = 'closed'
       this.#host.closed(this)

@@ -18,6 +18,8 @@ export class ClientNames {
   readonly #prefix: Buffer
   /** Server names of the statements this client created and has not closed, by client name. */
   readonly statements = new Map<string, Buffer>()
+  /** The (rewritten) Parse message of each of those statements, to make them again if another client wipes them. */
+  readonly #parses = new Map<string, Buffer>()
   /** Names too long to prefix are hashed; the hash maps back to the client's name in error texts. */
   readonly #hashed = new Map<string, string>()
   /** Set once the client used any name: from then on its errors are checked for prefixed names. */
@@ -77,13 +79,31 @@ export class ClientNames {
       }
       at += bytes.copy(out, at, from, frameEnd)
       out.writeInt32BE(at - frameStart - CODE_LENGTH, frameStart + CODE_LENGTH)
+      const [name] = fields
+      if (code === FrontendCode.Parse && name && name[1] > name[0]) this.#parses.set(bytes.toString('utf8', name[0], name[1]), Buffer.from(out.subarray(frameStart, at)))
     })
     return out
   }
 
   #track(code: number, bytes: Buffer, offset: number, clientName: Buffer, server: Buffer): void {
     if (code === FrontendCode.Parse) this.statements.set(clientName.toString(), server)
-    else if (code === FrontendCode.Close && bytes[offset + HEADER_LENGTH] === 0x53) this.statements.delete(clientName.toString())
+    else if (code === FrontendCode.Close && bytes[offset + HEADER_LENGTH] === 0x53) this.#forget(clientName.toString())
+  }
+
+  #forget(name: string): void {
+    this.statements.delete(name)
+    this.#parses.delete(name)
+  }
+
+  /** This client's statements were deallocated (its DEALLOCATE ALL or DISCARD ALL ran in PGlite). */
+  forgetAll(): void {
+    this.statements.clear()
+    this.#parses.clear()
+  }
+
+  /** Parse messages that make this client's statements again, after another client's DEALLOCATE ALL wiped them. */
+  parseFrames(): Buffer[] {
+    return [...this.#parses.values()]
   }
 
   /** An ErrorResponse or NoticeResponse with this client's prefixed names turned back into its own names. */
@@ -105,7 +125,7 @@ export class ClientNames {
   /** Frames that close every statement this client still has, for when it goes away. */
   closeAll(): Buffer[] {
     const frames = [...this.statements.values()].map(encodeCloseStatement)
-    this.statements.clear()
+    this.forgetAll()
     return frames
   }
 
@@ -113,7 +133,7 @@ export class ClientNames {
   close(name: string): Buffer | null {
     const server = this.statements.get(name)
     if (!server) return null
-    this.statements.delete(name)
+    this.#forget(name)
     return encodeCloseStatement(server)
   }
 }

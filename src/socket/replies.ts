@@ -17,6 +17,8 @@ export class ReplyScanner {
   settingsChanged = false
   /** A LISTEN, UNLISTEN or DISCARD completed: which channels the session listens on may have changed. */
   listenChanged = false
+  /** A DEALLOCATE ALL or DISCARD ALL ran: every prepared statement in the session is gone, every client's. */
+  statementsWiped = false
   /** Called with the code of each message as its header completes; for decoding beyond status tracking. */
   onMessage: ((code: number) => void) | null = null
 
@@ -26,7 +28,7 @@ export class ReplyScanner {
   #bodyLength = 0
   #remaining = 0
   /** The first bytes of the CommandComplete tag being read. */
-  readonly #tag = Buffer.alloc(8)
+  readonly #tag = Buffer.alloc(16)
   #tagFill = 0
 
   reset(): void {
@@ -89,14 +91,36 @@ export class ReplyScanner {
     this.#tagFill += count
     if (this.#tagFill < this.#tag.length && count < this.#remaining) return
     const tag = this.#tag
-    // "SET\0", "RESET\0", "DISCARD ALL\0" (DISCARD TEMP/PLANS/SEQUENCES too: harmless to over-report).
-    const isDiscard = tag[0] === 0x44 && tag[1] === 0x49 && tag[2] === 0x53 && tag[3] === 0x43
-    if ((tag[0] === 0x53 && tag[1] === 0x45 && tag[2] === 0x54 && tag[3] === 0) || (tag[0] === 0x52 && tag[1] === 0x45 && tag[2] === 0x53 && tag[3] === 0x45 && tag[4] === 0x54) || isDiscard) {
-      this.settingsChanged = true
+    const fill = this.#tagFill
+    switch (tag[0]) {
+      case 0x53: // S
+        if (startsWith(tag, fill, TAG_SET)) this.settingsChanged = true
+        break
+      case 0x52: // R
+        if (startsWith(tag, fill, TAG_RESET)) this.settingsChanged = true
+        break
+      case 0x44: // D
+        if (startsWith(tag, fill, TAG_DISCARD)) this.settingsChanged = this.listenChanged = true
+        if (startsWith(tag, fill, TAG_DISCARD_ALL) || startsWith(tag, fill, TAG_DEALLOCATE_ALL)) this.statementsWiped = true
+        break
+      case 0x4c: // L
+      case 0x55: // U
+        if (startsWith(tag, fill, TAG_LISTEN) || startsWith(tag, fill, TAG_UNLISTEN)) this.listenChanged = true
+        break
     }
-    // "LISTEN\0", "UNLISTEN" (8 bytes: the tag buffer's size).
-    const listenAt = tag[0] === 0x4c ? 0 : tag[0] === 0x55 && tag[1] === 0x4e ? 2 : -1
-    if (isDiscard || (listenAt >= 0 && tag.toString('latin1', listenAt, listenAt + 6) === 'LISTEN')) this.listenChanged = true
     this.#tagFill = this.#tag.length
   }
+}
+
+// CommandComplete tags that change session state (DISCARD covers ALL, TEMP, PLANS, SEQUENCES: over-reporting is harmless).
+const TAG_SET = Buffer.from('SET\0')
+const TAG_RESET = Buffer.from('RESET\0')
+const TAG_DISCARD = Buffer.from('DISCARD')
+const TAG_DISCARD_ALL = Buffer.from('DISCARD ALL\0')
+const TAG_DEALLOCATE_ALL = Buffer.from('DEALLOCATE ALL\0')
+const TAG_LISTEN = Buffer.from('LISTEN\0')
+const TAG_UNLISTEN = Buffer.from('UNLISTEN\0')
+
+function startsWith(tag: Buffer, fill: number, prefix: Buffer): boolean {
+  return fill >= prefix.length && tag.compare(prefix, 0, prefix.length, 0, prefix.length) === 0
 }

@@ -15,6 +15,8 @@ export interface SessionMember {
   terminate(error: WireError): Promise<void>
   /** Deliver a NotificationResponse (whole message) to this client. */
   notify(message: Buffer): void
+  /** Parse messages that make this client's prepared statements again. */
+  preparedStatementFrames(): Buffer[]
 }
 
 const discard: RawSink = () => {}

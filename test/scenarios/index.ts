@@ -8,6 +8,7 @@ import { pgSessionSettingsScenario } from './pg-session-settings.ts'
 import { pgListenNotifyScenario } from './pg-listen-notify.ts'
 import { pgDiscardAllScenario } from './pg-discard-all.ts'
 import { copyInOutScenario } from './copy.ts'
+import { pgjdbcScenario, psycopgScenario } from './foreign-clients.ts'
 import { pgbenchPreparedScenario, pgbenchScenario } from './pgbench.ts'
 import { postgresJsParamsScenario } from './postgres-js-params.ts'
 import type { Scenario } from './outcome.ts'
@@ -25,4 +26,6 @@ export const interleavingScenarios: Scenario[] = [
   pgListenNotifyScenario,
   pgDiscardAllScenario,
   copyInOutScenario,
+  psycopgScenario,
+  pgjdbcScenario,
 ]
