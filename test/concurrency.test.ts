@@ -16,6 +16,7 @@ import { pgListenNotifyScenario } from './scenarios/pg-listen-notify.ts'
 import { pgDiscardAllScenario } from './scenarios/pg-discard-all.ts'
 import { copyInOutScenario } from './scenarios/copy.ts'
 import { pgjdbcScenario, psycopgScenario } from './scenarios/foreign-clients.ts'
+import { psqlScriptsScenario } from './scenarios/psql.ts'
 import { pgbenchPreparedScenario, pgbenchScenario } from './scenarios/pgbench.ts'
 import { postgresJsParamsScenario } from './scenarios/postgres-js-params.ts'
 import { interleavingScenarios } from './scenarios/index.ts'
@@ -140,6 +141,13 @@ const cases: Case[] = [
     patched: (o) => expect(o.tally.queries).toBe(4 * (10 + 3)),
     inChildProcess: true,
     timeoutMs: 120_000,
+  },
+  {
+    scenario: psqlScriptsScenario,
+    // Stock: the three scripts' statements interleave in one session (PREPARE total: 42P05, sums from another schema).
+    stock: expectNotOk,
+    patched: (o) => expect(o.tally.queries).toBe(3 * 2 + 1),
+    inChildProcess: true,
   },
   {
     scenario: idleInTransactionScenario,

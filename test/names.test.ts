@@ -106,3 +106,23 @@ describe('MessageRestorer', () => {
     expect(Buffer.concat(out).equals(expected)).toBe(true)
   })
 })
+
+describe('ClientNames.rewriteSql', () => {
+  it('prefixes statement names in SQL PREPARE, EXECUTE, EXPLAIN EXECUTE and DEALLOCATE, and nothing else', () => {
+    const names = new ClientNames(7)
+    const sql = "PREPARE q (int) AS select 'execute q', $1; EXECUTE q(1); explain execute \"Q\"(2); deallocate prepare q; deallocate all; prepare transaction 'q'"
+    const out = names.rewriteSql(wire.query(sql))
+    expect(frames(out)).toEqual(
+      frames(wire.query("PREPARE \"pgdd7.q\" (int) AS select 'execute q', $1; EXECUTE \"pgdd7.q\"(1); explain execute \"pgdd7.Q\"(2); deallocate prepare \"pgdd7.q\"; deallocate all; prepare transaction 'q'")),
+    )
+    expect(names.used).toBe(true)
+    expect(names.statements.size).toBe(0) // prepared, then deallocated
+  })
+
+  it('leaves SQL without those commands untouched, without copying it', () => {
+    const names = new ClientNames(7)
+    const batch = Buffer.concat([wire.query("select 'prepare x' as p"), wire.parse('', 'insert into t values ($1)', []), wire.sync()])
+    expect(names.rewriteSql(batch)).toBe(batch)
+    expect(names.used).toBe(false)
+  })
+})

@@ -315,7 +315,7 @@ export class Connection implements SessionMember {
    * batch (the frames before it run, the COPY is held until its data is complete), and Terminate ends it.
    */
   async #runBatch(frames: Frames): Promise<void> {
-    const bytes = this.#names.rewrite(frames.bytes)
+    const bytes = this.#names.rewrite(this.#names.rewriteSql(frames.bytes))
     let offset = 0
     let segment = 0
     let expectedReady = 0

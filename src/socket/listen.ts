@@ -5,103 +5,27 @@
 
 import { forEachFrame } from './frames.ts'
 import { BackendCode, HEADER_LENGTH, encodeQuery } from './protocol.ts'
-
-/** Marks tokens that are not names (literals, punctuation), so a quoted identifier "*" stays a name. */
-const OTHER = '\u0000'
+import { isName, mentions, statements } from './sql-tokens.ts'
 
 export type ListenCommand = { kind: 'listen'; channel: string } | { kind: 'unlisten'; channel: string | null }
 
 /** Cheap test on a Query or Parse message before any parsing: does its text contain "listen" in any case? */
 export function mayListen(bytes: Buffer, start: number, end: number): boolean {
-  for (let i = bytes.indexOf(0x6e, start); i >= 0 && i < end; i = bytes.indexOf(0x6e, i + 1)) {
-    // ...listen: look back from the final "n" (0x6e); LISTEN in capitals is checked below.
-    if (i - 5 >= start && matchesWord(bytes, i - 5)) return true
-  }
-  for (let i = bytes.indexOf(0x4e, start); i >= 0 && i < end; i = bytes.indexOf(0x4e, i + 1)) {
-    if (i - 5 >= start && matchesWord(bytes, i - 5)) return true
-  }
-  return false
-}
-
-const LISTEN = 'listen'
-
-function matchesWord(bytes: Buffer, at: number): boolean {
-  for (let k = 0; k < LISTEN.length; k++) if ((bytes[at + k]! | 0x20) !== LISTEN.charCodeAt(k)) return false
-  return true
+  return mentions(bytes, start, end, 'listen')
 }
 
 /**
  * The LISTEN and UNLISTEN statements in `sql`, in order, with channel names as Postgres folds them (unquoted
- * names to lower case). Comments, string literals, dollar quotes and quoted identifiers are skipped correctly,
- * so `select 'listen x'` is not a LISTEN.
+ * names to lower case). Literals, comments and dollar quotes are skipped, so `select 'listen x'` is not a LISTEN.
  */
 export function listenCommands(sql: string): ListenCommand[] {
   const commands: ListenCommand[] = []
-  let statement: string[] = []
-  const finish = () => {
-    const [verb, second] = statement
-    const isName = second !== undefined && !second.startsWith(OTHER)
-    if (verb === 'listen' && isName) commands.push({ kind: 'listen', channel: second })
-    else if (verb === 'unlisten' && (isName || second === `${OTHER}*`)) commands.push({ kind: 'unlisten', channel: isName ? second : null })
-    statement = []
+  for (const [verb, second] of statements(sql)) {
+    if (verb?.kind !== 'word') continue
+    if (verb.text === 'listen' && isName(second)) commands.push({ kind: 'listen', channel: second.text })
+    else if (verb.text === 'unlisten' && isName(second)) commands.push({ kind: 'unlisten', channel: second.text })
+    else if (verb.text === 'unlisten' && second?.text === '*') commands.push({ kind: 'unlisten', channel: null })
   }
-  let i = 0
-  const n = sql.length
-  while (i < n) {
-    const ch = sql[i]!
-    const next = sql[i + 1]
-    if (ch === ';') {
-      finish()
-      i++
-    } else if (/\s/.test(ch)) {
-      i++
-    } else if (ch === '-' && next === '-') {
-      const end = sql.indexOf('\n', i)
-      i = end < 0 ? n : end + 1
-    } else if (ch === '/' && next === '*') {
-      let depth = 1
-      i += 2
-      while (i < n && depth > 0) {
-        if (sql[i] === '/' && sql[i + 1] === '*') (depth++, (i += 2))
-        else if (sql[i] === '*' && sql[i + 1] === '/') (depth--, (i += 2))
-        else i++
-      }
-    } else if (ch === "'" || ((ch === 'e' || ch === 'E') && next === "'")) {
-      const escapes = ch !== "'"
-      i += escapes ? 2 : 1
-      while (i < n) {
-        if (escapes && sql[i] === '\\') i += 2
-        else if (sql[i] === "'" && sql[i + 1] === "'") i += 2
-        else if (sql[i] === "'") break
-        else i++
-      }
-      i++
-      statement.push(`${OTHER}'`)
-    } else if (ch === '"') {
-      let name = ''
-      i++
-      while (i < n) {
-        if (sql[i] === '"' && sql[i + 1] === '"') (name += '"', (i += 2))
-        else if (sql[i] === '"') break
-        else name += sql[i++]
-      }
-      i++
-      statement.push(name)
-    } else if (ch === '$' && /^\$([A-Za-z_][A-Za-z_0-9]*)?\$/.test(sql.slice(i, i + 64))) {
-      const tag = /^\$([A-Za-z_][A-Za-z_0-9]*)?\$/.exec(sql.slice(i, i + 64))![0]
-      const end = sql.indexOf(tag, i + tag.length)
-      i = end < 0 ? n : end + tag.length
-      statement.push(`${OTHER}$`)
-    } else if (/[A-Za-z_\u0080-\uffff]/.test(ch)) {
-      let word = ''
-      while (i < n && /[A-Za-z_0-9$\u0080-\uffff]/.test(sql[i]!)) word += sql[i++]
-      statement.push(word.toLowerCase())
-    } else {
-      statement.push(`${OTHER}${ch}`)
-      i++
-    }
-  }
-  finish()
   return commands
 }
 

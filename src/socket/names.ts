@@ -7,6 +7,8 @@
 import { createHash } from 'node:crypto'
 import { BackendCode, CODE_LENGTH, FrontendCode, HEADER_LENGTH, LEN_LENGTH } from './protocol.ts'
 import { forEachFrame } from './frames.ts'
+import { statementNameEdits } from './sql-names.ts'
+import { mentions } from './sql-tokens.ts'
 
 /** Postgres keys prepared statements and portals by NAMEDATALEN - 1 bytes; longer names are cut. */
 const MAX_NAME_BYTES = 63
@@ -83,6 +85,47 @@ export class ClientNames {
       if (code === FrontendCode.Parse && name && name[1] > name[0]) this.#parses.set(bytes.toString('utf8', name[0], name[1]), Buffer.from(out.subarray(frameStart, at)))
     })
     return out
+  }
+
+  /**
+   * `bytes` with the statement names in SQL PREPARE/EXECUTE/DEALLOCATE (in Query and Parse texts) given this
+   * client's prefix, or `bytes` itself when there are none (checked with a byte scan first: no string is built).
+   */
+  rewriteSql(bytes: Buffer): Buffer {
+    let parts: Buffer[] | null = null
+    let copied = 0
+    forEachFrame(bytes, (code, offset, length) => {
+      if (code !== FrontendCode.Query && code !== FrontendCode.Parse) return
+      const frameEnd = offset + length
+      const textStart = code === FrontendCode.Query ? offset + HEADER_LENGTH : bytes.indexOf(0, offset + HEADER_LENGTH) + 1
+      const textEnd = bytes.indexOf(0, textStart)
+      if (textStart <= 0 || textEnd < 0 || textEnd >= frameEnd) return
+      if (!mentions(bytes, textStart, textEnd, 'prepare') && !mentions(bytes, textStart, textEnd, 'execute') && !mentions(bytes, textStart, textEnd, 'deallocate')) return
+      const sql = bytes.toString('utf8', textStart, textEnd)
+      const edits = statementNameEdits(sql)
+      if (edits.length === 0) return
+      let text = ''
+      let from = 0
+      for (const edit of edits) {
+        const server = this.serverName(Buffer.from(edit.name)).toString()
+        text += `${sql.slice(from, edit.start)}"${server.replaceAll('"', '""')}"`
+        from = edit.end
+        if (edit.kind === 'prepare') this.statements.set(edit.name, Buffer.from(server))
+        else if (edit.kind === 'deallocate') this.#forget(edit.name)
+      }
+      text += sql.slice(from)
+      const body = Buffer.from(text)
+      const frame = Buffer.concat([bytes.subarray(offset, textStart), body, bytes.subarray(textEnd, frameEnd)])
+      frame.writeInt32BE(frame.length - CODE_LENGTH, CODE_LENGTH)
+      parts ??= []
+      parts.push(bytes.subarray(copied, offset), frame)
+      copied = frameEnd
+      this.used = true
+    })
+    if (!parts) return bytes
+    const list = parts as Buffer[]
+    list.push(bytes.subarray(copied))
+    return Buffer.concat(list)
   }
 
   #track(code: number, bytes: Buffer, offset: number, clientName: Buffer, server: Buffer): void {

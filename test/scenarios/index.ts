@@ -9,6 +9,7 @@ import { pgListenNotifyScenario } from './pg-listen-notify.ts'
 import { pgDiscardAllScenario } from './pg-discard-all.ts'
 import { copyInOutScenario } from './copy.ts'
 import { pgjdbcScenario, psycopgScenario } from './foreign-clients.ts'
+import { psqlScriptsScenario } from './psql.ts'
 import { pgbenchPreparedScenario, pgbenchScenario } from './pgbench.ts'
 import { postgresJsParamsScenario } from './postgres-js-params.ts'
 import type { Scenario } from './outcome.ts'
@@ -28,4 +29,5 @@ export const interleavingScenarios: Scenario[] = [
   copyInOutScenario,
   psycopgScenario,
   pgjdbcScenario,
+  psqlScriptsScenario,
 ]
