@@ -2,46 +2,22 @@
 // postgres.js streaming COPY FROM STDIN, a COPY that the client aborts (CopyFail rolls it back), a COPY inside a
 // rolled-back transaction, and pgbench -i's client-side data load (COPY FROM STDIN of 100k rows). Every table is
 // checked by count and checksum afterwards. On stock, the first COPY FROM STDIN takes PGlite down (NOTES §1).
-import { spawn } from 'node:child_process'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import pg from 'pg'
 import postgres from 'postgres'
 import { endClient } from '../helpers/pg.ts'
+import { LIBPQ_ENV, runProcess } from '../helpers/process.ts'
 import { withDeadline } from '../helpers/raw-client.ts'
 import { attempt, createTally, recordFailure, verdictOf, type Outcome, type Scenario } from './outcome.ts'
 
 const ROWS = 2_000
 const PROCESS_DEADLINE_MS = 20_000
 
-interface Run {
-  code: number | null
-  stdout: Buffer
-  stderr: string
-}
-
-/** A libpq tool with `input` on stdin; killed (and reported stalled) past its deadline. */
-async function runTool(tool: string, args: string[], url: string, input: Buffer | string = ''): Promise<Run> {
-  const child = spawn(tool, args, { env: { ...process.env, PGDATABASE: url, PGGSSENCMODE: 'disable', PGCONNECT_TIMEOUT: '5' }, stdio: ['pipe', 'pipe', 'pipe'] })
-  const stdout: Buffer[] = []
-  let stderr = ''
-  child.stdout.on('data', (chunk: Buffer) => stdout.push(chunk))
-  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()))
-  child.stdin.on('error', () => {})
-  child.stdin.end(input)
-  const exited = new Promise<number | null>((resolve, reject) => {
-    child.once('error', reject)
-    child.once('close', (code) => resolve(code))
-  })
-  try {
-    const code = await withDeadline(exited, PROCESS_DEADLINE_MS, `${tool} ${args.join(' ')}`)
-    return { code, stdout: Buffer.concat(stdout), stderr }
-  } catch (error) {
-    child.kill('SIGKILL')
-    throw error
-  }
-}
+/** A libpq tool with `input` on stdin; PGDATABASE carries the URL for tools that take no -d. */
+const runTool = (tool: string, args: string[], url: string, input: Buffer | string = '') =>
+  runProcess(tool, args, { env: { ...LIBPQ_ENV, PGDATABASE: url }, input, deadlineMs: PROCESS_DEADLINE_MS })
 
 const psql = (url: string, command: string, input?: Buffer | string) => runTool('psql', ['-X', '-v', 'ON_ERROR_STOP=1', '-At', '-d', url, '-c', command], url, input)
 

@@ -2,9 +2,8 @@
 // server-side statement named _pg3_N, pipeline mode, COPY, a DDL that makes psycopg send DEALLOCATE ALL) and
 // pgjdbc (Java; past prepareThreshold, so S_1, S_2... on every connection, batch inserts, metadata). Each runs
 // several connections at once, checks every result, and prints a JSON tally that becomes this scenario's.
-import { spawn } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
-import { withDeadline } from '../helpers/raw-client.ts'
+import { runProcess, type ProcessRun } from '../helpers/process.ts'
 import { createTally, recordFailure, recordWrong, verdictOf, type Outcome, type Scenario, type Tally } from './outcome.ts'
 
 const CLIENTS_DIR = fileURLToPath(new URL('../clients/', import.meta.url))
@@ -21,27 +20,9 @@ interface ClientTally {
   samples: string[]
 }
 
-async function runClient(command: string, args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] })
-  let stdout = ''
-  let stderr = ''
-  child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()))
-  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()))
-  const exited = new Promise<number | null>((resolve, reject) => {
-    child.once('error', reject)
-    child.once('close', resolve)
-  })
-  try {
-    return { code: await withDeadline(exited, RUN_DEADLINE_MS, `${command} ${args[0]}`), stdout, stderr }
-  } catch (error) {
-    child.kill('SIGKILL')
-    throw error
-  }
-}
-
 /** The client's own tally, merged in; a client that died without one counts as one failure. */
-function absorb(tally: Tally, run: { code: number | null; stdout: string; stderr: string }): void {
-  const line = run.stdout.trim().split('\n').pop() ?? ''
+function absorb(tally: Tally, run: ProcessRun): void {
+  const line = run.stdout.toString().trim().split('\n').pop() ?? ''
   let reported: ClientTally
   try {
     reported = JSON.parse(line) as ClientTally
@@ -65,7 +46,7 @@ function absorb(tally: Tally, run: { code: number | null; stdout: string; stderr
 async function scenarioRun(command: string, args: string[]): Promise<Outcome> {
   const tally = createTally()
   try {
-    absorb(tally, await runClient(command, args))
+    absorb(tally, await runProcess(command, args, { deadlineMs: RUN_DEADLINE_MS }))
   } catch (error) {
     tally.queries++
     recordFailure(tally, error)

@@ -1,34 +1,17 @@
 // psql, the client people type into: three psql processes at once, each running a script with a transaction, a DO
 // block, SQL PREPARE/EXECUTE/DEALLOCATE of the same statement name as the others, and the \d and \dt meta-commands
 // (catalog queries); then pg_isready. Every output is checked against what the script must print.
-import { spawn } from 'node:child_process'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { withDeadline } from '../helpers/raw-client.ts'
+import { LIBPQ_ENV, runProcess } from '../helpers/process.ts'
 import { attempt, createTally, recordFailure, verdictOf, type Outcome, type Scenario } from './outcome.ts'
 
 const SESSIONS = 3
 const ROUNDS = 2
 const PROCESS_DEADLINE_MS = 20_000
 
-async function run(tool: string, args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const child = spawn(tool, args, { env: { ...process.env, PGGSSENCMODE: 'disable', PGCONNECT_TIMEOUT: '5' }, stdio: ['ignore', 'pipe', 'pipe'] })
-  let stdout = ''
-  let stderr = ''
-  child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()))
-  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()))
-  const exited = new Promise<number | null>((resolve, reject) => {
-    child.once('error', reject)
-    child.once('close', resolve)
-  })
-  try {
-    return { code: await withDeadline(exited, PROCESS_DEADLINE_MS, `${tool} ${args.join(' ')}`), stdout, stderr }
-  } catch (error) {
-    child.kill('SIGKILL')
-    throw error
-  }
-}
+const run = (tool: string, args: string[]) => runProcess(tool, args, { env: LIBPQ_ENV, deadlineMs: PROCESS_DEADLINE_MS })
 
 function script(n: number): string {
   return `\\set ON_ERROR_STOP 1
@@ -60,7 +43,7 @@ export async function psqlScenario(url: string): Promise<Outcome> {
           await attempt(tally, async () => {
             const out = await run('psql', ['-X', '-At', '-d', url, '-f', file])
             const sum = 5050 * (n + 1)
-            const lines = out.stdout.split('\n')
+            const lines = out.stdout.toString().split('\n')
             const problems = [
               out.code === 0 ? null : `exit ${out.code}: ${out.stderr.trim().split('\n')[0]}`,
               lines.includes(String(sum)) ? null : `no sum ${sum}`,
@@ -77,7 +60,7 @@ export async function psqlScenario(url: string): Promise<Outcome> {
     await attempt(tally, async () => {
       const { hostname, port } = new URL(url)
       const out = await run('pg_isready', ['-h', hostname, '-p', port])
-      return out.code === 0 ? true : `pg_isready: exit ${out.code} ${out.stdout.trim()}`
+      return out.code === 0 ? true : `pg_isready: exit ${out.code} ${out.stdout.toString().trim()}`
     })
   } catch (error) {
     recordFailure(tally, error)
