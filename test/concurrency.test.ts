@@ -144,7 +144,8 @@ const cases: Case[] = [
   },
   {
     scenario: psqlScriptsScenario,
-    // Stock: the three scripts' statements interleave in one session (PREPARE total: 42P05, sums from another schema).
+    // Stock: the scripts interleave in one session; and whatever the timing, a statement a psql left prepared
+    // outlives it, so in round 2 every psql's PREPARE of that name fails (42P05).
     stock: expectNotOk,
     patched: (o) => expect(o.tally.queries).toBe(3 * 2 + 1),
     inChildProcess: true,

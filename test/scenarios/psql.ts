@@ -1,5 +1,6 @@
 // psql, the client people type into: three psql processes at once, each running a script with a transaction, a DO
-// block, SQL PREPARE/EXECUTE/DEALLOCATE of the same statement name as the others, and the \d and \dt meta-commands
+// block, SQL PREPARE/EXECUTE/DEALLOCATE of the same statement name as the others, a statement left prepared when
+// psql exits (it dies with the session: the next psql prepares the same name), and the \d and \dt meta-commands
 // (catalog queries); then pg_isready. Every output is checked against what the script must print.
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
@@ -26,6 +27,7 @@ prepare total (int) as select sum(qty) from psql_s${n}.items where id <= $1;
 execute total(100);
 execute total(1000);
 deallocate total;
+prepare kept_until_exit as select 1;
 \\d psql_s${n}.items
 \\dt psql_s${n}.*
 `
