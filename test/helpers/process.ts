@@ -15,13 +15,14 @@ export interface ProcessOptions {
   input?: Buffer | string
   /** Added to this process's environment. */
   env?: NodeJS.ProcessEnv
+  cwd?: string
 }
 
 /** libpq programs: no GSSAPI probe, and a bounded connect. */
 export const LIBPQ_ENV: NodeJS.ProcessEnv = { PGGSSENCMODE: 'disable', PGCONNECT_TIMEOUT: '5' }
 
 export async function runProcess(command: string, args: string[], options: ProcessOptions = {}): Promise<ProcessRun> {
-  const child = spawn(command, args, { env: { ...process.env, ...options.env }, stdio: ['pipe', 'pipe', 'pipe'] })
+  const child = spawn(command, args, { env: { ...process.env, ...options.env }, cwd: options.cwd, stdio: ['pipe', 'pipe', 'pipe'] })
   const stdout: Buffer[] = []
   let stderr = ''
   child.stdout.on('data', (chunk: Buffer) => stdout.push(chunk))

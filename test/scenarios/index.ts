@@ -10,6 +10,7 @@ import { pgDiscardAllScenario } from './pg-discard-all.ts'
 import { copyInOutScenario } from './copy.ts'
 import { pgjdbcScenario, psycopgScenario } from './foreign-clients.ts'
 import { psqlScriptsScenario } from './psql.ts'
+import { drizzleKitToolScenario } from './drizzle-kit.ts'
 import { pgbenchPreparedScenario, pgbenchScenario } from './pgbench.ts'
 import { postgresJsParamsScenario } from './postgres-js-params.ts'
 import type { Scenario } from './outcome.ts'
@@ -30,4 +31,5 @@ export const interleavingScenarios: Scenario[] = [
   psycopgScenario,
   pgjdbcScenario,
   psqlScriptsScenario,
+  drizzleKitToolScenario,
 ]
