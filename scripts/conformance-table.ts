@@ -104,8 +104,8 @@ const LIMITS = [
   '  reach the next client.',
   '- A startup setting PostgreSQL refuses closes the connection at its first query, not at connect: startup settings',
   '  are applied when the client first gets the session, so connecting never waits for another transaction.',
-  '- Not yet in this table: psql (`\\d`, `\\copy`, scripts), `pg_dump`/restore, psycopg 3, pgjdbc, drizzle-kit and',
-  '  kysely (COPY FROM STDIN has its own tests in `npm test`; the clients above are still to do).',
+  '- `pg_dump`/restore is not in the table: Debian\'s `pg_dump` 15 refuses a server newer than itself, and PGlite is',
+  '  PostgreSQL 18.',
   '',
 ]
 

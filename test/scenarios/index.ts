@@ -11,6 +11,7 @@ import { copyInOutScenario } from './copy.ts'
 import { pgjdbcScenario, psycopgScenario } from './foreign-clients.ts'
 import { psqlScriptsScenario } from './psql.ts'
 import { drizzleKitToolScenario } from './drizzle-kit.ts'
+import { driversScenario } from './drivers.ts'
 import { pgbenchPreparedScenario, pgbenchScenario } from './pgbench.ts'
 import { postgresJsParamsScenario } from './postgres-js-params.ts'
 import type { Scenario } from './outcome.ts'
@@ -32,4 +33,5 @@ export const interleavingScenarios: Scenario[] = [
   pgjdbcScenario,
   psqlScriptsScenario,
   drizzleKitToolScenario,
+  driversScenario,
 ]
