@@ -549,7 +549,6 @@ export class Connection implements SessionMember {
       return
     }
     if (this.#discardOutput) return
-    if (this.#trace) this.#log.trace('backend bytes', { dump: hexDump(chunk) })
     // PGlite hands us a view of its WASM memory: copy before it is reused (the restorer copies too).
     if (this.#names.used || this.#session.listeners.size > 0) this.#restorer.feed(chunk, this.#writeRestored)
     else this.#write(Buffer.from(chunk))
@@ -713,7 +712,9 @@ export class Connection implements SessionMember {
     if (reported.length > 0) this.#write(Buffer.concat(reported.map(([name, value]) => encodeParameterStatus(name, value))))
   }
 
+  /** Everything the client receives goes through here: PGlite's replies and the server's own messages. */
   #write(bytes: Uint8Array): void {
+    if (this.#trace) this.#log.trace('to client', { dump: hexDump(bytes) })
     if (this.socket.writable) this.socket.write(bytes)
   }
 
@@ -776,7 +777,7 @@ export class Connection implements SessionMember {
     this.state = 'closing'
     this.#disarmIdleTimer()
     this.#queue.length = 0
-    if (error && this.socket.writable) this.socket.write(encodeErrorResponse(error.severity, error.sqlstate, error.message))
+    if (error) this.#write(encodeErrorResponse(error.severity, error.sqlstate, error.message))
     this.socket.end()
     if (!this.socket.destroyed) setTimeout(() => this.socket.destroy(), CLOSE_GRACE_MS).unref()
     // A wait for the session is abandoned now; a running batch finishes first, then #drain starts the cleanup.
