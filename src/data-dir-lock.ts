@@ -2,6 +2,7 @@
 // two servers on one directory would each serve their own copy and one's commits would be lost. The lock is a
 // file in the directory holding the owner's pid; a lock left by a process that no longer runs (kill -9) is taken over.
 
+import { readFileSync } from 'node:fs'
 import { open, readFile, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
 import { DevServerError } from './errors.ts'
@@ -50,10 +51,16 @@ export async function lockDataDir(dataDir: string): Promise<DataDirLock> {
 function isRunning(pid: number): boolean {
   try {
     process.kill(pid, 0)
-    return true
   } catch (error) {
     // EPERM: it exists but belongs to someone else.
     return (error as NodeJS.ErrnoException).code === 'EPERM'
+  }
+  // A killed server whose parent has not reaped it yet still answers kill(0) on Linux: a zombie holds nothing.
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z'
+  } catch {
+    return true
   }
 }
 

@@ -1,6 +1,8 @@
 // startDevDb end to end: the URL it hands out, close() and disposal, the goodbye clients get, what survives a
 // reopen of the same dataDir, migrations, the two idle timeouts, and a failed start. Real sockets, bounded waits.
-import { mkdir, mkdtemp, writeFile } from 'node:fs/promises'
+import { spawn } from 'node:child_process'
+import { mkdir, mkdtemp, readFile, writeFile } from 'node:fs/promises'
+import { createInterface } from 'node:readline'
 import { once } from 'node:events'
 import net from 'node:net'
 import os from 'node:os'
@@ -8,7 +10,7 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { PGlite } from '@electric-sql/pglite'
 import postgres from 'postgres'
-import { afterEach, describe, expect, it } from 'vitest'
+import { afterEach, describe, expect, it, onTestFinished } from 'vitest'
 import { startDevDb, type DevDb, type DevDbOptions } from '../src/dev-server.ts'
 import { DevServerError } from '../src/errors.ts'
 import { createLogger, type LogRecord } from '../src/log.ts'
@@ -212,6 +214,19 @@ describe('options', () => {
     await first.close()
     const again = await start({ dataDir })
     expect(again.port).toBeGreaterThan(0)
+  })
+
+  it('takes over a lock whose process is a zombie (killed, not yet reaped by its parent)', async () => {
+    // sh starts `sleep 0` in the background and becomes `sleep 5`, which never reaps it: a zombie, pid printed.
+    const parent = spawn('sh', ['-c', 'sleep 0 & echo $!; exec sleep 5'], { stdio: ['ignore', 'pipe', 'ignore'] })
+    onTestFinished(() => void parent.kill('SIGKILL'))
+    const [line] = (await once(createInterface({ input: parent.stdout }), 'line')) as [string]
+    const zombie = Number(line)
+    await expect.poll(async () => (await readFile(`/proc/${zombie}/stat`, 'utf8')).split(') ')[1]?.[0], { timeout: 3_000 }).toBe('Z')
+    const dataDir = await scratchDataDir()
+    await writeFile(path.join(dataDir, 'pglite-dev-db.lock'), `${zombie}\n`)
+    const dev = await start({ dataDir })
+    expect(dev.port).toBeGreaterThan(0)
   })
 
   it('rejects a bad option with ERR_CONFIG before opening anything', async () => {
