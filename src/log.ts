@@ -56,8 +56,13 @@ export function lineSink(format: LogFormat = 'pretty', writeLine: (line: string)
   }
   return (r) => {
     let line = `${new Date(r.time).toISOString()} ${r.level.toUpperCase().padEnd(5)} ${r.msg}`
-    for (const [key, value] of Object.entries(r.fields)) line += ` ${key}=${formatValue(value)}`
-    writeLine(line)
+    // A multi-line value (a hex dump) goes under the line, indented, instead of as one quoted string.
+    let block = ''
+    for (const [key, value] of Object.entries(r.fields)) {
+      if (typeof value === 'string' && value.includes('\n')) block += `\n  ${key}:\n    ${value.split('\n').join('\n    ')}`
+      else line += ` ${key}=${formatValue(value)}`
+    }
+    writeLine(line + block)
   }
 }
 
