@@ -20,6 +20,7 @@ import {
   encodeParameterStatus,
   encodeQuery,
   encodeReadyForQuery,
+  encodeUnnamedExecution,
 } from './protocol.ts'
 import { ReplyScanner } from './replies.ts'
 import { ClientNames, MessageRestorer } from './names.ts'
@@ -75,6 +76,9 @@ const ROLLBACK = encodeQuery('ROLLBACK')
  */
 const ABANDON_PIPELINE = Buffer.concat([ROLLBACK, SYNC_MESSAGE])
 const SYNC = Buffer.from(SYNC_MESSAGE)
+/** A statement that fails, to abort PGlite's transaction where the server itself refused a command. */
+const FAILING_STATEMENT = "DO $$BEGIN RAISE EXCEPTION 'COPY refused by pglite-dev-db' USING ERRCODE = '54000'; END$$"
+const FAILING_EXTENDED = encodeUnnamedExecution(FAILING_STATEMENT)
 
 interface CopyInState {
   parts: Buffer[]
@@ -487,25 +491,47 @@ export class Connection implements SessionMember {
     const copy = this.#copyIn!
     const isEnd = code === FrontendCode.CopyDone || code === FrontendCode.CopyFail
     if (copy.failed) {
-      // After our own COPY error: copy messages are dropped; an extended-protocol COPY also waits for Sync.
-      if (copy.isQuery ? isEnd : code === FrontendCode.Sync) this.#copyIn = null
-      if (!copy.isQuery && code === FrontendCode.Sync) this.#write(encodeReadyForQuery(this.#txStatus))
+      // After our own COPY error in the extended protocol, messages are discarded until Sync, which PGlite answers
+      // (it was told of the failure, so its implicit or explicit transaction is aborted as Postgres's would be).
+      if (code !== FrontendCode.Sync) return
+      this.#copyIn = null
+      this.#write(await this.#capture(SYNC))
+      this.#pipelineOpen = false
+      await this.#releaseIfIdle()
       return
     }
     const isCopyMessage = isEnd || code === FrontendCode.CopyData || code === FrontendCode.Flush || code === FrontendCode.Sync
     copy.parts.push(frame)
     copy.size += frame.length
     if (copy.size > this.#host.options.maxCopyBytes) {
-      copy.parts = []
-      copy.failed = true
-      const limitMb = Math.round(this.#host.options.maxCopyBytes / 2 ** 20)
-      this.#write(encodeErrorResponse('ERROR', SqlState.ProgramLimitExceeded, `COPY data exceeds pglite-dev-db's limit of ${limitMb} MB; split it into smaller COPY commands`))
-      if (copy.isQuery) this.#write(encodeReadyForQuery(this.#txStatus))
-      if (isEnd) this.#copyIn = null
+      await this.#failCopy(copy)
       return
     }
     // Anything but copy data ends the COPY; PGlite itself reports a non-copy message as an error.
     if (isEnd || !isCopyMessage) await this.#finishCopy()
+  }
+
+  /**
+   * The COPY passed maxCopyBytes: ERROR 54000, as Postgres fails a COPY. PGlite is made to fail a statement in
+   * the same place, so a transaction or pipeline around the COPY is aborted as it would be; the rest of the
+   * client's copy data is dropped (by PGlite once it is out of copy mode, as Postgres drops it).
+   */
+  async #failCopy(copy: CopyInState): Promise<void> {
+    copy.parts = []
+    copy.failed = true
+    const limit = this.#host.options.maxCopyBytes
+    const size = limit >= 2 ** 20 ? `${Math.round(limit / 2 ** 20)} MB` : `${limit} bytes`
+    const error = encodeErrorResponse('ERROR', SqlState.ProgramLimitExceeded, `COPY data exceeds pglite-dev-db's limit of ${size}; split it into smaller COPY commands`)
+    if (copy.isQuery) {
+      this.#copyIn = null
+      if (this.#txStatus !== TxStatus.Idle) await this.#capture(encodeQuery(FAILING_STATEMENT))
+      this.#write(Buffer.concat([error, encodeReadyForQuery(this.#txStatus)]))
+      await this.#releaseIfIdle()
+    } else {
+      // Discard-until-Sync in PGlite too; the client's Sync ends it (see #gatherCopy).
+      await this.#capture(FAILING_EXTENDED)
+      this.#write(error)
+    }
   }
 
   async #finishCopy(): Promise<void> {

@@ -177,4 +177,18 @@ export function encodeQuery(sql: string): Buffer {
   return buf
 }
 
+/** Parse, Bind and Execute of `sql` as the unnamed statement and portal, without parameters (no Sync). */
+export function encodeUnnamedExecution(sql: string): Buffer {
+  const parse = message(FrontendCode.Parse, 1 + Buffer.byteLength(sql) + 1 + 2)
+  parse[HEADER_LENGTH] = 0
+  parse.write(sql, HEADER_LENGTH + 1)
+  parse[parse.length - 3] = 0
+  parse.writeInt16BE(0, parse.length - 2)
+  const bind = message(FrontendCode.Bind, 2 + 2 + 2 + 2)
+  bind.fill(0, HEADER_LENGTH)
+  const execute = message(FrontendCode.Execute, 1 + 4)
+  execute.fill(0, HEADER_LENGTH)
+  return Buffer.concat([parse, bind, execute])
+}
+
 export { SqlState }

@@ -15,6 +15,8 @@ export interface ServerOptions {
   idleTimeout?: number
   /** Ours only: a client holding the session idle this long gets FATAL 25P03. */
   idleInTransactionTimeoutMs?: number
+  /** Ours only: a COPY FROM STDIN larger than this fails with 54000. */
+  maxCopyBytes?: number
 }
 
 /** The API both servers share, as far as tests use it. */
