@@ -12,6 +12,7 @@ import { pgjdbcScenario, psycopgScenario } from './foreign-clients.ts'
 import { psqlScriptsScenario } from './psql.ts'
 import { drizzleKitToolScenario } from './drizzle-kit.ts'
 import { driversScenario } from './drivers.ts'
+import { pipelineErrorsScenario } from './pipeline-errors.ts'
 import { pgbenchPreparedScenario, pgbenchScenario } from './pgbench.ts'
 import { postgresJsParamsScenario } from './postgres-js-params.ts'
 import type { Scenario } from './outcome.ts'
@@ -34,4 +35,5 @@ export const interleavingScenarios: Scenario[] = [
   psqlScriptsScenario,
   drizzleKitToolScenario,
   driversScenario,
+  pipelineErrorsScenario,
 ]
