@@ -436,7 +436,7 @@ export class Connection implements SessionMember {
     if (wasOwner) return
     // The session is at rest between owners: the moment to drop statements that departed clients left behind,
     // and to give the session this client's settings if the last owner's differ.
-    if (this.#session.hasAbandonedStatements) await this.#session.closeAbandonedStatements()
+    if (this.#session.hasAbandonedWork) await this.#session.closeAbandonedWork()
     if (this.#startupSettingsPending) await this.#applyStartupSettings()
     else if (this.#session.appliedSettings !== this.#settingsKey) await this.#applySettings()
   }
@@ -594,36 +594,32 @@ export class Connection implements SessionMember {
   // --- DISCARD ALL, DEALLOCATE ---
 
   /**
-   * DISCARD ALL, DEALLOCATE ALL or DEALLOCATE name for this client only: its own prepared statements are closed,
-   * and DISCARD ALL also resets its settings and stops its LISTENs; other clients keep theirs. Where Postgres would
-   * refuse (DISCARD ALL in a transaction, anything in a failed one) or the name is not one of this client's
-   * protocol-level statements (a SQL PREPARE), the statement goes to PGlite as it is.
+   * DISCARD ALL or DEALLOCATE ALL for this client only: its own prepared statements are closed, and DISCARD ALL
+   * also resets its settings and stops its LISTENs; other clients keep theirs. Where Postgres would refuse
+   * (DISCARD ALL in a transaction, anything in a failed one), the statement goes to PGlite as it is, for its error.
    */
   async #resetSession(reset: SessionReset, frame: Buffer): Promise<void> {
     await this.#acquire()
-    const refused = this.#pipelineOpen || this.#txStatus === TxStatus.Failed || (reset.kind === 'discard-all' && this.#txStatus !== TxStatus.Idle)
-    const closes = refused ? null : reset.kind === 'deallocate' ? [this.#names.close(reset.name)] : this.#names.closeAll()
-    if (!closes || closes[0] === null) {
+    if (this.#pipelineOpen || this.#txStatus === TxStatus.Failed || (reset === 'DISCARD ALL' && this.#txStatus !== TxStatus.Idle)) {
       await this.#send(frame, 1, false)
       return
     }
-    const frames = [...(closes as Buffer[]), Buffer.from(SYNC_MESSAGE)]
-    if (reset.kind === 'discard-all') {
+    const frames = [...this.#names.closeAll(), SYNC]
+    if (reset === 'DISCARD ALL') {
       frames.push(encodeQuery('RESET ALL'))
       const unneeded = this.#session.unlisten(this, null)
       if (unneeded.length > 0) frames.push(listenQuery(unneeded, 'UNLISTEN'))
     }
     const reply = readSettingsReply(await this.#capture(Buffer.concat(frames)))
     const parts: Buffer[] = []
-    if (reset.kind === 'discard-all') {
+    if (reset === 'DISCARD ALL') {
       this.#settings = []
       this.#session.appliedSettings = this.#settingsKey = ''
       this.#scanner.settingsChanged = this.#scanner.listenChanged = false
       // The settings the client is told about changed back to the defaults: say so, as Postgres does.
       for (const [name, value] of reply.reported) parts.push(encodeParameterStatus(name, value))
     }
-    const tag = reset.kind === 'discard-all' ? 'DISCARD ALL' : reset.kind === 'deallocate-all' ? 'DEALLOCATE ALL' : 'DEALLOCATE'
-    parts.push(encodeCommandComplete(tag), encodeReadyForQuery(this.#txStatus))
+    parts.push(encodeCommandComplete(reset), encodeReadyForQuery(this.#txStatus))
     this.#write(Buffer.concat(parts))
     await this.#releaseIfIdle()
   }
@@ -702,7 +698,7 @@ export class Connection implements SessionMember {
     this.#scanner.settingsChanged = false
     if (reply.error) {
       this.#session.appliedSettings = UNKNOWN_SETTINGS
-      this.#log.warn('cannot read session settings', { error: errorFields(reply.error).message })
+      this.#warnSettings('could not record your session settings; a SET may not last beyond this command', reply.error)
       return
     }
     this.#settings = reply.settings
@@ -714,7 +710,14 @@ export class Connection implements SessionMember {
     const reply = readSettingsReply(await this.#capture(applySettingsQuery(this.#settings, false)))
     this.#scanner.settingsChanged = false
     this.#session.appliedSettings = reply.error ? UNKNOWN_SETTINGS : this.#settingsKey
-    if (reply.error) this.#log.warn('cannot apply session settings', { error: errorFields(reply.error).message })
+    if (reply.error) this.#warnSettings('could not restore your session settings; SET them again', reply.error)
+  }
+
+  /** Settings bookkeeping failed: the log gets it, and so does the client, as a WARNING it can read. */
+  #warnSettings(what: string, error: Buffer): void {
+    const { code, message } = errorFields(error)
+    this.#log.warn(what, { error: message })
+    this.#write(encodeErrorResponse('WARNING', code, `${what}: ${message}`, BackendCode.NoticeResponse))
   }
 
   /**
@@ -845,7 +848,7 @@ export class Connection implements SessionMember {
       // A SET that committed before the client went is still in the session: the next owner resets it.
       if (this.#scanner.settingsChanged) this.#session.appliedSettings = UNKNOWN_SETTINGS
       this.#session.abandonStatements(this.#names.closeAll())
-      await this.#session.closeAbandonedStatements()
+      await this.#session.closeAbandonedWork()
       this.#log.debug('session released after close', { status: String.fromCharCode(this.#txStatus) })
     } catch (error) {
       if (isPGliteFatal(error)) this.#session.markDead(error)

@@ -5,14 +5,16 @@
 
 import { forEachFrame } from './frames.ts'
 import { BackendCode, HEADER_LENGTH, encodeQuery } from './protocol.ts'
-import { isName, mentions, statements } from './sql-tokens.ts'
+import { isName, mentions, sqlBounds, statements } from './sql-tokens.ts'
 
 export type ListenCommand = { kind: 'listen'; channel: string } | { kind: 'unlisten'; channel: string | null }
 
 /** Cheap test on a Query or Parse message before any parsing: does its text contain "listen" in any case? */
 export function mayListen(bytes: Buffer, start: number, end: number): boolean {
-  return mentions(bytes, start, end, 'listen')
+  return mentions(bytes, start, end, LISTEN_WORDS)
 }
+
+const LISTEN_WORDS = ['listen']
 
 /**
  * The LISTEN and UNLISTEN statements in `sql`, in order, with channel names as Postgres folds them (unquoted
@@ -31,10 +33,8 @@ export function listenCommands(sql: string): ListenCommand[] {
 
 /** The SQL text of a Query or Parse message (whole message, header included). */
 export function messageSql(bytes: Buffer, offset: number, end: number, isParse: boolean): string {
-  let at = offset + HEADER_LENGTH
-  if (isParse) at = bytes.indexOf(0, at) + 1
-  const zero = bytes.indexOf(0, at)
-  return bytes.toString('utf8', at, zero < 0 || zero > end ? end : zero)
+  const text = sqlBounds(bytes, offset, end, isParse)
+  return text ? bytes.toString('utf8', text[0], text[1]) : ''
 }
 
 export const LISTENING_CHANNELS_QUERY = encodeQuery('SELECT pg_catalog.pg_listening_channels()')

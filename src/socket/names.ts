@@ -8,7 +8,10 @@ import { createHash } from 'node:crypto'
 import { BackendCode, CODE_LENGTH, FrontendCode, HEADER_LENGTH, LEN_LENGTH } from './protocol.ts'
 import { forEachFrame } from './frames.ts'
 import { statementNameEdits } from './sql-names.ts'
-import { mentions } from './sql-tokens.ts'
+import { mentions, sqlBounds } from './sql-tokens.ts'
+
+/** Words that may start a statement naming a prepared statement (all end in "e": one scan finds them all). */
+const STATEMENT_WORDS = ['prepare', 'execute', 'deallocate']
 
 /** Postgres keys prepared statements and portals by NAMEDATALEN - 1 bytes; longer names are cut. */
 const MAX_NAME_BYTES = 63
@@ -97,10 +100,9 @@ export class ClientNames {
     forEachFrame(bytes, (code, offset, length) => {
       if (code !== FrontendCode.Query && code !== FrontendCode.Parse) return
       const frameEnd = offset + length
-      const textStart = code === FrontendCode.Query ? offset + HEADER_LENGTH : bytes.indexOf(0, offset + HEADER_LENGTH) + 1
-      const textEnd = bytes.indexOf(0, textStart)
-      if (textStart <= 0 || textEnd < 0 || textEnd >= frameEnd) return
-      if (!mentions(bytes, textStart, textEnd, 'prepare') && !mentions(bytes, textStart, textEnd, 'execute') && !mentions(bytes, textStart, textEnd, 'deallocate')) return
+      const bounds = sqlBounds(bytes, offset, frameEnd, code === FrontendCode.Parse)
+      if (!bounds || !mentions(bytes, bounds[0], bounds[1], STATEMENT_WORDS)) return
+      const [textStart, textEnd] = bounds
       const sql = bytes.toString('utf8', textStart, textEnd)
       const edits = statementNameEdits(sql)
       if (edits.length === 0) return
@@ -170,14 +172,6 @@ export class ClientNames {
     const frames = [...this.statements.values()].map(encodeCloseStatement)
     this.forgetAll()
     return frames
-  }
-
-  /** A Close for this client's statement `name`, or null if it has none by that name. */
-  close(name: string): Buffer | null {
-    const server = this.statements.get(name)
-    if (!server) return null
-    this.#forget(name)
-    return encodeCloseStatement(server)
   }
 }
 

@@ -78,7 +78,7 @@ export class SharedSession {
     })
   }
 
-  get hasAbandonedStatements(): boolean {
+  get hasAbandonedWork(): boolean {
     return this.#abandoned.length > 0 || this.#unneededChannels.size > 0
   }
 
@@ -112,9 +112,9 @@ export class SharedSession {
     for (const close of closes) this.#abandoned.push(close)
   }
 
-  /** Deallocate abandoned statements. Only for an owner whose session is at rest: it ends with a Sync. */
-  async closeAbandonedStatements(): Promise<void> {
-    if (!this.hasAbandonedStatements || this.dead) return
+  /** Deallocate departed clients' statements and unlisten their channels. Only for an owner whose session is at rest. */
+  async closeAbandonedWork(): Promise<void> {
+    if (!this.hasAbandonedWork || this.dead) return
     const frames = this.#abandoned
     this.#abandoned = []
     frames.push(Buffer.from(SYNC_MESSAGE))

@@ -3,6 +3,8 @@
 // reads from SQL text (LISTEN channels, names in PREPARE/EXECUTE/DEALLOCATE) is read through this, so text inside
 // a literal, a comment or a function body is never mistaken for a command.
 
+import { HEADER_LENGTH } from './protocol.ts'
+
 export interface Token {
   kind: 'word' | 'ident' | 'other'
   /** Words folded to lower case (as Postgres folds unquoted names); quoted identifiers as written, unescaped. */
@@ -86,19 +88,30 @@ const WORD_PART = /[A-Za-z_0-9$\u0080-\uffff]/
 export const isName = (token: Token | undefined): token is Token => token !== undefined && token.kind !== 'other'
 
 /**
- * Quick byte test before any tokenizing: does the text contain `word` (lower-case ASCII) in any case? It looks
- * back from each occurrence of the word's last letter, which keeps it one pass for the common case of no match.
+ * Quick byte test before any tokenizing: does the text contain one of `words` (lower-case ASCII, all ending in the
+ * same letter) in any case? It looks back from each occurrence of that last letter, in both cases: two scans of the
+ * text whatever the number of words, and no string is built.
  */
-export function mentions(bytes: Buffer, start: number, end: number, word: string): boolean {
-  const last = word.charCodeAt(word.length - 1)
+export function mentions(bytes: Buffer, start: number, end: number, words: readonly string[]): boolean {
+  const last = words[0]!.charCodeAt(words[0]!.length - 1)
   for (const code of [last, last & ~0x20]) {
     for (let i = bytes.indexOf(code, start); i >= 0 && i < end; i = bytes.indexOf(code, i + 1)) {
-      const from = i - word.length + 1
-      if (from < start) continue
-      let k = 0
-      while (k < word.length && (bytes[from + k]! | 0x20) === word.charCodeAt(k)) k++
-      if (k === word.length) return true
+      for (const word of words) if (endsAt(bytes, start, i, word)) return true
     }
   }
   return false
+}
+
+function endsAt(bytes: Buffer, start: number, last: number, word: string): boolean {
+  const from = last - word.length + 1
+  if (from < start) return false
+  for (let k = 0; k < word.length; k++) if ((bytes[from + k]! | 0x20) !== word.charCodeAt(k)) return false
+  return true
+}
+
+/** [start, end) of the SQL text of a Query or Parse message (whole message at `offset`), or null if malformed. */
+export function sqlBounds(bytes: Buffer, offset: number, end: number, isParse: boolean): [number, number] | null {
+  const start = isParse ? bytes.indexOf(0, offset + HEADER_LENGTH) + 1 : offset + HEADER_LENGTH
+  const zero = bytes.indexOf(0, start)
+  return start <= 0 || zero < 0 || zero >= end ? null : [start, zero]
 }
