@@ -43,6 +43,7 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
       maxConnections: options.maxConnections,
       idleInTransactionTimeoutMs: options.idleInTransactionTimeoutMs,
       idleTimeoutMs: options.idleTimeoutMs,
+      queueTimeoutMs: options.queueTimeoutMs,
       logger: log,
     })
   } catch (error) {

@@ -8,7 +8,7 @@ import { lockDataDir, type DataDirLock } from './data-dir-lock.ts'
 import { DevServerError } from './errors.ts'
 import { createLogger, type Logger } from './log.ts'
 import { applyMigrations } from './migrate.ts'
-import { DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS, DEFAULT_MAX_CONNECTIONS, PGLiteSocketServer } from './socket/server.ts'
+import { DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS, DEFAULT_MAX_CONNECTIONS, DEFAULT_QUEUE_TIMEOUT_MS, PGLiteSocketServer } from './socket/server.ts'
 
 export interface DevDbOptions {
   /** Address to listen on. Default 127.0.0.1. */
@@ -25,6 +25,8 @@ export interface DevDbOptions {
   idleInTransactionTimeoutMs?: number
   /** Default 0 (never). */
   idleTimeoutMs?: number
+  /** Default 120000; 0 waits without limit. See PGLiteSocketServerOptions. */
+  queueTimeoutMs?: number
   /** Default: warnings and errors on stderr. */
   logger?: Logger
 }
@@ -80,6 +82,7 @@ export async function startDevDb(options: DevDbOptions = {}): Promise<DevDb> {
       maxConnections: options.maxConnections ?? DEFAULT_MAX_CONNECTIONS,
       idleInTransactionTimeoutMs: options.idleInTransactionTimeoutMs ?? DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS,
       idleTimeoutMs: options.idleTimeoutMs ?? 0,
+      queueTimeoutMs: options.queueTimeoutMs ?? DEFAULT_QUEUE_TIMEOUT_MS,
       logger: log,
       // At trace level every frame in and out is logged as a hex dump: the protocol trace for interleaving bugs.
       inspect: log.enabled('trace'),
@@ -124,7 +127,7 @@ function urlHost(host: string): string {
 const MAX_TIMER_MS = 2 ** 31 - 1
 
 const OPTION_NAMES: ReadonlySet<string> = new Set<keyof DevDbOptions>([
-  'host', 'port', 'dataDir', 'migrations', 'maxConnections', 'idleInTransactionTimeoutMs', 'idleTimeoutMs', 'logger',
+  'host', 'port', 'dataDir', 'migrations', 'maxConnections', 'idleInTransactionTimeoutMs', 'idleTimeoutMs', 'queueTimeoutMs', 'logger',
 ])
 
 /** Mistakes in the options are ERR_CONFIG before anything opens, as the CLI's flags are. */
@@ -143,4 +146,5 @@ function validateOptions(options: DevDbOptions): void {
   // Node's timers hold at most 2^31-1 ms; a longer one would fire at once.
   whole('idleInTransactionTimeoutMs', 0, MAX_TIMER_MS)
   whole('idleTimeoutMs', 0, MAX_TIMER_MS)
+  whole('queueTimeoutMs', 0, MAX_TIMER_MS)
 }

@@ -18,6 +18,7 @@ export const SqlState = {
   AdminShutdown: '57P01',
   CannotConnectNow: '57P03',
   QueryCanceled: '57014',
+  LockNotAvailable: '55P03',
   IdleInTransactionSessionTimeout: '25P03',
   IdleSessionTimeout: '57P05',
   ProtocolViolation: '08P01',

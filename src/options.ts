@@ -2,7 +2,7 @@
 
 import { DevServerError } from './errors.ts'
 import { isLogLevel, type LogFormat, type LogLevel } from './log.ts'
-import { DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS, DEFAULT_MAX_CONNECTIONS } from './socket/server.ts'
+import { DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS, DEFAULT_MAX_CONNECTIONS, DEFAULT_QUEUE_TIMEOUT_MS } from './socket/server.ts'
 
 export const DEFAULT_DATA_DIR = '.pglite-dev-db/data'
 export const DEFAULT_MIGRATIONS_DIR = 'migrations'
@@ -31,6 +31,13 @@ export const FLAGS: readonly Flag[] = [
     value: 'MS',
     help: 'reap a client that holds the session idle this long (FATAL 25P03); 0 = never',
     defaultText: String(DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS),
+  },
+  {
+    name: 'queue-timeout-ms',
+    type: 'integer',
+    value: 'MS',
+    help: 'a statement that waits this long for another client\'s transaction fails with 55P03; 0 = never',
+    defaultText: String(DEFAULT_QUEUE_TIMEOUT_MS),
   },
   { name: 'idle-timeout-ms', type: 'integer', value: 'MS', help: 'close clients at rest after this long (FATAL 57P05); 0 = never', defaultText: '0' },
   { name: 'log-level', type: 'string', value: 'LEVEL', help: 'silent, error, warn, info, debug or trace', defaultText: 'info' },
@@ -68,6 +75,7 @@ export interface CliOptions {
   maxConnections: number
   idleInTransactionTimeoutMs: number
   idleTimeoutMs: number
+  queueTimeoutMs: number
   logLevel: LogLevel
   logFormat: LogFormat
   run: string | null
@@ -144,6 +152,7 @@ export function parseCliOptions(argv: readonly string[], env: NodeJS.ProcessEnv,
     maxConnections,
     idleInTransactionTimeoutMs: timeout('idle-in-transaction-timeout-ms', DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS),
     idleTimeoutMs: timeout('idle-timeout-ms', 0),
+    queueTimeoutMs: timeout('queue-timeout-ms', DEFAULT_QUEUE_TIMEOUT_MS),
     logLevel,
     logFormat,
     run: str('run') ?? null,

@@ -37,7 +37,7 @@ import {
   withoutFirst,
   type CopyFromStdin,
 } from './copy.ts'
-import { QueryCanceledError, SchedulerClosedError } from './scheduler.ts'
+import { QueryCanceledError, QueueTimeoutError, SchedulerClosedError } from './scheduler.ts'
 import type { SessionMember, SharedSession } from './session.ts'
 import { hexDump } from './inspect.ts'
 
@@ -48,6 +48,8 @@ export interface ConnectionOptions {
   idleInTransactionTimeoutMs: number
   /** Close a client at rest that sends nothing this long: FATAL 57P05. 0 = never. */
   idleTimeoutMs: number
+  /** A client waiting longer than this for the session gets ERROR 55P03 for that work and stays connected. 0 = never. */
+  queueTimeoutMs: number
   /** Log every frame in and out as a hex dump (at trace level). */
   inspect: boolean
 }
@@ -148,6 +150,8 @@ export class Connection implements SessionMember {
   #listenCommands: ListenCommand[] = []
   /** True while waiting for the session with work a CancelRequest may cancel. */
   #cancelable = false
+  /** Waiting work was refused mid-pipeline (canceled, timed out): messages are discarded until Sync, as after an error. */
+  #skipUntilSync = false
   #pipelineOpen = false
   #txStatus: number = TxStatus.Idle
   /** While true, PGlite's output is followed but not sent (cleanup after the client is gone). */
@@ -327,6 +331,12 @@ export class Connection implements SessionMember {
     while (offset < bytes.length) {
       const code = bytes[offset]!
       const end = offset + CODE_LENGTH + bytes.readInt32BE(offset + CODE_LENGTH)
+      if (this.#skipUntilSync && code !== FrontendCode.Terminate) {
+        offset = segment = offset + this.#skipToSync(bytes.subarray(offset))
+        expectedReady = 0
+        pipelineOpen = this.#pipelineOpen
+        continue
+      }
       if (this.#copyIn) {
         await this.#gatherCopy(code, bytes.subarray(offset, end))
         offset = segment = end
@@ -373,7 +383,7 @@ export class Connection implements SessionMember {
       if (reset) {
         // Run what came before, then carry out the reset for this client alone.
         await this.#send(bytes.subarray(segment, offset), expectedReady - 1, this.#pipelineOpenBefore(bytes, segment, offset))
-        await this.#resetSession(reset, bytes.subarray(offset, end))
+        if (!this.#skipUntilSync) await this.#resetSession(reset, bytes.subarray(offset, end))
         offset = segment = end
         expectedReady = 0
         pipelineOpen = this.#pipelineOpen
@@ -383,7 +393,7 @@ export class Connection implements SessionMember {
         // Run what came before the COPY, then hold the COPY itself until its data is complete.
         const isQuery = code === FrontendCode.Query
         await this.#send(bytes.subarray(segment, offset), expectedReady - (isQuery ? 1 : 0), isQuery ? this.#pipelineOpenBefore(bytes, segment, offset) : pipelineOpen)
-        await this.#startCopy(copy, bytes.subarray(offset, end), isQuery)
+        if (!this.#skipUntilSync) await this.#startCopy(copy, bytes.subarray(offset, end), isQuery)
         offset = segment = end
         expectedReady = 0
         pipelineOpen = this.#pipelineOpen
@@ -408,11 +418,10 @@ export class Connection implements SessionMember {
   async #send(bytes: Buffer, expectedReady: number, pipelineOpen: boolean): Promise<void> {
     if (bytes.length === 0) return
     try {
-      // Work that ends in a Sync or Query can be canceled while it waits: the client is waiting for its answer.
-      await this.#acquire(expectedReady > 0)
+      await this.#acquire()
     } catch (error) {
-      if (!(error instanceof QueryCanceledError)) throw error
-      await this.#answerCanceled(bytes, expectedReady, pipelineOpen)
+      const unitEnd = this.#refuseWaiting(error, bytes)
+      if (unitEnd >= 0) await this.#send(bytes.subarray(unitEnd), expectedReady - 1, pipelineOpen)
       return
     }
     await this.#execute(bytes)
@@ -421,11 +430,16 @@ export class Connection implements SessionMember {
     await this.#releaseIfIdle()
   }
 
-  async #acquire(cancelable = false): Promise<void> {
+  /**
+   * Become the session's owner, waiting behind other clients if need be. A wait can end in QueryCanceledError (the
+   * client's CancelRequest) or QueueTimeoutError (longer than queueTimeoutMs): see #refuseWaiting.
+   */
+  async #acquire(): Promise<void> {
     const wasOwner = this.isOwner
-    const wait = this.#session.scheduler.acquire(this)
+    const timeoutMs = this.#host.options.queueTimeoutMs
+    const wait = this.#session.scheduler.acquire(this, { timeoutMs, onTimeout: () => this.#queueTimeout(timeoutMs) })
     if (wait) {
-      this.#cancelable = cancelable
+      this.#cancelable = true
       try {
         await wait
       } finally {
@@ -441,6 +455,13 @@ export class Connection implements SessionMember {
     else if (this.#session.appliedSettings !== this.#settingsKey) await this.#applySettings()
   }
 
+  #queueTimeout(timeoutMs: number): QueueTimeoutError {
+    const holder = this.#session.scheduler.owner
+    const who = holder ? `client ${holder.processId} holds it` : 'other clients were ahead'
+    this.#log.info('queue timeout', { ms: timeoutMs, holder: holder?.processId, sqlstate: SqlState.LockNotAvailable })
+    return new QueueTimeoutError(`canceling statement: waited ${timeoutMs} ms for the database session, which ${who} (pglite-dev-db runs one client's transaction at a time)`)
+  }
+
   /**
    * A CancelRequest with this client's key. Postgres cancels the statement running at that moment; here the
    * statement that can be waiting is one queued behind another client's transaction, and that one is canceled.
@@ -452,24 +473,57 @@ export class Connection implements SessionMember {
   }
 
   /**
-   * The first Sync- or Query-ended unit of `bytes` never ran: answer it as Postgres answers a canceled statement
-   * (ErrorResponse 57014, the rest of the unit skipped, ReadyForQuery), then run what follows it.
+   * Waiting work in `bytes` never ran: it was canceled or timed out. Answer as Postgres answers a statement that
+   * fails: the ErrorResponse, the rest of the Sync- or Query-ended unit skipped, ReadyForQuery. Returns where the
+   * refused unit ends in `bytes`, or -1 when its Sync has not arrived yet (later messages are skipped until it does).
+   * The client was waiting, so it held nothing: no transaction or pipeline of its own is open in PGlite.
    */
-  async #answerCanceled(bytes: Buffer, expectedReady: number, pipelineOpen: boolean): Promise<void> {
-    let unitEnd = bytes.length
+  #refuseWaiting(error: unknown, bytes: Buffer): number {
+    if (error instanceof QueryCanceledError) this.#write(CANCELED_RESPONSE)
+    else if (error instanceof QueueTimeoutError) this.#write(encodeErrorResponse('ERROR', SqlState.LockNotAvailable, error.message))
+    else throw error
+    this.#pipelineOpen = false
+    const first = bytes[0]
+    if (first === FrontendCode.Query || first === FrontendCode.FunctionCall) {
+      // A simple-protocol statement: its own ReadyForQuery ends it.
+      this.#write(encodeReadyForQuery(this.#txStatus))
+      return CODE_LENGTH + bytes.readInt32BE(CODE_LENGTH)
+    }
+    this.#skipUntilSync = true
+    const unitEnd = this.#skipToSync(bytes)
+    return this.#skipUntilSync ? -1 : unitEnd
+  }
+
+  /**
+   * Skipping after a refused wait: drop messages up to and including the next Sync, which gets ReadyForQuery
+   * (Postgres drops a Query sent meanwhile too). Returns the offset after the Sync, or `bytes.length` if it is not
+   * in `bytes`. A Terminate is left in place for #runBatch to act on.
+   */
+  #skipToSync(bytes: Buffer): number {
+    let next = bytes.length
     forEachFrame(bytes, (code, offset, length) => {
-      if (code !== FrontendCode.Sync && code !== FrontendCode.Query && code !== FrontendCode.FunctionCall) return true
-      unitEnd = offset + length
+      if (code === FrontendCode.Terminate) {
+        next = offset
+        return false
+      }
+      if (code !== FrontendCode.Sync) return true
+      this.#skipUntilSync = false
+      this.#write(encodeReadyForQuery(this.#txStatus))
+      next = offset + length
       return false
     })
-    this.#write(Buffer.concat([CANCELED_RESPONSE, encodeReadyForQuery(this.#txStatus)]))
-    await this.#send(bytes.subarray(unitEnd), expectedReady - 1, pipelineOpen)
+    return next
   }
 
   // --- COPY FROM STDIN ---
 
   async #startCopy(copy: CopyFromStdin, frame: Buffer, isQuery: boolean): Promise<void> {
-    await this.#acquire()
+    try {
+      await this.#acquire()
+    } catch (error) {
+      this.#refuseWaiting(error, frame)
+      return
+    }
     const columns = copy.columns ?? (await this.#columnCount(copy.table))
     this.#write(encodeCopyInResponse(copy.binary, columns))
     this.#copyIn = { parts: [frame], size: frame.length, isQuery, failed: false }
@@ -599,7 +653,12 @@ export class Connection implements SessionMember {
    * (DISCARD ALL in a transaction, anything in a failed one), the statement goes to PGlite as it is, for its error.
    */
   async #resetSession(reset: SessionReset, frame: Buffer): Promise<void> {
-    await this.#acquire()
+    try {
+      await this.#acquire()
+    } catch (error) {
+      this.#refuseWaiting(error, frame)
+      return
+    }
     if (this.#pipelineOpen || this.#txStatus === TxStatus.Failed || (reset === 'DISCARD ALL' && this.#txStatus !== TxStatus.Idle)) {
       await this.#send(frame, 1, false)
       return

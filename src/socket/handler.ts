@@ -6,7 +6,7 @@ import type { Socket } from 'node:net'
 import { createLogger, type Logger } from '../log.ts'
 import { Connection } from './connection.ts'
 import { sessionFor } from './session.ts'
-import { DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS, DEFAULT_MAX_COPY_BYTES } from './server.ts'
+import { DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS, DEFAULT_MAX_COPY_BYTES, DEFAULT_QUEUE_TIMEOUT_MS } from './server.ts'
 
 export interface PGLiteSocketHandlerOptions {
   /** The PGlite instance to serve (the stock option `queryQueue` is not needed: the queue lives with the instance) */
@@ -58,6 +58,7 @@ export class PGLiteSocketHandler extends EventTarget {
         idleInTransactionTimeoutMs: this.#options.idleInTransactionTimeoutMs ?? DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS,
         inspect: this.#options.inspect ?? false,
         maxCopyBytes: DEFAULT_MAX_COPY_BYTES,
+        queueTimeoutMs: DEFAULT_QUEUE_TIMEOUT_MS,
       },
       admit: () => null,
       cancel: () => {},

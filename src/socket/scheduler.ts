@@ -17,6 +17,14 @@ export class QueryCanceledError extends Error {
   }
 }
 
+/** A wait that lasted longer than the server's queue timeout. */
+export class QueueTimeoutError extends Error {
+  constructor(message: string) {
+    super(message)
+    this.name = 'QueueTimeoutError'
+  }
+}
+
 interface Waiter<Id> {
   id: Id
   resolve: () => void

@@ -12,6 +12,11 @@ import { sessionFor, type SharedSession } from './session.ts'
 export const DEFAULT_MAX_CONNECTIONS = 1000
 /** Default for `idleInTransactionTimeoutMs`: a client holding the session idle this long is blocking everyone else. */
 export const DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS = 60_000
+/**
+ * Default for `queueTimeoutMs`: longer than the idle-in-transaction timeout, so a holder that stalled is reaped
+ * (and the waiters run) before anyone waiting gives up; what remains is a holder that keeps working this long.
+ */
+export const DEFAULT_QUEUE_TIMEOUT_MS = 120_000
 /** Default for `maxCopyBytes`: PGlite needs a whole COPY FROM STDIN in memory at once. */
 export const DEFAULT_MAX_COPY_BYTES = 256 * 2 ** 20
 
@@ -38,6 +43,11 @@ export interface PGLiteSocketServerOptions {
    * Default 60000; 0 disables it (one stalled client then blocks all others).
    */
   idleInTransactionTimeoutMs?: number
+  /**
+   * A client that waits this long for the session (another client holds it in a transaction) gets ERROR 55P03 for
+   * the statement that waited and stays connected, as after a lock timeout. Default 120000; 0 waits without limit.
+   */
+  queueTimeoutMs?: number
   /** A COPY FROM STDIN is held in memory until complete; past this many bytes it fails with 54000 (default: 256 MB) */
   maxCopyBytes?: number
   /** Clients past this many get FATAL 53300 "sorry, too many clients already" after their startup packet (default: 1000) */
@@ -77,6 +87,7 @@ export class PGLiteSocketServer extends EventTarget {
       idleInTransactionTimeoutMs: options.idleInTransactionTimeoutMs ?? DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS,
       inspect: options.inspect ?? false,
       maxCopyBytes: options.maxCopyBytes ?? DEFAULT_MAX_COPY_BYTES,
+      queueTimeoutMs: options.queueTimeoutMs ?? DEFAULT_QUEUE_TIMEOUT_MS,
     }
     this.#connectionHost = {
       session: this.#session,

@@ -12,6 +12,8 @@ export type RawSink = (chunk: Uint8Array) => void
 
 /** A connection as the session sees it: something that can be told the session is gone, or handed a notification. */
 export interface SessionMember {
+  /** The process id the client was told in BackendKeyData (named in errors about who holds the session). */
+  readonly processId: number
   terminate(error: WireError): Promise<void>
   /** Deliver a NotificationResponse (whole message) to this client. */
   notify(message: Buffer): void
