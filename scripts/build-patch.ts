@@ -187,6 +187,8 @@ interface PGLiteSocketServerOptions {
     idleInTransactionTimeoutMs?: number;
     /** A COPY FROM STDIN is held in memory until complete; past this many bytes it fails with 54000 (default: 256 MB). */
     maxCopyBytes?: number;
+    /** A client waiting this long for the session gets ERROR 55P03 for that statement and stays connected (default 120000; 0 = never). */
+    queueTimeoutMs?: number;
     /** Where logs go (default: warnings and errors on stderr). */
     logger?: PGLiteSocketLogger;
 }
