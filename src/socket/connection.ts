@@ -69,6 +69,11 @@ export type ConnectionState = 'startup' | 'ready' | 'closing' | 'closed'
 
 /** Above this many queued batches the socket stops reading until the queue drains. */
 const MAX_QUEUED_BATCHES = 64
+/**
+ * Above this many bytes of replies not yet taken by the client, its next batch waits until the client reads
+ * (backpressure): a client that stops reading holds at most this plus one batch's replies in our memory.
+ */
+const OUTPUT_HIGH_WATER = 1 << 20
 const ROLLBACK = encodeQuery('ROLLBACK')
 /**
  * Closes an abandoned extended-protocol pipeline the way Postgres does when its client goes away: rolled back.
@@ -167,6 +172,8 @@ export class Connection implements SessionMember {
     this.#resolveCleanup = resolve
   })
   #pausedForBackpressure = false
+  /** Waiting for the client to read its replies before running more of its work. */
+  #blockedOnOutput = false
   readonly #trace: boolean
 
   constructor(socket: Socket, host: ConnectionHost) {
@@ -198,6 +205,11 @@ export class Connection implements SessionMember {
     return this.#queue.length
   }
 
+  /** The client is not reading its replies, so its next batch waits. */
+  get blockedOnOutput(): boolean {
+    return this.#blockedOnOutput
+  }
+
   /** Send `error` (FATAL) and close; resolves once the session holds nothing of this client. */
   terminate(error: WireError): Promise<void> {
     return this.#close(error)
@@ -223,7 +235,7 @@ export class Connection implements SessionMember {
       }
       // Nothing to run (a startup packet, or part of a frame): the client is quiet again until more arrives, so a
       // holder that stalls mid-frame is still reaped, and a client that only connected still times out.
-      if (!this.#draining && (this.state === 'ready' || this.state === 'startup')) this.#armIdleTimer()
+      if ((!this.#draining || this.#blockedOnOutput) && (this.state === 'ready' || this.state === 'startup')) this.#armIdleTimer()
     } catch (error) {
       this.#fail(error)
     }
@@ -307,12 +319,41 @@ export class Connection implements SessionMember {
           this.#pausedForBackpressure = false
           this.socket.resume()
         }
+        if (this.socket.writableLength > OUTPUT_HIGH_WATER) {
+          await this.#outputDrained()
+          if (this.state !== 'ready') break
+        }
         await this.#runBatch(frames)
       }
     } finally {
       this.#draining = false
       if (this.state === 'closing') this.#startCleanup()
       else if (this.state === 'ready' && this.#queue.length === 0) this.#armIdleTimer()
+    }
+  }
+
+  /**
+   * Wait until the client has read its replies (or gone). A session holder that stops reading is reaped by the
+   * idle-in-transaction timer as any stalled holder is; a client at rest holds nothing while it waits.
+   */
+  async #outputDrained(): Promise<void> {
+    const socket = this.socket
+    this.#blockedOnOutput = true
+    this.#log.debug('client not reading; waiting before its next batch', { pending: socket.writableLength })
+    this.#armIdleTimer()
+    try {
+      await new Promise<void>((resolve) => {
+        const done = (): void => {
+          socket.off('drain', done)
+          socket.off('close', done)
+          resolve()
+        }
+        socket.on('drain', done)
+        socket.on('close', done)
+      })
+    } finally {
+      this.#blockedOnOutput = false
+      this.#disarmIdleTimer()
     }
   }
 

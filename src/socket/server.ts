@@ -163,15 +163,24 @@ export class PGLiteSocketServer extends EventTarget {
     return `${this.#host}:${this.#port}`
   }
 
-  getStats(): { activeConnections: number; queuedQueries: number; maxConnections: number; waitingClients: number; sessionHeld: boolean } {
+  /**
+   * The stock counters, plus: clients waiting for the session, whether one holds it, and clients whose next work
+   * waits because they are not reading their replies.
+   */
+  getStats(): { activeConnections: number; queuedQueries: number; maxConnections: number; waitingClients: number; sessionHeld: boolean; notReadingClients: number } {
     let queued = 0
-    for (const connection of this.#connections) queued += connection.queuedBatches
+    let notReading = 0
+    for (const connection of this.#connections) {
+      queued += connection.queuedBatches
+      if (connection.blockedOnOutput) notReading++
+    }
     return {
       activeConnections: this.#admitted,
       queuedQueries: queued,
       maxConnections: this.#maxConnections,
       waitingClients: this.#session.scheduler.waiting,
       sessionHeld: this.#session.scheduler.owner !== null,
+      notReadingClients: notReading,
     }
   }
 
