@@ -191,6 +191,8 @@ interface PGLiteSocketServerOptions {
     queueTimeoutMs?: number;
     /** Where logs go (default: warnings and errors on stderr). */
     logger?: PGLiteSocketLogger;
+    /** Listen at once, admit clients after this resolves; earlier ones get FATAL 57P03 (start() rejects with its error). */
+    startupGate?: Promise<unknown>;
 }
 interface PGLiteSocketHandlerOptions {
     /** As for PGLiteSocketServerOptions. */

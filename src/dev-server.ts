@@ -1,5 +1,5 @@
-// startDevDb: open PGlite (on disk or in memory), apply migrations, listen. Nothing listens until the database
-// is complete, and a failed start leaves nothing running.
+// startDevDb: open PGlite (on disk or in memory), listen, apply migrations, then admit clients. A client that
+// connects while migrations run gets FATAL 57P03, never a half-migrated database; a failed start leaves nothing running.
 
 import { PGlite } from '@electric-sql/pglite'
 import { mkdir } from 'node:fs/promises'
@@ -73,8 +73,12 @@ export async function startDevDb(options: DevDbOptions = {}): Promise<DevDb> {
 
   let server: PGLiteSocketServer | null = null
   try {
-    // --- Migrate, then listen ---
-    if (options.migrations) await applyMigrations(db, resolve(options.migrations), log)
+    // --- Listen, migrate, admit ---
+    // Migrations start once the socket listens; until they are done, clients are told 57P03 "starting up".
+    let migrate: () => void = () => {}
+    const listened = new Promise<void>((resolveListened) => (migrate = resolveListened))
+    const migrations = options.migrations
+    const migrated = migrations ? listened.then(() => applyMigrations(db, resolve(migrations), log)) : listened
     server = new PGLiteSocketServer({
       db,
       host,
@@ -86,10 +90,13 @@ export async function startDevDb(options: DevDbOptions = {}): Promise<DevDb> {
       logger: log,
       // At trace level every frame in and out is logged as a hex dump: the protocol trace for interleaving bugs.
       inspect: log.enabled('trace'),
+      startupGate: migrated,
     })
+    server.addEventListener('listening', () => migrate(), { once: true })
     try {
       await server.start()
     } catch (error) {
+      if (error instanceof DevServerError) throw error
       throw new DevServerError('ERR_LISTEN', `cannot listen on ${host}:${port}: ${(error as Error).message}`, { cause: error })
     }
   } catch (error) {

@@ -16,7 +16,7 @@ import { DevServerError } from '../src/errors.ts'
 import { createLogger, type LogRecord } from '../src/log.ts'
 import { removeDataDir } from './helpers/db.ts'
 import { useDevDbs } from './helpers/dev-db.ts'
-import { connectRaw, withDeadline, type RawClient } from './helpers/raw-client.ts'
+import { BackendError, connectRaw, withDeadline, type RawClient } from './helpers/raw-client.ts'
 import * as wire from './helpers/wire.ts'
 
 const MIGRATIONS = fileURLToPath(new URL('../migrations', import.meta.url))
@@ -236,18 +236,54 @@ describe('options', () => {
     }
   })
 
-  it('migrations: a failing file rejects with ERR_MIGRATION and leaves nothing listening', async () => {
-    const migrations = await mkdtemp(path.join(os.tmpdir(), 'pglite-dev-db-broken-'))
-    scratch.push(migrations)
-    await mkdir(path.join(migrations, 'meta'))
-    const entries = [{ idx: 0, version: '7', when: 1_000, tag: '0000_broken', breakpoints: true }]
-    await writeFile(path.join(migrations, 'meta', '_journal.json'), JSON.stringify({ version: '7', dialect: 'postgresql', entries }))
-    await writeFile(path.join(migrations, '0000_broken.sql'), 'INSERT INTO no_such_table VALUES (1);')
+  it('migrations: a failing file rejects with ERR_MIGRATION and leaves nothing listening; the next start works', async () => {
+    const migrations = await migrationsFolder('0000_broken', 'INSERT INTO no_such_table VALUES (1);')
     const port = await freePort()
+    const dataDir = await scratchDataDir()
 
-    const error = await start({ port, migrations }).then(() => null, (e: unknown) => e)
+    const error = await start({ port, migrations, dataDir }).then(() => null, (e: unknown) => e)
     expect(error).toBeInstanceOf(DevServerError)
     expect(error).toMatchObject({ code: 'ERR_MIGRATION', message: expect.stringContaining('0000_broken.sql') })
     expect(await isListening(port)).toBe(false)
+
+    // Nothing of the failed start remains: the data dir's lock is free, and the port too.
+    const fixed = await migrationsFolder('0000_fixed', 'CREATE TABLE fixed (id int);')
+    const dev = await start({ port, migrations: fixed, dataDir })
+    const client = await connect(dev.url)
+    expect((await client.query('select count(*) from fixed')).rows).toEqual([['0']])
+  })
+
+  it('a client that connects while migrations run gets FATAL 57P03, never a half-migrated database', async () => {
+    // The first statement holds the migration long enough for a client to arrive; the table comes after it.
+    const migrations = await migrationsFolder('0000_slow', 'SELECT pg_sleep(1.5);\n--> statement-breakpoint\nCREATE TABLE late (id int);')
+    const port = await freePort()
+    const starting = start({ port, migrations })
+
+    // Retry on refusal (the database is still opening); the first client the socket takes is answered.
+    let refusal: BackendError | null = null
+    while (!refusal) {
+      const outcome = await connectRaw({ host: '127.0.0.1', port }, { params: { user: 'postgres', database: 'postgres' } }).then(
+        (client) => client,
+        (error: unknown) => error,
+      )
+      if (outcome instanceof BackendError) refusal = outcome
+      else if ((outcome as NodeJS.ErrnoException).code !== 'ECONNREFUSED') throw new Error(`expected a 57P03 refusal, got ${String(outcome)}`, { cause: outcome })
+    }
+    expect([refusal.severity, refusal.code, refusal.info.message]).toEqual(['FATAL', '57P03', 'the database system is starting up'])
+
+    const dev = await starting
+    const client = await connect(dev.url)
+    expect((await client.query('select count(*) from late')).rows).toEqual([['0']])
   })
 })
+
+/** A drizzle-kit style migrations folder with one file, removed after the test. */
+async function migrationsFolder(tag: string, sql: string): Promise<string> {
+  const migrations = await mkdtemp(path.join(os.tmpdir(), 'pglite-dev-db-migrations-'))
+  scratch.push(migrations)
+  await mkdir(path.join(migrations, 'meta'))
+  const entries = [{ idx: 0, version: '7', when: 1_000, tag, breakpoints: true }]
+  await writeFile(path.join(migrations, 'meta', '_journal.json'), JSON.stringify({ version: '7', dialect: 'postgresql', entries }))
+  await writeFile(path.join(migrations, `${tag}.sql`), sql)
+  return migrations
+}

@@ -54,6 +54,12 @@ export interface PGLiteSocketServerOptions {
   maxConnections?: number
   /** Where logs go (default: warnings and errors on stderr; `debug`/`inspect` raise the level) */
   logger?: Logger
+  /**
+   * Listen at once, but admit clients only after this resolves: one that connects sooner gets FATAL 57P03 "the
+   * database system is starting up", as from Postgres during recovery. `start()` resolves after it, and rejects
+   * with its error (the server then stops listening). pglite-dev-db passes its migrations here.
+   */
+  startupGate?: Promise<unknown>
 }
 
 export class PGLiteSocketServer extends EventTarget {
@@ -72,6 +78,7 @@ export class PGLiteSocketServer extends EventTarget {
   #stopping: Promise<void> | null = null
   #offDead: (() => void) | null = null
   readonly #connectionHost: ConnectionHost
+  readonly #startupGate: Promise<unknown> | undefined
 
   constructor(options: PGLiteSocketServerOptions) {
     super()
@@ -82,6 +89,7 @@ export class PGLiteSocketServer extends EventTarget {
     this.#host = options.host || '127.0.0.1'
     this.#port = options.port ?? 5432
     this.#maxConnections = options.maxConnections ?? DEFAULT_MAX_CONNECTIONS
+    this.#startupGate = options.startupGate
     this.#options = {
       idleTimeoutMs: options.idleTimeoutMs ?? options.idleTimeout ?? 0,
       idleInTransactionTimeoutMs: options.idleInTransactionTimeoutMs ?? DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS,
@@ -125,11 +133,24 @@ export class PGLiteSocketServer extends EventTarget {
     return this.#host
   }
 
-  /** Resolves once PGlite is ready and the socket is listening. */
+  /** Resolves once PGlite is ready, the socket is listening and the startup gate (if any) is open. */
   async start(): Promise<void> {
     if (this.#server) throw new Error('Socket server already started')
     await this.db.waitReady
-    await this.#session.startupPrefix()
+    if (!this.#startupGate) await this.#session.startupPrefix()
+    await this.#listen()
+    if (!this.#startupGate) return
+    try {
+      await this.#startupGate
+      await this.#session.startupPrefix()
+    } catch (error) {
+      await this.stop()
+      throw error
+    }
+    this.#log.debug('accepting clients', {})
+  }
+
+  async #listen(): Promise<void> {
     const server = createServer((socket) => this.#accept(socket))
     this.#server = server
     this.#active = true
