@@ -191,6 +191,8 @@ interface PGLiteSocketServerOptions {
     queueTimeoutMs?: number;
     /** Where logs go (default: warnings and errors on stderr). */
     logger?: PGLiteSocketLogger;
+    /** Require this password from every client, checked with SCRAM-SHA-256 (a wrong one gets FATAL 28P01). Default: none. */
+    password?: string;
     /** Listen at once, admit clients after this resolves; earlier ones get FATAL 57P03 (start() rejects with its error). */
     startupGate?: Promise<unknown>;
 }

@@ -44,6 +44,8 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
       idleInTransactionTimeoutMs: options.idleInTransactionTimeoutMs,
       idleTimeoutMs: options.idleTimeoutMs,
       queueTimeoutMs: options.queueTimeoutMs,
+      ...(options.password ? { password: options.password } : {}),
+      ...(options.socketDir ? { socketDir: options.socketDir } : {}),
       logger: log,
     })
   } catch (error) {
@@ -52,7 +54,7 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
     log.debug('start failed', { error, code: (error as DevServerError).code })
     return ExitCode.Failure
   }
-  if (!isLoopback(options.host)) log.warn('listening beyond this machine without a password: anyone who can reach the port can use the database', { host: options.host })
+  if (!isLoopback(options.host) && !options.password) log.warn('listening beyond this machine without a password: anyone who can reach the port can use the database', { host: options.host })
   io.stdout(devDb.url)
 
   const outcome = await Promise.race([

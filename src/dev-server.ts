@@ -2,13 +2,14 @@
 // connects while migrations run gets FATAL 57P03, never a half-migrated database; a failed start leaves nothing running.
 
 import { PGlite } from '@electric-sql/pglite'
-import { mkdir } from 'node:fs/promises'
-import { resolve } from 'node:path'
+import { mkdir, stat, unlink } from 'node:fs/promises'
+import { connect } from 'node:net'
+import { join, resolve } from 'node:path'
 import { lockDataDir, type DataDirLock } from './data-dir-lock.ts'
 import { DevServerError } from './errors.ts'
 import { createLogger, type Logger } from './log.ts'
 import { applyMigrations } from './migrate.ts'
-import { DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS, DEFAULT_MAX_CONNECTIONS, DEFAULT_QUEUE_TIMEOUT_MS, PGLiteSocketServer } from './socket/server.ts'
+import { DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS, DEFAULT_MAX_CONNECTIONS, DEFAULT_QUEUE_TIMEOUT_MS, PGLiteSocketServer, type PGLiteSocketServerOptions } from './socket/server.ts'
 
 export interface DevDbOptions {
   /** Address to listen on. Default 127.0.0.1. */
@@ -27,13 +28,22 @@ export interface DevDbOptions {
   idleTimeoutMs?: number
   /** Default 120000; 0 waits without limit. See PGLiteSocketServerOptions. */
   queueTimeoutMs?: number
+  /** Every client must give this password (SCRAM-SHA-256, as Postgres checks it). Default: none. */
+  password?: string
+  /**
+   * Also listen on a Unix socket in this directory, named as Postgres names it (`.s.PGSQL.<port>`), so
+   * `psql -h DIR -p PORT` and `postgres://postgres@/postgres?host=DIR&port=PORT` find it. Default: none.
+   */
+  socketDir?: string
   /** Default: warnings and errors on stderr. */
   logger?: Logger
 }
 
 export interface DevDb {
-  /** postgres://postgres@HOST:PORT/postgres */
+  /** postgres://postgres@HOST:PORT/postgres (with the password, when one is set) */
   readonly url: string
+  /** The Unix socket's path, when `socketDir` was given. */
+  readonly socketPath: string | null
   readonly host: string
   readonly port: number
   /** The PGlite instance, for in-process queries (they queue with the clients' work). */
@@ -71,6 +81,19 @@ export async function startDevDb(options: DevDbOptions = {}): Promise<DevDb> {
     throw new DevServerError('ERR_PGLITE', `cannot open the database${dataDir ? ` in ${dataDir}` : ''}: ${(error as Error).message}`, { cause: error })
   }
 
+  const serverOptions: PGLiteSocketServerOptions = {
+    db,
+    host,
+    port,
+    ...(options.password !== undefined ? { password: options.password } : {}),
+    maxConnections: options.maxConnections ?? DEFAULT_MAX_CONNECTIONS,
+    idleInTransactionTimeoutMs: options.idleInTransactionTimeoutMs ?? DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS,
+    idleTimeoutMs: options.idleTimeoutMs ?? 0,
+    queueTimeoutMs: options.queueTimeoutMs ?? DEFAULT_QUEUE_TIMEOUT_MS,
+    logger: log,
+    // At trace level every frame in and out is logged as a hex dump: the protocol trace for interleaving bugs.
+    inspect: log.enabled('trace'),
+  }
   let server: PGLiteSocketServer | null = null
   try {
     // --- Listen, migrate, admit ---
@@ -79,19 +102,7 @@ export async function startDevDb(options: DevDbOptions = {}): Promise<DevDb> {
     const listened = new Promise<void>((resolveListened) => (migrate = resolveListened))
     const migrations = options.migrations
     const migrated = migrations ? listened.then(() => applyMigrations(db, resolve(migrations), log)) : listened
-    server = new PGLiteSocketServer({
-      db,
-      host,
-      port,
-      maxConnections: options.maxConnections ?? DEFAULT_MAX_CONNECTIONS,
-      idleInTransactionTimeoutMs: options.idleInTransactionTimeoutMs ?? DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS,
-      idleTimeoutMs: options.idleTimeoutMs ?? 0,
-      queueTimeoutMs: options.queueTimeoutMs ?? DEFAULT_QUEUE_TIMEOUT_MS,
-      logger: log,
-      // At trace level every frame in and out is logged as a hex dump: the protocol trace for interleaving bugs.
-      inspect: log.enabled('trace'),
-      startupGate: migrated,
-    })
+    server = new PGLiteSocketServer({ ...serverOptions, startupGate: migrated })
     server.addEventListener('listening', () => migrate(), { once: true })
     try {
       await server.start()
@@ -106,22 +117,59 @@ export async function startDevDb(options: DevDbOptions = {}): Promise<DevDb> {
   }
 
   const listening = server
+  // The Unix socket shares the database (and its session scheduler) with the TCP listener.
+  let unixServer: PGLiteSocketServer | null = null
+  const socketPath = options.socketDir ? join(resolve(options.socketDir), `.s.PGSQL.${listening.port}`) : null
+  if (socketPath) {
+    try {
+      await removeStaleSocket(socketPath)
+      unixServer = new PGLiteSocketServer({ ...serverOptions, path: socketPath })
+      await unixServer.start()
+    } catch (error) {
+      await listening.stop()
+      await db.close()
+      await lock?.release()
+      if (error instanceof DevServerError) throw error
+      throw new DevServerError('ERR_LISTEN', `cannot listen on ${socketPath}: ${(error as Error).message}`, { cause: error })
+    }
+  }
+  const servers = unixServer ? [listening, unixServer] : [listening]
   const failed = new Promise<Error>((resolveFailed) => {
-    listening.addEventListener('error', (event) => resolveFailed((event as CustomEvent<Error>).detail))
+    for (const each of servers) each.addEventListener('error', (event) => resolveFailed((event as CustomEvent<Error>).detail))
   })
   let closing: Promise<void> | null = null
   const close = (): Promise<void> => {
     closing ??= (async () => {
-      await listening.stop()
+      await Promise.all(servers.map((each) => each.stop()))
       if (!db.closed) await db.close()
       await lock?.release()
       log.info('stopped', {})
     })()
     return closing
   }
-  const url = `postgres://postgres@${urlHost(host)}:${listening.port}/postgres`
-  log.info('ready', { url, ms: Math.round(performance.now() - startedAt) })
-  return { url, host, port: listening.port, db, server: listening, failed, close, [Symbol.asyncDispose]: close }
+  const user = options.password === undefined ? 'postgres' : `postgres:${encodeURIComponent(options.password)}`
+  const url = `postgres://${user}@${urlHost(host)}:${listening.port}/postgres`
+  log.info('ready', { url: options.password === undefined ? url : url.replace(/:[^:@/]*@/, ':***@'), ...(socketPath ? { socket: socketPath } : {}), ms: Math.round(performance.now() - startedAt) })
+  return { url, host, port: listening.port, socketPath, db, server: listening, failed, close, [Symbol.asyncDispose]: close }
+}
+
+/**
+ * A socket file left by a server that was killed is removed; one that still answers belongs to a live server,
+ * and starting fails (ERR_LISTEN) rather than steal it.
+ */
+async function removeStaleSocket(path: string): Promise<void> {
+  const exists = await stat(path).then(() => true, () => false)
+  if (!exists) return
+  const live = await new Promise<boolean>((resolveLive) => {
+    const probe = connect(path)
+    probe.once('connect', () => {
+      probe.destroy()
+      resolveLive(true)
+    })
+    probe.once('error', () => resolveLive(false))
+  })
+  if (live) throw new DevServerError('ERR_LISTEN', `cannot listen on ${path}: another server is listening there`)
+  await unlink(path)
 }
 
 /** The host part of a URL clients can use: wildcard addresses become loopback, IPv6 gets brackets. */
@@ -134,7 +182,7 @@ function urlHost(host: string): string {
 const MAX_TIMER_MS = 2 ** 31 - 1
 
 const OPTION_NAMES: ReadonlySet<string> = new Set<keyof DevDbOptions>([
-  'host', 'port', 'dataDir', 'migrations', 'maxConnections', 'idleInTransactionTimeoutMs', 'idleTimeoutMs', 'queueTimeoutMs', 'logger',
+  'host', 'port', 'dataDir', 'migrations', 'maxConnections', 'idleInTransactionTimeoutMs', 'idleTimeoutMs', 'queueTimeoutMs', 'password', 'socketDir', 'logger',
 ])
 
 /** Mistakes in the options are ERR_CONFIG before anything opens, as the CLI's flags are. */
@@ -154,4 +202,8 @@ function validateOptions(options: DevDbOptions): void {
   whole('idleInTransactionTimeoutMs', 0, MAX_TIMER_MS)
   whole('idleTimeoutMs', 0, MAX_TIMER_MS)
   whole('queueTimeoutMs', 0, MAX_TIMER_MS)
+  for (const name of ['password', 'socketDir'] as const) {
+    const value = options[name]
+    if (value !== undefined && (typeof value !== 'string' || value === '')) fail(`option '${name}' must be a non-empty string`)
+  }
 }

@@ -22,6 +22,7 @@ export const SqlState = {
   IdleInTransactionSessionTimeout: '25P03',
   IdleSessionTimeout: '57P05',
   ProtocolViolation: '08P01',
+  InvalidPassword: '28P01',
   FeatureNotSupported: '0A000',
   InvalidSqlStatementName: '26000',
   DuplicatePreparedStatement: '42P05',

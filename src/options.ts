@@ -24,6 +24,8 @@ export const FLAGS: readonly Flag[] = [
   { name: 'memory', type: 'boolean', help: 'keep the database in memory only; nothing is written to disk' },
   { name: 'migrations', type: 'string', value: 'DIR', help: 'drizzle-kit migrations folder applied before listening', defaultText: `./${DEFAULT_MIGRATIONS_DIR} when present` },
   { name: 'no-migrations', type: 'boolean', help: 'do not apply any migrations' },
+  { name: 'password', type: 'string', value: 'PASSWORD', help: 'clients must log in with this password (SCRAM-SHA-256); it appears in the printed URL', defaultText: 'none' },
+  { name: 'socket-dir', type: 'string', value: 'DIR', help: 'also listen on DIR/.s.PGSQL.PORT, where psql -h DIR looks' },
   { name: 'max-connections', type: 'integer', value: 'N', help: 'clients past this get FATAL 53300', defaultText: String(DEFAULT_MAX_CONNECTIONS) },
   {
     name: 'idle-in-transaction-timeout-ms',
@@ -76,6 +78,8 @@ export interface CliOptions {
   idleInTransactionTimeoutMs: number
   idleTimeoutMs: number
   queueTimeoutMs: number
+  password: string | null
+  socketDir: string | null
   logLevel: LogLevel
   logFormat: LogFormat
   run: string | null
@@ -142,6 +146,7 @@ export function parseCliOptions(argv: readonly string[], env: NodeJS.ProcessEnv,
   if (logFormat !== 'pretty' && logFormat !== 'json') throw configError(`option '--log-format' must be pretty or json, got '${logFormat}'`)
   if (values.get('memory') === true && str('data-dir') !== undefined) throw configError(`options '--memory' and '--data-dir' exclude each other`)
   if (values.get('no-migrations') === true && str('migrations') !== undefined) throw configError(`options '--migrations' and '--no-migrations' exclude each other`)
+  if (str('password') === '') throw configError(`option '--password' must not be empty`)
   const maxConnections = int('max-connections', DEFAULT_MAX_CONNECTIONS)
   if (maxConnections < 1) throw configError(`option '--max-connections' must be at least 1`)
   return {
@@ -153,6 +158,8 @@ export function parseCliOptions(argv: readonly string[], env: NodeJS.ProcessEnv,
     idleInTransactionTimeoutMs: timeout('idle-in-transaction-timeout-ms', DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS),
     idleTimeoutMs: timeout('idle-timeout-ms', 0),
     queueTimeoutMs: timeout('queue-timeout-ms', DEFAULT_QUEUE_TIMEOUT_MS),
+    password: str('password') ?? null,
+    socketDir: str('socket-dir') ?? null,
     logLevel,
     logFormat,
     run: str('run') ?? null,

@@ -21,6 +21,7 @@ import {
   encodeQuery,
   encodeReadyForQuery,
   encodeUnnamedExecution,
+  maxMessageLength,
 } from './protocol.ts'
 import { ReplyScanner } from './replies.ts'
 import { ClientNames, MessageRestorer } from './names.ts'
@@ -40,6 +41,7 @@ import {
 import { QueryCanceledError, QueueTimeoutError, SchedulerClosedError } from './scheduler.ts'
 import type { SessionMember, SharedSession } from './session.ts'
 import { hexDump } from './inspect.ts'
+import { MAX_AUTH_MESSAGE_LENGTH, ScramExchange, type ScramSecret } from './scram.ts'
 
 export interface ConnectionOptions {
   /** A COPY FROM STDIN gathers at most this many bytes before it fails with 54000. */
@@ -52,6 +54,8 @@ export interface ConnectionOptions {
   queueTimeoutMs: number
   /** Log every frame in and out as a hex dump (at trace level). */
   inspect: boolean
+  /** Clients must prove they know this password with SCRAM-SHA-256 before anything else. Null: no password. */
+  password: ScramSecret | null
 }
 
 /** What a connection needs from the server that accepted it. */
@@ -65,7 +69,7 @@ export interface ConnectionHost {
   closed(connection: Connection): void
 }
 
-export type ConnectionState = 'startup' | 'ready' | 'closing' | 'closed'
+export type ConnectionState = 'startup' | 'authenticating' | 'ready' | 'closing' | 'closed'
 
 /** Above this many queued batches the socket stops reading until the queue drains. */
 const MAX_QUEUED_BATCHES = 64
@@ -126,6 +130,8 @@ const SSL_NOT_SUPPORTED = Buffer.from('N')
 const CANCELED_RESPONSE = encodeErrorResponse('ERROR', SqlState.QueryCanceled, 'canceling statement due to user request')
 /** A FATAL goodbye gets this long to flush before the socket is destroyed. */
 const CLOSE_GRACE_MS = 2000
+/** A client must finish startup and authentication within this long, as Postgres's authentication_timeout. */
+const AUTHENTICATION_TIMEOUT_MS = 60_000
 
 let nextProcessId = 1000 + (process.pid % 1000) * 1000
 
@@ -139,7 +145,11 @@ export class Connection implements SessionMember {
   readonly #host: ConnectionHost
   readonly #session: SharedSession
   readonly #log: Logger
-  readonly #reader = new FrameReader()
+  /** Password messages are valid only while authenticating; every other type as Postgres's main loop allows. */
+  readonly #reader = new FrameReader({
+    maxLength: (code) => (code === FrontendCode.Password ? (this.#scram ? MAX_AUTH_MESSAGE_LENGTH : -1) : maxMessageLength(code)),
+  })
+  #scram: ScramExchange | null = null
   readonly #scanner = new ReplyScanner()
   /** This client's prepared statement and portal names, kept apart from every other client's. */
   readonly #names: ClientNames
@@ -229,13 +239,14 @@ export class Connection implements SessionMember {
     try {
       this.#reader.push(chunk)
       if (!this.#reader.isTyped) this.#readStartup()
+      if (this.state === 'authenticating') this.#readAuthentication()
       if (this.state === 'ready') {
         let frames: Frames | null
         while ((frames = this.#reader.readFrames()) !== null) this.#enqueue(frames)
       }
       // Nothing to run (a startup packet, or part of a frame): the client is quiet again until more arrives, so a
       // holder that stalls mid-frame is still reaped, and a client that only connected still times out.
-      if ((!this.#draining || this.#blockedOnOutput) && (this.state === 'ready' || this.state === 'startup')) this.#armIdleTimer()
+      if ((!this.#draining || this.#blockedOnOutput) && (this.state === 'ready' || this.state === 'startup' || this.state === 'authenticating')) this.#armIdleTimer()
     } catch (error) {
       this.#fail(error)
     }
@@ -283,6 +294,53 @@ export class Connection implements SessionMember {
       this.#close(refusal)
       return
     }
+    if (!this.#session.startupPrefixNow) throw new WireError('FATAL', SqlState.CannotConnectNow, 'the database system is starting up')
+    // A newer 3.x minor or `_pq_.` options: say we speak 3.0 and which options we ignored; the client carries on.
+    if (minor > 0 || unrecognized.length > 0) this.#write(encodeNegotiateProtocolVersion(0, unrecognized))
+    const secret = this.#host.options.password
+    if (secret) {
+      this.#scram = new ScramExchange(secret)
+      this.state = 'authenticating'
+      this.#reader.startTyped()
+      this.#write(ScramExchange.request())
+      return
+    }
+    this.#completeStartup()
+  }
+
+  /** SASLInitialResponse, then SASLResponse: any other message, or a wrong proof, ends the connection. */
+  #readAuthentication(): void {
+    const frames = this.#reader.readFrames()
+    if (!frames) return
+    const { bytes } = frames
+    let offset = 0
+    while (offset < bytes.length && this.state === 'authenticating') {
+      const code = bytes[offset]!
+      const end = offset + CODE_LENGTH + bytes.readInt32BE(offset + CODE_LENGTH)
+      if (code !== FrontendCode.Password) throw protocolViolation(`expected SASL response, got message type ${code}`)
+      const step = this.#scram!.respond(bytes.subarray(offset + HEADER_LENGTH, end))
+      if (!step.ok) {
+        const user = this.startupParams.get('user') ?? ''
+        this.#log.info('authentication failed', { user, reason: step.reason, sqlstate: SqlState.InvalidPassword })
+        throw new WireError('FATAL', SqlState.InvalidPassword, `password authentication failed for user "${user}"`)
+      }
+      this.#write(step.reply)
+      offset = end
+      if (step.done) {
+        this.#scram = null
+        this.#completeStartup()
+      }
+    }
+    // A client that sent work right behind its proof (none should) has it run once it is admitted.
+    if (offset < bytes.length && this.state === 'ready') {
+      let count = 0
+      forEachFrame(bytes.subarray(offset), () => void count++)
+      this.#enqueue({ bytes: bytes.subarray(offset), count })
+    }
+  }
+
+  /** The client is who it says: tell it the server's parameters, its key, and that it may send queries. */
+  #completeStartup(): void {
     const prefix = this.#session.startupPrefixNow
     if (!prefix) throw new WireError('FATAL', SqlState.CannotConnectNow, 'the database system is starting up')
     // Settings equal to what the client is told anyway (client_encoding=UTF8 from node-postgres) cost nothing.
@@ -291,12 +349,9 @@ export class Connection implements SessionMember {
       this.#startupSettingsPending = true
       this.#settingsKey = UNKNOWN_SETTINGS
     }
-    const parts = [prefix, encodeBackendKeyData(this.processId, this.secretKey), encodeReadyForQuery(TxStatus.Idle)]
-    // A newer 3.x minor or `_pq_.` options: say we speak 3.0 and which options we ignored; the client carries on.
-    if (minor > 0 || unrecognized.length > 0) parts.unshift(encodeNegotiateProtocolVersion(0, unrecognized))
     this.state = 'ready'
     this.#reader.startTyped()
-    this.#write(Buffer.concat(parts))
+    this.#write(Buffer.concat([prefix, encodeBackendKeyData(this.processId, this.secretKey), encodeReadyForQuery(TxStatus.Idle)]))
   }
 
   #enqueue(frames: Frames): void {
@@ -861,6 +916,16 @@ export class Connection implements SessionMember {
           this.#close(new WireError('FATAL', SqlState.IdleInTransactionSessionTimeout, 'terminating connection due to idle-in-transaction timeout'))
         }, idleInTransactionTimeoutMs)
       }
+    } else if (this.state === 'startup' || this.state === 'authenticating') {
+      // Until admitted, a client has this long (or idleTimeoutMs, if shorter) to finish startup and authentication.
+      const ms = idleTimeoutMs > 0 && idleTimeoutMs < AUTHENTICATION_TIMEOUT_MS ? idleTimeoutMs : AUTHENTICATION_TIMEOUT_MS
+      const error = ms === idleTimeoutMs
+        ? new WireError('FATAL', SqlState.IdleSessionTimeout, 'terminating connection due to idle-session timeout')
+        : new WireError('FATAL', SqlState.ProtocolViolation, 'canceling authentication due to timeout')
+      this.#idleTimer = setTimeout(() => {
+        this.#log.info('startup timeout', { ms, sqlstate: error.sqlstate })
+        this.#close(error)
+      }, ms)
     } else if (idleTimeoutMs > 0) {
       this.#idleTimer = setTimeout(() => {
         this.#log.info('idle-session timeout', { ms: idleTimeoutMs, sqlstate: SqlState.IdleSessionTimeout })

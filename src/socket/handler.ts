@@ -59,6 +59,7 @@ export class PGLiteSocketHandler extends EventTarget {
         inspect: this.#options.inspect ?? false,
         maxCopyBytes: DEFAULT_MAX_COPY_BYTES,
         queueTimeoutMs: DEFAULT_QUEUE_TIMEOUT_MS,
+        password: null,
       },
       admit: () => null,
       cancel: () => {},

@@ -7,6 +7,7 @@ import { SqlState, WireError } from '../errors.ts'
 import { background, createLogger, type Logger } from '../log.ts'
 import { Connection, type ConnectionHost, type ConnectionOptions } from './connection.ts'
 import { sessionFor, type SharedSession } from './session.ts'
+import { scramSecret } from './scram.ts'
 
 /** Default for `maxConnections`: far above any pool, so only a runaway client meets it. */
 export const DEFAULT_MAX_CONNECTIONS = 1000
@@ -48,6 +49,11 @@ export interface PGLiteSocketServerOptions {
    * the statement that waited and stays connected, as after a lock timeout. Default 120000; 0 waits without limit.
    */
   queueTimeoutMs?: number
+  /**
+   * Require this password from every client, checked with SCRAM-SHA-256 as Postgres does (psql, libpq and the
+   * drivers need no change); a wrong one gets FATAL 28P01. Default: none, any client is let in.
+   */
+  password?: string
   /** A COPY FROM STDIN is held in memory until complete; past this many bytes it fails with 54000 (default: 256 MB) */
   maxCopyBytes?: number
   /** Clients past this many get FATAL 53300 "sorry, too many clients already" after their startup packet (default: 1000) */
@@ -96,6 +102,7 @@ export class PGLiteSocketServer extends EventTarget {
       inspect: options.inspect ?? false,
       maxCopyBytes: options.maxCopyBytes ?? DEFAULT_MAX_COPY_BYTES,
       queueTimeoutMs: options.queueTimeoutMs ?? DEFAULT_QUEUE_TIMEOUT_MS,
+      password: options.password ? scramSecret(options.password) : null,
     }
     this.#connectionHost = {
       session: this.#session,
