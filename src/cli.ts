@@ -46,6 +46,8 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
       queueTimeoutMs: options.queueTimeoutMs,
       ...(options.password ? { password: options.password } : {}),
       ...(options.socketDir ? { socketDir: options.socketDir } : {}),
+      ...(options.cacheDir ? { cacheDir: options.cacheDir } : {}),
+      template: options.template,
       logger: log,
     })
   } catch (error) {

@@ -8,6 +8,7 @@ import { join, resolve } from 'node:path'
 import { lockDataDir, type DataDirLock } from './data-dir-lock.ts'
 import { DevServerError } from './errors.ts'
 import { createLogger, type Logger } from './log.ts'
+import { DEFAULT_CACHE_DIR, migratedTemplate, seedDataDir, templateBlob, type Template } from './template.ts'
 import { applyMigrations } from './migrate.ts'
 import { DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS, DEFAULT_MAX_CONNECTIONS, DEFAULT_QUEUE_TIMEOUT_MS, PGLiteSocketServer, type PGLiteSocketServerOptions } from './socket/server.ts'
 
@@ -37,6 +38,13 @@ export interface DevDbOptions {
   socketDir?: string
   /** Default: warnings and errors on stderr. */
   logger?: Logger
+  /**
+   * Where migrated templates are kept (one per migrations content and PGlite version): a fresh data dir or an
+   * in-memory start copies one instead of running initdb and the migrations. Default: node_modules/.cache/pglite-dev-db.
+   */
+  cacheDir?: string
+  /** false: always initdb and migrate from scratch (no template). Default true. */
+  template?: boolean
 }
 
 export interface DevDb {
@@ -73,8 +81,12 @@ export async function startDevDb(options: DevDbOptions = {}): Promise<DevDb> {
       await mkdir(dataDir, { recursive: true })
       lock = await lockDataDir(dataDir)
     }
-    log.info('opening database', { dataDir: dataDir ?? 'memory' })
-    db = await PGlite.create(dataDir ? { dataDir } : {})
+    // A fresh database starts as a copy of the migrated template instead of initdb plus every migration.
+    const template = options.template === false ? null : await templateOrNull(options.migrations ?? null, options.cacheDir ?? DEFAULT_CACHE_DIR, log)
+    const seeded = dataDir && template ? await seedDataDir(dataDir, template) : false
+    log.info('opening database', { dataDir: dataDir ?? 'memory', ...(template && (seeded || !dataDir) ? { from: 'template' } : {}) })
+    if (dataDir) db = await PGlite.create({ dataDir })
+    else db = await PGlite.create(template ? { loadDataDir: await templateBlob(template) } : {})
   } catch (error) {
     await lock?.release()
     if (error instanceof DevServerError) throw error
@@ -172,6 +184,17 @@ async function removeStaleSocket(path: string): Promise<void> {
   await unlink(path)
 }
 
+/** The template, or null (with a warning) when the cache cannot be used; a failing migration still throws. */
+async function templateOrNull(migrations: string | null, cacheDir: string, log: Logger): Promise<Template | null> {
+  try {
+    return await migratedTemplate(migrations === null ? null : resolve(migrations), resolve(cacheDir), log)
+  } catch (error) {
+    if (error instanceof DevServerError) throw error
+    log.warn('cannot use a database template; starting from initdb', { cacheDir, error })
+    return null
+  }
+}
+
 /** The host part of a URL clients can use: wildcard addresses become loopback, IPv6 gets brackets. */
 function urlHost(host: string): string {
   if (host === '0.0.0.0' || host === '') return '127.0.0.1'
@@ -182,7 +205,7 @@ function urlHost(host: string): string {
 const MAX_TIMER_MS = 2 ** 31 - 1
 
 const OPTION_NAMES: ReadonlySet<string> = new Set<keyof DevDbOptions>([
-  'host', 'port', 'dataDir', 'migrations', 'maxConnections', 'idleInTransactionTimeoutMs', 'idleTimeoutMs', 'queueTimeoutMs', 'password', 'socketDir', 'logger',
+  'host', 'port', 'dataDir', 'migrations', 'maxConnections', 'idleInTransactionTimeoutMs', 'idleTimeoutMs', 'queueTimeoutMs', 'password', 'socketDir', 'logger', 'cacheDir', 'template',
 ])
 
 /** Mistakes in the options are ERR_CONFIG before anything opens, as the CLI's flags are. */
@@ -202,7 +225,8 @@ function validateOptions(options: DevDbOptions): void {
   whole('idleInTransactionTimeoutMs', 0, MAX_TIMER_MS)
   whole('idleTimeoutMs', 0, MAX_TIMER_MS)
   whole('queueTimeoutMs', 0, MAX_TIMER_MS)
-  for (const name of ['password', 'socketDir'] as const) {
+  if (options.template !== undefined && typeof options.template !== 'boolean') fail(`option 'template' must be true or false`)
+  for (const name of ['password', 'socketDir', 'cacheDir'] as const) {
     const value = options[name]
     if (value !== undefined && (typeof value !== 'string' || value === '')) fail(`option '${name}' must be a non-empty string`)
   }

@@ -120,6 +120,11 @@ async function readRecorded(db: PGlite): Promise<{ lastCreatedAt: number | undef
   }
 }
 
+/** What identifies a migrations folder's content: each file's tag, time and hash, in journal order. ERR_MIGRATION if unreadable. */
+export async function migrationsFingerprint(dir: string): Promise<string> {
+  return (await readMigrations(dir)).map((m) => `${m.tag} ${m.when} ${m.hash}`).join('\n')
+}
+
 async function readMigrations(dir: string): Promise<Migration[]> {
   let isDirectory: boolean
   try {

@@ -24,6 +24,8 @@ export const FLAGS: readonly Flag[] = [
   { name: 'memory', type: 'boolean', help: 'keep the database in memory only; nothing is written to disk' },
   { name: 'migrations', type: 'string', value: 'DIR', help: 'drizzle-kit migrations folder applied before listening', defaultText: `./${DEFAULT_MIGRATIONS_DIR} when present` },
   { name: 'no-migrations', type: 'boolean', help: 'do not apply any migrations' },
+  { name: 'cache-dir', type: 'string', value: 'DIR', help: 'where migrated templates are kept; a fresh database copies one instead of initdb + migrations', defaultText: 'node_modules/.cache/pglite-dev-db' },
+  { name: 'no-template', type: 'boolean', help: 'build a fresh database with initdb and every migration, without the template' },
   { name: 'password', type: 'string', value: 'PASSWORD', help: 'clients must log in with this password (SCRAM-SHA-256); it appears in the printed URL', defaultText: 'none' },
   { name: 'socket-dir', type: 'string', value: 'DIR', help: 'also listen on DIR/.s.PGSQL.PORT, where psql -h DIR looks' },
   { name: 'max-connections', type: 'integer', value: 'N', help: 'clients past this get FATAL 53300', defaultText: String(DEFAULT_MAX_CONNECTIONS) },
@@ -80,6 +82,8 @@ export interface CliOptions {
   queueTimeoutMs: number
   password: string | null
   socketDir: string | null
+  cacheDir: string | null
+  template: boolean
   logLevel: LogLevel
   logFormat: LogFormat
   run: string | null
@@ -160,6 +164,8 @@ export function parseCliOptions(argv: readonly string[], env: NodeJS.ProcessEnv,
     queueTimeoutMs: timeout('queue-timeout-ms', DEFAULT_QUEUE_TIMEOUT_MS),
     password: str('password') ?? null,
     socketDir: str('socket-dir') ?? null,
+    cacheDir: str('cache-dir') ?? null,
+    template: values.get('no-template') !== true,
     logLevel,
     logFormat,
     run: str('run') ?? null,

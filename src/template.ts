@@ -1,0 +1,136 @@
+// Migrated templates: initdb and the migrations run once per (PGlite version, migrations content); every later
+// start of a fresh database copies the result instead (a data dir) or loads it (--memory). initdb costs seconds,
+// a copy or load a fraction of that. A changed migration file or PGlite version is a new key, never a stale template.
+
+import { createHash, randomBytes } from 'node:crypto'
+import { readFileSync } from 'node:fs'
+import { cp, mkdir, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises'
+import { createRequire } from 'node:module'
+import { dirname, join, resolve } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { PGlite } from '@electric-sql/pglite'
+import type { Logger } from './log.ts'
+import { applyMigrations, migrationsFingerprint } from './migrate.ts'
+
+/** Bump when what a template holds changes shape. */
+const TEMPLATE_FORMAT = 1
+const DATA = 'data'
+const TARBALL = 'data.tar'
+
+/** Default cache: beside the installed packages, where build tools keep theirs. */
+export const DEFAULT_CACHE_DIR = fileURLToPath(new URL('../node_modules/.cache/pglite-dev-db', import.meta.url))
+
+export const PGLITE_VERSION: string = (() => {
+  const require = createRequire(import.meta.url)
+  let dir = dirname(require.resolve('@electric-sql/pglite'))
+  for (;;) {
+    try {
+      const pkg = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as { name?: string; version?: string }
+      if (pkg.name === '@electric-sql/pglite' && pkg.version) return pkg.version
+    } catch {
+      // not the package root yet
+    }
+    const parent = dirname(dir)
+    if (parent === dir) return 'unknown'
+    dir = parent
+  }
+})()
+
+export interface Template {
+  /** The cache entry's directory. */
+  dir: string
+  /** The migrated database as a tarball, for PGlite's `loadDataDir` (in-memory starts). */
+  tarball: string
+  /** True if this call built it. */
+  built: boolean
+}
+
+/**
+ * The template for these migrations (null: none), built now if the cache lacks it. Several processes may build the
+ * same key at once: each builds in its own scratch dir and the first rename wins.
+ */
+export async function migratedTemplate(migrationsDir: string | null, cacheDir: string, log: Logger): Promise<Template> {
+  const key = await templateKey(migrationsDir)
+  const dir = join(cacheDir, `template-${key}`)
+  const template = { dir, tarball: join(dir, TARBALL) }
+  if (await exists(template.tarball)) return { ...template, built: false }
+
+  const started = performance.now()
+  log.info('building the database template (once per migrations and PGlite version)', { cache: dir })
+  await mkdir(cacheDir, { recursive: true })
+  const scratch = join(cacheDir, `.building-${process.pid}-${randomBytes(4).toString('hex')}`)
+  try {
+    await mkdir(scratch)
+    // Built in memory: initdb there is several times faster than on PGlite's node filesystem.
+    const db = await PGlite.create()
+    try {
+      if (migrationsDir) await applyMigrations(db, migrationsDir, log)
+      await db.exec('CHECKPOINT')
+      const tarball = await db.dumpDataDir('none')
+      await writeFile(join(scratch, TARBALL), Buffer.from(await tarball.arrayBuffer()))
+    } finally {
+      await db.close()
+    }
+    try {
+      await rename(scratch, dir)
+    } catch (error) {
+      // Another process finished the same template first: use theirs.
+      if (!(await exists(template.tarball))) throw error
+    }
+  } finally {
+    await rm(scratch, { recursive: true, force: true })
+  }
+  log.info('database template ready', { ms: Math.round(performance.now() - started) })
+  await sweepOtherTemplates(cacheDir, `template-${key}`)
+  return { ...template, built: true }
+}
+
+/**
+ * A new data dir (no PG_VERSION yet) gets a copy of the template's files (the caller's lock file there stays).
+ * The template's own data dir is unpacked from its tarball the first time a data dir needs it.
+ */
+export async function seedDataDir(dataDir: string, template: Template): Promise<boolean> {
+  if (await exists(join(dataDir, 'PG_VERSION'))) return false
+  const source = join(template.dir, DATA)
+  if (!(await exists(join(source, 'PG_VERSION')))) {
+    const scratch = join(template.dir, `.unpacking-${process.pid}-${randomBytes(4).toString('hex')}`)
+    try {
+      await mkdir(scratch)
+      const db = await PGlite.create({ dataDir: scratch, loadDataDir: await templateBlob(template) })
+      await db.close()
+      await rename(scratch, source).catch(async (error: unknown) => {
+        if (!(await exists(join(source, 'PG_VERSION')))) throw error
+      })
+    } finally {
+      await rm(scratch, { recursive: true, force: true })
+    }
+  }
+  await cp(source, dataDir, { recursive: true })
+  return true
+}
+
+export async function templateBlob(template: Template): Promise<Blob> {
+  return new Blob([await readFile(template.tarball)])
+}
+
+async function templateKey(migrationsDir: string | null): Promise<string> {
+  const hash = createHash('sha256').update(`pglite-dev-db template ${TEMPLATE_FORMAT}\0pglite ${PGLITE_VERSION}\0`)
+  if (migrationsDir) hash.update(await migrationsFingerprint(resolve(migrationsDir)))
+  return hash.digest('hex').slice(0, 16)
+}
+
+/** Templates of older keys (edited migrations, another PGlite) are dead weight of ~40 MB each: keep the newest few. */
+async function sweepOtherTemplates(cacheDir: string, keep: string): Promise<void> {
+  const KEEP = 4
+  const entries = (await readdir(cacheDir)).filter((name) => name.startsWith('template-') && name !== keep)
+  const dated = await Promise.all(entries.map(async (name) => ({ name, mtime: (await stat(join(cacheDir, name))).mtimeMs })))
+  dated.sort((a, b) => b.mtime - a.mtime)
+  for (const { name } of dated.slice(KEEP - 1)) await rm(join(cacheDir, name), { recursive: true, force: true })
+}
+
+async function exists(path: string): Promise<boolean> {
+  return stat(path).then(
+    () => true,
+    () => false,
+  )
+}
