@@ -8,7 +8,7 @@ import { join, resolve } from 'node:path'
 import { lockDataDir, type DataDirLock } from './data-dir-lock.ts'
 import { DevServerError } from './errors.ts'
 import { createLogger, type Logger } from './log.ts'
-import { DEFAULT_CACHE_DIR, migratedTemplate, seedDataDir, templateBlob, type Template } from './template.ts'
+import { DEFAULT_CACHE_DIR, holdsDatabase, migratedTemplate, seedDataDir, templateBlob, type Template } from './template.ts'
 import { applyMigrations } from './migrate.ts'
 import { DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS, DEFAULT_MAX_CONNECTIONS, DEFAULT_QUEUE_TIMEOUT_MS, PGLiteSocketServer, type PGLiteSocketServerOptions } from './socket/server.ts'
 
@@ -82,7 +82,8 @@ export async function startDevDb(options: DevDbOptions = {}): Promise<DevDb> {
       lock = await lockDataDir(dataDir)
     }
     // A fresh database starts as a copy of the migrated template instead of initdb plus every migration.
-    const template = options.template === false ? null : await templateOrNull(options.migrations ?? null, options.cacheDir ?? DEFAULT_CACHE_DIR, log)
+    const fresh = !dataDir || !(await holdsDatabase(dataDir))
+    const template = options.template === false || !fresh ? null : await templateOrNull(options.migrations ?? null, options.cacheDir ?? DEFAULT_CACHE_DIR, log)
     const seeded = dataDir && template ? await seedDataDir(dataDir, template) : false
     log.info('opening database', { dataDir: dataDir ?? 'memory', ...(template && (seeded || !dataDir) ? { from: 'template' } : {}) })
     if (dataDir) db = await PGlite.create({ dataDir })

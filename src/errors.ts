@@ -23,6 +23,7 @@ export const SqlState = {
   IdleSessionTimeout: '57P05',
   ProtocolViolation: '08P01',
   InvalidPassword: '28P01',
+  InvalidAuthorizationSpecification: '28000',
   FeatureNotSupported: '0A000',
   InvalidSqlStatementName: '26000',
   DuplicatePreparedStatement: '42P05',

@@ -81,7 +81,7 @@ export async function migratedTemplate(migrationsDir: string | null, cacheDir: s
     await rm(scratch, { recursive: true, force: true })
   }
   log.info('database template ready', { ms: Math.round(performance.now() - started) })
-  await sweepOtherTemplates(cacheDir, `template-${key}`)
+  await sweepOtherTemplates(cacheDir, `template-${key}`).catch((error: unknown) => log.warn('could not remove old templates', { cacheDir, error }))
   return { ...template, built: true }
 }
 
@@ -105,8 +105,16 @@ export async function seedDataDir(dataDir: string, template: Template): Promise<
       await rm(scratch, { recursive: true, force: true })
     }
   }
-  await cp(source, dataDir, { recursive: true })
+  // PG_VERSION last: a copy cut short (kill -9) has none, so the next start seeds the directory again.
+  const marker = join(source, 'PG_VERSION')
+  await cp(source, dataDir, { recursive: true, filter: (path) => path !== marker })
+  await cp(marker, join(dataDir, 'PG_VERSION'))
   return true
+}
+
+/** Whether `dataDir` already holds a database (then no template is needed). */
+export function holdsDatabase(dataDir: string): Promise<boolean> {
+  return exists(join(dataDir, 'PG_VERSION'))
 }
 
 export async function templateBlob(template: Template): Promise<Blob> {
@@ -122,10 +130,31 @@ async function templateKey(migrationsDir: string | null): Promise<string> {
 /** Templates of older keys (edited migrations, another PGlite) are dead weight of ~40 MB each: keep the newest few. */
 async function sweepOtherTemplates(cacheDir: string, keep: string): Promise<void> {
   const KEEP = 4
-  const entries = (await readdir(cacheDir)).filter((name) => name.startsWith('template-') && name !== keep)
-  const dated = await Promise.all(entries.map(async (name) => ({ name, mtime: (await stat(join(cacheDir, name))).mtimeMs })))
+  const names = await readdir(cacheDir)
+  // Another process may sweep at the same time: an entry gone meanwhile is simply skipped.
+  const dated = (
+    await Promise.all(
+      names
+        .filter((name) => name.startsWith('template-') && name !== keep)
+        .map(async (name) => stat(join(cacheDir, name)).then((info) => ({ name, mtime: info.mtimeMs }), () => null)),
+    )
+  ).filter((entry) => entry !== null)
   dated.sort((a, b) => b.mtime - a.mtime)
   for (const { name } of dated.slice(KEEP - 1)) await rm(join(cacheDir, name), { recursive: true, force: true })
+  // Scratch dirs of builds that were killed (their pid is in the name).
+  for (const name of names) {
+    const pid = /^\.building-(\d+)-/.exec(name)?.[1]
+    if (pid !== undefined && !isAlive(Number(pid))) await rm(join(cacheDir, name), { recursive: true, force: true })
+  }
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code !== 'ESRCH'
+  }
 }
 
 async function exists(path: string): Promise<boolean> {

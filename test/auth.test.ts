@@ -66,6 +66,17 @@ describe('password (SCRAM-SHA-256)', () => {
     await badClient.end().catch(() => {})
   })
 
+  it('a password with characters SASLprep maps (soft hyphen, no-break space) is accepted as libpq and node-postgres send it', async () => {
+    const password = 'pass\u00ADword\u00A0x'
+    const dev = await start({ password })
+    const client = new pg.Client({ host: '127.0.0.1', port: dev.port, user: 'postgres', database: 'postgres', password })
+    await withDeadline(client.connect(), 5_000, 'pg connect')
+    expect((await client.query('select 1 as n')).rows).toEqual([{ n: 1 }])
+    await client.end()
+    const run = await psql(['-h', '127.0.0.1', '-p', String(dev.port), '-U', 'postgres', '-d', 'postgres', '-c', 'select 2'], { PGPASSWORD: password })
+    expect([run.code, run.stdout.toString().trim(), run.stderr]).toEqual([0, '2', ''])
+  })
+
   it('a client that skips authentication and sends a query gets FATAL 08P01 and is closed; the server goes on', async () => {
     const dev = await start({ password: PASSWORD })
     const client = await connectRaw(dev.url, { startup: false })

@@ -24,7 +24,7 @@ import {
   maxMessageLength,
 } from './protocol.ts'
 import { ReplyScanner } from './replies.ts'
-import { ClientNames, MessageRestorer } from './names.ts'
+import { ClientNames, MessageRestorer, UnnamedUse, unnamedStatementUse } from './names.ts'
 import { encodeCommandComplete, mayResetSession, parseSessionReset, type SessionReset } from './session-reset.ts'
 import { LISTENING_CHANNELS_QUERY, listenCommands, listenQuery, mayListen, messageSql, notificationChannel, readChannels, type ListenCommand } from './listen.ts'
 import { SNAPSHOT_QUERY, UNKNOWN_SETTINGS, applySettingsQuery, errorFields, readSettingsReply, settingsKey, startupSettings, type Settings } from './settings.ts'
@@ -38,7 +38,7 @@ import {
   withoutFirst,
   type CopyFromStdin,
 } from './copy.ts'
-import { QueryCanceledError, QueueTimeoutError, SchedulerClosedError } from './scheduler.ts'
+import { QueryCanceledError, QueueTimeoutError, SchedulerClosedError, type AcquireOptions } from './scheduler.ts'
 import type { SessionMember, SharedSession } from './session.ts'
 import { hexDump } from './inspect.ts'
 import { MAX_AUTH_MESSAGE_LENGTH, ScramExchange, type ScramSecret } from './scram.ts'
@@ -87,6 +87,8 @@ const ROLLBACK = encodeQuery('ROLLBACK')
  */
 const ABANDON_PIPELINE = Buffer.concat([ROLLBACK, SYNC_MESSAGE])
 const SYNC = Buffer.from(SYNC_MESSAGE)
+/** Close the unnamed statement; Flush, not Sync, so a pipeline the client has open stays open. */
+const CLOSE_UNNAMED_STATEMENT = Buffer.from([FrontendCode.Close, 0, 0, 0, 6, 0x53, 0, FrontendCode.Flush, 0, 0, 0, 4])
 /** A statement that fails, to abort PGlite's transaction where the server itself refused a command. */
 const FAILING_STATEMENT = "DO $$BEGIN RAISE EXCEPTION 'COPY refused by pglite-dev-db' USING ERRCODE = '54000'; END$$"
 const FAILING_EXTENDED = encodeUnnamedExecution(FAILING_STATEMENT)
@@ -150,6 +152,8 @@ export class Connection implements SessionMember {
     maxLength: (code) => (code === FrontendCode.Password ? (this.#scram ? MAX_AUTH_MESSAGE_LENGTH : -1) : maxMessageLength(code)),
   })
   #scram: ScramExchange | null = null
+  #startupDeadline: NodeJS.Timeout | undefined
+  readonly #acquireOptions: AcquireOptions
   readonly #scanner = new ReplyScanner()
   /** This client's prepared statement and portal names, kept apart from every other client's. */
   readonly #names: ClientNames
@@ -182,6 +186,11 @@ export class Connection implements SessionMember {
     this.#resolveCleanup = resolve
   })
   #pausedForBackpressure = false
+  /** A malformed message arrived behind queued work: it fails the connection once that work is answered. */
+  #failAfterQueue: WireError | null = null
+  /** The first SSLRequest and GSSENCRequest are answered 'N'; Postgres treats a repeat as an unknown protocol. */
+  #sslAnswered = false
+  #gssAnswered = false
   /** Waiting for the client to read its replies before running more of its work. */
   #blockedOnOutput = false
   readonly #trace: boolean
@@ -196,6 +205,8 @@ export class Connection implements SessionMember {
       message[0] === BackendCode.NotificationResponse ? this.#routeNotification(message) : this.#names.restore(message),
     )
     this.#trace = host.options.inspect && this.#log.enabled('trace')
+    const timeoutMs = host.options.queueTimeoutMs
+    this.#acquireOptions = { timeoutMs, onTimeout: () => this.#queueTimeout(timeoutMs) }
     // Cleanup is wired before anything async can happen, so no path leaks a slot or the session.
     socket.on('data', (chunk: Buffer) => this.#onData(chunk))
     socket.on('error', (error) => this.#onSocketError(error))
@@ -205,6 +216,12 @@ export class Connection implements SessionMember {
     socket.setNoDelay(true)
     this.#session.members.add(this)
     this.#armIdleTimer()
+    // Startup and authentication have one deadline from the moment the client connected, as in Postgres.
+    this.#startupDeadline = setTimeout(() => {
+      this.#log.info('authentication timeout', { ms: AUTHENTICATION_TIMEOUT_MS, sqlstate: SqlState.QueryCanceled })
+      this.#close(new WireError('FATAL', SqlState.QueryCanceled, 'canceling authentication due to timeout'))
+    }, AUTHENTICATION_TIMEOUT_MS)
+    this.#startupDeadline.unref()
   }
 
   get isOwner(): boolean {
@@ -233,7 +250,7 @@ export class Connection implements SessionMember {
   // --- Input ---
 
   #onData(chunk: Buffer): void {
-    if (this.state === 'closing' || this.state === 'closed') return
+    if (this.state === 'closing' || this.state === 'closed' || this.#failAfterQueue) return
     this.#disarmIdleTimer()
     if (this.#trace) this.#log.trace('frontend bytes', { dump: hexDump(chunk) })
     try {
@@ -248,6 +265,12 @@ export class Connection implements SessionMember {
       // holder that stalls mid-frame is still reaped, and a client that only connected still times out.
       if ((!this.#draining || this.#blockedOnOutput) && (this.state === 'ready' || this.state === 'startup' || this.state === 'authenticating')) this.#armIdleTimer()
     } catch (error) {
+      // Postgres answers the messages before a malformed one, then fails: let the queued work finish first.
+      if (error instanceof WireError && this.#draining) {
+        this.#failAfterQueue = error
+        this.socket.pause()
+        return
+      }
       this.#fail(error)
     }
   }
@@ -258,8 +281,13 @@ export class Connection implements SessionMember {
       const code = packet.readInt32BE(4)
       if (code === StartupCode.SSLRequest || code === StartupCode.GSSENCRequest) {
         if (packet.length !== 8) throw protocolViolation('invalid length of startup packet')
-        this.#write(SSL_NOT_SUPPORTED)
-        continue
+        const isSsl = code === StartupCode.SSLRequest
+        if (isSsl ? !this.#sslAnswered : !this.#gssAnswered) {
+          if (isSsl) this.#sslAnswered = true
+          else this.#gssAnswered = true
+          this.#write(SSL_NOT_SUPPORTED)
+          continue
+        }
       }
       if (code === StartupCode.CancelRequest) {
         if (packet.length !== 16) throw protocolViolation('invalid length of startup packet')
@@ -289,6 +317,8 @@ export class Connection implements SessionMember {
       else this.startupParams.set(name, body.toString('utf8', nameEnd + 1, valueEnd))
       offset = valueEnd + 1
     }
+    if (offset !== body.length - 1) throw protocolViolation('invalid startup packet layout: expected terminator as last byte')
+    if (!this.startupParams.get('user')) throw new WireError('FATAL', SqlState.InvalidAuthorizationSpecification, 'no PostgreSQL user name specified in startup packet')
     const refusal = this.#host.admit(this)
     if (refusal) {
       this.#close(refusal)
@@ -320,6 +350,7 @@ export class Connection implements SessionMember {
       if (code !== FrontendCode.Password) throw protocolViolation(`expected SASL response, got message type ${code}`)
       const step = this.#scram!.respond(bytes.subarray(offset + HEADER_LENGTH, end))
       if (!step.ok) {
+        if (step.protocolViolation) throw protocolViolation(step.reason)
         const user = this.startupParams.get('user') ?? ''
         this.#log.info('authentication failed', { user, reason: step.reason, sqlstate: SqlState.InvalidPassword })
         throw new WireError('FATAL', SqlState.InvalidPassword, `password authentication failed for user "${user}"`)
@@ -350,6 +381,7 @@ export class Connection implements SessionMember {
       this.#settingsKey = UNKNOWN_SETTINGS
     }
     this.state = 'ready'
+    clearTimeout(this.#startupDeadline)
     this.#reader.startTyped()
     this.#write(Buffer.concat([prefix, encodeBackendKeyData(this.processId, this.secretKey), encodeReadyForQuery(TxStatus.Idle)]))
   }
@@ -382,6 +414,7 @@ export class Connection implements SessionMember {
       }
     } finally {
       this.#draining = false
+      if (this.#failAfterQueue && this.state === 'ready') this.#fail(this.#failAfterQueue)
       if (this.state === 'closing') this.#startCleanup()
       else if (this.state === 'ready' && this.#queue.length === 0) this.#armIdleTimer()
     }
@@ -520,6 +553,7 @@ export class Connection implements SessionMember {
       if (unitEnd >= 0) await this.#send(bytes.subarray(unitEnd), expectedReady - 1, pipelineOpen)
       return
     }
+    await this.#claimUnnamedStatement(bytes)
     await this.#execute(bytes)
     // Every Sync/Query yields a ReadyForQuery in the same call, except a Query skipped while an error waits for Sync.
     this.#pipelineOpen = pipelineOpen || this.#scanner.readyCount < expectedReady
@@ -530,10 +564,24 @@ export class Connection implements SessionMember {
    * Become the session's owner, waiting behind other clients if need be. A wait can end in QueryCanceledError (the
    * client's CancelRequest) or QueueTimeoutError (longer than queueTimeoutMs): see #refuseWaiting.
    */
+  /**
+   * The session's unnamed statement is whichever client last made one. A client that binds or describes it without
+   * having made it must get Postgres's answer (26000), not another client's statement: close it first.
+   */
+  async #claimUnnamedStatement(bytes: Buffer): Promise<void> {
+    const use = unnamedStatementUse(bytes)
+    if (use === 0) return
+    const session = this.#session
+    if ((use & UnnamedUse.ReferencedFirst) !== 0 && session.unnamedStatementOwner !== this) {
+      await this.#capture(CLOSE_UNNAMED_STATEMENT)
+      session.unnamedStatementOwner = null
+    }
+    if ((use & UnnamedUse.Parsed) !== 0) session.unnamedStatementOwner = this
+  }
+
   async #acquire(): Promise<void> {
     const wasOwner = this.isOwner
-    const timeoutMs = this.#host.options.queueTimeoutMs
-    const wait = this.#session.scheduler.acquire(this, { timeoutMs, onTimeout: () => this.#queueTimeout(timeoutMs) })
+    const wait = this.#session.scheduler.acquire(this, this.#acquireOptions)
     if (wait) {
       this.#cancelable = true
       try {
@@ -916,16 +964,6 @@ export class Connection implements SessionMember {
           this.#close(new WireError('FATAL', SqlState.IdleInTransactionSessionTimeout, 'terminating connection due to idle-in-transaction timeout'))
         }, idleInTransactionTimeoutMs)
       }
-    } else if (this.state === 'startup' || this.state === 'authenticating') {
-      // Until admitted, a client has this long (or idleTimeoutMs, if shorter) to finish startup and authentication.
-      const ms = idleTimeoutMs > 0 && idleTimeoutMs < AUTHENTICATION_TIMEOUT_MS ? idleTimeoutMs : AUTHENTICATION_TIMEOUT_MS
-      const error = ms === idleTimeoutMs
-        ? new WireError('FATAL', SqlState.IdleSessionTimeout, 'terminating connection due to idle-session timeout')
-        : new WireError('FATAL', SqlState.ProtocolViolation, 'canceling authentication due to timeout')
-      this.#idleTimer = setTimeout(() => {
-        this.#log.info('startup timeout', { ms, sqlstate: error.sqlstate })
-        this.#close(error)
-      }, ms)
     } else if (idleTimeoutMs > 0) {
       this.#idleTimer = setTimeout(() => {
         this.#log.info('idle-session timeout', { ms: idleTimeoutMs, sqlstate: SqlState.IdleSessionTimeout })
@@ -970,10 +1008,14 @@ export class Connection implements SessionMember {
     if (this.state === 'closing' || this.state === 'closed') return this.#cleanup ?? Promise.resolve()
     this.state = 'closing'
     this.#disarmIdleTimer()
+    clearTimeout(this.#startupDeadline)
     this.#queue.length = 0
     if (error) this.#write(encodeErrorResponse(error.severity, error.sqlstate, error.message))
     this.socket.end()
-    if (!this.socket.destroyed) setTimeout(() => this.socket.destroy(), CLOSE_GRACE_MS).unref()
+    if (!this.socket.destroyed) {
+      const grace = setTimeout(() => this.socket.destroy(), CLOSE_GRACE_MS).unref()
+      this.socket.once('close', () => clearTimeout(grace))
+    }
     // A wait for the session is abandoned now; a running batch finishes first, then #drain starts the cleanup.
     if (!this.isOwner) this.#session.scheduler.forget(this)
     if (!this.#draining) this.#startCleanup()
@@ -983,6 +1025,7 @@ export class Connection implements SessionMember {
   #startCleanup(): void {
     if (this.#cleanup) return
     this.#cleanup = this.#releaseSession().finally(() => {
+      if (this.#session.unnamedStatementOwner === this) this.#session.unnamedStatementOwner = null
       this.#session.members.delete(this)
       this.#session.scheduler.forget(this)
       this.state = 'closed'

@@ -294,3 +294,32 @@ export class MessageRestorer {
 function isRewritten(code: number): boolean {
   return code === BackendCode.ErrorResponse || code === BackendCode.NoticeResponse || code === BackendCode.NotificationResponse
 }
+
+/** How a batch uses the unnamed prepared statement, which lives in the shared session, not in the client. */
+export const UnnamedUse = {
+  /** A Bind or Describe of the unnamed statement comes before any Parse of it in the batch. */
+  ReferencedFirst: 1,
+  /** The batch makes an unnamed statement. */
+  Parsed: 2,
+} as const
+
+/**
+ * Postgres keeps one unnamed statement per session; here the session is shared, so a client that binds the unnamed
+ * statement without having made it must not find another client's (see Connection#claimUnnamedStatement).
+ */
+export function unnamedStatementUse(bytes: Buffer): number {
+  let use = 0
+  forEachFrame(bytes, (code, offset) => {
+    const body = offset + HEADER_LENGTH
+    if (code === FrontendCode.Parse) {
+      if (bytes[body] === 0) use |= UnnamedUse.Parsed
+    } else if ((use & UnnamedUse.Parsed) === 0) {
+      if (code === FrontendCode.Bind) {
+        if (bytes[bytes.indexOf(0, body) + 1] === 0) use |= UnnamedUse.ReferencedFirst
+      } else if (code === FrontendCode.Describe && bytes[body] === 0x53 && bytes[body + 1] === 0) {
+        use |= UnnamedUse.ReferencedFirst
+      }
+    }
+  })
+  return use
+}

@@ -23,8 +23,7 @@ export interface ScramSecret {
 
 export function scramSecret(password: string): ScramSecret {
   const salt = randomBytes(16)
-  // SASLprep of an ASCII password is the password itself; Postgres also uses the raw bytes when SASLprep fails.
-  const salted = pbkdf2Sync(Buffer.from(password.normalize('NFKC'), 'utf8'), salt, ITERATIONS, 32, 'sha256')
+  const salted = pbkdf2Sync(Buffer.from(saslPrep(password), 'utf8'), salt, ITERATIONS, 32, 'sha256')
   return {
     salt,
     iterations: ITERATIONS,
@@ -33,8 +32,19 @@ export function scramSecret(password: string): ScramSecret {
   }
 }
 
+/**
+ * SASLprep (RFC 4013) as the clients apply it before hashing: non-ASCII spaces become a space, characters
+ * "mapped to nothing" go, then NFKC. An ASCII password is unchanged.
+ */
+export function saslPrep(password: string): string {
+  return password
+    .replace(/[\u00A0\u1680\u2000-\u200A\u202F\u205F\u3000]/g, ' ')
+    .replace(/[\u00AD\u034F\u1806\u180B-\u180D\u200B-\u200D\u2060\uFE00-\uFE0F\uFEFF]/g, '')
+    .normalize('NFKC')
+}
+
 /** The outcome of one step: bytes to send, or the reason authentication failed (for the log; the client gets 28P01). */
-export type ScramStep = { ok: true; reply: Buffer; done: boolean } | { ok: false; reason: string }
+export type ScramStep = { ok: true; reply: Buffer; done: boolean } | { ok: false; reason: string; protocolViolation?: boolean }
 
 /** One client's exchange: AuthenticationSASL, then the client's two messages. */
 export class ScramExchange {
@@ -42,6 +52,8 @@ export class ScramExchange {
   #clientFirstBare = ''
   #serverFirst = ''
   #nonce = ''
+  /** The gs2 header the client sent first, which its final message must repeat (base64) as `c=`. */
+  #gs2Header = ''
   #step: 'initial' | 'final' | 'done' = 'initial'
 
   constructor(secret: ScramSecret) {
@@ -63,15 +75,17 @@ export class ScramExchange {
 
   #initial(body: Buffer): ScramStep {
     const nameEnd = body.indexOf(0)
-    if (nameEnd < 0 || body.length < nameEnd + 5) return { ok: false, reason: 'malformed SASLInitialResponse' }
+    if (nameEnd < 0 || body.length < nameEnd + 5) return { ok: false, reason: 'malformed SASLInitialResponse', protocolViolation: true }
     const mechanism = body.toString('utf8', 0, nameEnd)
-    if (mechanism !== SCRAM_MECHANISM) return { ok: false, reason: `client selected an invalid SASL authentication mechanism: ${mechanism}` }
+    if (mechanism !== SCRAM_MECHANISM) return { ok: false, reason: 'client selected an invalid SASL authentication mechanism', protocolViolation: true }
     const length = body.readInt32BE(nameEnd + 1)
     const data = body.toString('utf8', nameEnd + 5)
-    if (length !== Buffer.byteLength(data)) return { ok: false, reason: 'malformed SASLInitialResponse length' }
+    if (length !== Buffer.byteLength(data)) return { ok: false, reason: 'malformed SASLInitialResponse length', protocolViolation: true }
     // gs2 header: "n,," (no channel binding) or "y,," (client could bind, thinks we cannot); "p=" needs -PLUS.
-    const match = /^([ny]),(?:a=[^,]*)?,(.*)$/s.exec(data)
-    if (!match) return { ok: false, reason: 'channel binding is not supported, or malformed SCRAM client-first-message' }
+    // An authorization identity ("a=") is refused, as Postgres refuses it.
+    const match = /^([ny]),,(.*)$/s.exec(data)
+    if (!match) return { ok: false, reason: 'unsupported SCRAM client-first-message (channel binding or authorization identity)', protocolViolation: true }
+    this.#gs2Header = `${match[1]},,`
     const bare = match[2]!
     const nonce = attribute(bare, 'r')
     if (!nonce || /[^\x21-\x2b\x2d-\x7e]/.test(nonce)) return { ok: false, reason: 'malformed SCRAM nonce' }
@@ -88,9 +102,8 @@ export class ScramExchange {
     const proofAt = clientFinal.lastIndexOf(',p=')
     if (proofAt < 0) return { ok: false, reason: 'malformed SCRAM client-final-message' }
     const withoutProof = clientFinal.slice(0, proofAt)
-    const binding = attribute(withoutProof, 'c')
-    // "biws" and "eSws" are base64 of "n,," and "y,,": the gs2 header sent first, with no channel data.
-    if (binding !== 'biws' && binding !== 'eSws') return { ok: false, reason: 'SCRAM channel binding check failed' }
+    // c= is the base64 of the gs2 header the client sent first ("n,," or "y,,"), with no channel data.
+    if (attribute(withoutProof, 'c') !== Buffer.from(this.#gs2Header).toString('base64')) return { ok: false, reason: 'SCRAM channel binding check failed', protocolViolation: true }
     if (attribute(withoutProof, 'r') !== this.#nonce) return { ok: false, reason: 'SCRAM nonce mismatch' }
     const proof = Buffer.from(clientFinal.slice(proofAt + 3), 'base64')
     if (proof.length !== 32) return { ok: false, reason: 'malformed SCRAM proof' }

@@ -84,6 +84,7 @@ export class PGLiteSocketServer extends EventTarget {
   #stopping: Promise<void> | null = null
   #offDead: (() => void) | null = null
   readonly #connectionHost: ConnectionHost
+  /** Resolves with the gate's error, or null once it is open (never rejects, so an early failure waits for start()). */
   readonly #startupGate: Promise<unknown> | undefined
 
   constructor(options: PGLiteSocketServerOptions) {
@@ -95,7 +96,10 @@ export class PGLiteSocketServer extends EventTarget {
     this.#host = options.host || '127.0.0.1'
     this.#port = options.port ?? 5432
     this.#maxConnections = options.maxConnections ?? DEFAULT_MAX_CONNECTIONS
-    this.#startupGate = options.startupGate
+    this.#startupGate = options.startupGate?.then(
+      () => null,
+      (error: unknown) => error ?? new Error('startupGate rejected'),
+    )
     this.#options = {
       idleTimeoutMs: options.idleTimeoutMs ?? options.idleTimeout ?? 0,
       idleInTransactionTimeoutMs: options.idleInTransactionTimeoutMs ?? DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS,
@@ -148,7 +152,8 @@ export class PGLiteSocketServer extends EventTarget {
     await this.#listen()
     if (!this.#startupGate) return
     try {
-      await this.#startupGate
+      const failure = await this.#startupGate
+      if (failure) throw failure
       await this.#session.startupPrefix()
     } catch (error) {
       await this.stop()

@@ -48,6 +48,8 @@ export class SharedSession {
   }
   /** Settings Postgres reports with ParameterStatus (lower-case names), with the values every client is told at startup. */
   readonly reportedDefaults = new Map<string, string>()
+  /** The client whose Parse made the session's unnamed prepared statement (null: nobody's, or PGlite's own). */
+  unnamedStatementOwner: SessionMember | null = null
   /** The settings key (see settings.ts) of what the session holds now: '' is the defaults. */
   appliedSettings = ''
   /** Close messages for statements whose clients left while another client held the session. */
