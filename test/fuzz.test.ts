@@ -1,0 +1,228 @@
+// Fuzzing, seeded (FUZZ_SEED replays a run): the frame reader in-process against a reference model, then a live
+// server fed by misbehaving clients while well-behaved drivers run checked queries beside them.
+import { describe, expect, it } from 'vitest'
+import { FrameReader, forEachFrame } from '../src/socket/frames.ts'
+import { WireError } from '../src/errors.ts'
+import { CASE_KINDS, PROTOCOL_3_0, SSL_REQUEST, chunking, generateCase, model, startupPacket, type CaseKind, type FuzzCase } from './helpers/frame-fuzz.ts'
+import { createRng, runSeed, withSeed } from './helpers/seed.ts'
+import { badWorker, summarize, type LiveRun } from './helpers/bad-clients.ts'
+import { startupAnswer } from './helpers/bad-startups.ts'
+import { shown } from './helpers/shown.ts'
+import { useDevDbs } from './helpers/dev-db.ts'
+import { connectRaw, toAddress, withDeadline } from './helpers/raw-client.ts'
+import * as wire from './helpers/wire.ts'
+import { runBystanders } from './helpers/bystanders.ts'
+
+const FILE = 'test/fuzz.test.ts'
+const READER_CASES = 6000
+/** Bad clients' cases in one run of the live fuzz, shared by the workers (FUZZ_LIVE_CASES for a longer run). */
+const LIVE_CASES = Number(process.env.FUZZ_LIVE_CASES ?? 6000)
+const BAD_WORKERS = 6
+/** Bystanders per driver. */
+const BYSTANDERS = 3
+/** Every wait on the live server; generous because the two cores are shared. */
+const DEADLINE_MS = 10_000
+
+interface Seen {
+  kind: CaseKind
+  outcome: 'complete' | 'incomplete' | 'error'
+}
+
+/**
+ * Feeds one case to a FrameReader as a connection does (startup packets until a 3.0 StartupMessage, then typed
+ * frames), in the case's chunks, draining after some reads, and checks every property after every drain.
+ */
+function runReaderCase(c: FuzzCase, chunks: number[], drainAfter: boolean[], label: string): Seen['outcome'] {
+  const expected = model(c.stream, c.limits, c.startTyped)
+  const reader = c.isPostgresLimits ? new FrameReader() : new FrameReader({ maxLength: c.limits })
+  if (c.startTyped) reader.startTyped()
+  const packets: Buffer[] = []
+  const frames: Array<{ bytes: Buffer; count: number }> = []
+  let pushed = 0
+  let consumed = 0
+  const fail = (what: string): never => {
+    throw new Error(`${label}: ${what} (pushed ${pushed}, consumed ${consumed}, chunks ${JSON.stringify(chunks.slice(0, 40))})`)
+  }
+  for (let i = 0; i < chunks.length; i++) {
+    // Each read is its own allocation, as a socket's are.
+    const chunk = Buffer.from(c.stream.subarray(pushed, pushed + chunks[i]!))
+    reader.push(chunk)
+    pushed += chunk.length
+    if (!drainAfter[i] && i < chunks.length - 1) continue
+    try {
+      while (!reader.isTyped) {
+        const packet = reader.readStartupPacket()
+        if (packet === null) break
+        packets.push(packet)
+        consumed += packet.length
+        if (packet.length >= 8 && packet.readInt32BE(4) === PROTOCOL_3_0) reader.startTyped()
+      }
+      if (reader.isTyped) {
+        for (let f = reader.readFrames(); f !== null; f = reader.readFrames()) {
+          frames.push(f)
+          consumed += f.bytes.length
+        }
+      }
+    } catch (error) {
+      if (!(error instanceof WireError)) fail(`threw ${String(error)} instead of a WireError`)
+      const wireError = error as WireError
+      if (wireError.severity !== 'FATAL' || wireError.sqlstate !== '08P01') fail(`threw ${wireError.severity} ${wireError.sqlstate}`)
+      if (!expected.error) fail(`threw "${wireError.message}" on input the model accepts`)
+      if (pushed < expected.error!.visibleAt) fail(`threw "${wireError.message}" before the violation at ${expected.error!.at} arrived`)
+      if (wireError.message !== expected.error!.message) fail(`threw "${wireError.message}", expected "${expected.error!.message}"`)
+      if (consumed !== expected.error!.at) fail(`threw with ${consumed} bytes handed out, expected every unit before the violation at ${expected.error!.at}`)
+      checkHandedOut(c, packets, frames, fail)
+      return 'error'
+    }
+    if (expected.error && pushed >= expected.error.visibleAt) fail(`did not throw "${expected.error.message}" once the violation at ${expected.error.at} arrived`)
+    // Every unit complete in what arrived so far has been handed out, and nothing more.
+    const ends = [...expected.packetEnds, ...expected.messageEnds].filter((end) => end <= pushed)
+    const wantConsumed = ends.length === 0 ? 0 : Math.max(...ends)
+    if (consumed !== wantConsumed) fail(`handed out ${consumed} bytes, expected ${wantConsumed}`)
+    if (reader.buffered !== pushed - consumed) fail(`buffered ${reader.buffered}, expected ${pushed - consumed}`)
+    checkPendingWithinLimits(c, expected.typedFrom !== null && consumed >= expected.typedFrom, reader.buffered, consumed, fail)
+  }
+  checkHandedOut(c, packets, frames, fail)
+  return consumed === c.stream.length ? 'complete' : 'incomplete'
+}
+
+/** What is buffered is at most the unfinished unit, whose declared length is within its limit. */
+function checkPendingWithinLimits(c: FuzzCase, isTyped: boolean, buffered: number, consumed: number, fail: (what: string) => never): void {
+  if (!isTyped) {
+    if (buffered >= 4 && buffered >= c.stream.readInt32BE(consumed)) fail('holds a whole startup packet it did not hand out')
+    return
+  }
+  if (buffered < 5) return
+  const length = c.stream.readInt32BE(consumed + 1)
+  const limit = c.limits(c.stream[consumed]!)
+  if (limit < 0 || length > limit) fail(`buffers ${buffered} bytes of a message whose header breaks the limits`)
+  if (buffered >= 1 + length) fail('holds a whole message it did not hand out')
+}
+
+/** The handed-out packets and frames are the stream's bytes, in order, still intact (no later read overwrote them). */
+function checkHandedOut(c: FuzzCase, packets: Buffer[], frames: Array<{ bytes: Buffer; count: number }>, fail: (what: string) => never): void {
+  const all = Buffer.concat([...packets, ...frames.map((f) => f.bytes)])
+  if (!all.equals(c.stream.subarray(0, all.length))) fail('handed-out bytes differ from the bytes sent (overwritten or reordered)')
+  for (const f of frames) {
+    let count = 0
+    let end = 0
+    forEachFrame(f.bytes, (_code, offset, length) => {
+      count++
+      end = offset + length
+    })
+    if (count !== f.count || end !== f.bytes.length) fail(`a Frames of count ${f.count} holds ${count} messages over ${end} of ${f.bytes.length} bytes`)
+  }
+}
+
+describe('FrameReader fuzz', () => {
+  it(`${READER_CASES} random, truncated, oversized and out-of-order streams at random read boundaries`, async () => {
+    const seed = runSeed()
+    await withSeed(seed, FILE, () => {
+      const rng = createRng(seed)
+      const seen: Seen[] = []
+      for (let i = 0; i < READER_CASES; i++) {
+        const kind = CASE_KINDS[i % CASE_KINDS.length]!
+        const c = generateCase(rng, kind)
+        const chunks = chunking(rng, c.stream, c.boundaries)
+        const drainAfter = chunks.map(() => rng.chance(0.75))
+        const outcome = runReaderCase(c, chunks, drainAfter, `case ${i} (${kind}, ${c.stream.length} bytes in ${chunks.length} reads)`)
+        seen.push({ kind, outcome })
+      }
+      // The generators must reach every outcome they are meant to, or the properties above test nothing.
+      const count = (kind: CaseKind, outcome: Seen['outcome']) => seen.filter((s) => s.kind === kind && s.outcome === outcome).length
+      const perKind = READER_CASES / CASE_KINDS.length
+      expect(count('valid', 'complete')).toBe(seen.filter((s) => s.kind === 'valid').length)
+      expect(count('startup', 'complete')).toBeGreaterThan(perKind * 0.9)
+      expect(count('truncated', 'incomplete')).toBeGreaterThan(perKind * 0.9)
+      expect(count('huge-declared', 'incomplete')).toBeGreaterThan(perKind * 0.9)
+      for (const kind of ['oversized', 'unknown-type', 'startup-bad-length', 'typed-before-startup', 'startup-after-typed'] as const) {
+        expect(count(kind, 'error'), kind).toBeGreaterThan(perKind * 0.9)
+      }
+      expect(count('garbage', 'error')).toBeGreaterThan(perKind * 0.3)
+      expect(count('garbage', 'complete') + count('garbage', 'incomplete')).toBeGreaterThan(perKind * 0.05)
+    })
+  })
+})
+
+describe('live server fuzz', () => {
+  const dbs = useDevDbs()
+
+  it(`${LIVE_CASES} bad clients (garbage, bad startups, out-of-order and malformed messages, crashes) while drivers run checked queries`, async () => {
+    const seed = runSeed()
+    await withSeed(seed, FILE, async () => {
+      const dev = await dbs.start()
+      const rng = createRng(seed)
+      const run: LiveRun = { cases: new Map(), failures: [] }
+      let isDone = false
+      const bystanders = runBystanders(dev.url, rng.fork(1000), () => isDone, { table: 'fuzz_bystander', perDriver: BYSTANDERS, deadlineMs: DEADLINE_MS })
+      const started = performance.now()
+      try {
+        await Promise.all(Array.from({ length: BAD_WORKERS }, (_, i) => badWorker(i, rng.fork(i), dev.url, DEADLINE_MS, Math.ceil(LIVE_CASES / BAD_WORKERS), run)))
+      } finally {
+        isDone = true
+      }
+      const seen = await bystanders
+      const total = [...run.cases].reduce((sum, [kind, n]) => (kind === 'connect' ? sum : sum + n), 0)
+      console.log(`live fuzz: ${total} bad-client cases in ${Math.round(performance.now() - started)} ms, ${seen.ops} bystander ops; cases by kind: ${JSON.stringify(Object.fromEntries(run.cases))}`)
+
+      // Soft, so one run reports every kind of failure and still checks what the server was left holding.
+      expect.soft(seen.errors, `bystander failures (FUZZ_SEED=${seed})`).toEqual([])
+      expect.soft(seen.ops).toBeGreaterThan(100)
+      expect.soft(run.failures.length, `FUZZ_SEED=${seed}: ${summarize(run)}`).toBe(0)
+      const committed = await connectRaw(dev.url)
+      expect((await committed.query('select count(*) from fuzz_bystander')).rows).toEqual([[String(seen.committed)]])
+      await committed.end()
+      // The server holds nothing of any of them, and is still healthy.
+      await expect.poll(() => dev.server.getStats(), { timeout: DEADLINE_MS }).toMatchObject({ activeConnections: 0, queuedQueries: 0, waitingClients: 0, sessionHeld: false })
+      const failed = await Promise.race([dev.failed, Promise.resolve(null)])
+      expect(failed).toBeNull()
+    })
+  })
+})
+
+// Inputs the fuzz found answered wrongly, fixed here so each failure names one defect. Expected answers are what
+// PostgreSQL 15 sends for the same bytes.
+describe('fuzz findings, as fixed inputs', () => {
+  const dbs = useDevDbs()
+
+  it('a Bind or Describe of the unnamed statement never reaches a statement this client did not parse: 26000', async () => {
+    const dev = await dbs.start()
+    const a = await dbs.connect(dev.url)
+    const b = await dbs.connect(dev.url)
+    const bindUnnamed = [wire.bind('', ''), wire.describe('P', ''), wire.execute(''), wire.sync()]
+    const missing = ['E:ERROR 26000 unnamed prepared statement does not exist', 'Z:I']
+    // Before anyone parsed anything: PGlite's own statements must not show either.
+    await b.send(...bindUnnamed)
+    expect(shown(await b.until('Z'))).toEqual(missing)
+    expect((await a.extended("select 'secret of A' as a")).rows).toEqual([['secret of A']])
+    await b.send(...bindUnnamed)
+    expect(shown(await b.until('Z'))).toEqual(missing)
+    await b.send(wire.describe('S', ''), wire.sync())
+    expect(shown(await b.until('Z'))).toEqual(missing)
+  })
+
+  it('messages before a protocol violation in the same read are run and answered before the FATAL', async () => {
+    const dev = await dbs.start()
+    const client = await dbs.connect(dev.url)
+    await client.send(Buffer.concat([wire.query('select 1 as one'), Buffer.from([0xff, 0, 0, 0, 4])]))
+    expect(shown(await client.until('E'))).toEqual(['T', 'D:["1"]', 'C:SELECT 1', 'Z:I', 'E:FATAL 08P01 invalid frontend message type 255'])
+    await withDeadline(client.closed, DEADLINE_MS, 'the server closing the connection')
+  })
+
+  it.each([
+    ['no final terminator', 'user\0postgres\0'],
+    ['no parameters and no terminator', ''],
+    ['bytes after the terminator', 'user\0postgres\0\0xyz'],
+  ])('a StartupMessage with %s is refused: FATAL 08P01', async (_name, body) => {
+    const dev = await dbs.start()
+    const got = await startupAnswer(toAddress(dev.url), [], startupPacket(PROTOCOL_3_0, Buffer.from(body, 'latin1')), { deadlineMs: DEADLINE_MS, what: 'bad layout', isRefusal: true })
+    expect(got).toEqual(['E:FATAL 08P01 invalid startup packet layout: expected terminator as last byte'])
+  })
+
+  it('a second SSLRequest is refused: FATAL 0A000', async () => {
+    const dev = await dbs.start()
+    const ssl = startupPacket(SSL_REQUEST)
+    const got = await startupAnswer(toAddress(dev.url), [ssl], ssl, { deadlineMs: DEADLINE_MS, what: 'second SSLRequest', isRefusal: true })
+    expect(got).toEqual(['E:FATAL 0A000 unsupported frontend protocol 1234.5679: server supports 3.0 to 3.0'])
+  })
+})
