@@ -129,6 +129,26 @@ describe('pglite-dev-db CLI', () => {
     expect(again.stderr.some((l) => l.includes('applied=0'))).toBe(true)
   })
 
+  it('listening beyond loopback without --password warns; with --password it does not, and the URL carries the password', async () => {
+    const open = captureIo()
+    const exitOpen = main(['--host', '0.0.0.0', '--port', '0', '--memory', '--no-migrations', '--log-level', 'warn'], open.io)
+    const openUrl = await open.firstLine
+    expect((await query(openUrl, 'select 1 as n')).rows).toEqual([{ n: 1 }])
+    open.stop()
+    expect(await exitOpen).toBe(0)
+    expect(open.stderr.filter((l) => l.includes('without a password'))).toHaveLength(1)
+
+    const guarded = captureIo()
+    const exitGuarded = main(['--host', '0.0.0.0', '--port', '0', '--memory', '--no-migrations', '--log-level', 'warn', '--password', 'p@ss:w/rd'], guarded.io)
+    const url = await guarded.firstLine
+    expect(url).toMatch(/^postgres:\/\/postgres:p%40ss%3Aw%2Frd@127\.0\.0\.1:\d+\/postgres$/)
+    expect((await query(url, 'select 2 as n')).rows).toEqual([{ n: 2 }])
+    await expect(query(url.replace('p%40ss%3Aw%2Frd', 'wrong'), 'select 3')).rejects.toMatchObject({ code: '28P01' })
+    guarded.stop()
+    expect(await exitGuarded).toBe(0)
+    expect(guarded.stderr.filter((l) => l.includes('without a password'))).toEqual([])
+  })
+
   it('--run starts, runs the command with DATABASE_URL, stops, and exits with its status', async () => {
     const dir = await dataDir()
     const c = captureIo(process.env)
