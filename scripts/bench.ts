@@ -1,0 +1,246 @@
+// Benchmark (issue 5): pglite-dev-db against the in-process PGlite ceiling, stock pglite-socket and PostgreSQL 15,
+// in one run, with real drivers in closed loops. Prints Markdown tables to stdout, progress to stderr, and writes
+// every figure as JSON. Only ratios measured in the same run mean anything: the machine is shared.
+// Usage: npm run bench -- [--seconds N] [--quick] [--json PATH] [--oracle URL] [--targets ours,stock,postgres]
+//        [--workloads select1,point,insert,tpcb,big,copy] [--drivers postgres.js,node-postgres] [--clients 1,8,64]
+//        [--pgbench-seconds N] [--skip pgbench,startup,connections] [--profile WORKLOAD:CLIENTS:DRIVER] [--render JSON]
+import { readdir, readFile, writeFile } from 'node:fs/promises'
+import os from 'node:os'
+import { join } from 'node:path'
+import { parseArgs } from 'node:util'
+import { PGlite } from '@electric-sql/pglite'
+import { describeCell, progress, runCeilingCell, runWireCell, warmUp, warmed, type Timing } from './bench/cells.ts'
+import { CEILINGS, DRIVERS, inProcessSession, type CeilingName, type DriverName } from './bench/drivers.ts'
+import { measureConnectionCost, measureStartup, pgbenchSuite, summarizeProfile } from './bench/extras.ts'
+import { releaseAll, sleep, track } from './bench/procs.ts'
+import { evaluateGoals, renderMarkdown, type Results } from './bench/report.ts'
+import {
+  TARGET_LABELS, copyTemplate, createScratch, createTemplate, hasPostgres, oracleTarget, startOurs, startPostgres, startStock,
+  type Target, type TargetName,
+} from './bench/targets.ts'
+import { WORKLOADS, type Workload, type WorkloadName } from './bench/workloads.ts'
+
+interface Config extends Timing {
+  pgbenchSeconds: number
+  startupRuns: number
+  connectionCounts: number[]
+  targets: TargetName[]
+  workloads: Workload[]
+  drivers: DriverName[]
+  clientsFor: (workload: WorkloadName) => number[]
+  json: string
+  oracle: string | undefined
+  skip: Set<string>
+  profile: string | undefined
+  /** Print the tables of an earlier run's JSON (goals re-evaluated) and measure nothing. */
+  render: string | undefined
+}
+
+const USAGE = 'usage: npm run bench -- [--seconds N] [--quick] [--json PATH] [--oracle URL] [--targets LIST] [--workloads LIST] [--drivers LIST] [--clients LIST] [--pgbench-seconds N] [--skip pgbench,startup,connections] [--profile WORKLOAD:CLIENTS:DRIVER] [--render JSON]'
+/** The goals name 16 clients for these two; the rest run at 1, 8 and 64. */
+const CLIENTS_WITH_16 = new Set<WorkloadName>(['select1', 'point'])
+
+function list<T extends string>(value: string | undefined, allowed: readonly T[], what: string): T[] | undefined {
+  if (value === undefined) return undefined
+  const items = value.split(',').map((s) => s.trim()).filter(Boolean)
+  for (const item of items) if (!allowed.includes(item as T)) throw new Error(`unknown ${what} '${item}' (known: ${allowed.join(', ')})`)
+  return items as T[]
+}
+
+function parseConfig(argv: string[]): Config {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      seconds: { type: 'string' }, quick: { type: 'boolean' }, json: { type: 'string' }, oracle: { type: 'string' },
+      targets: { type: 'string' }, workloads: { type: 'string' }, drivers: { type: 'string' }, clients: { type: 'string' },
+      'pgbench-seconds': { type: 'string' }, skip: { type: 'string' }, profile: { type: 'string' }, render: { type: 'string' },
+      help: { type: 'boolean' },
+    },
+  })
+  if (values.help) {
+    process.stdout.write(`${USAGE}\n`)
+    process.exit(0)
+  }
+  const quick = values.quick ?? false
+  const seconds = Number(values.seconds ?? (quick ? 0.3 : 1.2))
+  if (!(seconds > 0)) throw new Error('--seconds must be a positive number')
+  const clients = values.clients?.split(',').map(Number)
+  const workloadNames = list(values.workloads, WORKLOADS.map((w) => w.name), 'workload')
+  return {
+    seconds,
+    warmupSeconds: Math.max(0.2, Math.round(seconds * 20) / 100),
+    pgbenchSeconds: Number(values['pgbench-seconds'] ?? (quick ? 1 : 4)),
+    stallFloorMs: quick ? 3_000 : 5_000,
+    startupRuns: quick ? 1 : 3,
+    connectionCounts: quick ? [200] : [200, 1000],
+    targets: list(values.targets, ['ours', 'stock', 'postgres'] as const, 'target') ?? ['ours', 'stock', 'postgres'],
+    workloads: workloadNames ? WORKLOADS.filter((w) => workloadNames.includes(w.name)) : [...WORKLOADS],
+    drivers: list(values.drivers, DRIVERS, 'driver') ?? [...DRIVERS],
+    // --quick: every workload, driver and target once, and one concurrent cell (select 1 at 8) to show interleaving.
+    clientsFor: (w) => clients ?? (quick ? (w === 'select1' ? [1, 8] : [1]) : CLIENTS_WITH_16.has(w) ? [1, 8, 16, 64] : [1, 8, 64]),
+    json: values.json ?? 'docs/benchmarks.json',
+    oracle: values.oracle ?? undefined,
+    skip: new Set(values.skip?.split(',') ?? []),
+    profile: values.profile,
+    render: values.render,
+  }
+}
+
+// --- The whole run ---
+
+async function startTarget(name: TargetName, config: Config, scratch: string, template: string): Promise<Target | null> {
+  if (name === 'ours') return startOurs({ template })
+  if (name === 'stock') return startStock(template)
+  if (config.oracle) return oracleTarget(config.oracle)
+  if (!hasPostgres()) {
+    progress('PostgreSQL: pg_config not found and no --oracle: skipped')
+    return null
+  }
+  return startPostgres(scratch)
+}
+
+async function runAll(config: Config, scratch: string, template: string, results: Results): Promise<void> {
+  const targets: Target[] = []
+  for (const name of config.targets) {
+    progress(`starting ${TARGET_LABELS[name]}`)
+    const started = await startTarget(name, config, scratch, template)
+    if (!started) continue
+    // Idle: started, a second to settle, no client yet. pglite-dev-db's figure comes from the start-up runs
+    // (both modes), unless those are skipped.
+    await sleep(1000)
+    const usage = started.usage()
+    if (usage && (name !== 'ours' || config.skip.has('startup'))) {
+      const label = `${TARGET_LABELS[name]}${name === 'postgres' ? ' (postmaster + children)' : ' (data dir)'}`
+      results.idle.push({ target: label, rssMb: usage.rssKb / 1024, ...(name === 'postgres' ? { pssMb: (started.pssKb() ?? 0) / 1024 } : {}) })
+    }
+    targets.push(await warmed(started, config.drivers))
+  }
+
+  const db = await PGlite.create({ dataDir: await copyTemplate(template) })
+  const tracked = track(() => db.close(), () => {})
+  await warmUp(async (name) => inProcessSession(name as CeilingName, db), CEILINGS)
+  for (const workload of config.workloads) {
+    for (const ceiling of CEILINGS) {
+      if (ceiling === 'raw extended' && workload.name === 'copy') continue
+      const cell = await runCeilingCell(db, workload, ceiling, config)
+      results.cells.push(cell)
+      progress(describeCell(cell))
+    }
+    for (const clients of config.clientsFor(workload.name)) {
+      for (const driver of config.drivers) {
+        for (const target of targets) {
+          const cell = await runWireCell(target, workload, clients, driver, config)
+          results.cells.push(cell)
+          progress(describeCell(cell))
+        }
+      }
+    }
+  }
+  progress('closing the in-process PGlite')
+  await tracked.release()
+
+  if (!config.skip.has('pgbench')) {
+    for (const target of targets) {
+      progress(`pgbench on ${target.name}`)
+      const run = await pgbenchSuite(target, config.pgbenchSeconds)
+      results.pgbench.push({ target: target.name, results: run })
+      for (const r of run) progress(`  -M ${r.mode}: ${r.verdict === 'ok' ? `${r.tps?.toFixed(0)} tps` : `${r.verdict} ${r.detail ?? ''}`}`)
+    }
+  }
+  for (const target of targets) {
+    progress(`stopping ${TARGET_LABELS[target.name]}`)
+    await target.stop()
+  }
+
+  if (!config.skip.has('startup')) {
+    progress('start-up timing')
+    results.startup = await measureStartup(template, config.startupRuns)
+  }
+  if (!config.skip.has('connections')) {
+    progress(`idle connections: ${config.connectionCounts.join(', ')}`)
+    results.connections = await measureConnectionCost(template, config.connectionCounts)
+  }
+}
+
+/** --profile WORKLOAD:CLIENTS:DRIVER: one cell against a server that writes a V8 CPU profile, then its top self times. */
+async function runProfile(config: Config, scratch: string, template: string): Promise<void> {
+  const [name = 'select1', clientsText = '64', driverName = 'postgres.js'] = config.profile!.split(':')
+  const workload = WORKLOADS.find((w) => w.name === name)
+  if (!workload) throw new Error(`--profile: unknown workload ${name}`)
+  const driver = list(driverName, DRIVERS, 'driver')![0]!
+  const dir = join(scratch, 'profile')
+  const target = await startOurs({ template, cpuProfileDir: dir })
+  const cell = await runWireCell(target, workload, Number(clientsText), driver, config)
+  progress(describeCell(cell))
+  await target.stop()
+  const file = (await readdir(dir)).find((f) => f.endsWith('.cpuprofile'))
+  if (!file) throw new Error('the server wrote no .cpuprofile')
+  const summary = await summarizeProfile(join(dir, file), 25)
+  const rows = (entries: typeof summary.functions) => entries.map((e) => `| ${e.name} | ${e.where} | ${e.selfMs.toFixed(0)} | ${e.percent.toFixed(1)}% |`)
+  process.stdout.write(
+    [
+      `CPU profile of pglite-dev-db serving ${name} ×${clientsText} ${driver} (${describeCell(cell)}); ${(summary.totalMs / 1000).toFixed(1)} s sampled, whole server lifetime`,
+      '',
+      '| area | | self ms | share |', '| --- | --- | --- | --- |', ...rows(summary.areas),
+      '',
+      '| function | where | self ms | share |', '| --- | --- | --- | --- |', ...rows(summary.functions),
+      '',
+    ].join('\n'),
+  )
+}
+
+async function main(): Promise<void> {
+  const runStarted = performance.now()
+  const config = parseConfig(process.argv.slice(2))
+  if (config.render) {
+    const results = JSON.parse(await readFile(config.render, 'utf8')) as Results
+    results.goals = evaluateGoals(results)
+    process.stdout.write(renderMarkdown(results))
+    return
+  }
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(signal, () => {
+      progress(`${signal}: cleaning up`)
+      releaseAll().finally(() => process.exit(130))
+    })
+  }
+  // A driver that rejects after its cell is over must not end the whole run; it is reported.
+  process.on('unhandledRejection', (reason) => progress(`unhandled rejection (reported, run continues): ${(reason as Error)?.message ?? String(reason)}`))
+  const loadStart = os.loadavg()
+  try {
+    const scratch = await createScratch()
+    progress('template data dir (initdb in WASM, migrations, benchmark tables)')
+    const template = await createTemplate(scratch)
+    if (config.profile) return await runProfile(config, scratch, template)
+    const results: Results = {
+      meta: {
+        date: new Date().toISOString(),
+        command: `npm run bench${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(' ')}` : ''}`,
+        node: process.version,
+        cpus: os.cpus().length,
+        cpuModel: os.cpus()[0]?.model.trim() ?? 'unknown',
+        memoryGb: os.totalmem() / 2 ** 30,
+        loadAverage: { start: loadStart, end: [] },
+        seconds: config.seconds,
+        warmupSeconds: config.warmupSeconds,
+        runSeconds: 0,
+        notes: [
+          'PGlite servers and the in-process ceiling each open a copy of one template data dir on tmpfs; PostgreSQL 15 runs with fsync=off (PGlite runs with -F) and otherwise default settings.',
+          'Clients (the drivers) run in this process, servers in child processes; both share the 2 cores.',
+        ],
+      },
+      cells: [], idle: [], startup: null, connections: null, pgbench: [], goals: [],
+    }
+    await runAll(config, scratch, template, results)
+    results.meta.loadAverage.end = os.loadavg()
+    results.meta.runSeconds = (performance.now() - runStarted) / 1000
+    results.goals = evaluateGoals(results)
+    await writeFile(config.json, `${JSON.stringify(results, null, 2)}\n`)
+    process.stdout.write(renderMarkdown(results))
+    progress(`done in ${(results.meta.runSeconds / 60).toFixed(1)} min; JSON in ${config.json}`)
+  } finally {
+    await releaseAll()
+  }
+}
+
+await main()

@@ -1,0 +1,251 @@
+// The figures that are not closed loops: pgbench's own tps, pglite-dev-db's start-up time and idle memory, what an
+// idle connection costs it, and the top self-time functions of a server CPU profile.
+
+import { spawn } from 'node:child_process'
+import { readFile } from 'node:fs/promises'
+import type { Socket } from 'node:net'
+import { relative } from 'node:path'
+import { openIdleConnection } from './wire.ts'
+import { sleep, spawnServer, usageOf, withDeadline } from './procs.ts'
+import { MIGRATIONS_DIR, OURS_BIN, REPO_ROOT, copyTemplate, startOurs, type Target } from './targets.ts'
+import type { Verdict } from './loop.ts'
+
+// --- pgbench ---
+
+export type PgbenchMode = 'simple' | 'extended' | 'prepared'
+export const PGBENCH_MODES: readonly PgbenchMode[] = ['simple', 'extended', 'prepared']
+export const PGBENCH_CLIENTS = 8
+
+export interface PgbenchResult {
+  mode: PgbenchMode
+  tps: number | null
+  verdict: Verdict
+  detail?: string
+}
+
+interface PgbenchRun {
+  code: number | null
+  stdout: string
+  stderr: string
+  isKilled: boolean
+}
+
+/** One pgbench process; killed past `deadlineMs` or after `idleReports` one-second progress reports of 0 tps. */
+function runPgbench(url: string, args: string[], deadlineMs: number, idleReports = 3): Promise<PgbenchRun> {
+  const { hostname, port } = new URL(url)
+  const child = spawn('pgbench', ['-h', hostname, '-p', port, '-U', 'postgres', ...args, 'postgres'], {
+    env: { ...process.env, PGGSSENCMODE: 'disable', PGCONNECT_TIMEOUT: '5' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  const run: PgbenchRun = { code: null, stdout: '', stderr: '', isKilled: false }
+  let idle = 0
+  const kill = () => {
+    run.isKilled = true
+    child.kill('SIGKILL')
+  }
+  const timer = setTimeout(kill, deadlineMs)
+  child.stdout.on('data', (chunk: Buffer) => (run.stdout += chunk.toString()))
+  child.stderr.on('data', (chunk: Buffer) => {
+    const text = chunk.toString()
+    run.stderr += text
+    for (const match of text.matchAll(/^progress: [\d.]+ s, ([\d.]+) tps/gm)) {
+      idle = Number(match[1]) === 0 ? idle + 1 : 0
+      if (idle >= idleReports && !run.isKilled) kill()
+    }
+  })
+  return new Promise((resolve, reject) => {
+    child.once('error', (error) => {
+      clearTimeout(timer)
+      reject(error)
+    })
+    child.once('close', (code) => {
+      clearTimeout(timer)
+      run.code = code
+      resolve(run)
+    })
+  })
+}
+
+const lastLine = (text: string): string => text.trim().split('\n').filter((line) => !line.startsWith('progress:')).pop() ?? ''
+
+/**
+ * `pgbench -i -s 1` (server-side generation, -I dtGvp: the default client-side COPY kills a stock PGlite, NOTES §1),
+ * then -c 8 -j 8 -T seconds in each query mode (-j = -c: libpq's PQprepare blocks its thread, see test/scenarios/pgbench.ts).
+ * A target that fails a mode is restarted and initialised again before the next.
+ */
+export async function pgbenchSuite(target: Target, seconds: number): Promise<PgbenchResult[]> {
+  const results: PgbenchResult[] = []
+  let needsInit = true
+  for (const mode of PGBENCH_MODES) {
+    if (needsInit) {
+      const init = await runPgbench(target.url, ['-i', '-s', '1', '-I', 'dtGvp', '-q'], 120_000, Infinity)
+      if (init.code !== 0) {
+        results.push({ mode, tps: null, verdict: init.isKilled ? 'stalled' : 'error', detail: `pgbench -i: ${lastLine(init.stderr)}` })
+        await target.restart()
+        continue
+      }
+      needsInit = false
+    }
+    // -n: no vacuum before the run (it would truncate history between modes; PGlite and PostgreSQL alike).
+    const c = String(PGBENCH_CLIENTS)
+    const run = await runPgbench(target.url, ['-n', '-c', c, '-j', c, '-T', String(seconds), '-M', mode, '-P', '1'], (seconds + 30) * 1000)
+    const tps = /tps = ([\d.]+) \(without initial connection time\)/.exec(run.stdout)
+    const failed = Number(/number of failed transactions: (\d+)/.exec(run.stdout)?.[1] ?? 0)
+    if (run.code === 0 && tps && failed === 0) {
+      results.push({ mode, tps: Number(tps[1]), verdict: 'ok' })
+      continue
+    }
+    const aborted = /aborted in command \d+(?: query \d+)?: (.*)/.exec(run.stderr)?.[1]
+    results.push({
+      mode,
+      tps: tps ? Number(tps[1]) : null,
+      verdict: run.isKilled ? 'stalled' : 'error',
+      detail: run.isKilled ? 'no progress: killed' : (aborted ?? (failed > 0 ? `${failed} failed transactions` : lastLine(run.stderr))).slice(0, 120),
+    })
+    await target.restart()
+    needsInit = true
+  }
+  return results
+}
+
+// --- Start-up time and idle memory of pglite-dev-db ---
+
+export interface StartupRun {
+  ms: number
+  /** RSS one second after the URL line, before any client. */
+  idleRssKb: number
+}
+
+/** `node bin/pglite-dev-db.js --port 0 --migrations migrations` plus `modeArgs`: time from spawn to the URL line. */
+async function startOnce(modeArgs: string[]): Promise<StartupRun> {
+  const started = performance.now()
+  const server = spawnServer(process.execPath, [OURS_BIN, ...modeArgs, '--port', '0', '--migrations', MIGRATIONS_DIR, '--log-level', 'warn'], { cwd: REPO_ROOT })
+  try {
+    await server.waitForLine((line) => line.startsWith('postgres://'), 60_000, 'pglite-dev-db URL line')
+    const ms = performance.now() - started
+    await sleep(1000)
+    return { ms, idleRssKb: usageOf(server.pid).rssKb }
+  } finally {
+    await server.stop('SIGTERM')
+  }
+}
+
+export interface StartupResult {
+  memory: StartupRun[]
+  dataDir: StartupRun[]
+}
+
+/** `--memory` (initdb in WASM every time) and a data dir that is already migrated (a copy of the template). */
+export async function measureStartup(template: string, runs: number): Promise<StartupResult> {
+  const result: StartupResult = { memory: [], dataDir: [] }
+  for (let i = 0; i < runs; i++) result.memory.push(await startOnce(['--memory']))
+  const dataDir = await copyTemplate(template)
+  for (let i = 0; i < runs; i++) result.dataDir.push(await startOnce(['--data-dir', dataDir]))
+  return result
+}
+
+// --- Idle connections ---
+
+export interface ConnectionCost {
+  baseRssKb: number
+  /** RSS after each count of idle connections was reached; per connection against the base and against the previous step. */
+  steps: Array<{ connections: number; rssKb: number; kbPerConnection: number; kbPerAddedConnection: number }>
+}
+
+const CONNECT_BATCH = 50
+const SETTLE_MS = 1000
+
+async function openIdle(hostname: string, port: number, sockets: Socket[], upTo: number): Promise<void> {
+  while (sockets.length < upTo) {
+    const batch = Math.min(CONNECT_BATCH, upTo - sockets.length)
+    sockets.push(...(await withDeadline(Promise.all(Array.from({ length: batch }, () => openIdleConnection(hostname, port))), 30_000, `${batch} idle connections`)))
+  }
+}
+
+/**
+ * Open idle connections (startup, then nothing) to a fresh pglite-dev-db and read its RSS at each count. A first
+ * round of the largest count is opened and closed before the base is read: the allocations it makes let V8 collect
+ * the start-up garbage, which would otherwise be freed during the measured rounds and hide their cost.
+ */
+export async function measureConnectionCost(template: string, counts: readonly number[]): Promise<ConnectionCost> {
+  const max = Math.max(...counts)
+  const target = await startOurs({ template, maxConnections: max + 10 })
+  const sockets: Socket[] = []
+  const { hostname, port } = new URL(target.url)
+  try {
+    await openIdle(hostname, Number(port), sockets, max)
+    for (const socket of sockets.splice(0)) socket.destroy()
+    await sleep(SETTLE_MS)
+    const baseRssKb = target.usage()!.rssKb
+    const steps: ConnectionCost['steps'] = []
+    let previous = { connections: 0, rssKb: baseRssKb }
+    for (const count of [...counts].sort((a, b) => a - b)) {
+      await openIdle(hostname, Number(port), sockets, count)
+      await sleep(SETTLE_MS)
+      const rssKb = target.usage()!.rssKb
+      steps.push({ connections: count, rssKb, kbPerConnection: (rssKb - baseRssKb) / count, kbPerAddedConnection: (rssKb - previous.rssKb) / (count - previous.connections) })
+      previous = { connections: count, rssKb }
+    }
+    return { baseRssKb, steps }
+  } finally {
+    for (const socket of sockets) socket.destroy()
+    await target.stop()
+  }
+}
+
+// --- CPU profile: self time per function ---
+
+interface ProfileNode {
+  id: number
+  callFrame: { functionName: string; url: string; lineNumber: number; columnNumber: number }
+  hitCount?: number
+}
+
+export interface ProfileEntry {
+  name: string
+  where: string
+  selfMs: number
+  percent: number
+}
+
+/** Top self-time functions of a V8 .cpuprofile, and the same by area (WASM, PGlite's JS, our src/, Node, idle, GC). */
+export async function summarizeProfile(path: string, top: number): Promise<{ functions: ProfileEntry[]; areas: ProfileEntry[]; totalMs: number }> {
+  const profile = JSON.parse(await readFile(path, 'utf8')) as { nodes: ProfileNode[]; startTime: number; endTime: number; samples: number[] }
+  const sampleMs = (profile.endTime - profile.startTime) / 1000 / Math.max(1, profile.samples.length)
+  const byFunction = new Map<string, ProfileEntry>()
+  const byArea = new Map<string, ProfileEntry>()
+  const add = (map: Map<string, ProfileEntry>, key: string, name: string, where: string, ms: number) => {
+    const entry = map.get(key) ?? { name, where, selfMs: 0, percent: 0 }
+    entry.selfMs += ms
+    map.set(key, entry)
+  }
+  let totalMs = 0
+  for (const node of profile.nodes) {
+    const ms = (node.hitCount ?? 0) * sampleMs
+    if (ms === 0) continue
+    totalMs += ms
+    const { functionName, url, lineNumber, columnNumber } = node.callFrame
+    const where = url ? `${shortUrl(url)}:${lineNumber + 1}:${columnNumber + 1}` : ''
+    add(byFunction, `${functionName}@${where}`, functionName || '(anonymous)', where, ms)
+    add(byArea, areaOf(functionName, url), areaOf(functionName, url), '', ms)
+  }
+  const ranked = (map: Map<string, ProfileEntry>, n: number) =>
+    [...map.values()].sort((a, b) => b.selfMs - a.selfMs).slice(0, n).map((e) => ({ ...e, percent: (100 * e.selfMs) / totalMs }))
+  return { functions: ranked(byFunction, top), areas: ranked(byArea, 20), totalMs }
+}
+
+function shortUrl(url: string): string {
+  const path = url.replace(/^file:\/\//, '')
+  return path.startsWith(REPO_ROOT) ? relative(REPO_ROOT, path) : path
+}
+
+function areaOf(functionName: string, url: string): string {
+  if (functionName === '(idle)' || functionName === '(garbage collector)' || functionName === '(program)') return functionName
+  if (url.startsWith('wasm://') || /^(wasm-function|\$)/.test(functionName)) return 'PGlite WASM (Postgres)'
+  if (url.includes('/@electric-sql/pglite/')) return "PGlite's JS"
+  if (url.includes('/src/socket/')) return 'pglite-dev-db src/socket'
+  if (url.includes('/src/')) return 'pglite-dev-db src (other)'
+  if (url.includes('/node_modules/')) return 'other packages (tsx, drizzle, ...)'
+  if (url.startsWith('node:') || url === '') return 'Node.js internals and natives'
+  return 'other'
+}

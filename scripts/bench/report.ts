@@ -1,0 +1,308 @@
+// What a run measured, as JSON records, as Markdown tables (ratios first: only ratios measured in one run mean
+// anything on a shared machine), and the issue's goals each marked met or missed.
+
+import type { CeilingName, DriverName } from './drivers.ts'
+import type { ConnectionCost, PgbenchResult, StartupResult } from './extras.ts'
+import type { Verdict } from './loop.ts'
+import { TARGET_LABELS, type TargetName } from './targets.ts'
+import { WORKLOADS, type WorkloadName } from './workloads.ts'
+
+export interface CellRecord {
+  target: TargetName | 'in-process'
+  workload: WorkloadName
+  clients: number
+  driver: DriverName | CeilingName
+  verdict: Verdict
+  detail?: string
+  /** Operations completed inside the window. */
+  ops: number
+  windowMs: number
+  qps: number | null
+  p50Ms: number | null
+  p99Ms: number | null
+  /** Peak RSS of the server during the window (PostgreSQL: summed over its processes). */
+  serverRssMb: number | null
+  /** PostgreSQL only: proportional set size of the cluster at the end of the window. */
+  serverPssMb?: number | null
+  /** CPU the server used during the window (in process: the whole benchmark process). */
+  serverCpuS: number | null
+  /** CPU the benchmark process (the clients) used during the window. */
+  clientCpuS: number
+}
+
+export interface IdleRecord {
+  target: string
+  rssMb: number
+  pssMb?: number
+}
+
+export interface Results {
+  meta: {
+    date: string
+    command: string
+    node: string
+    cpus: number
+    cpuModel: string
+    memoryGb: number
+    loadAverage: { start: number[]; end: number[] }
+    seconds: number
+    warmupSeconds: number
+    runSeconds: number
+    notes: string[]
+  }
+  cells: CellRecord[]
+  idle: IdleRecord[]
+  startup: StartupResult | null
+  connections: ConnectionCost | null
+  pgbench: Array<{ target: TargetName; results: PgbenchResult[] }>
+  goals: Goal[]
+}
+
+export interface Goal {
+  goal: string
+  measured: string
+  isMet: boolean | null
+}
+
+// --- Lookups and ratios ---
+
+const workloadOf = (name: WorkloadName) => WORKLOADS.find((w) => w.name === name)!
+
+function find(results: Results, target: CellRecord['target'], workload: WorkloadName, clients: number, driver: CellRecord['driver']): CellRecord | undefined {
+  return results.cells.find((c) => c.target === target && c.workload === workload && c.clients === clients && c.driver === driver)
+}
+
+const okQps = (cell: CellRecord | undefined): number | null => (cell && cell.verdict === 'ok' ? cell.qps : null)
+
+function ceiling(results: Results, workload: WorkloadName, name: CeilingName | 'raw'): number | null {
+  const which = name === 'raw' ? (workloadOf(workload).rawCeiling === 'simple' ? 'raw simple' : 'raw extended') : name
+  return okQps(find(results, 'in-process', workload, 1, which))
+}
+
+function ratio(a: number | null, b: number | null): number | null {
+  return a === null || b === null || b === 0 ? null : a / b
+}
+
+// --- Formatting ---
+
+const x = (r: number | null): string => (r === null ? '—' : `${r.toFixed(2)}x`)
+const num = (n: number | null, digits = 0): string => (n === null || Number.isNaN(n) ? '—' : n.toFixed(digits))
+const ms = (n: number | null): string => (n === null || Number.isNaN(n) ? '—' : n < 10 ? n.toFixed(2) : n.toFixed(1))
+const mb = (kb: number): string => (kb / 1024).toFixed(0)
+const median = (values: number[]): number => [...values].sort((a, b) => a - b)[Math.floor((values.length - 1) / 2)] ?? Number.NaN
+
+function verdictText(cell: CellRecord | undefined): string {
+  if (!cell) return 'not run'
+  if (cell.verdict === 'ok') return num(cell.qps)
+  return `**${cell.verdict}**${cell.detail ? `: ${cell.detail.replaceAll('|', '/').replaceAll('\n', ' ').slice(0, 70)}` : ''}`
+}
+
+function table(header: string[], rows: string[][]): string[] {
+  return [`| ${header.join(' | ')} |`, `| ${header.map(() => '---').join(' | ')} |`, ...rows.map((row) => `| ${row.join(' | ')} |`)]
+}
+
+// --- Sections ---
+
+function ceilingSection(results: Results): string[] {
+  const rows = WORKLOADS.filter((w) => results.cells.some((c) => c.target === 'in-process' && c.workload === w.name)).map((w) => {
+    const cells = (['db.query', 'raw simple', 'raw extended'] as const).map((name) => find(results, 'in-process', w.name, 1, name))
+    return [w.title, ...cells.flatMap((cell) => [verdictText(cell), ms(cell?.p50Ms ?? null)]), w.rawCeiling === 'simple' ? 'raw simple' : 'raw extended']
+  })
+  return [
+    '### In-process ceilings (one loop on one PGlite in the benchmark process)',
+    '',
+    ...table(['workload', 'db.query q/s', 'p50 ms', 'raw simple q/s', 'p50 ms', 'raw extended q/s', 'p50 ms', '"× raw" uses'], rows),
+  ]
+}
+
+function summarySection(results: Results): string[] {
+  const rows: string[][] = []
+  const keys = new Set(results.cells.filter((c) => c.target !== 'in-process').map((c) => `${c.workload}|${c.clients}|${c.driver}`))
+  for (const key of keys) {
+    const [workload, clientsText, driver] = key.split('|') as [WorkloadName, string, DriverName]
+    const clients = Number(clientsText)
+    const ours = find(results, 'ours', workload, clients, driver)
+    const stock = find(results, 'stock', workload, clients, driver)
+    const pg = find(results, 'postgres', workload, clients, driver)
+    const q = okQps(ours)
+    rows.push([
+      workload, String(clients), driver,
+      verdictText(ours), ms(ours?.p50Ms ?? null), ms(ours?.p99Ms ?? null),
+      x(ratio(q, ceiling(results, workload, 'db.query'))), x(ratio(q, ceiling(results, workload, 'raw'))),
+      verdictText(stock), x(ratio(q, okQps(stock))),
+      verdictText(pg), x(ratio(q, okQps(pg))),
+    ])
+  }
+  return [
+    '### pglite-dev-db against the ceilings, stock pglite-socket and PostgreSQL 15',
+    '',
+    ...table(['workload', 'clients', 'driver', 'ours q/s', 'p50 ms', 'p99 ms', '× db.query', '× raw', 'stock q/s', '× stock', 'PG15 q/s', '× PG15'], rows),
+  ]
+}
+
+function detailSection(results: Results): string[] {
+  const rows = results.cells.map((c) => {
+    const q = okQps(c)
+    return [
+      c.target === 'in-process' ? 'in-process' : TARGET_LABELS[c.target], c.workload, String(c.clients), c.driver,
+      verdictText(c), ms(c.p50Ms), ms(c.p99Ms), c.clients === 64 && c.p50Ms && c.p99Ms ? (c.p99Ms / c.p50Ms).toFixed(1) : '',
+      x(ratio(q, ceiling(results, c.workload, 'db.query'))), x(ratio(q, ceiling(results, c.workload, 'raw'))),
+      num(c.serverRssMb), num(c.serverCpuS, 2), c.serverCpuS !== null && c.ops > 0 ? num((c.serverCpuS * 1e6) / c.ops) : '—', num(c.clientCpuS, 2),
+    ]
+  })
+  return [
+    '### Every cell',
+    '',
+    'Server RSS is the peak during the window (PostgreSQL: summed over its processes, so shared buffers count once per',
+    'process); server CPU is what it used during the window (in-process: the whole benchmark process); client CPU is',
+    'the benchmark process (the drivers).',
+    '',
+    ...table(['target', 'workload', 'clients', 'driver', 'q/s', 'p50 ms', 'p99 ms', 'p99/p50 at 64', '× db.query', '× raw', 'server RSS MB', 'server CPU s', 'server CPU µs/op', 'client CPU s'], rows),
+  ]
+}
+
+function fairnessSection(results: Results): string[] {
+  const rows: string[][] = []
+  for (const w of WORKLOADS) {
+    for (const driver of new Set(results.cells.filter((c) => c.workload === w.name && c.clients === 64).map((c) => c.driver))) {
+      const cell = (t: TargetName) => {
+        const c = find(results, t, w.name, 64, driver)
+        return c?.verdict === 'ok' && c.p50Ms && c.p99Ms ? `${(c.p99Ms / c.p50Ms).toFixed(1)} (${ms(c.p50Ms)} / ${ms(c.p99Ms)})` : c ? c.verdict : '—'
+      }
+      rows.push([w.name, driver, cell('ours'), cell('stock'), cell('postgres')])
+    }
+  }
+  return ['### Fairness at 64 clients: p99 / p50 (p50 ms / p99 ms)', '', ...table(['workload', 'driver', 'pglite-dev-db', 'stock', 'PostgreSQL 15'], rows)]
+}
+
+function resourceSection(results: Results): string[] {
+  const lines = ['### Memory and start-up', '']
+  // pglite-dev-db's idle figures are the start-up runs' (median, as the goals use), one second after the URL line.
+  const startupIdle: IdleRecord[] = results.startup
+    ? [
+        { target: 'pglite-dev-db `--memory`', rssMb: median(results.startup.memory.map((r) => r.idleRssKb)) / 1024 },
+        { target: 'pglite-dev-db `--data-dir` (reopened)', rssMb: median(results.startup.dataDir.map((r) => r.idleRssKb)) / 1024 },
+      ]
+    : []
+  const rows: string[][] = [...startupIdle, ...results.idle].map((i) => [i.target, num(i.rssMb), i.pssMb === undefined ? '' : num(i.pssMb)])
+  lines.push(...table(['idle server', 'RSS MB', 'PSS MB'], rows), '')
+  if (results.connections) {
+    const c = results.connections
+    lines.push(...table(['idle connections to pglite-dev-db', 'server RSS MB', 'per connection (vs none)', 'per connection (vs previous row)'], [
+      ['none (after opening and closing as many once)', mb(c.baseRssKb), '', ''],
+      ...c.steps.map((s) => [String(s.connections), mb(s.rssKb), `${s.kbPerConnection.toFixed(1)} kB`, `${s.kbPerAddedConnection.toFixed(1)} kB`]),
+    ]), '')
+  }
+  if (results.startup) {
+    const s = results.startup
+    const row = (name: string, runs: StartupResult['memory']) => [name, runs.map((r) => (r.ms / 1000).toFixed(2)).join(', '), (median(runs.map((r) => r.ms)) / 1000).toFixed(2)]
+    lines.push(...table(['pglite-dev-db start-up with the example migrations (spawn → URL line)', 'runs (s)', 'median (s)'], [
+      row('`--memory` (initdb in WASM each start)', s.memory),
+      row('`--data-dir` already migrated', s.dataDir),
+    ]))
+  }
+  return lines
+}
+
+function pgbenchSection(results: Results): string[] {
+  if (results.pgbench.length === 0) return []
+  const get = (t: TargetName, mode: string) => results.pgbench.find((p) => p.target === t)?.results.find((r) => r.mode === mode)
+  const text = (r: PgbenchResult | undefined) => (!r ? '—' : r.verdict === 'ok' ? num(r.tps) : `**${r.verdict}**${r.detail ? `: ${r.detail.replaceAll('|', '/').slice(0, 60)}` : ''}`)
+  const tps = (r: PgbenchResult | undefined) => (r?.verdict === 'ok' ? r.tps : null)
+  const rows = ['simple', 'extended', 'prepared'].map((mode) => {
+    const [ours, stock, pg] = (['ours', 'stock', 'postgres'] as const).map((t) => get(t, mode))
+    return [mode, text(ours), text(stock), text(pg), x(ratio(tps(ours), tps(stock))), x(ratio(tps(ours), tps(pg)))]
+  })
+  return ['### pgbench TPC-B (`-s 1`, `-c 8 -j 8`), its own tps', '', ...table(['-M', 'ours tps', 'stock tps', 'PG15 tps', 'ours/stock', 'ours/PG15'], rows)]
+}
+
+function goalsSection(results: Results): string[] {
+  const mark = (g: Goal) => (g.isMet === null ? 'not measured' : g.isMet ? 'met' : '**missed**')
+  return ['### Goals (issue 5)', '', ...table(['goal', 'measured', ''], results.goals.map((g) => [g.goal, g.measured, mark(g)]))]
+}
+
+export function renderMarkdown(results: Results): string {
+  const m = results.meta
+  return [
+    `Run ${m.date}: ${m.cpus} × ${m.cpuModel}, ${m.memoryGb.toFixed(0)} GB, Node ${m.node}; load average ${m.loadAverage.start.map((l) => l.toFixed(2)).join(' ')} at start, ${m.loadAverage.end.map((l) => l.toFixed(2)).join(' ')} at end.`,
+    `Each cell: ${m.warmupSeconds} s warm-up, then a ${m.seconds} s window; whole run ${(m.runSeconds / 60).toFixed(1)} min. \`${m.command}\``,
+    ...m.notes.map((n) => `- ${n}`),
+    '',
+    ...goalsSection(results), '',
+    ...ceilingSection(results), '',
+    ...summarySection(results), '',
+    ...fairnessSection(results), '',
+    ...resourceSection(results), '',
+    ...pgbenchSection(results), '',
+    ...detailSection(results), '',
+  ].join('\n')
+}
+
+// --- Goals ---
+
+function listRatios(parts: Array<[string, number | null]>): string {
+  return parts.map(([name, r]) => `${name} ${x(r)}`).join(', ')
+}
+
+function allAtLeast(parts: Array<[string, number | null]>, min: number): boolean | null {
+  const known = parts.filter(([, r]) => r !== null)
+  if (known.length === 0) return null
+  return known.length === parts.length && known.every(([, r]) => r! >= min)
+}
+
+export function evaluateGoals(results: Results): Goal[] {
+  const goals: Goal[] = []
+  const drivers = [...new Set(results.cells.filter((c) => c.target === 'ours').map((c) => c.driver as DriverName))]
+  const ours = (w: WorkloadName, clients: number, d: DriverName) => okQps(find(results, 'ours', w, clients, d))
+
+  for (const w of WORKLOADS.filter((w) => results.cells.some((c) => c.target === 'ours' && c.workload === w.name && c.clients === 1))) {
+    const parts = drivers.map((d): [string, number | null] => [d, ratio(ours(w.name, 1, d), ceiling(results, w.name, 'db.query'))])
+    goals.push({ goal: `1 client ≥ 1.0x in-process db.query: ${w.name}`, measured: listRatios(parts), isMet: allAtLeast(parts, 1.0) })
+  }
+  for (const clients of [16, 64]) {
+    const parts = drivers.map((d): [string, number | null] => [d, ratio(ours('select1', clients, d), ceiling(results, 'select1', 'raw simple'))])
+    goals.push({ goal: `${clients} clients select 1 ≥ 0.8x raw simple-Query ceiling`, measured: listRatios(parts), isMet: allAtLeast(parts, 0.8) })
+  }
+  {
+    const parts = [1, 8, 16, 64].map((n): [string, number | null] => [`${n} cl.`, ratio(ours('point', n, 'postgres.js'), ceiling(results, 'point', 'raw extended'))])
+    goals.push({ goal: 'prepared point select (postgres.js) ≥ 1.0x raw Parse/Bind/Describe/Execute/Sync ceiling', measured: listRatios(parts), isMet: allAtLeast(parts, 1.0) })
+  }
+  {
+    const pairs = results.cells.filter((c) => c.target === 'ours').map((c) => ({ c, stock: find(results, 'stock', c.workload, c.clients, c.driver) }))
+    const comparable = pairs.filter((p) => p.c.verdict === 'ok' && p.stock?.verdict === 'ok')
+    const ratios = comparable.map((p) => ({ p, r: ratio(p.c.qps, p.stock!.qps)! }))
+    const below = ratios.filter((r) => r.r < 1.3)
+    const failedStock = pairs.filter((p) => p.stock && p.stock.verdict !== 'ok').length
+    const min = ratios.length ? Math.min(...ratios.map((r) => r.r)) : null
+    goals.push({
+      goal: '≥ 1.3x stock pglite-socket (q/s, every cell where stock answered correctly)',
+      measured: `${ratios.length - below.length}/${ratios.length} cells ≥ 1.3x (lowest ${x(min)}${below.length ? `; below: ${below.map((b) => `${b.p.c.workload}×${b.p.c.clients} ${b.p.c.driver} ${x(b.r)}`).join(', ')}` : ''}); stock failed in ${failedStock} more`,
+      isMet: ratios.length ? below.length === 0 : null,
+    })
+  }
+  {
+    const at64 = results.cells.filter((c) => c.target === 'ours' && c.clients === 64)
+    const over = at64.filter((c) => c.verdict !== 'ok' || !c.p50Ms || !c.p99Ms || c.p99Ms / c.p50Ms > 2)
+    goals.push({
+      goal: '64 clients: p99 ≤ 2x p50 (every workload and driver)',
+      measured: `${at64.length - over.length}/${at64.length} cells${over.length ? `; over: ${over.map((c) => `${c.workload} ${c.driver} ${c.p50Ms && c.p99Ms ? (c.p99Ms / c.p50Ms).toFixed(1) : c.verdict}`).join(', ')}` : ''}`,
+      isMet: at64.length ? over.length === 0 : null,
+    })
+  }
+  if (results.startup) {
+    const s = results.startup
+    for (const [name, runs] of [['`--data-dir` (reopened)', s.dataDir], ['`--memory`', s.memory]] as const) {
+      const rss = median(runs.map((r) => r.idleRssKb)) / 1024
+      goals.push({ goal: `idle server ≤ 150 MB RSS, ${name}`, measured: `${rss.toFixed(0)} MB`, isMet: rss <= 150 })
+    }
+    for (const [name, runs] of [['`--memory`', s.memory], ['`--data-dir` already migrated', s.dataDir]] as const) {
+      const seconds = median(runs.map((r) => r.ms)) / 1000
+      goals.push({ goal: `start-up with migrations < 0.5 s, ${name}`, measured: `${seconds.toFixed(2)} s (median of ${runs.length})`, isMet: seconds < 0.5 })
+    }
+  }
+  if (results.connections) {
+    const last = results.connections.steps.at(-1)
+    if (last) goals.push({ goal: `${last.connections} idle connections add ≤ 100 kB each`, measured: `${last.kbPerConnection.toFixed(1)} kB each`, isMet: last.kbPerConnection <= 100 })
+  }
+  return goals
+}

@@ -1,0 +1,212 @@
+// The servers under test, each in its own child process so its memory and CPU can be read from /proc and the
+// benchmark's clients do not share its event loop: pglite-dev-db (our CLI), stock pglite-socket (its CLI), and a
+// throwaway PostgreSQL 15 cluster. PGlite servers open a copy of one template data dir, made once per run.
+
+import { execFileSync } from 'node:child_process'
+import { chmod, chown, cp, mkdir, mkdtemp, rm } from 'node:fs/promises'
+import { createRequire } from 'node:module'
+import os from 'node:os'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { PGlite } from '@electric-sql/pglite'
+import postgres from 'postgres'
+import { applyMigrations } from '../../src/migrate.ts'
+import { createLogger } from '../../src/log.ts'
+import { freePort, pssOf, spawnServer, trackDir, usageOf, withDeadline, type ServerProcess, type Usage } from './procs.ts'
+import { SETUP_SQL } from './workloads.ts'
+
+export const REPO_ROOT = fileURLToPath(new URL('../..', import.meta.url))
+export const MIGRATIONS_DIR = join(REPO_ROOT, 'migrations')
+const HOST = '127.0.0.1'
+const START_DEADLINE_MS = 60_000
+/** Stock's default is 1 connection; 100 lets 64 clients and the benchmark's own checks in. */
+const STOCK_MAX_CONNECTIONS = 100
+
+export type TargetName = 'ours' | 'stock' | 'postgres'
+export const TARGET_LABELS: Record<TargetName, string> = { ours: 'pglite-dev-db', stock: 'stock pglite-socket', postgres: 'PostgreSQL 15' }
+
+export interface Target {
+  name: TargetName
+  url: string
+  /** Memory and CPU of the server now; null when it is not ours to read (an --oracle server). */
+  usage(): Usage | null
+  /** PostgreSQL only: proportional memory of the cluster (shared buffers counted once). */
+  pssKb(): number | null
+  /** Kill and start afresh (stock after it breaks). PostgreSQL keeps its data. */
+  restart(): Promise<void>
+  stop(): Promise<void>
+}
+
+/** Where this run keeps its data dirs: /dev/shm when there (tmpfs), else the OS temp dir. Removed at the end. */
+export async function createScratch(): Promise<string> {
+  const root = await mkdtemp(join(os.platform() === 'linux' ? '/dev/shm' : os.tmpdir(), 'pglite-bench-'))
+  trackDir(root)
+  // PostgreSQL runs as its own user and must reach its directory inside.
+  await chmod(root, 0o755)
+  return root
+}
+
+/** A PGlite data dir with the example migrations (for the start-up timing) and the benchmark tables. */
+export async function createTemplate(scratch: string): Promise<string> {
+  const dir = join(scratch, 'template')
+  const db = await PGlite.create({ dataDir: dir })
+  try {
+    await applyMigrations(db, MIGRATIONS_DIR, createLogger({ level: 'error' }))
+    await db.exec(SETUP_SQL)
+  } finally {
+    await db.close()
+  }
+  return dir
+}
+
+let copies = 0
+export async function copyTemplate(template: string): Promise<string> {
+  const dir = join(dirname(template), `db-${++copies}`)
+  await cp(template, dir, { recursive: true })
+  return dir
+}
+
+export interface OursOptions {
+  template: string
+  maxConnections?: number
+  /** Write a V8 CPU profile of the server into this directory when it exits. */
+  cpuProfileDir?: string
+}
+
+export const OURS_BIN = join(REPO_ROOT, 'bin', 'pglite-dev-db.js')
+
+interface Running {
+  server: ServerProcess
+  url: string
+  /** The copy of the template it opened; removed when it stops. */
+  dataDir: string
+}
+
+async function startOursProcess(options: OursOptions): Promise<Running> {
+  const dataDir = await copyTemplate(options.template)
+  const server = spawnServer(
+    process.execPath,
+    [
+      ...(options.cpuProfileDir ? ['--cpu-prof', '--cpu-prof-dir', options.cpuProfileDir] : []),
+      OURS_BIN,
+      '--data-dir', dataDir,
+      '--port', '0',
+      '--no-migrations',
+      '--log-level', 'warn',
+      '--max-connections', String(options.maxConnections ?? 1000),
+    ],
+    { cwd: REPO_ROOT },
+  )
+  const url = await server.waitForLine((line) => line.startsWith('postgres://'), START_DEADLINE_MS, 'pglite-dev-db URL line')
+  return { server, url, dataDir }
+}
+
+async function startStockProcess(template: string): Promise<Running> {
+  const dataDir = await copyTemplate(template)
+  // The package's exports do not list its bin: find it beside the resolved entry.
+  const script = join(dirname(createRequire(import.meta.url).resolve('pglite-socket-stock')), 'scripts', 'server.js')
+  const port = await freePort()
+  const server = spawnServer(process.execPath, [script, `--db=${dataDir}`, `--port=${port}`, `--host=${HOST}`, `--max-connections=${STOCK_MAX_CONNECTIONS}`], { cwd: REPO_ROOT })
+  await server.waitForLine((line) => line.includes('listening'), START_DEADLINE_MS, 'stock pglite-socket listening line')
+  return { server, url: `postgres://postgres@${HOST}:${port}/postgres`, dataDir }
+}
+
+async function stopRunning(running: Running, signal: NodeJS.Signals): Promise<void> {
+  await running.server.stop(signal)
+  await rm(running.dataDir, { recursive: true, force: true })
+}
+
+function pgliteTarget(name: 'ours' | 'stock', start: () => Promise<Running>) {
+  return async (): Promise<Target> => {
+    let running = await start()
+    return {
+      name,
+      get url() {
+        return running.url
+      },
+      usage: () => usageOf(running.server.pid),
+      pssKb: () => null,
+      async restart() {
+        await stopRunning(running, 'SIGKILL')
+        running = await start()
+      },
+      stop: () => stopRunning(running, 'SIGTERM'),
+    }
+  }
+}
+
+export const startOurs = (options: OursOptions): Promise<Target> => pgliteTarget('ours', () => startOursProcess(options))()
+export const startStock = (template: string): Promise<Target> => pgliteTarget('stock', () => startStockProcess(template))()
+
+// --- PostgreSQL 15: initdb and postgres as the postgres user (PostgreSQL refuses root), in the scratch dir ---
+
+function pgBinDir(): string {
+  return execFileSync('pg_config', ['--bindir'], { encoding: 'utf8' }).trim()
+}
+
+function postgresUser(): { uid: number; gid: number } | null {
+  if (process.getuid?.() !== 0) return null
+  return {
+    uid: Number(execFileSync('id', ['-u', 'postgres'], { encoding: 'utf8' }).trim()),
+    gid: Number(execFileSync('id', ['-g', 'postgres'], { encoding: 'utf8' }).trim()),
+  }
+}
+
+/** Whether a local PostgreSQL can be started here (pg_config on PATH). */
+export function hasPostgres(): boolean {
+  try {
+    pgBinDir()
+    return true
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return false
+    throw error
+  }
+}
+
+export async function startPostgres(scratch: string): Promise<Target> {
+  const bin = pgBinDir()
+  const user = postgresUser()
+  const dir = join(scratch, 'postgres')
+  await mkdir(dir)
+  if (user) await chown(dir, user.uid, user.gid)
+  const as = user ?? {}
+  const env = { PATH: process.env.PATH ?? '/usr/bin:/bin', LANG: 'C', HOME: dir }
+  const initdb = spawnServer(join(bin, 'initdb'), ['-D', join(dir, 'data'), '-U', 'postgres', '--auth=trust', '--no-sync', '-E', 'UTF8', '--locale=C'], { ...as, env })
+  const [code] = await withDeadline(new Promise<[number | null]>((resolve) => initdb.child.once('exit', (c) => resolve([c]))), START_DEADLINE_MS, 'initdb')
+  if (code !== 0) throw new Error(`initdb failed (${code}):\n${initdb.tail()}`)
+  const port = await freePort()
+  // fsync=off matches PGlite, which runs with -F; everything else is PostgreSQL's default.
+  const settings = ['listen_addresses=127.0.0.1', `unix_socket_directories=${dir}`, 'fsync=off', 'max_connections=300']
+  const server = spawnServer(join(bin, 'postgres'), ['-D', join(dir, 'data'), '-p', String(port), ...settings.flatMap((s) => ['-c', s])], { ...as, env, stopNow: 'SIGQUIT' })
+  await server.waitForLine((line) => line.includes('ready to accept connections'), START_DEADLINE_MS, 'PostgreSQL ready')
+  const url = `postgres://postgres@${HOST}:${port}/postgres`
+  await runAdmin(url, SETUP_SQL, 120_000)
+  return {
+    name: 'postgres',
+    url,
+    usage: () => usageOf(server.pid, true),
+    pssKb: () => pssOf(server.pid, true),
+    restart: async () => {},
+    // SIGINT is PostgreSQL's fast shutdown: backends end, nothing is waited for.
+    stop: () => server.stop('SIGINT'),
+  }
+}
+
+export function oracleTarget(url: string): Target {
+  return { name: 'postgres', url, usage: () => null, pssKb: () => null, restart: async () => {}, stop: async () => {} }
+}
+
+/** One statement (or script) on a fresh connection, bounded; returns the first column of the first row. */
+export async function runAdmin(url: string, sqlText: string, deadlineMs = 10_000): Promise<string | null> {
+  const sql = postgres(url, { max: 1, connect_timeout: 5, onnotice: () => {}, fetch_types: false })
+  try {
+    const result = await withDeadline(sql.unsafe(sqlText), deadlineMs, `${sqlText.trim().slice(0, 40)}`)
+    const row = (result as unknown as Array<Record<string, unknown>>)[0]
+    const value = row ? Object.values(row)[0] : undefined
+    return value === undefined || value === null ? null : String(value)
+  } finally {
+    await withDeadline(sql.end({ timeout: 1 }), 3_000, 'admin connection end').catch((error: unknown) => {
+      process.stderr.write(`bench: admin connection did not close: ${(error as Error).message}\n`)
+    })
+  }
+}
