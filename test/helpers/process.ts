@@ -1,7 +1,7 @@
 // A client program (psql, pgbench, python3, java) run to completion with a bound: past its deadline it is killed
 // and the wait fails with StalledError, so a server that stops answering cannot hang the test run.
-import { spawn } from 'node:child_process'
-import { withDeadline } from './raw-client.ts'
+import { spawn, type ChildProcess } from 'node:child_process'
+import { StalledError, withDeadline } from './raw-client.ts'
 
 export interface ProcessRun {
   code: number | null
@@ -39,5 +39,21 @@ export async function runProcess(command: string, args: string[], options: Proce
   } catch (error) {
     child.kill('SIGKILL')
     throw error
+  }
+}
+
+/**
+ * Ask a child to stop (`ask` sends the signal or closes its stdin), wait for `exited` up to `deadlineMs`, and kill it
+ * with SIGKILL past that. Resolves once it has exited either way.
+ */
+export async function stopChild(child: ChildProcess, exited: Promise<unknown>, ask: () => void, deadlineMs: number, what: string): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return
+  ask()
+  try {
+    await withDeadline(exited, deadlineMs, what)
+  } catch (error) {
+    if (!(error instanceof StalledError)) throw error
+    child.kill('SIGKILL')
+    await exited
   }
 }

@@ -7,7 +7,8 @@ import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import type { DevDbOptions } from '../../src/dev-server.ts'
 import { copyTemplate, removeDataDir } from './db.ts'
-import { StalledError, withDeadline } from './raw-client.ts'
+import { stopChild } from './process.ts'
+import { withDeadline } from './raw-client.ts'
 
 const CHILD_SCRIPT = fileURLToPath(new URL('./dev-db-process.ts', import.meta.url))
 const REPO_ROOT = fileURLToPath(new URL('../..', import.meta.url))
@@ -76,16 +77,7 @@ export async function spawnDevDb(options: ServerProcessOptions = {}): Promise<Se
   }
   let closing: Promise<void> | undefined
   const stop = async () => {
-    if (child.exitCode === null && child.signalCode === null) {
-      child.stdin.end()
-      try {
-        await withDeadline(exited, STOP_DEADLINE_MS, 'server process exit after stdin closed')
-      } catch (error) {
-        if (!(error instanceof StalledError)) throw error
-        child.kill('SIGKILL')
-        await exited
-      }
-    }
+    await stopChild(child, exited, () => child.stdin.end(), STOP_DEADLINE_MS, 'server process exit after stdin closed')
     await removeDataDir(dataDir)
   }
   try {

@@ -6,7 +6,8 @@ import { fileURLToPath } from 'node:url'
 import type { PGlite } from '@electric-sql/pglite'
 import { PGLiteSocketServer as StockServer } from 'pglite-socket-stock'
 import { copyTemplate, openTestDb, removeDataDir } from './db.ts'
-import { StalledError, withDeadline } from './raw-client.ts'
+import { stopChild } from './process.ts'
+import { withDeadline } from './raw-client.ts'
 
 /** Server options a scenario may ask for; names as in the constructors (stock ignores what it lacks). */
 export interface ServerOptions {
@@ -129,16 +130,7 @@ async function spawnTarget(name: TargetName, options: ServerOptions = {}): Promi
   })
   const exited = once(child, 'exit')
   const stop = async () => {
-    if (child.exitCode === null && child.signalCode === null) {
-      child.kill('SIGTERM')
-      try {
-        await withDeadline(exited, CHILD_STOP_DEADLINE_MS, 'target process exit after SIGTERM')
-      } catch (error) {
-        if (!(error instanceof StalledError)) throw error
-        child.kill('SIGKILL')
-        await exited
-      }
-    }
+    await stopChild(child, exited, () => child.kill('SIGTERM'), CHILD_STOP_DEADLINE_MS, 'target process exit after SIGTERM')
     await removeDataDir(dataDir)
   }
   try {
