@@ -197,7 +197,7 @@ function resourceSection(results: Results): string[] {
     const s = results.startup
     const row = (name: string, runs: StartupResult['memory']) => [name, runs.map((r) => (r.ms / 1000).toFixed(2)).join(', '), (median(runs.map((r) => r.ms)) / 1000).toFixed(2)]
     lines.push(...table(['pglite-dev-db start-up with the example migrations (spawn → URL line)', 'runs (s)', 'median (s)'], [
-      row('`--memory` (initdb in WASM each start)', s.memory),
+      row('`--memory` (loads the migrated template)', s.memory),
       row('`--data-dir` already migrated', s.dataDir),
     ]))
   }
