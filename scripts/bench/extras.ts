@@ -1,10 +1,10 @@
 // The figures that are not closed loops: pgbench's own tps, pglite-dev-db's start-up time and idle memory, what an
 // idle connection costs it, and the top self-time functions of a server CPU profile.
 
-import { spawn } from 'node:child_process'
 import { readFile } from 'node:fs/promises'
 import type { Socket } from 'node:net'
 import { relative } from 'node:path'
+import { runPgbench } from '../../test/scenarios/pgbench.ts'
 import { openIdleConnection } from './wire.ts'
 import { sleep, spawnServer, usageOf, withDeadline } from './procs.ts'
 import { MIGRATIONS_DIR, OURS_BIN, REPO_ROOT, copyTemplate, startOurs, type Target } from './targets.ts'
@@ -23,49 +23,6 @@ export interface PgbenchResult {
   detail?: string
 }
 
-interface PgbenchRun {
-  code: number | null
-  stdout: string
-  stderr: string
-  isKilled: boolean
-}
-
-/** One pgbench process; killed past `deadlineMs` or after `idleReports` one-second progress reports of 0 tps. */
-function runPgbench(url: string, args: string[], deadlineMs: number, idleReports = 3): Promise<PgbenchRun> {
-  const { hostname, port } = new URL(url)
-  const child = spawn('pgbench', ['-h', hostname, '-p', port, '-U', 'postgres', ...args, 'postgres'], {
-    env: { ...process.env, PGGSSENCMODE: 'disable', PGCONNECT_TIMEOUT: '5' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
-  const run: PgbenchRun = { code: null, stdout: '', stderr: '', isKilled: false }
-  let idle = 0
-  const kill = () => {
-    run.isKilled = true
-    child.kill('SIGKILL')
-  }
-  const timer = setTimeout(kill, deadlineMs)
-  child.stdout.on('data', (chunk: Buffer) => (run.stdout += chunk.toString()))
-  child.stderr.on('data', (chunk: Buffer) => {
-    const text = chunk.toString()
-    run.stderr += text
-    for (const match of text.matchAll(/^progress: [\d.]+ s, ([\d.]+) tps/gm)) {
-      idle = Number(match[1]) === 0 ? idle + 1 : 0
-      if (idle >= idleReports && !run.isKilled) kill()
-    }
-  })
-  return new Promise((resolve, reject) => {
-    child.once('error', (error) => {
-      clearTimeout(timer)
-      reject(error)
-    })
-    child.once('close', (code) => {
-      clearTimeout(timer)
-      run.code = code
-      resolve(run)
-    })
-  })
-}
-
 const lastLine = (text: string): string => text.trim().split('\n').filter((line) => !line.startsWith('progress:')).pop() ?? ''
 
 /**
@@ -78,8 +35,8 @@ export async function pgbenchSuite(target: Target, seconds: number): Promise<Pgb
   let needsInit = true
   for (const mode of PGBENCH_MODES) {
     if (needsInit) {
-      const init = await runPgbench(target.url, ['-i', '-s', '1', '-I', 'dtGvp', '-q'], 120_000, Infinity)
-      if (init.code !== 0) {
+      const init = await runPgbench(target.url, ['-i', '-s', '1', '-I', 'dtGvp', '-q'], { runDeadlineMs: 120_000, idleProgressReports: Infinity })
+      if (init.exitCode !== 0) {
         results.push({ mode, tps: null, verdict: init.isKilled ? 'stalled' : 'error', detail: `pgbench -i: ${lastLine(init.stderr)}` })
         await target.restart()
         continue
@@ -88,10 +45,10 @@ export async function pgbenchSuite(target: Target, seconds: number): Promise<Pgb
     }
     // -n: no vacuum before the run (it would truncate history between modes; PGlite and PostgreSQL alike).
     const c = String(PGBENCH_CLIENTS)
-    const run = await runPgbench(target.url, ['-n', '-c', c, '-j', c, '-T', String(seconds), '-M', mode, '-P', '1'], (seconds + 30) * 1000)
+    const run = await runPgbench(target.url, ['-n', '-c', c, '-j', c, '-T', String(seconds), '-M', mode, '-P', '1'], { runDeadlineMs: (seconds + 30) * 1000, idleProgressReports: 3 })
     const tps = /tps = ([\d.]+) \(without initial connection time\)/.exec(run.stdout)
     const failed = Number(/number of failed transactions: (\d+)/.exec(run.stdout)?.[1] ?? 0)
-    if (run.code === 0 && tps && failed === 0) {
+    if (run.exitCode === 0 && tps && failed === 0) {
       results.push({ mode, tps: Number(tps[1]), verdict: 'ok' })
       continue
     }

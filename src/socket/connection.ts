@@ -167,8 +167,6 @@ export class Connection implements SessionMember {
   #startupSettingsPending = false
   /** LISTEN/UNLISTEN statements sent since this client last released the session, in order. */
   #listenCommands: ListenCommand[] = []
-  /** True while waiting for the session with work a CancelRequest may cancel. */
-  #cancelable = false
   /** Waiting work was refused mid-pipeline (canceled, timed out): messages are discarded until Sync, as after an error. */
   #skipUntilSync = false
   #pipelineOpen = false
@@ -553,7 +551,7 @@ export class Connection implements SessionMember {
       if (unitEnd >= 0) await this.#send(bytes.subarray(unitEnd), expectedReady - 1, pipelineOpen)
       return
     }
-    await this.#claimUnnamedStatement(bytes)
+    if (this.#mustCloseUnnamedStatement(bytes)) await this.#capture(CLOSE_UNNAMED_STATEMENT)
     await this.#execute(bytes)
     // Every Sync/Query yields a ReadyForQuery in the same call, except a Query skipped while an error waits for Sync.
     this.#pipelineOpen = pipelineOpen || this.#scanner.readyCount < expectedReady
@@ -561,34 +559,28 @@ export class Connection implements SessionMember {
   }
 
   /**
+   * The session's unnamed statement is whichever client last made one. A client that binds or describes it without
+   * having made it must get Postgres's answer (26000), not another client's statement: true when it must be closed
+   * first. Records this client as its maker when `bytes` make one.
+   */
+  #mustCloseUnnamedStatement(bytes: Buffer): boolean {
+    const use = unnamedStatementUse(bytes)
+    if (use === 0) return false
+    const session = this.#session
+    const mustClose = (use & UnnamedUse.ReferencedFirst) !== 0 && session.unnamedStatementOwner !== this
+    session.unnamedStatementOwner = (use & UnnamedUse.Parsed) !== 0 ? this : mustClose ? null : session.unnamedStatementOwner
+    return mustClose
+  }
+
+  /**
    * Become the session's owner, waiting behind other clients if need be. A wait can end in QueryCanceledError (the
    * client's CancelRequest) or QueueTimeoutError (longer than queueTimeoutMs): see #refuseWaiting.
    */
-  /**
-   * The session's unnamed statement is whichever client last made one. A client that binds or describes it without
-   * having made it must get Postgres's answer (26000), not another client's statement: close it first.
-   */
-  async #claimUnnamedStatement(bytes: Buffer): Promise<void> {
-    const use = unnamedStatementUse(bytes)
-    if (use === 0) return
-    const session = this.#session
-    if ((use & UnnamedUse.ReferencedFirst) !== 0 && session.unnamedStatementOwner !== this) {
-      await this.#capture(CLOSE_UNNAMED_STATEMENT)
-      session.unnamedStatementOwner = null
-    }
-    if ((use & UnnamedUse.Parsed) !== 0) session.unnamedStatementOwner = this
-  }
-
   async #acquire(): Promise<void> {
     const wasOwner = this.isOwner
     const wait = this.#session.scheduler.acquire(this, this.#acquireOptions)
     if (wait) {
-      this.#cancelable = true
-      try {
-        await wait
-      } finally {
-        this.#cancelable = false
-      }
+      await wait
       if (this.state !== 'ready') throw new SchedulerClosedError('the connection is closing')
     }
     if (wasOwner) return
@@ -612,7 +604,6 @@ export class Connection implements SessionMember {
    * A statement already inside PGlite runs to completion (PGlite cannot be interrupted).
    */
   cancel(): void {
-    if (!this.#cancelable) return
     if (this.#session.scheduler.cancelWait(this, new QueryCanceledError())) this.#log.debug('queued work canceled', {})
   }
 

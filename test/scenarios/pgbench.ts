@@ -35,7 +35,7 @@ function keyOf(message: string): string {
 /** One line per aborted client: `client 2 script 0 aborted in command 4 query 0: ERROR:  portal "" does not exist`, `client 3 command 4: no results`. */
 const ABORT_LINE = /^pgbench: error: (client \d+ (?:script \d+ aborted in )?command \d+(?: query \d+)?: (?:(?:ERROR|FATAL):\s+)?(.*))$/gm
 
-interface PgbenchRun {
+export interface PgbenchRun {
   exitCode: number | null
   stdout: string
   stderr: string
@@ -44,7 +44,8 @@ interface PgbenchRun {
   progressed: number
 }
 
-function runPgbench(url: string, args: string[], options: Required<PgbenchOptions>): Promise<PgbenchRun> {
+/** One pgbench process (also the benchmark's): killed past `runDeadlineMs` or after `idleProgressReports` reports of 0 tps. */
+export function runPgbench(url: string, args: string[], options: Pick<Required<PgbenchOptions>, 'runDeadlineMs' | 'idleProgressReports'>): Promise<PgbenchRun> {
   const { hostname, port, username, pathname } = new URL(url)
   const child = spawn('pgbench', ['-h', hostname, '-p', port || '5432', '-U', username || 'postgres', ...args, pathname.slice(1) || 'postgres'], {
     // GSSENCRequest is refused only by servers that answer it; without a ticket cache libpq skips it anyway.
