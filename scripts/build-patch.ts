@@ -180,7 +180,19 @@ interface PGLiteSocketLogger {
     enabled(level: PGLiteSocketLogLevel): boolean;
     child(fields: Record<string, unknown>): PGLiteSocketLogger;
 }
+/** Several databases behind one server: each name a client connects to is its own PGlite (pglite-dev-db's DatabaseCatalog). */
+interface PGLiteSocketDatabaseCatalog {
+    readonly mainName: string;
+    open(name: string): Promise<PGlite>;
+    instance(name: string): PGlite | null;
+    exists(name: string): Promise<boolean>;
+    create(name: string): Promise<boolean>;
+    drop(name: string): Promise<boolean>;
+    reset(name: string): Promise<PGlite>;
+}
 interface PGLiteSocketServerOptions {
+    /** Serve several databases (a client's startup database picks one; CREATE/DROP DATABASE manage them). Default: one for every name. */
+    databases?: PGLiteSocketDatabaseCatalog;
     /** Close a client that is at rest and sends nothing for this long with FATAL 57P05 (0 = never, the default). */
     idleTimeoutMs?: number;
     /** A client holding the session idle this long gets FATAL 25P03 and its work is rolled back (default 60000; 0 = never). */
@@ -203,7 +215,7 @@ interface PGLiteSocketHandlerOptions {
 }
 /** Present only in the patched package. */
 declare const PATCHED_BY = "pglite-dev-db";
-export { PATCHED_BY, type PGLiteSocketLogger };
+export { PATCHED_BY, type PGLiteSocketLogger, type PGLiteSocketDatabaseCatalog };
 `
 
 async function patchTypings(): Promise<void> {

@@ -7,7 +7,7 @@ import { open, readFile, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
 import { DevServerError } from './errors.ts'
 
-const LOCK_FILE = 'pglite-dev-db.lock'
+export const LOCK_FILE = 'pglite-dev-db.lock'
 
 /** Directories this process holds: a second startDevDb on the same directory in one process is refused too. */
 const heldHere = new Set<string>()

@@ -10,6 +10,7 @@ import { DevServerError } from './errors.ts'
 import { createLogger, type Logger } from './log.ts'
 import { DEFAULT_CACHE_DIR, holdsDatabase, migratedTemplate, seedDataDir, templateBlob, type Template } from './template.ts'
 import { applyMigrations } from './migrate.ts'
+import { Databases, MAIN_DATABASE } from './databases.ts'
 import { DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS, DEFAULT_MAX_CONNECTIONS, DEFAULT_QUEUE_TIMEOUT_MS, PGLiteSocketServer, type PGLiteSocketServerOptions } from './socket/server.ts'
 
 export interface DevDbOptions {
@@ -54,8 +55,10 @@ export interface DevDb {
   readonly socketPath: string | null
   readonly host: string
   readonly port: number
-  /** The PGlite instance, for in-process queries (they queue with the clients' work). */
+  /** The main database's PGlite instance, for in-process queries (they queue with the clients' work). */
   readonly db: PGlite
+  /** The databases clients named besides the main one ("postgres"), created on first use from the template. */
+  readonly databases: Databases
   readonly server: PGLiteSocketServer
   /** Resolves with the cause if the database fails while serving (every client has then been told). */
   readonly failed: Promise<Error>
@@ -83,6 +86,13 @@ export async function startDevDb(options: DevDbOptions = {}): Promise<DevDb> {
   const startedAt = performance.now()
   let db: PGlite
   let lock: DataDirLock | null = null
+  // The template is what a fresh main database and every other database start from; read (or built) when first needed.
+  let templateLookup: Promise<Template | null> | null = null
+  const template = (): Promise<Template | null> => {
+    templateLookup ??= options.template === false ? Promise.resolve(null) : templateOrNull(options.migrations ?? null, options.cacheDir ?? DEFAULT_CACHE_DIR, log)
+    return templateLookup
+  }
+  const startParams = [...PGlite.defaultStartParams, ...SERVER_SETTINGS]
   try {
     if (dataDir) {
       await mkdir(dataDir, { recursive: true })
@@ -90,20 +100,28 @@ export async function startDevDb(options: DevDbOptions = {}): Promise<DevDb> {
     }
     // A fresh database starts as a copy of the migrated template instead of initdb plus every migration.
     const fresh = !dataDir || !(await holdsDatabase(dataDir))
-    const template = options.template === false || !fresh ? null : await templateOrNull(options.migrations ?? null, options.cacheDir ?? DEFAULT_CACHE_DIR, log)
-    const seeded = dataDir && template ? await seedDataDir(dataDir, template) : false
-    log.info('opening database', { dataDir: dataDir ?? 'memory', ...(template && (seeded || !dataDir) ? { from: 'template' } : {}) })
-    const startParams = [...PGlite.defaultStartParams, ...SERVER_SETTINGS]
+    const fromTemplate = fresh ? await template() : null
+    const seeded = dataDir && fromTemplate ? await seedDataDir(dataDir, fromTemplate) : false
+    log.info('opening database', { dataDir: dataDir ?? 'memory', ...(fromTemplate && (seeded || !dataDir) ? { from: 'template' } : {}) })
     if (dataDir) db = await PGlite.create({ dataDir, startParams })
-    else db = await PGlite.create(template ? { loadDataDir: await templateBlob(template), startParams } : { startParams })
+    else db = await PGlite.create(fromTemplate ? { loadDataDir: await templateBlob(fromTemplate), startParams } : { startParams })
   } catch (error) {
     await lock?.release()
     if (error instanceof DevServerError) throw error
     throw new DevServerError('ERR_PGLITE', `cannot open the database${dataDir ? ` in ${dataDir}` : ''}: ${(error as Error).message}`, { cause: error })
   }
 
+  const databases = new Databases({
+    main: db,
+    dataDir: dataDir ?? null,
+    template,
+    migrations: options.migrations ? resolve(options.migrations) : null,
+    pgliteOptions: { startParams },
+    log,
+  })
   const serverOptions: PGLiteSocketServerOptions = {
     db,
+    databases,
     host,
     port,
     ...(options.password !== undefined ? { password: options.password } : {}),
@@ -162,16 +180,30 @@ export async function startDevDb(options: DevDbOptions = {}): Promise<DevDb> {
   const close = (): Promise<void> => {
     closing ??= (async () => {
       await Promise.all(servers.map((each) => each.stop()))
-      if (!db.closed) await db.close()
+      await databases.close()
+      if (!databases.main.closed) await databases.main.close()
       await lock?.release()
       log.info('stopped', {})
     })()
     return closing
   }
   const user = options.password === undefined ? 'postgres' : `postgres:${encodeURIComponent(options.password)}`
-  const url = `postgres://${user}@${urlHost(host)}:${listening.port}/postgres`
+  const url = `postgres://${user}@${urlHost(host)}:${listening.port}/${MAIN_DATABASE}`
   log.info('ready', { url: options.password === undefined ? url : url.replace(/:[^:@/]*@/, ':***@'), ...(socketPath ? { socket: socketPath } : {}), ms: Math.round(performance.now() - startedAt) })
-  return { url, host, port: listening.port, socketPath, db, server: listening, failed, close, [Symbol.asyncDispose]: close }
+  return {
+    url,
+    host,
+    port: listening.port,
+    socketPath,
+    get db() {
+      return databases.main
+    },
+    databases,
+    server: listening,
+    failed,
+    close,
+    [Symbol.asyncDispose]: close,
+  }
 }
 
 /**

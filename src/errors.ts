@@ -29,6 +29,10 @@ export const SqlState = {
   DuplicatePreparedStatement: '42P05',
   ProgramLimitExceeded: '54000',
   InternalError: 'XX000',
+  DuplicateDatabase: '42P04',
+  InvalidCatalogName: '3D000',
+  ObjectInUse: '55006',
+  ActiveSqlTransaction: '25001',
 } as const
 export type SqlStateCode = (typeof SqlState)[keyof typeof SqlState]
 

@@ -39,7 +39,8 @@ import {
   type CopyFromStdin,
 } from './copy.ts'
 import { QueryCanceledError, QueueTimeoutError, SchedulerClosedError, type AcquireOptions } from './scheduler.ts'
-import type { SessionMember, SharedSession } from './session.ts'
+import { sessionFor, type SessionMember, type SharedSession } from './session.ts'
+import { DatabaseStatements, RESET_CHECK_SQL, ResetCalls, commandTag, mayManageDatabase, parseDatabaseCommand, type DatabaseCatalog, type DatabaseCommand } from './databases.ts'
 import { hexDump } from './inspect.ts'
 import { MAX_AUTH_MESSAGE_LENGTH, ScramExchange, type ScramSecret } from './scram.ts'
 
@@ -60,7 +61,12 @@ export interface ConnectionOptions {
 
 /** What a connection needs from the server that accepted it. */
 export interface ConnectionHost {
+  /** The main database's session: every client's until its startup packet names another database. */
   readonly session: SharedSession
+  /** Where the other databases come from; null: one database, whatever name a client gives. */
+  readonly databases: DatabaseCatalog | null
+  /** The session of database `name` (opened, or created from the template, on first use). */
+  openSession(name: string): Promise<SharedSession>
   readonly log: Logger
   readonly options: ConnectionOptions
   /** Called with the StartupMessage; a returned error refuses the client (e.g. 53300). */
@@ -69,7 +75,7 @@ export interface ConnectionHost {
   closed(connection: Connection): void
 }
 
-export type ConnectionState = 'startup' | 'authenticating' | 'ready' | 'closing' | 'closed'
+export type ConnectionState = 'startup' | 'authenticating' | 'opening' | 'ready' | 'closing' | 'closed'
 
 /** Above this many queued batches the socket stops reading until the queue drains. */
 const MAX_QUEUED_BATCHES = 64
@@ -145,7 +151,10 @@ export class Connection implements SessionMember {
   state: ConnectionState = 'startup'
 
   readonly #host: ConnectionHost
-  readonly #session: SharedSession
+  /** The session of the client's database (the main one until startup says otherwise). */
+  #session: SharedSession
+  /** The database the client connected to, as its startup packet named it. */
+  database = ''
   readonly #log: Logger
   /** Password messages are valid only while authenticating; every other type as Postgres's main loop allows. */
   readonly #reader = new FrameReader({
@@ -192,6 +201,12 @@ export class Connection implements SessionMember {
   /** Waiting for the client to read its replies before running more of its work. */
   #blockedOnOutput = false
   readonly #trace: boolean
+  /** This client's calls of pglite_dev_db.reset(), rewritten. */
+  readonly #resetCalls = new ResetCalls()
+  /** This client's prepared CREATE/DROP DATABASE statements. */
+  readonly #databaseStatements: DatabaseStatements
+  /** A reset call ran: once this client is at rest, the server checks that it took effect and resets the database. */
+  #resetRequested = false
 
   constructor(socket: Socket, host: ConnectionHost) {
     this.socket = socket
@@ -199,6 +214,7 @@ export class Connection implements SessionMember {
     this.#session = host.session
     this.#log = host.log.child({ conn: this.processId })
     this.#names = new ClientNames(this.processId)
+    this.#databaseStatements = new DatabaseStatements((name) => (name.length === 0 ? '' : this.#names.serverName(name).toString()))
     this.#restorer = new MessageRestorer((message) =>
       message[0] === BackendCode.NotificationResponse ? this.#routeNotification(message) : this.#names.restore(message),
     )
@@ -368,8 +384,39 @@ export class Connection implements SessionMember {
     }
   }
 
-  /** The client is who it says: tell it the server's parameters, its key, and that it may send queries. */
+  /**
+   * The client is who it says: find its database (opening it may take a moment; the client waits, as for
+   * authentication), then tell it the server's parameters, its key, and that it may send queries.
+   */
   #completeStartup(): void {
+    this.database = this.startupParams.get('database') || this.startupParams.get('user')!
+    const databases = this.#host.databases
+    if (!databases || this.database === databases.mainName) {
+      this.#admitToDatabase()
+      return
+    }
+    this.state = 'opening'
+    this.#host.openSession(this.database).then(
+      (session) => {
+        if (this.state !== 'opening') return
+        this.#session.members.delete(this)
+        this.#session = session
+        session.members.add(this)
+        if (session.dead) throw session.dead
+        this.#admitToDatabase()
+        // Messages the client sent while its database opened (few clients send any) run now.
+        let frames: Frames | null
+        while ((this.state as ConnectionState) === 'ready' && (frames = this.#reader.readFrames()) !== null) this.#enqueue(frames)
+      },
+      (error: unknown) => {
+        if (error instanceof WireError) throw error
+        this.#log.error('cannot open database', { database: this.database, error })
+        throw new WireError('FATAL', SqlState.InternalError, `cannot open database "${this.database}": ${(error as Error).message}`, { cause: error })
+      },
+    ).catch((error: unknown) => this.#fail(error))
+  }
+
+  #admitToDatabase(): void {
     const prefix = this.#session.startupPrefixNow
     if (!prefix) throw new WireError('FATAL', SqlState.CannotConnectNow, 'the database system is starting up')
     // Settings equal to what the client is told anyway (client_encoding=UTF8 from node-postgres) cost nothing.
@@ -450,7 +497,14 @@ export class Connection implements SessionMember {
    * batch (the frames before it run, the COPY is held until its data is complete), and Terminate ends it.
    */
   async #runBatch(frames: Frames): Promise<void> {
-    const bytes = this.#names.rewrite(this.#names.rewriteSql(frames.bytes))
+    let input = frames.bytes
+    const databases = this.#host.databases
+    if (databases) {
+      const reset = this.#resetCalls.rewrite(input)
+      input = this.#databaseStatements.rewrite(reset.bytes)
+      if (reset.called) this.#resetRequested = true
+    }
+    const bytes = this.#names.rewrite(this.#names.rewriteSql(input))
     let offset = 0
     let segment = 0
     let expectedReady = 0
@@ -472,6 +526,9 @@ export class Connection implements SessionMember {
       }
       let copy: CopyFromStdin | null = null
       let reset: SessionReset | null = null
+      let database: DatabaseCommand | null = null
+      if (databases && code === FrontendCode.Query && mayManageDatabase(bytes, offset, end, false)) database = parseDatabaseCommand(messageSql(bytes, offset, end, false))
+      else if (databases && code === FrontendCode.Bind) database = this.#databaseStatements.boundBy(bytes, offset)
       switch (code) {
         case FrontendCode.Terminate:
           await this.#send(bytes.subarray(segment, offset), expectedReady, pipelineOpen)
@@ -506,6 +563,19 @@ export class Connection implements SessionMember {
         case FrontendCode.Close:
           pipelineOpen = true
           break
+      }
+      if (database) {
+        // Run what came before, then carry out CREATE/DROP DATABASE.
+        const isQuery = code === FrontendCode.Query
+        await this.#send(bytes.subarray(segment, offset), expectedReady - (isQuery ? 1 : 0), this.#pipelineOpenBefore(bytes, segment, offset))
+        if (!this.#skipUntilSync) {
+          if (isQuery) await this.#queryDatabaseCommand(database, bytes.subarray(offset, end))
+          else await this.#bindDatabaseCommand(database, bytes.subarray(offset, end))
+        }
+        offset = segment = end
+        expectedReady = 0
+        pipelineOpen = this.#pipelineOpen
+        continue
       }
       if (reset) {
         // Run what came before, then carry out the reset for this client alone.
@@ -772,12 +842,106 @@ export class Connection implements SessionMember {
   /** The release rule: no open pipeline and ReadyForQuery said Idle. */
   async #releaseIfIdle(): Promise<void> {
     if (this.#pipelineOpen || this.#txStatus !== TxStatus.Idle) return
+    if (this.#resetRequested) await this.#resetDatabase()
     if (this.#scanner.settingsChanged) await this.#snapshotSettings()
     if (this.#scanner.listenChanged) await this.#reconcileListening()
     if (this.#scanner.statementsWiped) await this.#remakeOthersStatements()
     // LISTENs that never completed (an error, an aborted transaction) changed nothing.
     this.#listenCommands.length = 0
     this.#session.scheduler.release(this)
+  }
+
+  // --- Databases: CREATE DATABASE, DROP DATABASE, pglite_dev_db.reset() ---
+
+  /**
+   * CREATE DATABASE or DROP DATABASE as a simple Query, answered by the server. Inside a transaction or a pipeline
+   * it goes to PGlite as written, which refuses it as Postgres does (25001).
+   */
+  async #queryDatabaseCommand(command: DatabaseCommand, frame: Buffer): Promise<void> {
+    if (this.#pipelineOpen || this.#txStatus !== TxStatus.Idle) {
+      await this.#send(frame, 1, false)
+      return
+    }
+    const replies: Buffer[] = []
+    const error = await this.#carryOut(command, replies)
+    replies.push(error ? encodeErrorResponse(error.severity, error.sqlstate, error.message) : encodeCommandComplete(commandTag(command)), encodeReadyForQuery(this.#txStatus))
+    this.#write(Buffer.concat(replies))
+  }
+
+  /**
+   * A Bind of a prepared CREATE/DROP DATABASE (PGlite holds a statement that does nothing in its place): the
+   * command is carried out now. On success the Bind goes on to PGlite; on failure the client gets the error and the
+   * rest of its pipeline is skipped until Sync, with PGlite's side of the pipeline rolled back (or, inside a
+   * transaction block, the transaction failed), as Postgres fails a statement.
+   */
+  async #bindDatabaseCommand(command: DatabaseCommand, frame: Buffer): Promise<void> {
+    const replies: Buffer[] = []
+    const error =
+      this.#txStatus === TxStatus.Idle ? await this.#carryOut(command, replies) : new WireError('ERROR', SqlState.ActiveSqlTransaction, `${commandTag(command)} cannot run inside a transaction block`)
+    if (replies.length > 0) this.#write(Buffer.concat(replies))
+    if (!error) {
+      await this.#send(frame, 0, true)
+      return
+    }
+    if (this.isOwner) {
+      await this.#capture(this.#txStatus === TxStatus.Idle ? ABANDON_PIPELINE : Buffer.concat([FAILING_EXTENDED, SYNC]))
+      this.#pipelineOpen = false
+    }
+    this.#write(encodeErrorResponse(error.severity, error.sqlstate, error.message))
+    this.#skipUntilSync = true
+    await this.#releaseIfIdle()
+  }
+
+  /** Do CREATE/DROP DATABASE; the error the client gets, or null. Notices for the client go to `replies`. */
+  async #carryOut(command: DatabaseCommand, replies: Buffer[]): Promise<WireError | null> {
+    try {
+      if (command.kind === 'drop') return await this.#dropDatabase(command, replies)
+      if (await this.#host.databases!.create(command.name)) return null
+      return new WireError('ERROR', SqlState.DuplicateDatabase, `database "${command.name}" already exists`)
+    } catch (failure) {
+      this.#log.error(`${command.kind} database failed`, { database: command.name, error: failure })
+      return new WireError('ERROR', SqlState.InternalError, `could not ${command.kind} database "${command.name}": ${(failure as Error).message}`)
+    }
+  }
+
+  /** DROP DATABASE as Postgres does it: not the one you are in, not one others use unless FORCE (they are ended). */
+  async #dropDatabase(command: Extract<DatabaseCommand, { kind: 'drop' }>, notices: Buffer[]): Promise<WireError | null> {
+    const databases = this.#host.databases!
+    const { name } = command
+    if (name === this.database) return new WireError('ERROR', SqlState.ObjectInUse, 'cannot drop the currently open database')
+    if (name === databases.mainName) return new WireError('ERROR', SqlState.FeatureNotSupported, `cannot drop "${name}": it is the server's main database (stop the server and remove its data dir instead)`)
+    if (!(await databases.exists(name))) {
+      if (!command.ifExists) return new WireError('ERROR', SqlState.InvalidCatalogName, `database "${name}" does not exist`)
+      notices.push(encodeErrorResponse('NOTICE', '00000', `database "${name}" does not exist, skipping`, BackendCode.NoticeResponse))
+      return null
+    }
+    const db = databases.instance(name)
+    const others = db ? [...sessionFor(db).members] : []
+    if (others.length > 0 && !command.force) {
+      const count = others.length === 1 ? 'There is 1 other session using the database.' : `There are ${others.length} other sessions using the database.`
+      return new WireError('ERROR', SqlState.ObjectInUse, `database "${name}" is being accessed by other users (${count})`)
+    }
+    const goodbye = new WireError('FATAL', SqlState.AdminShutdown, 'terminating connection due to administrator command')
+    await Promise.all(others.map((member) => member.terminate(goodbye)))
+    await databases.drop(name)
+    this.#log.info('database dropped', { database: name, ended: others.length })
+    return null
+  }
+
+  /**
+   * This client called pglite_dev_db.reset() and is now at rest: if the call took effect (its transaction did not
+   * roll back), its database goes back to the migrated state. The client still holds the session, so nobody else
+   * runs meanwhile; everyone's prepared statements and LISTENs carry over to the fresh database.
+   */
+  async #resetDatabase(): Promise<void> {
+    this.#resetRequested = false
+    const requested = firstValue(await this.#capture(encodeQuery(RESET_CHECK_SQL))) === 'requested'
+    if (!requested) return
+    const started = performance.now()
+    const db = await this.#host.databases!.reset(this.database)
+    await this.#session.replaceDb(db)
+    this.#scanner.settingsChanged = false
+    this.#log.info('database reset', { database: this.database, ms: Math.round(performance.now() - started) })
   }
 
   // --- DISCARD ALL, DEALLOCATE ---

@@ -52,6 +52,8 @@ export class PGLiteSocketHandler extends EventTarget {
     const log = this.#options.logger ?? createLogger({ level: this.#options.inspect ? 'trace' : this.#options.debug ? 'debug' : 'warn' })
     this.#connection = new Connection(socket, {
       session,
+      databases: null,
+      openSession: () => Promise.resolve(session),
       log,
       options: {
         idleTimeoutMs: this.#options.idleTimeout ?? 0,

@@ -104,7 +104,7 @@ function message(code: number, bodyLength: number): Buffer {
 }
 
 /** ErrorResponse (or NoticeResponse) with S, V, C, M fields; Postgres's field codes. */
-export function encodeErrorResponse(severity: Severity | 'WARNING', sqlstate: SqlStateCode | string, text: string, code: number = BackendCode.ErrorResponse): Buffer {
+export function encodeErrorResponse(severity: Severity | 'WARNING' | 'NOTICE', sqlstate: SqlStateCode | string, text: string, code: number = BackendCode.ErrorResponse): Buffer {
   const fields: Array<[string, string]> = [
     ['S', severity],
     ['V', severity],

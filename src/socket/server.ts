@@ -7,6 +7,7 @@ import { SqlState, WireError } from '../errors.ts'
 import { background, createLogger, type Logger } from '../log.ts'
 import { Connection, type ConnectionHost, type ConnectionOptions } from './connection.ts'
 import { sessionFor, type SharedSession } from './session.ts'
+import type { DatabaseCatalog } from './databases.ts'
 import { scramSecret } from './scram.ts'
 
 /** Default for `maxConnections`: far above any pool, so only a runaway client meets it. */
@@ -66,10 +67,15 @@ export interface PGLiteSocketServerOptions {
    * with its error (the server then stops listening). pglite-dev-db passes its migrations here.
    */
   startupGate?: Promise<unknown>
+  /**
+   * Serve several databases: a client's startup `database` picks one from here (created on first use), and CREATE
+   * DATABASE / DROP DATABASE / `select pglite_dev_db.reset()` manage them. `db` must be the catalog's main database.
+   * Default: none, every database name reaches `db` (the stock behaviour).
+   */
+  databases?: DatabaseCatalog
 }
 
 export class PGLiteSocketServer extends EventTarget {
-  readonly db: PGlite
   readonly #session: SharedSession
   readonly #log: Logger
   readonly #options: ConnectionOptions
@@ -82,14 +88,14 @@ export class PGLiteSocketServer extends EventTarget {
   readonly #connections = new Set<Connection>()
   #admitted = 0
   #stopping: Promise<void> | null = null
-  #offDead: (() => void) | null = null
+  /** The sessions of the databases clients use, each with the unsubscribe of its failure listener. */
+  readonly #watched = new Map<SharedSession, () => void>()
   readonly #connectionHost: ConnectionHost
   /** Resolves with the gate's error, or null once it is open (never rejects, so an early failure waits for start()). */
   readonly #startupGate: Promise<unknown> | undefined
 
   constructor(options: PGLiteSocketServerOptions) {
     super()
-    this.db = options.db
     this.#session = sessionFor(options.db)
     this.#log = options.logger ?? createLogger({ level: options.inspect ? 'trace' : options.debug ? 'debug' : 'warn' })
     this.#path = options.path
@@ -108,8 +114,16 @@ export class PGLiteSocketServer extends EventTarget {
       queueTimeoutMs: options.queueTimeoutMs ?? DEFAULT_QUEUE_TIMEOUT_MS,
       password: options.password ? scramSecret(options.password) : null,
     }
+    const databases = options.databases ?? null
     this.#connectionHost = {
       session: this.#session,
+      databases,
+      openSession: async (name) => {
+        const session = sessionFor(await databases!.open(name))
+        this.#watch(session)
+        await session.startupPrefix()
+        return session
+      },
       log: this.#log,
       options: this.#options,
       admit: (connection) => {
@@ -133,6 +147,11 @@ export class PGLiteSocketServer extends EventTarget {
         if (admitted.delete(connection)) this.#admitted--
       },
     }
+  }
+
+  /** The main database (after `select pglite_dev_db.reset()` on it, the fresh instance). */
+  get db(): PGlite {
+    return this.#session.db
   }
 
   /** The port actually bound (known after `start()` when 0 was asked for). */
@@ -166,7 +185,7 @@ export class PGLiteSocketServer extends EventTarget {
     const server = createServer((socket) => this.#accept(socket))
     this.#server = server
     this.#active = true
-    this.#offDead = this.#session.onDead((error) => this.#onDatabaseDead(error))
+    this.#watch(this.#session)
     await new Promise<void>((resolve, reject) => {
       const onError = (error: Error): void => {
         this.#server = null
@@ -207,12 +226,18 @@ export class PGLiteSocketServer extends EventTarget {
       queued += connection.queuedBatches
       if (connection.blockedOnOutput) notReading++
     }
+    let waiting = 0
+    let held = false
+    for (const session of this.#watched.keys()) {
+      waiting += session.scheduler.waiting
+      held ||= session.scheduler.owner !== null
+    }
     return {
       activeConnections: this.#admitted,
       queuedQueries: queued,
       maxConnections: this.#maxConnections,
-      waitingClients: this.#session.scheduler.waiting,
-      sessionHeld: this.#session.scheduler.owner !== null,
+      waitingClients: waiting,
+      sessionHeld: held,
       notReadingClients: notReading,
     }
   }
@@ -228,7 +253,8 @@ export class PGLiteSocketServer extends EventTarget {
 
   async #stop(): Promise<void> {
     this.#active = false
-    this.#offDead?.()
+    for (const off of this.#watched.values()) off()
+    this.#watched.clear()
     const server = this.#server
     const closed = server ? new Promise<void>((resolve) => server.close(() => resolve())) : Promise.resolve()
     const goodbye = new WireError('FATAL', SqlState.AdminShutdown, 'terminating connection due to administrator command')
@@ -249,7 +275,19 @@ export class PGLiteSocketServer extends EventTarget {
     this.dispatchEvent(new CustomEvent('connection', { detail: { clientAddress: socket.remoteAddress ?? 'unknown', clientPort: socket.remotePort ?? 0 } }))
   }
 
-  #onDatabaseDead(error: Error): void {
+  /** Follow a database's session: if its PGlite fails, its clients are told. */
+  #watch(session: SharedSession): void {
+    if (this.#watched.has(session) || !this.#active) return
+    this.#watched.set(session, session.onDead((error) => this.#onDatabaseDead(session, error)))
+  }
+
+  #onDatabaseDead(session: SharedSession, error: Error): void {
+    if (session !== this.#session) {
+      // Another database failed: its clients are told, the others carry on.
+      this.#log.error('a database failed; closing its connections', { error })
+      for (const member of session.members) background(member.terminate(error as WireError), 'close connection after database failure', this.#log)
+      return
+    }
     this.#log.error('database failed; closing every connection', { error })
     this.dispatchEvent(new CustomEvent('error', { detail: error }))
     // Keep listening: a client that connects now is told why (admit answers with the same FATAL), not just dropped.

@@ -35,7 +35,7 @@ export function sessionFor(db: PGlite): SharedSession {
 }
 
 export class SharedSession {
-  readonly db: PGlite
+  db: PGlite
   readonly scheduler = new OwnerScheduler<SessionMember>()
   readonly members = new Set<SessionMember>()
   /** Set once PGlite threw something that leaves it unusable; every later call fails fast. */
@@ -127,6 +127,26 @@ export class SharedSession {
     this.#unneededChannels.clear()
     if (unneeded.length > 0) frames.push(listenQuery(unneeded, 'UNLISTEN'))
     await this.execute(Buffer.concat(frames), discard)
+  }
+
+  /**
+   * The database was reset: from now on the session is `db`, a fresh instance at rest with default settings.
+   * Everyone's prepared statements are made again there and the channels somebody listens on are listened on
+   * again, so clients carry on as if nothing happened but the data. Only for the owner of a session at rest.
+   */
+  async replaceDb(db: PGlite): Promise<void> {
+    sessions.delete(this.db)
+    this.db = db
+    sessions.set(db, this)
+    this.unnamedStatementOwner = null
+    this.appliedSettings = ''
+    this.#abandoned = []
+    this.#unneededChannels.clear()
+    const frames: Buffer[] = []
+    // A Sync after each: one that fails (its table is not in the migrated schema) must not skip the rest.
+    for (const member of this.members) for (const parse of member.preparedStatementFrames()) frames.push(parse, Buffer.from(SYNC_MESSAGE))
+    if (this.listeners.size > 0) frames.push(listenQuery(this.listeners.keys(), 'LISTEN'))
+    if (frames.length > 0) await this.execute(Buffer.concat(frames), discard)
   }
 
   markDead(cause: unknown): void {

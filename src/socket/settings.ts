@@ -67,7 +67,7 @@ const literal = (text: string): string => `'${text.replaceAll("'", "''")}'`
 
 /** Session settings that differ from what RESET ALL gives: a client's list, in a form that compares equal when equal. */
 const SNAPSHOT_SQL =
-  "SELECT name, setting FROM pg_catalog.pg_settings WHERE source = 'session' AND setting IS DISTINCT FROM reset_val ORDER BY name"
+  "SELECT name, setting FROM pg_catalog.pg_settings WHERE source = 'session' AND setting IS DISTINCT FROM reset_val AND name NOT LIKE 'pglite\\_dev\\_db.%' ORDER BY name"
 
 export const SNAPSHOT_QUERY = encodeQuery(SNAPSHOT_SQL)
 

@@ -1,0 +1,203 @@
+// The databases of one pglite-dev-db server, each its own PGlite: the main one ("postgres", the data dir or memory)
+// and any other a client names, created on first use from the migrated template. With a data dir they are kept
+// beside it, in <data dir>-databases/<name>; in memory they go with the server. Work on one name is serialized.
+
+import { PGlite, type PGliteOptions } from '@electric-sql/pglite'
+import { mkdir, readdir, rm } from 'node:fs/promises'
+import { join } from 'node:path'
+import type { Logger } from './log.ts'
+import { applyMigrations } from './migrate.ts'
+import { holdsDatabase, seedDataDir, templateBlob, type Template } from './template.ts'
+import type { DatabaseCatalog } from './socket/databases.ts'
+import { LOCK_FILE } from './data-dir-lock.ts'
+
+export const MAIN_DATABASE = 'postgres'
+
+export interface DatabasesOptions {
+  /** The main database, already open. */
+  main: PGlite
+  /** The main database's data dir; null: every database lives in memory. */
+  dataDir: string | null
+  /** The migrated template new databases copy (null: each one runs initdb and the migrations), looked up when first needed. */
+  template: () => Promise<Template | null>
+  migrations: string | null
+  /** Given to every PGlite.create (start parameters, extensions). */
+  pgliteOptions: PGliteOptions
+  log: Logger
+}
+
+export class Databases implements DatabaseCatalog {
+  readonly mainName = MAIN_DATABASE
+  readonly #options: DatabasesOptions
+  readonly #open = new Map<string, PGlite>()
+  /** The tail of the work queued on each name. */
+  readonly #work = new Map<string, Promise<unknown>>()
+  /** In memory with a template: the next new database, loaded ahead so that creating one takes no wait. */
+  #spare: Promise<PGlite> | null = null
+  #closed = false
+
+  constructor(options: DatabasesOptions) {
+    this.#options = options
+    this.#open.set(MAIN_DATABASE, options.main)
+  }
+
+  get main(): PGlite {
+    return this.#open.get(MAIN_DATABASE)!
+  }
+
+  /** Where another database's files live (data-dir mode). */
+  get otherDatabasesDir(): string | null {
+    return this.#options.dataDir === null ? null : `${this.#options.dataDir}-databases`
+  }
+
+  instance(name: string): PGlite | null {
+    return this.#open.get(name) ?? null
+  }
+
+  open(name: string): Promise<PGlite> {
+    return this.#serialize(name, async () => this.#open.get(name) ?? (await this.#openOrCreate(name)).db)
+  }
+
+  async exists(name: string): Promise<boolean> {
+    if (this.#open.has(name)) return true
+    const dir = this.#dirFor(name)
+    return dir !== null && (await holdsDatabase(dir))
+  }
+
+  create(name: string): Promise<boolean> {
+    return this.#serialize(name, async () => {
+      if (await this.exists(name)) return false
+      await this.#openOrCreate(name)
+      return true
+    })
+  }
+
+  drop(name: string): Promise<boolean> {
+    return this.#serialize(name, async () => {
+      const existed = await this.exists(name)
+      const db = this.#open.get(name)
+      this.#open.delete(name)
+      if (db && !db.closed) await db.close()
+      const dir = this.#dirFor(name)
+      if (dir) await rm(dir, { recursive: true, force: true })
+      return existed
+    })
+  }
+
+  reset(name: string): Promise<PGlite> {
+    return this.#serialize(name, async () => {
+      const old = this.#open.get(name)
+      const dir = name === MAIN_DATABASE ? this.#options.dataDir : this.#dirFor(name)
+      let db: PGlite
+      if (dir === null) {
+        db = await this.#fresh()
+        if (old && !old.closed) await old.close()
+      } else {
+        // On disk the files are the database: close it, put the template's files in their place, open again.
+        if (old && !old.closed) await old.close()
+        await emptyDataDir(dir)
+        db = await this.#build(dir)
+      }
+      this.#open.set(name, db)
+      return db
+    })
+  }
+
+  /** Close every database but the main one (its owner closes it), and the spare. */
+  async close(): Promise<void> {
+    this.#closed = true
+    await Promise.allSettled([...this.#work.values()])
+    const others = [...this.#open].filter(([name]) => name !== MAIN_DATABASE).map(([, db]) => db)
+    const spare = this.#spare
+    this.#spare = null
+    if (spare) others.push(await spare.catch(() => null as never))
+    await Promise.all(others.filter((db) => db && !db.closed).map((db) => db.close()))
+  }
+
+  /** Names of the databases kept beside the data dir (data-dir mode), for the log at start. */
+  async kept(): Promise<string[]> {
+    const dir = this.otherDatabasesDir
+    if (!dir) return []
+    const names = await readdir(dir).catch(() => [] as string[])
+    return names.map(nameFromDir).filter((name): name is string => name !== null)
+  }
+
+  async #openOrCreate(name: string): Promise<{ db: PGlite; created: boolean }> {
+    if (this.#closed) throw new Error('the server is stopping')
+    const started = performance.now()
+    const dir = this.#dirFor(name)
+    let created: boolean
+    let db: PGlite
+    if (dir === null) {
+      db = await this.#fresh()
+      created = true
+    } else {
+      created = !(await holdsDatabase(dir))
+      db = await this.#build(dir)
+    }
+    this.#open.set(name, db)
+    this.#options.log.info(created ? 'database created' : 'database opened', { database: name, ms: Math.round(performance.now() - started) })
+    return { db, created }
+  }
+
+  /** A new in-memory database at the migrated state: the spare if one is ready, and the next spare starts loading. */
+  async #fresh(): Promise<PGlite> {
+    if (!(await this.#options.template())) return this.#build(null)
+    const db = await (this.#spare ?? this.#build(null))
+    this.#spare = this.#closed ? null : this.#build(null)
+    // A spare that fails to load is not an error yet: the next database loads without it, and says why then.
+    this.#spare?.catch(() => {})
+    return db
+  }
+
+  /** Open a database in `dir` (null: memory) at the migrated state: from the template, or initdb and the migrations. */
+  async #build(dir: string | null): Promise<PGlite> {
+    const { migrations, pgliteOptions } = this.#options
+    const template = await this.#options.template()
+    if (dir !== null) {
+      await mkdir(dir, { recursive: true })
+      const fresh = !(await holdsDatabase(dir))
+      if (fresh && template) await seedDataDir(dir, template)
+      const db = await PGlite.create({ ...pgliteOptions, dataDir: dir })
+      if (fresh && !template && migrations) await applyMigrations(db, migrations, this.#options.log)
+      return db
+    }
+    if (template) return PGlite.create({ ...pgliteOptions, loadDataDir: await templateBlob(template) })
+    const db = await PGlite.create({ ...pgliteOptions })
+    if (migrations) await applyMigrations(db, migrations, this.#options.log)
+    return db
+  }
+
+  #dirFor(name: string): string | null {
+    const root = this.otherDatabasesDir
+    return root === null ? null : join(root, dirName(name))
+  }
+
+  #serialize<T>(name: string, work: () => Promise<T>): Promise<T> {
+    const run = (this.#work.get(name) ?? Promise.resolve()).then(work, work)
+    const tail = run.catch(() => {})
+    this.#work.set(name, tail)
+    void tail.then(() => {
+      if (this.#work.get(name) === tail) this.#work.delete(name)
+    })
+    return run
+  }
+}
+
+/** A database name as a directory name: plain names as they are, anything else hex-encoded behind a prefix. */
+function dirName(name: string): string {
+  if (/^[A-Za-z0-9_][A-Za-z0-9_-]*$/.test(name)) return name
+  return `~${Buffer.from(name).toString('hex')}`
+}
+
+function nameFromDir(dir: string): string | null {
+  if (/^[A-Za-z0-9_][A-Za-z0-9_-]*$/.test(dir)) return dir
+  if (/^~([0-9a-f]{2})+$/.test(dir)) return Buffer.from(dir.slice(1), 'hex').toString()
+  return null
+}
+
+/** Remove a data dir's files, keeping the server's lock file if it is there. */
+async function emptyDataDir(dir: string): Promise<void> {
+  const names = await readdir(dir).catch(() => [] as string[])
+  await Promise.all(names.filter((name) => name !== LOCK_FILE).map((name) => rm(join(dir, name), { recursive: true, force: true })))
+}
