@@ -10,6 +10,7 @@ import { applyMigrations } from './migrate.ts'
 import { holdsDatabase, seedDataDir, templateBlob, type Template } from './template.ts'
 import type { DatabaseCatalog } from './socket/databases.ts'
 import { LOCK_FILE } from './data-dir-lock.ts'
+import { readBaseline, resetInPlace, type Baseline } from './reset.ts'
 
 export const MAIN_DATABASE = 'postgres'
 
@@ -34,6 +35,8 @@ export class Databases implements DatabaseCatalog {
   readonly #work = new Map<string, Promise<unknown>>()
   /** In memory with a template: the next new database, loaded ahead so that creating one takes no wait. */
   #spare: Promise<PGlite> | null = null
+  /** The migrated state's fingerprint, rows and sequences, read once from a fresh database (see reset.ts). */
+  #baseline: Promise<Baseline | null> | null = null
   #closed = false
 
   constructor(options: DatabasesOptions) {
@@ -84,9 +87,21 @@ export class Databases implements DatabaseCatalog {
     })
   }
 
+  /**
+   * Back to the migrated state. In place (milliseconds) when the schema is still the migrated one: the same
+   * instance is returned. Otherwise a fresh copy replaces it (about as long as creating a database).
+   */
   reset(name: string): Promise<PGlite> {
     return this.#serialize(name, async () => {
       const old = this.#open.get(name)
+      const baseline = old && !old.closed ? await this.#readBaseline() : null
+      if (old && baseline) {
+        try {
+          if (await resetInPlace(old, baseline)) return old
+        } catch (error) {
+          this.#options.log.warn('could not reset the database in place; using a fresh copy', { database: name, error })
+        }
+      }
       const dir = name === MAIN_DATABASE ? this.#options.dataDir : this.#dirFor(name)
       let db: PGlite
       if (dir === null) {
@@ -101,6 +116,23 @@ export class Databases implements DatabaseCatalog {
       this.#open.set(name, db)
       return db
     })
+  }
+
+  /** The baseline, read from a fresh database (the spare when there is one); null if none can be made. */
+  #readBaseline(): Promise<Baseline | null> {
+    this.#baseline ??= (async () => {
+      const spare = this.#spare ? await this.#spare.catch(() => null) : null
+      const db = spare ?? (await this.#build(null))
+      try {
+        return await readBaseline(db)
+      } finally {
+        if (!spare) await db.close()
+      }
+    })().catch((error: unknown) => {
+      this.#options.log.warn('cannot reset databases in place; each reset makes a fresh copy', { error })
+      return null
+    })
+    return this.#baseline
   }
 
   /** Close every database but the main one (its owner closes it), and the spare. */
@@ -159,7 +191,8 @@ export class Databases implements DatabaseCatalog {
       const fresh = !(await holdsDatabase(dir))
       if (fresh && template) await seedDataDir(dir, template)
       const db = await PGlite.create({ ...pgliteOptions, dataDir: dir })
-      if (fresh && !template && migrations) await applyMigrations(db, migrations, this.#options.log)
+      // Kept from an earlier run, it may lack migrations added since, as the main database would.
+      if ((!fresh || !template) && migrations) await applyMigrations(db, migrations, this.#options.log)
       return db
     }
     if (template) return PGlite.create({ ...pgliteOptions, loadDataDir: await templateBlob(template) })

@@ -8,6 +8,7 @@ import pg from 'pg'
 import postgres from 'postgres'
 import { afterEach, describe, expect, it } from 'vitest'
 import { startDevDb, type DevDb, type DevDbOptions } from '../src/dev-server.ts'
+import { createLogger, type LogRecord } from '../src/log.ts'
 import { endClient } from './helpers/pg.ts'
 import { useDevDbs } from './helpers/dev-db.ts'
 import { targets } from './helpers/targets.ts'
@@ -28,8 +29,15 @@ afterEach(async () => {
   await withDeadline(Promise.all(devs.splice(0).map((dev) => dev.close())), DEADLINE_MS, 'close after test')
 })
 
+/** How each `select pglite_dev_db.reset()` was done, from the server log: 'in place' or 'fresh copy'. */
+let resets: string[] = []
+
 async function serve(options: DevDbOptions = {}): Promise<DevDb> {
-  const dev = await startDevDb({ migrations: MIGRATIONS, ...options })
+  resets = []
+  const sink = (record: LogRecord) => {
+    if (record.msg === 'database reset') resets.push(String(record.fields['how']))
+  }
+  const dev = await startDevDb({ migrations: MIGRATIONS, logger: createLogger({ level: 'info', sink }), ...options })
   devs.push(dev)
   return dev
 }
@@ -179,6 +187,8 @@ describe('select pglite_dev_db.reset()', () => {
     // The same statement again: postgres.js binds its prepared statement, which was made again after the reset.
     expect(await count()).toEqual([{ n: 0 }])
     expect((await caller.query(`select to_regclass('scratch_table') as t`)).rows).toEqual([{ t: null }])
+    // A table made since the migrations: the reset made a fresh copy rather than emptying tables in place.
+    expect(resets).toEqual(['fresh copy'])
     // Another database is untouched.
     const main = await client(dev.url)
     await main.query(`insert into customers (email, name) values ('m@example.com', 'M')`)
@@ -208,6 +218,9 @@ describe('select pglite_dev_db.reset()', () => {
       await sql`select pglite_dev_db.reset()`
       expect(await sql`select count(*)::int as n from customers`).toEqual([{ n: 0 }])
     }
+    // Rows only: every reset emptied the tables in place; the drizzle bookkeeping row the template has is back.
+    expect(resets).toEqual(['in place', 'in place', 'in place'])
+    expect((await caller.query('select count(*)::int as n from drizzle.__drizzle_migrations')).rows[0].n).toBe(1)
   })
 
   it('works on the main database kept in a data dir', async () => {

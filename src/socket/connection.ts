@@ -939,9 +939,12 @@ export class Connection implements SessionMember {
     if (!requested) return
     const started = performance.now()
     const db = await this.#host.databases!.reset(this.database)
-    await this.#session.replaceDb(db)
+    // Reset in place (the same instance, its queries used the unnamed statement) or swapped for a fresh one.
+    const inPlace = db === this.#session.db
+    if (inPlace) this.#session.unnamedStatementOwner = null
+    else await this.#session.replaceDb(db)
     this.#scanner.settingsChanged = false
-    this.#log.info('database reset', { database: this.database, ms: Math.round(performance.now() - started) })
+    this.#log.info('database reset', { database: this.database, how: inPlace ? 'in place' : 'fresh copy', ms: Math.round(performance.now() - started) })
   }
 
   // --- DISCARD ALL, DEALLOCATE ---
