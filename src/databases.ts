@@ -53,6 +53,11 @@ export class Databases implements DatabaseCatalog {
     return this.#options.dataDir === null ? null : `${this.#options.dataDir}-databases`
   }
 
+  /** Resolves once the spare (the next new in-memory database) has loaded, or at once if none is loading. */
+  async spareLoaded(): Promise<void> {
+    await this.#spare?.catch(() => {})
+  }
+
   instance(name: string): PGlite | null {
     return this.#open.get(name) ?? null
   }
@@ -118,21 +123,22 @@ export class Databases implements DatabaseCatalog {
     })
   }
 
-  /** The baseline, read from a fresh database (the spare when there is one); null if none can be made. */
+  /** The baseline (read when the first in-memory database was made, or now from a fresh copy); null if none can be read. */
   #readBaseline(): Promise<Baseline | null> {
     this.#baseline ??= (async () => {
-      const spare = this.#spare ? await this.#spare.catch(() => null) : null
-      const db = spare ?? (await this.#build(null))
+      const db = await this.#build(null)
       try {
         return await readBaseline(db)
       } finally {
-        if (!spare) await db.close()
+        await db.close()
       }
-    })().catch((error: unknown) => {
-      this.#options.log.warn('cannot reset databases in place; each reset makes a fresh copy', { error })
-      return null
-    })
+    })().catch((error: unknown) => this.#noBaseline(error))
     return this.#baseline
+  }
+
+  #noBaseline(error: unknown): null {
+    this.#options.log.warn('cannot reset databases in place; each reset makes a fresh copy', { error })
+    return null
   }
 
   /** Close every database but the main one (its owner closes it), and the spare. */
@@ -175,8 +181,14 @@ export class Databases implements DatabaseCatalog {
   /** A new in-memory database at the migrated state: the spare if one is ready, and the next spare starts loading. */
   async #fresh(): Promise<PGlite> {
     if (!(await this.#options.template())) return this.#build(null)
-    const db = await (this.#spare ?? this.#build(null))
-    this.#spare = this.#closed ? null : this.#build(null)
+    // Taken before any await: two databases created at once must never get the same spare.
+    const spare = this.#spare
+    this.#spare = null
+    const db = await (spare ?? this.#build(null))
+    // Still at the migrated state and not yet anyone's: the moment to read what a reset puts back.
+    this.#baseline ??= readBaseline(db).catch((error: unknown) => this.#noBaseline(error))
+    await this.#baseline
+    if (this.#spare === null && !this.#closed) this.#spare = this.#build(null)
     // A spare that fails to load is not an error yet: the next database loads without it, and says why then.
     this.#spare?.catch(() => {})
     return db

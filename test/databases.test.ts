@@ -91,6 +91,21 @@ describe('a database per name', () => {
     expect(dev.databases.instance('test_1')).not.toBeNull()
   })
 
+  it('workers that connect to new databases at the same moment each get their own', async () => {
+    const dev = await serve()
+    // The first database makes the server load a spare; the four then arrive with it ready, and only one may get it.
+    await client(urlOf(dev.url, 'w_first'))
+    await dev.databases.spareLoaded()
+    const names = ['w_0', 'w_1', 'w_2', 'w_3']
+    const workers = await Promise.all(names.map((name) => client(urlOf(dev.url, name))))
+    await Promise.all(workers.map((worker, i) => worker.query(`create table mine_${i} (x int)`)))
+    for (const [i, worker] of workers.entries()) {
+      const tables = await worker.query(`select tablename from pg_tables where tablename like 'mine\\_%' order by 1`)
+      expect(tables.rows).toEqual([{ tablename: `mine_${i}` }])
+    }
+    expect(new Set(names.map((name) => dev.databases.instance(name))).size).toBe(4)
+  })
+
   it('a transaction open in one database does not hold up another database', async () => {
     // A shared queue would make the second database wait for the first's transaction: 55P03 after 3 s.
     const dev = await serve({ queueTimeoutMs: 3_000 })
