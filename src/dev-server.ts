@@ -11,6 +11,9 @@ import { createLogger, type Logger } from './log.ts'
 import { DEFAULT_CACHE_DIR, holdsDatabase, migratedTemplate, seedDataDir, templateBlob, type Template } from './template.ts'
 import { applyMigrations } from './migrate.ts'
 import { Databases, MAIN_DATABASE } from './databases.ts'
+import { assertInstalledExtensionsLoaded, loadExtensions, resolveExtensionNames, type LoadedExtensions } from './extensions.ts'
+import { reportSlowStep, type ProgressOptions } from './progress.ts'
+import { readSnapshot } from './snapshot.ts'
 import { DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS, DEFAULT_MAX_CONNECTIONS, DEFAULT_QUEUE_TIMEOUT_MS, PGLiteSocketServer, type PGLiteSocketServerOptions } from './socket/server.ts'
 
 export interface DevDbOptions {
@@ -46,6 +49,18 @@ export interface DevDbOptions {
   cacheDir?: string
   /** false: always initdb and migrate from scratch (no template). Default true. */
   template?: boolean
+  /**
+   * Extensions to load (`['vector', 'pgcrypto']`): PGlite ships them, but a database can CREATE EXTENSION only those
+   * loaded at its start, and one that has them needs them loaded at every start. Part of the template's key.
+   */
+  extensions?: string[]
+  /**
+   * Start from this snapshot (`pglite-dev-db snapshot`) instead of the template: loaded in memory, or into `dataDir`,
+   * which must not hold a database yet. Migrations newer than the snapshot still apply.
+   */
+  fromSnapshot?: string
+  /** A start-up step running longer than this logs an info line naming it; 0: every step. Default 2000. */
+  progressAfterMs?: number
 }
 
 export interface DevDb {
@@ -84,12 +99,14 @@ export async function startDevDb(options: DevDbOptions = {}): Promise<DevDb> {
 
   // --- Open the database ---
   const startedAt = performance.now()
+  const loaded = await loadExtensions(options.extensions ?? [])
+  const progress = options.progressAfterMs === undefined ? {} : { afterMs: options.progressAfterMs }
   let db: PGlite
   let lock: DataDirLock | null = null
   // The template is what a fresh main database and every other database start from; read (or built) when first needed.
   let templateLookup: Promise<Template | null> | null = null
   const template = (): Promise<Template | null> => {
-    templateLookup ??= options.template === false ? Promise.resolve(null) : templateOrNull(options.migrations ?? null, options.cacheDir ?? DEFAULT_CACHE_DIR, log)
+    templateLookup ??= options.template === false ? Promise.resolve(null) : templateOrNull(options.migrations ?? null, options.cacheDir ?? DEFAULT_CACHE_DIR, log, loaded, progress)
     return templateLookup
   }
   const startParams = [...PGlite.defaultStartParams, ...SERVER_SETTINGS]
@@ -100,11 +117,19 @@ export async function startDevDb(options: DevDbOptions = {}): Promise<DevDb> {
     }
     // A fresh database starts as a copy of the migrated template instead of initdb plus every migration.
     const fresh = !dataDir || !(await holdsDatabase(dataDir))
-    const fromTemplate = fresh ? await template() : null
-    const seeded = dataDir && fromTemplate ? await seedDataDir(dataDir, fromTemplate) : false
-    log.info('opening database', { dataDir: dataDir ?? 'memory', ...(fromTemplate && (seeded || !dataDir) ? { from: 'template' } : {}) })
-    if (dataDir) db = await PGlite.create({ dataDir, startParams })
-    else db = await PGlite.create(fromTemplate ? { loadDataDir: await templateBlob(fromTemplate), startParams } : { startParams })
+    const snapshot = options.fromSnapshot === undefined ? null : await readSnapshot(resolve(options.fromSnapshot), dataDir, log)
+    const fromTemplate = fresh && !snapshot ? await template() : null
+    const seeded = dataDir && fromTemplate ? await reportSlowStep(log, 'copying the database template into the data dir', () => seedDataDir(dataDir, fromTemplate), progress) : false
+    const from = snapshot ? 'snapshot' : fromTemplate && (seeded || !dataDir) ? 'template' : null
+    log.info('opening database', { dataDir: dataDir ?? 'memory', ...(from ? { from } : {}) })
+    const loadDataDir = snapshot ?? (fromTemplate && !dataDir ? await templateBlob(fromTemplate) : null)
+    const create = () => PGlite.create({ ...(dataDir ? { dataDir } : {}), ...(loadDataDir ? { loadDataDir } : {}), startParams, extensions: loaded.extensions })
+    db = await reportSlowStep(log, `opening the database${from ? ` from the ${from}` : ''}`, create, progress)
+    // A database that has CREATE EXTENSION x but was opened without x's bundle is refused here, not at a client's query.
+    await assertInstalledExtensionsLoaded(db, loaded).catch(async (error: unknown) => {
+      await db.close()
+      throw error
+    })
   } catch (error) {
     await lock?.release()
     if (error instanceof DevServerError) throw error
@@ -116,7 +141,7 @@ export async function startDevDb(options: DevDbOptions = {}): Promise<DevDb> {
     dataDir: dataDir ?? null,
     template,
     migrations: options.migrations ? resolve(options.migrations) : null,
-    pgliteOptions: { startParams },
+    pgliteOptions: { startParams, extensions: loaded.extensions },
     log,
   })
   const serverOptions: PGLiteSocketServerOptions = {
@@ -140,7 +165,7 @@ export async function startDevDb(options: DevDbOptions = {}): Promise<DevDb> {
     let migrate: () => void = () => {}
     const listened = new Promise<void>((resolveListened) => (migrate = resolveListened))
     const migrations = options.migrations
-    const migrated = migrations ? listened.then(() => applyMigrations(db, resolve(migrations), log)) : listened
+    const migrated = migrations ? listened.then(() => applyMigrations(db, resolve(migrations), log, progress)) : listened
     server = new PGLiteSocketServer({ ...serverOptions, startupGate: migrated })
     server.addEventListener('listening', () => migrate(), { once: true })
     try {
@@ -226,9 +251,9 @@ async function removeStaleSocket(path: string): Promise<void> {
 }
 
 /** The template, or null (with a warning) when the cache cannot be used; a failing migration still throws. */
-async function templateOrNull(migrations: string | null, cacheDir: string, log: Logger): Promise<Template | null> {
+async function templateOrNull(migrations: string | null, cacheDir: string, log: Logger, loaded: LoadedExtensions, progress: ProgressOptions): Promise<Template | null> {
   try {
-    return await migratedTemplate(migrations === null ? null : resolve(migrations), resolve(cacheDir), log)
+    return await migratedTemplate(migrations === null ? null : resolve(migrations), resolve(cacheDir), log, loaded, progress)
   } catch (error) {
     if (error instanceof DevServerError) throw error
     log.warn('cannot use a database template; starting from initdb', { cacheDir, error })
@@ -247,6 +272,7 @@ const MAX_TIMER_MS = 2 ** 31 - 1
 
 const OPTION_NAMES: ReadonlySet<string> = new Set<keyof DevDbOptions>([
   'host', 'port', 'dataDir', 'migrations', 'maxConnections', 'idleInTransactionTimeoutMs', 'idleTimeoutMs', 'queueTimeoutMs', 'password', 'socketDir', 'logger', 'cacheDir', 'template',
+  'extensions', 'fromSnapshot', 'progressAfterMs',
 ])
 
 /** Mistakes in the options are ERR_CONFIG before anything opens, as the CLI's flags are. */
@@ -266,9 +292,18 @@ function validateOptions(options: DevDbOptions): void {
   whole('idleInTransactionTimeoutMs', 0, MAX_TIMER_MS)
   whole('idleTimeoutMs', 0, MAX_TIMER_MS)
   whole('queueTimeoutMs', 0, MAX_TIMER_MS)
+  whole('progressAfterMs', 0, MAX_TIMER_MS)
   if (options.template !== undefined && typeof options.template !== 'boolean') fail(`option 'template' must be true or false`)
-  for (const name of ['password', 'socketDir', 'cacheDir'] as const) {
+  for (const name of ['password', 'socketDir', 'cacheDir', 'fromSnapshot'] as const) {
     const value = options[name]
     if (value !== undefined && (typeof value !== 'string' || value === '')) fail(`option '${name}' must be a non-empty string`)
+  }
+  if (options.extensions !== undefined) {
+    if (!Array.isArray(options.extensions) || !options.extensions.every((name) => typeof name === 'string')) fail(`option 'extensions' must be an array of extension names`)
+    try {
+      resolveExtensionNames(options.extensions)
+    } catch (error) {
+      fail((error as Error).message)
+    }
   }
 }

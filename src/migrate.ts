@@ -5,7 +5,9 @@ import { readFile, stat } from 'node:fs/promises'
 import path from 'node:path'
 import type { PGlite } from '@electric-sql/pglite'
 import { DevServerError } from './errors.ts'
+import { extensionHint } from './extensions.ts'
 import type { Logger } from './log.ts'
+import { reportSlowStep, type ProgressOptions } from './progress.ts'
 
 /**
  * drizzle-orm's defaults (pg-core dialect `migrate()`, 0.45): the same schema, table, DDL and separator, or
@@ -44,7 +46,7 @@ export interface MigrationResult {
  * Applies every journal entry newer than the last recorded one. Call it before the server listens: PGlite's
  * `runExclusive` does not hold the transaction lock (NOTES §4). Throws DevServerError('ERR_MIGRATION').
  */
-export async function applyMigrations(db: PGlite, migrationsDir: string, log: Logger): Promise<MigrationResult> {
+export async function applyMigrations(db: PGlite, migrationsDir: string, log: Logger, progress: ProgressOptions = {}): Promise<MigrationResult> {
   const started = performance.now()
   const migrations = await readMigrations(migrationsDir)
   try {
@@ -55,7 +57,7 @@ export async function applyMigrations(db: PGlite, migrationsDir: string, log: Lo
   const recorded = await readRecorded(db)
 
   const applied: string[] = []
-  for (const migration of migrations) {
+  for (const [index, migration] of migrations.entries()) {
     // drizzle's rule, kept exactly: pending iff newer than the last created_at read before applying anything.
     if (recorded.lastCreatedAt !== undefined && !(recorded.lastCreatedAt < migration.when)) {
       if (!recorded.hashes.has(migration.hash)) {
@@ -66,7 +68,8 @@ export async function applyMigrations(db: PGlite, migrationsDir: string, log: Lo
       }
       continue
     }
-    await applyOne(db, migration, log)
+    const step = `applying migration ${migration.file} (${index + 1} of ${migrations.length})`
+    await reportSlowStep(log, step, () => applyOne(db, migration, log), progress)
     applied.push(migration.tag)
   }
   const skipped = migrations.length - applied.length
@@ -99,7 +102,7 @@ async function applyOne(db: PGlite, migration: Migration, log: Logger): Promise<
       step > migration.statements.length
         ? `while recording it in ${Drizzle.table}`
         : `at statement ${step} of ${migration.statements.length}`
-    const message = `migration ${migration.file} failed ${where}: ${describeDbError(error)}`
+    const message = `migration ${migration.file} failed ${where}: ${describeDbError(error)}${extensionHint(error, migration.statements[step - 1])}`
     throw new DevServerError('ERR_MIGRATION', message, { cause: error })
   }
   log.info('migration applied', { file: migration.file, ms: elapsed(started) })

@@ -1,7 +1,9 @@
 // Options: one table drives the CLI flags, their environment twins, --help and validation.
 
 import { DevServerError } from './errors.ts'
+import { resolveExtensionNames } from './extensions.ts'
 import { isLogLevel, type LogFormat, type LogLevel } from './log.ts'
+import { DEFAULT_PROGRESS_AFTER_MS } from './progress.ts'
 import { DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS, DEFAULT_MAX_CONNECTIONS, DEFAULT_QUEUE_TIMEOUT_MS } from './socket/server.ts'
 
 export const DEFAULT_DATA_DIR = '.pglite-dev-db/data'
@@ -26,6 +28,8 @@ export const FLAGS: readonly Flag[] = [
   { name: 'no-migrations', type: 'boolean', help: 'do not apply any migrations' },
   { name: 'cache-dir', type: 'string', value: 'DIR', help: 'where migrated templates are kept; a fresh database copies one instead of initdb + migrations', defaultText: 'node_modules/.cache/pglite-dev-db' },
   { name: 'no-template', type: 'boolean', help: 'build a fresh database with initdb and every migration, without the template' },
+  { name: 'extensions', type: 'string', value: 'LIST', help: 'extensions to load, comma-separated (vector,pgcrypto,...); a database that has one needs it at every start', defaultText: 'none' },
+  { name: 'from-snapshot', type: 'string', value: 'FILE', help: 'start from a snapshot (pglite-dev-db snapshot): with --memory, or into a data dir that holds no database yet' },
   { name: 'password', type: 'string', value: 'PASSWORD', help: 'clients must log in with this password (SCRAM-SHA-256); it appears in the printed URL', defaultText: 'none' },
   { name: 'socket-dir', type: 'string', value: 'DIR', help: 'also listen on DIR/.s.PGSQL.PORT, where psql -h DIR looks' },
   { name: 'max-connections', type: 'integer', value: 'N', help: 'clients past this get FATAL 53300', defaultText: String(DEFAULT_MAX_CONNECTIONS) },
@@ -44,6 +48,7 @@ export const FLAGS: readonly Flag[] = [
     defaultText: String(DEFAULT_QUEUE_TIMEOUT_MS),
   },
   { name: 'idle-timeout-ms', type: 'integer', value: 'MS', help: 'close clients at rest after this long (FATAL 57P05); 0 = never', defaultText: '0' },
+  { name: 'progress-after-ms', type: 'integer', value: 'MS', help: 'a start-up step running this long logs a line naming it; 0 = every step', defaultText: String(DEFAULT_PROGRESS_AFTER_MS) },
   { name: 'log-level', type: 'string', value: 'LEVEL', help: 'silent, error, warn, info, debug or trace', defaultText: 'info' },
   { name: 'log-format', type: 'string', value: 'FORMAT', help: 'pretty or json (logs go to stderr)', defaultText: 'pretty' },
   { name: 'run', type: 'string', value: 'CMD', help: 'start, run CMD with DATABASE_URL set, stop, exit with its status' },
@@ -62,6 +67,7 @@ export function usage(): string {
   })
   return [
     'Usage: pglite-dev-db [options]',
+    '       pglite-dev-db snapshot FILE [--data-dir DIR] [--extensions LIST]',
     '',
     'A Postgres server for development and CI: many clients share one PGlite, each sees a real Postgres.',
     'Prints the connection URL on stdout once ready; logs go to stderr.',
@@ -84,6 +90,9 @@ export interface CliOptions {
   socketDir: string | null
   cacheDir: string | null
   template: boolean
+  extensions: string[]
+  fromSnapshot: string | null
+  progressAfterMs: number
   logLevel: LogLevel
   logFormat: LogFormat
   run: string | null
@@ -151,6 +160,7 @@ export function parseCliOptions(argv: readonly string[], env: NodeJS.ProcessEnv,
   if (values.get('memory') === true && str('data-dir') !== undefined) throw configError(`options '--memory' and '--data-dir' exclude each other`)
   if (values.get('no-migrations') === true && str('migrations') !== undefined) throw configError(`options '--migrations' and '--no-migrations' exclude each other`)
   if (str('password') === '') throw configError(`option '--password' must not be empty`)
+  const extensions = parseExtensions(str('extensions'))
   const maxConnections = int('max-connections', DEFAULT_MAX_CONNECTIONS)
   if (maxConnections < 1) throw configError(`option '--max-connections' must be at least 1`)
   return {
@@ -166,11 +176,26 @@ export function parseCliOptions(argv: readonly string[], env: NodeJS.ProcessEnv,
     socketDir: str('socket-dir') ?? null,
     cacheDir: str('cache-dir') ?? null,
     template: values.get('no-template') !== true,
+    extensions,
+    fromSnapshot: str('from-snapshot') ?? null,
+    progressAfterMs: timeout('progress-after-ms', DEFAULT_PROGRESS_AFTER_MS),
     logLevel,
     logFormat,
     run: str('run') ?? null,
     help: values.get('help') === true,
   }
+}
+
+/** `vector,pgcrypto` (spaces allowed) → names; an unknown one is ERR_CONFIG listing what PGlite ships. */
+export function parseExtensions(raw: string | undefined): string[] {
+  if (raw === undefined) return []
+  const names = raw.split(',').map((name) => name.trim()).filter((name) => name !== '')
+  try {
+    resolveExtensionNames(names)
+  } catch (error) {
+    throw configError(`option '--extensions': ${(error as Error).message}`)
+  }
+  return names
 }
 
 function parseBoolean(name: string, raw: string): boolean {

@@ -8,9 +8,11 @@ import { cp, mkdir, readFile, readdir, rename, rm, stat, writeFile } from 'node:
 import { createRequire } from 'node:module'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { PGlite } from '@electric-sql/pglite'
+import { PGlite, type Extensions } from '@electric-sql/pglite'
+import { NO_EXTENSIONS, type LoadedExtensions } from './extensions.ts'
 import type { Logger } from './log.ts'
 import { applyMigrations, migrationsFingerprint } from './migrate.ts'
+import { count, reportSlowStep, type ProgressOptions } from './progress.ts'
 
 /** Bump when what a template holds changes shape. */
 const TEMPLATE_FORMAT = 1
@@ -43,28 +45,44 @@ export interface Template {
   tarball: string
   /** True if this call built it. */
   built: boolean
+  /** The bundles it was built with: every PGlite that opens it loads them too. */
+  extensions: Extensions
 }
 
 /**
  * The template for these migrations (null: none), built now if the cache lacks it. Several processes may build the
  * same key at once: each builds in its own scratch dir and the first rename wins.
  */
-export async function migratedTemplate(migrationsDir: string | null, cacheDir: string, log: Logger): Promise<Template> {
-  const key = await templateKey(migrationsDir)
+export async function migratedTemplate(
+  migrationsDir: string | null,
+  cacheDir: string,
+  log: Logger,
+  loaded: LoadedExtensions = NO_EXTENSIONS,
+  progress: ProgressOptions = {},
+): Promise<Template> {
+  const { key, migrations } = await templateKey(migrationsDir, loaded)
   const dir = join(cacheDir, `template-${key}`)
-  const template = { dir, tarball: join(dir, TARBALL) }
+  const template = { dir, tarball: join(dir, TARBALL), extensions: loaded.extensions }
   if (await exists(template.tarball)) return { ...template, built: false }
 
   const started = performance.now()
-  log.info('building the database template (once per migrations and PGlite version)', { cache: dir })
+  log.info('building the database template (once per migrations and PGlite version)', { cache: dir, ...(loaded.names.length > 0 ? { extensions: loaded.names.join(',') } : {}) })
+  const step = `building the database template (initdb + ${count(migrations, 'migration')})`
+  await reportSlowStep(log, step, () => buildTemplate(migrationsDir, cacheDir, template, log, progress), progress)
+  log.info('database template ready', { ms: Math.round(performance.now() - started) })
+  await sweepOtherTemplates(cacheDir, `template-${key}`).catch((error: unknown) => log.warn('could not remove old templates', { cacheDir, error }))
+  return { ...template, built: true }
+}
+
+async function buildTemplate(migrationsDir: string | null, cacheDir: string, template: Omit<Template, 'built'>, log: Logger, progress: ProgressOptions): Promise<void> {
   await mkdir(cacheDir, { recursive: true })
   const scratch = join(cacheDir, `.building-${process.pid}-${randomBytes(4).toString('hex')}`)
   try {
     await mkdir(scratch)
     // Built in memory: initdb there is several times faster than on PGlite's node filesystem.
-    const db = await PGlite.create()
+    const db = await PGlite.create({ extensions: template.extensions })
     try {
-      if (migrationsDir) await applyMigrations(db, migrationsDir, log)
+      if (migrationsDir) await applyMigrations(db, migrationsDir, log, progress)
       await db.exec('CHECKPOINT')
       const tarball = await db.dumpDataDir('none')
       await writeFile(join(scratch, TARBALL), Buffer.from(await tarball.arrayBuffer()))
@@ -72,7 +90,7 @@ export async function migratedTemplate(migrationsDir: string | null, cacheDir: s
       await db.close()
     }
     try {
-      await rename(scratch, dir)
+      await rename(scratch, template.dir)
     } catch (error) {
       // Another process finished the same template first: use theirs.
       if (!(await exists(template.tarball))) throw error
@@ -80,9 +98,6 @@ export async function migratedTemplate(migrationsDir: string | null, cacheDir: s
   } finally {
     await rm(scratch, { recursive: true, force: true })
   }
-  log.info('database template ready', { ms: Math.round(performance.now() - started) })
-  await sweepOtherTemplates(cacheDir, `template-${key}`).catch((error: unknown) => log.warn('could not remove old templates', { cacheDir, error }))
-  return { ...template, built: true }
 }
 
 /**
@@ -96,7 +111,7 @@ export async function seedDataDir(dataDir: string, template: Template): Promise<
     const scratch = join(template.dir, `.unpacking-${process.pid}-${randomBytes(4).toString('hex')}`)
     try {
       await mkdir(scratch)
-      const db = await PGlite.create({ dataDir: scratch, loadDataDir: await templateBlob(template) })
+      const db = await PGlite.create({ dataDir: scratch, loadDataDir: await templateBlob(template), extensions: template.extensions })
       await db.close()
       await rename(scratch, source).catch(async (error: unknown) => {
         if (!(await exists(join(source, 'PG_VERSION')))) throw error
@@ -121,10 +136,13 @@ export async function templateBlob(template: Template): Promise<Blob> {
   return new Blob([await readFile(template.tarball)])
 }
 
-async function templateKey(migrationsDir: string | null): Promise<string> {
+/** The cache key: format, PGlite version, the bundles loaded (a template built without vector cannot serve with it), migrations. */
+async function templateKey(migrationsDir: string | null, loaded: LoadedExtensions): Promise<{ key: string; migrations: number }> {
   const hash = createHash('sha256').update(`pglite-dev-db template ${TEMPLATE_FORMAT}\0pglite ${PGLITE_VERSION}\0`)
-  if (migrationsDir) hash.update(await migrationsFingerprint(resolve(migrationsDir)))
-  return hash.digest('hex').slice(0, 16)
+  if (loaded.names.length > 0) hash.update(`extensions ${loaded.names.join(',')}\0`)
+  const fingerprint = migrationsDir ? await migrationsFingerprint(resolve(migrationsDir)) : ''
+  hash.update(fingerprint)
+  return { key: hash.digest('hex').slice(0, 16), migrations: fingerprint === '' ? 0 : fingerprint.split('\n').length }
 }
 
 /** Templates of older keys (edited migrations, another PGlite) are dead weight of ~40 MB each: keep the newest few. */
