@@ -6,7 +6,7 @@ import pg from 'pg'
 import { describe, expect, it, onTestFinished } from 'vitest'
 import { main } from '../src/cli.ts'
 import { startDevDb, type DevDb, type DevDbOptions } from '../src/dev-server.ts'
-import { AVAILABLE_EXTENSIONS, resolveExtensionNames } from '../src/extensions.ts'
+import { AVAILABLE_EXTENSIONS, extensionHint, resolveExtensionNames } from '../src/extensions.ts'
 import { scratchRoot } from './helpers/db.ts'
 import { captureIo } from './helpers/cli-io.ts'
 import { useDevDbs } from './helpers/dev-db.ts'
@@ -45,6 +45,19 @@ describe('extensions', () => {
     expect(resolveExtensionNames(['earthdistance'])).toEqual(['cube', 'earthdistance'])
     expect(() => resolveExtensionNames(['vectr'])).toThrow(/unknown extension 'vectr'; PGlite ships: .*pgcrypto.*vector/)
     expect(AVAILABLE_EXTENSIONS).toContain('vector')
+  })
+
+  it('the hint for a failed migration statement names the flag for what the statement creates', () => {
+    const unavailable = Object.assign(new Error('extension "uuid-ossp" is not available'), { code: '0A000' })
+    expect(extensionHint(unavailable, 'CREATE EXTENSION IF NOT EXISTS "uuid-ossp";\ncreate extension earthdistance')).toBe(
+      '; the extension must be loaded at start: add --extensions cube,earthdistance,uuid-ossp',
+    )
+    expect(extensionHint(unavailable, 'CREATE EXTENSION postgis;')).toMatch(/^; PGlite does not ship postgis \(it ships: age, /)
+    // 0A000 is also feature_not_supported for statements that create no extension: no hint then.
+    expect(extensionHint(unavailable, 'ALTER SYSTEM SET work_mem = 1')).toBe('')
+    const undefinedFile = Object.assign(new Error('could not access file "vector": No such file or directory'), { code: '58P01' })
+    expect(extensionHint(undefinedFile, 'select 1')).toContain('add --extensions with every extension the database uses')
+    expect(extensionHint(Object.assign(new Error('x'), { code: '42P01' }), 'CREATE EXTENSION vector')).toBe('')
   })
 
   it('create extension vector and pgcrypto over the wire, then use them', async () => {
