@@ -60,7 +60,7 @@ describe('extensions', () => {
     expect(extensionHint(Object.assign(new Error('x'), { code: '42P01' }), 'CREATE EXTENSION vector')).toBe('')
   })
 
-  it('create extension vector and pgcrypto over the wire, then use them', async () => {
+  it('create extension vector and pgcrypto over the wire, then use them, in the main database and in another one', async () => {
     const dev = await devs.start({ extensions: ['vector', 'pgcrypto'] })
     const rows = await withClient(dev.url, async (client) => {
       await client.query('create extension vector')
@@ -70,6 +70,14 @@ describe('extensions', () => {
       return (await client.query("select id, embedding <-> '[1,2,4]' as distance, encode(digest('x', 'sha256'), 'hex') as sha from items order by embedding <-> '[1,2,4]' limit 1")).rows
     })
     expect(rows).toEqual([{ id: 1, distance: 1, sha: '2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881' }])
+
+    // A database another name creates on first use loads them too.
+    const other = dev.url.replace(/\/postgres$/, '/ext_other')
+    const distance = await withClient(other, async (client) => {
+      await client.query('create extension vector')
+      return (await client.query("select '[0,0]'::vector <-> '[3,4]' as d")).rows
+    })
+    expect(distance).toEqual([{ d: 5 }])
   })
 
   it('drizzle-kit migrations that create vector apply through the template, which a start without vector does not reuse', async () => {

@@ -63,36 +63,40 @@ async function snapshot(file: string, dataDir: string): Promise<{ status: number
 describe('snapshots', () => {
   const devs = useDevDbs()
 
-  it('rows written over the wire survive snapshot → new server, in memory and in a new data dir; newer migrations apply on top', async () => {
+  /** A server on a data dir with the first migration gets two rows over the wire, stops, and is snapshotted. */
+  async function seededSnapshot(): Promise<{ file: string; dir: string }> {
     const dataDir = await devs.scratchDataDir()
-    const one = await migrations(1)
-    const first = await devs.start({ dataDir, migrations: one })
+    const first = await devs.start({ dataDir, migrations: await migrations(1) })
     await query(first.url, "insert into notes (body) values ('first'), ('second')")
     await first.close()
-
     const dir = await scratch('files')
     const file = path.join(dir, 'seed.tar.gz')
-    const taken = await snapshot(file, dataDir)
-    expect(taken).toMatchObject({ status: 0, stdout: [file] })
+    expect(await snapshot(file, dataDir)).toMatchObject({ status: 0, stdout: [file] })
+    return { file, dir }
+  }
+
+  it('rows written over the wire survive snapshot → new in-memory servers, each its own copy; a newer migration applies on top', async () => {
+    const { file } = await seededSnapshot()
     // A gzip tarball of the data dir without the lock file, PG_VERSION last (a load cut short leaves no database).
     const names = listTar(gunzipSync(await readFile(file))).map((entry) => entry.name)
     expect(names).toContain('base')
     expect(names).not.toContain('pglite-dev-db.lock')
     expect(names.at(-1)).toBe('PG_VERSION')
 
-    // In memory, with a migration the snapshot predates: it is applied, the rows stay.
     const two = await migrations(2)
     const memory = await start({ fromSnapshot: file, migrations: two })
     expect(await query(memory.url, 'select body, pinned from notes order by id')).toEqual([
       { body: 'first', pinned: false },
       { body: 'second', pinned: false },
     ])
-    // A second in-memory server from the same snapshot is its own database.
     await query(memory.url, "insert into notes (body) values ('memory only')")
     const other = await start({ fromSnapshot: file, migrations: two })
     expect(await query(other.url, 'select count(*)::int as n from notes')).toEqual([{ n: 2 }])
+  })
 
-    // Into a new data dir: the rows are there, and stay there after a restart without --from-snapshot.
+  it('a snapshot loads into a new data dir, which keeps its rows after a restart without --from-snapshot', async () => {
+    const { file, dir } = await seededSnapshot()
+    const two = await migrations(2)
     const fresh = path.join(dir, 'fresh')
     const loaded = await devs.start({ dataDir: fresh, fromSnapshot: file, migrations: two })
     expect(await query(loaded.url, 'select body from notes order by id')).toEqual([{ body: 'first' }, { body: 'second' }])
