@@ -207,6 +207,8 @@ interface PGLiteSocketServerOptions {
     password?: string;
     /** Listen at once, admit clients after this resolves; earlier ones get FATAL 57P03 (start() rejects with its error). */
     startupGate?: Promise<unknown>;
+    /** Record every message each client sends and receives as JSON lines in this file (closed by stop()). Default: none. */
+    trace?: string;
 }
 interface PGLiteSocketHandlerOptions {
     /** As for PGLiteSocketServerOptions. */

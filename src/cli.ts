@@ -7,6 +7,7 @@ import { createLogger, lineSink } from './log.ts'
 import { DEFAULT_MIGRATIONS_DIR, parseCliOptions, usage, type CliOptions } from './options.ts'
 import { startDevDb, type DevDb } from './dev-server.ts'
 import { snapshotCommand } from './snapshot-command.ts'
+import { traceCommand } from './trace-view.ts'
 
 export interface CliIo {
   env: NodeJS.ProcessEnv
@@ -21,6 +22,7 @@ export const ExitCode = { Ok: 0, Failure: 1, Usage: 2 } as const
 /** Run the CLI. Returns the exit status; only the bin shim calls process.exit. */
 export async function main(argv: readonly string[], io: CliIo): Promise<number> {
   if (argv[0] === 'snapshot') return snapshotCommand(argv.slice(1), io)
+  if (argv[0] === 'trace') return traceCommand(argv.slice(1), io)
   let options: CliOptions
   try {
     options = parseCliOptions(argv, io.env, existsSync(DEFAULT_MIGRATIONS_DIR) ? DEFAULT_MIGRATIONS_DIR : null)
@@ -48,6 +50,7 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
       queueTimeoutMs: options.queueTimeoutMs,
       ...(options.password ? { password: options.password } : {}),
       ...(options.socketDir ? { socketDir: options.socketDir } : {}),
+      ...(options.trace ? { trace: options.trace } : {}),
       ...(options.cacheDir ? { cacheDir: options.cacheDir } : {}),
       template: options.template,
       ...(options.extensions.length > 0 ? { extensions: options.extensions } : {}),

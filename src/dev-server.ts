@@ -61,6 +61,11 @@ export interface DevDbOptions {
   fromSnapshot?: string
   /** A start-up step running longer than this logs an info line naming it; 0: every step. Default 2000. */
   progressAfterMs?: number
+  /**
+   * Record every message each client sends and receives as JSON lines in this file (see PGLiteSocketServerOptions);
+   * complete once `close()` resolves. Default: no trace.
+   */
+  trace?: string
 }
 
 export interface DevDb {
@@ -150,6 +155,7 @@ export async function startDevDb(options: DevDbOptions = {}): Promise<DevDb> {
     host,
     port,
     ...(options.password !== undefined ? { password: options.password } : {}),
+    ...(options.trace !== undefined ? { trace: options.trace } : {}),
     maxConnections: options.maxConnections ?? DEFAULT_MAX_CONNECTIONS,
     idleInTransactionTimeoutMs: options.idleInTransactionTimeoutMs ?? DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS,
     idleTimeoutMs: options.idleTimeoutMs ?? 0,
@@ -272,7 +278,7 @@ const MAX_TIMER_MS = 2 ** 31 - 1
 
 const OPTION_NAMES: ReadonlySet<string> = new Set<keyof DevDbOptions>([
   'host', 'port', 'dataDir', 'migrations', 'maxConnections', 'idleInTransactionTimeoutMs', 'idleTimeoutMs', 'queueTimeoutMs', 'password', 'socketDir', 'logger', 'cacheDir', 'template',
-  'extensions', 'fromSnapshot', 'progressAfterMs',
+  'extensions', 'fromSnapshot', 'progressAfterMs', 'trace',
 ])
 
 /** Mistakes in the options are ERR_CONFIG before anything opens, as the CLI's flags are. */
@@ -294,7 +300,7 @@ function validateOptions(options: DevDbOptions): void {
   whole('queueTimeoutMs', 0, MAX_TIMER_MS)
   whole('progressAfterMs', 0, MAX_TIMER_MS)
   if (options.template !== undefined && typeof options.template !== 'boolean') fail(`option 'template' must be true or false`)
-  for (const name of ['password', 'socketDir', 'cacheDir', 'fromSnapshot'] as const) {
+  for (const name of ['password', 'socketDir', 'cacheDir', 'fromSnapshot', 'trace'] as const) {
     const value = options[name]
     if (value !== undefined && (typeof value !== 'string' || value === '')) fail(`option '${name}' must be a non-empty string`)
   }

@@ -49,6 +49,7 @@ export const FLAGS: readonly Flag[] = [
   },
   { name: 'idle-timeout-ms', type: 'integer', value: 'MS', help: 'close clients at rest after this long (FATAL 57P05); 0 = never', defaultText: '0' },
   { name: 'progress-after-ms', type: 'integer', value: 'MS', help: 'a start-up step running this long logs a line naming it; 0 = every step', defaultText: String(DEFAULT_PROGRESS_AFTER_MS) },
+  { name: 'trace', type: 'string', value: 'FILE', help: 'record every message of every client as JSON lines in FILE; read it with `pglite-dev-db trace view FILE`' },
   { name: 'log-level', type: 'string', value: 'LEVEL', help: 'silent, error, warn, info, debug or trace', defaultText: 'info' },
   { name: 'log-format', type: 'string', value: 'FORMAT', help: 'pretty or json (logs go to stderr)', defaultText: 'pretty' },
   { name: 'run', type: 'string', value: 'CMD', help: 'start, run CMD with DATABASE_URL set, stop, exit with its status' },
@@ -68,6 +69,7 @@ export function usage(): string {
   return [
     'Usage: pglite-dev-db [options]',
     '       pglite-dev-db snapshot FILE [--data-dir DIR] [--extensions LIST]',
+    '       pglite-dev-db trace view FILE [--conn ID ...]   (a --trace file as a timeline, one lane per connection)',
     '',
     'A Postgres server for development and CI: many clients share one PGlite, each sees a real Postgres.',
     'Prints the connection URL on stdout once ready; logs go to stderr.',
@@ -88,6 +90,7 @@ export interface CliOptions {
   queueTimeoutMs: number
   password: string | null
   socketDir: string | null
+  trace: string | null
   cacheDir: string | null
   template: boolean
   extensions: string[]
@@ -161,6 +164,7 @@ export function parseCliOptions(argv: readonly string[], env: NodeJS.ProcessEnv,
   if (values.get('no-migrations') === true && str('migrations') !== undefined) throw configError(`options '--migrations' and '--no-migrations' exclude each other`)
   if (str('password') === '') throw configError(`option '--password' must not be empty`)
   const extensions = parseExtensions(str('extensions'))
+  if (str('trace') === '') throw configError(`option '--trace' must not be empty`)
   const maxConnections = int('max-connections', DEFAULT_MAX_CONNECTIONS)
   if (maxConnections < 1) throw configError(`option '--max-connections' must be at least 1`)
   return {
@@ -174,6 +178,7 @@ export function parseCliOptions(argv: readonly string[], env: NodeJS.ProcessEnv,
     queueTimeoutMs: timeout('queue-timeout-ms', DEFAULT_QUEUE_TIMEOUT_MS),
     password: str('password') ?? null,
     socketDir: str('socket-dir') ?? null,
+    trace: str('trace') ?? null,
     cacheDir: str('cache-dir') ?? null,
     template: values.get('no-template') !== true,
     extensions,

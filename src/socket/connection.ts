@@ -43,6 +43,7 @@ import { sessionFor, type SessionMember, type SharedSession } from './session.ts
 import { DatabaseStatements, RESET_CHECK_SQL, ResetCalls, commandTag, mayManageDatabase, parseDatabaseCommand, type DatabaseCatalog, type DatabaseCommand } from './databases.ts'
 import { hexDump } from './inspect.ts'
 import { MAX_AUTH_MESSAGE_LENGTH, ScramExchange, type ScramSecret } from './scram.ts'
+import type { ConnectionTrace, TraceFile } from './trace.ts'
 
 export interface ConnectionOptions {
   /** A COPY FROM STDIN gathers at most this many bytes before it fails with 54000. */
@@ -69,6 +70,8 @@ export interface ConnectionHost {
   openSession(name: string): Promise<SharedSession>
   readonly log: Logger
   readonly options: ConnectionOptions
+  /** Where this connection's frames are recorded (--trace), if anywhere. */
+  readonly trace?: TraceFile | null
   /** Called with the StartupMessage; a returned error refuses the client (e.g. 53300). */
   admit(connection: Connection): WireError | null
   cancel(processId: number, secretKey: number): void
@@ -207,6 +210,8 @@ export class Connection implements SessionMember {
   readonly #databaseStatements: DatabaseStatements
   /** A reset call ran: once this client is at rest, the server checks that it took effect and resets the database. */
   #resetRequested = false
+  /** The protocol trace of this client's frames, or null when the server traces nothing. */
+  readonly #protocolTrace: ConnectionTrace | null
 
   constructor(socket: Socket, host: ConnectionHost) {
     this.socket = socket
@@ -219,6 +224,7 @@ export class Connection implements SessionMember {
       message[0] === BackendCode.NotificationResponse ? this.#routeNotification(message) : this.#names.restore(message),
     )
     this.#trace = host.options.inspect && this.#log.enabled('trace')
+    this.#protocolTrace = host.trace?.connection(this.processId, socket) ?? null
     const timeoutMs = host.options.queueTimeoutMs
     this.#acquireOptions = { timeoutMs, onTimeout: () => this.#queueTimeout(timeoutMs) }
     // Cleanup is wired before anything async can happen, so no path leaks a slot or the session.
@@ -264,6 +270,7 @@ export class Connection implements SessionMember {
   // --- Input ---
 
   #onData(chunk: Buffer): void {
+    if (this.#protocolTrace !== null) this.#protocolTrace.in(chunk)
     if (this.state === 'closing' || this.state === 'closed' || this.#failAfterQueue) return
     this.#disarmIdleTimer()
     if (this.#trace) this.#log.trace('frontend bytes', { dump: hexDump(chunk) })
@@ -1105,7 +1112,9 @@ export class Connection implements SessionMember {
   /** Everything the client receives goes through here: PGlite's replies and the server's own messages. */
   #write(bytes: Uint8Array): void {
     if (this.#trace) this.#log.trace('to client', { dump: hexDump(bytes) })
-    if (this.socket.writable) this.socket.write(bytes)
+    if (!this.socket.writable) return
+    if (this.#protocolTrace !== null) this.#protocolTrace.out(bytes)
+    this.socket.write(bytes)
   }
 
   readonly #writeRestored = (bytes: Buffer): void => this.#write(bytes)
@@ -1169,6 +1178,7 @@ export class Connection implements SessionMember {
     clearTimeout(this.#startupDeadline)
     this.#queue.length = 0
     if (error) this.#write(encodeErrorResponse(error.severity, error.sqlstate, error.message))
+    this.#protocolTrace?.close(error)
     this.socket.end()
     if (!this.socket.destroyed) {
       const grace = setTimeout(() => this.socket.destroy(), CLOSE_GRACE_MS).unref()

@@ -9,6 +9,7 @@ import { Connection, type ConnectionHost, type ConnectionOptions } from './conne
 import { sessionFor, type SharedSession } from './session.ts'
 import type { DatabaseCatalog } from './databases.ts'
 import { scramSecret } from './scram.ts'
+import { TraceFile } from './trace.ts'
 
 /** Default for `maxConnections`: far above any pool, so only a runaway client meets it. */
 export const DEFAULT_MAX_CONNECTIONS = 1000
@@ -59,6 +60,12 @@ export interface PGLiteSocketServerOptions {
   maxCopyBytes?: number
   /** Clients past this many get FATAL 53300 "sorry, too many clients already" after their startup packet (default: 1000) */
   maxConnections?: number
+  /**
+   * Record every message each client sends and receives, with connects and closes, as JSON lines in this file
+   * (truncated when the server starts; flushed and closed by `stop()`). Servers of one process given the same
+   * path share the file. `pglite-dev-db trace view FILE` prints it as a timeline. Default: no trace.
+   */
+  trace?: string
   /** Where logs go (default: warnings and errors on stderr; `debug`/`inspect` raise the level) */
   logger?: Logger
   /**
@@ -93,6 +100,8 @@ export class PGLiteSocketServer extends EventTarget {
   readonly #connectionHost: ConnectionHost
   /** Resolves with the gate's error, or null once it is open (never rejects, so an early failure waits for start()). */
   readonly #startupGate: Promise<unknown> | undefined
+  readonly #tracePath: string | undefined
+  #trace: TraceFile | null = null
 
   constructor(options: PGLiteSocketServerOptions) {
     super()
@@ -102,6 +111,7 @@ export class PGLiteSocketServer extends EventTarget {
     this.#host = options.host || '127.0.0.1'
     this.#port = options.port ?? 5432
     this.#maxConnections = options.maxConnections ?? DEFAULT_MAX_CONNECTIONS
+    this.#tracePath = options.trace
     this.#startupGate = options.startupGate?.then(
       () => null,
       (error: unknown) => error ?? new Error('startupGate rejected'),
@@ -115,6 +125,7 @@ export class PGLiteSocketServer extends EventTarget {
       password: options.password ? scramSecret(options.password) : null,
     }
     const databases = options.databases ?? null
+    const server = this
     this.#connectionHost = {
       session: this.#session,
       databases,
@@ -126,6 +137,9 @@ export class PGLiteSocketServer extends EventTarget {
       },
       log: this.#log,
       options: this.#options,
+      get trace() {
+        return server.#trace
+      },
       admit: (connection) => {
         if (!this.#active) return new WireError('FATAL', SqlState.CannotConnectNow, 'the database system is shutting down')
         if (this.#session.dead) return this.#session.dead as WireError
@@ -168,7 +182,13 @@ export class PGLiteSocketServer extends EventTarget {
     if (this.#server) throw new Error('Socket server already started')
     await this.db.waitReady
     if (!this.#startupGate) await this.#session.startupPrefix()
-    await this.#listen()
+    if (this.#tracePath !== undefined) this.#trace = TraceFile.acquire(this.#tracePath, this.#log)
+    try {
+      await this.#listen()
+    } catch (error) {
+      await this.#releaseTrace()
+      throw error
+    }
     if (!this.#startupGate) return
     try {
       const failure = await this.#startupGate
@@ -260,9 +280,16 @@ export class PGLiteSocketServer extends EventTarget {
     const goodbye = new WireError('FATAL', SqlState.AdminShutdown, 'terminating connection due to administrator command')
     await Promise.all([...this.#connections].map((connection) => connection.terminate(goodbye)))
     await closed
+    await this.#releaseTrace()
     this.#server = null
     this.#log.debug('stopped', {})
     this.dispatchEvent(new CustomEvent('close'))
+  }
+
+  async #releaseTrace(): Promise<void> {
+    const trace = this.#trace
+    this.#trace = null
+    await trace?.release()
   }
 
   #accept(socket: Socket): void {
