@@ -1,13 +1,21 @@
-// Runs the interleaving workloads (test/scenarios, a–e) against any Postgres URL and prints what each produced.
+// Runs the interleaving workloads (test/scenarios, a–e) against any Postgres URL and prints what each produced,
+// or (--replay FILE) replays a protocol trace written with pglite-dev-db --trace and compares the replies.
 // Usage: tsx scripts/repro-interleave.ts --url postgres://postgres@127.0.0.1:5432/postgres [--scenario NAME] [--json]
-// Exit code: 0 every scenario ok, 1 any scenario not ok, 2 usage error.
+//        tsx scripts/repro-interleave.ts --replay FILE --url URL [--types-only] [--deadline-ms MS]
+// Exit code: 0 every scenario ok (every connection as traced), 1 any not ok (a difference or a stall), 2 usage error
+// (or a trace that cannot be replayed).
 import { parseArgs } from 'node:util'
+import { replayTrace } from './replay/replay.ts'
 import { interleavingScenarios } from '../test/scenarios/index.ts'
 import type { Outcome } from '../test/scenarios/outcome.ts'
 
 const USAGE = `usage: repro-interleave --url URL [--scenario NAME] [--json]
+       repro-interleave --replay FILE --url URL [--types-only] [--deadline-ms MS]
 scenarios: ${interleavingScenarios.map((s) => s.name).join(', ')}
-pgbench drops and recreates pgbench_* tables: use a throwaway database.`
+pgbench drops and recreates pgbench_* tables: use a throwaway database.
+--replay sends each traced connection's messages (pglite-dev-db --trace FILE) in the recorded order, each once its
+connection has the replies the trace shows, then compares what each got: message types, SQLSTATEs, statuses, tags,
+columns and values (--types-only: types and SQLSTATEs). --deadline-ms bounds each wait (default 5000).`
 
 interface Row {
   scenario: string
@@ -39,11 +47,19 @@ function formatTable(rows: Row[]): string {
 }
 
 export async function main(argv: string[]): Promise<number> {
-  let values: { url?: string; scenario?: string; json?: boolean; help?: boolean }
+  let values: { url?: string; scenario?: string; json?: boolean; help?: boolean; replay?: string; 'types-only'?: boolean; 'deadline-ms'?: string }
   try {
     values = parseArgs({
       args: argv,
-      options: { url: { type: 'string' }, scenario: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean' } },
+      options: {
+        url: { type: 'string' },
+        scenario: { type: 'string' },
+        json: { type: 'boolean' },
+        help: { type: 'boolean' },
+        replay: { type: 'string' },
+        'types-only': { type: 'boolean' },
+        'deadline-ms': { type: 'string' },
+      },
       strict: true,
     }).values
   } catch (error) {
@@ -53,6 +69,20 @@ export async function main(argv: string[]): Promise<number> {
   if (values.help) {
     process.stdout.write(`${USAGE}\n`)
     return 0
+  }
+  if (values.replay !== undefined) {
+    const deadline = values['deadline-ms']
+    if (!values.url || (deadline !== undefined && !/^\d+$/.test(deadline))) {
+      process.stderr.write(`${values.url ? '--deadline-ms must be a whole number' : '--url is required'}\n${USAGE}\n`)
+      return 2
+    }
+    return replayTrace({
+      file: values.replay,
+      url: values.url,
+      typesOnly: values['types-only'] ?? false,
+      ...(deadline !== undefined ? { deadlineMs: Number(deadline) } : {}),
+      print: (line) => process.stdout.write(`${line}\n`),
+    })
   }
   const selected = interleavingScenarios.filter((s) => values.scenario === undefined || s.name === values.scenario)
   if (!values.url || selected.length === 0) {

@@ -1,0 +1,152 @@
+// Replays a protocol trace against a server: one socket per traced connection, each connection's client messages
+// in the recorded global order, each sent once its connection has the replies the trace shows it had by then
+// (or, once its replies went another way, as many ReadyForQuery). Then what each got is compared with the trace.
+import net from 'node:net'
+import { ReplayClient, type ClientTarget } from './client.ts'
+import { readPlan, type Need, type Plan, type PlannedConnection, type Reply, type Step } from './plan.ts'
+
+export interface ReplayOptions {
+  file: string
+  url: string
+  /** Bound for each wait on the server (default 5000 ms). */
+  deadlineMs?: number
+  /** Compare message types and SQLSTATEs only (not statuses, tags, columns, values). */
+  typesOnly?: boolean
+  print: (line: string) => void
+}
+
+/** Exit status: 0 every connection got what the trace shows, 1 a difference or a stall, 2 a trace that cannot be replayed. */
+export async function replayTrace(options: ReplayOptions): Promise<number> {
+  const { print } = options
+  const deadlineMs = options.deadlineMs ?? 5000
+  let plan: Plan
+  try {
+    plan = await readPlan(options.file, options.typesOnly ?? false)
+  } catch (error) {
+    print(`replay: cannot read ${options.file}: ${(error as Error).message}`)
+    return 2
+  }
+  if (plan.problems.length > 0) {
+    for (const problem of plan.problems) print(`replay: ${problem}`)
+    return 2
+  }
+  const url = new URL(options.url)
+  const target = { host: url.hostname.replace(/^\[|\]$/g, ''), port: Number(url.port || 5432), password: decodeURIComponent(url.password) }
+  const sends = plan.steps.filter((s) => s.kind === 'send').length
+  print(`replaying ${options.file} against ${target.host}:${target.port}: ${plan.connections.size} connections, ${sends} sends`)
+
+  const run: Run = { plan, clients: new Map(), cancels: [], notes: [], target, typesOnly: options.typesOnly ?? false, deadlineMs }
+  const { clients } = run
+  let stall: string | null = null
+  try {
+    for (const step of plan.steps) {
+      stall = await runStep(step, run)
+      if (stall) break
+    }
+    // Everything sent: wait for the rest of each connection's replies (or its close).
+    for (const [conn, client] of clients) {
+      if (stall) break
+      const planned = plan.connections.get(conn)!
+      const done = await client.until(() => isSatisfied(client, { replies: planned.replies.length, ready: planned.ready }), deadlineMs)
+      if (!done) stall = stallMessage(client, planned, 'after its last message', { replies: planned.replies.length, ready: planned.ready }, deadlineMs)
+    }
+    const differing = report(plan, clients, print)
+    for (const note of run.notes) print(note)
+    if (stall) print(`STALLED: ${stall}`)
+    print(stall || differing > 0 ? `replay: ${differing} of ${clients.size} connections differ from the trace${stall ? ', and the replay stalled' : ''}` : 'replay: every connection got what the trace shows')
+    return stall || differing > 0 ? 1 : 0
+  } finally {
+    for (const client of clients.values()) client.destroy()
+    for (const socket of run.cancels) socket.destroy()
+  }
+}
+
+interface Run {
+  plan: Plan
+  clients: Map<number, ReplayClient>
+  cancels: net.Socket[]
+  notes: string[]
+  target: ClientTarget
+  typesOnly: boolean
+  deadlineMs: number
+}
+
+/** Runs one step; returns why the replay cannot go on, or null. */
+async function runStep(step: Step, run: Run): Promise<string | null> {
+  const { clients, target, deadlineMs } = run
+  const planned = run.plan.connections.get(step.conn)!
+  if (step.kind === 'connect') {
+    // Not awaited: another connection's later step may be what lets this startup finish (a server that queues it).
+    clients.set(step.conn, new ReplayClient(step.conn, planned.params, planned.replies, target, run.typesOnly))
+    return null
+  }
+  if (step.kind === 'cancel') {
+    const victim = clients.get(step.target)
+    if (!victim || victim.pid === 0) {
+      run.notes.push(`note: conn ${step.conn}'s CancelRequest for ${step.target} was not sent: no replayed connection has that id`)
+      return null
+    }
+    const request = Buffer.alloc(16)
+    request.writeInt32BE(16, 0)
+    request.writeInt32BE(80877102, 4) // CancelRequest code
+    request.writeInt32BE(victim.pid, 8)
+    request.writeInt32BE(victim.secretKey, 12)
+    const socket = net.connect(target.port, target.host, () => socket.end(request))
+    socket.on('error', (error: NodeJS.ErrnoException) => run.notes.push(`note: conn ${step.conn}'s CancelRequest failed: ${error.code ?? error.message}`))
+    run.cancels.push(socket)
+    return null
+  }
+  const client = clients.get(step.conn)
+  if (!client) return `conn ${step.conn} sends ${step.types.join(', ')} before any StartupMessage in the trace`
+  if (!(await client.until(() => client.startup !== null, deadlineMs))) return `conn ${step.conn}: no startup reply within ${deadlineMs} ms`
+  if (client.startup !== 'ready') return null
+  if (!(await client.until(() => isSatisfied(client, step.after), deadlineMs))) {
+    return stallMessage(client, planned, `before sending ${step.types.join(', ')}`, step.after, deadlineMs)
+  }
+  client.send(step.frames)
+  return null
+}
+
+/** The connection has what the trace shows at this point, or (its replies having gone another way) as many ReadyForQuery. */
+function isSatisfied(client: ReplayClient, need: Need): boolean {
+  if (client.isClosed || client.startup !== 'ready') return true
+  const diverged = client.firstMismatch >= 0 && client.firstMismatch < need.replies
+  return diverged ? client.readyCount >= need.ready : client.replies.length >= need.replies
+}
+
+function stallMessage(client: ReplayClient, planned: PlannedConnection, when: string, need: Need, deadlineMs: number): string {
+  const waitedFor = planned.replies.slice(client.replies.length, need.replies).map(show)
+  return `conn ${client.conn} waited ${deadlineMs} ms ${when} for ${waitedFor.join(' ') || `ReadyForQuery #${need.ready}`}; it had ${client.replies.length} replies (${client.readyCount} ReadyForQuery)`
+}
+
+const show = (r: Reply): string => (r.detail ? `${r.type}(${r.detail})` : r.type)
+
+/** Prints one verdict per connection; returns how many differ. */
+function report(plan: Plan, clients: Map<number, ReplayClient>, print: (line: string) => void): number {
+  let differing = 0
+  for (const [conn, planned] of plan.connections) {
+    const client = clients.get(conn)
+    if (!client) continue
+    const who = [planned.params.application_name, planned.params.user && `user ${planned.params.user}`].filter(Boolean).join(', ')
+    const label = `conn ${conn}${who ? ` (${who})` : ''}`
+    if (client.startup !== planned.startup) {
+      differing++
+      print(`${label}: DIFFERS at startup: traced ${planned.startup}, got ${client.startup ?? 'nothing'}`)
+      continue
+    }
+    const expected = planned.replies.map(show)
+    const got = client.replies.map(show)
+    let at = 0
+    while (at < expected.length && at < got.length && expected[at] === got[at]) at++
+    if (at === expected.length && at === got.length) {
+      print(`${label}: same ${expected.length} replies as traced`)
+      continue
+    }
+    differing++
+    const from = Math.max(0, at - 2)
+    print(`${label}: DIFFERS at reply ${at + 1} (traced ${expected.length} replies, got ${got.length})`)
+    print(`    traced: ${from > 0 ? '… ' : ''}${expected.slice(from, at + 4).join(' ') || '(nothing)'}`)
+    print(`    got:    ${from > 0 ? '… ' : ''}${got.slice(from, at + 4).join(' ') || '(nothing)'}`)
+  }
+  return differing
+}
