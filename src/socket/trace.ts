@@ -3,7 +3,7 @@
 
 import { createWriteStream, type WriteStream } from 'node:fs'
 import type { Socket } from 'node:net'
-import { resolve } from 'node:path'
+import path from 'node:path'
 import type { WireError } from '../errors.ts'
 import type { Logger } from '../log.ts'
 import { HEADER_LENGTH, LEN_LENGTH, MAX_LARGE_MESSAGE_LENGTH } from './protocol.ts'
@@ -68,9 +68,9 @@ export class TraceFile {
   #failed = false
   #ended = false
 
-  /** Open `path` (truncating it), or share it when this process already traces there; pair with release(). */
-  static acquire(path: string, log: Logger): TraceFile {
-    const full = resolve(path)
+  /** Open `where` (truncating it), or share it when this process already traces there; pair with release(). */
+  static acquire(where: string, log: Logger): TraceFile {
+    const full = path.resolve(where)
     const existing = openFiles.get(full)
     if (existing) {
       existing.#refs++
@@ -81,10 +81,10 @@ export class TraceFile {
     return file
   }
 
-  private constructor(path: string, log: Logger) {
-    this.path = path
+  private constructor(full: string, log: Logger) {
+    this.path = full
     this.#log = log
-    this.#stream = createWriteStream(path)
+    this.#stream = createWriteStream(full)
     this.#stream.on('error', (error) => this.#fail('cannot write the protocol trace; serving goes on without it', error))
     const header: TraceHeader = { trace: TRACE_FORMAT, version: TRACE_VERSION, started: new Date().toISOString() }
     this.#stream.write(`${JSON.stringify(header)}\n`)
