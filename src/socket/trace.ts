@@ -66,6 +66,7 @@ export class TraceFile {
   #flushScheduled = false
   #dropped = 0
   #failed = false
+  #faulted = false
   #ended = false
 
   /** Open `where` (truncating it), or share it when this process already traces there; pair with release(). */
@@ -131,8 +132,11 @@ export class TraceFile {
     this.#log.warn(what, { path: this.path, error })
   }
 
+  /** A connection's frames could not be traced (a decoding bug): it stops being traced; the first such is logged. */
   fault(error: unknown): void {
-    this.#log.warn('protocol trace: a connection could not be traced further', { path: this.path, error })
+    if (this.#faulted) return
+    this.#faulted = true
+    this.#log.warn('protocol trace: a connection is no longer traced after an error in the trace itself', { path: this.path, error })
   }
 
   readonly #flush = (): void => {
