@@ -2,7 +2,8 @@
 // SCRAM-SHA-256, MD5 or cleartext), then the replies it receives, decoded as the trace decodes them.
 import { createHash, createHmac, pbkdf2Sync, randomBytes, timingSafeEqual } from 'node:crypto'
 import net from 'node:net'
-import { FrameAssembler, SERVER_KEEP } from '../../src/socket/trace.ts'
+import { SERVER_KEEP } from '../../src/socket/trace.ts'
+import { FrameAssembler } from '../../src/socket/trace-frames.ts'
 import { decodeBackend } from '../../src/socket/trace-decode.ts'
 import { isCompared, replyOf, type Reply } from './plan.ts'
 
