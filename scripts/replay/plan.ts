@@ -1,5 +1,5 @@
 // A trace file (pglite-dev-db --trace) as a replay plan: each connection's client messages re-encoded, in the
-// recorded global order, grouped as the server read them, each group with the replies its connection had by then.
+// recorded global order, grouped as the server read them, each group with the replies connections had by then.
 import { createReadStream } from 'node:fs'
 import { once } from 'node:events'
 import { createInterface } from 'node:readline'
@@ -12,7 +12,7 @@ export interface Reply {
   detail: string
 }
 
-/** Before a send: the replies (and ReadyForQuery among them) its connection had received in the trace. */
+/** The replies (and ReadyForQuery among them) a connection had received at some point of the trace. */
 export interface Need {
   replies: number
   ready: number
@@ -20,7 +20,12 @@ export interface Need {
 
 export type Step =
   | { kind: 'connect'; conn: number }
-  | { kind: 'send'; conn: number; read: number; frames: Buffer[]; types: string[]; after: Need }
+  /**
+   * `after`: what connections had received when the server read this group, for those whose count changed since
+   * the previous send (a connection's latest entry holds until then). Waiting for other connections' replies too
+   * keeps the server's order of work as traced: one connection's queued work may wait on another's next message.
+   */
+  | { kind: 'send'; conn: number; read: number; frames: Buffer[]; types: string[]; after: Array<[number, Need]> }
   | { kind: 'cancel'; conn: number; target: number }
 
 export interface PlannedConnection {
@@ -72,10 +77,14 @@ export function isCompared(type: string): boolean {
   return !NOT_COMPARED.has(type)
 }
 
+/** Connections that received replies since the last send step. */
+type Changed = Set<PlannedConnection>
+
 export async function readPlan(file: string, typesOnly: boolean): Promise<Plan> {
   const input = createReadStream(file)
   await once(input, 'open')
   const plan: Plan = { connections: new Map(), steps: [], problems: [] }
+  const changed: Changed = new Set()
   let lineNumber = 0
   for await (const line of createInterface({ input, crlfDelay: Infinity })) {
     lineNumber++
@@ -97,24 +106,39 @@ export async function readPlan(file: string, typesOnly: boolean): Promise<Plan> 
       continue
     }
     const where = `${file}:${lineNumber} (conn ${record.conn} ${record.type})`
-    if (record.dir === 'out') addReply(connection, record, typesOnly)
-    else addClientMessage(plan, connection, record, where)
+    if (record.dir === 'out') {
+      if (addReply(connection, record, typesOnly)) changed.add(connection)
+    } else {
+      addClientMessage(plan, connection, record, where, changed)
+    }
   }
+  for (const connection of plan.connections.values()) dropShutdownGoodbye(connection)
   return plan
 }
 
-function addReply(connection: PlannedConnection, record: FrameRecord, typesOnly: boolean): void {
+/**
+ * A client still connected when the traced server stopped got FATAL 57P01: that is the recording ending, not
+ * something the replay should wait for.
+ */
+function dropShutdownGoodbye(connection: PlannedConnection): void {
+  const last = connection.replies.at(-1)
+  if (connection.closeReason.startsWith('FATAL 57P01') && last?.type === 'ErrorResponse' && last.detail === 'FATAL 57P01') connection.replies.pop()
+}
+
+/** Returns whether the reply is one the replay compares. */
+function addReply(connection: PlannedConnection, record: FrameRecord, typesOnly: boolean): boolean {
   if (connection.startup !== 'ready') {
     if (record.type === 'ReadyForQuery') connection.startup = 'ready'
     else if (record.type === 'ErrorResponse') connection.startup = `${String(record.severity)} ${String(record.code)}`
-    return
+    return false
   }
-  if (!isCompared(record.type)) return
+  if (!isCompared(record.type)) return false
   connection.replies.push(replyOf(record, typesOnly))
   if (record.type === 'ReadyForQuery') connection.ready++
+  return true
 }
 
-function addClientMessage(plan: Plan, connection: PlannedConnection, record: FrameRecord, where: string): void {
+function addClientMessage(plan: Plan, connection: PlannedConnection, record: FrameRecord, where: string, changed: Changed): void {
   const { conn, type } = record
   if (NOT_RESENT.has(type)) return
   if (type === 'StartupMessage') {
@@ -146,7 +170,9 @@ function addClientMessage(plan: Plan, connection: PlannedConnection, record: Fra
     last.types.push(type)
     return
   }
-  plan.steps.push({ kind: 'send', conn, read, frames: [frame], types: [type], after: { replies: connection.replies.length, ready: connection.ready } })
+  const after: Array<[number, Need]> = [...changed].map((c) => [c.conn, { replies: c.replies.length, ready: c.ready }])
+  changed.clear()
+  plan.steps.push({ kind: 'send', conn, read, frames: [frame], types: [type], after })
 }
 
 // --- Encoding client messages from their trace fields ---

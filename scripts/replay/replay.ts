@@ -1,6 +1,6 @@
 // Replays a protocol trace against a server: one socket per traced connection, each connection's client messages
-// in the recorded global order, each sent once its connection has the replies the trace shows it had by then
-// (or, once its replies went another way, as many ReadyForQuery). Then what each got is compared with the trace.
+// in the recorded global order, each sent once its connection (and every other) has the replies the trace shows it
+// had by then (or, once its replies went another way, as many ReadyForQuery). Then each one's replies are compared.
 import net from 'node:net'
 import { ReplayClient, type ClientTarget } from './client.ts'
 import { readPlan, type Need, type Plan, type PlannedConnection, type Reply, type Step } from './plan.ts'
@@ -35,7 +35,7 @@ export async function replayTrace(options: ReplayOptions): Promise<number> {
   const sends = plan.steps.filter((s) => s.kind === 'send').length
   print(`replaying ${options.file} against ${target.host}:${target.port}: ${plan.connections.size} connections, ${sends} sends`)
 
-  const run: Run = { plan, clients: new Map(), cancels: [], notes: [], target, typesOnly: options.typesOnly ?? false, deadlineMs }
+  const run: Run = { plan, clients: new Map(), required: new Map(), cancels: [], notes: [], target, typesOnly: options.typesOnly ?? false, deadlineMs }
   const { clients } = run
   let stall: string | null = null
   try {
@@ -47,8 +47,8 @@ export async function replayTrace(options: ReplayOptions): Promise<number> {
     for (const [conn, client] of clients) {
       if (stall) break
       const planned = plan.connections.get(conn)!
-      const done = await client.until(() => isSatisfied(client, { replies: planned.replies.length, ready: planned.ready }), deadlineMs)
-      if (!done) stall = stallMessage(client, planned, 'after its last message', { replies: planned.replies.length, ready: planned.ready }, deadlineMs)
+      const all = { replies: planned.replies.length, ready: planned.ready }
+      if (!(await client.until(() => isSatisfied(client, all), deadlineMs))) stall = stallMessage(client, planned, 'after the last message', all, deadlineMs)
     }
     const differing = report(plan, clients, print)
     for (const note of run.notes) print(note)
@@ -64,6 +64,8 @@ export async function replayTrace(options: ReplayOptions): Promise<number> {
 interface Run {
   plan: Plan
   clients: Map<number, ReplayClient>
+  /** Replies connections must have before the next send, as far as not yet seen. */
+  required: Map<number, Need>
   cancels: net.Socket[]
   notes: string[]
   target: ClientTarget
@@ -100,15 +102,28 @@ async function runStep(step: Step, run: Run): Promise<string | null> {
   if (!client) return `conn ${step.conn} sends ${step.types.join(', ')} before any StartupMessage in the trace`
   if (!(await client.until(() => client.startup !== null, deadlineMs))) return `conn ${step.conn}: no startup reply within ${deadlineMs} ms`
   if (client.startup !== 'ready') return null
-  if (!(await client.until(() => isSatisfied(client, step.after), deadlineMs))) {
-    return stallMessage(client, planned, `before sending ${step.types.join(', ')}`, step.after, deadlineMs)
+  for (const [conn, need] of step.after) run.required.set(conn, need)
+  const deadline = Date.now() + deadlineMs
+  for (const [conn, need] of run.required) {
+    const other = clients.get(conn)
+    const otherPlanned = run.plan.connections.get(conn)!
+    // A reply the trace no longer counts (the FATAL of the recording server's shutdown) is not waited for.
+    const clamped = { replies: Math.min(need.replies, otherPlanned.replies.length), ready: Math.min(need.ready, otherPlanned.ready) }
+    if (other && !(await other.until(() => isSatisfied(other, clamped), deadline - Date.now()))) {
+      return stallMessage(other, otherPlanned, `before conn ${step.conn} sent ${step.types.join(', ')}`, clamped, deadlineMs)
+    }
+    run.required.delete(conn)
   }
   client.send(step.frames)
   return null
 }
 
-/** The connection has what the trace shows at this point, or (its replies having gone another way) as many ReadyForQuery. */
+/**
+ * The connection has what the trace shows at this point, or (its replies having gone another way) as many
+ * ReadyForQuery; once true it stays true, as replies only accumulate.
+ */
 function isSatisfied(client: ReplayClient, need: Need): boolean {
+  if (client.startup === null) return need.replies === 0
   if (client.isClosed || client.startup !== 'ready') return true
   const diverged = client.firstMismatch >= 0 && client.firstMismatch < need.replies
   return diverged ? client.readyCount >= need.ready : client.replies.length >= need.replies
