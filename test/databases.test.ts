@@ -238,6 +238,25 @@ describe('select pglite_dev_db.reset()', () => {
     expect((await caller.query('select count(*)::int as n from drizzle.__drizzle_migrations')).rows[0].n).toBe(1)
   })
 
+  it('a statement prepared while the reset waits to commit is made once, by its own Parse', async () => {
+    // A pool's second connection prepares a statement while the first one's reset is pending: a reset by fresh copy
+    // makes every client's statements again in it, but not one whose Parse has not run yet (that would be 42P05).
+    const dev = await serve()
+    const url = urlOf(dev.url, 'prepared_meanwhile')
+    const resetter = await client(url)
+    const preparer = await client(url)
+    // A table made since the migrations: the reset cannot be done in place.
+    await resetter.query('create table made_since (x int)')
+    await resetter.query('begin')
+    await resetter.query('select pglite_dev_db.reset()')
+    const prepared = preparer.query({ name: 'count_customers', text: 'select count(*)::int as n from customers' })
+    await expect.poll(() => dev.server.getStats().waitingClients, { timeout: 5_000 }).toBe(1)
+    await resetter.query('commit')
+    expect((await prepared).rows).toEqual([{ n: 0 }])
+    expect((await preparer.query({ name: 'count_customers', text: 'select count(*)::int as n from customers' })).rows).toEqual([{ n: 0 }])
+    expect(resets).toEqual(['fresh copy'])
+  })
+
   it('works on the main database kept in a data dir', async () => {
     const dataDir = await scratchDataDir()
     const dev = await serve({ dataDir })

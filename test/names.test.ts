@@ -43,6 +43,19 @@ describe('ClientNames.rewrite', () => {
     expect(names.statements.size).toBe(0) // parsed, then closed
   })
 
+  it('counts a statement among those to make again only once PGlite has run its Parse', () => {
+    const names = new ClientNames(3)
+    const first = names.rewrite(Buffer.concat([wire.parse('S_1', 'select 1'), wire.sync()]))
+    const second = names.rewrite(Buffer.concat([wire.parse('S_2', 'select 2'), wire.parse('S_3', 'select 3'), wire.close('S', 'S_3'), wire.sync()]))
+    // Both batches wait for the session: a wipe now must make none of them (their own Parse will).
+    expect(names.parseFrames()).toEqual([])
+    names.ran(first)
+    expect(names.parseFrames().map((frame) => frames(frame)[0]![1].split('\0')[0])).toEqual(['pgdd3.S_1'])
+    // S_3 was closed in the same batch: only S_2 is left to make again.
+    names.ran(second)
+    expect(names.parseFrames().map((frame) => frames(frame)[0]![1].split('\0')[0])).toEqual(['pgdd3.S_1', 'pgdd3.S_2'])
+  })
+
   it('leaves a batch of unnamed statements untouched, without copying it', () => {
     const names = new ClientNames(1)
     const batch = Buffer.concat([wire.parse('', 'select 1'), wire.bind('', ''), wire.execute(''), wire.sync()])

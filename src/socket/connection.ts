@@ -831,6 +831,7 @@ export class Connection implements SessionMember {
     } finally {
       this.socket.uncork()
     }
+    this.#names.ran(bytes)
     if (this.#scanner.readyCount > 0) this.#txStatus = this.#scanner.lastStatus
   }
 

@@ -25,6 +25,11 @@ export class ClientNames {
   readonly statements = new Map<string, Buffer>()
   /** The (rewritten) Parse message of each of those statements, to make them again if another client wipes them. */
   readonly #parses = new Map<string, Buffer>()
+  /**
+   * Parse messages rewritten but not yet run by PGlite (waiting for the session), by server name. A wipe meanwhile
+   * (another client's reset or DEALLOCATE ALL) must not make them: they make themselves when they run (else 42P05).
+   */
+  readonly #unrun = new Map<string, { name: string; frame: Buffer }>()
   /** Names too long to prefix are hashed; the hash maps back to the client's name in error texts. */
   readonly #hashed = new Map<string, string>()
   /** Set once the client used any name: from then on its errors are checked for prefixed names. */
@@ -85,7 +90,10 @@ export class ClientNames {
       at += bytes.copy(out, at, from, frameEnd)
       out.writeInt32BE(at - frameStart - CODE_LENGTH, frameStart + CODE_LENGTH)
       const [name] = fields
-      if (code === FrontendCode.Parse && name && name[1] > name[0]) this.#parses.set(bytes.toString('utf8', name[0], name[1]), Buffer.from(out.subarray(frameStart, at)))
+      if (code === FrontendCode.Parse && name && name[1] > name[0]) {
+        const frame = Buffer.from(out.subarray(frameStart, at))
+        this.#unrun.set(this.serverName(bytes.subarray(name[0], name[1])).toString(), { name: bytes.toString('utf8', name[0], name[1]), frame })
+      }
     })
     return out
   }
@@ -138,15 +146,33 @@ export class ClientNames {
   #forget(name: string): void {
     this.statements.delete(name)
     this.#parses.delete(name)
+    if (this.#unrun.size > 0) this.#unrun.delete(this.serverName(Buffer.from(name)).toString())
+  }
+
+  /** PGlite ran `bytes` (rewritten by this client): the statements their Parse messages made are now made. */
+  ran(input: Uint8Array): void {
+    if (this.#unrun.size === 0) return
+    const bytes = Buffer.isBuffer(input) ? input : Buffer.from(input.buffer, input.byteOffset, input.byteLength)
+    forEachFrame(bytes, (code, offset, length) => {
+      if (code !== FrontendCode.Parse) return
+      const [start, end] = cstring(bytes, offset + HEADER_LENGTH, offset + length)
+      if (end === start) return
+      const server = bytes.toString('utf8', start, end)
+      const unrun = this.#unrun.get(server)
+      if (!unrun) return
+      this.#unrun.delete(server)
+      this.#parses.set(unrun.name, unrun.frame)
+    })
   }
 
   /** This client's statements were deallocated (its DEALLOCATE ALL or DISCARD ALL ran in PGlite). */
   forgetAll(): void {
     this.statements.clear()
     this.#parses.clear()
+    this.#unrun.clear()
   }
 
-  /** Parse messages that make this client's statements again, after another client's DEALLOCATE ALL wiped them. */
+  /** Parse messages that make this client's statements again (those PGlite has run), after a wipe or a reset. */
   parseFrames(): Buffer[] {
     return [...this.#parses.values()]
   }
