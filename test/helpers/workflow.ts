@@ -1,0 +1,112 @@
+// A GitHub Actions job's `run:` steps, run here as the runner runs them on Linux: each in `bash -e` from the
+// workspace, with the job's env, RUNNER_TEMP, and what earlier steps appended to $GITHUB_ENV. A step's background
+// processes outlive the step, as on the runner, until stop() ends them (each step runs as its own process group).
+import { spawn, type ChildProcess } from 'node:child_process'
+import { once } from 'node:events'
+import { readFile, writeFile } from 'node:fs/promises'
+import path from 'node:path'
+import { parse } from 'yaml'
+import { StalledError, withDeadline } from './raw-client.ts'
+
+interface WorkflowStep {
+  name?: string
+  uses?: string
+  run?: string
+}
+
+interface Workflow {
+  jobs: Record<string, { env?: Record<string, string>; steps: WorkflowStep[] }>
+}
+
+export interface StepRun {
+  run: string
+  code: number | null
+  output: string
+}
+
+export interface JobRun {
+  steps: StepRun[]
+  /** The `run:` steps left out (`skip`), in order. */
+  skipped: string[]
+  /** Ends what the steps left running (the server a step started in the background). */
+  stop(): Promise<void>
+}
+
+export interface JobOptions {
+  workspace: string
+  runnerTemp: string
+  /** `run:` scripts not to run, e.g. `npm ci` where node_modules is already in place. */
+  skip: readonly string[]
+  deadlineMs: number
+}
+
+export async function runJob(workflowFile: string, job: string, options: JobOptions): Promise<JobRun> {
+  const workflow = parse(await readFile(workflowFile, 'utf8')) as Workflow
+  const spec = workflow.jobs[job]
+  if (!spec) throw new Error(`${workflowFile} has no job '${job}'`)
+  const env: NodeJS.ProcessEnv = { ...process.env, CI: 'true', GITHUB_ACTIONS: 'true', RUNNER_TEMP: options.runnerTemp, ...spec.env }
+  const started: Array<{ child: ChildProcess; closed: Promise<unknown> }> = []
+  const steps: StepRun[] = []
+  const skipped: string[] = []
+  const stop = async () => {
+    await Promise.all(started.map(({ child, closed }) => stopGroup(child, closed)))
+  }
+  try {
+    for (const [index, step] of spec.steps.entries()) {
+      if (step.run === undefined) continue
+      if (options.skip.includes(step.run.trim())) {
+        skipped.push(step.run.trim())
+        continue
+      }
+      const script = path.join(options.runnerTemp, `step-${index}.sh`)
+      const githubEnv = path.join(options.runnerTemp, `github-env-${index}`)
+      await writeFile(script, step.run)
+      await writeFile(githubEnv, '')
+      const child = spawn('bash', ['-e', script], { cwd: options.workspace, env: { ...env, GITHUB_ENV: githubEnv }, detached: true, stdio: ['ignore', 'pipe', 'pipe'] })
+      let output = ''
+      child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()))
+      child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()))
+      // 'close' waits for everyone holding the step's output, background processes included; 'exit' is the step.
+      started.push({ child, closed: once(child, 'close') })
+      const [code] = (await withDeadline(once(child, 'exit'), options.deadlineMs, `step ${step.name ?? step.run}`)) as [number | null]
+      steps.push({ run: step.run, code, output })
+      if (code !== 0) break
+      Object.assign(env, parseGithubEnv(await readFile(githubEnv, 'utf8')))
+    }
+  } catch (error) {
+    await stop()
+    throw error
+  }
+  return { steps, skipped, stop }
+}
+
+/** NAME=value lines; the multi-line NAME<<DELIMITER form is not used by the example and is refused. */
+function parseGithubEnv(text: string): Record<string, string> {
+  const values: Record<string, string> = {}
+  for (const line of text.split('\n')) {
+    if (line === '') continue
+    const eq = line.indexOf('=')
+    if (eq < 1 || line.includes('<<')) throw new Error(`unsupported GITHUB_ENV line: ${line}`)
+    values[line.slice(0, eq)] = line.slice(eq + 1)
+  }
+  return values
+}
+
+/** SIGTERM to the step's process group, then SIGKILL if its output is still held open after 10 s. */
+async function stopGroup(child: ChildProcess, closed: Promise<unknown>): Promise<void> {
+  const signal = (name: NodeJS.Signals) => {
+    try {
+      process.kill(-child.pid!, name)
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ESRCH') throw error
+    }
+  }
+  signal('SIGTERM')
+  try {
+    await withDeadline(closed, 10_000, 'the processes a step left running')
+  } catch (error) {
+    if (!(error instanceof StalledError)) throw error
+    signal('SIGKILL')
+    await closed
+  }
+}
