@@ -19,7 +19,8 @@ interface Workflow {
 }
 
 export interface StepRun {
-  run: string
+  /** The step's name, or its first line of script. */
+  name: string
   code: number | null
   output: string
 }
@@ -45,11 +46,11 @@ export async function runJob(workflowFile: string, job: string, options: JobOpti
   const spec = workflow.jobs[job]
   if (!spec) throw new Error(`${workflowFile} has no job '${job}'`)
   const env: NodeJS.ProcessEnv = { ...process.env, CI: 'true', GITHUB_ACTIONS: 'true', RUNNER_TEMP: options.runnerTemp, ...spec.env }
-  const started: Array<{ child: ChildProcess; closed: Promise<unknown> }> = []
+  const started: ChildProcess[] = []
   const steps: StepRun[] = []
   const skipped: string[] = []
   const stop = async () => {
-    await Promise.all(started.map(({ child, closed }) => stopGroup(child, closed)))
+    await Promise.all(started.map((child) => stopGroup(child.pid!)))
   }
   try {
     for (const [index, step] of spec.steps.entries()) {
@@ -62,14 +63,14 @@ export async function runJob(workflowFile: string, job: string, options: JobOpti
       const githubEnv = path.join(options.runnerTemp, `github-env-${index}`)
       await writeFile(script, step.run)
       await writeFile(githubEnv, '')
+      // detached: the step leads a process group of its own, which holds whatever it leaves running.
       const child = spawn('bash', ['-e', script], { cwd: options.workspace, env: { ...env, GITHUB_ENV: githubEnv }, detached: true, stdio: ['ignore', 'pipe', 'pipe'] })
       let output = ''
       child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()))
       child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()))
-      // 'close' waits for everyone holding the step's output, background processes included; 'exit' is the step.
-      started.push({ child, closed: once(child, 'close') })
+      started.push(child)
       const [code] = (await withDeadline(once(child, 'exit'), options.deadlineMs, `step ${step.name ?? step.run}`)) as [number | null]
-      steps.push({ run: step.run, code, output })
+      steps.push({ name: step.name ?? step.run.trim().split('\n')[0]!, code, output })
       if (code !== 0) break
       Object.assign(env, parseGithubEnv(await readFile(githubEnv, 'utf8')))
     }
@@ -92,21 +93,33 @@ function parseGithubEnv(text: string): Record<string, string> {
   return values
 }
 
-/** SIGTERM to the step's process group, then SIGKILL if its output is still held open after 10 s. */
-async function stopGroup(child: ChildProcess, closed: Promise<unknown>): Promise<void> {
-  const signal = (name: NodeJS.Signals) => {
-    try {
-      process.kill(-child.pid!, name)
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'ESRCH') throw error
-    }
-  }
-  signal('SIGTERM')
+/** SIGTERM to a step's process group, then SIGKILL if any of it is still running after 10 s. */
+async function stopGroup(pgid: number): Promise<void> {
+  if (!signalGroup(pgid, 'SIGTERM')) return
   try {
-    await withDeadline(closed, 10_000, 'the processes a step left running')
+    await withDeadline(gone(pgid), 10_000, 'the processes a step left running')
   } catch (error) {
     if (!(error instanceof StalledError)) throw error
-    signal('SIGKILL')
-    await closed
+    signalGroup(pgid, 'SIGKILL')
+    await gone(pgid)
   }
+}
+
+/** false when the group has no process left. */
+function signalGroup(pgid: number, signal: NodeJS.Signals | 0): boolean {
+  try {
+    process.kill(-pgid, signal)
+    return true
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ESRCH') return false
+    throw error
+  }
+}
+
+/**
+ * Resolves once the group is empty. A background process is not our child (the step's shell started it), so no
+ * event tells us it exited: its group is checked every 50 ms (the caller bounds the wait).
+ */
+async function gone(pgid: number): Promise<void> {
+  while (signalGroup(pgid, 0)) await new Promise((resolve) => setTimeout(resolve, 50))
 }
