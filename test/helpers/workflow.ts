@@ -12,6 +12,8 @@ interface WorkflowStep {
   name?: string
   uses?: string
   run?: string
+  if?: string
+  shell?: string
 }
 
 interface Workflow {
@@ -27,7 +29,7 @@ export interface StepRun {
 
 export interface JobRun {
   steps: StepRun[]
-  /** The `run:` steps left out (`skip`), in order. */
+  /** The steps not run here, in order: every `uses:` (checkout, setup-node: the caller has done their part) and `skip`. */
   skipped: string[]
   /** Ends what the steps left running (the server a step started in the background). */
   stop(): Promise<void>
@@ -54,7 +56,11 @@ export async function runJob(workflowFile: string, job: string, options: JobOpti
   }
   try {
     for (const [index, step] of spec.steps.entries()) {
-      if (step.run === undefined) continue
+      if (step.if !== undefined || step.shell !== undefined) throw new Error(`step ${index}: 'if' and 'shell' are not emulated here`)
+      if (step.run === undefined) {
+        skipped.push(`uses: ${step.uses}`)
+        continue
+      }
       if (options.skip.includes(step.run.trim())) {
         skipped.push(step.run.trim())
         continue
@@ -69,7 +75,9 @@ export async function runJob(workflowFile: string, job: string, options: JobOpti
       child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()))
       child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()))
       started.push(child)
-      const [code] = (await withDeadline(once(child, 'exit'), options.deadlineMs, `step ${step.name ?? step.run}`)) as [number | null]
+      // 'close': the step has exited and its output is all read. A background process that kept the step's output
+      // open would hold this up, as it can hold up a step on GitHub's runner.
+      const [code] = (await withDeadline(once(child, 'close'), options.deadlineMs, `step ${step.name ?? step.run}`)) as [number | null]
       steps.push({ name: step.name ?? step.run.trim().split('\n')[0]!, code, output })
       if (code !== 0) break
       Object.assign(env, parseGithubEnv(await readFile(githubEnv, 'utf8')))
