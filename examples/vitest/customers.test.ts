@@ -1,3 +1,4 @@
+// examples/vitest/customers.test.ts: rows this file writes are the only rows it sees; the next test starts clean.
 import { describe, expect, it } from 'vitest'
 import { database, sql } from './db.ts'
 

@@ -1,3 +1,4 @@
+// examples/vitest/orders.test.ts: the same isolation, with an order written in a transaction.
 import { describe, expect, it } from 'vitest'
 import { database, sql } from './db.ts'
 

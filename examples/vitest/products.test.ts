@@ -1,3 +1,4 @@
+// examples/vitest/products.test.ts: the same isolation, with products beside the customers.
 import { describe, expect, it } from 'vitest'
 import { database, sql } from './db.ts'
 

@@ -1,3 +1,4 @@
+// examples/vitest/signup.test.ts: a unique email taken in one test is free again in the next, after the reset.
 import { describe, expect, it } from 'vitest'
 import { database, sql } from './db.ts'
 
