@@ -6,42 +6,10 @@ import path from 'node:path'
 import { createInterface } from 'node:readline'
 import pg from 'pg'
 import { describe, expect, inject, it, onTestFinished } from 'vitest'
-import { main, type CliIo } from '../src/cli.ts'
+import { main } from '../src/cli.ts'
 import { parseCliOptions } from '../src/options.ts'
+import { captureIo } from './helpers/cli-io.ts'
 import { scratchRoot } from './helpers/db.ts'
-
-interface Captured {
-  io: CliIo
-  stdout: string[]
-  stderr: string[]
-  /** Resolves with the first stdout line. */
-  firstLine: Promise<string>
-  stop: (signal?: string) => void
-}
-
-function captureIo(env: NodeJS.ProcessEnv = {}): Captured {
-  const stdout: string[] = []
-  const stderr: string[] = []
-  let stop!: (signal: string) => void
-  let gotLine!: (line: string) => void
-  const firstLine = new Promise<string>((resolve) => (gotLine = resolve))
-  const stopSignal = new Promise<string>((resolve) => (stop = resolve))
-  return {
-    io: {
-      env,
-      stdout: (line) => {
-        stdout.push(line)
-        gotLine(line)
-      },
-      stderr: (line) => stderr.push(line),
-      stopSignal,
-    },
-    stdout,
-    stderr,
-    firstLine,
-    stop: (signal = 'SIGTERM') => stop(signal),
-  }
-}
 
 /** A copy of the initdb'd template: opening it costs ~0.3 s instead of an initdb. */
 async function dataDir(): Promise<string> {

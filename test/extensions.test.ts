@@ -1,30 +1,19 @@
 // Extensions PGlite ships: loaded with --extensions / `extensions`, usable over the wire, given to the template build
 // (whose key includes them), and a clear "add --extensions vector" when a migration or a database needs one not loaded.
-import { mkdtemp, rm } from 'node:fs/promises'
 import path from 'node:path'
 import pg from 'pg'
-import { describe, expect, it, onTestFinished } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { main } from '../src/cli.ts'
-import { startDevDb, type DevDb, type DevDbOptions } from '../src/dev-server.ts'
+import { startDevDb } from '../src/dev-server.ts'
 import { AVAILABLE_EXTENSIONS, extensionHint, resolveExtensionNames } from '../src/extensions.ts'
-import { scratchRoot } from './helpers/db.ts'
 import { captureIo } from './helpers/cli-io.ts'
-import { useDevDbs } from './helpers/dev-db.ts'
+import { scratchDir, startForTest, useDevDbs } from './helpers/dev-db.ts'
 import { endClient } from './helpers/pg.ts'
 
 const VECTOR_MIGRATIONS = path.resolve('test/fixtures/vector-migrations')
 
-async function scratch(prefix: string): Promise<string> {
-  const dir = await mkdtemp(path.join(await scratchRoot(), `pglite-ext-${prefix}-`))
-  onTestFinished(() => rm(dir, { recursive: true, force: true }))
-  return dir
-}
-
-async function start(options: DevDbOptions): Promise<DevDb> {
-  const dev = await startDevDb(options)
-  onTestFinished(() => dev.close())
-  return dev
-}
+const scratch = (prefix: string): Promise<string> => scratchDir(`ext-${prefix}`)
+const start = startForTest
 
 async function withClient<T>(url: string, use: (client: pg.Client) => Promise<T>): Promise<T> {
   const client = new pg.Client({ connectionString: url })

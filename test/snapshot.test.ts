@@ -3,32 +3,22 @@
 // into a data dir that holds a database, and from a file that is no snapshot.
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
-import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
+import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import { createInterface } from 'node:readline'
 import { gunzipSync } from 'node:zlib'
 import pg from 'pg'
 import { describe, expect, it, onTestFinished } from 'vitest'
 import { main } from '../src/cli.ts'
-import { startDevDb, type DevDb, type DevDbOptions } from '../src/dev-server.ts'
+import { startDevDb } from '../src/dev-server.ts'
 import { listTar } from '../src/tar.ts'
 import { captureIo } from './helpers/cli-io.ts'
-import { scratchRoot } from './helpers/db.ts'
-import { useDevDbs } from './helpers/dev-db.ts'
+import { scratchDir, startForTest, useDevDbs } from './helpers/dev-db.ts'
 import { endClient } from './helpers/pg.ts'
 import { stopChild } from './helpers/process.ts'
 
-async function scratch(prefix: string): Promise<string> {
-  const dir = await mkdtemp(path.join(await scratchRoot(), `pglite-snap-${prefix}-`))
-  onTestFinished(() => rm(dir, { recursive: true, force: true }))
-  return dir
-}
-
-async function start(options: DevDbOptions): Promise<DevDb> {
-  const dev = await startDevDb(options)
-  onTestFinished(() => dev.close())
-  return dev
-}
+const scratch = (prefix: string): Promise<string> => scratchDir(`snap-${prefix}`)
+const start = startForTest
 
 async function query(url: string, sql: string): Promise<unknown[]> {
   const client = new pg.Client({ connectionString: url })

@@ -5,6 +5,7 @@ import { once } from 'node:events'
 import { createInterface } from 'node:readline'
 import { TRACE_FORMAT, type ConnectionEvent, type FrameRecord, type TraceRecord } from '../../src/socket/trace.ts'
 import type { TraceFields, TraceValue } from '../../src/socket/trace-decode.ts'
+import { Writer as WireWriter } from '../../test/helpers/wire.ts'
 
 /** A reply as compared: its type and what must match (SQLSTATE, status, tag, columns, values). */
 export interface Reply {
@@ -177,31 +178,10 @@ function addClientMessage(plan: Plan, connection: PlannedConnection, record: Fra
 
 // --- Encoding client messages from their trace fields ---
 
-class Writer {
-  readonly #parts: Buffer[] = []
-  int8(n: number): this {
-    this.#parts.push(Buffer.of(n))
-    return this
-  }
-  int16(n: number): this {
-    const b = Buffer.alloc(2)
-    b.writeInt16BE(n)
-    this.#parts.push(b)
-    return this
-  }
-  int32(n: number): this {
-    const b = Buffer.alloc(4)
-    b.writeInt32BE(n)
-    this.#parts.push(b)
-    return this
-  }
-  cstring(s: unknown): this {
-    this.#parts.push(Buffer.from(String(s ?? ''), 'utf8'), Buffer.of(0))
-    return this
-  }
-  bytes(b: Buffer): this {
-    this.#parts.push(b)
-    return this
+/** The test helpers' message writer, with what trace fields need: any value as a C string, int16 lists, values. */
+class Writer extends WireWriter {
+  override cstring(s: unknown): this {
+    return super.cstring(String(s ?? ''))
   }
   int16s(values: unknown): this {
     const list = (values ?? []) as number[]
@@ -214,13 +194,6 @@ class Writer {
     if (v === null) return this.int32(-1)
     const b = valueBytes(v)
     return this.int32(b.length).bytes(b)
-  }
-  message(code: string): Buffer {
-    const body = Buffer.concat(this.#parts)
-    const header = Buffer.alloc(5)
-    header.write(code, 0, 'latin1')
-    header.writeInt32BE(body.length + 4, 1)
-    return Buffer.concat([header, body])
   }
 }
 

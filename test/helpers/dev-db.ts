@@ -1,8 +1,10 @@
 // startDevDb for a test file: servers on copies of the template data dir, raw clients, and an afterEach that
 // destroys the clients, closes the servers (bounded) and removes the copies.
-import { afterEach } from 'vitest'
+import { mkdtemp, rm } from 'node:fs/promises'
+import path from 'node:path'
+import { afterEach, onTestFinished } from 'vitest'
 import { startDevDb, type DevDb, type DevDbOptions } from '../../src/dev-server.ts'
-import { copyTemplate, removeDataDir } from './db.ts'
+import { copyTemplate, removeDataDir, scratchRoot } from './db.ts'
 import { connectRaw, withDeadline, type RawClient } from './raw-client.ts'
 
 const CLOSE_DEADLINE_MS = 5_000
@@ -43,4 +45,18 @@ export function useDevDbs(): DevDbHarness {
       return client
     },
   }
+}
+
+/** A scratch directory named `pglite-<prefix>-...`, removed when the test finishes. */
+export async function scratchDir(prefix: string): Promise<string> {
+  const dir = await mkdtemp(path.join(await scratchRoot(), `pglite-${prefix}-`))
+  onTestFinished(() => rm(dir, { recursive: true, force: true }))
+  return dir
+}
+
+/** startDevDb, closed when the test finishes. */
+export async function startForTest(options: DevDbOptions): Promise<DevDb> {
+  const dev = await startDevDb(options)
+  onTestFinished(() => dev.close())
+  return dev
 }

@@ -21,7 +21,7 @@ export const RequestCode = {
 // ---------------------------------------------------------------------------------------------------------------
 // Frontend builders
 
-class Writer {
+export class Writer {
   #parts: Buffer[] = []
   int8(n: number): this {
     const b = Buffer.alloc(1)
