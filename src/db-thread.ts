@@ -100,13 +100,14 @@ export class DbThread {
   }
 
   /** Runs `message` (complete frontend messages) as one call; `onRawData` gets the output as it is produced. */
-  async execProtocolRawStream(message: Uint8Array, options: { onRawData: (chunk: Uint8Array) => void; syncToFs?: boolean }): Promise<void> {
+  execProtocolRawStream(message: Uint8Array, options: { onRawData: (chunk: Uint8Array) => void; syncToFs?: boolean }): Promise<void> {
     // A copy of exactly these bytes, which the thread then owns (the caller's view may be a slice of a larger buffer).
     const request = new ArrayBuffer(FRAME_HEADER_BYTES + message.byteLength)
     new Uint8Array(request, FRAME_HEADER_BYTES).set(message)
     const id = this.#nextId++
     writeFrameHeader(request, id, options.syncToFs === false ? FrameFlag.NoSyncToFs : 0, message.byteLength)
-    await this.#call(id, request, [request], options.onRawData)
+    // A frame reply resolves with undefined.
+    return this.#call(id, request, [request], options.onRawData) as Promise<void>
   }
 
   async execProtocolRaw(message: Uint8Array, options: { syncToFs?: boolean } = {}): Promise<Uint8Array> {

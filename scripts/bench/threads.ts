@@ -1,7 +1,7 @@
 // Benchmark (issue 6): several databases served by one process, each PGlite in the main thread or in its own worker
 // thread (src/db-thread.ts). pgbench drives every database at once; we report total tps, the thread/main ratio and
 // how many cores the server process used. Only ratios of one run mean anything: the 2 cores are shared with pgbench.
-// Usage: npm run bench:threads -- [--seconds N] [--clients N] [--databases 1,2,4] [--workloads read,write] [--json PATH] [--skip overhead]
+// Usage: npm run bench:threads -- [--seconds N] [--repeats N] [--clients N] [--databases 1,2,4] [--workloads read,write,scan] [--json PATH] [--skip overhead]
 
 import { readdirSync, readFileSync } from 'node:fs'
 import { rm, writeFile } from 'node:fs/promises'
@@ -17,25 +17,31 @@ import { REPO_ROOT, copyTemplate, createScratch } from './targets.ts'
 import { measureOverhead, type OverheadRow } from './threads-overhead.ts'
 
 type Mode = 'main' | 'thread'
-const WORKLOADS = { read: ['-S'], write: ['-b', 'tpcb-like'] } as const
-type WorkloadName = keyof typeof WORKLOADS
+/**
+ * read: pgbench -S (one primary-key select per transaction); write: pgbench's TPC-B-like transaction (7 statements,
+ * 3 updates and an insert); scan: one aggregate over 5,000 rows per transaction, a heavier statement (~1 ms in PGlite).
+ */
+const WORKLOAD_NAMES = ['read', 'write', 'scan'] as const
+type WorkloadName = (typeof WORKLOAD_NAMES)[number]
+const SCAN_SCRIPT = '\\set a random(1, 95000)\nselect count(*), sum(abalance) from pgbench_accounts where aid between :a and :a + 5000;\n'
+let scanScript = ''
+const workloadArgs = (name: WorkloadName): string[] => (name === 'read' ? ['-S'] : name === 'write' ? ['-b', 'tpcb-like'] : ['-f', scanScript])
 
 const { values } = parseArgs({
   options: {
-    seconds: { type: 'string', default: '10' }, clients: { type: 'string', default: '4' }, databases: { type: 'string', default: '1,2,4' },
-    workloads: { type: 'string', default: 'read,write' }, json: { type: 'string', default: 'docs/benchmarks-threads.json' }, skip: { type: 'string', default: '' },
+    seconds: { type: 'string', default: '5' }, repeats: { type: 'string', default: '3' }, clients: { type: 'string', default: '4' }, databases: { type: 'string', default: '1,2,4' },
+    workloads: { type: 'string', default: WORKLOAD_NAMES.join(',') }, json: { type: 'string', default: 'docs/benchmarks-threads.json' }, skip: { type: 'string', default: '' },
   },
 })
 const seconds = Number(values.seconds)
+const repeats = Number(values.repeats)
 const clients = Number(values.clients)
 const databaseCounts = values.databases.split(',').map(Number)
 const workloads = values.workloads.split(',') as WorkloadName[]
-for (const w of workloads) if (!(w in WORKLOADS)) throw new Error(`unknown workload ${w} (known: read, write)`)
+for (const w of workloads) if (!WORKLOAD_NAMES.includes(w)) throw new Error(`unknown workload ${w} (known: ${WORKLOAD_NAMES.join(', ')})`)
 
-interface Cell {
-  databases: number
-  workload: WorkloadName
-  mode: Mode
+/** One timed run of one workload on every database of one server at once. */
+interface Run {
   /** Sum over the databases of pgbench's tps (without connection time). */
   tps: number
   perDatabase: number[]
@@ -43,8 +49,30 @@ interface Cell {
   cores: number
   mainThreadCores: number
   busiestOtherThreadCores: number
+  /** Server CPU per transaction (µs): what a transaction costs whatever share of the machine the server got. */
+  cpuPerTxUs: number
   rssMb: number
   failures: string[]
+}
+
+/** The repeats of one (databases, workload, mode), with the medians the table shows. */
+interface Cell {
+  databases: number
+  workload: WorkloadName
+  mode: Mode
+  tps: number
+  cores: number
+  mainThreadCores: number
+  cpuPerTxUs: number
+  /** thread/main tps of each pair of runs made back to back (thread cells only): the spread the load caused. */
+  pairRatios: number[]
+  runs: Run[]
+}
+
+const median = (values: number[]): number => {
+  const sorted = [...values].sort((a, b) => a - b)
+  const mid = sorted.length >> 1
+  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2
 }
 
 /** CPU ticks of each thread of `pid` (/proc/PID/task/TID/stat, utime + stime). */
@@ -74,9 +102,9 @@ async function createTemplate(scratch: string): Promise<string> {
   return dir
 }
 
-async function runCell(urls: string[], pid: number, workload: WorkloadName): Promise<Omit<Cell, 'databases' | 'workload' | 'mode'>> {
+async function runOnce(urls: string[], pid: number, workload: WorkloadName): Promise<Run> {
   const c = String(clients)
-  const args = ['-n', ...WORKLOADS[workload], '-c', c, '-j', '1', '-T', String(seconds), '-P', '1']
+  const args = ['-n', ...workloadArgs(workload), '-c', c, '-j', '1', '-T', String(seconds), '-P', '1']
   const before = threadTicks(pid)
   const started = performance.now()
   const runs = await Promise.all(urls.map((url) => runPgbench(url, args, { runDeadlineMs: (seconds + 60) * 1000, idleProgressReports: 5 })))
@@ -88,10 +116,13 @@ async function runCell(urls: string[], pid: number, workload: WorkloadName): Pro
     const failed = Number(/number of failed transactions: (\d+)/.exec(run.stdout)?.[1] ?? 0)
     return run.exitCode === 0 && failed === 0 ? [] : [`db ${i + 1}: exit ${run.exitCode}${run.isKilled ? ' (stalled, killed)' : ''} ${run.stderr.trim().split('\n').pop() ?? ''}`]
   })
+  const tps = perDatabase.reduce((a, b) => a + b, 0)
+  const cores = used.reduce((sum, t) => sum + t.seconds, 0) / wall
   return {
-    tps: perDatabase.reduce((a, b) => a + b, 0),
+    tps,
     perDatabase,
-    cores: used.reduce((sum, t) => sum + t.seconds, 0) / wall,
+    cores,
+    cpuPerTxUs: (cores * 1e6) / tps,
     mainThreadCores: (used.find((t) => t.tid === pid)?.seconds ?? 0) / wall,
     busiestOtherThreadCores: Math.max(0, ...used.filter((t) => t.tid !== pid).map((t) => t.seconds)) / wall,
     rssMb: usageOf(pid).rssKb / 1024,
@@ -99,40 +130,81 @@ async function runCell(urls: string[], pid: number, workload: WorkloadName): Pro
   }
 }
 
-async function runServer(template: string, databases: number, mode: Mode): Promise<Cell[]> {
-  const dirs = await Promise.all(Array.from({ length: databases }, () => copyTemplate(template)))
-  const server = spawnServer(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'scripts/bench/threads-server.ts'), '--mode', mode, ...dirs], { cwd: REPO_ROOT })
+interface Server {
+  mode: Mode
+  pid: number
+  urls: string[]
+}
+
+/**
+ * Both servers run side by side (an idle one costs nothing) and are driven in turn, ABBA, `repeats` times per
+ * workload: the load of the shared machine drifts, and back-to-back pairs see about the same load.
+ */
+async function runDatabases(template: string, databases: number): Promise<Cell[]> {
+  const started: Array<{ server: ReturnType<typeof spawnServer>; dirs: string[] }> = []
   try {
-    const line = await server.waitForLine((l) => l.startsWith('{"urls"'), 120_000, 'threads-server URLs')
-    const { urls } = JSON.parse(line) as { urls: string[] }
-    // Warm-up: JIT and caches, unmeasured.
-    await Promise.all(urls.map((url) => runPgbench(url, ['-n', '-S', '-c', String(clients), '-j', '1', '-T', '2'], { runDeadlineMs: 60_000, idleProgressReports: Infinity })))
+    const servers: Server[] = []
+    for (const mode of ['main', 'thread'] as const) {
+      const dirs = await Promise.all(Array.from({ length: databases }, () => copyTemplate(template)))
+      const server = spawnServer(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'scripts/bench/threads-server.ts'), '--mode', mode, ...dirs], { cwd: REPO_ROOT })
+      started.push({ server, dirs })
+      const line = await server.waitForLine((l) => l.startsWith('{"urls"'), 120_000, 'threads-server URLs')
+      servers.push({ mode, pid: server.pid, urls: (JSON.parse(line) as { urls: string[] }).urls })
+    }
+    for (const { urls } of servers) {
+      // Warm-up: JIT, WASM tier-up and caches, unmeasured.
+      await Promise.all(urls.map((url) => runPgbench(url, ['-n', '-S', '-c', String(clients), '-j', '1', '-T', '2'], { runDeadlineMs: 60_000, idleProgressReports: Infinity })))
+    }
     const cells: Cell[] = []
     for (const workload of workloads) {
-      const cell = { databases, workload, mode, ...(await runCell(urls, server.pid, workload)) }
-      progress(`${databases} db ${workload} ${mode}: ${cell.tps.toFixed(0)} tps, ${cell.cores.toFixed(2)} cores (main thread ${cell.mainThreadCores.toFixed(2)})${cell.failures.length ? ` FAILURES ${cell.failures.join('; ')}` : ''}`)
-      cells.push(cell)
+      const runs: Record<Mode, Run[]> = { main: [], thread: [] }
+      for (let rep = 0; rep < repeats; rep++) {
+        for (const server of rep % 2 === 0 ? servers : [...servers].reverse()) {
+          const run = await runOnce(server.urls, server.pid, workload)
+          runs[server.mode].push(run)
+          progress(`${databases} db ${workload} ${server.mode} #${rep + 1}: ${run.tps.toFixed(0)} tps, ${run.cores.toFixed(2)} cores (main thread ${run.mainThreadCores.toFixed(2)}), ${run.cpuPerTxUs.toFixed(0)} µs CPU/tx${run.failures.length ? ` FAILURES ${run.failures.join('; ')}` : ''}`)
+        }
+      }
+      for (const mode of ['main', 'thread'] as const) {
+        const own = runs[mode]
+        cells.push({
+          databases, workload, mode,
+          tps: median(own.map((r) => r.tps)),
+          cores: median(own.map((r) => r.cores)),
+          mainThreadCores: median(own.map((r) => r.mainThreadCores)),
+          cpuPerTxUs: median(own.map((r) => r.cpuPerTxUs)),
+          pairRatios: mode === 'thread' ? own.map((r, i) => r.tps / runs.main[i]!.tps) : [],
+          runs: own,
+        })
+      }
     }
     return cells
   } finally {
-    await server.stop('SIGTERM', 30_000)
-    await Promise.all(dirs.map((dir) => rm(dir, { recursive: true, force: true })))
+    for (const { server, dirs } of started) {
+      await server.stop('SIGTERM', 30_000)
+      await Promise.all(dirs.map((dir) => rm(dir, { recursive: true, force: true })))
+    }
   }
 }
 
 function render(overhead: OverheadRow[], cells: Cell[]): string {
   const lines = [
-    `Several databases in one server process: PGlite in the main thread vs one worker thread each (${clients} pgbench clients per database, ${seconds} s per cell, ${os.cpus().length} cores shared with pgbench)`,
+    `Several databases in one server process: PGlite in the main thread vs one worker thread each (${clients} pgbench clients per database, ${repeats} × ${seconds} s per mode, ${os.cpus().length} cores shared with pgbench)`,
     '',
-    '| databases | workload | main tps | thread tps | thread/main | cores used main | cores used thread | main thread main | main thread thread |',
-    '| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+    'tps, cores and CPU/tx are medians of the runs; "pairs": thread/main of runs made back to back. "cores": server CPU seconds per second,',
+    'all threads (main thread alone in brackets); "CPU/tx": server CPU per transaction.',
+    '',
+    '| databases | workload | main tps | thread tps | thread/main | pairs (min–max) | cores, main | cores, thread | CPU/tx main µs | CPU/tx thread µs |',
+    '| ---: | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |',
   ]
   for (const databases of databaseCounts) {
     for (const workload of workloads) {
       const main = cells.find((c) => c.databases === databases && c.workload === workload && c.mode === 'main')
       const thread = cells.find((c) => c.databases === databases && c.workload === workload && c.mode === 'thread')
       if (!main || !thread) continue
-      lines.push(`| ${databases} | ${workload} | ${main.tps.toFixed(0)} | ${thread.tps.toFixed(0)} | ${(thread.tps / main.tps).toFixed(2)} | ${main.cores.toFixed(2)} | ${thread.cores.toFixed(2)} | ${main.mainThreadCores.toFixed(2)} | ${thread.mainThreadCores.toFixed(2)} |`)
+      const cores = (c: Cell) => `${c.cores.toFixed(2)} (${c.mainThreadCores.toFixed(2)})`
+      const pairs = `${Math.min(...thread.pairRatios).toFixed(2)}–${Math.max(...thread.pairRatios).toFixed(2)}`
+      lines.push(`| ${databases} | ${workload} | ${main.tps.toFixed(0)} | ${thread.tps.toFixed(0)} | ${(thread.tps / main.tps).toFixed(2)} | ${pairs} | ${cores(main)} | ${cores(thread)} | ${main.cpuPerTxUs.toFixed(0)} | ${thread.cpuPerTxUs.toFixed(0)} |`)
     }
   }
   if (overhead.length > 0) {
@@ -147,17 +219,17 @@ async function main(): Promise<void> {
   const scratch = await createScratch()
   progress('template: pgbench -i -s 1')
   const template = await createTemplate(scratch)
+  scanScript = join(scratch, 'scan.sql')
+  await writeFile(scanScript, SCAN_SCRIPT)
   let overhead: OverheadRow[] = []
   if (!values.skip.includes('overhead')) {
     progress('per-call overhead')
     overhead = await measureOverhead(await copyTemplate(template), await copyTemplate(template))
   }
   const cells: Cell[] = []
-  for (const databases of databaseCounts) {
-    for (const mode of ['main', 'thread'] as const) cells.push(...(await runServer(template, databases, mode)))
-  }
+  for (const databases of databaseCounts) cells.push(...(await runDatabases(template, databases)))
   const results = {
-    meta: { date: new Date().toISOString(), command: `npm run bench:threads -- ${process.argv.slice(2).join(' ')}`.trim(), node: process.version, cpus: os.cpus().length, loadAverage: { start: loadStart, end: os.loadavg() }, seconds, clientsPerDatabase: clients },
+    meta: { date: new Date().toISOString(), command: `npm run bench:threads -- ${process.argv.slice(2).join(' ')}`.trim(), node: process.version, cpus: os.cpus().length, loadAverage: { start: loadStart, end: os.loadavg() }, seconds, repeats, clientsPerDatabase: clients },
     overhead,
     cells,
   }
