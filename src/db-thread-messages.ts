@@ -11,6 +11,8 @@ export type ThreadQueryOptions = Omit<QueryOptions, 'parsers' | 'serializers' | 
 
 export interface ThreadInit {
   options: ThreadPGliteOptions
+  /** PGlite's WASM, compiled once in the main thread: V8 shares the compiled code with every thread it is sent to. */
+  wasm: Pick<PGliteOptions, 'pgliteWasmModule' | 'initdbWasmModule'>
   /** A data dir tarball (PGlite's `loadDataDir`), transferred. */
   loadDataDir: ArrayBuffer | null
 }

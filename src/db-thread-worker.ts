@@ -20,6 +20,7 @@ let queue: Promise<void> = Promise.resolve()
 
 const db = await PGlite.create({
   ...init.options,
+  ...init.wasm,
   ...(init.loadDataDir ? { loadDataDir: new Blob([init.loadDataDir]) } : {}),
 }).then(
   (created) => created,

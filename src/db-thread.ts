@@ -1,11 +1,12 @@
 // A PGlite in its own worker thread, behind the part of PGlite's interface that the server, the migrations and
 // startDevDb use. Several databases then run on several cores, and the thread serving the sockets never runs Postgres.
 
+import { readFile } from 'node:fs/promises'
 import { Worker } from 'node:worker_threads'
-import { Mutex, type Results } from '@electric-sql/pglite'
+import { Mutex, type PGliteOptions, type Results } from '@electric-sql/pglite'
 import {
   FRAME_HEADER_BYTES, FrameFlag, decodeThreadError, readFrameHeader, writeFrameHeader,
-  type ThreadPGliteOptions, type ThreadQueryOptions, type ThreadReply, type ThreadRequest,
+  type ThreadInit, type ThreadPGliteOptions, type ThreadQueryOptions, type ThreadReply, type ThreadRequest,
 } from './db-thread-messages.ts'
 import { isPGliteFatal } from './errors.ts'
 
@@ -35,6 +36,26 @@ const CLOSE_DEADLINE_MS = 60_000
 const WORKER_ENTRY = new URL('./db-thread-worker.ts', import.meta.url).href
 const BOOTSTRAP = `import(${JSON.stringify(import.meta.resolve('tsx/esm/api'))}).then((tsx) => { tsx.register(); return import(${JSON.stringify(WORKER_ENTRY)}) })`
 
+let compiledWasm: Promise<ThreadInit['wasm']> | null = null
+/** The global WebAssembly, which this project's libs (ES2023, no DOM) do not declare as a value. */
+const wasmCompile = (globalThis as unknown as { WebAssembly: { compile(bytes: Uint8Array): Promise<WebAssembly.Module> } }).WebAssembly.compile
+
+/** PGlite's two WASM modules, compiled once per process (a failure is not kept: the next create() tries again). */
+function pgliteWasm(): Promise<ThreadInit['wasm']> {
+  compiledWasm ??= (async () => {
+    const dist = new URL('.', import.meta.resolve('@electric-sql/pglite'))
+    const compile = async (file: string) => wasmCompile(await readFile(new URL(file, dist)))
+    try {
+      const [pgliteWasmModule, initdbWasmModule] = await Promise.all([compile('pglite.wasm'), compile('initdb.wasm')])
+      return { pgliteWasmModule, initdbWasmModule } satisfies Pick<PGliteOptions, 'pgliteWasmModule' | 'initdbWasmModule'>
+    } catch (error) {
+      compiledWasm = null
+      throw error
+    }
+  })()
+  return compiledWasm
+}
+
 type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never
 
 interface Call {
@@ -63,7 +84,8 @@ export class DbThread {
   static async create(options: DbThreadOptions = {}): Promise<DbThread> {
     const { loadDataDir, ...rest } = options
     const tarball = loadDataDir ? await loadDataDir.arrayBuffer() : null
-    const worker = new Worker(BOOTSTRAP, { eval: true, workerData: { options: rest, loadDataDir: tarball }, transferList: tarball ? [tarball] : [] })
+    const init: ThreadInit = { options: rest, wasm: await pgliteWasm(), loadDataDir: tarball }
+    const worker = new Worker(BOOTSTRAP, { eval: true, workerData: init, transferList: tarball ? [tarball] : [] })
     const thread = new DbThread(worker)
     const started = new Promise((resolve, reject) => thread.#calls.set(0, { resolve, reject, onChunk: null, sinkError: null }))
     try {

@@ -18,6 +18,13 @@ import * as wire from './helpers/wire.ts'
 import { drivers } from './scenarios/drivers.ts'
 import { pgListenNotify } from './scenarios/pg-listen-notify.ts'
 
+/**
+ * Compile-time: DbThread has, with PGlite's signatures, what src/socket calls of a PGlite. The server's `db` option
+ * typed as this Pick would take a DbThread without the cast in serve() below.
+ */
+type ServerDb = Pick<PGlite, 'waitReady' | 'runExclusive' | 'execProtocolRaw' | 'execProtocolRawStream'>
+export const asServerDb = (db: DbThread): ServerDb => db
+
 const cleanups: Array<() => Promise<void>> = []
 afterEach(async () => {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup()
@@ -192,6 +199,16 @@ describe('DbThread', () => {
     await Promise.all([inside, raw])
     expect(order).toEqual(['transaction started', 'transaction done', 'runExclusive'])
     expect((await db.query<{ id: number }>('select id from notes order by id')).rows.map((r) => r.id)).toEqual([1, 2, 4])
+  })
+
+  it('dumpDataDir() gives a tarball another thread starts from (loadDataDir), with its own startParams', async () => {
+    const source = await openThread()
+    await source.exec("create table seeded (v text); insert into seeded values ('from the dump')")
+    const dump = await source.dumpDataDir('none')
+    const copy = await DbThread.create({ loadDataDir: dump, startParams: [...PGlite.defaultStartParams, '-c', 'work_mem=8MB'] })
+    cleanups.push(() => copy.close())
+    expect((await copy.query('select v from seeded')).rows).toEqual([{ v: 'from the dump' }])
+    expect((await copy.query('show work_mem')).rows).toEqual([{ work_mem: '8MB' }])
   })
 
   it.skipIf(process.platform !== 'linux')('close() ends the worker thread; later calls fail', async () => {
