@@ -8,10 +8,11 @@ import { isPGliteFatal } from './errors.ts'
 
 /**
  * Output is copied out of PGlite's memory (its chunks are views that the next write reuses) and posted in buffers
- * of up to this many bytes, or when the call ends. Postgres flushes every 8 kB: a large result crosses in 64 kB
- * messages, a small one in a buffer of its exact size on the one message that ends the call.
+ * of up to this many bytes, or when the call ends. Postgres flushes every 8 kB: a large result crosses in 256 kB
+ * messages, a small one in a buffer of its exact size on the one message that ends the call. (A 1 MB result cost
+ * the main thread plus this one about 40% less CPU in 256 kB messages than in 64 kB ones.)
  */
-const POST_BYTES = 64 * 1024
+const POST_BYTES = 256 * 1024
 
 const port = parentPort!
 const init = workerData as ThreadInit
@@ -54,7 +55,7 @@ async function runProtocol(db: PGlite, request: ArrayBuffer): Promise<void> {
   }
 }
 
-/** One call's output as frames: the first chunk in a buffer of its size, later ones gathered into 64 kB buffers. */
+/** One call's output as frames: the first chunk in a buffer of its size, later ones gathered into POST_BYTES buffers. */
 class OutputFrames {
   readonly #id: number
   #buffer: Uint8Array<ArrayBuffer> | null = null
@@ -73,12 +74,12 @@ class OutputFrames {
     }
     if (buffer && this.#used + chunk.length <= POST_BYTES) {
       // More than one chunk: from now on gather them.
-      const gathered = new Uint8Array(FRAME_HEADER_BYTES + POST_BYTES)
+      const gathered = allocate(FRAME_HEADER_BYTES + POST_BYTES)
       gathered.set(buffer.subarray(FRAME_HEADER_BYTES, FRAME_HEADER_BYTES + this.#used), FRAME_HEADER_BYTES)
       this.#buffer = gathered
     } else {
       if (buffer) this.flush(0)
-      this.#buffer = new Uint8Array(FRAME_HEADER_BYTES + (buffer ? Math.max(POST_BYTES, chunk.length) : chunk.length))
+      this.#buffer = allocate(FRAME_HEADER_BYTES + (buffer ? Math.max(POST_BYTES, chunk.length) : chunk.length))
     }
     this.#buffer.set(chunk, FRAME_HEADER_BYTES + this.#used)
     this.#used += chunk.length
@@ -126,4 +127,9 @@ async function serve(db: PGlite, request: ThreadRequest): Promise<void> {
 
 function reply(id: number, value: unknown): void {
   port.postMessage({ id, value, done: true } satisfies ThreadReply)
+}
+
+/** A buffer of its own (transferable), not zero-filled: every byte posted is written first. */
+function allocate(bytes: number): Uint8Array<ArrayBuffer> {
+  return new Uint8Array(Buffer.allocUnsafeSlow(bytes).buffer as ArrayBuffer)
 }
