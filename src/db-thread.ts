@@ -103,7 +103,7 @@ export class DbThread {
     worker.on('message', (reply: ThreadReply) => this.#onReply(reply))
     worker.on('error', (error) => (this.#threadError = error))
     worker.on('exit', (code) => {
-      if (this.#closing) return
+      if (this.#closed) return
       // The thread is gone with its PGlite: the same verdict as PGlite's own exit() (isPGliteFatal).
       const error = new Error(`the database thread exited (code ${code})`, { cause: this.#threadError ?? undefined })
       error.name = 'ExitStatus'
@@ -205,11 +205,13 @@ export class DbThread {
     let timer: NodeJS.Timeout | undefined
     try {
       if (this.#dead) return
-      const closed = this.#request({ op: 'close' })
-      const deadline = new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`PGlite did not close within ${CLOSE_DEADLINE_MS} ms; its thread was terminated`)), CLOSE_DEADLINE_MS)
+      // Both settle to the error or null, so the loser of the race has nobody left to reject to.
+      const closed = this.#request({ op: 'close' }).then(() => null, (error: unknown) => error)
+      const deadline = new Promise<Error>((resolve) => {
+        timer = setTimeout(() => resolve(new Error(`PGlite did not close within ${CLOSE_DEADLINE_MS} ms; its thread was terminated`)), CLOSE_DEADLINE_MS)
       })
-      await Promise.race([closed, deadline])
+      const failure = await Promise.race([closed, deadline])
+      if (failure) throw failure
     } finally {
       clearTimeout(timer)
       this.#closed = true

@@ -19,7 +19,7 @@ import { measureOverhead, type OverheadRow } from './threads-overhead.ts'
 type Mode = 'main' | 'thread'
 /**
  * read: pgbench -S (one primary-key select per transaction); write: pgbench's TPC-B-like transaction (7 statements,
- * 3 updates and an insert); scan: one aggregate over 5,000 rows per transaction, a heavier statement (~1 ms in PGlite).
+ * 3 updates and an insert); scan: one aggregate over 5,000 rows per transaction, a heavier statement (~2 ms in PGlite).
  */
 const WORKLOAD_NAMES = ['read', 'write', 'scan'] as const
 type WorkloadName = (typeof WORKLOAD_NAMES)[number]
