@@ -1,0 +1,97 @@
+// What crosses between db-thread.ts and its worker: requests, replies, and errors flattened so that the main thread
+// can rebuild the same kind of error PGlite threw (a DatabaseError with its fields, an ExitStatus that means "dead").
+
+import { messages, type PGliteOptions, type QueryOptions } from '@electric-sql/pglite'
+
+/** The PGlite options that can cross to a thread (functions, modules and file systems cannot). */
+export type ThreadPGliteOptions = Pick<PGliteOptions, 'dataDir' | 'startParams' | 'initialMemory' | 'relaxedDurability' | 'username' | 'database' | 'debug'>
+
+/** Query options without the per-call parsers and serializers, which are functions. */
+export type ThreadQueryOptions = Omit<QueryOptions, 'parsers' | 'serializers' | 'onNotice' | 'blob'>
+
+export interface ThreadInit {
+  options: ThreadPGliteOptions
+  /** PGlite's WASM, compiled once in the main thread: V8 shares the compiled code with every thread it is sent to. */
+  wasm: Pick<PGliteOptions, 'pgliteWasmModule' | 'initdbWasmModule'>
+  /** A data dir tarball (PGlite's `loadDataDir`), transferred. */
+  loadDataDir: ArrayBuffer | null
+}
+
+/**
+ * Protocol calls, the hot path, cross as bare ArrayBuffers (a plain buffer costs about a third less to post than an
+ * object holding one): a header of three Uint32 (call id, flags, byte count), then the bytes. A request holds
+ * frontend messages; a reply holds output, and the one with `Done` ends the call.
+ */
+export const FRAME_HEADER_BYTES = 12
+export const FrameFlag = { Done: 1, NoSyncToFs: 2 } as const
+
+export function writeFrameHeader(buffer: ArrayBuffer, id: number, flags: number, length: number): void {
+  const header = new Uint32Array(buffer, 0, 3)
+  header[0] = id
+  header[1] = flags
+  header[2] = length
+}
+
+export function readFrameHeader(buffer: ArrayBuffer): Uint32Array {
+  return new Uint32Array(buffer, 0, 3)
+}
+
+/** The other calls: few, and not on the per-query path. */
+export type ThreadRequest =
+  | { op: 'query'; id: number; sql: string; params?: unknown[]; options?: ThreadQueryOptions }
+  | { op: 'exec'; id: number; sql: string; options?: ThreadQueryOptions }
+  | { op: 'dumpDataDir'; id: number; compression?: 'auto' | 'gzip' | 'none' }
+  | { op: 'close'; id: number }
+
+/**
+ * The end of a call that is not a frame: its value, or its error (for a protocol call too, after the output it
+ * made). Id 0 is start-up: `done` once PGlite is ready, or the error that kept it from opening.
+ */
+export interface ThreadReply {
+  id: number
+  done?: true
+  value?: unknown
+  error?: ThreadError
+}
+
+export interface ThreadError {
+  /** A Postgres error (PGlite's DatabaseError, whose `name` is the protocol message name 'error'), or anything else. */
+  isDatabaseError: boolean
+  name: string
+  message: string
+  stack: string | undefined
+  /** The error's own fields with plain values: a DatabaseError's code, severity, detail...; an ExitStatus's status. */
+  fields: Record<string, string | number | boolean | null>
+}
+
+export function encodeThreadError(error: unknown): ThreadError {
+  if (typeof error !== 'object' || error === null) return { isDatabaseError: false, name: 'Error', message: String(error), stack: undefined, fields: {} }
+  const { name, message, stack } = error as { name?: unknown; message?: unknown; stack?: unknown }
+  const fields: ThreadError['fields'] = {}
+  for (const [key, value] of Object.entries(error)) {
+    if (key === 'name' || key === 'message' || key === 'stack') continue
+    if (value === null || typeof value === 'string' || typeof value === 'number' || typeof value === 'boolean') fields[key] = value
+  }
+  return {
+    isDatabaseError: error instanceof messages.DatabaseError,
+    name: typeof name === 'string' ? name : 'Error',
+    message: typeof message === 'string' ? message : String(error),
+    stack: typeof stack === 'string' ? stack : undefined,
+    fields,
+  }
+}
+
+/**
+ * The error as the main thread would have seen it from an in-process PGlite: a Postgres error is PGlite's
+ * DatabaseError (instanceof works, `code` and the other fields are there); anything else keeps its name, so
+ * `isPGliteFatal` still recognises an ExitStatus or a RuntimeError. The stack is the worker's, where it happened.
+ */
+export function decodeThreadError(encoded: ThreadError): Error {
+  const error =
+    encoded.isDatabaseError
+      ? new messages.DatabaseError(encoded.message, Number(encoded.fields.length ?? 0), 'error')
+      : new Error(encoded.message)
+  Object.assign(error, encoded.fields, { name: encoded.name })
+  if (encoded.stack !== undefined) error.stack = `${encoded.stack}\n    at <the database thread>`
+  return error
+}
