@@ -79,6 +79,8 @@ export class DbThread {
   #threadError: unknown = null
   #closing: Promise<void> | null = null
   #closed = false
+  /** Node reported the thread's exit. */
+  #exited = false
 
   /** Start a thread and open PGlite in it; rejects with PGlite's own error if it cannot open. */
   static async create(options: DbThreadOptions = {}): Promise<DbThread> {
@@ -103,6 +105,7 @@ export class DbThread {
     worker.on('message', (reply: ThreadReply) => this.#onReply(reply))
     worker.on('error', (error) => (this.#threadError = error))
     worker.on('exit', (code) => {
+      this.#exited = true
       if (this.#closed) return
       // The thread is gone with its PGlite: the same verdict as PGlite's own exit() (isPGliteFatal).
       const error = new Error(`the database thread exited (code ${code})`, { cause: this.#threadError ?? undefined })
@@ -114,6 +117,11 @@ export class DbThread {
 
   get closed(): boolean {
     return this.#closed
+  }
+
+  /** The worker thread has ended (after `close()`, or when PGlite took it down). */
+  get threadExited(): boolean {
+    return this.#exited
   }
 
   /** Holds the lock that query/exec/transaction/dumpDataDir take, as PGlite's does; the raw calls take none. */
