@@ -48,11 +48,6 @@ export class Databases implements DatabaseCatalog {
     return this.#open.get(MAIN_DATABASE)!
   }
 
-  /** Where another database's files live (data-dir mode). */
-  get otherDatabasesDir(): string | null {
-    return this.#options.dataDir === null ? null : `${this.#options.dataDir}-databases`
-  }
-
   /** Resolves once the spare (the next new in-memory database) has loaded, or at once if none is loading. */
   async spareLoaded(): Promise<void> {
     await this.#spare?.catch(() => {})
@@ -152,14 +147,6 @@ export class Databases implements DatabaseCatalog {
     await Promise.all(others.filter((db) => db && !db.closed).map((db) => db.close()))
   }
 
-  /** Names of the databases kept beside the data dir (data-dir mode), for the log at start. */
-  async kept(): Promise<string[]> {
-    const dir = this.otherDatabasesDir
-    if (!dir) return []
-    const names = await readdir(dir).catch(() => [] as string[])
-    return names.map(nameFromDir).filter((name): name is string => name !== null)
-  }
-
   async #openOrCreate(name: string): Promise<{ db: PGlite; created: boolean }> {
     if (this.#closed) throw new Error('the server is stopping')
     const started = performance.now()
@@ -214,8 +201,8 @@ export class Databases implements DatabaseCatalog {
   }
 
   #dirFor(name: string): string | null {
-    const root = this.otherDatabasesDir
-    return root === null ? null : join(root, dirName(name))
+    const { dataDir } = this.#options
+    return dataDir === null ? null : join(`${dataDir}-databases`, dirName(name))
   }
 
   #serialize<T>(name: string, work: () => Promise<T>): Promise<T> {
@@ -235,11 +222,6 @@ function dirName(name: string): string {
   return `~${Buffer.from(name).toString('hex')}`
 }
 
-function nameFromDir(dir: string): string | null {
-  if (/^[A-Za-z0-9_][A-Za-z0-9_-]*$/.test(dir)) return dir
-  if (/^~([0-9a-f]{2})+$/.test(dir)) return Buffer.from(dir.slice(1), 'hex').toString()
-  return null
-}
 
 /** Remove a data dir's files, keeping the server's lock file if it is there. */
 async function emptyDataDir(dir: string): Promise<void> {

@@ -40,7 +40,7 @@ import {
 } from './copy.ts'
 import { QueryCanceledError, QueueTimeoutError, SchedulerClosedError, type AcquireOptions } from './scheduler.ts'
 import { sessionFor, type SessionMember, type SharedSession } from './session.ts'
-import { DatabaseStatements, RESET_CHECK_SQL, ResetCalls, commandTag, mayManageDatabase, parseDatabaseCommand, type DatabaseCatalog, type DatabaseCommand } from './databases.ts'
+import { DatabaseStatements, RESET_CHECK_SQL, ResetCalls, commandTag, mayConcernDatabases, mayManageDatabase, parseDatabaseCommand, type DatabaseCatalog, type DatabaseCommand } from './databases.ts'
 import { hexDump } from './inspect.ts'
 import { MAX_AUTH_MESSAGE_LENGTH, ScramExchange, type ScramSecret } from './scram.ts'
 import type { ConnectionTrace, TraceFile } from './trace.ts'
@@ -506,7 +506,8 @@ export class Connection implements SessionMember {
   async #runBatch(frames: Frames): Promise<void> {
     let input = frames.bytes
     const databases = this.#host.databases
-    if (databases) {
+    const concernsDatabases = databases !== null && (this.#resetCalls.tracking || this.#databaseStatements.tracking || mayConcernDatabases(input))
+    if (concernsDatabases) {
       const reset = this.#resetCalls.rewrite(input)
       input = this.#databaseStatements.rewrite(reset.bytes)
       if (reset.called) this.#resetRequested = true
@@ -534,8 +535,8 @@ export class Connection implements SessionMember {
       let copy: CopyFromStdin | null = null
       let reset: SessionReset | null = null
       let database: DatabaseCommand | null = null
-      if (databases && code === FrontendCode.Query && mayManageDatabase(bytes, offset, end, false)) database = parseDatabaseCommand(messageSql(bytes, offset, end, false))
-      else if (databases && code === FrontendCode.Bind) database = this.#databaseStatements.boundBy(bytes, offset)
+      if (concernsDatabases && code === FrontendCode.Query && mayManageDatabase(bytes, offset, end, false)) database = parseDatabaseCommand(messageSql(bytes, offset, end, false))
+      else if (concernsDatabases && code === FrontendCode.Bind) database = this.#databaseStatements.boundBy(bytes, offset)
       switch (code) {
         case FrontendCode.Terminate:
           await this.#send(bytes.subarray(segment, offset), expectedReady, pipelineOpen)

@@ -81,6 +81,11 @@ const NO_OP = 'DO $pglite_dev_db$BEGIN NULL; END$pglite_dev_db$'
 export class DatabaseStatements {
   /** Commands behind this client's prepared statements, by the name PGlite knows them by. */
   readonly #byName = new Map<string, DatabaseCommand>()
+
+  /** The client has such a statement: its Bind and Close messages matter even in a batch that names no command. */
+  get tracking(): boolean {
+    return this.#byName.size > 0
+  }
   readonly #serverName: (name: Buffer) => string
 
   constructor(serverName: (name: Buffer) => string) {
@@ -136,6 +141,16 @@ const RESET_REWRITE = `select pg_catalog.set_config('${RESET_SETTING}', 'request
 export const RESET_CHECK_SQL = `select pg_catalog.current_setting('${RESET_SETTING}', true)`
 /** For the quick byte test (which compares letters only, so no underscore). */
 const RESET_WORDS = ['pglite']
+/** Words in every reset call and every database command (both end in the same letter, as `mentions` needs). */
+const GATE_WORDS = ['pglite', 'database']
+
+/**
+ * One quick scan of a batch (no parsing, no strings): can it hold a reset call or a CREATE/DROP DATABASE? Batches
+ * that cannot, and that bind none of the client's tracked statements, skip both rewrites.
+ */
+export function mayConcernDatabases(bytes: Buffer): boolean {
+  return mentions(bytes, 0, bytes.length, GATE_WORDS)
+}
 
 /**
  * Calls of pglite_dev_db.reset() in a client's batch, rewritten, and the prepared statements that hold one. A
@@ -145,6 +160,11 @@ const RESET_WORDS = ['pglite']
 export class ResetCalls {
   /** Names of this client's prepared statements that are a reset call. */
   readonly #statements = new Set<string>()
+
+  /** The client has such a statement: binding it is a call even in a batch that names no reset. */
+  get tracking(): boolean {
+    return this.#statements.size > 0
+  }
 
   /**
    * Rewrite the calls in `bytes` (whole frames). Returns the bytes to run (the same buffer when nothing changed)
