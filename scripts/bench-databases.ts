@@ -1,18 +1,35 @@
 // Benchmark for a database per test worker: how long a new database takes to be ready on first connect (the
 // first, and the next ones with the spare loaded ahead), how long `select pglite_dev_db.reset()` takes in place and
 // as a fresh copy (after DDL), and how long 4 workers wait to get their databases at once. Real server, real
-// node-postgres clients. Prints a Markdown table and writes the figures as JSON.
-// Usage: npm run bench:databases -- [--resets N] [--json PATH]
-import { writeFile } from 'node:fs/promises'
+// node-postgres clients. Then 4 pgbench processes, each on its own database, busy at once: throughput and the cores
+// the server used, with databases in worker threads (the default) and with --no-database-threads.
+// Prints Markdown tables and writes the figures as JSON.
+// Usage: npm run bench:databases -- [--resets N] [--seconds S] [--json PATH] [--no-database-threads (for the first table)]
+import { execFile } from 'node:child_process'
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { promisify } from 'node:util'
 import { parseArgs } from 'node:util'
 import pg from 'pg'
 import { startDevDb } from '../src/dev-server.ts'
 
-const { values } = parseArgs({ options: { resets: { type: 'string' }, json: { type: 'string' } } })
+const { values } = parseArgs({ options: { resets: { type: 'string' }, seconds: { type: 'string' }, json: { type: 'string' }, 'no-database-threads': { type: 'boolean' } } })
 const RESETS = Number(values.resets ?? 50)
+const SECONDS = Number(values.seconds ?? 8)
 const JSON_PATH = values.json ?? 'docs/benchmarks-databases.json'
 
-const dev = await startDevDb({ migrations: 'migrations' })
+/** pgbench scripts: short statements (a point select and an insert), and a statement that keeps Postgres busy. */
+const WORKLOADS = {
+  'point select + insert': `\\set id random(1, 1000)
+select * from customers where email = 'w1-' || :id || '@example.com';
+insert into customers (email, name) values ('w' || :client_id || '-' || :id || '-' || pg_catalog.random() || '@example.com', 'W');
+`,
+  'aggregate over 20k generated rows': `select count(*), sum(g) from generate_series(1, 20000) g;
+`,
+}
+
+const dev = await startDevDb({ migrations: 'migrations', databaseThreads: !values['no-database-threads'] })
 const urlFor = (name: string) => dev.url.replace(/\/postgres$/, `/${name}`)
 const clients: pg.Client[] = []
 async function connect(name: string): Promise<{ client: pg.Client; ms: number }> {
@@ -73,9 +90,69 @@ try {
   ]
   const ms = (value: number) => value.toFixed(1)
   process.stdout.write(['| measurement | n | p50 ms | p95 ms | max ms |', '| --- | --- | --- | --- | --- |', ...rows.map((r) => `| ${r.what} | ${r.n} | ${ms(r.p50)} | ${ms(r.p95)} | ${ms(r.max)} |`)].join('\n') + '\n')
-  await writeFile(JSON_PATH, JSON.stringify({ date: new Date().toISOString(), rows }, null, 2) + '\n')
+  await Promise.all(clients.splice(0).map((client) => client.end().catch(() => {})))
+  await dev.close()
+
+  const busy = await busyDatabases()
+  process.stdout.write(
+    [
+      '',
+      `| 4 databases busy at once (${SECONDS} s, pgbench -c 1 on each) | threads: tps | threads: server cores | one thread: tps | one thread: server cores | tps ratio |`,
+      '| --- | --- | --- | --- | --- | --- |',
+      ...busy.map((b) => `| ${b.workload} | ${b.threads.tps.toFixed(0)} | ${b.threads.cores.toFixed(2)} | ${b.single.tps.toFixed(0)} | ${b.single.cores.toFixed(2)} | ${(b.threads.tps / b.single.tps).toFixed(2)}x |`),
+    ].join('\n') + '\n',
+  )
+  await writeFile(JSON_PATH, JSON.stringify({ date: new Date().toISOString(), rows, busy }, null, 2) + '\n')
   process.stderr.write(`figures written to ${JSON_PATH}\n`)
 } finally {
   await Promise.all(clients.map((client) => client.end().catch(() => {})))
   await dev.close()
+}
+
+/** For each workload: 4 pgbench processes on 4 databases, on a server with database threads and on one without. */
+async function busyDatabases() {
+  const dir = await mkdtemp(join(tmpdir(), 'bench-databases-'))
+  try {
+    const results = []
+    for (const [workload, script] of Object.entries(WORKLOADS)) {
+      const file = join(dir, 'script.sql')
+      await writeFile(file, script)
+      const threads = await busyRun(file, true)
+      const single = await busyRun(file, false)
+      results.push({ workload, threads, single })
+    }
+    return results
+  } finally {
+    await rm(dir, { recursive: true, force: true })
+  }
+}
+
+async function busyRun(script: string, databaseThreads: boolean): Promise<{ tps: number; cores: number }> {
+  const server = await startDevDb({ migrations: 'migrations', databaseThreads })
+  try {
+    const { port } = server
+    const names = ['busy_1', 'busy_2', 'busy_3', 'busy_4']
+    // Created (and with threads, their threads started) before the clock runs.
+    for (const name of names) {
+      const client = new pg.Client({ connectionString: server.url.replace(/\/postgres$/, `/${name}`) })
+      await client.connect()
+      await client.query('select 1')
+      await client.end()
+    }
+    const cpu = process.cpuUsage()
+    const started = performance.now()
+    const outputs = await Promise.all(
+      names.map((name) =>
+        promisify(execFile)('pgbench', ['-n', '-c', '1', '-T', String(SECONDS), '-f', script, '-h', '127.0.0.1', '-p', String(port), '-U', 'postgres', name], {
+          env: { ...process.env, PGGSSENCMODE: 'disable' },
+        }),
+      ),
+    )
+    const used = process.cpuUsage(cpu)
+    const wall = performance.now() - started
+    const tps = outputs.reduce((sum, { stdout }) => sum + Number(/tps = ([\d.]+)/.exec(stdout)?.[1] ?? NaN), 0)
+    return { tps, cores: (used.user + used.system) / 1000 / wall }
+  } finally {
+    await server.close()
+  }
 }

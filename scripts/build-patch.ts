@@ -180,15 +180,22 @@ interface PGLiteSocketLogger {
     enabled(level: PGLiteSocketLogLevel): boolean;
     child(fields: Record<string, unknown>): PGLiteSocketLogger;
 }
+/** What a session needs of a database: a PGlite, or one in a worker thread (pglite-dev-db's SessionDb). */
+interface PGLiteSocketSessionDb {
+    readonly waitReady: Promise<void>;
+    runExclusive<T>(fn: () => Promise<T>): Promise<T>;
+    execProtocolRaw(message: Uint8Array, options?: { syncToFs?: boolean }): Promise<Uint8Array>;
+    execProtocolRawStream(message: Uint8Array, options: { onRawData: (chunk: Uint8Array) => void; syncToFs?: boolean }): Promise<void>;
+}
 /** Several databases behind one server: each name a client connects to is its own PGlite (pglite-dev-db's DatabaseCatalog). */
 interface PGLiteSocketDatabaseCatalog {
     readonly mainName: string;
-    open(name: string): Promise<PGlite>;
-    instance(name: string): PGlite | null;
+    open(name: string): Promise<PGLiteSocketSessionDb>;
+    instance(name: string): PGLiteSocketSessionDb | null;
     exists(name: string): Promise<boolean>;
     create(name: string): Promise<boolean>;
     drop(name: string): Promise<boolean>;
-    reset(name: string): Promise<PGlite>;
+    reset(name: string): Promise<PGLiteSocketSessionDb>;
 }
 interface PGLiteSocketServerOptions {
     /** Serve several databases (a client's startup database picks one; CREATE/DROP DATABASE manage them). Default: one for every name. */

@@ -53,6 +53,7 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
       ...(options.trace ? { trace: options.trace } : {}),
       ...(options.cacheDir ? { cacheDir: options.cacheDir } : {}),
       template: options.template,
+      databaseThreads: options.databaseThreads,
       ...(options.extensions.length > 0 ? { extensions: options.extensions } : {}),
       ...(options.fromSnapshot ? { fromSnapshot: options.fromSnapshot } : {}),
       progressAfterMs: options.progressAfterMs,

@@ -1,8 +1,10 @@
 // The databases of one pglite-dev-db server, each its own PGlite: the main one ("postgres", the data dir or memory)
 // and any other a client names, created on first use from the migrated template. With a data dir they are kept
 // beside it, in <data dir>-databases/<name>; in memory they go with the server. Work on one name is serialized.
+// The main database and the first other one run in the server's thread; each one after those gets a worker thread
+// of its own (db-thread.ts), so that several databases busy at once use several cores.
 
-import { PGlite, type PGliteOptions } from '@electric-sql/pglite'
+import { PGlite } from '@electric-sql/pglite'
 import { mkdir, readdir, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Logger } from './log.ts'
@@ -11,6 +13,8 @@ import { holdsDatabase, seedDataDir, templateBlob, type Template } from './templ
 import type { DatabaseCatalog } from './socket/databases.ts'
 import { LOCK_FILE } from './data-dir-lock.ts'
 import { readBaseline, resetInPlace, type Baseline } from './reset.ts'
+import { DbThread } from './db-thread.ts'
+import type { LoadedExtensions } from './extensions.ts'
 
 export const MAIN_DATABASE = 'postgres'
 
@@ -22,42 +26,62 @@ export interface DatabasesOptions {
   /** The migrated template new databases copy (null: each one runs initdb and the migrations), looked up when first needed. */
   template: () => Promise<Template | null>
   migrations: string | null
-  /** Given to every PGlite.create (start parameters, extensions). */
-  pgliteOptions: PGliteOptions
+  /** Postgres start parameters for every database. */
+  startParams: string[]
+  /** Extensions every database loads. */
+  extensions: LoadedExtensions
+  /**
+   * false: every database runs in the server's thread. Default true: databases after the first client-named one
+   * each run in a worker thread (measured: a thread costs one database 10-37% of its speed, and gains 20-130% when
+   * four are busy at once, docs/BENCHMARKS.md).
+   */
+  threads?: boolean
   log: Logger
 }
+
+/** An open database: in the server's thread, or in a worker thread of its own. */
+type Instance = PGlite | DbThread
 
 export class Databases implements DatabaseCatalog {
   readonly mainName = MAIN_DATABASE
   readonly #options: DatabasesOptions
-  readonly #open = new Map<string, PGlite>()
+  #main: PGlite
+  readonly #open = new Map<string, Instance>()
+  /** Names other than the main one whose database runs (or is being opened) in the server's thread. */
+  readonly #inServerThread = new Set<string>()
   /** The tail of the work queued on each name. */
   readonly #work = new Map<string, Promise<unknown>>()
   /** In memory with a template: the next new database, loaded ahead so that creating one takes no wait. */
-  #spare: Promise<PGlite> | null = null
+  #spare: { thread: boolean; db: Promise<Instance> } | null = null
   /** The migrated state's fingerprint, rows and sequences, read once from a fresh database (see reset.ts). */
   #baseline: Promise<Baseline | null> | null = null
   #closed = false
 
   constructor(options: DatabasesOptions) {
     this.#options = options
+    this.#main = options.main
     this.#open.set(MAIN_DATABASE, options.main)
   }
 
   get main(): PGlite {
-    return this.#open.get(MAIN_DATABASE)!
+    return this.#main
   }
 
   /** Resolves once the spare (the next new in-memory database) has loaded, or at once if none is loading. */
   async spareLoaded(): Promise<void> {
-    await this.#spare?.catch(() => {})
+    await this.#spare?.db.catch(() => {})
   }
 
-  instance(name: string): PGlite | null {
+  instance(name: string): Instance | null {
     return this.#open.get(name) ?? null
   }
 
-  open(name: string): Promise<PGlite> {
+  /** Whether `name` is open in a worker thread of its own. */
+  inThread(name: string): boolean {
+    return this.#open.get(name) instanceof DbThread
+  }
+
+  open(name: string): Promise<Instance> {
     return this.#serialize(name, async () => this.#open.get(name) ?? (await this.#openOrCreate(name)).db)
   }
 
@@ -80,6 +104,7 @@ export class Databases implements DatabaseCatalog {
       const existed = await this.exists(name)
       const db = this.#open.get(name)
       this.#open.delete(name)
+      this.#inServerThread.delete(name)
       if (db && !db.closed) await db.close()
       const dir = this.#dirFor(name)
       if (dir) await rm(dir, { recursive: true, force: true })
@@ -91,9 +116,10 @@ export class Databases implements DatabaseCatalog {
    * Back to the migrated state. In place (milliseconds) when the schema is still the migrated one: the same
    * instance is returned. Otherwise a fresh copy replaces it (about as long as creating a database).
    */
-  reset(name: string): Promise<PGlite> {
+  reset(name: string): Promise<Instance> {
     return this.#serialize(name, async () => {
       const old = this.#open.get(name)
+      const thread = old instanceof DbThread
       const baseline = old && !old.closed ? await this.#readBaseline() : null
       if (old && baseline) {
         try {
@@ -103,17 +129,19 @@ export class Databases implements DatabaseCatalog {
         }
       }
       const dir = name === MAIN_DATABASE ? this.#options.dataDir : this.#dirFor(name)
-      let db: PGlite
+      let db: Instance
       if (dir === null) {
-        db = await this.#fresh()
+        db = await this.#fresh(thread)
         if (old && !old.closed) await old.close()
       } else {
         // On disk the files are the database: close it, put the template's files in their place, open again.
         if (old && !old.closed) await old.close()
         await emptyDataDir(dir)
-        db = await this.#build(dir)
+        db = await this.#build(dir, thread)
       }
       this.#open.set(name, db)
+      // The main database is never in a thread: a fresh copy of it is a PGlite.
+      if (name === MAIN_DATABASE) this.#main = db as PGlite
       return db
     })
   }
@@ -121,7 +149,7 @@ export class Databases implements DatabaseCatalog {
   /** The baseline (read when the first in-memory database was made, or now from a fresh copy); null if none can be read. */
   #readBaseline(): Promise<Baseline | null> {
     this.#baseline ??= (async () => {
-      const db = await this.#build(null)
+      const db = await this.#build(null, false)
       try {
         return await readBaseline(db)
       } finally {
@@ -143,59 +171,84 @@ export class Databases implements DatabaseCatalog {
     const others = [...this.#open].filter(([name]) => name !== MAIN_DATABASE).map(([, db]) => db)
     const spare = this.#spare
     this.#spare = null
-    if (spare) others.push(await spare.catch(() => null as never))
+    if (spare) others.push(await spare.db.catch(() => null as never))
     await Promise.all(others.filter((db) => db && !db.closed).map((db) => db.close()))
   }
 
-  async #openOrCreate(name: string): Promise<{ db: PGlite; created: boolean }> {
+  async #openOrCreate(name: string): Promise<{ db: Instance; created: boolean }> {
     if (this.#closed) throw new Error('the server is stopping')
     const started = performance.now()
+    // Decided before any await, so that two databases opened at once cannot both take the server's thread.
+    const thread = this.#nextInThread()
+    if (!thread) this.#inServerThread.add(name)
     const dir = this.#dirFor(name)
     let created: boolean
-    let db: PGlite
-    if (dir === null) {
-      db = await this.#fresh()
-      created = true
-    } else {
-      created = !(await holdsDatabase(dir))
-      db = await this.#build(dir)
+    let db: Instance
+    try {
+      if (dir === null) {
+        db = await this.#fresh(thread)
+        created = true
+      } else {
+        created = !(await holdsDatabase(dir))
+        db = await this.#build(dir, thread)
+      }
+    } catch (error) {
+      this.#inServerThread.delete(name)
+      throw error
     }
     this.#open.set(name, db)
-    this.#options.log.info(created ? 'database created' : 'database opened', { database: name, ms: Math.round(performance.now() - started) })
+    const ms = Math.round(performance.now() - started)
+    this.#options.log.info(created ? 'database created' : 'database opened', { database: name, ms, ...(thread ? { thread: true } : {}) })
     return { db, created }
   }
 
-  /** A new in-memory database at the migrated state: the spare if one is ready, and the next spare starts loading. */
-  async #fresh(): Promise<PGlite> {
-    if (!(await this.#options.template())) return this.#build(null)
+  /** Whether the next database opened gets a worker thread: once another client-named one runs in the server's. */
+  #nextInThread(): boolean {
+    return this.#options.threads !== false && this.#inServerThread.size > 0
+  }
+
+  /**
+   * A new in-memory database at the migrated state, in a thread or not: the spare if one of that kind is ready, and
+   * the next spare starts loading.
+   */
+  async #fresh(thread: boolean): Promise<Instance> {
+    if (!(await this.#options.template())) return this.#build(null, thread)
     // Taken before any await: two databases created at once must never get the same spare.
-    const spare = this.#spare
-    this.#spare = null
-    const db = await (spare ?? this.#build(null))
+    const spare = this.#spare?.thread === thread ? this.#spare : null
+    if (spare) this.#spare = null
+    const db = await (spare?.db ?? this.#build(null, thread))
     // Still at the migrated state and not yet anyone's: the moment to read what a reset puts back.
     this.#baseline ??= readBaseline(db).catch((error: unknown) => this.#noBaseline(error))
     await this.#baseline
-    if (this.#spare === null && !this.#closed) this.#spare = this.#build(null)
-    // A spare that fails to load is not an error yet: the next database loads without it, and says why then.
-    this.#spare?.catch(() => {})
+    if (this.#spare === null && !this.#closed) {
+      const next = this.#nextInThread()
+      this.#spare = { thread: next, db: this.#build(null, next) }
+      // A spare that fails to load is not an error yet: the next database loads without it, and says why then.
+      this.#spare.db.catch(() => {})
+    }
     return db
   }
 
-  /** Open a database in `dir` (null: memory) at the migrated state: from the template, or initdb and the migrations. */
-  async #build(dir: string | null): Promise<PGlite> {
-    const { migrations, pgliteOptions } = this.#options
+  /**
+   * Open a database in `dir` (null: memory) at the migrated state, in a worker thread or in this one: from the
+   * template, or initdb and the migrations.
+   */
+  async #build(dir: string | null, thread: boolean): Promise<Instance> {
+    const { migrations, startParams, extensions } = this.#options
     const template = await this.#options.template()
+    const open = (where: { dataDir: string } | { loadDataDir: Blob } | null): Promise<Instance> =>
+      thread ? DbThread.create({ ...where, startParams, extensions: extensions.names }) : PGlite.create({ ...where, startParams, extensions: extensions.extensions })
     if (dir !== null) {
       await mkdir(dir, { recursive: true })
       const fresh = !(await holdsDatabase(dir))
       if (fresh && template) await seedDataDir(dir, template)
-      const db = await PGlite.create({ ...pgliteOptions, dataDir: dir })
+      const db = await open({ dataDir: dir })
       // Kept from an earlier run, it may lack migrations added since, as the main database would.
       if ((!fresh || !template) && migrations) await applyMigrations(db, migrations, this.#options.log)
       return db
     }
-    if (template) return PGlite.create({ ...pgliteOptions, loadDataDir: await templateBlob(template) })
-    const db = await PGlite.create({ ...pgliteOptions })
+    if (template) return open({ loadDataDir: await templateBlob(template) })
+    const db = await open(null)
     if (migrations) await applyMigrations(db, migrations, this.#options.log)
     return db
   }

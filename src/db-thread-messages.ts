@@ -1,13 +1,22 @@
 // What crosses between db-thread.ts and its worker: requests, replies, and errors flattened so that the main thread
 // can rebuild the same kind of error PGlite threw (a DatabaseError with its fields, an ExitStatus that means "dead").
 
-import { messages, type PGliteOptions, type QueryOptions } from '@electric-sql/pglite'
+import { messages, type PGliteOptions, type QueryOptions, type Results } from '@electric-sql/pglite'
 
 /** The PGlite options that can cross to a thread (functions, modules and file systems cannot). */
 export type ThreadPGliteOptions = Pick<PGliteOptions, 'dataDir' | 'startParams' | 'initialMemory' | 'relaxedDurability' | 'username' | 'database' | 'debug'>
 
 /** Query options without the per-call parsers and serializers, which are functions. */
-export type ThreadQueryOptions = Omit<QueryOptions, 'parsers' | 'serializers' | 'onNotice' | 'blob'>
+export type ThreadQueryOptions = Omit<QueryOptions, 'parsers' | 'serializers' | 'onNotice'>
+
+/** exec() takes no blob here. */
+export type ThreadExecOptions = Omit<ThreadQueryOptions, 'blob'>
+
+/** Query options as they cross: a Blob for /dev/blob (COPY FROM) goes as its bytes. */
+export type CrossingQueryOptions = Omit<ThreadQueryOptions, 'blob'> & { blob?: ArrayBuffer }
+
+/** A query's Results as they cross back: what COPY TO '/dev/blob' wrote goes as its bytes. */
+export type CrossingResults = Omit<Results, 'blob'> & { blob?: ArrayBuffer }
 
 export interface ThreadInit {
   options: ThreadPGliteOptions
@@ -15,6 +24,8 @@ export interface ThreadInit {
   wasm: Pick<PGliteOptions, 'pgliteWasmModule' | 'initdbWasmModule'>
   /** A data dir tarball (PGlite's `loadDataDir`), transferred. */
   loadDataDir: ArrayBuffer | null
+  /** Extensions to load, by the names `--extensions` takes (their bundles are imported in the thread). */
+  extensions: readonly string[]
 }
 
 /**
@@ -38,8 +49,8 @@ export function readFrameHeader(buffer: ArrayBuffer): Uint32Array {
 
 /** The other calls: few, and not on the per-query path. */
 export type ThreadRequest =
-  | { op: 'query'; id: number; sql: string; params?: unknown[]; options?: ThreadQueryOptions }
-  | { op: 'exec'; id: number; sql: string; options?: ThreadQueryOptions }
+  | { op: 'query'; id: number; sql: string; params?: unknown[]; options?: CrossingQueryOptions }
+  | { op: 'exec'; id: number; sql: string; options?: ThreadExecOptions }
   | { op: 'dumpDataDir'; id: number; compression?: 'auto' | 'gzip' | 'none' }
   | { op: 'close'; id: number }
 

@@ -3,7 +3,8 @@
 
 import { parentPort, workerData } from 'node:worker_threads'
 import { PGlite } from '@electric-sql/pglite'
-import { FRAME_HEADER_BYTES, FrameFlag, encodeThreadError, readFrameHeader, writeFrameHeader, type ThreadInit, type ThreadReply, type ThreadRequest } from './db-thread-messages.ts'
+import { FRAME_HEADER_BYTES, FrameFlag, encodeThreadError, readFrameHeader, writeFrameHeader, type CrossingResults, type ThreadInit, type ThreadReply, type ThreadRequest } from './db-thread-messages.ts'
+import { loadExtensions } from './extensions.ts'
 import { isPGliteFatal } from './errors.ts'
 
 /**
@@ -19,11 +20,12 @@ const init = workerData as ThreadInit
 let dead: unknown = null
 let queue: Promise<void> = Promise.resolve()
 
-const db = await PGlite.create({
+const db = await loadExtensions(init.extensions).then(({ extensions }) => PGlite.create({
   ...init.options,
   ...init.wasm,
   ...(init.loadDataDir ? { loadDataDir: new Blob([init.loadDataDir]) } : {}),
-}).then(
+  extensions,
+})).then(
   (created) => created,
   (error: unknown) => {
     port.postMessage({ id: 0, error: encodeThreadError(error) } satisfies ThreadReply)
@@ -105,8 +107,14 @@ async function serve(db: PGlite, request: ThreadRequest): Promise<void> {
   try {
     if (dead) throw dead
     switch (request.op) {
-      case 'query':
-        return reply(id, await db.query(request.sql, request.params, request.options))
+      case 'query': {
+        const { blob, ...options } = request.options ?? {}
+        const { blob: written, ...results } = await db.query<Record<string, unknown>>(request.sql, request.params, blob ? { ...options, blob: new Blob([blob]) } : options)
+        const bytes = written ? await written.arrayBuffer() : null
+        const value: CrossingResults = bytes ? { ...results, blob: bytes } : results
+        port.postMessage({ id, value, done: true } satisfies ThreadReply, bytes ? [bytes] : [])
+        return
+      }
       case 'exec':
         return reply(id, await db.exec(request.sql, request.options))
       case 'dumpDataDir': {

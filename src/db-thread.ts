@@ -6,21 +6,24 @@ import { Worker } from 'node:worker_threads'
 import { Mutex, type PGliteOptions, type Results } from '@electric-sql/pglite'
 import {
   FRAME_HEADER_BYTES, FrameFlag, decodeThreadError, readFrameHeader, writeFrameHeader,
-  type ThreadInit, type ThreadPGliteOptions, type ThreadQueryOptions, type ThreadReply, type ThreadRequest,
+  type CrossingQueryOptions, type CrossingResults, type ThreadExecOptions, type ThreadInit, type ThreadPGliteOptions, type ThreadQueryOptions, type ThreadReply,
+  type ThreadRequest,
 } from './db-thread-messages.ts'
 import { isPGliteFatal } from './errors.ts'
 
-export type { ThreadPGliteOptions, ThreadQueryOptions } from './db-thread-messages.ts'
+export type { ThreadExecOptions, ThreadPGliteOptions, ThreadQueryOptions } from './db-thread-messages.ts'
 
 export interface DbThreadOptions extends ThreadPGliteOptions {
   /** A data dir tarball to start from, as PGlite's `loadDataDir`. */
   loadDataDir?: Blob
+  /** Extensions to load, by the names `--extensions` takes (see extensions.ts). */
+  extensions?: readonly string[]
 }
 
 /** What `transaction()` hands its callback: statements inside the transaction, as PGlite's Transaction has them. */
 export interface DbThreadTransaction {
   query<T>(sql: string, params?: unknown[], options?: ThreadQueryOptions): Promise<Results<T>>
-  exec(sql: string, options?: ThreadQueryOptions): Promise<Array<Results>>
+  exec(sql: string, options?: ThreadExecOptions): Promise<Array<Results>>
   rollback(): Promise<void>
   readonly closed: boolean
 }
@@ -86,7 +89,8 @@ export class DbThread {
   static async create(options: DbThreadOptions = {}): Promise<DbThread> {
     const { loadDataDir, ...rest } = options
     const tarball = loadDataDir ? await loadDataDir.arrayBuffer() : null
-    const init: ThreadInit = { options: rest, wasm: await pgliteWasm(), loadDataDir: tarball }
+    const { extensions = [], ...pgliteOptions } = rest
+    const init: ThreadInit = { options: pgliteOptions, wasm: await pgliteWasm(), loadDataDir: tarball, extensions }
     const worker = new Worker(BOOTSTRAP, { eval: true, workerData: init, transferList: tarball ? [tarball] : [] })
     const thread = new DbThread(worker)
     const started = new Promise((resolve, reject) => thread.#calls.set(0, { resolve, reject, onChunk: null, sinkError: null }))
@@ -150,7 +154,7 @@ export class DbThread {
     return this.#lock.runExclusive(() => this.#query<T>(sql, params, options))
   }
 
-  exec(sql: string, options?: ThreadQueryOptions): Promise<Array<Results>> {
+  exec(sql: string, options?: ThreadExecOptions): Promise<Array<Results>> {
     return this.#lock.runExclusive(() => this.#exec(sql, options))
   }
 
@@ -167,7 +171,7 @@ export class DbThread {
       }
       const tx: DbThreadTransaction = {
         query: async <R>(sql: string, params?: unknown[], options?: ThreadQueryOptions) => (ensureOpen(), this.#query<R>(sql, params, options)),
-        exec: async (sql: string, options?: ThreadQueryOptions) => (ensureOpen(), this.#exec(sql, options)),
+        exec: async (sql: string, options?: ThreadExecOptions) => (ensureOpen(), this.#exec(sql, options)),
         rollback: async () => {
           ensureOpen()
           await this.#exec('ROLLBACK')
@@ -228,11 +232,16 @@ export class DbThread {
     }
   }
 
-  #query<T>(sql: string, params: unknown[] | undefined, options: ThreadQueryOptions | undefined): Promise<Results<T>> {
-    return this.#request({ op: 'query', sql, ...(params ? { params } : {}), ...(options ? { options } : {}) }) as Promise<Results<T>>
+  /** A Blob for /dev/blob crosses as its bytes, and so does what COPY TO '/dev/blob' wrote. */
+  async #query<T>(sql: string, params: unknown[] | undefined, options: ThreadQueryOptions | undefined): Promise<Results<T>> {
+    const { blob, ...rest } = options ?? {}
+    const crossing: CrossingQueryOptions | undefined = blob ? { ...rest, blob: await blob.arrayBuffer() } : options && rest
+    const request = { op: 'query' as const, sql, ...(params ? { params } : {}), ...(crossing ? { options: crossing } : {}) }
+    const { blob: written, ...results } = (await this.#request(request)) as CrossingResults
+    return (written ? { ...results, blob: new Blob([written]) } : results) as Results<T>
   }
 
-  #exec(sql: string, options?: ThreadQueryOptions): Promise<Array<Results>> {
+  #exec(sql: string, options?: ThreadExecOptions): Promise<Array<Results>> {
     return this.#request({ op: 'exec', sql, ...(options ? { options } : {}) }) as Promise<Array<Results>>
   }
 

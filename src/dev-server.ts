@@ -50,6 +50,12 @@ export interface DevDbOptions {
   /** false: always initdb and migrate from scratch (no template). Default true. */
   template?: boolean
   /**
+   * false: every database runs in the server's thread. Default true: the main database and the first one a client
+   * names run there, and each database after those in a worker thread of its own, so several busy databases use
+   * several cores.
+   */
+  databaseThreads?: boolean
+  /**
    * Extensions to load (`['vector', 'pgcrypto']`): PGlite ships them, but a database can CREATE EXTENSION only those
    * loaded at its start, and one that has them needs them loaded at every start. Part of the template's key.
    */
@@ -146,7 +152,9 @@ export async function startDevDb(options: DevDbOptions = {}): Promise<DevDb> {
     dataDir: dataDir ?? null,
     template,
     migrations: options.migrations ? resolve(options.migrations) : null,
-    pgliteOptions: { startParams, extensions: loaded.extensions },
+    startParams,
+    extensions: loaded,
+    threads: options.databaseThreads ?? true,
     log,
   })
   const serverOptions: PGLiteSocketServerOptions = {
@@ -277,7 +285,7 @@ function urlHost(host: string): string {
 const MAX_TIMER_MS = 2 ** 31 - 1
 
 const OPTION_NAMES: ReadonlySet<string> = new Set<keyof DevDbOptions>([
-  'host', 'port', 'dataDir', 'migrations', 'maxConnections', 'idleInTransactionTimeoutMs', 'idleTimeoutMs', 'queueTimeoutMs', 'password', 'socketDir', 'logger', 'cacheDir', 'template',
+  'host', 'port', 'dataDir', 'migrations', 'maxConnections', 'idleInTransactionTimeoutMs', 'idleTimeoutMs', 'queueTimeoutMs', 'password', 'socketDir', 'logger', 'cacheDir', 'template', 'databaseThreads',
   'extensions', 'fromSnapshot', 'progressAfterMs', 'trace',
 ])
 
@@ -300,6 +308,7 @@ function validateOptions(options: DevDbOptions): void {
   whole('queueTimeoutMs', 0, MAX_TIMER_MS)
   whole('progressAfterMs', 0, MAX_TIMER_MS)
   if (options.template !== undefined && typeof options.template !== 'boolean') fail(`option 'template' must be true or false`)
+  if (options.databaseThreads !== undefined && typeof options.databaseThreads !== 'boolean') fail(`option 'databaseThreads' must be true or false`)
   for (const name of ['password', 'socketDir', 'cacheDir', 'fromSnapshot', 'trace'] as const) {
     const value = options[name]
     if (value !== undefined && (typeof value !== 'string' || value === '')) fail(`option '${name}' must be a non-empty string`)

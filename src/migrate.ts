@@ -1,9 +1,9 @@
-// Applies drizzle-kit output (meta/_journal.json + NNNN_tag.sql) to an in-process PGlite before the server listens.
+// Applies drizzle-kit output (meta/_journal.json + NNNN_tag.sql) to a database (PGlite, in process or in a thread) before clients use it.
 // Bookkeeping is drizzle-orm's own, so `drizzle-kit migrate` or drizzle's migrator later sees these files as applied.
 import { createHash } from 'node:crypto'
 import { readFile, stat } from 'node:fs/promises'
 import path from 'node:path'
-import type { PGlite } from '@electric-sql/pglite'
+import type { SqlDb, SqlRunner } from './sql-db.ts'
 import { DevServerError } from './errors.ts'
 import { extensionHint } from './extensions.ts'
 import type { Logger } from './log.ts'
@@ -46,7 +46,7 @@ export interface MigrationResult {
  * Applies every journal entry newer than the last recorded one. Call it before the server listens: PGlite's
  * `runExclusive` does not hold the transaction lock (NOTES §4). Throws DevServerError('ERR_MIGRATION').
  */
-export async function applyMigrations(db: PGlite, migrationsDir: string, log: Logger, progress: ProgressOptions = {}): Promise<MigrationResult> {
+export async function applyMigrations(db: SqlDb, migrationsDir: string, log: Logger, progress: ProgressOptions = {}): Promise<MigrationResult> {
   const started = performance.now()
   const migrations = await readMigrations(migrationsDir)
   try {
@@ -83,7 +83,7 @@ export async function applyMigrations(db: PGlite, migrationsDir: string, log: Lo
  * by running `drizzle-kit migrate` after each `generate`, and on restart only the fixed file runs again. Either way a
  * file is never half applied, and its row exists exactly when its statements committed.
  */
-async function applyOne(db: PGlite, migration: Migration, log: Logger): Promise<void> {
+async function applyOne(db: SqlDb, migration: Migration, log: Logger): Promise<void> {
   const started = performance.now()
   let step = 0
   try {
@@ -108,7 +108,7 @@ async function applyOne(db: PGlite, migration: Migration, log: Logger): Promise<
   log.info('migration applied', { file: migration.file, ms: elapsed(started) })
 }
 
-async function readRecorded(db: PGlite): Promise<{ lastCreatedAt: number | undefined; hashes: Set<string> }> {
+async function readRecorded(db: SqlRunner): Promise<{ lastCreatedAt: number | undefined; hashes: Set<string> }> {
   try {
     // drizzle's query: `order by created_at desc` puts NULLs first, and Number(null) is 0, so a row with a NULL
     // created_at makes every file pending. Mirrored, so both tools always agree on what is pending.

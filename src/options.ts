@@ -28,6 +28,7 @@ export const FLAGS: readonly Flag[] = [
   { name: 'no-migrations', type: 'boolean', help: 'do not apply any migrations' },
   { name: 'cache-dir', type: 'string', value: 'DIR', help: 'where migrated templates are kept; a fresh database copies one instead of initdb + migrations', defaultText: 'node_modules/.cache/pglite-dev-db' },
   { name: 'no-template', type: 'boolean', help: 'build a fresh database with initdb and every migration, without the template' },
+  { name: 'no-database-threads', type: 'boolean', help: 'run every database in the server\'s thread (by default each database after the first one a client names gets a worker thread)' },
   { name: 'extensions', type: 'string', value: 'LIST', help: 'extensions to load, comma-separated (vector,pgcrypto,...); a database that has one needs it at every start', defaultText: 'none' },
   { name: 'from-snapshot', type: 'string', value: 'FILE', help: 'start from a snapshot (pglite-dev-db snapshot): with --memory, or into a data dir that holds no database yet' },
   { name: 'password', type: 'string', value: 'PASSWORD', help: 'clients must log in with this password (SCRAM-SHA-256); it appears in the printed URL', defaultText: 'none' },
@@ -93,6 +94,7 @@ export interface CliOptions {
   trace: string | null
   cacheDir: string | null
   template: boolean
+  databaseThreads: boolean
   extensions: string[]
   fromSnapshot: string | null
   progressAfterMs: number
@@ -181,6 +183,7 @@ export function parseCliOptions(argv: readonly string[], env: NodeJS.ProcessEnv,
     trace: str('trace') ?? null,
     cacheDir: str('cache-dir') ?? null,
     template: values.get('no-template') !== true,
+    databaseThreads: values.get('no-database-threads') !== true,
     extensions,
     fromSnapshot: str('from-snapshot') ?? null,
     progressAfterMs: timeout('progress-after-ms', DEFAULT_PROGRESS_AFTER_MS),

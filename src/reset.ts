@@ -3,7 +3,7 @@
 // else (a table created or altered, a function replaced) is seen by the schema fingerprint, and the caller then
 // swaps in a fresh copy instead.
 
-import type { PGlite } from '@electric-sql/pglite'
+import type { SqlRunner } from './sql-db.ts'
 
 /** What a database at the migrated state holds, to compare against and to restore. */
 export interface Baseline {
@@ -47,13 +47,13 @@ select pg_catalog.format('%I.%I', n.nspname, c.relname) as name, c.relkind
   where c.relkind in ('r', 'p', 'S') and c.relpersistence <> 't' and c.oid >= 16384 and ${NOT_TEMP}
   order by 1`
 
-export async function fingerprint(db: PGlite): Promise<string> {
+export async function fingerprint(db: SqlRunner): Promise<string> {
   const result = await db.query<{ fingerprint: string }>(FINGERPRINT_SQL)
   return result.rows[0]!.fingerprint
 }
 
 /** Read the baseline from a database at the migrated state (it is only read). */
-export async function readBaseline(db: PGlite): Promise<Baseline> {
+export async function readBaseline(db: SqlRunner): Promise<Baseline> {
   const relations = (await db.query<{ name: string; relkind: string }>(TABLES_SQL)).rows
   const baseline: Baseline = { fingerprint: await fingerprint(db), tables: [], rows: [], sequences: [] }
   for (const { name, relkind } of relations) {
@@ -76,7 +76,7 @@ export async function readBaseline(db: PGlite): Promise<Baseline> {
  * Put `db` back to `baseline` in one transaction, if its schema is still the baseline's: true if done, false if
  * the schema changed (the caller makes a fresh copy instead). Temporary tables are dropped too.
  */
-export async function resetInPlace(db: PGlite, baseline: Baseline): Promise<boolean> {
+export async function resetInPlace(db: SqlRunner, baseline: Baseline): Promise<boolean> {
   if ((await fingerprint(db)) !== baseline.fingerprint) return false
   // Triggers and foreign-key checks stay quiet while the template's rows go back (replica role), as in a restore.
   await db.exec('begin; set local session_replication_role = replica')

@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url'
 import pg from 'pg'
 import postgres from 'postgres'
 import { afterEach, describe, expect, it } from 'vitest'
+import { DbThread } from '../src/db-thread.ts'
 import { startDevDb, type DevDb, type DevDbOptions } from '../src/dev-server.ts'
 import { createLogger, type LogRecord } from '../src/log.ts'
 import { endClient } from './helpers/pg.ts'
@@ -134,6 +135,66 @@ describe('a database per name', () => {
     expect(await readdir(`${dataDir}-databases`)).toEqual([])
     await dev.close()
     await import('node:fs/promises').then((fs) => fs.rm(`${dataDir}-databases`, { recursive: true, force: true }))
+  })
+})
+
+describe('databases in worker threads', () => {
+  it("the first database a client names runs in the server's thread, each later one in its own worker thread, which resets and drops like any", async () => {
+    const dev = await serve()
+    const first = await client(urlOf(dev.url, 'in_server'))
+    const threaded = await client(urlOf(dev.url, 'threaded'))
+    const sql = js(urlOf(dev.url, 'threaded'), { prepare: true })
+    await client(urlOf(dev.url, 'also_threaded'))
+    expect(['postgres', 'in_server', 'threaded', 'also_threaded'].map((name) => dev.databases.inThread(name))).toEqual([false, false, true, true])
+    expect(dev.databases.instance('threaded')).toBeInstanceOf(DbThread)
+
+    await first.query(`insert into customers (email, name) values ('s@example.com', 'S')`)
+    await threaded.query(`insert into customers (email, name) values ('t1@example.com', 'T'), ('t2@example.com', 'T')`)
+    expect(await sql`select count(*)::int as n from customers`).toEqual([{ n: 2 }])
+    expect((await first.query('select count(*)::int as n from customers')).rows[0].n).toBe(1)
+
+    // In place: the template's rows go back through the thread with COPY ... '/dev/blob'.
+    await threaded.query('select pglite_dev_db.reset()')
+    expect(await sql`select count(*)::int as n from customers`).toEqual([{ n: 0 }])
+    expect((await threaded.query('select count(*)::int as n from drizzle.__drizzle_migrations')).rows[0].n).toBe(1)
+    // After DDL: a fresh copy, in a thread again; postgres.js's prepared statement is made again there.
+    await threaded.query('create table made_since (x int)')
+    await threaded.query('select pglite_dev_db.reset()')
+    expect(await sql`select count(*)::int as n from customers`).toEqual([{ n: 0 }])
+    expect(resets).toEqual(['in place', 'fresh copy'])
+    expect(dev.databases.inThread('threaded')).toBe(true)
+
+    const doomed = dev.databases.instance('threaded') as DbThread
+    await endClient(clients.splice(clients.indexOf(threaded), 1)[0]!)
+    await sql.end({ timeout: 5 })
+    await first.query('drop database threaded')
+    expect(dev.databases.instance('threaded')).toBeNull()
+    expect(doomed.threadExited).toBe(true)
+  })
+
+  it('a database in a thread is kept in the data dir and opened in a thread again after a restart', async () => {
+    const dataDir = await scratchDataDir()
+    let dev = await serve({ dataDir })
+    await client(urlOf(dev.url, 'first'))
+    const writer = await client(urlOf(dev.url, 'second'))
+    expect(dev.databases.inThread('second')).toBe(true)
+    await writer.query(`insert into customers (email, name) values ('k@example.com', 'K')`)
+    await Promise.all(clients.splice(0).map((c) => endClient(c)))
+    await dev.close()
+    dev = await serve({ dataDir })
+    await client(urlOf(dev.url, 'first'))
+    const reader = await client(urlOf(dev.url, 'second'))
+    expect(dev.databases.inThread('second')).toBe(true)
+    expect((await reader.query('select email from customers')).rows).toEqual([{ email: 'k@example.com' }])
+    await Promise.all(clients.splice(0).map((c) => endClient(c)))
+    await dev.close()
+    await import('node:fs/promises').then((fs) => fs.rm(`${dataDir}-databases`, { recursive: true, force: true }))
+  })
+
+  it("with databaseThreads: false every database runs in the server's thread", async () => {
+    const dev = await serve({ databaseThreads: false })
+    for (const name of ['one', 'two', 'three']) await (await client(urlOf(dev.url, name))).query('select 1')
+    expect(['one', 'two', 'three'].map((name) => dev.databases.inThread(name))).toEqual([false, false, false])
   })
 })
 

@@ -67,6 +67,15 @@ describe('extensions', () => {
       return (await client.query("select '[0,0]'::vector <-> '[3,4]' as d")).rows
     })
     expect(distance).toEqual([{ d: 5 }])
+    // A third runs in a worker thread, which loads the bundles itself.
+    const third = dev.url.replace(/\/postgres$/, '/ext_third')
+    const digest = await withClient(third, async (client) => {
+      await client.query('create extension vector')
+      await client.query('create extension pgcrypto')
+      return (await client.query("select '[0,0]'::vector <-> '[6,8]' as d, encode(digest('x', 'sha256'), 'hex') as sha")).rows
+    })
+    expect(dev.databases.inThread('ext_third')).toBe(true)
+    expect(digest).toEqual([{ d: 10, sha: '2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881' }])
   })
 
   it('drizzle-kit migrations that create vector apply through the template, which a start without vector does not reuse', async () => {

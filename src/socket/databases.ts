@@ -2,9 +2,9 @@
 // CREATE DATABASE / DROP DATABASE are carried out by the server (each database is its own PGlite); a call of
 // pglite_dev_db.reset() is rewritten into a session setting that the server acts on once the caller is at rest.
 
-import type { PGlite } from '@electric-sql/pglite'
 import { CODE_LENGTH, FrontendCode, HEADER_LENGTH } from './protocol.ts'
 import { isName, mentions, sqlBounds, statements, type Token } from './sql-tokens.ts'
+import type { SessionDb } from './session.ts'
 
 /**
  * Where the databases a client names come from. Without one, a server has one database and every name leads there
@@ -14,9 +14,9 @@ export interface DatabaseCatalog {
   /** The database clients reach when they name no other, and which cannot be dropped. */
   readonly mainName: string
   /** The instance behind `name`, created (from the migrated template) on first use. */
-  open(name: string): Promise<PGlite>
+  open(name: string): Promise<SessionDb>
   /** The open instance behind `name`, if it is open. */
-  instance(name: string): PGlite | null
+  instance(name: string): SessionDb | null
   /** Whether `name` exists (was used or created, and not dropped). */
   exists(name: string): Promise<boolean>
   /** CREATE DATABASE: false if it exists already. */
@@ -24,7 +24,7 @@ export interface DatabaseCatalog {
   /** DROP DATABASE: closes and deletes it; false if it did not exist. Its clients must be gone already. */
   drop(name: string): Promise<boolean>
   /** Back to the migrated state: the instance to use from now on. The old one is closed by the catalog. */
-  reset(name: string): Promise<PGlite>
+  reset(name: string): Promise<SessionDb>
 }
 
 export type DatabaseCommand =

@@ -163,9 +163,12 @@ export class PGLiteSocketServer extends EventTarget {
     }
   }
 
-  /** The main database (after `select pglite_dev_db.reset()` on it, the fresh instance). */
+  /**
+   * The main database (after `select pglite_dev_db.reset()` on it, the fresh instance). It is always an in-process
+   * PGlite: the one given as `db`, and a catalog resets its main database into a PGlite again.
+   */
   get db(): PGlite {
-    return this.#session.db
+    return this.#session.db as PGlite
   }
 
   /** The port actually bound (known after `start()` when 0 was asked for). */

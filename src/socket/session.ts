@@ -1,7 +1,6 @@
 // The one PGlite session that all connections share: its scheduler, the single way batches reach PGlite,
 // and what every connection is told at startup. One SharedSession per PGlite instance, however many servers use it.
 
-import type { PGlite } from '@electric-sql/pglite'
 import { SqlState, WireError, isPGliteFatal } from '../errors.ts'
 import { BackendCode, SYNC_MESSAGE, StartupCode, encodeAuthenticationOk, encodeParameterStatus } from './protocol.ts'
 import { forEachFrame } from './frames.ts'
@@ -21,11 +20,22 @@ export interface SessionMember {
   preparedStatementFrames(): Buffer[]
 }
 
+/**
+ * What a session needs of its database: PGlite itself, or a PGlite in a worker thread (db-thread.ts). The main
+ * database a server is given is always an in-process PGlite; other databases may be either.
+ */
+export interface SessionDb {
+  readonly waitReady: Promise<void>
+  runExclusive<T>(fn: () => Promise<T>): Promise<T>
+  execProtocolRaw(message: Uint8Array, options?: { syncToFs?: boolean }): Promise<Uint8Array>
+  execProtocolRawStream(message: Uint8Array, options: { onRawData: (chunk: Uint8Array) => void; syncToFs?: boolean }): Promise<void>
+}
+
 const discard: RawSink = () => {}
 
-const sessions = new WeakMap<PGlite, SharedSession>()
+const sessions = new WeakMap<SessionDb, SharedSession>()
 
-export function sessionFor(db: PGlite): SharedSession {
+export function sessionFor(db: SessionDb): SharedSession {
   let session = sessions.get(db)
   if (!session) {
     session = new SharedSession(db)
@@ -35,7 +45,7 @@ export function sessionFor(db: PGlite): SharedSession {
 }
 
 export class SharedSession {
-  db: PGlite
+  db: SessionDb
   readonly scheduler = new OwnerScheduler<SessionMember>()
   readonly members = new Set<SessionMember>()
   /** Set once PGlite threw something that leaves it unusable; every later call fails fast. */
@@ -62,7 +72,7 @@ export class SharedSession {
   /** The resolved startup prefix, once `startupPrefix()` has finished (servers await it before listening). */
   startupPrefixNow: Buffer | null = null
 
-  constructor(db: PGlite) {
+  constructor(db: SessionDb) {
     this.db = db
   }
 
@@ -134,7 +144,7 @@ export class SharedSession {
    * Everyone's prepared statements are made again there and the channels somebody listens on are listened on
    * again, so clients carry on as if nothing happened but the data. Only for the owner of a session at rest.
    */
-  async replaceDb(db: PGlite): Promise<void> {
+  async replaceDb(db: SessionDb): Promise<void> {
     sessions.delete(this.db)
     this.db = db
     sessions.set(db, this)
