@@ -4,7 +4,9 @@
 // Usage: npm run bench -- [--seconds N] [--quick] [--json PATH] [--oracle URL] [--targets ours,stock,postgres]
 //        [--workloads select1,point,insert,tpcb,big,copy] [--drivers postgres.js,node-postgres] [--clients 1,8,64]
 //        [--pgbench-seconds N] [--skip LIST] [--only LIST] [--startup-runs N] [--profile WORKLOAD:CLIENTS:DRIVER]
-//        [--render JSON]   (sections for --skip/--only: cells, pgbench, startup, connections)
+//        [--render JSON] [--merge JSON]   (sections for --skip/--only: cells, pgbench, startup, connections)
+//        A run that skips a section writes bench-results-partial.json unless --json is given; --merge JSON puts the
+//        sections it ran into that earlier run's JSON instead (noted there with this run's date and load).
 import { readdir, readFile, writeFile } from 'node:fs/promises'
 import os from 'node:os'
 import { join } from 'node:path'
@@ -35,9 +37,11 @@ interface Config extends Timing {
   profile: string | undefined
   /** Print the tables of an earlier run's JSON (goals re-evaluated) and measure nothing. */
   render: string | undefined
+  /** Replace the sections this run measured in an earlier run's JSON, and print that run's tables. */
+  merge: string | undefined
 }
 
-const USAGE = 'usage: npm run bench -- [--seconds N] [--quick] [--json PATH] [--oracle URL] [--targets LIST] [--workloads LIST] [--drivers LIST] [--clients LIST] [--pgbench-seconds N] [--skip SECTIONS] [--only SECTIONS] [--startup-runs N] [--profile WORKLOAD:CLIENTS:DRIVER] [--render JSON]\nSECTIONS: a comma list of cells, pgbench, startup, connections'
+const USAGE = 'usage: npm run bench -- [--seconds N] [--quick] [--json PATH] [--oracle URL] [--targets LIST] [--workloads LIST] [--drivers LIST] [--clients LIST] [--pgbench-seconds N] [--skip SECTIONS] [--only SECTIONS] [--startup-runs N] [--profile WORKLOAD:CLIENTS:DRIVER] [--render JSON] [--merge JSON]\nSECTIONS: a comma list of cells, pgbench, startup, connections'
 /** What --skip and --only name: the closed-loop cells (with the ceilings), pgbench, start-up and idle connections. */
 const SECTIONS = ['cells', 'pgbench', 'startup', 'connections'] as const
 /** The goals name 16 clients for these two; the rest run at 1, 8 and 64. */
@@ -57,7 +61,7 @@ function parseConfig(argv: string[]): Config {
       seconds: { type: 'string' }, quick: { type: 'boolean' }, json: { type: 'string' }, oracle: { type: 'string' },
       targets: { type: 'string' }, workloads: { type: 'string' }, drivers: { type: 'string' }, clients: { type: 'string' },
       'pgbench-seconds': { type: 'string' }, skip: { type: 'string' }, only: { type: 'string' }, 'startup-runs': { type: 'string' },
-      profile: { type: 'string' }, render: { type: 'string' },
+      profile: { type: 'string' }, render: { type: 'string' }, merge: { type: 'string' },
       help: { type: 'boolean' },
     },
   })
@@ -87,11 +91,13 @@ function parseConfig(argv: string[]): Config {
     drivers: list(values.drivers, DRIVERS, 'driver') ?? [...DRIVERS],
     // --quick: every workload, driver and target once, and one concurrent cell (select 1 at 8) to show interleaving.
     clientsFor: (w) => clients ?? (quick ? (w === 'select1' ? [1, 8] : [1]) : CLIENTS_WITH_16.has(w) ? [1, 8, 16, 64] : [1, 8, 64]),
-    json: values.json ?? 'docs/benchmarks.json',
+    // A partial run must not overwrite the full run's figures by default.
+    json: values.json ?? (skip.size > 0 ? 'bench-results-partial.json' : 'docs/benchmarks.json'),
     oracle: values.oracle ?? undefined,
     skip,
     profile: values.profile,
     render: values.render,
+    merge: values.merge,
   }
 }
 
@@ -197,6 +203,21 @@ async function runProfile(config: Config, scratch: string, template: string): Pr
   process.stdout.write(renderProfile(summary, `CPU profile of pglite-dev-db serving ${name} ×${clientsText} ${driver} (${describeCell(cell)}), after its first ${(startupMs / 1000).toFixed(1)} s (start-up)`))
 }
 
+/** The sections `partial` measured replace those of the run in `file`, with a note saying when and under what load. */
+async function mergeInto(file: string, partial: Results, skipped: ReadonlySet<string>): Promise<Results> {
+  const base = JSON.parse(await readFile(file, 'utf8')) as Results
+  const ran = ['cells', 'pgbench', 'startup', 'connections'].filter((section) => !skipped.has(section))
+  if (ran.includes('cells')) base.cells = partial.cells
+  if (ran.includes('pgbench')) base.pgbench = partial.pgbench
+  if (ran.includes('startup')) base.startup = partial.startup
+  if (ran.includes('connections')) base.connections = partial.connections
+  const load = (l: number[]) => l.map((n) => n.toFixed(2)).join(' ')
+  base.meta.notes.push(`${ran.join(', ')}: from a later run, ${partial.meta.date} (\`${partial.meta.command}\`), load average ${load(partial.meta.loadAverage.start)} at start, ${load(partial.meta.loadAverage.end)} at end.`)
+  base.goals = evaluateGoals(base)
+  await writeFile(file, `${JSON.stringify(base, null, 2)}\n`)
+  return base
+}
+
 async function main(): Promise<void> {
   const runStarted = performance.now()
   const config = parseConfig(process.argv.slice(2))
@@ -244,8 +265,9 @@ async function main(): Promise<void> {
     results.meta.runSeconds = (performance.now() - runStarted) / 1000
     results.goals = evaluateGoals(results)
     await writeFile(config.json, `${JSON.stringify(results, null, 2)}\n`)
-    process.stdout.write(renderMarkdown(results))
-    progress(`done in ${(results.meta.runSeconds / 60).toFixed(1)} min; JSON in ${config.json}`)
+    const shown = config.merge ? await mergeInto(config.merge, results, config.skip) : results
+    process.stdout.write(renderMarkdown(shown))
+    progress(`done in ${(results.meta.runSeconds / 60).toFixed(1)} min; JSON in ${config.json}${config.merge ? ` and merged into ${config.merge}` : ''}`)
   } finally {
     await releaseAll()
   }
