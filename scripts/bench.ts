@@ -3,7 +3,10 @@
 // every figure as JSON. Only ratios measured in the same run mean anything: the machine is shared.
 // Usage: npm run bench -- [--seconds N] [--quick] [--json PATH] [--oracle URL] [--targets ours,stock,postgres]
 //        [--workloads select1,point,insert,tpcb,big,copy] [--drivers postgres.js,node-postgres] [--clients 1,8,64]
-//        [--pgbench-seconds N] [--skip pgbench,startup,connections] [--profile WORKLOAD:CLIENTS:DRIVER] [--render JSON]
+//        [--pgbench-seconds N] [--skip LIST] [--only LIST] [--startup-runs N] [--profile WORKLOAD:CLIENTS:DRIVER]
+//        [--render JSON] [--merge JSON]   (sections for --skip/--only: cells, pgbench, startup, connections)
+//        A run that skips a section writes bench-results-partial.json unless --json is given; --merge JSON puts the
+//        sections it ran into that earlier run's JSON instead (noted there with this run's date and load).
 import { readdir, readFile, writeFile } from 'node:fs/promises'
 import os from 'node:os'
 import { join } from 'node:path'
@@ -11,7 +14,7 @@ import { parseArgs } from 'node:util'
 import { PGlite } from '@electric-sql/pglite'
 import { describeCell, progress, runCeilingCell, runWireCell, warmUp, warmed, type Timing } from './bench/cells.ts'
 import { CEILINGS, DRIVERS, inProcessSession, type CeilingName, type DriverName } from './bench/drivers.ts'
-import { measureConnectionCost, measureStartup, pgbenchSuite, summarizeProfile } from './bench/extras.ts'
+import { measureConnectionCost, measureStartup, pgbenchSuite, renderProfile, summarizeProfile } from './bench/extras.ts'
 import { releaseAll, sleep, track } from './bench/procs.ts'
 import { evaluateGoals, renderMarkdown, type Results } from './bench/report.ts'
 import {
@@ -34,9 +37,13 @@ interface Config extends Timing {
   profile: string | undefined
   /** Print the tables of an earlier run's JSON (goals re-evaluated) and measure nothing. */
   render: string | undefined
+  /** Replace the sections this run measured in an earlier run's JSON, and print that run's tables. */
+  merge: string | undefined
 }
 
-const USAGE = 'usage: npm run bench -- [--seconds N] [--quick] [--json PATH] [--oracle URL] [--targets LIST] [--workloads LIST] [--drivers LIST] [--clients LIST] [--pgbench-seconds N] [--skip pgbench,startup,connections] [--profile WORKLOAD:CLIENTS:DRIVER] [--render JSON]'
+const USAGE = 'usage: npm run bench -- [--seconds N] [--quick] [--json PATH] [--oracle URL] [--targets LIST] [--workloads LIST] [--drivers LIST] [--clients LIST] [--pgbench-seconds N] [--skip SECTIONS] [--only SECTIONS] [--startup-runs N] [--profile WORKLOAD:CLIENTS:DRIVER] [--render JSON] [--merge JSON]\nSECTIONS: a comma list of cells, pgbench, startup, connections'
+/** What --skip and --only name: the closed-loop cells (with the ceilings), pgbench, start-up and idle connections. */
+const SECTIONS = ['cells', 'pgbench', 'startup', 'connections'] as const
 /** The goals name 16 clients for these two; the rest run at 1, 8 and 64. */
 const CLIENTS_WITH_16 = new Set<WorkloadName>(['select1', 'point'])
 
@@ -53,7 +60,8 @@ function parseConfig(argv: string[]): Config {
     options: {
       seconds: { type: 'string' }, quick: { type: 'boolean' }, json: { type: 'string' }, oracle: { type: 'string' },
       targets: { type: 'string' }, workloads: { type: 'string' }, drivers: { type: 'string' }, clients: { type: 'string' },
-      'pgbench-seconds': { type: 'string' }, skip: { type: 'string' }, profile: { type: 'string' }, render: { type: 'string' },
+      'pgbench-seconds': { type: 'string' }, skip: { type: 'string' }, only: { type: 'string' }, 'startup-runs': { type: 'string' },
+      profile: { type: 'string' }, render: { type: 'string' }, merge: { type: 'string' },
       help: { type: 'boolean' },
     },
   })
@@ -66,23 +74,30 @@ function parseConfig(argv: string[]): Config {
   if (!(seconds > 0)) throw new Error('--seconds must be a positive number')
   const clients = values.clients?.split(',').map(Number)
   const workloadNames = list(values.workloads, WORKLOADS.map((w) => w.name), 'workload')
+  const only = list(values.only, SECTIONS, 'section')
+  const skip = new Set<string>(list(values.skip, SECTIONS, 'section') ?? [])
+  if (only) for (const section of SECTIONS) if (!only.includes(section)) skip.add(section)
+  const startupRuns = Number(values['startup-runs'] ?? (quick ? 1 : 3))
+  if (!(Number.isInteger(startupRuns) && startupRuns > 0)) throw new Error('--startup-runs must be a positive integer')
   return {
     seconds,
     warmupSeconds: Math.max(0.2, Math.round(seconds * 20) / 100),
     pgbenchSeconds: Number(values['pgbench-seconds'] ?? (quick ? 1 : 4)),
     stallFloorMs: quick ? 3_000 : 5_000,
-    startupRuns: quick ? 1 : 3,
+    startupRuns,
     connectionCounts: quick ? [200] : [200, 1000],
     targets: list(values.targets, ['ours', 'stock', 'postgres'] as const, 'target') ?? ['ours', 'stock', 'postgres'],
     workloads: workloadNames ? WORKLOADS.filter((w) => workloadNames.includes(w.name)) : [...WORKLOADS],
     drivers: list(values.drivers, DRIVERS, 'driver') ?? [...DRIVERS],
     // --quick: every workload, driver and target once, and one concurrent cell (select 1 at 8) to show interleaving.
     clientsFor: (w) => clients ?? (quick ? (w === 'select1' ? [1, 8] : [1]) : CLIENTS_WITH_16.has(w) ? [1, 8, 16, 64] : [1, 8, 64]),
-    json: values.json ?? 'docs/benchmarks.json',
+    // A partial run must not overwrite the full run's figures by default.
+    json: values.json ?? (skip.size > 0 ? 'bench-results-partial.json' : 'docs/benchmarks.json'),
     oracle: values.oracle ?? undefined,
-    skip: new Set(values.skip?.split(',') ?? []),
+    skip,
     profile: values.profile,
     render: values.render,
+    merge: values.merge,
   }
 }
 
@@ -99,23 +114,8 @@ async function startTarget(name: TargetName, config: Config, scratch: string, te
   return startPostgres(scratch)
 }
 
-async function runAll(config: Config, scratch: string, template: string, results: Results): Promise<void> {
-  const targets: Target[] = []
-  for (const name of config.targets) {
-    progress(`starting ${TARGET_LABELS[name]}`)
-    const started = await startTarget(name, config, scratch, template)
-    if (!started) continue
-    // Idle: started, a second to settle, no client yet. pglite-dev-db's figure comes from the start-up runs
-    // (both modes), unless those are skipped.
-    await sleep(1000)
-    const usage = started.usage()
-    if (usage && (name !== 'ours' || config.skip.has('startup'))) {
-      const label = `${TARGET_LABELS[name]}${name === 'postgres' ? ' (postmaster + children)' : ' (data dir)'}`
-      results.idle.push({ target: label, rssMb: usage.rssKb / 1024, ...(name === 'postgres' ? { pssMb: (started.pssKb() ?? 0) / 1024 } : {}) })
-    }
-    targets.push(await warmed(started, config.drivers))
-  }
-
+/** The in-process ceilings and every workload × clients × driver × target cell. */
+async function runCells(config: Config, template: string, targets: Target[], results: Results): Promise<void> {
   const db = await PGlite.create({ dataDir: await copyTemplate(template) })
   const tracked = track(() => db.close(), () => {})
   await warmUp(async (name) => inProcessSession(name as CeilingName, db), CEILINGS)
@@ -138,7 +138,27 @@ async function runAll(config: Config, scratch: string, template: string, results
   }
   progress('closing the in-process PGlite')
   await tracked.release()
+}
 
+async function runAll(config: Config, scratch: string, template: string, results: Results): Promise<void> {
+  const targets: Target[] = []
+  const needsTargets = !config.skip.has('cells') || !config.skip.has('pgbench')
+  for (const name of needsTargets ? config.targets : []) {
+    progress(`starting ${TARGET_LABELS[name]}`)
+    const started = await startTarget(name, config, scratch, template)
+    if (!started) continue
+    // Idle: started, a second to settle, no client yet. pglite-dev-db's figure comes from the start-up runs
+    // (both modes), unless those are skipped.
+    await sleep(1000)
+    const usage = started.usage()
+    if (usage && (name !== 'ours' || config.skip.has('startup'))) {
+      const label = `${TARGET_LABELS[name]}${name === 'postgres' ? ' (postmaster + children)' : ' (data dir)'}`
+      results.idle.push({ target: label, rssMb: usage.rssKb / 1024, ...(name === 'postgres' ? { pssMb: (started.pssKb() ?? 0) / 1024 } : {}) })
+    }
+    targets.push(await warmed(started, config.drivers))
+  }
+
+  if (!config.skip.has('cells')) await runCells(config, template, targets, results)
   if (!config.skip.has('pgbench')) {
     for (const target of targets) {
       progress(`pgbench on ${target.name}`)
@@ -169,24 +189,33 @@ async function runProfile(config: Config, scratch: string, template: string): Pr
   if (!workload) throw new Error(`--profile: unknown workload ${name}`)
   const driver = list(driverName, DRIVERS, 'driver')![0]!
   const dir = join(scratch, 'profile')
+  const spawned = performance.now()
   const target = await startOurs({ template, cpuProfileDir: dir })
+  // Start-up is left out of the summary: from spawn to here (the profile starts a little after spawn, so a few ms
+  // of the cell's connecting are left out too).
+  const startupMs = performance.now() - spawned
   const cell = await runWireCell(target, workload, Number(clientsText), driver, config)
   progress(describeCell(cell))
   await target.stop()
   const file = (await readdir(dir)).find((f) => f.endsWith('.cpuprofile'))
   if (!file) throw new Error('the server wrote no .cpuprofile')
-  const summary = await summarizeProfile(join(dir, file), 25)
-  const rows = (entries: typeof summary.functions) => entries.map((e) => `| ${e.name} | ${e.where} | ${e.selfMs.toFixed(0)} | ${e.percent.toFixed(1)}% |`)
-  process.stdout.write(
-    [
-      `CPU profile of pglite-dev-db serving ${name} ×${clientsText} ${driver} (${describeCell(cell)}); ${(summary.totalMs / 1000).toFixed(1)} s sampled, whole server lifetime`,
-      '',
-      '| area | | self ms | share |', '| --- | --- | --- | --- |', ...rows(summary.areas),
-      '',
-      '| function | where | self ms | share |', '| --- | --- | --- | --- |', ...rows(summary.functions),
-      '',
-    ].join('\n'),
-  )
+  const summary = await summarizeProfile(join(dir, file), 25, startupMs)
+  process.stdout.write(renderProfile(summary, `CPU profile of pglite-dev-db serving ${name} ×${clientsText} ${driver} (${describeCell(cell)}), after its first ${(startupMs / 1000).toFixed(1)} s (start-up)`))
+}
+
+/** The sections `partial` measured replace those of the run in `file`, with a note saying when and under what load. */
+async function mergeInto(file: string, partial: Results, skipped: ReadonlySet<string>): Promise<Results> {
+  const base = JSON.parse(await readFile(file, 'utf8')) as Results
+  const ran = ['cells', 'pgbench', 'startup', 'connections'].filter((section) => !skipped.has(section))
+  if (ran.includes('cells')) base.cells = partial.cells
+  if (ran.includes('pgbench')) base.pgbench = partial.pgbench
+  if (ran.includes('startup')) base.startup = partial.startup
+  if (ran.includes('connections')) base.connections = partial.connections
+  const load = (l: number[]) => l.map((n) => n.toFixed(2)).join(' ')
+  base.meta.notes.push(`${ran.join(', ')}: from a later run, ${partial.meta.date} (\`${partial.meta.command}\`), load average ${load(partial.meta.loadAverage.start)} at start, ${load(partial.meta.loadAverage.end)} at end.`)
+  base.goals = evaluateGoals(base)
+  await writeFile(file, `${JSON.stringify(base, null, 2)}\n`)
+  return base
 }
 
 async function main(): Promise<void> {
@@ -236,8 +265,9 @@ async function main(): Promise<void> {
     results.meta.runSeconds = (performance.now() - runStarted) / 1000
     results.goals = evaluateGoals(results)
     await writeFile(config.json, `${JSON.stringify(results, null, 2)}\n`)
-    process.stdout.write(renderMarkdown(results))
-    progress(`done in ${(results.meta.runSeconds / 60).toFixed(1)} min; JSON in ${config.json}`)
+    const shown = config.merge ? await mergeInto(config.merge, results, config.skip) : results
+    process.stdout.write(renderMarkdown(shown))
+    progress(`done in ${(results.meta.runSeconds / 60).toFixed(1)} min; JSON in ${config.json}${config.merge ? ` and merged into ${config.merge}` : ''}`)
   } finally {
     await releaseAll()
   }

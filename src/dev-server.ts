@@ -1,7 +1,7 @@
 // startDevDb: open PGlite (on disk or in memory), listen, apply migrations, then admit clients. A client that
 // connects while migrations run gets FATAL 57P03, never a half-migrated database; a failed start leaves nothing running.
 
-import { PGlite } from '@electric-sql/pglite'
+import { PGlite, type PGliteOptions } from '@electric-sql/pglite'
 import { mkdir, stat, unlink } from 'node:fs/promises'
 import { connect } from 'node:net'
 import { join, resolve } from 'node:path'
@@ -94,11 +94,14 @@ export interface DevDb {
 }
 
 /**
- * Postgres settings for the served database. shared_buffers is 16 MB instead of 128 MB: an idle server holds about
- * 130 MB less (docs/BENCHMARKS.md), for a development database whose tables mostly fit anyway; sequential scans of
- * tables over 4 MB read through a small ring instead of the cache (measured about a third slower).
+ * Postgres settings for the served database. shared_buffers is 8 MB instead of 128 MB: PGlite zeroes the whole pool
+ * in its WASM memory at start, so each MB of it is a MB of resident memory even when idle (128 MB: 151 MB of WASM
+ * memory touched, 16 MB: 29 MB, 8 MB: 21 MB; docs/BENCHMARKS.md). A development database's tables mostly fit anyway;
+ * a miss reads the page back from the file system's cache, and sequential scans of tables over a quarter of the pool
+ * read through a small ring either way (measured in process: point selects on a 13 MB table within the noise,
+ * full scans of it about 12% slower than at 16 MB).
  */
-const SERVER_SETTINGS = ['-c', 'shared_buffers=16MB']
+const SERVER_SETTINGS = ['-c', 'shared_buffers=8MB']
 
 export async function startDevDb(options: DevDbOptions = {}): Promise<DevDb> {
   // --- Resolve options ---
@@ -134,7 +137,13 @@ export async function startDevDb(options: DevDbOptions = {}): Promise<DevDb> {
     const from = snapshot ? 'snapshot' : fromTemplate && (seeded || !dataDir) ? 'template' : null
     log.info('opening database', { dataDir: dataDir ?? 'memory', ...(from ? { from } : {}) })
     const loadDataDir = snapshot ?? (fromTemplate && !dataDir ? await templateBlob(fromTemplate) : null)
-    const create = () => PGlite.create({ ...(dataDir ? { dataDir } : {}), ...(loadDataDir ? { loadDataDir } : {}), startParams, extensions: loaded.extensions })
+    const create = async () => {
+      const pgliteOptions: PGliteOptions = { ...(dataDir ? { dataDir } : {}), ...(loadDataDir ? { loadDataDir } : {}), startParams, extensions: loaded.extensions }
+      const opened = await PGlite.create(pgliteOptions)
+      // PGlite keeps its options object as long as it is open: without this the tarball stays in memory (40 MB here).
+      delete pgliteOptions.loadDataDir
+      return opened
+    }
     db = await reportSlowStep(log, `opening the database${from ? ` from the ${from}` : ''}`, create, progress)
     // A database that has CREATE EXTENSION x but was opened without x's bundle is refused here, not at a client's query.
     await assertInstalledExtensionsLoaded(db, loaded).catch(async (error: unknown) => {

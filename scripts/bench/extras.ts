@@ -4,6 +4,7 @@
 import { readFile } from 'node:fs/promises'
 import type { Socket } from 'node:net'
 import { relative } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { runPgbench } from '../../test/scenarios/pgbench.ts'
 import { openIdleConnection } from './wire.ts'
 import { sleep, spawnServer, usageOf, withDeadline } from './procs.ts'
@@ -69,6 +70,8 @@ export async function pgbenchSuite(target: Target, seconds: number): Promise<Pgb
 
 export interface StartupRun {
   ms: number
+  /** CPU the server used from spawn to the URL line (user + system): less at the mercy of a loaded machine than ms. */
+  cpuMs?: number
   /** RSS one second after the URL line, before any client. */
   idleRssKb: number
 }
@@ -80,8 +83,9 @@ async function startOnce(modeArgs: string[]): Promise<StartupRun> {
   try {
     await server.waitForLine((line) => line.startsWith('postgres://'), 60_000, 'pglite-dev-db URL line')
     const ms = performance.now() - started
+    const cpuMs = usageOf(server.pid).cpuSeconds * 1000
     await sleep(1000)
-    return { ms, idleRssKb: usageOf(server.pid).rssKb }
+    return { ms, cpuMs, idleRssKb: usageOf(server.pid).rssKb }
   } finally {
     await server.stop('SIGTERM')
   }
@@ -155,7 +159,6 @@ export async function measureConnectionCost(template: string, counts: readonly n
 interface ProfileNode {
   id: number
   callFrame: { functionName: string; url: string; lineNumber: number; columnNumber: number }
-  hitCount?: number
 }
 
 export interface ProfileEntry {
@@ -165,10 +168,20 @@ export interface ProfileEntry {
   percent: number
 }
 
-/** Top self-time functions of a V8 .cpuprofile, and the same by area (WASM, PGlite's JS, our src/, Node, idle, GC). */
-export async function summarizeProfile(path: string, top: number): Promise<{ functions: ProfileEntry[]; areas: ProfileEntry[]; totalMs: number }> {
-  const profile = JSON.parse(await readFile(path, 'utf8')) as { nodes: ProfileNode[]; startTime: number; endTime: number; samples: number[] }
-  const sampleMs = (profile.endTime - profile.startTime) / 1000 / Math.max(1, profile.samples.length)
+/**
+ * Top self-time functions of a V8 .cpuprofile, and the same by area (WASM, PGlite's JS, our src/, Node, idle, GC).
+ * `skipMs`: leave out the samples of the profile's first milliseconds (a server's start-up).
+ */
+export async function summarizeProfile(path: string, top: number, skipMs = 0): Promise<{ functions: ProfileEntry[]; areas: ProfileEntry[]; totalMs: number }> {
+  const profile = JSON.parse(await readFile(path, 'utf8')) as { nodes: ProfileNode[]; startTime: number; endTime: number; samples: number[]; timeDeltas: number[] }
+  // Each sample stands for the time since the previous one (µs), so a loaded machine's sparse sampling still adds up.
+  const hits = new Map<number, number>()
+  let at = 0
+  for (const [i, id] of profile.samples.entries()) {
+    const delta = profile.timeDeltas[i] ?? 0
+    at += delta
+    if (at / 1000 >= skipMs) hits.set(id, (hits.get(id) ?? 0) + delta / 1000)
+  }
   const byFunction = new Map<string, ProfileEntry>()
   const byArea = new Map<string, ProfileEntry>()
   const add = (map: Map<string, ProfileEntry>, key: string, name: string, where: string, ms: number) => {
@@ -178,17 +191,49 @@ export async function summarizeProfile(path: string, top: number): Promise<{ fun
   }
   let totalMs = 0
   for (const node of profile.nodes) {
-    const ms = (node.hitCount ?? 0) * sampleMs
+    const ms = hits.get(node.id) ?? 0
     if (ms === 0) continue
     totalMs += ms
-    const { functionName, url, lineNumber, columnNumber } = node.callFrame
-    const where = url ? `${shortUrl(url)}:${lineNumber + 1}:${columnNumber + 1}` : ''
+    const { functionName, lineNumber, columnNumber } = node.callFrame
+    // In the CLI's bundle (bin/cli-bundle.js), name the src/ file the function came from.
+    const source = await bundleSource(node.callFrame.url, lineNumber)
+    const url = source ? `${REPO_ROOT}${source}` : node.callFrame.url
+    const where = source ? `${source} (bundle line ${lineNumber + 1})` : url ? `${shortUrl(url)}:${lineNumber + 1}:${columnNumber + 1}` : ''
     add(byFunction, `${functionName}@${where}`, functionName || '(anonymous)', where, ms)
     add(byArea, areaOf(functionName, url), areaOf(functionName, url), '', ms)
   }
   const ranked = (map: Map<string, ProfileEntry>, n: number) =>
     [...map.values()].sort((a, b) => b.selfMs - a.selfMs).slice(0, n).map((e) => ({ ...e, percent: (100 * e.selfMs) / totalMs }))
   return { functions: ranked(byFunction, top), areas: ranked(byArea, 20), totalMs }
+}
+
+/** The two tables `--profile` prints: self time by area, then the top functions. */
+export function renderProfile(summary: Awaited<ReturnType<typeof summarizeProfile>>, title: string): string {
+  const rows = (entries: ProfileEntry[]) => entries.map((e) => `| ${e.name} | ${e.where} | ${e.selfMs.toFixed(0)} | ${e.percent.toFixed(1)}% |`)
+  return [
+    `${title}; ${(summary.totalMs / 1000).toFixed(1)} s sampled`,
+    '',
+    '| area | | self ms | share |', '| --- | --- | --- | --- |', ...rows(summary.areas),
+    '',
+    '| function | where | self ms | share |', '| --- | --- | --- | --- |', ...rows(summary.functions),
+    '',
+  ].join('\n')
+}
+
+/** Per bundle file: the line each module starts at, from esbuild's `// src/...` comments (unminified output). */
+const bundleModules = new Map<string, Promise<Array<{ line: number; source: string }>>>()
+
+async function bundleSource(url: string, line: number): Promise<string | null> {
+  if (!/\/dist\/cli-[0-9a-f]+\.mjs$/.test(url)) return null
+  let modules = bundleModules.get(url)
+  if (!modules) {
+    modules = readFile(fileURLToPath(url), 'utf8').then(
+      (text) => text.split('\n').flatMap((content, index) => (/^\/\/ (src\/\S+\.ts)$/.exec(content)?.[1] ? [{ line: index, source: /^\/\/ (\S+)$/.exec(content)![1]! }] : [])),
+      () => [],
+    )
+    bundleModules.set(url, modules)
+  }
+  return (await modules).findLast((m) => m.line <= line)?.source ?? null
 }
 
 function shortUrl(url: string): string {

@@ -195,8 +195,9 @@ function resourceSection(results: Results): string[] {
   }
   if (results.startup) {
     const s = results.startup
-    const row = (name: string, runs: StartupResult['memory']) => [name, runs.map((r) => (r.ms / 1000).toFixed(2)).join(', '), (median(runs.map((r) => r.ms)) / 1000).toFixed(2)]
-    lines.push(...table(['pglite-dev-db start-up with the example migrations (spawn → URL line)', 'runs (s)', 'median (s)'], [
+    const cpu = (runs: StartupResult['memory']) => (runs.every((r) => r.cpuMs !== undefined) ? (median(runs.map((r) => r.cpuMs!)) / 1000).toFixed(2) : '—')
+    const row = (name: string, runs: StartupResult['memory']) => [name, runs.map((r) => (r.ms / 1000).toFixed(2)).join(', '), (median(runs.map((r) => r.ms)) / 1000).toFixed(2), cpu(runs)]
+    lines.push(...table(['pglite-dev-db start-up with the example migrations (spawn → URL line)', 'runs (s)', 'median (s)', 'server CPU to the URL line, median (s)'], [
       row('`--memory` (loads the migrated template)', s.memory),
       row('`--data-dir` already migrated', s.dataDir),
     ]))
