@@ -1,7 +1,9 @@
 // The CLI as plain JavaScript: src/cli.ts bundled by esbuild into dist/, rebuilt whenever a file it was built from
 // changed, so the bin never runs stale code and never pays for tsx (start-up time, memory) on a normal start.
-// dist/cli.json names the bundle and the SHA-1 of its inputs (esbuild's metafile: every src/ file the CLI imports;
-// packages stay external). A start re-hashes those files (about 1 ms) and rebuilds on any difference.
+// Beside it goes the entry of the database worker threads (src/db-thread-worker.ts), which db-thread.ts starts from
+// its own directory when it runs bundled. dist/cli.json names the bundle's directory and the SHA-1 of its inputs
+// (esbuild's metafile: every src/ file either entry imports; packages stay external). A start re-hashes those files
+// (about 1 ms) and rebuilds on any difference.
 // Usage: `import { loadCli } from './cli-bundle.js'`, or `node bin/cli-bundle.js` to build now (npm run build).
 
 import { createHash } from 'node:crypto'
@@ -12,6 +14,8 @@ import { fileURLToPath, pathToFileURL } from 'node:url'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 const ENTRY = 'src/cli.ts'
+/** Output name (dist/cli-<hash>/NAME.mjs) → source. db-thread.ts looks for db-thread-worker.mjs beside itself. */
+const ENTRIES = { cli: ENTRY, 'db-thread-worker': 'src/db-thread-worker.ts' }
 const OUT_DIR = join(ROOT, 'dist')
 const MANIFEST = join(OUT_DIR, 'cli.json')
 /** Bundles other than the current one are removed once this old: a start that just read the manifest may still import one. */
@@ -40,22 +44,24 @@ function freshBundle() {
   } catch {
     return null
   }
-  return hashInputs(manifest.inputs) === manifest.hash ? join(OUT_DIR, manifest.bundle) : null
+  return hashInputs(manifest.inputs) === manifest.hash ? join(OUT_DIR, manifest.bundle, 'cli.mjs') : null
 }
 
-/** Bundle src/cli.ts into dist/cli-<hash>.mjs and point dist/cli.json at it (each written whole, then renamed). */
+/** Bundle the entries into dist/cli-<hash>/ and point dist/cli.json at it (each written whole, then renamed). */
 export async function buildCli() {
   const { build } = await import('esbuild')
+  const staging = join(OUT_DIR, `.build.${process.pid}.tmp`)
   const result = await build({
     absWorkingDir: ROOT,
-    entryPoints: [ENTRY],
+    entryPoints: ENTRIES,
     bundle: true,
     packages: 'external',
     platform: 'node',
     target: 'node20',
     format: 'esm',
     write: false,
-    outfile: join(OUT_DIR, 'cli.mjs'),
+    outdir: staging,
+    outExtension: { '.js': '.mjs' },
     metafile: true,
     minify: false,
     sourcemap: false,
@@ -67,24 +73,29 @@ export async function buildCli() {
   const inputs = Object.keys(result.metafile.inputs).sort()
   const hash = hashInputs(inputs)
   if (hash === null) throw new Error('a source file disappeared while bundling')
-  const bundle = `cli-${hash.slice(0, 16)}.mjs`
-  await mkdir(OUT_DIR, { recursive: true })
-  const temporary = (name) => join(OUT_DIR, `.${name}.${process.pid}.tmp`)
-  await writeFile(temporary(bundle), result.outputFiles[0].contents)
-  await rename(temporary(bundle), join(OUT_DIR, bundle))
-  await writeFile(temporary('cli.json'), `${JSON.stringify({ entry: ENTRY, bundle, hash, inputs }, null, 2)}\n`)
-  await rename(temporary('cli.json'), MANIFEST)
+  const bundle = `cli-${hash.slice(0, 16)}`
+  await rm(staging, { recursive: true, force: true })
+  await mkdir(staging, { recursive: true })
+  for (const file of result.outputFiles) await writeFile(file.path, file.contents)
+  // Another start may have put the same bundle in place meanwhile: then that one is used and this copy dropped.
+  await rename(staging, join(OUT_DIR, bundle)).catch(async (error) => {
+    await rm(staging, { recursive: true, force: true })
+    if (!(await stat(join(OUT_DIR, bundle, 'cli.mjs')).catch(() => null))) throw error
+  })
+  const manifest = join(OUT_DIR, `.cli.json.${process.pid}.tmp`)
+  await writeFile(manifest, `${JSON.stringify({ entries: ENTRIES, bundle, hash, inputs }, null, 2)}\n`)
+  await rename(manifest, MANIFEST)
   await removeStale(bundle)
-  return join(OUT_DIR, bundle)
+  return join(OUT_DIR, bundle, 'cli.mjs')
 }
 
 async function removeStale(current) {
   const now = Date.now()
   for (const name of await readdir(OUT_DIR)) {
-    if (name === current || !/^cli-[0-9a-f]+\.mjs$|^\..*\.tmp$/.test(name)) continue
+    if (name === current || !/^cli-[0-9a-f]+(\.mjs)?$|^\..*\.tmp$/.test(name)) continue
     const file = join(OUT_DIR, name)
     const stats = await stat(file).catch(() => null)
-    if (stats && now - stats.mtimeMs > STALE_AFTER_MS) await rm(file, { force: true })
+    if (stats && now - stats.mtimeMs > STALE_AFTER_MS) await rm(file, { recursive: true, force: true })
   }
 }
 

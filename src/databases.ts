@@ -14,6 +14,7 @@ import type { DatabaseCatalog } from './socket/databases.ts'
 import { LOCK_FILE } from './data-dir-lock.ts'
 import { readBaseline, resetInPlace, type Baseline } from './reset.ts'
 import { DbThread } from './db-thread.ts'
+import { openPGlite } from './open-pglite.ts'
 import type { LoadedExtensions } from './extensions.ts'
 
 export const MAIN_DATABASE = 'postgres'
@@ -237,7 +238,7 @@ export class Databases implements DatabaseCatalog {
     const { migrations, startParams, extensions } = this.#options
     const template = await this.#options.template()
     const open = (where: { dataDir: string } | { loadDataDir: Blob } | null): Promise<Instance> =>
-      thread ? DbThread.create({ ...where, startParams, extensions: extensions.names }) : PGlite.create({ ...where, startParams, extensions: extensions.extensions })
+      thread ? DbThread.create({ ...where, startParams, extensions: extensions.names }) : openPGlite({ ...where, startParams, extensions: extensions.extensions })
     if (dir !== null) {
       await mkdir(dir, { recursive: true })
       const fresh = !(await holdsDatabase(dir))

@@ -6,6 +6,7 @@ import { PGlite } from '@electric-sql/pglite'
 import { FRAME_HEADER_BYTES, FrameFlag, encodeThreadError, readFrameHeader, writeFrameHeader, type CrossingResults, type ThreadInit, type ThreadReply, type ThreadRequest } from './db-thread-messages.ts'
 import { loadExtensions } from './extensions.ts'
 import { isPGliteFatal } from './errors.ts'
+import { openPGlite } from './open-pglite.ts'
 
 /**
  * Output is copied out of PGlite's memory (its chunks are views that the next write reuses) and posted in buffers
@@ -16,16 +17,10 @@ import { isPGliteFatal } from './errors.ts'
 const POST_BYTES = 256 * 1024
 
 const port = parentPort!
-const init = workerData as ThreadInit
 let dead: unknown = null
 let queue: Promise<void> = Promise.resolve()
 
-const db = await loadExtensions(init.extensions).then(({ extensions }) => PGlite.create({
-  ...init.options,
-  ...init.wasm,
-  ...(init.loadDataDir ? { loadDataDir: new Blob([init.loadDataDir]) } : {}),
-  extensions,
-})).then(
+const db = await open(workerData as ThreadInit).then(
   (created) => created,
   (error: unknown) => {
     port.postMessage({ id: 0, error: encodeThreadError(error) } satisfies ThreadReply)
@@ -38,6 +33,14 @@ if (db) {
     queue = queue.then(() => (request instanceof ArrayBuffer ? runProtocol(db, request) : serve(db, request)))
   })
   port.postMessage({ id: 0, done: true } satisfies ThreadReply)
+}
+
+/** PGlite as `init` describes it. Nothing here keeps the tarball once PGlite has loaded it (workerData is not kept). */
+async function open(init: ThreadInit): Promise<PGlite> {
+  const { extensions } = await loadExtensions(init.extensions)
+  const tarball = init.loadDataDir
+  init.loadDataDir = null
+  return openPGlite({ ...init.options, ...init.wasm, ...(tarball ? { loadDataDir: new Blob([tarball]) } : {}), extensions })
 }
 
 async function runProtocol(db: PGlite, request: ArrayBuffer): Promise<void> {

@@ -32,12 +32,15 @@ export interface DbThreadTransaction {
 const CLOSE_DEADLINE_MS = 60_000
 
 /*
- * The worker entry is TypeScript. tsx's loader hooks do not reach worker threads (Node 20), whether tsx started this
- * process or registered itself as bin/pglite-dev-db.js does, and vitest's transform does not either: the worker
- * registers tsx itself before importing its entry.
+ * Bundled (the bin runs dist/cli-<hash>/cli.mjs, see bin/cli-bundle.js), the worker's entry is the bundle beside this
+ * code. From source it is TypeScript: tsx's loader hooks do not reach worker threads (Node 20), whether tsx started
+ * this process or vitest runs it, so the worker registers tsx itself before importing its entry.
  */
-const WORKER_ENTRY = new URL('./db-thread-worker.ts', import.meta.url).href
-const BOOTSTRAP = `import(${JSON.stringify(import.meta.resolve('tsx/esm/api'))}).then((tsx) => { tsx.register(); return import(${JSON.stringify(WORKER_ENTRY)}) })`
+const FROM_SOURCE = import.meta.url.endsWith('.ts')
+const WORKER_ENTRY = new URL(FROM_SOURCE ? './db-thread-worker.ts' : './db-thread-worker.mjs', import.meta.url).href
+const BOOTSTRAP = FROM_SOURCE
+  ? `import(${JSON.stringify(import.meta.resolve('tsx/esm/api'))}).then((tsx) => { tsx.register(); return import(${JSON.stringify(WORKER_ENTRY)}) })`
+  : `import(${JSON.stringify(WORKER_ENTRY)})`
 
 let compiledWasm: Promise<ThreadInit['wasm']> | null = null
 /** The global WebAssembly, which this project's libs (ES2023, no DOM) do not declare as a value. */

@@ -1,7 +1,8 @@
 // startDevDb: open PGlite (on disk or in memory), listen, apply migrations, then admit clients. A client that
 // connects while migrations run gets FATAL 57P03, never a half-migrated database; a failed start leaves nothing running.
 
-import { PGlite, type PGliteOptions } from '@electric-sql/pglite'
+import { PGlite } from '@electric-sql/pglite'
+import { openPGlite } from './open-pglite.ts'
 import { mkdir, stat, unlink } from 'node:fs/promises'
 import { connect } from 'node:net'
 import { join, resolve } from 'node:path'
@@ -137,13 +138,7 @@ export async function startDevDb(options: DevDbOptions = {}): Promise<DevDb> {
     const from = snapshot ? 'snapshot' : fromTemplate && (seeded || !dataDir) ? 'template' : null
     log.info('opening database', { dataDir: dataDir ?? 'memory', ...(from ? { from } : {}) })
     const loadDataDir = snapshot ?? (fromTemplate && !dataDir ? await templateBlob(fromTemplate) : null)
-    const create = async () => {
-      const pgliteOptions: PGliteOptions = { ...(dataDir ? { dataDir } : {}), ...(loadDataDir ? { loadDataDir } : {}), startParams, extensions: loaded.extensions }
-      const opened = await PGlite.create(pgliteOptions)
-      // PGlite keeps its options object as long as it is open: without this the tarball stays in memory (40 MB here).
-      delete pgliteOptions.loadDataDir
-      return opened
-    }
+    const create = () => openPGlite({ ...(dataDir ? { dataDir } : {}), ...(loadDataDir ? { loadDataDir } : {}), startParams, extensions: loaded.extensions })
     db = await reportSlowStep(log, `opening the database${from ? ` from the ${from}` : ''}`, create, progress)
     // A database that has CREATE EXTENSION x but was opened without x's bundle is refused here, not at a client's query.
     await assertInstalledExtensionsLoaded(db, loaded).catch(async (error: unknown) => {

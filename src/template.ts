@@ -7,7 +7,6 @@ import { readFileSync } from 'node:fs'
 import { cp, mkdir, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises'
 import { createRequire } from 'node:module'
 import { dirname, join, resolve } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import { PGlite, type Extensions } from '@electric-sql/pglite'
 import { NO_EXTENSIONS, type LoadedExtensions } from './extensions.ts'
 import type { Logger } from './log.ts'
@@ -19,24 +18,30 @@ const TEMPLATE_FORMAT = 1
 const DATA = 'data'
 const TARBALL = 'data.tar'
 
-/** Default cache: beside the installed packages, where build tools keep theirs. */
-export const DEFAULT_CACHE_DIR = fileURLToPath(new URL('../node_modules/.cache/pglite-dev-db', import.meta.url))
-
-export const PGLITE_VERSION: string = (() => {
+/** PGlite's installed package: its directory and version. */
+const PGLITE_PACKAGE: { dir: string; version: string } = (() => {
   const require = createRequire(import.meta.url)
   let dir = dirname(require.resolve('@electric-sql/pglite'))
   for (;;) {
     try {
       const pkg = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as { name?: string; version?: string }
-      if (pkg.name === '@electric-sql/pglite' && pkg.version) return pkg.version
+      if (pkg.name === '@electric-sql/pglite' && pkg.version) return { dir, version: pkg.version }
     } catch {
       // not the package root yet
     }
     const parent = dirname(dir)
-    if (parent === dir) return 'unknown'
+    if (parent === dir) throw new Error('cannot find the package.json of @electric-sql/pglite')
     dir = parent
   }
 })()
+
+export const PGLITE_VERSION: string = PGLITE_PACKAGE.version
+
+/**
+ * Default cache: in the node_modules that holds PGlite (node_modules/@electric-sql/pglite), where build tools keep
+ * theirs; found through the package, so it is the same whether src/ runs or its bundle in dist/.
+ */
+export const DEFAULT_CACHE_DIR = join(PGLITE_PACKAGE.dir, '..', '..', '.cache', 'pglite-dev-db')
 
 export interface Template {
   /** The cache entry's directory. */

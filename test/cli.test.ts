@@ -159,6 +159,29 @@ describe('pglite-dev-db CLI', () => {
     expect(lines).toEqual([url])
   })
 
+  it('the bin runs databases after the first one a client names in worker threads, from its bundle', async () => {
+    const child = spawn(process.execPath, ['bin/pglite-dev-db.js', '--port', '0', '--memory'], { stdio: ['ignore', 'pipe', 'pipe'] })
+    onTestFinished(() => {
+      if (child.exitCode === null) child.kill('SIGKILL')
+    })
+    const stderr: string[] = []
+    createInterface({ input: child.stderr }).on('line', (line) => stderr.push(line))
+    const [url] = (await once(createInterface({ input: child.stdout }), 'line')) as [string]
+    for (const name of ['first', 'second', 'third']) {
+      const other = url.replace(/\/postgres$/, `/${name}`)
+      expect((await query(other, 'select count(*)::int as n from customers')).rows).toEqual([{ n: 0 }])
+    }
+    const exited = once(child, 'exit')
+    child.kill('SIGTERM')
+    expect((await exited)[0]).toBe(0)
+    const created = stderr.filter((line) => line.includes('database created'))
+    expect(created.map((line) => [/database=(\w+)/.exec(line)?.[1], line.includes('thread=true')])).toEqual([
+      ['first', false],
+      ['second', true],
+      ['third', true],
+    ])
+  })
+
   it('a second server on a data dir in use exits 1 naming the first; once that one is killed -9, the next start takes over', async () => {
     const dir = await dataDir()
     const child = spawn(process.execPath, ['bin/pglite-dev-db.js', '--port', '0', '--data-dir', dir, '--no-migrations'], { stdio: ['ignore', 'pipe', 'pipe'] })
