@@ -1,8 +1,10 @@
 // pg_dump 18 (test/clients/pg-dump.ts: the WASM build of @electric-sql/pglite-tools speaking over TCP) dumps a schema
 // with types, constraints, an identity and a serial column, a sequence, indexes, a view and rows, while other
-// clients keep writing to another table by its unqualified name. psql restores the dump into a fresh database, and
-// the restored schema must match the original: columns, constraints, indexes, view, sequence state and every row.
-// The writers' rounds after the dump show whether pg_dump's session settings (search_path '') reached them.
+// clients keep writing to another table by its unqualified name. psql restores the dump into a fresh schema (the
+// dump with dump_src renamed: a fresh database would test CREATE DATABASE too, which the stock server and the
+// socket server alone lack), and the restored schema must match the original: columns, constraints, indexes, view,
+// sequence state and every row. The writers' rounds after the dump show whether pg_dump's session settings
+// (search_path '') reached them.
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -78,7 +80,11 @@ const shapeQueries = (schema: string): Record<string, string> => ({
   big_orders: `select count(*), md5(string_agg(b::text, E'\\n' order by email, amount)) from ${schema}.big_orders b`,
 })
 
-/** pg_dump 18 writes SETs of settings older servers lack (transaction_timeout is PostgreSQL 17+). */
+/**
+ * pg_dump 18 writes SETs of settings older servers lack (transaction_timeout is PostgreSQL 17+): psql would print an
+ * error for each and go on, as a person restoring would see. Only such lines are left out (the scenario's details
+ * list them); every other statement must succeed, under ON_ERROR_STOP.
+ */
 const SET_LINE = /^SET ([a-z_]+) = /
 
 async function connect(url: string): Promise<pg.Client> {
@@ -141,7 +147,9 @@ export async function pgDumpScenario(url: string): Promise<Outcome> {
     try {
       // The dump starts once every writer is at work (or has failed its first round).
       await Promise.all(starts)
-      await dumpAndRestore(tally, url, dir)
+      const before = rounds.reduce((a, b) => a + b)
+      await dumpAndRestore(tally, url, dir, details)
+      details.writerRoundsDuringDumpAndRestore = rounds.reduce((a, b) => a + b) - before
     } finally {
       work.isOver = true
       await Promise.all(writers)
@@ -164,7 +172,7 @@ export async function pgDumpScenario(url: string): Promise<Outcome> {
 }
 
 /** pg_dump -n dump_src, then psql runs the dump with the schema renamed; each step is one request of the tally. */
-async function dumpAndRestore(tally: Tally, url: string, dir: string): Promise<void> {
+async function dumpAndRestore(tally: Tally, url: string, dir: string, details: Record<string, unknown>): Promise<void> {
   let dump = ''
   const dumped = await attempt(tally, async () => {
     const out = await runProcess(process.execPath, ['--import', 'tsx', PG_DUMP, url, '-n', SOURCE_SCHEMA], { deadlineMs: PROCESS_DEADLINE_MS })
@@ -174,11 +182,18 @@ async function dumpAndRestore(tally: Tally, url: string, dir: string): Promise<v
   })
   if (dumped !== 'ok') return
   const known = new Set((await queryOnce(url, 'select name from pg_settings')).map((row) => row[0]))
+  const unknown: string[] = []
   const restorable = dump
     .split('\n')
-    .filter((line) => !SET_LINE.test(line) || known.has(SET_LINE.exec(line)![1]!))
+    .filter((line) => {
+      const setting = SET_LINE.exec(line)?.[1]
+      if (setting === undefined || known.has(setting)) return true
+      unknown.push(setting)
+      return false
+    })
     .join('\n')
-    .replaceAll(`${SOURCE_SCHEMA}`, COPY_SCHEMA)
+    .replaceAll(SOURCE_SCHEMA, COPY_SCHEMA)
+  details.settingsLeftOut = unknown
   const file = join(dir, 'dump.sql')
   await writeFile(file, `drop schema if exists ${COPY_SCHEMA} cascade;\n${restorable}`)
   await attempt(tally, async () => {
