@@ -17,6 +17,7 @@ import { pgDiscardAllScenario } from './scenarios/pg-discard-all.ts'
 import { copyInOutScenario } from './scenarios/copy.ts'
 import { pgjdbcScenario, psycopgScenario } from './scenarios/foreign-clients.ts'
 import { psqlScriptsScenario } from './scenarios/psql.ts'
+import { pgDumpRestoreScenario } from './scenarios/pg-dump.ts'
 import { drizzleKitToolScenario } from './scenarios/drizzle-kit.ts'
 import { driversScenario } from './scenarios/drivers.ts'
 import { pipelineErrorsScenario } from './scenarios/pipeline-errors.ts'
@@ -155,6 +156,18 @@ const cases: Case[] = [
     stock: expectNotOk,
     patched: (o) => expect(o.tally.queries).toBe(3 * 2 + 1),
     inChildProcess: true,
+  },
+  {
+    scenario: pgDumpRestoreScenario,
+    // Stock: pg_dump's set_config('search_path', '', false) is the one session's, so the writers' unqualified
+    // dump_busy is not found (42P01), and its restrict_nonsystem_relation_kind stays for the next client.
+    stock: (o) => {
+      expectNotOk(o)
+      expect(o.tally.errors['42P01'] ?? 0, why(o)).toBeGreaterThan(0)
+    },
+    patched: (o) => expect(o.tally.queries).toBe(3 + 2 + 9),
+    inChildProcess: true,
+    timeoutMs: 120_000,
   },
   {
     scenario: drizzleKitToolScenario,

@@ -236,15 +236,28 @@ describe('CREATE DATABASE and DROP DATABASE', () => {
   it('work over the extended protocol (postgres.js), named statements included', async () => {
     const dev = await serve()
     const sql = js(dev.url)
-    await sql`create database from_js`
+    expect((await sql`create database from_js`).command).toBe('CREATE DATABASE')
     expect(await codeOf(sql`create database from_js`)).toBe('42P04')
     const user = js(urlOf(dev.url, 'from_js'))
     expect(await user`select count(*)::int as n from orders`).toEqual([{ n: 0 }])
     await user.end()
-    await sql`drop database from_js`
+    expect((await sql`drop database from_js`).command).toBe('DROP DATABASE')
     expect(await codeOf(sql`drop database from_js`)).toBe('3D000')
     // Inside a transaction Postgres refuses it, and so does the server.
     expect(await codeOf(sql.begin((tx) => tx`create database in_tx`))).toBe('25001')
+  })
+
+  it('answer a prepared CREATE/DROP DATABASE with its own command tag, named statement or unnamed', async () => {
+    const dev = await serve()
+    const named = js(dev.url)
+    const unnamed = js(dev.url, { prepare: false })
+    for (const round of [1, 2]) {
+      expect((await named`create database tagged`).command, `round ${round}`).toBe('CREATE DATABASE')
+      expect((await named`select 1 as one`).command).toBe('SELECT')
+      expect((await unnamed`drop database tagged`).command, `round ${round}`).toBe('DROP DATABASE')
+      expect((await unnamed`drop database if exists tagged`).command).toBe('DROP DATABASE')
+    }
+    expect(await named`select 2 as two`).toEqual([{ two: 2 }])
   })
 })
 

@@ -40,7 +40,7 @@ import {
 } from './copy.ts'
 import { QueryCanceledError, QueueTimeoutError, SchedulerClosedError, type AcquireOptions } from './scheduler.ts'
 import { sessionFor, type SessionMember, type SharedSession } from './session.ts'
-import { DatabaseStatements, RESET_CHECK_SQL, ResetCalls, commandTag, mayConcernDatabases, mayManageDatabase, parseDatabaseCommand, type DatabaseCatalog, type DatabaseCommand } from './databases.ts'
+import { DatabaseStatements, RESET_CHECK_SQL, ResetCalls, commandTag, mayConcernDatabases, mayManageDatabase, parseDatabaseCommand, withCommandTag, type DatabaseCatalog, type DatabaseCommand } from './databases.ts'
 import { hexDump } from './inspect.ts'
 import { MAX_AUTH_MESSAGE_LENGTH, ScramExchange, type ScramSecret } from './scram.ts'
 import type { ConnectionTrace, TraceFile } from './trace.ts'
@@ -537,6 +537,7 @@ export class Connection implements SessionMember {
       let database: DatabaseCommand | null = null
       if (concernsDatabases && code === FrontendCode.Query && mayManageDatabase(bytes, offset, end, false)) database = parseDatabaseCommand(messageSql(bytes, offset, end, false))
       else if (concernsDatabases && code === FrontendCode.Bind) database = this.#databaseStatements.boundBy(bytes, offset)
+      const executed = concernsDatabases && code === FrontendCode.Execute ? this.#databaseStatements.executes(bytes, offset) : null
       switch (code) {
         case FrontendCode.Terminate:
           await this.#send(bytes.subarray(segment, offset), expectedReady, pipelineOpen)
@@ -580,6 +581,17 @@ export class Connection implements SessionMember {
           if (isQuery) await this.#queryDatabaseCommand(database, bytes.subarray(offset, end))
           else await this.#bindDatabaseCommand(database, bytes.subarray(offset, end))
         }
+        offset = segment = end
+        expectedReady = 0
+        pipelineOpen = this.#pipelineOpen
+        continue
+      }
+      if (executed) {
+        // Run what came before, then the Execute of the no-op alone (its portal is in the pipeline this client
+        // holds the session for), answered with the command's tag.
+        await this.#send(bytes.subarray(segment, offset), expectedReady, this.#pipelineOpenBefore(bytes, segment, offset))
+        if (this.isOwner) this.#write(withCommandTag(await this.#capture(bytes.subarray(offset, end)), executed))
+        else await this.#send(bytes.subarray(offset, end), 0, true)
         offset = segment = end
         expectedReady = 0
         pipelineOpen = this.#pipelineOpen

@@ -2,7 +2,9 @@
 // CREATE DATABASE / DROP DATABASE are carried out by the server (each database is its own PGlite); a call of
 // pglite_dev_db.reset() is rewritten into a session setting that the server acts on once the caller is at rest.
 
-import { CODE_LENGTH, FrontendCode, HEADER_LENGTH } from './protocol.ts'
+import { forEachFrame } from './frames.ts'
+import { BackendCode, CODE_LENGTH, FrontendCode, HEADER_LENGTH } from './protocol.ts'
+import { encodeCommandComplete } from './session-reset.ts'
 import { isName, mentions, sqlBounds, statements, type Token } from './sql-tokens.ts'
 import type { SessionDb } from './session.ts'
 
@@ -81,10 +83,12 @@ const NO_OP = 'DO $pglite_dev_db$BEGIN NULL; END$pglite_dev_db$'
 export class DatabaseStatements {
   /** Commands behind this client's prepared statements, by the name PGlite knows them by. */
   readonly #byName = new Map<string, DatabaseCommand>()
+  /** Portals bound to one of them and not yet executed, by server name: their Execute answers the command's tag. */
+  readonly #portals = new Map<string, DatabaseCommand>()
 
-  /** The client has such a statement: its Bind and Close messages matter even in a batch that names no command. */
+  /** The client has such a statement or portal: its Bind, Execute and Close messages matter in any batch. */
   get tracking(): boolean {
-    return this.#byName.size > 0
+    return this.#byName.size > 0 || this.#portals.size > 0
   }
   readonly #serverName: (name: Buffer) => string
 
@@ -122,12 +126,42 @@ export class DatabaseStatements {
     return Buffer.concat(parts)
   }
 
-  /** The command a Bind message (server names) binds, if it binds one. */
+  /** The command a Bind message (server names) binds, if it binds one; its portal is remembered for Execute. */
   boundBy(bytes: Buffer, offset: number): DatabaseCommand | null {
-    if (this.#byName.size === 0) return null
+    if (!this.tracking) return null
     const portalEnd = bytes.indexOf(0, offset + HEADER_LENGTH)
-    return this.#byName.get(bytes.toString('utf8', portalEnd + 1, bytes.indexOf(0, portalEnd + 1))) ?? null
+    const portal = bytes.toString('utf8', offset + HEADER_LENGTH, portalEnd)
+    const command = this.#byName.get(bytes.toString('utf8', portalEnd + 1, bytes.indexOf(0, portalEnd + 1))) ?? null
+    if (command) this.#portals.set(portal, command)
+    else this.#portals.delete(portal)
+    return command
   }
+
+  /** The command whose portal an Execute message (server names) runs, if it runs one. */
+  executes(bytes: Buffer, offset: number): DatabaseCommand | null {
+    if (this.#portals.size === 0) return null
+    const portal = bytes.toString('utf8', offset + HEADER_LENGTH, bytes.indexOf(0, offset + HEADER_LENGTH))
+    const command = this.#portals.get(portal) ?? null
+    this.#portals.delete(portal)
+    return command
+  }
+}
+
+const NO_OP_TAG = Buffer.from('DO\0')
+
+/**
+ * PGlite's reply to the Execute of a no-op that stands for `command`, with the no-op's CommandComplete (`DO`) given
+ * the command's own tag, as Postgres answers it.
+ */
+export function withCommandTag(reply: Buffer, command: DatabaseCommand): Buffer {
+  let at = -1
+  forEachFrame(reply, (code, offset, length) => {
+    if (code !== BackendCode.CommandComplete || !reply.subarray(offset + HEADER_LENGTH, offset + length).equals(NO_OP_TAG)) return
+    at = offset
+    return false
+  })
+  if (at < 0) return reply
+  return Buffer.concat([reply.subarray(0, at), encodeCommandComplete(commandTag(command)), reply.subarray(at + HEADER_LENGTH + NO_OP_TAG.length)])
 }
 
 function parseSql(bytes: Buffer, offset: number, end: number): string {

@@ -10,6 +10,7 @@ import { pgDiscardAllScenario } from './pg-discard-all.ts'
 import { copyInOutScenario } from './copy.ts'
 import { pgjdbcScenario, psycopgScenario } from './foreign-clients.ts'
 import { psqlScriptsScenario } from './psql.ts'
+import { pgDumpRestoreScenario } from './pg-dump.ts'
 import { drizzleKitToolScenario } from './drizzle-kit.ts'
 import { driversScenario } from './drivers.ts'
 import { pipelineErrorsScenario } from './pipeline-errors.ts'
@@ -33,6 +34,7 @@ export const interleavingScenarios: Scenario[] = [
   psycopgScenario,
   pgjdbcScenario,
   psqlScriptsScenario,
+  pgDumpRestoreScenario,
   drizzleKitToolScenario,
   driversScenario,
   pipelineErrorsScenario,
