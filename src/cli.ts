@@ -17,6 +17,8 @@ export interface CliIo {
   stopSignal: Promise<string>
 }
 
+export { collectGarbageSoon } from './collect-garbage.ts'
+
 export const ExitCode = { Ok: 0, Failure: 1, Usage: 2 } as const
 
 /** Run the CLI. Returns the exit status; only the bin shim calls process.exit. */

@@ -57,6 +57,8 @@ export class Databases implements DatabaseCatalog {
   /** The migrated state's fingerprint, rows and sequences, read once from a fresh database (see reset.ts). */
   #baseline: Promise<Baseline | null> | null = null
   #closed = false
+  /** Replaced in-memory databases still closing; close() waits for them. */
+  readonly #closing = new Set<Promise<void>>()
 
   constructor(options: DatabasesOptions) {
     this.#options = options
@@ -133,7 +135,8 @@ export class Databases implements DatabaseCatalog {
       let db: Instance
       if (dir === null) {
         db = await this.#fresh(thread)
-        if (old && !old.closed) await old.close()
+        // Nothing of it needs to reach a disk: its clients move to the copy now, and it closes meanwhile.
+        if (old && !old.closed) this.#closeLater(old, name)
       } else {
         // On disk the files are the database: close it, put the template's files in their place, open again.
         if (old && !old.closed) await old.close()
@@ -169,11 +172,21 @@ export class Databases implements DatabaseCatalog {
   async close(): Promise<void> {
     this.#closed = true
     await Promise.allSettled([...this.#work.values()])
+    await Promise.all(this.#closing)
     const others = [...this.#open].filter(([name]) => name !== MAIN_DATABASE).map(([, db]) => db)
     const spare = this.#spare
     this.#spare = null
     if (spare) others.push(await spare.db.catch(() => null as never))
     await Promise.all(others.filter((db) => db && !db.closed).map((db) => db.close()))
+  }
+
+  #closeLater(db: Instance, name: string): void {
+    const closing = db.close().then(
+      () => {},
+      (error: unknown) => this.#options.log.warn('a replaced database did not close cleanly', { database: name, error }),
+    )
+    this.#closing.add(closing)
+    void closing.then(() => this.#closing.delete(closing))
   }
 
   async #openOrCreate(name: string): Promise<{ db: Instance; created: boolean }> {

@@ -7,6 +7,7 @@ import { FRAME_HEADER_BYTES, FrameFlag, encodeThreadError, readFrameHeader, writ
 import { loadExtensions } from './extensions.ts'
 import { isPGliteFatal } from './errors.ts'
 import { openPGlite } from './open-pglite.ts'
+import { collectGarbageSoon } from './collect-garbage.ts'
 
 /**
  * Output is copied out of PGlite's memory (its chunks are views that the next write reuses) and posted in buffers
@@ -33,6 +34,8 @@ if (db) {
     queue = queue.then(() => (request instanceof ArrayBuffer ? runProtocol(db, request) : serve(db, request)))
   })
   port.postMessage({ id: 0, done: true } satisfies ThreadReply)
+  // The tarball and PGlite's copies of it while loading: garbage an idle thread would keep (about 60 MB).
+  collectGarbageSoon()
 }
 
 /** PGlite as `init` describes it. Nothing here keeps the tarball once PGlite has loaded it (workerData is not kept). */
