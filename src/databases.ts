@@ -33,8 +33,8 @@ export interface DatabasesOptions {
   extensions: LoadedExtensions
   /**
    * false: every database runs in the server's thread. Default true: databases after the first client-named one
-   * each run in a worker thread (measured: a thread costs one database 10-37% of its speed, and gains 20-130% when
-   * four are busy at once, docs/BENCHMARKS.md).
+   * each run in a worker thread (measured on 2 cores: a thread costs a database alone 10-37% of its speed; with four
+   * busy at once the server uses 1.6 cores instead of 1 and gives 1.0-1.33x the throughput; docs/BENCHMARKS.md).
    */
   threads?: boolean
   log: Logger

@@ -1,7 +1,11 @@
 // A PGlite in its own worker thread, behind the part of PGlite's interface that the server, the migrations and
 // startDevDb use. Several databases then run on several cores, and the thread serving the sockets never runs Postgres.
 
+import { readFileSync } from 'node:fs'
 import { readFile } from 'node:fs/promises'
+import { dirname, join } from 'node:path'
+import { createRequire } from 'node:module'
+import { pathToFileURL } from 'node:url'
 import { Worker } from 'node:worker_threads'
 import { Mutex, type PGliteOptions, type Results } from '@electric-sql/pglite'
 import {
@@ -38,9 +42,19 @@ const CLOSE_DEADLINE_MS = 60_000
  */
 const FROM_SOURCE = import.meta.url.endsWith('.ts')
 const WORKER_ENTRY = new URL(FROM_SOURCE ? './db-thread-worker.ts' : './db-thread-worker.mjs', import.meta.url).href
-const BOOTSTRAP = FROM_SOURCE
-  ? `import(${JSON.stringify(import.meta.resolve('tsx/esm/api'))}).then((tsx) => { tsx.register(); return import(${JSON.stringify(WORKER_ENTRY)}) })`
-  : `import(${JSON.stringify(WORKER_ENTRY)})`
+
+/**
+ * The code a worker thread starts with. tsx's ESM API is found through its package.json (import.meta.resolve is not
+ * in every loader: vitest's module runner lacks it; and require's rules would give the CJS build, which cannot load
+ * its ESM half from a worker).
+ */
+function bootstrap(): string {
+  if (!FROM_SOURCE) return `import(${JSON.stringify(WORKER_ENTRY)})`
+  const manifest = createRequire(import.meta.url).resolve('tsx/package.json')
+  const api = (JSON.parse(readFileSync(manifest, 'utf8')) as { exports: Record<string, { import: { default: string } }> }).exports['./esm/api']!.import.default
+  const tsx = pathToFileURL(join(dirname(manifest), api)).href
+  return `import(${JSON.stringify(tsx)}).then((tsx) => { tsx.register(); return import(${JSON.stringify(WORKER_ENTRY)}) })`
+}
 
 let compiledWasm: Promise<ThreadInit['wasm']> | null = null
 /** The global WebAssembly, which this project's libs (ES2023, no DOM) do not declare as a value. */
@@ -49,7 +63,8 @@ const wasmCompile = (globalThis as unknown as { WebAssembly: { compile(bytes: Ui
 /** PGlite's two WASM modules, compiled once per process (a failure is not kept: the next create() tries again). */
 function pgliteWasm(): Promise<ThreadInit['wasm']> {
   compiledWasm ??= (async () => {
-    const dist = new URL('.', import.meta.resolve('@electric-sql/pglite'))
+    // Beside PGlite's entry (either build: both are in dist/, with the WASM).
+    const dist = new URL('.', pathToFileURL(createRequire(import.meta.url).resolve('@electric-sql/pglite')))
     const compile = async (file: string) => wasmCompile(await readFile(new URL(file, dist)))
     try {
       const [pgliteWasmModule, initdbWasmModule] = await Promise.all([compile('pglite.wasm'), compile('initdb.wasm')])
@@ -94,7 +109,7 @@ export class DbThread {
     const tarball = loadDataDir ? await loadDataDir.arrayBuffer() : null
     const { extensions = [], ...pgliteOptions } = rest
     const init: ThreadInit = { options: pgliteOptions, wasm: await pgliteWasm(), loadDataDir: tarball, extensions }
-    const worker = new Worker(BOOTSTRAP, { eval: true, workerData: init, transferList: tarball ? [tarball] : [] })
+    const worker = new Worker(bootstrap(), { eval: true, workerData: init, transferList: tarball ? [tarball] : [] })
     const thread = new DbThread(worker)
     const started = new Promise((resolve, reject) => thread.#calls.set(0, { resolve, reject, onChunk: null, sinkError: null }))
     try {

@@ -40,7 +40,7 @@ import {
 } from './copy.ts'
 import { QueryCanceledError, QueueTimeoutError, SchedulerClosedError, type AcquireOptions } from './scheduler.ts'
 import { sessionFor, type SessionMember, type SharedSession } from './session.ts'
-import { DatabaseStatements, RESET_CHECK_SQL, ResetCalls, commandTag, mayConcernDatabases, mayManageDatabase, parseDatabaseCommand, withCommandTag, type DatabaseCatalog, type DatabaseCommand } from './databases.ts'
+import { DatabaseStatements, RESET_CHECK_SQL, ResetCalls, afterCopyData, commandTag, mayConcernDatabases, mayManageDatabase, parseDatabaseCommand, withCommandTag, type DatabaseCatalog, type DatabaseCommand } from './databases.ts'
 import { hexDump } from './inspect.ts'
 import { MAX_AUTH_MESSAGE_LENGTH, ScramExchange, type ScramSecret } from './scram.ts'
 import type { ConnectionTrace, TraceFile } from './trace.ts'
@@ -506,7 +506,8 @@ export class Connection implements SessionMember {
   async #runBatch(frames: Frames): Promise<void> {
     let input = frames.bytes
     const databases = this.#host.databases
-    const concernsDatabases = databases !== null && (this.#resetCalls.tracking || this.#databaseStatements.tracking || mayConcernDatabases(input))
+    const concernsDatabases =
+      databases !== null && (this.#resetCalls.tracking || this.#databaseStatements.tracking || mayConcernDatabases(input, this.#copyIn ? afterCopyData(input) : 0))
     if (concernsDatabases) {
       const reset = this.#resetCalls.rewrite(input)
       input = this.#databaseStatements.rewrite(reset.bytes)

@@ -182,8 +182,15 @@ const GATE_WORDS = ['pglite', 'database']
  * One quick scan of a batch (no parsing, no strings): can it hold a reset call or a CREATE/DROP DATABASE? Batches
  * that cannot, and that bind none of the client's tracked statements, skip both rewrites.
  */
-export function mayConcernDatabases(bytes: Buffer): boolean {
-  return mentions(bytes, 0, bytes.length, GATE_WORDS)
+export function mayConcernDatabases(bytes: Buffer, start = 0): boolean {
+  return mentions(bytes, start, bytes.length, GATE_WORDS)
+}
+
+/** Where the CopyData messages at the start of `bytes` end: their rows can hold any word and are never SQL. */
+export function afterCopyData(bytes: Buffer): number {
+  let offset = 0
+  while (offset < bytes.length && bytes[offset] === FrontendCode.CopyData) offset += CODE_LENGTH + bytes.readInt32BE(offset + CODE_LENGTH)
+  return offset
 }
 
 /**
