@@ -7,9 +7,9 @@
 // Usage: `import { loadCli } from './cli-bundle.js'`, or `node bin/cli-bundle.js` to build now (npm run build).
 
 import { createHash } from 'node:crypto'
-import { readFileSync } from 'node:fs'
-import { mkdir, readdir, rename, rm, stat, writeFile } from 'node:fs/promises'
-import { join, resolve } from 'node:path'
+import { readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises'
+import { dirname, join, relative, resolve, sep } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
@@ -18,19 +18,19 @@ const ENTRY = 'src/cli.ts'
 const ENTRIES = { cli: ENTRY, 'db-thread-worker': 'src/db-thread-worker.ts' }
 const OUT_DIR = join(ROOT, 'dist')
 const MANIFEST = join(OUT_DIR, 'cli.json')
-/** Bundles other than the current one are removed once this old: a start that just read the manifest may still import one. */
+/**
+ * Other bundles are removed once this old and used by no running process (each process that runs one leaves an
+ * `.in-use-<pid>` file in it): a server started from an older bundle loads its worker entry from it later on.
+ */
 const STALE_AFTER_MS = 60_000
+/** Part of the hash: what is built and how. Change it with ENTRIES or the build options. */
+const LAYOUT = 'cli-bundle 2'
 
-/** SHA-1 over the inputs' paths and contents; null when one is gone. */
-function hashInputs(inputs) {
-  const hash = createHash('sha1')
+/** SHA-1 over the layout and the inputs' paths and contents (`contents` gives them; default: read now). */
+function hashInputs(inputs, contents = (input) => readFileSync(join(ROOT, input))) {
+  const hash = createHash('sha1').update(`${LAYOUT}\0`)
   for (const input of inputs) {
-    let text
-    try {
-      text = readFileSync(join(ROOT, input))
-    } catch {
-      return null
-    }
+    const text = contents(input)
     hash.update(`${input}\0${text.length}\0`).update(text)
   }
   return hash.digest('hex')
@@ -44,14 +44,39 @@ function freshBundle() {
   } catch {
     return null
   }
-  return hashInputs(manifest.inputs) === manifest.hash ? join(OUT_DIR, manifest.bundle, 'cli.mjs') : null
+  let hash
+  try {
+    hash = hashInputs(manifest.inputs)
+  } catch {
+    return null
+  }
+  return hash === manifest.hash ? join(OUT_DIR, manifest.bundle, 'cli.mjs') : null
+}
+
+/**
+ * An esbuild plugin that hands esbuild each source file's contents and keeps them, so that the hash is of exactly
+ * what was bundled (a file saved during the build cannot pair new contents with old code).
+ */
+function recordSources(read) {
+  return {
+    name: 'record-sources',
+    setup(build) {
+      build.onLoad({ filter: /\.([cm]?[jt]s|json)$/ }, async (args) => {
+        const contents = await readFile(args.path)
+        read.set(relative(ROOT, args.path).split(sep).join('/'), contents)
+        return { contents, loader: args.path.endsWith('.json') ? 'json' : /\.[cm]?ts$/.test(args.path) ? 'ts' : 'js' }
+      })
+    },
+  }
 }
 
 /** Bundle the entries into dist/cli-<hash>/ and point dist/cli.json at it (each written whole, then renamed). */
 export async function buildCli() {
   const { build } = await import('esbuild')
   const staging = join(OUT_DIR, `.build.${process.pid}.tmp`)
+  const read = new Map()
   const result = await build({
+    plugins: [recordSources(read)],
     absWorkingDir: ROOT,
     entryPoints: ENTRIES,
     bundle: true,
@@ -71,8 +96,11 @@ export async function buildCli() {
     logLevel: 'silent',
   })
   const inputs = Object.keys(result.metafile.inputs).sort()
-  const hash = hashInputs(inputs)
-  if (hash === null) throw new Error('a source file disappeared while bundling')
+  const hash = hashInputs(inputs, (input) => {
+    const contents = read.get(input)
+    if (contents === undefined) throw new Error(`esbuild used ${input} without loading it through the build`)
+    return contents
+  })
   const bundle = `cli-${hash.slice(0, 16)}`
   await rm(staging, { recursive: true, force: true })
   await mkdir(staging, { recursive: true })
@@ -95,7 +123,35 @@ async function removeStale(current) {
     if (name === current || !/^cli-[0-9a-f]+(\.mjs)?$|^\..*\.tmp$/.test(name)) continue
     const file = join(OUT_DIR, name)
     const stats = await stat(file).catch(() => null)
-    if (stats && now - stats.mtimeMs > STALE_AFTER_MS) await rm(file, { recursive: true, force: true })
+    if (!stats || now - stats.mtimeMs <= STALE_AFTER_MS) continue
+    if (stats.isDirectory() && (await usedByLiveProcess(file))) continue
+    await rm(file, { recursive: true, force: true })
+  }
+}
+
+/** Whether a process that runs the bundle in `dir` is still alive. */
+async function usedByLiveProcess(dir) {
+  for (const name of await readdir(dir).catch(() => [])) {
+    const pid = Number(/^\.in-use-(\d+)$/.exec(name)?.[1])
+    if (!pid) continue
+    try {
+      process.kill(pid, 0)
+      return true
+    } catch (error) {
+      if (error.code === 'EPERM') return true
+    }
+  }
+  return false
+}
+
+/** Mark the bundle in `dir` as used by this process until it exits. */
+function markInUse(dir) {
+  const marker = join(dir, `.in-use-${process.pid}`)
+  try {
+    writeFileSync(marker, '')
+    process.once('exit', () => rmSync(marker, { force: true }))
+  } catch {
+    // A bundle that cannot be marked may be removed under a long-running server: only its later threads would fail.
   }
 }
 
@@ -115,6 +171,7 @@ export async function loadCli() {
       return import(pathToFileURL(join(ROOT, ENTRY)).href)
     }
   }
+  markInUse(dirname(bundle))
   return import(pathToFileURL(bundle).href)
 }
 

@@ -145,6 +145,7 @@ async function busyRun(script: string, databaseThreads: boolean): Promise<{ tps:
       names.map((name) =>
         promisify(execFile)('pgbench', ['-n', '-c', '1', '-T', String(SECONDS), '-f', script, '-h', '127.0.0.1', '-p', String(port), '-U', 'postgres', name], {
           env: { ...process.env, PGGSSENCMODE: 'disable' },
+          timeout: (SECONDS + 60) * 1000,
         }),
       ),
     )

@@ -1,6 +1,7 @@
 // One full garbage collection, soon. A server (or a database thread) waiting for its first client allocates nothing,
 // so V8 never collects what start-up left behind: PGlite's copies of the database while loading it, 10-60 MB per
-// database. `--expose-gc` set at run time only gives new contexts a gc(); the global of this thread stays as it was.
+// database. `--expose-gc` set at run time (a flag of the whole process, whichever thread sets it) only gives new vm
+// contexts a gc(); the globals of the process's threads stay as they were.
 
 import v8 from 'node:v8'
 import vm from 'node:vm'

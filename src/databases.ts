@@ -227,7 +227,7 @@ export class Databases implements DatabaseCatalog {
    */
   async #fresh(thread: boolean): Promise<Instance> {
     if (!(await this.#options.template())) return this.#build(null, thread)
-    // Taken before any await: two databases created at once must never get the same spare.
+    // Taken before the next await: two databases created at once must never get the same spare.
     const spare = this.#spare?.thread === thread ? this.#spare : null
     if (spare) this.#spare = null
     const db = await (spare?.db ?? this.#build(null, thread))
@@ -256,15 +256,23 @@ export class Databases implements DatabaseCatalog {
       await mkdir(dir, { recursive: true })
       const fresh = !(await holdsDatabase(dir))
       if (fresh && template) await seedDataDir(dir, template)
-      const db = await open({ dataDir: dir })
       // Kept from an earlier run, it may lack migrations added since, as the main database would.
-      if ((!fresh || !template) && migrations) await applyMigrations(db, migrations, this.#options.log)
-      return db
+      return this.#migrated(await open({ dataDir: dir }), (!fresh || !template) && migrations !== null)
     }
     if (template) return open({ loadDataDir: await templateBlob(template) })
-    const db = await open(null)
-    if (migrations) await applyMigrations(db, migrations, this.#options.log)
-    return db
+    return this.#migrated(await open(null), migrations !== null)
+  }
+
+  /** `db` with the migrations applied (when `apply`); closed if they fail, so nothing keeps its thread or data dir. */
+  async #migrated(db: Instance, apply: boolean): Promise<Instance> {
+    if (!apply) return db
+    try {
+      await applyMigrations(db, this.#options.migrations!, this.#options.log)
+      return db
+    } catch (error) {
+      await db.close().catch((closeError: unknown) => this.#options.log.warn('a database whose migrations failed did not close cleanly', { error: closeError }))
+      throw error
+    }
   }
 
   #dirFor(name: string): string | null {
@@ -273,6 +281,8 @@ export class Databases implements DatabaseCatalog {
   }
 
   #serialize<T>(name: string, work: () => Promise<T>): Promise<T> {
+    // close() waits for the work queued so far; nothing may start after it.
+    if (this.#closed) return Promise.reject(new Error('the server is stopping'))
     const run = (this.#work.get(name) ?? Promise.resolve()).then(work, work)
     const tail = run.catch(() => {})
     this.#work.set(name, tail)

@@ -48,7 +48,13 @@ const WORKER_ENTRY = new URL(FROM_SOURCE ? './db-thread-worker.ts' : './db-threa
  * in every loader: vitest's module runner lacks it; and require's rules would give the CJS build, which cannot load
  * its ESM half from a worker).
  */
+let bootstrapCode: string | null = null
 function bootstrap(): string {
+  bootstrapCode ??= bootstrapFor()
+  return bootstrapCode
+}
+
+function bootstrapFor(): string {
   if (!FROM_SOURCE) return `import(${JSON.stringify(WORKER_ENTRY)})`
   const manifest = createRequire(import.meta.url).resolve('tsx/package.json')
   const api = (JSON.parse(readFileSync(manifest, 'utf8')) as { exports: Record<string, { import: { default: string } }> }).exports['./esm/api']!.import.default
@@ -255,7 +261,7 @@ export class DbThread {
     const { blob, ...rest } = options ?? {}
     const crossing: CrossingQueryOptions | undefined = blob ? { ...rest, blob: await blob.arrayBuffer() } : options && rest
     const request = { op: 'query' as const, sql, ...(params ? { params } : {}), ...(crossing ? { options: crossing } : {}) }
-    const { blob: written, ...results } = (await this.#request(request)) as CrossingResults
+    const { blob: written, ...results } = (await this.#request(request, crossing?.blob ? [crossing.blob] : [])) as CrossingResults
     return (written ? { ...results, blob: new Blob([written]) } : results) as Results<T>
   }
 
@@ -263,9 +269,9 @@ export class DbThread {
     return this.#request({ op: 'exec', sql, ...(options ? { options } : {}) }) as Promise<Array<Results>>
   }
 
-  #request(request: DistributiveOmit<ThreadRequest, 'id'>): Promise<unknown> {
+  #request(request: DistributiveOmit<ThreadRequest, 'id'>, transfer: ArrayBuffer[] = []): Promise<unknown> {
     const id = this.#nextId++
-    return this.#call(id, { ...request, id } as ThreadRequest, [])
+    return this.#call(id, { ...request, id } as ThreadRequest, transfer)
   }
 
   #call(id: number, request: ArrayBuffer | ThreadRequest, transfer: ArrayBuffer[], onChunk: ((chunk: Uint8Array) => void) | null = null): Promise<unknown> {

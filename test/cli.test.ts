@@ -175,6 +175,7 @@ describe('pglite-dev-db CLI', () => {
     child.kill('SIGTERM')
     expect((await exited)[0]).toBe(0)
     const created = stderr.filter((line) => line.includes('database created'))
+    expect(stderr.filter((line) => line.includes('running it through tsx'))).toEqual([])
     expect(created.map((line) => [/database=(\w+)/.exec(line)?.[1], line.includes('thread=true')])).toEqual([
       ['first', false],
       ['second', true],

@@ -165,7 +165,7 @@ const cases: Case[] = [
       expectNotOk(o)
       expect(o.tally.errors['42P01'] ?? 0, why(o)).toBeGreaterThan(0)
     },
-    patched: (o) => expect(o.tally.queries).toBe(3 + 2 + 9),
+    patched: (o) => expect(o.tally.queries).toBe(3 + 2 + 1 + 9),
     inChildProcess: true,
     timeoutMs: 120_000,
   },

@@ -591,7 +591,9 @@ export class Connection implements SessionMember {
         // Run what came before, then the Execute of the no-op alone (its portal is in the pipeline this client
         // holds the session for), answered with the command's tag.
         await this.#send(bytes.subarray(segment, offset), expectedReady, this.#pipelineOpenBefore(bytes, segment, offset))
-        if (this.isOwner) this.#write(withCommandTag(await this.#capture(bytes.subarray(offset, end)), executed))
+        if (this.#skipUntilSync) {
+          // Dropped with the rest of the failed pipeline.
+        } else if (this.isOwner) this.#write(withCommandTag(await this.#capture(bytes.subarray(offset, end)), executed))
         else await this.#send(bytes.subarray(offset, end), 0, true)
         offset = segment = end
         expectedReady = 0
@@ -911,6 +913,7 @@ export class Connection implements SessionMember {
     }
     this.#write(encodeErrorResponse(error.severity, error.sqlstate, error.message))
     this.#skipUntilSync = true
+    this.#databaseStatements.portalsEnded()
     await this.#releaseIfIdle()
   }
 

@@ -137,6 +137,11 @@ export class DatabaseStatements {
     return command
   }
 
+  /** The client's portals are gone (its pipeline failed, which ends the transaction that held them). */
+  portalsEnded(): void {
+    this.#portals.clear()
+  }
+
   /** The command whose portal an Execute message (server names) runs, if it runs one. */
   executes(bytes: Buffer, offset: number): DatabaseCommand | null {
     if (this.#portals.size === 0) return null

@@ -161,7 +161,7 @@ function wireTarget({ url, port, flag }: WorkerInput): DumpTarget {
   // own, where it changes nothing the dump depends on.
   const oneOff = async <T>(run: (client: Client) => Promise<T>): Promise<T> => {
     const { default: pg } = await import('pg')
-    const client = new pg.Client({ connectionString: url })
+    const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 30_000, query_timeout: 30_000 })
     await client.connect()
     try {
       return await run(client)
