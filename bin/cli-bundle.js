@@ -155,6 +155,13 @@ function markInUse(dir) {
   }
 }
 
+/** The directory of a bundle of the current sources (built if needed), marked as used by this process. */
+export async function bundleDir() {
+  const dir = dirname(freshBundle() ?? (await buildCli()))
+  markInUse(dir)
+  return dir
+}
+
 /**
  * The CLI module (`main`): the fresh bundle, built first if needed. If it cannot be built here (esbuild missing,
  * dist/ not writable, a source that does not compile), src/ runs through tsx instead, as before there was a bundle.

@@ -36,30 +36,46 @@ export interface DbThreadTransaction {
 const CLOSE_DEADLINE_MS = 60_000
 
 /*
- * Bundled (the bin runs dist/cli-<hash>/cli.mjs, see bin/cli-bundle.js), the worker's entry is the bundle beside this
- * code. From source it is TypeScript: tsx's loader hooks do not reach worker threads (Node 20), whether tsx started
- * this process or vitest runs it, so the worker registers tsx itself before importing its entry.
+ * The worker runs src/db-thread-worker.ts bundled into plain JavaScript by bin/cli-bundle.js. Bundled (the bin runs
+ * dist/cli-<hash>/cli.mjs), that is the file beside this code. From source (tsx, vitest) the bundler is asked for a
+ * bundle of the current sources (rebuilt when one changed, about 1 ms to check): loading TypeScript through tsx in
+ * each thread instead cost 1-3 s per thread when several started at once. tsx's loader hooks do not reach worker
+ * threads (Node 20), so without the bundler the worker registers tsx itself.
  */
 const FROM_SOURCE = import.meta.url.endsWith('.ts')
-const WORKER_ENTRY = new URL(FROM_SOURCE ? './db-thread-worker.ts' : './db-thread-worker.mjs', import.meta.url).href
+const BUNDLER = new URL('../bin/cli-bundle.js', import.meta.url).href
 
-/**
- * The code a worker thread starts with. tsx's ESM API is found through its package.json (import.meta.resolve is not
- * in every loader: vitest's module runner lacks it; and require's rules would give the CJS build, which cannot load
- * its ESM half from a worker).
- */
-let bootstrapCode: string | null = null
-function bootstrap(): string {
-  bootstrapCode ??= bootstrapFor()
-  return bootstrapCode
+async function bootstrap(): Promise<string> {
+  if (!FROM_SOURCE) return importOf(new URL('./db-thread-worker.mjs', import.meta.url).href)
+  let bundle: string
+  try {
+    bundle = await ((await import(BUNDLER)) as { bundleDir(): Promise<string> }).bundleDir()
+  } catch (error) {
+    warnOnce(`database threads load TypeScript through tsx (slower to start): cannot bundle the worker: ${(error as Error).message.split('\n')[0]}`)
+    return tsxBootstrap()
+  }
+  return importOf(pathToFileURL(join(bundle, 'db-thread-worker.mjs')).href)
 }
 
-function bootstrapFor(): string {
-  if (!FROM_SOURCE) return `import(${JSON.stringify(WORKER_ENTRY)})`
+const importOf = (url: string) => `import(${JSON.stringify(url)})`
+
+let warned = false
+function warnOnce(message: string): void {
+  if (warned) return
+  warned = true
+  process.emitWarning(message)
+}
+
+/**
+ * tsx's ESM API is found through its package.json (import.meta.resolve is not in every loader: vitest's module runner
+ * lacks it; and require's rules would give the CJS build, which cannot load its ESM half from a worker).
+ */
+function tsxBootstrap(): string {
   const manifest = createRequire(import.meta.url).resolve('tsx/package.json')
   const api = (JSON.parse(readFileSync(manifest, 'utf8')) as { exports: Record<string, { import: { default: string } }> }).exports['./esm/api']!.import.default
   const tsx = pathToFileURL(join(dirname(manifest), api)).href
-  return `import(${JSON.stringify(tsx)}).then((tsx) => { tsx.register(); return import(${JSON.stringify(WORKER_ENTRY)}) })`
+  const entry = new URL('./db-thread-worker.ts', import.meta.url).href
+  return `import(${JSON.stringify(tsx)}).then((tsx) => { tsx.register(); return ${importOf(entry)} })`
 }
 
 let compiledWasm: Promise<ThreadInit['wasm']> | null = null
@@ -115,7 +131,7 @@ export class DbThread {
     const tarball = loadDataDir ? await loadDataDir.arrayBuffer() : null
     const { extensions = [], ...pgliteOptions } = rest
     const init: ThreadInit = { options: pgliteOptions, wasm: await pgliteWasm(), loadDataDir: tarball, extensions }
-    const worker = new Worker(bootstrap(), { eval: true, workerData: init, transferList: tarball ? [tarball] : [] })
+    const worker = new Worker(await bootstrap(), { eval: true, workerData: init, transferList: tarball ? [tarball] : [] })
     const thread = new DbThread(worker)
     const started = new Promise((resolve, reject) => thread.#calls.set(0, { resolve, reject, onChunk: null, sinkError: null }))
     try {

@@ -9,7 +9,7 @@ export default defineConfig({
     globalSetup: ['./global-setup.ts'],
     // Four test files at once, each in its own worker (VITEST_POOL_ID 1 to 4), each on its own database.
     maxWorkers: 4,
-    // Creating a database loads a PGlite: about half a second when idle, seconds on a busy 2-core machine.
+    // Creating a database loads a PGlite: about a second when idle, several on a busy 2-core machine.
     hookTimeout: 30_000,
     testTimeout: 30_000,
   },
