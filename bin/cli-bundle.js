@@ -6,7 +6,7 @@
 // (about 1 ms) and rebuilds on any difference.
 // Usage: `import { loadCli } from './cli-bundle.js'`, or `node bin/cli-bundle.js` to build now (npm run build).
 
-import { createHash } from 'node:crypto'
+import { createHash, randomUUID } from 'node:crypto'
 import { readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises'
 import { dirname, join, relative, resolve, sep } from 'node:path'
@@ -73,7 +73,7 @@ function recordSources(read) {
 /** Bundle the entries into dist/cli-<hash>/ and point dist/cli.json at it (each written whole, then renamed). */
 export async function buildCli() {
   const { build } = await import('esbuild')
-  const staging = join(OUT_DIR, `.build.${process.pid}.tmp`)
+  const staging = join(OUT_DIR, `.build.${process.pid}.${randomUUID()}.tmp`)
   const read = new Map()
   const result = await build({
     plugins: [recordSources(read)],
@@ -110,7 +110,7 @@ export async function buildCli() {
     await rm(staging, { recursive: true, force: true })
     if (!(await stat(join(OUT_DIR, bundle, 'cli.mjs')).catch(() => null))) throw error
   })
-  const manifest = join(OUT_DIR, `.cli.json.${process.pid}.tmp`)
+  const manifest = join(OUT_DIR, `.cli.json.${process.pid}.${randomUUID()}.tmp`)
   await writeFile(manifest, `${JSON.stringify({ entries: ENTRIES, bundle, hash, inputs }, null, 2)}\n`)
   await rename(manifest, MANIFEST)
   await removeStale(bundle)
@@ -144,8 +144,12 @@ async function usedByLiveProcess(dir) {
   return false
 }
 
-/** Mark the bundle in `dir` as used by this process until it exits. */
+const marked = new Set()
+
+/** Mark the bundle in `dir` as used by this process until it exits (once per directory). */
 function markInUse(dir) {
+  if (marked.has(dir)) return
+  marked.add(dir)
   const marker = join(dir, `.in-use-${process.pid}`)
   try {
     writeFileSync(marker, '')
@@ -155,9 +159,17 @@ function markInUse(dir) {
   }
 }
 
+/** A build under way in this process: database threads that start at once share it. */
+let building = null
+
 /** The directory of a bundle of the current sources (built if needed), marked as used by this process. */
 export async function bundleDir() {
-  const dir = dirname(freshBundle() ?? (await buildCli()))
+  let cli = freshBundle()
+  if (cli === null) {
+    building ??= buildCli().finally(() => (building = null))
+    cli = await building
+  }
+  const dir = dirname(cli)
   markInUse(dir)
   return dir
 }
