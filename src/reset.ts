@@ -24,21 +24,16 @@ const NOT_TEMP = `n.nspname not like 'pg\\_temp\\_%' and n.nspname not like 'pg\
  * transaction id; DELETE, COPY and setval write none. Temporary tables count too (a reset with one open makes a
  * fresh copy). Should some change slip past it (a rename), the reset itself fails and a fresh copy is made.
  */
+/** [catalog, its key column]: rows with a key of 16384 or more (FirstNormalObjectId) are made by users, not initdb. */
+const USER_CATALOG_ROWS: ReadonlyArray<[string, string]> = [
+  ['pg_class', 'oid'], ['pg_attribute', 'attrelid'], ['pg_attrdef', 'oid'], ['pg_constraint', 'oid'], ['pg_index', 'indexrelid'],
+  ['pg_proc', 'oid'], ['pg_type', 'oid'], ['pg_namespace', 'oid'], ['pg_trigger', 'oid'], ['pg_enum', 'oid'],
+  ['pg_extension', 'oid'], ['pg_rewrite', 'oid'], ['pg_policy', 'oid'],
+]
+
 const FINGERPRINT_SQL = `
 select count(*)::text || ':' || coalesce(sum(x::text::int8), 0)::text || ':' || coalesce(max(x::text::int8), 0)::text as fingerprint from (
-  select xmin as x from pg_catalog.pg_class where oid >= 16384
-  union all select xmin from pg_catalog.pg_attribute where attrelid >= 16384
-  union all select xmin from pg_catalog.pg_attrdef where oid >= 16384
-  union all select xmin from pg_catalog.pg_constraint where oid >= 16384
-  union all select xmin from pg_catalog.pg_index where indexrelid >= 16384
-  union all select xmin from pg_catalog.pg_proc where oid >= 16384
-  union all select xmin from pg_catalog.pg_type where oid >= 16384
-  union all select xmin from pg_catalog.pg_namespace where oid >= 16384
-  union all select xmin from pg_catalog.pg_trigger where oid >= 16384
-  union all select xmin from pg_catalog.pg_enum where oid >= 16384
-  union all select xmin from pg_catalog.pg_extension where oid >= 16384
-  union all select xmin from pg_catalog.pg_rewrite where oid >= 16384
-  union all select xmin from pg_catalog.pg_policy where oid >= 16384
+  ${USER_CATALOG_ROWS.map(([catalog, key]) => `select xmin as x from pg_catalog.${catalog} where ${key} >= 16384`).join('\n  union all ')}
 ) s`
 
 const TABLES_SQL = `

@@ -143,7 +143,15 @@ function formatOf(formats: number[], i: number): number {
   return formats.length === 0 ? 0 : formats.length === 1 ? formats[0]! : (formats[i] ?? 0)
 }
 
-function readValues(body: Body, formats: number[], values: TraceValue[]): void {
+/**
+ * Format codes, then values in those formats (Bind's parameters, FunctionCall's arguments), each field set as soon
+ * as it is read: a frame cut short keeps what came before the cut.
+ */
+function readFormattedValues(body: Body, formatsField: string, valuesField: string): void {
+  const formats = body.int16s()
+  body.fields[formatsField] = formats
+  const values: TraceValue[] = []
+  body.fields[valuesField] = values
   const count = body.int16()
   for (let i = 0; i < count; i++) values.push(body.value(body.int32(), formatOf(formats, i) === 0))
 }
@@ -176,17 +184,12 @@ export function decodeFrontend(frame: Buffer, password: PasswordKind, limits: De
         f.paramTypes = types
         break
       }
-      case FrontendCode.Bind: {
+      case FrontendCode.Bind:
         f.portal = b.cstring()
         f.statement = b.cstring()
-        const formats = b.int16s()
-        f.paramFormats = formats
-        const params: TraceValue[] = []
-        f.params = params
-        readValues(b, formats, params)
+        readFormattedValues(b, 'paramFormats', 'params')
         f.resultFormats = b.int16s()
         break
-      }
       case FrontendCode.Describe:
       case FrontendCode.Close:
         f.kind = String.fromCharCode(b.int8())
@@ -202,16 +205,11 @@ export function decodeFrontend(frame: Buffer, password: PasswordKind, limits: De
       case FrontendCode.CopyFail:
         f.message = b.cstring()
         break
-      case FrontendCode.FunctionCall: {
+      case FrontendCode.FunctionCall:
         f.oid = b.int32()
-        const formats = b.int16s()
-        f.argFormats = formats
-        const args: TraceValue[] = []
-        f.args = args
-        readValues(b, formats, args)
+        readFormattedValues(b, 'argFormats', 'args')
         f.resultFormat = b.int16()
         break
-      }
     }
   })
 }
