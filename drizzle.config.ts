@@ -6,7 +6,7 @@ const url = process.env['DATABASE_URL']
 
 export default defineConfig({
   dialect: 'postgresql',
-  schema: './src/example/schema.ts',
+  schema: './examples/schema.ts',
   out: './migrations',
   ...(url ? { dbCredentials: { url } } : {}),
 })

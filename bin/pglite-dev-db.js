@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Bin shim: load the CLI (src/cli.ts as a bundle that is rebuilt whenever src/ changed, see cli-bundle.js), wire
+// Bin shim: load the CLI (src/cli/main.ts as a bundle that is rebuilt whenever src/ changed, see cli-bundle.js), wire
 // signals and streams, exit with main()'s status.
 import { loadCli } from './cli-bundle.js'
 
@@ -17,7 +17,7 @@ const status = await main(process.argv.slice(2), {
   env: process.env,
   stdout: (line) => {
     process.stdout.write(line + '\n')
-    // What start-up left behind is returned once, right after the URL line (see src/collect-garbage.ts).
+    // What start-up left behind is returned once, right after the URL line (see src/host/engine/collect-garbage.ts).
     if (line.startsWith('postgres')) collectGarbageSoon()
   },
   stderr: (line) => process.stderr.write(line + '\n'),

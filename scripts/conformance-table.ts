@@ -10,7 +10,7 @@ import { createRequire } from 'node:module'
 import { dirname, join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { createLogger } from '../src/log.ts'
-import { startDevDb } from '../src/dev-server.ts'
+import { startDevDb } from '../src/host/dev-db.ts'
 import { interleavingScenarios } from '../test/scenarios/index.ts'
 import type { Outcome, Scenario } from '../test/scenarios/outcome.ts'
 

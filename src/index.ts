@@ -1,8 +1,8 @@
 // Public API of pglite-dev-db. Everything else in src/ is internal.
 
-export { startDevDb } from './dev-server.ts'
-export type { DevDb, DevDbOptions } from './dev-server.ts'
-export { applyMigrations } from './migrate.ts'
+export { startDevDb } from './host/dev-db.ts'
+export type { DevDb, DevDbOptions } from './host/dev-db.ts'
+export { applyMigrations } from './host/migrate.ts'
 export { DevServerError, WireError, SqlState } from './errors.ts'
 export type { DevServerErrorCode } from './errors.ts'
 export { createLogger, lineSink } from './log.ts'

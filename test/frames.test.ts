@@ -1,8 +1,8 @@
 // FrameReader without sockets: every split offset, many messages per read, startup vs typed framing, bad lengths.
 import { describe, expect, it } from 'vitest'
-import { FrameReader, forEachFrame, type Frames } from '../src/socket/frames.ts'
+import { FrameReader, forEachFrame, type Frames } from '../src/socket/protocol/frames.ts'
 import { WireError } from '../src/errors.ts'
-import { StartupCode } from '../src/socket/protocol.ts'
+import { StartupCode } from '../src/socket/protocol/codes.ts'
 
 function typed(code: string, body: Buffer = Buffer.alloc(0)): Buffer {
   const header = Buffer.alloc(5)

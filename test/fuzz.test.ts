@@ -1,7 +1,7 @@
 // Fuzzing, seeded (FUZZ_SEED replays a run): the frame reader in-process against a reference model, then a live
 // server fed by misbehaving clients while well-behaved drivers run checked queries beside them.
 import { describe, expect, it } from 'vitest'
-import { FrameReader, forEachFrame } from '../src/socket/frames.ts'
+import { FrameReader, forEachFrame } from '../src/socket/protocol/frames.ts'
 import { WireError } from '../src/errors.ts'
 import { CASE_KINDS, PROTOCOL_3_0, SSL_REQUEST, chunking, generateCase, model, startupPacket, type CaseKind, type FuzzCase } from './helpers/frame-fuzz.ts'
 import { createRng, runSeed, withSeed } from './helpers/seed.ts'

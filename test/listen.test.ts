@@ -1,7 +1,7 @@
 // Reading LISTEN/UNLISTEN out of SQL text (what decides where a client listens), and the process id a
 // notification carries: the notifying client's, from its BackendKeyData, as Postgres names the notifying backend.
 import { describe, expect, it } from 'vitest'
-import { listenCommands, mayListen } from '../src/socket/listen.ts'
+import { listenCommands, mayListen } from '../src/socket/client/listen.ts'
 import { useDevDbs } from './helpers/dev-db.ts'
 import * as wire from './helpers/wire.ts'
 

@@ -1,8 +1,8 @@
 // Per-client statement and portal names: the rewrite on the way in and the restore on the way out, byte for byte.
 import { describe, expect, it } from 'vitest'
 import * as wire from './helpers/wire.ts'
-import { ClientNames, MessageRestorer } from '../src/socket/names.ts'
-import { encodeErrorResponse, encodeReadyForQuery, TxStatus } from '../src/socket/protocol.ts'
+import { ClientNames, MessageRestorer } from '../src/socket/client/statements.ts'
+import { encodeErrorResponse, encodeReadyForQuery, TxStatus } from '../src/socket/protocol/codes.ts'
 
 /** Decode a frontend buffer back into [code, body text] pairs, to compare rewritten batches readably. */
 function frames(bytes: Buffer): Array<[string, string]> {

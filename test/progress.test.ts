@@ -3,7 +3,7 @@
 import { mkdtemp, rm } from 'node:fs/promises'
 import path from 'node:path'
 import { describe, expect, it, onTestFinished } from 'vitest'
-import { main } from '../src/cli.ts'
+import { main } from '../src/cli/main.ts'
 import { captureIo } from './helpers/cli-io.ts'
 import { scratchRoot } from './helpers/db.ts'
 

@@ -2,7 +2,7 @@
 // ERROR 55P03, as a statement that waited past lock_timeout does in Postgres, and the waiting client stays usable.
 import postgres from 'postgres'
 import { describe, expect, it } from 'vitest'
-import type { DevDb } from '../src/dev-server.ts'
+import type { DevDb } from '../src/host/dev-db.ts'
 import { useDevDbs } from './helpers/dev-db.ts'
 import { withDeadline, type RawClient } from './helpers/raw-client.ts'
 import * as wire from './helpers/wire.ts'

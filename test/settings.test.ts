@@ -1,7 +1,7 @@
 // Per-client session settings: how startup packets are read, what a client is told, and what is left for the next
 // client after a SET, a rolled-back SET, a disconnect, or a refused startup value. Real PGlite, raw frames.
 import { describe, expect, it } from 'vitest'
-import { startupSettings } from '../src/socket/settings.ts'
+import { startupSettings } from '../src/socket/client/settings.ts'
 import { useDevDbs } from './helpers/dev-db.ts'
 import { withDeadline, type RawClient } from './helpers/raw-client.ts'
 import * as wire from './helpers/wire.ts'

@@ -5,7 +5,7 @@ import { defineConfig } from 'drizzle-kit'
 
 export default defineConfig({
   dialect: 'postgresql',
-  schema: './src/example/schema.ts',
+  schema: './examples/schema.ts',
   out: './migrations',
   dbCredentials: { url: process.env['DATABASE_URL']! },
 })

@@ -2,8 +2,8 @@
 // and through a DbThread, each on its own copy of one data dir, alternating in rounds so both see the same load.
 
 import { PGlite } from '@electric-sql/pglite'
-import { DbThread } from '../../src/db-thread.ts'
-import { SYNC_MESSAGE } from '../../src/socket/protocol.ts'
+import { DbThread } from '../../src/host/engine/thread.ts'
+import { SYNC_MESSAGE } from '../../src/socket/protocol/codes.ts'
 
 export interface OverheadRow {
   call: string

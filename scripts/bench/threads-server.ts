@@ -5,7 +5,7 @@
 
 import { parseArgs } from 'node:util'
 import { PGlite } from '@electric-sql/pglite'
-import { DbThread } from '../../src/db-thread.ts'
+import { DbThread } from '../../src/host/engine/thread.ts'
 import { PGLiteSocketServer } from '../../src/socket/server.ts'
 
 /** As startDevDb opens its database (src/dev-server.ts SERVER_SETTINGS). */

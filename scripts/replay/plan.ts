@@ -3,8 +3,8 @@
 import { createReadStream } from 'node:fs'
 import { once } from 'node:events'
 import { createInterface } from 'node:readline'
-import { TRACE_FORMAT, type ConnectionEvent, type FrameRecord, type TraceRecord } from '../../src/socket/trace.ts'
-import type { TraceFields, TraceValue } from '../../src/socket/trace-decode.ts'
+import { TRACE_FORMAT, type ConnectionEvent, type FrameRecord, type TraceRecord } from '../../src/socket/trace/trace.ts'
+import type { TraceFields, TraceValue } from '../../src/socket/trace/decode.ts'
 import { Writer as WireWriter } from '../../test/helpers/wire.ts'
 
 /** A reply as compared: its type and what must match (SQLSTATE, status, tag, columns, values). */

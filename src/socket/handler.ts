@@ -4,8 +4,8 @@
 import type { PGlite } from '@electric-sql/pglite'
 import type { Socket } from 'node:net'
 import { createLogger, type Logger } from '../log.ts'
-import { Connection } from './connection.ts'
-import { sessionFor } from './session.ts'
+import { Connection } from './connection/connection.ts'
+import { sessionFor } from './session/session.ts'
 import { DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS, DEFAULT_MAX_COPY_BYTES, DEFAULT_QUEUE_TIMEOUT_MS } from './server.ts'
 
 export interface PGLiteSocketHandlerOptions {

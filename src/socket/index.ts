@@ -4,7 +4,7 @@ export { PGLiteSocketServer, DEFAULT_MAX_CONNECTIONS, DEFAULT_IDLE_IN_TRANSACTIO
 export type { PGLiteSocketServerOptions } from './server.ts'
 export { PGLiteSocketHandler } from './handler.ts'
 export type { PGLiteSocketHandlerOptions } from './handler.ts'
-export { StartupCode } from './protocol.ts'
+export { StartupCode } from './protocol/codes.ts'
 
 /** Present only in the patched package: lets a test (or a user) tell the fixed server from the stock one. */
 export const PATCHED_BY = 'pglite-dev-db'

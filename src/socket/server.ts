@@ -5,11 +5,11 @@ import type { PGlite } from '@electric-sql/pglite'
 import { createServer, type Server, type Socket } from 'node:net'
 import { SqlState, WireError } from '../errors.ts'
 import { background, createLogger, type Logger } from '../log.ts'
-import { Connection, type ConnectionHost, type ConnectionOptions } from './connection.ts'
-import { sessionFor, type SharedSession } from './session.ts'
-import type { DatabaseCatalog } from './databases.ts'
-import { scramSecret } from './scram.ts'
-import { TraceFile } from './trace.ts'
+import { Connection, type ConnectionHost, type ConnectionOptions } from './connection/connection.ts'
+import { sessionFor, type SharedSession } from './session/session.ts'
+import type { DatabaseCatalog } from './client/database-commands.ts'
+import { scramSecret } from './connection/scram.ts'
+import { TraceFile } from './trace/trace.ts'
 
 /** Default for `maxConnections`: far above any pool, so only a runaway client meets it. */
 export const DEFAULT_MAX_CONNECTIONS = 1000

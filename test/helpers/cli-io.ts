@@ -1,6 +1,6 @@
 // The CLI's io captured in memory: what main() prints on stdout and stderr, its first stdout line (the URL), and a
 // stop signal the test sends instead of SIGTERM.
-import type { CliIo } from '../../src/cli.ts'
+import type { CliIo } from '../../src/cli/main.ts'
 
 export interface CapturedIo {
   io: CliIo

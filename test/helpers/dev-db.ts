@@ -3,7 +3,7 @@
 import { mkdtemp, rm } from 'node:fs/promises'
 import path from 'node:path'
 import { afterEach, onTestFinished } from 'vitest'
-import { startDevDb, type DevDb, type DevDbOptions } from '../../src/dev-server.ts'
+import { startDevDb, type DevDb, type DevDbOptions } from '../../src/host/dev-db.ts'
 import { copyTemplate, removeDataDir, scratchRoot } from './db.ts'
 import { connectRaw, withDeadline, type RawClient } from './raw-client.ts'
 

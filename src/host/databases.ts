@@ -1,0 +1,307 @@
+// The databases of one pglite-dev-db server, each its own PGlite: the main one ("postgres", the data dir or memory)
+// and any other a client names, created on first use from the migrated template. With a data dir they are kept
+// beside it, in <data dir>-databases/<name>; in memory they go with the server. Work on one name is serialized.
+// The main database and the first other one run in the server's thread; each one after those gets a worker thread
+// of its own (db-thread.ts), so that several databases busy at once use several cores.
+
+import { PGlite } from '@electric-sql/pglite'
+import { mkdir, readdir, rm } from 'node:fs/promises'
+import { join } from 'node:path'
+import type { Logger } from '../log.ts'
+import { applyMigrations } from './migrate.ts'
+import { holdsDatabase, seedDataDir, templateBlob, type Template } from './template.ts'
+import type { DatabaseCatalog } from '../socket/client/database-commands.ts'
+import { LOCK_FILE } from './data-dir-lock.ts'
+import { readBaseline, resetInPlace, type Baseline } from './baseline.ts'
+import { DbThread } from './engine/thread.ts'
+import { openPGlite } from './engine/pglite.ts'
+import type { LoadedExtensions } from './extensions.ts'
+
+export const MAIN_DATABASE = 'postgres'
+
+export interface DatabasesOptions {
+  /** The main database, already open. */
+  main: PGlite
+  /** The main database's data dir; null: every database lives in memory. */
+  dataDir: string | null
+  /** The migrated template new databases copy (null: each one runs initdb and the migrations), looked up when first needed. */
+  template: () => Promise<Template | null>
+  migrations: string | null
+  /** Postgres start parameters for every database. */
+  startParams: string[]
+  /** Extensions every database loads. */
+  extensions: LoadedExtensions
+  /**
+   * false: every database runs in the server's thread. Default true: databases after the first client-named one
+   * each run in a worker thread (measured on 2 cores: a thread costs a database alone 10-37% of its speed; with four
+   * busy at once the server uses 1.6 cores instead of 1 and gives 1.0-1.33x the throughput; docs/BENCHMARKS.md).
+   */
+  threads?: boolean
+  log: Logger
+}
+
+/** An open database: in the server's thread, or in a worker thread of its own. */
+type Instance = PGlite | DbThread
+
+export class Databases implements DatabaseCatalog {
+  readonly mainName = MAIN_DATABASE
+  readonly #options: DatabasesOptions
+  #main: PGlite
+  readonly #open = new Map<string, Instance>()
+  /** Names other than the main one whose database runs (or is being opened) in the server's thread. */
+  readonly #inServerThread = new Set<string>()
+  /** The tail of the work queued on each name. */
+  readonly #work = new Map<string, Promise<unknown>>()
+  /** In memory with a template: the next new database, loaded ahead so that creating one takes no wait. */
+  #spare: { thread: boolean; db: Promise<Instance> } | null = null
+  /** The migrated state's fingerprint, rows and sequences, read once from a fresh database (see reset.ts). */
+  #baseline: Promise<Baseline | null> | null = null
+  #closed = false
+  /** Replaced in-memory databases still closing; close() waits for them. */
+  readonly #closing = new Set<Promise<void>>()
+
+  constructor(options: DatabasesOptions) {
+    this.#options = options
+    this.#main = options.main
+    this.#open.set(MAIN_DATABASE, options.main)
+  }
+
+  get main(): PGlite {
+    return this.#main
+  }
+
+  /** Resolves once the spare (the next new in-memory database) has loaded, or at once if none is loading. */
+  async spareLoaded(): Promise<void> {
+    await this.#spare?.db.catch(() => {})
+  }
+
+  instance(name: string): Instance | null {
+    return this.#open.get(name) ?? null
+  }
+
+  /** Whether `name` is open in a worker thread of its own. */
+  inThread(name: string): boolean {
+    return this.#open.get(name) instanceof DbThread
+  }
+
+  open(name: string): Promise<Instance> {
+    return this.#serialize(name, async () => this.#open.get(name) ?? (await this.#openOrCreate(name)).db)
+  }
+
+  async exists(name: string): Promise<boolean> {
+    if (this.#open.has(name)) return true
+    const dir = this.#dirFor(name)
+    return dir !== null && (await holdsDatabase(dir))
+  }
+
+  create(name: string): Promise<boolean> {
+    return this.#serialize(name, async () => {
+      if (await this.exists(name)) return false
+      await this.#openOrCreate(name)
+      return true
+    })
+  }
+
+  drop(name: string): Promise<boolean> {
+    return this.#serialize(name, async () => {
+      const existed = await this.exists(name)
+      const db = this.#open.get(name)
+      this.#open.delete(name)
+      this.#inServerThread.delete(name)
+      if (db && !db.closed) await db.close()
+      const dir = this.#dirFor(name)
+      if (dir) await rm(dir, { recursive: true, force: true })
+      return existed
+    })
+  }
+
+  /**
+   * Back to the migrated state. In place (milliseconds) when the schema is still the migrated one: the same
+   * instance is returned. Otherwise a fresh copy replaces it (about as long as creating a database).
+   */
+  reset(name: string): Promise<Instance> {
+    return this.#serialize(name, async () => {
+      const old = this.#open.get(name)
+      const thread = old instanceof DbThread
+      const baseline = old && !old.closed ? await this.#readBaseline() : null
+      if (old && baseline) {
+        try {
+          if (await resetInPlace(old, baseline)) return old
+        } catch (error) {
+          this.#options.log.warn('could not reset the database in place; using a fresh copy', { database: name, error })
+        }
+      }
+      const dir = name === MAIN_DATABASE ? this.#options.dataDir : this.#dirFor(name)
+      let db: Instance
+      if (dir === null) {
+        db = await this.#fresh(thread)
+        // Nothing of it needs to reach a disk: its clients move to the copy now, and it closes meanwhile.
+        if (old && !old.closed) this.#closeLater(old, name)
+      } else {
+        // On disk the files are the database: close it, put the template's files in their place, open again.
+        if (old && !old.closed) await old.close()
+        await emptyDataDir(dir)
+        db = await this.#build(dir, thread)
+      }
+      this.#open.set(name, db)
+      // The main database is never in a thread: a fresh copy of it is a PGlite.
+      if (name === MAIN_DATABASE) this.#main = db as PGlite
+      return db
+    })
+  }
+
+  /** The baseline (read when the first in-memory database was made, or now from a fresh copy); null if none can be read. */
+  #readBaseline(): Promise<Baseline | null> {
+    this.#baseline ??= (async () => {
+      const db = await this.#build(null, false)
+      try {
+        return await readBaseline(db)
+      } finally {
+        await db.close()
+      }
+    })().catch((error: unknown) => this.#noBaseline(error))
+    return this.#baseline
+  }
+
+  #noBaseline(error: unknown): null {
+    this.#options.log.warn('cannot reset databases in place; each reset makes a fresh copy', { error })
+    return null
+  }
+
+  /** Close every database but the main one (its owner closes it), and the spare. */
+  async close(): Promise<void> {
+    this.#closed = true
+    await Promise.allSettled([...this.#work.values()])
+    await Promise.all(this.#closing)
+    const others = [...this.#open].filter(([name]) => name !== MAIN_DATABASE).map(([, db]) => db)
+    const spare = this.#spare
+    this.#spare = null
+    if (spare) others.push(await spare.db.catch(() => null as never))
+    await Promise.all(others.filter((db) => db && !db.closed).map((db) => db.close()))
+  }
+
+  #closeLater(db: Instance, name: string): void {
+    const closing = db.close().then(
+      () => {},
+      (error: unknown) => this.#options.log.warn('a replaced database did not close cleanly', { database: name, error }),
+    )
+    this.#closing.add(closing)
+    void closing.then(() => this.#closing.delete(closing))
+  }
+
+  async #openOrCreate(name: string): Promise<{ db: Instance; created: boolean }> {
+    if (this.#closed) throw new Error('the server is stopping')
+    const started = performance.now()
+    // Decided before any await, so that two databases opened at once cannot both take the server's thread.
+    const thread = this.#nextInThread()
+    if (!thread) this.#inServerThread.add(name)
+    const dir = this.#dirFor(name)
+    let created: boolean
+    let db: Instance
+    try {
+      if (dir === null) {
+        db = await this.#fresh(thread)
+        created = true
+      } else {
+        created = !(await holdsDatabase(dir))
+        db = await this.#build(dir, thread)
+      }
+    } catch (error) {
+      this.#inServerThread.delete(name)
+      throw error
+    }
+    this.#open.set(name, db)
+    const ms = Math.round(performance.now() - started)
+    this.#options.log.info(created ? 'database created' : 'database opened', { database: name, ms, ...(thread ? { thread: true } : {}) })
+    return { db, created }
+  }
+
+  /** Whether the next database opened gets a worker thread: once another client-named one runs in the server's. */
+  #nextInThread(): boolean {
+    return this.#options.threads !== false && this.#inServerThread.size > 0
+  }
+
+  /**
+   * A new in-memory database at the migrated state, in a thread or not: the spare if one of that kind is ready, and
+   * the next spare starts loading.
+   */
+  async #fresh(thread: boolean): Promise<Instance> {
+    if (!(await this.#options.template())) return this.#build(null, thread)
+    // Taken before the next await: two databases created at once must never get the same spare.
+    const spare = this.#spare?.thread === thread ? this.#spare : null
+    if (spare) this.#spare = null
+    const db = await (spare?.db ?? this.#build(null, thread))
+    // Still at the migrated state and not yet anyone's: the moment to read what a reset puts back.
+    this.#baseline ??= readBaseline(db).catch((error: unknown) => this.#noBaseline(error))
+    await this.#baseline
+    if (this.#spare === null && !this.#closed) {
+      const next = this.#nextInThread()
+      this.#spare = { thread: next, db: this.#build(null, next) }
+      // A spare that fails to load is not an error yet: the next database loads without it, and says why then.
+      this.#spare.db.catch(() => {})
+    }
+    return db
+  }
+
+  /**
+   * Open a database in `dir` (null: memory) at the migrated state, in a worker thread or in this one: from the
+   * template, or initdb and the migrations.
+   */
+  async #build(dir: string | null, thread: boolean): Promise<Instance> {
+    const { migrations, startParams, extensions } = this.#options
+    const template = await this.#options.template()
+    const open = (where: { dataDir: string } | { loadDataDir: Blob } | null): Promise<Instance> =>
+      thread ? DbThread.create({ ...where, startParams, extensions: extensions.names }) : openPGlite({ ...where, startParams, extensions: extensions.extensions })
+    if (dir !== null) {
+      await mkdir(dir, { recursive: true })
+      const fresh = !(await holdsDatabase(dir))
+      if (fresh && template) await seedDataDir(dir, template)
+      // Kept from an earlier run, it may lack migrations added since, as the main database would.
+      return this.#migrated(await open({ dataDir: dir }), (!fresh || !template) && migrations !== null)
+    }
+    if (template) return open({ loadDataDir: await templateBlob(template) })
+    return this.#migrated(await open(null), migrations !== null)
+  }
+
+  /** `db` with the migrations applied (when `apply`); closed if they fail, so nothing keeps its thread or data dir. */
+  async #migrated(db: Instance, apply: boolean): Promise<Instance> {
+    if (!apply) return db
+    try {
+      await applyMigrations(db, this.#options.migrations!, this.#options.log)
+      return db
+    } catch (error) {
+      await db.close().catch((closeError: unknown) => this.#options.log.warn('a database whose migrations failed did not close cleanly', { error: closeError }))
+      throw error
+    }
+  }
+
+  #dirFor(name: string): string | null {
+    const { dataDir } = this.#options
+    return dataDir === null ? null : join(`${dataDir}-databases`, dirName(name))
+  }
+
+  #serialize<T>(name: string, work: () => Promise<T>): Promise<T> {
+    // close() waits for the work queued so far; nothing may start after it.
+    if (this.#closed) return Promise.reject(new Error('the server is stopping'))
+    const run = (this.#work.get(name) ?? Promise.resolve()).then(work, work)
+    const tail = run.catch(() => {})
+    this.#work.set(name, tail)
+    void tail.then(() => {
+      if (this.#work.get(name) === tail) this.#work.delete(name)
+    })
+    return run
+  }
+}
+
+/** A database name as a directory name: plain names as they are, anything else hex-encoded behind a prefix. */
+function dirName(name: string): string {
+  if (/^[A-Za-z0-9_][A-Za-z0-9_-]*$/.test(name)) return name
+  return `~${Buffer.from(name).toString('hex')}`
+}
+
+
+/** Remove a data dir's files, keeping the server's lock file if it is there. */
+async function emptyDataDir(dir: string): Promise<void> {
+  const names = await readdir(dir).catch(() => [] as string[])
+  await Promise.all(names.filter((name) => name !== LOCK_FILE).map((name) => rm(join(dir, name), { recursive: true, force: true })))
+}

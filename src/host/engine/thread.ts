@@ -1,0 +1,351 @@
+// A PGlite in its own worker thread, behind the part of PGlite's interface that the server, the migrations and
+// startDevDb use. Several databases then run on several cores, and the thread serving the sockets never runs Postgres.
+
+import { readFileSync } from 'node:fs'
+import { readFile } from 'node:fs/promises'
+import { dirname, join } from 'node:path'
+import { createRequire } from 'node:module'
+import { pathToFileURL } from 'node:url'
+import { Worker } from 'node:worker_threads'
+import { Mutex, type PGliteOptions, type Results } from '@electric-sql/pglite'
+import {
+  FRAME_HEADER_BYTES, FrameFlag, decodeThreadError, readFrameHeader, writeFrameHeader,
+  type CrossingQueryOptions, type CrossingResults, type ThreadExecOptions, type ThreadInit, type ThreadPGliteOptions, type ThreadQueryOptions, type ThreadReply,
+  type ThreadRequest,
+} from './thread-messages.ts'
+import { isPGliteFatal } from '../../errors.ts'
+
+export type { ThreadExecOptions, ThreadPGliteOptions, ThreadQueryOptions } from './thread-messages.ts'
+
+export interface DbThreadOptions extends ThreadPGliteOptions {
+  /** A data dir tarball to start from, as PGlite's `loadDataDir`. */
+  loadDataDir?: Blob
+  /** Extensions to load, by the names `--extensions` takes (see extensions.ts). */
+  extensions?: readonly string[]
+}
+
+/** What `transaction()` hands its callback: statements inside the transaction, as PGlite's Transaction has them. */
+export interface DbThreadTransaction {
+  query<T>(sql: string, params?: unknown[], options?: ThreadQueryOptions): Promise<Results<T>>
+  exec(sql: string, options?: ThreadExecOptions): Promise<Array<Results>>
+  rollback(): Promise<void>
+  readonly closed: boolean
+}
+
+/** A close that takes longer than this is given up on: the thread is terminated and close() rejects. */
+const CLOSE_DEADLINE_MS = 60_000
+
+/*
+ * The worker runs src/host/engine/thread-worker.ts bundled into plain JavaScript by bin/cli-bundle.js. Bundled (the bin runs
+ * dist/cli-<hash>/cli.mjs), that is the file beside this code. From source (tsx, vitest) the bundler is asked for a
+ * bundle of the current sources (rebuilt when one changed, about 1 ms to check): loading TypeScript through tsx in
+ * each thread instead cost 1-3 s per thread when several started at once. tsx's loader hooks do not reach worker
+ * threads (Node 20), so without the bundler the worker registers tsx itself.
+ */
+const FROM_SOURCE = import.meta.url.endsWith('.ts')
+const BUNDLER = new URL('../../../bin/cli-bundle.js', import.meta.url).href
+
+async function bootstrap(): Promise<string> {
+  if (!FROM_SOURCE) return importOf(new URL('./db-thread-worker.mjs', import.meta.url).href)
+  let bundle: string
+  try {
+    bundle = await ((await import(BUNDLER)) as { bundleDir(): Promise<string> }).bundleDir()
+  } catch (error) {
+    warnOnce(`database threads load TypeScript through tsx (slower to start): cannot bundle the worker: ${(error as Error).message.split('\n')[0]}`)
+    return tsxBootstrap()
+  }
+  return importOf(pathToFileURL(join(bundle, 'db-thread-worker.mjs')).href)
+}
+
+const importOf = (url: string) => `import(${JSON.stringify(url)})`
+
+let warned = false
+function warnOnce(message: string): void {
+  if (warned) return
+  warned = true
+  process.emitWarning(message)
+}
+
+/**
+ * tsx's ESM API is found through its package.json (import.meta.resolve is not in every loader: vitest's module runner
+ * lacks it; and require's rules would give the CJS build, which cannot load its ESM half from a worker).
+ */
+function tsxBootstrap(): string {
+  const manifest = createRequire(import.meta.url).resolve('tsx/package.json')
+  const api = (JSON.parse(readFileSync(manifest, 'utf8')) as { exports: Record<string, { import: { default: string } }> }).exports['./esm/api']!.import.default
+  const tsx = pathToFileURL(join(dirname(manifest), api)).href
+  const entry = new URL('./thread-worker.ts', import.meta.url).href
+  return `import(${JSON.stringify(tsx)}).then((tsx) => { tsx.register(); return ${importOf(entry)} })`
+}
+
+let compiledWasm: Promise<ThreadInit['wasm']> | null = null
+/** The global WebAssembly, which this project's libs (ES2023, no DOM) do not declare as a value. */
+const wasmCompile = (globalThis as unknown as { WebAssembly: { compile(bytes: Uint8Array): Promise<WebAssembly.Module> } }).WebAssembly.compile
+
+/** PGlite's two WASM modules, compiled once per process (a failure is not kept: the next create() tries again). */
+function pgliteWasm(): Promise<ThreadInit['wasm']> {
+  compiledWasm ??= (async () => {
+    // Beside PGlite's entry (either build: both are in dist/, with the WASM).
+    const dist = new URL('.', pathToFileURL(createRequire(import.meta.url).resolve('@electric-sql/pglite')))
+    const compile = async (file: string) => wasmCompile(await readFile(new URL(file, dist)))
+    try {
+      const [pgliteWasmModule, initdbWasmModule] = await Promise.all([compile('pglite.wasm'), compile('initdb.wasm')])
+      return { pgliteWasmModule, initdbWasmModule } satisfies Pick<PGliteOptions, 'pgliteWasmModule' | 'initdbWasmModule'>
+    } catch (error) {
+      compiledWasm = null
+      throw error
+    }
+  })()
+  return compiledWasm
+}
+
+type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never
+
+interface Call {
+  resolve(value: unknown): void
+  reject(error: Error): void
+  onChunk: ((chunk: Uint8Array) => void) | null
+  /** The first error thrown by onChunk: the call fails with it once the thread is done. */
+  sinkError: unknown
+}
+
+export class DbThread {
+  /** Resolved: `create()` returns only once PGlite is ready. */
+  readonly waitReady: Promise<void> = Promise.resolve()
+  readonly #worker: Worker
+  readonly #calls = new Map<number, Call>()
+  readonly #lock = new Mutex()
+  #nextId = 1
+  /** Set once PGlite (or its thread) died; every later call fails with it at once. */
+  #dead: Error | null = null
+  /** What the thread threw before it exited, kept as the exit error's cause. */
+  #threadError: unknown = null
+  #closing: Promise<void> | null = null
+  #closed = false
+  /** Node reported the thread's exit. */
+  #exited = false
+
+  /** Start a thread and open PGlite in it; rejects with PGlite's own error if it cannot open. */
+  static async create(options: DbThreadOptions = {}): Promise<DbThread> {
+    const { loadDataDir, ...rest } = options
+    const tarball = loadDataDir ? await loadDataDir.arrayBuffer() : null
+    const { extensions = [], ...pgliteOptions } = rest
+    const init: ThreadInit = { options: pgliteOptions, wasm: await pgliteWasm(), loadDataDir: tarball, extensions }
+    const worker = new Worker(await bootstrap(), { eval: true, workerData: init, transferList: tarball ? [tarball] : [] })
+    const thread = new DbThread(worker)
+    const started = new Promise((resolve, reject) => thread.#calls.set(0, { resolve, reject, onChunk: null, sinkError: null }))
+    try {
+      await started
+    } catch (error) {
+      await worker.terminate()
+      throw error
+    }
+    worker.unref()
+    return thread
+  }
+
+  private constructor(worker: Worker) {
+    this.#worker = worker
+    worker.on('message', (reply: ThreadReply) => this.#onReply(reply))
+    worker.on('error', (error) => (this.#threadError = error))
+    worker.on('exit', (code) => {
+      this.#exited = true
+      if (this.#closed) return
+      // The thread is gone with its PGlite: the same verdict as PGlite's own exit() (isPGliteFatal).
+      const error = new Error(`the database thread exited (code ${code})`, { cause: this.#threadError ?? undefined })
+      error.name = 'ExitStatus'
+      this.#die(Object.assign(error, { status: code }))
+    })
+    worker.on('messageerror', (error) => this.#die(error))
+  }
+
+  get closed(): boolean {
+    return this.#closed
+  }
+
+  /** The worker thread has ended (after `close()`, or when PGlite took it down). */
+  get threadExited(): boolean {
+    return this.#exited
+  }
+
+  /** Holds the lock that query/exec/transaction/dumpDataDir take, as PGlite's does; the raw calls take none. */
+  runExclusive<T>(fn: () => Promise<T>): Promise<T> {
+    return this.#lock.runExclusive(fn)
+  }
+
+  /** Runs `message` (complete frontend messages) as one call; `onRawData` gets the output as it is produced. */
+  execProtocolRawStream(message: Uint8Array, options: { onRawData: (chunk: Uint8Array) => void; syncToFs?: boolean }): Promise<void> {
+    // A copy of exactly these bytes, which the thread then owns (the caller's view may be a slice of a larger buffer).
+    const request = new ArrayBuffer(FRAME_HEADER_BYTES + message.byteLength)
+    new Uint8Array(request, FRAME_HEADER_BYTES).set(message)
+    const id = this.#nextId++
+    writeFrameHeader(request, id, options.syncToFs === false ? FrameFlag.NoSyncToFs : 0, message.byteLength)
+    // A frame reply resolves with undefined.
+    return this.#call(id, request, [request], options.onRawData) as Promise<void>
+  }
+
+  async execProtocolRaw(message: Uint8Array, options: { syncToFs?: boolean } = {}): Promise<Uint8Array> {
+    const chunks: Uint8Array[] = []
+    await this.execProtocolRawStream(message, { ...options, onRawData: (chunk) => chunks.push(chunk) })
+    return Buffer.concat(chunks)
+  }
+
+  query<T>(sql: string, params?: unknown[], options?: ThreadQueryOptions): Promise<Results<T>> {
+    return this.#lock.runExclusive(() => this.#query<T>(sql, params, options))
+  }
+
+  exec(sql: string, options?: ThreadExecOptions): Promise<Array<Results>> {
+    return this.#lock.runExclusive(() => this.#exec(sql, options))
+  }
+
+  /**
+   * BEGIN, the callback's statements, COMMIT (ROLLBACK if it throws). Unlike PGlite's, it holds the lock throughout,
+   * so nothing else (a client's batch through runExclusive) runs inside the transaction.
+   */
+  transaction<T>(callback: (tx: DbThreadTransaction) => Promise<T>): Promise<T> {
+    return this.#lock.runExclusive(async () => {
+      await this.#exec('BEGIN')
+      let open = true
+      const ensureOpen = () => {
+        if (!open) throw new Error('Transaction is closed')
+      }
+      const tx: DbThreadTransaction = {
+        query: async <R>(sql: string, params?: unknown[], options?: ThreadQueryOptions) => (ensureOpen(), this.#query<R>(sql, params, options)),
+        exec: async (sql: string, options?: ThreadExecOptions) => (ensureOpen(), this.#exec(sql, options)),
+        rollback: async () => {
+          ensureOpen()
+          await this.#exec('ROLLBACK')
+          open = false
+        },
+        get closed() {
+          return !open
+        },
+      }
+      try {
+        const result = await callback(tx)
+        if (open) await this.#exec('COMMIT')
+        return result
+      } catch (error) {
+        if (open && !this.#dead) await this.#exec('ROLLBACK')
+        throw error
+      } finally {
+        open = false
+      }
+    })
+  }
+
+  async dumpDataDir(compression?: 'auto' | 'gzip' | 'none'): Promise<File | Blob> {
+    const dump = (await this.#lock.runExclusive(() => this.#request({ op: 'dumpDataDir', ...(compression ? { compression } : {}) }))) as {
+      bytes: ArrayBuffer
+      name: string | null
+      type: string
+    }
+    return dump.name === null ? new Blob([new Uint8Array(dump.bytes)], { type: dump.type }) : new File([new Uint8Array(dump.bytes)], dump.name, { type: dump.type })
+  }
+
+  /** Close PGlite (every commit on disk) and end the thread. A dead instance's thread is ended without asking it. Idempotent. */
+  close(): Promise<void> {
+    this.#closing ??= this.#close()
+    return this.#closing
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close()
+  }
+
+  async #close(): Promise<void> {
+    let timer: NodeJS.Timeout | undefined
+    try {
+      if (this.#dead) return
+      // Both settle to the error or null, so the loser of the race has nobody left to reject to.
+      const closed = this.#request({ op: 'close' }).then(() => null, (error: unknown) => error)
+      const deadline = new Promise<Error>((resolve) => {
+        timer = setTimeout(() => resolve(new Error(`PGlite did not close within ${CLOSE_DEADLINE_MS} ms; its thread was terminated`)), CLOSE_DEADLINE_MS)
+      })
+      const failure = await Promise.race([closed, deadline])
+      if (failure) throw failure
+    } finally {
+      clearTimeout(timer)
+      this.#closed = true
+      await this.#worker.terminate()
+      this.#die(new Error('PGlite is closed'))
+    }
+  }
+
+  /** A Blob for /dev/blob crosses as its bytes, and so does what COPY TO '/dev/blob' wrote. */
+  async #query<T>(sql: string, params: unknown[] | undefined, options: ThreadQueryOptions | undefined): Promise<Results<T>> {
+    const { blob, ...rest } = options ?? {}
+    const crossing: CrossingQueryOptions | undefined = blob ? { ...rest, blob: await blob.arrayBuffer() } : options && rest
+    const request = { op: 'query' as const, sql, ...(params ? { params } : {}), ...(crossing ? { options: crossing } : {}) }
+    const { blob: written, ...results } = (await this.#request(request, crossing?.blob ? [crossing.blob] : [])) as CrossingResults
+    return (written ? { ...results, blob: new Blob([written]) } : results) as Results<T>
+  }
+
+  #exec(sql: string, options?: ThreadExecOptions): Promise<Array<Results>> {
+    return this.#request({ op: 'exec', sql, ...(options ? { options } : {}) }) as Promise<Array<Results>>
+  }
+
+  #request(request: DistributiveOmit<ThreadRequest, 'id'>, transfer: ArrayBuffer[] = []): Promise<unknown> {
+    const id = this.#nextId++
+    return this.#call(id, { ...request, id } as ThreadRequest, transfer)
+  }
+
+  #call(id: number, request: ArrayBuffer | ThreadRequest, transfer: ArrayBuffer[], onChunk: ((chunk: Uint8Array) => void) | null = null): Promise<unknown> {
+    if (this.#dead) return Promise.reject(this.#dead)
+    return new Promise((resolve, reject) => {
+      this.#calls.set(id, { resolve, reject, onChunk, sinkError: null })
+      // Referenced only while a call is out, like an in-process PGlite, which never keeps the process alive.
+      if (this.#calls.size === 1) this.#worker.ref()
+      this.#worker.postMessage(request, transfer)
+    })
+  }
+
+  #onReply(reply: ArrayBuffer | ThreadReply): void {
+    if (reply instanceof ArrayBuffer) return this.#onFrame(reply)
+    const call = this.#calls.get(reply.id)
+    if (!call) return
+    if (reply.error) {
+      const error = decodeThreadError(reply.error)
+      this.#settle(reply.id)
+      if (isPGliteFatal(error)) this.#die(error)
+      call.reject(error)
+    } else if (reply.done) {
+      this.#settle(reply.id)
+      if (call.sinkError !== null) call.reject(call.sinkError as Error)
+      else call.resolve(reply.value)
+    }
+  }
+
+  /** Output of a protocol call; the frame flagged Done ends it. */
+  #onFrame(frame: ArrayBuffer): void {
+    const [id = 0, flags = 0, length = 0] = readFrameHeader(frame)
+    const call = this.#calls.get(id)
+    if (!call) return
+    if (length > 0 && call.sinkError === null && call.onChunk) {
+      try {
+        call.onChunk(new Uint8Array(frame, FRAME_HEADER_BYTES, length))
+      } catch (error) {
+        call.sinkError = error ?? new Error('onRawData threw')
+      }
+    }
+    if ((flags & FrameFlag.Done) === 0) return
+    this.#settle(id)
+    if (call.sinkError !== null) call.reject(call.sinkError as Error)
+    else call.resolve(undefined)
+  }
+
+  #settle(id: number): void {
+    this.#calls.delete(id)
+    if (this.#calls.size === 0) this.#worker.unref()
+  }
+
+  /** From now on every call fails with `error`; the ones in flight fail with it now. */
+  #die(error: Error): void {
+    this.#dead ??= error
+    for (const [id, call] of this.#calls) {
+      this.#calls.delete(id)
+      call.reject(error)
+    }
+    this.#worker.unref()
+  }
+}

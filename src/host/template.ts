@@ -1,0 +1,188 @@
+// Migrated templates: initdb and the migrations run once per (PGlite version, migrations content); every later
+// start of a fresh database copies the result instead (a data dir) or loads it (--memory). initdb costs seconds,
+// a copy or load a fraction of that. A changed migration file or PGlite version is a new key, never a stale template.
+
+import { createHash, randomBytes } from 'node:crypto'
+import { readFileSync } from 'node:fs'
+import { cp, mkdir, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises'
+import { createRequire } from 'node:module'
+import { dirname, join, resolve } from 'node:path'
+import { PGlite, type Extensions } from '@electric-sql/pglite'
+import { NO_EXTENSIONS, type LoadedExtensions } from './extensions.ts'
+import type { Logger } from '../log.ts'
+import { applyMigrations, migrationsFingerprint } from './migrate.ts'
+import { count, reportSlowStep, type ProgressOptions } from './progress.ts'
+
+/** Bump when what a template holds changes shape. */
+const TEMPLATE_FORMAT = 1
+const DATA = 'data'
+const TARBALL = 'data.tar'
+
+/** PGlite's installed package: its directory and version. */
+const PGLITE_PACKAGE: { dir: string; version: string } = (() => {
+  const require = createRequire(import.meta.url)
+  let dir = dirname(require.resolve('@electric-sql/pglite'))
+  for (;;) {
+    try {
+      const pkg = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as { name?: string; version?: string }
+      if (pkg.name === '@electric-sql/pglite' && pkg.version) return { dir, version: pkg.version }
+    } catch {
+      // not the package root yet
+    }
+    const parent = dirname(dir)
+    if (parent === dir) throw new Error('cannot find the package.json of @electric-sql/pglite')
+    dir = parent
+  }
+})()
+
+export const PGLITE_VERSION: string = PGLITE_PACKAGE.version
+
+/**
+ * Default cache: in the node_modules that holds PGlite (node_modules/@electric-sql/pglite), where build tools keep
+ * theirs; found through the package, so it is the same whether src/ runs or its bundle in dist/.
+ */
+export const DEFAULT_CACHE_DIR = join(PGLITE_PACKAGE.dir, '..', '..', '.cache', 'pglite-dev-db')
+
+export interface Template {
+  /** The cache entry's directory. */
+  dir: string
+  /** The migrated database as a tarball, for PGlite's `loadDataDir` (in-memory starts). */
+  tarball: string
+  /** True if this call built it. */
+  built: boolean
+  /** The bundles it was built with: every PGlite that opens it loads them too. */
+  extensions: Extensions
+}
+
+/**
+ * The template for these migrations (null: none), built now if the cache lacks it. Several processes may build the
+ * same key at once: each builds in its own scratch dir and the first rename wins.
+ */
+export async function migratedTemplate(
+  migrationsDir: string | null,
+  cacheDir: string,
+  log: Logger,
+  loaded: LoadedExtensions = NO_EXTENSIONS,
+  progress: ProgressOptions = {},
+): Promise<Template> {
+  const { key, migrations } = await templateKey(migrationsDir, loaded)
+  const dir = join(cacheDir, `template-${key}`)
+  const template = { dir, tarball: join(dir, TARBALL), extensions: loaded.extensions }
+  if (await exists(template.tarball)) return { ...template, built: false }
+
+  const started = performance.now()
+  log.info('building the database template (once per migrations and PGlite version)', { cache: dir, ...(loaded.names.length > 0 ? { extensions: loaded.names.join(',') } : {}) })
+  const step = `building the database template (initdb + ${count(migrations, 'migration')})`
+  await reportSlowStep(log, step, () => buildTemplate(migrationsDir, cacheDir, template, log, progress), progress)
+  log.info('database template ready', { ms: Math.round(performance.now() - started) })
+  await sweepOtherTemplates(cacheDir, `template-${key}`).catch((error: unknown) => log.warn('could not remove old templates', { cacheDir, error }))
+  return { ...template, built: true }
+}
+
+async function buildTemplate(migrationsDir: string | null, cacheDir: string, template: Omit<Template, 'built'>, log: Logger, progress: ProgressOptions): Promise<void> {
+  await mkdir(cacheDir, { recursive: true })
+  const scratch = join(cacheDir, `.building-${process.pid}-${randomBytes(4).toString('hex')}`)
+  try {
+    await mkdir(scratch)
+    // Built in memory: initdb there is several times faster than on PGlite's node filesystem.
+    const db = await PGlite.create({ extensions: template.extensions })
+    try {
+      if (migrationsDir) await applyMigrations(db, migrationsDir, log, progress)
+      await db.exec('CHECKPOINT')
+      const tarball = await db.dumpDataDir('none')
+      await writeFile(join(scratch, TARBALL), Buffer.from(await tarball.arrayBuffer()))
+    } finally {
+      await db.close()
+    }
+    try {
+      await rename(scratch, template.dir)
+    } catch (error) {
+      // Another process finished the same template first: use theirs.
+      if (!(await exists(template.tarball))) throw error
+    }
+  } finally {
+    await rm(scratch, { recursive: true, force: true })
+  }
+}
+
+/**
+ * A new data dir (no PG_VERSION yet) gets a copy of the template's files (the caller's lock file there stays).
+ * The template's own data dir is unpacked from its tarball the first time a data dir needs it.
+ */
+export async function seedDataDir(dataDir: string, template: Template): Promise<boolean> {
+  if (await exists(join(dataDir, 'PG_VERSION'))) return false
+  const source = join(template.dir, DATA)
+  if (!(await exists(join(source, 'PG_VERSION')))) {
+    const scratch = join(template.dir, `.unpacking-${process.pid}-${randomBytes(4).toString('hex')}`)
+    try {
+      await mkdir(scratch)
+      const db = await PGlite.create({ dataDir: scratch, loadDataDir: await templateBlob(template), extensions: template.extensions })
+      await db.close()
+      await rename(scratch, source).catch(async (error: unknown) => {
+        if (!(await exists(join(source, 'PG_VERSION')))) throw error
+      })
+    } finally {
+      await rm(scratch, { recursive: true, force: true })
+    }
+  }
+  // PG_VERSION last: a copy cut short (kill -9) has none, so the next start seeds the directory again.
+  const marker = join(source, 'PG_VERSION')
+  await cp(source, dataDir, { recursive: true, filter: (path) => path !== marker })
+  await cp(marker, join(dataDir, 'PG_VERSION'))
+  return true
+}
+
+/** Whether `dataDir` already holds a database (then no template is needed). */
+export function holdsDatabase(dataDir: string): Promise<boolean> {
+  return exists(join(dataDir, 'PG_VERSION'))
+}
+
+export async function templateBlob(template: Template): Promise<Blob> {
+  return new Blob([await readFile(template.tarball)])
+}
+
+/** The cache key: format, PGlite version, the bundles loaded (a template built without vector cannot serve with it), migrations. */
+async function templateKey(migrationsDir: string | null, loaded: LoadedExtensions): Promise<{ key: string; migrations: number }> {
+  const hash = createHash('sha256').update(`pglite-dev-db template ${TEMPLATE_FORMAT}\0pglite ${PGLITE_VERSION}\0`)
+  if (loaded.names.length > 0) hash.update(`extensions ${loaded.names.join(',')}\0`)
+  const fingerprint = migrationsDir ? await migrationsFingerprint(resolve(migrationsDir)) : ''
+  hash.update(fingerprint)
+  return { key: hash.digest('hex').slice(0, 16), migrations: fingerprint === '' ? 0 : fingerprint.split('\n').length }
+}
+
+/** Templates of older keys (edited migrations, another PGlite) are dead weight of ~40 MB each: keep the newest few. */
+async function sweepOtherTemplates(cacheDir: string, keep: string): Promise<void> {
+  const KEEP = 4
+  const names = await readdir(cacheDir)
+  // Another process may sweep at the same time: an entry gone meanwhile is simply skipped.
+  const dated = (
+    await Promise.all(
+      names
+        .filter((name) => name.startsWith('template-') && name !== keep)
+        .map(async (name) => stat(join(cacheDir, name)).then((info) => ({ name, mtime: info.mtimeMs }), () => null)),
+    )
+  ).filter((entry) => entry !== null)
+  dated.sort((a, b) => b.mtime - a.mtime)
+  for (const { name } of dated.slice(KEEP - 1)) await rm(join(cacheDir, name), { recursive: true, force: true })
+  // Scratch dirs of builds that were killed (their pid is in the name).
+  for (const name of names) {
+    const pid = /^\.building-(\d+)-/.exec(name)?.[1]
+    if (pid !== undefined && !isAlive(Number(pid))) await rm(join(cacheDir, name), { recursive: true, force: true })
+  }
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code !== 'ESRCH'
+  }
+}
+
+async function exists(path: string): Promise<boolean> {
+  return stat(path).then(
+    () => true,
+    () => false,
+  )
+}

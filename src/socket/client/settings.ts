@@ -1,0 +1,133 @@
+// Per-client session settings. PGlite has one session, so what one client SETs (search_path, TimeZone, DateStyle,
+// application_name...) would be what the next client sees. Each client keeps its own list of settings that differ
+// from the defaults; when the session passes to a client whose list differs from what the session holds, the
+// session is reset and given that client's list. Clients that never SET anything share the empty list and pay nothing.
+
+import { forEachFrame } from '../protocol/frames.ts'
+import { BackendCode, HEADER_LENGTH, encodeQuery } from '../protocol/codes.ts'
+
+export type Settings = ReadonlyArray<readonly [name: string, value: string]>
+
+/** A key that no client's settings have: the session's settings are unknown and must be reset. */
+export const UNKNOWN_SETTINGS = '\u0000unknown'
+
+/** Startup packet keys that are not settings. */
+const NOT_SETTINGS = new Set(['user', 'database', 'replication', 'options'])
+
+/** One string per list of settings: equal lists, equal keys. */
+export function settingsKey(settings: Settings): string {
+  return settings.map(([name, value]) => `${name}=${value}`).join('\u0000')
+}
+
+/**
+ * The settings a StartupMessage asks for: every parameter that is not user/database/replication, plus `-c name=value`
+ * and `--name=value` in `options` (space-separated, `\` escapes the next character), as Postgres reads them.
+ */
+export function startupSettings(params: ReadonlyMap<string, string>): Array<[string, string]> {
+  const settings = new Map<string, string>()
+  for (const [name, value] of params) if (!NOT_SETTINGS.has(name)) settings.set(name, value)
+  const options = params.get('options')
+  if (options) {
+    const words = splitOptions(options)
+    for (let i = 0; i < words.length; i++) {
+      let word = words[i]!
+      if (word === '-c' && i + 1 < words.length) word = `--${words[++i]}`
+      else if (word.startsWith('-c')) word = `--${word.slice(2)}`
+      if (!word.startsWith('--')) continue
+      const eq = word.indexOf('=')
+      if (eq > 2) settings.set(word.slice(2, eq).replaceAll('-', '_'), word.slice(eq + 1))
+    }
+  }
+  return [...settings]
+}
+
+function splitOptions(options: string): string[] {
+  const words: string[] = []
+  let word = ''
+  let inWord = false
+  for (let i = 0; i < options.length; i++) {
+    const ch = options[i]!
+    if (ch === '\\' && i + 1 < options.length) {
+      word += options[++i]
+      inWord = true
+    } else if (/\s/.test(ch)) {
+      if (inWord) words.push(word)
+      word = ''
+      inWord = false
+    } else {
+      word += ch
+      inWord = true
+    }
+  }
+  if (inWord) words.push(word)
+  return words
+}
+
+const literal = (text: string): string => `'${text.replaceAll("'", "''")}'`
+
+/** Session settings that differ from what RESET ALL gives: a client's list, in a form that compares equal when equal. */
+const SNAPSHOT_SQL =
+  "SELECT name, setting FROM pg_catalog.pg_settings WHERE source = 'session' AND setting IS DISTINCT FROM reset_val AND name NOT LIKE 'pglite\\_dev\\_db.%' ORDER BY name"
+
+export const SNAPSHOT_QUERY = encodeQuery(SNAPSHOT_SQL)
+
+/**
+ * One simple Query that resets the session and applies `settings`; with `snapshot`, it also reads back the result
+ * (for settings a client asked for at startup, whose spelling may differ from what Postgres stores).
+ */
+export function applySettingsQuery(settings: Settings, snapshot: boolean): Buffer {
+  const statements = ['RESET ALL']
+  if (settings.length > 0) statements.push(`SELECT ${settings.map(([name, value]) => `pg_catalog.set_config(${literal(name)}, ${literal(value)}, false)`).join(', ')}`)
+  if (snapshot) statements.push(SNAPSHOT_SQL)
+  return encodeQuery(statements.join('; '))
+}
+
+export interface SettingsReply {
+  /** The snapshot's rows, if the reply had a two-column result after the last RowDescription. */
+  settings: Array<[string, string]>
+  /** ParameterStatus messages, as (name, value). */
+  reported: Array<[string, string]>
+  /** The first ErrorResponse, whole. */
+  error: Buffer | null
+}
+
+/** Read what PGlite answered to `applySettingsQuery` or `SNAPSHOT_QUERY`. */
+export function readSettingsReply(reply: Buffer): SettingsReply {
+  const result: SettingsReply = { settings: [], reported: [], error: null }
+  forEachFrame(reply, (code, offset, length) => {
+    const body = reply.subarray(offset + HEADER_LENGTH, offset + length)
+    if (code === BackendCode.RowDescription) result.settings = []
+    else if (code === BackendCode.DataRow && body.readInt16BE(0) === 2) {
+      const [name, at] = column(body, 2)
+      const [value] = column(body, at)
+      result.settings.push([name ?? '', value ?? ''])
+    } else if (code === BackendCode.ParameterStatus) {
+      const nameEnd = body.indexOf(0)
+      result.reported.push([body.toString('utf8', 0, nameEnd), body.toString('utf8', nameEnd + 1, body.indexOf(0, nameEnd + 1))])
+    } else if (code === BackendCode.ErrorResponse && !result.error) {
+      result.error = Buffer.from(reply.subarray(offset, offset + length))
+    }
+  })
+  return result
+}
+
+function column(body: Buffer, at: number): [string | null, number] {
+  const length = body.readInt32BE(at)
+  if (length < 0) return [null, at + 4]
+  return [body.toString('utf8', at + 4, at + 4 + length), at + 4 + length]
+}
+
+/** SQLSTATE and message of an ErrorResponse (whole message, header included). */
+export function errorFields(message: Buffer): { code: string; message: string } {
+  const fields = { code: 'XX000', message: '' }
+  let at = HEADER_LENGTH
+  while (at < message.length && message[at] !== 0) {
+    const type = message[at]!
+    const end = message.indexOf(0, at + 1)
+    if (end < 0) break
+    if (type === 0x43) fields.code = message.toString('utf8', at + 1, end) // C
+    else if (type === 0x4d) fields.message = message.toString('utf8', at + 1, end) // M
+    at = end + 1
+  }
+  return fields
+}

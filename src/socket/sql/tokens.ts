@@ -1,0 +1,117 @@
+// Just enough of Postgres's lexer to find statements and the names in them: comments (nested /* */), string
+// literals ('', E'' with backslashes), dollar quotes, quoted identifiers, words and punctuation. What the server
+// reads from SQL text (LISTEN channels, names in PREPARE/EXECUTE/DEALLOCATE) is read through this, so text inside
+// a literal, a comment or a function body is never mistaken for a command.
+
+import { HEADER_LENGTH } from '../protocol/codes.ts'
+
+export interface Token {
+  kind: 'word' | 'ident' | 'other'
+  /** Words folded to lower case (as Postgres folds unquoted names); quoted identifiers as written, unescaped. */
+  text: string
+  start: number
+  end: number
+}
+
+/** The statements of `sql` (split at top-level semicolons), each as its tokens. */
+export function statements(sql: string): Token[][] {
+  const result: Token[][] = []
+  let statement: Token[] = []
+  const push = (kind: Token['kind'], text: string, start: number, end: number) => statement.push({ kind, text, start, end })
+  let i = 0
+  const n = sql.length
+  while (i < n) {
+    const start = i
+    const ch = sql[i]!
+    const next = sql[i + 1]
+    if (ch === ';') {
+      if (statement.length > 0) result.push(statement)
+      statement = []
+      i++
+    } else if (ch === ' ' || ch === '\n' || ch === '\t' || ch === '\r' || ch === '\f') {
+      i++
+    } else if (ch === '-' && next === '-') {
+      const end = sql.indexOf('\n', i)
+      i = end < 0 ? n : end + 1
+    } else if (ch === '/' && next === '*') {
+      let depth = 1
+      i += 2
+      while (i < n && depth > 0) {
+        if (sql[i] === '/' && sql[i + 1] === '*') (depth++, (i += 2))
+        else if (sql[i] === '*' && sql[i + 1] === '/') (depth--, (i += 2))
+        else i++
+      }
+    } else if (ch === "'" || ((ch === 'e' || ch === 'E') && next === "'")) {
+      const escapes = ch !== "'"
+      i += escapes ? 2 : 1
+      while (i < n) {
+        if (escapes && sql[i] === '\\') i += 2
+        else if (sql[i] === "'" && sql[i + 1] === "'") i += 2
+        else if (sql[i] === "'") break
+        else i++
+      }
+      i++
+      push('other', "'", start, i)
+    } else if (ch === '"') {
+      let name = ''
+      i++
+      while (i < n) {
+        if (sql[i] === '"' && sql[i + 1] === '"') (name += '"', (i += 2))
+        else if (sql[i] === '"') break
+        else name += sql[i++]
+      }
+      i++
+      push('ident', name, start, i)
+    } else if (ch === '$' && DOLLAR_TAG.test(sql.slice(i, i + 64))) {
+      const tag = DOLLAR_TAG.exec(sql.slice(i, i + 64))![0]
+      const end = sql.indexOf(tag, i + tag.length)
+      i = end < 0 ? n : end + tag.length
+      push('other', '$', start, i)
+    } else if (WORD_START.test(ch)) {
+      i++
+      while (i < n && WORD_PART.test(sql[i]!)) i++
+      push('word', sql.slice(start, i).toLowerCase(), start, i)
+    } else {
+      i++
+      push('other', ch, start, i)
+    }
+  }
+  if (statement.length > 0) result.push(statement)
+  return result
+}
+
+const DOLLAR_TAG = /^\$([A-Za-z_\u0080-\uffff][A-Za-z_0-9\u0080-\uffff]*)?\$/
+const WORD_START = /[A-Za-z_\u0080-\uffff]/
+const WORD_PART = /[A-Za-z_0-9$\u0080-\uffff]/
+
+/** The token is a name: an unquoted word or a quoted identifier. */
+export const isName = (token: Token | undefined): token is Token => token !== undefined && token.kind !== 'other'
+
+/**
+ * Quick byte test before any tokenizing: does the text contain one of `words` (lower-case ASCII, all ending in the
+ * same letter) in any case? It looks back from each occurrence of that last letter, in both cases: two scans of the
+ * text whatever the number of words, and no string is built.
+ */
+export function mentions(bytes: Buffer, start: number, end: number, words: readonly string[]): boolean {
+  const last = words[0]!.charCodeAt(words[0]!.length - 1)
+  for (const code of [last, last & ~0x20]) {
+    for (let i = bytes.indexOf(code, start); i >= 0 && i < end; i = bytes.indexOf(code, i + 1)) {
+      for (const word of words) if (endsAt(bytes, start, i, word)) return true
+    }
+  }
+  return false
+}
+
+function endsAt(bytes: Buffer, start: number, last: number, word: string): boolean {
+  const from = last - word.length + 1
+  if (from < start) return false
+  for (let k = 0; k < word.length; k++) if ((bytes[from + k]! | 0x20) !== word.charCodeAt(k)) return false
+  return true
+}
+
+/** [start, end) of the SQL text of a Query or Parse message (whole message at `offset`), or null if malformed. */
+export function sqlBounds(bytes: Buffer, offset: number, end: number, isParse: boolean): [number, number] | null {
+  const start = isParse ? bytes.indexOf(0, offset + HEADER_LENGTH) + 1 : offset + HEADER_LENGTH
+  const zero = bytes.indexOf(0, start)
+  return start <= 0 || zero < 0 || zero >= end ? null : [start, zero]
+}
