@@ -3,7 +3,7 @@
 
 import { PGlite } from '@electric-sql/pglite'
 import { DbThread } from '../../src/host/engine/thread.ts'
-import { SYNC_MESSAGE } from '../../src/socket/protocol/codes.ts'
+import { SYNC_MESSAGE } from '../../src/socket/protocol/frontend.ts'
 
 export interface OverheadRow {
   call: string

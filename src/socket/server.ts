@@ -5,9 +5,10 @@ import type { PGlite } from '@electric-sql/pglite'
 import { createServer, type Server, type Socket } from 'node:net'
 import { SqlState, WireError } from '../errors.ts'
 import { background, createLogger, type Logger } from '../log.ts'
-import { Connection, type ConnectionHost, type ConnectionOptions } from './connection/connection.ts'
+import { Connection } from './connection/connection.ts'
+import type { ConnectionHost, ConnectionOptions, ServedConnection } from './connection/host.ts'
 import { sessionFor, type SharedSession } from './session/session.ts'
-import type { DatabaseCatalog } from './client/database-commands.ts'
+import type { DatabaseCatalog } from './session/databases.ts'
 import { scramSecret } from './connection/scram.ts'
 import { TraceFile } from './trace/trace.ts'
 
@@ -92,7 +93,7 @@ export class PGLiteSocketServer extends EventTarget {
   #port: number
   #server: Server | null = null
   #active = false
-  readonly #connections = new Set<Connection>()
+  readonly #connections = new Set<ServedConnection>()
   #admitted = 0
   #stopping: Promise<void> | null = null
   /** The sessions of the databases clients use, each with the unsubscribe of its failure listener. */
@@ -325,4 +326,4 @@ export class PGLiteSocketServer extends EventTarget {
   }
 }
 
-const admitted = new WeakSet<Connection>()
+const admitted = new WeakSet<ServedConnection>()

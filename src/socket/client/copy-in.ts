@@ -1,33 +1,5 @@
 // COPY ... FROM STDIN for a backend that cannot wait: PGlite must get the statement, all CopyData and the
-// CopyDone/CopyFail in one call (NOTES §4). So we answer CopyInResponse ourselves, gather the data, then run it all.
-
-import { BackendCode, HEADER_LENGTH } from '../protocol/codes.ts'
-
-export interface CopyIn {
-  /** The frames held back: the Query (or Execute) that starts the COPY, then the client's CopyData. */
-  parts: Buffer[]
-  size: number
-  /** Replies owed for frames we held (extended protocol: the Sync after the COPY's Execute). */
-  expectedReady: number
-}
-
-const STDIN_SPELLINGS = ['stdin', 'STDIN', 'Stdin'].map((s) => Buffer.from(s))
-
-/** Cheap pre-check on raw bytes before decoding SQL text: does it mention stdin at all? */
-export function mentionsStdin(bytes: Buffer, start: number, end: number): boolean {
-  for (const needle of STDIN_SPELLINGS) {
-    const at = bytes.indexOf(needle, start)
-    if (at >= 0 && at < end) return true
-  }
-  return false
-}
-
-/** Read the NUL-terminated string at `offset`; returns it and the offset after its terminator. */
-export function readCString(bytes: Buffer, offset: number): [string, number] {
-  const end = bytes.indexOf(0, offset)
-  const stop = end < 0 ? bytes.length : end
-  return [bytes.toString('utf8', offset, stop), stop + 1]
-}
+// CopyDone/CopyFail in one call (NOTES §4). What a client's COPY is, and the data it gathers until it is complete.
 
 export interface CopyFromStdin {
   /** The table as written in the statement (quotes kept), for a catalog lookup of its column count. */
@@ -58,44 +30,46 @@ export function parseCopyFromStdin(sql: string): CopyFromStdin | null {
   }
 }
 
-/** CopyInResponse: overall format, then one format per column (all the same for text, csv and binary). */
-export function encodeCopyInResponse(binary: boolean, columns: number): Buffer {
-  const buf = Buffer.alloc(HEADER_LENGTH + 3 + 2 * columns)
-  buf[0] = BackendCode.CopyInResponse
-  buf.writeInt32BE(buf.length - 1, 1)
-  buf[HEADER_LENGTH] = binary ? 1 : 0
-  buf.writeInt16BE(columns, HEADER_LENGTH + 1)
-  for (let i = 0; i < columns; i++) buf.writeInt16BE(binary ? 1 : 0, HEADER_LENGTH + 3 + 2 * i)
-  return buf
-}
-
 /** SQL that counts a table's columns without ever raising an error (to_regclass returns NULL for a bad name). */
 export function columnCountQuery(table: string): string {
   const literal = `'${table.replace(/'/g, "''")}'`
   return `select count(*) from pg_catalog.pg_attribute where attrelid = pg_catalog.to_regclass(${literal}) and attnum > 0 and not attisdropped`
 }
 
-/** Remove the first message with `code` from a complete backend reply (PGlite repeats the CopyInResponse we already sent). */
-export function withoutFirst(reply: Buffer, code: number): Buffer {
-  let offset = 0
-  while (offset + HEADER_LENGTH <= reply.length) {
-    const total = 1 + reply.readInt32BE(offset + 1)
-    if (reply[offset] === code) return Buffer.concat([reply.subarray(0, offset), reply.subarray(offset + total)])
-    offset += total
-  }
-  return reply
-}
+/** A COPY FROM STDIN in progress: the message that started it and the client's data so far, held for one call. */
+export class CopyIn {
+  readonly #parts: Buffer[]
+  #size: number
+  /** Started by a simple Query (else by an extended-protocol Execute). */
+  readonly viaQuery: boolean
+  /** The server already answered with an error (size limit); the rest of the COPY is dropped until its end. */
+  failed = false
 
-/** The first DataRow's first column as text, from a complete backend reply. */
-export function firstValue(reply: Buffer): string | null {
-  let offset = 0
-  while (offset + HEADER_LENGTH <= reply.length) {
-    const total = 1 + reply.readInt32BE(offset + 1)
-    if (reply[offset] === BackendCode.DataRow) {
-      const length = reply.readInt32BE(offset + HEADER_LENGTH + 2)
-      return length < 0 ? null : reply.toString('utf8', offset + HEADER_LENGTH + 6, offset + HEADER_LENGTH + 6 + length)
-    }
-    offset += total
+  constructor(start: Buffer, viaQuery: boolean) {
+    this.#parts = [start]
+    this.#size = start.length
+    this.viaQuery = viaQuery
   }
-  return null
+
+  get size(): number {
+    return this.#size
+  }
+
+  /** Keep a message (a view: the frame reader never writes over bytes it handed out). */
+  add(frame: Buffer): void {
+    this.#parts.push(frame)
+    this.#size += frame.length
+  }
+
+  /** Everything gathered, as the one call PGlite needs; the parts are let go. */
+  take(): Buffer {
+    const bytes = Buffer.concat(this.#parts, this.#size)
+    this.drop()
+    return bytes
+  }
+
+  /** Let go of what was gathered (after a failure). */
+  drop(): void {
+    this.#parts.length = 0
+  }
 }

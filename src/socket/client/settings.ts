@@ -3,13 +3,12 @@
 // from the defaults; when the session passes to a client whose list differs from what the session holds, the
 // session is reset and given that client's list. Clients that never SET anything share the empty list and pay nothing.
 
+import { BackendCode, HEADER_LENGTH } from '../protocol/codes.ts'
+import { readParameterStatus } from '../protocol/backend.ts'
 import { forEachFrame } from '../protocol/frames.ts'
-import { BackendCode, HEADER_LENGTH, encodeQuery } from '../protocol/codes.ts'
+import { encodeQuery } from '../protocol/frontend.ts'
 
 export type Settings = ReadonlyArray<readonly [name: string, value: string]>
-
-/** A key that no client's settings have: the session's settings are unknown and must be reset. */
-export const UNKNOWN_SETTINGS = '\u0000unknown'
 
 /** Startup packet keys that are not settings. */
 const NOT_SETTINGS = new Set(['user', 'database', 'replication', 'options'])
@@ -102,8 +101,7 @@ export function readSettingsReply(reply: Buffer): SettingsReply {
       const [value] = column(body, at)
       result.settings.push([name ?? '', value ?? ''])
     } else if (code === BackendCode.ParameterStatus) {
-      const nameEnd = body.indexOf(0)
-      result.reported.push([body.toString('utf8', 0, nameEnd), body.toString('utf8', nameEnd + 1, body.indexOf(0, nameEnd + 1))])
+      result.reported.push(readParameterStatus(body))
     } else if (code === BackendCode.ErrorResponse && !result.error) {
       result.error = Buffer.from(reply.subarray(offset, offset + length))
     }
@@ -115,19 +113,4 @@ function column(body: Buffer, at: number): [string | null, number] {
   const length = body.readInt32BE(at)
   if (length < 0) return [null, at + 4]
   return [body.toString('utf8', at + 4, at + 4 + length), at + 4 + length]
-}
-
-/** SQLSTATE and message of an ErrorResponse (whole message, header included). */
-export function errorFields(message: Buffer): { code: string; message: string } {
-  const fields = { code: 'XX000', message: '' }
-  let at = HEADER_LENGTH
-  while (at < message.length && message[at] !== 0) {
-    const type = message[at]!
-    const end = message.indexOf(0, at + 1)
-    if (end < 0) break
-    if (type === 0x43) fields.code = message.toString('utf8', at + 1, end) // C
-    else if (type === 0x4d) fields.message = message.toString('utf8', at + 1, end) // M
-    at = end + 1
-  }
-  return fields
 }

@@ -1,29 +1,46 @@
-// Per-client names for prepared statements and portals. PGlite has one session, so two clients that both Parse
-// "S_1" would collide (42P05) or, worse, run each other's statement. Every non-empty name a client sends in
-// Parse, Bind, Describe, Close or Execute is given the client's prefix on the way in; error and notice texts
-// that quote a prefixed name get the client's own name back on the way out. The same output filter routes
-// notifications (listen.ts).
+// A client's prepared statements and portals, kept apart from every other client's in PGlite's one session. Each
+// non-empty name the client gives is known to PGlite as the client's prefix plus that name (two clients that both
+// Parse "S_1" would otherwise collide, 42P05, or run each other's statement). Here is the one record of them: the
+// name PGlite knows each by, what the server must do when one runs (COPY FROM STDIN, CREATE/DROP DATABASE, a reset
+// call), the Parse that made each (to make it again after another client wiped them), and the client's own names
+// put back into error texts that quote PGlite's.
 
 import { createHash } from 'node:crypto'
-import { BackendCode, CODE_LENGTH, FrontendCode, HEADER_LENGTH, LEN_LENGTH } from '../protocol/codes.ts'
+import { CODE_LENGTH, FrontendCode, HEADER_LENGTH, LEN_LENGTH } from '../protocol/codes.ts'
+import { cstring, encodeClose } from '../protocol/frontend.ts'
 import { forEachFrame } from '../protocol/frames.ts'
-import { statementNameEdits } from '../sql/statement-names.ts'
-import { mentions, sqlBounds } from '../sql/tokens.ts'
+import type { CopyFromStdin } from './copy-in.ts'
+import type { DatabaseCommand } from './database-commands.ts'
 
-/** Words that may start a statement naming a prepared statement (all end in "e": one scan finds them all). */
-const STATEMENT_WORDS = ['prepare', 'execute', 'deallocate']
+/** What the server does instead of, or besides, passing a statement's Execute (or Bind) on to PGlite. */
+export type Special =
+  | { kind: 'copy'; copy: CopyFromStdin }
+  | { kind: 'database'; command: DatabaseCommand }
+  | { kind: 'reset' }
+
+interface Statement {
+  /** The name PGlite knows it by. */
+  server: Buffer
+  special: Special | null
+}
 
 /** Postgres keys prepared statements and portals by NAMEDATALEN - 1 bytes; longer names are cut. */
 const MAX_NAME_BYTES = 63
 const QUOTE = 0x22
 
-export class ClientNames {
+export class Statements {
+  readonly #prefix: Buffer
   /** `"` + prefix, as it appears in a server message that quotes a name. */
   readonly #quotedPrefix: Buffer
-  readonly #prefix: Buffer
-  /** Server names of the statements this client created and has not closed, by client name. */
-  readonly statements = new Map<string, Buffer>()
-  /** The (rewritten) Parse message of each of those statements, to make them again if another client wipes them. */
+  /** The client's named statements, made and not closed, by its name for them. */
+  readonly #named = new Map<string, Statement>()
+  /** What the unnamed statement is, if special. */
+  #unnamedSpecial: Special | null = null
+  /** How many named statements are special: while none, a Bind needs no look-up. */
+  #specials = 0
+  /** Portals bound to a special statement, by the client's name for them. */
+  readonly #portals = new Map<string, Special>()
+  /** The (rewritten) Parse of each named statement PGlite has run, by client name: to make them again after a wipe. */
   readonly #parses = new Map<string, Buffer>()
   /**
    * Parse messages rewritten but not yet run by PGlite (waiting for the session), by server name. A wipe meanwhile
@@ -40,8 +57,9 @@ export class ClientNames {
     this.#quotedPrefix = Buffer.concat([Buffer.from([QUOTE]), this.#prefix])
   }
 
-  /** The name PGlite knows for the client's `name` (bytes without the terminator). */
+  /** The name PGlite knows for the client's `name` (bytes without the terminator, not empty). */
   serverName(name: Buffer): Buffer {
+    this.used = true
     if (this.#prefix.length + name.length <= MAX_NAME_BYTES) return Buffer.concat([this.#prefix, name])
     const digest = createHash('sha256').update(name).digest('base64url').slice(0, MAX_NAME_BYTES - this.#prefix.length - 1)
     const server = Buffer.from(`${this.#prefix.toString()}#${digest}`)
@@ -49,107 +67,88 @@ export class ClientNames {
     return server
   }
 
-  /**
-   * `bytes` with every name in Parse/Bind/Describe/Close/Execute prefixed, or `bytes` itself when no message in
-   * it names anything (the common case for unnamed statements: no copy). Also records statements made and closed.
-   */
-  rewrite(bytes: Buffer): Buffer {
-    let extra = 0
-    let named = false
-    forEachFrame(bytes, (code, offset, length) => {
-      const fields = nameFields(bytes, code, offset, offset + length)
-      for (const [start, end] of fields) {
-        if (end === start) continue
-        named = true
-        extra += this.serverName(bytes.subarray(start, end)).length - (end - start)
-      }
-    })
-    if (!named) return bytes
-    this.used = true
-    const out = Buffer.allocUnsafe(bytes.length + extra)
-    let at = 0
-    forEachFrame(bytes, (code, offset, length) => {
-      const frameEnd = offset + length
-      const fields = nameFields(bytes, code, offset, frameEnd)
-      if (fields.length === 0 || fields.every(([start, end]) => start === end)) {
-        at += bytes.copy(out, at, offset, frameEnd)
-        return
-      }
-      const frameStart = at
-      let from = offset
-      for (const [start, end] of fields) {
-        at += bytes.copy(out, at, from, start)
-        if (end > start) {
-          const clientName = bytes.subarray(start, end)
-          const server = this.serverName(clientName)
-          at += server.copy(out, at)
-          this.#track(code, bytes, offset, clientName, server)
-        }
-        from = end
-      }
-      at += bytes.copy(out, at, from, frameEnd)
-      out.writeInt32BE(at - frameStart - CODE_LENGTH, frameStart + CODE_LENGTH)
-      const [name] = fields
-      if (code === FrontendCode.Parse && name && name[1] > name[0]) {
-        const frame = Buffer.from(out.subarray(frameStart, at))
-        this.#unrun.set(this.serverName(bytes.subarray(name[0], name[1])).toString(), { name: bytes.toString('utf8', name[0], name[1]), frame })
-      }
-    })
-    return out
+  /** Named statements the client has now. */
+  get count(): number {
+    return this.#named.size
+  }
+
+  has(name: string): boolean {
+    return this.#named.has(name)
   }
 
   /**
-   * `bytes` with the statement names in SQL PREPARE/EXECUTE/DEALLOCATE (in Query and Parse texts) given this
-   * client's prefix, or `bytes` itself when there are none (checked with a byte scan first: no string is built).
+   * Parse: the client makes statement `name` ('' for the unnamed one). For a named one, `server` is PGlite's name
+   * for it and `frame` the Parse as PGlite will get it, kept to make the statement again once PGlite has run it.
    */
-  rewriteSql(bytes: Buffer): Buffer {
-    let parts: Buffer[] | null = null
-    let copied = 0
-    forEachFrame(bytes, (code, offset, length) => {
-      if (code !== FrontendCode.Query && code !== FrontendCode.Parse) return
-      const frameEnd = offset + length
-      const bounds = sqlBounds(bytes, offset, frameEnd, code === FrontendCode.Parse)
-      if (!bounds || !mentions(bytes, bounds[0], bounds[1], STATEMENT_WORDS)) return
-      const [textStart, textEnd] = bounds
-      const sql = bytes.toString('utf8', textStart, textEnd)
-      const edits = statementNameEdits(sql)
-      if (edits.length === 0) return
-      let text = ''
-      let from = 0
-      for (const edit of edits) {
-        const server = this.serverName(Buffer.from(edit.name)).toString()
-        text += `${sql.slice(from, edit.start)}"${server.replaceAll('"', '""')}"`
-        from = edit.end
-        if (edit.kind === 'prepare') this.statements.set(edit.name, Buffer.from(server))
-        else if (edit.kind === 'deallocate') this.#forget(edit.name)
-      }
-      text += sql.slice(from)
-      const body = Buffer.from(text)
-      const frame = Buffer.concat([bytes.subarray(offset, textStart), body, bytes.subarray(textEnd, frameEnd)])
-      frame.writeInt32BE(frame.length - CODE_LENGTH, CODE_LENGTH)
-      parts ??= []
-      parts.push(bytes.subarray(copied, offset), frame)
-      copied = frameEnd
-      this.used = true
-    })
-    if (!parts) return bytes
-    const list = parts as Buffer[]
-    list.push(bytes.subarray(copied))
-    return Buffer.concat(list)
+  parsed(name: string, special: Special | null, server: Buffer | null, frame: Buffer | null): void {
+    if (name === '') {
+      this.#unnamedSpecial = special
+      return
+    }
+    this.#forget(name)
+    this.#named.set(name, { server: server!, special })
+    if (special) this.#specials++
+    if (frame) this.#unrun.set(server!.toString(), { name, frame })
   }
 
-  #track(code: number, bytes: Buffer, offset: number, clientName: Buffer, server: Buffer): void {
-    if (code === FrontendCode.Parse) this.statements.set(clientName.toString(), server)
-    else if (code === FrontendCode.Close && bytes[offset + HEADER_LENGTH] === 0x53) this.#forget(clientName.toString())
+  /** SQL PREPARE name: made by PGlite, but never made again (the server does not keep SQL it cannot replay alone). */
+  prepared(name: string, server: Buffer): void {
+    this.#forget(name)
+    this.#named.set(name, { server, special: null })
+  }
+
+  /** Close of a statement, or SQL DEALLOCATE name. */
+  closed(name: string): void {
+    if (name === '') this.#unnamedSpecial = null
+    else this.#forget(name)
+  }
+
+  /** Bind: `portal` now runs `statement`; what the portal is, if special. */
+  bound(portal: string, statement: string): Special | null {
+    const special = statement === '' ? this.#unnamedSpecial : this.#specials > 0 ? (this.#named.get(statement)?.special ?? null) : null
+    if (special) this.#portals.set(portal, special)
+    else if (this.#portals.size > 0) this.#portals.delete(portal)
+    return special
+  }
+
+  /** Execute of `portal`: what it runs, if special. A database command's portal runs once. */
+  executes(portal: string): Special | null {
+    if (this.#portals.size === 0) return null
+    const special = this.#portals.get(portal) ?? null
+    if (special?.kind === 'database') this.#portals.delete(portal)
+    return special
+  }
+
+  /** Close of a portal. */
+  closedPortal(portal: string): void {
+    if (this.#portals.size > 0) this.#portals.delete(portal)
+  }
+
+  /** Whether any portal is special: while none, an Execute needs no look-up. */
+  get hasSpecialPortals(): boolean {
+    return this.#portals.size > 0
+  }
+
+  /** Whether any statement is special: while none, a Bind needs no look-up. */
+  get hasSpecialStatements(): boolean {
+    return this.#specials > 0 || this.#unnamedSpecial !== null
+  }
+
+  /** The client's portals are gone (its pipeline failed, which ends the transaction that held them). */
+  portalsEnded(): void {
+    this.#portals.clear()
   }
 
   #forget(name: string): void {
-    this.statements.delete(name)
+    const statement = this.#named.get(name)
+    if (!statement) return
+    this.#named.delete(name)
+    if (statement.special) this.#specials--
     this.#parses.delete(name)
-    if (this.#unrun.size > 0) this.#unrun.delete(this.serverName(Buffer.from(name)).toString())
+    if (this.#unrun.size > 0) this.#unrun.delete(statement.server.toString())
   }
 
-  /** PGlite ran `bytes` (rewritten by this client): the statements their Parse messages made are now made. */
+  /** PGlite ran `input` (rewritten by this client): the statements its Parse messages made are now made. */
   ran(input: Uint8Array): void {
     if (this.#unrun.size === 0) return
     const bytes = Buffer.isBuffer(input) ? input : Buffer.from(input.buffer, input.byteOffset, input.byteLength)
@@ -167,7 +166,8 @@ export class ClientNames {
 
   /** This client's statements were deallocated (its DEALLOCATE ALL or DISCARD ALL ran in PGlite). */
   forgetAll(): void {
-    this.statements.clear()
+    this.#named.clear()
+    this.#specials = 0
     this.#parses.clear()
     this.#unrun.clear()
   }
@@ -175,6 +175,13 @@ export class ClientNames {
   /** Parse messages that make this client's statements again (those PGlite has run), after a wipe or a reset. */
   parseFrames(): Buffer[] {
     return [...this.#parses.values()]
+  }
+
+  /** Close messages for every statement this client still has, which it forgets: for when it goes away. */
+  closeAll(): Buffer[] {
+    const frames = [...this.#named.values()].map((statement) => encodeClose('S', statement.server))
+    this.forgetAll()
+    return frames
   }
 
   /** An ErrorResponse or NoticeResponse with this client's prefixed names turned back into its own names. */
@@ -192,160 +199,4 @@ export class ClientNames {
     body.copy(out, HEADER_LENGTH)
     return out
   }
-
-  /** Frames that close every statement this client still has, for when it goes away. */
-  closeAll(): Buffer[] {
-    const frames = [...this.statements.values()].map(encodeCloseStatement)
-    this.forgetAll()
-    return frames
-  }
-}
-
-/** A Close of one server-side statement name. */
-function encodeCloseStatement(serverName: Buffer): Buffer {
-  const frame = Buffer.allocUnsafe(HEADER_LENGTH + 1 + serverName.length + 1)
-  frame[0] = FrontendCode.Close
-  frame.writeInt32BE(frame.length - CODE_LENGTH, CODE_LENGTH)
-  frame[HEADER_LENGTH] = 0x53 // 'S'
-  serverName.copy(frame, HEADER_LENGTH + 1)
-  frame[frame.length - 1] = 0
-  return frame
-}
-
-/** [start, end) of each name in a frontend message (without its terminator); none for other messages. */
-function nameFields(bytes: Buffer, code: number, offset: number, end: number): Array<[number, number]> {
-  const body = offset + HEADER_LENGTH
-  switch (code) {
-    case FrontendCode.Parse:
-    case FrontendCode.Execute:
-      return [cstring(bytes, body, end)]
-    case FrontendCode.Bind: {
-      const portal = cstring(bytes, body, end)
-      return [portal, cstring(bytes, portal[1] + 1, end)]
-    }
-    case FrontendCode.Describe:
-    case FrontendCode.Close:
-      return [cstring(bytes, body + 1, end)]
-    default:
-      return []
-  }
-}
-
-function cstring(bytes: Buffer, start: number, end: number): [number, number] {
-  const zero = bytes.indexOf(0, start)
-  // A missing terminator is PGlite's to report (08P01); leave the message as it is.
-  return zero < 0 || zero >= end ? [start, start] : [start, zero]
-}
-
-/**
- * Passes PGlite's output through, in the order it came, with each ErrorResponse and NoticeResponse whole and
- * handed to `restore` first. Other bytes are copied out as they arrive (PGlite's chunks are views of its memory).
- */
-export class MessageRestorer {
-  #header = Buffer.alloc(HEADER_LENGTH)
-  #headerFill = 0
-  #remaining = 0
-  /** The ErrorResponse/NoticeResponse being gathered, or null while passing a message through. */
-  #held: Buffer | null = null
-  #heldFill = 0
-
-  /** `restore` returns the message to pass on (the same, or rewritten), or null to drop it. */
-  constructor(readonly restore: (message: Buffer) => Buffer | null) {}
-
-  feed(chunk: Uint8Array, emit: (bytes: Buffer) => void): void {
-    const n = chunk.length
-    let i = 0
-    let passFrom = 0
-    const pass = (to: number) => {
-      if (to > passFrom) emit(Buffer.from(chunk.subarray(passFrom, to)))
-    }
-    while (i < n) {
-      if (this.#remaining > 0) {
-        const take = Math.min(this.#remaining, n - i)
-        if (this.#held) {
-          this.#held.set(chunk.subarray(i, i + take), this.#heldFill)
-          this.#heldFill += take
-        }
-        i += take
-        this.#remaining -= take
-        if (this.#remaining === 0 && this.#held) {
-          this.#release(emit)
-          passFrom = i
-        }
-        continue
-      }
-      if (this.#headerFill === 0 && n - i >= HEADER_LENGTH) {
-        // The whole header is in this chunk: pass it through unless it starts a message we rewrite.
-        const code = chunk[i]!
-        this.#remaining = Math.max(0, ((chunk[i + 1]! << 24) | (chunk[i + 2]! << 16) | (chunk[i + 3]! << 8) | chunk[i + 4]!) - LEN_LENGTH)
-        if (isRewritten(code)) {
-          pass(i)
-          this.#hold(chunk.subarray(i, i + HEADER_LENGTH))
-          passFrom = i + HEADER_LENGTH
-          if (this.#remaining === 0) this.#release(emit)
-        }
-        i += HEADER_LENGTH
-        continue
-      }
-      // A header split across chunks: keep its bytes aside until its type is known.
-      if (this.#headerFill === 0) pass(i)
-      this.#header[this.#headerFill++] = chunk[i++]!
-      passFrom = i
-      if (this.#headerFill < HEADER_LENGTH) continue
-      this.#headerFill = 0
-      this.#remaining = Math.max(0, this.#header.readInt32BE(CODE_LENGTH) - LEN_LENGTH)
-      if (!isRewritten(this.#header[0]!)) {
-        emit(Buffer.from(this.#header))
-        continue
-      }
-      this.#hold(this.#header)
-      if (this.#remaining === 0) this.#release(emit)
-    }
-    if (!this.#held && this.#headerFill === 0) pass(n)
-  }
-
-  #hold(header: Uint8Array): void {
-    this.#held = Buffer.allocUnsafe(HEADER_LENGTH + this.#remaining)
-    this.#held.set(header, 0)
-    this.#heldFill = HEADER_LENGTH
-  }
-
-  #release(emit: (bytes: Buffer) => void): void {
-    const message = this.restore(this.#held!)
-    this.#held = null
-    if (message) emit(message)
-  }
-}
-
-function isRewritten(code: number): boolean {
-  return code === BackendCode.ErrorResponse || code === BackendCode.NoticeResponse || code === BackendCode.NotificationResponse
-}
-
-/** How a batch uses the unnamed prepared statement, which lives in the shared session, not in the client. */
-export const UnnamedUse = {
-  /** A Bind or Describe of the unnamed statement comes before any Parse of it in the batch. */
-  ReferencedFirst: 1,
-  /** The batch makes an unnamed statement. */
-  Parsed: 2,
-} as const
-
-/**
- * Postgres keeps one unnamed statement per session; here the session is shared, so a client that binds the unnamed
- * statement without having made it must not find another client's (see Connection#claimUnnamedStatement).
- */
-export function unnamedStatementUse(bytes: Buffer): number {
-  let use = 0
-  forEachFrame(bytes, (code, offset) => {
-    const body = offset + HEADER_LENGTH
-    if (code === FrontendCode.Parse) {
-      if (bytes[body] === 0) use |= UnnamedUse.Parsed
-    } else if ((use & UnnamedUse.Parsed) === 0) {
-      if (code === FrontendCode.Bind) {
-        if (bytes[bytes.indexOf(0, body) + 1] === 0) use |= UnnamedUse.ReferencedFirst
-      } else if (code === FrontendCode.Describe && bytes[body] === 0x53 && bytes[body + 1] === 0) {
-        use |= UnnamedUse.ReferencedFirst
-      }
-    }
-  })
-  return use
 }

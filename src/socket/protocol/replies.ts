@@ -1,26 +1,43 @@
-// Follows PGlite's backend output across chunks without copying it: where each message starts, and the
-// transaction status of every ReadyForQuery. PGlite may flush in the middle of a message.
+// PGlite's output for one client, read once as it streams: where each message starts, the status of every
+// ReadyForQuery, whether the backend is left at rest, and which commands changed session state. When asked, the
+// same pass hands ErrorResponse, NoticeResponse and NotificationResponse messages whole to a rewrite (a client's
+// statement names restored, a notification routed). PGlite may flush in the middle of a message or header.
 
-import { BackendCode, CODE_LENGTH, HEADER_LENGTH, LEN_LENGTH } from './codes.ts'
+import { BackendCode, CODE_LENGTH, HEADER_LENGTH, LEN_LENGTH, TxStatus } from './codes.ts'
 
-export class ReplyScanner {
-  /** ReadyForQuery messages seen since the last `reset`. */
-  readyCount = 0
-  /** Status byte of the last ReadyForQuery ('I', 'T' or 'E'), or 0 if none since `reset`. */
-  lastStatus = 0
-  /** The backend asked for COPY data (CopyInResponse/CopyBothResponse) and has not finished. */
-  copyIn = false
-  /**
-   * A command may have changed session settings (CommandComplete SET, RESET or DISCARD, or a ParameterStatus).
-   * Stays set until the owner clears it.
-   */
-  settingsChanged = false
+/** What a reply says the client changed in the session, beyond its data (see `ReplyReader.takeChanges`). */
+export const SessionChange = {
+  /** A SET, RESET or DISCARD completed, or a ParameterStatus came: settings may differ from the client's list. */
+  Settings: 1,
   /** A LISTEN, UNLISTEN or DISCARD completed: which channels the session listens on may have changed. */
-  listenChanged = false
-  /** A DEALLOCATE ALL or DISCARD ALL ran: every prepared statement in the session is gone, every client's. */
-  statementsWiped = false
-  /** Called with the code of each message as its header completes; for decoding beyond status tracking. */
-  onMessage: ((code: number) => void) | null = null
+  Listening: 2,
+  /** A DEALLOCATE ALL or DISCARD ALL ran: every client's prepared statements are gone. */
+  StatementsWiped: 4,
+} as const
+
+/** Given a held message whole (header included), returns what to pass on instead, or null to drop it. */
+export type RewriteMessage = (message: Buffer) => Buffer | null
+export type Emit = (bytes: Buffer) => void
+
+export class ReplyReader {
+  /** ReadyForQuery messages seen in the current call. */
+  readyCount = 0
+  /** Transaction status of the last ReadyForQuery seen (in any call): 'I', 'T' or 'E'. */
+  txStatus: number = TxStatus.Idle
+  /**
+   * The backend has answered everything it was sent and waits for a new command: the last message of the last call
+   * that answered anything was ReadyForQuery. Each Sync, Query or FunctionCall is answered by one ReadyForQuery once
+   * the backend is done with it, and every other message but Flush (and CopyData/CopyDone/CopyFail outside a COPY,
+   * which Postgres ignores) is answered by a message of its own or, after an error, skipped until the next Sync: so
+   * no message is outstanding once a ReadyForQuery is the last thing a whole call produced. A call that answers
+   * nothing (a Flush) leaves this as it was. False: a pipeline (or a COPY) is open.
+   */
+  readyForQuery = true
+  /** SessionChange bits gathered since the last `takeChanges`. */
+  #changes = 0
+  #trackChanges = true
+  /** Code of the last message header of the current call, or 0. */
+  #lastCode = 0
 
   #header = Buffer.alloc(HEADER_LENGTH)
   #headerFill = 0
@@ -30,59 +47,135 @@ export class ReplyScanner {
   /** The first bytes of the CommandComplete tag being read. */
   readonly #tag = Buffer.alloc(16)
   #tagFill = 0
+  /** The message being held whole for the rewrite, or null while passing bytes through. */
+  #held: Buffer | null = null
+  #heldFill = 0
 
-  reset(): void {
+  /**
+   * A new call into PGlite begins. With `trackChanges` false (the server's own statements), commands it runs do not
+   * count as the client's changes.
+   */
+  startCall(trackChanges = true): void {
     this.readyCount = 0
-    this.lastStatus = 0
+    this.#lastCode = 0
+    this.#trackChanges = trackChanges
   }
 
-  feed(chunk: Uint8Array): void {
+  /** The call is over: update `readyForQuery` from how its output ended. */
+  endCall(): void {
+    if (this.#lastCode !== 0) this.readyForQuery = this.#lastCode === BackendCode.ReadyForQuery
+    this.#trackChanges = true
+  }
+
+  /** Nothing is open in the session: no pipeline, COPY or transaction. The release rule (NOTES §2). */
+  get atRest(): boolean {
+    return this.readyForQuery && this.txStatus === TxStatus.Idle
+  }
+
+  /** The session is this client's afresh: at rest, outside any transaction. */
+  acquired(): void {
+    this.readyForQuery = true
+    this.txStatus = TxStatus.Idle
+  }
+
+  /** SessionChange bits since the last call of this, cleared. */
+  takeChanges(): number {
+    const changes = this.#changes
+    this.#changes = 0
+    return changes
+  }
+
+  /** Drop SessionChange bits the server dealt with itself. */
+  forgetChanges(mask: number): void {
+    this.#changes &= ~mask
+  }
+
+  /**
+   * Read `chunk` (a view PGlite may reuse: everything passed on is a copy). With `rewrite`, the output goes to `emit`
+   * with ErrorResponse, NoticeResponse and NotificationResponse messages held whole and rewritten; without, the
+   * chunk goes to `emit` as one copy. With neither, the chunk is only read.
+   */
+  feed(chunk: Uint8Array, emit: Emit | null, rewrite: RewriteMessage | null): void {
+    const holding = emit !== null && rewrite !== null
     const n = chunk.length
     let i = 0
+    /** Start of the bytes not yet passed on (holding only). */
+    let passFrom = 0
     while (i < n) {
       if (this.#remaining > 0) {
-        if (this.#code === BackendCode.ReadyForQuery && this.#remaining === this.#bodyLength) this.lastStatus = chunk[i]!
         const take = Math.min(this.#remaining, n - i)
+        if (this.#code === BackendCode.ReadyForQuery && this.#remaining === this.#bodyLength) this.txStatus = chunk[i]!
         if (this.#code === BackendCode.CommandComplete && this.#tagFill < this.#tag.length) this.#readTag(chunk, i, take)
+        if (this.#held) {
+          this.#held.set(chunk.subarray(i, i + take), this.#heldFill)
+          this.#heldFill += take
+        }
         i += take
         this.#remaining -= take
+        if (this.#remaining === 0 && this.#held) {
+          this.#release(emit!, rewrite!)
+          passFrom = i
+        }
         continue
       }
       let length: number
+      let split = false
       if (this.#headerFill === 0 && n - i >= HEADER_LENGTH) {
         this.#code = chunk[i]!
         length = ((chunk[i + 1]! << 24) | (chunk[i + 2]! << 16) | (chunk[i + 3]! << 8) | chunk[i + 4]!) >>> 0
         i += HEADER_LENGTH
       } else {
+        // A header split across chunks: keep its bytes aside until its type is known.
+        if (holding && this.#headerFill === 0 && i > passFrom) emit(Buffer.from(chunk.subarray(passFrom, i)))
         this.#header[this.#headerFill++] = chunk[i++]!
+        passFrom = i
         if (this.#headerFill < HEADER_LENGTH) continue
         this.#headerFill = 0
         this.#code = this.#header[0]!
         length = this.#header.readUInt32BE(CODE_LENGTH)
+        split = true
       }
       this.#bodyLength = this.#remaining = Math.max(0, length - LEN_LENGTH)
       this.#onHeader(this.#code)
+      if (!holding) continue
+      if (isHeld(this.#code)) {
+        const headerStart = split ? i : i - HEADER_LENGTH
+        if (headerStart > passFrom) emit(Buffer.from(chunk.subarray(passFrom, headerStart)))
+        this.#held = Buffer.allocUnsafe(HEADER_LENGTH + this.#remaining)
+        if (split) this.#header.copy(this.#held)
+        else this.#held.set(chunk.subarray(headerStart, i))
+        this.#heldFill = HEADER_LENGTH
+        passFrom = i
+        if (this.#remaining === 0) this.#release(emit, rewrite)
+      } else if (split) {
+        emit(Buffer.from(this.#header))
+        passFrom = i
+      }
     }
+    if (!emit) return
+    if (!holding) emit(Buffer.from(chunk))
+    else if (!this.#held && this.#headerFill === 0 && n > passFrom) emit(Buffer.from(chunk.subarray(passFrom, n)))
   }
 
   #onHeader(code: number): void {
+    this.#lastCode = code
     switch (code) {
       case BackendCode.ReadyForQuery:
         this.readyCount++
-        this.copyIn = false
         break
       case BackendCode.CommandComplete:
         this.#tagFill = 0
         break
       case BackendCode.ParameterStatus:
-        this.settingsChanged = true
-        break
-      case BackendCode.CopyInResponse:
-      case BackendCode.CopyBothResponse:
-        this.copyIn = true
+        if (this.#trackChanges) this.#changes |= SessionChange.Settings
         break
     }
-    this.onMessage?.(code)
+  }
+
+  #release(emit: Emit, rewrite: RewriteMessage): void {
+    const message = rewrite(this.#held!)
+    this.#held = null
+    if (message) emit(message)
   }
 
   #readTag(chunk: Uint8Array, at: number, take: number): void {
@@ -90,26 +183,14 @@ export class ReplyScanner {
     this.#tag.set(chunk.subarray(at, at + count), this.#tagFill)
     this.#tagFill += count
     if (this.#tagFill < this.#tag.length && count < this.#remaining) return
-    const tag = this.#tag
     const fill = this.#tagFill
-    switch (tag[0]) {
-      case 0x53: // S
-        if (startsWith(tag, fill, TAG_SET)) this.settingsChanged = true
-        break
-      case 0x52: // R
-        if (startsWith(tag, fill, TAG_RESET)) this.settingsChanged = true
-        break
-      case 0x44: // D
-        if (startsWith(tag, fill, TAG_DISCARD)) this.settingsChanged = this.listenChanged = true
-        if (startsWith(tag, fill, TAG_DISCARD_ALL) || startsWith(tag, fill, TAG_DEALLOCATE_ALL)) this.statementsWiped = true
-        break
-      case 0x4c: // L
-      case 0x55: // U
-        if (startsWith(tag, fill, TAG_LISTEN) || startsWith(tag, fill, TAG_UNLISTEN)) this.listenChanged = true
-        break
-    }
     this.#tagFill = this.#tag.length
+    if (this.#trackChanges) this.#changes |= tagChanges(this.#tag, fill)
   }
+}
+
+function isHeld(code: number): boolean {
+  return code === BackendCode.ErrorResponse || code === BackendCode.NoticeResponse || code === BackendCode.NotificationResponse
 }
 
 // CommandComplete tags that change session state (DISCARD covers ALL, TEMP, PLANS, SEQUENCES: over-reporting is harmless).
@@ -120,6 +201,26 @@ const TAG_DISCARD_ALL = Buffer.from('DISCARD ALL\0')
 const TAG_DEALLOCATE_ALL = Buffer.from('DEALLOCATE ALL\0')
 const TAG_LISTEN = Buffer.from('LISTEN\0')
 const TAG_UNLISTEN = Buffer.from('UNLISTEN\0')
+
+/** The SessionChange bits of a CommandComplete tag, from its first `fill` bytes. */
+function tagChanges(tag: Buffer, fill: number): number {
+  switch (tag[0]) {
+    case 0x53: // S
+      return startsWith(tag, fill, TAG_SET) ? SessionChange.Settings : 0
+    case 0x52: // R
+      return startsWith(tag, fill, TAG_RESET) ? SessionChange.Settings : 0
+    case 0x44: // D
+      if (startsWith(tag, fill, TAG_DISCARD_ALL)) return SessionChange.Settings | SessionChange.Listening | SessionChange.StatementsWiped
+      if (startsWith(tag, fill, TAG_DEALLOCATE_ALL)) return SessionChange.StatementsWiped
+      return startsWith(tag, fill, TAG_DISCARD) ? SessionChange.Settings | SessionChange.Listening : 0
+    case 0x4c: // L
+      return startsWith(tag, fill, TAG_LISTEN) ? SessionChange.Listening : 0
+    case 0x55: // U
+      return startsWith(tag, fill, TAG_UNLISTEN) ? SessionChange.Listening : 0
+    default:
+      return 0
+  }
+}
 
 function startsWith(tag: Buffer, fill: number, prefix: Buffer): boolean {
   return fill >= prefix.length && tag.compare(prefix, 0, prefix.length, 0, prefix.length) === 0

@@ -29,13 +29,6 @@ interface Waiter<Id> {
   id: Id
   resolve: () => void
   reject: (error: Error) => void
-  timer: NodeJS.Timeout | undefined
-}
-
-export interface AcquireOptions {
-  /** Give up after this many ms; the promise rejects with `onTimeout()`'s error. 0 waits forever. */
-  timeoutMs?: number
-  onTimeout?: () => Error
 }
 
 export class OwnerScheduler<Id> {
@@ -63,7 +56,7 @@ export class OwnerScheduler<Id> {
    * Become the owner. Returns null when that happened at once (the session was free, or `id` owns it
    * already), else a promise that resolves when the previous owner releases and everyone queued before `id` had a turn.
    */
-  acquire(id: Id, options: AcquireOptions = {}): Promise<void> | null {
+  acquire(id: Id): Promise<void> | null {
     if (this.#closed) return Promise.reject(this.#closed)
     if (this.#owner === id) return null
     if (this.#owner === null && this.#waiters.length === 0) {
@@ -71,15 +64,7 @@ export class OwnerScheduler<Id> {
       return null
     }
     return new Promise<void>((resolve, reject) => {
-      const waiter: Waiter<Id> = { id, resolve, reject, timer: undefined }
-      const timeoutMs = options.timeoutMs ?? 0
-      if (timeoutMs > 0) {
-        waiter.timer = setTimeout(() => {
-          this.#remove(waiter)
-          reject(options.onTimeout?.() ?? new Error('timed out waiting for the session'))
-        }, timeoutMs)
-      }
-      this.#waiters.push(waiter)
+      this.#waiters.push({ id, resolve, reject })
       if (this.#owner === null) this.#handOff()
     })
   }
@@ -100,7 +85,7 @@ export class OwnerScheduler<Id> {
     this.release(id)
   }
 
-  /** Stop `id` waiting: its wait rejects with `reason`. False if it was not waiting. */
+  /** Stop `id` waiting (its CancelRequest, its queue timeout): its wait rejects with `reason`. False if it was not waiting. */
   cancelWait(id: Id, reason: Error): boolean {
     const waiter = this.#waiters.find((w) => w.id === id)
     if (!waiter) return false
@@ -114,14 +99,10 @@ export class OwnerScheduler<Id> {
     this.#closed = reason
     const waiters = this.#waiters
     this.#waiters = []
-    for (const waiter of waiters) {
-      clearTimeout(waiter.timer)
-      waiter.reject(reason)
-    }
+    for (const waiter of waiters) waiter.reject(reason)
   }
 
   #remove(waiter: Waiter<Id>): void {
-    clearTimeout(waiter.timer)
     const index = this.#waiters.indexOf(waiter)
     if (index >= 0) this.#waiters.splice(index, 1)
   }
@@ -129,7 +110,6 @@ export class OwnerScheduler<Id> {
   #handOff(): void {
     const next = this.#waiters.shift()
     if (!next) return
-    clearTimeout(next.timer)
     this.#owner = next.id
     next.resolve()
   }

@@ -1,10 +1,14 @@
-// The one PGlite session that all connections share: its scheduler, the single way batches reach PGlite,
-// and what every connection is told at startup. One SharedSession per PGlite instance, however many servers use it.
+// The one PGlite session that all connections of a database share: its scheduler, the single way messages reach
+// PGlite, what the session holds on behalf of clients (settings applied, channels listened on, statements left
+// behind) and what every connection is told at startup. One SharedSession per database instance.
 
 import { SqlState, WireError, isPGliteFatal } from '../../errors.ts'
-import { BackendCode, SYNC_MESSAGE, StartupCode, encodeAuthenticationOk, encodeParameterStatus } from '../protocol/codes.ts'
+import { BackendCode, HEADER_LENGTH } from '../protocol/codes.ts'
+import { encodeAuthenticationOk, encodeParameterStatus, readParameterStatus } from '../protocol/backend.ts'
+import { SYNC, encodeQuery, encodeStartupMessage } from '../protocol/frontend.ts'
 import { forEachFrame } from '../protocol/frames.ts'
-import { listenQuery } from '../client/listen.ts'
+import type { SessionDb } from './databases.ts'
+import { Listeners, listenSql } from './listeners.ts'
 import { OwnerScheduler, SchedulerClosedError } from './scheduler.ts'
 
 export type RawSink = (chunk: Uint8Array) => void
@@ -20,21 +24,11 @@ export interface SessionMember {
   preparedStatementFrames(): Buffer[]
 }
 
-/**
- * What a session needs of its database: PGlite itself, or a PGlite in a worker thread (db-thread.ts). The main
- * database a server is given is always an in-process PGlite; other databases may be either.
- */
-export interface SessionDb {
-  readonly waitReady: Promise<void>
-  runExclusive<T>(fn: () => Promise<T>): Promise<T>
-  execProtocolRaw(message: Uint8Array, options?: { syncToFs?: boolean }): Promise<Uint8Array>
-  execProtocolRawStream(message: Uint8Array, options: { onRawData: (chunk: Uint8Array) => void; syncToFs?: boolean }): Promise<void>
-}
-
 const discard: RawSink = () => {}
 
 const sessions = new WeakMap<SessionDb, SharedSession>()
 
+/** The session of `db`: one per database instance, however many servers use it. */
 export function sessionFor(db: SessionDb): SharedSession {
   let session = sessions.get(db)
   if (!session) {
@@ -44,13 +38,16 @@ export function sessionFor(db: SessionDb): SharedSession {
   return session
 }
 
+/** The settings key (see client/settings.ts) of a session whose settings nobody knows: the next owner resets them. */
+export const UNKNOWN_SETTINGS = '\u0000unknown'
+
 export class SharedSession {
   db: SessionDb
   readonly scheduler = new OwnerScheduler<SessionMember>()
   readonly members = new Set<SessionMember>()
   /** Set once PGlite threw something that leaves it unusable; every later call fails fast. */
-  dead: Error | null = null
-  readonly #deadListeners = new Set<(error: Error) => void>()
+  dead: WireError | null = null
+  readonly #deadListeners = new Set<(error: WireError) => void>()
   #sink: RawSink | null = null
   /** PGlite keeps the last onRawData callback after a call returns, so route through one that checks who is current. */
   readonly #onRawData = (chunk: Uint8Array): void => {
@@ -60,14 +57,11 @@ export class SharedSession {
   readonly reportedDefaults = new Map<string, string>()
   /** The client whose Parse made the session's unnamed prepared statement (null: nobody's, or PGlite's own). */
   unnamedStatementOwner: SessionMember | null = null
-  /** The settings key (see settings.ts) of what the session holds now: '' is the defaults. */
+  /** The settings key of what the session holds now: '' is the defaults. */
   appliedSettings = ''
   /** Close messages for statements whose clients left while another client held the session. */
-  #abandoned: Buffer[] = []
-  /** Who listens on each channel. PGlite's session listens on exactly these channels whenever it is at rest. */
-  readonly listeners = new Map<string, Set<SessionMember>>()
-  /** Channels a departed client listened on: unlistened at the next rest unless someone listens there again. */
-  #unneededChannels = new Set<string>()
+  #abandonedStatements: Buffer[] = []
+  readonly listeners = new Listeners<SessionMember>()
   #startupPrefix: Promise<Buffer> | null = null
   /** The resolved startup prefix, once `startupPrefix()` has finished (servers await it before listening). */
   startupPrefixNow: Buffer | null = null
@@ -93,49 +87,22 @@ export class SharedSession {
   }
 
   get hasAbandonedWork(): boolean {
-    return this.#abandoned.length > 0 || this.#unneededChannels.size > 0
-  }
-
-  /** `member` listens on `channel` from now on. */
-  listen(member: SessionMember, channel: string): void {
-    let members = this.listeners.get(channel)
-    if (!members) this.listeners.set(channel, (members = new Set()))
-    members.add(member)
-  }
-
-  /**
-   * `member` no longer listens on `channel` (null: on any). Returns the channels nobody listens on any more; the
-   * caller unlistens them now if it holds the session, or `abandonChannels` leaves that to the next owner.
-   */
-  unlisten(member: SessionMember, channel: string | null): string[] {
-    const unneeded: string[] = []
-    for (const name of channel === null ? [...this.listeners.keys()] : [channel]) {
-      const members = this.listeners.get(name)
-      if (!members?.delete(member) || members.size > 0) continue
-      this.listeners.delete(name)
-      unneeded.push(name)
-    }
-    return unneeded
-  }
-
-  abandonChannels(channels: string[]): void {
-    for (const channel of channels) this.#unneededChannels.add(channel)
+    return this.#abandonedStatements.length > 0 || this.listeners.hasAbandoned
   }
 
   abandonStatements(closes: Buffer[]): void {
-    for (const close of closes) this.#abandoned.push(close)
+    for (const close of closes) this.#abandonedStatements.push(close)
   }
 
   /** Deallocate departed clients' statements and unlisten their channels. Only for an owner whose session is at rest. */
   async closeAbandonedWork(): Promise<void> {
     if (!this.hasAbandonedWork || this.dead) return
-    const frames = this.#abandoned
-    this.#abandoned = []
-    frames.push(Buffer.from(SYNC_MESSAGE))
+    const frames = this.#abandonedStatements
+    this.#abandonedStatements = []
+    frames.push(SYNC)
     // Someone may have started listening on a departed client's channel since: keep those.
-    const unneeded = [...this.#unneededChannels].filter((channel) => !this.listeners.has(channel))
-    this.#unneededChannels.clear()
-    if (unneeded.length > 0) frames.push(listenQuery(unneeded, 'UNLISTEN'))
+    const unneeded = this.listeners.takeAbandoned()
+    if (unneeded.length > 0) frames.push(encodeQuery(listenSql(unneeded, 'UNLISTEN')))
     await this.execute(Buffer.concat(frames), discard)
   }
 
@@ -150,12 +117,12 @@ export class SharedSession {
     sessions.set(db, this)
     this.unnamedStatementOwner = null
     this.appliedSettings = ''
-    this.#abandoned = []
-    this.#unneededChannels.clear()
+    this.#abandonedStatements = []
+    this.listeners.forgetAbandoned()
     const frames: Buffer[] = []
     // A Sync after each: one that fails (its table is not in the migrated schema) must not skip the rest.
-    for (const member of this.members) for (const parse of member.preparedStatementFrames()) frames.push(parse, Buffer.from(SYNC_MESSAGE))
-    if (this.listeners.size > 0) frames.push(listenQuery(this.listeners.keys(), 'LISTEN'))
+    for (const member of this.members) for (const parse of member.preparedStatementFrames()) frames.push(parse, SYNC)
+    if (this.listeners.size > 0) frames.push(encodeQuery(listenSql(this.listeners.channels(), 'LISTEN')))
     if (frames.length > 0) await this.execute(Buffer.concat(frames), discard)
   }
 
@@ -166,7 +133,7 @@ export class SharedSession {
     for (const listener of this.#deadListeners) listener(this.dead)
   }
 
-  onDead(listener: (error: Error) => void): () => void {
+  onDead(listener: (error: WireError) => void): () => void {
     this.#deadListeners.add(listener)
     return () => this.#deadListeners.delete(listener)
   }
@@ -182,29 +149,15 @@ export class SharedSession {
 
   async #learnStartupPrefix(): Promise<Buffer> {
     await this.db.waitReady
-    const reply = await this.db.runExclusive(() => this.db.execProtocolRaw(startupMessage({ user: 'postgres', database: 'postgres' })))
+    const reply = await this.db.runExclusive(() => this.db.execProtocolRaw(encodeStartupMessage({ user: 'postgres', database: 'postgres' })))
     const parts: Buffer[] = [encodeAuthenticationOk()]
     const view = Buffer.from(reply.buffer, reply.byteOffset, reply.byteLength)
     forEachFrame(view, (code, offset, length) => {
       if (code !== BackendCode.ParameterStatus) return
-      const body = view.subarray(offset + 5, offset + length)
-      const nameEnd = body.indexOf(0)
-      const valueEnd = body.indexOf(0, nameEnd + 1)
-      const name = body.toString('utf8', 0, nameEnd)
-      const value = body.toString('utf8', nameEnd + 1, valueEnd)
+      const [name, value] = readParameterStatus(view.subarray(offset + HEADER_LENGTH, offset + length))
       this.reportedDefaults.set(name.toLowerCase(), value)
       parts.push(encodeParameterStatus(name, value))
     })
     return Buffer.concat(parts)
   }
-}
-
-export function startupMessage(params: Record<string, string>): Buffer {
-  const pairs = Object.entries(params).flatMap(([k, v]) => [k, v])
-  const body = Buffer.from(pairs.join('\0') + '\0\0')
-  const buf = Buffer.allocUnsafe(8 + body.length)
-  buf.writeInt32BE(8 + body.length, 0)
-  buf.writeInt32BE(StartupCode.Protocol3, 4)
-  body.copy(buf, 8)
-  return buf
 }

@@ -3,8 +3,6 @@
 // reads from SQL text (LISTEN channels, names in PREPARE/EXECUTE/DEALLOCATE) is read through this, so text inside
 // a literal, a comment or a function body is never mistaken for a command.
 
-import { HEADER_LENGTH } from '../protocol/codes.ts'
-
 export interface Token {
   kind: 'word' | 'ident' | 'other'
   /** Words folded to lower case (as Postgres folds unquoted names); quoted identifiers as written, unescaped. */
@@ -87,19 +85,42 @@ const WORD_PART = /[A-Za-z_0-9$\u0080-\uffff]/
 /** The token is a name: an unquoted word or a quoted identifier. */
 export const isName = (token: Token | undefined): token is Token => token !== undefined && token.kind !== 'other'
 
+/** Words the server looks for in SQL text before reading it further (see `keywordsIn`). */
+export const Keyword = {
+  /** COPY ... FROM STDIN */
+  Stdin: 1,
+  /** LISTEN, UNLISTEN */
+  Listen: 2,
+  /** a call of pglite_dev_db.reset() */
+  Pglite: 4,
+  /** CREATE DATABASE, DROP DATABASE */
+  Database: 8,
+  /** PREPARE, EXECUTE, DEALLOCATE: statement names in SQL */
+  StatementName: 16,
+} as const
+
+/** Each word, in lower-case ASCII, with its Keyword bit, grouped by last letter: a scan per letter finds them all. */
+const WORDS_BY_LAST_LETTER: ReadonlyArray<[lastLetter: number, words: ReadonlyArray<[word: string, bit: number]>]> = [
+  [0x6e, [['stdin', Keyword.Stdin], ['listen', Keyword.Listen]]], // n
+  [0x65, [['pglite', Keyword.Pglite], ['database', Keyword.Database], ['prepare', Keyword.StatementName], ['execute', Keyword.StatementName], ['deallocate', Keyword.StatementName]]], // e
+]
+
 /**
- * Quick byte test before any tokenizing: does the text contain one of `words` (lower-case ASCII, all ending in the
- * same letter) in any case? It looks back from each occurrence of that last letter, in both cases: two scans of the
- * text whatever the number of words, and no string is built.
+ * Which Keyword words occur in the text at [start, end), in any case (a bitmask; 0 for most statements). A quick
+ * byte test before any tokenizing: it looks back from each occurrence of a word's last letter, in both cases, so
+ * the text is scanned four times however many words there are, and no string is built. A word inside a literal or
+ * a longer name counts too: callers read the text properly (`statements`) when a bit is set.
  */
-export function mentions(bytes: Buffer, start: number, end: number, words: readonly string[]): boolean {
-  const last = words[0]!.charCodeAt(words[0]!.length - 1)
-  for (const code of [last, last & ~0x20]) {
-    for (let i = bytes.indexOf(code, start); i >= 0 && i < end; i = bytes.indexOf(code, i + 1)) {
-      for (const word of words) if (endsAt(bytes, start, i, word)) return true
+export function keywordsIn(bytes: Buffer, start: number, end: number): number {
+  let found = 0
+  for (const [letter, words] of WORDS_BY_LAST_LETTER) {
+    for (const code of [letter, letter & ~0x20]) {
+      for (let i = bytes.indexOf(code, start); i >= 0 && i < end; i = bytes.indexOf(code, i + 1)) {
+        for (const [word, bit] of words) if ((found & bit) === 0 && endsAt(bytes, start, i, word)) found |= bit
+      }
     }
   }
-  return false
+  return found
 }
 
 function endsAt(bytes: Buffer, start: number, last: number, word: string): boolean {
@@ -109,9 +130,12 @@ function endsAt(bytes: Buffer, start: number, last: number, word: string): boole
   return true
 }
 
-/** [start, end) of the SQL text of a Query or Parse message (whole message at `offset`), or null if malformed. */
-export function sqlBounds(bytes: Buffer, offset: number, end: number, isParse: boolean): [number, number] | null {
-  const start = isParse ? bytes.indexOf(0, offset + HEADER_LENGTH) + 1 : offset + HEADER_LENGTH
-  const zero = bytes.indexOf(0, start)
-  return start <= 0 || zero < 0 || zero >= end ? null : [start, zero]
+/** The first byte of the text at [start, end) that is not white space, lower-cased (ASCII), or 0. */
+export function firstLetter(bytes: Buffer, start: number, end: number): number {
+  for (let i = start; i < end; i++) {
+    const byte = bytes[i]!
+    if (byte === 0x20 || (byte >= 0x09 && byte <= 0x0d)) continue
+    return byte | 0x20
+  }
+  return 0
 }

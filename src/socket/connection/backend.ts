@@ -1,0 +1,281 @@
+// One client's backend, as far as the client can tell: its messages run in the shared session while it holds it,
+// and the session then looks as this client left it. Taking the session gives it this client's settings; every
+// reply is read once on its way to the client (names restored, notifications routed); at rest, what the client
+// changed in the session (settings, LISTENs, a DEALLOCATE ALL) is recorded before the session goes to the next.
+
+import type { Logger } from '../../log.ts'
+import { WireError, type SqlStateCode } from '../../errors.ts'
+import { BackendCode, HEADER_LENGTH } from '../protocol/codes.ts'
+import { encodeNotice, encodeParameterStatus, errorFields, firstColumn } from '../protocol/backend.ts'
+import { SYNC, encodeQuery } from '../protocol/frontend.ts'
+import { ReplyReader, SessionChange, type Emit, type RewriteMessage } from '../protocol/replies.ts'
+import { UNKNOWN_SETTINGS, type SessionMember, type SharedSession } from '../session/session.ts'
+import { listenSql } from '../session/listeners.ts'
+import { LISTENING_CHANNELS_QUERY, notificationChannel } from '../client/listen.ts'
+import { SNAPSHOT_QUERY, applySettingsQuery, readSettingsReply, settingsKey, type Settings } from '../client/settings.ts'
+import type { MessageReader } from './messages.ts'
+
+/** The connection a backend answers to. */
+export interface BackendClient extends SessionMember {
+  /** Send bytes to the client (PGlite's replies and the server's own messages alike). */
+  write(bytes: Uint8Array): void
+  /** Hold small writes while a call streams its output, then send them together. */
+  cork(): void
+  uncork(): void
+}
+
+export class ClientBackend {
+  readonly session: SharedSession
+  readonly #client: BackendClient
+  readonly #messages: MessageReader
+  readonly #log: Logger
+  readonly #reader = new ReplyReader()
+  /** Where PGlite's output goes now: to the client, into `#captured`, or nowhere (cleanup after the client left). */
+  #captured: Buffer[] | null = null
+  #discarding = false
+  /** This client's settings that differ from the defaults (its startup parameters and its SETs), and their key. */
+  #settings: Settings = []
+  #settingsKey = ''
+  /** The startup packet asked for settings not yet applied: they are, the first time this client takes the session. */
+  #startupSettingsPending = false
+
+  constructor(client: BackendClient, session: SharedSession, messages: MessageReader, log: Logger) {
+    this.#client = client
+    this.session = session
+    this.#messages = messages
+    this.#log = log
+  }
+
+  /** The connection this backend answers to, as the session knows it. */
+  get client(): BackendClient {
+    return this.#client
+  }
+
+  get isOwner(): boolean {
+    return this.session.scheduler.isOwner(this.#client)
+  }
+
+  /** The transaction status the client was last told ('I' while it holds nothing). */
+  get txStatus(): number {
+    return this.#reader.txStatus
+  }
+
+  /** Nothing of this client is open in the session: no transaction, pipeline or COPY (see ReplyReader.atRest). */
+  get atRest(): boolean {
+    return this.#reader.atRest
+  }
+
+  /** No pipeline (or COPY) of this client is open: the backend waits for a new command, maybe inside a transaction. */
+  get readyForQuery(): boolean {
+    return this.#reader.readyForQuery
+  }
+
+  /** Settings from the startup packet that differ from what every client is told: applied on first taking the session. */
+  startWith(settings: Settings): void {
+    this.#settings = settings
+    this.#startupSettingsPending = settings.length > 0
+    if (this.#startupSettingsPending) this.#settingsKey = UNKNOWN_SETTINGS
+  }
+
+  /**
+   * The client just became the session's owner: the session is at rest between owners, the moment to drop
+   * statements that departed clients left behind, and to give the session this client's settings.
+   */
+  async tookSession(): Promise<void> {
+    this.#reader.acquired()
+    if (this.session.hasAbandonedWork) await this.session.closeAbandonedWork()
+    if (this.#startupSettingsPending) await this.#applyStartupSettings()
+    else if (this.session.appliedSettings !== this.#settingsKey) await this.#applySettings()
+  }
+
+  /** Run complete messages as the owner; PGlite's replies stream to the client. */
+  async run(bytes: Uint8Array): Promise<void> {
+    this.#reader.startCall()
+    await this.#execute(bytes)
+  }
+
+  /**
+   * Run messages as the owner and return PGlite's whole reply instead of sending it: the server's own statements,
+   * or a client's whose reply the server edits first. What they change in the session is not the client's doing.
+   */
+  async capture(bytes: Uint8Array): Promise<Buffer> {
+    const chunks: Buffer[] = []
+    this.#captured = chunks
+    this.#reader.startCall(false)
+    try {
+      await this.#execute(bytes)
+    } finally {
+      this.#captured = null
+    }
+    return Buffer.concat(chunks)
+  }
+
+  /** Run messages whose replies nobody reads (the client is gone). */
+  async runUnread(bytes: Uint8Array): Promise<void> {
+    this.#discarding = true
+    this.#reader.startCall(false)
+    try {
+      await this.#execute(bytes)
+    } finally {
+      this.#discarding = false
+    }
+  }
+
+  async #execute(bytes: Uint8Array): Promise<void> {
+    this.#client.cork()
+    try {
+      await this.session.execute(bytes, this.#sink)
+    } finally {
+      this.#client.uncork()
+      this.#reader.endCall()
+    }
+    this.#messages.statements.ran(bytes)
+  }
+
+  readonly #sink = (chunk: Uint8Array): void => {
+    if (this.#captured) this.#reader.feed(chunk, this.#capture, null)
+    else if (this.#discarding) this.#reader.feed(chunk, null, null)
+    // PGlite hands us a view of its WASM memory: the reader copies what it passes on.
+    else this.#reader.feed(chunk, this.#send, this.#messages.statements.used || this.session.listeners.size > 0 ? this.#rewrite : null)
+  }
+
+  readonly #capture: Emit = (bytes) => this.#captured!.push(bytes)
+  readonly #send: Emit = (bytes) => this.#client.write(bytes)
+  readonly #rewrite: RewriteMessage = (message) =>
+    message[0] === BackendCode.NotificationResponse ? this.#routeNotification(message) : this.#messages.statements.restore(message)
+
+  /**
+   * The client is at rest: record what it changed in the session, then let the next client have it. LISTENs that
+   * never completed (an error, an aborted transaction) changed nothing and are forgotten.
+   */
+  async release(): Promise<void> {
+    const changes = this.#reader.takeChanges()
+    if (changes & SessionChange.Settings) await this.#snapshotSettings()
+    if (changes & SessionChange.Listening) await this.#reconcileListening()
+    if (changes & SessionChange.StatementsWiped) await this.#remakeOthersStatements()
+    this.#messages.listenCommands.length = 0
+    this.session.scheduler.release(this.#client)
+  }
+
+  /** Changes (SessionChange bits) that the server itself dealt with (DISCARD ALL, a fresh database) need no recording. */
+  forgetChanges(mask: number): void {
+    this.#reader.forgetChanges(mask)
+  }
+
+  /** The client's DISCARD ALL reset its settings to the defaults. */
+  settingsReset(): void {
+    this.#settings = []
+    this.session.appliedSettings = this.#settingsKey = ''
+  }
+
+  /** The client left while a SET of its may still be in the session: the next owner resets it. */
+  leftSettingsBehind(): void {
+    if (this.#reader.takeChanges() & SessionChange.Settings) this.session.appliedSettings = UNKNOWN_SETTINGS
+  }
+
+  // --- Settings ---
+
+  /** This client SET something: remember its settings, which are now the session's. */
+  async #snapshotSettings(): Promise<void> {
+    const reply = readSettingsReply(await this.capture(SNAPSHOT_QUERY))
+    if (reply.error) {
+      this.session.appliedSettings = UNKNOWN_SETTINGS
+      this.#warnSettings('could not record your session settings; a SET may not last beyond this command', reply.error)
+      return
+    }
+    this.#settings = reply.settings
+    this.session.appliedSettings = this.#settingsKey = settingsKey(reply.settings)
+  }
+
+  /** Give the session this client's settings (the session is at rest: no pipeline, no transaction). */
+  async #applySettings(): Promise<void> {
+    const reply = readSettingsReply(await this.capture(applySettingsQuery(this.#settings, false)))
+    this.session.appliedSettings = reply.error ? UNKNOWN_SETTINGS : this.#settingsKey
+    if (reply.error) this.#warnSettings('could not restore your session settings; SET them again', reply.error)
+  }
+
+  /** Settings bookkeeping failed: the log gets it, and so does the client, as a WARNING it can read. */
+  #warnSettings(what: string, error: Buffer): void {
+    const { code, message } = errorFields(error)
+    this.#log.warn(what, { error: message })
+    this.#client.write(encodeNotice(code, `${what}: ${message}`, 'WARNING'))
+  }
+
+  /**
+   * The settings of the startup packet, applied the first time this client gets the session (connecting never
+   * waits for another client's transaction). The client was told the defaults at startup; now it gets a
+   * ParameterStatus for each reported setting it changed, as Postgres would have sent at startup. A value
+   * Postgres refuses closes the connection with its error as FATAL, as Postgres does at startup.
+   */
+  async #applyStartupSettings(): Promise<void> {
+    this.#startupSettingsPending = false
+    const reply = readSettingsReply(await this.capture(applySettingsQuery(this.#settings, true)))
+    if (reply.error) {
+      this.session.appliedSettings = UNKNOWN_SETTINGS
+      const { code, message } = errorFields(reply.error)
+      throw new WireError('FATAL', code as SqlStateCode, message)
+    }
+    this.#settings = reply.settings
+    this.session.appliedSettings = this.#settingsKey = settingsKey(reply.settings)
+    const reported = reply.settings.filter(([name]) => this.session.reportedDefaults.has(name.toLowerCase()))
+    if (reported.length > 0) this.#client.write(Buffer.concat(reported.map(([name, value]) => encodeParameterStatus(name, value))))
+  }
+
+  // --- LISTEN/NOTIFY ---
+
+  /**
+   * This client ran LISTEN, UNLISTEN or DISCARD: record where it listens now, from its statements checked against
+   * what the session listens on, and make the session listen on exactly the channels somebody listens on.
+   */
+  async #reconcileListening(): Promise<void> {
+    const { listeners } = this.session
+    const now = new Set(firstColumn(await this.capture(LISTENING_CHANNELS_QUERY)))
+    const unneeded: string[] = []
+    for (const command of this.#messages.listenCommands) {
+      if (command.kind === 'listen') {
+        if (now.has(command.channel)) listeners.listen(this.#client, command.channel)
+      } else {
+        unneeded.push(...listeners.unlisten(this.#client, command.channel))
+      }
+    }
+    // Listening nobody accounts for is this client's (a LISTEN inside a function or DO block).
+    for (const channel of now) if (!listeners.has(channel)) listeners.listen(this.#client, channel)
+    // Its UNLISTEN or DISCARD ALL also stopped the session listening where others still listen: listen again.
+    const lost = [...listeners.channels()].filter((channel) => !now.has(channel))
+    if (lost.length > 0) await this.capture(encodeQuery(listenSql(lost, 'LISTEN')))
+    if (unneeded.length > 0) this.#log.debug('unlistened', { channels: unneeded.join(',') })
+  }
+
+  /**
+   * A NotificationResponse from PGlite, raised by this client's NOTIFY: every other client listening on the
+   * channel gets it now; this client keeps it in its reply if it listens there too. The process id is this
+   * client's, as Postgres names the notifying backend.
+   */
+  #routeNotification(message: Buffer): Buffer | null {
+    message.writeInt32BE(this.#client.processId, HEADER_LENGTH)
+    const channel = notificationChannel(message)
+    const members = this.session.listeners.membersOf(channel)
+    if (members) for (const member of members) if (member !== this.#client) member.notify(message)
+    const listensHere = members?.has(this.#client) || this.#messages.listenCommands.some((c) => c.kind === 'listen' && c.channel === channel)
+    return listensHere ? message : null
+  }
+
+  // --- Statements ---
+
+  /**
+   * This client's DEALLOCATE ALL or DISCARD ALL reached PGlite (in a pipeline or among other statements, where the
+   * server does not take it over): every client's prepared statements are gone. This client's stay gone, as it
+   * asked; everyone else's are made again from their Parse messages before anyone else runs.
+   */
+  async #remakeOthersStatements(): Promise<void> {
+    this.#messages.statements.forgetAll()
+    const frames: Buffer[] = []
+    for (const member of this.session.members) {
+      // A Sync after each: one that fails now (its table was dropped) must not skip the rest.
+      if (member !== this.#client) for (const parse of member.preparedStatementFrames()) frames.push(parse, SYNC)
+    }
+    if (frames.length === 0) return
+    await this.capture(Buffer.concat(frames))
+    this.#log.debug('prepared statements made again after a DEALLOCATE ALL', { count: frames.length / 2 })
+  }
+}

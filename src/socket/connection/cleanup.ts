@@ -1,0 +1,35 @@
+// A client is gone, however it went: leave the session as if it had never been there, as Postgres does when a
+// backend exits (its pipeline closed, its transaction rolled back, its statements deallocated, its LISTENs ended).
+
+import { isPGliteFatal } from '../../errors.ts'
+import type { Logger } from '../../log.ts'
+import { TxStatus } from '../protocol/codes.ts'
+import type { Statements } from '../client/statements.ts'
+import type { ClientBackend } from './backend.ts'
+import { ABANDON_PIPELINE, ROLLBACK } from './database-commands.ts'
+
+/**
+ * What the client left behind goes now if it holds the session, else to the next client that takes it. Never
+ * throws: a failure is logged (and a PGlite that died is marked so).
+ */
+export async function leaveSession(backend: ClientBackend, statements: Statements, log: Logger): Promise<void> {
+  const session = backend.session
+  if (session.dead) return
+  session.listeners.abandon(session.listeners.unlisten(backend.client, null))
+  if (!backend.isOwner) {
+    session.abandonStatements(statements.closeAll())
+    return
+  }
+  try {
+    if (!backend.readyForQuery) await backend.runUnread(ABANDON_PIPELINE)
+    if (backend.txStatus !== TxStatus.Idle) await backend.runUnread(ROLLBACK)
+    // A SET that committed before the client went is still in the session: the next owner resets it.
+    backend.leftSettingsBehind()
+    session.abandonStatements(statements.closeAll())
+    await session.closeAbandonedWork()
+    log.debug('session released after close', { status: String.fromCharCode(backend.txStatus) })
+  } catch (error) {
+    if (isPGliteFatal(error)) session.markDead(error)
+    log.error('cleanup after close failed', { error })
+  }
+}

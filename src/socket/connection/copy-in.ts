@@ -1,0 +1,93 @@
+// COPY ... FROM STDIN, taken over: PGlite cannot wait for data in the middle of a call (NOTES §4), so the server
+// answers CopyInResponse itself, gathers the client's CopyData until CopyDone or CopyFail, and hands PGlite the
+// statement and all of its data in one call, bounded by maxCopyBytes.
+
+import { SqlState } from '../../errors.ts'
+import { BackendCode, FrontendCode, TxStatus } from '../protocol/codes.ts'
+import { encodeCopyInResponse, encodeErrorResponse, encodeReadyForQuery, firstValue, withoutFirst } from '../protocol/backend.ts'
+import { SYNC, encodeQuery, encodeUnnamedExecution } from '../protocol/frontend.ts'
+import { CopyIn, columnCountQuery, type CopyFromStdin } from '../client/copy-in.ts'
+import type { Turn } from './turn.ts'
+
+/** A statement that fails, to abort PGlite's transaction where the server itself refused a command. */
+const FAILING_STATEMENT = "DO $$BEGIN RAISE EXCEPTION 'COPY refused by pglite-dev-db' USING ERRCODE = '54000'; END$$"
+export const FAILING_EXTENDED = encodeUnnamedExecution(FAILING_STATEMENT)
+
+/** The client's COPY starts: wait for the session, tell the client to send its data, and start gathering it. */
+export async function startCopy(turn: Turn, copy: CopyFromStdin, frame: Buffer, viaQuery: boolean): Promise<void> {
+  try {
+    await turn.own()
+  } catch (error) {
+    turn.refuse(error, frame)
+    return
+  }
+  const columns = copy.columns ?? (await columnCount(turn, copy.table))
+  turn.write(encodeCopyInResponse(copy.binary, columns))
+  turn.copy = new CopyIn(frame, viaQuery)
+  turn.log.debug('copy in started', { columns, binary: copy.binary })
+}
+
+/**
+ * Column count for the CopyInResponse. Asked only between transactions: inside one, any query before the COPY
+ * would change its outcome (COPY FREEZE refuses to run after "prior transaction activity"); clients do not
+ * depend on the count, so 0 is sent then.
+ */
+async function columnCount(turn: Turn, table: string): Promise<number> {
+  if (!turn.backend.atRest) return 0
+  const reply = await turn.backend.capture(encodeQuery(columnCountQuery(table)))
+  return Number(firstValue(reply) ?? 0)
+}
+
+/** One message from the client while its COPY gathers data. */
+export async function gatherCopy(turn: Turn, copy: CopyIn, code: number, frame: Buffer): Promise<void> {
+  const isEnd = code === FrontendCode.CopyDone || code === FrontendCode.CopyFail
+  if (copy.failed) {
+    // After our own COPY error in the extended protocol, messages are discarded until Sync, which PGlite answers
+    // (it was told of the failure, so its implicit or explicit transaction is aborted as Postgres's would be).
+    if (code !== FrontendCode.Sync) return
+    turn.copy = null
+    turn.write(await turn.backend.capture(SYNC))
+    await turn.releaseIfAtRest()
+    return
+  }
+  const isCopyMessage = isEnd || code === FrontendCode.CopyData || code === FrontendCode.Flush || code === FrontendCode.Sync
+  copy.add(frame)
+  if (copy.size > turn.host.options.maxCopyBytes) {
+    await failCopy(turn, copy)
+    return
+  }
+  // Anything but copy data ends the COPY; PGlite itself reports a non-copy message as an error.
+  if (isEnd || !isCopyMessage) await finishCopy(turn, copy)
+}
+
+/**
+ * The COPY passed maxCopyBytes: ERROR 54000, as Postgres fails a COPY. PGlite is made to fail a statement in
+ * the same place, so a transaction or pipeline around the COPY is aborted as it would be; the rest of the
+ * client's copy data is dropped (by PGlite once it is out of copy mode, as Postgres drops it).
+ */
+async function failCopy(turn: Turn, copy: CopyIn): Promise<void> {
+  copy.drop()
+  copy.failed = true
+  const limit = turn.host.options.maxCopyBytes
+  const size = limit >= 2 ** 20 ? `${Math.round(limit / 2 ** 20)} MB` : `${limit} bytes`
+  const error = encodeErrorResponse('ERROR', SqlState.ProgramLimitExceeded, `COPY data exceeds pglite-dev-db's limit of ${size}; split it into smaller COPY commands`)
+  const { backend } = turn
+  if (copy.viaQuery) {
+    turn.copy = null
+    if (backend.txStatus !== TxStatus.Idle) await backend.capture(encodeQuery(FAILING_STATEMENT))
+    turn.write(Buffer.concat([error, encodeReadyForQuery(backend.txStatus)]))
+    await turn.releaseIfAtRest()
+  } else {
+    // Discard-until-Sync in PGlite too; the client's Sync ends it (see gatherCopy).
+    await backend.capture(FAILING_EXTENDED)
+    turn.write(error)
+  }
+}
+
+async function finishCopy(turn: Turn, copy: CopyIn): Promise<void> {
+  turn.copy = null
+  const reply = await turn.backend.capture(copy.take())
+  // PGlite sends its own CopyInResponse first; the client already had ours.
+  turn.write(withoutFirst(reply, BackendCode.CopyInResponse))
+  await turn.releaseIfAtRest()
+}

@@ -1,0 +1,126 @@
+// CREATE DATABASE, DROP DATABASE and pglite_dev_db.reset(), taken over: each database is its own PGlite, so the
+// server carries these out itself, answering as Postgres answers them, with Postgres's errors where it refuses.
+
+import { SqlState, WireError } from '../../errors.ts'
+import { TxStatus } from '../protocol/codes.ts'
+import { encodeCommandComplete, encodeErrorResponse, encodeNotice, encodeReadyForQuery, firstValue } from '../protocol/backend.ts'
+import { SYNC, encodeQuery } from '../protocol/frontend.ts'
+import { SessionChange } from '../protocol/replies.ts'
+import { sessionFor } from '../session/session.ts'
+import { RESET_CHECK_SQL, commandTag, withCommandTag, type DatabaseCommand } from '../client/database-commands.ts'
+import { FAILING_EXTENDED } from './copy-in.ts'
+import type { Turn } from './turn.ts'
+
+/**
+ * Closes an abandoned extended-protocol pipeline the way Postgres does when its client goes away: rolled back.
+ * A bare Sync would commit the implicit transaction. A ROLLBACK query inside the open pipeline aborts it (Postgres
+ * warns "there is no transaction in progress" and rolls back); if an error is already pending, the query is
+ * skipped until the Sync, which ends the failed transaction. Either way the session ends up idle.
+ */
+export const ROLLBACK = encodeQuery('ROLLBACK')
+export const ABANDON_PIPELINE = Buffer.concat([ROLLBACK, SYNC])
+
+/**
+ * CREATE DATABASE or DROP DATABASE as a simple Query, answered by the server. Inside a transaction or a pipeline
+ * it goes to PGlite as written, which refuses it as Postgres does (25001).
+ */
+export async function queryDatabaseCommand(turn: Turn, command: DatabaseCommand, frame: Buffer): Promise<void> {
+  if (!turn.backend.atRest) {
+    await turn.run(frame)
+    return
+  }
+  const replies: Buffer[] = []
+  const error = await carryOut(turn, command, replies)
+  replies.push(error ? encodeErrorResponse(error.severity, error.sqlstate, error.message) : encodeCommandComplete(commandTag(command)), encodeReadyForQuery(turn.backend.txStatus))
+  turn.write(Buffer.concat(replies))
+}
+
+/**
+ * A Bind of a prepared CREATE/DROP DATABASE (PGlite holds a statement that does nothing in its place): the
+ * command is carried out now. On success the Bind goes on to PGlite; on failure the client gets the error and the
+ * rest of its pipeline is skipped until Sync, with PGlite's side of the pipeline rolled back (or, inside a
+ * transaction block, the transaction failed), as Postgres fails a statement.
+ */
+export async function bindDatabaseCommand(turn: Turn, command: DatabaseCommand, frame: Buffer): Promise<void> {
+  const { backend } = turn
+  const replies: Buffer[] = []
+  const inBlock = backend.txStatus !== TxStatus.Idle
+  const error = inBlock ? new WireError('ERROR', SqlState.ActiveSqlTransaction, `${commandTag(command)} cannot run inside a transaction block`) : await carryOut(turn, command, replies)
+  if (replies.length > 0) turn.write(Buffer.concat(replies))
+  if (!error) {
+    await turn.run(frame)
+    return
+  }
+  if (backend.isOwner) await backend.capture(inBlock ? Buffer.concat([FAILING_EXTENDED, SYNC]) : ABANDON_PIPELINE)
+  turn.write(encodeErrorResponse(error.severity, error.sqlstate, error.message))
+  turn.discardUntilSync()
+  turn.messages.statements.portalsEnded()
+  await turn.releaseIfAtRest()
+}
+
+/**
+ * The Execute of a prepared CREATE/DROP DATABASE's portal (the command ran at its Bind): the no-op runs alone and is
+ * answered with the command's own tag. Its portal is in the pipeline this client holds the session for.
+ */
+export async function taggedExecute(turn: Turn, command: DatabaseCommand, frame: Buffer): Promise<void> {
+  if (turn.backend.isOwner) turn.write(withCommandTag(await turn.backend.capture(frame), command))
+  else await turn.run(frame)
+}
+
+/** Do CREATE/DROP DATABASE; the error the client gets, or null. Notices for the client go to `replies`. */
+async function carryOut(turn: Turn, command: DatabaseCommand, replies: Buffer[]): Promise<WireError | null> {
+  try {
+    if (command.kind === 'drop') return await dropDatabase(turn, command, replies)
+    if (await turn.host.databases!.create(command.name)) return null
+    return new WireError('ERROR', SqlState.DuplicateDatabase, `database "${command.name}" already exists`)
+  } catch (failure) {
+    turn.log.error(`${command.kind} database failed`, { database: command.name, error: failure })
+    return new WireError('ERROR', SqlState.InternalError, `could not ${command.kind} database "${command.name}": ${(failure as Error).message}`)
+  }
+}
+
+/** DROP DATABASE as Postgres does it: not the one you are in, not one others use unless FORCE (they are ended). */
+async function dropDatabase(turn: Turn, command: Extract<DatabaseCommand, { kind: 'drop' }>, notices: Buffer[]): Promise<WireError | null> {
+  const databases = turn.host.databases!
+  const { name } = command
+  if (name === turn.database) return new WireError('ERROR', SqlState.ObjectInUse, 'cannot drop the currently open database')
+  if (name === databases.mainName) return new WireError('ERROR', SqlState.FeatureNotSupported, `cannot drop "${name}": it is the server's main database (stop the server and remove its data dir instead)`)
+  if (!(await databases.exists(name))) {
+    if (!command.ifExists) return new WireError('ERROR', SqlState.InvalidCatalogName, `database "${name}" does not exist`)
+    notices.push(encodeNotice('00000', `database "${name}" does not exist, skipping`))
+    return null
+  }
+  const db = databases.instance(name)
+  const others = db ? [...sessionFor(db).members] : []
+  if (others.length > 0 && !command.force) {
+    const count = others.length === 1 ? 'There is 1 other session using the database.' : `There are ${others.length} other sessions using the database.`
+    return new WireError('ERROR', SqlState.ObjectInUse, `database "${name}" is being accessed by other users (${count})`)
+  }
+  const goodbye = new WireError('FATAL', SqlState.AdminShutdown, 'terminating connection due to administrator command')
+  await Promise.all(others.map((member) => member.terminate(goodbye)))
+  await databases.drop(name)
+  turn.log.info('database dropped', { database: name, ended: others.length })
+  return null
+}
+
+/**
+ * This client called pglite_dev_db.reset() and is now at rest: if the call took effect (its transaction did not
+ * roll back), its database goes back to the migrated state. The client still holds the session, so nobody else
+ * runs meanwhile; everyone's prepared statements and LISTENs carry over to the fresh database.
+ */
+export async function resetDatabaseIfRequested(turn: Turn): Promise<void> {
+  const { backend, messages } = turn
+  if (!messages.resetRequested) return
+  messages.resetRequested = false
+  const requested = firstValue(await backend.capture(encodeQuery(RESET_CHECK_SQL))) === 'requested'
+  if (!requested) return
+  const started = performance.now()
+  const db = await turn.host.databases!.reset(turn.database)
+  const session = backend.session
+  // Reset in place (the same instance, its queries used the unnamed statement) or swapped for a fresh one.
+  const inPlace = db === session.db
+  if (inPlace) session.unnamedStatementOwner = null
+  else await session.replaceDb(db)
+  backend.forgetChanges(SessionChange.Settings)
+  turn.log.info('database reset', { database: turn.database, how: inPlace ? 'in place' : 'fresh copy', ms: Math.round(performance.now() - started) })
+}

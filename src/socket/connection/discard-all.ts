@@ -1,0 +1,49 @@
+// DISCARD ALL and DEALLOCATE ALL sent alone as a simple Query, taken over: carried out for this client only (its
+// own prepared statements closed; for DISCARD ALL also its settings reset and its LISTENs ended), answered as
+// Postgres answers them. Other clients keep theirs.
+
+import { TxStatus } from '../protocol/codes.ts'
+import { encodeCommandComplete, encodeParameterStatus, encodeReadyForQuery } from '../protocol/backend.ts'
+import { SYNC, encodeQuery } from '../protocol/frontend.ts'
+import { SessionChange } from '../protocol/replies.ts'
+import { listenSql } from '../session/listeners.ts'
+import type { SessionReset } from '../client/discard.ts'
+import { readSettingsReply } from '../client/settings.ts'
+import type { Turn } from './turn.ts'
+
+/**
+ * Where Postgres would refuse (DISCARD ALL in a transaction, anything in a failed one) or where a pipeline is open,
+ * the statement goes to PGlite as it is, for its own answer.
+ */
+export async function discardForClient(turn: Turn, reset: SessionReset, frame: Buffer): Promise<void> {
+  try {
+    await turn.own()
+  } catch (error) {
+    turn.refuse(error, frame)
+    return
+  }
+  const { backend, messages } = turn
+  const status = backend.txStatus
+  if (!backend.readyForQuery || status === TxStatus.Failed || (reset === 'DISCARD ALL' && status !== TxStatus.Idle)) {
+    await turn.run(frame)
+    return
+  }
+  const frames = [...messages.statements.closeAll(), SYNC]
+  const session = backend.session
+  if (reset === 'DISCARD ALL') {
+    frames.push(encodeQuery('RESET ALL'))
+    const unneeded = session.listeners.unlisten(turn.backend.client, null)
+    if (unneeded.length > 0) frames.push(encodeQuery(listenSql(unneeded, 'UNLISTEN')))
+  }
+  const reply = readSettingsReply(await backend.capture(Buffer.concat(frames)))
+  const parts: Buffer[] = []
+  if (reset === 'DISCARD ALL') {
+    backend.settingsReset()
+    backend.forgetChanges(SessionChange.Settings | SessionChange.Listening)
+    // The settings the client is told about changed back to the defaults: say so, as Postgres does.
+    for (const [name, value] of reply.reported) parts.push(encodeParameterStatus(name, value))
+  }
+  parts.push(encodeCommandComplete(reset), encodeReadyForQuery(backend.txStatus))
+  turn.write(Buffer.concat(parts))
+  await turn.releaseIfAtRest()
+}

@@ -1,0 +1,176 @@
+// A connection's start: SSLRequest and GSSENCRequest answered, a CancelRequest passed on, the StartupMessage read
+// and admitted, the password checked with SCRAM-SHA-256, and the database the client named opened. Everything up to
+// the first ReadyForQuery. https://www.postgresql.org/docs/current/protocol-flow.html#PROTOCOL-FLOW-START-UP
+
+import { SqlState, WireError } from '../../errors.ts'
+import { CODE_LENGTH, FrontendCode, HEADER_LENGTH, StartupCode } from '../protocol/codes.ts'
+import { encodeNegotiateProtocolVersion } from '../protocol/backend.ts'
+import { protocolViolation, type FrameReader, type Frames } from '../protocol/frames.ts'
+import type { SharedSession } from '../session/session.ts'
+import type { ConnectionHost, ServedConnection } from './host.ts'
+import { MAX_AUTH_MESSAGE_LENGTH, ScramExchange } from './scram.ts'
+
+const SSL_NOT_SUPPORTED = Buffer.from('N')
+
+/** What the start-up needs of its connection. */
+export interface StartingConnection extends ServedConnection {
+  readonly startupParams: Map<string, string>
+  write(bytes: Uint8Array): void
+  /** End the connection (with `error` sent first, if any). */
+  close(error: WireError | null): void
+  /** Something went wrong: a WireError reaches the client, anything else is logged and becomes XX000. */
+  fail(error: unknown): void
+  /**
+   * The client is in, with its database's session: tell it so and read its messages from here on, starting with
+   * `early`, messages it sent before it was admitted (none should).
+   */
+  admitted(session: SharedSession, database: string, early: Frames | null): void
+}
+
+export class Startup {
+  readonly #connection: StartingConnection
+  readonly #host: ConnectionHost
+  readonly #reader: FrameReader
+  #phase: 'packets' | 'authenticating' | 'opening' | 'refused' = 'packets'
+  #scram: ScramExchange | null = null
+  /** The first SSLRequest and GSSENCRequest are answered 'N'; Postgres treats a repeat as an unknown protocol. */
+  #sslAnswered = false
+  #gssAnswered = false
+  /** Complete messages that came in the same read as the last SASL response. */
+  #early: Frames | null = null
+
+  constructor(connection: StartingConnection, host: ConnectionHost, reader: FrameReader) {
+    this.#connection = connection
+    this.#host = host
+    this.#reader = reader
+  }
+
+  /** The largest Password message this phase accepts; -1 outside authentication, where it is not a valid message. */
+  get maxPasswordLength(): number {
+    return this.#scram ? MAX_AUTH_MESSAGE_LENGTH : -1
+  }
+
+  /** Read what the client sent so far. Throws a WireError (FATAL) that refuses it. */
+  read(): void {
+    if (this.#phase === 'packets') this.#readPackets()
+    if (this.#phase === 'authenticating') this.#readAuthentication()
+  }
+
+  #readPackets(): void {
+    let packet: Buffer | null
+    while (this.#phase === 'packets' && (packet = this.#reader.readStartupPacket()) !== null) {
+      const code = packet.readInt32BE(4)
+      if (code === StartupCode.SSLRequest || code === StartupCode.GSSENCRequest) {
+        if (packet.length !== 8) throw protocolViolation('invalid length of startup packet')
+        const isSsl = code === StartupCode.SSLRequest
+        if (isSsl ? !this.#sslAnswered : !this.#gssAnswered) {
+          if (isSsl) this.#sslAnswered = true
+          else this.#gssAnswered = true
+          this.#connection.write(SSL_NOT_SUPPORTED)
+          continue
+        }
+      }
+      if (code === StartupCode.CancelRequest) {
+        if (packet.length !== 16) throw protocolViolation('invalid length of startup packet')
+        this.#host.cancel(packet.readInt32BE(8), packet.readInt32BE(12))
+        this.#phase = 'refused'
+        this.#connection.close(null)
+        return
+      }
+      this.#startupMessage(packet, code)
+    }
+  }
+
+  #startupMessage(packet: Buffer, version: number): void {
+    const major = version >>> 16
+    const minor = version & 0xffff
+    if (major !== 3) {
+      throw new WireError('FATAL', SqlState.FeatureNotSupported, `unsupported frontend protocol ${major}.${minor}: server supports 3.0 to 3.0`)
+    }
+    const params = this.#connection.startupParams
+    const unrecognized: string[] = []
+    const body = packet.subarray(8)
+    let offset = 0
+    while (offset < body.length && body[offset] !== 0) {
+      const nameEnd = body.indexOf(0, offset)
+      const valueEnd = nameEnd < 0 ? -1 : body.indexOf(0, nameEnd + 1)
+      if (valueEnd < 0) throw protocolViolation('invalid startup packet layout: expected terminator as last byte')
+      const name = body.toString('utf8', offset, nameEnd)
+      if (name.startsWith('_pq_.')) unrecognized.push(name)
+      else params.set(name, body.toString('utf8', nameEnd + 1, valueEnd))
+      offset = valueEnd + 1
+    }
+    if (offset !== body.length - 1) throw protocolViolation('invalid startup packet layout: expected terminator as last byte')
+    if (!params.get('user')) throw new WireError('FATAL', SqlState.InvalidAuthorizationSpecification, 'no PostgreSQL user name specified in startup packet')
+    const refusal = this.#host.admit(this.#connection)
+    if (refusal) {
+      this.#phase = 'refused'
+      this.#connection.close(refusal)
+      return
+    }
+    if (!this.#host.session.startupPrefixNow) throw new WireError('FATAL', SqlState.CannotConnectNow, 'the database system is starting up')
+    // A newer 3.x minor or `_pq_.` options: say we speak 3.0 and which options we ignored; the client carries on.
+    if (minor > 0 || unrecognized.length > 0) this.#connection.write(encodeNegotiateProtocolVersion(0, unrecognized))
+    this.#reader.startTyped()
+    const secret = this.#host.options.password
+    if (secret) {
+      this.#scram = new ScramExchange(secret)
+      this.#phase = 'authenticating'
+      this.#connection.write(ScramExchange.request())
+      return
+    }
+    this.#openDatabase()
+  }
+
+  /** SASLInitialResponse, then SASLResponse: any other message, or a wrong proof, ends the connection. */
+  #readAuthentication(): void {
+    const frames = this.#reader.readFrames()
+    if (!frames) return
+    const { bytes } = frames
+    let offset = 0
+    while (offset < bytes.length && this.#phase === 'authenticating') {
+      const code = bytes[offset]!
+      const end = offset + CODE_LENGTH + bytes.readInt32BE(offset + CODE_LENGTH)
+      if (code !== FrontendCode.Password) throw protocolViolation(`expected SASL response, got message type ${code}`)
+      const step = this.#scram!.respond(bytes.subarray(offset + HEADER_LENGTH, end))
+      if (!step.ok) {
+        if (step.protocolViolation) throw protocolViolation(step.reason)
+        const user = this.#connection.startupParams.get('user') ?? ''
+        this.#host.log.info('authentication failed', { conn: this.#connection.processId, user, reason: step.reason, sqlstate: SqlState.InvalidPassword })
+        throw new WireError('FATAL', SqlState.InvalidPassword, `password authentication failed for user "${user}"`)
+      }
+      this.#connection.write(step.reply)
+      offset = end
+      if (step.done) {
+        this.#scram = null
+        this.#openDatabase()
+      }
+    }
+    if (offset < bytes.length) this.#early = { bytes: bytes.subarray(offset), count: frames.count }
+  }
+
+  /**
+   * The client is who it says: find its database (opening it may take a moment; the client waits, as for
+   * authentication), then let it in.
+   */
+  #openDatabase(): void {
+    this.#phase = 'opening'
+    const params = this.#connection.startupParams
+    const database = params.get('database') || params.get('user')!
+    const databases = this.#host.databases
+    const early = this.#early
+    this.#early = null
+    if (!databases || database === databases.mainName) {
+      this.#connection.admitted(this.#host.session, database, early)
+      return
+    }
+    this.#host.openSession(database).then(
+      (session) => this.#connection.admitted(session, database, early),
+      (error: unknown) => {
+        if (error instanceof WireError) throw error
+        this.#host.log.error('cannot open database', { database, error })
+        throw new WireError('FATAL', SqlState.InternalError, `cannot open database "${database}": ${(error as Error).message}`, { cause: error })
+      },
+    ).catch((error: unknown) => this.#connection.fail(error))
+  }
+}

@@ -1,0 +1,102 @@
+// Frontend messages: the ones the server itself sends PGlite (its own queries, Sync, Close), and readers for the
+// fields of the messages clients send (names and SQL text), without decoding more than is asked for.
+// https://www.postgresql.org/docs/current/protocol-message-formats.html
+
+import { CODE_LENGTH, FrontendCode, HEADER_LENGTH, LEN_LENGTH, StartupCode } from './codes.ts'
+
+function message(code: number, bodyLength: number): Buffer {
+  const buf = Buffer.allocUnsafe(HEADER_LENGTH + bodyLength)
+  buf[0] = code
+  buf.writeInt32BE(LEN_LENGTH + bodyLength, CODE_LENGTH)
+  return buf
+}
+
+export const SYNC_MESSAGE: Uint8Array = Uint8Array.of(FrontendCode.Sync, 0, 0, 0, 4)
+export const SYNC = Buffer.from(SYNC_MESSAGE)
+
+export function encodeQuery(sql: string): Buffer {
+  const buf = message(FrontendCode.Query, Buffer.byteLength(sql) + 1)
+  buf.write(sql, HEADER_LENGTH)
+  buf[buf.length - 1] = 0
+  return buf
+}
+
+/** Parse, Bind and Execute of `sql` as the unnamed statement and portal, without parameters (no Sync). */
+export function encodeUnnamedExecution(sql: string): Buffer {
+  const parse = message(FrontendCode.Parse, 1 + Buffer.byteLength(sql) + 1 + 2)
+  parse[HEADER_LENGTH] = 0
+  parse.write(sql, HEADER_LENGTH + 1)
+  parse[parse.length - 3] = 0
+  parse.writeInt16BE(0, parse.length - 2)
+  const bind = message(FrontendCode.Bind, 2 + 2 + 2 + 2)
+  bind.fill(0, HEADER_LENGTH)
+  const execute = message(FrontendCode.Execute, 1 + 4)
+  execute.fill(0, HEADER_LENGTH)
+  return Buffer.concat([parse, bind, execute])
+}
+
+/** A Close of one prepared statement ('S') or portal ('P') by the name PGlite knows. */
+export function encodeClose(kind: 'S' | 'P', serverName: Buffer): Buffer {
+  const frame = message(FrontendCode.Close, 1 + serverName.length + 1)
+  frame[HEADER_LENGTH] = kind.charCodeAt(0)
+  serverName.copy(frame, HEADER_LENGTH + 1)
+  frame[frame.length - 1] = 0
+  return frame
+}
+
+export function encodeStartupMessage(params: Record<string, string>): Buffer {
+  const pairs = Object.entries(params).flatMap(([k, v]) => [k, v])
+  const body = Buffer.from(pairs.join('\0') + '\0\0')
+  const buf = Buffer.allocUnsafe(8 + body.length)
+  buf.writeInt32BE(8 + body.length, 0)
+  buf.writeInt32BE(StartupCode.Protocol3, 4)
+  body.copy(buf, 8)
+  return buf
+}
+
+/** [start, end) of the NUL-terminated string at `start`, or an empty range when it has no terminator before `end`. */
+export function cstring(bytes: Buffer, start: number, end: number): [number, number] {
+  const zero = bytes.indexOf(0, start)
+  // A missing terminator is PGlite's to report (08P01); the caller leaves the message as it is.
+  return zero < 0 || zero >= end ? [start, start] : [start, zero]
+}
+
+/** Read the NUL-terminated string at `offset`; returns it and the offset after its terminator. */
+export function readCString(bytes: Buffer, offset: number): [string, number] {
+  const end = bytes.indexOf(0, offset)
+  const stop = end < 0 ? bytes.length : end
+  return [bytes.toString('utf8', offset, stop), stop + 1]
+}
+
+/** [start, end) of the SQL text of a Query or Parse message (whole message at `offset`), or null if malformed. */
+export function sqlBounds(bytes: Buffer, offset: number, end: number, isParse: boolean): [number, number] | null {
+  const start = isParse ? bytes.indexOf(0, offset + HEADER_LENGTH) + 1 : offset + HEADER_LENGTH
+  const zero = bytes.indexOf(0, start)
+  return start <= 0 || zero < 0 || zero >= end ? null : [start, zero]
+}
+
+/** The SQL text of a Query or Parse message (whole message, header included). */
+export function messageSql(bytes: Buffer, offset: number, end: number, isParse: boolean): string {
+  const text = sqlBounds(bytes, offset, end, isParse)
+  return text ? bytes.toString('utf8', text[0], text[1]) : ''
+}
+
+/** One replacement in a message: the bytes [from, to) become `bytes`. */
+export type Edit = [from: number, to: number, bytes: Buffer]
+
+/** The message at [offset, end) with each edit made (edits in order, not overlapping), its length field fixed. */
+export function editMessage(bytes: Buffer, offset: number, end: number, edits: readonly Edit[]): Buffer {
+  let length = end - offset
+  for (const [from, to, middle] of edits) length += middle.length - (to - from)
+  const frame = Buffer.allocUnsafe(length)
+  let at = 0
+  let copied = offset
+  for (const [from, to, middle] of edits) {
+    at += bytes.copy(frame, at, copied, from)
+    at += middle.copy(frame, at)
+    copied = to
+  }
+  bytes.copy(frame, at, copied, end)
+  frame.writeInt32BE(frame.length - CODE_LENGTH, CODE_LENGTH)
+  return frame
+}

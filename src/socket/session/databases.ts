@@ -1,0 +1,34 @@
+// What the server needs of the databases behind it: each one something that runs protocol messages (PGlite in this
+// thread, or in a worker thread), and, for a server with several, the catalog that opens them by name.
+
+/**
+ * What a session needs of its database: PGlite itself, or a PGlite in a worker thread (host/engine/thread.ts). The
+ * main database a server is given is always an in-process PGlite; other databases may be either.
+ */
+export interface SessionDb {
+  readonly waitReady: Promise<void>
+  runExclusive<T>(fn: () => Promise<T>): Promise<T>
+  execProtocolRaw(message: Uint8Array, options?: { syncToFs?: boolean }): Promise<Uint8Array>
+  execProtocolRawStream(message: Uint8Array, options: { onRawData: (chunk: Uint8Array) => void; syncToFs?: boolean }): Promise<void>
+}
+
+/**
+ * Where the databases a client names come from. Without one, a server has one database and every name leads there
+ * (the stock behaviour). Names are as Postgres folds them; the catalog serializes work on one name.
+ */
+export interface DatabaseCatalog {
+  /** The database clients reach when they name no other, and which cannot be dropped. */
+  readonly mainName: string
+  /** The instance behind `name`, created (from the migrated template) on first use. */
+  open(name: string): Promise<SessionDb>
+  /** The open instance behind `name`, if it is open. */
+  instance(name: string): SessionDb | null
+  /** Whether `name` exists (was used or created, and not dropped). */
+  exists(name: string): Promise<boolean>
+  /** CREATE DATABASE: false if it exists already. */
+  create(name: string): Promise<boolean>
+  /** DROP DATABASE: closes and deletes it; false if it did not exist. Its clients must be gone already. */
+  drop(name: string): Promise<boolean>
+  /** Back to the migrated state: the instance to use from now on. The old one is closed by the catalog. */
+  reset(name: string): Promise<SessionDb>
+}
