@@ -1,0 +1,238 @@
+// One read's messages, run in order: each to its handler; what passes on runs in PGlite as one segment, in as few
+// calls as possible (normally one); where the server takes a message over, what came before it runs first. Here too:
+// waiting for the session, the release rule, and the answer to work whose wait was refused (cancel, queue timeout).
+
+import { SqlState } from '../../errors.ts'
+import type { Logger } from '../../log.ts'
+import { CODE_LENGTH, FrontendCode } from '../protocol/codes.ts'
+import { encodeErrorResponse, encodeReadyForQuery } from '../protocol/backend.ts'
+import type { Frames } from '../protocol/frames.ts'
+import { QueryCanceledError, QueueTimeoutError, SchedulerClosedError } from '../session/scheduler.ts'
+import type { CopyIn } from '../client/copy-in.ts'
+import { hexDump } from '../trace/hex-dump.ts'
+import type { BackendClient, ClientBackend } from './backend.ts'
+import { gatherCopy, startCopy } from './copy-in.ts'
+import { bindDatabaseCommand, queryDatabaseCommand, resetDatabaseIfRequested, taggedExecute } from './database-commands.ts'
+import { discardForClient } from './discard-all.ts'
+import type { ConnectionHost } from './host.ts'
+import { UnnamedUse, unnamedUseOf, type MessageReader, type Segment, type Takeover } from './messages.ts'
+import type { ConnectionState, ConnectionStates } from './state.ts'
+import type { Turn } from './turn.ts'
+
+/** Close the unnamed statement; Flush, not Sync, so a pipeline the client has open stays open. */
+const CLOSE_UNNAMED_STATEMENT = Buffer.from([FrontendCode.Close, 0, 0, 0, 6, 0x53, 0, FrontendCode.Flush, 0, 0, 0, 4])
+const CANCELED_RESPONSE = encodeErrorResponse('ERROR', SqlState.QueryCanceled, 'canceling statement due to user request')
+
+/** What the runner needs of its connection. */
+export interface BatchClient extends BackendClient {
+  readonly states: ConnectionStates
+  /** Frames in and out are logged as hex dumps. */
+  readonly inspect: boolean
+  close(): void
+}
+
+export class BatchRunner {
+  readonly #client: BatchClient
+  readonly #backend: ClientBackend
+  readonly #messages: MessageReader
+  readonly #host: ConnectionHost
+  readonly #log: Logger
+  readonly #database: string
+  /** The COPY FROM STDIN whose data is arriving. */
+  #copy: CopyIn | null = null
+  /** Refused work: messages are dropped until Sync. */
+  #discarding = false
+
+  constructor(client: BatchClient, backend: ClientBackend, messages: MessageReader, host: ConnectionHost, log: Logger, database: string) {
+    this.#client = client
+    this.#backend = backend
+    this.#messages = messages
+    this.#host = host
+    this.#log = log
+    this.#database = database
+  }
+
+  /** The state at rest, when nothing is running: what the client holds says which. */
+  get restingState(): ConnectionState {
+    if (this.#backend.isOwner) return this.#copy ? 'copy-in' : 'holding'
+    return this.#discarding ? 'discarding' : 'idle'
+  }
+
+  /** The client is gone: a COPY it was sending is dropped with it. */
+  dropCopy(): void {
+    this.#copy = null
+  }
+
+  async run(frames: Frames): Promise<void> {
+    const { states } = this.#client
+    states.enter('active')
+    const { bytes } = frames
+    const messages = this.#messages
+    messages.begin(bytes)
+    let offset = 0
+    while (offset < bytes.length && states.isReady) {
+      const code = bytes[offset]!
+      const end = offset + CODE_LENGTH + bytes.readInt32BE(offset + CODE_LENGTH)
+      if (this.#copy) {
+        await gatherCopy(this.#turn, this.#copy, code, bytes.subarray(offset, end))
+        messages.take(end)
+      } else if (this.#discarding && code !== FrontendCode.Terminate) {
+        if (code === FrontendCode.Sync) this.#endDiscarding()
+        messages.take(end)
+      } else {
+        const takeover = messages.handle(offset, end)
+        if (takeover) {
+          await this.#runSegment(messages.take(offset))
+          messages.take(end)
+          if (takeover.kind === 'terminate') {
+            this.#client.close()
+            return
+          }
+          if (!this.#discarding && states.isReady) await this.#takeOver(takeover)
+        }
+      }
+      offset = end
+    }
+    if (states.isReady) await this.#runSegment(messages.take(bytes.length))
+  }
+
+  /** One path for every takeover: the server acts in the message's place. */
+  async #takeOver(takeover: Exclude<Takeover, { kind: 'terminate' }>): Promise<void> {
+    switch (takeover.kind) {
+      case 'copy-in':
+        return startCopy(this.#turn, takeover.copy, takeover.frame, takeover.viaQuery)
+      case 'database-command':
+        return takeover.via === 'query' ? queryDatabaseCommand(this.#turn, takeover.command, takeover.frame) : bindDatabaseCommand(this.#turn, takeover.command, takeover.frame)
+      case 'tagged-execute':
+        return taggedExecute(this.#turn, takeover.command, takeover.frame)
+      case 'session-reset':
+        return discardForClient(this.#turn, takeover.reset, takeover.frame)
+    }
+  }
+
+  /** Run messages as the owner and apply the release rule. Refused work is answered as a failed statement. */
+  async #runSegment({ bytes, unnamedUse }: Segment): Promise<void> {
+    if (bytes.length === 0) return
+    try {
+      await this.#own()
+    } catch (error) {
+      const rest = this.#refuse(error, bytes)
+      if (rest < bytes.length) await this.#runSegment({ bytes: bytes.subarray(rest), unnamedUse: unnamedUseOf(bytes.subarray(rest)) })
+      return
+    }
+    if (this.#mustCloseUnnamedStatement(unnamedUse)) await this.#backend.capture(CLOSE_UNNAMED_STATEMENT)
+    if (this.#client.inspect) this.#log.trace('to pglite', { dump: hexDump(bytes) })
+    await this.#backend.run(bytes)
+    await this.#releaseIfAtRest()
+  }
+
+  /**
+   * The session's unnamed statement is whichever client last made one. A client that binds or describes it without
+   * having made it must get Postgres's answer (26000), not another client's statement: true when it must be closed
+   * first. Records this client as its maker when the segment makes one.
+   */
+  #mustCloseUnnamedStatement(use: number): boolean {
+    if (use === 0) return false
+    const session = this.#backend.session
+    const mustClose = (use & UnnamedUse.ReferencedFirst) !== 0 && session.unnamedStatementOwner !== this.#client
+    session.unnamedStatementOwner = (use & UnnamedUse.Parsed) !== 0 ? this.#client : mustClose ? null : session.unnamedStatementOwner
+    return mustClose
+  }
+
+  /**
+   * Become the session's owner, waiting behind other clients if need be. A wait can end in QueryCanceledError (the
+   * client's CancelRequest) or QueueTimeoutError (longer than queueTimeoutMs): see #refuse.
+   */
+  async #own(): Promise<void> {
+    const backend = this.#backend
+    if (backend.isOwner) return
+    const wait = backend.session.scheduler.acquire(this.#client)
+    if (wait) {
+      const { states } = this.#client
+      states.enter('waiting')
+      try {
+        await wait
+      } finally {
+        states.enter('active')
+      }
+      if (!states.isReady) throw new SchedulerClosedError('the connection is closing')
+    }
+    await backend.tookSession()
+  }
+
+  /** The release rule: the session goes to the next client once this one is at rest. */
+  async #releaseIfAtRest(): Promise<void> {
+    const backend = this.#backend
+    if (!backend.isOwner || !backend.atRest) return
+    await resetDatabaseIfRequested(this.#turn)
+    await backend.release()
+  }
+
+  /**
+   * Waiting work in `bytes` never ran: it was canceled or timed out. Answer as Postgres answers a statement that
+   * fails: the ErrorResponse, the rest of the Sync- or Query-ended unit skipped, ReadyForQuery. Returns where the
+   * refused unit ends in `bytes` (its length when its Sync has not arrived: later messages are dropped until it
+   * does). The client was waiting, so it held nothing: no transaction or pipeline of its own is open in PGlite.
+   */
+  #refuse(error: unknown, bytes: Buffer): number {
+    if (error instanceof QueryCanceledError) this.#client.write(CANCELED_RESPONSE)
+    else if (error instanceof QueueTimeoutError) this.#client.write(encodeErrorResponse('ERROR', SqlState.LockNotAvailable, error.message))
+    else throw error
+    const first = bytes[0]
+    if (first === FrontendCode.Query || first === FrontendCode.FunctionCall) {
+      // A simple-protocol statement: its own ReadyForQuery ends it.
+      this.#client.write(encodeReadyForQuery(this.#backend.txStatus))
+      return CODE_LENGTH + bytes.readInt32BE(CODE_LENGTH)
+    }
+    this.#discarding = true
+    for (let offset = 0; offset < bytes.length; ) {
+      const end = offset + CODE_LENGTH + bytes.readInt32BE(offset + CODE_LENGTH)
+      if (bytes[offset] === FrontendCode.Sync) {
+        this.#endDiscarding()
+        return end
+      }
+      offset = end
+    }
+    return bytes.length
+  }
+
+  /** The Sync that ends refused work: it gets its ReadyForQuery (Postgres drops a Query sent meanwhile too). */
+  #endDiscarding(): void {
+    this.#discarding = false
+    this.#client.write(encodeReadyForQuery(this.#backend.txStatus))
+  }
+
+  /** What a takeover may do on this client's behalf. */
+  readonly #turn: Turn = (() => {
+    const runner = this
+    return {
+      get backend() {
+        return runner.#backend
+      },
+      get messages() {
+        return runner.#messages
+      },
+      get host() {
+        return runner.#host
+      },
+      get log() {
+        return runner.#log
+      },
+      get database() {
+        return runner.#database
+      },
+      own: () => runner.#own(),
+      run: (bytes: Buffer) => runner.#runSegment({ bytes, unnamedUse: unnamedUseOf(bytes) }),
+      refuse: (error: unknown, frame: Buffer) => void runner.#refuse(error, frame),
+      releaseIfAtRest: () => runner.#releaseIfAtRest(),
+      write: (bytes: Uint8Array) => runner.#client.write(bytes),
+      discardUntilSync: () => void (runner.#discarding = true),
+      get copy() {
+        return runner.#copy
+      },
+      set copy(copy: CopyIn | null) {
+        runner.#copy = copy
+      },
+    }
+  })()
+}

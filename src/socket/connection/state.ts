@@ -1,0 +1,90 @@
+// Where one connection is in its life, and the timer each state runs. Every change of state goes through `enter`,
+// which stops the timer of the state left and starts the one of the state entered: a timer can never outlive its
+// state or be forgotten by a path that changes the state.
+
+/**
+ * - startup: SSL/GSS negotiation, the startup packet, authentication, opening its database. The authentication
+ *   deadline runs from the moment the client connected (57014, as Postgres's authentication_timeout), and the
+ *   idle-session timer from its last message.
+ * - idle: ready, holds nothing, nothing to do (the idle-session timer, 57P05).
+ * - waiting: its work waits for the session behind another client (the queue timeout, 55P03).
+ * - active: its work runs, in PGlite or in the server on its behalf.
+ * - holding: holds the session between messages, inside a transaction or an open pipeline (the
+ *   idle-in-transaction timer, 25P03).
+ * - copy-in: holds the session while its COPY FROM STDIN data arrives (the idle-in-transaction timer).
+ * - discarding: its waiting work was refused (cancel, queue timeout); what it sends is dropped until Sync, as after
+ *   an error. Holds nothing (the idle-session timer).
+ * - closing: going away, its cleanup running. closed: nothing of it is left in the session.
+ */
+export type ConnectionState = 'startup' | 'idle' | 'waiting' | 'active' | 'holding' | 'copy-in' | 'discarding' | 'closing' | 'closed'
+
+export type Timeout = 'authentication' | 'idle-session' | 'idle-in-transaction' | 'queue'
+
+export interface TimeoutsMs {
+  /** 0: never. */
+  idleTimeoutMs: number
+  idleInTransactionTimeoutMs: number
+  queueTimeoutMs: number
+}
+
+/** A client must finish startup and authentication within this long, as Postgres's authentication_timeout. */
+export const AUTHENTICATION_TIMEOUT_MS = 60_000
+
+const TIMER_OF: Readonly<Record<ConnectionState, Exclude<Timeout, 'authentication'> | null>> = {
+  startup: 'idle-session',
+  idle: 'idle-session',
+  discarding: 'idle-session',
+  waiting: 'queue',
+  active: null,
+  holding: 'idle-in-transaction',
+  'copy-in': 'idle-in-transaction',
+  closing: null,
+  closed: null,
+}
+
+export class ConnectionStates {
+  #state: ConnectionState = 'startup'
+  #timer: NodeJS.Timeout | undefined
+  #authenticationDeadline: NodeJS.Timeout | undefined
+  readonly #timeouts: TimeoutsMs
+  readonly #onTimeout: (timeout: Timeout, ms: number) => void
+
+  /** Starts in `startup`, with the authentication deadline running. */
+  constructor(timeouts: TimeoutsMs, onTimeout: (timeout: Timeout, ms: number) => void) {
+    this.#timeouts = timeouts
+    this.#onTimeout = onTimeout
+    this.#authenticationDeadline = setTimeout(() => onTimeout('authentication', AUTHENTICATION_TIMEOUT_MS), AUTHENTICATION_TIMEOUT_MS).unref()
+    this.enter('startup')
+  }
+
+  get current(): ConnectionState {
+    return this.#state
+  }
+
+  /** Admitted and not going away: its messages are run. */
+  get isReady(): boolean {
+    return this.#state !== 'startup' && this.#state !== 'closing' && this.#state !== 'closed'
+  }
+
+  get isClosing(): boolean {
+    return this.#state === 'closing' || this.#state === 'closed'
+  }
+
+  /** Move to `state`, or stay in it with its timer started afresh. Nothing leaves closing, but for closed. */
+  enter(state: ConnectionState): void {
+    if (this.isClosing && state !== 'closed') return
+    if (state !== 'startup') clearTimeout(this.#authenticationDeadline)
+    this.#state = state
+    clearTimeout(this.#timer)
+    this.#timer = undefined
+    const timeout = TIMER_OF[state]
+    const ms = timeout === null ? 0 : this.#msOf(timeout)
+    if (timeout !== null && ms > 0) this.#timer = setTimeout(() => this.#onTimeout(timeout, ms), ms)
+  }
+
+  #msOf(timeout: Exclude<Timeout, 'authentication'>): number {
+    if (timeout === 'idle-session') return this.#timeouts.idleTimeoutMs
+    if (timeout === 'idle-in-transaction') return this.#timeouts.idleInTransactionTimeoutMs
+    return this.#timeouts.queueTimeoutMs
+  }
+}
