@@ -56,9 +56,11 @@ describe('pglite-dev-db CLI', () => {
     expect(await main(['--help'], d.io)).toBe(2)
 
     const env = { PGLITE_DEV_DB_PORT: '7000', PGLITE_DEV_DB_MEMORY: '1', PGLITE_DEV_DB_NO_MIGRATIONS: 'true' }
-    expect(parseCliOptions([], env, 'migrations')).toMatchObject({ port: 7000, dataDir: null, migrations: null })
+    const fromEnv = parseCliOptions([], env, 'migrations').devDb
+    expect([fromEnv.port, fromEnv.dataDir, fromEnv.migrations]).toEqual([7000, undefined, undefined])
     // A flag beats its own twin and the twin of its opposite.
-    expect(parseCliOptions(['--port', '0', '--data-dir', 'here', '--migrations', 'm'], env, 'migrations')).toMatchObject({ port: 0, dataDir: 'here', migrations: 'm' })
+    const fromFlags = parseCliOptions(['--port', '0', '--data-dir', 'here', '--migrations', 'm'], env, 'migrations').devDb
+    expect([fromFlags.port, fromFlags.dataDir, fromFlags.migrations]).toEqual([0, 'here', 'm'])
     expect(() => parseCliOptions(['--memory', '--data-dir', 'here'], {}, null)).toThrow("'--memory' and '--data-dir' exclude each other")
   })
 

@@ -1,13 +1,15 @@
-// Options: one table drives the CLI flags, their environment twins, --help and validation.
+// The command's flags: one table drives the flags, their environment twins and --help. A flag that sets an option
+// of startDevDb names it, takes its default from host/options.ts, and is checked by the same validation.
 
 import { DevServerError } from '../errors.ts'
 import { resolveExtensionNames } from '../host/extensions.ts'
+import { DEV_DB_DEFAULTS, validateDevDbOptions, type DevDbOptions } from '../host/options.ts'
 import { isLogLevel, type LogFormat, type LogLevel } from '../log.ts'
-import { DEFAULT_PROGRESS_AFTER_MS } from '../host/progress.ts'
-import { DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS, DEFAULT_MAX_CONNECTIONS, DEFAULT_QUEUE_TIMEOUT_MS } from '../socket/server.ts'
 
 export const DEFAULT_DATA_DIR = '.pglite-dev-db/data'
 export const DEFAULT_MIGRATIONS_DIR = 'migrations'
+/** The command listens where Postgres does; startDevDb picks a free port. */
+export const DEFAULT_PORT = 5432
 export const ENV_PREFIX = 'PGLITE_DEV_DB_'
 
 type FlagType = 'string' | 'integer' | 'boolean'
@@ -16,41 +18,47 @@ interface Flag {
   type: FlagType
   help: string
   value?: string
+  /** The startDevDb option this flag sets; its default is shown unless `defaultText` says otherwise. */
+  option?: keyof DevDbOptions
   defaultText?: string
 }
 
+const defaultOf = (option: keyof typeof DEV_DB_DEFAULTS): string => String(DEV_DB_DEFAULTS[option])
+
 export const FLAGS: readonly Flag[] = [
-  { name: 'host', type: 'string', value: 'HOST', help: 'address to listen on', defaultText: '127.0.0.1' },
-  { name: 'port', type: 'integer', value: 'PORT', help: 'port to listen on; 0 picks a free one', defaultText: '5432' },
-  { name: 'data-dir', type: 'string', value: 'PATH', help: 'where the database lives between runs', defaultText: DEFAULT_DATA_DIR },
+  { name: 'host', option: 'host', type: 'string', value: 'HOST', help: 'address to listen on', defaultText: defaultOf('host') },
+  { name: 'port', option: 'port', type: 'integer', value: 'PORT', help: 'port to listen on; 0 picks a free one', defaultText: String(DEFAULT_PORT) },
+  { name: 'data-dir', option: 'dataDir', type: 'string', value: 'PATH', help: 'where the database lives between runs', defaultText: DEFAULT_DATA_DIR },
   { name: 'memory', type: 'boolean', help: 'keep the database in memory only; nothing is written to disk' },
-  { name: 'migrations', type: 'string', value: 'DIR', help: 'drizzle-kit migrations folder applied before listening', defaultText: `./${DEFAULT_MIGRATIONS_DIR} when present` },
+  { name: 'migrations', option: 'migrations', type: 'string', value: 'DIR', help: 'drizzle-kit migrations folder applied before listening', defaultText: `./${DEFAULT_MIGRATIONS_DIR} when present` },
   { name: 'no-migrations', type: 'boolean', help: 'do not apply any migrations' },
-  { name: 'cache-dir', type: 'string', value: 'DIR', help: 'where migrated templates are kept; a fresh database copies one instead of initdb + migrations', defaultText: 'node_modules/.cache/pglite-dev-db' },
+  { name: 'cache-dir', option: 'cacheDir', type: 'string', value: 'DIR', help: 'where migrated templates are kept; a fresh database copies one instead of initdb + migrations', defaultText: 'node_modules/.cache/pglite-dev-db' },
   { name: 'no-template', type: 'boolean', help: 'build a fresh database with initdb and every migration, without the template' },
   { name: 'no-database-threads', type: 'boolean', help: 'run every database in the server\'s thread (by default each database after the first one a client names gets a worker thread)' },
-  { name: 'extensions', type: 'string', value: 'LIST', help: 'extensions to load, comma-separated (vector,pgcrypto,...); a database that has one needs it at every start', defaultText: 'none' },
-  { name: 'from-snapshot', type: 'string', value: 'FILE', help: 'start from a snapshot (pglite-dev-db snapshot): with --memory, or into a data dir that holds no database yet' },
-  { name: 'password', type: 'string', value: 'PASSWORD', help: 'clients must log in with this password (SCRAM-SHA-256); it appears in the printed URL', defaultText: 'none' },
-  { name: 'socket-dir', type: 'string', value: 'DIR', help: 'also listen on DIR/.s.PGSQL.PORT, where psql -h DIR looks' },
-  { name: 'max-connections', type: 'integer', value: 'N', help: 'clients past this get FATAL 53300', defaultText: String(DEFAULT_MAX_CONNECTIONS) },
+  { name: 'extensions', option: 'extensions', type: 'string', value: 'LIST', help: 'extensions to load, comma-separated (vector,pgcrypto,...); a database that has one needs it at every start', defaultText: 'none' },
+  { name: 'from-snapshot', option: 'fromSnapshot', type: 'string', value: 'FILE', help: 'start from a snapshot (pglite-dev-db snapshot): with --memory, or into a data dir that holds no database yet' },
+  { name: 'password', option: 'password', type: 'string', value: 'PASSWORD', help: 'clients must log in with this password (SCRAM-SHA-256); it appears in the printed URL', defaultText: 'none' },
+  { name: 'socket-dir', option: 'socketDir', type: 'string', value: 'DIR', help: 'also listen on DIR/.s.PGSQL.PORT, where psql -h DIR looks' },
+  { name: 'max-connections', option: 'maxConnections', type: 'integer', value: 'N', help: 'clients past this get FATAL 53300', defaultText: defaultOf('maxConnections') },
   {
     name: 'idle-in-transaction-timeout-ms',
+    option: 'idleInTransactionTimeoutMs',
     type: 'integer',
     value: 'MS',
     help: 'reap a client that holds the session idle this long (FATAL 25P03); 0 = never',
-    defaultText: String(DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS),
+    defaultText: defaultOf('idleInTransactionTimeoutMs'),
   },
   {
     name: 'queue-timeout-ms',
+    option: 'queueTimeoutMs',
     type: 'integer',
     value: 'MS',
     help: 'a statement that waits this long for another client\'s transaction fails with 55P03; 0 = never',
-    defaultText: String(DEFAULT_QUEUE_TIMEOUT_MS),
+    defaultText: defaultOf('queueTimeoutMs'),
   },
-  { name: 'idle-timeout-ms', type: 'integer', value: 'MS', help: 'close clients at rest after this long (FATAL 57P05); 0 = never', defaultText: '0' },
-  { name: 'progress-after-ms', type: 'integer', value: 'MS', help: 'a start-up step running this long logs a line naming it; 0 = every step', defaultText: String(DEFAULT_PROGRESS_AFTER_MS) },
-  { name: 'trace', type: 'string', value: 'FILE', help: 'record every message of every client as JSON lines in FILE; read it with `pglite-dev-db trace view FILE`' },
+  { name: 'idle-timeout-ms', option: 'idleTimeoutMs', type: 'integer', value: 'MS', help: 'close clients at rest after this long (FATAL 57P05); 0 = never', defaultText: defaultOf('idleTimeoutMs') },
+  { name: 'progress-after-ms', option: 'progressAfterMs', type: 'integer', value: 'MS', help: 'a start-up step running this long logs a line naming it; 0 = every step', defaultText: defaultOf('progressAfterMs') },
+  { name: 'trace', option: 'trace', type: 'string', value: 'FILE', help: 'record every message of every client as JSON lines in FILE; read it with `pglite-dev-db trace view FILE`' },
   { name: 'log-level', type: 'string', value: 'LEVEL', help: 'silent, error, warn, info, debug or trace', defaultText: 'info' },
   { name: 'log-format', type: 'string', value: 'FORMAT', help: 'pretty or json (logs go to stderr)', defaultText: 'pretty' },
   { name: 'run', type: 'string', value: 'CMD', help: 'start, run CMD with DATABASE_URL set, stop, exit with its status' },
@@ -80,24 +88,9 @@ export function usage(): string {
   ].join('\n')
 }
 
+/** What the flags say: startDevDb's options, and what the command does around them. */
 export interface CliOptions {
-  host: string
-  port: number
-  dataDir: string | null
-  migrations: string | null
-  maxConnections: number
-  idleInTransactionTimeoutMs: number
-  idleTimeoutMs: number
-  queueTimeoutMs: number
-  password: string | null
-  socketDir: string | null
-  trace: string | null
-  cacheDir: string | null
-  template: boolean
-  databaseThreads: boolean
-  extensions: string[]
-  fromSnapshot: string | null
-  progressAfterMs: number
+  devDb: DevDbOptions & { host: string; port: number }
   logLevel: LogLevel
   logFormat: LogFormat
   run: string | null
@@ -115,6 +108,39 @@ function configError(message: string): DevServerError {
 
 /** Parse argv plus environment twins into validated options. Flags win over the environment. Throws ERR_CONFIG. */
 export function parseCliOptions(argv: readonly string[], env: NodeJS.ProcessEnv, migrationsDefault: string | null): CliOptions {
+  const values = readFlags(argv, env)
+  const str = (name: string): string | undefined => values.get(name) as string | undefined
+  const set = (name: string): boolean => values.get(name) === true
+  const devDb: DevDbOptions = {}
+  for (const flag of FLAGS) {
+    const raw = str(flag.name)
+    if (flag.option === undefined || raw === undefined) continue
+    if (flag.type === 'integer' && !/^\d+$/.test(raw)) throw configError(`option '--${flag.name}' must be a whole number, got '${raw}'`)
+    Object.assign(devDb, { [flag.option]: flag.type === 'integer' ? Number(raw) : raw })
+  }
+  if (str('extensions') !== undefined) devDb.extensions = parseExtensions(str('extensions'))
+  if (set('memory')) delete devDb.dataDir
+  else devDb.dataDir ??= DEFAULT_DATA_DIR
+  if (set('no-migrations')) delete devDb.migrations
+  else if (devDb.migrations === undefined && migrationsDefault !== null) devDb.migrations = migrationsDefault
+  if (set('no-template')) devDb.template = false
+  if (set('no-database-threads')) devDb.databaseThreads = false
+  validateDevDbOptions(devDb, (option) => `option '--${FLAGS.find((f) => f.option === option)?.name ?? option}'`)
+  const logLevel = str('log-level') ?? 'info'
+  if (!isLogLevel(logLevel)) throw configError(`option '--log-level' must be silent, error, warn, info, debug or trace, got '${logLevel}'`)
+  const logFormat = str('log-format') ?? 'pretty'
+  if (logFormat !== 'pretty' && logFormat !== 'json') throw configError(`option '--log-format' must be pretty or json, got '${logFormat}'`)
+  return {
+    devDb: { ...devDb, host: devDb.host ?? DEV_DB_DEFAULTS.host, port: devDb.port ?? DEFAULT_PORT },
+    logLevel,
+    logFormat,
+    run: str('run') ?? null,
+    help: set('help'),
+  }
+}
+
+/** Each flag's raw value: environment twins first, then the command line, which wins (over a twin's opposite too). */
+function readFlags(argv: readonly string[], env: NodeJS.ProcessEnv): Map<string, string | boolean> {
   const values = new Map<string, string | boolean>()
   for (const flag of FLAGS) {
     const fromEnv = env[envName(flag.name)]
@@ -134,7 +160,7 @@ export function parseCliOptions(argv: readonly string[], env: NodeJS.ProcessEnv,
       values.set(name, true)
       continue
     }
-    let value = eq >= 0 ? arg.slice(eq + 1) : argv[++i]
+    const value = eq >= 0 ? arg.slice(eq + 1) : argv[++i]
     if (value === undefined || (eq < 0 && value.startsWith('--'))) throw configError(`option '--${name}' needs a value (${flag.value})`)
     values.set(name, value)
   }
@@ -142,56 +168,9 @@ export function parseCliOptions(argv: readonly string[], env: NodeJS.ProcessEnv,
   for (const [a, b] of EXCLUSIVE_PAIRS) {
     if (onCommandLine.has(a) && !onCommandLine.has(b)) values.delete(b)
     if (onCommandLine.has(b) && !onCommandLine.has(a)) values.delete(a)
+    if (values.has(a) && values.has(b)) throw configError(`options '--${a}' and '--${b}' exclude each other`)
   }
-  const str = (name: string): string | undefined => values.get(name) as string | undefined
-  const int = (name: string, fallback: number): number => {
-    const raw = str(name)
-    if (raw === undefined) return fallback
-    if (!/^\d+$/.test(raw)) throw configError(`option '--${name}' must be a whole number, got '${raw}'`)
-    return Number(raw)
-  }
-  const timeout = (name: string, fallback: number): number => {
-    const ms = int(name, fallback)
-    // Node's timers hold at most 2^31-1 ms (about 24.8 days); a longer one would fire at once.
-    if (ms > 2 ** 31 - 1) throw configError(`option '--${name}' must be at most 2147483647, got ${ms}`)
-    return ms
-  }
-  const port = int('port', 5432)
-  if (port > 65535) throw configError(`option '--port' must be 0-65535, got ${port}`)
-  const logLevel = str('log-level') ?? 'info'
-  if (!isLogLevel(logLevel)) throw configError(`option '--log-level' must be silent, error, warn, info, debug or trace, got '${logLevel}'`)
-  const logFormat = str('log-format') ?? 'pretty'
-  if (logFormat !== 'pretty' && logFormat !== 'json') throw configError(`option '--log-format' must be pretty or json, got '${logFormat}'`)
-  if (values.get('memory') === true && str('data-dir') !== undefined) throw configError(`options '--memory' and '--data-dir' exclude each other`)
-  if (values.get('no-migrations') === true && str('migrations') !== undefined) throw configError(`options '--migrations' and '--no-migrations' exclude each other`)
-  if (str('password') === '') throw configError(`option '--password' must not be empty`)
-  const extensions = parseExtensions(str('extensions'))
-  if (str('trace') === '') throw configError(`option '--trace' must not be empty`)
-  const maxConnections = int('max-connections', DEFAULT_MAX_CONNECTIONS)
-  if (maxConnections < 1) throw configError(`option '--max-connections' must be at least 1`)
-  return {
-    host: str('host') ?? '127.0.0.1',
-    port,
-    dataDir: values.get('memory') === true ? null : (str('data-dir') ?? DEFAULT_DATA_DIR),
-    migrations: values.get('no-migrations') === true ? null : (str('migrations') ?? migrationsDefault),
-    maxConnections,
-    idleInTransactionTimeoutMs: timeout('idle-in-transaction-timeout-ms', DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS),
-    idleTimeoutMs: timeout('idle-timeout-ms', 0),
-    queueTimeoutMs: timeout('queue-timeout-ms', DEFAULT_QUEUE_TIMEOUT_MS),
-    password: str('password') ?? null,
-    socketDir: str('socket-dir') ?? null,
-    trace: str('trace') ?? null,
-    cacheDir: str('cache-dir') ?? null,
-    template: values.get('no-template') !== true,
-    databaseThreads: values.get('no-database-threads') !== true,
-    extensions,
-    fromSnapshot: str('from-snapshot') ?? null,
-    progressAfterMs: timeout('progress-after-ms', DEFAULT_PROGRESS_AFTER_MS),
-    logLevel,
-    logFormat,
-    run: str('run') ?? null,
-    help: values.get('help') === true,
-  }
+  return values
 }
 
 /** `vector,pgcrypto` (spaces allowed) → names; an unknown one is ERR_CONFIG listing what PGlite ships. */

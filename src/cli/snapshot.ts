@@ -2,7 +2,7 @@
 // Prints FILE's absolute path on stdout; exit 1 if a server holds the data dir (the message names its pid).
 
 import { resolve } from 'node:path'
-import { ExitCode, type CliIo } from './main.ts'
+import { ExitCode, type CliIo } from './io.ts'
 import { DevServerError } from '../errors.ts'
 import { createLogger, isLogLevel, lineSink, type LogFormat } from '../log.ts'
 import { DEFAULT_DATA_DIR, envName, parseExtensions } from './flags.ts'

@@ -15,65 +15,10 @@ import { Databases, MAIN_DATABASE } from './databases.ts'
 import { assertInstalledExtensionsLoaded, loadExtensions, resolveExtensionNames, type LoadedExtensions } from './extensions.ts'
 import { reportSlowStep, type ProgressOptions } from './progress.ts'
 import { readSnapshot } from './snapshot.ts'
-import { DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS, DEFAULT_MAX_CONNECTIONS, DEFAULT_QUEUE_TIMEOUT_MS, PGLiteSocketServer, type PGLiteSocketServerOptions } from '../socket/server.ts'
+import { PGLiteSocketServer, type PGLiteSocketServerOptions } from '../socket/server.ts'
+import { resolveDevDbOptions, type DevDbOptions } from './options.ts'
 
-export interface DevDbOptions {
-  /** Address to listen on. Default 127.0.0.1. */
-  host?: string
-  /** Port to listen on. Default 0: a free port, read it back from `port` or `url`. */
-  port?: number
-  /** Keep the database in this directory between runs. Default: in memory, gone on close. */
-  dataDir?: string
-  /** A drizzle-kit migrations folder, applied before the server listens. Default: none. */
-  migrations?: string
-  /** Default 1000. */
-  maxConnections?: number
-  /** Default 60000; 0 disables. See PGLiteSocketServerOptions. */
-  idleInTransactionTimeoutMs?: number
-  /** Default 0 (never). */
-  idleTimeoutMs?: number
-  /** Default 120000; 0 waits without limit. See PGLiteSocketServerOptions. */
-  queueTimeoutMs?: number
-  /** Every client must give this password (SCRAM-SHA-256, as Postgres checks it). Default: none. */
-  password?: string
-  /**
-   * Also listen on a Unix socket in this directory, named as Postgres names it (`.s.PGSQL.<port>`), so
-   * `psql -h DIR -p PORT` and `postgres://postgres@/postgres?host=DIR&port=PORT` find it. Default: none.
-   */
-  socketDir?: string
-  /** Default: warnings and errors on stderr. */
-  logger?: Logger
-  /**
-   * Where migrated templates are kept (one per migrations content and PGlite version): a fresh data dir or an
-   * in-memory start copies one instead of running initdb and the migrations. Default: node_modules/.cache/pglite-dev-db.
-   */
-  cacheDir?: string
-  /** false: always initdb and migrate from scratch (no template). Default true. */
-  template?: boolean
-  /**
-   * false: every database runs in the server's thread. Default true: the main database and the first one a client
-   * names run there, and each database after those in a worker thread of its own, so several busy databases use
-   * several cores.
-   */
-  databaseThreads?: boolean
-  /**
-   * Extensions to load (`['vector', 'pgcrypto']`): PGlite ships them, but a database can CREATE EXTENSION only those
-   * loaded at its start, and one that has them needs them loaded at every start. Part of the template's key.
-   */
-  extensions?: string[]
-  /**
-   * Start from this snapshot (`pglite-dev-db snapshot`) instead of the template: loaded in memory, or into `dataDir`,
-   * which must not hold a database yet. Migrations newer than the snapshot still apply.
-   */
-  fromSnapshot?: string
-  /** A start-up step running longer than this logs an info line naming it; 0: every step. Default 2000. */
-  progressAfterMs?: number
-  /**
-   * Record every message each client sends and receives as JSON lines in this file (see PGLiteSocketServerOptions);
-   * complete once `close()` resolves. Default: no trace.
-   */
-  trace?: string
-}
+export type { DevDbOptions } from './options.ts'
 
 export interface DevDb {
   /** postgres://postgres@HOST:PORT/postgres (with the password, when one is set) */
@@ -104,24 +49,23 @@ export interface DevDb {
  */
 const SERVER_SETTINGS = ['-c', 'shared_buffers=8MB']
 
-export async function startDevDb(options: DevDbOptions = {}): Promise<DevDb> {
+export async function startDevDb(given: DevDbOptions = {}): Promise<DevDb> {
   // --- Resolve options ---
-  validateOptions(options)
+  const options = resolveDevDbOptions(given)
   const log = options.logger ?? createLogger({ level: 'warn' })
-  const host = options.host ?? '127.0.0.1'
-  const port = options.port ?? 0
+  const { host, port } = options
   const dataDir = options.dataDir === undefined ? undefined : resolve(options.dataDir)
 
   // --- Open the database ---
   const startedAt = performance.now()
   const loaded = await loadExtensions(options.extensions ?? [])
-  const progress = options.progressAfterMs === undefined ? {} : { afterMs: options.progressAfterMs }
+  const progress = { afterMs: options.progressAfterMs }
   let db: PGlite
   let lock: DataDirLock | null = null
   // The template is what a fresh main database and every other database start from; read (or built) when first needed.
   let templateLookup: Promise<Template | null> | null = null
   const template = (): Promise<Template | null> => {
-    templateLookup ??= options.template === false ? Promise.resolve(null) : templateOrNull(options.migrations ?? null, options.cacheDir ?? DEFAULT_CACHE_DIR, log, loaded, progress)
+    templateLookup ??= !options.template ? Promise.resolve(null) : templateOrNull(options.migrations ?? null, options.cacheDir ?? DEFAULT_CACHE_DIR, log, loaded, progress)
     return templateLookup
   }
   const startParams = [...PGlite.defaultStartParams, ...SERVER_SETTINGS]
@@ -158,7 +102,7 @@ export async function startDevDb(options: DevDbOptions = {}): Promise<DevDb> {
     migrations: options.migrations ? resolve(options.migrations) : null,
     startParams,
     extensions: loaded,
-    threads: options.databaseThreads ?? true,
+    threads: options.databaseThreads,
     log,
   })
   const serverOptions: PGLiteSocketServerOptions = {
@@ -168,10 +112,10 @@ export async function startDevDb(options: DevDbOptions = {}): Promise<DevDb> {
     port,
     ...(options.password !== undefined ? { password: options.password } : {}),
     ...(options.trace !== undefined ? { trace: options.trace } : {}),
-    maxConnections: options.maxConnections ?? DEFAULT_MAX_CONNECTIONS,
-    idleInTransactionTimeoutMs: options.idleInTransactionTimeoutMs ?? DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS,
-    idleTimeoutMs: options.idleTimeoutMs ?? 0,
-    queueTimeoutMs: options.queueTimeoutMs ?? DEFAULT_QUEUE_TIMEOUT_MS,
+    maxConnections: options.maxConnections,
+    idleInTransactionTimeoutMs: options.idleInTransactionTimeoutMs,
+    idleTimeoutMs: options.idleTimeoutMs,
+    queueTimeoutMs: options.queueTimeoutMs,
     logger: log,
     // At trace level every frame in and out is logged as a hex dump: the protocol trace for interleaving bugs.
     inspect: log.enabled('trace'),
@@ -284,45 +228,4 @@ function urlHost(host: string): string {
   if (host === '0.0.0.0' || host === '') return '127.0.0.1'
   if (host === '::') return '[::1]'
   return host.includes(':') ? `[${host}]` : host
-}
-
-const MAX_TIMER_MS = 2 ** 31 - 1
-
-const OPTION_NAMES: ReadonlySet<string> = new Set<keyof DevDbOptions>([
-  'host', 'port', 'dataDir', 'migrations', 'maxConnections', 'idleInTransactionTimeoutMs', 'idleTimeoutMs', 'queueTimeoutMs', 'password', 'socketDir', 'logger', 'cacheDir', 'template', 'databaseThreads',
-  'extensions', 'fromSnapshot', 'progressAfterMs', 'trace',
-])
-
-/** Mistakes in the options are ERR_CONFIG before anything opens, as the CLI's flags are. */
-function validateOptions(options: DevDbOptions): void {
-  const fail = (message: string) => {
-    throw new DevServerError('ERR_CONFIG', `startDevDb: ${message}`)
-  }
-  for (const name of Object.keys(options)) if (!OPTION_NAMES.has(name)) fail(`unknown option '${name}'`)
-  const whole = (name: keyof DevDbOptions, min: number, max = Number.MAX_SAFE_INTEGER) => {
-    const value = options[name]
-    if (value === undefined) return
-    if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) fail(`option '${name}' must be a whole number from ${min} to ${max}, got ${String(value)}`)
-  }
-  whole('port', 0, 65535)
-  whole('maxConnections', 1)
-  // Node's timers hold at most 2^31-1 ms; a longer one would fire at once.
-  whole('idleInTransactionTimeoutMs', 0, MAX_TIMER_MS)
-  whole('idleTimeoutMs', 0, MAX_TIMER_MS)
-  whole('queueTimeoutMs', 0, MAX_TIMER_MS)
-  whole('progressAfterMs', 0, MAX_TIMER_MS)
-  if (options.template !== undefined && typeof options.template !== 'boolean') fail(`option 'template' must be true or false`)
-  if (options.databaseThreads !== undefined && typeof options.databaseThreads !== 'boolean') fail(`option 'databaseThreads' must be true or false`)
-  for (const name of ['password', 'socketDir', 'cacheDir', 'fromSnapshot', 'trace'] as const) {
-    const value = options[name]
-    if (value !== undefined && (typeof value !== 'string' || value === '')) fail(`option '${name}' must be a non-empty string`)
-  }
-  if (options.extensions !== undefined) {
-    if (!Array.isArray(options.extensions) || !options.extensions.every((name) => typeof name === 'string')) fail(`option 'extensions' must be an array of extension names`)
-    try {
-      resolveExtensionNames(options.extensions)
-    } catch (error) {
-      fail((error as Error).message)
-    }
-  }
 }

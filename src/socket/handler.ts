@@ -6,7 +6,7 @@ import type { Socket } from 'node:net'
 import { createLogger, type Logger } from '../log.ts'
 import { Connection } from './connection/connection.ts'
 import { sessionFor } from './session/session.ts'
-import { DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS, DEFAULT_MAX_COPY_BYTES, DEFAULT_QUEUE_TIMEOUT_MS } from './server.ts'
+import { connectionOptions } from './options.ts'
 
 export interface PGLiteSocketHandlerOptions {
   /** The PGlite instance to serve (the stock option `queryQueue` is not needed: the queue lives with the instance) */
@@ -55,14 +55,7 @@ export class PGLiteSocketHandler extends EventTarget {
       databases: null,
       openSession: () => Promise.resolve(session),
       log,
-      options: {
-        idleTimeoutMs: this.#options.idleTimeout ?? 0,
-        idleInTransactionTimeoutMs: this.#options.idleInTransactionTimeoutMs ?? DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS,
-        inspect: this.#options.inspect ?? false,
-        maxCopyBytes: DEFAULT_MAX_COPY_BYTES,
-        queueTimeoutMs: DEFAULT_QUEUE_TIMEOUT_MS,
-        password: null,
-      },
+      options: connectionOptions({ idleTimeoutMs: this.#options.idleTimeout, idleInTransactionTimeoutMs: this.#options.idleInTransactionTimeoutMs, inspect: this.#options.inspect }),
       admit: () => null,
       cancel: () => {},
       closed: () => {

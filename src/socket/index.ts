@@ -1,6 +1,7 @@
 // Entry of the patched @electric-sql/pglite-socket: the stock export names, our behaviour.
 
-export { PGLiteSocketServer, DEFAULT_MAX_CONNECTIONS, DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS } from './server.ts'
+export { PGLiteSocketServer } from './server.ts'
+export { DEFAULT_MAX_CONNECTIONS, DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS } from './options.ts'
 export type { PGLiteSocketServerOptions } from './server.ts'
 export { PGLiteSocketHandler } from './handler.ts'
 export type { PGLiteSocketHandlerOptions } from './handler.ts'

@@ -9,20 +9,8 @@ import { Connection } from './connection/connection.ts'
 import type { ConnectionHost, ConnectionOptions, ServedConnection } from './connection/host.ts'
 import { sessionFor, type SharedSession } from './session/session.ts'
 import type { DatabaseCatalog } from './session/databases.ts'
-import { scramSecret } from './connection/scram.ts'
+import { SERVER_DEFAULTS, connectionOptions } from './options.ts'
 import { TraceFile } from './trace/trace.ts'
-
-/** Default for `maxConnections`: far above any pool, so only a runaway client meets it. */
-export const DEFAULT_MAX_CONNECTIONS = 1000
-/** Default for `idleInTransactionTimeoutMs`: a client holding the session idle this long is blocking everyone else. */
-export const DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS = 60_000
-/**
- * Default for `queueTimeoutMs`: longer than the idle-in-transaction timeout, so a holder that stalled is reaped
- * (and the waiters run) before anyone waiting gives up; what remains is a holder that keeps working this long.
- */
-export const DEFAULT_QUEUE_TIMEOUT_MS = 120_000
-/** Default for `maxCopyBytes`: PGlite needs a whole COPY FROM STDIN in memory at once. */
-export const DEFAULT_MAX_COPY_BYTES = 256 * 2 ** 20
 
 export interface PGLiteSocketServerOptions {
   /** The PGlite database instance */
@@ -111,20 +99,13 @@ export class PGLiteSocketServer extends EventTarget {
     this.#path = options.path
     this.#host = options.host || '127.0.0.1'
     this.#port = options.port ?? 5432
-    this.#maxConnections = options.maxConnections ?? DEFAULT_MAX_CONNECTIONS
+    this.#maxConnections = options.maxConnections ?? SERVER_DEFAULTS.maxConnections
     this.#tracePath = options.trace
     this.#startupGate = options.startupGate?.then(
       () => null,
       (error: unknown) => error ?? new Error('startupGate rejected'),
     )
-    this.#options = {
-      idleTimeoutMs: options.idleTimeoutMs ?? options.idleTimeout ?? 0,
-      idleInTransactionTimeoutMs: options.idleInTransactionTimeoutMs ?? DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS,
-      inspect: options.inspect ?? false,
-      maxCopyBytes: options.maxCopyBytes ?? DEFAULT_MAX_COPY_BYTES,
-      queueTimeoutMs: options.queueTimeoutMs ?? DEFAULT_QUEUE_TIMEOUT_MS,
-      password: options.password ? scramSecret(options.password) : null,
-    }
+    this.#options = connectionOptions({ ...options, idleTimeoutMs: options.idleTimeoutMs ?? options.idleTimeout })
     const databases = options.databases ?? null
     const server = this
     this.#connectionHost = {

@@ -1,0 +1,69 @@
+// The command's default: flags in, startDevDb, the URL as the one line on stdout, logs on stderr; then serve until a
+// signal, the database failing, or the --run command ending.
+
+import { spawn } from 'node:child_process'
+import { existsSync } from 'node:fs'
+import { DevServerError } from '../errors.ts'
+import { startDevDb, type DevDb } from '../host/dev-db.ts'
+import { createLogger, lineSink } from '../log.ts'
+import { DEFAULT_MIGRATIONS_DIR, parseCliOptions, usage, type CliOptions } from './flags.ts'
+import { ExitCode, type CliIo } from './io.ts'
+
+export async function serveCommand(argv: readonly string[], io: CliIo): Promise<number> {
+  let options: CliOptions
+  try {
+    options = parseCliOptions(argv, io.env, existsSync(DEFAULT_MIGRATIONS_DIR) ? DEFAULT_MIGRATIONS_DIR : null)
+  } catch (error) {
+    if (!(error instanceof DevServerError)) throw error
+    io.stderr(`pglite-dev-db: ${error.message}\n\n${usage()}`)
+    return ExitCode.Usage
+  }
+  if (options.help) {
+    io.stdout(usage())
+    return ExitCode.Ok
+  }
+
+  const log = createLogger({ level: options.logLevel, sink: lineSink(options.logFormat, io.stderr) })
+  let devDb: DevDb
+  try {
+    devDb = await startDevDb({ ...options.devDb, logger: log })
+  } catch (error) {
+    // The one message a person needs, even with logging silenced.
+    io.stderr(`pglite-dev-db: ${(error as Error).message}`)
+    log.debug('start failed', { error, code: (error as DevServerError).code })
+    return ExitCode.Failure
+  }
+  const { host, password } = options.devDb
+  if (!isLoopback(host) && !password) log.warn('listening beyond this machine without a password: anyone who can reach the port can use the database', { host })
+  io.stdout(devDb.url)
+
+  const outcome = await Promise.race([
+    devDb.failed.then((error) => ({ kind: 'failed' as const, error })),
+    io.stopSignal.then((signal) => ({ kind: 'signal' as const, signal })),
+    options.run ? runCommand(options.run, devDb.url, io.env).then((status) => ({ kind: 'ran' as const, status })) : new Promise<never>(() => {}),
+  ])
+  if (outcome.kind === 'signal') log.info('stopping', { signal: outcome.signal })
+  await devDb.close()
+  if (outcome.kind === 'failed') {
+    log.error('database failed', { error: outcome.error })
+    return ExitCode.Failure
+  }
+  return outcome.kind === 'ran' ? outcome.status : ExitCode.Ok
+}
+
+/** Run CMD through the shell with DATABASE_URL set; resolves with its exit status (128+n for a signal, as shells do). */
+function runCommand(command: string, url: string, env: NodeJS.ProcessEnv): Promise<number> {
+  return new Promise((resolve) => {
+    const child = spawn(command, { shell: true, stdio: ['inherit', 'inherit', 'inherit'], env: { ...env, DATABASE_URL: url } })
+    child.on('error', () => resolve(127))
+    child.on('exit', (code, signal) => resolve(code ?? 128 + signalNumber(signal)))
+  })
+}
+
+function signalNumber(signal: NodeJS.Signals | null): number {
+  return signal === 'SIGINT' ? 2 : signal === 'SIGKILL' ? 9 : signal === 'SIGTERM' ? 15 : 1
+}
+
+function isLoopback(host: string): boolean {
+  return host === '127.0.0.1' || host === 'localhost' || host === '::1' || host.startsWith('127.')
+}

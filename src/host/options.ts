@@ -1,0 +1,163 @@
+// startDevDb's options: what each means, its default (one table, with the server's own from socket/options.ts),
+// and the one validation that both startDevDb and the command's flags go through.
+
+import { DevServerError } from '../errors.ts'
+import type { Logger } from '../log.ts'
+import { SERVER_DEFAULTS } from '../socket/options.ts'
+import { resolveExtensionNames } from './extensions.ts'
+import { DEFAULT_PROGRESS_AFTER_MS } from './progress.ts'
+
+export interface DevDbOptions {
+  /** Address to listen on. Default 127.0.0.1. */
+  host?: string
+  /** Port to listen on. Default 0: a free port, read it back from `port` or `url`. */
+  port?: number
+  /** Keep the database in this directory between runs. Default: in memory, gone on close. */
+  dataDir?: string
+  /** A drizzle-kit migrations folder, applied before the server listens. Default: none. */
+  migrations?: string
+  /** Clients past this many get FATAL 53300. Default 1000. */
+  maxConnections?: number
+  /** Default 60000; 0 disables. See PGLiteSocketServerOptions. */
+  idleInTransactionTimeoutMs?: number
+  /** Default 0 (never). */
+  idleTimeoutMs?: number
+  /** Default 120000; 0 waits without limit. See PGLiteSocketServerOptions. */
+  queueTimeoutMs?: number
+  /** Every client must give this password (SCRAM-SHA-256, as Postgres checks it). Default: none. */
+  password?: string
+  /**
+   * Also listen on a Unix socket in this directory, named as Postgres names it (`.s.PGSQL.<port>`), so
+   * `psql -h DIR -p PORT` and `postgres://postgres@/postgres?host=DIR&port=PORT` find it. Default: none.
+   */
+  socketDir?: string
+  /** Default: warnings and errors on stderr. */
+  logger?: Logger
+  /**
+   * Where migrated templates are kept (one per migrations content and PGlite version): a fresh data dir or an
+   * in-memory start copies one instead of running initdb and the migrations. Default: node_modules/.cache/pglite-dev-db.
+   */
+  cacheDir?: string
+  /** false: always initdb and migrate from scratch (no template). Default true. */
+  template?: boolean
+  /**
+   * false: every database runs in the server's thread. Default true: the main database and the first one a client
+   * names run there, and each database after those in a worker thread of its own, so several busy databases use
+   * several cores.
+   */
+  databaseThreads?: boolean
+  /**
+   * Extensions to load (`['vector', 'pgcrypto']`): PGlite ships them, but a database can CREATE EXTENSION only those
+   * loaded at its start, and one that has them needs them loaded at every start. Part of the template's key.
+   */
+  extensions?: string[]
+  /**
+   * Start from this snapshot (`pglite-dev-db snapshot`) instead of the template: loaded in memory, or into `dataDir`,
+   * which must not hold a database yet. Migrations newer than the snapshot still apply.
+   */
+  fromSnapshot?: string
+  /** A start-up step running longer than this logs an info line naming it; 0: every step. Default 2000. */
+  progressAfterMs?: number
+  /**
+   * Record every message each client sends and receives as JSON lines in this file (see PGLiteSocketServerOptions);
+   * complete once `close()` resolves. Default: no trace.
+   */
+  trace?: string
+}
+
+/** Every default of startDevDb, in one place. */
+export const DEV_DB_DEFAULTS = {
+  maxConnections: SERVER_DEFAULTS.maxConnections,
+  idleInTransactionTimeoutMs: SERVER_DEFAULTS.idleInTransactionTimeoutMs,
+  idleTimeoutMs: SERVER_DEFAULTS.idleTimeoutMs,
+  queueTimeoutMs: SERVER_DEFAULTS.queueTimeoutMs,
+  host: '127.0.0.1',
+  port: 0,
+  template: true,
+  databaseThreads: true,
+  progressAfterMs: DEFAULT_PROGRESS_AFTER_MS,
+} satisfies DevDbOptions
+
+type Defaulted = keyof typeof DEV_DB_DEFAULTS
+/** The options with every default filled in. */
+export type ResolvedDevDbOptions = Omit<DevDbOptions, Defaulted> & { [K in Defaulted]: NonNullable<DevDbOptions[K]> }
+
+/** Validate `options`, then fill in the defaults of those left out (or given as undefined). */
+export function resolveDevDbOptions(options: DevDbOptions): ResolvedDevDbOptions {
+  validateDevDbOptions(options)
+  const given = Object.fromEntries(Object.entries(options).filter(([, value]) => value !== undefined))
+  return { ...DEV_DB_DEFAULTS, ...given }
+}
+
+/** Node's timers hold at most 2^31-1 ms (about 24.8 days); a longer one would fire at once. */
+export const MAX_TIMER_MS = 2 ** 31 - 1
+
+type Rule =
+  | { kind: 'whole'; min: number; max: number }
+  | { kind: 'boolean' }
+  | { kind: 'text' }
+  | { kind: 'extensions' }
+  | { kind: 'object' }
+
+const WHOLE = (min: number, max = Number.MAX_SAFE_INTEGER): Rule => ({ kind: 'whole', min, max })
+const TEXT: Rule = { kind: 'text' }
+const BOOLEAN: Rule = { kind: 'boolean' }
+
+/** What each option may be. An option missing here is unknown. */
+const RULES: Readonly<Record<keyof DevDbOptions, Rule>> = {
+  host: TEXT,
+  port: WHOLE(0, 65535),
+  dataDir: TEXT,
+  migrations: TEXT,
+  maxConnections: WHOLE(1),
+  idleInTransactionTimeoutMs: WHOLE(0, MAX_TIMER_MS),
+  idleTimeoutMs: WHOLE(0, MAX_TIMER_MS),
+  queueTimeoutMs: WHOLE(0, MAX_TIMER_MS),
+  password: TEXT,
+  socketDir: TEXT,
+  logger: { kind: 'object' },
+  cacheDir: TEXT,
+  template: BOOLEAN,
+  databaseThreads: BOOLEAN,
+  extensions: { kind: 'extensions' },
+  fromSnapshot: TEXT,
+  progressAfterMs: WHOLE(0, MAX_TIMER_MS),
+  trace: TEXT,
+}
+
+/**
+ * Mistakes in the options are ERR_CONFIG before anything opens. `describe` names an option in the message: the
+ * API's name by default, the command's flag when the command checks its flags.
+ */
+export function validateDevDbOptions(options: DevDbOptions, describe: (option: string) => string = (option) => `startDevDb: option '${option}'`): void {
+  const fail = (option: string, problem: string): never => {
+    throw new DevServerError('ERR_CONFIG', `${describe(option)} ${problem}`)
+  }
+  for (const [option, value] of Object.entries(options) as Array<[keyof DevDbOptions, unknown]>) {
+    const rule = Object.hasOwn(RULES, option) ? RULES[option] : undefined
+    if (rule === undefined) fail(option, 'is unknown')
+    if (value === undefined) continue
+    switch (rule!.kind) {
+      case 'whole':
+        if (typeof value !== 'number' || !Number.isInteger(value) || value < rule!.min || value > rule!.max) fail(option, `must be a whole number from ${rule!.min} to ${rule!.max}, got ${String(value)}`)
+        break
+      case 'boolean':
+        if (typeof value !== 'boolean') fail(option, 'must be true or false')
+        break
+      case 'text':
+        if (typeof value !== 'string' || value === '') fail(option, 'must be a non-empty string')
+        break
+      case 'extensions':
+        if (!Array.isArray(value) || !value.every((name) => typeof name === 'string')) fail(option, 'must be an array of extension names')
+        try {
+          resolveExtensionNames(value as string[])
+        } catch (error) {
+          fail(option, `names ${(error as Error).message}`)
+        }
+        break
+      case 'object':
+        if (typeof value !== 'object' || value === null) fail(option, 'must be an object')
+        break
+    }
+  }
+}
