@@ -1,13 +1,13 @@
-// Runs the interleaving workloads (test/scenarios, a–e) against any Postgres URL and prints what each produced,
+// Runs the interleaving workloads (harness/scenarios, a–e) against any Postgres URL and prints what each produced,
 // or (--replay FILE) replays a protocol trace written with pglite-dev-db --trace and compares the replies.
 // Usage: tsx scripts/repro-interleave.ts --url postgres://postgres@127.0.0.1:5432/postgres [--scenario NAME] [--json]
 //        tsx scripts/repro-interleave.ts --replay FILE --url URL [--types-only] [--deadline-ms MS]
 // Exit code: 0 every scenario ok (every connection as traced), 1 any not ok (a difference or a stall), 2 usage error
 // (or a trace that cannot be replayed).
 import { parseArgs } from 'node:util'
-import { replayTrace } from './replay/replay.ts'
-import { interleavingScenarios } from '../test/scenarios/index.ts'
-import type { Outcome } from '../test/scenarios/outcome.ts'
+import { replayTrace } from '../harness/replay/replay.ts'
+import { interleavingScenarios } from '../harness/scenarios/index.ts'
+import type { Outcome } from '../harness/scenarios/outcome.ts'
 
 const USAGE = `usage: repro-interleave --url URL [--scenario NAME] [--json]
        repro-interleave --replay FILE --url URL [--types-only] [--deadline-ms MS]

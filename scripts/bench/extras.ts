@@ -5,7 +5,7 @@ import { readFile } from 'node:fs/promises'
 import type { Socket } from 'node:net'
 import { relative } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { runPgbench } from '../../test/scenarios/pgbench.ts'
+import { runPgbench } from '../../harness/scenarios/pgbench.ts'
 import { openIdleConnection } from './wire.ts'
 import { sleep, spawnServer, usageOf, withDeadline } from './procs.ts'
 import { MIGRATIONS_DIR, OURS_BIN, REPO_ROOT, copyTemplate, startOurs, type Target } from './targets.ts'
@@ -28,7 +28,7 @@ const lastLine = (text: string): string => text.trim().split('\n').filter((line)
 
 /**
  * `pgbench -i -s 1` (server-side generation, -I dtGvp: the default client-side COPY kills a stock PGlite, NOTES §1),
- * then -c 8 -j 8 -T seconds in each query mode (-j = -c: libpq's PQprepare blocks its thread, see test/scenarios/pgbench.ts).
+ * then -c 8 -j 8 -T seconds in each query mode (-j = -c: libpq's PQprepare blocks its thread, see harness/scenarios/pgbench.ts).
  * A target that fails a mode is restarted and initialised again before the next.
  */
 export async function pgbenchSuite(target: Target, seconds: number): Promise<PgbenchResult[]> {

@@ -1,11 +1,11 @@
 // The live fuzz's bad clients, one after another per worker: startup-phase cases (bad-startups.ts) on their own
 // sockets, and connections that misbehave a few times (bad-sessions.ts) before they end badly. Failures are
 // collected with the input that caused them, not thrown, so one run reports every kind.
-import { connectRaw, toAddress, type RawClient } from './raw-client.ts'
+import { connectRaw, toAddress, type RawClient } from '../../harness/raw-client.ts'
 import { startupCase } from './bad-startups.ts'
 import { ending, sessionCase } from './bad-sessions.ts'
 import { CaseMismatch } from './shown.ts'
-import type { Rng } from './seed.ts'
+import type { Rng } from '../../harness/seed.ts'
 
 export interface Failure {
   kind: string

@@ -1,11 +1,11 @@
 // Misbehaving clients after startup, on a connected client: out-of-order, missing and malformed messages the
 // connection survives (Postgres answers ERROR, discards until Sync, carries on), and the endings that close it
 // (FATAL protocol violations, crashes mid-message, Terminate). Expected answers are PostgreSQL 15's.
-import * as wire from './wire.ts'
-import { ClosedError, withDeadline, type RawClient } from './raw-client.ts'
+import * as wire from '../../harness/wire.ts'
+import { ClosedError, withDeadline, type RawClient } from '../../harness/raw-client.ts'
 import { TYPED_CODES, UNKNOWN_CODES, badLength, header, postgresLimits, typedMessage } from './frame-fuzz.ts'
 import { CaseMismatch, error, expectShown, fatal, shown, type Matcher, type Shown } from './shown.ts'
-import type { Rng } from './seed.ts'
+import type { Rng } from '../../harness/seed.ts'
 
 const hex = (b: Buffer) => b.toString('hex')
 

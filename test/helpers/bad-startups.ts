@@ -2,11 +2,11 @@
 // garbage, crashes mid-packet. Each case states what PostgreSQL 15 answers the same bytes, or, where it closes
 // without a word, the FATAL we send instead. Inputs come from a seeded Rng, so a failure names a replayable input.
 import net from 'node:net'
-import * as wire from './wire.ts'
-import { withDeadline, type Address } from './raw-client.ts'
+import * as wire from '../../harness/wire.ts'
+import { withDeadline, type Address } from '../../harness/raw-client.ts'
 import { GSSENC_REQUEST, PROTOCOL_3_0, SSL_REQUEST, UNKNOWN_CODES, header, startupPacket } from './frame-fuzz.ts'
 import { CaseMismatch, expectShown, fatal, shown, type Matcher, type Shown } from './shown.ts'
-import type { Rng } from './seed.ts'
+import type { Rng } from '../../harness/seed.ts'
 
 const CANCEL_REQUEST = 80877102
 

@@ -3,9 +3,9 @@
 // checked, every operation is bounded, and any failure is collected with who and what.
 import pg from 'pg'
 import postgres from 'postgres'
-import { trackPool } from './pg.ts'
-import { withDeadline } from './raw-client.ts'
-import type { Rng } from './seed.ts'
+import { trackPool } from '../../harness/pg.ts'
+import { withDeadline } from '../../harness/raw-client.ts'
+import type { Rng } from '../../harness/seed.ts'
 
 export interface BystanderOptions {
   /** Created here (who text, n int); each bystander's committed rows go there. */

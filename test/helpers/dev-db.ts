@@ -5,7 +5,7 @@ import path from 'node:path'
 import { afterEach, onTestFinished } from 'vitest'
 import { startDevDb, type DevDb, type DevDbOptions } from '../../src/host/dev-db.ts'
 import { copyTemplate, removeDataDir, scratchRoot } from './db.ts'
-import { connectRaw, withDeadline, type RawClient } from './raw-client.ts'
+import { connectRaw, withDeadline, type RawClient } from '../../harness/raw-client.ts'
 
 const CLOSE_DEADLINE_MS = 5_000
 

@@ -1,7 +1,7 @@
 // Inputs for fuzzing the frame reader, and the reference model that says what a correct reader returns for them.
 // The model is written from the protocol spec and postgres.c, not from src/, so the two can disagree.
 // https://www.postgresql.org/docs/current/protocol-message-formats.html
-import type { Rng } from './seed.ts'
+import type { Rng } from '../../harness/seed.ts'
 
 /** postgres.c PQ_SMALL_MESSAGE_LIMIT: the largest length field of Close, Describe, Execute, Flush, Sync, Terminate, CopyDone, CopyFail. */
 export const SMALL_LIMIT = 10_000

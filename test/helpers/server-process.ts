@@ -7,8 +7,8 @@ import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import type { DevDbOptions } from '../../src/host/dev-db.ts'
 import { copyTemplate, removeDataDir } from './db.ts'
-import { stopChild } from './process.ts'
-import { withDeadline } from './raw-client.ts'
+import { stopChild } from '../../harness/process.ts'
+import { withDeadline } from '../../harness/raw-client.ts'
 
 const CHILD_SCRIPT = fileURLToPath(new URL('./dev-db-process.ts', import.meta.url))
 const REPO_ROOT = fileURLToPath(new URL('../..', import.meta.url))

@@ -1,6 +1,6 @@
 // How backend messages are compared in the misbehaving-client tests: each message shown as one short string
 // (`Z:I`, `D:["1"]`, `C:SELECT 1`, `E:ERROR 26000 <message>`), matched exactly or by pattern.
-import * as wire from './wire.ts'
+import * as wire from '../../harness/wire.ts'
 
 /** A message as tests compare it: `Z:I`, `D:["1"]`, `C:SELECT 1`, `E:ERROR 26000 <message>`, or the bare code. */
 export type Shown = string

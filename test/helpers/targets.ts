@@ -6,19 +6,12 @@ import { fileURLToPath } from 'node:url'
 import type { PGlite } from '@electric-sql/pglite'
 import { PGLiteSocketServer as StockServer } from 'pglite-socket-stock'
 import { copyTemplate, openTestDb, removeDataDir } from './db.ts'
-import { stopChild } from './process.ts'
-import { withDeadline } from './raw-client.ts'
+import { stopChild } from '../../harness/process.ts'
+import { withDeadline } from '../../harness/raw-client.ts'
 
-/** Server options a scenario may ask for; names as in the constructors (stock ignores what it lacks). */
-export interface ServerOptions {
-  maxConnections?: number
-  /** Stock's name: close a connection idle this long (ms). */
-  idleTimeout?: number
-  /** Ours only: a client holding the session idle this long gets FATAL 25P03. */
-  idleInTransactionTimeoutMs?: number
-  /** Ours only: a COPY FROM STDIN larger than this fails with 54000. */
-  maxCopyBytes?: number
-}
+import type { ServerOptions } from '../../harness/scenarios/outcome.ts'
+
+export type { ServerOptions } from '../../harness/scenarios/outcome.ts'
 
 /** The API both servers share, as far as tests use it. */
 export interface SocketServer {

@@ -6,7 +6,7 @@ import { once } from 'node:events'
 import { readFile, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import { parse } from 'yaml'
-import { StalledError, withDeadline } from './raw-client.ts'
+import { StalledError, withDeadline } from '../../harness/raw-client.ts'
 
 interface WorkflowStep {
   name?: string

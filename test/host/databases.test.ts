@@ -1,0 +1,349 @@
+// A database per name: the `database` a client connects to is its own PGlite (created on first use from the
+// migrated template), CREATE DATABASE / DROP DATABASE manage them over the wire, and `select pglite_dev_db.reset()`
+// puts one back to its migrated state. Stock pglite-socket serves every name from its one database.
+import { readdir } from 'node:fs/promises'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import pg from 'pg'
+import postgres from 'postgres'
+import { afterEach, describe, expect, it } from 'vitest'
+import { DbThread } from '../../src/host/engine/thread.ts'
+import { startDevDb, type DevDb, type DevDbOptions } from '../../src/host/dev-db.ts'
+import { createLogger, type LogRecord } from '../../src/log.ts'
+import { endClient } from '../../harness/pg.ts'
+import { useDevDbs } from '../helpers/dev-db.ts'
+import { targets } from '../helpers/targets.ts'
+
+const stock = targets.find((target) => target.name === 'stock')!
+import { withDeadline } from '../../harness/raw-client.ts'
+
+const MIGRATIONS = fileURLToPath(new URL('../../migrations', import.meta.url))
+const DEADLINE_MS = 20_000
+
+const { scratchDataDir } = useDevDbs()
+const devs: DevDb[] = []
+const clients: pg.Client[] = []
+const sqls: postgres.Sql[] = []
+afterEach(async () => {
+  await Promise.all(clients.splice(0).map((client) => endClient(client)))
+  await Promise.all(sqls.splice(0).map((sql) => sql.end({ timeout: 5 })))
+  await withDeadline(Promise.all(devs.splice(0).map((dev) => dev.close())), DEADLINE_MS, 'close after test')
+})
+
+/** How each `select pglite_dev_db.reset()` was done, from the server log: 'in place' or 'fresh copy'. */
+let resets: string[] = []
+
+async function serve(options: DevDbOptions = {}): Promise<DevDb> {
+  resets = []
+  const sink = (record: LogRecord) => {
+    if (record.msg === 'database reset') resets.push(String(record.fields['how']))
+  }
+  const dev = await startDevDb({ migrations: MIGRATIONS, logger: createLogger({ level: 'info', sink }), ...options })
+  devs.push(dev)
+  return dev
+}
+
+/** The server's URL with another database name. */
+const urlOf = (base: string, database: string) => base.replace(/\/[^/]*$/, `/${database}`)
+
+async function client(url: string): Promise<pg.Client> {
+  const c = new pg.Client({ connectionString: url })
+  c.on('error', () => {})
+  clients.push(c)
+  await c.connect()
+  return c
+}
+
+function js(url: string, options: postgres.Options<{}> = {}): postgres.Sql {
+  const sql = postgres(url, { max: 1, onnotice: () => {}, ...options })
+  sqls.push(sql)
+  return sql
+}
+
+const codeOf = (promise: Promise<unknown>) => promise.then(() => 'ok', (error: { code?: string }) => error.code ?? String(error))
+
+describe('a database per name', () => {
+  for (const name of ['stock', 'ours'] as const) {
+    it(`${name}: a table made in one database is ${name === 'stock' ? 'wrongly visible' : 'not visible'} in another`, async () => {
+      const server = name === 'stock' ? await stock.start() : await serve()
+      try {
+        const a = await client(urlOf(server.url, 'worker_a'))
+        const b = await client(urlOf(server.url, 'worker_b'))
+        await a.query('create table only_in_a (x int)')
+        const seen = await b.query(`select to_regclass('only_in_a') is not null as seen`)
+        // Stock has one database: every name reaches it, so worker_b sees worker_a's table.
+        expect(seen.rows[0].seen).toBe(name === 'stock')
+      } finally {
+        await Promise.all(clients.splice(0).map((c) => endClient(c)))
+        await server.close()
+      }
+    })
+  }
+
+  it('each new database starts migrated, and rows stay in the database that wrote them', async () => {
+    const dev = await serve()
+    const one = await client(urlOf(dev.url, 'test_1'))
+    const two = await client(urlOf(dev.url, 'test_2'))
+    await one.query(`insert into customers (email, name) values ('a@example.com', 'A')`)
+    expect((await one.query('select count(*)::int as n from customers')).rows[0].n).toBe(1)
+    expect((await two.query('select count(*)::int as n from customers')).rows[0].n).toBe(0)
+    const main = await client(dev.url)
+    expect((await main.query('select count(*)::int as n from customers')).rows[0].n).toBe(0)
+    expect(dev.databases.instance('test_1')).not.toBeNull()
+  })
+
+  it('workers that connect to new databases at the same moment each get their own', async () => {
+    const dev = await serve()
+    // The first database makes the server load a spare; the four then arrive with it ready, and only one may get it.
+    await client(urlOf(dev.url, 'w_first'))
+    await dev.databases.spareLoaded()
+    const names = ['w_0', 'w_1', 'w_2', 'w_3']
+    const workers = await Promise.all(names.map((name) => client(urlOf(dev.url, name))))
+    await Promise.all(workers.map((worker, i) => worker.query(`create table mine_${i} (x int)`)))
+    for (const [i, worker] of workers.entries()) {
+      const tables = await worker.query(`select tablename from pg_tables where tablename like 'mine\\_%' order by 1`)
+      expect(tables.rows).toEqual([{ tablename: `mine_${i}` }])
+    }
+    expect(new Set(names.map((name) => dev.databases.instance(name))).size).toBe(4)
+  })
+
+  it('a transaction open in one database does not hold up another database', async () => {
+    // A shared queue would make the second database wait for the first's transaction: 55P03 after 3 s.
+    const dev = await serve({ queueTimeoutMs: 3_000 })
+    const holder = await client(urlOf(dev.url, 'busy'))
+    const other = await client(urlOf(dev.url, 'free'))
+    await holder.query('begin')
+    await holder.query(`insert into customers (email, name) values ('h@example.com', 'H')`)
+    expect((await other.query('select count(*)::int as n from customers')).rows[0].n).toBe(0)
+    await holder.query('commit')
+  })
+
+  it('a database made by a client is kept beside the data dir, and is there after a restart', async () => {
+    const dataDir = await scratchDataDir()
+    let dev = await serve({ dataDir })
+    const writer = await client(urlOf(dev.url, 'kept'))
+    await writer.query(`insert into customers (email, name) values ('k@example.com', 'K')`)
+    await endClient(clients.pop()!)
+    await dev.close()
+    expect(await readdir(`${dataDir}-databases`)).toEqual(['kept'])
+    dev = await serve({ dataDir })
+    const reader = await client(urlOf(dev.url, 'kept'))
+    expect((await reader.query('select email from customers')).rows).toEqual([{ email: 'k@example.com' }])
+    const admin = await client(dev.url)
+    await endClient(clients.splice(clients.indexOf(reader), 1)[0]!)
+    await admin.query('drop database kept')
+    expect(await readdir(`${dataDir}-databases`)).toEqual([])
+    await dev.close()
+    await import('node:fs/promises').then((fs) => fs.rm(`${dataDir}-databases`, { recursive: true, force: true }))
+  })
+})
+
+describe('databases in worker threads', () => {
+  it("the first database a client names runs in the server's thread, each later one in its own worker thread, which resets and drops like any", async () => {
+    const dev = await serve()
+    const first = await client(urlOf(dev.url, 'in_server'))
+    const threaded = await client(urlOf(dev.url, 'threaded'))
+    const sql = js(urlOf(dev.url, 'threaded'), { prepare: true })
+    await client(urlOf(dev.url, 'also_threaded'))
+    expect(['postgres', 'in_server', 'threaded', 'also_threaded'].map((name) => dev.databases.inThread(name))).toEqual([false, false, true, true])
+    expect(dev.databases.instance('threaded')).toBeInstanceOf(DbThread)
+
+    await first.query(`insert into customers (email, name) values ('s@example.com', 'S')`)
+    await threaded.query(`insert into customers (email, name) values ('t1@example.com', 'T'), ('t2@example.com', 'T')`)
+    expect(await sql`select count(*)::int as n from customers`).toEqual([{ n: 2 }])
+    expect((await first.query('select count(*)::int as n from customers')).rows[0].n).toBe(1)
+
+    // In place: the template's rows go back through the thread with COPY ... '/dev/blob'.
+    await threaded.query('select pglite_dev_db.reset()')
+    expect(await sql`select count(*)::int as n from customers`).toEqual([{ n: 0 }])
+    expect((await threaded.query('select count(*)::int as n from drizzle.__drizzle_migrations')).rows[0].n).toBe(1)
+    // After DDL: a fresh copy, in a thread again; postgres.js's prepared statement is made again there.
+    await threaded.query('create table made_since (x int)')
+    await threaded.query('select pglite_dev_db.reset()')
+    expect(await sql`select count(*)::int as n from customers`).toEqual([{ n: 0 }])
+    expect(resets).toEqual(['in place', 'fresh copy'])
+    expect(dev.databases.inThread('threaded')).toBe(true)
+
+    const doomed = dev.databases.instance('threaded') as DbThread
+    await endClient(clients.splice(clients.indexOf(threaded), 1)[0]!)
+    await sql.end({ timeout: 5 })
+    await first.query('drop database threaded')
+    expect(dev.databases.instance('threaded')).toBeNull()
+    expect(doomed.threadExited).toBe(true)
+  })
+
+  it('a database in a thread is kept in the data dir and opened in a thread again after a restart', async () => {
+    const dataDir = await scratchDataDir()
+    let dev = await serve({ dataDir })
+    await client(urlOf(dev.url, 'first'))
+    const writer = await client(urlOf(dev.url, 'second'))
+    expect(dev.databases.inThread('second')).toBe(true)
+    await writer.query(`insert into customers (email, name) values ('k@example.com', 'K')`)
+    await Promise.all(clients.splice(0).map((c) => endClient(c)))
+    await dev.close()
+    dev = await serve({ dataDir })
+    await client(urlOf(dev.url, 'first'))
+    const reader = await client(urlOf(dev.url, 'second'))
+    expect(dev.databases.inThread('second')).toBe(true)
+    expect((await reader.query('select email from customers')).rows).toEqual([{ email: 'k@example.com' }])
+    await Promise.all(clients.splice(0).map((c) => endClient(c)))
+    await dev.close()
+    await import('node:fs/promises').then((fs) => fs.rm(`${dataDir}-databases`, { recursive: true, force: true }))
+  })
+
+  it("with databaseThreads: false every database runs in the server's thread", async () => {
+    const dev = await serve({ databaseThreads: false })
+    for (const name of ['one', 'two', 'three']) await (await client(urlOf(dev.url, name))).query('select 1')
+    expect(['one', 'two', 'three'].map((name) => dev.databases.inThread(name))).toEqual([false, false, false])
+  })
+})
+
+describe('CREATE DATABASE and DROP DATABASE', () => {
+  it('work over the simple protocol with the errors Postgres gives', async () => {
+    const dev = await serve()
+    const admin = await client(dev.url)
+    expect((await admin.query('create database made')).command).toBe('CREATE')
+    expect(await codeOf(admin.query('create database made'))).toBe('42P04')
+    const user = await client(urlOf(dev.url, 'made'))
+    expect((await user.query('select count(*)::int as n from products')).rows[0].n).toBe(0)
+    expect(await codeOf(admin.query('drop database made'))).toBe('55006')
+    expect(await codeOf(user.query('drop database made'))).toBe('55006')
+    expect(await codeOf(admin.query('drop database missing'))).toBe('3D000')
+    const notices: string[] = []
+    admin.on('notice', (notice) => notices.push(notice.message ?? ''))
+    await admin.query('drop database if exists missing')
+    expect(notices).toEqual(['database "missing" does not exist, skipping'])
+    expect(await codeOf(admin.query('begin; create database in_tx; commit'))).toBe('25001')
+    await admin.query('rollback')
+    // The main database: not while connected to it (as Postgres), and not from elsewhere either (it is the data dir).
+    expect(await codeOf(admin.query('drop database postgres'))).toBe('55006')
+    expect(await codeOf(user.query('drop database postgres'))).toBe('0A000')
+  })
+
+  it('DROP DATABASE WITH (FORCE) ends the connections to it with 57P01', async () => {
+    const dev = await serve()
+    const admin = await client(dev.url)
+    const user = await client(urlOf(dev.url, 'doomed'))
+    const ended = new Promise<string>((resolve) => user.once('error', (error: Error & { code?: string }) => resolve(error.code ?? error.message)))
+    await admin.query('drop database doomed with (force)')
+    expect(await withDeadline(ended, DEADLINE_MS, 'the dropped database client told')).toBe('57P01')
+    expect(dev.databases.instance('doomed')).toBeNull()
+    // The name can be used again: a fresh database, created on first use.
+    const again = await client(urlOf(dev.url, 'doomed'))
+    expect((await again.query('select 1 as one')).rows).toEqual([{ one: 1 }])
+  })
+
+  it('work over the extended protocol (postgres.js), named statements included', async () => {
+    const dev = await serve()
+    const sql = js(dev.url)
+    expect((await sql`create database from_js`).command).toBe('CREATE DATABASE')
+    expect(await codeOf(sql`create database from_js`)).toBe('42P04')
+    const user = js(urlOf(dev.url, 'from_js'))
+    expect(await user`select count(*)::int as n from orders`).toEqual([{ n: 0 }])
+    await user.end()
+    expect((await sql`drop database from_js`).command).toBe('DROP DATABASE')
+    expect(await codeOf(sql`drop database from_js`)).toBe('3D000')
+    // Inside a transaction Postgres refuses it, and so does the server.
+    expect(await codeOf(sql.begin((tx) => tx`create database in_tx`))).toBe('25001')
+  })
+
+  it('answer a prepared CREATE/DROP DATABASE with its own command tag, named statement or unnamed', async () => {
+    const dev = await serve()
+    const named = js(dev.url)
+    const unnamed = js(dev.url, { prepare: false })
+    for (const round of [1, 2]) {
+      expect((await named`create database tagged`).command, `round ${round}`).toBe('CREATE DATABASE')
+      expect((await named`select 1 as one`).command).toBe('SELECT')
+      expect((await unnamed`drop database tagged`).command, `round ${round}`).toBe('DROP DATABASE')
+      expect((await unnamed`drop database if exists tagged`).command).toBe('DROP DATABASE')
+    }
+    expect(await named`select 2 as two`).toEqual([{ two: 2 }])
+  })
+})
+
+describe('select pglite_dev_db.reset()', () => {
+  it('puts the database back to its migrated state; other clients keep their prepared statements', async () => {
+    const dev = await serve()
+    const url = urlOf(dev.url, 'resettable')
+    const caller = await client(url)
+    const other = js(url, { prepare: true })
+    const count = () => other`select count(*)::int as n from customers`
+    await caller.query(`insert into customers (email, name) values ('r@example.com', 'R')`)
+    expect(await count()).toEqual([{ n: 1 }])
+    await caller.query('create table scratch_table (x int)')
+    const result = await caller.query('select pglite_dev_db.reset()')
+    expect(result.rows).toEqual([{ reset: 'requested' }])
+    // The same statement again: postgres.js binds its prepared statement, which was made again after the reset.
+    expect(await count()).toEqual([{ n: 0 }])
+    expect((await caller.query(`select to_regclass('scratch_table') as t`)).rows).toEqual([{ t: null }])
+    // A table made since the migrations: the reset made a fresh copy rather than emptying tables in place.
+    expect(resets).toEqual(['fresh copy'])
+    // Another database is untouched.
+    const main = await client(dev.url)
+    await main.query(`insert into customers (email, name) values ('m@example.com', 'M')`)
+    await caller.query('select pglite_dev_db.reset()')
+    expect((await main.query('select count(*)::int as n from customers')).rows[0].n).toBe(1)
+  })
+
+  it('is undone by ROLLBACK and done at COMMIT, and works as a postgres.js prepared statement', async () => {
+    const dev = await serve()
+    const url = urlOf(dev.url, 'tx_reset')
+    const caller = await client(url)
+    await caller.query(`insert into customers (email, name) values ('t@example.com', 'T')`)
+    await caller.query('begin')
+    await caller.query('select pglite_dev_db.reset()')
+    await caller.query('rollback')
+    expect((await caller.query('select count(*)::int as n from customers')).rows[0].n).toBe(1)
+    await caller.query('begin')
+    await caller.query('select pglite_dev_db.reset()')
+    // Still the old data inside the transaction: the reset happens when it ends.
+    expect((await caller.query('select count(*)::int as n from customers')).rows[0].n).toBe(1)
+    await caller.query('commit')
+    expect((await caller.query('select count(*)::int as n from customers')).rows[0].n).toBe(0)
+
+    const sql = js(url, { prepare: true })
+    for (let round = 0; round < 2; round++) {
+      await sql`insert into customers (email, name) values (${`js${round}@example.com`}, 'J')`
+      await sql`select pglite_dev_db.reset()`
+      expect(await sql`select count(*)::int as n from customers`).toEqual([{ n: 0 }])
+    }
+    // Rows only: every reset emptied the tables in place; the drizzle bookkeeping row the template has is back.
+    expect(resets).toEqual(['in place', 'in place', 'in place'])
+    expect((await caller.query('select count(*)::int as n from drizzle.__drizzle_migrations')).rows[0].n).toBe(1)
+  })
+
+  it('a statement prepared while the reset waits to commit is made once, by its own Parse', async () => {
+    // A pool's second connection prepares a statement while the first one's reset is pending: a reset by fresh copy
+    // makes every client's statements again in it, but not one whose Parse has not run yet (that would be 42P05).
+    const dev = await serve()
+    const url = urlOf(dev.url, 'prepared_meanwhile')
+    const resetter = await client(url)
+    const preparer = await client(url)
+    // A table made since the migrations: the reset cannot be done in place.
+    await resetter.query('create table made_since (x int)')
+    await resetter.query('begin')
+    await resetter.query('select pglite_dev_db.reset()')
+    const prepared = preparer.query({ name: 'count_customers', text: 'select count(*)::int as n from customers' })
+    await expect.poll(() => dev.server.getStats().waitingClients, { timeout: 5_000 }).toBe(1)
+    await resetter.query('commit')
+    expect((await prepared).rows).toEqual([{ n: 0 }])
+    expect((await preparer.query({ name: 'count_customers', text: 'select count(*)::int as n from customers' })).rows).toEqual([{ n: 0 }])
+    expect(resets).toEqual(['fresh copy'])
+  })
+
+  it('works on the main database kept in a data dir', async () => {
+    const dataDir = await scratchDataDir()
+    const dev = await serve({ dataDir })
+    const caller = await client(dev.url)
+    await caller.query(`insert into customers (email, name) values ('d@example.com', 'D')`)
+    await caller.query('select pglite_dev_db.reset()')
+    expect((await caller.query('select count(*)::int as n from customers')).rows[0].n).toBe(0)
+    await caller.query(`insert into customers (email, name) values ('after@example.com', 'A')`)
+    await endClient(clients.pop()!)
+    await dev.close()
+    const again = await serve({ dataDir })
+    const reader = await client(again.url)
+    expect((await reader.query('select email from customers')).rows).toEqual([{ email: 'after@example.com' }])
+    expect(path.basename(dataDir)).not.toBe('')
+  })
+})

@@ -1,0 +1,130 @@
+// Migrated templates: initdb and the migrations run once per (migrations content, PGlite version); later fresh
+// starts, in memory or in a new data dir, copy the result. A changed migration is a new template, never a stale one.
+import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises'
+import os from 'node:os'
+import path from 'node:path'
+import { afterEach, describe, expect, it } from 'vitest'
+import { startDevDb, type DevDb, type DevDbOptions } from '../../src/host/dev-db.ts'
+import { createLogger, type LogRecord } from '../../src/log.ts'
+import { connectRaw } from '../../harness/raw-client.ts'
+
+const dirs: string[] = []
+const devs: DevDb[] = []
+afterEach(async () => {
+  await Promise.all(devs.splice(0).map((dev) => dev.close()))
+  await Promise.all(dirs.splice(0).map((dir) => rm(dir, { recursive: true, force: true })))
+})
+
+async function scratch(prefix: string): Promise<string> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), `pglite-dev-db-${prefix}-`))
+  dirs.push(dir)
+  return dir
+}
+
+/** A drizzle-kit style folder whose one migration is `sql`. */
+async function writeMigrations(dir: string, sql: string): Promise<void> {
+  await mkdir(path.join(dir, 'meta'), { recursive: true })
+  const entries = [{ idx: 0, version: '7', when: 1_000, tag: '0000_init', breakpoints: true }]
+  await writeFile(path.join(dir, 'meta', '_journal.json'), JSON.stringify({ version: '7', dialect: 'postgresql', entries }))
+  await writeFile(path.join(dir, '0000_init.sql'), sql)
+}
+
+/** Start with a logger that records what the start did; returns the server and its log messages. */
+async function startLogged(options: DevDbOptions): Promise<{ dev: DevDb; messages: string[] }> {
+  const records: LogRecord[] = []
+  const dev = await startDevDb({ ...options, logger: createLogger({ level: 'info', sink: (record) => records.push(record) }) })
+  devs.push(dev)
+  const messages = records.map((r) => (r.fields['from'] ? `${r.msg} from ${String(r.fields['from'])}` : r.msg))
+  return { dev, messages }
+}
+
+async function tables(dev: DevDb): Promise<string[]> {
+  const client = await connectRaw(dev.url)
+  try {
+    const reply = await client.query("select string_agg(tablename, ',' order by tablename) from pg_tables where schemaname = 'public'")
+    return (reply.rows[0]![0] ?? '').split(',').filter(Boolean)
+  } finally {
+    client.destroy()
+  }
+}
+
+describe('migrated templates', () => {
+  it('the first start builds the template; the next in-memory start loads it, with the schema and nothing to migrate', async () => {
+    const cacheDir = await scratch('cache')
+    const migrations = await scratch('migrations')
+    await writeMigrations(migrations, 'CREATE TABLE alpha (id int primary key);')
+
+    const first = await startLogged({ migrations, cacheDir })
+    expect(first.messages).toContain('database template ready')
+    expect(await tables(first.dev)).toEqual(['alpha'])
+
+    const second = await startLogged({ migrations, cacheDir })
+    expect(second.messages).not.toContain('database template ready')
+    expect(second.messages).toContain('opening database from template')
+    expect(second.messages).not.toContain('migration applied')
+    expect(await tables(second.dev)).toEqual(['alpha'])
+    // Each in-memory database is its own: a row in one is not in the other.
+    const a = await connectRaw(first.dev.url)
+    await a.query('insert into alpha values (1)')
+    a.destroy()
+    const b = await connectRaw(second.dev.url)
+    expect((await b.query('select count(*) from alpha')).rows).toEqual([['0']])
+    b.destroy()
+  })
+
+  it('an edited migration makes a new template: the start never serves the old schema', async () => {
+    const cacheDir = await scratch('cache')
+    const migrations = await scratch('migrations')
+    await writeMigrations(migrations, 'CREATE TABLE alpha (id int primary key);')
+    const before = await startLogged({ migrations, cacheDir })
+    expect(await tables(before.dev)).toEqual(['alpha'])
+
+    await writeMigrations(migrations, 'CREATE TABLE beta (id int primary key);')
+    const after = await startLogged({ migrations, cacheDir })
+    expect(after.messages).toContain('database template ready')
+    expect(await tables(after.dev)).toEqual(['beta'])
+    expect((await readdir(cacheDir)).filter((name) => name.startsWith('template-')).length).toBe(2)
+  })
+
+  it('a new data dir is seeded from the template and keeps its rows; an existing one is opened as it is', async () => {
+    const cacheDir = await scratch('cache')
+    const migrations = await scratch('migrations')
+    const dataDir = path.join(await scratch('data'), 'db')
+    await writeMigrations(migrations, 'CREATE TABLE alpha (id int primary key);')
+    await (await startLogged({ migrations, cacheDir })).dev.close()
+
+    const seeded = await startLogged({ migrations, cacheDir, dataDir })
+    expect(seeded.messages).toContain('opening database from template')
+    const client = await connectRaw(seeded.dev.url)
+    await client.query('insert into alpha values (7)')
+    client.destroy()
+    await seeded.dev.close()
+
+    const reopened = await startLogged({ migrations, cacheDir, dataDir })
+    expect(reopened.messages).not.toContain('opening database from template')
+    const again = await connectRaw(reopened.dev.url)
+    expect((await again.query('select id from alpha')).rows).toEqual([['7']])
+    again.destroy()
+  })
+
+  it('two starts that build the same template at once both succeed and share it', async () => {
+    const cacheDir = await scratch('cache')
+    const migrations = await scratch('migrations')
+    await writeMigrations(migrations, 'CREATE TABLE alpha (id int primary key);')
+    const [one, two] = await Promise.all([startLogged({ migrations, cacheDir }), startLogged({ migrations, cacheDir })])
+    expect(await tables(one.dev)).toEqual(['alpha'])
+    expect(await tables(two.dev)).toEqual(['alpha'])
+    expect((await readdir(cacheDir)).filter((name) => name.startsWith('template-')).length).toBe(1)
+    expect((await readdir(cacheDir)).filter((name) => name.startsWith('.building-'))).toEqual([])
+  })
+
+  it('template: false runs initdb and the migrations, as before', async () => {
+    const cacheDir = await scratch('cache')
+    const migrations = await scratch('migrations')
+    await writeMigrations(migrations, 'CREATE TABLE alpha (id int primary key);')
+    const plain = await startLogged({ migrations, cacheDir, template: false })
+    expect(plain.messages).not.toContain('opening database from template')
+    expect(await tables(plain.dev)).toEqual(['alpha'])
+    expect(await readdir(cacheDir)).toEqual([])
+  })
+})

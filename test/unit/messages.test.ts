@@ -1,0 +1,199 @@
+// The message handlers without PGlite or sockets: what passes on to PGlite (names given the client's prefix, SQL the
+// server carries out rewritten), what the client's statement registry records, and which messages the server takes
+// over, byte for byte.
+import { describe, expect, it } from 'vitest'
+import * as wire from '../../harness/wire.ts'
+import { MessageReader, UnnamedUse, unnamedUseOf, type Segment, type Takeover } from '../../src/socket/connection/messages.ts'
+import { NO_OP_STATEMENT } from '../../src/socket/client/database-commands.ts'
+import { Statements } from '../../src/socket/client/statements.ts'
+import { encodeErrorResponse } from '../../src/socket/protocol/backend.ts'
+
+/** Decode a frontend buffer into [code, body text] pairs, to compare rewritten batches readably. */
+function frames(bytes: Buffer): Array<[string, string]> {
+  const out: Array<[string, string]> = []
+  for (let at = 0; at < bytes.length; ) {
+    const length = bytes.readInt32BE(at + 1)
+    out.push([String.fromCharCode(bytes[at]!), bytes.toString('latin1', at + 5, at + 1 + length)])
+    at += 1 + length
+  }
+  return out
+}
+
+interface Read {
+  /** What passed on, as segments split at each takeover. */
+  segments: Segment[]
+  takeovers: Takeover[]
+}
+
+/** Read a batch the way the connection does: handle each message, cutting a segment at each takeover. */
+function read(reader: MessageReader, batch: Buffer): Read {
+  const result: Read = { segments: [], takeovers: [] }
+  reader.begin(batch)
+  let offset = 0
+  while (offset < batch.length) {
+    const end = offset + 1 + batch.readInt32BE(offset + 1)
+    const takeover = reader.handle(offset, end)
+    if (takeover) {
+      result.segments.push(reader.take(offset))
+      reader.take(end)
+      result.takeovers.push(takeover)
+    }
+    offset = end
+  }
+  result.segments.push(reader.take(batch.length))
+  return result
+}
+
+const reader = (id: number, managesDatabases = true) => new MessageReader(new Statements(id), managesDatabases)
+
+describe('MessageReader: names', () => {
+  it('prefixes every statement and portal name and fixes each length', () => {
+    const r = reader(7)
+    const batch = Buffer.concat([wire.parse('S_1', 'select $1::int', [23]), wire.bind('C_1', 'S_1', ['5']), wire.describe('P', 'C_1'), wire.execute('C_1', 10), wire.close('S', 'S_1'), wire.sync()])
+    const { segments, takeovers } = read(r, batch)
+    expect(takeovers).toEqual([])
+    const expected = [wire.parse('pgdd7.S_1', 'select $1::int', [23]), wire.bind('pgdd7.C_1', 'pgdd7.S_1', ['5']), wire.describe('P', 'pgdd7.C_1'), wire.execute('pgdd7.C_1', 10), wire.close('S', 'pgdd7.S_1'), wire.sync()]
+    expect(frames(segments[0]!.bytes)).toEqual(frames(Buffer.concat(expected)))
+    expect(r.statements.used).toBe(true)
+    expect(r.statements.count).toBe(0) // parsed, then closed
+  })
+
+  it('leaves a batch of unnamed statements untouched, without copying it', () => {
+    const r = reader(1)
+    const batch = Buffer.concat([wire.parse('', 'select 1'), wire.bind('', ''), wire.execute(''), wire.sync()])
+    const { segments } = read(r, batch)
+    expect(segments).toHaveLength(1)
+    expect(segments[0]!.bytes.buffer).toBe(batch.buffer)
+    expect(segments[0]!.bytes.equals(batch)).toBe(true)
+    expect(r.statements.used).toBe(false)
+  })
+
+  it('counts a statement among those to make again only once PGlite has run its Parse', () => {
+    const r = reader(3)
+    const first = read(r, Buffer.concat([wire.parse('S_1', 'select 1'), wire.sync()])).segments[0]!.bytes
+    const second = read(r, Buffer.concat([wire.parse('S_2', 'select 2'), wire.parse('S_3', 'select 3'), wire.close('S', 'S_3'), wire.sync()])).segments[0]!.bytes
+    // Both batches wait for the session: a wipe now must make none of them (their own Parse will).
+    expect(r.statements.parseFrames()).toEqual([])
+    r.statements.ran(first)
+    expect(r.statements.parseFrames().map((frame) => frames(frame)[0]![1].split('\0')[0])).toEqual(['pgdd3.S_1'])
+    // S_3 was closed in the same batch: only S_2 is left to make again.
+    r.statements.ran(second)
+    expect(r.statements.parseFrames().map((frame) => frames(frame)[0]![1].split('\0')[0])).toEqual(['pgdd3.S_1', 'pgdd3.S_2'])
+  })
+
+  it('hashes names too long for Postgres to keep whole after the prefix, and restores them in errors', () => {
+    const r = reader(2)
+    const long = 'q'.repeat(60)
+    const out = read(r, wire.parse(long, 'select 1')).segments[0]!.bytes
+    const server = frames(out)[0]![1].split('\0')[0]!
+    expect(server.length).toBeLessThanOrEqual(63)
+    expect(read(r, wire.parse('q'.repeat(61), 'select 1')).segments[0]!.bytes.equals(out)).toBe(false)
+    const error = encodeErrorResponse('ERROR', '42P05', `prepared statement "${server}" already exists`)
+    expect(wire.decodeError(r.statements.restore(error).subarray(5)).message).toBe(`prepared statement "${long}" already exists`)
+  })
+
+  it('remembers the statements still open, for cleanup on disconnect', () => {
+    const r = reader(3)
+    read(r, Buffer.concat([wire.parse('a', 'select 1'), wire.parse('b', 'select 2'), wire.close('S', 'a'), wire.close('P', 'b')]))
+    expect(r.statements.has('b') && !r.statements.has('a')).toBe(true)
+    expect(frames(Buffer.concat(r.statements.closeAll()))).toEqual([['C', 'Spgdd3.b\0']])
+    expect(r.statements.count).toBe(0)
+  })
+
+  it('prefixes statement names in SQL PREPARE, EXECUTE, EXPLAIN EXECUTE and DEALLOCATE, and nothing else', () => {
+    const r = reader(7)
+    const sql = "PREPARE q (int) AS select 'execute q', $1; EXECUTE q(1); explain execute \"Q\"(2); deallocate prepare q; deallocate all; prepare transaction 'q'"
+    const out = read(r, wire.query(sql)).segments[0]!.bytes
+    expect(frames(out)).toEqual(frames(wire.query("PREPARE \"pgdd7.q\" (int) AS select 'execute q', $1; EXECUTE \"pgdd7.q\"(1); explain execute \"pgdd7.Q\"(2); deallocate prepare \"pgdd7.q\"; deallocate all; prepare transaction 'q'")))
+    expect(r.statements.count).toBe(0) // prepared, then deallocated
+  })
+
+  it('leaves SQL without those commands untouched, without copying it', () => {
+    const r = reader(7)
+    const batch = Buffer.concat([wire.query("select 'prepare x' as p"), wire.parse('', 'insert into t values ($1)', []), wire.sync()])
+    const out = read(r, batch).segments[0]!.bytes
+    expect(out.buffer).toBe(batch.buffer)
+    expect(r.statements.used).toBe(false)
+  })
+})
+
+describe('MessageReader: takeovers', () => {
+  it('a COPY FROM STDIN Query, cutting the batch there', () => {
+    const r = reader(1)
+    const copy = wire.query('COPY items (a, b) FROM STDIN WITH (FORMAT csv)')
+    const { segments, takeovers } = read(r, Buffer.concat([wire.query('select 1'), copy, wire.copyData('1,2\n')]))
+    expect(takeovers).toEqual([{ kind: 'copy-in', copy: { table: 'items', columns: 2, binary: false }, viaQuery: true, frame: copy }])
+    expect(segments.map((s) => frames(s.bytes).map(([code]) => code))).toEqual([['Q'], ['d']])
+  })
+
+  it('not a COPY: the word inside a literal', () => {
+    const { takeovers } = read(reader(1), wire.query("select 'copy t from stdin'"))
+    expect(takeovers).toEqual([])
+  })
+
+  it('a prepared COPY FROM STDIN is taken over at the Execute of its portal, with the names PGlite knows', () => {
+    const r = reader(4)
+    const batch = Buffer.concat([wire.parse('c', 'copy t from stdin'), wire.bind('p', 'c'), wire.execute('p'), wire.sync()])
+    const { segments, takeovers } = read(r, batch)
+    expect(takeovers).toHaveLength(1)
+    expect(takeovers[0]).toMatchObject({ kind: 'copy-in', viaQuery: false, copy: { table: 't', columns: null, binary: false } })
+    expect(frames((takeovers[0] as { frame: Buffer }).frame)).toEqual(frames(wire.execute('pgdd4.p')))
+    expect(frames(segments[0]!.bytes).map(([code]) => code)).toEqual(['P', 'B'])
+    // Bound again to an ordinary statement, the portal is ordinary.
+    expect(read(r, Buffer.concat([wire.parse('s', 'select 1'), wire.bind('p', 's'), wire.execute('p')])).takeovers).toEqual([])
+  })
+
+  it('DISCARD ALL and DEALLOCATE ALL alone; among other statements they pass on', () => {
+    expect(read(reader(1), wire.query(' discard ALL;')).takeovers).toMatchObject([{ kind: 'session-reset', reset: 'DISCARD ALL' }])
+    expect(read(reader(1), wire.query('DEALLOCATE PREPARE ALL')).takeovers).toMatchObject([{ kind: 'session-reset', reset: 'DEALLOCATE ALL' }])
+    expect(read(reader(1), wire.query('select 1; discard all')).takeovers).toEqual([])
+  })
+
+  it('CREATE/DROP DATABASE as a Query, when the server manages databases', () => {
+    expect(read(reader(1), wire.query('create database "Shop"')).takeovers).toMatchObject([{ kind: 'database-command', via: 'query', command: { kind: 'create', name: 'Shop' } }])
+    expect(read(reader(1), wire.query('DROP DATABASE IF EXISTS a WITH (FORCE)')).takeovers).toMatchObject([{ command: { kind: 'drop', name: 'a', ifExists: true, force: true } }])
+    expect(read(reader(1, false), wire.query('create database shop')).takeovers).toEqual([])
+  })
+
+  it('a prepared CREATE DATABASE: PGlite gets a no-op, the Bind carries it out, the Execute is answered with its tag', () => {
+    const r = reader(5)
+    const batch = Buffer.concat([wire.parse('', 'CREATE DATABASE w1'), wire.bind('', ''), wire.execute(''), wire.sync()])
+    const { segments, takeovers } = read(r, batch)
+    expect(frames(segments[0]!.bytes)).toEqual(frames(wire.parse('', NO_OP_STATEMENT)))
+    expect(takeovers.map((t) => t.kind)).toEqual(['database-command', 'tagged-execute'])
+    expect(takeovers[0]).toMatchObject({ via: 'bind', command: { kind: 'create', name: 'w1' } })
+    expect(frames(segments[2]!.bytes).map(([code]) => code)).toEqual(['S'])
+  })
+
+  it('select pglite_dev_db.reset() is rewritten into a setting, by Query or by binding a prepared one', () => {
+    const r = reader(6)
+    const out = read(r, wire.query('SELECT pglite_dev_db.reset ( )')).segments[0]!.bytes
+    expect(frames(out)[0]![1]).toContain("set_config('pglite_dev_db.reset', 'requested', false)")
+    expect(r.resetRequested).toBe(true)
+    const s = reader(6)
+    read(s, wire.parse('r', 'select pglite_dev_db.reset()'))
+    expect(s.resetRequested).toBe(false)
+    read(s, Buffer.concat([wire.bind('', 'r'), wire.execute(''), wire.sync()]))
+    expect(s.resetRequested).toBe(true)
+  })
+
+  it('Terminate', () => {
+    expect(read(reader(1), Buffer.concat([wire.query('select 1'), wire.terminate()])).takeovers).toEqual([{ kind: 'terminate' }])
+  })
+})
+
+describe('MessageReader: the unnamed statement', () => {
+  it('records, per segment, whether it makes the unnamed statement or binds it first', () => {
+    const cases: Array<[Buffer, number]> = [
+      [Buffer.concat([wire.parse('', 'select 1'), wire.bind('', ''), wire.sync()]), UnnamedUse.Parsed],
+      [Buffer.concat([wire.bind('', ''), wire.execute(''), wire.sync()]), UnnamedUse.ReferencedFirst],
+      [Buffer.concat([wire.describe('S', ''), wire.parse('', 'select 1')]), UnnamedUse.ReferencedFirst | UnnamedUse.Parsed],
+      [Buffer.concat([wire.parse('n', 'select 1'), wire.bind('', 'n'), wire.describe('P', '')]), 0],
+    ]
+    for (const [batch, use] of cases) {
+      const segment = read(reader(1), batch).segments[0]!
+      expect(segment.unnamedUse).toBe(use)
+      expect(unnamedUseOf(segment.bytes)).toBe(use)
+    }
+  })
+})

@@ -1,0 +1,143 @@
+// What the server reads from SQL text and startup packets, without PGlite: the lexer's statements, the quick keyword
+// test, statement names, COPY FROM STDIN, database commands, reset calls, DISCARD ALL, LISTEN, startup settings.
+import { describe, expect, it } from 'vitest'
+import { Keyword, firstLetter, keywordsIn, statements } from '../../src/socket/sql/tokens.ts'
+import { statementNameEdits } from '../../src/socket/sql/statement-names.ts'
+import { parseCopyFromStdin } from '../../src/socket/client/copy-in.ts'
+import { parseDatabaseCommand, rewriteResetCalls } from '../../src/socket/client/database-commands.ts'
+import { parseSessionReset } from '../../src/socket/client/discard.ts'
+import { listenCommands } from '../../src/socket/client/listen.ts'
+import { startupSettings } from '../../src/socket/client/settings.ts'
+
+const words = (sql: string) => keywordsIn(Buffer.from(sql), 0, Buffer.byteLength(sql))
+
+describe('statements', () => {
+  it('splits at top-level semicolons only, folding words and keeping quoted identifiers', () => {
+    const sql = "select 'a;b', $x$ ; $x$, \"Semi;Colon\" /* ; /* nested ; */ */ from t -- ;\n; LISTEN Foo;;"
+    expect(statements(sql).map((tokens) => tokens.map((t) => t.text))).toEqual([
+      ['select', "'", ',', '$', ',', 'Semi;Colon', 'from', 't'],
+      ['listen', 'foo'],
+    ])
+  })
+})
+
+describe('keywordsIn', () => {
+  it('finds each word in any case, and nothing in SQL without them', () => {
+    expect(words('COPY t FROM StDiN')).toBe(Keyword.Stdin)
+    expect(words('unlisten *; listen x')).toBe(Keyword.Listen)
+    expect(words('select pglite_dev_db.reset()')).toBe(Keyword.Pglite)
+    expect(words('DROP DATABASE x')).toBe(Keyword.Database)
+    for (const sql of ['prepare q as select 1', 'EXECUTE q', 'Deallocate q']) expect(words(sql), sql).toBe(Keyword.StatementName)
+    expect(words('select * from users where id = $1 order by name')).toBe(0)
+    expect(words('prepare a as copy t from stdin')).toBe(Keyword.StatementName | Keyword.Stdin)
+  })
+
+  it('looks only inside the bounds it is given', () => {
+    const bytes = Buffer.from('listen|select 1|stdin')
+    expect(keywordsIn(bytes, 7, 15)).toBe(0)
+    expect(keywordsIn(bytes, 0, 6)).toBe(Keyword.Listen)
+  })
+
+  it('firstLetter skips white space and folds case', () => {
+    expect(firstLetter(Buffer.from(' \n\tDrop'), 0, 7)).toBe(0x64)
+    expect(firstLetter(Buffer.from('   '), 0, 3)).toBe(0)
+  })
+})
+
+describe('statementNameEdits', () => {
+  it('names in PREPARE, EXECUTE, DEALLOCATE [PREPARE], EXPLAIN ... EXECUTE and CREATE TABLE ... AS EXECUTE', () => {
+    const sql = 'PREPARE a AS select 1; execute "B"(1); deallocate prepare c; deallocate d; explain (analyze) execute e; create table t as execute f'
+    expect(statementNameEdits(sql).map((e) => [e.kind, e.name, sql.slice(e.start, e.end)])).toEqual([
+      ['prepare', 'a', 'a'],
+      ['execute', 'B', '"B"'],
+      ['deallocate', 'c', 'c'],
+      ['deallocate', 'd', 'd'],
+      ['execute', 'e', 'e'],
+      ['execute', 'f', 'f'],
+    ])
+  })
+
+  it('not two-phase commit, DEALLOCATE ALL, trigger EXECUTE FUNCTION, or words in literals', () => {
+    const sql = "prepare transaction 'x'; deallocate all; deallocate prepare all; create trigger t after insert on x execute function f(); select 'execute q'"
+    expect(statementNameEdits(sql)).toEqual([])
+  })
+})
+
+describe('parseCopyFromStdin', () => {
+  it('reads the table, the column count and the format', () => {
+    expect(parseCopyFromStdin('COPY public."My Table" (a, b, c) FROM STDIN WITH (FORMAT csv);')).toEqual({ table: 'public."My Table"', columns: 3, binary: false })
+    expect(parseCopyFromStdin('copy binary t from stdin')).toEqual({ table: 't', columns: null, binary: true })
+    expect(parseCopyFromStdin('copy t from stdin (format binary)')).toMatchObject({ binary: true })
+  })
+
+  it('is null for COPY TO, COPY FROM a file, a query, or two statements', () => {
+    for (const sql of ['copy t to stdout', "copy t from '/tmp/x'", 'copy (select 1) to stdout', 'copy t from stdin; select 1', 'select 1']) {
+      expect(parseCopyFromStdin(sql), sql).toBeNull()
+    }
+  })
+})
+
+describe('parseDatabaseCommand', () => {
+  it('CREATE DATABASE with any options, DROP DATABASE [IF EXISTS] [WITH (FORCE)]', () => {
+    expect(parseDatabaseCommand('CREATE DATABASE "Shop" TEMPLATE template0 ENCODING utf8')).toEqual({ kind: 'create', name: 'Shop' })
+    expect(parseDatabaseCommand('drop database shop;')).toEqual({ kind: 'drop', name: 'shop', ifExists: false, force: false })
+    expect(parseDatabaseCommand('DROP DATABASE IF EXISTS s (FORCE)')).toEqual({ kind: 'drop', name: 's', ifExists: true, force: true })
+  })
+
+  it('is null for anything else, or more than one statement', () => {
+    for (const sql of ['create table database (x int)', 'drop database', 'create database a; create database b', 'drop database a cascade', "select 'create database x'"]) {
+      expect(parseDatabaseCommand(sql), sql).toBeNull()
+    }
+  })
+})
+
+describe('rewriteResetCalls', () => {
+  it('replaces exactly `select pglite_dev_db.reset()`, any case and spacing, and nothing else', () => {
+    const out = rewriteResetCalls('select 1; SELECT pglite_dev_db . reset ( ); select 2')!
+    expect(out).toMatch(/^select 1; select pg_catalog\.set_config\('pglite_dev_db\.reset', 'requested', false\) as reset; select 2$/)
+    expect(rewriteResetCalls('select pglite_dev_db.reset(1)')).toBeNull()
+    expect(rewriteResetCalls("select 'select pglite_dev_db.reset()'")).toBeNull()
+  })
+})
+
+describe('parseSessionReset', () => {
+  it('DISCARD ALL and DEALLOCATE [PREPARE] ALL as the whole statement', () => {
+    expect(parseSessionReset(' discard all ;')).toBe('DISCARD ALL')
+    expect(parseSessionReset('DEALLOCATE PREPARE ALL')).toBe('DEALLOCATE ALL')
+    for (const sql of ['discard temp', 'deallocate x', 'discard all; select 1']) expect(parseSessionReset(sql), sql).toBeNull()
+  })
+})
+
+describe('listenCommands', () => {
+  it('finds LISTEN and UNLISTEN statements, folding unquoted names and keeping quoted ones', () => {
+    expect(listenCommands('LISTEN Orders; listen "Audit""s"; UNLISTEN orders; unlisten *; UNLISTEN "*"')).toEqual([
+      { kind: 'listen', channel: 'orders' },
+      { kind: 'listen', channel: 'Audit"s' },
+      { kind: 'unlisten', channel: 'orders' },
+      { kind: 'unlisten', channel: null },
+      { kind: 'unlisten', channel: '*' },
+    ])
+  })
+
+  it('ignores the word inside literals, comments, dollar quotes and other statements', () => {
+    const sql = "select 'listen a', E'\\' listen b'; -- listen c\n/* listen /* d */ */ do $x$ begin execute 'listen e'; end $x$; select listen from t; listen 'f'"
+    expect(listenCommands(sql)).toEqual([])
+  })
+})
+
+describe('startupSettings', () => {
+  it('takes every startup parameter but user/database/replication, and -c / -- pairs from options', () => {
+    const params = new Map([
+      ['user', 'postgres'],
+      ['database', 'postgres'],
+      ['application_name', 'psql'],
+      ['options', '-c search_path=a,\\ b --statement-timeout=5s -cwork_mem=64kB  junk -c'],
+    ])
+    expect(startupSettings(params)).toEqual([
+      ['application_name', 'psql'],
+      ['search_path', 'a, b'],
+      ['statement_timeout', '5s'],
+      ['work_mem', '64kB'],
+    ])
+  })
+})

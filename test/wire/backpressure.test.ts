@@ -1,0 +1,58 @@
+// Backpressure: a client that stops reading its replies does not make the server buffer without bound. Its next
+// batch waits until it reads; if it holds the session meanwhile, the idle-in-transaction timer reaps it.
+import { describe, expect, it } from 'vitest'
+import { useDevDbs } from '../helpers/dev-db.ts'
+import { withDeadline } from '../../harness/raw-client.ts'
+import * as wire from '../../harness/wire.ts'
+
+const { start, connect } = useDevDbs()
+/** Far more than the kernel's socket buffers take, so most of each reply waits in the server. */
+const REPLY_BYTES = 16 * 2 ** 20
+const bigQuery = `select nextval('bp') as n, repeat('x', ${REPLY_BYTES}) as payload`
+
+describe('a client that stops reading', () => {
+  it('its next query waits until it reads; then every reply arrives whole and in order', async () => {
+    const dev = await start()
+    const observer = await connect(dev.url)
+    await observer.query('create sequence bp')
+    const client = await connect(dev.url)
+    client.socket.pause()
+
+    await client.send(wire.query(bigQuery))
+    await expect.poll(() => client.socket.readableLength, { timeout: 10_000 }).toBeGreaterThan(0)
+    await client.send(wire.query(bigQuery))
+    await expect.poll(() => dev.server.getStats().notReadingClients, { timeout: 10_000 }).toBe(1)
+    // The second query has not run: its 16 MB would have joined the first's in the server's memory.
+    expect((await observer.query('select last_value from bp')).rows).toEqual([['1']])
+
+    client.socket.resume()
+    const first = wire.summarize(await client.until('ReadyForQuery', { deadlineMs: 20_000 }))
+    const second = wire.summarize(await client.until('ReadyForQuery', { deadlineMs: 20_000 }))
+    expect([first.rows[0]![0], first.rows[0]![1]!.length]).toEqual(['1', REPLY_BYTES])
+    expect([second.rows[0]![0], second.rows[0]![1]!.length]).toEqual(['2', REPLY_BYTES])
+    expect(dev.server.getStats().notReadingClients).toBe(0)
+  })
+
+  it('holding the session, it is reaped with 25P03 and the others go on', async () => {
+    const dev = await start({ idleInTransactionTimeoutMs: 2_000 })
+    const observer = await connect(dev.url)
+    await observer.query('create sequence bp')
+    const client = await connect(dev.url)
+    expect((await client.query('begin')).status).toBe('T')
+    client.socket.pause()
+    await client.send(wire.query(bigQuery))
+    // The first reply has begun to arrive (the paused socket still buffers a little): the query ran.
+    await expect.poll(() => client.socket.readableLength, { timeout: 10_000 }).toBeGreaterThan(0)
+    await client.send(wire.query(bigQuery))
+    await expect.poll(() => dev.server.getStats().notReadingClients, { timeout: 10_000 }).toBe(1)
+
+    // The observer queues behind the transaction, and runs once the stalled holder is reaped and rolled back.
+    const reply = await observer.query('select last_value, is_called from bp', { deadlineMs: 10_000 })
+    expect(reply.errors).toEqual([])
+    expect(reply.rows).toEqual([['1', 't']])
+    await expect.poll(() => dev.server.getStats(), { timeout: 10_000 }).toMatchObject({ activeConnections: 1, sessionHeld: false, notReadingClients: 0 })
+    // Once it reads again, it finds its connection closed.
+    client.socket.resume()
+    await withDeadline(client.closed, 10_000, 'the reaped client sees its connection closed')
+  })
+})

@@ -1,0 +1,100 @@
+// queueTimeoutMs: work that waits too long for the session (another client holds it in a transaction) fails with
+// ERROR 55P03, as a statement that waited past lock_timeout does in Postgres, and the waiting client stays usable.
+import postgres from 'postgres'
+import { describe, expect, it } from 'vitest'
+import type { DevDb } from '../../src/host/dev-db.ts'
+import { useDevDbs } from '../helpers/dev-db.ts'
+import { withDeadline, type RawClient } from '../../harness/raw-client.ts'
+import * as wire from '../../harness/wire.ts'
+
+const { start, connect } = useDevDbs()
+const QUEUE_TIMEOUT_MS = 300
+
+async function holdSession(dev: DevDb): Promise<RawClient> {
+  const holder = await connect(dev.url)
+  expect((await holder.query('begin; create table held (id int); insert into held values (1)')).status).toBe('T')
+  return holder
+}
+
+describe('queueTimeoutMs', () => {
+  it('a query waiting behind a transaction past the timeout gets ERROR 55P03 naming the holder; both clients carry on', async () => {
+    const dev = await start({ queueTimeoutMs: QUEUE_TIMEOUT_MS })
+    const holder = await holdSession(dev)
+    const waiter = await connect(dev.url)
+
+    await waiter.send(wire.query('select count(*) from pg_tables'))
+    const reply = wire.summarize(await waiter.until('ReadyForQuery'))
+    expect(reply.errors.map((e) => [e.severity, e.code])).toEqual([['ERROR', '55P03']])
+    expect(reply.errors[0]!.message).toContain(`client ${holder.backendKey!.pid} holds it`)
+    expect(reply.status).toBe('I')
+    expect(dev.server.getStats().waitingClients).toBe(0)
+
+    // The holder's transaction was never touched; once it commits, the waiter runs and sees its row.
+    expect((await holder.query('insert into held values (2); commit')).status).toBe('I')
+    expect((await waiter.query('select count(*) from held')).rows).toEqual([['2']])
+  })
+
+  it('a pipeline that timed out before its Sync arrived: error at once, the rest skipped until Sync, one ReadyForQuery', async () => {
+    const dev = await start({ queueTimeoutMs: QUEUE_TIMEOUT_MS })
+    const holder = await holdSession(dev)
+    const waiter = await connect(dev.url)
+
+    // Flush asks for replies without ending the pipeline: the client is waiting on these, so they time out too.
+    await waiter.send(wire.parse('s1', 'select $1::int as n', [23]), wire.bind('', 's1', ['1']), wire.execute(''), wire.flush())
+    const failed = await waiter.until('ErrorResponse')
+    expect(wire.summarize(failed).errors.map((e) => e.code)).toEqual(['55P03'])
+
+    // Postgres discards what follows an error until Sync; then one ReadyForQuery and nothing of the skipped work.
+    await waiter.send(wire.bind('', 's1', ['2']), wire.execute(''), wire.sync())
+    const skipped = wire.summarize(await waiter.until('ReadyForQuery'))
+    expect(skipped).toMatchObject({ rows: [], errors: [], status: 'I' })
+
+    // The statement was never made, as in Postgres when its Parse fails.
+    expect((await holder.query('commit')).status).toBe('I')
+    await waiter.send(wire.bind('', 's1', ['3']), wire.execute(''), wire.sync())
+    expect(wire.summarize(await waiter.until('ReadyForQuery')).errors.map((e) => e.code)).toEqual(['26000'])
+    expect((await waiter.query('select count(*) from held')).rows).toEqual([['1']])
+  })
+
+  it('a COPY FROM STDIN waiting past the timeout is refused before CopyInResponse; the client goes on', async () => {
+    const dev = await start({ queueTimeoutMs: QUEUE_TIMEOUT_MS })
+    const holder = await holdSession(dev)
+    const waiter = await connect(dev.url)
+    await waiter.send(wire.query('copy held from stdin'))
+    const reply = wire.summarize(await waiter.until('ReadyForQuery'))
+    expect(reply.errors.map((e) => e.code)).toEqual(['55P03'])
+    expect(reply.status).toBe('I')
+    expect((await holder.query('commit')).status).toBe('I')
+    await waiter.send(wire.query('copy held from stdin'))
+    await waiter.until('CopyInResponse')
+    await waiter.send(wire.copyData('7\n'), wire.copyDone())
+    expect(wire.summarize(await waiter.until('ReadyForQuery')).errors).toEqual([])
+    expect((await waiter.query('select sum(id) from held')).rows).toEqual([['8']])
+  })
+
+  it('postgres.js: the waiting query rejects with 55P03 and the same connection serves the next one', async () => {
+    const dev = await start({ queueTimeoutMs: QUEUE_TIMEOUT_MS })
+    const sql = postgres(dev.url, { max: 1, onnotice: () => {} })
+    try {
+      await withDeadline(sql`select 1`.execute(), 5_000, 'postgres.js connects')
+      const holder = await holdSession(dev)
+      await expect(withDeadline(sql`select count(*)::int as n from pg_tables`.execute(), 5_000, 'the waiting query')).rejects.toMatchObject({ code: '55P03' })
+      expect((await holder.query('commit')).status).toBe('I')
+      expect(await withDeadline(sql`select count(*)::int as n from held`.execute(), 5_000, 'the next query')).toEqual([{ n: 1 }])
+    } finally {
+      await sql.end({ timeout: 2 })
+    }
+  })
+
+  it('0 waits without limit: the query runs once the holder commits', async () => {
+    const dev = await start({ queueTimeoutMs: 0 })
+    const holder = await holdSession(dev)
+    const waiter = await connect(dev.url)
+    await waiter.send(wire.query('select count(*) from held'))
+    await expect.poll(() => dev.server.getStats().waitingClients, { timeout: 2_000 }).toBe(1)
+    expect((await holder.query('commit')).status).toBe('I')
+    const reply = wire.summarize(await waiter.until('ReadyForQuery'))
+    expect(reply.errors).toEqual([])
+    expect(reply.rows).toEqual([['1']])
+  })
+})

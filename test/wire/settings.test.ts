@@ -1,0 +1,77 @@
+// Per-client session settings: what a client is told, and what is left for the next
+// client after a SET, a rolled-back SET, a disconnect, or a refused startup value. Real PGlite, raw frames.
+import { describe, expect, it } from 'vitest'
+import { useDevDbs } from '../helpers/dev-db.ts'
+import { withDeadline, type RawClient } from '../../harness/raw-client.ts'
+import * as wire from '../../harness/wire.ts'
+
+const { start, connect } = useDevDbs()
+
+const SHOW = "select current_setting('search_path') || ' | ' || current_setting('TimeZone') || ' | ' || current_setting('application_name') as s"
+
+async function show(client: RawClient): Promise<string | null | undefined> {
+  const reply = await client.query(SHOW)
+  expect(reply.errors).toEqual([])
+  return reply.rows[0]?.[0]
+}
+
+describe('session settings per client', () => {
+  it("a client's startup settings apply to it alone, and it is told the reported ones before its first answer", async () => {
+    const dev = await start()
+    const plain = await connect(dev.url)
+    const tuned = await connect(dev.url, { application_name: 'tuned', TimeZone: 'Asia/Tokyo', options: '-c search_path=pg_catalog' })
+    // Connecting never needs the session: the plain client's default values came with the startup reply.
+    expect(tuned.parameters.TimeZone).toBe(plain.parameters.TimeZone)
+
+    await tuned.send(wire.query(SHOW))
+    const messages = await tuned.until('ReadyForQuery')
+    const statuses = messages.filter((m) => m.code === 'S').map((m) => wire.decodeParameterStatus(m.body))
+    expect(statuses).toEqual(expect.arrayContaining([['TimeZone', 'Asia/Tokyo'], ['application_name', 'tuned']]))
+    // Before the RowDescription: the client knows its settings before any answer that depends on them.
+    expect(messages.findIndex((m) => m.code === 'S')).toBeLessThan(messages.findIndex((m) => m.code === 'T'))
+    expect(wire.summarize(messages).rows).toEqual([['pg_catalog | Asia/Tokyo | tuned']])
+
+    expect(await show(plain)).toBe('public | UTC | ')
+    expect(await show(tuned)).toBe('pg_catalog | Asia/Tokyo | tuned')
+    expect(await show(plain)).toBe('public | UTC | ')
+  })
+
+  it('a SET stays with its client across other clients turns; a rolled-back SET is gone; a departed client leaves nothing', async () => {
+    const dev = await start()
+    const a = await connect(dev.url)
+    const b = await connect(dev.url)
+    expect((await a.query("set timezone = 'America/New_York'; set application_name = 'a'")).errors).toEqual([])
+    expect(await show(b)).toBe('public | UTC | ')
+    expect(await show(a)).toBe('public | America/New_York | a')
+
+    expect((await a.query("begin; set search_path = pg_catalog; rollback")).status).toBe('I')
+    expect(await show(b)).toBe('public | UTC | ')
+    expect(await show(a)).toBe('public | America/New_York | a')
+
+    // SET LOCAL lasts for its transaction only, and other clients wait for that transaction anyway.
+    const local = await a.query("begin; set local timezone = 'Asia/Tokyo'; " + SHOW + '; commit')
+    expect(local.rows).toEqual([['public | Asia/Tokyo | a']])
+    expect(await show(a)).toBe('public | America/New_York | a')
+
+    expect((await b.query("set search_path = pg_catalog")).errors).toEqual([])
+    b.destroy()
+    await withDeadline(b.closed, 3_000, 'b closed')
+    const c = await connect(dev.url)
+    expect(await show(c)).toBe('public | UTC | ')
+
+    // RESET ALL returns the client to the defaults, and only that client.
+    expect((await a.query('reset all')).errors).toEqual([])
+    expect(await show(a)).toBe('public | UTC | ')
+  })
+
+  it('a startup value Postgres refuses closes that connection with its error as FATAL at its first query; others carry on', async () => {
+    const dev = await start()
+    const other = await connect(dev.url)
+    const bad = await connect(dev.url, { DateStyle: 'garbage' })
+    await bad.send(wire.query('select 1'))
+    const error = await bad.next('ErrorResponse')
+    expect(wire.decodeError(error.body)).toMatchObject({ severity: 'FATAL', code: '22023', message: 'invalid value for parameter "DateStyle": "garbage"' })
+    await withDeadline(bad.closed, 3_000, 'refused client closed')
+    expect(await show(other)).toBe('public | UTC | ')
+  })
+})
