@@ -4,7 +4,9 @@
 // Usage: npm run bench -- [--seconds N] [--quick] [--json PATH] [--oracle URL] [--targets ours,stock,postgres]
 //        [--workloads select1,point,insert,tpcb,big,copy] [--drivers postgres.js,node-postgres] [--clients 1,8,64]
 //        [--pgbench-seconds N] [--skip LIST] [--only LIST] [--startup-runs N] [--profile WORKLOAD:CLIENTS:DRIVER]
-//        [--render JSON] [--merge JSON]   (sections for --skip/--only: cells, pgbench, startup, connections)
+//        [--render JSON] [--merge JSON] [--baseline DIR]   (sections for --skip/--only: cells, pgbench, startup, connections)
+//        --baseline DIR also runs the pglite-dev-db of another checkout (an older commit, `npm ci` done there) beside
+//        this one, cell by cell, and prints this one's rate as a multiple of it.
 //        A run that skips a section writes bench-results-partial.json unless --json is given; --merge JSON puts the
 //        sections it ran into that earlier run's JSON instead (noted there with this run's date and load).
 import { readdir, readFile, writeFile } from 'node:fs/promises'
@@ -39,9 +41,11 @@ interface Config extends Timing {
   render: string | undefined
   /** Replace the sections this run measured in an earlier run's JSON, and print that run's tables. */
   merge: string | undefined
+  /** Another checkout whose pglite-dev-db runs beside this one (target 'baseline'). */
+  baseline: string | undefined
 }
 
-const USAGE = 'usage: npm run bench -- [--seconds N] [--quick] [--json PATH] [--oracle URL] [--targets LIST] [--workloads LIST] [--drivers LIST] [--clients LIST] [--pgbench-seconds N] [--skip SECTIONS] [--only SECTIONS] [--startup-runs N] [--profile WORKLOAD:CLIENTS:DRIVER] [--render JSON] [--merge JSON]\nSECTIONS: a comma list of cells, pgbench, startup, connections'
+const USAGE = 'usage: npm run bench -- [--seconds N] [--quick] [--json PATH] [--oracle URL] [--targets LIST] [--workloads LIST] [--drivers LIST] [--clients LIST] [--pgbench-seconds N] [--skip SECTIONS] [--only SECTIONS] [--startup-runs N] [--profile WORKLOAD:CLIENTS:DRIVER] [--render JSON] [--merge JSON] [--baseline DIR]\nSECTIONS: a comma list of cells, pgbench, startup, connections'
 /** What --skip and --only name: the closed-loop cells (with the ceilings), pgbench, start-up and idle connections. */
 const SECTIONS = ['cells', 'pgbench', 'startup', 'connections'] as const
 /** The goals name 16 clients for these two; the rest run at 1, 8 and 64. */
@@ -61,7 +65,7 @@ function parseConfig(argv: string[]): Config {
       seconds: { type: 'string' }, quick: { type: 'boolean' }, json: { type: 'string' }, oracle: { type: 'string' },
       targets: { type: 'string' }, workloads: { type: 'string' }, drivers: { type: 'string' }, clients: { type: 'string' },
       'pgbench-seconds': { type: 'string' }, skip: { type: 'string' }, only: { type: 'string' }, 'startup-runs': { type: 'string' },
-      profile: { type: 'string' }, render: { type: 'string' }, merge: { type: 'string' },
+      profile: { type: 'string' }, render: { type: 'string' }, merge: { type: 'string' }, baseline: { type: 'string' },
       help: { type: 'boolean' },
     },
   })
@@ -86,7 +90,7 @@ function parseConfig(argv: string[]): Config {
     stallFloorMs: quick ? 3_000 : 5_000,
     startupRuns,
     connectionCounts: quick ? [200] : [200, 1000],
-    targets: list(values.targets, ['ours', 'stock', 'postgres'] as const, 'target') ?? ['ours', 'stock', 'postgres'],
+    targets: [...(list(values.targets, ['ours', 'stock', 'postgres'] as const, 'target') ?? ['ours', 'stock', 'postgres']), ...(values.baseline ? (['baseline'] as const) : [])],
     workloads: workloadNames ? WORKLOADS.filter((w) => workloadNames.includes(w.name)) : [...WORKLOADS],
     drivers: list(values.drivers, DRIVERS, 'driver') ?? [...DRIVERS],
     // --quick: every workload, driver and target once, and one concurrent cell (select 1 at 8) to show interleaving.
@@ -98,6 +102,7 @@ function parseConfig(argv: string[]): Config {
     profile: values.profile,
     render: values.render,
     merge: values.merge,
+    baseline: values.baseline,
   }
 }
 
@@ -105,6 +110,7 @@ function parseConfig(argv: string[]): Config {
 
 async function startTarget(name: TargetName, config: Config, scratch: string, template: string): Promise<Target | null> {
   if (name === 'ours') return startOurs({ template })
+  if (name === 'baseline') return startOurs({ template, checkout: config.baseline! })
   if (name === 'stock') return startStock(template)
   if (config.oracle) return oracleTarget(config.oracle)
   if (!hasPostgres()) {

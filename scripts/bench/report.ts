@@ -115,6 +115,22 @@ function ceilingSection(results: Results): string[] {
   ]
 }
 
+/** With --baseline: every cell of this checkout's server beside the same cell of the other checkout's. */
+function baselineSection(results: Results): string[] {
+  const cells = results.cells.filter((c) => c.target === 'baseline')
+  if (cells.length === 0) return []
+  const rows = cells.map((base) => {
+    const ours = find(results, 'ours', base.workload, base.clients, base.driver as DriverName)
+    return [
+      base.workload, String(base.clients), base.driver,
+      verdictText(ours), ms(ours?.p50Ms ?? null), ms(ours?.p99Ms ?? null),
+      verdictText(base), ms(base.p50Ms ?? null), ms(base.p99Ms ?? null),
+      x(ratio(okQps(ours), okQps(base))),
+    ]
+  })
+  return ['### This checkout against the baseline (--baseline)', '', ...table(['workload', 'clients', 'driver', 'ours q/s', 'p50 ms', 'p99 ms', 'baseline q/s', 'p50 ms', 'p99 ms', '× baseline'], rows)]
+}
+
 function summarySection(results: Results): string[] {
   const rows: string[][] = []
   const keys = new Set(results.cells.filter((c) => c.target !== 'in-process').map((c) => `${c.workload}|${c.clients}|${c.driver}`))
@@ -232,6 +248,7 @@ export function renderMarkdown(results: Results): string {
     ...goalsSection(results), '',
     ...ceilingSection(results), '',
     ...summarySection(results), '',
+    ...baselineSection(results), '',
     ...fairnessSection(results), '',
     ...resourceSection(results), '',
     ...pgbenchSection(results), '',

@@ -22,8 +22,8 @@ const START_DEADLINE_MS = 60_000
 /** Stock's default is 1 connection; 100 lets 64 clients and the benchmark's own checks in. */
 const STOCK_MAX_CONNECTIONS = 100
 
-export type TargetName = 'ours' | 'stock' | 'postgres'
-export const TARGET_LABELS: Record<TargetName, string> = { ours: 'pglite-dev-db', stock: 'stock pglite-socket', postgres: 'PostgreSQL 15' }
+export type TargetName = 'ours' | 'baseline' | 'stock' | 'postgres'
+export const TARGET_LABELS: Record<TargetName, string> = { ours: 'pglite-dev-db', baseline: 'pglite-dev-db baseline', stock: 'stock pglite-socket', postgres: 'PostgreSQL 15' }
 
 export interface Target {
   name: TargetName
@@ -68,6 +68,8 @@ export async function copyTemplate(template: string): Promise<string> {
 
 export interface OursOptions {
   template: string
+  /** Run the bin of this checkout instead of this one's (--baseline: an older commit, with its node_modules). */
+  checkout?: string
   maxConnections?: number
   /** Write a V8 CPU profile of the server into this directory when it exits. */
   cpuProfileDir?: string
@@ -88,14 +90,14 @@ async function startOursProcess(options: OursOptions): Promise<Running> {
     process.execPath,
     [
       ...(options.cpuProfileDir ? ['--cpu-prof', '--cpu-prof-dir', options.cpuProfileDir] : []),
-      OURS_BIN,
+      options.checkout ? join(options.checkout, 'bin', 'pglite-dev-db.js') : OURS_BIN,
       '--data-dir', dataDir,
       '--port', '0',
       '--no-migrations',
       '--log-level', 'warn',
       '--max-connections', String(options.maxConnections ?? 1000),
     ],
-    { cwd: REPO_ROOT },
+    { cwd: options.checkout ?? REPO_ROOT },
   )
   const url = await server.waitForLine((line) => line.startsWith('postgres://'), START_DEADLINE_MS, 'pglite-dev-db URL line')
   return { server, url, dataDir }
@@ -116,7 +118,7 @@ async function stopRunning(running: Running, signal: NodeJS.Signals): Promise<vo
   await rm(running.dataDir, { recursive: true, force: true })
 }
 
-function pgliteTarget(name: 'ours' | 'stock', start: () => Promise<Running>) {
+function pgliteTarget(name: 'ours' | 'baseline' | 'stock', start: () => Promise<Running>) {
   return async (): Promise<Target> => {
     let running = await start()
     return {
@@ -135,7 +137,7 @@ function pgliteTarget(name: 'ours' | 'stock', start: () => Promise<Running>) {
   }
 }
 
-export const startOurs = (options: OursOptions): Promise<Target> => pgliteTarget('ours', () => startOursProcess(options))()
+export const startOurs = (options: OursOptions): Promise<Target> => pgliteTarget(options.checkout ? 'baseline' : 'ours', () => startOursProcess(options))()
 export const startStock = (template: string): Promise<Target> => pgliteTarget('stock', () => startStockProcess(template))()
 
 // --- PostgreSQL 15: initdb and postgres as the postgres user (PostgreSQL refuses root), in the scratch dir ---

@@ -24,15 +24,16 @@ export interface BackendClient extends SessionMember {
   uncork(): void
 }
 
+type Output = 'client' | 'nowhere' | Buffer[]
+
 export class ClientBackend {
   readonly session: SharedSession
   readonly #client: BackendClient
   readonly #messages: MessageReader
   readonly #log: Logger
   readonly #reader = new ReplyReader()
-  /** Where PGlite's output goes now: to the client, into `#captured`, or nowhere (cleanup after the client left). */
-  #captured: Buffer[] | null = null
-  #discarding = false
+  /** Where PGlite's output goes now: to the client, into a list (captured), or nowhere (the client left). */
+  #output: Output = 'client'
   /** This client's settings that differ from the defaults (its startup parameters and its SETs), and their key. */
   #settings: Settings = []
   #settingsKey = ''
@@ -89,9 +90,8 @@ export class ClientBackend {
   }
 
   /** Run complete messages as the owner; PGlite's replies stream to the client. */
-  async run(bytes: Uint8Array): Promise<void> {
-    this.#reader.startCall()
-    await this.#execute(bytes)
+  run(bytes: Uint8Array): Promise<void> {
+    return this.#execute(bytes, 'client')
   }
 
   /**
@@ -100,46 +100,38 @@ export class ClientBackend {
    */
   async capture(bytes: Uint8Array): Promise<Buffer> {
     const chunks: Buffer[] = []
-    this.#captured = chunks
-    this.#reader.startCall(false)
-    try {
-      await this.#execute(bytes)
-    } finally {
-      this.#captured = null
-    }
+    await this.#execute(bytes, chunks)
     return Buffer.concat(chunks)
   }
 
   /** Run messages whose replies nobody reads (the client is gone). */
-  async runUnread(bytes: Uint8Array): Promise<void> {
-    this.#discarding = true
-    this.#reader.startCall(false)
-    try {
-      await this.#execute(bytes)
-    } finally {
-      this.#discarding = false
-    }
+  runUnread(bytes: Uint8Array): Promise<void> {
+    return this.#execute(bytes, 'nowhere')
   }
 
-  async #execute(bytes: Uint8Array): Promise<void> {
+  /** One call into PGlite, its output going to `output`: the client, a list of chunks, or nowhere. */
+  async #execute(bytes: Uint8Array, output: Output): Promise<void> {
+    this.#output = output
+    this.#reader.startCall(output === 'client')
     this.#client.cork()
     try {
       await this.session.execute(bytes, this.#sink)
     } finally {
       this.#client.uncork()
       this.#reader.endCall()
+      this.#output = 'client'
     }
     this.#messages.statements.ran(bytes)
   }
 
   readonly #sink = (chunk: Uint8Array): void => {
-    if (this.#captured) this.#reader.feed(chunk, this.#capture, null)
-    else if (this.#discarding) this.#reader.feed(chunk, null, null)
+    const output = this.#output
+    if (output === 'client') this.#reader.feed(chunk, this.#send, this.#messages.statements.used || this.session.listeners.size > 0 ? this.#rewrite : null)
+    else if (output === 'nowhere') this.#reader.feed(chunk, null, null)
     // PGlite hands us a view of its WASM memory: the reader copies what it passes on.
-    else this.#reader.feed(chunk, this.#send, this.#messages.statements.used || this.session.listeners.size > 0 ? this.#rewrite : null)
+    else this.#reader.feed(chunk, (bytes) => output.push(bytes), null)
   }
 
-  readonly #capture: Emit = (bytes) => this.#captured!.push(bytes)
   readonly #send: Emit = (bytes) => this.#client.write(bytes)
   readonly #rewrite: RewriteMessage = (message) =>
     message[0] === BackendCode.NotificationResponse ? this.#routeNotification(message) : this.#messages.statements.restore(message)
