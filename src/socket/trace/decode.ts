@@ -112,10 +112,19 @@ class Body {
     return { hex: this.buf.toString('hex', start, cut) + (cut < start + length ? '…' : ''), bytes: length }
   }
 
+  /** An Int16 count, then that many Int16 (formats). */
   int16s(): number[] {
     const count = this.int16()
     const out: number[] = []
     for (let i = 0; i < count; i++) out.push(this.int16())
+    return out
+  }
+
+  /** An Int16 count, then that many Int32 (type OIDs). */
+  oids(): number[] {
+    const count = this.int16()
+    const out: number[] = []
+    for (let i = 0; i < count; i++) out.push(this.int32())
     return out
   }
 
@@ -175,15 +184,11 @@ export function decodeFrontend(frame: Buffer, password: PasswordKind, limits: De
       case FrontendCode.Query:
         f.query = b.cstring()
         break
-      case FrontendCode.Parse: {
+      case FrontendCode.Parse:
         f.statement = b.cstring()
         f.query = b.cstring()
-        const count = b.int16()
-        const types: number[] = []
-        for (let i = 0; i < count; i++) types.push(b.int32())
-        f.paramTypes = types
+        f.paramTypes = b.oids()
         break
-      }
       case FrontendCode.Bind:
         f.portal = b.cstring()
         f.statement = b.cstring()
@@ -309,13 +314,9 @@ export function decodeBackend(frame: Buffer, limits: DecodeLimits = SERVER_LIMIT
         }
         break
       }
-      case BackendCode.ParameterDescription: {
-        const count = b.int16()
-        const types: number[] = []
-        for (let i = 0; i < count; i++) types.push(b.int32())
-        f.types = types
+      case BackendCode.ParameterDescription:
+        f.types = b.oids()
         break
-      }
       case BackendCode.CopyInResponse:
       case BackendCode.CopyOutResponse:
       case BackendCode.CopyBothResponse:
