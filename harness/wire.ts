@@ -110,6 +110,8 @@ export const terminate = (): Buffer => w().message('X')
 export const copyData = (data: Buffer | string): Buffer => w().bytes(Buffer.from(data)).message('d')
 export const copyDone = (): Buffer => w().message('c')
 export const copyFail = (reason: string): Buffer => w().cstring(reason).message('f')
+/** A PasswordMessage / SASLInitialResponse / SASLResponse: the type 'p' message around `data`. */
+export const saslResponse = (data: Buffer): Buffer => w().bytes(data).message('p')
 
 // ---------------------------------------------------------------------------------------------------------------
 // Backend messages

@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest'
 import * as wire from '../../harness/wire.ts'
 import { MessageReader, UnnamedUse, unnamedUseOf, type Segment, type Takeover } from '../../src/socket/connection/messages.ts'
 import { NO_OP_STATEMENT } from '../../src/socket/client/database-commands.ts'
-import { Statements } from '../../src/socket/client/statements.ts'
+import { ClientState } from '../../src/socket/client/state.ts'
 import { encodeErrorResponse } from '../../src/socket/protocol/backend.ts'
 
 /** Decode a frontend buffer into [code, body text] pairs, to compare rewritten batches readably. */
@@ -44,7 +44,7 @@ function read(reader: MessageReader, batch: Buffer): Read {
   return result
 }
 
-const reader = (id: number, managesDatabases = true) => new MessageReader(new Statements(id), managesDatabases)
+const reader = (id: number, managesDatabases = true) => new MessageReader(new ClientState(id), managesDatabases)
 
 describe('MessageReader: names', () => {
   it('prefixes every statement and portal name and fixes each length', () => {
@@ -144,8 +144,8 @@ describe('MessageReader: takeovers', () => {
   })
 
   it('DISCARD ALL and DEALLOCATE ALL alone; among other statements they pass on', () => {
-    expect(read(reader(1), wire.query(' discard ALL;')).takeovers).toMatchObject([{ kind: 'session-reset', reset: 'DISCARD ALL' }])
-    expect(read(reader(1), wire.query('DEALLOCATE PREPARE ALL')).takeovers).toMatchObject([{ kind: 'session-reset', reset: 'DEALLOCATE ALL' }])
+    expect(read(reader(1), wire.query(' discard ALL;')).takeovers).toMatchObject([{ kind: 'discard', command: 'DISCARD ALL' }])
+    expect(read(reader(1), wire.query('DEALLOCATE PREPARE ALL')).takeovers).toMatchObject([{ kind: 'discard', command: 'DEALLOCATE ALL' }])
     expect(read(reader(1), wire.query('select 1; discard all')).takeovers).toEqual([])
   })
 
@@ -169,12 +169,12 @@ describe('MessageReader: takeovers', () => {
     const r = reader(6)
     const out = read(r, wire.query('SELECT pglite_dev_db.reset ( )')).segments[0]!.bytes
     expect(frames(out)[0]![1]).toContain("set_config('pglite_dev_db.reset', 'requested', false)")
-    expect(r.resetRequested).toBe(true)
+    expect(r.client.resetRequested).toBe(true)
     const s = reader(6)
     read(s, wire.parse('r', 'select pglite_dev_db.reset()'))
-    expect(s.resetRequested).toBe(false)
+    expect(s.client.resetRequested).toBe(false)
     read(s, Buffer.concat([wire.bind('', 'r'), wire.execute(''), wire.sync()]))
-    expect(s.resetRequested).toBe(true)
+    expect(s.client.resetRequested).toBe(true)
   })
 
   it('Terminate', () => {
@@ -195,5 +195,51 @@ describe('MessageReader: the unnamed statement', () => {
       expect(segment.unnamedUse).toBe(use)
       expect(unnamedUseOf(segment.bytes)).toBe(use)
     }
+  })
+})
+
+describe('MessageReader: more of the registry', () => {
+  it('a taken-over Bind of the unnamed statement does not count for the segment before it', () => {
+    const r = reader(8)
+    read(r, Buffer.concat([wire.parse('', 'create database w'), wire.sync()]))
+    const { segments, takeovers } = read(r, Buffer.concat([wire.sync(), wire.bind('', ''), wire.execute(''), wire.sync()]))
+    expect(takeovers.map((t) => t.kind)).toEqual(['database-command', 'tagged-execute'])
+    expect(segments[0]!.unnamedUse).toBe(0)
+  })
+
+  it('without a catalog of databases, CREATE DATABASE and reset calls reach PGlite as written', () => {
+    const r = reader(9, false)
+    const batch = Buffer.concat([wire.parse('', 'create database w'), wire.bind('', ''), wire.execute(''), wire.query('select pglite_dev_db.reset()'), wire.sync()])
+    const { segments, takeovers } = read(r, batch)
+    expect(takeovers).toEqual([])
+    expect(segments[0]!.bytes.equals(batch)).toBe(true)
+    expect(r.client.resetRequested).toBe(false)
+  })
+
+  it('a closed portal is no longer a COPY; a failed pipeline ends every special portal', () => {
+    const r = reader(10)
+    read(r, Buffer.concat([wire.parse('c', 'copy t from stdin'), wire.bind('p', 'c'), wire.close('P', 'p')]))
+    expect(read(r, wire.execute('p')).takeovers).toEqual([])
+    read(r, wire.bind('q', 'c'))
+    r.statements.portalsEnded()
+    expect(read(r, wire.execute('q')).takeovers).toEqual([])
+    read(r, wire.bind('q', 'c'))
+    expect(read(r, wire.execute('q')).takeovers).toHaveLength(1)
+  })
+
+  it('SQL PREPARE of a name made by Parse replaces it: its Parse is no longer made again after a wipe', () => {
+    const r = reader(11)
+    r.statements.ran(read(r, wire.parse('s', 'select 1')).segments[0]!.bytes)
+    expect(r.statements.parseFrames()).toHaveLength(1)
+    read(r, wire.query('prepare s as select 2'))
+    expect(r.statements.parseFrames()).toEqual([])
+    expect(r.statements.has('s')).toBe(true)
+  })
+
+  it('a segment with several changed messages is written once, as each message would be on its own', () => {
+    const r = reader(12)
+    const batch = Buffer.concat([wire.query('select 1'), wire.bind('a', 'b'), wire.sync(), wire.execute('a'), wire.query('execute b'), wire.flush()])
+    const expected = Buffer.concat([wire.query('select 1'), wire.bind('pgddc.a', 'pgddc.b'), wire.sync(), wire.execute('pgddc.a'), wire.query('execute "pgddc.b"'), wire.flush()])
+    expect(frames(read(r, batch).segments[0]!.bytes)).toEqual(frames(expected))
   })
 })

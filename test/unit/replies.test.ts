@@ -23,12 +23,12 @@ function eachSplit(stream: Buffer, check: (size: number) => void): void {
 }
 
 describe('ReplyReader: the release rule', () => {
-  it('counts ReadyForQuery messages and keeps the last status, whatever the chunking', () => {
+  it('keeps the status of the last ReadyForQuery, whatever the chunking', () => {
     const stream = Buffer.concat([PARSE_COMPLETE, BIND_COMPLETE, encodeCommandComplete('SELECT 1'), rfq(TxStatus.Idle), encodeCommandComplete('BEGIN'), rfq(TxStatus.InTransaction)])
     eachSplit(stream, (size) => {
       const reader = new ReplyReader()
       readCall(reader, stream, size)
-      expect([reader.readyCount, reader.txStatus, reader.readyForQuery, reader.atRest], `chunks of ${size}`).toEqual([2, TxStatus.InTransaction, true, false])
+      expect([reader.txStatus, reader.pipelineOpen, reader.atRest], `chunks of ${size}`).toEqual([TxStatus.InTransaction, false, false])
     })
   })
 
@@ -38,21 +38,21 @@ describe('ReplyReader: the release rule', () => {
     expect(reader.atRest).toBe(true)
     // Sync, then Parse of the next pipeline in the same call: ReadyForQuery then ParseComplete.
     readCall(reader, Buffer.concat([rfq(TxStatus.Idle), PARSE_COMPLETE]), 4)
-    expect([reader.readyForQuery, reader.atRest]).toEqual([false, false])
+    expect([reader.pipelineOpen, reader.atRest]).toEqual([true, false])
     // A Flush alone: nothing answered, nothing changes.
     readCall(reader, Buffer.alloc(0), 1)
-    expect(reader.readyForQuery).toBe(false)
+    expect(reader.pipelineOpen).toBe(true)
     // The error of a failed pipeline, then its Sync.
     readCall(reader, Buffer.concat([encodeErrorResponse('ERROR', '42601', 'syntax error'), rfq(TxStatus.Idle)]), 7)
     expect(reader.atRest).toBe(true)
     readCall(reader, rfq(TxStatus.Failed), 6)
-    expect([reader.readyForQuery, reader.atRest]).toEqual([true, false])
+    expect([reader.pipelineOpen, reader.atRest]).toEqual([false, false])
   })
 
   it('a call answered only by an error (the rest skipped until Sync) leaves the pipeline open', () => {
     const reader = new ReplyReader()
     readCall(reader, Buffer.concat([PARSE_COMPLETE, encodeErrorResponse('ERROR', '42P01', 'relation does not exist')]), 2)
-    expect([reader.readyCount, reader.readyForQuery]).toEqual([0, false])
+    expect([reader.pipelineOpen, reader.atRest]).toEqual([true, false])
     reader.acquired()
     expect([reader.atRest, reader.txStatus]).toEqual([true, TxStatus.Idle])
   })
@@ -130,7 +130,7 @@ describe('ReplyReader: messages held for a rewrite', () => {
       for (let at = 0; at < stream.length; at += size) reader.feed(stream.subarray(at, at + size), (bytes) => out.push(bytes), rewrite)
       reader.endCall()
       expect(Buffer.concat(out).equals(expected), `chunks of ${size}`).toBe(true)
-      expect([reader.readyCount, reader.atRest]).toEqual([1, true])
+      expect(reader.atRest).toBe(true)
     })
   })
 
@@ -153,5 +153,39 @@ describe('ReplyReader: messages held for a rewrite', () => {
     reader.feed(stream.subarray(0, 9), (bytes) => out.push(bytes), null)
     reader.feed(stream.subarray(9), (bytes) => out.push(bytes), null)
     expect(out.map((chunk) => chunk.length)).toEqual([9, stream.length - 9])
+  })
+})
+
+describe('ReplyReader: more', () => {
+  it('tracks what a reply changed while it holds messages for a rewrite too', () => {
+    const stream = Buffer.concat([encodeErrorResponse('ERROR', '0A000', 'x'), encodeCommandComplete('SET'), encodeParameterStatus('TimeZone', 'UTC'), rfq(TxStatus.Idle)])
+    eachSplit(stream, (size) => {
+      const reader = new ReplyReader()
+      reader.startCall()
+      for (let at = 0; at < stream.length; at += size) reader.feed(stream.subarray(at, at + size), () => {}, (m) => m)
+      reader.endCall()
+      expect(reader.takeChanges(), `chunks of ${size}`).toBe(SessionChange.Settings)
+    })
+  })
+
+  it('a held message with an empty body is passed to the rewrite whole', () => {
+    const empty = Buffer.from([BackendCode.NoticeResponse, 0, 0, 0, 4])
+    const stream = Buffer.concat([PARSE_COMPLETE, empty, rfq(TxStatus.Idle)])
+    eachSplit(stream, (size) => {
+      const reader = new ReplyReader()
+      const held: Buffer[] = []
+      const out: Buffer[] = []
+      for (let at = 0; at < stream.length; at += size) reader.feed(stream.subarray(at, at + size), (b) => out.push(b), (m) => (held.push(Buffer.from(m)), m))
+      expect(held.map((m) => m.equals(empty)), `chunks of ${size}`).toEqual([true])
+      expect(Buffer.concat(out).equals(stream)).toBe(true)
+    })
+  })
+
+  it('a call that fails part way still ends: what it answered decides', () => {
+    const reader = new ReplyReader()
+    reader.startCall()
+    reader.feed(PARSE_COMPLETE, null, null)
+    reader.endCall()
+    expect(reader.pipelineOpen).toBe(true)
   })
 })

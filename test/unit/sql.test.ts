@@ -5,7 +5,7 @@ import { Keyword, firstLetter, keywordsIn, statements } from '../../src/socket/s
 import { statementNameEdits } from '../../src/socket/sql/statement-names.ts'
 import { parseCopyFromStdin } from '../../src/socket/client/copy-in.ts'
 import { parseDatabaseCommand, rewriteResetCalls } from '../../src/socket/client/database-commands.ts'
-import { parseSessionReset } from '../../src/socket/client/discard.ts'
+import { parseDiscard } from '../../src/socket/client/discard.ts'
 import { listenCommands } from '../../src/socket/client/listen.ts'
 import { startupSettings } from '../../src/socket/client/settings.ts'
 
@@ -100,11 +100,11 @@ describe('rewriteResetCalls', () => {
   })
 })
 
-describe('parseSessionReset', () => {
+describe('parseDiscard', () => {
   it('DISCARD ALL and DEALLOCATE [PREPARE] ALL as the whole statement', () => {
-    expect(parseSessionReset(' discard all ;')).toBe('DISCARD ALL')
-    expect(parseSessionReset('DEALLOCATE PREPARE ALL')).toBe('DEALLOCATE ALL')
-    for (const sql of ['discard temp', 'deallocate x', 'discard all; select 1']) expect(parseSessionReset(sql), sql).toBeNull()
+    expect(parseDiscard(' discard all ;')).toBe('DISCARD ALL')
+    expect(parseDiscard('DEALLOCATE PREPARE ALL')).toBe('DEALLOCATE ALL')
+    for (const sql of ['discard temp', 'deallocate x', 'discard all; select 1']) expect(parseDiscard(sql), sql).toBeNull()
   })
 })
 

@@ -3,12 +3,12 @@
 // and answers with the CommandComplete Postgres would send. (DEALLOCATE name needs nothing here: the name is given
 // the client's prefix like every statement name, see client/statements.ts.)
 
-export type SessionReset = 'DISCARD ALL' | 'DEALLOCATE ALL'
+export type DiscardCommand = 'DISCARD ALL' | 'DEALLOCATE ALL'
 
 const DISCARD_ALL = /^\s*discard\s+all\s*;?\s*$/i
 const DEALLOCATE_ALL = /^\s*deallocate\s+(?:prepare\s+)?all\s*;?\s*$/i
 
-export function parseSessionReset(sql: string): SessionReset | null {
+export function parseDiscard(sql: string): DiscardCommand | null {
   if (DISCARD_ALL.test(sql)) return 'DISCARD ALL'
   if (DEALLOCATE_ALL.test(sql)) return 'DEALLOCATE ALL'
   return null

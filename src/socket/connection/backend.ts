@@ -13,7 +13,7 @@ import { UNKNOWN_SETTINGS, type SessionMember, type SharedSession } from '../ses
 import { listenSql } from '../session/listeners.ts'
 import { LISTENING_CHANNELS_QUERY, notificationChannel } from '../client/listen.ts'
 import { SNAPSHOT_QUERY, applySettingsQuery, readSettingsReply, settingsKey, type Settings } from '../client/settings.ts'
-import type { MessageReader } from './messages.ts'
+import type { ClientState } from '../client/state.ts'
 
 /** The connection a backend answers to. */
 export interface BackendClient extends SessionMember {
@@ -26,24 +26,49 @@ export interface BackendClient extends SessionMember {
 
 type Output = 'client' | 'nowhere' | Buffer[]
 
-export class ClientBackend {
+/**
+ * What the rest of a connection uses of its client's backend. With real sessions (a backend per client) this is the
+ * one interface to implement again; ClientBackend implements it over the one shared session.
+ */
+export interface Backend {
+  readonly session: SharedSession
+  readonly client: BackendClient
+  readonly isOwner: boolean
+  /** Nothing of the client is open: no transaction, pipeline or COPY. */
+  readonly atRest: boolean
+  readonly pipelineOpen: boolean
+  /** The transaction status the client was last told ('I' while it holds nothing). */
+  readonly txStatus: number
+  tookSession(): Promise<void>
+  run(bytes: Uint8Array): Promise<void>
+  capture(bytes: Uint8Array, asClient?: boolean): Promise<Buffer>
+  runUnread(bytes: Uint8Array): Promise<void>
+  release(): Promise<void>
+  forgetChanges(mask: number): void
+  settingsDiscarded(): void
+  leftSettingsBehind(): void
+}
+
+export class ClientBackend implements Backend {
   readonly session: SharedSession
   readonly #client: BackendClient
-  readonly #messages: MessageReader
+  readonly #state: ClientState
   readonly #log: Logger
   readonly #reader = new ReplyReader()
   /** Where PGlite's output goes now: to the client, into a list (captured), or nowhere (the client left). */
   #output: Output = 'client'
+  /** For this call, the messages the reader holds for #rewrite (decided once per call). */
+  #rewriteNow: RewriteMessage | null = null
   /** This client's settings that differ from the defaults (its startup parameters and its SETs), and their key. */
   #settings: Settings = []
   #settingsKey = ''
   /** The startup packet asked for settings not yet applied: they are, the first time this client takes the session. */
   #startupSettingsPending = false
 
-  constructor(client: BackendClient, session: SharedSession, messages: MessageReader, log: Logger) {
+  constructor(client: BackendClient, session: SharedSession, state: ClientState, log: Logger) {
     this.#client = client
     this.session = session
-    this.#messages = messages
+    this.#state = state
     this.#log = log
   }
 
@@ -66,9 +91,9 @@ export class ClientBackend {
     return this.#reader.atRest
   }
 
-  /** No pipeline (or COPY) of this client is open: the backend waits for a new command, maybe inside a transaction. */
-  get readyForQuery(): boolean {
-    return this.#reader.readyForQuery
+  /** A pipeline (or COPY) of this client is open in PGlite (see ReplyReader.pipelineOpen). */
+  get pipelineOpen(): boolean {
+    return this.#reader.pipelineOpen
   }
 
   /** Settings from the startup packet that differ from what every client is told: applied on first taking the session. */
@@ -96,11 +121,12 @@ export class ClientBackend {
 
   /**
    * Run messages as the owner and return PGlite's whole reply instead of sending it: the server's own statements,
-   * or a client's whose reply the server edits first. What they change in the session is not the client's doing.
+   * whose effects on the session are not the client's doing, or (`asClient`) a client's whose reply the server edits
+   * before sending (a COPY), whose effects are.
    */
-  async capture(bytes: Uint8Array): Promise<Buffer> {
+  async capture(bytes: Uint8Array, asClient = false): Promise<Buffer> {
     const chunks: Buffer[] = []
-    await this.#execute(bytes, chunks)
+    await this.#execute(bytes, chunks, asClient)
     return Buffer.concat(chunks)
   }
 
@@ -110,9 +136,11 @@ export class ClientBackend {
   }
 
   /** One call into PGlite, its output going to `output`: the client, a list of chunks, or nowhere. */
-  async #execute(bytes: Uint8Array, output: Output): Promise<void> {
+  async #execute(bytes: Uint8Array, output: Output, asClient = output === 'client'): Promise<void> {
     this.#output = output
-    this.#reader.startCall(output === 'client')
+    // Names to restore, or notifications to route: hold those messages for the whole call.
+    this.#rewriteNow = this.#state.statements.used || this.session.listeners.size > 0 ? this.#rewrite : null
+    this.#reader.startCall(asClient)
     this.#client.cork()
     try {
       await this.session.execute(bytes, this.#sink)
@@ -121,12 +149,12 @@ export class ClientBackend {
       this.#reader.endCall()
       this.#output = 'client'
     }
-    this.#messages.statements.ran(bytes)
+    this.#state.statements.ran(bytes)
   }
 
   readonly #sink = (chunk: Uint8Array): void => {
     const output = this.#output
-    if (output === 'client') this.#reader.feed(chunk, this.#send, this.#messages.statements.used || this.session.listeners.size > 0 ? this.#rewrite : null)
+    if (output === 'client') this.#reader.feed(chunk, this.#send, this.#rewriteNow)
     else if (output === 'nowhere') this.#reader.feed(chunk, null, null)
     // PGlite hands us a view of its WASM memory: the reader copies what it passes on.
     else this.#reader.feed(chunk, (bytes) => output.push(bytes), null)
@@ -134,7 +162,7 @@ export class ClientBackend {
 
   readonly #send: Emit = (bytes) => this.#client.write(bytes)
   readonly #rewrite: RewriteMessage = (message) =>
-    message[0] === BackendCode.NotificationResponse ? this.#routeNotification(message) : this.#messages.statements.restore(message)
+    message[0] === BackendCode.NotificationResponse ? this.#routeNotification(message) : this.#state.statements.restore(message)
 
   /**
    * The client is at rest: record what it changed in the session, then let the next client have it. LISTENs that
@@ -145,7 +173,7 @@ export class ClientBackend {
     if (changes & SessionChange.Settings) await this.#snapshotSettings()
     if (changes & SessionChange.Listening) await this.#reconcileListening()
     if (changes & SessionChange.StatementsWiped) await this.#remakeOthersStatements()
-    this.#messages.listenCommands.length = 0
+    this.#state.listenCommands.length = 0
     this.session.scheduler.release(this.#client)
   }
 
@@ -154,8 +182,8 @@ export class ClientBackend {
     this.#reader.forgetChanges(mask)
   }
 
-  /** The client's DISCARD ALL reset its settings to the defaults. */
-  settingsReset(): void {
+  /** The client's DISCARD ALL put its settings back to the defaults. */
+  settingsDiscarded(): void {
     this.#settings = []
     this.session.appliedSettings = this.#settingsKey = ''
   }
@@ -223,7 +251,7 @@ export class ClientBackend {
     const { listeners } = this.session
     const now = new Set(firstColumn(await this.capture(LISTENING_CHANNELS_QUERY)))
     const unneeded: string[] = []
-    for (const command of this.#messages.listenCommands) {
+    for (const command of this.#state.listenCommands) {
       if (command.kind === 'listen') {
         if (now.has(command.channel)) listeners.listen(this.#client, command.channel)
       } else {
@@ -248,7 +276,7 @@ export class ClientBackend {
     const channel = notificationChannel(message)
     const members = this.session.listeners.membersOf(channel)
     if (members) for (const member of members) if (member !== this.#client) member.notify(message)
-    const listensHere = members?.has(this.#client) || this.#messages.listenCommands.some((c) => c.kind === 'listen' && c.channel === channel)
+    const listensHere = members?.has(this.#client) || this.#state.listenCommands.some((c) => c.kind === 'listen' && c.channel === channel)
     return listensHere ? message : null
   }
 
@@ -260,7 +288,7 @@ export class ClientBackend {
    * asked; everyone else's are made again from their Parse messages before anyone else runs.
    */
   async #remakeOthersStatements(): Promise<void> {
-    this.#messages.statements.forgetAll()
+    this.#state.statements.forgetAll()
     const frames: Buffer[] = []
     for (const member of this.session.members) {
       // A Sync after each: one that fails now (its table was dropped) must not skip the rest.

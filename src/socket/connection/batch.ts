@@ -7,17 +7,18 @@ import type { Logger } from '../../log.ts'
 import { CODE_LENGTH, FrontendCode } from '../protocol/codes.ts'
 import { encodeErrorResponse, encodeReadyForQuery } from '../protocol/backend.ts'
 import type { Frames } from '../protocol/frames.ts'
+import type { DatabaseCatalog } from '../session/databases.ts'
 import { QueryCanceledError, QueueTimeoutError, SchedulerClosedError } from '../session/scheduler.ts'
 import type { CopyIn } from '../client/copy-in.ts'
+import type { ClientState } from '../client/state.ts'
 import { hexDump } from '../trace/hex-dump.ts'
-import type { BackendClient, ClientBackend } from './backend.ts'
+import type { Backend, BackendClient } from './backend.ts'
 import { gatherCopy, startCopy } from './copy-in.ts'
 import { bindDatabaseCommand, queryDatabaseCommand, resetDatabaseIfRequested, taggedExecute } from './database-commands.ts'
 import { discardForClient } from './discard-all.ts'
-import type { ConnectionHost } from './host.ts'
 import { UnnamedUse, unnamedUseOf, type MessageReader, type Segment, type Takeover } from './messages.ts'
 import type { ConnectionState, ConnectionStates } from './state.ts'
-import type { Turn } from './turn.ts'
+import type { TakeoverEnd, Turn } from './turn.ts'
 
 /** Close the unnamed statement; Flush, not Sync, so a pipeline the client has open stays open. */
 const CLOSE_UNNAMED_STATEMENT = Buffer.from([FrontendCode.Close, 0, 0, 0, 6, 0x53, 0, FrontendCode.Flush, 0, 0, 0, 4])
@@ -31,31 +32,53 @@ export interface BatchClient extends BackendClient {
   close(): void
 }
 
+/** What the runner is given besides its connection. */
+export interface BatchContext {
+  backend: Backend
+  messages: MessageReader
+  databases: DatabaseCatalog | null
+  database: string
+  maxCopyBytes: number
+  log: Logger
+}
+
 export class BatchRunner {
   readonly #client: BatchClient
-  readonly #backend: ClientBackend
+  readonly #backend: Backend
   readonly #messages: MessageReader
-  readonly #host: ConnectionHost
+  readonly #state: ClientState
   readonly #log: Logger
-  readonly #database: string
-  /** The COPY FROM STDIN whose data is arriving. */
+  /** The COPY FROM STDIN whose data is arriving: the client's messages go to it. */
   #copy: CopyIn | null = null
-  /** Refused work: messages are dropped until Sync. */
+  /** Refused work: the client's messages are dropped until its Sync. */
   #discarding = false
+  /** What a takeover may do on this client's behalf. */
+  readonly #turn: Turn
 
-  constructor(client: BatchClient, backend: ClientBackend, messages: MessageReader, host: ConnectionHost, log: Logger, database: string) {
+  constructor(client: BatchClient, context: BatchContext) {
     this.#client = client
-    this.#backend = backend
-    this.#messages = messages
-    this.#host = host
-    this.#log = log
-    this.#database = database
+    this.#backend = context.backend
+    this.#messages = context.messages
+    this.#state = context.messages.client
+    this.#log = context.log
+    this.#turn = {
+      backend: context.backend,
+      client: this.#state,
+      databases: context.databases,
+      database: context.database,
+      maxCopyBytes: context.maxCopyBytes,
+      log: context.log,
+      own: () => this.#own(),
+      run: (bytes) => this.#runSegment({ bytes, unnamedUse: unnamedUseOf(bytes) }),
+      refuse: (error, frame) => void this.#refuse(error, frame),
+      releaseIfAtRest: () => this.#releaseIfAtRest(),
+      write: (bytes) => this.#client.write(bytes),
+    }
   }
 
   /** The state at rest, when nothing is running: what the client holds says which. */
   get restingState(): ConnectionState {
-    if (this.#backend.isOwner) return this.#copy ? 'copy-in' : 'holding'
-    return this.#discarding ? 'discarding' : 'idle'
+    return this.#backend.isOwner ? 'holding' : 'idle'
   }
 
   /** The client is gone: a COPY it was sending is dropped with it. */
@@ -70,11 +93,11 @@ export class BatchRunner {
     const messages = this.#messages
     messages.begin(bytes)
     let offset = 0
-    while (offset < bytes.length && states.isReady) {
+    while (offset < bytes.length && states.isServing) {
       const code = bytes[offset]!
       const end = offset + CODE_LENGTH + bytes.readInt32BE(offset + CODE_LENGTH)
       if (this.#copy) {
-        await gatherCopy(this.#turn, this.#copy, code, bytes.subarray(offset, end))
+        this.#copy = await gatherCopy(this.#turn, this.#copy, code, bytes.subarray(offset, end))
         messages.take(end)
       } else if (this.#discarding && code !== FrontendCode.Terminate) {
         if (code === FrontendCode.Sync) this.#endDiscarding()
@@ -88,26 +111,36 @@ export class BatchRunner {
             this.#client.close()
             return
           }
-          if (!this.#discarding && states.isReady) await this.#takeOver(takeover)
+          if (!this.#discarding && states.isServing) this.#after(await this.#takeOver(takeover))
         }
       }
       offset = end
     }
-    if (states.isReady) await this.#runSegment(messages.take(bytes.length))
+    if (states.isServing) await this.#runSegment(messages.take(bytes.length))
   }
 
   /** One path for every takeover: the server acts in the message's place. */
-  async #takeOver(takeover: Exclude<Takeover, { kind: 'terminate' }>): Promise<void> {
+  async #takeOver(takeover: Exclude<Takeover, { kind: 'terminate' }>): Promise<TakeoverEnd> {
+    const turn = this.#turn
     switch (takeover.kind) {
       case 'copy-in':
-        return startCopy(this.#turn, takeover.copy, takeover.frame, takeover.viaQuery)
+        return startCopy(turn, takeover.copy, takeover.frame, takeover.viaQuery)
       case 'database-command':
-        return takeover.via === 'query' ? queryDatabaseCommand(this.#turn, takeover.command, takeover.frame) : bindDatabaseCommand(this.#turn, takeover.command, takeover.frame)
+        if (takeover.via === 'bind') return bindDatabaseCommand(turn, takeover.command, takeover.frame)
+        await queryDatabaseCommand(turn, takeover.command, takeover.frame)
+        return null
       case 'tagged-execute':
-        return taggedExecute(this.#turn, takeover.command, takeover.frame)
-      case 'session-reset':
-        return discardForClient(this.#turn, takeover.reset, takeover.frame)
+        await taggedExecute(turn, takeover.command, takeover.frame)
+        return null
+      case 'discard':
+        await discardForClient(turn, takeover.command, takeover.frame)
+        return null
     }
+  }
+
+  #after(end: TakeoverEnd): void {
+    if (end === 'discard-until-sync') this.#discarding = true
+    else if (end !== null) this.#copy = end
   }
 
   /** Run messages as the owner and apply the release rule. Refused work is answered as a failed statement. */
@@ -141,7 +174,7 @@ export class BatchRunner {
 
   /**
    * Become the session's owner, waiting behind other clients if need be. A wait can end in QueryCanceledError (the
-   * client's CancelRequest) or QueueTimeoutError (longer than queueTimeoutMs): see #refuse.
+   * client's CancelRequest, see `cancelWait`) or QueueTimeoutError (see `timeOutWait`): see #refuse.
    */
   async #own(): Promise<void> {
     const backend = this.#backend
@@ -155,16 +188,30 @@ export class BatchRunner {
       } finally {
         states.enter('active')
       }
-      if (!states.isReady) throw new SchedulerClosedError('the connection is closing')
+      if (!states.isServing) throw new SchedulerClosedError('the connection is closing')
     }
     await backend.tookSession()
+  }
+
+  /** The client's CancelRequest: work waiting for the session is refused with 57014. True if some was waiting. */
+  cancelWait(): boolean {
+    return this.#backend.session.scheduler.cancelWait(this.#client, new QueryCanceledError())
+  }
+
+  /** The queue timeout: work that waited `ms` for the session is refused with 55P03, naming who holds it. */
+  timeOutWait(ms: number): void {
+    const { scheduler } = this.#backend.session
+    const holder = scheduler.owner
+    const who = holder ? `client ${holder.processId} holds it` : 'other clients were ahead'
+    this.#log.info('queue timeout', { ms, holder: holder?.processId, sqlstate: SqlState.LockNotAvailable })
+    scheduler.cancelWait(this.#client, new QueueTimeoutError(`canceling statement: waited ${ms} ms for the database session, which ${who} (pglite-dev-db runs one client's transaction at a time)`))
   }
 
   /** The release rule: the session goes to the next client once this one is at rest. */
   async #releaseIfAtRest(): Promise<void> {
     const backend = this.#backend
     if (!backend.isOwner || !backend.atRest) return
-    await resetDatabaseIfRequested(this.#turn)
+    if (this.#state.resetRequested) await resetDatabaseIfRequested(this.#turn)
     await backend.release()
   }
 
@@ -201,38 +248,4 @@ export class BatchRunner {
     this.#discarding = false
     this.#client.write(encodeReadyForQuery(this.#backend.txStatus))
   }
-
-  /** What a takeover may do on this client's behalf. */
-  readonly #turn: Turn = (() => {
-    const runner = this
-    return {
-      get backend() {
-        return runner.#backend
-      },
-      get messages() {
-        return runner.#messages
-      },
-      get host() {
-        return runner.#host
-      },
-      get log() {
-        return runner.#log
-      },
-      get database() {
-        return runner.#database
-      },
-      own: () => runner.#own(),
-      run: (bytes: Buffer) => runner.#runSegment({ bytes, unnamedUse: unnamedUseOf(bytes) }),
-      refuse: (error: unknown, frame: Buffer) => void runner.#refuse(error, frame),
-      releaseIfAtRest: () => runner.#releaseIfAtRest(),
-      write: (bytes: Uint8Array) => runner.#client.write(bytes),
-      discardUntilSync: () => void (runner.#discarding = true),
-      get copy() {
-        return runner.#copy
-      },
-      set copy(copy: CopyIn | null) {
-        runner.#copy = copy
-      },
-    }
-  })()
 }

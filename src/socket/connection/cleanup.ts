@@ -4,15 +4,15 @@
 import { isPGliteFatal } from '../../errors.ts'
 import type { Logger } from '../../log.ts'
 import { TxStatus } from '../protocol/codes.ts'
+import { ABANDON_PIPELINE, ROLLBACK } from '../protocol/frontend.ts'
 import type { Statements } from '../client/statements.ts'
-import type { ClientBackend } from './backend.ts'
-import { ABANDON_PIPELINE, ROLLBACK } from './database-commands.ts'
+import type { Backend } from './backend.ts'
 
 /**
  * What the client left behind goes now if it holds the session, else to the next client that takes it. Never
  * throws: a failure is logged (and a PGlite that died is marked so).
  */
-export async function leaveSession(backend: ClientBackend, statements: Statements, log: Logger): Promise<void> {
+export async function leaveSession(backend: Backend, statements: Statements, log: Logger): Promise<void> {
   const session = backend.session
   if (session.dead) return
   session.listeners.abandon(session.listeners.unlisten(backend.client, null))
@@ -21,7 +21,7 @@ export async function leaveSession(backend: ClientBackend, statements: Statement
     return
   }
   try {
-    if (!backend.readyForQuery) await backend.runUnread(ABANDON_PIPELINE)
+    if (backend.pipelineOpen) await backend.runUnread(ABANDON_PIPELINE)
     if (backend.txStatus !== TxStatus.Idle) await backend.runUnread(ROLLBACK)
     // A SET that committed before the client went is still in the session: the next owner resets it.
     backend.leftSettingsBehind()

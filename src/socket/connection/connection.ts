@@ -9,10 +9,10 @@ import type { Logger } from '../../log.ts'
 import { FrontendCode, maxMessageLength } from '../protocol/codes.ts'
 import { encodeBackendKeyData, encodeErrorResponse, encodeReadyForQuery } from '../protocol/backend.ts'
 import { FrameReader, type Frames } from '../protocol/frames.ts'
-import { QueryCanceledError, QueueTimeoutError, SchedulerClosedError } from '../session/scheduler.ts'
+import { SchedulerClosedError } from '../session/scheduler.ts'
 import type { SharedSession } from '../session/session.ts'
 import { startupSettings } from '../client/settings.ts'
-import { Statements } from '../client/statements.ts'
+import { ClientState } from '../client/state.ts'
 import { hexDump } from '../trace/hex-dump.ts'
 import type { ConnectionTrace } from '../trace/trace.ts'
 import { ClientBackend } from './backend.ts'
@@ -58,7 +58,7 @@ export class Connection implements ServedConnection, StartingConnection, BatchCl
   readonly #startup: Startup
   /** Password messages are valid only while authenticating; every other type as Postgres's main loop allows. */
   readonly #reader: FrameReader = new FrameReader({ maxLength: (code) => (code === FrontendCode.Password ? this.#startup.maxPasswordLength : maxMessageLength(code)) })
-  readonly #statements: Statements
+  readonly #client: ClientState
   readonly #messages: MessageReader
   /** Set once admitted: the client's backend, and what runs its batches. */
   #backend: ClientBackend | null = null
@@ -84,8 +84,8 @@ export class Connection implements ServedConnection, StartingConnection, BatchCl
     this.#session = host.session
     this.#log = host.log.child({ conn: this.processId })
     this.#startup = new Startup(this, host, this.#reader)
-    this.#statements = new Statements(this.processId)
-    this.#messages = new MessageReader(this.#statements, host.databases !== null)
+    this.#client = new ClientState(this.processId)
+    this.#messages = new MessageReader(this.#client, host.databases !== null)
     this.inspect = host.options.inspect && this.#log.enabled('trace')
     this.#trace = host.trace?.connection(this.processId, socket) ?? null
     this.states = new ConnectionStates(host.options, (timeout, ms) => this.#timedOut(timeout, ms))
@@ -115,9 +115,9 @@ export class Connection implements ServedConnection, StartingConnection, BatchCl
     return this.#close(error)
   }
 
-  /** Close, with `error` sent first if any (the client asked, the socket is gone, or the start-up refused it). */
-  close(error: WireError | null = null): Promise<void> {
-    return this.#close(error)
+  /** Close without a message (the client asked, or the socket is gone). */
+  close(): Promise<void> {
+    return this.#close(null)
   }
 
   /**
@@ -126,24 +126,20 @@ export class Connection implements ServedConnection, StartingConnection, BatchCl
    * A statement already inside PGlite runs to completion (PGlite cannot be interrupted).
    */
   cancel(): void {
-    if (this.#session.scheduler.cancelWait(this, new QueryCanceledError())) this.#log.debug('queued work canceled', {})
+    if (this.#batches?.cancelWait()) this.#log.debug('queued work canceled', {})
   }
 
   notify(message: Buffer): void {
-    if (this.states.isReady) this.#write(message)
+    if (this.states.isServing) this.#write(message)
   }
 
   preparedStatementFrames(): Buffer[] {
-    return this.#statements.parseFrames()
+    return this.#client.statements.parseFrames()
   }
 
   #timedOut(timeout: Timeout, ms: number): void {
     if (timeout === 'queue') {
-      const holder = this.#session.scheduler.owner
-      const who = holder ? `client ${holder.processId} holds it` : 'other clients were ahead'
-      this.#log.info('queue timeout', { ms, holder: holder?.processId, sqlstate: SqlState.LockNotAvailable })
-      const message = `canceling statement: waited ${ms} ms for the database session, which ${who} (pglite-dev-db runs one client's transaction at a time)`
-      this.#session.scheduler.cancelWait(this, new QueueTimeoutError(message))
+      this.#batches?.timeOutWait(ms)
       return
     }
     const error = TIMEOUT_ERRORS[timeout]
@@ -166,14 +162,14 @@ export class Connection implements ServedConnection, StartingConnection, BatchCl
     try {
       this.#reader.push(chunk)
       if (states.current === 'startup') this.#startup.read()
-      if (states.isReady) {
+      if (states.isServing) {
         let frames: Frames | null
         while ((frames = this.#reader.readFrames()) !== null) this.#enqueue(frames)
       }
       // Nothing to run (a startup packet, or part of a message): the client is quiet again until more arrives, so a
       // holder that stalls mid-message is still reaped, and a client that only connected still times out.
       if (states.current === 'startup') states.enter('startup')
-      else if (states.isReady && (!this.#draining || this.#blockedOnOutput)) this.#settle()
+      else if (states.isServing && (!this.#draining || this.#blockedOnOutput)) this.#settle()
     } catch (error) {
       // Postgres answers the messages before a malformed one, then fails: let the queued work finish first.
       if (error instanceof WireError && this.#draining) {
@@ -200,17 +196,18 @@ export class Connection implements ServedConnection, StartingConnection, BatchCl
     const prefix = session.startupPrefixNow
     if (!prefix) throw new WireError('FATAL', SqlState.CannotConnectNow, 'the database system is starting up')
     this.database = database
-    const backend = new ClientBackend(this, session, this.#messages, this.#log)
+    const backend = new ClientBackend(this, session, this.#client, this.#log)
     // Settings equal to what the client is told anyway (client_encoding=UTF8 from node-postgres) cost nothing.
     backend.startWith(startupSettings(this.startupParams).filter(([name, value]) => session.reportedDefaults.get(name.toLowerCase()) !== value))
     this.#backend = backend
-    this.#batches = new BatchRunner(this, backend, this.#messages, this.#host, this.#log, database)
+    const { databases, options } = this.#host
+    this.#batches = new BatchRunner(this, { backend, messages: this.#messages, databases, database, maxCopyBytes: options.maxCopyBytes, log: this.#log })
     this.states.enter('idle')
     this.#write(Buffer.concat([prefix, encodeBackendKeyData(this.processId, this.secretKey), encodeReadyForQuery(backend.txStatus)]))
     if (early) this.#enqueue(early)
     // Messages the client sent while its database opened (few clients send any) run now.
     let frames: Frames | null
-    while (this.states.isReady && (frames = this.#reader.readFrames()) !== null) this.#enqueue(frames)
+    while (this.states.isServing && (frames = this.#reader.readFrames()) !== null) this.#enqueue(frames)
   }
 
   #enqueue(frames: Frames): void {
@@ -227,7 +224,7 @@ export class Connection implements ServedConnection, StartingConnection, BatchCl
 
   async #drain(): Promise<void> {
     try {
-      while (this.#queue.length > 0 && this.states.isReady) {
+      while (this.#queue.length > 0 && this.states.isServing) {
         const frames = this.#queue.shift()!
         if (this.#pausedForBackpressure && this.#queue.length < MAX_QUEUED_BATCHES / 2) {
           this.#pausedForBackpressure = false
@@ -235,15 +232,15 @@ export class Connection implements ServedConnection, StartingConnection, BatchCl
         }
         if (this.socket.writableLength > OUTPUT_HIGH_WATER) {
           await this.#outputDrained()
-          if (!this.states.isReady) break
+          if (!this.states.isServing) break
         }
         await this.#batches!.run(frames)
       }
     } finally {
       this.#draining = false
-      if (this.#failAfterQueue && this.states.isReady) this.#fail(this.#failAfterQueue)
+      if (this.#failAfterQueue && this.states.isServing) this.#fail(this.#failAfterQueue)
       if (this.states.current === 'closing') this.#startCleanup()
-      else if (this.states.isReady) this.#settle()
+      else if (this.states.isServing) this.#settle()
     }
   }
 
@@ -344,7 +341,7 @@ export class Connection implements ServedConnection, StartingConnection, BatchCl
   #startCleanup(): void {
     if (this.#cleanup) return
     this.#batches?.dropCopy()
-    const leaving = this.#backend ? leaveSession(this.#backend, this.#statements, this.#log) : Promise.resolve()
+    const leaving = this.#backend ? leaveSession(this.#backend, this.#client.statements, this.#log) : Promise.resolve()
     this.#cleanup = leaving.finally(() => {
       if (this.#session.unnamedStatementOwner === this) this.#session.unnamedStatementOwner = null
       this.#session.members.delete(this)

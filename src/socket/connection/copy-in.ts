@@ -5,26 +5,22 @@
 import { SqlState } from '../../errors.ts'
 import { BackendCode, FrontendCode, TxStatus } from '../protocol/codes.ts'
 import { encodeCopyInResponse, encodeErrorResponse, encodeReadyForQuery, firstValue, withoutFirst } from '../protocol/backend.ts'
-import { SYNC, encodeQuery, encodeUnnamedExecution } from '../protocol/frontend.ts'
+import { FAILING_EXTENDED, FAILING_QUERY, SYNC, encodeQuery } from '../protocol/frontend.ts'
 import { CopyIn, columnCountQuery, type CopyFromStdin } from '../client/copy-in.ts'
 import type { Turn } from './turn.ts'
 
-/** A statement that fails, to abort PGlite's transaction where the server itself refused a command. */
-const FAILING_STATEMENT = "DO $$BEGIN RAISE EXCEPTION 'COPY refused by pglite-dev-db' USING ERRCODE = '54000'; END$$"
-export const FAILING_EXTENDED = encodeUnnamedExecution(FAILING_STATEMENT)
-
-/** The client's COPY starts: wait for the session, tell the client to send its data, and start gathering it. */
-export async function startCopy(turn: Turn, copy: CopyFromStdin, frame: Buffer, viaQuery: boolean): Promise<void> {
+/** The client's COPY starts: wait for the session, tell the client to send its data; returns the COPY gathering it. */
+export async function startCopy(turn: Turn, copy: CopyFromStdin, frame: Buffer, viaQuery: boolean): Promise<CopyIn | null> {
   try {
     await turn.own()
   } catch (error) {
     turn.refuse(error, frame)
-    return
+    return null
   }
   const columns = copy.columns ?? (await columnCount(turn, copy.table))
   turn.write(encodeCopyInResponse(copy.binary, columns))
-  turn.copy = new CopyIn(frame, viaQuery)
   turn.log.debug('copy in started', { columns, binary: copy.binary })
+  return new CopyIn(frame, viaQuery)
 }
 
 /**
@@ -38,55 +34,53 @@ async function columnCount(turn: Turn, table: string): Promise<number> {
   return Number(firstValue(reply) ?? 0)
 }
 
-/** One message from the client while its COPY gathers data. */
-export async function gatherCopy(turn: Turn, copy: CopyIn, code: number, frame: Buffer): Promise<void> {
+/** One message from the client while its COPY gathers data; returns the COPY if it goes on, null once it ended. */
+export async function gatherCopy(turn: Turn, copy: CopyIn, code: number, frame: Buffer): Promise<CopyIn | null> {
   const isEnd = code === FrontendCode.CopyDone || code === FrontendCode.CopyFail
   if (copy.failed) {
     // After our own COPY error in the extended protocol, messages are discarded until Sync, which PGlite answers
     // (it was told of the failure, so its implicit or explicit transaction is aborted as Postgres's would be).
-    if (code !== FrontendCode.Sync) return
-    turn.copy = null
+    if (code !== FrontendCode.Sync) return copy
     turn.write(await turn.backend.capture(SYNC))
     await turn.releaseIfAtRest()
-    return
+    return null
   }
   const isCopyMessage = isEnd || code === FrontendCode.CopyData || code === FrontendCode.Flush || code === FrontendCode.Sync
   copy.add(frame)
-  if (copy.size > turn.host.options.maxCopyBytes) {
-    await failCopy(turn, copy)
-    return
-  }
+  if (copy.size > turn.maxCopyBytes) return failCopy(turn, copy)
   // Anything but copy data ends the COPY; PGlite itself reports a non-copy message as an error.
-  if (isEnd || !isCopyMessage) await finishCopy(turn, copy)
+  if (!isEnd && isCopyMessage) return copy
+  await finishCopy(turn, copy)
+  return null
 }
 
 /**
  * The COPY passed maxCopyBytes: ERROR 54000, as Postgres fails a COPY. PGlite is made to fail a statement in
  * the same place, so a transaction or pipeline around the COPY is aborted as it would be; the rest of the
- * client's copy data is dropped (by PGlite once it is out of copy mode, as Postgres drops it).
+ * client's copy data is dropped (by PGlite once it is out of copy mode, as Postgres drops it). A COPY by Query ends
+ * here; one by Execute goes on dropping the client's messages until its Sync.
  */
-async function failCopy(turn: Turn, copy: CopyIn): Promise<void> {
+async function failCopy(turn: Turn, copy: CopyIn): Promise<CopyIn | null> {
   copy.drop()
   copy.failed = true
-  const limit = turn.host.options.maxCopyBytes
+  const limit = turn.maxCopyBytes
   const size = limit >= 2 ** 20 ? `${Math.round(limit / 2 ** 20)} MB` : `${limit} bytes`
   const error = encodeErrorResponse('ERROR', SqlState.ProgramLimitExceeded, `COPY data exceeds pglite-dev-db's limit of ${size}; split it into smaller COPY commands`)
   const { backend } = turn
-  if (copy.viaQuery) {
-    turn.copy = null
-    if (backend.txStatus !== TxStatus.Idle) await backend.capture(encodeQuery(FAILING_STATEMENT))
-    turn.write(Buffer.concat([error, encodeReadyForQuery(backend.txStatus)]))
-    await turn.releaseIfAtRest()
-  } else {
+  if (!copy.viaQuery) {
     // Discard-until-Sync in PGlite too; the client's Sync ends it (see gatherCopy).
     await backend.capture(FAILING_EXTENDED)
     turn.write(error)
+    return copy
   }
+  if (backend.txStatus !== TxStatus.Idle) await backend.capture(FAILING_QUERY)
+  turn.write(Buffer.concat([error, encodeReadyForQuery(backend.txStatus)]))
+  await turn.releaseIfAtRest()
+  return null
 }
 
 async function finishCopy(turn: Turn, copy: CopyIn): Promise<void> {
-  turn.copy = null
-  const reply = await turn.backend.capture(copy.take())
+  const reply = await turn.backend.capture(copy.take(), true)
   // PGlite sends its own CopyInResponse first; the client already had ours.
   turn.write(withoutFirst(reply, BackendCode.CopyInResponse))
   await turn.releaseIfAtRest()

@@ -4,21 +4,12 @@
 import { SqlState, WireError } from '../../errors.ts'
 import { TxStatus } from '../protocol/codes.ts'
 import { encodeCommandComplete, encodeErrorResponse, encodeNotice, encodeReadyForQuery, firstValue } from '../protocol/backend.ts'
-import { SYNC, encodeQuery } from '../protocol/frontend.ts'
+import { ABANDON_PIPELINE, FAILING_EXTENDED, SYNC, encodeQuery } from '../protocol/frontend.ts'
 import { SessionChange } from '../protocol/replies.ts'
+import type { DatabaseCatalog } from '../session/databases.ts'
 import { sessionFor } from '../session/session.ts'
 import { RESET_CHECK_SQL, commandTag, withCommandTag, type DatabaseCommand } from '../client/database-commands.ts'
-import { FAILING_EXTENDED } from './copy-in.ts'
-import type { Turn } from './turn.ts'
-
-/**
- * Closes an abandoned extended-protocol pipeline the way Postgres does when its client goes away: rolled back.
- * A bare Sync would commit the implicit transaction. A ROLLBACK query inside the open pipeline aborts it (Postgres
- * warns "there is no transaction in progress" and rolls back); if an error is already pending, the query is
- * skipped until the Sync, which ends the failed transaction. Either way the session ends up idle.
- */
-export const ROLLBACK = encodeQuery('ROLLBACK')
-export const ABANDON_PIPELINE = Buffer.concat([ROLLBACK, SYNC])
+import type { TakeoverEnd, Turn } from './turn.ts'
 
 /**
  * CREATE DATABASE or DROP DATABASE as a simple Query, answered by the server. Inside a transaction or a pipeline
@@ -41,7 +32,7 @@ export async function queryDatabaseCommand(turn: Turn, command: DatabaseCommand,
  * rest of its pipeline is skipped until Sync, with PGlite's side of the pipeline rolled back (or, inside a
  * transaction block, the transaction failed), as Postgres fails a statement.
  */
-export async function bindDatabaseCommand(turn: Turn, command: DatabaseCommand, frame: Buffer): Promise<void> {
+export async function bindDatabaseCommand(turn: Turn, command: DatabaseCommand, frame: Buffer): Promise<TakeoverEnd> {
   const { backend } = turn
   const replies: Buffer[] = []
   const inBlock = backend.txStatus !== TxStatus.Idle
@@ -49,13 +40,13 @@ export async function bindDatabaseCommand(turn: Turn, command: DatabaseCommand, 
   if (replies.length > 0) turn.write(Buffer.concat(replies))
   if (!error) {
     await turn.run(frame)
-    return
+    return null
   }
   if (backend.isOwner) await backend.capture(inBlock ? Buffer.concat([FAILING_EXTENDED, SYNC]) : ABANDON_PIPELINE)
   turn.write(encodeErrorResponse(error.severity, error.sqlstate, error.message))
-  turn.discardUntilSync()
-  turn.messages.statements.portalsEnded()
+  turn.client.statements.portalsEnded()
   await turn.releaseIfAtRest()
+  return 'discard-until-sync'
 }
 
 /**
@@ -70,8 +61,9 @@ export async function taggedExecute(turn: Turn, command: DatabaseCommand, frame:
 /** Do CREATE/DROP DATABASE; the error the client gets, or null. Notices for the client go to `replies`. */
 async function carryOut(turn: Turn, command: DatabaseCommand, replies: Buffer[]): Promise<WireError | null> {
   try {
-    if (command.kind === 'drop') return await dropDatabase(turn, command, replies)
-    if (await turn.host.databases!.create(command.name)) return null
+    const databases = turn.databases!
+    if (command.kind === 'drop') return await dropDatabase(turn, databases, command, replies)
+    if (await databases.create(command.name)) return null
     return new WireError('ERROR', SqlState.DuplicateDatabase, `database "${command.name}" already exists`)
   } catch (failure) {
     turn.log.error(`${command.kind} database failed`, { database: command.name, error: failure })
@@ -80,8 +72,7 @@ async function carryOut(turn: Turn, command: DatabaseCommand, replies: Buffer[])
 }
 
 /** DROP DATABASE as Postgres does it: not the one you are in, not one others use unless FORCE (they are ended). */
-async function dropDatabase(turn: Turn, command: Extract<DatabaseCommand, { kind: 'drop' }>, notices: Buffer[]): Promise<WireError | null> {
-  const databases = turn.host.databases!
+async function dropDatabase(turn: Turn, databases: DatabaseCatalog, command: Extract<DatabaseCommand, { kind: 'drop' }>, notices: Buffer[]): Promise<WireError | null> {
   const { name } = command
   if (name === turn.database) return new WireError('ERROR', SqlState.ObjectInUse, 'cannot drop the currently open database')
   if (name === databases.mainName) return new WireError('ERROR', SqlState.FeatureNotSupported, `cannot drop "${name}": it is the server's main database (stop the server and remove its data dir instead)`)
@@ -109,13 +100,12 @@ async function dropDatabase(turn: Turn, command: Extract<DatabaseCommand, { kind
  * runs meanwhile; everyone's prepared statements and LISTENs carry over to the fresh database.
  */
 export async function resetDatabaseIfRequested(turn: Turn): Promise<void> {
-  const { backend, messages } = turn
-  if (!messages.resetRequested) return
-  messages.resetRequested = false
+  const { backend, client } = turn
+  client.resetRequested = false
   const requested = firstValue(await backend.capture(encodeQuery(RESET_CHECK_SQL))) === 'requested'
   if (!requested) return
   const started = performance.now()
-  const db = await turn.host.databases!.reset(turn.database)
+  const db = await turn.databases!.reset(turn.database)
   const session = backend.session
   // Reset in place (the same instance, its queries used the unnamed statement) or swapped for a fresh one.
   const inPlace = db === session.db

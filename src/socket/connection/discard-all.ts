@@ -7,7 +7,7 @@ import { encodeCommandComplete, encodeParameterStatus, encodeReadyForQuery } fro
 import { SYNC, encodeQuery } from '../protocol/frontend.ts'
 import { SessionChange } from '../protocol/replies.ts'
 import { listenSql } from '../session/listeners.ts'
-import type { SessionReset } from '../client/discard.ts'
+import type { DiscardCommand } from '../client/discard.ts'
 import { readSettingsReply } from '../client/settings.ts'
 import type { Turn } from './turn.ts'
 
@@ -15,35 +15,35 @@ import type { Turn } from './turn.ts'
  * Where Postgres would refuse (DISCARD ALL in a transaction, anything in a failed one) or where a pipeline is open,
  * the statement goes to PGlite as it is, for its own answer.
  */
-export async function discardForClient(turn: Turn, reset: SessionReset, frame: Buffer): Promise<void> {
+export async function discardForClient(turn: Turn, command: DiscardCommand, frame: Buffer): Promise<void> {
   try {
     await turn.own()
   } catch (error) {
     turn.refuse(error, frame)
     return
   }
-  const { backend, messages } = turn
+  const { backend, client } = turn
   const status = backend.txStatus
-  if (!backend.readyForQuery || status === TxStatus.Failed || (reset === 'DISCARD ALL' && status !== TxStatus.Idle)) {
+  if (backend.pipelineOpen || status === TxStatus.Failed || (command === 'DISCARD ALL' && status !== TxStatus.Idle)) {
     await turn.run(frame)
     return
   }
-  const frames = [...messages.statements.closeAll(), SYNC]
+  const frames = [...client.statements.closeAll(), SYNC]
   const session = backend.session
-  if (reset === 'DISCARD ALL') {
+  if (command === 'DISCARD ALL') {
     frames.push(encodeQuery('RESET ALL'))
-    const unneeded = session.listeners.unlisten(turn.backend.client, null)
+    const unneeded = session.listeners.unlisten(backend.client, null)
     if (unneeded.length > 0) frames.push(encodeQuery(listenSql(unneeded, 'UNLISTEN')))
   }
   const reply = readSettingsReply(await backend.capture(Buffer.concat(frames)))
   const parts: Buffer[] = []
-  if (reset === 'DISCARD ALL') {
-    backend.settingsReset()
+  if (command === 'DISCARD ALL') {
+    backend.settingsDiscarded()
     backend.forgetChanges(SessionChange.Settings | SessionChange.Listening)
     // The settings the client is told about changed back to the defaults: say so, as Postgres does.
     for (const [name, value] of reply.reported) parts.push(encodeParameterStatus(name, value))
   }
-  parts.push(encodeCommandComplete(reset), encodeReadyForQuery(backend.txStatus))
+  parts.push(encodeCommandComplete(command), encodeReadyForQuery(backend.txStatus))
   turn.write(Buffer.concat(parts))
   await turn.releaseIfAtRest()
 }

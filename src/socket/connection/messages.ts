@@ -1,16 +1,17 @@
 // What the server does with each message a ready client sends, before PGlite sees it: one handler per message type,
 // named as the protocol names it, in a table keyed by message code. A handler gives statement and portal names the
-// client's prefix, rewrites SQL the server carries out itself, records what the client now has, and returns a
-// Takeover when the server must act in the message's place. The batch is read once; what passes on is gathered
-// into a segment that is copied only where a message changed.
+// client's prefix, rewrites SQL the server carries out itself, records what the client now has (client/state.ts),
+// and returns a Takeover when the server must act in the message's place. The batch is read once; what passes on
+// is gathered into a segment, a slice of the batch unless a message in it changed, then written once.
 
 import { FrontendCode, HEADER_LENGTH } from '../protocol/codes.ts'
 import { forEachFrame } from '../protocol/frames.ts'
-import { cstring, editMessage, sqlBounds, type Edit } from '../protocol/frontend.ts'
+import { cstring, editMessage, sqlBounds, writeEdited, type Edit } from '../protocol/frontend.ts'
 import { parseCopyFromStdin, type CopyFromStdin } from '../client/copy-in.ts'
 import { NO_OP_STATEMENT, parseDatabaseCommand, rewriteResetCalls, type DatabaseCommand } from '../client/database-commands.ts'
-import { parseSessionReset, type SessionReset } from '../client/discard.ts'
-import { listenCommands, type ListenCommand } from '../client/listen.ts'
+import { parseDiscard, type DiscardCommand } from '../client/discard.ts'
+import { listenCommands } from '../client/listen.ts'
+import type { ClientState } from '../client/state.ts'
 import type { Special, Statements } from '../client/statements.ts'
 import { statementNameEdits } from '../sql/statement-names.ts'
 import { Keyword, firstLetter, keywordsIn } from '../sql/tokens.ts'
@@ -21,7 +22,7 @@ export type Takeover =
   | { kind: 'copy-in'; copy: CopyFromStdin; viaQuery: boolean; frame: Buffer }
   | { kind: 'database-command'; command: DatabaseCommand; via: 'query' | 'bind'; frame: Buffer }
   | { kind: 'tagged-execute'; command: DatabaseCommand; frame: Buffer }
-  | { kind: 'session-reset'; reset: SessionReset; frame: Buffer }
+  | { kind: 'discard'; command: DiscardCommand; frame: Buffer }
 
 /** How a segment uses the unnamed prepared statement, which lives in the shared session, not in the client. */
 export const UnnamedUse = {
@@ -40,66 +41,73 @@ export interface Segment {
 type Handler = (reader: MessageReader, bytes: Buffer, offset: number, end: number) => Takeover | null
 
 export class MessageReader {
-  readonly statements: Statements
-  /** LISTEN/UNLISTEN statements read since the client last released the session, in order. */
-  listenCommands: ListenCommand[] = []
-  /** The client called pglite_dev_db.reset(): the server checks it took effect once the client is at rest. */
-  resetRequested = false
+  readonly client: ClientState
   /** CREATE/DROP DATABASE and reset calls are the server's only when it has a catalog of databases. */
-  readonly #managesDatabases: boolean
+  readonly managesDatabases: boolean
   #source: Buffer = Buffer.alloc(0)
-  /** Where the segment being gathered starts, and up to where `#parts` covers the source. */
+  /** Where the segment being gathered starts. */
   #start = 0
-  #copied = 0
-  /** The segment's pieces once a message in it changed; null while it is a plain slice of the source. */
-  #parts: Buffer[] | null = null
-  unnamedUse = 0
+  /** Messages of the segment that pass on changed: where each is in the source, and its edits. */
+  #changed: Array<{ offset: number; end: number; edits: readonly Edit[] }> = []
+  /** How the segment uses the unnamed statement (UnnamedUse bits). */
+  #unnamedUse = 0
 
-  constructor(statements: Statements, managesDatabases: boolean) {
-    this.statements = statements
-    this.#managesDatabases = managesDatabases
+  constructor(client: ClientState, managesDatabases: boolean) {
+    this.client = client
+    this.managesDatabases = managesDatabases
+  }
+
+  get statements(): Statements {
+    return this.client.statements
   }
 
   /** Start on a batch of whole messages. */
   begin(bytes: Buffer): void {
     this.#source = bytes
-    this.#start = this.#copied = 0
-    this.#parts = null
-    this.unnamedUse = 0
+    this.#start = 0
+    this.#changed.length = 0
+    this.#unnamedUse = 0
   }
 
   /** Handle the message at [offset, end): null when it passes on (rewritten as needed), else what to do instead. */
   handle(offset: number, end: number): Takeover | null {
     const code = this.#source[offset]!
-    this.unnamedUse = unnamedUseStep(this.unnamedUse, code, this.#source, offset)
     const handler = HANDLERS[code]
-    return handler ? handler(this, this.#source, offset, end) : null
+    const takeover = handler ? handler(this, this.#source, offset, end) : null
+    // A message taken over does not reach PGlite: only those that pass on count for the segment.
+    if (!takeover) this.#unnamedUse = unnamedUseStep(this.#unnamedUse, code, this.#source, offset)
+    return takeover
+  }
+
+  /** The message at [offset, end) passes on with `edits` made. */
+  edit(offset: number, end: number, edits: readonly Edit[]): void {
+    this.#changed.push({ offset, end, edits })
   }
 
   /** The messages that passed on since the last take, up to `to`; the next segment starts there. */
   take(to: number): Segment {
+    const source = this.#source
     let bytes: Buffer
-    if (this.#parts === null) bytes = this.#source.subarray(this.#start, to)
+    if (this.#changed.length === 0) bytes = source.subarray(this.#start, to)
     else {
-      this.#parts.push(this.#source.subarray(this.#copied, to))
-      bytes = Buffer.concat(this.#parts)
-      this.#parts = null
+      // One buffer, written once: the unchanged stretches and each changed message with its edits made.
+      let length = to - this.#start
+      for (const { edits } of this.#changed) for (const [from, stop, middle] of edits) length += middle.length - (stop - from)
+      bytes = Buffer.allocUnsafe(length)
+      let at = 0
+      let copied = this.#start
+      for (const { offset, end, edits } of this.#changed) {
+        at += source.copy(bytes, at, copied, offset)
+        at += writeEdited(bytes, at, source, offset, end, edits)
+        copied = end
+      }
+      source.copy(bytes, at, copied, to)
+      this.#changed.length = 0
     }
-    const segment = { bytes, unnamedUse: this.unnamedUse }
-    this.#start = this.#copied = to
-    this.unnamedUse = 0
+    const segment = { bytes, unnamedUse: this.#unnamedUse }
+    this.#start = to
+    this.#unnamedUse = 0
     return segment
-  }
-
-  /** The message at [offset, end) passes on as `frame` instead. */
-  replace(offset: number, end: number, frame: Buffer): void {
-    this.#parts ??= []
-    this.#parts.push(this.#source.subarray(this.#copied, offset), frame)
-    this.#copied = end
-  }
-
-  get managesDatabases(): boolean {
-    return this.#managesDatabases
   }
 }
 
@@ -119,25 +127,25 @@ function Query(reader: MessageReader, bytes: Buffer, offset: number, end: number
     if (copy) return { kind: 'copy-in', copy, viaQuery: true, frame: frame() }
   }
   if (first === LETTER_D) {
-    const reset = parseSessionReset(sql)
-    if (reset) return { kind: 'session-reset', reset, frame: frame() }
+    const command = parseDiscard(sql)
+    if (command) return { kind: 'discard', command, frame: frame() }
   }
   const command = databaseCommand(reader, words, first, sql)
   if (command) return { kind: 'database-command', command, via: 'query', frame: frame() }
-  if (words & Keyword.Listen) reader.listenCommands.push(...listenCommands(sql))
+  if (words & Keyword.Listen) reader.client.listenCommands.push(...listenCommands(sql))
   let changed = false
   if (reader.managesDatabases && words & Keyword.Pglite) {
     const rewritten = rewriteResetCalls(sql)
     if (rewritten !== null) {
       sql = rewritten
-      changed = reader.resetRequested = true
+      changed = reader.client.resetRequested = true
     }
   }
   if (words & Keyword.StatementName) {
     const rewritten = prefixStatementNames(reader.statements, sql)
     if (rewritten !== null) (sql = rewritten), (changed = true)
   }
-  if (changed) reader.replace(offset, end, editMessage(bytes, offset, end, [[start, stop, Buffer.from(sql)]]))
+  if (changed) reader.edit(offset, end, [[start, stop, Buffer.from(sql)]])
   return null
 }
 
@@ -165,13 +173,13 @@ function Parse(reader: MessageReader, bytes: Buffer, offset: number, end: number
       const rewritten = rewriteResetCalls(sql)
       if (rewritten !== null) (special = { kind: 'reset' }), (sql = rewritten)
     }
-    if (words & Keyword.Listen) reader.listenCommands.push(...listenCommands(sql))
+    if (words & Keyword.Listen) reader.client.listenCommands.push(...listenCommands(sql))
     if (words & Keyword.StatementName) sql = prefixStatementNames(reader.statements, sql) ?? sql
     if (sql !== original) edits.push([text[0], text[1], Buffer.from(sql)])
   }
-  const frame = edits.length > 0 ? editMessage(bytes, offset, end, edits) : null
-  if (frame) reader.replace(offset, end, frame)
-  reader.statements.parsed(server ? bytes.toString('utf8', nameStart, nameEnd) : '', special, server, frame)
+  if (edits.length > 0) reader.edit(offset, end, edits)
+  // A named statement's Parse is kept as PGlite gets it, to make the statement again after a wipe.
+  reader.statements.parsed(server ? bytes.toString('utf8', nameStart, nameEnd) : '', special, server, server ? editMessage(bytes, offset, end, edits) : null)
   return null
 }
 
@@ -180,27 +188,26 @@ function Bind(reader: MessageReader, bytes: Buffer, offset: number, end: number)
   const statement = cstring(bytes, portal[1] + 1, end)
   const { statements } = reader
   const special = statements.hasSpecialStatements || statements.hasSpecialPortals ? statements.bound(text(bytes, portal), text(bytes, statement)) : null
-  const frame = prefixNames(reader, bytes, offset, end, portal, statement)
-  if (special?.kind === 'reset') reader.resetRequested = true
-  if (special?.kind === 'database') return { kind: 'database-command', command: special.command, via: 'bind', frame: frame ?? bytes.subarray(offset, end) }
-  if (frame) reader.replace(offset, end, frame)
+  const edits = prefixNames(reader, bytes, portal, statement)
+  if (special?.kind === 'reset') reader.client.resetRequested = true
+  if (special?.kind === 'database') return { kind: 'database-command', command: special.command, via: 'bind', frame: edited(bytes, offset, end, edits) }
+  if (edits) reader.edit(offset, end, edits)
   return null
 }
 
 function Execute(reader: MessageReader, bytes: Buffer, offset: number, end: number): Takeover | null {
   const portal = cstring(bytes, offset + HEADER_LENGTH, end)
   const special = reader.statements.hasSpecialPortals ? reader.statements.executes(text(bytes, portal)) : null
-  const frame = prefixNames(reader, bytes, offset, end, portal)
-  if (special?.kind === 'copy') return { kind: 'copy-in', copy: special.copy, viaQuery: false, frame: frame ?? bytes.subarray(offset, end) }
-  if (special?.kind === 'database') return { kind: 'tagged-execute', command: special.command, frame: frame ?? bytes.subarray(offset, end) }
-  if (frame) reader.replace(offset, end, frame)
+  const edits = prefixNames(reader, bytes, portal)
+  if (special?.kind === 'copy') return { kind: 'copy-in', copy: special.copy, viaQuery: false, frame: edited(bytes, offset, end, edits) }
+  if (special?.kind === 'database') return { kind: 'tagged-execute', command: special.command, frame: edited(bytes, offset, end, edits) }
+  if (edits) reader.edit(offset, end, edits)
   return null
 }
 
 function Describe(reader: MessageReader, bytes: Buffer, offset: number, end: number): Takeover | null {
-  const name = cstring(bytes, offset + HEADER_LENGTH + 1, end)
-  const frame = prefixNames(reader, bytes, offset, end, name)
-  if (frame) reader.replace(offset, end, frame)
+  const edits = prefixNames(reader, bytes, cstring(bytes, offset + HEADER_LENGTH + 1, end))
+  if (edits) reader.edit(offset, end, edits)
   return null
 }
 
@@ -208,8 +215,8 @@ function Close(reader: MessageReader, bytes: Buffer, offset: number, end: number
   const name = cstring(bytes, offset + HEADER_LENGTH + 1, end)
   if (bytes[offset + HEADER_LENGTH] === LETTER_S) reader.statements.closed(text(bytes, name))
   else reader.statements.closedPortal(text(bytes, name))
-  const frame = prefixNames(reader, bytes, offset, end, name)
-  if (frame) reader.replace(offset, end, frame)
+  const edits = prefixNames(reader, bytes, name)
+  if (edits) reader.edit(offset, end, edits)
   return null
 }
 
@@ -254,16 +261,17 @@ function text(bytes: Buffer, [start, end]: [number, number]): string {
   return start === end ? '' : bytes.toString('utf8', start, end)
 }
 
-/** The message with its non-empty names (ranges in `bytes`) given the client's prefix; null if it names nothing. */
-function prefixNames(reader: MessageReader, bytes: Buffer, offset: number, end: number, first: [number, number], second?: [number, number]): Buffer | null {
-  const firstNamed = first[1] > first[0]
-  const secondNamed = second !== undefined && second[1] > second[0]
-  if (!firstNamed && !secondNamed) return null
-  const edits: Edit[] = []
-  for (const [start, stop] of secondNamed ? (firstNamed ? [first, second] : [second]) : [first]) {
-    edits.push([start, stop, reader.statements.serverName(bytes.subarray(start, stop))])
-  }
-  return editMessage(bytes, offset, end, edits)
+/** Edits that give the non-empty names among `first` and `second` (ranges in `bytes`) the client's prefix; null if none. */
+function prefixNames(reader: MessageReader, bytes: Buffer, first: [number, number], second?: [number, number]): Edit[] | null {
+  let edits: Edit[] | null = null
+  if (first[1] > first[0]) edits = [[first[0], first[1], reader.statements.serverName(bytes.subarray(first[0], first[1]))]]
+  if (second !== undefined && second[1] > second[0]) (edits ??= []).push([second[0], second[1], reader.statements.serverName(bytes.subarray(second[0], second[1]))])
+  return edits
+}
+
+/** The message at [offset, end) with `edits` made, on its own (a message taken over). */
+function edited(bytes: Buffer, offset: number, end: number, edits: readonly Edit[] | null): Buffer {
+  return edits ? editMessage(bytes, offset, end, edits) : bytes.subarray(offset, end)
 }
 
 /** The CREATE/DROP DATABASE that `sql` is, when the server carries such commands out. */

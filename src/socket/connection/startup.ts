@@ -5,7 +5,7 @@
 import { SqlState, WireError } from '../../errors.ts'
 import { CODE_LENGTH, FrontendCode, HEADER_LENGTH, StartupCode } from '../protocol/codes.ts'
 import { encodeNegotiateProtocolVersion } from '../protocol/backend.ts'
-import { protocolViolation, type FrameReader, type Frames } from '../protocol/frames.ts'
+import { forEachFrame, protocolViolation, type FrameReader, type Frames } from '../protocol/frames.ts'
 import type { SharedSession } from '../session/session.ts'
 import type { ConnectionHost, ServedConnection } from './host.ts'
 import { MAX_AUTH_MESSAGE_LENGTH, ScramExchange } from './scram.ts'
@@ -16,8 +16,8 @@ const SSL_NOT_SUPPORTED = Buffer.from('N')
 export interface StartingConnection extends ServedConnection {
   readonly startupParams: Map<string, string>
   write(bytes: Uint8Array): void
-  /** End the connection (with `error` sent first, if any). */
-  close(error: WireError | null): void
+  /** End the connection without a word (a CancelRequest's connection). */
+  close(): void
   /** Something went wrong: a WireError reaches the client, anything else is logged and becomes XX000. */
   fail(error: unknown): void
   /**
@@ -36,8 +36,6 @@ export class Startup {
   /** The first SSLRequest and GSSENCRequest are answered 'N'; Postgres treats a repeat as an unknown protocol. */
   #sslAnswered = false
   #gssAnswered = false
-  /** Complete messages that came in the same read as the last SASL response. */
-  #early: Frames | null = null
 
   constructor(connection: StartingConnection, host: ConnectionHost, reader: FrameReader) {
     this.#connection = connection
@@ -74,7 +72,7 @@ export class Startup {
         if (packet.length !== 16) throw protocolViolation('invalid length of startup packet')
         this.#host.cancel(packet.readInt32BE(8), packet.readInt32BE(12))
         this.#phase = 'refused'
-        this.#connection.close(null)
+        this.#connection.close()
         return
       }
       this.#startupMessage(packet, code)
@@ -105,7 +103,7 @@ export class Startup {
     const refusal = this.#host.admit(this.#connection)
     if (refusal) {
       this.#phase = 'refused'
-      this.#connection.close(refusal)
+      void this.#connection.terminate(refusal)
       return
     }
     if (!this.#host.session.startupPrefixNow) throw new WireError('FATAL', SqlState.CannotConnectNow, 'the database system is starting up')
@@ -119,7 +117,7 @@ export class Startup {
       this.#connection.write(ScramExchange.request())
       return
     }
-    this.#openDatabase()
+    this.#openDatabase(null)
   }
 
   /** SASLInitialResponse, then SASLResponse: any other message, or a wrong proof, ends the connection. */
@@ -128,7 +126,7 @@ export class Startup {
     if (!frames) return
     const { bytes } = frames
     let offset = 0
-    while (offset < bytes.length && this.#phase === 'authenticating') {
+    while (offset < bytes.length) {
       const code = bytes[offset]!
       const end = offset + CODE_LENGTH + bytes.readInt32BE(offset + CODE_LENGTH)
       if (code !== FrontendCode.Password) throw protocolViolation(`expected SASL response, got message type ${code}`)
@@ -141,25 +139,24 @@ export class Startup {
       }
       this.#connection.write(step.reply)
       offset = end
-      if (step.done) {
-        this.#scram = null
-        this.#openDatabase()
-      }
+      if (!step.done) continue
+      this.#scram = null
+      // Messages sent in the same read as the last SASL response (none should be) run once the client is in.
+      const early = offset < bytes.length ? { bytes: bytes.subarray(offset), count: countFrames(bytes.subarray(offset)) } : null
+      this.#openDatabase(early)
+      return
     }
-    if (offset < bytes.length) this.#early = { bytes: bytes.subarray(offset), count: frames.count }
   }
 
   /**
    * The client is who it says: find its database (opening it may take a moment; the client waits, as for
    * authentication), then let it in.
    */
-  #openDatabase(): void {
+  #openDatabase(early: Frames | null): void {
     this.#phase = 'opening'
     const params = this.#connection.startupParams
     const database = params.get('database') || params.get('user')!
     const databases = this.#host.databases
-    const early = this.#early
-    this.#early = null
     if (!databases || database === databases.mainName) {
       this.#connection.admitted(this.#host.session, database, early)
       return
@@ -173,4 +170,10 @@ export class Startup {
       },
     ).catch((error: unknown) => this.#connection.fail(error))
   }
+}
+
+function countFrames(bytes: Buffer): number {
+  let count = 0
+  forEachFrame(bytes, () => void count++)
+  return count
 }

@@ -6,17 +6,16 @@
  * - startup: SSL/GSS negotiation, the startup packet, authentication, opening its database. The authentication
  *   deadline runs from the moment the client connected (57014, as Postgres's authentication_timeout), and the
  *   idle-session timer from its last message.
- * - idle: ready, holds nothing, nothing to do (the idle-session timer, 57P05).
+ * - idle: admitted, holds nothing, nothing to do (the idle-session timer, 57P05).
  * - waiting: its work waits for the session behind another client (the queue timeout, 55P03).
  * - active: its work runs, in PGlite or in the server on its behalf.
- * - holding: holds the session between messages, inside a transaction or an open pipeline (the
- *   idle-in-transaction timer, 25P03).
- * - copy-in: holds the session while its COPY FROM STDIN data arrives (the idle-in-transaction timer).
- * - discarding: its waiting work was refused (cancel, queue timeout); what it sends is dropped until Sync, as after
- *   an error. Holds nothing (the idle-session timer).
+ * - holding: holds the session between messages, inside a transaction, an open pipeline or a COPY FROM STDIN
+ *   whose data is arriving (the idle-in-transaction timer, 25P03).
  * - closing: going away, its cleanup running. closed: nothing of it is left in the session.
+ * What its next message means (COPY data, or dropped until Sync after refused work) is the BatchRunner's: the state
+ * says what the client holds and which timer runs.
  */
-export type ConnectionState = 'startup' | 'idle' | 'waiting' | 'active' | 'holding' | 'copy-in' | 'discarding' | 'closing' | 'closed'
+export type ConnectionState = 'startup' | 'idle' | 'waiting' | 'active' | 'holding' | 'closing' | 'closed'
 
 export type Timeout = 'authentication' | 'idle-session' | 'idle-in-transaction' | 'queue'
 
@@ -33,11 +32,9 @@ export const AUTHENTICATION_TIMEOUT_MS = 60_000
 const TIMER_OF: Readonly<Record<ConnectionState, Exclude<Timeout, 'authentication'> | null>> = {
   startup: 'idle-session',
   idle: 'idle-session',
-  discarding: 'idle-session',
   waiting: 'queue',
   active: null,
   holding: 'idle-in-transaction',
-  'copy-in': 'idle-in-transaction',
   closing: null,
   closed: null,
 }
@@ -62,7 +59,7 @@ export class ConnectionStates {
   }
 
   /** Admitted and not going away: its messages are run. */
-  get isReady(): boolean {
+  get isServing(): boolean {
     return this.#state !== 'startup' && this.#state !== 'closing' && this.#state !== 'closed'
   }
 

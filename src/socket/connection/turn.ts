@@ -1,19 +1,23 @@
 // What the server may do on a client's behalf when it takes over one of its messages (COPY, CREATE/DROP DATABASE,
-// DISCARD ALL): the connection hands each takeover this, and the takeover needs nothing else of it.
+// DISCARD ALL): the BatchRunner hands each takeover this, and the takeover needs nothing else. A takeover that
+// changes how the client's next messages are read says so in what it returns (TakeoverEnd).
 
 import type { Logger } from '../../log.ts'
 import type { CopyIn } from '../client/copy-in.ts'
-import type { ClientBackend } from './backend.ts'
-import type { ConnectionHost } from './host.ts'
-import type { MessageReader } from './messages.ts'
+import type { ClientState } from '../client/state.ts'
+import type { DatabaseCatalog } from '../session/databases.ts'
+import type { Backend } from './backend.ts'
 
 export interface Turn {
-  readonly backend: ClientBackend
-  readonly messages: MessageReader
-  readonly host: ConnectionHost
-  readonly log: Logger
+  readonly backend: Backend
+  readonly client: ClientState
+  /** Where databases come from; null: a server with one database, which takes over no database command. */
+  readonly databases: DatabaseCatalog | null
   /** The database the client connected to. */
   readonly database: string
+  /** A COPY FROM STDIN gathers at most this many bytes. */
+  readonly maxCopyBytes: number
+  readonly log: Logger
   /** Become the session's owner, waiting behind other clients if need be; throws when the wait is refused. */
   own(): Promise<void>
   /** Run messages as the client's own (waiting for the session, refused as any wait is), then release at rest. */
@@ -24,8 +28,10 @@ export interface Turn {
   releaseIfAtRest(): Promise<void>
   /** Send bytes to the client. */
   write(bytes: Uint8Array): void
-  /** Drop the client's messages until its next Sync, as Postgres does after an error in the extended protocol. */
-  discardUntilSync(): void
-  /** The COPY FROM STDIN gathering the client's data, if one is. */
-  copy: CopyIn | null
 }
+
+/**
+ * How the client's next messages are read after a takeover: as the data of a COPY FROM STDIN, dropped until its
+ * next Sync (as Postgres does after an error in the extended protocol), or (null) as usual.
+ */
+export type TakeoverEnd = CopyIn | 'discard-until-sync' | null

@@ -21,8 +21,24 @@ export function encodeQuery(sql: string): Buffer {
   return buf
 }
 
+export const ROLLBACK = encodeQuery('ROLLBACK')
+/**
+ * Closes an abandoned extended-protocol pipeline the way Postgres does when its client goes away: rolled back.
+ * A bare Sync would commit the implicit transaction. A ROLLBACK query inside the open pipeline aborts it (Postgres
+ * warns "there is no transaction in progress" and rolls back); if an error is already pending, the query is
+ * skipped until the Sync, which ends the failed transaction. Either way the session ends up idle.
+ */
+export const ABANDON_PIPELINE = Buffer.concat([ROLLBACK, SYNC])
+
+/**
+ * A statement that fails, to abort PGlite's transaction where the server itself refused a command (its own
+ * ErrorResponse is what the client gets): as a Query, and as an unnamed Parse/Bind/Execute inside a pipeline.
+ */
+const FAILING_STATEMENT = "DO $$BEGIN RAISE EXCEPTION 'refused by pglite-dev-db' USING ERRCODE = '54000'; END$$"
+export const FAILING_QUERY = encodeQuery(FAILING_STATEMENT)
+
 /** Parse, Bind and Execute of `sql` as the unnamed statement and portal, without parameters (no Sync). */
-export function encodeUnnamedExecution(sql: string): Buffer {
+function encodeUnnamedExecution(sql: string): Buffer {
   const parse = message(FrontendCode.Parse, 1 + Buffer.byteLength(sql) + 1 + 2)
   parse[HEADER_LENGTH] = 0
   parse.write(sql, HEADER_LENGTH + 1)
@@ -43,6 +59,8 @@ export function encodeClose(kind: 'S' | 'P', serverName: Buffer): Buffer {
   frame[frame.length - 1] = 0
   return frame
 }
+
+export const FAILING_EXTENDED = encodeUnnamedExecution(FAILING_STATEMENT)
 
 export function encodeStartupMessage(params: Record<string, string>): Buffer {
   const pairs = Object.entries(params).flatMap(([k, v]) => [k, v])
@@ -89,14 +107,20 @@ export function editMessage(bytes: Buffer, offset: number, end: number, edits: r
   let length = end - offset
   for (const [from, to, middle] of edits) length += middle.length - (to - from)
   const frame = Buffer.allocUnsafe(length)
-  let at = 0
+  writeEdited(frame, 0, bytes, offset, end, edits)
+  return frame
+}
+
+/** Write the message at [offset, end) of `bytes` with `edits` made into `out` at `at`; returns the bytes written. */
+export function writeEdited(out: Buffer, at: number, bytes: Buffer, offset: number, end: number, edits: readonly Edit[]): number {
+  const start = at
   let copied = offset
   for (const [from, to, middle] of edits) {
-    at += bytes.copy(frame, at, copied, from)
-    at += middle.copy(frame, at)
+    at += bytes.copy(out, at, copied, from)
+    at += middle.copy(out, at)
     copied = to
   }
-  bytes.copy(frame, at, copied, end)
-  frame.writeInt32BE(frame.length - CODE_LENGTH, CODE_LENGTH)
-  return frame
+  at += bytes.copy(out, at, copied, end)
+  out.writeInt32BE(at - start - CODE_LENGTH, start + CODE_LENGTH)
+  return at - start
 }

@@ -20,19 +20,8 @@ export type RewriteMessage = (message: Buffer) => Buffer | null
 export type Emit = (bytes: Buffer) => void
 
 export class ReplyReader {
-  /** ReadyForQuery messages seen in the current call. */
-  readyCount = 0
-  /** Transaction status of the last ReadyForQuery seen (in any call): 'I', 'T' or 'E'. */
-  txStatus: number = TxStatus.Idle
-  /**
-   * The backend has answered everything it was sent and waits for a new command: the last message of the last call
-   * that answered anything was ReadyForQuery. Each Sync, Query or FunctionCall is answered by one ReadyForQuery once
-   * the backend is done with it, and every other message but Flush (and CopyData/CopyDone/CopyFail outside a COPY,
-   * which Postgres ignores) is answered by a message of its own or, after an error, skipped until the next Sync: so
-   * no message is outstanding once a ReadyForQuery is the last thing a whole call produced. A call that answers
-   * nothing (a Flush) leaves this as it was. False: a pipeline (or a COPY) is open.
-   */
-  readyForQuery = true
+  #txStatus: number = TxStatus.Idle
+  #pipelineOpen = false
   /** SessionChange bits gathered since the last `takeChanges`. */
   #changes = 0
   #trackChanges = true
@@ -56,26 +45,42 @@ export class ReplyReader {
    * count as the client's changes.
    */
   startCall(trackChanges = true): void {
-    this.readyCount = 0
     this.#lastCode = 0
     this.#trackChanges = trackChanges
   }
 
-  /** The call is over: update `readyForQuery` from how its output ended. */
+  /** The call is over (or failed): `pipelineOpen` follows from how its output ended. */
   endCall(): void {
-    if (this.#lastCode !== 0) this.readyForQuery = this.#lastCode === BackendCode.ReadyForQuery
+    if (this.#lastCode !== 0) this.#pipelineOpen = this.#lastCode !== BackendCode.ReadyForQuery
     this.#trackChanges = true
+  }
+
+  /** Transaction status of the last ReadyForQuery seen (in any call): 'I', 'T' or 'E'. */
+  get txStatus(): number {
+    return this.#txStatus
+  }
+
+  /**
+   * Messages the backend has not finished with are outstanding: a pipeline (or a COPY) is open. False once the last
+   * message of the last call that answered anything was ReadyForQuery: each Sync, Query or FunctionCall is answered
+   * by one ReadyForQuery once the backend is done with it, and every other message but Flush (and CopyData/CopyDone/
+   * CopyFail outside a COPY, which Postgres ignores) is answered by a message of its own or, after an error, skipped
+   * until the next Sync. So nothing is outstanding once a ReadyForQuery is the last thing a whole call produced. A
+   * call that answers nothing (a Flush) changes nothing.
+   */
+  get pipelineOpen(): boolean {
+    return this.#pipelineOpen
   }
 
   /** Nothing is open in the session: no pipeline, COPY or transaction. The release rule (NOTES §2). */
   get atRest(): boolean {
-    return this.readyForQuery && this.txStatus === TxStatus.Idle
+    return !this.#pipelineOpen && this.#txStatus === TxStatus.Idle
   }
 
   /** The session is this client's afresh: at rest, outside any transaction. */
   acquired(): void {
-    this.readyForQuery = true
-    this.txStatus = TxStatus.Idle
+    this.#pipelineOpen = false
+    this.#txStatus = TxStatus.Idle
   }
 
   /** SessionChange bits since the last call of this, cleared. */
@@ -104,7 +109,7 @@ export class ReplyReader {
     while (i < n) {
       if (this.#remaining > 0) {
         const take = Math.min(this.#remaining, n - i)
-        if (this.#code === BackendCode.ReadyForQuery && this.#remaining === this.#bodyLength) this.txStatus = chunk[i]!
+        if (this.#code === BackendCode.ReadyForQuery && this.#remaining === this.#bodyLength) this.#txStatus = chunk[i]!
         if (this.#code === BackendCode.CommandComplete && this.#tagFill < this.#tag.length) this.#readTag(chunk, i, take)
         if (this.#held) {
           this.#held.set(chunk.subarray(i, i + take), this.#heldFill)
@@ -160,9 +165,6 @@ export class ReplyReader {
   #onHeader(code: number): void {
     this.#lastCode = code
     switch (code) {
-      case BackendCode.ReadyForQuery:
-        this.readyCount++
-        break
       case BackendCode.CommandComplete:
         this.#tagFill = 0
         break

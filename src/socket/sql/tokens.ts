@@ -99,10 +99,15 @@ export const Keyword = {
   StatementName: 16,
 } as const
 
-/** Each word, in lower-case ASCII, with its Keyword bit, grouped by last letter: a scan per letter finds them all. */
+/**
+ * Each word, in lower-case ASCII, with its Keyword bit, grouped by last letter (in both cases): one scan per letter
+ * and case finds them all.
+ */
 const WORDS_BY_LAST_LETTER: ReadonlyArray<[lastLetter: number, words: ReadonlyArray<[word: string, bit: number]>]> = [
   [0x6e, [['stdin', Keyword.Stdin], ['listen', Keyword.Listen]]], // n
+  [0x4e, [['stdin', Keyword.Stdin], ['listen', Keyword.Listen]]], // N
   [0x65, [['pglite', Keyword.Pglite], ['database', Keyword.Database], ['prepare', Keyword.StatementName], ['execute', Keyword.StatementName], ['deallocate', Keyword.StatementName]]], // e
+  [0x45, [['pglite', Keyword.Pglite], ['database', Keyword.Database], ['prepare', Keyword.StatementName], ['execute', Keyword.StatementName], ['deallocate', Keyword.StatementName]]], // E
 ]
 
 /**
@@ -114,10 +119,8 @@ const WORDS_BY_LAST_LETTER: ReadonlyArray<[lastLetter: number, words: ReadonlyAr
 export function keywordsIn(bytes: Buffer, start: number, end: number): number {
   let found = 0
   for (const [letter, words] of WORDS_BY_LAST_LETTER) {
-    for (const code of [letter, letter & ~0x20]) {
-      for (let i = bytes.indexOf(code, start); i >= 0 && i < end; i = bytes.indexOf(code, i + 1)) {
-        for (const [word, bit] of words) if ((found & bit) === 0 && endsAt(bytes, start, i, word)) found |= bit
-      }
+    for (let i = bytes.indexOf(letter, start); i >= 0 && i < end; i = bytes.indexOf(letter, i + 1)) {
+      for (const [word, bit] of words) if ((found & bit) === 0 && endsAt(bytes, start, i, word)) found |= bit
     }
   }
   return found
