@@ -1,9 +1,11 @@
 #!/usr/bin/env node
-// Bin shim: load the CLI (src/cli/main.ts as a bundle that is rebuilt whenever src/ changed, see cli-bundle.js), wire
-// signals and streams, exit with main()'s status.
-import { loadCli } from './cli-bundle.js'
+// Bin shim: load the CLI, wire signals and streams, exit with main()'s status. Installed from npm it runs the compiled
+// dist/esm/cli/main.js; in a checkout (src/ beside it) it runs src/cli/main.ts as a bundle that is rebuilt whenever
+// src/ changed (bin/cli-bundle.js, not in the package).
+import { existsSync } from 'node:fs'
 
-const { main, collectGarbageSoon } = await loadCli()
+const inCheckout = existsSync(new URL('../src/cli/main.ts', import.meta.url))
+const { main, collectGarbageSoon } = inCheckout ? await (await import('./cli-bundle.js')).loadCli() : await import('../dist/esm/cli/main.js')
 const stopSignal = new Promise((resolve) => {
   for (const signal of ['SIGINT', 'SIGTERM']) {
     process.once(signal, () => {

@@ -1,5 +1,10 @@
 // Public API of pglite-dev-db. Everything else in src/ is internal.
 
+// PGlite's typings name the Emscripten globals without depending on their package; this brings them (see docs/PACKAGE.md).
+/// <reference types="emscripten" preserve="true" />
+// The root also carries every export of stock @electric-sql/pglite-socket (PGLiteSocketServer, PGLiteSocketHandler,
+// the constants), so that an npm override can put this package in its place (see README, "pglite-socket users").
+
 export { startDevDb } from './host/dev-db.ts'
 export type { DevDb, DevDbOptions } from './host/dev-db.ts'
 export { applyMigrations } from './host/migrate.ts'
@@ -7,6 +12,17 @@ export { DevServerError, WireError, SqlState } from './errors.ts'
 export type { DevServerErrorCode } from './errors.ts'
 export { createLogger, lineSink } from './log.ts'
 export type { Logger, LogLevel, LogRecord, LogSink } from './log.ts'
-export { PGLiteSocketServer } from './socket/server.ts'
-export { DEFAULT_MAX_CONNECTIONS, DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS, DEFAULT_MAX_COPY_BYTES } from './socket/options.ts'
-export type { PGLiteSocketServerOptions } from './socket/server.ts'
+export { DEFAULT_MAX_COPY_BYTES } from './socket/options.ts'
+export {
+  PGLiteSocketServer,
+  PGLiteSocketHandler,
+  PATCHED_BY,
+  DEFAULT_MAX_CONNECTIONS,
+  DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS,
+  CONNECTION_QUEUE_TIMEOUT,
+  SSL_REQUEST_CODE,
+  SSL_REQUEST_LENGTH,
+  CANCEL_REQUEST_CODE,
+  CANCEL_REQUEST_LENGTH,
+} from './socket/index.ts'
+export type { PGLiteSocketServerOptions, PGLiteSocketHandlerOptions } from './socket/index.ts'

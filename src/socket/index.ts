@@ -1,5 +1,8 @@
 // Entry of the patched @electric-sql/pglite-socket: the stock export names, our behaviour.
 
+// PGlite's typings name the Emscripten globals without depending on their package; this brings them (see docs/PACKAGE.md).
+/// <reference types="emscripten" preserve="true" />
+
 export { PGLiteSocketServer } from './server.ts'
 export { DEFAULT_MAX_CONNECTIONS, DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS } from './options.ts'
 export type { PGLiteSocketServerOptions } from './server.ts'

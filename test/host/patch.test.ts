@@ -1,4 +1,4 @@
-// The installed @electric-sql/pglite-socket is our patched build (patches/, applied by postinstall): by name, ESM
+// The installed @electric-sql/pglite-socket is our patched build (patches/, applied by the prepare script): by name, ESM
 // and CJS, in process and through its pglite-server bin. The pglite-socket-stock alias must stay stock.
 import { spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
@@ -12,7 +12,7 @@ import { describe, expect, it } from 'vitest'
 
 const require = createRequire(import.meta.url)
 const PACKAGE_DIR = fileURLToPath(new URL('../../node_modules/@electric-sql/pglite-socket/', import.meta.url))
-const NOT_APPLIED = 'the postinstall patch was not applied to node_modules/@electric-sql/pglite-socket: run `npm install` (or `npx patch-package`)'
+const NOT_APPLIED = 'the patch was not applied to node_modules/@electric-sql/pglite-socket: run `npm install` (or `npx patch-package`)'
 /** Bounds waits on PGlite start-up (an in-memory initdb takes seconds on a loaded 2-core machine). */
 const START_DEADLINE_MS = 45_000
 const PGLITE_TIMEOUT = { timeout: 90_000 }

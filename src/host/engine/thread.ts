@@ -36,17 +36,19 @@ export interface DbThreadTransaction {
 const CLOSE_DEADLINE_MS = 60_000
 
 /*
- * The worker runs src/host/engine/thread-worker.ts bundled into plain JavaScript by bin/cli-bundle.js. Bundled (the bin runs
- * dist/cli-<hash>/cli.mjs), that is the file beside this code. From source (tsx, vitest) the bundler is asked for a
+ * The worker runs src/host/engine/thread-worker.ts as plain JavaScript. In the npm package (scripts/build-package.ts),
+ * that is thread-worker.js beside this file's thread.js. Bundled by bin/cli-bundle.js (the repo's bin runs
+ * dist/cli-<hash>/cli.mjs), it is db-thread-worker.mjs beside the bundle. From source (tsx, vitest) the bundler is asked for a
  * bundle of the current sources (rebuilt when one changed, about 1 ms to check): loading TypeScript through tsx in
  * each thread instead cost 1-3 s per thread when several started at once. tsx's loader hooks do not reach worker
  * threads (Node 20), so without the bundler the worker registers tsx itself.
  */
 const FROM_SOURCE = import.meta.url.endsWith('.ts')
+const WORKER_BESIDE = import.meta.url.endsWith('/thread.js') ? './thread-worker.js' : './db-thread-worker.mjs'
 const BUNDLER = new URL('../../../bin/cli-bundle.js', import.meta.url).href
 
 async function bootstrap(): Promise<string> {
-  if (!FROM_SOURCE) return importOf(new URL('./db-thread-worker.mjs', import.meta.url).href)
+  if (!FROM_SOURCE) return importOf(new URL(WORKER_BESIDE, import.meta.url).href)
   let bundle: string
   try {
     bundle = await ((await import(BUNDLER)) as { bundleDir(): Promise<string> }).bundleDir()
@@ -80,7 +82,7 @@ function tsxBootstrap(): string {
 
 let compiledWasm: Promise<ThreadInit['wasm']> | null = null
 /** The global WebAssembly, which this project's libs (ES2023, no DOM) do not declare as a value. */
-const wasmCompile = (globalThis as unknown as { WebAssembly: { compile(bytes: Uint8Array): Promise<WebAssembly.Module> } }).WebAssembly.compile
+const wasmCompile = (globalThis as unknown as { WebAssembly: { compile(bytes: Uint8Array): Promise<NonNullable<PGliteOptions['pgliteWasmModule']>> } }).WebAssembly.compile
 
 /** PGlite's two WASM modules, compiled once per process (a failure is not kept: the next create() tries again). */
 function pgliteWasm(): Promise<ThreadInit['wasm']> {
