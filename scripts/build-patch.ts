@@ -216,6 +216,8 @@ interface PGLiteSocketServerOptions {
     startupGate?: Promise<unknown>;
     /** Record every message each client sends and receives as JSON lines in this file (closed by stop()). Default: none. */
     trace?: string;
+    /** With databases: a client naming one that does not exist gets a new one (true, the default) or FATAL 3D000 at connect. */
+    createDatabaseOnConnect?: boolean;
 }
 interface PGLiteSocketHandlerOptions {
     /** As for PGLiteSocketServerOptions. */

@@ -7,7 +7,6 @@ import { DEV_DB_DEFAULTS, validateDevDbOptions, type DevDbOptions } from '../hos
 import { isLogLevel, type LogFormat, type LogLevel } from '../log.ts'
 
 export const DEFAULT_DATA_DIR = '.pglite-dev-db/data'
-export const DEFAULT_MIGRATIONS_DIR = 'migrations'
 /** The command listens where Postgres does; startDevDb picks a free port. */
 export const DEFAULT_PORT = 5432
 export const ENV_PREFIX = 'PGLITE_DEV_DB_'
@@ -18,6 +17,8 @@ interface Flag {
   type: FlagType
   help: string
   value?: string
+  /** A one-letter alias (`-h`). */
+  short?: string
   /** The startDevDb option this flag sets; its default is shown unless `defaultText` says otherwise. */
   option?: keyof DevDbOptions
   defaultText?: string
@@ -30,7 +31,14 @@ export const FLAGS: readonly Flag[] = [
   { name: 'port', option: 'port', type: 'integer', value: 'PORT', help: 'port to listen on; 0 picks a free one', defaultText: String(DEFAULT_PORT) },
   { name: 'data-dir', option: 'dataDir', type: 'string', value: 'PATH', help: 'where the database lives between runs', defaultText: DEFAULT_DATA_DIR },
   { name: 'memory', type: 'boolean', help: 'keep the database in memory only; nothing is written to disk' },
-  { name: 'migrations', option: 'migrations', type: 'string', value: 'DIR', help: 'drizzle-kit migrations folder applied before listening', defaultText: `./${DEFAULT_MIGRATIONS_DIR} when present` },
+  {
+    name: 'migrations',
+    option: 'migrations',
+    type: 'string',
+    value: 'DIR',
+    help: 'drizzle-kit migrations folder applied before listening',
+    defaultText: "the out of drizzle.config.*, else ./drizzle, else ./migrations; the first that exists",
+  },
   { name: 'no-migrations', type: 'boolean', help: 'do not apply any migrations' },
   { name: 'cache-dir', option: 'cacheDir', type: 'string', value: 'DIR', help: 'where migrated templates are kept; a fresh database copies one instead of initdb + migrations', defaultText: 'node_modules/.cache/pglite-dev-db' },
   { name: 'no-template', type: 'boolean', help: 'build a fresh database with initdb and every migration, without the template' },
@@ -38,6 +46,11 @@ export const FLAGS: readonly Flag[] = [
   { name: 'extensions', option: 'extensions', type: 'string', value: 'LIST', help: 'extensions to load, comma-separated (vector,pgcrypto,...); a database that has one needs it at every start', defaultText: 'none' },
   { name: 'from-snapshot', option: 'fromSnapshot', type: 'string', value: 'FILE', help: 'start from a snapshot (pglite-dev-db snapshot): with --memory, or into a data dir that holds no database yet' },
   { name: 'password', option: 'password', type: 'string', value: 'PASSWORD', help: 'clients must log in with this password (SCRAM-SHA-256); it appears in the printed URL', defaultText: 'none' },
+  {
+    name: 'no-create-database-on-connect',
+    type: 'boolean',
+    help: 'a client naming a database that does not exist gets FATAL 3D000, as from Postgres, instead of a new database (CREATE DATABASE still makes one)',
+  },
   { name: 'socket-dir', option: 'socketDir', type: 'string', value: 'DIR', help: 'also listen on DIR/.s.PGSQL.PORT, where psql -h DIR looks' },
   { name: 'max-connections', option: 'maxConnections', type: 'integer', value: 'N', help: 'clients past this get FATAL 53300', defaultText: defaultOf('maxConnections') },
   {
@@ -62,7 +75,8 @@ export const FLAGS: readonly Flag[] = [
   { name: 'log-level', type: 'string', value: 'LEVEL', help: 'silent, error, warn, info, debug or trace', defaultText: 'info' },
   { name: 'log-format', type: 'string', value: 'FORMAT', help: 'pretty or json (logs go to stderr)', defaultText: 'pretty' },
   { name: 'run', type: 'string', value: 'CMD', help: 'start, run CMD with DATABASE_URL set, stop, exit with its status' },
-  { name: 'help', type: 'boolean', help: 'show this help' },
+  { name: 'version', type: 'boolean', help: 'print the version and exit' },
+  { name: 'help', short: 'h', type: 'boolean', help: 'show this help' },
 ]
 
 export function envName(flag: string): string {
@@ -71,7 +85,7 @@ export function envName(flag: string): string {
 
 export function usage(): string {
   const rows = FLAGS.map((f) => {
-    const left = `  --${f.name}${f.value ? ` ${f.value}` : ''}`
+    const left = `  ${f.short ? `-${f.short}, ` : ''}--${f.name}${f.value ? ` ${f.value}` : ''}`
     const right = f.help + (f.defaultText ? ` (default: ${f.defaultText})` : '')
     return `${left.padEnd(42)}${right}`
   })
@@ -95,6 +109,7 @@ export interface CliOptions {
   logFormat: LogFormat
   run: string | null
   help: boolean
+  version: boolean
 }
 
 const EXCLUSIVE_PAIRS: ReadonlyArray<[string, string]> = [
@@ -125,6 +140,7 @@ export function parseCliOptions(argv: readonly string[], env: NodeJS.ProcessEnv,
   else if (devDb.migrations === undefined && migrationsDefault !== null) devDb.migrations = migrationsDefault
   if (set('no-template')) devDb.template = false
   if (set('no-database-threads')) devDb.databaseThreads = false
+  if (set('no-create-database-on-connect')) devDb.createDatabaseOnConnect = false
   validateDevDbOptions(devDb, (option) => `option '--${FLAGS.find((f) => f.option === option)?.name ?? option}'`)
   const logLevel = str('log-level') ?? 'info'
   if (!isLogLevel(logLevel)) throw configError(`option '--log-level' must be silent, error, warn, info, debug or trace, got '${logLevel}'`)
@@ -136,6 +152,7 @@ export function parseCliOptions(argv: readonly string[], env: NodeJS.ProcessEnv,
     logFormat,
     run: str('run') ?? null,
     help: set('help'),
+    version: set('version'),
   }
 }
 
@@ -149,11 +166,16 @@ function readFlags(argv: readonly string[], env: NodeJS.ProcessEnv): Map<string,
   const onCommandLine = new Set<string>()
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!
-    if (!arg.startsWith('--')) throw configError(`unexpected argument '${arg}'`)
+    const short = /^-([a-zA-Z])$/.exec(arg)?.[1]
+    if (short !== undefined && !FLAGS.some((f) => f.short === short)) throw configError(`unknown option '${arg}'`)
+    if (!arg.startsWith('--') && short === undefined) throw configError(`unexpected argument '${arg}'`)
     const eq = arg.indexOf('=')
-    const name = arg.slice(2, eq < 0 ? undefined : eq)
+    const name = short !== undefined ? FLAGS.find((f) => f.short === short)!.name : arg.slice(2, eq < 0 ? undefined : eq)
     const flag = FLAGS.find((f) => f.name === name)
-    if (!flag) throw configError(`unknown option '--${name}'`)
+    if (!flag) {
+      const nearest = nearestFlag(name)
+      throw configError(`unknown option '--${name}'${nearest ? `; did you mean '--${nearest}'?` : ''}`)
+    }
     onCommandLine.add(name)
     if (flag.type === 'boolean') {
       if (eq >= 0) throw configError(`option '--${name}' takes no value`)
@@ -171,6 +193,32 @@ function readFlags(argv: readonly string[], env: NodeJS.ProcessEnv): Map<string,
     if (values.has(a) && values.has(b)) throw configError(`options '--${a}' and '--${b}' exclude each other`)
   }
   return values
+}
+
+/**
+ * The flag a mistyped name most likely meant: one it starts, or one within a few edits (about one in three of its
+ * letters). Written here rather than taken from a package: ten lines, and the table is small.
+ */
+export function nearestFlag(name: string): string | null {
+  const prefixed = FLAGS.filter((f) => name.length >= 3 && f.name.startsWith(name))
+  if (prefixed.length === 1) return prefixed[0]!.name
+  let best: { name: string; distance: number } | null = null
+  for (const flag of FLAGS) {
+    const distance = editDistance(name, flag.name)
+    if (distance <= Math.max(2, Math.floor(flag.name.length / 3)) && (!best || distance < best.distance)) best = { name: flag.name, distance }
+  }
+  return best?.name ?? null
+}
+
+/** Levenshtein distance: insertions, deletions and substitutions, one row at a time. */
+function editDistance(a: string, b: string): number {
+  let previous = Array.from({ length: b.length + 1 }, (_, j) => j)
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i]
+    for (let j = 1; j <= b.length; j++) row[j] = Math.min(previous[j]! + 1, row[j - 1]! + 1, previous[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1))
+    previous = row
+  }
+  return previous[b.length]!
 }
 
 /** `vector,pgcrypto` (spaces allowed) → names; an unknown one is ERR_CONFIG listing what PGlite ships. */

@@ -2,17 +2,19 @@
 // signal, the database failing, or the --run command ending.
 
 import { spawn } from 'node:child_process'
-import { existsSync } from 'node:fs'
 import { DevServerError } from '../errors.ts'
 import { startDevDb, type DevDb } from '../host/dev-db.ts'
-import { createLogger, lineSink } from '../log.ts'
-import { DEFAULT_MIGRATIONS_DIR, parseCliOptions, usage, type CliOptions } from './flags.ts'
+import { createLogger, lineSink, type Logger } from '../log.ts'
+import { parseCliOptions, usage, type CliOptions } from './flags.ts'
 import { ExitCode, type CliIo } from './io.ts'
+import { findMigrations, type MigrationsLookup } from './migrations-dir.ts'
+import { packageVersion } from './version.ts'
 
 export async function serveCommand(argv: readonly string[], io: CliIo): Promise<number> {
   let options: CliOptions
+  const migrations = findMigrations(process.cwd())
   try {
-    options = parseCliOptions(argv, io.env, existsSync(DEFAULT_MIGRATIONS_DIR) ? DEFAULT_MIGRATIONS_DIR : null)
+    options = parseCliOptions(argv, io.env, migrations.dir)
   } catch (error) {
     if (!(error instanceof DevServerError)) throw error
     io.stderr(`pglite-dev-db: ${error.message}\n\n${usage()}`)
@@ -22,8 +24,13 @@ export async function serveCommand(argv: readonly string[], io: CliIo): Promise<
     io.stdout(usage())
     return ExitCode.Ok
   }
+  if (options.version) {
+    io.stdout(packageVersion())
+    return ExitCode.Ok
+  }
 
   const log = createLogger({ level: options.logLevel, sink: lineSink(options.logFormat, io.stderr) })
+  logMigrations(log, options, migrations)
   let devDb: DevDb
   try {
     devDb = await startDevDb({ ...options.devDb, logger: log })
@@ -49,6 +56,20 @@ export async function serveCommand(argv: readonly string[], io: CliIo): Promise<
     return ExitCode.Failure
   }
   return outcome.kind === 'ran' ? outcome.status : ExitCode.Ok
+}
+
+/** Say which migrations folder the start applies, and why that one, or that none was found. */
+function logMigrations(log: Logger, options: CliOptions, found: MigrationsLookup): void {
+  if (found.note) log.warn('drizzle config not followed', { reason: found.note })
+  const dir = options.devDb.migrations
+  if (dir === undefined) {
+    if (found.dir === null) log.info('no migrations folder found; serving an empty database', { looked: 'drizzle.config.* out, ./drizzle, ./migrations' })
+    else log.info('migrations not applied (--no-migrations)', { dir: found.dir })
+  } else if (dir === found.dir) {
+    log.info('applying migrations', { dir, from: found.from === 'default' ? 'the first of ./drizzle, ./migrations that exists' : `out in ${found.from}` })
+  } else {
+    log.info('applying migrations', { dir, from: '--migrations' })
+  }
 }
 
 /** Run CMD through the shell with DATABASE_URL set; resolves with its exit status (128+n for a signal, as shells do). */

@@ -113,6 +113,7 @@ export async function startDevDb(given: DevDbOptions = {}): Promise<DevDb> {
     ...(options.password !== undefined ? { password: options.password } : {}),
     ...(options.trace !== undefined ? { trace: options.trace } : {}),
     maxConnections: options.maxConnections,
+    createDatabaseOnConnect: options.createDatabaseOnConnect,
     idleInTransactionTimeoutMs: options.idleInTransactionTimeoutMs,
     idleTimeoutMs: options.idleTimeoutMs,
     queueTimeoutMs: options.queueTimeoutMs,

@@ -31,6 +31,12 @@ export interface DevDbOptions {
    * `psql -h DIR -p PORT` and `postgres://postgres@/postgres?host=DIR&port=PORT` find it. Default: none.
    */
   socketDir?: string
+  /**
+   * true: a client naming a database that does not exist gets a new one, made from the migrated template when it
+   * first sends a query (a client that only connects and leaves, as pg_isready, makes none). false: it gets
+   * FATAL 3D000 "database ... does not exist" at connect, as from Postgres; CREATE DATABASE still makes one. Default true.
+   */
+  createDatabaseOnConnect?: boolean
   /** Default: warnings and errors on stderr. */
   logger?: Logger
   /**
@@ -75,6 +81,7 @@ export const DEV_DB_DEFAULTS = {
   port: 0,
   template: true,
   databaseThreads: true,
+  createDatabaseOnConnect: true,
   progressAfterMs: DEFAULT_PROGRESS_AFTER_MS,
 } satisfies DevDbOptions
 
@@ -119,6 +126,7 @@ const RULES: Readonly<Record<keyof DevDbOptions, Rule>> = {
   cacheDir: TEXT,
   template: BOOLEAN,
   databaseThreads: BOOLEAN,
+  createDatabaseOnConnect: BOOLEAN,
   extensions: { kind: 'extensions' },
   fromSnapshot: TEXT,
   progressAfterMs: WHOLE(0, MAX_TIMER_MS),

@@ -33,6 +33,7 @@ export interface ClientLimits {
   maxCopyBytes?: number | undefined
   inspect?: boolean | undefined
   password?: string | undefined
+  createDatabaseOnConnect?: boolean | undefined
 }
 
 /** The options every connection of a server works with. */
@@ -44,5 +45,6 @@ export function connectionOptions(limits: ClientLimits): ConnectionOptions {
     maxCopyBytes: limits.maxCopyBytes ?? SERVER_DEFAULTS.maxCopyBytes,
     inspect: limits.inspect ?? false,
     password: limits.password ? scramSecret(limits.password) : null,
+    createDatabaseOnConnect: limits.createDatabaseOnConnect ?? true,
   }
 }

@@ -69,6 +69,11 @@ export interface PGLiteSocketServerOptions {
    * Default: none, every database name reaches `db` (the stock behaviour).
    */
   databases?: DatabaseCatalog
+  /**
+   * With `databases`: whether a client naming a database that does not exist gets a new one (made when it first sends
+   * a message that needs it) or FATAL 3D000 "database ... does not exist" at connect, as from Postgres. Default true.
+   */
+  createDatabaseOnConnect?: boolean
 }
 
 export class PGLiteSocketServer extends EventTarget {

@@ -1,7 +1,7 @@
 // The CLI as a user meets it: flags, the one URL line on stdout, --run, migrations at start, and the real bin.
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
-import { cp, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { cp, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import { createInterface } from 'node:readline'
 import pg from 'pg'
@@ -30,11 +30,35 @@ async function query(url: string, sql: string): Promise<pg.QueryResult> {
 }
 
 describe('pglite-dev-db CLI', () => {
-  it('rejects an unknown flag with a one-line error, the usage, and exit 2', async () => {
+  it('rejects an unknown flag with a one-line error naming the nearest flag, the usage, and exit 2', async () => {
     const c = captureIo()
     expect(await main(['--prot', '5432'], c.io)).toBe(2)
     expect(c.stdout).toEqual([])
-    expect(c.stderr.join('\n')).toMatch(/^pglite-dev-db: unknown option '--prot'\n\nUsage: pglite-dev-db/)
+    expect(c.stderr.join('\n')).toMatch(/^pglite-dev-db: unknown option '--prot'; did you mean '--port'\?\n\nUsage: pglite-dev-db/)
+    const far = captureIo()
+    expect(await main(['--frobnicate'], far.io)).toBe(2)
+    expect(far.stderr[0]).toMatch(/^pglite-dev-db: unknown option '--frobnicate'\n/)
+  })
+
+  it('--version prints the package version alone; -h is --help', async () => {
+    const version = captureIo()
+    expect(await main(['--version'], version.io)).toBe(0)
+    const { version: expected } = JSON.parse(await readFile(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }
+    expect(version.stdout).toEqual([expected])
+    const short = captureIo()
+    expect(await main(['-h'], short.io)).toBe(0)
+    expect(short.stdout[0]).toMatch(/^Usage: pglite-dev-db/)
+    expect(short.stdout[0]).toContain('-h, --help')
+  })
+
+  it('says which migrations folder it applies and where that came from', async () => {
+    const c = captureIo()
+    const exit = main(['--port', '0', '--memory', '--log-level', 'info'], c.io)
+    await c.firstLine
+    c.stop()
+    expect(await exit).toBe(0)
+    // This repo's drizzle.config.ts sets out: './migrations'.
+    expect(c.stderr.find((line) => line.includes('applying migrations'))).toMatch(/dir=\.\/migrations from="?out in drizzle\.config\.ts/)
   })
 
   it.each([

@@ -46,11 +46,13 @@ async function serve(options: DevDbOptions = {}): Promise<DevDb> {
 /** The server's URL with another database name. */
 const urlOf = (base: string, database: string) => base.replace(/\/[^/]*$/, `/${database}`)
 
+/** A client whose database is open: a database opens at its first client's first query, not at connect. */
 async function client(url: string): Promise<pg.Client> {
   const c = new pg.Client({ connectionString: url })
   c.on('error', () => {})
   clients.push(c)
   await c.connect()
+  await c.query('select 1')
   return c
 }
 

@@ -6,7 +6,7 @@ import type { Socket } from 'node:net'
 import { randomInt } from 'node:crypto'
 import { SqlState, WireError, isDisconnectError, isPGliteFatal } from '../../errors.ts'
 import type { Logger } from '../../log.ts'
-import { FrontendCode, maxMessageLength } from '../protocol/codes.ts'
+import { CODE_LENGTH, FrontendCode, TxStatus, maxMessageLength } from '../protocol/codes.ts'
 import { encodeBackendKeyData, encodeErrorResponse, encodeReadyForQuery } from '../protocol/backend.ts'
 import { FrameReader, type Frames } from '../protocol/frames.ts'
 import { SchedulerClosedError } from '../session/scheduler.ts'
@@ -34,6 +34,14 @@ const MAX_QUEUED_BATCHES = 64
 const OUTPUT_HIGH_WATER = 1 << 20
 /** A FATAL goodbye gets this long to flush before the socket is destroyed. */
 const CLOSE_GRACE_MS = 2000
+
+/** Whether a batch holds nothing but Terminate messages. */
+function onlyTerminate({ bytes }: Frames): boolean {
+  for (let offset = 0; offset < bytes.length; offset += CODE_LENGTH + bytes.readInt32BE(offset + CODE_LENGTH)) {
+    if (bytes[offset] !== FrontendCode.Terminate) return false
+  }
+  return true
+}
 
 const TIMEOUT_ERRORS: Readonly<Record<Exclude<Timeout, 'queue'>, WireError>> = {
   authentication: new WireError('FATAL', SqlState.QueryCanceled, 'canceling authentication due to timeout'),
@@ -63,6 +71,8 @@ export class Connection implements ServedConnection, StartingConnection, BatchCl
   /** Set once admitted: the client's backend, and what runs its batches. */
   #backend: ClientBackend | null = null
   #batches: BatchRunner | null = null
+  /** Admitted before its database opened: opens it, before the first batch that needs it runs. */
+  #openDatabase: (() => Promise<SharedSession>) | null = null
   /** The session whose members this client counts among (the main database's until it is admitted elsewhere). */
   #session: SharedSession
   readonly #queue: Frames[] = []
@@ -185,29 +195,37 @@ export class Connection implements ServedConnection, StartingConnection, BatchCl
    * The client is in: tell it the server's parameters, its key, and that it may send queries. Settings its startup
    * packet asked for are applied when it first takes the session (connecting never waits for another client).
    */
-  admitted(session: SharedSession, database: string, early: Frames | null): void {
+  admitted(session: SharedSession, database: string, early: Frames | null, open?: () => Promise<SharedSession>): void {
     if (this.states.current !== 'startup') return
+    if (session.dead) throw session.dead
+    // Every database's sessions tell clients the same parameters at startup, so the main one's serve until it opens.
+    const prefix = session.startupPrefixNow
+    if (!prefix) throw new WireError('FATAL', SqlState.CannotConnectNow, 'the database system is starting up')
+    this.database = database
+    if (open) this.#openDatabase = open
+    else this.#join(session)
+    this.states.enter('idle')
+    this.#write(Buffer.concat([prefix, encodeBackendKeyData(this.processId, this.secretKey), encodeReadyForQuery(TxStatus.Idle)]))
+    if (early) this.#enqueue(early)
+    // Messages the client sent while its database opened (few clients send any) run now.
+    let frames: Frames | null
+    while (this.states.isServing && (frames = this.#reader.readFrames()) !== null) this.#enqueue(frames)
+  }
+
+  /** Become a client of `session`: its member, with a backend and a batch runner there. */
+  #join(session: SharedSession): void {
     if (session !== this.#session) {
       this.#session.members.delete(this)
       this.#session = session
       session.members.add(this)
     }
     if (session.dead) throw session.dead
-    const prefix = session.startupPrefixNow
-    if (!prefix) throw new WireError('FATAL', SqlState.CannotConnectNow, 'the database system is starting up')
-    this.database = database
     const backend = new ClientBackend(this, session, this.#client, this.#log)
     // Settings equal to what the client is told anyway (client_encoding=UTF8 from node-postgres) cost nothing.
     backend.startWith(startupSettings(this.startupParams).filter(([name, value]) => session.reportedDefaults.get(name.toLowerCase()) !== value))
     this.#backend = backend
     const { databases, options } = this.#host
-    this.#batches = new BatchRunner(this, { backend, messages: this.#messages, databases, database, maxCopyBytes: options.maxCopyBytes, log: this.#log })
-    this.states.enter('idle')
-    this.#write(Buffer.concat([prefix, encodeBackendKeyData(this.processId, this.secretKey), encodeReadyForQuery(backend.txStatus)]))
-    if (early) this.#enqueue(early)
-    // Messages the client sent while its database opened (few clients send any) run now.
-    let frames: Frames | null
-    while (this.states.isServing && (frames = this.#reader.readFrames()) !== null) this.#enqueue(frames)
+    this.#batches = new BatchRunner(this, { backend, messages: this.#messages, databases, database: this.database, maxCopyBytes: options.maxCopyBytes, log: this.#log })
   }
 
   #enqueue(frames: Frames): void {
@@ -232,6 +250,18 @@ export class Connection implements ServedConnection, StartingConnection, BatchCl
         }
         if (this.socket.writableLength > OUTPUT_HIGH_WATER) {
           await this.#outputDrained()
+          if (!this.states.isServing) break
+        }
+        if (this.#openDatabase) {
+          // Terminate needs no database: a client that connects and leaves opens (or creates) none.
+          if (onlyTerminate(frames)) {
+            void this.#close(null)
+            break
+          }
+          const open = this.#openDatabase
+          this.#openDatabase = null
+          this.states.enter('active')
+          this.#join(await open())
           if (!this.states.isServing) break
         }
         await this.#batches!.run(frames)

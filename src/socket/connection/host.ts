@@ -21,6 +21,8 @@ export interface ConnectionOptions {
   inspect: boolean
   /** Clients must prove they know this password with SCRAM-SHA-256 before anything else. Null: no password. */
   password: ScramSecret | null
+  /** A client naming a database the catalog does not hold gets a new one (true) or FATAL 3D000 (false). */
+  createDatabaseOnConnect: boolean
 }
 
 /** A connection as its server sees it. */

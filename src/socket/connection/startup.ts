@@ -22,9 +22,10 @@ export interface StartingConnection extends ServedConnection {
   fail(error: unknown): void
   /**
    * The client is in, with its database's session: tell it so and read its messages from here on, starting with
-   * `early`, messages it sent before it was admitted (none should).
+   * `early`, messages it sent before it was admitted (none should). With `open`, the session is the main database's
+   * until the client first sends a message that needs its own, which `open` then opens (or creates).
    */
-  admitted(session: SharedSession, database: string, early: Frames | null): void
+  admitted(session: SharedSession, database: string, early: Frames | null, open?: () => Promise<SharedSession>): void
 }
 
 export class Startup {
@@ -149,8 +150,9 @@ export class Startup {
   }
 
   /**
-   * The client is who it says: find its database (opening it may take a moment; the client waits, as for
-   * authentication), then let it in.
+   * The client is who it says: let it in. Its database opens (or is created) only when it first sends a message that
+   * needs it, so a client that connects and leaves (pg_isready, a pool's health check) opens nothing. Without
+   * creation on connect, a name the catalog does not hold is refused now, as Postgres refuses it.
    */
   #openDatabase(early: Frames | null): void {
     this.#phase = 'opening'
@@ -161,14 +163,17 @@ export class Startup {
       this.#connection.admitted(this.#host.session, database, early)
       return
     }
-    this.#host.openSession(database).then(
-      (session) => this.#connection.admitted(session, database, early),
-      (error: unknown) => {
+    const open = (): Promise<SharedSession> =>
+      this.#host.openSession(database).catch((error: unknown) => {
         if (error instanceof WireError) throw error
         this.#host.log.error('cannot open database', { database, error })
         throw new WireError('FATAL', SqlState.InternalError, `cannot open database "${database}": ${(error as Error).message}`, { cause: error })
-      },
-    ).catch((error: unknown) => this.#connection.fail(error))
+      })
+    const known = this.#host.options.createDatabaseOnConnect ? Promise.resolve(true) : databases.exists(database)
+    known.then((exists) => {
+      if (!exists) throw new WireError('FATAL', SqlState.InvalidCatalogName, `database "${database}" does not exist`)
+      this.#connection.admitted(this.#host.session, database, early, open)
+    }).catch((error: unknown) => this.#connection.fail(error))
   }
 }
 
