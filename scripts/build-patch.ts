@@ -218,6 +218,8 @@ interface PGLiteSocketServerOptions {
     trace?: string;
     /** With databases: a client naming one that does not exist gets a new one (true, the default) or FATAL 3D000 at connect. */
     createDatabaseOnConnect?: boolean;
+    /** Answer SSLRequest with 'S' and serve clients that ask for TLS with this certificate and key (PEM). Default: none ('N'). */
+    tls?: { cert: string | Buffer; key: string | Buffer };
 }
 interface PGLiteSocketHandlerOptions {
     /** As for PGLiteSocketServerOptions. */

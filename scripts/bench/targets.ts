@@ -97,7 +97,10 @@ async function startOursProcess(options: OursOptions): Promise<Running> {
       '--log-level', 'warn',
       '--max-connections', String(options.maxConnections ?? 1000),
     ],
-    { cwd: options.checkout ?? REPO_ROOT },
+    // The other servers here answer SSLRequest with N, so ours does too: libpq clients (pgbench) would otherwise
+    // negotiate TLS with ours alone (its cost: npm run bench:tls). The environment twin, which an older --baseline
+    // checkout ignores.
+    { cwd: options.checkout ?? REPO_ROOT, env: { ...process.env, PGLITE_DEV_DB_NO_TLS: '1' } },
   )
   const url = await server.waitForLine((line) => line.startsWith('postgres://'), START_DEADLINE_MS, 'pglite-dev-db URL line')
   return { server, url, dataDir }

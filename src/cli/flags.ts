@@ -51,6 +51,9 @@ export const FLAGS: readonly Flag[] = [
     type: 'boolean',
     help: 'a client naming a database that does not exist gets FATAL 3D000, as from Postgres, instead of a new database (CREATE DATABASE still makes one)',
   },
+  { name: 'no-tls', type: 'boolean', help: 'answer clients that ask for TLS with N, as a server without ssl does (sslmode=require then fails)' },
+  { name: 'tls-cert', option: 'tlsCert', type: 'string', value: 'FILE', help: 'certificate (PEM) for clients that ask for TLS', defaultText: 'a self-signed one for localhost, kept in the cache dir' },
+  { name: 'tls-key', option: 'tlsKey', type: 'string', value: 'FILE', help: 'the private key (PEM) of --tls-cert' },
   { name: 'socket-dir', option: 'socketDir', type: 'string', value: 'DIR', help: 'also listen on DIR/.s.PGSQL.PORT, where psql -h DIR looks' },
   { name: 'max-connections', option: 'maxConnections', type: 'integer', value: 'N', help: 'clients past this get FATAL 53300', defaultText: defaultOf('maxConnections') },
   {
@@ -115,6 +118,7 @@ export interface CliOptions {
 const EXCLUSIVE_PAIRS: ReadonlyArray<[string, string]> = [
   ['memory', 'data-dir'],
   ['no-migrations', 'migrations'],
+  ['no-tls', 'tls-cert'],
 ]
 
 function configError(message: string): DevServerError {
@@ -141,6 +145,7 @@ export function parseCliOptions(argv: readonly string[], env: NodeJS.ProcessEnv,
   if (set('no-template')) devDb.template = false
   if (set('no-database-threads')) devDb.databaseThreads = false
   if (set('no-create-database-on-connect')) devDb.createDatabaseOnConnect = false
+  if (set('no-tls')) devDb.tls = false
   validateDevDbOptions(devDb, (option) => `option '--${FLAGS.find((f) => f.option === option)?.name ?? option}'`)
   const logLevel = str('log-level') ?? 'info'
   if (!isLogLevel(logLevel)) throw configError(`option '--log-level' must be silent, error, warn, info, debug or trace, got '${logLevel}'`)

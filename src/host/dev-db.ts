@@ -17,6 +17,7 @@ import { reportSlowStep, type ProgressOptions } from './progress.ts'
 import { readSnapshot } from './snapshot.ts'
 import { PGLiteSocketServer, type PGLiteSocketServerOptions } from '../socket/server.ts'
 import { resolveDevDbOptions, type DevDbOptions } from './options.ts'
+import { readTlsFiles, selfSignedTls } from './tls.ts'
 
 export type { DevDbOptions } from './options.ts'
 
@@ -55,9 +56,12 @@ export async function startDevDb(given: DevDbOptions = {}): Promise<DevDb> {
   const log = options.logger ?? createLogger({ level: 'warn' })
   const { host, port } = options
   const dataDir = options.dataDir === undefined ? undefined : resolve(options.dataDir)
+  const cacheDir = resolve(options.cacheDir ?? DEFAULT_CACHE_DIR)
+  const startedAt = performance.now()
+  // The user's certificate is read (and refused if unusable) before anything opens.
+  const tls = !options.tls ? null : options.tlsCert !== undefined && options.tlsKey !== undefined ? await readTlsFiles(resolve(options.tlsCert), resolve(options.tlsKey)) : await selfSignedTls(join(cacheDir, 'tls'), log)
 
   // --- Open the database ---
-  const startedAt = performance.now()
   const loaded = await loadExtensions(options.extensions ?? [])
   const progress = { afterMs: options.progressAfterMs }
   let db: PGlite
@@ -65,7 +69,7 @@ export async function startDevDb(given: DevDbOptions = {}): Promise<DevDb> {
   // The template is what a fresh main database and every other database start from; read (or built) when first needed.
   let templateLookup: Promise<Template | null> | null = null
   const template = (): Promise<Template | null> => {
-    templateLookup ??= !options.template ? Promise.resolve(null) : templateOrNull(options.migrations ?? null, options.cacheDir ?? DEFAULT_CACHE_DIR, log, loaded, progress)
+    templateLookup ??= !options.template ? Promise.resolve(null) : templateOrNull(options.migrations ?? null, cacheDir, log, loaded, progress)
     return templateLookup
   }
   const startParams = [...PGlite.defaultStartParams, ...SERVER_SETTINGS]
@@ -114,6 +118,7 @@ export async function startDevDb(given: DevDbOptions = {}): Promise<DevDb> {
     ...(options.trace !== undefined ? { trace: options.trace } : {}),
     maxConnections: options.maxConnections,
     createDatabaseOnConnect: options.createDatabaseOnConnect,
+    ...(tls ? { tls } : {}),
     idleInTransactionTimeoutMs: options.idleInTransactionTimeoutMs,
     idleTimeoutMs: options.idleTimeoutMs,
     queueTimeoutMs: options.queueTimeoutMs,
@@ -177,7 +182,12 @@ export async function startDevDb(given: DevDbOptions = {}): Promise<DevDb> {
   }
   const user = options.password === undefined ? 'postgres' : `postgres:${encodeURIComponent(options.password)}`
   const url = `postgres://${user}@${urlHost(host)}:${listening.port}/${MAIN_DATABASE}`
-  log.info('ready', { url: options.password === undefined ? url : url.replace(/:[^:@/]*@/, ':***@'), ...(socketPath ? { socket: socketPath } : {}), ms: Math.round(performance.now() - startedAt) })
+  log.info('ready', {
+    url: options.password === undefined ? url : url.replace(/:[^:@/]*@/, ':***@'),
+    ...(socketPath ? { socket: socketPath } : {}),
+    tls: !tls ? 'off' : options.tlsCert ?? 'self-signed',
+    ms: Math.round(performance.now() - startedAt),
+  })
   return {
     url,
     host,

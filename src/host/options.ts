@@ -37,6 +37,16 @@ export interface DevDbOptions {
    * FATAL 3D000 "database ... does not exist" at connect, as from Postgres; CREATE DATABASE still makes one. Default true.
    */
   createDatabaseOnConnect?: boolean
+  /**
+   * Answer clients that ask for TLS (libpq's default sslmode=prefer, sslmode=require, `ssl: true`) with TLS, using
+   * `tlsCert`/`tlsKey` or a self-signed certificate for localhost kept in `cacheDir`; clients that do not ask are
+   * served in the clear either way. false: SSLRequest is answered 'N' and sslmode=require fails. Default true.
+   */
+  tls?: boolean
+  /** The certificate (PEM file) to offer instead of the self-signed one; with `tlsKey`. */
+  tlsCert?: string
+  /** The private key (PEM file, unencrypted) of `tlsCert`. */
+  tlsKey?: string
   /** Default: warnings and errors on stderr. */
   logger?: Logger
   /**
@@ -82,6 +92,7 @@ export const DEV_DB_DEFAULTS = {
   template: true,
   databaseThreads: true,
   createDatabaseOnConnect: true,
+  tls: true,
   progressAfterMs: DEFAULT_PROGRESS_AFTER_MS,
 } satisfies DevDbOptions
 
@@ -127,6 +138,9 @@ const RULES: Readonly<Record<keyof DevDbOptions, Rule>> = {
   template: BOOLEAN,
   databaseThreads: BOOLEAN,
   createDatabaseOnConnect: BOOLEAN,
+  tls: BOOLEAN,
+  tlsCert: TEXT,
+  tlsKey: TEXT,
   extensions: { kind: 'extensions' },
   fromSnapshot: TEXT,
   progressAfterMs: WHOLE(0, MAX_TIMER_MS),
@@ -141,6 +155,9 @@ export function validateDevDbOptions(options: DevDbOptions, describe: (option: s
   const fail = (option: string, problem: string): never => {
     throw new DevServerError('ERR_CONFIG', `${describe(option)} ${problem}`)
   }
+  if (options.tlsCert !== undefined && options.tlsKey === undefined) fail('tlsCert', 'needs the key too (tlsKey, --tls-key)')
+  if (options.tlsKey !== undefined && options.tlsCert === undefined) fail('tlsKey', 'needs the certificate too (tlsCert, --tls-cert)')
+  if (options.tls === false && options.tlsCert !== undefined) fail('tlsCert', 'is given, but TLS is off (tls: false, --no-tls)')
   for (const [option, value] of Object.entries(options) as Array<[keyof DevDbOptions, unknown]>) {
     const rule = Object.hasOwn(RULES, option) ? RULES[option] : undefined
     if (rule === undefined) fail(option, 'is unknown')

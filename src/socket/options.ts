@@ -1,6 +1,7 @@
 // The limits and timeouts that bound what one client may do, with their defaults: the one table that the drop-in
 // server, startDevDb (host/options.ts) and the command's --help all read.
 
+import { createSecureContext } from 'node:tls'
 import type { ConnectionOptions } from './connection/host.ts'
 import { scramSecret } from './connection/scram.ts'
 
@@ -34,6 +35,13 @@ export interface ClientLimits {
   inspect?: boolean | undefined
   password?: string | undefined
   createDatabaseOnConnect?: boolean | undefined
+  tls?: TlsOptions | undefined
+}
+
+/** A certificate and its private key, PEM, for clients that ask for TLS (SSLRequest). */
+export interface TlsOptions {
+  cert: string | Buffer
+  key: string | Buffer
 }
 
 /** The options every connection of a server works with. */
@@ -46,5 +54,6 @@ export function connectionOptions(limits: ClientLimits): ConnectionOptions {
     inspect: limits.inspect ?? false,
     password: limits.password ? scramSecret(limits.password) : null,
     createDatabaseOnConnect: limits.createDatabaseOnConnect ?? true,
+    tls: limits.tls ? createSecureContext({ cert: limits.tls.cert, key: limits.tls.key }) : null,
   }
 }

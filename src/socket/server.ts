@@ -74,6 +74,11 @@ export interface PGLiteSocketServerOptions {
    * a message that needs it) or FATAL 3D000 "database ... does not exist" at connect, as from Postgres. Default true.
    */
   createDatabaseOnConnect?: boolean
+  /**
+   * Answer SSLRequest with 'S' and serve clients that ask for TLS (sslmode=require, `ssl: true`) with this certificate
+   * and key (PEM); clients that do not ask are served in the clear. Default: none, SSLRequest is answered 'N' (stock).
+   */
+  tls?: { cert: string | Buffer; key: string | Buffer }
 }
 
 export class PGLiteSocketServer extends EventTarget {

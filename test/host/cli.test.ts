@@ -66,6 +66,8 @@ describe('pglite-dev-db CLI', () => {
     [['--port'], "option '--port' needs a value (PORT)"],
     [['--memory', '--data-dir', 'x'], "options '--memory' and '--data-dir' exclude each other"],
     [['--log-level', 'loud'], "option '--log-level' must be"],
+    [['--no-tls', '--tls-cert', 'c.pem'], "options '--no-tls' and '--tls-cert' exclude each other"],
+    [['--tls-cert', 'c.pem'], "option '--tls-cert' needs the key too"],
   ])('rejects %j with exit 2', async (argv, message) => {
     const c = captureIo()
     expect(await main(argv, c.io)).toBe(2)

@@ -15,20 +15,20 @@ interface Recorded {
   written: Buffer[]
   closed: boolean
   terminated: WireError | null
-  admitted: { database: string; early: Frames | null } | null
+  admitted: { database: string; early: Frames | null; open: (() => Promise<SharedSession>) | undefined } | null
   canceled: Array<[number, number]>
 }
 
-function setUp(options: { password?: string; refuse?: WireError; otherDatabases?: boolean } = {}) {
+function setUp(options: { password?: string; refuse?: WireError; otherDatabases?: boolean; createDatabaseOnConnect?: boolean } = {}) {
   const recorded: Recorded = { written: [], closed: false, terminated: null, admitted: null, canceled: [] }
   const session = { startupPrefixNow: Buffer.from('prefix') } as unknown as SharedSession
   const other = { startupPrefixNow: Buffer.from('prefix') } as unknown as SharedSession
   const host = {
     session,
-    databases: options.otherDatabases ? { mainName: 'postgres' } : null,
+    databases: options.otherDatabases ? { mainName: 'postgres', exists: async (name: string) => name === 'shop' } : null,
     openSession: async (name: string) => (name === 'missing' ? Promise.reject(new Error('no such database')) : other),
     log: createLogger({ level: 'silent' }),
-    options: { password: options.password ? scramSecret(options.password) : null },
+    options: { password: options.password ? scramSecret(options.password) : null, createDatabaseOnConnect: options.createDatabaseOnConnect ?? true, tls: null },
     admit: () => options.refuse ?? null,
     cancel: (pid: number, key: number) => void recorded.canceled.push([pid, key]),
     closed: () => {},
@@ -45,8 +45,9 @@ function setUp(options: { password?: string; refuse?: WireError; otherDatabases?
     terminate: async (error) => void (recorded.terminated = error),
     write: (bytes) => void recorded.written.push(Buffer.from(bytes)),
     close: () => void (recorded.closed = true),
+    startTls: () => {},
     fail: (error) => void (recorded.terminated = error instanceof WireError ? error : null),
-    admitted: (admittedTo, database, early) => void (recorded.admitted = { database: admittedTo === session ? database : `other:${database}`, early }),
+    admitted: (admittedTo, database, early, open) => void (recorded.admitted = { database: admittedTo === session ? database : `other:${database}`, early, open }),
   }
   const reader: FrameReader = new FrameReader({ maxLength: (code): number => (code === 0x70 ? startup.maxPasswordLength : 10_000) })
   const startup: Startup = new Startup(connection, host, reader)
@@ -129,12 +130,24 @@ describe('Startup', () => {
     expect(() => send(client.final('r=clientnonceX,s=AAAA,i=4096'))).toThrow(WireError)
   })
 
-  it('another database is opened first; one that cannot be opened fails the client', async () => {
+  it('another database is admitted at once and opened when needed; one that cannot be opened is a FATAL then', async () => {
     const { recorded, send } = setUp({ otherDatabases: true })
     send(wire.startup({ user: 'u', database: 'shop' }))
-    await expect.poll(() => recorded.admitted).toEqual({ database: 'other:shop', early: null })
+    await expect.poll(() => recorded.admitted?.database).toBe('shop')
+    expect(await recorded.admitted!.open!()).toMatchObject({ startupPrefixNow: Buffer.from('prefix') })
     const failing = setUp({ otherDatabases: true })
     failing.send(wire.startup({ user: 'u', database: 'missing' }))
-    await expect.poll(() => failing.recorded.terminated?.message).toContain('cannot open database "missing"')
+    await expect.poll(() => failing.recorded.admitted?.database).toBe('missing')
+    await expect(failing.recorded.admitted!.open!()).rejects.toMatchObject({ severity: 'FATAL', message: expect.stringContaining('cannot open database "missing"') })
+  })
+
+  it('without creation on connect, a database the catalog does not hold is FATAL 3D000 before admission', async () => {
+    const { recorded, send } = setUp({ otherDatabases: true, createDatabaseOnConnect: false })
+    send(wire.startup({ user: 'u', database: 'nowhere' }))
+    await expect.poll(() => recorded.terminated?.sqlstate).toBe('3D000')
+    expect(recorded.admitted).toBeNull()
+    const known = setUp({ otherDatabases: true, createDatabaseOnConnect: false })
+    known.send(wire.startup({ user: 'u', database: 'shop' }))
+    await expect.poll(() => known.recorded.admitted?.database).toBe('shop')
   })
 })

@@ -3,6 +3,7 @@
 // handler per message) -> ClientBackend -> PGlite. Bytes out: PGlite -> ReplyReader (in ClientBackend) -> write.
 
 import type { Socket } from 'node:net'
+import { TLSSocket, type SecureContext } from 'node:tls'
 import { randomInt } from 'node:crypto'
 import { SqlState, WireError, isDisconnectError, isPGliteFatal } from '../../errors.ts'
 import type { Logger } from '../../log.ts'
@@ -55,7 +56,8 @@ let nextProcessId = 1000 + (process.pid % 1000) * 1000
 export class Connection implements ServedConnection, StartingConnection, BatchClient {
   readonly processId = nextProcessId++
   readonly secretKey = randomInt(0, 2 ** 31)
-  readonly socket: Socket
+  /** The client's socket: the TCP or Unix one it connected on, then the TLS one over it once it asked for TLS. */
+  socket: Socket
   readonly startupParams = new Map<string, string>()
   /** The database the client connected to, as its startup packet named it. */
   database = ''
@@ -100,11 +102,29 @@ export class Connection implements ServedConnection, StartingConnection, BatchCl
     this.#trace = host.trace?.connection(this.processId, socket) ?? null
     this.states = new ConnectionStates(host.options, (timeout, ms) => this.#timedOut(timeout, ms))
     // Cleanup is wired before anything async can happen, so no path leaks a slot or the session.
-    socket.on('data', (chunk: Buffer) => this.#onData(chunk))
-    socket.on('error', (error) => this.#onSocketError(error))
-    socket.on('close', () => void this.#close(null))
+    this.#listen(socket)
     socket.setNoDelay(true)
     this.#session.members.add(this)
+  }
+
+  readonly #onDataEvent = (chunk: Buffer): void => this.#onData(chunk)
+
+  #listen(socket: Socket): void {
+    socket.on('data', this.#onDataEvent)
+    socket.on('error', (error) => this.#onSocketError(error))
+    socket.on('close', () => void this.#close(null))
+  }
+
+  /**
+   * The server answered SSLRequest with 'S': from here on the socket carries a TLS session, which Node's TLSSocket
+   * runs over it (the handshake first). Errors and close of either socket end the connection.
+   */
+  startTls(context: SecureContext): void {
+    const plain = this.socket
+    plain.off('data', this.#onDataEvent)
+    const secure = new TLSSocket(plain, { isServer: true, secureContext: context })
+    this.socket = secure
+    this.#listen(secure)
   }
 
   get state(): ConnectionState {
@@ -323,7 +343,10 @@ export class Connection implements ServedConnection, StartingConnection, BatchCl
   // --- Failure and close ---
 
   #onSocketError(error: Error): void {
-    if (isDisconnectError(error)) this.#log.debug('client disconnected', { code: (error as NodeJS.ErrnoException).code })
+    const code = (error as NodeJS.ErrnoException).code
+    if (isDisconnectError(error)) this.#log.debug('client disconnected', { code })
+    // The client's TLS said no (it refused the certificate, or spoke something else after SSLRequest): it says why.
+    else if (code?.startsWith('ERR_SSL_')) this.#log.debug('TLS handshake failed', { code })
     else this.#log.warn('socket error', { error })
     void this.#close(null)
   }

@@ -6,6 +6,7 @@ import type { Logger } from '../../log.ts'
 import type { DatabaseCatalog } from '../session/databases.ts'
 import type { SharedSession, SessionMember } from '../session/session.ts'
 import type { ConnectionTrace, TraceFile } from '../trace/trace.ts'
+import type { SecureContext } from 'node:tls'
 import type { ScramSecret } from './scram.ts'
 
 export interface ConnectionOptions {
@@ -23,6 +24,8 @@ export interface ConnectionOptions {
   password: ScramSecret | null
   /** A client naming a database the catalog does not hold gets a new one (true) or FATAL 3D000 (false). */
   createDatabaseOnConnect: boolean
+  /** SSLRequest is answered 'S' and the connection goes on over TLS with this; null: answered 'N'. */
+  tls: SecureContext | null
 }
 
 /** A connection as its server sees it. */

@@ -6,11 +6,13 @@ import { SqlState, WireError } from '../../errors.ts'
 import { CODE_LENGTH, FrontendCode, HEADER_LENGTH, StartupCode } from '../protocol/codes.ts'
 import { encodeNegotiateProtocolVersion } from '../protocol/backend.ts'
 import { forEachFrame, protocolViolation, type FrameReader, type Frames } from '../protocol/frames.ts'
+import type { SecureContext } from 'node:tls'
 import type { SharedSession } from '../session/session.ts'
 import type { ConnectionHost, ServedConnection } from './host.ts'
 import { MAX_AUTH_MESSAGE_LENGTH, ScramExchange } from './scram.ts'
 
 const SSL_NOT_SUPPORTED = Buffer.from('N')
+const SSL_SUPPORTED = Buffer.from('S')
 
 /** What the start-up needs of its connection. */
 export interface StartingConnection extends ServedConnection {
@@ -18,6 +20,8 @@ export interface StartingConnection extends ServedConnection {
   write(bytes: Uint8Array): void
   /** End the connection without a word (a CancelRequest's connection). */
   close(): void
+  /** Continue over TLS with this context (after 'S' was written). */
+  startTls(context: SecureContext): void
   /** Something went wrong: a WireError reaches the client, anything else is logged and becomes XX000. */
   fail(error: unknown): void
   /**
@@ -34,7 +38,10 @@ export class Startup {
   readonly #reader: FrameReader
   #phase: 'packets' | 'authenticating' | 'opening' | 'refused' = 'packets'
   #scram: ScramExchange | null = null
-  /** The first SSLRequest and GSSENCRequest are answered 'N'; Postgres treats a repeat as an unknown protocol. */
+  /**
+   * The first SSLRequest is answered 'S' when the server has TLS, else 'N', and the first GSSENCRequest 'N';
+   * Postgres treats a repeat as an unknown protocol.
+   */
   #sslAnswered = false
   #gssAnswered = false
 
@@ -65,6 +72,15 @@ export class Startup {
         if (isSsl ? !this.#sslAnswered : !this.#gssAnswered) {
           if (isSsl) this.#sslAnswered = true
           else this.#gssAnswered = true
+          const tls = isSsl ? this.#host.options.tls : null
+          if (tls) {
+            // The client speaks TLS only after reading 'S': bytes already here were sent in the clear, and would be
+            // taken as if they came through TLS (Postgres refuses them too, since CVE-2021-23214).
+            if (this.#reader.buffered > 0) throw protocolViolation('received unencrypted data after SSL request')
+            this.#connection.write(SSL_SUPPORTED)
+            this.#connection.startTls(tls)
+            continue
+          }
           this.#connection.write(SSL_NOT_SUPPORTED)
           continue
         }
