@@ -102,6 +102,17 @@ export class PGLiteSocketServer extends EventTarget {
   readonly #tracePath: string | undefined
   #trace: TraceFile | null = null
 
+  /**
+   * Stock's per-message queue, in name only, for code written against stock that wraps it: @prisma/dev 0.25 wraps
+   * `enqueue` to drop the extra ReadyForQuery that stock's one-message calls produce (this server never makes such
+   * calls) and to feed its query insights (which then see nothing). Nothing here calls it, and calling it fails.
+   */
+  readonly queryQueue: StockQueryQueue = {
+    enqueue: () => Promise.reject(new Error('PGLiteSocketServer.queryQueue is not used by pglite-dev-db: connections run their messages in batches of their own')),
+    clearQueueForHandler: () => {},
+    getQueueLength: () => 0,
+  }
+
   constructor(options: PGLiteSocketServerOptions) {
     super()
     this.#session = sessionFor(options.db)
@@ -318,3 +329,10 @@ export class PGLiteSocketServer extends EventTarget {
 }
 
 const admitted = new WeakSet<ServedConnection>()
+
+/** The public methods of stock's QueryQueueManager. */
+export interface StockQueryQueue {
+  enqueue(handlerId: number, message: Uint8Array, onData: (data: Uint8Array) => void): Promise<number>
+  clearQueueForHandler(handlerId: number): void
+  getQueueLength(): number
+}

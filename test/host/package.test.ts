@@ -25,6 +25,8 @@ const PACKAGE = JSON.parse(await readFile(path.join(ROOT, 'package.json'), 'utf8
 /** What the consumer projects install besides the package, pinned as this repo pins them (so npm's cache has them). */
 const pin = (name: string): string => `${name}@${PACKAGE.dependencies[name] ?? PACKAGE.devDependencies[name]}`
 const STOCK_SOCKET = '@electric-sql/pglite-socket@0.2.17'
+/** What `prisma dev` runs; it pins @electric-sql/pglite 0.4.3 and @electric-sql/pglite-socket 0.1.3. */
+const PRISMA_DEV = '@prisma/dev@0.25.2'
 
 const INSTALL_FLAGS = ['--prefer-offline', '--no-audit', '--no-fund', '--loglevel=error']
 const TIMEOUT_MS = 240_000
@@ -176,6 +178,18 @@ describe('for pglite-socket users', () => {
     expect(installed.name).toBe('pglite-dev-db')
     const result = lastJsonLine(await must('the override check', process.execPath, ['pglite-socket-check.mjs', 'third-party'], { cwd: app }))
     expect(result).toEqual(FIXED)
+  })
+
+  it('@prisma/dev (prisma dev, on pglite-socket 0.1.3) under the override: its server runs on this one, and clients stop colliding', { timeout: TIMEOUT_MS }, async () => {
+    onTestFailed(() => void (keep = true))
+    // @prisma/dev needs Node 22.5+ (node:sqlite).
+    const bin = CAN_FETCH_NODE ? await nodeBinDir('22.23.3') : path.dirname(process.execPath)
+    const env = npmEnv({ PATH: `${bin}${path.delimiter}${process.env.PATH ?? ''}`, NODE_NO_WARNINGS: '1' })
+    const app = await project('prisma-dev-app', { type: 'module', overrides: { '@electric-sql/pglite-socket': `file:${tarball}` } })
+    await copyFile(path.join(FIXTURES, 'prisma-dev-check.mjs'), path.join(app, 'prisma-dev-check.mjs'))
+    await must('installing @prisma/dev with the override', 'npm', ['install', ...INSTALL_FLAGS, PRISMA_DEV, pin('postgres')], { cwd: app, env, deadlineMs: 240_000 })
+    const result = lastJsonLine(await must('the @prisma/dev check', 'node', ['prisma-dev-check.mjs'], { cwd: app, env }))
+    expect(result).toEqual({ patchedBy: 'pglite-dev-db', ok: 120, wrong: 0, errors: [] })
   })
 
   it('the patch file with patch-package, following the README', { timeout: TIMEOUT_MS }, async () => {
