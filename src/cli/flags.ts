@@ -40,7 +40,7 @@ export const FLAGS: readonly Flag[] = [
     defaultText: "the out of drizzle.config.*, else ./drizzle, else ./migrations; the first that exists",
   },
   { name: 'no-migrations', type: 'boolean', help: 'do not apply any migrations' },
-  { name: 'cache-dir', option: 'cacheDir', type: 'string', value: 'DIR', help: 'where migrated templates are kept; a fresh database copies one instead of initdb + migrations', defaultText: 'node_modules/.cache/pglite-dev-db' },
+  { name: 'cache-dir', option: 'cacheDir', type: 'string', value: 'DIR', help: 'where migrated templates (and the self-signed TLS certificate) are kept; a fresh database copies one instead of initdb + migrations', defaultText: 'node_modules/.cache/pglite-dev-db' },
   { name: 'no-template', type: 'boolean', help: 'build a fresh database with initdb and every migration, without the template' },
   { name: 'no-database-threads', type: 'boolean', help: 'run every database in the server\'s thread (by default each database after the first one a client names gets a worker thread)' },
   { name: 'extensions', option: 'extensions', type: 'string', value: 'LIST', help: 'extensions to load, comma-separated (vector,pgcrypto,...); a database that has one needs it at every start', defaultText: 'none' },

@@ -19,6 +19,8 @@ const BAD_WORKERS = 6
 const BYSTANDERS = 3
 /** Every wait on the live server; generous because the two cores are shared. */
 const DEADLINE_MS = 10_000
+/** The expected answers are PostgreSQL 15's with ssl off (the oracle's): SSLRequest answered N, as with --no-tls. */
+const PLAIN = { tls: false }
 
 describe('live server fuzz', () => {
   const dbs = useDevDbs()
@@ -26,7 +28,7 @@ describe('live server fuzz', () => {
   it(`${LIVE_CASES} bad clients (garbage, bad startups, out-of-order and malformed messages, crashes) while drivers run checked queries`, async () => {
     const seed = runSeed()
     await withSeed(seed, FILE, async () => {
-      const dev = await dbs.start()
+      const dev = await dbs.start(PLAIN)
       const rng = createRng(seed)
       const run: LiveRun = { cases: new Map(), failures: [] }
       let isDone = false
@@ -62,7 +64,7 @@ describe('fuzz findings, as fixed inputs', () => {
   const dbs = useDevDbs()
 
   it('a Bind or Describe of the unnamed statement never reaches a statement this client did not parse: 26000', async () => {
-    const dev = await dbs.start()
+    const dev = await dbs.start(PLAIN)
     const a = await dbs.connect(dev.url)
     const b = await dbs.connect(dev.url)
     const bindUnnamed = [wire.bind('', ''), wire.describe('P', ''), wire.execute(''), wire.sync()]
@@ -78,7 +80,7 @@ describe('fuzz findings, as fixed inputs', () => {
   })
 
   it('messages before a protocol violation in the same read are run and answered before the FATAL', async () => {
-    const dev = await dbs.start()
+    const dev = await dbs.start(PLAIN)
     const client = await dbs.connect(dev.url)
     await client.send(Buffer.concat([wire.query('select 1 as one'), Buffer.from([0xff, 0, 0, 0, 4])]))
     expect(shown(await client.until('E'))).toEqual(['T', 'D:["1"]', 'C:SELECT 1', 'Z:I', 'E:FATAL 08P01 invalid frontend message type 255'])
@@ -90,13 +92,13 @@ describe('fuzz findings, as fixed inputs', () => {
     ['no parameters and no terminator', ''],
     ['bytes after the terminator', 'user\0postgres\0\0xyz'],
   ])('a StartupMessage with %s is refused: FATAL 08P01', async (_name, body) => {
-    const dev = await dbs.start()
+    const dev = await dbs.start(PLAIN)
     const got = await startupAnswer(toAddress(dev.url), [], startupPacket(PROTOCOL_3_0, Buffer.from(body, 'latin1')), { deadlineMs: DEADLINE_MS, what: 'bad layout', isRefusal: true })
     expect(got).toEqual(['E:FATAL 08P01 invalid startup packet layout: expected terminator as last byte'])
   })
 
   it('a second SSLRequest is refused: FATAL 0A000', async () => {
-    const dev = await dbs.start()
+    const dev = await dbs.start(PLAIN)
     const ssl = startupPacket(SSL_REQUEST)
     const got = await startupAnswer(toAddress(dev.url), [ssl], ssl, { deadlineMs: DEADLINE_MS, what: 'second SSLRequest', isRefusal: true })
     expect(got).toEqual(['E:FATAL 0A000 unsupported frontend protocol 1234.5679: server supports 3.0 to 3.0'])
