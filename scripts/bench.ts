@@ -90,7 +90,7 @@ function parseConfig(argv: string[]): Config {
     stallFloorMs: quick ? 3_000 : 5_000,
     startupRuns,
     connectionCounts: quick ? [200] : [200, 1000],
-    targets: [...(list(values.targets, ['ours', 'stock', 'postgres'] as const, 'target') ?? ['ours', 'stock', 'postgres']), ...(values.baseline ? (['baseline'] as const) : [])],
+    targets: targetsOf(values.targets, values.baseline),
     workloads: workloadNames ? WORKLOADS.filter((w) => workloadNames.includes(w.name)) : [...WORKLOADS],
     drivers: list(values.drivers, DRIVERS, 'driver') ?? [...DRIVERS],
     // --quick: every workload, driver and target once, and one concurrent cell (select 1 at 8) to show interleaving.
@@ -104,6 +104,14 @@ function parseConfig(argv: string[]): Config {
     merge: values.merge,
     baseline: values.baseline,
   }
+}
+
+/** --targets in the order given (the cells of one workload run in that order); --baseline adds its target if not listed. */
+function targetsOf(named: string | undefined, baseline: string | undefined): TargetName[] {
+  const allowed = baseline ? (['ours', 'baseline', 'stock', 'postgres'] as const) : (['ours', 'stock', 'postgres'] as const)
+  const targets: TargetName[] = list(named, allowed, 'target') ?? ['ours', 'stock', 'postgres']
+  if (baseline && !targets.includes('baseline')) targets.push('baseline')
+  return targets
 }
 
 // --- The whole run ---

@@ -1,8 +1,8 @@
 // The databases of one pglite-dev-db server, each its own PGlite: the main one ("postgres", the data dir or memory)
 // and any other a client names, created on first use from the migrated template. With a data dir they are kept
 // beside it, in <data dir>-databases/<name>; in memory they go with the server. Work on one name is serialized.
-// The main database and the first other one run in the server's thread; each one after those gets a worker thread
-// of its own (db-thread.ts), so that several databases busy at once use several cores.
+// Each database runs in a worker thread of its own (engine/thread.ts): the server's thread never runs Postgres, so
+// it serves sockets, timers and signals while any statement runs, and can stop one.
 
 import { PGlite } from '@electric-sql/pglite'
 import { mkdir, readdir, rm } from 'node:fs/promises'
@@ -21,7 +21,7 @@ export const MAIN_DATABASE = 'postgres'
 
 export interface DatabasesOptions {
   /** The main database, already open. */
-  main: PGlite
+  main: Instance
   /** The main database's data dir; null: every database lives in memory. */
   dataDir: string | null
   /** The migrated template new databases copy (null: each one runs initdb and the migrations), looked up when first needed. */
@@ -32,24 +32,21 @@ export interface DatabasesOptions {
   /** Extensions every database loads. */
   extensions: LoadedExtensions
   /**
-   * false: every database runs in the server's thread. Default true: databases after the first client-named one
-   * each run in a worker thread (measured on 2 cores: a thread costs a database alone 10-37% of its speed; with four
-   * busy at once the server uses 1.6 cores instead of 1 and gives 1.0-1.33x the throughput; docs/BENCHMARKS.md).
+   * false: every database runs in the server's thread, where a running statement holds up everything (and cannot be
+   * stopped). Default true: each in a worker thread of its own.
    */
   threads?: boolean
   log: Logger
 }
 
-/** An open database: in the server's thread, or in a worker thread of its own. */
-type Instance = PGlite | DbThread
+/** An open database: in a worker thread of its own, or (threads: false) in the server's thread. */
+export type Instance = PGlite | DbThread
 
 export class Databases implements DatabaseCatalog {
   readonly mainName = MAIN_DATABASE
   readonly #options: DatabasesOptions
-  #main: PGlite
+  #main: Instance
   readonly #open = new Map<string, Instance>()
-  /** Names other than the main one whose database runs (or is being opened) in the server's thread. */
-  readonly #inServerThread = new Set<string>()
   /** The tail of the work queued on each name. */
   readonly #work = new Map<string, Promise<unknown>>()
   /** In memory with a template: the next new database, loaded ahead so that creating one takes no wait. */
@@ -66,7 +63,7 @@ export class Databases implements DatabaseCatalog {
     this.#open.set(MAIN_DATABASE, options.main)
   }
 
-  get main(): PGlite {
+  get main(): Instance {
     return this.#main
   }
 
@@ -107,7 +104,6 @@ export class Databases implements DatabaseCatalog {
       const existed = await this.exists(name)
       const db = this.#open.get(name)
       this.#open.delete(name)
-      this.#inServerThread.delete(name)
       if (db && !db.closed) await db.close()
       const dir = this.#dirFor(name)
       if (dir) await rm(dir, { recursive: true, force: true })
@@ -144,8 +140,7 @@ export class Databases implements DatabaseCatalog {
         db = await this.#build(dir, thread)
       }
       this.#open.set(name, db)
-      // The main database is never in a thread: a fresh copy of it is a PGlite.
-      if (name === MAIN_DATABASE) this.#main = db as PGlite
+      if (name === MAIN_DATABASE) this.#main = db
       return db
     })
   }
@@ -193,23 +188,16 @@ export class Databases implements DatabaseCatalog {
   async #openOrCreate(name: string, why: string): Promise<{ db: Instance; created: boolean }> {
     if (this.#closed) throw new Error('the server is stopping')
     const started = performance.now()
-    // Decided before any await, so that two databases opened at once cannot both take the server's thread.
-    const thread = this.#nextInThread()
-    if (!thread) this.#inServerThread.add(name)
+    const thread = this.#threads
     const dir = this.#dirFor(name)
     let created: boolean
     let db: Instance
-    try {
-      if (dir === null) {
-        db = await this.#fresh(thread)
-        created = true
-      } else {
-        created = !(await holdsDatabase(dir))
-        db = await this.#build(dir, thread)
-      }
-    } catch (error) {
-      this.#inServerThread.delete(name)
-      throw error
+    if (dir === null) {
+      db = await this.#fresh(thread)
+      created = true
+    } else {
+      created = !(await holdsDatabase(dir))
+      db = await this.#build(dir, thread)
     }
     this.#open.set(name, db)
     const ms = Math.round(performance.now() - started)
@@ -217,9 +205,9 @@ export class Databases implements DatabaseCatalog {
     return { db, created }
   }
 
-  /** Whether the next database opened gets a worker thread: once another client-named one runs in the server's. */
-  #nextInThread(): boolean {
-    return this.#options.threads !== false && this.#inServerThread.size > 0
+  /** Whether databases run in worker threads. */
+  get #threads(): boolean {
+    return this.#options.threads !== false
   }
 
   /**
@@ -236,8 +224,7 @@ export class Databases implements DatabaseCatalog {
     this.#baseline ??= readBaseline(db).catch((error: unknown) => this.#noBaseline(error))
     await this.#baseline
     if (this.#spare === null && !this.#closed) {
-      const next = this.#nextInThread()
-      this.#spare = { thread: next, db: this.#build(null, next) }
+      this.#spare = { thread: this.#threads, db: this.#build(null, this.#threads) }
       // A spare that fails to load is not an error yet: the next database loads without it, and says why then.
       this.#spare.db.catch(() => {})
     }

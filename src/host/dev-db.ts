@@ -11,7 +11,8 @@ import { DevServerError } from '../errors.ts'
 import { createLogger, type Logger } from '../log.ts'
 import { DEFAULT_CACHE_DIR, holdsDatabase, migratedTemplate, seedDataDir, templateBlob, type Template } from './template.ts'
 import { applyMigrations } from './migrate.ts'
-import { Databases, MAIN_DATABASE } from './databases.ts'
+import { Databases, MAIN_DATABASE, type Instance } from './databases.ts'
+import { DbThread } from './engine/thread.ts'
 import { assertInstalledExtensionsLoaded, loadExtensions, resolveExtensionNames, type LoadedExtensions } from './extensions.ts'
 import { reportSlowStep, type ProgressOptions } from './progress.ts'
 import { readSnapshot } from './snapshot.ts'
@@ -28,8 +29,11 @@ export interface DevDb {
   readonly socketPath: string | null
   readonly host: string
   readonly port: number
-  /** The main database's PGlite instance, for in-process queries (they queue with the clients' work). */
-  readonly db: PGlite
+  /**
+   * The main database, for queries from this process (they queue with the clients' work): PGlite in a worker thread
+   * (query, exec, transaction, dumpDataDir as PGlite's), or PGlite itself with `databaseThreads: false`.
+   */
+  readonly db: Instance
   /** The databases clients named besides the main one ("postgres"), created on first use from the template. */
   readonly databases: Databases
   readonly server: PGLiteSocketServer
@@ -64,7 +68,7 @@ export async function startDevDb(given: DevDbOptions = {}): Promise<DevDb> {
   // --- Open the database ---
   const loaded = await loadExtensions(options.extensions ?? [])
   const progress = { afterMs: options.progressAfterMs }
-  let db: PGlite
+  let db: Instance
   let lock: DataDirLock | null = null
   // The template is what a fresh main database and every other database start from; read (or built) when first needed.
   let templateLookup: Promise<Template | null> | null = null
@@ -86,7 +90,9 @@ export async function startDevDb(given: DevDbOptions = {}): Promise<DevDb> {
     const from = snapshot ? 'snapshot' : fromTemplate && (seeded || !dataDir) ? 'template' : null
     log.info('opening database', { dataDir: dataDir ?? 'memory', ...(from ? { from } : {}) })
     const loadDataDir = snapshot ?? (fromTemplate && !dataDir ? await templateBlob(fromTemplate) : null)
-    const create = () => openPGlite({ ...(dataDir ? { dataDir } : {}), ...(loadDataDir ? { loadDataDir } : {}), startParams, extensions: loaded.extensions })
+    const where = { ...(dataDir ? { dataDir } : {}), ...(loadDataDir ? { loadDataDir } : {}), startParams }
+    // In a worker thread (the server's thread never runs Postgres), unless asked otherwise.
+    const create = (): Promise<Instance> => (options.databaseThreads ? DbThread.create({ ...where, extensions: loaded.names }) : openPGlite({ ...where, extensions: loaded.extensions }))
     db = await reportSlowStep(log, `opening the database${from ? ` from the ${from}` : ''}`, create, progress)
     // A database that has CREATE EXTENSION x but was opened without x's bundle is refused here, not at a client's query.
     await assertInstalledExtensionsLoaded(db, loaded).catch(async (error: unknown) => {

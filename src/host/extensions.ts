@@ -2,7 +2,8 @@
 // loads. A bundle must be loaded at every start of a database that uses it (the served one, the template build, a
 // snapshot load), or CREATE EXTENSION says 0A000 and a table using its types says 58P01.
 
-import type { Extension, Extensions, PGlite } from '@electric-sql/pglite'
+import type { Extension, Extensions } from '@electric-sql/pglite'
+import type { SqlRunner } from './engine/sql-db.ts'
 import { DevServerError } from '../errors.ts'
 
 interface Bundle {
@@ -102,7 +103,7 @@ export async function loadExtensions(names: readonly string[]): Promise<LoadedEx
  * A database that had CREATE EXTENSION run on it (a data dir, a snapshot) needs that bundle at every start: without
  * it, the first query touching the extension's types or functions fails with 58P01. Say so before anyone connects.
  */
-export async function assertInstalledExtensionsLoaded(db: PGlite, loaded: LoadedExtensions): Promise<void> {
+export async function assertInstalledExtensionsLoaded(db: SqlRunner, loaded: LoadedExtensions): Promise<void> {
   const { rows } = await db.query<{ extname: string }>('SELECT extname FROM pg_catalog.pg_extension ORDER BY extname')
   const missing = rows.map((row) => row.extname).filter((name) => Object.hasOwn(BUNDLES, name) && !loaded.names.includes(name))
   if (missing.length === 0) return

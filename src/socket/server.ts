@@ -8,13 +8,13 @@ import { background, createLogger, type Logger } from '../log.ts'
 import { Connection } from './connection/connection.ts'
 import type { ConnectionHost, ConnectionOptions, ServedConnection } from './connection/host.ts'
 import { sessionFor, type SharedSession } from './session/session.ts'
-import type { DatabaseCatalog } from './session/databases.ts'
+import type { DatabaseCatalog, SessionDb } from './session/databases.ts'
 import { SERVER_DEFAULTS, connectionOptions } from './options.ts'
 import { TraceFile } from './trace/trace.ts'
 
 export interface PGLiteSocketServerOptions {
-  /** The PGlite database instance */
-  db: PGlite
+  /** The PGlite database instance (or pglite-dev-db's PGlite in a worker thread) */
+  db: PGlite | SessionDb
   /** The port to listen on (default: 5432; 0 picks a free port, read it back with `port` or `getServerConn()`) */
   port?: number
   /** The host to bind to (default: 127.0.0.1) */
@@ -166,12 +166,9 @@ export class PGLiteSocketServer extends EventTarget {
     }
   }
 
-  /**
-   * The main database (after `select pglite_dev_db.reset()` on it, the fresh instance). It is always an in-process
-   * PGlite: the one given as `db`, and a catalog resets its main database into a PGlite again.
-   */
-  get db(): PGlite {
-    return this.#session.db as PGlite
+  /** The main database: the one given as `db`, or after `select pglite_dev_db.reset()` on it, the fresh instance. */
+  get db(): PGlite | SessionDb {
+    return this.#session.db
   }
 
   /** The port actually bound (known after `start()` when 0 was asked for). */

@@ -187,7 +187,7 @@ describe('pglite-dev-db CLI', () => {
     expect(lines).toEqual([url])
   })
 
-  it('the bin runs databases after the first one a client names in worker threads, from its bundle', async () => {
+  it('the bin runs every database in a worker thread, from its bundle', async () => {
     const child = spawn(process.execPath, ['bin/pglite-dev-db.js', '--port', '0', '--memory'], { stdio: ['ignore', 'pipe', 'pipe'] })
     onTestFinished(() => {
       if (child.exitCode === null) child.kill('SIGKILL')
@@ -205,7 +205,7 @@ describe('pglite-dev-db CLI', () => {
     const created = stderr.filter((line) => line.includes('database created'))
     expect(stderr.filter((line) => line.includes('running it through tsx'))).toEqual([])
     expect(created.map((line) => [/database=(\w+)/.exec(line)?.[1], line.includes('thread=true')])).toEqual([
-      ['first', false],
+      ['first', true],
       ['second', true],
       ['third', true],
     ])

@@ -141,13 +141,13 @@ describe('a database per name', () => {
 })
 
 describe('databases in worker threads', () => {
-  it("the first database a client names runs in the server's thread, each later one in its own worker thread, which resets and drops like any", async () => {
+  it('every database runs in a worker thread of its own, the main one too, which resets and drops like any', async () => {
     const dev = await serve()
-    const first = await client(urlOf(dev.url, 'in_server'))
+    const first = await client(urlOf(dev.url, 'first'))
     const threaded = await client(urlOf(dev.url, 'threaded'))
     const sql = js(urlOf(dev.url, 'threaded'), { prepare: true })
     await client(urlOf(dev.url, 'also_threaded'))
-    expect(['postgres', 'in_server', 'threaded', 'also_threaded'].map((name) => dev.databases.inThread(name))).toEqual([false, false, true, true])
+    expect(['postgres', 'first', 'threaded', 'also_threaded'].map((name) => dev.databases.inThread(name))).toEqual([true, true, true, true])
     expect(dev.databases.instance('threaded')).toBeInstanceOf(DbThread)
 
     await first.query(`insert into customers (email, name) values ('s@example.com', 'S')`)

@@ -86,14 +86,14 @@ describe('url, port and close', () => {
   it('await using closes the server at the end of the scope', async () => {
     const dataDir = await scratchDataDir()
     let port = 0
-    let db: PGlite | undefined
+    let db: DevDb['db'] | undefined
     {
       await using dev = await startDevDb({ dataDir })
       port = dev.port
       db = dev.db
       expect(await isListening(port)).toBe(true)
     }
-    expect(db.closed).toBe(true)
+    expect(db?.closed).toBe(true)
     expect(await isListening(port)).toBe(false)
   })
 

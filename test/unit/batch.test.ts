@@ -44,6 +44,7 @@ function setUp() {
         client.closed = true
       },
       write: (bytes: Uint8Array) => void stream.push(Buffer.from(bytes)),
+      waitForReader: () => null,
       cork: () => {},
       uncork: () => {},
       terminate: async () => {},

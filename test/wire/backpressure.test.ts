@@ -1,5 +1,6 @@
-// Backpressure: a client that stops reading its replies does not make the server buffer without bound. Its next
-// batch waits until it reads; if it holds the session meanwhile, the idle-in-transaction timer reaps it.
+// Backpressure: a client that stops reading its replies does not make the server buffer without bound. Its running
+// statement's output waits for it in the database's thread (so does the statement, holding the session), and its
+// next batch waits too; a holder that stays stalled is reaped by the idle-in-transaction timer.
 import { describe, expect, it } from 'vitest'
 import { useDevDbs } from '../helpers/dev-db.ts'
 import { withDeadline } from '../../harness/raw-client.ts'
@@ -11,7 +12,7 @@ const REPLY_BYTES = 16 * 2 ** 20
 const bigQuery = `select nextval('bp') as n, repeat('x', ${REPLY_BYTES}) as payload`
 
 describe('a client that stops reading', () => {
-  it('its next query waits until it reads; then every reply arrives whole and in order', async () => {
+  it('its statement waits for it mid-output, and its next query after that; once it reads, every reply arrives whole and in order', async () => {
     const dev = await start()
     const observer = await connect(dev.url)
     await observer.query('create sequence bp')
@@ -22,8 +23,10 @@ describe('a client that stops reading', () => {
     await expect.poll(() => client.socket.readableLength, { timeout: 10_000 }).toBeGreaterThan(0)
     await client.send(wire.query(bigQuery))
     await expect.poll(() => dev.server.getStats().notReadingClients, { timeout: 10_000 }).toBe(1)
-    // The second query has not run: its 16 MB would have joined the first's in the server's memory.
-    expect((await observer.query('select last_value from bp')).rows).toEqual([['1']])
+    // The first statement is paused with most of its output not yet made (it holds the session meanwhile), so the
+    // server holds about a megabyte of it, not 16: the observer waits behind it.
+    const watching = observer.query('select last_value from bp', { deadlineMs: 30_000 })
+    await expect.poll(() => dev.server.getStats(), { timeout: 10_000 }).toMatchObject({ sessionHeld: true, waitingClients: 1 })
 
     client.socket.resume()
     const first = wire.summarize(await client.until('ReadyForQuery', { deadlineMs: 20_000 }))
@@ -31,6 +34,8 @@ describe('a client that stops reading', () => {
     expect([first.rows[0]![0], first.rows[0]![1]!.length]).toEqual(['1', REPLY_BYTES])
     expect([second.rows[0]![0], second.rows[0]![1]!.length]).toEqual(['2', REPLY_BYTES])
     expect(dev.server.getStats().notReadingClients).toBe(0)
+    // It had waited since before the client's second query, so it ran between the two.
+    expect((await watching).rows).toEqual([['1']])
   })
 
   it('holding the session, it is reaped with 25P03 and the others go on', async () => {

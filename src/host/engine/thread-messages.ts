@@ -1,5 +1,6 @@
-// What crosses between db-thread.ts and its worker: requests, replies, and errors flattened so that the main thread
-// can rebuild the same kind of error PGlite threw (a DatabaseError with its fields, an ExitStatus that means "dead").
+// What crosses between thread.ts and its worker besides protocol calls (those go through rings, ring.ts): the start,
+// the other requests and their replies, and errors flattened so that the server's thread can rebuild the same kind of
+// error PGlite threw (a DatabaseError with its fields, an ExitStatus that means "dead").
 
 import { messages, type PGliteOptions, type QueryOptions, type Results } from '@electric-sql/pglite'
 
@@ -26,25 +27,10 @@ export interface ThreadInit {
   loadDataDir: ArrayBuffer | null
   /** Extensions to load, by the names `--extensions` takes (their bundles are imported in the thread). */
   extensions: readonly string[]
-}
-
-/**
- * Protocol calls, the hot path, cross as bare ArrayBuffers (a plain buffer costs about a third less to post than an
- * object holding one): a header of three Uint32 (call id, flags, byte count), then the bytes. A request holds
- * frontend messages; a reply holds output, and the one with `Done` ends the call.
- */
-export const FRAME_HEADER_BYTES = 12
-export const FrameFlag = { Done: 1, NoSyncToFs: 2 } as const
-
-export function writeFrameHeader(buffer: ArrayBuffer, id: number, flags: number, length: number): void {
-  const header = new Uint32Array(buffer, 0, 3)
-  header[0] = id
-  header[1] = flags
-  header[2] = length
-}
-
-export function readFrameHeader(buffer: ArrayBuffer): Uint32Array {
-  return new Uint32Array(buffer, 0, 3)
+  /** Protocol calls cross in these rings (ring.ts): requests to the thread, replies back. */
+  rings: { requests: SharedArrayBuffer; replies: SharedArrayBuffer }
+  /** The running call and Postgres's armed timer (stoppable.ts). */
+  control: SharedArrayBuffer
 }
 
 /** The other calls: few, and not on the per-query path. */

@@ -1,136 +1,153 @@
-// The worker side of db-thread.ts: one PGlite in this thread, running requests one at a time in arrival order and
-// sending protocol output back as it is produced, in few messages of transferred buffers.
+// The worker side of thread.ts: one PGlite in this thread. Protocol calls arrive through a ring, run one at a time in
+// arrival order, and their output goes back through another as it is produced, waiting while the server's thread has
+// not read it (backpressure). The other requests (query, exec, dump, close) come as messages, between calls.
 
 import { parentPort, workerData } from 'node:worker_threads'
-import { PGlite } from '@electric-sql/pglite'
-import { FRAME_HEADER_BYTES, FrameFlag, encodeThreadError, readFrameHeader, writeFrameHeader, type CrossingResults, type ThreadInit, type ThreadReply, type ThreadRequest } from './thread-messages.ts'
+import type { PGlite } from '@electric-sql/pglite'
+import { encodeThreadError, type CrossingResults, type ThreadInit, type ThreadReply, type ThreadRequest } from './thread-messages.ts'
 import { loadExtensions } from '../extensions.ts'
 import { isPGliteFatal } from '../../errors.ts'
 import { openPGlite } from './pglite.ts'
 import { collectGarbageSoon } from './collect-garbage.ts'
+import { ByteRing, FrameEnd } from './ring.ts'
+import { Control, SeverityWatch, controlViews, exposeStopping, interceptTimers } from './stoppable.ts'
 
-/**
- * Output is copied out of PGlite's memory (its chunks are views that the next write reuses) and posted in buffers
- * of up to this many bytes, or when the call ends. Postgres flushes every 8 kB: a large result crosses in 256 kB
- * messages, a small one in a buffer of its exact size on the one message that ends the call. (A 1 MB result cost
- * the main thread plus this one about 40% less CPU in 256 kB messages than in 64 kB ones.)
- */
-const POST_BYTES = 256 * 1024
+/** Wake the server's thread after this many bytes of output, and at the end of each call. */
+const WAKE_EVERY_BYTES = 32 * 1024
+/** Waiting for a call, the thread turns its event loop this often (for messages, and timers of its own). */
+const IDLE_SLICE_MS = 50
 
 const port = parentPort!
+const init = workerData as ThreadInit
+const requests = new ByteRing(init.rings.requests)
+const replies = new ByteRing(init.rings.replies)
+const { words } = controlViews(init.control)
 let dead: unknown = null
-let queue: Promise<void> = Promise.resolve()
-
-const db = await open(workerData as ThreadInit).then(
-  (created) => created,
-  (error: unknown) => {
-    port.postMessage({ id: 0, error: encodeThreadError(error) } satisfies ThreadReply)
-    return null
-  },
-)
-if (db) {
-  port.on('message', (request: ArrayBuffer | ThreadRequest) => {
-    // One at a time: PGlite's raw calls take no lock of their own.
-    queue = queue.then(() => (request instanceof ArrayBuffer ? runProtocol(db, request) : serve(db, request)))
-  })
-  port.postMessage({ id: 0, done: true } satisfies ThreadReply)
-  // The tarball and PGlite's copies of it while loading: garbage an idle thread would keep (about 60 MB).
-  collectGarbageSoon()
-}
+let closing = false
+let ops: Promise<void> = Promise.resolve()
 
 /** PGlite as `init` describes it. Nothing here keeps the tarball once PGlite has loaded it (workerData is not kept). */
-async function open(init: ThreadInit): Promise<PGlite> {
-  const { extensions } = await loadExtensions(init.extensions)
-  const tarball = init.loadDataDir
-  init.loadDataDir = null
-  return openPGlite({ ...init.options, ...init.wasm, ...(tarball ? { loadDataDir: new Blob([tarball]) } : {}), extensions })
+async function open(options: ThreadInit): Promise<PGlite> {
+  const { extensions } = await loadExtensions(options.extensions)
+  const tarball = options.loadDataDir
+  options.loadDataDir = null
+  return openPGlite({ ...options.options, ...options.wasm, ...(tarball ? { loadDataDir: new Blob([tarball]) } : {}), extensions })
 }
 
-async function runProtocol(db: PGlite, request: ArrayBuffer): Promise<void> {
-  const [id = 0, flags = 0, length = 0] = readFrameHeader(request)
-  const output = new OutputFrames(id)
-  try {
-    // After a fatal error the next call into PGlite would spin this thread forever (NOTES §4): answer without it.
-    if (dead) throw dead
-    const message = new Uint8Array(request, FRAME_HEADER_BYTES, length)
-    await db.execProtocolRawStream(message, { onRawData: output.onRawData, syncToFs: (flags & FrameFlag.NoSyncToFs) === 0 })
-    output.end()
-  } catch (error) {
-    if (isPGliteFatal(error)) dead ??= error
-    // Output made before the failure still goes first, as it would have in the main thread.
-    output.flush(0)
-    port.postMessage({ id, error: encodeThreadError(error) } satisfies ThreadReply)
+/** Calls from the request ring, one at a time, until the database closes. */
+async function serveCalls(pglite: PGlite, stopping: { afterCall(id: number): void }): Promise<void> {
+  const parts: Buffer[] = []
+  while (!closing) {
+    const seen = requests.wakeCount
+    let call: { id: number; bytes: Buffer } | null = null
+    let turn = false
+    requests.read((id, flags, payload) => {
+      if (flags & FrameEnd.Turn) {
+        turn = true
+        return
+      }
+      parts.push(payload)
+      if ((flags & FrameEnd.Last) === 0) return
+      call = { id, bytes: parts.length === 1 ? parts[0]! : Buffer.concat(parts) }
+      parts.length = 0
+      return false
+    })
+    if (call) await runCall(pglite, stopping, call)
+    // A message waits (it comes with a Turn), or nothing happened for a while: let the event loop run.
+    else if (turn || requests.waitSync(seen, IDLE_SLICE_MS) === 'timed-out') await new Promise((resolve) => setImmediate(resolve))
   }
 }
 
-/** One call's output as frames: the first chunk in a buffer of its size, later ones gathered into POST_BYTES buffers. */
-class OutputFrames {
+async function runCall(pglite: PGlite, stopping: { afterCall(id: number): void }, { id, bytes }: { id: number; bytes: Buffer }): Promise<void> {
+  const output = new Output(id)
+  Atomics.store(words, Control.Current, id)
+  let failure: unknown = null
+  try {
+    // After a fatal error the next call into PGlite would spin this thread forever (NOTES §4): answer without it.
+    if (dead) throw dead
+    await pglite.execProtocolRawStream(bytes, { onRawData: output.onRawData })
+  } catch (error) {
+    failure = error
+  } finally {
+    Atomics.store(words, Control.Current, 0)
+    stopping.afterCall(id)
+  }
+  if (output.watch.fatal && !failure) {
+    // PGlite answered FATAL or PANIC and carries on as if it could: its backend has ended.
+    failure = Object.assign(new Error(`the database's backend ended: ${output.watch.fatal}`), { name: 'ExitStatus' })
+  }
+  if (failure !== null && isPGliteFatal(failure)) dead ??= failure
+  output.end(failure)
+}
+
+/** One call's output into the reply ring: every chunk copied in as it comes, waiting for room when it is full. */
+class Output {
+  readonly watch = new SeverityWatch()
   readonly #id: number
-  #buffer: Uint8Array<ArrayBuffer> | null = null
-  #used = 0
+  #unannounced = 0
 
   constructor(id: number) {
     this.#id = id
   }
 
   readonly onRawData = (chunk: Uint8Array): void => {
-    const buffer = this.#buffer
-    if (buffer && this.#used + chunk.length <= buffer.length - FRAME_HEADER_BYTES) {
-      buffer.set(chunk, FRAME_HEADER_BYTES + this.#used)
-      this.#used += chunk.length
-      return
+    this.watch.feed(chunk)
+    this.#write(0, chunk)
+    this.#unannounced += chunk.length
+    if (this.#unannounced >= WAKE_EVERY_BYTES) {
+      this.#unannounced = 0
+      replies.wake()
     }
-    if (buffer && this.#used + chunk.length <= POST_BYTES) {
-      // More than one chunk: from now on gather them.
-      const gathered = allocate(FRAME_HEADER_BYTES + POST_BYTES)
-      gathered.set(buffer.subarray(FRAME_HEADER_BYTES, FRAME_HEADER_BYTES + this.#used), FRAME_HEADER_BYTES)
-      this.#buffer = gathered
-    } else {
-      if (buffer) this.flush(0)
-      this.#buffer = allocate(FRAME_HEADER_BYTES + (buffer ? Math.max(POST_BYTES, chunk.length) : chunk.length))
-    }
-    this.#buffer.set(chunk, FRAME_HEADER_BYTES + this.#used)
-    this.#used += chunk.length
   }
 
-  /** Post what is gathered (nothing if empty, unless it ends the call). */
-  flush(flags: number): void {
-    const buffer = this.#buffer?.buffer ?? (flags === 0 ? null : new ArrayBuffer(FRAME_HEADER_BYTES))
-    this.#buffer = null
-    if (!buffer) return
-    writeFrameHeader(buffer, this.#id, flags, this.#used)
-    this.#used = 0
-    port.postMessage(buffer, [buffer])
+  /** The last frame: empty, or the error the call failed with. */
+  end(failure: unknown): void {
+    const payload = failure === null ? new Uint8Array(0) : Buffer.from(JSON.stringify(encodeThreadError(failure)))
+    this.#write(FrameEnd.Last | (failure === null ? 0 : FrameEnd.Error), payload)
+    replies.wake()
   }
 
-  end(): void {
-    this.flush(FrameFlag.Done)
+  #write(flags: number, bytes: Uint8Array): void {
+    const max = replies.maxPayload
+    let offset = 0
+    do {
+      const piece = bytes.subarray(offset, Math.min(bytes.length, offset + max))
+      const isLast = offset + piece.length === bytes.length
+      while (!replies.tryWrite(this.#id, isLast ? flags : 0, piece)) {
+        // Full: the server's thread has not read yet (its client is not reading, or it is busy). Wait for room.
+        const tail = replies.tail
+        replies.wake()
+        replies.waitForRoom(tail, 1000)
+      }
+      offset += piece.length
+    } while (offset < bytes.length)
   }
 }
 
-async function serve(db: PGlite, request: ThreadRequest): Promise<void> {
+async function serve(pglite: PGlite, request: ThreadRequest): Promise<void> {
   const { id } = request
   try {
     if (dead) throw dead
     switch (request.op) {
       case 'query': {
         const { blob, ...options } = request.options ?? {}
-        const { blob: written, ...results } = await db.query<Record<string, unknown>>(request.sql, request.params, blob ? { ...options, blob: new Blob([blob]) } : options)
+        const { blob: written, ...results } = await pglite.query<Record<string, unknown>>(request.sql, request.params, blob ? { ...options, blob: new Blob([blob]) } : options)
         const bytes = written ? await written.arrayBuffer() : null
         const value: CrossingResults = bytes ? { ...results, blob: bytes } : results
         port.postMessage({ id, value, done: true } satisfies ThreadReply, bytes ? [bytes] : [])
         return
       }
       case 'exec':
-        return reply(id, await db.exec(request.sql, request.options))
+        return reply(id, await pglite.exec(request.sql, request.options))
       case 'dumpDataDir': {
-        const dump = await db.dumpDataDir(request.compression)
+        const dump = await pglite.dumpDataDir(request.compression)
         const bytes = await dump.arrayBuffer()
         port.postMessage({ id, value: { bytes, name: dump instanceof File ? dump.name : null, type: dump.type }, done: true } satisfies ThreadReply, [bytes])
         return
       }
       case 'close':
-        await db.close()
+        closing = true
+        await pglite.close()
         return reply(id, null)
     }
   } catch (error) {
@@ -143,7 +160,23 @@ function reply(id: number, value: unknown): void {
   port.postMessage({ id, value, done: true } satisfies ThreadReply)
 }
 
-/** A buffer of its own (transferable), not zero-filled: every byte posted is written first. */
-function allocate(bytes: number): Uint8Array<ArrayBuffer> {
-  return new Uint8Array(Buffer.allocUnsafeSlow(bytes).buffer as ArrayBuffer)
+// --- Start: after every declaration above (classes are not hoisted) ---
+
+const wasm = interceptTimers(init.control)
+const db = await open(init).then(
+  (created) => created,
+  (error: unknown) => {
+    port.postMessage({ id: 0, error: encodeThreadError(error) } satisfies ThreadReply)
+    return null
+  },
+)
+if (db) {
+  const stopping = exposeStopping(db, wasm, init.control)
+  port.on('message', (request: ThreadRequest) => {
+    ops = ops.then(() => serve(db, request))
+  })
+  port.postMessage({ id: 0, done: true } satisfies ThreadReply)
+  // The tarball and PGlite's copies of it while loading: garbage an idle thread would keep (about 60 MB).
+  collectGarbageSoon()
+  await serveCalls(db, stopping)
 }

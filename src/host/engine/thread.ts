@@ -9,10 +9,14 @@ import { pathToFileURL } from 'node:url'
 import { Worker } from 'node:worker_threads'
 import { Mutex, type PGliteOptions, type Results } from '@electric-sql/pglite'
 import {
-  FRAME_HEADER_BYTES, FrameFlag, decodeThreadError, readFrameHeader, writeFrameHeader,
+  decodeThreadError,
   type CrossingQueryOptions, type CrossingResults, type ThreadExecOptions, type ThreadInit, type ThreadPGliteOptions, type ThreadQueryOptions, type ThreadReply,
   type ThreadRequest,
 } from './thread-messages.ts'
+import { ProtocolCalls, type OutputSink } from './calls.ts'
+import { workerInspector } from './interrupt.ts'
+import { ringBuffer } from './ring.ts'
+import { CONTROL_BYTES } from './stoppable.ts'
 import { isPGliteFatal } from '../../errors.ts'
 
 export type { ThreadExecOptions, ThreadPGliteOptions, ThreadQueryOptions } from './thread-messages.ts'
@@ -106,15 +110,19 @@ type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K>
 interface Call {
   resolve(value: unknown): void
   reject(error: Error): void
-  onChunk: ((chunk: Uint8Array) => void) | null
-  /** The first error thrown by onChunk: the call fails with it once the thread is done. */
-  sinkError: unknown
 }
+
+/** Ring sizes: requests (COPY data comes in several frames when larger) and replies (large results stream through). */
+const REQUEST_RING_BYTES = 1 << 20
+const REPLY_RING_BYTES = 1 << 20
 
 export class DbThread {
   /** Resolved: `create()` returns only once PGlite is ready. */
   readonly waitReady: Promise<void> = Promise.resolve()
   readonly #worker: Worker
+  /** Protocol calls, through the rings. */
+  readonly #protocol: ProtocolCalls
+  /** The other requests (query, exec, dump, close), by id, through messages. */
   readonly #calls = new Map<number, Call>()
   readonly #lock = new Mutex()
   #nextId = 1
@@ -132,12 +140,15 @@ export class DbThread {
     const { loadDataDir, ...rest } = options
     const tarball = loadDataDir ? await loadDataDir.arrayBuffer() : null
     const { extensions = [], ...pgliteOptions } = rest
-    const init: ThreadInit = { options: pgliteOptions, wasm: await pgliteWasm(), loadDataDir: tarball, extensions }
-    const worker = new Worker(await bootstrap(), { eval: true, workerData: init, transferList: tarball ? [tarball] : [] })
-    const thread = new DbThread(worker)
-    const started = new Promise((resolve, reject) => thread.#calls.set(0, { resolve, reject, onChunk: null, sinkError: null }))
+    const rings = { requests: ringBuffer(REQUEST_RING_BYTES), replies: ringBuffer(REPLY_RING_BYTES) }
+    const control = new SharedArrayBuffer(CONTROL_BYTES)
+    const init: ThreadInit = { options: pgliteOptions, wasm: await pgliteWasm(), loadDataDir: tarball, extensions, rings, control }
+    const inspector = workerInspector()
+    const worker = new Worker(await bootstrap(), { eval: true, workerData: init, transferList: tarball ? [tarball] : [], name: 'pglite-dev-db database' })
+    const thread = new DbThread(worker, new ProtocolCalls(rings, control, worker.threadId))
+    const started = new Promise((resolve, reject) => thread.#calls.set(0, { resolve, reject }))
     try {
-      await started
+      await Promise.all([started, inspector.attach(worker.threadId)])
     } catch (error) {
       await worker.terminate()
       throw error
@@ -146,8 +157,9 @@ export class DbThread {
     return thread
   }
 
-  private constructor(worker: Worker) {
+  private constructor(worker: Worker, protocol: ProtocolCalls) {
     this.#worker = worker
+    this.#protocol = protocol
     worker.on('message', (reply: ThreadReply) => this.#onReply(reply))
     worker.on('error', (error) => (this.#threadError = error))
     worker.on('exit', (code) => {
@@ -175,20 +187,36 @@ export class DbThread {
     return this.#lock.runExclusive(fn)
   }
 
-  /** Runs `message` (complete frontend messages) as one call; `onRawData` gets the output as it is produced. */
-  execProtocolRawStream(message: Uint8Array, options: { onRawData: (chunk: Uint8Array) => void; syncToFs?: boolean }): Promise<void> {
-    // A copy of exactly these bytes, which the thread then owns (the caller's view may be a slice of a larger buffer).
-    const request = new ArrayBuffer(FRAME_HEADER_BYTES + message.byteLength)
-    new Uint8Array(request, FRAME_HEADER_BYTES).set(message)
-    const id = this.#nextId++
-    writeFrameHeader(request, id, options.syncToFs === false ? FrameFlag.NoSyncToFs : 0, message.byteLength)
-    // A frame reply resolves with undefined.
-    return this.#call(id, request, [request], options.onRawData) as Promise<void>
+  /**
+   * Runs `message` (complete frontend messages) as one call; `onRawData` gets the output as it is produced, and may
+   * hold the rest back by returning a promise (the statement waits in its thread meanwhile).
+   */
+  async execProtocolRawStream(message: Uint8Array, options: { onRawData: OutputSink; syncToFs?: boolean }): Promise<void> {
+    if (this.#dead) throw this.#dead
+    if (this.#calls.size === 0) this.#worker.ref()
+    try {
+      await this.#protocol.run(message, options.onRawData)
+    } catch (error) {
+      if (isPGliteFatal(error)) this.#die(error as Error)
+      throw error
+    } finally {
+      if (this.#calls.size === 0) this.#worker.unref()
+    }
+  }
+
+  /** Stop the statement running now, as a CancelRequest does in Postgres (57014). False if none was running. */
+  cancel(): Promise<boolean> {
+    return this.#protocol.cancel()
   }
 
   async execProtocolRaw(message: Uint8Array, options: { syncToFs?: boolean } = {}): Promise<Uint8Array> {
     const chunks: Uint8Array[] = []
-    await this.execProtocolRawStream(message, { ...options, onRawData: (chunk) => chunks.push(chunk) })
+    await this.execProtocolRawStream(message, {
+      ...options,
+      onRawData: (chunk) => {
+        chunks.push(chunk)
+      },
+    })
     return Buffer.concat(chunks)
   }
 
@@ -292,18 +320,19 @@ export class DbThread {
     return this.#call(id, { ...request, id } as ThreadRequest, transfer)
   }
 
-  #call(id: number, request: ArrayBuffer | ThreadRequest, transfer: ArrayBuffer[], onChunk: ((chunk: Uint8Array) => void) | null = null): Promise<unknown> {
+  #call(id: number, request: ThreadRequest, transfer: ArrayBuffer[]): Promise<unknown> {
     if (this.#dead) return Promise.reject(this.#dead)
     return new Promise((resolve, reject) => {
-      this.#calls.set(id, { resolve, reject, onChunk, sinkError: null })
+      this.#calls.set(id, { resolve, reject })
       // Referenced only while a call is out, like an in-process PGlite, which never keeps the process alive.
       if (this.#calls.size === 1) this.#worker.ref()
       this.#worker.postMessage(request, transfer)
+      // The thread may be waiting for a protocol call: have it turn its event loop for this message.
+      this.#protocol.turn()
     })
   }
 
-  #onReply(reply: ArrayBuffer | ThreadReply): void {
-    if (reply instanceof ArrayBuffer) return this.#onFrame(reply)
+  #onReply(reply: ThreadReply): void {
     const call = this.#calls.get(reply.id)
     if (!call) return
     if (reply.error) {
@@ -313,27 +342,8 @@ export class DbThread {
       call.reject(error)
     } else if (reply.done) {
       this.#settle(reply.id)
-      if (call.sinkError !== null) call.reject(call.sinkError as Error)
-      else call.resolve(reply.value)
+      call.resolve(reply.value)
     }
-  }
-
-  /** Output of a protocol call; the frame flagged Done ends it. */
-  #onFrame(frame: ArrayBuffer): void {
-    const [id = 0, flags = 0, length = 0] = readFrameHeader(frame)
-    const call = this.#calls.get(id)
-    if (!call) return
-    if (length > 0 && call.sinkError === null && call.onChunk) {
-      try {
-        call.onChunk(new Uint8Array(frame, FRAME_HEADER_BYTES, length))
-      } catch (error) {
-        call.sinkError = error ?? new Error('onRawData threw')
-      }
-    }
-    if ((flags & FrameFlag.Done) === 0) return
-    this.#settle(id)
-    if (call.sinkError !== null) call.reject(call.sinkError as Error)
-    else call.resolve(undefined)
   }
 
   #settle(id: number): void {
@@ -344,6 +354,7 @@ export class DbThread {
   /** From now on every call fails with `error`; the ones in flight fail with it now. */
   #die(error: Error): void {
     this.#dead ??= error
+    this.#protocol.fail(this.#dead)
     for (const [id, call] of this.#calls) {
       this.#calls.delete(id)
       call.reject(error)

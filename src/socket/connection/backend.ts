@@ -19,6 +19,11 @@ import type { ClientState } from '../client/state.ts'
 export interface BackendClient extends SessionMember {
   /** Send bytes to the client (PGlite's replies and the server's own messages alike). */
   write(bytes: Uint8Array): void
+  /**
+   * Null while few of the client's replies wait unread; else a promise of its reading them (or going away). A
+   * database that can wait (one in a worker thread) holds the rest of the statement's output back meanwhile.
+   */
+  waitForReader(): Promise<void> | null
   /** Hold small writes while a call streams its output, then send them together. */
   cork(): void
   uncork(): void
@@ -41,6 +46,8 @@ export interface Backend {
   readonly txStatus: number
   tookSession(): Promise<void>
   run(bytes: Uint8Array): Promise<void>
+  /** Stop the client's statement running now (its CancelRequest): 57014. False if none was running. */
+  cancelRunning(): Promise<boolean>
   capture(bytes: Uint8Array, asClient?: boolean): Promise<Buffer>
   runUnread(bytes: Uint8Array): Promise<void>
   release(): Promise<void>
@@ -152,12 +159,19 @@ export class ClientBackend implements Backend {
     this.#state.statements.ran(bytes)
   }
 
-  readonly #sink = (chunk: Uint8Array): void => {
+  /** PGlite's output, a view of its memory (the reader copies what it passes on). */
+  readonly #sink = (chunk: Uint8Array): void | Promise<void> => {
     const output = this.#output
-    if (output === 'client') this.#reader.feed(chunk, this.#send, this.#rewriteNow)
-    else if (output === 'nowhere') this.#reader.feed(chunk, null, null)
-    // PGlite hands us a view of its WASM memory: the reader copies what it passes on.
+    if (output === 'client') {
+      this.#reader.feed(chunk, this.#send, this.#rewriteNow)
+      return this.#client.waitForReader() ?? undefined
+    }
+    if (output === 'nowhere') this.#reader.feed(chunk, null, null)
     else this.#reader.feed(chunk, (bytes) => output.push(bytes), null)
+  }
+
+  async cancelRunning(): Promise<boolean> {
+    return this.#output === 'client' && (await this.session.cancelRunning())
   }
 
   readonly #send: Emit = (bytes) => this.#client.write(bytes)

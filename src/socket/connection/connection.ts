@@ -80,8 +80,10 @@ export class Connection implements ServedConnection, StartingConnection, BatchCl
   readonly #queue: Frames[] = []
   #draining = false
   #pausedForBackpressure = false
-  /** Waiting for the client to read its replies before running more of its work. */
+  /** Waiting for the client to read its replies before running (or sending) more of its work. */
   #blockedOnOutput = false
+  /** That wait, shared by everyone waiting on it. */
+  #readerWait: Promise<void> | null = null
   /** A malformed message arrived behind queued work: it fails the connection once that work is answered. */
   #failAfterQueue: WireError | null = null
   #cleanup: Promise<void> | null = null
@@ -151,12 +153,21 @@ export class Connection implements ServedConnection, StartingConnection, BatchCl
   }
 
   /**
-   * A CancelRequest with this client's key. Postgres cancels the statement running at that moment; here the
-   * statement that can be waiting is one queued behind another client's transaction, and that one is canceled.
-   * A statement already inside PGlite runs to completion (PGlite cannot be interrupted).
+   * A CancelRequest with this client's key: as in Postgres, the statement running at that moment ends with 57014,
+   * whether it waits for the session behind another client or runs in PGlite (in a worker thread: PGlite in the
+   * server's thread cannot be stopped). At other moments it does nothing.
    */
   cancel(): void {
-    if (this.#batches?.cancelWait()) this.#log.debug('queued work canceled', {})
+    if (this.#batches?.cancelWait()) {
+      this.#log.debug('queued work canceled', {})
+      return
+    }
+    const backend = this.#backend
+    if (!backend?.isOwner) return
+    backend.cancelRunning().then(
+      (canceled) => this.#log.debug(canceled ? 'running statement canceled' : 'cancel: nothing running', {}),
+      (error: unknown) => this.#log.warn('cancel failed', { error }),
+    )
   }
 
   notify(message: Buffer): void {
@@ -268,8 +279,9 @@ export class Connection implements ServedConnection, StartingConnection, BatchCl
           this.#pausedForBackpressure = false
           this.socket.resume()
         }
-        if (this.socket.writableLength > OUTPUT_HIGH_WATER) {
-          await this.#outputDrained()
+        const reading = this.waitForReader()
+        if (reading) {
+          await reading
           if (!this.states.isServing) break
         }
         if (this.#openDatabase) {
@@ -294,6 +306,22 @@ export class Connection implements ServedConnection, StartingConnection, BatchCl
     }
   }
 
+  waitForReader(): Promise<void> | null {
+    if (this.#readerWait) return this.#readerWait
+    const socket = this.socket
+    if (socket.writableLength <= OUTPUT_HIGH_WATER) return null
+    const wasActive = this.states.current === 'active'
+    // Writes held back for one send (cork) must go now, or the client could never read them.
+    const corks = socket.writableCorked
+    for (let i = 0; i < corks; i++) socket.uncork()
+    this.#readerWait = this.#outputDrained().finally(() => {
+      this.#readerWait = null
+      for (let i = 0; i < corks; i++) socket.cork()
+      if (wasActive) this.states.enter('active')
+    })
+    return this.#readerWait
+  }
+
   /**
    * Wait until the client has read its replies (or gone). A session holder that stops reading is reaped by the
    * idle-in-transaction timer as any stalled holder is; a client at rest holds nothing while it waits.
@@ -301,7 +329,7 @@ export class Connection implements ServedConnection, StartingConnection, BatchCl
   async #outputDrained(): Promise<void> {
     const socket = this.socket
     this.#blockedOnOutput = true
-    this.#log.debug('client not reading; waiting before its next batch', { pending: socket.writableLength })
+    this.#log.debug('client not reading; waiting for it', { pending: socket.writableLength })
     this.#settle()
     try {
       await new Promise<void>((resolve) => {

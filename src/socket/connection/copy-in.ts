@@ -2,7 +2,7 @@
 // answers CopyInResponse itself, gathers the client's CopyData until CopyDone or CopyFail, and hands PGlite the
 // statement and all of its data in one call, bounded by maxCopyBytes.
 
-import { SqlState } from '../../errors.ts'
+import { SqlState, WireError } from '../../errors.ts'
 import { BackendCode, FrontendCode, TxStatus } from '../protocol/codes.ts'
 import { encodeCopyInResponse, encodeErrorResponse, encodeReadyForQuery, firstValue, withoutFirst } from '../protocol/backend.ts'
 import { FAILING_EXTENDED, FAILING_QUERY, SYNC, encodeQuery } from '../protocol/frontend.ts'
@@ -45,13 +45,23 @@ export async function gatherCopy(turn: Turn, copy: CopyIn, code: number, frame: 
     await turn.releaseIfAtRest()
     return null
   }
-  const isCopyMessage = isEnd || code === FrontendCode.CopyData || code === FrontendCode.Flush || code === FrontendCode.Sync
+  if (!isEnd && code !== FrontendCode.CopyData && code !== FrontendCode.Flush && code !== FrontendCode.Sync) return refuseMessage(turn, copy, code)
   copy.add(frame)
   if (copy.size > turn.maxCopyBytes) return failCopy(turn, copy)
-  // Anything but copy data ends the COPY; PGlite itself reports a non-copy message as an error.
-  if (!isEnd && isCopyMessage) return copy
+  if (!isEnd) return copy
   await finishCopy(turn, copy)
   return null
+}
+
+/**
+ * A message that has no place in a COPY (a Query, a Parse...): Postgres answers ERROR 08P01, then ends the connection
+ * with FATAL 08P01, as its reading of messages has lost its footing. PGlite has not seen the COPY: nothing of it runs;
+ * what the client left open around it is rolled back as it goes. (Given to PGlite, such a message would end it.)
+ */
+function refuseMessage(turn: Turn, copy: CopyIn, code: number): never {
+  copy.drop()
+  turn.write(encodeErrorResponse('ERROR', SqlState.ProtocolViolation, `unexpected message type 0x${code.toString(16).toUpperCase().padStart(2, '0')} during COPY from stdin`))
+  throw new WireError('FATAL', SqlState.ProtocolViolation, 'terminating connection because protocol synchronization was lost')
 }
 
 /**

@@ -82,7 +82,10 @@ async function dropDatabase(turn: Turn, databases: DatabaseCatalog, command: Ext
     return null
   }
   const db = databases.instance(name)
-  const others = db ? [...sessionFor(db).members] : []
+  const session = db ? sessionFor(db) : null
+  // As Postgres does, give clients that are leaving (their cleanup running) a few seconds to be gone.
+  if (session && !command.force) await membersLeft(session.members)
+  const others = session ? [...session.members] : []
   if (others.length > 0 && !command.force) {
     const count = others.length === 1 ? 'There is 1 other session using the database.' : `There are ${others.length} other sessions using the database.`
     return new WireError('ERROR', SqlState.ObjectInUse, `database "${name}" is being accessed by other users (${count})`)
@@ -92,6 +95,15 @@ async function dropDatabase(turn: Turn, databases: DatabaseCatalog, command: Ext
   await databases.drop(name)
   turn.log.info('database dropped', { database: name, ended: others.length })
   return null
+}
+
+/** Postgres waits up to 5 s for the other backends of a database to exit before DROP DATABASE gives up. */
+const DROP_WAIT_MS = 5000
+
+async function membersLeft(members: ReadonlySet<unknown>): Promise<void> {
+  for (const started = Date.now(); members.size > 0 && Date.now() - started < DROP_WAIT_MS; ) {
+    await new Promise((resolve) => setTimeout(resolve, 100))
+  }
 }
 
 /**

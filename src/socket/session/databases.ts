@@ -9,8 +9,20 @@ export interface SessionDb {
   readonly waitReady: Promise<void>
   runExclusive<T>(fn: () => Promise<T>): Promise<T>
   execProtocolRaw(message: Uint8Array, options?: { syncToFs?: boolean }): Promise<Uint8Array>
-  execProtocolRawStream(message: Uint8Array, options: { onRawData: (chunk: Uint8Array) => void; syncToFs?: boolean }): Promise<void>
+  /**
+   * Run `message` as one call, its output to `onRawData` as it is produced. A database in a worker thread waits while
+   * a promise `onRawData` returned is pending (the client is not reading); PGlite in this thread cannot wait.
+   */
+  execProtocolRawStream(message: Uint8Array, options: { onRawData: OutputSink; syncToFs?: boolean }): Promise<void>
+  /**
+   * Stop the call running now as Postgres stops a statement for a CancelRequest (57014); resolves false if none ran.
+   * Only a database in a worker thread can be stopped: PGlite in the server's thread holds that thread while it runs.
+   */
+  cancel?(): Promise<boolean>
 }
+
+/** Gets each piece of a call's output; a returned promise asks the database to wait before sending more. */
+export type OutputSink = (chunk: Uint8Array) => void | Promise<void>
 
 /**
  * Where the databases a client names come from. Without one, a server has one database and every name leads there

@@ -7,11 +7,11 @@ import { BackendCode, HEADER_LENGTH } from '../protocol/codes.ts'
 import { encodeAuthenticationOk, encodeParameterStatus, readParameterStatus } from '../protocol/backend.ts'
 import { SYNC, encodeQuery, encodeStartupMessage } from '../protocol/frontend.ts'
 import { forEachFrame } from '../protocol/frames.ts'
-import type { SessionDb } from './databases.ts'
+import type { OutputSink, SessionDb } from './databases.ts'
 import { Listeners, listenSql } from './listeners.ts'
 import { OwnerScheduler, SchedulerClosedError } from './scheduler.ts'
 
-export type RawSink = (chunk: Uint8Array) => void
+export type RawSink = OutputSink
 
 /** A connection as the session sees it: something that can be told the session is gone, or handed a notification. */
 export interface SessionMember {
@@ -50,9 +50,7 @@ export class SharedSession {
   readonly #deadListeners = new Set<(error: WireError) => void>()
   #sink: RawSink | null = null
   /** PGlite keeps the last onRawData callback after a call returns, so route through one that checks who is current. */
-  readonly #onRawData = (chunk: Uint8Array): void => {
-    this.#sink?.(chunk)
-  }
+  readonly #onRawData = (chunk: Uint8Array): void | Promise<void> => this.#sink?.(chunk)
   /** Settings Postgres reports with ParameterStatus (lower-case names), with the values every client is told at startup. */
   readonly reportedDefaults = new Map<string, string>()
   /** The client whose Parse made the session's unnamed prepared statement (null: nobody's, or PGlite's own). */
@@ -84,6 +82,11 @@ export class SharedSession {
         this.#sink = null
       }
     })
+  }
+
+  /** Stop the call running now (the owner's statement), as a CancelRequest does; false if none ran or none can be. */
+  async cancelRunning(): Promise<boolean> {
+    return this.#sink !== null && this.db.cancel !== undefined && (await this.db.cancel())
   }
 
   get hasAbandonedWork(): boolean {

@@ -1,0 +1,167 @@
+// Protocol calls into a database thread, from the server's thread: the request through one ring, the reply streamed
+// back through another to the caller, which may hold it back (its client is not reading: the thread then waits with
+// the statement paused). While a call runs, a watchdog fires Postgres's own timer at the deadline Postgres armed
+// (statement_timeout), and `cancel` stops it (a CancelRequest); both reach the thread through the inspector.
+
+import { decodeThreadError } from './thread-messages.ts'
+import { workerInspector } from './interrupt.ts'
+import { ByteRing, FrameEnd } from './ring.ts'
+import { Control, ENGINE_GLOBAL, controlViews } from './stoppable.ts'
+
+/** Gets each piece of a call's output; a returned promise holds the rest back until it settles. */
+export type OutputSink = (chunk: Uint8Array) => void | Promise<void>
+
+/** How often the watchdog looks at Postgres's timer while a call runs, before it knows a deadline. */
+const WATCH_EVERY_MS = 10
+/** Waiting for a reply, the server's thread checks this often that the database thread is still there. */
+const WAIT_SLICE_MS = 1000
+
+interface Running {
+  id: number
+  timer: NodeJS.Timeout | undefined
+}
+
+export class ProtocolCalls {
+  readonly #requests: ByteRing
+  readonly #replies: ByteRing
+  readonly #words: Int32Array
+  readonly #deadline: Float64Array
+  readonly #threadId: number
+  #nextId = 1
+  #running: Running | null = null
+  /** Set once the thread is gone: every call fails with it. */
+  #failure: Error | null = null
+  #onFailure: (() => void) | null = null
+
+  constructor(rings: { requests: SharedArrayBuffer; replies: SharedArrayBuffer }, control: SharedArrayBuffer, threadId: number) {
+    this.#requests = new ByteRing(rings.requests)
+    this.#replies = new ByteRing(rings.replies)
+    const { words, deadline } = controlViews(control)
+    this.#words = words
+    this.#deadline = deadline
+    this.#threadId = threadId
+  }
+
+  /** A call is in the thread now (or its output is still being read). */
+  get isRunning(): boolean {
+    return this.#running !== null
+  }
+
+  /** Run `message` (complete frontend messages) as one call. Callers take turns (thread.ts holds a lock). */
+  async run(message: Uint8Array, sink: OutputSink): Promise<void> {
+    if (this.#failure) throw this.#failure
+    const running: Running = { id: this.#nextId++, timer: undefined }
+    this.#running = running
+    try {
+      await this.#send(running.id, message)
+      this.#watch(running)
+      await this.#receive(running.id, sink)
+    } finally {
+      clearTimeout(running.timer)
+      this.#running = null
+    }
+  }
+
+  /** Stop the statement running now with 57014 "canceling statement due to user request". False if none ran. */
+  async cancel(): Promise<boolean> {
+    const running = this.#running
+    if (!running) return false
+    return (await this.#evaluate(`cancel(${running.id})`)) === true
+  }
+
+  /** The thread is gone: the call in flight and every later one fail with `error`. */
+  fail(error: Error): void {
+    this.#failure ??= error
+    this.#onFailure?.()
+  }
+
+  /** Tell the thread to turn its event loop now (a message for it is on its way). */
+  turn(): void {
+    if (this.#requests.tryWrite(0, FrameEnd.Turn, new Uint8Array(0))) this.#requests.wake()
+  }
+
+  /** The request into its ring, in frames, waiting for room as the thread reads (COPY data can be large). */
+  async #send(id: number, message: Uint8Array): Promise<void> {
+    const ring = this.#requests
+    const max = ring.maxPayload
+    let offset = 0
+    do {
+      const piece = message.subarray(offset, Math.min(message.length, offset + max))
+      const isLast = offset + piece.length === message.length
+      while (!ring.tryWrite(id, isLast ? FrameEnd.Last : 0, piece)) {
+        const tail = ring.tail
+        ring.wake()
+        await this.#abortable(ring.roomAsync(tail, WAIT_SLICE_MS))
+      }
+      offset += piece.length
+    } while (offset < message.length)
+    ring.wake()
+  }
+
+  /** The reply: output to `sink` as it arrives, until the call's last frame (which carries its error, if any). */
+  async #receive(id: number, sink: OutputSink): Promise<void> {
+    const ring = this.#replies
+    const state: { ended: boolean; error: Error | null; held: Promise<void> | null } = { ended: false, error: null, held: null }
+    const visit = (frameId: number, flags: number, payload: Buffer): boolean | void => {
+      if (frameId !== id) return
+      if (flags & FrameEnd.Last) {
+        state.ended = true
+        if (flags & FrameEnd.Error) state.error = decodeThreadError(JSON.parse(payload.toString('utf8')))
+        return false
+      }
+      const result = sink(payload)
+      if (result instanceof Promise) {
+        state.held = result
+        return false
+      }
+    }
+    for (;;) {
+      const seen = ring.wakeCount
+      ring.read(visit)
+      if (state.ended) {
+        if (state.error) throw state.error
+        return
+      }
+      const held = state.held
+      state.held = null
+      await this.#abortable(held ?? ring.wakeAsync(seen, WAIT_SLICE_MS))
+    }
+  }
+
+  /** While the call runs: fire Postgres's timer once the deadline it armed during this call has passed. */
+  #watch(running: Running): void {
+    const check = (): void => {
+      if (this.#running !== running) return
+      const deadline = this.#deadline[0]!
+      const armedNow = deadline > 0 && Atomics.load(this.#words, Control.ArmedBy) === running.id
+      const wait = armedNow ? deadline - Date.now() : WATCH_EVERY_MS
+      if (wait > 0) {
+        running.timer = setTimeout(check, Math.min(wait, 1000))
+        return
+      }
+      void this.#evaluate(`fireTimer(${running.id})`)
+      // Postgres re-arms the timer if the deadline was not its earliest one: look again shortly.
+      running.timer = setTimeout(check, 50)
+    }
+    running.timer = setTimeout(check, WATCH_EVERY_MS)
+  }
+
+  #evaluate(call: string): Promise<unknown> {
+    return workerInspector().evaluate(this.#threadId, `globalThis.${ENGINE_GLOBAL}?.${call}`)
+  }
+
+  /** `wait`, or the thread's failure, whichever comes first. */
+  async #abortable(wait: Promise<void>): Promise<void> {
+    if (this.#failure) throw this.#failure
+    const failed = new Promise<void>((_, reject) => {
+      this.#onFailure = () => reject(this.#failure)
+    })
+    failed.catch(() => {})
+    try {
+      await Promise.race([wait, failed])
+    } finally {
+      this.#onFailure = null
+    }
+    if (this.#failure) throw this.#failure
+  }
+}

@@ -1,0 +1,184 @@
+// A byte ring over a SharedArrayBuffer between two threads, one writing and one reading: frames of
+// [call id u32][length u32, with flags in the top bits][bytes], passed without a message per call. The positions are
+// only ever moved by their own side (Atomics keep them visible); a third word counts wake-ups that either side may
+// wait on (Atomics.wait in the database thread, Atomics.waitAsync in the server's). Bytes are copied in and out.
+
+const HEAD = 0 // bytes written, modulo 2^32
+const TAIL = 1 // bytes read
+const WAKE = 2 // bumped on every wake-up
+const CONTROL_WORDS = 4
+export const FRAME_HEADER = 8
+
+/** Flags in a frame's length word. */
+export const FrameEnd = {
+  /** The last frame of a call's request, or of its reply. */
+  Last: 0x8000_0000,
+  /** The reply failed: the payload is the error, encoded. */
+  Error: 0x4000_0000,
+  /** Not a call: the database thread should turn its event loop (a message waits for it). */
+  Turn: 0x2000_0000,
+} as const
+const LENGTH_MASK = 0x1fff_ffff
+
+/** Atomics.waitAsync (Node 16+), which this project's lib (ES2023) does not declare. */
+const waitAsync = (Atomics as unknown as { waitAsync(array: Int32Array, index: number, value: number, ms: number): { async: boolean; value: Promise<string> | string } }).waitAsync
+
+export function ringBuffer(capacity: number): SharedArrayBuffer {
+  return new SharedArrayBuffer(CONTROL_WORDS * 4 + capacity)
+}
+
+export class ByteRing {
+  readonly #control: Int32Array
+  readonly #data: Uint8Array
+  readonly #view: DataView
+  readonly capacity: number
+
+  constructor(buffer: SharedArrayBuffer) {
+    this.#control = new Int32Array(buffer, 0, CONTROL_WORDS)
+    this.#data = new Uint8Array(buffer, CONTROL_WORDS * 4)
+    this.#view = new DataView(buffer, CONTROL_WORDS * 4)
+    this.capacity = this.#data.length
+  }
+
+  /** The largest payload one frame can carry: half the ring, so a full frame never waits for itself. */
+  get maxPayload(): number {
+    return Math.min(LENGTH_MASK, (this.capacity >> 1) - FRAME_HEADER)
+  }
+
+  /** Bytes written and not yet read. */
+  get used(): number {
+    return (Atomics.load(this.#control, HEAD) - Atomics.load(this.#control, TAIL)) | 0
+  }
+
+  // --- The writing side ---
+
+  /** Write one frame if it fits (payload at most maxPayload); false if the ring is too full now. Wakes nobody. */
+  tryWrite(id: number, flags: number, payload: Uint8Array): boolean {
+    const need = FRAME_HEADER + payload.length
+    if (need > this.capacity - this.used) return false
+    const head = Atomics.load(this.#control, HEAD)
+    this.#putWord(head, id)
+    this.#putWord(head + 4, payload.length | flags)
+    this.#put(head + FRAME_HEADER, payload)
+    Atomics.store(this.#control, HEAD, (head + need) | 0)
+    return true
+  }
+
+  /** Tell the reading side there is something to read. */
+  wake(): void {
+    Atomics.add(this.#control, WAKE, 1)
+    Atomics.notify(this.#control, WAKE)
+  }
+
+  /** The tail position now: a writer waiting for room waits for it to move (waitForRoom). */
+  get tail(): number {
+    return Atomics.load(this.#control, TAIL)
+  }
+
+  /** Block until the reading side moved past `tail` or `ms` passed (database thread only). */
+  waitForRoom(tail: number, ms: number): void {
+    Atomics.wait(this.#control, TAIL, tail, ms)
+  }
+
+  /** Resolves once the reading side moved past `tail`, or after `ms` (server thread). */
+  async roomAsync(tail: number, ms: number): Promise<void> {
+    const wait = waitAsync(this.#control, TAIL, tail, ms)
+    if (wait.async) await wait.value
+  }
+
+  // --- The reading side ---
+
+  /** The wake-up count now: read it before looking for frames, then wait on it if there were none. */
+  get wakeCount(): number {
+    return Atomics.load(this.#control, WAKE)
+  }
+
+  /**
+   * Hand every frame written so far to `visit`, a copy of its payload (frames of one call in a row without flags are
+   * joined into one copy; a frame with flags comes on its own), then free their room and wake a writer waiting for
+   * it. `visit` may return false to stop there (the rest stay for the next read). Returns how many frames were read.
+   */
+  read(visit: (id: number, flags: number, payload: Buffer) => boolean | void): number {
+    const head = Atomics.load(this.#control, HEAD)
+    let tail = Atomics.load(this.#control, TAIL)
+    let count = 0
+    while (((head - tail) | 0) > 0) {
+      const id = this.#getWord(tail)
+      let runEnd = tail
+      let length = 0
+      let flags = 0
+      while (((head - runEnd) | 0) > 0 && this.#getWord(runEnd) === id) {
+        const word = this.#getWord(runEnd + 4)
+        if ((word & ~LENGTH_MASK) !== 0) {
+          // A frame with flags is visited alone: after the run of plain frames before it, if any.
+          if (runEnd !== tail) break
+          flags = word & ~LENGTH_MASK
+        }
+        length += word & LENGTH_MASK
+        runEnd = (runEnd + FRAME_HEADER + (word & LENGTH_MASK)) | 0
+        count++
+        if (flags !== 0) break
+      }
+      const payload = Buffer.allocUnsafe(length)
+      let at = 0
+      for (let frame = tail; frame !== runEnd; ) {
+        const frameLength = this.#getWord(frame + 4) & LENGTH_MASK
+        this.#get(frame + FRAME_HEADER, payload.subarray(at, at + frameLength))
+        at += frameLength
+        frame = (frame + FRAME_HEADER + frameLength) | 0
+      }
+      tail = runEnd
+      if (visit(id, flags, payload) === false) break
+    }
+    if (count > 0) {
+      Atomics.store(this.#control, TAIL, tail)
+      Atomics.notify(this.#control, TAIL)
+    }
+    return count
+  }
+
+  /** Block until woken after `seen` or `ms` passed (database thread only): 'ok', 'not-equal' or 'timed-out'. */
+  waitSync(seen: number, ms: number): string {
+    return Atomics.wait(this.#control, WAKE, seen, ms)
+  }
+
+  /** Resolves once woken after `seen`, or after `ms` (server thread). */
+  async wakeAsync(seen: number, ms: number): Promise<void> {
+    const wait = waitAsync(this.#control, WAKE, seen, ms)
+    if (wait.async) await wait.value
+  }
+
+  // --- Bytes, wrapping at the end ---
+
+  #put(position: number, bytes: Uint8Array): void {
+    const at = (position >>> 0) % this.capacity
+    const first = Math.min(bytes.length, this.capacity - at)
+    this.#data.set(first === bytes.length ? bytes : bytes.subarray(0, first), at)
+    if (first < bytes.length) this.#data.set(bytes.subarray(first), 0)
+  }
+
+  #get(position: number, out: Uint8Array): void {
+    const at = (position >>> 0) % this.capacity
+    const first = Math.min(out.length, this.capacity - at)
+    out.set(this.#data.subarray(at, at + first))
+    if (first < out.length) out.set(this.#data.subarray(0, out.length - first), first)
+  }
+
+  #putWord(position: number, value: number): void {
+    const at = (position >>> 0) % this.capacity
+    if (at + 4 <= this.capacity) this.#view.setUint32(at, value >>> 0, true)
+    else {
+      const word = new Uint8Array(4)
+      new DataView(word.buffer).setUint32(0, value >>> 0, true)
+      this.#put(position, word)
+    }
+  }
+
+  #getWord(position: number): number {
+    const at = (position >>> 0) % this.capacity
+    if (at + 4 <= this.capacity) return this.#view.getUint32(at, true)
+    const word = new Uint8Array(4)
+    this.#get(position, word)
+    return new DataView(word.buffer).getUint32(0, true)
+  }
+}

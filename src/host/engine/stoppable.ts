@@ -1,0 +1,196 @@
+// What makes a PGlite in a worker thread stoppable from outside, set up in that thread before PGlite starts: the
+// deadline Postgres arms for its own timeouts (statement_timeout) published where the server's thread can read it,
+// and, on globalThis, the two calls the server's thread makes into this one through the inspector while a statement
+// runs (no message can reach a thread whose event loop is busy in a call): cancel the statement, or fire Postgres's
+// timer. Also: a watch on PGlite's output for a FATAL or PANIC, after which the instance cannot run another call.
+
+import type { PGlite } from '@electric-sql/pglite'
+import { BackendCode, CODE_LENGTH, HEADER_LENGTH } from '../../socket/protocol/codes.ts'
+
+/** The name of the object the server's thread calls into (see interrupt.ts). */
+export const ENGINE_GLOBAL = '__pgliteDevDbEngine'
+
+/**
+ * Shared between the two threads: [0] the id of the call PGlite is running (0: none), [1] the id of the call during
+ * which Postgres last armed its timer, and at byte 8 that timer's deadline (ms since the epoch; 0: none armed).
+ */
+export const CONTROL_BYTES = 16
+export function controlViews(buffer: SharedArrayBuffer): { words: Int32Array; deadline: Float64Array } {
+  return { words: new Int32Array(buffer, 0, 2), deadline: new Float64Array(buffer, 8, 1) }
+}
+export const Control = { Current: 0, ArmedBy: 1 } as const
+
+interface WasmSide {
+  /** The exports of PGlite's live WASM instance (it instantiates others, for initdb, beside it). */
+  exports: Record<string, unknown> | null
+}
+
+/**
+ * Before PGlite is created in this thread: its WASM instance's `_setitimer_js` import is replaced, so that Postgres's
+ * timer is recorded in `control` instead of set as a JS timer here. A JS timer could only fire between calls (a call
+ * holds the thread), where the timeouts Postgres would fire are idle ones whose handler is FATAL for the one session:
+ * the server has its own idle timeouts. During a call, the server's thread fires the timer at its deadline
+ * (fireTimer below), which is how statement_timeout works.
+ */
+export function interceptTimers(control: SharedArrayBuffer): WasmSide {
+  const { words, deadline } = controlViews(control)
+  const side: WasmSide = { exports: null }
+  // The global WebAssembly, which this project's libs (ES2023, no DOM) do not declare as a value.
+  const wasmGlobal = (globalThis as unknown as { WebAssembly: { instantiate: (source: unknown, imports?: Record<string, Record<string, unknown>>) => Promise<unknown> } }).WebAssembly
+  const instantiate = wasmGlobal.instantiate.bind(wasmGlobal)
+  wasmGlobal.instantiate = async (source, imports) => {
+    const env = imports?.env
+    // PGlite's own module has a plain import object; an extension's (a side module) resolves its imports through a
+    // Proxy, left as it is.
+    if (env && Object.hasOwn(env, '_setitimer_js')) {
+      imports = {
+        ...imports,
+        env: {
+          ...env,
+          _setitimer_js: (which: number, ms: number): number => {
+            if (which !== 0) return 0 // ITIMER_REAL is the only one Postgres uses
+            deadline[0] = ms > 0 ? Date.now() + ms : 0
+            Atomics.store(words, Control.ArmedBy, Atomics.load(words, Control.Current))
+            return 0
+          },
+        },
+      }
+    }
+    const result = (await instantiate(source, imports)) as { instance?: { exports: Record<string, unknown> }; exports?: Record<string, unknown> }
+    const exports = result.instance?.exports ?? result.exports
+    // The live instance is the one whose memory PGlite keeps (checked once PGlite is open: bind()).
+    if (exports && typeof exports._emscripten_timeout === 'function') candidates.push({ exports, memory: env?.memory })
+    return result
+  }
+  const candidates: Array<{ exports: Record<string, unknown>; memory: unknown }> = []
+  bindings.set(side, candidates)
+  return side
+}
+
+const bindings = new WeakMap<WasmSide, Array<{ exports: Record<string, unknown>; memory: unknown }>>()
+
+/** Postgres's globals in PGlite's module that a cancel sets. */
+interface PGliteModule {
+  HEAPU8: Uint8Array
+  wasmMemory: { buffer: ArrayBuffer }
+  _QueryCancelPending: number
+  _InterruptPending: number
+  _MyLatch: number
+}
+
+/**
+ * PGlite is open: expose the calls the server's thread makes into this one. Each checks that the call it was aimed at
+ * is still the one running; a late one does nothing (and a flag set as a call ends is cleared by `afterCall`).
+ */
+export function exposeStopping(db: PGlite, side: WasmSide, control: SharedArrayBuffer): { afterCall(id: number): void } {
+  const { words } = controlViews(control)
+  const mod = (db as unknown as { mod: PGliteModule }).mod
+  side.exports = bindings.get(side)?.find((candidate) => candidate.memory === mod.wasmMemory)?.exports ?? null
+  let stoppedCall = 0
+  const isRunning = (id: number): boolean => id !== 0 && Atomics.load(words, Control.Current) === id
+  // PGlite's pg_sleep (WaitLatch) spins on the clock and only returns early for a set latch.
+  const setLatch = (): void => {
+    const heap = new Int32Array(mod.wasmMemory.buffer)
+    const latch = heap[mod._MyLatch >> 2]!
+    if (latch !== 0) heap[latch >> 2] = 1
+  }
+  const engine = {
+    cancel(id: number): boolean {
+      if (!isRunning(id)) return false
+      stoppedCall = id
+      mod.HEAPU8[mod._QueryCancelPending] = 1
+      mod.HEAPU8[mod._InterruptPending] = 1
+      setLatch()
+      return true
+    },
+    /** Postgres's timer is due: run its handler now, as the JS timer would have (Postgres checks which timeout). */
+    fireTimer(id: number): boolean {
+      const timeout = side.exports?._emscripten_timeout as ((which: number, now: number) => void) | undefined
+      if (!isRunning(id) || !timeout) return false
+      stoppedCall = id
+      timeout(0, performance.now())
+      setLatch()
+      return true
+    },
+  }
+  ;(globalThis as Record<string, unknown>)[ENGINE_GLOBAL] = engine
+  return {
+    afterCall(id: number): void {
+      if (stoppedCall !== id) return
+      stoppedCall = 0
+      mod.HEAPU8[mod._QueryCancelPending] = 0
+      mod.HEAPU8[mod._InterruptPending] = 0
+    },
+  }
+}
+
+
+/**
+ * Follows a call's output for an ErrorResponse of severity FATAL or PANIC: PGlite answers it and goes on, but its
+ * one backend has ended, and the next call would never return. Reads headers only, and an error's first field.
+ */
+export class SeverityWatch {
+  /** What PGlite said, once it said FATAL or PANIC. */
+  fatal: string | null = null
+  #header = Buffer.alloc(HEADER_LENGTH)
+  #headerFill = 0
+  #remaining = 0
+  /** Of an ErrorResponse: its first bytes, gathered to read the severity. */
+  #error: Buffer | null = null
+  #errorFill = 0
+
+  reset(): void {
+    this.#headerFill = this.#remaining = this.#errorFill = 0
+    this.#error = null
+  }
+
+  feed(chunk: Uint8Array): void {
+    let i = 0
+    while (i < chunk.length) {
+      if (this.#remaining > 0) {
+        const take = Math.min(this.#remaining, chunk.length - i)
+        if (this.#error && this.#errorFill < this.#error.length) {
+          const count = Math.min(take, this.#error.length - this.#errorFill)
+          this.#error.set(chunk.subarray(i, i + count), this.#errorFill)
+          this.#errorFill += count
+        }
+        i += take
+        this.#remaining -= take
+        if (this.#remaining === 0 && this.#error) this.#judge()
+        continue
+      }
+      let code: number
+      if (this.#headerFill === 0 && chunk.length - i >= HEADER_LENGTH) {
+        code = chunk[i]!
+        this.#remaining = Math.max(0, ((chunk[i + 1]! << 24) | (chunk[i + 2]! << 16) | (chunk[i + 3]! << 8) | chunk[i + 4]!) - 4)
+        i += HEADER_LENGTH
+      } else {
+        this.#header[this.#headerFill++] = chunk[i++]!
+        if (this.#headerFill < HEADER_LENGTH) continue
+        this.#headerFill = 0
+        code = this.#header[0]!
+        this.#remaining = Math.max(0, this.#header.readInt32BE(CODE_LENGTH) - 4)
+      }
+      this.#error = code === BackendCode.ErrorResponse ? Buffer.alloc(Math.min(this.#remaining, 512)) : null
+      this.#errorFill = 0
+      if (this.#remaining === 0 && this.#error) this.#judge()
+    }
+  }
+
+  /** Fields: a type byte, then a NUL-terminated value. V is the severity, never localized. */
+  #judge(): void {
+    const error = this.#error!.subarray(0, this.#errorFill)
+    this.#error = null
+    let severity = ''
+    let message = ''
+    for (let at = 0; at < error.length && error[at] !== 0; ) {
+      const end = error.indexOf(0, at + 1)
+      if (end < 0) break
+      const value = error.toString('utf8', at + 1, end)
+      if (error[at] === 0x56) severity = value // V
+      else if (error[at] === 0x4d) message = value // M
+      at = end + 1
+    }
+    if (severity === 'FATAL' || severity === 'PANIC') this.fatal = `${severity}: ${message}`
+  }
+}
