@@ -185,7 +185,8 @@ interface PGLiteSocketSessionDb {
     readonly waitReady: Promise<void>;
     runExclusive<T>(fn: () => Promise<T>): Promise<T>;
     execProtocolRaw(message: Uint8Array, options?: { syncToFs?: boolean }): Promise<Uint8Array>;
-    execProtocolRawStream(message: Uint8Array, options: { onRawData: (chunk: Uint8Array) => void; syncToFs?: boolean }): Promise<void>;
+    execProtocolRawStream(message: Uint8Array, options: { onRawData: (chunk: Uint8Array) => void | Promise<void>; syncToFs?: boolean }): Promise<void>;
+    cancel?(): Promise<boolean>;
 }
 /** Several databases behind one server: each name a client connects to is its own PGlite (pglite-dev-db's DatabaseCatalog). */
 interface PGLiteSocketDatabaseCatalog {
@@ -238,6 +239,11 @@ async function patchTypings(): Promise<void> {
         what: 'the handler option queryQueue (the patched handler takes the PGlite instance instead)',
         from: '    /** The query queue manager */\n    queryQueue: QueryQueueManager;\n',
         to: '    /** The PGlite instance to serve (patched: replaces the stock queryQueue) */\n    db: PGlite;\n',
+      },
+      {
+        what: 'the db option of the server (pglite-dev-db also serves a PGlite in a worker thread)',
+        from: '    /** The PGlite database instance */\n    db: PGlite;\n',
+        to: '    /** The PGlite database instance (or pglite-dev-db\'s PGlite in a worker thread) */\n    db: PGlite | PGLiteSocketSessionDb;\n',
       },
       {
         what: 'the maxConnections default in the server options',
