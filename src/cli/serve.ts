@@ -51,6 +51,8 @@ export async function serveCommand(argv: readonly string[], io: CliIo): Promise<
   ])
   if (outcome.kind === 'signal') log.info('stopping', { signal: outcome.signal })
   await devDb.close()
+  // Exit 0 only once every database closed cleanly (every commit flushed); else 1, with a log line saying which.
+  if (!devDb.stoppedCleanly) return ExitCode.Failure
   if (outcome.kind === 'failed') {
     log.error('database failed', { error: outcome.error })
     return ExitCode.Failure

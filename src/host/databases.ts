@@ -19,6 +19,10 @@ import type { LoadedExtensions } from './extensions.ts'
 
 export const MAIN_DATABASE = 'postgres'
 
+/** A database that died is reopened: tried again this often, and given up on after this long. */
+const RECOVERY_RETRY_MS = 2_000
+const RECOVERY_GIVE_UP_MS = 10 * 60_000
+
 export interface DatabasesOptions {
   /** The main database, already open. */
   main: Instance
@@ -37,6 +41,10 @@ export interface DatabasesOptions {
    */
   threads?: boolean
   log: Logger
+  /** A database that died was reopened as `db`: its session serves again from it. */
+  onRecovered?: (dead: Instance, db: Instance) => void
+  /** A database that died could not be reopened. */
+  onLost?: (name: string, error: Error) => void
 }
 
 /** An open database: in a worker thread of its own, or (threads: false) in the server's thread. */
@@ -60,7 +68,7 @@ export class Databases implements DatabaseCatalog {
   constructor(options: DatabasesOptions) {
     this.#options = options
     this.#main = options.main
-    this.#open.set(MAIN_DATABASE, options.main)
+    this.#adopt(MAIN_DATABASE, options.main)
   }
 
   get main(): Instance {
@@ -139,8 +147,7 @@ export class Databases implements DatabaseCatalog {
         await emptyDataDir(dir)
         db = await this.#build(dir, thread)
       }
-      this.#open.set(name, db)
-      if (name === MAIN_DATABASE) this.#main = db
+      this.#adopt(name, db)
       return db
     })
   }
@@ -163,16 +170,86 @@ export class Databases implements DatabaseCatalog {
     return null
   }
 
-  /** Close every database but the main one (its owner closes it), and the spare. */
-  async close(): Promise<void> {
+  /**
+   * Close every database, the main one too, and the spare. A database in a thread that does not close within
+   * `deadlineMs` is terminated (see DbThread.close); returns the names of those that did not close cleanly.
+   */
+  async close(deadlineMs?: number): Promise<string[]> {
     this.#closed = true
     await Promise.allSettled([...this.#work.values()])
     await Promise.all(this.#closing)
-    const others = [...this.#open].filter(([name]) => name !== MAIN_DATABASE).map(([, db]) => db)
+    const open: Array<[string, Instance]> = [...this.#open]
     const spare = this.#spare
     this.#spare = null
-    if (spare) others.push(await spare.db.catch(() => null as never))
-    await Promise.all(others.filter((db) => db && !db.closed).map((db) => db.close()))
+    const spareDb = spare ? await spare.db.catch(() => null) : null
+    if (spareDb) open.push(['(spare)', spareDb])
+    const unclean: string[] = []
+    await Promise.all(
+      open.map(async ([name, db]) => {
+        if (db.closed) return
+        try {
+          await (db instanceof DbThread ? db.close(deadlineMs) : db.close())
+        } catch (error) {
+          unclean.push(name)
+          this.#options.log.error('a database did not close cleanly', { database: name, error })
+        }
+      }),
+    )
+    return unclean
+  }
+
+  /** `db` is the database `name` from now on; should it die (in its thread), it is reopened. */
+  #adopt(name: string, db: Instance): void {
+    this.#open.set(name, db)
+    if (name === MAIN_DATABASE) this.#main = db
+    if (db instanceof DbThread) db.onDeath = (error) => this.#recover(name, db, error)
+  }
+
+  /**
+   * The last resort, after PGlite died (a FATAL or PANIC, a full disk, a statement that could not be stopped and
+   * whose thread was ended): its clients were told; the database is reopened from its data dir (every committed
+   * transaction is there), or in memory from what its files still held (as after a crash) or, failing that, the
+   * migrated state. While that fails (the disk is still full) it is tried again, for a while.
+   */
+  #recover(name: string, dead: DbThread, cause: Error): void {
+    if (this.#closed) return
+    const { log } = this.#options
+    log.error('a database stopped unexpectedly; reopening it', { database: name, error: cause })
+    const started = performance.now()
+    void this.#serialize(name, async () => {
+      if (this.#open.get(name) !== dead) return
+      const rescued = this.#dirFor(name) === null || (name === MAIN_DATABASE && this.#options.dataDir === null) ? await dead.rescueFiles().catch(() => null) : null
+      await dead.close(0).catch(() => {})
+      for (let attempt = 1; !this.#closed; attempt++) {
+        try {
+          const db = await this.#reopen(name, rescued)
+          this.#adopt(name, db)
+          this.#options.onRecovered?.(dead, db)
+          log.info('database reopened', { database: name, ms: Math.round(performance.now() - started), ...(rescued === null && this.#isInMemory(name) ? { lost: 'everything since the migrated state' } : {}) })
+          return
+        } catch (error) {
+          if (performance.now() - started > RECOVERY_GIVE_UP_MS) {
+            log.error('cannot reopen the database; giving up', { database: name, error })
+            this.#options.onLost?.(name, error as Error)
+            return
+          }
+          if (attempt === 1 || attempt % 15 === 0) log.error('cannot reopen the database yet; trying again every 2 s', { database: name, error })
+          await new Promise((resolve) => setTimeout(resolve, RECOVERY_RETRY_MS))
+        }
+      }
+    })
+  }
+
+  #isInMemory(name: string): boolean {
+    return name === MAIN_DATABASE ? this.#options.dataDir === null : this.#dirFor(name) === null
+  }
+
+  async #reopen(name: string, rescued: Blob | null): Promise<Instance> {
+    const dir = name === MAIN_DATABASE ? this.#options.dataDir : this.#dirFor(name)
+    if (dir !== null) return this.#build(dir, this.#threads)
+    if (rescued === null) return this.#build(null, this.#threads)
+    const { startParams, extensions } = this.#options
+    return DbThread.create({ loadDataDir: rescued, startParams, extensions: extensions.names })
   }
 
   #closeLater(db: Instance, name: string): void {
@@ -199,7 +276,7 @@ export class Databases implements DatabaseCatalog {
       created = !(await holdsDatabase(dir))
       db = await this.#build(dir, thread)
     }
-    this.#open.set(name, db)
+    this.#adopt(name, db)
     const ms = Math.round(performance.now() - started)
     this.#options.log.info(created ? 'database created' : 'database opened', { database: name, ...(created ? { why } : {}), ms, ...(thread ? { thread: true } : {}) })
     return { db, created }

@@ -17,6 +17,7 @@ import { assertInstalledExtensionsLoaded, loadExtensions, resolveExtensionNames,
 import { reportSlowStep, type ProgressOptions } from './progress.ts'
 import { readSnapshot } from './snapshot.ts'
 import { PGLiteSocketServer, type PGLiteSocketServerOptions } from '../socket/server.ts'
+import { sessionFor } from '../socket/session/session.ts'
 import { resolveDevDbOptions, type DevDbOptions } from './options.ts'
 import { readTlsFiles, selfSignedTls } from './tls.ts'
 
@@ -39,8 +40,14 @@ export interface DevDb {
   readonly server: PGLiteSocketServer
   /** Resolves with the cause if the database fails while serving (every client has then been told). */
   readonly failed: Promise<Error>
-  /** Stop accepting, tell clients (FATAL 57P01), roll back what they left open, and close PGlite so every commit is on disk. Idempotent. */
+  /**
+   * Stop accepting, tell clients (FATAL 57P01), cancel their running statements, roll back what they left open, and
+   * close every database so every commit is on disk. Bounded: a database still busy after a grace period is ended
+   * (see `stoppedCleanly`). Idempotent.
+   */
   close(): Promise<void>
+  /** After close(): false if some database had to be ended without closing (its next start recovers it). */
+  readonly stoppedCleanly: boolean
   [Symbol.asyncDispose](): Promise<void>
 }
 
@@ -53,6 +60,22 @@ export interface DevDb {
  * full scans of it about 12% slower than at 16 MB).
  */
 const SERVER_SETTINGS = ['-c', 'shared_buffers=8MB']
+
+/** close(): how long clients get to finish (their statements canceled) before the databases are stopped anyway. */
+const STOP_GRACE_MS = 5_000
+/** close(): then how long a busy database gets to close before its thread is ended. */
+const FORCED_CLOSE_MS = 2_000
+
+/** Whether `promise` settled within `ms`. */
+async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined
+  const timedOut = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), ms)))
+  try {
+    return await Promise.race([promise.then(() => true, () => true), timedOut])
+  } finally {
+    clearTimeout(timer)
+  }
+}
 
 export async function startDevDb(given: DevDbOptions = {}): Promise<DevDb> {
   // --- Resolve options ---
@@ -105,6 +128,7 @@ export async function startDevDb(given: DevDbOptions = {}): Promise<DevDb> {
     throw new DevServerError('ERR_PGLITE', `cannot open the database${dataDir ? ` in ${dataDir}` : ''}: ${(error as Error).message}`, { cause: error })
   }
 
+  let lost: (error: Error) => void = () => {}
   const databases = new Databases({
     main: db,
     dataDir: dataDir ?? null,
@@ -114,6 +138,10 @@ export async function startDevDb(given: DevDbOptions = {}): Promise<DevDb> {
     extensions: loaded,
     threads: options.databaseThreads,
     log,
+    onRecovered: (dead, db) => sessionFor(dead).recover(db),
+    onLost: (name, error) => {
+      if (name === MAIN_DATABASE) lost(error)
+    },
   })
   const serverOptions: PGLiteSocketServerOptions = {
     db,
@@ -172,17 +200,26 @@ export async function startDevDb(given: DevDbOptions = {}): Promise<DevDb> {
     }
   }
   const servers = unixServer ? [listening, unixServer] : [listening]
+  // The main database failing is not the end while it can be reopened (databaseThreads); only if that fails.
   const failed = new Promise<Error>((resolveFailed) => {
-    for (const each of servers) each.addEventListener('error', (event) => resolveFailed((event as CustomEvent<Error>).detail))
+    lost = resolveFailed
+    if (!options.databaseThreads) for (const each of servers) each.addEventListener('error', (event) => resolveFailed((event as CustomEvent<Error>).detail))
   })
   let closing: Promise<void> | null = null
+  let stoppedCleanly = true
   const close = (): Promise<void> => {
     closing ??= (async () => {
-      await Promise.all(servers.map((each) => each.stop()))
-      await databases.close()
-      if (!databases.main.closed) await databases.main.close()
+      // Clients are told (57P01), statements still running are canceled, what clients left open is rolled back.
+      const stopping = Promise.all(servers.map((each) => each.stop()))
+      const stopped = await settlesWithin(stopping, STOP_GRACE_MS)
+      if (!stopped) log.warn('clients still running after the grace period; stopping their databases', { ms: STOP_GRACE_MS })
+      // A database still busy then (a statement that cannot be stopped) gets a few seconds, then its thread ends.
+      const unclean = await databases.close(stopped ? undefined : FORCED_CLOSE_MS)
+      await stopping
+      stoppedCleanly = unclean.length === 0
       await lock?.release()
-      log.info('stopped', {})
+      if (stoppedCleanly) log.info('stopped', {})
+      else log.error('stopped; some databases were ended without closing: their committed transactions are in their files, and the next start recovers them', { databases: unclean.join(',') })
     })()
     return closing
   }
@@ -205,6 +242,9 @@ export async function startDevDb(given: DevDbOptions = {}): Promise<DevDb> {
     databases,
     server: listening,
     failed,
+    get stoppedCleanly() {
+      return stoppedCleanly
+    },
     close,
     [Symbol.asyncDispose]: close,
   }

@@ -127,7 +127,9 @@ class Output {
 async function serve(pglite: PGlite, request: ThreadRequest): Promise<void> {
   const { id } = request
   try {
-    if (dead) throw dead
+    // A dead PGlite's files can still be saved (its Postgres is gone, not its file system): the rescue of an in-memory
+    // database. Nothing else runs on it.
+    if (dead && request.op !== 'dumpDataDir') throw dead
     switch (request.op) {
       case 'query': {
         const { blob, ...options } = request.options ?? {}

@@ -273,9 +273,28 @@ export class DbThread {
     return dump.name === null ? new Blob([new Uint8Array(dump.bytes)], { type: dump.type }) : new File([new Uint8Array(dump.bytes)], dump.name, { type: dump.type })
   }
 
-  /** Close PGlite (every commit on disk) and end the thread. A dead instance's thread is ended without asking it. Idempotent. */
-  close(): Promise<void> {
-    this.#closing ??= this.#close()
+  /**
+   * The files of a database that died while its thread lives on (PGlite answered FATAL or PANIC): what an in-memory
+   * database can be reopened from, as after a crash. Null when the thread itself is gone.
+   */
+  async rescueFiles(): Promise<Blob | null> {
+    if (this.#exited || this.#closed) return null
+    const id = this.#nextId++
+    const dump = (await new Promise((resolve, reject) => {
+      this.#calls.set(id, { resolve, reject })
+      this.#worker.postMessage({ op: 'dumpDataDir', id, compression: 'none' } satisfies ThreadRequest)
+      this.#protocol.turn()
+    })) as { bytes: ArrayBuffer; type: string }
+    return new Blob([new Uint8Array(dump.bytes)], { type: dump.type })
+  }
+
+  /**
+   * Close PGlite (every commit on disk) and end the thread. A dead instance's thread is ended without asking it, and
+   * one that does not close within `deadlineMs` (a statement that cannot be stopped holds it) is terminated: its
+   * committed transactions are in its data dir's files, which the next open recovers. Idempotent.
+   */
+  close(deadlineMs = CLOSE_DEADLINE_MS): Promise<void> {
+    this.#closing ??= this.#close(deadlineMs)
     return this.#closing
   }
 
@@ -283,14 +302,14 @@ export class DbThread {
     await this.close()
   }
 
-  async #close(): Promise<void> {
+  async #close(deadlineMs: number): Promise<void> {
     let timer: NodeJS.Timeout | undefined
     try {
       if (this.#dead) return
       // Both settle to the error or null, so the loser of the race has nobody left to reject to.
       const closed = this.#request({ op: 'close' }).then(() => null, (error: unknown) => error)
       const deadline = new Promise<Error>((resolve) => {
-        timer = setTimeout(() => resolve(new Error(`PGlite did not close within ${CLOSE_DEADLINE_MS} ms; its thread was terminated`)), CLOSE_DEADLINE_MS)
+        timer = setTimeout(() => resolve(new Error(`PGlite did not close within ${deadlineMs} ms; its thread was terminated`)), deadlineMs)
       })
       const failure = await Promise.race([closed, deadline])
       if (failure) throw failure
@@ -351,9 +370,14 @@ export class DbThread {
     if (this.#calls.size === 0) this.#worker.unref()
   }
 
+  /** Called once, when the database dies while open (not when it is closed). */
+  onDeath: ((error: Error) => void) | null = null
+
   /** From now on every call fails with `error`; the ones in flight fail with it now. */
   #die(error: Error): void {
+    const first = this.#dead === null
     this.#dead ??= error
+    if (first && !this.#closed) this.onDeath?.(error)
     this.#protocol.fail(this.#dead)
     for (const [id, call] of this.#calls) {
       this.#calls.delete(id)

@@ -84,6 +84,8 @@ export class Connection implements ServedConnection, StartingConnection, BatchCl
   #blockedOnOutput = false
   /** That wait, shared by everyone waiting on it. */
   #readerWait: Promise<void> | null = null
+  /** Inside a PGlite call whose replies go out as one send (see cork()). */
+  #corked = false
   /** A malformed message arrived behind queued work: it fails the connection once that work is answered. */
   #failAfterQueue: WireError | null = null
   #cleanup: Promise<void> | null = null
@@ -311,12 +313,12 @@ export class Connection implements ServedConnection, StartingConnection, BatchCl
     const socket = this.socket
     if (socket.writableLength <= OUTPUT_HIGH_WATER) return null
     const wasActive = this.states.current === 'active'
-    // Writes held back for one send (cork) must go now, or the client could never read them.
-    const corks = socket.writableCorked
-    for (let i = 0; i < corks; i++) socket.uncork()
+    // Writes held back for one send (cork) must go now, or the client could never read them. The call may end
+    // before the client reads (PGlite in this thread does not wait for its output): cork again only if still inside it.
+    while (socket.writableCorked > 0) socket.uncork()
     this.#readerWait = this.#outputDrained().finally(() => {
       this.#readerWait = null
-      for (let i = 0; i < corks; i++) socket.cork()
+      if (this.#corked && socket.writableCorked === 0) socket.cork()
       if (wasActive) this.states.enter('active')
     })
     return this.#readerWait
@@ -360,12 +362,15 @@ export class Connection implements ServedConnection, StartingConnection, BatchCl
     this.socket.write(bytes)
   }
 
+  /** Hold writes for one send until uncork() (one PGlite call's replies); never while waiting for the client to read. */
   cork(): void {
-    this.socket.cork()
+    this.#corked = true
+    if (!this.#readerWait) this.socket.cork()
   }
 
   uncork(): void {
-    this.socket.uncork()
+    this.#corked = false
+    while (this.socket.writableCorked > 0) this.socket.uncork()
   }
 
   // --- Failure and close ---
@@ -413,8 +418,10 @@ export class Connection implements ServedConnection, StartingConnection, BatchCl
       const grace = setTimeout(() => this.socket.destroy(), CLOSE_GRACE_MS).unref()
       this.socket.once('close', () => clearTimeout(grace))
     }
-    // A wait for the session is abandoned now; a running batch finishes first, then #drain starts the cleanup.
+    // A wait for the session is abandoned now; a running statement is canceled, its batch ends, then #drain starts
+    // the cleanup.
     if (!this.#session.scheduler.isOwner(this)) this.#session.scheduler.forget(this)
+    else if (this.#draining) void this.#backend?.cancelRunning().catch((cancelError: unknown) => this.#log.warn('cancel on close failed', { error: cancelError }))
     if (!this.#draining) this.#startCleanup()
     return this.#cleanupDone
   }

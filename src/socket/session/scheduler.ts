@@ -94,6 +94,12 @@ export class OwnerScheduler<Id> {
     return true
   }
 
+  /** Take waiters again (the database is back). */
+  reopen(): void {
+    this.#closed = null
+    this.#owner = null
+  }
+
   /** Reject every waiter and refuse new ones; used when the database is gone. */
   close(reason: Error = new SchedulerClosedError()): void {
     this.#closed = reason

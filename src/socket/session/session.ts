@@ -131,9 +131,26 @@ export class SharedSession {
 
   markDead(cause: unknown): void {
     if (this.dead) return
-    this.dead = new WireError('FATAL', SqlState.InternalError, 'the database stopped unexpectedly (PGlite failed); reconnect after a restart', { cause })
+    const why = cause instanceof Error ? `: ${cause.message}` : ''
+    this.dead = new WireError('FATAL', SqlState.InternalError, `the database stopped unexpectedly (PGlite failed${why}); reconnect to try again`, { cause })
     this.scheduler.close(new SchedulerClosedError('the database stopped'))
     for (const listener of this.#deadListeners) listener(this.dead)
+  }
+
+  /**
+   * The database died and its owner reopened it as `db` (its data dir, or what could be saved of it): the session
+   * serves again, empty (every client it had was ended when it died).
+   */
+  recover(db: SessionDb): void {
+    sessions.delete(this.db)
+    this.db = db
+    sessions.set(db, this)
+    this.dead = null
+    this.unnamedStatementOwner = null
+    this.appliedSettings = ''
+    this.#abandonedStatements = []
+    this.listeners.forgetAbandoned()
+    this.scheduler.reopen()
   }
 
   onDead(listener: (error: WireError) => void): () => void {
