@@ -28,6 +28,7 @@ export const SqlState = {
   InvalidSqlStatementName: '26000',
   DuplicatePreparedStatement: '42P05',
   ProgramLimitExceeded: '54000',
+  OutOfMemory: '53200',
   InternalError: 'XX000',
   DuplicateDatabase: '42P04',
   InvalidCatalogName: '3D000',
@@ -38,15 +39,20 @@ export type SqlStateCode = (typeof SqlState)[keyof typeof SqlState]
 
 export type Severity = 'ERROR' | 'FATAL'
 
-/** An error that reaches a Postgres client as an ErrorResponse. FATAL closes that client's connection. */
+/**
+ * An error that reaches a Postgres client as an ErrorResponse. FATAL closes that client's connection. `logOnly`: the
+ * connection is closed without a word, as Postgres does for a COMMERROR (bytes that are no protocol at all).
+ */
 export class WireError extends Error {
   readonly sqlstate: SqlStateCode
   readonly severity: Severity
-  constructor(severity: Severity, sqlstate: SqlStateCode, message: string, options?: { cause?: unknown }) {
+  readonly logOnly: boolean
+  constructor(severity: Severity, sqlstate: SqlStateCode, message: string, options?: { cause?: unknown; logOnly?: boolean }) {
     super(message, options)
     this.name = 'WireError'
     this.severity = severity
     this.sqlstate = sqlstate
+    this.logOnly = options?.logOnly ?? false
   }
 }
 

@@ -123,10 +123,10 @@ export function startupCase(rng: Rng, address: Address, deadlineMs: number, ping
   })
   switch (kind) {
     case 'bad-startup-length': {
-      // Postgres closes without a word (COMMERROR); we say why, as FATAL 08P01.
+      // Postgres closes without a word (a COMMERROR, in its log only), and so do we.
       const length = rng.chance(0.5) ? rng.int(-(2 ** 31), 7) : rng.int(10_001, 2 ** 31 - 1)
       const bytes = startupPacket(PROTOCOL_3_0, rng.bytes(rng.int(0, 20)), length)
-      return expectClosed(bytes, `startup packet with length ${length}: ${hex(bytes)}`, [fatal('08P01', 'invalid length of startup packet')])
+      return expectClosed(bytes, `startup packet with length ${length}: ${hex(bytes)}`, [])
     }
     case 'unsupported-protocol': {
       let code: number
@@ -136,15 +136,15 @@ export function startupCase(rng: Rng, address: Address, deadlineMs: number, ping
       return expectClosed(bytes, `startup packet with protocol code ${code}`, [fatal('0A000', /unsupported frontend protocol \d+\.\d+/)])
     }
     case 'bad-request-length': {
-      // Postgres ignores the length of an SSLRequest and closes on a bad CancelRequest length without a word; we
-      // refuse both as FATAL 08P01.
+      // Postgres closes on a bad CancelRequest length without a word, as we do; it ignores the length of an
+      // SSLRequest, which we refuse as FATAL 08P01.
       const code = rng.pick([SSL_REQUEST, GSSENC_REQUEST, CANCEL_REQUEST])
       const right = code === CANCEL_REQUEST ? 16 : 8
       let length: number
       do length = rng.int(8, 64)
       while (length === right)
       const bytes = startupPacket(code, Buffer.alloc(length - 8), length)
-      return expectClosed(bytes, `request ${code} with length ${length}`, [fatal('08P01', 'invalid length of startup packet')])
+      return expectClosed(bytes, `request ${code} with length ${length}`, code === CANCEL_REQUEST ? [] : [fatal('08P01', 'invalid length of startup packet')])
     }
     case 'bad-layout': {
       const { body, variant } = layoutBody(rng)
@@ -162,11 +162,11 @@ export function startupCase(rng: Rng, address: Address, deadlineMs: number, ping
       let bytes: Buffer
       do bytes = rng.bytes(rng.int(4, 64))
       while (bytes.readInt32BE(0) >= 8 && bytes.readInt32BE(0) <= 10_000)
-      return expectClosed(bytes, `garbage ${hex(bytes)}`, [fatal('08P01', 'invalid length of startup packet')])
+      return expectClosed(bytes, `garbage ${hex(bytes)}`, [])
     }
     case 'http-request': {
       const bytes = Buffer.from(`${rng.pick(['GET', 'POST', 'HEAD'])} /${rng.bytes(4).toString('hex')} HTTP/1.1\r\nHost: x\r\n\r\n`)
-      return expectClosed(bytes, `${JSON.stringify(bytes.toString())}`, [fatal('08P01', 'invalid length of startup packet')])
+      return expectClosed(bytes, `${JSON.stringify(bytes.toString())}`, [])
     }
     case 'truncated-startup': {
       const full = wire.startup({ user: 'postgres', database: 'postgres' })

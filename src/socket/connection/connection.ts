@@ -33,6 +33,13 @@ const MAX_QUEUED_BATCHES = 64
  * (backpressure): a client that stops reading holds at most this plus one batch's replies in our memory.
  */
 const OUTPUT_HIGH_WATER = 1 << 20
+/**
+ * Above this many bytes of notifications (and other replies) waiting for a client that does not read, it is closed:
+ * Postgres's listener blocks in its write and the notifications queue on disk; ours would queue in server memory.
+ */
+const NOTIFICATION_BACKLOG_BYTES = 32 << 20
+const BACKLOG_FULL = new WireError('FATAL', SqlState.OutOfMemory, `terminating connection: more than ${NOTIFICATION_BACKLOG_BYTES >> 20} MB of notifications wait for this client to read them`)
+const BACKLOG_GRACE_MS = 10_000
 /** A FATAL goodbye gets this long to flush before the socket is destroyed. */
 const CLOSE_GRACE_MS = 2000
 
@@ -173,7 +180,14 @@ export class Connection implements ServedConnection, StartingConnection, BatchCl
   }
 
   notify(message: Buffer): void {
-    if (this.states.isServing) this.#write(message)
+    if (!this.states.isServing) return
+    if (this.socket.writableLength > NOTIFICATION_BACKLOG_BYTES) {
+      this.#log.warn('client not reading its notifications; closing it', { pending: this.socket.writableLength, sqlstate: BACKLOG_FULL.sqlstate })
+      // A slow reader gets longer than the usual grace to read what waits for it, down to the FATAL that explains.
+      void this.#close(BACKLOG_FULL, BACKLOG_GRACE_MS)
+      return
+    }
+    this.#write(message)
   }
 
   preparedStatementFrames(): Buffer[] {
@@ -407,15 +421,15 @@ export class Connection implements ServedConnection, StartingConnection, BatchCl
     void this.#close(new WireError('FATAL', SqlState.InternalError, 'internal error in pglite-dev-db; see the server log', { cause: error }))
   }
 
-  #close(error: WireError | null): Promise<void> {
+  #close(error: WireError | null, graceMs = CLOSE_GRACE_MS): Promise<void> {
     if (this.states.isClosing) return this.#cleanup ?? this.#cleanupDone
     this.states.enter('closing')
     this.#queue.length = 0
-    if (error) this.#write(encodeErrorResponse(error.severity, error.sqlstate, error.message))
+    if (error && !error.logOnly) this.#write(encodeErrorResponse(error.severity, error.sqlstate, error.message))
     this.#trace?.close(error)
     this.socket.end()
     if (!this.socket.destroyed) {
-      const grace = setTimeout(() => this.socket.destroy(), CLOSE_GRACE_MS).unref()
+      const grace = setTimeout(() => this.socket.destroy(), graceMs).unref()
       this.socket.once('close', () => clearTimeout(grace))
     }
     // A wait for the session is abandoned now; a running statement is canceled, its batch ends, then #drain starts

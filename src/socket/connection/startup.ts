@@ -86,7 +86,7 @@ export class Startup {
         }
       }
       if (code === StartupCode.CancelRequest) {
-        if (packet.length !== 16) throw protocolViolation('invalid length of startup packet')
+        if (packet.length !== 16) throw new WireError('FATAL', SqlState.ProtocolViolation, 'invalid length of startup packet', { logOnly: true })
         this.#host.cancel(packet.readInt32BE(8), packet.readInt32BE(12))
         this.#phase = 'refused'
         this.#connection.close()

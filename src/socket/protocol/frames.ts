@@ -80,8 +80,9 @@ export class FrameReader {
     const available = this.#end - this.#start
     if (available < LEN_LENGTH) return null
     const length = this.#buffer.readInt32BE(this.#start)
-    // backend_startup.c: "invalid length of startup packet" for len < 4 + 4 or > MAX_STARTUP_PACKET_LENGTH
-    if (length < 8 || length > MAX_STARTUP_PACKET_LENGTH) throw protocolViolation('invalid length of startup packet')
+    // Postgres: "invalid length of startup packet" for len < 4 + 4 or > MAX_STARTUP_PACKET_LENGTH, a COMMERROR: logged,
+    // the connection closed with nothing sent (node-postgres' connect() then end() at once sends Terminate here).
+    if (length < 8 || length > MAX_STARTUP_PACKET_LENGTH) throw new WireError('FATAL', SqlState.ProtocolViolation, 'invalid length of startup packet', { logOnly: true })
     if (available < length) {
       this.#wanted = length
       return null
