@@ -6,7 +6,7 @@
 import { decodeThreadError } from './thread-messages.ts'
 import { workerInspector } from './interrupt.ts'
 import { ByteRing, FrameEnd } from './ring.ts'
-import { Control, ENGINE_GLOBAL, controlViews } from './stoppable.ts'
+import { ENGINE_GLOBAL, controlViews } from './stoppable.ts'
 
 /** Gets each piece of a call's output; a returned promise holds the rest back until it settles. */
 export type OutputSink = (chunk: Uint8Array) => void | Promise<void>
@@ -24,7 +24,6 @@ interface Running {
 export class ProtocolCalls {
   readonly #requests: ByteRing
   readonly #replies: ByteRing
-  readonly #words: Int32Array
   readonly #deadline: Float64Array
   readonly #threadId: number
   #nextId = 1
@@ -36,8 +35,7 @@ export class ProtocolCalls {
   constructor(rings: { requests: SharedArrayBuffer; replies: SharedArrayBuffer }, control: SharedArrayBuffer, threadId: number) {
     this.#requests = new ByteRing(rings.requests)
     this.#replies = new ByteRing(rings.replies)
-    const { words, deadline } = controlViews(control)
-    this.#words = words
+    const { deadline } = controlViews(control)
     this.#deadline = deadline
     this.#threadId = threadId
   }
@@ -132,9 +130,11 @@ export class ProtocolCalls {
   #watch(running: Running): void {
     const check = (): void => {
       if (this.#running !== running) return
+      // Whichever call armed it: Postgres leaves its signal pending when the timeouts it was for end, and re-arms only
+      // a deadline earlier than the pending one (timeout.c), so a deadline armed by an earlier call and never fired
+      // (between calls nothing fires) must fire now for the statement's own timeout to be armed.
       const deadline = this.#deadline[0]!
-      const armedNow = deadline > 0 && Atomics.load(this.#words, Control.ArmedBy) === running.id
-      const wait = armedNow ? deadline - Date.now() : WATCH_EVERY_MS
+      const wait = deadline > 0 ? deadline - Date.now() : WATCH_EVERY_MS
       if (wait > 0) {
         running.timer = setTimeout(check, Math.min(wait, 1000))
         return

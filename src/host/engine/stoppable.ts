@@ -11,14 +11,20 @@ import { BackendCode, CODE_LENGTH, HEADER_LENGTH } from '../../socket/protocol/c
 export const ENGINE_GLOBAL = '__pgliteDevDbEngine'
 
 /**
- * Shared between the two threads: [0] the id of the call PGlite is running (0: none), [1] the id of the call during
- * which Postgres last armed its timer, and at byte 8 that timer's deadline (ms since the epoch; 0: none armed).
+ * Shared between the two threads: [0] the id of the call PGlite is running (0: none), and at byte 8 the deadline of
+ * Postgres's timer (ms since the epoch; 0: none armed, or it fired).
  */
 export const CONTROL_BYTES = 16
 export function controlViews(buffer: SharedArrayBuffer): { words: Int32Array; deadline: Float64Array } {
-  return { words: new Int32Array(buffer, 0, 2), deadline: new Float64Array(buffer, 8, 1) }
+  return { words: new Int32Array(buffer, 0, 1), deadline: new Float64Array(buffer, 8, 1) }
 }
-export const Control = { Current: 0, ArmedBy: 1 } as const
+export const Control = { Current: 0 } as const
+
+/**
+ * A due timer fires only once the call has run this long: PGlite first disables the idle timeouts it armed when the
+ * previous call ended (a client's own idle_in_transaction_session_timeout), whose handler would end the one backend.
+ */
+const FIRE_AFTER_CALL_START_MS = 5
 
 interface WasmSide {
   /** The exports of PGlite's live WASM instance (it instantiates others, for initdb, beside it). */
@@ -33,7 +39,7 @@ interface WasmSide {
  * (fireTimer below), which is how statement_timeout works.
  */
 export function interceptTimers(control: SharedArrayBuffer): WasmSide {
-  const { words, deadline } = controlViews(control)
+  const { deadline } = controlViews(control)
   const side: WasmSide = { exports: null }
   // The global WebAssembly, which this project's libs (ES2023, no DOM) do not declare as a value.
   const wasmGlobal = (globalThis as unknown as { WebAssembly: { instantiate: (source: unknown, imports?: Record<string, Record<string, unknown>>) => Promise<unknown> } }).WebAssembly
@@ -50,7 +56,6 @@ export function interceptTimers(control: SharedArrayBuffer): WasmSide {
           _setitimer_js: (which: number, ms: number): number => {
             if (which !== 0) return 0 // ITIMER_REAL is the only one Postgres uses
             deadline[0] = ms > 0 ? Date.now() + ms : 0
-            Atomics.store(words, Control.ArmedBy, Atomics.load(words, Control.Current))
             return 0
           },
         },
@@ -78,12 +83,19 @@ interface PGliteModule {
   _MyLatch: number
 }
 
+/** Around each call: which one runs (Control.Current) and since when. */
+export interface CallHooks {
+  beforeCall(id: number): void
+  afterCall(id: number): void
+}
+
 /**
  * PGlite is open: expose the calls the server's thread makes into this one. Each checks that the call it was aimed at
  * is still the one running; a late one does nothing (and a flag set as a call ends is cleared by `afterCall`).
  */
-export function exposeStopping(db: PGlite, side: WasmSide, control: SharedArrayBuffer): { afterCall(id: number): void } {
-  const { words } = controlViews(control)
+export function exposeStopping(db: PGlite, side: WasmSide, control: SharedArrayBuffer): CallHooks {
+  const { words, deadline } = controlViews(control)
+  let callStarted = 0
   const mod = (db as unknown as { mod: PGliteModule }).mod
   side.exports = bindings.get(side)?.find((candidate) => candidate.memory === mod.wasmMemory)?.exports ?? null
   let stoppedCall = 0
@@ -106,8 +118,10 @@ export function exposeStopping(db: PGlite, side: WasmSide, control: SharedArrayB
     /** Postgres's timer is due: run its handler now, as the JS timer would have (Postgres checks which timeout). */
     fireTimer(id: number): boolean {
       const timeout = side.exports?._emscripten_timeout as ((which: number, now: number) => void) | undefined
-      if (!isRunning(id) || !timeout) return false
+      if (!isRunning(id) || !timeout || performance.now() - callStarted < FIRE_AFTER_CALL_START_MS) return false
       stoppedCall = id
+      // Fired: the handler arms the timer again (through _setitimer_js) if a timeout is still to come.
+      deadline[0] = 0
       timeout(0, performance.now())
       setLatch()
       return true
@@ -115,7 +129,12 @@ export function exposeStopping(db: PGlite, side: WasmSide, control: SharedArrayB
   }
   ;(globalThis as Record<string, unknown>)[ENGINE_GLOBAL] = engine
   return {
+    beforeCall(id: number): void {
+      callStarted = performance.now()
+      Atomics.store(words, Control.Current, id)
+    },
     afterCall(id: number): void {
+      Atomics.store(words, Control.Current, 0)
       if (stoppedCall !== id) return
       stoppedCall = 0
       mod.HEAPU8[mod._QueryCancelPending] = 0

@@ -10,7 +10,7 @@ import { isPGliteFatal } from '../../errors.ts'
 import { openPGlite } from './pglite.ts'
 import { collectGarbageSoon } from './collect-garbage.ts'
 import { ByteRing, FrameEnd } from './ring.ts'
-import { Control, SeverityWatch, controlViews, exposeStopping, interceptTimers } from './stoppable.ts'
+import { SeverityWatch, exposeStopping, interceptTimers, type CallHooks } from './stoppable.ts'
 
 /** Wake the server's thread after this many bytes of output, and at the end of each call. */
 const WAKE_EVERY_BYTES = 32 * 1024
@@ -21,7 +21,6 @@ const port = parentPort!
 const init = workerData as ThreadInit
 const requests = new ByteRing(init.rings.requests)
 const replies = new ByteRing(init.rings.replies)
-const { words } = controlViews(init.control)
 let dead: unknown = null
 let closing = false
 let ops: Promise<void> = Promise.resolve()
@@ -35,7 +34,7 @@ async function open(options: ThreadInit): Promise<PGlite> {
 }
 
 /** Calls from the request ring, one at a time, until the database closes. */
-async function serveCalls(pglite: PGlite, stopping: { afterCall(id: number): void }): Promise<void> {
+async function serveCalls(pglite: PGlite, stopping: CallHooks): Promise<void> {
   const parts: Buffer[] = []
   while (!closing) {
     const seen = requests.wakeCount
@@ -58,9 +57,9 @@ async function serveCalls(pglite: PGlite, stopping: { afterCall(id: number): voi
   }
 }
 
-async function runCall(pglite: PGlite, stopping: { afterCall(id: number): void }, { id, bytes }: { id: number; bytes: Buffer }): Promise<void> {
+async function runCall(pglite: PGlite, stopping: CallHooks, { id, bytes }: { id: number; bytes: Buffer }): Promise<void> {
   const output = new Output(id)
-  Atomics.store(words, Control.Current, id)
+  stopping.beforeCall(id)
   let failure: unknown = null
   try {
     // After a fatal error the next call into PGlite would spin this thread forever (NOTES §4): answer without it.
@@ -69,7 +68,6 @@ async function runCall(pglite: PGlite, stopping: { afterCall(id: number): void }
   } catch (error) {
     failure = error
   } finally {
-    Atomics.store(words, Control.Current, 0)
     stopping.afterCall(id)
   }
   if (output.watch.fatal && !failure) {
