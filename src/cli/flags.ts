@@ -42,7 +42,7 @@ export const FLAGS: readonly Flag[] = [
   { name: 'no-migrations', type: 'boolean', help: 'do not apply any migrations' },
   { name: 'cache-dir', option: 'cacheDir', type: 'string', value: 'DIR', help: 'where migrated templates (and the self-signed TLS certificate) are kept; a fresh database copies one instead of initdb + migrations', defaultText: 'node_modules/.cache/pglite-dev-db' },
   { name: 'no-template', type: 'boolean', help: 'build a fresh database with initdb and every migration, without the template' },
-  { name: 'no-database-threads', type: 'boolean', help: 'run every database in the server\'s thread (by default each database after the first one a client names gets a worker thread)' },
+  { name: 'no-database-threads', type: 'boolean', help: 'run every database in the server\'s thread (by default each database runs in a worker thread of its own, where a running statement can be canceled or timed out)' },
   { name: 'extensions', option: 'extensions', type: 'string', value: 'LIST', help: 'extensions to load, comma-separated (vector,pgcrypto,...); a database that has one needs it at every start', defaultText: 'none' },
   { name: 'from-snapshot', option: 'fromSnapshot', type: 'string', value: 'FILE', help: 'start from a snapshot (pglite-dev-db snapshot): with --memory, or into a data dir that holds no database yet' },
   { name: 'password', option: 'password', type: 'string', value: 'PASSWORD', help: 'clients must log in with this password (SCRAM-SHA-256); it appears in the printed URL', defaultText: 'none' },

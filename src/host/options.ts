@@ -57,9 +57,8 @@ export interface DevDbOptions {
   /** false: always initdb and migrate from scratch (no template). Default true. */
   template?: boolean
   /**
-   * false: every database runs in the server's thread. Default true: the main database and the first one a client
-   * names run there, and each database after those in a worker thread of its own, so several busy databases use
-   * several cores.
+   * false: every database runs in the server's thread, where a running statement cannot be stopped and holds up
+   * every socket. Default true: each database, the main one too, runs in a worker thread of its own.
    */
   databaseThreads?: boolean
   /**
