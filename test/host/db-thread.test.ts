@@ -219,3 +219,29 @@ describe('DbThread', () => {
     await expect(db.query('select 1')).rejects.toThrow('PGlite is closed')
   })
 })
+
+describe('DbThread.end: the last resort for a statement that does not stop', () => {
+  it('fails the running call and every later one with the reason, tells onDeath once, and keeps every commit in the data dir', async () => {
+    const dataDir = await copyTemplate()
+    cleanups.push(() => removeDataDir(dataDir))
+    const db = await DbThread.create({ dataDir })
+    const deaths: Error[] = []
+    db.onDeath = (error) => deaths.push(error)
+    await db.query('create table kept (n int)')
+    await db.query('insert into kept values (1), (2)')
+    let output = 0
+    const running = db.execProtocolRawStream(wire.query('DO $$BEGIN LOOP END LOOP; END$$'), { onRawData: (chunk) => void (output += chunk.length) })
+    running.catch(() => {})
+    await db.end(new Error('a statement did not stop'))
+    await expect(withDeadline(running, 5_000, 'the running call failing')).rejects.toMatchObject({ name: 'ExitStatus', message: 'a statement did not stop' })
+    await expect(db.query('select 1')).rejects.toMatchObject({ message: 'a statement did not stop' })
+    expect(deaths.map((error) => error.message)).toEqual(['a statement did not stop'])
+    expect(output).toBe(0)
+    expect(db.threadExited).toBe(true)
+    await db.close()
+    // Reopened after the thread was ended mid-statement: the committed rows are there.
+    const again = await DbThread.create({ dataDir })
+    cleanups.push(() => again.close())
+    expect((await again.query<{ n: number }>('select n from kept order by n')).rows).toEqual([{ n: 1 }, { n: 2 }])
+  })
+})

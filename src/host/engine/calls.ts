@@ -15,10 +15,19 @@ export type OutputSink = (chunk: Uint8Array) => void | Promise<void>
 const WATCH_EVERY_MS = 10
 /** Waiting for a reply, the server's thread checks this often that the database thread is still there. */
 const WAIT_SLICE_MS = 1000
+/**
+ * A call still running this long after its cancel reached the thread (and not waiting for its client to read) cannot
+ * be stopped cooperatively: `onStuck` is told, the last resort.
+ */
+export const STUCK_AFTER_CANCEL_MS = 10_000
 
 interface Running {
   id: number
   timer: NodeJS.Timeout | undefined
+  /** Set after a cancel: the check that the call did end. */
+  stuckCheck: NodeJS.Timeout | undefined
+  /** The pump is waiting for the client to read (the thread may be waiting for room, the statement paused). */
+  heldByClient: boolean
 }
 
 export class ProtocolCalls {
@@ -31,6 +40,8 @@ export class ProtocolCalls {
   /** Set once the thread is gone: every call fails with it. */
   #failure: Error | null = null
   #onFailure: (() => void) | null = null
+  /** A canceled call did not end within STUCK_AFTER_CANCEL_MS (see there). */
+  onStuck: ((ms: number) => void) | null = null
 
   constructor(rings: { requests: SharedArrayBuffer; replies: SharedArrayBuffer }, control: SharedArrayBuffer, threadId: number) {
     this.#requests = new ByteRing(rings.requests)
@@ -48,14 +59,15 @@ export class ProtocolCalls {
   /** Run `message` (complete frontend messages) as one call. Callers take turns (thread.ts holds a lock). */
   async run(message: Uint8Array, sink: OutputSink): Promise<void> {
     if (this.#failure) throw this.#failure
-    const running: Running = { id: this.#nextId++, timer: undefined }
+    const running: Running = { id: this.#nextId++, timer: undefined, stuckCheck: undefined, heldByClient: false }
     this.#running = running
     try {
       await this.#send(running.id, message)
       this.#watch(running)
-      await this.#receive(running.id, sink)
+      await this.#receive(running, sink)
     } finally {
       clearTimeout(running.timer)
+      clearTimeout(running.stuckCheck)
       this.#running = null
     }
   }
@@ -64,7 +76,18 @@ export class ProtocolCalls {
   async cancel(): Promise<boolean> {
     const running = this.#running
     if (!running) return false
-    return (await this.#evaluate(`cancel(${running.id})`)) === true
+    const canceled = (await this.#evaluate(`cancel(${running.id})`)) === true
+    if (this.#running === running && running.stuckCheck === undefined) this.#checkEnds(running)
+    return canceled
+  }
+
+  /** After a cancel: the call must end, or, once it is not waiting for its client, be reported stuck. */
+  #checkEnds(running: Running): void {
+    running.stuckCheck = setTimeout(() => {
+      if (this.#running !== running) return
+      if (running.heldByClient) this.#checkEnds(running)
+      else this.onStuck?.(STUCK_AFTER_CANCEL_MS)
+    }, STUCK_AFTER_CANCEL_MS)
   }
 
   /** The thread is gone: the call in flight and every later one fail with `error`. */
@@ -97,7 +120,8 @@ export class ProtocolCalls {
   }
 
   /** The reply: output to `sink` as it arrives, until the call's last frame (which carries its error, if any). */
-  async #receive(id: number, sink: OutputSink): Promise<void> {
+  async #receive(running: Running, sink: OutputSink): Promise<void> {
+    const { id } = running
     const ring = this.#replies
     const state: { ended: boolean; error: Error | null; held: Promise<void> | null } = { ended: false, error: null, held: null }
     const visit = (frameId: number, flags: number, payload: Buffer): boolean | void => {
@@ -122,7 +146,9 @@ export class ProtocolCalls {
       }
       const held = state.held
       state.held = null
+      running.heldByClient = held !== null
       await this.#abortable(held ?? ring.wakeAsync(seen, WAIT_SLICE_MS))
+      running.heldByClient = false
     }
   }
 

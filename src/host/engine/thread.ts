@@ -36,6 +36,8 @@ export interface DbThreadTransaction {
   readonly closed: boolean
 }
 
+/** Saving a dead database's files (rescueFiles) may take this long. */
+const RESCUE_DEADLINE_MS = 10_000
 /** A close that takes longer than this is given up on: the thread is terminated and close() rejects. */
 const CLOSE_DEADLINE_MS = 60_000
 
@@ -134,6 +136,8 @@ export class DbThread {
   #closed = false
   /** Node reported the thread's exit. */
   #exited = false
+  /** end() was called: the thread is being terminated, nothing more is asked of it. */
+  #ended = false
 
   /** Start a thread and open PGlite in it; rejects with PGlite's own error if it cannot open. */
   static async create(options: DbThreadOptions = {}): Promise<DbThread> {
@@ -171,6 +175,21 @@ export class DbThread {
       this.#die(Object.assign(error, { status: code }))
     })
     worker.on('messageerror', (error) => this.#die(error))
+    // The last resort for a statement that ignores its cancel: end the thread; the database's owner reopens it.
+    protocol.onStuck = (ms) => void this.end(new Error(`a statement did not stop within ${ms / 1000} s of its cancel; its database was restarted`))
+  }
+
+  /**
+   * End the thread now, PGlite and all, without closing it: what it had not written is lost, every commit it
+   * acknowledged is in its data dir's files (PGlite writes each one through before answering). The database dies
+   * with `reason` (onDeath). For a statement that cannot be stopped.
+   */
+  async end(reason: Error): Promise<void> {
+    if (this.#dead || this.#closed) return
+    reason.name = 'ExitStatus'
+    this.#ended = true
+    this.#die(reason)
+    await this.#worker.terminate()
   }
 
   get closed(): boolean {
@@ -278,14 +297,21 @@ export class DbThread {
    * database can be reopened from, as after a crash. Null when the thread itself is gone.
    */
   async rescueFiles(): Promise<Blob | null> {
-    if (this.#exited || this.#closed) return null
+    if (this.#exited || this.#closed || this.#ended) return null
     const id = this.#nextId++
-    const dump = (await new Promise((resolve, reject) => {
-      this.#calls.set(id, { resolve, reject })
-      this.#worker.postMessage({ op: 'dumpDataDir', id, compression: 'none' } satisfies ThreadRequest)
-      this.#protocol.turn()
-    })) as { bytes: ArrayBuffer; type: string }
-    return new Blob([new Uint8Array(dump.bytes)], { type: dump.type })
+    let timer: NodeJS.Timeout | undefined
+    try {
+      const dump = (await new Promise((resolve, reject) => {
+        this.#calls.set(id, { resolve, reject })
+        timer = setTimeout(() => reject(new Error(`the files were not saved within ${RESCUE_DEADLINE_MS} ms`)), RESCUE_DEADLINE_MS)
+        this.#worker.postMessage({ op: 'dumpDataDir', id, compression: 'none' } satisfies ThreadRequest)
+        this.#protocol.turn()
+      })) as { bytes: ArrayBuffer; type: string }
+      return new Blob([new Uint8Array(dump.bytes)], { type: dump.type })
+    } finally {
+      clearTimeout(timer)
+      this.#calls.delete(id)
+    }
   }
 
   /**
