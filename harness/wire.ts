@@ -274,12 +274,14 @@ export interface ErrorInfo {
   code: string
   message: string
   detail?: string
+  hint?: string
 }
 
 export function decodeError(body: Buffer): ErrorInfo {
   const f = decodeErrorFields(body)
   const info: ErrorInfo = { severity: f.V ?? f.S ?? '', code: f.C ?? '', message: f.M ?? '' }
   if (f.D !== undefined) info.detail = f.D
+  if (f.H !== undefined) info.hint = f.H
   return info
 }
 

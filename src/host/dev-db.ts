@@ -156,6 +156,7 @@ export async function startDevDb(given: DevDbOptions = {}): Promise<DevDb> {
     idleInTransactionTimeoutMs: options.idleInTransactionTimeoutMs,
     idleTimeoutMs: options.idleTimeoutMs,
     queueTimeoutMs: options.queueTimeoutMs,
+    idleTransactionWaitMs: options.idleTransactionWaitMs,
     logger: log,
     // At trace level every frame in and out is logged as a hex dump: the protocol trace for interleaving bugs.
     inspect: log.enabled('trace'),

@@ -24,6 +24,8 @@ export interface DevDbOptions {
   idleTimeoutMs?: number
   /** Default 120000; 0 waits without limit. See PGLiteSocketServerOptions. */
   queueTimeoutMs?: number
+  /** Default 5000; 0 waits up to queueTimeoutMs. See PGLiteSocketServerOptions. */
+  idleTransactionWaitMs?: number
   /** Every client must give this password (SCRAM-SHA-256, as Postgres checks it). Default: none. */
   password?: string
   /**
@@ -86,6 +88,7 @@ export const DEV_DB_DEFAULTS = {
   idleInTransactionTimeoutMs: SERVER_DEFAULTS.idleInTransactionTimeoutMs,
   idleTimeoutMs: SERVER_DEFAULTS.idleTimeoutMs,
   queueTimeoutMs: SERVER_DEFAULTS.queueTimeoutMs,
+  idleTransactionWaitMs: SERVER_DEFAULTS.idleTransactionWaitMs,
   host: '127.0.0.1',
   port: 0,
   template: true,
@@ -130,6 +133,7 @@ const RULES: Readonly<Record<keyof DevDbOptions, Rule>> = {
   idleInTransactionTimeoutMs: WHOLE(0, MAX_TIMER_MS),
   idleTimeoutMs: WHOLE(0, MAX_TIMER_MS),
   queueTimeoutMs: WHOLE(0, MAX_TIMER_MS),
+  idleTransactionWaitMs: WHOLE(0, MAX_TIMER_MS),
   password: TEXT,
   socketDir: TEXT,
   logger: { kind: 'object' },

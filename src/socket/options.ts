@@ -15,6 +15,12 @@ export const SERVER_DEFAULTS = {
    * anyone waiting gives up; what remains is a holder that keeps working this long. 0: wait without limit.
    */
   queueTimeoutMs: 120_000,
+  /**
+   * A statement waiting behind another client's transaction that sits idle (its client sends nothing) most often
+   * waits for its own app: a query sent on another pool connection inside an open transaction, which on Postgres
+   * would just run. Seconds, so that such an app fails fast and says why. 0: wait up to the queue timeout.
+   */
+  idleTransactionWaitMs: 5_000,
   /** Healthy idle pool connections outside a transaction are never closed by default. */
   idleTimeoutMs: 0,
   /** PGlite needs a whole COPY FROM STDIN in memory at once. */
@@ -31,6 +37,7 @@ export interface ClientLimits {
   idleTimeoutMs?: number | undefined
   idleInTransactionTimeoutMs?: number | undefined
   queueTimeoutMs?: number | undefined
+  idleTransactionWaitMs?: number | undefined
   maxCopyBytes?: number | undefined
   inspect?: boolean | undefined
   password?: string | undefined
@@ -50,6 +57,7 @@ export function connectionOptions(limits: ClientLimits): ConnectionOptions {
     idleTimeoutMs: limits.idleTimeoutMs ?? SERVER_DEFAULTS.idleTimeoutMs,
     idleInTransactionTimeoutMs: limits.idleInTransactionTimeoutMs ?? SERVER_DEFAULTS.idleInTransactionTimeoutMs,
     queueTimeoutMs: limits.queueTimeoutMs ?? SERVER_DEFAULTS.queueTimeoutMs,
+    idleTransactionWaitMs: limits.idleTransactionWaitMs ?? SERVER_DEFAULTS.idleTransactionWaitMs,
     maxCopyBytes: limits.maxCopyBytes ?? SERVER_DEFAULTS.maxCopyBytes,
     inspect: limits.inspect ?? false,
     password: limits.password ? scramSecret(limits.password) : null,

@@ -41,6 +41,13 @@ export interface PGLiteSocketServerOptions {
    */
   queueTimeoutMs?: number
   /**
+   * A statement that waits this long behind another client's transaction while that client sends nothing (idle in
+   * transaction) gets ERROR 55P03 naming that client (pid, application_name, how long idle) with a hint; the other
+   * transaction is left alone. On Postgres the statement would just run: this is an app sending a query on another
+   * pool connection inside an open transaction. Default 5000; 0 waits up to `queueTimeoutMs`.
+   */
+  idleTransactionWaitMs?: number
+  /**
    * Require this password from every client, checked with SCRAM-SHA-256 as Postgres does (psql, libpq and the
    * drivers need no change); a wrong one gets FATAL 28P01. Default: none, any client is let in.
    */

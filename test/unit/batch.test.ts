@@ -31,6 +31,8 @@ function setUp() {
     const stream: Buffer[] = []
     const client = {
       processId: nextId++,
+      applicationName: '',
+      idleInTransactionSince: null,
       states: new ConnectionStates({ idleTimeoutMs: 0, idleInTransactionTimeoutMs: 0, queueTimeoutMs: 0 }, () => {}),
       inspect: false,
       closed: false,
@@ -55,7 +57,7 @@ function setUp() {
     session.members.add(client)
     const state = new ClientState(client.processId)
     const backend = new ClientBackend(client, session, state, log)
-    const runner = new BatchRunner(client, { backend, messages: new MessageReader(state, false), databases: null, database: 'postgres', maxCopyBytes: 1 << 20, log })
+    const runner = new BatchRunner(client, { backend, messages: new MessageReader(state, false), databases: null, database: 'postgres', maxCopyBytes: 1 << 20, idleTransactionWaitMs: 0, log })
     const read = (...messages: Buffer[]) => {
       const bytes = Buffer.concat(messages)
       let count = 0

@@ -35,6 +35,8 @@ function setUp(options: { password?: string; refuse?: WireError; otherDatabases?
   } as unknown as ConnectionHost
   const connection: StartingConnection = {
     processId: 1,
+    applicationName: '',
+    idleInTransactionSince: null,
     secretKey: 2,
     startupParams: new Map(),
     queuedBatches: 0,

@@ -4,10 +4,11 @@
 
 import { SqlState } from '../../errors.ts'
 import type { Logger } from '../../log.ts'
-import { CODE_LENGTH, FrontendCode } from '../protocol/codes.ts'
+import { CODE_LENGTH, FrontendCode, TxStatus } from '../protocol/codes.ts'
 import { encodeErrorResponse, encodeReadyForQuery } from '../protocol/backend.ts'
 import type { Frames } from '../protocol/frames.ts'
 import type { DatabaseCatalog } from '../session/databases.ts'
+import type { SessionMember } from '../session/session.ts'
 import { QueryCanceledError, QueueTimeoutError, SchedulerClosedError } from '../session/scheduler.ts'
 import type { CopyIn } from '../client/copy-in.ts'
 import type { ClientState } from '../client/state.ts'
@@ -22,6 +23,9 @@ import type { TakeoverEnd, Turn } from './turn.ts'
 
 /** Close the unnamed statement; Flush, not Sync, so a pipeline the client has open stays open. */
 const CLOSE_UNNAMED_STATEMENT = Buffer.from([FrontendCode.Close, 0, 0, 0, 6, 0x53, 0, FrontendCode.Flush, 0, 0, 0, 4])
+/** How often a waiting client looks at whether the holder sits idle in its transaction. */
+const IDLE_HOLDER_CHECK_MS = 250
+const seconds = (ms: number): string => `${(ms / 1000).toFixed(1)} s`
 const CANCELED_RESPONSE = encodeErrorResponse('ERROR', SqlState.QueryCanceled, 'canceling statement due to user request')
 
 /** What the runner needs of its connection. */
@@ -39,6 +43,8 @@ export interface BatchContext {
   databases: DatabaseCatalog | null
   database: string
   maxCopyBytes: number
+  /** See ConnectionOptions.idleTransactionWaitMs. */
+  idleTransactionWaitMs: number
   log: Logger
 }
 
@@ -54,6 +60,7 @@ export class BatchRunner {
   #discarding = false
   /** What a takeover may do on this client's behalf. */
   readonly #turn: Turn
+  readonly #idleTransactionWaitMs: number
 
   constructor(client: BatchClient, context: BatchContext) {
     this.#client = client
@@ -61,6 +68,7 @@ export class BatchRunner {
     this.#messages = context.messages
     this.#state = context.messages.client
     this.#log = context.log
+    this.#idleTransactionWaitMs = context.idleTransactionWaitMs
     this.#turn = {
       backend: context.backend,
       client: this.#state,
@@ -79,6 +87,15 @@ export class BatchRunner {
   /** The state at rest, when nothing is running: what the client holds says which. */
   get restingState(): ConnectionState {
     return this.#backend.isOwner ? 'holding' : 'idle'
+  }
+
+  /**
+   * The client holds the session idle in a transaction: its last reply was ReadyForQuery saying T or E, and no COPY
+   * or refused pipeline of its is under way.
+   */
+  get idleInTransaction(): boolean {
+    const backend = this.#backend
+    return backend.isOwner && !backend.pipelineOpen && backend.txStatus !== TxStatus.Idle && this.#copy === null && !this.#discarding
   }
 
   /** The client is gone: a COPY it was sending is dropped with it. */
@@ -188,14 +205,53 @@ export class BatchRunner {
     if (wait) {
       const { states } = this.#client
       states.enter('waiting')
+      const watch = this.#watchIdleHolder()
       try {
         await wait
       } finally {
+        clearTimeout(watch.timer)
         states.enter('active')
       }
       if (!states.isServing) throw new SchedulerClosedError('the connection is closing')
     }
     await backend.tookSession()
+  }
+
+  /**
+   * While this client waits: once the holder has sat idle in its transaction for idleTransactionWaitMs of this wait,
+   * the wait is refused with 55P03 naming it (the holder is left alone). On Postgres the statement would run at once;
+   * here it would wait for a transaction whose client is most often this one's own app, waiting for this statement.
+   */
+  #watchIdleHolder(): { timer: NodeJS.Timeout | undefined } {
+    const watch: { timer: NodeJS.Timeout | undefined } = { timer: undefined }
+    const limitMs = this.#idleTransactionWaitMs
+    if (limitMs === 0) return watch
+    const { scheduler } = this.#backend.session
+    const waitingSince = performance.now()
+    const check = (): void => {
+      const holder = scheduler.owner
+      const idleSince = holder?.idleInTransactionSince ?? null
+      const now = performance.now()
+      const idleMs = idleSince === null ? 0 : now - Math.max(idleSince, waitingSince)
+      if (holder && idleSince !== null && idleMs >= limitMs) {
+        this.#refuseIdleHolderWait(holder, now - idleSince, now - waitingSince)
+        return
+      }
+      watch.timer = setTimeout(check, Math.min(IDLE_HOLDER_CHECK_MS, limitMs - idleMs))
+    }
+    watch.timer = setTimeout(check, Math.min(IDLE_HOLDER_CHECK_MS, limitMs))
+    return watch
+  }
+
+  #refuseIdleHolderWait(holder: SessionMember, idleMs: number, waitedMs: number): void {
+    const name = holder.applicationName ? ` (application_name "${holder.applicationName}")` : ''
+    const message = `canceling statement: it waited ${seconds(waitedMs)} for the database, which client ${holder.processId}${name} holds in a transaction idle for ${seconds(idleMs)}`
+    const hint =
+      'pglite-dev-db runs one transaction at a time, so a statement sent on another connection waits for the open one; ' +
+      "if that transaction is your app's own, send this statement on its connection (the transaction object your driver or ORM gives), " +
+      'or commit first. --idle-transaction-wait-ms sets how long to wait.'
+    this.#log.warn('statement refused: it waited for an idle transaction', { holder: holder.processId, idleMs: Math.round(idleMs), sqlstate: SqlState.LockNotAvailable })
+    this.#backend.session.scheduler.cancelWait(this.#client, new QueueTimeoutError(message, hint))
   }
 
   /** The client's CancelRequest: work waiting for the session is refused with 57014. True if some was waiting. */
@@ -228,7 +284,7 @@ export class BatchRunner {
    */
   #refuse(error: unknown, bytes: Buffer): number {
     if (error instanceof QueryCanceledError) this.#client.write(CANCELED_RESPONSE)
-    else if (error instanceof QueueTimeoutError) this.#client.write(encodeErrorResponse('ERROR', SqlState.LockNotAvailable, error.message))
+    else if (error instanceof QueueTimeoutError) this.#client.write(encodeErrorResponse('ERROR', SqlState.LockNotAvailable, error.message, undefined, error.hint))
     else throw error
     const first = bytes[0]
     if (first === FrontendCode.Query || first === FrontendCode.FunctionCall) {

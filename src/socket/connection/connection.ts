@@ -147,6 +147,14 @@ export class Connection implements ServedConnection, StartingConnection, BatchCl
   }
 
   /** The client is not reading its replies, so its next batch waits. */
+  get applicationName(): string {
+    return this.startupParams.get('application_name') ?? ''
+  }
+
+  get idleInTransactionSince(): number | null {
+    return this.states.current === 'holding' && this.#batches?.idleInTransaction ? this.states.since : null
+  }
+
   get blockedOnOutput(): boolean {
     return this.#blockedOnOutput
   }
@@ -272,7 +280,7 @@ export class Connection implements ServedConnection, StartingConnection, BatchCl
     backend.startWith(startupSettings(this.startupParams).filter(([name, value]) => session.reportedDefaults.get(name.toLowerCase()) !== value))
     this.#backend = backend
     const { databases, options } = this.#host
-    this.#batches = new BatchRunner(this, { backend, messages: this.#messages, databases, database: this.database, maxCopyBytes: options.maxCopyBytes, log: this.#log })
+    this.#batches = new BatchRunner(this, { backend, messages: this.#messages, databases, database: this.database, maxCopyBytes: options.maxCopyBytes, idleTransactionWaitMs: options.idleTransactionWaitMs, log: this.#log })
   }
 
   #enqueue(frames: Frames): void {

@@ -18,6 +18,8 @@ export interface ConnectionOptions {
   idleTimeoutMs: number
   /** A client waiting longer than this for the session gets ERROR 55P03 for that work and stays connected. 0 = never. */
   queueTimeoutMs: number
+  /** A statement waiting this long behind another client's idle transaction gets ERROR 55P03 naming it. 0 = never. */
+  idleTransactionWaitMs: number
   /** Log every frame in and out as a hex dump (at trace level). */
   inspect: boolean
   /** Clients must prove they know this password with SCRAM-SHA-256 before anything else. Null: no password. */

@@ -41,6 +41,7 @@ const TIMER_OF: Readonly<Record<ConnectionState, Exclude<Timeout, 'authenticatio
 
 export class ConnectionStates {
   #state: ConnectionState = 'startup'
+  #since = performance.now()
   #timer: NodeJS.Timeout | undefined
   #authenticationDeadline: NodeJS.Timeout | undefined
   readonly #timeouts: TimeoutsMs
@@ -58,6 +59,11 @@ export class ConnectionStates {
     return this.#state
   }
 
+  /** When the current state was entered (performance.now()). */
+  get since(): number {
+    return this.#since
+  }
+
   /** Admitted and not going away: its messages are run. */
   get isServing(): boolean {
     return this.#state !== 'startup' && this.#state !== 'closing' && this.#state !== 'closed'
@@ -71,6 +77,7 @@ export class ConnectionStates {
   enter(state: ConnectionState): void {
     if (this.isClosing && state !== 'closed') return
     if (state !== 'startup') clearTimeout(this.#authenticationDeadline)
+    if (state !== this.#state) this.#since = performance.now()
     this.#state = state
     clearTimeout(this.#timer)
     this.#timer = undefined

@@ -20,6 +20,7 @@ export function encodeErrorResponse(
   sqlstate: SqlStateCode | string,
   text: string,
   code: number = BackendCode.ErrorResponse,
+  hint?: string,
 ): Buffer {
   const fields: Array<[string, string]> = [
     ['S', severity],
@@ -27,6 +28,7 @@ export function encodeErrorResponse(
     ['C', sqlstate],
     ['M', text],
   ]
+  if (hint) fields.push(['H', hint])
   let length = 1
   for (const [, value] of fields) length += 1 + Buffer.byteLength(value) + 1
   const buf = message(code, length)

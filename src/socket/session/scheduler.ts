@@ -17,11 +17,13 @@ export class QueryCanceledError extends Error {
   }
 }
 
-/** A wait that lasted longer than the server's queue timeout. */
+/** A wait that lasted longer than the server's queue timeout, or than it may wait for an idle transaction. */
 export class QueueTimeoutError extends Error {
-  constructor(message: string) {
+  readonly hint: string | undefined
+  constructor(message: string, hint?: string) {
     super(message)
     this.name = 'QueueTimeoutError'
+    this.hint = hint
   }
 }
 

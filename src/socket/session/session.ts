@@ -17,6 +17,14 @@ export type RawSink = OutputSink
 export interface SessionMember {
   /** The process id the client was told in BackendKeyData (named in errors about who holds the session). */
   readonly processId: number
+  /** What the client named itself in its startup packet (application_name), for errors that name it. */
+  readonly applicationName: string
+  /**
+   * Since when (performance.now()) the client has held the session idle in a transaction: its last reply was
+   * ReadyForQuery saying T or E and it has sent nothing since. Null when it is not (it runs, streams a pipeline or a
+   * COPY, or holds nothing).
+   */
+  readonly idleInTransactionSince: number | null
   terminate(error: WireError): Promise<void>
   /** Deliver a NotificationResponse (whole message) to this client. */
   notify(message: Buffer): void
