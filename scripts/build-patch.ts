@@ -209,6 +209,8 @@ interface PGLiteSocketServerOptions {
     maxCopyBytes?: number;
     /** A client waiting this long for the session gets ERROR 55P03 for that statement and stays connected (default 120000; 0 = never). */
     queueTimeoutMs?: number;
+    /** A statement waiting this long behind another client's idle transaction gets ERROR 55P03 naming it (default 5000; 0 = up to queueTimeoutMs). */
+    idleTransactionWaitMs?: number;
     /** Where logs go (default: warnings and errors on stderr). */
     logger?: PGLiteSocketLogger;
     /** Require this password from every client, checked with SCRAM-SHA-256 (a wrong one gets FATAL 28P01). Default: none. */
