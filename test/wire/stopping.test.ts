@@ -4,16 +4,17 @@
 // gives the answer, the same scenario runs against it too when PG_ORACLE_URL is set (`.ci/run` sets it).
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
+import { existsSync } from 'node:fs'
 import net from 'node:net'
+import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import postgres from 'postgres'
 import { describe, expect, it } from 'vitest'
-import type { DevDb } from '../../src/host/dev-db.ts'
 import { useDevDbs } from '../helpers/dev-db.ts'
 import { connectRaw, toAddress, withDeadline, type RawClient } from '../../harness/raw-client.ts'
 import * as wire from '../../harness/wire.ts'
 
-const { start, connect } = useDevDbs()
+const { scratchDataDir, start, connect } = useDevDbs()
 const oracleUrl = process.env.PG_ORACLE_URL
 const REPO_ROOT = fileURLToPath(new URL('../..', import.meta.url))
 
@@ -24,12 +25,13 @@ const TIMEOUT_MESSAGE = 'canceling statement due to statement timeout'
 const CANCEL_MESSAGE = 'canceling statement due to user request'
 
 /**
- * How late a timeout or a cancel may land. Postgres 15 here: statement_timeout 700 fires at 701-702 ms. Ours, measured
- * over 30 runs on this 2-core machine, idle and beside another test file: 703-745 ms; the bound leaves room for a busy
- * machine without letting a timer that waits for the statement's end (5 s) pass.
+ * How late a statement_timeout may fire. PostgreSQL 15 here fires 700 at 701 ms. Ours on this 2-core machine, idle and
+ * beside another test file: 700 at 700-887 ms (66 runs, median 713), SET LOCAL 700 at 702-832, 1000 on a loop at
+ * 1002-1178; up to 416 ms late under a heavier load. The bound is for a busy machine: what it catches is a timer that
+ * waits for the statement's own end, or never fires.
  */
-const TIMER_SLACK_MS = 200
-/** A new connection while a statement runs: the server's thread answers it at once (measured 2-20 ms). */
+const TIMER_SLACK_MS = 500
+/** A new connection while a statement runs: the server's thread answers it at once (measured 1-16 ms over 47 runs). */
 const CONNECT_BOUND_MS = 200
 
 /** Send a CancelRequest on its own socket, as libpq does; resolves once the server has closed that socket. */
@@ -54,8 +56,27 @@ async function timed(client: RawClient, sql: string, deadlineMs: number): Promis
 
 const errorsOf = (reply: wire.Summary) => reply.errors.map((e) => [e.severity, e.code, e.message])
 
-/** Resolves once the server has handed the session to a client: its statement is on its way into PGlite. */
-const sessionTaken = (dev: DevDb) => expect.poll(() => dev.server.getStats().sessionHeld, { timeout: 3_000 }).toBe(true)
+/**
+ * PGlite's data_directory: the server's data dir on disk, so a file a statement writes there appears at once. The
+ * server streams no output before a call ends, so this is how a test knows a statement is running in PGlite (a
+ * CancelRequest that arrives before that finds nothing to cancel).
+ */
+const PGDATA = '/pglite/data'
+
+/** A server on a data dir of its own, and `announced(sql)`: `sql` preceded, in the same call, by a marker file's write. */
+async function startAnnouncing(options: Parameters<typeof start>[0] = {}) {
+  const dataDir = await scratchDataDir()
+  const dev = await start({ ...options, dataDir })
+  let count = 0
+  const announced = (sql: string) => {
+    const marker = `running-${++count}`
+    return {
+      sql: `copy (select 1) to '${PGDATA}/${marker}'; ${sql}`,
+      running: () => expect.poll(() => existsSync(path.join(dataDir, marker)), { timeout: 5_000, interval: 5 }).toBe(true),
+    }
+  }
+  return { dev, announced }
+}
 
 /** Every message the server sent after `from` bytes, once it has closed the socket. */
 async function restAfterClose(client: RawClient, from: number): Promise<wire.BackendMessage[]> {
@@ -65,10 +86,11 @@ async function restAfterClose(client: RawClient, from: number): Promise<wire.Bac
 
 describe('while a statement runs in PGlite', () => {
   it(`a new connection is ready within ${CONNECT_BOUND_MS} ms, and a client queued behind it gets 55P03 at queueTimeoutMs (3000 ms, ±10%)`, async () => {
-    const dev = await start({ queueTimeoutMs: 3_000 })
+    const { dev, announced } = await startAnnouncing({ queueTimeoutMs: 3_000 })
     const sleeper = await connect(dev.url)
-    await sleeper.send(wire.query(SLEEP))
-    await sessionTaken(dev)
+    const sleep = announced(SLEEP)
+    await sleeper.send(wire.query(sleep.sql))
+    await sleep.running()
 
     const connectAt = performance.now()
     const late = await connect(dev.url)
@@ -186,12 +208,13 @@ describe('CancelRequest for a running statement', () => {
     ['pg_sleep(10)', 'select pg_sleep(10)'],
     ['a loop of pure computation', LOOP],
   ])('%s: ERROR 57014 within a second; the client, an idle one and one queued behind it carry on', async (_, sql) => {
-    const dev = await start()
+    const { dev, announced } = await startAnnouncing()
     const runner = await connect(dev.url)
     const idle = await connect(dev.url)
     const queued = await connect(dev.url)
-    await runner.send(wire.query(sql))
-    await sessionTaken(dev)
+    const statement = announced(sql)
+    await runner.send(wire.query(statement.sql))
+    await statement.running()
     await queued.send(wire.query('select 3'))
     await expect.poll(() => dev.server.getStats().waitingClients, { timeout: 3_000 }).toBe(1)
 
@@ -209,11 +232,12 @@ describe('CancelRequest for a running statement', () => {
   })
 
   it('a CancelRequest inside a transaction block aborts the block, as Postgres does', async () => {
-    const dev = await start()
+    const { dev, announced } = await startAnnouncing()
     const runner = await connect(dev.url)
     expect((await runner.query('begin; create table kept (id int); insert into kept values (1)')).status).toBe('T')
-    await runner.send(wire.query(LOOP))
-    await sessionTaken(dev)
+    const loop = announced(LOOP)
+    await runner.send(wire.query(loop.sql))
+    await loop.running()
     await sendCancel(dev.url, runner.backendKey)
     const reply = wire.summarize(await runner.until('ReadyForQuery', { deadlineMs: 5_000 }))
     expect([errorsOf(reply), reply.status]).toEqual([[['ERROR', '57014', CANCEL_MESSAGE]], 'E'])
@@ -222,12 +246,14 @@ describe('CancelRequest for a running statement', () => {
   })
 
   it('postgres.js: query.cancel() on a running pg_sleep(10) rejects it with 57014; the connection serves the next query', async () => {
-    const dev = await start()
+    const { dev, announced } = await startAnnouncing()
     const sql = postgres(dev.url, { max: 1, onnotice: () => {} })
     try {
       await withDeadline(sql`select 1`.execute(), 5_000, 'postgres.js connects')
-      const pending = sql`select pg_sleep(10)`.execute()
-      await sessionTaken(dev)
+      const sleep = announced('select pg_sleep(10)')
+      // simple(): the simple protocol, which runs the marker's COPY and the sleep in one Query.
+      const pending = sql.unsafe(sleep.sql).simple().execute()
+      await sleep.running()
       const cancelAt = performance.now()
       pending.cancel()
       await expect(withDeadline(pending, 5_000, 'the canceled query')).rejects.toMatchObject({ code: '57014', message: CANCEL_MESSAGE })
@@ -273,14 +299,18 @@ describe('COPY FROM STDIN broken by another message', () => {
     ['Terminate', 'X', () => wire.terminate()],
   ] as const
 
-  it.each(intruders)('%s: ERROR then FATAL 08P01, the connection closes, no row of the COPY is kept, others go on', async (_, type, intruder) => {
+  async function expectOnlyThatClientEnded(type: string, intruder: Buffer): Promise<void> {
     const dev = await start()
-    const { told, after } = await interruptCopy(dev.url, `copy_${type.toLowerCase()}`, intruder())
+    const { told, after } = await interruptCopy(dev.url, `copy_${type.toLowerCase()}`, intruder)
     expect(told).toEqual(expected(type))
     expect([after.errors, after.rows]).toEqual([[], [['0']]])
     expect(dev.server.getStats()).toMatchObject({ sessionHeld: false, waitingClients: 0 })
     const late = await connect(dev.url)
     expect((await late.query('select 5')).rows).toEqual([['5']])
+  }
+
+  it.each(intruders)('%s: ERROR then FATAL 08P01, the connection closes, no row of the COPY is kept, others go on', async (_, type, intruder) => {
+    await expectOnlyThatClientEnded(type, intruder())
   })
 
   it.runIf(oracleUrl).each(intruders)('PostgreSQL 15 (PG_ORACLE_URL): %s', async (_, type, intruder) => {

@@ -113,12 +113,8 @@ export class BatchRunner {
     while (offset < bytes.length && states.isServing) {
       const code = bytes[offset]!
       const end = offset + CODE_LENGTH + bytes.readInt32BE(offset + CODE_LENGTH)
-      if (this.#copy && code === FrontendCode.Terminate) {
-        // The client leaves mid-COPY: PGlite never saw the COPY; closing rolls back what is open around it.
-        this.#copy = null
-        this.#client.close()
-        return
-      } else if (this.#copy) {
+      if (this.#copy) {
+        // A Terminate here too gets Postgres's ERROR and FATAL 08P01 (copyfromparse.c knows no Terminate in COPY).
         this.#copy = await gatherCopy(this.#turn, this.#copy, code, bytes.subarray(offset, end))
         messages.take(end)
       } else if (this.#discarding && code !== FrontendCode.Terminate) {
