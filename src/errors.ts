@@ -19,6 +19,7 @@ export const SqlState = {
   CannotConnectNow: '57P03',
   QueryCanceled: '57014',
   LockNotAvailable: '55P03',
+  DeadlockDetected: '40P01',
   IdleInTransactionSessionTimeout: '25P03',
   IdleSessionTimeout: '57P05',
   ProtocolViolation: '08P01',

@@ -66,3 +66,16 @@ export const pgjdbcScenario: Scenario = {
     return scenarioRun('java', ['-cp', JDBC_JAR, `${CLIENTS_DIR}JdbcCheck.java`, `jdbc:postgresql://${hostname}:${port || 5432}${pathname || '/postgres'}`, '4', '10'])
   },
 }
+
+/**
+ * What each connection must have of its own backend (issue 15), with asyncpg and psycopg 3: one scenario per kind of
+ * backend state, each a row of the conformance table (harness/clients/backend_state.py says what each checks).
+ */
+function backendStateScenario(group: 'cursors' | 'temp' | 'advisory' | 'identity'): Scenario {
+  return { name: `backend-${group}`, run: (url) => scenarioRun(PYTHON, [`${CLIENTS_DIR}backend_state.py`, url, group]) }
+}
+
+export const backendCursorsScenario = backendStateScenario('cursors')
+export const backendTempScenario = backendStateScenario('temp')
+export const backendAdvisoryScenario = backendStateScenario('advisory')
+export const backendIdentityScenario = backendStateScenario('identity')

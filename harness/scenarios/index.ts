@@ -8,7 +8,7 @@ import { pgSessionSettingsScenario } from './pg-session-settings.ts'
 import { pgListenNotifyScenario } from './pg-listen-notify.ts'
 import { pgDiscardAllScenario } from './pg-discard-all.ts'
 import { copyInOutScenario } from './copy.ts'
-import { pgjdbcScenario, psycopgScenario } from './foreign-clients.ts'
+import { backendAdvisoryScenario, backendCursorsScenario, backendIdentityScenario, backendTempScenario, pgjdbcScenario, psycopgScenario } from './foreign-clients.ts'
 import { psqlScriptsScenario } from './psql.ts'
 import { pgDumpRestoreScenario } from './pg-dump.ts'
 import { drizzleKitToolScenario } from './drizzle-kit.ts'
@@ -38,4 +38,8 @@ export const interleavingScenarios: Scenario[] = [
   drizzleKitToolScenario,
   driversScenario,
   pipelineErrorsScenario,
+  backendCursorsScenario,
+  backendTempScenario,
+  backendAdvisoryScenario,
+  backendIdentityScenario,
 ]

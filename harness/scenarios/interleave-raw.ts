@@ -1,6 +1,7 @@
 // Deterministic interleaving with raw frames: A parks mid-pipeline (Parse + Flush) holding the unnamed statement,
 // B sends a whole Parse/Bind/Describe/Execute/Sync, then A finishes. Each must get its own column and value.
-// `details.order` is when each finished: a shared session must finish A first; real Postgres may finish B first.
+// `details.order` is when each finished: real Postgres may finish B first, and so does ours (A holds only a prepared
+// statement, so it gives the session up while B waits); a server that holds the session for A finishes A first.
 import { connectRaw, type RawClient } from '../raw-client.ts'
 import * as wire from '../wire.ts'
 import { closeAll, createTally, recordFailure, recordWrong, verdictOf, type Outcome, type Scenario } from './outcome.ts'
@@ -30,7 +31,7 @@ export async function interleaveRaw(url: string): Promise<Outcome> {
     await a.send(wire.parse('', 'select 1 as a'), wire.flush())
     await a.next('ParseComplete')
 
-    // B's wait starts before A resumes: a correct server holds B until A's ReadyForQuery.
+    // B's wait starts before A resumes.
     await b.send(wire.parse('', 'select 2 as b'), wire.bind('', ''), wire.describe('P', ''), wire.execute(''), wire.sync())
     const bDone = b.until('ReadyForQuery').then((m) => (order.push('B'), wire.summarize(m)))
     await a.send(wire.bind('', ''), wire.describe('P', ''), wire.execute(''), wire.sync())

@@ -58,6 +58,7 @@ export class PGLiteSocketHandler extends EventTarget {
       options: connectionOptions({ idleTimeoutMs: this.#options.idleTimeout, idleInTransactionTimeoutMs: this.#options.idleInTransactionTimeoutMs, inspect: this.#options.inspect }),
       admit: () => null,
       cancel: () => {},
+      clients: () => (this.#connection ? [this.#connection] : []),
       closed: () => {
         this.#connection = null
         this.dispatchEvent(new CustomEvent('close'))

@@ -161,6 +161,7 @@ export class PGLiteSocketServer extends EventTarget {
         admitted.add(connection)
         return null
       },
+      clients: () => [...this.#connections].filter((c) => admitted.has(c)),
       cancel: (processId, secretKey) => {
         const target = [...this.#connections].find((c) => c.processId === processId && c.secretKey === secretKey)
         this.#log.debug('cancel request', { target: processId, matched: target !== undefined })

@@ -52,6 +52,8 @@ function setUp() {
       terminate: async () => {},
       notify: () => {},
       preparedStatementFrames: () => [],
+      serverClients: () => [],
+      signalClient: () => {},
     }
     client.states.enter('idle')
     session.members.add(client)

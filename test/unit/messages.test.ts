@@ -47,12 +47,12 @@ function read(reader: MessageReader, batch: Buffer): Read {
 const reader = (id: number, managesDatabases = true) => new MessageReader(new ClientState(id), managesDatabases)
 
 describe('MessageReader: names', () => {
-  it('prefixes every statement and portal name and fixes each length', () => {
+  it('prefixes every statement name, leaves portal names as they are, and fixes each length', () => {
     const r = reader(7)
     const batch = Buffer.concat([wire.parse('S_1', 'select $1::int', [23]), wire.bind('C_1', 'S_1', ['5']), wire.describe('P', 'C_1'), wire.execute('C_1', 10), wire.close('S', 'S_1'), wire.sync()])
     const { segments, takeovers } = read(r, batch)
     expect(takeovers).toEqual([])
-    const expected = [wire.parse('pgdd7.S_1', 'select $1::int', [23]), wire.bind('pgdd7.C_1', 'pgdd7.S_1', ['5']), wire.describe('P', 'pgdd7.C_1'), wire.execute('pgdd7.C_1', 10), wire.close('S', 'pgdd7.S_1'), wire.sync()]
+    const expected = [wire.parse('pgdd7.S_1', 'select $1::int', [23]), wire.bind('C_1', 'pgdd7.S_1', ['5']), wire.describe('P', 'C_1'), wire.execute('C_1', 10), wire.close('S', 'pgdd7.S_1'), wire.sync()]
     expect(frames(segments[0]!.bytes)).toEqual(frames(Buffer.concat(expected)))
     expect(r.statements.used).toBe(true)
     expect(r.statements.count).toBe(0) // parsed, then closed
@@ -108,6 +108,33 @@ describe('MessageReader: names', () => {
     expect(r.statements.count).toBe(0) // prepared, then deallocated
   })
 
+  it('a portal and a SQL cursor of one name are one: asyncpg binds a portal and MOVEs it in SQL, psycopg DECLAREs and Executes', () => {
+    const r = reader(7)
+    const batch = Buffer.concat([wire.bind('__asyncpg_portal_1__', 'S_1'), wire.query('MOVE FORWARD 5 "__asyncpg_portal_1__"'), wire.query('DECLARE "c" CURSOR FOR select 1'), wire.describe('P', 'c'), wire.execute('c', 10)])
+    const out = read(r, batch).segments[0]!.bytes
+    expect(frames(out).map(([code, body]) => [code, body.split('\0')[0]])).toEqual([['B', '__asyncpg_portal_1__'], ['Q', 'MOVE FORWARD 5 "__asyncpg_portal_1__"'], ['Q', 'DECLARE "c" CURSOR FOR select 1'], ['D', 'Pc'], ['E', 'c']])
+    expect(r.statements.holdsCursors).toBe(false)
+  })
+
+  it('a cursor declared WITH HOLD outlives the transaction: its name gets the prefix wherever the client names it, until closed', () => {
+    const r = reader(7)
+    const declared = read(r, wire.query('begin; declare "Big" no scroll cursor with hold for select 1; commit; fetch 2 from "Big"')).segments[0]!.bytes
+    expect(frames(declared)[0]![1]).toBe('begin; declare "pgdd7.Big" no scroll cursor with hold for select 1; commit; fetch 2 from "pgdd7.Big"\0')
+    expect(r.statements.holdsCursors).toBe(true)
+    const used = read(r, Buffer.concat([wire.describe('P', 'Big'), wire.execute('Big', 3), wire.query('move all in "Big"; update t set a = 1 where current of "Big"; fetch big'), wire.parse('', 'fetch 1 from "Big"')])).segments[0]!.bytes
+    expect(frames(used).map(([code, body]) => [code, body.replace(/\0.*$/s, '')])).toEqual([
+      ['D', 'Ppgdd7.Big'],
+      ['E', 'pgdd7.Big'],
+      ['Q', 'move all in "pgdd7.Big"; update t set a = 1 where current of "pgdd7.Big"; fetch big'],
+      ['P', ''],
+    ])
+    expect(frames(used)[3]![1]).toContain('fetch 1 from "pgdd7.Big"')
+    // Cleanup closes it by the name PGlite knows.
+    expect(frames(Buffer.concat(r.statements.closeAll()))).toEqual([['C', 'Ppgdd7.Big\0']])
+    read(r, wire.query('declare h cursor with hold for select 1; close h'))
+    expect(r.statements.holdsCursors).toBe(false)
+  })
+
   it('leaves SQL without those commands untouched, without copying it', () => {
     const r = reader(7)
     const batch = Buffer.concat([wire.query("select 'prepare x' as p"), wire.parse('', 'insert into t values ($1)', []), wire.sync()])
@@ -137,7 +164,7 @@ describe('MessageReader: takeovers', () => {
     const { segments, takeovers } = read(r, batch)
     expect(takeovers).toHaveLength(1)
     expect(takeovers[0]).toMatchObject({ kind: 'copy-in', viaQuery: false, copy: { table: 't', columns: null, binary: false } })
-    expect(frames((takeovers[0] as { frame: Buffer }).frame)).toEqual(frames(wire.execute('pgdd4.p')))
+    expect(frames((takeovers[0] as { frame: Buffer }).frame)).toEqual(frames(wire.execute('p')))
     expect(frames(segments[0]!.bytes).map(([code]) => code)).toEqual(['P', 'B'])
     // Bound again to an ordinary statement, the portal is ordinary.
     expect(read(r, Buffer.concat([wire.parse('s', 'select 1'), wire.bind('p', 's'), wire.execute('p')])).takeovers).toEqual([])
@@ -239,7 +266,7 @@ describe('MessageReader: more of the registry', () => {
   it('a segment with several changed messages is written once, as each message would be on its own', () => {
     const r = reader(12)
     const batch = Buffer.concat([wire.query('select 1'), wire.bind('a', 'b'), wire.sync(), wire.execute('a'), wire.query('execute b'), wire.flush()])
-    const expected = Buffer.concat([wire.query('select 1'), wire.bind('pgddc.a', 'pgddc.b'), wire.sync(), wire.execute('pgddc.a'), wire.query('execute "pgddc.b"'), wire.flush()])
+    const expected = Buffer.concat([wire.query('select 1'), wire.bind('a', 'pgddc.b'), wire.sync(), wire.execute('a'), wire.query('execute "pgddc.b"'), wire.flush()])
     expect(frames(read(r, batch).segments[0]!.bytes)).toEqual(frames(expected))
   })
 })

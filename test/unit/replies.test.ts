@@ -63,8 +63,14 @@ describe('ReplyReader: what a reply changed in the session', () => {
     ['SET', encodeCommandComplete('SET'), SessionChange.Settings],
     ['RESET', encodeCommandComplete('RESET'), SessionChange.Settings],
     ['ParameterStatus', encodeParameterStatus('TimeZone', 'UTC'), SessionChange.Settings],
-    ['DISCARD ALL', encodeCommandComplete('DISCARD ALL'), SessionChange.Settings | SessionChange.Listening | SessionChange.StatementsWiped],
-    ['DISCARD TEMP', encodeCommandComplete('DISCARD TEMP'), SessionChange.Settings | SessionChange.Listening],
+    ['DISCARD ALL', encodeCommandComplete('DISCARD ALL'), SessionChange.Settings | SessionChange.Listening | SessionChange.StatementsWiped | SessionChange.TempDropped],
+    ['DISCARD TEMP', encodeCommandComplete('DISCARD TEMP'), SessionChange.Settings | SessionChange.Listening | SessionChange.TempDropped],
+    ['CREATE TABLE', encodeCommandComplete('CREATE TABLE'), SessionChange.Created],
+    ['CREATE TABLE AS', encodeCommandComplete('CREATE TABLE AS'), SessionChange.Created],
+    ['CREATE SEQUENCE', encodeCommandComplete('CREATE SEQUENCE'), SessionChange.Created],
+    ['CREATE VIEW', encodeCommandComplete('CREATE VIEW'), SessionChange.Created],
+    ['CREATE INDEX', encodeCommandComplete('CREATE INDEX'), SessionChange.Created],
+    ['CREATE FUNCTION', encodeCommandComplete('CREATE FUNCTION'), 0],
     ['DEALLOCATE ALL', encodeCommandComplete('DEALLOCATE ALL'), SessionChange.StatementsWiped],
     ['DEALLOCATE', encodeCommandComplete('DEALLOCATE'), 0],
     ['LISTEN', encodeCommandComplete('LISTEN'), SessionChange.Listening],
@@ -88,7 +94,7 @@ describe('ReplyReader: what a reply changed in the session', () => {
     readCall(reader, Buffer.concat([encodeCommandComplete('SET'), rfq(TxStatus.Idle)]), 100, false)
     expect(reader.takeChanges()).toBe(0)
     readCall(reader, Buffer.concat([encodeCommandComplete('DISCARD ALL'), rfq(TxStatus.Idle)]), 100)
-    reader.forgetChanges(SessionChange.Settings | SessionChange.Listening)
+    reader.forgetChanges(SessionChange.Settings | SessionChange.Listening | SessionChange.TempDropped)
     expect(reader.takeChanges()).toBe(SessionChange.StatementsWiped)
   })
 })

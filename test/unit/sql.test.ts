@@ -6,6 +6,8 @@ import { statementNameEdits } from '../../src/socket/sql/statement-names.ts'
 import { parseCopyFromStdin } from '../../src/socket/client/copy-in.ts'
 import { parseDatabaseCommand, rewriteResetCalls } from '../../src/socket/client/database-commands.ts'
 import { parseDiscard } from '../../src/socket/client/discard.ts'
+import { cursorNameEdits } from '../../src/socket/sql/cursor-names.ts'
+import { rewriteServerFunctions } from '../../src/socket/sql/server-functions.ts'
 import { listenCommands } from '../../src/socket/client/listen.ts'
 import { startupSettings } from '../../src/socket/client/settings.ts'
 
@@ -104,7 +106,8 @@ describe('parseDiscard', () => {
   it('DISCARD ALL and DEALLOCATE [PREPARE] ALL as the whole statement', () => {
     expect(parseDiscard(' discard all ;')).toBe('DISCARD ALL')
     expect(parseDiscard('DEALLOCATE PREPARE ALL')).toBe('DEALLOCATE ALL')
-    for (const sql of ['discard temp', 'deallocate x', 'discard all; select 1']) expect(parseDiscard(sql), sql).toBeNull()
+    expect(parseDiscard('DISCARD TEMPORARY')).toBe('DISCARD TEMP')
+    for (const sql of ['discard plans', 'deallocate x', 'discard all; select 1']) expect(parseDiscard(sql), sql).toBeNull()
   })
 })
 
@@ -139,5 +142,42 @@ describe('startupSettings', () => {
       ['statement_timeout', '5s'],
       ['work_mem', '64kB'],
     ])
+  })
+})
+
+describe('rewriteServerFunctions', () => {
+  it('pg_backend_pid() becomes the client pid, named as the function; advisory, cancel and terminate calls go to pg_temp', () => {
+    const use = rewriteServerFunctions("select pg_backend_pid(), pg_catalog.pg_advisory_lock(1), pg_try_advisory_xact_lock_shared($1, 2), 'pg_advisory_lock(3)' from pg_stat_activity", 77)
+    expect(use).toEqual({
+      sql: "select (77::pg_catalog.int4), pg_temp.pg_advisory_lock(1), pg_temp.pg_try_advisory_xact_lock_shared($1, 2), 'pg_advisory_lock(3)' from pg_stat_activity",
+      needsContext: true,
+      mayWait: true,
+    })
+    expect(rewriteServerFunctions('select pg_backend_pid()', 5)).toEqual({ sql: 'select (5::pg_catalog.int4)', needsContext: false, mayWait: false })
+    expect(rewriteServerFunctions('select pg_terminate_backend(pid) from pg_catalog.pg_stat_activity', 5)?.sql).toBe('select pg_temp.pg_terminate_backend(pid) from pg_temp.pg_stat_activity')
+    expect(rewriteServerFunctions('select pg_try_advisory_lock(1)', 5)).toMatchObject({ needsContext: true, mayWait: false })
+  })
+
+  it('leaves everything else alone: other pg_ names, literals, comments, a column named like a function', () => {
+    for (const sql of ['select * from pg_class', "select 'pg_backend_pid()'", 'select 1 -- pg_advisory_lock(1)', 'select pg_advisory_lock from t']) {
+      expect(rewriteServerFunctions(sql, 1), sql).toBeNull()
+    }
+  })
+})
+
+describe('cursorNameEdits', () => {
+  const held = (names: string[]) => (name: string) => names.includes(name)
+  it('finds DECLARE ... WITH HOLD, and FETCH, MOVE, CLOSE, WHERE CURRENT OF of held cursors only', () => {
+    const sql = 'declare c binary cursor with hold for select 1; fetch 5 from c; move all in "Other"; close c; update t set a = 1 where current of d; declare e cursor without hold for select 2'
+    expect(cursorNameEdits(sql, held(['d'])).map((e) => [e.kind, e.name])).toEqual([
+      ['declare-hold', 'c'],
+      ['use', 'c'],
+      ['close', 'c'],
+      ['use', 'd'],
+    ])
+  })
+
+  it('a cursor closed earlier in the text is no longer held; CLOSE ALL names none', () => {
+    expect(cursorNameEdits('close x; fetch x; close all', held(['x'])).map((e) => [e.kind, e.name])).toEqual([['close', 'x']])
   })
 })

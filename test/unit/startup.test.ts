@@ -42,6 +42,7 @@ function setUp(options: { password?: string; refuse?: WireError; otherDatabases?
     queuedBatches: 0,
     blockedOnOutput: false,
     cancel: () => {},
+    activity: () => ({ pid: 1, datname: '', usename: '', application_name: '', client_addr: null, client_port: null, backend_start: '', state: 'idle', query: '' }),
     notify: () => {},
     preparedStatementFrames: () => [],
     terminate: async (error) => void (recorded.terminated = error),

@@ -15,7 +15,9 @@ import { pgSessionSettingsScenario } from '../../harness/scenarios/pg-session-se
 import { pgListenNotifyScenario } from '../../harness/scenarios/pg-listen-notify.ts'
 import { pgDiscardAllScenario } from '../../harness/scenarios/pg-discard-all.ts'
 import { copyInOutScenario } from '../../harness/scenarios/copy.ts'
-import { pgjdbcScenario, psycopgScenario } from '../../harness/scenarios/foreign-clients.ts'
+import {
+  backendAdvisoryScenario, backendCursorsScenario, backendIdentityScenario, backendTempScenario, pgjdbcScenario, psycopgScenario,
+} from '../../harness/scenarios/foreign-clients.ts'
 import { psqlScriptsScenario } from '../../harness/scenarios/psql.ts'
 import { pgDumpRestoreScenario } from '../../harness/scenarios/pg-dump.ts'
 import { drizzleKitToolScenario } from '../../harness/scenarios/drizzle-kit.ts'
@@ -58,7 +60,8 @@ const cases: Case[] = [
     scenario: interleaveRawScenario,
     // A runs B's statement (column b) or its own with B's portal; either way an answer that is not A's.
     stock: (o) => expect(['wrong', 'error'], why(o)).toContain(o.kind),
-    patched: (o) => expect(o.details?.order).toEqual(['A', 'B']),
+    // A holds only a prepared statement (Parse + Flush): it gives the session up while B waits, as on Postgres.
+    patched: (o) => expect(o.details?.order).toEqual(['B', 'A']),
   },
   {
     scenario: postgresJsParamsScenario,
@@ -189,6 +192,42 @@ const cases: Case[] = [
     // Stock: the clients' pipelines interleave in one session, so answers and errors land on the wrong queries.
     stock: expectNotOk,
     patched: (o) => expect(o.tally.queries).toBe(6 * 40),
+  },
+  // Each client its own backend (issue 15), with asyncpg and psycopg 3. Stock shares one backend among all.
+  {
+    scenario: backendCursorsScenario,
+    // Stock: two clients' cursors WITH HOLD of one name collide (42P03), and one sees the other's.
+    stock: expectNotOk,
+    patched: (o) => expect(o.tally.queries).toBe(5),
+    inChildProcess: true,
+    timeoutMs: 60_000,
+  },
+  {
+    scenario: backendTempScenario,
+    // Stock: the second TEMP TABLE person is 42P07, and every client sees the first.
+    stock: (o) => {
+      expectNotOk(o)
+      expect(o.tally.errors['42P07'], why(o)).toBeGreaterThan(0)
+    },
+    patched: (o) => expect(o.tally.queries).toBe(5),
+    inChildProcess: true,
+    timeoutMs: 60_000,
+  },
+  {
+    scenario: backendAdvisoryScenario,
+    // Stock: one backend holds everyone's locks, so every pg_try_advisory_lock is true.
+    stock: (o) => expect(o.tally.wrong, why(o)).toBeGreaterThan(0),
+    patched: (o) => expect(o.tally.queries).toBe(8),
+    inChildProcess: true,
+    timeoutMs: 60_000,
+  },
+  {
+    scenario: backendIdentityScenario,
+    // Stock: pg_backend_pid() is PGlite's one backend for every client (and pg_terminate_backend of it ends PGlite).
+    stock: expectNotOk,
+    patched: (o) => expect(o.tally.queries).toBe(6),
+    inChildProcess: true,
+    timeoutMs: 60_000,
   },
   {
     scenario: idleInTransactionScenario,

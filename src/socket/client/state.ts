@@ -4,16 +4,23 @@
 
 import type { ListenCommand } from './listen.ts'
 import { Statements } from './statements.ts'
+import { TempObjects } from './temp-objects.ts'
 
 export class ClientState {
   readonly statements: Statements
+  /** Its temporary tables, views and sequences, under names of its own while it is away. */
+  readonly temp: TempObjects
   /** LISTEN/UNLISTEN statements read since the client last released the session, in order. */
   readonly listenCommands: ListenCommand[] = []
   /** The client called pglite_dev_db.reset(): once it is at rest, the server checks that the call took effect. */
   resetRequested = false
 
-  /** `namespaceId` gives the client's statement names their prefix (its process id). */
-  constructor(namespaceId: number) {
-    this.statements = new Statements(namespaceId)
+  /** The process id the client was told: its statement names' prefix, and what pg_backend_pid() answers it. */
+  readonly processId: number
+
+  constructor(processId: number) {
+    this.processId = processId
+    this.statements = new Statements(processId)
+    this.temp = new TempObjects(processId)
   }
 }

@@ -49,6 +49,10 @@ export class Statements {
   readonly #unrun = new Map<string, { name: string; frame: Buffer }>()
   /** Names too long to prefix are hashed; the hash maps back to the client's name in error texts. */
   readonly #hashed = new Map<string, string>()
+  /** Statements that call functions answering per backend: their ServerFunctions bits, by client name ('' unnamed). */
+  readonly #functions = new Map<string, number>()
+  /** Cursors the client declared WITH HOLD and has not closed (they outlive its transaction), by its name for them. */
+  readonly #heldCursors = new Map<string, Buffer>()
   /** Set once the client used any name: from then on its errors are checked for prefixed names. */
   used = false
 
@@ -124,6 +128,44 @@ export class Statements {
     if (this.#portals.size > 0) this.#portals.delete(portal)
   }
 
+  /** The Parse (as PGlite gets it) of the unnamed statement, when it may wait for a lock: made again after the wait. */
+  unnamedParse: Buffer | null = null
+
+  /** Parse of statement `name` ('' unnamed): the ServerFunctions bits of what it calls (0: none). */
+  callsFunctions(name: string, bits: number): void {
+    if (bits !== 0) this.#functions.set(name, bits)
+    else if (this.#functions.size > 0) this.#functions.delete(name)
+  }
+
+  /** Bind of statement `name`: the ServerFunctions bits of what it calls. */
+  functionsOf(name: string): number {
+    return this.#functions.size === 0 ? 0 : (this.#functions.get(name) ?? 0)
+  }
+
+  /** DECLARE name ... WITH HOLD: the name PGlite knows the cursor by, which outlives the client's transaction. */
+  declaredHeldCursor(name: string): Buffer {
+    const server = this.serverName(Buffer.from(name))
+    this.#heldCursors.set(name, server)
+    return server
+  }
+
+  /** Whether the client has cursors declared WITH HOLD: only then do its cursor names need reading. */
+  get holdsCursors(): boolean {
+    return this.#heldCursors.size > 0
+  }
+
+  /** The name PGlite knows the client's portal or cursor `name` by: its own, unless it is one declared WITH HOLD. */
+  portalName(name: Buffer): Buffer | null {
+    return this.#heldCursors.size === 0 ? null : (this.#heldCursors.get(name.toString()) ?? null)
+  }
+
+  readonly isHeldCursor = (name: string): boolean => this.#heldCursors.has(name)
+
+  /** CLOSE name, or a Close of a portal: a cursor declared WITH HOLD is gone. */
+  closedCursor(name: string): void {
+    this.#heldCursors.delete(name)
+  }
+
   /** Whether any portal is special: while none, an Execute needs no look-up. */
   get hasSpecialPortals(): boolean {
     return this.#portals.size > 0
@@ -140,6 +182,7 @@ export class Statements {
   }
 
   #forget(name: string): void {
+    if (this.#functions.size > 0) this.#functions.delete(name)
     const statement = this.#named.get(name)
     if (!statement) return
     this.#named.delete(name)
@@ -177,10 +220,18 @@ export class Statements {
     return [...this.#parses.values()]
   }
 
-  /** Close messages for every statement this client still has, which it forgets: for when it goes away. */
-  closeAll(): Buffer[] {
+  /** Close messages for every statement this client still has, which it forgets (DEALLOCATE ALL). */
+  closeStatements(): Buffer[] {
     const frames = [...this.#named.values()].map((statement) => encodeClose('S', statement.server))
     this.forgetAll()
+    return frames
+  }
+
+  /** Close messages for every statement and held cursor this client still has, which it forgets: when it goes away, DISCARD ALL. */
+  closeAll(): Buffer[] {
+    const frames = this.closeStatements()
+    for (const server of this.#heldCursors.values()) frames.push(encodeClose('P', server))
+    this.#heldCursors.clear()
     return frames
   }
 

@@ -4,9 +4,10 @@
 // changed in the session (settings, LISTENs, a DEALLOCATE ALL) is recorded before the session goes to the next.
 
 import type { Logger } from '../../log.ts'
-import { WireError, type SqlStateCode } from '../../errors.ts'
+import { SqlState, WireError, type SqlStateCode } from '../../errors.ts'
 import { BackendCode, HEADER_LENGTH } from '../protocol/codes.ts'
-import { encodeNotice, encodeParameterStatus, errorFields, firstColumn } from '../protocol/backend.ts'
+import { encodeNotice, encodeParameterStatus, errorFields, firstColumn, hasMessage, textRows } from '../protocol/backend.ts'
+import { forEachFrame } from '../protocol/frames.ts'
 import { SYNC, encodeQuery } from '../protocol/frontend.ts'
 import { ReplyReader, SessionChange, type Emit, type RewriteMessage } from '../protocol/replies.ts'
 import { UNKNOWN_SETTINGS, type SessionMember, type SharedSession } from '../session/session.ts'
@@ -14,9 +15,12 @@ import { listenSql } from '../session/listeners.ts'
 import { LISTENING_CHANNELS_QUERY, notificationChannel } from '../client/listen.ts'
 import { SNAPSHOT_QUERY, applySettingsQuery, readSettingsReply, settingsKey, type Settings } from '../client/settings.ts'
 import type { ClientState } from '../client/state.ts'
+import { LIST_OWN_TEMP_OBJECTS } from '../client/temp-objects.ts'
+import { FunctionReplies, ServerFunctions, contextFor, contextMessages, type FunctionsClient, type LockWait } from './server-functions.ts'
+
 
 /** The connection a backend answers to. */
-export interface BackendClient extends SessionMember {
+export interface BackendClient extends SessionMember, FunctionsClient {
   /** Send bytes to the client (PGlite's replies and the server's own messages alike). */
   write(bytes: Uint8Array): void
   /**
@@ -42,13 +46,20 @@ export interface Backend {
   /** Nothing of the client is open: no transaction, pipeline or COPY. */
   readonly atRest: boolean
   readonly pipelineOpen: boolean
+  /** An error came in the open pipeline: PGlite skips the client's messages until its Sync. */
+  readonly errorPending: boolean
   /** The transaction status the client was last told ('I' while it holds nothing). */
   readonly txStatus: number
   tookSession(): Promise<void>
-  run(bytes: Uint8Array): Promise<void>
+  /** `functions`: ServerFunctions bits of the messages (what they call that answers per backend). */
+  run(bytes: Uint8Array, functions?: number): Promise<void>
   /** Stop the client's statement running now (its CancelRequest): 57014. False if none was running. */
   cancelRunning(): Promise<boolean>
-  capture(bytes: Uint8Array, asClient?: boolean): Promise<Buffer>
+  capture(bytes: Uint8Array, asClient?: boolean, functions?: number): Promise<Buffer>
+  /** The advisory lock the last call had to wait for (pg_advisory_lock of a lock another client holds), taken. */
+  takeLockWait(): LockWait | null
+  /** The client's lock_timeout (ms; 0: none), which bounds its waits for a lock. */
+  readonly lockTimeoutMs: number
   runUnread(bytes: Uint8Array): Promise<void>
   release(): Promise<void>
   forgetChanges(mask: number): void
@@ -71,6 +82,9 @@ export class ClientBackend implements Backend {
   #settingsKey = ''
   /** The startup packet asked for settings not yet applied: they are, the first time this client takes the session. */
   #startupSettingsPending = false
+  /** For a call whose statements use the functions that answer per backend: what they tell the server. */
+  #functions: FunctionReplies | null = null
+  #lockWait: LockWait | null = null
 
   constructor(client: BackendClient, session: SharedSession, state: ClientState, log: Logger) {
     this.#client = client
@@ -103,6 +117,10 @@ export class ClientBackend implements Backend {
     return this.#reader.pipelineOpen
   }
 
+  get errorPending(): boolean {
+    return this.#reader.errorPending
+  }
+
   /** Settings from the startup packet that differ from what every client is told: applied on first taking the session. */
   startWith(settings: Settings): void {
     this.#settings = settings
@@ -119,11 +137,13 @@ export class ClientBackend implements Backend {
     if (this.session.hasAbandonedWork) await this.session.closeAbandonedWork()
     if (this.#startupSettingsPending) await this.#applyStartupSettings()
     else if (this.session.appliedSettings !== this.#settingsKey) await this.#applySettings()
+    const reveal = this.#state.temp.reveal()
+    if (reveal) this.#warnIfFailed('could not give your temporary tables their names back', await this.capture(reveal))
   }
 
   /** Run complete messages as the owner; PGlite's replies stream to the client. */
-  run(bytes: Uint8Array): Promise<void> {
-    return this.#execute(bytes, 'client')
+  run(bytes: Uint8Array, functions = 0): Promise<void> {
+    return this.#execute(bytes, 'client', true, functions)
   }
 
   /**
@@ -131,10 +151,21 @@ export class ClientBackend implements Backend {
    * whose effects on the session are not the client's doing, or (`asClient`) a client's whose reply the server edits
    * before sending (a COPY), whose effects are.
    */
-  async capture(bytes: Uint8Array, asClient = false): Promise<Buffer> {
+  async capture(bytes: Uint8Array, asClient = false, functions = 0): Promise<Buffer> {
     const chunks: Buffer[] = []
-    await this.#execute(bytes, chunks, asClient)
+    await this.#execute(bytes, chunks, asClient, functions)
     return Buffer.concat(chunks)
+  }
+
+  get lockTimeoutMs(): number {
+    const value = Number(this.#settings.find(([name]) => name === 'lock_timeout')?.[1] ?? 0)
+    return Number.isFinite(value) && value > 0 ? value : 0
+  }
+
+  takeLockWait(): LockWait | null {
+    const wait = this.#lockWait
+    this.#lockWait = null
+    return wait
   }
 
   /** Run messages whose replies nobody reads (the client is gone). */
@@ -143,10 +174,12 @@ export class ClientBackend implements Backend {
   }
 
   /** One call into PGlite, its output going to `output`: the client, a list of chunks, or nowhere. */
-  async #execute(bytes: Uint8Array, output: Output, asClient = output === 'client'): Promise<void> {
+  async #execute(bytes: Uint8Array, output: Output, asClient = output === 'client', functions = 0): Promise<void> {
+    if (functions & ServerFunctions.Context) await this.#tellContext()
     this.#output = output
-    // Names to restore, or notifications to route: hold those messages for the whole call.
-    this.#rewriteNow = this.#state.statements.used || this.session.listeners.size > 0 ? this.#rewrite : null
+    this.#functions = functions === 0 ? null : new FunctionReplies(this.#client, this.session)
+    // Names to restore, notifications to route, what the functions tell: hold those messages for the whole call.
+    this.#rewriteNow = this.#functions || this.#state.statements.used || this.session.listeners.size > 0 ? this.#rewrite : null
     this.#reader.startCall(asClient)
     this.#client.cork()
     try {
@@ -157,6 +190,21 @@ export class ClientBackend implements Backend {
       this.#output = 'client'
     }
     this.#state.statements.ran(bytes)
+    const told = this.#functions
+    if (told) {
+      this.#functions = null
+      this.#lockWait = told.lockWait
+      // pg_terminate_backend(pg_backend_pid()): as Postgres ends the backend in the middle of the statement.
+      if (told.terminatingSelf) throw new WireError('FATAL', SqlState.AdminShutdown, 'terminating connection due to administrator command')
+    }
+  }
+
+  /** Tell the session who runs now, the server's clients and this database's locks (and make its functions once). */
+  async #tellContext(): Promise<void> {
+    const session = this.session
+    const install = !session.serverFunctionsInstalled
+    const reply = await this.capture(contextMessages(contextFor(this.#client, session), install, this.#reader.pipelineOpen))
+    if (install && !hasMessage(reply, BackendCode.ErrorResponse)) session.serverFunctionsInstalled = true
   }
 
   /** PGlite's output, a view of its memory (the reader copies what it passes on). */
@@ -167,16 +215,23 @@ export class ClientBackend implements Backend {
       return this.#client.waitForReader() ?? undefined
     }
     if (output === 'nowhere') this.#reader.feed(chunk, null, null)
-    else this.#reader.feed(chunk, (bytes) => output.push(bytes), null)
+    else this.#reader.feed(chunk, (bytes) => output.push(bytes), this.#functions ? this.#rewrite : null)
   }
 
   async cancelRunning(): Promise<boolean> {
     return this.#output === 'client' && (await this.session.cancelRunning())
   }
 
-  readonly #send: Emit = (bytes) => this.#client.write(bytes)
-  readonly #rewrite: RewriteMessage = (message) =>
-    message[0] === BackendCode.NotificationResponse ? this.#routeNotification(message) : this.#state.statements.restore(message)
+  readonly #send: Emit = (bytes) => {
+    // After a pg_terminate_backend of itself the client gets nothing more of the call, only the FATAL.
+    if (!this.#functions?.terminatingSelf) this.#client.write(bytes)
+  }
+  readonly #rewrite: RewriteMessage = (message) => {
+    if (message[0] === BackendCode.NotificationResponse) return this.#routeNotification(message)
+    const functions = this.#functions
+    const read = functions ? functions.read(message, this.#output === 'client') : message
+    return read && this.#state.statements.restore(read)
+  }
 
   /**
    * The client is at rest: record what it changed in the session, then let the next client have it. LISTENs that
@@ -184,6 +239,13 @@ export class ClientBackend implements Backend {
    */
   async release(): Promise<void> {
     const changes = this.#reader.takeChanges()
+    const locks = this.session.advisoryLocks
+    if (locks.size > 0 && locks.holdsTransactionLocks(this.#client.processId)) locks.transactionEnded(this.#client.processId)
+    if (changes & SessionChange.TempDropped) {
+      this.session.serverFunctionsInstalled = false
+      this.#state.temp.forget()
+    }
+    if (changes & SessionChange.Created || this.#state.temp.revealed) await this.#hideTemp()
     if (changes & SessionChange.Settings) await this.#snapshotSettings()
     if (changes & SessionChange.Listening) await this.#reconcileListening()
     if (changes & SessionChange.StatementsWiped) await this.#remakeOthersStatements()
@@ -226,6 +288,19 @@ export class ClientBackend implements Backend {
     const reply = readSettingsReply(await this.capture(applySettingsQuery(this.#settings, false)))
     this.session.appliedSettings = reply.error ? UNKNOWN_SETTINGS : this.#settingsKey
     if (reply.error) this.#warnSettings('could not restore your session settings; SET them again', reply.error)
+  }
+
+  /** The client's temporary objects get names of its own while it is away (client/temp-objects.ts). */
+  async #hideTemp(): Promise<void> {
+    const rows = textRows(await this.capture(LIST_OWN_TEMP_OBJECTS)) as Array<[string, string, string]>
+    const hide = this.#state.temp.hide(rows)
+    if (hide) this.#warnIfFailed('could not set your temporary tables aside', await this.capture(hide))
+  }
+
+  #warnIfFailed(what: string, reply: Buffer): void {
+    forEachFrame(reply, (code, offset, length) => {
+      if (code === BackendCode.ErrorResponse) this.#warnSettings(what, reply.subarray(offset, offset + length))
+    })
   }
 
   /** Settings bookkeeping failed: the log gets it, and so does the client, as a WARNING it can read. */

@@ -6,6 +6,7 @@ import { SqlState } from '../../errors.ts'
 import type { Logger } from '../../log.ts'
 import { CODE_LENGTH, FrontendCode, TxStatus } from '../protocol/codes.ts'
 import { encodeErrorResponse, encodeReadyForQuery } from '../protocol/backend.ts'
+import { SYNC } from '../protocol/frontend.ts'
 import type { Frames } from '../protocol/frames.ts'
 import type { DatabaseCatalog } from '../session/databases.ts'
 import type { SessionMember } from '../session/session.ts'
@@ -17,6 +18,9 @@ import type { Backend, BackendClient } from './backend.ts'
 import { gatherCopy, startCopy } from './copy-in.ts'
 import { bindDatabaseCommand, queryDatabaseCommand, resetDatabaseIfRequested, taggedExecute } from './database-commands.ts'
 import { discardForClient } from './discard-all.ts'
+import { executes, mayRunAgain, runWaitingForLocks, type LockWaitRunner } from './lock-wait.ts'
+import { PreparedPipeline } from './prepared-pipeline.ts'
+import { ServerFunctions } from './server-functions.ts'
 import { UnnamedUse, unnamedUseOf, type MessageReader, type Segment, type Takeover } from './messages.ts'
 import type { ConnectionState, ConnectionStates } from './state.ts'
 import type { TakeoverEnd, Turn } from './turn.ts'
@@ -61,6 +65,15 @@ export class BatchRunner {
   /** What a takeover may do on this client's behalf. */
   readonly #turn: Turn
   readonly #idleTransactionWaitMs: number
+  /** Work of a pipeline still open has run since it opened (so it cannot be run again after a lock wait). */
+  #pipelineExecuted = false
+  /** What the client's open pipeline did: only prepare statements? (see #parkable) */
+  readonly #prepared = new PreparedPipeline()
+  /** The session being given up while the client is idle (parkIfIdle): its next batch waits for that. */
+  #parking: Promise<void> | null = null
+  /** Ends a wait outside the session (for an advisory lock), if one is under way. */
+  #stopWaitOutside: ((error: Error) => void) | null = null
+  readonly #lockWaitRunner: LockWaitRunner
 
   constructor(client: BatchClient, context: BatchContext) {
     this.#client = client
@@ -77,11 +90,12 @@ export class BatchRunner {
       maxCopyBytes: context.maxCopyBytes,
       log: context.log,
       own: () => this.#own(),
-      run: (bytes) => this.#runSegment({ bytes, unnamedUse: unnamedUseOf(bytes) }),
+      run: (bytes) => this.#runSegment({ bytes, unnamedUse: unnamedUseOf(bytes), functions: 0 }),
       refuse: (error, frame) => void this.#refuse(error, frame),
       releaseIfAtRest: () => this.#releaseIfAtRest(),
       write: (bytes) => this.#client.write(bytes),
     }
+    this.#lockWaitRunner = { backend: this.#backend, write: (bytes) => this.#client.write(bytes), waitOutside: (wait) => this.#waitOutside(wait) }
   }
 
   /** The state at rest, when nothing is running: what the client holds says which. */
@@ -104,6 +118,7 @@ export class BatchRunner {
   }
 
   async run(frames: Frames): Promise<void> {
+    if (this.#parking) await this.#parking
     const { states } = this.#client
     states.enter('active')
     const { bytes } = frames
@@ -162,19 +177,92 @@ export class BatchRunner {
   }
 
   /** Run messages as the owner and apply the release rule. Refused work is answered as a failed statement. */
-  async #runSegment({ bytes, unnamedUse }: Segment): Promise<void> {
+  async #runSegment({ bytes, unnamedUse, functions }: Segment): Promise<void> {
     if (bytes.length === 0) return
     try {
       await this.#own()
     } catch (error) {
       const rest = this.#refuse(error, bytes)
-      if (rest < bytes.length) await this.#runSegment({ bytes: bytes.subarray(rest), unnamedUse: unnamedUseOf(bytes.subarray(rest)) })
+      if (rest < bytes.length) await this.#runSegment({ bytes: bytes.subarray(rest), unnamedUse: unnamedUseOf(bytes.subarray(rest)), functions })
       return
     }
     if (this.#mustCloseUnnamedStatement(unnamedUse)) await this.#backend.capture(CLOSE_UNNAMED_STATEMENT)
+    // Parked with an unnamed statement, which others' statements may have replaced meanwhile: made again, as it was.
+    const remake = this.#prepared.takeUnnamedParse(unnamedUse)
+    if (remake) {
+      await this.#backend.capture(remake)
+      this.#backend.session.unnamedStatementOwner = this.#client
+    }
     if (this.#client.inspect) this.#log.trace('to pglite', { dump: hexDump(bytes) })
-    await this.#backend.run(bytes)
+    const backend = this.#backend
+    if (functions & ServerFunctions.MayWait && backend.txStatus === TxStatus.Idle && !this.#pipelineExecuted && mayRunAgain(bytes)) {
+      // A unit that binds the unnamed statement a Parse made before it: made again before each run after a wait.
+      const unnamedParse = unnamedUse & UnnamedUse.ReferencedFirst ? this.#state.statements.unnamedParse : null
+      await runWaitingForLocks(this.#lockWaitRunner, bytes, functions, unnamedParse)
+    } else {
+      await backend.run(bytes, functions)
+    }
+    // A pipeline still open has done work since it opened: a lock wait can no longer run it again from its start.
+    this.#pipelineExecuted = !backend.atRest && (this.#pipelineExecuted || executes(bytes))
+    this.#prepared.ran(bytes, backend.atRest)
     await this.#releaseIfAtRest()
+    if (this.#parkable && backend.session.scheduler.waiting > 0) await this.#park()
+  }
+
+  /**
+   * The client holds the session with nothing but prepared statements in an open pipeline (postgres.js and asyncpg
+   * send Parse, Describe and Flush, then wait for the answer): nothing of it has run, so others may run meanwhile,
+   * as on Postgres.
+   */
+  get #parkable(): boolean {
+    const backend = this.#backend
+    return backend.isOwner && backend.pipelineOpen && backend.txStatus === TxStatus.Idle && !backend.errorPending && this.#prepared.only && this.#copy === null && !this.#discarding
+  }
+
+  /**
+   * Give the session up while the client's pipeline only prepared statements: a Sync of the server's own ends the
+   * implicit transaction (its answer goes nowhere); the statements it named stay, and the unnamed one is made again
+   * if another client's took its place before the client binds it.
+   */
+  async #park(): Promise<void> {
+    await this.#backend.capture(SYNC)
+    this.#prepared.parked()
+    await this.#releaseIfAtRest()
+  }
+
+  /** Another client waits: park now if this one sits idle holding only prepared statements (see #parkable). */
+  parkIfIdle(): void {
+    if (this.#parking || this.#client.states.current !== 'holding' || !this.#parkable) return
+    this.#parking = this.#park()
+      .catch((error: unknown) => this.#log.warn('could not give the session up', { error }))
+      .finally(() => {
+        this.#parking = null
+        if (this.#client.states.isServing && this.#client.states.current === 'holding') this.#client.states.enter(this.restingState)
+      })
+  }
+
+  /** Give the session up for a wait outside it (an advisory lock), then own it again. */
+  async #waitOutside(wait: (stop: Promise<never>) => Promise<void>): Promise<void> {
+    await this.#backend.release()
+    const { states } = this.#client
+    let stopWith!: (error: Error) => void
+    const stop = new Promise<never>((_, reject) => (stopWith = reject))
+    stop.catch(() => {})
+    this.#stopWaitOutside = stopWith
+    states.enter('waiting')
+    try {
+      await wait(stop)
+    } finally {
+      this.#stopWaitOutside = null
+      if (states.isServing) states.enter('active')
+    }
+    if (!states.isServing) throw new SchedulerClosedError('the connection is closing')
+    await this.#own()
+  }
+
+  /** The connection closes: a wait outside the session ends. */
+  abandonWait(): void {
+    this.#stopWaitOutside?.(new SchedulerClosedError('the connection is closing'))
   }
 
   /**
@@ -185,7 +273,7 @@ export class BatchRunner {
   #mustCloseUnnamedStatement(use: number): boolean {
     if (use === 0) return false
     const session = this.#backend.session
-    const mustClose = (use & UnnamedUse.ReferencedFirst) !== 0 && session.unnamedStatementOwner !== this.#client
+    const mustClose = (use & UnnamedUse.ReferencedFirst) !== 0 && session.unnamedStatementOwner !== this.#client && !this.#prepared.unnamedParse
     session.unnamedStatementOwner = (use & UnnamedUse.Parsed) !== 0 ? this.#client : mustClose ? null : session.unnamedStatementOwner
     return mustClose
   }
@@ -197,8 +285,10 @@ export class BatchRunner {
   async #own(): Promise<void> {
     const backend = this.#backend
     if (backend.isOwner) return
-    const wait = backend.session.scheduler.acquire(this.#client)
+    const { scheduler } = backend.session
+    const wait = scheduler.acquire(this.#client)
     if (wait) {
+      scheduler.owner?.parkIfIdle?.()
       const { states } = this.#client
       states.enter('waiting')
       const watch = this.#watchIdleHolder()
@@ -250,8 +340,12 @@ export class BatchRunner {
     this.#backend.session.scheduler.cancelWait(this.#client, new QueueTimeoutError(message, hint))
   }
 
-  /** The client's CancelRequest: work waiting for the session is refused with 57014. True if some was waiting. */
+  /** The client's CancelRequest: work waiting for the session (or a lock) is refused with 57014. True if some was waiting. */
   cancelWait(): boolean {
+    if (this.#stopWaitOutside) {
+      this.#stopWaitOutside(new QueryCanceledError())
+      return true
+    }
     return this.#backend.session.scheduler.cancelWait(this.#client, new QueryCanceledError())
   }
 
@@ -261,6 +355,10 @@ export class BatchRunner {
     const holder = scheduler.owner
     const who = holder ? `client ${holder.processId} holds it` : 'other clients were ahead'
     this.#log.info('queue timeout', { ms, holder: holder?.processId, sqlstate: SqlState.LockNotAvailable })
+    if (this.#stopWaitOutside) {
+      this.#stopWaitOutside(new QueueTimeoutError(`canceling statement: waited ${ms} ms for an advisory lock another client holds`))
+      return
+    }
     scheduler.cancelWait(this.#client, new QueueTimeoutError(`canceling statement: waited ${ms} ms for the database session, which ${who} (pglite-dev-db runs one client's transaction at a time)`))
   }
 

@@ -11,6 +11,7 @@ import { CODE_LENGTH, FrontendCode, TxStatus, maxMessageLength } from '../protoc
 import { encodeBackendKeyData, encodeErrorResponse, encodeReadyForQuery } from '../protocol/backend.ts'
 import { FrameReader, type Frames } from '../protocol/frames.ts'
 import { SchedulerClosedError } from '../session/scheduler.ts'
+import type { ClientActivity } from '../session/server-functions.ts'
 import type { SharedSession } from '../session/session.ts'
 import { startupSettings } from '../client/settings.ts'
 import { ClientState } from '../client/state.ts'
@@ -100,6 +101,7 @@ export class Connection implements ServedConnection, StartingConnection, BatchCl
   readonly #cleanupDone = new Promise<void>((resolve) => (this.#resolveCleanup = resolve))
   /** The protocol trace of this client's frames, or null when the server traces nothing. */
   readonly #trace: ConnectionTrace | null
+  readonly #startedAt = new Date().toISOString()
 
   constructor(socket: Socket, host: ConnectionHost) {
     this.socket = socket
@@ -187,6 +189,35 @@ export class Connection implements ServedConnection, StartingConnection, BatchCl
     )
   }
 
+  /** What pg_stat_activity shows of this client. */
+  activity(): ClientActivity {
+    const state = this.states.current
+    return {
+      pid: this.processId,
+      datname: this.database,
+      usename: this.startupParams.get('user') ?? 'postgres',
+      application_name: this.applicationName,
+      client_addr: this.socket.remoteAddress ?? null,
+      client_port: this.socket.remotePort ?? null,
+      backend_start: this.#startedAt,
+      state: state === 'active' || state === 'waiting' ? 'active' : state === 'holding' ? (this.idleInTransactionSince === null ? 'active' : 'idle in transaction') : 'idle',
+      query: '',
+    }
+  }
+
+  serverClients(): ClientActivity[] {
+    return this.#host.clients().map((client) => client.activity())
+  }
+
+  /** pg_cancel_backend (its running or waiting statement ends with 57014) or pg_terminate_backend (FATAL 57P01). */
+  signalClient(processId: number, op: 'cancel' | 'terminate'): void {
+    const target = this.#host.clients().find((client) => client.processId === processId)
+    this.#log.debug('signal from a function', { op, target: processId, matched: target !== undefined })
+    if (!target) return
+    if (op === 'cancel') target.cancel()
+    else void target.terminate(new WireError('FATAL', SqlState.AdminShutdown, 'terminating connection due to administrator command'))
+  }
+
   notify(message: Buffer): void {
     if (!this.states.isServing) return
     if (this.socket.writableLength > NOTIFICATION_BACKLOG_BYTES) {
@@ -196,6 +227,10 @@ export class Connection implements ServedConnection, StartingConnection, BatchCl
       return
     }
     this.#write(message)
+  }
+
+  parkIfIdle(): void {
+    this.#batches?.parkIfIdle()
   }
 
   preparedStatementFrames(): Buffer[] {
@@ -442,6 +477,7 @@ export class Connection implements ServedConnection, StartingConnection, BatchCl
     }
     // A wait for the session is abandoned now; a running statement is canceled, its batch ends, then #drain starts
     // the cleanup.
+    this.#batches?.abandonWait()
     if (!this.#session.scheduler.isOwner(this)) this.#session.scheduler.forget(this)
     else if (this.#draining) void this.#backend?.cancelRunning().catch((cancelError: unknown) => this.#log.warn('cancel on close failed', { error: cancelError }))
     if (!this.#draining) this.#startCleanup()
@@ -451,7 +487,7 @@ export class Connection implements ServedConnection, StartingConnection, BatchCl
   #startCleanup(): void {
     if (this.#cleanup) return
     this.#batches?.dropCopy()
-    const leaving = this.#backend ? leaveSession(this.#backend, this.#client.statements, this.#log) : Promise.resolve()
+    const leaving = this.#backend ? leaveSession(this.#backend, this.#client, this.#log) : Promise.resolve()
     this.#cleanup = leaving.finally(() => {
       if (this.#session.unnamedStatementOwner === this) this.#session.unnamedStatementOwner = null
       this.#session.members.delete(this)

@@ -1,6 +1,7 @@
-// DISCARD ALL and DEALLOCATE ALL sent alone as a simple Query, taken over: carried out for this client only (its
-// own prepared statements closed; for DISCARD ALL also its settings reset and its LISTENs ended), answered as
-// Postgres answers them. Other clients keep theirs.
+// DISCARD ALL, DISCARD TEMP and DEALLOCATE ALL sent alone as a simple Query, taken over: carried out for this client
+// only (its own prepared statements closed; for DISCARD ALL also its settings reset, its LISTENs ended, its cursors,
+// temporary objects and advisory locks gone; for DISCARD TEMP its temporary objects), answered as Postgres answers
+// them. Other clients keep theirs.
 
 import { TxStatus } from '../protocol/codes.ts'
 import { encodeCommandComplete, encodeParameterStatus, encodeReadyForQuery } from '../protocol/backend.ts'
@@ -9,6 +10,7 @@ import { SessionChange } from '../protocol/replies.ts'
 import { listenSql } from '../session/listeners.ts'
 import type { DiscardCommand } from '../client/discard.ts'
 import { readSettingsReply } from '../client/settings.ts'
+import { DROP_OWN_TEMP_OBJECTS } from '../client/temp-objects.ts'
 import type { Turn } from './turn.ts'
 
 /**
@@ -28,10 +30,15 @@ export async function discardForClient(turn: Turn, command: DiscardCommand, fram
     await turn.run(frame)
     return
   }
-  const frames = [...client.statements.closeAll(), SYNC]
+  const frames = command === 'DEALLOCATE ALL' ? [...client.statements.closeStatements(), SYNC] : command === 'DISCARD ALL' ? [...client.statements.closeAll(), SYNC] : []
   const session = backend.session
+  if (command !== 'DEALLOCATE ALL') {
+    // Its temporary objects have their own names now (it holds the session); others' keep theirs.
+    frames.push(DROP_OWN_TEMP_OBJECTS)
+  }
   if (command === 'DISCARD ALL') {
     frames.push(encodeQuery('RESET ALL'))
+    session.advisoryLocks.releasedAll(backend.client.processId)
     const unneeded = session.listeners.unlisten(backend.client, null)
     if (unneeded.length > 0) frames.push(encodeQuery(listenSql(unneeded, 'UNLISTEN')))
   }

@@ -4,6 +4,7 @@
 import type { WireError } from '../../errors.ts'
 import type { Logger } from '../../log.ts'
 import type { DatabaseCatalog } from '../session/databases.ts'
+import type { ClientActivity } from '../session/server-functions.ts'
 import type { SharedSession, SessionMember } from '../session/session.ts'
 import type { ConnectionTrace, TraceFile } from '../trace/trace.ts'
 import type { SecureContext } from 'node:tls'
@@ -38,8 +39,10 @@ export interface ServedConnection extends SessionMember {
   readonly queuedBatches: number
   /** The client is not reading its replies, so its next batch waits. */
   readonly blockedOnOutput: boolean
-  /** A CancelRequest with this connection's key arrived. */
+  /** A CancelRequest with this connection's key arrived (or a pg_cancel_backend of it). */
   cancel(): void
+  /** What pg_stat_activity shows of it. */
+  activity(): ClientActivity
 }
 
 export interface ConnectionHost {
@@ -57,6 +60,8 @@ export interface ConnectionHost {
   admit(connection: ServedConnection): WireError | null
   /** A CancelRequest arrived with this process id and key. */
   cancel(processId: number, secretKey: number): void
+  /** The clients admitted, every database's (pg_stat_activity, pg_cancel_backend, pg_terminate_backend). */
+  clients(): ServedConnection[]
   closed(connection: ServedConnection): void
 }
 

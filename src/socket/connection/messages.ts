@@ -13,8 +13,11 @@ import { parseDiscard, type DiscardCommand } from '../client/discard.ts'
 import { listenCommands } from '../client/listen.ts'
 import type { ClientState } from '../client/state.ts'
 import type { Special, Statements } from '../client/statements.ts'
+import { cursorNameEdits } from '../sql/cursor-names.ts'
+import { rewriteServerFunctions, type ServerFunctionUse } from '../sql/server-functions.ts'
 import { statementNameEdits } from '../sql/statement-names.ts'
 import { Keyword, firstLetter, keywordsIn } from '../sql/tokens.ts'
+import { ServerFunctions } from './server-functions.ts'
 
 /** What the server does in a message's place. `frame` is the message as PGlite would get it (names prefixed). */
 export type Takeover =
@@ -36,6 +39,8 @@ export const UnnamedUse = {
 export interface Segment {
   bytes: Buffer
   unnamedUse: number
+  /** What they call that answers per backend (ServerFunctions bits). */
+  functions: number
 }
 
 type Handler = (reader: MessageReader, bytes: Buffer, offset: number, end: number) => Takeover | null
@@ -51,6 +56,8 @@ export class MessageReader {
   #changed: Array<{ offset: number; end: number; edits: readonly Edit[] }> = []
   /** How the segment uses the unnamed statement (UnnamedUse bits). */
   #unnamedUse = 0
+  /** What the segment calls that answers per backend (ServerFunctions bits). */
+  #functions = 0
 
   constructor(client: ClientState, managesDatabases: boolean) {
     this.client = client
@@ -67,6 +74,12 @@ export class MessageReader {
     this.#start = 0
     this.#changed.length = 0
     this.#unnamedUse = 0
+    this.#functions = 0
+  }
+
+  /** The message being handled calls functions that answer per backend (ServerFunctions bits). */
+  callsFunctions(bits: number): void {
+    this.#functions |= bits
   }
 
   /** Handle the message at [offset, end): null when it passes on (rewritten as needed), else what to do instead. */
@@ -104,9 +117,10 @@ export class MessageReader {
       source.copy(bytes, at, copied, to)
       this.#changed.length = 0
     }
-    const segment = { bytes, unnamedUse: this.#unnamedUse }
+    const segment = { bytes, unnamedUse: this.#unnamedUse, functions: this.#functions }
     this.#start = to
     this.#unnamedUse = 0
+    this.#functions = 0
     return segment
   }
 }
@@ -119,7 +133,7 @@ function Query(reader: MessageReader, bytes: Buffer, offset: number, end: number
   const [start, stop] = text
   const words = keywordsIn(bytes, start, stop)
   const first = firstLetter(bytes, start, stop)
-  if (words === 0 && first !== LETTER_D) return null
+  if (words === 0 && first !== LETTER_D && !reader.statements.holdsCursors) return null
   let sql = bytes.toString('utf8', start, stop)
   const frame = (): Buffer => bytes.subarray(offset, end)
   if (words & Keyword.Stdin) {
@@ -145,6 +159,14 @@ function Query(reader: MessageReader, bytes: Buffer, offset: number, end: number
     const rewritten = prefixStatementNames(reader.statements, sql)
     if (rewritten !== null) (sql = rewritten), (changed = true)
   }
+  if (words & Keyword.Declare || reader.statements.holdsCursors) {
+    const rewritten = prefixCursorNames(reader.statements, sql)
+    if (rewritten !== null) (sql = rewritten), (changed = true)
+  }
+  if (words & Keyword.PgName) {
+    const use = rewriteServerFunctions(sql, reader.client.processId)
+    if (use) (sql = use.sql), (changed = true), reader.callsFunctions(functionBits(use))
+  }
   if (changed) reader.edit(offset, end, [[start, stop, Buffer.from(sql)]])
   return null
 }
@@ -158,9 +180,10 @@ function Parse(reader: MessageReader, bytes: Buffer, offset: number, end: number
     edits.push([nameStart, nameEnd, server])
   }
   let special: Special | null = null
+  let functions = 0
   const text = sqlBounds(bytes, offset, end, true)
   const words = text ? keywordsIn(bytes, text[0], text[1]) : 0
-  if (text && words !== 0) {
+  if (text && (words !== 0 || reader.statements.holdsCursors)) {
     const original = bytes.toString('utf8', text[0], text[1])
     let sql = original
     if (words & Keyword.Stdin) {
@@ -175,11 +198,20 @@ function Parse(reader: MessageReader, bytes: Buffer, offset: number, end: number
     }
     if (words & Keyword.Listen) reader.client.listenCommands.push(...listenCommands(sql))
     if (words & Keyword.StatementName) sql = prefixStatementNames(reader.statements, sql) ?? sql
+    if (words & Keyword.Declare || reader.statements.holdsCursors) sql = prefixCursorNames(reader.statements, sql) ?? sql
+    if (words & Keyword.PgName) {
+      const use = rewriteServerFunctions(sql, reader.client.processId)
+      if (use) (sql = use.sql), (functions = functionBits(use))
+    }
     if (sql !== original) edits.push([text[0], text[1], Buffer.from(sql)])
   }
+  const name = server ? bytes.toString('utf8', nameStart, nameEnd) : ''
   if (edits.length > 0) reader.edit(offset, end, edits)
   // A named statement's Parse is kept as PGlite gets it, to make the statement again after a wipe.
-  reader.statements.parsed(server ? bytes.toString('utf8', nameStart, nameEnd) : '', special, server, server ? editMessage(bytes, offset, end, edits) : null)
+  reader.statements.parsed(name, special, server, server ? editMessage(bytes, offset, end, edits) : null)
+  reader.statements.callsFunctions(name, functions)
+  reader.callsFunctions(functions)
+  if (name === '') reader.statements.unnamedParse = functions & ServerFunctions.MayWait ? editMessage(bytes, offset, end, edits) : null
   return null
 }
 
@@ -189,6 +221,7 @@ function Bind(reader: MessageReader, bytes: Buffer, offset: number, end: number)
   const { statements } = reader
   const special = statements.hasSpecialStatements || statements.hasSpecialPortals ? statements.bound(text(bytes, portal), text(bytes, statement)) : null
   const edits = prefixNames(reader, bytes, portal, statement)
+  reader.callsFunctions(statements.functionsOf(text(bytes, statement)))
   if (special?.kind === 'reset') reader.client.resetRequested = true
   if (special?.kind === 'database') return { kind: 'database-command', command: special.command, via: 'bind', frame: edited(bytes, offset, end, edits) }
   if (edits) reader.edit(offset, end, edits)
@@ -206,16 +239,21 @@ function Execute(reader: MessageReader, bytes: Buffer, offset: number, end: numb
 }
 
 function Describe(reader: MessageReader, bytes: Buffer, offset: number, end: number): Takeover | null {
-  const edits = prefixNames(reader, bytes, cstring(bytes, offset + HEADER_LENGTH + 1, end))
+  const name = cstring(bytes, offset + HEADER_LENGTH + 1, end)
+  const edits = bytes[offset + HEADER_LENGTH] === LETTER_S ? prefixNames(reader, bytes, null, name) : prefixNames(reader, bytes, name)
   if (edits) reader.edit(offset, end, edits)
   return null
 }
 
 function Close(reader: MessageReader, bytes: Buffer, offset: number, end: number): Takeover | null {
   const name = cstring(bytes, offset + HEADER_LENGTH + 1, end)
-  if (bytes[offset + HEADER_LENGTH] === LETTER_S) reader.statements.closed(text(bytes, name))
-  else reader.statements.closedPortal(text(bytes, name))
-  const edits = prefixNames(reader, bytes, name)
+  const isStatement = bytes[offset + HEADER_LENGTH] === LETTER_S
+  const edits = isStatement ? prefixNames(reader, bytes, null, name) : prefixNames(reader, bytes, name)
+  if (isStatement) reader.statements.closed(text(bytes, name))
+  else {
+    reader.statements.closedPortal(text(bytes, name))
+    reader.statements.closedCursor(text(bytes, name))
+  }
   if (edits) reader.edit(offset, end, edits)
   return null
 }
@@ -261,11 +299,17 @@ function text(bytes: Buffer, [start, end]: [number, number]): string {
   return start === end ? '' : bytes.toString('utf8', start, end)
 }
 
-/** Edits that give the non-empty names among `first` and `second` (ranges in `bytes`) the client's prefix; null if none. */
-function prefixNames(reader: MessageReader, bytes: Buffer, first: [number, number], second?: [number, number]): Edit[] | null {
+/**
+ * Edits that give names PGlite's: a statement name (`statement`, non-empty) the client's prefix, a portal name
+ * (`portal`) only if it names a cursor the client declared WITH HOLD (see sql/cursor-names.ts); null if none.
+ */
+function prefixNames(reader: MessageReader, bytes: Buffer, portal: [number, number] | null, statement?: [number, number]): Edit[] | null {
   let edits: Edit[] | null = null
-  if (first[1] > first[0]) edits = [[first[0], first[1], reader.statements.serverName(bytes.subarray(first[0], first[1]))]]
-  if (second !== undefined && second[1] > second[0]) (edits ??= []).push([second[0], second[1], reader.statements.serverName(bytes.subarray(second[0], second[1]))])
+  if (portal !== null && portal[1] > portal[0] && reader.statements.holdsCursors) {
+    const server = reader.statements.portalName(bytes.subarray(portal[0], portal[1]))
+    if (server) edits = [[portal[0], portal[1], server]]
+  }
+  if (statement !== undefined && statement[1] > statement[0]) (edits ??= []).push([statement[0], statement[1], reader.statements.serverName(bytes.subarray(statement[0], statement[1]))])
   return edits
 }
 
@@ -297,4 +341,27 @@ function prefixStatementNames(statements: Statements, sql: string): string | nul
     else if (edit.kind === 'deallocate') statements.closed(edit.name)
   }
   return out + sql.slice(from)
+}
+
+/**
+ * `sql` with the names of cursors declared WITH HOLD given the client's prefix, where they are declared and where the
+ * client names them again (FETCH, MOVE, CLOSE, WHERE CURRENT OF); null when there are none.
+ */
+function prefixCursorNames(statements: Statements, sql: string): string | null {
+  const edits = cursorNameEdits(sql, statements.isHeldCursor)
+  if (edits.length === 0) return null
+  let out = ''
+  let from = 0
+  for (const edit of edits) {
+    // A name declared earlier in this text is held from here on; its prefix is the client's, as for any it holds.
+    const server = edit.kind === 'declare-hold' ? statements.declaredHeldCursor(edit.name) : statements.serverName(Buffer.from(edit.name))
+    out += `${sql.slice(from, edit.start)}"${server.toString().replaceAll('"', '""')}"`
+    from = edit.end
+    if (edit.kind === 'close') statements.closedCursor(edit.name)
+  }
+  return out + sql.slice(from)
+}
+
+function functionBits(use: ServerFunctionUse): number {
+  return (use.needsContext ? ServerFunctions.Context : 0) | (use.mayWait ? ServerFunctions.MayWait : 0)
 }

@@ -21,6 +21,7 @@ export function encodeErrorResponse(
   text: string,
   code: number = BackendCode.ErrorResponse,
   hint?: string,
+  detail?: string,
 ): Buffer {
   const fields: Array<[string, string]> = [
     ['S', severity],
@@ -28,6 +29,7 @@ export function encodeErrorResponse(
     ['C', sqlstate],
     ['M', text],
   ]
+  if (detail) fields.push(['D', detail])
   if (hint) fields.push(['H', hint])
   let length = 1
   for (const [, value] of fields) length += 1 + Buffer.byteLength(value) + 1
@@ -133,6 +135,24 @@ export function firstColumn(reply: Buffer): string[] {
   return values
 }
 
+/** Every DataRow of `reply`, its columns as text (NULL as null). */
+export function textRows(reply: Buffer): Array<Array<string | null>> {
+  const rows: Array<Array<string | null>> = []
+  forEachFrame(reply, (code, offset) => {
+    if (code !== BackendCode.DataRow) return
+    const row: Array<string | null> = []
+    let at = offset + HEADER_LENGTH + 2
+    for (let n = reply.readInt16BE(offset + HEADER_LENGTH); n > 0; n--) {
+      const length = reply.readInt32BE(at)
+      at += 4
+      row.push(length < 0 ? null : reply.toString('utf8', at, at + length))
+      if (length > 0) at += length
+    }
+    rows.push(row)
+  })
+  return rows
+}
+
 /** A complete reply without its first message of type `code` (PGlite repeats the CopyInResponse we already sent). */
 export function withoutFirst(reply: Buffer, code: number): Buffer {
   let found = -1
@@ -147,8 +167,8 @@ export function withoutFirst(reply: Buffer, code: number): Buffer {
 }
 
 /** SQLSTATE and message of an ErrorResponse (whole message, header included). */
-export function errorFields(message: Buffer): { code: string; message: string } {
-  const fields = { code: 'XX000', message: '' }
+export function errorFields(message: Buffer): { code: string; message: string; detail: string } {
+  const fields = { code: 'XX000', message: '', detail: '' }
   let at = HEADER_LENGTH
   while (at < message.length && message[at] !== 0) {
     const type = message[at]!
@@ -156,6 +176,7 @@ export function errorFields(message: Buffer): { code: string; message: string } 
     if (end < 0) break
     if (type === 0x43) fields.code = message.toString('utf8', at + 1, end) // C
     else if (type === 0x4d) fields.message = message.toString('utf8', at + 1, end) // M
+    else if (type === 0x44) fields.detail = message.toString('utf8', at + 1, end) // D
     at = end + 1
   }
   return fields
@@ -165,4 +186,10 @@ export function errorFields(message: Buffer): { code: string; message: string } 
 export function readParameterStatus(body: Buffer): [string, string] {
   const nameEnd = body.indexOf(0)
   return [body.toString('utf8', 0, nameEnd), body.toString('utf8', nameEnd + 1, body.indexOf(0, nameEnd + 1))]
+}
+
+/** Whether the backend messages in `reply` include one of type `code`. */
+export function hasMessage(reply: Buffer, code: number): boolean {
+  for (let at = 0; at + HEADER_LENGTH <= reply.length; at += CODE_LENGTH + reply.readInt32BE(at + CODE_LENGTH)) if (reply[at] === code) return true
+  return false
 }

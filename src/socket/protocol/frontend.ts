@@ -13,6 +13,7 @@ function message(code: number, bodyLength: number): Buffer {
 
 export const SYNC_MESSAGE: Uint8Array = Uint8Array.of(FrontendCode.Sync, 0, 0, 0, 4)
 export const SYNC = Buffer.from(SYNC_MESSAGE)
+export const FLUSH = Buffer.from([FrontendCode.Flush, 0, 0, 0, 4])
 
 export function encodeQuery(sql: string): Buffer {
   const buf = message(FrontendCode.Query, Buffer.byteLength(sql) + 1)
@@ -37,19 +38,26 @@ export const ABANDON_PIPELINE = Buffer.concat([ROLLBACK, SYNC])
 const FAILING_STATEMENT = "DO $$BEGIN RAISE EXCEPTION 'refused by pglite-dev-db' USING ERRCODE = '54000'; END$$"
 export const FAILING_QUERY = encodeQuery(FAILING_STATEMENT)
 
-/** Parse, Bind and Execute of `sql` as the unnamed statement and portal, without parameters (no Sync). */
-function encodeUnnamedExecution(sql: string): Buffer {
-  const parse = message(FrontendCode.Parse, 1 + Buffer.byteLength(sql) + 1 + 2)
-  parse[HEADER_LENGTH] = 0
-  parse.write(sql, HEADER_LENGTH + 1)
+/** Parse, Bind and Execute of `sql` as `statement` and `portal` (empty: the unnamed ones), without parameters (no Sync). */
+export function encodeExecution(statement: Buffer, portal: Buffer, sql: string): Buffer {
+  const parse = message(FrontendCode.Parse, statement.length + 1 + Buffer.byteLength(sql) + 1 + 2)
+  statement.copy(parse, HEADER_LENGTH)
+  parse[HEADER_LENGTH + statement.length] = 0
+  parse.write(sql, HEADER_LENGTH + statement.length + 1)
   parse[parse.length - 3] = 0
   parse.writeInt16BE(0, parse.length - 2)
-  const bind = message(FrontendCode.Bind, 2 + 2 + 2 + 2)
+  const bind = message(FrontendCode.Bind, portal.length + 1 + statement.length + 1 + 2 + 2 + 2)
   bind.fill(0, HEADER_LENGTH)
-  const execute = message(FrontendCode.Execute, 1 + 4)
+  portal.copy(bind, HEADER_LENGTH)
+  statement.copy(bind, HEADER_LENGTH + portal.length + 1)
+  const execute = message(FrontendCode.Execute, portal.length + 1 + 4)
   execute.fill(0, HEADER_LENGTH)
+  portal.copy(execute, HEADER_LENGTH)
   return Buffer.concat([parse, bind, execute])
 }
+
+const NO_NAME = Buffer.alloc(0)
+const encodeUnnamedExecution = (sql: string): Buffer => encodeExecution(NO_NAME, NO_NAME, sql)
 
 /** A Close of one prepared statement ('S') or portal ('P') by the name PGlite knows. */
 export function encodeClose(kind: 'S' | 'P', serverName: Buffer): Buffer {

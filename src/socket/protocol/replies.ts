@@ -13,6 +13,10 @@ export const SessionChange = {
   Listening: 2,
   /** A DEALLOCATE ALL or DISCARD ALL ran: every client's prepared statements are gone. */
   StatementsWiped: 4,
+  /** A DISCARD ALL or DISCARD TEMP ran: the session's temporary objects are gone. */
+  TempDropped: 8,
+  /** A CREATE TABLE, VIEW, SEQUENCE or INDEX completed: it may have made a temporary object. */
+  Created: 16,
 } as const
 
 /** Given a held message whole (header included), returns what to pass on instead, or null to drop it. */
@@ -27,6 +31,8 @@ export class ReplyReader {
   #trackChanges = true
   /** Code of the last message header of the current call, or 0. */
   #lastCode = 0
+  /** An ErrorResponse came since the last ReadyForQuery: the backend skips messages until Sync. */
+  #errorPending = false
 
   #header = Buffer.alloc(HEADER_LENGTH)
   #headerFill = 0
@@ -72,6 +78,11 @@ export class ReplyReader {
     return this.#pipelineOpen
   }
 
+  /** An error came in the open pipeline: the backend skips the client's messages until its Sync. */
+  get errorPending(): boolean {
+    return this.#errorPending
+  }
+
   /** Nothing is open in the session: no pipeline, COPY or transaction. The release rule (NOTES §2). */
   get atRest(): boolean {
     return !this.#pipelineOpen && this.#txStatus === TxStatus.Idle
@@ -80,6 +91,7 @@ export class ReplyReader {
   /** The session is this client's afresh: at rest, outside any transaction. */
   acquired(): void {
     this.#pipelineOpen = false
+    this.#errorPending = false
     this.#txStatus = TxStatus.Idle
   }
 
@@ -165,6 +177,12 @@ export class ReplyReader {
   #onHeader(code: number): void {
     this.#lastCode = code
     switch (code) {
+      case BackendCode.ErrorResponse:
+        this.#errorPending = true
+        break
+      case BackendCode.ReadyForQuery:
+        this.#errorPending = false
+        break
       case BackendCode.CommandComplete:
         this.#tagFill = 0
         break
@@ -201,6 +219,9 @@ const TAG_RESET = Buffer.from('RESET\0')
 const TAG_DISCARD = Buffer.from('DISCARD')
 const TAG_DISCARD_ALL = Buffer.from('DISCARD ALL\0')
 const TAG_DEALLOCATE_ALL = Buffer.from('DEALLOCATE ALL\0')
+const TAG_DISCARD_TEMP = Buffer.from('DISCARD TEMP\0')
+/** CREATE TABLE covers CREATE TABLE AS too; the tag buffer holds 16 bytes, 'CREATE SEQUENCE' fits. */
+const TAGS_CREATING = ['CREATE TABLE', 'CREATE VIEW', 'CREATE SEQUENCE', 'CREATE INDEX'].map((tag) => Buffer.from(tag))
 const TAG_LISTEN = Buffer.from('LISTEN\0')
 const TAG_UNLISTEN = Buffer.from('UNLISTEN\0')
 
@@ -212,9 +233,12 @@ function tagChanges(tag: Buffer, fill: number): number {
     case 0x52: // R
       return startsWith(tag, fill, TAG_RESET) ? SessionChange.Settings : 0
     case 0x44: // D
-      if (startsWith(tag, fill, TAG_DISCARD_ALL)) return SessionChange.Settings | SessionChange.Listening | SessionChange.StatementsWiped
+      if (startsWith(tag, fill, TAG_DISCARD_ALL)) return SessionChange.Settings | SessionChange.Listening | SessionChange.StatementsWiped | SessionChange.TempDropped
       if (startsWith(tag, fill, TAG_DEALLOCATE_ALL)) return SessionChange.StatementsWiped
+      if (startsWith(tag, fill, TAG_DISCARD_TEMP)) return SessionChange.Settings | SessionChange.Listening | SessionChange.TempDropped
       return startsWith(tag, fill, TAG_DISCARD) ? SessionChange.Settings | SessionChange.Listening : 0
+    case 0x43: // C
+      return TAGS_CREATING.some((created) => startsWith(tag, fill, created)) ? SessionChange.Created : 0
     case 0x4c: // L
       return startsWith(tag, fill, TAG_LISTEN) ? SessionChange.Listening : 0
     case 0x55: // U

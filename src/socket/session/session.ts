@@ -8,6 +8,7 @@ import { encodeAuthenticationOk, encodeParameterStatus, readParameterStatus } fr
 import { SYNC, encodeQuery, encodeStartupMessage } from '../protocol/frontend.ts'
 import { forEachFrame } from '../protocol/frames.ts'
 import type { OutputSink, SessionDb } from './databases.ts'
+import { AdvisoryLocks } from './advisory-locks.ts'
 import { Listeners, listenSql } from './listeners.ts'
 import { OwnerScheduler, SchedulerClosedError } from './scheduler.ts'
 
@@ -30,6 +31,11 @@ export interface SessionMember {
   notify(message: Buffer): void
   /** Parse messages that make this client's prepared statements again. */
   preparedStatementFrames(): Buffer[]
+  /**
+   * Another client waits for the session this one holds: if all it holds is an open pipeline that only prepared
+   * statements (Parse, Describe, no Bind) and it is not running anything, it gives the session up until it sends more.
+   */
+  parkIfIdle?(): void
 }
 
 const discard: RawSink = () => {}
@@ -68,6 +74,10 @@ export class SharedSession {
   /** Close messages for statements whose clients left while another client held the session. */
   #abandonedStatements: Buffer[] = []
   readonly listeners = new Listeners<SessionMember>()
+  /** Every client's advisory locks in this database (PGlite's backend would hold them all as one). */
+  readonly advisoryLocks = new AdvisoryLocks()
+  /** The functions that answer per client are made in the session's pg_temp (session/server-functions.ts). */
+  serverFunctionsInstalled = false
   #startupPrefix: Promise<Buffer> | null = null
   /** The resolved startup prefix, once `startupPrefix()` has finished (servers await it before listening). */
   startupPrefixNow: Buffer | null = null
@@ -128,6 +138,7 @@ export class SharedSession {
     sessions.set(db, this)
     this.unnamedStatementOwner = null
     this.appliedSettings = ''
+    this.serverFunctionsInstalled = false
     this.#abandonedStatements = []
     this.listeners.forgetAbandoned()
     const frames: Buffer[] = []
@@ -156,6 +167,7 @@ export class SharedSession {
     this.dead = null
     this.unnamedStatementOwner = null
     this.appliedSettings = ''
+    this.serverFunctionsInstalled = false
     this.#abandonedStatements = []
     this.listeners.forgetAbandoned()
     this.scheduler.reopen()

@@ -97,23 +97,28 @@ export const Keyword = {
   Database: 8,
   /** PREPARE, EXECUTE, DEALLOCATE: statement names in SQL */
   StatementName: 16,
+  /** DECLARE: a cursor, which outlives its transaction if WITH HOLD */
+  Declare: 32,
+  /** pg_...: a function or view that answers per backend (pg_backend_pid, pg_advisory_lock, pg_stat_activity...) */
+  PgName: 64,
 } as const
 
 /**
- * Each word, in lower-case ASCII, with its Keyword bit, grouped by last letter (in both cases): one scan per letter
- * and case finds them all.
+ * Each word, in lower-case ASCII, with its Keyword bit, grouped by last letter (in both cases; `_` has one): one scan
+ * per letter and case finds them all.
  */
 const WORDS_BY_LAST_LETTER: ReadonlyArray<[lastLetter: number, words: ReadonlyArray<[word: string, bit: number]>]> = [
+  [0x5f, [['pg_', Keyword.PgName]]], // _
   [0x6e, [['stdin', Keyword.Stdin], ['listen', Keyword.Listen]]], // n
   [0x4e, [['stdin', Keyword.Stdin], ['listen', Keyword.Listen]]], // N
-  [0x65, [['pglite', Keyword.Pglite], ['database', Keyword.Database], ['prepare', Keyword.StatementName], ['execute', Keyword.StatementName], ['deallocate', Keyword.StatementName]]], // e
-  [0x45, [['pglite', Keyword.Pglite], ['database', Keyword.Database], ['prepare', Keyword.StatementName], ['execute', Keyword.StatementName], ['deallocate', Keyword.StatementName]]], // E
+  [0x65, [['pglite', Keyword.Pglite], ['database', Keyword.Database], ['prepare', Keyword.StatementName], ['execute', Keyword.StatementName], ['deallocate', Keyword.StatementName], ['declare', Keyword.Declare]]], // e
+  [0x45, [['pglite', Keyword.Pglite], ['database', Keyword.Database], ['prepare', Keyword.StatementName], ['execute', Keyword.StatementName], ['deallocate', Keyword.StatementName], ['declare', Keyword.Declare]]], // E
 ]
 
 /**
  * Which Keyword words occur in the text at [start, end), in any case (a bitmask; 0 for most statements). A quick
  * byte test before any tokenizing: it looks back from each occurrence of a word's last letter, in both cases, so
- * the text is scanned four times however many words there are, and no string is built. A word inside a literal or
+ * the text is scanned five times however many words there are, and no string is built. A word inside a literal or
  * a longer name counts too: callers read the text properly (`statements`) when a bit is set.
  */
 export function keywordsIn(bytes: Buffer, start: number, end: number): number {
@@ -129,7 +134,11 @@ export function keywordsIn(bytes: Buffer, start: number, end: number): number {
 function endsAt(bytes: Buffer, start: number, last: number, word: string): boolean {
   const from = last - word.length + 1
   if (from < start) return false
-  for (let k = 0; k < word.length; k++) if ((bytes[from + k]! | 0x20) !== word.charCodeAt(k)) return false
+  for (let k = 0; k < word.length; k++) {
+    const byte = bytes[from + k]!
+    // ASCII letters compare in either case; other bytes (`_`) as they are.
+    if ((byte >= 0x41 && byte <= 0x5a ? byte | 0x20 : byte) !== word.charCodeAt(k)) return false
+  }
   return true
 }
 

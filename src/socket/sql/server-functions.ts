@@ -1,0 +1,70 @@
+// Functions and views whose answer depends on which backend asks: on PGlite's one session every client would be the
+// same backend. pg_backend_pid() becomes the client's own process id; the advisory lock functions,
+// pg_cancel_backend and pg_terminate_backend become the server's own versions in pg_temp (session/server-functions.ts),
+// which read what the server tells the session about its clients; pg_stat_activity needs no rewrite (a temporary view
+// of that name comes first in the search path) but that same knowledge.
+
+import { statements, type Token } from './tokens.ts'
+
+/** Calls the server answers through its own functions of the same name in pg_temp. */
+const TEMP_FUNCTIONS = new Set([
+  'pg_advisory_lock', 'pg_advisory_lock_shared', 'pg_advisory_xact_lock', 'pg_advisory_xact_lock_shared',
+  'pg_try_advisory_lock', 'pg_try_advisory_lock_shared', 'pg_try_advisory_xact_lock', 'pg_try_advisory_xact_lock_shared',
+  'pg_advisory_unlock', 'pg_advisory_unlock_shared', 'pg_advisory_unlock_all',
+  'pg_cancel_backend', 'pg_terminate_backend',
+])
+/** Those of them that wait for another client's lock. */
+const WAITING_FUNCTIONS = new Set(['pg_advisory_lock', 'pg_advisory_lock_shared', 'pg_advisory_xact_lock', 'pg_advisory_xact_lock_shared'])
+
+export interface ServerFunctionUse {
+  /** The SQL text with each call rewritten. */
+  sql: string
+  /** The session must know the server's clients and locks before it runs (see session/server-functions.ts). */
+  needsContext: boolean
+  /** A call may wait for a lock another client holds. */
+  mayWait: boolean
+}
+
+const isWord = (token: Token | undefined, text: string): boolean => token?.kind === 'word' && token.text === text
+const isPunct = (token: Token | undefined, text: string): boolean => token?.kind === 'other' && token.text === text
+
+/** The calls of such functions in `sql` rewritten for the client with process id `processId`; null if it has none. */
+export function rewriteServerFunctions(sql: string, processId: number): ServerFunctionUse | null {
+  let out = ''
+  let from = 0
+  let needsContext = false
+  let mayWait = false
+  let found = false
+  for (const tokens of statements(sql)) {
+    for (let i = 0; i < tokens.length; i++) {
+      const token = tokens[i]!
+      if (token.kind !== 'word' || !token.text.startsWith('pg_')) continue
+      // pg_catalog.name: the qualified name is rewritten whole.
+      const qualified = i >= 2 && isPunct(tokens[i - 1], '.') && isWord(tokens[i - 2], 'pg_catalog')
+      const start = qualified ? tokens[i - 2]!.start : token.start
+      const isCall = isPunct(tokens[i + 1], '(')
+      let replacement: string | null = null
+      if (isCall && token.text === 'pg_backend_pid' && isPunct(tokens[i + 2], ')')) {
+        replacement = `${processId}`
+        out += `${sql.slice(from, start)}(${replacement}::pg_catalog.int4)`
+        from = tokens[i + 2]!.end
+        found = true
+        i += 2
+        continue
+      }
+      if (isCall && TEMP_FUNCTIONS.has(token.text)) {
+        replacement = `pg_temp.${token.text}`
+        mayWait ||= WAITING_FUNCTIONS.has(token.text)
+      } else if (!isCall && token.text === 'pg_stat_activity') {
+        // Unqualified, the temporary view is found first; qualified, it is named.
+        if (qualified) replacement = 'pg_temp.pg_stat_activity'
+        needsContext = found = true
+      }
+      if (replacement === null) continue
+      out += sql.slice(from, start) + replacement
+      from = token.end
+      needsContext = found = true
+    }
+  }
+  return found ? { sql: out + sql.slice(from), needsContext, mayWait } : null
+}
