@@ -16,6 +16,7 @@ import { driversScenario } from './drivers.ts'
 import { pipelineErrorsScenario } from './pipeline-errors.ts'
 import { pgbenchPreparedScenario, pgbenchScenario } from './pgbench.ts'
 import { postgresJsParamsScenario } from './postgres-js-params.ts'
+import { backendNodeScenario } from './backend-node.ts'
 import type { Scenario } from './outcome.ts'
 
 export const interleavingScenarios: Scenario[] = [
@@ -42,4 +43,5 @@ export const interleavingScenarios: Scenario[] = [
   backendTempScenario,
   backendAdvisoryScenario,
   backendIdentityScenario,
+  backendNodeScenario,
 ]

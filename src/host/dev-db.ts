@@ -59,7 +59,8 @@ export interface DevDb {
  * read through a small ring either way (measured in process: point selects on a 13 MB table within the noise,
  * full scans of it about 12% slower than at 16 MB).
  */
-const SERVER_SETTINGS = ['-c', 'shared_buffers=8MB']
+// max_prepared_transactions: PREPARE TRANSACTION works, as on a server configured for two-phase commit.
+const SERVER_SETTINGS = ['-c', 'shared_buffers=8MB', '-c', 'max_prepared_transactions=64']
 
 /** close(): how long clients get to finish (their statements canceled) before the databases are stopped anyway. */
 const STOP_GRACE_MS = 5_000

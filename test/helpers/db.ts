@@ -56,7 +56,8 @@ export async function openTestDb(templateDir?: string, existingDataDir?: string)
   const dataDir = existingDataDir ?? (await copyTemplate(templateDir))
   let db: PGlite
   try {
-    db = await PGlite.create({ dataDir })
+    // Prepared transactions allowed, as the PostgreSQL oracle of .ci/run and startDevDb allow them.
+    db = await PGlite.create({ dataDir, startParams: [...PGlite.defaultStartParams, '-c', 'max_prepared_transactions=64'] })
   } catch (error) {
     await removeDataDir(dataDir)
     throw error

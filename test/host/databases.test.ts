@@ -333,6 +333,25 @@ describe('select pglite_dev_db.reset()', () => {
     expect(resets).toEqual(['fresh copy'])
   })
 
+  it("after a reset by fresh copy, another client's prepared statement on a table made again works, as Postgres plans it again", async () => {
+    const dev = await serve()
+    const url = urlOf(dev.url, 'made_again')
+    const tester = await client(url)
+    const reader = await client(url)
+    await tester.query('create table things (id int)')
+    await tester.query('insert into things values (1)')
+    const count = { name: 'count_things', text: 'select count(*)::int as n from things' }
+    expect((await reader.query(count)).rows).toEqual([{ n: 1 }])
+    // The table is not in the migrated schema: the reset swaps in a fresh copy, where the statement cannot be made.
+    await tester.query('select pglite_dev_db.reset()')
+    await expect(reader.query(count)).rejects.toMatchObject({ code: expect.stringMatching(/^(26000|42P01)$/) })
+    // The test makes its table again, as its setup would: the statement works again.
+    await tester.query('create table things (id int)')
+    await tester.query('insert into things values (1), (2)')
+    expect((await reader.query(count)).rows).toEqual([{ n: 2 }])
+    expect(resets).toEqual(['fresh copy'])
+  })
+
   it('works on the main database kept in a data dir', async () => {
     const dataDir = await scratchDataDir()
     const dev = await serve({ dataDir })

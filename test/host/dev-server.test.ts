@@ -116,6 +116,19 @@ describe('url, port and close', () => {
   })
 })
 
+describe('what the server allows as configured', () => {
+  it('PREPARE TRANSACTION by one client, COMMIT PREPARED by another (max_prepared_transactions is set)', async () => {
+    const dev = await start()
+    const [a, b] = [await connect(dev.url), await connect(dev.url)]
+    expect((await a.query('create table two_phase (id int)')).errors).toEqual([])
+    expect((await a.query("begin; insert into two_phase values (1); prepare transaction 'tp1'")).errors).toEqual([])
+    expect((await b.query('select count(*) from two_phase')).rows).toEqual([['0']])
+    expect((await b.query('select gid from pg_prepared_xacts')).rows).toEqual([['tp1']])
+    expect((await b.query("commit prepared 'tp1'")).errors).toEqual([])
+    expect((await a.query('select count(*) from two_phase')).rows).toEqual([['1']])
+  })
+})
+
 describe('options', () => {
   it("migrations: applies the repo's schema, and a restart on the same dataDir applies nothing", async () => {
     const dataDir = await scratchDataDir()

@@ -52,6 +52,7 @@ function setUp() {
       terminate: async () => {},
       notify: () => {},
       preparedStatementFrames: () => [],
+      remakeFailed: () => {},
       serverClients: () => [],
       signalClient: () => {},
     }

@@ -45,6 +45,7 @@ function setUp(options: { password?: string; refuse?: WireError; otherDatabases?
     activity: () => ({ pid: 1, datname: '', usename: '', application_name: '', client_addr: null, client_port: null, backend_start: '', state: 'idle', query: '' }),
     notify: () => {},
     preparedStatementFrames: () => [],
+    remakeFailed: () => {},
     terminate: async (error) => void (recorded.terminated = error),
     write: (bytes) => void recorded.written.push(Buffer.from(bytes)),
     close: () => void (recorded.closed = true),

@@ -26,6 +26,7 @@ import { pipelineErrorsScenario } from '../../harness/scenarios/pipeline-errors.
 import { pgbenchPreparedScenario, pgbenchScenario } from '../../harness/scenarios/pgbench.ts'
 import { postgresJsParamsScenario } from '../../harness/scenarios/postgres-js-params.ts'
 import { interleavingScenarios } from '../../harness/scenarios/index.ts'
+import { backendNodeScenario } from '../../harness/scenarios/backend-node.ts'
 
 /** What went wrong, in the assertion message: the verdict alone says little about 300 queries. */
 const why = (outcome: Outcome) => JSON.stringify({ kind: outcome.kind, tally: outcome.tally, details: outcome.details }, null, 1)
@@ -226,6 +227,14 @@ const cases: Case[] = [
     // Stock: pg_backend_pid() is PGlite's one backend for every client (and pg_terminate_backend of it ends PGlite).
     stock: expectNotOk,
     patched: (o) => expect(o.tally.queries).toBe(6),
+    inChildProcess: true,
+    timeoutMs: 60_000,
+  },
+  {
+    scenario: backendNodeScenario,
+    // Stock: every runner gets the lock, so they race (42P07), and pg_backend_pid() is PGlite's one backend's.
+    stock: expectNotOk,
+    patched: (o) => expect(o.tally.queries).toBe(5),
     inChildProcess: true,
     timeoutMs: 60_000,
   },

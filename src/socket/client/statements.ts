@@ -53,6 +53,8 @@ export class Statements {
   readonly #functions = new Map<string, number>()
   /** Cursors the client declared WITH HOLD and has not closed (they outlive its transaction), by its name for them. */
   readonly #heldCursors = new Map<string, Buffer>()
+  /** Statements whose remaking failed, by client name (see remakeFailed). */
+  readonly #unmade = new Set<string>()
   /** Set once the client used any name: from then on its errors are checked for prefixed names. */
   used = false
 
@@ -218,6 +220,23 @@ export class Statements {
   /** Parse messages that make this client's statements again (those PGlite has run), after a wipe or a reset. */
   parseFrames(): Buffer[] {
     return [...this.#parses.values()]
+  }
+
+  /**
+   * Those of `frames` (from parseFrames) failed to make their statement again (a table it reads did not exist at
+   * that moment, after a reset): they are tried again when the client next takes the session, as Postgres plans a
+   * statement again once its table is back.
+   */
+  remakeFailed(frames: readonly Buffer[]): void {
+    for (const [name, frame] of this.#parses) if (frames.includes(frame)) this.#unmade.add(name)
+  }
+
+  /** Parse messages of the statements whose remaking failed, forgotten as such. */
+  takeUnmade(): Buffer[] {
+    if (this.#unmade.size === 0) return []
+    const frames = [...this.#unmade].map((name) => this.#parses.get(name)).filter((frame) => frame !== undefined)
+    this.#unmade.clear()
+    return frames
   }
 
   /** Close messages for every statement this client still has, which it forgets (DEALLOCATE ALL). */

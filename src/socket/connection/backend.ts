@@ -8,9 +8,9 @@ import { SqlState, WireError, type SqlStateCode } from '../../errors.ts'
 import { BackendCode, HEADER_LENGTH } from '../protocol/codes.ts'
 import { encodeNotice, encodeParameterStatus, errorFields, firstColumn, hasMessage, textRows } from '../protocol/backend.ts'
 import { forEachFrame } from '../protocol/frames.ts'
-import { SYNC, encodeQuery } from '../protocol/frontend.ts'
+import { encodeQuery } from '../protocol/frontend.ts'
 import { ReplyReader, SessionChange, type Emit, type RewriteMessage } from '../protocol/replies.ts'
-import { UNKNOWN_SETTINGS, type SessionMember, type SharedSession } from '../session/session.ts'
+import { UNKNOWN_SETTINGS, remakeStatements, type SessionMember, type SharedSession } from '../session/session.ts'
 import { listenSql } from '../session/listeners.ts'
 import { LISTENING_CHANNELS_QUERY, notificationChannel } from '../client/listen.ts'
 import { SNAPSHOT_QUERY, applySettingsQuery, readSettingsReply, settingsKey, type Settings } from '../client/settings.ts'
@@ -137,6 +137,8 @@ export class ClientBackend implements Backend {
     if (this.session.hasAbandonedWork) await this.session.closeAbandonedWork()
     if (this.#startupSettingsPending) await this.#applyStartupSettings()
     else if (this.session.appliedSettings !== this.#settingsKey) await this.#applySettings()
+    const unmade = this.#state.statements.takeUnmade()
+    if (unmade.length > 0) await remakeStatements([this.#client], (bytes) => this.capture(bytes), unmade)
     const reveal = this.#state.temp.reveal()
     if (reveal) this.#warnIfFailed('could not give your temporary tables their names back', await this.capture(reveal))
   }
@@ -378,13 +380,8 @@ export class ClientBackend implements Backend {
    */
   async #remakeOthersStatements(): Promise<void> {
     this.#state.statements.forgetAll()
-    const frames: Buffer[] = []
-    for (const member of this.session.members) {
-      // A Sync after each: one that fails now (its table was dropped) must not skip the rest.
-      if (member !== this.#client) for (const parse of member.preparedStatementFrames()) frames.push(parse, SYNC)
-    }
-    if (frames.length === 0) return
-    await this.capture(Buffer.concat(frames))
-    this.#log.debug('prepared statements made again after a DEALLOCATE ALL', { count: frames.length / 2 })
+    // A Sync after each: one that fails now (its table was dropped) must not skip the rest; it is tried again later.
+    const count = await remakeStatements([...this.session.members].filter((member) => member !== this.#client), (bytes) => this.capture(bytes))
+    if (count > 0) this.#log.debug('prepared statements made again after a DEALLOCATE ALL', { count })
   }
 }

@@ -8,7 +8,7 @@ import { randomInt } from 'node:crypto'
 import { SqlState, WireError, isDisconnectError, isPGliteFatal } from '../../errors.ts'
 import type { Logger } from '../../log.ts'
 import { CODE_LENGTH, FrontendCode, TxStatus, maxMessageLength } from '../protocol/codes.ts'
-import { encodeBackendKeyData, encodeErrorResponse, encodeReadyForQuery } from '../protocol/backend.ts'
+import { encodeBackendKeyData, encodeErrorResponse, encodeParameterStatus, encodeReadyForQuery } from '../protocol/backend.ts'
 import { FrameReader, type Frames } from '../protocol/frames.ts'
 import { SchedulerClosedError } from '../session/scheduler.ts'
 import type { ClientActivity } from '../session/server-functions.ts'
@@ -59,6 +59,13 @@ const TIMEOUT_ERRORS: Readonly<Record<Exclude<Timeout, 'queue'>, WireError>> = {
 }
 
 let nextProcessId = 1000 + (process.pid % 1000) * 1000
+
+/** Postgres (16 and later) keeps printable ASCII of application_name; every other byte becomes \xHH (pg_clean_ascii). */
+function applicationNameAsPostgresKeepsIt(name: string): string {
+  let out = ''
+  for (const byte of Buffer.from(name)) out += byte >= 0x20 && byte <= 0x7e ? String.fromCharCode(byte) : `\\x${byte.toString(16).padStart(2, '0')}`
+  return out
+}
 
 /** A connection is the session member, backend client, starting connection and batch client of its parts. */
 export class Connection implements ServedConnection, StartingConnection, BatchClient {
@@ -237,6 +244,10 @@ export class Connection implements ServedConnection, StartingConnection, BatchCl
     return this.#client.statements.parseFrames()
   }
 
+  remakeFailed(frames: readonly Buffer[]): void {
+    this.#client.statements.remakeFailed(frames)
+  }
+
   #timedOut(timeout: Timeout, ms: number): void {
     if (timeout === 'queue') {
       this.#batches?.timeOutWait(ms)
@@ -295,7 +306,10 @@ export class Connection implements ServedConnection, StartingConnection, BatchCl
     if (open) this.#openDatabase = open
     else this.#join(session)
     this.states.enter('idle')
-    this.#write(Buffer.concat([prefix, encodeBackendKeyData(this.processId, this.secretKey), encodeReadyForQuery(TxStatus.Idle)]))
+    // application_name is reported at startup with the client's own value, as Postgres does (the session gets it later).
+    const name = this.startupParams.get('application_name')
+    const reported = name ? [encodeParameterStatus('application_name', applicationNameAsPostgresKeepsIt(name))] : []
+    this.#write(Buffer.concat([prefix, ...reported, encodeBackendKeyData(this.processId, this.secretKey), encodeReadyForQuery(TxStatus.Idle)]))
     if (early) this.#enqueue(early)
     // Messages the client sent while its database opened (few clients send any) run now.
     let frames: Frames | null

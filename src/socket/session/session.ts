@@ -31,6 +31,8 @@ export interface SessionMember {
   notify(message: Buffer): void
   /** Parse messages that make this client's prepared statements again. */
   preparedStatementFrames(): Buffer[]
+  /** Those of preparedStatementFrames() failed to make their statement: tried again when it next takes the session. */
+  remakeFailed(frames: readonly Buffer[]): void
   /**
    * Another client waits for the session this one holds: if all it holds is an open pipeline that only prepared
    * statements (Parse, Describe, no Bind) and it is not running anything, it gives the session up until it sends more.
@@ -141,11 +143,16 @@ export class SharedSession {
     this.serverFunctionsInstalled = false
     this.#abandonedStatements = []
     this.listeners.forgetAbandoned()
-    const frames: Buffer[] = []
-    // A Sync after each: one that fails (its table is not in the migrated schema) must not skip the rest.
-    for (const member of this.members) for (const parse of member.preparedStatementFrames()) frames.push(parse, SYNC)
-    if (this.listeners.size > 0) frames.push(encodeQuery(listenSql(this.listeners.channels(), 'LISTEN')))
-    if (frames.length > 0) await this.execute(Buffer.concat(frames), discard)
+    // A Sync after each: one that fails (its table is not in the migrated schema) must not skip the rest; it is
+    // tried again when its client next takes the session.
+    await remakeStatements([...this.members], (bytes) => this.#capture(bytes))
+    if (this.listeners.size > 0) await this.execute(encodeQuery(listenSql(this.listeners.channels(), 'LISTEN')), discard)
+  }
+
+  async #capture(bytes: Buffer): Promise<Buffer> {
+    const chunks: Buffer[] = []
+    await this.execute(bytes, (chunk) => void chunks.push(Buffer.from(chunk)))
+    return Buffer.concat(chunks)
   }
 
   markDead(cause: unknown): void {
@@ -200,4 +207,32 @@ export class SharedSession {
     })
     return Buffer.concat(parts)
   }
+}
+
+/**
+ * Make `members`' prepared statements again (each Parse with a Sync of its own; `only`: just these, of the one member)
+ * through `capture`; each member is told which failed.
+ */
+export async function remakeStatements(members: readonly SessionMember[], capture: (bytes: Buffer) => Promise<Buffer>, only?: readonly Buffer[]): Promise<number> {
+  const made: Array<[SessionMember, Buffer]> = []
+  for (const member of members) for (const parse of only ?? member.preparedStatementFrames()) made.push([member, parse])
+  if (made.length === 0) return 0
+  const failed = failedUnits(await capture(Buffer.concat(made.flatMap(([, parse]) => [parse, SYNC]))), made.length)
+  const byMember = new Map<SessionMember, Buffer[]>()
+  made.forEach(([member, parse], i) => {
+    if (failed[i]) byMember.set(member, [...(byMember.get(member) ?? []), parse])
+  })
+  for (const [member, frames] of byMember) member.remakeFailed(frames)
+  return made.length
+}
+
+/** For each of `count` Sync-ended units answered in `reply`, whether it failed. */
+export function failedUnits(reply: Buffer, count: number): boolean[] {
+  const failed = new Array<boolean>(count).fill(false)
+  let unit = 0
+  forEachFrame(reply, (code) => {
+    if (code === BackendCode.ErrorResponse && unit < count) failed[unit] = true
+    else if (code === BackendCode.ReadyForQuery) unit++
+  })
+  return failed
 }
