@@ -39,9 +39,10 @@ export async function replayTrace(options: ReplayOptions): Promise<number> {
   const { clients } = run
   let stall: string | null = null
   try {
-    for (const step of plan.steps) {
+    for (const [index, step] of plan.steps.entries()) {
       stall = await runStep(step, run)
       if (stall) break
+      await settle(step, plan.steps[index + 1], clients)
     }
     // Everything sent: wait for the rest of each connection's replies (or its close).
     for (const [conn, client] of clients) {
@@ -59,6 +60,24 @@ export async function replayTrace(options: ReplayOptions): Promise<number> {
     for (const client of clients.values()) client.destroy()
     for (const socket of run.cancels) socket.destroy()
   }
+}
+
+/**
+ * How long a send may take to be read before the next connection's send goes out. Two sockets' bytes reach the server
+ * in no fixed order: without this, a send the trace shows read first may be read second (the server then hands the
+ * session to the other client first, and the replay can wait on itself). Up to this long, the replay waits for the
+ * sent connection's first reply to it, the sign it was read; a send whose reply waits on another client's later send
+ * proceeds after it.
+ */
+const SETTLE_MS = 250
+
+/** After `step`, before `next` on another connection: let the server read `step` first (see SETTLE_MS). */
+async function settle(step: Step, next: Step | undefined, clients: Map<number, ReplayClient>): Promise<void> {
+  if (step.kind !== 'send' || !next || next.kind !== 'send' || next.conn === step.conn) return
+  const client = clients.get(step.conn)
+  if (!client || client.startup !== 'ready') return
+  const before = client.replies.length
+  await client.until(() => client.replies.length > before || client.isClosed, SETTLE_MS)
 }
 
 interface Run {

@@ -32,6 +32,10 @@ describe('keywordsIn', () => {
     for (const sql of ['prepare q as select 1', 'EXECUTE q', 'Deallocate q']) expect(words(sql), sql).toBe(Keyword.StatementName)
     expect(words('select * from users where id = $1 order by name')).toBe(0)
     expect(words('prepare a as copy t from stdin')).toBe(Keyword.StatementName | Keyword.Stdin)
+    expect(words('DECLARE c CURSOR WITH HOLD FOR select 1')).toBe(Keyword.Declare)
+    expect(words('select PG_BACKEND_PID()')).toBe(Keyword.PgName)
+    for (const sql of ['create TEMP table t ()', 'CREATE TEMPORARY VIEW v AS select 1', 'create table pg_temp.t ()']) expect(words(sql) & Keyword.Temp, sql).toBe(Keyword.Temp)
+    expect(words('select my_col from t')).toBe(0)
   })
 
   it('looks only inside the bounds it is given', () => {

@@ -44,6 +44,8 @@ export class TempObjects {
   #hidden: Hidden[] = []
   /** Its objects have their own names now: it holds the session, or has just made some. */
   revealed = false
+  /** Its SQL named TEMP, TEMPORARY or pg_temp: it may have made temporary objects (looked for at its release). */
+  mayMake = false
 
   constructor(processId: number) {
     this.#prefix = `pgdd${processId.toString(36)}$`
@@ -55,7 +57,7 @@ export class TempObjects {
 
   /** The renames that hide the objects listed (rows of LIST_OWN_TEMP_OBJECTS: oid, name, kind), now recorded. */
   hide(rows: ReadonlyArray<readonly [string, string, string]>): Buffer | null {
-    this.revealed = false
+    this.revealed = this.mayMake = false
     if (rows.length === 0) return null
     this.#hidden = rows.map(([oid, name, kind]) => ({ hidden: `${this.#prefix}${oid}`, name, kind }))
     return encodeQuery(this.#hidden.map((o) => `ALTER ${KIND_WORDS[o.kind] ?? 'TABLE'} pg_temp.${ident(o.name)} RENAME TO ${ident(o.hidden)}`).join('; '))

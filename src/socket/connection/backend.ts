@@ -247,7 +247,8 @@ export class ClientBackend implements Backend {
       this.session.serverFunctionsInstalled = false
       this.#state.temp.forget()
     }
-    if (changes & SessionChange.Created || this.#state.temp.revealed) await this.#hideTemp()
+    const { temp } = this.#state
+    if (temp.mayMake || temp.revealed) await this.#hideTemp()
     if (changes & SessionChange.Settings) await this.#snapshotSettings()
     if (changes & SessionChange.Listening) await this.#reconcileListening()
     if (changes & SessionChange.StatementsWiped) await this.#remakeOthersStatements()

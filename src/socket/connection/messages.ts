@@ -147,6 +147,7 @@ function Query(reader: MessageReader, bytes: Buffer, offset: number, end: number
   const command = databaseCommand(reader, words, first, sql)
   if (command) return { kind: 'database-command', command, via: 'query', frame: frame() }
   if (words & Keyword.Listen) reader.client.listenCommands.push(...listenCommands(sql))
+  if (words & Keyword.Temp) reader.client.temp.mayMake = true
   let changed = false
   if (reader.managesDatabases && words & Keyword.Pglite) {
     const rewritten = rewriteResetCalls(sql)
@@ -197,6 +198,7 @@ function Parse(reader: MessageReader, bytes: Buffer, offset: number, end: number
       if (rewritten !== null) (special = { kind: 'reset' }), (sql = rewritten)
     }
     if (words & Keyword.Listen) reader.client.listenCommands.push(...listenCommands(sql))
+    if (words & Keyword.Temp) reader.client.temp.mayMake = true
     if (words & Keyword.StatementName) sql = prefixStatementNames(reader.statements, sql) ?? sql
     if (words & Keyword.Declare || reader.statements.holdsCursors) sql = prefixCursorNames(reader.statements, sql) ?? sql
     if (words & Keyword.PgName) {

@@ -15,8 +15,6 @@ export const SessionChange = {
   StatementsWiped: 4,
   /** A DISCARD ALL or DISCARD TEMP ran: the session's temporary objects are gone. */
   TempDropped: 8,
-  /** A CREATE TABLE, VIEW, SEQUENCE or INDEX completed: it may have made a temporary object. */
-  Created: 16,
 } as const
 
 /** Given a held message whole (header included), returns what to pass on instead, or null to drop it. */
@@ -220,8 +218,6 @@ const TAG_DISCARD = Buffer.from('DISCARD')
 const TAG_DISCARD_ALL = Buffer.from('DISCARD ALL\0')
 const TAG_DEALLOCATE_ALL = Buffer.from('DEALLOCATE ALL\0')
 const TAG_DISCARD_TEMP = Buffer.from('DISCARD TEMP\0')
-/** CREATE TABLE covers CREATE TABLE AS too; the tag buffer holds 16 bytes, 'CREATE SEQUENCE' fits. */
-const TAGS_CREATING = ['CREATE TABLE', 'CREATE VIEW', 'CREATE SEQUENCE', 'CREATE INDEX'].map((tag) => Buffer.from(tag))
 const TAG_LISTEN = Buffer.from('LISTEN\0')
 const TAG_UNLISTEN = Buffer.from('UNLISTEN\0')
 
@@ -237,8 +233,6 @@ function tagChanges(tag: Buffer, fill: number): number {
       if (startsWith(tag, fill, TAG_DEALLOCATE_ALL)) return SessionChange.StatementsWiped
       if (startsWith(tag, fill, TAG_DISCARD_TEMP)) return SessionChange.Settings | SessionChange.Listening | SessionChange.TempDropped
       return startsWith(tag, fill, TAG_DISCARD) ? SessionChange.Settings | SessionChange.Listening : 0
-    case 0x43: // C
-      return TAGS_CREATING.some((created) => startsWith(tag, fill, created)) ? SessionChange.Created : 0
     case 0x4c: // L
       return startsWith(tag, fill, TAG_LISTEN) ? SessionChange.Listening : 0
     case 0x55: // U

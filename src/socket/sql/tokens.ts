@@ -101,6 +101,8 @@ export const Keyword = {
   Declare: 32,
   /** pg_...: a function or view that answers per backend (pg_backend_pid, pg_advisory_lock, pg_stat_activity...) */
   PgName: 64,
+  /** TEMP, TEMPORARY, pg_temp: a temporary object may be made */
+  Temp: 128,
 } as const
 
 /**
@@ -109,6 +111,8 @@ export const Keyword = {
  */
 const WORDS_BY_LAST_LETTER: ReadonlyArray<[lastLetter: number, words: ReadonlyArray<[word: string, bit: number]>]> = [
   [0x5f, [['pg_', Keyword.PgName]]], // _
+  [0x70, [['temp', Keyword.Temp]]], // p
+  [0x50, [['temp', Keyword.Temp]]], // P
   [0x6e, [['stdin', Keyword.Stdin], ['listen', Keyword.Listen]]], // n
   [0x4e, [['stdin', Keyword.Stdin], ['listen', Keyword.Listen]]], // N
   [0x65, [['pglite', Keyword.Pglite], ['database', Keyword.Database], ['prepare', Keyword.StatementName], ['execute', Keyword.StatementName], ['deallocate', Keyword.StatementName], ['declare', Keyword.Declare]]], // e
@@ -118,7 +122,7 @@ const WORDS_BY_LAST_LETTER: ReadonlyArray<[lastLetter: number, words: ReadonlyAr
 /**
  * Which Keyword words occur in the text at [start, end), in any case (a bitmask; 0 for most statements). A quick
  * byte test before any tokenizing: it looks back from each occurrence of a word's last letter, in both cases, so
- * the text is scanned five times however many words there are, and no string is built. A word inside a literal or
+ * the text is scanned seven times however many words there are, and no string is built. A word inside a literal or
  * a longer name counts too: callers read the text properly (`statements`) when a bit is set.
  */
 export function keywordsIn(bytes: Buffer, start: number, end: number): number {
