@@ -2,6 +2,9 @@
 
 // PGlite's typings name the Emscripten globals without depending on their package; this brings them (see docs/PACKAGE.md).
 /// <reference types="emscripten" preserve="true" />
+// These declarations and PGlite's name Node's (Buffer, node:net, NodeJS): TypeScript 6 and later load no @types
+// package unasked, so the entry asks for the user's @types/node itself (see docs/PACKAGE.md).
+/// <reference types="node" preserve="true" />
 // The root also carries every export of stock @electric-sql/pglite-socket (PGLiteSocketServer, PGLiteSocketHandler,
 // the constants), so that an npm override can put this package in its place (see README, "pglite-socket users").
 

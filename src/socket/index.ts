@@ -2,6 +2,9 @@
 
 // PGlite's typings name the Emscripten globals without depending on their package; this brings them (see docs/PACKAGE.md).
 /// <reference types="emscripten" preserve="true" />
+// These declarations and PGlite's name Node's (Buffer, node:net, NodeJS): TypeScript 6 and later load no @types
+// package unasked, so the entry asks for the user's @types/node itself (see docs/PACKAGE.md).
+/// <reference types="node" preserve="true" />
 
 export { PGLiteSocketServer } from './server.ts'
 export { DEFAULT_MAX_CONNECTIONS, DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS } from './options.ts'

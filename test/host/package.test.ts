@@ -1,9 +1,11 @@
 // The npm package as a user gets it: `npm pack` of this checkout (prepack builds dist/), installed into fresh projects
 // from the local npm cache, then run on Node 20, 22 and 24: the bin prints a URL, import and require start a database
-// and query it, tsc --strict --module nodenext type-checks a consumer; and the three shapes of the fix for
-// pglite-socket users. A failure names the project directory (kept) and the command that replays it.
+// and query it, tsc --strict --module nodenext type-checks a consumer (with the repo's TypeScript and @types/node, and
+// with TypeScript 7 and the newest @types/node, which load no @types package unasked); and the three shapes of the fix
+// for pglite-socket users. A failure names the project directory (kept) and the command that replays it.
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
+import { existsSync, readFileSync } from 'node:fs'
 import { copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
@@ -25,6 +27,15 @@ const PACKAGE = JSON.parse(await readFile(path.join(ROOT, 'package.json'), 'utf8
 /** What the consumer projects install besides the package, pinned as this repo pins them (so npm's cache has them). */
 const pin = (name: string): string => `${name}@${PACKAGE.dependencies[name] ?? PACKAGE.devDependencies[name]}`
 const STOCK_SOCKET = '@electric-sql/pglite-socket@0.2.17'
+/**
+ * What a user who runs `npm i -D typescript @types/node` gets today. TypeScript 6 and later load no `@types/*` package
+ * unless told to, so our declarations must bring Node's types themselves. @types/node comes from the devDependency
+ * alias `types-node-26`, which puts it in npm's cache. TypeScript 7 is no alias: its `tsc` bin would take
+ * node_modules/.bin/tsc from the repo's TypeScript 5.9 whenever an `npm install` links it alone, so the first run on a
+ * machine fetches it (with its platform package, @typescript/typescript-<platform>-<arch>) and later runs find it cached.
+ */
+const TYPESCRIPT_NEXT = 'typescript@7.0.2'
+const TYPES_NODE_NEXT = PACKAGE.devDependencies['types-node-26']!.replace(/^npm:/, '')
 /** What `prisma dev` runs; it pins @electric-sql/pglite 0.4.3 and @electric-sql/pglite-socket 0.1.3. */
 const PRISMA_DEV = '@prisma/dev@0.25.2'
 
@@ -86,22 +97,54 @@ afterAll(async () => {
 })
 
 describe('the packed package', () => {
-  it('holds only what a user runs, and no install script', async () => {
+  it('holds only what a user runs and the docs its README links to, and no install script', async () => {
     onTestFailed(() => void (keep = true))
     const listing = await must('listing the tarball', 'tar', ['-tzf', tarball], { cwd: work })
     const files = listing.trim().split('\n')
     const tops = new Set(files.map((file) => file.split('/').slice(1, file.startsWith('package/dist/') ? 3 : 2).join('/')))
-    expect([...tops].sort()).toEqual(['README.md', 'bin', 'dist/cjs', 'dist/esm', 'package.json', 'patches'])
+    expect([...tops].sort()).toEqual(['README.md', 'bin', 'dist/cjs', 'dist/esm', 'docs', 'package.json', 'patches'])
     expect(files).toContain('package/dist/esm/host/engine/thread-worker.js')
     expect(files.filter((file) => /\.ts$/.test(file) && !file.endsWith('.d.ts'))).toEqual([])
     const manifest = JSON.parse(await readFile(path.join(consumer, 'node_modules', 'pglite-dev-db', 'package.json'), 'utf8')) as { scripts: Record<string, string>; dependencies: Record<string, string> }
-    expect(Object.keys(manifest.scripts).filter((name) => /^(pre|post)?install$/.test(name))).toEqual([])
+    // npm 11 asks a user to approve these (prepare too, for a tarball install); the clone's patch-package runs on
+    // `dependencies`, which npm runs only in the project's own root.
+    expect(Object.keys(manifest.scripts).filter((name) => /^(pre|post)?(install|prepare)$/.test(name))).toEqual([])
     expect(Object.keys(manifest.dependencies).sort()).toEqual(Object.keys(PACKAGE.dependencies).sort())
+  })
+
+  it('links only to files it holds (README, docs)', async () => {
+    onTestFailed(() => void (keep = true))
+    const installed = path.join(consumer, 'node_modules', 'pglite-dev-db')
+    const missing: string[] = []
+    for (const file of ['README.md', 'docs/PACKAGE.md', 'docs/ARCHITECTURE.md', 'docs/BENCHMARKS.md', 'docs/conformance.md', 'patches/README.md']) {
+      const text = await readFile(path.join(installed, file), 'utf8')
+      for (const [, target] of text.matchAll(/\]\(([^)\s]+)\)/g)) {
+        if (/^[a-z]+:/i.test(target!) || target!.startsWith('#')) continue
+        const relative = path.join(path.dirname(file), decodeURIComponent(target!.replace(/#.*$/, '')))
+        if (!existsSync(path.join(installed, relative))) missing.push(`${file} -> ${target}`)
+      }
+    }
+    expect(missing).toEqual([])
   })
 
   it('type-checks under tsc --strict --module nodenext, as CommonJS (.ts) and as an ES module (.mts)', { timeout: TIMEOUT_MS }, async () => {
     onTestFailed(() => void (keep = true))
     await must('tsc on the consumer', process.execPath, ['node_modules/typescript/bin/tsc', '--strict', '--module', 'nodenext', '--noEmit', 'consumer.ts', 'consumer.mts'], { cwd: consumer })
+  })
+
+  it(`type-checks the same with ${TYPESCRIPT_NEXT} and ${TYPES_NODE_NEXT}, no other settings`, { timeout: TIMEOUT_MS }, async () => {
+    onTestFailed(() => void (keep = true))
+    const next = await project('consumer-ts-next')
+    await copyFile(path.join(FIXTURES, 'consumer.ts'), path.join(next, 'consumer.ts'))
+    await copyFile(path.join(FIXTURES, 'consumer.ts'), path.join(next, 'consumer.mts'))
+    await must('installing the package with the newest TypeScript', 'npm', ['install', ...INSTALL_FLAGS, '-D', tarball, TYPESCRIPT_NEXT, TYPES_NODE_NEXT], { cwd: next, deadlineMs: 180_000 })
+    const version = (name: string) => (JSON.parse(readFileSync(path.join(next, 'node_modules', name, 'package.json'), 'utf8')) as { version: string }).version
+    expect([version('typescript'), version('@types/node')]).toEqual([TYPESCRIPT_NEXT.split('@')[1], TYPES_NODE_NEXT.split('@').pop()])
+    // TypeScript 7 is a native binary, one optional dependency per platform: npm installs only this machine's.
+    expect(existsSync(path.join(next, 'node_modules', '@typescript', `typescript-${process.platform}-${process.arch}`))).toBe(true)
+    const tsc = path.join('node_modules', 'typescript', 'bin', 'tsc')
+    await must('tsc 7 on the consumer', process.execPath, [tsc, '--strict', '--module', 'nodenext', '--noEmit', 'consumer.ts', 'consumer.mts'], { cwd: next })
+    await must('tsc 7 on the consumer, as the user ran it', process.execPath, [tsc, '--noEmit', '--strict', '--module', 'nodenext', '--moduleResolution', 'nodenext', '--target', 'es2022', 'consumer.ts'], { cwd: next })
   })
 })
 
