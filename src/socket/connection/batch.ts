@@ -9,7 +9,6 @@ import { encodeErrorResponse, encodeReadyForQuery } from '../protocol/backend.ts
 import { SYNC } from '../protocol/frontend.ts'
 import type { Frames } from '../protocol/frames.ts'
 import type { DatabaseCatalog } from '../session/databases.ts'
-import type { SessionMember } from '../session/session.ts'
 import { QueryCanceledError, QueueTimeoutError, SchedulerClosedError } from '../session/scheduler.ts'
 import type { CopyIn } from '../client/copy-in.ts'
 import type { ClientState } from '../client/state.ts'
@@ -20,6 +19,7 @@ import { bindDatabaseCommand, queryDatabaseCommand, resetDatabaseIfRequested, ta
 import { discardForClient } from './discard-all.ts'
 import { executes, mayRunAgain, runWaitingForLocks, type LockWaitRunner } from './lock-wait.ts'
 import { PreparedPipeline } from './prepared-pipeline.ts'
+import { idleHolderRefusal, watchIdleHolder } from './idle-holder.ts'
 import { ServerFunctions } from './server-functions.ts'
 import { UnnamedUse, unnamedUseOf, type MessageReader, type Segment, type Takeover } from './messages.ts'
 import type { ConnectionState, ConnectionStates } from './state.ts'
@@ -27,9 +27,6 @@ import type { TakeoverEnd, Turn } from './turn.ts'
 
 /** Close the unnamed statement; Flush, not Sync, so a pipeline the client has open stays open. */
 const CLOSE_UNNAMED_STATEMENT = Buffer.from([FrontendCode.Close, 0, 0, 0, 6, 0x53, 0, FrontendCode.Flush, 0, 0, 0, 4])
-/** How often a waiting client looks at whether the holder sits idle in its transaction. */
-const IDLE_HOLDER_CHECK_MS = 250
-const seconds = (ms: number): string => `${(ms / 1000).toFixed(1)} s`
 const CANCELED_RESPONSE = encodeErrorResponse('ERROR', SqlState.QueryCanceled, 'canceling statement due to user request')
 
 /** What the runner needs of its connection. */
@@ -303,41 +300,13 @@ export class BatchRunner {
     await backend.tookSession()
   }
 
-  /**
-   * While this client waits: once the holder has sat idle in its transaction for idleTransactionWaitMs of this wait,
-   * the wait is refused with 55P03 naming it (the holder is left alone). On Postgres the statement would run at once;
-   * here it would wait for a transaction whose client is most often this one's own app, waiting for this statement.
-   */
+  /** While this client waits: a holder idle in its transaction too long gets the wait refused (idle-holder.ts). */
   #watchIdleHolder(): { timer: NodeJS.Timeout | undefined } {
-    const watch: { timer: NodeJS.Timeout | undefined } = { timer: undefined }
-    const limitMs = this.#idleTransactionWaitMs
-    if (limitMs === 0) return watch
     const { scheduler } = this.#backend.session
-    const waitingSince = performance.now()
-    const check = (): void => {
-      const holder = scheduler.owner
-      const idleSince = holder?.idleInTransactionSince ?? null
-      const now = performance.now()
-      const idleMs = idleSince === null ? 0 : now - Math.max(idleSince, waitingSince)
-      if (holder && idleSince !== null && idleMs >= limitMs) {
-        this.#refuseIdleHolderWait(holder, now - idleSince, now - waitingSince)
-        return
-      }
-      watch.timer = setTimeout(check, Math.min(IDLE_HOLDER_CHECK_MS, limitMs - idleMs))
-    }
-    watch.timer = setTimeout(check, Math.min(IDLE_HOLDER_CHECK_MS, limitMs))
-    return watch
-  }
-
-  #refuseIdleHolderWait(holder: SessionMember, idleMs: number, waitedMs: number): void {
-    const name = holder.applicationName ? ` (application_name "${holder.applicationName}")` : ''
-    const message = `canceling statement: it waited ${seconds(waitedMs)} for the database, which client ${holder.processId}${name} holds in a transaction idle for ${seconds(idleMs)}`
-    const hint =
-      'pglite-dev-db runs one transaction at a time, so a statement sent on another connection waits for the open one; ' +
-      "if that transaction is your app's own, send this statement on its connection (the transaction object your driver or ORM gives), " +
-      'or commit first. --idle-transaction-wait-ms sets how long to wait.'
-    this.#log.warn('statement refused: it waited for an idle transaction', { holder: holder.processId, idleMs: Math.round(idleMs), sqlstate: SqlState.LockNotAvailable })
-    this.#backend.session.scheduler.cancelWait(this.#client, new QueueTimeoutError(message, hint))
+    return watchIdleHolder(scheduler, this.#idleTransactionWaitMs, (holder, idleMs, waitedMs) => {
+      this.#log.warn('statement refused: it waited for an idle transaction', { holder: holder.processId, idleMs: Math.round(idleMs), sqlstate: SqlState.LockNotAvailable })
+      scheduler.cancelWait(this.#client, idleHolderRefusal(holder, idleMs, waitedMs))
+    })
   }
 
   /** The client's CancelRequest: work waiting for the session (or a lock) is refused with 57014. True if some was waiting. */

@@ -23,17 +23,13 @@ import { leaveSession } from './cleanup.ts'
 import type { ConnectionHost, ServedConnection } from './host.ts'
 import { MessageReader } from './messages.ts'
 import { Startup, type StartingConnection } from './startup.ts'
+import { ClientOutput } from './output.ts'
 import { ConnectionStates, type ConnectionState, type Timeout } from './state.ts'
 
 export type { ConnectionState } from './state.ts'
 
 /** Above this many queued batches the socket stops reading until the queue drains. */
 const MAX_QUEUED_BATCHES = 64
-/**
- * Above this many bytes of replies not yet taken by the client, its next batch waits until the client reads
- * (backpressure): a client that stops reading holds at most this plus one batch's replies in our memory.
- */
-const OUTPUT_HIGH_WATER = 1 << 20
 /**
  * Above this many bytes of notifications (and other replies) waiting for a client that does not read, it is closed:
  * Postgres's listener blocks in its write and the notifications queue on disk; ours would queue in server memory.
@@ -95,12 +91,8 @@ export class Connection implements ServedConnection, StartingConnection, BatchCl
   readonly #queue: Frames[] = []
   #draining = false
   #pausedForBackpressure = false
-  /** Waiting for the client to read its replies before running (or sending) more of its work. */
-  #blockedOnOutput = false
-  /** That wait, shared by everyone waiting on it. */
-  #readerWait: Promise<void> | null = null
-  /** Inside a PGlite call whose replies go out as one send (see cork()). */
-  #corked = false
+  /** Everything the client is sent, and the wait for it to read. */
+  readonly #output: ClientOutput
   /** A malformed message arrived behind queued work: it fails the connection once that work is answered. */
   #failAfterQueue: WireError | null = null
   #cleanup: Promise<void> | null = null
@@ -120,6 +112,7 @@ export class Connection implements ServedConnection, StartingConnection, BatchCl
     this.#messages = new MessageReader(this.#client, host.databases !== null)
     this.inspect = host.options.inspect && this.#log.enabled('trace')
     this.#trace = host.trace?.connection(this.processId, socket) ?? null
+    this.#output = new ClientOutput(this, this.#log, this.#trace, this.inspect)
     this.states = new ConnectionStates(host.options, (timeout, ms) => this.#timedOut(timeout, ms))
     // Cleanup is wired before anything async can happen, so no path leaks a slot or the session.
     this.#listen(socket)
@@ -165,7 +158,7 @@ export class Connection implements ServedConnection, StartingConnection, BatchCl
   }
 
   get blockedOnOutput(): boolean {
-    return this.#blockedOnOutput
+    return this.#output.blocked
   }
 
   /** Send `error` (FATAL) and close; resolves once the session holds nothing of this client. */
@@ -233,7 +226,7 @@ export class Connection implements ServedConnection, StartingConnection, BatchCl
       void this.#close(BACKLOG_FULL, BACKLOG_GRACE_MS)
       return
     }
-    this.#write(message)
+    this.#output.write(message)
   }
 
   parkIfIdle(): void {
@@ -259,7 +252,7 @@ export class Connection implements ServedConnection, StartingConnection, BatchCl
   }
 
   /** Nothing to run now: the state at rest says what the client holds. */
-  #settle(): void {
+  settle(): void {
     if (this.#batches) this.states.enter(this.#batches.restingState)
   }
 
@@ -280,7 +273,7 @@ export class Connection implements ServedConnection, StartingConnection, BatchCl
       // Nothing to run (a startup packet, or part of a message): the client is quiet again until more arrives, so a
       // holder that stalls mid-message is still reaped, and a client that only connected still times out.
       if (states.current === 'startup') states.enter('startup')
-      else if (states.isServing && (!this.#draining || this.#blockedOnOutput)) this.#settle()
+      else if (states.isServing && (!this.#draining || this.#output.blocked)) this.settle()
     } catch (error) {
       // Postgres answers the messages before a malformed one, then fails: let the queued work finish first.
       if (error instanceof WireError && this.#draining) {
@@ -309,7 +302,7 @@ export class Connection implements ServedConnection, StartingConnection, BatchCl
     // application_name is reported at startup with the client's own value, as Postgres does (the session gets it later).
     const name = this.startupParams.get('application_name')
     const reported = name ? [encodeParameterStatus('application_name', applicationNameAsPostgresKeepsIt(name))] : []
-    this.#write(Buffer.concat([prefix, ...reported, encodeBackendKeyData(this.processId, this.secretKey), encodeReadyForQuery(TxStatus.Idle)]))
+    this.#output.write(Buffer.concat([prefix, ...reported, encodeBackendKeyData(this.processId, this.secretKey), encodeReadyForQuery(TxStatus.Idle)]))
     if (early) this.#enqueue(early)
     // Messages the client sent while its database opened (few clients send any) run now.
     let frames: Frames | null
@@ -375,73 +368,26 @@ export class Connection implements ServedConnection, StartingConnection, BatchCl
       this.#draining = false
       if (this.#failAfterQueue && this.states.isServing) this.#fail(this.#failAfterQueue)
       if (this.states.current === 'closing') this.#startCleanup()
-      else if (this.states.isServing) this.#settle()
+      else if (this.states.isServing) this.settle()
     }
   }
+
+  // --- Output (output.ts) ---
 
   waitForReader(): Promise<void> | null {
-    if (this.#readerWait) return this.#readerWait
-    const socket = this.socket
-    if (socket.writableLength <= OUTPUT_HIGH_WATER) return null
-    const wasActive = this.states.current === 'active'
-    // Writes held back for one send (cork) must go now, or the client could never read them. The call may end
-    // before the client reads (PGlite in this thread does not wait for its output): cork again only if still inside it.
-    while (socket.writableCorked > 0) socket.uncork()
-    this.#readerWait = this.#outputDrained().finally(() => {
-      this.#readerWait = null
-      if (this.#corked && socket.writableCorked === 0) socket.cork()
-      if (wasActive) this.states.enter('active')
-    })
-    return this.#readerWait
+    return this.#output.waitForReader()
   }
 
-  /**
-   * Wait until the client has read its replies (or gone). A session holder that stops reading is reaped by the
-   * idle-in-transaction timer as any stalled holder is; a client at rest holds nothing while it waits.
-   */
-  async #outputDrained(): Promise<void> {
-    const socket = this.socket
-    this.#blockedOnOutput = true
-    this.#log.debug('client not reading; waiting for it', { pending: socket.writableLength })
-    this.#settle()
-    try {
-      await new Promise<void>((resolve) => {
-        const done = (): void => {
-          socket.off('drain', done)
-          socket.off('close', done)
-          resolve()
-        }
-        socket.on('drain', done)
-        socket.on('close', done)
-      })
-    } finally {
-      this.#blockedOnOutput = false
-    }
-  }
-
-  // --- Output ---
-
-  /** Everything the client receives goes through here: PGlite's replies and the server's own messages. */
   write(bytes: Uint8Array): void {
-    this.#write(bytes)
+    this.#output.write(bytes)
   }
 
-  #write(bytes: Uint8Array): void {
-    if (this.inspect) this.#log.trace('to client', { dump: hexDump(bytes) })
-    if (!this.socket.writable) return
-    this.#trace?.out(bytes)
-    this.socket.write(bytes)
-  }
-
-  /** Hold writes for one send until uncork() (one PGlite call's replies); never while waiting for the client to read. */
   cork(): void {
-    this.#corked = true
-    if (!this.#readerWait) this.socket.cork()
+    this.#output.cork()
   }
 
   uncork(): void {
-    this.#corked = false
-    while (this.socket.writableCorked > 0) this.socket.uncork()
+    this.#output.uncork()
   }
 
   // --- Failure and close ---
@@ -482,7 +428,7 @@ export class Connection implements ServedConnection, StartingConnection, BatchCl
     if (this.states.isClosing) return this.#cleanup ?? this.#cleanupDone
     this.states.enter('closing')
     this.#queue.length = 0
-    if (error && !error.logOnly) this.#write(encodeErrorResponse(error.severity, error.sqlstate, error.message))
+    if (error && !error.logOnly) this.#output.write(encodeErrorResponse(error.severity, error.sqlstate, error.message))
     this.#trace?.close(error)
     this.socket.end()
     if (!this.socket.destroyed) {

@@ -1,0 +1,103 @@
+// What a connection sends its client: every write goes through here, held for one send while a PGlite call streams
+// its replies (cork), and, once more than OUTPUT_HIGH_WATER waits unread, a wait for the client to read before more
+// of its work runs or more of a statement's output is taken (backpressure).
+
+import type { Socket } from 'node:net'
+import type { Logger } from '../../log.ts'
+import { hexDump } from '../trace/hex-dump.ts'
+import type { ConnectionTrace } from '../trace/trace.ts'
+import type { ConnectionStates } from './state.ts'
+
+/**
+ * Above this many bytes of replies not yet taken by the client, its next batch waits until the client reads
+ * (backpressure): a client that stops reading holds at most this plus one batch's replies in our memory.
+ */
+const OUTPUT_HIGH_WATER = 1 << 20
+
+export class ClientOutput {
+  readonly #connection: { readonly socket: Socket; readonly states: ConnectionStates; settle(): void }
+  readonly #log: Logger
+  readonly #trace: ConnectionTrace | null
+  readonly #inspect: boolean
+  /** Waiting for the client to read its replies before running (or sending) more of its work. */
+  #blocked = false
+  /** That wait, shared by everyone waiting on it. */
+  #readerWait: Promise<void> | null = null
+  /** Inside a PGlite call whose replies go out as one send (see cork()). */
+  #corked = false
+
+  /** `connection.settle()` puts the connection in its resting state while it waits for its client to read. */
+  constructor(connection: { readonly socket: Socket; readonly states: ConnectionStates; settle(): void }, log: Logger, trace: ConnectionTrace | null, inspect: boolean) {
+    this.#connection = connection
+    this.#log = log
+    this.#trace = trace
+    this.#inspect = inspect
+  }
+
+  /** The client is not reading its replies, so its next batch waits. */
+  get blocked(): boolean {
+    return this.#blocked
+  }
+
+  /** Everything the client receives goes through here: PGlite's replies and the server's own messages. */
+  write(bytes: Uint8Array): void {
+    if (this.#inspect) this.#log.trace('to client', { dump: hexDump(bytes) })
+    const socket = this.#connection.socket
+    if (!socket.writable) return
+    this.#trace?.out(bytes)
+    socket.write(bytes)
+  }
+
+  /** Hold writes for one send until uncork() (one PGlite call's replies); never while waiting for the client to read. */
+  cork(): void {
+    this.#corked = true
+    if (!this.#readerWait) this.#connection.socket.cork()
+  }
+
+  uncork(): void {
+    this.#corked = false
+    const socket = this.#connection.socket
+    while (socket.writableCorked > 0) socket.uncork()
+  }
+
+  /** Null while few of the client's replies wait unread; else a promise of its reading them (or going away). */
+  waitForReader(): Promise<void> | null {
+    if (this.#readerWait) return this.#readerWait
+    const { socket, states } = this.#connection
+    if (socket.writableLength <= OUTPUT_HIGH_WATER) return null
+    const wasActive = states.current === 'active'
+    // Writes held back for one send (cork) must go now, or the client could never read them. The call may end
+    // before the client reads (PGlite in this thread does not wait for its output): cork again only if still inside it.
+    while (socket.writableCorked > 0) socket.uncork()
+    this.#readerWait = this.#drained().finally(() => {
+      this.#readerWait = null
+      if (this.#corked && socket.writableCorked === 0) socket.cork()
+      if (wasActive) states.enter('active')
+    })
+    return this.#readerWait
+  }
+
+  /**
+   * Wait until the client has read its replies (or gone). A session holder that stops reading is reaped by the
+   * idle-in-transaction timer as any stalled holder is; a client at rest holds nothing while it waits.
+   */
+  async #drained(): Promise<void> {
+    const socket = this.#connection.socket
+    this.#blocked = true
+    this.#log.debug('client not reading; waiting for it', { pending: socket.writableLength })
+    this.#connection.settle()
+    try {
+      await new Promise<void>((resolve) => {
+        const done = (): void => {
+          socket.off('drain', done)
+          socket.off('close', done)
+          resolve()
+        }
+        socket.on('drain', done)
+        socket.on('close', done)
+      })
+    } finally {
+      this.#blocked = false
+    }
+  }
+}
