@@ -15,6 +15,7 @@ export type OutputSink = (chunk: Uint8Array) => void | Promise<void>
 const WATCH_EVERY_MS = 10
 /** Waiting for a reply, the server's thread checks this often that the database thread is still there. */
 const WAIT_SLICE_MS = 1000
+
 /**
  * A call still running this long after its cancel reached the thread (and not waiting for its client to read) cannot
  * be stopped cooperatively: `onStuck` is told, the last resort.
@@ -23,7 +24,8 @@ export const STUCK_AFTER_CANCEL_MS = 10_000
 
 interface Running {
   id: number
-  timer: NodeJS.Timeout | undefined
+  /** When the watchdog may look at Postgres's timer again for this call (performance.now()). */
+  nextCheck: number
   /** Set after a cancel: the check that the call did end. */
   stuckCheck: NodeJS.Timeout | undefined
   /** The pump is waiting for the client to read (the thread may be waiting for room, the statement paused). */
@@ -37,6 +39,9 @@ export class ProtocolCalls {
   readonly #threadId: number
   #nextId = 1
   #running: Running | null = null
+  /** The watchdog: one timer while calls come (not one per call), stopped once none has run for a tick. */
+  #watchdog: NodeJS.Timeout | null = null
+  #watchdogIdleTicks = 0
   /** Set once the thread is gone: every call fails with it. */
   #failure: Error | null = null
   #onFailure: (() => void) | null = null
@@ -59,14 +64,13 @@ export class ProtocolCalls {
   /** Run `message` (complete frontend messages) as one call. Callers take turns (thread.ts holds a lock). */
   async run(message: Uint8Array, sink: OutputSink): Promise<void> {
     if (this.#failure) throw this.#failure
-    const running: Running = { id: this.#nextId++, timer: undefined, stuckCheck: undefined, heldByClient: false }
+    const running: Running = { id: this.#nextId++, nextCheck: performance.now() + WATCH_EVERY_MS, stuckCheck: undefined, heldByClient: false }
     this.#running = running
     try {
       await this.#send(running.id, message)
-      this.#watch(running)
+      this.#startWatchdog()
       await this.#receive(running, sink)
     } finally {
-      clearTimeout(running.timer)
       clearTimeout(running.stuckCheck)
       this.#running = null
     }
@@ -138,7 +142,6 @@ export class ProtocolCalls {
       }
     }
     for (;;) {
-      const seen = ring.wakeCount
       ring.read(visit)
       if (state.ended) {
         if (state.error) throw state.error
@@ -147,29 +150,38 @@ export class ProtocolCalls {
       const held = state.held
       state.held = null
       running.heldByClient = held !== null
-      await this.#abortable(held ?? ring.wakeAsync(seen, WAIT_SLICE_MS))
+      await this.#abortable(held ?? ring.sleepAsync(WAIT_SLICE_MS))
       running.heldByClient = false
     }
   }
 
-  /** While the call runs: fire Postgres's timer once the deadline it armed during this call has passed. */
-  #watch(running: Running): void {
-    const check = (): void => {
-      if (this.#running !== running) return
+  /** While calls run, every WATCH_EVERY_MS: fire Postgres's timer once the deadline it armed has passed. */
+  #startWatchdog(): void {
+    this.#watchdogIdleTicks = 0
+    if (this.#watchdog) return
+    this.#watchdog = setInterval(() => {
+      const running = this.#running
+      if (!running) {
+        if (++this.#watchdogIdleTicks > 1) this.#stopWatchdog()
+        return
+      }
+      this.#watchdogIdleTicks = 0
+      if (performance.now() < running.nextCheck) return
       // Whichever call armed it: Postgres leaves its signal pending when the timeouts it was for end, and re-arms only
       // a deadline earlier than the pending one (timeout.c), so a deadline armed by an earlier call and never fired
       // (between calls nothing fires) must fire now for the statement's own timeout to be armed.
       const deadline = this.#deadline[0]!
-      const wait = deadline > 0 ? deadline - Date.now() : WATCH_EVERY_MS
-      if (wait > 0) {
-        running.timer = setTimeout(check, Math.min(wait, 1000))
-        return
-      }
+      if (deadline <= 0 || deadline > Date.now()) return
       void this.#evaluate(`fireTimer(${running.id})`)
       // Postgres re-arms the timer if the deadline was not its earliest one: look again shortly.
-      running.timer = setTimeout(check, 50)
-    }
-    running.timer = setTimeout(check, WATCH_EVERY_MS)
+      running.nextCheck = performance.now() + 50
+    }, WATCH_EVERY_MS)
+    this.#watchdog.unref()
+  }
+
+  #stopWatchdog(): void {
+    if (this.#watchdog) clearInterval(this.#watchdog)
+    this.#watchdog = null
   }
 
   #evaluate(call: string): Promise<unknown> {

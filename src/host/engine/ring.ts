@@ -1,11 +1,15 @@
 // A byte ring over a SharedArrayBuffer between two threads, one writing and one reading: frames of
 // [call id u32][length u32, with flags in the top bits][bytes], passed without a message per call. The positions are
-// only ever moved by their own side (Atomics keep them visible); a third word counts wake-ups that either side may
-// wait on (Atomics.wait in the database thread, Atomics.waitAsync in the server's). Bytes are copied in and out.
+// only ever moved by their own side (Atomics keep them visible). A reader with nothing to read says it sleeps, looks
+// once more, and waits on a wake-up count (Atomics.wait in the database thread, Atomics.waitAsync in the server's);
+// a writer bumps the count and notifies only then. Waking a thread on another core costs more than the small calls
+// it carries (a futex and an interrupt between cores, dear on a VM), so neither side pays it while the other is busy.
+// Bytes are copied in and out.
 
 const HEAD = 0 // bytes written, modulo 2^32
 const TAIL = 1 // bytes read
 const WAKE = 2 // bumped on every wake-up
+const SLEEPING = 3 // 1 while the reader waits on WAKE (or is about to)
 const CONTROL_WORDS = 4
 export const FRAME_HEADER = 8
 
@@ -64,8 +68,9 @@ export class ByteRing {
     return true
   }
 
-  /** Tell the reading side there is something to read. */
+  /** Tell the reading side there is something to read: a wake-up only if it sleeps. */
   wake(): void {
+    if (Atomics.load(this.#control, SLEEPING) === 0) return
     Atomics.add(this.#control, WAKE, 1)
     Atomics.notify(this.#control, WAKE)
   }
@@ -88,9 +93,9 @@ export class ByteRing {
 
   // --- The reading side ---
 
-  /** The wake-up count now: read it before looking for frames, then wait on it if there were none. */
-  get wakeCount(): number {
-    return Atomics.load(this.#control, WAKE)
+  /** Whether frames wait to be read. */
+  get hasFrames(): boolean {
+    return Atomics.load(this.#control, HEAD) !== Atomics.load(this.#control, TAIL)
   }
 
   /**
@@ -137,15 +142,30 @@ export class ByteRing {
     return count
   }
 
-  /** Block until woken after `seen` or `ms` passed (database thread only): 'ok', 'not-equal' or 'timed-out'. */
-  waitSync(seen: number, ms: number): string {
-    return Atomics.wait(this.#control, WAKE, seen, ms)
+  /**
+   * Block until a frame is written or `ms` passed (database thread only); true if frames wait. The reader says it
+   * sleeps before it looks a last time, and the writer writes before it looks whether to wake it: one of them sees
+   * the other (Atomics are sequentially consistent), so no frame is left unannounced.
+   */
+  sleep(ms: number): boolean {
+    const seen = Atomics.load(this.#control, WAKE)
+    Atomics.store(this.#control, SLEEPING, 1)
+    if (!this.hasFrames) Atomics.wait(this.#control, WAKE, seen, ms)
+    Atomics.store(this.#control, SLEEPING, 0)
+    return this.hasFrames
   }
 
-  /** Resolves once woken after `seen`, or after `ms` (server thread). */
-  async wakeAsync(seen: number, ms: number): Promise<void> {
-    const wait = waitAsync(this.#control, WAKE, seen, ms)
-    if (wait.async) await wait.value
+  /** Resolves once a frame is written, or after `ms` (server thread); see sleep(). */
+  async sleepAsync(ms: number): Promise<void> {
+    const seen = Atomics.load(this.#control, WAKE)
+    Atomics.store(this.#control, SLEEPING, 1)
+    try {
+      if (this.hasFrames) return
+      const wait = waitAsync(this.#control, WAKE, seen, ms)
+      if (wait.async) await wait.value
+    } finally {
+      Atomics.store(this.#control, SLEEPING, 0)
+    }
   }
 
   // --- Bytes, wrapping at the end ---

@@ -37,7 +37,6 @@ async function open(options: ThreadInit): Promise<PGlite> {
 async function serveCalls(pglite: PGlite, stopping: CallHooks): Promise<void> {
   const parts: Buffer[] = []
   while (!closing) {
-    const seen = requests.wakeCount
     let call: { id: number; bytes: Buffer } | null = null
     let turn = false
     requests.read((id, flags, payload) => {
@@ -53,7 +52,7 @@ async function serveCalls(pglite: PGlite, stopping: CallHooks): Promise<void> {
     })
     if (call) await runCall(pglite, stopping, call)
     // A message waits (it comes with a Turn), or nothing happened for a while: let the event loop run.
-    else if (turn || requests.waitSync(seen, IDLE_SLICE_MS) === 'timed-out') await new Promise((resolve) => setImmediate(resolve))
+    else if (turn || !requests.sleep(IDLE_SLICE_MS)) await new Promise((resolve) => setImmediate(resolve))
   }
 }
 
