@@ -59,7 +59,7 @@ export class Databases implements DatabaseCatalog {
   readonly #work = new Map<string, Promise<unknown>>()
   /** In memory with a template: the next new database, loaded ahead so that creating one takes no wait. */
   #spare: { thread: boolean; db: Promise<Instance> } | null = null
-  /** The migrated state's fingerprint, rows and sequences, read once from a fresh database (see reset.ts). */
+  /** The migrated state's fingerprint, rows and sequences, read once from a fresh database (see baseline.ts). */
   #baseline: Promise<Baseline | null> | null = null
   #closed = false
   /** Replaced in-memory databases still closing; close() waits for them. */

@@ -51,10 +51,6 @@ export class TempObjects {
     this.#prefix = `pgdd${processId.toString(36)}$`
   }
 
-  get hasHidden(): boolean {
-    return this.#hidden.length > 0
-  }
-
   /** The renames that hide the objects listed (rows of LIST_OWN_TEMP_OBJECTS: oid, name, kind), now recorded. */
   hide(rows: ReadonlyArray<readonly [string, string, string]>): Buffer | null {
     this.revealed = this.mayMake = false

@@ -148,7 +148,7 @@ export class Connection implements ServedConnection, StartingConnection, BatchCl
     return this.#queue.length
   }
 
-  /** The client is not reading its replies, so its next batch waits. */
+  /** What the client named itself in its startup packet. */
   get applicationName(): string {
     return this.startupParams.get('application_name') ?? ''
   }
@@ -157,6 +157,7 @@ export class Connection implements ServedConnection, StartingConnection, BatchCl
     return this.states.current === 'holding' && this.#batches?.idleInTransaction ? this.states.since : null
   }
 
+  /** The client is not reading its replies, so its next batch waits. */
   get blockedOnOutput(): boolean {
     return this.#output.blocked
   }

@@ -11,7 +11,7 @@ import type { LockMode } from '../session/advisory-locks.ts'
 import { LOCK_WAIT_MESSAGE, TELL_MESSAGE, contextQuery, installStatements, readTold, type ClientActivity, type SessionContext } from '../session/server-functions.ts'
 import type { SharedSession } from '../session/session.ts'
 
-/** Segment flags (Segment.serverFunctions): what its statements need. */
+/** Segment flags (Segment.functions): what its statements need. */
 export const ServerFunctions = {
   /** The session must be told the context first. */
   Context: 1,

@@ -101,12 +101,6 @@ export function sqlBounds(bytes: Buffer, offset: number, end: number, isParse: b
   return start <= 0 || zero < 0 || zero >= end ? null : [start, zero]
 }
 
-/** The SQL text of a Query or Parse message (whole message, header included). */
-export function messageSql(bytes: Buffer, offset: number, end: number, isParse: boolean): string {
-  const text = sqlBounds(bytes, offset, end, isParse)
-  return text ? bytes.toString('utf8', text[0], text[1]) : ''
-}
-
 /** One replacement in a message: the bytes [from, to) become `bytes`. */
 export type Edit = [from: number, to: number, bytes: Buffer]
 

@@ -50,9 +50,6 @@ export class OwnerScheduler<Id> {
     return this.#owner === id
   }
 
-  isWaiting(id: Id): boolean {
-    return this.#waiters.some((w) => w.id === id)
-  }
 
   /**
    * Become the owner. Returns null when that happened at once (the session was free, or `id` owns it

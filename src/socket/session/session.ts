@@ -12,8 +12,6 @@ import { AdvisoryLocks } from './advisory-locks.ts'
 import { Listeners, listenSql } from './listeners.ts'
 import { OwnerScheduler, SchedulerClosedError } from './scheduler.ts'
 
-export type RawSink = OutputSink
-
 /** A connection as the session sees it: something that can be told the session is gone, or handed a notification. */
 export interface SessionMember {
   /** The process id the client was told in BackendKeyData (named in errors about who holds the session). */
@@ -40,7 +38,7 @@ export interface SessionMember {
   parkIfIdle?(): void
 }
 
-const discard: RawSink = () => {}
+const discard: OutputSink = () => {}
 
 const sessions = new WeakMap<SessionDb, SharedSession>()
 
@@ -64,7 +62,7 @@ export class SharedSession {
   /** Set once PGlite threw something that leaves it unusable; every later call fails fast. */
   dead: WireError | null = null
   readonly #deadListeners = new Set<(error: WireError) => void>()
-  #sink: RawSink | null = null
+  #sink: OutputSink | null = null
   /** PGlite keeps the last onRawData callback after a call returns, so route through one that checks who is current. */
   readonly #onRawData = (chunk: Uint8Array): void | Promise<void> => this.#sink?.(chunk)
   /** Settings Postgres reports with ParameterStatus (lower-case names), with the values every client is told at startup. */
@@ -89,7 +87,7 @@ export class SharedSession {
   }
 
   /** Run complete frontend messages in PGlite as one call, streaming its output to `sink`. Caller must own the scheduler. */
-  async execute(bytes: Uint8Array, sink: RawSink): Promise<void> {
+  async execute(bytes: Uint8Array, sink: OutputSink): Promise<void> {
     if (this.dead) throw this.dead
     await this.db.runExclusive(async () => {
       this.#sink = sink

@@ -1,5 +1,5 @@
 // The protocol trace (--trace FILE): every frame each client sends and receives, and its connect and close, as
-// JSON lines in one file. trace-frames.ts reassembles the frames from socket chunks; trace-decode.ts decodes them.
+// JSON lines in one file. assembler.ts reassembles the frames from socket chunks; decode.ts decodes them.
 
 import { createWriteStream, type WriteStream } from 'node:fs'
 import type { Socket } from 'node:net'
