@@ -15,7 +15,7 @@ import { LOCK_FILE } from './data-dir-lock.ts'
 import { readBaseline, resetInPlace, type Baseline } from './baseline.ts'
 import { DbThread } from './engine/thread.ts'
 import { openPGlite } from './engine/pglite.ts'
-import type { LoadedExtensions } from './extensions.ts'
+import { bundlesFor, installedNotLoaded, loadExtensions, type LoadedExtensions } from './extensions.ts'
 
 export const MAIN_DATABASE = 'postgres'
 
@@ -35,6 +35,8 @@ export interface DatabasesOptions {
   startParams: string[]
   /** Extensions every database loads. */
   extensions: LoadedExtensions
+  /** The main database's, if it loads more (it uses them). */
+  mainExtensions?: readonly string[]
   /**
    * false: every database runs in the server's thread, where a running statement holds up everything (and cannot be
    * stopped). Default true: each in a worker thread of its own.
@@ -64,11 +66,58 @@ export class Databases implements DatabaseCatalog {
   #closed = false
   /** Replaced in-memory databases still closing; close() waits for them. */
   readonly #closing = new Set<Promise<void>>()
+  /** Bundles a database loads beyond those every database loads (a CREATE EXTENSION asked for them), by name. */
+  readonly #extraExtensions = new Map<string, readonly string[]>()
 
   constructor(options: DatabasesOptions) {
     this.#options = options
     this.#main = options.main
+    const mainExtra = (options.mainExtensions ?? []).filter((name) => !options.extensions.names.includes(name))
+    if (mainExtra.length > 0) this.#extraExtensions.set(MAIN_DATABASE, mainExtra)
     this.#adopt(MAIN_DATABASE, options.main)
+  }
+
+  /**
+   * CREATE EXTENSION `sqlName` in database `name`, whose bundle it does not load: the database is opened again with it
+   * (from its data dir, or in memory from its files as they are now), and that instance returned; its session must
+   * serve from it. Null when PGlite does not ship the extension or the database loads it already. The caller holds
+   * the database's session at rest.
+   */
+  loadExtension(name: string, sqlName: string): Promise<Instance | null> {
+    return this.#serialize(name, async () => {
+      const current = this.#open.get(name)
+      const bundles = bundlesFor(sqlName, this.#extensionsOf(name))
+      if (!current || bundles === null) return null
+      const started = performance.now()
+      this.#extraExtensions.set(name, [...(this.#extraExtensions.get(name) ?? []), ...bundles])
+      const dir = name === MAIN_DATABASE ? this.#options.dataDir : this.#dirFor(name)
+      let db: Instance
+      if (dir !== null) {
+        await current.close()
+        db = await this.#openWith(name, { dataDir: dir }, current instanceof DbThread)
+      } else {
+        const files = await current.dumpDataDir('none')
+        db = await this.#openWith(name, { loadDataDir: files }, current instanceof DbThread)
+        this.#closeLater(current, name)
+      }
+      this.#adopt(name, db)
+      this.#options.log.info('extension loaded', { database: name, extensions: bundles.join(','), ms: Math.round(performance.now() - started) })
+      return db
+    })
+  }
+
+  /** The bundles database `name` loads. */
+  #extensionsOf(name: string): readonly string[] {
+    const extra = this.#extraExtensions.get(name)
+    return extra ? [...this.#options.extensions.names, ...extra] : this.#options.extensions.names
+  }
+
+  /** Open database `name` at `where` with its bundles, in a worker thread or in this one. */
+  async #openWith(name: string, where: { dataDir: string } | { loadDataDir: Blob } | null, thread: boolean): Promise<Instance> {
+    const { startParams } = this.#options
+    const names = this.#extensionsOf(name)
+    if (thread) return DbThread.create({ ...where, startParams, extensions: [...names] })
+    return openPGlite({ ...where, startParams, extensions: (await loadExtensions(names)).extensions })
   }
 
   get main(): Instance {
@@ -145,7 +194,7 @@ export class Databases implements DatabaseCatalog {
         // On disk the files are the database: close it, put the template's files in their place, open again.
         if (old && !old.closed) await old.close()
         await emptyDataDir(dir)
-        db = await this.#build(dir, thread)
+        db = await this.#build(dir, thread, name)
       }
       this.#adopt(name, db)
       return db
@@ -246,10 +295,9 @@ export class Databases implements DatabaseCatalog {
 
   async #reopen(name: string, rescued: Blob | null): Promise<Instance> {
     const dir = name === MAIN_DATABASE ? this.#options.dataDir : this.#dirFor(name)
-    if (dir !== null) return this.#build(dir, this.#threads)
-    if (rescued === null) return this.#build(null, this.#threads)
-    const { startParams, extensions } = this.#options
-    return DbThread.create({ loadDataDir: rescued, startParams, extensions: extensions.names })
+    if (dir !== null) return this.#build(dir, this.#threads, name)
+    if (rescued === null) return this.#build(null, this.#threads, name)
+    return this.#openWith(name, { loadDataDir: rescued }, true)
   }
 
   #closeLater(db: Instance, name: string): void {
@@ -274,7 +322,7 @@ export class Databases implements DatabaseCatalog {
       created = true
     } else {
       created = !(await holdsDatabase(dir))
-      db = await this.#build(dir, thread)
+      db = await this.#build(dir, thread, name)
     }
     this.#adopt(name, db)
     const ms = Math.round(performance.now() - started)
@@ -312,17 +360,24 @@ export class Databases implements DatabaseCatalog {
    * Open a database in `dir` (null: memory) at the migrated state, in a worker thread or in this one: from the
    * template, or initdb and the migrations.
    */
-  async #build(dir: string | null, thread: boolean): Promise<Instance> {
-    const { migrations, startParams, extensions } = this.#options
+  async #build(dir: string | null, thread: boolean, name = ''): Promise<Instance> {
+    const { migrations } = this.#options
     const template = await this.#options.template()
-    const open = (where: { dataDir: string } | { loadDataDir: Blob } | null): Promise<Instance> =>
-      thread ? DbThread.create({ ...where, startParams, extensions: extensions.names }) : openPGlite({ ...where, startParams, extensions: extensions.extensions })
+    const open = (where: { dataDir: string } | { loadDataDir: Blob } | null): Promise<Instance> => this.#openWith(name, where, thread)
     if (dir !== null) {
       await mkdir(dir, { recursive: true })
       const fresh = !(await holdsDatabase(dir))
       if (fresh && template) await seedDataDir(dir, template)
+      let db = await open({ dataDir: dir })
+      // Kept from an earlier run, it may have had CREATE EXTENSION run on it: its bundles are loaded.
+      const missing = fresh ? [] : await installedNotLoaded(db, this.#extensionsOf(name))
+      if (missing.length > 0) {
+        this.#extraExtensions.set(name, [...(this.#extraExtensions.get(name) ?? []), ...missing])
+        await db.close()
+        db = await open({ dataDir: dir })
+      }
       // Kept from an earlier run, it may lack migrations added since, as the main database would.
-      return this.#migrated(await open({ dataDir: dir }), (!fresh || !template) && migrations !== null)
+      return this.#migrated(db, (!fresh || !template) && migrations !== null)
     }
     if (template) return open({ loadDataDir: await templateBlob(template) })
     return this.#migrated(await open(null), migrations !== null)

@@ -13,7 +13,7 @@ import { DEFAULT_CACHE_DIR, holdsDatabase, migratedTemplate, seedDataDir, templa
 import { applyMigrations } from './migrate.ts'
 import { Databases, MAIN_DATABASE, type Instance } from './databases.ts'
 import { DbThread } from './engine/thread.ts'
-import { assertInstalledExtensionsLoaded, loadExtensions, resolveExtensionNames, type LoadedExtensions } from './extensions.ts'
+import { installedNotLoaded, loadExtensions, resolveExtensionNames, type LoadedExtensions } from './extensions.ts'
 import { reportSlowStep, type ProgressOptions } from './progress.ts'
 import { readSnapshot } from './snapshot.ts'
 import { PGLiteSocketServer, type PGLiteSocketServerOptions } from '../socket/server.ts'
@@ -94,6 +94,8 @@ export async function startDevDb(given: DevDbOptions = {}): Promise<DevDb> {
   const progress = { afterMs: options.progressAfterMs }
   let db: Instance
   let lock: DataDirLock | null = null
+  /** The main database's bundles: those asked for, and those it turned out to use. */
+  let mainExtensions: LoadedExtensions = loaded
   // The template is what a fresh main database and every other database start from; read (or built) when first needed.
   let templateLookup: Promise<Template | null> | null = null
   const template = (): Promise<Template | null> => {
@@ -116,13 +118,19 @@ export async function startDevDb(given: DevDbOptions = {}): Promise<DevDb> {
     const loadDataDir = snapshot ?? (fromTemplate && !dataDir ? await templateBlob(fromTemplate) : null)
     const where = { ...(dataDir ? { dataDir } : {}), ...(loadDataDir ? { loadDataDir } : {}), startParams }
     // In a worker thread (the server's thread never runs Postgres), unless asked otherwise.
-    const create = (): Promise<Instance> => (options.databaseThreads ? DbThread.create({ ...where, extensions: loaded.names }) : openPGlite({ ...where, extensions: loaded.extensions }))
-    db = await reportSlowStep(log, `opening the database${from ? ` from the ${from}` : ''}`, create, progress)
-    // A database that has CREATE EXTENSION x but was opened without x's bundle is refused here, not at a client's query.
-    await assertInstalledExtensionsLoaded(db, loaded).catch(async (error: unknown) => {
+    const create = (with_: LoadedExtensions): Promise<Instance> => (options.databaseThreads ? DbThread.create({ ...where, extensions: with_.names }) : openPGlite({ ...where, extensions: with_.extensions }))
+    db = await reportSlowStep(log, `opening the database${from ? ` from the ${from}` : ''}`, () => create(loaded), progress)
+    // A database that had CREATE EXTENSION x run on it needs x's bundle at every start: opened again with it.
+    const missing = await installedNotLoaded(db, loaded.names).catch(async (error: unknown) => {
       await db.close()
       throw error
     })
+    if (missing.length > 0) {
+      log.info('the database uses extensions not asked for; opening it again with them', { extensions: missing.join(',') })
+      await db.close()
+      mainExtensions = await loadExtensions([...loaded.names, ...missing])
+      db = await create(mainExtensions)
+    }
   } catch (error) {
     await lock?.release()
     if (error instanceof DevServerError) throw error
@@ -137,6 +145,7 @@ export async function startDevDb(given: DevDbOptions = {}): Promise<DevDb> {
     migrations: options.migrations ? resolve(options.migrations) : null,
     startParams,
     extensions: loaded,
+    mainExtensions: mainExtensions.names,
     threads: options.databaseThreads,
     log,
     onRecovered: (dead, db) => sessionFor(dead).recover(db),

@@ -100,17 +100,23 @@ export async function loadExtensions(names: readonly string[]): Promise<LoadedEx
 }
 
 /**
- * A database that had CREATE EXTENSION run on it (a data dir, a snapshot) needs that bundle at every start: without
- * it, the first query touching the extension's types or functions fails with 58P01. Say so before anyone connects.
+ * The bundles a database needs that `loaded` lacks: a database that had CREATE EXTENSION run on it (a data dir, a
+ * snapshot) needs that bundle at every start, or the first query touching the extension's types or functions fails
+ * with 58P01. Its opener reopens it with them.
  */
-export async function assertInstalledExtensionsLoaded(db: SqlRunner, loaded: LoadedExtensions): Promise<void> {
+export async function installedNotLoaded(db: SqlRunner, loaded: readonly string[]): Promise<string[]> {
   const { rows } = await db.query<{ extname: string }>('SELECT extname FROM pg_catalog.pg_extension ORDER BY extname')
-  const missing = rows.map((row) => row.extname).filter((name) => Object.hasOwn(BUNDLES, name) && !loaded.names.includes(name))
-  if (missing.length === 0) return
-  throw new DevServerError(
-    'ERR_CONFIG',
-    `the database uses extension${missing.length > 1 ? 's' : ''} ${missing.join(', ')} (CREATE EXTENSION ran on it), which ${missing.length > 1 ? 'are' : 'is'} not loaded: add --extensions ${[...new Set([...loaded.names, ...missing])].sort().join(',')}`,
-  )
+  return rows.map((row) => row.extname).filter((name) => Object.hasOwn(BUNDLES, name) && !loaded.includes(name))
+}
+
+/**
+ * The bundles to load for CREATE EXTENSION of `sqlName` besides `loaded`: the extension and what it requires; null
+ * when PGlite does not ship it or it is loaded already.
+ */
+export function bundlesFor(sqlName: string, loaded: readonly string[]): string[] | null {
+  const canonical = canonicalExtension(sqlName)
+  if (canonical === null || loaded.includes(canonical)) return null
+  return resolveExtensionNames([canonical]).filter((name) => !loaded.includes(name))
 }
 
 /** `CREATE EXTENSION [IF NOT EXISTS] name` or `"name"`; the schema-qualified forms are not extension names. */

@@ -103,18 +103,46 @@ describe('extensions', () => {
     expect(c.stderr.join('\n')).toContain('add --extensions vector')
   })
 
-  it('a database that has vector, reopened without it, is refused at start naming the flag', async () => {
+  it('CREATE EXTENSION of one PGlite ships, not loaded at start, loads it; prepared statements carry over; a restart loads it again', async () => {
     const dataDir = await devs.scratchDataDir()
-    const first = await devs.start({ dataDir, extensions: ['vector'] })
-    await withClient(first.url, (client) => client.query("create extension vector; create table v (e vector(2)); insert into v values ('[1,2]')"))
+    const first = await devs.start({ dataDir })
+    const bystander = new pg.Client({ connectionString: first.url })
+    await bystander.connect()
+    try {
+      await bystander.query('create table things (id int)')
+      const count = { name: 'count_things', text: 'select count(*)::int as n from things' }
+      expect((await bystander.query(count)).rows).toEqual([{ n: 0 }])
+      const made = await withClient(first.url, async (client) => {
+        // TypeORM's and Prisma's shapes: IF NOT EXISTS, a quoted name.
+        await client.query('create extension if not exists "uuid-ossp"')
+        await client.query('create extension vector')
+        await client.query("create table v (id uuid primary key default uuid_generate_v4(), e vector(2)); insert into v (e) values ('[1,2]')")
+        return (await client.query('select length(id::text) as n, e::text from v')).rows
+      })
+      expect(made).toEqual([{ n: 36, e: '[1,2]' }])
+      // The other client's statement was made again in the database opened anew.
+      expect((await bystander.query(count)).rows).toEqual([{ n: 0 }])
+    } finally {
+      await endClient(bystander)
+    }
     await first.close()
-    await expect(startDevDb({ dataDir })).rejects.toMatchObject({
-      code: 'ERR_CONFIG',
-      message: expect.stringContaining('uses extension vector (CREATE EXTENSION ran on it), which is not loaded: add --extensions vector'),
+    // Started again without asking: the database uses them, so they are loaded.
+    const again = await devs.start({ dataDir })
+    expect(await withClient(again.url, async (client) => (await client.query('select e::text, uuid_generate_v4() is not null as u from v')).rows)).toEqual([{ e: '[1,2]', u: true }])
+  })
+
+  it('in memory and in another database too; an extension PGlite does not ship fails as Postgres fails', async () => {
+    const dev = await start({})
+    const rows = await withClient(dev.url.replace(/\/postgres$/, '/ext_lazy'), async (client) => {
+      await client.query('create extension pgcrypto')
+      return (await client.query("select encode(digest('x', 'sha256'), 'hex') as sha")).rows
     })
-    // The refused start released the data dir: with vector it opens and the row is there.
-    const again = await devs.start({ dataDir, extensions: ['vector'] })
-    expect(await withClient(again.url, async (client) => (await client.query('select e::text from v')).rows)).toEqual([{ e: '[1,2]' }])
+    expect(rows).toEqual([{ sha: '2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881' }])
+    await withClient(dev.url, async (client) => {
+      await client.query('create extension citext')
+      expect((await client.query("select 'A'::citext = 'a' as same")).rows).toEqual([{ same: true }])
+      await expect(client.query('create extension postgis')).rejects.toMatchObject({ code: '0A000' })
+    })
   })
 
   it('an unknown extension is a usage error (exit 2) on the CLI and ERR_CONFIG from startDevDb', async () => {

@@ -7,6 +7,7 @@ import { parseCopyFromStdin } from '../../src/socket/client/copy-in.ts'
 import { parseDatabaseCommand, rewriteResetCalls } from '../../src/socket/client/database-commands.ts'
 import { parseDiscard } from '../../src/socket/client/discard.ts'
 import { cursorNameEdits } from '../../src/socket/sql/cursor-names.ts'
+import { createdExtensions } from '../../src/socket/sql/extensions.ts'
 import { rewriteServerFunctions } from '../../src/socket/sql/server-functions.ts'
 import { listenCommands } from '../../src/socket/client/listen.ts'
 import { startupSettings } from '../../src/socket/client/settings.ts'
@@ -156,8 +157,13 @@ describe('rewriteServerFunctions', () => {
       sql: "select (77::pg_catalog.int4), pg_temp.pg_advisory_lock(1), pg_temp.pg_try_advisory_xact_lock_shared($1, 2), 'pg_advisory_lock(3)' from pg_stat_activity",
       needsContext: true,
       mayWait: true,
+      signals: [],
     })
-    expect(rewriteServerFunctions('select pg_backend_pid()', 5)).toEqual({ sql: 'select (5::pg_catalog.int4)', needsContext: false, mayWait: false })
+    expect(rewriteServerFunctions('select pg_backend_pid()', 5)).toEqual({ sql: 'select (5::pg_catalog.int4)', needsContext: false, mayWait: false, signals: [] })
+    expect(rewriteServerFunctions('select pg_cancel_backend( 4242 ), pg_terminate_backend(77, 1000), pg_cancel_backend($1)', 5)?.signals).toEqual([
+      { op: 'cancel', pid: 4242 },
+      { op: 'terminate', pid: 77 },
+    ])
     expect(rewriteServerFunctions('select pg_terminate_backend(pid) from pg_catalog.pg_stat_activity', 5)?.sql).toBe('select pg_temp.pg_terminate_backend(pid) from pg_temp.pg_stat_activity')
     expect(rewriteServerFunctions('select pg_try_advisory_lock(1)', 5)).toMatchObject({ needsContext: true, mayWait: false })
   })
@@ -183,5 +189,12 @@ describe('cursorNameEdits', () => {
 
   it('a cursor closed earlier in the text is no longer held; CLOSE ALL names none', () => {
     expect(cursorNameEdits('close x; fetch x; close all', held(['x'])).map((e) => [e.kind, e.name])).toEqual([['close', 'x']])
+  })
+})
+
+describe('createdExtensions', () => {
+  it('names what CREATE EXTENSION [IF NOT EXISTS] creates, quoted or not, and nothing else', () => {
+    expect(createdExtensions('CREATE EXTENSION IF NOT EXISTS "uuid-ossp"; create extension vector with schema public; select 1')).toEqual(['uuid-ossp', 'vector'])
+    expect(createdExtensions("select 'create extension x'; drop extension y; alter extension z update")).toEqual([])
   })
 })

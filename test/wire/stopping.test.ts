@@ -266,6 +266,31 @@ describe('CancelRequest for a running statement', () => {
   })
 })
 
+describe('pg_cancel_backend and pg_terminate_backend of a running statement, from another client of the database', () => {
+  it.each([
+    ['pg_cancel_backend', ['ERROR', '57014', CANCEL_MESSAGE], 'E'],
+    ['pg_terminate_backend', ['FATAL', '57P01', 'terminating connection due to administrator command'], null],
+  ] as const)('%s(pid) acts at once, though its own statement waits for the session; it answers true', async (fn, expected, status) => {
+    const { dev, announced } = await startAnnouncing()
+    const runner = await connect(dev.url)
+    const other = await connect(dev.url)
+    expect((await runner.query('begin')).status).toBe('T')
+    const loop = announced(LOOP)
+    await runner.send(wire.query(loop.sql))
+    await loop.running()
+    const signaledAt = performance.now()
+    await other.send(wire.query(`select ${fn}(${runner.backendKey!.pid})`))
+    const told = wire.summarize(await runner.until(status ? 'ReadyForQuery' : 'ErrorResponse', { deadlineMs: 5_000 }))
+    const ms = Math.round(performance.now() - signaledAt)
+    expect(errorsOf(told)).toEqual([expected])
+    if (status) expect(told.status).toBe(status)
+    expect(ms, `${fn} took ${ms} ms`).toBeLessThan(1_000)
+    // The canceled client ends its failed transaction; the other's statement then runs: true, as Postgres answers.
+    if (status) expect((await runner.query('rollback')).status).toBe('I')
+    expect(wire.summarize(await other.until('ReadyForQuery', { deadlineMs: 5_000 })).rows).toEqual([['t']])
+  })
+})
+
 describe('COPY FROM STDIN broken by another message', () => {
   /** What Postgres 15 answers a message other than CopyData/CopyDone/CopyFail/Flush/Sync in COPY-in (copyfromparse.c). */
   const expected = (type: string) => [

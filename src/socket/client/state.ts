@@ -14,6 +14,14 @@ export class ClientState {
   readonly listenCommands: ListenCommand[] = []
   /** The client called pglite_dev_db.reset(): once it is at rest, the server checks that the call took effect. */
   resetRequested = false
+  /** Extensions the client's next statements CREATE: their files are loaded before they run. */
+  readonly extensionsWanted: string[] = []
+  /**
+   * pg_cancel_backend / pg_terminate_backend of pids written in the client's SQL: sent when read, before the
+   * statement waits its turn (the target may be the one it waits for); the statement's own call then sends none again.
+   */
+  readonly signals: Array<{ op: 'cancel' | 'terminate'; pid: number }> = []
+  readonly signaledEarly = new Set<number>()
 
   /** The process id the client was told: its statement names' prefix, and what pg_backend_pid() answers it. */
   readonly processId: number

@@ -179,7 +179,7 @@ export class ClientBackend implements Backend {
   async #execute(bytes: Uint8Array, output: Output, asClient = output === 'client', functions = 0): Promise<void> {
     if (functions & ServerFunctions.Context) await this.#tellContext()
     this.#output = output
-    this.#functions = functions === 0 ? null : new FunctionReplies(this.#client, this.session)
+    this.#functions = functions === 0 ? null : new FunctionReplies(this.#client, this.session, this.#state.signaledEarly)
     // Names to restore, notifications to route, what the functions tell: hold those messages for the whole call.
     this.#rewriteNow = this.#functions || this.#state.statements.used || this.session.listeners.size > 0 ? this.#rewrite : null
     this.#reader.startCall(asClient)
@@ -205,7 +205,7 @@ export class ClientBackend implements Backend {
   async #tellContext(): Promise<void> {
     const session = this.session
     const install = !session.serverFunctionsInstalled
-    const reply = await this.capture(contextMessages(contextFor(this.#client, session), install, this.#reader.pipelineOpen))
+    const reply = await this.capture(contextMessages(contextFor(this.#client, session, this.#state.signaledEarly), install, this.#reader.pipelineOpen))
     if (install && !hasMessage(reply, BackendCode.ErrorResponse)) session.serverFunctionsInstalled = true
   }
 
@@ -241,6 +241,7 @@ export class ClientBackend implements Backend {
    */
   async release(): Promise<void> {
     const changes = this.#reader.takeChanges()
+    this.#state.signaledEarly.clear()
     const locks = this.session.advisoryLocks
     if (locks.size > 0 && locks.holdsTransactionLocks(this.#client.processId)) locks.transactionEnded(this.#client.processId)
     if (changes & SessionChange.TempDropped) {

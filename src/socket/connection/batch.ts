@@ -176,6 +176,7 @@ export class BatchRunner {
   /** Run messages as the owner and apply the release rule. Refused work is answered as a failed statement. */
   async #runSegment({ bytes, unnamedUse, functions }: Segment): Promise<void> {
     if (bytes.length === 0) return
+    if (this.#state.signals.length > 0) this.#signalEarly()
     try {
       await this.#own()
     } catch (error) {
@@ -183,6 +184,7 @@ export class BatchRunner {
       if (rest < bytes.length) await this.#runSegment({ bytes: bytes.subarray(rest), unnamedUse: unnamedUseOf(bytes.subarray(rest)), functions })
       return
     }
+    if (this.#state.extensionsWanted.length > 0) await this.#loadExtensions()
     if (this.#mustCloseUnnamedStatement(unnamedUse)) await this.#backend.capture(CLOSE_UNNAMED_STATEMENT)
     // Parked with an unnamed statement, which others' statements may have replaced meanwhile: made again, as it was.
     const remake = this.#prepared.takeUnnamedParse(unnamedUse)
@@ -236,6 +238,33 @@ export class BatchRunner {
         this.#parking = null
         if (this.#client.states.isServing && this.#client.states.current === 'holding') this.#client.states.enter(this.restingState)
       })
+  }
+
+  /**
+   * The client is about to CREATE EXTENSION: if its database's engine lacks the extension's files, it is opened again
+   * with them (everyone's statements and LISTENs carry over, as after a reset). Only with the session at rest: inside a
+   * transaction the statement runs as it is, and fails as Postgres fails for an extension it does not have.
+   */
+  async #loadExtensions(): Promise<void> {
+    const wanted = this.#state.extensionsWanted.splice(0)
+    const { databases, database, backend } = this.#turn
+    if (!databases || !backend.atRest) return
+    for (const name of wanted) {
+      const db = await databases.loadExtension(database, name)
+      if (db) await backend.session.replaceDb(db)
+    }
+  }
+
+  /**
+   * pg_cancel_backend(12345) / pg_terminate_backend(12345) in the client's SQL: sent now, as Postgres signals at once,
+   * not after this statement's wait for the session (which may be the target's running statement).
+   */
+  #signalEarly(): void {
+    for (const { op, pid } of this.#state.signals.splice(0)) {
+      if (pid === this.#client.processId) continue
+      this.#state.signaledEarly.add(pid)
+      this.#client.signalClient(pid, op)
+    }
   }
 
   /** Give the session up for a wait outside it (an advisory lock), then own it again. */

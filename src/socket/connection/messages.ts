@@ -14,6 +14,7 @@ import { listenCommands } from '../client/listen.ts'
 import type { ClientState } from '../client/state.ts'
 import type { Special, Statements } from '../client/statements.ts'
 import { cursorNameEdits } from '../sql/cursor-names.ts'
+import { createdExtensions } from '../sql/extensions.ts'
 import { rewriteServerFunctions, type ServerFunctionUse } from '../sql/server-functions.ts'
 import { statementNameEdits } from '../sql/statement-names.ts'
 import { Keyword, firstLetter, keywordsIn } from '../sql/tokens.ts'
@@ -148,6 +149,7 @@ function Query(reader: MessageReader, bytes: Buffer, offset: number, end: number
   if (command) return { kind: 'database-command', command, via: 'query', frame: frame() }
   if (words & Keyword.Listen) reader.client.listenCommands.push(...listenCommands(sql))
   if (words & Keyword.Temp) reader.client.temp.mayMake = true
+  if (words & Keyword.Extension && reader.managesDatabases) reader.client.extensionsWanted.push(...createdExtensions(sql))
   let changed = false
   if (reader.managesDatabases && words & Keyword.Pglite) {
     const rewritten = rewriteResetCalls(sql)
@@ -166,7 +168,7 @@ function Query(reader: MessageReader, bytes: Buffer, offset: number, end: number
   }
   if (words & Keyword.PgName) {
     const use = rewriteServerFunctions(sql, reader.client.processId)
-    if (use) (sql = use.sql), (changed = true), reader.callsFunctions(functionBits(use))
+    if (use) (sql = use.sql), (changed = true), reader.callsFunctions(functionBits(use)), reader.client.signals.push(...use.signals)
   }
   if (changed) reader.edit(offset, end, [[start, stop, Buffer.from(sql)]])
   return null
@@ -199,6 +201,7 @@ function Parse(reader: MessageReader, bytes: Buffer, offset: number, end: number
     }
     if (words & Keyword.Listen) reader.client.listenCommands.push(...listenCommands(sql))
     if (words & Keyword.Temp) reader.client.temp.mayMake = true
+    if (words & Keyword.Extension && reader.managesDatabases) reader.client.extensionsWanted.push(...createdExtensions(sql))
     if (words & Keyword.StatementName) sql = prefixStatementNames(reader.statements, sql) ?? sql
     if (words & Keyword.Declare || reader.statements.holdsCursors) sql = prefixCursorNames(reader.statements, sql) ?? sql
     if (words & Keyword.PgName) {

@@ -53,8 +53,8 @@ export function contextMessages(context: SessionContext, install: boolean, pipel
 }
 
 /** What the session is told before this client's statements run. */
-export function contextFor(client: FunctionsClient, session: SharedSession): SessionContext {
-  return { pid: client.processId, clients: client.serverClients(), locks: session.advisoryLocks.snapshot() }
+export function contextFor(client: FunctionsClient, session: SharedSession, signaled: ReadonlySet<number>): SessionContext {
+  return { pid: client.processId, clients: client.serverClients(), locks: session.advisoryLocks.snapshot(), signaled: [...signaled] }
 }
 
 /**
@@ -71,6 +71,8 @@ export class FunctionReplies {
   constructor(
     readonly client: FunctionsClient,
     readonly session: SharedSession,
+    /** Pids the client's SQL signaled already (batch.ts #signalEarly): not signaled twice. */
+    readonly signaledEarly: Set<number>,
   ) {}
 
   /** The message as the client gets it, or null when it is the server's alone. */
@@ -109,7 +111,7 @@ export class FunctionReplies {
       case 'cancel':
       case 'terminate':
         if (told.pid === self) this.terminatingSelf = told.op === 'terminate'
-        else this.client.signalClient(told.pid, told.op)
+        else if (!this.signaledEarly.delete(told.pid)) this.client.signalClient(told.pid, told.op)
         break
     }
   }

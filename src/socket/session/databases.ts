@@ -43,4 +43,10 @@ export interface DatabaseCatalog {
   drop(name: string): Promise<boolean>
   /** Back to the migrated state: the instance to use from now on. The old one is closed by the catalog. */
   reset(name: string): Promise<SessionDb>
+  /**
+   * CREATE EXTENSION `extension` is about to run in `name`, whose engine may not have the extension's files loaded
+   * (PGlite loads them at start): the instance to use from now on, opened again with them, or null when nothing
+   * needs doing (not an extension PGlite ships, or loaded already). The caller holds the session at rest.
+   */
+  loadExtension(name: string, extension: string): Promise<SessionDb | null>
 }

@@ -35,6 +35,8 @@ export interface SessionContext {
   clients: ClientActivity[]
   /** This database's advisory locks: [key, holder, mode, level] per acquisition. */
   locks: Array<[string, number, LockMode, LockLevel]>
+  /** Pids this client's statement signaled before it ran (gone by now, perhaps): true is their answer. */
+  signaled: number[]
 }
 
 /** What a function told the server. */
@@ -150,7 +152,8 @@ const INSTALL_STATEMENTS = [
       op === 'cancel' ? 'pg_cancel_backend(pid integer)' : 'pg_terminate_backend(pid integer, timeout bigint DEFAULT 0)',
       'boolean',
       `IF pid IS NULL THEN RETURN NULL; END IF; ` +
-        `IF NOT EXISTS (SELECT FROM jsonb_array_elements(coalesce(ctx->'clients', '[]')) AS c WHERE (c->>'pid')::integer = pid) THEN ` +
+        `IF NOT EXISTS (SELECT FROM jsonb_array_elements(coalesce(ctx->'clients', '[]')) AS c WHERE (c->>'pid')::integer = pid) ` +
+        `AND NOT coalesce(ctx->'signaled', '[]') @> pg_catalog.to_jsonb(pid) THEN ` +
         `RAISE WARNING 'PID % is not a PostgreSQL backend process', pid; RETURN false; END IF; ` +
         (op === 'cancel' ? `IF pid = (ctx->>'pid')::integer THEN RAISE EXCEPTION USING ERRCODE = '57014', MESSAGE = 'canceling statement due to user request'; END IF; ` : '') +
         `${tell(`jsonb_build_array('${op}', pid)`)} RETURN true;`,

@@ -16,6 +16,8 @@ const TEMP_FUNCTIONS = new Set([
 /** Those of them that wait for another client's lock. */
 const WAITING_FUNCTIONS = new Set(['pg_advisory_lock', 'pg_advisory_lock_shared', 'pg_advisory_xact_lock', 'pg_advisory_xact_lock_shared'])
 
+const PID_ARGUMENT = /^\s*(\d{1,10})\s*[),]/
+
 export interface ServerFunctionUse {
   /** The SQL text with each call rewritten. */
   sql: string
@@ -23,6 +25,8 @@ export interface ServerFunctionUse {
   needsContext: boolean
   /** A call may wait for a lock another client holds. */
   mayWait: boolean
+  /** pg_cancel_backend / pg_terminate_backend of a pid written in the text: done before the statement waits its turn. */
+  signals: Array<{ op: 'cancel' | 'terminate'; pid: number }>
 }
 
 const isWord = (token: Token | undefined, text: string): boolean => token?.kind === 'word' && token.text === text
@@ -35,6 +39,7 @@ export function rewriteServerFunctions(sql: string, processId: number): ServerFu
   let needsContext = false
   let mayWait = false
   let found = false
+  const signals: ServerFunctionUse['signals'] = []
   for (const tokens of statements(sql)) {
     for (let i = 0; i < tokens.length; i++) {
       const token = tokens[i]!
@@ -55,6 +60,9 @@ export function rewriteServerFunctions(sql: string, processId: number): ServerFu
       if (isCall && TEMP_FUNCTIONS.has(token.text)) {
         replacement = `pg_temp.${token.text}`
         mayWait ||= WAITING_FUNCTIONS.has(token.text)
+        // A pid written out: pg_cancel_backend(12345) (the lexer reads digits one by one, so from the text).
+        const literal = token.text === 'pg_cancel_backend' || token.text === 'pg_terminate_backend' ? PID_ARGUMENT.exec(sql.slice(tokens[i + 1]!.end)) : null
+        if (literal) signals.push({ op: token.text === 'pg_cancel_backend' ? 'cancel' : 'terminate', pid: Number(literal[1]) })
       } else if (!isCall && token.text === 'pg_stat_activity') {
         // Unqualified, the temporary view is found first; qualified, it is named.
         if (qualified) replacement = 'pg_temp.pg_stat_activity'
@@ -66,5 +74,5 @@ export function rewriteServerFunctions(sql: string, processId: number): ServerFu
       needsContext = found = true
     }
   }
-  return found ? { sql: out + sql.slice(from), needsContext, mayWait } : null
+  return found ? { sql: out + sql.slice(from), needsContext, mayWait, signals } : null
 }

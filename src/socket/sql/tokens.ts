@@ -103,6 +103,8 @@ export const Keyword = {
   PgName: 64,
   /** TEMP, TEMPORARY, pg_temp: a temporary object may be made */
   Temp: 128,
+  /** CREATE EXTENSION */
+  Extension: 256,
 } as const
 
 /**
@@ -113,8 +115,8 @@ const WORDS_BY_LAST_LETTER: ReadonlyArray<[lastLetter: number, words: ReadonlyAr
   [0x5f, [['pg_', Keyword.PgName]]], // _
   [0x70, [['temp', Keyword.Temp]]], // p
   [0x50, [['temp', Keyword.Temp]]], // P
-  [0x6e, [['stdin', Keyword.Stdin], ['listen', Keyword.Listen]]], // n
-  [0x4e, [['stdin', Keyword.Stdin], ['listen', Keyword.Listen]]], // N
+  [0x6e, [['stdin', Keyword.Stdin], ['listen', Keyword.Listen], ['extension', Keyword.Extension]]], // n
+  [0x4e, [['stdin', Keyword.Stdin], ['listen', Keyword.Listen], ['extension', Keyword.Extension]]], // N
   [0x65, [['pglite', Keyword.Pglite], ['database', Keyword.Database], ['prepare', Keyword.StatementName], ['execute', Keyword.StatementName], ['deallocate', Keyword.StatementName], ['declare', Keyword.Declare]]], // e
   [0x45, [['pglite', Keyword.Pglite], ['database', Keyword.Database], ['prepare', Keyword.StatementName], ['execute', Keyword.StatementName], ['deallocate', Keyword.StatementName], ['declare', Keyword.Declare]]], // E
 ]
