@@ -197,6 +197,7 @@ interface PGLiteSocketDatabaseCatalog {
     create(name: string): Promise<boolean>;
     drop(name: string): Promise<boolean>;
     reset(name: string): Promise<PGLiteSocketSessionDb>;
+    loadExtension(name: string, extension: string): Promise<PGLiteSocketSessionDb | null>;
 }
 interface PGLiteSocketServerOptions {
     /** Serve several databases (a client's startup database picks one; CREATE/DROP DATABASE manage them). Default: one for every name. */
