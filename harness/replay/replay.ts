@@ -122,20 +122,29 @@ async function runStep(step: Step, run: Run): Promise<string | null> {
   if (!(await client.until(() => client.startup !== null, deadlineMs))) return `conn ${step.conn}: no startup reply within ${deadlineMs} ms`
   if (client.startup !== 'ready') return null
   for (const [conn, need] of step.after) run.required.set(conn, need)
-  const deadline = Date.now() + deadlineMs
+  const deadline = Date.now() + Math.min(deadlineMs, RELAX_MS)
   for (const [conn, need] of run.required) {
     const other = clients.get(conn)
     const otherPlanned = run.plan.connections.get(conn)!
     // A reply the trace no longer counts (the FATAL of the recording server's shutdown) is not waited for.
     const clamped = { replies: Math.min(need.replies, otherPlanned.replies.length), ready: Math.min(need.ready, otherPlanned.ready) }
-    if (other && !(await other.until(() => isSatisfied(other, clamped), deadline - Date.now()))) {
-      return stallMessage(other, otherPlanned, `before conn ${step.conn} sent ${step.types.join(', ')}`, clamped, deadlineMs)
+    if (other && !other.isClosed && !(await other.until(() => isSatisfied(other, clamped), deadline - Date.now()))) {
+      // Its replies wait on a send later in the trace (another connection holds the session they need): the recorded
+      // order cannot happen again here. Send anyway and say so; replies that never come are a stall at the end.
+      run.notes.push(`note: conn ${step.conn} sent ${step.types.join(', ')} before conn ${conn} had the ${clamped.replies} replies the trace shows it had then (it had ${other.replies.length}): the recorded order could not be kept`)
     }
     run.required.delete(conn)
   }
   client.send(step.frames)
   return null
 }
+
+/**
+ * How long a send waits for the replies the trace shows connections had by then. Past that, those replies are taken
+ * to wait on a later send (the server runs one session: the recorded order depended on timing), and the send goes out
+ * anyway; the end of the replay still waits deadlineMs for every reply.
+ */
+const RELAX_MS = 1000
 
 /**
  * The connection has what the trace shows at this point, or (its replies having gone another way) as many
