@@ -24,7 +24,7 @@ function run(command: string, args: string[], what: string): void {
 
 /**
  * CommonJS has no import.meta. Each file's `import.meta.url` becomes the URL of its twin in dist/esm, which the
- * package always ships beside: files found relative to the code (the worker entry next to thread.js) are then found
+ * package always ships beside: files found relative to the code (the worker entry next to thread-bootstrap.js) are then found
  * in one place, whichever format runs, and require() resolves packages from the same node_modules.
  */
 const importMetaUrlOfTwin: Plugin = {

@@ -1,19 +1,15 @@
 // A PGlite in its own worker thread, behind the part of PGlite's interface that the server, the migrations and
 // startDevDb use. Several databases then run on several cores, and the thread serving the sockets never runs Postgres.
 
-import { readFileSync } from 'node:fs'
-import { readFile } from 'node:fs/promises'
-import { dirname, join } from 'node:path'
-import { createRequire } from 'node:module'
-import { pathToFileURL } from 'node:url'
 import { Worker } from 'node:worker_threads'
-import { Mutex, type PGliteOptions, type Results } from '@electric-sql/pglite'
+import { Mutex, type Results } from '@electric-sql/pglite'
 import {
   decodeThreadError,
   type CrossingQueryOptions, type CrossingResults, type ThreadExecOptions, type ThreadInit, type ThreadPGliteOptions, type ThreadQueryOptions, type ThreadReply,
   type ThreadRequest,
 } from './thread-messages.ts'
 import { ProtocolCalls, type OutputSink } from './calls.ts'
+import { bootstrap, pgliteWasm } from './thread-bootstrap.ts'
 import { workerInspector } from './interrupt.ts'
 import { ringBuffer } from './ring.ts'
 import { CONTROL_BYTES } from './stoppable.ts'
@@ -40,72 +36,6 @@ export interface DbThreadTransaction {
 const RESCUE_DEADLINE_MS = 10_000
 /** A close that takes longer than this is given up on: the thread is terminated and close() rejects. */
 const CLOSE_DEADLINE_MS = 60_000
-
-/*
- * The worker runs src/host/engine/thread-worker.ts as plain JavaScript. In the npm package (scripts/build-package.ts),
- * that is thread-worker.js beside this file's thread.js. Bundled by bin/cli-bundle.js (the repo's bin runs
- * dist/cli-<hash>/cli.mjs), it is db-thread-worker.mjs beside the bundle. From source (tsx, vitest) the bundler is asked for a
- * bundle of the current sources (rebuilt when one changed, about 1 ms to check): loading TypeScript through tsx in
- * each thread instead cost 1-3 s per thread when several started at once. tsx's loader hooks do not reach worker
- * threads (Node 20), so without the bundler the worker registers tsx itself.
- */
-const FROM_SOURCE = import.meta.url.endsWith('.ts')
-const WORKER_BESIDE = import.meta.url.endsWith('/thread.js') ? './thread-worker.js' : './db-thread-worker.mjs'
-const BUNDLER = new URL('../../../bin/cli-bundle.js', import.meta.url).href
-
-async function bootstrap(): Promise<string> {
-  if (!FROM_SOURCE) return importOf(new URL(WORKER_BESIDE, import.meta.url).href)
-  let bundle: string
-  try {
-    bundle = await ((await import(BUNDLER)) as { bundleDir(): Promise<string> }).bundleDir()
-  } catch (error) {
-    warnOnce(`database threads load TypeScript through tsx (slower to start): cannot bundle the worker: ${(error as Error).message.split('\n')[0]}`)
-    return tsxBootstrap()
-  }
-  return importOf(pathToFileURL(join(bundle, 'db-thread-worker.mjs')).href)
-}
-
-const importOf = (url: string) => `import(${JSON.stringify(url)})`
-
-let warned = false
-function warnOnce(message: string): void {
-  if (warned) return
-  warned = true
-  process.emitWarning(message)
-}
-
-/**
- * tsx's ESM API is found through its package.json (import.meta.resolve is not in every loader: vitest's module runner
- * lacks it; and require's rules would give the CJS build, which cannot load its ESM half from a worker).
- */
-function tsxBootstrap(): string {
-  const manifest = createRequire(import.meta.url).resolve('tsx/package.json')
-  const api = (JSON.parse(readFileSync(manifest, 'utf8')) as { exports: Record<string, { import: { default: string } }> }).exports['./esm/api']!.import.default
-  const tsx = pathToFileURL(join(dirname(manifest), api)).href
-  const entry = new URL('./thread-worker.ts', import.meta.url).href
-  return `import(${JSON.stringify(tsx)}).then((tsx) => { tsx.register(); return ${importOf(entry)} })`
-}
-
-let compiledWasm: Promise<ThreadInit['wasm']> | null = null
-/** The global WebAssembly, which this project's libs (ES2023, no DOM) do not declare as a value. */
-const wasmCompile = (globalThis as unknown as { WebAssembly: { compile(bytes: Uint8Array): Promise<NonNullable<PGliteOptions['pgliteWasmModule']>> } }).WebAssembly.compile
-
-/** PGlite's two WASM modules, compiled once per process (a failure is not kept: the next create() tries again). */
-function pgliteWasm(): Promise<ThreadInit['wasm']> {
-  compiledWasm ??= (async () => {
-    // Beside PGlite's entry (either build: both are in dist/, with the WASM).
-    const dist = new URL('.', pathToFileURL(createRequire(import.meta.url).resolve('@electric-sql/pglite')))
-    const compile = async (file: string) => wasmCompile(await readFile(new URL(file, dist)))
-    try {
-      const [pgliteWasmModule, initdbWasmModule] = await Promise.all([compile('pglite.wasm'), compile('initdb.wasm')])
-      return { pgliteWasmModule, initdbWasmModule } satisfies Pick<PGliteOptions, 'pgliteWasmModule' | 'initdbWasmModule'>
-    } catch (error) {
-      compiledWasm = null
-      throw error
-    }
-  })()
-  return compiledWasm
-}
 
 type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never
 
