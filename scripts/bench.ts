@@ -211,10 +211,18 @@ async function runProfile(config: Config, scratch: string, template: string): Pr
   const cell = await runWireCell(target, workload, Number(clientsText), driver, config)
   progress(describeCell(cell))
   await target.stop()
-  const file = (await readdir(dir)).find((f) => f.endsWith('.cpuprofile'))
-  if (!file) throw new Error('the server wrote no .cpuprofile')
-  const summary = await summarizeProfile(join(dir, file), 25, startupMs)
-  process.stdout.write(renderProfile(summary, `CPU profile of pglite-dev-db serving ${name} ×${clientsText} ${driver} (${describeCell(cell)}), after its first ${(startupMs / 1000).toFixed(1)} s (start-up)`))
+  // Node writes one profile per thread (CPU.<date>.<time>.<pid>.<thread id>.<n>.cpuprofile): the server's thread is 0.
+  const files = (await readdir(dir)).filter((f) => f.endsWith('.cpuprofile')).sort((a, b) => threadOf(a) - threadOf(b))
+  if (files.length === 0) throw new Error('the server wrote no .cpuprofile')
+  for (const file of files) {
+    const summary = await summarizeProfile(join(dir, file), 25, startupMs)
+    const thread = threadOf(file) === 0 ? "the server's thread" : `thread ${threadOf(file)} (a database)`
+    process.stdout.write(renderProfile(summary, `CPU profile of pglite-dev-db, ${thread}, serving ${name} ×${clientsText} ${driver} (${describeCell(cell)}), after its first ${(startupMs / 1000).toFixed(1)} s (start-up)`))
+  }
+}
+
+function threadOf(profileFile: string): number {
+  return Number(profileFile.split('.')[4] ?? 0)
 }
 
 /** The sections `partial` measured replace those of the run in `file`, with a note saying when and under what load. */

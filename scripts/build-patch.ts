@@ -186,7 +186,9 @@ interface PGLiteSocketSessionDb {
     runExclusive<T>(fn: () => Promise<T>): Promise<T>;
     execProtocolRaw(message: Uint8Array, options?: { syncToFs?: boolean }): Promise<Uint8Array>;
     execProtocolRawStream(message: Uint8Array, options: { onRawData: (chunk: Uint8Array) => void | Promise<void>; syncToFs?: boolean }): Promise<void>;
-    cancel?(): Promise<boolean>;
+    cancel?(unit?: number): Promise<boolean | 'canceled' | 'skipped' | ''>;
+    execProtocolUnits?(units: readonly Uint8Array[], options: { onRawData: (chunk: Uint8Array) => void | Promise<void>; onUnitEnd: () => void }): Promise<void>;
+    skipUnit?(unit: number): Promise<boolean>;
 }
 /** Several databases behind one server: each name a client connects to is its own PGlite (pglite-dev-db's DatabaseCatalog). */
 interface PGLiteSocketDatabaseCatalog {

@@ -247,10 +247,10 @@ export class PGLiteSocketServer extends EventTarget {
   }
 
   /**
-   * The stock counters, plus: clients waiting for the session, whether one holds it, and clients whose next work
-   * waits because they are not reading their replies.
+   * Stock's figures, and: clients waiting for the session, whether any session is held, clients not reading their
+   * replies, and calls that ran several clients' units at once (with how many units they carried).
    */
-  getStats(): { activeConnections: number; queuedQueries: number; maxConnections: number; waitingClients: number; sessionHeld: boolean; notReadingClients: number } {
+  getStats(): { activeConnections: number; queuedQueries: number; maxConnections: number; waitingClients: number; sessionHeld: boolean; notReadingClients: number; combinedCalls: number; combinedUnits: number } {
     let queued = 0
     let notReading = 0
     for (const connection of this.#connections) {
@@ -259,9 +259,13 @@ export class PGLiteSocketServer extends EventTarget {
     }
     let waiting = 0
     let held = false
+    let combinedCalls = 0
+    let combinedUnits = 0
     for (const session of this.#watched.keys()) {
-      waiting += session.scheduler.waiting
+      waiting += session.waitingClients
       held ||= session.scheduler.owner !== null
+      combinedCalls += session.combined.stats.calls
+      combinedUnits += session.combined.stats.units
     }
     return {
       activeConnections: this.#admitted,
@@ -270,6 +274,8 @@ export class PGLiteSocketServer extends EventTarget {
       waitingClients: waiting,
       sessionHeld: held,
       notReadingClients: notReading,
+      combinedCalls,
+      combinedUnits,
     }
   }
 

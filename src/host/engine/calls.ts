@@ -5,7 +5,7 @@
 
 import { decodeThreadError } from './thread-messages.ts'
 import { workerInspector } from './interrupt.ts'
-import { ByteRing, FrameEnd } from './ring.ts'
+import { ByteRing, FrameEnd, encodeUnits } from './ring.ts'
 import { ENGINE_GLOBAL, controlViews } from './stoppable.ts'
 
 /** Gets each piece of a call's output; a returned promise holds the rest back until it settles. */
@@ -62,27 +62,50 @@ export class ProtocolCalls {
   }
 
   /** Run `message` (complete frontend messages) as one call. Callers take turns (thread.ts holds a lock). */
-  async run(message: Uint8Array, sink: OutputSink): Promise<void> {
+  run(message: Uint8Array, sink: OutputSink): Promise<void> {
+    return this.#call(message, 0, sink, null)
+  }
+
+  /**
+   * Run several clients' units in one call (thread-worker.ts runUnits): their output comes to `sink` in order,
+   * `onUnitEnd` between one unit's and the next's. Resolves once the call ends: every unit ran, or one left the
+   * session open or changed and the rest did not run (count the onUnitEnd calls).
+   */
+  runUnits(units: readonly Uint8Array[], sink: OutputSink, onUnitEnd: () => void): Promise<void> {
+    return this.#call(encodeUnits(units), FrameEnd.Units, sink, onUnitEnd)
+  }
+
+  async #call(request: Uint8Array, flags: number, sink: OutputSink, onUnitEnd: (() => void) | null): Promise<void> {
     if (this.#failure) throw this.#failure
     const running: Running = { id: this.#nextId++, nextCheck: performance.now() + WATCH_EVERY_MS, stuckCheck: undefined, heldByClient: false }
     this.#running = running
     try {
-      await this.#send(running.id, message)
+      await this.#send(running.id, request, flags)
       this.#startWatchdog()
-      await this.#receive(running, sink)
+      await this.#receive(running, sink, onUnitEnd)
     } finally {
       clearTimeout(running.stuckCheck)
       this.#running = null
     }
   }
 
-  /** Stop the statement running now with 57014 "canceling statement due to user request". False if none ran. */
-  async cancel(): Promise<boolean> {
+  /**
+   * Stop the statement running now with 57014 "canceling statement due to user request" ('canceled'). In a call of
+   * units, unit `unit`'s statement; a unit that has not begun is not run ('skipped': its client must be answered).
+   * '' if nothing was running.
+   */
+  async cancel(unit = -1): Promise<'canceled' | 'skipped' | ''> {
     const running = this.#running
-    if (!running) return false
-    const canceled = (await this.#evaluate(`cancel(${running.id})`)) === true
-    if (this.#running === running && running.stuckCheck === undefined) this.#checkEnds(running)
-    return canceled
+    if (!running) return ''
+    const result = await this.#evaluate(`cancel(${running.id}, ${unit})`)
+    if (result === 'canceled' && this.#running === running && running.stuckCheck === undefined) this.#checkEnds(running)
+    return result === 'canceled' || result === 'skipped' ? result : ''
+  }
+
+  /** In the call of units running now: unit `unit`, if it has not begun, is not run (its client must be answered). */
+  async skip(unit: number): Promise<boolean> {
+    const running = this.#running
+    return running !== null && (await this.#evaluate(`skip(${running.id}, ${unit})`)) === true
   }
 
   /** After a cancel: the call must end, or, once it is not waiting for its client, be reported stuck. */
@@ -106,14 +129,14 @@ export class ProtocolCalls {
   }
 
   /** The request into its ring, in frames, waiting for room as the thread reads (COPY data can be large). */
-  async #send(id: number, message: Uint8Array): Promise<void> {
+  async #send(id: number, message: Uint8Array, flags: number): Promise<void> {
     const ring = this.#requests
     const max = ring.maxPayload
     let offset = 0
     do {
       const piece = message.subarray(offset, Math.min(message.length, offset + max))
       const isLast = offset + piece.length === message.length
-      while (!ring.tryWrite(id, isLast ? FrameEnd.Last : 0, piece)) {
+      while (!ring.tryWrite(id, isLast ? FrameEnd.Last | flags : 0, piece)) {
         const tail = ring.tail
         ring.wake()
         await this.#abortable(ring.roomAsync(tail, WAIT_SLICE_MS))
@@ -124,7 +147,7 @@ export class ProtocolCalls {
   }
 
   /** The reply: output to `sink` as it arrives, until the call's last frame (which carries its error, if any). */
-  async #receive(running: Running, sink: OutputSink): Promise<void> {
+  async #receive(running: Running, sink: OutputSink, onUnitEnd: (() => void) | null): Promise<void> {
     const { id } = running
     const ring = this.#replies
     const state: { ended: boolean; error: Error | null; held: Promise<void> | null } = { ended: false, error: null, held: null }
@@ -134,6 +157,10 @@ export class ProtocolCalls {
         state.ended = true
         if (flags & FrameEnd.Error) state.error = decodeThreadError(JSON.parse(payload.toString('utf8')))
         return false
+      }
+      if (flags & FrameEnd.Units) {
+        onUnitEnd?.()
+        return
       }
       const result = sink(payload)
       if (result instanceof Promise) {
@@ -203,3 +230,4 @@ export class ProtocolCalls {
     if (this.#failure) throw this.#failure
   }
 }
+

@@ -21,8 +21,13 @@ export const FrameEnd = {
   Error: 0x4000_0000,
   /** Not a call: the database thread should turn its event loop (a message waits for it). */
   Turn: 0x2000_0000,
+  /**
+   * On a request's last frame: the request is several clients' units (see thread-worker.ts `runUnits`). On a reply: one
+   * unit's output ended, the next one's follows (an empty frame).
+   */
+  Units: 0x1000_0000,
 } as const
-const LENGTH_MASK = 0x1fff_ffff
+const LENGTH_MASK = 0x0fff_ffff
 
 /** Atomics.waitAsync (Node 16+), which this project's lib (ES2023) does not declare. */
 const waitAsync = (Atomics as unknown as { waitAsync(array: Int32Array, index: number, value: number, ms: number): { async: boolean; value: Promise<string> | string } }).waitAsync
@@ -201,4 +206,32 @@ export class ByteRing {
     this.#get(position, word)
     return new DataView(word.buffer).getUint32(0, true)
   }
+}
+
+/** Several units as one request: [count u32][length u32 each][the units' bytes], little-endian. */
+export function encodeUnits(units: readonly Uint8Array[]): Buffer {
+  let size = 4 + 4 * units.length
+  for (const unit of units) size += unit.length
+  const out = Buffer.allocUnsafe(size)
+  out.writeUInt32LE(units.length, 0)
+  let at = 4 + 4 * units.length
+  units.forEach((unit, i) => {
+    out.writeUInt32LE(unit.length, 4 + 4 * i)
+    out.set(unit, at)
+    at += unit.length
+  })
+  return out
+}
+
+/** The units of a request encodeUnits made (views of it). */
+export function decodeUnits(bytes: Buffer): Buffer[] {
+  const count = bytes.readUInt32LE(0)
+  const units: Buffer[] = []
+  let at = 4 + 4 * count
+  for (let i = 0; i < count; i++) {
+    const length = bytes.readUInt32LE(4 + 4 * i)
+    units.push(bytes.subarray(at, at + length))
+    at += length
+  }
+  return units
 }

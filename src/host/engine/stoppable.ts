@@ -2,10 +2,9 @@
 // deadline Postgres arms for its own timeouts (statement_timeout) published where the server's thread can read it,
 // and, on globalThis, the two calls the server's thread makes into this one through the inspector while a statement
 // runs (no message can reach a thread whose event loop is busy in a call): cancel the statement, or fire Postgres's
-// timer. Also: a watch on PGlite's output for a FATAL or PANIC, after which the instance cannot run another call.
+// timer.
 
 import type { PGlite } from '@electric-sql/pglite'
-import { BackendCode, CODE_LENGTH, HEADER_LENGTH } from '../../socket/protocol/codes.ts'
 
 /** The name of the object the server's thread calls into (see interrupt.ts). */
 export const ENGINE_GLOBAL = '__pgliteDevDbEngine'
@@ -83,9 +82,13 @@ interface PGliteModule {
   _MyLatch: number
 }
 
-/** Around each call: which one runs (Control.Current) and since when. */
+/** Around each call: which one runs (Control.Current) and since when; in a call of units, which unit runs. */
 export interface CallHooks {
   beforeCall(id: number): void
+  /** Unit `unit` of the call is about to run: false if it must not (it was stopped before it began). */
+  beforeUnit(id: number, unit: number): boolean
+  /** The unit ended: a cancel aimed at it must not reach the next. */
+  afterUnit(id: number): void
   afterCall(id: number): void
 }
 
@@ -106,13 +109,32 @@ export function exposeStopping(db: PGlite, side: WasmSide, control: SharedArrayB
     const latch = heap[mod._MyLatch >> 2]!
     if (latch !== 0) heap[latch >> 2] = 1
   }
+  /** In a call of units: the unit running, and the units stopped before they began (not run). */
+  let currentUnit = 0
+  const skipped = new Set<number>()
+  const clearFlags = (): void => {
+    mod.HEAPU8[mod._QueryCancelPending] = 0
+    mod.HEAPU8[mod._InterruptPending] = 0
+  }
   const engine = {
-    cancel(id: number): boolean {
-      if (!isRunning(id)) return false
+    /**
+     * Cancel the statement running in call `id` ('canceled'); in a call of units, unit `unit`'s: one that has not
+     * begun is not run ('skipped', the server answers its client); '' if it ended or no such call runs.
+     */
+    cancel(id: number, unit = -1): 'canceled' | 'skipped' | '' {
+      if (!isRunning(id)) return ''
+      if (unit > currentUnit) return engine.skip(id, unit) ? 'skipped' : ''
+      if (unit >= 0 && unit < currentUnit) return ''
       stoppedCall = id
       mod.HEAPU8[mod._QueryCancelPending] = 1
       mod.HEAPU8[mod._InterruptPending] = 1
       setLatch()
+      return 'canceled'
+    },
+    /** Unit `unit` of call `id`, if it has not begun, is not run (its client is answered by the server). */
+    skip(id: number, unit: number): boolean {
+      if (!isRunning(id) || unit <= currentUnit) return false
+      skipped.add(unit)
       return true
     },
     /** Postgres's timer is due: run its handler now, as the JS timer would have (Postgres checks which timeout). */
@@ -131,85 +153,26 @@ export function exposeStopping(db: PGlite, side: WasmSide, control: SharedArrayB
   return {
     beforeCall(id: number): void {
       callStarted = performance.now()
+      currentUnit = 0
       Atomics.store(words, Control.Current, id)
+    },
+    beforeUnit(_id: number, unit: number): boolean {
+      // Each unit is a call into PGlite of its own (see FIRE_AFTER_CALL_START_MS).
+      callStarted = performance.now()
+      currentUnit = unit
+      return !skipped.delete(unit)
+    },
+    afterUnit(id: number): void {
+      if (stoppedCall !== id) return
+      stoppedCall = 0
+      clearFlags()
     },
     afterCall(id: number): void {
       Atomics.store(words, Control.Current, 0)
+      skipped.clear()
       if (stoppedCall !== id) return
       stoppedCall = 0
-      mod.HEAPU8[mod._QueryCancelPending] = 0
-      mod.HEAPU8[mod._InterruptPending] = 0
+      clearFlags()
     },
-  }
-}
-
-
-/**
- * Follows a call's output for an ErrorResponse of severity FATAL or PANIC: PGlite answers it and goes on, but its
- * one backend has ended, and the next call would never return. Reads headers only, and an error's first field.
- */
-export class SeverityWatch {
-  /** What PGlite said, once it said FATAL or PANIC. */
-  fatal: string | null = null
-  #header = Buffer.alloc(HEADER_LENGTH)
-  #headerFill = 0
-  #remaining = 0
-  /** Of an ErrorResponse: its first bytes, gathered to read the severity. */
-  #error: Buffer | null = null
-  #errorFill = 0
-
-  reset(): void {
-    this.#headerFill = this.#remaining = this.#errorFill = 0
-    this.#error = null
-  }
-
-  feed(chunk: Uint8Array): void {
-    let i = 0
-    while (i < chunk.length) {
-      if (this.#remaining > 0) {
-        const take = Math.min(this.#remaining, chunk.length - i)
-        if (this.#error && this.#errorFill < this.#error.length) {
-          const count = Math.min(take, this.#error.length - this.#errorFill)
-          this.#error.set(chunk.subarray(i, i + count), this.#errorFill)
-          this.#errorFill += count
-        }
-        i += take
-        this.#remaining -= take
-        if (this.#remaining === 0 && this.#error) this.#judge()
-        continue
-      }
-      let code: number
-      if (this.#headerFill === 0 && chunk.length - i >= HEADER_LENGTH) {
-        code = chunk[i]!
-        this.#remaining = Math.max(0, ((chunk[i + 1]! << 24) | (chunk[i + 2]! << 16) | (chunk[i + 3]! << 8) | chunk[i + 4]!) - 4)
-        i += HEADER_LENGTH
-      } else {
-        this.#header[this.#headerFill++] = chunk[i++]!
-        if (this.#headerFill < HEADER_LENGTH) continue
-        this.#headerFill = 0
-        code = this.#header[0]!
-        this.#remaining = Math.max(0, this.#header.readInt32BE(CODE_LENGTH) - 4)
-      }
-      this.#error = code === BackendCode.ErrorResponse ? Buffer.alloc(Math.min(this.#remaining, 512)) : null
-      this.#errorFill = 0
-      if (this.#remaining === 0 && this.#error) this.#judge()
-    }
-  }
-
-  /** Fields: a type byte, then a NUL-terminated value. V is the severity, never localized. */
-  #judge(): void {
-    const error = this.#error!.subarray(0, this.#errorFill)
-    this.#error = null
-    let severity = ''
-    let message = ''
-    for (let at = 0; at < error.length && error[at] !== 0; ) {
-      const end = error.indexOf(0, at + 1)
-      if (end < 0) break
-      const value = error.toString('utf8', at + 1, end)
-      if (error[at] === 0x56) severity = value // V
-      else if (error[at] === 0x4d) message = value // M
-      at = end + 1
-    }
-    if (severity === 'FATAL' || severity === 'PANIC') this.fatal = `${severity}: ${message}`
   }
 }

@@ -9,8 +9,9 @@ import { loadExtensions } from '../extensions.ts'
 import { isPGliteFatal } from '../../errors.ts'
 import { openPGlite } from './pglite.ts'
 import { collectGarbageSoon } from './collect-garbage.ts'
-import { ByteRing, FrameEnd } from './ring.ts'
-import { SeverityWatch, exposeStopping, interceptTimers, type CallHooks } from './stoppable.ts'
+import { OutputWatch } from './output-watch.ts'
+import { ByteRing, FrameEnd, decodeUnits } from './ring.ts'
+import { exposeStopping, interceptTimers, type CallHooks } from './stoppable.ts'
 
 /** Wake the server's thread after this many bytes of output, and at the end of each call. */
 const WAKE_EVERY_BYTES = 32 * 1024
@@ -37,7 +38,7 @@ async function open(options: ThreadInit): Promise<PGlite> {
 async function serveCalls(pglite: PGlite, stopping: CallHooks): Promise<void> {
   const parts: Buffer[] = []
   while (!closing) {
-    let call: { id: number; bytes: Buffer } | null = null
+    let call: Call | null = null
     let turn = false
     requests.read((id, flags, payload) => {
       if (flags & FrameEnd.Turn) {
@@ -46,7 +47,7 @@ async function serveCalls(pglite: PGlite, stopping: CallHooks): Promise<void> {
       }
       parts.push(payload)
       if ((flags & FrameEnd.Last) === 0) return
-      call = { id, bytes: parts.length === 1 ? parts[0]! : Buffer.concat(parts) }
+      call = { id, bytes: parts.length === 1 ? parts[0]! : Buffer.concat(parts), isUnits: (flags & FrameEnd.Units) !== 0 }
       parts.length = 0
       return false
     })
@@ -56,14 +57,22 @@ async function serveCalls(pglite: PGlite, stopping: CallHooks): Promise<void> {
   }
 }
 
-async function runCall(pglite: PGlite, stopping: CallHooks, { id, bytes }: { id: number; bytes: Buffer }): Promise<void> {
+interface Call {
+  id: number
+  bytes: Buffer
+  /** Several clients' units (ring.ts encodeUnits), run one after another (runUnits). */
+  isUnits: boolean
+}
+
+async function runCall(pglite: PGlite, stopping: CallHooks, { id, bytes, isUnits }: Call): Promise<void> {
   const output = new Output(id)
   stopping.beforeCall(id)
   let failure: unknown = null
   try {
     // After a fatal error the next call into PGlite would spin this thread forever (NOTES §4): answer without it.
     if (dead) throw dead
-    await pglite.execProtocolRawStream(bytes, { onRawData: output.onRawData })
+    if (isUnits) await runUnits(pglite, stopping, id, decodeUnits(bytes), output)
+    else await pglite.execProtocolRawStream(bytes, { onRawData: output.onRawData })
   } catch (error) {
     failure = error
   } finally {
@@ -77,9 +86,31 @@ async function runCall(pglite: PGlite, stopping: CallHooks, { id, bytes }: { id:
   output.end(failure)
 }
 
+/**
+ * Several clients' units (each a Query, or extended-protocol messages ending in Sync), each a call into PGlite of its
+ * own, in one call from the server's thread: the crossing between threads is paid once for all. After each, an empty
+ * Units frame tells the server's thread where its output ends. A unit that leaves the session other than it found it
+ * (a transaction or pipeline open, a SET or LISTEN...) ends the call: the units after it are not run (the server runs
+ * them as ordinary calls), so no unit ever runs in another client's transaction or settings.
+ */
+async function runUnits(pglite: PGlite, stopping: CallHooks, id: number, units: Buffer[], output: Output): Promise<void> {
+  const { watch } = output
+  for (let unit = 0; unit < units.length; unit++) {
+    watch.startUnit()
+    try {
+      // A unit stopped before it began (its client canceled it, or it waited too long) is not run: the server answers.
+      if (stopping.beforeUnit(id, unit)) await pglite.execProtocolRawStream(units[unit]!, { onRawData: output.onRawData })
+    } finally {
+      stopping.afterUnit(id)
+    }
+    output.unitEnd()
+    if (!watch.leftAtRest) return
+  }
+}
+
 /** One call's output into the reply ring: every chunk copied in as it comes, waiting for room when it is full. */
 class Output {
-  readonly watch = new SeverityWatch()
+  readonly watch = new OutputWatch()
   readonly #id: number
   #unannounced = 0
 
@@ -95,6 +126,16 @@ class Output {
       this.#unannounced = 0
       replies.wake()
     }
+  }
+
+  /**
+   * One unit of a call of units ended (runUnits). The server's thread is woken if it sleeps, to send this unit's
+   * client its reply while the next unit runs.
+   */
+  unitEnd(): void {
+    this.#write(FrameEnd.Units, new Uint8Array(0))
+    this.#unannounced = 0
+    replies.wake()
   }
 
   /** The last frame: empty, or the error the call failed with. */

@@ -140,11 +140,25 @@ export class DbThread {
    * Runs `message` (complete frontend messages) as one call; `onRawData` gets the output as it is produced, and may
    * hold the rest back by returning a promise (the statement waits in its thread meanwhile).
    */
-  async execProtocolRawStream(message: Uint8Array, options: { onRawData: OutputSink; syncToFs?: boolean }): Promise<void> {
+  execProtocolRawStream(message: Uint8Array, options: { onRawData: OutputSink; syncToFs?: boolean }): Promise<void> {
+    return this.#protocolCall(() => this.#protocol.run(message, options.onRawData))
+  }
+
+  /**
+   * Several clients' units in one call (calls.ts runUnits): each runs as its own call into PGlite, their output to
+   * `onRawData` in order with `onUnitEnd` after each; the call ends early after a unit that leaves the session open
+   * or changed.
+   */
+  execProtocolUnits(units: readonly Uint8Array[], options: { onRawData: OutputSink; onUnitEnd: () => void }): Promise<void> {
+    return this.#protocolCall(() => this.#protocol.runUnits(units, options.onRawData, options.onUnitEnd))
+  }
+
+  /** A protocol call keeps the process alive while it runs; a fatal failure is the database's death. */
+  async #protocolCall(call: () => Promise<void>): Promise<void> {
     if (this.#dead) throw this.#dead
     if (this.#calls.size === 0) this.#worker.ref()
     try {
-      await this.#protocol.run(message, options.onRawData)
+      await call()
     } catch (error) {
       if (isPGliteFatal(error)) this.#die(error as Error)
       throw error
@@ -153,9 +167,17 @@ export class DbThread {
     }
   }
 
-  /** Stop the statement running now, as a CancelRequest does in Postgres (57014). False if none was running. */
-  cancel(): Promise<boolean> {
-    return this.#protocol.cancel()
+  /**
+   * Stop the statement running now, as a CancelRequest does in Postgres (57014). In a call of units, unit `unit`'s;
+   * a unit that has not begun is not run ('skipped': its client must be answered). False if nothing was stopped.
+   */
+  cancel(unit?: number): Promise<'canceled' | 'skipped' | ''> {
+    return this.#protocol.cancel(unit)
+  }
+
+  /** In the call of units running now, unit `unit` is not run if it has not begun (its client must be answered). */
+  skipUnit(unit: number): Promise<boolean> {
+    return this.#protocol.skip(unit)
   }
 
   async execProtocolRaw(message: Uint8Array, options: { syncToFs?: boolean } = {}): Promise<Uint8Array> {

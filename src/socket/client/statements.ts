@@ -231,6 +231,11 @@ export class Statements {
     for (const [name, frame] of this.#parses) if (frames.includes(frame)) this.#unmade.add(name)
   }
 
+  /** Some statements' remaking failed: they are made again when the client next takes the session. */
+  get hasUnmade(): boolean {
+    return this.#unmade.size > 0
+  }
+
   /** Parse messages of the statements whose remaking failed, forgotten as such. */
   takeUnmade(): Buffer[] {
     if (this.#unmade.size === 0) return []

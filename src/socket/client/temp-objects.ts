@@ -51,6 +51,11 @@ export class TempObjects {
     this.#prefix = `pgdd${processId.toString(36)}$`
   }
 
+  /** The client has temporary objects, hidden while it is away (they get their names back when it takes the session). */
+  get hasHidden(): boolean {
+    return this.#hidden.length > 0
+  }
+
   /** The renames that hide the objects listed (rows of LIST_OWN_TEMP_OBJECTS: oid, name, kind), now recorded. */
   hide(rows: ReadonlyArray<readonly [string, string, string]>): Buffer | null {
     this.revealed = this.mayMake = false

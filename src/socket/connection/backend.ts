@@ -5,12 +5,13 @@
 
 import type { Logger } from '../../log.ts'
 import { SqlState, WireError, type SqlStateCode } from '../../errors.ts'
-import { BackendCode, HEADER_LENGTH } from '../protocol/codes.ts'
-import { encodeNotice, encodeParameterStatus, errorFields, firstColumn, hasMessage, textRows } from '../protocol/backend.ts'
+import { BackendCode, HEADER_LENGTH, TxStatus } from '../protocol/codes.ts'
+import { encodeErrorResponse, encodeNotice, encodeParameterStatus, encodeReadyForQuery, errorFields, firstColumn, hasMessage, textRows } from '../protocol/backend.ts'
 import { forEachFrame } from '../protocol/frames.ts'
 import { encodeQuery } from '../protocol/frontend.ts'
 import { ReplyReader, SessionChange, type Emit, type RewriteMessage } from '../protocol/replies.ts'
 import { UNKNOWN_SETTINGS, remakeStatements, type SessionMember, type SharedSession } from '../session/session.ts'
+import type { RideEnd } from '../session/combined-calls.ts'
 import { listenSql } from '../session/listeners.ts'
 import { LISTENING_CHANNELS_QUERY, notificationChannel } from '../client/listen.ts'
 import { SNAPSHOT_QUERY, applySettingsQuery, readSettingsReply, settingsKey, type Settings } from '../client/settings.ts'
@@ -34,6 +35,9 @@ export interface BackendClient extends SessionMember, FunctionsClient {
 }
 
 type Output = 'client' | 'nowhere' | Buffer[]
+
+/** What a unit canceled before it began gets instead of running (a combined call's unit begins at rest). */
+const CANCELED_REPLY = Buffer.concat([encodeErrorResponse('ERROR', SqlState.QueryCanceled, 'canceling statement due to user request'), encodeReadyForQuery(TxStatus.Idle)])
 
 /**
  * What the rest of a connection uses of its client's backend. With real sessions (a backend per client) this is the
@@ -61,6 +65,14 @@ export interface Backend {
   /** The client's lock_timeout (ms; 0: none), which bounds its waits for a lock. */
   readonly lockTimeoutMs: number
   runUnread(bytes: Uint8Array): Promise<void>
+  /**
+   * Run one complete unit (a Query, or messages ending in Sync) in a call combined with other clients' units
+   * (session/combined-calls.ts), if this client can ride: resolves how it ended ('not-run': run it as usual).
+   * `hooks.begin` when its unit begins to run, `hooks.end` when it ended.
+   */
+  ride(bytes: Buffer, hooks: { begin(): void; end(): void }): Promise<RideEnd>
+  /** This client needs nothing done in the session before its next unit (see ClientBackend.canRide). */
+  readonly canRide: boolean
   release(): Promise<void>
   forgetChanges(mask: number): void
   settingsDiscarded(): void
@@ -178,18 +190,11 @@ export class ClientBackend implements Backend {
   /** One call into PGlite, its output going to `output`: the client, a list of chunks, or nowhere. */
   async #execute(bytes: Uint8Array, output: Output, asClient = output === 'client', functions = 0): Promise<void> {
     if (functions & ServerFunctions.Context) await this.#tellContext()
-    this.#output = output
-    this.#functions = functions === 0 ? null : new FunctionReplies(this.#client, this.session, this.#state.signaledEarly)
-    // Names to restore, notifications to route, what the functions tell: hold those messages for the whole call.
-    this.#rewriteNow = this.#functions || this.#state.statements.used || this.session.listeners.size > 0 ? this.#rewrite : null
-    this.#reader.startCall(asClient)
-    this.#client.cork()
+    this.#beginCall(output, asClient, functions)
     try {
       await this.session.execute(bytes, this.#sink)
     } finally {
-      this.#client.uncork()
-      this.#reader.endCall()
-      this.#output = 'client'
+      this.#endCall()
     }
     this.#state.statements.ran(bytes)
     const told = this.#functions
@@ -199,6 +204,73 @@ export class ClientBackend implements Backend {
       // pg_terminate_backend(pg_backend_pid()): as Postgres ends the backend in the middle of the statement.
       if (told.terminatingSelf) throw new WireError('FATAL', SqlState.AdminShutdown, 'terminating connection due to administrator command')
     }
+  }
+
+  #beginCall(output: Output, asClient: boolean, functions: number): void {
+    this.#output = output
+    this.#functions = functions === 0 ? null : new FunctionReplies(this.#client, this.session, this.#state.signaledEarly)
+    // Names to restore, notifications to route, what the functions tell: hold those messages for the whole call.
+    this.#rewriteNow = this.#functions || this.#state.statements.used || this.session.listeners.size > 0 ? this.#rewrite : null
+    this.#reader.startCall(asClient)
+    this.#client.cork()
+  }
+
+  #endCall(): void {
+    this.#client.uncork()
+    this.#reader.endCall()
+    this.#output = 'client'
+  }
+
+  // --- A unit in a combined call (session/combined-calls.ts) ---
+
+  /** The settings key of this client (what the session must have for its statements). */
+  get settingsKey(): string {
+    return this.#settingsKey
+  }
+
+  /**
+   * Whether this client's next unit can ride in a combined call: it needs nothing done in the session first (its
+   * startup settings, statements to make again, temporary objects to name back) and no per-backend context.
+   */
+  get canRide(): boolean {
+    const state = this.#state
+    return (
+      !this.#startupSettingsPending &&
+      !state.temp.mayMake &&
+      !state.temp.revealed &&
+      !state.temp.hasHidden &&
+      !state.statements.hasUnmade &&
+      state.listenCommands.length === 0 &&
+      state.extensionsWanted.length === 0 &&
+      !state.resetRequested &&
+      state.signals.length === 0
+    )
+  }
+
+  ride(bytes: Buffer, hooks: { begin(): void; end(): void }): Promise<RideEnd> {
+    const reader = this.#reader
+    return this.session.combined.ride({
+      member: this.#client,
+      unit: bytes,
+      settingsKey: this.#settingsKey,
+      prepare: () => this.tookSession(),
+      begin: () => {
+        hooks.begin()
+        // The session is this client's, at rest, until its unit ends.
+        this.#reader.acquired()
+        this.#beginCall('client', true, 0)
+      },
+      sink: this.#sink,
+      end: () => {
+        this.#endCall()
+        this.#state.statements.ran(bytes)
+        hooks.end()
+      },
+      get atRest() {
+        return reader.atRest
+      },
+      settle: () => this.release(),
+    })
   }
 
   /** Tell the session who runs now, the server's clients and this database's locks (and make its functions once). */
@@ -221,7 +293,14 @@ export class ClientBackend implements Backend {
   }
 
   async cancelRunning(): Promise<boolean> {
-    return this.#output === 'client' && (await this.session.cancelRunning())
+    const { combined } = this.session
+    if (combined.isRiding(this.#client)) {
+      const result = await combined.cancel(this.#client)
+      // Its unit will not run: answered here, as Postgres answers a statement canceled before it got going.
+      if (result === 'skipped') this.#client.write(CANCELED_REPLY)
+      return result !== ''
+    }
+    return this.isOwner && this.#output === 'client' && (await this.session.cancelRunning()) === 'canceled'
   }
 
   readonly #send: Emit = (bytes) => {

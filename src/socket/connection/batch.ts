@@ -6,7 +6,7 @@ import { SqlState } from '../../errors.ts'
 import type { Logger } from '../../log.ts'
 import { CODE_LENGTH, FrontendCode, TxStatus } from '../protocol/codes.ts'
 import { encodeErrorResponse, encodeReadyForQuery } from '../protocol/backend.ts'
-import { SYNC } from '../protocol/frontend.ts'
+import { SYNC, isSingleUnit } from '../protocol/frontend.ts'
 import type { Frames } from '../protocol/frames.ts'
 import type { DatabaseCatalog } from '../session/databases.ts'
 import { QueryCanceledError, QueueTimeoutError, SchedulerClosedError } from '../session/scheduler.ts'
@@ -22,6 +22,7 @@ import { PreparedPipeline } from './prepared-pipeline.ts'
 import { idleHolderRefusal, watchIdleHolder } from './idle-holder.ts'
 import { ServerFunctions } from './server-functions.ts'
 import { UnnamedUse, unnamedUseOf, type MessageReader, type Segment, type Takeover } from './messages.ts'
+import type { RideEnd } from '../session/combined-calls.ts'
 import type { ConnectionState, ConnectionStates } from './state.ts'
 import type { TakeoverEnd, Turn } from './turn.ts'
 
@@ -178,6 +179,11 @@ export class BatchRunner {
     if (bytes.length === 0) return
     if (this.#state.signals.length > 0) this.#signalEarly()
     try {
+      if (this.#mayRide(bytes, unnamedUse, functions)) {
+        const end = await this.#ride(bytes, unnamedUse)
+        if (end === 'ran') return
+        if (end === 'holds') return await this.#afterRun(bytes)
+      }
       await this.#own()
     } catch (error) {
       const rest = this.#refuse(error, bytes)
@@ -201,11 +207,56 @@ export class BatchRunner {
     } else {
       await backend.run(bytes, functions)
     }
+    await this.#afterRun(bytes)
+  }
+
+  /** The client's messages ran as the owner: the release rule, or, holding on, whether it may give the session up. */
+  async #afterRun(bytes: Buffer): Promise<void> {
+    const backend = this.#backend
     // A pipeline still open has done work since it opened: a lock wait can no longer run it again from its start.
     this.#pipelineExecuted = !backend.atRest && (this.#pipelineExecuted || executes(bytes))
     this.#prepared.ran(bytes, backend.atRest)
     await this.#releaseIfAtRest()
     if (this.#parkable && backend.session.scheduler.waiting > 0) await this.#park()
+  }
+
+  /**
+   * The client's next unit can ride in a call combined with other clients' units (session/combined-calls.ts): the
+   * database can combine, the client holds nothing and the session needs nothing done for it first, the unit is
+   * complete (session/units.ts) and uses no statement it did not make itself.
+   */
+  #mayRide(bytes: Buffer, unnamedUse: number, functions: number): boolean {
+    const backend = this.#backend
+    return (
+      functions === 0 &&
+      (unnamedUse & UnnamedUse.ReferencedFirst) === 0 &&
+      !backend.isOwner &&
+      backend.session.combined.available &&
+      this.#copy === null &&
+      !this.#client.inspect &&
+      this.#prepared.unnamedParse === null &&
+      backend.canRide &&
+      isSingleUnit(bytes)
+    )
+  }
+
+  /** Ride: wait for the combined call as for the session (the same refusals end the wait), then run in it. */
+  async #ride(bytes: Buffer, unnamedUse: number): Promise<RideEnd> {
+    const { states } = this.#client
+    const ride = this.#backend.ride(bytes, {
+      begin: () => states.enter('active'),
+      end: () => void this.#mustCloseUnnamedStatement(unnamedUse),
+    })
+    states.enter('waiting')
+    const watch = this.#watchIdleHolder()
+    try {
+      const end = await ride
+      if (end !== 'not-run') this.#prepared.ran(bytes, this.#backend.atRest)
+      return end
+    } finally {
+      clearTimeout(watch.timer)
+      states.enter('active')
+    }
   }
 
   /**
@@ -334,8 +385,14 @@ export class BatchRunner {
     const { scheduler } = this.#backend.session
     return watchIdleHolder(scheduler, this.#idleTransactionWaitMs, (holder, idleMs, waitedMs) => {
       this.#log.warn('statement refused: it waited for an idle transaction', { holder: holder.processId, idleMs: Math.round(idleMs), sqlstate: SqlState.LockNotAvailable })
-      scheduler.cancelWait(this.#client, idleHolderRefusal(holder, idleMs, waitedMs))
+      this.#refuseWait(idleHolderRefusal(holder, idleMs, waitedMs))
     })
+  }
+
+  /** End this client's wait for the session, or for a combined call to take its unit, with `error`. False if none. */
+  #refuseWait(error: Error): boolean {
+    const { combined, scheduler } = this.#backend.session
+    return combined.refuse(this.#client, error) || scheduler.cancelWait(this.#client, error)
   }
 
   /** The client's CancelRequest: work waiting for the session (or a lock) is refused with 57014. True if some was waiting. */
@@ -344,12 +401,12 @@ export class BatchRunner {
       this.#stopWaitOutside(new QueryCanceledError())
       return true
     }
-    return this.#backend.session.scheduler.cancelWait(this.#client, new QueryCanceledError())
+    return this.#refuseWait(new QueryCanceledError())
   }
 
   /** The queue timeout: work that waited `ms` for the session is refused with 55P03, naming who holds it. */
   timeOutWait(ms: number): void {
-    const { scheduler } = this.#backend.session
+    const { scheduler, combined } = this.#backend.session
     const holder = scheduler.owner
     const who = holder ? `client ${holder.processId} holds it` : 'other clients were ahead'
     this.#log.info('queue timeout', { ms, holder: holder?.processId, sqlstate: SqlState.LockNotAvailable })
@@ -357,7 +414,16 @@ export class BatchRunner {
       this.#stopWaitOutside(new QueueTimeoutError(`canceling statement: waited ${ms} ms for an advisory lock another client holds`))
       return
     }
-    scheduler.cancelWait(this.#client, new QueueTimeoutError(`canceling statement: waited ${ms} ms for the database session, which ${who} (pglite-dev-db runs one client's transaction at a time)`))
+    const error = new QueueTimeoutError(`canceling statement: waited ${ms} ms for the database session, which ${who} (pglite-dev-db runs one client's transaction at a time)`)
+    if (this.#refuseWait(error)) return
+    // Its unit waits in the combined call that runs, behind other clients' units: it is not run, and answered here.
+    combined.skip(this.#client).then(
+      (skipped) => {
+        if (skipped) this.#client.write(Buffer.concat([encodeErrorResponse('ERROR', SqlState.LockNotAvailable, error.message), encodeReadyForQuery(TxStatus.Idle)]))
+        this.#log.debug(skipped ? 'queued unit not run' : 'queue timeout: the unit runs already', {})
+      },
+      (skipError: unknown) => this.#log.warn('could not stop a queued unit', { error: skipError }),
+    )
   }
 
   /** The release rule: the session goes to the next client once this one is at rest. */

@@ -183,7 +183,7 @@ export class Connection implements ServedConnection, StartingConnection, BatchCl
       return
     }
     const backend = this.#backend
-    if (!backend?.isOwner) return
+    if (!backend) return
     backend.cancelRunning().then(
       (canceled) => this.#log.debug(canceled ? 'running statement canceled' : 'cancel: nothing running', {}),
       (error: unknown) => this.#log.warn('cancel failed', { error }),
@@ -439,7 +439,8 @@ export class Connection implements ServedConnection, StartingConnection, BatchCl
     // A wait for the session is abandoned now; a running statement is canceled, its batch ends, then #drain starts
     // the cleanup.
     this.#batches?.abandonWait()
-    if (!this.#session.scheduler.isOwner(this)) this.#session.scheduler.forget(this)
+    this.#session.combined.forget(this)
+    if (!this.#session.scheduler.isOwner(this) && !this.#session.combined.isRiding(this)) this.#session.scheduler.forget(this)
     else if (this.#draining) void this.#backend?.cancelRunning().catch((cancelError: unknown) => this.#log.warn('cancel on close failed', { error: cancelError }))
     if (!this.#draining) this.#startCleanup()
     return this.#cleanupDone

@@ -5,7 +5,7 @@
 
 import type { OwnerScheduler } from '../session/scheduler.ts'
 import { QueueTimeoutError } from '../session/scheduler.ts'
-import type { SessionMember } from '../session/session.ts'
+import type { SessionHolder } from '../session/session.ts'
 
 /** How often a waiting client looks at whether the holder sits idle in its transaction. */
 const IDLE_HOLDER_CHECK_MS = 250
@@ -17,9 +17,9 @@ const seconds = (ms: number): string => `${(ms / 1000).toFixed(1)} s`
  * long this wait has lasted.
  */
 export function watchIdleHolder(
-  scheduler: OwnerScheduler<SessionMember>,
+  scheduler: OwnerScheduler<SessionHolder>,
   limitMs: number,
-  refuse: (holder: SessionMember, idleMs: number, waitedMs: number) => void,
+  refuse: (holder: SessionHolder, idleMs: number, waitedMs: number) => void,
 ): { timer: NodeJS.Timeout | undefined } {
   const watch: { timer: NodeJS.Timeout | undefined } = { timer: undefined }
   if (limitMs === 0) return watch
@@ -40,7 +40,7 @@ export function watchIdleHolder(
 }
 
 /** The refusal: 55P03 naming the holder (pid, application_name, how long idle), and what to change in the app. */
-export function idleHolderRefusal(holder: SessionMember, idleMs: number, waitedMs: number): QueueTimeoutError {
+export function idleHolderRefusal(holder: SessionHolder, idleMs: number, waitedMs: number): QueueTimeoutError {
   const name = holder.applicationName ? ` (application_name "${holder.applicationName}")` : ''
   const message = `canceling statement: it waited ${seconds(waitedMs)} for the database, which client ${holder.processId}${name} holds in a transaction idle for ${seconds(idleMs)}`
   const hint =

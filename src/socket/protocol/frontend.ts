@@ -126,3 +126,21 @@ export function writeEdited(out: Buffer, at: number, bytes: Buffer, offset: numb
   out.writeInt32BE(at - start - CODE_LENGTH, start + CODE_LENGTH)
   return at - start
 }
+
+/**
+ * The messages in `bytes` (whole ones) are one unit that ends with its ReadyForQuery: a Query alone, or Parse, Bind,
+ * Describe, Execute, Close and Flush messages ended by one Sync. So nothing of it is outstanding once it has run.
+ */
+export function isSingleUnit(bytes: Buffer): boolean {
+  const n = bytes.length
+  for (let offset = 0; offset + HEADER_LENGTH <= n; ) {
+    const code = bytes[offset]!
+    const end = offset + CODE_LENGTH + bytes.readInt32BE(offset + CODE_LENGTH)
+    if (end >= n) return end === n && (code === FrontendCode.Sync || (code === FrontendCode.Query && offset === 0))
+    if (!IN_UNIT.has(code)) return false
+    offset = end
+  }
+  return false
+}
+
+const IN_UNIT = new Set<number>([FrontendCode.Parse, FrontendCode.Bind, FrontendCode.Describe, FrontendCode.Execute, FrontendCode.Close, FrontendCode.Flush])

@@ -222,7 +222,7 @@ const TAG_LISTEN = Buffer.from('LISTEN\0')
 const TAG_UNLISTEN = Buffer.from('UNLISTEN\0')
 
 /** The SessionChange bits of a CommandComplete tag, from its first `fill` bytes. */
-function tagChanges(tag: Buffer, fill: number): number {
+export function tagChanges(tag: Buffer, fill: number): number {
   switch (tag[0]) {
     case 0x53: // S
       return startsWith(tag, fill, TAG_SET) ? SessionChange.Settings : 0

@@ -15,10 +15,19 @@ export interface SessionDb {
    */
   execProtocolRawStream(message: Uint8Array, options: { onRawData: OutputSink; syncToFs?: boolean }): Promise<void>
   /**
-   * Stop the call running now as Postgres stops a statement for a CancelRequest (57014); resolves false if none ran.
+   * Stop the call running now as Postgres stops a statement for a CancelRequest (57014); resolves false or '' if none
+   * ran. In a call of units, unit `unit`'s statement; one not begun is not run ('skipped': the server answers it).
    * Only a database in a worker thread can be stopped: PGlite in the server's thread holds that thread while it runs.
    */
-  cancel?(): Promise<boolean>
+  cancel?(unit?: number): Promise<boolean | 'canceled' | 'skipped' | ''>
+  /**
+   * Several clients' units (each a Query, or messages ending in Sync) in one call, each run as a call of its own, the
+   * output to `onRawData` in order with `onUnitEnd` after each unit's; a unit that leaves the session open or changed
+   * ends the call early. Only a database in a worker thread has it: what it saves is the crossing between threads.
+   */
+  execProtocolUnits?(units: readonly Uint8Array[], options: { onRawData: OutputSink; onUnitEnd: () => void }): Promise<void>
+  /** In the call of units running now, unit `unit` is not run if it has not begun (the server answers its client). */
+  skipUnit?(unit: number): Promise<boolean>
 }
 
 /** Gets each piece of a call's output; a returned promise asks the database to wait before sending more. */

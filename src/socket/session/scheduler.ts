@@ -50,7 +50,6 @@ export class OwnerScheduler<Id> {
     return this.#owner === id
   }
 
-
   /**
    * Become the owner. Returns null when that happened at once (the session was free, or `id` owns it
    * already), else a promise that resolves when the previous owner releases and everyone queued before `id` had a turn.
@@ -73,6 +72,11 @@ export class OwnerScheduler<Id> {
     if (this.#owner !== id) return
     this.#owner = null
     this.#handOff()
+  }
+
+  /** `from` owns the session and hands it straight to `to` (ahead of every waiter). No-op unless `from` owns it. */
+  transfer(from: Id, to: Id): void {
+    if (this.#owner === from) this.#owner = to
   }
 
   /** `id` is gone: drop its waits (they reject with `reason`) and release the session if it owns it. */

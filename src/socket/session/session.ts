@@ -10,33 +10,11 @@ import { forEachFrame } from '../protocol/frames.ts'
 import type { OutputSink, SessionDb } from './databases.ts'
 import { AdvisoryLocks } from './advisory-locks.ts'
 import { Listeners, listenSql } from './listeners.ts'
+import { CombinedCalls } from './combined-calls.ts'
+import type { SessionHolder, SessionMember } from './members.ts'
 import { OwnerScheduler, SchedulerClosedError } from './scheduler.ts'
 
-/** A connection as the session sees it: something that can be told the session is gone, or handed a notification. */
-export interface SessionMember {
-  /** The process id the client was told in BackendKeyData (named in errors about who holds the session). */
-  readonly processId: number
-  /** What the client named itself in its startup packet (application_name), for errors that name it. */
-  readonly applicationName: string
-  /**
-   * Since when (performance.now()) the client has held the session idle in a transaction: its last reply was
-   * ReadyForQuery saying T or E and it has sent nothing since. Null when it is not (it runs, streams a pipeline or a
-   * COPY, or holds nothing).
-   */
-  readonly idleInTransactionSince: number | null
-  terminate(error: WireError): Promise<void>
-  /** Deliver a NotificationResponse (whole message) to this client. */
-  notify(message: Buffer): void
-  /** Parse messages that make this client's prepared statements again. */
-  preparedStatementFrames(): Buffer[]
-  /** Those of preparedStatementFrames() failed to make their statement: tried again when it next takes the session. */
-  remakeFailed(frames: readonly Buffer[]): void
-  /**
-   * Another client waits for the session this one holds: if all it holds is an open pipeline that only prepared
-   * statements (Parse, Describe, no Bind) and it is not running anything, it gives the session up until it sends more.
-   */
-  parkIfIdle?(): void
-}
+export type { SessionHolder, SessionMember } from './members.ts'
 
 const discard: OutputSink = () => {}
 
@@ -57,7 +35,9 @@ export const UNKNOWN_SETTINGS = '\u0000unknown'
 
 export class SharedSession {
   db: SessionDb
-  readonly scheduler = new OwnerScheduler<SessionMember>()
+  readonly scheduler = new OwnerScheduler<SessionHolder>()
+  /** Several clients' units in one call, when the database can (combined-calls.ts). */
+  readonly combined: CombinedCalls = new CombinedCalls(this)
   readonly members = new Set<SessionMember>()
   /** Set once PGlite threw something that leaves it unusable; every later call fails fast. */
   dead: WireError | null = null
@@ -87,12 +67,22 @@ export class SharedSession {
   }
 
   /** Run complete frontend messages in PGlite as one call, streaming its output to `sink`. Caller must own the scheduler. */
-  async execute(bytes: Uint8Array, sink: OutputSink): Promise<void> {
+  execute(bytes: Uint8Array, sink: OutputSink): Promise<void> {
+    return this.#call(sink, (db) => db.execProtocolRawStream(bytes, { onRawData: this.#onRawData }))
+  }
+
+  /** Units of several clients in one call (SessionDb.execProtocolUnits, which the database has). Caller must own the scheduler. */
+  executeUnits(units: readonly Uint8Array[], sink: OutputSink, onUnitEnd: () => void): Promise<void> {
+    return this.#call(sink, (db) => db.execProtocolUnits!(units, { onRawData: this.#onRawData, onUnitEnd }))
+  }
+
+  async #call(sink: OutputSink, call: (db: SessionDb) => Promise<void>): Promise<void> {
     if (this.dead) throw this.dead
-    await this.db.runExclusive(async () => {
+    const db = this.db
+    await db.runExclusive(async () => {
       this.#sink = sink
       try {
-        await this.db.execProtocolRawStream(bytes, { onRawData: this.#onRawData })
+        await call(db)
       } catch (error) {
         if (isPGliteFatal(error)) this.markDead(error)
         throw error
@@ -102,9 +92,20 @@ export class SharedSession {
     })
   }
 
-  /** Stop the call running now (the owner's statement), as a CancelRequest does; false if none ran or none can be. */
-  async cancelRunning(): Promise<boolean> {
-    return this.#sink !== null && this.db.cancel !== undefined && (await this.db.cancel())
+  /**
+   * Stop the call running now (the owner's statement), as a CancelRequest does: 'canceled', or '' if none ran or none
+   * can be. In a call of units, unit `unit`'s statement; one that has not begun is not run ('skipped': answer it).
+   */
+  async cancelRunning(unit?: number): Promise<'canceled' | 'skipped' | ''> {
+    if (this.#sink === null || this.db.cancel === undefined) return ''
+    const result = await this.db.cancel(unit)
+    return result === true ? 'canceled' : result === false ? '' : result
+  }
+
+  /** Clients waiting for the session: on their own, or with their units in a batch for a combined call. */
+  get waitingClients(): number {
+    const { combined } = this
+    return this.scheduler.waiting - (combined.isQueued ? 1 : 0) + combined.waiting
   }
 
   get hasAbandonedWork(): boolean {

@@ -1,0 +1,109 @@
+// What the database thread reads of PGlite's output as it passes: a FATAL or PANIC (after which the instance cannot
+// run another call), and, for a call of several clients' units, whether the unit just run left the session as it
+// found it: ended by ReadyForQuery saying idle, with no command that changes the session (SET, LISTEN, DISCARD...) and
+// no ParameterStatus. Headers only, and the first bytes of the few messages it reads.
+
+import { BackendCode, CODE_LENGTH, HEADER_LENGTH, TxStatus } from '../../socket/protocol/codes.ts'
+import { tagChanges } from '../../socket/protocol/replies.ts'
+
+/** How much of an ErrorResponse is read for its severity and message. */
+const ERROR_BYTES = 512
+/** How much of a CommandComplete tag tells whether it changed the session (replies.ts tagChanges). */
+const TAG_BYTES = 16
+
+export class OutputWatch {
+  /** What PGlite said, once it said FATAL or PANIC. */
+  fatal: string | null = null
+  /** Code of the last message header of the unit, or 0. */
+  #lastCode = 0
+  /** Status of the unit's last ReadyForQuery. */
+  #status: number = TxStatus.Idle
+  /** The unit ran a command that changes the session, or Postgres reported a setting. */
+  #changed = false
+  #header = Buffer.alloc(HEADER_LENGTH)
+  #headerFill = 0
+  #code = 0
+  #remaining = 0
+  /** The first bytes of the message being read, when it is one of those read (#bodySize of them; 0: not read). */
+  readonly #body = Buffer.alloc(ERROR_BYTES)
+  #bodySize = 0
+  #bodyFill = 0
+
+  /** A unit begins: what it leaves is judged afresh. */
+  startUnit(): void {
+    this.#lastCode = 0
+    this.#changed = false
+  }
+
+  /**
+   * The unit left the session as it found it, so the next client's unit may run in the same call: its output ended
+   * with ReadyForQuery saying idle (nothing open: no transaction, pipeline or COPY) and changed nothing.
+   */
+  get leftAtRest(): boolean {
+    return this.#lastCode === BackendCode.ReadyForQuery && this.#status === TxStatus.Idle && !this.#changed && this.fatal === null
+  }
+
+  feed(chunk: Uint8Array): void {
+    let i = 0
+    while (i < chunk.length) {
+      if (this.#remaining > 0) {
+        const take = Math.min(this.#remaining, chunk.length - i)
+        if (this.#bodyFill < this.#bodySize) {
+          const count = Math.min(take, this.#bodySize - this.#bodyFill)
+          this.#body.set(chunk.subarray(i, i + count), this.#bodyFill)
+          this.#bodyFill += count
+        }
+        i += take
+        this.#remaining -= take
+        if (this.#remaining === 0 && this.#bodySize > 0) this.#read()
+        continue
+      }
+      if (this.#headerFill === 0 && chunk.length - i >= HEADER_LENGTH) {
+        this.#code = chunk[i]!
+        this.#remaining = Math.max(0, ((chunk[i + 1]! << 24) | (chunk[i + 2]! << 16) | (chunk[i + 3]! << 8) | chunk[i + 4]!) - 4)
+        i += HEADER_LENGTH
+      } else {
+        this.#header[this.#headerFill++] = chunk[i++]!
+        if (this.#headerFill < HEADER_LENGTH) continue
+        this.#headerFill = 0
+        this.#code = this.#header[0]!
+        this.#remaining = Math.max(0, this.#header.readInt32BE(CODE_LENGTH) - 4)
+      }
+      this.#onHeader()
+    }
+  }
+
+  #onHeader(): void {
+    const code = this.#code
+    this.#lastCode = code
+    if (code === BackendCode.ParameterStatus) this.#changed = true
+    const size = code === BackendCode.ErrorResponse ? ERROR_BYTES : code === BackendCode.CommandComplete ? TAG_BYTES : code === BackendCode.ReadyForQuery ? 1 : 0
+    this.#bodySize = Math.min(this.#remaining, size)
+    this.#bodyFill = 0
+    if (this.#remaining === 0 && size > 0) this.#read()
+  }
+
+  #read(): void {
+    const body = this.#body.subarray(0, this.#bodyFill)
+    this.#bodySize = 0
+    if (this.#code === BackendCode.ReadyForQuery) this.#status = body[0] ?? TxStatus.Idle
+    else if (this.#code === BackendCode.CommandComplete) {
+      if (tagChanges(body, body.length) !== 0) this.#changed = true
+    } else this.#judge(body)
+  }
+
+  /** Fields: a type byte, then a NUL-terminated value. V is the severity, never localized. */
+  #judge(error: Buffer): void {
+    let severity = ''
+    let message = ''
+    for (let at = 0; at < error.length && error[at] !== 0; ) {
+      const end = error.indexOf(0, at + 1)
+      if (end < 0) break
+      const value = error.toString('utf8', at + 1, end)
+      if (error[at] === 0x56) severity = value // V
+      else if (error[at] === 0x4d) message = value // M
+      at = end + 1
+    }
+    if (severity === 'FATAL' || severity === 'PANIC') this.fatal = `${severity}: ${message}`
+  }
+}

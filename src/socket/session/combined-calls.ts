@@ -1,0 +1,250 @@
+// Several clients' units in one engine call. A client at rest whose next unit is complete (a Query, or messages that
+// end with their Sync) and needs nothing of the session but settings it shares with the others rides in a batch
+// instead of taking the session for itself: the batch waits for the session like a client, then runs every rider's
+// unit in one call (host/engine/thread-worker.ts runUnits), each unit's output going to its own client. The database
+// thread stops the call after a unit that leaves the session open (BEGIN) or changed (SET, LISTEN): that unit's
+// client holds the session from there, as if it had run alone, and the units after it go back to their clients to
+// run as ordinary calls. So no unit ever runs inside another client's transaction or settings.
+
+import type { WireError } from '../../errors.ts'
+import { SchedulerClosedError, type OwnerScheduler } from './scheduler.ts'
+import type { OutputSink, SessionDb } from './databases.ts'
+import type { SessionHolder, SessionMember } from './members.ts'
+
+/** What a combined call needs of the session (session.ts SharedSession). */
+interface CombinedSession {
+  readonly db: SessionDb
+  readonly dead: WireError | null
+  readonly scheduler: OwnerScheduler<SessionHolder>
+  executeUnits(units: readonly Uint8Array[], sink: OutputSink, onUnitEnd: () => void): Promise<void>
+  cancelRunning(unit?: number): Promise<'canceled' | 'skipped' | ''>
+}
+
+/** How many units one call carries at most (a batch that is full starts the next). */
+const MAX_UNITS = 64
+
+/** One client's unit, as the batch drives it. */
+export interface Rider {
+  readonly member: SessionMember
+  /** Complete messages, ending with the one Query or Sync whose ReadyForQuery ends the unit. */
+  readonly unit: Uint8Array
+  /** The settings (client/settings.ts key) the unit runs with: a batch holds units of one key. */
+  readonly settingsKey: string
+  /** Before the call, for the batch's first rider: give the session its settings, as taking the session would. */
+  prepare(): Promise<void>
+  /** The unit's output begins (or it ended without any): the session is this client's while it runs. */
+  begin(): void
+  /** The unit's output, as it streams. */
+  readonly sink: OutputSink
+  /** The unit's output ended. */
+  end(): void
+  /** After end(): nothing of the client is open in the session. */
+  readonly atRest: boolean
+  /** After the call, in order: what the unit changed in the session is recorded (the client releasing it). */
+  settle(): Promise<void>
+}
+
+/** How a ride ended: the unit ran; it ran and left its client holding the session; or it did not run. */
+export type RideEnd = 'ran' | 'holds' | 'not-run'
+
+interface Seat {
+  rider: Rider
+  resolve(end: RideEnd): void
+  reject(error: unknown): void
+  /** The unit's output has begun, or it ended. */
+  begun: boolean
+  ended: boolean
+}
+
+/** A batch holds the session as a client would: errors about who holds it name its first rider. */
+class Batch implements SessionHolder {
+  readonly seats: Seat[] = []
+  readonly settingsKey: string
+  readonly processId: number
+  readonly applicationName: string
+  readonly idleInTransactionSince = null
+
+  constructor(first: Rider) {
+    this.settingsKey = first.settingsKey
+    this.processId = first.member.processId
+    this.applicationName = first.member.applicationName
+  }
+
+  seatOf(member: SessionMember): Seat | undefined {
+    return this.seats.find((seat) => seat.rider.member === member)
+  }
+}
+
+export class CombinedCalls {
+  readonly #session: CombinedSession
+  /** The batch riders join: waiting for the session, or about to run. */
+  #open: Batch | null = null
+  /** The batch whose call runs. */
+  #running: Batch | null = null
+
+  constructor(session: CombinedSession) {
+    this.#session = session
+  }
+
+  /** The database can run several units in one call. */
+  get available(): boolean {
+    return this.#session.db.execProtocolUnits !== undefined
+  }
+
+  /**
+   * Run `rider`'s unit in the next combined call. 'not-run' (at once, or when a unit before it in its call ended the
+   * call) means the client runs it as an ordinary call. Rejects when the wait is refused (see `refuse`), the client
+   * goes, or the database fails.
+   */
+  ride(rider: Rider): Promise<RideEnd> {
+    const session = this.#session
+    if (session.dead) return Promise.reject(session.dead)
+    let batch = this.#open
+    if (batch !== null && batch.settingsKey !== rider.settingsKey) return Promise.resolve('not-run')
+    if (batch === null || batch.seats.length >= MAX_UNITS) batch = this.#openBatch(rider)
+    const seats = batch.seats
+    return new Promise<RideEnd>((resolve, reject) => seats.push({ rider, resolve, reject, begun: false, ended: false }))
+  }
+
+  /** Calls that carried more than one unit, and the units they carried (for getStats). */
+  readonly stats = { calls: 0, units: 0 }
+
+  /** Clients whose units wait for the next combined call. */
+  get waiting(): number {
+    return this.#open?.seats.length ?? 0
+  }
+
+  /** The batch riders join waits in the session's queue (it counts there as one waiter). */
+  get isQueued(): boolean {
+    const open = this.#open
+    return open !== null && !this.#session.scheduler.isOwner(open)
+  }
+
+  /** `member` waits in a batch whose call has not begun, or runs in one and its unit has not ended. */
+  isRiding(member: SessionMember): boolean {
+    return this.#open?.seatOf(member) !== undefined || this.#runningSeat(member) !== null
+  }
+
+  /** Stop `member`'s unit from running while it waits in a batch: its ride rejects with `error`. False if it is in none. */
+  refuse(member: SessionMember, error: Error): boolean {
+    const open = this.#open
+    const seat = open?.seatOf(member)
+    if (!open || !seat) return false
+    open.seats.splice(open.seats.indexOf(seat), 1)
+    seat.reject(error)
+    return true
+  }
+
+  /**
+   * In the call running now: if `member`'s unit has not begun, it is not run (true), and its client must be answered.
+   * False if it has begun, or is in no call.
+   */
+  async skip(member: SessionMember): Promise<boolean> {
+    const running = this.#runningSeat(member)
+    const db = this.#session.db
+    return running !== null && !running.seat.begun && db.skipUnit !== undefined && (await db.skipUnit(running.index))
+  }
+
+  /**
+   * The CancelRequest of a client whose unit is in the running call: its statement ('canceled'), or, if it has not
+   * begun, the unit itself ('skipped': its client must be answered).
+   */
+  async cancel(member: SessionMember): Promise<'canceled' | 'skipped' | ''> {
+    const running = this.#runningSeat(member)
+    return running === null ? '' : this.#session.cancelRunning(running.index)
+  }
+
+  /** `member` is gone: a ride still waiting ends. */
+  forget(member: SessionMember): void {
+    this.refuse(member, new SchedulerClosedError('the connection was closed'))
+  }
+
+  #runningSeat(member: SessionMember): { seat: Seat; index: number } | null {
+    const seats = this.#running?.seats
+    const index = seats ? seats.findIndex((seat) => seat.rider.member === member && !seat.ended) : -1
+    return index < 0 ? null : { seat: seats![index]!, index }
+  }
+
+  #openBatch(first: Rider): Batch {
+    const batch = new Batch(first)
+    this.#open = batch
+    const { scheduler } = this.#session
+    const wait = scheduler.acquire(batch)
+    if (wait === null) {
+      // The session is free: units read in this same turn of the event loop join before the call goes.
+      setImmediate(() => void this.#run(batch))
+    } else {
+      scheduler.owner?.parkIfIdle?.()
+      wait.then(
+        () => this.#run(batch),
+        (error: unknown) => {
+          if (this.#open === batch) this.#open = null
+          for (const seat of batch.seats) seat.reject(error)
+        },
+      )
+    }
+    return batch
+  }
+
+  /** The batch holds the session: run its units in one call, settle each rider in order, and let the session go. */
+  async #run(batch: Batch): Promise<void> {
+    if (this.#open === batch) this.#open = null
+    try {
+      if (batch.seats.length > 0 && (await this.#call(batch))) await this.#settle(batch)
+    } finally {
+      this.#session.scheduler.release(batch)
+    }
+  }
+
+  /** The one call; false (every ride rejected) if it failed. */
+  async #call(batch: Batch): Promise<boolean> {
+    const { seats } = batch
+    try {
+      await seats[0]!.rider.prepare()
+      if (seats.length > 1) {
+        this.stats.calls++
+        this.stats.units += seats.length
+      }
+      this.#running = batch
+      let current = 0
+      const begin = (): Seat => {
+        const seat = seats[current]!
+        if (!seat.begun) {
+          seat.begun = true
+          seat.rider.begin()
+        }
+        return seat
+      }
+      await this.#session.executeUnits(
+        seats.map((seat) => seat.rider.unit),
+        (chunk) => begin().rider.sink(chunk),
+        () => {
+          const seat = begin()
+          seat.ended = true
+          seat.rider.end()
+          current++
+        },
+      )
+      return true
+    } catch (error) {
+      for (const seat of seats) seat.reject(error)
+      return false
+    } finally {
+      this.#running = null
+    }
+  }
+
+  /** After the call, in order: each unit that ran is its client's release; one left open is its client's hold. */
+  async #settle(batch: Batch): Promise<void> {
+    for (const seat of batch.seats) {
+      if (!seat.ended) seat.resolve('not-run')
+      else if (!seat.rider.atRest) {
+        // Only the last unit that ran can have left the session open: its client holds the session now.
+        this.#session.scheduler.transfer(batch, seat.rider.member)
+        seat.resolve('holds')
+      } else {
+        await seat.rider.settle().then(() => seat.resolve('ran'), seat.reject)
+      }
+    }
+  }
+}

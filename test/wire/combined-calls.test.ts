@@ -1,0 +1,169 @@
+// Several clients' units in one engine call (session/combined-calls.ts): units that wait together run in one call,
+// each client gets its own replies, and no unit runs inside another client's transaction or settings. Units are made
+// to wait together by a holder's open transaction; its COMMIT lets them go as one call.
+import net from 'node:net'
+import { once } from 'node:events'
+import postgres from 'postgres'
+import { describe, expect, it } from 'vitest'
+import type { DevDb } from '../../src/host/dev-db.ts'
+import { useDevDbs } from '../helpers/dev-db.ts'
+import { withDeadline, type RawClient } from '../../harness/raw-client.ts'
+import * as wire from '../../harness/wire.ts'
+
+const { start, connect } = useDevDbs()
+
+/** A client holding the session in a transaction: units sent by others meanwhile wait together. */
+async function holdSession(dev: DevDb): Promise<RawClient> {
+  const holder = await connect(dev.url)
+  expect((await holder.query('begin; select 1')).status).toBe('T')
+  return holder
+}
+
+async function waitersAre(dev: DevDb, count: number): Promise<void> {
+  await expect.poll(() => dev.server.getStats().waitingClients, { timeout: 5_000 }).toBe(count)
+}
+
+async function sendCancel(dev: DevDb, client: RawClient): Promise<void> {
+  const { pid, key } = client.backendKey!
+  const socket = net.connect(dev.port, '127.0.0.1')
+  socket.on('error', () => {})
+  await withDeadline(once(socket, 'connect'), 3_000, 'cancel socket connect')
+  const closed = once(socket, 'close')
+  socket.write(wire.cancelRequest(pid, key))
+  await withDeadline(closed, 3_000, 'server closes the cancel socket')
+}
+
+const reply = async (client: RawClient): Promise<wire.Summary> => wire.summarize(await client.until('ReadyForQuery'))
+const errorsOf = (summary: wire.Summary) => summary.errors.map((e) => [e.severity, e.code])
+
+describe("several clients' units in one call", () => {
+  it('run together, each client getting its own rows; an error stays with its unit', async () => {
+    const dev = await start()
+    const holder = await holdSession(dev)
+    const [a, b, c] = await Promise.all([connect(dev.url), connect(dev.url), connect(dev.url)])
+    const before = dev.server.getStats()
+
+    await a.send(wire.query('select 1/0'))
+    await b.send(wire.query("select 'b' as who"))
+    await c.send(wire.parse('', 'select $1::int * 2 as n'), wire.bind('', '', ['21']), wire.describe('P', ''), wire.execute(''), wire.sync())
+    await waitersAre(dev, 3)
+    expect((await holder.query('commit')).status).toBe('I')
+
+    const [ra, rb, rc] = await Promise.all([reply(a), reply(b), reply(c)])
+    expect(errorsOf(ra)).toEqual([['ERROR', '22012']])
+    expect(ra.status).toBe('I')
+    expect(rb.rows).toEqual([['b']])
+    expect(rc.rows).toEqual([['42']])
+    const after = dev.server.getStats()
+    expect(after.combinedCalls - before.combinedCalls).toBe(1)
+    expect(after.combinedUnits - before.combinedUnits).toBe(3)
+    // Each carries on as usual afterwards.
+    expect((await a.query('select 1')).rows).toEqual([['1']])
+  })
+
+  it("a unit that opens a transaction ends the call: the next client's unit waits for that transaction, as on Postgres", async () => {
+    const dev = await start()
+    const setup = await connect(dev.url)
+    await setup.query('create table combined_t (id int)')
+    const holder = await holdSession(dev)
+    const [a, b] = await Promise.all([connect(dev.url), connect(dev.url)])
+
+    await a.send(wire.query('begin; insert into combined_t values (1)'))
+    await waitersAre(dev, 1)
+    await b.send(wire.query('select count(*) from combined_t'))
+    await waitersAre(dev, 2)
+    expect((await holder.query('commit')).status).toBe('I')
+
+    expect((await reply(a)).status).toBe('T')
+    // B did not run inside A's transaction: it waits for it (it would have counted A's row).
+    await waitersAre(dev, 1)
+    expect((await a.query('rollback')).status).toBe('I')
+    expect((await reply(b)).rows).toEqual([['0']])
+    expect(dev.server.getStats().combinedCalls).toBeGreaterThanOrEqual(1)
+  })
+
+  it("a SET in one client's unit is not the next client's setting", async () => {
+    const dev = await start()
+    const [a, b] = await Promise.all([connect(dev.url), connect(dev.url)])
+    const defaultWorkMem = (await b.query('show work_mem')).rows[0]?.[0]
+    expect(defaultWorkMem).not.toBe('1234kB')
+    const holder = await holdSession(dev)
+
+    await a.send(wire.query("set work_mem = '1234kB'"))
+    await waitersAre(dev, 1)
+    await b.send(wire.query('show work_mem'))
+    await waitersAre(dev, 2)
+    expect((await holder.query('commit')).status).toBe('I')
+
+    expect(errorsOf(await reply(a))).toEqual([])
+    expect((await reply(b)).rows).toEqual([[defaultWorkMem]])
+    expect((await a.query('show work_mem')).rows).toEqual([['1234kB']])
+    expect((await b.query('show work_mem')).rows).toEqual([[defaultWorkMem]])
+  })
+
+  it('a CancelRequest for a unit still behind another in the call answers it at once with 57014; the other runs on', async () => {
+    const dev = await start()
+    const holder = await holdSession(dev)
+    const [a, b] = await Promise.all([connect(dev.url), connect(dev.url)])
+
+    await a.send(wire.query('select pg_sleep(1.5) is null as slept'))
+    await waitersAre(dev, 1)
+    await b.send(wire.query('select 2'))
+    await waitersAre(dev, 2)
+    const calls = dev.server.getStats().combinedCalls
+    expect((await holder.query('commit')).status).toBe('I')
+    // The call runs (A sleeps in it): nobody waits for the session any more.
+    await waitersAre(dev, 0)
+    expect(dev.server.getStats().combinedCalls).toBe(calls + 1)
+
+    const aReply = reply(a)
+    let aAnswered = false
+    void aReply.then(() => (aAnswered = true))
+    await sendCancel(dev, b)
+    const rb = await reply(b)
+    expect(rb.errors.map((e) => [e.code, e.message])).toEqual([['57014', 'canceling statement due to user request']])
+    expect(rb.status).toBe('I')
+    expect(aAnswered).toBe(false)
+    expect((await aReply).rows).toEqual([['f']])
+    expect((await b.query('select 3')).rows).toEqual([['3']])
+  })
+
+  it('a CancelRequest for a unit running in the call cancels that statement only', async () => {
+    const dev = await start()
+    const holder = await holdSession(dev)
+    const [a, b] = await Promise.all([connect(dev.url), connect(dev.url)])
+
+    await a.send(wire.query('select 1 as a'))
+    await waitersAre(dev, 1)
+    await b.send(wire.query('select pg_sleep(30)'))
+    await waitersAre(dev, 2)
+    expect((await holder.query('commit')).status).toBe('I')
+    // A's reply comes when its unit ends: B's runs now.
+    expect((await reply(a)).rows).toEqual([['1']])
+
+    const started = performance.now()
+    await sendCancel(dev, b)
+    const rb = await reply(b)
+    expect(rb.errors.map((e) => [e.code, e.message])).toEqual([['57014', 'canceling statement due to user request']])
+    expect(performance.now() - started).toBeLessThan(5_000)
+    expect((await a.query('select 4')).rows).toEqual([['4']])
+    expect((await b.query('select 5')).rows).toEqual([['5']])
+  })
+
+  it('pooled drivers: every answer is the asking client\'s (postgres.js prepared, node-style unnamed, simple)', async () => {
+    const dev = await start()
+    const sql = postgres(dev.url, { max: 8, prepare: true, onnotice: () => {} })
+    try {
+      const asked = Array.from({ length: 400 }, (_, i) => i)
+      const answers = await Promise.all(asked.map(async (i) => {
+        const [row] = i % 3 === 0 ? await sql`select ${i}::int as i, pg_backend_pid() > 0 as ok` : i % 3 === 1 ? await sql`select ${i}::int as i, true as ok` : await sql.unsafe(`select ${i}::int as i, true as ok`)
+        return row!
+      }))
+      expect(answers.map((row) => row.i)).toEqual(asked)
+      expect(answers.every((row) => row.ok === true)).toBe(true)
+      expect(dev.server.getStats().combinedCalls).toBeGreaterThan(0)
+    } finally {
+      await sql.end({ timeout: 5 })
+    }
+  })
+})
