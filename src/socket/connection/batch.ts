@@ -222,14 +222,17 @@ export class BatchRunner {
 
   /**
    * The client's next unit can ride in a call combined with other clients' units (session/combined-calls.ts): the
-   * database can combine, the client holds nothing and the session needs nothing done for it first, the unit is
-   * complete (session/units.ts) and uses no statement it did not make itself.
+   * session is busy (free, the client takes it at once: nobody could join its call), the database can combine, the
+   * client holds nothing and the session needs nothing done for it first, the unit is complete
+   * (protocol/frontend.ts isSingleUnit) and uses no statement it did not make itself.
    */
   #mayRide(bytes: Buffer, unnamedUse: number, functions: number): boolean {
     const backend = this.#backend
+    const { scheduler } = backend.session
     return (
       functions === 0 &&
       (unnamedUse & UnnamedUse.ReferencedFirst) === 0 &&
+      scheduler.owner !== null &&
       !backend.isOwner &&
       backend.session.combined.available &&
       this.#copy === null &&
