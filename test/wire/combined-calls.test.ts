@@ -150,6 +150,24 @@ describe("several clients' units in one call", () => {
     expect((await b.query('select 5')).rows).toEqual([['5']])
   })
 
+  it('more units than one call carries wait in several batches; any of them can be canceled while it waits', async () => {
+    const dev = await start()
+    const holder = await holdSession(dev)
+    const clients = await Promise.all(Array.from({ length: 70 }, () => connect(dev.url)))
+    for (const [i, client] of clients.entries()) await client.send(wire.query(`select ${i} as i`))
+    await waitersAre(dev, 70)
+
+    // The last one rides in the second batch (a call carries 64 units at most).
+    const last = clients.at(-1)!
+    await sendCancel(dev, last)
+    expect(errorsOf(await reply(last))).toEqual([['ERROR', '57014']])
+    await waitersAre(dev, 69)
+
+    expect((await holder.query('commit')).status).toBe('I')
+    const replies = await Promise.all(clients.slice(0, -1).map(reply))
+    expect(replies.map((r) => r.rows)).toEqual(clients.slice(0, -1).map((_, i) => [[String(i)]]))
+  })
+
   it('pooled drivers: every answer is the asking client\'s (postgres.js prepared, node-style unnamed, simple)', async () => {
     const dev = await start()
     const sql = postgres(dev.url, { max: 8, prepare: true, onnotice: () => {} })

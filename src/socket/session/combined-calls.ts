@@ -77,8 +77,8 @@ class Batch implements SessionHolder {
 
 export class CombinedCalls {
   readonly #session: CombinedSession
-  /** The batch riders join: waiting for the session, or about to run. */
-  #open: Batch | null = null
+  /** Batches waiting for the session (or about to run), oldest first: riders join the newest of their settings. */
+  readonly #pending: Batch[] = []
   /** The batch whose call runs. */
   #running: Batch | null = null
 
@@ -92,16 +92,15 @@ export class CombinedCalls {
   }
 
   /**
-   * Run `rider`'s unit in the next combined call. 'not-run' (at once, or when a unit before it in its call ended the
-   * call) means the client runs it as an ordinary call. Rejects when the wait is refused (see `refuse`), the client
+   * Run `rider`'s unit in the next combined call of its settings. 'not-run' (when a unit before it in its call ended
+   * the call) means the client runs it as an ordinary call. Rejects when the wait is refused (see `refuse`), the client
    * goes, or the database fails.
    */
   ride(rider: Rider): Promise<RideEnd> {
     const session = this.#session
     if (session.dead) return Promise.reject(session.dead)
-    let batch = this.#open
-    if (batch !== null && batch.settingsKey !== rider.settingsKey) return Promise.resolve('not-run')
-    if (batch === null || batch.seats.length >= MAX_UNITS) batch = this.#openBatch(rider)
+    let batch = this.#pending.findLast((pending) => pending.settingsKey === rider.settingsKey)
+    if (batch === undefined || batch.seats.length >= MAX_UNITS) batch = this.#openBatch(rider)
     const seats = batch.seats
     return new Promise<RideEnd>((resolve, reject) => seats.push({ rider, resolve, reject, begun: false, ended: false }))
   }
@@ -109,30 +108,42 @@ export class CombinedCalls {
   /** Calls that carried more than one unit, and the units they carried (for getStats). */
   readonly stats = { calls: 0, units: 0 }
 
-  /** Clients whose units wait for the next combined call. */
+  /** Clients whose units wait for a combined call. */
   get waiting(): number {
-    return this.#open?.seats.length ?? 0
+    let count = 0
+    for (const batch of this.#pending) count += batch.seats.length
+    return count
   }
 
-  /** The batch riders join waits in the session's queue (it counts there as one waiter). */
-  get isQueued(): boolean {
-    const open = this.#open
-    return open !== null && !this.#session.scheduler.isOwner(open)
+  /** Batches waiting in the session's queue (each counts there as one waiter). */
+  get queued(): number {
+    const { scheduler } = this.#session
+    let count = 0
+    for (const batch of this.#pending) if (!scheduler.isOwner(batch)) count++
+    return count
   }
 
   /** `member` waits in a batch whose call has not begun, or runs in one and its unit has not ended. */
   isRiding(member: SessionMember): boolean {
-    return this.#open?.seatOf(member) !== undefined || this.#runningSeat(member) !== null
+    return this.#waitingSeat(member) !== null || this.#runningSeat(member) !== null
   }
 
   /** Stop `member`'s unit from running while it waits in a batch: its ride rejects with `error`. False if it is in none. */
   refuse(member: SessionMember, error: Error): boolean {
-    const open = this.#open
-    const seat = open?.seatOf(member)
-    if (!open || !seat) return false
-    open.seats.splice(open.seats.indexOf(seat), 1)
-    seat.reject(error)
+    const waiting = this.#waitingSeat(member)
+    if (!waiting) return false
+    const { seats } = waiting.batch
+    seats.splice(seats.indexOf(waiting.seat), 1)
+    waiting.seat.reject(error)
     return true
+  }
+
+  #waitingSeat(member: SessionMember): { batch: Batch; seat: Seat } | null {
+    for (const batch of this.#pending) {
+      const seat = batch.seatOf(member)
+      if (seat) return { batch, seat }
+    }
+    return null
   }
 
   /**
@@ -167,7 +178,7 @@ export class CombinedCalls {
 
   #openBatch(first: Rider): Batch {
     const batch = new Batch(first)
-    this.#open = batch
+    this.#pending.push(batch)
     const { scheduler } = this.#session
     const wait = scheduler.acquire(batch)
     if (wait === null) {
@@ -178,7 +189,7 @@ export class CombinedCalls {
       wait.then(
         () => this.#run(batch),
         (error: unknown) => {
-          if (this.#open === batch) this.#open = null
+          this.#unpend(batch)
           for (const seat of batch.seats) seat.reject(error)
         },
       )
@@ -188,12 +199,17 @@ export class CombinedCalls {
 
   /** The batch holds the session: run its units in one call, settle each rider in order, and let the session go. */
   async #run(batch: Batch): Promise<void> {
-    if (this.#open === batch) this.#open = null
+    this.#unpend(batch)
     try {
       if (batch.seats.length > 0 && (await this.#call(batch))) await this.#settle(batch)
     } finally {
       this.#session.scheduler.release(batch)
     }
+  }
+
+  #unpend(batch: Batch): void {
+    const index = this.#pending.indexOf(batch)
+    if (index >= 0) this.#pending.splice(index, 1)
   }
 
   /** The one call; false (every ride rejected) if it failed. */

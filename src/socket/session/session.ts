@@ -105,7 +105,7 @@ export class SharedSession {
   /** Clients waiting for the session: on their own, or with their units in a batch for a combined call. */
   get waitingClients(): number {
     const { combined } = this
-    return this.scheduler.waiting - (combined.isQueued ? 1 : 0) + combined.waiting
+    return this.scheduler.waiting - combined.queued + combined.waiting
   }
 
   get hasAbandonedWork(): boolean {
