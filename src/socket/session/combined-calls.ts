@@ -99,8 +99,9 @@ export class CombinedCalls {
   ride(rider: Rider): Promise<RideEnd> {
     const session = this.#session
     if (session.dead) return Promise.reject(session.dead)
-    let batch = this.#pending.findLast((pending) => pending.settingsKey === rider.settingsKey)
-    if (batch === undefined || batch.seats.length >= MAX_UNITS) batch = this.#openBatch(rider)
+    let batch: Batch | null = null
+    for (const pending of this.#pending) if (pending.settingsKey === rider.settingsKey) batch = pending
+    if (batch === null || batch.seats.length >= MAX_UNITS) batch = this.#openBatch(rider)
     const seats = batch.seats
     return new Promise<RideEnd>((resolve, reject) => seats.push({ rider, resolve, reject, begun: false, ended: false }))
   }
