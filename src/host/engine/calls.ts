@@ -8,8 +8,11 @@ import { workerInspector } from './interrupt.ts'
 import { ByteRing, FrameEnd, encodeUnits } from './ring.ts'
 import { ENGINE_GLOBAL, controlViews } from './stoppable.ts'
 
-/** Gets each piece of a call's output; a returned promise holds the rest back until it settles. */
-export type OutputSink = (chunk: Uint8Array) => void | Promise<void>
+/**
+ * Gets each piece of a call's output; a returned promise holds the rest back until it settles. `owned`: the chunk is
+ * the sink's to keep (here always: each is read out of the ring into a buffer of its own).
+ */
+export type OutputSink = (chunk: Uint8Array, owned?: boolean) => void | Promise<void>
 
 /** How often the watchdog looks at Postgres's timer while a call runs, before it knows a deadline. */
 const WATCH_EVERY_MS = 10
@@ -162,7 +165,7 @@ export class ProtocolCalls {
         onUnitEnd?.()
         return
       }
-      const result = sink(payload)
+      const result = sink(payload, true)
       if (result instanceof Promise) {
         state.held = result
         return false

@@ -282,14 +282,14 @@ export class ClientBackend implements Backend {
   }
 
   /** PGlite's output, a view of its memory (the reader copies what it passes on). */
-  readonly #sink = (chunk: Uint8Array): void | Promise<void> => {
+  readonly #sink = (chunk: Uint8Array, owned = false): void | Promise<void> => {
     const output = this.#output
     if (output === 'client') {
-      this.#reader.feed(chunk, this.#send, this.#rewriteNow)
+      this.#reader.feed(chunk, this.#send, this.#rewriteNow, owned)
       return this.#client.waitForReader() ?? undefined
     }
     if (output === 'nowhere') this.#reader.feed(chunk, null, null)
-    else this.#reader.feed(chunk, (bytes) => output.push(bytes), this.#functions ? this.#rewrite : null)
+    else this.#reader.feed(chunk, (bytes) => output.push(bytes), this.#functions ? this.#rewrite : null, owned)
   }
 
   async cancelRunning(): Promise<boolean> {

@@ -106,11 +106,12 @@ export class ReplyReader {
   }
 
   /**
-   * Read `chunk` (a view PGlite may reuse: everything passed on is a copy). With `rewrite`, the output goes to `emit`
+   * Read `chunk` (a view PGlite may reuse: everything passed on is a copy, unless `owned` says the chunk is the
+   * caller's to give away, as a reply read from a database thread's ring is). With `rewrite`, the output goes to `emit`
    * with ErrorResponse, NoticeResponse and NotificationResponse messages held whole and rewritten; without, the
-   * chunk goes to `emit` as one copy. With neither, the chunk is only read.
+   * chunk goes to `emit` whole. With neither, the chunk is only read.
    */
-  feed(chunk: Uint8Array, emit: Emit | null, rewrite: RewriteMessage | null): void {
+  feed(chunk: Uint8Array, emit: Emit | null, rewrite: RewriteMessage | null, owned = false): void {
     const holding = emit !== null && rewrite !== null
     const n = chunk.length
     let i = 0
@@ -141,7 +142,7 @@ export class ReplyReader {
         i += HEADER_LENGTH
       } else {
         // A header split across chunks: keep its bytes aside until its type is known.
-        if (holding && this.#headerFill === 0 && i > passFrom) emit(Buffer.from(chunk.subarray(passFrom, i)))
+        if (holding && this.#headerFill === 0 && i > passFrom) emit(piece(chunk, passFrom, i, owned))
         this.#header[this.#headerFill++] = chunk[i++]!
         passFrom = i
         if (this.#headerFill < HEADER_LENGTH) continue
@@ -155,7 +156,7 @@ export class ReplyReader {
       if (!holding) continue
       if (isHeld(this.#code)) {
         const headerStart = split ? i : i - HEADER_LENGTH
-        if (headerStart > passFrom) emit(Buffer.from(chunk.subarray(passFrom, headerStart)))
+        if (headerStart > passFrom) emit(piece(chunk, passFrom, headerStart, owned))
         this.#held = Buffer.allocUnsafe(HEADER_LENGTH + this.#remaining)
         if (split) this.#header.copy(this.#held)
         else this.#held.set(chunk.subarray(headerStart, i))
@@ -168,8 +169,8 @@ export class ReplyReader {
       }
     }
     if (!emit) return
-    if (!holding) emit(Buffer.from(chunk))
-    else if (!this.#held && this.#headerFill === 0 && n > passFrom) emit(Buffer.from(chunk.subarray(passFrom, n)))
+    if (!holding) emit(piece(chunk, 0, n, owned))
+    else if (!this.#held && this.#headerFill === 0 && n > passFrom) emit(piece(chunk, passFrom, n, owned))
   }
 
   #onHeader(code: number): void {
@@ -205,6 +206,12 @@ export class ReplyReader {
     this.#tagFill = this.#tag.length
     if (this.#trackChanges) this.#changes |= tagChanges(this.#tag, fill)
   }
+}
+
+/** Bytes [from, to) of `chunk` to pass on: a view when the chunk is owned, else a copy. */
+function piece(chunk: Uint8Array, from: number, to: number, owned: boolean): Buffer {
+  if (owned) return Buffer.from(chunk.buffer, chunk.byteOffset + from, to - from)
+  return Buffer.from(chunk.subarray(from, to))
 }
 
 function isHeld(code: number): boolean {

@@ -30,8 +30,11 @@ export interface SessionDb {
   skipUnit?(unit: number): Promise<boolean>
 }
 
-/** Gets each piece of a call's output; a returned promise asks the database to wait before sending more. */
-export type OutputSink = (chunk: Uint8Array) => void | Promise<void>
+/**
+ * Gets each piece of a call's output; a returned promise asks the database to wait before sending more. `owned`: the
+ * chunk is the sink's to keep (a database thread's reply); otherwise it is a view the database reuses.
+ */
+export type OutputSink = (chunk: Uint8Array, owned?: boolean) => void | Promise<void>
 
 /**
  * Where the databases a client names come from. Without one, a server has one database and every name leads there

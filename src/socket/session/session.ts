@@ -44,7 +44,7 @@ export class SharedSession {
   readonly #deadListeners = new Set<(error: WireError) => void>()
   #sink: OutputSink | null = null
   /** PGlite keeps the last onRawData callback after a call returns, so route through one that checks who is current. */
-  readonly #onRawData = (chunk: Uint8Array): void | Promise<void> => this.#sink?.(chunk)
+  readonly #onRawData = (chunk: Uint8Array, owned?: boolean): void | Promise<void> => this.#sink?.(chunk, owned)
   /** Settings Postgres reports with ParameterStatus (lower-case names), with the values every client is told at startup. */
   readonly reportedDefaults = new Map<string, string>()
   /** The client whose Parse made the session's unnamed prepared statement (null: nobody's, or PGlite's own). */
