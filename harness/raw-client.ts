@@ -1,6 +1,7 @@
 // A raw net.Socket Postgres client for deterministic interleavings: tests choose every frame and every write,
 // and wait on observable backend messages. Every wait is bounded by a deadline that fails as StalledError.
 import net from 'node:net'
+import { once } from 'node:events'
 import * as wire from './wire.ts'
 
 export const DEFAULT_DEADLINE_MS = 5_000
@@ -260,4 +261,19 @@ export async function connectRaw(target: string | Address, options: RawClientOpt
     throw error
   }
   return client
+}
+
+/**
+ * Send a CancelRequest for `key` on a socket of its own, as libpq does, and resolve once the server has closed that
+ * socket (it answers nothing).
+ */
+export async function sendCancelRequest(target: string | Address, key: { pid: number; key: number } | undefined): Promise<void> {
+  if (!key) throw new Error('the client got no BackendKeyData')
+  const { host, port } = toAddress(target)
+  const socket = net.connect(port, host)
+  socket.on('error', () => socket.destroy())
+  await withDeadline(once(socket, 'connect'), 3_000, 'cancel socket connect')
+  const closed = once(socket, 'close')
+  socket.write(wire.cancelRequest(key.pid, key.key))
+  await withDeadline(closed, 3_000, 'server closes the cancel socket')
 }

@@ -1,25 +1,16 @@
 // CancelRequest: a client whose statement waits behind another client's transaction can cancel it (ERROR 57014,
 // as Postgres answers a statement canceled while it waited for a lock), and carries on; a wrong key cancels nothing.
-import net from 'node:net'
-import { once } from 'node:events'
 import postgres from 'postgres'
 import { describe, expect, it } from 'vitest'
 import type { DevDb } from '../../src/host/dev-db.ts'
 import { useDevDbs } from '../helpers/dev-db.ts'
-import { withDeadline, type RawClient } from '../../harness/raw-client.ts'
+import { sendCancelRequest, withDeadline, type RawClient } from '../../harness/raw-client.ts'
 import * as wire from '../../harness/wire.ts'
 
 const { start, connect } = useDevDbs()
 
 /** Send a CancelRequest on its own socket, as libpq does, and wait until the server has closed that socket. */
-async function sendCancel(dev: DevDb, pid: number, key: number): Promise<void> {
-  const socket = net.connect(dev.port, '127.0.0.1')
-  socket.on('error', () => {})
-  await withDeadline(once(socket, 'connect'), 3_000, 'cancel socket connect')
-  const closed = once(socket, 'close')
-  socket.write(wire.cancelRequest(pid, key))
-  await withDeadline(closed, 3_000, 'server closes the cancel socket')
-}
+const sendCancel = (dev: DevDb, pid: number, key: number): Promise<void> => sendCancelRequest(dev.url, { pid, key })
 
 async function holdSession(dev: DevDb): Promise<RawClient> {
   const holder = await connect(dev.url)

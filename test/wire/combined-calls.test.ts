@@ -1,13 +1,11 @@
 // Several clients' units in one engine call (session/combined-calls.ts): units that wait together run in one call,
 // each client gets its own replies, and no unit runs inside another client's transaction or settings. Units are made
 // to wait together by a holder's open transaction; its COMMIT lets them go as one call.
-import net from 'node:net'
-import { once } from 'node:events'
 import postgres from 'postgres'
 import { describe, expect, it } from 'vitest'
 import type { DevDb } from '../../src/host/dev-db.ts'
 import { useDevDbs } from '../helpers/dev-db.ts'
-import { withDeadline, type RawClient } from '../../harness/raw-client.ts'
+import { sendCancelRequest, type RawClient } from '../../harness/raw-client.ts'
 import * as wire from '../../harness/wire.ts'
 
 const { start, connect } = useDevDbs()
@@ -23,15 +21,7 @@ async function waitersAre(dev: DevDb, count: number): Promise<void> {
   await expect.poll(() => dev.server.getStats().waitingClients, { timeout: 5_000 }).toBe(count)
 }
 
-async function sendCancel(dev: DevDb, client: RawClient): Promise<void> {
-  const { pid, key } = client.backendKey!
-  const socket = net.connect(dev.port, '127.0.0.1')
-  socket.on('error', () => {})
-  await withDeadline(once(socket, 'connect'), 3_000, 'cancel socket connect')
-  const closed = once(socket, 'close')
-  socket.write(wire.cancelRequest(pid, key))
-  await withDeadline(closed, 3_000, 'server closes the cancel socket')
-}
+const sendCancel = (dev: DevDb, client: RawClient): Promise<void> => sendCancelRequest(dev.url, client.backendKey)
 
 const reply = async (client: RawClient): Promise<wire.Summary> => wire.summarize(await client.until('ReadyForQuery'))
 const errorsOf = (summary: wire.Summary) => summary.errors.map((e) => [e.severity, e.code])

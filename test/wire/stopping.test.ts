@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url'
 import postgres from 'postgres'
 import { describe, expect, it } from 'vitest'
 import { useDevDbs } from '../helpers/dev-db.ts'
-import { connectRaw, toAddress, withDeadline, type RawClient } from '../../harness/raw-client.ts'
+import { connectRaw, sendCancelRequest, toAddress, withDeadline, type RawClient } from '../../harness/raw-client.ts'
 import * as wire from '../../harness/wire.ts'
 
 const { scratchDataDir, start, connect } = useDevDbs()
@@ -35,17 +35,6 @@ const TIMER_SLACK_MS = 500
 const CONNECT_BOUND_MS = 200
 
 /** Send a CancelRequest on its own socket, as libpq does; resolves once the server has closed that socket. */
-async function sendCancel(url: string, key: { pid: number; key: number } | undefined): Promise<void> {
-  if (!key) throw new Error('the client got no BackendKeyData')
-  const { host, port } = toAddress(url)
-  const socket = net.connect(port, host)
-  socket.on('error', () => {})
-  await withDeadline(once(socket, 'connect'), 3_000, 'cancel socket connect')
-  const closed = once(socket, 'close')
-  socket.write(wire.cancelRequest(key.pid, key.key))
-  await withDeadline(closed, 3_000, 'server closes the cancel socket')
-}
-
 /** Sends `sql` and waits for its ReadyForQuery; the reply with how long it took from the send. */
 async function timed(client: RawClient, sql: string, deadlineMs: number): Promise<{ reply: wire.Summary; ms: number }> {
   const sentAt = performance.now()
@@ -103,7 +92,7 @@ describe('while a statement runs in PGlite', () => {
     expect(reply.status).toBe('I')
     expect(Math.abs(ms - 3_000), `55P03 after ${ms} ms`).toBeLessThanOrEqual(300)
 
-    await sendCancel(dev.url, sleeper.backendKey)
+    await sendCancelRequest(dev.url, sleeper.backendKey)
     expect(errorsOf(wire.summarize(await sleeper.until('ReadyForQuery', { deadlineMs: 3_000 })))).toEqual([['ERROR', '57014', CANCEL_MESSAGE]])
     expect((await late.query('select 2')).rows).toEqual([['2']])
   })
@@ -219,7 +208,7 @@ describe('CancelRequest for a running statement', () => {
     await expect.poll(() => dev.server.getStats().waitingClients, { timeout: 3_000 }).toBe(1)
 
     const cancelAt = performance.now()
-    await sendCancel(dev.url, runner.backendKey)
+    await sendCancelRequest(dev.url, runner.backendKey)
     const reply = wire.summarize(await runner.until('ReadyForQuery', { deadlineMs: 5_000 }))
     const ms = Math.round(performance.now() - cancelAt)
     expect(errorsOf(reply)).toEqual([['ERROR', '57014', CANCEL_MESSAGE]])
@@ -238,7 +227,7 @@ describe('CancelRequest for a running statement', () => {
     const loop = announced(LOOP)
     await runner.send(wire.query(loop.sql))
     await loop.running()
-    await sendCancel(dev.url, runner.backendKey)
+    await sendCancelRequest(dev.url, runner.backendKey)
     const reply = wire.summarize(await runner.until('ReadyForQuery', { deadlineMs: 5_000 }))
     expect([errorsOf(reply), reply.status]).toEqual([[['ERROR', '57014', CANCEL_MESSAGE]], 'E'])
     expect((await runner.query('rollback')).status).toBe('I')
