@@ -4,6 +4,7 @@
 import postgres from 'postgres'
 import { describe, expect, it } from 'vitest'
 import type { DevDb } from '../../src/host/dev-db.ts'
+import { DbThread } from '../../src/host/engine/thread.ts'
 import { useDevDbs } from '../helpers/dev-db.ts'
 import { sendCancelRequest, type RawClient } from '../../harness/raw-client.ts'
 import * as wire from '../../harness/wire.ts'
@@ -156,6 +157,35 @@ describe("several clients' units in one call", () => {
     expect((await holder.query('commit')).status).toBe('I')
     const replies = await Promise.all(clients.slice(0, -1).map(reply))
     expect(replies.map((r) => r.rows)).toEqual(clients.slice(0, -1).map((_, i) => [[String(i)]]))
+  })
+
+  it('the database dying in a combined call ends each of its clients with FATAL, and the database serves again', async () => {
+    const dev = await start()
+    const setup = await connect(dev.url)
+    await setup.query('create table combined_kept (id int); insert into combined_kept values (1)')
+    const holder = await holdSession(dev)
+    const [a, b] = await Promise.all([connect(dev.url), connect(dev.url)])
+    await a.send(wire.query('select pg_sleep(30)'))
+    await waitersAre(dev, 1)
+    await b.send(wire.query('select 2'))
+    await waitersAre(dev, 2)
+    expect((await holder.query('commit')).status).toBe('I')
+    await waitersAre(dev, 0)
+
+    const db = dev.databases.main
+    if (!(db instanceof DbThread)) throw new Error('the main database is not in a thread')
+    await db.end(new Error('ended by the test'))
+    for (const client of [a, b]) {
+      const errors = wire.summarize(await client.until('ErrorResponse')).errors
+      expect(errors.map((e) => [e.severity, e.code])).toEqual([['FATAL', 'XX000']])
+    }
+    await expect
+      .poll(async () => {
+        const client = await connect(dev.url).catch(() => null)
+        const reply = await client?.query('select id from combined_kept').catch(() => null)
+        return reply?.rows ?? null
+      }, { timeout: 15_000, interval: 250 })
+      .toEqual([['1']])
   })
 
   it('pooled drivers: every answer is the asking client\'s (postgres.js prepared, node-style unnamed, simple)', async () => {
