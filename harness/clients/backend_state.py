@@ -316,9 +316,18 @@ async def identity():
             try:
                 waiter = asyncio.ensure_future(d.execute("select pg_advisory_lock(808)"))
                 await a.fetchval("select 1")
-                ok = await a.fetchval("select pg_cancel_backend($1)", d.get_server_pid())
+                pid = d.get_server_pid()
+                ok = await a.fetchval("select pg_cancel_backend($1)", pid)
+                deadline = asyncio.get_running_loop().time() + STEP
+                # A cancel that lands before the statement has started waiting finds the backend idle, which ignores
+                # it (Postgres too, under load): ask again until the waiting statement ends.
+                while not (await asyncio.wait({waiter}, timeout=0.5))[0]:
+                    if asyncio.get_running_loop().time() > deadline:
+                        waiter.cancel()
+                        return "the waiting statement was not canceled"
+                    await a.fetchval("select pg_cancel_backend($1)", pid)
                 try:
-                    await asyncio.wait_for(waiter, STEP)
+                    waiter.result()
                     return "the waiting statement was not canceled"
                 except asyncpg.exceptions.QueryCanceledError:
                     pass
