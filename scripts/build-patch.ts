@@ -187,7 +187,7 @@ interface PGLiteSocketSessionDb {
     execProtocolRaw(message: Uint8Array, options?: { syncToFs?: boolean }): Promise<Uint8Array>;
     execProtocolRawStream(message: Uint8Array, options: { onRawData: (chunk: Uint8Array, owned?: boolean) => void | Promise<void>; syncToFs?: boolean }): Promise<void>;
     cancel?(unit?: number): Promise<boolean | 'canceled' | 'skipped' | ''>;
-    execProtocolUnits?(units: readonly Uint8Array[], options: { onRawData: (chunk: Uint8Array, owned?: boolean) => void | Promise<void>; onUnitEnd: () => void }): Promise<void>;
+    execProtocolUnits?(units: readonly Uint8Array[], options: { onRawData: (chunk: Uint8Array, owned?: boolean) => void | Promise<void>; onUnitEnd: (skipped: boolean) => void }): Promise<void>;
     skipUnit?(unit: number): Promise<boolean>;
 }
 /** Several databases behind one server: each name a client connects to is its own PGlite (pglite-dev-db's DatabaseCatalog). */

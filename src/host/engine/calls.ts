@@ -71,14 +71,14 @@ export class ProtocolCalls {
 
   /**
    * Run several clients' units in one call (thread-worker.ts runUnits): their output comes to `sink` in order,
-   * `onUnitEnd` between one unit's and the next's. Resolves once the call ends: every unit ran, or one left the
+   * `onUnitEnd` between one unit's and the next's (`skipped`: the unit was stopped before it began and did not run). Resolves once the call ends: every unit ran, or one left the
    * session open or changed and the rest did not run (count the onUnitEnd calls).
    */
-  runUnits(units: readonly Uint8Array[], sink: OutputSink, onUnitEnd: () => void): Promise<void> {
+  runUnits(units: readonly Uint8Array[], sink: OutputSink, onUnitEnd: (skipped: boolean) => void): Promise<void> {
     return this.#call(encodeUnits(units), FrameEnd.Units, sink, onUnitEnd)
   }
 
-  async #call(request: Uint8Array, flags: number, sink: OutputSink, onUnitEnd: (() => void) | null): Promise<void> {
+  async #call(request: Uint8Array, flags: number, sink: OutputSink, onUnitEnd: ((skipped: boolean) => void) | null): Promise<void> {
     if (this.#failure) throw this.#failure
     const running: Running = { id: this.#nextId++, nextCheck: performance.now() + WATCH_EVERY_MS, stuckCheck: undefined, heldByClient: false }
     this.#running = running
@@ -150,7 +150,7 @@ export class ProtocolCalls {
   }
 
   /** The reply: output to `sink` as it arrives, until the call's last frame (which carries its error, if any). */
-  async #receive(running: Running, sink: OutputSink, onUnitEnd: (() => void) | null): Promise<void> {
+  async #receive(running: Running, sink: OutputSink, onUnitEnd: ((skipped: boolean) => void) | null): Promise<void> {
     const { id } = running
     const ring = this.#replies
     const state: { ended: boolean; error: Error | null; held: Promise<void> | null } = { ended: false, error: null, held: null }
@@ -162,7 +162,7 @@ export class ProtocolCalls {
         return false
       }
       if (flags & FrameEnd.Units) {
-        onUnitEnd?.()
+        onUnitEnd?.(payload[0] === 1)
         return
       }
       const result = sink(payload, true)

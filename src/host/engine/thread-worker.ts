@@ -19,6 +19,9 @@ const WAKE_EVERY_BYTES = 32 * 1024
 const IDLE_SLICE_MS = 50
 
 const port = parentPort!
+/** The payload of a Units frame: whether the unit ran, or was skipped (stopped before it began). */
+const UNIT_RAN = new Uint8Array([0])
+const UNIT_SKIPPED = new Uint8Array([1])
 const init = workerData as ThreadInit
 const requests = new ByteRing(init.rings.requests)
 const replies = new ByteRing(init.rings.replies)
@@ -97,13 +100,15 @@ async function runUnits(pglite: PGlite, stopping: CallHooks, id: number, units: 
   const { watch } = output
   for (let unit = 0; unit < units.length; unit++) {
     watch.startUnit()
+    let run = false
     try {
       // A unit stopped before it began (its client canceled it, or it waited too long) is not run: the server answers.
-      if (stopping.beforeUnit(id, unit)) await pglite.execProtocolRawStream(units[unit]!, { onRawData: output.onRawData })
+      run = stopping.beforeUnit(id, unit)
+      if (run) await pglite.execProtocolRawStream(units[unit]!, { onRawData: output.onRawData })
     } finally {
       stopping.afterUnit(id)
     }
-    output.unitEnd()
+    output.unitEnd(run)
     if (!watch.leftAtRest) return
   }
 }
@@ -132,8 +137,8 @@ class Output {
    * One unit of a call of units ended (runUnits). The server's thread is woken if it sleeps, to send this unit's
    * client its reply while the next unit runs.
    */
-  unitEnd(): void {
-    this.#write(FrameEnd.Units, new Uint8Array(0))
+  unitEnd(ran: boolean): void {
+    this.#write(FrameEnd.Units, ran ? UNIT_RAN : UNIT_SKIPPED)
     this.#unannounced = 0
     replies.wake()
   }

@@ -149,7 +149,7 @@ export class DbThread {
    * `onRawData` in order with `onUnitEnd` after each; the call ends early after a unit that leaves the session open
    * or changed.
    */
-  execProtocolUnits(units: readonly Uint8Array[], options: { onRawData: OutputSink; onUnitEnd: () => void }): Promise<void> {
+  execProtocolUnits(units: readonly Uint8Array[], options: { onRawData: OutputSink; onUnitEnd: (skipped: boolean) => void }): Promise<void> {
     return this.#protocolCall(() => this.#protocol.runUnits(units, options.onRawData, options.onUnitEnd))
   }
 

@@ -5,8 +5,8 @@
 
 import type { Logger } from '../../log.ts'
 import { SqlState, WireError, type SqlStateCode } from '../../errors.ts'
-import { BackendCode, HEADER_LENGTH, TxStatus } from '../protocol/codes.ts'
-import { encodeErrorResponse, encodeNotice, encodeParameterStatus, encodeReadyForQuery, errorFields, firstColumn, hasMessage, textRows } from '../protocol/backend.ts'
+import { BackendCode, HEADER_LENGTH } from '../protocol/codes.ts'
+import { encodeNotice, encodeParameterStatus, errorFields, firstColumn, hasMessage, textRows } from '../protocol/backend.ts'
 import { forEachFrame } from '../protocol/frames.ts'
 import { encodeQuery } from '../protocol/frontend.ts'
 import { ReplyReader, SessionChange, type Emit, type RewriteMessage } from '../protocol/replies.ts'
@@ -35,9 +35,6 @@ export interface BackendClient extends SessionMember, FunctionsClient {
 }
 
 type Output = 'client' | 'nowhere' | Buffer[]
-
-/** What a unit canceled before it began gets instead of running (a combined call's unit begins at rest). */
-const CANCELED_REPLY = Buffer.concat([encodeErrorResponse('ERROR', SqlState.QueryCanceled, 'canceling statement due to user request'), encodeReadyForQuery(TxStatus.Idle)])
 
 /**
  * What the rest of a connection uses of its client's backend. With real sessions (a backend per client) this is the
@@ -68,9 +65,9 @@ export interface Backend {
   /**
    * Run one complete unit (a Query, or messages ending in Sync) in a call combined with other clients' units
    * (session/combined-calls.ts), if this client can ride: resolves how it ended ('not-run': run it as usual).
-   * `hooks.begin` when its unit begins to run, `hooks.end` when it ended.
+   * `hooks.begin` when its unit begins to run, `hooks.end` when it ended (`ran` false: stopped before it began).
    */
-  ride(bytes: Buffer, hooks: { begin(): void; end(): void }): Promise<RideEnd>
+  ride(bytes: Buffer, hooks: { begin(): void; end(ran: boolean): void }): Promise<RideEnd>
   /** This client needs nothing done in the session before its next unit (see ClientBackend.canRide). */
   readonly canRide: boolean
   release(): Promise<void>
@@ -247,7 +244,7 @@ export class ClientBackend implements Backend {
     )
   }
 
-  ride(bytes: Buffer, hooks: { begin(): void; end(): void }): Promise<RideEnd> {
+  ride(bytes: Buffer, hooks: { begin(): void; end(ran: boolean): void }): Promise<RideEnd> {
     const reader = this.#reader
     return this.session.combined.ride({
       member: this.#client,
@@ -261,10 +258,10 @@ export class ClientBackend implements Backend {
         this.#beginCall('client', true, 0)
       },
       sink: this.#sink,
-      end: () => {
+      end: (ran) => {
         this.#endCall()
-        this.#state.statements.ran(bytes)
-        hooks.end()
+        if (ran) this.#state.statements.ran(bytes)
+        hooks.end(ran)
       },
       get atRest() {
         return reader.atRest
@@ -293,13 +290,6 @@ export class ClientBackend implements Backend {
   }
 
   async cancelRunning(): Promise<boolean> {
-    const { combined } = this.session
-    if (combined.isRiding(this.#client)) {
-      const result = await combined.cancel(this.#client)
-      // Its unit will not run: answered here, as Postgres answers a statement canceled before it got going.
-      if (result === 'skipped') this.#client.write(CANCELED_REPLY)
-      return result !== ''
-    }
     return this.isOwner && this.#output === 'client' && (await this.session.cancelRunning()) === 'canceled'
   }
 

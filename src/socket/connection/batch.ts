@@ -69,6 +69,9 @@ export class BatchRunner {
   readonly #prepared = new PreparedPipeline()
   /** The session being given up while the client is idle (parkIfIdle): its next batch waits for that. */
   #parking: Promise<void> | null = null
+  /** The unit riding in a combined call (see stopRiding), while it does, and why it was stopped, if it was. */
+  #riding: Buffer | null = null
+  #stopped: { error: QueryCanceledError | QueueTimeoutError; answered: boolean } | null = null
   /** Ends a wait outside the session (for an advisory lock), if one is under way. */
   #stopWaitOutside: ((error: Error) => void) | null = null
   readonly #lockWaitRunner: LockWaitRunner
@@ -248,18 +251,54 @@ export class BatchRunner {
     const { states } = this.#client
     const ride = this.#backend.ride(bytes, {
       begin: () => states.enter('active'),
-      end: () => void this.#mustCloseUnnamedStatement(unnamedUse),
+      end: (ran) => {
+        if (ran) this.#mustCloseUnnamedStatement(unnamedUse)
+        else this.#answerStopped()
+      },
     })
     states.enter('waiting')
+    this.#riding = bytes
+    this.#stopped = null
     const watch = this.#watchIdleHolder()
     try {
       const end = await ride
       if (end !== 'not-run') this.#prepared.ran(bytes, this.#backend.atRest)
       return end
     } finally {
+      this.#riding = this.#stopped = null
       clearTimeout(watch.timer)
       states.enter('active')
     }
+  }
+
+  /**
+   * This client's unit rides in the combined call that runs now: a cancel stops its statement if it runs; a unit that
+   * has not begun is not run, and is answered as refused work (#refuse). True if a unit of this client rides there.
+   */
+  stopRiding(error: QueryCanceledError | QueueTimeoutError): boolean {
+    const { combined } = this.#backend.session
+    if (this.#riding === null || !combined.isRiding(this.#client)) return false
+    const stopped = (this.#stopped ??= { error, answered: false })
+    const stopping = error instanceof QueryCanceledError ? combined.cancel(this.#client) : combined.skip(this.#client).then((skipped) => (skipped ? 'skipped' : ''))
+    stopping.then(
+      (result) => {
+        // Not run: answered now rather than when the call reaches it (its end answers it if that came first).
+        if (result === 'skipped' && this.#stopped === stopped) this.#answerStopped()
+        this.#log.debug('riding unit stopped', { how: result || 'it had ended' })
+      },
+      (stopError: unknown) => this.#log.warn('could not stop a riding unit', { error: stopError }),
+    )
+    return true
+  }
+
+  /** The riding unit was stopped before it began: answered once, as refused work. */
+  #answerStopped(): void {
+    // Only stopRiding stops a unit before it begins, and it says why first; a cancel is the answer if it ever did not.
+    const stopped = (this.#stopped ??= { error: new QueryCanceledError(), answered: false })
+    const bytes = this.#riding
+    if (stopped.answered || !bytes) return
+    stopped.answered = true
+    this.#refuse(stopped.error, bytes)
   }
 
   /**
@@ -398,18 +437,21 @@ export class BatchRunner {
     return combined.refuse(this.#client, error) || scheduler.cancelWait(this.#client, error)
   }
 
-  /** The client's CancelRequest: work waiting for the session (or a lock) is refused with 57014. True if some was waiting. */
+  /**
+   * The client's CancelRequest: work waiting for the session (or a lock) is refused with 57014, a unit in a combined
+   * call is stopped (stopRiding). True if some was waiting or riding.
+   */
   cancelWait(): boolean {
     if (this.#stopWaitOutside) {
       this.#stopWaitOutside(new QueryCanceledError())
       return true
     }
-    return this.#refuseWait(new QueryCanceledError())
+    return this.#refuseWait(new QueryCanceledError()) || this.stopRiding(new QueryCanceledError())
   }
 
   /** The queue timeout: work that waited `ms` for the session is refused with 55P03, naming who holds it. */
   timeOutWait(ms: number): void {
-    const { scheduler, combined } = this.#backend.session
+    const { scheduler } = this.#backend.session
     const holder = scheduler.owner
     const who = holder ? `client ${holder.processId} holds it` : 'other clients were ahead'
     this.#log.info('queue timeout', { ms, holder: holder?.processId, sqlstate: SqlState.LockNotAvailable })
@@ -418,15 +460,8 @@ export class BatchRunner {
       return
     }
     const error = new QueueTimeoutError(`canceling statement: waited ${ms} ms for the database session, which ${who} (pglite-dev-db runs one client's transaction at a time)`)
-    if (this.#refuseWait(error)) return
-    // Its unit waits in the combined call that runs, behind other clients' units: it is not run, and answered here.
-    combined.skip(this.#client).then(
-      (skipped) => {
-        if (skipped) this.#client.write(Buffer.concat([encodeErrorResponse('ERROR', SqlState.LockNotAvailable, error.message), encodeReadyForQuery(TxStatus.Idle)]))
-        this.#log.debug(skipped ? 'queued unit not run' : 'queue timeout: the unit runs already', {})
-      },
-      (skipError: unknown) => this.#log.warn('could not stop a queued unit', { error: skipError }),
-    )
+    // Or its unit waits in the combined call that runs, behind other clients' units.
+    if (!this.#refuseWait(error)) this.stopRiding(error)
   }
 
   /** The release rule: the session goes to the next client once this one is at rest. */

@@ -10,7 +10,7 @@ import type { Logger } from '../../log.ts'
 import { CODE_LENGTH, FrontendCode, TxStatus, maxMessageLength } from '../protocol/codes.ts'
 import { encodeBackendKeyData, encodeErrorResponse, encodeParameterStatus, encodeReadyForQuery } from '../protocol/backend.ts'
 import { FrameReader, type Frames } from '../protocol/frames.ts'
-import { SchedulerClosedError } from '../session/scheduler.ts'
+import { QueryCanceledError, SchedulerClosedError } from '../session/scheduler.ts'
 import type { ClientActivity } from '../session/server-functions.ts'
 import type { SharedSession } from '../session/session.ts'
 import { startupSettings } from '../client/settings.ts'
@@ -440,7 +440,9 @@ export class Connection implements ServedConnection, StartingConnection, BatchCl
     // the cleanup.
     this.#batches?.abandonWait()
     this.#session.combined.forget(this)
-    if (!this.#session.scheduler.isOwner(this) && !this.#session.combined.isRiding(this)) this.#session.scheduler.forget(this)
+    // A unit in a combined call that runs is stopped like a running statement (its batch ends with the call).
+    if (this.#batches?.stopRiding(new QueryCanceledError())) this.#log.debug('riding unit stopped on close', {})
+    else if (!this.#session.scheduler.isOwner(this)) this.#session.scheduler.forget(this)
     else if (this.#draining) void this.#backend?.cancelRunning().catch((cancelError: unknown) => this.#log.warn('cancel on close failed', { error: cancelError }))
     if (!this.#draining) this.#startCleanup()
     return this.#cleanupDone

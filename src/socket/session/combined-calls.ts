@@ -16,7 +16,7 @@ interface CombinedSession {
   readonly db: SessionDb
   readonly dead: WireError | null
   readonly scheduler: OwnerScheduler<SessionHolder>
-  executeUnits(units: readonly Uint8Array[], sink: OutputSink, onUnitEnd: () => void): Promise<void>
+  executeUnits(units: readonly Uint8Array[], sink: OutputSink, onUnitEnd: (skipped: boolean) => void): Promise<void>
   cancelRunning(unit?: number): Promise<'canceled' | 'skipped' | ''>
 }
 
@@ -36,8 +36,8 @@ export interface Rider {
   begin(): void
   /** The unit's output, as it streams. */
   readonly sink: OutputSink
-  /** The unit's output ended. */
-  end(): void
+  /** The unit's output ended; `ran` false: it was stopped before it began (skip, cancel) and did not run. */
+  end(ran: boolean): void
   /** After end(): nothing of the client is open in the session. */
   readonly atRest: boolean
   /** After the call, in order: what the unit changed in the session is recorded (the client releasing it). */
@@ -235,10 +235,10 @@ export class CombinedCalls {
       await this.#session.executeUnits(
         seats.map((seat) => seat.rider.unit),
         (chunk) => begin().rider.sink(chunk),
-        () => {
+        (skipped) => {
           const seat = begin()
           seat.ended = true
-          seat.rider.end()
+          seat.rider.end(!skipped)
           current++
         },
       )

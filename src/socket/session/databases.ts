@@ -22,10 +22,11 @@ export interface SessionDb {
   cancel?(unit?: number): Promise<boolean | 'canceled' | 'skipped' | ''>
   /**
    * Several clients' units (each a Query, or messages ending in Sync) in one call, each run as a call of its own, the
-   * output to `onRawData` in order with `onUnitEnd` after each unit's; a unit that leaves the session open or changed
-   * ends the call early. Only a database in a worker thread has it: what it saves is the crossing between threads.
+   * output to `onRawData` in order with `onUnitEnd` after each unit's (`skipped`: stopped before it began, not run);
+   * a unit that leaves the session open or changed ends the call early. Only a database in a worker thread has it:
+   * what it saves is the crossing between threads.
    */
-  execProtocolUnits?(units: readonly Uint8Array[], options: { onRawData: OutputSink; onUnitEnd: () => void }): Promise<void>
+  execProtocolUnits?(units: readonly Uint8Array[], options: { onRawData: OutputSink; onUnitEnd: (skipped: boolean) => void }): Promise<void>
   /** In the call of units running now, unit `unit` is not run if it has not begun (the server answers its client). */
   skipUnit?(unit: number): Promise<boolean>
 }

@@ -72,7 +72,7 @@ export class SharedSession {
   }
 
   /** Units of several clients in one call (SessionDb.execProtocolUnits, which the database has). Caller must own the scheduler. */
-  executeUnits(units: readonly Uint8Array[], sink: OutputSink, onUnitEnd: () => void): Promise<void> {
+  executeUnits(units: readonly Uint8Array[], sink: OutputSink, onUnitEnd: (skipped: boolean) => void): Promise<void> {
     return this.#call(sink, (db) => db.execProtocolUnits!(units, { onRawData: this.#onRawData, onUnitEnd }))
   }
 
