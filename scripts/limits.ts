@@ -2,7 +2,7 @@
 // PG_ORACLE_URL set, on that PostgreSQL: blocked starts, queue and statement timeouts, CancelRequest, COPY misuse, and
 // the memory left by unread results, a NOTIFY flood and a long mixed load. Prints a Markdown table to stdout,
 // progress to stderr; the figures go to JSON. Logic in harness/limits/.
-// Usage: npm run limits -- [--only LIST] [--soak-minutes N] [--targets ours,postgres] [--write] [--json FILE]
+// Usage: npm run limits -- [--only LIST] [--soak-minutes N] [--targets ours,postgres] [--storage memory|data-dir] [--write] [--json FILE]
 // Exit code: 0 every goal met, 1 a goal missed or a line not measured, 2 usage error.
 import { execFileSync } from 'node:child_process'
 import { existsSync } from 'node:fs'
@@ -16,7 +16,7 @@ import { bigResultScenario, notifyScenario } from '../harness/limits/memory-rows
 import { mixedLoadScenario } from '../harness/limits/mixed-load.ts'
 import { allMet, mergeRecords, renderTable, type Line, type LimitsRecord, type TargetLine } from '../harness/limits/report.ts'
 import { failed, type Measured, type Scenario } from '../harness/limits/scenario.ts'
-import { openOracle, REPO_ROOT, startOurs, TARGET_LABELS, type Target, type TargetName } from '../harness/limits/targets.ts'
+import { openOracle, REPO_ROOT, startOurs, TARGET_LABELS, type Storage, type Target, type TargetName } from '../harness/limits/targets.ts'
 import { cancelScenario, loopTimeoutScenario, statementTimeoutScenario } from '../harness/limits/timeouts.ts'
 
 const SCENARIOS: readonly Scenario[] = [
@@ -24,10 +24,11 @@ const SCENARIOS: readonly Scenario[] = [
 ]
 const DEFAULT_JSON = 'docs/limits.json'
 const DEFAULT_SOAK_MINUTES = 2
-const USAGE = `usage: npm run limits -- [--only LIST] [--soak-minutes N] [--targets ours,postgres] [--write] [--json FILE]
+const USAGE = `usage: npm run limits -- [--only LIST] [--soak-minutes N] [--targets ours,postgres] [--storage memory|data-dir] [--write] [--json FILE]
   --only LIST          scenarios, comma-separated: ${SCENARIOS.map((s) => s.id).join(', ')}
   --soak-minutes N     minutes of mixed load in the soak scenario (default ${DEFAULT_SOAK_MINUTES}; 30 is the long proof)
   --targets LIST       ours, postgres (default: both when PG_ORACLE_URL is set, else ours)
+  --storage S          where ours keeps its data: data-dir (a fresh one per scenario, as npm start keeps one; the default) or memory (--memory)
   --write              write the figures to ${DEFAULT_JSON} (with --only: replace those lines, keep the rest)
   --json FILE          write them to FILE instead (merged the same way when it exists)
 PG_ORACLE_URL=postgres://... measures the same on a throwaway PostgreSQL database (memory read from /proc when local).`
@@ -36,13 +37,14 @@ interface Config {
   scenarios: Scenario[]
   soakMinutes: number
   targets: TargetName[]
+  storage: Storage
   json: string | null
 }
 
 function parseConfig(argv: string[]): Config | 'help' {
   const { values } = parseArgs({
     args: argv,
-    options: { only: { type: 'string' }, 'soak-minutes': { type: 'string' }, targets: { type: 'string' }, write: { type: 'boolean' }, json: { type: 'string' }, help: { type: 'boolean' } },
+    options: { only: { type: 'string' }, 'soak-minutes': { type: 'string' }, targets: { type: 'string' }, storage: { type: 'string' }, write: { type: 'boolean' }, json: { type: 'string' }, help: { type: 'boolean' } },
     strict: true,
   })
   if (values.help) return 'help'
@@ -53,10 +55,13 @@ function parseConfig(argv: string[]): Config | 'help' {
   const targets = (values.targets?.split(',').map((s) => s.trim()) ?? (process.env.PG_ORACLE_URL ? ['postgres', 'ours'] : ['ours'])) as TargetName[]
   for (const t of targets) if (t !== 'ours' && t !== 'postgres') throw new Error(`--targets: unknown target '${t}'`)
   if (targets.includes('postgres') && !process.env.PG_ORACLE_URL) throw new Error('--targets postgres needs PG_ORACLE_URL')
+  const storage = (values.storage ?? 'data-dir') as Storage
+  if (storage !== 'memory' && storage !== 'data-dir') throw new Error(`--storage: memory or data-dir, got '${storage}'`)
   return {
     scenarios: names ? SCENARIOS.filter((s) => names.includes(s.id)) : [...SCENARIOS],
     soakMinutes,
     targets,
+    storage,
     json: values.json ?? (values.write ? DEFAULT_JSON : null),
   }
 }
@@ -74,7 +79,7 @@ function commitOf(): string {
 /** One scenario on one target; a scenario that throws fails its lines with the reason (and ours' last log lines). */
 async function measure(scenario: Scenario, target: Target, config: Config): Promise<Record<string, Measured>> {
   try {
-    return await scenario.run(target, { soakMinutes: config.soakMinutes, log })
+    return await scenario.run(target, { soakMinutes: config.soakMinutes, storage: config.storage, log })
   } catch (error) {
     const why = `${(error as Error).message}${target.tail() ? ` (server log: ${target.tail().split('\n').slice(-3).join(' / ')})` : ''}`
     log(`${scenario.id} on ${TARGET_LABELS[target.name]} failed: ${why}`)
@@ -89,7 +94,7 @@ async function runAll(config: Config): Promise<Line[]> {
     for (const scenario of config.scenarios) {
       for (const name of config.targets) {
         log(`${scenario.id} on ${TARGET_LABELS[name]}`)
-        const target = name === 'postgres' ? oracle!.target : await startOurs(scenario.ours)
+        const target = name === 'postgres' ? oracle!.target : await startOurs({ ...scenario.ours, storage: config.storage })
         const date = new Date().toISOString()
         const loadAverage = os.loadavg().map((n) => Math.round(n * 100) / 100)
         const measured = await measure(scenario, target, config)
@@ -128,6 +133,7 @@ export async function main(argv: string[]): Promise<number> {
     runSeconds: 0,
     scenarios: config.scenarios.map((s) => s.id),
     targets: config.targets,
+    storage: config.storage,
     soakMinutes: config.soakMinutes,
   }
   log(`${run.scenarios.join(', ')} on ${config.targets.map((t) => TARGET_LABELS[t]).join(' and ')}; ${run.uptime.start}`)
@@ -143,7 +149,7 @@ export async function main(argv: string[]): Promise<number> {
       memoryGb: Math.round(os.totalmem() / 2 ** 30),
       commit: commitOf(),
       notes: [
-        'Each scenario runs on a fresh pglite-dev-db (`node bin/pglite-dev-db.js --memory --port 0 --no-tls`), killed at its end (SIGTERM, SIGKILL after 10 s); PostgreSQL is the one PG_ORACLE_URL names, shared by every scenario.',
+        `Each scenario runs on a fresh pglite-dev-db (\`node bin/pglite-dev-db.js ${config.storage === 'memory' ? '--memory' : '--data-dir <fresh dir>'} --port 0 --no-tls\`), killed at its end (SIGTERM, SIGKILL after 10 s); PostgreSQL is the one PG_ORACLE_URL names, shared by every scenario.`,
         "pglite-dev-db's memory is its process's VmRSS (every database runs in a worker thread of that process). PostgreSQL's is summed over its postmaster, its helper processes and the backends of this script's clients (application_name limits*), other clients left out: RSS counts the shared buffers once per process that touched them, PSS divides them among those processes.",
         'Clients and servers share one 2-core machine with other work: read the load average of each line, and compare figures within a run.',
       ],

@@ -1,6 +1,6 @@
 // What a scenario of the limits is: the server it needs, the lines of the table it fills, and how it measures them on
 // one target. The same code runs against PostgreSQL and pglite-dev-db; only ours is judged against the goals.
-import type { OursOptions, Target } from './targets.ts'
+import type { OursOptions, Storage, Target } from './targets.ts'
 
 export interface Measured {
   /** The figure as the table shows it. */
@@ -18,6 +18,8 @@ export interface LineSpec {
 
 export interface RunContext {
   soakMinutes: number
+  /** Where ours keeps its data (the soak says how much of its RSS the database itself is). */
+  storage: Storage
   /** Progress, to stderr. */
   log(line: string): void
 }

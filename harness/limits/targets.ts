@@ -2,7 +2,9 @@
 // so its memory is its own VmRSS), and an existing PostgreSQL (PG_ORACLE_URL) whose memory is read from /proc when it
 // runs on this machine: its postmaster, its helper processes and the backends of this script's clients, no others.
 import { spawn } from 'node:child_process'
-import { readFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { ClosedError, StalledError, withDeadline, type RawClient } from '../raw-client.ts'
 import { connectClient, MONITOR_APP } from './clients.ts'
@@ -84,13 +86,18 @@ function parentOf(pid: number): number | null {
 
 // --- pglite-dev-db ---
 
+/** Where ours keeps its databases: in memory (`--memory`), or in a fresh data dir removed after the scenario. */
+export type Storage = 'memory' | 'data-dir'
+
 export interface OursOptions {
   queueTimeoutMs?: number
+  storage?: Storage
 }
 
-/** Runs `node bin/pglite-dev-db.js --memory --port 0 --no-tls`; the URL is the only line it prints on stdout. */
+/** Runs `node bin/pglite-dev-db.js --memory --port 0 --no-tls` (or `--data-dir` a fresh directory); the URL is the only line it prints on stdout. */
 export async function startOurs(options: OursOptions = {}): Promise<Target> {
-  const args = [OURS_BIN, '--memory', '--port', '0', '--no-tls', '--log-level', 'warn']
+  const dataDir = options.storage === 'data-dir' ? mkdtempSync(path.join(os.tmpdir(), 'limits-data-')) : null
+  const args = [OURS_BIN, ...(dataDir ? ['--data-dir', dataDir] : ['--memory']), '--port', '0', '--no-tls', '--log-level', 'warn']
   if (options.queueTimeoutMs !== undefined) args.push('--queue-timeout-ms', String(options.queueTimeoutMs))
   const child = spawn(process.execPath, args, { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] })
   if (child.pid === undefined) throw new Error('cannot start pglite-dev-db')
@@ -102,6 +109,7 @@ export async function startOurs(options: OursOptions = {}): Promise<Target> {
     child.once('exit', (code) => {
       exit = { code }
       running.delete(child)
+      if (dataDir) rmSync(dataDir, { recursive: true, force: true })
       resolve()
     })
   })

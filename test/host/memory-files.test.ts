@@ -1,0 +1,42 @@
+// A database in memory grows its files in 32 MB steps past 1 MB (src/host/engine/memory-files.ts): checked on a
+// real PGlite, whose table file is looked up in its MEMFS after 3 MB of rows, and whose rows are all
+// there after the growth.
+import type { PGlite } from '@electric-sql/pglite'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { FILE_GROWTH_STEP, grownCapacity } from '../../src/host/engine/memory-files.ts'
+import { openPGlite } from '../../src/host/engine/pglite.ts'
+
+interface Memfs {
+  lookupPath(path: string): { node: { contents: Uint8Array; usedBytes: number } }
+}
+
+describe('in-memory files', () => {
+  it('double up to 1 MB, then grow to the next multiple of 32 MB', () => {
+    expect(grownCapacity(0, 8192)).toBe(8192)
+    expect(grownCapacity(8192, 16384)).toBe(16384)
+    expect(grownCapacity(8192, 8193)).toBe(16384)
+    expect(grownCapacity(1 << 19, (1 << 19) + 1)).toBe(1 << 20)
+    expect(grownCapacity(1 << 20, (1 << 20) + 1)).toBe(FILE_GROWTH_STEP)
+    expect(grownCapacity(FILE_GROWTH_STEP, FILE_GROWTH_STEP + 1)).toBe(2 * FILE_GROWTH_STEP)
+    expect(grownCapacity(100, 50)).toBe(100)
+  })
+
+  let db: PGlite
+  beforeAll(async () => {
+    db = await openPGlite({ dataDir: 'memory://' })
+  }, 60_000)
+  afterAll(async () => {
+    await db?.close()
+  })
+
+  it('a table past 1 MB holds a 32 MB step, and every row is read back', async () => {
+    await db.exec(`create table grow (id int primary key, pad text);
+      insert into grow select i, repeat(md5(i::text), 8) from generate_series(1, 10000) i`)
+    const { path } = (await db.query<{ path: string }>(`select current_setting('data_directory') || '/' || pg_relation_filepath('grow') as path`)).rows[0]!
+    const { node } = (db as unknown as { mod: { FS: Memfs } }).mod.FS.lookupPath(path)
+    expect(node.usedBytes).toBeGreaterThan(1 << 20)
+    expect(node.contents.length % FILE_GROWTH_STEP).toBe(0)
+    const { rows } = await db.query<{ n: number; sum: string }>(`select count(*)::int as n, sum(length(pad))::text as sum from grow`)
+    expect(rows[0]).toEqual({ n: 10000, sum: String(10000 * 256) })
+  })
+})
