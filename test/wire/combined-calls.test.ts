@@ -119,6 +119,33 @@ describe("several clients' units in one call", () => {
     expect((await b.query('select 3')).rows).toEqual([['3']])
   })
 
+  it('a unit answered 57014 before it began never runs, even when the unit before it ends the call', async () => {
+    const dev = await start()
+    const setup = await connect(dev.url)
+    await setup.query('create table combined_canceled (id int)')
+    const holder = await holdSession(dev)
+    const [a, b] = await Promise.all([connect(dev.url), connect(dev.url)])
+
+    // A's SET ends the call after A's unit: B's unit, stopped meanwhile, is never reached.
+    await a.send(wire.query("select pg_sleep(3) is null as slept; set application_name = 'combined_a'"))
+    await waitersAre(dev, 1)
+    await b.send(wire.query('insert into combined_canceled values (1) returning id'))
+    await waitersAre(dev, 2)
+    expect((await holder.query('commit')).status).toBe('I')
+    await waitersAre(dev, 0)
+
+    await sendCancel(dev, b)
+    const rb = await reply(b)
+    expect(errorsOf(rb)).toEqual([['ERROR', '57014']])
+    expect(rb.rows).toEqual([])
+    const ra = await reply(a)
+    expect(ra.rows).toEqual([['f']])
+    expect(ra.status).toBe('I')
+    // B's next reply is its own (not the insert's, run late), and the insert it was told was canceled is not there.
+    expect((await b.query('select count(*) from combined_canceled')).rows).toEqual([['0']])
+    expect((await a.query('show application_name')).rows).toEqual([['combined_a']])
+  })
+
   it('a CancelRequest for a unit running in the call cancels that statement only', async () => {
     const dev = await start()
     const holder = await holdSession(dev)

@@ -5,8 +5,8 @@
 
 import { decodeThreadError } from './thread-messages.ts'
 import { workerInspector } from './interrupt.ts'
-import { ByteRing, FrameEnd, encodeUnits } from './ring.ts'
-import { ENGINE_GLOBAL, controlViews } from './stoppable.ts'
+import { ByteRing, FrameEnd, encodeUnits, waitAsync } from './ring.ts'
+import { Control, ENGINE_GLOBAL, controlViews } from './stoppable.ts'
 
 /**
  * Gets each piece of a call's output; a returned promise holds the rest back until it settles. `owned`: the chunk is
@@ -25,6 +25,9 @@ const WAIT_SLICE_MS = 1000
  */
 export const STUCK_AFTER_CANCEL_MS = 10_000
 
+/** A cancel for a call the thread has not begun yet waits this long at most for it to begin. */
+const BEGIN_WAIT_MS = 2_000
+
 interface Running {
   id: number
   /** When the watchdog may look at Postgres's timer again for this call (performance.now()). */
@@ -39,6 +42,8 @@ export class ProtocolCalls {
   readonly #requests: ByteRing
   readonly #replies: ByteRing
   readonly #deadline: Float64Array
+  /** Control.Current: the call the thread runs now; minus its id once it ended. */
+  readonly #words: Int32Array
   readonly #threadId: number
   #nextId = 1
   #running: Running | null = null
@@ -54,8 +59,9 @@ export class ProtocolCalls {
   constructor(rings: { requests: SharedArrayBuffer; replies: SharedArrayBuffer }, control: SharedArrayBuffer, threadId: number) {
     this.#requests = new ByteRing(rings.requests)
     this.#replies = new ByteRing(rings.replies)
-    const { deadline } = controlViews(control)
+    const { words, deadline } = controlViews(control)
     this.#deadline = deadline
+    this.#words = words
     this.#threadId = threadId
   }
 
@@ -80,7 +86,10 @@ export class ProtocolCalls {
 
   async #call(request: Uint8Array, flags: number, sink: OutputSink, onUnitEnd: ((skipped: boolean) => void) | null): Promise<void> {
     if (this.#failure) throw this.#failure
-    const running: Running = { id: this.#nextId++, nextCheck: performance.now() + WATCH_EVERY_MS, stuckCheck: undefined, heldByClient: false }
+    // Ids stay positive 32-bit numbers (Control.Current holds one, negated once the call ended) for a server's life.
+    const id = this.#nextId
+    this.#nextId = id >= 0x7fff_ffff ? 1 : id + 1
+    const running: Running = { id, nextCheck: performance.now() + WATCH_EVERY_MS, stuckCheck: undefined, heldByClient: false }
     this.#running = running
     try {
       await this.#send(running.id, request, flags)
@@ -100,6 +109,7 @@ export class ProtocolCalls {
   async cancel(unit = -1): Promise<'canceled' | 'skipped' | ''> {
     const running = this.#running
     if (!running) return ''
+    await this.#begun(running)
     const result = await this.#evaluate(`cancel(${running.id}, ${unit})`)
     if (result === 'canceled' && this.#running === running && running.stuckCheck === undefined) this.#checkEnds(running)
     return result === 'canceled' || result === 'skipped' ? result : ''
@@ -108,7 +118,24 @@ export class ProtocolCalls {
   /** In the call of units running now: unit `unit`, if it has not begun, is not run (its client must be answered). */
   async skip(unit: number): Promise<boolean> {
     const running = this.#running
-    return running !== null && (await this.#evaluate(`skip(${running.id}, ${unit})`)) === true
+    if (!running) return false
+    await this.#begun(running)
+    return (await this.#evaluate(`skip(${running.id}, ${unit})`)) === true
+  }
+
+  /**
+   * Until the thread has begun `running` (it was sent and waits in the ring), or it is over. A cancel must not come
+   * before: Postgres clears a cancel still pending when it begins a command, and the thread only knows calls it began.
+   */
+  async #begun(running: Running): Promise<void> {
+    const until = performance.now() + BEGIN_WAIT_MS
+    for (;;) {
+      const current = Atomics.load(this.#words, Control.Current)
+      const left = until - performance.now()
+      if (current === running.id || current === -running.id || this.#running !== running || left <= 0) return
+      const wait = waitAsync(this.#words, Control.Current, current, left)
+      if (wait.async) await wait.value
+    }
   }
 
   /** After a cancel: the call must end, or, once it is not waiting for its client, be reported stuck. */

@@ -30,7 +30,7 @@ export const FrameEnd = {
 const LENGTH_MASK = 0x0fff_ffff
 
 /** Atomics.waitAsync (Node 16+), which this project's lib (ES2023) does not declare. */
-const waitAsync = (Atomics as unknown as { waitAsync(array: Int32Array, index: number, value: number, ms: number): { async: boolean; value: Promise<string> | string } }).waitAsync
+export const waitAsync = (Atomics as unknown as { waitAsync(array: Int32Array, index: number, value: number, ms: number): { async: boolean; value: Promise<string> | string } }).waitAsync
 
 export function ringBuffer(capacity: number): SharedArrayBuffer {
   return new SharedArrayBuffer(CONTROL_WORDS * 4 + capacity)

@@ -102,15 +102,19 @@ export function exposeStopping(db: PGlite, side: WasmSide, control: SharedArrayB
   const mod = (db as unknown as { mod: PGliteModule }).mod
   side.exports = bindings.get(side)?.find((candidate) => candidate.memory === mod.wasmMemory)?.exports ?? null
   let stoppedCall = 0
-  const isRunning = (id: number): boolean => id !== 0 && Atomics.load(words, Control.Current) === id
+  const isRunning = (id: number): boolean => id > 0 && Atomics.load(words, Control.Current) === id
   // PGlite's pg_sleep (WaitLatch) spins on the clock and only returns early for a set latch.
   const setLatch = (): void => {
     const heap = new Int32Array(mod.wasmMemory.buffer)
     const latch = heap[mod._MyLatch >> 2]!
     if (latch !== 0) heap[latch >> 2] = 1
   }
-  /** In a call of units: the unit running, and the units stopped before they began (not run). */
-  let currentUnit = 0
+  /**
+   * In a call of units: the unit that began last (-1 before the first), whether it still runs (a cancel for it after
+   * it ended must not reach the next unit), and the units stopped before they began (not run).
+   */
+  let currentUnit = -1
+  let unitRunning = false
   const skipped = new Set<number>()
   const clearFlags = (): void => {
     mod.HEAPU8[mod._QueryCancelPending] = 0
@@ -124,7 +128,7 @@ export function exposeStopping(db: PGlite, side: WasmSide, control: SharedArrayB
     cancel(id: number, unit = -1): 'canceled' | 'skipped' | '' {
       if (!isRunning(id)) return ''
       if (unit > currentUnit) return engine.skip(id, unit) ? 'skipped' : ''
-      if (unit >= 0 && unit < currentUnit) return ''
+      if (unit >= 0 && (unit < currentUnit || !unitRunning)) return ''
       stoppedCall = id
       mod.HEAPU8[mod._QueryCancelPending] = 1
       mod.HEAPU8[mod._InterruptPending] = 1
@@ -153,22 +157,26 @@ export function exposeStopping(db: PGlite, side: WasmSide, control: SharedArrayB
   return {
     beforeCall(id: number): void {
       callStarted = performance.now()
-      currentUnit = 0
+      currentUnit = -1
+      unitRunning = false
       Atomics.store(words, Control.Current, id)
     },
     beforeUnit(_id: number, unit: number): boolean {
       // Each unit is a call into PGlite of its own (see FIRE_AFTER_CALL_START_MS).
       callStarted = performance.now()
       currentUnit = unit
-      return !skipped.delete(unit)
+      unitRunning = !skipped.delete(unit)
+      return unitRunning
     },
     afterUnit(id: number): void {
+      unitRunning = false
       if (stoppedCall !== id) return
       stoppedCall = 0
       clearFlags()
     },
     afterCall(id: number): void {
-      Atomics.store(words, Control.Current, 0)
+      // Minus the id: the call ended (the server's thread tells a call not begun yet from one that is over).
+      Atomics.store(words, Control.Current, -id)
       skipped.clear()
       if (stoppedCall !== id) return
       stoppedCall = 0

@@ -184,7 +184,7 @@ export class BatchRunner {
     try {
       if (this.#mayRide(bytes, unnamedUse, functions)) {
         const end = await this.#ride(bytes, unnamedUse)
-        if (end === 'ran') return
+        if (end === 'ran' || end === 'stopped') return
         if (end === 'holds') return await this.#afterRun(bytes)
       }
       await this.#own()
@@ -262,6 +262,11 @@ export class BatchRunner {
     const watch = this.#watchIdleHolder()
     try {
       const end = await ride
+      // Stopped before it began, and answered so (now, if the answer has not gone yet): it must not run after all.
+      if (end === 'stopped' || (end === 'not-run' && this.#stoppedAndAnswered)) {
+        this.#answerStopped()
+        return 'stopped'
+      }
       if (end !== 'not-run') this.#prepared.ran(bytes, this.#backend.atRest)
       return end
     } finally {
@@ -289,6 +294,11 @@ export class BatchRunner {
       (stopError: unknown) => this.#log.warn('could not stop a riding unit', { error: stopError }),
     )
     return true
+  }
+
+  /** The riding unit was stopped and its client already answered so. */
+  get #stoppedAndAnswered(): boolean {
+    return this.#stopped?.answered === true
   }
 
   /** The riding unit was stopped before it began: answered once, as refused work. */

@@ -44,8 +44,12 @@ export interface Rider {
   settle(): Promise<void>
 }
 
-/** How a ride ended: the unit ran; it ran and left its client holding the session; or it did not run. */
-export type RideEnd = 'ran' | 'holds' | 'not-run'
+/**
+ * How a ride ended: the unit ran; it ran and left its client holding the session; it did not run (the client runs it
+ * as an ordinary call); or it was stopped before it began and the call ended before reaching it (the client answers
+ * it as refused work: it must never run).
+ */
+export type RideEnd = 'ran' | 'holds' | 'not-run' | 'stopped'
 
 interface Seat {
   rider: Rider
@@ -54,6 +58,8 @@ interface Seat {
   /** The unit's output has begun, or it ended. */
   begun: boolean
   ended: boolean
+  /** The database thread agreed not to run the unit (skip, or a cancel before it began). */
+  stopped: boolean
 }
 
 /** A batch holds the session as a client would: errors about who holds it name its first rider. */
@@ -103,7 +109,7 @@ export class CombinedCalls {
     for (const pending of this.#pending) if (pending.settingsKey === rider.settingsKey) batch = pending
     if (batch === null || batch.seats.length >= MAX_UNITS) batch = this.#openBatch(rider)
     const seats = batch.seats
-    return new Promise<RideEnd>((resolve, reject) => seats.push({ rider, resolve, reject, begun: false, ended: false }))
+    return new Promise<RideEnd>((resolve, reject) => seats.push({ rider, resolve, reject, begun: false, ended: false, stopped: false }))
   }
 
   /** Calls that carried more than one unit, and the units they carried (for getStats). */
@@ -154,7 +160,9 @@ export class CombinedCalls {
   async skip(member: SessionMember): Promise<boolean> {
     const running = this.#runningSeat(member)
     const db = this.#session.db
-    return running !== null && !running.seat.begun && db.skipUnit !== undefined && (await db.skipUnit(running.index))
+    if (running === null || running.seat.begun || db.skipUnit === undefined || !(await db.skipUnit(running.index))) return false
+    running.seat.stopped = true
+    return true
   }
 
   /**
@@ -163,7 +171,10 @@ export class CombinedCalls {
    */
   async cancel(member: SessionMember): Promise<'canceled' | 'skipped' | ''> {
     const running = this.#runningSeat(member)
-    return running === null ? '' : this.#session.cancelRunning(running.index)
+    if (running === null) return ''
+    const result = await this.#session.cancelRunning(running.index)
+    if (result === 'skipped') running.seat.stopped = true
+    return result
   }
 
   /** `member` is gone: a ride still waiting ends. */
@@ -200,10 +211,10 @@ export class CombinedCalls {
 
   /** The batch holds the session: run its units in one call, settle each rider in order, and let the session go. */
   async #run(batch: Batch): Promise<void> {
-    this.#unpend(batch)
     try {
       if (batch.seats.length > 0 && (await this.#call(batch))) await this.#settle(batch)
     } finally {
+      this.#unpend(batch)
       this.#session.scheduler.release(batch)
     }
   }
@@ -218,6 +229,10 @@ export class CombinedCalls {
     const { seats } = batch
     try {
       await seats[0]!.rider.prepare()
+      // Until here the batch was pending: a rider could still join it, or be refused (a CancelRequest, the queue
+      // timeout) and answered at once. From here its units are the call's.
+      this.#unpend(batch)
+      if (seats.length === 0) return true
       if (seats.length > 1) {
         this.stats.calls++
         this.stats.units += seats.length
@@ -254,7 +269,7 @@ export class CombinedCalls {
   /** After the call, in order: each unit that ran is its client's release; one left open is its client's hold. */
   async #settle(batch: Batch): Promise<void> {
     for (const seat of batch.seats) {
-      if (!seat.ended) seat.resolve('not-run')
+      if (!seat.ended) seat.resolve(seat.stopped ? 'stopped' : 'not-run')
       else if (!seat.rider.atRest) {
         // Only the last unit that ran can have left the session open: its client holds the session now.
         this.#session.scheduler.transfer(batch, seat.rider.member)
