@@ -178,7 +178,7 @@ export class Connection implements ServedConnection, StartingConnection, BatchCl
    * server's thread cannot be stopped). At other moments it does nothing.
    */
   cancel(): void {
-    if (this.#batches?.cancelWait()) {
+    if (this.#batches?.wait.cancel()) {
       this.#log.debug('queued work canceled', {})
       return
     }
@@ -244,7 +244,7 @@ export class Connection implements ServedConnection, StartingConnection, BatchCl
 
   #timedOut(timeout: Timeout, ms: number): void {
     if (timeout === 'queue') {
-      this.#batches?.timeOutWait(ms)
+      this.#batches?.wait.timeOut(ms)
       return
     }
     const error = TIMEOUT_ERRORS[timeout]
@@ -438,10 +438,10 @@ export class Connection implements ServedConnection, StartingConnection, BatchCl
     }
     // A wait for the session is abandoned now; a running statement is canceled, its batch ends, then #drain starts
     // the cleanup.
-    this.#batches?.abandonWait()
+    this.#batches?.wait.abandon()
     this.#session.combined.forget(this)
     // A unit in a combined call that runs is stopped like a running statement (its batch ends with the call).
-    if (this.#batches?.stopRiding(new QueryCanceledError())) this.#log.debug('riding unit stopped on close', {})
+    if (this.#batches?.wait.stopRiding(new QueryCanceledError())) this.#log.debug('riding unit stopped on close', {})
     else if (!this.#session.scheduler.isOwner(this)) this.#session.scheduler.forget(this)
     else if (this.#draining) void this.#backend?.cancelRunning().catch((cancelError: unknown) => this.#log.warn('cancel on close failed', { error: cancelError }))
     if (!this.#draining) this.#startCleanup()
