@@ -123,7 +123,7 @@ describe('BatchRunner', () => {
     await a.read(wire.query('begin'))
     const waiting = b.read(wire.parse('', 'select 1'), wire.bind('', ''), wire.execute(''))
     await Promise.resolve()
-    b.runner.timeOutWait(10)
+    b.runner.wait.timeOut(10)
     await waiting
     expect(b.client.received).toEqual(['E55P03'])
     // Dropped, as after any error: more extended messages, a Query, and a COPY the server would otherwise take over.
@@ -145,7 +145,7 @@ describe('BatchRunner', () => {
     await a.read(wire.query('begin'))
     const waiting = b.read(wire.query('select 1'), wire.query('select 2'))
     await Promise.resolve()
-    expect(b.runner.cancelWait()).toBe(true)
+    expect(b.runner.wait.cancel()).toBe(true)
     await a.read(wire.query('commit'))
     await waiting
     expect(b.client.received).toEqual(['E57014', 'ZI', 'C', 'ZI'])
@@ -158,7 +158,7 @@ describe('BatchRunner', () => {
     await a.read(wire.query('begin'))
     const waiting = b.read(wire.parse('', 'select 1'))
     await Promise.resolve()
-    b.runner.cancelWait()
+    b.runner.wait.cancel()
     await waiting
     await b.read(wire.bind('', ''), wire.terminate())
     expect(b.client.closed).toBe(true)

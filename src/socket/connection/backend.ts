@@ -2,23 +2,22 @@
 // and the session then looks as this client left it. Taking the session gives it this client's settings; every
 // reply is read once on its way to the client (names restored, notifications routed); at rest, what the client
 // changed in the session (settings, LISTENs, a DEALLOCATE ALL) is recorded before the session goes to the next.
+// The client's settings are settings.ts; LISTEN/NOTIFY is listen.ts.
 
 import type { Logger } from '../../log.ts'
-import { SqlState, WireError, type SqlStateCode } from '../../errors.ts'
-import { BackendCode, HEADER_LENGTH } from '../protocol/codes.ts'
-import { encodeNotice, encodeParameterStatus, errorFields, firstColumn, hasMessage, textRows } from '../protocol/backend.ts'
+import { SqlState, WireError } from '../../errors.ts'
+import { BackendCode } from '../protocol/codes.ts'
+import { encodeNotice, errorFields, hasMessage, textRows } from '../protocol/backend.ts'
 import { forEachFrame } from '../protocol/frames.ts'
-import { encodeQuery } from '../protocol/frontend.ts'
 import { ReplyReader, SessionChange, type Emit, type RewriteMessage } from '../protocol/replies.ts'
 import { UNKNOWN_SETTINGS, remakeStatements, type SessionMember, type SharedSession } from '../session/session.ts'
 import type { RideEnd } from '../session/combined-calls.ts'
-import { listenSql } from '../session/listeners.ts'
-import { LISTENING_CHANNELS_QUERY, notificationChannel } from '../client/listen.ts'
-import { SNAPSHOT_QUERY, applySettingsQuery, readSettingsReply, settingsKey, type Settings } from '../client/settings.ts'
+import type { Settings } from '../client/settings.ts'
 import type { ClientState } from '../client/state.ts'
 import { LIST_OWN_TEMP_OBJECTS } from '../client/temp-objects.ts'
+import { reconcileListening, routeNotification } from './listen.ts'
 import { FunctionReplies, ServerFunctions, contextFor, contextMessages, type FunctionsClient, type LockWait } from './server-functions.ts'
-
+import { ClientSettings } from './settings.ts'
 
 /** The connection a backend answers to. */
 export interface BackendClient extends SessionMember, FunctionsClient {
@@ -86,11 +85,8 @@ export class ClientBackend implements Backend {
   #output: Output = 'client'
   /** For this call, the messages the reader holds for #rewrite (decided once per call). */
   #rewriteNow: RewriteMessage | null = null
-  /** This client's settings that differ from the defaults (its startup parameters and its SETs), and their key. */
-  #settings: Settings = []
-  #settingsKey = ''
-  /** The startup packet asked for settings not yet applied: they are, the first time this client takes the session. */
-  #startupSettingsPending = false
+  /** This client's settings (its startup parameters and its SETs), given to the session when it takes it. */
+  readonly #settings = new ClientSettings(this)
   /** For a call whose statements use the functions that answer per backend: what they tell the server. */
   #functions: FunctionReplies | null = null
   #lockWait: LockWait | null = null
@@ -132,9 +128,7 @@ export class ClientBackend implements Backend {
 
   /** Settings from the startup packet that differ from what every client is told: applied on first taking the session. */
   startWith(settings: Settings): void {
-    this.#settings = settings
-    this.#startupSettingsPending = settings.length > 0
-    if (this.#startupSettingsPending) this.#settingsKey = UNKNOWN_SETTINGS
+    this.#settings.startWith(settings)
   }
 
   /**
@@ -144,8 +138,7 @@ export class ClientBackend implements Backend {
   async tookSession(): Promise<void> {
     this.#reader.acquired()
     if (this.session.hasAbandonedWork) await this.session.closeAbandonedWork()
-    if (this.#startupSettingsPending) await this.#applyStartupSettings()
-    else if (this.session.appliedSettings !== this.#settingsKey) await this.#applySettings()
+    await this.#settings.give()
     const unmade = this.#state.statements.takeUnmade()
     if (unmade.length > 0) await remakeStatements([this.#client], (bytes) => this.capture(bytes), unmade)
     const reveal = this.#state.temp.reveal()
@@ -169,8 +162,7 @@ export class ClientBackend implements Backend {
   }
 
   get lockTimeoutMs(): number {
-    const value = Number(this.#settings.find(([name]) => name === 'lock_timeout')?.[1] ?? 0)
-    return Number.isFinite(value) && value > 0 ? value : 0
+    return this.#settings.lockTimeoutMs
   }
 
   takeLockWait(): LockWait | null {
@@ -220,11 +212,6 @@ export class ClientBackend implements Backend {
 
   // --- A unit in a combined call (session/combined-calls.ts) ---
 
-  /** The settings key of this client (what the session must have for its statements). */
-  get settingsKey(): string {
-    return this.#settingsKey
-  }
-
   /**
    * Whether this client's next unit can ride in a combined call: it needs nothing done in the session first (its
    * startup settings, statements to make again, temporary objects to name back) and no per-backend context.
@@ -232,7 +219,7 @@ export class ClientBackend implements Backend {
   get canRide(): boolean {
     const state = this.#state
     return (
-      !this.#startupSettingsPending &&
+      !this.#settings.startupPending &&
       !state.temp.mayMake &&
       !state.temp.revealed &&
       !state.temp.hasHidden &&
@@ -249,7 +236,7 @@ export class ClientBackend implements Backend {
     return this.session.combined.ride({
       member: this.#client,
       unit: bytes,
-      settingsKey: this.#settingsKey,
+      settingsKey: this.#settings.key,
       prepare: () => this.tookSession(),
       begin: () => {
         hooks.begin()
@@ -298,7 +285,7 @@ export class ClientBackend implements Backend {
     if (!this.#functions?.terminatingSelf) this.#client.write(bytes)
   }
   readonly #rewrite: RewriteMessage = (message) => {
-    if (message[0] === BackendCode.NotificationResponse) return this.#routeNotification(message)
+    if (message[0] === BackendCode.NotificationResponse) return routeNotification(this, this.#state.listenCommands, message)
     const functions = this.#functions
     const read = functions ? functions.read(message, this.#output === 'client') : message
     return read && this.#state.statements.restore(read)
@@ -319,8 +306,8 @@ export class ClientBackend implements Backend {
     }
     const { temp } = this.#state
     if (temp.mayMake || temp.revealed) await this.#hideTemp()
-    if (changes & SessionChange.Settings) await this.#snapshotSettings()
-    if (changes & SessionChange.Listening) await this.#reconcileListening()
+    if (changes & SessionChange.Settings) await this.#settings.snapshot()
+    if (changes & SessionChange.Listening) await reconcileListening(this, this.#state.listenCommands, this.#log)
     if (changes & SessionChange.StatementsWiped) await this.#remakeOthersStatements()
     this.#state.listenCommands.length = 0
     this.session.scheduler.release(this.#client)
@@ -333,8 +320,7 @@ export class ClientBackend implements Backend {
 
   /** The client's DISCARD ALL put its settings back to the defaults. */
   settingsDiscarded(): void {
-    this.#settings = []
-    this.session.appliedSettings = this.#settingsKey = ''
+    this.#settings.discarded()
   }
 
   /** The client left while a SET of its may still be in the session: the next owner resets it. */
@@ -342,26 +328,7 @@ export class ClientBackend implements Backend {
     if (this.#reader.takeChanges() & SessionChange.Settings) this.session.appliedSettings = UNKNOWN_SETTINGS
   }
 
-  // --- Settings ---
-
-  /** This client SET something: remember its settings, which are now the session's. */
-  async #snapshotSettings(): Promise<void> {
-    const reply = readSettingsReply(await this.capture(SNAPSHOT_QUERY))
-    if (reply.error) {
-      this.session.appliedSettings = UNKNOWN_SETTINGS
-      this.#warnSettings('could not record your session settings; a SET may not last beyond this command', reply.error)
-      return
-    }
-    this.#settings = reply.settings
-    this.session.appliedSettings = this.#settingsKey = settingsKey(reply.settings)
-  }
-
-  /** Give the session this client's settings (the session is at rest: no pipeline, no transaction). */
-  async #applySettings(): Promise<void> {
-    const reply = readSettingsReply(await this.capture(applySettingsQuery(this.#settings, false)))
-    this.session.appliedSettings = reply.error ? UNKNOWN_SETTINGS : this.#settingsKey
-    if (reply.error) this.#warnSettings('could not restore your session settings; SET them again', reply.error)
-  }
+  // --- Temporary objects, and the warning when keeping the session as the client left it fails ---
 
   /** The client's temporary objects get names of its own while it is away (client/temp-objects.ts). */
   async #hideTemp(): Promise<void> {
@@ -372,74 +339,15 @@ export class ClientBackend implements Backend {
 
   #warnIfFailed(what: string, reply: Buffer): void {
     forEachFrame(reply, (code, offset, length) => {
-      if (code === BackendCode.ErrorResponse) this.#warnSettings(what, reply.subarray(offset, offset + length))
+      if (code === BackendCode.ErrorResponse) this.warn(what, reply.subarray(offset, offset + length))
     })
   }
 
-  /** Settings bookkeeping failed: the log gets it, and so does the client, as a WARNING it can read. */
-  #warnSettings(what: string, error: Buffer): void {
+  /** Keeping the session as the client left it failed: the log gets `what`, and so does the client, as a WARNING it can read. */
+  warn(what: string, error: Buffer): void {
     const { code, message } = errorFields(error)
     this.#log.warn(what, { error: message })
     this.#client.write(encodeNotice(code, `${what}: ${message}`, 'WARNING'))
-  }
-
-  /**
-   * The settings of the startup packet, applied the first time this client gets the session (connecting never
-   * waits for another client's transaction). The client was told the defaults at startup; now it gets a
-   * ParameterStatus for each reported setting it changed, as Postgres would have sent at startup. A value
-   * Postgres refuses closes the connection with its error as FATAL, as Postgres does at startup.
-   */
-  async #applyStartupSettings(): Promise<void> {
-    this.#startupSettingsPending = false
-    const reply = readSettingsReply(await this.capture(applySettingsQuery(this.#settings, true)))
-    if (reply.error) {
-      this.session.appliedSettings = UNKNOWN_SETTINGS
-      const { code, message } = errorFields(reply.error)
-      throw new WireError('FATAL', code as SqlStateCode, message)
-    }
-    this.#settings = reply.settings
-    this.session.appliedSettings = this.#settingsKey = settingsKey(reply.settings)
-    const reported = reply.settings.filter(([name]) => this.session.reportedDefaults.has(name.toLowerCase()))
-    if (reported.length > 0) this.#client.write(Buffer.concat(reported.map(([name, value]) => encodeParameterStatus(name, value))))
-  }
-
-  // --- LISTEN/NOTIFY ---
-
-  /**
-   * This client ran LISTEN, UNLISTEN or DISCARD: record where it listens now, from its statements checked against
-   * what the session listens on, and make the session listen on exactly the channels somebody listens on.
-   */
-  async #reconcileListening(): Promise<void> {
-    const { listeners } = this.session
-    const now = new Set(firstColumn(await this.capture(LISTENING_CHANNELS_QUERY)))
-    const unneeded: string[] = []
-    for (const command of this.#state.listenCommands) {
-      if (command.kind === 'listen') {
-        if (now.has(command.channel)) listeners.listen(this.#client, command.channel)
-      } else {
-        unneeded.push(...listeners.unlisten(this.#client, command.channel))
-      }
-    }
-    // Listening nobody accounts for is this client's (a LISTEN inside a function or DO block).
-    for (const channel of now) if (!listeners.has(channel)) listeners.listen(this.#client, channel)
-    // Its UNLISTEN or DISCARD ALL also stopped the session listening where others still listen: listen again.
-    const lost = [...listeners.channels()].filter((channel) => !now.has(channel))
-    if (lost.length > 0) await this.capture(encodeQuery(listenSql(lost, 'LISTEN')))
-    if (unneeded.length > 0) this.#log.debug('unlistened', { channels: unneeded.join(',') })
-  }
-
-  /**
-   * A NotificationResponse from PGlite, raised by this client's NOTIFY: every other client listening on the
-   * channel gets it now; this client keeps it in its reply if it listens there too. The process id is this
-   * client's, as Postgres names the notifying backend.
-   */
-  #routeNotification(message: Buffer): Buffer | null {
-    message.writeInt32BE(this.#client.processId, HEADER_LENGTH)
-    const channel = notificationChannel(message)
-    const members = this.session.listeners.membersOf(channel)
-    if (members) for (const member of members) if (member !== this.#client) member.notify(message)
-    const listensHere = members?.has(this.#client) || this.#state.listenCommands.some((c) => c.kind === 'listen' && c.channel === channel)
-    return listensHere ? message : null
   }
 
   // --- Statements ---

@@ -1,6 +1,6 @@
 // One read's messages, run in order: each to its handler; what passes on runs in PGlite as one segment, in as few
 // calls as possible (normally one); where the server takes a message over, what came before it runs first. Here too:
-// waiting for the session, the release rule, and the answer to work whose wait was refused (cancel, queue timeout).
+// the release rule, and the answer to work whose wait (session-wait.ts) was refused (cancel, queue timeout).
 
 import { SqlState } from '../../errors.ts'
 import type { Logger } from '../../log.ts'
@@ -9,21 +9,20 @@ import { encodeErrorResponse, encodeReadyForQuery } from '../protocol/backend.ts
 import { SYNC, isSingleUnit } from '../protocol/frontend.ts'
 import type { Frames } from '../protocol/frames.ts'
 import type { DatabaseCatalog } from '../session/databases.ts'
-import { QueryCanceledError, QueueTimeoutError, SchedulerClosedError } from '../session/scheduler.ts'
+import { QueryCanceledError, QueueTimeoutError } from '../session/scheduler.ts'
 import type { CopyIn } from '../client/copy-in.ts'
 import type { ClientState } from '../client/state.ts'
 import { hexDump } from '../trace/hex-dump.ts'
-import type { Backend, BackendClient } from './backend.ts'
+import type { Backend } from './backend.ts'
 import { gatherCopy, startCopy } from './copy-in.ts'
 import { bindDatabaseCommand, queryDatabaseCommand, resetDatabaseIfRequested, taggedExecute } from './database-commands.ts'
 import { discardForClient } from './discard-all.ts'
 import { executes, mayRunAgain, runWaitingForLocks, type LockWaitRunner } from './lock-wait.ts'
 import { PreparedPipeline } from './prepared-pipeline.ts'
-import { idleHolderRefusal, watchIdleHolder } from './idle-holder.ts'
 import { ServerFunctions } from './server-functions.ts'
 import { UnnamedUse, unnamedUseOf, type MessageReader, type Segment, type Takeover } from './messages.ts'
-import type { RideEnd } from '../session/combined-calls.ts'
-import type { ConnectionState, ConnectionStates } from './state.ts'
+import { SessionWait, type WaitingClient } from './session-wait.ts'
+import type { ConnectionState } from './state.ts'
 import type { TakeoverEnd, Turn } from './turn.ts'
 
 /** Close the unnamed statement; Flush, not Sync, so a pipeline the client has open stays open. */
@@ -31,8 +30,7 @@ const CLOSE_UNNAMED_STATEMENT = Buffer.from([FrontendCode.Close, 0, 0, 0, 6, 0x5
 const CANCELED_RESPONSE = encodeErrorResponse('ERROR', SqlState.QueryCanceled, 'canceling statement due to user request')
 
 /** What the runner needs of its connection. */
-export interface BatchClient extends BackendClient {
-  readonly states: ConnectionStates
+export interface BatchClient extends WaitingClient {
   /** Frames in and out are logged as hex dumps. */
   readonly inspect: boolean
   close(): void
@@ -62,18 +60,14 @@ export class BatchRunner {
   #discarding = false
   /** What a takeover may do on this client's behalf. */
   readonly #turn: Turn
-  readonly #idleTransactionWaitMs: number
+  /** The client's waits for the session, and what ends them early. */
+  readonly wait: SessionWait
   /** Work of a pipeline still open has run since it opened (so it cannot be run again after a lock wait). */
   #pipelineExecuted = false
   /** What the client's open pipeline did: only prepare statements? (see #parkable) */
   readonly #prepared = new PreparedPipeline()
   /** The session being given up while the client is idle (parkIfIdle): its next batch waits for that. */
   #parking: Promise<void> | null = null
-  /** The unit riding in a combined call (see stopRiding), while it does, and why it was stopped, if it was. */
-  #riding: Buffer | null = null
-  #stopped: { error: QueryCanceledError | QueueTimeoutError; answered: boolean } | null = null
-  /** Ends a wait outside the session (for an advisory lock), if one is under way. */
-  #stopWaitOutside: ((error: Error) => void) | null = null
   readonly #lockWaitRunner: LockWaitRunner
 
   constructor(client: BatchClient, context: BatchContext) {
@@ -82,7 +76,7 @@ export class BatchRunner {
     this.#messages = context.messages
     this.#state = context.messages.client
     this.#log = context.log
-    this.#idleTransactionWaitMs = context.idleTransactionWaitMs
+    this.wait = new SessionWait(client, context.backend, { idleTransactionWaitMs: context.idleTransactionWaitMs, log: context.log, refuse: (error, bytes) => void this.#refuse(error, bytes) })
     this.#turn = {
       backend: context.backend,
       client: this.#state,
@@ -90,13 +84,13 @@ export class BatchRunner {
       database: context.database,
       maxCopyBytes: context.maxCopyBytes,
       log: context.log,
-      own: () => this.#own(),
+      own: () => this.wait.own(),
       run: (bytes) => this.#runSegment({ bytes, unnamedUse: unnamedUseOf(bytes), functions: 0 }),
       refuse: (error, frame) => void this.#refuse(error, frame),
       releaseIfAtRest: () => this.#releaseIfAtRest(),
       write: (bytes) => this.#client.write(bytes),
     }
-    this.#lockWaitRunner = { backend: this.#backend, write: (bytes) => this.#client.write(bytes), waitOutside: (wait) => this.#waitOutside(wait) }
+    this.#lockWaitRunner = { backend: this.#backend, write: (bytes) => this.#client.write(bytes), waitOutside: (wait) => this.wait.outside(wait) }
   }
 
   /** The state at rest, when nothing is running: what the client holds says which. */
@@ -183,11 +177,12 @@ export class BatchRunner {
     if (this.#state.signals.length > 0) this.#signalEarly()
     try {
       if (this.#mayRide(bytes, unnamedUse, functions)) {
-        const end = await this.#ride(bytes, unnamedUse)
+        const end = await this.wait.ride(bytes, () => this.#mustCloseUnnamedStatement(unnamedUse))
+        if (end === 'ran' || end === 'holds') this.#prepared.ran(bytes, this.#backend.atRest)
         if (end === 'ran' || end === 'stopped') return
         if (end === 'holds') return await this.#afterRun(bytes)
       }
-      await this.#own()
+      await this.wait.own()
     } catch (error) {
       const rest = this.#refuse(error, bytes)
       if (rest < bytes.length) await this.#runSegment({ bytes: bytes.subarray(rest), unnamedUse: unnamedUseOf(bytes.subarray(rest)), functions })
@@ -244,71 +239,6 @@ export class BatchRunner {
       backend.canRide &&
       isSingleUnit(bytes)
     )
-  }
-
-  /** Ride: wait for the combined call as for the session (the same refusals end the wait), then run in it. */
-  async #ride(bytes: Buffer, unnamedUse: number): Promise<RideEnd> {
-    const { states } = this.#client
-    const ride = this.#backend.ride(bytes, {
-      begin: () => states.enter('active'),
-      end: (ran) => {
-        if (ran) this.#mustCloseUnnamedStatement(unnamedUse)
-        else this.#answerStopped()
-      },
-    })
-    states.enter('waiting')
-    this.#riding = bytes
-    this.#stopped = null
-    const watch = this.#watchIdleHolder()
-    try {
-      const end = await ride
-      // Stopped before it began, and answered so (now, if the answer has not gone yet): it must not run after all.
-      if (end === 'stopped' || (end === 'not-run' && this.#stoppedAndAnswered)) {
-        this.#answerStopped()
-        return 'stopped'
-      }
-      if (end !== 'not-run') this.#prepared.ran(bytes, this.#backend.atRest)
-      return end
-    } finally {
-      this.#riding = this.#stopped = null
-      clearTimeout(watch.timer)
-      states.enter('active')
-    }
-  }
-
-  /**
-   * This client's unit rides in the combined call that runs now: a cancel stops its statement if it runs; a unit that
-   * has not begun is not run, and is answered as refused work (#refuse). True if a unit of this client rides there.
-   */
-  stopRiding(error: QueryCanceledError | QueueTimeoutError): boolean {
-    const { combined } = this.#backend.session
-    if (this.#riding === null || !combined.isRiding(this.#client)) return false
-    const stopped = (this.#stopped ??= { error, answered: false })
-    const stopping = error instanceof QueryCanceledError ? combined.cancel(this.#client) : combined.skip(this.#client).then((skipped) => (skipped ? 'skipped' : ''))
-    stopping.then(
-      (result) => {
-        // Not run: answered now rather than when the call reaches it (its end answers it if that came first).
-        if (result === 'skipped' && this.#stopped === stopped) this.#answerStopped()
-        this.#log.debug('riding unit stopped', { how: result || 'it had ended' })
-      },
-      (stopError: unknown) => this.#log.warn('could not stop a riding unit', { error: stopError }),
-    )
-    return true
-  }
-
-  /** The riding unit was stopped and its client already answered so. */
-  get #stoppedAndAnswered(): boolean {
-    return this.#stopped?.answered === true
-  }
-
-  /** The riding unit was stopped before it began: answered once, as refused work. */
-  #answerStopped(): void {
-    // Only stopRiding stops a unit before it begins, and it says why first; a cancel is the answer if it ever did not.
-    const stopped = (this.#stopped ??= { error: new QueryCanceledError(), answered: false })
-    const bytes = this.#riding
-    if (stopped.answered || !bytes) return
-    stopped.answered = true
-    this.#refuse(stopped.error, bytes)
   }
 
   /**
@@ -370,30 +300,6 @@ export class BatchRunner {
     }
   }
 
-  /** Give the session up for a wait outside it (an advisory lock), then own it again. */
-  async #waitOutside(wait: (stop: Promise<never>) => Promise<void>): Promise<void> {
-    await this.#backend.release()
-    const { states } = this.#client
-    let stopWith!: (error: Error) => void
-    const stop = new Promise<never>((_, reject) => (stopWith = reject))
-    stop.catch(() => {})
-    this.#stopWaitOutside = stopWith
-    states.enter('waiting')
-    try {
-      await wait(stop)
-    } finally {
-      this.#stopWaitOutside = null
-      if (states.isServing) states.enter('active')
-    }
-    if (!states.isServing) throw new SchedulerClosedError('the connection is closing')
-    await this.#own()
-  }
-
-  /** The connection closes: a wait outside the session ends. */
-  abandonWait(): void {
-    this.#stopWaitOutside?.(new SchedulerClosedError('the connection is closing'))
-  }
-
   /**
    * The session's unnamed statement is whichever client last made one. A client that binds or describes it without
    * having made it must get Postgres's answer (26000), not another client's statement: true when it must be closed
@@ -405,73 +311,6 @@ export class BatchRunner {
     const mustClose = (use & UnnamedUse.ReferencedFirst) !== 0 && session.unnamedStatementOwner !== this.#client && !this.#prepared.unnamedParse
     session.unnamedStatementOwner = (use & UnnamedUse.Parsed) !== 0 ? this.#client : mustClose ? null : session.unnamedStatementOwner
     return mustClose
-  }
-
-  /**
-   * Become the session's owner, waiting behind other clients if need be. A wait can end in QueryCanceledError (the
-   * client's CancelRequest, see `cancelWait`) or QueueTimeoutError (see `timeOutWait`): see #refuse.
-   */
-  async #own(): Promise<void> {
-    const backend = this.#backend
-    if (backend.isOwner) return
-    const { scheduler } = backend.session
-    const wait = scheduler.acquire(this.#client)
-    if (wait) {
-      scheduler.owner?.parkIfIdle?.()
-      const { states } = this.#client
-      states.enter('waiting')
-      const watch = this.#watchIdleHolder()
-      try {
-        await wait
-      } finally {
-        clearTimeout(watch.timer)
-        states.enter('active')
-      }
-      if (!states.isServing) throw new SchedulerClosedError('the connection is closing')
-    }
-    await backend.tookSession()
-  }
-
-  /** While this client waits: a holder idle in its transaction too long gets the wait refused (idle-holder.ts). */
-  #watchIdleHolder(): { timer: NodeJS.Timeout | undefined } {
-    const { scheduler } = this.#backend.session
-    return watchIdleHolder(scheduler, this.#idleTransactionWaitMs, (holder, idleMs, waitedMs) => {
-      this.#log.warn('statement refused: it waited for an idle transaction', { holder: holder.processId, idleMs: Math.round(idleMs), sqlstate: SqlState.LockNotAvailable })
-      this.#refuseWait(idleHolderRefusal(holder, idleMs, waitedMs))
-    })
-  }
-
-  /** End this client's wait for the session, or for a combined call to take its unit, with `error`. False if none. */
-  #refuseWait(error: Error): boolean {
-    const { combined, scheduler } = this.#backend.session
-    return combined.refuse(this.#client, error) || scheduler.cancelWait(this.#client, error)
-  }
-
-  /**
-   * The client's CancelRequest: work waiting for the session (or a lock) is refused with 57014, a unit in a combined
-   * call is stopped (stopRiding). True if some was waiting or riding.
-   */
-  cancelWait(): boolean {
-    if (this.#stopWaitOutside) {
-      this.#stopWaitOutside(new QueryCanceledError())
-      return true
-    }
-    return this.#refuseWait(new QueryCanceledError()) || this.stopRiding(new QueryCanceledError())
-  }
-
-  /** The queue timeout: work that waited `ms` for the session is refused with 55P03, naming who holds it. */
-  timeOutWait(ms: number): void {
-    const { scheduler } = this.#backend.session
-    const holder = scheduler.owner
-    const who = holder ? `client ${holder.processId} holds it` : 'other clients were ahead'
-    this.#log.info('queue timeout', { ms, holder: holder?.processId, sqlstate: SqlState.LockNotAvailable })
-    if (this.#stopWaitOutside) {
-      this.#stopWaitOutside(new QueueTimeoutError(`canceling statement: waited ${ms} ms for an advisory lock another client holds`))
-      return
-    }
-    const error = new QueueTimeoutError(`canceling statement: waited ${ms} ms for the database session, which ${who} (pglite-dev-db runs one client's transaction at a time)`)
-    // Or its unit waits in the combined call that runs, behind other clients' units.
-    if (!this.#refuseWait(error)) this.stopRiding(error)
   }
 
   /** The release rule: the session goes to the next client once this one is at rest. */

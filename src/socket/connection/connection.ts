@@ -1,28 +1,26 @@
 // One client socket: its messages read into batches and run in order, what it is sent, and its end, which leaves
-// nothing of it in the session. Bytes in: #onData -> FrameReader -> BatchRunner (batch.ts) -> MessageReader (a
-// handler per message) -> ClientBackend -> PGlite. Bytes out: PGlite -> ReplyReader (in ClientBackend) -> write.
+// nothing of it in the session (its place there is membership.ts). Bytes in: #onData -> FrameReader -> BatchRunner
+// (batch.ts) -> MessageReader (a handler per message) -> ClientBackend -> PGlite. Bytes out: PGlite -> ReplyReader
+// (in ClientBackend) -> write.
 
 import type { Socket } from 'node:net'
 import { TLSSocket, type SecureContext } from 'node:tls'
 import { randomInt } from 'node:crypto'
 import { SqlState, WireError, isDisconnectError, isPGliteFatal } from '../../errors.ts'
 import type { Logger } from '../../log.ts'
-import { CODE_LENGTH, FrontendCode, TxStatus, maxMessageLength } from '../protocol/codes.ts'
-import { encodeBackendKeyData, encodeErrorResponse, encodeParameterStatus, encodeReadyForQuery } from '../protocol/backend.ts'
+import { FrontendCode, maxMessageLength } from '../protocol/codes.ts'
+import { encodeErrorResponse } from '../protocol/backend.ts'
 import { FrameReader, type Frames } from '../protocol/frames.ts'
-import { QueryCanceledError, SchedulerClosedError } from '../session/scheduler.ts'
+import { onlyTerminate } from '../protocol/frontend.ts'
+import { SchedulerClosedError } from '../session/scheduler.ts'
 import type { ClientActivity } from '../session/server-functions.ts'
 import type { SharedSession } from '../session/session.ts'
-import { startupSettings } from '../client/settings.ts'
 import { ClientState } from '../client/state.ts'
 import { hexDump } from '../trace/hex-dump.ts'
 import type { ConnectionTrace } from '../trace/trace.ts'
-import { ClientBackend } from './backend.ts'
-import { BatchRunner, type BatchClient } from './batch.ts'
-import { leaveSession } from './cleanup.ts'
 import type { ConnectionHost, ServedConnection } from './host.ts'
-import { MessageReader } from './messages.ts'
-import { Startup, type StartingConnection } from './startup.ts'
+import { Membership, type MemberConnection } from './membership.ts'
+import { Startup, startupReply, type StartingConnection } from './startup.ts'
 import { ClientOutput } from './output.ts'
 import { ConnectionStates, type ConnectionState, type Timeout } from './state.ts'
 
@@ -40,14 +38,6 @@ const BACKLOG_GRACE_MS = 10_000
 /** A FATAL goodbye gets this long to flush before the socket is destroyed. */
 const CLOSE_GRACE_MS = 2000
 
-/** Whether a batch holds nothing but Terminate messages. */
-function onlyTerminate({ bytes }: Frames): boolean {
-  for (let offset = 0; offset < bytes.length; offset += CODE_LENGTH + bytes.readInt32BE(offset + CODE_LENGTH)) {
-    if (bytes[offset] !== FrontendCode.Terminate) return false
-  }
-  return true
-}
-
 const TIMEOUT_ERRORS: Readonly<Record<Exclude<Timeout, 'queue'>, WireError>> = {
   authentication: new WireError('FATAL', SqlState.QueryCanceled, 'canceling authentication due to timeout'),
   'idle-session': new WireError('FATAL', SqlState.IdleSessionTimeout, 'terminating connection due to idle-session timeout'),
@@ -56,15 +46,8 @@ const TIMEOUT_ERRORS: Readonly<Record<Exclude<Timeout, 'queue'>, WireError>> = {
 
 let nextProcessId = 1000 + (process.pid % 1000) * 1000
 
-/** Postgres (16 and later) keeps printable ASCII of application_name; every other byte becomes \xHH (pg_clean_ascii). */
-function applicationNameAsPostgresKeepsIt(name: string): string {
-  let out = ''
-  for (const byte of Buffer.from(name)) out += byte >= 0x20 && byte <= 0x7e ? String.fromCharCode(byte) : `\\x${byte.toString(16).padStart(2, '0')}`
-  return out
-}
-
-/** A connection is the session member, backend client, starting connection and batch client of its parts. */
-export class Connection implements ServedConnection, StartingConnection, BatchClient {
+/** A connection is what each of its parts needs of it: session member, backend and batch client, starting connection. */
+export class Connection implements ServedConnection, StartingConnection, MemberConnection {
   readonly processId = nextProcessId++
   readonly secretKey = randomInt(0, 2 ** 31)
   /** The client's socket: the TCP or Unix one it connected on, then the TLS one over it once it asked for TLS. */
@@ -80,14 +63,8 @@ export class Connection implements ServedConnection, StartingConnection, BatchCl
   /** Password messages are valid only while authenticating; every other type as Postgres's main loop allows. */
   readonly #reader: FrameReader = new FrameReader({ maxLength: (code) => (code === FrontendCode.Password ? this.#startup.maxPasswordLength : maxMessageLength(code)) })
   readonly #client: ClientState
-  readonly #messages: MessageReader
-  /** Set once admitted: the client's backend, and what runs its batches. */
-  #backend: ClientBackend | null = null
-  #batches: BatchRunner | null = null
-  /** Admitted before its database opened: opens it, before the first batch that needs it runs. */
-  #openDatabase: (() => Promise<SharedSession>) | null = null
-  /** The session whose members this client counts among (the main database's until it is admitted elsewhere). */
-  #session: SharedSession
+  /** The client's place in its database's session: its backend and the runner of its batches there. */
+  readonly #membership: Membership
   readonly #queue: Frames[] = []
   #draining = false
   #pausedForBackpressure = false
@@ -105,11 +82,9 @@ export class Connection implements ServedConnection, StartingConnection, BatchCl
   constructor(socket: Socket, host: ConnectionHost) {
     this.socket = socket
     this.#host = host
-    this.#session = host.session
     this.#log = host.log.child({ conn: this.processId })
     this.#startup = new Startup(this, host, this.#reader)
     this.#client = new ClientState(this.processId)
-    this.#messages = new MessageReader(this.#client, host.databases !== null)
     this.inspect = host.options.inspect && this.#log.enabled('trace')
     this.#trace = host.trace?.connection(this.processId, socket) ?? null
     this.#output = new ClientOutput(this, this.#log, this.#trace, this.inspect)
@@ -117,7 +92,7 @@ export class Connection implements ServedConnection, StartingConnection, BatchCl
     // Cleanup is wired before anything async can happen, so no path leaks a slot or the session.
     this.#listen(socket)
     socket.setNoDelay(true)
-    this.#session.members.add(this)
+    this.#membership = new Membership(this, host, this.#client, this.#log)
   }
 
   readonly #onDataEvent = (chunk: Buffer): void => this.#onData(chunk)
@@ -154,7 +129,7 @@ export class Connection implements ServedConnection, StartingConnection, BatchCl
   }
 
   get idleInTransactionSince(): number | null {
-    return this.states.current === 'holding' && this.#batches?.idleInTransaction ? this.states.since : null
+    return this.states.current === 'holding' && this.#membership.batches?.idleInTransaction ? this.states.since : null
   }
 
   /** The client is not reading its replies, so its next batch waits. */
@@ -172,22 +147,9 @@ export class Connection implements ServedConnection, StartingConnection, BatchCl
     return this.#close(null)
   }
 
-  /**
-   * A CancelRequest with this client's key: as in Postgres, the statement running at that moment ends with 57014,
-   * whether it waits for the session behind another client or runs in PGlite (in a worker thread: PGlite in the
-   * server's thread cannot be stopped). At other moments it does nothing.
-   */
+  /** A CancelRequest with this client's key: see Membership.cancel. */
   cancel(): void {
-    if (this.#batches?.cancelWait()) {
-      this.#log.debug('queued work canceled', {})
-      return
-    }
-    const backend = this.#backend
-    if (!backend) return
-    backend.cancelRunning().then(
-      (canceled) => this.#log.debug(canceled ? 'running statement canceled' : 'cancel: nothing running', {}),
-      (error: unknown) => this.#log.warn('cancel failed', { error }),
-    )
+    this.#membership.cancel()
   }
 
   /** What pg_stat_activity shows of this client. */
@@ -231,7 +193,7 @@ export class Connection implements ServedConnection, StartingConnection, BatchCl
   }
 
   parkIfIdle(): void {
-    this.#batches?.parkIfIdle()
+    this.#membership.batches?.parkIfIdle()
   }
 
   preparedStatementFrames(): Buffer[] {
@@ -244,7 +206,7 @@ export class Connection implements ServedConnection, StartingConnection, BatchCl
 
   #timedOut(timeout: Timeout, ms: number): void {
     if (timeout === 'queue') {
-      this.#batches?.timeOutWait(ms)
+      this.#membership.batches?.wait.timeOut(ms)
       return
     }
     const error = TIMEOUT_ERRORS[timeout]
@@ -254,7 +216,8 @@ export class Connection implements ServedConnection, StartingConnection, BatchCl
 
   /** Nothing to run now: the state at rest says what the client holds. */
   settle(): void {
-    if (this.#batches) this.states.enter(this.#batches.restingState)
+    const batches = this.#membership.batches
+    if (batches) this.states.enter(batches.restingState)
   }
 
   // --- Input ---
@@ -292,38 +255,15 @@ export class Connection implements ServedConnection, StartingConnection, BatchCl
    */
   admitted(session: SharedSession, database: string, early: Frames | null, open?: () => Promise<SharedSession>): void {
     if (this.states.current !== 'startup') return
-    if (session.dead) throw session.dead
-    // Every database's sessions tell clients the same parameters at startup, so the main one's serve until it opens.
-    const prefix = session.startupPrefixNow
-    if (!prefix) throw new WireError('FATAL', SqlState.CannotConnectNow, 'the database system is starting up')
+    const reply = startupReply(session, this)
     this.database = database
-    if (open) this.#openDatabase = open
-    else this.#join(session)
+    this.#membership.admit(session, open)
     this.states.enter('idle')
-    // application_name is reported at startup with the client's own value, as Postgres does (the session gets it later).
-    const name = this.startupParams.get('application_name')
-    const reported = name ? [encodeParameterStatus('application_name', applicationNameAsPostgresKeepsIt(name))] : []
-    this.#output.write(Buffer.concat([prefix, ...reported, encodeBackendKeyData(this.processId, this.secretKey), encodeReadyForQuery(TxStatus.Idle)]))
+    this.#output.write(reply)
     if (early) this.#enqueue(early)
     // Messages the client sent while its database opened (few clients send any) run now.
     let frames: Frames | null
     while (this.states.isServing && (frames = this.#reader.readFrames()) !== null) this.#enqueue(frames)
-  }
-
-  /** Become a client of `session`: its member, with a backend and a batch runner there. */
-  #join(session: SharedSession): void {
-    if (session !== this.#session) {
-      this.#session.members.delete(this)
-      this.#session = session
-      session.members.add(this)
-    }
-    if (session.dead) throw session.dead
-    const backend = new ClientBackend(this, session, this.#client, this.#log)
-    // Settings equal to what the client is told anyway (client_encoding=UTF8 from node-postgres) cost nothing.
-    backend.startWith(startupSettings(this.startupParams).filter(([name, value]) => session.reportedDefaults.get(name.toLowerCase()) !== value))
-    this.#backend = backend
-    const { databases, options } = this.#host
-    this.#batches = new BatchRunner(this, { backend, messages: this.#messages, databases, database: this.database, maxCopyBytes: options.maxCopyBytes, idleTransactionWaitMs: options.idleTransactionWaitMs, log: this.#log })
   }
 
   #enqueue(frames: Frames): void {
@@ -351,19 +291,18 @@ export class Connection implements ServedConnection, StartingConnection, BatchCl
           await reading
           if (!this.states.isServing) break
         }
-        if (this.#openDatabase) {
+        const membership = this.#membership
+        if (membership.databasePending) {
           // Terminate needs no database: a client that connects and leaves opens (or creates) none.
-          if (onlyTerminate(frames)) {
+          if (onlyTerminate(frames.bytes)) {
             void this.#close(null)
             break
           }
-          const open = this.#openDatabase
-          this.#openDatabase = null
           this.states.enter('active')
-          this.#join(await open())
+          await membership.openDatabase()
           if (!this.states.isServing) break
         }
-        await this.#batches!.run(frames)
+        await membership.batches!.run(frames)
       }
     } finally {
       this.#draining = false
@@ -416,8 +355,9 @@ export class Connection implements ServedConnection, StartingConnection, BatchCl
     }
     if (isPGliteFatal(error)) {
       this.#log.error('PGlite failed', { error })
-      this.#session.markDead(error)
-      void this.#close(this.#session.dead)
+      const { session } = this.#membership
+      session.markDead(error)
+      void this.#close(session.dead)
       return
     }
     // The pg-gateway rule: the client learns only that something failed; the log gets the details.
@@ -436,26 +376,16 @@ export class Connection implements ServedConnection, StartingConnection, BatchCl
       const grace = setTimeout(() => this.socket.destroy(), graceMs).unref()
       this.socket.once('close', () => clearTimeout(grace))
     }
-    // A wait for the session is abandoned now; a running statement is canceled, its batch ends, then #drain starts
-    // the cleanup.
-    this.#batches?.abandonWait()
-    this.#session.combined.forget(this)
-    // A unit in a combined call that runs is stopped like a running statement (its batch ends with the call).
-    if (this.#batches?.stopRiding(new QueryCanceledError())) this.#log.debug('riding unit stopped on close', {})
-    else if (!this.#session.scheduler.isOwner(this)) this.#session.scheduler.forget(this)
-    else if (this.#draining) void this.#backend?.cancelRunning().catch((cancelError: unknown) => this.#log.warn('cancel on close failed', { error: cancelError }))
+    // What the client waits for stops now; a running statement is canceled, its batch ends, then #drain starts the
+    // cleanup.
+    this.#membership.stop(this.#draining)
     if (!this.#draining) this.#startCleanup()
     return this.#cleanupDone
   }
 
   #startCleanup(): void {
     if (this.#cleanup) return
-    this.#batches?.dropCopy()
-    const leaving = this.#backend ? leaveSession(this.#backend, this.#client, this.#log) : Promise.resolve()
-    this.#cleanup = leaving.finally(() => {
-      if (this.#session.unnamedStatementOwner === this) this.#session.unnamedStatementOwner = null
-      this.#session.members.delete(this)
-      this.#session.scheduler.forget(this)
+    this.#cleanup = this.#membership.leave().finally(() => {
       this.states.enter('closed')
       this.#host.closed(this)
       this.#resolveCleanup()

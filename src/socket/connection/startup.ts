@@ -3,8 +3,8 @@
 // the first ReadyForQuery. https://www.postgresql.org/docs/current/protocol-flow.html#PROTOCOL-FLOW-START-UP
 
 import { SqlState, WireError } from '../../errors.ts'
-import { CODE_LENGTH, FrontendCode, HEADER_LENGTH, StartupCode } from '../protocol/codes.ts'
-import { encodeNegotiateProtocolVersion } from '../protocol/backend.ts'
+import { CODE_LENGTH, FrontendCode, HEADER_LENGTH, StartupCode, TxStatus } from '../protocol/codes.ts'
+import { encodeBackendKeyData, encodeNegotiateProtocolVersion, encodeParameterStatus, encodeReadyForQuery } from '../protocol/backend.ts'
 import { forEachFrame, protocolViolation, type FrameReader, type Frames } from '../protocol/frames.ts'
 import type { SecureContext } from 'node:tls'
 import type { SharedSession } from '../session/session.ts'
@@ -191,6 +191,28 @@ export class Startup {
       this.#connection.admitted(this.#host.session, database, early, open)
     }).catch((error: unknown) => this.#connection.fail(error))
   }
+}
+
+/**
+ * What tells a client let into `session` that it is in: the server's parameters, its own application_name, its key,
+ * and ReadyForQuery. Throws when the session takes no clients: it died, or it is still starting.
+ */
+export function startupReply(session: SharedSession, { startupParams, processId, secretKey }: ServedConnection): Buffer {
+  if (session.dead) throw session.dead
+  // Every database's sessions tell clients the same parameters at startup, so the main one's serve until it opens.
+  const prefix = session.startupPrefixNow
+  if (!prefix) throw new WireError('FATAL', SqlState.CannotConnectNow, 'the database system is starting up')
+  // application_name is reported at startup with the client's own value, as Postgres does (the session gets it later).
+  const name = startupParams.get('application_name')
+  const reported = name ? [encodeParameterStatus('application_name', applicationNameAsPostgresKeepsIt(name))] : []
+  return Buffer.concat([prefix, ...reported, encodeBackendKeyData(processId, secretKey), encodeReadyForQuery(TxStatus.Idle)])
+}
+
+/** Postgres (16 and later) keeps printable ASCII of application_name; every other byte becomes \xHH (pg_clean_ascii). */
+function applicationNameAsPostgresKeepsIt(name: string): string {
+  let out = ''
+  for (const byte of Buffer.from(name)) out += byte >= 0x20 && byte <= 0x7e ? String.fromCharCode(byte) : `\\x${byte.toString(16).padStart(2, '0')}`
+  return out
 }
 
 function countFrames(bytes: Buffer): number {

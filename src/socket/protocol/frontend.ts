@@ -127,6 +127,14 @@ export function writeEdited(out: Buffer, at: number, bytes: Buffer, offset: numb
   return at - start
 }
 
+/** The messages in `bytes` (whole ones) are nothing but Terminate. */
+export function onlyTerminate(bytes: Buffer): boolean {
+  for (let offset = 0; offset < bytes.length; offset += CODE_LENGTH + bytes.readInt32BE(offset + CODE_LENGTH)) {
+    if (bytes[offset] !== FrontendCode.Terminate) return false
+  }
+  return true
+}
+
 /**
  * The messages in `bytes` (whole ones) are one unit that ends with its ReadyForQuery: a Query alone, or Parse, Bind,
  * Describe, Execute, Close and Flush messages ended by one Sync. So nothing of it is outstanding once it has run.

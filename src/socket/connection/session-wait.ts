@@ -1,0 +1,204 @@
+// A client's waits: for the session in the scheduler's line, for a combined call to run its unit (riding), or outside
+// the session for an advisory lock; and what ends a wait early: the client's CancelRequest, the queue timeout, a
+// holder idle in its transaction (idle-holder.ts). Work whose wait was refused is answered by the BatchRunner.
+
+import { SqlState } from '../../errors.ts'
+import type { Logger } from '../../log.ts'
+import type { RideEnd } from '../session/combined-calls.ts'
+import { QueryCanceledError, QueueTimeoutError, SchedulerClosedError } from '../session/scheduler.ts'
+import type { Backend, BackendClient } from './backend.ts'
+import { idleHolderRefusal, watchIdleHolder } from './idle-holder.ts'
+import type { ConnectionStates } from './state.ts'
+
+/** What a wait needs of its connection. */
+export interface WaitingClient extends BackendClient {
+  readonly states: ConnectionStates
+}
+
+export interface SessionWaitOptions {
+  /** See ConnectionOptions.idleTransactionWaitMs. */
+  idleTransactionWaitMs: number
+  log: Logger
+  /** Answer work whose wait was refused, `bytes` being the work (see BatchRunner.#refuse). */
+  refuse(error: unknown, bytes: Buffer): void
+}
+
+export class SessionWait {
+  readonly #client: WaitingClient
+  readonly #backend: Backend
+  readonly #idleTransactionWaitMs: number
+  readonly #log: Logger
+  readonly #refuse: (error: unknown, bytes: Buffer) => void
+  /** The unit riding in a combined call (see stopRiding), while it does, and why it was stopped, if it was. */
+  #riding: Buffer | null = null
+  #stopped: { error: QueryCanceledError | QueueTimeoutError; answered: boolean } | null = null
+  /** Ends a wait outside the session (for an advisory lock), if one is under way. */
+  #stopWaitOutside: ((error: Error) => void) | null = null
+
+  constructor(client: WaitingClient, backend: Backend, options: SessionWaitOptions) {
+    this.#client = client
+    this.#backend = backend
+    this.#idleTransactionWaitMs = options.idleTransactionWaitMs
+    this.#log = options.log
+    this.#refuse = options.refuse
+  }
+
+  /**
+   * Become the session's owner, waiting behind other clients if need be. A wait can end in QueryCanceledError (the
+   * client's CancelRequest, see `cancel`) or QueueTimeoutError (see `timeOut`): see BatchRunner.#refuse.
+   */
+  async own(): Promise<void> {
+    const backend = this.#backend
+    if (backend.isOwner) return
+    const { scheduler } = backend.session
+    const wait = scheduler.acquire(this.#client)
+    if (wait) {
+      scheduler.owner?.parkIfIdle?.()
+      const { states } = this.#client
+      states.enter('waiting')
+      const watch = this.#watchIdleHolder()
+      try {
+        await wait
+      } finally {
+        clearTimeout(watch.timer)
+        states.enter('active')
+      }
+      if (!states.isServing) throw new SchedulerClosedError('the connection is closing')
+    }
+    await backend.tookSession()
+  }
+
+  /**
+   * Ride: wait for the combined call as for the session (the same refusals end the wait), then run in it. `ran` is
+   * called as the unit ends, if it ran; a unit stopped before it began is answered as refused work.
+   */
+  async ride(bytes: Buffer, ran: () => void): Promise<RideEnd> {
+    const { states } = this.#client
+    const ride = this.#backend.ride(bytes, {
+      begin: () => states.enter('active'),
+      end: (hasRun) => {
+        if (hasRun) ran()
+        else this.#answerStopped()
+      },
+    })
+    states.enter('waiting')
+    this.#riding = bytes
+    this.#stopped = null
+    const watch = this.#watchIdleHolder()
+    try {
+      const end = await ride
+      // Stopped before it began, and answered so (now, if the answer has not gone yet): it must not run after all.
+      if (end === 'stopped' || (end === 'not-run' && this.#stoppedAndAnswered)) {
+        this.#answerStopped()
+        return 'stopped'
+      }
+      return end
+    } finally {
+      this.#riding = this.#stopped = null
+      clearTimeout(watch.timer)
+      states.enter('active')
+    }
+  }
+
+  /**
+   * This client's unit rides in the combined call that runs now: a cancel stops its statement if it runs; a unit that
+   * has not begun is not run, and is answered as refused work (BatchRunner.#refuse). True if a unit of this client
+   * rides there.
+   */
+  stopRiding(error: QueryCanceledError | QueueTimeoutError): boolean {
+    const { combined } = this.#backend.session
+    if (this.#riding === null || !combined.isRiding(this.#client)) return false
+    const stopped = (this.#stopped ??= { error, answered: false })
+    const stopping = error instanceof QueryCanceledError ? combined.cancel(this.#client) : combined.skip(this.#client).then((skipped) => (skipped ? 'skipped' : ''))
+    stopping.then(
+      (result) => {
+        // Not run: answered now rather than when the call reaches it (its end answers it if that came first).
+        if (result === 'skipped' && this.#stopped === stopped) this.#answerStopped()
+        this.#log.debug('riding unit stopped', { how: result || 'it had ended' })
+      },
+      (stopError: unknown) => this.#log.warn('could not stop a riding unit', { error: stopError }),
+    )
+    return true
+  }
+
+  /** The riding unit was stopped and its client already answered so. */
+  get #stoppedAndAnswered(): boolean {
+    return this.#stopped?.answered === true
+  }
+
+  /** The riding unit was stopped before it began: answered once, as refused work. */
+  #answerStopped(): void {
+    // Only stopRiding stops a unit before it begins, and it says why first; a cancel is the answer if it ever did not.
+    const stopped = (this.#stopped ??= { error: new QueryCanceledError(), answered: false })
+    const bytes = this.#riding
+    if (stopped.answered || !bytes) return
+    stopped.answered = true
+    this.#refuse(stopped.error, bytes)
+  }
+
+  /** Give the session up for a wait outside it (an advisory lock), then own it again. */
+  async outside(wait: (stop: Promise<never>) => Promise<void>): Promise<void> {
+    await this.#backend.release()
+    const { states } = this.#client
+    let stopWith!: (error: Error) => void
+    const stop = new Promise<never>((_, reject) => (stopWith = reject))
+    stop.catch(() => {})
+    this.#stopWaitOutside = stopWith
+    states.enter('waiting')
+    try {
+      await wait(stop)
+    } finally {
+      this.#stopWaitOutside = null
+      if (states.isServing) states.enter('active')
+    }
+    if (!states.isServing) throw new SchedulerClosedError('the connection is closing')
+    await this.own()
+  }
+
+  /** The connection closes: a wait outside the session ends. */
+  abandon(): void {
+    this.#stopWaitOutside?.(new SchedulerClosedError('the connection is closing'))
+  }
+
+  /** While this client waits: a holder idle in its transaction too long gets the wait refused (idle-holder.ts). */
+  #watchIdleHolder(): { timer: NodeJS.Timeout | undefined } {
+    const { scheduler } = this.#backend.session
+    return watchIdleHolder(scheduler, this.#idleTransactionWaitMs, (holder, idleMs, waitedMs) => {
+      this.#log.warn('statement refused: it waited for an idle transaction', { holder: holder.processId, idleMs: Math.round(idleMs), sqlstate: SqlState.LockNotAvailable })
+      this.#refuseWait(idleHolderRefusal(holder, idleMs, waitedMs))
+    })
+  }
+
+  /** End this client's wait for the session, or for a combined call to take its unit, with `error`. False if none. */
+  #refuseWait(error: Error): boolean {
+    const { combined, scheduler } = this.#backend.session
+    return combined.refuse(this.#client, error) || scheduler.cancelWait(this.#client, error)
+  }
+
+  /**
+   * The client's CancelRequest: work waiting for the session (or a lock) is refused with 57014, a unit in a combined
+   * call is stopped (stopRiding). True if some was waiting or riding.
+   */
+  cancel(): boolean {
+    if (this.#stopWaitOutside) {
+      this.#stopWaitOutside(new QueryCanceledError())
+      return true
+    }
+    return this.#refuseWait(new QueryCanceledError()) || this.stopRiding(new QueryCanceledError())
+  }
+
+  /** The queue timeout: work that waited `ms` for the session is refused with 55P03, naming who holds it. */
+  timeOut(ms: number): void {
+    const { scheduler } = this.#backend.session
+    const holder = scheduler.owner
+    const who = holder ? `client ${holder.processId} holds it` : 'other clients were ahead'
+    this.#log.info('queue timeout', { ms, holder: holder?.processId, sqlstate: SqlState.LockNotAvailable })
+    if (this.#stopWaitOutside) {
+      this.#stopWaitOutside(new QueueTimeoutError(`canceling statement: waited ${ms} ms for an advisory lock another client holds`))
+      return
+    }
+    const error = new QueueTimeoutError(`canceling statement: waited ${ms} ms for the database session, which ${who} (pglite-dev-db runs one client's transaction at a time)`)
+    // Or its unit waits in the combined call that runs, behind other clients' units.
+    if (!this.#refuseWait(error)) this.stopRiding(error)
+  }
+}

@@ -1,0 +1,108 @@
+// One client's settings in the shared session: those its startup packet asked for and those its SETs left. The session
+// gets them when the client takes it (unless it has them already), and they are read back after a SET of the client's.
+// The SQL for it, and the reading of PGlite's replies, are client/settings.ts.
+
+import { WireError, type SqlStateCode } from '../../errors.ts'
+import { encodeParameterStatus, errorFields } from '../protocol/backend.ts'
+import { UNKNOWN_SETTINGS, type SharedSession } from '../session/session.ts'
+import { SNAPSHOT_QUERY, applySettingsQuery, readSettingsReply, settingsKey, type Settings } from '../client/settings.ts'
+
+/** What a client's settings need of its backend (ClientBackend). */
+export interface SettingsBackend {
+  readonly session: SharedSession
+  readonly client: { write(bytes: Uint8Array): void }
+  /** Run the server's own statements in the session and return PGlite's whole reply. */
+  capture(bytes: Uint8Array): Promise<Buffer>
+  /** Keeping the session as the client left it failed: the log and the client (as a WARNING) are told `what`. */
+  warn(what: string, error: Buffer): void
+}
+
+export class ClientSettings {
+  readonly #backend: SettingsBackend
+  /** This client's settings that differ from the defaults (its startup parameters and its SETs), and their key. */
+  #settings: Settings = []
+  #key = ''
+  /** The startup packet asked for settings not yet applied: they are, the first time this client takes the session. */
+  #startupPending = false
+
+  constructor(backend: SettingsBackend) {
+    this.#backend = backend
+  }
+
+  /** Settings from the startup packet that differ from what every client is told: applied on first taking the session. */
+  startWith(settings: Settings): void {
+    this.#settings = settings
+    this.#startupPending = settings.length > 0
+    if (this.#startupPending) this.#key = UNKNOWN_SETTINGS
+  }
+
+  /** The key of this client's settings: what the session must have for its statements. */
+  get key(): string {
+    return this.#key
+  }
+
+  /** The startup packet's settings are not yet applied: the client has not taken the session since it connected. */
+  get startupPending(): boolean {
+    return this.#startupPending
+  }
+
+  /** The client's lock_timeout (ms; 0: none). */
+  get lockTimeoutMs(): number {
+    const value = Number(this.#settings.find(([name]) => name === 'lock_timeout')?.[1] ?? 0)
+    return Number.isFinite(value) && value > 0 ? value : 0
+  }
+
+  /** The client took the session, which is at rest: the session gets this client's settings, unless it has them. */
+  async give(): Promise<void> {
+    if (this.#startupPending) await this.#applyStartup()
+    else if (this.#backend.session.appliedSettings !== this.#key) await this.#apply()
+  }
+
+  /** This client SET something: remember its settings, which are now the session's. */
+  async snapshot(): Promise<void> {
+    const { session } = this.#backend
+    const reply = readSettingsReply(await this.#backend.capture(SNAPSHOT_QUERY))
+    if (reply.error) {
+      session.appliedSettings = UNKNOWN_SETTINGS
+      this.#backend.warn('could not record your session settings; a SET may not last beyond this command', reply.error)
+      return
+    }
+    this.#settings = reply.settings
+    session.appliedSettings = this.#key = settingsKey(reply.settings)
+  }
+
+  /** The client's DISCARD ALL put its settings back to the defaults. */
+  discarded(): void {
+    this.#settings = []
+    this.#backend.session.appliedSettings = this.#key = ''
+  }
+
+  /** Give the session this client's settings (the session is at rest: no pipeline, no transaction). */
+  async #apply(): Promise<void> {
+    const { session } = this.#backend
+    const reply = readSettingsReply(await this.#backend.capture(applySettingsQuery(this.#settings, false)))
+    session.appliedSettings = reply.error ? UNKNOWN_SETTINGS : this.#key
+    if (reply.error) this.#backend.warn('could not restore your session settings; SET them again', reply.error)
+  }
+
+  /**
+   * The settings of the startup packet, applied the first time this client gets the session (connecting never
+   * waits for another client's transaction). The client was told the defaults at startup; now it gets a
+   * ParameterStatus for each reported setting it changed, as Postgres would have sent at startup. A value
+   * Postgres refuses closes the connection with its error as FATAL, as Postgres does at startup.
+   */
+  async #applyStartup(): Promise<void> {
+    this.#startupPending = false
+    const { session } = this.#backend
+    const reply = readSettingsReply(await this.#backend.capture(applySettingsQuery(this.#settings, true)))
+    if (reply.error) {
+      session.appliedSettings = UNKNOWN_SETTINGS
+      const { code, message } = errorFields(reply.error)
+      throw new WireError('FATAL', code as SqlStateCode, message)
+    }
+    this.#settings = reply.settings
+    session.appliedSettings = this.#key = settingsKey(reply.settings)
+    const reported = reply.settings.filter(([name]) => session.reportedDefaults.has(name.toLowerCase()))
+    if (reported.length > 0) this.#backend.client.write(Buffer.concat(reported.map(([name, value]) => encodeParameterStatus(name, value))))
+  }
+}
