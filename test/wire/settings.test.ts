@@ -74,4 +74,41 @@ describe('session settings per client', () => {
     await withDeadline(bad.closed, 3_000, 'refused client closed')
     expect(await show(other)).toBe('public | UTC | ')
   })
+
+  it('SET ROLE and SET SESSION AUTHORIZATION are their client\'s alone; RESET SESSION AUTHORIZATION and DISCARD ALL put it back', async () => {
+    const dev = await start()
+    const [a, b] = [await connect(dev.url), await connect(dev.url)]
+    expect((await a.query('create role settings_r1; create role settings_r2')).errors).toEqual([])
+    const who = async (client: RawClient) => (await client.query('select current_user, session_user')).rows[0]
+
+    expect((await a.query('set role settings_r1')).errors).toEqual([])
+    expect(await who(b)).toEqual(['postgres', 'postgres'])
+    expect(await who(a)).toEqual(['settings_r1', 'postgres'])
+    // Another client's object is made by that client's role, as on Postgres.
+    expect((await b.query('create table settings_owned (id int)')).errors).toEqual([])
+    expect((await a.query("select tableowner from pg_tables where tablename = 'settings_owned'")).rows).toEqual([['postgres']])
+
+    expect((await a.query('reset role; set session authorization settings_r2')).errors).toEqual([])
+    expect(await who(b)).toEqual(['postgres', 'postgres'])
+    expect(await who(a)).toEqual(['settings_r2', 'settings_r2'])
+    const reset = await a.query('reset session authorization')
+    expect(reset.errors).toEqual([])
+    expect(await who(a)).toEqual(['postgres', 'postgres'])
+
+    expect((await a.query('set session authorization settings_r2')).errors).toEqual([])
+    expect((await a.query('set session authorization default')).errors).toEqual([])
+    expect(await who(a)).toEqual(['postgres', 'postgres'])
+
+    expect((await b.query('set session authorization settings_r2')).errors).toEqual([])
+    expect((await b.query('discard all')).errors).toEqual([])
+    expect(await who(a)).toEqual(['postgres', 'postgres'])
+    expect(await who(b)).toEqual(['postgres', 'postgres'])
+    // A client that leaves as another user leaves nothing behind.
+    expect((await b.query('set session authorization settings_r2')).errors).toEqual([])
+    b.destroy()
+    await withDeadline(b.closed, 3_000, 'b closed')
+    const c = await connect(dev.url)
+    expect(await who(c)).toEqual(['postgres', 'postgres'])
+    expect((await c.query('create table settings_after (id int)')).errors).toEqual([])
+  })
 })

@@ -7,6 +7,7 @@ import { BackendCode, HEADER_LENGTH } from '../protocol/codes.ts'
 import { readParameterStatus } from '../protocol/backend.ts'
 import { forEachFrame } from '../protocol/frames.ts'
 import { encodeQuery } from '../protocol/frontend.ts'
+import { statements } from '../sql/tokens.ts'
 
 export type Settings = ReadonlyArray<readonly [name: string, value: string]>
 
@@ -64,18 +65,56 @@ function splitOptions(options: string): string[] {
 
 const literal = (text: string): string => `'${text.replaceAll("'", "''")}'`
 
-/** Session settings that differ from what RESET ALL gives: a client's list, in a form that compares equal when equal. */
+/** The user every client's statements run as in PGlite: the one session.ts starts its one backend as. */
+export const SESSION_USER = 'postgres'
+
+/**
+ * Session settings that differ from what RESET ALL gives: a client's list, in a form that compares equal when equal.
+ * `SET SESSION AUTHORIZATION` and `SET ROLE` are settings too, which pg_settings does not show and RESET ALL does not
+ * reset (as on Postgres): read from session_user and current_setting('role'), first, in the order they must be
+ * applied (a session authorization resets the role).
+ */
 const SNAPSHOT_SQL =
-  "SELECT name, setting FROM pg_catalog.pg_settings WHERE source = 'session' AND setting IS DISTINCT FROM reset_val AND name NOT LIKE 'pglite\\_dev\\_db.%' ORDER BY name"
+  'SELECT name, setting FROM (' +
+  `SELECT 0 AS o, 'session_authorization' AS name, session_user::text AS setting WHERE session_user <> ${literal(SESSION_USER)} ` +
+  "UNION ALL SELECT 1, 'role', pg_catalog.current_setting('role') WHERE pg_catalog.current_setting('role') <> 'none' " +
+  "UNION ALL SELECT 2, name, setting FROM pg_catalog.pg_settings WHERE source = 'session' AND setting IS DISTINCT FROM reset_val AND name NOT LIKE 'pglite\\_dev\\_db.%'" +
+  ') AS s ORDER BY o, name'
 
 export const SNAPSHOT_QUERY = encodeQuery(SNAPSHOT_SQL)
+
+/** What RESET ALL leaves: the session authorization and role (DEFAULT would not do: PGlite's single-user backend has no default to go back to). */
+const RESET_IDENTITY = `SET SESSION AUTHORIZATION ${SESSION_USER}; RESET ROLE`
+
+/**
+ * `sql` with each statement that puts the session authorization back to its default (`RESET SESSION AUTHORIZATION`,
+ * `SET [SESSION | LOCAL] SESSION AUTHORIZATION DEFAULT`) naming that default instead, or null if there is none:
+ * PGlite would keep the current one (see RESET_IDENTITY). The RESET form is answered with the tag SET, not RESET.
+ */
+export function rewriteAuthorizationDefaults(sql: string): string | null {
+  let out = ''
+  let from = 0
+  for (const tokens of statements(sql)) {
+    const texts = tokens.map((token) => (token.kind === 'word' ? token.text : ''))
+    const last = tokens.length - 1
+    const isReset = tokens.length === 3 && texts.join(' ') === 'reset session authorization'
+    const scoped = (texts[1] === 'session' || texts[1] === 'local') && texts[2] === 'session' ? 1 : 0
+    const isSetDefault =
+      tokens.length === 4 + scoped && texts[0] === 'set' && texts.slice(1 + scoped).join(' ') === 'session authorization default'
+    if (!isReset && !isSetDefault) continue
+    const start = isReset ? tokens[0]!.start : tokens[last]!.start
+    out += sql.slice(from, start) + (isReset ? `SET SESSION AUTHORIZATION ${SESSION_USER}` : SESSION_USER)
+    from = tokens[last]!.end
+  }
+  return from === 0 ? null : out + sql.slice(from)
+}
 
 /**
  * One simple Query that resets the session and applies `settings`; with `snapshot`, it also reads back the result
  * (for settings a client asked for at startup, whose spelling may differ from what Postgres stores).
  */
 export function applySettingsQuery(settings: Settings, snapshot: boolean): Buffer {
-  const statements = ['RESET ALL']
+  const statements = [RESET_IDENTITY, 'RESET ALL']
   if (settings.length > 0) statements.push(`SELECT ${settings.map(([name, value]) => `pg_catalog.set_config(${literal(name)}, ${literal(value)}, false)`).join(', ')}`)
   if (snapshot) statements.push(SNAPSHOT_SQL)
   return encodeQuery(statements.join('; '))

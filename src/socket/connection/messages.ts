@@ -13,6 +13,7 @@ import { parseDiscard, type DiscardCommand } from '../client/discard.ts'
 import { listenCommands } from '../client/listen.ts'
 import type { ClientState } from '../client/state.ts'
 import type { Special, Statements } from '../client/statements.ts'
+import { rewriteAuthorizationDefaults } from '../client/settings.ts'
 import { cursorNameEdits } from '../sql/cursor-names.ts'
 import { createdExtensions } from '../sql/extensions.ts'
 import { rewriteServerFunctions, type ServerFunctionUse } from '../sql/server-functions.ts'
@@ -158,6 +159,10 @@ function Query(reader: MessageReader, bytes: Buffer, offset: number, end: number
       changed = reader.client.resetRequested = true
     }
   }
+  if (words & Keyword.Authorization) {
+    const rewritten = rewriteAuthorizationDefaults(sql)
+    if (rewritten !== null) (sql = rewritten), (changed = true)
+  }
   if (words & Keyword.StatementName) {
     const rewritten = prefixStatementNames(reader.statements, sql)
     if (rewritten !== null) (sql = rewritten), (changed = true)
@@ -202,6 +207,7 @@ function Parse(reader: MessageReader, bytes: Buffer, offset: number, end: number
     if (words & Keyword.Listen) reader.client.listenCommands.push(...listenCommands(sql))
     if (words & Keyword.Temp) reader.client.temp.mayMake = true
     if (words & Keyword.Extension && reader.managesDatabases) reader.client.extensionsWanted.push(...createdExtensions(sql))
+    if (words & Keyword.Authorization) sql = rewriteAuthorizationDefaults(sql) ?? sql
     if (words & Keyword.StatementName) sql = prefixStatementNames(reader.statements, sql) ?? sql
     if (words & Keyword.Declare || reader.statements.holdsCursors) sql = prefixCursorNames(reader.statements, sql) ?? sql
     if (words & Keyword.PgName) {

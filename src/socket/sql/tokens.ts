@@ -105,6 +105,8 @@ export const Keyword = {
   Temp: 128,
   /** CREATE EXTENSION */
   Extension: 256,
+  /** SET / RESET SESSION AUTHORIZATION */
+  Authorization: 512,
 } as const
 
 /**
@@ -115,8 +117,8 @@ const WORDS_BY_LAST_LETTER: ReadonlyArray<[lastLetter: number, words: ReadonlyAr
   [0x5f, [['pg_', Keyword.PgName]]], // _
   [0x70, [['temp', Keyword.Temp]]], // p
   [0x50, [['temp', Keyword.Temp]]], // P
-  [0x6e, [['stdin', Keyword.Stdin], ['listen', Keyword.Listen], ['extension', Keyword.Extension]]], // n
-  [0x4e, [['stdin', Keyword.Stdin], ['listen', Keyword.Listen], ['extension', Keyword.Extension]]], // N
+  [0x6e, [['stdin', Keyword.Stdin], ['listen', Keyword.Listen], ['extension', Keyword.Extension], ['authorization', Keyword.Authorization]]], // n
+  [0x4e, [['stdin', Keyword.Stdin], ['listen', Keyword.Listen], ['extension', Keyword.Extension], ['authorization', Keyword.Authorization]]], // N
   [0x65, [['pglite', Keyword.Pglite], ['database', Keyword.Database], ['prepare', Keyword.StatementName], ['execute', Keyword.StatementName], ['deallocate', Keyword.StatementName], ['declare', Keyword.Declare]]], // e
   [0x45, [['pglite', Keyword.Pglite], ['database', Keyword.Database], ['prepare', Keyword.StatementName], ['execute', Keyword.StatementName], ['deallocate', Keyword.StatementName], ['declare', Keyword.Declare]]], // E
 ]
