@@ -46,6 +46,8 @@ export class TempObjects {
   revealed = false
   /** Its SQL named TEMP, TEMPORARY or pg_temp: it may have made temporary objects (looked for at its release). */
   mayMake = false
+  /** Its search_path begins with pg_temp: whatever it creates without a schema is temporary, TEMP or not. */
+  firstInSearchPath = false
 
   constructor(processId: number) {
     this.#prefix = `pgdd${processId.toString(36)}$`

@@ -129,6 +129,7 @@ export class ClientBackend implements Backend {
   /** Settings from the startup packet that differ from what every client is told: applied on first taking the session. */
   startWith(settings: Settings): void {
     this.#settings.startWith(settings)
+    this.#state.temp.firstInSearchPath = this.#settings.tempSchemaFirst
   }
 
   /**
@@ -306,7 +307,10 @@ export class ClientBackend implements Backend {
     }
     const { temp } = this.#state
     if (temp.mayMake || temp.revealed) await this.#hideTemp()
-    if (changes & SessionChange.Settings) await this.#settings.snapshot()
+    if (changes & SessionChange.Settings) {
+      await this.#settings.snapshot()
+      temp.firstInSearchPath = this.#settings.tempSchemaFirst
+    }
     if (changes & SessionChange.Listening) await reconcileListening(this, this.#state.listenCommands, this.#log)
     if (changes & SessionChange.StatementsWiped) await this.#remakeOthersStatements()
     this.#state.listenCommands.length = 0
@@ -321,6 +325,7 @@ export class ClientBackend implements Backend {
   /** The client's DISCARD ALL put its settings back to the defaults. */
   settingsDiscarded(): void {
     this.#settings.discarded()
+    this.#state.temp.firstInSearchPath = false
   }
 
   /** The client left while a SET of its may still be in the session: the next owner resets it. */

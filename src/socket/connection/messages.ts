@@ -135,6 +135,7 @@ function Query(reader: MessageReader, bytes: Buffer, offset: number, end: number
   const [start, stop] = text
   const words = keywordsIn(bytes, start, stop)
   const first = firstLetter(bytes, start, stop)
+  if (reader.client.temp.firstInSearchPath) reader.client.temp.mayMake = true
   if (words === 0 && first !== LETTER_D && !reader.statements.holdsCursors) return null
   let sql = bytes.toString('utf8', start, stop)
   const frame = (): Buffer => bytes.subarray(offset, end)
@@ -191,6 +192,7 @@ function Parse(reader: MessageReader, bytes: Buffer, offset: number, end: number
   let functions = 0
   const text = sqlBounds(bytes, offset, end, true)
   const words = text ? keywordsIn(bytes, text[0], text[1]) : 0
+  if (reader.client.temp.firstInSearchPath) reader.client.temp.mayMake = true
   if (text && (words !== 0 || reader.statements.holdsCursors)) {
     const original = bytes.toString('utf8', text[0], text[1])
     let sql = original

@@ -52,6 +52,12 @@ export class ClientSettings {
     return Number.isFinite(value) && value > 0 ? value : 0
   }
 
+  /** The client's search_path begins with pg_temp (Postgres then creates objects named without a schema there). */
+  get tempSchemaFirst(): boolean {
+    const path = this.#settings.find(([name]) => name === 'search_path')?.[1]
+    return path !== undefined && path.split(',')[0]!.trim().replaceAll('"', '').toLowerCase() === 'pg_temp'
+  }
+
   /** The client took the session, which is at rest: the session gets this client's settings, unless it has them. */
   async give(): Promise<void> {
     if (this.#startupPending) await this.#applyStartup()
