@@ -6,12 +6,13 @@
 import v8 from 'node:v8'
 import vm from 'node:vm'
 
-let exposed = false
+/** This thread's gc(), from a context of its own made once. */
+let collect: (() => void) | null = null
 
 export function collectGarbageSoon(): void {
-  if (!exposed) {
+  if (!collect) {
     v8.setFlagsFromString('--expose-gc')
-    exposed = true
+    collect = vm.runInNewContext('gc') as () => void
   }
-  setImmediate(vm.runInNewContext('gc') as () => void)
+  setImmediate(collect)
 }

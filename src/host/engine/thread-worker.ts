@@ -17,6 +17,11 @@ import { exposeStopping, interceptTimers, type CallHooks } from './stoppable.ts'
 const WAKE_EVERY_BYTES = 32 * 1024
 /** Waiting for a call, the thread turns its event loop this often (for messages, and timers of its own). */
 const IDLE_SLICE_MS = 50
+/**
+ * After calls, once none has come for this long, the thread collects its garbage once: a thread that waits for calls
+ * allocates nothing, so V8 would keep what the last load left (the memory of its results, copies and buffers).
+ */
+const COLLECT_WHEN_IDLE_MS = 5_000
 
 const port = parentPort!
 /** The payload of a Units frame: whether the unit ran, or was skipped (stopped before it began). */
@@ -40,6 +45,7 @@ async function open(options: ThreadInit): Promise<PGlite> {
 /** Calls from the request ring, one at a time, until the database closes. */
 async function serveCalls(pglite: PGlite, stopping: CallHooks): Promise<void> {
   const parts: Buffer[] = []
+  let lastCallAt = 0
   while (!closing) {
     let call: Call | null = null
     let turn = false
@@ -54,9 +60,17 @@ async function serveCalls(pglite: PGlite, stopping: CallHooks): Promise<void> {
       parts.length = 0
       return false
     })
-    if (call) await runCall(pglite, stopping, call)
-    // A message waits (it comes with a Turn), or nothing happened for a while: let the event loop run.
-    else if (turn || !requests.sleep(IDLE_SLICE_MS)) await new Promise((resolve) => setImmediate(resolve))
+    if (call) {
+      await runCall(pglite, stopping, call)
+      lastCallAt = performance.now()
+    } else if (turn || !requests.sleep(IDLE_SLICE_MS)) {
+      // A message waits (it comes with a Turn), or nothing happened for a while: let the event loop run.
+      if (lastCallAt !== 0 && performance.now() - lastCallAt > COLLECT_WHEN_IDLE_MS) {
+        lastCallAt = 0
+        collectGarbageSoon()
+      }
+      await new Promise((resolve) => setImmediate(resolve))
+    }
   }
 }
 

@@ -36,6 +36,8 @@ export class Statements {
   readonly #named = new Map<string, Statement>()
   /** What the unnamed statement is, if special. */
   #unnamedSpecial: Special | null = null
+  /** The Parse that made the unnamed statement (see unnamedParse). */
+  #unnamedParse: Buffer | null = null
   /** How many named statements are special: while none, a Bind needs no look-up. */
   #specials = 0
   /** Portals bound to a special statement, by the client's name for them. */
@@ -83,18 +85,20 @@ export class Statements {
   }
 
   /**
-   * Parse: the client makes statement `name` ('' for the unnamed one). For a named one, `server` is PGlite's name
-   * for it and `frame` the Parse as PGlite will get it, kept to make the statement again once PGlite has run it.
+   * Parse: the client makes statement `name` ('' for the unnamed one), `frame` being the Parse as PGlite will get it.
+   * For a named one, `server` is PGlite's name for it, and the frame is kept to make the statement again once PGlite
+   * has run it; the unnamed one's, to make it again when the session's unnamed statement is no longer this client's.
    */
-  parsed(name: string, special: Special | null, server: Buffer | null, frame: Buffer | null): void {
+  parsed(name: string, special: Special | null, server: Buffer | null, frame: Buffer): void {
     if (name === '') {
       this.#unnamedSpecial = special
+      this.#unnamedParse = frame
       return
     }
     this.#forget(name)
     this.#named.set(name, { server: server!, special })
     if (special) this.#specials++
-    if (frame) this.#unrun.set(server!.toString(), { name, frame })
+    this.#unrun.set(server!.toString(), { name, frame })
   }
 
   /** SQL PREPARE name: made by PGlite, but never made again (the server does not keep SQL it cannot replay alone). */
@@ -103,9 +107,9 @@ export class Statements {
     this.#named.set(name, { server, special: null })
   }
 
-  /** Close of a statement, or SQL DEALLOCATE name. */
+  /** Close of a statement ('' the unnamed one, which a simple Query drops too), or SQL DEALLOCATE name. */
   closed(name: string): void {
-    if (name === '') this.#unnamedSpecial = null
+    if (name === '') this.#unnamedSpecial = this.#unnamedParse = null
     else this.#forget(name)
   }
 
@@ -130,8 +134,10 @@ export class Statements {
     if (this.#portals.size > 0) this.#portals.delete(portal)
   }
 
-  /** The Parse (as PGlite gets it) of the unnamed statement, when it may wait for a lock: made again after the wait. */
-  unnamedParse: Buffer | null = null
+  /** The Parse (as PGlite gets it) of the client's unnamed statement, while its own backend would still have it. */
+  get unnamedParse(): Buffer | null {
+    return this.#unnamedParse
+  }
 
   /** Parse of statement `name` ('' unnamed): the ServerFunctions bits of what it calls (0: none). */
   callsFunctions(name: string, bits: number): void {

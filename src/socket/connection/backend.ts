@@ -17,6 +17,7 @@ import type { ClientState } from '../client/state.ts'
 import { LIST_OWN_TEMP_OBJECTS } from '../client/temp-objects.ts'
 import { reconcileListening, routeNotification } from './listen.ts'
 import { FunctionReplies, ServerFunctions, contextFor, contextMessages, type FunctionsClient, type LockWait } from './server-functions.ts'
+import { UnnamedUse, unnamedUseOf } from './messages.ts'
 import { ClientSettings } from './settings.ts'
 
 /** The connection a backend answers to. */
@@ -187,6 +188,9 @@ export class ClientBackend implements Backend {
       this.#endCall()
     }
     this.#state.statements.ran(bytes)
+    // The server's own messages that make or drop an unnamed statement (a Query does) leave it nobody's; a client's
+    // unit says what it did with its own (BatchRunner).
+    if (!asClient && unnamedUseOf(bytes) & (UnnamedUse.Parsed | UnnamedUse.Dropped)) this.session.unnamedStatementOwner = null
     const told = this.#functions
     if (told) {
       this.#functions = null

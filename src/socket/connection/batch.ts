@@ -4,10 +4,10 @@
 
 import { SqlState } from '../../errors.ts'
 import type { Logger } from '../../log.ts'
-import { CODE_LENGTH, FrontendCode, TxStatus } from '../protocol/codes.ts'
+import { BackendCode, CODE_LENGTH, FrontendCode, TxStatus } from '../protocol/codes.ts'
 import { encodeErrorResponse, encodeReadyForQuery } from '../protocol/backend.ts'
-import { SYNC, isSingleUnit } from '../protocol/frontend.ts'
-import type { Frames } from '../protocol/frames.ts'
+import { FLUSH, SYNC, isSingleUnit } from '../protocol/frontend.ts'
+import { forEachFrame, type Frames } from '../protocol/frames.ts'
 import type { DatabaseCatalog } from '../session/databases.ts'
 import { QueryCanceledError, QueueTimeoutError } from '../session/scheduler.ts'
 import type { CopyIn } from '../client/copy-in.ts'
@@ -177,7 +177,7 @@ export class BatchRunner {
     if (this.#state.signals.length > 0) this.#signalEarly()
     try {
       if (this.#mayRide(bytes, unnamedUse, functions)) {
-        const end = await this.wait.ride(bytes, () => this.#mustCloseUnnamedStatement(unnamedUse))
+        const end = await this.wait.ride(bytes, () => this.#ranUnnamed(unnamedUse))
         if (end === 'ran' || end === 'holds') this.#prepared.ran(bytes, this.#backend.atRest)
         if (end === 'ran' || end === 'stopped') return
         if (end === 'holds') return await this.#afterRun(bytes)
@@ -189,13 +189,7 @@ export class BatchRunner {
       return
     }
     if (this.#state.extensionsWanted.length > 0) await this.#loadExtensions()
-    if (this.#mustCloseUnnamedStatement(unnamedUse)) await this.#backend.capture(CLOSE_UNNAMED_STATEMENT)
-    // Parked with an unnamed statement, which others' statements may have replaced meanwhile: made again, as it was.
-    const remake = this.#prepared.takeUnnamedParse(unnamedUse)
-    if (remake) {
-      await this.#backend.capture(remake)
-      this.#backend.session.unnamedStatementOwner = this.#client
-    }
+    if (unnamedUse & UnnamedUse.ReferencedFirst) await this.#makeUnnamedStatementOwn()
     if (this.#client.inspect) this.#log.trace('to pglite', { dump: hexDump(bytes) })
     const backend = this.#backend
     if (functions & ServerFunctions.MayWait && backend.txStatus === TxStatus.Idle && !this.#pipelineExecuted && mayRunAgain(bytes)) {
@@ -205,6 +199,7 @@ export class BatchRunner {
     } else {
       await backend.run(bytes, functions)
     }
+    this.#ranUnnamed(unnamedUse)
     await this.#afterRun(bytes)
   }
 
@@ -235,7 +230,6 @@ export class BatchRunner {
       backend.session.combined.available &&
       this.#copy === null &&
       !this.#client.inspect &&
-      this.#prepared.unnamedParse === null &&
       backend.canRide &&
       isSingleUnit(bytes)
     )
@@ -254,11 +248,10 @@ export class BatchRunner {
   /**
    * Give the session up while the client's pipeline only prepared statements: a Sync of the server's own ends the
    * implicit transaction (its answer goes nowhere); the statements it named stay, and the unnamed one is made again
-   * if another client's took its place before the client binds it.
+   * if another client's took its place before the client binds it (#makeUnnamedStatementOwn).
    */
   async #park(): Promise<void> {
     await this.#backend.capture(SYNC)
-    this.#prepared.parked()
     await this.#releaseIfAtRest()
   }
 
@@ -301,16 +294,31 @@ export class BatchRunner {
   }
 
   /**
-   * The session's unnamed statement is whichever client last made one. A client that binds or describes it without
-   * having made it must get Postgres's answer (26000), not another client's statement: true when it must be closed
-   * first. Records this client as its maker when the segment makes one.
+   * The client's unit binds or describes the unnamed statement it made in an earlier one. The session has one unnamed
+   * statement, the last client's that made one, and any Query drops it (the server's own too): unless it is still this
+   * client's, it is made again from the client's last unnamed Parse, or closed if the client has none, so that the
+   * client gets what its own backend would give it (its statement, or 26000), never another client's statement.
    */
-  #mustCloseUnnamedStatement(use: number): boolean {
-    if (use === 0) return false
+  async #makeUnnamedStatementOwn(): Promise<void> {
+    const { session } = this.#backend
+    if (session.unnamedStatementOwner === this.#client) return
+    const parse = this.#state.statements.unnamedParse
+    const reply = await this.#backend.capture(parse ? Buffer.concat([parse, FLUSH]) : CLOSE_UNNAMED_STATEMENT)
+    const done = parse ? BackendCode.ParseComplete : BackendCode.CloseComplete
+    // Not done if PGlite skipped it (after an error in the client's open pipeline) or the Parse failed: nobody's yet.
+    forEachFrame(reply, (code, offset, length) => {
+      if (code === done) session.unnamedStatementOwner = this.#client
+      // Postgres plans the statement again at the Bind and fails where the Parse fails (its table was dropped
+      // meanwhile): that error is the client's answer, and PGlite skips the unit up to its Sync, as Postgres would.
+      else this.#client.write(this.#state.statements.restore(reply.subarray(offset, offset + length)))
+    })
+  }
+
+  /** The client's unit ran: after it, the session's unnamed statement is the one it made, or none if it dropped it. */
+  #ranUnnamed(use: number): void {
     const session = this.#backend.session
-    const mustClose = (use & UnnamedUse.ReferencedFirst) !== 0 && session.unnamedStatementOwner !== this.#client && !this.#prepared.unnamedParse
-    session.unnamedStatementOwner = (use & UnnamedUse.Parsed) !== 0 ? this.#client : mustClose ? null : session.unnamedStatementOwner
-    return mustClose
+    if (use & UnnamedUse.Dropped) session.unnamedStatementOwner = null
+    else if (use & UnnamedUse.Parsed) session.unnamedStatementOwner = this.#client
   }
 
   /** The release rule: the session goes to the next client once this one is at rest. */

@@ -33,8 +33,10 @@ export type Takeover =
 export const UnnamedUse = {
   /** The segment makes an unnamed statement. */
   Parsed: 1,
-  /** A Bind or Describe of the unnamed statement comes before any Parse of it in the segment. */
+  /** A Bind or Describe of the unnamed statement comes before any Parse or drop of it in the segment. */
   ReferencedFirst: 2,
+  /** The segment leaves no unnamed statement: a Query or a Close of it comes after its last Parse (postgres.c drop_unnamed_stmt). */
+  Dropped: 4,
 } as const
 
 /** The messages to pass on to PGlite, in one buffer, and how they use the unnamed statement. */
@@ -130,6 +132,8 @@ export class MessageReader {
 // --- Handlers, by message ---
 
 function Query(reader: MessageReader, bytes: Buffer, offset: number, end: number): Takeover | null {
+  // Postgres runs a simple Query as the unnamed statement: the client's own is gone.
+  reader.statements.closed('')
   const text = sqlBounds(bytes, offset, end, false)
   if (!text) return null // malformed: PGlite answers 08P01
   const [start, stop] = text
@@ -220,11 +224,10 @@ function Parse(reader: MessageReader, bytes: Buffer, offset: number, end: number
   }
   const name = server ? bytes.toString('utf8', nameStart, nameEnd) : ''
   if (edits.length > 0) reader.edit(offset, end, edits)
-  // A named statement's Parse is kept as PGlite gets it, to make the statement again after a wipe.
-  reader.statements.parsed(name, special, server, server ? editMessage(bytes, offset, end, edits) : null)
+  // Kept as PGlite gets it, to make the statement again after a wipe, or once the session's unnamed one is another's.
+  reader.statements.parsed(name, special, server, editMessage(bytes, offset, end, edits))
   reader.statements.callsFunctions(name, functions)
   reader.callsFunctions(functions)
-  if (name === '') reader.statements.unnamedParse = functions & ServerFunctions.MayWait ? editMessage(bytes, offset, end, edits) : null
   return null
 }
 
@@ -288,17 +291,18 @@ HANDLERS[FrontendCode.Terminate] = Terminate
 // --- What the handlers share ---
 
 /** `use` (UnnamedUse bits) after the message at `offset`. */
-function unnamedUseStep(use: number, code: number, bytes: Buffer, offset: number): number {
+function unnamedUseStep(use: number, code: number, bytes: Uint8Array, offset: number): number {
   const body = offset + HEADER_LENGTH
-  if (code === FrontendCode.Parse) return bytes[body] === 0 ? use | UnnamedUse.Parsed : use
-  if ((use & UnnamedUse.Parsed) !== 0) return use
+  if (code === FrontendCode.Parse) return bytes[body] === 0 ? (use | UnnamedUse.Parsed) & ~UnnamedUse.Dropped : use
+  if (code === FrontendCode.Query || (code === FrontendCode.Close && bytes[body] === LETTER_S && bytes[body + 1] === 0)) return use | UnnamedUse.Dropped
+  if ((use & (UnnamedUse.Parsed | UnnamedUse.Dropped)) !== 0) return use
   if (code === FrontendCode.Bind) return bytes[bytes.indexOf(0, body) + 1] === 0 ? use | UnnamedUse.ReferencedFirst : use
   if (code === FrontendCode.Describe && bytes[body] === LETTER_S && bytes[body + 1] === 0) return use | UnnamedUse.ReferencedFirst
   return use
 }
 
 /** How the messages in `bytes` (already handled: names prefixed) use the unnamed statement. */
-export function unnamedUseOf(bytes: Buffer): number {
+export function unnamedUseOf(bytes: Uint8Array): number {
   let use = 0
   forEachFrame(bytes, (code, offset) => void (use = unnamedUseStep(use, code, bytes, offset)))
   return use

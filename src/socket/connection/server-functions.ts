@@ -6,9 +6,9 @@
 import { SqlState } from '../../errors.ts'
 import { BackendCode } from '../protocol/codes.ts'
 import { encodeErrorResponse, errorFields } from '../protocol/backend.ts'
-import { encodeClose, encodeExecution } from '../protocol/frontend.ts'
+import { SYNC, encodeClose, encodeExecution } from '../protocol/frontend.ts'
 import type { LockMode } from '../session/advisory-locks.ts'
-import { LOCK_WAIT_MESSAGE, TELL_MESSAGE, contextQuery, installStatements, readTold, type ClientActivity, type SessionContext } from '../session/server-functions.ts'
+import { LOCK_WAIT_MESSAGE, TELL_MESSAGE, contextSql, installStatements, readTold, type ClientActivity, type SessionContext } from '../session/server-functions.ts'
 import type { SharedSession } from '../session/session.ts'
 
 /** Segment flags (Segment.functions): what its statements need. */
@@ -39,16 +39,18 @@ const CONTEXT_STATEMENT = Buffer.from('pgdd.context')
 const CONTEXT_PORTAL = Buffer.from('pgdd.context')
 
 /**
- * The messages that tell the session `context` (and make the functions first, if `install`). At rest, one Query; in
- * an open pipeline, a named Parse/Bind/Execute per statement without Sync, which stays inside its transaction and
- * leaves the client's unnamed statement and portal alone.
+ * The messages that tell the session `context` (and make the functions first, if `install`): a named
+ * Parse/Bind/Execute per statement, which leaves the client's unnamed statement and portal alone (a simple Query
+ * would drop the unnamed statement the client's unit may bind next). In an open pipeline without Sync, which stays
+ * inside its transaction; at rest, with one.
  */
 export function contextMessages(context: SessionContext, install: boolean, pipelineOpen: boolean): Buffer {
-  if (!pipelineOpen) return contextQuery(context, install)
-  const statements = [...(install ? installStatements() : []), contextQuery(context, false).toString('utf8', 5, -1)]
   const frames: Buffer[] = []
-  for (const sql of statements) frames.push(encodeClose('S', CONTEXT_STATEMENT), encodeExecution(CONTEXT_STATEMENT, CONTEXT_PORTAL, sql), encodeClose('P', CONTEXT_PORTAL))
+  for (const sql of [...(install ? installStatements() : []), contextSql(context)]) {
+    frames.push(encodeClose('S', CONTEXT_STATEMENT), encodeExecution(CONTEXT_STATEMENT, CONTEXT_PORTAL, sql), encodeClose('P', CONTEXT_PORTAL))
+  }
   frames.push(encodeClose('S', CONTEXT_STATEMENT))
+  if (!pipelineOpen) frames.push(SYNC)
   return Buffer.concat(frames)
 }
 

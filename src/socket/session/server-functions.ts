@@ -5,7 +5,6 @@
 // did in a NOTICE the server takes out of the client's replies; a lock that must wait fails with an ERROR the
 // server turns into a wait outside the session.
 
-import { encodeQuery } from '../protocol/frontend.ts'
 import type { LockLevel, LockMode } from './advisory-locks.ts'
 
 /** The setting that carries the context; names under pglite_dev_db. are never a client's (client/settings.ts). */
@@ -66,13 +65,9 @@ export function readTold(detail: string): Told | null {
 
 const literal = (text: string): string => `'${text.replaceAll("'", "''")}'`
 
-/**
- * One Query that tells the session the context, making the functions first if `install`. Sent only where a simple
- * Query is safe: not inside an open extended-protocol pipeline, whose implicit transaction it would commit.
- */
-export function contextQuery(context: SessionContext, install: boolean): Buffer {
-  const set = `SELECT pg_catalog.set_config(${literal(CONTEXT)}, ${literal(JSON.stringify(context))}, false)`
-  return encodeQuery(install ? `${INSTALL_SQL}; ${set}` : set)
+/** The statement that tells the session the context. */
+export function contextSql(context: SessionContext): string {
+  return `SELECT pg_catalog.set_config(${literal(CONTEXT)}, ${literal(JSON.stringify(context))}, false)`
 }
 
 const ctx = `pg_temp.pglite_dev_db_context()`
@@ -171,9 +166,8 @@ const INSTALL_STATEMENTS = [
     `client_port integer, backend_start timestamptz, state text, query text) ` +
     `LEFT JOIN (SELECT * FROM pg_catalog.pg_stat_activity WHERE pid = pg_catalog.pg_backend_pid()) AS s ON true`,
 ]
-const INSTALL_SQL = INSTALL_STATEMENTS.join('; ')
 
-/** The statements that make the functions, one by one (for a pipeline, where a Parse holds one statement). */
+/** The statements that make the functions, one by one (a Parse holds one statement). */
 export function installStatements(): readonly string[] {
   return INSTALL_STATEMENTS
 }

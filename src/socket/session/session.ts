@@ -47,7 +47,10 @@ export class SharedSession {
   readonly #onRawData = (chunk: Uint8Array, owned?: boolean): void | Promise<void> => this.#sink?.(chunk, owned)
   /** Settings Postgres reports with ParameterStatus (lower-case names), with the values every client is told at startup. */
   readonly reportedDefaults = new Map<string, string>()
-  /** The client whose Parse made the session's unnamed prepared statement (null: nobody's, or PGlite's own). */
+  /**
+   * The client whose own unnamed prepared statement the session's is: the one its Parse made, or none once closed for
+   * it (null: nobody's, or PGlite's own). A Query, the server's too, leaves it nobody's.
+   */
   unnamedStatementOwner: SessionMember | null = null
   /** The settings key of what the session holds now: '' is the defaults. */
   appliedSettings = ''
@@ -124,7 +127,10 @@ export class SharedSession {
     frames.push(SYNC)
     // Someone may have started listening on a departed client's channel since: keep those.
     const unneeded = this.listeners.takeAbandoned()
-    if (unneeded.length > 0) frames.push(encodeQuery(listenSql(unneeded, 'UNLISTEN')))
+    if (unneeded.length > 0) {
+      frames.push(encodeQuery(listenSql(unneeded, 'UNLISTEN')))
+      this.unnamedStatementOwner = null
+    }
     await this.execute(Buffer.concat(frames), discard)
   }
 
