@@ -72,6 +72,8 @@ export async function executeDiscard(turn: Turn, command: DiscardCommand, frame:
       return 'discard-until-sync'
     }
     turn.write(Buffer.concat(await carryOut(turn, command)))
+    // Its Sync left PGlite at rest: others may run before the client's next message (its Sync gets ReadyForQuery).
+    await turn.releaseIfAtRest()
     return null
   }
   if (command === 'DEALLOCATE ALL') {
