@@ -170,10 +170,30 @@ describe('MessageReader: takeovers', () => {
     expect(read(r, Buffer.concat([wire.parse('s', 'select 1'), wire.bind('p', 's'), wire.execute('p')])).takeovers).toEqual([])
   })
 
-  it('DISCARD ALL and DEALLOCATE ALL alone; among other statements they pass on', () => {
-    expect(read(reader(1), wire.query(' discard ALL;')).takeovers).toMatchObject([{ kind: 'discard', command: 'DISCARD ALL' }])
+  it('DISCARD ALL and DEALLOCATE ALL alone (comments allowed); DISCARD ALL among other statements passes on (PGlite refuses it)', () => {
+    expect(read(reader(1), wire.query(' discard ALL;')).takeovers).toMatchObject([{ kind: 'discard', command: 'DISCARD ALL', via: 'query' }])
+    expect(read(reader(1), wire.query('/* reset */ DISCARD ALL;; -- pool')).takeovers).toMatchObject([{ kind: 'discard', command: 'DISCARD ALL' }])
     expect(read(reader(1), wire.query('DEALLOCATE PREPARE ALL')).takeovers).toMatchObject([{ kind: 'discard', command: 'DEALLOCATE ALL' }])
     expect(read(reader(1), wire.query('select 1; discard all')).takeovers).toEqual([])
+  })
+
+  it('DISCARD TEMP among other statements: the drop of the client\'s own temporary objects in its place, taken over', () => {
+    const { takeovers } = read(reader(1), wire.query('select 1; discard temp; select 2'))
+    expect(takeovers).toMatchObject([{ kind: 'query-discarding-temp', completions: [1] }])
+    const sql = frames((takeovers[0] as { frame: Buffer }).frame)[0]![1]
+    expect(sql.startsWith('select 1; DO $pgdd$')).toBe(true)
+    expect(sql.endsWith('END$pgdd$; select 2\0')).toBe(true)
+  })
+
+  it('a prepared DISCARD: PGlite parses a stand-in, the Execute of its portal is taken over once', () => {
+    const r = reader(5)
+    const batch = Buffer.concat([wire.parse('S_1', 'DISCARD ALL'), wire.bind('', 'S_1'), wire.execute(''), wire.execute(''), wire.sync()])
+    const { segments, takeovers } = read(r, batch)
+    expect(frames(segments[0]!.bytes)).toEqual(frames(Buffer.concat([wire.parse('pgdd5.S_1', NO_OP_STATEMENT), wire.bind('', 'pgdd5.S_1')])))
+    expect(takeovers).toMatchObject([{ kind: 'discard', command: 'DISCARD ALL', via: 'execute' }])
+    expect(frames(segments[1]!.bytes).map(([code]) => code)).toEqual(['E', 'S'])
+    const temp = read(reader(5), wire.parse('', '-- drop mine\nDISCARD TEMP')).segments[0]!.bytes
+    expect(frames(temp)[0]![1]).toContain('DO $pgdd$')
   })
 
   it('CREATE/DROP DATABASE as a Query, when the server manages databases', () => {

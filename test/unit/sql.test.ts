@@ -5,7 +5,9 @@ import { Keyword, firstLetter, keywordsIn, statements } from '../../src/socket/s
 import { statementNameEdits } from '../../src/socket/sql/statement-names.ts'
 import { parseCopyFromStdin } from '../../src/socket/client/copy-in.ts'
 import { parseDatabaseCommand, rewriteResetCalls } from '../../src/socket/client/database-commands.ts'
-import { parseDiscard } from '../../src/socket/client/discard.ts'
+import { parseDiscard, rewriteDiscardTemp, withDiscardTags } from '../../src/socket/client/discard.ts'
+import { DROP_OWN_TEMP_OBJECTS_SQL } from '../../src/socket/client/temp-objects.ts'
+import { encodeCommandComplete, encodeReadyForQuery } from '../../src/socket/protocol/backend.ts'
 import { cursorNameEdits } from '../../src/socket/sql/cursor-names.ts'
 import { createdExtensions } from '../../src/socket/sql/extensions.ts'
 import { rewriteServerFunctions } from '../../src/socket/sql/server-functions.ts'
@@ -112,7 +114,22 @@ describe('parseDiscard', () => {
     expect(parseDiscard(' discard all ;')).toBe('DISCARD ALL')
     expect(parseDiscard('DEALLOCATE PREPARE ALL')).toBe('DEALLOCATE ALL')
     expect(parseDiscard('DISCARD TEMPORARY')).toBe('DISCARD TEMP')
-    for (const sql of ['discard plans', 'deallocate x', 'discard all; select 1']) expect(parseDiscard(sql), sql).toBeNull()
+    expect(parseDiscard('/* pool reset */ DISCARD ALL;; -- done')).toBe('DISCARD ALL')
+    for (const sql of ['discard plans', 'deallocate x', 'discard all; select 1', "select 'discard all'"]) expect(parseDiscard(sql), sql).toBeNull()
+  })
+
+  it('rewriteDiscardTemp: each DISCARD TEMP among several statements, with its index among them', () => {
+    const rewritten = rewriteDiscardTemp("select 'discard temp';; DISCARD TEMPORARY; select 2; discard temp")
+    expect(rewritten?.completions).toEqual([1, 3])
+    expect(rewritten?.sql.replaceAll(DROP_OWN_TEMP_OBJECTS_SQL, 'DROP')).toBe("select 'discard temp';; DROP; select 2; DROP")
+    for (const sql of ['discard temp', 'select 1; discard all', "select 1; select 'discard temp'"]) expect(rewriteDiscardTemp(sql), sql).toBeNull()
+  })
+
+  it('withDiscardTags: the stand-ins\' CommandCompletes at the indices given get the command\'s tag', () => {
+    const reply = Buffer.concat([encodeCommandComplete('SELECT 1'), encodeCommandComplete('DO'), encodeCommandComplete('DO'), encodeReadyForQuery(0x49)])
+    const tags = (bytes: Buffer) => [...bytes.toString('latin1').matchAll(/C\0\0\0[\s\S]([A-Z 0-9]+)\0/g)].map((m) => m[1])
+    expect(tags(withDiscardTags(reply, [1], 'DISCARD TEMP'))).toEqual(['SELECT 1', 'DISCARD TEMP', 'DO'])
+    expect(tags(withDiscardTags(reply, [0], 'DISCARD TEMP'))).toEqual(['SELECT 1', 'DO', 'DO'])
   })
 })
 

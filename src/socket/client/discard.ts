@@ -1,17 +1,79 @@
-// DISCARD ALL, DISCARD TEMP and DEALLOCATE ALL sent as a whole simple Query. On the one shared session they would
-// wipe every client's prepared statements, settings, LISTENs and temporary tables; the server carries them out for the sending client alone
-// and answers with the CommandComplete Postgres would send. (DEALLOCATE name needs nothing here: the name is given
-// the client's prefix like every statement name, see client/statements.ts.)
+// DISCARD ALL, DISCARD TEMP and DEALLOCATE ALL, wherever a client sends them: a whole simple Query, a Parse, or one
+// statement of several in a Query. On the one shared session they would wipe every client's prepared statements,
+// settings, LISTENs, cursors and temporary tables; the server carries them out for the sending client alone
+// (connection/discard-all.ts) and answers with the CommandComplete Postgres would send. (DEALLOCATE name needs
+// nothing here: the name is given the client's prefix like every statement name, see client/statements.ts.)
+// DISCARD PLANS and DISCARD SEQUENCES pass as they are: plans are made again unseen, and sequence state is the one
+// session's anyway.
+
+import { BackendCode, HEADER_LENGTH } from '../protocol/codes.ts'
+import { encodeCommandComplete } from '../protocol/backend.ts'
+import { forEachFrame } from '../protocol/frames.ts'
+import { statements, type Token } from '../sql/tokens.ts'
+import { NO_OP_STATEMENT } from './database-commands.ts'
+import { DROP_OWN_TEMP_OBJECTS_SQL } from './temp-objects.ts'
 
 export type DiscardCommand = 'DISCARD ALL' | 'DEALLOCATE ALL' | 'DISCARD TEMP'
 
-const DISCARD_ALL = /^\s*discard\s+all\s*;?\s*$/i
-const DISCARD_TEMP = /^\s*discard\s+temp(?:orary)?\s*;?\s*$/i
-const DEALLOCATE_ALL = /^\s*deallocate\s+(?:prepare\s+)?all\s*;?\s*$/i
-
+/** The DISCARD ALL, DISCARD TEMP or DEALLOCATE ALL that is the whole of `sql` (one statement, comments allowed), or null. */
 export function parseDiscard(sql: string): DiscardCommand | null {
-  if (DISCARD_ALL.test(sql)) return 'DISCARD ALL'
-  if (DISCARD_TEMP.test(sql)) return 'DISCARD TEMP'
-  if (DEALLOCATE_ALL.test(sql)) return 'DEALLOCATE ALL'
+  const all = statements(sql)
+  return all.length === 1 ? discardOf(all[0]!) : null
+}
+
+function discardOf(tokens: readonly Token[]): DiscardCommand | null {
+  const word = (at: number, text: string): boolean => tokens[at]?.kind === 'word' && tokens[at]!.text === text
+  if (word(0, 'discard') && tokens.length === 2) {
+    if (word(1, 'all')) return 'DISCARD ALL'
+    if (word(1, 'temp') || word(1, 'temporary')) return 'DISCARD TEMP'
+  }
+  if (word(0, 'deallocate') && (tokens.length === 2 ? word(1, 'all') : tokens.length === 3 && word(1, 'prepare') && word(2, 'all'))) return 'DEALLOCATE ALL'
   return null
+}
+
+/** What PGlite parses in place of a prepared DISCARD: the drop of the client's own temporary objects, or a no-op. */
+export function standInSql(command: DiscardCommand): string {
+  return command === 'DISCARD TEMP' ? DROP_OWN_TEMP_OBJECTS_SQL : NO_OP_STATEMENT
+}
+
+/**
+ * `sql` (a simple Query of several statements) with each DISCARD TEMP replaced by the drop of the client's own
+ * temporary objects, and the index of each among the statements (each statement that runs ends with one
+ * CommandComplete, see withDiscardTags); null if there is none. A lone DISCARD TEMP is parseDiscard's.
+ */
+export function rewriteDiscardTemp(sql: string): { sql: string; completions: number[] } | null {
+  const all = statements(sql)
+  if (all.length < 2) return null
+  let out = ''
+  let from = 0
+  const completions: number[] = []
+  all.forEach((tokens, index) => {
+    if (discardOf(tokens) !== 'DISCARD TEMP') return
+    out += sql.slice(from, tokens[0]!.start) + DROP_OWN_TEMP_OBJECTS_SQL
+    from = tokens[tokens.length - 1]!.end
+    completions.push(index)
+  })
+  return completions.length > 0 ? { sql: out + sql.slice(from), completions } : null
+}
+
+const STAND_IN_TAG = Buffer.from('DO\0')
+
+/**
+ * PGlite's reply with the CommandCompletes at `completions` (counted from 0 in the reply), those of the stand-ins
+ * (`DO`), given the tag of `command`, as Postgres answers it.
+ */
+export function withDiscardTags(reply: Buffer, completions: readonly number[], command: DiscardCommand): Buffer {
+  const parts: Buffer[] = []
+  let from = 0
+  let count = 0
+  forEachFrame(reply, (code, offset, length) => {
+    if (code !== BackendCode.CommandComplete) return
+    const index = count++
+    if (!completions.includes(index) || !reply.subarray(offset + HEADER_LENGTH, offset + length).equals(STAND_IN_TAG)) return
+    parts.push(reply.subarray(from, offset), encodeCommandComplete(command))
+    from = offset + length
+  })
+  if (parts.length === 0) return reply
+  parts.push(reply.subarray(from))
+  return Buffer.concat(parts)
 }

@@ -11,12 +11,14 @@ import { cstring, encodeClose } from '../protocol/frontend.ts'
 import { forEachFrame } from '../protocol/frames.ts'
 import type { CopyFromStdin } from './copy-in.ts'
 import type { DatabaseCommand } from './database-commands.ts'
+import type { DiscardCommand } from './discard.ts'
 
 /** What the server does instead of, or besides, passing a statement's Execute (or Bind) on to PGlite. */
 export type Special =
   | { kind: 'copy'; copy: CopyFromStdin }
   | { kind: 'database'; command: DatabaseCommand }
   | { kind: 'reset' }
+  | { kind: 'discard'; command: DiscardCommand }
 
 interface Statement {
   /** The name PGlite knows it by. */
@@ -121,11 +123,11 @@ export class Statements {
     return special
   }
 
-  /** Execute of `portal`: what it runs, if special. A database command's portal runs once. */
+  /** Execute of `portal`: what it runs, if special. A database command's or a DISCARD's portal runs once. */
   executes(portal: string): Special | null {
     if (this.#portals.size === 0) return null
     const special = this.#portals.get(portal) ?? null
-    if (special?.kind === 'database') this.#portals.delete(portal)
+    if (special?.kind === 'database' || special?.kind === 'discard') this.#portals.delete(portal)
     return special
   }
 

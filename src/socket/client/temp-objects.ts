@@ -21,12 +21,15 @@ export const LIST_OWN_TEMP_OBJECTS = encodeQuery(
   `SELECT c.oid::text, c.relname, c.relkind::text FROM pg_catalog.pg_class c WHERE c.relnamespace = pg_catalog.pg_my_temp_schema() AND c.relkind IN (${KINDS}) AND ${NOT_CLIENTS}`,
 )
 
-/** Drops the temporary objects with the names a client gave them: the leaving (or DISCARD TEMP) client's. */
-export const DROP_OWN_TEMP_OBJECTS = encodeQuery(
+/**
+ * Drops the temporary objects with the names a client gave them: the leaving (or DISCARD TEMP) client's. A DO block,
+ * so that it can stand in for a DISCARD TEMP anywhere (a prepared one, one of several statements in a Query).
+ */
+export const DROP_OWN_TEMP_OBJECTS_SQL =
   `DO $pgdd$DECLARE r record; BEGIN FOR r IN SELECT c.oid::regclass AS rel, c.relkind FROM pg_catalog.pg_class c WHERE c.relnamespace = pg_catalog.pg_my_temp_schema() ` +
     `AND c.relkind IN ('r', 'p', 'v', 'S') AND ${NOT_CLIENTS} ORDER BY c.relkind = 'v' DESC LOOP ` +
-    `EXECUTE pg_catalog.format('DROP %s IF EXISTS %s CASCADE', CASE r.relkind WHEN 'v' THEN 'VIEW' WHEN 'S' THEN 'SEQUENCE' ELSE 'TABLE' END, r.rel); END LOOP; END$pgdd$`,
-)
+    `EXECUTE pg_catalog.format('DROP %s IF EXISTS %s CASCADE', CASE r.relkind WHEN 'v' THEN 'VIEW' WHEN 'S' THEN 'SEQUENCE' ELSE 'TABLE' END, r.rel); END LOOP; END$pgdd$`
+export const DROP_OWN_TEMP_OBJECTS = encodeQuery(DROP_OWN_TEMP_OBJECTS_SQL)
 
 interface Hidden {
   /** The name it has while the client is away. */

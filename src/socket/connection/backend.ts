@@ -86,6 +86,8 @@ export class ClientBackend implements Backend {
   #output: Output = 'client'
   /** For this call, the messages the reader holds for #rewrite (decided once per call). */
   #rewriteNow: RewriteMessage | null = null
+  /** The same for a call whose output is captured. */
+  #captureRewrite: RewriteMessage | null = null
   /** This client's settings (its startup parameters and its SETs), given to the session when it takes it. */
   readonly #settings = new ClientSettings(this)
   /** For a call whose statements use the functions that answer per backend: what they tell the server. */
@@ -205,6 +207,8 @@ export class ClientBackend implements Backend {
     this.#functions = functions === 0 ? null : new FunctionReplies(this.#client, this.session, this.#state.signaledEarly)
     // Names to restore, notifications to route, what the functions tell: hold those messages for the whole call.
     this.#rewriteNow = this.#functions || this.#state.statements.used || this.session.listeners.size > 0 ? this.#rewrite : null
+    // A capture of the client's own messages is the client's reply, edited before it is sent: read as if sent.
+    this.#captureRewrite = asClient ? this.#rewriteNow : this.#functions ? this.#rewrite : null
     this.#reader.startCall(asClient)
     this.#client.cork()
   }
@@ -278,7 +282,7 @@ export class ClientBackend implements Backend {
       return this.#client.waitForReader() ?? undefined
     }
     if (output === 'nowhere') this.#reader.feed(chunk, null, null)
-    else this.#reader.feed(chunk, (bytes) => output.push(bytes), this.#functions ? this.#rewrite : null, owned)
+    else this.#reader.feed(chunk, (bytes) => output.push(bytes), this.#captureRewrite, owned)
   }
 
   async cancelRunning(): Promise<boolean> {

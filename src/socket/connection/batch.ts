@@ -16,7 +16,7 @@ import { hexDump } from '../trace/hex-dump.ts'
 import type { Backend } from './backend.ts'
 import { gatherCopy, startCopy } from './copy-in.ts'
 import { bindDatabaseCommand, queryDatabaseCommand, resetDatabaseIfRequested, taggedExecute } from './database-commands.ts'
-import { discardForClient } from './discard-all.ts'
+import { discardForClient, executeDiscard, queryDiscardingTemp } from './discard-all.ts'
 import { executes, mayRunAgain, runWaitingForLocks, type LockWaitRunner } from './lock-wait.ts'
 import { PreparedPipeline } from './prepared-pipeline.ts'
 import { ServerFunctions } from './server-functions.ts'
@@ -77,7 +77,11 @@ export class BatchRunner {
     this.#state = context.messages.client
     this.#log = context.log
     this.wait = new SessionWait(client, context.backend, { idleTransactionWaitMs: context.idleTransactionWaitMs, log: context.log, refuse: (error, bytes) => void this.#refuse(error, bytes) })
+    const runner = this
     this.#turn = {
+      get pipelineExecuted() {
+        return runner.#pipelineExecuted
+      },
       backend: context.backend,
       client: this.#state,
       databases: context.databases,
@@ -161,7 +165,11 @@ export class BatchRunner {
         await taggedExecute(turn, takeover.command, takeover.frame)
         return null
       case 'discard':
+        if (takeover.via === 'execute') return executeDiscard(turn, takeover.command, takeover.frame)
         await discardForClient(turn, takeover.command, takeover.frame)
+        return null
+      case 'query-discarding-temp':
+        await queryDiscardingTemp(turn, takeover.completions, takeover.functions, takeover.frame)
         return null
     }
   }

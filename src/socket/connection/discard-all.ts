@@ -1,21 +1,24 @@
-// DISCARD ALL, DISCARD TEMP and DEALLOCATE ALL sent alone as a simple Query, taken over: carried out for this client
-// only (its own prepared statements closed; for DISCARD ALL also its settings reset, its LISTENs ended, its cursors,
+// DISCARD ALL, DISCARD TEMP and DEALLOCATE ALL, taken over wherever they come (a whole simple Query, the Execute of a
+// prepared one, DISCARD TEMP among other statements of a Query: client/discard.ts): carried out for this client only
+// (its own prepared statements closed; for DISCARD ALL also its settings reset, its LISTENs ended, its cursors,
 // temporary objects and advisory locks gone; for DISCARD TEMP its temporary objects), answered as Postgres answers
 // them. Other clients keep theirs.
 
+import { SqlState } from '../../errors.ts'
 import { TxStatus } from '../protocol/codes.ts'
-import { encodeCommandComplete, encodeParameterStatus, encodeReadyForQuery } from '../protocol/backend.ts'
-import { SYNC, encodeQuery } from '../protocol/frontend.ts'
+import { encodeCommandComplete, encodeErrorResponse, encodeParameterStatus, encodeReadyForQuery } from '../protocol/backend.ts'
+import { ABANDON_PIPELINE, FAILING_EXTENDED, SYNC, encodeQuery } from '../protocol/frontend.ts'
 import { SessionChange } from '../protocol/replies.ts'
 import { listenSql } from '../session/listeners.ts'
-import type { DiscardCommand } from '../client/discard.ts'
+import { withDiscardTags, type DiscardCommand } from '../client/discard.ts'
 import { readSettingsReply } from '../client/settings.ts'
 import { DROP_OWN_TEMP_OBJECTS } from '../client/temp-objects.ts'
-import type { Turn } from './turn.ts'
+import type { TakeoverEnd, Turn } from './turn.ts'
 
 /**
- * Where Postgres would refuse (DISCARD ALL in a transaction, anything in a failed one) or where a pipeline is open,
- * the statement goes to PGlite as it is, for its own answer.
+ * Sent alone as a simple Query. Where Postgres would refuse (DISCARD ALL in a transaction, anything in a failed one)
+ * or skip it (after an error in an open pipeline), the statement goes to PGlite as it is, for its own answer. In an
+ * open pipeline a Query ends the implicit transaction, as the Sync of carrying it out does.
  */
 export async function discardForClient(turn: Turn, command: DiscardCommand, frame: Buffer): Promise<void> {
   try {
@@ -24,12 +27,82 @@ export async function discardForClient(turn: Turn, command: DiscardCommand, fram
     turn.refuse(error, frame)
     return
   }
-  const { backend, client } = turn
+  const { backend } = turn
   const status = backend.txStatus
-  if (backend.pipelineOpen || status === TxStatus.Failed || (command === 'DISCARD ALL' && status !== TxStatus.Idle)) {
+  if (backend.errorPending || status === TxStatus.Failed || (command === 'DISCARD ALL' && status !== TxStatus.Idle)) {
     await turn.run(frame)
     return
   }
+  if (command === 'DISCARD ALL' && backend.pipelineOpen && turn.pipelineExecuted) {
+    await backend.capture(ABANDON_PIPELINE)
+    turn.write(Buffer.concat([WITHIN_PIPELINE, encodeReadyForQuery(backend.txStatus)]))
+  } else {
+    turn.write(Buffer.concat([...(await carryOut(turn, command)), encodeReadyForQuery(backend.txStatus)]))
+  }
+  await turn.releaseIfAtRest()
+}
+
+/** Postgres refuses DISCARD ALL once a statement of the pipeline's implicit transaction ran (PreventInTransactionBlock). */
+const WITHIN_PIPELINE = encodeErrorResponse('ERROR', SqlState.ActiveSqlTransaction, 'DISCARD ALL cannot be executed within a pipeline')
+const IN_BLOCK = encodeErrorResponse('ERROR', SqlState.ActiveSqlTransaction, 'DISCARD ALL cannot run inside a transaction block')
+
+/**
+ * The Execute of a prepared one's portal (PGlite parsed a stand-in: client/discard.ts standInSql), answered as
+ * Postgres answers it (its CommandComplete; the ReadyForQuery is the Sync's). DISCARD ALL is refused inside a
+ * transaction block or after another statement of the pipeline ran (25001, as Postgres refuses it), else carried
+ * out as above: the Sync of that ends the pipeline's implicit transaction there, whose portals DISCARD ALL closes
+ * anyway. DISCARD TEMP runs as its stand-in (the drop of the client's own temporary objects) and DEALLOCATE ALL as
+ * Close of the client's own statements, in place, transactional or not as Postgres's.
+ */
+export async function executeDiscard(turn: Turn, command: DiscardCommand, frame: Buffer): Promise<TakeoverEnd> {
+  const { backend, client } = turn
+  // Not in the client's pipeline (no portal then), or PGlite skips it (an error came) or refuses it (a failed
+  // transaction): PGlite's own answer to the stand-in's Execute, which does nothing.
+  if (!backend.isOwner || backend.errorPending || backend.txStatus === TxStatus.Failed) {
+    await turn.run(frame)
+    return null
+  }
+  if (command === 'DISCARD ALL') {
+    const inBlock = backend.txStatus !== TxStatus.Idle
+    if (inBlock || turn.pipelineExecuted) {
+      // As Postgres fails a statement: the transaction (implicit: the pipeline's) fails, the rest waits for Sync.
+      await backend.capture(inBlock ? Buffer.concat([FAILING_EXTENDED, SYNC]) : ABANDON_PIPELINE)
+      turn.write(inBlock ? IN_BLOCK : WITHIN_PIPELINE)
+      client.statements.portalsEnded()
+      return 'discard-until-sync'
+    }
+    turn.write(Buffer.concat(await carryOut(turn, command)))
+    // Its Sync left PGlite at rest: others may run before the client's next message (its Sync gets ReadyForQuery).
+    await turn.releaseIfAtRest()
+    return null
+  }
+  if (command === 'DEALLOCATE ALL') {
+    const closes = client.statements.closeStatements()
+    if (closes.length > 0) await backend.capture(Buffer.concat(closes))
+  }
+  turn.write(withDiscardTags(await backend.capture(frame, true), [0], command))
+  return null
+}
+
+/**
+ * A simple Query of several statements with DISCARD TEMP among them, each replaced by the drop of the client's own
+ * temporary objects (client/discard.ts rewriteDiscardTemp): its reply with their CommandCompletes tagged DISCARD TEMP.
+ * (DISCARD ALL among others needs nothing: PGlite refuses it, 25001, as Postgres does.)
+ */
+export async function queryDiscardingTemp(turn: Turn, completions: readonly number[], functions: number, frame: Buffer): Promise<void> {
+  try {
+    await turn.own()
+  } catch (error) {
+    turn.refuse(error, frame)
+    return
+  }
+  turn.write(withDiscardTags(await turn.backend.capture(frame, true, functions), completions, 'DISCARD TEMP'))
+  await turn.releaseIfAtRest()
+}
+
+/** Carry out `command` for the client alone, in PGlite and in the server's records: the replies before ReadyForQuery. */
+async function carryOut(turn: Turn, command: DiscardCommand): Promise<Buffer[]> {
+  const { backend, client } = turn
   const frames = command === 'DEALLOCATE ALL' ? [...client.statements.closeStatements(), SYNC] : command === 'DISCARD ALL' ? [...client.statements.closeAll(), SYNC] : []
   const session = backend.session
   if (command !== 'DEALLOCATE ALL') {
@@ -50,7 +123,6 @@ export async function discardForClient(turn: Turn, command: DiscardCommand, fram
     // The settings the client is told about changed back to the defaults: say so, as Postgres does.
     for (const [name, value] of reply.reported) parts.push(encodeParameterStatus(name, value))
   }
-  parts.push(encodeCommandComplete(command), encodeReadyForQuery(backend.txStatus))
-  turn.write(Buffer.concat(parts))
-  await turn.releaseIfAtRest()
+  parts.push(encodeCommandComplete(command))
+  return parts
 }

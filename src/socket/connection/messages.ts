@@ -9,7 +9,7 @@ import { forEachFrame } from '../protocol/frames.ts'
 import { cstring, editMessage, sqlBounds, writeEdited, type Edit } from '../protocol/frontend.ts'
 import { parseCopyFromStdin, type CopyFromStdin } from '../client/copy-in.ts'
 import { NO_OP_STATEMENT, parseDatabaseCommand, rewriteResetCalls, type DatabaseCommand } from '../client/database-commands.ts'
-import { parseDiscard, type DiscardCommand } from '../client/discard.ts'
+import { parseDiscard, rewriteDiscardTemp, standInSql, type DiscardCommand } from '../client/discard.ts'
 import { listenCommands } from '../client/listen.ts'
 import type { ClientState } from '../client/state.ts'
 import type { Special, Statements } from '../client/statements.ts'
@@ -27,7 +27,8 @@ export type Takeover =
   | { kind: 'copy-in'; copy: CopyFromStdin; viaQuery: boolean; frame: Buffer }
   | { kind: 'database-command'; command: DatabaseCommand; via: 'query' | 'bind'; frame: Buffer }
   | { kind: 'tagged-execute'; command: DatabaseCommand; frame: Buffer }
-  | { kind: 'discard'; command: DiscardCommand; frame: Buffer }
+  | { kind: 'discard'; command: DiscardCommand; via: 'query' | 'execute'; frame: Buffer }
+  | { kind: 'query-discarding-temp'; completions: number[]; functions: number; frame: Buffer }
 
 /** How a segment uses the unnamed prepared statement, which lives in the shared session, not in the client. */
 export const UnnamedUse = {
@@ -140,23 +141,22 @@ function Query(reader: MessageReader, bytes: Buffer, offset: number, end: number
   const words = keywordsIn(bytes, start, stop)
   const first = firstLetter(bytes, start, stop)
   if (reader.client.temp.firstInSearchPath) reader.client.temp.mayMake = true
-  if (words === 0 && first !== LETTER_D && !reader.statements.holdsCursors) return null
+  if (words === 0 && first !== LETTER_D && !startsWithComment(first) && !reader.statements.holdsCursors) return null
   let sql = bytes.toString('utf8', start, stop)
   const frame = (): Buffer => bytes.subarray(offset, end)
   if (words & Keyword.Stdin) {
     const copy = parseCopyFromStdin(sql)
     if (copy) return { kind: 'copy-in', copy, viaQuery: true, frame: frame() }
   }
-  if (first === LETTER_D) {
-    const command = parseDiscard(sql)
-    if (command) return { kind: 'discard', command, frame: frame() }
-  }
+  const discard = mayBeDiscard(first, sql) ? parseDiscard(sql) : null
+  if (discard) return { kind: 'discard', command: discard, via: 'query', frame: frame() }
   const command = databaseCommand(reader, words, first, sql)
   if (command) return { kind: 'database-command', command, via: 'query', frame: frame() }
   if (words & Keyword.Listen) reader.client.listenCommands.push(...listenCommands(sql))
   if (words & Keyword.Temp) reader.client.temp.mayMake = true
   if (words & Keyword.Extension && reader.managesDatabases) reader.client.extensionsWanted.push(...createdExtensions(sql))
   let changed = false
+  let functions = 0
   if (reader.managesDatabases && words & Keyword.Pglite) {
     const rewritten = rewriteResetCalls(sql)
     if (rewritten !== null) {
@@ -178,8 +178,14 @@ function Query(reader: MessageReader, bytes: Buffer, offset: number, end: number
   }
   if (words & Keyword.PgName) {
     const use = rewriteServerFunctions(sql, reader.client.processId)
-    if (use) (sql = use.sql), (changed = true), reader.callsFunctions(functionBits(use)), reader.client.signals.push(...use.signals)
+    if (use) (sql = use.sql), (changed = true), (functions = functionBits(use)), reader.client.signals.push(...use.signals)
   }
+  // DISCARD TEMP among other statements: the drop of the client's own temporary objects runs in its place.
+  const discardingTemp = words & Keyword.Temp ? rewriteDiscardTemp(sql) : null
+  if (discardingTemp) {
+    return { kind: 'query-discarding-temp', completions: discardingTemp.completions, functions, frame: editMessage(bytes, offset, end, [[start, stop, Buffer.from(discardingTemp.sql)]]) }
+  }
+  reader.callsFunctions(functions)
   if (changed) reader.edit(offset, end, [[start, stop, Buffer.from(sql)]])
   return null
 }
@@ -197,14 +203,20 @@ function Parse(reader: MessageReader, bytes: Buffer, offset: number, end: number
   const text = sqlBounds(bytes, offset, end, true)
   const words = text ? keywordsIn(bytes, text[0], text[1]) : 0
   if (reader.client.temp.firstInSearchPath) reader.client.temp.mayMake = true
-  if (text && (words !== 0 || reader.statements.holdsCursors)) {
+  const first = text ? firstLetter(bytes, text[0], text[1]) : 0
+  const discard = text && mayBeDiscard(first, null) ? parseDiscard(bytes.toString('utf8', text[0], text[1])) : null
+  if (text && discard) {
+    // PGlite parses a stand-in; the Execute of its portal is the server's (connection/discard-all.ts).
+    special = { kind: 'discard', command: discard }
+    edits.push([text[0], text[1], Buffer.from(standInSql(discard))])
+  } else if (text && (words !== 0 || reader.statements.holdsCursors)) {
     const original = bytes.toString('utf8', text[0], text[1])
     let sql = original
     if (words & Keyword.Stdin) {
       const copy = parseCopyFromStdin(sql)
       if (copy) special = { kind: 'copy', copy }
     }
-    const command = databaseCommand(reader, words, firstLetter(bytes, text[0], text[1]), sql)
+    const command = databaseCommand(reader, words, first, sql)
     if (command) (special = { kind: 'database', command }), (sql = NO_OP_STATEMENT)
     if (reader.managesDatabases && words & Keyword.Pglite) {
       const rewritten = rewriteResetCalls(sql)
@@ -250,6 +262,7 @@ function Execute(reader: MessageReader, bytes: Buffer, offset: number, end: numb
   const edits = prefixNames(reader, bytes, portal)
   if (special?.kind === 'copy') return { kind: 'copy-in', copy: special.copy, viaQuery: false, frame: edited(bytes, offset, end, edits) }
   if (special?.kind === 'database') return { kind: 'tagged-execute', command: special.command, frame: edited(bytes, offset, end, edits) }
+  if (special?.kind === 'discard') return { kind: 'discard', command: special.command, via: 'execute', frame: edited(bytes, offset, end, edits) }
   if (edits) reader.edit(offset, end, edits)
   return null
 }
@@ -310,6 +323,18 @@ export function unnamedUseOf(bytes: Uint8Array): number {
 
 const LETTER_C = 0x63 // c
 const LETTER_D = 0x64 // d
+const SLASH = 0x2f // /
+const DASH = 0x2d // -
+
+/** Text that begins with a comment: what statement it is shows only once it is read (sql/tokens.ts). */
+function startsWithComment(first: number): boolean {
+  return first === SLASH || first === DASH
+}
+
+/** The text (beginning with `first`; `sql` when already decoded) may be a DISCARD ALL, DISCARD TEMP or DEALLOCATE ALL. */
+function mayBeDiscard(first: number, sql: string | null): boolean {
+  return first === LETTER_D || (startsWithComment(first) && (sql === null || /discard|deallocate/i.test(sql)))
+}
 const LETTER_S = 0x53 // S
 
 function text(bytes: Buffer, [start, end]: [number, number]): string {

@@ -1,5 +1,5 @@
 // What the server may do on a client's behalf when it takes over one of its messages (COPY, CREATE/DROP DATABASE,
-// DISCARD ALL): the BatchRunner hands each takeover this, and the takeover needs nothing else. A takeover that
+// DISCARD): the BatchRunner hands each takeover this, and the takeover needs nothing else. A takeover that
 // changes how the client's next messages are read says so in what it returns (TakeoverEnd).
 
 import type { Logger } from '../../log.ts'
@@ -15,6 +15,8 @@ export interface Turn {
   readonly databases: DatabaseCatalog | null
   /** The database the client connected to. */
   readonly database: string
+  /** A statement of the client's open pipeline ran since it opened (Postgres then refuses DISCARD ALL in it). */
+  readonly pipelineExecuted: boolean
   /** A COPY FROM STDIN gathers at most this many bytes. */
   readonly maxCopyBytes: number
   readonly log: Logger

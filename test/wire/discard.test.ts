@@ -1,0 +1,164 @@
+// DISCARD ALL, DISCARD TEMP and DEALLOCATE ALL wherever a client sends them (a prepared one's Execute, as Npgsql and
+// pgjdbc send a pool reset; one statement among several in a Query; a whole Query led by a comment) act on that
+// client alone: another client's temporary table, cursor WITH HOLD and SQL PREPARE survive, as another backend's do
+// on PostgreSQL; where PostgreSQL refuses (DISCARD ALL in a transaction block or a pipeline), the client gets its
+// error. Each scenario runs against PostgreSQL 15 too when PG_ORACLE_URL is set (`.ci/run` sets it). (The lone
+// simple-Query DISCARD ALL: harness/scenarios/pg-discard-all.ts in concurrency.test.ts.)
+import { describe, expect, it } from 'vitest'
+import { useDevDbs } from '../helpers/dev-db.ts'
+import type { RawClient } from '../../harness/raw-client.ts'
+import * as wire from '../../harness/wire.ts'
+
+const { start, connect } = useDevDbs()
+const oracleUrl = process.env.PG_ORACLE_URL
+
+/** A client's state that a backend keeps for it alone; both clients make it under the same names. */
+async function makeState(client: RawClient): Promise<void> {
+  for (const sql of [
+    'CREATE TEMP TABLE t AS SELECT 1 AS x',
+    'DECLARE c CURSOR WITH HOLD FOR SELECT g FROM generate_series(1, 10) g',
+    'PREPARE p AS SELECT 7',
+    "SET work_mem = '3333kB'",
+  ]) {
+    expect((await client.query(sql)).errors, sql).toEqual([])
+  }
+}
+
+/** What is left of makeState's state: the value each piece gives, or the SQLSTATE of its error. */
+async function stateOf(client: RawClient): Promise<Record<string, string>> {
+  const value = (reply: wire.Summary): string => reply.errors[0]?.code ?? String(reply.rows[0]?.[0])
+  return {
+    temp: value(await client.query('SELECT x FROM t')),
+    cursor: value(await client.query('FETCH 1 FROM c')),
+    prepared: value(await client.query('EXECUTE p')),
+    workMem: value(await client.query('SHOW work_mem')),
+  }
+}
+
+const KEPT = { temp: '1', cursor: '1', prepared: '7', workMem: '3333kB' }
+/** After DISCARD ALL. */
+const DISCARDED = { temp: '42P01', cursor: '34000', prepared: '26000', workMem: '4MB' }
+
+/** The messages `how` sends `sql` as, with the replies up to each ReadyForQuery, summarized. */
+async function send(client: RawClient, how: Send, sql: string): Promise<wire.Summary> {
+  if (how === 'extended') {
+    await client.send(wire.parse('', sql), wire.bind('', ''), wire.execute(''), wire.sync())
+    return wire.summarize(await client.until('ReadyForQuery'))
+  }
+  return client.query(how === 'after select' ? `select 1; ${sql}` : sql)
+}
+
+type Send = 'extended' | 'after select' | 'query'
+
+interface Outcome {
+  /** The discarding client's reply. */
+  reply: { commands: string[]; errors: string[]; status: string | undefined }
+  own: Record<string, string>
+  other: Record<string, string>
+}
+
+/** Client A sends `sql` as `how` says while client B has the same state; what A got, and what is left of each. */
+async function discardBeside(url: string, how: Send, sql: string, before: string[] = []): Promise<Outcome> {
+  const a = await connect(url)
+  const b = await connect(url)
+  await makeState(b)
+  await makeState(a)
+  for (const statement of before) expect((await a.query(statement)).errors, statement).toEqual([])
+  const reply = await send(a, how, sql)
+  if (reply.status === 'T' || reply.status === 'E') await a.query('ROLLBACK')
+  return {
+    reply: { commands: reply.commands, errors: reply.errors.map((e) => `${e.code} ${e.message}`), status: reply.status },
+    other: await stateOf(b),
+    own: await stateOf(a),
+  }
+}
+
+/** Every scenario: [title, how it is sent, SQL, statements before it, what must come of it]. */
+const scenarios: Array<[string, Send, string, string[], Outcome]> = [
+  [
+    'DISCARD ALL by Parse/Bind/Execute/Sync (Npgsql, pgjdbc): the sender is reset, the other keeps its table, cursor, PREPARE, settings',
+    'extended',
+    'DISCARD ALL',
+    [],
+    { reply: { commands: ['DISCARD ALL'], errors: [], status: 'I' }, own: DISCARDED, other: KEPT },
+  ],
+  [
+    'DISCARD ALL led by a comment, as a simple Query: the same',
+    'query',
+    '/* pool reset */ DISCARD ALL;;',
+    [],
+    { reply: { commands: ['DISCARD ALL'], errors: [], status: 'I' }, own: DISCARDED, other: KEPT },
+  ],
+  [
+    "DISCARD ALL after another statement in one Query: 25001 as PostgreSQL's, nothing discarded",
+    'after select',
+    'DISCARD ALL',
+    [],
+    { reply: { commands: ['SELECT 1'], errors: ['25001 DISCARD ALL cannot run inside a transaction block'], status: 'I' }, own: KEPT, other: KEPT },
+  ],
+  [
+    "DISCARD ALL by Parse/Bind/Execute inside BEGIN: 25001 as PostgreSQL's, nothing discarded",
+    'extended',
+    'DISCARD ALL',
+    ['BEGIN'],
+    { reply: { commands: [], errors: ['25001 DISCARD ALL cannot run inside a transaction block'], status: 'E' }, own: KEPT, other: KEPT },
+  ],
+  [
+    "DISCARD TEMP by Parse/Bind/Execute: the sender's temporary table only",
+    'extended',
+    'DISCARD TEMP',
+    [],
+    { reply: { commands: ['DISCARD TEMP'], errors: [], status: 'I' }, own: { ...KEPT, temp: '42P01' }, other: KEPT },
+  ],
+  [
+    "DISCARD TEMP after another statement in one Query: the sender's temporary table only",
+    'after select',
+    'DISCARD TEMPORARY',
+    [],
+    { reply: { commands: ['SELECT 1', 'DISCARD TEMP'], errors: [], status: 'I' }, own: { ...KEPT, temp: '42P01' }, other: KEPT },
+  ],
+  [
+    "DEALLOCATE ALL by Parse/Bind/Execute: the sender's statements only",
+    'extended',
+    'DEALLOCATE ALL',
+    [],
+    { reply: { commands: ['DEALLOCATE ALL'], errors: [], status: 'I' }, own: { ...KEPT, prepared: '26000' }, other: KEPT },
+  ],
+]
+
+describe('DISCARD sent other than alone as a simple Query acts on its sender only', () => {
+  it.each(scenarios)('%s', async (_, how, sql, before, expected) => {
+    const dev = await start()
+    expect(await discardBeside(dev.url, how, sql, before)).toEqual(expected)
+  })
+
+  it.runIf(oracleUrl).each(scenarios)('PostgreSQL 15 (PG_ORACLE_URL): %s', async (_, how, sql, before, expected) => {
+    expect(await discardBeside(oracleUrl!, how, sql, before)).toEqual(expected)
+  })
+})
+
+/** A pipeline that ran a statement, then a prepared DISCARD ALL, then another statement, one Sync. */
+async function discardInPipeline(url: string): Promise<{ errors: string[]; commands: string[]; rows: unknown[]; after: unknown[] }> {
+  const client = await connect(url)
+  await client.send(
+    ...[wire.parse('', 'select 1'), wire.bind('', ''), wire.execute('')],
+    ...[wire.parse('', 'DISCARD ALL'), wire.bind('', ''), wire.execute('')],
+    ...[wire.parse('', 'select 2'), wire.bind('', ''), wire.execute('')],
+    wire.sync(),
+  )
+  const reply = wire.summarize(await client.until('ReadyForQuery'))
+  return { errors: reply.errors.map((e) => `${e.code} ${e.message}`), commands: reply.commands, rows: reply.rows, after: (await client.query('select 3')).rows }
+}
+
+describe('a prepared DISCARD ALL after another statement of its pipeline', () => {
+  const expected = { errors: ['25001 DISCARD ALL cannot be executed within a pipeline'], commands: ['SELECT 1'], rows: [['1']], after: [['3']] }
+
+  it("is refused with 25001 as PostgreSQL's; the rest of the pipeline is skipped", async () => {
+    const dev = await start()
+    expect(await discardInPipeline(dev.url)).toEqual(expected)
+  })
+
+  it.runIf(oracleUrl)('PostgreSQL 15 (PG_ORACLE_URL): the same', async () => {
+    expect(await discardInPipeline(oracleUrl!)).toEqual(expected)
+  })
+})
