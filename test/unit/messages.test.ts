@@ -3,7 +3,8 @@
 // over, byte for byte.
 import { describe, expect, it } from 'vitest'
 import * as wire from '../../harness/wire.ts'
-import { MessageReader, UnnamedUse, unnamedUseOf, type Segment, type Takeover } from '../../src/socket/connection/messages.ts'
+import { MessageReader, type Segment, type Takeover } from '../../src/socket/connection/messages.ts'
+import { UnnamedUse, unnamedUseOf } from '../../src/socket/protocol/unnamed-use.ts'
 import { NO_OP_STATEMENT } from '../../src/socket/client/database-commands.ts'
 import { ClientState } from '../../src/socket/client/state.ts'
 import { encodeErrorResponse } from '../../src/socket/protocol/backend.ts'

@@ -17,7 +17,7 @@ import type { ClientState } from '../client/state.ts'
 import { LIST_OWN_TEMP_OBJECTS } from '../client/temp-objects.ts'
 import { reconcileListening, routeNotification } from './listen.ts'
 import { FunctionReplies, ServerFunctions, contextFor, contextMessages, type FunctionsClient, type LockWait } from './server-functions.ts'
-import { UnnamedUse, unnamedUseOf } from './messages.ts'
+import { UnnamedUse, unnamedUseOf } from '../protocol/unnamed-use.ts'
 import { ClientSettings } from './settings.ts'
 
 /** The connection a backend answers to. */

@@ -5,8 +5,8 @@
 // is gathered into a segment, a slice of the batch unless a message in it changed, then written once.
 
 import { FrontendCode, HEADER_LENGTH } from '../protocol/codes.ts'
-import { forEachFrame } from '../protocol/frames.ts'
 import { cstring, editMessage, sqlBounds, writeEdited, type Edit } from '../protocol/frontend.ts'
+import { UnnamedUse, unnamedUseStep } from '../protocol/unnamed-use.ts'
 import { parseCopyFromStdin, type CopyFromStdin } from '../client/copy-in.ts'
 import { NO_OP_STATEMENT, parseDatabaseCommand, rewriteResetCalls, type DatabaseCommand } from '../client/database-commands.ts'
 import { parseDiscard, rewriteDiscardTemp, standInSql, type DiscardCommand } from '../client/discard.ts'
@@ -29,16 +29,6 @@ export type Takeover =
   | { kind: 'tagged-execute'; command: DatabaseCommand; frame: Buffer }
   | { kind: 'discard'; command: DiscardCommand; via: 'query' | 'execute'; frame: Buffer }
   | { kind: 'query-discarding-temp'; completions: number[]; functions: number; frame: Buffer }
-
-/** How a segment uses the unnamed prepared statement, which lives in the shared session, not in the client. */
-export const UnnamedUse = {
-  /** The segment makes an unnamed statement. */
-  Parsed: 1,
-  /** A Bind or Describe of the unnamed statement comes before any Parse or drop of it in the segment. */
-  ReferencedFirst: 2,
-  /** The segment leaves no unnamed statement: a Query or a Close of it comes after its last Parse (postgres.c drop_unnamed_stmt). */
-  Dropped: 4,
-} as const
 
 /** The messages to pass on to PGlite, in one buffer, and how they use the unnamed statement. */
 export interface Segment {
@@ -302,24 +292,6 @@ HANDLERS[FrontendCode.Close] = Close
 HANDLERS[FrontendCode.Terminate] = Terminate
 
 // --- What the handlers share ---
-
-/** `use` (UnnamedUse bits) after the message at `offset`. */
-function unnamedUseStep(use: number, code: number, bytes: Uint8Array, offset: number): number {
-  const body = offset + HEADER_LENGTH
-  if (code === FrontendCode.Parse) return bytes[body] === 0 ? (use | UnnamedUse.Parsed) & ~UnnamedUse.Dropped : use
-  if (code === FrontendCode.Query || (code === FrontendCode.Close && bytes[body] === LETTER_S && bytes[body + 1] === 0)) return use | UnnamedUse.Dropped
-  if ((use & (UnnamedUse.Parsed | UnnamedUse.Dropped)) !== 0) return use
-  if (code === FrontendCode.Bind) return bytes[bytes.indexOf(0, body) + 1] === 0 ? use | UnnamedUse.ReferencedFirst : use
-  if (code === FrontendCode.Describe && bytes[body] === LETTER_S && bytes[body + 1] === 0) return use | UnnamedUse.ReferencedFirst
-  return use
-}
-
-/** How the messages in `bytes` (already handled: names prefixed) use the unnamed statement. */
-export function unnamedUseOf(bytes: Uint8Array): number {
-  let use = 0
-  forEachFrame(bytes, (code, offset) => void (use = unnamedUseStep(use, code, bytes, offset)))
-  return use
-}
 
 const LETTER_C = 0x63 // c
 const LETTER_D = 0x64 // d
