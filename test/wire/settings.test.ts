@@ -99,10 +99,14 @@ describe('session settings per client', () => {
     expect((await a.query('set session authorization default')).errors).toEqual([])
     expect(await who(a)).toEqual(['postgres', 'postgres'])
 
-    expect((await b.query('set session authorization settings_r2')).errors).toEqual([])
-    expect((await b.query('discard all')).errors).toEqual([])
+    // DISCARD ALL puts the user back first, as Postgres's does: a temporary table made before SET ROLE goes too.
+    expect((await b.query('create temp table settings_scratch (id int); set role settings_r1')).errors).toEqual([])
+    const discard = await b.query('discard all')
+    expect(discard.errors).toEqual([])
+    expect(discard.trace).not.toContain('NoticeResponse')
     expect(await who(a)).toEqual(['postgres', 'postgres'])
     expect(await who(b)).toEqual(['postgres', 'postgres'])
+    expect((await b.query('select count(*) from settings_scratch')).errors.map((e) => e.code)).toEqual(['42P01'])
     // A client that leaves as another user leaves nothing behind.
     expect((await b.query('set session authorization settings_r2')).errors).toEqual([])
     b.destroy()

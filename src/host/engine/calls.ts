@@ -27,6 +27,12 @@ export const STUCK_AFTER_CANCEL_MS = 10_000
 
 /** A cancel for a call the thread has not begun yet waits this long at most for it to begin. */
 const BEGIN_WAIT_MS = 2_000
+/**
+ * A cancel that lands after the thread began the call but before Postgres began its command is cleared by Postgres
+ * (as it clears one that comes while it waits for a command): while the canceled call still runs, the cancel is
+ * sent again after each of these.
+ */
+const CANCEL_AGAIN_AFTER_MS = [250, 1_000]
 
 interface Running {
   id: number
@@ -34,6 +40,8 @@ interface Running {
   nextCheck: number
   /** Set after a cancel: the check that the call did end. */
   stuckCheck: NodeJS.Timeout | undefined
+  /** Set after a cancel: its next sending (CANCEL_AGAIN_AFTER_MS). */
+  cancelAgain: NodeJS.Timeout | undefined
   /** The pump is waiting for the client to read (the thread may be waiting for room, the statement paused). */
   heldByClient: boolean
 }
@@ -89,7 +97,7 @@ export class ProtocolCalls {
     // Ids stay positive 32-bit numbers (Control.Current holds one, negated once the call ended) for a server's life.
     const id = this.#nextId
     this.#nextId = id >= 0x7fff_ffff ? 1 : id + 1
-    const running: Running = { id, nextCheck: performance.now() + WATCH_EVERY_MS, stuckCheck: undefined, heldByClient: false }
+    const running: Running = { id, nextCheck: performance.now() + WATCH_EVERY_MS, stuckCheck: undefined, cancelAgain: undefined, heldByClient: false }
     this.#running = running
     try {
       await this.#send(running.id, request, flags)
@@ -97,6 +105,7 @@ export class ProtocolCalls {
       await this.#receive(running, sink, onUnitEnd)
     } finally {
       clearTimeout(running.stuckCheck)
+      clearTimeout(running.cancelAgain)
       this.#running = null
     }
   }
@@ -111,8 +120,23 @@ export class ProtocolCalls {
     if (!running) return ''
     await this.#begun(running)
     const result = await this.#evaluate(`cancel(${running.id}, ${unit})`)
-    if (result === 'canceled' && this.#running === running && running.stuckCheck === undefined) this.#checkEnds(running)
+    if (result === 'canceled' && this.#running === running && running.stuckCheck === undefined) {
+      this.#checkEnds(running)
+      this.#cancelAgain(running, unit, 0)
+    }
     return result === 'canceled' || result === 'skipped' ? result : ''
+  }
+
+  #cancelAgain(running: Running, unit: number, attempt: number): void {
+    const after = CANCEL_AGAIN_AFTER_MS[attempt]
+    if (after === undefined) return
+    running.cancelAgain = setTimeout(() => {
+      if (this.#running !== running) return
+      this.#evaluate(`cancel(${running.id}, ${unit})`).then(
+        (result) => result === 'canceled' && this.#running === running && this.#cancelAgain(running, unit, attempt + 1),
+        () => {}, // the thread is gone: the call fails with that
+      )
+    }, after)
   }
 
   /** In the call of units running now: unit `unit`, if it has not begun, is not run (its client must be answered). */

@@ -160,6 +160,7 @@ export function exposeStopping(db: PGlite, side: WasmSide, control: SharedArrayB
       currentUnit = -1
       unitRunning = false
       Atomics.store(words, Control.Current, id)
+      Atomics.notify(words, Control.Current)
     },
     beforeUnit(_id: number, unit: number): boolean {
       // Each unit is a call into PGlite of its own (see FIRE_AFTER_CALL_START_MS).
@@ -177,6 +178,7 @@ export function exposeStopping(db: PGlite, side: WasmSide, control: SharedArrayB
     afterCall(id: number): void {
       // Minus the id: the call ended (the server's thread tells a call not begun yet from one that is over).
       Atomics.store(words, Control.Current, -id)
+      Atomics.notify(words, Control.Current)
       skipped.clear()
       if (stoppedCall !== id) return
       stoppedCall = 0

@@ -83,8 +83,11 @@ const SNAPSHOT_SQL =
 
 export const SNAPSHOT_QUERY = encodeQuery(SNAPSHOT_SQL)
 
-/** What RESET ALL leaves: the session authorization and role (DEFAULT would not do: PGlite's single-user backend has no default to go back to). */
-const RESET_IDENTITY = `SET SESSION AUTHORIZATION ${SESSION_USER}; RESET ROLE`
+/**
+ * What RESET ALL leaves: the session authorization and role, put back first (as Postgres's DISCARD ALL does; DEFAULT
+ * would not do: PGlite's single-user backend has no default to go back to).
+ */
+export const RESET_IDENTITY = `SET SESSION AUTHORIZATION ${SESSION_USER}; RESET ROLE`
 
 /**
  * `sql` with each statement that puts the session authorization back to its default (`RESET SESSION AUTHORIZATION`,

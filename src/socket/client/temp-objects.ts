@@ -7,6 +7,7 @@
 // https://www.postgresql.org/docs/current/sql-createtable.html#SQL-CREATETABLE-TEMPORARY
 
 import { encodeQuery } from '../protocol/frontend.ts'
+import { SESSION_USER } from './settings.ts'
 
 /** The kinds of relation renamed, each with the word its ALTER and DROP use. */
 const KIND_WORDS: Readonly<Record<string, string>> = { r: 'TABLE', p: 'TABLE', v: 'VIEW', S: 'SEQUENCE', i: 'INDEX', I: 'INDEX' }
@@ -41,6 +42,13 @@ interface Hidden {
 
 const ident = (name: string): string => `"${name.replaceAll('"', '""')}"`
 
+/**
+ * The server's renames and drops of a client's objects, as the session's own user: the client may be at rest under a
+ * role (SET ROLE, SET SESSION AUTHORIZATION) that does not own them. The transaction gives it back its own after.
+ */
+const asSessionUser = (statements: string[]): Buffer =>
+  encodeQuery(`BEGIN; SET LOCAL SESSION AUTHORIZATION ${SESSION_USER}; ${statements.join('; ')}; COMMIT`)
+
 export class TempObjects {
   readonly #prefix: string
   /** The client's objects under their hidden names (while it does not hold the session). */
@@ -66,16 +74,16 @@ export class TempObjects {
     this.revealed = this.mayMake = false
     if (rows.length === 0) return null
     this.#hidden = rows.map(([oid, name, kind]) => ({ hidden: `${this.#prefix}${oid}`, name, kind }))
-    return encodeQuery(this.#hidden.map((o) => `ALTER ${KIND_WORDS[o.kind] ?? 'TABLE'} pg_temp.${ident(o.name)} RENAME TO ${ident(o.hidden)}`).join('; '))
+    return asSessionUser(this.#hidden.map((o) => `ALTER ${KIND_WORDS[o.kind] ?? 'TABLE'} pg_temp.${ident(o.name)} RENAME TO ${ident(o.hidden)}`))
   }
 
   /** The renames that give the objects their own names back (the client takes the session), now recorded. */
   reveal(): Buffer | null {
     if (this.#hidden.length === 0) return null
-    const sql = this.#hidden.map((o) => `ALTER ${KIND_WORDS[o.kind] ?? 'TABLE'} IF EXISTS pg_temp.${ident(o.hidden)} RENAME TO ${ident(o.name)}`).join('; ')
+    const renames = this.#hidden.map((o) => `ALTER ${KIND_WORDS[o.kind] ?? 'TABLE'} IF EXISTS pg_temp.${ident(o.hidden)} RENAME TO ${ident(o.name)}`)
     this.#hidden = []
     this.revealed = true
-    return encodeQuery(sql)
+    return asSessionUser(renames)
   }
 
   /** Drops of the hidden objects, which the client leaves behind; forgotten. */
@@ -83,7 +91,7 @@ export class TempObjects {
     const dropped = this.#hidden.filter((o) => o.kind !== 'i' && o.kind !== 'I')
     this.#hidden = []
     if (dropped.length === 0) return null
-    return encodeQuery(dropped.map((o) => `DROP ${KIND_WORDS[o.kind] ?? 'TABLE'} IF EXISTS pg_temp.${ident(o.hidden)} CASCADE`).join('; '))
+    return asSessionUser(dropped.map((o) => `DROP ${KIND_WORDS[o.kind] ?? 'TABLE'} IF EXISTS pg_temp.${ident(o.hidden)} CASCADE`))
   }
 
   /** The objects were dropped in PGlite (DISCARD TEMP, DISCARD ALL): nothing to hide or reveal. */

@@ -74,6 +74,8 @@ export interface Backend {
   forgetChanges(mask: number): void
   settingsDiscarded(): void
   leftSettingsBehind(): void
+  /** Something the server does for the client in the session failed: logged, and told the client as a WARNING. */
+  warn(what: string, error: Buffer): void
 }
 
 export class ClientBackend implements Backend {

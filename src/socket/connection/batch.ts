@@ -187,7 +187,7 @@ export class BatchRunner {
     try {
       if (this.#mayRide(bytes, unnamedUse, functions)) {
         const end = await this.wait.ride(bytes, () => this.#ranUnnamed(unnamedUse))
-        if (end === 'ran' || end === 'holds') this.#prepared.ran(bytes, this.#backend.atRest)
+        if (end === 'ran') this.#prepared.ran(bytes, this.#backend.atRest)
         if (end === 'ran' || end === 'stopped') return
         if (end === 'holds') return await this.#afterRun(bytes)
       }

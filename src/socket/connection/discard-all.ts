@@ -11,7 +11,7 @@ import { ABANDON_PIPELINE, FAILING_EXTENDED, SYNC, encodeQuery } from '../protoc
 import { SessionChange } from '../protocol/replies.ts'
 import { listenSql } from '../session/listeners.ts'
 import { withDiscardTags, type DiscardCommand } from '../client/discard.ts'
-import { readSettingsReply } from '../client/settings.ts'
+import { RESET_IDENTITY, readSettingsReply } from '../client/settings.ts'
 import { DROP_OWN_TEMP_OBJECTS } from '../client/temp-objects.ts'
 import type { TakeoverEnd, Turn } from './turn.ts'
 
@@ -105,6 +105,8 @@ async function carryOut(turn: Turn, command: DiscardCommand): Promise<Buffer[]> 
   const { backend, client } = turn
   const frames = command === 'DEALLOCATE ALL' ? [...client.statements.closeStatements(), SYNC] : command === 'DISCARD ALL' ? [...client.statements.closeAll(), SYNC] : []
   const session = backend.session
+  // As Postgres's DISCARD ALL, as the session's own user first: the rest may need its rights.
+  if (command === 'DISCARD ALL') frames.push(encodeQuery(RESET_IDENTITY))
   if (command !== 'DEALLOCATE ALL') {
     // Its temporary objects have their own names now (it holds the session); others' keep theirs.
     frames.push(DROP_OWN_TEMP_OBJECTS)
@@ -116,6 +118,7 @@ async function carryOut(turn: Turn, command: DiscardCommand): Promise<Buffer[]> 
     if (unneeded.length > 0) frames.push(encodeQuery(listenSql(unneeded, 'UNLISTEN')))
   }
   const reply = readSettingsReply(await backend.capture(Buffer.concat(frames)))
+  if (reply.error) backend.warn(`${command} did not do all it does on Postgres`, reply.error)
   const parts: Buffer[] = []
   if (command === 'DISCARD ALL') {
     backend.settingsDiscarded()

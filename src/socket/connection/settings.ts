@@ -77,15 +77,10 @@ export class ClientSettings {
     session.appliedSettings = this.#key = settingsKey(reply.settings)
   }
 
-  /**
-   * The client's DISCARD ALL put its settings back to the defaults, but for its session authorization, which PGlite
-   * cannot put back (see client/settings.ts RESET_IDENTITY): the session is given the defaults again before its next
-   * statement, whoever's it is.
-   */
+  /** The client's DISCARD ALL put its settings, session authorization and role back to the defaults. */
   discarded(): void {
     this.#settings = []
-    this.#key = ''
-    this.#backend.session.appliedSettings = UNKNOWN_SETTINGS
+    this.#backend.session.appliedSettings = this.#key = ''
   }
 
   /** Give the session this client's settings (the session is at rest: no pipeline, no transaction). */
