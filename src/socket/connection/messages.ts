@@ -138,7 +138,7 @@ function Query(reader: MessageReader, bytes: Buffer, offset: number, end: number
     const copy = parseCopyFromStdin(sql)
     if (copy) return { kind: 'copy-in', copy, viaQuery: true, frame: frame() }
   }
-  const discard = mayBeDiscard(first, sql) ? parseDiscard(sql) : null
+  const discard = mayBeDiscard(bytes, start, stop, first, sql) ? parseDiscard(sql) : null
   if (discard) return { kind: 'discard', command: discard, via: 'query', frame: frame() }
   const command = databaseCommand(reader, words, first, sql)
   if (command) return { kind: 'database-command', command, via: 'query', frame: frame() }
@@ -194,7 +194,7 @@ function Parse(reader: MessageReader, bytes: Buffer, offset: number, end: number
   const words = text ? keywordsIn(bytes, text[0], text[1]) : 0
   if (reader.client.temp.firstInSearchPath) reader.client.temp.mayMake = true
   const first = text ? firstLetter(bytes, text[0], text[1]) : 0
-  const discard = text && mayBeDiscard(first, null) ? parseDiscard(bytes.toString('utf8', text[0], text[1])) : null
+  const discard = text && mayBeDiscard(bytes, text[0], text[1], first, null) ? parseDiscard(bytes.toString('utf8', text[0], text[1])) : null
   if (text && discard) {
     // PGlite parses a stand-in; the Execute of its portal is the server's (connection/discard-all.ts).
     special = { kind: 'discard', command: discard }
@@ -303,9 +303,24 @@ function startsWithComment(first: number): boolean {
   return first === SLASH || first === DASH
 }
 
-/** The text (beginning with `first`; `sql` when already decoded) may be a DISCARD ALL, DISCARD TEMP or DEALLOCATE ALL. */
-function mayBeDiscard(first: number, sql: string | null): boolean {
-  return first === LETTER_D || (startsWithComment(first) && (sql === null || /discard|deallocate/i.test(sql)))
+/**
+ * The text at [start, end) (beginning with `first`; `sql` when already decoded) may be a DISCARD ALL, DISCARD TEMP or
+ * DEALLOCATE ALL: its first word is DISCARD or DEALLOCATE (read from the bytes: most statements that begin with a d
+ * are DELETE, DROP or DO, and need no lexer), or it begins with a comment.
+ */
+function mayBeDiscard(bytes: Buffer, start: number, end: number, first: number, sql: string | null): boolean {
+  if (first === LETTER_D) return startsWithWord(bytes, start, end, 'discard') || startsWithWord(bytes, start, end, 'deallocate')
+  return startsWithComment(first) && (sql === null || /discard|deallocate/i.test(sql))
+}
+
+/** The text at [start, end), after white space, begins with `word` (lower-case ASCII) in any case, and a word ends there. */
+function startsWithWord(bytes: Buffer, start: number, end: number, word: string): boolean {
+  let at = start
+  while (at < end && (bytes[at] === 0x20 || (bytes[at]! >= 0x09 && bytes[at]! <= 0x0d))) at++
+  if (end - at < word.length) return false
+  for (let i = 0; i < word.length; i++) if ((bytes[at + i]! | 0x20) !== word.charCodeAt(i)) return false
+  const next = at + word.length < end ? bytes[at + word.length]! | 0x20 : 0
+  return !((next >= 0x61 && next <= 0x7a) || (next >= 0x30 && next <= 0x39) || next === 0x7f || next >= 0x80 || next === 0x24)
 }
 const LETTER_S = 0x53 // S
 
