@@ -2,9 +2,7 @@
 // server (each database is its own PGlite); a call of pglite_dev_db.reset() is rewritten into a session setting
 // that the server acts on once the caller is at rest. What they are, read from SQL text.
 
-import { BackendCode, HEADER_LENGTH } from '../protocol/codes.ts'
-import { encodeCommandComplete } from '../protocol/backend.ts'
-import { forEachFrame } from '../protocol/frames.ts'
+import { retagStandIns } from '../protocol/backend.ts'
 import { isName, statements, type Token } from '../sql/tokens.ts'
 
 export type DatabaseCommand =
@@ -43,22 +41,12 @@ export const commandTag = (command: DatabaseCommand): string => (command.kind ==
  * when it is bound), so that its Parse, Describe and Execute get PGlite's own answers.
  */
 export const NO_OP_STATEMENT = 'DO $pglite_dev_db$BEGIN NULL; END$pglite_dev_db$'
-const NO_OP_TAG = Buffer.from('DO\0')
 
 /**
  * PGlite's reply to the Execute of the no-op that stands for `command`, with the no-op's CommandComplete (`DO`) given
  * the command's own tag, as Postgres answers it.
  */
-export function withCommandTag(reply: Buffer, command: DatabaseCommand): Buffer {
-  let at = -1
-  forEachFrame(reply, (code, offset, length) => {
-    if (code !== BackendCode.CommandComplete || !reply.subarray(offset + HEADER_LENGTH, offset + length).equals(NO_OP_TAG)) return
-    at = offset
-    return false
-  })
-  if (at < 0) return reply
-  return Buffer.concat([reply.subarray(0, at), encodeCommandComplete(commandTag(command)), reply.subarray(at + HEADER_LENGTH + NO_OP_TAG.length)])
-}
+export const withCommandTag = (reply: Buffer, command: DatabaseCommand): Buffer => retagStandIns(reply, commandTag(command))
 
 /** What a call of reset is rewritten to: a session setting (undone with its transaction) the server checks at rest. */
 export const RESET_SETTING = 'pglite_dev_db.reset'

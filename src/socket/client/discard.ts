@@ -6,9 +6,7 @@
 // DISCARD PLANS and DISCARD SEQUENCES pass as they are: plans are made again unseen, and sequence state is the one
 // session's anyway.
 
-import { BackendCode, HEADER_LENGTH } from '../protocol/codes.ts'
-import { encodeCommandComplete } from '../protocol/backend.ts'
-import { forEachFrame } from '../protocol/frames.ts'
+import { retagStandIns } from '../protocol/backend.ts'
 import { statements, type Token } from '../sql/tokens.ts'
 import { NO_OP_STATEMENT } from './database-commands.ts'
 import { DROP_OWN_TEMP_OBJECTS_SQL } from './temp-objects.ts'
@@ -56,24 +54,5 @@ export function rewriteDiscardTemp(sql: string): { sql: string; completions: num
   return completions.length > 0 ? { sql: out + sql.slice(from), completions } : null
 }
 
-const STAND_IN_TAG = Buffer.from('DO\0')
-
-/**
- * PGlite's reply with the CommandCompletes at `completions` (counted from 0 in the reply), those of the stand-ins
- * (`DO`), given the tag of `command`, as Postgres answers it.
- */
-export function withDiscardTags(reply: Buffer, completions: readonly number[], command: DiscardCommand): Buffer {
-  const parts: Buffer[] = []
-  let from = 0
-  let count = 0
-  forEachFrame(reply, (code, offset, length) => {
-    if (code !== BackendCode.CommandComplete) return
-    const index = count++
-    if (!completions.includes(index) || !reply.subarray(offset + HEADER_LENGTH, offset + length).equals(STAND_IN_TAG)) return
-    parts.push(reply.subarray(from, offset), encodeCommandComplete(command))
-    from = offset + length
-  })
-  if (parts.length === 0) return reply
-  parts.push(reply.subarray(from))
-  return Buffer.concat(parts)
-}
+/** PGlite's reply with the CommandCompletes at `completions`, those of the stand-ins, given the tag of `command`. */
+export const withDiscardTags = (reply: Buffer, completions: readonly number[], command: DiscardCommand): Buffer => retagStandIns(reply, command, completions)

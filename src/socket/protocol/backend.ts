@@ -99,6 +99,30 @@ export function encodeCommandComplete(tag: string): Buffer {
   return buf
 }
 
+/** The tag of a statement's CommandComplete as PGlite answers a no-op the server stood in for (a DO block). */
+const STAND_IN_TAG = Buffer.from('DO\0')
+
+/**
+ * `reply` with the CommandCompletes of the no-ops the server stood in for (those at `completions`, counted from 0 among
+ * the reply's CommandCompletes; every one when null) given `tag`, as Postgres answers the statement itself; `reply`
+ * itself when there is none.
+ */
+export function retagStandIns(reply: Buffer, tag: string, completions: readonly number[] | null = null): Buffer {
+  const parts: Buffer[] = []
+  let from = 0
+  let count = 0
+  forEachFrame(reply, (code, offset, length) => {
+    if (code !== BackendCode.CommandComplete) return
+    const index = count++
+    if ((completions && !completions.includes(index)) || !reply.subarray(offset + HEADER_LENGTH, offset + length).equals(STAND_IN_TAG)) return
+    parts.push(reply.subarray(from, offset), encodeCommandComplete(tag))
+    from = offset + length
+  })
+  if (parts.length === 0) return reply
+  parts.push(reply.subarray(from))
+  return Buffer.concat(parts)
+}
+
 /** CopyInResponse: overall format, then one format per column (all the same for text, csv and binary). */
 export function encodeCopyInResponse(binary: boolean, columns: number): Buffer {
   const buf = message(BackendCode.CopyInResponse, 3 + 2 * columns)
