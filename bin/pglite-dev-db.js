@@ -5,7 +5,7 @@
 import { existsSync } from 'node:fs'
 
 const inCheckout = existsSync(new URL('../src/cli/main.ts', import.meta.url))
-const { main, collectGarbageSoon } = inCheckout ? await (await import('./cli-bundle.js')).loadCli() : await import('../dist/esm/cli/main.js')
+const { main, collectGarbageSoon, collectWhenIdle } = inCheckout ? await (await import('./cli-bundle.js')).loadCli() : await import('../dist/esm/cli/main.js')
 const stopSignal = new Promise((resolve) => {
   for (const signal of ['SIGINT', 'SIGTERM']) {
     process.once(signal, () => {
@@ -19,8 +19,12 @@ const status = await main(process.argv.slice(2), {
   env: process.env,
   stdout: (line) => {
     process.stdout.write(line + '\n')
-    // What start-up left behind is returned once, right after the URL line (see src/host/engine/collect-garbage.ts).
-    if (line.startsWith('postgres')) collectGarbageSoon()
+    // What start-up left behind is returned once, right after the URL line, and what each load leaves once the server
+    // is idle again (see src/host/engine/collect-garbage.ts).
+    if (line.startsWith('postgres')) {
+      collectGarbageSoon()
+      collectWhenIdle()
+    }
   },
   stderr: (line) => process.stderr.write(line + '\n'),
   stopSignal,

@@ -4,6 +4,7 @@
 // (statement_timeout), and `cancel` stops it (a CancelRequest); both reach the thread through the inspector.
 
 import { decodeThreadError } from './thread-messages.ts'
+import { noteBusy } from './collect-garbage.ts'
 import { workerInspector } from './interrupt.ts'
 import { ByteRing, FrameEnd, encodeUnits, waitAsync } from './ring.ts'
 import { Control, ENGINE_GLOBAL, controlViews } from './stoppable.ts'
@@ -99,6 +100,7 @@ export class ProtocolCalls {
     this.#nextId = id >= 0x7fff_ffff ? 1 : id + 1
     const running: Running = { id, nextCheck: performance.now() + WATCH_EVERY_MS, stuckCheck: undefined, cancelAgain: undefined, heldByClient: false }
     this.#running = running
+    noteBusy()
     try {
       await this.#send(running.id, request, flags)
       this.#startWatchdog()

@@ -8,7 +8,7 @@ import { encodeThreadError, type CrossingResults, type ThreadInit, type ThreadRe
 import { loadExtensions } from '../extensions.ts'
 import { isPGliteFatal } from '../../errors.ts'
 import { openPGlite } from './pglite.ts'
-import { collectGarbageSoon } from './collect-garbage.ts'
+import { collectGarbageSoon, collectWhenIdle, noteBusy } from './collect-garbage.ts'
 import { OutputWatch } from './output-watch.ts'
 import { ByteRing, FrameEnd, decodeUnits } from './ring.ts'
 import { exposeStopping, interceptTimers, type CallHooks } from './stoppable.ts'
@@ -17,11 +17,6 @@ import { exposeStopping, interceptTimers, type CallHooks } from './stoppable.ts'
 const WAKE_EVERY_BYTES = 32 * 1024
 /** Waiting for a call, the thread turns its event loop this often (for messages, and timers of its own). */
 const IDLE_SLICE_MS = 50
-/**
- * After calls, once none has come for this long, the thread collects its garbage once: a thread that waits for calls
- * allocates nothing, so V8 would keep what the last load left (the memory of its results, copies and buffers).
- */
-const COLLECT_WHEN_IDLE_MS = 5_000
 
 const port = parentPort!
 /** The payload of a Units frame: whether the unit ran, or was skipped (stopped before it began). */
@@ -45,7 +40,6 @@ async function open(options: ThreadInit): Promise<PGlite> {
 /** Calls from the request ring, one at a time, until the database closes. */
 async function serveCalls(pglite: PGlite, stopping: CallHooks): Promise<void> {
   const parts: Buffer[] = []
-  let lastCallAt = 0
   while (!closing) {
     let call: Call | null = null
     let turn = false
@@ -62,13 +56,10 @@ async function serveCalls(pglite: PGlite, stopping: CallHooks): Promise<void> {
     })
     if (call) {
       await runCall(pglite, stopping, call)
-      lastCallAt = performance.now()
+      noteBusy()
     } else if (turn || !requests.sleep(IDLE_SLICE_MS)) {
-      // A message waits (it comes with a Turn), or nothing happened for a while: let the event loop run.
-      if (lastCallAt !== 0 && performance.now() - lastCallAt > COLLECT_WHEN_IDLE_MS) {
-        lastCallAt = 0
-        collectGarbageSoon()
-      }
+      // A message waits (it comes with a Turn), or nothing happened for a while: let the event loop run (its timers
+      // too: the collection once idle).
       await new Promise((resolve) => setImmediate(resolve))
     }
   }
@@ -235,7 +226,9 @@ if (db) {
     ops = ops.then(() => serve(db, request))
   })
   port.postMessage({ id: 0, done: true } satisfies ThreadReply)
-  // The tarball and PGlite's copies of it while loading: garbage an idle thread would keep (about 60 MB).
+  // The tarball and PGlite's copies of it while loading: garbage an idle thread would keep (about 60 MB). After calls,
+  // what they left: a thread that waits for calls allocates nothing, so V8 would keep it.
   collectGarbageSoon()
+  collectWhenIdle()
   await serveCalls(db, stopping)
 }
