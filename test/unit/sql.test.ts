@@ -4,6 +4,7 @@ import { describe, expect, it } from 'vitest'
 import { Keyword, firstLetter, keywordsIn, statements } from '../../src/socket/sql/tokens.ts'
 import { statementNameEdits } from '../../src/socket/sql/statement-names.ts'
 import { parseCopyFromStdin } from '../../src/socket/client/copy-in.ts'
+import { callsSetConfig } from '../../src/socket/client/settings.ts'
 import { parseDatabaseCommand, rewriteResetCalls } from '../../src/socket/client/database-commands.ts'
 import { parseDiscard, rewriteDiscardTemp, withDiscardTags } from '../../src/socket/client/discard.ts'
 import { DROP_OWN_TEMP_OBJECTS_SQL } from '../../src/socket/client/temp-objects.ts'
@@ -26,6 +27,15 @@ describe('statements', () => {
   })
 })
 
+describe('callsSetConfig', () => {
+  it('finds a call of set_config() anywhere in the text, and not a longer name', () => {
+    for (const sql of ["select pg_catalog.set_config('a.b', '1', false)", 'SELECT SET_CONFIG ($1, $2, false)', "do $$ begin perform set_config('a.b', '1', false); end $$", 'select "set_config"(1)'])
+      expect(callsSetConfig(sql), sql).toBe(true)
+    for (const sql of ["select reset_config('x')", 'select set_config_x(1)', 'select current_setting($1)', 'select offset_ from t'])
+      expect(callsSetConfig(sql), sql).toBe(false)
+  })
+})
+
 describe('keywordsIn', () => {
   it('finds each word in any case, and nothing in SQL without them', () => {
     expect(words('COPY t FROM StDiN')).toBe(Keyword.Stdin)
@@ -39,6 +49,7 @@ describe('keywordsIn', () => {
     expect(words('select PG_BACKEND_PID()')).toBe(Keyword.PgName)
     for (const sql of ['create TEMP table t ()', 'CREATE TEMPORARY VIEW v AS select 1', 'create table pg_temp.t ()']) expect(words(sql) & Keyword.Temp, sql).toBe(Keyword.Temp)
     expect(words('select my_col from t')).toBe(0)
+    expect(words("SELECT Set_Config('work_mem', '8MB', false)")).toBe(Keyword.SetConfig)
   })
 
   it('looks only inside the bounds it is given', () => {

@@ -64,6 +64,41 @@ describe('session settings per client', () => {
     expect(await show(a)).toBe('public | UTC | ')
   })
 
+  it('a setting changed by set_config() stays with its client, as a SET does: by Query, by a prepared statement run again, in a DO block', async () => {
+    const dev = await start()
+    const a = await connect(dev.url)
+    const b = await connect(dev.url)
+    const workMem = async (client: RawClient): Promise<string | null | undefined> => {
+      const reply = await client.query("select current_setting('work_mem')")
+      expect(reply.errors).toEqual([])
+      return reply.rows[0]?.[0]
+    }
+    const initial = await workMem(b)
+    // pg_dump begins its session so: `SELECT pg_catalog.set_config('search_path', '', false)`.
+    expect((await a.query("select pg_catalog.set_config('work_mem', '7MB', false), pg_catalog.set_config('search_path', '', false)")).errors).toEqual([])
+    expect(await workMem(b)).toBe(initial)
+    expect((await b.query("select current_setting('search_path')")).rows).toEqual([['public']])
+    expect(await workMem(a)).toBe('7MB')
+
+    // A named statement made in one unit and run in later ones, after the other client's turns.
+    await b.send(wire.parse('set_mem', "select set_config('work_mem', $1, false)"), wire.sync())
+    expect(wire.summarize(await b.until('ReadyForQuery')).errors).toEqual([])
+    for (const value of ['9MB', '10MB']) {
+      await b.send(wire.bind('', 'set_mem', [value]), wire.execute(''), wire.sync())
+      expect(wire.summarize(await b.until('ReadyForQuery')).errors).toEqual([])
+      expect(await workMem(a)).toBe('7MB')
+      expect(await workMem(b)).toBe(value)
+    }
+
+    expect((await a.query("do $$ begin perform set_config('work_mem', '11MB', false); end $$")).errors).toEqual([])
+    expect(await workMem(b)).toBe('10MB')
+    expect(await workMem(a)).toBe('11MB')
+    // Local to its transaction: gone with it, for its client and the others.
+    expect((await a.query("begin; select set_config('work_mem', '12MB', true); commit")).errors).toEqual([])
+    expect(await workMem(a)).toBe('11MB')
+    expect(await workMem(b)).toBe('10MB')
+  })
+
   it('a startup value Postgres refuses closes that connection with its error as FATAL at its first query; others carry on', async () => {
     const dev = await start()
     const other = await connect(dev.url)

@@ -112,6 +112,18 @@ export function rewriteAuthorizationDefaults(sql: string): string | null {
   return from === 0 ? null : out + sql.slice(from)
 }
 
+/** A call of set_config(), written anywhere in the text: in a function's body or a string too. */
+const SET_CONFIG_CALL = /(?<![\w$])set_config"?\s*\(/i
+
+/**
+ * Whether `sql` may call set_config(), which changes a setting as SET does but answers like any SELECT: the client's
+ * settings must then be read back (SessionChange.Settings). A call in a string, or one with `is_local` true, costs one
+ * reading too many; a call the text does not show (in a function made earlier) is not seen.
+ */
+export function callsSetConfig(sql: string): boolean {
+  return SET_CONFIG_CALL.test(sql)
+}
+
 /**
  * One simple Query that resets the session and applies `settings`; with `snapshot`, it also reads back the result
  * (for settings a client asked for at startup, whose spelling may differ from what Postgres stores).

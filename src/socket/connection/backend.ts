@@ -16,7 +16,7 @@ import type { Settings } from '../client/settings.ts'
 import type { ClientState } from '../client/state.ts'
 import { LIST_OWN_TEMP_OBJECTS } from '../client/temp-objects.ts'
 import { reconcileListening, routeNotification } from './listen.ts'
-import { FunctionReplies, ServerFunctions, contextFor, contextMessages, type FunctionsClient, type LockWait } from './server-functions.ts'
+import { FunctionReplies, NEEDS_FUNCTION_REPLIES, ServerFunctions, contextFor, contextMessages, type FunctionsClient, type LockWait } from './server-functions.ts'
 import { UnnamedUse, unnamedUseOf } from '../protocol/unnamed-use.ts'
 import { ClientSettings } from './settings.ts'
 
@@ -191,6 +191,8 @@ export class ClientBackend implements Backend {
     } finally {
       this.#endCall()
     }
+    // A set_config() may have changed a setting, which no reply shows: read the client's settings back at rest.
+    if (functions & ServerFunctions.Settings && asClient) this.#reader.noteChanges(SessionChange.Settings)
     this.#state.statements.ran(bytes)
     // The server's own messages that make or drop an unnamed statement (a Query does) leave it nobody's; a client's
     // unit says what it did with its own (BatchRunner).
@@ -206,7 +208,7 @@ export class ClientBackend implements Backend {
 
   #beginCall(output: Output, asClient: boolean, functions: number): void {
     this.#output = output
-    this.#functions = functions === 0 ? null : new FunctionReplies(this.#client, this.session, this.#state.signaledEarly)
+    this.#functions = (functions & NEEDS_FUNCTION_REPLIES) === 0 ? null : new FunctionReplies(this.#client, this.session, this.#state.signaledEarly)
     // Names to restore, notifications to route, what the functions tell: hold those messages for the whole call.
     this.#rewriteNow = this.#functions || this.#state.statements.used || this.session.listeners.size > 0 ? this.#rewrite : null
     // A capture of the client's own messages is the client's reply, edited before it is sent: read as if sent.

@@ -13,7 +13,7 @@ import { parseDiscard, rewriteDiscardTemp, standInSql, type DiscardCommand } fro
 import { listenCommands } from '../client/listen.ts'
 import type { ClientState } from '../client/state.ts'
 import type { Special, Statements } from '../client/statements.ts'
-import { rewriteAuthorizationDefaults } from '../client/settings.ts'
+import { callsSetConfig, rewriteAuthorizationDefaults } from '../client/settings.ts'
 import { cursorNameEdits } from '../sql/cursor-names.ts'
 import { createdExtensions } from '../sql/extensions.ts'
 import { rewriteServerFunctions, type ServerFunctionUse } from '../sql/server-functions.ts'
@@ -170,6 +170,7 @@ function Query(reader: MessageReader, bytes: Buffer, offset: number, end: number
     const use = rewriteServerFunctions(sql, reader.client.processId)
     if (use) (sql = use.sql), (changed = true), (functions = functionBits(use)), reader.client.signals.push(...use.signals)
   }
+  if (words & Keyword.SetConfig && callsSetConfig(sql)) functions |= ServerFunctions.Settings
   // DISCARD TEMP among other statements: the drop of the client's own temporary objects runs in its place.
   const discardingTemp = words & Keyword.Temp ? rewriteDiscardTemp(sql) : null
   if (discardingTemp) {
@@ -222,6 +223,7 @@ function Parse(reader: MessageReader, bytes: Buffer, offset: number, end: number
       const use = rewriteServerFunctions(sql, reader.client.processId)
       if (use) (sql = use.sql), (functions = functionBits(use))
     }
+    if (words & Keyword.SetConfig && callsSetConfig(sql)) functions |= ServerFunctions.Settings
     if (sql !== original) edits.push([text[0], text[1], Buffer.from(sql)])
   }
   const name = server ? bytes.toString('utf8', nameStart, nameEnd) : ''

@@ -17,7 +17,15 @@ export const ServerFunctions = {
   Context: 1,
   /** A lock may have to wait for another client. */
   MayWait: 2,
+  /**
+   * It calls set_config(), which may change a setting for the session (its third argument false): the client's
+   * settings are read back after it, as after a SET (SessionChange.Settings).
+   */
+  Settings: 4,
 } as const
+
+/** The bits that need the session's functions and their replies read (FunctionReplies): not Settings. */
+export const NEEDS_FUNCTION_REPLIES = ServerFunctions.Context | ServerFunctions.MayWait
 
 /** A pg_advisory_lock that found the lock taken: what to wait for. */
 export interface LockWait {

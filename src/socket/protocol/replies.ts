@@ -105,6 +105,11 @@ export class ReplyReader {
     this.#changes &= ~mask
   }
 
+  /** Add SessionChange bits the reply cannot show (a setting changed by set_config()). */
+  noteChanges(mask: number): void {
+    this.#changes |= mask
+  }
+
   /**
    * Read `chunk` (a view PGlite may reuse: everything passed on is a copy, unless `owned` says the chunk is the
    * caller's to give away, as a reply read from a database thread's ring is). With `rewrite`, the output goes to `emit`

@@ -107,6 +107,8 @@ export const Keyword = {
   Extension: 256,
   /** SET / RESET SESSION AUTHORIZATION */
   Authorization: 512,
+  /** set_...: set_config(), a SET by function (also any other name that ends in set_, such as offset_) */
+  SetConfig: 1024,
 } as const
 
 /**
@@ -114,7 +116,7 @@ export const Keyword = {
  * per letter and case finds them all.
  */
 const WORDS_BY_LAST_LETTER: ReadonlyArray<[lastLetter: number, words: ReadonlyArray<[word: string, bit: number]>]> = [
-  [0x5f, [['pg_', Keyword.PgName]]], // _
+  [0x5f, [['pg_', Keyword.PgName], ['set_', Keyword.SetConfig]]], // _
   [0x70, [['temp', Keyword.Temp]]], // p
   [0x50, [['temp', Keyword.Temp]]], // P
   [0x6e, [['stdin', Keyword.Stdin], ['listen', Keyword.Listen], ['extension', Keyword.Extension], ['authorization', Keyword.Authorization]]], // n
