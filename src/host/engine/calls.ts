@@ -17,7 +17,7 @@ export type OutputSink = (chunk: Uint8Array, owned?: boolean) => void | Promise<
 
 /** How often the watchdog looks at Postgres's timer while a call runs, before it knows a deadline. */
 const WATCH_EVERY_MS = 10
-/** Waiting for a reply, the server's thread checks this often that the database thread is still there. */
+/** Waiting for room in the request ring, the server's thread checks this often that the database thread is still there. */
 const WAIT_SLICE_MS = 1000
 
 /**
@@ -177,6 +177,8 @@ export class ProtocolCalls {
   fail(error: Error): void {
     this.#failure ??= error
     this.#onFailure?.()
+    // A reply waited for without a timeout (#receive): its wait ends, and finds the failure.
+    this.#replies.wakeAlways()
   }
 
   /** Tell the thread to turn its event loop now (a message for it is on its way). */
@@ -231,10 +233,17 @@ export class ProtocolCalls {
         return
       }
       const held = state.held
-      state.held = null
-      running.heldByClient = held !== null
-      await this.#abortable(held ?? ring.sleepAsync(WAIT_SLICE_MS))
-      running.heldByClient = false
+      if (held) {
+        state.held = null
+        running.heldByClient = true
+        await this.#abortable(held)
+        running.heldByClient = false
+      } else {
+        // The common wait, once or more per call: no timer and no race; fail(), later on this thread, wakes it.
+        if (this.#failure) throw this.#failure
+        await ring.sleepAsync()
+        if (this.#failure) throw this.#failure
+      }
     }
   }
 

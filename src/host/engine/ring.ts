@@ -80,6 +80,12 @@ export class ByteRing {
     Atomics.notify(this.#control, WAKE)
   }
 
+  /** Wake the reading side whether or not it sleeps: its wait must end (the writing side is gone). */
+  wakeAlways(): void {
+    Atomics.add(this.#control, WAKE, 1)
+    Atomics.notify(this.#control, WAKE)
+  }
+
   /** The tail position now: a writer waiting for room waits for it to move (waitForRoom). */
   get tail(): number {
     return Atomics.load(this.#control, TAIL)
@@ -160,8 +166,11 @@ export class ByteRing {
     return this.hasFrames
   }
 
-  /** Resolves once a frame is written, or after `ms` (server thread); see sleep(). */
-  async sleepAsync(ms: number): Promise<void> {
+  /**
+   * Resolves once a frame is written, or after `ms` (server thread); see sleep(). Without `ms` it waits for the
+   * wake-up alone: a wait with a timeout costs V8 a timer task each time, and the event loop a wake-up more.
+   */
+  async sleepAsync(ms = Infinity): Promise<void> {
     const seen = Atomics.load(this.#control, WAKE)
     Atomics.store(this.#control, SLEEPING, 1)
     try {
