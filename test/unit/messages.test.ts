@@ -180,7 +180,7 @@ describe('MessageReader: takeovers', () => {
 
   it('DISCARD TEMP among other statements: the drop of the client\'s own temporary objects in its place, taken over', () => {
     const { takeovers } = read(reader(1), wire.query('select 1; discard temp; select 2'))
-    expect(takeovers).toMatchObject([{ kind: 'query-discarding-temp', completions: [1] }])
+    expect(takeovers).toMatchObject([{ kind: 'query-with-stand-ins', standIns: [{ index: 1, tag: 'DISCARD TEMP' }] }])
     const sql = frames((takeovers[0] as { frame: Buffer }).frame)[0]![1]
     expect(sql.startsWith('select 1; DO $pgdd$')).toBe(true)
     expect(sql.endsWith('END$pgdd$; select 2\0')).toBe(true)

@@ -6,7 +6,7 @@ import { statementNameEdits } from '../../src/socket/sql/statement-names.ts'
 import { parseCopyFromStdin } from '../../src/socket/client/copy-in.ts'
 import { callsSetConfig } from '../../src/socket/client/settings.ts'
 import { parseDatabaseCommand, rewriteResetCalls } from '../../src/socket/client/database-commands.ts'
-import { parseDiscard, rewriteDiscardTemp, withDiscardTags } from '../../src/socket/client/discard.ts'
+import { parseDiscard, rewriteStandIns, withDiscardTags, withStandInTags } from '../../src/socket/client/discard.ts'
 import { DROP_OWN_TEMP_OBJECTS_SQL } from '../../src/socket/client/temp-objects.ts'
 import { encodeCommandComplete, encodeReadyForQuery } from '../../src/socket/protocol/backend.ts'
 import { cursorNameEdits } from '../../src/socket/sql/cursor-names.ts'
@@ -129,11 +129,25 @@ describe('parseDiscard', () => {
     for (const sql of ['discard plans', 'deallocate x', 'discard all; select 1', "select 'discard all'"]) expect(parseDiscard(sql), sql).toBeNull()
   })
 
-  it('rewriteDiscardTemp: each DISCARD TEMP among several statements, with its index among them', () => {
-    const rewritten = rewriteDiscardTemp("select 'discard temp';; DISCARD TEMPORARY; select 2; discard temp")
-    expect(rewritten?.completions).toEqual([1, 3])
-    expect(rewritten?.sql.replaceAll(DROP_OWN_TEMP_OBJECTS_SQL, 'DROP')).toBe("select 'discard temp';; DROP; select 2; DROP")
-    for (const sql of ['discard temp', 'select 1; discard all', "select 1; select 'discard temp'"]) expect(rewriteDiscardTemp(sql), sql).toBeNull()
+  it('rewriteStandIns: each DISCARD TEMP among several statements and each CLOSE ALL, with its index among them', () => {
+    const closeAll = () => 'CLOSE_MINE'
+    const rewritten = rewriteStandIns("select 'discard temp';; DISCARD TEMPORARY; select 2; discard temp; Close All", closeAll)
+    expect(rewritten?.standIns).toEqual([
+      { index: 1, tag: 'DISCARD TEMP' },
+      { index: 3, tag: 'DISCARD TEMP' },
+      { index: 4, tag: 'CLOSE CURSOR ALL' },
+    ])
+    expect(rewritten?.sql.replaceAll(DROP_OWN_TEMP_OBJECTS_SQL, 'DROP')).toBe("select 'discard temp';; DROP; select 2; DROP; CLOSE_MINE")
+    expect(rewriteStandIns('close all', closeAll)).toEqual({ sql: 'CLOSE_MINE', standIns: [{ index: 0, tag: 'CLOSE CURSOR ALL' }] })
+    for (const sql of ['discard temp', 'select 1; discard all', "select 1; select 'discard temp'", 'close allx', 'close c', "select 'close all'"])
+      expect(rewriteStandIns(sql, closeAll), sql).toBeNull()
+  })
+
+  it('withStandInTags: each stand-in\'s CommandComplete gets its own tag', () => {
+    const reply = Buffer.concat([encodeCommandComplete('DO'), encodeCommandComplete('SELECT 1'), encodeCommandComplete('DO'), encodeReadyForQuery(0x49)])
+    const tags = (bytes: Buffer) => [...bytes.toString('latin1').matchAll(/C\0\0\0[\s\S]([A-Z 0-9]+)\0/g)].map((m) => m[1])
+    const standIns = [{ index: 0, tag: 'CLOSE CURSOR ALL' }, { index: 2, tag: 'DISCARD TEMP' }] as const
+    expect(tags(withStandInTags(reply, standIns))).toEqual(['CLOSE CURSOR ALL', 'SELECT 1', 'DISCARD TEMP'])
   })
 
   it('withDiscardTags: the stand-ins\' CommandCompletes at the indices given get the command\'s tag', () => {

@@ -1,4 +1,4 @@
-// DISCARD ALL, DISCARD TEMP and DEALLOCATE ALL wherever a client sends them (a prepared one's Execute, as Npgsql and
+// DISCARD ALL, DISCARD TEMP, DEALLOCATE ALL and CLOSE ALL wherever a client sends them (a prepared one's Execute, as Npgsql and
 // pgjdbc send a pool reset; one statement among several in a Query; a whole Query led by a comment) act on that
 // client alone: another client's temporary table, cursor WITH HOLD and SQL PREPARE survive, as another backend's do
 // on PostgreSQL; where PostgreSQL refuses (DISCARD ALL in a transaction block or a pipeline), the client gets its
@@ -123,6 +123,20 @@ const scenarios: Array<[string, Send, string, string[], Outcome]> = [
     'DEALLOCATE ALL',
     [],
     { reply: { commands: ['DEALLOCATE ALL'], errors: [], status: 'I' }, own: { ...KEPT, prepared: '26000' }, other: KEPT },
+  ],
+  [
+    "CLOSE ALL as a simple Query: the sender's cursors only",
+    'query',
+    'CLOSE ALL',
+    [],
+    { reply: { commands: ['CLOSE CURSOR ALL'], errors: [], status: 'I' }, own: { ...KEPT, cursor: '34000' }, other: KEPT },
+  ],
+  [
+    "asyncpg's pool reset, CLOSE ALL among other statements: the sender's cursors and settings only",
+    'query',
+    'SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL;',
+    [],
+    { reply: { commands: ['SELECT 1', 'CLOSE CURSOR ALL', 'UNLISTEN', 'RESET'], errors: [], status: 'I' }, own: { ...KEPT, cursor: '34000', workMem: '4MB' }, other: KEPT },
   ],
 ]
 

@@ -4,7 +4,8 @@
 // (connection/discard-all.ts) and answers with the CommandComplete Postgres would send. (DEALLOCATE name needs
 // nothing here: the name is given the client's prefix like every statement name, see client/statements.ts.)
 // DISCARD PLANS and DISCARD SEQUENCES pass as they are: plans are made again unseen, and sequence state is the one
-// session's anyway.
+// session's anyway. CLOSE ALL in a simple Query, which would close other clients' cursors WITH HOLD too, is stood in
+// for by the close of every cursor but those (sql/cursor-names.ts closeAllCursorsSql).
 
 import { retagStandIns } from '../protocol/backend.ts'
 import { statements, type Token } from '../sql/tokens.ts'
@@ -34,25 +35,41 @@ export function standInSql(command: DiscardCommand): string {
   return command === 'DISCARD TEMP' ? DROP_OWN_TEMP_OBJECTS_SQL : NO_OP_STATEMENT
 }
 
+/** A statement of a simple Query that the server stands in for: its index among the statements, and its tag. */
+export interface StandIn {
+  index: number
+  tag: 'DISCARD TEMP' | 'CLOSE CURSOR ALL'
+}
+
 /**
- * `sql` (a simple Query of several statements) with each DISCARD TEMP replaced by the drop of the client's own
- * temporary objects, and the index of each among the statements (each statement that runs ends with one
- * CommandComplete, see withDiscardTags); null if there is none. A lone DISCARD TEMP is parseDiscard's.
+ * `sql` (a simple Query) with each DISCARD TEMP among several statements replaced by the drop of the client's own
+ * temporary objects, and each CLOSE ALL by `closeAll()` (the close of the client's cursors alone); the index of each
+ * among the statements (each statement that runs ends with one CommandComplete, see withStandInTags) and the tag
+ * Postgres answers it with. Null if there is none. A lone DISCARD TEMP is parseDiscard's.
  */
-export function rewriteDiscardTemp(sql: string): { sql: string; completions: number[] } | null {
+export function rewriteStandIns(sql: string, closeAll: () => string): { sql: string; standIns: StandIn[] } | null {
   const all = statements(sql)
-  if (all.length < 2) return null
   let out = ''
   let from = 0
-  const completions: number[] = []
+  const standIns: StandIn[] = []
   all.forEach((tokens, index) => {
-    if (discardOf(tokens) !== 'DISCARD TEMP') return
-    out += sql.slice(from, tokens[0]!.start) + DROP_OWN_TEMP_OBJECTS_SQL
+    const isCloseAll = tokens.length === 2 && tokens[0]!.kind === 'word' && tokens[0]!.text === 'close' && tokens[1]!.kind === 'word' && tokens[1]!.text === 'all'
+    if (!isCloseAll && (all.length < 2 || discardOf(tokens) !== 'DISCARD TEMP')) return
+    out += sql.slice(from, tokens[0]!.start) + (isCloseAll ? closeAll() : DROP_OWN_TEMP_OBJECTS_SQL)
     from = tokens[tokens.length - 1]!.end
-    completions.push(index)
+    standIns.push({ index, tag: isCloseAll ? 'CLOSE CURSOR ALL' : 'DISCARD TEMP' })
   })
-  return completions.length > 0 ? { sql: out + sql.slice(from), completions } : null
+  return standIns.length > 0 ? { sql: out + sql.slice(from), standIns } : null
 }
 
 /** PGlite's reply with the CommandCompletes at `completions`, those of the stand-ins, given the tag of `command`. */
 export const withDiscardTags = (reply: Buffer, completions: readonly number[], command: DiscardCommand): Buffer => retagStandIns(reply, command, completions)
+
+/** PGlite's reply to a Query rewritten by rewriteStandIns, each stand-in's CommandComplete given its tag. */
+export function withStandInTags(reply: Buffer, standIns: readonly StandIn[]): Buffer {
+  let out = reply
+  for (const tag of new Set(standIns.map((standIn) => standIn.tag))) {
+    out = retagStandIns(out, tag, standIns.filter((standIn) => standIn.tag === tag).map((standIn) => standIn.index))
+  }
+  return out
+}

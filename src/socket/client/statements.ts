@@ -12,6 +12,7 @@ import { forEachFrame } from '../protocol/frames.ts'
 import type { CopyFromStdin } from './copy-in.ts'
 import type { DatabaseCommand } from './database-commands.ts'
 import type { DiscardCommand } from './discard.ts'
+import { closeAllCursorsSql } from '../sql/cursor-names.ts'
 
 /** What the server does instead of, or besides, passing a statement's Execute (or Bind) on to PGlite. */
 export type Special =
@@ -174,6 +175,12 @@ export class Statements {
   /** CLOSE name, or a Close of a portal: a cursor declared WITH HOLD is gone. */
   closedCursor(name: string): void {
     this.#heldCursors.delete(name)
+  }
+
+  /** CLOSE ALL: every cursor of the client's is gone. What PGlite runs in its place, which spares other clients'. */
+  closeAllCursors(): string {
+    this.#heldCursors.clear()
+    return closeAllCursorsSql(this.#prefix.toString())
   }
 
   /** Whether any portal is special: while none, an Execute needs no look-up. */

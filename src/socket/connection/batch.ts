@@ -16,7 +16,7 @@ import { hexDump } from '../trace/hex-dump.ts'
 import type { Backend } from './backend.ts'
 import { gatherCopy, startCopy } from './copy-in.ts'
 import { bindDatabaseCommand, queryDatabaseCommand, resetDatabaseIfRequested, taggedExecute } from './database-commands.ts'
-import { discardForClient, executeDiscard, queryDiscardingTemp } from './discard-all.ts'
+import { discardForClient, executeDiscard, queryWithStandIns } from './discard-all.ts'
 import { executes, mayRunAgain, runWaitingForLocks, type LockWaitRunner } from './lock-wait.ts'
 import { PreparedPipeline } from './prepared-pipeline.ts'
 import { ServerFunctions } from './server-functions.ts'
@@ -169,8 +169,8 @@ export class BatchRunner {
         if (takeover.via === 'execute') return executeDiscard(turn, takeover.command, takeover.frame)
         await discardForClient(turn, takeover.command, takeover.frame)
         return null
-      case 'query-discarding-temp':
-        await queryDiscardingTemp(turn, takeover.completions, takeover.functions, takeover.frame)
+      case 'query-with-stand-ins':
+        await queryWithStandIns(turn, takeover.standIns, takeover.functions, takeover.frame)
         return null
     }
   }

@@ -10,7 +10,7 @@ import { encodeCommandComplete, encodeErrorResponse, encodeParameterStatus, enco
 import { ABANDON_PIPELINE, FAILING_EXTENDED, SYNC, encodeQuery } from '../protocol/frontend.ts'
 import { SessionChange } from '../protocol/replies.ts'
 import { listenSql } from '../session/listeners.ts'
-import { withDiscardTags, type DiscardCommand } from '../client/discard.ts'
+import { withDiscardTags, withStandInTags, type DiscardCommand, type StandIn } from '../client/discard.ts'
 import { RESET_IDENTITY, readSettingsReply } from '../client/settings.ts'
 import { DROP_OWN_TEMP_OBJECTS } from '../client/temp-objects.ts'
 import type { TakeoverEnd, Turn } from './turn.ts'
@@ -85,18 +85,19 @@ export async function executeDiscard(turn: Turn, command: DiscardCommand, frame:
 }
 
 /**
- * A simple Query of several statements with DISCARD TEMP among them, each replaced by the drop of the client's own
- * temporary objects (client/discard.ts rewriteDiscardTemp): its reply with their CommandCompletes tagged DISCARD TEMP.
+ * A simple Query with statements the server stands in for (client/discard.ts rewriteStandIns): DISCARD TEMP among
+ * others, each the drop of the client's own temporary objects, and CLOSE ALL, the close of every cursor but the other
+ * clients' WITH HOLD ones. Its reply goes out with their CommandCompletes given the tags Postgres answers with.
  * (DISCARD ALL among others needs nothing: PGlite refuses it, 25001, as Postgres does.)
  */
-export async function queryDiscardingTemp(turn: Turn, completions: readonly number[], functions: number, frame: Buffer): Promise<void> {
+export async function queryWithStandIns(turn: Turn, standIns: readonly StandIn[], functions: number, frame: Buffer): Promise<void> {
   try {
     await turn.own()
   } catch (error) {
     turn.refuse(error, frame)
     return
   }
-  turn.write(withDiscardTags(await turn.backend.capture(frame, true, functions), completions, 'DISCARD TEMP'))
+  turn.write(withStandInTags(await turn.backend.capture(frame, true, functions), standIns))
   await turn.releaseIfAtRest()
 }
 

@@ -9,7 +9,7 @@ import { cstring, editMessage, sqlBounds, writeEdited, type Edit } from '../prot
 import { UnnamedUse, unnamedUseStep } from '../protocol/unnamed-use.ts'
 import { parseCopyFromStdin, type CopyFromStdin } from '../client/copy-in.ts'
 import { NO_OP_STATEMENT, parseDatabaseCommand, rewriteResetCalls, type DatabaseCommand } from '../client/database-commands.ts'
-import { parseDiscard, rewriteDiscardTemp, standInSql, type DiscardCommand } from '../client/discard.ts'
+import { parseDiscard, rewriteStandIns, standInSql, type DiscardCommand, type StandIn } from '../client/discard.ts'
 import { listenCommands } from '../client/listen.ts'
 import type { ClientState } from '../client/state.ts'
 import type { Special, Statements } from '../client/statements.ts'
@@ -28,7 +28,7 @@ export type Takeover =
   | { kind: 'database-command'; command: DatabaseCommand; via: 'query' | 'bind'; frame: Buffer }
   | { kind: 'tagged-execute'; command: DatabaseCommand; frame: Buffer }
   | { kind: 'discard'; command: DiscardCommand; via: 'query' | 'execute'; frame: Buffer }
-  | { kind: 'query-discarding-temp'; completions: number[]; functions: number; frame: Buffer }
+  | { kind: 'query-with-stand-ins'; standIns: StandIn[]; functions: number; frame: Buffer }
 
 /** The messages to pass on to PGlite, in one buffer, and how they use the unnamed statement. */
 export interface Segment {
@@ -171,10 +171,10 @@ function Query(reader: MessageReader, bytes: Buffer, offset: number, end: number
     if (use) (sql = use.sql), (changed = true), (functions = functionBits(use)), reader.client.signals.push(...use.signals)
   }
   if (words & Keyword.SetConfig && callsSetConfig(sql)) functions |= ServerFunctions.Settings
-  // DISCARD TEMP among other statements: the drop of the client's own temporary objects runs in its place.
-  const discardingTemp = words & Keyword.Temp ? rewriteDiscardTemp(sql) : null
-  if (discardingTemp) {
-    return { kind: 'query-discarding-temp', completions: discardingTemp.completions, functions, frame: editMessage(bytes, offset, end, [[start, stop, Buffer.from(discardingTemp.sql)]]) }
+  // DISCARD TEMP among other statements, and CLOSE ALL: the server's stand-ins, which act for this client alone.
+  const standIns = words & (Keyword.Temp | Keyword.Close) ? rewriteStandIns(sql, () => reader.statements.closeAllCursors()) : null
+  if (standIns) {
+    return { kind: 'query-with-stand-ins', standIns: standIns.standIns, functions, frame: editMessage(bytes, offset, end, [[start, stop, Buffer.from(standIns.sql)]]) }
   }
   reader.callsFunctions(functions)
   if (changed) reader.edit(offset, end, [[start, stop, Buffer.from(sql)]])

@@ -109,6 +109,8 @@ export const Keyword = {
   Authorization: 512,
   /** set_...: set_config(), a SET by function (also any other name that ends in set_, such as offset_) */
   SetConfig: 1024,
+  /** CLOSE: CLOSE ALL would close every client's cursors */
+  Close: 2048,
 } as const
 
 /**
@@ -121,8 +123,8 @@ const WORDS_BY_LAST_LETTER: ReadonlyArray<[lastLetter: number, words: ReadonlyAr
   [0x50, [['temp', Keyword.Temp]]], // P
   [0x6e, [['stdin', Keyword.Stdin], ['listen', Keyword.Listen], ['extension', Keyword.Extension], ['authorization', Keyword.Authorization]]], // n
   [0x4e, [['stdin', Keyword.Stdin], ['listen', Keyword.Listen], ['extension', Keyword.Extension], ['authorization', Keyword.Authorization]]], // N
-  [0x65, [['pglite', Keyword.Pglite], ['database', Keyword.Database], ['prepare', Keyword.StatementName], ['execute', Keyword.StatementName], ['deallocate', Keyword.StatementName], ['declare', Keyword.Declare]]], // e
-  [0x45, [['pglite', Keyword.Pglite], ['database', Keyword.Database], ['prepare', Keyword.StatementName], ['execute', Keyword.StatementName], ['deallocate', Keyword.StatementName], ['declare', Keyword.Declare]]], // E
+  [0x65, [['pglite', Keyword.Pglite], ['database', Keyword.Database], ['prepare', Keyword.StatementName], ['execute', Keyword.StatementName], ['deallocate', Keyword.StatementName], ['declare', Keyword.Declare], ['close', Keyword.Close]]], // e
+  [0x45, [['pglite', Keyword.Pglite], ['database', Keyword.Database], ['prepare', Keyword.StatementName], ['execute', Keyword.StatementName], ['deallocate', Keyword.StatementName], ['declare', Keyword.Declare], ['close', Keyword.Close]]], // E
 ]
 
 /**
