@@ -103,10 +103,20 @@ describe('MessageReader: names', () => {
 
   it('prefixes statement names in SQL PREPARE, EXECUTE, EXPLAIN EXECUTE and DEALLOCATE, and nothing else', () => {
     const r = reader(7)
-    const sql = "PREPARE q (int) AS select 'execute q', $1; EXECUTE q(1); explain execute \"Q\"(2); deallocate prepare q; deallocate all; prepare transaction 'q'"
+    const sql = "PREPARE q (int) AS select 'execute q', $1; EXECUTE q(1); explain execute \"Q\"(2); deallocate prepare q; prepare transaction 'q'"
     const out = read(r, wire.query(sql)).segments[0]!.bytes
-    expect(frames(out)).toEqual(frames(wire.query("PREPARE \"pgdd7.q\" (int) AS select 'execute q', $1; EXECUTE \"pgdd7.q\"(1); explain execute \"pgdd7.Q\"(2); deallocate prepare \"pgdd7.q\"; deallocate all; prepare transaction 'q'")))
+    expect(frames(out)).toEqual(frames(wire.query("PREPARE \"pgdd7.q\" (int) AS select 'execute q', $1; EXECUTE \"pgdd7.q\"(1); explain execute \"pgdd7.Q\"(2); deallocate prepare \"pgdd7.q\"; prepare transaction 'q'")))
     expect(r.statements.count).toBe(0) // prepared, then deallocated
+  })
+
+  it('DEALLOCATE ALL and CLOSE ALL in a Query: stand-ins that close the client\'s own names alone, taken over', () => {
+    const r = reader(7)
+    const { takeovers } = read(r, wire.query('prepare q as select 1; deallocate all; close all'))
+    expect(takeovers).toMatchObject([{ kind: 'query-with-stand-ins', standIns: [{ index: 1, tag: 'DEALLOCATE ALL' }, { index: 2, tag: 'CLOSE CURSOR ALL' }] }])
+    const sql = frames((takeovers[0] as { frame: Buffer }).frame)[0]![1]
+    expect(sql).toContain("FROM pg_catalog.pg_prepared_statements WHERE name !~ '^pgdd' OR pg_catalog.starts_with(name, 'pgdd7.')")
+    expect(sql).toContain("FROM pg_catalog.pg_cursors WHERE name !~ '^pgdd' OR pg_catalog.starts_with(name, 'pgdd7.')")
+    expect(r.statements.count).toBe(0)
   })
 
   it('a portal and a SQL cursor of one name are one: asyncpg binds a portal and MOVEs it in SQL, psycopg DECLAREs and Executes', () => {

@@ -130,17 +130,18 @@ describe('parseDiscard', () => {
   })
 
   it('rewriteStandIns: each DISCARD TEMP among several statements and each CLOSE ALL, with its index among them', () => {
-    const closeAll = () => 'CLOSE_MINE'
-    const rewritten = rewriteStandIns("select 'discard temp';; DISCARD TEMPORARY; select 2; discard temp; Close All", closeAll)
+    const own = { closeAllCursors: () => 'CLOSE_MINE', deallocateAll: () => 'DEALLOCATE_MINE' }
+    const rewritten = rewriteStandIns("select 'discard temp';; DISCARD TEMPORARY; select 2; discard temp; Close All; deallocate prepare all", own)
     expect(rewritten?.standIns).toEqual([
       { index: 1, tag: 'DISCARD TEMP' },
       { index: 3, tag: 'DISCARD TEMP' },
       { index: 4, tag: 'CLOSE CURSOR ALL' },
+      { index: 5, tag: 'DEALLOCATE ALL' },
     ])
-    expect(rewritten?.sql.replaceAll(DROP_OWN_TEMP_OBJECTS_SQL, 'DROP')).toBe("select 'discard temp';; DROP; select 2; DROP; CLOSE_MINE")
-    expect(rewriteStandIns('close all', closeAll)).toEqual({ sql: 'CLOSE_MINE', standIns: [{ index: 0, tag: 'CLOSE CURSOR ALL' }] })
-    for (const sql of ['discard temp', 'select 1; discard all', "select 1; select 'discard temp'", 'close allx', 'close c', "select 'close all'"])
-      expect(rewriteStandIns(sql, closeAll), sql).toBeNull()
+    expect(rewritten?.sql.replaceAll(DROP_OWN_TEMP_OBJECTS_SQL, 'DROP')).toBe("select 'discard temp';; DROP; select 2; DROP; CLOSE_MINE; DEALLOCATE_MINE")
+    expect(rewriteStandIns('close all', own)).toEqual({ sql: 'CLOSE_MINE', standIns: [{ index: 0, tag: 'CLOSE CURSOR ALL' }] })
+    for (const sql of ['discard temp', 'deallocate all', 'select 1; discard all', "select 1; select 'discard temp'", 'close allx', 'close c', "select 'close all'"])
+      expect(rewriteStandIns(sql, own), sql).toBeNull()
   })
 
   it('withStandInTags: each stand-in\'s CommandComplete gets its own tag', () => {

@@ -125,6 +125,13 @@ const scenarios: Array<[string, Send, string, string[], Outcome]> = [
     { reply: { commands: ['DEALLOCATE ALL'], errors: [], status: 'I' }, own: { ...KEPT, prepared: '26000' }, other: KEPT },
   ],
   [
+    "DEALLOCATE ALL after another statement in one Query: the sender's statements only",
+    'after select',
+    'DEALLOCATE ALL',
+    [],
+    { reply: { commands: ['SELECT 1', 'DEALLOCATE ALL'], errors: [], status: 'I' }, own: { ...KEPT, prepared: '26000' }, other: KEPT },
+  ],
+  [
     "CLOSE ALL as a simple Query: the sender's cursors only",
     'query',
     'CLOSE ALL',

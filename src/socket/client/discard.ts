@@ -4,8 +4,8 @@
 // (connection/discard-all.ts) and answers with the CommandComplete Postgres would send. (DEALLOCATE name needs
 // nothing here: the name is given the client's prefix like every statement name, see client/statements.ts.)
 // DISCARD PLANS and DISCARD SEQUENCES pass as they are: plans are made again unseen, and sequence state is the one
-// session's anyway. CLOSE ALL in a simple Query, which would close other clients' cursors WITH HOLD too, is stood in
-// for by the close of every cursor but those (sql/cursor-names.ts closeAllCursorsSql).
+// session's anyway. In a simple Query, CLOSE ALL (other clients' cursors WITH HOLD) and DEALLOCATE ALL among other
+// statements (their SQL PREPAREs) are stood in for by a close of the sender's own (client/statements.ts).
 
 import { retagStandIns } from '../protocol/backend.ts'
 import { statements, type Token } from '../sql/tokens.ts'
@@ -38,28 +38,41 @@ export function standInSql(command: DiscardCommand): string {
 /** A statement of a simple Query that the server stands in for: its index among the statements, and its tag. */
 export interface StandIn {
   index: number
-  tag: 'DISCARD TEMP' | 'CLOSE CURSOR ALL'
+  tag: 'DISCARD TEMP' | 'DEALLOCATE ALL' | 'CLOSE CURSOR ALL'
+}
+
+/** The SQL that acts for the client alone (client/statements.ts), asked for once a statement needs it. */
+export interface OwnCloses {
+  closeAllCursors(): string
+  deallocateAll(): string
 }
 
 /**
- * `sql` (a simple Query) with each DISCARD TEMP among several statements replaced by the drop of the client's own
- * temporary objects, and each CLOSE ALL by `closeAll()` (the close of the client's cursors alone); the index of each
- * among the statements (each statement that runs ends with one CommandComplete, see withStandInTags) and the tag
- * Postgres answers it with. Null if there is none. A lone DISCARD TEMP is parseDiscard's.
+ * `sql` (a simple Query) with the statements that would act on every client replaced by what acts on this client
+ * alone: DISCARD TEMP and DEALLOCATE ALL among several statements (alone, they are parseDiscard's), and CLOSE ALL.
+ * With the index of each among the statements (each statement that runs ends with one CommandComplete, see
+ * withStandInTags) and the tag Postgres answers it with; null if there is none.
  */
-export function rewriteStandIns(sql: string, closeAll: () => string): { sql: string; standIns: StandIn[] } | null {
+export function rewriteStandIns(sql: string, own: OwnCloses): { sql: string; standIns: StandIn[] } | null {
   const all = statements(sql)
   let out = ''
   let from = 0
   const standIns: StandIn[] = []
   all.forEach((tokens, index) => {
-    const isCloseAll = tokens.length === 2 && tokens[0]!.kind === 'word' && tokens[0]!.text === 'close' && tokens[1]!.kind === 'word' && tokens[1]!.text === 'all'
-    if (!isCloseAll && (all.length < 2 || discardOf(tokens) !== 'DISCARD TEMP')) return
-    out += sql.slice(from, tokens[0]!.start) + (isCloseAll ? closeAll() : DROP_OWN_TEMP_OBJECTS_SQL)
+    const tag = standInTag(tokens, all.length)
+    if (!tag) return
+    const standIn = tag === 'CLOSE CURSOR ALL' ? own.closeAllCursors() : tag === 'DEALLOCATE ALL' ? own.deallocateAll() : DROP_OWN_TEMP_OBJECTS_SQL
+    out += sql.slice(from, tokens[0]!.start) + standIn
     from = tokens[tokens.length - 1]!.end
-    standIns.push({ index, tag: isCloseAll ? 'CLOSE CURSOR ALL' : 'DISCARD TEMP' })
+    standIns.push({ index, tag })
   })
   return standIns.length > 0 ? { sql: out + sql.slice(from), standIns } : null
+}
+
+function standInTag(tokens: readonly Token[], statementCount: number): StandIn['tag'] | null {
+  if (tokens.length === 2 && tokens[0]!.kind === 'word' && tokens[0]!.text === 'close' && tokens[1]!.kind === 'word' && tokens[1]!.text === 'all') return 'CLOSE CURSOR ALL'
+  const discard = statementCount > 1 ? discardOf(tokens) : null
+  return discard === 'DISCARD TEMP' || discard === 'DEALLOCATE ALL' ? discard : null
 }
 
 /** PGlite's reply with the CommandCompletes at `completions`, those of the stand-ins, given the tag of `command`. */

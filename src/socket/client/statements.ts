@@ -12,7 +12,6 @@ import { forEachFrame } from '../protocol/frames.ts'
 import type { CopyFromStdin } from './copy-in.ts'
 import type { DatabaseCommand } from './database-commands.ts'
 import type { DiscardCommand } from './discard.ts'
-import { closeAllCursorsSql } from '../sql/cursor-names.ts'
 
 /** What the server does instead of, or besides, passing a statement's Execute (or Bind) on to PGlite. */
 export type Special =
@@ -177,10 +176,16 @@ export class Statements {
     this.#heldCursors.delete(name)
   }
 
-  /** CLOSE ALL: every cursor of the client's is gone. What PGlite runs in its place, which spares other clients'. */
+  /** CLOSE ALL in a simple Query: every cursor of the client's is gone. What PGlite runs in its place (see ownNamesDo). */
   closeAllCursors(): string {
     this.#heldCursors.clear()
-    return closeAllCursorsSql(this.#prefix.toString())
+    return ownNamesDo('CLOSE', 'pg_cursors', this.#prefix.toString())
+  }
+
+  /** DEALLOCATE ALL among other statements of a simple Query: the client's statements are gone. What PGlite runs in its place. */
+  deallocateAll(): string {
+    this.forgetAll()
+    return ownNamesDo('DEALLOCATE', 'pg_prepared_statements', this.#prefix.toString())
   }
 
   /** Whether any portal is special: while none, an Execute needs no look-up. */
@@ -289,4 +294,17 @@ export class Statements {
     body.copy(out, HEADER_LENGTH)
     return out
   }
+}
+
+/**
+ * What stands in for one client's CLOSE ALL or DEALLOCATE ALL in a simple Query (client/discard.ts rewriteStandIns):
+ * a DO block that runs `command` on every name in `view` but the other clients' and the server's (those that begin
+ * with pgdd and not with `ownPrefix`). The names are read before the first is closed.
+ */
+function ownNamesDo(command: 'CLOSE' | 'DEALLOCATE', view: 'pg_cursors' | 'pg_prepared_statements', ownPrefix: string): string {
+  return (
+    `DO $pgdd$DECLARE n text; BEGIN FOREACH n IN ARRAY coalesce((SELECT pg_catalog.array_agg(name) FROM pg_catalog.${view} ` +
+    `WHERE name !~ '^pgdd' OR pg_catalog.starts_with(name, '${ownPrefix.replaceAll("'", "''")}')), '{}') LOOP ` +
+    `EXECUTE pg_catalog.format('${command} %I', n); END LOOP; END$pgdd$`
+  )
 }

@@ -171,8 +171,8 @@ function Query(reader: MessageReader, bytes: Buffer, offset: number, end: number
     if (use) (sql = use.sql), (changed = true), (functions = functionBits(use)), reader.client.signals.push(...use.signals)
   }
   if (words & Keyword.SetConfig && callsSetConfig(sql)) functions |= ServerFunctions.Settings
-  // DISCARD TEMP among other statements, and CLOSE ALL: the server's stand-ins, which act for this client alone.
-  const standIns = words & (Keyword.Temp | Keyword.Close) ? rewriteStandIns(sql, () => reader.statements.closeAllCursors()) : null
+  // DISCARD TEMP and DEALLOCATE ALL among other statements, and CLOSE ALL: stand-ins that act for this client alone.
+  const standIns = words & (Keyword.Temp | Keyword.Close | Keyword.StatementName) ? rewriteStandIns(sql, reader.statements) : null
   if (standIns) {
     return { kind: 'query-with-stand-ins', standIns: standIns.standIns, functions, frame: editMessage(bytes, offset, end, [[start, stop, Buffer.from(standIns.sql)]]) }
   }

@@ -58,17 +58,3 @@ export function cursorNameEdits(sql: string, isHeld: (name: string) => boolean):
   }
   return edits
 }
-
-/**
- * What stands in for one client's CLOSE ALL (a DO block, see client/discard.ts rewriteStandIns): the close of every
- * cursor except those other clients declared WITH HOLD, whose names carry another client's prefix
- * (client/statements.ts); `ownPrefix` is this client's. The names are read before the first close.
- */
-export function closeAllCursorsSql(ownPrefix: string): string {
-  const own = `'${ownPrefix.replaceAll("'", "''")}'`
-  return (
-    'DO $pgdd$DECLARE n text; BEGIN FOREACH n IN ARRAY coalesce((SELECT pg_catalog.array_agg(name) FROM pg_catalog.pg_cursors ' +
-    `WHERE name !~ '^pgdd[0-9a-z]+[.]' OR pg_catalog.starts_with(name, ${own})), '{}') LOOP ` +
-    "EXECUTE pg_catalog.format('CLOSE %I', n); END LOOP; END$pgdd$"
-  )
-}
