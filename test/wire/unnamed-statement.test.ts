@@ -61,6 +61,16 @@ describe.each(targets)("a client's unnamed statement, made in one unit and bound
     expect(codes(await execUnnamed(a))).toEqual(['26000'])
   })
 
+  it("survives another client's Query that the server takes over (asyncpg's pool reset with CLOSE ALL, DISCARD TEMP among statements)", async () => {
+    const url = await serve()
+    const [a, b] = await Promise.all([connect(url), connect(url)])
+    await prepareUnnamed(a, "select 'a' as who")
+    for (const sql of ['CLOSE ALL', 'select 1; deallocate all', 'SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL;', 'select 1; discard temp']) {
+      expect((await b.query(sql)).errors, sql).toEqual([])
+      expect((await execUnnamed(a)).rows, sql).toEqual([['a']])
+    }
+  })
+
   it("fails as Postgres fails to plan it again when another client dropped its table", async () => {
     const url = await serve()
     const [a, b] = await Promise.all([connect(url), connect(url)])

@@ -194,9 +194,14 @@ export class ClientBackend implements Backend {
     // A set_config() may have changed a setting, which no reply shows: read the client's settings back at rest.
     if (functions & ServerFunctions.Settings && asClient) this.#reader.noteChanges(SessionChange.Settings)
     this.#state.statements.ran(bytes)
-    // The server's own messages that make or drop an unnamed statement (a Query does) leave it nobody's; a client's
-    // unit says what it did with its own (BatchRunner).
-    if (!asClient && unnamedUseOf(bytes) & (UnnamedUse.Parsed | UnnamedUse.Dropped)) this.session.unnamedStatementOwner = null
+    // What a capture did with the session's unnamed statement: a Query drops it; a Parse of the server's own leaves it
+    // nobody's, one of the client's messages taken over (a stand-in Query, a COPY) makes it the client's. A unit sent
+    // on to the client says what it did itself (BatchRunner).
+    if (output !== 'client') {
+      const use = unnamedUseOf(bytes)
+      if (use & UnnamedUse.Dropped) this.session.unnamedStatementOwner = null
+      else if (use & UnnamedUse.Parsed) this.session.unnamedStatementOwner = asClient ? this.#client : null
+    }
     const told = this.#functions
     if (told) {
       this.#functions = null
