@@ -29,7 +29,7 @@ describe('statements', () => {
 
 describe('callsSetConfig', () => {
   it('finds a call of set_config() anywhere in the text, and not a longer name', () => {
-    for (const sql of ["select pg_catalog.set_config('a.b', '1', false)", 'SELECT SET_CONFIG ($1, $2, false)', "do $$ begin perform set_config('a.b', '1', false); end $$", 'select "set_config"(1)'])
+    for (const sql of ["select pg_catalog.set_config('a.b', '1', false)", 'SELECT SET_CONFIG ($1, $2, false)', "do $$ begin perform set_config('a.b', '1', false); end $$", 'select "set_config"(1)', 'select set_config /* x */ -- y\n (1)'])
       expect(callsSetConfig(sql), sql).toBe(true)
     for (const sql of ["select reset_config('x')", 'select set_config_x(1)', 'select current_setting($1)', 'select offset_ from t'])
       expect(callsSetConfig(sql), sql).toBe(false)

@@ -183,3 +183,52 @@ describe('a prepared DISCARD ALL after another statement of its pipeline', () =>
     expect(await discardInPipeline(oracleUrl!)).toEqual(expected)
   })
 })
+
+/**
+ * CLOSE ALL and DEALLOCATE ALL stood in for, where the Query fails before them, makes names after them, or waits for an
+ * advisory lock first: what the client holds afterwards, and what another client can see of it once it left.
+ */
+async function standInEdges(url: string): Promise<Record<string, string>> {
+  const value = (reply: wire.Summary): string => reply.errors[0]?.code ?? String(reply.rows[0]?.[0])
+  const a = await connect(url)
+  const b = await connect(url)
+  const out: Record<string, string> = {}
+  expect((await a.query('DECLARE c CURSOR WITH HOLD FOR SELECT 1')).errors).toEqual([])
+  out.failedBefore = value(await a.query('SELECT 1/0; CLOSE ALL'))
+  out.keptAfterFailure = value(await a.query('FETCH c'))
+  expect((await a.query('CLOSE ALL; DECLARE c2 CURSOR WITH HOLD FOR SELECT 2')).errors).toEqual([])
+  out.declaredAfter = value(await a.query('FETCH c2'))
+  out.closedBefore = value(await a.query('FETCH c'))
+  expect((await a.query('SELECT 1; DEALLOCATE ALL; PREPARE left_behind AS SELECT 3')).errors).toEqual([])
+  out.preparedAfter = value(await a.query('EXECUTE left_behind'))
+  await a.end()
+  out.leftBehind = value(await b.query("SELECT count(*) FROM pg_prepared_statements WHERE name LIKE '%left_behind'"))
+  // A lock another client holds: the Query waits for it (here until lock_timeout), as PostgreSQL's does.
+  const holder = await connect(url)
+  expect((await holder.query('SELECT pg_advisory_lock(4343)')).errors).toEqual([])
+  expect((await b.query("SET lock_timeout = '300ms'")).errors).toEqual([])
+  const waited = await b.query('SELECT pg_advisory_lock(4343); CLOSE ALL')
+  out.lockWait = waited.errors.map((e) => `${e.code} ${e.message}`).join()
+  return out
+}
+
+describe('CLOSE ALL and DEALLOCATE ALL stand-ins, at their edges', () => {
+  const expected = {
+    failedBefore: '22012',
+    keptAfterFailure: '1',
+    declaredAfter: '2',
+    closedBefore: '34000',
+    preparedAfter: '3',
+    leftBehind: '0',
+    lockWait: '55P03 canceling statement due to lock timeout',
+  }
+
+  it('a Query that fails before them closes nothing; names made after them stay; a lock is waited for', async () => {
+    const dev = await start()
+    expect(await standInEdges(dev.url)).toEqual(expected)
+  })
+
+  it.runIf(oracleUrl)('PostgreSQL 15 (PG_ORACLE_URL): the same', async () => {
+    expect(await standInEdges(oracleUrl!)).toEqual(expected)
+  })
+})

@@ -90,7 +90,13 @@ describe('session settings per client', () => {
       expect(await workMem(b)).toBe(value)
     }
 
-    expect((await a.query("do $$ begin perform set_config('work_mem', '11MB', false); end $$")).errors).toEqual([])
+    // A SQL PREPARE that calls it: each EXECUTE may change the setting.
+    expect((await a.query("prepare set_mem_sql as select set_config('work_mem', $1, false)")).errors).toEqual([])
+    expect((await a.query("execute set_mem_sql('8MB')")).errors).toEqual([])
+    expect(await workMem(b)).toBe('10MB')
+    expect(await workMem(a)).toBe('8MB')
+
+    expect((await a.query("do $$ begin perform set_config /* a comment */ ('work_mem', '11MB', false); end $$")).errors).toEqual([])
     expect(await workMem(b)).toBe('10MB')
     expect(await workMem(a)).toBe('11MB')
     // Local to its transaction: gone with it, for its client and the others.

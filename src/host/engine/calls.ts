@@ -109,6 +109,8 @@ export class ProtocolCalls {
       clearTimeout(running.stuckCheck)
       clearTimeout(running.cancelAgain)
       this.#running = null
+      // Busy until the call ends: a call longer than the idle wait is not idleness.
+      noteBusy()
     }
   }
 

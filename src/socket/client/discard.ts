@@ -41,6 +41,8 @@ export interface StandIn {
   tag: 'DISCARD TEMP' | 'DEALLOCATE ALL' | 'CLOSE CURSOR ALL'
 }
 
+const STAND_IN_WORD = /(?<![\w$])(?:close|deallocate|discard)(?![\w$])/i
+
 /** The SQL that acts for the client alone (client/statements.ts), asked for once a statement needs it. */
 export interface OwnCloses {
   closeAllCursors(): string
@@ -54,6 +56,8 @@ export interface OwnCloses {
  * withStandInTags) and the tag Postgres answers it with; null if there is none.
  */
 export function rewriteStandIns(sql: string, own: OwnCloses): { sql: string; standIns: StandIn[] } | null {
+  // The lexer's prefilter also passes closed_at, execute, temp...: only a text with one of these words is read whole.
+  if (!STAND_IN_WORD.test(sql)) return null
   const all = statements(sql)
   let out = ''
   let from = 0

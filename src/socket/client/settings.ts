@@ -113,7 +113,7 @@ export function rewriteAuthorizationDefaults(sql: string): string | null {
 }
 
 /** A call of set_config(), written anywhere in the text: in a function's body or a string too. */
-const SET_CONFIG_CALL = /(?<![\w$])set_config"?\s*\(/i
+const SET_CONFIG_CALL = /(?<![\w$])set_config"?(?:\s|\/\*[\s\S]*?\*\/|--[^\n]*\n)*\(/i
 
 /**
  * Whether `sql` may call set_config(), which changes a setting as SET does but answers like any SELECT: the client's

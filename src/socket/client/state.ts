@@ -14,6 +14,8 @@ export class ClientState {
   readonly listenCommands: ListenCommand[] = []
   /** The client called pglite_dev_db.reset(): once it is at rest, the server checks that the call took effect. */
   resetRequested = false
+  /** The client's SQL PREPAREd a statement that calls set_config(): its EXECUTEs may change settings too. */
+  preparesSetConfig = false
   /** Extensions the client's next statements CREATE: their files are loaded before they run. */
   readonly extensionsWanted: string[] = []
   /**

@@ -7,7 +7,7 @@
 
 import { createHash } from 'node:crypto'
 import { CODE_LENGTH, FrontendCode, HEADER_LENGTH, LEN_LENGTH } from '../protocol/codes.ts'
-import { cstring, encodeClose } from '../protocol/frontend.ts'
+import { cstring, encodeClose, encodeQuery } from '../protocol/frontend.ts'
 import { forEachFrame } from '../protocol/frames.ts'
 import type { CopyFromStdin } from './copy-in.ts'
 import type { DatabaseCommand } from './database-commands.ts'
@@ -176,16 +176,37 @@ export class Statements {
     this.#heldCursors.delete(name)
   }
 
-  /** CLOSE ALL in a simple Query: every cursor of the client's is gone. What PGlite runs in its place (see ownNamesDo). */
+  /**
+   * What PGlite runs in place of CLOSE ALL in a simple Query (see ownNamesDo). What the client holds is known once it
+   * ran (keepExisting): the Query may fail before it, or DECLARE after it.
+   */
   closeAllCursors(): string {
-    this.#heldCursors.clear()
     return ownNamesDo('CLOSE', 'pg_cursors', this.#prefix.toString())
   }
 
-  /** DEALLOCATE ALL among other statements of a simple Query: the client's statements are gone. What PGlite runs in its place. */
+  /** What PGlite runs in place of DEALLOCATE ALL among other statements of a simple Query; see closeAllCursors. */
   deallocateAll(): string {
-    this.forgetAll()
     return ownNamesDo('DEALLOCATE', 'pg_prepared_statements', this.#prefix.toString())
+  }
+
+  /** A Query listing this client's cursors ('c') and statements ('s') that PGlite has, by the names PGlite knows. */
+  ownNamesQuery(): Buffer {
+    const own = `'${this.#prefix.toString().replaceAll("'", "''")}'`
+    return encodeQuery(
+      `SELECT 'c', name FROM pg_catalog.pg_cursors WHERE pg_catalog.starts_with(name, ${own}) ` +
+        `UNION ALL SELECT 's', name FROM pg_catalog.pg_prepared_statements WHERE pg_catalog.starts_with(name, ${own})`,
+    )
+  }
+
+  /** After a CLOSE ALL or DEALLOCATE ALL stand-in: forget the cursors and statements PGlite no longer has (ownNamesQuery's rows). */
+  keepExisting(rows: ReadonlyArray<ReadonlyArray<string | null>>): void {
+    const has = new Set(rows.map(([kind, name]) => `${kind}${name}`))
+    for (const [name, server] of this.#heldCursors) if (!has.has(`c${server.toString()}`)) this.#heldCursors.delete(name)
+    for (const [name, statement] of this.#named) {
+      if (has.has(`s${statement.server.toString()}`)) continue
+      this.#forget(name)
+      this.#unmade.delete(name)
+    }
   }
 
   /** Whether any portal is special: while none, an Execute needs no look-up. */
@@ -298,13 +319,13 @@ export class Statements {
 
 /**
  * What stands in for one client's CLOSE ALL or DEALLOCATE ALL in a simple Query (client/discard.ts rewriteStandIns):
- * a DO block that runs `command` on every name in `view` but the other clients' and the server's (those that begin
- * with pgdd and not with `ownPrefix`). The names are read before the first is closed.
+ * a DO block that runs `command` on every name in `view` but the other clients' and the server's (pgdd<id>. and
+ * pgdd. prefixes other than `ownPrefix`). The names are read before the first is closed.
  */
 function ownNamesDo(command: 'CLOSE' | 'DEALLOCATE', view: 'pg_cursors' | 'pg_prepared_statements', ownPrefix: string): string {
   return (
     `DO $pgdd$DECLARE n text; BEGIN FOREACH n IN ARRAY coalesce((SELECT pg_catalog.array_agg(name) FROM pg_catalog.${view} ` +
-    `WHERE name !~ '^pgdd' OR pg_catalog.starts_with(name, '${ownPrefix.replaceAll("'", "''")}')), '{}') LOOP ` +
+    `WHERE name !~ '^pgdd[0-9a-z]*[.]' OR pg_catalog.starts_with(name, '${ownPrefix.replaceAll("'", "''")}')), '{}') LOOP ` +
     `EXECUTE pg_catalog.format('${command} %I', n); END LOOP; END$pgdd$`
   )
 }

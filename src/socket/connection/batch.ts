@@ -93,6 +93,7 @@ export class BatchRunner {
       run: (bytes) => this.#runSegment({ bytes, unnamedUse: unnamedUseOf(bytes), functions: 0 }),
       refuse: (error, frame) => void this.#refuse(error, frame),
       releaseIfAtRest: () => this.#releaseIfAtRest(),
+      waitOutside: (wait) => this.wait.outside(wait),
       write: (bytes) => this.#client.write(bytes),
     }
     this.#lockWaitRunner = { backend: this.#backend, write: (bytes) => this.#client.write(bytes), waitOutside: (wait) => this.wait.outside(wait) }

@@ -5,14 +5,16 @@
 // them. Other clients keep theirs.
 
 import { SqlState } from '../../errors.ts'
-import { TxStatus } from '../protocol/codes.ts'
-import { encodeCommandComplete, encodeErrorResponse, encodeParameterStatus, encodeReadyForQuery } from '../protocol/backend.ts'
+import { BackendCode, TxStatus } from '../protocol/codes.ts'
+import { encodeCommandComplete, encodeErrorResponse, encodeParameterStatus, encodeReadyForQuery, hasMessage, textRows } from '../protocol/backend.ts'
 import { ABANDON_PIPELINE, FAILING_EXTENDED, SYNC, encodeQuery } from '../protocol/frontend.ts'
 import { SessionChange } from '../protocol/replies.ts'
 import { listenSql } from '../session/listeners.ts'
 import { withDiscardTags, withStandInTags, type DiscardCommand, type StandIn } from '../client/discard.ts'
 import { RESET_IDENTITY, readSettingsReply } from '../client/settings.ts'
 import { DROP_OWN_TEMP_OBJECTS } from '../client/temp-objects.ts'
+import { runWaitingForLocks } from './lock-wait.ts'
+import { ServerFunctions } from './server-functions.ts'
 import type { TakeoverEnd, Turn } from './turn.ts'
 
 /**
@@ -97,7 +99,23 @@ export async function queryWithStandIns(turn: Turn, standIns: readonly StandIn[]
     turn.refuse(error, frame)
     return
   }
-  turn.write(withStandInTags(await turn.backend.capture(frame, true, functions), standIns))
+  const { backend, client } = turn
+  let reply: Buffer
+  if (functions & ServerFunctions.MayWait && backend.txStatus === TxStatus.Idle && !turn.pipelineExecuted) {
+    // A pg_advisory_lock that finds the lock taken waits for it, and the Query runs again, as any Query's does.
+    let last = Buffer.alloc(0)
+    await runWaitingForLocks({ backend, waitOutside: turn.waitOutside, write: (bytes) => (last = Buffer.from(bytes)) }, frame, functions, null)
+    reply = last
+  } else {
+    reply = await backend.capture(frame, true, functions)
+  }
+  if (standIns.some((standIn) => standIn.tag !== 'DISCARD TEMP')) {
+    // Which of its cursors and statements the client still has: the Query may have failed before the stand-in, or
+    // made some after it. In a failed transaction nothing ran, and the records stand.
+    const names = await backend.capture(client.statements.ownNamesQuery())
+    if (!hasMessage(names, BackendCode.ErrorResponse)) client.statements.keepExisting(textRows(names))
+  }
+  turn.write(withStandInTags(reply, standIns))
   await turn.releaseIfAtRest()
 }
 

@@ -170,7 +170,7 @@ function Query(reader: MessageReader, bytes: Buffer, offset: number, end: number
     const use = rewriteServerFunctions(sql, reader.client.processId)
     if (use) (sql = use.sql), (changed = true), (functions = functionBits(use)), reader.client.signals.push(...use.signals)
   }
-  if (words & Keyword.SetConfig && callsSetConfig(sql)) functions |= ServerFunctions.Settings
+  functions |= settingsBit(reader, words, sql)
   // DISCARD TEMP and DEALLOCATE ALL among other statements, and CLOSE ALL: stand-ins that act for this client alone.
   const standIns = words & (Keyword.Temp | Keyword.Close | Keyword.StatementName) ? rewriteStandIns(sql, reader.statements) : null
   if (standIns) {
@@ -223,7 +223,7 @@ function Parse(reader: MessageReader, bytes: Buffer, offset: number, end: number
       const use = rewriteServerFunctions(sql, reader.client.processId)
       if (use) (sql = use.sql), (functions = functionBits(use))
     }
-    if (words & Keyword.SetConfig && callsSetConfig(sql)) functions |= ServerFunctions.Settings
+    functions |= settingsBit(reader, words, sql)
     if (sql !== original) edits.push([text[0], text[1], Buffer.from(sql)])
   }
   const name = server ? bytes.toString('utf8', nameStart, nameEnd) : ''
@@ -391,6 +391,18 @@ function prefixCursorNames(statements: Statements, sql: string): string | null {
     if (edit.kind === 'close') statements.closedCursor(edit.name)
   }
   return out + sql.slice(from)
+}
+
+/**
+ * ServerFunctions.Settings if `sql` may change a setting by set_config(): it calls it, or EXECUTEs what may be a SQL
+ * PREPARE of the client's that does.
+ */
+function settingsBit(reader: MessageReader, words: number, sql: string): number {
+  if (words & Keyword.SetConfig && callsSetConfig(sql)) {
+    if (words & Keyword.StatementName) reader.client.preparesSetConfig = true
+    return ServerFunctions.Settings
+  }
+  return words & Keyword.StatementName && reader.client.preparesSetConfig ? ServerFunctions.Settings : 0
 }
 
 function functionBits(use: ServerFunctionUse): number {

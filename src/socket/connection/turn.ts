@@ -28,6 +28,8 @@ export interface Turn {
   refuse(error: unknown, frame: Buffer): void
   /** Release the session if the client is at rest. */
   releaseIfAtRest(): Promise<void>
+  /** Give the session up and wait (the queue timeout and a CancelRequest apply) until `wait` ends; then own it again. */
+  waitOutside(wait: (stop: Promise<never>) => Promise<void>): Promise<void>
   /** Send bytes to the client. */
   write(bytes: Uint8Array): void
 }
