@@ -197,7 +197,9 @@ export async function startPostgres(scratch: string): Promise<Target> {
   }
 }
 
-export function oracleTarget(url: string): Target {
+/** An existing PostgreSQL (--oracle): its bench_* tables are made afresh, as in the PostgreSQL the bench starts. */
+export async function oracleTarget(url: string): Promise<Target> {
+  await runAdmin(url, SETUP_SQL, 120_000)
   return { name: 'postgres', url, usage: () => null, pssKb: () => null, restart: async () => {}, stop: async () => {} }
 }
 
