@@ -11,13 +11,12 @@ import { parseCopyFromStdin, type CopyFromStdin } from '../client/copy-in.ts'
 import { NO_OP_STATEMENT, parseDatabaseCommand, rewriteResetCalls, type DatabaseCommand } from '../client/database-commands.ts'
 import { parseDiscard, rewriteStandIns, standInSql, type DiscardCommand, type StandIn } from '../client/discard.ts'
 import { listenCommands } from '../client/listen.ts'
+import { prefixCursorNames, prefixStatementNames } from '../client/names-in-sql.ts'
 import type { ClientState } from '../client/state.ts'
 import type { Special, Statements } from '../client/statements.ts'
 import { callsSetConfig, rewriteAuthorizationDefaults } from '../client/settings.ts'
-import { cursorNameEdits } from '../sql/cursor-names.ts'
 import { createdExtensions } from '../sql/extensions.ts'
 import { rewriteServerFunctions, type ServerFunctionUse } from '../sql/server-functions.ts'
-import { statementNameEdits } from '../sql/statement-names.ts'
 import { Keyword, firstLetter, keywordsIn } from '../sql/tokens.ts'
 import { ServerFunctions } from './server-functions.ts'
 
@@ -353,44 +352,6 @@ function edited(bytes: Buffer, offset: number, end: number, edits: readonly Edit
 function databaseCommand(reader: MessageReader, words: number, first: number, sql: string): DatabaseCommand | null {
   if (!reader.managesDatabases || (words & Keyword.Database) === 0 || (first !== LETTER_C && first !== LETTER_D)) return null
   return parseDatabaseCommand(sql)
-}
-
-/**
- * `sql` with the statement names of SQL PREPARE, EXECUTE and DEALLOCATE given the client's prefix (as protocol names
- * are), recording what it prepares and deallocates; null when it names none.
- */
-function prefixStatementNames(statements: Statements, sql: string): string | null {
-  const edits = statementNameEdits(sql)
-  if (edits.length === 0) return null
-  let out = ''
-  let from = 0
-  for (const edit of edits) {
-    const server = statements.serverName(Buffer.from(edit.name))
-    out += `${sql.slice(from, edit.start)}"${server.toString().replaceAll('"', '""')}"`
-    from = edit.end
-    if (edit.kind === 'prepare') statements.prepared(edit.name, server)
-    else if (edit.kind === 'deallocate') statements.closed(edit.name)
-  }
-  return out + sql.slice(from)
-}
-
-/**
- * `sql` with the names of cursors declared WITH HOLD given the client's prefix, where they are declared and where the
- * client names them again (FETCH, MOVE, CLOSE, WHERE CURRENT OF); null when there are none.
- */
-function prefixCursorNames(statements: Statements, sql: string): string | null {
-  const edits = cursorNameEdits(sql, statements.isHeldCursor)
-  if (edits.length === 0) return null
-  let out = ''
-  let from = 0
-  for (const edit of edits) {
-    // A name declared earlier in this text is held from here on; its prefix is the client's, as for any it holds.
-    const server = edit.kind === 'declare-hold' ? statements.declaredHeldCursor(edit.name) : statements.serverName(Buffer.from(edit.name))
-    out += `${sql.slice(from, edit.start)}"${server.toString().replaceAll('"', '""')}"`
-    from = edit.end
-    if (edit.kind === 'close') statements.closedCursor(edit.name)
-  }
-  return out + sql.slice(from)
 }
 
 /**
