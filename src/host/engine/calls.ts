@@ -8,6 +8,7 @@ import { noteBusy } from './collect-garbage.ts'
 import { workerInspector } from './interrupt.ts'
 import { ByteRing, FrameEnd, encodeUnits, waitAsync } from './ring.ts'
 import { Control, ENGINE_GLOBAL, controlViews } from './stoppable.ts'
+import { sendingClients } from '../../socket/connection/traffic.ts'
 
 /**
  * Gets each piece of a call's output; a returned promise holds the rest back until it settles. `owned`: the chunk is
@@ -17,6 +18,15 @@ export type OutputSink = (chunk: Uint8Array, owned?: boolean) => void | Promise<
 
 /** How often the watchdog looks at Postgres's timer while a call runs, before it knows a deadline. */
 const WATCH_EVERY_MS = 10
+/**
+ * While at most this many clients are sending (traffic.ts), the two threads spin for each other instead of sleeping:
+ * the server's thread for a call's reply, up to FEW_CLIENTS_SPIN_MS, and the database thread for its next call, up to
+ * FEW_CLIENTS_LINGER_US (each sleep ends in a wake-up that costs about as much as a small query here). With more, the
+ * server's thread has their queries to read while a call runs, so that they share the next, and the cores are theirs.
+ */
+const FEW_CLIENTS = 4
+const FEW_CLIENTS_SPIN_MS = 0.5
+const FEW_CLIENTS_LINGER_US = 250
 /** Waiting for room in the request ring, the server's thread checks this often that the database thread is still there. */
 const WAIT_SLICE_MS = 1000
 
@@ -101,10 +111,12 @@ export class ProtocolCalls {
     const running: Running = { id, nextCheck: performance.now() + WATCH_EVERY_MS, stuckCheck: undefined, cancelAgain: undefined, heldByClient: false }
     this.#running = running
     noteBusy()
+    const few = sendingClients() <= FEW_CLIENTS
+    this.#requests.linger = few ? FEW_CLIENTS_LINGER_US : 0
     try {
       await this.#send(running.id, request, flags)
       this.#startWatchdog()
-      await this.#receive(running, sink, onUnitEnd)
+      await this.#receive(running, sink, onUnitEnd, few ? performance.now() + FEW_CLIENTS_SPIN_MS : 0)
     } finally {
       clearTimeout(running.stuckCheck)
       clearTimeout(running.cancelAgain)
@@ -206,8 +218,11 @@ export class ProtocolCalls {
     ring.wake()
   }
 
-  /** The reply: output to `sink` as it arrives, until the call's last frame (which carries its error, if any). */
-  async #receive(running: Running, sink: OutputSink, onUnitEnd: ((skipped: boolean) => void) | null): Promise<void> {
+  /**
+   * The reply: output to `sink` as it arrives, until the call's last frame (which carries its error, if any). Until
+   * `spinUntil` (performance.now()), waits spin instead of sleeping.
+   */
+  async #receive(running: Running, sink: OutputSink, onUnitEnd: ((skipped: boolean) => void) | null, spinUntil: number): Promise<void> {
     const { id } = running
     const ring = this.#replies
     const state: { ended: boolean; error: Error | null; held: Promise<void> | null } = { ended: false, error: null, held: null }
@@ -243,6 +258,8 @@ export class ProtocolCalls {
       } else {
         // The common wait, once or more per call: no timer and no race; fail(), later on this thread, wakes it.
         if (this.#failure) throw this.#failure
+        if (spinUntil > 0 && ring.spin(spinUntil)) continue
+        spinUntil = 0
         await ring.sleepAsync()
         if (this.#failure) throw this.#failure
       }

@@ -57,6 +57,9 @@ async function serveCalls(pglite: PGlite, stopping: CallHooks): Promise<void> {
     if (call) {
       await runCall(pglite, stopping, call)
       noteBusy()
+      // Few clients (calls.ts): the next call is likely on its way; look for it a while before sleeping.
+      const linger = requests.linger
+      if (linger > 0) requests.spin(performance.now() + linger / 1000)
     } else if (turn || !requests.sleep(IDLE_SLICE_MS)) {
       // A message waits (it comes with a Turn), or nothing happened for a while: let the event loop run (its timers
       // too: the collection once idle).

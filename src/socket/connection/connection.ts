@@ -23,6 +23,7 @@ import { Membership, type MemberConnection } from './membership.ts'
 import { Startup, startupReply, type StartingConnection } from './startup.ts'
 import { ClientOutput } from './output.ts'
 import { ConnectionStates, type ConnectionState, type Timeout } from './state.ts'
+import { noteClientBytes, type TrafficSource } from './traffic.ts'
 
 export type { ConnectionState } from './state.ts'
 
@@ -47,9 +48,11 @@ const TIMEOUT_ERRORS: Readonly<Record<Exclude<Timeout, 'queue'>, WireError>> = {
 let nextProcessId = 1000 + (process.pid % 1000) * 1000
 
 /** A connection is what each of its parts needs of it: session member, backend and batch client, starting connection. */
-export class Connection implements ServedConnection, StartingConnection, MemberConnection {
+export class Connection implements ServedConnection, StartingConnection, MemberConnection, TrafficSource {
   readonly processId = nextProcessId++
   readonly secretKey = randomInt(0, 2 ** 31)
+  /** traffic.ts: the window in which this client last sent bytes. */
+  trafficWindow = -1
   /** The client's socket: the TCP or Unix one it connected on, then the TLS one over it once it asked for TLS. */
   socket: Socket
   readonly startupParams = new Map<string, string>()
@@ -223,6 +226,7 @@ export class Connection implements ServedConnection, StartingConnection, MemberC
   // --- Input ---
 
   #onData(chunk: Buffer): void {
+    noteClientBytes(this)
     this.#trace?.in(chunk)
     const { states } = this
     if (states.isClosing || this.#failAfterQueue) return
