@@ -226,11 +226,15 @@ function pgbenchSection(results: Results): string[] {
   const get = (t: TargetName, mode: string) => results.pgbench.find((p) => p.target === t)?.results.find((r) => r.mode === mode)
   const text = (r: PgbenchResult | undefined) => (!r ? '—' : r.verdict === 'ok' ? num(r.tps) : `**${r.verdict}**${r.detail ? `: ${r.detail.replaceAll('|', '/').slice(0, 60)}` : ''}`)
   const tps = (r: PgbenchResult | undefined) => (r?.verdict === 'ok' ? r.tps : null)
+  // --baseline: its columns too.
+  const withBaseline = results.pgbench.some((p) => p.target === 'baseline')
   const rows = ['simple', 'extended', 'prepared'].map((mode) => {
-    const [ours, stock, pg] = (['ours', 'stock', 'postgres'] as const).map((t) => get(t, mode))
-    return [mode, text(ours), text(stock), text(pg), x(ratio(tps(ours), tps(stock))), x(ratio(tps(ours), tps(pg)))]
+    const [ours, stock, pg, baseline] = (['ours', 'stock', 'postgres', 'baseline'] as const).map((t) => get(t, mode))
+    const row = [mode, text(ours), text(stock), text(pg), x(ratio(tps(ours), tps(stock))), x(ratio(tps(ours), tps(pg)))]
+    return withBaseline ? [...row, text(baseline), x(ratio(tps(ours), tps(baseline)))] : row
   })
-  return ['### pgbench TPC-B (`-s 1`, `-c 8 -j 8`), its own tps', '', ...table(['-M', 'ours tps', 'stock tps', 'PG15 tps', 'ours/stock', 'ours/PG15'], rows)]
+  const header = ['-M', 'ours tps', 'stock tps', 'PG15 tps', 'ours/stock', 'ours/PG15', ...(withBaseline ? ['baseline tps', 'ours/baseline'] : [])]
+  return ['### pgbench TPC-B (`-s 1`, `-c 8 -j 8`), its own tps', '', ...table(header, rows)]
 }
 
 function goalsSection(results: Results): string[] {

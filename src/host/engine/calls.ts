@@ -9,6 +9,7 @@ import { workerInspector } from './interrupt.ts'
 import { ByteRing, FrameEnd, encodeUnits, waitAsync } from './ring.ts'
 import { Control, ENGINE_GLOBAL, controlViews } from './stoppable.ts'
 import { sendingClients } from '../../socket/connection/traffic.ts'
+import { BackendCode, TxStatus } from '../../socket/protocol/codes.ts'
 
 /**
  * Gets each piece of a call's output; a returned promise holds the rest back until it settles. `owned`: the chunk is
@@ -27,6 +28,12 @@ const WATCH_EVERY_MS = 10
 const FEW_CLIENTS = 4
 const FEW_CLIENTS_SPIN_MS = 0.5
 const FEW_CLIENTS_LINGER_US = 250
+/**
+ * After a call that left a transaction block open, the server's thread spins this long for the next call's reply
+ * whatever the traffic: only that client can run (the others wait for the session), so there is nothing else to
+ * read into a shared call meanwhile. (The database thread lingers for it on its own: thread-worker.ts.)
+ */
+const IN_TRANSACTION_SPIN_MS = 0.5
 /** Waiting for room in the request ring, the server's thread checks this often that the database thread is still there. */
 const WAIT_SLICE_MS = 1000
 
@@ -66,6 +73,8 @@ export class ProtocolCalls {
   readonly #threadId: number
   #nextId = 1
   #running: Running | null = null
+  /** The last call's output ended with ReadyForQuery saying a transaction block is open ('T' or 'E'). */
+  #inTransaction = false
   /** The watchdog: one timer while calls come (not one per call), stopped once none has run for a tick. */
   #watchdog: NodeJS.Timeout | null = null
   #watchdogIdleTicks = 0
@@ -113,10 +122,12 @@ export class ProtocolCalls {
     noteBusy()
     const few = sendingClients() <= FEW_CLIENTS
     this.#requests.linger = few ? FEW_CLIENTS_LINGER_US : 0
+    const spinMs = few ? FEW_CLIENTS_SPIN_MS : this.#inTransaction ? IN_TRANSACTION_SPIN_MS : 0
+    this.#inTransaction = false
     try {
       await this.#send(running.id, request, flags)
       this.#startWatchdog()
-      await this.#receive(running, sink, onUnitEnd, few ? performance.now() + FEW_CLIENTS_SPIN_MS : 0)
+      await this.#receive(running, sink, onUnitEnd, spinMs > 0 ? performance.now() + spinMs : 0)
     } finally {
       clearTimeout(running.stuckCheck)
       clearTimeout(running.cancelAgain)
@@ -225,11 +236,12 @@ export class ProtocolCalls {
   async #receive(running: Running, sink: OutputSink, onUnitEnd: ((skipped: boolean) => void) | null, spinUntil: number): Promise<void> {
     const { id } = running
     const ring = this.#replies
-    const state: { ended: boolean; error: Error | null; held: Promise<void> | null } = { ended: false, error: null, held: null }
+    const state: { ended: boolean; error: Error | null; held: Promise<void> | null; last: Buffer | null } = { ended: false, error: null, held: null, last: null }
     const visit = (frameId: number, flags: number, payload: Buffer): boolean | void => {
       if (frameId !== id) return
       if (flags & FrameEnd.Last) {
         state.ended = true
+        this.#inTransaction = endsInTransaction(state.last)
         if (flags & FrameEnd.Error) state.error = decodeThreadError(JSON.parse(payload.toString('utf8')))
         return false
       }
@@ -237,6 +249,7 @@ export class ProtocolCalls {
         onUnitEnd?.(payload[0] === 1)
         return
       }
+      state.last = payload
       const result = sink(payload, true)
       if (result instanceof Promise) {
         state.held = result
@@ -315,3 +328,9 @@ export class ProtocolCalls {
   }
 }
 
+/** `chunk` (a call's last piece of output) ends with a ReadyForQuery whose status is not idle. */
+function endsInTransaction(chunk: Buffer | null): boolean {
+  if (chunk === null || chunk.length < 6) return false
+  const at = chunk.length - 6
+  return chunk[at] === BackendCode.ReadyForQuery && chunk.readInt32BE(at + 1) === 5 && chunk[at + 5] !== TxStatus.Idle
+}

@@ -43,6 +43,11 @@ export class OutputWatch {
     return this.#lastCode === BackendCode.ReadyForQuery && this.#status === TxStatus.Idle && !this.#changed && this.fatal === null
   }
 
+  /** The call's last ReadyForQuery said a transaction block is open: its client holds the session for its next call. */
+  get leftInTransaction(): boolean {
+    return this.#status !== TxStatus.Idle
+  }
+
   feed(chunk: Uint8Array): void {
     let i = 0
     while (i < chunk.length) {

@@ -15,6 +15,12 @@ import { exposeStopping, interceptTimers, type CallHooks } from './stoppable.ts'
 
 /** Wake the server's thread after this many bytes of output, and at the end of each call. */
 const WAKE_EVERY_BYTES = 32 * 1024
+/**
+ * After a call that left a transaction block open, the thread looks this long (µs) for the next call before it sleeps:
+ * only that client's next statement can run, and it is usually one round trip away (pgbench's TPC-B, an ORM's
+ * transaction), so a sleep would add a wake-up to each statement of the block.
+ */
+const IN_TRANSACTION_LINGER_US = 500
 /** Waiting for a call, the thread turns its event loop this often (for messages, and timers of its own). */
 const IDLE_SLICE_MS = 50
 
@@ -55,10 +61,11 @@ async function serveCalls(pglite: PGlite, stopping: CallHooks): Promise<void> {
       return false
     })
     if (call) {
-      await runCall(pglite, stopping, call)
+      const inTransaction = await runCall(pglite, stopping, call)
       noteBusy()
-      // Few clients (calls.ts): the next call is likely on its way; look for it a while before sleeping.
-      const linger = requests.linger
+      // Few clients (calls.ts), or a transaction block open: the next call is likely on its way; look for it a while
+      // before sleeping.
+      const linger = Math.max(requests.linger, inTransaction ? IN_TRANSACTION_LINGER_US : 0)
       if (linger > 0) requests.spin(performance.now() + linger / 1000)
     } else if (turn || !requests.sleep(IDLE_SLICE_MS)) {
       // A message waits (it comes with a Turn), or nothing happened for a while: let the event loop run (its timers
@@ -75,7 +82,8 @@ interface Call {
   isUnits: boolean
 }
 
-async function runCall(pglite: PGlite, stopping: CallHooks, { id, bytes, isUnits }: Call): Promise<void> {
+/** Runs the call; true if it left a transaction block open. */
+async function runCall(pglite: PGlite, stopping: CallHooks, { id, bytes, isUnits }: Call): Promise<boolean> {
   const output = new Output(id)
   stopping.beforeCall(id)
   let failure: unknown = null
@@ -95,6 +103,7 @@ async function runCall(pglite: PGlite, stopping: CallHooks, { id, bytes, isUnits
   }
   if (failure !== null && isPGliteFatal(failure)) dead ??= failure
   output.end(failure)
+  return output.watch.leftInTransaction
 }
 
 /**
