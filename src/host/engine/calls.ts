@@ -20,18 +20,18 @@ export type OutputSink = (chunk: Uint8Array, owned?: boolean) => void | Promise<
 /** How often the watchdog looks at Postgres's timer while a call runs, before it knows a deadline. */
 const WATCH_EVERY_MS = 10
 /**
- * While at most this many clients are sending (traffic.ts), the two threads spin for each other instead of sleeping:
- * the server's thread for a call's reply, up to FEW_CLIENTS_SPIN_MS, and the database thread for its next call, up to
- * FEW_CLIENTS_LINGER_US (each sleep ends in a wake-up that costs about as much as a small query here). With more, the
- * server's thread has their queries to read while a call runs, so that they share the next, and the cores are theirs.
+ * While at most this many clients are sending (traffic.ts), the server's thread spins for a call's reply, up to
+ * FEW_CLIENTS_SPIN_MS, instead of sleeping: a sleep ends in a wake-up that costs about as much as a small query here.
+ * With more, it has their queries to read while a call runs, so that they share the next, and the cores are theirs.
+ * The database thread sleeps between calls (unless a transaction block is open: thread-worker.ts): spinning there for
+ * the next call was measured to cost more than its wake-up, since it takes a core the client needs (docs/BENCHMARKS.md).
  */
 const FEW_CLIENTS = 4
 const FEW_CLIENTS_SPIN_MS = 0.5
-const FEW_CLIENTS_LINGER_US = 250
 /**
  * After a call that left a transaction block open, the server's thread spins this long for the next call's reply
  * whatever the traffic: only that client can run (the others wait for the session), so there is nothing else to
- * read into a shared call meanwhile. (The database thread lingers for it on its own: thread-worker.ts.)
+ * read into a shared call meanwhile. (The database thread lingers for that call on its own: thread-worker.ts.)
  */
 const IN_TRANSACTION_SPIN_MS = 0.5
 /** Waiting for room in the request ring, the server's thread checks this often that the database thread is still there. */
@@ -120,9 +120,7 @@ export class ProtocolCalls {
     const running: Running = { id, nextCheck: performance.now() + WATCH_EVERY_MS, stuckCheck: undefined, cancelAgain: undefined, heldByClient: false }
     this.#running = running
     noteBusy()
-    const few = sendingClients() <= FEW_CLIENTS
-    this.#requests.linger = few ? FEW_CLIENTS_LINGER_US : 0
-    const spinMs = few ? FEW_CLIENTS_SPIN_MS : this.#inTransaction ? IN_TRANSACTION_SPIN_MS : 0
+    const spinMs = sendingClients() <= FEW_CLIENTS ? FEW_CLIENTS_SPIN_MS : this.#inTransaction ? IN_TRANSACTION_SPIN_MS : 0
     this.#inTransaction = false
     try {
       await this.#send(running.id, request, flags)

@@ -10,7 +10,6 @@ const HEAD = 0 // bytes written, modulo 2^32
 const TAIL = 1 // bytes read
 const WAKE = 2 // bumped on every wake-up
 const SLEEPING = 3 // 1 while the reader waits on WAKE (or is about to)
-const LINGER = 4 // microseconds the reader may look for its next frame before it sleeps (set by the writer)
 const CONTROL_WORDS = 8
 export const FRAME_HEADER = 8
 
@@ -72,15 +71,6 @@ export class ByteRing {
     this.#put(head + FRAME_HEADER, payload)
     Atomics.store(this.#control, HEAD, (head + need) | 0)
     return true
-  }
-
-  /** How long (µs) the reading side may look for its next frame before it sleeps: 0 unless the writer expects one soon. */
-  set linger(us: number) {
-    Atomics.store(this.#control, LINGER, us)
-  }
-
-  get linger(): number {
-    return Atomics.load(this.#control, LINGER)
   }
 
   /** Tell the reading side there is something to read: a wake-up only if it sleeps. */

@@ -18,9 +18,10 @@ const WAKE_EVERY_BYTES = 32 * 1024
 /**
  * After a call that left a transaction block open, the thread looks this long (µs) for the next call before it sleeps:
  * only that client's next statement can run, and it is usually one round trip away (pgbench's TPC-B, an ORM's
- * transaction), so a sleep would add a wake-up to each statement of the block.
+ * transaction), so a sleep would add a wake-up to each statement of the block. After other calls it sleeps at once:
+ * spinning there was measured to cost more than the wake-up (docs/BENCHMARKS.md).
  */
-const IN_TRANSACTION_LINGER_US = 500
+const IN_TRANSACTION_LINGER_MS = 0.5
 /** Waiting for a call, the thread turns its event loop this often (for messages, and timers of its own). */
 const IDLE_SLICE_MS = 50
 
@@ -63,10 +64,7 @@ async function serveCalls(pglite: PGlite, stopping: CallHooks): Promise<void> {
     if (call) {
       const inTransaction = await runCall(pglite, stopping, call)
       noteBusy()
-      // Few clients (calls.ts), or a transaction block open: the next call is likely on its way; look for it a while
-      // before sleeping.
-      const linger = Math.max(requests.linger, inTransaction ? IN_TRANSACTION_LINGER_US : 0)
-      if (linger > 0) requests.spin(performance.now() + linger / 1000)
+      if (inTransaction) requests.spin(performance.now() + IN_TRANSACTION_LINGER_MS)
     } else if (turn || !requests.sleep(IDLE_SLICE_MS)) {
       // A message waits (it comes with a Turn), or nothing happened for a while: let the event loop run (its timers
       // too: the collection once idle).

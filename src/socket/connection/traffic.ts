@@ -1,8 +1,8 @@
-// How many clients are sending, across the whole process: the server's thread and a database thread wait for each
-// other by spinning (briefly) while few clients are, and by sleeping otherwise (host/engine/calls.ts). With few
-// clients nobody else's query is there to be read while a call runs, and waking a sleeping thread on the other core
-// costs about as much as a small query; with many, the server's thread has their queries to read meanwhile (so that
-// they can share the next call) and the clients need the cores.
+// How many clients are sending, across the whole process: the server's thread waits for a database thread's reply by
+// spinning (briefly) while few clients are, and by sleeping otherwise (host/engine/calls.ts). With few clients
+// nobody else's query is there to be read while a call runs, and waking the sleeping server's thread costs about as
+// much as a small query; with many, the server's thread has their queries to read meanwhile (so that they can share
+// the next call) and the clients need the cores.
 
 /** Clients are counted in windows of this length: a client counts as sending while it sent in this one or the last. */
 const WINDOW_MS = 100
