@@ -9,7 +9,6 @@ import { workerInspector } from './interrupt.ts'
 import { ByteRing, FrameEnd, encodeUnits, waitAsync } from './ring.ts'
 import { Control, ENGINE_GLOBAL, controlViews } from './stoppable.ts'
 import { sendingClients } from '../../socket/connection/traffic.ts'
-import { BackendCode, TxStatus } from '../../socket/protocol/codes.ts'
 
 /**
  * Gets each piece of a call's output; a returned promise holds the rest back until it settles. `owned`: the chunk is
@@ -73,7 +72,7 @@ export class ProtocolCalls {
   readonly #threadId: number
   #nextId = 1
   #running: Running | null = null
-  /** The last call's output ended with ReadyForQuery saying a transaction block is open ('T' or 'E'). */
+  /** The last call left a transaction block open (its last frame said so: FrameEnd.InTransaction). */
   #inTransaction = false
   /** The watchdog: one timer while calls come (not one per call), stopped once none has run for a tick. */
   #watchdog: NodeJS.Timeout | null = null
@@ -234,12 +233,12 @@ export class ProtocolCalls {
   async #receive(running: Running, sink: OutputSink, onUnitEnd: ((skipped: boolean) => void) | null, spinUntil: number): Promise<void> {
     const { id } = running
     const ring = this.#replies
-    const state: { ended: boolean; error: Error | null; held: Promise<void> | null; last: Buffer | null } = { ended: false, error: null, held: null, last: null }
+    const state: { ended: boolean; error: Error | null; held: Promise<void> | null } = { ended: false, error: null, held: null }
     const visit = (frameId: number, flags: number, payload: Buffer): boolean | void => {
       if (frameId !== id) return
       if (flags & FrameEnd.Last) {
         state.ended = true
-        this.#inTransaction = endsInTransaction(state.last)
+        this.#inTransaction = (flags & FrameEnd.InTransaction) !== 0
         if (flags & FrameEnd.Error) state.error = decodeThreadError(JSON.parse(payload.toString('utf8')))
         return false
       }
@@ -247,7 +246,6 @@ export class ProtocolCalls {
         onUnitEnd?.(payload[0] === 1)
         return
       }
-      state.last = payload
       const result = sink(payload, true)
       if (result instanceof Promise) {
         state.held = result
@@ -324,11 +322,4 @@ export class ProtocolCalls {
     }
     if (this.#failure) throw this.#failure
   }
-}
-
-/** `chunk` (a call's last piece of output) ends with a ReadyForQuery whose status is not idle. */
-function endsInTransaction(chunk: Buffer | null): boolean {
-  if (chunk === null || chunk.length < 6) return false
-  const at = chunk.length - 6
-  return chunk[at] === BackendCode.ReadyForQuery && chunk.readInt32BE(at + 1) === 5 && chunk[at + 5] !== TxStatus.Idle
 }

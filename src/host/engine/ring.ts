@@ -26,8 +26,13 @@ export const FrameEnd = {
    * unit's output ended, the next one's follows (an empty frame).
    */
   Units: 0x1000_0000,
+  /**
+   * On a reply's last frame: the call's last ReadyForQuery said a transaction block is open, so its client holds the
+   * session and its next call is the next to come (both threads look for it a while before they sleep).
+   */
+  InTransaction: 0x0800_0000,
 } as const
-const LENGTH_MASK = 0x0fff_ffff
+const LENGTH_MASK = 0x07ff_ffff
 
 /** Atomics.waitAsync (Node 16+), which this project's lib (ES2023) does not declare. */
 export const waitAsync = (Atomics as unknown as { waitAsync(array: Int32Array, index: number, value: number, ms: number): { async: boolean; value: Promise<string> | string } }).waitAsync

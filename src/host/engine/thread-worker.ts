@@ -100,8 +100,9 @@ async function runCall(pglite: PGlite, stopping: CallHooks, { id, bytes, isUnits
     failure = Object.assign(new Error(`the database's backend ended: ${output.watch.fatal}`), { name: 'ExitStatus' })
   }
   if (failure !== null && isPGliteFatal(failure)) dead ??= failure
-  output.end(failure)
-  return output.watch.leftInTransaction
+  const inTransaction = output.watch.leftInTransaction
+  output.end(failure, inTransaction)
+  return inTransaction
 }
 
 /**
@@ -158,10 +159,10 @@ class Output {
     replies.wake()
   }
 
-  /** The last frame: empty, or the error the call failed with. */
-  end(failure: unknown): void {
+  /** The last frame: empty, or the error the call failed with; it says whether a transaction block is left open. */
+  end(failure: unknown, inTransaction: boolean): void {
     const payload = failure === null ? new Uint8Array(0) : Buffer.from(JSON.stringify(encodeThreadError(failure)))
-    this.#write(FrameEnd.Last | (failure === null ? 0 : FrameEnd.Error), payload)
+    this.#write(FrameEnd.Last | (failure === null ? 0 : FrameEnd.Error) | (inTransaction ? FrameEnd.InTransaction : 0), payload)
     replies.wake()
   }
 
