@@ -1,7 +1,7 @@
 // Each client its own backend, as the Node drivers meet it: four migration runners started together guard their work
 // with pg_advisory_lock, as node-pg-migrate, Prisma and golang-migrate do (on one shared backend every runner gets
 // the lock and they race: relation already exists); pg_backend_pid() is node-postgres' processID; postgres.js
-// reconnects after pg_terminate_backend of its own connection; PREPARE TRANSACTION and COMMIT PREPARED from another
+// reconnects after pg_terminate_backend of its own connection; a pid no backend has is not signaled (false); PREPARE TRANSACTION and COMMIT PREPARED from another
 // client work; application_name is reported at startup.
 import pg from 'pg'
 import postgres from 'postgres'
@@ -58,10 +58,27 @@ export async function backendNode(url: string): Promise<Outcome> {
       const pids: unknown[] = []
       const told: unknown[] = []
       for (const runner of runners.slice(0, 2) as Array<pg.Client & { processID?: number }>) {
-        pids.push((await runner.query('select pg_backend_pid() as pid')).rows[0].pid)
+        // Unaliased, the column is named after the function (code reads rows[0].pg_backend_pid).
+        pids.push((await runner.query('select pg_backend_pid()')).rows[0].pg_backend_pid)
         told.push(runner.processID)
       }
       return JSON.stringify(pids) === JSON.stringify(told) ? true : `pg_backend_pid() ${JSON.stringify(pids)}, processID ${JSON.stringify(told)}`
+    })
+
+    await attempt(tally, async () => {
+      // A pid no backend has: false, with Postgres's WARNING, in a simple Query as in an extended one.
+      const runner = runners[0]!
+      const warnings: string[] = []
+      const onNotice = (notice: { severity?: string; message?: string }) => void warnings.push(`${notice.severity} ${notice.message}`)
+      runner.on('notice', onNotice)
+      try {
+        const simple = (await runner.query('select pg_cancel_backend(1)')).rows[0].pg_cancel_backend
+        const extended = (await runner.query('select pg_terminate_backend($1::int)', [1])).rows[0].pg_terminate_backend
+        const warned = warnings.filter((w) => w === 'WARNING PID 1 is not a PostgreSQL backend process').length
+        return simple === false && extended === false && warned === 2 ? true : `pg_cancel_backend(1) ${simple}, pg_terminate_backend($1 = 1) ${extended}, notices ${JSON.stringify(warnings)}`
+      } finally {
+        runner.off('notice', onNotice)
+      }
     })
 
     await attempt(tally, async () => {

@@ -54,7 +54,7 @@ function setUp() {
       preparedStatementFrames: () => [],
       remakeFailed: () => {},
       serverClients: () => [],
-      signalClient: () => {},
+      signalClient: () => false,
     }
     client.states.enter('idle')
     session.members.add(client)

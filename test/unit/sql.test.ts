@@ -197,12 +197,14 @@ describe('rewriteServerFunctions', () => {
   it('pg_backend_pid() becomes the client pid, named as the function; advisory, cancel and terminate calls go to pg_temp', () => {
     const use = rewriteServerFunctions("select pg_backend_pid(), pg_catalog.pg_advisory_lock(1), pg_try_advisory_xact_lock_shared($1, 2), 'pg_advisory_lock(3)' from pg_stat_activity", 77)
     expect(use).toEqual({
-      sql: "select (77::pg_catalog.int4), pg_temp.pg_advisory_lock(1), pg_temp.pg_try_advisory_xact_lock_shared($1, 2), 'pg_advisory_lock(3)' from pg_stat_activity",
+      sql: "select (SELECT 77::pg_catalog.int4 AS pg_backend_pid), pg_temp.pg_advisory_lock(1), pg_temp.pg_try_advisory_xact_lock_shared($1, 2), 'pg_advisory_lock(3)' from pg_stat_activity",
       needsContext: true,
       mayWait: true,
       signals: [],
     })
-    expect(rewriteServerFunctions('select pg_backend_pid()', 5)).toEqual({ sql: 'select (5::pg_catalog.int4)', needsContext: false, mayWait: false, signals: [] })
+    expect(rewriteServerFunctions('select pg_backend_pid()', 5)).toEqual({ sql: 'select (SELECT 5::pg_catalog.int4 AS pg_backend_pid)', needsContext: false, mayWait: false, signals: [] })
+    // DDL allows no subquery (a DEFAULT, a CHECK): the value alone.
+    expect(rewriteServerFunctions('CREATE TABLE t (pid int DEFAULT pg_backend_pid())', 5)?.sql).toBe('CREATE TABLE t (pid int DEFAULT (5::pg_catalog.int4))')
     expect(rewriteServerFunctions('select pg_cancel_backend( 4242 ), pg_terminate_backend(77, 1000), pg_cancel_backend($1)', 5)?.signals).toEqual([
       { op: 'cancel', pid: 4242 },
       { op: 'terminate', pid: 77 },

@@ -234,7 +234,7 @@ const cases: Case[] = [
     scenario: backendNodeScenario,
     // Stock: every runner gets the lock, so they race (42P07), and pg_backend_pid() is PGlite's one backend's.
     stock: expectNotOk,
-    patched: (o) => expect(o.tally.queries).toBe(5),
+    patched: (o) => expect(o.tally.queries).toBe(6),
     inChildProcess: true,
     timeoutMs: 60_000,
   },

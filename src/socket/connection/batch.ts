@@ -297,9 +297,8 @@ export class BatchRunner {
    */
   #signalEarly(): void {
     for (const { op, pid } of this.#state.signals.splice(0)) {
-      if (pid === this.#client.processId) continue
-      this.#state.signaledEarly.add(pid)
-      this.#client.signalClient(pid, op)
+      // A pid no client has is left to the session's function, which answers false with Postgres's WARNING.
+      if (pid !== this.#client.processId && this.#client.signalClient(pid, op)) this.#state.signaledEarly.add(pid)
     }
   }
 

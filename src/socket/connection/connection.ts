@@ -176,12 +176,13 @@ export class Connection implements ServedConnection, StartingConnection, MemberC
   }
 
   /** pg_cancel_backend (its running or waiting statement ends with 57014) or pg_terminate_backend (FATAL 57P01). */
-  signalClient(processId: number, op: 'cancel' | 'terminate'): void {
+  signalClient(processId: number, op: 'cancel' | 'terminate'): boolean {
     const target = this.#host.clients().find((client) => client.processId === processId)
     this.#log.debug('signal from a function', { op, target: processId, matched: target !== undefined })
-    if (!target) return
+    if (!target) return false
     if (op === 'cancel') target.cancel()
     else void target.terminate(new WireError('FATAL', SqlState.AdminShutdown, 'terminating connection due to administrator command'))
+    return true
   }
 
   notify(message: Buffer): void {

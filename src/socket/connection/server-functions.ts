@@ -39,8 +39,8 @@ export interface FunctionsClient {
   readonly processId: number
   /** Every client of the server, as pg_stat_activity shows them. */
   serverClients(): ClientActivity[]
-  /** pg_cancel_backend or pg_terminate_backend of another client of the server. */
-  signalClient(processId: number, op: 'cancel' | 'terminate'): void
+  /** pg_cancel_backend or pg_terminate_backend of another client of the server; false if none has that pid. */
+  signalClient(processId: number, op: 'cancel' | 'terminate'): boolean
 }
 
 const CONTEXT_STATEMENT = Buffer.from('pgdd.context')

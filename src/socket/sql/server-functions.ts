@@ -50,8 +50,10 @@ export function rewriteServerFunctions(sql: string, processId: number): ServerFu
       const isCall = isPunct(tokens[i + 1], '(')
       let replacement: string | null = null
       if (isCall && token.text === 'pg_backend_pid' && isPunct(tokens[i + 2], ')')) {
-        replacement = `${processId}`
-        out += `${sql.slice(from, start)}(${replacement}::pg_catalog.int4)`
+        // A scalar subquery keeps the column name Postgres gives the call (`pg_backend_pid`, where a cast would give
+        // `int4`); DDL (a DEFAULT, a CHECK, an index expression) allows no subquery and names no result column.
+        const ddl = isWord(tokens[0], 'create') || isWord(tokens[0], 'alter')
+        out += sql.slice(from, start) + (ddl ? `(${processId}::pg_catalog.int4)` : `(SELECT ${processId}::pg_catalog.int4 AS pg_backend_pid)`)
         from = tokens[i + 2]!.end
         found = true
         i += 2
