@@ -1,5 +1,6 @@
 // queueTimeoutMs: work that waits too long for the session (another client holds it in a transaction) fails with
 // ERROR 55P03, as a statement that waited past lock_timeout does in Postgres, and the waiting client stays usable.
+// A client's own statement_timeout, when shorter, ends the wait with 57014, as it ends a Postgres statement's lock wait.
 import postgres from 'postgres'
 import { describe, expect, it } from 'vitest'
 import type { DevDb } from '../../src/host/dev-db.ts'
@@ -79,6 +80,47 @@ describe('queueTimeoutMs', () => {
       await withDeadline(sql`select 1`.execute(), 5_000, 'postgres.js connects')
       const holder = await holdSession(dev)
       await expect(withDeadline(sql`select count(*)::int as n from pg_tables`.execute(), 5_000, 'the waiting query')).rejects.toMatchObject({ code: '55P03' })
+      expect((await holder.query('commit')).status).toBe('I')
+      expect(await withDeadline(sql`select count(*)::int as n from held`.execute(), 5_000, 'the next query')).toEqual([{ n: 1 }])
+    } finally {
+      await sql.end({ timeout: 2 })
+    }
+  })
+
+  it("the client's statement_timeout, shorter than the queue timeout, ends its wait with 57014 as a lock wait's does", async () => {
+    const dev = await start({ queueTimeoutMs: 60_000 })
+    const waiter = await connect(dev.url)
+    expect((await waiter.query('set statement_timeout = 300')).status).toBe('I')
+    const holder = await holdSession(dev)
+
+    const began = performance.now()
+    await waiter.send(wire.query('select count(*) from held'))
+    const reply = wire.summarize(await waiter.until('ReadyForQuery'))
+    const waitedMs = performance.now() - began
+    expect(reply.errors.map((e) => [e.severity, e.code, e.message])).toEqual([['ERROR', '57014', 'canceling statement due to statement timeout']])
+    expect(reply.status).toBe('I')
+    // At the timeout, not the queue timeout's minute (the upper bound leaves room for a loaded machine).
+    expect(waitedMs, `waited ${Math.round(waitedMs)} ms`).toBeGreaterThanOrEqual(290)
+    expect(waitedMs, `waited ${Math.round(waitedMs)} ms`).toBeLessThan(1_000)
+
+    // An extended-protocol unit too: the error, the rest skipped, one ReadyForQuery.
+    await waiter.send(wire.parse('', 'select count(*) from held'), wire.bind('', ''), wire.execute(''), wire.sync())
+    expect(wire.summarize(await waiter.until('ReadyForQuery')).errors.map((e) => e.code)).toEqual(['57014'])
+
+    expect((await holder.query('insert into held values (2); commit')).status).toBe('I')
+    expect((await waiter.query('select count(*) from held')).rows).toEqual([['2']])
+  })
+
+  it('postgres.js with statement_timeout in its startup parameters: the wait ends at it, the connection goes on', async () => {
+    const dev = await start({ queueTimeoutMs: 60_000 })
+    const sql = postgres(dev.url, { max: 1, onnotice: () => {}, connection: { statement_timeout: 250 } })
+    try {
+      await withDeadline(sql`select 1`.execute(), 5_000, 'postgres.js connects')
+      const holder = await holdSession(dev)
+      await expect(withDeadline(sql`select count(*)::int as n from pg_tables`.execute(), 5_000, 'the waiting query')).rejects.toMatchObject({
+        code: '57014',
+        message: 'canceling statement due to statement timeout',
+      })
       expect((await holder.query('commit')).status).toBe('I')
       expect(await withDeadline(sql`select count(*)::int as n from held`.execute(), 5_000, 'the next query')).toEqual([{ n: 1 }])
     } finally {

@@ -61,6 +61,8 @@ export interface Backend {
   takeLockWait(): LockWait | null
   /** The client's lock_timeout (ms; 0: none), which bounds its waits for a lock. */
   readonly lockTimeoutMs: number
+  /** The client's statement_timeout (ms; 0: none), which bounds its waits for the session too. */
+  readonly statementTimeoutMs: number
   runUnread(bytes: Uint8Array): Promise<void>
   /**
    * Run one complete unit (a Query, or messages ending in Sync) in a call combined with other clients' units
@@ -169,6 +171,10 @@ export class ClientBackend implements Backend {
 
   get lockTimeoutMs(): number {
     return this.#settings.lockTimeoutMs
+  }
+
+  get statementTimeoutMs(): number {
+    return this.#settings.statementTimeoutMs
   }
 
   takeLockWait(): LockWait | null {

@@ -28,7 +28,8 @@ import type { TakeoverEnd, Turn } from './turn.ts'
 
 /** Close the unnamed statement; Flush, not Sync, so a pipeline the client has open stays open. */
 const CLOSE_UNNAMED_STATEMENT = Buffer.from([FrontendCode.Close, 0, 0, 0, 6, 0x53, 0, FrontendCode.Flush, 0, 0, 0, 4])
-const CANCELED_RESPONSE = encodeErrorResponse('ERROR', SqlState.QueryCanceled, 'canceling statement due to user request')
+const CANCELED_MESSAGE = 'canceling statement due to user request'
+const CANCELED_RESPONSE = encodeErrorResponse('ERROR', SqlState.QueryCanceled, CANCELED_MESSAGE)
 
 /** What the runner needs of its connection. */
 export interface BatchClient extends WaitingClient {
@@ -345,7 +346,7 @@ export class BatchRunner {
    * does). The client was waiting, so it held nothing: no transaction or pipeline of its own is open in PGlite.
    */
   #refuse(error: unknown, bytes: Buffer): number {
-    if (error instanceof QueryCanceledError) this.#client.write(CANCELED_RESPONSE)
+    if (error instanceof QueryCanceledError) this.#client.write(error.message === CANCELED_MESSAGE ? CANCELED_RESPONSE : encodeErrorResponse('ERROR', SqlState.QueryCanceled, error.message))
     else if (error instanceof QueueTimeoutError) this.#client.write(encodeErrorResponse('ERROR', SqlState.LockNotAvailable, error.message, undefined, error.hint))
     else throw error
     const first = bytes[0]

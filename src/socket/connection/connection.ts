@@ -39,7 +39,7 @@ const BACKLOG_GRACE_MS = 10_000
 /** A FATAL goodbye gets this long to flush before the socket is destroyed. */
 const CLOSE_GRACE_MS = 2000
 
-const TIMEOUT_ERRORS: Readonly<Record<Exclude<Timeout, 'queue'>, WireError>> = {
+const TIMEOUT_ERRORS: Readonly<Record<Exclude<Timeout, 'queue' | 'statement'>, WireError>> = {
   authentication: new WireError('FATAL', SqlState.QueryCanceled, 'canceling authentication due to timeout'),
   'idle-session': new WireError('FATAL', SqlState.IdleSessionTimeout, 'terminating connection due to idle-session timeout'),
   'idle-in-transaction': new WireError('FATAL', SqlState.IdleInTransactionSessionTimeout, 'terminating connection due to idle-in-transaction timeout'),
@@ -91,7 +91,7 @@ export class Connection implements ServedConnection, StartingConnection, MemberC
     this.inspect = host.options.inspect && this.#log.enabled('trace')
     this.#trace = host.trace?.connection(this.processId, socket) ?? null
     this.#output = new ClientOutput(this, this.#log, this.#trace, this.inspect)
-    this.states = new ConnectionStates(host.options, (timeout, ms) => this.#timedOut(timeout, ms))
+    this.states = new ConnectionStates(host.options, (timeout, ms) => this.#timedOut(timeout, ms), () => this.#membership.statementTimeoutMs)
     // Cleanup is wired before anything async can happen, so no path leaks a slot or the session.
     this.#listen(socket)
     socket.setNoDelay(true)
@@ -209,8 +209,8 @@ export class Connection implements ServedConnection, StartingConnection, MemberC
   }
 
   #timedOut(timeout: Timeout, ms: number): void {
-    if (timeout === 'queue') {
-      this.#membership.batches?.wait.timeOut(ms)
+    if (timeout === 'queue' || timeout === 'statement') {
+      this.#membership.batches?.wait.timeOut(ms, timeout === 'statement')
       return
     }
     const error = TIMEOUT_ERRORS[timeout]

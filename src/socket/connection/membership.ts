@@ -55,6 +55,11 @@ export class Membership {
     return this.#batches
   }
 
+  /** The client's statement_timeout (ms; 0: none, or not joined yet). */
+  get statementTimeoutMs(): number {
+    return this.#backend?.statementTimeoutMs ?? 0
+  }
+
   /** The client is in: it joins `session` now, or, given `open`, before its first batch that needs its database. */
   admit(session: SharedSession, open?: () => Promise<SharedSession>): void {
     if (open) this.#open = open

@@ -103,13 +103,14 @@ export class SessionWait {
   /**
    * This client's unit rides in the combined call that runs now: a cancel stops its statement if it runs; a unit that
    * has not begun is not run, and is answered as refused work (BatchRunner.#refuse). True if a unit of this client
-   * rides there.
+   * rides there. `cancelRunning` false: a unit that has begun runs on (a timeout of the wait: Postgres's own
+   * statement_timeout times the statement once it runs).
    */
-  stopRiding(error: QueryCanceledError | QueueTimeoutError): boolean {
+  stopRiding(error: QueryCanceledError | QueueTimeoutError, cancelRunning = error instanceof QueryCanceledError): boolean {
     const { combined } = this.#backend.session
     if (this.#riding === null || !combined.isRiding(this.#client)) return false
     const stopped = (this.#stopped ??= { error, answered: false })
-    const stopping = error instanceof QueryCanceledError ? combined.cancel(this.#client) : combined.skip(this.#client).then((skipped) => (skipped ? 'skipped' : ''))
+    const stopping = cancelRunning ? combined.cancel(this.#client) : combined.skip(this.#client).then((skipped) => (skipped ? 'skipped' : ''))
     stopping.then(
       (result) => {
         // Not run: answered now rather than when the call reaches it (its end answers it if that came first).
@@ -187,8 +188,18 @@ export class SessionWait {
     return this.#refuseWait(new QueryCanceledError()) || this.stopRiding(new QueryCanceledError())
   }
 
-  /** The queue timeout: work that waited `ms` for the session is refused with 55P03, naming who holds it. */
-  timeOut(ms: number): void {
+  /**
+   * The queue timeout: work that waited `ms` for the session is refused with 55P03, naming who holds it. Or the
+   * client's statement_timeout (`statement`), shorter: 57014, as Postgres cancels a statement waiting for a lock.
+   */
+  timeOut(ms: number, statement = false): void {
+    if (statement) {
+      this.#log.info('statement timeout while waiting', { ms, sqlstate: SqlState.QueryCanceled })
+      const error = new QueryCanceledError('statement timeout')
+      if (this.#stopWaitOutside) this.#stopWaitOutside(error)
+      else if (!this.#refuseWait(error)) this.stopRiding(error, false)
+      return
+    }
     const { scheduler } = this.#backend.session
     const holder = scheduler.owner
     const who = holder ? `client ${holder.processId} holds it` : 'other clients were ahead'

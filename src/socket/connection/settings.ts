@@ -17,6 +17,9 @@ export interface SettingsBackend {
   warn(what: string, error: Buffer): void
 }
 
+/** Postgres's time units, in ms. */
+const UNIT_MS: Readonly<Record<string, number>> = { us: 0.001, ms: 1, s: 1000, min: 60_000, h: 3_600_000, d: 86_400_000 }
+
 export class ClientSettings {
   readonly #backend: SettingsBackend
   /** This client's settings that differ from the defaults (its startup parameters and its SETs), and their key. */
@@ -48,8 +51,24 @@ export class ClientSettings {
 
   /** The client's lock_timeout (ms; 0: none). */
   get lockTimeoutMs(): number {
-    const value = Number(this.#settings.find(([name]) => name === 'lock_timeout')?.[1] ?? 0)
-    return Number.isFinite(value) && value > 0 ? value : 0
+    return this.#milliseconds('lock_timeout')
+  }
+
+  /** The client's statement_timeout (ms; 0: none). */
+  get statementTimeoutMs(): number {
+    return this.#milliseconds('statement_timeout')
+  }
+
+  /**
+   * A time setting in ms: as read back from the session, a number of ms; as a startup packet gave it (not applied
+   * yet), perhaps with a unit (`-c statement_timeout=2s`).
+   */
+  #milliseconds(setting: string): number {
+    const value = this.#settings.find(([name]) => name === setting)?.[1]
+    const match = value === undefined ? null : /^\s*(\d+(?:\.\d+)?)\s*(us|ms|s|min|h|d)?\s*$/i.exec(value)
+    if (!match) return 0
+    const ms = Number(match[1]) * UNIT_MS[(match[2] ?? 'ms').toLowerCase()]!
+    return Number.isFinite(ms) && ms > 0 ? Math.max(1, Math.round(ms)) : 0
   }
 
   /** The client's search_path begins with pg_temp (Postgres then creates objects named without a schema there). */

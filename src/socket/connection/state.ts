@@ -7,7 +7,8 @@
  *   deadline runs from the moment the client connected (57014, as Postgres's authentication_timeout), and the
  *   idle-session timer from its last message.
  * - idle: admitted, holds nothing, nothing to do (the idle-session timer, 57P05).
- * - waiting: its work waits for the session behind another client (the queue timeout, 55P03).
+ * - waiting: its work waits for the session behind another client (the queue timeout, 55P03; or the client's own
+ *   statement_timeout when it is shorter, 57014, as a Postgres statement waiting for a lock is canceled).
  * - active: its work runs, in PGlite or in the server on its behalf.
  * - holding: holds the session between messages, inside a transaction, an open pipeline or a COPY FROM STDIN
  *   whose data is arriving (the idle-in-transaction timer, 25P03).
@@ -17,7 +18,7 @@
  */
 export type ConnectionState = 'startup' | 'idle' | 'waiting' | 'active' | 'holding' | 'closing' | 'closed'
 
-export type Timeout = 'authentication' | 'idle-session' | 'idle-in-transaction' | 'queue'
+export type Timeout = 'authentication' | 'idle-session' | 'idle-in-transaction' | 'queue' | 'statement'
 
 export interface TimeoutsMs {
   /** 0: never. */
@@ -29,7 +30,7 @@ export interface TimeoutsMs {
 /** A client must finish startup and authentication within this long, as Postgres's authentication_timeout. */
 export const AUTHENTICATION_TIMEOUT_MS = 60_000
 
-const TIMER_OF: Readonly<Record<ConnectionState, Exclude<Timeout, 'authentication'> | null>> = {
+const TIMER_OF: Readonly<Record<ConnectionState, Exclude<Timeout, 'authentication' | 'statement'> | null>> = {
   startup: 'idle-session',
   idle: 'idle-session',
   waiting: 'queue',
@@ -46,11 +47,16 @@ export class ConnectionStates {
   #authenticationDeadline: NodeJS.Timeout | undefined
   readonly #timeouts: TimeoutsMs
   readonly #onTimeout: (timeout: Timeout, ms: number) => void
+  readonly #statementTimeoutMs: () => number
 
-  /** Starts in `startup`, with the authentication deadline running. */
-  constructor(timeouts: TimeoutsMs, onTimeout: (timeout: Timeout, ms: number) => void) {
+  /**
+   * Starts in `startup`, with the authentication deadline running. `statementTimeoutMs`: the client's statement_timeout
+   * now (0: none), read each time its work begins to wait.
+   */
+  constructor(timeouts: TimeoutsMs, onTimeout: (timeout: Timeout, ms: number) => void, statementTimeoutMs: () => number = () => 0) {
     this.#timeouts = timeouts
     this.#onTimeout = onTimeout
+    this.#statementTimeoutMs = statementTimeoutMs
     this.#authenticationDeadline = setTimeout(() => onTimeout('authentication', AUTHENTICATION_TIMEOUT_MS), AUTHENTICATION_TIMEOUT_MS).unref()
     this.enter('startup')
   }
@@ -81,12 +87,19 @@ export class ConnectionStates {
     this.#state = state
     clearTimeout(this.#timer)
     this.#timer = undefined
-    const timeout = TIMER_OF[state]
-    const ms = timeout === null ? 0 : this.#msOf(timeout)
-    if (timeout !== null && ms > 0) this.#timer = setTimeout(() => this.#onTimeout(timeout, ms), ms)
+    let timeout: Exclude<Timeout, 'authentication'> | null = TIMER_OF[state]
+    let ms = timeout === null ? 0 : this.#msOf(timeout)
+    if (state === 'waiting') {
+      const statementMs = this.#statementTimeoutMs()
+      if (statementMs > 0 && (ms === 0 || statementMs < ms)) (timeout = 'statement'), (ms = statementMs)
+    }
+    if (timeout !== null && ms > 0) {
+      const which = timeout
+      this.#timer = setTimeout(() => this.#onTimeout(which, ms), ms)
+    }
   }
 
-  #msOf(timeout: Exclude<Timeout, 'authentication'>): number {
+  #msOf(timeout: Exclude<Timeout, 'authentication' | 'statement'>): number {
     if (timeout === 'idle-session') return this.#timeouts.idleTimeoutMs
     if (timeout === 'idle-in-transaction') return this.#timeouts.idleInTransactionTimeoutMs
     return this.#timeouts.queueTimeoutMs

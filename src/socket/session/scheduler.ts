@@ -11,8 +11,9 @@ export class SchedulerClosedError extends Error {
 
 /** A wait ended by the client's CancelRequest. */
 export class QueryCanceledError extends Error {
-  constructor() {
-    super('canceling statement due to user request')
+  /** `statement timeout`: the client's statement_timeout ended the wait (57014 all the same, as Postgres says it). */
+  constructor(why: 'user request' | 'statement timeout' = 'user request') {
+    super(`canceling statement due to ${why}`)
     this.name = 'QueryCanceledError'
   }
 }
