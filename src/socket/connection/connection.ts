@@ -45,6 +45,12 @@ const TIMEOUT_ERRORS: Readonly<Record<Exclude<Timeout, 'queue' | 'statement'>, W
   'idle-in-transaction': new WireError('FATAL', SqlState.IdleInTransactionSessionTimeout, 'terminating connection due to idle-in-transaction timeout'),
 }
 
+const UNREAD_RESULTS_ERROR = new WireError(
+  'FATAL',
+  SqlState.IdleInTransactionSessionTimeout,
+  'terminating connection due to idle-in-transaction timeout: the client stopped reading its results while it held the database session',
+)
+
 let nextProcessId = 1000 + (process.pid % 1000) * 1000
 
 /** A connection is what each of its parts needs of it: session member, backend and batch client, starting connection. */
@@ -213,8 +219,10 @@ export class Connection implements ServedConnection, StartingConnection, MemberC
       this.#membership.batches?.wait.timeOut(ms, timeout === 'statement')
       return
     }
-    const error = TIMEOUT_ERRORS[timeout]
-    this.#log.info(`${timeout} timeout`, { ms, sqlstate: error.sqlstate })
+    // A holder that stopped reading its results is not idle: the same timer reaps it, with the reason named.
+    const unread = timeout === 'idle-in-transaction' && this.#output.blocked
+    const error = unread ? UNREAD_RESULTS_ERROR : TIMEOUT_ERRORS[timeout]
+    this.#log.info(unread ? 'unread results timeout' : `${timeout} timeout`, { ms, sqlstate: error.sqlstate })
     void this.#close(error)
   }
 
