@@ -203,8 +203,10 @@ describe('rewriteServerFunctions', () => {
       signals: [],
     })
     expect(rewriteServerFunctions('select pg_backend_pid()', 5)).toEqual({ sql: 'select (SELECT 5::pg_catalog.int4 AS pg_backend_pid)', needsContext: false, mayWait: false, signals: [] })
-    // DDL allows no subquery (a DEFAULT, a CHECK): the value alone.
+    // Where no subquery is allowed (a DEFAULT, CALL and EXECUTE arguments): the value alone.
     expect(rewriteServerFunctions('CREATE TABLE t (pid int DEFAULT pg_backend_pid())', 5)?.sql).toBe('CREATE TABLE t (pid int DEFAULT (5::pg_catalog.int4))')
+    expect(rewriteServerFunctions('call p(pg_backend_pid()); execute s(pg_backend_pid())', 5)?.sql).toBe('call p((5::pg_catalog.int4)); execute s((5::pg_catalog.int4))')
+    expect(rewriteServerFunctions('with w as (select 1) select pg_backend_pid() from w', 5)?.sql).toBe('with w as (select 1) select (SELECT 5::pg_catalog.int4 AS pg_backend_pid) from w')
     expect(rewriteServerFunctions('select pg_cancel_backend( 4242 ), pg_terminate_backend(77, 1000), pg_cancel_backend($1)', 5)?.signals).toEqual([
       { op: 'cancel', pid: 4242 },
       { op: 'terminate', pid: 77 },

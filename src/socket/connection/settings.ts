@@ -64,11 +64,13 @@ export class ClientSettings {
    * yet), perhaps with a unit (`-c statement_timeout=2s`).
    */
   #milliseconds(setting: string): number {
-    const value = this.#settings.find(([name]) => name === setting)?.[1]
-    const match = value === undefined ? null : /^\s*(\d+(?:\.\d+)?)\s*(us|ms|s|min|h|d)?\s*$/i.exec(value)
+    // Setting names are case-insensitive; units are not (Postgres refuses `1S`).
+    const value = this.#settings.find(([name]) => name.toLowerCase() === setting)?.[1]
+    const match = value === undefined ? null : /^\s*\+?(\d+(?:\.\d*)?|\.\d+)\s*(us|ms|s|min|h|d)?\s*$/.exec(value)
     if (!match) return 0
-    const ms = Number(match[1]) * UNIT_MS[(match[2] ?? 'ms').toLowerCase()]!
-    return Number.isFinite(ms) && ms > 0 ? Math.max(1, Math.round(ms)) : 0
+    // Postgres rounds to whole ms: 500us is 0, no timeout.
+    const ms = Math.round(Number(match[1]) * UNIT_MS[match[2] ?? 'ms']!)
+    return Number.isFinite(ms) && ms > 0 ? ms : 0
   }
 
   /** The client's search_path begins with pg_temp (Postgres then creates objects named without a schema there). */

@@ -16,6 +16,9 @@ const TEMP_FUNCTIONS = new Set([
 /** Those of them that wait for another client's lock. */
 const WAITING_FUNCTIONS = new Set(['pg_advisory_lock', 'pg_advisory_lock_shared', 'pg_advisory_xact_lock', 'pg_advisory_xact_lock_shared'])
 
+/** Statements whose rows name their columns, and that allow a subquery wherever an expression goes. */
+const ROW_STATEMENTS = new Set(['select', 'with', 'values', 'insert', 'update', 'delete', 'merge'])
+
 const PID_ARGUMENT = /^\s*(\d{1,10})\s*[),]/
 
 export interface ServerFunctionUse {
@@ -51,9 +54,11 @@ export function rewriteServerFunctions(sql: string, processId: number): ServerFu
       let replacement: string | null = null
       if (isCall && token.text === 'pg_backend_pid' && isPunct(tokens[i + 2], ')')) {
         // A scalar subquery keeps the column name Postgres gives the call (`pg_backend_pid`, where a cast would give
-        // `int4`); DDL (a DEFAULT, a CHECK, an index expression) allows no subquery and names no result column.
-        const ddl = isWord(tokens[0], 'create') || isWord(tokens[0], 'alter')
-        out += sql.slice(from, start) + (ddl ? `(${processId}::pg_catalog.int4)` : `(SELECT ${processId}::pg_catalog.int4 AS pg_backend_pid)`)
+        // `int4`), in the statements that return rows; elsewhere (a DEFAULT, CALL and EXECUTE arguments, COPY) a
+        // subquery is not allowed, and no column is named.
+        const first = tokens[0]
+        const named = isPunct(first, '(') || (first?.kind === 'word' && ROW_STATEMENTS.has(first.text))
+        out += sql.slice(from, start) + (named ? `(SELECT ${processId}::pg_catalog.int4 AS pg_backend_pid)` : `(${processId}::pg_catalog.int4)`)
         from = tokens[i + 2]!.end
         found = true
         i += 2
