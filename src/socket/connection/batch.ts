@@ -2,14 +2,12 @@
 // calls as possible (normally one); where the server takes a message over, what came before it runs first. Here too:
 // the release rule, and the answer to work whose wait (session-wait.ts) was refused (cancel, queue timeout).
 
-import { SqlState } from '../../errors.ts'
 import type { Logger } from '../../log.ts'
 import { BackendCode, CODE_LENGTH, FrontendCode, TxStatus } from '../protocol/codes.ts'
-import { encodeErrorResponse, encodeReadyForQuery } from '../protocol/backend.ts'
+import { encodeReadyForQuery } from '../protocol/backend.ts'
 import { FLUSH, SYNC, isSingleUnit } from '../protocol/frontend.ts'
 import { forEachFrame, type Frames } from '../protocol/frames.ts'
 import type { DatabaseCatalog } from '../session/databases.ts'
-import { QueryCanceledError, QueueTimeoutError } from '../session/scheduler.ts'
 import type { CopyIn } from '../client/copy-in.ts'
 import type { ClientState } from '../client/state.ts'
 import { hexDump } from '../trace/hex-dump.ts'
@@ -22,14 +20,12 @@ import { PreparedPipeline } from './prepared-pipeline.ts'
 import { ServerFunctions } from './server-functions.ts'
 import type { MessageReader, Segment, Takeover } from './messages.ts'
 import { UnnamedUse, unnamedUseOf } from '../protocol/unnamed-use.ts'
-import { SessionWait, type WaitingClient } from './session-wait.ts'
+import { SessionWait, refusalResponse, type WaitingClient } from './session-wait.ts'
 import type { ConnectionState } from './state.ts'
 import type { TakeoverEnd, Turn } from './turn.ts'
 
 /** Close the unnamed statement; Flush, not Sync, so a pipeline the client has open stays open. */
 const CLOSE_UNNAMED_STATEMENT = Buffer.from([FrontendCode.Close, 0, 0, 0, 6, 0x53, 0, FrontendCode.Flush, 0, 0, 0, 4])
-const CANCELED_MESSAGE = 'canceling statement due to user request'
-const CANCELED_RESPONSE = encodeErrorResponse('ERROR', SqlState.QueryCanceled, CANCELED_MESSAGE)
 
 /** What the runner needs of its connection. */
 export interface BatchClient extends WaitingClient {
@@ -346,9 +342,9 @@ export class BatchRunner {
    * does). The client was waiting, so it held nothing: no transaction or pipeline of its own is open in PGlite.
    */
   #refuse(error: unknown, bytes: Buffer): number {
-    if (error instanceof QueryCanceledError) this.#client.write(error.message === CANCELED_MESSAGE ? CANCELED_RESPONSE : encodeErrorResponse('ERROR', SqlState.QueryCanceled, error.message))
-    else if (error instanceof QueueTimeoutError) this.#client.write(encodeErrorResponse('ERROR', SqlState.LockNotAvailable, error.message, undefined, error.hint))
-    else throw error
+    const refused = refusalResponse(error)
+    if (!refused) throw error
+    this.#client.write(refused)
     const first = bytes[0]
     if (first === FrontendCode.Query || first === FrontendCode.FunctionCall) {
       // A simple-protocol statement: its own ReadyForQuery ends it.

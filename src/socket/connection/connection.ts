@@ -22,7 +22,7 @@ import type { ConnectionHost, ServedConnection } from './host.ts'
 import { Membership, type MemberConnection } from './membership.ts'
 import { Startup, startupReply, type StartingConnection } from './startup.ts'
 import { ClientOutput } from './output.ts'
-import { ConnectionStates, type ConnectionState, type Timeout } from './state.ts'
+import { ConnectionStates, timeoutFatal, type ConnectionState, type Timeout } from './state.ts'
 import { noteClientBytes, type TrafficSource } from './traffic.ts'
 
 export type { ConnectionState } from './state.ts'
@@ -38,18 +38,6 @@ const BACKLOG_FULL = new WireError('FATAL', SqlState.OutOfMemory, `terminating c
 const BACKLOG_GRACE_MS = 10_000
 /** A FATAL goodbye gets this long to flush before the socket is destroyed. */
 const CLOSE_GRACE_MS = 2000
-
-const TIMEOUT_ERRORS: Readonly<Record<Exclude<Timeout, 'queue' | 'statement'>, WireError>> = {
-  authentication: new WireError('FATAL', SqlState.QueryCanceled, 'canceling authentication due to timeout'),
-  'idle-session': new WireError('FATAL', SqlState.IdleSessionTimeout, 'terminating connection due to idle-session timeout'),
-  'idle-in-transaction': new WireError('FATAL', SqlState.IdleInTransactionSessionTimeout, 'terminating connection due to idle-in-transaction timeout'),
-}
-
-const UNREAD_RESULTS_ERROR = new WireError(
-  'FATAL',
-  SqlState.IdleInTransactionSessionTimeout,
-  'terminating connection due to idle-in-transaction timeout: the client stopped reading its results while it held the database session',
-)
 
 let nextProcessId = 1000 + (process.pid % 1000) * 1000
 
@@ -219,10 +207,8 @@ export class Connection implements ServedConnection, StartingConnection, MemberC
       this.#membership.batches?.wait.timeOut(ms, timeout === 'statement')
       return
     }
-    // A holder that stopped reading its results is not idle: the same timer reaps it, with the reason named.
-    const unread = timeout === 'idle-in-transaction' && this.#output.blocked
-    const error = unread ? UNREAD_RESULTS_ERROR : TIMEOUT_ERRORS[timeout]
-    this.#log.info(unread ? 'unread results timeout' : `${timeout} timeout`, { ms, sqlstate: error.sqlstate })
+    const { error, what } = timeoutFatal(timeout, this.#output.blocked)
+    this.#log.info(what, { ms, sqlstate: error.sqlstate })
     void this.#close(error)
   }
 

@@ -11,8 +11,8 @@ import { encodeErrorResponse } from '../protocol/backend.ts'
 import { forEachFrame } from '../protocol/frames.ts'
 import { SYNC, cstring, encodeClose } from '../protocol/frontend.ts'
 import { LockWaitError } from '../session/advisory-locks.ts'
-import { QueryCanceledError, QueueTimeoutError } from '../session/scheduler.ts'
 import type { Backend } from './backend.ts'
+import { refusalResponse } from './session-wait.ts'
 import { cannotWaitHere, replaceLockWaitError, type LockWait } from './server-functions.ts'
 
 /** What running a unit that may wait for a lock needs of its runner. */
@@ -87,8 +87,8 @@ async function waitForLock(runner: LockWaitRunner, processId: number, wait: Lock
     return null
   } catch (error) {
     if (error instanceof LockWaitError) return encodeErrorResponse('ERROR', error.code, error.message, undefined, undefined, error.detail)
-    if (error instanceof QueryCanceledError) return encodeErrorResponse('ERROR', SqlState.QueryCanceled, error.message)
-    if (error instanceof QueueTimeoutError) return encodeErrorResponse('ERROR', SqlState.LockNotAvailable, error.message, undefined, error.hint)
+    const refused = refusalResponse(error)
+    if (refused) return refused
     throw error
   }
 }

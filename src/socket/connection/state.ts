@@ -2,6 +2,8 @@
 // which stops the timer of the state left and starts the one of the state entered: a timer can never outlive its
 // state or be forgotten by a path that changes the state.
 
+import { SqlState, WireError } from '../../errors.ts'
+
 /**
  * - startup: SSL/GSS negotiation, the startup packet, authentication, opening its database. The authentication
  *   deadline runs from the moment the client connected (57014, as Postgres's authentication_timeout), and the
@@ -25,6 +27,27 @@ export interface TimeoutsMs {
   idleTimeoutMs: number
   idleInTransactionTimeoutMs: number
   queueTimeoutMs: number
+}
+
+/** The FATAL of each timer that ends the connection ('queue' and 'statement' end a wait instead: session-wait.ts). */
+const TIMEOUT_FATALS: Readonly<Record<Exclude<Timeout, 'queue' | 'statement'>, WireError>> = {
+  authentication: new WireError('FATAL', SqlState.QueryCanceled, 'canceling authentication due to timeout'),
+  'idle-session': new WireError('FATAL', SqlState.IdleSessionTimeout, 'terminating connection due to idle-session timeout'),
+  'idle-in-transaction': new WireError('FATAL', SqlState.IdleInTransactionSessionTimeout, 'terminating connection due to idle-in-transaction timeout'),
+}
+const UNREAD_RESULTS_FATAL = new WireError(
+  'FATAL',
+  SqlState.IdleInTransactionSessionTimeout,
+  'terminating connection due to idle-in-transaction timeout: the client stopped reading its results while it held the database session',
+)
+
+/**
+ * What `timeout` ends the connection with, and its name for the log. A holder that stopped reading its results
+ * (`blockedOnOutput`) is not idle: the idle-in-transaction timer reaps it all the same, with the reason named.
+ */
+export function timeoutFatal(timeout: Exclude<Timeout, 'queue' | 'statement'>, blockedOnOutput: boolean): { error: WireError; what: string } {
+  if (timeout === 'idle-in-transaction' && blockedOnOutput) return { error: UNREAD_RESULTS_FATAL, what: 'unread results timeout' }
+  return { error: TIMEOUT_FATALS[timeout], what: `${timeout} timeout` }
 }
 
 /** A client must finish startup and authentication within this long, as Postgres's authentication_timeout. */
