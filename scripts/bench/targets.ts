@@ -3,7 +3,7 @@
 // throwaway PostgreSQL 15 cluster. PGlite servers open a copy of one template data dir, made once per run.
 
 import { execFileSync } from 'node:child_process'
-import { chmod, chown, cp, mkdir, mkdtemp, rm } from 'node:fs/promises'
+import { chmod, chown, cp, mkdir, mkdtemp, readFile, rm } from 'node:fs/promises'
 import { createRequire } from 'node:module'
 import os from 'node:os'
 import { dirname, join } from 'node:path'
@@ -197,10 +197,35 @@ export async function startPostgres(scratch: string): Promise<Target> {
   }
 }
 
-/** An existing PostgreSQL (--oracle): its bench_* tables are made afresh, as in the PostgreSQL the bench starts. */
+/**
+ * An existing PostgreSQL (--oracle): its bench_* tables are made afresh, as in the PostgreSQL the bench starts. When it
+ * runs on this machine (its postmaster.pid is readable here), its CPU and memory are read as for the one the bench
+ * starts: the postmaster and its backends.
+ */
 export async function oracleTarget(url: string): Promise<Target> {
   await runAdmin(url, SETUP_SQL, 120_000)
-  return { name: 'postgres', url, usage: () => null, pssKb: () => null, restart: async () => {}, stop: async () => {} }
+  const pid = await localPostmaster(url)
+  return {
+    name: 'postgres',
+    url,
+    usage: () => (pid === null ? null : usageOf(pid, true)),
+    pssKb: () => (pid === null ? null : pssOf(pid, true)),
+    restart: async () => {},
+    stop: async () => {},
+  }
+}
+
+/** The postmaster's pid of a PostgreSQL on this machine (the first line of its data dir's postmaster.pid), or null. */
+async function localPostmaster(url: string): Promise<number | null> {
+  const dataDir = await runAdmin(url, `select setting from pg_settings where name = 'data_directory'`).catch(() => null)
+  if (!dataDir) return null
+  try {
+    const pid = Number((await readFile(join(dataDir, 'postmaster.pid'), 'utf8')).split('\n')[0])
+    return Number.isInteger(pid) && pid > 0 && usageOf(pid).rssKb > 0 ? pid : null
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT' || (error as NodeJS.ErrnoException).code === 'EACCES') return null
+    throw error
+  }
 }
 
 /** One statement (or script) on a fresh connection, bounded; returns the first column of the first row. */
