@@ -2,7 +2,7 @@
 // anything on a shared machine), and the issue's goals each marked met or missed.
 
 import type { CeilingName, DriverName } from './drivers.ts'
-import type { ConnectionCost, PgbenchResult, StartupResult } from './extras.ts'
+import type { ConnectionCost, PgbenchResult, StartupResult, StartupRun } from './extras.ts'
 import type { Verdict } from './loop.ts'
 import { TARGET_LABELS, type TargetName } from './targets.ts'
 import { WORKLOADS, type WorkloadName } from './workloads.ts'
@@ -193,15 +193,22 @@ function fairnessSection(results: Results): string[] {
 
 function resourceSection(results: Results): string[] {
   const lines = ['### Memory and start-up', '']
-  // pglite-dev-db's idle figures are the start-up runs' (median, as the goals use), one second after the URL line.
-  const startupIdle: IdleRecord[] = results.startup
+  // pglite-dev-db's idle figures are the start-up runs' (median, as the goals use), four seconds after the URL line,
+  // with the highest RSS sampled until then.
+  const peak = (runs: StartupRun[]) => (runs.every((r) => r.peakRssKb !== undefined) ? median(runs.map((r) => r.peakRssKb!)) / 1024 : undefined)
+  const startupIdle: Array<IdleRecord & { peakMb?: number }> = results.startup
     ? [
-        { target: 'pglite-dev-db `--memory`', rssMb: median(results.startup.memory.map((r) => r.idleRssKb)) / 1024 },
-        { target: 'pglite-dev-db `--data-dir` (reopened)', rssMb: median(results.startup.dataDir.map((r) => r.idleRssKb)) / 1024 },
+        { target: 'pglite-dev-db `--memory`', rssMb: median(results.startup.memory.map((r) => r.idleRssKb)) / 1024, peakMb: peak(results.startup.memory) },
+        { target: 'pglite-dev-db `--data-dir` (reopened)', rssMb: median(results.startup.dataDir.map((r) => r.idleRssKb)) / 1024, peakMb: peak(results.startup.dataDir) },
       ]
     : []
-  const rows: string[][] = [...startupIdle, ...results.idle].map((i) => [i.target, num(i.rssMb), i.pssMb === undefined ? '' : num(i.pssMb)])
-  lines.push(...table(['idle server', 'RSS MB', 'PSS MB'], rows), '')
+  const rows: string[][] = [...startupIdle, ...results.idle].map((i) => [
+    i.target,
+    num(i.rssMb),
+    i.pssMb === undefined ? '' : num(i.pssMb),
+    'peakMb' in i && typeof i.peakMb === 'number' ? num(i.peakMb) : '',
+  ])
+  lines.push(...table(['idle server', 'RSS MB', 'PSS MB', 'peak RSS MB from the URL line on'], rows), '')
   if (results.connections) {
     const c = results.connections
     lines.push(...table(['idle connections to pglite-dev-db', 'server RSS MB', 'per connection (vs none)', 'per connection (vs previous row)'], [
