@@ -3,8 +3,8 @@
 // a copy or load a fraction of that. A changed migration file or PGlite version is a new key, never a stale template.
 
 import { createHash, randomBytes } from 'node:crypto'
-import { readFileSync } from 'node:fs'
-import { cp, mkdir, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises'
+import { openAsBlob, readFileSync } from 'node:fs'
+import { cp, mkdir, readdir, rename, rm, stat, writeFile } from 'node:fs/promises'
 import { createRequire } from 'node:module'
 import { dirname, join, resolve } from 'node:path'
 import { PGlite, type Extensions } from '@electric-sql/pglite'
@@ -138,7 +138,8 @@ export function holdsDatabase(dataDir: string): Promise<boolean> {
 }
 
 export async function templateBlob(template: Template): Promise<Blob> {
-  return new Blob([await readFile(template.tarball)])
+  // Read when it is opened (in a database thread, once, into a buffer the thread gets without a copy), not here.
+  return openAsBlob(template.tarball, { type: 'application/x-tar' })
 }
 
 /** The cache key: format, PGlite version, the bundles loaded (a template built without vector cannot serve with it), migrations. */

@@ -7,7 +7,7 @@ import type { PGlite } from '@electric-sql/pglite'
 import { encodeThreadError, type CrossingResults, type ThreadInit, type ThreadReply, type ThreadRequest } from './thread-messages.ts'
 import { loadExtensions } from '../extensions.ts'
 import { isPGliteFatal } from '../../errors.ts'
-import { openPGlite } from './pglite.ts'
+import { TarballBlob, openPGlite } from './pglite.ts'
 import { collectGarbageSoon, collectWhenIdle, noteBusy } from './collect-garbage.ts'
 import { OutputWatch } from './output-watch.ts'
 import { ByteRing, FrameEnd, decodeUnits } from './ring.ts'
@@ -41,7 +41,7 @@ async function open(options: ThreadInit): Promise<PGlite> {
   const { extensions } = await loadExtensions(options.extensions)
   const tarball = options.loadDataDir
   options.loadDataDir = null
-  return openPGlite({ ...options.options, ...options.wasm, ...(tarball ? { loadDataDir: new Blob([tarball]) } : {}), extensions })
+  return openPGlite({ ...options.options, ...options.wasm, ...(tarball ? { loadDataDir: new TarballBlob(tarball) } : {}), extensions })
 }
 
 /** Calls from the request ring, one at a time, until the database closes. */
