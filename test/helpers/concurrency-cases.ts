@@ -1,8 +1,7 @@
-// Every scenario against stock pglite-socket 0.2.17 and ours, each on a fresh server and PGlite.
-// Ours must behave like one Postgres per client; stock must show its known defect, so a scenario that stops
-// reproducing it on stock is noticed (it would then prove nothing about ours).
-import { describe, expect, onTestFinished, test } from 'vitest'
-import { targets, type TargetName } from '../helpers/targets.ts'
+// The scenario table of test/wire/concurrency-*.test.ts: each scenario with what stock must show (its known defect)
+// and what ours must do. One file per target, so the two halves and the oracles run on both vitest workers.
+import { expect, onTestFinished, test } from 'vitest'
+import type { Target } from './targets.ts'
 import { disconnectMidScenario } from '../../harness/scenarios/disconnect-mid.ts'
 import { idleInPipelineScenario, idleInTransactionScenario } from '../../harness/scenarios/idle-in-transaction.ts'
 import { interleaveRawScenario } from '../../harness/scenarios/interleave-raw.ts'
@@ -25,13 +24,12 @@ import { driversScenario } from '../../harness/scenarios/drivers.ts'
 import { pipelineErrorsScenario } from '../../harness/scenarios/pipeline-errors.ts'
 import { pgbenchPreparedScenario, pgbenchScenario } from '../../harness/scenarios/pgbench.ts'
 import { postgresJsParamsScenario } from '../../harness/scenarios/postgres-js-params.ts'
-import { interleavingScenarios } from '../../harness/scenarios/index.ts'
 import { backendNodeScenario } from '../../harness/scenarios/backend-node.ts'
 
 /** What went wrong, in the assertion message: the verdict alone says little about 300 queries. */
 const why = (outcome: Outcome) => JSON.stringify({ kind: outcome.kind, tally: outcome.tally, details: outcome.details }, null, 1)
 
-function expectAllOk(outcome: Outcome): void {
+export function expectAllOk(outcome: Outcome): void {
   expect(outcome.kind, why(outcome)).toBe('ok')
   expect(outcome.tally.ok, why(outcome)).toBe(outcome.tally.queries)
   expect(outcome.tally.queries).toBeGreaterThan(0)
@@ -267,33 +265,16 @@ const cases: Case[] = [
   },
 ]
 
-describe.each(targets)('$name', (target) => {
-  const expectFor = (name: TargetName, c: Case, outcome: Outcome) => {
-    if (name === 'stock') return c.stock!(outcome)
-    expectAllOk(outcome)
-    c.patched?.(outcome)
-  }
-
+/** A test per case this target has a check for, each on a fresh server and PGlite. */
+export function caseTests(target: Target): void {
   for (const c of cases.filter((c) => target.name !== 'stock' || c.stock)) {
     test(c.scenario.name, { timeout: c.timeoutMs }, async () => {
       const running = c.inChildProcess ? await target.spawn(c.scenario.server) : await target.start(c.scenario.server)
       onTestFinished(() => running.close())
-      expectFor(target.name, c, await c.scenario.run(running.url))
+      const outcome = await c.scenario.run(running.url)
+      if (target.name === 'stock') return c.stock!(outcome)
+      expectAllOk(outcome)
+      c.patched?.(outcome)
     })
   }
-})
-
-// The same workloads against real PostgreSQL (`.ci/run` starts 15 and 18 and sets PG_ORACLE_URL and
-// PG_ORACLE_18_URL): every scenario that needs no particular server setting must pass there, so each check is known
-// to test the right thing, on the version PGlite is as well as on Debian's.
-const oracles = [
-  ['postgres 15 oracle (PG_ORACLE_URL)', process.env.PG_ORACLE_URL],
-  ['postgres 18 oracle (PG_ORACLE_18_URL)', process.env.PG_ORACLE_18_URL],
-] as const
-for (const [label, oracleUrl] of oracles) {
-  describe.runIf(oracleUrl)(label, () => {
-    for (const scenario of interleavingScenarios) {
-      test(scenario.name, { timeout: 150_000 }, async () => expectAllOk(await scenario.run(oracleUrl!)))
-    }
-  })
 }
