@@ -1,4 +1,5 @@
 import { defineConfig } from 'vitest/config'
+import LongestFirst from './test/sequencer.ts'
 
 export default defineConfig({
   test: {
@@ -8,6 +9,7 @@ export default defineConfig({
     testTimeout: 60_000,
     hookTimeout: 60_000,
     teardownTimeout: 30_000,
+    sequence: { sequencer: LongestFirst },
     projects: [
       // No PGlite, no socket: seconds (`npm run test:unit`).
       { extends: true, test: { name: 'unit', include: ['test/unit/**/*.test.ts'] } },

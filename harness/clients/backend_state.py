@@ -3,9 +3,11 @@ cursors and portals as one namespace, cursors WITH HOLD, temporary tables, advis
 level, shared, waits), backend pids, pg_cancel_backend and pg_terminate_backend, pg_stat_activity. Every step is
 ordered by the server's answers, never by sleeps; waits are bounded. Prints one JSON line:
 {"queries": n, "ok": n, "wrong": [...], "errors": {"SQLSTATE or class": n}, "samples": [...]}.
-Usage: python3 backend_state.py URL [GROUP ...]   (groups: cursors temp advisory identity; default all)"""
+Usage: python3 backend_state.py URL [GROUP ...]   (groups: cursors temp advisory identity; default all)
+BACKEND_STATE_STEP_MS in the environment replaces the 10 s bound on one step."""
 import asyncio
 import json
+import os
 import sys
 
 import asyncpg
@@ -14,7 +16,7 @@ import psycopg
 url = sys.argv[1]
 groups = sys.argv[2:] or ["cursors", "temp", "advisory", "identity"]
 tally = {"queries": 0, "ok": 0, "wrong": [], "errors": {}, "samples": []}
-STEP = 10  # seconds any one step may take
+STEP = int(os.environ.get("BACKEND_STATE_STEP_MS", "10000")) / 1000  # seconds any one step may take
 GROUP = 45  # seconds a group of checks may take
 # What asyncpg raises on a connection the server ended (a FATAL that arrives while the connection is idle leaves
 # asyncpg's protocol mid-operation: InternalClientError on the next call).

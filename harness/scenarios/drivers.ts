@@ -11,7 +11,7 @@ import Cursor from 'pg-cursor'
 import postgres from 'postgres'
 import { trackPool } from '../pg.ts'
 import { withDeadline } from '../raw-client.ts'
-import { attempt, createTally, recordFailure, verdictOf, type Outcome, type Scenario, type Tally } from './outcome.ts'
+import { attempt, createTally, recordFailure, verdictOf, type Outcome, type RunOptions, type Scenario, type Tally } from './outcome.ts'
 
 const APPS = 3
 const DEADLINE_MS = 10_000
@@ -149,17 +149,18 @@ function kyselyChecks(pool: pg.Pool, app: number, table: string): Check[] {
   ]
 }
 
-async function runChecks(tally: Tally, checks: Check[]): Promise<void> {
+async function runChecks(tally: Tally, checks: Check[], deadlineMs: number): Promise<void> {
   for (const [label, run] of checks) {
     const verdict = await attempt(tally, async () => {
-      const result = await withDeadline(run(), DEADLINE_MS, label)
+      const result = await withDeadline(run(), deadlineMs, label)
       return result === true ? true : `${label}: ${result}`
     })
     if (verdict === 'stalled') return
   }
 }
 
-export async function drivers(url: string): Promise<Outcome> {
+/** `deadlineMs` bounds each check (DEADLINE_MS by default). */
+export async function drivers(url: string, options: RunOptions = {}): Promise<Outcome> {
   const tally = createTally()
   const pool = new pg.Pool({ connectionString: url, max: 4, connectionTimeoutMillis: 5_000 })
   pool.on('error', (error) => recordFailure(tally, error))
@@ -172,7 +173,7 @@ export async function drivers(url: string): Promise<Outcome> {
         const table = `drivers_${app}`
         const js = postgresJsChecks(url, app, table)
         ends.push(js.end)
-        await runChecks(tally, [...js.checks, ...nodePostgresChecks(pool, app, table), ...kyselyChecks(pool, app, table)])
+        await runChecks(tally, [...js.checks, ...nodePostgresChecks(pool, app, table), ...kyselyChecks(pool, app, table)], options.deadlineMs ?? DEADLINE_MS)
       }),
     )
   } catch (error) {
@@ -184,4 +185,4 @@ export async function drivers(url: string): Promise<Outcome> {
   return verdictOf(tally)
 }
 
-export const driversScenario: Scenario = { name: 'drivers', run: (url) => drivers(url) }
+export const driversScenario: Scenario = { name: 'drivers', run: (url, options) => drivers(url, options) }

@@ -4,7 +4,7 @@
 // several connections at once, checks every result, and prints a JSON tally that becomes this scenario's.
 import { fileURLToPath } from 'node:url'
 import { runProcess, type ProcessRun } from '../process.ts'
-import { createTally, recordFailure, recordWrong, verdictOf, type Outcome, type Scenario, type Tally } from './outcome.ts'
+import { createTally, recordFailure, recordWrong, verdictOf, type Outcome, type RunOptions, type Scenario, type Tally } from './outcome.ts'
 
 const CLIENTS_DIR = fileURLToPath(new URL('../clients/', import.meta.url))
 const RUN_DEADLINE_MS = 90_000
@@ -43,10 +43,10 @@ function absorb(tally: Tally, run: ProcessRun): void {
   if (run.code !== 0 && reported.ok === reported.queries) recordFailure(tally, Object.assign(new Error(`exit ${run.code}`), { code: 'CLIENT_EXIT' }))
 }
 
-async function scenarioRun(command: string, args: string[]): Promise<Outcome> {
+async function scenarioRun(command: string, args: string[], options: { deadlineMs?: number; env?: NodeJS.ProcessEnv } = {}): Promise<Outcome> {
   const tally = createTally()
   try {
-    absorb(tally, await runProcess(command, args, { deadlineMs: RUN_DEADLINE_MS }))
+    absorb(tally, await runProcess(command, args, { deadlineMs: options.deadlineMs ?? RUN_DEADLINE_MS, env: options.env }))
   } catch (error) {
     tally.queries++
     recordFailure(tally, error)
@@ -54,16 +54,18 @@ async function scenarioRun(command: string, args: string[]): Promise<Outcome> {
   return verdictOf(tally)
 }
 
+/** `deadlineMs` bounds the client process's whole run. */
 export const psycopgScenario: Scenario = {
   name: 'psycopg',
-  run: (url) => scenarioRun(PYTHON, [`${CLIENTS_DIR}psycopg_check.py`, url, '4', '10']),
+  run: (url, options: RunOptions = {}) => scenarioRun(PYTHON, [`${CLIENTS_DIR}psycopg_check.py`, url, '4', '10'], options),
 }
 
+/** `deadlineMs` bounds the client process's whole run. */
 export const pgjdbcScenario: Scenario = {
   name: 'pgjdbc',
-  run: (url) => {
+  run: (url, options: RunOptions = {}) => {
     const { hostname, port, pathname } = new URL(url)
-    return scenarioRun('java', ['-cp', JDBC_JAR, `${CLIENTS_DIR}JdbcCheck.java`, `jdbc:postgresql://${hostname}:${port || 5432}${pathname || '/postgres'}`, '4', '10'])
+    return scenarioRun('java', ['-cp', JDBC_JAR, `${CLIENTS_DIR}JdbcCheck.java`, `jdbc:postgresql://${hostname}:${port || 5432}${pathname || '/postgres'}`, '4', '10'], options)
   },
 }
 
@@ -72,7 +74,12 @@ export const pgjdbcScenario: Scenario = {
  * backend state, each a row of the conformance table (harness/clients/backend_state.py says what each checks).
  */
 function backendStateScenario(group: 'cursors' | 'temp' | 'advisory' | 'identity'): Scenario {
-  return { name: `backend-${group}`, run: (url) => scenarioRun(PYTHON, [`${CLIENTS_DIR}backend_state.py`, url, group]) }
+  return {
+    name: `backend-${group}`,
+    // `deadlineMs` bounds each step of the client (its STEP, 10 s by default), not the whole run.
+    run: (url, options: RunOptions = {}) =>
+      scenarioRun(PYTHON, [`${CLIENTS_DIR}backend_state.py`, url, group], options.deadlineMs === undefined ? {} : { env: { BACKEND_STATE_STEP_MS: String(options.deadlineMs) } }),
+  }
 }
 
 export const backendCursorsScenario = backendStateScenario('cursors')

@@ -122,8 +122,11 @@ async function spawnTarget(name: TargetName, options: ServerOptions = {}): Promi
     stdio: ['pipe', 'pipe', 'inherit'],
   })
   const exited = once(child, 'exit')
+  // Stock's PGlite is thrown away with its data dir, and one that died busy-loops the thread where the SIGTERM
+  // handler would run: stock is killed outright instead of after CHILD_STOP_DEADLINE_MS.
+  const signal = name === 'stock' ? 'SIGKILL' : 'SIGTERM'
   const stop = async () => {
-    await stopChild(child, exited, () => child.kill('SIGTERM'), CHILD_STOP_DEADLINE_MS, 'target process exit after SIGTERM')
+    await stopChild(child, exited, () => child.kill(signal), CHILD_STOP_DEADLINE_MS, `target process exit after ${signal}`)
     await removeDataDir(dataDir)
   }
   try {

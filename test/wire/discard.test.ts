@@ -3,7 +3,7 @@
 // client alone: another client's temporary table, cursor WITH HOLD and SQL PREPARE survive, as another backend's do
 // on PostgreSQL; where PostgreSQL refuses (DISCARD ALL in a transaction block or a pipeline), the client gets its
 // error. Each scenario runs against PostgreSQL 15 too when PG_ORACLE_URL is set (`.ci/run` sets it). (The lone
-// simple-Query DISCARD ALL: harness/scenarios/pg-discard-all.ts in concurrency.test.ts.)
+// simple-Query DISCARD ALL: harness/scenarios/pg-discard-all.ts in concurrency-*.test.ts.)
 import { describe, expect, it } from 'vitest'
 import { useDevDbs } from '../helpers/dev-db.ts'
 import type { RawClient } from '../../harness/raw-client.ts'

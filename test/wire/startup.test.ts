@@ -33,7 +33,8 @@ async function exchange(target: RunningTarget, bytes: Buffer, count: number): Pr
   return { reply: Buffer.concat(chunks), closed }
 }
 
-describe.each(targets)('startup on $name', (target) => {
+// Each test on its own sockets: concurrent, so stock's silences (up to 3 s each, see exchange()) overlap.
+describe.concurrent.each(targets)('startup on $name', (target) => {
   let server: RunningTarget
   beforeAll(async () => {
     server = await target.start()
