@@ -93,12 +93,14 @@ async function startOnce(modeArgs: string[]): Promise<StartupRun> {
     await server.waitForLine((line) => line.startsWith('postgres://'), 60_000, 'pglite-dev-db URL line')
     const ms = performance.now() - started
     const cpuMs = usageOf(server.pid).cpuSeconds * 1000
-    let peakRssKb = usageOf(server.pid).rssKb
+    let rssKb = usageOf(server.pid).rssKb
+    let peakRssKb = rssKb
     for (let waited = 0; waited < IDLE_AFTER_MS; waited += IDLE_SAMPLE_MS) {
       await sleep(IDLE_SAMPLE_MS)
-      peakRssKb = Math.max(peakRssKb, usageOf(server.pid).rssKb)
+      rssKb = usageOf(server.pid).rssKb
+      peakRssKb = Math.max(peakRssKb, rssKb)
     }
-    return { ms, cpuMs, idleRssKb: usageOf(server.pid).rssKb, peakRssKb }
+    return { ms, cpuMs, idleRssKb: rssKb, peakRssKb }
   } finally {
     await server.stop('SIGTERM')
   }

@@ -34,6 +34,8 @@ export interface IdleRecord {
   target: string
   rssMb: number
   pssMb?: number
+  /** The highest RSS sampled from the URL line until rssMb was read (pglite-dev-db's start-up runs). */
+  peakMb?: number
 }
 
 export interface Results {
@@ -196,7 +198,7 @@ function resourceSection(results: Results): string[] {
   // pglite-dev-db's idle figures are the start-up runs' (median, as the goals use), four seconds after the URL line,
   // with the highest RSS sampled until then.
   const peak = (runs: StartupRun[]) => (runs.every((r) => r.peakRssKb !== undefined) ? median(runs.map((r) => r.peakRssKb!)) / 1024 : undefined)
-  const startupIdle: Array<IdleRecord & { peakMb?: number }> = results.startup
+  const startupIdle: IdleRecord[] = results.startup
     ? [
         { target: 'pglite-dev-db `--memory`', rssMb: median(results.startup.memory.map((r) => r.idleRssKb)) / 1024, peakMb: peak(results.startup.memory) },
         { target: 'pglite-dev-db `--data-dir` (reopened)', rssMb: median(results.startup.dataDir.map((r) => r.idleRssKb)) / 1024, peakMb: peak(results.startup.dataDir) },
@@ -206,7 +208,7 @@ function resourceSection(results: Results): string[] {
     i.target,
     num(i.rssMb),
     i.pssMb === undefined ? '' : num(i.pssMb),
-    'peakMb' in i && typeof i.peakMb === 'number' ? num(i.peakMb) : '',
+    i.peakMb === undefined ? '' : num(i.peakMb),
   ])
   lines.push(...table(['idle server', 'RSS MB', 'PSS MB', 'peak RSS MB from the URL line on'], rows), '')
   if (results.connections) {

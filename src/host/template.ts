@@ -138,7 +138,8 @@ export function holdsDatabase(dataDir: string): Promise<boolean> {
 }
 
 export async function templateBlob(template: Template): Promise<Blob> {
-  // Read when it is opened (in a database thread, once, into a buffer the thread gets without a copy), not here.
+  // Read only when a database opens from it (DbThread.create reads it once and transfers the bytes to the thread). A
+  // file-backed Blob can be read again: dev-db.ts opens once more when the database needs more extensions.
   return openAsBlob(template.tarball, { type: 'application/x-tar' })
 }
 
