@@ -177,7 +177,6 @@ async function runAll(config: Config, scratch: string, template: string | null, 
   if (!config.skip.has('ci')) {
     progress(`CI-shaped suite: ${config.ci.workers.join(' and ')} workers, ${config.ci.targets.join(', ')}`)
     results.ci = await runCiSuite({ scratch, ...config.ci })
-    results.meta.notes.push('CI-shaped suite: worker processes load their modules before a common start (not timed); a worker\'s database is made by its first query (pglite-dev-db), by its own `CREATE DATABASE ... TEMPLATE` (PostgreSQL), or was made at spawn (stock, one server each); pglite-dev-db\'s migrated template was built before, untimed, as a CI cache of node_modules keeps it; data dirs on tmpfs.')
   }
 }
 

@@ -281,6 +281,10 @@ function ciSection(results: Results): string[] {
     'with `FOR UPDATE` at once and checks the sums. The first run makes the databases (a worker\'s first query on',
     'pglite-dev-db, its `CREATE DATABASE` on PostgreSQL; stock\'s were made at spawn, a server each); the second finds',
     'them there. Spawn to green = spawn to ready + the first run. Ratios are ours / PostgreSQL 15 (lower is better).',
+    'Worker processes load their modules before a common start (not timed: the test runner\'s cost). pglite-dev-db',
+    'copies a migrated template built before the timing (as a CI that caches node_modules keeps it); PostgreSQL runs',
+    'initdb, starts, and migrates a template database that each `CREATE DATABASE` copies; stock servers run initdb in',
+    'WASM and are migrated over the wire. Data dirs on tmpfs; memory summed over the server\'s processes.',
     '',
     ...table(['server', 'workers', 'driver', 'spawn to ready', 'suite, databases made inside it', 'spawn to green', 'the suite again, databases there', 'spawn to green ÷ PG15', 'again ÷ PG15', "a worker's first query, p50 / max", 'peak memory in the first run, MB'], rows),
     ...(failures.length ? ['', ...failures] : []),
@@ -296,7 +300,7 @@ export function renderMarkdown(results: Results): string {
   const m = results.meta
   return [
     `Run ${m.date}: ${m.cpus} × ${m.cpuModel}, ${m.memoryGb.toFixed(0)} GB, Node ${m.node}; load average ${m.loadAverage.start.map((l) => l.toFixed(2)).join(' ')} at start, ${m.loadAverage.end.map((l) => l.toFixed(2)).join(' ')} at end.`,
-    `Each cell: ${m.warmupSeconds} s warm-up, then a ${m.seconds} s window; whole run ${(m.runSeconds / 60).toFixed(1)} min. \`${m.command}\``,
+    `${results.cells.length > 0 ? `Each cell: ${m.warmupSeconds} s warm-up, then a ${m.seconds} s window; whole` : 'Whole'} run ${(m.runSeconds / 60).toFixed(1)} min. \`${m.command}\``,
     ...m.notes.map((n) => `- ${n}`),
     '',
     // A section this run did not measure is left out.
