@@ -4,11 +4,13 @@
 // Usage: npm run bench -- [--seconds N] [--quick] [--json PATH] [--oracle URL] [--targets ours,stock,postgres]
 //        [--workloads select1,point,insert,tpcb,big,copy] [--drivers postgres.js,node-postgres] [--clients 1,8,64]
 //        [--pgbench-seconds N] [--skip LIST] [--only LIST] [--startup-runs N] [--profile WORKLOAD:CLIENTS:DRIVER]
-//        [--render JSON] [--merge JSON] [--baseline DIR]   (sections for --skip/--only: cells, pgbench, startup, connections)
+//        [--render JSON] [--merge JSON] [--baseline DIR] [--ci-workers 4,8] [--ci-targets LIST] [--ci-drivers LIST]
+//        [--ci-tests N]   (sections for --skip/--only: cells, pgbench, startup, connections, ci)
 //        --baseline DIR also runs the pglite-dev-db of another checkout (an older commit, `npm ci` done there) beside
 //        this one, cell by cell, and prints this one's rate as a multiple of it.
 //        A run that skips a section writes bench-results-partial.json unless --json is given; --merge JSON puts the
 //        sections it ran into that earlier run's JSON instead (noted there with this run's date and load).
+//        The ci section alone: npm run bench -- --only ci --ci-workers 4,8 (scripts/bench/ci.ts says what it runs).
 import { readdir, readFile, writeFile } from 'node:fs/promises'
 import os from 'node:os'
 import { join } from 'node:path'
@@ -17,6 +19,7 @@ import { PGlite } from '@electric-sql/pglite'
 import { describeCell, progress, runCeilingCell, runWireCell, warmUp, warmed, type Timing } from './bench/cells.ts'
 import { CEILINGS, DRIVERS, inProcessSession, type CeilingName, type DriverName } from './bench/drivers.ts'
 import { measureConnectionCost, measureStartup, pgbenchSuite, renderProfile, summarizeProfile } from './bench/extras.ts'
+import { CI_DEFAULT_TARGETS, CI_TARGETS, runCiSuite, type CiTargetName } from './bench/ci.ts'
 import { releaseAll, sleep, track } from './bench/procs.ts'
 import { evaluateGoals, renderMarkdown, type Results } from './bench/report.ts'
 import {
@@ -43,11 +46,15 @@ interface Config extends Timing {
   merge: string | undefined
   /** Another checkout whose pglite-dev-db runs beside this one (target 'baseline'). */
   baseline: string | undefined
+  /** The CI-shaped suite: how many workers (one row each), which servers, drivers, and tests per worker. */
+  ci: { workers: number[]; targets: CiTargetName[]; drivers: DriverName[]; tests: number }
 }
 
-const USAGE = 'usage: npm run bench -- [--seconds N] [--quick] [--json PATH] [--oracle URL] [--targets LIST] [--workloads LIST] [--drivers LIST] [--clients LIST] [--pgbench-seconds N] [--skip SECTIONS] [--only SECTIONS] [--startup-runs N] [--profile WORKLOAD:CLIENTS:DRIVER] [--render JSON] [--merge JSON] [--baseline DIR]\nSECTIONS: a comma list of cells, pgbench, startup, connections'
-/** What --skip and --only name: the closed-loop cells (with the ceilings), pgbench, start-up and idle connections. */
-const SECTIONS = ['cells', 'pgbench', 'startup', 'connections'] as const
+const USAGE = 'usage: npm run bench -- [--seconds N] [--quick] [--json PATH] [--oracle URL] [--targets LIST] [--workloads LIST] [--drivers LIST] [--clients LIST] [--pgbench-seconds N] [--skip SECTIONS] [--only SECTIONS] [--startup-runs N] [--profile WORKLOAD:CLIENTS:DRIVER] [--render JSON] [--merge JSON] [--baseline DIR] [--ci-workers LIST] [--ci-targets LIST] [--ci-drivers LIST] [--ci-tests N]\nSECTIONS: a comma list of cells, pgbench, startup, connections, ci\nci, the CI-shaped suite: a server spawned, N worker processes each on a database of its own (a pool of four, N from --ci-workers, default 4,8), --ci-tests tests each (default 20), then the suite again with the databases there;\n  --ci-targets from ' + CI_TARGETS.join(',') + ' (default: all but ours-no-threads), --ci-drivers postgres.js and/or node-postgres (default postgres.js).\n  Alone: npm run bench -- --only ci --ci-workers 4,8'
+/** What --skip and --only name: the closed-loop cells (with the ceilings), pgbench, start-up, idle connections, the CI-shaped suite. */
+const SECTIONS = ['cells', 'pgbench', 'startup', 'connections', 'ci'] as const
+/** The sections that need the benchmark's template data dir (the CI-shaped suite migrates its own). */
+const TEMPLATE_SECTIONS = SECTIONS.filter((s) => s !== 'ci')
 /** The goals name 16 clients for these two; the rest run at 1, 8 and 64. */
 const CLIENTS_WITH_16 = new Set<WorkloadName>(['select1', 'point'])
 
@@ -66,6 +73,7 @@ function parseConfig(argv: string[]): Config {
       targets: { type: 'string' }, workloads: { type: 'string' }, drivers: { type: 'string' }, clients: { type: 'string' },
       'pgbench-seconds': { type: 'string' }, skip: { type: 'string' }, only: { type: 'string' }, 'startup-runs': { type: 'string' },
       profile: { type: 'string' }, render: { type: 'string' }, merge: { type: 'string' }, baseline: { type: 'string' },
+      'ci-workers': { type: 'string' }, 'ci-targets': { type: 'string' }, 'ci-drivers': { type: 'string' }, 'ci-tests': { type: 'string' },
       help: { type: 'boolean' },
     },
   })
@@ -83,6 +91,10 @@ function parseConfig(argv: string[]): Config {
   if (only) for (const section of SECTIONS) if (!only.includes(section)) skip.add(section)
   const startupRuns = Number(values['startup-runs'] ?? (quick ? 1 : 3))
   if (!(Number.isInteger(startupRuns) && startupRuns > 0)) throw new Error('--startup-runs must be a positive integer')
+  const ciWorkers = (values['ci-workers'] ?? (quick ? '4' : '4,8')).split(',').map(Number)
+  if (!ciWorkers.every((n) => Number.isInteger(n) && n > 0)) throw new Error('--ci-workers must list positive integers')
+  const ciTests = Number(values['ci-tests'] ?? 20)
+  if (!(Number.isInteger(ciTests) && ciTests > 0)) throw new Error('--ci-tests must be a positive integer')
   return {
     seconds,
     warmupSeconds: Math.max(0.2, Math.round(seconds * 20) / 100),
@@ -103,6 +115,12 @@ function parseConfig(argv: string[]): Config {
     render: values.render,
     merge: values.merge,
     baseline: values.baseline,
+    ci: {
+      workers: ciWorkers,
+      targets: list(values['ci-targets'], CI_TARGETS, 'CI target') ?? [...CI_DEFAULT_TARGETS],
+      drivers: list(values['ci-drivers'], DRIVERS, 'driver') ?? ['postgres.js'],
+      tests: ciTests,
+    },
   }
 }
 
@@ -154,7 +172,16 @@ async function runCells(config: Config, template: string, targets: Target[], res
   await tracked.release()
 }
 
-async function runAll(config: Config, scratch: string, template: string, results: Results): Promise<void> {
+async function runAll(config: Config, scratch: string, template: string | null, results: Results): Promise<void> {
+  if (template) await runServerSections(config, scratch, template, results)
+  if (!config.skip.has('ci')) {
+    progress(`CI-shaped suite: ${config.ci.workers.join(' and ')} workers, ${config.ci.targets.join(', ')}`)
+    results.ci = await runCiSuite({ scratch, ...config.ci })
+  }
+}
+
+/** Every section but the CI-shaped suite: the servers that open the template data dir. */
+async function runServerSections(config: Config, scratch: string, template: string, results: Results): Promise<void> {
   const targets: Target[] = []
   const needsTargets = !config.skip.has('cells') || !config.skip.has('pgbench')
   for (const name of needsTargets ? config.targets : []) {
@@ -228,7 +255,8 @@ function threadOf(profileFile: string): number {
 /** The sections `partial` measured replace those of the run in `file`, with a note saying when and under what load. */
 async function mergeInto(file: string, partial: Results, skipped: ReadonlySet<string>): Promise<Results> {
   const base = JSON.parse(await readFile(file, 'utf8')) as Results
-  const ran = ['cells', 'pgbench', 'startup', 'connections'].filter((section) => !skipped.has(section))
+  const ran = SECTIONS.filter((section) => !skipped.has(section))
+  if (ran.includes('ci')) base.ci = partial.ci
   if (ran.includes('cells')) base.cells = partial.cells
   if (ran.includes('pgbench')) base.pgbench = partial.pgbench
   if (ran.includes('startup')) base.startup = partial.startup
@@ -260,9 +288,12 @@ async function main(): Promise<void> {
   const loadStart = os.loadavg()
   try {
     const scratch = await createScratch()
-    progress('template data dir (initdb in WASM, migrations, benchmark tables)')
-    const template = await createTemplate(scratch)
-    if (config.profile) return await runProfile(config, scratch, template)
+    let template: string | null = null
+    if (config.profile || TEMPLATE_SECTIONS.some((section) => !config.skip.has(section))) {
+      progress('template data dir (initdb in WASM, migrations, benchmark tables)')
+      template = await createTemplate(scratch)
+    }
+    if (config.profile) return await runProfile(config, scratch, template!)
     const results: Results = {
       meta: {
         date: new Date().toISOString(),
@@ -280,7 +311,7 @@ async function main(): Promise<void> {
           'Clients (the drivers) run in this process, servers in child processes; both share the 2 cores.',
         ],
       },
-      cells: [], idle: [], startup: null, connections: null, pgbench: [], goals: [],
+      cells: [], idle: [], startup: null, connections: null, pgbench: [], ci: [], goals: [],
     }
     await runAll(config, scratch, template, results)
     results.meta.loadAverage.end = os.loadavg()
@@ -290,6 +321,11 @@ async function main(): Promise<void> {
     const shown = config.merge ? await mergeInto(config.merge, results, config.skip) : results
     process.stdout.write(renderMarkdown(shown))
     progress(`done in ${(results.meta.runSeconds / 60).toFixed(1)} min; JSON in ${config.json}${config.merge ? ` and merged into ${config.merge}` : ''}`)
+    const wrong = (results.ci ?? []).filter((r) => r.verdict === 'wrong')
+    if (wrong.length > 0) {
+      progress(`FAILED: ${wrong.length} CI-shaped suite row(s) got a WRONG RESULT: ${wrong.map((r) => `${r.target} ×${r.workers}: ${r.detail}`).join('; ')}`)
+      process.exitCode = 1
+    }
   } finally {
     await releaseAll()
   }

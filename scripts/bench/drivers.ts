@@ -47,7 +47,7 @@ const noticeError = (text: string) => new WrongResultError(`unexpected notice: $
 const templates = new Map<string, TemplateStringsArray>()
 
 /** `select ... $1 ... $2` as the strings of the tagged template sql`select ... ${a} ... ${b}`, so postgres.js runs as apps call it. */
-function templateOf(text: string): TemplateStringsArray {
+export function templateOf(text: string): TemplateStringsArray {
   let strings = templates.get(text)
   if (!strings) {
     const numbers = [...text.matchAll(/\$(\d+)/g)].map((m) => Number(m[1]))

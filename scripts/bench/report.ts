@@ -1,6 +1,7 @@
 // What a run measured, as JSON records, as Markdown tables (ratios first: only ratios measured in one run mean
 // anything on a shared machine), and the issue's goals each marked met or missed.
 
+import { CI_TARGET_LABELS, type CiRecord, type CiRun } from './ci.ts'
 import type { CeilingName, DriverName } from './drivers.ts'
 import type { ConnectionCost, PgbenchResult, StartupResult, StartupRun } from './extras.ts'
 import type { Verdict } from './loop.ts'
@@ -57,6 +58,8 @@ export interface Results {
   startup: StartupResult | null
   connections: ConnectionCost | null
   pgbench: Array<{ target: TargetName; results: PgbenchResult[] }>
+  /** The CI-shaped suite; absent from runs made before it existed. */
+  ci?: CiRecord[]
   goals: Goal[]
 }
 
@@ -110,6 +113,7 @@ function ceilingSection(results: Results): string[] {
     const cells = (['db.query', 'raw simple', 'raw extended'] as const).map((name) => find(results, 'in-process', w.name, 1, name))
     return [w.title, ...cells.flatMap((cell) => [verdictText(cell), ms(cell?.p50Ms ?? null)]), w.rawCeiling === 'simple' ? 'raw simple' : 'raw extended']
   })
+  if (rows.length === 0) return []
   return [
     '### In-process ceilings (one loop on one PGlite in the benchmark process)',
     '',
@@ -151,6 +155,7 @@ function summarySection(results: Results): string[] {
       verdictText(pg), x(ratio(q, okQps(pg))),
     ])
   }
+  if (rows.length === 0) return []
   return [
     '### pglite-dev-db against the ceilings, stock pglite-socket and PostgreSQL 15',
     '',
@@ -159,6 +164,7 @@ function summarySection(results: Results): string[] {
 }
 
 function detailSection(results: Results): string[] {
+  if (results.cells.length === 0) return []
   const rows = results.cells.map((c) => {
     const q = okQps(c)
     return [
@@ -190,10 +196,12 @@ function fairnessSection(results: Results): string[] {
       rows.push([w.name, driver, cell('ours'), cell('stock'), cell('postgres')])
     }
   }
+  if (rows.length === 0) return []
   return ['### Fairness at 64 clients: p99 / p50 (p50 ms / p99 ms)', '', ...table(['workload', 'driver', 'pglite-dev-db', 'stock', 'PostgreSQL 15'], rows)]
 }
 
 function resourceSection(results: Results): string[] {
+  if (!results.startup && !results.connections && results.idle.length === 0) return []
   const lines = ['### Memory and start-up', '']
   // pglite-dev-db's idle figures are the start-up runs' (median, as the goals use), four seconds after the URL line,
   // with the highest RSS sampled until then.
@@ -246,26 +254,60 @@ function pgbenchSection(results: Results): string[] {
   return ['### pgbench TPC-B (`-s 1`, `-c 8 -j 8`), its own tps', '', ...table(header, rows)]
 }
 
+const wholeMs = (n: number | null | undefined): string => (n === null || n === undefined ? '—' : Math.round(n).toLocaleString('en-US'))
+const ciShort = (r: CiRecord) => (r.target === 'ours-memory' ? '`--memory`' : r.target === 'ours-data-dir' ? 'data dir' : r.target === 'ours-no-threads' ? 'no threads' : r.target)
+const postgresOf = (records: CiRecord[], r: CiRecord) => records.find((p) => p.target === 'postgres' && p.workers === r.workers && p.driver === r.driver && p.tests === r.tests)
+
+function ciSection(results: Results): string[] {
+  const records = results.ci ?? []
+  if (records.length === 0) return []
+  const run = (r: CiRun | null) => (!r ? 'not run' : r.verdict === 'ok' ? wholeMs(r.ms) : `**${r.verdict}**`)
+  const firstQueries = (r: CiRun | null) => (r?.verdict === 'ok' ? `${wholeMs(median(r.firstQueryMs))} / ${wholeMs(Math.max(...r.firstQueryMs))}` : '—')
+  const rows = records.map((r) => {
+    const pg = postgresOf(records, r)
+    return [
+      CI_TARGET_LABELS[r.target], String(r.workers), r.driver,
+      r.spawnToReadyMs === null ? `**${r.verdict}**` : wholeMs(r.spawnToReadyMs), run(r.first), wholeMs(r.spawnToGreenMs), run(r.second),
+      x(ratio(r.spawnToGreenMs, pg?.spawnToGreenMs ?? null)), x(ratio(r.second?.ms ?? null, pg?.second?.ms ?? null)),
+      firstQueries(r.first), `${num(r.peakRssMb)}${r.peakPssMb === undefined ? '' : ` (PSS ${num(r.peakPssMb)})`}`,
+    ]
+  })
+  const tests = [...new Set(records.map((r) => r.tests))].join(', ')
+  const failures = records.filter((r) => r.verdict !== 'ok').map((r) => `- ${CI_TARGET_LABELS[r.target]}, ${r.workers} workers, ${r.driver}: **${r.verdict}**: ${r.detail ?? ''}`)
+  return [
+    `### CI-shaped suite: a server spawned, N worker processes each on a database of its own (a pool of four), ${tests} tests each (ms)`,
+    '',
+    'A test empties its two tables, inserts 40 rows, reads five users\' posts at once, runs three short transactions',
+    'with `FOR UPDATE` at once and checks the sums. The first run makes the databases (a worker\'s first query on',
+    'pglite-dev-db, its `CREATE DATABASE` on PostgreSQL; stock\'s were made at spawn, a server each); the second finds',
+    'them there. Spawn to green = spawn to ready + the first run. Ratios are ours / PostgreSQL 15 (lower is better).',
+    'Worker processes load their modules before a common start (not timed: the test runner\'s cost). pglite-dev-db',
+    'copies a migrated template built before the timing (as a CI that caches node_modules keeps it); PostgreSQL runs',
+    'initdb, starts, and migrates a template database that each `CREATE DATABASE` copies; stock servers run initdb in',
+    'WASM and are migrated over the wire. Data dirs on tmpfs; memory summed over the server\'s processes.',
+    '',
+    ...table(['server', 'workers', 'driver', 'spawn to ready', 'suite, databases made inside it', 'spawn to green', 'the suite again, databases there', 'spawn to green ÷ PG15', 'again ÷ PG15', "a worker's first query, p50 / max", 'peak memory in the first run, MB'], rows),
+    ...(failures.length ? ['', ...failures] : []),
+  ]
+}
+
 function goalsSection(results: Results): string[] {
   const mark = (g: Goal) => (g.isMet === null ? 'not measured' : g.isMet ? 'met' : '**missed**')
-  return ['### Goals (issue 5)', '', ...table(['goal', 'measured', ''], results.goals.map((g) => [g.goal, g.measured, mark(g)]))]
+  return ['### Goals (issue 5; the CI-shaped suite: issues 27 and 28)', '', ...table(['goal', 'measured', ''], results.goals.map((g) => [g.goal, g.measured, mark(g)]))]
 }
 
 export function renderMarkdown(results: Results): string {
   const m = results.meta
   return [
     `Run ${m.date}: ${m.cpus} × ${m.cpuModel}, ${m.memoryGb.toFixed(0)} GB, Node ${m.node}; load average ${m.loadAverage.start.map((l) => l.toFixed(2)).join(' ')} at start, ${m.loadAverage.end.map((l) => l.toFixed(2)).join(' ')} at end.`,
-    `Each cell: ${m.warmupSeconds} s warm-up, then a ${m.seconds} s window; whole run ${(m.runSeconds / 60).toFixed(1)} min. \`${m.command}\``,
+    `${results.cells.length > 0 ? `Each cell: ${m.warmupSeconds} s warm-up, then a ${m.seconds} s window; whole` : 'Whole'} run ${(m.runSeconds / 60).toFixed(1)} min. \`${m.command}\``,
     ...m.notes.map((n) => `- ${n}`),
     '',
-    ...goalsSection(results), '',
-    ...ceilingSection(results), '',
-    ...summarySection(results), '',
-    ...baselineSection(results), '',
-    ...fairnessSection(results), '',
-    ...resourceSection(results), '',
-    ...pgbenchSection(results), '',
-    ...detailSection(results), '',
+    // A section this run did not measure is left out.
+    ...[goalsSection, ceilingSection, summarySection, baselineSection, fairnessSection, resourceSection, pgbenchSection, ciSection, detailSection]
+      .map((section) => section(results))
+      .filter((lines) => lines.length > 0)
+      .flatMap((lines) => [...lines, '']),
   ].join('\n')
 }
 
@@ -279,6 +321,33 @@ function allAtLeast(parts: Array<[string, number | null]>, min: number): boolean
   const known = parts.filter(([, r]) => r !== null)
   if (known.length === 0) return null
   return known.length === parts.length && known.every(([, r]) => r! >= min)
+}
+
+function allAtMost(parts: Array<[string, number | null]>, max: number): boolean | null {
+  const known = parts.filter(([, r]) => r !== null)
+  if (known.length === 0) return null
+  return known.length === parts.length && known.every(([, r]) => r! <= max)
+}
+
+/** Ours (both modes) against PostgreSQL 15 at each worker count: a missing or failed row counts as missed. */
+function ciGoals(records: CiRecord[]): Goal[] {
+  const ours = records.filter((r) => r.target === 'ours-memory' || r.target === 'ours-data-dir')
+  if (ours.length === 0) return []
+  const drivers = new Set(ours.map((r) => r.driver)).size > 1
+  const name = (r: CiRecord) => `${ciShort(r)} ×${r.workers}${drivers ? ` ${r.driver}` : ''}`
+  const against = (value: (r: CiRecord | undefined) => number | null) => ours.map((r): [string, number | null] => [name(r), ratio(value(r), value(postgresOf(records, r)))])
+  const green = against((r) => r?.spawnToGreenMs ?? null)
+  const again = against((r) => r?.second?.ms ?? null)
+  const firsts = ours.map((r) => ({ r, ms: r.first?.verdict === 'ok' ? r.first.firstQueryMs : null }))
+  return [
+    { goal: 'CI-shaped suite, spawn to green ≤ 1.5x PostgreSQL 15 (issue 28)', measured: listRatios(green), isMet: allAtMost(green, 1.5) },
+    { goal: 'CI-shaped suite again, databases there, ≤ 1.2x PostgreSQL 15 (issue 27)', measured: listRatios(again), isMet: allAtMost(again, 1.2) },
+    {
+      goal: "CI-shaped suite, a worker's first query right after start (its database made): p50 ≤ 150 ms, max ≤ 500 ms (issue 28)",
+      measured: firsts.map(({ r, ms }) => `${name(r)} ${ms ? `${wholeMs(median(ms))} / ${wholeMs(Math.max(...ms))} ms` : '—'}`).join(', '),
+      isMet: firsts.every(({ ms }) => ms === null) ? null : firsts.every(({ ms }) => ms !== null && median(ms) <= 150 && Math.max(...ms) <= 500),
+    },
+  ]
 }
 
 export function evaluateGoals(results: Results): Goal[] {
@@ -335,5 +404,6 @@ export function evaluateGoals(results: Results): Goal[] {
     const last = results.connections.steps.at(-1)
     if (last) goals.push({ goal: `${last.connections} idle connections add ≤ 100 kB each`, measured: `${last.kbPerConnection.toFixed(1)} kB each`, isMet: last.kbPerConnection <= 100 })
   }
+  goals.push(...ciGoals(results.ci ?? []))
   return goals
 }

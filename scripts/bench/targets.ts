@@ -17,7 +17,7 @@ import { SETUP_SQL } from './workloads.ts'
 
 export const REPO_ROOT = fileURLToPath(new URL('../..', import.meta.url))
 export const MIGRATIONS_DIR = join(REPO_ROOT, 'migrations')
-const HOST = '127.0.0.1'
+export const HOST = '127.0.0.1'
 const START_DEADLINE_MS = 60_000
 /** Stock's default is 1 connection; 100 lets 64 clients and the benchmark's own checks in. */
 const STOCK_MAX_CONNECTIONS = 100
@@ -76,6 +76,8 @@ export interface OursOptions {
 }
 
 export const OURS_BIN = join(REPO_ROOT, 'bin', 'pglite-dev-db.js')
+/** Stock pglite-socket's CLI: the package's exports do not list its bin, so it is found beside the resolved entry. */
+export const STOCK_BIN = join(dirname(createRequire(import.meta.url).resolve('pglite-socket-stock')), 'scripts', 'server.js')
 
 interface Running {
   server: ServerProcess
@@ -108,10 +110,8 @@ async function startOursProcess(options: OursOptions): Promise<Running> {
 
 async function startStockProcess(template: string): Promise<Running> {
   const dataDir = await copyTemplate(template)
-  // The package's exports do not list its bin: find it beside the resolved entry.
-  const script = join(dirname(createRequire(import.meta.url).resolve('pglite-socket-stock')), 'scripts', 'server.js')
   const port = await freePort()
-  const server = spawnServer(process.execPath, [script, `--db=${dataDir}`, `--port=${port}`, `--host=${HOST}`, `--max-connections=${STOCK_MAX_CONNECTIONS}`], { cwd: REPO_ROOT })
+  const server = spawnServer(process.execPath, [STOCK_BIN, `--db=${dataDir}`, `--port=${port}`, `--host=${HOST}`, `--max-connections=${STOCK_MAX_CONNECTIONS}`], { cwd: REPO_ROOT })
   await server.waitForLine((line) => line.includes('listening'), START_DEADLINE_MS, 'stock pglite-socket listening line')
   return { server, url: `postgres://postgres@${HOST}:${port}/postgres`, dataDir }
 }
@@ -168,10 +168,10 @@ export function hasPostgres(): boolean {
   }
 }
 
-export async function startPostgres(scratch: string): Promise<Target> {
+/** initdb into `dir` (made here), then postgres on a free port, up to its "ready to accept connections" line. */
+export async function spawnPostgres(dir: string): Promise<{ server: ServerProcess; url: string }> {
   const bin = pgBinDir()
   const user = postgresUser()
-  const dir = join(scratch, 'postgres')
   await mkdir(dir)
   if (user) await chown(dir, user.uid, user.gid)
   const as = user ?? {}
@@ -184,7 +184,11 @@ export async function startPostgres(scratch: string): Promise<Target> {
   const settings = ['listen_addresses=127.0.0.1', `unix_socket_directories=${dir}`, 'fsync=off', 'max_connections=300']
   const server = spawnServer(join(bin, 'postgres'), ['-D', join(dir, 'data'), '-p', String(port), ...settings.flatMap((s) => ['-c', s])], { ...as, env, stopNow: 'SIGQUIT' })
   await server.waitForLine((line) => line.includes('ready to accept connections'), START_DEADLINE_MS, 'PostgreSQL ready')
-  const url = `postgres://postgres@${HOST}:${port}/postgres`
+  return { server, url: `postgres://postgres@${HOST}:${port}/postgres` }
+}
+
+export async function startPostgres(scratch: string): Promise<Target> {
+  const { server, url } = await spawnPostgres(join(scratch, 'postgres'))
   await runAdmin(url, SETUP_SQL, 120_000)
   return {
     name: 'postgres',
