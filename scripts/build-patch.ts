@@ -180,12 +180,22 @@ interface PGLiteSocketLogger {
     enabled(level: PGLiteSocketLogLevel): boolean;
     child(fields: Record<string, unknown>): PGLiteSocketLogger;
 }
+/** A call whose reply a database's thread writes straight to the client's socket (pglite-dev-db's DirectReply). */
+interface PGLiteSocketDirectReply {
+    fd: number;
+    relayFrom: number;
+    summary(summary: Uint8Array): void;
+    blocked(isBlocked: boolean): void;
+}
 /** What a session needs of a database: a PGlite, or one in a worker thread (pglite-dev-db's SessionDb). */
 interface PGLiteSocketSessionDb {
     readonly waitReady: Promise<void>;
     runExclusive<T>(fn: () => Promise<T>): Promise<T>;
     execProtocolRaw(message: Uint8Array, options?: { syncToFs?: boolean }): Promise<Uint8Array>;
-    execProtocolRawStream(message: Uint8Array, options: { onRawData: (chunk: Uint8Array, owned?: boolean) => void | Promise<void>; syncToFs?: boolean }): Promise<void>;
+    execProtocolRawStream(message: Uint8Array, options: { onRawData: (chunk: Uint8Array, owned?: boolean) => void | Promise<void>; syncToFs?: boolean; direct?: PGLiteSocketDirectReply | null }): Promise<void>;
+    /** The database writes a call's reply straight to its client's socket when asked: one in a worker thread. */
+    readonly directReplies?: boolean;
+    abandonDirectReply?(): void;
     cancel?(unit?: number): Promise<boolean | 'canceled' | 'skipped' | ''>;
     execProtocolUnits?(units: readonly Uint8Array[], options: { onRawData: (chunk: Uint8Array, owned?: boolean) => void | Promise<void>; onUnitEnd: (skipped: boolean) => void }): Promise<void>;
     skipUnit?(unit: number): Promise<boolean>;

@@ -32,6 +32,8 @@ describe('queueTimeoutMs', () => {
 
     // The holder's transaction was never touched; once it commits, the waiter runs and sees its row.
     expect((await holder.query('insert into held values (2); commit')).status).toBe('I')
+    // The reply reaches the holder before the server has recorded the release (the database thread writes it).
+    await expect.poll(() => dev.server.getStats().sessionHeld, { timeout: 5_000 }).toBe(false)
     expect((await waiter.query('select count(*) from held')).rows).toEqual([['2']])
   })
 
@@ -108,6 +110,8 @@ describe('queueTimeoutMs', () => {
     expect(wire.summarize(await waiter.until('ReadyForQuery')).errors.map((e) => e.code)).toEqual(['57014'])
 
     expect((await holder.query('insert into held values (2); commit')).status).toBe('I')
+    // The reply reaches the holder before the server has recorded the release (the database thread writes it).
+    await expect.poll(() => dev.server.getStats().sessionHeld, { timeout: 5_000 }).toBe(false)
     expect((await waiter.query('select count(*) from held')).rows).toEqual([['2']])
   })
 

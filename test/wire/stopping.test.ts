@@ -318,7 +318,7 @@ describe('COPY FROM STDIN broken by another message', () => {
     const { told, after } = await interruptCopy(dev.url, `copy_${type.toLowerCase()}`, intruder)
     expect(told).toEqual(expected(type))
     expect([after.errors, after.rows]).toEqual([[], [['0']]])
-    expect(dev.server.getStats()).toMatchObject({ sessionHeld: false, waitingClients: 0 })
+    await expect.poll(() => dev.server.getStats(), { timeout: 5_000 }).toMatchObject({ sessionHeld: false, waitingClients: 0 })
     const late = await connect(dev.url)
     expect((await late.query('select 5')).rows).toEqual([['5']])
   }

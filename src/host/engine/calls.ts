@@ -9,6 +9,7 @@ import { workerInspector } from './interrupt.ts'
 import { ByteRing, FrameEnd, encodeUnits, waitAsync } from './ring.ts'
 import { Control, ENGINE_GLOBAL, controlViews } from './stoppable.ts'
 import { sendingClients } from '../../socket/connection/traffic.ts'
+import type { DirectReply } from '../../socket/session/databases.ts'
 
 /**
  * Gets each piece of a call's output; a returned promise holds the rest back until it settles. `owned`: the chunk is
@@ -61,6 +62,10 @@ interface Running {
   cancelAgain: NodeJS.Timeout | undefined
   /** The pump is waiting for the client to read (the thread may be waiting for room, the statement paused). */
   heldByClient: boolean
+  /** The reply goes straight to the client's socket (null: through the reply ring). */
+  direct: DirectReply | null
+  /** The thread waits for that client to read (Control.Blocked), as the watchdog last saw. */
+  directBlocked: boolean
 }
 
 export class ProtocolCalls {
@@ -72,6 +77,8 @@ export class ProtocolCalls {
   readonly #threadId: number
   #nextId = 1
   #running: Running | null = null
+  /** The payload of a request's Direct frame, written again for each call. */
+  readonly #directTarget = Buffer.alloc(8)
   /** The last call left a transaction block open (its last frame said so: FrameEnd.InTransaction). */
   #inTransaction = false
   /** The watchdog: one timer while calls come (not one per call), stopped once none has run for a tick. */
@@ -97,9 +104,20 @@ export class ProtocolCalls {
     return this.#running !== null
   }
 
-  /** Run `message` (complete frontend messages) as one call. Callers take turns (thread.ts holds a lock). */
-  run(message: Uint8Array, sink: OutputSink): Promise<void> {
-    return this.#call(message, 0, sink, null)
+  /**
+   * Run `message` (complete frontend messages) as one call; its reply goes to `sink`, or with `direct` straight to
+   * the client's socket as far as it can. Callers take turns (thread.ts holds a lock).
+   */
+  run(message: Uint8Array, sink: OutputSink, direct: DirectReply | null = null): Promise<void> {
+    return this.#call(message, 0, sink, null, direct)
+  }
+
+  /** The client of the call running now is gone: the thread stops writing its reply (DirectReply) and drops the rest. */
+  abandonDirectReply(): void {
+    const running = this.#running
+    if (!running?.direct) return
+    Atomics.store(this.#words, Control.Abandoned, running.id)
+    Atomics.notify(this.#words, Control.Abandoned)
   }
 
   /**
@@ -111,21 +129,22 @@ export class ProtocolCalls {
     return this.#call(encodeUnits(units), FrameEnd.Units, sink, onUnitEnd)
   }
 
-  async #call(request: Uint8Array, flags: number, sink: OutputSink, onUnitEnd: ((skipped: boolean) => void) | null): Promise<void> {
+  async #call(request: Uint8Array, flags: number, sink: OutputSink, onUnitEnd: ((skipped: boolean) => void) | null, direct: DirectReply | null = null): Promise<void> {
     if (this.#failure) throw this.#failure
     // Ids stay positive 32-bit numbers (Control.Current holds one, negated once the call ended) for a server's life.
     const id = this.#nextId
     this.#nextId = id >= 0x7fff_ffff ? 1 : id + 1
-    const running: Running = { id, nextCheck: performance.now() + WATCH_EVERY_MS, stuckCheck: undefined, cancelAgain: undefined, heldByClient: false }
+    const running: Running = { id, nextCheck: performance.now() + WATCH_EVERY_MS, stuckCheck: undefined, cancelAgain: undefined, heldByClient: false, direct, directBlocked: false }
     this.#running = running
     noteBusy()
     const spinMs = sendingClients() <= FEW_CLIENTS ? FEW_CLIENTS_SPIN_MS : this.#inTransaction ? IN_TRANSACTION_SPIN_MS : 0
     this.#inTransaction = false
     try {
-      await this.#send(running.id, request, flags)
+      await this.#send(running.id, request, flags, direct)
       this.#startWatchdog()
       await this.#receive(running, sink, onUnitEnd, spinMs > 0 ? performance.now() + spinMs : 0)
     } finally {
+      if (running.direct && running.directBlocked) running.direct.blocked(false)
       clearTimeout(running.stuckCheck)
       clearTimeout(running.cancelAgain)
       this.#running = null
@@ -208,10 +227,23 @@ export class ProtocolCalls {
     if (this.#requests.tryWrite(0, FrameEnd.Turn, new Uint8Array(0))) this.#requests.wake()
   }
 
-  /** The request into its ring, in frames, waiting for room as the thread reads (COPY data can be large). */
-  async #send(id: number, message: Uint8Array, flags: number): Promise<void> {
+  /**
+   * The request into its ring, in frames, waiting for room as the thread reads (COPY data can be large); first, for a
+   * direct reply, where it goes (fd and RelayFrom bits).
+   */
+  async #send(id: number, message: Uint8Array, flags: number, direct: DirectReply | null): Promise<void> {
     const ring = this.#requests
     const max = ring.maxPayload
+    if (direct) {
+      const target = this.#directTarget
+      target.writeUInt32LE(direct.fd, 0)
+      target.writeUInt32LE(direct.relayFrom, 4)
+      while (!ring.tryWrite(id, FrameEnd.Direct, target)) {
+        const tail = ring.tail
+        ring.wake()
+        await this.#abortable(ring.roomAsync(tail, WAIT_SLICE_MS))
+      }
+    }
     let offset = 0
     do {
       const piece = message.subarray(offset, Math.min(message.length, offset + max))
@@ -244,6 +276,10 @@ export class ProtocolCalls {
       }
       if (flags & FrameEnd.Units) {
         onUnitEnd?.(payload[0] === 1)
+        return
+      }
+      if (flags & FrameEnd.Direct) {
+        running.direct?.summary(payload)
         return
       }
       const result = sink(payload, true)
@@ -286,6 +322,14 @@ export class ProtocolCalls {
         return
       }
       this.#watchdogIdleTicks = 0
+      // A reply written straight to the client waits for it to read: its connection times it out as one that stopped.
+      if (running.direct) {
+        const blocked = Atomics.load(this.#words, Control.Blocked) === running.id
+        if (blocked !== running.directBlocked) {
+          running.directBlocked = running.heldByClient = blocked
+          running.direct.blocked(blocked)
+        }
+      }
       if (performance.now() < running.nextCheck) return
       // Whichever call armed it: Postgres leaves its signal pending when the timeouts it was for end, and re-arms only
       // a deadline earlier than the pending one (timeout.c), so a deadline armed by an earlier call and never fired

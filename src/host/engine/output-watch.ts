@@ -1,25 +1,34 @@
-// What the database thread reads of PGlite's output as it passes: a FATAL or PANIC (after which the instance cannot
-// run another call), and, for a call of several clients' units, whether the unit just run left the session as it
-// found it: ended by ReadyForQuery saying idle, with no command that changes the session (SET, LISTEN, DISCARD...) and
-// no ParameterStatus. Headers only, and the first bytes of the few messages it reads.
+// What the database thread reads of PGlite's output as it passes, headers only (and the first bytes of the few
+// messages it reads): a FATAL or PANIC (after which the instance cannot run another call); whether a unit left the
+// session as it found it (a call of several clients' units goes on only then); and, for output written straight to
+// the client, what the server's thread would have learnt from reading it (summary()), and where the first message
+// the server must rewrite begins.
 
 import { BackendCode, CODE_LENGTH, HEADER_LENGTH, TxStatus } from '../../socket/protocol/codes.ts'
-import { tagChanges } from '../../socket/protocol/replies.ts'
+import { SessionChange, tagChanges } from '../../socket/protocol/replies.ts'
 
 /** How much of an ErrorResponse is read for its severity and message. */
 const ERROR_BYTES = 512
 /** How much of a CommandComplete tag tells whether it changed the session (replies.ts tagChanges). */
 const TAG_BYTES = 16
 
+/** What the output written straight to a client said (ReplyReader.absorb reads it): four bytes. */
+export const SUMMARY_BYTES = 4
+/** summary()[2]: no ErrorResponse or ReadyForQuery came, one came last, or a ReadyForQuery came after the last error. */
+export const ErrorState = { Unchanged: 0, Pending: 1, Cleared: 2 } as const
+
 export class OutputWatch {
   /** What PGlite said, once it said FATAL or PANIC. */
   fatal: string | null = null
   /** Code of the last message header of the unit, or 0. */
   #lastCode = 0
-  /** Status of the unit's last ReadyForQuery. */
+  /** Status of the last ReadyForQuery of the call (kept across units: leftInTransaction). */
   #status: number = TxStatus.Idle
-  /** The unit ran a command that changes the session, or Postgres reported a setting. */
-  #changed = false
+  /** Status of the last ReadyForQuery since the last summary, or 0. */
+  #readyStatus = 0
+  #errorState: number = ErrorState.Unchanged
+  /** SessionChange bits since the last summary. */
+  #changes = 0
   #header = Buffer.alloc(HEADER_LENGTH)
   #headerFill = 0
   #code = 0
@@ -29,10 +38,21 @@ export class OutputWatch {
   #bodySize = 0
   #bodyFill = 0
 
+  /** A call begins: the watch is used again for it. */
+  startCall(): void {
+    this.fatal = null
+    this.#status = TxStatus.Idle
+    this.#headerFill = 0
+    this.#remaining = 0
+    this.#bodySize = 0
+    this.startUnit()
+    this.summary()
+  }
+
   /** A unit begins: what it leaves is judged afresh. */
   startUnit(): void {
     this.#lastCode = 0
-    this.#changed = false
+    this.#changes = 0
   }
 
   /**
@@ -40,7 +60,7 @@ export class OutputWatch {
    * with ReadyForQuery saying idle (nothing open: no transaction, pipeline or COPY) and changed nothing.
    */
   get leftAtRest(): boolean {
-    return this.#lastCode === BackendCode.ReadyForQuery && this.#status === TxStatus.Idle && !this.#changed && this.fatal === null
+    return this.#lastCode === BackendCode.ReadyForQuery && this.#status === TxStatus.Idle && this.#changes === 0 && this.fatal === null
   }
 
   /** The call's last ReadyForQuery said a transaction block is open: its client holds the session for its next call. */
@@ -48,7 +68,22 @@ export class OutputWatch {
     return this.#status !== TxStatus.Idle
   }
 
-  feed(chunk: Uint8Array): void {
+  /**
+   * What the output read since the last summary said, as the server's ReplyReader would have read it: the last
+   * message code, the last ReadyForQuery's status (0: none), ErrorState, SessionChange bits. Starts the next one.
+   */
+  summary(): Uint8Array {
+    const out = new Uint8Array([this.#lastCode, this.#readyStatus, this.#errorState, this.#changes])
+    this.#readyStatus = 0
+    this.#errorState = ErrorState.Unchanged
+    return out
+  }
+
+  /**
+   * Read `chunk`; returns the offset in it where the first message whose code is in `stopAt` (codes the server must
+   * rewrite) begins, or -1. Reading stops before that message: the caller feeds the rest again, without `stopAt`.
+   */
+  feed(chunk: Uint8Array, stopAt: ReadonlySet<number> | null = null): number {
     let i = 0
     while (i < chunk.length) {
       if (this.#remaining > 0) {
@@ -63,6 +98,8 @@ export class OutputWatch {
         if (this.#remaining === 0 && this.#bodySize > 0) this.#read()
         continue
       }
+      // A message begins here: its code, the first byte, is known even when its header is split across chunks.
+      if (this.#headerFill === 0 && stopAt !== null && stopAt.has(chunk[i]!)) return i
       if (this.#headerFill === 0 && chunk.length - i >= HEADER_LENGTH) {
         this.#code = chunk[i]!
         this.#remaining = Math.max(0, ((chunk[i + 1]! << 24) | (chunk[i + 2]! << 16) | (chunk[i + 3]! << 8) | chunk[i + 4]!) - 4)
@@ -76,12 +113,14 @@ export class OutputWatch {
       }
       this.#onHeader()
     }
+    return -1
   }
 
   #onHeader(): void {
     const code = this.#code
     this.#lastCode = code
-    if (code === BackendCode.ParameterStatus) this.#changed = true
+    if (code === BackendCode.ParameterStatus) this.#changes |= SessionChange.Settings
+    else if (code === BackendCode.ErrorResponse) this.#errorState = ErrorState.Pending
     const size = code === BackendCode.ErrorResponse ? ERROR_BYTES : code === BackendCode.CommandComplete ? TAG_BYTES : code === BackendCode.ReadyForQuery ? 1 : 0
     this.#bodySize = Math.min(this.#remaining, size)
     this.#bodyFill = 0
@@ -91,10 +130,11 @@ export class OutputWatch {
   #read(): void {
     const body = this.#body.subarray(0, this.#bodyFill)
     this.#bodySize = 0
-    if (this.#code === BackendCode.ReadyForQuery) this.#status = body[0] ?? TxStatus.Idle
-    else if (this.#code === BackendCode.CommandComplete) {
-      if (tagChanges(body, body.length) !== 0) this.#changed = true
-    } else this.#judge(body)
+    if (this.#code === BackendCode.ReadyForQuery) {
+      this.#status = this.#readyStatus = body[0] ?? TxStatus.Idle
+      this.#errorState = ErrorState.Cleared
+    } else if (this.#code === BackendCode.CommandComplete) this.#changes |= tagChanges(body, body.length)
+    else this.#judge(body)
   }
 
   /** Fields: a type byte, then a NUL-terminated value. V is the severity, never localized. */

@@ -31,8 +31,14 @@ export const FrameEnd = {
    * session and its next call is the next to come (both threads look for it a while before they sleep).
    */
   InTransaction: 0x0800_0000,
+  /**
+   * On a request's first frame: the reply goes straight to the client's socket (the payload: its fd and which
+   * messages the server must see; thread-worker.ts DirectReply). On a reply: what the thread wrote there said (the
+   * payload: output-watch.ts summary), before any output that follows through the ring.
+   */
+  Direct: 0x0400_0000,
 } as const
-const LENGTH_MASK = 0x07ff_ffff
+const LENGTH_MASK = 0x03ff_ffff
 
 /** Atomics.waitAsync (Node 16+), which this project's lib (ES2023) does not declare. */
 export const waitAsync = (Atomics as unknown as { waitAsync(array: Int32Array, index: number, value: number, ms: number): { async: boolean; value: Promise<string> | string } }).waitAsync

@@ -10,14 +10,21 @@ import type { PGlite } from '@electric-sql/pglite'
 export const ENGINE_GLOBAL = '__pgliteDevDbEngine'
 
 /**
- * Shared between the two threads: [0] the id of the call PGlite is running (0: none), and at byte 8 the deadline of
- * Postgres's timer (ms since the epoch; 0: none armed, or it fired).
+ * Shared between the two threads: Int32 words (Control) and, at byte 8, the deadline of Postgres's timer (ms since
+ * the epoch; 0: none armed, or it fired).
  */
-export const CONTROL_BYTES = 16
+export const CONTROL_BYTES = 24
 export function controlViews(buffer: SharedArrayBuffer): { words: Int32Array; deadline: Float64Array } {
-  return { words: new Int32Array(buffer, 0, 1), deadline: new Float64Array(buffer, 8, 1) }
+  return { words: new Int32Array(buffer, 0, CONTROL_BYTES / 4), deadline: new Float64Array(buffer, 8, 1) }
 }
-export const Control = { Current: 0 } as const
+export const Control = {
+  /** The id of the call PGlite is running (0: none; minus its id once it ended). */
+  Current: 0,
+  /** The id of the call whose reply waits for its client to read (written straight to its socket), or 0. */
+  Blocked: 1,
+  /** The id of a call whose client is gone: the rest of its reply goes nowhere. (Words 2 and 3 are the deadline.) */
+  Abandoned: 4,
+} as const
 
 /**
  * A due timer fires only once the call has run this long: PGlite first disables the idle timeouts it armed when the

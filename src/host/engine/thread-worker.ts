@@ -11,7 +11,8 @@ import { TarballBlob, openPGlite } from './pglite.ts'
 import { collectGarbageSoon, collectWhenIdle, noteBusy } from './collect-garbage.ts'
 import { OutputWatch } from './output-watch.ts'
 import { ByteRing, FrameEnd, decodeUnits } from './ring.ts'
-import { exposeStopping, interceptTimers, type CallHooks } from './stoppable.ts'
+import { RELAY_CODES, writeToClient } from './direct-reply.ts'
+import { controlViews, exposeStopping, interceptTimers, type CallHooks } from './stoppable.ts'
 
 /** Wake the server's thread after this many bytes of output, and at the end of each call. */
 const WAKE_EVERY_BYTES = 32 * 1024
@@ -32,6 +33,7 @@ const UNIT_SKIPPED = new Uint8Array([1])
 const init = workerData as ThreadInit
 const requests = new ByteRing(init.rings.requests)
 const replies = new ByteRing(init.rings.replies)
+const { words } = controlViews(init.control)
 let dead: unknown = null
 let closing = false
 let ops: Promise<void> = Promise.resolve()
@@ -47,6 +49,9 @@ async function open(options: ThreadInit): Promise<PGlite> {
 /** Calls from the request ring, one at a time, until the database closes. */
 async function serveCalls(pglite: PGlite, stopping: CallHooks): Promise<void> {
   const parts: Buffer[] = []
+  const output = new Output()
+  let directFd = -1
+  let relayFrom = 0
   while (!closing) {
     let call: Call | null = null
     let turn = false
@@ -55,14 +60,20 @@ async function serveCalls(pglite: PGlite, stopping: CallHooks): Promise<void> {
         turn = true
         return
       }
+      if (flags & FrameEnd.Direct) {
+        directFd = payload.readUInt32LE(0)
+        relayFrom = payload.readUInt32LE(4)
+        return
+      }
       parts.push(payload)
       if ((flags & FrameEnd.Last) === 0) return
-      call = { id, bytes: parts.length === 1 ? parts[0]! : Buffer.concat(parts), isUnits: (flags & FrameEnd.Units) !== 0 }
+      call = { id, bytes: parts.length === 1 ? parts[0]! : Buffer.concat(parts), isUnits: (flags & FrameEnd.Units) !== 0, directFd, relayFrom }
       parts.length = 0
+      directFd = -1
       return false
     })
     if (call) {
-      const inTransaction = await runCall(pglite, stopping, call)
+      const inTransaction = await runCall(pglite, stopping, call, output)
       noteBusy()
       if (inTransaction) requests.spin(performance.now() + IN_TRANSACTION_LINGER_MS)
     } else if (turn || !requests.sleep(IDLE_SLICE_MS)) {
@@ -78,11 +89,15 @@ interface Call {
   bytes: Buffer
   /** Several clients' units (ring.ts encodeUnits), run one after another (runUnits). */
   isUnits: boolean
+  /** The client's socket, when the reply goes straight there (direct-reply.ts); else -1. */
+  directFd: number
+  /** RelayFrom bits: the messages from which on the reply goes through the ring after all. */
+  relayFrom: number
 }
 
 /** Runs the call; true if it left a transaction block open. */
-async function runCall(pglite: PGlite, stopping: CallHooks, { id, bytes, isUnits }: Call): Promise<boolean> {
-  const output = new Output(id)
+async function runCall(pglite: PGlite, stopping: CallHooks, { id, bytes, isUnits, directFd, relayFrom }: Call, output: Output): Promise<boolean> {
+  output.begin(id, isUnits ? -1 : directFd, relayFrom)
   stopping.beforeCall(id)
   let failure: unknown = null
   try {
@@ -129,17 +144,44 @@ async function runUnits(pglite: PGlite, stopping: CallHooks, id: number, units: 
   }
 }
 
-/** One call's output into the reply ring: every chunk copied in as it comes, waiting for room when it is full. */
+/**
+ * One call's output (one object, used again for each call): straight to the client's socket when the call says so,
+ * up to the first message the server must rewrite; otherwise, and from there on, into the reply ring, every chunk
+ * copied in as it comes, waiting for room when the ring is full.
+ */
 class Output {
   readonly watch = new OutputWatch()
-  readonly #id: number
+  #id = 0
   #unannounced = 0
+  /** The client's socket while the reply goes straight there; -1 once (or if) it goes through the ring. */
+  #fd = -1
+  #relayCodes: ReadonlySet<number> | null = null
+  /** The client's socket refused the reply, or the server gave up on it: the rest goes nowhere. */
+  #gone = false
 
-  constructor(id: number) {
+  begin(id: number, fd: number, relayFrom: number): void {
     this.#id = id
+    this.#unannounced = 0
+    this.#fd = fd
+    this.#relayCodes = RELAY_CODES[relayFrom & 7] ?? null
+    this.#gone = false
+    this.watch.startCall()
   }
 
   readonly onRawData = (chunk: Uint8Array): void => {
+    if (this.#fd >= 0) {
+      const stop = this.watch.feed(chunk, this.#relayCodes)
+      const direct = stop < 0 ? chunk : chunk.subarray(0, stop)
+      if (!this.#gone && direct.length > 0 && !writeToClient(words, this.#id, this.#fd, direct)) this.#gone = true
+      if (stop < 0 || this.#gone) {
+        if (stop >= 0) this.watch.feed(chunk.subarray(stop))
+        return
+      }
+      // A message the server rewrites: it and the rest go through the ring, after what the part written said.
+      this.#fd = -1
+      this.#write(FrameEnd.Direct, this.watch.summary())
+      chunk = chunk.subarray(stop)
+    }
     this.watch.feed(chunk)
     this.#write(0, chunk)
     this.#unannounced += chunk.length
@@ -159,8 +201,12 @@ class Output {
     replies.wake()
   }
 
-  /** The last frame: empty, or the error the call failed with; it says whether a transaction block is left open. */
+  /**
+   * The last frame: empty, or the error the call failed with; it says whether a transaction block is left open. A
+   * reply written straight to the client is summed up before it (what the server would have read there).
+   */
   end(failure: unknown, inTransaction: boolean): void {
+    if (this.#fd >= 0) this.#write(FrameEnd.Direct, this.watch.summary())
     const payload = failure === null ? new Uint8Array(0) : Buffer.from(JSON.stringify(encodeThreadError(failure)))
     this.#write(FrameEnd.Last | (failure === null ? 0 : FrameEnd.Error) | (inTransaction ? FrameEnd.InTransaction : 0), payload)
     replies.wake()

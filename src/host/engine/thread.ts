@@ -14,6 +14,7 @@ import { workerInspector } from './interrupt.ts'
 import { ringBuffer } from './ring.ts'
 import { CONTROL_BYTES } from './stoppable.ts'
 import { isPGliteFatal } from '../../errors.ts'
+import type { DirectReply } from '../../socket/session/databases.ts'
 
 export type { ThreadExecOptions, ThreadPGliteOptions, ThreadQueryOptions } from './thread-messages.ts'
 
@@ -140,8 +141,16 @@ export class DbThread {
    * Runs `message` (complete frontend messages) as one call; `onRawData` gets the output as it is produced, and may
    * hold the rest back by returning a promise (the statement waits in its thread meanwhile).
    */
-  execProtocolRawStream(message: Uint8Array, options: { onRawData: OutputSink; syncToFs?: boolean }): Promise<void> {
-    return this.#protocolCall(() => this.#protocol.run(message, options.onRawData))
+  execProtocolRawStream(message: Uint8Array, options: { onRawData: OutputSink; syncToFs?: boolean; direct?: DirectReply | null }): Promise<void> {
+    return this.#protocolCall(() => this.#protocol.run(message, options.onRawData, options.direct ?? null))
+  }
+
+  /** This thread writes a call's reply straight to the client's socket when asked (direct-reply.ts). */
+  readonly directReplies = true
+
+  /** The client of the call running now is gone: the rest of a reply written straight to it goes nowhere. */
+  abandonDirectReply(): void {
+    this.#protocol.abandonDirectReply()
   }
 
   /**

@@ -12,6 +12,7 @@ import { forEachFrame } from '../protocol/frames.ts'
 import { ReplyReader, SessionChange, type Emit, type RewriteMessage } from '../protocol/replies.ts'
 import { UNKNOWN_SETTINGS, remakeStatements, type SessionMember, type SharedSession } from '../session/session.ts'
 import type { RideEnd } from '../session/combined-calls.ts'
+import { RelayFrom, type DirectReply } from '../session/databases.ts'
 import type { Settings } from '../client/settings.ts'
 import type { ClientState } from '../client/state.ts'
 import { LIST_OWN_TEMP_OBJECTS } from '../client/temp-objects.ts'
@@ -32,6 +33,13 @@ export interface BackendClient extends SessionMember, FunctionsClient {
   /** Hold small writes while a call streams its output, then send them together. */
   cork(): void
   uncork(): void
+  /** The client's socket, if a reply may be written straight to it now (nothing of ours waits to go before), else -1. */
+  directFd(): number
+  /** A reply goes straight to the socket until endDirect(): the server's own writes wait, and the socket stays open. */
+  beginDirect(): void
+  endDirect(): void
+  /** The client stopped reading a reply written straight to it (true), or read again (false). */
+  directBlocked(isBlocked: boolean): void
 }
 
 type Output = 'client' | 'nowhere' | Buffer[]
@@ -73,6 +81,8 @@ export interface Backend {
   /** This client needs nothing done in the session before its next unit (see ClientBackend.canRide). */
   readonly canRide: boolean
   release(): Promise<void>
+  /** The client is gone while its call runs: a reply written straight to it stops there. */
+  abandonReply(): void
   forgetChanges(mask: number): void
   settingsDiscarded(): void
   leftSettingsBehind(): void
@@ -96,6 +106,15 @@ export class ClientBackend implements Backend {
   readonly #settings = new ClientSettings(this)
   /** For a call whose statements use the functions that answer per backend: what they tell the server. */
   #functions: FunctionReplies | null = null
+  /** A reply written straight to the client's socket by the database's thread (used again for each such call). */
+  readonly #direct: DirectReply = {
+    fd: -1,
+    relayFrom: 0,
+    summary: (summary) => this.#reader.absorb(summary),
+    blocked: (isBlocked) => this.#client.directBlocked(isBlocked),
+  }
+  /** The call running now writes its reply straight to the client. */
+  #directNow = false
   #lockWait: LockWait | null = null
 
   constructor(client: BackendClient, session: SharedSession, state: ClientState, log: Logger) {
@@ -192,9 +211,13 @@ export class ClientBackend implements Backend {
   async #execute(bytes: Uint8Array, output: Output, asClient = output === 'client', functions = 0): Promise<void> {
     if (functions & ServerFunctions.Context) await this.#tellContext()
     this.#beginCall(output, asClient, functions)
+    const direct = output === 'client' ? this.#directReply() : null
+    if (direct) this.#client.beginDirect()
+    else this.#client.cork()
     try {
-      await this.session.execute(bytes, this.#sink)
+      await this.session.execute(bytes, this.#sink, direct)
     } finally {
+      if (direct) this.#client.endDirect()
       this.#endCall()
     }
     // A set_config() may have changed a setting, which no reply shows: read the client's settings back at rest.
@@ -225,13 +248,37 @@ export class ClientBackend implements Backend {
     // A capture of the client's own messages is the client's reply, edited before it is sent: read as if sent.
     this.#captureRewrite = asClient ? this.#rewriteNow : this.#functions ? this.#rewrite : null
     this.#reader.startCall(asClient)
-    this.#client.cork()
   }
 
   #endCall(): void {
-    this.#client.uncork()
+    if (this.#directNow) this.#directNow = false
+    else this.#client.uncork()
     this.#reader.endCall()
     this.#output = 'client'
+  }
+
+  /**
+   * Whether the database's thread may write this call's reply straight to the client's socket: a database that can,
+   * and a socket it can write to now (see BackendClient.directFd). From the first message the server rewrites (names
+   * restored, notifications routed, what the functions tell), the reply comes through the server after all.
+   */
+  #directReply(): DirectReply | null {
+    if (this.session.db.directReplies !== true) return null
+    const fd = this.#client.directFd()
+    if (fd < 0) return null
+    const direct = this.#direct
+    direct.fd = fd
+    // As #rewrite: names restored in errors and notices, what the functions tell, notifications routed.
+    direct.relayFrom =
+      (this.#functions || this.#state.statements.used ? RelayFrom.ErrorResponse | RelayFrom.NoticeResponse : 0) |
+      (this.session.listeners.size > 0 ? RelayFrom.NotificationResponse : 0)
+    this.#directNow = true
+    return direct
+  }
+
+  /** The client is gone while its call runs: a reply written straight to it stops (the rest goes nowhere). */
+  abandonReply(): void {
+    if (this.#directNow) this.session.db.abandonDirectReply?.()
   }
 
   // --- A unit in a combined call (session/combined-calls.ts) ---
@@ -267,6 +314,7 @@ export class ClientBackend implements Backend {
         // The session is this client's, at rest, until its unit ends.
         this.#reader.acquired()
         this.#beginCall('client', true, 0)
+        this.#client.cork()
       },
       sink: this.#sink,
       end: (ran) => {

@@ -329,6 +329,22 @@ export class Connection implements ServedConnection, StartingConnection, MemberC
     this.#output.uncork()
   }
 
+  directFd(): number {
+    return this.#output.directFd()
+  }
+
+  beginDirect(): void {
+    this.#output.beginDirect()
+  }
+
+  endDirect(): void {
+    this.#output.endDirect()
+  }
+
+  directBlocked(isBlocked: boolean): void {
+    this.#output.directBlocked(isBlocked)
+  }
+
   // --- Failure and close ---
 
   #onSocketError(error: Error): void {
@@ -370,7 +386,7 @@ export class Connection implements ServedConnection, StartingConnection, MemberC
     this.#queue.length = 0
     if (error && !error.logOnly) this.#output.write(encodeErrorResponse(error.severity, error.sqlstate, error.message))
     this.#trace?.close(error)
-    this.socket.end()
+    this.#output.end()
     if (!this.socket.destroyed) {
       const grace = setTimeout(() => this.socket.destroy(), graceMs).unref()
       this.socket.once('close', () => clearTimeout(grace))

@@ -125,7 +125,10 @@ export class Membership {
     session.combined.forget(connection)
     if (this.#batches?.wait.stopRiding(new QueryCanceledError())) this.#log.debug('riding unit stopped on close', {})
     else if (!session.scheduler.isOwner(connection)) session.scheduler.forget(connection)
-    else if (running) void this.#backend?.cancelRunning().catch((cancelError: unknown) => this.#log.warn('cancel on close failed', { error: cancelError }))
+    else if (running) {
+      this.#backend?.abandonReply()
+      void this.#backend?.cancelRunning().catch((cancelError: unknown) => this.#log.warn('cancel on close failed', { error: cancelError }))
+    }
   }
 
   /** The connection is gone: nothing of the client is left in the session, and it is no longer a member. Never rejects. */

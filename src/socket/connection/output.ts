@@ -1,6 +1,7 @@
 // What a connection sends its client: every write goes through here, held for one send while a PGlite call streams
 // its replies (cork), and, once more than OUTPUT_HIGH_WATER waits unread, a wait for the client to read before more
-// of its work runs or more of a statement's output is taken (backpressure).
+// of its work runs or more of a statement's output is taken (backpressure). While the database's thread writes a
+// reply straight to the socket (direct), the server's own writes wait, and the socket is not closed under it.
 
 import type { Socket } from 'node:net'
 import type { Logger } from '../../log.ts'
@@ -25,6 +26,14 @@ export class ClientOutput {
   #readerWait: Promise<void> | null = null
   /** Inside a PGlite call whose replies go out as one send (see cork()). */
   #corked = false
+  /** A reply is being written straight to the socket by the database's thread (beginDirect). */
+  #direct = false
+  /** The server's writes that came meanwhile, sent once it ends; and an end() asked for then. */
+  #held: Uint8Array[] = []
+  #endHeld = false
+  /** The socket handle whose close waits for a direct reply to end, and that close, if Node asked for it. */
+  #guarded: SocketHandle | null = null
+  #heldClose: (() => void) | null = null
 
   /** `connection.settle()` puts the connection in its resting state while it waits for its client to read. */
   constructor(connection: { readonly socket: Socket; readonly states: ConnectionStates; settle(): void }, log: Logger, trace: ConnectionTrace | null, inspect: boolean) {
@@ -41,11 +50,80 @@ export class ClientOutput {
 
   /** Everything the client receives goes through here: PGlite's replies and the server's own messages. */
   write(bytes: Uint8Array): void {
+    if (this.#direct) {
+      this.#held.push(bytes)
+      return
+    }
     if (this.#inspect) this.#log.trace('to client', { dump: hexDump(bytes) })
     const socket = this.#connection.socket
     if (!socket.writable) return
     this.#trace?.out(bytes)
     socket.write(bytes)
+  }
+
+  /** End the socket once what was written is sent (after a direct reply in progress, if one is). */
+  end(): void {
+    if (this.#direct) this.#endHeld = true
+    else this.#connection.socket.end()
+  }
+
+  /**
+   * The socket's descriptor, if the database's thread may write a reply straight to it now: a plain socket (TLS is
+   * this thread's to encrypt), nothing of ours waiting to go before the reply, no trace or hex dump to make of it.
+   */
+  directFd(): number {
+    if (this.#inspect || this.#trace !== null || this.#readerWait !== null) return -1
+    const socket = this.#connection.socket as Socket & { encrypted?: boolean; _handle?: SocketHandle | null }
+    if (socket.encrypted === true || !socket.writable || socket.writableLength > 0) return -1
+    const fd = socket._handle?.fd
+    return typeof fd === 'number' && fd >= 0 ? fd : -1
+  }
+
+  /**
+   * A reply goes straight to the socket from now until endDirect(): our writes wait, and Node's close of the socket
+   * (the client went away meanwhile) waits too, so the descriptor the thread writes to stays this client's.
+   */
+  beginDirect(): void {
+    this.#direct = true
+    const handle = (this.#connection.socket as Socket & { _handle?: SocketHandle | null })._handle
+    if (handle && this.#guarded !== handle) {
+      this.#guarded = handle
+      const close = handle.close
+      handle.close = (...args: unknown[]): unknown => {
+        if (!this.#direct) return close.apply(handle, args)
+        this.#heldClose = () => void close.apply(handle, args)
+        return undefined
+      }
+    }
+  }
+
+  endDirect(): void {
+    this.#direct = false
+    const held = this.#held
+    if (held.length > 0) {
+      this.#held = []
+      for (const bytes of held) this.write(bytes)
+    }
+    if (this.#endHeld) {
+      this.#endHeld = false
+      this.#connection.socket.end()
+    }
+    const close = this.#heldClose
+    this.#heldClose = null
+    close?.()
+  }
+
+  /** The client stopped reading a reply written straight to it (true), or read again (false): as waitForReader. */
+  directBlocked(isBlocked: boolean): void {
+    const { states } = this.#connection
+    if (isBlocked) {
+      this.#log.debug('client not reading; waiting for it', { direct: true })
+      this.#blocked = true
+      this.#connection.settle()
+    } else if (this.#blocked && this.#readerWait === null) {
+      this.#blocked = false
+      if (states.isServing) states.enter('active')
+    }
   }
 
   /** Hold writes for one send until uncork() (one PGlite call's replies); never while waiting for the client to read. */
@@ -100,4 +178,10 @@ export class ClientOutput {
       this.#blocked = false
     }
   }
+}
+
+/** What Node's socket keeps of libuv's handle, as far as a direct reply needs it. */
+interface SocketHandle {
+  readonly fd?: number
+  close: (...args: unknown[]) => unknown
 }

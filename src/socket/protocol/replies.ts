@@ -105,6 +105,22 @@ export class ReplyReader {
     this.#changes &= ~mask
   }
 
+  /**
+   * What a part of the call's output that went straight to the client said, as if it had been read here (the
+   * database thread's summary: last message code, last ReadyForQuery status or 0, ErrorState, SessionChange bits).
+   * The output that follows, if any, begins with a whole message.
+   */
+  absorb(summary: Uint8Array): void {
+    const lastCode = summary[0]!
+    const ready = summary[1]!
+    const errorState = summary[2]!
+    if (lastCode !== 0) this.#lastCode = lastCode
+    if (ready !== 0) this.#txStatus = ready
+    if (errorState === 1) this.#errorPending = true
+    else if (errorState === 2) this.#errorPending = false
+    if (this.#trackChanges) this.#changes |= summary[3]!
+  }
+
   /** Add SessionChange bits the reply cannot show (a setting changed by set_config()). */
   noteChanges(mask: number): void {
     this.#changes |= mask

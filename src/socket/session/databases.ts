@@ -13,7 +13,11 @@ export interface SessionDb {
    * Run `message` as one call, its output to `onRawData` as it is produced. A database in a worker thread waits while
    * a promise `onRawData` returned is pending (the client is not reading); PGlite in this thread cannot wait.
    */
-  execProtocolRawStream(message: Uint8Array, options: { onRawData: OutputSink; syncToFs?: boolean }): Promise<void>
+  execProtocolRawStream(message: Uint8Array, options: { onRawData: OutputSink; syncToFs?: boolean; direct?: DirectReply | null }): Promise<void>
+  /** The database writes a call's reply straight to its client's socket when asked (`direct`): one in a worker thread. */
+  readonly directReplies?: boolean
+  /** The client of the call running now is gone: the rest of a reply written straight to it goes nowhere. */
+  abandonDirectReply?(): void
   /**
    * Stop the call running now as Postgres stops a statement for a CancelRequest (57014); resolves false or '' if none
    * ran. In a call of units, unit `unit`'s statement; one not begun is not run ('skipped': the server answers it).
@@ -29,6 +33,25 @@ export interface SessionDb {
   execProtocolUnits?(units: readonly Uint8Array[], options: { onRawData: OutputSink; onUnitEnd: (skipped: boolean) => void }): Promise<void>
   /** In the call of units running now, unit `unit` is not run if it has not begun (the server answers its client). */
   skipUnit?(unit: number): Promise<boolean>
+}
+
+/**
+ * A call whose reply the database's thread writes straight to the client's socket, up to the first message the server
+ * must read itself (a RelayFrom bit names it), from which on the output reaches the call's sink as usual. The server
+ * keeps the socket open, and writes nothing to it, until the call ends.
+ */
+/** The messages the server rewrites, so must read itself (DirectReply.relayFrom). */
+export const RelayFrom = { ErrorResponse: 1, NoticeResponse: 2, NotificationResponse: 4 } as const
+
+export interface DirectReply {
+  /** The client's socket. */
+  fd: number
+  /** RelayFrom bits. */
+  relayFrom: number
+  /** What the part written to the client said (ReplyReader.absorb), before any output that follows to the sink. */
+  summary(summary: Uint8Array): void
+  /** The client stopped reading while the thread waits to write the reply (true), or read again (false). */
+  blocked(isBlocked: boolean): void
 }
 
 /**

@@ -7,7 +7,7 @@ import { BackendCode, HEADER_LENGTH } from '../protocol/codes.ts'
 import { encodeAuthenticationOk, encodeParameterStatus, readParameterStatus } from '../protocol/backend.ts'
 import { SYNC, encodeQuery, encodeStartupMessage } from '../protocol/frontend.ts'
 import { forEachFrame } from '../protocol/frames.ts'
-import type { OutputSink, SessionDb } from './databases.ts'
+import type { DirectReply, OutputSink, SessionDb } from './databases.ts'
 import { AdvisoryLocks } from './advisory-locks.ts'
 import { Listeners, listenSql } from './listeners.ts'
 import { CombinedCalls } from './combined-calls.ts'
@@ -69,9 +69,12 @@ export class SharedSession {
     this.db = db
   }
 
-  /** Run complete frontend messages in PGlite as one call, streaming its output to `sink`. Caller must own the scheduler. */
-  execute(bytes: Uint8Array, sink: OutputSink): Promise<void> {
-    return this.#call(sink, (db) => db.execProtocolRawStream(bytes, { onRawData: this.#onRawData }))
+  /**
+   * Run complete frontend messages in PGlite as one call, streaming its output to `sink` (with `direct`, only what the
+   * database's thread does not write straight to the client). Caller must own the scheduler.
+   */
+  execute(bytes: Uint8Array, sink: OutputSink, direct: DirectReply | null = null): Promise<void> {
+    return this.#call(sink, (db) => db.execProtocolRawStream(bytes, direct ? { onRawData: this.#onRawData, direct } : { onRawData: this.#onRawData }))
   }
 
   /** Units of several clients in one call (SessionDb.execProtocolUnits, which the database has). Caller must own the scheduler. */
