@@ -187,6 +187,11 @@ interface PGLiteSocketDirectReply {
     summary(summary: Uint8Array): void;
     blocked(isBlocked: boolean): void;
 }
+/** A call of units whose replies go straight to their clients (pglite-dev-db's UnitsDirect). */
+interface PGLiteSocketUnitsDirect {
+    targets: ReadonlyArray<{ fd: number; relayFrom: number } | null>;
+    reply: PGLiteSocketDirectReply;
+}
 /** What a session needs of a database: a PGlite, or one in a worker thread (pglite-dev-db's SessionDb). */
 interface PGLiteSocketSessionDb {
     readonly waitReady: Promise<void>;
@@ -195,9 +200,9 @@ interface PGLiteSocketSessionDb {
     execProtocolRawStream(message: Uint8Array, options: { onRawData: (chunk: Uint8Array, owned?: boolean) => void | Promise<void>; syncToFs?: boolean; direct?: PGLiteSocketDirectReply | null }): Promise<void>;
     /** The database writes a call's reply straight to its client's socket when asked: one in a worker thread. */
     readonly directReplies?: boolean;
-    abandonDirectReply?(): void;
+    abandonDirectReply?(unit?: number): void;
     cancel?(unit?: number): Promise<boolean | 'canceled' | 'skipped' | ''>;
-    execProtocolUnits?(units: readonly Uint8Array[], options: { onRawData: (chunk: Uint8Array, owned?: boolean) => void | Promise<void>; onUnitEnd: (skipped: boolean) => void }): Promise<void>;
+    execProtocolUnits?(units: readonly Uint8Array[], options: { onRawData: (chunk: Uint8Array, owned?: boolean) => void | Promise<void>; onUnitEnd: (skipped: boolean) => void; direct?: PGLiteSocketUnitsDirect | null }): Promise<void>;
     skipUnit?(unit: number): Promise<boolean>;
 }
 /** Several databases behind one server: each name a client connects to is its own PGlite (pglite-dev-db's DatabaseCatalog). */

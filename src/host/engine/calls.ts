@@ -9,7 +9,7 @@ import { workerInspector } from './interrupt.ts'
 import { ByteRing, FrameEnd, encodeUnits, waitAsync } from './ring.ts'
 import { Control, ENGINE_GLOBAL, controlViews } from './stoppable.ts'
 import { sendingClients } from '../../socket/connection/traffic.ts'
-import type { DirectReply } from '../../socket/session/databases.ts'
+import type { DirectReply, UnitsDirect } from '../../socket/session/databases.ts'
 
 /**
  * Gets each piece of a call's output; a returned promise holds the rest back until it settles. `owned`: the chunk is
@@ -112,10 +112,14 @@ export class ProtocolCalls {
     return this.#call(message, 0, sink, null, direct)
   }
 
-  /** The client of the call running now is gone: the thread stops writing its reply (DirectReply) and drops the rest. */
-  abandonDirectReply(): void {
+  /**
+   * The client of the call running now is gone (in a call of units, unit `unit`'s): the thread stops writing its
+   * reply (DirectReply) and drops the rest.
+   */
+  abandonDirectReply(unit = -1): void {
     const running = this.#running
     if (!running?.direct) return
+    Atomics.store(this.#words, Control.AbandonedUnit, unit)
     Atomics.store(this.#words, Control.Abandoned, running.id)
     Atomics.notify(this.#words, Control.Abandoned)
   }
@@ -125,8 +129,8 @@ export class ProtocolCalls {
    * `onUnitEnd` between one unit's and the next's (`skipped`: the unit was stopped before it began and did not run). Resolves once the call ends: every unit ran, or one left the
    * session open or changed and the rest did not run (count the onUnitEnd calls).
    */
-  runUnits(units: readonly Uint8Array[], sink: OutputSink, onUnitEnd: (skipped: boolean) => void): Promise<void> {
-    return this.#call(encodeUnits(units), FrameEnd.Units, sink, onUnitEnd)
+  runUnits(units: readonly Uint8Array[], sink: OutputSink, onUnitEnd: (skipped: boolean) => void, direct: UnitsDirect | null = null): Promise<void> {
+    return this.#call(encodeUnits(units, direct?.targets), FrameEnd.Units, sink, onUnitEnd, direct?.reply ?? null)
   }
 
   async #call(request: Uint8Array, flags: number, sink: OutputSink, onUnitEnd: ((skipped: boolean) => void) | null, direct: DirectReply | null = null): Promise<void> {
@@ -140,7 +144,8 @@ export class ProtocolCalls {
     const spinMs = sendingClients() <= FEW_CLIENTS ? FEW_CLIENTS_SPIN_MS : this.#inTransaction ? IN_TRANSACTION_SPIN_MS : 0
     this.#inTransaction = false
     try {
-      await this.#send(running.id, request, flags, direct)
+      // A call of units carries each unit's target in its request (ring.ts encodeUnits).
+      await this.#send(running.id, request, flags, flags & FrameEnd.Units ? null : direct)
       this.#startWatchdog()
       await this.#receive(running, sink, onUnitEnd, spinMs > 0 ? performance.now() + spinMs : 0)
     } finally {

@@ -21,16 +21,16 @@ const FIRST_WAIT_MS = 0.1
 const LONGEST_WAIT_MS = 5
 
 /**
- * Writes all of `bytes` to the socket `fd` for call `id`, waiting while it is full; false if the client is gone (the
+ * Writes all of `bytes` to the socket `fd` for call `id` (in a call of units, unit `unit`; else -1), waiting while it is full; false if the client is gone (the
  * socket refused the bytes) or the server gave up on the call. Marks the call Blocked while it waits, so the server's
  * thread can time its client out as one that stopped reading.
  */
-export function writeToClient(words: Int32Array, id: number, fd: number, bytes: Uint8Array): boolean {
+export function writeToClient(words: Int32Array, id: number, unit: number, fd: number, bytes: Uint8Array): boolean {
   let at = 0
   let waitMs = FIRST_WAIT_MS
   try {
     while (at < bytes.length) {
-      if (Atomics.load(words, Control.Abandoned) === id) return false
+      if (isAbandoned(words, id, unit)) return false
       try {
         at += writeSync(fd, bytes, at, bytes.length - at)
         waitMs = FIRST_WAIT_MS
@@ -46,4 +46,11 @@ export function writeToClient(words: Int32Array, id: number, fd: number, bytes: 
   } finally {
     if (Atomics.load(words, Control.Blocked) === id) Atomics.store(words, Control.Blocked, 0)
   }
+}
+
+/** The server gave up on call `id`'s reply, or on unit `unit`'s in it. */
+function isAbandoned(words: Int32Array, id: number, unit: number): boolean {
+  if (Atomics.load(words, Control.Abandoned) !== id) return false
+  const abandoned = Atomics.load(words, Control.AbandonedUnit)
+  return abandoned === -1 || abandoned === unit
 }

@@ -234,29 +234,41 @@ export class ByteRing {
   }
 }
 
-/** Several units as one request: [count u32][length u32 each][the units' bytes], little-endian. */
-export function encodeUnits(units: readonly Uint8Array[]): Buffer {
-  let size = 4 + 4 * units.length
+/** Where one unit's reply goes: straight to the client's socket `fd` (with RelayFrom bits), or through the ring (null). */
+export interface UnitTarget {
+  fd: number
+  relayFrom: number
+}
+
+/**
+ * Several units as one request: [count u32][per unit: length u32, fd i32 (-1: through the ring), relayFrom u32][the
+ * units' bytes], little-endian.
+ */
+export function encodeUnits(units: readonly Uint8Array[], targets: ReadonlyArray<UnitTarget | null> = []): Buffer {
+  let size = 4 + 12 * units.length
   for (const unit of units) size += unit.length
   const out = Buffer.allocUnsafe(size)
   out.writeUInt32LE(units.length, 0)
-  let at = 4 + 4 * units.length
+  let at = 4 + 12 * units.length
   units.forEach((unit, i) => {
-    out.writeUInt32LE(unit.length, 4 + 4 * i)
+    const target = targets[i] ?? null
+    out.writeUInt32LE(unit.length, 4 + 12 * i)
+    out.writeInt32LE(target ? target.fd : -1, 8 + 12 * i)
+    out.writeUInt32LE(target ? target.relayFrom : 0, 12 + 12 * i)
     out.set(unit, at)
     at += unit.length
   })
   return out
 }
 
-/** The units of a request encodeUnits made (views of it). */
-export function decodeUnits(bytes: Buffer): Buffer[] {
+/** The units of a request encodeUnits made (views of it), and where each one's reply goes (fd -1: the ring). */
+export function decodeUnits(bytes: Buffer): Array<{ unit: Buffer; fd: number; relayFrom: number }> {
   const count = bytes.readUInt32LE(0)
-  const units: Buffer[] = []
-  let at = 4 + 4 * count
+  const units: Array<{ unit: Buffer; fd: number; relayFrom: number }> = []
+  let at = 4 + 12 * count
   for (let i = 0; i < count; i++) {
-    const length = bytes.readUInt32LE(4 + 4 * i)
-    units.push(bytes.subarray(at, at + length))
+    const length = bytes.readUInt32LE(4 + 12 * i)
+    units.push({ unit: bytes.subarray(at, at + length), fd: bytes.readInt32LE(8 + 12 * i), relayFrom: bytes.readUInt32LE(12 + 12 * i) })
     at += length
   }
   return units

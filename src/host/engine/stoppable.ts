@@ -24,6 +24,8 @@ export const Control = {
   Blocked: 1,
   /** The id of a call whose client is gone: the rest of its reply goes nowhere. (Words 2 and 3 are the deadline.) */
   Abandoned: 4,
+  /** With Abandoned: in a call of units, the unit whose client is gone (-1: the whole call). */
+  AbandonedUnit: 5,
 } as const
 
 /**

@@ -127,15 +127,17 @@ async function runCall(pglite: PGlite, stopping: CallHooks, { id, bytes, isUnits
  * (a transaction or pipeline open, a SET or LISTEN...) ends the call: the units after it are not run (the server runs
  * them as ordinary calls), so no unit ever runs in another client's transaction or settings.
  */
-async function runUnits(pglite: PGlite, stopping: CallHooks, id: number, units: Buffer[], output: Output): Promise<void> {
+async function runUnits(pglite: PGlite, stopping: CallHooks, id: number, units: ReturnType<typeof decodeUnits>, output: Output): Promise<void> {
   const { watch } = output
   for (let unit = 0; unit < units.length; unit++) {
+    const { unit: bytes, fd, relayFrom } = units[unit]!
     watch.startUnit()
+    output.beginUnit(unit, fd, relayFrom)
     let run = false
     try {
       // A unit stopped before it began (its client canceled it, or it waited too long) is not run: the server answers.
       run = stopping.beforeUnit(id, unit)
-      if (run) await pglite.execProtocolRawStream(units[unit]!, { onRawData: output.onRawData })
+      if (run) await pglite.execProtocolRawStream(bytes, { onRawData: output.onRawData })
     } finally {
       stopping.afterUnit(id)
     }
@@ -152,6 +154,8 @@ async function runUnits(pglite: PGlite, stopping: CallHooks, id: number, units: 
 class Output {
   readonly watch = new OutputWatch()
   #id = 0
+  /** In a call of units, the unit running (-1: a call of one). */
+  #unit = -1
   #unannounced = 0
   /** The client's socket while the reply goes straight there; -1 once (or if) it goes through the ring. */
   #fd = -1
@@ -161,18 +165,29 @@ class Output {
 
   begin(id: number, fd: number, relayFrom: number): void {
     this.#id = id
+    this.#unit = -1
     this.#unannounced = 0
+    this.#direct(fd, relayFrom)
+    this.watch.startCall()
+  }
+
+  /** A unit of a call of units begins; its reply goes where its client's does. */
+  beginUnit(unit: number, fd: number, relayFrom: number): void {
+    this.#unit = unit
+    this.#direct(fd, relayFrom)
+  }
+
+  #direct(fd: number, relayFrom: number): void {
     this.#fd = fd
     this.#relayCodes = RELAY_CODES[relayFrom & 7] ?? null
     this.#gone = false
-    this.watch.startCall()
   }
 
   readonly onRawData = (chunk: Uint8Array): void => {
     if (this.#fd >= 0) {
       const stop = this.watch.feed(chunk, this.#relayCodes)
       const direct = stop < 0 ? chunk : chunk.subarray(0, stop)
-      if (!this.#gone && direct.length > 0 && !writeToClient(words, this.#id, this.#fd, direct)) this.#gone = true
+      if (!this.#gone && direct.length > 0 && !writeToClient(words, this.#id, this.#unit, this.#fd, direct)) this.#gone = true
       if (stop < 0 || this.#gone) {
         if (stop >= 0) this.watch.feed(chunk.subarray(stop))
         return
@@ -192,11 +207,15 @@ class Output {
   }
 
   /**
-   * One unit of a call of units ended (runUnits). The server's thread is woken if it sleeps, to send this unit's
-   * client its reply while the next unit runs.
+   * One unit of a call of units ended (runUnits). Unless the client has its reply already (written straight to it),
+   * the server's thread is woken if it sleeps, to send the reply while the next unit runs.
    */
   unitEnd(ran: boolean): void {
+    const direct = this.#fd >= 0
+    if (direct) this.#write(FrameEnd.Direct, this.watch.summary())
     this.#write(FrameEnd.Units, ran ? UNIT_RAN : UNIT_SKIPPED)
+    this.#fd = -1
+    if (direct) return
     this.#unannounced = 0
     replies.wake()
   }

@@ -14,7 +14,7 @@ import { workerInspector } from './interrupt.ts'
 import { ringBuffer } from './ring.ts'
 import { CONTROL_BYTES } from './stoppable.ts'
 import { isPGliteFatal } from '../../errors.ts'
-import type { DirectReply } from '../../socket/session/databases.ts'
+import type { DirectReply, UnitsDirect } from '../../socket/session/databases.ts'
 
 export type { ThreadExecOptions, ThreadPGliteOptions, ThreadQueryOptions } from './thread-messages.ts'
 
@@ -148,9 +148,9 @@ export class DbThread {
   /** This thread writes a call's reply straight to the client's socket when asked (direct-reply.ts). */
   readonly directReplies = true
 
-  /** The client of the call running now is gone: the rest of a reply written straight to it goes nowhere. */
-  abandonDirectReply(): void {
-    this.#protocol.abandonDirectReply()
+  /** The client of the call running now (in a call of units, unit `unit`'s) is gone: the rest of its reply goes nowhere. */
+  abandonDirectReply(unit?: number): void {
+    this.#protocol.abandonDirectReply(unit)
   }
 
   /**
@@ -158,8 +158,8 @@ export class DbThread {
    * `onRawData` in order with `onUnitEnd` after each; the call ends early after a unit that leaves the session open
    * or changed.
    */
-  execProtocolUnits(units: readonly Uint8Array[], options: { onRawData: OutputSink; onUnitEnd: (skipped: boolean) => void }): Promise<void> {
-    return this.#protocolCall(() => this.#protocol.runUnits(units, options.onRawData, options.onUnitEnd))
+  execProtocolUnits(units: readonly Uint8Array[], options: { onRawData: OutputSink; onUnitEnd: (skipped: boolean) => void; direct?: UnitsDirect | null }): Promise<void> {
+    return this.#protocolCall(() => this.#protocol.runUnits(units, options.onRawData, options.onUnitEnd, options.direct ?? null))
   }
 
   /** A protocol call keeps the process alive while it runs; a fatal failure is the database's death. */

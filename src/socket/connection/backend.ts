@@ -268,17 +268,22 @@ export class ClientBackend implements Backend {
     if (fd < 0) return null
     const direct = this.#direct
     direct.fd = fd
-    // As #rewrite: names restored in errors and notices, what the functions tell, notifications routed.
-    direct.relayFrom =
-      (this.#functions || this.#state.statements.used ? RelayFrom.ErrorResponse | RelayFrom.NoticeResponse : 0) |
-      (this.session.listeners.size > 0 ? RelayFrom.NotificationResponse : 0)
+    direct.relayFrom = this.#relayFrom()
     this.#directNow = true
     return direct
   }
 
+  /** As #rewrite: names restored in errors and notices, what the functions tell, notifications routed. */
+  #relayFrom(): number {
+    return (
+      (this.#functions || this.#state.statements.used ? RelayFrom.ErrorResponse | RelayFrom.NoticeResponse : 0) |
+      (this.session.listeners.size > 0 ? RelayFrom.NotificationResponse : 0)
+    )
+  }
+
   /** The client is gone while its call runs: a reply written straight to it stops (the rest goes nowhere). */
   abandonReply(): void {
-    if (this.#directNow) this.session.db.abandonDirectReply?.()
+    if (this.#directNow && !this.session.combined.abandon(this.#client)) this.session.db.abandonDirectReply?.()
   }
 
   // --- A unit in a combined call (session/combined-calls.ts) ---
@@ -304,24 +309,45 @@ export class ClientBackend implements Backend {
 
   ride(bytes: Buffer, hooks: { begin(): void; end(ran: boolean): void }): Promise<RideEnd> {
     const reader = this.#reader
+    const client = this.#client
+    /** The unit's reply goes straight to the client (decided as the call goes: `direct`), until its end. */
+    let direct = false
+    const endDirect = (): void => {
+      if (!direct) return
+      direct = false
+      client.endDirect()
+    }
     return this.session.combined.ride({
-      member: this.#client,
+      member: client,
       unit: bytes,
       settingsKey: this.#settings.key,
       prepare: () => this.tookSession(),
+      direct: () => {
+        if (this.session.db.directReplies !== true) return null
+        const fd = client.directFd()
+        if (fd < 0) return null
+        direct = true
+        client.beginDirect()
+        return { fd, relayFrom: this.#relayFrom() }
+      },
       begin: () => {
         hooks.begin()
         // The session is this client's, at rest, until its unit ends.
         this.#reader.acquired()
         this.#beginCall('client', true, 0)
-        this.#client.cork()
+        this.#directNow = direct
+        if (!direct) client.cork()
       },
       sink: this.#sink,
+      summary: (summary) => reader.absorb(summary),
+      blocked: (isBlocked) => client.directBlocked(isBlocked),
       end: (ran) => {
+        endDirect()
         this.#endCall()
         if (ran) this.#state.statements.ran(bytes)
         hooks.end(ran)
       },
+      endDirect,
       get atRest() {
         return reader.atRest
       },

@@ -28,6 +28,8 @@ export class ClientOutput {
   #corked = false
   /** A reply is being written straight to the socket by the database's thread (beginDirect). */
   #direct = false
+  /** The client stopped reading a reply written straight to it (directBlocked). */
+  #blockedByDirect = false
   /** The server's writes that came meanwhile, sent once it ends; and an end() asked for then. */
   #held: Uint8Array[] = []
   #endHeld = false
@@ -99,6 +101,7 @@ export class ClientOutput {
 
   endDirect(): void {
     this.#direct = false
+    if (this.#blockedByDirect) this.directBlocked(false)
     const held = this.#held
     if (held.length > 0) {
       this.#held = []
@@ -118,9 +121,11 @@ export class ClientOutput {
     const { states } = this.#connection
     if (isBlocked) {
       this.#log.debug('client not reading; waiting for it', { direct: true })
-      this.#blocked = true
+      this.#blocked = this.#blockedByDirect = true
       this.#connection.settle()
-    } else if (this.#blocked && this.#readerWait === null) {
+    } else if (this.#blockedByDirect) {
+      this.#blockedByDirect = false
+      if (this.#readerWait !== null) return
       this.#blocked = false
       if (states.isServing) states.enter('active')
     }

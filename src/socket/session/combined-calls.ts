@@ -8,7 +8,7 @@
 
 import type { WireError } from '../../errors.ts'
 import { SchedulerClosedError, type OwnerScheduler } from './scheduler.ts'
-import type { OutputSink, SessionDb } from './databases.ts'
+import type { OutputSink, SessionDb, UnitsDirect } from './databases.ts'
 import type { SessionHolder, SessionMember } from './members.ts'
 
 /** What a combined call needs of the session (session.ts SharedSession). */
@@ -16,7 +16,7 @@ interface CombinedSession {
   readonly db: SessionDb
   readonly dead: WireError | null
   readonly scheduler: OwnerScheduler<SessionHolder>
-  executeUnits(units: readonly Uint8Array[], sink: OutputSink, onUnitEnd: (skipped: boolean) => void): Promise<void>
+  executeUnits(units: readonly Uint8Array[], sink: OutputSink, onUnitEnd: (skipped: boolean) => void, direct?: UnitsDirect | null): Promise<void>
   cancelRunning(unit?: number): Promise<'canceled' | 'skipped' | ''>
 }
 
@@ -32,6 +32,17 @@ export interface Rider {
   readonly settingsKey: string
   /** Before the call, for the batch's first rider: give the session its settings, as taking the session would. */
   prepare(): Promise<void>
+  /**
+   * As the call goes: where the unit's reply may be written straight to the client (its socket, RelayFrom bits), or
+   * null; from then until end() or endDirect() the client's socket is the database thread's to write to.
+   */
+  direct(): { fd: number; relayFrom: number } | null
+  /** What the part of the unit's reply written straight to the client said (after begin()). */
+  summary(summary: Uint8Array): void
+  /** The client stopped reading that reply (true), or read again. */
+  blocked(isBlocked: boolean): void
+  /** The call is over and the unit never ended (it did not run): its socket is the server's again. */
+  endDirect(): void
   /** The unit's output begins (or it ended without any): the session is this client's while it runs. */
   begin(): void
   /** The unit's output, as it streams. */
@@ -161,8 +172,14 @@ export class CombinedCalls {
     const running = this.#runningSeat(member)
     const db = this.#session.db
     if (running === null || running.seat.begun || db.skipUnit === undefined || !(await db.skipUnit(running.index))) return false
-    running.seat.stopped = true
+    this.#stopped(running.seat)
     return true
+  }
+
+  /** The unit will not run: nothing will be written to its client, whose answer goes now. */
+  #stopped(seat: Seat): void {
+    seat.stopped = true
+    seat.rider.endDirect()
   }
 
   /**
@@ -173,7 +190,7 @@ export class CombinedCalls {
     const running = this.#runningSeat(member)
     if (running === null) return ''
     const result = await this.#session.cancelRunning(running.index)
-    if (result === 'skipped') running.seat.stopped = true
+    if (result === 'skipped') this.#stopped(running.seat)
     return result
   }
 
@@ -247,6 +264,10 @@ export class CombinedCalls {
         }
         return seat
       }
+      const targets = this.#session.db.directReplies === true ? seats.map((seat) => seat.rider.direct()) : []
+      const direct: UnitsDirect | null = targets.some((target) => target !== null)
+        ? { targets, reply: { fd: -1, relayFrom: 0, summary: (summary) => begin().rider.summary(summary), blocked: (isBlocked) => seats[current]?.rider.blocked(isBlocked) } }
+        : null
       await this.#session.executeUnits(
         seats.map((seat) => seat.rider.unit),
         (chunk) => begin().rider.sink(chunk),
@@ -256,6 +277,7 @@ export class CombinedCalls {
           seat.rider.end(!skipped)
           current++
         },
+        direct,
       )
       return true
     } catch (error) {
@@ -263,7 +285,16 @@ export class CombinedCalls {
       return false
     } finally {
       this.#running = null
+      for (const seat of seats) seat.rider.endDirect()
     }
+  }
+
+  /** `member`'s unit runs in the call now and its client is gone: the rest of its reply goes nowhere. False if not. */
+  abandon(member: SessionMember): boolean {
+    const running = this.#runningSeat(member)
+    if (running === null) return false
+    this.#session.db.abandonDirectReply?.(running.index)
+    return true
   }
 
   /** After the call, in order: each unit that ran is its client's release; one left open is its client's hold. */

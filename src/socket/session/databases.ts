@@ -16,8 +16,8 @@ export interface SessionDb {
   execProtocolRawStream(message: Uint8Array, options: { onRawData: OutputSink; syncToFs?: boolean; direct?: DirectReply | null }): Promise<void>
   /** The database writes a call's reply straight to its client's socket when asked (`direct`): one in a worker thread. */
   readonly directReplies?: boolean
-  /** The client of the call running now is gone: the rest of a reply written straight to it goes nowhere. */
-  abandonDirectReply?(): void
+  /** The client of the call running now (in a call of units, unit `unit`'s) is gone: the rest of a reply written straight to it goes nowhere. */
+  abandonDirectReply?(unit?: number): void
   /**
    * Stop the call running now as Postgres stops a statement for a CancelRequest (57014); resolves false or '' if none
    * ran. In a call of units, unit `unit`'s statement; one not begun is not run ('skipped': the server answers it).
@@ -30,7 +30,7 @@ export interface SessionDb {
    * a unit that leaves the session open or changed ends the call early. Only a database in a worker thread has it:
    * what it saves is the crossing between threads.
    */
-  execProtocolUnits?(units: readonly Uint8Array[], options: { onRawData: OutputSink; onUnitEnd: (skipped: boolean) => void }): Promise<void>
+  execProtocolUnits?(units: readonly Uint8Array[], options: { onRawData: OutputSink; onUnitEnd: (skipped: boolean) => void; direct?: UnitsDirect | null }): Promise<void>
   /** In the call of units running now, unit `unit` is not run if it has not begun (the server answers its client). */
   skipUnit?(unit: number): Promise<boolean>
 }
@@ -52,6 +52,15 @@ export interface DirectReply {
   summary(summary: Uint8Array): void
   /** The client stopped reading while the thread waits to write the reply (true), or read again (false). */
   blocked(isBlocked: boolean): void
+}
+
+/**
+ * A call of units whose replies go straight to their clients' sockets: each unit's target (null: through the sink),
+ * and `reply`, whose summary() and blocked() stand for the unit that runs when they come.
+ */
+export interface UnitsDirect {
+  targets: ReadonlyArray<{ fd: number; relayFrom: number } | null>
+  reply: DirectReply
 }
 
 /**

@@ -7,7 +7,7 @@ import { BackendCode, HEADER_LENGTH } from '../protocol/codes.ts'
 import { encodeAuthenticationOk, encodeParameterStatus, readParameterStatus } from '../protocol/backend.ts'
 import { SYNC, encodeQuery, encodeStartupMessage } from '../protocol/frontend.ts'
 import { forEachFrame } from '../protocol/frames.ts'
-import type { DirectReply, OutputSink, SessionDb } from './databases.ts'
+import type { DirectReply, OutputSink, SessionDb, UnitsDirect } from './databases.ts'
 import { AdvisoryLocks } from './advisory-locks.ts'
 import { Listeners, listenSql } from './listeners.ts'
 import { CombinedCalls } from './combined-calls.ts'
@@ -78,8 +78,8 @@ export class SharedSession {
   }
 
   /** Units of several clients in one call (SessionDb.execProtocolUnits, which the database has). Caller must own the scheduler. */
-  executeUnits(units: readonly Uint8Array[], sink: OutputSink, onUnitEnd: (skipped: boolean) => void): Promise<void> {
-    return this.#call(sink, (db) => db.execProtocolUnits!(units, { onRawData: this.#onRawData, onUnitEnd }))
+  executeUnits(units: readonly Uint8Array[], sink: OutputSink, onUnitEnd: (skipped: boolean) => void, direct: UnitsDirect | null = null): Promise<void> {
+    return this.#call(sink, (db) => db.execProtocolUnits!(units, { onRawData: this.#onRawData, onUnitEnd, direct }))
   }
 
   async #call(sink: OutputSink, call: (db: SessionDb) => Promise<void>): Promise<void> {
