@@ -9,7 +9,7 @@ import { readdir, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { holdsDatabase } from './template.ts'
 import type { DatabaseCatalog } from '../socket/session/databases.ts'
-import { LOCK_FILE } from './data-dir-lock.ts'
+import { isLockFile } from './data-dir-lock.ts'
 import { resetInPlace } from './baseline.ts'
 import { DatabaseBuilder, type BuildOptions, type Instance } from './database-builder.ts'
 import { DbThread } from './engine/thread.ts'
@@ -300,8 +300,8 @@ function dirName(name: string): string {
   return `~${Buffer.from(name).toString('hex')}`
 }
 
-/** Remove a data dir's files, keeping the server's lock file if it is there. */
+/** Remove a data dir's files, keeping the server's lock (and any other process's attempt at it). */
 async function emptyDataDir(dir: string): Promise<void> {
   const names = await readdir(dir).catch(() => [] as string[])
-  await Promise.all(names.filter((name) => name !== LOCK_FILE).map((name) => rm(join(dir, name), { recursive: true, force: true })))
+  await Promise.all(names.filter((name) => !isLockFile(name)).map((name) => rm(join(dir, name), { recursive: true, force: true })))
 }

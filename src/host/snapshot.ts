@@ -6,7 +6,7 @@ import { readFile, rename, rm, writeFile } from 'node:fs/promises'
 import { promisify } from 'node:util'
 import { gunzip, gzip } from 'node:zlib'
 import { PGlite } from '@electric-sql/pglite'
-import { LOCK_FILE, lockDataDir, type DataDirLock } from './data-dir-lock.ts'
+import { isLockFile, lockDataDir, type DataDirLock } from './data-dir-lock.ts'
 import { DevServerError } from '../errors.ts'
 import { loadExtensions } from './extensions.ts'
 import type { Logger } from '../log.ts'
@@ -120,7 +120,7 @@ function clean(tar: Uint8Array, what: string): Uint8Array {
   return rewriteTar(
     tar,
     entries,
-    (name) => name === LOCK_FILE,
+    isLockFile,
     (name) => name === PG_VERSION,
   )
 }
