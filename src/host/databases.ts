@@ -9,11 +9,12 @@ import { readdir, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { holdsDatabase } from './template.ts'
 import type { DatabaseCatalog } from '../socket/session/databases.ts'
-import { LOCK_FILE } from './data-dir-lock.ts'
+import { isLockFile } from './data-dir-lock.ts'
 import { resetInPlace } from './baseline.ts'
 import { DatabaseBuilder, type BuildOptions, type Instance } from './database-builder.ts'
 import { DbThread } from './engine/thread.ts'
 import { bundlesFor } from './extensions.ts'
+import { lackOfSpace, openWithWalSpace, placeReserve, WalReserve } from './wal-reserve.ts'
 
 export const MAIN_DATABASE = 'postgres'
 
@@ -45,6 +46,8 @@ export class Databases implements DatabaseCatalog {
   #closed = false
   /** Replaced in-memory databases still closing; close() waits for them. */
   readonly #closing = new Set<Promise<void>>()
+  /** Each database on disk keeps WAL space ready, by name. */
+  readonly #walReserves = new Map<string, WalReserve>()
 
   constructor(options: DatabasesOptions) {
     this.#options = options
@@ -125,6 +128,8 @@ export class Databases implements DatabaseCatalog {
       const existed = await this.exists(name)
       const db = this.#open.get(name)
       this.#open.delete(name)
+      await this.#walReserves.get(name)?.stop()
+      this.#walReserves.delete(name)
       if (db && !db.closed) await db.close()
       const dir = this.#dirFor(name)
       if (dir) await rm(dir, { recursive: true, force: true })
@@ -172,6 +177,7 @@ export class Databases implements DatabaseCatalog {
   async close(deadlineMs?: number): Promise<string[]> {
     this.#closed = true
     this.#builder.stop()
+    await Promise.all([...this.#walReserves.values()].map((reserve) => reserve.stop()))
     await Promise.allSettled([...this.#work.values()])
     await Promise.all(this.#closing)
     const open: Array<[string, Instance]> = [...this.#open]
@@ -197,13 +203,21 @@ export class Databases implements DatabaseCatalog {
     this.#open.set(name, db)
     if (name === MAIN_DATABASE) this.#main = db
     if (db instanceof DbThread) db.onDeath = (error) => this.#recover(name, db, error)
+    const dir = this.#onDisk(name)
+    if (dir !== null && !this.#walReserves.has(name)) {
+      const reserve = new WalReserve(dir, this.#options.log)
+      this.#walReserves.set(name, reserve)
+      reserve.start()
+    }
   }
 
   /**
    * The last resort, after PGlite died (a FATAL or PANIC, a full disk, a statement that could not be stopped and
    * whose thread was ended): its clients were told; the database is reopened from its data dir (every committed
    * transaction is there), or in memory from what its files still held (as after a crash) or, failing that, the
-   * migrated state. While that fails (the disk is still full) it is tried again, for a while.
+   * migrated state. On disk, the WAL segment its recovery writes first is the reserve kept for it (wal-reserve.ts),
+   * so it reopens on a full disk too; without one, it waits for that much space, for as long as it takes. Another
+   * failure is tried again, for a while.
    */
   #recover(name: string, dead: DbThread, cause: Error): void {
     if (this.#closed) return
@@ -214,15 +228,25 @@ export class Databases implements DatabaseCatalog {
       if (this.#open.get(name) !== dead) return
       const rescued = this.#dirFor(name) === null || (name === MAIN_DATABASE && this.#options.dataDir === null) ? await dead.rescueFiles().catch(() => null) : null
       await dead.close(0).catch(() => {})
+      const dir = this.#onDisk(name)
+      let giveUpAt = started + RECOVERY_GIVE_UP_MS
       for (let attempt = 1; !this.#closed; attempt++) {
         try {
+          if (dir !== null && (await placeReserve(dir))) log.info('the WAL segment kept in reserve takes the recovery\'s first writes', { database: name })
           const db = await this.#reopen(name, rescued)
           this.#adopt(name, db)
           this.#options.onRecovered?.(dead, db)
           log.info('database reopened', { database: name, ms: Math.round(performance.now() - started), ...(rescued === null && this.#isInMemory(name) ? { lost: 'everything since the migrated state' } : {}) })
           return
         } catch (error) {
-          if (performance.now() - started > RECOVERY_GIVE_UP_MS) {
+          const lack = dir === null ? null : await this.#lackOfSpace(dir)
+          if (lack) {
+            log.error('cannot reopen the database until space is freed; waiting for it', { database: name, error: lack })
+            await this.#spaceFreed(dir!)
+            giveUpAt = performance.now() + RECOVERY_GIVE_UP_MS
+            continue
+          }
+          if (performance.now() > giveUpAt) {
             log.error('cannot reopen the database; giving up', { database: name, error })
             this.#options.onLost?.(name, error as Error)
             return
@@ -236,6 +260,29 @@ export class Databases implements DatabaseCatalog {
 
   #isInMemory(name: string): boolean {
     return name === MAIN_DATABASE ? this.#options.dataDir === null : this.#dirFor(name) === null
+  }
+
+  /** The data dir of database `name`; null in memory. */
+  #onDisk(name: string): string | null {
+    return name === MAIN_DATABASE ? this.#options.dataDir : this.#dirFor(name)
+  }
+
+  /** Resolves once `dir`'s file system has the space a recovery needs (looked at every few seconds), or the server stops. */
+  async #spaceFreed(dir: string): Promise<void> {
+    while (!this.#closed) {
+      await new Promise((resolve) => setTimeout(resolve, RECOVERY_RETRY_MS))
+      if ((await this.#lackOfSpace(dir)) === null) return
+    }
+  }
+
+  /** lackOfSpace's message; null when there is room or the file system cannot be asked (that is logged). */
+  async #lackOfSpace(dir: string): Promise<string | null> {
+    try {
+      return (await lackOfSpace(dir))?.message ?? null
+    } catch (error) {
+      this.#options.log.warn('cannot read the free space of a data dir', { dataDir: dir, error })
+      return null
+    }
   }
 
   async #reopen(name: string, rescued: Blob | null): Promise<Instance> {
@@ -268,7 +315,7 @@ export class Databases implements DatabaseCatalog {
       created = true
     } else {
       created = !(await holdsDatabase(dir))
-      db = await this.#builder.build(dir, thread, name)
+      db = await openWithWalSpace(dir, () => this.#builder.build(dir, thread, name))
     }
     this.#adopt(name, db)
     const ms = Math.round(performance.now() - started)
@@ -300,8 +347,8 @@ function dirName(name: string): string {
   return `~${Buffer.from(name).toString('hex')}`
 }
 
-/** Remove a data dir's files, keeping the server's lock file if it is there. */
+/** Remove a data dir's files, keeping the server's lock (and any other process's attempt at it). */
 async function emptyDataDir(dir: string): Promise<void> {
   const names = await readdir(dir).catch(() => [] as string[])
-  await Promise.all(names.filter((name) => name !== LOCK_FILE).map((name) => rm(join(dir, name), { recursive: true, force: true })))
+  await Promise.all(names.filter((name) => !isLockFile(name)).map((name) => rm(join(dir, name), { recursive: true, force: true })))
 }

@@ -21,6 +21,7 @@ import { PGLiteSocketServer, type PGLiteSocketServerOptions } from '../socket/se
 import { sessionFor } from '../socket/session/session.ts'
 import { resolveDevDbOptions, type DevDbOptions } from './options.ts'
 import { readTlsFiles, selfSignedTls } from './tls.ts'
+import { openWithWalSpace } from './wal-reserve.ts'
 
 export type { DevDbOptions } from './options.ts'
 
@@ -61,8 +62,9 @@ export interface DevDb {
  * full scans of it about 12% slower than at 16 MB).
  */
 // max_prepared_transactions: PREPARE TRANSACTION works, as on a server configured for two-phase commit.
-// max_wal_size: PGlite is a single-user backend with no checkpointer, so WAL piles up until max_wal_size forces a
-// checkpoint (1 GB by default); in memory every segment is RAM (112 MB of WAL 15 minutes into the mixed soak).
+// max_wal_size, min_wal_size: how many WAL segments the checkpoint at close keeps for reuse. PGlite is a single-user
+// backend: nothing checkpoints while it runs (PostgreSQL requests one for WAL volume only under a postmaster), so the
+// WAL grows until close, a new segment file each 16 MB (wal-reserve.ts makes them ready on disk).
 const SERVER_SETTINGS = ['-c', 'shared_buffers=8MB', '-c', 'max_prepared_transactions=64', '-c', 'max_wal_size=64MB', '-c', 'min_wal_size=32MB']
 
 /** close(): how long clients get to finish (their statements canceled) before the databases are stopped anyway. */
@@ -122,7 +124,9 @@ export async function startDevDb(given: DevDbOptions = {}): Promise<DevDb> {
     const where = { ...(dataDir ? { dataDir } : {}), ...(loadDataDir ? { loadDataDir } : {}), startParams }
     // In a worker thread (the server's thread never runs Postgres), unless asked otherwise.
     const create = (with_: LoadedExtensions): Promise<Instance> => (options.databaseThreads ? DbThread.create({ ...where, extensions: with_.names }) : openPGlite({ ...where, extensions: with_.extensions }))
-    db = await reportSlowStep(log, `opening the database${from ? ` from the ${from}` : ''}`, () => create(loaded), progress)
+    // On disk, a start that fails for want of space says so (and uses the WAL reserve, if one was kept).
+    const opening = (): Promise<Instance> => (dataDir ? openWithWalSpace(dataDir, () => create(loaded)) : create(loaded))
+    db = await reportSlowStep(log, `opening the database${from ? ` from the ${from}` : ''}`, opening, progress)
     // A database that had CREATE EXTENSION x run on it needs x's bundle at every start: opened again with it.
     const missing = await installedNotLoaded(db, loaded.names).catch(async (error: unknown) => {
       await db.close()

@@ -6,7 +6,8 @@ import { readFile, rename, rm, writeFile } from 'node:fs/promises'
 import { promisify } from 'node:util'
 import { gunzip, gzip } from 'node:zlib'
 import { PGlite } from '@electric-sql/pglite'
-import { LOCK_FILE, lockDataDir, type DataDirLock } from './data-dir-lock.ts'
+import { isLockFile, lockDataDir, type DataDirLock } from './data-dir-lock.ts'
+import { RESERVE_ENTRY } from './wal-reserve.ts'
 import { DevServerError } from '../errors.ts'
 import { loadExtensions } from './extensions.ts'
 import type { Logger } from '../log.ts'
@@ -104,9 +105,10 @@ export async function readSnapshot(file: string, dataDir: string | undefined, lo
 }
 
 /**
- * The tarball without our lock file (a snapshot must not carry the pid of the process that took it into the data
- * dir it seeds) and with PG_VERSION last: unpacking into a data dir that is cut short (kill -9) leaves no PG_VERSION,
- * so the directory is not taken for a database next time. ERR_CONFIG if it is not a data dir tarball.
+ * The tarball without our lock file (a snapshot must not carry the pid of the process that took it into the data dir
+ * it seeds) and WAL reserve (16 MB of zeros), and with PG_VERSION last: unpacking into a data dir that is cut short
+ * (kill -9) leaves no PG_VERSION, so the directory is not taken for a database next time. ERR_CONFIG if it is not a
+ * data dir tarball.
  */
 function clean(tar: Uint8Array, what: string): Uint8Array {
   let entries
@@ -120,7 +122,7 @@ function clean(tar: Uint8Array, what: string): Uint8Array {
   return rewriteTar(
     tar,
     entries,
-    (name) => name === LOCK_FILE,
+    (name) => isLockFile(name) || name === RESERVE_ENTRY,
     (name) => name === PG_VERSION,
   )
 }

@@ -92,7 +92,7 @@ describe('snapshots', () => {
     expect(await query(loaded.url, 'select body from notes order by id')).toEqual([{ body: 'first' }, { body: 'second' }])
     await query(loaded.url, "insert into notes (body, pinned) values ('third', true)")
     // The lock is this server's: the snapshot brought no lock file of the process that took it.
-    expect(await readFile(path.join(fresh, 'pglite-dev-db.lock'), 'utf8')).toBe(`${process.pid}\n`)
+    expect((await readFile(path.join(fresh, 'pglite-dev-db.lock'), 'utf8')).split('\n')[0]).toBe(String(process.pid))
     await loaded.close()
     const reopened = await devs.start({ dataDir: fresh, migrations: two })
     expect(await query(reopened.url, 'select body, pinned from notes order by id')).toEqual([
