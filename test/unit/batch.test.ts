@@ -125,7 +125,9 @@ describe('BatchRunner', () => {
     const a = connect()
     const b = connect()
     await a.read(wire.query('begin'))
-    const waiting = b.read(wire.parse('', 'select 1'), wire.bind('', ''), wire.execute(''))
+    // Flush: the client asks for the replies so far, so its messages wait for the session (without, they wait in the
+    // runner and hold nothing: see 'messages that ask for no reply yet').
+    const waiting = b.read(wire.parse('', 'select 1'), wire.bind('', ''), wire.execute(''), wire.flush())
     await Promise.resolve()
     b.runner.wait.timeOut(10)
     await waiting
@@ -160,12 +162,23 @@ describe('BatchRunner', () => {
     const a = connect()
     const b = connect()
     await a.read(wire.query('begin'))
-    const waiting = b.read(wire.parse('', 'select 1'))
+    const waiting = b.read(wire.parse('', 'select 1'), wire.flush())
     await Promise.resolve()
     b.runner.wait.cancel()
     await waiting
     await b.read(wire.bind('', ''), wire.terminate())
     expect(b.client.closed).toBe(true)
+  })
+
+  it('messages that ask for no reply yet (no Sync or Flush) wait in the runner: the session stays free until they do', async () => {
+    const { connect, calls } = setUp()
+    const a = connect()
+    const b = connect()
+    await b.read(wire.parse('', 'select 1'), wire.bind('', ''))
+    expect(calls()).toEqual([])
+    await a.read(wire.query('select 2'))
+    await b.read(wire.execute(''), wire.sync())
+    expect(calls()).toEqual(['Q', 'PBES'])
   })
 
   it("a client that binds the unnamed statement it never made does not get another client's", async () => {

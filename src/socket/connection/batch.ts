@@ -24,6 +24,17 @@ import { SessionWait, refusalResponse, type WaitingClient } from './session-wait
 import type { ConnectionState } from './state.ts'
 import type { TakeoverEnd, Turn } from './turn.ts'
 
+/** How much a client at rest may send that asks for no reply before it runs anyway (see BatchRunner.#holdBack). */
+const HELD_BACK_BYTES = 1 << 20
+
+/** The last message of `bytes` asks for replies: a Sync, Flush, Query or FunctionCall, or one of unknown kind. */
+function asksForReply(bytes: Buffer): boolean {
+  let last = 0
+  forEachFrame(bytes, (code) => void (last = code))
+  return !HOLDABLE.has(last)
+}
+const HOLDABLE = new Set<number>([FrontendCode.Parse, FrontendCode.Bind, FrontendCode.Describe, FrontendCode.Execute, FrontendCode.Close])
+
 /** Close the unnamed statement; Flush, not Sync, so a pipeline the client has open stays open. */
 const CLOSE_UNNAMED_STATEMENT = Buffer.from([FrontendCode.Close, 0, 0, 0, 6, 0x53, 0, FrontendCode.Flush, 0, 0, 0, 4])
 
@@ -66,6 +77,8 @@ export class BatchRunner {
   readonly #prepared = new PreparedPipeline()
   /** The session being given up while the client is idle (parkIfIdle): its next batch waits for that. */
   #parking: Promise<void> | null = null
+  /** Messages of a client at rest that asked for no reply yet (no Sync or Flush): they wait here, not in the session. */
+  #heldBack: Segment | null = null
   readonly #lockWaitRunner: LockWaitRunner
 
   constructor(client: BatchClient, context: BatchContext) {
@@ -147,7 +160,34 @@ export class BatchRunner {
       }
       offset = end
     }
-    if (states.isServing) await this.#runSegment(messages.take(bytes.length))
+    if (!states.isServing) return
+    const rest = messages.take(bytes.length)
+    if (!this.#holdBack(rest)) await this.#runSegment(rest)
+  }
+
+  /**
+   * A client owes itself no reply until its Sync or Flush (or a Query): until then nothing of what it sent needs to run,
+   * so a client at rest keeps the session free meanwhile, as on Postgres, where it would hold only its own backend. Its
+   * messages wait here, up to HELD_BACK_BYTES, and run before the next ones. Held or not: true if held.
+   */
+  #holdBack(segment: Segment): boolean {
+    const held = this.#heldBack
+    const size = segment.bytes.length + (held?.bytes.length ?? 0)
+    if (segment.bytes.length === 0 || this.#backend.isOwner || this.#copy !== null || this.#discarding || size > HELD_BACK_BYTES || asksForReply(segment.bytes)) return false
+    // The read's buffer is the socket's: keep a copy.
+    const bytes = held ? Buffer.concat([held.bytes, segment.bytes]) : Buffer.from(segment.bytes)
+    this.#heldBack = { bytes, unnamedUse: unnamedUseOf(bytes), functions: (held?.functions ?? 0) | segment.functions }
+    return true
+  }
+
+  /** Messages held back (see #holdBack) go first. */
+  #withHeldBack(segment: Segment): Segment {
+    const held = this.#heldBack
+    if (held === null) return segment
+    this.#heldBack = null
+    if (segment.bytes.length === 0) return held
+    const bytes = Buffer.concat([held.bytes, segment.bytes])
+    return { bytes, unnamedUse: unnamedUseOf(bytes), functions: held.functions | segment.functions }
   }
 
   /** One path for every takeover: the server acts in the message's place. */
@@ -179,7 +219,8 @@ export class BatchRunner {
   }
 
   /** Run messages as the owner and apply the release rule. Refused work is answered as a failed statement. */
-  async #runSegment({ bytes, unnamedUse, functions }: Segment): Promise<void> {
+  async #runSegment(segment: Segment): Promise<void> {
+    const { bytes, unnamedUse, functions } = this.#withHeldBack(segment)
     if (bytes.length === 0) return
     if (this.#state.signals.length > 0) this.#signalEarly()
     try {
