@@ -141,7 +141,9 @@ export class ProtocolCalls {
     const running: Running = { id, nextCheck: performance.now() + WATCH_EVERY_MS, stuckCheck: undefined, cancelAgain: undefined, heldByClient: false, direct, directBlocked: false }
     this.#running = running
     noteBusy()
-    const spinMs = sendingClients() <= FEW_CLIENTS ? FEW_CLIENTS_SPIN_MS : this.#inTransaction ? IN_TRANSACTION_SPIN_MS : 0
+    // A reply written straight to its client reaches it without this thread: nothing to spin for, the call's end is
+    // bookkeeping that can wait for a wake-up.
+    const spinMs = direct ? 0 : sendingClients() <= FEW_CLIENTS ? FEW_CLIENTS_SPIN_MS : this.#inTransaction ? IN_TRANSACTION_SPIN_MS : 0
     this.#inTransaction = false
     try {
       // A call of units carries each unit's target in its request (ring.ts encodeUnits).
