@@ -199,10 +199,11 @@ describe('rewriteServerFunctions', () => {
     expect(use).toEqual({
       sql: "select (SELECT 77::pg_catalog.int4 AS pg_backend_pid), pg_temp.pg_advisory_lock(1), pg_temp.pg_try_advisory_xact_lock_shared($1, 2), 'pg_advisory_lock(3)' from pg_stat_activity",
       needsContext: true,
+      readsActivity: true,
       mayWait: true,
       signals: [],
     })
-    expect(rewriteServerFunctions('select pg_backend_pid()', 5)).toEqual({ sql: 'select (SELECT 5::pg_catalog.int4 AS pg_backend_pid)', needsContext: false, mayWait: false, signals: [] })
+    expect(rewriteServerFunctions('select pg_backend_pid()', 5)).toEqual({ sql: 'select (SELECT 5::pg_catalog.int4 AS pg_backend_pid)', needsContext: false, readsActivity: false, mayWait: false, signals: [] })
     // Where no subquery is allowed (a DEFAULT, CALL and EXECUTE arguments): the value alone.
     expect(rewriteServerFunctions('CREATE TABLE t (pid int DEFAULT pg_backend_pid())', 5)?.sql).toBe('CREATE TABLE t (pid int DEFAULT (5::pg_catalog.int4))')
     expect(rewriteServerFunctions('call p(pg_backend_pid()); execute s(pg_backend_pid())', 5)?.sql).toBe('call p((5::pg_catalog.int4)); execute s((5::pg_catalog.int4))')
@@ -212,7 +213,7 @@ describe('rewriteServerFunctions', () => {
       { op: 'terminate', pid: 77 },
     ])
     expect(rewriteServerFunctions('select pg_terminate_backend(pid) from pg_catalog.pg_stat_activity', 5)?.sql).toBe('select pg_temp.pg_terminate_backend(pid) from pg_temp.pg_stat_activity')
-    expect(rewriteServerFunctions('select pg_try_advisory_lock(1)', 5)).toMatchObject({ needsContext: true, mayWait: false })
+    expect(rewriteServerFunctions('select pg_try_advisory_lock(1)', 5)).toMatchObject({ needsContext: true, readsActivity: false, mayWait: false })
   })
 
   it('leaves everything else alone: other pg_ names, literals, comments, a column named like a function', () => {

@@ -190,7 +190,7 @@ export class ClientBackend implements Backend {
 
   /** One call into PGlite, its output going to `output`: the client, a list of chunks, or nowhere. */
   async #execute(bytes: Uint8Array, output: Output, asClient = output === 'client', functions = 0): Promise<void> {
-    if (functions & ServerFunctions.Context) await this.#tellContext()
+    if (functions & ServerFunctions.Context) await this.#tellContext(functions)
     this.#beginCall(output, asClient, functions)
     try {
       await this.session.execute(bytes, this.#sink)
@@ -282,10 +282,10 @@ export class ClientBackend implements Backend {
   }
 
   /** Tell the session who runs now, the server's clients and this database's locks (and make its functions once). */
-  async #tellContext(): Promise<void> {
+  async #tellContext(functions: number): Promise<void> {
     const session = this.session
     const install = !session.serverFunctionsInstalled
-    const reply = await this.capture(contextMessages(contextFor(this.#client, session, this.#state.signaledEarly), install, this.#reader.pipelineOpen))
+    const reply = await this.capture(contextMessages(contextFor(this.#client, session, this.#state.signaledEarly, functions), install, this.#reader.pipelineOpen))
     if (install && !hasMessage(reply, BackendCode.ErrorResponse)) session.serverFunctionsInstalled = true
   }
 

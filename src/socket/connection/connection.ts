@@ -8,7 +8,7 @@ import { TLSSocket, type SecureContext } from 'node:tls'
 import { randomInt } from 'node:crypto'
 import { SqlState, WireError, isDisconnectError, isPGliteFatal } from '../../errors.ts'
 import type { Logger } from '../../log.ts'
-import { FrontendCode, maxMessageLength } from '../protocol/codes.ts'
+import { FrontendCode, TxStatus, maxMessageLength } from '../protocol/codes.ts'
 import { encodeErrorResponse } from '../protocol/backend.ts'
 import { FrameReader, type Frames } from '../protocol/frames.ts'
 import { onlyTerminate } from '../protocol/frontend.ts'
@@ -18,6 +18,7 @@ import type { SharedSession } from '../session/session.ts'
 import { ClientState } from '../client/state.ts'
 import { hexDump } from '../trace/hex-dump.ts'
 import type { ConnectionTrace } from '../trace/trace.ts'
+import { LastStatement } from './activity.ts'
 import type { ConnectionHost, ServedConnection } from './host.ts'
 import { Membership, type MemberConnection } from './membership.ts'
 import { Startup, startupReply, type StartingConnection } from './startup.ts'
@@ -75,6 +76,8 @@ export class Connection implements ServedConnection, StartingConnection, MemberC
   /** The protocol trace of this client's frames, or null when the server traces nothing. */
   readonly #trace: ConnectionTrace | null
   readonly #startedAt = new Date().toISOString()
+  /** The client's last statement, as pg_stat_activity shows it. */
+  readonly #statement: LastStatement
 
   constructor(socket: Socket, host: ConnectionHost) {
     this.socket = socket
@@ -82,6 +85,7 @@ export class Connection implements ServedConnection, StartingConnection, MemberC
     this.#log = host.log.child({ conn: this.processId })
     this.#startup = new Startup(this, host, this.#reader)
     this.#client = new ClientState(this.processId)
+    this.#statement = new LastStatement(this.#client.statements)
     this.inspect = host.options.inspect && this.#log.enabled('trace')
     this.#trace = host.trace?.connection(this.processId, socket) ?? null
     this.#output = new ClientOutput(this, this.#log, this.#trace, this.inspect)
@@ -149,9 +153,25 @@ export class Connection implements ServedConnection, StartingConnection, MemberC
     this.#membership.cancel()
   }
 
-  /** What pg_stat_activity shows of this client. */
-  activity(): ClientActivity {
-    const state = this.states.current
+  /**
+   * What pg_stat_activity shows of this client: its pid alone unless `full` (the functions that signal a client need
+   * no more). Its state as Postgres names a backend's: a client waiting for the session is active, as a backend would
+   * be running; one holding it for an open pipeline or a COPY is active and reading from its client.
+   */
+  activity(full: boolean): ClientActivity {
+    if (!full) return { pid: this.processId }
+    const { current, since } = this.states
+    const membership = this.#membership
+    const batches = membership.batches
+    const statement = this.#statement
+    let state = 'active'
+    let wait: [string, string] | null = null
+    if (current === 'idle' || current === 'startup') state = 'idle'
+    else if (current === 'holding' && batches?.idleInTransaction) state = membership.txStatus === TxStatus.Failed ? 'idle in transaction (aborted)' : 'idle in transaction'
+    if (state !== 'active' || current === 'holding') wait = ['Client', 'ClientRead']
+    if (this.#output.blocked) wait = ['Client', 'ClientWrite']
+    else if (batches?.wait.waitingForLock) wait = ['Lock', 'advisory']
+    const at = (time: number): string | null => (time === 0 ? null : new Date(performance.timeOrigin + time).toISOString())
     return {
       pid: this.processId,
       datname: this.database,
@@ -160,13 +180,19 @@ export class Connection implements ServedConnection, StartingConnection, MemberC
       client_addr: this.socket.remoteAddress ?? null,
       client_port: this.socket.remotePort ?? null,
       backend_start: this.#startedAt,
-      state: state === 'active' || state === 'waiting' ? 'active' : state === 'holding' ? (this.idleInTransactionSince === null ? 'active' : 'idle in transaction') : 'idle',
-      query: '',
+      // Postgres ends an aborted transaction's clock with its error; an idle client has none.
+      xact_start: state === 'active' || state === 'idle in transaction' ? at(statement.transactionStartedAt) : null,
+      query_start: at(statement.startedAt),
+      state_change: at(state === 'active' ? statement.startedAt : since),
+      wait_event_type: wait?.[0] ?? null,
+      wait_event: wait?.[1] ?? null,
+      state,
+      query: statement.text,
     }
   }
 
-  serverClients(): ClientActivity[] {
-    return this.#host.clients().map((client) => client.activity())
+  serverClients(full: boolean): ClientActivity[] {
+    return this.#host.clients().map((client) => client.activity(full))
   }
 
   /** pg_cancel_backend (its running or waiting statement ends with 57014) or pg_terminate_backend (FATAL 57P01). */
@@ -301,6 +327,7 @@ export class Connection implements ServedConnection, StartingConnection, MemberC
           await membership.openDatabase()
           if (!this.states.isServing) break
         }
+        this.#statement.note(frames.bytes, this.#heldNothing)
         await membership.batches!.run(frames)
       }
     } finally {
@@ -310,6 +337,9 @@ export class Connection implements ServedConnection, StartingConnection, MemberC
       else if (this.states.isServing) this.settle()
     }
   }
+
+  /** The client held nothing in the session: a statement it sends now begins a transaction. */
+  readonly #heldNothing = (): boolean => !this.#membership.holdsSession
 
   // --- Output (output.ts) ---
 

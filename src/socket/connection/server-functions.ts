@@ -22,6 +22,8 @@ export const ServerFunctions = {
    * settings are read back after it, as after a SET (SessionChange.Settings).
    */
   Settings: 4,
+  /** It reads pg_stat_activity: the context tells what each client does (else only who they are). */
+  Activity: 8,
 } as const
 
 /** The bits that need the session's functions and their replies read (FunctionReplies): not Settings. */
@@ -37,8 +39,8 @@ export interface LockWait {
 /** What the calls of one client need of its connection. */
 export interface FunctionsClient {
   readonly processId: number
-  /** Every client of the server, as pg_stat_activity shows them. */
-  serverClients(): ClientActivity[]
+  /** Every client of the server, as pg_stat_activity shows them (`full`), or only their pids. */
+  serverClients(full: boolean): ClientActivity[]
   /** pg_cancel_backend or pg_terminate_backend of another client of the server; false if none has that pid. */
   signalClient(processId: number, op: 'cancel' | 'terminate'): boolean
 }
@@ -62,9 +64,10 @@ export function contextMessages(context: SessionContext, install: boolean, pipel
   return Buffer.concat(frames)
 }
 
-/** What the session is told before this client's statements run. */
-export function contextFor(client: FunctionsClient, session: SharedSession, signaled: ReadonlySet<number>): SessionContext {
-  return { pid: client.processId, clients: client.serverClients(), locks: session.advisoryLocks.snapshot(), signaled: [...signaled] }
+/** What the session is told before this client's statements run (`functions`: their ServerFunctions bits). */
+export function contextFor(client: FunctionsClient, session: SharedSession, signaled: ReadonlySet<number>, functions: number): SessionContext {
+  const clients = client.serverClients((functions & ServerFunctions.Activity) !== 0)
+  return { pid: client.processId, clients, locks: session.advisoryLocks.snapshot(), signaled: [...signaled] }
 }
 
 /**
