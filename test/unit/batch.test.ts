@@ -55,6 +55,7 @@ function setUp() {
       remakeFailed: () => {},
       serverClients: () => [],
       signalClient: () => false,
+      answered: () => {},
     }
     client.states.enter('idle')
     session.members.add(client)

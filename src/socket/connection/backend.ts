@@ -212,6 +212,7 @@ export class ClientBackend implements Backend {
     if (told) {
       this.#functions = null
       this.#lockWait = told.lockWait
+      for (const pid of told.terminated) this.#client.answered(pid)
       // pg_terminate_backend(pg_backend_pid()): as Postgres ends the backend in the middle of the statement.
       if (told.terminatingSelf) throw new WireError('FATAL', SqlState.AdminShutdown, 'terminating connection due to administrator command')
     }
@@ -321,6 +322,8 @@ export class ClientBackend implements Backend {
    */
   async release(): Promise<void> {
     const changes = this.#reader.takeChanges()
+    // Clients its SQL ended whose call it never reached (the statement failed first) are told now.
+    for (const pid of this.#state.signaledEarly) this.#client.answered(pid)
     this.#state.signaledEarly.clear()
     const locks = this.session.advisoryLocks
     if (locks.size > 0 && locks.holdsTransactionLocks(this.#client.processId)) locks.transactionEnded(this.#client.processId)

@@ -39,6 +39,12 @@ const BACKLOG_FULL = new WireError('FATAL', SqlState.OutOfMemory, `terminating c
 const BACKLOG_GRACE_MS = 10_000
 /** A FATAL goodbye gets this long to flush before the socket is destroyed. */
 const CLOSE_GRACE_MS = 2000
+/**
+ * A client ended by pg_terminate_backend is told at the latest this long after, if its caller's answer is not out (a
+ * caller whose statement waits long for the session; the first cancel of a database's statement takes about 1 s).
+ */
+const GOODBYE_HOLD_MS = 5000
+const ADMIN_SHUTDOWN = new WireError('FATAL', SqlState.AdminShutdown, 'terminating connection due to administrator command')
 
 let nextProcessId = 1000 + (process.pid % 1000) * 1000
 
@@ -76,6 +82,10 @@ export class Connection implements ServedConnection, StartingConnection, MemberC
   /** The protocol trace of this client's frames, or null when the server traces nothing. */
   readonly #trace: ConnectionTrace | null
   readonly #startedAt = new Date().toISOString()
+  /** Going away, told nothing more until its goodbye (see #close). */
+  #muted = false
+  /** Clients this one ended by pg_terminate_backend, waiting for its answer to go out before they are told. */
+  readonly #answers = new Map<number, { promise: Promise<void>; resolve: () => void }>()
   /** The client's last statement, as pg_stat_activity shows it. */
   readonly #statement: LastStatement
 
@@ -138,9 +148,12 @@ export class Connection implements ServedConnection, StartingConnection, MemberC
     return this.#output.blocked
   }
 
-  /** Send `error` (FATAL) and close; resolves once the session holds nothing of this client. */
-  terminate(error: WireError): Promise<void> {
-    return this.#close(error)
+  /**
+   * Send `error` (FATAL) and close; resolves once the session holds nothing of this client. Given `after`, the
+   * client's work stops now but it is told, and closed, once `after` resolves (see #close).
+   */
+  terminate(error: WireError, after?: Promise<void>): Promise<void> {
+    return this.#close(error, CLOSE_GRACE_MS, after)
   }
 
   /** Close without a message (the client asked, or the socket is gone). */
@@ -195,14 +208,39 @@ export class Connection implements ServedConnection, StartingConnection, MemberC
     return this.#host.clients().map((client) => client.activity(full))
   }
 
-  /** pg_cancel_backend (its running or waiting statement ends with 57014) or pg_terminate_backend (FATAL 57P01). */
+  /**
+   * pg_cancel_backend (its running or waiting statement ends with 57014) or pg_terminate_backend (FATAL 57P01). A
+   * client terminated stops at once, and is told once this client's answer is out (`answered`), as Postgres answers
+   * the caller before the backend it signaled is gone: a pool can release the connection it ended first.
+   */
   signalClient(processId: number, op: 'cancel' | 'terminate'): boolean {
     const target = this.#host.clients().find((client) => client.processId === processId)
     this.#log.debug('signal from a function', { op, target: processId, matched: target !== undefined })
     if (!target) return false
     if (op === 'cancel') target.cancel()
-    else void target.terminate(new WireError('FATAL', SqlState.AdminShutdown, 'terminating connection due to administrator command'))
+    else void target.terminate(ADMIN_SHUTDOWN, this.#answerTo(processId))
     return true
+  }
+
+  #answerTo(processId: number): Promise<void> {
+    let answer = this.#answers.get(processId)
+    if (!answer) {
+      let resolve!: () => void
+      const promise = new Promise<void>((done) => (resolve = done))
+      this.#answers.set(processId, (answer = { promise, resolve }))
+    }
+    return answer.promise
+  }
+
+  /**
+   * This client's call that told pg_terminate_backend(processId) has ended: its answer is written (streamed, or
+   * captured and written in this tick), and the client it ended may be told now.
+   */
+  answered(processId: number): void {
+    const answer = this.#answers.get(processId)
+    if (!answer) return
+    this.#answers.delete(processId)
+    setImmediate(answer.resolve)
   }
 
   notify(message: Buffer): void {
@@ -348,7 +386,7 @@ export class Connection implements ServedConnection, StartingConnection, MemberC
   }
 
   write(bytes: Uint8Array): void {
-    this.#output.write(bytes)
+    if (!this.#muted) this.#output.write(bytes)
   }
 
   cork(): void {
@@ -394,17 +432,34 @@ export class Connection implements ServedConnection, StartingConnection, MemberC
     void this.#close(new WireError('FATAL', SqlState.InternalError, 'internal error in pglite-dev-db; see the server log', { cause: error }))
   }
 
-  #close(error: WireError | null, graceMs = CLOSE_GRACE_MS): Promise<void> {
+  /**
+   * Close with `error` (FATAL) or none. Given `after`, the client is told nothing more (its canceled statement's
+   * error neither) until `after` resolves or GOODBYE_HOLD_MS pass, then gets `error`; its work stops now either way.
+   */
+  #close(error: WireError | null, graceMs = CLOSE_GRACE_MS, after?: Promise<void>): Promise<void> {
     if (this.states.isClosing) return this.#cleanup ?? this.#cleanupDone
     this.states.enter('closing')
     this.#queue.length = 0
-    if (error && !error.logOnly) this.#output.write(encodeErrorResponse(error.severity, error.sqlstate, error.message))
-    this.#trace?.close(error)
-    this.socket.end()
-    if (!this.socket.destroyed) {
-      const grace = setTimeout(() => this.socket.destroy(), graceMs).unref()
-      this.socket.once('close', () => clearTimeout(grace))
+    // Clients it ended wait for an answer it will never send.
+    for (const answer of this.#answers.values()) answer.resolve()
+    this.#answers.clear()
+    const goodbye = (): void => {
+      if (error && !error.logOnly) this.#output.write(encodeErrorResponse(error.severity, error.sqlstate, error.message))
+      this.#trace?.close(error)
+      this.socket.end()
+      if (!this.socket.destroyed) {
+        const grace = setTimeout(() => this.socket.destroy(), graceMs).unref()
+        this.socket.once('close', () => clearTimeout(grace))
+      }
     }
+    if (after) {
+      this.#muted = true
+      let hold: NodeJS.Timeout | undefined
+      void Promise.race([after, new Promise<void>((resolve) => (hold = setTimeout(resolve, GOODBYE_HOLD_MS)))]).then(() => {
+        clearTimeout(hold)
+        goodbye()
+      })
+    } else goodbye()
     // What the client waits for stops now; a running statement is canceled, its batch ends, then #drain starts the
     // cleanup.
     this.#membership.stop(this.#draining)

@@ -43,6 +43,8 @@ export interface FunctionsClient {
   serverClients(full: boolean): ClientActivity[]
   /** pg_cancel_backend or pg_terminate_backend of another client of the server; false if none has that pid. */
   signalClient(processId: number, op: 'cancel' | 'terminate'): boolean
+  /** The call that told pg_terminate_backend(processId) has ended: its answer is out, the client ended may be told. */
+  answered(processId: number): void
 }
 
 const CONTEXT_STATEMENT = Buffer.from('pgdd.context')
@@ -80,6 +82,8 @@ export class FunctionReplies {
   lockWait: LockWait | null = null
   /** The client asked for its own end (pg_terminate_backend of itself): the rest of the call goes nowhere. */
   terminatingSelf = false
+  /** Other clients the call ended by pg_terminate_backend: told once the call is over (FunctionsClient.answered). */
+  readonly terminated: number[] = []
 
   constructor(
     readonly client: FunctionsClient,
@@ -123,8 +127,12 @@ export class FunctionReplies {
         break
       case 'cancel':
       case 'terminate':
-        if (told.pid === self) this.terminatingSelf = told.op === 'terminate'
-        else if (!this.signaledEarly.delete(told.pid)) this.client.signalClient(told.pid, told.op)
+        if (told.pid === self) {
+          this.terminatingSelf = told.op === 'terminate'
+          break
+        }
+        if (!this.signaledEarly.delete(told.pid)) this.client.signalClient(told.pid, told.op)
+        if (told.op === 'terminate') this.terminated.push(told.pid)
         break
     }
   }
