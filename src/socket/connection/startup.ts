@@ -3,7 +3,7 @@
 // the first ReadyForQuery. https://www.postgresql.org/docs/current/protocol-flow.html#PROTOCOL-FLOW-START-UP
 
 import { SqlState, WireError } from '../../errors.ts'
-import { CODE_LENGTH, FrontendCode, HEADER_LENGTH, StartupCode, TxStatus } from '../protocol/codes.ts'
+import { BackendCode, CODE_LENGTH, FrontendCode, HEADER_LENGTH, StartupCode, TxStatus } from '../protocol/codes.ts'
 import { encodeBackendKeyData, encodeNegotiateProtocolVersion, encodeParameterStatus, encodeReadyForQuery } from '../protocol/backend.ts'
 import { forEachFrame, protocolViolation, type FrameReader, type Frames } from '../protocol/frames.ts'
 import type { SecureContext } from 'node:tls'
@@ -202,10 +202,24 @@ export function startupReply(session: SharedSession, { startupParams, processId,
   // Every database's sessions tell clients the same parameters at startup, so the main one's serve until it opens.
   const prefix = session.startupPrefixNow
   if (!prefix) throw new WireError('FATAL', SqlState.CannotConnectNow, 'the database system is starting up')
-  // application_name is reported at startup with the client's own value, as Postgres does (the session gets it later).
+  // application_name is reported at startup with the client's own value, as Postgres does (the session gets it later),
+  // in place of the session's (postgres.js keeps the first it is told).
   const name = startupParams.get('application_name')
-  const reported = name ? [encodeParameterStatus('application_name', applicationNameAsPostgresKeepsIt(name))] : []
-  return Buffer.concat([prefix, ...reported, encodeBackendKeyData(processId, secretKey), encodeReadyForQuery(TxStatus.Idle)])
+  const parameters = name ? withParameter(prefix, 'application_name', applicationNameAsPostgresKeepsIt(name)) : [prefix]
+  return Buffer.concat([...parameters, encodeBackendKeyData(processId, secretKey), encodeReadyForQuery(TxStatus.Idle)])
+}
+
+/** `messages` with the ParameterStatus of `name` given `value` (added at the end if there is none). */
+function withParameter(messages: Buffer, name: string, value: string): Buffer[] {
+  const status = encodeParameterStatus(name, value)
+  const wanted = Buffer.from(`${name}\0`)
+  let parts: Buffer[] | null = null
+  forEachFrame(messages, (code, offset, length) => {
+    if (code !== BackendCode.ParameterStatus || !messages.subarray(offset + HEADER_LENGTH, offset + HEADER_LENGTH + wanted.length).equals(wanted)) return
+    parts = [messages.subarray(0, offset), status, messages.subarray(offset + length)]
+    return false
+  })
+  return parts ?? [messages, status]
 }
 
 /** Postgres (16 and later) keeps printable ASCII of application_name; every other byte becomes \xHH (pg_clean_ascii). */
