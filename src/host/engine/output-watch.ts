@@ -48,6 +48,11 @@ export class OutputWatch {
     return this.#status !== TxStatus.Idle
   }
 
+  /** The output read so far ends with a whole ReadyForQuery: a Sync or Query is answered in full. */
+  get atReadyForQuery(): boolean {
+    return this.#lastCode === BackendCode.ReadyForQuery && this.#remaining === 0 && this.#headerFill === 0
+  }
+
   feed(chunk: Uint8Array): void {
     let i = 0
     while (i < chunk.length) {

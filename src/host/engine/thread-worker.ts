@@ -82,7 +82,7 @@ interface Call {
 
 /** Runs the call; true if it left a transaction block open. */
 async function runCall(pglite: PGlite, stopping: CallHooks, { id, bytes, isUnits }: Call): Promise<boolean> {
-  const output = new Output(id)
+  const output = new Output(id, pglite)
   stopping.beforeCall(id)
   let failure: unknown = null
   try {
@@ -133,17 +133,21 @@ async function runUnits(pglite: PGlite, stopping: CallHooks, id: number, units: 
 class Output {
   readonly watch = new OutputWatch()
   readonly #id: number
+  readonly #mod: { _pq_buffer_remaining_data(): number }
   #unannounced = 0
 
-  constructor(id: number) {
+  constructor(id: number, pglite: PGlite) {
     this.#id = id
+    this.#mod = (pglite as unknown as { mod: { _pq_buffer_remaining_data(): number } }).mod
   }
 
   readonly onRawData = (chunk: Uint8Array): void => {
     this.watch.feed(chunk)
     this.#write(0, chunk)
     this.#unannounced += chunk.length
-    if (this.#unannounced >= WAKE_EVERY_BYTES) {
+    // A unit answered while Postgres holds more of the call's messages (a pipeline of several): its client gets the
+    // answer now, as Postgres sends it at ReadyForQuery (postgres.js may cancel the next query it piped).
+    if (this.#unannounced >= WAKE_EVERY_BYTES || (this.watch.atReadyForQuery && this.#mod._pq_buffer_remaining_data() > 0)) {
       this.#unannounced = 0
       replies.wake()
     }

@@ -295,6 +295,9 @@ export class ClientBackend implements Backend {
     const output = this.#output
     if (output === 'client') {
       this.#reader.feed(chunk, this.#send, this.#rewriteNow, owned)
+      // A unit answered in full goes now, though the call runs on (pipelined units): Postgres flushes at
+      // ReadyForQuery, and a client may act on that answer (postgres.js cancels the next query it piped).
+      if (this.#reader.atReadyForQuery) this.#client.uncork()
       return this.#client.waitForReader() ?? undefined
     }
     if (output === 'nowhere') this.#reader.feed(chunk, null, null)
