@@ -115,15 +115,27 @@ export class Connection implements ServedConnection, StartingConnection, MemberC
   }
 
   /**
-   * The server answered SSLRequest with 'S': from here on the socket carries a TLS session, which Node's TLSSocket
-   * runs over it (the handshake first). Errors and close of either socket end the connection.
+   * The server answered SSLRequest with 'S', or the client began a TLS handshake at once (`direct`, its first bytes):
+   * from here on the socket carries a TLS session, which Node's TLSSocket runs over it (the handshake first). Errors
+   * and close of either socket end the connection. ALPN: postgresql, which a direct handshake must ask for.
    */
-  startTls(context: SecureContext): void {
+  startTls(context: SecureContext, direct?: Buffer): void {
     const plain = this.socket
     plain.off('data', this.#onDataEvent)
-    const secure = new TLSSocket(plain, { isServer: true, secureContext: context })
+    // TLSSocket reads what the plain socket holds unread first (paused, so that it is not emitted to nobody before).
+    if (direct) {
+      plain.pause()
+      plain.unshift(direct)
+    }
+    const secure = new TLSSocket(plain, { isServer: true, secureContext: context, ALPNProtocols: ['postgresql'] })
     this.socket = secure
     this.#listen(secure)
+    if (direct) {
+      secure.once('secure', () => {
+        // Postgres logs it and closes without a word (it could be any TLS client).
+        if (secure.alpnProtocol !== 'postgresql') this.#fail(new WireError('FATAL', SqlState.ProtocolViolation, 'received direct SSL connection request without ALPN protocol negotiation extension', { logOnly: true }))
+      })
+    }
   }
 
   get state(): ConnectionState {

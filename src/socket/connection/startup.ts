@@ -13,6 +13,8 @@ import { MAX_AUTH_MESSAGE_LENGTH, ScramExchange } from './scram.ts'
 
 const SSL_NOT_SUPPORTED = Buffer.from('N')
 const SSL_SUPPORTED = Buffer.from('S')
+/** The first byte of a TLS handshake record: a client that negotiates TLS directly (PostgreSQL 17's sslnegotiation=direct). */
+const TLS_HANDSHAKE = 0x16
 
 /** What the start-up needs of its connection. */
 export interface StartingConnection extends ServedConnection {
@@ -20,8 +22,11 @@ export interface StartingConnection extends ServedConnection {
   write(bytes: Uint8Array): void
   /** End the connection without a word (a CancelRequest's connection). */
   close(): void
-  /** Continue over TLS with this context (after 'S' was written). */
-  startTls(context: SecureContext): void
+  /**
+   * Continue over TLS with this context: after 'S' was written, or (`direct`: the handshake's first bytes, read
+   * already) at once, where ALPN must name postgresql.
+   */
+  startTls(context: SecureContext, direct?: Buffer): void
   /** Something went wrong: a WireError reaches the client, anything else is logged and becomes XX000. */
   fail(error: unknown): void
   /**
@@ -63,6 +68,14 @@ export class Startup {
   }
 
   #readPackets(): void {
+    const tls = this.#host.options.tls
+    if (tls && !this.#sslAnswered && this.#reader.firstByte === TLS_HANDSHAKE) {
+      // TLS from the first byte, with no SSLRequest: Postgres 17 and later take it (a server without TLS reads it as a
+      // startup packet of an invalid length, as Postgres 15 does).
+      this.#sslAnswered = true
+      this.#connection.startTls(tls, this.#reader.takeBuffered())
+      return
+    }
     let packet: Buffer | null
     while (this.#phase === 'packets' && (packet = this.#reader.readStartupPacket()) !== null) {
       const code = packet.readInt32BE(4)
@@ -72,8 +85,7 @@ export class Startup {
         if (isSsl ? !this.#sslAnswered : !this.#gssAnswered) {
           if (isSsl) this.#sslAnswered = true
           else this.#gssAnswered = true
-          const tls = isSsl ? this.#host.options.tls : null
-          if (tls) {
+          if (isSsl && tls) {
             // The client speaks TLS only after reading 'S': bytes already here were sent in the clear, and would be
             // taken as if they came through TLS (Postgres refuses them too, since CVE-2021-23214).
             if (this.#reader.buffered > 0) throw protocolViolation('received unencrypted data after SSL request')
