@@ -99,7 +99,12 @@ describe('parseCopyFromStdin', () => {
 
 describe('parseDatabaseCommand', () => {
   it('CREATE DATABASE with any options, DROP DATABASE [IF EXISTS] [WITH (FORCE)]', () => {
-    expect(parseDatabaseCommand('CREATE DATABASE "Shop" TEMPLATE template0 ENCODING utf8')).toEqual({ kind: 'create', name: 'Shop' })
+    expect(parseDatabaseCommand('CREATE DATABASE "Shop" TEMPLATE template0 ENCODING utf8')).toEqual({ kind: 'create', name: 'Shop', template: null })
+    expect(parseDatabaseCommand('create database w1 with owner = me template = "Graphile_Tpl" connection limit = -1')).toEqual({ kind: 'create', name: 'w1', template: 'Graphile_Tpl' })
+    expect(parseDatabaseCommand('create database w2 template tpl')).toMatchObject({ template: 'tpl' })
+    for (const sql of ['create database w3 template default', 'create database w4 template = template1', 'create database w5 owner template']) {
+      expect(parseDatabaseCommand(sql), sql).toMatchObject({ template: null })
+    }
     expect(parseDatabaseCommand('drop database shop;')).toEqual({ kind: 'drop', name: 'shop', ifExists: false, force: false })
     expect(parseDatabaseCommand('DROP DATABASE IF EXISTS s (FORCE)')).toEqual({ kind: 'drop', name: 's', ifExists: true, force: true })
   })
