@@ -211,7 +211,7 @@ interface PGLiteSocketDatabaseCatalog {
     open(name: string): Promise<PGLiteSocketSessionDb>;
     instance(name: string): PGLiteSocketSessionDb | null;
     exists(name: string): Promise<boolean>;
-    create(name: string): Promise<boolean>;
+    create(name: string, template?: string | null): Promise<boolean>;
     drop(name: string): Promise<boolean>;
     reset(name: string): Promise<PGLiteSocketSessionDb>;
     loadExtension(name: string, extension: string): Promise<PGLiteSocketSessionDb | null>;

@@ -48,12 +48,15 @@ export class WireError extends Error {
   readonly sqlstate: SqlStateCode
   readonly severity: Severity
   readonly logOnly: boolean
-  constructor(severity: Severity, sqlstate: SqlStateCode, message: string, options?: { cause?: unknown; logOnly?: boolean }) {
+  /** Postgres's DETAIL field, if any. */
+  readonly detail: string | undefined
+  constructor(severity: Severity, sqlstate: SqlStateCode, message: string, options?: { cause?: unknown; logOnly?: boolean; detail?: string }) {
     super(message, options)
     this.name = 'WireError'
     this.severity = severity
     this.sqlstate = sqlstate
     this.logOnly = options?.logOnly ?? false
+    this.detail = options?.detail
   }
 }
 

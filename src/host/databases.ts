@@ -5,7 +5,7 @@
 // it serves sockets, timers and signals while any statement runs, and can stop one. How each is opened or built is
 // database-builder.ts.
 
-import { readdir, rm } from 'node:fs/promises'
+import { mkdir, readdir, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { holdsDatabase } from './template.ts'
 import type { DatabaseCatalog } from '../socket/session/databases.ts'
@@ -14,7 +14,8 @@ import { resetInPlace } from './baseline.ts'
 import { DatabaseBuilder, type BuildOptions, type Instance } from './database-builder.ts'
 import { DbThread } from './engine/thread.ts'
 import { bundlesFor } from './extensions.ts'
-import { lackOfSpace, openWithWalSpace, placeReserve, WalReserve } from './wal-reserve.ts'
+import { lackOfSpace, openWithWalSpace, placeReserve, RESERVE_ENTRY, WalReserve } from './wal-reserve.ts'
+import { listTar, rewriteTar } from './tar.ts'
 
 export const MAIN_DATABASE = 'postgres'
 
@@ -115,12 +116,42 @@ export class Databases implements DatabaseCatalog {
     return dir !== null && (await holdsDatabase(dir))
   }
 
-  create(name: string): Promise<boolean> {
+  async create(name: string, template: string | null = null): Promise<boolean> {
+    if (template === null) {
+      return this.#serialize(name, async () => {
+        if (await this.exists(name)) return false
+        await this.#openOrCreate(name, 'CREATE DATABASE')
+        return true
+      })
+    }
+    if (await this.exists(name)) return false
+    const files = await this.#serialize(template, () => this.#filesOf(template))
     return this.#serialize(name, async () => {
       if (await this.exists(name)) return false
-      await this.#openOrCreate(name, 'CREATE DATABASE')
+      const started = performance.now()
+      const extra = this.#builder.extensionsOf(template).filter((bundle) => !this.#options.extensions.names.includes(bundle))
+      if (extra.length > 0) this.#builder.addExtensions(name, extra)
+      const dir = this.#dirFor(name)
+      if (dir !== null) await mkdir(dir, { recursive: true })
+      // The copy's database has the template's name until it opens under its own.
+      const db = await this.#builder.open(name, dir === null ? { loadDataDir: files } : { dataDir: dir, loadDataDir: files }, this.#builder.threads, template)
+      this.#adopt(name, db)
+      this.#options.log.info('database created', { database: name, template, ms: Math.round(performance.now() - started) })
       return true
     })
+  }
+
+  /**
+   * The files of database `name` (which nobody uses), as a tarball PGlite loads: checkpointed first, so that the copy
+   * needs no WAL replay; without the server's lock files and WAL reserve, and with PG_VERSION last (a copy into a data dir cut short
+   * leaves no database there).
+   */
+  async #filesOf(name: string): Promise<Blob> {
+    const db = this.#open.get(name) ?? (await this.#openOrCreate(name, 'TEMPLATE of CREATE DATABASE')).db
+    await db.exec('CHECKPOINT')
+    const tar = new Uint8Array(await (await db.dumpDataDir('none')).arrayBuffer())
+    const files = rewriteTar(tar, listTar(tar), (file) => isLockFile(file) || file === RESERVE_ENTRY, (file) => file === 'PG_VERSION')
+    return new Blob([files], { type: 'application/x-tar' })
   }
 
   drop(name: string): Promise<boolean> {
@@ -156,7 +187,7 @@ export class Databases implements DatabaseCatalog {
       const dir = name === MAIN_DATABASE ? this.#options.dataDir : this.#dirFor(name)
       let db: Instance
       if (dir === null) {
-        db = await this.#builder.fresh(thread)
+        db = await this.#builder.fresh(thread, name)
         // Nothing of it needs to reach a disk: its clients move to the copy now, and it closes meanwhile.
         if (old && !old.closed) this.#closeLater(old, name)
       } else {
@@ -311,7 +342,7 @@ export class Databases implements DatabaseCatalog {
     let created: boolean
     let db: Instance
     if (dir === null) {
-      db = await this.#builder.fresh(thread)
+      db = await this.#builder.fresh(thread, name)
       created = true
     } else {
       created = !(await holdsDatabase(dir))

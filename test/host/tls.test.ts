@@ -132,6 +132,34 @@ describe('TLS', () => {
     await expect(startDevDb({ tlsCert: path.join(dir, 'a.crt'), tlsKey: path.join(dir, 'b.key') })).rejects.toMatchObject({ code: 'ERR_CONFIG', message: expect.stringContaining('is not the private key of') })
   })
 
+  it("direct TLS (sslnegotiation=direct, PostgreSQL 17's): node-postgres and postgres.js connect, and ALPN says postgresql", async () => {
+    const dev = await serve()
+    const client = new pg.Client({ connectionString: dev.url, ssl: { rejectUnauthorized: false }, sslnegotiation: 'direct' } as pg.ClientConfig)
+    await withDeadline(client.connect(), 10_000, 'node-postgres connects with direct TLS')
+    onTestFinished(() => endClient(client))
+    expect((await client.query('select $1::int + 1 as n', [41])).rows).toEqual([{ n: 42 }])
+    const stream = (client as unknown as { connection: { stream: TLSSocket } }).connection.stream
+    expect(stream.alpnProtocol).toBe('postgresql')
+    const sql = postgres(dev.url, { ssl: 'require', sslnegotiation: 'direct', max: 1, onnotice: () => {} } as postgres.Options<{}>)
+    onTestFinished(() => sql.end({ timeout: 5 }))
+    expect(await withDeadline(sql`select ${'direct'}::text as t`.execute(), 10_000, 'postgres.js connects with direct TLS')).toEqual([{ t: 'direct' }])
+  })
+
+  it('direct TLS without ALPN postgresql is closed without a word, as PostgreSQL 17 closes it', async () => {
+    const dev = await serve()
+    const secure = tlsConnect({ port: dev.port, host: '127.0.0.1', rejectUnauthorized: false })
+    onTestFinished(() => {
+      secure.destroy()
+    })
+    secure.on('error', () => {})
+    const received: Buffer[] = []
+    secure.on('data', (chunk: Buffer) => received.push(chunk))
+    await withDeadline(once(secure, 'secureConnect'), 10_000, 'the TLS handshake')
+    secure.write(wire.startup({ user: 'postgres', database: 'postgres' }))
+    await withDeadline(once(secure, 'close'), 10_000, 'the server to close')
+    expect(Buffer.concat(received)).toEqual(Buffer.alloc(0))
+  })
+
   it('bytes sent in the clear after SSLRequest are FATAL 08P01, as Postgres answers them', async () => {
     const dev = await serve()
     const socket = net.connect(dev.port, '127.0.0.1')

@@ -59,6 +59,7 @@ function setUp() {
       remakeFailed: () => {},
       serverClients: () => [],
       signalClient: () => false,
+      answered: () => {},
     }
     client.states.enter('idle')
     session.members.add(client)

@@ -99,7 +99,12 @@ describe('parseCopyFromStdin', () => {
 
 describe('parseDatabaseCommand', () => {
   it('CREATE DATABASE with any options, DROP DATABASE [IF EXISTS] [WITH (FORCE)]', () => {
-    expect(parseDatabaseCommand('CREATE DATABASE "Shop" TEMPLATE template0 ENCODING utf8')).toEqual({ kind: 'create', name: 'Shop' })
+    expect(parseDatabaseCommand('CREATE DATABASE "Shop" TEMPLATE template0 ENCODING utf8')).toEqual({ kind: 'create', name: 'Shop', template: null })
+    expect(parseDatabaseCommand('create database w1 with owner = me template = "Graphile_Tpl" connection limit = -1')).toEqual({ kind: 'create', name: 'w1', template: 'Graphile_Tpl' })
+    expect(parseDatabaseCommand('create database w2 template tpl')).toMatchObject({ template: 'tpl' })
+    for (const sql of ['create database w3 template default', 'create database w4 template = template1', 'create database w5 owner template']) {
+      expect(parseDatabaseCommand(sql), sql).toMatchObject({ template: null })
+    }
     expect(parseDatabaseCommand('drop database shop;')).toEqual({ kind: 'drop', name: 'shop', ifExists: false, force: false })
     expect(parseDatabaseCommand('DROP DATABASE IF EXISTS s (FORCE)')).toEqual({ kind: 'drop', name: 's', ifExists: true, force: true })
   })
@@ -199,10 +204,11 @@ describe('rewriteServerFunctions', () => {
     expect(use).toEqual({
       sql: "select (SELECT 77::pg_catalog.int4 AS pg_backend_pid), pg_temp.pg_advisory_lock(1), pg_temp.pg_try_advisory_xact_lock_shared($1, 2), 'pg_advisory_lock(3)' from pg_stat_activity",
       needsContext: true,
+      readsActivity: true,
       mayWait: true,
       signals: [],
     })
-    expect(rewriteServerFunctions('select pg_backend_pid()', 5)).toEqual({ sql: 'select (SELECT 5::pg_catalog.int4 AS pg_backend_pid)', needsContext: false, mayWait: false, signals: [] })
+    expect(rewriteServerFunctions('select pg_backend_pid()', 5)).toEqual({ sql: 'select (SELECT 5::pg_catalog.int4 AS pg_backend_pid)', needsContext: false, readsActivity: false, mayWait: false, signals: [] })
     // Where no subquery is allowed (a DEFAULT, CALL and EXECUTE arguments): the value alone.
     expect(rewriteServerFunctions('CREATE TABLE t (pid int DEFAULT pg_backend_pid())', 5)?.sql).toBe('CREATE TABLE t (pid int DEFAULT (5::pg_catalog.int4))')
     expect(rewriteServerFunctions('call p(pg_backend_pid()); execute s(pg_backend_pid())', 5)?.sql).toBe('call p((5::pg_catalog.int4)); execute s((5::pg_catalog.int4))')
@@ -212,7 +218,7 @@ describe('rewriteServerFunctions', () => {
       { op: 'terminate', pid: 77 },
     ])
     expect(rewriteServerFunctions('select pg_terminate_backend(pid) from pg_catalog.pg_stat_activity', 5)?.sql).toBe('select pg_temp.pg_terminate_backend(pid) from pg_temp.pg_stat_activity')
-    expect(rewriteServerFunctions('select pg_try_advisory_lock(1)', 5)).toMatchObject({ needsContext: true, mayWait: false })
+    expect(rewriteServerFunctions('select pg_try_advisory_lock(1)', 5)).toMatchObject({ needsContext: true, readsActivity: false, mayWait: false })
   })
 
   it('leaves everything else alone: other pg_ names, literals, comments, a column named like a function', () => {

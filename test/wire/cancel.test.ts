@@ -101,3 +101,38 @@ describe('CancelRequest', () => {
     }
   })
 })
+
+// Postgres sends each answer of a pipeline at its ReadyForQuery, while the statements after it run: the client can
+// act on it, as postgres.js does when it cancels a query it piped behind another ("Cancel piped query").
+const pipelineTargets: Array<[string, () => Promise<string>]> = [['pglite-dev-db', async () => (await start()).url]]
+if (process.env.PG_ORACLE_URL) pipelineTargets.push(['postgres 15 oracle (PG_ORACLE_URL)', async () => process.env.PG_ORACLE_URL!])
+
+describe.each(pipelineTargets)('a pipeline of two queries: %s', (_, serve) => {
+  it('the first is answered while the second runs, and a CancelRequest then stops the second with 57014', async () => {
+    const url = await serve()
+    const client = await connect(url)
+    await client.send(wire.query('select pg_sleep(0.5) as first'), wire.query('select pg_sleep(30) as second'))
+    // Not the end of the whole pipeline: the second query sleeps 30 s.
+    expect(wire.summarize(await client.until('ReadyForQuery', { deadlineMs: 10_000 })).errors).toEqual([])
+    await sendCancelRequest(url, client.backendKey!)
+    const second = wire.summarize(await client.until('ReadyForQuery', { deadlineMs: 10_000 }))
+    expect(second.errors.map((e) => [e.severity, e.code, e.message])).toEqual([['ERROR', '57014', 'canceling statement due to user request']])
+    expect((await client.query('select 1 as next')).rows).toEqual([['1']])
+  })
+
+  it('postgres.js: cancel() of a query piped behind another rejects it with 57014 once it runs', async () => {
+    const sql = postgres(await serve(), { max: 1, onnotice: () => {} })
+    try {
+      await withDeadline(sql`select 1`.execute(), 5_000, 'postgres.js connects')
+      const first = sql`select pg_sleep(0.5)`.execute()
+      const piped = sql`select pg_sleep(30) as dig`.execute()
+      // Both written (postgres.js sends what a tick queued in one write); the first still sleeps.
+      await new Promise((resolve) => setImmediate(resolve))
+      piped.cancel()
+      await expect(withDeadline(piped, 10_000, 'the piped query')).rejects.toMatchObject({ code: '57014' })
+      await withDeadline(first, 5_000, 'the first query')
+    } finally {
+      await sql.end({ timeout: 2 })
+    }
+  })
+})

@@ -1,8 +1,9 @@
 // Per-client session settings: what a client is told, and what is left for the next
 // client after a SET, a rolled-back SET, a disconnect, or a refused startup value. Real PGlite, raw frames.
-import { describe, expect, it } from 'vitest'
+import postgres from 'postgres'
+import { describe, expect, it, onTestFinished } from 'vitest'
 import { useDevDbs } from '../helpers/dev-db.ts'
-import { withDeadline, type RawClient } from '../../harness/raw-client.ts'
+import { connectRaw, withDeadline, type RawClient } from '../../harness/raw-client.ts'
 import * as wire from '../../harness/wire.ts'
 
 const { start, connect } = useDevDbs()
@@ -155,5 +156,27 @@ describe('session settings per client', () => {
     const c = await connect(dev.url)
     expect(await who(c)).toEqual(['postgres', 'postgres'])
     expect((await c.query('create table settings_after (id int)')).errors).toEqual([])
+  })
+})
+
+// postgres.js takes the first application_name it is told (its "responds with server parameters" test).
+const startupTargets: Array<[string, () => Promise<string>]> = [['pglite-dev-db', async () => (await start()).url]]
+if (process.env.PG_ORACLE_URL) startupTargets.push(['postgres 15 oracle (PG_ORACLE_URL)', async () => process.env.PG_ORACLE_URL!])
+
+describe.each(startupTargets)('application_name at startup: %s', (_, serve) => {
+  it("is reported once, with the client's value, before ReadyForQuery", async () => {
+    const url = await serve()
+    const client = await connectRaw(url, { startup: false })
+    onTestFinished(() => client.destroy())
+    await client.send(wire.startup({ user: 'postgres', database: 'postgres', application_name: 'reported-once' }))
+    const messages = await client.until('ReadyForQuery')
+    const names = messages.filter((m) => m.code === 'S').map((m) => wire.decodeParameterStatus(m.body)).filter(([name]) => name === 'application_name')
+    expect(names).toEqual([['application_name', 'reported-once']])
+
+    const told: string[] = []
+    const sql = postgres(url, { max: 1, onnotice: () => {}, onparameter: (name, value) => void (name === 'application_name' && told.push(value)) })
+    onTestFinished(() => sql.end())
+    await sql`select 1`
+    expect(told[0]).toBe('postgres.js')
   })
 })

@@ -49,7 +49,7 @@ async function open(options: ThreadInit): Promise<PGlite> {
 /** Calls from the request ring, one at a time, until the database closes. */
 async function serveCalls(pglite: PGlite, stopping: CallHooks): Promise<void> {
   const parts: Buffer[] = []
-  const output = new Output()
+  const output = new Output(pglite)
   let directFd = -1
   let relayFrom = 0
   while (!closing) {
@@ -156,12 +156,17 @@ class Output {
   #id = 0
   /** In a call of units, the unit running (-1: a call of one). */
   #unit = -1
+  readonly #mod: { _pq_buffer_remaining_data(): number }
   #unannounced = 0
   /** The client's socket while the reply goes straight there; -1 once (or if) it goes through the ring. */
   #fd = -1
   #relayCodes: ReadonlySet<number> | null = null
   /** The client's socket refused the reply, or the server gave up on it: the rest goes nowhere. */
   #gone = false
+
+  constructor(pglite: PGlite) {
+    this.#mod = (pglite as unknown as { mod: { _pq_buffer_remaining_data(): number } }).mod
+  }
 
   begin(id: number, fd: number, relayFrom: number): void {
     this.#id = id
@@ -200,7 +205,9 @@ class Output {
     this.watch.feed(chunk)
     this.#write(0, chunk)
     this.#unannounced += chunk.length
-    if (this.#unannounced >= WAKE_EVERY_BYTES) {
+    // A unit answered while Postgres holds more of the call's messages (a pipeline of several): its client gets the
+    // answer now, as Postgres sends it at ReadyForQuery (postgres.js may cancel the next query it piped).
+    if (this.#unannounced >= WAKE_EVERY_BYTES || (this.watch.atReadyForQuery && this.#mod._pq_buffer_remaining_data() > 0)) {
       this.#unannounced = 0
       replies.wake()
     }

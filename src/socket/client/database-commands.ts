@@ -6,12 +6,16 @@ import { retagStandIns } from '../protocol/backend.ts'
 import { isName, statements, type Token } from '../sql/tokens.ts'
 
 export type DatabaseCommand =
-  | { kind: 'create'; name: string }
+  | { kind: 'create'; name: string; template: string | null }
   | { kind: 'drop'; name: string; ifExists: boolean; force: boolean }
 
+/** What CREATE DATABASE copies when it names no template of its own: the migrated template. */
+export const BUILT_IN_TEMPLATES: ReadonlySet<string> = new Set(['template1', 'template0'])
+
 /**
- * The CREATE DATABASE or DROP DATABASE that is the whole of `sql` (one statement), or null. Options of CREATE
- * DATABASE (OWNER, TEMPLATE, ENCODING, ...) are accepted and ignored: every database starts as the migrated template.
+ * The CREATE DATABASE or DROP DATABASE that is the whole of `sql` (one statement), or null. CREATE DATABASE's
+ * TEMPLATE is read (null: none, DEFAULT, template1 or template0, which are the migrated template here); its other
+ * options (OWNER, ENCODING, ...) are accepted and ignored.
  */
 export function parseDatabaseCommand(sql: string): DatabaseCommand | null {
   const all = statements(sql)
@@ -19,7 +23,7 @@ export function parseDatabaseCommand(sql: string): DatabaseCommand | null {
   const tokens = all[0]!
   const word = (at: number, text: string): boolean => tokens[at]?.kind === 'word' && tokens[at]!.text === text
   if (!word(1, 'database')) return null
-  if (word(0, 'create')) return isName(tokens[2]) ? { kind: 'create', name: tokens[2].text } : null
+  if (word(0, 'create')) return isName(tokens[2]) ? { kind: 'create', name: tokens[2].text, template: templateOption(tokens) } : null
   if (!word(0, 'drop')) return null
   let at = 2
   const ifExists = word(2, 'if') && word(3, 'exists')
@@ -31,6 +35,18 @@ export function parseDatabaseCommand(sql: string): DatabaseCommand | null {
   const force = rest.length > 0 && rest[0] === '(' && rest.includes('force')
   if (rest.length > 0 && !force) return null
   return { kind: 'drop', name: name.text, ifExists, force }
+}
+
+/** The TEMPLATE [=] name option of CREATE DATABASE's tokens, unless it names a built-in template (or DEFAULT). */
+function templateOption(tokens: readonly Token[]): string | null {
+  for (let at = 3; at < tokens.length; at++) {
+    const token = tokens[at]!
+    if (token.kind !== 'word' || token.text !== 'template' || tokens[at - 1]?.text === '=') continue
+    const value = tokens[at + 1]?.text === '=' ? tokens[at + 2] : tokens[at + 1]
+    if (!isName(value) || (value.kind === 'word' && value.text === 'default') || BUILT_IN_TEMPLATES.has(value.text)) return null
+    return value.text
+  }
+  return null
 }
 
 /** The command tag Postgres answers a database command with, which also names it in errors. */

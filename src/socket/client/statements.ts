@@ -141,6 +141,13 @@ export class Statements {
     return this.#unnamedParse
   }
 
+  /** The Parse (as PGlite gets it) that made the client's statement `name` ('' unnamed); null if none made it. */
+  parseOf(name: string): Buffer | null {
+    if (name === '') return this.#unnamedParse
+    const statement = this.#named.get(name)
+    return (statement && (this.#parses.get(name) ?? this.#unrun.get(statement.server.toString())?.frame)) ?? null
+  }
+
   /** Parse of statement `name` ('' unnamed): the ServerFunctions bits of what it calls (0: none). */
   callsFunctions(name: string, bits: number): void {
     if (bits !== 0) this.#functions.set(name, bits)

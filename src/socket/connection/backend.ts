@@ -209,7 +209,7 @@ export class ClientBackend implements Backend {
 
   /** One call into PGlite, its output going to `output`: the client, a list of chunks, or nowhere. */
   async #execute(bytes: Uint8Array, output: Output, asClient = output === 'client', functions = 0): Promise<void> {
-    if (functions & ServerFunctions.Context) await this.#tellContext()
+    if (functions & ServerFunctions.Context) await this.#tellContext(functions)
     this.#beginCall(output, asClient, functions)
     const direct = output === 'client' ? this.#directReply() : null
     if (direct) this.#client.beginDirect()
@@ -235,6 +235,7 @@ export class ClientBackend implements Backend {
     if (told) {
       this.#functions = null
       this.#lockWait = told.lockWait
+      for (const pid of told.terminated) this.#client.answered(pid)
       // pg_terminate_backend(pg_backend_pid()): as Postgres ends the backend in the middle of the statement.
       if (told.terminatingSelf) throw new WireError('FATAL', SqlState.AdminShutdown, 'terminating connection due to administrator command')
     }
@@ -356,10 +357,10 @@ export class ClientBackend implements Backend {
   }
 
   /** Tell the session who runs now, the server's clients and this database's locks (and make its functions once). */
-  async #tellContext(): Promise<void> {
+  async #tellContext(functions: number): Promise<void> {
     const session = this.session
     const install = !session.serverFunctionsInstalled
-    const reply = await this.capture(contextMessages(contextFor(this.#client, session, this.#state.signaledEarly), install, this.#reader.pipelineOpen))
+    const reply = await this.capture(contextMessages(contextFor(this.#client, session, this.#state.signaledEarly, functions), install, this.#reader.pipelineOpen))
     if (install && !hasMessage(reply, BackendCode.ErrorResponse)) session.serverFunctionsInstalled = true
   }
 
@@ -368,6 +369,9 @@ export class ClientBackend implements Backend {
     const output = this.#output
     if (output === 'client') {
       this.#reader.feed(chunk, this.#send, this.#rewriteNow, owned)
+      // A unit answered in full goes now, though the call runs on (pipelined units): Postgres flushes at
+      // ReadyForQuery, and a client may act on that answer (postgres.js cancels the next query it piped).
+      if (this.#reader.atReadyForQuery) this.#client.uncork()
       return this.#client.waitForReader() ?? undefined
     }
     if (output === 'nowhere') this.#reader.feed(chunk, null, null)
@@ -395,6 +399,8 @@ export class ClientBackend implements Backend {
    */
   async release(): Promise<void> {
     const changes = this.#reader.takeChanges()
+    // Clients its SQL ended whose call it never reached (the statement failed first) are told now.
+    for (const pid of this.#state.signaledEarly) this.#client.answered(pid)
     this.#state.signaledEarly.clear()
     const locks = this.session.advisoryLocks
     if (locks.size > 0 && locks.holdsTransactionLocks(this.#client.processId)) locks.transactionEnded(this.#client.processId)

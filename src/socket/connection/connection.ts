@@ -8,7 +8,7 @@ import { TLSSocket, type SecureContext } from 'node:tls'
 import { randomInt } from 'node:crypto'
 import { SqlState, WireError, isDisconnectError, isPGliteFatal } from '../../errors.ts'
 import type { Logger } from '../../log.ts'
-import { FrontendCode, maxMessageLength } from '../protocol/codes.ts'
+import { FrontendCode, TxStatus, maxMessageLength } from '../protocol/codes.ts'
 import { encodeErrorResponse } from '../protocol/backend.ts'
 import { FrameReader, type Frames } from '../protocol/frames.ts'
 import { onlyTerminate } from '../protocol/frontend.ts'
@@ -18,6 +18,7 @@ import type { SharedSession } from '../session/session.ts'
 import { ClientState } from '../client/state.ts'
 import { hexDump } from '../trace/hex-dump.ts'
 import type { ConnectionTrace } from '../trace/trace.ts'
+import { LastStatement } from './activity.ts'
 import type { ConnectionHost, ServedConnection } from './host.ts'
 import { Membership, type MemberConnection } from './membership.ts'
 import { Startup, startupReply, type StartingConnection } from './startup.ts'
@@ -38,6 +39,12 @@ const BACKLOG_FULL = new WireError('FATAL', SqlState.OutOfMemory, `terminating c
 const BACKLOG_GRACE_MS = 10_000
 /** A FATAL goodbye gets this long to flush before the socket is destroyed. */
 const CLOSE_GRACE_MS = 2000
+/**
+ * A client ended by pg_terminate_backend is told at the latest this long after, if its caller's answer is not out (a
+ * caller whose statement waits long for the session; the first cancel of a database's statement takes about 1 s).
+ */
+const GOODBYE_HOLD_MS = 5000
+const ADMIN_SHUTDOWN = new WireError('FATAL', SqlState.AdminShutdown, 'terminating connection due to administrator command')
 
 let nextProcessId = 1000 + (process.pid % 1000) * 1000
 
@@ -75,6 +82,12 @@ export class Connection implements ServedConnection, StartingConnection, MemberC
   /** The protocol trace of this client's frames, or null when the server traces nothing. */
   readonly #trace: ConnectionTrace | null
   readonly #startedAt = new Date().toISOString()
+  /** Going away, told nothing more until its goodbye (see #close). */
+  #muted = false
+  /** Clients this one ended by pg_terminate_backend, waiting for its answer to go out before they are told. */
+  readonly #answers = new Map<number, { promise: Promise<void>; resolve: () => void }>()
+  /** The client's last statement, as pg_stat_activity shows it. */
+  readonly #statement: LastStatement
 
   constructor(socket: Socket, host: ConnectionHost) {
     this.socket = socket
@@ -82,6 +95,7 @@ export class Connection implements ServedConnection, StartingConnection, MemberC
     this.#log = host.log.child({ conn: this.processId })
     this.#startup = new Startup(this, host, this.#reader)
     this.#client = new ClientState(this.processId)
+    this.#statement = new LastStatement(this.#client.statements)
     this.inspect = host.options.inspect && this.#log.enabled('trace')
     this.#trace = host.trace?.connection(this.processId, socket) ?? null
     this.#output = new ClientOutput(this, this.#log, this.#trace, this.inspect)
@@ -101,15 +115,27 @@ export class Connection implements ServedConnection, StartingConnection, MemberC
   }
 
   /**
-   * The server answered SSLRequest with 'S': from here on the socket carries a TLS session, which Node's TLSSocket
-   * runs over it (the handshake first). Errors and close of either socket end the connection.
+   * The server answered SSLRequest with 'S', or the client began a TLS handshake at once (`direct`, its first bytes):
+   * from here on the socket carries a TLS session, which Node's TLSSocket runs over it (the handshake first). Errors
+   * and close of either socket end the connection. ALPN: postgresql, which a direct handshake must ask for.
    */
-  startTls(context: SecureContext): void {
+  startTls(context: SecureContext, direct?: Buffer): void {
     const plain = this.socket
     plain.off('data', this.#onDataEvent)
-    const secure = new TLSSocket(plain, { isServer: true, secureContext: context })
+    // TLSSocket reads what the plain socket holds unread first (paused, so that it is not emitted to nobody before).
+    if (direct) {
+      plain.pause()
+      plain.unshift(direct)
+    }
+    const secure = new TLSSocket(plain, { isServer: true, secureContext: context, ALPNProtocols: ['postgresql'] })
     this.socket = secure
     this.#listen(secure)
+    if (direct) {
+      secure.once('secure', () => {
+        // Postgres logs it and closes without a word (it could be any TLS client).
+        if (secure.alpnProtocol !== 'postgresql') this.#fail(new WireError('FATAL', SqlState.ProtocolViolation, 'received direct SSL connection request without ALPN protocol negotiation extension', { logOnly: true }))
+      })
+    }
   }
 
   get state(): ConnectionState {
@@ -134,9 +160,12 @@ export class Connection implements ServedConnection, StartingConnection, MemberC
     return this.#output.blocked
   }
 
-  /** Send `error` (FATAL) and close; resolves once the session holds nothing of this client. */
-  terminate(error: WireError): Promise<void> {
-    return this.#close(error)
+  /**
+   * Send `error` (FATAL) and close; resolves once the session holds nothing of this client. Given `after`, the
+   * client's work stops now but it is told, and closed, once `after` resolves (see #close).
+   */
+  terminate(error: WireError, after?: Promise<void>): Promise<void> {
+    return this.#close(error, CLOSE_GRACE_MS, after)
   }
 
   /** Close without a message (the client asked, or the socket is gone). */
@@ -149,9 +178,25 @@ export class Connection implements ServedConnection, StartingConnection, MemberC
     this.#membership.cancel()
   }
 
-  /** What pg_stat_activity shows of this client. */
-  activity(): ClientActivity {
-    const state = this.states.current
+  /**
+   * What pg_stat_activity shows of this client: its pid alone unless `full` (the functions that signal a client need
+   * no more). Its state as Postgres names a backend's: a client waiting for the session is active, as a backend would
+   * be running; one holding it for an open pipeline or a COPY is active and reading from its client.
+   */
+  activity(full: boolean): ClientActivity {
+    if (!full) return { pid: this.processId }
+    const { current, since } = this.states
+    const membership = this.#membership
+    const batches = membership.batches
+    const statement = this.#statement
+    let state = 'active'
+    let wait: [string, string] | null = null
+    if (current === 'idle' || current === 'startup') state = 'idle'
+    else if (current === 'holding' && batches?.idleInTransaction) state = membership.txStatus === TxStatus.Failed ? 'idle in transaction (aborted)' : 'idle in transaction'
+    if (state !== 'active' || current === 'holding') wait = ['Client', 'ClientRead']
+    if (this.#output.blocked) wait = ['Client', 'ClientWrite']
+    else if (batches?.wait.waitingForLock) wait = ['Lock', 'advisory']
+    const at = (time: number): string | null => (time === 0 ? null : new Date(performance.timeOrigin + time).toISOString())
     return {
       pid: this.processId,
       datname: this.database,
@@ -160,23 +205,54 @@ export class Connection implements ServedConnection, StartingConnection, MemberC
       client_addr: this.socket.remoteAddress ?? null,
       client_port: this.socket.remotePort ?? null,
       backend_start: this.#startedAt,
-      state: state === 'active' || state === 'waiting' ? 'active' : state === 'holding' ? (this.idleInTransactionSince === null ? 'active' : 'idle in transaction') : 'idle',
-      query: '',
+      // Postgres ends an aborted transaction's clock with its error; an idle client has none.
+      xact_start: state === 'active' || state === 'idle in transaction' ? at(statement.transactionStartedAt) : null,
+      query_start: at(statement.startedAt),
+      state_change: at(state === 'active' ? statement.startedAt : since),
+      wait_event_type: wait?.[0] ?? null,
+      wait_event: wait?.[1] ?? null,
+      state,
+      query: statement.text,
     }
   }
 
-  serverClients(): ClientActivity[] {
-    return this.#host.clients().map((client) => client.activity())
+  serverClients(full: boolean): ClientActivity[] {
+    return this.#host.clients().map((client) => client.activity(full))
   }
 
-  /** pg_cancel_backend (its running or waiting statement ends with 57014) or pg_terminate_backend (FATAL 57P01). */
+  /**
+   * pg_cancel_backend (its running or waiting statement ends with 57014) or pg_terminate_backend (FATAL 57P01). A
+   * client terminated stops at once, and is told once this client's answer is out (`answered`), as Postgres answers
+   * the caller before the backend it signaled is gone: a pool can release the connection it ended first.
+   */
   signalClient(processId: number, op: 'cancel' | 'terminate'): boolean {
     const target = this.#host.clients().find((client) => client.processId === processId)
     this.#log.debug('signal from a function', { op, target: processId, matched: target !== undefined })
     if (!target) return false
     if (op === 'cancel') target.cancel()
-    else void target.terminate(new WireError('FATAL', SqlState.AdminShutdown, 'terminating connection due to administrator command'))
+    else void target.terminate(ADMIN_SHUTDOWN, this.#answerTo(processId))
     return true
+  }
+
+  #answerTo(processId: number): Promise<void> {
+    let answer = this.#answers.get(processId)
+    if (!answer) {
+      let resolve!: () => void
+      const promise = new Promise<void>((done) => (resolve = done))
+      this.#answers.set(processId, (answer = { promise, resolve }))
+    }
+    return answer.promise
+  }
+
+  /**
+   * This client's call that told pg_terminate_backend(processId) has ended: its answer is written (streamed, or
+   * captured and written in this tick), and the client it ended may be told now.
+   */
+  answered(processId: number): void {
+    const answer = this.#answers.get(processId)
+    if (!answer) return
+    this.#answers.delete(processId)
+    setImmediate(answer.resolve)
   }
 
   notify(message: Buffer): void {
@@ -301,6 +377,7 @@ export class Connection implements ServedConnection, StartingConnection, MemberC
           await membership.openDatabase()
           if (!this.states.isServing) break
         }
+        this.#statement.note(frames.bytes, this.#heldNothing)
         await membership.batches!.run(frames)
       }
     } finally {
@@ -311,6 +388,9 @@ export class Connection implements ServedConnection, StartingConnection, MemberC
     }
   }
 
+  /** The client held nothing in the session: a statement it sends now begins a transaction. */
+  readonly #heldNothing = (): boolean => !this.#membership.holdsSession
+
   // --- Output (output.ts) ---
 
   waitForReader(): Promise<void> | null {
@@ -318,7 +398,7 @@ export class Connection implements ServedConnection, StartingConnection, MemberC
   }
 
   write(bytes: Uint8Array): void {
-    this.#output.write(bytes)
+    if (!this.#muted) this.#output.write(bytes)
   }
 
   cork(): void {
@@ -380,17 +460,34 @@ export class Connection implements ServedConnection, StartingConnection, MemberC
     void this.#close(new WireError('FATAL', SqlState.InternalError, 'internal error in pglite-dev-db; see the server log', { cause: error }))
   }
 
-  #close(error: WireError | null, graceMs = CLOSE_GRACE_MS): Promise<void> {
+  /**
+   * Close with `error` (FATAL) or none. Given `after`, the client is told nothing more (its canceled statement's
+   * error neither) until `after` resolves or GOODBYE_HOLD_MS pass, then gets `error`; its work stops now either way.
+   */
+  #close(error: WireError | null, graceMs = CLOSE_GRACE_MS, after?: Promise<void>): Promise<void> {
     if (this.states.isClosing) return this.#cleanup ?? this.#cleanupDone
     this.states.enter('closing')
     this.#queue.length = 0
-    if (error && !error.logOnly) this.#output.write(encodeErrorResponse(error.severity, error.sqlstate, error.message))
-    this.#trace?.close(error)
-    this.#output.end()
-    if (!this.socket.destroyed) {
-      const grace = setTimeout(() => this.socket.destroy(), graceMs).unref()
-      this.socket.once('close', () => clearTimeout(grace))
+    // Clients it ended wait for an answer it will never send.
+    for (const answer of this.#answers.values()) answer.resolve()
+    this.#answers.clear()
+    const goodbye = (): void => {
+      if (error && !error.logOnly) this.#output.write(encodeErrorResponse(error.severity, error.sqlstate, error.message))
+      this.#trace?.close(error)
+      this.#output.end()
+      if (!this.socket.destroyed) {
+        const grace = setTimeout(() => this.socket.destroy(), graceMs).unref()
+        this.socket.once('close', () => clearTimeout(grace))
+      }
     }
+    if (after) {
+      this.#muted = true
+      let hold: NodeJS.Timeout | undefined
+      void Promise.race([after, new Promise<void>((resolve) => (hold = setTimeout(resolve, GOODBYE_HOLD_MS)))]).then(() => {
+        clearTimeout(hold)
+        goodbye()
+      })
+    } else goodbye()
     // What the client waits for stops now; a running statement is canceled, its batch ends, then #drain starts the
     // cleanup.
     this.#membership.stop(this.#draining)

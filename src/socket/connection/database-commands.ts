@@ -22,7 +22,7 @@ export async function queryDatabaseCommand(turn: Turn, command: DatabaseCommand,
   }
   const replies: Buffer[] = []
   const error = await carryOut(turn, command, replies)
-  replies.push(error ? encodeErrorResponse(error.severity, error.sqlstate, error.message) : encodeCommandComplete(commandTag(command)), encodeReadyForQuery(turn.backend.txStatus))
+  replies.push(error ? encodeError(error) : encodeCommandComplete(commandTag(command)), encodeReadyForQuery(turn.backend.txStatus))
   turn.write(Buffer.concat(replies))
 }
 
@@ -43,7 +43,7 @@ export async function bindDatabaseCommand(turn: Turn, command: DatabaseCommand, 
     return null
   }
   if (backend.isOwner) await backend.capture(inBlock ? Buffer.concat([FAILING_EXTENDED, SYNC]) : ABANDON_PIPELINE)
-  turn.write(encodeErrorResponse(error.severity, error.sqlstate, error.message))
+  turn.write(encodeError(error))
   turn.client.statements.portalsEnded()
   await turn.releaseIfAtRest()
   return 'discard-until-sync'
@@ -63,7 +63,10 @@ async function carryOut(turn: Turn, command: DatabaseCommand, replies: Buffer[])
   try {
     const databases = turn.databases!
     if (command.kind === 'drop') return await dropDatabase(turn, databases, command, replies)
-    if (await databases.create(command.name)) return null
+    if (await databases.exists(command.name)) return new WireError('ERROR', SqlState.DuplicateDatabase, `database "${command.name}" already exists`)
+    const refused = command.template === null ? null : await templateRefusal(turn, databases, command.template)
+    if (refused) return refused
+    if (await databases.create(command.name, command.template)) return null
     return new WireError('ERROR', SqlState.DuplicateDatabase, `database "${command.name}" already exists`)
   } catch (failure) {
     turn.log.error(`${command.kind} database failed`, { database: command.name, error: failure })
@@ -87,8 +90,7 @@ async function dropDatabase(turn: Turn, databases: DatabaseCatalog, command: Ext
   if (session && !command.force) await membersLeft(session.members)
   const others = session ? [...session.members] : []
   if (others.length > 0 && !command.force) {
-    const count = others.length === 1 ? 'There is 1 other session using the database.' : `There are ${others.length} other sessions using the database.`
-    return new WireError('ERROR', SqlState.ObjectInUse, `database "${name}" is being accessed by other users (${count})`)
+    return new WireError('ERROR', SqlState.ObjectInUse, `database "${name}" is being accessed by other users`, { detail: otherSessions(others.length) })
   }
   const goodbye = new WireError('FATAL', SqlState.AdminShutdown, 'terminating connection due to administrator command')
   await Promise.all(others.map((member) => member.terminate(goodbye)))
@@ -96,6 +98,26 @@ async function dropDatabase(turn: Turn, databases: DatabaseCatalog, command: Ext
   turn.log.info('database dropped', { database: name, ended: others.length })
   return null
 }
+
+/**
+ * Why CREATE DATABASE ... TEMPLATE `name` cannot copy it, as Postgres refuses: it does not exist, or another client
+ * uses it (after waiting for them to leave, as for DROP DATABASE; the client that asks may be in it).
+ */
+async function templateRefusal(turn: Turn, databases: DatabaseCatalog, name: string): Promise<WireError | null> {
+  if (!(await databases.exists(name))) return new WireError('ERROR', SqlState.InvalidCatalogName, `template database "${name}" does not exist`)
+  const db = databases.instance(name)
+  const members = db ? sessionFor(db).members : null
+  if (!members) return null
+  const others = (): number => members.size - (members.has(turn.backend.client) ? 1 : 0)
+  for (const started = Date.now(); others() > 0 && Date.now() - started < DROP_WAIT_MS; ) await new Promise((resolve) => setTimeout(resolve, 100))
+  const count = others()
+  if (count === 0) return null
+  return new WireError('ERROR', SqlState.ObjectInUse, `source database "${name}" is being accessed by other users`, { detail: otherSessions(count) })
+}
+
+const otherSessions = (count: number): string => (count === 1 ? 'There is 1 other session using the database.' : `There are ${count} other sessions using the database.`)
+
+const encodeError = (error: WireError): Buffer => encodeErrorResponse(error.severity, error.sqlstate, error.message, undefined, undefined, error.detail)
 
 /** Postgres waits up to 5 s for the other backends of a database to exit before DROP DATABASE gives up. */
 const DROP_WAIT_MS = 5000

@@ -41,8 +41,8 @@ export interface ServedConnection extends SessionMember {
   readonly blockedOnOutput: boolean
   /** A CancelRequest with this connection's key arrived (or a pg_cancel_backend of it). */
   cancel(): void
-  /** What pg_stat_activity shows of it. */
-  activity(): ClientActivity
+  /** What pg_stat_activity shows of it (`full`), or only its pid. */
+  activity(full: boolean): ClientActivity
 }
 
 export interface ConnectionHost {

@@ -4,6 +4,7 @@
 // the session when the connection ends (cleanup.ts).
 
 import type { Logger } from '../../log.ts'
+import { TxStatus } from '../protocol/codes.ts'
 import { QueryCanceledError } from '../session/scheduler.ts'
 import type { SharedSession } from '../session/session.ts'
 import { startupSettings } from '../client/settings.ts'
@@ -53,6 +54,16 @@ export class Membership {
   /** What runs the client's batches; null until it has joined its database's session. */
   get batches(): BatchRunner | null {
     return this.#batches
+  }
+
+  /** The client holds the session (in a transaction, an open pipeline or a COPY). */
+  get holdsSession(): boolean {
+    return this.#backend?.isOwner ?? false
+  }
+
+  /** The transaction status the client was last told. */
+  get txStatus(): number {
+    return this.#backend?.txStatus ?? TxStatus.Idle
   }
 
   /** The client's statement_timeout (ms; 0: none, or not joined yet). */

@@ -367,5 +367,5 @@ function settingsBit(reader: MessageReader, words: number, sql: string): number 
 }
 
 function functionBits(use: ServerFunctionUse): number {
-  return (use.needsContext ? ServerFunctions.Context : 0) | (use.mayWait ? ServerFunctions.MayWait : 0)
+  return (use.needsContext ? ServerFunctions.Context : 0) | (use.readsActivity ? ServerFunctions.Activity : 0) | (use.mayWait ? ServerFunctions.MayWait : 0)
 }

@@ -22,6 +22,8 @@ export const ServerFunctions = {
    * settings are read back after it, as after a SET (SessionChange.Settings).
    */
   Settings: 4,
+  /** It reads pg_stat_activity: the context tells what each client does (else only who they are). */
+  Activity: 8,
 } as const
 
 /** The bits that need the session's functions and their replies read (FunctionReplies): not Settings. */
@@ -37,10 +39,12 @@ export interface LockWait {
 /** What the calls of one client need of its connection. */
 export interface FunctionsClient {
   readonly processId: number
-  /** Every client of the server, as pg_stat_activity shows them. */
-  serverClients(): ClientActivity[]
+  /** Every client of the server, as pg_stat_activity shows them (`full`), or only their pids. */
+  serverClients(full: boolean): ClientActivity[]
   /** pg_cancel_backend or pg_terminate_backend of another client of the server; false if none has that pid. */
   signalClient(processId: number, op: 'cancel' | 'terminate'): boolean
+  /** The call that told pg_terminate_backend(processId) has ended: its answer is out, the client ended may be told. */
+  answered(processId: number): void
 }
 
 const CONTEXT_STATEMENT = Buffer.from('pgdd.context')
@@ -62,9 +66,10 @@ export function contextMessages(context: SessionContext, install: boolean, pipel
   return Buffer.concat(frames)
 }
 
-/** What the session is told before this client's statements run. */
-export function contextFor(client: FunctionsClient, session: SharedSession, signaled: ReadonlySet<number>): SessionContext {
-  return { pid: client.processId, clients: client.serverClients(), locks: session.advisoryLocks.snapshot(), signaled: [...signaled] }
+/** What the session is told before this client's statements run (`functions`: their ServerFunctions bits). */
+export function contextFor(client: FunctionsClient, session: SharedSession, signaled: ReadonlySet<number>, functions: number): SessionContext {
+  const clients = client.serverClients((functions & ServerFunctions.Activity) !== 0)
+  return { pid: client.processId, clients, locks: session.advisoryLocks.snapshot(), signaled: [...signaled] }
 }
 
 /**
@@ -77,6 +82,8 @@ export class FunctionReplies {
   lockWait: LockWait | null = null
   /** The client asked for its own end (pg_terminate_backend of itself): the rest of the call goes nowhere. */
   terminatingSelf = false
+  /** Other clients the call ended by pg_terminate_backend: told once the call is over (FunctionsClient.answered). */
+  readonly terminated: number[] = []
 
   constructor(
     readonly client: FunctionsClient,
@@ -120,8 +127,12 @@ export class FunctionReplies {
         break
       case 'cancel':
       case 'terminate':
-        if (told.pid === self) this.terminatingSelf = told.op === 'terminate'
-        else if (!this.signaledEarly.delete(told.pid)) this.client.signalClient(told.pid, told.op)
+        if (told.pid === self) {
+          this.terminatingSelf = told.op === 'terminate'
+          break
+        }
+        if (!this.signaledEarly.delete(told.pid)) this.client.signalClient(told.pid, told.op)
+        if (told.op === 'terminate') this.terminated.push(told.pid)
         break
     }
   }

@@ -148,6 +148,11 @@ export class SessionWait {
     this.#refuse(stopped.error, bytes)
   }
 
+  /** The client waits outside the session for an advisory lock another client holds. */
+  get waitingForLock(): boolean {
+    return this.#stopWaitOutside !== null
+  }
+
   /** Give the session up for a wait outside it (an advisory lock), then own it again. */
   async outside(wait: (stop: Promise<never>) => Promise<void>): Promise<void> {
     await this.#backend.release()

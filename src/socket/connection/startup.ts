@@ -3,7 +3,7 @@
 // the first ReadyForQuery. https://www.postgresql.org/docs/current/protocol-flow.html#PROTOCOL-FLOW-START-UP
 
 import { SqlState, WireError } from '../../errors.ts'
-import { CODE_LENGTH, FrontendCode, HEADER_LENGTH, StartupCode, TxStatus } from '../protocol/codes.ts'
+import { BackendCode, CODE_LENGTH, FrontendCode, HEADER_LENGTH, StartupCode, TxStatus } from '../protocol/codes.ts'
 import { encodeBackendKeyData, encodeNegotiateProtocolVersion, encodeParameterStatus, encodeReadyForQuery } from '../protocol/backend.ts'
 import { forEachFrame, protocolViolation, type FrameReader, type Frames } from '../protocol/frames.ts'
 import type { SecureContext } from 'node:tls'
@@ -13,6 +13,8 @@ import { MAX_AUTH_MESSAGE_LENGTH, ScramExchange } from './scram.ts'
 
 const SSL_NOT_SUPPORTED = Buffer.from('N')
 const SSL_SUPPORTED = Buffer.from('S')
+/** The first byte of a TLS handshake record: a client that negotiates TLS directly (PostgreSQL 17's sslnegotiation=direct). */
+const TLS_HANDSHAKE = 0x16
 
 /** What the start-up needs of its connection. */
 export interface StartingConnection extends ServedConnection {
@@ -20,8 +22,11 @@ export interface StartingConnection extends ServedConnection {
   write(bytes: Uint8Array): void
   /** End the connection without a word (a CancelRequest's connection). */
   close(): void
-  /** Continue over TLS with this context (after 'S' was written). */
-  startTls(context: SecureContext): void
+  /**
+   * Continue over TLS with this context: after 'S' was written, or (`direct`: the handshake's first bytes, read
+   * already) at once, where ALPN must name postgresql.
+   */
+  startTls(context: SecureContext, direct?: Buffer): void
   /** Something went wrong: a WireError reaches the client, anything else is logged and becomes XX000. */
   fail(error: unknown): void
   /**
@@ -63,6 +68,14 @@ export class Startup {
   }
 
   #readPackets(): void {
+    const tls = this.#host.options.tls
+    if (tls && !this.#sslAnswered && this.#reader.firstByte === TLS_HANDSHAKE) {
+      // TLS from the first byte, with no SSLRequest: Postgres 17 and later take it (a server without TLS reads it as a
+      // startup packet of an invalid length, as Postgres 15 does).
+      this.#sslAnswered = true
+      this.#connection.startTls(tls, this.#reader.takeBuffered())
+      return
+    }
     let packet: Buffer | null
     while (this.#phase === 'packets' && (packet = this.#reader.readStartupPacket()) !== null) {
       const code = packet.readInt32BE(4)
@@ -72,8 +85,7 @@ export class Startup {
         if (isSsl ? !this.#sslAnswered : !this.#gssAnswered) {
           if (isSsl) this.#sslAnswered = true
           else this.#gssAnswered = true
-          const tls = isSsl ? this.#host.options.tls : null
-          if (tls) {
+          if (isSsl && tls) {
             // The client speaks TLS only after reading 'S': bytes already here were sent in the clear, and would be
             // taken as if they came through TLS (Postgres refuses them too, since CVE-2021-23214).
             if (this.#reader.buffered > 0) throw protocolViolation('received unencrypted data after SSL request')
@@ -202,10 +214,24 @@ export function startupReply(session: SharedSession, { startupParams, processId,
   // Every database's sessions tell clients the same parameters at startup, so the main one's serve until it opens.
   const prefix = session.startupPrefixNow
   if (!prefix) throw new WireError('FATAL', SqlState.CannotConnectNow, 'the database system is starting up')
-  // application_name is reported at startup with the client's own value, as Postgres does (the session gets it later).
+  // application_name is reported at startup with the client's own value, as Postgres does (the session gets it later),
+  // in place of the session's (postgres.js keeps the first it is told).
   const name = startupParams.get('application_name')
-  const reported = name ? [encodeParameterStatus('application_name', applicationNameAsPostgresKeepsIt(name))] : []
-  return Buffer.concat([prefix, ...reported, encodeBackendKeyData(processId, secretKey), encodeReadyForQuery(TxStatus.Idle)])
+  const parameters = name ? withParameter(prefix, 'application_name', applicationNameAsPostgresKeepsIt(name)) : [prefix]
+  return Buffer.concat([...parameters, encodeBackendKeyData(processId, secretKey), encodeReadyForQuery(TxStatus.Idle)])
+}
+
+/** `messages` with the ParameterStatus of `name` given `value` (added at the end if there is none). */
+function withParameter(messages: Buffer, name: string, value: string): Buffer[] {
+  const status = encodeParameterStatus(name, value)
+  const wanted = Buffer.from(`${name}\0`)
+  let parts: Buffer[] | null = null
+  forEachFrame(messages, (code, offset, length) => {
+    if (code !== BackendCode.ParameterStatus || !messages.subarray(offset + HEADER_LENGTH, offset + HEADER_LENGTH + wanted.length).equals(wanted)) return
+    parts = [messages.subarray(0, offset), status, messages.subarray(offset + length)]
+    return false
+  })
+  return parts ?? [messages, status]
 }
 
 /** Postgres (16 and later) keeps printable ASCII of application_name; every other byte becomes \xHH (pg_clean_ascii). */

@@ -38,6 +38,18 @@ export class FrameReader {
     return this.#end - this.#start
   }
 
+  /** The first byte buffered, or -1 if none (a direct TLS handshake begins with 0x16). */
+  get firstByte(): number {
+    return this.#start < this.#end ? this.#buffer[this.#start]! : -1
+  }
+
+  /** Everything buffered, taken out (bytes that belong to a TLS handshake, not to the protocol). */
+  takeBuffered(): Buffer {
+    const bytes = this.#buffer.subarray(this.#start, this.#end)
+    this.#consume(this.#end - this.#start)
+    return bytes
+  }
+
   /** After the StartupMessage every message carries a code byte. */
   startTyped(): void {
     this.#typed = true

@@ -76,6 +76,11 @@ export class ReplyReader {
     return this.#pipelineOpen
   }
 
+  /** The output read so far ends with a whole ReadyForQuery: a Sync or Query of the call is answered in full. */
+  get atReadyForQuery(): boolean {
+    return this.#lastCode === BackendCode.ReadyForQuery && this.#remaining === 0 && this.#headerFill === 0
+  }
+
   /** An error came in the open pipeline: the backend skips the client's messages until its Sync. */
   get errorPending(): boolean {
     return this.#errorPending

@@ -82,8 +82,11 @@ export interface DatabaseCatalog {
   instance(name: string): SessionDb | null
   /** Whether `name` exists (was used or created, and not dropped). */
   exists(name: string): Promise<boolean>
-  /** CREATE DATABASE: false if it exists already. */
-  create(name: string): Promise<boolean>
+  /**
+   * CREATE DATABASE: false if it exists already. Given `template` (which must exist, and nobody use), a copy of that
+   * database, else of the migrated template.
+   */
+  create(name: string, template?: string | null): Promise<boolean>
   /** DROP DATABASE: closes and deletes it; false if it did not exist. Its clients must be gone already. */
   drop(name: string): Promise<boolean>
   /** Back to the migrated state: the instance to use from now on. The old one is closed by the catalog. */

@@ -23,7 +23,8 @@ export interface SessionHolder {
 
 /** A connection as the session sees it: something that can be told the session is gone, or handed a notification. */
 export interface SessionMember extends SessionHolder {
-  terminate(error: WireError): Promise<void>
+  /** Send `error` (FATAL) and close; given `after`, its work stops now and it is told once `after` resolves. */
+  terminate(error: WireError, after?: Promise<void>): Promise<void>
   /** Deliver a NotificationResponse (whole message) to this client. */
   notify(message: Buffer): void
   /** Parse messages that make this client's prepared statements again. */

@@ -14,17 +14,22 @@ export const TELL_MESSAGE = 'pglite_dev_db'
 /** The message of the ERROR of a lock that must wait (its DETAIL: [key, mode, holder]). */
 export const LOCK_WAIT_MESSAGE = 'pglite_dev_db: advisory lock wait'
 
-/** One client as pg_stat_activity shows it. */
+/** One client as pg_stat_activity shows it (its pid alone where no statement reads the view). Times are ISO 8601. */
 export interface ClientActivity {
   pid: number
-  datname: string
-  usename: string
-  application_name: string
-  client_addr: string | null
-  client_port: number | null
-  backend_start: string
-  state: string
-  query: string
+  datname?: string
+  usename?: string
+  application_name?: string
+  client_addr?: string | null
+  client_port?: number | null
+  backend_start?: string
+  xact_start?: string | null
+  query_start?: string | null
+  state_change?: string | null
+  wait_event_type?: string | null
+  wait_event?: string | null
+  state?: string
+  query?: string
 }
 
 export interface SessionContext {
@@ -155,15 +160,19 @@ const INSTALL_STATEMENTS = [
       `ctx jsonb := ${ctx};`,
     ),
   ),
-  // Unqualified, pg_stat_activity finds this view before pg_catalog's (pg_temp comes first for relations).
+  // Unqualified, pg_stat_activity finds this view before pg_catalog's (pg_temp comes first for relations). The client
+  // that reads it is the one running: its times are the session's own.
   `CREATE OR REPLACE TEMP VIEW pg_stat_activity AS SELECT s.datid, c.datname::name AS datname, c.pid, NULL::integer AS leader_pid, s.usesysid, ` +
     `c.usename::name AS usename, c.application_name, c.client_addr::inet AS client_addr, NULL::text AS client_hostname, c.client_port, ` +
-    `c.backend_start, CASE WHEN c.pid = (${ctx}->>'pid')::integer THEN s.xact_start END AS xact_start, ` +
-    `CASE WHEN c.pid = (${ctx}->>'pid')::integer THEN s.query_start END AS query_start, c.backend_start AS state_change, ` +
-    `NULL::text AS wait_event_type, NULL::text AS wait_event, c.state, NULL::xid AS backend_xid, NULL::xid AS backend_xmin, NULL::bigint AS query_id, ` +
+    `c.backend_start, CASE WHEN c.pid = me THEN s.xact_start ELSE c.xact_start END AS xact_start, ` +
+    `CASE WHEN c.pid = me THEN coalesce(s.query_start, c.query_start) ELSE c.query_start END AS query_start, ` +
+    `CASE WHEN c.pid = me THEN coalesce(s.query_start, c.state_change) ELSE c.state_change END AS state_change, ` +
+    `c.wait_event_type, c.wait_event, c.state, NULL::xid AS backend_xid, NULL::xid AS backend_xmin, NULL::bigint AS query_id, ` +
     `c.query, 'client backend'::text AS backend_type ` +
-    `FROM jsonb_to_recordset(coalesce(${ctx}->'clients', '[]')) AS c(pid integer, datname text, usename text, application_name text, client_addr text, ` +
-    `client_port integer, backend_start timestamptz, state text, query text) ` +
+    `FROM (SELECT (${ctx}->>'pid')::integer AS me) AS m, ` +
+    `jsonb_to_recordset(coalesce(${ctx}->'clients', '[]')) AS c(pid integer, datname text, usename text, application_name text, client_addr text, ` +
+    `client_port integer, backend_start timestamptz, xact_start timestamptz, query_start timestamptz, state_change timestamptz, ` +
+    `wait_event_type text, wait_event text, state text, query text) ` +
     `LEFT JOIN (SELECT * FROM pg_catalog.pg_stat_activity WHERE pid = pg_catalog.pg_backend_pid()) AS s ON true`,
 ]
 

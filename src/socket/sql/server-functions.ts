@@ -26,6 +26,8 @@ export interface ServerFunctionUse {
   sql: string
   /** The session must know the server's clients and locks before it runs (see session/server-functions.ts). */
   needsContext: boolean
+  /** It reads pg_stat_activity: the session must know what each client does, too. */
+  readsActivity: boolean
   /** A call may wait for a lock another client holds. */
   mayWait: boolean
   /** pg_cancel_backend / pg_terminate_backend of a pid written in the text: done before the statement waits its turn. */
@@ -40,6 +42,7 @@ export function rewriteServerFunctions(sql: string, processId: number): ServerFu
   let out = ''
   let from = 0
   let needsContext = false
+  let readsActivity = false
   let mayWait = false
   let found = false
   const signals: ServerFunctionUse['signals'] = []
@@ -73,7 +76,7 @@ export function rewriteServerFunctions(sql: string, processId: number): ServerFu
       } else if (!isCall && token.text === 'pg_stat_activity') {
         // Unqualified, the temporary view is found first; qualified, it is named.
         if (qualified) replacement = 'pg_temp.pg_stat_activity'
-        needsContext = found = true
+        needsContext = readsActivity = found = true
       }
       if (replacement === null) continue
       out += sql.slice(from, start) + replacement
@@ -81,5 +84,5 @@ export function rewriteServerFunctions(sql: string, processId: number): ServerFu
       needsContext = found = true
     }
   }
-  return found ? { sql: out + sql.slice(from), needsContext, mayWait, signals } : null
+  return found ? { sql: out + sql.slice(from), needsContext, readsActivity, mayWait, signals } : null
 }

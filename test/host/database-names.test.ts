@@ -1,0 +1,122 @@
+// Each database carries the name a client knows it by: current_database(), information_schema and pg_database say
+// it, though each is a PGlite cluster of its own. CREATE DATABASE ... TEMPLATE copies the database it names (as
+// graphile-worker's tests do after ALTER DATABASE ... WITH is_template = true), with PostgreSQL's errors for a
+// template that does not exist or that another client uses. The same steps run against PostgreSQL 15 when
+// PG_ORACLE_URL is set.
+import { rm } from 'node:fs/promises'
+import { PGlite } from '@electric-sql/pglite'
+import pg from 'pg'
+import { describe, expect, it, onTestFinished } from 'vitest'
+import { endClient } from '../../harness/pg.ts'
+import { startForTest, useDevDbs } from '../helpers/dev-db.ts'
+
+/** The server's URL with another database name. */
+const urlOf = (base: string, database: string): string => base.replace(/\/[^/?]*(\?.*)?$/, `/${database}`)
+
+async function client(url: string): Promise<pg.Client> {
+  const c = new pg.Client({ connectionString: url })
+  c.on('error', () => {})
+  await c.connect()
+  onTestFinished(() => endClient(c))
+  return c
+}
+
+const errorOf = (promise: Promise<unknown>) =>
+  promise.then(
+    () => null,
+    (error: { code?: string; message?: string; detail?: string }) => ({ code: error.code, message: error.message, ...(error.detail ? { detail: error.detail } : {}) }),
+  )
+
+/** What a client of `database` is told its database is called, three ways. */
+async function namesSeen(url: string, database: string): Promise<unknown> {
+  const c = await client(urlOf(url, database))
+  const { rows } = await c.query(
+    `select current_database() as current, (select catalog_name from information_schema.information_schema_catalog_name) as catalog,
+      (select count(*)::int from pg_database where datname = current_database()) as in_pg_database`,
+  )
+  await endClient(c)
+  return rows[0]
+}
+
+const targets: Array<[string, () => Promise<string>]> = [['pglite-dev-db', async () => (await startForTest({})).url]]
+const oracleUrl = process.env.PG_ORACLE_URL
+if (oracleUrl) targets.push(['postgres 15 oracle (PG_ORACLE_URL)', async () => oracleUrl])
+
+describe.each(targets)('database names: %s', (_, serve) => {
+  /** Names of this run's own (the oracle is shared), dropped after the test. */
+  function names(url: string, ...bases: string[]): string[] {
+    const suffix = `${process.pid}_${Date.now() % 100_000}`
+    const made = bases.map((base) => `${base}_${suffix}`)
+    onTestFinished(async () => {
+      const admin = await client(url)
+      for (const name of made) {
+        await admin.query(`alter database ${name} with is_template = false`).catch(() => {})
+        await admin.query(`drop database if exists ${name}`)
+      }
+    })
+    return made
+  }
+
+  it('current_database(), information_schema and pg_database name the database; TEMPLATE copies the one it names', async () => {
+    const url = await serve()
+    const [source, copy, other] = names(url, 'names_source', 'names_copy', 'names_other')
+    const admin = await client(url)
+    await admin.query(`create database ${source}`)
+    expect(await namesSeen(url, source!)).toEqual({ current: source, catalog: source, in_pg_database: 1 })
+    const setup = await client(urlOf(url, source!))
+    await setup.query('create table kept (a int); insert into kept values (7)')
+    // graphile-worker's setup, connected to the database it marks.
+    await setup.query(`alter database ${source} with is_template = true`)
+    await endClient(setup)
+
+    await admin.query(`create database ${copy} with template = ${source}`)
+    const copied = await client(urlOf(url, copy!))
+    expect((await copied.query('select current_database() as name, a from kept')).rows).toEqual([{ name: copy, a: 7 }])
+    expect((await copied.query('select datistemplate from pg_database where datname = current_database()')).rows).toEqual([{ datistemplate: false }])
+    expect(await errorOf(admin.query(`create database ${other} template names_missing`))).toEqual({ code: '3D000', message: 'template database "names_missing" does not exist' })
+    expect(await errorOf(admin.query(`create database ${copy} template ${source}`))).toEqual({ code: '42P04', message: `database "${copy}" already exists` })
+    expect(await namesSeen(url, 'postgres')).toEqual({ current: 'postgres', catalog: 'postgres', in_pg_database: 1 })
+  })
+
+  it('a template another client is connected to is refused with 55006 after waiting 5 s for it to leave', async () => {
+    const url = await serve()
+    const [source, copy] = names(url, 'busy_source', 'busy_copy')
+    const admin = await client(url)
+    await admin.query(`create database ${source}`)
+    const user = await client(urlOf(url, source!))
+    await user.query('select 1')
+    const started = performance.now()
+    expect(await errorOf(admin.query(`create database ${copy} template ${source}`))).toEqual({
+      code: '55006',
+      message: `source database "${source}" is being accessed by other users`,
+      detail: 'There is 1 other session using the database.',
+    })
+    expect(performance.now() - started).toBeGreaterThan(4_500)
+    await endClient(user)
+  })
+})
+
+describe('database names on disk', () => {
+  const { scratchDataDir } = useDevDbs()
+
+  it('a database kept in the data dir has its name after a restart, one an older server made (named postgres) too', async () => {
+    const dataDir = await scratchDataDir()
+    onTestFinished(() => rm(`${dataDir}-databases`, { recursive: true, force: true }))
+    let dev = await startForTest({ dataDir })
+    const writer = await client(urlOf(dev.url, 'kept'))
+    await writer.query('create table rows_kept (a int); insert into rows_kept values (1)')
+    await endClient(writer)
+    await dev.close()
+    dev = await startForTest({ dataDir })
+    const seen = async (): Promise<unknown> => (await (await client(urlOf(dev.url, 'kept'))).query('select current_database() as name, a from rows_kept')).rows
+    expect(await seen()).toEqual([{ name: 'kept', a: 1 }])
+    await dev.close()
+
+    // What a server before names were kept left: the cluster's database called postgres.
+    const older = await PGlite.create({ dataDir: `${dataDir}-databases/kept`, database: 'kept' })
+    await older.exec(`update pg_database set datname = 'postgres' where datname = 'kept'`)
+    await older.close()
+    dev = await startForTest({ dataDir })
+    expect(await seen()).toEqual([{ name: 'kept', a: 1 }])
+  })
+})
