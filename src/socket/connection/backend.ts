@@ -217,8 +217,11 @@ export class ClientBackend implements Backend {
     try {
       await this.session.execute(bytes, this.#sink, direct)
     } finally {
-      if (direct) this.#client.endDirect()
-      this.#endCall()
+      if (direct) {
+        this.#directNow = false
+        this.#client.endDirect()
+      }
+      this.#endCall(direct === null)
     }
     // A set_config() may have changed a setting, which no reply shows: read the client's settings back at rest.
     if (functions & ServerFunctions.Settings && asClient) this.#reader.noteChanges(SessionChange.Settings)
@@ -251,9 +254,9 @@ export class ClientBackend implements Backend {
     this.#reader.startCall(asClient)
   }
 
-  #endCall(): void {
-    if (this.#directNow) this.#directNow = false
-    else this.#client.uncork()
+  /** `corked`: the call's replies were held for one send (cork), not written straight to the client. */
+  #endCall(corked: boolean): void {
+    if (corked) this.#client.uncork()
     this.#reader.endCall()
     this.#output = 'client'
   }
@@ -316,6 +319,7 @@ export class ClientBackend implements Backend {
     const endDirect = (): void => {
       if (!direct) return
       direct = false
+      this.#directNow = false
       client.endDirect()
     }
     return this.session.combined.ride({
@@ -327,7 +331,7 @@ export class ClientBackend implements Backend {
         if (this.session.db.directReplies !== true) return null
         const fd = client.directFd()
         if (fd < 0) return null
-        direct = true
+        direct = this.#directNow = true
         client.beginDirect()
         return { fd, relayFrom: this.#relayFrom() }
       },
@@ -336,15 +340,15 @@ export class ClientBackend implements Backend {
         // The session is this client's, at rest, until its unit ends.
         this.#reader.acquired()
         this.#beginCall('client', true, 0)
-        this.#directNow = direct
         if (!direct) client.cork()
       },
       sink: this.#sink,
       summary: (summary) => reader.absorb(summary),
       blocked: (isBlocked) => client.directBlocked(isBlocked),
       end: (ran) => {
+        const corked = !direct
         endDirect()
-        this.#endCall()
+        this.#endCall(corked)
         if (ran) this.#state.statements.ran(bytes)
         hooks.end(ran)
       },

@@ -134,10 +134,11 @@ export class Membership {
     const session = this.#session
     this.#batches?.wait.abandon()
     session.combined.forget(connection)
+    // Whatever its unit still answers goes nowhere: the client is told only its FATAL, as Postgres tells it.
+    if (running) this.#backend?.abandonReply()
     if (this.#batches?.wait.stopRiding(new QueryCanceledError())) this.#log.debug('riding unit stopped on close', {})
     else if (!session.scheduler.isOwner(connection)) session.scheduler.forget(connection)
     else if (running) {
-      this.#backend?.abandonReply()
       void this.#backend?.cancelRunning().catch((cancelError: unknown) => this.#log.warn('cancel on close failed', { error: cancelError }))
     }
   }
