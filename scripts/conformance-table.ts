@@ -12,7 +12,7 @@ import { parseArgs } from 'node:util'
 import { createLogger } from '../src/log.ts'
 import { startDevDb } from '../src/host/dev-db.ts'
 import { interleavingScenarios } from '../harness/scenarios/index.ts'
-import type { Outcome, Scenario } from '../harness/scenarios/outcome.ts'
+import { countingStrayRejections, type Outcome, type Scenario } from '../harness/scenarios/outcome.ts'
 
 const SERVER_START_DEADLINE_MS = 30_000
 const STOCK_MAX_CONNECTIONS = 100
@@ -74,7 +74,7 @@ async function runOn(name: TargetName, scenario: Scenario, oracle: string | unde
   if (name === 'postgres' && !oracle) return null
   const server: Server = name === 'postgres' ? { url: oracle!, close: async () => {} } : name === 'stock' ? await startStock() : await startOurs()
   try {
-    return await scenario.run(server.url)
+    return await countingStrayRejections(() => scenario.run(server.url))
   } finally {
     await server.close()
   }
