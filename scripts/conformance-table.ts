@@ -66,7 +66,7 @@ async function startStock(): Promise<Server> {
 }
 
 async function startOurs(): Promise<Server> {
-  const dev = await startDevDb({ logger: createLogger({ level: 'error' }) })
+  const dev = await startDevDb({ migrations: false, logger: createLogger({ level: 'error' }) })
   return { url: dev.url, close: () => dev.close() }
 }
 
