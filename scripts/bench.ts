@@ -7,7 +7,7 @@
 //        [--render JSON] [--merge JSON] [--baseline DIR]   (sections for --skip/--only: cells, pgbench, startup, connections)
 //        --baseline DIR also runs the pglite-dev-db of another checkout (an older commit, `npm ci` done there) beside
 //        this one, cell by cell, and prints this one's rate as a multiple of it.
-//        A run that skips a section writes bench-results-partial.json unless --json is given; --merge JSON puts the
+//        A run that skips a section writes results/benchmarks-partial.json unless --json is given; --merge JSON puts the
 //        sections it ran into that earlier run's JSON instead (noted there with this run's date and load).
 import { readdir, readFile, writeFile } from 'node:fs/promises'
 import os from 'node:os'
@@ -96,7 +96,7 @@ function parseConfig(argv: string[]): Config {
     // --quick: every workload, driver and target once, and one concurrent cell (select 1 at 8) to show interleaving.
     clientsFor: (w) => clients ?? (quick ? (w === 'select1' ? [1, 8] : [1]) : CLIENTS_WITH_16.has(w) ? [1, 8, 16, 64] : [1, 8, 64]),
     // A partial run must not overwrite the full run's figures by default.
-    json: values.json ?? (skip.size > 0 ? 'bench-results-partial.json' : 'docs/benchmarks.json'),
+    json: values.json ?? (skip.size > 0 ? 'results/benchmarks-partial.json' : 'results/benchmarks.json'),
     oracle: values.oracle ?? undefined,
     skip,
     profile: values.profile,

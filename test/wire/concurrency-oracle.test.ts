@@ -1,5 +1,5 @@
-// The workloads of test/wire/concurrency-*.test.ts against real PostgreSQL (`.ci/run` starts 15 and 18 and sets
-// PG_ORACLE_URL and PG_ORACLE_18_URL): every scenario that needs no particular server setting must pass there, so
+// The workloads of test/wire/concurrency-*.test.ts against real PostgreSQL (test/oracles.ts starts 15 and 18 for the
+// run and sets PG_ORACLE_URL and PG_ORACLE_18_URL): every scenario that needs no particular server setting must pass there, so
 // each check is known to test the right thing, on the version PGlite is as well as on Debian's.
 import { describe, test } from 'vitest'
 import { interleavingScenarios } from '../../harness/scenarios/index.ts'
