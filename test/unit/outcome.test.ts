@@ -5,7 +5,9 @@ import { attempt, countingStrayRejections, createTally, verdictOf } from '../../
 
 /** What postgres.js does in fetchArrayTypes: a query's failure in a promise that no one awaits. */
 function strayServerError(): void {
-  const error = Object.assign(new Error('bind message supplies 0 parameters, but prepared statement "" requires 2'), { code: '08P01' })
+  const error = Object.assign(new Error('bind message supplies 0 parameters, but prepared statement "" requires 2'), {
+    code: '08P01',
+  })
   // eslint-disable-next-line @typescript-eslint/no-floating-promises -- the unhandled rejection under test
   Promise.reject(error)
 }
@@ -21,10 +23,14 @@ describe('countingStrayRejections', () => {
       await attempt(tally, async () => true)
       return verdictOf(tally)
     })
-    expect(outcome).toMatchObject({ kind: 'error', sqlstate: '08P01', tally: { queries: 3, ok: 2, errors: { '08P01': 1 } } })
+    expect(outcome).toMatchObject({
+      kind: 'error',
+      sqlstate: '08P01',
+      tally: { queries: 3, ok: 2, errors: { '08P01': 1 } },
+    })
   })
 
-  it('counts one made in the run\'s last turn too', async () => {
+  it("counts one made in the run's last turn too", async () => {
     const outcome = await countingStrayRejections(async () => {
       strayServerError()
       return verdictOf(createTally())
