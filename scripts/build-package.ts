@@ -70,14 +70,14 @@ async function bundleCjs(): Promise<void> {
 
 /**
  * The test-runner entry (pglite-dev-db/vitest) for require(): its globalSetup and helpers bundled (the worker's setup
- * is ESM only, as Vitest loads it), the API taken from the bundle above, so that both share one copy of the server.
+ * is ESM only, as Vitest loads it), startDevDb taken from the bundle above, so that both share one copy of the server.
  */
 async function bundleCjsRunner(): Promise<void> {
   const apiFromBundle: Plugin = {
     name: 'api-from-index-bundle',
     setup(pluginBuild) {
-      pluginBuild.onResolve({ filter: /\/index\.ts$/ }, (args) =>
-        path.resolve(args.resolveDir, args.path) === path.join(ROOT, 'src', 'index.ts') ? { path: './index.js', external: true } : undefined,
+      pluginBuild.onResolve({ filter: /\/dev-db\.ts$/ }, (args) =>
+        path.resolve(args.resolveDir, args.path) === path.join(ROOT, 'src', 'host', 'dev-db.ts') ? { path: './index.js', external: true } : undefined,
       )
     },
   }

@@ -1,7 +1,7 @@
 // pglite-dev-db/vitest's globalSetup and helpers, without the worker's setup (vitest.ts): what require() gets, since
 // Vitest itself loads no CommonJS.
 
-import { startDevDb, type DevDbOptions } from '../index.ts'
+import { startDevDb, type DevDbOptions } from '../host/dev-db.ts'
 import { SERVER_URL_ENV } from './worker-database.ts'
 
 export { databaseName, databaseUrl, resetDatabase } from './worker-database.ts'
