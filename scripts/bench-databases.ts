@@ -17,7 +17,7 @@ import { startDevDb } from '../src/host/dev-db.ts'
 const { values } = parseArgs({ options: { resets: { type: 'string' }, seconds: { type: 'string' }, json: { type: 'string' }, 'no-database-threads': { type: 'boolean' } } })
 const RESETS = Number(values.resets ?? 50)
 const SECONDS = Number(values.seconds ?? 8)
-const JSON_PATH = values.json ?? 'docs/benchmarks-databases.json'
+const JSON_PATH = values.json ?? 'results/benchmarks-databases.json'
 
 /** pgbench scripts: short statements (a point select and an insert), and a statement that keeps Postgres busy. */
 const WORKLOADS = {

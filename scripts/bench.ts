@@ -8,7 +8,7 @@
 //        [--ci-tests N]   (sections for --skip/--only: cells, pgbench, startup, connections, ci)
 //        --baseline DIR also runs the pglite-dev-db of another checkout (an older commit, `npm ci` done there) beside
 //        this one, cell by cell, and prints this one's rate as a multiple of it.
-//        A run that skips a section writes bench-results-partial.json unless --json is given; --merge JSON puts the
+//        A run that skips a section writes results/benchmarks-partial.json unless --json is given; --merge JSON puts the
 //        sections it ran into that earlier run's JSON instead (noted there with this run's date and load).
 //        The ci section alone: npm run bench -- --only ci --ci-workers 4,8 (scripts/bench/ci.ts says what it runs).
 import { readdir, readFile, writeFile } from 'node:fs/promises'
@@ -108,7 +108,7 @@ function parseConfig(argv: string[]): Config {
     // --quick: every workload, driver and target once, and one concurrent cell (select 1 at 8) to show interleaving.
     clientsFor: (w) => clients ?? (quick ? (w === 'select1' ? [1, 8] : [1]) : CLIENTS_WITH_16.has(w) ? [1, 8, 16, 64] : [1, 8, 64]),
     // A partial run must not overwrite the full run's figures by default.
-    json: values.json ?? (skip.size > 0 ? 'bench-results-partial.json' : 'docs/benchmarks.json'),
+    json: values.json ?? (skip.size > 0 ? 'results/benchmarks-partial.json' : 'results/benchmarks.json'),
     oracle: values.oracle ?? undefined,
     skip,
     profile: values.profile,

@@ -68,6 +68,39 @@ async function bundleCjs(): Promise<void> {
   )
 }
 
+/**
+ * The test-runner entry (pglite-dev-db/vitest) for require(): its globalSetup and helpers bundled (the worker's setup
+ * is ESM only, as Vitest loads it), startDevDb taken from the bundle above, so that both share one copy of the server.
+ */
+async function bundleCjsRunner(): Promise<void> {
+  const apiFromBundle: Plugin = {
+    name: 'api-from-index-bundle',
+    setup(pluginBuild) {
+      pluginBuild.onResolve({ filter: /\/dev-db\.ts$/ }, (args) =>
+        path.resolve(args.resolveDir, args.path) === path.join(ROOT, 'src', 'host', 'dev-db.ts') ? { path: './index.js', external: true } : undefined,
+      )
+    },
+  }
+  const result = await build({
+    absWorkingDir: ROOT,
+    entryPoints: ['src/runners/vitest-setup.ts'],
+    outfile: path.join(CJS, 'vitest.js'),
+    bundle: true,
+    packages: 'external',
+    platform: 'node',
+    target: 'node20',
+    format: 'cjs',
+    plugins: [apiFromBundle],
+    minify: false,
+    sourcemap: false,
+    legalComments: 'none',
+    charset: 'utf8',
+    banner: { js: HEADER },
+    logLevel: 'silent',
+  })
+  if (result.warnings.length > 0) throw new BuildError(`esbuild warned while bundling the CommonJS test-runner entry: ${result.warnings.map((w) => w.text).join('; ')}`)
+}
+
 /** The names an ES module exports, read by importing it. */
 async function exportedNames(file: string): Promise<string[]> {
   const module = (await import(pathToFileURL(file).href)) as Record<string, unknown>
@@ -89,6 +122,9 @@ function smokeTest(): void {
     `if (typeof m.startDevDb !== 'function' || typeof m.PGLiteSocketServer !== 'function' || m.PATCHED_BY !== 'pglite-dev-db') { console.error('${what}: missing exports'); process.exit(3) }`
   run(process.execPath, ['--input-type=module', '-e', `const m = await import(${JSON.stringify(path.join(ESM, 'index.js'))}); ${check('dist/esm')}`], 'importing dist/esm')
   run(process.execPath, ['-e', `const m = require(${JSON.stringify(path.join(CJS, 'index.js'))}); ${check('dist/cjs')}`], 'requiring dist/cjs')
+  const runner = (what: string) => `if (typeof m.devDbSetup !== 'function' || typeof m.resetDatabase !== 'function') { console.error('${what}: missing exports'); process.exit(3) }`
+  run(process.execPath, ['--input-type=module', '-e', `const m = await import(${JSON.stringify(path.join(ESM, 'runners', 'vitest.js'))}); ${runner('dist/esm vitest')}`], 'importing dist/esm vitest')
+  run(process.execPath, ['-e', `const m = require(${JSON.stringify(path.join(CJS, 'vitest.js'))}); ${runner('dist/cjs vitest')}`], 'requiring dist/cjs vitest')
 }
 
 async function buildPackage(): Promise<void> {
@@ -97,6 +133,7 @@ async function buildPackage(): Promise<void> {
   await mkdir(CJS, { recursive: true })
   run(process.execPath, [path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.build.json'], 'compiling src/ with tsc')
   await bundleCjs()
+  await bundleCjsRunner()
   await cjsDeclarations()
   smokeTest()
   console.error('build-package: wrote dist/esm and dist/cjs')

@@ -22,7 +22,7 @@ import { cancelScenario, loopTimeoutScenario, statementTimeoutScenario } from '.
 const SCENARIOS: readonly Scenario[] = [
   sleepScenario, queueScenario, statementTimeoutScenario, cancelScenario, loopTimeoutScenario, copyScenario, bigResultScenario, notifyScenario, mixedLoadScenario,
 ]
-const DEFAULT_JSON = 'docs/limits.json'
+const DEFAULT_JSON = 'results/limits.json'
 const DEFAULT_SOAK_MINUTES = 2
 const USAGE = `usage: npm run limits -- [--only LIST] [--soak-minutes N] [--targets ours,postgres] [--storage memory|data-dir] [--write] [--json FILE]
   --only LIST          scenarios, comma-separated: ${SCENARIOS.map((s) => s.id).join(', ')}

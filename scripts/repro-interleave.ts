@@ -7,7 +7,7 @@
 import { parseArgs } from 'node:util'
 import { replayTrace } from '../harness/replay/replay.ts'
 import { interleavingScenarios } from '../harness/scenarios/index.ts'
-import type { Outcome } from '../harness/scenarios/outcome.ts'
+import { countingStrayRejections, type Outcome } from '../harness/scenarios/outcome.ts'
 
 const USAGE = `usage: repro-interleave --url URL [--scenario NAME] [--json]
        repro-interleave --replay FILE --url URL [--types-only] [--deadline-ms MS]
@@ -92,7 +92,7 @@ export async function main(argv: string[]): Promise<number> {
   const rows: Row[] = []
   for (const scenario of selected) {
     const started = Date.now()
-    const outcome = await scenario.run(values.url)
+    const outcome = await countingStrayRejections(() => scenario.run(values.url!))
     rows.push({ scenario: scenario.name, ms: Date.now() - started, outcome })
     if (!values.json) process.stderr.write(`${scenario.name}: ${outcome.kind}\n`)
   }

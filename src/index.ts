@@ -6,7 +6,7 @@
 // package unasked, so the entry asks for the user's @types/node itself (see docs/PACKAGE.md).
 /// <reference types="node" preserve="true" />
 // The root also carries every export of stock @electric-sql/pglite-socket (PGLiteSocketServer, PGLiteSocketHandler,
-// the constants), so that an npm override can put this package in its place (see README, "pglite-socket users").
+// the constants), so that an npm override can put this package in its place (see docs/pglite-socket.md).
 
 export { startDevDb } from './host/dev-db.ts'
 export type { DevDb, DevDbOptions } from './host/dev-db.ts'

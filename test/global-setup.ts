@@ -1,10 +1,12 @@
-// Runs once per `vitest run`: initdb one PGlite data dir that every test copies (test/helpers/db.ts).
-// Everything of one run lives under one `pglite-run-<pid>-*` dir, so a run that was killed is swept by the next.
+// Runs once per `vitest run`: initdb one PGlite data dir that every test copies (test/helpers/db.ts), and start the
+// PostgreSQL oracles (test/oracles.ts). Everything of one run lives under one `pglite-run-<pid>-*` dir, so a run
+// that was killed is swept by the next.
 import { readdir, rm } from 'node:fs/promises'
 import path from 'node:path'
 import { PGlite } from '@electric-sql/pglite'
 import type { TestProject } from 'vitest/node'
 import { createRunDir, RUN_DIR_PATTERN, scratchRoot } from './helpers/db.ts'
+import { startOracles } from './oracles.ts'
 
 declare module 'vitest' {
   export interface ProvidedContext {
@@ -36,9 +38,24 @@ export default async function setup(project: TestProject): Promise<() => Promise
   await sweepDeadRuns(root)
   const runDir = await createRunDir(root)
   const templateDir = path.join(runDir, 'template')
-  const db = await PGlite.create({ dataDir: templateDir })
-  await db.query('select 1')
-  await db.close()
+  // The oracles start beside initdb; the workers, started after this, inherit the URLs in their environment.
+  const [oracles, template] = await Promise.allSettled([
+    startOracles(),
+    (async () => {
+      const db = await PGlite.create({ dataDir: templateDir })
+      await db.query('select 1')
+      await db.close()
+    })(),
+  ])
+  if (template.status === 'rejected') {
+    if (oracles.status === 'fulfilled') await oracles.value()
+    throw template.reason
+  }
+  if (oracles.status === 'rejected') throw oracles.reason
+  const stopOracles = oracles.value
   project.provide('pgliteTemplateDir', templateDir)
-  return () => rm(runDir, { recursive: true, force: true })
+  return async () => {
+    await stopOracles()
+    await rm(runDir, { recursive: true, force: true })
+  }
 }

@@ -1,8 +1,7 @@
-// examples/playwright/database.spec.ts: tests that talk to the database with pg; no browser is launched, because
-// no test asks for `page`. Each worker gets its own database (e2e_0, e2e_1, ...), created on first use.
 import { expect, test as base } from '@playwright/test'
 import pg from 'pg'
 
+// Each worker gets a database of its own (e2e_0, e2e_1, ...), made from the migrated template on first use.
 const test = base.extend<{}, { db: pg.Client }>({
   db: [
     async ({}, use, workerInfo) => {
@@ -22,7 +21,9 @@ test.beforeEach(async ({ db }) => {
 })
 
 test('the migrated schema is there', async ({ db }) => {
-  const { rows } = await db.query(`select table_name from information_schema.tables where table_schema = 'public' order by 1`)
+  const { rows } = await db.query(
+    `select table_name from information_schema.tables where table_schema = 'public' order by 1`,
+  )
   expect(rows.map((row) => row.table_name)).toEqual(['customers', 'order_items', 'orders', 'products'])
 })
 

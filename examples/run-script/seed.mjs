@@ -1,5 +1,5 @@
-// examples/run-script/seed.mjs: seed the database at DATABASE_URL and print what it holds. Run it under the server:
-//   npx pglite-dev-db --memory --port 0 --run "node examples/run-script/seed.mjs"
+// Seed the database at DATABASE_URL and print what it holds. Run it under the server:
+//   npx pglite-dev-db --memory --port 0 --run "node seed.mjs"
 // An error exits non-zero, and the server exits with the same status.
 import pg from 'pg'
 

@@ -60,7 +60,7 @@ export async function runSoak(options: SoakOptions = {}): Promise<SoakReport> {
   const log = options.log ?? ((line: string) => process.stderr.write(`${line}\n`))
   const random = createRng(seed)
   let dev: DevDb | undefined
-  if (!options.url) dev = await startDevDb(options.dataDir ? { dataDir: options.dataDir } : {})
+  if (!options.url) dev = await startDevDb({ migrations: false, ...(options.dataDir ? { dataDir: options.dataDir } : {}) })
   const url = options.url ?? dev!.url
   const target = options.url ? options.url : `pglite-dev-db (startDevDb, ${options.dataDir ? 'data dir' : 'in memory'}) at ${url}`
   log(`soak: seed ${seed}, ${seconds} s, against ${target}`)

@@ -10,7 +10,7 @@ const { values } = parseArgs({ options: { clients: { type: 'string' }, seconds: 
 const counts = (values.clients ?? '16,64').split(',').map(Number)
 const seconds = Number(values.seconds ?? 3)
 
-const dev = await startDevDb({ port: 0, tls: false })
+const dev = await startDevDb({ port: 0, tls: false, migrations: false })
 try {
   for (const clients of counts) {
     const sql = postgres(dev.url, { max: clients, prepare: true })

@@ -30,7 +30,7 @@ const workloadArgs = (name: WorkloadName): string[] => (name === 'read' ? ['-S']
 const { values } = parseArgs({
   options: {
     seconds: { type: 'string', default: '5' }, repeats: { type: 'string', default: '3' }, clients: { type: 'string', default: '4' }, databases: { type: 'string', default: '1,2,4' },
-    workloads: { type: 'string', default: WORKLOAD_NAMES.join(',') }, json: { type: 'string', default: 'docs/benchmarks-threads.json' }, skip: { type: 'string', default: '' },
+    workloads: { type: 'string', default: WORKLOAD_NAMES.join(',') }, json: { type: 'string', default: 'results/benchmarks-threads.json' }, skip: { type: 'string', default: '' },
   },
 })
 const seconds = Number(values.seconds)

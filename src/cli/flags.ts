@@ -148,8 +148,9 @@ export function parseCliOptions(argv: readonly string[], env: NodeJS.ProcessEnv,
   if (str('extensions') !== undefined) devDb.extensions = parseExtensions(str('extensions'))
   if (set('memory')) delete devDb.dataDir
   else devDb.dataDir ??= DEFAULT_DATA_DIR
-  if (set('no-migrations')) delete devDb.migrations
-  else if (devDb.migrations === undefined && migrationsDefault !== null) devDb.migrations = migrationsDefault
+  // The command looks for the folder itself (serve.ts logs which one and why): startDevDb is told, not left to look.
+  if (set('no-migrations')) devDb.migrations = false
+  else devDb.migrations ??= migrationsDefault ?? false
   if (set('no-template')) devDb.template = false
   if (set('no-database-threads')) devDb.databaseThreads = false
   if (set('no-create-database-on-connect')) devDb.createDatabaseOnConnect = false

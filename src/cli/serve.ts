@@ -7,7 +7,7 @@ import { startDevDb, type DevDb } from '../host/dev-db.ts'
 import { createLogger, lineSink, type Logger } from '../log.ts'
 import { parseCliOptions, usage, type CliOptions } from './flags.ts'
 import { ExitCode, type CliIo } from './io.ts'
-import { findMigrations, type MigrationsLookup } from './migrations-dir.ts'
+import { findMigrations, type MigrationsLookup } from '../host/migrations-dir.ts'
 import { packageVersion } from './version.ts'
 
 export async function serveCommand(argv: readonly string[], io: CliIo): Promise<number> {
@@ -64,7 +64,7 @@ export async function serveCommand(argv: readonly string[], io: CliIo): Promise<
 function logMigrations(log: Logger, options: CliOptions, found: MigrationsLookup): void {
   if (found.note) log.warn('drizzle config not followed', { reason: found.note })
   const dir = options.devDb.migrations
-  if (dir === undefined) {
+  if (dir === false || dir === undefined) {
     if (found.dir === null) log.info('no migrations folder found; serving an empty database', { looked: 'drizzle.config.* out, ./drizzle, ./migrations' })
     else log.info('migrations not applied (--no-migrations)', { dir: found.dir })
   } else if (dir === found.dir) {

@@ -11,6 +11,7 @@ import { DevServerError } from '../errors.ts'
 import { createLogger, type Logger } from '../log.ts'
 import { DEFAULT_CACHE_DIR, holdsDatabase, migratedTemplate, seedDataDir, templateBlob, type Template } from './template.ts'
 import { applyMigrations } from './migrate.ts'
+import { findMigrations } from './migrations-dir.ts'
 import { Databases, MAIN_DATABASE } from './databases.ts'
 import type { Instance } from './database-builder.ts'
 import { DbThread } from './engine/thread.ts'
@@ -91,6 +92,7 @@ export async function startDevDb(given: DevDbOptions = {}): Promise<DevDb> {
   const dataDir = options.dataDir === undefined ? undefined : resolve(options.dataDir)
   const cacheDir = resolve(options.cacheDir ?? DEFAULT_CACHE_DIR)
   const startedAt = performance.now()
+  const migrations = migrationsDir(options.migrations, log)
   // The user's certificate is read (and refused if unusable) before anything opens.
   const tls = !options.tls ? null : options.tlsCert !== undefined && options.tlsKey !== undefined ? await readTlsFiles(resolve(options.tlsCert), resolve(options.tlsKey)) : await selfSignedTls(join(cacheDir, 'tls'), log)
 
@@ -104,7 +106,7 @@ export async function startDevDb(given: DevDbOptions = {}): Promise<DevDb> {
   // The template is what a fresh main database and every other database start from; read (or built) when first needed.
   let templateLookup: Promise<Template | null> | null = null
   const template = (): Promise<Template | null> => {
-    templateLookup ??= !options.template ? Promise.resolve(null) : templateOrNull(options.migrations ?? null, cacheDir, log, loaded, progress)
+    templateLookup ??= !options.template ? Promise.resolve(null) : templateOrNull(migrations, cacheDir, log, loaded, progress)
     return templateLookup
   }
   const startParams = [...PGlite.defaultStartParams, ...SERVER_SETTINGS]
@@ -149,7 +151,7 @@ export async function startDevDb(given: DevDbOptions = {}): Promise<DevDb> {
     main: db,
     dataDir: dataDir ?? null,
     template,
-    migrations: options.migrations ? resolve(options.migrations) : null,
+    migrations,
     startParams,
     extensions: loaded,
     mainExtensions: mainExtensions.names,
@@ -184,8 +186,7 @@ export async function startDevDb(given: DevDbOptions = {}): Promise<DevDb> {
     // Migrations start once the socket listens; until they are done, clients are told 57P03 "starting up".
     let migrate: () => void = () => {}
     const listened = new Promise<void>((resolveListened) => (migrate = resolveListened))
-    const migrations = options.migrations
-    const migrated = migrations ? listened.then(() => applyMigrations(db, resolve(migrations), log, progress)) : listened
+    const migrated = migrations ? listened.then(() => applyMigrations(db, migrations, log, progress)) : listened
     server = new PGLiteSocketServer({ ...serverOptions, startupGate: migrated })
     server.addEventListener('listening', () => migrate(), { once: true })
     try {
@@ -285,6 +286,20 @@ async function removeStaleSocket(path: string): Promise<void> {
   })
   if (live) throw new DevServerError('ERR_LISTEN', `cannot listen on ${path}: another server is listening there`)
   await unlink(path)
+}
+
+/** The migrations folder to apply, absolute, or null: the one given, none for false, else drizzle-kit's (as the command finds it). */
+function migrationsDir(given: string | false | undefined, log: Logger): string | null {
+  if (given === false) return null
+  if (given !== undefined) return resolve(given)
+  const found = findMigrations(process.cwd())
+  if (found.note) log.warn('drizzle config not followed', { reason: found.note })
+  if (found.dir === null) {
+    log.info('no migrations folder found; serving an empty database', { looked: 'drizzle.config.* out, ./drizzle, ./migrations' })
+    return null
+  }
+  log.info('applying migrations', { dir: found.dir, from: found.from === 'default' ? 'the first of ./drizzle, ./migrations that exists' : `out in ${found.from}` })
+  return resolve(found.dir)
 }
 
 /** The template, or null (with a warning) when the cache cannot be used; a failing migration still throws. */

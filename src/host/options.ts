@@ -14,8 +14,12 @@ export interface DevDbOptions {
   port?: number
   /** Keep the database in this directory between runs. Default: in memory, gone on close. */
   dataDir?: string
-  /** A drizzle-kit migrations folder, applied before the server listens. Default: none. */
-  migrations?: string
+  /**
+   * A drizzle-kit migrations folder, applied before clients are admitted; false applies none. Default: where
+   * drizzle-kit puts them, as the command looks: the `out` of a drizzle.config.* in the working directory, else
+   * ./drizzle, else ./migrations, the first that exists (none found: an empty database).
+   */
+  migrations?: string | false
   /** Clients past this many get FATAL 53300. Default 1000. */
   maxConnections?: number
   /** Default 60000; 0 disables. See PGLiteSocketServerOptions. */
@@ -116,6 +120,7 @@ type Rule =
   | { kind: 'whole'; min: number; max: number }
   | { kind: 'boolean' }
   | { kind: 'text' }
+  | { kind: 'textOrFalse' }
   | { kind: 'extensions' }
   | { kind: 'object' }
 
@@ -128,7 +133,7 @@ const RULES: Readonly<Record<keyof DevDbOptions, Rule>> = {
   host: TEXT,
   port: WHOLE(0, 65535),
   dataDir: TEXT,
-  migrations: TEXT,
+  migrations: { kind: 'textOrFalse' },
   maxConnections: WHOLE(1),
   idleInTransactionTimeoutMs: WHOLE(0, MAX_TIMER_MS),
   idleTimeoutMs: WHOLE(0, MAX_TIMER_MS),
@@ -174,6 +179,9 @@ export function validateDevDbOptions(options: DevDbOptions, describe: (option: s
         break
       case 'text':
         if (typeof value !== 'string' || value === '') fail(option, 'must be a non-empty string')
+        break
+      case 'textOrFalse':
+        if (value !== false && (typeof value !== 'string' || value === '')) fail(option, 'must be a non-empty string or false')
         break
       case 'extensions':
         if (!Array.isArray(value) || !value.every((name) => typeof name === 'string')) fail(option, 'must be an array of extension names')

@@ -12,7 +12,7 @@ if (!dataDir) {
   process.exit(2)
 }
 
-const dev = await startDevDb({ ...(JSON.parse(optionsJson ?? '{}') as object), dataDir })
+const dev = await startDevDb({ migrations: false, ...(JSON.parse(optionsJson ?? '{}') as object), dataDir })
 const gc = (globalThis as { gc?: () => void }).gc
 
 let closing: Promise<void> | undefined

@@ -12,7 +12,7 @@ const CLOSE_DEADLINE_MS = 5_000
 export interface DevDbHarness {
   /** A fresh copy of the template data dir, removed after the test. */
   scratchDataDir(): Promise<string>
-  /** startDevDb on a fresh copy unless `dataDir` is given; closed after the test. */
+  /** startDevDb on a fresh copy unless `dataDir` is given, no migrations unless given; closed after the test. */
   start(options?: DevDbOptions): Promise<DevDb>
   /** A raw client that has finished startup (extra StartupMessage parameters optional); destroyed after the test. */
   connect(url: string, params?: Record<string, string>): Promise<RawClient>
@@ -35,7 +35,7 @@ export function useDevDbs(): DevDbHarness {
   return {
     scratchDataDir,
     async start(options = {}) {
-      const dev = await startDevDb({ ...options, dataDir: options.dataDir ?? (await scratchDataDir()) })
+      const dev = await startDevDb({ migrations: false, ...options, dataDir: options.dataDir ?? (await scratchDataDir()) })
       devs.push(dev)
       return dev
     },
@@ -54,9 +54,9 @@ export async function scratchDir(prefix: string): Promise<string> {
   return dir
 }
 
-/** startDevDb, closed when the test finishes. */
+/** startDevDb (no migrations unless given, wherever the test runs), closed when the test finishes. */
 export async function startForTest(options: DevDbOptions): Promise<DevDb> {
-  const dev = await startDevDb(options)
+  const dev = await startDevDb({ migrations: false, ...options })
   onTestFinished(() => dev.close())
   return dev
 }

@@ -83,7 +83,7 @@ describe('pglite-dev-db CLI', () => {
 
     const env = { PGLITE_DEV_DB_PORT: '7000', PGLITE_DEV_DB_MEMORY: '1', PGLITE_DEV_DB_NO_MIGRATIONS: 'true' }
     const fromEnv = parseCliOptions([], env, 'migrations').devDb
-    expect([fromEnv.port, fromEnv.dataDir, fromEnv.migrations]).toEqual([7000, undefined, undefined])
+    expect([fromEnv.port, fromEnv.dataDir, fromEnv.migrations]).toEqual([7000, undefined, false])
     // A flag beats its own twin and the twin of its opposite.
     const fromFlags = parseCliOptions(['--port', '0', '--data-dir', 'here', '--migrations', 'm'], env, 'migrations').devDb
     expect([fromFlags.port, fromFlags.dataDir, fromFlags.migrations]).toEqual([0, 'here', 'm'])

@@ -19,7 +19,7 @@ async function serve(options: DevDbOptions = {}): Promise<Served> {
   const sink = (record: LogRecord) => {
     if (record.msg === 'database created') created.push(`${String(record.fields['database'])}: ${String(record.fields['why'])}`)
   }
-  const dev = await startDevDb({ logger: createLogger({ level: 'info', sink }), ...options })
+  const dev = await startDevDb({ migrations: false, logger: createLogger({ level: 'info', sink }), ...options })
   onTestFinished(() => dev.close())
   return { dev, created }
 }

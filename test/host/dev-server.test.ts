@@ -88,7 +88,7 @@ describe('url, port and close', () => {
     let port = 0
     let db: DevDb['db'] | undefined
     {
-      await using dev = await startDevDb({ dataDir })
+      await using dev = await startDevDb({ dataDir, migrations: false })
       port = dev.port
       db = dev.db
       expect(await isListening(port)).toBe(true)
@@ -220,7 +220,7 @@ describe('options', () => {
   it('a second startDevDb on a dataDir in use rejects with ERR_DATA_DIR_LOCKED; the first keeps serving, and after its close the dir opens again', async () => {
     const dataDir = await scratchDataDir()
     const first = await start({ dataDir })
-    const error = await startDevDb({ dataDir }).then(() => null, (e: unknown) => e)
+    const error = await startDevDb({ dataDir, migrations: false }).then(() => null, (e: unknown) => e)
     expect(error).toMatchObject({ code: 'ERR_DATA_DIR_LOCKED', message: expect.stringContaining(`pid ${process.pid}, this process`) })
     const client = await connect(first.url)
     expect((await client.query('select 1 as one')).rows).toEqual([['1']])

@@ -6,7 +6,7 @@
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
 import { existsSync, readFileSync } from 'node:fs'
-import { copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
 import { createInterface } from 'node:readline'
@@ -16,6 +16,7 @@ import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest'
 import { runProcess } from '../../harness/process.ts'
 import { withDeadline } from '../../harness/raw-client.ts'
 import { CAN_FETCH_NODE, NODE_VERSIONS, nodeBinDir, npmEnv } from '../helpers/node-versions.ts'
+import { packedTarball } from '../helpers/packed.ts'
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url))
 const FIXTURES = path.join(ROOT, 'test', 'fixtures', 'package')
@@ -80,8 +81,7 @@ let consumer = ''
 beforeAll(async () => {
   work = await mkdtemp(path.join(os.tmpdir(), 'pglite-dev-db-package-'))
   // prepack builds dist/ first: what is installed below is what `npm publish` would upload.
-  const packed = await must('npm pack', 'npm', ['pack', '--json', '--pack-destination', work], { cwd: ROOT, deadlineMs: 180_000 })
-  tarball = path.join(work, (JSON.parse(packed.slice(packed.indexOf('['))) as Array<{ filename: string }>)[0]!.filename)
+  tarball = await packedTarball()
   consumer = await project('consumer')
   for (const file of ['consumer.mjs', 'consumer.cjs', 'consumer.ts', 'pglite-socket-check.mjs']) await copyFile(path.join(FIXTURES, file), path.join(consumer, file))
   await copyFile(path.join(FIXTURES, 'consumer.ts'), path.join(consumer, 'consumer.mts'))
@@ -104,6 +104,8 @@ describe('the packed package', () => {
     const tops = new Set(files.map((file) => file.split('/').slice(1, file.startsWith('package/dist/') ? 3 : 2).join('/')))
     expect([...tops].sort()).toEqual(['README.md', 'bin', 'dist/cjs', 'dist/esm', 'docs', 'package.json', 'patches'])
     expect(files).toContain('package/dist/esm/host/engine/thread-worker.js')
+    // The pages users read, and no result files.
+    expect(files.filter((file) => file.startsWith('package/docs/') && !file.endsWith('.md'))).toEqual([])
     expect(files.filter((file) => /\.ts$/.test(file) && !file.endsWith('.d.ts'))).toEqual([])
     const manifest = JSON.parse(await readFile(path.join(consumer, 'node_modules', 'pglite-dev-db', 'package.json'), 'utf8')) as { scripts: Record<string, string>; dependencies: Record<string, string> }
     // npm 11 asks a user to approve these (prepare too, for a tarball install); the clone's patch-package runs on
@@ -112,15 +114,19 @@ describe('the packed package', () => {
     expect(Object.keys(manifest.dependencies).sort()).toEqual(Object.keys(PACKAGE.dependencies).sort())
   })
 
-  it('links only to files it holds (README, docs)', async () => {
+  it('links only to files it holds (README, docs), or to the repository\'s CONTRIBUTING.md', async () => {
     onTestFailed(() => void (keep = true))
     const installed = path.join(consumer, 'node_modules', 'pglite-dev-db')
+    const docs = (await readdir(path.join(installed, 'docs'))).map((name) => `docs/${name}`)
+    expect(docs.sort()).toEqual((await readdir(path.join(ROOT, 'docs'))).filter((name) => name.endsWith('.md')).map((name) => `docs/${name}`).sort())
     const missing: string[] = []
-    for (const file of ['README.md', 'docs/PACKAGE.md', 'docs/ARCHITECTURE.md', 'docs/BENCHMARKS.md', 'docs/conformance.md', 'patches/README.md']) {
+    for (const file of ['README.md', ...docs, 'patches/README.md']) {
       const text = await readFile(path.join(installed, file), 'utf8')
       for (const [, target] of text.matchAll(/\]\(([^)\s]+)\)/g)) {
         if (/^[a-z]+:/i.test(target!) || target!.startsWith('#')) continue
         const relative = path.join(path.dirname(file), decodeURIComponent(target!.replace(/#.*$/, '')))
+        // For working on pglite-dev-db itself, in a clone: not shipped.
+        if (relative === 'CONTRIBUTING.md' && existsSync(path.join(ROOT, relative))) continue
         if (!existsSync(path.join(installed, relative))) missing.push(`${file} -> ${target}`)
       }
     }
@@ -240,14 +246,14 @@ describe('for pglite-socket users', () => {
     expect(result).toEqual({ patchedBy: 'pglite-dev-db', ok: 120, wrong: 0, errors: [] })
   })
 
-  it('the patch file with patch-package, following the README', { timeout: TIMEOUT_MS }, async () => {
+  it('the patch file with patch-package, following docs/pglite-socket.md', { timeout: TIMEOUT_MS }, async () => {
     onTestFailed(() => void (keep = true))
     const app = await project('patched-app')
     await copyFile(path.join(FIXTURES, 'pglite-socket-check.mjs'), path.join(app, 'pglite-socket-check.mjs'))
     await must('installing stock pglite-socket', 'npm', ['install', ...INSTALL_FLAGS, STOCK_SOCKET, pin('@electric-sql/pglite'), pin('pg')], { cwd: app, deadlineMs: 180_000 })
     const stock = lastJsonLine(await must('the stock check', process.execPath, ['pglite-socket-check.mjs', '@electric-sql/pglite-socket'], { cwd: app }))
     expect(stock.patchedBy).toBeNull()
-    // The README's steps, with the local tarball in place of `npm pack pglite-dev-db@VERSION`.
+    // docs/pglite-socket.md's steps, with the tarball.
     await must('npm i -D patch-package', 'npm', ['install', ...INSTALL_FLAGS, '-D', pin('patch-package')], { cwd: app, deadlineMs: 180_000 })
     await must('npm pkg set scripts.postinstall', 'npm', ['pkg', 'set', 'scripts.postinstall=patch-package'], { cwd: app })
     await mkdir(path.join(app, 'patches'))

@@ -32,7 +32,7 @@ async function writeMigrations(dir: string, sql: string): Promise<void> {
 /** Start with a logger that records what the start did; returns the server and its log messages. */
 async function startLogged(options: DevDbOptions): Promise<{ dev: DevDb; messages: string[] }> {
   const records: LogRecord[] = []
-  const dev = await startDevDb({ ...options, logger: createLogger({ level: 'info', sink: (record) => records.push(record) }) })
+  const dev = await startDevDb({ migrations: false, ...options, logger: createLogger({ level: 'info', sink: (record) => records.push(record) }) })
   devs.push(dev)
   const messages = records.map((r) => (r.fields['from'] ? `${r.msg} from ${String(r.fields['from'])}` : r.msg))
   return { dev, messages }
@@ -127,5 +127,30 @@ describe('migrated templates', () => {
     expect(await tables(plain.dev)).toEqual(['alpha'])
     // No template; the TLS certificate is kept there too.
     expect((await readdir(cacheDir)).filter((name) => name !== 'tls')).toEqual([])
+  })
+})
+
+describe('the migrations startDevDb applies when none is named', () => {
+  // Two template builds (initdb each): a minute and more on a loaded 2-core machine. The order of the places looked
+  // in is findMigrations' own, tested in test/unit/cli-defaults.test.ts.
+  it("are drizzle-kit's, found as the command finds them (the config's out); false applies none", { timeout: 150_000 }, async () => {
+    const project = await scratch('project')
+    const cacheDir = await scratch('cache')
+    await writeMigrations(path.join(project, 'db', 'out'), 'CREATE TABLE from_config (id int primary key);')
+    await writeMigrations(path.join(project, 'drizzle'), 'CREATE TABLE from_drizzle (id int primary key);')
+    await writeFile(path.join(project, 'drizzle.config.ts'), "export default { dialect: 'postgresql', out: './db/out' }\n")
+    // startDevDb looks in the working directory, as a user's test runner or script starts it (forks: this file's own process).
+    const cwd = process.cwd()
+    process.chdir(project)
+    try {
+      const configured = await startLogged({ migrations: undefined, cacheDir })
+      expect(configured.messages).toContain('applying migrations from out in drizzle.config.ts')
+      expect(await tables(configured.dev)).toEqual(['from_config'])
+      const none = await startLogged({ migrations: false, cacheDir })
+      expect(none.messages.filter((m) => m.startsWith('applying migrations'))).toEqual([])
+      expect(await tables(none.dev)).toEqual([])
+    } finally {
+      process.chdir(cwd)
+    }
   })
 })

@@ -30,7 +30,7 @@ beforeAll(async () => {
 afterAll(() => rm(sharedCacheDir, { recursive: true, force: true }))
 
 async function serve(options: DevDbOptions = {}): Promise<DevDb> {
-  const dev = await startDevDb({ cacheDir: sharedCacheDir, ...options })
+  const dev = await startDevDb({ cacheDir: sharedCacheDir, migrations: false, ...options })
   onTestFinished(() => dev.close())
   return dev
 }

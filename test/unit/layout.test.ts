@@ -12,6 +12,7 @@ const REPO = fileURLToPath(new URL('../..', import.meta.url))
 const RANKS: ReadonlyArray<[part: string, rank: number]> = [
   ['src/index.ts', 0],
   ['src/cli', 0],
+  ['src/runners', 0],
   ['src/host', 1],
   ['src/socket/index.ts', 2],
   ['src/socket/server.ts', 3],

@@ -44,7 +44,7 @@ afterAll(() => rm(scratch, { recursive: true, force: true }))
 async function recordTrace(name: string, run: (url: string) => Promise<void>): Promise<string> {
   const file = path.join(scratch, `${name}.jsonl`)
   const dataDir = await copyTemplate()
-  const dev = await startDevDb({ dataDir, trace: file })
+  const dev = await startDevDb({ dataDir, trace: file, migrations: false })
   try {
     await run(dev.url)
   } finally {

@@ -1,5 +1,5 @@
-// Where the command looks for migrations when --migrations is not given: where drizzle-kit puts them. The `out` of a
-// drizzle.config.* in the working directory, else ./drizzle (drizzle-kit's default `out`), else ./migrations.
+// Where startDevDb and the command look for migrations when none is named: where drizzle-kit puts them. The `out` of
+// a drizzle.config.* in the working directory, else ./drizzle (drizzle-kit's default `out`), else ./migrations.
 
 import { existsSync, readFileSync } from 'node:fs'
 import path from 'node:path'
