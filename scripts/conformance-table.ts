@@ -110,8 +110,8 @@ const LIMITS = [
   '  reach the next client.',
   '- A startup setting PostgreSQL refuses closes the connection at its first query, not at connect: startup settings',
   '  are applied when the client first gets the session, so connecting never waits for another transaction.',
-  '- `current_database()` returns `postgres` in every database, and `pg_database` lists only `postgres`,',
-  '  `template0` and `template1`: each database is its own PGlite cluster, whose one database is named `postgres`.',
+  '- `pg_database` lists only the database you are connected to, `template0` and `template1`: each database is its own',
+  '  PGlite cluster, whose one database carries the name clients gave it.',
   '',
 ]
 
