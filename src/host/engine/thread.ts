@@ -2,13 +2,14 @@
 // startDevDb use. Several databases then run on several cores, and the thread serving the sockets never runs Postgres.
 
 import { Worker } from 'node:worker_threads'
-import { Mutex, type Results } from '@electric-sql/pglite'
+import type { Results } from '@electric-sql/pglite'
 import {
   decodeThreadError,
   type CrossingQueryOptions, type CrossingResults, type ThreadExecOptions, type ThreadInit, type ThreadPGliteOptions, type ThreadQueryOptions, type ThreadReply,
   type ThreadRequest,
 } from './thread-messages.ts'
 import { ProtocolCalls, type OutputSink } from './calls.ts'
+import { Turns } from './turns.ts'
 import { bootstrap, pgliteWasm } from './thread-bootstrap.ts'
 import { workerInspector } from './interrupt.ts'
 import { ringBuffer } from './ring.ts'
@@ -57,7 +58,7 @@ export class DbThread {
   readonly #protocol: ProtocolCalls
   /** The other requests (query, exec, dump, close), by id, through messages. */
   readonly #calls = new Map<number, Call>()
-  readonly #lock = new Mutex()
+  readonly #lock = new Turns()
   #nextId = 1
   /** Set once PGlite (or its thread) died; every later call fails with it at once. */
   #dead: Error | null = null
@@ -134,7 +135,7 @@ export class DbThread {
 
   /** Holds the lock that query/exec/transaction/dumpDataDir take, as PGlite's does; the raw calls take none. */
   runExclusive<T>(fn: () => Promise<T>): Promise<T> {
-    return this.#lock.runExclusive(fn)
+    return this.#lock.run(fn)
   }
 
   /**
@@ -201,11 +202,11 @@ export class DbThread {
   }
 
   query<T>(sql: string, params?: unknown[], options?: ThreadQueryOptions): Promise<Results<T>> {
-    return this.#lock.runExclusive(() => this.#query<T>(sql, params, options))
+    return this.#lock.run(() => this.#query<T>(sql, params, options))
   }
 
   exec(sql: string, options?: ThreadExecOptions): Promise<Array<Results>> {
-    return this.#lock.runExclusive(() => this.#exec(sql, options))
+    return this.#lock.run(() => this.#exec(sql, options))
   }
 
   /**
@@ -213,7 +214,7 @@ export class DbThread {
    * so nothing else (a client's batch through runExclusive) runs inside the transaction.
    */
   transaction<T>(callback: (tx: DbThreadTransaction) => Promise<T>): Promise<T> {
-    return this.#lock.runExclusive(async () => {
+    return this.#lock.run(async () => {
       await this.#exec('BEGIN')
       let open = true
       const ensureOpen = () => {
@@ -245,7 +246,7 @@ export class DbThread {
   }
 
   async dumpDataDir(compression?: 'auto' | 'gzip' | 'none'): Promise<File | Blob> {
-    const dump = (await this.#lock.runExclusive(() => this.#request({ op: 'dumpDataDir', ...(compression ? { compression } : {}) }))) as {
+    const dump = (await this.#lock.run(() => this.#request({ op: 'dumpDataDir', ...(compression ? { compression } : {}) }))) as {
       bytes: ArrayBuffer
       name: string | null
       type: string
