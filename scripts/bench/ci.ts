@@ -187,14 +187,16 @@ function forkWorker(index: number, config: WorkerConfig): Worker {
   // A 'go' sent to a worker that already died: its exit reports it.
   child.on('error', (error) => note(`IPC: ${error.message}`))
   const exited = new Promise<string>((resolve) => child.once('exit', (code, signal) => resolve(`exited (${code ?? signal}) without a report${lines.length ? `: ${lines.join(' / ')}` : ''}`)))
-  const loaded = new Promise<void>((resolve, reject) => {
-    child.on('message', (m: WorkerMessage) => m.type === 'loaded' && resolve())
-    exited.then((why) => reject(new Error(`worker ${index + 1} ${why}`)))
-  })
-  const report = new Promise<Report>((resolve) => {
-    child.on('message', (message: WorkerMessage) => message.type !== 'loaded' && resolve({ message, at: performance.now() }))
-    exited.then((why) => resolve({ message: { type: 'failed', verdict: 'error', detail: why }, at: performance.now() }))
-  })
+  const loaded = Promise.race([
+    new Promise<void>((resolve) => child.on('message', (m: WorkerMessage) => m.type === 'loaded' && resolve())),
+    exited.then((why): never => {
+      throw new Error(`worker ${index + 1} ${why}`)
+    }),
+  ])
+  const report = Promise.race([
+    new Promise<Report>((resolve) => child.on('message', (message: WorkerMessage) => message.type !== 'loaded' && resolve({ message, at: performance.now() }))),
+    exited.then((why): Report => ({ message: { type: 'failed', verdict: 'error', detail: why }, at: performance.now() })),
+  ])
   const kill = () => {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
   }
