@@ -229,9 +229,9 @@ async function runSuite(configs: WorkerConfig[], sample: () => void): Promise<Ci
     await withDeadline(Promise.all(workers.map((w) => w.loaded)), LOAD_DEADLINE_MS, 'workers loading')
     const go = performance.now()
     for (const w of workers) w.child.send({ type: 'go' })
-    const stalled = (w: Worker): Report => ({ message: { type: 'failed', verdict: 'stalled', detail: `no report within ${SUITE_DEADLINE_MS} ms` }, at: performance.now() })
+    const stalled = (): Report => ({ message: { type: 'failed', verdict: 'stalled', detail: `no report within ${SUITE_DEADLINE_MS} ms` }, at: performance.now() })
     const reports = await Promise.all(workers.map((w) => withDeadline(w.report, SUITE_DEADLINE_MS, `worker ${w.index + 1}`).catch((error: unknown) => {
-      if (error instanceof StalledError) return stalled(w)
+      if (error instanceof StalledError) return stalled()
       throw error
     })))
     const run: CiRun = { verdict: 'ok', ms: null, firstQueryMs: [], testsMs: [], slowestTestMs: [] }

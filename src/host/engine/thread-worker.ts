@@ -133,7 +133,7 @@ async function runUnits(pglite: PGlite, stopping: CallHooks, id: number, units: 
     const { unit: bytes, fd, relayFrom } = units[unit]!
     watch.startUnit()
     output.beginUnit(unit, fd, relayFrom)
-    let run = false
+    let run: boolean
     try {
       // A unit stopped before it began (its client canceled it, or it waited too long) is not run: the server answers.
       run = stopping.beforeUnit(id, unit)

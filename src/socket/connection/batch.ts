@@ -89,10 +89,10 @@ export class BatchRunner {
     this.#state = context.messages.client
     this.#log = context.log
     this.wait = new SessionWait(client, context.backend, { idleTransactionWaitMs: context.idleTransactionWaitMs, log: context.log, refuse: (error, bytes) => void this.#refuse(error, bytes) })
-    const runner = this
+    const pipelineExecuted = (): boolean => this.#pipelineExecuted
     this.#turn = {
       get pipelineExecuted() {
-        return runner.#pipelineExecuted
+        return pipelineExecuted()
       },
       backend: context.backend,
       client: this.#state,
