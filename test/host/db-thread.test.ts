@@ -138,7 +138,7 @@ describe('a DbThread behind PGLiteSocketServer', () => {
     const [victim, bystander] = clients as [RawClient, RawClient]
     expect((await victim.query('create table t (a int)')).errors).toEqual([])
 
-    // A lone COPY FROM STDIN makes PGlite exit(1) (NOTES §1); the server never sends one, so it goes in directly.
+    // A lone COPY FROM STDIN makes PGlite exit(1); the server never sends one, so it goes in directly.
     const killed = db.runExclusive(() => db.execProtocolRawStream(wire.query('copy t from stdin'), { onRawData: () => {} }))
     await expect(killed).rejects.toMatchObject({ name: 'ExitStatus' })
 

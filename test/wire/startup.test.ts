@@ -95,7 +95,7 @@ describe.concurrent.each(targets)('startup on $name', (target) => {
   })
 })
 
-// Stock's PGlite spins forever on garbage (NOTES §1), which would freeze an in-process test: a child process each.
+// Stock's PGlite spins forever on garbage, which would freeze an in-process test: a child process each.
 describe.each(targets)('garbage on $name', (target) => {
   it('closes a client that sends garbage with FATAL 08P01, and only that client', async () => {
     const server = await target.spawn()

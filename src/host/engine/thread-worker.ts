@@ -101,7 +101,7 @@ async function runCall(pglite: PGlite, stopping: CallHooks, { id, bytes, isUnits
   stopping.beforeCall(id)
   let failure: unknown = null
   try {
-    // After a fatal error the next call into PGlite would spin this thread forever (NOTES §4): answer without it.
+    // After a fatal error the next call into PGlite would spin this thread forever: answer without it.
     if (dead) throw dead
     if (isUnits) await runUnits(pglite, stopping, id, decodeUnits(bytes), output)
     else await pglite.execProtocolRawStream(bytes, { onRawData: output.onRawData })
