@@ -280,7 +280,9 @@ async function main(): Promise<void> {
   for (const signal of ['SIGINT', 'SIGTERM'] as const) {
     process.once(signal, () => {
       progress(`${signal}: cleaning up`)
-      releaseAll().finally(() => process.exit(130))
+      releaseAll()
+        .catch((error: unknown) => progress(`cleaning up failed: ${(error as Error)?.message ?? String(error)}`))
+        .finally(() => process.exit(130))
     })
   }
   // A driver that rejects after its cell is over must not end the whole run; it is reported.

@@ -67,7 +67,7 @@ export function isDisconnectError(error: unknown): boolean {
   return error instanceof Error && DISCONNECT_CODES.has((error as NodeJS.ErrnoException).code ?? '')
 }
 
-/** PGlite's WASM runtime threw something that leaves the instance unusable (see NOTES §4). */
+/** PGlite's WASM runtime threw something that leaves the instance unusable. */
 export function isPGliteFatal(error: unknown): boolean {
   if (typeof error !== 'object' || error === null) return false
   const name = (error as { name?: unknown }).name

@@ -3,7 +3,7 @@
 // what is left 60 s after the clients left (the goal: within 64 MB of idle).
 import net from 'node:net'
 import { connectClient, seconds, sleep, timedQuery } from './clients.ts'
-import { describeMemory, IDLE_ALLOWANCE_MB, memoryFigures, startSampler, type MemoryFigures, type Sampler } from './memory.ts'
+import { describeMemory, IDLE_ALLOWANCE_MB, memoryFigures, startSampler, type Sampler } from './memory.ts'
 import type { Measured, RunContext, Scenario } from './scenario.ts'
 import { endQuietly, type Target } from './targets.ts'
 import { StalledError, toAddress, withDeadline, type RawClient } from '../raw-client.ts'

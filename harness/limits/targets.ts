@@ -124,7 +124,7 @@ export async function startOurs(options: OursOptions = {}): Promise<Target> {
       const line = stdout.split('\n').find((l) => l.startsWith('postgres://'))
       if (line) resolve(line.trim())
     })
-    exited.then(() => reject(new Error(`pglite-dev-db exited before printing its URL:\n${lines.join('\n')}`)))
+    child.once('exit', () => reject(new Error(`pglite-dev-db exited before printing its URL:\n${lines.join('\n')}`)))
   })
   let stopping: Promise<StopOutcome> | undefined
   const target: Target = {

@@ -1,5 +1,5 @@
 // Past maxConnections a client must get a Postgres reply it understands: ErrorResponse FATAL 53300
-// "sorry, too many clients already" after its startup packet, then the close (NOTES §3). Admitted clients keep working.
+// "sorry, too many clients already" after its startup packet, then the close. Admitted clients keep working.
 import { BackendError, connectRaw, withDeadline, type RawClient } from '../raw-client.ts'
 import * as wire from '../wire.ts'
 import { attempt, closeAll, createTally, recordFailure, verdictOf, type Outcome, type Scenario } from './outcome.ts'

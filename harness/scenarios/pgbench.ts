@@ -112,7 +112,7 @@ export async function pgbench(url: string, options: PgbenchOptions = {}): Promis
   }
   const tally = createTally()
   const details: Record<string, unknown> = {}
-  // Server-side data generation (G): pgbench's default client-side COPY FROM STDIN kills a stock PGlite (NOTES §1).
+  // Server-side data generation (G): pgbench's default client-side COPY FROM STDIN kills a stock PGlite.
   const init = await runPgbench(url, ['-i', '-s', '1', '-I', 'dtGvp', '-q'], { ...resolved, idleProgressReports: Infinity })
   const isInitialized = await attempt(tally, async () =>
     init.exitCode === 0 ? true : Promise.reject(Object.assign(new Error(init.stderr.trim()), { code: init.isKilled ? 'STALLED_INIT' : 'PGBENCH_INIT' })),

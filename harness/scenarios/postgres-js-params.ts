@@ -1,5 +1,5 @@
 // postgres.js with `prepare: false` (drizzle's shape): every query is an unnamed statement sent as
-// Parse+Describe+Flush, then Bind+Execute+Sync (NOTES §2). Several clients alternating 1- and 5-parameter queries
+// Parse+Describe+Flush, then Bind+Execute+Sync. Several clients alternating 1- and 5-parameter queries
 // expose any server that lets another client's Parse in between. Every returned row is checked.
 import postgres from 'postgres'
 import { withDeadline } from '../raw-client.ts'

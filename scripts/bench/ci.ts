@@ -187,14 +187,16 @@ function forkWorker(index: number, config: WorkerConfig): Worker {
   // A 'go' sent to a worker that already died: its exit reports it.
   child.on('error', (error) => note(`IPC: ${error.message}`))
   const exited = new Promise<string>((resolve) => child.once('exit', (code, signal) => resolve(`exited (${code ?? signal}) without a report${lines.length ? `: ${lines.join(' / ')}` : ''}`)))
-  const loaded = new Promise<void>((resolve, reject) => {
-    child.on('message', (m: WorkerMessage) => m.type === 'loaded' && resolve())
-    exited.then((why) => reject(new Error(`worker ${index + 1} ${why}`)))
-  })
-  const report = new Promise<Report>((resolve) => {
-    child.on('message', (message: WorkerMessage) => message.type !== 'loaded' && resolve({ message, at: performance.now() }))
-    exited.then((why) => resolve({ message: { type: 'failed', verdict: 'error', detail: why }, at: performance.now() }))
-  })
+  const loaded = Promise.race([
+    new Promise<void>((resolve) => child.on('message', (m: WorkerMessage) => m.type === 'loaded' && resolve())),
+    exited.then((why): never => {
+      throw new Error(`worker ${index + 1} ${why}`)
+    }),
+  ])
+  const report = Promise.race([
+    new Promise<Report>((resolve) => child.on('message', (message: WorkerMessage) => message.type !== 'loaded' && resolve({ message, at: performance.now() }))),
+    exited.then((why): Report => ({ message: { type: 'failed', verdict: 'error', detail: why }, at: performance.now() })),
+  ])
   const kill = () => {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
   }
@@ -227,9 +229,9 @@ async function runSuite(configs: WorkerConfig[], sample: () => void): Promise<Ci
     await withDeadline(Promise.all(workers.map((w) => w.loaded)), LOAD_DEADLINE_MS, 'workers loading')
     const go = performance.now()
     for (const w of workers) w.child.send({ type: 'go' })
-    const stalled = (w: Worker): Report => ({ message: { type: 'failed', verdict: 'stalled', detail: `no report within ${SUITE_DEADLINE_MS} ms` }, at: performance.now() })
+    const stalled = (): Report => ({ message: { type: 'failed', verdict: 'stalled', detail: `no report within ${SUITE_DEADLINE_MS} ms` }, at: performance.now() })
     const reports = await Promise.all(workers.map((w) => withDeadline(w.report, SUITE_DEADLINE_MS, `worker ${w.index + 1}`).catch((error: unknown) => {
-      if (error instanceof StalledError) return stalled(w)
+      if (error instanceof StalledError) return stalled()
       throw error
     })))
     const run: CiRun = { verdict: 'ok', ms: null, firstQueryMs: [], testsMs: [], slowestTestMs: [] }

@@ -27,7 +27,7 @@ export interface PgbenchResult {
 const lastLine = (text: string): string => text.trim().split('\n').filter((line) => !line.startsWith('progress:')).pop() ?? ''
 
 /**
- * `pgbench -i -s 1` (server-side generation, -I dtGvp: the default client-side COPY kills a stock PGlite, NOTES §1),
+ * `pgbench -i -s 1` (server-side generation, -I dtGvp: the default client-side COPY kills a stock PGlite),
  * then -c 8 -j 8 -T seconds in each query mode (-j = -c: libpq's PQprepare blocks its thread, see harness/scenarios/pgbench.ts).
  * A target that fails a mode is restarted and initialised again before the next.
  */

@@ -156,15 +156,18 @@ export function spawnServer(command: string, args: string[], options: SpawnOptio
     pid: child.pid,
     tail: () => lines.join('\n'),
     waitForLine(match, ms, what) {
-      const found = new Promise<string>((resolve, reject) => {
+      const seen = new Promise<string>((resolve) => {
         const watcher = (line: string) => {
           if (!match(line)) return
           watchers.delete(watcher)
           resolve(line)
         }
         watchers.add(watcher)
-        exited.then(([code, signal]) => reject(new Error(`${what}: the process exited (${String(code ?? signal ?? spawnError?.message)}):\n${lines.join('\n')}`)))
       })
+      const gone = exited.then(([code, signal]): never => {
+        throw new Error(`${what}: the process exited (${String(code ?? signal ?? spawnError?.message)}):\n${lines.join('\n')}`)
+      })
+      const found = Promise.race([seen, gone])
       return withDeadline(found, ms, what)
     },
     stop,

@@ -42,8 +42,8 @@ export interface BuildOptions {
 
 export class DatabaseBuilder {
   readonly #options: BuildOptions
-  /** In memory with a template: the next new database, loaded ahead so that creating one takes no wait. */
-  #spare: { thread: boolean; db: Promise<Instance> } | null = null
+  /** In memory with a template: the next new database, loaded ahead so that creating one takes no wait; null if it failed. */
+  #spare: { thread: boolean; db: Promise<Instance | null> } | null = null
   /** The migrated state's fingerprint, rows and sequences, read once from a fresh database (see baseline.ts). */
   #baseline: Promise<Baseline | null> | null = null
   /** Bundles a database loads beyond those every database loads (a CREATE EXTENSION asked for them), by name. */
@@ -90,7 +90,7 @@ export class DatabaseBuilder {
 
   /** Resolves once the spare (the next new in-memory database) has loaded, or at once if none is loading. */
   async spareLoaded(): Promise<void> {
-    await this.#spare?.db.catch(() => {})
+    await this.#spare?.db
   }
 
   /** The server is stopping: no spare is loaded from now on. */
@@ -102,7 +102,7 @@ export class DatabaseBuilder {
   async takeSpare(): Promise<Instance | null> {
     const spare = this.#spare
     this.#spare = null
-    return spare ? await spare.db.catch(() => null) : null
+    return spare ? await spare.db : null
   }
 
   /** The baseline (read when the first in-memory database was made, or now from a fresh copy); null if none can be read. */
@@ -132,15 +132,18 @@ export class DatabaseBuilder {
     // Taken before the next await: two databases created at once must never get the same spare.
     const spare = this.#spare?.thread === thread ? this.#spare : null
     if (spare) this.#spare = null
-    const db = await (spare?.db ?? this.build(null, thread))
+    const db = (await spare?.db) ?? (await this.build(null, thread))
     // Still at the migrated state and not yet anyone's: the moment to read what a reset puts back.
     this.#baseline ??= readBaseline(db).catch((error: unknown) => this.#noBaseline(error))
     await this.#baseline
     if (name !== CLUSTER_DATABASE) await renameDatabase(db, CLUSTER_DATABASE, name)
     if (this.#spare === null && !this.#stopped) {
-      this.#spare = { thread: this.threads, db: this.build(null, this.threads) }
-      // A spare that fails to load is not an error yet: the next database loads without it, and says why then.
-      this.#spare.db.catch(() => {})
+      // A spare that fails to load is not an error yet: the next database is built without it.
+      const db = this.build(null, this.threads).catch((error: unknown) => {
+        this.#options.log.warn('a database loaded ahead failed; the next one is built when asked for', { error })
+        return null
+      })
+      this.#spare = { thread: this.threads, db }
     }
     return db
   }

@@ -257,8 +257,15 @@ export class Databases implements DatabaseCatalog {
     const started = performance.now()
     void this.#serialize(name, async () => {
       if (this.#open.get(name) !== dead) return
-      const rescued = this.#dirFor(name) === null || (name === MAIN_DATABASE && this.#options.dataDir === null) ? await dead.rescueFiles().catch(() => null) : null
-      await dead.close(0).catch(() => {})
+      const inMemory = this.#dirFor(name) === null || (name === MAIN_DATABASE && this.#options.dataDir === null)
+      // Files that cannot be read back leave the migrated state to reopen from (logged below as what was lost).
+      const rescued = inMemory
+        ? await dead.rescueFiles().catch((error: unknown) => {
+            log.warn('the stopped database\'s files could not be read back', { database: name, error })
+            return null
+          })
+        : null
+      await dead.close(0).catch((error: unknown) => log.warn('the stopped database\'s thread did not end cleanly', { database: name, error }))
       const dir = this.#onDisk(name)
       let giveUpAt = started + RECOVERY_GIVE_UP_MS
       for (let attempt = 1; !this.#closed; attempt++) {
@@ -363,6 +370,7 @@ export class Databases implements DatabaseCatalog {
     // close() waits for the work queued so far; nothing may start after it.
     if (this.#closed) return Promise.reject(new Error('the server is stopping'))
     const run = (this.#work.get(name) ?? Promise.resolve()).then(work, work)
+    // eslint-disable-next-line no-restricted-syntax -- the caller gets the error from `run`; the queue only waits for it
     const tail = run.catch(() => {})
     this.#work.set(name, tail)
     void tail.then(() => {

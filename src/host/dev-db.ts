@@ -15,7 +15,7 @@ import { findMigrations } from './migrations-dir.ts'
 import { Databases, MAIN_DATABASE } from './databases.ts'
 import type { Instance } from './database-builder.ts'
 import { DbThread } from './engine/thread.ts'
-import { installedNotLoaded, loadExtensions, resolveExtensionNames, type LoadedExtensions } from './extensions.ts'
+import { installedNotLoaded, loadExtensions, type LoadedExtensions } from './extensions.ts'
 import { reportSlowStep, type ProgressOptions } from './progress.ts'
 import { readSnapshot } from './snapshot.ts'
 import { PGLiteSocketServer, type PGLiteSocketServerOptions } from '../socket/server.ts'
@@ -180,7 +180,7 @@ export async function startDevDb(given: DevDbOptions = {}): Promise<DevDb> {
     // At trace level every frame in and out is logged as a hex dump: the protocol trace for interleaving bugs.
     inspect: log.enabled('trace'),
   }
-  let server: PGLiteSocketServer | null = null
+  let server: PGLiteSocketServer
   try {
     // --- Listen, migrate, admit ---
     // Migrations start once the socket listens; until they are done, clients are told 57P03 "starting up".

@@ -44,7 +44,7 @@ export interface MigrationResult {
 
 /**
  * Applies every journal entry newer than the last recorded one. Call it before the server listens: PGlite's
- * `runExclusive` does not hold the transaction lock (NOTES §4). Throws DevServerError('ERR_MIGRATION').
+ * `runExclusive` does not hold the transaction lock. Throws DevServerError('ERR_MIGRATION').
  */
 export async function applyMigrations(db: SqlDb, migrationsDir: string, log: Logger, progress: ProgressOptions = {}): Promise<MigrationResult> {
   const started = performance.now()

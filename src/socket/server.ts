@@ -135,7 +135,7 @@ export class PGLiteSocketServer extends EventTarget {
     )
     this.#options = connectionOptions({ ...options, idleTimeoutMs: options.idleTimeoutMs ?? options.idleTimeout })
     const databases = options.databases ?? null
-    const server = this
+    const trace = (): TraceFile | null => this.#trace
     this.#connectionHost = {
       session: this.#session,
       databases,
@@ -148,7 +148,7 @@ export class PGLiteSocketServer extends EventTarget {
       log: this.#log,
       options: this.#options,
       get trace() {
-        return server.#trace
+        return trace()
       },
       admit: (connection) => {
         if (!this.#active) return new WireError('FATAL', SqlState.CannotConnectNow, 'the database system is shutting down')

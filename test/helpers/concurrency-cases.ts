@@ -56,7 +56,7 @@ interface Case {
    * loaded machine. Absent: the scenario's default.
    */
   stockDeadlineMs?: number
-  /** Run the server in a child process: stock's PGlite may busy-loop the thread it runs on (NOTES §1). */
+  /** Run the server in a child process: stock's PGlite may busy-loop the thread it runs on. */
   inChildProcess?: boolean
 }
 

@@ -1,5 +1,5 @@
 // Per-test PGlite instances, opened from a copy of the template data dir that global-setup.ts initdb'd once:
-// a copy plus reopen costs ~0.4 s where PGlite.create() in memory costs 2–4 s and twice the memory (NOTES §4).
+// a copy plus reopen costs ~0.4 s where PGlite.create() in memory costs 2–4 s and twice the memory.
 import { constants } from 'node:fs'
 import { access, cp, mkdtemp, rm } from 'node:fs/promises'
 import os from 'node:os'

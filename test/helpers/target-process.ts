@@ -11,14 +11,16 @@ if ((name !== 'stock' && name !== 'patched') || !dataDir) {
 
 const running = await startInProcess(name as TargetName, JSON.parse(optionsJson ?? '{}') as ServerOptions, dataDir)
 let stopping = false
-const stop = async () => {
+const stop = (): void => {
   if (stopping) return
   stopping = true
-  try {
-    await running.close()
-  } finally {
-    process.exit(0)
-  }
+  running.close().then(
+    () => process.exit(0),
+    (error: unknown) => {
+      process.stderr.write(`target-process: close failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`)
+      process.exit(1)
+    },
+  )
 }
 process.once('SIGTERM', stop)
 process.stdin.on('end', stop)

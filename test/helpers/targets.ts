@@ -41,7 +41,7 @@ export interface Target {
   name: TargetName
   /**
    * Server and PGlite in this process: fast, and `db`/`server` are at hand. A PGlite that dies in a busy loop
-   * (stock after some inputs, NOTES §1) blocks this thread too, and then no deadline fires: use spawn() for those.
+   * (stock after some inputs) blocks this thread too, and then no deadline fires: use spawn() for those.
    */
   start(options?: ServerOptions): Promise<InProcessTarget>
   /** Server and PGlite in a child process (~1 s slower): close() kills it if it stops answering. */

@@ -56,7 +56,7 @@ async function client(url: string): Promise<pg.Client> {
   return c
 }
 
-function js(url: string, options: postgres.Options<{}> = {}): postgres.Sql {
+function js(url: string, options: postgres.Options<Record<string, postgres.PostgresType>> = {}): postgres.Sql {
   const sql = postgres(url, { max: 1, onnotice: () => {}, ...options })
   sqls.push(sql)
   return sql

@@ -8,7 +8,6 @@ import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
-import type { PGlite } from '@electric-sql/pglite'
 import postgres from 'postgres'
 import { afterEach, describe, expect, it, onTestFinished } from 'vitest'
 import { startDevDb, type DevDb, type DevDbOptions } from '../../src/host/dev-db.ts'
@@ -85,7 +84,7 @@ describe('url, port and close', () => {
 
   it('await using closes the server at the end of the scope', async () => {
     const dataDir = await scratchDataDir()
-    let port = 0
+    let port: number
     let db: DevDb['db'] | undefined
     {
       await using dev = await startDevDb({ dataDir, migrations: false })

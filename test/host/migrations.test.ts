@@ -16,7 +16,7 @@ import journal from '../../migrations/meta/_journal.json' with { type: 'json' }
 
 const REPO_MIGRATIONS = fileURLToPath(new URL('../../migrations', import.meta.url))
 const JOURNAL_TAGS = journal.entries.map((e) => e.tag)
-// initdb alone takes 2–4 s (NOTES §4); one instance per describe keeps the file at a few of them.
+// initdb alone takes 2–4 s; one instance per describe keeps the file at a few of them.
 const PGLITE_TIMEOUT_MS = 30_000
 
 function captureLogs() {

@@ -54,7 +54,7 @@ describe('start-up progress', () => {
     await first.firstLine
     first.stop()
     expect(await exit).toBe(0)
-    expect(first.stderr.join('\n')).toMatch(/ INFO  still working step="building the database template \(initdb \+ 2 migrations\)" ms=\d+/)
+    expect(first.stderr.join('\n')).toMatch(/ INFO {2}still working step="building the database template \(initdb \+ 2 migrations\)" ms=\d+/)
     expect(first.stderr.filter((line) => line.includes(' migration applied file=')).length).toBe(2)
   })
 })

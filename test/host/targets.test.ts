@@ -32,7 +32,7 @@ test('a spawned stock server whose PGlite wedged is still stopped by close()', a
   onTestFinished(() => running.close())
   const client = await connectRaw(running.url, { deadlineMs: 1_000 })
   onTestFinished(() => client.destroy())
-  // An unknown message type reaches stock's PGlite as is; afterwards it never answers again (NOTES §1).
+  // An unknown message type reaches stock's PGlite as is; afterwards it never answers again.
   await client.send(Buffer.from([0xff, 0, 0, 0, 4]))
   await expect(client.query('select 1')).rejects.toThrow(StalledError)
   await running.close()

@@ -140,7 +140,7 @@ describe('TLS', () => {
     expect((await client.query('select $1::int + 1 as n', [41])).rows).toEqual([{ n: 42 }])
     const stream = (client as unknown as { connection: { stream: TLSSocket } }).connection.stream
     expect(stream.alpnProtocol).toBe('postgresql')
-    const sql = postgres(dev.url, { ssl: 'require', sslnegotiation: 'direct', max: 1, onnotice: () => {} } as postgres.Options<{}>)
+    const sql = postgres(dev.url, { ssl: 'require', sslnegotiation: 'direct', max: 1, onnotice: () => {} } as postgres.Options<Record<string, postgres.PostgresType>>)
     onTestFinished(() => sql.end({ timeout: 5 }))
     expect(await withDeadline(sql`select ${'direct'}::text as t`.execute(), 10_000, 'postgres.js connects with direct TLS')).toEqual([{ t: 'direct' }])
   })

@@ -42,7 +42,7 @@ function setUp() {
         forEachFrame(bytes, (_, offset, length) => void out.push(summary(bytes.subarray(offset, offset + length))))
         return out
       },
-      close() {
+      async close() {
         client.closed = true
       },
       write: (bytes: Uint8Array) => void stream.push(Buffer.from(bytes)),

@@ -21,7 +21,7 @@ describe('OwnerScheduler', () => {
   it('cancelWait takes one waiter out of the line; the others keep their order', async () => {
     const s = new OwnerScheduler<string>()
     const log: string[] = []
-    s.acquire('owner')
+    expect(s.acquire('owner')).toBeNull()
     const b = job(s, 'b', log)
     const c = job(s, 'c', log)
     const d = job(s, 'd', log)
@@ -38,7 +38,7 @@ describe('OwnerScheduler', () => {
   it('serves waiters first-come first-served after the owner releases', async () => {
     const s = new OwnerScheduler<string>()
     const log: string[] = []
-    s.acquire('owner')
+    expect(s.acquire('owner')).toBeNull()
     const jobs = ['b', 'c', 'd'].map((id) => job(s, id, log))
     expect(s.waiting).toBe(3)
     s.release('owner')
@@ -81,7 +81,7 @@ describe('OwnerScheduler', () => {
   it('forget() drops a waiter with SchedulerClosedError and leaves the others in order', async () => {
     const s = new OwnerScheduler<string>()
     const log: string[] = []
-    s.acquire('owner')
+    expect(s.acquire('owner')).toBeNull()
     const gone = s.acquire('gone')!
     const stays = job(s, 'stays', log)
     s.forget('gone')
@@ -94,7 +94,7 @@ describe('OwnerScheduler', () => {
   it('forget() of the owner hands the session to the next waiter', async () => {
     const s = new OwnerScheduler<string>()
     const log: string[] = []
-    s.acquire('owner')
+    expect(s.acquire('owner')).toBeNull()
     const next = job(s, 'next', log)
     s.forget('owner')
     await next
@@ -103,7 +103,7 @@ describe('OwnerScheduler', () => {
 
   it('a waiter taken out of line (its queue timeout) leaves nothing behind: the next free session is granted at once', async () => {
     const s = new OwnerScheduler<string>()
-    s.acquire('owner')
+    expect(s.acquire('owner')).toBeNull()
     const timedOut = s.acquire('slow')!
     expect(s.cancelWait('slow', new Error('queue timeout'))).toBe(true)
     await expect(timedOut).rejects.toThrow('queue timeout')
@@ -114,14 +114,14 @@ describe('OwnerScheduler', () => {
 
   it('release() by a non-owner changes nothing', () => {
     const s = new OwnerScheduler<string>()
-    s.acquire('a')
+    expect(s.acquire('a')).toBeNull()
     s.release('b')
     expect(s.owner).toBe('a')
   })
 
   it('close() rejects every waiter and refuses new ones', async () => {
     const s = new OwnerScheduler<string>()
-    s.acquire('a')
+    expect(s.acquire('a')).toBeNull()
     const waiting = s.acquire('b')!
     s.close(new Error('database gone'))
     await expect(waiting).rejects.toThrow('database gone')

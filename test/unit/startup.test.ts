@@ -48,7 +48,7 @@ function setUp(options: { password?: string; refuse?: WireError; otherDatabases?
     remakeFailed: () => {},
     terminate: async (error) => void (recorded.terminated = error),
     write: (bytes) => void recorded.written.push(Buffer.from(bytes)),
-    close: () => void (recorded.closed = true),
+    close: async () => void (recorded.closed = true),
     startTls: () => {},
     fail: (error) => void (recorded.terminated = error instanceof WireError ? error : null),
     admitted: (admittedTo, database, early, open) => void (recorded.admitted = { database: admittedTo === session ? database : `other:${database}`, early, open }),

@@ -1,5 +1,5 @@
 // Failures inside the server's call into PGlite. Stock's queue keeps `processing` set after one thrown error, so
-// nobody is served again (NOTES §1, Defect B); ours fails only the client whose batch threw, unless PGlite itself died.
+// nobody is served again; ours fails only the client whose batch threw, unless PGlite itself died.
 import { afterEach, describe, expect, it } from 'vitest'
 import type { PGlite } from '@electric-sql/pglite'
 import * as wire from '../../harness/wire.ts'

@@ -362,10 +362,10 @@ export class ProtocolCalls {
   /** `wait`, or the thread's failure, whichever comes first. */
   async #abortable(wait: Promise<void>): Promise<void> {
     if (this.#failure) throw this.#failure
-    const failed = new Promise<void>((_, reject) => {
-      this.#onFailure = () => reject(this.#failure)
+    // Resolves on a failure, which the check after the race throws: a rejection would go unhandled once `wait` won.
+    const failed = new Promise<void>((resolve) => {
+      this.#onFailure = resolve
     })
-    failed.catch(() => {})
     try {
       await Promise.race([wait, failed])
     } finally {

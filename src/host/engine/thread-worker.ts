@@ -101,7 +101,7 @@ async function runCall(pglite: PGlite, stopping: CallHooks, { id, bytes, isUnits
   stopping.beforeCall(id)
   let failure: unknown = null
   try {
-    // After a fatal error the next call into PGlite would spin this thread forever (NOTES §4): answer without it.
+    // After a fatal error the next call into PGlite would spin this thread forever: answer without it.
     if (dead) throw dead
     if (isUnits) await runUnits(pglite, stopping, id, decodeUnits(bytes), output)
     else await pglite.execProtocolRawStream(bytes, { onRawData: output.onRawData })
@@ -133,7 +133,7 @@ async function runUnits(pglite: PGlite, stopping: CallHooks, id: number, units: 
     const { unit: bytes, fd, relayFrom } = units[unit]!
     watch.startUnit()
     output.beginUnit(unit, fd, relayFrom)
-    let run = false
+    let run: boolean
     try {
       // A unit stopped before it began (its client canceled it, or it waited too long) is not run: the server answers.
       run = stopping.beforeUnit(id, unit)

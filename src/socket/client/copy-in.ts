@@ -1,5 +1,5 @@
 // COPY ... FROM STDIN for a backend that cannot wait: PGlite must get the statement, all CopyData and the
-// CopyDone/CopyFail in one call (NOTES §4). What a client's COPY is, and the data it gathers until it is complete.
+// CopyDone/CopyFail in one call. What a client's COPY is, and the data it gathers until it is complete.
 
 export interface CopyFromStdin {
   /** The table as written in the statement (quotes kept), for a catalog lookup of its column count. */

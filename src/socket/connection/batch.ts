@@ -2,7 +2,7 @@
 // calls as possible (normally one); where the server takes a message over, what came before it runs first. Here too:
 // the release rule, and the answer to work whose wait (session-wait.ts) was refused (cancel, queue timeout).
 
-import type { Logger } from '../../log.ts'
+import { background, type Logger } from '../../log.ts'
 import { BackendCode, CODE_LENGTH, FrontendCode, TxStatus } from '../protocol/codes.ts'
 import { encodeReadyForQuery } from '../protocol/backend.ts'
 import { FLUSH, SYNC, isSingleUnit } from '../protocol/frontend.ts'
@@ -42,7 +42,8 @@ const CLOSE_UNNAMED_STATEMENT = Buffer.from([FrontendCode.Close, 0, 0, 0, 6, 0x5
 export interface BatchClient extends WaitingClient {
   /** Frames in and out are logged as hex dumps. */
   readonly inspect: boolean
-  close(): void
+  /** Resolves once the session holds nothing of the client: after this runner's batch, so never awaited from it. */
+  close(): Promise<void>
 }
 
 /** What the runner is given besides its connection. */
@@ -88,10 +89,10 @@ export class BatchRunner {
     this.#state = context.messages.client
     this.#log = context.log
     this.wait = new SessionWait(client, context.backend, { idleTransactionWaitMs: context.idleTransactionWaitMs, log: context.log, refuse: (error, bytes) => void this.#refuse(error, bytes) })
-    const runner = this
+    const pipelineExecuted = (): boolean => this.#pipelineExecuted
     this.#turn = {
       get pipelineExecuted() {
-        return runner.#pipelineExecuted
+        return pipelineExecuted()
       },
       backend: context.backend,
       client: this.#state,
@@ -152,7 +153,7 @@ export class BatchRunner {
           await this.#runSegment(messages.take(offset))
           messages.take(end)
           if (takeover.kind === 'terminate') {
-            this.#client.close()
+            background(this.#client.close(), 'close on Terminate', this.#log)
             return
           }
           if (!this.#discarding && states.isServing) this.#after(await this.#takeOver(takeover))

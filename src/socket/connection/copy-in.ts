@@ -1,4 +1,4 @@
-// COPY ... FROM STDIN, taken over: PGlite cannot wait for data in the middle of a call (NOTES §4), so the server
+// COPY ... FROM STDIN, taken over: PGlite cannot wait for data in the middle of a call, so the server
 // answers CopyInResponse itself, gathers the client's CopyData until CopyDone or CopyFail, and hands PGlite the
 // statement and all of its data in one call, bounded by maxCopyBytes.
 

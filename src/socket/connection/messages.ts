@@ -6,7 +6,7 @@
 
 import { FrontendCode, HEADER_LENGTH } from '../protocol/codes.ts'
 import { cstring, editMessage, sqlBounds, writeEdited, type Edit } from '../protocol/frontend.ts'
-import { UnnamedUse, unnamedUseStep } from '../protocol/unnamed-use.ts'
+import { unnamedUseStep } from '../protocol/unnamed-use.ts'
 import { parseCopyFromStdin, type CopyFromStdin } from '../client/copy-in.ts'
 import { NO_OP_STATEMENT, parseDatabaseCommand, rewriteResetCalls, type DatabaseCommand } from '../client/database-commands.ts'
 import { parseDiscard, rewriteStandIns, standInSql, type DiscardCommand, type StandIn } from '../client/discard.ts'
@@ -155,19 +155,33 @@ function Query(reader: MessageReader, bytes: Buffer, offset: number, end: number
   }
   if (words & Keyword.Authorization) {
     const rewritten = rewriteAuthorizationDefaults(sql)
-    if (rewritten !== null) (sql = rewritten), (changed = true)
+    if (rewritten !== null) {
+      sql = rewritten
+      changed = true
+    }
   }
   if (words & Keyword.StatementName) {
     const rewritten = prefixStatementNames(reader.statements, sql)
-    if (rewritten !== null) (sql = rewritten), (changed = true)
+    if (rewritten !== null) {
+      sql = rewritten
+      changed = true
+    }
   }
   if (words & Keyword.Declare || reader.statements.holdsCursors) {
     const rewritten = prefixCursorNames(reader.statements, sql)
-    if (rewritten !== null) (sql = rewritten), (changed = true)
+    if (rewritten !== null) {
+      sql = rewritten
+      changed = true
+    }
   }
   if (words & Keyword.PgName) {
     const use = rewriteServerFunctions(sql, reader.client.processId)
-    if (use) (sql = use.sql), (changed = true), (functions = functionBits(use)), reader.client.signals.push(...use.signals)
+    if (use) {
+      sql = use.sql
+      changed = true
+      functions = functionBits(use)
+      reader.client.signals.push(...use.signals)
+    }
   }
   functions |= settingsBit(reader, words, sql)
   // DISCARD TEMP and DEALLOCATE ALL among other statements, and CLOSE ALL: stand-ins that act for this client alone.
@@ -207,10 +221,16 @@ function Parse(reader: MessageReader, bytes: Buffer, offset: number, end: number
       if (copy) special = { kind: 'copy', copy }
     }
     const command = databaseCommand(reader, words, first, sql)
-    if (command) (special = { kind: 'database', command }), (sql = NO_OP_STATEMENT)
+    if (command) {
+      special = { kind: 'database', command }
+      sql = NO_OP_STATEMENT
+    }
     if (reader.managesDatabases && words & Keyword.Pglite) {
       const rewritten = rewriteResetCalls(sql)
-      if (rewritten !== null) (special = { kind: 'reset' }), (sql = rewritten)
+      if (rewritten !== null) {
+        special = { kind: 'reset' }
+        sql = rewritten
+      }
     }
     if (words & Keyword.Listen) reader.client.listenCommands.push(...listenCommands(sql))
     if (words & Keyword.Temp) reader.client.temp.mayMake = true
@@ -220,7 +240,10 @@ function Parse(reader: MessageReader, bytes: Buffer, offset: number, end: number
     if (words & Keyword.Declare || reader.statements.holdsCursors) sql = prefixCursorNames(reader.statements, sql) ?? sql
     if (words & Keyword.PgName) {
       const use = rewriteServerFunctions(sql, reader.client.processId)
-      if (use) (sql = use.sql), (functions = functionBits(use))
+      if (use) {
+        sql = use.sql
+        functions = functionBits(use)
+      }
     }
     functions |= settingsBit(reader, words, sql)
     if (sql !== original) edits.push([text[0], text[1], Buffer.from(sql)])

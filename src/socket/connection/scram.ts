@@ -1,5 +1,5 @@
 // Password authentication as Postgres does it: SCRAM-SHA-256 (RFC 5802, RFC 7677), without channel binding.
-// The server keeps only the salted keys, derived once; each connection runs one exchange. NOTES §2 has the facts.
+// The server keeps only the salted keys, derived once; each connection runs one exchange.
 
 import { createHash, createHmac, pbkdf2Sync, randomBytes, timingSafeEqual } from 'node:crypto'
 import { BackendCode, HEADER_LENGTH } from '../protocol/codes.ts'

@@ -159,6 +159,7 @@ export class SessionWait {
     const { states } = this.#client
     let stopWith!: (error: Error) => void
     const stop = new Promise<never>((_, reject) => (stopWith = reject))
+    // eslint-disable-next-line no-restricted-syntax -- a signal: the wait that races it gets the error; unraced, none is lost
     stop.catch(() => {})
     this.#stopWaitOutside = stopWith
     states.enter('waiting')

@@ -2,6 +2,7 @@
 // and admitted, the password checked with SCRAM-SHA-256, and the database the client named opened. Everything up to
 // the first ReadyForQuery. https://www.postgresql.org/docs/current/protocol-flow.html#PROTOCOL-FLOW-START-UP
 
+import { background } from '../../log.ts'
 import { SqlState, WireError } from '../../errors.ts'
 import { BackendCode, CODE_LENGTH, FrontendCode, HEADER_LENGTH, StartupCode, TxStatus } from '../protocol/codes.ts'
 import { encodeBackendKeyData, encodeNegotiateProtocolVersion, encodeParameterStatus, encodeReadyForQuery } from '../protocol/backend.ts'
@@ -20,8 +21,8 @@ const TLS_HANDSHAKE = 0x16
 export interface StartingConnection extends ServedConnection {
   readonly startupParams: Map<string, string>
   write(bytes: Uint8Array): void
-  /** End the connection without a word (a CancelRequest's connection). */
-  close(): void
+  /** End the connection without a word (a CancelRequest's connection); resolves once it is closed. */
+  close(): Promise<void>
   /**
    * Continue over TLS with this context: after 'S' was written, or (`direct`: the handshake's first bytes, read
    * already) at once, where ALPN must name postgresql.
@@ -101,7 +102,7 @@ export class Startup {
         if (packet.length !== 16) throw new WireError('FATAL', SqlState.ProtocolViolation, 'invalid length of startup packet', { logOnly: true })
         this.#host.cancel(packet.readInt32BE(8), packet.readInt32BE(12))
         this.#phase = 'refused'
-        this.#connection.close()
+        background(this.#connection.close(), 'close after a CancelRequest', this.#host.log)
         return
       }
       this.#startupMessage(packet, code)

@@ -114,7 +114,10 @@ export class ConnectionStates {
     let ms = timeout === null ? 0 : this.#msOf(timeout)
     if (state === 'waiting') {
       const statementMs = this.#statementTimeoutMs()
-      if (statementMs > 0 && (ms === 0 || statementMs < ms)) (timeout = 'statement'), (ms = statementMs)
+      if (statementMs > 0 && (ms === 0 || statementMs < ms)) {
+        timeout = 'statement'
+        ms = statementMs
+      }
     }
     if (timeout !== null && ms > 0) {
       const which = timeout

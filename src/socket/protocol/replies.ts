@@ -86,7 +86,7 @@ export class ReplyReader {
     return this.#errorPending
   }
 
-  /** Nothing is open in the session: no pipeline, COPY or transaction. The release rule (NOTES §2). */
+  /** Nothing is open in the session: no pipeline, COPY or transaction. The release rule. */
   get atRest(): boolean {
     return !this.#pipelineOpen && this.#txStatus === TxStatus.Idle
   }

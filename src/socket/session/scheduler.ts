@@ -1,6 +1,6 @@
 // Who may use PGlite's one session now. One owner at a time; everyone else waits first-come first-served.
 // The owner keeps the session across batches (mid-pipeline, inside a transaction) until it releases it,
-// the PgBouncer transaction-pooling rule (NOTES §2). Nothing here touches PGlite: it only hands out turns.
+// the PgBouncer transaction-pooling rule. Nothing here touches PGlite: it only hands out turns.
 
 export class SchedulerClosedError extends Error {
   constructor(message = 'the session scheduler was closed') {

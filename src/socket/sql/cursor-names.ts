@@ -30,8 +30,13 @@ export function cursorNameEdits(sql: string, isHeld: (name: string) => boolean):
   const use = (kind: CursorEdit['kind'], token: Token | undefined) => {
     if (!isName(token) || (kind !== 'declare-hold' && !held(token.text))) return
     edits.push({ kind, name: token.text, start: token.start, end: token.end })
-    if (kind === 'declare-hold') declared.add(token.text), closed.delete(token.text)
-    else if (kind === 'close') declared.delete(token.text), closed.add(token.text)
+    if (kind === 'declare-hold') {
+      declared.add(token.text)
+      closed.delete(token.text)
+    } else if (kind === 'close') {
+      declared.delete(token.text)
+      closed.add(token.text)
+    }
   }
   for (const tokens of statements(sql)) {
     const [first, second] = tokens

@@ -35,9 +35,13 @@ export function statements(sql: string): Token[][] {
       let depth = 1
       i += 2
       while (i < n && depth > 0) {
-        if (sql[i] === '/' && sql[i + 1] === '*') (depth++, (i += 2))
-        else if (sql[i] === '*' && sql[i + 1] === '/') (depth--, (i += 2))
-        else i++
+        if (sql[i] === '/' && sql[i + 1] === '*') {
+          depth++
+          i += 2
+        } else if (sql[i] === '*' && sql[i + 1] === '/') {
+          depth--
+          i += 2
+        } else i++
       }
     } else if (ch === "'" || ((ch === 'e' || ch === 'E') && next === "'")) {
       const escapes = ch !== "'"
@@ -54,8 +58,10 @@ export function statements(sql: string): Token[][] {
       let name = ''
       i++
       while (i < n) {
-        if (sql[i] === '"' && sql[i + 1] === '"') (name += '"', (i += 2))
-        else if (sql[i] === '"') break
+        if (sql[i] === '"' && sql[i + 1] === '"') {
+          name += '"'
+          i += 2
+        } else if (sql[i] === '"') break
         else name += sql[i++]
       }
       i++
