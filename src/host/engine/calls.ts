@@ -8,7 +8,7 @@ import { noteBusy } from './collect-garbage.ts'
 import { workerInspector } from './interrupt.ts'
 import { ByteRing, FrameEnd, encodeUnits, waitAsync } from './ring.ts'
 import { Control, ENGINE_GLOBAL, controlViews } from './stoppable.ts'
-import { sendingClients } from '../../socket/connection/traffic.ts'
+import { lookOnTraffic, sendingClients } from '../../socket/connection/traffic.ts'
 import type { DirectReply, UnitsDirect } from '../../socket/session/databases.ts'
 
 /**
@@ -66,6 +66,8 @@ interface Running {
   direct: DirectReply | null
   /** The thread waits for that client to read (Control.Blocked), as the watchdog last saw. */
   directBlocked: boolean
+  /** Its end is wanted at once (a cancel, a client gone): no lazy wait (#lazyWait). */
+  prompt: boolean
 }
 
 export class ProtocolCalls {
@@ -87,6 +89,10 @@ export class ProtocolCalls {
   /** Set once the thread is gone: every call fails with it. */
   #failure: Error | null = null
   #onFailure: (() => void) | null = null
+  /** Ends a lazy wait (#lazyWait), if one is on. */
+  #look: (() => void) | null = null
+  /** The wait for a wake for output while lazy (ByteRing.attention), kept until it settles. */
+  #attention: Promise<unknown> | null = null
   /** A canceled call did not end within STUCK_AFTER_CANCEL_MS (see there). */
   onStuck: ((ms: number) => void) | null = null
 
@@ -119,6 +125,7 @@ export class ProtocolCalls {
   abandonDirectReply(unit = -1): void {
     const running = this.#running
     if (!running?.direct) return
+    this.#hurry(running)
     Atomics.store(this.#words, Control.AbandonedUnit, unit)
     Atomics.store(this.#words, Control.Abandoned, running.id)
     Atomics.notify(this.#words, Control.Abandoned)
@@ -138,7 +145,7 @@ export class ProtocolCalls {
     // Ids stay positive 32-bit numbers (Control.Current holds one, negated once the call ended) for a server's life.
     const id = this.#nextId
     this.#nextId = id >= 0x7fff_ffff ? 1 : id + 1
-    const running: Running = { id, nextCheck: performance.now() + WATCH_EVERY_MS, stuckCheck: undefined, cancelAgain: undefined, heldByClient: false, direct, directBlocked: false }
+    const running: Running = { id, nextCheck: performance.now() + WATCH_EVERY_MS, stuckCheck: undefined, cancelAgain: undefined, heldByClient: false, direct, directBlocked: false, prompt: onUnitEnd !== null }
     this.#running = running
     noteBusy()
     // A reply written straight to its client reaches it without this thread: nothing to spin for, the call's end is
@@ -168,6 +175,7 @@ export class ProtocolCalls {
   async cancel(unit = -1): Promise<'canceled' | 'skipped' | ''> {
     const running = this.#running
     if (!running) return ''
+    this.#hurry(running)
     await this.#begun(running)
     const result = await this.#evaluate(`cancel(${running.id}, ${unit})`)
     if (result === 'canceled' && this.#running === running && running.stuckCheck === undefined) {
@@ -193,6 +201,7 @@ export class ProtocolCalls {
   async skip(unit: number): Promise<boolean> {
     const running = this.#running
     if (!running) return false
+    this.#hurry(running)
     await this.#begun(running)
     return (await this.#evaluate(`skip(${running.id}, ${unit})`)) === true
   }
@@ -225,6 +234,7 @@ export class ProtocolCalls {
   fail(error: Error): void {
     this.#failure ??= error
     this.#onFailure?.()
+    this.#look?.()
     // A reply waited for without a timeout (#receive): its wait ends, and finds the failure.
     this.#replies.wakeAlways()
   }
@@ -312,10 +322,46 @@ export class ProtocolCalls {
         if (this.#failure) throw this.#failure
         if (spinUntil > 0 && ring.spin(spinUntil)) continue
         spinUntil = 0
-        await ring.sleepAsync()
+        if (running.direct && !running.prompt && sendingClients() <= 1) await this.#lazyWait(running)
+        else await ring.sleepAsync()
         if (this.#failure) throw this.#failure
       }
     }
+  }
+
+  /**
+   * Wait for a call whose reply goes straight to its client, at most one client sending: its end is only bookkeeping,
+   * so the thread does not wake this one for it (a wake-up between cores costs as much as a small query). This thread
+   * looks when a client sends (its next query, or another client's), at the watchdog's tick, for a cancel, or when
+   * the thread wakes it for output that passes through here after all.
+   */
+  async #lazyWait(running: Running): Promise<void> {
+    const ring = this.#replies
+    // Armed before the last look (beginLazy), so a wake for output between the two is not missed.
+    this.#attention ??= ring.attention().then(() => {
+      this.#attention = null
+      this.#look?.()
+    })
+    if (!ring.beginLazy()) return
+    const looked = new Promise<void>((resolve) => {
+      this.#look = resolve
+    })
+    // A client sent something: it (or another) waits for this call to end, which may be a moment away yet (the thread
+    // writes the reply before it ends the call): from here on the end wakes this thread.
+    const stopLooking = lookOnTraffic(() => this.#hurry(running))
+    try {
+      await looked
+    } finally {
+      ring.endLazy()
+      this.#look = null
+      stopLooking()
+    }
+  }
+
+  /** The running call's end is wanted now: a lazy wait for it ends, and it does not wait lazily again. */
+  #hurry(running: Running): void {
+    running.prompt = true
+    this.#look?.()
   }
 
   /** While calls run, every WATCH_EVERY_MS: fire Postgres's timer once the deadline it armed has passed. */
@@ -329,6 +375,8 @@ export class ProtocolCalls {
         return
       }
       this.#watchdogIdleTicks = 0
+      // A call waiting lazily for its end looks at each tick: its end may have come and nobody sent since.
+      this.#look?.()
       // A reply written straight to the client waits for it to read: its connection times it out as one that stopped.
       if (running.direct) {
         const blocked = Atomics.load(this.#words, Control.Blocked) === running.id

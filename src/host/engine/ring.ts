@@ -9,7 +9,12 @@
 const HEAD = 0 // bytes written, modulo 2^32
 const TAIL = 1 // bytes read
 const WAKE = 2 // bumped on every wake-up
-const SLEEPING = 3 // 1 while the reader waits on WAKE (or is about to)
+const SLEEPING = 3 // AWAKE, ASLEEP while the reader waits on WAKE (or is about to), or LAZY
+const ATTENTION = 4 // bumped when a lazy reader must look now (wakeForOutput)
+const AWAKE = 0
+const ASLEEP = 1
+/** The reader looks when it has a reason of its own; only output must wake it (the end of a call need not). */
+const LAZY = 2
 const CONTROL_WORDS = 8
 export const FRAME_HEADER = 8
 
@@ -84,17 +89,28 @@ export class ByteRing {
     return true
   }
 
-  /** Tell the reading side there is something to read: a wake-up only if it sleeps. */
+  /** Tell the reading side there is something to read: a wake-up only if it sleeps, not if it waits lazily. */
   wake(): void {
-    if (Atomics.load(this.#control, SLEEPING) === 0) return
+    if (Atomics.load(this.#control, SLEEPING) !== ASLEEP) return
     Atomics.add(this.#control, WAKE, 1)
     Atomics.notify(this.#control, WAKE)
+  }
+
+  /** Output the reader must pass on: a wake-up if it sleeps or waits lazily. */
+  wakeForOutput(): void {
+    const state = Atomics.load(this.#control, SLEEPING)
+    if (state === AWAKE) return
+    const word = state === LAZY ? ATTENTION : WAKE
+    Atomics.add(this.#control, word, 1)
+    Atomics.notify(this.#control, word)
   }
 
   /** Wake the reading side whether or not it sleeps: its wait must end (the writing side is gone). */
   wakeAlways(): void {
     Atomics.add(this.#control, WAKE, 1)
     Atomics.notify(this.#control, WAKE)
+    Atomics.add(this.#control, ATTENTION, 1)
+    Atomics.notify(this.#control, ATTENTION)
   }
 
   /** The tail position now: a writer waiting for room waits for it to move (waitForRoom). */
@@ -171,9 +187,9 @@ export class ByteRing {
    */
   sleep(ms: number): boolean {
     const seen = Atomics.load(this.#control, WAKE)
-    Atomics.store(this.#control, SLEEPING, 1)
+    Atomics.store(this.#control, SLEEPING, ASLEEP)
     if (!this.hasFrames) Atomics.wait(this.#control, WAKE, seen, ms)
-    Atomics.store(this.#control, SLEEPING, 0)
+    Atomics.store(this.#control, SLEEPING, AWAKE)
     return this.hasFrames
   }
 
@@ -184,18 +200,43 @@ export class ByteRing {
   }
 
   /**
+   * Wait lazily (server thread): the writer wakes this side for output (wakeForOutput) but not for plain wake(), so
+   * the end of a call waits until the reader looks for a reason of its own. False if frames wait already. Until
+   * `endLazy`, a wake for output resolves `attention()`.
+   */
+  beginLazy(): boolean {
+    Atomics.store(this.#control, SLEEPING, LAZY)
+    if (!this.hasFrames) return true
+    Atomics.store(this.#control, SLEEPING, AWAKE)
+    return false
+  }
+
+  endLazy(): void {
+    Atomics.store(this.#control, SLEEPING, AWAKE)
+  }
+
+  /**
+   * Resolves after the next wakeForOutput while lazy (or wakeAlways). One wait at a time: the caller keeps the promise
+   * until it settles, so waits do not pile up in V8 when no wake comes (a pending wait keeps no event loop alive).
+   */
+  attention(): Promise<unknown> {
+    const wait = waitAsync(this.#control, ATTENTION, Atomics.load(this.#control, ATTENTION), Infinity)
+    return wait.async ? (wait.value as Promise<string>) : Promise.resolve()
+  }
+
+  /**
    * Resolves once a frame is written, or after `ms` (server thread); see sleep(). Without `ms` it waits for the
    * wake-up alone: a wait with a timeout costs V8 a timer task each time, and the event loop a wake-up more.
    */
   async sleepAsync(ms = Infinity): Promise<void> {
     const seen = Atomics.load(this.#control, WAKE)
-    Atomics.store(this.#control, SLEEPING, 1)
+    Atomics.store(this.#control, SLEEPING, ASLEEP)
     try {
       if (this.hasFrames) return
       const wait = waitAsync(this.#control, WAKE, seen, ms)
       if (wait.async) await wait.value
     } finally {
-      Atomics.store(this.#control, SLEEPING, 0)
+      Atomics.store(this.#control, SLEEPING, AWAKE)
     }
   }
 

@@ -163,6 +163,8 @@ class Output {
   #relayCodes: ReadonlySet<number> | null = null
   /** The client's socket refused the reply, or the server gave up on it: the rest goes nowhere. */
   #gone = false
+  /** Output of this call went through the ring: its end must wake the server's thread to pass it on. */
+  #relayed = false
 
   constructor(pglite: PGlite) {
     this.#mod = (pglite as unknown as { mod: { _pq_buffer_remaining_data(): number } }).mod
@@ -172,6 +174,7 @@ class Output {
     this.#id = id
     this.#unit = -1
     this.#unannounced = 0
+    this.#relayed = false
     this.#direct(fd, relayFrom)
     this.watch.startCall()
   }
@@ -203,13 +206,14 @@ class Output {
       chunk = chunk.subarray(stop)
     }
     this.watch.feed(chunk)
+    this.#relayed = true
     this.#write(0, chunk)
     this.#unannounced += chunk.length
     // A unit answered while Postgres holds more of the call's messages (a pipeline of several): its client gets the
     // answer now, as Postgres sends it at ReadyForQuery (postgres.js may cancel the next query it piped).
     if (this.#unannounced >= WAKE_EVERY_BYTES || (this.watch.atReadyForQuery && this.#mod._pq_buffer_remaining_data() > 0)) {
       this.#unannounced = 0
-      replies.wake()
+      replies.wakeForOutput()
     }
   }
 
@@ -224,7 +228,7 @@ class Output {
     this.#fd = -1
     if (direct) return
     this.#unannounced = 0
-    replies.wake()
+    replies.wakeForOutput()
   }
 
   /**
@@ -235,7 +239,9 @@ class Output {
     if (this.#fd >= 0) this.#write(FrameEnd.Direct, this.watch.summary())
     const payload = failure === null ? new Uint8Array(0) : Buffer.from(JSON.stringify(encodeThreadError(failure)))
     this.#write(FrameEnd.Last | (failure === null ? 0 : FrameEnd.Error) | (inTransaction ? FrameEnd.InTransaction : 0), payload)
-    replies.wake()
+    // The end of a reply written straight to its client need not wake a server's thread that waits lazily for it.
+    if (this.#relayed) replies.wakeForOutput()
+    else replies.wake()
   }
 
   #write(flags: number, bytes: Uint8Array): void {
@@ -247,7 +253,7 @@ class Output {
       while (!replies.tryWrite(this.#id, isLast ? flags : 0, piece)) {
         // Full: the server's thread has not read yet (its client is not reading, or it is busy). Wait for room.
         const tail = replies.tail
-        replies.wake()
+        replies.wakeForOutput()
         replies.waitForRoom(tail, 1000)
       }
       offset += piece.length

@@ -17,8 +17,21 @@ let window = -1
 let inWindow = 0
 let inPrevious = 0
 
+/** Calls waiting lazily for their end (host/engine/calls.ts): any client's bytes make them look. */
+const lookers = new Set<() => void>()
+
+/** Call `look` once, the next time any client sends bytes (before they are read); returns its cancellation. */
+export function lookOnTraffic(look: () => void): () => void {
+  lookers.add(look)
+  return () => lookers.delete(look)
+}
+
 /** `client` sent bytes. Per chunk: a clock read and a comparison. */
 export function noteClientBytes(client: TrafficSource): void {
+  if (lookers.size > 0) {
+    for (const look of lookers) look()
+    lookers.clear()
+  }
   const now = Math.floor(performance.now() / WINDOW_MS)
   if (now !== window) {
     inPrevious = now === window + 1 ? inWindow : 0
