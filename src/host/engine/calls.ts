@@ -91,8 +91,8 @@ export class ProtocolCalls {
   #onFailure: (() => void) | null = null
   /** Ends a lazy wait (#lazyWait), if one is on. */
   #look: (() => void) | null = null
-  /** The wait for a wake for output while lazy (ByteRing.attention), kept until it settles. */
-  #attention: Promise<unknown> | null = null
+  /** A wait for a wake for output while lazy (ByteRing.attention) is on; one at a time, kept until it settles. */
+  #attentionArmed = false
   /** A canceled call did not end within STUCK_AFTER_CANCEL_MS (see there). */
   onStuck: ((ms: number) => void) | null = null
 
@@ -338,10 +338,13 @@ export class ProtocolCalls {
   async #lazyWait(running: Running): Promise<void> {
     const ring = this.#replies
     // Armed before the last look (beginLazy), so a wake for output between the two is not missed.
-    this.#attention ??= ring.attention().then(() => {
-      this.#attention = null
-      this.#look?.()
-    })
+    if (!this.#attentionArmed) {
+      this.#attentionArmed = true
+      void ring.attention().then(() => {
+        this.#attentionArmed = false
+        this.#look?.()
+      })
+    }
     if (!ring.beginLazy()) return
     const looked = new Promise<void>((resolve) => {
       this.#look = resolve
