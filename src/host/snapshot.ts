@@ -6,7 +6,7 @@ import { constants } from 'node:fs'
 import { access, readFile, rename, rm, writeFile } from 'node:fs/promises'
 import { promisify } from 'node:util'
 import { gunzip, gzip } from 'node:zlib'
-import { PGlite } from '@electric-sql/pglite'
+import type { PGlite } from '@electric-sql/pglite'
 import { isLockFile, lockDataDir, type DataDirLock } from './data-dir-lock.ts'
 import { RESERVE_ENTRY } from './wal-reserve.ts'
 import { DevServerError } from '../errors.ts'
@@ -48,6 +48,7 @@ export async function writeSnapshot(dataDir: string, file: string, options: { ex
   try {
     let db: PGlite
     try {
+      const { PGlite } = await import('@electric-sql/pglite')
       db = await PGlite.create({ dataDir, extensions: loaded.extensions })
     } catch (error) {
       throw new DevServerError('ERR_PGLITE', `cannot open the database in ${dataDir}: ${(error as Error).message}`, { cause: error })
