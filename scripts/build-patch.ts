@@ -233,7 +233,7 @@ interface PGLiteSocketServerOptions {
     logger?: PGLiteSocketLogger;
     /** Require this password from every client, checked with SCRAM-SHA-256 (a wrong one gets FATAL 28P01). Default: none. */
     password?: string;
-    /** Listen at once, admit clients after this resolves; earlier ones get FATAL 57P03 (start() rejects with its error). */
+    /** Listen at once, admit clients after this resolves; earlier ones wait, or get its error as FATAL (start() rejects with it). */
     startupGate?: Promise<unknown>;
     /** Record every message each client sends and receives as JSON lines in this file (closed by stop()). Default: none. */
     trace?: string;
