@@ -73,7 +73,7 @@ export interface StartupRun {
   ms: number
   /** CPU the server used from spawn to the URL line (user + system): less at the mercy of a loaded machine than ms. */
   cpuMs?: number
-  /** RSS IDLE_AFTER_MS after the URL line, before any client: what an idle server settles at. */
+  /** RSS IDLE_AFTER_MS after the server is ready (its 'ready' log line), before any client: what an idle server settles at. */
   idleRssKb: number
   /**
    * The highest RSS sampled from the URL line to then. On Node 24 it is far above the settled figure: V8 optimizes
@@ -89,13 +89,16 @@ const IDLE_SAMPLE_MS = 100
 /** `node bin/pglite-dev-db.js --port 0 --migrations migrations` plus `modeArgs`: time from spawn to the URL line. */
 async function startOnce(modeArgs: string[]): Promise<StartupRun> {
   const started = performance.now()
-  const server = spawnServer(process.execPath, [OURS_BIN, ...modeArgs, '--port', '0', '--migrations', MIGRATIONS_DIR, '--log-level', 'warn'], { cwd: REPO_ROOT })
+  const server = spawnServer(process.execPath, [OURS_BIN, ...modeArgs, '--port', '0', '--migrations', MIGRATIONS_DIR, '--log-level', 'info'], { cwd: REPO_ROOT })
   try {
+    // The 'ready' log line follows the URL line once the database is open and migrated.
+    const ready = server.waitForLine((line) => /\bready url=/.test(line), 60_000, 'pglite-dev-db ready log line')
     await server.waitForLine((line) => line.startsWith('postgres://'), 60_000, 'pglite-dev-db URL line')
     const ms = performance.now() - started
     const cpuMs = usageOf(server.pid).cpuSeconds * 1000
     let rssKb = usageOf(server.pid).rssKb
     let peakRssKb = rssKb
+    await ready
     for (let waited = 0; waited < IDLE_AFTER_MS; waited += IDLE_SAMPLE_MS) {
       await sleep(IDLE_SAMPLE_MS)
       rssKb = usageOf(server.pid).rssKb
