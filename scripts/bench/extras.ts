@@ -76,7 +76,7 @@ export interface StartupRun {
   /** RSS IDLE_AFTER_MS after the server is ready (its 'ready' log line), before any client: what an idle server settles at. */
   idleRssKb: number
   /**
-   * The highest RSS sampled from the URL line to then. On Node 24 it is far above the settled figure: V8 optimizes
+   * The highest RSS sampled from the ready line to then. On Node 24 it is far above the settled figure: V8 optimizes
    * PGlite's SQL parser (its largest hot function) in the background for a second or two after the first queries.
    */
   peakRssKb?: number
