@@ -263,7 +263,7 @@ async function patchTypings(): Promise<void> {
       {
         what: 'the db option of the server (pglite-dev-db also serves a PGlite in a worker thread)',
         from: '    /** The PGlite database instance */\n    db: PGlite;\n',
-        to: '    /** The PGlite database instance (or pglite-dev-db\'s PGlite in a worker thread) */\n    db: PGlite | PGLiteSocketSessionDb;\n',
+        to: '    /** The PGlite database instance (or pglite-dev-db\'s PGlite in a worker thread), or a promise of it: clients that connect sooner wait. */\n    db: PGlite | PGLiteSocketSessionDb | Promise<PGlite | PGLiteSocketSessionDb>;\n',
       },
       {
         what: 'the maxConnections default in the server options',
