@@ -277,7 +277,9 @@ function lateCatalog(): DatabaseCatalog & { set(databases: Databases): void } {
   }
   return {
     mainName: MAIN_DATABASE,
-    set: (opened) => void (databases = opened),
+    set: (opened) => {
+      databases = opened
+    },
     open: (name) => open().open(name),
     instance: (name) => open().instance(name),
     exists: (name) => open().exists(name),
