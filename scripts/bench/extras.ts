@@ -180,6 +180,8 @@ async function firstQueryOnce(node: string, checkout: string, modeArgs: string[]
     try {
       await withDeadline(client.connect(), 60_000, 'first connect')
       await withDeadline(client.query('select count(*) from customers'), 60_000, 'first query')
+    } catch (error) {
+      throw new Error(`first query to ${checkout} (${node} ${modeArgs.join(' ')}) failed: ${(error as Error).message}\n${server.tail()}`, { cause: error })
     } finally {
       await client.end()
     }
