@@ -24,7 +24,7 @@ const MANIFEST = join(OUT_DIR, 'cli.json')
  */
 const STALE_AFTER_MS = 60_000
 /** Part of the hash: what is built and how. Change it with ENTRIES or the build options. */
-const LAYOUT = 'cli-bundle 2'
+const LAYOUT = 'cli-bundle 3'
 
 /** SHA-1 over the layout and the inputs' paths and contents (`contents` gives them; default: read now). */
 function hashInputs(inputs, contents = (input) => readFileSync(join(ROOT, input))) {
@@ -84,6 +84,8 @@ export async function buildCli() {
     platform: 'node',
     target: 'node20',
     format: 'esm',
+    // Modules the sources import with import() become chunks loaded then: PGlite's, after the URL line.
+    splitting: true,
     write: false,
     outdir: staging,
     outExtension: { '.js': '.mjs' },

@@ -17,17 +17,15 @@ const stopSignal = new Promise((resolve) => {
 })
 const status = await main(process.argv.slice(2), {
   env: process.env,
-  stdout: (line) => {
-    process.stdout.write(line + '\n')
-    // What start-up left behind is returned once, right after the URL line, and what each load leaves once the server
-    // is idle again (see src/host/engine/collect-garbage.ts).
-    if (line.startsWith('postgres')) {
-      collectGarbageSoon()
-      collectWhenIdle()
-    }
-  },
+  stdout: (line) => process.stdout.write(line + '\n'),
   stderr: (line) => process.stderr.write(line + '\n'),
   stopSignal,
+  // What start-up left behind is returned once the database is ready, and what each load leaves once the server is
+  // idle again (see src/host/engine/collect-garbage.ts).
+  started: () => {
+    collectGarbageSoon()
+    collectWhenIdle()
+  },
 })
 process.exitCode = status
 // Anything still holding the event loop (a client socket, a timer) must not keep a stopped server alive.

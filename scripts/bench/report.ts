@@ -3,7 +3,7 @@
 
 import { CI_TARGET_LABELS, type CiRecord, type CiRun } from './ci.ts'
 import type { CeilingName, DriverName } from './drivers.ts'
-import type { ConnectionCost, PgbenchResult, StartupResult, StartupRun } from './extras.ts'
+import type { ConnectionCost, FirstQueryRecord, PgbenchResult, StartupResult, StartupRun } from './extras.ts'
 import type { Verdict } from './loop.ts'
 import { TARGET_LABELS, type TargetName } from './targets.ts'
 import { WORKLOADS, type WorkloadName } from './workloads.ts'
@@ -234,8 +234,27 @@ function resourceSection(results: Results): string[] {
       row('`--memory` (loads the migrated template)', s.memory),
       row('`--data-dir` already migrated', s.dataDir),
     ]))
+    if (s.firstQuery?.length) lines.push('', ...firstQueryTable(s.firstQuery))
   }
   return lines
+}
+
+/** Spawn to the URL line and to a first query answered, per Node and mode; with --baseline, its figures and ours as a share of them. */
+function firstQueryTable(records: FirstQueryRecord[]): string[] {
+  const withBaseline = records.some((r) => r.target === 'baseline')
+  const ms = (values: number[]) => Math.round(median(values)).toLocaleString('en-US')
+  const rows = records
+    .filter((r) => r.target === 'ours')
+    .map((ours) => {
+      const mode = ours.mode === 'memory' ? '`--memory`' : 'data dir'
+      const row = [ours.node, mode, ms(ours.urlMs), ms(ours.queryMs)]
+      const base = records.find((r) => r.target === 'baseline' && r.node === ours.node && r.mode === ours.mode)
+      if (!withBaseline) return row
+      if (!base) return [...row, '—', '—', '—', '—']
+      return [...row, ms(base.urlMs), ms(base.queryMs), x(median(ours.urlMs) / median(base.urlMs)), x(median(ours.queryMs) / median(base.queryMs))]
+    })
+  const header = ['Node', 'mode', 'spawn → URL line, median ms', 'spawn → first query answered, median ms', ...(withBaseline ? ['baseline URL ms', 'baseline first query ms', 'URL × baseline', 'first query × baseline'] : [])]
+  return table(header, rows)
 }
 
 function pgbenchSection(results: Results): string[] {
@@ -398,6 +417,10 @@ export function evaluateGoals(results: Results): Goal[] {
     for (const [name, runs] of [['`--memory`', s.memory], ['`--data-dir` already migrated', s.dataDir]] as const) {
       const seconds = median(runs.map((r) => r.ms)) / 1000
       goals.push({ goal: `start-up with migrations < 0.5 s, ${name}`, measured: `${seconds.toFixed(2)} s (median of ${runs.length})`, isMet: seconds < 0.5 })
+    }
+    for (const r of (s.firstQuery ?? []).filter((each) => each.target === 'ours')) {
+      const seconds = median(r.urlMs) / 1000
+      goals.push({ goal: `spawn to the URL line ≤ 0.5 s, Node ${r.node}, ${r.mode === 'memory' ? '`--memory`' : 'data dir'}`, measured: `${seconds.toFixed(2)} s (median of ${r.urlMs.length})`, isMet: seconds <= 0.5 })
     }
   }
   if (results.connections) {

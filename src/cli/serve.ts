@@ -1,9 +1,9 @@
-// The command's default: flags in, startDevDb, the URL as the one line on stdout, logs on stderr; then serve until a
-// signal, the database failing, or the --run command ending.
+// The command's default: flags in, launchDevDb, the URL as the one line on stdout as soon as the port listens, logs on
+// stderr; then, the database ready, serve until a signal, the database failing, or the --run command ending.
 
 import { spawn } from 'node:child_process'
 import { DevServerError } from '../errors.ts'
-import { startDevDb, type DevDb } from '../host/dev-db.ts'
+import { launchDevDb, type DevDb } from '../host/dev-db.ts'
 import { createLogger, lineSink, type Logger } from '../log.ts'
 import { parseCliOptions, usage, type CliOptions } from './flags.ts'
 import { ExitCode, type CliIo } from './io.ts'
@@ -33,16 +33,19 @@ export async function serveCommand(argv: readonly string[], io: CliIo): Promise<
   logMigrations(log, options, migrations)
   let devDb: DevDb
   try {
-    devDb = await startDevDb({ ...options.devDb, logger: log })
+    // The URL goes out as soon as the port listens: a client may connect at once, and waits for the database.
+    const launched = await launchDevDb({ ...options.devDb, logger: log })
+    const { host, password } = options.devDb
+    if (!isLoopback(host) && !password) log.warn('listening beyond this machine without a password: anyone who can reach the port can use the database', { host })
+    io.stdout(launched.url)
+    devDb = await launched.ready
   } catch (error) {
     // The one message a person needs, even with logging silenced.
     io.stderr(`pglite-dev-db: ${(error as Error).message}`)
     log.debug('start failed', { error, code: (error as DevServerError).code })
     return ExitCode.Failure
   }
-  const { host, password } = options.devDb
-  if (!isLoopback(host) && !password) log.warn('listening beyond this machine without a password: anyone who can reach the port can use the database', { host })
-  io.stdout(devDb.url)
+  io.started?.()
 
   const outcome = await Promise.race([
     devDb.failed.then((error) => ({ kind: 'failed' as const, error })),

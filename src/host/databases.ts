@@ -16,8 +16,9 @@ import { DbThread } from './engine/thread.ts'
 import { bundlesFor } from './extensions.ts'
 import { lackOfSpace, openWithWalSpace, placeReserve, RESERVE_ENTRY, WalReserve } from './wal-reserve.ts'
 import { listTar, rewriteTar } from './tar.ts'
+import { MAIN_DATABASE } from './options.ts'
 
-export const MAIN_DATABASE = 'postgres'
+export { MAIN_DATABASE }
 
 /** A database that died is reopened: tried again this often, and given up on after this long. */
 const RECOVERY_RETRY_MS = 2_000

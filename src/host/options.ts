@@ -7,6 +7,9 @@ import { SERVER_DEFAULTS } from '../socket/options.ts'
 import { resolveExtensionNames } from './extensions.ts'
 import { DEFAULT_PROGRESS_AFTER_MS } from './progress.ts'
 
+/** The database clients reach when they name none (the URL's), and which cannot be dropped. */
+export const MAIN_DATABASE = 'postgres'
+
 export interface DevDbOptions {
   /** Address to listen on. Default 127.0.0.1. */
   host?: string

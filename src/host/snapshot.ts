@@ -2,10 +2,11 @@
 // and a start from one. Taken only while no server holds the data dir: PGlite keeps its working state in memory and
 // writes it back as it goes, so the files under a running server are no consistent database.
 
-import { readFile, rename, rm, writeFile } from 'node:fs/promises'
+import { constants } from 'node:fs'
+import { access, readFile, rename, rm, writeFile } from 'node:fs/promises'
 import { promisify } from 'node:util'
 import { gunzip, gzip } from 'node:zlib'
-import { PGlite } from '@electric-sql/pglite'
+import type { PGlite } from '@electric-sql/pglite'
 import { isLockFile, lockDataDir, type DataDirLock } from './data-dir-lock.ts'
 import { RESERVE_ENTRY } from './wal-reserve.ts'
 import { DevServerError } from '../errors.ts'
@@ -47,6 +48,7 @@ export async function writeSnapshot(dataDir: string, file: string, options: { ex
   try {
     let db: PGlite
     try {
+      const { PGlite } = await import('@electric-sql/pglite')
       db = await PGlite.create({ dataDir, extensions: loaded.extensions })
     } catch (error) {
       throw new DevServerError('ERR_PGLITE', `cannot open the database in ${dataDir}: ${(error as Error).message}`, { cause: error })
@@ -75,17 +77,27 @@ export async function writeSnapshot(dataDir: string, file: string, options: { ex
   return result
 }
 
-/**
- * The snapshot `file` as PGlite's `loadDataDir` takes it, for a start in memory or into `dataDir`. A data dir must
- * not hold a database yet: ERR_CONFIG, as loading would mix two databases' files.
- */
-export async function readSnapshot(file: string, dataDir: string | undefined, log: Logger): Promise<Blob> {
+/** ERR_CONFIG if a start from snapshot `file` into `dataDir` (or memory) cannot be: no such file, or a database there already. */
+export async function checkSnapshot(file: string, dataDir: string | undefined): Promise<void> {
   if (dataDir !== undefined && (await holdsDatabase(dataDir))) {
     throw new DevServerError(
       'ERR_CONFIG',
       `the data dir ${dataDir} already holds a database; --from-snapshot starts only a new or empty data dir (remove it, or choose another --data-dir)`,
     )
   }
+  try {
+    await access(file, constants.R_OK)
+  } catch (error) {
+    throw new DevServerError('ERR_CONFIG', `cannot read the snapshot ${file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`, { cause: error })
+  }
+}
+
+/**
+ * The snapshot `file` as PGlite's `loadDataDir` takes it, for a start in memory or into `dataDir`. A data dir must
+ * not hold a database yet: ERR_CONFIG, as loading would mix two databases' files.
+ */
+export async function readSnapshot(file: string, dataDir: string | undefined, log: Logger): Promise<Blob> {
+  await checkSnapshot(file, dataDir)
   let bytes: Uint8Array
   try {
     bytes = await readFile(file)

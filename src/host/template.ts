@@ -1,13 +1,14 @@
 // Migrated templates: initdb and the migrations run once per (PGlite version, migrations content); every later
 // start of a fresh database copies the result instead (a data dir) or loads it (--memory). initdb costs seconds,
 // a copy or load a fraction of that. A changed migration file or PGlite version is a new key, never a stale template.
+// PGlite's module is imported only to build or unpack one: the server looks a template up before it loads PGlite.
 
 import { createHash, randomBytes } from 'node:crypto'
 import { openAsBlob, readFileSync } from 'node:fs'
 import { cp, mkdir, readdir, rename, rm, stat, writeFile } from 'node:fs/promises'
 import { createRequire } from 'node:module'
 import { dirname, join, resolve } from 'node:path'
-import { PGlite, type Extensions } from '@electric-sql/pglite'
+import type { Extensions } from '@electric-sql/pglite'
 import { NO_EXTENSIONS, type LoadedExtensions } from './extensions.ts'
 import type { Logger } from '../log.ts'
 import { applyMigrations, migrationsFingerprint } from './migrate.ts'
@@ -85,6 +86,7 @@ async function buildTemplate(migrationsDir: string | null, cacheDir: string, tem
   try {
     await mkdir(scratch)
     // Built in memory: initdb there is several times faster than on PGlite's node filesystem.
+    const { PGlite } = await import('@electric-sql/pglite')
     const db = await PGlite.create({ extensions: template.extensions })
     try {
       if (migrationsDir) await applyMigrations(db, migrationsDir, log, progress)
@@ -116,6 +118,7 @@ export async function seedDataDir(dataDir: string, template: Template): Promise<
     const scratch = join(template.dir, `.unpacking-${process.pid}-${randomBytes(4).toString('hex')}`)
     try {
       await mkdir(scratch)
+      const { PGlite } = await import('@electric-sql/pglite')
       const db = await PGlite.create({ dataDir: scratch, loadDataDir: await templateBlob(template), extensions: template.extensions })
       await db.close()
       await rename(scratch, source).catch(async (error: unknown) => {

@@ -13,8 +13,12 @@ import { SERVER_DEFAULTS, connectionOptions } from './options.ts'
 import { TraceFile } from './trace/trace.ts'
 
 export interface PGLiteSocketServerOptions {
-  /** The PGlite database instance (or pglite-dev-db's PGlite in a worker thread) */
-  db: PGlite | SessionDb
+  /**
+   * The PGlite database instance (or pglite-dev-db's PGlite in a worker thread), or a promise of it: then the server
+   * listens at once and a client that connects sooner waits, as with `startupGate`, until it resolves. Servers given
+   * the same promise share its session, as servers given the same instance do.
+   */
+  db: PGlite | SessionDb | Promise<PGlite | SessionDb>
   /** The port to listen on (default: 5432; 0 picks a free port, read it back with `port` or `getServerConn()`) */
   port?: number
   /** The host to bind to (default: 127.0.0.1) */
@@ -65,9 +69,10 @@ export interface PGLiteSocketServerOptions {
   /** Where logs go (default: warnings and errors on stderr; `debug`/`inspect` raise the level) */
   logger?: Logger
   /**
-   * Listen at once, but admit clients only after this resolves: one that connects sooner gets FATAL 57P03 "the
-   * database system is starting up", as from Postgres during recovery. `start()` resolves after it, and rejects
-   * with its error (the server then stops listening). pglite-dev-db passes its migrations here.
+   * Listen at once, but admit clients only after this resolves: one that connects sooner waits after its
+   * StartupMessage (its own connect timeout bounds the wait). If it rejects, or a `db` promise does, every client
+   * waiting gets its error as FATAL (a WireError as it is, anything else as XX000 with its message), `start()`
+   * rejects with it and the server stops listening.
    */
   startupGate?: Promise<unknown>
   /**
@@ -104,8 +109,12 @@ export class PGLiteSocketServer extends EventTarget {
   /** The sessions of the databases clients use, each with the unsubscribe of its failure listener. */
   readonly #watched = new Map<SharedSession, () => void>()
   readonly #connectionHost: ConnectionHost
-  /** Resolves with the gate's error, or null once it is open (never rejects, so an early failure waits for start()). */
-  readonly #startupGate: Promise<unknown> | undefined
+  /**
+   * With a `db` promise or a startup gate: resolves once clients can be let in (null), or with what refuses them all.
+   * Never rejects, so an early failure waits for start(). Null: clients are let in as soon as the server listens.
+   */
+  readonly #starting: Promise<{ error: unknown; refusal: WireError } | null> | null
+  #startFailure: WireError | null = null
   readonly #tracePath: string | undefined
   #trace: TraceFile | null = null
 
@@ -122,17 +131,30 @@ export class PGLiteSocketServer extends EventTarget {
 
   constructor(options: PGLiteSocketServerOptions) {
     super()
-    this.#session = sessionFor(options.db)
+    const pendingDb = options.db instanceof Promise ? options.db : null
+    const session = pendingDb ? sessionOfPending(pendingDb) : sessionFor(options.db as PGlite | SessionDb)
+    this.#session = session
     this.#log = options.logger ?? createLogger({ level: options.inspect ? 'trace' : options.debug ? 'debug' : 'warn' })
     this.#path = options.path
     this.#host = options.host || '127.0.0.1'
     this.#port = options.port ?? 5432
     this.#maxConnections = options.maxConnections ?? SERVER_DEFAULTS.maxConnections
     this.#tracePath = options.trace
-    this.#startupGate = options.startupGate?.then(
-      () => null,
-      (error: unknown) => error ?? new Error('startupGate rejected'),
-    )
+    const gate = options.startupGate
+    this.#starting =
+      pendingDb || gate
+        ? (async () => {
+            await Promise.all([pendingDb && openedSession(pendingDb), gate])
+            await session.startupPrefix()
+          })().then(
+            () => null,
+            (error: unknown) => {
+              const cause = error ?? new Error('startupGate rejected')
+              this.#startFailure = cause instanceof WireError ? cause : new WireError('FATAL', SqlState.InternalError, cause instanceof Error ? cause.message : String(cause), { cause })
+              return { error: cause, refusal: this.#startFailure }
+            },
+          )
+        : null
     this.#options = connectionOptions({ ...options, idleTimeoutMs: options.idleTimeoutMs ?? options.idleTimeout })
     const databases = options.databases ?? null
     const trace = (): TraceFile | null => this.#trace
@@ -150,7 +172,9 @@ export class PGLiteSocketServer extends EventTarget {
       get trace() {
         return trace()
       },
+      started: () => this.#starting?.then((failed) => failed?.refusal ?? null) ?? Promise.resolve(null),
       admit: (connection) => {
+        if (this.#startFailure) return this.#startFailure
         if (!this.#active) return new WireError('FATAL', SqlState.CannotConnectNow, 'the database system is shutting down')
         if (this.#session.dead) return this.#session.dead as WireError
         if (this.#admitted >= this.#maxConnections) {
@@ -174,7 +198,10 @@ export class PGLiteSocketServer extends EventTarget {
     }
   }
 
-  /** The main database: the one given as `db`, or after `select pglite_dev_db.reset()` on it, the fresh instance. */
+  /**
+   * The main database: the one given as `db` (given as a promise: what it resolved to, once start() has resolved), or
+   * after `select pglite_dev_db.reset()` on it, the fresh instance.
+   */
   get db(): PGlite | SessionDb {
     return this.#session.db
   }
@@ -188,11 +215,16 @@ export class PGLiteSocketServer extends EventTarget {
     return this.#host
   }
 
-  /** Resolves once PGlite is ready, the socket is listening and the startup gate (if any) is open. */
+  /**
+   * Resolves once PGlite is ready, the socket is listening and the startup gate (if any) is open. Given a `db`
+   * promise or a gate, the 'listening' event comes first: clients may connect from then on.
+   */
   async start(): Promise<void> {
     if (this.#server) throw new Error('Socket server already started')
-    await this.db.waitReady
-    if (!this.#startupGate) await this.#session.startupPrefix()
+    if (!this.#starting) {
+      await this.db.waitReady
+      await this.#session.startupPrefix()
+    }
     if (this.#tracePath !== undefined) this.#trace = TraceFile.acquire(this.#tracePath, this.#log)
     try {
       await this.#listen()
@@ -200,14 +232,13 @@ export class PGLiteSocketServer extends EventTarget {
       await this.#releaseTrace()
       throw error
     }
-    if (!this.#startupGate) return
-    try {
-      const failure = await this.#startupGate
-      if (failure) throw failure
-      await this.#session.startupPrefix()
-    } catch (error) {
+    if (!this.#starting) return
+    const failed = await this.#starting
+    if (failed) {
+      // The clients waiting are told why before the goodbye that stop() sends.
+      await Promise.all([...this.#connections].map((connection) => connection.terminate(failed.refusal)))
       await this.stop()
-      throw error
+      throw failed.error
     }
     this.#log.debug('accepting clients', {})
   }
@@ -340,6 +371,44 @@ export class PGLiteSocketServer extends EventTarget {
 }
 
 const admitted = new WeakSet<ServedConnection>()
+
+/**
+ * A database given as a promise stands in its session until it resolves: nothing runs there before (clients wait
+ * in their start-up), and then the session is the database's. One per promise, so servers given it share it.
+ */
+const pendingSessions = new WeakMap<Promise<PGlite | SessionDb>, { session: SharedSession; opened: Promise<void> }>()
+
+function pending(promise: Promise<PGlite | SessionDb>): { session: SharedSession; opened: Promise<void> } {
+  let entry = pendingSessions.get(promise)
+  if (!entry) {
+    const session = sessionFor(new NotOpenYet())
+    entry = { session, opened: promise.then((db) => session.replaceDb(db)) }
+    pendingSessions.set(promise, entry)
+  }
+  return entry
+}
+
+function sessionOfPending(promise: Promise<PGlite | SessionDb>): SharedSession {
+  return pending(promise).session
+}
+
+function openedSession(promise: Promise<PGlite | SessionDb>): Promise<void> {
+  return pending(promise).opened
+}
+
+/** The database of a session whose database is still opening. Never called: no client is let in before it opens. */
+class NotOpenYet implements SessionDb {
+  readonly waitReady = new Promise<void>(() => {})
+  runExclusive(): Promise<never> {
+    return Promise.reject(new Error('the database is not open yet'))
+  }
+  execProtocolRaw(): Promise<never> {
+    return this.runExclusive()
+  }
+  execProtocolRawStream(): Promise<never> {
+    return this.runExclusive()
+  }
+}
 
 /** The public methods of stock's QueryQueueManager. */
 export interface StockQueryQueue {

@@ -153,7 +153,7 @@ describe('pglite-dev-db CLI', () => {
     expect(c.stdout).toHaveLength(1)
   })
 
-  it('a failing migration exits 1 naming the file, and never prints a URL', async () => {
+  it('a failing migration exits 1 naming the file on stderr, after the URL line (the port listened first)', async () => {
     const dir = await dataDir()
     const migrations = await mkdtemp(path.join(await scratchRoot(), 'bad-migrations-'))
     onTestFinished(() => rm(migrations, { recursive: true, force: true }))
@@ -165,7 +165,7 @@ describe('pglite-dev-db CLI', () => {
     )
     const c = captureIo()
     expect(await main(['--port', '0', '--data-dir', dir, '--migrations', migrations, '--log-level', 'silent'], c.io)).toBe(1)
-    expect(c.stdout).toEqual([])
+    expect(c.stdout).toEqual([expect.stringMatching(/^postgres:\/\/postgres@127\.0\.0\.1:\d+\/postgres$/)])
     expect(c.stderr.join('\n')).toMatch(/0000_broken\.sql.*no_such_table/)
   })
 

@@ -1,7 +1,8 @@
 // startDevDb end to end: the URL it hands out, close() and disposal, the goodbye clients get, what survives a
 // reopen of the same dataDir, migrations, the two idle timeouts, and a failed start. Real sockets, bounded waits.
-import { spawn } from 'node:child_process'
-import { mkdir, mkdtemp, readFile, writeFile } from 'node:fs/promises'
+import { spawn, spawnSync } from 'node:child_process'
+import { constants } from 'node:fs'
+import { mkdir, mkdtemp, open, readFile, writeFile } from 'node:fs/promises'
 import { createInterface } from 'node:readline'
 import { once } from 'node:events'
 import net from 'node:net'
@@ -10,12 +11,13 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import postgres from 'postgres'
 import { afterEach, describe, expect, it, onTestFinished } from 'vitest'
-import { startDevDb, type DevDb, type DevDbOptions } from '../../src/host/dev-db.ts'
+import { launchDevDb, startDevDb, type DevDb, type DevDbOptions, type LaunchedDevDb } from '../../src/host/dev-db.ts'
+import { writeSnapshot } from '../../src/host/snapshot.ts'
 import { DevServerError } from '../../src/errors.ts'
 import { createLogger, type LogRecord } from '../../src/log.ts'
-import { removeDataDir } from '../helpers/db.ts'
+import { copyTemplate, removeDataDir } from '../helpers/db.ts'
 import { useDevDbs } from '../helpers/dev-db.ts'
-import { BackendError, connectRaw, withDeadline, type RawClient } from '../../harness/raw-client.ts'
+import { connectRaw, withDeadline, type RawClient } from '../../harness/raw-client.ts'
 import * as wire from '../../harness/wire.ts'
 
 const MIGRATIONS = fileURLToPath(new URL('../../migrations', import.meta.url))
@@ -266,29 +268,88 @@ describe('options', () => {
     expect((await client.query('select count(*) from fixed')).rows).toEqual([['0']])
   })
 
-  it('a client that connects while migrations run gets FATAL 57P03, never a half-migrated database', async () => {
-    // The first statement holds the migration long enough for a client to arrive; the table comes after it.
-    const migrations = await migrationsFolder('0000_slow', 'SELECT pg_sleep(1.5);\n--> statement-breakpoint\nCREATE TABLE late (id int);')
-    const port = await freePort()
-    const starting = start({ port, migrations })
+  it('the URL comes before the database is ready; a client connecting at once waits, and its first query sees the migrations', async () => {
+    // The database's files come through a FIFO: it cannot open, so nor be ready, before the test writes them.
+    const { fifo, feed, unblock } = await blockingSnapshot()
+    const migrations = await migrationsFolder('0000_late', 'CREATE TABLE late (id int);')
+    const launched = await launchDevDb({ port: 0, migrations, fromSnapshot: fifo })
+    const ready = settledAndClosed(launched, unblock)
 
-    // Retry on refusal (the database is still opening); the first client the socket takes is answered.
-    let refusal: BackendError | null = null
-    while (!refusal) {
-      const outcome = await connectRaw({ host: '127.0.0.1', port }, { params: { user: 'postgres', database: 'postgres' } }).then(
-        (client) => client,
-        (error: unknown) => error,
-      )
-      if (outcome instanceof BackendError) refusal = outcome
-      else if ((outcome as NodeJS.ErrnoException).code !== 'ECONNREFUSED') throw new Error(`expected a 57P03 refusal, got ${String(outcome)}`, { cause: outcome })
-    }
-    expect([refusal.severity, refusal.code, refusal.info.message]).toEqual(['FATAL', '57P03', 'the database system is starting up'])
-
-    const dev = await starting
-    const client = await connect(dev.url)
+    // It waits while the database opens: as long as that takes on a loaded machine.
+    const connecting = connectRaw(launched.url, { params: { user: 'postgres', database: 'postgres' }, deadlineMs: 60_000 })
+    // The server has the client's StartupMessage (it counts it) while the database has not even begun to open.
+    await expect.poll(() => launched.server.getStats().activeConnections, { timeout: 5_000 }).toBe(1)
+    expect(ready.outcome).toBe('pending')
+    await feed()
+    const client = await connecting
+    onTestFinished(() => client.destroy())
     expect((await client.query('select count(*) from late')).rows).toEqual([['0']])
+    await ready.settled
+    expect(ready.outcome).toMatchObject({ url: launched.url })
+  })
+
+  it('a start that fails after the URL reaches the waiting client as a FATAL ErrorResponse with the SQLSTATE, and ready rejects', async () => {
+    const { fifo, feed, unblock } = await blockingSnapshot()
+    const migrations = await migrationsFolder('0000_broken', 'INSERT INTO no_such_table VALUES (1);')
+    const launched = await launchDevDb({ port: 0, migrations, fromSnapshot: fifo })
+    const ready = settledAndClosed(launched, unblock)
+
+    const client = await connectRaw(launched.url, { startup: false })
+    onTestFinished(() => client.destroy())
+    await client.send(wire.startup({ user: 'postgres', database: 'postgres' }))
+    await expect.poll(() => launched.server.getStats().activeConnections, { timeout: 5_000 }).toBe(1)
+    await feed()
+    const error = wire.decodeError((await client.next('ErrorResponse', { deadlineMs: 30_000 })).body)
+    expect(error).toMatchObject({ severity: 'FATAL', code: '42P01', message: expect.stringMatching(/0000_broken\.sql.*no_such_table/) })
+    await withDeadline(client.closed, 3_000, 'socket closed after the FATAL')
+    await ready.settled
+    expect(ready.outcome).toMatchObject({ code: 'ERR_MIGRATION', message: expect.stringContaining('0000_broken.sql') })
+    expect(await isListening(launched.port)).toBe(false)
   })
 })
+
+/**
+ * `launched.ready` as it settles: 'pending' until then. After the test, a start still blocked is ended (`unblock`),
+ * and the server it gave, if any, closed.
+ */
+function settledAndClosed(launched: LaunchedDevDb, unblock: () => Promise<void>): { readonly outcome: unknown; settled: Promise<void> } {
+  const state: { outcome: unknown; settled: Promise<void> } = { outcome: 'pending', settled: Promise.resolve() }
+  state.settled = launched.ready.then(
+    (dev) => void (state.outcome = dev),
+    (error: unknown) => void (state.outcome = error),
+  )
+  onTestFinished(async () => {
+    if (state.outcome === 'pending') await unblock()
+    await state.settled
+    if (state.outcome instanceof Object && 'close' in state.outcome) await (state.outcome as DevDb).close()
+  })
+  return state
+}
+
+/**
+ * A FIFO to start from as a snapshot: reading it blocks until `feed()` writes a database's files into it (a
+ * snapshot of the template data dir, taken now), or `unblock()` ends it empty (the start then fails).
+ */
+async function blockingSnapshot(): Promise<{ fifo: string; feed: () => Promise<void>; unblock: () => Promise<void> }> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'pglite-dev-db-fifo-'))
+  scratch.push(dir)
+  const source = await copyTemplate()
+  scratch.push(source)
+  const file = path.join(dir, 'snapshot.tar.gz')
+  await writeSnapshot(source, file, { log: createLogger({ level: 'silent' }) })
+  const fifo = path.join(dir, 'snapshot.fifo')
+  const made = spawnSync('mkfifo', [fifo])
+  if (made.status !== 0) throw new Error(`mkfifo failed: ${made.stderr.toString()}`)
+  const unblock = async (): Promise<void> => {
+    // Non-blocking: with no reader (the start never got that far) there is nothing to end (ENXIO).
+    const writer = await open(fifo, constants.O_WRONLY | constants.O_NONBLOCK).catch((error: NodeJS.ErrnoException) => {
+      if (error.code === 'ENXIO') return null
+      throw error
+    })
+    await writer?.close()
+  }
+  return { fifo, feed: async () => writeFile(fifo, await readFile(file)), unblock }
+}
 
 /** A drizzle-kit style migrations folder with one file, removed after the test. */
 async function migrationsFolder(tag: string, sql: string): Promise<string> {

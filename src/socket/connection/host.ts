@@ -56,6 +56,11 @@ export interface ConnectionHost {
   readonly options: ConnectionOptions
   /** Where this connection's frames are recorded (--trace), if anywhere. */
   readonly trace?: TraceFile | null
+  /**
+   * While the server starts (the main database is not ready: its session has no startup prefix yet): resolves once
+   * clients can be let in (null), or with the error that refuses them all. Absent: such a client gets FATAL 57P03.
+   */
+  started?(): Promise<WireError | null>
   /** Called with the StartupMessage read; a returned error refuses the client (e.g. 53300). */
   admit(connection: ServedConnection): WireError | null
   /** A CancelRequest arrived with this process id and key. */

@@ -42,7 +42,7 @@ export class Startup {
   readonly #connection: StartingConnection
   readonly #host: ConnectionHost
   readonly #reader: FrameReader
-  #phase: 'packets' | 'authenticating' | 'opening' | 'refused' = 'packets'
+  #phase: 'packets' | 'waiting' | 'authenticating' | 'opening' | 'refused' = 'packets'
   #scram: ScramExchange | null = null
   /**
    * The first SSLRequest is answered 'S' when the server has TLS, else 'N', and the first GSSENCRequest 'N';
@@ -136,7 +136,26 @@ export class Startup {
       void this.#connection.terminate(refusal)
       return
     }
-    if (!this.#host.session.startupPrefixNow) throw new WireError('FATAL', SqlState.CannotConnectNow, 'the database system is starting up')
+    if (this.#host.session.startupPrefixNow) this.#letIn(minor, unrecognized)
+    else this.#waitForServer(minor, unrecognized)
+  }
+
+  /**
+   * The server is still starting (its database opening, migrations running): the client waits, as a client of
+   * Postgres waits for its backend to start, and goes on once it has started, or gets the error that ended the start.
+   */
+  #waitForServer(minor: number, unrecognized: string[]): void {
+    this.#phase = 'waiting'
+    const started = this.#host.started?.() ?? Promise.resolve(new WireError('FATAL', SqlState.CannotConnectNow, 'the database system is starting up'))
+    started
+      .then((refusal) => {
+        if (refusal) throw refusal
+        this.#letIn(minor, unrecognized)
+      })
+      .catch((error: unknown) => this.#connection.fail(error))
+  }
+
+  #letIn(minor: number, unrecognized: string[]): void {
     // A newer 3.x minor or `_pq_.` options: say we speak 3.0 and which options we ignored; the client carries on.
     if (minor > 0 || unrecognized.length > 0) this.#connection.write(encodeNegotiateProtocolVersion(0, unrecognized))
     this.#reader.startTyped()

@@ -1,0 +1,128 @@
+// The main database of a pglite-dev-db server, opened once the server listens: its data dir (seeded from the
+// migrated template when new), or memory from the template or a snapshot, then the migrations. Imported when needed,
+// so that PGlite's modules load after the URL line, not before it.
+
+import { PGlite } from '@electric-sql/pglite'
+import { resolve } from 'node:path'
+import { DevServerError } from '../errors.ts'
+import type { Logger } from '../log.ts'
+import { sessionFor } from '../socket/session/session.ts'
+import { applyMigrations } from './migrate.ts'
+import { Databases, MAIN_DATABASE } from './databases.ts'
+import type { Instance } from './database-builder.ts'
+import { DbThread } from './engine/thread.ts'
+import { openPGlite } from './engine/pglite.ts'
+import { installedNotLoaded, loadExtensions, type LoadedExtensions } from './extensions.ts'
+import type { resolveDevDbOptions } from './options.ts'
+import { reportSlowStep, type ProgressOptions } from './progress.ts'
+import { readSnapshot } from './snapshot.ts'
+import { holdsDatabase, migratedTemplate, seedDataDir, templateBlob, type Template } from './template.ts'
+import { openWithWalSpace } from './wal-reserve.ts'
+
+/**
+ * Postgres settings for the served database. shared_buffers is 8 MB instead of 128 MB: PGlite zeroes the whole pool
+ * in its WASM memory at start, so each MB of it is a MB of resident memory even when idle (128 MB: 151 MB of WASM
+ * memory touched, 16 MB: 29 MB, 8 MB: 21 MB; docs/BENCHMARKS.md). A development database's tables mostly fit anyway;
+ * a miss reads the page back from the file system's cache, and sequential scans of tables over a quarter of the pool
+ * read through a small ring either way (measured in process: point selects on a 13 MB table within the noise,
+ * full scans of it about 12% slower than at 16 MB).
+ */
+// max_prepared_transactions: PREPARE TRANSACTION works, as on a server configured for two-phase commit.
+// max_wal_size, min_wal_size: how many WAL segments the checkpoint at close keeps for reuse. PGlite is a single-user
+// backend: nothing checkpoints while it runs (PostgreSQL requests one for WAL volume only under a postmaster), so the
+// WAL grows until close, a new segment file each 16 MB (wal-reserve.ts makes them ready on disk).
+const SERVER_SETTINGS = ['-c', 'shared_buffers=8MB', '-c', 'max_prepared_transactions=64', '-c', 'max_wal_size=64MB', '-c', 'min_wal_size=32MB']
+
+export interface MainDatabaseContext {
+  options: ReturnType<typeof resolveDevDbOptions>
+  dataDir: string | undefined
+  cacheDir: string
+  migrations: string | null
+  log: Logger
+  onLost: (error: Error) => void
+}
+
+/**
+ * Open the main database (its data dir, or in memory from the template or a snapshot) and apply the migrations:
+ * the databases, ready for clients. Throws a DevServerError; nothing of it stays open then.
+ */
+export async function openMainDatabase({ options, dataDir, cacheDir, migrations, log, onLost }: MainDatabaseContext): Promise<Databases> {
+  const loaded = await loadExtensions(options.extensions ?? [])
+  const progress = { afterMs: options.progressAfterMs }
+  let db: Instance
+  /** The main database's bundles: those asked for, and those it turned out to use. */
+  let mainExtensions: LoadedExtensions = loaded
+  // The template is what a fresh main database and every other database start from; read (or built) when first needed.
+  let templateLookup: Promise<Template | null> | null = null
+  const template = (): Promise<Template | null> => {
+    templateLookup ??= !options.template ? Promise.resolve(null) : templateOrNull(migrations, cacheDir, log, loaded, progress)
+    return templateLookup
+  }
+  const startParams = [...PGlite.defaultStartParams, ...SERVER_SETTINGS]
+  try {
+    // A fresh database starts as a copy of the migrated template instead of initdb plus every migration.
+    const fresh = !dataDir || !(await holdsDatabase(dataDir))
+    const snapshot = options.fromSnapshot === undefined ? null : await readSnapshot(resolve(options.fromSnapshot), dataDir, log)
+    const fromTemplate = fresh && !snapshot ? await template() : null
+    const seeded = dataDir && fromTemplate ? await reportSlowStep(log, 'copying the database template into the data dir', () => seedDataDir(dataDir, fromTemplate), progress) : false
+    const from = snapshot ? 'snapshot' : fromTemplate && (seeded || !dataDir) ? 'template' : null
+    log.info('opening database', { dataDir: dataDir ?? 'memory', ...(from ? { from } : {}) })
+    const loadDataDir = snapshot ?? (fromTemplate && !dataDir ? await templateBlob(fromTemplate) : null)
+    const where = { ...(dataDir ? { dataDir } : {}), ...(loadDataDir ? { loadDataDir } : {}), startParams }
+    // In a worker thread (the server's thread never runs Postgres), unless asked otherwise.
+    const create = (with_: LoadedExtensions): Promise<Instance> => (options.databaseThreads ? DbThread.create({ ...where, extensions: with_.names }) : openPGlite({ ...where, extensions: with_.extensions }))
+    // On disk, a start that fails for want of space says so (and uses the WAL reserve, if one was kept).
+    const opening = (): Promise<Instance> => (dataDir ? openWithWalSpace(dataDir, () => create(loaded)) : create(loaded))
+    db = await reportSlowStep(log, `opening the database${from ? ` from the ${from}` : ''}`, opening, progress)
+    // A database that had CREATE EXTENSION x run on it needs x's bundle at every start: opened again with it.
+    const missing = await installedNotLoaded(db, loaded.names).catch(async (error: unknown) => {
+      await db.close()
+      throw error
+    })
+    if (missing.length > 0) {
+      log.info('the database uses extensions not asked for; opening it again with them', { extensions: missing.join(',') })
+      await db.close()
+      mainExtensions = await loadExtensions([...loaded.names, ...missing])
+      db = await create(mainExtensions)
+    }
+  } catch (error) {
+    if (error instanceof DevServerError) throw error
+    throw new DevServerError('ERR_PGLITE', `cannot open the database${dataDir ? ` in ${dataDir}` : ''}: ${(error as Error).message}`, { cause: error })
+  }
+
+  const databases = new Databases({
+    main: db,
+    dataDir: dataDir ?? null,
+    template,
+    migrations,
+    startParams,
+    extensions: loaded,
+    mainExtensions: mainExtensions.names,
+    threads: options.databaseThreads,
+    log,
+    onRecovered: (dead, db) => sessionFor(dead).recover(db),
+    onLost: (name, error) => {
+      if (name === MAIN_DATABASE) onLost(error)
+    },
+  })
+  if (migrations) {
+    try {
+      await applyMigrations(db, migrations, log, progress)
+    } catch (error) {
+      await databases.close()
+      throw error
+    }
+  }
+  return databases
+}
+
+/** The template, or null (with a warning) when the cache cannot be used; a failing migration still throws. */
+async function templateOrNull(migrations: string | null, cacheDir: string, log: Logger, loaded: LoadedExtensions, progress: ProgressOptions): Promise<Template | null> {
+  try {
+    return await migratedTemplate(migrations === null ? null : resolve(migrations), resolve(cacheDir), log, loaded, progress)
+  } catch (error) {
+    if (error instanceof DevServerError) throw error
+    log.warn('cannot use a database template; starting from initdb', { cacheDir, error })
+    return null
+  }
+}
