@@ -11,8 +11,8 @@
 // unmaps it when it is freed, so an outgrown array goes back to the system at once; and calloc leaves a fresh mapping
 // as the kernel made it, so the part of the step no write has reached yet takes no memory.
 //
-// MEMFS is PGlite's own (its Module.FS.filesystems.MEMFS): when a PGlite release no longer has it, files grow as
-// they always did.
+// MEMFS is PGlite's own, its Module.MEMFS (0.5.16's Emscripten no longer has FS.filesystems.MEMFS, where this was
+// looked up before): when a PGlite release lacks it, files grow as they always did and memory-files.test.ts fails.
 
 import type { PGlite } from '@electric-sql/pglite'
 
@@ -40,7 +40,7 @@ export function grownCapacity(capacity: number, wanted: number): number {
 
 /** Makes `db`'s in-memory files grow as above. */
 export function growFilesInLargeSteps(db: PGlite): void {
-  const memfs = (db as unknown as { mod?: { FS?: { filesystems?: { MEMFS?: Partial<Memfs> } } } }).mod?.FS?.filesystems?.MEMFS
+  const memfs = (db as unknown as { mod?: { MEMFS?: Partial<Memfs> } }).mod?.MEMFS
   if (typeof memfs?.expandFileStorage !== 'function') return
   memfs.expandFileStorage = (node, newCapacity) => {
     const capacity = grownCapacity(node.contents.length, newCapacity)
