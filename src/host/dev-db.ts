@@ -176,6 +176,8 @@ export async function startDevDb(given: DevDbOptions = {}): Promise<DevDb> {
     idleTimeoutMs: options.idleTimeoutMs,
     queueTimeoutMs: options.queueTimeoutMs,
     idleTransactionWaitMs: options.idleTransactionWaitMs,
+    maxSpillBytes: options.maxSpillBytes,
+    spillDir: join(cacheDir, 'replies'),
     logger: log,
     // At trace level every frame in and out is logged as a hex dump: the protocol trace for interleaving bugs.
     inspect: log.enabled('trace'),
