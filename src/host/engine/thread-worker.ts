@@ -237,7 +237,9 @@ class Output {
   }
 
   #writeRaw(bytes: Uint8Array): void {
-    this.#write(FrameEnd.Raw, bytes)
+    // Every frame says Raw (#write marks only a payload's last).
+    const max = replies.maxPayload
+    for (let at = 0; at < bytes.length; at += max) this.#write(FrameEnd.Raw, bytes.subarray(at, at + max))
     this.#unannounced += bytes.length
     if (this.#unannounced >= WAKE_EVERY_BYTES) {
       this.#unannounced = 0

@@ -47,6 +47,8 @@ export class ClientOutput {
   #direct = false
   /** The client stopped reading a reply written straight to it (directBlocked). */
   #blockedByDirect = false
+  /** The thread stopped writing that reply to the socket, and sends the rest here (diverted): the socket is ours again. */
+  #diverted = false
   /** The server's writes that came meanwhile, sent once it ends; and an end() asked for then. */
   #held: Uint8Array[] = []
   #endHeld = false
@@ -103,6 +105,11 @@ export class ClientOutput {
    */
   diverted(framing: Uint8Array): void {
     this.#framing.set(framing)
+    this.#diverted = true
+    // Nothing writes to the descriptor any more: a close Node asked for meanwhile may happen.
+    const close = this.#heldClose
+    this.#heldClose = null
+    close?.()
   }
 
   /** The rest of a reply that was going straight to the socket: after what the thread wrote, before anything held. */
@@ -135,13 +142,14 @@ export class ClientOutput {
    */
   beginDirect(): void {
     this.#direct = true
+    this.#diverted = false
     if (!this.#spill) this.#framing.reset()
     const handle = (this.#connection.socket as Socket & { _handle?: SocketHandle | null })._handle
     if (handle && this.#guarded !== handle) {
       this.#guarded = handle
       const close = handle.close
       handle.close = (...args: unknown[]): unknown => {
-        if (!this.#direct) return close.apply(handle, args)
+        if (!this.#direct || this.#diverted) return close.apply(handle, args)
         this.#heldClose = () => void close.apply(handle, args)
         return undefined
       }
@@ -150,6 +158,7 @@ export class ClientOutput {
 
   endDirect(): void {
     this.#direct = false
+    this.#diverted = false
     if (this.#blockedByDirect) this.directBlocked(false)
     // The reply written (or kept) so far ends with a whole message: what was held goes after it.
     if (this.#spill) this.#spill.atBoundary()
