@@ -3,7 +3,8 @@
 // byte in order. Past the cap it gets FATAL 53400 after its last whole message. Inside a block it holds the session
 // anyway, and its statement waits for it as before (backpressure.test.ts).
 import { describe, expect, it } from 'vitest'
-import { useDevDbs } from '../helpers/dev-db.ts'
+import path from 'node:path'
+import { scratchDir, useDevDbs } from '../helpers/dev-db.ts'
 import { withDeadline, type RawClient } from '../../harness/raw-client.ts'
 import * as wire from '../../harness/wire.ts'
 
@@ -56,6 +57,16 @@ describe('a client that stops reading a big result', () => {
     await expect.poll(() => dev.server.getStats().spilledBytes, { timeout: 10_000 }).toBe(0)
     // Each goes on as usual afterwards.
     for (const client of stalled) expect((await client.query('select 2')).rows).toEqual([['2']])
+  })
+
+  it('the same for a reply that comes through the server\'s thread (a traced server writes none straight to the socket)', async () => {
+    const dev = await start({ trace: path.join(await scratchDir('spill-trace'), 'trace.jsonl') })
+    const client = await stalledClient(dev.url, bigQuery(ROWS))
+    await expect.poll(() => dev.server.getStats().spilledBytes, { timeout: PROBE_DEADLINE_MS }).toBeGreaterThan(0)
+    const probe = await connect(dev.url)
+    expect((await probe.query('select 1', { deadlineMs: PROBE_DEADLINE_MS })).rows).toEqual([['1']])
+    client.socket.resume()
+    expectAllRows(wire.summarize(await client.until('ReadyForQuery', { deadlineMs: 30_000 })), ROWS)
   })
 
   it('its next query waits until it has read everything kept for it, and then runs', async () => {

@@ -229,8 +229,10 @@ class Output {
     const written = writeToClient(words, this.#id, this.#unit, this.#fd, bytes)
     if (written < 0) this.#gone = true
     else if (written < bytes.length) {
-      // The client stopped reading: the server's thread takes the rest, and keeps it for the client meanwhile.
+      // The client stopped reading: the server's thread takes the rest, and keeps it for the client meanwhile. What the
+      // reply said so far goes first (a ReadyForQuery saying a block is open makes the server wait for the client).
       this.#raw = true
+      this.#write(FrameEnd.Direct, this.watch.summary())
       this.#write(FrameEnd.Raw | FrameEnd.Direct, framingAt(this.#before, bytes, written))
       this.#writeRaw(bytes.subarray(written))
     }

@@ -362,7 +362,7 @@ export class Connection implements ServedConnection, StartingConnection, MemberC
           this.#pausedForBackpressure = false
           this.socket.resume()
         }
-        const reading = this.waitForReader()
+        const reading = this.#output.waitForReader(true)
         if (reading) {
           await reading
           if (!this.states.isServing) break

@@ -209,17 +209,18 @@ export class ClientOutput {
   }
 
   /**
-   * Null while few of the client's replies wait unread; else a promise of its reading them (or going away). Inside a
-   * call whose statement runs outside a transaction block, the rest of its replies are kept on disk instead (the
-   * promise then only waits for the file to take them); the client's next batch waits until it has read them all.
+   * Null while few of the client's replies wait unread; else a promise of its reading them (or going away). For a
+   * call's output (not `beforeBatch`) whose statement runs outside a transaction block, the rest is kept on disk
+   * instead (the promise then only waits for the file to take it); the client's next batch waits until it has read
+   * it all.
    */
-  waitForReader(): Promise<void> | null {
+  waitForReader(beforeBatch = false): Promise<void> | null {
     const spill = this.#spill
-    if (spill) return this.#inCall ? spill.room() : this.#waitForSpill()
+    if (spill) return beforeBatch ? this.#waitForSpill() : spill.room()
     if (this.#readerWait) return this.#readerWait
     const { socket, states } = this.#connection
     if (socket.writableLength <= OUTPUT_HIGH_WATER) return null
-    if (this.#inCall && this.#connection.mayKeepReplies && this.#startSpill()) return null
+    if (!beforeBatch && this.#connection.mayKeepReplies && this.#startSpill()) return null
     const wasActive = states.current === 'active'
     // Writes held back for one send (cork) must go now, or the client could never read them. The call may end
     // before the client reads (PGlite in this thread does not wait for its output): cork again only if still inside it.
@@ -232,17 +233,12 @@ export class ClientOutput {
     return this.#readerWait
   }
 
-  /** Inside a PGlite call (its replies streaming, or written straight to the socket). */
-  get #inCall(): boolean {
-    return this.#corked || this.#direct
-  }
-
   /** Keep what comes next on disk (spill.ts); false if the server keeps nothing there, or the file cannot be made. */
   #startSpill(): boolean {
     const { socket, spillBudget } = this.#connection
     if (spillBudget === null || spillBudget.limit === 0) return false
     try {
-      this.#spill = new ReplySpill(socket, spillBudget, this.#framing, { drained: () => this.#spillDrained(), cutOff: (error) => this.#connection.cutOff(error) }, this.#log)
+      this.#spill = new ReplySpill(socket, spillBudget, this.#framing, { drained: () => this.#endSpill(), cutOff: (error) => this.#connection.cutOff(error) }, this.#log)
     } catch (error) {
       this.#log.warn('could not keep unread replies on disk; the statement waits for the client instead', { error })
       return false
@@ -252,11 +248,7 @@ export class ClientOutput {
     return true
   }
 
-  /** Everything kept was sent on: outside a call, the spill ends (inside one, more may come). */
-  #spillDrained(): void {
-    if (!this.#inCall) this.#endSpill()
-  }
-
+  /** Everything kept was sent on (or the client went): what comes next goes to the socket again. */
   #endSpill(): void {
     const spill = this.#spill
     if (!spill) return

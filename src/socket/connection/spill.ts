@@ -90,7 +90,7 @@ export class Framing {
 
 /** What a spill tells its connection. */
 export interface SpillOwner {
-  /** Everything kept was sent on: the connection writes to the socket itself again (unless it is inside a call). */
+  /** Everything kept was sent on: the connection writes to the socket itself again. */
   drained(): void
   /** The spill cut the client off (`error` is already queued for it, after the last whole message). */
   cutOff(error: WireError): void
