@@ -121,4 +121,21 @@ describe('a client that stops reading a big result', () => {
     expect((await client.query('commit')).status).toBe('I')
     expect((await probing).rows).toEqual([['1']])
   })
+
+  it('a block opened in the same read (BEGIN, then the query, sent together): the statement waits for it too', async () => {
+    const dev = await start()
+    const client = await connect(dev.url)
+    client.socket.pause()
+    await client.send(wire.query('begin'), wire.query(bigQuery(ROWS)))
+    await expect.poll(() => dev.server.getStats().notReadingClients, { timeout: 10_000 }).toBe(1)
+    const probe = await connect(dev.url)
+    const probing = probe.query('select 1', { deadlineMs: 30_000 })
+    await expect.poll(() => dev.server.getStats(), { timeout: 10_000 }).toMatchObject({ sessionHeld: true, waitingClients: 1, spilledBytes: 0 })
+
+    client.socket.resume()
+    expect(wire.summarize(await client.until('ReadyForQuery', { deadlineMs: 10_000 }))).toMatchObject({ commands: ['BEGIN'], status: 'T' })
+    expectAllRows(wire.summarize(await client.until('ReadyForQuery', { deadlineMs: 30_000 })), ROWS)
+    expect((await client.query('commit')).status).toBe('I')
+    expect((await probing).rows).toEqual([['1']])
+  })
 })
