@@ -61,6 +61,8 @@ export class ClientOutput {
   #spill: ReplySpill | null = null
   /** Waiting, between batches, for the spill to be sent on: its end. */
   #spillDone: (() => void) | null = null
+  /** The socket whose close ends a spill (watched once). */
+  #closeWatched: Socket | null = null
 
   constructor(connection: OutputConnection, log: Logger, trace: ConnectionTrace | null, inspect: boolean) {
     this.#connection = connection
@@ -244,7 +246,10 @@ export class ClientOutput {
       return false
     }
     while (socket.writableCorked > 0) socket.uncork()
-    socket.once('close', () => this.#endSpill())
+    if (this.#closeWatched !== socket) {
+      this.#closeWatched = socket
+      socket.once('close', () => this.#endSpill())
+    }
     return true
   }
 
