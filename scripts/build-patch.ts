@@ -186,6 +186,9 @@ interface PGLiteSocketDirectReply {
     relayFrom: number;
     summary(summary: Uint8Array): void;
     blocked(isBlocked: boolean): void;
+    /** The socket stayed full: the rest of the reply comes to raw(), from where framing says in its messages. */
+    diverted(framing: Uint8Array): void;
+    raw(bytes: Uint8Array): void | Promise<void>;
 }
 /** A call of units whose replies go straight to their clients (pglite-dev-db's UnitsDirect). */
 interface PGLiteSocketUnitsDirect {
@@ -241,6 +244,10 @@ interface PGLiteSocketServerOptions {
     createDatabaseOnConnect?: boolean;
     /** Answer SSLRequest with 'S' and serve clients that ask for TLS with this certificate and key (PEM). Default: none ('N'). */
     tls?: { cert: string | Buffer; key: string | Buffer };
+    /** Results a client stops reading, outside a transaction block, wait on disk so others run; past this many bytes in all, FATAL 53400 (default 1 GiB; 0 = none). */
+    maxSpillBytes?: number;
+    /** Where those results wait (default: the system's temp dir). */
+    spillDir?: string;
 }
 interface PGLiteSocketHandlerOptions {
     /** As for PGLiteSocketServerOptions. */

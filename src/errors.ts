@@ -30,6 +30,8 @@ export const SqlState = {
   DuplicatePreparedStatement: '42P05',
   ProgramLimitExceeded: '54000',
   OutOfMemory: '53200',
+  DiskFull: '53100',
+  ConfigurationLimitExceeded: '53400',
   InternalError: 'XX000',
   DuplicateDatabase: '42P04',
   InvalidCatalogName: '3D000',

@@ -57,6 +57,14 @@ export const FLAGS: readonly Flag[] = [
   { name: 'socket-dir', option: 'socketDir', type: 'string', value: 'DIR', help: 'also listen on DIR/.s.PGSQL.PORT, where psql -h DIR looks' },
   { name: 'max-connections', option: 'maxConnections', type: 'integer', value: 'N', help: 'clients past this get FATAL 53300', defaultText: defaultOf('maxConnections') },
   {
+    name: 'max-spill-bytes',
+    option: 'maxSpillBytes',
+    type: 'integer',
+    value: 'N',
+    help: 'results clients stop reading wait on disk (in the cache dir) so the database goes on; past N bytes in all, FATAL 53400; 0 = they wait in the database',
+    defaultText: defaultOf('maxSpillBytes'),
+  },
+  {
     name: 'idle-in-transaction-timeout-ms',
     option: 'idleInTransactionTimeoutMs',
     type: 'integer',

@@ -135,6 +135,8 @@ export async function launchDevDb(given: DevDbOptions = {}): Promise<LaunchedDev
     idleTimeoutMs: options.idleTimeoutMs,
     queueTimeoutMs: options.queueTimeoutMs,
     idleTransactionWaitMs: options.idleTransactionWaitMs,
+    maxSpillBytes: options.maxSpillBytes,
+    spillDir: join(cacheDir, 'replies'),
     logger: log,
     // At trace level every frame in and out is logged as a hex dump: the protocol trace for interleaving bugs.
     inspect: log.enabled('trace'),

@@ -36,6 +36,11 @@ export interface DevDbOptions {
   /** Every client must give this password (SCRAM-SHA-256, as Postgres checks it). Default: none. */
   password?: string
   /**
+   * Replies that clients stop reading, outside a transaction block, wait in `<cacheDir>/replies` so the database goes
+   * on; past this many bytes for all clients together, FATAL 53400. Default 1 GiB; 0 keeps none (the statement waits).
+   */
+  maxSpillBytes?: number
+  /**
    * Also listen on a Unix socket in this directory, named as Postgres names it (`.s.PGSQL.<port>`), so
    * `psql -h DIR -p PORT` and `postgres://postgres@/postgres?host=DIR&port=PORT` find it. Default: none.
    */
@@ -96,6 +101,7 @@ export const DEV_DB_DEFAULTS = {
   idleTimeoutMs: SERVER_DEFAULTS.idleTimeoutMs,
   queueTimeoutMs: SERVER_DEFAULTS.queueTimeoutMs,
   idleTransactionWaitMs: SERVER_DEFAULTS.idleTransactionWaitMs,
+  maxSpillBytes: SERVER_DEFAULTS.maxSpillBytes,
   host: '127.0.0.1',
   port: 0,
   template: true,
@@ -142,6 +148,7 @@ const RULES: Readonly<Record<keyof DevDbOptions, Rule>> = {
   idleTimeoutMs: WHOLE(0, MAX_TIMER_MS),
   queueTimeoutMs: WHOLE(0, MAX_TIMER_MS),
   idleTransactionWaitMs: WHOLE(0, MAX_TIMER_MS),
+  maxSpillBytes: WHOLE(0),
   password: TEXT,
   socketDir: TEXT,
   logger: { kind: 'object' },

@@ -4,6 +4,9 @@
 import { createSecureContext } from 'node:tls'
 import type { ConnectionOptions } from './connection/host.ts'
 import { scramSecret } from './connection/scram.ts'
+import { SpillBudget } from './connection/spill.ts'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 
 export const SERVER_DEFAULTS = {
   /** Far above any pool, so only a runaway client meets it. */
@@ -25,6 +28,8 @@ export const SERVER_DEFAULTS = {
   idleTimeoutMs: 0,
   /** PGlite needs a whole COPY FROM STDIN in memory at once. */
   maxCopyBytes: 256 * 2 ** 20,
+  /** Replies clients have not read, kept on disk so that their statements end (connection/spill.ts): all clients' together. */
+  maxSpillBytes: 2 ** 30,
 } as const
 
 export const DEFAULT_MAX_CONNECTIONS: number = SERVER_DEFAULTS.maxConnections
@@ -39,6 +44,8 @@ export interface ClientLimits {
   queueTimeoutMs?: number | undefined
   idleTransactionWaitMs?: number | undefined
   maxCopyBytes?: number | undefined
+  maxSpillBytes?: number | undefined
+  spillDir?: string | undefined
   inspect?: boolean | undefined
   password?: string | undefined
   createDatabaseOnConnect?: boolean | undefined
@@ -63,5 +70,6 @@ export function connectionOptions(limits: ClientLimits): ConnectionOptions {
     password: limits.password ? scramSecret(limits.password) : null,
     createDatabaseOnConnect: limits.createDatabaseOnConnect ?? true,
     tls: limits.tls ? createSecureContext({ cert: limits.tls.cert, key: limits.tls.key }) : null,
+    spill: limits.maxSpillBytes === 0 ? null : new SpillBudget(limits.maxSpillBytes ?? SERVER_DEFAULTS.maxSpillBytes, limits.spillDir ?? join(tmpdir(), 'pglite-dev-db-replies')),
   }
 }

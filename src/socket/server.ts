@@ -58,6 +58,15 @@ export interface PGLiteSocketServerOptions {
   password?: string
   /** A COPY FROM STDIN is held in memory until complete; past this many bytes it fails with 54000 (default: 256 MB) */
   maxCopyBytes?: number
+  /**
+   * A client that stops reading the result of a statement outside a transaction block has the rest kept on disk, in
+   * `spillDir`, so the statement ends and the others run; it reads it all later. Past this many bytes kept for all
+   * clients together, the client that would add more gets FATAL 53400 after its last whole message (default: 1 GiB;
+   * 0 keeps nothing on disk: the statement waits for its client, holding the database).
+   */
+  maxSpillBytes?: number
+  /** Where those replies are kept: files unlinked as soon as made (default: the system's temp dir) */
+  spillDir?: string
   /** Clients past this many get FATAL 53300 "sorry, too many clients already" after their startup packet (default: 1000) */
   maxConnections?: number
   /**
@@ -279,9 +288,10 @@ export class PGLiteSocketServer extends EventTarget {
 
   /**
    * Stock's figures, and: clients waiting for the session, whether any session is held, clients not reading their
-   * replies, and calls that ran several clients' units at once (with how many units they carried).
+   * replies, calls that ran several clients' units at once (with how many units they carried), and the bytes of
+   * replies kept on disk for clients that have not read them (`maxSpillBytes`).
    */
-  getStats(): { activeConnections: number; queuedQueries: number; maxConnections: number; waitingClients: number; sessionHeld: boolean; notReadingClients: number; combinedCalls: number; combinedUnits: number } {
+  getStats(): { activeConnections: number; queuedQueries: number; maxConnections: number; waitingClients: number; sessionHeld: boolean; notReadingClients: number; combinedCalls: number; combinedUnits: number; spilledBytes: number } {
     let queued = 0
     let notReading = 0
     for (const connection of this.#connections) {
@@ -307,6 +317,7 @@ export class PGLiteSocketServer extends EventTarget {
       notReadingClients: notReading,
       combinedCalls,
       combinedUnits,
+      spilledBytes: this.#options.spill?.used ?? 0,
     }
   }
 

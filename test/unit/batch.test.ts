@@ -53,6 +53,8 @@ function setUp() {
       beginDirect: () => {},
       endDirect: () => {},
       directBlocked: () => {},
+      diverted: () => {},
+      raw: () => {},
       terminate: async () => {},
       notify: () => {},
       preparedStatementFrames: () => [],

@@ -1,6 +1,8 @@
 // Backpressure: a client that stops reading its replies does not make the server buffer without bound. Its running
 // statement's output waits for it in the database's thread (so does the statement, holding the session), and its
-// next batch waits too; a holder that stays stalled is reaped by the idle-in-transaction timer.
+// next batch waits too; a holder that stays stalled is reaped by the idle-in-transaction timer. This is what happens
+// inside a transaction block, or with maxSpillBytes 0; outside a block the rest waits on disk instead
+// (unread-replies.test.ts).
 import { describe, expect, it } from 'vitest'
 import { useDevDbs } from '../helpers/dev-db.ts'
 import { withDeadline } from '../../harness/raw-client.ts'
@@ -13,7 +15,7 @@ const bigQuery = `select nextval('bp') as n, repeat('x', ${REPLY_BYTES}) as payl
 
 describe('a client that stops reading', () => {
   it('its statement waits for it mid-output, and its next query after that; once it reads, every reply arrives whole and in order', async () => {
-    const dev = await start()
+    const dev = await start({ maxSpillBytes: 0 })
     const observer = await connect(dev.url)
     await observer.query('create sequence bp')
     const client = await connect(dev.url)

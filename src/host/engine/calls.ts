@@ -295,11 +295,8 @@ export class ProtocolCalls {
         onUnitEnd?.(payload[0] === 1)
         return
       }
-      if (flags & FrameEnd.Direct) {
-        running.direct?.summary(payload)
-        return
-      }
-      const result = sink(payload, true)
+      // A reply that was going straight to the client, whose socket stayed full: where its messages stand, then its bytes.
+      const result = flags & FrameEnd.Raw ? (flags & FrameEnd.Direct ? running.direct?.diverted(payload) : running.direct?.raw(payload)) : flags & FrameEnd.Direct ? running.direct?.summary(payload) : sink(payload, true)
       if (result instanceof Promise) {
         state.held = result
         return false

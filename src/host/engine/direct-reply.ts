@@ -6,6 +6,7 @@ import { writeSync } from 'node:fs'
 import { BackendCode } from '../../socket/protocol/codes.ts'
 import { RelayFrom } from '../../socket/session/databases.ts'
 import { Control } from './stoppable.ts'
+import type { Framing } from './output-watch.ts'
 
 /** For each combination of RelayFrom bits, the message codes it names (null: none). */
 export const RELAY_CODES: ReadonlyArray<ReadonlySet<number> | null> = Array.from({ length: 8 }, (_, bits) => {
@@ -19,38 +20,78 @@ export const RELAY_CODES: ReadonlyArray<ReadonlySet<number> | null> = Array.from
 /** A full socket is tried again after this long, doubling up to LONGEST_WAIT_MS while the client does not read. */
 const FIRST_WAIT_MS = 0.1
 const LONGEST_WAIT_MS = 5
+/**
+ * A socket that takes nothing for this long gets the rest of the reply through the server's thread instead, which
+ * can keep it for the client without holding the session (socket/connection/spill.ts).
+ */
+const GIVE_UP_MS = 50
 
 /**
- * Writes all of `bytes` to the socket `fd` for call `id` (in a call of units, unit `unit`; else -1), waiting while it is full; false if the client is gone (the
+ * Writes `bytes` to the socket `fd` for call `id` (in a call of units, unit `unit`; else -1), waiting while it is full;
+ * returns how many it wrote: all, fewer if the socket took nothing for GIVE_UP_MS, or -1 if the client is gone (the
  * socket refused the bytes) or the server gave up on the call. Marks the call Blocked while it waits, so the server's
  * thread can time its client out as one that stopped reading.
  */
-export function writeToClient(words: Int32Array, id: number, unit: number, fd: number, bytes: Uint8Array): boolean {
+export function writeToClient(words: Int32Array, id: number, unit: number, fd: number, bytes: Uint8Array): number {
   let at = 0
   let waitMs = FIRST_WAIT_MS
+  let giveUpAt = 0
   try {
     while (at < bytes.length) {
-      if (isAbandoned(words, id, unit)) return false
+      if (isAbandoned(words, id, unit)) return -1
       try {
         at += writeSync(fd, bytes, at, bytes.length - at)
         waitMs = FIRST_WAIT_MS
+        giveUpAt = 0
       } catch (error) {
         // Non-blocking: EAGAIN is a full socket; anything else (EPIPE, ECONNRESET) means the client is gone.
-        if ((error as NodeJS.ErrnoException).code !== 'EAGAIN') return false
+        if ((error as NodeJS.ErrnoException).code !== 'EAGAIN') return -1
+        const now = performance.now()
+        if (giveUpAt === 0) giveUpAt = now + GIVE_UP_MS
+        else if (now >= giveUpAt) return at
         Atomics.store(words, Control.Blocked, id)
         Atomics.wait(words, Control.Abandoned, Atomics.load(words, Control.Abandoned), waitMs)
         waitMs = Math.min(LONGEST_WAIT_MS, waitMs * 2)
       }
     }
-    return true
+    return at
   } finally {
     if (Atomics.load(words, Control.Blocked) === id) Atomics.store(words, Control.Blocked, 0)
   }
 }
 
 /** The server gave up on call `id`'s reply, or on unit `unit`'s in it. */
-function isAbandoned(words: Int32Array, id: number, unit: number): boolean {
+export function isAbandoned(words: Int32Array, id: number, unit: number): boolean {
   if (Atomics.load(words, Control.Abandoned) !== id) return false
   const abandoned = Atomics.load(words, Control.AbandonedUnit)
   return abandoned === -1 || abandoned === unit
+}
+
+/**
+ * Where the message stream stands `at` bytes into `chunk`, which began at `before`: the payload of a Raw|Direct frame
+ * (body bytes left, Int32 LE, then the header bytes already written), so the server can tell where messages begin in
+ * the bytes that follow.
+ */
+export function framingAt(before: Framing, chunk: Uint8Array, at: number): Buffer {
+  let remaining = before.remaining
+  const header = Buffer.alloc(5)
+  before.header.copy(header, 0, 0, before.headerFill)
+  let headerFill = before.headerFill
+  for (let i = 0; i < at; ) {
+    if (remaining > 0) {
+      const take = Math.min(remaining, at - i)
+      i += take
+      remaining -= take
+      continue
+    }
+    header[headerFill++] = chunk[i++]!
+    if (headerFill === 5) {
+      remaining = Math.max(0, header.readInt32BE(1) - 4)
+      headerFill = 0
+    }
+  }
+  const payload = Buffer.alloc(4 + headerFill)
+  payload.writeInt32LE(remaining, 0)
+  header.copy(payload, 4, 0, headerFill)
+  return payload
 }

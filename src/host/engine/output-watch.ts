@@ -17,6 +17,13 @@ export const SUMMARY_BYTES = 4
 /** summary()[2]: no ErrorResponse or ReadyForQuery came, one came last, or a ReadyForQuery came after the last error. */
 export const ErrorState = { Unchanged: 0, Pending: 1, Cleared: 2 } as const
 
+/** Where the output stands in its messages: body bytes left of the one in progress, or the header bytes read so far. */
+export interface Framing {
+  remaining: number
+  headerFill: number
+  readonly header: Buffer
+}
+
 export class OutputWatch {
   /** What PGlite said, once it said FATAL or PANIC. */
   fatal: string | null = null
@@ -37,6 +44,13 @@ export class OutputWatch {
   readonly #body = Buffer.alloc(ERROR_BYTES)
   #bodySize = 0
   #bodyFill = 0
+
+  /** Copy where the output read so far stands in its messages into `to`. */
+  framingInto(to: Framing): void {
+    to.remaining = this.#remaining
+    to.headerFill = this.#headerFill
+    if (this.#headerFill > 0) this.#header.copy(to.header, 0, 0, this.#headerFill)
+  }
 
   /** A call begins: the watch is used again for it. */
   startCall(): void {

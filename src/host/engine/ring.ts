@@ -42,8 +42,13 @@ export const FrameEnd = {
    * payload: output-watch.ts summary), before any output that follows through the ring.
    */
   Direct: 0x0400_0000,
+  /**
+   * On a reply: bytes of a reply that was going straight to the client, whose socket stayed full (direct-reply.ts
+   * GIVE_UP_MS): the server sends them on unread. With Direct: where in a message they begin (thread-worker.ts).
+   */
+  Raw: 0x0200_0000,
 } as const
-const LENGTH_MASK = 0x03ff_ffff
+const LENGTH_MASK = 0x01ff_ffff
 
 /** Atomics.waitAsync (Node 16+), which this project's lib (ES2023) does not declare. */
 export const waitAsync = (Atomics as unknown as { waitAsync(array: Int32Array, index: number, value: number, ms: number): { async: boolean; value: Promise<string> | string } }).waitAsync

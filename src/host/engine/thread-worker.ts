@@ -9,9 +9,9 @@ import { loadExtensions } from '../extensions.ts'
 import { isPGliteFatal } from '../../errors.ts'
 import { TarballBlob, openPGlite } from './pglite.ts'
 import { collectGarbageSoon, collectWhenIdle, noteBusy } from './collect-garbage.ts'
-import { OutputWatch } from './output-watch.ts'
+import { OutputWatch, type Framing } from './output-watch.ts'
 import { ByteRing, FrameEnd, decodeUnits } from './ring.ts'
-import { RELAY_CODES, writeToClient } from './direct-reply.ts'
+import { RELAY_CODES, framingAt, isAbandoned, writeToClient } from './direct-reply.ts'
 import { controlViews, exposeStopping, interceptTimers, type CallHooks } from './stoppable.ts'
 
 /** Wake the server's thread after this many bytes of output, and at the end of each call. */
@@ -165,6 +165,10 @@ class Output {
   #gone = false
   /** Output of this call went through the ring: its end must wake the server's thread to pass it on. */
   #relayed = false
+  /** The client's socket stopped taking the reply: the rest goes through the ring unread (FrameEnd.Raw). */
+  #raw = false
+  /** Where the stream stood in its messages before the chunk being written (for framingAt). */
+  readonly #before: Framing = { remaining: 0, headerFill: 0, header: Buffer.alloc(5) }
 
   constructor(pglite: PGlite) {
     this.#mod = (pglite as unknown as { mod: { _pq_buffer_remaining_data(): number } }).mod
@@ -189,13 +193,15 @@ class Output {
     this.#fd = fd
     this.#relayCodes = RELAY_CODES[relayFrom & 7] ?? null
     this.#gone = false
+    this.#raw = false
   }
 
   readonly onRawData = (chunk: Uint8Array): void => {
     if (this.#fd >= 0) {
+      if (!this.#raw) this.watch.framingInto(this.#before)
       const stop = this.watch.feed(chunk, this.#relayCodes)
       const direct = stop < 0 ? chunk : chunk.subarray(0, stop)
-      if (!this.#gone && direct.length > 0 && !writeToClient(words, this.#id, this.#unit, this.#fd, direct)) this.#gone = true
+      if (!this.#gone && direct.length > 0) this.#toClient(direct)
       if (stop < 0 || this.#gone) {
         if (stop >= 0) this.watch.feed(chunk.subarray(stop))
         return
@@ -212,6 +218,37 @@ class Output {
     // A unit answered while Postgres holds more of the call's messages (a pipeline of several): its client gets the
     // answer now, as Postgres sends it at ReadyForQuery (postgres.js may cancel the next query it piped).
     if (this.#unannounced >= WAKE_EVERY_BYTES || (this.watch.atReadyForQuery && this.#mod._pq_buffer_remaining_data() > 0)) {
+      this.#unannounced = 0
+      replies.wakeForOutput()
+    }
+  }
+
+  /** Bytes of a reply that goes straight to the client: to its socket, or, once that stopped taking them, the ring. */
+  #toClient(bytes: Uint8Array): void {
+    if (this.#raw) {
+      if (isAbandoned(words, this.#id, this.#unit)) this.#gone = true
+      else this.#writeRaw(bytes)
+      return
+    }
+    const written = writeToClient(words, this.#id, this.#unit, this.#fd, bytes)
+    if (written < 0) this.#gone = true
+    else if (written < bytes.length) {
+      // The client stopped reading: the server's thread takes the rest, and keeps it for the client meanwhile. What the
+      // reply said so far goes first (a ReadyForQuery saying a block is open makes the server wait for the client).
+      this.#raw = true
+      this.#write(FrameEnd.Direct, this.watch.summary())
+      this.#write(FrameEnd.Raw | FrameEnd.Direct, framingAt(this.#before, bytes, written))
+      this.#writeRaw(bytes.subarray(written))
+    }
+  }
+
+  #writeRaw(bytes: Uint8Array): void {
+    // Every frame says Raw (#write marks only a payload's last).
+    const max = replies.maxPayload
+    this.#relayed = true
+    for (let at = 0; at < bytes.length; at += max) this.#write(FrameEnd.Raw, bytes.subarray(at, at + max))
+    this.#unannounced += bytes.length
+    if (this.#unannounced >= WAKE_EVERY_BYTES) {
       this.#unannounced = 0
       replies.wakeForOutput()
     }

@@ -40,6 +40,9 @@ export interface BackendClient extends SessionMember, FunctionsClient {
   endDirect(): void
   /** The client stopped reading a reply written straight to it (true), or read again (false). */
   directBlocked(isBlocked: boolean): void
+  /** The rest of a reply being written straight to it comes through here, unread (DirectReply.diverted, raw). */
+  diverted(framing: Uint8Array): void
+  raw(bytes: Uint8Array): void | Promise<void>
 }
 
 type Output = 'client' | 'nowhere' | Buffer[]
@@ -112,6 +115,8 @@ export class ClientBackend implements Backend {
     relayFrom: 0,
     summary: (summary) => this.#reader.absorb(summary),
     blocked: (isBlocked) => this.#client.directBlocked(isBlocked),
+    diverted: (framing) => this.#client.diverted(framing),
+    raw: (bytes) => this.#client.raw(bytes),
   }
   /** The call running now writes its reply straight to the client. */
   #directNow = false
@@ -345,6 +350,8 @@ export class ClientBackend implements Backend {
       sink: this.#sink,
       summary: (summary) => reader.absorb(summary),
       blocked: (isBlocked) => client.directBlocked(isBlocked),
+      diverted: (framing) => client.diverted(framing),
+      raw: (bytes) => client.raw(bytes),
       end: (ran) => {
         const corked = !direct
         endDirect()

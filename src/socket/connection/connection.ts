@@ -23,6 +23,7 @@ import type { ConnectionHost, ServedConnection } from './host.ts'
 import { Membership, type MemberConnection } from './membership.ts'
 import { Startup, startupReply, type StartingConnection } from './startup.ts'
 import { ClientOutput } from './output.ts'
+import type { SpillBudget } from './spill.ts'
 import { ConnectionStates, timeoutFatal, type ConnectionState, type Timeout } from './state.ts'
 import { noteClientBytes, type TrafficSource } from './traffic.ts'
 
@@ -361,7 +362,7 @@ export class Connection implements ServedConnection, StartingConnection, MemberC
           this.#pausedForBackpressure = false
           this.socket.resume()
         }
-        const reading = this.waitForReader()
+        const reading = this.#output.waitForReader(true)
         if (reading) {
           await reading
           if (!this.states.isServing) break
@@ -423,6 +424,30 @@ export class Connection implements ServedConnection, StartingConnection, MemberC
 
   directBlocked(isBlocked: boolean): void {
     this.#output.directBlocked(isBlocked)
+  }
+
+  diverted(framing: Uint8Array): void {
+    this.#output.diverted(framing)
+  }
+
+  raw(bytes: Uint8Array): void | Promise<void> {
+    return this.#muted ? undefined : this.#output.raw(bytes)
+  }
+
+  // --- What ClientOutput asks of its connection, for replies kept on disk (spill.ts) ---
+
+  get spillBudget(): SpillBudget | null {
+    return this.#host.options.spill
+  }
+
+  /** A statement outside a transaction block ends anyway: its replies may wait on disk while others run. */
+  get mayKeepReplies(): boolean {
+    return this.states.isServing && this.#membership.txStatus === TxStatus.Idle
+  }
+
+  /** Past the cap: its FATAL is queued after its last whole message; it gets as long to read them as a slow listener. */
+  cutOff(error: WireError): void {
+    void this.#close(new WireError(error.severity, error.sqlstate, error.message, { logOnly: true }), BACKLOG_GRACE_MS)
   }
 
   // --- Failure and close ---

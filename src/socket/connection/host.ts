@@ -1,6 +1,7 @@
 // What a connection needs from the server that accepted it: the session of the main database, the catalog of the
 // others, the options that bound what one client may do, and the hooks for admission, cancel and close.
 
+import type { SpillBudget } from './spill.ts'
 import type { WireError } from '../../errors.ts'
 import type { Logger } from '../../log.ts'
 import type { DatabaseCatalog } from '../session/databases.ts'
@@ -29,6 +30,8 @@ export interface ConnectionOptions {
   createDatabaseOnConnect: boolean
   /** SSLRequest is answered 'S' and the connection goes on over TLS with this; null: answered 'N'. */
   tls: SecureContext | null
+  /** Where replies that clients do not read wait on disk, and how much of them (spill.ts); null: they wait in the database. */
+  spill: SpillBudget | null
 }
 
 /** A connection as its server sees it. */

@@ -1,13 +1,16 @@
 // What a connection sends its client: every write goes through here, held for one send while a PGlite call streams
 // its replies (cork), and, once more than OUTPUT_HIGH_WATER waits unread, a wait for the client to read before more
-// of its work runs or more of a statement's output is taken (backpressure). While the database's thread writes a
-// reply straight to the socket (direct), the server's own writes wait, and the socket is not closed under it.
+// of its work runs or more of a statement's output is taken (backpressure); or, for a statement outside a transaction
+// block, the rest kept on disk (spill.ts) so that it ends and the session goes on. While the database's thread writes
+// a reply straight to the socket (direct), the server's own writes wait, and the socket is not closed under it.
 
 import type { Socket } from 'node:net'
 import type { Logger } from '../../log.ts'
 import { hexDump } from '../trace/hex-dump.ts'
 import type { ConnectionTrace } from '../trace/trace.ts'
+import type { WireError } from '../../errors.ts'
 import type { ConnectionStates } from './state.ts'
+import { Framing, ReplySpill, type SpillBudget } from './spill.ts'
 
 /**
  * Above this many bytes of replies not yet taken by the client, its next batch waits until the client reads
@@ -15,8 +18,22 @@ import type { ConnectionStates } from './state.ts'
  */
 const OUTPUT_HIGH_WATER = 1 << 20
 
+/** What the output needs of its connection. */
+export interface OutputConnection {
+  readonly socket: Socket
+  readonly states: ConnectionStates
+  /** Put the connection in its resting state while it waits for its client to read. */
+  settle(): void
+  /** Where the server keeps replies its clients do not read (null: nowhere, they wait in the database). */
+  readonly spillBudget: SpillBudget | null
+  /** The client's statement runs outside a transaction block, so its replies may wait on disk instead. */
+  readonly mayKeepReplies: boolean
+  /** The spill cut the client off: its FATAL is queued already; close it. */
+  cutOff(error: WireError): void
+}
+
 export class ClientOutput {
-  readonly #connection: { readonly socket: Socket; readonly states: ConnectionStates; settle(): void }
+  readonly #connection: OutputConnection
   readonly #log: Logger
   readonly #trace: ConnectionTrace | null
   readonly #inspect: boolean
@@ -30,15 +47,24 @@ export class ClientOutput {
   #direct = false
   /** The client stopped reading a reply written straight to it (directBlocked). */
   #blockedByDirect = false
+  /** The thread stopped writing that reply to the socket, and sends the rest here (diverted): the socket is ours again. */
+  #diverted = false
   /** The server's writes that came meanwhile, sent once it ends; and an end() asked for then. */
   #held: Uint8Array[] = []
   #endHeld = false
   /** The socket handle whose close waits for a direct reply to end, and that close, if Node asked for it. */
   #guarded: SocketHandle | null = null
   #heldClose: (() => void) | null = null
+  /** Where the bytes written so far stand in their messages (from the start of the call: a spill cuts at a boundary). */
+  readonly #framing = new Framing()
+  /** The client's replies kept on disk until it reads them; everything written goes after them meanwhile. */
+  #spill: ReplySpill | null = null
+  /** Waiting, between batches, for the spill to be sent on: its end. */
+  #spillDone: (() => void) | null = null
+  /** The socket whose close ends a spill (watched once). */
+  #closeWatched: Socket | null = null
 
-  /** `connection.settle()` puts the connection in its resting state while it waits for its client to read. */
-  constructor(connection: { readonly socket: Socket; readonly states: ConnectionStates; settle(): void }, log: Logger, trace: ConnectionTrace | null, inspect: boolean) {
+  constructor(connection: OutputConnection, log: Logger, trace: ConnectionTrace | null, inspect: boolean) {
     this.#connection = connection
     this.#log = log
     this.#trace = trace
@@ -60,13 +86,44 @@ export class ClientOutput {
     const socket = this.#connection.socket
     if (!socket.writable) return
     this.#trace?.out(bytes)
+    if (this.#spill) {
+      this.#spill.append(bytes)
+      return
+    }
+    this.#framing.feed(bytes)
     socket.write(bytes)
   }
 
-  /** End the socket once what was written is sent (after a direct reply in progress, if one is). */
+  /** End the socket once what was written is sent (after a direct reply in progress, and what is on disk). */
   end(): void {
     if (this.#direct) this.#endHeld = true
+    else if (this.#spill) this.#spill.end()
     else this.#connection.socket.end()
+  }
+
+  /**
+   * The database's thread stopped writing the reply straight to the socket (it stayed full): the rest comes to raw(),
+   * from where `framing` says in its messages.
+   */
+  diverted(framing: Uint8Array): void {
+    this.#framing.set(framing)
+    this.#diverted = true
+    // Nothing writes to the descriptor any more: a close Node asked for meanwhile may happen.
+    const close = this.#heldClose
+    this.#heldClose = null
+    close?.()
+  }
+
+  /** The rest of a reply that was going straight to the socket: after what the thread wrote, before anything held. */
+  raw(bytes: Uint8Array): void | Promise<void> {
+    const socket = this.#connection.socket
+    if (!socket.writable) return
+    if (this.#spill) this.#spill.append(bytes)
+    else {
+      this.#framing.feed(bytes)
+      socket.write(bytes)
+    }
+    return this.waitForReader() ?? undefined
   }
 
   /**
@@ -74,7 +131,7 @@ export class ClientOutput {
    * this thread's to encrypt), nothing of ours waiting to go before the reply, no trace or hex dump to make of it.
    */
   directFd(): number {
-    if (this.#inspect || this.#trace !== null || this.#readerWait !== null) return -1
+    if (this.#inspect || this.#trace !== null || this.#readerWait !== null || this.#spill !== null) return -1
     const socket = this.#connection.socket as Socket & { encrypted?: boolean; _handle?: SocketHandle | null }
     if (socket.encrypted === true || !socket.writable || socket.writableLength > 0) return -1
     const fd = socket._handle?.fd
@@ -87,12 +144,14 @@ export class ClientOutput {
    */
   beginDirect(): void {
     this.#direct = true
+    this.#diverted = false
+    if (!this.#spill) this.#framing.reset()
     const handle = (this.#connection.socket as Socket & { _handle?: SocketHandle | null })._handle
     if (handle && this.#guarded !== handle) {
       this.#guarded = handle
       const close = handle.close
       handle.close = (...args: unknown[]): unknown => {
-        if (!this.#direct) return close.apply(handle, args)
+        if (!this.#direct || this.#diverted) return close.apply(handle, args)
         this.#heldClose = () => void close.apply(handle, args)
         return undefined
       }
@@ -101,7 +160,11 @@ export class ClientOutput {
 
   endDirect(): void {
     this.#direct = false
+    this.#diverted = false
     if (this.#blockedByDirect) this.directBlocked(false)
+    // The reply written (or kept) so far ends with a whole message: what was held goes after it.
+    if (this.#spill) this.#spill.atBoundary()
+    else this.#framing.reset()
     const held = this.#held
     if (held.length > 0) {
       this.#held = []
@@ -109,11 +172,12 @@ export class ClientOutput {
     }
     if (this.#endHeld) {
       this.#endHeld = false
-      this.#connection.socket.end()
+      this.end()
     }
     const close = this.#heldClose
     this.#heldClose = null
     close?.()
+    this.#spill?.poke()
   }
 
   /** The client stopped reading a reply written straight to it (true), or read again (false): as waitForReader. */
@@ -134,6 +198,8 @@ export class ClientOutput {
   /** Hold writes for one send until uncork() (one PGlite call's replies); never while waiting for the client to read. */
   cork(): void {
     this.#corked = true
+    if (this.#spill) return
+    this.#framing.reset()
     if (!this.#readerWait) this.#connection.socket.cork()
   }
 
@@ -141,13 +207,22 @@ export class ClientOutput {
     this.#corked = false
     const socket = this.#connection.socket
     while (socket.writableCorked > 0) socket.uncork()
+    this.#spill?.poke()
   }
 
-  /** Null while few of the client's replies wait unread; else a promise of its reading them (or going away). */
-  waitForReader(): Promise<void> | null {
+  /**
+   * Null while few of the client's replies wait unread; else a promise of its reading them (or going away). For a
+   * call's output (not `beforeBatch`) whose statement runs outside a transaction block, the rest is kept on disk
+   * instead (the promise then only waits for the file to take it); the client's next batch waits until it has read
+   * it all.
+   */
+  waitForReader(beforeBatch = false): Promise<void> | null {
+    const spill = this.#spill
+    if (spill) return beforeBatch ? this.#waitForSpill() : spill.room()
     if (this.#readerWait) return this.#readerWait
     const { socket, states } = this.#connection
     if (socket.writableLength <= OUTPUT_HIGH_WATER) return null
+    if (!beforeBatch && this.#connection.mayKeepReplies && this.#startSpill()) return null
     const wasActive = states.current === 'active'
     // Writes held back for one send (cork) must go now, or the client could never read them. The call may end
     // before the client reads (PGlite in this thread does not wait for its output): cork again only if still inside it.
@@ -157,6 +232,52 @@ export class ClientOutput {
       if (this.#corked && socket.writableCorked === 0) socket.cork()
       if (wasActive) states.enter('active')
     })
+    return this.#readerWait
+  }
+
+  /** Keep what comes next on disk (spill.ts); false if the server keeps nothing there, or the file cannot be made. */
+  #startSpill(): boolean {
+    const { socket, spillBudget } = this.#connection
+    if (spillBudget === null || spillBudget.limit === 0) return false
+    try {
+      this.#spill = new ReplySpill(socket, spillBudget, this.#framing, { drained: () => this.#endSpill(), cutOff: (error) => this.#connection.cutOff(error) }, this.#log)
+    } catch (error) {
+      this.#log.warn('could not keep unread replies on disk; the statement waits for the client instead', { error })
+      return false
+    }
+    while (socket.writableCorked > 0) socket.uncork()
+    if (this.#closeWatched !== socket) {
+      this.#closeWatched = socket
+      socket.once('close', () => this.#endSpill())
+    }
+    return true
+  }
+
+  /** Everything kept was sent on (or the client went): what comes next goes to the socket again. */
+  #endSpill(): void {
+    const spill = this.#spill
+    if (!spill) return
+    this.#spill = null
+    spill.dispose()
+    const done = this.#spillDone
+    this.#spillDone = null
+    done?.()
+    if (this.#corked) this.#connection.socket.cork()
+  }
+
+  /** Between batches: until everything kept on disk was sent on (or the client went). */
+  #waitForSpill(): Promise<void> {
+    if (this.#readerWait) return this.#readerWait
+    const { states } = this.#connection
+    this.#blocked = true
+    this.#log.debug('client not reading; its replies wait on disk', { pending: this.#spill?.pending })
+    this.#connection.settle()
+    this.#readerWait = new Promise<void>((resolve) => (this.#spillDone = resolve)).finally(() => {
+      this.#readerWait = null
+      this.#blocked = false
+      if (states.isServing) states.enter('active')
+    })
+    this.#spill?.poke()
     return this.#readerWait
   }
 

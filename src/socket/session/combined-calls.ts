@@ -41,6 +41,9 @@ export interface Rider {
   summary(summary: Uint8Array): void
   /** The client stopped reading that reply (true), or read again. */
   blocked(isBlocked: boolean): void
+  /** The rest of that reply comes through the server after all (DirectReply.diverted, raw). */
+  diverted(framing: Uint8Array): void
+  raw(bytes: Uint8Array): void | Promise<void>
   /** The call is over and the unit never ended (it did not run): its socket is the server's again. */
   endDirect(): void
   /** The unit's output begins (or it ended without any): the session is this client's while it runs. */
@@ -266,7 +269,7 @@ export class CombinedCalls {
       }
       const targets = this.#session.db.directReplies === true ? seats.map((seat) => seat.rider.direct()) : []
       const direct: UnitsDirect | null = targets.some((target) => target !== null)
-        ? { targets, reply: { fd: -1, relayFrom: 0, summary: (summary) => begin().rider.summary(summary), blocked: (isBlocked) => seats[current]?.rider.blocked(isBlocked) } }
+        ? { targets, reply: { fd: -1, relayFrom: 0, summary: (summary) => begin().rider.summary(summary), blocked: (isBlocked) => seats[current]?.rider.blocked(isBlocked), diverted: (framing) => begin().rider.diverted(framing), raw: (bytes) => begin().rider.raw(bytes) } }
         : null
       await this.#session.executeUnits(
         seats.map((seat) => seat.rider.unit),

@@ -52,6 +52,13 @@ export interface DirectReply {
   summary(summary: Uint8Array): void
   /** The client stopped reading while the thread waits to write the reply (true), or read again (false). */
   blocked(isBlocked: boolean): void
+  /**
+   * The socket took nothing for a while: the rest of the part written straight to the client comes to raw() instead,
+   * unread, beginning where `framing` says in its messages (body bytes left, Int32 LE; header bytes already sent).
+   */
+  diverted(framing: Uint8Array): void
+  /** Those bytes, in order; a returned promise holds the rest back until it settles. */
+  raw(bytes: Uint8Array): void | Promise<void>
 }
 
 /**
