@@ -24,7 +24,7 @@ const WATCH_EVERY_MS = 10
  * FEW_CLIENTS_SPIN_MS, instead of sleeping: a sleep ends in a wake-up that costs about as much as a small query here.
  * With more, it has their queries to read while a call runs, so that they share the next, and the cores are theirs.
  * The database thread sleeps between calls (unless a transaction block is open: thread-worker.ts): spinning there for
- * the next call was measured to cost more than its wake-up, since it takes a core the client needs (docs/BENCHMARKS.md).
+ * the next call was measured to cost more than its wake-up, since it takes a core the client needs.
  */
 const FEW_CLIENTS = 4
 const FEW_CLIENTS_SPIN_MS = 0.5

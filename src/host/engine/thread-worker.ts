@@ -20,7 +20,7 @@ const WAKE_EVERY_BYTES = 32 * 1024
  * After a call that left a transaction block open, the thread looks this long (µs) for the next call before it sleeps:
  * only that client's next statement can run, and it is usually one round trip away (pgbench's TPC-B, an ORM's
  * transaction), so a sleep would add a wake-up to each statement of the block. After other calls it sleeps at once:
- * spinning there was measured to cost more than the wake-up (docs/BENCHMARKS.md).
+ * spinning there was measured to cost more than the wake-up, and again with one client under load.
  */
 const IN_TRANSACTION_LINGER_MS = 0.5
 /** Waiting for a call, the thread turns its event loop this often (for messages, and timers of its own). */
