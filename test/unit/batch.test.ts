@@ -50,6 +50,7 @@ function setUp() {
       cork: () => {},
       uncork: () => {},
       directFd: () => -1,
+      queuedBatches: 0,
       beginDirect: () => {},
       endDirect: () => {},
       directBlocked: () => {},

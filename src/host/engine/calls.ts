@@ -319,16 +319,21 @@ export class ProtocolCalls {
         if (this.#failure) throw this.#failure
         if (spinUntil > 0 && ring.spin(spinUntil)) continue
         spinUntil = 0
-        if (running.direct && !running.prompt && sendingClients() <= 1) await this.#lazyWait(running)
+        if (running.direct && !running.prompt && sendingClients() <= 1 && running.direct.mayEndLazily()) await this.#lazyWait(running)
         else await ring.sleepAsync()
-        if (this.#failure) throw this.#failure
+        if (this.#failure) {
+          // A call that ended before the thread failed (its last frame waits in the ring) ended well.
+          ring.read(visit)
+          if (state.ended && !state.error) return
+          throw this.#failure
+        }
       }
     }
   }
 
   /**
-   * Wait for a call whose reply goes straight to its client, at most one client sending: its end is only bookkeeping,
-   * so the thread does not wake this one for it (a wake-up between cores costs as much as a small query). This thread
+   * Wait for a call whose reply goes straight to its client, at most one client sending and nobody waiting for the
+   * call's end (DirectReply.mayEndLazily): its end is only bookkeeping, so the thread does not wake this one for it (a wake-up between cores costs as much as a small query). This thread
    * looks when a client sends (its next query, or another client's), at the watchdog's tick, for a cancel, or when
    * the thread wakes it for output that passes through here after all.
    */

@@ -276,8 +276,9 @@ class Output {
     if (this.#fd >= 0) this.#write(FrameEnd.Direct, this.watch.summary())
     const payload = failure === null ? new Uint8Array(0) : Buffer.from(JSON.stringify(encodeThreadError(failure)))
     this.#write(FrameEnd.Last | (failure === null ? 0 : FrameEnd.Error) | (inTransaction ? FrameEnd.InTransaction : 0), payload)
-    // The end of a reply written straight to its client need not wake a server's thread that waits lazily for it.
-    if (this.#relayed) replies.wakeForOutput()
+    // The end of a reply written straight to its client need not wake a server's thread that waits lazily for it,
+    // unless the call failed (its client is owed the error).
+    if (this.#relayed || failure !== null) replies.wakeForOutput()
     else replies.wake()
   }
 

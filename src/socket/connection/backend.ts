@@ -43,6 +43,8 @@ export interface BackendClient extends SessionMember, FunctionsClient {
   /** The rest of a reply being written straight to it comes through here, unread (DirectReply.diverted, raw). */
   diverted(framing: Uint8Array): void
   raw(bytes: Uint8Array): void | Promise<void>
+  /** The client's batches read and waiting to run after the one running. */
+  readonly queuedBatches: number
 }
 
 type Output = 'client' | 'nowhere' | Buffer[]
@@ -117,6 +119,7 @@ export class ClientBackend implements Backend {
     blocked: (isBlocked) => this.#client.directBlocked(isBlocked),
     diverted: (framing) => this.#client.diverted(framing),
     raw: (bytes) => this.#client.raw(bytes),
+    mayEndLazily: () => this.#client.queuedBatches === 0 && this.session.scheduler.waiting === 0,
   }
   /** The call running now writes its reply straight to the client. */
   #directNow = false
