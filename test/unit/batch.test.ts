@@ -51,6 +51,7 @@ function setUp() {
       uncork: () => {},
       directFd: () => -1,
       queuedBatches: 0,
+      lookOnBytes: () => () => {},
       beginDirect: () => {},
       endDirect: () => {},
       directBlocked: () => {},

@@ -68,6 +68,16 @@ interface Running {
   directBlocked: boolean
   /** Its end is wanted at once (a cancel, a client gone): no lazy wait (#lazyWait). */
   prompt: boolean
+  /** The call before it left a transaction block open: this is the holder's next call, and nobody else's can come. */
+  inBlock: boolean
+}
+
+/** How a call may wait for its end (ProtocolCalls.#mayEndLazily). */
+const enum Lazy {
+  No,
+  Yes,
+  /** Only while the call leaves the transaction block open. */
+  InBlock,
 }
 
 export class ProtocolCalls {
@@ -145,7 +155,7 @@ export class ProtocolCalls {
     // Ids stay positive 32-bit numbers (Control.Current holds one, negated once the call ended) for a server's life.
     const id = this.#nextId
     this.#nextId = id >= 0x7fff_ffff ? 1 : id + 1
-    const running: Running = { id, nextCheck: performance.now() + WATCH_EVERY_MS, stuckCheck: undefined, cancelAgain: undefined, heldByClient: false, direct, directBlocked: false, prompt: onUnitEnd !== null }
+    const running: Running = { id, nextCheck: performance.now() + WATCH_EVERY_MS, stuckCheck: undefined, cancelAgain: undefined, heldByClient: false, direct, directBlocked: false, prompt: onUnitEnd !== null, inBlock: this.#inTransaction }
     this.#running = running
     noteBusy()
     // A reply written straight to its client reaches it without this thread: nothing to spin for, the call's end is
@@ -319,7 +329,8 @@ export class ProtocolCalls {
         if (this.#failure) throw this.#failure
         if (spinUntil > 0 && ring.spin(spinUntil)) continue
         spinUntil = 0
-        if (running.direct && !running.prompt && sendingClients() <= 1 && running.direct.mayEndLazily()) await this.#lazyWait(running)
+        const lazy = running.direct && !running.prompt ? this.#mayEndLazily(running, running.direct) : Lazy.No
+        if (lazy !== Lazy.No) await this.#lazyWait(running, lazy === Lazy.InBlock)
         else await ring.sleepAsync()
         if (this.#failure) {
           // A call that ended before the thread failed (its last frame waits in the ring) ended well.
@@ -332,12 +343,22 @@ export class ProtocolCalls {
   }
 
   /**
-   * Wait for a call whose reply goes straight to its client, at most one client sending and nobody waiting for the
-   * call's end (DirectReply.mayEndLazily): its end is only bookkeeping, so the thread does not wake this one for it (a wake-up between cores costs as much as a small query). This thread
-   * looks when a client sends (its next query, or another client's), at the watchdog's tick, for a cancel, or when
-   * the thread wakes it for output that passes through here after all.
+   * Whether the end of a call whose reply goes straight to its client is only bookkeeping, so that the thread need not
+   * wake this one for it (a wake-up between cores costs as much as a small query): with at most one client sending
+   * and nobody waiting for it (DirectReply.mayEndLazily), or, inside the holder's transaction block, as long as the
+   * block stays open (nobody else can take the session; the holder's next query makes this thread look).
    */
-  async #lazyWait(running: Running): Promise<void> {
+  #mayEndLazily(running: Running, direct: DirectReply): Lazy {
+    if (running.inBlock) return direct.mayEndLazily(true) ? Lazy.InBlock : Lazy.No
+    return sendingClients() <= 1 && direct.mayEndLazily(false) ? Lazy.Yes : Lazy.No
+  }
+
+  /**
+   * Wait lazily for the running call's end (#mayEndLazily). This thread looks when a client sends (`inBlock`: the
+   * holder; otherwise any client), at the watchdog's tick, for a cancel, or when the thread wakes it for output that
+   * passes through here after all, or (`inBlock`) for the end of a call that closed the block.
+   */
+  async #lazyWait(running: Running, inBlock: boolean): Promise<void> {
     const ring = this.#replies
     // Armed before the last look (beginLazy), so a wake for output between the two is not missed.
     if (!this.#attentionArmed) {
@@ -347,13 +368,14 @@ export class ProtocolCalls {
         this.#look?.()
       })
     }
-    if (!ring.beginLazy()) return
+    if (!ring.beginLazy(inBlock)) return
     const looked = new Promise<void>((resolve) => {
       this.#look = resolve
     })
     // A client sent something: it (or another) waits for this call to end, which may be a moment away yet (the thread
     // writes the reply before it ends the call): from here on the end wakes this thread.
-    const stopLooking = lookOnTraffic(() => this.#hurry(running))
+    const hurry = (): void => this.#hurry(running)
+    const stopLooking = inBlock ? running.direct!.lookOnClientBytes(hurry) : lookOnTraffic(hurry)
     try {
       await looked
     } finally {

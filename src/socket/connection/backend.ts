@@ -45,6 +45,8 @@ export interface BackendClient extends SessionMember, FunctionsClient {
   raw(bytes: Uint8Array): void | Promise<void>
   /** The client's batches read and waiting to run after the one running. */
   readonly queuedBatches: number
+  /** Call `look` once, the next time the client sends bytes (before they are read); returns its cancellation. */
+  lookOnBytes(look: () => void): () => void
 }
 
 type Output = 'client' | 'nowhere' | Buffer[]
@@ -119,7 +121,8 @@ export class ClientBackend implements Backend {
     blocked: (isBlocked) => this.#client.directBlocked(isBlocked),
     diverted: (framing) => this.#client.diverted(framing),
     raw: (bytes) => this.#client.raw(bytes),
-    mayEndLazily: () => this.#client.queuedBatches === 0 && this.session.scheduler.waiting === 0,
+    mayEndLazily: (inBlock) => this.#client.queuedBatches === 0 && (inBlock || this.session.scheduler.waiting === 0),
+    lookOnClientBytes: (look) => this.#client.lookOnBytes(look),
   }
   /** The call running now writes its reply straight to the client. */
   #directNow = false

@@ -12,41 +12,48 @@ export interface TrafficSource {
   trafficWindow: number
 }
 
-let window = -1
-/** Distinct clients that sent in the current window, and in the one before it. */
-let inWindow = 0
-let inPrevious = 0
+interface TrafficState {
+  window: number
+  /** Distinct clients that sent in the current window, and in the one before it. */
+  inWindow: number
+  inPrevious: number
+  /** Calls waiting lazily for their end (host/engine/calls.ts): any client's bytes make them look. */
+  lookers: Set<() => void>
+}
 
-/** Calls waiting lazily for their end (host/engine/calls.ts): any client's bytes make them look. */
-const lookers = new Set<() => void>()
+// One count per process, even where the server and the engine come from different copies of this module (an app that
+// loads both the ESM and the CJS build, or the patched pglite-socket serving a DbThread of ours).
+const SHARED = Symbol.for('pglite-dev-db.traffic')
+const state = ((globalThis as Record<symbol, unknown>)[SHARED] ??= { window: -1, inWindow: 0, inPrevious: 0, lookers: new Set() }) as TrafficState
 
 /** Call `look` once, the next time any client sends bytes (before they are read); returns its cancellation. */
 export function lookOnTraffic(look: () => void): () => void {
-  lookers.add(look)
-  return () => lookers.delete(look)
+  state.lookers.add(look)
+  return () => state.lookers.delete(look)
 }
 
 /** `client` sent bytes. Per chunk: a clock read and a comparison. */
 export function noteClientBytes(client: TrafficSource): void {
+  const { lookers } = state
   if (lookers.size > 0) {
     for (const look of lookers) look()
     lookers.clear()
   }
   const now = Math.floor(performance.now() / WINDOW_MS)
-  if (now !== window) {
-    inPrevious = now === window + 1 ? inWindow : 0
-    inWindow = 0
-    window = now
+  if (now !== state.window) {
+    state.inPrevious = now === state.window + 1 ? state.inWindow : 0
+    state.inWindow = 0
+    state.window = now
   }
   if (client.trafficWindow !== now) {
     client.trafficWindow = now
-    inWindow++
+    state.inWindow++
   }
 }
 
 /** How many clients sent bytes in the last one to two windows. */
 export function sendingClients(): number {
   const now = Math.floor(performance.now() / WINDOW_MS)
-  if (now === window) return Math.max(inWindow, inPrevious)
-  return now === window + 1 ? inWindow : 0
+  if (now === state.window) return Math.max(state.inWindow, state.inPrevious)
+  return now === state.window + 1 ? state.inWindow : 0
 }
