@@ -8,7 +8,8 @@ import { noteBusy } from './collect-garbage.ts'
 import { workerInspector } from './interrupt.ts'
 import { ByteRing, FrameEnd, encodeUnits, waitAsync } from './ring.ts'
 import { Control, ENGINE_GLOBAL, controlViews } from './stoppable.ts'
-import { lookOnTraffic, sendingClients } from '../../socket/connection/traffic.ts'
+import { sendingClients } from '../../socket/connection/traffic.ts'
+import { Lazy, LazyEnd, mayEndLazily } from './lazy-end.ts'
 import type { DirectReply, UnitsDirect } from '../../socket/session/databases.ts'
 
 /**
@@ -66,18 +67,10 @@ interface Running {
   direct: DirectReply | null
   /** The thread waits for that client to read (Control.Blocked), as the watchdog last saw. */
   directBlocked: boolean
-  /** Its end is wanted at once (a cancel, a client gone): no lazy wait (#lazyWait). */
+  /** Its end is wanted at once (a cancel, a client gone): no lazy wait (lazy-end.ts). */
   prompt: boolean
   /** The call before it left a transaction block open: this is the holder's next call, and nobody else's can come. */
   inBlock: boolean
-}
-
-/** How a call may wait for its end (ProtocolCalls.#mayEndLazily). */
-const enum Lazy {
-  No,
-  Yes,
-  /** Only while the call leaves the transaction block open. */
-  InBlock,
 }
 
 export class ProtocolCalls {
@@ -99,16 +92,15 @@ export class ProtocolCalls {
   /** Set once the thread is gone: every call fails with it. */
   #failure: Error | null = null
   #onFailure: (() => void) | null = null
-  /** Ends a lazy wait (#lazyWait), if one is on. */
-  #look: (() => void) | null = null
-  /** A wait for a wake for output while lazy (ByteRing.attention) is on; one at a time, kept until it settles. */
-  #attentionArmed = false
+  /** How a call whose reply goes straight to its client waits for its end. */
+  readonly #lazy: LazyEnd
   /** A canceled call did not end within STUCK_AFTER_CANCEL_MS (see there). */
   onStuck: ((ms: number) => void) | null = null
 
   constructor(rings: { requests: SharedArrayBuffer; replies: SharedArrayBuffer }, control: SharedArrayBuffer, threadId: number) {
     this.#requests = new ByteRing(rings.requests)
     this.#replies = new ByteRing(rings.replies)
+    this.#lazy = new LazyEnd(this.#replies)
     const { words, deadline } = controlViews(control)
     this.#deadline = deadline
     this.#words = words
@@ -244,7 +236,7 @@ export class ProtocolCalls {
   fail(error: Error): void {
     this.#failure ??= error
     this.#onFailure?.()
-    this.#look?.()
+    this.#lazy.look()
     // A reply waited for without a timeout (#receive): its wait ends, and finds the failure.
     this.#replies.wakeAlways()
   }
@@ -329,8 +321,8 @@ export class ProtocolCalls {
         if (this.#failure) throw this.#failure
         if (spinUntil > 0 && ring.spin(spinUntil)) continue
         spinUntil = 0
-        const lazy = running.direct && !running.prompt ? this.#mayEndLazily(running, running.direct) : Lazy.No
-        if (lazy !== Lazy.No) await this.#lazyWait(running, lazy === Lazy.InBlock)
+        const lazy = running.direct && !running.prompt ? mayEndLazily(running.direct, running.inBlock) : Lazy.No
+        if (lazy !== Lazy.No) await this.#lazy.wait(lazy, running.direct!, () => this.#hurry(running))
         else await ring.sleepAsync()
         if (this.#failure) {
           // A call that ended before the thread failed (its last frame waits in the ring) ended well.
@@ -342,53 +334,10 @@ export class ProtocolCalls {
     }
   }
 
-  /**
-   * Whether the end of a call whose reply goes straight to its client is only bookkeeping, so that the thread need not
-   * wake this one for it (a wake-up between cores costs as much as a small query): with at most one client sending
-   * and nobody waiting for it (DirectReply.mayEndLazily), or, inside the holder's transaction block, as long as the
-   * block stays open (nobody else can take the session; the holder's next query makes this thread look).
-   */
-  #mayEndLazily(running: Running, direct: DirectReply): Lazy {
-    if (running.inBlock) return direct.mayEndLazily(true) ? Lazy.InBlock : Lazy.No
-    return sendingClients() <= 1 && direct.mayEndLazily(false) ? Lazy.Yes : Lazy.No
-  }
-
-  /**
-   * Wait lazily for the running call's end (#mayEndLazily). This thread looks when a client sends (`inBlock`: the
-   * holder; otherwise any client), at the watchdog's tick, for a cancel, or when the thread wakes it for output that
-   * passes through here after all, or (`inBlock`) for the end of a call that closed the block.
-   */
-  async #lazyWait(running: Running, inBlock: boolean): Promise<void> {
-    const ring = this.#replies
-    // Armed before the last look (beginLazy), so a wake for output between the two is not missed.
-    if (!this.#attentionArmed) {
-      this.#attentionArmed = true
-      void ring.attention().then(() => {
-        this.#attentionArmed = false
-        this.#look?.()
-      })
-    }
-    if (!ring.beginLazy(inBlock)) return
-    const looked = new Promise<void>((resolve) => {
-      this.#look = resolve
-    })
-    // A client sent something: it (or another) waits for this call to end, which may be a moment away yet (the thread
-    // writes the reply before it ends the call): from here on the end wakes this thread.
-    const hurry = (): void => this.#hurry(running)
-    const stopLooking = inBlock ? running.direct!.lookOnClientBytes(hurry) : lookOnTraffic(hurry)
-    try {
-      await looked
-    } finally {
-      ring.endLazy()
-      this.#look = null
-      stopLooking()
-    }
-  }
-
   /** The running call's end is wanted now: a lazy wait for it ends, and it does not wait lazily again. */
   #hurry(running: Running): void {
     running.prompt = true
-    this.#look?.()
+    this.#lazy.look()
   }
 
   /** While calls run, every WATCH_EVERY_MS: fire Postgres's timer once the deadline it armed has passed. */
@@ -403,7 +352,7 @@ export class ProtocolCalls {
       }
       this.#watchdogIdleTicks = 0
       // A call waiting lazily for its end looks at each tick: its end may have come and nobody sent since.
-      this.#look?.()
+      this.#lazy.look()
       // A reply written straight to the client waits for it to read: its connection times it out as one that stopped.
       if (running.direct) {
         const blocked = Atomics.load(this.#words, Control.Blocked) === running.id

@@ -1,0 +1,74 @@
+// How the server's thread waits for the end of a call whose reply the database thread writes straight to the client:
+// when that end is only bookkeeping, the database thread does not wake this one for it (a wake-up between cores
+// costs as much as a small query), and this thread looks for it when it has a reason of its own.
+
+import type { DirectReply } from '../../socket/session/databases.ts'
+import { lookOnTraffic, sendingClients } from '../../socket/connection/traffic.ts'
+import type { ByteRing } from './ring.ts'
+
+export const Lazy = {
+  No: 0,
+  /** Any client's bytes make this thread look. */
+  Yes: 1,
+  /** Only the holder's bytes, and the end itself if it closes the transaction block. */
+  InBlock: 2,
+} as const
+export type Lazy = (typeof Lazy)[keyof typeof Lazy]
+
+/**
+ * Whether the call's end may wait: with at most one client sending and nobody waiting for it
+ * (DirectReply.mayEndLazily), or, inside the holder's transaction block (`inBlock`: the call before left it open), as
+ * long as the block stays open, since nobody else can take the session.
+ */
+export function mayEndLazily(direct: DirectReply, inBlock: boolean): Lazy {
+  if (inBlock) return direct.mayEndLazily(true) ? Lazy.InBlock : Lazy.No
+  return sendingClients() <= 1 && direct.mayEndLazily(false) ? Lazy.Yes : Lazy.No
+}
+
+export class LazyEnd {
+  readonly #replies: ByteRing
+  /** Ends the wait on now, if one is on. */
+  #look: (() => void) | null = null
+  /** A wait for a wake while lazy (ByteRing.attention) is on; one at a time, kept until it settles. */
+  #attentionArmed = false
+
+  constructor(replies: ByteRing) {
+    this.#replies = replies
+  }
+
+  /** A wait on now ends: the caller reads the ring again (the watchdog's tick, a cancel, the thread's failure). */
+  look(): void {
+    this.#look?.()
+  }
+
+  /**
+   * Wait until this thread should read the ring again: the thread woke it for output that passes through here after
+   * all (or, InBlock, for the end of a call that closed the block), someone called look(), or a client sent bytes
+   * (InBlock: the call's own client), in which case `hurry` is called: that client waits for the call's end, which may
+   * be a moment away yet (the thread writes the reply before it ends the call), so from then on the end must wake.
+   */
+  async wait(lazy: Lazy, direct: DirectReply, hurry: () => void): Promise<void> {
+    const ring = this.#replies
+    // Armed before the last look (beginLazy), so a wake between the two is not missed.
+    if (!this.#attentionArmed) {
+      this.#attentionArmed = true
+      void ring.attention().then(() => {
+        this.#attentionArmed = false
+        this.look()
+      })
+    }
+    const inBlock = lazy === Lazy.InBlock
+    if (!ring.beginLazy(inBlock)) return
+    const looked = new Promise<void>((resolve) => {
+      this.#look = resolve
+    })
+    const stopLooking = inBlock ? direct.lookOnClientBytes(hurry) : lookOnTraffic(hurry)
+    try {
+      await looked
+    } finally {
+      ring.endLazy()
+      this.#look = null
+      stopLooking()
+    }
+  }
+}
