@@ -4,7 +4,7 @@
 import { describe, expect, it } from 'vitest'
 import * as wire from '../../harness/wire.ts'
 import { createLogger } from '../../src/log.ts'
-import { ClientBackend } from '../../src/socket/connection/backend.ts'
+import { ClientBackend } from '../../src/socket/connection/shared-backend.ts'
 import { BatchRunner, type BatchClient } from '../../src/socket/connection/batch.ts'
 import { MessageReader } from '../../src/socket/connection/messages.ts'
 import { ConnectionStates } from '../../src/socket/connection/state.ts'
@@ -46,16 +46,9 @@ function setUp() {
         client.closed = true
       },
       write: (bytes: Uint8Array) => void stream.push(Buffer.from(bytes)),
-      waitForReader: () => null,
-      cork: () => {},
-      uncork: () => {},
-      directFd: () => -1,
+      output: { waitForReader: () => null, cork: () => {}, uncork: () => {}, directFd: () => -1, beginDirect: () => {}, endDirect: () => {}, directBlocked: () => {}, diverted: () => {} },
       queuedBatches: 0,
       lookOnBytes: () => () => {},
-      beginDirect: () => {},
-      endDirect: () => {},
-      directBlocked: () => {},
-      diverted: () => {},
       raw: () => {},
       terminate: async () => {},
       notify: () => {},

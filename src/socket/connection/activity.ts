@@ -1,10 +1,65 @@
-// What pg_stat_activity shows of a client's statements: the text of its last one, cut as Postgres cuts it, and when
-// it and its transaction began. The batch that held the statement is kept as it was read and decoded only when
-// pg_stat_activity is read, so a statement costs a reference and a clock read.
+// What pg_stat_activity shows of a client: its state as Postgres names a backend's, and the text of its last
+// statement, cut as Postgres cuts it, with when it and its transaction began. The batch that held the statement is
+// kept as it was read and decoded only when pg_stat_activity is read, so a statement costs a reference and a clock read.
 
 import { CODE_LENGTH, FrontendCode, HEADER_LENGTH } from '../protocol/codes.ts'
 import { cstring, sqlBounds } from '../protocol/frontend.ts'
 import type { Statements } from '../client/statements.ts'
+import type { ClientActivity } from '../session/server-functions.ts'
+import type { ConnectionState } from './state.ts'
+
+/** What activityOf reads of a connection. */
+export interface ActivitySource {
+  processId: number
+  database: string
+  user: string
+  applicationName: string
+  clientAddress: string | null
+  clientPort: number | null
+  /** ISO time of its connect. */
+  startedAt: string
+  state: ConnectionState
+  /** When it entered that state (performance.now()). */
+  since: number
+  /** Holding the session between statements of a transaction block; `aborted`: a failed one. */
+  idleInTransaction: { aborted: boolean } | null
+  blockedOnOutput: boolean
+  waitingForLock: boolean
+  statement: LastStatement
+}
+
+/**
+ * A client's row of pg_stat_activity. A client waiting for the session is active, as a backend would be running; one
+ * holding it for an open pipeline or a COPY is active and reading from its client.
+ */
+export function activityOf(source: ActivitySource): ClientActivity {
+  const { state: current, since, statement } = source
+  let state = 'active'
+  let wait: [string, string] | null = null
+  if (current === 'idle' || current === 'startup') state = 'idle'
+  else if (current === 'holding' && source.idleInTransaction) state = source.idleInTransaction.aborted ? 'idle in transaction (aborted)' : 'idle in transaction'
+  if (state !== 'active' || current === 'holding') wait = ['Client', 'ClientRead']
+  if (source.blockedOnOutput) wait = ['Client', 'ClientWrite']
+  else if (source.waitingForLock) wait = ['Lock', 'advisory']
+  const at = (time: number): string | null => (time === 0 ? null : new Date(performance.timeOrigin + time).toISOString())
+  return {
+    pid: source.processId,
+    datname: source.database,
+    usename: source.user,
+    application_name: source.applicationName,
+    client_addr: source.clientAddress,
+    client_port: source.clientPort,
+    backend_start: source.startedAt,
+    // Postgres ends an aborted transaction's clock with its error; an idle client has none.
+    xact_start: state === 'active' || state === 'idle in transaction' ? at(statement.transactionStartedAt) : null,
+    query_start: at(statement.startedAt),
+    state_change: at(state === 'active' ? statement.startedAt : since),
+    wait_event_type: wait?.[0] ?? null,
+    wait_event: wait?.[1] ?? null,
+    state,
+    query: statement.text,
+  }
+}
 
 /** Postgres keeps track_activity_query_size (1kB) less its terminator of a statement's text. */
 const QUERY_BYTES = 1023

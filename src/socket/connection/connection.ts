@@ -18,7 +18,7 @@ import type { SharedSession } from '../session/session.ts'
 import { ClientState } from '../client/state.ts'
 import { hexDump } from '../trace/hex-dump.ts'
 import type { ConnectionTrace } from '../trace/trace.ts'
-import { LastStatement } from './activity.ts'
+import { LastStatement, activityOf } from './activity.ts'
 import type { ConnectionHost, ServedConnection } from './host.ts'
 import { Membership, type MemberConnection } from './membership.ts'
 import { Startup, startupReply, type StartingConnection } from './startup.ts'
@@ -26,6 +26,7 @@ import { ClientOutput } from './output.ts'
 import type { SpillBudget } from './spill.ts'
 import { ConnectionStates, timeoutFatal, type ConnectionState, type Timeout } from './state.ts'
 import { noteClientBytes, type TrafficSource } from './traffic.ts'
+import { TerminateAnswers } from './signals.ts'
 
 export type { ConnectionState } from './state.ts'
 
@@ -77,6 +78,10 @@ export class Connection implements ServedConnection, StartingConnection, MemberC
   #pausedForBackpressure = false
   /** Everything the client is sent, and the wait for it to read. */
   readonly #output: ClientOutput
+  /** The same, as its backend uses it. */
+  get output(): ClientOutput {
+    return this.#output
+  }
   /** A malformed message arrived behind queued work: it fails the connection once that work is answered. */
   #failAfterQueue: WireError | null = null
   #cleanup: Promise<void> | null = null
@@ -88,7 +93,7 @@ export class Connection implements ServedConnection, StartingConnection, MemberC
   /** Going away, told nothing more until its goodbye (see #close). */
   #muted = false
   /** Clients this one ended by pg_terminate_backend, waiting for its answer to go out before they are told. */
-  readonly #answers = new Map<number, { promise: Promise<void>; resolve: () => void }>()
+  readonly #answers = new TerminateAnswers()
   /** The client's last statement, as pg_stat_activity shows it. */
   readonly #statement: LastStatement
 
@@ -181,81 +186,45 @@ export class Connection implements ServedConnection, StartingConnection, MemberC
     this.#membership.cancel()
   }
 
-  /**
-   * What pg_stat_activity shows of this client: its pid alone unless `full` (the functions that signal a client need
-   * no more). Its state as Postgres names a backend's: a client waiting for the session is active, as a backend would
-   * be running; one holding it for an open pipeline or a COPY is active and reading from its client.
-   */
+  /** What pg_stat_activity shows of this client: its pid alone unless `full` (the functions that signal a client need no more). */
   activity(full: boolean): ClientActivity {
     if (!full) return { pid: this.processId }
     const { current, since } = this.states
     const membership = this.#membership
     const batches = membership.batches
-    const statement = this.#statement
-    let state = 'active'
-    let wait: [string, string] | null = null
-    if (current === 'idle' || current === 'startup') state = 'idle'
-    else if (current === 'holding' && batches?.idleInTransaction) state = membership.txStatus === TxStatus.Failed ? 'idle in transaction (aborted)' : 'idle in transaction'
-    if (state !== 'active' || current === 'holding') wait = ['Client', 'ClientRead']
-    if (this.#output.blocked) wait = ['Client', 'ClientWrite']
-    else if (batches?.wait.waitingForLock) wait = ['Lock', 'advisory']
-    const at = (time: number): string | null => (time === 0 ? null : new Date(performance.timeOrigin + time).toISOString())
-    return {
-      pid: this.processId,
-      datname: this.database,
-      usename: this.startupParams.get('user') ?? 'postgres',
-      application_name: this.applicationName,
-      client_addr: this.socket.remoteAddress ?? null,
-      client_port: this.socket.remotePort ?? null,
-      backend_start: this.#startedAt,
-      // Postgres ends an aborted transaction's clock with its error; an idle client has none.
-      xact_start: state === 'active' || state === 'idle in transaction' ? at(statement.transactionStartedAt) : null,
-      query_start: at(statement.startedAt),
-      state_change: at(state === 'active' ? statement.startedAt : since),
-      wait_event_type: wait?.[0] ?? null,
-      wait_event: wait?.[1] ?? null,
-      state,
-      query: statement.text,
-    }
+    return activityOf({
+      processId: this.processId,
+      database: this.database,
+      user: this.startupParams.get('user') ?? 'postgres',
+      applicationName: this.applicationName,
+      clientAddress: this.socket.remoteAddress ?? null,
+      clientPort: this.socket.remotePort ?? null,
+      startedAt: this.#startedAt,
+      state: current,
+      since,
+      idleInTransaction: current === 'holding' && batches?.idleInTransaction ? { aborted: membership.txStatus === TxStatus.Failed } : null,
+      blockedOnOutput: this.#output.blocked,
+      waitingForLock: batches?.wait.waitingForLock ?? false,
+      statement: this.#statement,
+    })
   }
 
   serverClients(full: boolean): ClientActivity[] {
     return this.#host.clients().map((client) => client.activity(full))
   }
 
-  /**
-   * pg_cancel_backend (its running or waiting statement ends with 57014) or pg_terminate_backend (FATAL 57P01). A
-   * client terminated stops at once, and is told once this client's answer is out (`answered`), as Postgres answers
-   * the caller before the backend it signaled is gone: a pool can release the connection it ended first.
-   */
+  /** pg_cancel_backend or pg_terminate_backend of another client: see signals.ts. */
   signalClient(processId: number, op: 'cancel' | 'terminate'): boolean {
     const target = this.#host.clients().find((client) => client.processId === processId)
     this.#log.debug('signal from a function', { op, target: processId, matched: target !== undefined })
     if (!target) return false
     if (op === 'cancel') target.cancel()
-    else void target.terminate(ADMIN_SHUTDOWN, this.#answerTo(processId))
+    else void target.terminate(ADMIN_SHUTDOWN, this.#answers.answerTo(processId))
     return true
   }
 
-  #answerTo(processId: number): Promise<void> {
-    let answer = this.#answers.get(processId)
-    if (!answer) {
-      let resolve!: () => void
-      const promise = new Promise<void>((done) => (resolve = done))
-      this.#answers.set(processId, (answer = { promise, resolve }))
-    }
-    return answer.promise
-  }
-
-  /**
-   * This client's call that told pg_terminate_backend(processId) has ended: its answer is written (streamed, or
-   * captured and written in this tick), and the client it ended may be told now.
-   */
   answered(processId: number): void {
-    const answer = this.#answers.get(processId)
-    if (!answer) return
-    this.#answers.delete(processId)
-    setImmediate(answer.resolve)
+    this.#answers.answered(processId)
   }
 
   notify(message: Buffer): void {
@@ -408,40 +377,8 @@ export class Connection implements ServedConnection, StartingConnection, MemberC
 
   // --- Output (output.ts) ---
 
-  waitForReader(): Promise<void> | null {
-    return this.#output.waitForReader()
-  }
-
   write(bytes: Uint8Array): void {
     if (!this.#muted) this.#output.write(bytes)
-  }
-
-  cork(): void {
-    this.#output.cork()
-  }
-
-  uncork(): void {
-    this.#output.uncork()
-  }
-
-  directFd(): number {
-    return this.#output.directFd()
-  }
-
-  beginDirect(): void {
-    this.#output.beginDirect()
-  }
-
-  endDirect(): void {
-    this.#output.endDirect()
-  }
-
-  directBlocked(isBlocked: boolean): void {
-    this.#output.directBlocked(isBlocked)
-  }
-
-  diverted(framing: Uint8Array): void {
-    this.#output.diverted(framing)
   }
 
   raw(bytes: Uint8Array): void | Promise<void> {
@@ -508,8 +445,7 @@ export class Connection implements ServedConnection, StartingConnection, MemberC
     this.states.enter('closing')
     this.#queue.length = 0
     // Clients it ended wait for an answer it will never send.
-    for (const answer of this.#answers.values()) answer.resolve()
-    this.#answers.clear()
+    this.#answers.releaseAll()
     const goodbye = (): void => {
       if (error && !error.logOnly) this.#output.write(encodeErrorResponse(error.severity, error.sqlstate, error.message))
       this.#trace?.close(error)
