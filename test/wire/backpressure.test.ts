@@ -1,9 +1,8 @@
 // Backpressure: a client that stops reading its replies does not make the server buffer without bound. Its running
 // statement's output waits for it in the database's thread (so does the statement, holding the session), and its
 // next batch waits too; a holder that stays stalled is reaped by the idle-in-transaction timer, and so is a client
-// whose unit runs in a combined call with others' (session/combined-calls.ts). This is what happens
-// inside a transaction block, or with maxSpillBytes 0; outside a block the rest waits on disk instead
-// (unread-replies.test.ts).
+// whose unit runs in a combined call with others' (session/combined-calls.ts). This is what happens inside a
+// transaction block, or with maxSpillBytes 0; outside a block the rest waits on disk instead (unread-replies.test.ts).
 import { describe, expect, it } from 'vitest'
 import { useDevDbs } from '../helpers/dev-db.ts'
 import { withDeadline } from '../../harness/raw-client.ts'
