@@ -56,6 +56,7 @@ function setUp() {
       directBlocked: () => {},
       diverted: () => {},
       raw: () => {},
+      relayed: () => {},
       terminate: async () => {},
       notify: () => {},
       preparedStatementFrames: () => [],

@@ -63,6 +63,26 @@ describe('a client that stops reading', () => {
     await withDeadline(client.closed, 10_000, 'the reaped client sees its connection closed')
   })
 
+  it('a reply the server rewrites (from a notice on, for a client that named a statement) waits the same way, and is reaped', async () => {
+    const dev = await start({ maxSpillBytes: 0, idleInTransactionTimeoutMs: 2_000 })
+    const observer = await connect(dev.url)
+    const client = await connect(dev.url)
+    // With a named statement the server reads this client's notices to restore its names: the database thread stops
+    // writing the reply straight to the socket at the first notice, and the rest comes through the server.
+    await client.send(wire.parse('s1', 'select 1'), wire.sync())
+    expect(wire.summarize(await client.until('ReadyForQuery')).errors).toEqual([])
+    client.socket.pause()
+    await client.send(wire.query(`do $$ begin raise notice 'rows follow'; end $$; select repeat('x', ${REPLY_BYTES}) as payload`))
+    await expect.poll(() => dev.server.getStats().notReadingClients, { timeout: 10_000 }).toBe(1)
+    // The statement waits for the client, holding the session, until the timer ends it.
+    const watching = observer.query('select 1', { deadlineMs: 10_000 })
+    await expect.poll(() => dev.server.getStats(), { timeout: 10_000 }).toMatchObject({ sessionHeld: true, waitingClients: 1 })
+    expect((await watching).rows).toEqual([['1']])
+    await expect.poll(() => dev.server.getStats(), { timeout: 10_000 }).toMatchObject({ activeConnections: 1, sessionHeld: false, notReadingClients: 0 })
+    client.socket.resume()
+    await withDeadline(client.closed, 10_000, 'the reaped client sees its connection closed')
+  })
+
   it('riding in a combined call with other clients, it is reaped with 25P03 the same way, and the units after it run', async () => {
     const dev = await start({ maxSpillBytes: 0, idleInTransactionTimeoutMs: 2_000 })
     // Units sent while another client holds the session wait together, and ride in one call once it commits.

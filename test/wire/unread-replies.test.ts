@@ -84,6 +84,30 @@ describe('a client that stops reading a big result', () => {
     expectAllRows(wire.summarize(await client.until('ReadyForQuery', { deadlineMs: 30_000 })), ROWS)
   })
 
+  it('a reply the server rewrites from a notice on (a client that named a statement): the rest waits on disk, not in memory', async () => {
+    const dev = await start()
+    const client = await connect(dev.url)
+    // A named statement: from now on the server reads this client's notices and errors to restore its names, so the
+    // database thread stops writing the reply straight to the socket at the first notice; the rest comes through here.
+    await client.send(wire.parse('s1', 'select 1'), wire.sync())
+    expect(wire.summarize(await client.until('ReadyForQuery')).errors).toEqual([])
+    const rows = 4 * ROWS
+    const buffersBefore = liveBuffers()
+    client.socket.pause()
+    await client.send(wire.query(`do $$ begin raise notice 'rows follow'; end $$; ${bigQuery(rows)}`))
+
+    // What the client has not read waits on disk, not in the server's memory, and the statement ends.
+    await expect.poll(() => dev.server.getStats().spilledBytes, { timeout: PROBE_DEADLINE_MS }).toBeGreaterThan(rows * 2 ** 10 - 16 * 2 ** 20)
+    expect(liveBuffers() - buffersBefore).toBeLessThan(16 * 2 ** 20)
+    const probe = await connect(dev.url)
+    expect((await probe.query('select 1', { deadlineMs: PROBE_DEADLINE_MS })).rows).toEqual([['1']])
+
+    client.socket.resume()
+    const messages = await client.until('ReadyForQuery', { deadlineMs: 30_000 })
+    expect(messages.filter((message) => message.name === 'NoticeResponse').length).toBe(1)
+    expectAllRows(wire.summarize(messages), rows)
+  })
+
   it('its next query waits until it has read everything kept for it, and then runs', async () => {
     const dev = await start()
     const client = await stalledClient(dev.url, bigQuery(ROWS))

@@ -43,6 +43,8 @@ export interface BackendClient extends SessionMember, FunctionsClient {
   /** The rest of a reply being written straight to it comes through here, unread (DirectReply.diverted, raw). */
   diverted(framing: Uint8Array): void
   raw(bytes: Uint8Array): void | Promise<void>
+  /** The rest of a reply being written straight to it comes through the server from a message boundary on. */
+  relayed(): void
   /** The client's batches read and waiting to run after the one running. */
   readonly queuedBatches: number
 }
@@ -382,6 +384,8 @@ export class ClientBackend implements Backend {
   readonly #sink = (chunk: Uint8Array, owned = false): void | Promise<void> => {
     const output = this.#output
     if (output === 'client') {
+      // Output of a direct reply reaches here from the first message the server rewrites: the socket is ours again.
+      if (this.#directNow) this.#client.relayed()
       this.#reader.feed(chunk, this.#send, this.#rewriteNow, owned)
       // A unit answered in full goes now, though the call runs on (pipelined units): Postgres flushes at
       // ReadyForQuery, and a client may act on that answer (postgres.js cancels the next query it piped).

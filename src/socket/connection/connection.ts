@@ -430,6 +430,10 @@ export class Connection implements ServedConnection, StartingConnection, MemberC
     this.#output.diverted(framing)
   }
 
+  relayed(): void {
+    this.#output.relayed()
+  }
+
   raw(bytes: Uint8Array): void | Promise<void> {
     return this.#muted ? undefined : this.#output.raw(bytes)
   }
