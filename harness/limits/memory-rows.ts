@@ -1,6 +1,7 @@
 // Memory that clients who do not read can make the server hold: 4 unread 200 MB results, and a flood of distinct
 // NOTIFYs to a listener that does not read. The server's memory is sampled every 100 ms: idle before, the peak, and
 // what is left 60 s after the clients left (the goal: within 64 MB of idle).
+import { readdirSync, readlinkSync, statSync } from 'node:fs'
 import net from 'node:net'
 import { connectClient, seconds, sleep, timedQuery } from './clients.ts'
 import { describeMemory, IDLE_ALLOWANCE_MB, memoryFigures, startSampler, type Sampler } from './memory.ts'
@@ -82,6 +83,28 @@ async function servedAfter(target: Target): Promise<boolean> {
   }
 }
 
+/**
+ * MB of unread replies ours keeps on disk now: the sizes of its open files under `<cacheDir>/replies` (unlinked as
+ * soon as made, so found through /proc). Null where /proc cannot be read.
+ */
+function keptOnDiskMb(pid: number): number | null {
+  let fds: string[]
+  try {
+    fds = readdirSync(`/proc/${pid}/fd`)
+  } catch {
+    return null
+  }
+  let bytes = 0
+  for (const fd of fds) {
+    try {
+      if (readlinkSync(`/proc/${pid}/fd/${fd}`).includes('pglite-dev-db-replies-')) bytes += statSync(`/proc/${pid}/fd/${fd}`).size
+    } catch {
+      // Closed meanwhile.
+    }
+  }
+  return bytes / 2 ** 20
+}
+
 export const bigResultScenario: Scenario = {
   id: 'big-result',
   lines: [{
@@ -99,9 +122,18 @@ export const bigResultScenario: Scenario = {
       await sleep(HOLD_MS)
       // What each had taken off the wire (the paused socket still reads a little into its buffer): its query ran.
       const bytesRead = clients.map((c) => c.socket.bytesRead)
+      const onDisk = target.name === 'ours' && target.pid !== null ? keptOnDiskMb(target.pid) : null
       for (const client of clients) client.destroy()
-      return { bytesRead }
+      // Their files go with them.
+      let onDiskAfter = onDisk
+      for (let waited = 0; onDiskAfter !== null && onDiskAfter > 0 && waited < 5_000; waited += 100) {
+        await sleep(100)
+        onDiskAfter = keptOnDiskMb(target.pid!)
+      }
+      return { bytesRead, onDiskMb: onDisk, onDiskAfterMb: onDiskAfter }
     })
+    const { onDiskMb, onDiskAfterMb } = line.figures as { onDiskMb?: number | null; onDiskAfterMb?: number | null }
+    if (typeof onDiskMb === 'number') line.text += `; ${onDiskMb.toFixed(0)} MB of their results on disk until they left, ${onDiskAfterMb?.toFixed(0)} MB after`
     return { 'big-result': line }
   },
 }

@@ -6,8 +6,7 @@
 import { execFile, spawn } from 'node:child_process'
 import { once } from 'node:events'
 import { createInterface } from 'node:readline'
-import { cp, mkdir, mkdtemp, open, readdir, rename, rm, stat, statfs, truncate, writeFile } from 'node:fs/promises'
-import os from 'node:os'
+import { cp, mkdir, open, readdir, rename, rm, stat, statfs, truncate, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import { promisify } from 'node:util'
 import { describe, expect, inject, it, onTestFinished } from 'vitest'
@@ -15,33 +14,13 @@ import { main } from '../../src/cli/main.ts'
 import { createLogger, type LogRecord } from '../../src/log.ts'
 import { captureIo } from '../helpers/cli-io.ts'
 import { useDevDbs } from '../helpers/dev-db.ts'
+import { mountTmpfs } from '../helpers/tmpfs.ts'
 import { withDeadline, type RawClient } from '../../harness/raw-client.ts'
 import { stopChild } from '../../harness/process.ts'
 
 const run = promisify(execFile)
 const { start, connect } = useDevDbs()
 const MB = 2 ** 20
-
-/** A tmpfs of `sizeMb` at a fresh directory, unmounted (after the servers of the test closed) and removed after it. */
-async function mountTmpfs(sizeMb: number): Promise<string> {
-  if (process.getuid?.() !== 0) {
-    throw new Error(`this test mounts a ${sizeMb} MB tmpfs to fill it, which needs root (uid ${process.getuid?.()}); CI runs it as root (.ci/run)`)
-  }
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'pglite-disk-'))
-  await run('mount', ['-t', 'tmpfs', '-o', `size=${sizeMb}m`, 'tmpfs', dir])
-  // onTestFinished runs after afterEach, where useDevDbs closes the servers that hold files here.
-  onTestFinished(async () => {
-    try {
-      await run('umount', [dir])
-    } catch (error) {
-      // Still busy: detach it anyway so no mount outlives the run, and say so.
-      await run('umount', ['-l', dir])
-      throw new Error(`${dir} was still in use; unmounted lazily`, { cause: error })
-    }
-    await rm(dir, { recursive: true, force: true })
-  })
-  return dir
-}
 
 /** Writes zeros into `file` until the file system refuses with ENOSPC; the bytes still free after (0 or nearly). */
 async function fillDisk(file: string): Promise<number> {

@@ -46,7 +46,7 @@ function setUp() {
         client.closed = true
       },
       write: (bytes: Uint8Array) => void stream.push(Buffer.from(bytes)),
-      output: { waitForReader: () => null, cork: () => {}, uncork: () => {}, directFd: () => -1, beginDirect: () => {}, endDirect: () => {}, directBlocked: () => {}, diverted: () => {} },
+      output: { waitForReader: () => null, cork: () => {}, uncork: () => {}, directFd: () => -1, beginDirect: () => {}, endDirect: () => {}, directBlocked: () => {}, diverted: () => {}, relayed: () => {} },
       queuedBatches: 0,
       lookOnBytes: () => () => {},
       raw: () => {},

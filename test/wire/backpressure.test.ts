@@ -1,8 +1,8 @@
 // Backpressure: a client that stops reading its replies does not make the server buffer without bound. Its running
 // statement's output waits for it in the database's thread (so does the statement, holding the session), and its
-// next batch waits too; a holder that stays stalled is reaped by the idle-in-transaction timer. This is what happens
-// inside a transaction block, or with maxSpillBytes 0; outside a block the rest waits on disk instead
-// (unread-replies.test.ts).
+// next batch waits too; a holder that stays stalled is reaped by the idle-in-transaction timer, and so is a client
+// whose unit runs in a combined call with others' (session/combined-calls.ts). This is what happens inside a
+// transaction block, or with maxSpillBytes 0; outside a block the rest waits on disk instead (unread-replies.test.ts).
 import { describe, expect, it } from 'vitest'
 import { useDevDbs } from '../helpers/dev-db.ts'
 import { withDeadline } from '../../harness/raw-client.ts'
@@ -59,6 +59,52 @@ describe('a client that stops reading', () => {
     expect(reply.rows).toEqual([['1', 't']])
     await expect.poll(() => dev.server.getStats(), { timeout: 10_000 }).toMatchObject({ activeConnections: 1, sessionHeld: false, notReadingClients: 0 })
     // Once it reads again, it finds its connection closed.
+    client.socket.resume()
+    await withDeadline(client.closed, 10_000, 'the reaped client sees its connection closed')
+  })
+
+  it('a reply the server rewrites (from a notice on, for a client that named a statement) waits the same way, and is reaped', async () => {
+    const dev = await start({ maxSpillBytes: 0, idleInTransactionTimeoutMs: 2_000 })
+    const observer = await connect(dev.url)
+    const client = await connect(dev.url)
+    // With a named statement the server reads this client's notices to restore its names: the database thread stops
+    // writing the reply straight to the socket at the first notice, and the rest comes through the server.
+    await client.send(wire.parse('s1', 'select 1'), wire.sync())
+    expect(wire.summarize(await client.until('ReadyForQuery')).errors).toEqual([])
+    client.socket.pause()
+    await client.send(wire.query(`do $$ begin raise notice 'rows follow'; end $$; select repeat('x', ${REPLY_BYTES}) as payload`))
+    await expect.poll(() => dev.server.getStats().notReadingClients, { timeout: 10_000 }).toBe(1)
+    // The statement waits for the client, holding the session, until the timer ends it.
+    const watching = observer.query('select 1', { deadlineMs: 10_000 })
+    await expect.poll(() => dev.server.getStats(), { timeout: 10_000 }).toMatchObject({ sessionHeld: true, waitingClients: 1 })
+    expect((await watching).rows).toEqual([['1']])
+    await expect.poll(() => dev.server.getStats(), { timeout: 10_000 }).toMatchObject({ activeConnections: 1, sessionHeld: false, notReadingClients: 0 })
+    client.socket.resume()
+    await withDeadline(client.closed, 10_000, 'the reaped client sees its connection closed')
+  })
+
+  it('riding in a combined call with other clients, it is reaped with 25P03 the same way, and the units after it run', async () => {
+    const dev = await start({ maxSpillBytes: 0, idleInTransactionTimeoutMs: 2_000 })
+    // Units sent while another client holds the session wait together, and ride in one call once it commits.
+    const holder = await connect(dev.url)
+    expect((await holder.query('begin; select 1')).status).toBe('T')
+    const client = await connect(dev.url)
+    client.socket.pause()
+    await client.send(wire.query(`select repeat('x', ${REPLY_BYTES}) as payload`))
+    await expect.poll(() => dev.server.getStats().waitingClients, { timeout: 10_000 }).toBe(1)
+    const next = await connect(dev.url)
+    await next.send(wire.query("select 'next' as who"))
+    await expect.poll(() => dev.server.getStats().waitingClients, { timeout: 10_000 }).toBe(2)
+    const before = dev.server.getStats()
+    expect((await holder.query('commit')).status).toBe('I')
+
+    // The unit after the stalled one, in the same call, is answered once the stalled client is reaped.
+    const answer = wire.summarize(await next.until('ReadyForQuery', { deadlineMs: 15_000 }))
+    expect(answer.errors).toEqual([])
+    expect(answer.rows).toEqual([['next']])
+    const after = dev.server.getStats()
+    expect([after.combinedCalls - before.combinedCalls, after.combinedUnits - before.combinedUnits]).toEqual([1, 2])
+    await expect.poll(() => dev.server.getStats(), { timeout: 10_000 }).toMatchObject({ activeConnections: 2, sessionHeld: false, notReadingClients: 0 })
     client.socket.resume()
     await withDeadline(client.closed, 10_000, 'the reaped client sees its connection closed')
   })

@@ -1,12 +1,14 @@
 // A client that stops reading a big result does not hold the database: outside a transaction block its statement
 // ends, the rest of its reply waiting on disk (bounded by maxSpillBytes), and the others run; it later reads every
-// byte in order. Past the cap it gets FATAL 53400 after its last whole message. Inside a block it holds the session
-// anyway, and its statement waits for it as before (backpressure.test.ts).
+// byte in order. Past the cap it gets FATAL 53400 after its last whole message, and 53100 if the disk is full. Inside a
+// block it holds the session anyway, and its statement waits for it as before (backpressure.test.ts).
 import { describe, expect, it } from 'vitest'
+import { statfs, symlink } from 'node:fs/promises'
 import path from 'node:path'
 import { setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
 import { scratchDir, useDevDbs } from '../helpers/dev-db.ts'
+import { canMountTmpfs, mountTmpfs } from '../helpers/tmpfs.ts'
 import { withDeadline, type RawClient } from '../../harness/raw-client.ts'
 import * as wire from '../../harness/wire.ts'
 
@@ -82,6 +84,30 @@ describe('a client that stops reading a big result', () => {
     expectAllRows(wire.summarize(await client.until('ReadyForQuery', { deadlineMs: 30_000 })), ROWS)
   })
 
+  it('a reply the server rewrites from a notice on (a client that named a statement): the rest waits on disk, not in memory', async () => {
+    const dev = await start()
+    const client = await connect(dev.url)
+    // A named statement: from now on the server reads this client's notices and errors to restore its names, so the
+    // database thread stops writing the reply straight to the socket at the first notice; the rest comes through here.
+    await client.send(wire.parse('s1', 'select 1'), wire.sync())
+    expect(wire.summarize(await client.until('ReadyForQuery')).errors).toEqual([])
+    const rows = 4 * ROWS
+    const buffersBefore = liveBuffers()
+    client.socket.pause()
+    await client.send(wire.query(`do $$ begin raise notice 'rows follow'; end $$; ${bigQuery(rows)}`))
+
+    // What the client has not read waits on disk, not in the server's memory, and the statement ends.
+    await expect.poll(() => dev.server.getStats().spilledBytes, { timeout: PROBE_DEADLINE_MS }).toBeGreaterThan(rows * 2 ** 10 - 16 * 2 ** 20)
+    expect(liveBuffers() - buffersBefore).toBeLessThan(16 * 2 ** 20)
+    const probe = await connect(dev.url)
+    expect((await probe.query('select 1', { deadlineMs: PROBE_DEADLINE_MS })).rows).toEqual([['1']])
+
+    client.socket.resume()
+    const messages = await client.until('ReadyForQuery', { deadlineMs: 30_000 })
+    expect(messages.filter((message) => message.name === 'NoticeResponse').length).toBe(1)
+    expectAllRows(wire.summarize(messages), rows)
+  })
+
   it('its next query waits until it has read everything kept for it, and then runs', async () => {
     const dev = await start()
     const client = await stalledClient(dev.url, bigQuery(ROWS))
@@ -114,6 +140,37 @@ describe('a client that stops reading a big result', () => {
     expect(summary.rows.every(([g], i) => g === String(i + 1))).toBe(true)
     await withDeadline(client.closed, 10_000, 'the client cut off sees its connection close')
     await expect.poll(() => dev.server.getStats().spilledBytes, { timeout: 10_000 }).toBe(0)
+  })
+
+  // Mounting the small disk needs root, as CI runs; elsewhere this test is skipped, and says so.
+  if (!canMountTmpfs) console.warn(`unread-replies: skipping the full-disk test: it mounts a tmpfs, which needs root (uid ${process.getuid?.()}); CI runs as root`)
+  it.skipIf(!canMountTmpfs)('a full disk under the spill: FATAL 53100 after its last whole row written, and the database is free at once', async () => {
+    const cacheDir = await scratchDir('spill-enospc')
+    const disk = await mountTmpfs(2)
+    await symlink(disk, path.join(cacheDir, 'replies'))
+    const free = async (): Promise<number> => (await statfs(disk)).bfree
+    const freeAtStart = await free()
+    const dev = await start({ cacheDir })
+    // Far more than the disk takes: without the cut the statement would run for a long while.
+    const client = await stalledClient(dev.url, bigQuery(2_000_000))
+    const probe = await connect(dev.url)
+    await expect.poll(() => dev.server.getStats().activeConnections, { timeout: PROBE_DEADLINE_MS }).toBe(1)
+    expect((await probe.query('select 1', { deadlineMs: PROBE_DEADLINE_MS })).rows).toEqual([['1']])
+    await expect.poll(() => dev.server.getStats().sessionHeld, { timeout: 5_000 }).toBe(false)
+
+    client.socket.resume()
+    const summary = wire.summarize(await client.until('ErrorResponse', { deadlineMs: 20_000 }))
+    expect(summary.errors.map((error) => [error.severity, error.code])).toEqual([['FATAL', '53100']])
+    expect(summary.errors[0]!.message).toMatch(/no space left on device/i)
+    // Everything before the cut arrives whole: the socket's buffers, then what the disk took.
+    expect(summary.rows.length).toBeGreaterThan(1000)
+    expect(summary.rows.every(([g, payload], i) => g === String(i + 1) && payload!.length === 1000)).toBe(true)
+    await withDeadline(client.closed, 10_000, 'the client cut off sees its connection close')
+    await expect.poll(() => dev.server.getStats().spilledBytes, { timeout: 10_000 }).toBe(0)
+    // The unlinked file was closed: its space is free again.
+    await expect.poll(free, { timeout: 10_000 }).toBe(freeAtStart)
+    const next = await connect(dev.url)
+    expectAllRows(await next.query(bigQuery(500), { deadlineMs: 10_000 }), 500)
   })
 
   it('inside a transaction block: its statement waits for it, holding the session, as before', async () => {

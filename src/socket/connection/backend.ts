@@ -25,6 +25,8 @@ export interface ReplyOutput {
   directBlocked(isBlocked: boolean): void
   /** The rest of a reply being written straight to it comes unread from here on (DirectReply.diverted). */
   diverted(framing: Uint8Array): void
+  /** The rest of a reply being written straight to it comes through the server from a message boundary on. */
+  relayed(): void
 }
 
 /** The connection a backend answers to. */

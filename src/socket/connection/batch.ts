@@ -112,7 +112,9 @@ export class BatchRunner {
 
   /** The state at rest, when nothing is running: what the client holds says which. */
   get restingState(): ConnectionState {
-    return this.#backend.isOwner ? 'holding' : 'idle'
+    const backend = this.#backend
+    // A unit of its running in a combined call holds the session as its own call would: stalled there, it is reaped.
+    return backend.isOwner || backend.session.combined.runsNow(this.#client) ? 'holding' : 'idle'
   }
 
   /**

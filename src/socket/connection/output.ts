@@ -180,6 +180,14 @@ export class ClientOutput {
     this.#spill?.poke()
   }
 
+  /**
+   * The database's thread stopped writing the reply straight to the socket at a message boundary (a message the
+   * server rewrites came): the rest comes through write(), after what was held, and waits for the client as any does.
+   */
+  relayed(): void {
+    if (this.#direct && !this.#diverted) this.endDirect()
+  }
+
   /** The client stopped reading a reply written straight to it (true), or read again (false): as waitForReader. */
   directBlocked(isBlocked: boolean): void {
     const { states } = this.#connection

@@ -307,6 +307,8 @@ export class ClientBackend implements Backend {
   readonly #sink = (chunk: Uint8Array, owned = false): void | Promise<void> => {
     const output = this.#output
     if (output === 'client') {
+      // Output of a direct reply reaches here from the first message the server rewrites: the socket is ours again.
+      if (this.#directNow) this.#client.output.relayed()
       this.#reader.feed(chunk, this.#send, this.#rewriteNow, owned)
       // A unit answered in full goes now, though the call runs on (pipelined units): Postgres flushes at
       // ReadyForQuery, and a client may act on that answer (postgres.js cancels the next query it piped).

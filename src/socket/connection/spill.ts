@@ -178,11 +178,14 @@ export class ReplySpill {
       const done = (): void => {
         out.off('drain', done)
         out.off('close', done)
+        out.off('error', done)
         this.#socket.off('close', done)
         resolve()
       }
       out.on('drain', done)
       out.on('close', done)
+      // A failed write never drains (the stream is not destroyed: autoClose is off), and the client is cut off there.
+      out.on('error', done)
       this.#socket.on('close', done)
     })
   }

@@ -153,6 +153,14 @@ export class CombinedCalls {
     return this.#waitingSeat(member) !== null || this.#runningSeat(member) !== null
   }
 
+  /**
+   * `member`'s unit is the one the running call runs now (units run in order): the session is its client's meanwhile,
+   * and a client that stops reading there holds it as an owner would.
+   */
+  runsNow(member: SessionMember): boolean {
+    return this.#running?.seats.find((seat) => !seat.ended)?.rider.member === member
+  }
+
   /** Stop `member`'s unit from running while it waits in a batch: its ride rejects with `error`. False if it is in none. */
   refuse(member: SessionMember, error: Error): boolean {
     const waiting = this.#waitingSeat(member)
