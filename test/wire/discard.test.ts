@@ -232,3 +232,24 @@ describe('CLOSE ALL and DEALLOCATE ALL stand-ins, at their edges', () => {
     expect(await standInEdges(oracleUrl!)).toEqual(expected)
   })
 })
+
+describe('a client that leaves while its statement runs', () => {
+  // On Postgres another backend never sees its statements. Here they are in the one session: they must be gone before
+  // the client that waited for the session runs anything (the departing client's call ends, then its release hands
+  // the session on, before its connection's cleanup).
+  it('leaves no prepared statement for the client that waited for the session', async () => {
+    const dev = await start()
+    const a = await connect(dev.url)
+    const b = await connect(dev.url)
+    expect((await a.query('PREPARE mine AS SELECT 1')).errors).toEqual([])
+    // Runs until its client leaves: the server then cancels it.
+    await a.send(wire.query('SELECT pg_sleep(30)'))
+    await expect.poll(() => dev.server.getStats(), { timeout: 10_000 }).toMatchObject({ sessionHeld: true })
+    const waiting = b.query("SELECT count(*) FROM pg_prepared_statements WHERE name LIKE '%mine'", { deadlineMs: 20_000 })
+    await expect.poll(() => dev.server.getStats().waitingClients, { timeout: 10_000 }).toBe(1)
+    a.destroy()
+    const seen = await waiting
+    expect(seen.errors).toEqual([])
+    expect(seen.rows).toEqual([['0']])
+  })
+})

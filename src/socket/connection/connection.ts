@@ -150,6 +150,10 @@ export class Connection implements ServedConnection, StartingConnection, MemberC
     return this.states.current
   }
 
+  get isLeaving(): boolean {
+    return this.states.isClosing
+  }
+
   get queuedBatches(): number {
     return this.#queue.length
   }
