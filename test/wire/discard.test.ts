@@ -239,14 +239,20 @@ describe('a client that leaves while its statement runs', () => {
   // the session on, before its connection's cleanup).
   it('leaves no prepared statement for the client that waited for the session', async () => {
     const dev = await start()
+    const holder = await connect(dev.url)
     const a = await connect(dev.url)
-    const b = await connect(dev.url)
+    // A startup setting to apply first: b's query cannot share a call with a's (combined-calls.ts).
+    const b = await connect(dev.url, { work_mem: '5MB' })
     expect((await a.query('PREPARE mine AS SELECT 1')).errors).toEqual([])
-    // Runs until its client leaves: the server then cancels it.
-    await a.send(wire.query('SELECT pg_sleep(30)'))
-    await expect.poll(() => dev.server.getStats(), { timeout: 10_000 }).toMatchObject({ sessionHeld: true })
-    const waiting = b.query("SELECT count(*) FROM pg_prepared_statements WHERE name LIKE '%mine'", { deadlineMs: 20_000 })
+    // The queue is in order: a's statement runs first once the holder commits, while b's query waits behind it.
+    expect((await holder.query('BEGIN')).errors).toEqual([])
+    // Long enough to leave while it runs, as a client that times out does.
+    await a.send(wire.query('SELECT pg_sleep(2)'))
     await expect.poll(() => dev.server.getStats().waitingClients, { timeout: 10_000 }).toBe(1)
+    const waiting = b.query("SELECT count(*) FROM pg_prepared_statements WHERE name LIKE '%mine'", { deadlineMs: 20_000 })
+    await expect.poll(() => dev.server.getStats().waitingClients, { timeout: 10_000 }).toBe(2)
+    expect((await holder.query('COMMIT')).errors).toEqual([])
+    await expect.poll(() => dev.server.getStats(), { timeout: 10_000 }).toMatchObject({ sessionHeld: true, waitingClients: 1 })
     a.destroy()
     const seen = await waiting
     expect(seen.errors).toEqual([])

@@ -23,7 +23,7 @@ export interface HandoverBackend extends ListeningBackend {
 /** One client's backend and the parts of it that a handover reads and changes. */
 export interface Handover {
   backend: HandoverBackend
-  client: SessionMember & FunctionsClient & { readonly isLeaving: boolean }
+  client: SessionMember & FunctionsClient
   session: SharedSession
   state: ClientState
   reader: ReplyReader
@@ -71,9 +71,6 @@ export async function releaseSession(handover: Handover): Promise<void> {
   if (changes & SessionChange.Listening) await reconcileListening(backend, state.listenCommands, handover.log)
   if (changes & SessionChange.StatementsWiped) await remakeOthersStatements(handover)
   state.listenCommands.length = 0
-  // Going away (its socket closed while its call ran): its statements and cursors are closed before the next owner
-  // runs anything (its take closes abandoned work first), as no other backend ever sees them on Postgres.
-  if (client.isLeaving) session.abandonStatements(state.statements.closeAll())
   session.scheduler.release(client)
 }
 

@@ -132,6 +132,9 @@ export class Membership {
   stop(running: boolean): void {
     const connection = this.#connection
     const session = this.#session
+    // Its statements and cursors are closed before the next client takes the session (Postgres never shows them to
+    // another backend), not after its cleanup, which a call of its still running holds up.
+    session.abandonStatements(this.#client.statements.closeAll())
     this.#batches?.wait.abandon()
     session.combined.forget(connection)
     // Whatever its unit still answers goes nowhere: the client is told only its FATAL, as Postgres tells it.
