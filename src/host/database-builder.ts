@@ -1,9 +1,11 @@
 // How the databases' engines are made: each opened with its extension bundles, in a worker thread of its own or in
 // the server's thread; a new one built at the migrated state, from the migrated template or by initdb and the
-// migrations, and in memory loaded one ahead (the spare). Also read here, once: the baseline a reset puts back.
+// migrations. In memory, in threads, a new one starts from the image of one that booted from the template (image.ts)
+// rather than booting, and spares are loaded ahead. Also read here, once: the baseline a reset puts back.
 
 import type { PGlite } from '@electric-sql/pglite'
-import { mkdir } from 'node:fs/promises'
+import { mkdir, readFile, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
 import type { Logger } from '../log.ts'
 import { applyMigrations } from './migrate.ts'
 import { holdsDatabase, seedDataDir, templateBlob, type Template } from './template.ts'
@@ -11,6 +13,7 @@ import { readBaseline, type Baseline } from './baseline.ts'
 import { DbThread } from './engine/thread.ts'
 import { openPGlite } from './engine/pglite.ts'
 import { installedNotLoaded, loadExtensions, type LoadedExtensions } from './extensions.ts'
+import type { EngineImage } from './engine/image.ts'
 
 /** An open database: in a worker thread of its own, or (threads: false) in the server's thread. */
 export type Instance = PGlite | DbThread
@@ -19,7 +22,7 @@ export type Instance = PGlite | DbThread
  * Where a database's files come from as it opens: its data dir, a copy of its files (into a new data dir, or in
  * memory), or (null) a new initdb.
  */
-type Where = { dataDir: string; loadDataDir?: Blob } | { loadDataDir: Blob } | null
+type Where = { dataDir: string; loadDataDir?: Blob } | { loadDataDir: Blob } | { image: EngineImage } | null
 
 /** The database of a new cluster (initdb's, and so the migrated template's). */
 const CLUSTER_DATABASE = 'postgres'
@@ -30,6 +33,14 @@ export interface BuildOptions {
   migrations: string | null
   /** Postgres start parameters for every database. */
   startParams: string[]
+  /**
+   * The image of a database that booted from the template with the start parameters and extensions every database
+   * has (the main one, in memory): new in-memory databases in threads start from it. Without one, the first such
+   * database booted is imaged.
+   */
+  image?: EngineImage | null
+  /** Where the number of spares to load ahead is remembered from one run to the next (the cache dir); none: one spare. */
+  cacheDir?: string | null
   /** Extensions every database loads. */
   extensions: LoadedExtensions
   /**
@@ -40,10 +51,30 @@ export interface BuildOptions {
   log: Logger
 }
 
+/** Spares loaded ahead at most: each holds 30-40 MB. */
+const MAX_SPARES = 8
+/** The file in the cache dir that remembers how many new in-memory databases the last run made. */
+const SPARES_FILE = 'spares.json'
+
 export class DatabaseBuilder {
   readonly #options: BuildOptions
-  /** In memory with a template: the next new database, loaded ahead so that creating one takes no wait; null if it failed. */
-  #spare: { thread: boolean; db: Promise<Instance | null> } | null = null
+  /**
+   * In memory with a template: the next new databases, loaded ahead (one at a time, oldest first) so that creating
+   * one takes no wait; null if one failed.
+   */
+  readonly #spares: Array<{ thread: boolean; db: Promise<Instance | null> }> = []
+  /** How many spares to keep: one, or as many as the last run made databases in memory (remembered in the cache dir). */
+  #wantedSpares = 1
+  /** New in-memory databases made in this run. */
+  #made = 0
+  /** The one spare loading now, if any (spares load one after another, not at once). */
+  #loading: Promise<unknown> | null = null
+  /** The image new in-memory databases in threads start from (image.ts), once one was taken. */
+  #image: EngineImage | null
+  /** An image could not be taken (said once): every database boots. */
+  #noImage = false
+  /** Template blobs handed to open() by build(): only a database opened from one of them is imaged. */
+  readonly #fromTemplate = new WeakSet<Blob>()
   /** The migrated state's fingerprint, rows and sequences, read once from a fresh database (see baseline.ts). */
   #baseline: Promise<Baseline | null> | null = null
   /** Bundles a database loads beyond those every database loads (a CREATE EXTENSION asked for them), by name. */
@@ -53,6 +84,8 @@ export class DatabaseBuilder {
 
   constructor(options: BuildOptions) {
     this.#options = options
+    this.#image = options.image ?? null
+    if (this.#image && this.threads) void this.#rememberedSpares().then(() => this.#loadSpares())
   }
 
   /** Whether databases run in worker threads. */
@@ -81,16 +114,41 @@ export class DatabaseBuilder {
     const { startParams } = this.#options
     const names = this.extensionsOf(name)
     const database = inside || CLUSTER_DATABASE
+    if (where && 'image' in where && !thread) throw new Error('an image starts a database in a thread only')
+    // In memory from the template, in a thread: started from the image, or (none yet) booted and imaged.
+    const imaging = thread && where !== null && !('dataDir' in where) && !('image' in where) && this.#wantsImage(name, where)
     const db = thread
-      ? await DbThread.create({ ...where, startParams, extensions: [...names], database })
-      : await openPGlite({ ...where, startParams, extensions: (await loadExtensions(names)).extensions, database })
+      ? await DbThread.create({ ...where, startParams, extensions: [...names], database, ...(imaging ? { image: 'take' as const } : {}) })
+      : await openPGlite({ ...(where as Exclude<Where, { image: EngineImage }>), startParams, extensions: (await loadExtensions(names)).extensions, database })
+    if (imaging && db instanceof DbThread) this.#keepImage(db)
     if (name !== '' && name !== database) await renameDatabase(db, database, name)
     return db
   }
 
-  /** Resolves once the spare (the next new in-memory database) has loaded, or at once if none is loading. */
+  /** Whether a database opened as `name` from `where` is the kind the image stands for (see BuildOptions.image). */
+  #wantsImage(name: string, where: { loadDataDir: Blob }): boolean {
+    return !this.#image && !this.#noImage && this.#fromTemplate.has(where.loadDataDir) && this.extensionsOf(name).length === this.#options.extensions.names.length
+  }
+
+  #keepImage(db: DbThread): void {
+    const image = db.image
+    db.image = null
+    if (image instanceof Error) {
+      this.#noImage = true
+      this.#options.log.warn('new databases boot (a booted one could not be copied)', { error: image })
+    } else if (image) {
+      this.#image = image
+    }
+  }
+
+  /** Whether new in-memory databases start from an image (and so are cheap enough to load several ahead). */
+  get fromImage(): boolean {
+    return this.#image !== null
+  }
+
+  /** Resolves once the spares (the next new in-memory databases) have loaded, or at once if none is loading. */
   async spareLoaded(): Promise<void> {
-    await this.#spare?.db
+    while (this.#loading) await this.#loading
   }
 
   /** The server is stopping: no spare is loaded from now on. */
@@ -98,11 +156,11 @@ export class DatabaseBuilder {
     this.#stopped = true
   }
 
-  /** The spare, if one loaded and nobody took it; the caller closes it. */
-  async takeSpare(): Promise<Instance | null> {
-    const spare = this.#spare
-    this.#spare = null
-    return spare ? await spare.db : null
+  /** The spares that loaded and nobody took; the caller closes them. */
+  async takeSpares(): Promise<Instance[]> {
+    const spares = this.#spares.splice(0)
+    const dbs = await Promise.all(spares.map((spare) => spare.db))
+    return dbs.filter((db) => db !== null)
   }
 
   /** The baseline (read when the first in-memory database was made, or now from a fresh copy); null if none can be read. */
@@ -124,28 +182,66 @@ export class DatabaseBuilder {
   }
 
   /**
-   * A new in-memory database at the migrated state, in a thread or not: the spare if one of that kind is ready, and
-   * the next spare starts loading.
+   * A new in-memory database at the migrated state, in a thread or not: a spare if one of that kind is ready, and
+   * the spares are loaded again.
    */
   async fresh(thread: boolean, name: string): Promise<Instance> {
     if (!(await this.#options.template())) return this.build(null, thread, name)
     // Taken before the next await: two databases created at once must never get the same spare.
-    const spare = this.#spare?.thread === thread ? this.#spare : null
-    if (spare) this.#spare = null
+    const at = this.#spares.findIndex((spare) => spare.thread === thread)
+    const spare = at >= 0 ? this.#spares.splice(at, 1)[0] : null
+    this.#made++
     const db = (await spare?.db) ?? (await this.build(null, thread))
     // Still at the migrated state and not yet anyone's: the moment to read what a reset puts back.
     this.#baseline ??= readBaseline(db).catch((error: unknown) => this.#noBaseline(error))
     await this.#baseline
     if (name !== CLUSTER_DATABASE) await renameDatabase(db, CLUSTER_DATABASE, name)
-    if (this.#spare === null && !this.#stopped) {
-      // A spare that fails to load is not an error yet: the next database is built without it.
-      const db = this.build(null, this.threads).catch((error: unknown) => {
-        this.#options.log.warn('a database loaded ahead failed; the next one is built when asked for', { error })
-        return null
-      })
-      this.#spare = { thread: this.threads, db }
-    }
+    if (this.#made > this.#wantedSpares && this.#image) void this.#rememberSpares(this.#made)
+    this.#loadSpares()
     return db
+  }
+
+  /**
+   * Load spares until there are as many as wanted: one at a time (each takes a core while it loads), and only as many
+   * as one booted database, when none starts from an image (booting one costs several times more).
+   */
+  #loadSpares(): void {
+    if (this.#loading || this.#stopped) return
+    const wanted = this.#image ? this.#wantedSpares : 1
+    if (this.#spares.length >= wanted) return
+    // A spare that fails to load is not an error yet: the next database is built without it.
+    const db = this.build(null, this.threads).catch((error: unknown) => {
+      this.#options.log.warn('a database loaded ahead failed; the next one is built when asked for', { error })
+      return null
+    })
+    this.#spares.push({ thread: this.threads, db })
+    const loading = db.then((loaded) => {
+      if (this.#loading === loading) this.#loading = null
+      if (loaded) this.#loadSpares()
+    })
+    this.#loading = loading
+  }
+
+  /** How many spares to keep, from the last run's count (see #rememberSpares). */
+  async #rememberedSpares(): Promise<void> {
+    const { cacheDir } = this.#options
+    if (!cacheDir) return
+    try {
+      const { made } = JSON.parse(await readFile(join(cacheDir, SPARES_FILE), 'utf8')) as { made?: unknown }
+      if (typeof made === 'number' && Number.isInteger(made) && made > 0) this.#wantedSpares = Math.min(made, MAX_SPARES)
+    } catch {
+      // none remembered yet (or unreadable): one spare
+    }
+  }
+
+  /** This run made `made` databases in memory: the next run loads as many ahead (up to MAX_SPARES). */
+  async #rememberSpares(made: number): Promise<void> {
+    this.#wantedSpares = Math.min(made, MAX_SPARES)
+    const { cacheDir } = this.#options
+    if (!cacheDir) return
+    await mkdir(cacheDir, { recursive: true })
+      .then(() => writeFile(join(cacheDir, SPARES_FILE), JSON.stringify({ made: this.#wantedSpares })))
+      .catch((error: unknown) => this.#options.log.debug('cannot remember the number of databases made', { cacheDir, error }))
   }
 
   /**
@@ -172,7 +268,12 @@ export class DatabaseBuilder {
       // Kept from an earlier run, it may lack migrations added since, as the main database would.
       return this.#migrated(db, (!fresh || !template) && migrations !== null)
     }
-    if (template) return open({ loadDataDir: await templateBlob(template) })
+    if (template && thread && this.#image) return open({ image: this.#image })
+    if (template) {
+      const blob = await templateBlob(template)
+      this.#fromTemplate.add(blob)
+      return open({ loadDataDir: blob })
+    }
     return this.#migrated(await open(null), migrations !== null)
   }
 

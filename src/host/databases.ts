@@ -213,8 +213,7 @@ export class Databases implements DatabaseCatalog {
     await Promise.allSettled([...this.#work.values()])
     await Promise.all(this.#closing)
     const open: Array<[string, Instance]> = [...this.#open]
-    const spareDb = await this.#builder.takeSpare()
-    if (spareDb) open.push(['(spare)', spareDb])
+    for (const spare of await this.#builder.takeSpares()) open.push(['(spare)', spare])
     const unclean: string[] = []
     await Promise.all(
       open.map(async ([name, db]) => {

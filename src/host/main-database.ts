@@ -11,6 +11,7 @@ import { applyMigrations } from './migrate.ts'
 import { Databases, MAIN_DATABASE } from './databases.ts'
 import type { Instance } from './database-builder.ts'
 import { DbThread } from './engine/thread.ts'
+import type { EngineImage } from './engine/image.ts'
 import { openPGlite } from './engine/pglite.ts'
 import { installedNotLoaded, loadExtensions, type LoadedExtensions } from './extensions.ts'
 import type { resolveDevDbOptions } from './options.ts'
@@ -70,7 +71,10 @@ export async function openMainDatabase({ options, dataDir, cacheDir, migrations,
     const loadDataDir = snapshot ?? (fromTemplate && !dataDir ? await templateBlob(fromTemplate) : null)
     const where = { ...(dataDir ? { dataDir } : {}), ...(loadDataDir ? { loadDataDir } : {}), startParams }
     // In a worker thread (the server's thread never runs Postgres), unless asked otherwise.
-    const create = (with_: LoadedExtensions): Promise<Instance> => (options.databaseThreads ? DbThread.create({ ...where, extensions: with_.names }) : openPGlite({ ...where, extensions: with_.extensions }))
+    // In memory from the template, its image is taken as it starts: every other database starts from it (image.ts).
+    const imaging = !dataDir && from === 'template' && options.databaseThreads === true
+    const create = (with_: LoadedExtensions): Promise<Instance> =>
+      options.databaseThreads ? DbThread.create({ ...where, extensions: with_.names, ...(imaging && with_ === loaded ? { image: 'take' as const } : {}) }) : openPGlite({ ...where, extensions: with_.extensions })
     // On disk, a start that fails for want of space says so (and uses the WAL reserve, if one was kept).
     const opening = (): Promise<Instance> => (dataDir ? openWithWalSpace(dataDir, () => create(loaded)) : create(loaded))
     db = await reportSlowStep(log, `opening the database${from ? ` from the ${from}` : ''}`, opening, progress)
@@ -90,8 +94,16 @@ export async function openMainDatabase({ options, dataDir, cacheDir, migrations,
     throw new DevServerError('ERR_PGLITE', `cannot open the database${dataDir ? ` in ${dataDir}` : ''}: ${(error as Error).message}`, { cause: error })
   }
 
+  let image: EngineImage | null = null
+  if (db instanceof DbThread && db.image) {
+    if (db.image instanceof Error) log.warn('new databases boot (a booted one could not be copied)', { error: db.image })
+    else image = db.image
+    db.image = null
+  }
   const databases = new Databases({
     main: db,
+    image,
+    cacheDir: options.template ? resolve(cacheDir) : null,
     dataDir: dataDir ?? null,
     template,
     migrations,
