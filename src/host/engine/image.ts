@@ -3,6 +3,7 @@
 // into a new PGlite instance at the point where PGlite would load a data dir and run Postgres's start-up.
 
 import { MemoryFS, PGlite } from '@electric-sql/pglite'
+import { FILE_GROWTH_STEP, SMALL_FILE } from './memory-files.ts'
 
 const PAGE = 65536
 /** Where Postgres keeps what it writes at and after start: its data dir, its dynamic shared memory, temporary files. */
@@ -132,17 +133,8 @@ export function takeImage(db: PGlite, instances: (memory: unknown) => WasmInstan
 
   // Memory: the non-zero pages only (after start-up, most of it was never written).
   const memory = new Uint8Array(mod.wasmMemory.buffer)
-  const words = new BigUint64Array(mod.wasmMemory.buffer)
   const used: number[] = []
-  for (let page = 0; page < memory.length / PAGE; page++) {
-    const from = (page * PAGE) / 8
-    for (let i = from; i < from + PAGE / 8; i++) {
-      if (words[i] !== 0n) {
-        used.push(page)
-        break
-      }
-    }
-  }
+  for (let page = 0; page < memory.length / PAGE; page++) if (!isZero(memory.subarray(page * PAGE, (page + 1) * PAGE))) used.push(page)
   const pages = new SharedArrayBuffer(used.length * PAGE)
   const packed = new Uint8Array(pages)
   used.forEach((page, i) => packed.set(memory.subarray(page * PAGE, (page + 1) * PAGE), i * PAGE))
@@ -249,16 +241,27 @@ function restore(mod: Module, image: EngineImage, instance: WasmInstance | null)
     made.push({ stream: FS.streams[fds[0]!]!, fd: pipe.read }, { stream: FS.streams[fds[1]!]!, fd: pipe.write })
   }
 
+  const T: number[] = [performance.now()]
   // Files: new nodes whose bytes are the image's until written.
   sharePagesUntilWritten(mod.MEMFS)
   const bytes = new Uint8Array(image.files)
+  // Entries come parents first: each directory is looked up or made once.
+  const dirs = new Map<string, FsNode>()
+  const dirOf = (path: string): FsNode => {
+    let node = dirs.get(path)
+    if (!node) {
+      node = FS.lookupPath(path || '/').node
+      dirs.set(path, node)
+    }
+    return node
+  }
   for (const entry of image.entries) {
     const slash = entry.path.lastIndexOf('/')
-    const parent = FS.lookupPath(entry.path.slice(0, slash) || '/').node
+    const parent = dirOf(entry.path.slice(0, slash))
     const name = entry.path.slice(slash + 1)
     const existing = (parent.contents as Record<string, FsNode>)[name]
     if (isDir(entry.mode)) {
-      if (!existing) mod.MEMFS.createNode(parent, name, entry.mode, 0)
+      dirs.set(entry.path, existing ?? mod.MEMFS.createNode(parent, name, entry.mode, 0))
       continue
     }
     if (existing) throw new Error(`cannot start from an image: ${entry.path} exists`)
@@ -284,6 +287,7 @@ function restore(mod: Module, image: EngineImage, instance: WasmInstance | null)
     FS.streams[fd] = stream
   }
   FS.chdir(image.cwd)
+  T.push(performance.now())
 
   // Memory: what this instance wrote while it started is below its heap's break; the image's pages go over it.
   const sbrk = (instance.exports.emscripten_get_sbrk_ptr as () => number)()
@@ -291,10 +295,20 @@ function restore(mod: Module, image: EngineImage, instance: WasmInstance | null)
   const size = mod.wasmMemory.buffer.byteLength
   if (size < image.memoryBytes) mod.wasmMemory.grow((image.memoryBytes - size) / PAGE)
   const memory = new Uint8Array(mod.wasmMemory.buffer)
-  memory.fill(0, 0, Math.min(ownEnd, memory.length))
+  T.push(performance.now())
+  // Below its break, the pages the image has no bytes for are emptied; the others are overwritten.
   const pages = new Uint8Array(image.pages)
-  image.pageNumbers.forEach((page, i) => memory.set(pages.subarray(i * PAGE, (i + 1) * PAGE), page * PAGE))
+  let next = 0
+  for (const [i, page] of image.pageNumbers.entries()) {
+    if (next < page * PAGE && next < ownEnd) memory.fill(0, next, Math.min(page * PAGE, ownEnd))
+    memory.set(pages.subarray(i * PAGE, (i + 1) * PAGE), page * PAGE)
+    next = (page + 1) * PAGE
+  }
+  if (next < ownEnd) memory.fill(0, next, ownEnd)
+  T.push(performance.now())
   ;(instance.exports.__stack_pointer as { value: number }).value = image.stackPointer
+  T.push(performance.now())
+  if (process.env.DBCOPY_TRACE) process.stderr.write(`trace restore steps ${T.slice(1).map((t, i) => Math.round(t - T[i]!)).join(' ')} ownEnd ${ownEnd}\n`)
 
   // Postgres runs already: PGlite's start-up calls become no-ops, once.
   const { callMain, _pgl_startPGlite: start } = mod
@@ -315,11 +329,32 @@ function sharePagesUntilWritten(memfs: Memfs): void {
     const node = stream.node
     if (sharedFiles.has(node)) {
       sharedFiles.delete(node)
-      node.contents = (node.contents as Uint8Array).slice(0, node.usedBytes)
+      node.contents = ownCopy(node.contents as Uint8Array, node.usedBytes)
     }
     return write(stream, ...rest)
   }
   ;(copying as { copiesShared?: boolean }).copiesShared = true
   memfs.stream_ops.write = copying
   if (memfs.ops_table) memfs.ops_table.file.stream.write = copying
+}
+
+/**
+ * A file's bytes, copied. A large one (a WAL segment is 16 MB, mostly zeros ahead of what was written) goes into an
+ * array of FILE_GROWTH_STEP, which glibc maps on its own: its pages take memory only once written, so only the
+ * non-zero chunks are copied.
+ */
+function ownCopy(bytes: Uint8Array, used: number): Uint8Array {
+  if (used <= SMALL_FILE) return bytes.slice(0, used)
+  const copy = new Uint8Array(Math.ceil(used / FILE_GROWTH_STEP) * FILE_GROWTH_STEP)
+  for (let at = 0; at < used; at += PAGE) {
+    const chunk = bytes.subarray(at, Math.min(at + PAGE, used))
+    if (!isZero(chunk)) copy.set(chunk, at)
+  }
+  return copy
+}
+
+function isZero(chunk: Uint8Array): boolean {
+  const words = chunk.length % 8 === 0 && chunk.byteOffset % 8 === 0 ? new BigUint64Array(chunk.buffer, chunk.byteOffset, chunk.length / 8) : chunk
+  for (let i = 0; i < words.length; i++) if (words[i]) return false
+  return true
 }
