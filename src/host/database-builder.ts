@@ -8,12 +8,12 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Logger } from '../log.ts'
 import { applyMigrations } from './migrate.ts'
-import { holdsDatabase, seedDataDir, templateBlob, type Template } from './template.ts'
+import { holdsDatabase, imageDir, seedDataDir, templateBlob, type Template } from './template.ts'
 import { readBaseline, type Baseline } from './baseline.ts'
 import { DbThread } from './engine/thread.ts'
 import { openPGlite } from './engine/pglite.ts'
 import { installedNotLoaded, loadExtensions, type LoadedExtensions } from './extensions.ts'
-import type { EngineImage } from './engine/image.ts'
+import { loadImage, saveImage, writeDataDir, type EngineImage } from './engine/image.ts'
 
 /** An open database: in a worker thread of its own, or (threads: false) in the server's thread. */
 export type Instance = PGlite | DbThread
@@ -22,7 +22,7 @@ export type Instance = PGlite | DbThread
  * Where a database's files come from as it opens: its data dir, a copy of its files (into a new data dir, or in
  * memory), or (null) a new initdb.
  */
-type Where = { dataDir: string; loadDataDir?: Blob } | { loadDataDir: Blob } | { image: EngineImage } | null
+type Where = { dataDir: string; loadDataDir?: Blob } | { loadDataDir: Blob } | { image: EngineImage; dataDir?: string } | null
 
 /** The database of a new cluster (initdb's, and so the migrated template's). */
 const CLUSTER_DATABASE = 'postgres'
@@ -73,6 +73,8 @@ export class DatabaseBuilder {
   #image: EngineImage | null
   /** An image could not be taken (said once): every database boots. */
   #noImage = false
+  /** Loading the image from the cache, or making it. */
+  #imaging: Promise<EngineImage | null> | null = null
   /** Template blobs handed to open() by build(): only a database opened from one of them is imaged. */
   readonly #fromTemplate = new WeakSet<Blob>()
   /** The migrated state's fingerprint, rows and sequences, read once from a fresh database (see baseline.ts). */
@@ -85,7 +87,9 @@ export class DatabaseBuilder {
   constructor(options: BuildOptions) {
     this.#options = options
     this.#image = options.image ?? null
-    if (this.#image && this.threads) void this.#rememberedSpares().then(() => this.#loadSpares())
+    const image = this.#image
+    if (image) void options.template().then((template) => template && this.#saveImage(template, image))
+    if (image && this.threads) void this.#rememberedSpares().then(() => this.#loadSpares())
   }
 
   /** Whether databases run in worker threads. */
@@ -117,9 +121,18 @@ export class DatabaseBuilder {
     if (where && 'image' in where && !thread) throw new Error('an image starts a database in a thread only')
     // In memory from the template, in a thread: started from the image, or (none yet) booted and imaged.
     const imaging = thread && where !== null && !('dataDir' in where) && !('image' in where) && this.#wantsImage(name, where)
-    const db = thread
-      ? await DbThread.create({ ...where, startParams, extensions: [...names], database, ...(imaging ? { image: 'take' as const } : {}) })
-      : await openPGlite({ ...(where as Exclude<Where, { image: EngineImage }>), startParams, extensions: (await loadExtensions(names)).extensions, database })
+    let db: Instance
+    try {
+      db = thread
+        ? await DbThread.create({ ...where, startParams, extensions: [...names], database, ...(imaging ? { image: 'take' as const } : {}) })
+        : await openPGlite({ ...(where as Exclude<Where, { image: EngineImage }>), startParams, extensions: (await loadExtensions(names)).extensions, database })
+    } catch (error) {
+      if (!where || !('image' in where)) throw error
+      // An image this PGlite cannot start from (image.ts says why): every database boots from now on. A data dir the
+      // image's files were written to holds a database as a crash would leave it, which a boot recovers.
+      this.#dropImage(error)
+      return this.open(name, where.dataDir === undefined ? { loadDataDir: await this.#templateBlob() } : { dataDir: where.dataDir }, thread, inside)
+    }
     if (imaging && db instanceof DbThread) this.#keepImage(db)
     if (name !== '' && name !== database) await renameDatabase(db, database, name)
     return db
@@ -127,18 +140,75 @@ export class DatabaseBuilder {
 
   /** Whether a database opened as `name` from `where` is the kind the image stands for (see BuildOptions.image). */
   #wantsImage(name: string, where: { loadDataDir: Blob }): boolean {
-    return !this.#image && !this.#noImage && this.#fromTemplate.has(where.loadDataDir) && this.extensionsOf(name).length === this.#options.extensions.names.length
+    return !this.#image && !this.#noImage && this.#fromTemplate.has(where.loadDataDir) && this.#imageFits(name)
+  }
+
+  /** The image was taken with every database's bundles: one that loads more boots (a bundle may act at start-up). */
+  #imageFits(name: string): boolean {
+    return this.extensionsOf(name).length === this.#options.extensions.names.length
   }
 
   #keepImage(db: DbThread): void {
     const image = db.image
     db.image = null
     if (image instanceof Error) {
-      this.#noImage = true
-      this.#options.log.warn('new databases boot (a booted one could not be copied)', { error: image })
+      this.#dropImage(image)
     } else if (image) {
       this.#image = image
+      void this.#options.template().then((template) => template && this.#saveImage(template, image))
     }
+  }
+
+  #dropImage(error: unknown): void {
+    this.#image = null
+    this.#noImage = true
+    this.#options.log.warn('new databases boot (a booted one could not be copied)', { error })
+  }
+
+  async #templateBlob(): Promise<Blob> {
+    const template = await this.#options.template()
+    if (!template) throw new Error('no template to open a database from')
+    const blob = await templateBlob(template)
+    this.#fromTemplate.add(blob)
+    return blob
+  }
+
+  /** Where the image of a database with every database's start parameters and bundles is kept, beside its template. */
+  #imageDir(template: Template): string {
+    return imageDir(template, this.#options.startParams, this.#options.extensions.names)
+  }
+
+  async #saveImage(template: Template, image: EngineImage): Promise<void> {
+    const dir = this.#imageDir(template)
+    if (await loadImage(dir).then((saved) => saved !== null, () => false)) return
+    await saveImage(image, dir).catch((error: unknown) => this.#options.log.warn('cannot keep the database image in the cache', { dir, error }))
+  }
+
+  /**
+   * The image new databases start from: taken already, or kept in the cache; else, when `make`, a database is booted
+   * from the template to take it (then kept in the cache). Null: they boot.
+   */
+  async #imageOf(template: Template, make: boolean): Promise<EngineImage | null> {
+    if (this.#image || this.#noImage || !this.threads) return this.#image
+    this.#imaging ??= loadImage(this.#imageDir(template)).catch(() => null)
+    const cached = await this.#imaging
+    if (cached || !make) {
+      this.#image ??= cached
+      return this.#image
+    }
+    this.#imaging = (async () => {
+      const { startParams, extensions } = this.#options
+      const db = await DbThread.create({ loadDataDir: await templateBlob(template), startParams, extensions: [...extensions.names], database: CLUSTER_DATABASE, image: 'take' })
+      await db.close()
+      if (db.image instanceof Error) throw db.image
+      if (db.image) await this.#saveImage(template, db.image)
+      return db.image
+    })().catch((error: unknown) => {
+      this.#dropImage(error)
+      return null
+    })
+    this.#image ??= await this.#imaging
+    return this.#image
   }
 
   /** Whether new in-memory databases start from an image (and so are cheap enough to load several ahead). */
@@ -256,8 +326,11 @@ export class DatabaseBuilder {
     if (dir !== null) {
       await mkdir(dir, { recursive: true })
       const fresh = !(await holdsDatabase(dir))
-      if (fresh && template) await seedDataDir(dir, template)
-      let db = fresh ? await open({ dataDir: dir }) : await this.#openKept(name, dir, thread)
+      // A new one gets the image's files and starts from its memory; without an image, the template's files and a boot.
+      const image = fresh && template && thread && this.#imageFits(name) ? await this.#imageOf(template, true) : null
+      if (image) await writeDataDir(image, dir)
+      else if (fresh && template) await seedDataDir(dir, template)
+      let db = image ? await open({ dataDir: dir, image }) : fresh ? await open({ dataDir: dir }) : await this.#openKept(name, dir, thread)
       // Kept from an earlier run, it may have had CREATE EXTENSION run on it: its bundles are loaded.
       const missing = fresh ? [] : await installedNotLoaded(db, this.extensionsOf(name))
       if (missing.length > 0) {
@@ -268,12 +341,9 @@ export class DatabaseBuilder {
       // Kept from an earlier run, it may lack migrations added since, as the main database would.
       return this.#migrated(db, (!fresh || !template) && migrations !== null)
     }
-    if (template && thread && this.#image) return open({ image: this.#image })
-    if (template) {
-      const blob = await templateBlob(template)
-      this.#fromTemplate.add(blob)
-      return open({ loadDataDir: blob })
-    }
+    const image = template && thread && this.#imageFits(name) ? await this.#imageOf(template, false) : null
+    if (image) return open({ image })
+    if (template) return open({ loadDataDir: await this.#templateBlob() })
     return this.#migrated(await open(null), migrations !== null)
   }
 

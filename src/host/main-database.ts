@@ -11,13 +11,13 @@ import { applyMigrations } from './migrate.ts'
 import { Databases, MAIN_DATABASE } from './databases.ts'
 import type { Instance } from './database-builder.ts'
 import { DbThread } from './engine/thread.ts'
-import type { EngineImage } from './engine/image.ts'
+import { loadImage, type EngineImage } from './engine/image.ts'
 import { openPGlite } from './engine/pglite.ts'
 import { installedNotLoaded, loadExtensions, type LoadedExtensions } from './extensions.ts'
 import type { resolveDevDbOptions } from './options.ts'
 import { reportSlowStep, type ProgressOptions } from './progress.ts'
 import { readSnapshot } from './snapshot.ts'
-import { holdsDatabase, migratedTemplate, seedDataDir, templateBlob, type Template } from './template.ts'
+import { holdsDatabase, imageDir, migratedTemplate, seedDataDir, templateBlob, type Template } from './template.ts'
 import { openWithWalSpace } from './wal-reserve.ts'
 
 /**
@@ -67,14 +67,27 @@ export async function openMainDatabase({ options, dataDir, cacheDir, migrations,
     const fromTemplate = fresh && !snapshot ? await template() : null
     const seeded = dataDir && fromTemplate ? await reportSlowStep(log, 'copying the database template into the data dir', () => seedDataDir(dataDir, fromTemplate), progress) : false
     const from = snapshot ? 'snapshot' : fromTemplate && (seeded || !dataDir) ? 'template' : null
-    log.info('opening database', { dataDir: dataDir ?? 'memory', ...(from ? { from } : {}) })
+    // In memory from the template, in a thread: started from the image kept in the cache (engine/image.ts), or booted
+    // and imaged as it starts; every other database then starts from that image.
+    const imaging = !dataDir && from === 'template' && options.databaseThreads === true
+    const cached = imaging ? await loadImage(imageDir(fromTemplate!, startParams, loaded.names)).catch(() => null) : null
+    log.info('opening database', { dataDir: dataDir ?? 'memory', ...(from ? { from: cached ? 'image' : from } : {}) })
     const loadDataDir = snapshot ?? (fromTemplate && !dataDir ? await templateBlob(fromTemplate) : null)
     const where = { ...(dataDir ? { dataDir } : {}), ...(loadDataDir ? { loadDataDir } : {}), startParams }
     // In a worker thread (the server's thread never runs Postgres), unless asked otherwise.
-    // In memory from the template, its image is taken as it starts: every other database starts from it (image.ts).
-    const imaging = !dataDir && from === 'template' && options.databaseThreads === true
-    const create = (with_: LoadedExtensions): Promise<Instance> =>
-      options.databaseThreads ? DbThread.create({ ...where, extensions: with_.names, ...(imaging && with_ === loaded ? { image: 'take' as const } : {}) }) : openPGlite({ ...where, extensions: with_.extensions })
+    const create = async (with_: LoadedExtensions): Promise<Instance> => {
+      if (!options.databaseThreads) return openPGlite({ ...where, extensions: with_.extensions })
+      if (cached && with_ === loaded) {
+        try {
+          const db = await DbThread.create({ image: cached, startParams, extensions: with_.names })
+          db.image = cached
+          return db
+        } catch (error) {
+          log.warn('cannot start from the database image in the cache; booting', { error })
+        }
+      }
+      return DbThread.create({ ...where, extensions: with_.names, ...(imaging && with_ === loaded ? { image: 'take' as const } : {}) })
+    }
     // On disk, a start that fails for want of space says so (and uses the WAL reserve, if one was kept).
     const opening = (): Promise<Instance> => (dataDir ? openWithWalSpace(dataDir, () => create(loaded)) : create(loaded))
     db = await reportSlowStep(log, `opening the database${from ? ` from the ${from}` : ''}`, opening, progress)

@@ -3,11 +3,16 @@
 // into a new PGlite instance at the point where PGlite would load a data dir and run Postgres's start-up.
 
 import { MemoryFS, PGlite } from '@electric-sql/pglite'
+import { NodeFS } from '@electric-sql/pglite/nodefs'
+import { randomBytes } from 'node:crypto'
+import { mkdir, open, readFile, rename, rm, symlink, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
 import { FILE_GROWTH_STEP, SMALL_FILE } from './memory-files.ts'
 
 const PAGE = 65536
 /** Where Postgres keeps what it writes at and after start: its data dir, its dynamic shared memory, temporary files. */
-const ROOTS = [PGlite.paths.PGDATA, '/dev/shm', '/tmp']
+const PGDATA = PGlite.paths.PGDATA
+const ROOTS = [PGDATA, '/dev/shm', '/tmp']
 /** What PGlite's start-up returns once Postgres runs (PGlite's own PGLITE_EXIT_ALIVE). */
 const EXIT_ALIVE = 99
 const S_IFMT = 0o170000
@@ -219,14 +224,30 @@ export class ImageFS extends MemoryFS {
   override async initialSyncFs(): Promise<void> {
     await super.initialSyncFs()
     const mod = (this.pg as unknown as { mod: Module }).mod
-    const t0 = performance.now()
-    if (process.env.DBCOPY_TRACE) process.stderr.write(`trace modReady ${Math.round(performance.timeOrigin + t0)}\n`)
-    restore(mod, this.#image, this.#instances(mod.wasmMemory))
-    if (process.env.DBCOPY_TRACE) process.stderr.write(`trace restored ${Math.round(performance.now() - t0)}ms\n`)
+    restore(mod, this.#image, this.#instances(mod.wasmMemory), false)
   }
 }
 
-function restore(mod: Module, image: EngineImage, instance: WasmInstance | null): void {
+/** As ImageFS, on a data dir that writeDataDir() filled with the image's files: Postgres's files are on disk. */
+export class ImageNodeFS extends NodeFS {
+  readonly #image: EngineImage
+  readonly #instances: (memory: unknown) => WasmInstance | null
+
+  constructor(dataDir: string, image: EngineImage, instances: (memory: unknown) => WasmInstance | null) {
+    super(dataDir)
+    this.#image = image
+    this.#instances = instances
+  }
+
+  override async initialSyncFs(): Promise<void> {
+    await super.initialSyncFs()
+    const mod = (this.pg as unknown as { mod: Module }).mod
+    restore(mod, this.#image, this.#instances(mod.wasmMemory), true)
+  }
+}
+
+/** `onDisk`: the data dir's files are there already (a node file system on a data dir writeDataDir() filled). */
+function restore(mod: Module, image: EngineImage, instance: WasmInstance | null, onDisk: boolean): void {
   if (!instance) throw new Error('cannot start from an image: the WASM instance was not seen')
   const { FS } = mod
   const table = instance.exports.__indirect_function_table as { length: number }
@@ -241,7 +262,6 @@ function restore(mod: Module, image: EngineImage, instance: WasmInstance | null)
     made.push({ stream: FS.streams[fds[0]!]!, fd: pipe.read }, { stream: FS.streams[fds[1]!]!, fd: pipe.write })
   }
 
-  const T: number[] = [performance.now()]
   // Files: new nodes whose bytes are the image's until written.
   sharePagesUntilWritten(mod.MEMFS)
   const bytes = new Uint8Array(image.files)
@@ -256,6 +276,7 @@ function restore(mod: Module, image: EngineImage, instance: WasmInstance | null)
     return node
   }
   for (const entry of image.entries) {
+    if (onDisk && (entry.path === PGDATA || entry.path.startsWith(`${PGDATA}/`))) continue
     const slash = entry.path.lastIndexOf('/')
     const parent = dirOf(entry.path.slice(0, slash))
     const name = entry.path.slice(slash + 1)
@@ -287,7 +308,6 @@ function restore(mod: Module, image: EngineImage, instance: WasmInstance | null)
     FS.streams[fd] = stream
   }
   FS.chdir(image.cwd)
-  T.push(performance.now())
 
   // Memory: what this instance wrote while it started is below its heap's break; the image's pages go over it.
   const sbrk = (instance.exports.emscripten_get_sbrk_ptr as () => number)()
@@ -295,7 +315,6 @@ function restore(mod: Module, image: EngineImage, instance: WasmInstance | null)
   const size = mod.wasmMemory.buffer.byteLength
   if (size < image.memoryBytes) mod.wasmMemory.grow((image.memoryBytes - size) / PAGE)
   const memory = new Uint8Array(mod.wasmMemory.buffer)
-  T.push(performance.now())
   // Below its break, the pages the image has no bytes for are emptied; the others are overwritten.
   const pages = new Uint8Array(image.pages)
   let next = 0
@@ -305,10 +324,7 @@ function restore(mod: Module, image: EngineImage, instance: WasmInstance | null)
     next = (page + 1) * PAGE
   }
   if (next < ownEnd) memory.fill(0, next, ownEnd)
-  T.push(performance.now())
   ;(instance.exports.__stack_pointer as { value: number }).value = image.stackPointer
-  T.push(performance.now())
-  if (process.env.DBCOPY_TRACE) process.stderr.write(`trace restore steps ${T.slice(1).map((t, i) => Math.round(t - T[i]!)).join(' ')} ownEnd ${ownEnd}\n`)
 
   // Postgres runs already: PGlite's start-up calls become no-ops, once.
   const { callMain, _pgl_startPGlite: start } = mod
@@ -354,7 +370,88 @@ function ownCopy(bytes: Uint8Array, used: number): Uint8Array {
 }
 
 function isZero(chunk: Uint8Array): boolean {
-  const words = chunk.length % 8 === 0 && chunk.byteOffset % 8 === 0 ? new BigUint64Array(chunk.buffer, chunk.byteOffset, chunk.length / 8) : chunk
-  for (let i = 0; i < words.length; i++) if (words[i]) return false
+  const words = chunk.length % 4 === 0 && chunk.byteOffset % 4 === 0 ? new Uint32Array(chunk.buffer, chunk.byteOffset, chunk.length / 4) : chunk
+  for (let i = 0; i < words.length; i++) if (words[i] !== 0) return false
   return true
+}
+
+const IMAGE_FORMAT = 1
+const MANIFEST = 'image.json'
+const MEMORY_FILE = 'memory.bin'
+const FILES_FILE = 'files.bin'
+
+type Manifest = Omit<EngineImage, 'pages' | 'pageNumbers' | 'files'> & { format: number; pageNumbers: number[] }
+
+/** `image` as files in `dir` (made through a scratch dir and a rename: a reader sees all of it or none). */
+export async function saveImage(image: EngineImage, dir: string): Promise<void> {
+  const scratch = `${dir}.${process.pid}-${randomBytes(4).toString('hex')}`
+  try {
+    await mkdir(scratch, { recursive: true })
+    const { pages, pageNumbers, files, ...rest } = image
+    const manifest: Manifest = { format: IMAGE_FORMAT, ...rest, pageNumbers: [...pageNumbers] }
+    await writeFile(join(scratch, MEMORY_FILE), new Uint8Array(pages))
+    await writeFile(join(scratch, FILES_FILE), new Uint8Array(files))
+    await writeFile(join(scratch, MANIFEST), JSON.stringify(manifest))
+    await rename(scratch, dir).catch(async (error: unknown) => {
+      // Another process saved the same image first.
+      if (!(await loadManifest(dir))) throw error
+    })
+  } finally {
+    await rm(scratch, { recursive: true, force: true })
+  }
+}
+
+/** The image saved in `dir`, or null if there is none (or of another format). */
+export async function loadImage(dir: string): Promise<EngineImage | null> {
+  const manifest = await loadManifest(dir)
+  if (!manifest) return null
+  const { format: _format, pageNumbers, ...rest } = manifest
+  const [pages, files] = await Promise.all([readShared(join(dir, MEMORY_FILE)), readShared(join(dir, FILES_FILE))])
+  return { ...rest, pageNumbers: Int32Array.from(pageNumbers), pages, files }
+}
+
+async function loadManifest(dir: string): Promise<Manifest | null> {
+  try {
+    const manifest = JSON.parse(await readFile(join(dir, MANIFEST), 'utf8')) as Manifest
+    return manifest.format === IMAGE_FORMAT ? manifest : null
+  } catch {
+    return null
+  }
+}
+
+/** A file's bytes in shared memory (every thread that starts from the image reads the same copy). */
+async function readShared(path: string): Promise<SharedArrayBuffer> {
+  const file = await open(path)
+  try {
+    const { size } = await file.stat()
+    const shared = new SharedArrayBuffer(size)
+    const view = new Uint8Array(shared)
+    for (let at = 0; at < size; ) {
+      const { bytesRead } = await file.read(view, at, size - at, at)
+      if (bytesRead === 0) throw new Error(`${path} ended early`)
+      at += bytesRead
+    }
+    return shared
+  } finally {
+    await file.close()
+  }
+}
+
+/**
+ * Fill the new data dir `dir` with the image's data dir files, for ImageNodeFS. PG_VERSION last: a copy cut short
+ * (kill -9) has none, so the next start fills the directory again.
+ */
+export async function writeDataDir(image: EngineImage, dir: string): Promise<void> {
+  const bytes = new Uint8Array(image.files)
+  let version: ImageEntry | null = null
+  for (const entry of image.entries) {
+    if (!entry.path.startsWith(`${PGDATA}/`)) continue
+    const path = join(dir, entry.path.slice(PGDATA.length + 1))
+    if (isDir(entry.mode)) await mkdir(path, { recursive: true, mode: entry.mode & 0o777 })
+    else if (isLink(entry.mode)) await symlink(entry.link!, path)
+    else if (entry.path === `${PGDATA}/PG_VERSION`) version = entry
+    else await writeFile(path, bytes.subarray(entry.offset!, entry.offset! + entry.size!), { mode: entry.mode & 0o777 })
+  }
+  if (!version) throw new Error('the image holds no PG_VERSION')
+  await writeFile(join(dir, 'PG_VERSION'), bytes.subarray(version.offset!, version.offset! + version.size!), { mode: version.mode & 0o777 })
 }

@@ -13,7 +13,7 @@ import { OutputWatch, type Framing } from './output-watch.ts'
 import { ByteRing, FrameEnd, decodeUnits } from './ring.ts'
 import { RELAY_CODES, framingAt, isAbandoned, writeToClient } from './direct-reply.ts'
 import { controlViews, exposeStopping, interceptTimers, type CallHooks } from './stoppable.ts'
-import { ImageFS, takeImage, watchInstances, type EngineImage } from './image.ts'
+import { ImageFS, ImageNodeFS, takeImage, watchInstances, type EngineImage } from './image.ts'
 
 /** Wake the server's thread after this many bytes of output, and at the end of each call. */
 const WAKE_EVERY_BYTES = 32 * 1024
@@ -44,12 +44,13 @@ let ops: Promise<void> = Promise.resolve()
  * tarball once PGlite has loaded it (workerData is not kept).
  */
 async function open(options: ThreadInit): Promise<PGlite> {
-  if (process.env.DBCOPY_TRACE) process.stderr.write(`trace open ${Math.round(performance.timeOrigin + performance.now())} since thread start ${Math.round(performance.now())}\n`)
   const { extensions } = await loadExtensions(options.extensions)
   const tarball = options.loadDataDir
   options.loadDataDir = null
   const image = typeof options.image === 'object' ? options.image : null
-  const from = image ? { fs: new ImageFS(image, instances), initialMemory: image.memoryBytes } : tarball ? { loadDataDir: new TarballBlob(tarball) } : {}
+  const dataDir = options.options.dataDir
+  const fs = image && (dataDir ? new ImageNodeFS(dataDir, image, instances) : new ImageFS(image, instances))
+  const from = fs ? { fs, initialMemory: image!.memoryBytes } : tarball ? { loadDataDir: new TarballBlob(tarball) } : {}
   return openPGlite({ ...options.options, ...options.wasm, ...from, extensions })
 }
 

@@ -58,6 +58,8 @@ export class DbThread {
   readonly waitReady: Promise<void> = Promise.resolve()
   /** Created with `image: 'take'`: this instance's image as it started, or why it could not be taken. */
   image: EngineImage | Error | null = null
+  /** Started from another instance's image rather than booted. */
+  fromImage = false
   readonly #worker: Worker
   /** Protocol calls, through the rings. */
   readonly #protocol: ProtocolCalls
@@ -88,6 +90,7 @@ export class DbThread {
     const inspector = workerInspector()
     const worker = new Worker(await bootstrap(), { eval: true, workerData: init, transferList: tarball ? [tarball] : [], name: 'pglite-dev-db database' })
     const thread = new DbThread(worker, new ProtocolCalls(rings, control, worker.threadId))
+    thread.fromImage = typeof image === 'object'
     const started = new Promise((resolve, reject) => thread.#calls.set(0, { resolve, reject }))
     try {
       const [value] = await Promise.all([started, inspector.attach(worker.threadId)])
