@@ -81,7 +81,7 @@ describe('a new database started from the image of a booted one', () => {
     expect((await c.query('select 1 as one')).rows).toEqual([{ one: 1 }])
   })
 
-  it('a data dir database gets the image's files, survives its server killed -9, and boots from them after', async () => {
+  it("a data dir database gets the image's files, survives its server killed -9, and boots from them after", async () => {
     const dataDir = await mkdtemp(join(tmpdir(), 'pglite-dev-db-image-'))
     onTestFinished(() => Promise.all([rm(dataDir, { recursive: true, force: true }), rm(`${dataDir}-databases`, { recursive: true, force: true })]).then(() => {}))
     const start = async () => {
