@@ -83,9 +83,10 @@ describe('a new database started from the image of a booted one', () => {
 
   it("a data dir database gets the image's files, survives its server killed -9, and boots from them after", async () => {
     const dataDir = await mkdtemp(join(tmpdir(), 'pglite-dev-db-image-'))
-    onTestFinished(() => Promise.all([rm(dataDir, { recursive: true, force: true }), rm(`${dataDir}-databases`, { recursive: true, force: true })]).then(() => {}))
+    const cacheDir = `${dataDir}-cache`
+    onTestFinished(() => Promise.all([dataDir, `${dataDir}-databases`, cacheDir].map((dir) => rm(dir, { recursive: true, force: true }))).then(() => {}))
     const start = async () => {
-      const child = spawn(process.execPath, ['bin/pglite-dev-db.js', '--port', '0', '--data-dir', dataDir, '--migrations', MIGRATIONS, '--log-level', 'silent'], { stdio: ['ignore', 'pipe', 'inherit'] })
+      const child = spawn(process.execPath, ['bin/pglite-dev-db.js', '--port', '0', '--data-dir', dataDir, '--migrations', MIGRATIONS, '--cache-dir', cacheDir, '--log-level', 'silent'], { stdio: ['ignore', 'pipe', 'inherit'] })
       onTestFinished(() => void (child.exitCode === null && child.signalCode === null && child.kill('SIGKILL')))
       const [url] = (await once(createInterface({ input: child.stdout }), 'line')) as [string]
       return { child, url }
@@ -94,6 +95,9 @@ describe('a new database started from the image of a booted one', () => {
     const writer = await client(urlOf(first.url, 'img_disk'))
     await writer.query(`insert into customers (email, name) values ('k@example.com', 'K')`)
     expect(await readdir(join(`${dataDir}-databases`, 'img_disk'))).toContain('PG_VERSION')
+    // The image it started from, made once and kept beside the template.
+    const [template] = (await readdir(cacheDir)).filter((name) => name.startsWith('template-'))
+    expect((await readdir(join(cacheDir, template!))).filter((name) => name.startsWith('image-'))).toHaveLength(1)
     first.child.kill('SIGKILL')
     await once(first.child, 'exit')
     await endClient(clients.splice(clients.indexOf(writer), 1)[0]!)
