@@ -10,8 +10,8 @@ import { join } from 'node:path'
 import { FILE_GROWTH_STEP, SMALL_FILE } from './memory-files.ts'
 
 const PAGE = 65536
-/** Where Postgres keeps what it writes at and after start: its data dir, its dynamic shared memory, temporary files. */
 const PGDATA = PGlite.paths.PGDATA
+/** Where Postgres keeps what it writes at and after start: its data dir, its dynamic shared memory, temporary files. */
 const ROOTS = [PGDATA, '/dev/shm', '/tmp']
 /** What PGlite's start-up returns once Postgres runs (PGlite's own PGLITE_EXIT_ALIVE). */
 const EXIT_ALIVE = 99

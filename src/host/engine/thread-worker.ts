@@ -365,6 +365,8 @@ if (db) {
   let started: { image: EngineImage } | { imageError: string } | null = null
   if (init.image === 'take') {
     try {
+      // A timer Postgres armed at start-up would be lost: the copy's timer lives in its own control words.
+      if (controlViews(init.control).deadline[0] !== 0) throw new Error('cannot image a database: a timer is armed')
       started = { image: takeImage(db, instances) }
     } catch (error) {
       started = { imageError: (error as Error).message }
