@@ -51,8 +51,10 @@ export interface BuildOptions {
   log: Logger
 }
 
-/** Spares loaded ahead at most: each holds 30-40 MB. */
+/** Spares loaded ahead at most: each holds about 50 MB. */
 const MAX_SPARES = 8
+/** The databases made within this long of the first one are a run's first wave (a test runner's workers starting). */
+const FIRST_WAVE_MS = 5_000
 /** The file in the cache dir that remembers how many new in-memory databases the last run made. */
 const SPARES_FILE = 'spares.json'
 
@@ -63,10 +65,14 @@ export class DatabaseBuilder {
    * one takes no wait; null if one failed.
    */
   readonly #spares: Array<{ thread: boolean; db: Promise<Instance | null> }> = []
-  /** How many spares to keep: one, or as many as the last run made databases in memory (remembered in the cache dir). */
+  /**
+   * How many spares to keep: one, or as many as the last run's first wave of new in-memory databases (remembered in
+   * the cache dir), or this run's.
+   */
   #wantedSpares = 1
-  /** New in-memory databases made in this run. */
-  #made = 0
+  /** This run's first wave: when its first new in-memory database was asked for, and how many were within FIRST_WAVE_MS. */
+  #firstMade: number | null = null
+  #wave = 0
   /** The one spare loading now, if any (spares load one after another, not at once). */
   #loading: Promise<unknown> | null = null
   /** The image new in-memory databases in threads start from (image.ts), once one was taken. */
@@ -89,7 +95,9 @@ export class DatabaseBuilder {
     this.#image = options.image ?? null
     const image = this.#image
     if (image) void options.template().then((template) => template && this.#saveImage(template, image))
-    if (image && this.threads) void this.#rememberedSpares().then(() => this.#loadSpares())
+    if (!this.threads) return
+    const remembered = this.#rememberedSpares()
+    if (image) void remembered.then(() => this.#loadSpares())
   }
 
   /** Whether databases run in worker threads. */
@@ -260,13 +268,15 @@ export class DatabaseBuilder {
     // Taken before the next await: two databases created at once must never get the same spare.
     const at = this.#spares.findIndex((spare) => spare.thread === thread)
     const spare = at >= 0 ? this.#spares.splice(at, 1)[0] : null
-    this.#made++
+    const now = performance.now()
+    this.#firstMade ??= now
+    if (now - this.#firstMade <= FIRST_WAVE_MS) this.#wave++
     const db = (await spare?.db) ?? (await this.build(null, thread))
     // Still at the migrated state and not yet anyone's: the moment to read what a reset puts back.
     this.#baseline ??= readBaseline(db).catch((error: unknown) => this.#noBaseline(error))
     await this.#baseline
     if (name !== CLUSTER_DATABASE) await renameDatabase(db, CLUSTER_DATABASE, name)
-    if (this.#made > this.#wantedSpares && this.#image) void this.#rememberSpares(this.#made)
+    if (now - this.#firstMade <= FIRST_WAVE_MS && this.#image) void this.#rememberSpares(this.#wave)
     this.#loadSpares()
     return db
   }
@@ -304,13 +314,14 @@ export class DatabaseBuilder {
     }
   }
 
-  /** This run made `made` databases in memory: the next run loads as many ahead (up to MAX_SPARES). */
+  /** This run's first wave made `made` databases in memory: the next run loads as many ahead (up to MAX_SPARES). */
   async #rememberSpares(made: number): Promise<void> {
-    this.#wantedSpares = Math.min(made, MAX_SPARES)
+    const wanted = Math.min(made, MAX_SPARES)
+    this.#wantedSpares = Math.max(this.#wantedSpares, wanted)
     const { cacheDir } = this.#options
     if (!cacheDir) return
     await mkdir(cacheDir, { recursive: true })
-      .then(() => writeFile(join(cacheDir, SPARES_FILE), JSON.stringify({ made: this.#wantedSpares })))
+      .then(() => writeFile(join(cacheDir, SPARES_FILE), JSON.stringify({ made: wanted })))
       .catch((error: unknown) => this.#options.log.debug('cannot remember the number of databases made', { cacheDir, error }))
   }
 
