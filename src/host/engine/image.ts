@@ -39,6 +39,11 @@ export interface EngineImage {
   streams: Array<{ fd: number; path: string; flags: number; position: number }>
   pipes: Array<{ read: number; write: number }>
   cwd: string
+  /**
+   * When Postgres's timer is due (ms since the epoch, 0: not armed), as stoppable.ts records it: a copy's is due then
+   * too (Postgres armed it at start-up, for its idle statistics, and arms no other while it waits for this one).
+   */
+  timerDeadline: number
 }
 
 interface ImageEntry {
@@ -128,7 +133,7 @@ const isLink = (mode: number) => (mode & S_IFMT) === S_IFLNK
  * The image of `db`, which has just started (nothing was run on it but PGlite's own start-up). Throws if its state
  * holds something a copy could not carry: a loaded library, a file open outside the roots, a pipe holding bytes.
  */
-export function takeImage(db: PGlite, instances: (memory: unknown) => WasmInstance | null): EngineImage {
+export function takeImage(db: PGlite, instances: (memory: unknown) => WasmInstance | null, timerDeadline: number): EngineImage {
   const mod = (db as unknown as { mod: Module }).mod
   const instance = instances(mod.wasmMemory)
   if (!instance) throw new Error('cannot image a database: its WASM instance was not seen')
@@ -199,7 +204,7 @@ export function takeImage(db: PGlite, instances: (memory: unknown) => WasmInstan
     pipes.push({ read: ends.read, write: ends.write })
   }
 
-  return { memoryBytes: memory.length, pages, pageNumbers: Int32Array.from(used), stackPointer, tableLength: table.length, files, entries, streams, pipes, cwd: FS.cwd() }
+  return { memoryBytes: memory.length, pages, pageNumbers: Int32Array.from(used), stackPointer, tableLength: table.length, files, entries, streams, pipes, cwd: FS.cwd(), timerDeadline }
 }
 
 /** Files whose bytes are still the image's (shared with other databases): copied before the first write to them. */
@@ -214,17 +219,21 @@ const sharedFiles = new WeakSet<FsNode>()
 export class ImageFS extends MemoryFS {
   readonly #image: EngineImage
   readonly #instances: (memory: unknown) => WasmInstance | null
+  readonly #setTimer: (deadline: number) => void
 
-  constructor(image: EngineImage, instances: (memory: unknown) => WasmInstance | null) {
+  /** `setTimer`: arms Postgres's timer where stoppable.ts keeps it, as the image had it. */
+  constructor(image: EngineImage, instances: (memory: unknown) => WasmInstance | null, setTimer: (deadline: number) => void) {
     super()
     this.#image = image
     this.#instances = instances
+    this.#setTimer = setTimer
   }
 
   override async initialSyncFs(): Promise<void> {
     await super.initialSyncFs()
     const mod = (this.pg as unknown as { mod: Module }).mod
     restore(mod, this.#image, this.#instances(mod.wasmMemory), false)
+    this.#setTimer(this.#image.timerDeadline)
   }
 }
 
@@ -232,17 +241,20 @@ export class ImageFS extends MemoryFS {
 export class ImageNodeFS extends NodeFS {
   readonly #image: EngineImage
   readonly #instances: (memory: unknown) => WasmInstance | null
+  readonly #setTimer: (deadline: number) => void
 
-  constructor(dataDir: string, image: EngineImage, instances: (memory: unknown) => WasmInstance | null) {
+  constructor(dataDir: string, image: EngineImage, instances: (memory: unknown) => WasmInstance | null, setTimer: (deadline: number) => void) {
     super(dataDir)
     this.#image = image
     this.#instances = instances
+    this.#setTimer = setTimer
   }
 
   override async initialSyncFs(): Promise<void> {
     await super.initialSyncFs()
     const mod = (this.pg as unknown as { mod: Module }).mod
     restore(mod, this.#image, this.#instances(mod.wasmMemory), true)
+    this.#setTimer(this.#image.timerDeadline)
   }
 }
 
@@ -375,7 +387,7 @@ function isZero(chunk: Uint8Array): boolean {
   return true
 }
 
-const IMAGE_FORMAT = 1
+const IMAGE_FORMAT = 2
 const MANIFEST = 'image.json'
 const MEMORY_FILE = 'memory.bin'
 const FILES_FILE = 'files.bin'
@@ -392,9 +404,11 @@ export async function saveImage(image: EngineImage, dir: string): Promise<void> 
     await writeFile(join(scratch, MEMORY_FILE), new Uint8Array(pages))
     await writeFile(join(scratch, FILES_FILE), new Uint8Array(files))
     await writeFile(join(scratch, MANIFEST), JSON.stringify(manifest))
-    await rename(scratch, dir).catch(async (error: unknown) => {
-      // Another process saved the same image first.
-      if (!(await loadManifest(dir))) throw error
+    await rename(scratch, dir).catch(async () => {
+      // Another process saved the same image first; or an older format's is there, which goes.
+      if (await loadManifest(dir)) return
+      await rm(dir, { recursive: true, force: true })
+      await rename(scratch, dir)
     })
   } finally {
     await rm(scratch, { recursive: true, force: true })

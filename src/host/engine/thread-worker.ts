@@ -49,7 +49,10 @@ async function open(options: ThreadInit): Promise<PGlite> {
   options.loadDataDir = null
   const image = typeof options.image === 'object' ? options.image : null
   const dataDir = options.options.dataDir
-  const fs = image && (dataDir ? new ImageNodeFS(dataDir, image, instances) : new ImageFS(image, instances))
+  const setTimer = (deadline: number): void => {
+    controlViews(options.control).deadline[0] = deadline
+  }
+  const fs = image && (dataDir ? new ImageNodeFS(dataDir, image, instances, setTimer) : new ImageFS(image, instances, setTimer))
   const from = fs ? { fs, initialMemory: image!.memoryBytes } : tarball ? { loadDataDir: new TarballBlob(tarball) } : {}
   return openPGlite({ ...options.options, ...options.wasm, ...from, extensions })
 }
@@ -365,9 +368,7 @@ if (db) {
   let started: { image: EngineImage } | { imageError: string } | null = null
   if (init.image === 'take') {
     try {
-      // A timer Postgres armed at start-up would be lost: the copy's timer lives in its own control words.
-      if (controlViews(init.control).deadline[0] !== 0) throw new Error('cannot image a database: a timer is armed')
-      started = { image: takeImage(db, instances) }
+      started = { image: takeImage(db, instances, controlViews(init.control).deadline[0]!) }
     } catch (error) {
       started = { imageError: (error as Error).message }
     }
