@@ -151,9 +151,12 @@ export class DatabaseBuilder {
     return !this.#image && !this.#noImage && this.#fromTemplate.has(where.loadDataDir) && this.#imageFits(name)
   }
 
-  /** The image was taken with every database's bundles: one that loads more boots (a bundle may act at start-up). */
+  /**
+   * Only a database without extension bundles starts from an image: PGlite loads a bundle's libraries into the
+   * instance after the point where the image is copied in, at addresses the image's memory may hold otherwise.
+   */
   #imageFits(name: string): boolean {
-    return this.extensionsOf(name).length === this.#options.extensions.names.length
+    return this.extensionsOf(name).length === 0
   }
 
   #keepImage(db: DbThread): void {

@@ -69,7 +69,7 @@ export async function openMainDatabase({ options, dataDir, cacheDir, migrations,
     const from = snapshot ? 'snapshot' : fromTemplate && (seeded || !dataDir) ? 'template' : null
     // In memory from the template, in a thread: started from the image kept in the cache (engine/image.ts), or booted
     // and imaged as it starts; every other database then starts from that image.
-    const imaging = !dataDir && from === 'template' && options.databaseThreads === true
+    const imaging = !dataDir && from === 'template' && options.databaseThreads === true && loaded.names.length === 0
     const cached = imaging ? await loadImage(imageDir(fromTemplate!, startParams, loaded.names)).catch(() => null) : null
     log.info('opening database', { dataDir: dataDir ?? 'memory', ...(from ? { from: cached ? 'image' : from } : {}) })
     const loadDataDir = snapshot ?? (fromTemplate && !dataDir ? await templateBlob(fromTemplate) : null)

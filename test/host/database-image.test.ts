@@ -69,7 +69,8 @@ describe('a new database started from the image of a booted one', () => {
     expect((await a.query('select forty_two() as v')).rows).toEqual([{ v: 42 }])
     await a.query('checkpoint')
     expect((await a.query('select count(*)::int as n from customers')).rows).toEqual([{ n: 1 }])
-    // Its files, shared with the image until written, copy as any database's do.
+    // Its files, shared with the image until written, copy as any database's do (once nobody is connected to it).
+    await endClient(clients.splice(clients.indexOf(b), 1)[0]!)
     await main.query('create database img_copy template img_b')
     const copy = await client(urlOf(dev.url, 'img_copy'))
     expect((await copy.query('select count(*)::int as n from customers')).rows).toEqual([{ n: 20002 }])
