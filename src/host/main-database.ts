@@ -71,7 +71,7 @@ export async function openMainDatabase({ options, dataDir, cacheDir, migrations,
     // and imaged as it starts; every other database then starts from that image.
     const imaging = !dataDir && from === 'template' && options.databaseThreads === true && loaded.names.length === 0
     const cached = imaging ? await loadImage(imageDir(fromTemplate!, startParams, loaded.names)).catch(() => null) : null
-    log.info('opening database', { dataDir: dataDir ?? 'memory', ...(from ? { from: cached ? 'image' : from } : {}) })
+    log.info('opening database', { dataDir: dataDir ?? 'memory', ...(from ? { from } : {}), ...(cached ? { image: true } : {}) })
     const loadDataDir = snapshot ?? (fromTemplate && !dataDir ? await templateBlob(fromTemplate) : null)
     const where = { ...(dataDir ? { dataDir } : {}), ...(loadDataDir ? { loadDataDir } : {}), startParams }
     // In a worker thread (the server's thread never runs Postgres), unless asked otherwise.
