@@ -11,7 +11,7 @@ import { applyMigrations } from './migrate.ts'
 import { Databases, MAIN_DATABASE } from './databases.ts'
 import type { Instance } from './database-builder.ts'
 import { DbThread } from './engine/thread.ts'
-import { loadImage, type EngineImage } from './engine/image.ts'
+import { loadImage, writeDataDir, type EngineImage } from './engine/image.ts'
 import { openPGlite } from './engine/pglite.ts'
 import { installedNotLoaded, loadExtensions, type LoadedExtensions } from './extensions.ts'
 import type { resolveDevDbOptions } from './options.ts'
@@ -65,12 +65,14 @@ export async function openMainDatabase({ options, dataDir, cacheDir, migrations,
     const fresh = !dataDir || !(await holdsDatabase(dataDir))
     const snapshot = options.fromSnapshot === undefined ? null : await readSnapshot(resolve(options.fromSnapshot), dataDir, log)
     const fromTemplate = fresh && !snapshot ? await template() : null
-    const seeded = dataDir && fromTemplate ? await reportSlowStep(log, 'copying the database template into the data dir', () => seedDataDir(dataDir, fromTemplate), progress) : false
+    // From the template, in a thread, without extension bundles: started from the image kept in the cache
+    // (engine/image.ts; a new data dir gets its files), or, in memory, booted and imaged as it starts.
+    const imageable = fromTemplate !== null && options.databaseThreads === true && loaded.names.length === 0
+    const cached = imageable ? await loadImage(imageDir(fromTemplate, startParams, loaded.names)).catch(() => null) : null
+    const imaging = imageable && !dataDir
+    if (dataDir && cached) await reportSlowStep(log, 'writing the database image into the data dir', () => writeDataDir(cached, dataDir), progress)
+    const seeded = dataDir && fromTemplate ? cached !== null || (await reportSlowStep(log, 'copying the database template into the data dir', () => seedDataDir(dataDir, fromTemplate), progress)) : false
     const from = snapshot ? 'snapshot' : fromTemplate && (seeded || !dataDir) ? 'template' : null
-    // In memory from the template, in a thread: started from the image kept in the cache (engine/image.ts), or booted
-    // and imaged as it starts; every other database then starts from that image.
-    const imaging = !dataDir && from === 'template' && options.databaseThreads === true && loaded.names.length === 0
-    const cached = imaging ? await loadImage(imageDir(fromTemplate!, startParams, loaded.names)).catch(() => null) : null
     log.info('opening database', { dataDir: dataDir ?? 'memory', ...(from ? { from } : {}), ...(cached ? { image: true } : {}) })
     const loadDataDir = snapshot ?? (fromTemplate && !dataDir ? await templateBlob(fromTemplate) : null)
     const where = { ...(dataDir ? { dataDir } : {}), ...(loadDataDir ? { loadDataDir } : {}), startParams }
@@ -79,7 +81,7 @@ export async function openMainDatabase({ options, dataDir, cacheDir, migrations,
       if (!options.databaseThreads) return openPGlite({ ...where, extensions: with_.extensions })
       if (cached && with_ === loaded) {
         try {
-          const db = await DbThread.create({ image: cached, startParams, extensions: with_.names })
+          const db = await DbThread.create({ image: cached, startParams, extensions: with_.names, ...(dataDir ? { dataDir } : {}) })
           db.image = cached
           return db
         } catch (error) {

@@ -457,15 +457,18 @@ async function readShared(path: string): Promise<SharedArrayBuffer> {
  */
 export async function writeDataDir(image: EngineImage, dir: string): Promise<void> {
   const bytes = new Uint8Array(image.files)
-  let version: ImageEntry | null = null
-  for (const entry of image.entries) {
-    if (!entry.path.startsWith(`${PGDATA}/`)) continue
-    const path = join(dir, entry.path.slice(PGDATA.length + 1))
-    if (isDir(entry.mode)) await mkdir(path, { recursive: true, mode: entry.mode & 0o777 })
-    else if (isLink(entry.mode)) await symlink(entry.link!, path)
-    else if (entry.path === `${PGDATA}/PG_VERSION`) version = entry
-    else await writeFile(path, bytes.subarray(entry.offset!, entry.offset! + entry.size!), { mode: entry.mode & 0o777 })
-  }
+  const inDataDir = image.entries.filter((entry) => entry.path.startsWith(`${PGDATA}/`))
+  const pathOf = (entry: ImageEntry): string => join(dir, entry.path.slice(PGDATA.length + 1))
+  const write = (entry: ImageEntry): Promise<void> => writeFile(pathOf(entry), bytes.subarray(entry.offset!, entry.offset! + entry.size!), { mode: entry.mode & 0o777 })
+  // Directories first (parents before children), then every file at once.
+  for (const entry of inDataDir) if (isDir(entry.mode)) await mkdir(pathOf(entry), { recursive: true, mode: entry.mode & 0o777 })
+  const version = inDataDir.find((entry) => entry.path === `${PGDATA}/PG_VERSION`)
   if (!version) throw new Error('the image holds no PG_VERSION')
-  await writeFile(join(dir, 'PG_VERSION'), bytes.subarray(version.offset!, version.offset! + version.size!), { mode: version.mode & 0o777 })
+  await Promise.all(
+    inDataDir.map((entry) => {
+      if (isLink(entry.mode)) return symlink(entry.link!, pathOf(entry))
+      return isFile(entry.mode) && entry !== version ? write(entry) : null
+    }),
+  )
+  await write(version)
 }
