@@ -79,6 +79,8 @@ export class DatabaseBuilder {
   #image: EngineImage | null
   /** An image could not be taken (said once): every database boots. */
   #noImage = false
+  /** Keeping the image in the cache. */
+  #saving: Promise<void> | null = null
   /** Loading the image from the cache, or making it. */
   #imaging: Promise<EngineImage | null> | null = null
   /** Template blobs handed to open() by build(): only a database opened from one of them is imaged. */
@@ -94,7 +96,7 @@ export class DatabaseBuilder {
     this.#options = options
     this.#image = options.image ?? null
     const image = this.#image
-    if (image) void options.template().then((template) => template && this.#saveImage(template, image))
+    if (image) this.#saving = options.template().then((template) => (template ? this.#saveImage(template, image) : undefined))
     if (!this.threads) return
     const remembered = this.#rememberedSpares()
     if (image) void remembered.then(() => this.#loadSpares())
@@ -166,7 +168,7 @@ export class DatabaseBuilder {
       this.#dropImage(image)
     } else if (image) {
       this.#image = image
-      void this.#options.template().then((template) => template && this.#saveImage(template, image))
+      this.#saving = this.#options.template().then((template) => (template ? this.#saveImage(template, image) : undefined))
     }
   }
 
@@ -189,10 +191,19 @@ export class DatabaseBuilder {
     return imageDir(template, this.#options.startParams, this.#options.extensions.names)
   }
 
-  async #saveImage(template: Template, image: EngineImage): Promise<void> {
+  #saveImage(template: Template, image: EngineImage): Promise<void> {
     const dir = this.#imageDir(template)
-    if (await loadImage(dir).then((saved) => saved !== null, () => false)) return
-    await saveImage(image, dir).catch((error: unknown) => this.#options.log.warn('cannot keep the database image in the cache', { dir, error }))
+    const saving = (async () => {
+      if (await loadImage(dir).then((saved) => saved !== null, () => false)) return
+      await saveImage(image, dir).catch((error: unknown) => this.#options.log.warn('cannot keep the database image in the cache', { dir, error }))
+    })()
+    this.#saving = saving
+    return saving
+  }
+
+  /** Resolves once the image is in the cache, if it is being kept there: a stop waits for it (the next start needs it). */
+  async imageKept(): Promise<void> {
+    await this.#saving
   }
 
   /**

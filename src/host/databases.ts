@@ -209,6 +209,7 @@ export class Databases implements DatabaseCatalog {
   async close(deadlineMs?: number): Promise<string[]> {
     this.#closed = true
     this.#builder.stop()
+    await this.#builder.imageKept()
     await Promise.all([...this.#walReserves.values()].map((reserve) => reserve.stop()))
     await Promise.allSettled([...this.#work.values()])
     await Promise.all(this.#closing)
