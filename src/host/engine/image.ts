@@ -419,9 +419,9 @@ export async function saveImage(image: EngineImage, dir: string): Promise<void> 
 export async function loadImage(dir: string): Promise<EngineImage | null> {
   const manifest = await loadManifest(dir)
   if (!manifest) return null
-  const { format: _format, pageNumbers, ...rest } = manifest
   const [pages, files] = await Promise.all([readShared(join(dir, MEMORY_FILE)), readShared(join(dir, FILES_FILE))])
-  return { ...rest, pageNumbers: Int32Array.from(pageNumbers), pages, files }
+  const { memoryBytes, stackPointer, tableLength, entries, streams, pipes, cwd, timerDeadline } = manifest
+  return { memoryBytes, pages, pageNumbers: Int32Array.from(manifest.pageNumbers), stackPointer, tableLength, files, entries, streams, pipes, cwd, timerDeadline }
 }
 
 async function loadManifest(dir: string): Promise<Manifest | null> {
