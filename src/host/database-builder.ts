@@ -1,16 +1,19 @@
 // How the databases' engines are made: each opened with its extension bundles, in a worker thread of its own or in
 // the server's thread; a new one built at the migrated state, from the migrated template or by initdb and the
-// migrations, and in memory loaded one ahead (the spare). Also read here, once: the baseline a reset puts back.
+// migrations. In memory, in threads, a new one starts from the image of one that booted from the template (image.ts)
+// rather than booting, and spares are loaded ahead. Also read here, once: the baseline a reset puts back.
 
 import type { PGlite } from '@electric-sql/pglite'
-import { mkdir } from 'node:fs/promises'
+import { mkdir, readFile, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
 import type { Logger } from '../log.ts'
 import { applyMigrations } from './migrate.ts'
-import { holdsDatabase, seedDataDir, templateBlob, type Template } from './template.ts'
+import { holdsDatabase, imageDir, seedDataDir, templateBlob, type Template } from './template.ts'
 import { readBaseline, type Baseline } from './baseline.ts'
 import { DbThread } from './engine/thread.ts'
 import { openPGlite } from './engine/pglite.ts'
 import { installedNotLoaded, loadExtensions, type LoadedExtensions } from './extensions.ts'
+import { loadImage, saveImage, writeDataDir, type EngineImage } from './engine/image.ts'
 
 /** An open database: in a worker thread of its own, or (threads: false) in the server's thread. */
 export type Instance = PGlite | DbThread
@@ -19,7 +22,7 @@ export type Instance = PGlite | DbThread
  * Where a database's files come from as it opens: its data dir, a copy of its files (into a new data dir, or in
  * memory), or (null) a new initdb.
  */
-type Where = { dataDir: string; loadDataDir?: Blob } | { loadDataDir: Blob } | null
+type Where = { dataDir: string; loadDataDir?: Blob } | { loadDataDir: Blob } | { image: EngineImage; dataDir?: string } | null
 
 /** The database of a new cluster (initdb's, and so the migrated template's). */
 const CLUSTER_DATABASE = 'postgres'
@@ -30,6 +33,14 @@ export interface BuildOptions {
   migrations: string | null
   /** Postgres start parameters for every database. */
   startParams: string[]
+  /**
+   * The image of a database that booted from the template with the start parameters and extensions every database
+   * has (the main one, in memory): new in-memory databases in threads start from it. Without one, the first such
+   * database booted is imaged.
+   */
+  image?: EngineImage | null
+  /** Where the number of spares to load ahead is remembered from one run to the next (the cache dir); none: one spare. */
+  cacheDir?: string | null
   /** Extensions every database loads. */
   extensions: LoadedExtensions
   /**
@@ -40,10 +51,40 @@ export interface BuildOptions {
   log: Logger
 }
 
+/** Spares loaded ahead at most: each holds about 50 MB. */
+const MAX_SPARES = 8
+/** The databases made within this long of the first one are a run's first wave (a test runner's workers starting). */
+const FIRST_WAVE_MS = 5_000
+/** The file in the cache dir that remembers how many new in-memory databases the last run made. */
+const SPARES_FILE = 'spares.json'
+
 export class DatabaseBuilder {
   readonly #options: BuildOptions
-  /** In memory with a template: the next new database, loaded ahead so that creating one takes no wait; null if it failed. */
-  #spare: { thread: boolean; db: Promise<Instance | null> } | null = null
+  /**
+   * In memory with a template: the next new databases, loaded ahead (one at a time, oldest first) so that creating
+   * one takes no wait; null if one failed.
+   */
+  readonly #spares: Array<{ thread: boolean; db: Promise<Instance | null> }> = []
+  /**
+   * How many spares to keep: one, or as many as the last run's first wave of new in-memory databases (remembered in
+   * the cache dir), or this run's.
+   */
+  #wantedSpares = 1
+  /** This run's first wave: when its first new in-memory database was asked for, and how many were within FIRST_WAVE_MS. */
+  #firstMade: number | null = null
+  #wave = 0
+  /** The one spare loading now, if any (spares load one after another, not at once). */
+  #loading: Promise<unknown> | null = null
+  /** The image new in-memory databases in threads start from (image.ts), once one was taken. */
+  #image: EngineImage | null
+  /** An image could not be taken (said once): every database boots. */
+  #noImage = false
+  /** Keeping the image in the cache. */
+  #saving: Promise<void> | null = null
+  /** Loading the image from the cache, or making it. */
+  #imaging: Promise<EngineImage | null> | null = null
+  /** Template blobs handed to open() by build(): only a database opened from one of them is imaged. */
+  readonly #fromTemplate = new WeakSet<Blob>()
   /** The migrated state's fingerprint, rows and sequences, read once from a fresh database (see baseline.ts). */
   #baseline: Promise<Baseline | null> | null = null
   /** Bundles a database loads beyond those every database loads (a CREATE EXTENSION asked for them), by name. */
@@ -53,6 +94,12 @@ export class DatabaseBuilder {
 
   constructor(options: BuildOptions) {
     this.#options = options
+    this.#image = options.image ?? null
+    const image = this.#image
+    if (image) this.#saving = options.template().then((template) => (template ? this.#saveImage(template, image) : undefined))
+    if (!this.threads) return
+    const remembered = this.#rememberedSpares()
+    if (image) void remembered.then(() => this.#loadSpares())
   }
 
   /** Whether databases run in worker threads. */
@@ -81,16 +128,119 @@ export class DatabaseBuilder {
     const { startParams } = this.#options
     const names = this.extensionsOf(name)
     const database = inside || CLUSTER_DATABASE
-    const db = thread
-      ? await DbThread.create({ ...where, startParams, extensions: [...names], database })
-      : await openPGlite({ ...where, startParams, extensions: (await loadExtensions(names)).extensions, database })
+    if (where && 'image' in where && !thread) throw new Error('an image starts a database in a thread only')
+    // In memory from the template, in a thread: started from the image, or (none yet) booted and imaged.
+    const imaging = thread && where !== null && !('dataDir' in where) && !('image' in where) && this.#wantsImage(name, where)
+    let db: Instance
+    try {
+      db = thread
+        ? await DbThread.create({ ...where, startParams, extensions: [...names], database, ...(imaging ? { image: 'take' as const } : {}) })
+        : await openPGlite({ ...(where as Exclude<Where, { image: EngineImage }>), startParams, extensions: (await loadExtensions(names)).extensions, database })
+    } catch (error) {
+      if (!where || !('image' in where)) throw error
+      // An image this PGlite cannot start from (image.ts says why): every database boots from now on. A data dir the
+      // image's files were written to holds a database as a crash would leave it, which a boot recovers.
+      this.#dropImage(error)
+      return this.open(name, where.dataDir === undefined ? { loadDataDir: await this.#templateBlob() } : { dataDir: where.dataDir }, thread, inside)
+    }
+    if (imaging && db instanceof DbThread) this.#keepImage(db)
     if (name !== '' && name !== database) await renameDatabase(db, database, name)
     return db
   }
 
-  /** Resolves once the spare (the next new in-memory database) has loaded, or at once if none is loading. */
+  /** Whether a database opened as `name` from `where` is the kind the image stands for (see BuildOptions.image). */
+  #wantsImage(name: string, where: { loadDataDir: Blob }): boolean {
+    return !this.#image && !this.#noImage && this.#fromTemplate.has(where.loadDataDir) && this.#imageFits(name)
+  }
+
+  /**
+   * Only a database without extension bundles starts from an image: PGlite loads a bundle's libraries into the
+   * instance after the point where the image is copied in, at addresses the image's memory may hold otherwise.
+   */
+  #imageFits(name: string): boolean {
+    return this.extensionsOf(name).length === 0
+  }
+
+  #keepImage(db: DbThread): void {
+    const image = db.image
+    db.image = null
+    if (image instanceof Error) {
+      this.#dropImage(image)
+    } else if (image) {
+      this.#image = image
+      this.#saving = this.#options.template().then((template) => (template ? this.#saveImage(template, image) : undefined))
+    }
+  }
+
+  #dropImage(error: unknown): void {
+    this.#image = null
+    this.#noImage = true
+    this.#options.log.warn('new databases boot (a booted one could not be copied)', { error })
+  }
+
+  async #templateBlob(): Promise<Blob> {
+    const template = await this.#options.template()
+    if (!template) throw new Error('no template to open a database from')
+    const blob = await templateBlob(template)
+    this.#fromTemplate.add(blob)
+    return blob
+  }
+
+  /** Where the image of a database with every database's start parameters and bundles is kept, beside its template. */
+  #imageDir(template: Template): string {
+    return imageDir(template, this.#options.startParams, this.#options.extensions.names)
+  }
+
+  #saveImage(template: Template, image: EngineImage): Promise<void> {
+    const dir = this.#imageDir(template)
+    const saving = (async () => {
+      if (await loadImage(dir).then((saved) => saved !== null, () => false)) return
+      await saveImage(image, dir).catch((error: unknown) => this.#options.log.warn('cannot keep the database image in the cache', { dir, error }))
+    })()
+    this.#saving = saving
+    return saving
+  }
+
+  /** Resolves once the image is in the cache, if it is being kept there: a stop waits for it (the next start needs it). */
+  async imageKept(): Promise<void> {
+    await this.#saving
+  }
+
+  /**
+   * The image new databases start from: taken already, or kept in the cache; else, when `make`, a database is booted
+   * from the template to take it (then kept in the cache). Null: they boot.
+   */
+  async #imageOf(template: Template, make: boolean): Promise<EngineImage | null> {
+    if (this.#image || this.#noImage || !this.threads) return this.#image
+    this.#imaging ??= loadImage(this.#imageDir(template)).catch(() => null)
+    const cached = await this.#imaging
+    if (cached || !make) {
+      this.#image ??= cached
+      return this.#image
+    }
+    this.#imaging = (async () => {
+      const { startParams, extensions } = this.#options
+      const db = await DbThread.create({ loadDataDir: await templateBlob(template), startParams, extensions: [...extensions.names], database: CLUSTER_DATABASE, image: 'take' })
+      await db.close()
+      if (db.image instanceof Error) throw db.image
+      if (db.image) await this.#saveImage(template, db.image)
+      return db.image
+    })().catch((error: unknown) => {
+      this.#dropImage(error)
+      return null
+    })
+    this.#image ??= await this.#imaging
+    return this.#image
+  }
+
+  /** Whether new in-memory databases start from an image (and so are cheap enough to load several ahead). */
+  get fromImage(): boolean {
+    return this.#image !== null
+  }
+
+  /** Resolves once the spares (the next new in-memory databases) have loaded, or at once if none is loading. */
   async spareLoaded(): Promise<void> {
-    await this.#spare?.db
+    while (this.#loading) await this.#loading
   }
 
   /** The server is stopping: no spare is loaded from now on. */
@@ -98,11 +248,11 @@ export class DatabaseBuilder {
     this.#stopped = true
   }
 
-  /** The spare, if one loaded and nobody took it; the caller closes it. */
-  async takeSpare(): Promise<Instance | null> {
-    const spare = this.#spare
-    this.#spare = null
-    return spare ? await spare.db : null
+  /** The spares that loaded and nobody took; the caller closes them. */
+  async takeSpares(): Promise<Instance[]> {
+    const spares = this.#spares.splice(0)
+    const dbs = await Promise.all(spares.map((spare) => spare.db))
+    return dbs.filter((db) => db !== null)
   }
 
   /** The baseline (read when the first in-memory database was made, or now from a fresh copy); null if none can be read. */
@@ -124,28 +274,69 @@ export class DatabaseBuilder {
   }
 
   /**
-   * A new in-memory database at the migrated state, in a thread or not: the spare if one of that kind is ready, and
-   * the next spare starts loading.
+   * A new in-memory database at the migrated state, in a thread or not: a spare if one of that kind is ready, and
+   * the spares are loaded again.
    */
   async fresh(thread: boolean, name: string): Promise<Instance> {
     if (!(await this.#options.template())) return this.build(null, thread, name)
     // Taken before the next await: two databases created at once must never get the same spare.
-    const spare = this.#spare?.thread === thread ? this.#spare : null
-    if (spare) this.#spare = null
+    const at = this.#spares.findIndex((spare) => spare.thread === thread)
+    const spare = at >= 0 ? this.#spares.splice(at, 1)[0] : null
+    const now = performance.now()
+    this.#firstMade ??= now
+    if (now - this.#firstMade <= FIRST_WAVE_MS) this.#wave++
     const db = (await spare?.db) ?? (await this.build(null, thread))
     // Still at the migrated state and not yet anyone's: the moment to read what a reset puts back.
     this.#baseline ??= readBaseline(db).catch((error: unknown) => this.#noBaseline(error))
     await this.#baseline
     if (name !== CLUSTER_DATABASE) await renameDatabase(db, CLUSTER_DATABASE, name)
-    if (this.#spare === null && !this.#stopped) {
-      // A spare that fails to load is not an error yet: the next database is built without it.
-      const db = this.build(null, this.threads).catch((error: unknown) => {
-        this.#options.log.warn('a database loaded ahead failed; the next one is built when asked for', { error })
-        return null
-      })
-      this.#spare = { thread: this.threads, db }
-    }
+    if (now - this.#firstMade <= FIRST_WAVE_MS && this.#image) void this.#rememberSpares(this.#wave)
+    this.#loadSpares()
     return db
+  }
+
+  /**
+   * Load spares until there are as many as wanted: one at a time (each takes a core while it loads), and only as many
+   * as one booted database, when none starts from an image (booting one costs several times more).
+   */
+  #loadSpares(): void {
+    if (this.#loading || this.#stopped) return
+    const wanted = this.#image ? this.#wantedSpares : 1
+    if (this.#spares.length >= wanted) return
+    // A spare that fails to load is not an error yet: the next database is built without it.
+    const db = this.build(null, this.threads).catch((error: unknown) => {
+      this.#options.log.warn('a database loaded ahead failed; the next one is built when asked for', { error })
+      return null
+    })
+    this.#spares.push({ thread: this.threads, db })
+    const loading = db.then((loaded) => {
+      if (this.#loading === loading) this.#loading = null
+      if (loaded) this.#loadSpares()
+    })
+    this.#loading = loading
+  }
+
+  /** How many spares to keep, from the last run's count (see #rememberSpares). */
+  async #rememberedSpares(): Promise<void> {
+    const { cacheDir } = this.#options
+    if (!cacheDir) return
+    try {
+      const { made } = JSON.parse(await readFile(join(cacheDir, SPARES_FILE), 'utf8')) as { made?: unknown }
+      if (typeof made === 'number' && Number.isInteger(made) && made > 0) this.#wantedSpares = Math.min(made, MAX_SPARES)
+    } catch {
+      // none remembered yet (or unreadable): one spare
+    }
+  }
+
+  /** This run's first wave made `made` databases in memory: the next run loads as many ahead (up to MAX_SPARES). */
+  async #rememberSpares(made: number): Promise<void> {
+    const wanted = Math.min(made, MAX_SPARES)
+    this.#wantedSpares = Math.max(this.#wantedSpares, wanted)
+    const { cacheDir } = this.#options
+    if (!cacheDir) return
+    await mkdir(cacheDir, { recursive: true })
+      .then(() => writeFile(join(cacheDir, SPARES_FILE), JSON.stringify({ made: wanted })))
+      .catch((error: unknown) => this.#options.log.debug('cannot remember the number of databases made', { cacheDir, error }))
   }
 
   /**
@@ -160,8 +351,11 @@ export class DatabaseBuilder {
     if (dir !== null) {
       await mkdir(dir, { recursive: true })
       const fresh = !(await holdsDatabase(dir))
-      if (fresh && template) await seedDataDir(dir, template)
-      let db = fresh ? await open({ dataDir: dir }) : await this.#openKept(name, dir, thread)
+      // A new one gets the image's files and starts from its memory; without an image, the template's files and a boot.
+      const image = fresh && template && thread && this.#imageFits(name) ? await this.#imageOf(template, true) : null
+      if (image) await writeDataDir(image, dir)
+      else if (fresh && template) await seedDataDir(dir, template)
+      let db = image ? await open({ dataDir: dir, image }) : fresh ? await open({ dataDir: dir }) : await this.#openKept(name, dir, thread)
       // Kept from an earlier run, it may have had CREATE EXTENSION run on it: its bundles are loaded.
       const missing = fresh ? [] : await installedNotLoaded(db, this.extensionsOf(name))
       if (missing.length > 0) {
@@ -172,7 +366,9 @@ export class DatabaseBuilder {
       // Kept from an earlier run, it may lack migrations added since, as the main database would.
       return this.#migrated(db, (!fresh || !template) && migrations !== null)
     }
-    if (template) return open({ loadDataDir: await templateBlob(template) })
+    const image = template && thread && this.#imageFits(name) ? await this.#imageOf(template, false) : null
+    if (image) return open({ image })
+    if (template) return open({ loadDataDir: await this.#templateBlob() })
     return this.#migrated(await open(null), migrations !== null)
   }
 

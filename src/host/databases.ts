@@ -209,12 +209,12 @@ export class Databases implements DatabaseCatalog {
   async close(deadlineMs?: number): Promise<string[]> {
     this.#closed = true
     this.#builder.stop()
+    await this.#builder.imageKept()
     await Promise.all([...this.#walReserves.values()].map((reserve) => reserve.stop()))
     await Promise.allSettled([...this.#work.values()])
     await Promise.all(this.#closing)
     const open: Array<[string, Instance]> = [...this.#open]
-    const spareDb = await this.#builder.takeSpare()
-    if (spareDb) open.push(['(spare)', spareDb])
+    for (const spare of await this.#builder.takeSpares()) open.push(['(spare)', spare])
     const unclean: string[] = []
     await Promise.all(
       open.map(async ([name, db]) => {

@@ -11,12 +11,13 @@ import { applyMigrations } from './migrate.ts'
 import { Databases, MAIN_DATABASE } from './databases.ts'
 import type { Instance } from './database-builder.ts'
 import { DbThread } from './engine/thread.ts'
+import { loadImage, writeDataDir, type EngineImage } from './engine/image.ts'
 import { openPGlite } from './engine/pglite.ts'
 import { installedNotLoaded, loadExtensions, type LoadedExtensions } from './extensions.ts'
 import type { resolveDevDbOptions } from './options.ts'
 import { reportSlowStep, type ProgressOptions } from './progress.ts'
 import { readSnapshot } from './snapshot.ts'
-import { holdsDatabase, migratedTemplate, seedDataDir, templateBlob, type Template } from './template.ts'
+import { holdsDatabase, imageDir, migratedTemplate, seedDataDir, templateBlob, type Template } from './template.ts'
 import { openWithWalSpace } from './wal-reserve.ts'
 
 /**
@@ -64,13 +65,31 @@ export async function openMainDatabase({ options, dataDir, cacheDir, migrations,
     const fresh = !dataDir || !(await holdsDatabase(dataDir))
     const snapshot = options.fromSnapshot === undefined ? null : await readSnapshot(resolve(options.fromSnapshot), dataDir, log)
     const fromTemplate = fresh && !snapshot ? await template() : null
-    const seeded = dataDir && fromTemplate ? await reportSlowStep(log, 'copying the database template into the data dir', () => seedDataDir(dataDir, fromTemplate), progress) : false
+    // From the template, in a thread, without extension bundles: started from the image kept in the cache
+    // (engine/image.ts; a new data dir gets its files), or, in memory, booted and imaged as it starts.
+    const imageable = fromTemplate !== null && options.databaseThreads === true && loaded.names.length === 0
+    const cached = imageable ? await loadImage(imageDir(fromTemplate, startParams, loaded.names)).catch(() => null) : null
+    const imaging = imageable && !dataDir
+    if (dataDir && cached) await reportSlowStep(log, 'writing the database image into the data dir', () => writeDataDir(cached, dataDir), progress)
+    const seeded = dataDir && fromTemplate ? cached !== null || (await reportSlowStep(log, 'copying the database template into the data dir', () => seedDataDir(dataDir, fromTemplate), progress)) : false
     const from = snapshot ? 'snapshot' : fromTemplate && (seeded || !dataDir) ? 'template' : null
-    log.info('opening database', { dataDir: dataDir ?? 'memory', ...(from ? { from } : {}) })
+    log.info('opening database', { dataDir: dataDir ?? 'memory', ...(from ? { from } : {}), ...(cached ? { image: true } : {}) })
     const loadDataDir = snapshot ?? (fromTemplate && !dataDir ? await templateBlob(fromTemplate) : null)
     const where = { ...(dataDir ? { dataDir } : {}), ...(loadDataDir ? { loadDataDir } : {}), startParams }
     // In a worker thread (the server's thread never runs Postgres), unless asked otherwise.
-    const create = (with_: LoadedExtensions): Promise<Instance> => (options.databaseThreads ? DbThread.create({ ...where, extensions: with_.names }) : openPGlite({ ...where, extensions: with_.extensions }))
+    const create = async (with_: LoadedExtensions): Promise<Instance> => {
+      if (!options.databaseThreads) return openPGlite({ ...where, extensions: with_.extensions })
+      if (cached && with_ === loaded) {
+        try {
+          const db = await DbThread.create({ image: cached, startParams, extensions: with_.names, ...(dataDir ? { dataDir } : {}) })
+          db.image = cached
+          return db
+        } catch (error) {
+          log.warn('cannot start from the database image in the cache; booting', { error })
+        }
+      }
+      return DbThread.create({ ...where, extensions: with_.names, ...(imaging && with_ === loaded ? { image: 'take' as const } : {}) })
+    }
     // On disk, a start that fails for want of space says so (and uses the WAL reserve, if one was kept).
     const opening = (): Promise<Instance> => (dataDir ? openWithWalSpace(dataDir, () => create(loaded)) : create(loaded))
     db = await reportSlowStep(log, `opening the database${from ? ` from the ${from}` : ''}`, opening, progress)
@@ -90,8 +109,16 @@ export async function openMainDatabase({ options, dataDir, cacheDir, migrations,
     throw new DevServerError('ERR_PGLITE', `cannot open the database${dataDir ? ` in ${dataDir}` : ''}: ${(error as Error).message}`, { cause: error })
   }
 
+  let image: EngineImage | null = null
+  if (db instanceof DbThread && db.image) {
+    if (db.image instanceof Error) log.warn('new databases boot (a booted one could not be copied)', { error: db.image })
+    else image = db.image
+    db.image = null
+  }
   const databases = new Databases({
     main: db,
+    image,
+    cacheDir: options.template ? resolve(cacheDir) : null,
     dataDir: dataDir ?? null,
     template,
     migrations,

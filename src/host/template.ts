@@ -135,6 +135,15 @@ export async function seedDataDir(dataDir: string, template: Template): Promise<
   return true
 }
 
+/**
+ * Where the image (engine/image.ts) of a database started from `template` with these start parameters and bundles is
+ * kept: beside the template, so that it goes when the template goes.
+ */
+export function imageDir(template: Template, startParams: readonly string[], extensions: readonly string[]): string {
+  const key = createHash('sha256').update(JSON.stringify({ startParams, extensions })).digest('hex').slice(0, 16)
+  return join(template.dir, `image-${key}`)
+}
+
 /** Whether `dataDir` already holds a database (then no template is needed). */
 export function holdsDatabase(dataDir: string): Promise<boolean> {
   return exists(join(dataDir, 'PG_VERSION'))

@@ -17,7 +17,7 @@
 import type { PGlite } from '@electric-sql/pglite'
 
 /** Below this, a file doubles as Emscripten grows it (the arrays are small and reused from the arenas). */
-const SMALL_FILE = 1 << 20
+export const SMALL_FILE = 1 << 20
 /** glibc's largest mmap threshold on 64-bit (DEFAULT_MMAP_THRESHOLD_MAX): a request this size is always mapped. */
 export const FILE_GROWTH_STEP = 32 << 20
 

@@ -3,6 +3,7 @@
 // error PGlite threw (a DatabaseError with its fields, an ExitStatus that means "dead").
 
 import { messages, type PGliteOptions, type QueryOptions, type Results } from '@electric-sql/pglite'
+import type { EngineImage } from './image.ts'
 
 /** The PGlite options that can cross to a thread (functions, modules and file systems cannot). */
 export type ThreadPGliteOptions = Pick<PGliteOptions, 'dataDir' | 'startParams' | 'initialMemory' | 'relaxedDurability' | 'username' | 'database' | 'debug'>
@@ -25,6 +26,11 @@ export interface ThreadInit {
   wasm: Pick<PGliteOptions, 'pgliteWasmModule' | 'initdbWasmModule'>
   /** A data dir tarball (PGlite's `loadDataDir`), transferred. */
   loadDataDir: ArrayBuffer | null
+  /**
+   * Start from this booted instance's image instead of booting (image.ts); or 'take': once started, reply with the
+   * image of the new instance (the value of the start reply).
+   */
+  image?: EngineImage | 'take'
   /** Extensions to load, by the names `--extensions` takes (their bundles are imported in the thread). */
   extensions: readonly string[]
   /** Protocol calls cross in these rings (ring.ts): requests to the thread, replies back. */

@@ -13,6 +13,7 @@ import { OutputWatch, type Framing } from './output-watch.ts'
 import { ByteRing, FrameEnd, decodeUnits } from './ring.ts'
 import { RELAY_CODES, framingAt, isAbandoned, writeToClient } from './direct-reply.ts'
 import { controlViews, exposeStopping, interceptTimers, type CallHooks } from './stoppable.ts'
+import { ImageFS, ImageNodeFS, takeImage, watchInstances, type EngineImage } from './image.ts'
 
 /** Wake the server's thread after this many bytes of output, and at the end of each call. */
 const WAKE_EVERY_BYTES = 32 * 1024
@@ -38,12 +39,22 @@ let dead: unknown = null
 let closing = false
 let ops: Promise<void> = Promise.resolve()
 
-/** PGlite as `init` describes it. Nothing here keeps the tarball once PGlite has loaded it (workerData is not kept). */
+/**
+ * PGlite as `init` describes it: from a tarball, a data dir, or a booted instance's image. Nothing here keeps the
+ * tarball once PGlite has loaded it (workerData is not kept).
+ */
 async function open(options: ThreadInit): Promise<PGlite> {
   const { extensions } = await loadExtensions(options.extensions)
   const tarball = options.loadDataDir
   options.loadDataDir = null
-  return openPGlite({ ...options.options, ...options.wasm, ...(tarball ? { loadDataDir: new TarballBlob(tarball) } : {}), extensions })
+  const image = typeof options.image === 'object' ? options.image : null
+  const dataDir = options.options.dataDir
+  const setTimer = (deadline: number): void => {
+    controlViews(options.control).deadline[0] = deadline
+  }
+  const fs = image && (dataDir ? new ImageNodeFS(dataDir, image, instances, setTimer) : new ImageFS(image, instances, setTimer))
+  const from = fs ? { fs, initialMemory: image!.memoryBytes } : tarball ? { loadDataDir: new TarballBlob(tarball) } : {}
+  return openPGlite({ ...options.options, ...options.wasm, ...from, extensions })
 }
 
 /** Calls from the request ring, one at a time, until the database closes. */
@@ -340,6 +351,7 @@ function reply(id: number, value: unknown): void {
 // --- Start: after every declaration above (classes are not hoisted) ---
 
 const wasm = interceptTimers(init.control)
+const instances = watchInstances()
 const db = await open(init).then(
   (created) => created,
   (error: unknown) => {
@@ -352,7 +364,17 @@ if (db) {
   port.on('message', (request: ThreadRequest) => {
     ops = ops.then(() => serve(db, request))
   })
-  port.postMessage({ id: 0, done: true } satisfies ThreadReply)
+  // Asked for, the new instance's image (before anything runs on it); not every start can be imaged (image.ts).
+  let started: { image: EngineImage } | { imageError: string } | null = null
+  if (init.image === 'take') {
+    try {
+      started = { image: takeImage(db, instances, controlViews(init.control).deadline[0]!) }
+    } catch (error) {
+      started = { imageError: (error as Error).message }
+    }
+  }
+  init.image = undefined
+  port.postMessage({ id: 0, done: true, value: started } satisfies ThreadReply)
   // The tarball and PGlite's copies of it while loading: garbage an idle thread would keep (about 60 MB). After calls,
   // what they left: a thread that waits for calls allocates nothing, so V8 would keep it.
   collectGarbageSoon()

@@ -14,6 +14,7 @@ import { bootstrap, pgliteWasm } from './thread-bootstrap.ts'
 import { workerInspector } from './interrupt.ts'
 import { ringBuffer } from './ring.ts'
 import { CONTROL_BYTES } from './stoppable.ts'
+import type { EngineImage } from './image.ts'
 import { isPGliteFatal } from '../../errors.ts'
 import type { DirectReply, UnitsDirect } from '../../socket/session/databases.ts'
 
@@ -24,6 +25,8 @@ export interface DbThreadOptions extends ThreadPGliteOptions {
   loadDataDir?: Blob
   /** Extensions to load, by the names `--extensions` takes (see extensions.ts). */
   extensions?: readonly string[]
+  /** Start from a booted instance's image (image.ts) instead of booting; or 'take' this one's, once started (`image`). */
+  image?: EngineImage | 'take'
 }
 
 /** What `transaction()` hands its callback: statements inside the transaction, as PGlite's Transaction has them. */
@@ -53,6 +56,10 @@ const REPLY_RING_BYTES = 1 << 20
 export class DbThread {
   /** Resolved: `create()` returns only once PGlite is ready. */
   readonly waitReady: Promise<void> = Promise.resolve()
+  /** Created with `image: 'take'`: this instance's image as it started, or why it could not be taken. */
+  image: EngineImage | Error | null = null
+  /** Started from another instance's image rather than booted. */
+  fromImage = false
   readonly #worker: Worker
   /** Protocol calls, through the rings. */
   readonly #protocol: ProtocolCalls
@@ -78,13 +85,17 @@ export class DbThread {
     const { extensions = [], ...pgliteOptions } = rest
     const rings = { requests: ringBuffer(REQUEST_RING_BYTES), replies: ringBuffer(REPLY_RING_BYTES) }
     const control = new SharedArrayBuffer(CONTROL_BYTES)
-    const init: ThreadInit = { options: pgliteOptions, wasm: await pgliteWasm(), loadDataDir: tarball, extensions, rings, control }
+    const { image, ...startOptions } = pgliteOptions
+    const init: ThreadInit = { options: startOptions, wasm: await pgliteWasm(), loadDataDir: tarball, extensions, rings, control, ...(image ? { image } : {}) }
     const inspector = workerInspector()
     const worker = new Worker(await bootstrap(), { eval: true, workerData: init, transferList: tarball ? [tarball] : [], name: 'pglite-dev-db database' })
     const thread = new DbThread(worker, new ProtocolCalls(rings, control, worker.threadId))
+    thread.fromImage = typeof image === 'object'
     const started = new Promise((resolve, reject) => thread.#calls.set(0, { resolve, reject }))
     try {
-      await Promise.all([started, inspector.attach(worker.threadId)])
+      const [value] = await Promise.all([started, inspector.attach(worker.threadId)])
+      const taken = value as { image: EngineImage } | { imageError: string } | null
+      if (taken) thread.image = 'image' in taken ? taken.image : new Error(taken.imageError)
     } catch (error) {
       await worker.terminate()
       throw error
