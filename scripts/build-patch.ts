@@ -191,8 +191,6 @@ interface PGLiteSocketDirectReply {
     raw(bytes: Uint8Array): void | Promise<void>;
     /** Nobody waits for the call's end (inBlock: inside the holder's transaction block): the database's thread need not wake the server for it. */
     mayEndLazily(inBlock: boolean): boolean;
-    /** Call look once, the next time the call's client sends bytes; returns its cancellation. */
-    lookOnClientBytes(look: () => void): () => void;
 }
 /** A call of units whose replies go straight to their clients (pglite-dev-db's UnitsDirect). */
 interface PGLiteSocketUnitsDirect {

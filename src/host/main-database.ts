@@ -118,7 +118,9 @@ export async function openMainDatabase({ options, dataDir, cacheDir, migrations,
   const databases = new Databases({
     main: db,
     image,
-    cacheDir: options.template ? resolve(cacheDir) : null,
+    // One spare, not as many as the last run made: the count, kept in a cache dir every server of a project shares,
+    // had servers of a test suite loading several in the background (their memory and descriptors in its figures).
+    cacheDir: null,
     dataDir: dataDir ?? null,
     template,
     migrations,

@@ -322,7 +322,7 @@ export class ProtocolCalls {
         if (spinUntil > 0 && ring.spin(spinUntil)) continue
         spinUntil = 0
         const lazy = running.direct && !running.prompt ? mayEndLazily(running.direct, running.inBlock) : Lazy.No
-        if (lazy !== Lazy.No) await this.#lazy.wait(lazy, running.direct!, () => this.#hurry(running))
+        if (lazy !== Lazy.No) await this.#lazy.wait(lazy, () => this.#hurry(running))
         else await ring.sleepAsync()
         if (this.#failure) {
           // A call that ended before the thread failed (its last frame waits in the ring) ended well.

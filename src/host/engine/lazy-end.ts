@@ -10,7 +10,7 @@ export const Lazy = {
   No: 0,
   /** Any client's bytes make this thread look. */
   Yes: 1,
-  /** Only the holder's bytes, and the end itself if it closes the transaction block. */
+  /** The same, and the end itself wakes if it closes the transaction block. */
   InBlock: 2,
 } as const
 export type Lazy = (typeof Lazy)[keyof typeof Lazy]
@@ -43,11 +43,11 @@ export class LazyEnd {
 
   /**
    * Wait until this thread should read the ring again: the thread woke it for output that passes through here after
-   * all (or, InBlock, for the end of a call that closed the block), someone called look(), or a client sent bytes
-   * (InBlock: the call's own client), in which case `hurry` is called: that client waits for the call's end, which may
-   * be a moment away yet (the thread writes the reply before it ends the call), so from then on the end must wake.
+   * all (or, InBlock, for the end of a call that closed the block), someone called look(), or a client sent bytes, in
+   * which case `hurry` is called: that client may wait for the call's end, which may be a moment away yet (the thread
+   * writes the reply before it ends the call), so from then on the end must wake.
    */
-  async wait(lazy: Lazy, direct: DirectReply, hurry: () => void): Promise<void> {
+  async wait(lazy: Lazy, hurry: () => void): Promise<void> {
     const ring = this.#replies
     // Armed before the last look (beginLazy), so a wake between the two is not missed.
     if (!this.#attentionArmed) {
@@ -62,7 +62,8 @@ export class LazyEnd {
     const looked = new Promise<void>((resolve) => {
       this.#look = resolve
     })
-    const stopLooking = inBlock ? direct.lookOnClientBytes(hurry) : lookOnTraffic(hurry)
+    // Any client's bytes, in a block too: another client may read this one's state (pg_stat_activity) meanwhile.
+    const stopLooking = lookOnTraffic(hurry)
     try {
       await looked
     } finally {

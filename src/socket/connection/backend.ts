@@ -39,8 +39,6 @@ export interface BackendClient extends SessionMember, FunctionsClient {
   raw(bytes: Uint8Array): void | Promise<void>
   /** The client's batches read and waiting to run after the one running. */
   readonly queuedBatches: number
-  /** Call `look` once, the next time the client sends bytes (before they are read); returns its cancellation. */
-  lookOnBytes(look: () => void): () => void
 }
 
 /**

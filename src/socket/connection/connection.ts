@@ -56,8 +56,6 @@ export class Connection implements ServedConnection, StartingConnection, MemberC
   readonly secretKey = randomInt(0, 2 ** 31)
   /** traffic.ts: the window in which this client last sent bytes. */
   trafficWindow = -1
-  /** Called once when the client next sends bytes (lookOnBytes). */
-  #onBytes: (() => void) | null = null
   /** The client's socket: the TCP or Unix one it connected on, then the TLS one over it once it asked for TLS. */
   socket: Socket
   readonly startupParams = new Map<string, string>()
@@ -273,20 +271,8 @@ export class Connection implements ServedConnection, StartingConnection, MemberC
 
   // --- Input ---
 
-  lookOnBytes(look: () => void): () => void {
-    this.#onBytes = look
-    return () => {
-      if (this.#onBytes === look) this.#onBytes = null
-    }
-  }
-
   #onData(chunk: Buffer): void {
     noteClientBytes(this)
-    const look = this.#onBytes
-    if (look) {
-      this.#onBytes = null
-      look()
-    }
     this.#trace?.in(chunk)
     const { states } = this
     if (states.isClosing || this.#failAfterQueue) return

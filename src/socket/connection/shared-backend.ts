@@ -46,7 +46,6 @@ export class ClientBackend implements Backend {
     diverted: (framing) => this.#client.output.diverted(framing),
     raw: (bytes) => this.#client.raw(bytes),
     mayEndLazily: (inBlock) => this.#client.queuedBatches === 0 && (inBlock || this.session.scheduler.waiting === 0),
-    lookOnClientBytes: (look) => this.#client.lookOnBytes(look),
   }
   /** The call running now writes its reply straight to the client. */
   #directNow = false

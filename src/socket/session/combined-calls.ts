@@ -12,9 +12,6 @@ import type { OutputSink, SessionDb, UnitsDirect } from './databases.ts'
 import type { SessionHolder, SessionMember } from './members.ts'
 
 
-/** A rider of a combined call never waits lazily (its mayEndLazily is false), so nothing looks. */
-const noLook = (): void => {}
-
 /** What a combined call needs of the session (session.ts SharedSession). */
 interface CombinedSession {
   readonly db: SessionDb
@@ -281,7 +278,7 @@ export class CombinedCalls {
       }
       const targets = this.#session.db.directReplies === true ? seats.map((seat) => seat.rider.direct()) : []
       const direct: UnitsDirect | null = targets.some((target) => target !== null)
-        ? { targets, reply: { fd: -1, relayFrom: 0, summary: (summary) => begin().rider.summary(summary), blocked: (isBlocked) => seats[current]?.rider.blocked(isBlocked), diverted: (framing) => begin().rider.diverted(framing), raw: (bytes) => begin().rider.raw(bytes), mayEndLazily: () => false, lookOnClientBytes: () => noLook } }
+        ? { targets, reply: { fd: -1, relayFrom: 0, summary: (summary) => begin().rider.summary(summary), blocked: (isBlocked) => seats[current]?.rider.blocked(isBlocked), diverted: (framing) => begin().rider.diverted(framing), raw: (bytes) => begin().rider.raw(bytes), mayEndLazily: () => false } }
         : null
       await this.#session.executeUnits(
         seats.map((seat) => seat.rider.unit),

@@ -64,8 +64,6 @@ export interface DirectReply {
    * the session, nobody waiting for it either): it need not wake the server.
    */
   mayEndLazily(inBlock: boolean): boolean
-  /** Call `look` once, the next time this call's client sends bytes (before they are read); returns its cancellation. */
-  lookOnClientBytes(look: () => void): () => void
 }
 
 /**
