@@ -189,8 +189,8 @@ interface PGLiteSocketDirectReply {
     /** The socket stayed full: the rest of the reply comes to raw(), from where framing says in its messages. */
     diverted(framing: Uint8Array): void;
     raw(bytes: Uint8Array): void | Promise<void>;
-    /** Nobody waits for the call's end (inBlock: inside the holder's transaction block): the database's thread need not wake the server for it. */
-    mayEndLazily(inBlock: boolean): boolean;
+    /** Nobody waits for the call's end: the database's thread need not wake the server for it. */
+    mayEndLazily(): boolean;
 }
 /** A call of units whose replies go straight to their clients (pglite-dev-db's UnitsDirect). */
 interface PGLiteSocketUnitsDirect {

@@ -109,7 +109,10 @@ describe('held connections', () => {
       })
       expect(await server.stats()).toMatchObject({ activeConnections: HELD_CONNECTIONS, waitingClients: 0, sessionHeld: false })
       const held = await settledMemory(server)
-      expect(server.fdCount() - fdsBefore, 'one descriptor per connection').toBe(HELD_CONNECTIONS)
+      // Within two: the server's work after start (its image kept in the cache, a spare loaded) opens and closes files.
+      const fds = server.fdCount() - fdsBefore
+      expect(fds, 'one descriptor per connection').toBeGreaterThanOrEqual(HELD_CONNECTIONS - 2)
+      expect(fds, 'one descriptor per connection').toBeLessThanOrEqual(HELD_CONNECTIONS + 2)
       const perConnection = {
         rss: (held.rss - before.rss) / HELD_CONNECTIONS,
         heap: (held.heapUsed - before.heapUsed) / HELD_CONNECTIONS,
@@ -141,7 +144,8 @@ describe('held connections', () => {
       for (const client of clients) client.destroy()
     }
     await expectServerAtRest(server)
-    await expect.poll(() => server.fdCount(), { timeout: DEADLINE_MS }).toBe(fdsBefore)
+    // No more than before: the baseline may have caught a file the server's work after start had open.
+    await expect.poll(() => server.fdCount(), { timeout: DEADLINE_MS }).toBeLessThanOrEqual(fdsBefore)
   })
 })
 
@@ -189,7 +193,8 @@ describe('connection churn', () => {
     expect(errors.slice(0, 10), `${errors.length} of ${CYCLES} cycles failed`).toEqual([])
 
     await expectServerAtRest(server)
-    await expect.poll(() => server.fdCount(), { timeout: DEADLINE_MS }).toBe(fdsBefore)
+    // No more than before: the baseline may have caught a file the server's work after start had open.
+    await expect.poll(() => server.fdCount(), { timeout: DEADLINE_MS }).toBeLessThanOrEqual(fdsBefore)
     const after = await settledMemory(server)
     console.log(
       `${CYCLES} cycles in ${seconds.toFixed(1)} s (${Math.round(CYCLES / seconds)}/s); server fds ${fdsBefore} -> ${server.fdCount()}; ` +

@@ -9,7 +9,7 @@ import { workerInspector } from './interrupt.ts'
 import { ByteRing, FrameEnd, encodeUnits, waitAsync } from './ring.ts'
 import { Control, ENGINE_GLOBAL, controlViews } from './stoppable.ts'
 import { sendingClients } from '../../socket/connection/traffic.ts'
-import { Lazy, LazyEnd, mayEndLazily } from './lazy-end.ts'
+import { LazyEnd, mayEndLazily } from './lazy-end.ts'
 import type { DirectReply, UnitsDirect } from '../../socket/session/databases.ts'
 
 /**
@@ -69,8 +69,6 @@ interface Running {
   directBlocked: boolean
   /** Its end is wanted at once (a cancel, a client gone): no lazy wait (lazy-end.ts). */
   prompt: boolean
-  /** The call before it left a transaction block open: this is the holder's next call, and nobody else's can come. */
-  inBlock: boolean
 }
 
 export class ProtocolCalls {
@@ -147,7 +145,7 @@ export class ProtocolCalls {
     // Ids stay positive 32-bit numbers (Control.Current holds one, negated once the call ended) for a server's life.
     const id = this.#nextId
     this.#nextId = id >= 0x7fff_ffff ? 1 : id + 1
-    const running: Running = { id, nextCheck: performance.now() + WATCH_EVERY_MS, stuckCheck: undefined, cancelAgain: undefined, heldByClient: false, direct, directBlocked: false, prompt: onUnitEnd !== null, inBlock: this.#inTransaction }
+    const running: Running = { id, nextCheck: performance.now() + WATCH_EVERY_MS, stuckCheck: undefined, cancelAgain: undefined, heldByClient: false, direct, directBlocked: false, prompt: onUnitEnd !== null }
     this.#running = running
     noteBusy()
     // A reply written straight to its client reaches it without this thread: nothing to spin for, the call's end is
@@ -321,8 +319,7 @@ export class ProtocolCalls {
         if (this.#failure) throw this.#failure
         if (spinUntil > 0 && ring.spin(spinUntil)) continue
         spinUntil = 0
-        const lazy = running.direct && !running.prompt ? mayEndLazily(running.direct, running.inBlock) : Lazy.No
-        if (lazy !== Lazy.No) await this.#lazy.wait(lazy, () => this.#hurry(running))
+        if (running.direct && !running.prompt && mayEndLazily(running.direct)) await this.#lazy.wait(() => this.#hurry(running))
         else await ring.sleepAsync()
         if (this.#failure) {
           // A call that ended before the thread failed (its last frame waits in the ring) ended well.

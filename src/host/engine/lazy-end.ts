@@ -6,23 +6,9 @@ import type { DirectReply } from '../../socket/session/databases.ts'
 import { lookOnTraffic, sendingClients } from '../../socket/connection/traffic.ts'
 import type { ByteRing } from './ring.ts'
 
-export const Lazy = {
-  No: 0,
-  /** Any client's bytes make this thread look. */
-  Yes: 1,
-  /** The same, and the end itself wakes if it closes the transaction block. */
-  InBlock: 2,
-} as const
-export type Lazy = (typeof Lazy)[keyof typeof Lazy]
-
-/**
- * Whether the call's end may wait: with at most one client sending and nobody waiting for it
- * (DirectReply.mayEndLazily), or, inside the holder's transaction block (`inBlock`: the call before left it open), as
- * long as the block stays open, since nobody else can take the session.
- */
-export function mayEndLazily(direct: DirectReply, inBlock: boolean): Lazy {
-  if (inBlock) return direct.mayEndLazily(true) ? Lazy.InBlock : Lazy.No
-  return sendingClients() <= 1 && direct.mayEndLazily(false) ? Lazy.Yes : Lazy.No
+/** Whether the call's end may wait: with at most one client sending and nobody waiting for it (DirectReply.mayEndLazily). */
+export function mayEndLazily(direct: DirectReply): boolean {
+  return sendingClients() <= 1 && direct.mayEndLazily()
 }
 
 export class LazyEnd {
@@ -43,11 +29,11 @@ export class LazyEnd {
 
   /**
    * Wait until this thread should read the ring again: the thread woke it for output that passes through here after
-   * all (or, InBlock, for the end of a call that closed the block), someone called look(), or a client sent bytes, in
-   * which case `hurry` is called: that client may wait for the call's end, which may be a moment away yet (the thread
-   * writes the reply before it ends the call), so from then on the end must wake.
+   * all, someone called look(), or a client sent bytes, in which case `hurry` is called: that client may wait for the
+   * call's end, which may be a moment away yet (the thread writes the reply before it ends the call), so from then on
+   * the end must wake.
    */
-  async wait(lazy: Lazy, hurry: () => void): Promise<void> {
+  async wait(hurry: () => void): Promise<void> {
     const ring = this.#replies
     // Armed before the last look (beginLazy), so a wake between the two is not missed.
     if (!this.#attentionArmed) {
@@ -57,12 +43,10 @@ export class LazyEnd {
         this.look()
       })
     }
-    const inBlock = lazy === Lazy.InBlock
-    if (!ring.beginLazy(inBlock)) return
+    if (!ring.beginLazy()) return
     const looked = new Promise<void>((resolve) => {
       this.#look = resolve
     })
-    // Any client's bytes, in a block too: another client may read this one's state (pg_stat_activity) meanwhile.
     const stopLooking = lookOnTraffic(hurry)
     try {
       await looked

@@ -9,14 +9,12 @@
 const HEAD = 0 // bytes written, modulo 2^32
 const TAIL = 1 // bytes read
 const WAKE = 2 // bumped on every wake-up
-const SLEEPING = 3 // AWAKE, ASLEEP while the reader waits on WAKE (or is about to), LAZY or LAZY_IN_BLOCK
+const SLEEPING = 3 // AWAKE, ASLEEP while the reader waits on WAKE (or is about to), or LAZY
 const ATTENTION = 4 // bumped when a lazy reader must look now (wakeForOutput)
 const AWAKE = 0
 const ASLEEP = 1
 /** The reader looks when it has a reason of its own; only output must wake it (the end of a call need not). */
 const LAZY = 2
-/** As LAZY, but the end of a call that leaves no transaction block open wakes it too (wakeAtEnd). */
-const LAZY_IN_BLOCK = 3
 const CONTROL_WORDS = 8
 export const FRAME_HEADER = 8
 
@@ -107,22 +105,9 @@ export class ByteRing {
   wakeForOutput(): void {
     const state = Atomics.load(this.#control, SLEEPING)
     if (state === AWAKE) return
-    const word = state === ASLEEP ? WAKE : ATTENTION
+    const word = state === LAZY ? ATTENTION : WAKE
     Atomics.add(this.#control, word, 1)
     Atomics.notify(this.#control, word)
-  }
-
-  /**
-   * The end of a call was written: a wake-up if the reader sleeps, or waits lazily only while a transaction block
-   * stays open (beginLazy(true)) and this call closed it (`leftBlockOpen` false).
-   */
-  wakeAtEnd(leftBlockOpen: boolean): void {
-    const state = Atomics.load(this.#control, SLEEPING)
-    if (state === ASLEEP) this.wake()
-    else if (state === LAZY_IN_BLOCK && !leftBlockOpen) {
-      Atomics.add(this.#control, ATTENTION, 1)
-      Atomics.notify(this.#control, ATTENTION)
-    }
   }
 
   /** Wake the reading side whether or not it sleeps: its wait must end (the writing side is gone). */
@@ -221,12 +206,11 @@ export class ByteRing {
 
   /**
    * Wait lazily (server thread): the writer wakes this side for output (wakeForOutput) but not for plain wake(), so
-   * the end of a call waits until the reader looks for a reason of its own; `inBlock`: only if the call leaves a
-   * transaction block open (wakeAtEnd). False if frames wait already. Until `endLazy`, such a wake resolves
-   * `attention()`.
+   * the end of a call waits until the reader looks for a reason of its own. False if frames wait already. Until
+   * `endLazy`, a wake for output resolves `attention()`.
    */
-  beginLazy(inBlock = false): boolean {
-    Atomics.store(this.#control, SLEEPING, inBlock ? LAZY_IN_BLOCK : LAZY)
+  beginLazy(): boolean {
+    Atomics.store(this.#control, SLEEPING, LAZY)
     if (!this.hasFrames) return true
     Atomics.store(this.#control, SLEEPING, AWAKE)
     return false

@@ -290,7 +290,7 @@ class Output {
     // The end of a reply written straight to its client need not wake a server's thread that waits lazily for it,
     // unless the call failed (its client is owed the error).
     if (this.#relayed || failure !== null) replies.wakeForOutput()
-    else replies.wakeAtEnd(inTransaction)
+    else replies.wake()
   }
 
   #write(flags: number, bytes: Uint8Array): void {

@@ -45,7 +45,7 @@ export class ClientBackend implements Backend {
     blocked: (isBlocked) => this.#client.output.directBlocked(isBlocked),
     diverted: (framing) => this.#client.output.diverted(framing),
     raw: (bytes) => this.#client.raw(bytes),
-    mayEndLazily: (inBlock) => this.#client.queuedBatches === 0 && (inBlock || this.session.scheduler.waiting === 0),
+    mayEndLazily: () => this.#client.queuedBatches === 0 && this.session.scheduler.waiting === 0,
   }
   /** The call running now writes its reply straight to the client. */
   #directNow = false

@@ -59,11 +59,8 @@ export interface DirectReply {
   diverted(framing: Uint8Array): void
   /** Those bytes, in order; a returned promise holds the rest back until it settles. */
   raw(bytes: Uint8Array): void | Promise<void>
-  /**
-   * Nobody waits for this call's end (no batch of the client's queued; unless `inBlock`, where nobody else can take
-   * the session, nobody waiting for it either): it need not wake the server.
-   */
-  mayEndLazily(inBlock: boolean): boolean
+  /** Nobody waits for this call's end (no batch of the client's, no other holder): it need not wake the server. */
+  mayEndLazily(): boolean
 }
 
 /**
