@@ -117,11 +117,6 @@ export class Connection implements ServedConnection, StartingConnection, MemberC
   #listen(socket: Socket): void {
     socket.on('data', this.#onDataEvent)
     socket.on('error', (error) => this.#onSocketError(error))
-    // The client sent FIN: nothing more comes, and the socket's close may wait for a reply being written straight to
-    // it (output.ts). Its leaving starts now (a statement of its still running is canceled, what it left is dropped).
-    socket.on('end', () => {
-      if (this.states.isServing) void this.#close(null)
-    })
     socket.on('close', () => void this.#close(null))
   }
 
