@@ -8,7 +8,7 @@ import { noteBusy } from './collect-garbage.ts'
 import { workerInspector } from './interrupt.ts'
 import { ByteRing, FrameEnd, encodeUnits, waitAsync } from './ring.ts'
 import { Control, ENGINE_GLOBAL, controlViews } from './stoppable.ts'
-import { sendingClients } from '../../socket/connection/traffic.ts'
+import { sendingClients, watchAnswers, type AnsweredCalls } from '../../socket/connection/traffic.ts'
 import { LazyEnd, mayEndLazily } from './lazy-end.ts'
 import type { DirectReply, UnitsDirect } from '../../socket/session/databases.ts'
 
@@ -69,9 +69,11 @@ interface Running {
   directBlocked: boolean
   /** Its end is wanted at once (a cancel, a client gone): no lazy wait (lazy-end.ts). */
   prompt: boolean
+  /** Made when someone waits for its end (answeredEnd), with what settles it. */
+  end: { seen: Promise<void>; resolve: () => void } | null
 }
 
-export class ProtocolCalls {
+export class ProtocolCalls implements AnsweredCalls {
   readonly #requests: ByteRing
   readonly #replies: ByteRing
   readonly #deadline: Float64Array
@@ -92,6 +94,8 @@ export class ProtocolCalls {
   #onFailure: (() => void) | null = null
   /** How a call whose reply goes straight to its client waits for its end. */
   readonly #lazy: LazyEnd
+  /** Stops answersSeen (traffic.ts) looking at these calls. */
+  readonly #unwatch: () => void
   /** A canceled call did not end within STUCK_AFTER_CANCEL_MS (see there). */
   onStuck: ((ms: number) => void) | null = null
 
@@ -103,6 +107,7 @@ export class ProtocolCalls {
     this.#deadline = deadline
     this.#words = words
     this.#threadId = threadId
+    this.#unwatch = watchAnswers(this)
   }
 
   /** A call is in the thread now (or its output is still being read). */
@@ -145,7 +150,7 @@ export class ProtocolCalls {
     // Ids stay positive 32-bit numbers (Control.Current holds one, negated once the call ended) for a server's life.
     const id = this.#nextId
     this.#nextId = id >= 0x7fff_ffff ? 1 : id + 1
-    const running: Running = { id, nextCheck: performance.now() + WATCH_EVERY_MS, stuckCheck: undefined, cancelAgain: undefined, heldByClient: false, direct, directBlocked: false, prompt: onUnitEnd !== null }
+    const running: Running = { id, nextCheck: performance.now() + WATCH_EVERY_MS, stuckCheck: undefined, cancelAgain: undefined, heldByClient: false, direct, directBlocked: false, prompt: onUnitEnd !== null, end: null }
     this.#running = running
     noteBusy()
     // A reply written straight to its client reaches it without this thread: nothing to spin for, the call's end is
@@ -162,6 +167,7 @@ export class ProtocolCalls {
       clearTimeout(running.stuckCheck)
       clearTimeout(running.cancelAgain)
       this.#running = null
+      running.end?.resolve()
       // Busy until the call ends: a call longer than the idle wait is not idleness.
       noteBusy()
     }
@@ -233,6 +239,7 @@ export class ProtocolCalls {
   /** The thread is gone: the call in flight and every later one fail with `error`. */
   fail(error: Error): void {
     this.#failure ??= error
+    this.#unwatch()
     this.#onFailure?.()
     this.#lazy.look()
     // A reply waited for without a timeout (#receive): its wait ends, and finds the failure.
@@ -329,6 +336,21 @@ export class ProtocolCalls {
         }
       }
     }
+  }
+
+  /** See traffic.ts AnsweredCalls. */
+  answeredEnd(): Promise<void> | null {
+    const running = this.#running
+    if (!running?.direct) return null
+    const words = this.#words
+    if (Atomics.load(words, Control.Answered) !== running.id && Atomics.load(words, Control.Current) !== -running.id) return null
+    this.#hurry(running)
+    if (running.end === null) {
+      let resolve!: () => void
+      const seen = new Promise<void>((settle) => (resolve = settle))
+      running.end = { seen, resolve }
+    }
+    return running.end.seen
   }
 
   /** The running call's end is wanted now: a lazy wait for it ends, and it does not wait lazily again. */

@@ -13,7 +13,7 @@ export const ENGINE_GLOBAL = '__pgliteDevDbEngine'
  * Shared between the two threads: Int32 words (Control) and, at byte 8, the deadline of Postgres's timer (ms since
  * the epoch; 0: none armed, or it fired).
  */
-export const CONTROL_BYTES = 24
+export const CONTROL_BYTES = 28
 export function controlViews(buffer: SharedArrayBuffer): { words: Int32Array; deadline: Float64Array } {
   return { words: new Int32Array(buffer, 0, CONTROL_BYTES / 4), deadline: new Float64Array(buffer, 8, 1) }
 }
@@ -26,6 +26,11 @@ export const Control = {
   Abandoned: 4,
   /** With Abandoned: in a call of units, the unit whose client is gone (-1: the whole call). */
   AbandonedUnit: 5,
+  /**
+   * The id of the call whose last ReadyForQuery the thread is writing (or wrote) straight to its client: the client
+   * may have its answer before the call ends (calls.ts answeredEnd).
+   */
+  Answered: 6,
 } as const
 
 /**

@@ -12,7 +12,7 @@ import { collectGarbageSoon, collectWhenIdle, noteBusy } from './collect-garbage
 import { OutputWatch, type Framing } from './output-watch.ts'
 import { ByteRing, FrameEnd, decodeUnits } from './ring.ts'
 import { RELAY_CODES, framingAt, isAbandoned, writeToClient } from './direct-reply.ts'
-import { controlViews, exposeStopping, interceptTimers, type CallHooks } from './stoppable.ts'
+import { Control, controlViews, exposeStopping, interceptTimers, type CallHooks } from './stoppable.ts'
 import { ImageFS, ImageNodeFS, takeImage, watchInstances, type EngineImage } from './image.ts'
 
 /** Wake the server's thread after this many bytes of output, and at the end of each call. */
@@ -212,6 +212,8 @@ class Output {
       if (!this.#raw) this.watch.framingInto(this.#before)
       const stop = this.watch.feed(chunk, this.#relayCodes)
       const direct = stop < 0 ? chunk : chunk.subarray(0, stop)
+      // Postgres reports a backend idle before it sends ReadyForQuery: what the server shows of the client may wait.
+      if (stop < 0 && this.watch.atReadyForQuery && this.#mod._pq_buffer_remaining_data() === 0) Atomics.store(words, Control.Answered, this.#id)
       if (!this.#gone && direct.length > 0) this.#toClient(direct)
       if (stop < 0 || this.#gone) {
         if (stop >= 0) this.watch.feed(chunk.subarray(stop))

@@ -17,6 +17,7 @@ import { FunctionReplies, NEEDS_FUNCTION_REPLIES, ServerFunctions, contextFor, c
 import { UnnamedUse, unnamedUseOf } from '../protocol/unnamed-use.ts'
 import { ClientSettings } from './settings.ts'
 import { releaseSession, takeSession, type Handover } from './handover.ts'
+import { answersSeen } from './traffic.ts'
 import type { Backend, BackendClient } from './backend.ts'
 
 type Output = 'client' | 'nowhere' | Buffer[]
@@ -298,6 +299,7 @@ export class ClientBackend implements Backend {
   async #tellContext(functions: number): Promise<void> {
     const session = this.session
     const install = !session.serverFunctionsInstalled
+    if (functions & ServerFunctions.Activity) await answersSeen()
     const reply = await this.capture(contextMessages(contextFor(this.#client, session, this.#state.signaledEarly, functions), install, this.#reader.pipelineOpen))
     if (install && !hasMessage(reply, BackendCode.ErrorResponse)) session.serverFunctionsInstalled = true
   }

@@ -19,17 +19,56 @@ interface TrafficState {
   inPrevious: number
   /** Calls waiting lazily for their end (host/engine/calls.ts): any client's bytes make them look. */
   lookers: Set<() => void>
+  /** Every database thread's calls (see watchAnswers). */
+  answers: Set<AnsweredCalls>
+}
+
+/** A database thread's calls, as the server's thread runs them (host/engine/calls.ts). */
+export interface AnsweredCalls {
+  /**
+   * If the running call wrote its client's last ReadyForQuery and the server's thread has not seen it end yet: that
+   * end, hurried. Else null.
+   */
+  answeredEnd(): Promise<void> | null
 }
 
 // One count per process, even where the server and the engine come from different copies of this module (an app that
 // loads both the ESM and the CJS build, or the patched pglite-socket serving a DbThread of ours).
 const SHARED = Symbol.for('pglite-dev-db.traffic')
-const state = ((globalThis as Record<symbol, unknown>)[SHARED] ??= { window: -1, inWindow: 0, inPrevious: 0, lookers: new Set() }) as TrafficState
+const state = ((globalThis as Record<symbol, unknown>)[SHARED] ??= { window: -1, inWindow: 0, inPrevious: 0, lookers: new Set(), answers: new Set() }) as TrafficState
 
 /** Call `look` once, the next time any client sends bytes (before they are read); returns its cancellation. */
 export function lookOnTraffic(look: () => void): () => void {
   state.lookers.add(look)
   return () => state.lookers.delete(look)
+}
+
+/** A client answered while its call is still ending is seen as such for at most this long (see answersSeen). */
+const ANSWERED_WAIT_MS = 200
+
+/** `calls` are watched by answersSeen until the returned function is called. */
+export function watchAnswers(calls: AnsweredCalls): () => void {
+  state.answers.add(calls)
+  return () => state.answers.delete(calls)
+}
+
+/**
+ * Until the calls whose clients have had their answer have been seen to end (and what their clients do next without
+ * I/O has run): a reply written straight to its client reaches it before the server's thread sees its call end, and a
+ * reader of every client's state (pg_stat_activity) would see that client still running. A pipeline's statement
+ * after the answer, or a combined call's next units, may keep a call going: not waited for past ANSWERED_WAIT_MS.
+ */
+export async function answersSeen(): Promise<void> {
+  let ends: Array<Promise<void>> | null = null
+  for (const calls of state.answers) {
+    const end = calls.answeredEnd()
+    if (end !== null) (ends ??= []).push(end)
+  }
+  if (ends === null) return
+  let timer: NodeJS.Timeout | undefined
+  await Promise.race([Promise.allSettled(ends), new Promise<void>((resolve) => (timer = setTimeout(resolve, ANSWERED_WAIT_MS)))])
+  clearTimeout(timer)
+  await new Promise<void>((resolve) => setImmediate(resolve))
 }
 
 /** `client` sent bytes. Per chunk: a clock read and a comparison. */
