@@ -13,7 +13,8 @@ import { readBaseline, type Baseline } from './baseline.ts'
 import { DbThread } from './engine/thread.ts'
 import { openPGlite } from './engine/pglite.ts'
 import { installedNotLoaded, loadExtensions, type LoadedExtensions } from './extensions.ts'
-import { loadImage, saveImage, writeDataDir, type EngineImage } from './engine/image.ts'
+import type { EngineImage } from './engine/image.ts'
+import { loadImage, saveImage, writeDataDir } from './engine/image-on-disk.ts'
 
 /** An open database: in a worker thread of its own, or (threads: false) in the server's thread. */
 export type Instance = PGlite | DbThread
@@ -138,7 +139,7 @@ export class DatabaseBuilder {
         : await openPGlite({ ...(where as Exclude<Where, { image: EngineImage }>), startParams, extensions: (await loadExtensions(names)).extensions, database })
     } catch (error) {
       if (!where || !('image' in where)) throw error
-      // An image this PGlite cannot start from (image.ts says why): every database boots from now on. A data dir the
+      // An image this PGlite cannot start from (start-from-image.ts says why): every database boots from now on. A data dir the
       // image's files were written to holds a database as a crash would leave it, which a boot recovers.
       this.#dropImage(error)
       return this.open(name, where.dataDir === undefined ? { loadDataDir: await this.#templateBlob() } : { dataDir: where.dataDir }, thread, inside)
