@@ -152,6 +152,7 @@ function restoreInto(pg: PGlite | undefined, { image, instances, setTimer }: Ima
   mod._pgl_startPGlite = () => {
     mod._pgl_startPGlite = start
   }
+  // Postgres's timer, due when the image's was.
   setTimer(image.timerDeadline)
 }
 
