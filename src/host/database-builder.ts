@@ -1,11 +1,10 @@
 // How the databases' engines are made: each opened with its extension bundles, in a worker thread of its own or in
 // the server's thread; a new one built at the migrated state, from the migrated template or by initdb and the
 // migrations. In memory, in threads, a new one starts from the image of one that booted from the template (image.ts)
-// rather than booting, and spares are loaded ahead. Also read here, once: the baseline a reset puts back.
+// rather than booting, and spares are loaded ahead (spares.ts). Also read here, once: the baseline a reset puts back.
 
 import type { PGlite } from '@electric-sql/pglite'
-import { mkdir, readFile, writeFile } from 'node:fs/promises'
-import { join } from 'node:path'
+import { mkdir } from 'node:fs/promises'
 import type { Logger } from '../log.ts'
 import { applyMigrations } from './migrate.ts'
 import { holdsDatabase, imageDir, seedDataDir, templateBlob, type Template } from './template.ts'
@@ -13,7 +12,9 @@ import { readBaseline, type Baseline } from './baseline.ts'
 import { DbThread } from './engine/thread.ts'
 import { openPGlite } from './engine/pglite.ts'
 import { installedNotLoaded, loadExtensions, type LoadedExtensions } from './extensions.ts'
-import { loadImage, saveImage, writeDataDir, type EngineImage } from './engine/image.ts'
+import type { EngineImage } from './engine/image.ts'
+import { loadImage, saveImage, writeDataDir } from './engine/image-on-disk.ts'
+import { Spares } from './spares.ts'
 
 /** An open database: in a worker thread of its own, or (threads: false) in the server's thread. */
 export type Instance = PGlite | DbThread
@@ -51,30 +52,10 @@ export interface BuildOptions {
   log: Logger
 }
 
-/** Spares loaded ahead at most: each holds about 50 MB. */
-const MAX_SPARES = 8
-/** The databases made within this long of the first one are a run's first wave (a test runner's workers starting). */
-const FIRST_WAVE_MS = 5_000
-/** The file in the cache dir that remembers how many new in-memory databases the last run made. */
-const SPARES_FILE = 'spares.json'
-
 export class DatabaseBuilder {
   readonly #options: BuildOptions
-  /**
-   * In memory with a template: the next new databases, loaded ahead (one at a time, oldest first) so that creating
-   * one takes no wait; null if one failed.
-   */
-  readonly #spares: Array<{ thread: boolean; db: Promise<Instance | null> }> = []
-  /**
-   * How many spares to keep: one, or as many as the last run's first wave of new in-memory databases (remembered in
-   * the cache dir), or this run's.
-   */
-  #wantedSpares = 1
-  /** This run's first wave: when its first new in-memory database was asked for, and how many were within FIRST_WAVE_MS. */
-  #firstMade: number | null = null
-  #wave = 0
-  /** The one spare loading now, if any (spares load one after another, not at once). */
-  #loading: Promise<unknown> | null = null
+  /** In memory with a template: the next new databases, loaded ahead so that creating one takes no wait. */
+  readonly #spares: Spares
   /** The image new in-memory databases in threads start from (image.ts), once one was taken. */
   #image: EngineImage | null
   /** An image could not be taken (said once): every database boots. */
@@ -89,17 +70,17 @@ export class DatabaseBuilder {
   #baseline: Promise<Baseline | null> | null = null
   /** Bundles a database loads beyond those every database loads (a CREATE EXTENSION asked for them), by name. */
   readonly #extraExtensions = new Map<string, readonly string[]>()
-  /** The server is stopping: no spare is loaded any more. */
-  #stopped = false
 
   constructor(options: BuildOptions) {
     this.#options = options
+    const { cacheDir, log } = options
+    this.#spares = new Spares({ thread: this.threads, build: () => this.build(null, this.threads), fromImage: () => this.fromImage, cacheDir, log })
     this.#image = options.image ?? null
     const image = this.#image
     if (image) this.#saving = options.template().then((template) => (template ? this.#saveImage(template, image) : undefined))
     if (!this.threads) return
-    const remembered = this.#rememberedSpares()
-    if (image) void remembered.then(() => this.#loadSpares())
+    const recalled = this.#spares.recall()
+    if (image) void recalled.then(() => this.#spares.load())
   }
 
   /** Whether databases run in worker threads. */
@@ -138,7 +119,7 @@ export class DatabaseBuilder {
         : await openPGlite({ ...(where as Exclude<Where, { image: EngineImage }>), startParams, extensions: (await loadExtensions(names)).extensions, database })
     } catch (error) {
       if (!where || !('image' in where)) throw error
-      // An image this PGlite cannot start from (image.ts says why): every database boots from now on. A data dir the
+      // An image this PGlite cannot start from (start-from-image.ts says why): every database boots from now on. A data dir the
       // image's files were written to holds a database as a crash would leave it, which a boot recovers.
       this.#dropImage(error)
       return this.open(name, where.dataDir === undefined ? { loadDataDir: await this.#templateBlob() } : { dataDir: where.dataDir }, thread, inside)
@@ -239,20 +220,18 @@ export class DatabaseBuilder {
   }
 
   /** Resolves once the spares (the next new in-memory databases) have loaded, or at once if none is loading. */
-  async spareLoaded(): Promise<void> {
-    while (this.#loading) await this.#loading
+  spareLoaded(): Promise<void> {
+    return this.#spares.loaded()
   }
 
   /** The server is stopping: no spare is loaded from now on. */
   stop(): void {
-    this.#stopped = true
+    this.#spares.stop()
   }
 
   /** The spares that loaded and nobody took; the caller closes them. */
-  async takeSpares(): Promise<Instance[]> {
-    const spares = this.#spares.splice(0)
-    const dbs = await Promise.all(spares.map((spare) => spare.db))
-    return dbs.filter((db) => db !== null)
+  takeSpares(): Promise<Instance[]> {
+    return this.#spares.takeAll()
   }
 
   /** The baseline (read when the first in-memory database was made, or now from a fresh copy); null if none can be read. */
@@ -280,63 +259,14 @@ export class DatabaseBuilder {
   async fresh(thread: boolean, name: string): Promise<Instance> {
     if (!(await this.#options.template())) return this.build(null, thread, name)
     // Taken before the next await: two databases created at once must never get the same spare.
-    const at = this.#spares.findIndex((spare) => spare.thread === thread)
-    const spare = at >= 0 ? this.#spares.splice(at, 1)[0] : null
-    const now = performance.now()
-    this.#firstMade ??= now
-    if (now - this.#firstMade <= FIRST_WAVE_MS) this.#wave++
-    const db = (await spare?.db) ?? (await this.build(null, thread))
+    const { spare, firstWave } = this.#spares.take(thread)
+    const db = (await spare) ?? (await this.build(null, thread))
     // Still at the migrated state and not yet anyone's: the moment to read what a reset puts back.
     this.#baseline ??= readBaseline(db).catch((error: unknown) => this.#noBaseline(error))
     await this.#baseline
     if (name !== CLUSTER_DATABASE) await renameDatabase(db, CLUSTER_DATABASE, name)
-    if (now - this.#firstMade <= FIRST_WAVE_MS && this.#image) void this.#rememberSpares(this.#wave)
-    this.#loadSpares()
+    this.#spares.refill(firstWave)
     return db
-  }
-
-  /**
-   * Load spares until there are as many as wanted: one at a time (each takes a core while it loads), and only as many
-   * as one booted database, when none starts from an image (booting one costs several times more).
-   */
-  #loadSpares(): void {
-    if (this.#loading || this.#stopped) return
-    const wanted = this.#image ? this.#wantedSpares : 1
-    if (this.#spares.length >= wanted) return
-    // A spare that fails to load is not an error yet: the next database is built without it.
-    const db = this.build(null, this.threads).catch((error: unknown) => {
-      this.#options.log.warn('a database loaded ahead failed; the next one is built when asked for', { error })
-      return null
-    })
-    this.#spares.push({ thread: this.threads, db })
-    const loading = db.then((loaded) => {
-      if (this.#loading === loading) this.#loading = null
-      if (loaded) this.#loadSpares()
-    })
-    this.#loading = loading
-  }
-
-  /** How many spares to keep, from the last run's count (see #rememberSpares). */
-  async #rememberedSpares(): Promise<void> {
-    const { cacheDir } = this.#options
-    if (!cacheDir) return
-    try {
-      const { made } = JSON.parse(await readFile(join(cacheDir, SPARES_FILE), 'utf8')) as { made?: unknown }
-      if (typeof made === 'number' && Number.isInteger(made) && made > 0) this.#wantedSpares = Math.min(made, MAX_SPARES)
-    } catch {
-      // none remembered yet (or unreadable): one spare
-    }
-  }
-
-  /** This run's first wave made `made` databases in memory: the next run loads as many ahead (up to MAX_SPARES). */
-  async #rememberSpares(made: number): Promise<void> {
-    const wanted = Math.min(made, MAX_SPARES)
-    this.#wantedSpares = Math.max(this.#wantedSpares, wanted)
-    const { cacheDir } = this.#options
-    if (!cacheDir) return
-    await mkdir(cacheDir, { recursive: true })
-      .then(() => writeFile(join(cacheDir, SPARES_FILE), JSON.stringify({ made: wanted })))
-      .catch((error: unknown) => this.#options.log.debug('cannot remember the number of databases made', { cacheDir, error }))
   }
 
   /**

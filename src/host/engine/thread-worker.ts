@@ -13,7 +13,9 @@ import { OutputWatch, type Framing } from './output-watch.ts'
 import { ByteRing, FrameEnd, decodeUnits } from './ring.ts'
 import { RELAY_CODES, framingAt, isAbandoned, writeToClient } from './direct-reply.ts'
 import { Control, controlViews, exposeStopping, interceptTimers, type CallHooks } from './stoppable.ts'
-import { ImageFS, ImageNodeFS, takeImage, watchInstances, type EngineImage } from './image.ts'
+import type { EngineImage } from './image.ts'
+import { takeImage, watchInstances } from './take-image.ts'
+import { ImageFS, ImageNodeFS } from './start-from-image.ts'
 
 /** Wake the server's thread after this many bytes of output, and at the end of each call. */
 const WAKE_EVERY_BYTES = 32 * 1024
@@ -366,7 +368,7 @@ if (db) {
   port.on('message', (request: ThreadRequest) => {
     ops = ops.then(() => serve(db, request))
   })
-  // Asked for, the new instance's image (before anything runs on it); not every start can be imaged (image.ts).
+  // Asked for, the new instance's image (before anything runs on it); not every start can be imaged (take-image.ts).
   let started: { image: EngineImage } | { imageError: string } | null = null
   if (init.image === 'take') {
     try {
