@@ -40,8 +40,8 @@ export interface BuildOptions {
    * database booted is imaged.
    */
   image?: EngineImage | null
-  /** Where the number of spares to load ahead is remembered from one run to the next (the cache dir); none: one spare. */
-  cacheDir?: string | null
+  /** New in-memory databases kept loaded ahead (spares.ts). Default 1. */
+  spares?: number
   /** Extensions every database loads. */
   extensions: LoadedExtensions
   /**
@@ -55,7 +55,7 @@ export interface BuildOptions {
 export class DatabaseBuilder {
   readonly #options: BuildOptions
   /** In memory with a template: the next new databases, loaded ahead so that creating one takes no wait. */
-  readonly #spares: Spares
+  readonly #spares: Spares<Instance>
   /** The image new in-memory databases in threads start from (image.ts), once one was taken. */
   #image: EngineImage | null
   /** An image could not be taken (said once): every database boots. */
@@ -73,14 +73,11 @@ export class DatabaseBuilder {
 
   constructor(options: BuildOptions) {
     this.#options = options
-    const { cacheDir, log } = options
-    this.#spares = new Spares({ thread: this.threads, build: () => this.build(null, this.threads), fromImage: () => this.fromImage, cacheDir, log })
+    this.#spares = new Spares({ thread: this.threads, count: options.spares ?? 1, build: () => this.build(null, this.threads), fromImage: () => this.fromImage, log: options.log })
     this.#image = options.image ?? null
     const image = this.#image
     if (image) this.#saving = options.template().then((template) => (template ? this.#saveImage(template, image) : undefined))
-    if (!this.threads) return
-    const recalled = this.#spares.recall()
-    if (image) void recalled.then(() => this.#spares.load())
+    if (this.threads && image) this.#spares.load()
   }
 
   /** Whether databases run in worker threads. */
@@ -256,17 +253,17 @@ export class DatabaseBuilder {
    * A new in-memory database at the migrated state, in a thread or not: a spare if one of that kind is ready, and
    * the spares are loaded again.
    */
-  async fresh(thread: boolean, name: string): Promise<Instance> {
-    if (!(await this.#options.template())) return this.build(null, thread, name)
+  async fresh(thread: boolean, name: string): Promise<{ db: Instance; spare: boolean }> {
+    if (!(await this.#options.template())) return { db: await this.build(null, thread, name), spare: false }
     // Taken before the next await: two databases created at once must never get the same spare.
-    const { spare, firstWave } = this.#spares.take(thread)
-    const db = (await spare) ?? (await this.build(null, thread))
+    const spare = await this.#spares.take(thread)
+    const db = spare ?? (await this.build(null, thread))
     // Still at the migrated state and not yet anyone's: the moment to read what a reset puts back.
     this.#baseline ??= readBaseline(db).catch((error: unknown) => this.#noBaseline(error))
     await this.#baseline
     if (name !== CLUSTER_DATABASE) await renameDatabase(db, CLUSTER_DATABASE, name)
-    this.#spares.refill(firstWave)
-    return db
+    this.#spares.load()
+    return { db, spare: spare !== null }
   }
 
   /**

@@ -188,7 +188,7 @@ export class Databases implements DatabaseCatalog {
       const dir = name === MAIN_DATABASE ? this.#options.dataDir : this.#dirFor(name)
       let db: Instance
       if (dir === null) {
-        db = await this.#builder.fresh(thread, name)
+        db = (await this.#builder.fresh(thread, name)).db
         // Nothing of it needs to reach a disk: its clients move to the copy now, and it closes meanwhile.
         if (old && !old.closed) this.#closeLater(old, name)
       } else {
@@ -349,8 +349,9 @@ export class Databases implements DatabaseCatalog {
     const dir = this.#dirFor(name)
     let created: boolean
     let db: Instance
+    let spare = false
     if (dir === null) {
-      db = await this.#builder.fresh(thread, name)
+      ;({ db, spare } = await this.#builder.fresh(thread, name))
       created = true
     } else {
       created = !(await holdsDatabase(dir))
@@ -358,7 +359,7 @@ export class Databases implements DatabaseCatalog {
     }
     this.#adopt(name, db)
     const ms = Math.round(performance.now() - started)
-    this.#options.log.info(created ? 'database created' : 'database opened', { database: name, ...(created ? { why } : {}), ms, ...(thread ? { thread: true } : {}) })
+    this.#options.log.info(created ? 'database created' : 'database opened', { database: name, ...(created ? { why } : {}), ms, ...(thread ? { thread: true } : {}), ...(spare ? { spare: true } : {}) })
     return { db, created }
   }
 

@@ -119,9 +119,7 @@ export async function openMainDatabase({ options, dataDir, cacheDir, migrations,
   const databases = new Databases({
     main: db,
     image,
-    // One spare, not as many as the last run made: the count, kept in a cache dir every server of a project shares,
-    // had servers of a test suite loading several in the background (their memory and descriptors in its figures).
-    cacheDir: null,
+    spares: options.spareDatabases,
     dataDir: dataDir ?? null,
     template,
     migrations,

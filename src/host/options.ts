@@ -85,6 +85,12 @@ export interface DevDbOptions {
    * which must not hold a database yet. Migrations newer than the snapshot still apply.
    */
   fromSnapshot?: string
+  /**
+   * New in-memory databases kept loaded ahead, so that a test worker's database is there when it first asks (each
+   * holds about 50 MB): set it to your test runner's number of workers. They load after the server is up, one at a
+   * time. Default 1.
+   */
+  spareDatabases?: number
   /** A start-up step running longer than this logs an info line naming it; 0: every step. Default 2000. */
   progressAfterMs?: number
   /**
@@ -109,6 +115,7 @@ export const DEV_DB_DEFAULTS = {
   createDatabaseOnConnect: true,
   tls: true,
   progressAfterMs: DEFAULT_PROGRESS_AFTER_MS,
+  spareDatabases: 1,
 } satisfies DevDbOptions
 
 type Defaulted = keyof typeof DEV_DB_DEFAULTS
@@ -121,6 +128,9 @@ export function resolveDevDbOptions(options: DevDbOptions): ResolvedDevDbOptions
   const given = Object.fromEntries(Object.entries(options).filter(([, value]) => value !== undefined))
   return { ...DEV_DB_DEFAULTS, ...given }
 }
+
+/** Spare databases at most: each holds about 50 MB. */
+export const MAX_SPARE_DATABASES = 16
 
 /** Node's timers hold at most 2^31-1 ms (about 24.8 days); a longer one would fire at once. */
 export const MAX_TIMER_MS = 2 ** 31 - 1
@@ -162,6 +172,7 @@ const RULES: Readonly<Record<keyof DevDbOptions, Rule>> = {
   extensions: { kind: 'extensions' },
   fromSnapshot: TEXT,
   progressAfterMs: WHOLE(0, MAX_TIMER_MS),
+  spareDatabases: WHOLE(0, MAX_SPARE_DATABASES),
   trace: TEXT,
 }
 

@@ -2,20 +2,29 @@
 // Vitest itself loads no CommonJS.
 
 import { startDevDb, type DevDbOptions } from '../host/dev-db.ts'
+import { MAX_SPARE_DATABASES } from '../host/options.ts'
 import { SERVER_URL_ENV } from './worker-database.ts'
 
 export { databaseName, databaseUrl, resetDatabase } from './worker-database.ts'
 
+/** What a globalSetup reads of the test project Vitest hands it. */
+export interface SetupProject {
+  config?: { maxWorkers?: number }
+}
+
 /** A globalSetup function: starts the server, and returns the teardown that stops it. */
-export type GlobalSetup = () => Promise<() => Promise<void>>
+export type GlobalSetup = (project?: SetupProject) => Promise<() => Promise<void>>
 
 /**
  * A globalSetup that starts one server with these options (startDevDb's: in memory, a free port, drizzle-kit's
  * migrations unless `migrations` says otherwise), for a setup file of your own: `export default devDbSetup({...})`.
+ * Unless `spareDatabases` says otherwise, a database per worker is loaded ahead while the workers start.
  */
 export function devDbSetup(options: DevDbOptions = {}): GlobalSetup {
-  return async () => {
-    const server = await startDevDb(options)
+  return async (project) => {
+    const workers = project?.config?.maxWorkers
+    const spareDatabases = options.spareDatabases ?? (Number.isInteger(workers) && workers! > 0 ? Math.min(workers!, MAX_SPARE_DATABASES) : undefined)
+    const server = await startDevDb({ ...options, spareDatabases })
     process.env[SERVER_URL_ENV] = server.url
     return async () => {
       delete process.env[SERVER_URL_ENV]

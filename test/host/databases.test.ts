@@ -32,11 +32,15 @@ afterEach(async () => {
 
 /** How each `select pglite_dev_db.reset()` was done, from the server log: 'in place' or 'fresh copy'. */
 let resets: string[] = []
+/** The fields of each 'database created' line of the last server served. */
+let created: Array<Record<string, unknown>> = []
 
 async function serve(options: DevDbOptions = {}): Promise<DevDb> {
   resets = []
+  created = []
   const sink = (record: LogRecord) => {
     if (record.msg === 'database reset') resets.push(String(record.fields['how']))
+    if (record.msg === 'database created') created.push(record.fields)
   }
   const dev = await startDevDb({ migrations: MIGRATIONS, logger: createLogger({ level: 'info', sink }), ...options })
   devs.push(dev)
@@ -107,6 +111,21 @@ describe('a database per name', () => {
       expect(tables.rows).toEqual([{ tablename: `mine_${i}` }])
     }
     expect(new Set(names.map((name) => dev.databases.instance(name))).size).toBe(4)
+    expect(created.filter((fields) => names.includes(String(fields['database'])) && fields['spare'] === true)).toHaveLength(1)
+  })
+
+  it('with spareDatabases, that many wait loaded: workers asking at once each get one of them', async () => {
+    const dev = await serve({ spareDatabases: 3 })
+    await dev.databases.spareLoaded()
+    const names = ['s_0', 's_1', 's_2']
+    const workers = await Promise.all(names.map((name) => client(urlOf(dev.url, name))))
+    const made = created.filter((fields) => names.includes(String(fields['database'])))
+    expect(made.map((fields) => [fields['database'], fields['spare']]).sort()).toEqual(names.map((name) => [name, true]))
+    await Promise.all(workers.map((worker, i) => worker.query(`create table mine_${i} (x int)`)))
+    for (const [i, worker] of workers.entries()) {
+      const tables = await worker.query(`select current_database() as db, tablename from pg_tables where tablename like 'mine\\_%'`)
+      expect(tables.rows).toEqual([{ db: names[i], tablename: `mine_${i}` }])
+    }
   })
 
   it('a transaction open in one database does not hold up another database', async () => {
