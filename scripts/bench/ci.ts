@@ -112,13 +112,14 @@ interface Context {
 
 let dataDirs = 0
 
-async function spawnOurs(mode: 'memory' | 'data-dir' | 'no-threads', context: Context, owned: Owned): Promise<CiServer> {
+async function spawnOurs(mode: 'memory' | 'data-dir' | 'no-threads', workers: number, context: Context, owned: Owned): Promise<CiServer> {
   const dataDir = join(context.scratch, `ci-data-${++dataDirs}`)
   if (mode === 'data-dir') owned.dirs.push(dataDir, `${dataDir}-databases`)
   const modeArgs = mode === 'data-dir' ? ['--data-dir', dataDir] : mode === 'memory' ? ['--memory'] : ['--memory', '--no-database-threads']
   const server = spawnServer(
     process.execPath,
-    [OURS_BIN, ...modeArgs, '--port', '0', '--migrations', context.migrations, '--cache-dir', context.cacheDir, '--log-level', 'warn'],
+    // A spare database per worker, as pglite-dev-db/vitest asks for one per Vitest worker.
+    [OURS_BIN, ...modeArgs, '--spare-databases', String(workers), '--port', '0', '--migrations', context.migrations, '--cache-dir', context.cacheDir, '--log-level', 'warn'],
     // As in the other sections: the other servers answer SSLRequest with N (npm run bench:tls has TLS's cost).
     { cwd: REPO_ROOT, env: { ...process.env, PGLITE_DEV_DB_NO_TLS: '1' } },
   )
@@ -153,9 +154,9 @@ async function spawnPostgresCluster(context: Context, owned: Owned): Promise<CiS
 }
 
 function spawnTarget(name: CiTargetName, workers: number, context: Context, owned: Owned): Promise<CiServer> {
-  if (name === 'ours-memory') return spawnOurs('memory', context, owned)
-  if (name === 'ours-data-dir') return spawnOurs('data-dir', context, owned)
-  if (name === 'ours-no-threads') return spawnOurs('no-threads', context, owned)
+  if (name === 'ours-memory') return spawnOurs('memory', workers, context, owned)
+  if (name === 'ours-data-dir') return spawnOurs('data-dir', workers, context, owned)
+  if (name === 'ours-no-threads') return spawnOurs('no-threads', workers, context, owned)
   if (name === 'stock') return spawnStock(workers, owned)
   return spawnPostgresCluster(context, owned)
 }
@@ -330,7 +331,7 @@ export async function runCiSuite(options: CiOptions): Promise<CiRecord[]> {
     progress('ci: building the migrated template in the cache dir (not timed)')
     const owned: Owned = { processes: [], dirs: [] }
     try {
-      await spawnOurs('memory', context, owned)
+      await spawnOurs('memory', 1, context, owned)
     } finally {
       await Promise.all(owned.processes.map((p) => p.server.stop(p.signal)))
     }
