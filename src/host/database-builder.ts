@@ -27,6 +27,8 @@ type Where = { dataDir: string; loadDataDir?: Blob } | { loadDataDir: Blob } | {
 
 /** The database of a new cluster (initdb's, and so the migrated template's). */
 const CLUSTER_DATABASE = 'postgres'
+/** What a spare's database is named while it waits (see #spare). */
+const SPARE_DATABASE = 'pglite_dev_db_spare'
 
 export interface BuildOptions {
   /** The migrated template new databases copy (null: each one runs initdb and the migrations), looked up when first needed. */
@@ -73,7 +75,7 @@ export class DatabaseBuilder {
 
   constructor(options: BuildOptions) {
     this.#options = options
-    this.#spares = new Spares({ thread: this.threads, count: options.spares ?? 1, build: () => this.build(null, this.threads), fromImage: () => this.fromImage, log: options.log })
+    this.#spares = new Spares({ thread: this.threads, count: options.spares ?? 1, build: () => this.#spare(), fromImage: () => this.fromImage, log: options.log })
     this.#image = options.image ?? null
     const image = this.#image
     if (image) this.#saving = options.template().then((template) => (template ? this.#saveImage(template, image) : undefined))
@@ -261,9 +263,27 @@ export class DatabaseBuilder {
     // Still at the migrated state and not yet anyone's: the moment to read what a reset puts back.
     this.#baseline ??= readBaseline(db).catch((error: unknown) => this.#noBaseline(error))
     await this.#baseline
-    if (name !== CLUSTER_DATABASE) await renameDatabase(db, CLUSTER_DATABASE, name)
+    const from = spare ? SPARE_DATABASE : CLUSTER_DATABASE
+    if (name !== from) await renameDatabase(db, from, name)
     this.#spares.load()
     return { db, spare: spare !== null }
+  }
+
+  /**
+   * A spare: a new in-memory database whose first statement has run (a copy's first write copies the files it
+   * touches, about 0.1 s), renamed to SPARE_DATABASE; the first one also reads the baseline, which fresh() awaits.
+   */
+  async #spare(): Promise<Instance> {
+    const db = await this.build(null, this.threads)
+    try {
+      await renameDatabase(db, CLUSTER_DATABASE, SPARE_DATABASE)
+      this.#baseline ??= readBaseline(db).catch((error: unknown) => this.#noBaseline(error))
+      await this.#baseline
+    } catch (error) {
+      await db.close().catch(() => {})
+      throw error
+    }
+    return db
   }
 
   /**
