@@ -280,7 +280,7 @@ export class DatabaseBuilder {
       this.#baseline ??= readBaseline(db).catch((error: unknown) => this.#noBaseline(error))
       await this.#baseline
     } catch (error) {
-      await db.close().catch(() => {})
+      await db.close().catch((closeError: unknown) => this.#options.log.debug('a spare that could not be made ready did not close', { error: closeError }))
       throw error
     }
     return db
