@@ -118,6 +118,8 @@ export class ReplySpill {
   #after: Uint8Array | null = null
   #sending = false
   #awaitingDrain = false
+  /** The wait for room in the file, shared by everyone who asks meanwhile (room()). */
+  #roomWait: Promise<void> | null = null
   #endAsked = false
   #disposed = false
 
@@ -174,12 +176,14 @@ export class ReplySpill {
   room(): Promise<void> | null {
     const out = this.#out
     if (!out.writableNeedDrain || this.#cut >= 0 || this.#disposed) return null
-    return new Promise<void>((resolve) => {
+    // One wait, however many ask at once: each of its own would add listeners to the stream past Node's warning.
+    this.#roomWait ??= new Promise<void>((resolve) => {
       const done = (): void => {
         out.off('drain', done)
         out.off('close', done)
         out.off('error', done)
         this.#socket.off('close', done)
+        this.#roomWait = null
         resolve()
       }
       out.on('drain', done)
@@ -188,6 +192,7 @@ export class ReplySpill {
       out.on('error', done)
       this.#socket.on('close', done)
     })
+    return this.#roomWait
   }
 
   /** End the socket once everything kept (up to a cut, and its FATAL) is sent. */
