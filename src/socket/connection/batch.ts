@@ -3,40 +3,28 @@
 // the release rule, and the answer to work whose wait (session-wait.ts) was refused (cancel, queue timeout).
 
 import { background, type Logger } from '../../log.ts'
-import { BackendCode, CODE_LENGTH, FrontendCode, TxStatus } from '../protocol/codes.ts'
+import { CODE_LENGTH, FrontendCode, TxStatus } from '../protocol/codes.ts'
 import { encodeReadyForQuery } from '../protocol/backend.ts'
-import { FLUSH, SYNC, isSingleUnit } from '../protocol/frontend.ts'
-import { forEachFrame, type Frames } from '../protocol/frames.ts'
+import { SYNC, isSingleUnit } from '../protocol/frontend.ts'
+import type { Frames } from '../protocol/frames.ts'
 import type { DatabaseCatalog } from '../session/databases.ts'
 import type { CopyIn } from '../client/copy-in.ts'
 import type { ClientState } from '../client/state.ts'
 import { hexDump } from '../trace/hex-dump.ts'
 import type { Backend } from './backend.ts'
-import { gatherCopy, startCopy } from './copy-in.ts'
-import { bindDatabaseCommand, queryDatabaseCommand, resetDatabaseIfRequested, taggedExecute } from './database-commands.ts'
-import { discardForClient, executeDiscard, queryWithStandIns } from './discard-all.ts'
+import { gatherCopy } from './copy-in.ts'
+import { resetDatabaseIfRequested } from './database-commands.ts'
+import { afterHeld, holdBack } from './held-back.ts'
 import { executes, mayRunAgain, runWaitingForLocks, type LockWaitRunner } from './lock-wait.ts'
 import { PreparedPipeline } from './prepared-pipeline.ts'
 import { ServerFunctions } from './server-functions.ts'
-import type { MessageReader, Segment, Takeover } from './messages.ts'
+import type { MessageReader, Segment } from './messages.ts'
 import { UnnamedUse, unnamedUseOf } from '../protocol/unnamed-use.ts'
 import { SessionWait, refusalResponse, type WaitingClient } from './session-wait.ts'
 import type { ConnectionState } from './state.ts'
+import { takeOver } from './takeover.ts'
 import type { TakeoverEnd, Turn } from './turn.ts'
-
-/** How much a client at rest may send that asks for no reply before it runs anyway (see BatchRunner.#holdBack). */
-const HELD_BACK_BYTES = 1 << 20
-
-/** The last message of `bytes` asks for replies: a Sync, Flush, Query or FunctionCall, or one of unknown kind. */
-function asksForReply(bytes: Buffer): boolean {
-  let last = 0
-  forEachFrame(bytes, (code) => void (last = code))
-  return !HOLDABLE.has(last)
-}
-const HOLDABLE = new Set<number>([FrontendCode.Parse, FrontendCode.Bind, FrontendCode.Describe, FrontendCode.Execute, FrontendCode.Close])
-
-/** Close the unnamed statement; Flush, not Sync, so a pipeline the client has open stays open. */
-const CLOSE_UNNAMED_STATEMENT = Buffer.from([FrontendCode.Close, 0, 0, 0, 6, 0x53, 0, FrontendCode.Flush, 0, 0, 0, 4])
+import { makeUnnamedStatementOwn, ranUnnamed } from './unnamed-statement.ts'
 
 /** What the runner needs of its connection. */
 export interface BatchClient extends WaitingClient {
@@ -158,7 +146,7 @@ export class BatchRunner {
             background(this.#client.close(), 'close on Terminate', this.#log)
             return
           }
-          if (!this.#discarding && states.isServing) this.#after(await this.#takeOver(takeover))
+          if (!this.#discarding && states.isServing) this.#after(await takeOver(this.#turn, takeover))
         }
       }
       offset = end
@@ -171,15 +159,13 @@ export class BatchRunner {
   /**
    * A client owes itself no reply until its Sync or Flush (or a Query): until then nothing of what it sent needs to run,
    * so a client at rest keeps the session free meanwhile, as on Postgres, where it would hold only its own backend. Its
-   * messages wait here, up to HELD_BACK_BYTES, and run before the next ones. Held or not: true if held.
+   * messages wait here (held-back.ts) and run before the next ones. Held or not: true if held.
    */
   #holdBack(segment: Segment): boolean {
-    const held = this.#heldBack
-    const size = segment.bytes.length + (held?.bytes.length ?? 0)
-    if (segment.bytes.length === 0 || this.#backend.isOwner || this.#copy !== null || this.#discarding || size > HELD_BACK_BYTES || asksForReply(segment.bytes)) return false
-    // The read's buffer is the socket's: keep a copy.
-    const bytes = held ? Buffer.concat([held.bytes, segment.bytes]) : Buffer.from(segment.bytes)
-    this.#heldBack = { bytes, unnamedUse: unnamedUseOf(bytes), functions: (held?.functions ?? 0) | segment.functions }
+    if (this.#backend.isOwner || this.#copy !== null || this.#discarding) return false
+    const held = holdBack(this.#heldBack, segment)
+    if (held === null) return false
+    this.#heldBack = held
     return true
   }
 
@@ -188,32 +174,7 @@ export class BatchRunner {
     const held = this.#heldBack
     if (held === null) return segment
     this.#heldBack = null
-    if (segment.bytes.length === 0) return held
-    const bytes = Buffer.concat([held.bytes, segment.bytes])
-    return { bytes, unnamedUse: unnamedUseOf(bytes), functions: held.functions | segment.functions }
-  }
-
-  /** One path for every takeover: the server acts in the message's place. */
-  async #takeOver(takeover: Exclude<Takeover, { kind: 'terminate' }>): Promise<TakeoverEnd> {
-    const turn = this.#turn
-    switch (takeover.kind) {
-      case 'copy-in':
-        return startCopy(turn, takeover.copy, takeover.frame, takeover.viaQuery)
-      case 'database-command':
-        if (takeover.via === 'bind') return bindDatabaseCommand(turn, takeover.command, takeover.frame)
-        await queryDatabaseCommand(turn, takeover.command, takeover.frame)
-        return null
-      case 'tagged-execute':
-        await taggedExecute(turn, takeover.command, takeover.frame)
-        return null
-      case 'discard':
-        if (takeover.via === 'execute') return executeDiscard(turn, takeover.command, takeover.frame)
-        await discardForClient(turn, takeover.command, takeover.frame)
-        return null
-      case 'query-with-stand-ins':
-        await queryWithStandIns(turn, takeover.standIns, takeover.functions, takeover.frame)
-        return null
-    }
+    return afterHeld(held, segment)
   }
 
   #after(end: TakeoverEnd): void {
@@ -228,7 +189,7 @@ export class BatchRunner {
     if (this.#state.signals.length > 0) this.#signalEarly()
     try {
       if (this.#mayRide(bytes, unnamedUse, functions)) {
-        const end = await this.wait.ride(bytes, () => this.#ranUnnamed(unnamedUse))
+        const end = await this.wait.ride(bytes, () => ranUnnamed(this.#backend.session, this.#client, unnamedUse))
         if (end === 'ran') this.#prepared.ran(bytes, this.#backend.atRest)
         if (end === 'ran' || end === 'stopped') return
         if (end === 'holds') return await this.#afterRun(bytes)
@@ -240,7 +201,7 @@ export class BatchRunner {
       return
     }
     if (this.#state.extensionsWanted.length > 0) await this.#loadExtensions()
-    if (unnamedUse & UnnamedUse.ReferencedFirst) await this.#makeUnnamedStatementOwn()
+    if (unnamedUse & UnnamedUse.ReferencedFirst) await makeUnnamedStatementOwn(this.#backend, this.#client, this.#state.statements)
     if (this.#client.inspect) this.#log.trace('to pglite', { dump: hexDump(bytes) })
     const backend = this.#backend
     if (functions & ServerFunctions.MayWait && backend.txStatus === TxStatus.Idle && !this.#pipelineExecuted && mayRunAgain(bytes)) {
@@ -250,7 +211,7 @@ export class BatchRunner {
     } else {
       await backend.run(bytes, functions)
     }
-    this.#ranUnnamed(unnamedUse)
+    ranUnnamed(this.#backend.session, this.#client, unnamedUse)
     await this.#afterRun(bytes)
   }
 
@@ -299,7 +260,7 @@ export class BatchRunner {
   /**
    * Give the session up while the client's pipeline only prepared statements: a Sync of the server's own ends the
    * implicit transaction (its answer goes nowhere); the statements it named stay, and the unnamed one is made again
-   * if another client's took its place before the client binds it (#makeUnnamedStatementOwn).
+   * if another client's took its place before the client binds it (unnamed-statement.ts).
    */
   async #park(): Promise<void> {
     await this.#backend.capture(SYNC)
@@ -341,34 +302,6 @@ export class BatchRunner {
       // A pid no client has is left to the session's function, which answers false with Postgres's WARNING.
       if (pid !== this.#client.processId && this.#client.signalClient(pid, op)) this.#state.signaledEarly.add(pid)
     }
-  }
-
-  /**
-   * The client's unit binds or describes the unnamed statement it made in an earlier one. The session has one unnamed
-   * statement, the last client's that made one, and any Query drops it (the server's own too): unless it is still this
-   * client's, it is made again from the client's last unnamed Parse, or closed if the client has none, so that the
-   * client gets what its own backend would give it (its statement, or 26000), never another client's statement.
-   */
-  async #makeUnnamedStatementOwn(): Promise<void> {
-    const { session } = this.#backend
-    if (session.unnamedStatementOwner === this.#client) return
-    const parse = this.#state.statements.unnamedParse
-    const reply = await this.#backend.capture(parse ? Buffer.concat([parse, FLUSH]) : CLOSE_UNNAMED_STATEMENT)
-    const done = parse ? BackendCode.ParseComplete : BackendCode.CloseComplete
-    // Not done if PGlite skipped it (after an error in the client's open pipeline) or the Parse failed: nobody's yet.
-    forEachFrame(reply, (code, offset, length) => {
-      if (code === done) session.unnamedStatementOwner = this.#client
-      // Postgres plans the statement again at the Bind and fails where the Parse fails (its table was dropped
-      // meanwhile): that error is the client's answer, and PGlite skips the unit up to its Sync, as Postgres would.
-      else this.#client.write(this.#state.statements.restore(reply.subarray(offset, offset + length)))
-    })
-  }
-
-  /** The client's unit ran: after it, the session's unnamed statement is the one it made, or none if it dropped it. */
-  #ranUnnamed(use: number): void {
-    const session = this.#backend.session
-    if (use & UnnamedUse.Dropped) session.unnamedStatementOwner = null
-    else if (use & UnnamedUse.Parsed) session.unnamedStatementOwner = this.#client
   }
 
   /** The release rule: the session goes to the next client once this one is at rest. */

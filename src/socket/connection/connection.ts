@@ -4,12 +4,11 @@
 // (in ClientBackend) -> write.
 
 import type { Socket } from 'node:net'
-import { TLSSocket, type SecureContext } from 'node:tls'
+import type { SecureContext } from 'node:tls'
 import { randomInt } from 'node:crypto'
-import { SqlState, WireError, isDisconnectError, isPGliteFatal } from '../../errors.ts'
+import { WireError } from '../../errors.ts'
 import type { Logger } from '../../log.ts'
 import { FrontendCode, TxStatus, maxMessageLength } from '../protocol/codes.ts'
-import { encodeErrorResponse } from '../protocol/backend.ts'
 import { FrameReader, type Frames } from '../protocol/frames.ts'
 import { onlyTerminate } from '../protocol/frontend.ts'
 import { SchedulerClosedError } from '../session/scheduler.ts'
@@ -18,9 +17,12 @@ import type { SharedSession } from '../session/session.ts'
 import { ClientState } from '../client/state.ts'
 import { hexDump } from '../trace/hex-dump.ts'
 import type { ConnectionTrace } from '../trace/trace.ts'
-import { LastStatement, activityOf } from './activity.ts'
+import { LastStatement } from './activity.ts'
+import { follow, requireAlpn, tlsOver } from './client-socket.ts'
+import { BACKLOG_FULL, BACKLOG_GRACE_MS, CLOSE_GRACE_MS, failureFatal, goodbyeAfter, notificationsPiledUp, sayGoodbye } from './goodbye.ts'
 import type { ConnectionHost, ServedConnection } from './host.ts'
 import { Membership, type MemberConnection } from './membership.ts'
+import { activityRow, signalPeer } from './peers.ts'
 import { Startup, startupReply, type StartingConnection } from './startup.ts'
 import { ClientOutput } from './output.ts'
 import type { SpillBudget } from './spill.ts'
@@ -32,21 +34,6 @@ export type { ConnectionState } from './state.ts'
 
 /** Above this many queued batches the socket stops reading until the queue drains. */
 const MAX_QUEUED_BATCHES = 64
-/**
- * Above this many bytes of notifications (and other replies) waiting for a client that does not read, it is closed:
- * Postgres's listener blocks in its write and the notifications queue on disk; ours would queue in server memory.
- */
-const NOTIFICATION_BACKLOG_BYTES = 32 << 20
-const BACKLOG_FULL = new WireError('FATAL', SqlState.OutOfMemory, `terminating connection: more than ${NOTIFICATION_BACKLOG_BYTES >> 20} MB of notifications wait for this client to read them`)
-const BACKLOG_GRACE_MS = 10_000
-/** A FATAL goodbye gets this long to flush before the socket is destroyed. */
-const CLOSE_GRACE_MS = 2000
-/**
- * A client ended by pg_terminate_backend is told at the latest this long after, if its caller's answer is not out (a
- * caller whose statement waits long for the session; the first cancel of a database's statement takes about 1 s).
- */
-const GOODBYE_HOLD_MS = 5000
-const ADMIN_SHUTDOWN = new WireError('FATAL', SqlState.AdminShutdown, 'terminating connection due to administrator command')
 
 let nextProcessId = 1000 + (process.pid % 1000) * 1000
 
@@ -107,41 +94,24 @@ export class Connection implements ServedConnection, StartingConnection, MemberC
     this.#output = new ClientOutput(this, this.#log, this.#trace, this.inspect)
     this.states = new ConnectionStates(host.options, (timeout, ms) => this.#timedOut(timeout, ms), () => this.#membership.statementTimeoutMs)
     // Cleanup is wired before anything async can happen, so no path leaks a slot or the session.
-    this.#listen(socket)
+    follow(socket, this.#onDataEvent, this.#closeQuietly, this.#log)
     socket.setNoDelay(true)
     this.#membership = new Membership(this, host, this.#client, this.#log)
   }
 
   readonly #onDataEvent = (chunk: Buffer): void => this.#onData(chunk)
-
-  #listen(socket: Socket): void {
-    socket.on('data', this.#onDataEvent)
-    socket.on('error', (error) => this.#onSocketError(error))
-    socket.on('close', () => void this.#close(null))
-  }
+  readonly #closeQuietly = (): void => void this.#close(null)
 
   /**
    * The server answered SSLRequest with 'S', or the client began a TLS handshake at once (`direct`, its first bytes):
-   * from here on the socket carries a TLS session, which Node's TLSSocket runs over it (the handshake first). Errors
-   * and close of either socket end the connection. ALPN: postgresql, which a direct handshake must ask for.
+   * from here on the socket is a TLSSocket over it. Errors and close of either socket end the connection.
    */
   startTls(context: SecureContext, direct?: Buffer): void {
-    const plain = this.socket
-    plain.off('data', this.#onDataEvent)
-    // TLSSocket reads what the plain socket holds unread first (paused, so that it is not emitted to nobody before).
-    if (direct) {
-      plain.pause()
-      plain.unshift(direct)
-    }
-    const secure = new TLSSocket(plain, { isServer: true, secureContext: context, ALPNProtocols: ['postgresql'] })
+    this.socket.off('data', this.#onDataEvent)
+    const secure = tlsOver(this.socket, context, direct)
     this.socket = secure
-    this.#listen(secure)
-    if (direct) {
-      secure.once('secure', () => {
-        // Postgres logs it and closes without a word (it could be any TLS client).
-        if (secure.alpnProtocol !== 'postgresql') this.#fail(new WireError('FATAL', SqlState.ProtocolViolation, 'received direct SSL connection request without ALPN protocol negotiation extension', { logOnly: true }))
-      })
-    }
+    follow(secure, this.#onDataEvent, this.#closeQuietly, this.#log)
+    if (direct) requireAlpn(secure, (error) => this.fail(error))
   }
 
   get state(): ConnectionState {
@@ -186,25 +156,7 @@ export class Connection implements ServedConnection, StartingConnection, MemberC
 
   /** What pg_stat_activity shows of this client: its pid alone unless `full` (the functions that signal a client need no more). */
   activity(full: boolean): ClientActivity {
-    if (!full) return { pid: this.processId }
-    const { current, since } = this.states
-    const membership = this.#membership
-    const batches = membership.batches
-    return activityOf({
-      processId: this.processId,
-      database: this.database,
-      user: this.startupParams.get('user') ?? 'postgres',
-      applicationName: this.applicationName,
-      clientAddress: this.socket.remoteAddress ?? null,
-      clientPort: this.socket.remotePort ?? null,
-      startedAt: this.#startedAt,
-      state: current,
-      since,
-      idleInTransaction: current === 'holding' && batches?.idleInTransaction ? { aborted: membership.txStatus === TxStatus.Failed } : null,
-      blockedOnOutput: this.#output.blocked,
-      waitingForLock: batches?.wait.waitingForLock ?? false,
-      statement: this.#statement,
-    })
+    return full ? activityRow(this, this.#membership, this.#statement, this.#startedAt) : { pid: this.processId }
   }
 
   serverClients(full: boolean): ClientActivity[] {
@@ -213,12 +165,7 @@ export class Connection implements ServedConnection, StartingConnection, MemberC
 
   /** pg_cancel_backend or pg_terminate_backend of another client: see signals.ts. */
   signalClient(processId: number, op: 'cancel' | 'terminate'): boolean {
-    const target = this.#host.clients().find((client) => client.processId === processId)
-    this.#log.debug('signal from a function', { op, target: processId, matched: target !== undefined })
-    if (!target) return false
-    if (op === 'cancel') target.cancel()
-    else void target.terminate(ADMIN_SHUTDOWN, this.#answers.answerTo(processId))
-    return true
+    return signalPeer(this.#host.clients(), processId, op, this.#answers, this.#log)
   }
 
   answered(processId: number): void {
@@ -227,13 +174,8 @@ export class Connection implements ServedConnection, StartingConnection, MemberC
 
   notify(message: Buffer): void {
     if (!this.states.isServing) return
-    if (this.socket.writableLength > NOTIFICATION_BACKLOG_BYTES) {
-      this.#log.warn('client not reading its notifications; closing it', { pending: this.socket.writableLength, sqlstate: BACKLOG_FULL.sqlstate })
-      // A slow reader gets longer than the usual grace to read what waits for it, down to the FATAL that explains.
-      void this.#close(BACKLOG_FULL, BACKLOG_GRACE_MS)
-      return
-    }
-    this.#output.write(message)
+    if (notificationsPiledUp(this.socket, this.#log)) void this.#close(BACKLOG_FULL, BACKLOG_GRACE_MS)
+    else this.#output.write(message)
   }
 
   parkIfIdle(): void {
@@ -290,7 +232,7 @@ export class Connection implements ServedConnection, StartingConnection, MemberC
         this.socket.pause()
         return
       }
-      this.#fail(error)
+      this.fail(error)
     }
   }
 
@@ -319,7 +261,7 @@ export class Connection implements ServedConnection, StartingConnection, MemberC
     }
     if (!this.#draining) {
       this.#draining = true
-      this.#drain().then(undefined, (error: unknown) => this.#fail(error))
+      this.#drain().then(undefined, (error: unknown) => this.fail(error))
     }
   }
 
@@ -352,7 +294,7 @@ export class Connection implements ServedConnection, StartingConnection, MemberC
       }
     } finally {
       this.#draining = false
-      if (this.#failAfterQueue && this.states.isServing) this.#fail(this.#failAfterQueue)
+      if (this.#failAfterQueue && this.states.isServing) this.fail(this.#failAfterQueue)
       if (this.states.current === 'closing') this.#startCleanup()
       else if (this.states.isServing) this.settle()
     }
@@ -389,42 +331,14 @@ export class Connection implements ServedConnection, StartingConnection, MemberC
 
   // --- Failure and close ---
 
-  #onSocketError(error: Error): void {
-    const code = (error as NodeJS.ErrnoException).code
-    if (isDisconnectError(error)) this.#log.debug('client disconnected', { code })
-    // The client's TLS said no (it refused the certificate, or spoke something else after SSLRequest): it says why.
-    else if (code?.startsWith('ERR_SSL_')) this.#log.debug('TLS handshake failed', { code })
-    else this.#log.warn('socket error', { error })
-    void this.#close(null)
-  }
-
   /** Something went wrong: a WireError reaches the client as it is; anything else is logged and becomes XX000. */
   fail(error: unknown): void {
-    this.#fail(error)
-  }
-
-  #fail(error: unknown): void {
-    if (error instanceof SchedulerClosedError) return
-    if (error instanceof WireError) {
-      this.#log.debug('closing client', { sqlstate: error.sqlstate, error: error.message })
-      void this.#close(error)
-      return
-    }
-    if (isPGliteFatal(error)) {
-      this.#log.error('PGlite failed', { error })
-      const { session } = this.#membership
-      session.markDead(error)
-      void this.#close(session.dead)
-      return
-    }
-    // The pg-gateway rule: the client learns only that something failed; the log gets the details.
-    this.#log.error('batch failed', { error })
-    void this.#close(new WireError('FATAL', SqlState.InternalError, 'internal error in pglite-dev-db; see the server log', { cause: error }))
+    if (!(error instanceof SchedulerClosedError)) void this.#close(failureFatal(error, this.#log, this.#membership))
   }
 
   /**
    * Close with `error` (FATAL) or none. Given `after`, the client is told nothing more (its canceled statement's
-   * error neither) until `after` resolves or GOODBYE_HOLD_MS pass, then gets `error`; its work stops now either way.
+   * error neither) until `after` resolves or a few seconds pass (goodbye.ts), then gets `error`; its work stops now.
    */
   #close(error: WireError | null, graceMs = CLOSE_GRACE_MS, after?: Promise<void>): Promise<void> {
     if (this.states.isClosing) return this.#cleanup ?? this.#cleanupDone
@@ -432,22 +346,10 @@ export class Connection implements ServedConnection, StartingConnection, MemberC
     this.#queue.length = 0
     // Clients it ended wait for an answer it will never send.
     this.#answers.releaseAll()
-    const goodbye = (): void => {
-      if (error && !error.logOnly) this.#output.write(encodeErrorResponse(error.severity, error.sqlstate, error.message))
-      this.#trace?.close(error)
-      this.#output.end()
-      if (!this.socket.destroyed) {
-        const grace = setTimeout(() => this.socket.destroy(), graceMs).unref()
-        this.socket.once('close', () => clearTimeout(grace))
-      }
-    }
+    const goodbye = (): void => sayGoodbye(this, this.#output, this.#trace, error, graceMs)
     if (after) {
       this.#muted = true
-      let hold: NodeJS.Timeout | undefined
-      void Promise.race([after, new Promise<void>((resolve) => (hold = setTimeout(resolve, GOODBYE_HOLD_MS)))]).then(() => {
-        clearTimeout(hold)
-        goodbye()
-      })
+      goodbyeAfter(after, goodbye)
     } else goodbye()
     // What the client waits for stops now; a running statement is canceled, its batch ends, then #drain starts the
     // cleanup.
