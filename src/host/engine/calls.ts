@@ -10,6 +10,7 @@ import { ByteRing, FrameEnd, encodeUnits, waitAsync } from './ring.ts'
 import { Control, ENGINE_GLOBAL, controlViews } from './stoppable.ts'
 import { sendingClients, watchAnswers, type AnsweredCalls } from '../../socket/connection/traffic.ts'
 import { LazyEnd, mayEndLazily } from './lazy-end.ts'
+import { endSeen, type Running } from './running-call.ts'
 import type { DirectReply, UnitsDirect } from '../../socket/session/databases.ts'
 
 /**
@@ -52,26 +53,6 @@ const BEGIN_WAIT_MS = 2_000
  * sent again after each of these.
  */
 const CANCEL_AGAIN_AFTER_MS = [250, 1_000]
-
-interface Running {
-  id: number
-  /** When the watchdog may look at Postgres's timer again for this call (performance.now()). */
-  nextCheck: number
-  /** Set after a cancel: the check that the call did end. */
-  stuckCheck: NodeJS.Timeout | undefined
-  /** Set after a cancel: its next sending (CANCEL_AGAIN_AFTER_MS). */
-  cancelAgain: NodeJS.Timeout | undefined
-  /** The pump is waiting for the client to read (the thread may be waiting for room, the statement paused). */
-  heldByClient: boolean
-  /** The reply goes straight to the client's socket (null: through the reply ring). */
-  direct: DirectReply | null
-  /** The thread waits for that client to read (Control.Blocked), as the watchdog last saw. */
-  directBlocked: boolean
-  /** Its end is wanted at once (a cancel, a client gone): no lazy wait (lazy-end.ts). */
-  prompt: boolean
-  /** Made when someone waits for its end (answeredEnd), with what settles it. */
-  end: { seen: Promise<void>; resolve: () => void } | null
-}
 
 export class ProtocolCalls implements AnsweredCalls {
   readonly #requests: ByteRing
@@ -345,12 +326,7 @@ export class ProtocolCalls implements AnsweredCalls {
     const words = this.#words
     if (Atomics.load(words, Control.Answered) !== running.id && Atomics.load(words, Control.Current) !== -running.id) return null
     this.#hurry(running)
-    if (running.end === null) {
-      let resolve!: () => void
-      const seen = new Promise<void>((settle) => (resolve = settle))
-      running.end = { seen, resolve }
-    }
-    return running.end.seen
+    return endSeen(running)
   }
 
   /** The running call's end is wanted now: a lazy wait for it ends, and it does not wait lazily again. */
