@@ -4,13 +4,9 @@
 import { startDevDb, type DevDbOptions } from '../host/dev-db.ts'
 import { MAX_SPARE_DATABASES } from '../host/options.ts'
 import { SERVER_URL_ENV } from './worker-database.ts'
+import { workersOf, type SetupProject } from './workers.ts'
 
 export { databaseName, databaseUrl, resetDatabase } from './worker-database.ts'
-
-/** What a globalSetup reads of the test project Vitest hands it. */
-export interface SetupProject {
-  config?: { maxWorkers?: number }
-}
 
 /** A globalSetup function: starts the server, and returns the teardown that stops it. */
 export type GlobalSetup = (project?: SetupProject) => Promise<() => Promise<void>>
@@ -22,8 +18,7 @@ export type GlobalSetup = (project?: SetupProject) => Promise<() => Promise<void
  */
 export function devDbSetup(options: DevDbOptions = {}): GlobalSetup {
   return async (project) => {
-    const workers = project?.config?.maxWorkers
-    const spareDatabases = options.spareDatabases ?? (Number.isInteger(workers) && workers! > 0 ? Math.min(workers!, MAX_SPARE_DATABASES) : undefined)
+    const spareDatabases = options.spareDatabases ?? Math.min(workersOf(project), MAX_SPARE_DATABASES)
     const server = await startDevDb({ ...options, spareDatabases })
     process.env[SERVER_URL_ENV] = server.url
     return async () => {
