@@ -259,14 +259,22 @@ export class DatabaseBuilder {
     if (!(await this.#options.template())) return { db: await this.build(null, thread, name), spare: false }
     // Taken before the next await: two databases created at once must never get the same spare.
     const spare = await this.#spares.take(thread)
-    const db = spare ?? (await this.build(null, thread))
-    // Still at the migrated state and not yet anyone's: the moment to read what a reset puts back.
-    this.#baseline ??= readBaseline(db).catch((error: unknown) => this.#noBaseline(error))
-    await this.#baseline
-    const from = spare ? SPARE_DATABASE : CLUSTER_DATABASE
-    if (name !== from) await renameDatabase(db, from, name)
-    this.#spares.load()
-    return { db, spare: spare !== null }
+    try {
+      const db = spare ?? (await this.build(null, thread))
+      try {
+        // Still at the migrated state and not yet anyone's: the moment to read what a reset puts back.
+        this.#baseline ??= readBaseline(db).catch((error: unknown) => this.#noBaseline(error))
+        await this.#baseline
+        const from = spare ? SPARE_DATABASE : CLUSTER_DATABASE
+        if (name !== from) await renameDatabase(db, from, name)
+      } catch (error) {
+        await db.close().catch((closeError: unknown) => this.#options.log.debug('a database that could not be named did not close', { error: closeError }))
+        throw error
+      }
+      return { db, spare: spare !== null }
+    } finally {
+      this.#spares.load()
+    }
   }
 
   /**

@@ -119,7 +119,8 @@ export async function openMainDatabase({ options, dataDir, cacheDir, migrations,
   const databases = new Databases({
     main: db,
     image,
-    spares: options.spareDatabases,
+    // Only in-memory databases start from a spare: with a data dir each new one is a directory beside it.
+    spares: dataDir ? 0 : options.spareDatabases,
     dataDir: dataDir ?? null,
     template,
     migrations,
