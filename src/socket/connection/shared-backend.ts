@@ -298,8 +298,8 @@ export class ClientBackend implements Backend {
   /** Tell the session who runs now, the server's clients and this database's locks (and make its functions once). */
   async #tellContext(functions: number): Promise<void> {
     const session = this.session
-    const install = !session.serverFunctionsInstalled
     if (functions & ServerFunctions.Activity) await answersSeen()
+    const install = !session.serverFunctionsInstalled
     const reply = await this.capture(contextMessages(contextFor(this.#client, session, this.#state.signaledEarly, functions), install, this.#reader.pipelineOpen))
     if (install && !hasMessage(reply, BackendCode.ErrorResponse)) session.serverFunctionsInstalled = true
   }

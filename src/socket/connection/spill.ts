@@ -118,8 +118,9 @@ export class ReplySpill {
   #after: Uint8Array | null = null
   #sending = false
   #awaitingDrain = false
-  /** The wait for room in the file, shared by everyone who asks meanwhile (room()). */
+  /** The wait for room in the file, shared by everyone who asks meanwhile (room()), and what ends it. */
   #roomWait: Promise<void> | null = null
+  #roomDone: (() => void) | null = null
   #endAsked = false
   #disposed = false
 
@@ -183,9 +184,10 @@ export class ReplySpill {
         out.off('close', done)
         out.off('error', done)
         this.#socket.off('close', done)
-        this.#roomWait = null
+        this.#roomWait = this.#roomDone = null
         resolve()
       }
+      this.#roomDone = done
       out.on('drain', done)
       out.on('close', done)
       // A failed write never drains (the stream is not destroyed: autoClose is off), and the client is cut off there.
@@ -210,6 +212,8 @@ export class ReplySpill {
   dispose(): void {
     if (this.#disposed) return
     this.#disposed = true
+    // Ending the stream holds back its 'drain' (and it never closes: autoClose is off): a wait for room ends here.
+    this.#roomDone?.()
     this.#budget.used -= this.#appended - this.#sent
     this.#sent = this.#appended
     // The descriptor is closed here, once the writes given to the stream and a read in flight are done with it (the

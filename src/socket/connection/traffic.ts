@@ -48,6 +48,8 @@ const ANSWERED_WAIT_MS = 200
 
 /** `calls` are watched by answersSeen until the returned function is called. */
 export function watchAnswers(calls: AnsweredCalls): () => void {
+  // The state may have been made by an older copy of this module, without it.
+  state.answers ??= new Set()
   state.answers.add(calls)
   return () => state.answers.delete(calls)
 }
@@ -60,7 +62,7 @@ export function watchAnswers(calls: AnsweredCalls): () => void {
  */
 export async function answersSeen(): Promise<void> {
   let ends: Array<Promise<void>> | null = null
-  for (const calls of state.answers) {
+  for (const calls of state.answers ?? []) {
     const end = calls.answeredEnd()
     if (end !== null) (ends ??= []).push(end)
   }
