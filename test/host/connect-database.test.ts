@@ -8,6 +8,7 @@ import { createLogger, type LogRecord } from '../../src/log.ts'
 import { runProcess, LIBPQ_ENV } from '../../harness/process.ts'
 import { BackendError, connectRaw } from '../../harness/raw-client.ts'
 import { endClient } from '../../harness/pg.ts'
+import { urlOf } from '../helpers/databases.ts'
 
 interface Served {
   dev: DevDb
@@ -23,8 +24,6 @@ async function serve(options: DevDbOptions = {}): Promise<Served> {
   onTestFinished(() => dev.close())
   return { dev, created }
 }
-
-const urlOf = (base: string, database: string) => base.replace(/\/[^/]*$/, `/${database}`)
 
 /** Every connection the server admitted is gone (closed and cleaned up). */
 async function allClosed(dev: DevDb): Promise<void> {

@@ -7,26 +7,16 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
-import pg from 'pg'
-import postgres from 'postgres'
-import { afterEach, describe, expect, it, onTestFinished } from 'vitest'
+import { describe, expect, it, onTestFinished } from 'vitest'
 import { DbThread } from '../../src/host/engine/thread.ts'
 import { startDevDb, type DevDb, type DevDbOptions } from '../../src/host/dev-db.ts'
 import { createLogger } from '../../src/log.ts'
 import { endClient } from '../../harness/pg.ts'
-import { withDeadline } from '../../harness/raw-client.ts'
+import { urlOf, useDatabaseTests } from '../helpers/databases.ts'
 
 const MIGRATIONS = fileURLToPath(new URL('../../migrations', import.meta.url))
-const DEADLINE_MS = 20_000
 
-const devs: DevDb[] = []
-const clients: pg.Client[] = []
-const sqls: postgres.Sql[] = []
-afterEach(async () => {
-  await Promise.all(clients.splice(0).map((client) => endClient(client)))
-  await Promise.all(sqls.splice(0).map((sql) => sql.end({ timeout: 5 })))
-  await withDeadline(Promise.all(devs.splice(0).map((dev) => dev.close())), DEADLINE_MS, 'close after test')
-})
+const { devs, clients, client } = useDatabaseTests()
 
 async function serve(options: DevDbOptions = {}): Promise<DevDb> {
   const dev = await startDevDb({ migrations: MIGRATIONS, logger: createLogger({ level: 'warn' }), ...options })
@@ -34,16 +24,6 @@ async function serve(options: DevDbOptions = {}): Promise<DevDb> {
   return dev
 }
 
-const urlOf = (base: string, database: string) => base.replace(/\/[^/]*$/, `/${database}`)
-
-async function client(url: string): Promise<pg.Client> {
-  const c = new pg.Client({ connectionString: url })
-  c.on('error', () => {})
-  clients.push(c)
-  await c.connect()
-  await c.query('select 1')
-  return c
-}
 
 const fromImage = (dev: DevDb, name: string) => (dev.databases.instance(name) as DbThread).fromImage
 

@@ -4,9 +4,8 @@
 import { readdir } from 'node:fs/promises'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
-import pg from 'pg'
 import postgres from 'postgres'
-import { afterEach, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { DbThread } from '../../src/host/engine/thread.ts'
 import { startDevDb, type DevDb, type DevDbOptions } from '../../src/host/dev-db.ts'
 import { createLogger, type LogRecord } from '../../src/log.ts'
@@ -16,19 +15,13 @@ import { targets } from '../helpers/targets.ts'
 
 const stock = targets.find((target) => target.name === 'stock')!
 import { withDeadline } from '../../harness/raw-client.ts'
+import { urlOf, useDatabaseTests } from '../helpers/databases.ts'
 
 const MIGRATIONS = fileURLToPath(new URL('../../migrations', import.meta.url))
 const DEADLINE_MS = 20_000
 
 const { scratchDataDir } = useDevDbs()
-const devs: DevDb[] = []
-const clients: pg.Client[] = []
-const sqls: postgres.Sql[] = []
-afterEach(async () => {
-  await Promise.all(clients.splice(0).map((client) => endClient(client)))
-  await Promise.all(sqls.splice(0).map((sql) => sql.end({ timeout: 5 })))
-  await withDeadline(Promise.all(devs.splice(0).map((dev) => dev.close())), DEADLINE_MS, 'close after test')
-})
+const { devs, clients, sqls, client } = useDatabaseTests()
 
 /** How each `select pglite_dev_db.reset()` was done, from the server log: 'in place' or 'fresh copy'. */
 let resets: string[] = []
@@ -47,18 +40,6 @@ async function serve(options: DevDbOptions = {}): Promise<DevDb> {
   return dev
 }
 
-/** The server's URL with another database name. */
-const urlOf = (base: string, database: string) => base.replace(/\/[^/]*$/, `/${database}`)
-
-/** A client whose database is open: a database opens at its first client's first query, not at connect. */
-async function client(url: string): Promise<pg.Client> {
-  const c = new pg.Client({ connectionString: url })
-  c.on('error', () => {})
-  clients.push(c)
-  await c.connect()
-  await c.query('select 1')
-  return c
-}
 
 function js(url: string, options: postgres.Options<Record<string, postgres.PostgresType>> = {}): postgres.Sql {
   const sql = postgres(url, { max: 1, onnotice: () => {}, ...options })
