@@ -13,7 +13,7 @@ import { DbThread } from './engine/thread.ts'
 import { openPGlite } from './engine/pglite.ts'
 import { installedNotLoaded, loadExtensions, type LoadedExtensions } from './extensions.ts'
 import type { EngineImage } from './engine/image.ts'
-import { loadImage, saveImage, writeDataDir } from './engine/image-on-disk.ts'
+import { hasImage, loadImage, saveImage, writeDataDir } from './engine/image-on-disk.ts'
 import { Spares } from './spares.ts'
 
 /** An open database: in a worker thread of its own, or (threads: false) in the server's thread. */
@@ -174,7 +174,7 @@ export class DatabaseBuilder {
   #saveImage(template: Template, image: EngineImage): Promise<void> {
     const dir = this.#imageDir(template)
     const saving = (async () => {
-      if (await loadImage(dir).then((saved) => saved !== null, () => false)) return
+      if (await hasImage(dir)) return
       await saveImage(image, dir).catch((error: unknown) => this.#options.log.warn('cannot keep the database image in the cache', { dir, error }))
     })()
     this.#saving = saving
@@ -192,7 +192,7 @@ export class DatabaseBuilder {
    */
   async #imageOf(template: Template, make: boolean): Promise<EngineImage | null> {
     if (this.#image || this.#noImage || !this.threads) return this.#image
-    this.#imaging ??= loadImage(this.#imageDir(template)).catch(() => null)
+    this.#imaging ??= loadImage(this.#imageDir(template), this.#options.log)
     const cached = await this.#imaging
     if (cached || !make) {
       this.#image ??= cached

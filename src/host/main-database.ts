@@ -69,7 +69,7 @@ export async function openMainDatabase({ options, dataDir, cacheDir, migrations,
     // From the template, in a thread, without extension bundles: started from the image kept in the cache
     // (engine/image.ts; a new data dir gets its files), or, in memory, booted and imaged as it starts.
     const imageable = fromTemplate !== null && options.databaseThreads === true && loaded.names.length === 0
-    const cached = imageable ? await loadImage(imageDir(fromTemplate, startParams, loaded.names)).catch(() => null) : null
+    const cached = imageable ? await loadImage(imageDir(fromTemplate, startParams, loaded.names), log) : null
     const imaging = imageable && !dataDir
     if (dataDir && cached) await reportSlowStep(log, 'writing the database image into the data dir', () => writeDataDir(cached, dataDir), progress)
     const seeded = dataDir && fromTemplate ? cached !== null || (await reportSlowStep(log, 'copying the database template into the data dir', () => seedDataDir(dataDir, fromTemplate), progress)) : false

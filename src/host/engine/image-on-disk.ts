@@ -4,6 +4,7 @@
 import { randomBytes } from 'node:crypto'
 import { mkdir, open, readFile, rename, rm, symlink, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
+import type { Logger } from '../../log.ts'
 import { PGDATA, isDir, isFile, isLink, type EngineImage, type ImageEntry } from './image.ts'
 
 const IMAGE_FORMAT = 2
@@ -34,13 +35,23 @@ export async function saveImage(image: EngineImage, dir: string): Promise<void> 
   }
 }
 
-/** The image saved in `dir`, or null if there is none (or of another format). */
-export async function loadImage(dir: string): Promise<EngineImage | null> {
+/** The image saved in `dir`, or null if there is none (or of another format), or it cannot be read (logged). */
+export async function loadImage(dir: string, log: Logger): Promise<EngineImage | null> {
   const manifest = await loadManifest(dir)
   if (!manifest) return null
-  const [pages, files] = await Promise.all([readShared(join(dir, MEMORY_FILE)), readShared(join(dir, FILES_FILE))])
-  const { memoryBytes, stackPointer, tableLength, entries, streams, pipes, cwd, timerDeadline } = manifest
-  return { memoryBytes, pages, pageNumbers: Int32Array.from(manifest.pageNumbers), stackPointer, tableLength, files, entries, streams, pipes, cwd, timerDeadline }
+  try {
+    const [pages, files] = await Promise.all([readShared(join(dir, MEMORY_FILE)), readShared(join(dir, FILES_FILE))])
+    const { memoryBytes, stackPointer, tableLength, entries, streams, pipes, cwd, timerDeadline } = manifest
+    return { memoryBytes, pages, pageNumbers: Int32Array.from(manifest.pageNumbers), stackPointer, tableLength, files, entries, streams, pipes, cwd, timerDeadline }
+  } catch (error) {
+    log.info('the database image kept in the cache cannot be read; it is made again', { dir, error })
+    return null
+  }
+}
+
+/** Whether an image of this format is saved in `dir` (its manifest alone is read). */
+export async function hasImage(dir: string): Promise<boolean> {
+  return (await loadManifest(dir)) !== null
 }
 
 async function loadManifest(dir: string): Promise<Manifest | null> {
