@@ -52,6 +52,11 @@ export async function openMainDatabase({ options, dataDir, cacheDir, migrations,
   const loaded = await loadExtensions(options.extensions ?? [])
   const progress = { afterMs: options.progressAfterMs }
   let db: Instance
+  /**
+   * A fresh copy of the template, which was migrated with these very migrations (its cache key is their contents) and
+   * built with these bundles: nothing to apply or reopen with, so neither is looked for.
+   */
+  let copyOfTemplate = false
   /** The main database's bundles: those asked for, and those it turned out to use. */
   let mainExtensions: LoadedExtensions = loaded
   // The template is what a fresh main database and every other database start from; read (or built) when first needed.
@@ -74,6 +79,7 @@ export async function openMainDatabase({ options, dataDir, cacheDir, migrations,
     if (dataDir && cached) await reportSlowStep(log, 'writing the database image into the data dir', () => writeDataDir(cached, dataDir), progress)
     const seeded = dataDir && fromTemplate ? cached !== null || (await reportSlowStep(log, 'copying the database template into the data dir', () => seedDataDir(dataDir, fromTemplate), progress)) : false
     const from = snapshot ? 'snapshot' : fromTemplate && (seeded || !dataDir) ? 'template' : null
+    copyOfTemplate = from === 'template'
     log.info('opening database', { dataDir: dataDir ?? 'memory', ...(from ? { from } : {}), ...(cached ? { image: true } : {}) })
     const loadDataDir = snapshot ?? (fromTemplate && !dataDir ? await templateBlob(fromTemplate) : null)
     const where = { ...(dataDir ? { dataDir } : {}), ...(loadDataDir ? { loadDataDir } : {}), startParams }
@@ -95,7 +101,7 @@ export async function openMainDatabase({ options, dataDir, cacheDir, migrations,
     const opening = (): Promise<Instance> => (dataDir ? openWithWalSpace(dataDir, () => create(loaded)) : create(loaded))
     db = await reportSlowStep(log, `opening the database${from ? ` from the ${from}` : ''}`, opening, progress)
     // A database that had CREATE EXTENSION x run on it needs x's bundle at every start: opened again with it.
-    const missing = await installedNotLoaded(db, loaded.names).catch(async (error: unknown) => {
+    const missing = copyOfTemplate ? [] : await installedNotLoaded(db, loaded.names).catch(async (error: unknown) => {
       await db.close()
       throw error
     })
@@ -134,7 +140,9 @@ export async function openMainDatabase({ options, dataDir, cacheDir, migrations,
       if (name === MAIN_DATABASE) onLost(error)
     },
   })
-  if (migrations) {
+  if (migrations && copyOfTemplate) {
+    log.info('migrations done: the database is a copy of the template they were applied to', { dir: migrations })
+  } else if (migrations) {
     try {
       await applyMigrations(db, migrations, log, progress)
     } catch (error) {
