@@ -3,6 +3,8 @@ import { describe, expect, it } from 'vitest'
 import { FrameReader, forEachFrame, type Frames } from '../../src/socket/protocol/frames.ts'
 import { WireError } from '../../src/errors.ts'
 import { StartupCode } from '../../src/socket/protocol/codes.ts'
+import { bindInteger } from '../../src/socket/protocol/frontend.ts'
+import { Writer } from '../../harness/wire.ts'
 
 function typed(code: string, body: Buffer = Buffer.alloc(0)): Buffer {
   const header = Buffer.alloc(5)
@@ -166,3 +168,46 @@ function catchError(fn: () => unknown): unknown {
   }
   throw new Error('expected a throw')
 }
+
+describe('bindInteger: the integer a Bind gives a parameter', () => {
+  /** A Bind of statement "s" with these parameters ([format, bytes or null]) and format codes. */
+  function bindOf(formats: number[], params: Array<Buffer | null>): { bytes: Buffer; from: number } {
+    const writer = new Writer().cstring('').cstring('s').int16(formats.length)
+    for (const format of formats) writer.int16(format)
+    writer.int16(params.length)
+    for (const param of params) {
+      if (param === null) writer.int32(-1)
+      else writer.int32(param.length).bytes(param)
+    }
+    const bytes = writer.int16(0).message('B')
+    // After the header, the empty portal name and "s": where the format codes begin.
+    return { bytes, from: 5 + 1 + 2 }
+  }
+  const int4 = (n: number) => {
+    const bytes = Buffer.alloc(4)
+    bytes.writeInt32BE(n)
+    return bytes
+  }
+  const int8 = (n: number) => {
+    const bytes = Buffer.alloc(8)
+    bytes.writeBigInt64BE(BigInt(n))
+    return bytes
+  }
+
+  it('reads text and binary (int2, int4, int8) parameters, each format as the codes say', () => {
+    const text = bindOf([], [Buffer.from('7'), Buffer.from(' 12345 ')])
+    expect([0, 1].map((i) => bindInteger(text.bytes, text.from, text.bytes.length, i))).toEqual([7, 12345])
+    const binary = bindOf([1], [int4(4242), int8(99)])
+    expect([0, 1].map((i) => bindInteger(binary.bytes, binary.from, binary.bytes.length, i))).toEqual([4242, 99])
+    const mixed = bindOf([0, 1], [Buffer.from('abc'), int4(31)])
+    expect([0, 1].map((i) => bindInteger(mixed.bytes, mixed.from, mixed.bytes.length, i))).toEqual([null, 31])
+  })
+
+  it('null for a NULL, a missing parameter, or a message cut short', () => {
+    const bind = bindOf([], [null, Buffer.from('5')])
+    expect(bindInteger(bind.bytes, bind.from, bind.bytes.length, 0)).toBeNull()
+    expect(bindInteger(bind.bytes, bind.from, bind.bytes.length, 1)).toBe(5)
+    expect(bindInteger(bind.bytes, bind.from, bind.bytes.length, 2)).toBeNull()
+    for (let end = bind.from; end < bind.bytes.length - 3; end++) expect(bindInteger(bind.bytes, bind.from, end, 1), `cut at ${end}`).toBeNull()
+  })
+})

@@ -213,10 +213,14 @@ describe('rewriteServerFunctions', () => {
     expect(rewriteServerFunctions('CREATE TABLE t (pid int DEFAULT pg_backend_pid())', 5)?.sql).toBe('CREATE TABLE t (pid int DEFAULT (5::pg_catalog.int4))')
     expect(rewriteServerFunctions('call p(pg_backend_pid()); execute s(pg_backend_pid())', 5)?.sql).toBe('call p((5::pg_catalog.int4)); execute s((5::pg_catalog.int4))')
     expect(rewriteServerFunctions('with w as (select 1) select pg_backend_pid() from w', 5)?.sql).toBe('with w as (select 1) select (SELECT 5::pg_catalog.int4 AS pg_backend_pid) from w')
-    expect(rewriteServerFunctions('select pg_cancel_backend( 4242 ), pg_terminate_backend(77, 1000), pg_cancel_backend($1)', 5)?.signals).toEqual([
+    expect(rewriteServerFunctions('select pg_cancel_backend( 4242 ), pg_terminate_backend(77, 1000), pg_cancel_backend($1), pg_terminate_backend($2::int)', 5)?.signals).toEqual([
       { op: 'cancel', pid: 4242 },
       { op: 'terminate', pid: 77 },
+      { op: 'cancel', param: 1 },
+      { op: 'terminate', param: 2 },
     ])
+    // A pid the statement works out (a column, an expression) is the session's function's to signal when it runs.
+    expect(rewriteServerFunctions('select pg_cancel_backend(pid), pg_terminate_backend($1 + 1) from t', 5)?.signals).toEqual([])
     expect(rewriteServerFunctions('select pg_terminate_backend(pid) from pg_catalog.pg_stat_activity', 5)?.sql).toBe('select pg_temp.pg_terminate_backend(pid) from pg_temp.pg_stat_activity')
     expect(rewriteServerFunctions('select pg_try_advisory_lock(1)', 5)).toMatchObject({ needsContext: true, readsActivity: false, mayWait: false })
   })

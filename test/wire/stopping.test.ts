@@ -255,11 +255,28 @@ describe('CancelRequest for a running statement', () => {
   })
 })
 
+/** A Bind of the unnamed portal to `statement` with one int4 parameter in binary format, as pgjdbc sends setInt. */
+function bindBinaryInt(statement: string, value: number): Buffer {
+  const int4 = Buffer.alloc(4)
+  int4.writeInt32BE(value)
+  return new wire.Writer().cstring('').cstring(statement).int16(1).int16(1).int16(1).int32(4).bytes(int4).int16(0).message('B')
+}
+
+/** How the signaling client gives the pid: written in a simple Query, or as a parameter (node-postgres, pgjdbc). */
+const SIGNAL_WAYS = {
+  'written in the SQL': (fn: string, pid: number) => [wire.query(`select ${fn}(${pid})`)],
+  'a text parameter': (fn: string, pid: number) => [wire.parse('', `select ${fn}($1)`), wire.bind('', '', [String(pid)]), wire.execute(''), wire.sync()],
+  'a binary parameter of a named statement': (fn: string, pid: number) => [wire.parse('kill', `select ${fn}($1::int)`), bindBinaryInt('kill', pid), wire.execute(''), wire.sync()],
+} as const
+type SignalWay = keyof typeof SIGNAL_WAYS
+
 describe('pg_cancel_backend and pg_terminate_backend of a running statement, from another client of the database', () => {
-  it.each([
+  const fns = [
     ['pg_cancel_backend', ['ERROR', '57014', CANCEL_MESSAGE], 'E'],
     ['pg_terminate_backend', ['FATAL', '57P01', 'terminating connection due to administrator command'], null],
-  ] as const)('%s(pid) acts at once, though its own statement waits for the session; it answers true', async (fn, expected, status) => {
+  ] as const
+  const cases = fns.flatMap(([fn, expected, status]) => (Object.keys(SIGNAL_WAYS) as SignalWay[]).map((way) => [fn, way, expected, status] as const))
+  it.each(cases)('%s(pid), the pid %s, acts at once, though its own statement waits for the session; it answers true', async (fn, way, expected, status) => {
     const { dev, announced } = await startAnnouncing()
     const runner = await connect(dev.url)
     const other = await connect(dev.url)
@@ -268,7 +285,7 @@ describe('pg_cancel_backend and pg_terminate_backend of a running statement, fro
     await runner.send(wire.query(loop.sql))
     await loop.running()
     const signaledAt = performance.now()
-    await other.send(wire.query(`select ${fn}(${runner.backendKey!.pid})`))
+    await other.send(...SIGNAL_WAYS[way](fn, runner.backendKey!.pid))
     const told = wire.summarize(await runner.until(status ? 'ReadyForQuery' : 'ErrorResponse', { deadlineMs: 5_000 }))
     const ms = Math.round(performance.now() - signaledAt)
     expect(errorsOf(told)).toEqual([expected])

@@ -7,7 +7,8 @@
 
 import { createHash } from 'node:crypto'
 import { CODE_LENGTH, FrontendCode, HEADER_LENGTH, LEN_LENGTH } from '../protocol/codes.ts'
-import { cstring, encodeClose, encodeQuery } from '../protocol/frontend.ts'
+import { bindInteger, cstring, encodeClose, encodeQuery } from '../protocol/frontend.ts'
+import type { SignalArgument } from '../sql/server-functions.ts'
 import { forEachFrame } from '../protocol/frames.ts'
 import type { CopyFromStdin } from './copy-in.ts'
 import type { DatabaseCommand } from './database-commands.ts'
@@ -55,6 +56,8 @@ export class Statements {
   readonly #hashed = new Map<string, string>()
   /** Statements that call functions answering per backend: their ServerFunctions bits, by client name ('' unnamed). */
   readonly #functions = new Map<string, number>()
+  /** Statements that cancel or end another client (pg_cancel_backend, pg_terminate_backend), by client name. */
+  readonly #signals = new Map<string, readonly SignalArgument[]>()
   /** Cursors the client declared WITH HOLD and has not closed (they outlive its transaction), by its name for them. */
   readonly #heldCursors = new Map<string, Buffer>()
   /** Statements whose remaking failed, by client name (see remakeFailed). */
@@ -113,6 +116,7 @@ export class Statements {
   closed(name: string): void {
     if (name === '') this.#unnamedSpecial = this.#unnamedParse = null
     else this.#forget(name)
+    if (this.#signals.size > 0) this.#signals.delete(name)
   }
 
   /** Bind: `portal` now runs `statement`; what the portal is, if special. */
@@ -148,10 +152,30 @@ export class Statements {
     return (statement && (this.#parses.get(name) ?? this.#unrun.get(statement.server.toString())?.frame)) ?? null
   }
 
-  /** Parse of statement `name` ('' unnamed): the ServerFunctions bits of what it calls (0: none). */
-  callsFunctions(name: string, bits: number): void {
+  /**
+   * Parse of statement `name` ('' unnamed): the ServerFunctions bits of what it calls (0: none), and the pids it
+   * signals (see signalsOf).
+   */
+  callsFunctions(name: string, bits: number, signals: readonly SignalArgument[] = []): void {
     if (bits !== 0) this.#functions.set(name, bits)
     else if (this.#functions.size > 0) this.#functions.delete(name)
+    if (signals.length > 0) this.#signals.set(name, signals)
+    else if (this.#signals.size > 0) this.#signals.delete(name)
+  }
+
+  /**
+   * Bind of statement `name`: the clients its pg_cancel_backend and pg_terminate_backend calls signal, each pid as the
+   * text has it or as the Bind gives the parameter (`from`: where its parameter format codes begin).
+   */
+  signalsOf(name: string, bytes: Buffer, from: number, end: number): Array<{ op: 'cancel' | 'terminate'; pid: number }> {
+    const signals = this.#signals.size === 0 ? undefined : this.#signals.get(name)
+    if (!signals) return []
+    const pids: Array<{ op: 'cancel' | 'terminate'; pid: number }> = []
+    for (const signal of signals) {
+      const pid = 'pid' in signal ? signal.pid : bindInteger(bytes, from, end, signal.param - 1)
+      if (pid !== null) pids.push({ op: signal.op, pid })
+    }
+    return pids
   }
 
   /** Bind of statement `name`: the ServerFunctions bits of what it calls. */

@@ -16,7 +16,7 @@ import type { ClientState } from '../client/state.ts'
 import type { Special, Statements } from '../client/statements.ts'
 import { callsSetConfig, rewriteAuthorizationDefaults } from '../client/settings.ts'
 import { createdExtensions } from '../sql/extensions.ts'
-import { rewriteServerFunctions, type ServerFunctionUse } from '../sql/server-functions.ts'
+import { rewriteServerFunctions, type ServerFunctionUse, type SignalArgument } from '../sql/server-functions.ts'
 import { Keyword, firstLetter, keywordsIn } from '../sql/tokens.ts'
 import { ServerFunctions } from './server-functions.ts'
 
@@ -180,7 +180,7 @@ function Query(reader: MessageReader, bytes: Buffer, offset: number, end: number
       sql = use.sql
       changed = true
       functions = functionBits(use)
-      reader.client.signals.push(...use.signals)
+      for (const signal of use.signals) if ('pid' in signal) reader.client.signals.push(signal)
     }
   }
   functions |= settingsBit(reader, words, sql)
@@ -204,6 +204,7 @@ function Parse(reader: MessageReader, bytes: Buffer, offset: number, end: number
   }
   let special: Special | null = null
   let functions = 0
+  let signals: SignalArgument[] = []
   const text = sqlBounds(bytes, offset, end, true)
   const words = text ? keywordsIn(bytes, text[0], text[1]) : 0
   if (reader.client.temp.firstInSearchPath) reader.client.temp.mayMake = true
@@ -243,6 +244,7 @@ function Parse(reader: MessageReader, bytes: Buffer, offset: number, end: number
       if (use) {
         sql = use.sql
         functions = functionBits(use)
+        signals = use.signals
       }
     }
     functions |= settingsBit(reader, words, sql)
@@ -252,7 +254,7 @@ function Parse(reader: MessageReader, bytes: Buffer, offset: number, end: number
   if (edits.length > 0) reader.edit(offset, end, edits)
   // Kept as PGlite gets it, to make the statement again after a wipe, or once the session's unnamed one is another's.
   reader.statements.parsed(name, special, server, editMessage(bytes, offset, end, edits))
-  reader.statements.callsFunctions(name, functions)
+  reader.statements.callsFunctions(name, functions, signals)
   reader.callsFunctions(functions)
   return null
 }
@@ -263,7 +265,9 @@ function Bind(reader: MessageReader, bytes: Buffer, offset: number, end: number)
   const { statements } = reader
   const special = statements.hasSpecialStatements || statements.hasSpecialPortals ? statements.bound(text(bytes, portal), text(bytes, statement)) : null
   const edits = prefixNames(reader, bytes, portal, statement)
-  reader.callsFunctions(statements.functionsOf(text(bytes, statement)))
+  const functions = statements.functionsOf(text(bytes, statement))
+  reader.callsFunctions(functions)
+  if (functions !== 0) reader.client.signals.push(...statements.signalsOf(text(bytes, statement), bytes, statement[1] + 1, end))
   if (special?.kind === 'reset') reader.client.resetRequested = true
   if (special?.kind === 'database') return { kind: 'database-command', command: special.command, via: 'bind', frame: edited(bytes, offset, end, edits) }
   if (edits) reader.edit(offset, end, edits)

@@ -101,6 +101,35 @@ export function sqlBounds(bytes: Buffer, offset: number, end: number, isParse: b
   return start <= 0 || zero < 0 || zero >= end ? null : [start, zero]
 }
 
+/**
+ * The integer a Bind gives its parameter `index` (0-based), in text or binary format; null if it gives none, or no
+ * integer. `from`: where the Bind's parameter format codes begin (after the statement's name).
+ */
+export function bindInteger(bytes: Buffer, from: number, end: number, index: number): number | null {
+  if (from + 2 > end) return null
+  const formats = bytes.readInt16BE(from)
+  let at = from + 2 + 2 * formats
+  if (formats < 0 || at + 2 > end) return null
+  const count = bytes.readInt16BE(at)
+  at += 2
+  for (let i = 0; i < count && at + 4 <= end; i++) {
+    const length = bytes.readInt32BE(at)
+    at += 4
+    if (i < index) {
+      at += Math.max(0, length)
+      continue
+    }
+    if (length < 0 || at + length > end) return null
+    const binary = formats === 0 ? false : bytes.readInt16BE(from + 2 + 2 * (formats === 1 ? 0 : Math.min(i, formats - 1))) === 1
+    if (!binary) {
+      const text = bytes.toString('latin1', at, at + length)
+      return /^\s*\d{1,10}\s*$/.test(text) ? Number(text) : null
+    }
+    return length === 4 ? bytes.readInt32BE(at) : length === 8 ? Number(bytes.readBigInt64BE(at)) : length === 2 ? bytes.readInt16BE(at) : null
+  }
+  return null
+}
+
 /** One replacement in a message: the bytes [from, to) become `bytes`. */
 export type Edit = [from: number, to: number, bytes: Buffer]
 

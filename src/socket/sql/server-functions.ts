@@ -19,7 +19,8 @@ const WAITING_FUNCTIONS = new Set(['pg_advisory_lock', 'pg_advisory_lock_shared'
 /** Statements whose rows name their columns, and that allow a subquery wherever an expression goes. */
 const ROW_STATEMENTS = new Set(['select', 'with', 'values', 'insert', 'update', 'delete', 'merge'])
 
-const PID_ARGUMENT = /^\s*(\d{1,10})\s*[),]/
+/** A pid written out, or a parameter, perhaps cast to an integer type: `(12345)`, `($1)`, `($1::int)`. */
+const PID_ARGUMENT = /^\s*(?:(\d{1,10})|\$(\d{1,5})(?:\s*::\s*(?:pg_catalog\s*\.\s*)?(?:int|int4|integer|int8|bigint))?)\s*[),]/i
 
 export interface ServerFunctionUse {
   /** The SQL text with each call rewritten. */
@@ -30,9 +31,15 @@ export interface ServerFunctionUse {
   readsActivity: boolean
   /** A call may wait for a lock another client holds. */
   mayWait: boolean
-  /** pg_cancel_backend / pg_terminate_backend of a pid written in the text: done before the statement waits its turn. */
-  signals: Array<{ op: 'cancel' | 'terminate'; pid: number }>
+  /**
+   * pg_cancel_backend / pg_terminate_backend of a pid written in the text, or given as a parameter (its number): done
+   * before the statement waits its turn.
+   */
+  signals: SignalArgument[]
 }
+
+/** The pid a pg_cancel_backend or pg_terminate_backend call is given: written out, or parameter `param` (1-based). */
+export type SignalArgument = { op: 'cancel' | 'terminate'; pid: number } | { op: 'cancel' | 'terminate'; param: number }
 
 const isWord = (token: Token | undefined, text: string): boolean => token?.kind === 'word' && token.text === text
 const isPunct = (token: Token | undefined, text: string): boolean => token?.kind === 'other' && token.text === text
@@ -70,9 +77,10 @@ export function rewriteServerFunctions(sql: string, processId: number): ServerFu
       if (isCall && TEMP_FUNCTIONS.has(token.text)) {
         replacement = `pg_temp.${token.text}`
         mayWait ||= WAITING_FUNCTIONS.has(token.text)
-        // A pid written out: pg_cancel_backend(12345) (the lexer reads digits one by one, so from the text).
-        const literal = token.text === 'pg_cancel_backend' || token.text === 'pg_terminate_backend' ? PID_ARGUMENT.exec(sql.slice(tokens[i + 1]!.end)) : null
-        if (literal) signals.push({ op: token.text === 'pg_cancel_backend' ? 'cancel' : 'terminate', pid: Number(literal[1]) })
+        // A pid written out, pg_cancel_backend(12345), or a parameter, ($1) (the lexer reads digits one by one: from the text).
+        const argument = token.text === 'pg_cancel_backend' || token.text === 'pg_terminate_backend' ? PID_ARGUMENT.exec(sql.slice(tokens[i + 1]!.end)) : null
+        const op = token.text === 'pg_cancel_backend' ? 'cancel' : 'terminate'
+        if (argument) signals.push(argument[1] !== undefined ? { op, pid: Number(argument[1]) } : { op, param: Number(argument[2]) })
       } else if (!isCall && token.text === 'pg_stat_activity') {
         // Unqualified, the temporary view is found first; qualified, it is named.
         if (qualified) replacement = 'pg_temp.pg_stat_activity'
