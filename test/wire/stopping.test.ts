@@ -265,6 +265,7 @@ function bindBinaryInt(statement: string, value: number): Buffer {
 /** How the signaling client gives the pid: written in a simple Query, or as a parameter (node-postgres, pgjdbc). */
 const SIGNAL_WAYS = {
   'written in the SQL': (fn: string, pid: number) => [wire.query(`select ${fn}(${pid})`)],
+  'written in an extended-protocol statement': (fn: string, pid: number) => [wire.parse('', `select ${fn}(${pid})`), wire.bind('', ''), wire.execute(''), wire.sync()],
   'a text parameter': (fn: string, pid: number) => [wire.parse('', `select ${fn}($1)`), wire.bind('', '', [String(pid)]), wire.execute(''), wire.sync()],
   'a binary parameter of a named statement': (fn: string, pid: number) => [wire.parse('kill', `select ${fn}($1::int)`), bindBinaryInt('kill', pid), wire.execute(''), wire.sync()],
 } as const
