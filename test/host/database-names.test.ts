@@ -81,6 +81,26 @@ describe.each(targets)('database names: %s', (_, serve) => {
     expect(await namesSeen(url, 'postgres')).toEqual({ current: 'postgres', catalog: 'postgres', in_pg_database: 1 })
   })
 
+  it('ALTER DATABASE of another database, as a Query or prepared, changes that database; a missing one is 3D000', async () => {
+    const url = await serve()
+    const [marked] = names(url, 'names_marked')
+    const admin = await client(url)
+    await admin.query(`create database ${marked}`)
+    const isTemplate = async (): Promise<unknown> => {
+      const inside = await client(urlOf(url, marked!))
+      const { rows } = await inside.query('select datistemplate from pg_database where datname = current_database()')
+      await endClient(inside)
+      return rows[0]
+    }
+    // graphile-worker's setup, from the database it is connected to.
+    expect((await admin.query(`alter database ${marked} with is_template = true`)).command).toBe('ALTER')
+    expect(await isTemplate()).toEqual({ datistemplate: true })
+    // Prepared (Parse, Bind, Execute), as drivers that prepare everything send it.
+    await admin.query({ name: 'unmark', text: `alter database ${marked} with is_template = false` })
+    expect(await isTemplate()).toEqual({ datistemplate: false })
+    expect(await errorOf(admin.query('alter database names_missing with is_template = true'))).toEqual({ code: '3D000', message: 'database "names_missing" does not exist' })
+  })
+
   it('a template another client is connected to is refused with 55006 after waiting 5 s for it to leave', async () => {
     const url = await serve()
     const [source, copy] = names(url, 'busy_source', 'busy_copy')

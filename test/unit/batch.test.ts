@@ -61,7 +61,7 @@ function setUp() {
     session.members.add(client)
     const state = new ClientState(client.processId)
     const backend = new ClientBackend(client, session, state, log)
-    const runner = new BatchRunner(client, { backend, messages: new MessageReader(state, false), databases: null, database: 'postgres', maxCopyBytes: 1 << 20, idleTransactionWaitMs: 0, log })
+    const runner = new BatchRunner(client, { backend, messages: new MessageReader(state, false, () => 'postgres'), databases: null, database: 'postgres', maxCopyBytes: 1 << 20, idleTransactionWaitMs: 0, log })
     const read = (...messages: Buffer[]) => {
       const bytes = Buffer.concat(messages)
       let count = 0

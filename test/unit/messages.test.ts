@@ -45,7 +45,7 @@ function read(reader: MessageReader, batch: Buffer): Read {
   return result
 }
 
-const reader = (id: number, managesDatabases = true) => new MessageReader(new ClientState(id), managesDatabases)
+const reader = (id: number, managesDatabases = true) => new MessageReader(new ClientState(id), managesDatabases, () => 'postgres')
 
 describe('MessageReader: names', () => {
   it('prefixes every statement name, leaves portal names as they are, and fixes each length', () => {

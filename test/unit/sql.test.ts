@@ -5,7 +5,7 @@ import { Keyword, firstLetter, keywordsIn, statements } from '../../src/socket/s
 import { statementNameEdits } from '../../src/socket/sql/statement-names.ts'
 import { parseCopyFromStdin } from '../../src/socket/client/copy-in.ts'
 import { callsSetConfig } from '../../src/socket/client/settings.ts'
-import { parseDatabaseCommand, rewriteResetCalls } from '../../src/socket/client/database-commands.ts'
+import { databaseCommandIn, parseDatabaseCommand, rewriteResetCalls } from '../../src/socket/client/database-commands.ts'
 import { parseDiscard, rewriteStandIns, withDiscardTags, withStandInTags } from '../../src/socket/client/discard.ts'
 import { DROP_OWN_TEMP_OBJECTS_SQL } from '../../src/socket/client/temp-objects.ts'
 import { encodeCommandComplete, encodeReadyForQuery } from '../../src/socket/protocol/backend.ts'
@@ -109,8 +109,18 @@ describe('parseDatabaseCommand', () => {
     expect(parseDatabaseCommand('DROP DATABASE IF EXISTS s (FORCE)')).toEqual({ kind: 'drop', name: 's', ifExists: true, force: true })
   })
 
+  it('ALTER DATABASE of another database than the client\'s is the server\'s; of its own, or a built-in template, PGlite\'s', () => {
+    const sql = 'ALTER DATABASE "Tpl" WITH is_template = true'
+    const of = (text: string, current: string) => databaseCommandIn(text, keywordsIn(Buffer.from(text), 0, text.length), firstLetter(Buffer.from(text), 0, text.length), current)
+    expect(of(sql, 'postgres')).toEqual({ kind: 'alter', name: 'Tpl', rename: false, sql })
+    expect(of('alter database w1 rename to w2', 'postgres')).toMatchObject({ kind: 'alter', name: 'w1', rename: true })
+    expect(of(sql, 'Tpl')).toBeNull()
+    expect(of('alter database template1 refresh collation version', 'postgres')).toBeNull()
+    expect(of('alter table database add column x int', 'postgres')).toBeNull()
+  })
+
   it('is null for anything else, or more than one statement', () => {
-    for (const sql of ['create table database (x int)', 'drop database', 'create database a; create database b', 'drop database a cascade', "select 'create database x'"]) {
+    for (const sql of ['create table database (x int)', 'drop database', 'alter database x', 'create database a; create database b', 'drop database a cascade', "select 'create database x'"]) {
       expect(parseDatabaseCommand(sql), sql).toBeNull()
     }
   })

@@ -3,17 +3,33 @@
 // that the server acts on once the caller is at rest. What they are, read from SQL text.
 
 import { retagStandIns } from '../protocol/backend.ts'
-import { isName, statements, type Token } from '../sql/tokens.ts'
+import { Keyword, isName, statements, type Token } from '../sql/tokens.ts'
 
 export type DatabaseCommand =
   | { kind: 'create'; name: string; template: string | null }
   | { kind: 'drop'; name: string; ifExists: boolean; force: boolean }
+  /** ALTER DATABASE of another database than the client's: run in that database's PGlite (`sql`, as written). */
+  | { kind: 'alter'; name: string; rename: boolean; sql: string }
 
 /** What CREATE DATABASE copies when it names no template of its own: the migrated template. */
 export const BUILT_IN_TEMPLATES: ReadonlySet<string> = new Set(['template1', 'template0'])
 
+const LETTER_A = 0x61 // a
+const LETTER_C = 0x63 // c
+const LETTER_D = 0x64 // d
+
 /**
- * The CREATE DATABASE or DROP DATABASE that is the whole of `sql` (one statement), or null. CREATE DATABASE's
+ * The database command that is `sql` (`first`: its first letter, lower-case; `words`: its Keyword bits), from a
+ * client of database `current`; null if none. ALTER DATABASE of `current`, or of a built-in template, is PGlite's.
+ */
+export function databaseCommandIn(sql: string, words: number, first: number, current: string): DatabaseCommand | null {
+  if ((words & Keyword.Database) === 0 || (first !== LETTER_A && first !== LETTER_C && first !== LETTER_D)) return null
+  const command = parseDatabaseCommand(sql)
+  return command?.kind === 'alter' && (command.name === current || BUILT_IN_TEMPLATES.has(command.name)) ? null : command
+}
+
+/**
+ * The CREATE, DROP or ALTER DATABASE that is the whole of `sql` (one statement), or null. CREATE DATABASE's
  * TEMPLATE is read (null: none, DEFAULT, template1 or template0, which are the migrated template here); its other
  * options (OWNER, ENCODING, ...) are accepted and ignored.
  */
@@ -24,6 +40,7 @@ export function parseDatabaseCommand(sql: string): DatabaseCommand | null {
   const word = (at: number, text: string): boolean => tokens[at]?.kind === 'word' && tokens[at]!.text === text
   if (!word(1, 'database')) return null
   if (word(0, 'create')) return isName(tokens[2]) ? { kind: 'create', name: tokens[2].text, template: templateOption(tokens) } : null
+  if (word(0, 'alter')) return isName(tokens[2]) && tokens.length > 3 ? { kind: 'alter', name: tokens[2].text, rename: word(3, 'rename'), sql } : null
   if (!word(0, 'drop')) return null
   let at = 2
   const ifExists = word(2, 'if') && word(3, 'exists')
@@ -50,7 +67,7 @@ function templateOption(tokens: readonly Token[]): string | null {
 }
 
 /** The command tag Postgres answers a database command with, which also names it in errors. */
-export const commandTag = (command: DatabaseCommand): string => (command.kind === 'create' ? 'CREATE DATABASE' : 'DROP DATABASE')
+export const commandTag = (command: DatabaseCommand): string => `${command.kind.toUpperCase()} DATABASE`
 
 /**
  * What a prepared CREATE/DROP DATABASE becomes in PGlite: a statement that does nothing (the server does the work

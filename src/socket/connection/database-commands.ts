@@ -1,13 +1,15 @@
 // CREATE DATABASE, DROP DATABASE and pglite_dev_db.reset(), taken over: each database is its own PGlite, so the
 // server carries these out itself, answering as Postgres answers them, with Postgres's errors where it refuses.
 
-import { SqlState, WireError } from '../../errors.ts'
+import { SqlState, WireError, type SqlStateCode } from '../../errors.ts'
 import { TxStatus } from '../protocol/codes.ts'
-import { encodeCommandComplete, encodeErrorResponse, encodeNotice, encodeReadyForQuery, firstValue } from '../protocol/backend.ts'
+import { encodeCommandComplete, encodeErrorResponse, encodeNotice, encodeReadyForQuery, errorFields, firstValue } from '../protocol/backend.ts'
+import { BackendCode } from '../protocol/codes.ts'
+import { forEachFrame } from '../protocol/frames.ts'
 import { ABANDON_PIPELINE, FAILING_EXTENDED, SYNC, encodeQuery } from '../protocol/frontend.ts'
 import { SessionChange } from '../protocol/replies.ts'
 import type { DatabaseCatalog } from '../session/databases.ts'
-import { sessionFor } from '../session/session.ts'
+import { sessionFor, type SessionHolder } from '../session/session.ts'
 import { RESET_CHECK_SQL, commandTag, withCommandTag, type DatabaseCommand } from '../client/database-commands.ts'
 import type { TakeoverEnd, Turn } from './turn.ts'
 
@@ -63,6 +65,7 @@ async function carryOut(turn: Turn, command: DatabaseCommand, replies: Buffer[])
   try {
     const databases = turn.databases!
     if (command.kind === 'drop') return await dropDatabase(turn, databases, command, replies)
+    if (command.kind === 'alter') return await alterDatabase(turn, databases, command)
     if (await databases.exists(command.name)) return new WireError('ERROR', SqlState.DuplicateDatabase, `database "${command.name}" already exists`)
     const refused = command.template === null ? null : await templateRefusal(turn, databases, command.template)
     if (refused) return refused
@@ -100,6 +103,42 @@ async function dropDatabase(turn: Turn, databases: DatabaseCatalog, command: Ext
 }
 
 /**
+ * ALTER DATABASE of another database of the server: run in that database's PGlite, where the database carries its
+ * name, once its session is at rest (within ALTER_WAIT_MS). RENAME is refused: the server names each database's files.
+ */
+async function alterDatabase(turn: Turn, databases: DatabaseCatalog, command: Extract<DatabaseCommand, { kind: 'alter' }>): Promise<WireError | null> {
+  const { name } = command
+  if (!(await databases.exists(name))) return new WireError('ERROR', SqlState.InvalidCatalogName, `database "${name}" does not exist`)
+  if (command.rename) {
+    const detail = 'Each database is a PGlite of its own; CREATE DATABASE new TEMPLATE old, then DROP DATABASE old, renames it.'
+    return new WireError('ERROR', SqlState.FeatureNotSupported, `cannot rename database "${name}" on this server`, { detail })
+  }
+  const session = sessionFor(await databases.open(name))
+  const holder: SessionHolder = { processId: turn.client.processId, applicationName: '', idleInTransactionSince: null }
+  const waiting = session.scheduler.acquire(holder)
+  if (waiting) {
+    const giveUp = setTimeout(() => session.scheduler.cancelWait(holder, new Error('waited too long')), ALTER_WAIT_MS)
+    try {
+      await waiting
+    } catch (error) {
+      return new WireError('ERROR', SqlState.LockNotAvailable, `could not alter database "${name}": its session is in use (${(error as Error).message})`)
+    } finally {
+      clearTimeout(giveUp)
+    }
+  }
+  try {
+    const chunks: Buffer[] = []
+    await session.execute(encodeQuery(command.sql), (chunk) => void chunks.push(Buffer.from(chunk)))
+    // A Query leaves the session's unnamed statement nobody's.
+    session.unnamedStatementOwner = null
+    const error = firstError(Buffer.concat(chunks))
+    return error ? new WireError('ERROR', error.code as SqlStateCode, error.message, error.detail ? { detail: error.detail } : {}) : null
+  } finally {
+    session.scheduler.release(holder)
+  }
+}
+
+/**
  * Why CREATE DATABASE ... TEMPLATE `name` cannot copy it, as Postgres refuses: it does not exist, or another client
  * uses it (after waiting for them to leave, as for DROP DATABASE; the client that asks may be in it).
  */
@@ -118,6 +157,20 @@ async function templateRefusal(turn: Turn, databases: DatabaseCatalog, name: str
 const otherSessions = (count: number): string => (count === 1 ? 'There is 1 other session using the database.' : `There are ${count} other sessions using the database.`)
 
 const encodeError = (error: WireError): Buffer => encodeErrorResponse(error.severity, error.sqlstate, error.message, undefined, undefined, error.detail)
+
+/** How long ALTER DATABASE of another database waits for that database's session, held by one of its clients. */
+const ALTER_WAIT_MS = 5000
+
+/** The first ErrorResponse of a reply, if any. */
+function firstError(reply: Buffer): ReturnType<typeof errorFields> | null {
+  let found: ReturnType<typeof errorFields> | null = null
+  forEachFrame(reply, (code, offset, length) => {
+    if (code !== BackendCode.ErrorResponse) return true
+    found = errorFields(reply.subarray(offset, offset + length))
+    return false
+  })
+  return found
+}
 
 /** Postgres waits up to 5 s for the other backends of a database to exit before DROP DATABASE gives up. */
 const DROP_WAIT_MS = 5000

@@ -41,7 +41,7 @@ export class Membership {
     this.#connection = connection
     this.#host = host
     this.#client = client
-    this.#messages = new MessageReader(client, host.databases !== null)
+    this.#messages = new MessageReader(client, host.databases !== null, () => connection.database)
     this.#log = log
     this.#session = host.session
     this.#session.members.add(connection)

@@ -8,7 +8,7 @@ import { FrontendCode, HEADER_LENGTH } from '../protocol/codes.ts'
 import { cstring, editMessage, sqlBounds, writeEdited, type Edit } from '../protocol/frontend.ts'
 import { unnamedUseStep } from '../protocol/unnamed-use.ts'
 import { parseCopyFromStdin, type CopyFromStdin } from '../client/copy-in.ts'
-import { NO_OP_STATEMENT, parseDatabaseCommand, rewriteResetCalls, type DatabaseCommand } from '../client/database-commands.ts'
+import { NO_OP_STATEMENT, databaseCommandIn, rewriteResetCalls, type DatabaseCommand } from '../client/database-commands.ts'
 import { parseDiscard, rewriteStandIns, standInSql, type DiscardCommand, type StandIn } from '../client/discard.ts'
 import { listenCommands } from '../client/listen.ts'
 import { prefixCursorNames, prefixStatementNames } from '../client/names-in-sql.ts'
@@ -43,6 +43,8 @@ export class MessageReader {
   readonly client: ClientState
   /** CREATE/DROP DATABASE and reset calls are the server's only when it has a catalog of databases. */
   readonly managesDatabases: boolean
+  /** The client's database (known once it is admitted, before any of its messages is read). */
+  readonly database: () => string
   #source: Buffer = Buffer.alloc(0)
   /** Where the segment being gathered starts. */
   #start = 0
@@ -53,9 +55,10 @@ export class MessageReader {
   /** What the segment calls that answers per backend (ServerFunctions bits). */
   #functions = 0
 
-  constructor(client: ClientState, managesDatabases: boolean) {
+  constructor(client: ClientState, managesDatabases: boolean, database: () => string) {
     this.client = client
     this.managesDatabases = managesDatabases
+    this.database = database
   }
 
   get statements(): Statements {
@@ -139,7 +142,7 @@ function Query(reader: MessageReader, bytes: Buffer, offset: number, end: number
   }
   const discard = mayBeDiscard(bytes, start, stop, first, sql) ? parseDiscard(sql) : null
   if (discard) return { kind: 'discard', command: discard, via: 'query', frame: frame() }
-  const command = databaseCommand(reader, words, first, sql)
+  const command = (reader.managesDatabases ? databaseCommandIn(sql, words, first, reader.database()) : null)
   if (command) return { kind: 'database-command', command, via: 'query', frame: frame() }
   if (words & Keyword.Listen) reader.client.listenCommands.push(...listenCommands(sql))
   if (words & Keyword.Temp) reader.client.temp.mayMake = true
@@ -221,7 +224,7 @@ function Parse(reader: MessageReader, bytes: Buffer, offset: number, end: number
       const copy = parseCopyFromStdin(sql)
       if (copy) special = { kind: 'copy', copy }
     }
-    const command = databaseCommand(reader, words, first, sql)
+    const command = (reader.managesDatabases ? databaseCommandIn(sql, words, first, reader.database()) : null)
     if (command) {
       special = { kind: 'database', command }
       sql = NO_OP_STATEMENT
@@ -321,7 +324,6 @@ HANDLERS[FrontendCode.Terminate] = Terminate
 
 // --- What the handlers share ---
 
-const LETTER_C = 0x63 // c
 const LETTER_D = 0x64 // d
 const SLASH = 0x2f // /
 const DASH = 0x2d // -
@@ -376,11 +378,6 @@ function edited(bytes: Buffer, offset: number, end: number, edits: readonly Edit
 }
 
 /** The CREATE/DROP DATABASE that `sql` is, when the server carries such commands out. */
-function databaseCommand(reader: MessageReader, words: number, first: number, sql: string): DatabaseCommand | null {
-  if (!reader.managesDatabases || (words & Keyword.Database) === 0 || (first !== LETTER_C && first !== LETTER_D)) return null
-  return parseDatabaseCommand(sql)
-}
-
 /**
  * ServerFunctions.Settings if `sql` may change a setting by set_config(): it calls it, or EXECUTEs what may be a SQL
  * PREPARE of the client's that does.
