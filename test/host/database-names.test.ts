@@ -119,6 +119,23 @@ describe.each(targets)('database names: %s', (_, serve) => {
   })
 })
 
+describe('ALTER DATABASE of another database on pglite-dev-db', () => {
+  it('waits for that database\'s session, held by a client in a transaction, and gives up with 55P03 after 5 s', async () => {
+    const { url } = await startForTest({})
+    const admin = await client(url)
+    await admin.query('create database busy_alter')
+    const holder = await client(urlOf(url, 'busy_alter'))
+    await holder.query('begin')
+    const started = performance.now()
+    expect(await errorOf(admin.query('alter database busy_alter with is_template = true'))).toMatchObject({ code: '55P03' })
+    expect(performance.now() - started).toBeGreaterThan(4_500)
+    // Once the holder is at rest the same statement runs.
+    await holder.query('commit')
+    expect((await admin.query('alter database busy_alter with is_template = true')).command).toBe('ALTER')
+    expect((await holder.query('select datistemplate from pg_database where datname = current_database()')).rows).toEqual([{ datistemplate: true }])
+  })
+})
+
 describe('database names on disk', () => {
   const { scratchDataDir } = useDevDbs()
 
