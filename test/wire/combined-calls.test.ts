@@ -52,6 +52,29 @@ describe("several clients' units in one call", () => {
     expect((await a.query('select 1')).rows).toEqual([['1']])
   })
 
+  it('a client whose unit is answered is idle in pg_stat_activity while a later unit of the same call still runs', async () => {
+    const dev = await start()
+    const holder = await holdSession(dev)
+    const [a, b] = await Promise.all([connect(dev.url), connect(dev.url)])
+    // Read from another database, whose session is free while this one's call runs.
+    const reader = await connect(dev.url, { database: 'activity_reader' })
+    await a.send(wire.query("select 'a' as who"))
+    // Runs until canceled below, so it is still running whenever the reader looks.
+    await b.send(wire.query('select pg_sleep(60)'))
+    await waitersAre(dev, 2)
+    const before = dev.server.getStats().combinedCalls
+    expect((await holder.query('commit')).status).toBe('I')
+    expect((await reply(a)).rows).toEqual([['a']])
+    const seen = await reader.query(`select pid, state from pg_stat_activity where pid in (${a.backendKey!.pid}, ${b.backendKey!.pid}) order by pid = ${b.backendKey!.pid}`)
+    expect(seen.rows).toEqual([
+      [String(a.backendKey!.pid), 'idle'],
+      [String(b.backendKey!.pid), 'active'],
+    ])
+    expect(dev.server.getStats().combinedCalls - before).toBe(1)
+    await sendCancel(dev, b)
+    expect(errorsOf(await reply(b))).toEqual([['ERROR', '57014']])
+  })
+
   it("a unit that opens a transaction ends the call: the next client's unit waits for that transaction, as on Postgres", async () => {
     const dev = await start()
     const setup = await connect(dev.url)

@@ -10,7 +10,7 @@ import { ByteRing, FrameEnd, encodeUnits, waitAsync } from './ring.ts'
 import { Control, ENGINE_GLOBAL, controlViews } from './stoppable.ts'
 import { sendingClients, watchAnswers, type AnsweredCalls } from '../../socket/connection/traffic.ts'
 import { LazyEnd, mayEndLazily } from './lazy-end.ts'
-import { endSeen, type Running } from './running-call.ts'
+import { endSeen, newRunning, readDone, readSeen, type Running } from './running-call.ts'
 import type { DirectReply, UnitsDirect } from '../../socket/session/databases.ts'
 
 /**
@@ -39,18 +39,14 @@ const IN_TRANSACTION_SPIN_MS = 0.5
 /** Waiting for room in the request ring, the server's thread checks this often that the database thread is still there. */
 const WAIT_SLICE_MS = 1000
 
-/**
- * A call still running this long after its cancel reached the thread (and not waiting for its client to read) cannot
- * be stopped cooperatively: `onStuck` is told, the last resort.
- */
+/** A call still running this long after its cancel (not waiting for its client to read): `onStuck` is told, the last resort. */
 export const STUCK_AFTER_CANCEL_MS = 10_000
 
 /** A cancel for a call the thread has not begun yet waits this long at most for it to begin. */
 const BEGIN_WAIT_MS = 2_000
 /**
  * A cancel that lands after the thread began the call but before Postgres began its command is cleared by Postgres
- * (as it clears one that comes while it waits for a command): while the canceled call still runs, the cancel is
- * sent again after each of these.
+ * (as one that comes while it waits for a command): while the canceled call still runs, it is sent again after each.
  */
 const CANCEL_AGAIN_AFTER_MS = [250, 1_000]
 
@@ -131,7 +127,7 @@ export class ProtocolCalls implements AnsweredCalls {
     // Ids stay positive 32-bit numbers (Control.Current holds one, negated once the call ended) for a server's life.
     const id = this.#nextId
     this.#nextId = id >= 0x7fff_ffff ? 1 : id + 1
-    const running: Running = { id, nextCheck: performance.now() + WATCH_EVERY_MS, stuckCheck: undefined, cancelAgain: undefined, heldByClient: false, direct, directBlocked: false, prompt: onUnitEnd !== null, end: null }
+    const running = newRunning(id, performance.now() + WATCH_EVERY_MS, direct, onUnitEnd !== null)
     this.#running = running
     noteBusy()
     // A reply written straight to its client reaches it without this thread: nothing to spin for, the call's end is
@@ -149,6 +145,7 @@ export class ProtocolCalls implements AnsweredCalls {
       clearTimeout(running.cancelAgain)
       this.#running = null
       running.end?.resolve()
+      readDone(running)
       // Busy until the call ends: a call longer than the idle wait is not idleness.
       noteBusy()
     }
@@ -292,6 +289,7 @@ export class ProtocolCalls implements AnsweredCalls {
     }
     for (;;) {
       ring.read(visit)
+      readDone(running)
       if (state.ended) {
         if (state.error) throw state.error
         return
@@ -323,6 +321,11 @@ export class ProtocolCalls implements AnsweredCalls {
   answeredEnd(): Promise<void> | null {
     const running = this.#running
     if (!running?.direct) return null
+    if (running.units) {
+      // An answer ends a unit, not the call: read the units' ends written so far (their writing wakes nobody).
+      this.#replies.wake()
+      return readSeen(running)
+    }
     const words = this.#words
     if (Atomics.load(words, Control.Answered) !== running.id && Atomics.load(words, Control.Current) !== -running.id) return null
     this.#hurry(running)

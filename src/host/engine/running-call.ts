@@ -20,14 +20,37 @@ export interface Running {
   prompt: boolean
   /** Made when someone waits for its end (answeredEnd), with what settles it. */
   end: { seen: Promise<void>; resolve: () => void } | null
+  /** A call of several clients' units (CombinedCalls). */
+  units: boolean
+  /** Made when someone waits for the reply ring's next read (answeredEnd, in a call of units). */
+  read: { seen: Promise<void>; resolve: () => void } | null
 }
 
 /** The call's end as the server's thread sees it (settled by calls.ts once it is over). */
 export function endSeen(running: Running): Promise<void> {
-  if (running.end === null) {
-    let resolve!: () => void
-    const seen = new Promise<void>((settle) => (resolve = settle))
-    running.end = { seen, resolve }
-  }
+  running.end ??= settledLater()
   return running.end.seen
+}
+
+/** A call just sent; the watchdog first looks at it at `nextCheck` (performance.now()). */
+export function newRunning(id: number, nextCheck: number, direct: DirectReply | null, units: boolean): Running {
+  return { id, nextCheck, stuckCheck: undefined, cancelAgain: undefined, heldByClient: false, direct, directBlocked: false, prompt: units, end: null, units, read: null }
+}
+
+/** The reply ring was read (or the call is over): whoever waited for that goes on. */
+export function readDone(running: Running): void {
+  running.read?.resolve()
+  running.read = null
+}
+
+/** The next read of the call's reply ring, once done (readDone). */
+export function readSeen(running: Running): Promise<void> {
+  running.read ??= settledLater()
+  return running.read.seen
+}
+
+function settledLater(): { seen: Promise<void>; resolve: () => void } {
+  let resolve!: () => void
+  const seen = new Promise<void>((settle) => (resolve = settle))
+  return { seen, resolve }
 }

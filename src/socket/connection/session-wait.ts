@@ -90,6 +90,8 @@ export class SessionWait {
       end: (hasRun) => {
         if (hasRun) ran()
         else this.#answerStopped()
+        // Answered, and at rest: idle as a backend is once it sent ReadyForQuery, though the call runs on for others.
+        if (hasRun && this.#backend.atRest) states.enter('idle')
       },
     })
     states.enter('waiting')
