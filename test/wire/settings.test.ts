@@ -179,4 +179,16 @@ describe.each(startupTargets)('application_name at startup: %s', (_, serve) => {
     await sql`select 1`
     expect(told[0]).toBe('postgres.js')
   })
+
+  it("a plain query's reply carries no ParameterStatus, the first query of a database's first client included", async () => {
+    const url = await serve()
+    // A database of its own on pglite-dev-db (made for this client); the oracle's main database.
+    const database = url === process.env.PG_ORACLE_URL ? 'postgres' : 'first_reply'
+    const client = await connectRaw(url, { params: { user: 'postgres', database } })
+    onTestFinished(() => client.destroy())
+    for (let i = 0; i < 2; i++) {
+      await client.send(wire.query('select 1'))
+      expect((await client.until('ReadyForQuery')).map((m) => m.code).join(''), `query ${i + 1}`).toBe('TDCZ')
+    }
+  })
 })

@@ -204,7 +204,14 @@ export class SharedSession {
 
   async #learnStartupPrefix(): Promise<Buffer> {
     await this.db.waitReady
-    const reply = await this.db.runExclusive(() => this.db.execProtocolRaw(encodeStartupMessage({ user: 'postgres', database: 'postgres' })))
+    const reply = await this.db.runExclusive(async () => {
+      // Copied: PGlite's next call reuses the buffer its reply is in.
+      const startup = Buffer.from(await this.db.execProtocolRaw(encodeStartupMessage({ user: 'postgres', database: 'postgres' })))
+      // After a StartupMessage Postgres reports its GUC_REPORT settings again at the next ReadyForQuery: that is this
+      // Sync's, not the first client's (whose ParameterStatus would read as a SET of its own, and cost a read-back).
+      await this.db.execProtocolRaw(SYNC)
+      return startup
+    })
     const parts: Buffer[] = [encodeAuthenticationOk()]
     const view = Buffer.from(reply.buffer, reply.byteOffset, reply.byteLength)
     forEachFrame(view, (code, offset, length) => {
