@@ -142,7 +142,7 @@ function Query(reader: MessageReader, bytes: Buffer, offset: number, end: number
   }
   const discard = mayBeDiscard(bytes, start, stop, first, sql) ? parseDiscard(sql) : null
   if (discard) return { kind: 'discard', command: discard, via: 'query', frame: frame() }
-  const command = (reader.managesDatabases ? databaseCommandIn(sql, words, first, reader.database()) : null)
+  const command = reader.managesDatabases ? databaseCommandIn(sql, words, first, reader.database()) : null
   if (command) return { kind: 'database-command', command, via: 'query', frame: frame() }
   if (words & Keyword.Listen) reader.client.listenCommands.push(...listenCommands(sql))
   if (words & Keyword.Temp) reader.client.temp.mayMake = true
@@ -224,7 +224,7 @@ function Parse(reader: MessageReader, bytes: Buffer, offset: number, end: number
       const copy = parseCopyFromStdin(sql)
       if (copy) special = { kind: 'copy', copy }
     }
-    const command = (reader.managesDatabases ? databaseCommandIn(sql, words, first, reader.database()) : null)
+    const command = reader.managesDatabases ? databaseCommandIn(sql, words, first, reader.database()) : null
     if (command) {
       special = { kind: 'database', command }
       sql = NO_OP_STATEMENT
@@ -377,7 +377,6 @@ function edited(bytes: Buffer, offset: number, end: number, edits: readonly Edit
   return edits ? editMessage(bytes, offset, end, edits) : bytes.subarray(offset, end)
 }
 
-/** The CREATE/DROP DATABASE that `sql` is, when the server carries such commands out. */
 /**
  * ServerFunctions.Settings if `sql` may change a setting by set_config(): it calls it, or EXECUTEs what may be a SQL
  * PREPARE of the client's that does.
