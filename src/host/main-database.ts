@@ -56,7 +56,7 @@ export async function openMainDatabase({ options, dataDir, cacheDir, migrations,
    * A fresh copy of the template, which was migrated with these very migrations (its cache key is their contents) and
    * built with these bundles: nothing to apply or reopen with, so neither is looked for.
    */
-  let copyOfTemplate = false
+  let copyOfTemplate: boolean
   /** The main database's bundles: those asked for, and those it turned out to use. */
   let mainExtensions: LoadedExtensions = loaded
   // The template is what a fresh main database and every other database start from; read (or built) when first needed.
