@@ -178,9 +178,14 @@ export class Statements {
     return pids
   }
 
+  /** Whether any statement of the client calls functions that answer per backend (else functionsOf is 0 for all). */
+  get callsAnyFunctions(): boolean {
+    return this.#functions.size > 0
+  }
+
   /** Bind of statement `name`: the ServerFunctions bits of what it calls. */
   functionsOf(name: string): number {
-    return this.#functions.size === 0 ? 0 : (this.#functions.get(name) ?? 0)
+    return this.#functions.get(name) ?? 0
   }
 
   /** DECLARE name ... WITH HOLD: the name PGlite knows the cursor by, which outlives the client's transaction. */

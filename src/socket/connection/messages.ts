@@ -268,9 +268,13 @@ function Bind(reader: MessageReader, bytes: Buffer, offset: number, end: number)
   const { statements } = reader
   const special = statements.hasSpecialStatements || statements.hasSpecialPortals ? statements.bound(text(bytes, portal), text(bytes, statement)) : null
   const edits = prefixNames(reader, bytes, portal, statement)
-  const functions = statements.functionsOf(text(bytes, statement))
-  reader.callsFunctions(functions)
-  if (functions !== 0) reader.client.signals.push(...statements.signalsOf(text(bytes, statement), bytes, statement[1] + 1, end))
+  // The statement's name is decoded only when some statement of the client calls such functions (a Bind is per query).
+  if (statements.callsAnyFunctions) {
+    const name = text(bytes, statement)
+    const functions = statements.functionsOf(name)
+    reader.callsFunctions(functions)
+    if (functions !== 0) reader.client.signals.push(...statements.signalsOf(name, bytes, statement[1] + 1, end))
+  }
   if (special?.kind === 'reset') reader.client.resetRequested = true
   if (special?.kind === 'database') return { kind: 'database-command', command: special.command, via: 'bind', frame: edited(bytes, offset, end, edits) }
   if (edits) reader.edit(offset, end, edits)
