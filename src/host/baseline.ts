@@ -67,6 +67,21 @@ export async function readBaseline(db: SqlRunner): Promise<Baseline> {
   return baseline
 }
 
+/** The baseline as text, to keep beside the template it was read from (the rows in base64). */
+export async function baselineText(baseline: Baseline): Promise<string> {
+  const rows = await Promise.all(baseline.rows.map(async ({ table, data }) => ({ table, data: Buffer.from(await data.arrayBuffer()).toString('base64') })))
+  return JSON.stringify({ ...baseline, rows })
+}
+
+/** A baseline from baselineText's text. */
+export function parseBaseline(text: string): Baseline {
+  const kept = JSON.parse(text) as Omit<Baseline, 'rows'> & { rows: Array<{ table: string; data: string }> }
+  if (typeof kept.fingerprint !== 'string' || !Array.isArray(kept.tables) || !Array.isArray(kept.rows) || !Array.isArray(kept.sequences)) {
+    throw new Error('not a baseline')
+  }
+  return { ...kept, rows: kept.rows.map(({ table, data }) => ({ table, data: new Blob([Buffer.from(data, 'base64')]) })) }
+}
+
 /**
  * Put `db` back to `baseline` in one transaction, if its schema is still the baseline's: true if done, false if
  * the schema changed (the caller makes a fresh copy instead). Temporary tables are dropped too.

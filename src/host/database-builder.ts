@@ -7,7 +7,7 @@ import type { PGlite } from '@electric-sql/pglite'
 import { mkdir } from 'node:fs/promises'
 import type { Logger } from '../log.ts'
 import { applyMigrations } from './migrate.ts'
-import { holdsDatabase, imageDir, seedDataDir, templateBlob, type Template } from './template.ts'
+import { holdsDatabase, imageDir, keepBaseline, keptBaseline, seedDataDir, templateBlob, type Template } from './template.ts'
 import { readBaseline, type Baseline } from './baseline.ts'
 import { DbThread } from './engine/thread.ts'
 import { openPGlite } from './engine/pglite.ts'
@@ -68,7 +68,7 @@ export class DatabaseBuilder {
   #imaging: Promise<EngineImage | null> | null = null
   /** Template blobs handed to open() by build(): only a database opened from one of them is imaged. */
   readonly #fromTemplate = new WeakSet<Blob>()
-  /** The migrated state's fingerprint, rows and sequences, read once from a fresh database (see baseline.ts). */
+  /** The migrated state's fingerprint, rows and sequences (see baseline.ts): kept with the template, or read once. */
   #baseline: Promise<Baseline | null> | null = null
   /** Bundles a database loads beyond those every database loads (a CREATE EXTENSION asked for them), by name. */
   readonly #extraExtensions = new Map<string, readonly string[]>()
@@ -233,17 +233,41 @@ export class DatabaseBuilder {
     return this.#spares.takeAll()
   }
 
-  /** The baseline (read when the first in-memory database was made, or now from a fresh copy); null if none can be read. */
+  /** The baseline: kept beside the template, or read from a new database now; null if none can be read. */
   baseline(): Promise<Baseline | null> {
-    this.#baseline ??= (async () => {
+    this.#baseline ??= this.#readBaseline(async () => {
       const db = await this.build(null, false)
       try {
         return await readBaseline(db)
       } finally {
         await db.close()
       }
-    })().catch((error: unknown) => this.#noBaseline(error))
+    })
     return this.#baseline
+  }
+
+  /**
+   * Before `db`, a new database at the migrated state, is anyone's: if the baseline is not known yet, it is read from
+   * `db` (unless the template keeps one), and the promise resolves once `db` is free to use.
+   */
+  #baselineFrom(db: Instance): Promise<unknown> {
+    if (this.#baseline) return Promise.resolve()
+    this.#baseline = this.#readBaseline(() => readBaseline(db))
+    return this.#baseline
+  }
+
+  /** The baseline kept beside the template; else `read`'s, then kept there for the next start. */
+  async #readBaseline(read: () => Promise<Baseline>): Promise<Baseline | null> {
+    try {
+      const template = await this.#options.template()
+      const kept = template ? await keptBaseline(template).catch((error: unknown) => this.#options.log.warn('the baseline kept with the template cannot be read; reading it again', { error })) : null
+      if (kept) return kept
+      const baseline = await read()
+      if (template) await keepBaseline(template, baseline).catch((error: unknown) => this.#options.log.warn('cannot keep the baseline with the template', { dir: template.dir, error }))
+      return baseline
+    } catch (error) {
+      return this.#noBaseline(error)
+    }
   }
 
   #noBaseline(error: unknown): null {
@@ -262,9 +286,8 @@ export class DatabaseBuilder {
     try {
       const db = spare ?? (await this.build(null, thread))
       try {
-        // Still at the migrated state and not yet anyone's: the moment to read what a reset puts back.
-        this.#baseline ??= readBaseline(db).catch((error: unknown) => this.#noBaseline(error))
-        await this.#baseline
+        // Still at the migrated state and not yet anyone's: the moment to read what a reset puts back, if no one has.
+        await this.#baselineFrom(db)
         const from = spare ? SPARE_DATABASE : CLUSTER_DATABASE
         if (name !== from) await renameDatabase(db, from, name)
       } catch (error) {
@@ -279,14 +302,13 @@ export class DatabaseBuilder {
 
   /**
    * A spare: a new in-memory database whose first statement has run (a copy's first write copies the files it
-   * touches, about 0.1 s), renamed to SPARE_DATABASE; the first one also reads the baseline, which fresh() awaits.
+   * touches, about 0.1 s), renamed to SPARE_DATABASE; the first one also reads the baseline if the template keeps none.
    */
   async #spare(): Promise<Instance> {
     const db = await this.build(null, this.threads)
     try {
       await renameDatabase(db, CLUSTER_DATABASE, SPARE_DATABASE)
-      this.#baseline ??= readBaseline(db).catch((error: unknown) => this.#noBaseline(error))
-      await this.#baseline
+      await this.#baselineFrom(db)
     } catch (error) {
       await db.close().catch((closeError: unknown) => this.#options.log.debug('a spare that could not be made ready did not close', { error: closeError }))
       throw error

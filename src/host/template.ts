@@ -5,7 +5,7 @@
 
 import { createHash, randomBytes } from 'node:crypto'
 import { openAsBlob, readFileSync } from 'node:fs'
-import { cp, mkdir, readdir, rename, rm, stat, writeFile } from 'node:fs/promises'
+import { cp, mkdir, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises'
 import { createRequire } from 'node:module'
 import { dirname, join, resolve } from 'node:path'
 import type { Extensions } from '@electric-sql/pglite'
@@ -13,11 +13,14 @@ import { NO_EXTENSIONS, type LoadedExtensions } from './extensions.ts'
 import type { Logger } from '../log.ts'
 import { applyMigrations, migrationsFingerprint } from './migrate.ts'
 import { count, reportSlowStep, type ProgressOptions } from './progress.ts'
+import { baselineText, parseBaseline, readBaseline, type Baseline } from './baseline.ts'
 
 /** Bump when what a template holds changes shape. */
 const TEMPLATE_FORMAT = 1
 const DATA = 'data'
 const TARBALL = 'data.tar'
+/** What a reset puts back (baseline.ts), read once from the migrated database rather than from each server's first copy. */
+const BASELINE = 'baseline.json'
 
 /** PGlite's installed package: its directory and version. */
 const PGLITE_PACKAGE: { dir: string; version: string } = (() => {
@@ -90,6 +93,9 @@ async function buildTemplate(migrationsDir: string | null, cacheDir: string, tem
     const db = await PGlite.create({ extensions: template.extensions })
     try {
       if (migrationsDir) await applyMigrations(db, migrationsDir, log, progress)
+      // Without it a server reads the baseline from its first new database instead, which then waits for that.
+      const baseline = await readBaseline(db).catch((error: unknown) => log.warn('cannot read what a reset puts back; each server reads it again', { error }))
+      if (baseline) await writeFile(join(scratch, BASELINE), await baselineText(baseline))
       await db.exec('CHECKPOINT')
       const tarball = await db.dumpDataDir('none')
       await writeFile(join(scratch, TARBALL), Buffer.from(await tarball.arrayBuffer()))
@@ -142,6 +148,29 @@ export async function seedDataDir(dataDir: string, template: Template): Promise<
 export function imageDir(template: Template, startParams: readonly string[], extensions: readonly string[]): string {
   const key = createHash('sha256').update(JSON.stringify({ startParams, extensions })).digest('hex').slice(0, 16)
   return join(template.dir, `image-${key}`)
+}
+
+/** The baseline kept beside `template`; null if it has none (a template built before they were kept). */
+export async function keptBaseline(template: Template): Promise<Baseline | null> {
+  let text: string
+  try {
+    text = await readFile(join(template.dir, BASELINE), 'utf8')
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null
+    throw error
+  }
+  return parseBaseline(text)
+}
+
+/** Keep `baseline`, read from a fresh copy of `template`, beside it (for a template built before they were kept). */
+export async function keepBaseline(template: Template, baseline: Baseline): Promise<void> {
+  const scratch = join(template.dir, `.${BASELINE}-${process.pid}-${randomBytes(4).toString('hex')}`)
+  try {
+    await writeFile(scratch, await baselineText(baseline))
+    await rename(scratch, join(template.dir, BASELINE))
+  } finally {
+    await rm(scratch, { force: true })
+  }
 }
 
 /** Whether `dataDir` already holds a database (then no template is needed). */

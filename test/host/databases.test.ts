@@ -1,11 +1,12 @@
 // A database per name: the `database` a client connects to is its own PGlite (created on first use from the
 // migrated template), CREATE DATABASE / DROP DATABASE manage them over the wire, and `select pglite_dev_db.reset()`
 // puts one back to its migrated state. Stock pglite-socket serves every name from its one database.
-import { readdir } from 'node:fs/promises'
+import { mkdtemp, readdir, rm, stat } from 'node:fs/promises'
+import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import postgres from 'postgres'
-import { describe, expect, it } from 'vitest'
+import { describe, expect, it, onTestFinished } from 'vitest'
 import { DbThread } from '../../src/host/engine/thread.ts'
 import { startDevDb, type DevDb, type DevDbOptions } from '../../src/host/dev-db.ts'
 import { createLogger, type LogRecord } from '../../src/log.ts'
@@ -313,6 +314,32 @@ describe('select pglite_dev_db.reset()', () => {
     // Rows only: every reset emptied the tables in place; the drizzle bookkeeping row the template has is back.
     expect(resets).toEqual(['in place', 'in place', 'in place'])
     expect((await caller.query('select count(*)::int as n from drizzle.__drizzle_migrations')).rows[0].n).toBe(1)
+  })
+
+  it('resets in place from what is kept with the template: read when the template is built, or once for an older one', { timeout: 120_000 }, async () => {
+    const cacheDir = await mkdtemp(path.join(os.tmpdir(), 'pglite-dev-db-baseline-'))
+    onTestFinished(() => rm(cacheDir, { recursive: true, force: true }))
+    const resetOnce = async (dev: DevDb, database: string) => {
+      const caller = await client(urlOf(dev.url, database))
+      await caller.query(`insert into customers (email, name) values ('k@example.com', 'K')`)
+      await caller.query('select pglite_dev_db.reset()')
+      expect((await caller.query('select count(*)::int as n from customers')).rows[0].n).toBe(0)
+      expect((await caller.query('select count(*)::int as n from drizzle.__drizzle_migrations')).rows[0].n).toBe(1)
+    }
+    // Built now: the template holds what a reset puts back before any server reads it from a database.
+    const built = await serve({ cacheDir, spareDatabases: 0 })
+    const [template] = (await readdir(cacheDir)).filter((name) => name.startsWith('template-'))
+    const kept = path.join(cacheDir, template!, 'baseline.json')
+    expect((await stat(kept)).size).toBeGreaterThan(0)
+    await resetOnce(built, 'kept_1')
+    expect(resets).toEqual(['in place'])
+    await built.close()
+    // A template built before it was kept: the first new database gives it, and it is kept from then on.
+    await rm(kept)
+    const older = await serve({ cacheDir, spareDatabases: 0 })
+    await resetOnce(older, 'kept_2')
+    expect(resets).toEqual(['in place'])
+    expect((await stat(kept)).size).toBeGreaterThan(0)
   })
 
   it('a statement prepared while the reset waits to commit is made once, by its own Parse', async () => {
