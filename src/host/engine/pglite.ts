@@ -24,11 +24,11 @@ export async function openPGlite(options: PGliteOptions): Promise<PGlite> {
 export class TarballBlob extends Blob {
   readonly #bytes: ArrayBuffer
 
-  constructor(bytes: ArrayBuffer) {
+  constructor(bytes: ArrayBuffer, type = 'application/x-tar') {
     super([])
     this.#bytes = bytes
     // Blob's own are getters of the prototype, reading the (empty) Blob made above.
-    Object.defineProperties(this, { size: { value: bytes.byteLength }, type: { value: 'application/x-tar' } })
+    Object.defineProperties(this, { size: { value: bytes.byteLength }, type: { value: type } })
   }
 
   override arrayBuffer(): Promise<ArrayBuffer> {
@@ -50,4 +50,14 @@ export class TarballBlob extends Blob {
   override text(): Promise<string> {
     return new Blob([this.#bytes]).text()
   }
+}
+
+/**
+ * PGlite's bundle of files (its `fsBundle`) from memory shared by every thread, without a copy: Emscripten's loader
+ * accepts only an ArrayBuffer (it compares the constructor's name) but reads it through a Uint8Array, as it does a
+ * SharedArrayBuffer, and keeps each file as a view of it. Those files (share/, timezones) are only read.
+ */
+export function sharedBundleBlob(shared: SharedArrayBuffer): Blob {
+  Object.defineProperty(shared, 'constructor', { value: ArrayBuffer })
+  return new TarballBlob(shared as unknown as ArrayBuffer, 'application/octet-stream')
 }

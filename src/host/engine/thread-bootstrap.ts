@@ -59,11 +59,13 @@ let compiledWasm: Promise<ThreadInit['wasm']> | null = null
 /** The global WebAssembly, which this project's libs (ES2023, no DOM) do not declare as a value. */
 const wasmCompile = (globalThis as unknown as { WebAssembly: { compile(bytes: Uint8Array): Promise<NonNullable<PGliteOptions['pgliteWasmModule']>> } }).WebAssembly.compile
 
+/** Where PGlite's WASM and bundle of files are: beside its entry (either build: both are in dist/). */
+const pgliteDist = (): URL => new URL('.', pathToFileURL(createRequire(import.meta.url).resolve('@electric-sql/pglite')))
+
 /** PGlite's two WASM modules, compiled once per process (a failure is not kept: the next create() tries again). */
 export function pgliteWasm(): Promise<ThreadInit['wasm']> {
   compiledWasm ??= (async () => {
-    // Beside PGlite's entry (either build: both are in dist/, with the WASM).
-    const dist = new URL('.', pathToFileURL(createRequire(import.meta.url).resolve('@electric-sql/pglite')))
+    const dist = pgliteDist()
     const compile = async (file: string) => wasmCompile(await readFile(new URL(file, dist)))
     try {
       const [pgliteWasmModule, initdbWasmModule] = await Promise.all([compile('pglite.wasm'), compile('initdb.wasm')])
@@ -74,4 +76,25 @@ export function pgliteWasm(): Promise<ThreadInit['wasm']> {
     }
   })()
   return compiledWasm
+}
+
+let fsBundle: Promise<SharedArrayBuffer> | null = null
+
+/**
+ * PGlite's bundle of files (share/, timezones, 6 MB), read once per process into shared memory: each PGlite reads
+ * it again and keeps its files as views of its own copy otherwise (a failure is not kept).
+ */
+export function sharedFsBundle(): Promise<SharedArrayBuffer> {
+  fsBundle ??= (async () => {
+    try {
+      const bytes = await readFile(new URL('pglite.data', pgliteDist()))
+      const shared = new SharedArrayBuffer(bytes.length)
+      new Uint8Array(shared).set(bytes)
+      return shared
+    } catch (error) {
+      fsBundle = null
+      throw error
+    }
+  })()
+  return fsBundle
 }

@@ -24,6 +24,8 @@ export interface ThreadInit {
   options: ThreadPGliteOptions
   /** PGlite's WASM, compiled once in the main thread: V8 shares the compiled code with every thread it is sent to. */
   wasm: Pick<PGliteOptions, 'pgliteWasmModule' | 'initdbWasmModule'>
+  /** PGlite's bundle of files (pglite.data), read once in the main thread: every thread's copies of them are views of it. */
+  fsBundle: SharedArrayBuffer
   /** A data dir tarball (PGlite's `loadDataDir`), transferred. */
   loadDataDir: ArrayBuffer | null
   /**

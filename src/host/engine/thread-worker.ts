@@ -7,7 +7,7 @@ import type { PGlite } from '@electric-sql/pglite'
 import { encodeThreadError, type CrossingResults, type ThreadInit, type ThreadReply, type ThreadRequest } from './thread-messages.ts'
 import { loadExtensions } from '../extensions.ts'
 import { isPGliteFatal } from '../../errors.ts'
-import { TarballBlob, openPGlite } from './pglite.ts'
+import { TarballBlob, openPGlite, sharedBundleBlob } from './pglite.ts'
 import { collectGarbageSoon, collectWhenIdle, noteBusy } from './collect-garbage.ts'
 import { OutputWatch, type Framing } from './output-watch.ts'
 import { ByteRing, FrameEnd, decodeUnits } from './ring.ts'
@@ -56,7 +56,7 @@ async function open(options: ThreadInit): Promise<PGlite> {
   }
   const fs = image && (dataDir ? new ImageNodeFS(dataDir, image, instances, setTimer) : new ImageFS(image, instances, setTimer))
   const from = fs ? { fs, initialMemory: image!.memoryBytes } : tarball ? { loadDataDir: new TarballBlob(tarball) } : {}
-  return openPGlite({ ...options.options, ...options.wasm, ...from, extensions })
+  return openPGlite({ ...options.options, ...options.wasm, fsBundle: sharedBundleBlob(options.fsBundle), ...from, extensions })
 }
 
 /** Calls from the request ring, one at a time, until the database closes. */

@@ -10,7 +10,7 @@ import {
 } from './thread-messages.ts'
 import { ProtocolCalls, type OutputSink } from './calls.ts'
 import { Turns } from './turns.ts'
-import { bootstrap, pgliteWasm } from './thread-bootstrap.ts'
+import { bootstrap, pgliteWasm, sharedFsBundle } from './thread-bootstrap.ts'
 import { workerInspector } from './interrupt.ts'
 import { ringBuffer } from './ring.ts'
 import { CONTROL_BYTES } from './stoppable.ts'
@@ -86,7 +86,7 @@ export class DbThread {
     const rings = { requests: ringBuffer(REQUEST_RING_BYTES), replies: ringBuffer(REPLY_RING_BYTES) }
     const control = new SharedArrayBuffer(CONTROL_BYTES)
     const { image, ...startOptions } = pgliteOptions
-    const init: ThreadInit = { options: startOptions, wasm: await pgliteWasm(), loadDataDir: tarball, extensions, rings, control, ...(image ? { image } : {}) }
+    const init: ThreadInit = { options: startOptions, wasm: await pgliteWasm(), fsBundle: await sharedFsBundle(), loadDataDir: tarball, extensions, rings, control, ...(image ? { image } : {}) }
     const inspector = workerInspector()
     const worker = new Worker(await bootstrap(), { eval: true, workerData: init, transferList: tarball ? [tarball] : [], name: 'pglite-dev-db database' })
     const thread = new DbThread(worker, new ProtocolCalls(rings, control, worker.threadId))
