@@ -113,6 +113,8 @@ async function startOnce(modeArgs: string[]): Promise<StartupRun> {
 export interface StartupResult {
   memory: StartupRun[]
   dataDir: StartupRun[]
+  /** `--memory`, no spares: the server's RSS each database beyond the first adds, once idle (absent in older results). */
+  extraDatabase?: ExtraDatabaseRss
   /** Spawn to the URL line and to a first query answered, per Node version and checkout (absent in older results). */
   firstQuery?: FirstQueryRecord[]
 }
@@ -137,12 +139,51 @@ export interface StartupSetup {
   baseline?: string
 }
 
+export interface ExtraDatabaseRss {
+  databases: number
+  /** Idle with its main database, after one query (the same wait as after the databases). */
+  baseRssKb: number
+  /** Idle again after `databases` more were made, one after another, each answering a query. */
+  rssKb: number
+}
+
+/** Databases made for the per-database memory figure, and how long the server is left idle before each reading. */
+const EXTRA_DATABASES = 4
+/** Past the idle thread's garbage collection (collect-garbage.ts: once idle 5-10 s). */
+const IDLE_COLLECTED_MS = 11_000
+
+/** `--memory` without spares: RSS idle, then idle again after EXTRA_DATABASES new databases each answered a query. */
+async function measureExtraDatabases(): Promise<ExtraDatabaseRss> {
+  const server = spawnServer(process.execPath, [OURS_BIN, '--memory', '--spare-databases', '0', '--port', '0', '--migrations', MIGRATIONS_DIR, '--log-level', 'warn'], { cwd: REPO_ROOT })
+  try {
+    const url = await server.waitForLine((line) => line.startsWith('postgres://'), 60_000, 'pglite-dev-db URL line')
+    const queryIn = async (database: string) => {
+      const client = new pg.Client({ connectionString: url.replace(/\/[^/]*$/, `/${database}`), connectionTimeoutMillis: 60_000 })
+      try {
+        await withDeadline(client.connect(), 60_000, `connect to ${database}`)
+        await withDeadline(client.query('select count(*) from customers'), 60_000, `first query in ${database}`)
+      } finally {
+        await client.end()
+      }
+    }
+    await queryIn('postgres')
+    await sleep(IDLE_COLLECTED_MS)
+    const baseRssKb = usageOf(server.pid).rssKb
+    for (let i = 1; i <= EXTRA_DATABASES; i++) await queryIn(`extra_${i}`)
+    await sleep(IDLE_COLLECTED_MS)
+    return { databases: EXTRA_DATABASES, baseRssKb, rssKb: usageOf(server.pid).rssKb }
+  } finally {
+    await server.stop('SIGTERM')
+  }
+}
+
 /** `--memory` (initdb in WASM every time) and a data dir that is already migrated (a copy of the template). */
 export async function measureStartup(template: string, runs: number, setup: StartupSetup = { nodes: [] }): Promise<StartupResult> {
   const result: StartupResult = { memory: [], dataDir: [], firstQuery: [] }
   for (let i = 0; i < runs; i++) result.memory.push(await startOnce(['--memory']))
   const dataDir = await copyTemplate(template)
   for (let i = 0; i < runs; i++) result.dataDir.push(await startOnce(['--data-dir', dataDir]))
+  result.extraDatabase = await measureExtraDatabases()
   const targets = setup.baseline ? (['ours', 'baseline'] as const) : (['ours'] as const)
   const nodes = setup.nodes.length > 0 ? setup.nodes : [{ path: process.execPath, version: process.version }]
   // Once each, unmeasured: a checkout's first --memory start may build its migrated template (its own cache).
@@ -222,7 +263,7 @@ export async function measureConnectionCost(template: string, counts: readonly n
   try {
     await openIdle(hostname, Number(port), sockets, max)
     for (const socket of sockets.splice(0)) socket.destroy()
-    await sleep(SETTLE_MS)
+    await sleep(IDLE_COLLECTED_MS)
     const baseRssKb = target.usage()!.rssKb
     const steps: ConnectionCost['steps'] = []
     let previous = { connections: 0, rssKb: baseRssKb }

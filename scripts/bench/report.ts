@@ -3,7 +3,7 @@
 
 import { CI_TARGET_LABELS, type CiRecord, type CiRun } from './ci.ts'
 import type { CeilingName, DriverName } from './drivers.ts'
-import type { ConnectionCost, FirstQueryRecord, PgbenchResult, StartupResult, StartupRun } from './extras.ts'
+import type { ConnectionCost, ExtraDatabaseRss, FirstQueryRecord, PgbenchResult, StartupResult, StartupRun } from './extras.ts'
 import type { Verdict } from './loop.ts'
 import { TARGET_LABELS, type TargetName } from './targets.ts'
 import { WORKLOADS, type WorkloadName } from './workloads.ts'
@@ -219,6 +219,13 @@ function resourceSection(results: Results): string[] {
     i.peakMb === undefined ? '' : num(i.peakMb),
   ])
   lines.push(...table(['idle server', 'RSS MB', 'PSS MB', 'peak RSS MB from the URL line on'], rows), '')
+  const extra = results.startup?.extraDatabase
+  if (extra) {
+    lines.push(...table(['`--memory`, no spares, idle', 'server RSS MB', 'per database beyond the first'], [
+      ['the main database, one query', mb(extra.baseRssKb), ''],
+      [`${extra.databases} more, one query each`, mb(extra.rssKb), `${(perExtraDatabaseKb(extra) / 1024).toFixed(1)} MB`],
+    ]), '')
+  }
   if (results.connections) {
     const c = results.connections
     lines.push(...table(['idle connections to pglite-dev-db', 'server RSS MB', 'per connection (vs none)', 'per connection (vs previous row)'], [
@@ -414,6 +421,10 @@ export function evaluateGoals(results: Results): Goal[] {
       const rss = median(runs.map((r) => r.idleRssKb)) / 1024
       goals.push({ goal: `idle server ≤ 150 MB RSS, ${name}`, measured: `${rss.toFixed(0)} MB`, isMet: rss <= 150 })
     }
+    if (s.extraDatabase) {
+      const perMb = perExtraDatabaseKb(s.extraDatabase) / 1024
+      goals.push({ goal: 'each database beyond the first ≤ 50 MB RSS (`--memory`, idle)', measured: `${perMb.toFixed(1)} MB`, isMet: perMb <= 50 })
+    }
     for (const [name, runs] of [['`--memory`', s.memory], ['`--data-dir` already migrated', s.dataDir]] as const) {
       const seconds = median(runs.map((r) => r.ms)) / 1000
       goals.push({ goal: `start-up with migrations < 0.5 s, ${name}`, measured: `${seconds.toFixed(2)} s (median of ${runs.length})`, isMet: seconds < 0.5 })
@@ -429,4 +440,8 @@ export function evaluateGoals(results: Results): Goal[] {
   }
   goals.push(...ciGoals(results.ci ?? []))
   return goals
+}
+
+function perExtraDatabaseKb(extra: ExtraDatabaseRss): number {
+  return (extra.rssKb - extra.baseRssKb) / extra.databases
 }
