@@ -83,6 +83,7 @@ export interface FsStream {
 }
 
 export interface Fs {
+  root: FsNode
   streams: Array<FsStream | null>
   cwd(): string
   chdir(path: string): void

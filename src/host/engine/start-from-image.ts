@@ -187,3 +187,22 @@ function ownCopy(bytes: Uint8Array, used: number): Uint8Array {
   }
   return copy
 }
+
+/**
+ * PGlite's files from its bundle in shared memory (`bundle`, thread-bootstrap.ts sharedFsBundle) are views of it in
+ * every thread: each is copied on its first write, as the image's files are, so no write reaches another thread's.
+ * False if this PGlite's file system cannot be reached (then nothing guards them).
+ */
+export function copyBundleFilesOnWrite(db: PGlite, bundle: SharedArrayBuffer): boolean {
+  const mod = (db as unknown as { mod?: Partial<Module> }).mod
+  if (!mod?.MEMFS?.stream_ops || !mod.FS?.root) return false
+  sharePagesUntilWritten(mod.MEMFS)
+  const pending: FsNode[] = [mod.FS.root]
+  for (let node = pending.pop(); node; node = pending.pop()) {
+    const { contents } = node
+    if (contents instanceof Uint8Array) {
+      if (contents.buffer === bundle) sharedFiles.add(node)
+    } else if (contents && isDir(node.mode) && !node.mounted) pending.push(...Object.values(contents))
+  }
+  return true
+}

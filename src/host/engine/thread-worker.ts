@@ -15,7 +15,7 @@ import { RELAY_CODES, framingAt, isAbandoned, writeToClient } from './direct-rep
 import { Control, controlViews, exposeStopping, interceptTimers, type CallHooks } from './stoppable.ts'
 import type { EngineImage } from './image.ts'
 import { takeImage, watchInstances } from './take-image.ts'
-import { ImageFS, ImageNodeFS } from './start-from-image.ts'
+import { ImageFS, ImageNodeFS, copyBundleFilesOnWrite } from './start-from-image.ts'
 
 /** Wake the server's thread after this many bytes of output, and at the end of each call. */
 const WAKE_EVERY_BYTES = 32 * 1024
@@ -56,7 +56,9 @@ async function open(options: ThreadInit): Promise<PGlite> {
   }
   const fs = image && (dataDir ? new ImageNodeFS(dataDir, image, instances, setTimer) : new ImageFS(image, instances, setTimer))
   const from = fs ? { fs, initialMemory: image!.memoryBytes } : tarball ? { loadDataDir: new TarballBlob(tarball) } : {}
-  return openPGlite({ ...options.options, ...options.wasm, fsBundle: sharedBundleBlob(options.fsBundle), ...from, extensions })
+  const db = await openPGlite({ ...options.options, ...options.wasm, fsBundle: sharedBundleBlob(options.fsBundle), ...from, extensions })
+  if (!copyBundleFilesOnWrite(db, options.fsBundle)) process.emitWarning('pglite-dev-db: PGlite\'s file system is out of reach: a write to its bundled files would reach every database')
+  return db
 }
 
 /** Calls from the request ring, one at a time, until the database closes. */
