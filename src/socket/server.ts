@@ -165,7 +165,9 @@ export class PGLiteSocketServer extends EventTarget {
   }
 
   async #listen(): Promise<void> {
-    const server = createServer((socket) => this.#accept(socket))
+    // Half-open: a client's FIN does not close its socket until the connection has dealt with what the client sent
+    // before it (a Terminate among it), so the client sees the close only after the server let go of its work.
+    const server = createServer({ allowHalfOpen: true }, (socket) => this.#accept(socket))
     this.#server = server
     this.#active = true
     this.#watch(this.#session)

@@ -48,6 +48,7 @@ function setUp() {
       write: (bytes: Uint8Array) => void stream.push(Buffer.from(bytes)),
       output: { waitForReader: () => null, cork: () => {}, uncork: () => {}, directFd: () => -1, beginDirect: () => {}, endDirect: () => {}, directBlocked: () => {}, diverted: () => {}, relayed: () => {} },
       queuedBatches: 0,
+      left: false,
       raw: () => {},
       terminate: async () => {},
       notify: () => {},

@@ -253,8 +253,7 @@ describe('a client that leaves while its statement runs', () => {
     await expect.poll(() => dev.server.getStats().waitingClients, { timeout: 10_000 }).toBe(2)
     expect((await holder.query('COMMIT')).errors).toEqual([])
     await expect.poll(() => dev.server.getStats(), { timeout: 10_000 }).toMatchObject({ sessionHeld: true, waitingClients: 1 })
-    // A reset, as when its process dies: the server hears of it at once. (A FIN is only heard once the reply being
-    // written straight to the socket ends, and that case is still open.)
+    // A reset, as when its process dies: its statement finishes, as on Postgres, and nothing more of it runs.
     a.socket.resetAndDestroy()
     const seen = await waiting
     expect(seen.errors).toEqual([])

@@ -39,6 +39,8 @@ export interface BackendClient extends SessionMember, FunctionsClient {
   raw(bytes: Uint8Array): void | Promise<void>
   /** The client's batches read and waiting to run after the one running. */
   readonly queuedBatches: number
+  /** The client has left and nothing more of it waits to run (Connection.#left): what runs now is its last. */
+  readonly left: boolean
 }
 
 /**
@@ -74,10 +76,11 @@ export interface Backend {
    * (session/combined-calls.ts), if this client can ride: resolves how it ended ('not-run': run it as usual).
    * `hooks.begin` when its unit begins to run, `hooks.end` when it ended (`ran` false: stopped before it began).
    */
-  ride(bytes: Buffer, hooks: { begin(): void; end(ran: boolean): void }): Promise<RideEnd>
+  ride(bytes: Buffer, hooks: { begin(): void; end(ran: boolean): void; last: boolean }): Promise<RideEnd>
   /** This client needs nothing done in the session before its next unit (see ClientBackend.canRide). */
   readonly canRide: boolean
-  release(): Promise<void>
+  /** `last`: the unit was the last of the client's batch (see releaseSession). */
+  release(last?: boolean): Promise<void>
   /** The client is gone while its call runs: a reply written straight to it stops there. */
   abandonReply(): void
   forgetChanges(mask: number): void

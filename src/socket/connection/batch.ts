@@ -56,6 +56,8 @@ export class BatchRunner {
   #copy: CopyIn | null = null
   /** Refused work: the client's messages are dropped until its Sync. */
   #discarding = false
+  /** Running the batch's last segment: its release at rest may be the client's last (releaseSession). */
+  #lastSegment = false
   /** What a takeover may do on this client's behalf. */
   readonly #turn: Turn
   /** The client's waits for the session, and what ends them early. */
@@ -153,7 +155,13 @@ export class BatchRunner {
     }
     if (!states.isServing) return
     const rest = messages.take(bytes.length)
-    if (!this.#holdBack(rest)) await this.#runSegment(rest)
+    if (this.#holdBack(rest)) return
+    this.#lastSegment = true
+    try {
+      await this.#runSegment(rest)
+    } finally {
+      this.#lastSegment = false
+    }
   }
 
   /**
@@ -189,7 +197,7 @@ export class BatchRunner {
     if (this.#state.signals.length > 0) this.#signalEarly()
     try {
       if (this.#mayRide(bytes, unnamedUse, functions)) {
-        const end = await this.wait.ride(bytes, () => ranUnnamed(this.#backend.session, this.#client, unnamedUse))
+        const end = await this.wait.ride(bytes, () => ranUnnamed(this.#backend.session, this.#client, unnamedUse), this.#lastSegment)
         if (end === 'ran') this.#prepared.ran(bytes, this.#backend.atRest)
         if (end === 'ran' || end === 'stopped') return
         if (end === 'holds') return await this.#afterRun(bytes)
@@ -309,7 +317,7 @@ export class BatchRunner {
     const backend = this.#backend
     if (!backend.isOwner || !backend.atRest) return
     if (this.#state.resetRequested) await resetDatabaseIfRequested(this.#turn)
-    await backend.release()
+    await backend.release(this.#lastSegment)
   }
 
   /**

@@ -94,13 +94,20 @@ export class Connection implements ServedConnection, StartingConnection, MemberC
     this.#output = new ClientOutput(this, this.#log, this.#trace, this.inspect)
     this.states = new ConnectionStates(host.options, (timeout, ms) => this.#timedOut(timeout, ms), () => this.#membership.statementTimeoutMs)
     // Cleanup is wired before anything async can happen, so no path leaks a slot or the session.
-    follow(socket, this.#onDataEvent, this.#closeQuietly, this.#log)
+    follow(socket, this.#onDataEvent, this.#leftEvent, this.#failedEvent, this.#log)
     socket.setNoDelay(true)
     this.#membership = new Membership(this, host, this.#client, this.#log)
   }
 
   readonly #onDataEvent = (chunk: Buffer): void => this.#onData(chunk)
-  readonly #closeQuietly = (): void => void this.#close(null)
+  readonly #leftEvent = (): void => this.#left()
+  readonly #failedEvent = (): void => {
+    // As on Postgres, whose next write to a reset socket fails and ends the backend: nothing more of it begins.
+    this.#queue.length = 0
+    this.#left()
+  }
+  /** The client left while its work was queued or running: the drain closes the connection once that work is done. */
+  #leaving = false
 
   /**
    * The server answered SSLRequest with 'S', or the client began a TLS handshake at once (`direct`, its first bytes):
@@ -110,12 +117,17 @@ export class Connection implements ServedConnection, StartingConnection, MemberC
     this.socket.off('data', this.#onDataEvent)
     const secure = tlsOver(this.socket, context, direct)
     this.socket = secure
-    follow(secure, this.#onDataEvent, this.#closeQuietly, this.#log)
+    follow(secure, this.#onDataEvent, this.#leftEvent, this.#failedEvent, this.#log)
     if (direct) requireAlpn(secure, (error) => this.fail(error))
   }
 
   get state(): ConnectionState {
     return this.states.current
+  }
+
+  /** See BackendClient.left. */
+  get left(): boolean {
+    return this.#leaving && this.#queue.length === 0
   }
 
   get queuedBatches(): number {
@@ -295,6 +307,7 @@ export class Connection implements ServedConnection, StartingConnection, MemberC
     } finally {
       this.#draining = false
       if (this.#failAfterQueue && this.states.isServing) this.fail(this.#failAfterQueue)
+      if (this.#leaving && this.states.isServing) void this.#close(null)
       if (this.states.current === 'closing') this.#startCleanup()
       else if (this.states.isServing) this.settle()
     }
@@ -330,6 +343,18 @@ export class Connection implements ServedConnection, StartingConnection, MemberC
   }
 
   // --- Failure and close ---
+
+  /**
+   * The client closed its socket (or it was reset: then its queue was dropped first). What runs finishes and what the
+   * client sent before it closed runs too, as a Postgres backend reads its socket to the end: an autocommit statement
+   * in flight commits, a pipeline's COMMIT too. Then the connection closes, rolling back what is still open. Nothing
+   * is cut short, so nothing differs from Postgres but the wait of the clients behind it for the session.
+   */
+  #left(): void {
+    if (this.states.isClosing) return
+    if (this.#draining && this.states.isServing) this.#leaving = true
+    else void this.#close(null)
+  }
 
   /** Something went wrong: a WireError reaches the client as it is; anything else is logged and becomes XX000. */
   fail(error: unknown): void {

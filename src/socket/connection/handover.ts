@@ -23,7 +23,7 @@ export interface HandoverBackend extends ListeningBackend {
 /** One client's backend and the parts of it that a handover reads and changes. */
 export interface Handover {
   backend: HandoverBackend
-  client: SessionMember & FunctionsClient
+  client: SessionMember & FunctionsClient & { readonly left: boolean }
   session: SharedSession
   state: ClientState
   reader: ReplyReader
@@ -50,7 +50,7 @@ export async function takeSession(handover: Handover): Promise<void> {
  * The client is at rest: record what it changed in the session, then let the next client have it. LISTENs that
  * never completed (an error, an aborted transaction) changed nothing and are forgotten.
  */
-export async function releaseSession(handover: Handover): Promise<void> {
+export async function releaseSession(handover: Handover, last = false): Promise<void> {
   const { backend, client, session, state, settings } = handover
   const changes = handover.reader.takeChanges()
   // Clients its SQL ended whose call it never reached (the statement failed first) are told now.
@@ -71,6 +71,9 @@ export async function releaseSession(handover: Handover): Promise<void> {
   if (changes & SessionChange.Listening) await reconcileListening(backend, state.listenCommands, handover.log)
   if (changes & SessionChange.StatementsWiped) await remakeOthersStatements(handover)
   state.listenCommands.length = 0
+  // The last unit of a client that left: its statements and cursors go before the next client takes the session, as
+  // when a client is closed (Membership.stop), not after its connection's cleanup.
+  if (last && client.left) session.abandonStatements(state.statements.closeAll())
   session.scheduler.release(client)
 }
 

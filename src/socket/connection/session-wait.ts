@@ -83,7 +83,7 @@ export class SessionWait {
    * Ride: wait for the combined call as for the session (the same refusals end the wait), then run in it. `ran` is
    * called as the unit ends, if it ran; a unit stopped before it began is answered as refused work.
    */
-  async ride(bytes: Buffer, ran: () => void): Promise<RideEnd> {
+  async ride(bytes: Buffer, ran: () => void, last: boolean): Promise<RideEnd> {
     const { states } = this.#client
     const ride = this.#backend.ride(bytes, {
       begin: () => states.enter('active'),
@@ -93,6 +93,7 @@ export class SessionWait {
         // Answered, and at rest: idle as a backend is once it sent ReadyForQuery, though the call runs on for others.
         if (hasRun && this.#backend.atRest) states.enter('idle')
       },
+      last,
     })
     states.enter('waiting')
     this.#riding = bytes

@@ -244,7 +244,7 @@ export class ClientBackend implements Backend {
     )
   }
 
-  ride(bytes: Buffer, hooks: { begin(): void; end(ran: boolean): void }): Promise<RideEnd> {
+  ride(bytes: Buffer, hooks: { begin(): void; end(ran: boolean): void; last: boolean }): Promise<RideEnd> {
     const reader = this.#reader
     const client = this.#client
     /** The unit's reply goes straight to the client (decided as the call goes: `direct`), until its end. */
@@ -291,7 +291,7 @@ export class ClientBackend implements Backend {
       get atRest() {
         return reader.atRest
       },
-      settle: () => this.release(),
+      settle: () => this.release(hooks.last),
     })
   }
 
@@ -339,8 +339,8 @@ export class ClientBackend implements Backend {
    * The client is at rest: record what it changed in the session, then let the next client have it. LISTENs that
    * never completed (an error, an aborted transaction) changed nothing and are forgotten.
    */
-  release(): Promise<void> {
-    return releaseSession(this.#handover)
+  release(last = false): Promise<void> {
+    return releaseSession(this.#handover, last)
   }
 
   /** Changes (SessionChange bits) that the server itself dealt with (DISCARD ALL, a fresh database) need no recording. */
