@@ -11,6 +11,7 @@ import { openIdleConnection } from './wire.ts'
 import { sleep, spawnServer, usageOf, withDeadline } from './procs.ts'
 import { MIGRATIONS_DIR, OURS_BIN, REPO_ROOT, copyTemplate, startOurs, type Target } from './targets.ts'
 import type { Verdict } from './loop.ts'
+import { COLLECT_WHEN_IDLE_MS } from '../../src/host/engine/collect-garbage.ts'
 
 // --- pgbench ---
 
@@ -147,10 +148,10 @@ export interface ExtraDatabaseRss {
   rssKb: number
 }
 
-/** Databases made for the per-database memory figure, and how long the server is left idle before each reading. */
+/** Databases made for the per-database memory figure. */
 const EXTRA_DATABASES = 4
-/** Past the idle thread's garbage collection (collect-garbage.ts: once idle 5-10 s). */
-const IDLE_COLLECTED_MS = 11_000
+/** How long the server is left idle before each reading: past its threads' collection once idle (between one and two COLLECT_WHEN_IDLE_MS). */
+const IDLE_COLLECTED_MS = 2 * COLLECT_WHEN_IDLE_MS + 1000
 
 /** `--memory` without spares: RSS idle, then idle again after EXTRA_DATABASES new databases each answered a query. */
 async function measureExtraDatabases(): Promise<ExtraDatabaseRss> {

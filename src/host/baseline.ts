@@ -3,6 +3,7 @@
 // else (a table created or altered, a function replaced) is seen by the schema fingerprint, and the caller then
 // swaps in a fresh copy instead.
 
+import { createHash } from 'node:crypto'
 import type { SqlRunner } from './engine/sql-db.ts'
 
 /** What a database at the migrated state holds, to compare against and to restore. */
@@ -67,19 +68,24 @@ export async function readBaseline(db: SqlRunner): Promise<Baseline> {
   return baseline
 }
 
+/** How a kept baseline was read: a changed query here, or the version bumped for a change in readBaseline, makes kept ones stale. */
+const KEPT_FORMAT = createHash('sha256').update(`1\0${FINGERPRINT_SQL}\0${TABLES_SQL}`).digest('hex').slice(0, 16)
+
 /** The baseline as text, to keep beside the template it was read from (the rows in base64). */
 export async function baselineText(baseline: Baseline): Promise<string> {
   const rows = await Promise.all(baseline.rows.map(async ({ table, data }) => ({ table, data: Buffer.from(await data.arrayBuffer()).toString('base64') })))
-  return JSON.stringify({ ...baseline, rows })
+  return JSON.stringify({ format: KEPT_FORMAT, ...baseline, rows })
 }
 
-/** A baseline from baselineText's text. */
-export function parseBaseline(text: string): Baseline {
-  const kept = JSON.parse(text) as Omit<Baseline, 'rows'> & { rows: Array<{ table: string; data: string }> }
+/** A baseline from baselineText's text; null if it was kept by another reading of it. */
+export function parseBaseline(text: string): Baseline | null {
+  const kept = JSON.parse(text) as Omit<Baseline, 'rows'> & { format?: string; rows: Array<{ table: string; data: string }> }
+  if (kept.format !== KEPT_FORMAT) return null
   if (typeof kept.fingerprint !== 'string' || !Array.isArray(kept.tables) || !Array.isArray(kept.rows) || !Array.isArray(kept.sequences)) {
     throw new Error('not a baseline')
   }
-  return { ...kept, rows: kept.rows.map(({ table, data }) => ({ table, data: new Blob([Buffer.from(data, 'base64')]) })) }
+  const rows = kept.rows.map(({ table, data }) => ({ table, data: new Blob([Buffer.from(data, 'base64')]) }))
+  return { fingerprint: kept.fingerprint, tables: kept.tables, rows, sequences: kept.sequences }
 }
 
 /**

@@ -150,7 +150,7 @@ export function imageDir(template: Template, startParams: readonly string[], ext
   return join(template.dir, `image-${key}`)
 }
 
-/** The baseline kept beside `template`; null if it has none (a template built before they were kept). */
+/** The baseline kept beside `template`; null if it has none (a template built before they were kept) or a stale one. */
 export async function keptBaseline(template: Template): Promise<Baseline | null> {
   let text: string
   try {

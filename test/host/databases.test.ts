@@ -1,7 +1,7 @@
 // A database per name: the `database` a client connects to is its own PGlite (created on first use from the
 // migrated template), CREATE DATABASE / DROP DATABASE manage them over the wire, and `select pglite_dev_db.reset()`
 // puts one back to its migrated state. Stock pglite-socket serves every name from its one database.
-import { mkdtemp, readdir, rm, stat } from 'node:fs/promises'
+import { mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -340,6 +340,12 @@ describe('select pglite_dev_db.reset()', () => {
     await resetOnce(older, 'kept_2')
     expect(resets).toEqual(['in place'])
     expect((await stat(kept)).size).toBeGreaterThan(0)
+    await older.close()
+    // What is kept is what resets compare with: a fingerprint no database has makes every reset a fresh copy.
+    await writeFile(kept, JSON.stringify({ ...JSON.parse(await readFile(kept, 'utf8')), fingerprint: 'not this schema' }))
+    const tampered = await serve({ cacheDir, spareDatabases: 0 })
+    await resetOnce(tampered, 'kept_3')
+    expect(resets).toEqual(['fresh copy'])
   })
 
   it('a statement prepared while the reset waits to commit is made once, by its own Parse', async () => {
