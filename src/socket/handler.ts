@@ -43,6 +43,10 @@ export class PGLiteSocketHandler extends EventTarget {
     return this.#connection !== null
   }
 
+  /**
+   * Serve `socket`. From a server made with `allowHalfOpen: true` (as PGLiteSocketServer's are), a client that closes
+   * its end after sending work still gets the replies; otherwise Node closes the socket at once and they are dropped.
+   */
   async attach(socket: Socket): Promise<PGLiteSocketHandler> {
     if (this.#connection) throw new Error('Socket already attached')
     const { db } = this.#options
