@@ -55,7 +55,7 @@ export class TarballBlob extends Blob {
 /**
  * PGlite's bundle of files (its `fsBundle`) from memory shared by every thread, without a copy: Emscripten's loader
  * accepts only an ArrayBuffer (it compares the constructor's name) but reads it through a Uint8Array, as it does a
- * SharedArrayBuffer, and keeps each file as a view of it. Those files (share/, timezones) are only read.
+ * SharedArrayBuffer, and keeps each file as a view of it (copied on its first write: copyBundleFilesOnWrite).
  */
 export function sharedBundleBlob(shared: SharedArrayBuffer): Blob {
   Object.defineProperty(shared, 'constructor', { value: ArrayBuffer })

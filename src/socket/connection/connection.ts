@@ -347,8 +347,8 @@ export class Connection implements ServedConnection, StartingConnection, MemberC
   /**
    * The client closed its socket (or it was reset: then its queue was dropped first). What runs finishes and what the
    * client sent before it closed runs too, as a Postgres backend reads its socket to the end: an autocommit statement
-   * in flight commits, a pipeline's COMMIT too. Then the connection closes, rolling back what is still open. Nothing
-   * is cut short, so nothing differs from Postgres but the wait of the clients behind it for the session.
+   * in flight commits, a pipeline's COMMIT too. Then the connection closes, rolling back what is still open. Meanwhile
+   * the clients behind it wait for the session, where on Postgres they would not.
    */
   #left(): void {
     if (this.states.isClosing) return
