@@ -3,9 +3,8 @@
 
 import { SqlState, WireError, type SqlStateCode } from '../../errors.ts'
 import { TxStatus } from '../protocol/codes.ts'
-import { encodeCommandComplete, encodeErrorResponse, encodeNotice, encodeReadyForQuery, errorFields, firstValue } from '../protocol/backend.ts'
+import { encodeCommandComplete, encodeErrorResponse, encodeNotice, encodeReadyForQuery, errorFields, findMessage, firstValue } from '../protocol/backend.ts'
 import { BackendCode } from '../protocol/codes.ts'
-import { forEachFrame } from '../protocol/frames.ts'
 import { ABANDON_PIPELINE, FAILING_EXTENDED, SYNC, encodeQuery } from '../protocol/frontend.ts'
 import { SessionChange } from '../protocol/replies.ts'
 import type { DatabaseCatalog } from '../session/databases.ts'
@@ -131,7 +130,8 @@ async function alterDatabase(turn: Turn, databases: DatabaseCatalog, command: Ex
     await session.execute(encodeQuery(command.sql), (chunk) => void chunks.push(Buffer.from(chunk)))
     // A Query leaves the session's unnamed statement nobody's.
     session.unnamedStatementOwner = null
-    const error = firstError(Buffer.concat(chunks))
+    const failed = findMessage(Buffer.concat(chunks), BackendCode.ErrorResponse)
+    const error = failed ? errorFields(failed) : null
     return error ? new WireError('ERROR', error.code as SqlStateCode, error.message, error.detail ? { detail: error.detail } : {}) : null
   } finally {
     session.scheduler.release(holder)
@@ -160,17 +160,6 @@ const encodeError = (error: WireError): Buffer => encodeErrorResponse(error.seve
 
 /** How long ALTER DATABASE of another database waits for that database's session, held by one of its clients. */
 const ALTER_WAIT_MS = 5000
-
-/** The first ErrorResponse of a reply, if any. */
-function firstError(reply: Buffer): ReturnType<typeof errorFields> | null {
-  let found: ReturnType<typeof errorFields> | null = null
-  forEachFrame(reply, (code, offset, length) => {
-    if (code !== BackendCode.ErrorResponse) return true
-    found = errorFields(reply.subarray(offset, offset + length))
-    return false
-  })
-  return found
-}
 
 /** Postgres waits up to 5 s for the other backends of a database to exit before DROP DATABASE gives up. */
 const DROP_WAIT_MS = 5000

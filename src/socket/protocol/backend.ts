@@ -212,8 +212,17 @@ export function readParameterStatus(body: Buffer): [string, string] {
   return [body.toString('utf8', 0, nameEnd), body.toString('utf8', nameEnd + 1, body.indexOf(0, nameEnd + 1))]
 }
 
+/** The first of the backend messages in `reply` of type `code`, whole; null if none is. */
+export function findMessage(reply: Buffer, code: number): Buffer | null {
+  for (let at = 0; at + HEADER_LENGTH <= reply.length; ) {
+    const end = at + CODE_LENGTH + reply.readInt32BE(at + CODE_LENGTH)
+    if (reply[at] === code) return reply.subarray(at, end)
+    at = end
+  }
+  return null
+}
+
 /** Whether the backend messages in `reply` include one of type `code`. */
 export function hasMessage(reply: Buffer, code: number): boolean {
-  for (let at = 0; at + HEADER_LENGTH <= reply.length; at += CODE_LENGTH + reply.readInt32BE(at + CODE_LENGTH)) if (reply[at] === code) return true
-  return false
+  return findMessage(reply, code) !== null
 }
