@@ -191,6 +191,74 @@ describe("several clients' units in one call", () => {
     expect((await b.query('select 5')).rows).toEqual([['5']])
   })
 
+  it("a client answered in a running call sends its next unit into that call, which runs it after the others' units", async () => {
+    const dev = await start()
+    const holder = await holdSession(dev)
+    const [a, b] = await Promise.all([connect(dev.url), connect(dev.url)])
+    await a.send(wire.query("select 'a' as who"))
+    await waitersAre(dev, 1)
+    await b.send(wire.query('select pg_sleep(1) is null as slept'))
+    await waitersAre(dev, 2)
+    const before = dev.server.getStats()
+    expect((await holder.query('commit')).status).toBe('I')
+    expect((await reply(a)).rows).toEqual([['a']])
+
+    // B sleeps in the call: A's next unit goes in after it (more-units.ts), not in a call of its own.
+    await a.send(wire.query("select 'a again' as who"))
+    let bAnswered = false
+    const rb = reply(b).then((summary) => ((bAnswered = true), summary))
+    const ra = await reply(a)
+    expect(ra.rows).toEqual([['a again']])
+    expect(bAnswered).toBe(true)
+    expect((await rb).rows).toEqual([['f']])
+    const after = dev.server.getStats()
+    expect([after.combinedCalls - before.combinedCalls, after.combinedUnits - before.combinedUnits]).toEqual([1, 3])
+  })
+
+  it('a unit that went into a running call which a transaction then ends waits for that transaction, as on Postgres', async () => {
+    const dev = await start()
+    await (await connect(dev.url)).query('create table combined_grown (id int)')
+    const holder = await holdSession(dev)
+    const [a, b] = await Promise.all([connect(dev.url), connect(dev.url)])
+    await a.send(wire.query('select 1'))
+    await waitersAre(dev, 1)
+    await b.send(wire.query('select pg_sleep(1); begin; insert into combined_grown values (1)'))
+    await waitersAre(dev, 2)
+    const before = dev.server.getStats()
+    expect((await holder.query('commit')).status).toBe('I')
+    expect((await reply(a)).rows).toEqual([['1']])
+
+    await a.send(wire.query('select count(*) from combined_grown'))
+    expect((await reply(b)).status).toBe('T')
+    // A's unit went into B's call, which B's BEGIN ended before it: it waits for B's transaction like any client.
+    expect(dev.server.getStats().combinedUnits - before.combinedUnits).toBe(3)
+    await waitersAre(dev, 1)
+    expect((await b.query('rollback')).status).toBe('I')
+    expect((await reply(a)).rows).toEqual([['0']])
+  })
+
+  it('a CancelRequest for a unit that went into a running call answers it at once with 57014; the call runs on', async () => {
+    const dev = await start()
+    const holder = await holdSession(dev)
+    const [a, b] = await Promise.all([connect(dev.url), connect(dev.url)])
+    await a.send(wire.query('select 1'))
+    await waitersAre(dev, 1)
+    await b.send(wire.query('select pg_sleep(30)'))
+    await waitersAre(dev, 2)
+    const before = dev.server.getStats()
+    expect((await holder.query('commit')).status).toBe('I')
+    expect((await reply(a)).rows).toEqual([['1']])
+
+    await a.send(wire.query('select 2'))
+    await expect.poll(() => dev.server.getStats().combinedUnits - before.combinedUnits, { timeout: 5_000 }).toBe(3)
+    await sendCancel(dev, a)
+    expect(errorsOf(await reply(a))).toEqual([['ERROR', '57014']])
+    // B's statement still runs; its own cancel ends it.
+    await sendCancel(dev, b)
+    expect(errorsOf(await reply(b))).toEqual([['ERROR', '57014']])
+    expect((await a.query('select 3')).rows).toEqual([['3']])
+  })
+
   it('more units than one call carries wait in several batches; any of them can be canceled while it waits', async () => {
     const dev = await start()
     const holder = await holdSession(dev)
