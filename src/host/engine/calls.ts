@@ -280,7 +280,6 @@ export class ProtocolCalls implements AnsweredCalls {
     const state: { ended: boolean; error: Error | null; held: Promise<void> | null } = { ended: false, error: null, held: null }
     let unitEnds = 0
     const visit = (frameId: number, flags: number, payload: Buffer): boolean | void => {
-      if (state.held) return false
       if (frameId !== id) return
       if (flags & FrameEnd.Last) {
         state.ended = true
@@ -296,28 +295,38 @@ export class ProtocolCalls implements AnsweredCalls {
       // A reply that was going straight to the client, whose socket stayed full: where its messages stand, then its bytes.
       const result = flags & FrameEnd.Raw ? (flags & FrameEnd.Direct ? running.direct?.diverted(payload) : running.direct?.raw(payload)) : flags & FrameEnd.Direct ? running.direct?.summary(payload) : sink(payload, true)
       if (result instanceof Promise) {
+        // Nothing more is read until the client took what it was given (and no unit is added to the call meanwhile).
         state.held = result
+        running.heldByClient = true
         return false
       }
     }
-    const readEnds = (): boolean => {
-      const before = unitEnds
-      if (!state.ended) ring.read(visit)
-      return unitEnds > before || state.ended
+    // A call of units reads its units' ends whenever a client sends (more-units.ts); what fails there fails the call.
+    let failedOnTraffic: unknown = null
+    const readEnds = (): void => {
+      if (state.ended || state.held || failedOnTraffic) return
+      try {
+        ring.read(visit)
+        readDone(running)
+      } catch (error) {
+        failedOnTraffic = error
+        ring.wakeAlways()
+      }
     }
     const stopReading = onUnitEnd ? readEndsOnTraffic(this.#words, readEnds, () => unitEnds) : null
     try {
       for (;;) {
-        ring.read(visit)
-        readDone(running)
+        if (!state.held) {
+          ring.read(visit)
+          readDone(running)
+        }
+        if (failedOnTraffic) throw failedOnTraffic
         if (state.ended) {
           if (state.error) throw state.error
           return
         }
         const held = state.held
         if (held) {
-          // Nothing more is read (visit) until the client took what it was given.
-          running.heldByClient = true
           await this.#abortable(held)
           running.heldByClient = false
           state.held = null

@@ -43,6 +43,7 @@ export function addUnit(words: Int32Array, requests: ByteRing, id: number, unit:
   // Room first: only this thread writes the ring, so the room can only grow until the write after the claim.
   if (payload.length > requests.maxPayload || !requests.fits(payload.length)) return false
   if (Atomics.compareExchange(words, Control.MoreUnits, added, added + 1) !== added) return false
+  // Cannot fail (the room was there); if it did, the thread would fail the call after FRAME_WAIT_MS.
   requests.tryWrite(id, FrameEnd.Units, payload)
   Atomics.notify(words, Control.MoreUnits)
   return true
@@ -50,14 +51,15 @@ export function addUnit(words: Int32Array, requests: ByteRing, id: number, unit:
 
 /**
  * Server's thread, while a call of units runs: whenever a client sends, read the units' ends written so far
- * (`readEnds`, true if it read one), so that a client answered there can add its next unit to the call. The thread
- * writes a unit's end only once PGlite is done with it, a while after the answer on which the client may have acted
- * already: then the thread is asked to wake this one at that end (unitEndWanted). `endsRead`: how many units' ends
- * the call's reader has seen. Returns the stop.
+ * (`readEnds`), so that a client answered there can add its next unit to the call. The thread writes a unit's end
+ * only once PGlite is done with it, a while after the answer on which the client may have acted already: while an
+ * answered unit's end is unread (`endsRead`: how many the call's reader has seen), the thread is asked to wake this
+ * one at that end (unitEndWanted). Returns the stop.
  */
-export function readEndsOnTraffic(words: Int32Array, readEnds: () => boolean, endsRead: () => number): () => void {
+export function readEndsOnTraffic(words: Int32Array, readEnds: () => void, endsRead: () => number): () => void {
   return readOnTraffic(() => {
-    if (readEnds() || Atomics.load(words, Control.AnsweredUnit) < endsRead()) return
+    readEnds()
+    if (Atomics.load(words, Control.AnsweredUnit) < endsRead()) return
     Atomics.store(words, Control.UnitEndWanted, 1)
     // The end may have come between the read and the ask (the thread saw no ask): read again.
     readEnds()
@@ -119,10 +121,18 @@ export class MoreUnits {
     }
   }
 
-  /** The call ends (early or not): it takes no more, and units added already are read and dropped: they do not run. */
-  close(id: number): void {
+  /**
+   * The call ends (early or not): it takes no more, and units added already are read and dropped: they do not run.
+   * Never throws: what went wrong is returned, for the call's end to carry.
+   */
+  close(id: number): Error | null {
     const added = Atomics.exchange(this.#words, Control.MoreUnits, CLOSED)
-    if (added > this.#taken) this.#take(id, added, [])
+    try {
+      if (added > this.#taken) this.#take(id, added, [])
+      return null
+    } catch (error) {
+      return error as Error
+    }
   }
 
   #take(id: number, added: number, units: DecodedUnit[]): void {

@@ -127,7 +127,7 @@ async function runCall(pglite: PGlite, stopping: CallHooks, { id, bytes, isUnits
     failure = error
   } finally {
     // Units added and not run (the call ended early, or failed) go back to their clients, as the rest of the call's.
-    if (isUnits) moreUnits.close(id)
+    if (isUnits) failure ??= moreUnits.close(id)
     stopping.afterCall(id)
   }
   if (output.watch.fatal && !failure) {
