@@ -30,6 +30,25 @@ const sendCancel = (dev: DevDb, client: RawClient): Promise<void> => sendCancelR
 const reply = async (client: RawClient): Promise<wire.Summary> => wire.summarize(await client.until('ReadyForQuery'))
 const errorsOf = (summary: wire.Summary) => summary.errors.map((e) => [e.severity, e.code])
 
+/**
+ * A's unit, then B's, waiting together behind a holder's transaction; the holder commits, so that both run in one
+ * call, and A's answer has come. Returns the stats from before the call.
+ */
+async function aThenB(dev: DevDb, a: RawClient, aSql: string, b: RawClient, bSql: string): Promise<{ before: ReturnType<DevDb['server']['getStats']>; first: wire.Summary }> {
+  const holder = await holdSession(dev)
+  await a.send(wire.query(aSql))
+  await waitersAre(dev, 1)
+  await b.send(wire.query(bSql))
+  await waitersAre(dev, 2)
+  const before = dev.server.getStats()
+  expect((await holder.query('commit')).status).toBe('I')
+  return { before, first: await reply(a) }
+}
+
+/** A's next unit went into the running call (combined-calls.ts #addToRunning): three units in it since `before`. */
+const addedToTheCall = (dev: DevDb, before: { combinedUnits: number }): Promise<void> =>
+  expect.poll(() => dev.server.getStats().combinedUnits - before.combinedUnits, { timeout: 5_000 }).toBe(3)
+
 describe("several clients' units in one call", () => {
   it('run together, each client getting its own rows; an error stays with its unit', async () => {
     const dev = await start()
@@ -196,19 +215,13 @@ describe("several clients' units in one call", () => {
 
   it("a client answered in a running call sends its next unit into that call, which runs it after the others' units", async () => {
     const dev = await start()
-    const holder = await holdSession(dev)
     const [a, b] = await Promise.all([connect(dev.url), connect(dev.url)])
-    await a.send(wire.query("select 'a' as who"))
-    await waitersAre(dev, 1)
-    await b.send(wire.query('select pg_sleep(30)'))
-    await waitersAre(dev, 2)
-    const before = dev.server.getStats()
-    expect((await holder.query('commit')).status).toBe('I')
-    expect((await reply(a)).rows).toEqual([['a']])
+    const { before, first } = await aThenB(dev, a, "select 'a' as who", b, 'select pg_sleep(30)')
+    expect(first.rows).toEqual([['a']])
 
     // B sleeps in the call: A's next unit goes in after it (more-units.ts), not in a call of its own.
     await a.send(wire.query("select 'a again' as who"))
-    await expect.poll(() => dev.server.getStats().combinedUnits - before.combinedUnits, { timeout: 5_000 }).toBe(3)
+    await addedToTheCall(dev, before)
     let aAnswered = false
     const ra = reply(a).then((summary) => ((aAnswered = true), summary))
     await sendCancel(dev, b)
@@ -221,18 +234,12 @@ describe("several clients' units in one call", () => {
   it('a unit that went into a running call which a transaction then ends waits for that transaction, as on Postgres', async () => {
     const dev = await start()
     await (await connect(dev.url)).query('create table combined_grown (id int)')
-    const holder = await holdSession(dev)
     const [a, b] = await Promise.all([connect(dev.url), connect(dev.url)])
-    await a.send(wire.query('select 1'))
-    await waitersAre(dev, 1)
-    await b.send(wire.query('begin; insert into combined_grown values (1); select pg_sleep(30)'))
-    await waitersAre(dev, 2)
-    const before = dev.server.getStats()
-    expect((await holder.query('commit')).status).toBe('I')
-    expect((await reply(a)).rows).toEqual([['1']])
+    const { before, first } = await aThenB(dev, a, 'select 1', b, 'begin; insert into combined_grown values (1); select pg_sleep(30)')
+    expect(first.rows).toEqual([['1']])
 
     await a.send(wire.query('select count(*) from combined_grown'))
-    await expect.poll(() => dev.server.getStats().combinedUnits - before.combinedUnits, { timeout: 5_000 }).toBe(3)
+    await addedToTheCall(dev, before)
     await sendCancel(dev, b)
     const rb = await reply(b)
     expect([errorsOf(rb), rb.status]).toEqual([[['ERROR', '57014']], 'E'])
@@ -268,18 +275,12 @@ describe("several clients' units in one call", () => {
 
   it('a CancelRequest for a unit that went into a running call answers it at once with 57014; the call runs on', async () => {
     const dev = await start()
-    const holder = await holdSession(dev)
     const [a, b] = await Promise.all([connect(dev.url), connect(dev.url)])
-    await a.send(wire.query('select 1'))
-    await waitersAre(dev, 1)
-    await b.send(wire.query('select pg_sleep(30)'))
-    await waitersAre(dev, 2)
-    const before = dev.server.getStats()
-    expect((await holder.query('commit')).status).toBe('I')
-    expect((await reply(a)).rows).toEqual([['1']])
+    const { before, first } = await aThenB(dev, a, 'select 1', b, 'select pg_sleep(30)')
+    expect(first.rows).toEqual([['1']])
 
     await a.send(wire.query('select 2'))
-    await expect.poll(() => dev.server.getStats().combinedUnits - before.combinedUnits, { timeout: 5_000 }).toBe(3)
+    await addedToTheCall(dev, before)
     await sendCancel(dev, a)
     expect(errorsOf(await reply(a))).toEqual([['ERROR', '57014']])
     // B's statement still runs; its own cancel ends it.
