@@ -2,7 +2,7 @@
 // destroys the clients, closes the servers (bounded) and removes the copies.
 import { mkdtemp, rm } from 'node:fs/promises'
 import path from 'node:path'
-import { afterEach, onTestFinished } from 'vitest'
+import { afterEach, expect, onTestFinished } from 'vitest'
 import { startDevDb, type DevDb, type DevDbOptions } from '../../src/host/dev-db.ts'
 import { copyTemplate, removeDataDir, scratchRoot } from './db.ts'
 import { connectRaw, withDeadline, type RawClient } from '../../harness/raw-client.ts'
@@ -16,6 +16,12 @@ export interface DevDbHarness {
   start(options?: DevDbOptions): Promise<DevDb>
   /** A raw client that has finished startup (extra StartupMessage parameters optional); destroyed after the test. */
   connect(url: string, params?: Record<string, string>): Promise<RawClient>
+  /**
+   * A client holding the session in a transaction block opened by `sql`: units other clients send meanwhile wait for
+   * it. Returns once the call that opened it has ended: the answer comes first, and a unit sent before that end may go
+   * into that call (host/engine/more-units.ts), only to wait once the call ends.
+   */
+  holdSession(url: string, sql?: string): Promise<RawClient>
 }
 
 export function useDevDbs(): DevDbHarness {
@@ -32,17 +38,25 @@ export function useDevDbs(): DevDbHarness {
     scratch.push(dataDir)
     return dataDir
   }
+  const connect = async (url: string, params: Record<string, string> = {}): Promise<RawClient> => {
+    const client = await connectRaw(url, { params: { user: 'postgres', database: 'postgres', ...params } })
+    clients.push(client)
+    return client
+  }
   return {
     scratchDataDir,
+    connect,
     async start(options = {}) {
       const dev = await startDevDb({ migrations: false, ...options, dataDir: options.dataDir ?? (await scratchDataDir()) })
       devs.push(dev)
       return dev
     },
-    async connect(url, params = {}) {
-      const client = await connectRaw(url, { params: { user: 'postgres', database: 'postgres', ...params } })
-      clients.push(client)
-      return client
+    async holdSession(url, sql = 'begin; select 1') {
+      const holder = await connect(url)
+      expect((await holder.query(sql)).status).toBe('T')
+      // The holder's next statement runs in a call of its own, after the first one's end.
+      expect((await holder.query('select 1')).status).toBe('T')
+      return holder
     },
   }
 }

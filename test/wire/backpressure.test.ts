@@ -8,7 +8,7 @@ import { useDevDbs } from '../helpers/dev-db.ts'
 import { withDeadline } from '../../harness/raw-client.ts'
 import * as wire from '../../harness/wire.ts'
 
-const { start, connect } = useDevDbs()
+const { start, connect, holdSession } = useDevDbs()
 /** Far more than the kernel's socket buffers take, so most of each reply waits in the server. */
 const REPLY_BYTES = 16 * 2 ** 20
 const bigQuery = `select nextval('bp') as n, repeat('x', ${REPLY_BYTES}) as payload`
@@ -86,8 +86,7 @@ describe('a client that stops reading', () => {
   it('riding in a combined call with other clients, it is reaped with 25P03 the same way, and the units after it run', async () => {
     const dev = await start({ maxSpillBytes: 0, idleInTransactionTimeoutMs: 2_000 })
     // Units sent while another client holds the session wait together, and ride in one call once it commits.
-    const holder = await connect(dev.url)
-    expect((await holder.query('begin; select 1')).status).toBe('T')
+    const holder = await holdSession(dev.url)
     const client = await connect(dev.url)
     client.socket.pause()
     await client.send(wire.query(`select repeat('x', ${REPLY_BYTES}) as payload`))

@@ -7,16 +7,12 @@ import { useDevDbs } from '../helpers/dev-db.ts'
 import { sendCancelRequest, withDeadline, type RawClient } from '../../harness/raw-client.ts'
 import * as wire from '../../harness/wire.ts'
 
-const { start, connect } = useDevDbs()
+const { start, connect, holdSession: hold } = useDevDbs()
 
 /** Send a CancelRequest on its own socket, as libpq does, and wait until the server has closed that socket. */
 const sendCancel = (dev: DevDb, pid: number, key: number): Promise<void> => sendCancelRequest(dev.url, { pid, key })
 
-async function holdSession(dev: DevDb): Promise<RawClient> {
-  const holder = await connect(dev.url)
-  expect((await holder.query('begin; create table held (id int); insert into held values (1)')).status).toBe('T')
-  return holder
-}
+const holdSession = (dev: DevDb): Promise<RawClient> => hold(dev.url, 'begin; create table held (id int); insert into held values (1)')
 
 describe('CancelRequest', () => {
   it('cancels a query waiting behind a transaction with ERROR 57014; the client carries on', async () => {

@@ -10,16 +10,12 @@ import { scratchDir, useDevDbs } from '../helpers/dev-db.ts'
 import { sendCancelRequest, type RawClient } from '../../harness/raw-client.ts'
 import * as wire from '../../harness/wire.ts'
 
-const { start, connect } = useDevDbs()
+const { start, connect, holdSession: hold } = useDevDbs()
 /** Rows of about 1 KB: far more than the kernel's socket buffers and the server's 1 MB for a client take. */
 const BIG_ROWS = 8_000
 
 /** A client holding the session in a transaction: units sent by others meanwhile wait together. */
-async function holdSession(dev: DevDb): Promise<RawClient> {
-  const holder = await connect(dev.url)
-  expect((await holder.query('begin; select 1')).status).toBe('T')
-  return holder
-}
+const holdSession = (dev: DevDb): Promise<RawClient> => hold(dev.url)
 
 async function waitersAre(dev: DevDb, count: number): Promise<void> {
   await expect.poll(() => dev.server.getStats().waitingClients, { timeout: 5_000 }).toBe(count)

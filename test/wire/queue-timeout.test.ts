@@ -8,14 +8,10 @@ import { useDevDbs } from '../helpers/dev-db.ts'
 import { withDeadline, type RawClient } from '../../harness/raw-client.ts'
 import * as wire from '../../harness/wire.ts'
 
-const { start, connect } = useDevDbs()
+const { start, connect, holdSession: hold } = useDevDbs()
 const QUEUE_TIMEOUT_MS = 300
 
-async function holdSession(dev: DevDb): Promise<RawClient> {
-  const holder = await connect(dev.url)
-  expect((await holder.query('begin; create table held (id int); insert into held values (1)')).status).toBe('T')
-  return holder
-}
+const holdSession = (dev: DevDb): Promise<RawClient> => hold(dev.url, 'begin; create table held (id int); insert into held values (1)')
 
 describe('queueTimeoutMs', () => {
   it('a query waiting behind a transaction past the timeout gets ERROR 55P03 naming the holder; both clients carry on', async () => {

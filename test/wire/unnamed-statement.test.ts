@@ -8,7 +8,7 @@ import * as wire from '../../harness/wire.ts'
 import type { DevDb } from '../../src/host/dev-db.ts'
 import { useDevDbs } from '../helpers/dev-db.ts'
 
-const { start, connect } = useDevDbs()
+const { start, connect, holdSession: hold } = useDevDbs()
 
 const reply = async (client: RawClient): Promise<wire.Summary> => wire.summarize(await client.until('ReadyForQuery'))
 const codes = (summary: wire.Summary): string[] => summary.errors.map((error) => error.code)
@@ -99,11 +99,7 @@ describe.each(targets)("a client's unnamed statement, made in one unit and bound
 
 describe("a client's unnamed statement and combined calls", () => {
   /** A client holding the session in a transaction: units sent by others meanwhile wait, and ride together. */
-  async function holdSession(dev: DevDb): Promise<RawClient> {
-    const holder = await connect(dev.url)
-    expect((await holder.query('begin; select 1')).status).toBe('T')
-    return holder
-  }
+  const holdSession = (dev: DevDb): Promise<RawClient> => hold(dev.url)
 
   const waitersAre = (dev: DevDb, count: number): Promise<void> => expect.poll(() => dev.server.getStats().waitingClients, { timeout: 5_000 }).toBe(count)
 
