@@ -269,6 +269,25 @@ describe("several clients' units in one call", () => {
     expect((await reply(b)).rows).toEqual([['b']])
   })
 
+  it("a client that left while the call ran is forgotten before another unit goes into the call: its LISTEN reaches nobody", async () => {
+    const dev = await start()
+    const [a, b, listener] = await Promise.all([connect(dev.url), connect(dev.url), connect(dev.url)])
+    expect((await listener.query('listen grown_channel')).status).toBe('I')
+    const { first } = await aThenB(dev, a, 'select 1', b, 'select pg_sleep(30)')
+    expect(first.rows).toEqual([['1']])
+    const connections = dev.server.getStats().activeConnections
+    expect(await listener.end()).toBe(true)
+    await expect.poll(() => dev.server.getStats().activeConnections, { timeout: 5_000 }).toBe(connections - 1)
+
+    // The session still listens for the listener until its UNLISTEN runs, which must come before A's NOTIFY.
+    await a.send(wire.query("notify grown_channel, 'nobody listens'"))
+    await waitersAre(dev, 1)
+    await sendCancel(dev, b)
+    expect(errorsOf(await reply(b))).toEqual([['ERROR', '57014']])
+    const ra = await reply(a)
+    expect([errorsOf(ra), ra.trace.filter((name) => name === 'NotificationResponse')]).toEqual([[], []])
+  })
+
   it('a CancelRequest for a unit that went into a running call answers it at once with 57014; the call runs on', async () => {
     const dev = await start()
     const [a, b] = await Promise.all([connect(dev.url), connect(dev.url)])

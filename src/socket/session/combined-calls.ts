@@ -17,6 +17,8 @@ interface CombinedSession {
   readonly db: SessionDb
   readonly dead: WireError | null
   readonly scheduler: OwnerScheduler<SessionHolder>
+  /** Departed clients' statements and LISTENs are still in the session: the next call's first rider ends them. */
+  readonly hasAbandonedWork: boolean
   executeUnits(units: readonly Uint8Array[], sink: OutputSink, onUnitEnd: (skipped: boolean) => void, direct?: UnitsDirect | null): Promise<void>
   cancelRunning(unit?: number): Promise<'canceled' | 'skipped' | ''>
   addUnit(unit: Uint8Array, target: { fd: number; relayFrom: number } | null): boolean
@@ -140,12 +142,14 @@ export class CombinedCalls {
 
   /**
    * The unit goes in the call that runs now, after its others, if that call takes more: same settings, nobody else
-   * waiting for the session (the call must not keep it from them), room left. Null if not.
+   * waiting for the session (the call must not keep it from them), nothing left in it by a client that has left since
+   * the call began (its LISTEN would still be heard: the next call's first rider ends it), room left. Null if not.
    */
   #addToRunning(rider: Rider): Promise<RideEnd> | null {
     const running = this.#running
     const session = this.#session
-    if (running === null || running.settingsKey !== rider.settingsKey || running.seats.length >= MAX_GROWN_UNITS || session.scheduler.waiting > 0) return null
+    if (running === null || running.settingsKey !== rider.settingsKey || running.seats.length >= MAX_GROWN_UNITS) return null
+    if (session.scheduler.waiting > 0 || session.hasAbandonedWork) return null
     const target = running.directReplies ? rider.direct() : null
     if (!session.addUnit(rider.unit, target)) {
       rider.endDirect()
