@@ -21,7 +21,7 @@ export interface DevDbHarness {
    * it. Returns once the call that opened it has ended (its answer comes first), so that what others send next meets
    * the holder's open transaction, not that call still running.
    */
-  holdSession(url: string, sql?: string): Promise<RawClient>
+  holdSession(dev: DevDb, sql?: string): Promise<RawClient>
 }
 
 export function useDevDbs(): DevDbHarness {
@@ -51,8 +51,8 @@ export function useDevDbs(): DevDbHarness {
       devs.push(dev)
       return dev
     },
-    async holdSession(url, sql = 'begin; select 1') {
-      const holder = await connect(url)
+    async holdSession(dev, sql = 'begin; select 1') {
+      const holder = await connect(dev.url)
       expect((await holder.query(sql)).status).toBe('T')
       // The holder's next statement runs in a call of its own, after the first one's end.
       expect((await holder.query('select 1')).status).toBe('T')

@@ -86,7 +86,7 @@ describe('a client that stops reading', () => {
   it('riding in a combined call with other clients, it is reaped with 25P03 the same way, and the units after it run', async () => {
     const dev = await start({ maxSpillBytes: 0, idleInTransactionTimeoutMs: 2_000 })
     // Units sent while another client holds the session wait together, and ride in one call once it commits.
-    const holder = await holdSession(dev.url)
+    const holder = await holdSession(dev)
     const client = await connect(dev.url)
     client.socket.pause()
     await client.send(wire.query(`select repeat('x', ${REPLY_BYTES}) as payload`))

@@ -12,7 +12,7 @@ const { start, connect, holdSession: hold } = useDevDbs()
 /** Send a CancelRequest on its own socket, as libpq does, and wait until the server has closed that socket. */
 const sendCancel = (dev: DevDb, pid: number, key: number): Promise<void> => sendCancelRequest(dev.url, { pid, key })
 
-const holdSession = (dev: DevDb): Promise<RawClient> => hold(dev.url, 'begin; create table held (id int); insert into held values (1)')
+const holdSession = (dev: DevDb): Promise<RawClient> => hold(dev, 'begin; create table held (id int); insert into held values (1)')
 
 describe('CancelRequest', () => {
   it('cancels a query waiting behind a transaction with ERROR 57014; the client carries on', async () => {

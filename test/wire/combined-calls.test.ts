@@ -9,10 +9,7 @@ import { useDevDbs } from '../helpers/dev-db.ts'
 import { sendCancelRequest, type RawClient } from '../../harness/raw-client.ts'
 import * as wire from '../../harness/wire.ts'
 
-const { start, connect, holdSession: hold } = useDevDbs()
-
-/** A client holding the session in a transaction: units sent by others meanwhile wait together. */
-const holdSession = (dev: DevDb): Promise<RawClient> => hold(dev.url)
+const { start, connect, holdSession } = useDevDbs()
 
 async function waitersAre(dev: DevDb, count: number): Promise<void> {
   await expect.poll(() => dev.server.getStats().waitingClients, { timeout: 5_000 }).toBe(count)

@@ -11,7 +11,7 @@ import * as wire from '../../harness/wire.ts'
 const { start, connect, holdSession: hold } = useDevDbs()
 const QUEUE_TIMEOUT_MS = 300
 
-const holdSession = (dev: DevDb): Promise<RawClient> => hold(dev.url, 'begin; create table held (id int); insert into held values (1)')
+const holdSession = (dev: DevDb): Promise<RawClient> => hold(dev, 'begin; create table held (id int); insert into held values (1)')
 
 describe('queueTimeoutMs', () => {
   it('a query waiting behind a transaction past the timeout gets ERROR 55P03 naming the holder; both clients carry on', async () => {

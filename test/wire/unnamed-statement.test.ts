@@ -8,7 +8,7 @@ import * as wire from '../../harness/wire.ts'
 import type { DevDb } from '../../src/host/dev-db.ts'
 import { useDevDbs } from '../helpers/dev-db.ts'
 
-const { start, connect, holdSession: hold } = useDevDbs()
+const { start, connect, holdSession } = useDevDbs()
 
 const reply = async (client: RawClient): Promise<wire.Summary> => wire.summarize(await client.until('ReadyForQuery'))
 const codes = (summary: wire.Summary): string[] => summary.errors.map((error) => error.code)
@@ -98,9 +98,6 @@ describe.each(targets)("a client's unnamed statement, made in one unit and bound
 })
 
 describe("a client's unnamed statement and combined calls", () => {
-  /** A client holding the session in a transaction: units sent by others meanwhile wait, and ride together. */
-  const holdSession = (dev: DevDb): Promise<RawClient> => hold(dev.url)
-
   const waitersAre = (dev: DevDb, count: number): Promise<void> => expect.poll(() => dev.server.getStats().waitingClients, { timeout: 5_000 }).toBe(count)
 
   it("a rider's Parse makes the session's unnamed statement its own, a rider's Query drops it: each client still binds its own", async () => {
