@@ -1,12 +1,14 @@
-// Runs once per `vitest run`: initdb one PGlite data dir that every test copies (test/helpers/db.ts), and start the
-// PostgreSQL oracles (test/oracles.ts). Everything of one run lives under one `pglite-run-<pid>-*` dir, so a run
-// that was killed is swept by the next.
+// Runs once per `vitest run`: initdb one PGlite data dir that every test copies (test/helpers/db.ts), make sure the
+// servers' template for no migrations is in the default cache, and start the PostgreSQL oracles (test/oracles.ts).
+// Everything of one run lives under one `pglite-run-<pid>-*` dir, so a run that was killed is swept by the next.
 import { readdir, rm } from 'node:fs/promises'
 import path from 'node:path'
 import { PGlite } from '@electric-sql/pglite'
 import type { TestProject } from 'vitest/node'
 import { createRunDir, RUN_DIR_PATTERN, scratchRoot } from './helpers/db.ts'
 import { startOracles } from './oracles.ts'
+import { DEFAULT_CACHE_DIR, migratedTemplate } from '../src/host/template.ts'
+import { createLogger } from '../src/log.ts'
 
 declare module 'vitest' {
   export interface ProvidedContext {
@@ -45,6 +47,10 @@ export default async function setup(project: TestProject): Promise<() => Promise
       const db = await PGlite.create({ dataDir: templateDir })
       await db.query('select 1')
       await db.close()
+      // The servers' template for no migrations, in the default cache, which a new database of theirs copies: built
+      // here, as an earlier run left it, so that a fresh checkout's first test to make a database does not wait
+      // seconds for it (the server's event loop blocked meanwhile).
+      await migratedTemplate(null, DEFAULT_CACHE_DIR, createLogger({ level: 'silent' }))
     })(),
   ])
   if (template.status === 'rejected') {

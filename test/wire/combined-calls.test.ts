@@ -49,10 +49,11 @@ describe("several clients' units in one call", () => {
     const dev = await start()
     const holder = await holdSession(dev)
     const [a, b] = await Promise.all([connect(dev.url), connect(dev.url)])
-    // Read from another database, whose session is free while this one's call runs. Its first query opens it (a
-    // second or more on a loaded machine): done first, so that the read below waits for nothing but the answer.
+    // Read from another database, whose session is free while this one's call runs. Its first query opens it (seconds
+    // on a loaded machine, more for the run's first image of a booted database): done first, and given that time, so
+    // that the read below waits for nothing but the answer.
     const reader = await connect(dev.url, { database: 'activity_reader' })
-    expect((await reader.query('select count(*) > 0 from pg_stat_activity')).rows).toEqual([['t']])
+    expect((await reader.query('select count(*) > 0 from pg_stat_activity', { deadlineMs: 30_000 })).rows).toEqual([['t']])
     await a.send(wire.query("select 'a' as who"))
     // Runs until canceled below, so it is still running whenever the reader looks.
     await b.send(wire.query('select pg_sleep(60)'))
