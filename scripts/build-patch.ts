@@ -209,6 +209,8 @@ interface PGLiteSocketSessionDb {
     cancel?(unit?: number): Promise<boolean | 'canceled' | 'skipped' | ''>;
     execProtocolUnits?(units: readonly Uint8Array[], options: { onRawData: (chunk: Uint8Array, owned?: boolean) => void | Promise<void>; onUnitEnd: (skipped: boolean) => void; direct?: PGLiteSocketUnitsDirect | null }): Promise<void>;
     skipUnit?(unit: number): Promise<boolean>;
+    /** One unit more for the call of units running now; false if it takes none. */
+    addUnit?(unit: Uint8Array, target: { fd: number; relayFrom: number } | null): boolean;
 }
 /** Several databases behind one server: each name a client connects to is its own PGlite (pglite-dev-db's DatabaseCatalog). */
 interface PGLiteSocketDatabaseCatalog {

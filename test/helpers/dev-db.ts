@@ -18,8 +18,8 @@ export interface DevDbHarness {
   connect(url: string, params?: Record<string, string>): Promise<RawClient>
   /**
    * A client holding the session in a transaction block opened by `sql`: units other clients send meanwhile wait for
-   * it. Returns once the call that opened it has ended (its answer comes first), so that what others send next meets
-   * the holder's open transaction, not that call still running.
+   * it. Returns once the call that opened it has ended: the answer comes first, and a unit sent before that end may go
+   * into that call (host/engine/more-units.ts), only to wait once the call ends.
    */
   holdSession(dev: DevDb, sql?: string): Promise<RawClient>
 }

@@ -1,15 +1,18 @@
 // Several clients' units in one engine call (session/combined-calls.ts): units that wait together run in one call,
 // each client gets its own replies, and no unit runs inside another client's transaction or settings. Units are made
 // to wait together by a holder's open transaction; its COMMIT lets them go as one call.
+import path from 'node:path'
 import postgres from 'postgres'
 import { describe, expect, it } from 'vitest'
 import type { DevDb } from '../../src/host/dev-db.ts'
 import { DbThread } from '../../src/host/engine/thread.ts'
-import { useDevDbs } from '../helpers/dev-db.ts'
+import { scratchDir, useDevDbs } from '../helpers/dev-db.ts'
 import { sendCancelRequest, type RawClient } from '../../harness/raw-client.ts'
 import * as wire from '../../harness/wire.ts'
 
 const { start, connect, holdSession } = useDevDbs()
+/** Rows of about 1 KB: far more than the kernel's socket buffers and the server's 1 MB for a client take. */
+const BIG_ROWS = 8_000
 
 async function waitersAre(dev: DevDb, count: number): Promise<void> {
   await expect.poll(() => dev.server.getStats().waitingClients, { timeout: 5_000 }).toBe(count)
@@ -19,6 +22,25 @@ const sendCancel = (dev: DevDb, client: RawClient): Promise<void> => sendCancelR
 
 const reply = async (client: RawClient): Promise<wire.Summary> => wire.summarize(await client.until('ReadyForQuery'))
 const errorsOf = (summary: wire.Summary) => summary.errors.map((e) => [e.severity, e.code])
+
+/**
+ * A's unit, then B's, waiting together behind a holder's transaction; the holder commits, so that both run in one
+ * call, and A's answer has come. Returns the stats from before the call.
+ */
+async function aThenB(dev: DevDb, a: RawClient, aSql: string, b: RawClient, bSql: string): Promise<{ before: ReturnType<DevDb['server']['getStats']>; first: wire.Summary }> {
+  const holder = await holdSession(dev)
+  await a.send(wire.query(aSql))
+  await waitersAre(dev, 1)
+  await b.send(wire.query(bSql))
+  await waitersAre(dev, 2)
+  const before = dev.server.getStats()
+  expect((await holder.query('commit')).status).toBe('I')
+  return { before, first: await reply(a) }
+}
+
+/** A's next unit went into the running call (combined-calls.ts #addToRunning): three units in it since `before`. */
+const addedToTheCall = (dev: DevDb, before: { combinedUnits: number }): Promise<void> =>
+  expect.poll(() => dev.server.getStats().combinedUnits - before.combinedUnits, { timeout: 5_000 }).toBe(3)
 
 describe("several clients' units in one call", () => {
   it('run together, each client getting its own rows; an error stays with its unit', async () => {
@@ -185,6 +207,101 @@ describe("several clients' units in one call", () => {
     expect(performance.now() - started).toBeLessThan(5_000)
     expect((await a.query('select 4')).rows).toEqual([['4']])
     expect((await b.query('select 5')).rows).toEqual([['5']])
+  })
+
+  it("a client answered in a running call sends its next unit into that call, which runs it after the others' units", async () => {
+    const dev = await start()
+    const [a, b] = await Promise.all([connect(dev.url), connect(dev.url)])
+    const { before, first } = await aThenB(dev, a, "select 'a' as who", b, 'select pg_sleep(30)')
+    expect(first.rows).toEqual([['a']])
+
+    // B sleeps in the call: A's next unit goes in after it (more-units.ts), not in a call of its own.
+    await a.send(wire.query("select 'a again' as who"))
+    await addedToTheCall(dev, before)
+    let aAnswered = false
+    const ra = reply(a).then((summary) => ((aAnswered = true), summary))
+    await sendCancel(dev, b)
+    expect(errorsOf(await reply(b))).toEqual([['ERROR', '57014']])
+    expect(aAnswered).toBe(false)
+    expect((await ra).rows).toEqual([['a again']])
+    expect(dev.server.getStats().combinedCalls - before.combinedCalls).toBe(1)
+  })
+
+  it('a unit that went into a running call which a transaction then ends waits for that transaction, as on Postgres', async () => {
+    const dev = await start()
+    await (await connect(dev.url)).query('create table combined_grown (id int)')
+    const [a, b] = await Promise.all([connect(dev.url), connect(dev.url)])
+    const { before, first } = await aThenB(dev, a, 'select 1', b, 'begin; insert into combined_grown values (1); select pg_sleep(30)')
+    expect(first.rows).toEqual([['1']])
+
+    await a.send(wire.query('select count(*) from combined_grown'))
+    await addedToTheCall(dev, before)
+    await sendCancel(dev, b)
+    const rb = await reply(b)
+    expect([errorsOf(rb), rb.status]).toEqual([[['ERROR', '57014']], 'E'])
+    // A's unit went into B's call, which B's failed block ended before it: it waits for B's transaction like any client.
+    await waitersAre(dev, 1)
+    expect((await b.query('rollback')).status).toBe('I')
+    expect((await reply(a)).rows).toEqual([['0']])
+  })
+
+  it("a client that sends while a rider of the call does not read takes nothing of that rider's reply", async () => {
+    // Traced, every reply comes through the server's thread, which holds the call while A does not read.
+    const dev = await start({ maxSpillBytes: 0, trace: path.join(await scratchDir('grown-trace'), 'trace.jsonl') })
+    const holder = await holdSession(dev)
+    const [a, b] = await Promise.all([connect(dev.url), connect(dev.url)])
+    const other = await connect(dev.url, { database: 'combined_other' })
+    a.socket.pause()
+    await a.send(wire.query(`select g, repeat('x', 1000) as payload from generate_series(1, ${BIG_ROWS}) g`))
+    await waitersAre(dev, 1)
+    await b.send(wire.query("select 'b' as who"))
+    await waitersAre(dev, 2)
+    expect((await holder.query('commit')).status).toBe('I')
+    await expect.poll(() => dev.server.getStats().notReadingClients, { timeout: 10_000 }).toBe(1)
+
+    // Every client's bytes make the call read its units' ends: never while it waits for A.
+    for (let i = 0; i < 5; i++) expect((await other.query(`select ${i}`)).rows).toEqual([[String(i)]])
+    a.socket.resume()
+    const ra = wire.summarize(await a.until('ReadyForQuery', { deadlineMs: 30_000 }))
+    expect(ra.errors).toEqual([])
+    expect(ra.rows.length).toBe(BIG_ROWS)
+    expect(ra.rows.every(([g, payload], i) => g === String(i + 1) && payload!.length === 1000)).toBe(true)
+    expect((await reply(b)).rows).toEqual([['b']])
+  })
+
+  it("a client that left while the call ran is forgotten before another unit goes into the call: its LISTEN reaches nobody", async () => {
+    const dev = await start()
+    const [a, b, listener] = await Promise.all([connect(dev.url), connect(dev.url), connect(dev.url)])
+    expect((await listener.query('listen grown_channel')).status).toBe('I')
+    const { first } = await aThenB(dev, a, 'select 1', b, 'select pg_sleep(30)')
+    expect(first.rows).toEqual([['1']])
+    const connections = dev.server.getStats().activeConnections
+    expect(await listener.end()).toBe(true)
+    await expect.poll(() => dev.server.getStats().activeConnections, { timeout: 5_000 }).toBe(connections - 1)
+
+    // The session still listens for the listener until its UNLISTEN runs, which must come before A's NOTIFY.
+    await a.send(wire.query("notify grown_channel, 'nobody listens'"))
+    await waitersAre(dev, 1)
+    await sendCancel(dev, b)
+    expect(errorsOf(await reply(b))).toEqual([['ERROR', '57014']])
+    const ra = await reply(a)
+    expect([errorsOf(ra), ra.trace.filter((name) => name === 'NotificationResponse')]).toEqual([[], []])
+  })
+
+  it('a CancelRequest for a unit that went into a running call answers it at once with 57014; the call runs on', async () => {
+    const dev = await start()
+    const [a, b] = await Promise.all([connect(dev.url), connect(dev.url)])
+    const { before, first } = await aThenB(dev, a, 'select 1', b, 'select pg_sleep(30)')
+    expect(first.rows).toEqual([['1']])
+
+    await a.send(wire.query('select 2'))
+    await addedToTheCall(dev, before)
+    await sendCancel(dev, a)
+    expect(errorsOf(await reply(a))).toEqual([['ERROR', '57014']])
+    // B's statement still runs; its own cancel ends it.
+    await sendCancel(dev, b)
+    expect(errorsOf(await reply(b))).toEqual([['ERROR', '57014']])
+    expect((await a.query('select 3')).rows).toEqual([['3']])
   })
 
   it('more units than one call carries wait in several batches; any of them can be canceled while it waits', async () => {

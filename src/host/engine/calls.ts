@@ -6,10 +6,12 @@
 import { decodeThreadError } from './thread-messages.ts'
 import { noteBusy } from './collect-garbage.ts'
 import { workerInspector } from './interrupt.ts'
-import { ByteRing, FrameEnd, encodeUnits, waitAsync } from './ring.ts'
+import { ByteRing, FrameEnd, encodeUnits, waitAsync, type UnitTarget } from './ring.ts'
 import { Control, ENGINE_GLOBAL, controlViews } from './stoppable.ts'
 import { sendingClients, watchAnswers, type AnsweredCalls } from '../../socket/connection/traffic.ts'
+import { addUnit, closeToMore, openToMore, readEndsOnTraffic } from './more-units.ts'
 import { LazyEnd, mayEndLazily } from './lazy-end.ts'
+import { CallWatchdog, WATCH_EVERY_MS } from './watchdog.ts'
 import { endSeen, newRunning, readDone, readSeen, type Running } from './running-call.ts'
 import type { DirectReply, UnitsDirect } from '../../socket/session/databases.ts'
 
@@ -19,8 +21,6 @@ import type { DirectReply, UnitsDirect } from '../../socket/session/databases.ts
  */
 export type OutputSink = (chunk: Uint8Array, owned?: boolean) => void | Promise<void>
 
-/** How often the watchdog looks at Postgres's timer while a call runs, before it knows a deadline. */
-const WATCH_EVERY_MS = 10
 /**
  * While at most this many clients are sending (traffic.ts), the server's thread spins for a call's reply, up to
  * FEW_CLIENTS_SPIN_MS, instead of sleeping: a sleep ends in a wake-up that costs about as much as a small query here.
@@ -53,7 +53,6 @@ const CANCEL_AGAIN_AFTER_MS = [250, 1_000]
 export class ProtocolCalls implements AnsweredCalls {
   readonly #requests: ByteRing
   readonly #replies: ByteRing
-  readonly #deadline: Float64Array
   /** Control.Current: the call the thread runs now; minus its id once it ended. */
   readonly #words: Int32Array
   readonly #threadId: number
@@ -63,9 +62,7 @@ export class ProtocolCalls implements AnsweredCalls {
   readonly #directTarget = Buffer.alloc(8)
   /** The last call left a transaction block open (its last frame said so: FrameEnd.InTransaction). */
   #inTransaction = false
-  /** The watchdog: one timer while calls come (not one per call), stopped once none has run for a tick. */
-  #watchdog: NodeJS.Timeout | null = null
-  #watchdogIdleTicks = 0
+  readonly #watchdog: CallWatchdog
   /** Set once the thread is gone: every call fails with it. */
   #failure: Error | null = null
   #onFailure: (() => void) | null = null
@@ -81,10 +78,11 @@ export class ProtocolCalls implements AnsweredCalls {
     this.#replies = new ByteRing(rings.replies)
     this.#lazy = new LazyEnd(this.#replies)
     const { words, deadline } = controlViews(control)
-    this.#deadline = deadline
     this.#words = words
     this.#threadId = threadId
     this.#unwatch = watchAnswers(this)
+    closeToMore(words)
+    this.#watchdog = new CallWatchdog({ running: () => this.#running, words, deadline, look: () => this.#lazy.look(), fire: (id) => void this.#evaluate(`fireTimer(${id})`) })
   }
 
   /** A call is in the thread now (or its output is still being read). */
@@ -122,6 +120,15 @@ export class ProtocolCalls implements AnsweredCalls {
     return this.#call(encodeUnits(units, direct?.targets), FrameEnd.Units, sink, onUnitEnd, direct?.reply ?? null)
   }
 
+  /**
+   * One unit more for the call of units running now, to run after its others (more-units.ts); false if it takes none,
+   * or waits for a client to read (the unit waits for the session in the line instead, where it is seen waiting).
+   */
+  addUnit(unit: Uint8Array, target: UnitTarget | null): boolean {
+    const running = this.#running
+    return running !== null && running.takesMore && !running.heldByClient && this.#failure === null && addUnit(this.#words, this.#requests, running.id, unit, target)
+  }
+
   async #call(request: Uint8Array, flags: number, sink: OutputSink, onUnitEnd: ((skipped: boolean) => void) | null, direct: DirectReply | null = null): Promise<void> {
     if (this.#failure) throw this.#failure
     // Ids stay positive 32-bit numbers (Control.Current holds one, negated once the call ended) for a server's life.
@@ -136,8 +143,11 @@ export class ProtocolCalls implements AnsweredCalls {
     this.#inTransaction = false
     try {
       // A call of units carries each unit's target in its request (ring.ts encodeUnits).
-      await this.#send(running.id, request, flags, flags & FrameEnd.Units ? null : direct)
-      this.#startWatchdog()
+      const units = (flags & FrameEnd.Units) !== 0
+      if (units) openToMore(this.#words)
+      await this.#send(running.id, request, flags, units ? null : direct)
+      running.takesMore = units
+      this.#watchdog.start()
       await this.#receive(running, sink, onUnitEnd, spinMs > 0 ? performance.now() + spinMs : 0)
     } finally {
       if (running.direct && running.directBlocked) running.direct.blocked(false)
@@ -268,6 +278,7 @@ export class ProtocolCalls implements AnsweredCalls {
     const { id } = running
     const ring = this.#replies
     const state: { ended: boolean; error: Error | null; held: Promise<void> | null } = { ended: false, error: null, held: null }
+    let unitEnds = 0
     const visit = (frameId: number, flags: number, payload: Buffer): boolean | void => {
       if (frameId !== id) return
       if (flags & FrameEnd.Last) {
@@ -277,43 +288,65 @@ export class ProtocolCalls implements AnsweredCalls {
         return false
       }
       if (flags & FrameEnd.Units) {
+        unitEnds++
         onUnitEnd?.(payload[0] === 1)
         return
       }
       // A reply that was going straight to the client, whose socket stayed full: where its messages stand, then its bytes.
       const result = flags & FrameEnd.Raw ? (flags & FrameEnd.Direct ? running.direct?.diverted(payload) : running.direct?.raw(payload)) : flags & FrameEnd.Direct ? running.direct?.summary(payload) : sink(payload, true)
       if (result instanceof Promise) {
+        // Nothing more is read until the client took what it was given (and no unit is added to the call meanwhile).
         state.held = result
+        running.heldByClient = true
         return false
       }
     }
-    for (;;) {
-      ring.read(visit)
-      readDone(running)
-      if (state.ended) {
-        if (state.error) throw state.error
-        return
+    // A call of units reads its units' ends whenever a client sends (more-units.ts); what fails there fails the call.
+    let failedOnTraffic: unknown = null
+    const readEnds = (): void => {
+      if (state.ended || state.held || failedOnTraffic) return
+      try {
+        ring.read(visit)
+        readDone(running)
+      } catch (error) {
+        failedOnTraffic = error
+        ring.wakeAlways()
       }
-      const held = state.held
-      if (held) {
-        state.held = null
-        running.heldByClient = true
-        await this.#abortable(held)
-        running.heldByClient = false
-      } else {
-        // The common wait, once or more per call: no timer and no race; fail(), later on this thread, wakes it.
-        if (this.#failure) throw this.#failure
-        if (spinUntil > 0 && ring.spin(spinUntil)) continue
-        spinUntil = 0
-        if (running.direct && !running.prompt && mayEndLazily(running.direct)) await this.#lazy.wait(() => this.#hurry(running))
-        else await ring.sleepAsync()
-        if (this.#failure) {
-          // A call that ended before the thread failed (its last frame waits in the ring) ended well.
+    }
+    const stopReading = onUnitEnd ? readEndsOnTraffic(this.#words, readEnds, () => unitEnds) : null
+    try {
+      for (;;) {
+        if (!state.held) {
           ring.read(visit)
-          if (state.ended && !state.error) return
-          throw this.#failure
+          readDone(running)
+        }
+        if (failedOnTraffic) throw failedOnTraffic
+        if (state.ended) {
+          if (state.error) throw state.error
+          return
+        }
+        const held = state.held
+        if (held) {
+          await this.#abortable(held)
+          running.heldByClient = false
+          state.held = null
+        } else {
+          // The common wait, once or more per call: no timer and no race; fail(), later on this thread, wakes it.
+          if (this.#failure) throw this.#failure
+          if (spinUntil > 0 && ring.spin(spinUntil)) continue
+          spinUntil = 0
+          if (running.direct && !running.prompt && mayEndLazily(running.direct)) await this.#lazy.wait(() => this.#hurry(running))
+          else await ring.sleepAsync()
+          if (this.#failure) {
+            // A call that ended before the thread failed (its last frame waits in the ring) ended well.
+            ring.read(visit)
+            if (state.ended && !state.error) return
+            throw this.#failure
+          }
         }
       }
+    } finally {
+      stopReading?.()
     }
   }
 
@@ -336,45 +369,6 @@ export class ProtocolCalls implements AnsweredCalls {
   #hurry(running: Running): void {
     running.prompt = true
     this.#lazy.look()
-  }
-
-  /** While calls run, every WATCH_EVERY_MS: fire Postgres's timer once the deadline it armed has passed. */
-  #startWatchdog(): void {
-    this.#watchdogIdleTicks = 0
-    if (this.#watchdog) return
-    this.#watchdog = setInterval(() => {
-      const running = this.#running
-      if (!running) {
-        if (++this.#watchdogIdleTicks > 1) this.#stopWatchdog()
-        return
-      }
-      this.#watchdogIdleTicks = 0
-      // A call waiting lazily for its end looks at each tick: its end may have come and nobody sent since.
-      this.#lazy.look()
-      // A reply written straight to the client waits for it to read: its connection times it out as one that stopped.
-      if (running.direct) {
-        const blocked = Atomics.load(this.#words, Control.Blocked) === running.id
-        if (blocked !== running.directBlocked) {
-          running.directBlocked = running.heldByClient = blocked
-          running.direct.blocked(blocked)
-        }
-      }
-      if (performance.now() < running.nextCheck) return
-      // Whichever call armed it: Postgres leaves its signal pending when the timeouts it was for end, and re-arms only
-      // a deadline earlier than the pending one (timeout.c), so a deadline armed by an earlier call and never fired
-      // (between calls nothing fires) must fire now for the statement's own timeout to be armed.
-      const deadline = this.#deadline[0]!
-      if (deadline <= 0 || deadline > Date.now()) return
-      void this.#evaluate(`fireTimer(${running.id})`)
-      // Postgres re-arms the timer if the deadline was not its earliest one: look again shortly.
-      running.nextCheck = performance.now() + 50
-    }, WATCH_EVERY_MS)
-    this.#watchdog.unref()
-  }
-
-  #stopWatchdog(): void {
-    if (this.#watchdog) clearInterval(this.#watchdog)
-    this.#watchdog = null
   }
 
   #evaluate(call: string): Promise<unknown> {

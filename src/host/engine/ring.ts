@@ -27,8 +27,9 @@ export const FrameEnd = {
   /** Not a call: the database thread should turn its event loop (a message waits for it). */
   Turn: 0x2000_0000,
   /**
-   * On a request's last frame: the request is several clients' units (see thread-worker.ts `runUnits`). On a reply: one
-   * unit's output ended, the next one's follows (an empty frame).
+   * On a request's last frame: the request is several clients' units (see thread-worker.ts `runUnits`); alone on a
+   * request's frame, one unit more for the call of units running now (more-units.ts). On a reply: one unit's output
+   * ended, the next one's follows (an empty frame).
    */
   Units: 0x1000_0000,
   /**
@@ -92,6 +93,11 @@ export class ByteRing {
     this.#put(head + FRAME_HEADER, payload)
     Atomics.store(this.#control, HEAD, (head + need) | 0)
     return true
+  }
+
+  /** A frame of `payloadLength` bytes fits in the room there is now. */
+  fits(payloadLength: number): boolean {
+    return FRAME_HEADER + payloadLength <= this.capacity - this.used
   }
 
   /** Tell the reading side there is something to read: a wake-up only if it sleeps, not if it waits lazily. */
@@ -307,10 +313,16 @@ export function encodeUnits(units: readonly Uint8Array[], targets: ReadonlyArray
   return out
 }
 
+export interface DecodedUnit {
+  unit: Buffer
+  fd: number
+  relayFrom: number
+}
+
 /** The units of a request encodeUnits made (views of it), and where each one's reply goes (fd -1: the ring). */
-export function decodeUnits(bytes: Buffer): Array<{ unit: Buffer; fd: number; relayFrom: number }> {
+export function decodeUnits(bytes: Buffer): DecodedUnit[] {
   const count = bytes.readUInt32LE(0)
-  const units: Array<{ unit: Buffer; fd: number; relayFrom: number }> = []
+  const units: DecodedUnit[] = []
   let at = 4 + 12 * count
   for (let i = 0; i < count; i++) {
     const length = bytes.readUInt32LE(4 + 12 * i)

@@ -22,6 +22,8 @@ export interface Running {
   end: { seen: Promise<void>; resolve: () => void } | null
   /** A call of several clients' units (CombinedCalls). */
   units: boolean
+  /** A call of units whose request is written: units may be added to it (more-units.ts). */
+  takesMore: boolean
   /** Made when someone waits for the reply ring's next read (answeredEnd, in a call of units). */
   read: { seen: Promise<void>; resolve: () => void } | null
 }
@@ -34,7 +36,7 @@ export function endSeen(running: Running): Promise<void> {
 
 /** A call just sent; the watchdog first looks at it at `nextCheck` (performance.now()). */
 export function newRunning(id: number, nextCheck: number, direct: DirectReply | null, units: boolean): Running {
-  return { id, nextCheck, stuckCheck: undefined, cancelAgain: undefined, heldByClient: false, direct, directBlocked: false, prompt: units, end: null, units, read: null }
+  return { id, nextCheck, stuckCheck: undefined, cancelAgain: undefined, heldByClient: false, direct, directBlocked: false, prompt: units, end: null, units, takesMore: false, read: null }
 }
 
 /** The reply ring was read (or the call is over): whoever waited for that goes on. */

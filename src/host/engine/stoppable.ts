@@ -13,7 +13,7 @@ export const ENGINE_GLOBAL = '__pgliteDevDbEngine'
  * Shared between the two threads: Int32 words (Control) and, at byte 8, the deadline of Postgres's timer (ms since
  * the epoch; 0: none armed, or it fired).
  */
-export const CONTROL_BYTES = 28
+export const CONTROL_BYTES = 40
 export function controlViews(buffer: SharedArrayBuffer): { words: Int32Array; deadline: Float64Array } {
   return { words: new Int32Array(buffer, 0, CONTROL_BYTES / 4), deadline: new Float64Array(buffer, 8, 1) }
 }
@@ -31,6 +31,12 @@ export const Control = {
    * may have its answer before the call ends (calls.ts answeredEnd).
    */
   Answered: 6,
+  /** How many units were added to the call of units running now, or -1: it takes no more (more-units.ts). */
+  MoreUnits: 7,
+  /** In the call of units running now, the last unit whose answer the thread wrote straight to its client (or -1). */
+  AnsweredUnit: 8,
+  /** 1: the server's thread wants a wake-up at the next unit's end (more-units.ts readEndsOnTraffic). */
+  UnitEndWanted: 9,
 } as const
 
 /**

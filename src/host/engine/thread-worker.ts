@@ -10,7 +10,8 @@ import { isPGliteFatal } from '../../errors.ts'
 import { TarballBlob, openPGlite, sharedBundleBlob } from './pglite.ts'
 import { collectGarbageSoon, collectWhenIdle, noteBusy } from './collect-garbage.ts'
 import { OutputWatch, type Framing } from './output-watch.ts'
-import { ByteRing, FrameEnd, decodeUnits } from './ring.ts'
+import { ByteRing, FrameEnd, decodeUnits, type DecodedUnit } from './ring.ts'
+import { MoreUnits, unitAnswered, unitEndWanted } from './more-units.ts'
 import { RELAY_CODES, framingAt, isAbandoned, writeToClient } from './direct-reply.ts'
 import { Control, controlViews, exposeStopping, interceptTimers, type CallHooks } from './stoppable.ts'
 import type { EngineImage } from './image.ts'
@@ -37,6 +38,7 @@ const init = workerData as ThreadInit
 const requests = new ByteRing(init.rings.requests)
 const replies = new ByteRing(init.rings.replies)
 const { words } = controlViews(init.control)
+const moreUnits = new MoreUnits(requests, words)
 let dead: unknown = null
 let closing = false
 let ops: Promise<void> = Promise.resolve()
@@ -91,7 +93,7 @@ async function serveCalls(pglite: PGlite, stopping: CallHooks): Promise<void> {
       const inTransaction = await runCall(pglite, stopping, call, output)
       noteBusy()
       if (inTransaction) requests.spin(performance.now() + IN_TRANSACTION_LINGER_MS)
-    } else if (turn || !requests.sleep(IDLE_SLICE_MS)) {
+    } else if (turn || moreUnits.takeTurn() || !requests.sleep(IDLE_SLICE_MS)) {
       // A message waits (it comes with a Turn), or nothing happened for a while: let the event loop run (its timers
       // too: the collection once idle).
       await new Promise((resolve) => setImmediate(resolve))
@@ -114,6 +116,7 @@ interface Call {
 async function runCall(pglite: PGlite, stopping: CallHooks, { id, bytes, isUnits, directFd, relayFrom }: Call, output: Output): Promise<boolean> {
   output.begin(id, isUnits ? -1 : directFd, relayFrom)
   stopping.beforeCall(id)
+  if (isUnits) moreUnits.begin()
   let failure: unknown = null
   try {
     // After a fatal error the next call into PGlite would spin this thread forever: answer without it.
@@ -123,6 +126,8 @@ async function runCall(pglite: PGlite, stopping: CallHooks, { id, bytes, isUnits
   } catch (error) {
     failure = error
   } finally {
+    // Units added and not run (the call ended early, or failed) go back to their clients, as the rest of the call's.
+    if (isUnits) failure ??= moreUnits.close(id)
     stopping.afterCall(id)
   }
   if (output.watch.fatal && !failure) {
@@ -142,9 +147,10 @@ async function runCall(pglite: PGlite, stopping: CallHooks, { id, bytes, isUnits
  * (a transaction or pipeline open, a SET or LISTEN...) ends the call: the units after it are not run (the server runs
  * them as ordinary calls), so no unit ever runs in another client's transaction or settings.
  */
-async function runUnits(pglite: PGlite, stopping: CallHooks, id: number, units: ReturnType<typeof decodeUnits>, output: Output): Promise<void> {
+async function runUnits(pglite: PGlite, stopping: CallHooks, id: number, units: DecodedUnit[], output: Output): Promise<void> {
   const { watch } = output
-  for (let unit = 0; unit < units.length; unit++) {
+  // Having run every unit it has, the call takes those the server added meanwhile (more-units.ts), or ends.
+  for (let unit = 0; unit < units.length || moreUnits.next(id, units); unit++) {
     const { unit: bytes, fd, relayFrom } = units[unit]!
     watch.startUnit()
     output.beginUnit(unit, fd, relayFrom)
@@ -217,7 +223,10 @@ class Output {
       const stop = this.watch.feed(chunk, this.#relayCodes)
       const direct = stop < 0 ? chunk : chunk.subarray(0, stop)
       // Postgres reports a backend idle before it sends ReadyForQuery: what the server shows of the client may wait.
-      if (stop < 0 && this.watch.atReadyForQuery && this.#mod._pq_buffer_remaining_data() === 0) Atomics.store(words, Control.Answered, this.#id)
+      if (stop < 0 && this.watch.atReadyForQuery && this.#mod._pq_buffer_remaining_data() === 0) {
+        Atomics.store(words, Control.Answered, this.#id)
+        unitAnswered(words, this.#unit)
+      }
       if (!this.#gone && direct.length > 0) this.#toClient(direct)
       if (stop < 0 || this.#gone) {
         if (stop >= 0) this.watch.feed(chunk.subarray(stop))
@@ -280,7 +289,9 @@ class Output {
     if (direct) this.#write(FrameEnd.Direct, this.watch.summary())
     this.#write(FrameEnd.Units, ran ? UNIT_RAN : UNIT_SKIPPED)
     this.#fd = -1
-    if (direct) return
+    // The server's thread asked for this end (a client it answered may have sent its next unit already).
+    const wanted = unitEndWanted(words)
+    if (direct && !wanted) return
     this.#unannounced = 0
     replies.wakeForOutput()
   }

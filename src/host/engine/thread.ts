@@ -12,7 +12,7 @@ import { ProtocolCalls, type OutputSink } from './calls.ts'
 import { Turns } from './turns.ts'
 import { bootstrap, pgliteWasm, sharedFsBundle } from './thread-bootstrap.ts'
 import { workerInspector } from './interrupt.ts'
-import { ringBuffer } from './ring.ts'
+import { ringBuffer, type UnitTarget } from './ring.ts'
 import { CONTROL_BYTES } from './stoppable.ts'
 import type { EngineImage } from './image.ts'
 import { isPGliteFatal } from '../../errors.ts'
@@ -199,6 +199,11 @@ export class DbThread {
   /** In the call of units running now, unit `unit` is not run if it has not begun (its client must be answered). */
   skipUnit(unit: number): Promise<boolean> {
     return this.#protocol.skip(unit)
+  }
+
+  /** One unit more for the call of units running now (more-units.ts); false if it takes none. */
+  addUnit(unit: Uint8Array, target: UnitTarget | null): boolean {
+    return this.#dead === null && this.#protocol.addUnit(unit, target)
   }
 
   async execProtocolRaw(message: Uint8Array, options: { syncToFs?: boolean } = {}): Promise<Uint8Array> {

@@ -47,6 +47,14 @@ export async function takeSession(handover: Handover): Promise<void> {
 }
 
 /**
+ * Whether releaseSession would run nothing in the session: the client changed nothing the server keeps for it there
+ * (settings, LISTENs, temporary objects, others' statements) and did not leave.
+ */
+export function releasesQuietly({ reader, state, client }: Handover, last: boolean): boolean {
+  return reader.changes === 0 && !state.temp.mayMake && !state.temp.revealed && !(last && client.left)
+}
+
+/**
  * The client is at rest: record what it changed in the session, then let the next client have it. LISTENs that
  * never completed (an error, an aborted transaction) changed nothing and are forgotten.
  */

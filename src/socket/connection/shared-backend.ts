@@ -16,7 +16,7 @@ import { routeNotification } from './listen.ts'
 import { FunctionReplies, NEEDS_FUNCTION_REPLIES, ServerFunctions, contextFor, contextMessages, type LockWait } from './server-functions.ts'
 import { UnnamedUse, unnamedUseOf } from '../protocol/unnamed-use.ts'
 import { ClientSettings } from './settings.ts'
-import { releaseSession, takeSession, type Handover } from './handover.ts'
+import { releaseSession, releasesQuietly, takeSession, type Handover } from './handover.ts'
 import { answersSeen } from './traffic.ts'
 import type { Backend, BackendClient } from './backend.ts'
 
@@ -247,6 +247,7 @@ export class ClientBackend implements Backend {
   ride(bytes: Buffer, hooks: { begin(): void; end(ran: boolean): void; last: boolean }): Promise<RideEnd> {
     const reader = this.#reader
     const client = this.#client
+    const handover = this.#handover
     /** The unit's reply goes straight to the client (decided as the call goes: `direct`), until its end. */
     let direct = false
     const endDirect = (): void => {
@@ -290,6 +291,9 @@ export class ClientBackend implements Backend {
       endDirect,
       get atRest() {
         return reader.atRest
+      },
+      get quiet() {
+        return releasesQuietly(handover, hooks.last)
       },
       settle: () => this.release(hooks.last),
     })

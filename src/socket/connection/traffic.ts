@@ -21,6 +21,8 @@ interface TrafficState {
   lookers: Set<() => void>
   /** Every database thread's calls (see watchAnswers). */
   answers: Set<AnsweredCalls>
+  /** Calls of units running now: any client's bytes make them read what their units wrote so far (readOnTraffic). */
+  readers: Set<() => void>
 }
 
 /** A database thread's calls, as the server's thread runs them (host/engine/calls.ts). */
@@ -35,12 +37,23 @@ export interface AnsweredCalls {
 // One count per process, even where the server and the engine come from different copies of this module (an app that
 // loads both the ESM and the CJS build, or the patched pglite-socket serving a DbThread of ours).
 const SHARED = Symbol.for('pglite-dev-db.traffic')
-const state = ((globalThis as Record<symbol, unknown>)[SHARED] ??= { window: -1, inWindow: 0, inPrevious: 0, lookers: new Set(), answers: new Set() }) as TrafficState
+const state = ((globalThis as Record<symbol, unknown>)[SHARED] ??= { window: -1, inWindow: 0, inPrevious: 0, lookers: new Set(), answers: new Set(), readers: new Set() }) as TrafficState
 
 /** Call `look` once, the next time any client sends bytes (before they are read); returns its cancellation. */
 export function lookOnTraffic(look: () => void): () => void {
   state.lookers.add(look)
   return () => state.lookers.delete(look)
+}
+
+/**
+ * Call `read` each time any client sends bytes (before they are read), until the returned function is called: a call
+ * of units reads which units ended, so that a client answered there can add its next unit to the call.
+ */
+export function readOnTraffic(read: () => void): () => void {
+  // The state may have been made by an older copy of this module, without it.
+  const readers = (state.readers ??= new Set())
+  readers.add(read)
+  return () => readers.delete(read)
 }
 
 /** A client answered while its call is still ending is seen as such for at most this long (see answersSeen). */
@@ -75,7 +88,9 @@ export async function answersSeen(): Promise<void> {
 
 /** `client` sent bytes. Per chunk: a clock read and a comparison. */
 export function noteClientBytes(client: TrafficSource): void {
-  const { lookers } = state
+  const { lookers, readers } = state
+  // (The state may have been made by an older copy of this module, without readers.)
+  if (readers !== undefined && readers.size > 0) for (const read of readers) read()
   if (lookers.size > 0) {
     for (const look of lookers) look()
     lookers.clear()

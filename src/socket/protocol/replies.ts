@@ -98,6 +98,11 @@ export class ReplyReader {
     this.#txStatus = TxStatus.Idle
   }
 
+  /** SessionChange bits since the last takeChanges, kept. */
+  get changes(): number {
+    return this.#changes
+  }
+
   /** SessionChange bits since the last call of this, cleared. */
   takeChanges(): number {
     const changes = this.#changes

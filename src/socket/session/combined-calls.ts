@@ -17,12 +17,17 @@ interface CombinedSession {
   readonly db: SessionDb
   readonly dead: WireError | null
   readonly scheduler: OwnerScheduler<SessionHolder>
+  /** Departed clients' statements and LISTENs are still in the session: the next call's first rider ends them. */
+  readonly hasAbandonedWork: boolean
   executeUnits(units: readonly Uint8Array[], sink: OutputSink, onUnitEnd: (skipped: boolean) => void, direct?: UnitsDirect | null): Promise<void>
   cancelRunning(unit?: number): Promise<'canceled' | 'skipped' | ''>
+  addUnit(unit: Uint8Array, target: { fd: number; relayFrom: number } | null): boolean
 }
 
 /** How many units one call carries at most (a batch that is full starts the next). */
 const MAX_UNITS = 64
+/** How many units a call that runs may grow to (units added while it runs: `#addToRunning`). */
+const MAX_GROWN_UNITS = 256
 
 /** One client's unit, as the batch drives it. */
 export interface Rider {
@@ -55,6 +60,8 @@ export interface Rider {
   end(ran: boolean): void
   /** After end(): nothing of the client is open in the session. */
   readonly atRest: boolean
+  /** After end(): its release needs nothing of the session (no statement of the server's): it may settle at once. */
+  readonly quiet: boolean
   /** After the call, in order: what the unit changed in the session is recorded (the client releasing it). */
   settle(): Promise<void>
 }
@@ -75,6 +82,8 @@ interface Seat {
   ended: boolean
   /** The database thread agreed not to run the unit (skip, or a cancel before it began). */
   stopped: boolean
+  /** Settled as its unit ended, while the call ran on. */
+  settled: boolean
 }
 
 /** A batch holds the session as a client would: errors about who holds it name its first rider. */
@@ -84,6 +93,8 @@ class Batch implements SessionHolder {
   readonly processId: number
   readonly applicationName: string
   readonly idleInTransactionSince = null
+  /** Its call writes replies straight to the clients that can take them (a unit added to it may too). */
+  directReplies = false
 
   constructor(first: Rider) {
     this.settingsKey = first.settingsKey
@@ -120,11 +131,36 @@ export class CombinedCalls {
   ride(rider: Rider): Promise<RideEnd> {
     const session = this.#session
     if (session.dead) return Promise.reject(session.dead)
+    const added = this.#addToRunning(rider)
+    if (added) return added
     let batch: Batch | null = null
     for (const pending of this.#pending) if (pending.settingsKey === rider.settingsKey) batch = pending
     if (batch === null || batch.seats.length >= MAX_UNITS) batch = this.#openBatch(rider)
     const seats = batch.seats
-    return new Promise<RideEnd>((resolve, reject) => seats.push({ rider, resolve, reject, begun: false, ended: false, stopped: false }))
+    return new Promise<RideEnd>((resolve, reject) => seats.push({ rider, resolve, reject, begun: false, ended: false, stopped: false, settled: false }))
+  }
+
+  /**
+   * The unit goes in the call that runs now, after its others, if that call takes more: same settings, nobody else
+   * waiting for the session (the call must not keep it from them), nothing left in it by a client that has left since
+   * the call began (its LISTEN would still be heard: the next call's first rider ends it), room left. Null if not.
+   */
+  #addToRunning(rider: Rider): Promise<RideEnd> | null {
+    const running = this.#running
+    const session = this.#session
+    if (running === null || running.settingsKey !== rider.settingsKey || running.seats.length >= MAX_GROWN_UNITS) return null
+    if (session.scheduler.waiting > 0 || session.hasAbandonedWork) return null
+    const target = running.directReplies ? rider.direct() : null
+    if (!session.addUnit(rider.unit, target)) {
+      rider.endDirect()
+      return null
+    }
+    const { seats } = running
+    const ride = new Promise<RideEnd>((resolve, reject) => seats.push({ rider, resolve, reject, begun: false, ended: false, stopped: false, settled: false }))
+    // A call of one unit that grows to two counts from here.
+    if (seats.length === 2) this.stats.calls++
+    this.stats.units += seats.length === 2 ? 2 : 1
+    return ride
   }
 
   /** Calls that carried more than one unit, and the units they carried (for getStats). */
@@ -280,6 +316,7 @@ export class CombinedCalls {
       const direct: UnitsDirect | null = targets.some((target) => target !== null)
         ? { targets, reply: { fd: -1, relayFrom: 0, summary: (summary) => begin().rider.summary(summary), blocked: (isBlocked) => seats[current]?.rider.blocked(isBlocked), diverted: (framing) => begin().rider.diverted(framing), raw: (bytes) => begin().rider.raw(bytes), mayEndLazily: () => false } }
         : null
+      batch.directReplies = direct !== null
       await this.#session.executeUnits(
         seats.map((seat) => seat.rider.unit),
         (chunk) => begin().rider.sink(chunk),
@@ -288,6 +325,8 @@ export class CombinedCalls {
           seat.ended = true
           seat.rider.end(!skipped)
           current++
+          // Its client may go on (and send its next unit into this call) while the call runs the others.
+          if (!skipped && seat.rider.atRest && seat.rider.quiet) this.#settleNow(seat)
         },
         direct,
       )
@@ -309,9 +348,15 @@ export class CombinedCalls {
     return true
   }
 
+  #settleNow(seat: Seat): void {
+    seat.settled = true
+    seat.rider.settle().then(() => seat.resolve('ran'), seat.reject)
+  }
+
   /** After the call, in order: each unit that ran is its client's release; one left open is its client's hold. */
   async #settle(batch: Batch): Promise<void> {
     for (const seat of batch.seats) {
+      if (seat.settled) continue
       if (!seat.ended) seat.resolve(seat.stopped ? 'stopped' : 'not-run')
       else if (!seat.rider.atRest) {
         // Only the last unit that ran can have left the session open: its client holds the session now.

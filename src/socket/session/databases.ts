@@ -33,6 +33,11 @@ export interface SessionDb {
   execProtocolUnits?(units: readonly Uint8Array[], options: { onRawData: OutputSink; onUnitEnd: (skipped: boolean) => void; direct?: UnitsDirect | null }): Promise<void>
   /** In the call of units running now, unit `unit` is not run if it has not begun (the server answers its client). */
   skipUnit?(unit: number): Promise<boolean>
+  /**
+   * One unit more for the call of units running now, to run after its others (its index the next one), its reply to
+   * `target` (null: through the call's output); false if the call takes no more.
+   */
+  addUnit?(unit: Uint8Array, target: { fd: number; relayFrom: number } | null): boolean
 }
 
 /**

@@ -82,6 +82,11 @@ export class SharedSession {
     return this.#call(sink, (db) => db.execProtocolUnits!(units, { onRawData: this.#onRawData, onUnitEnd, direct }))
   }
 
+  /** One unit more for the call of units running now (SessionDb.addUnit); false if it takes none. */
+  addUnit(unit: Uint8Array, target: { fd: number; relayFrom: number } | null): boolean {
+    return this.dead === null && (this.db.addUnit?.(unit, target) ?? false)
+  }
+
   async #call(sink: OutputSink, call: (db: SessionDb) => Promise<void>): Promise<void> {
     if (this.dead) throw this.dead
     const db = this.db
