@@ -117,7 +117,10 @@ export class ProtocolCalls implements AnsweredCalls {
    * session open or changed and the rest did not run (count the onUnitEnd calls).
    */
   runUnits(units: readonly Uint8Array[], sink: OutputSink, onUnitEnd: (skipped: boolean) => void, direct: UnitsDirect | null = null): Promise<void> {
-    return this.#call(encodeUnits(units, direct?.targets), FrameEnd.Units, sink, onUnitEnd, direct?.reply ?? null)
+    // A call grows (more-units.ts) only where others may send meanwhile: with one client sending, its next unit comes
+    // once its answer did, mostly after the call has closed, and asking for its unit's end costs a wake-up.
+    const grows = units.length > 1 || sendingClients() > 1
+    return this.#call(encodeUnits(units, direct?.targets), FrameEnd.Units, sink, onUnitEnd, direct?.reply ?? null, grows)
   }
 
   /**
@@ -129,7 +132,7 @@ export class ProtocolCalls implements AnsweredCalls {
     return running !== null && running.takesMore && !running.heldByClient && this.#failure === null && addUnit(this.#words, this.#requests, running.id, unit, target)
   }
 
-  async #call(request: Uint8Array, flags: number, sink: OutputSink, onUnitEnd: ((skipped: boolean) => void) | null, direct: DirectReply | null = null): Promise<void> {
+  async #call(request: Uint8Array, flags: number, sink: OutputSink, onUnitEnd: ((skipped: boolean) => void) | null, direct: DirectReply | null = null, grows = false): Promise<void> {
     if (this.#failure) throw this.#failure
     // Ids stay positive 32-bit numbers (Control.Current holds one, negated once the call ended) for a server's life.
     const id = this.#nextId
@@ -144,9 +147,9 @@ export class ProtocolCalls implements AnsweredCalls {
     try {
       // A call of units carries each unit's target in its request (ring.ts encodeUnits).
       const units = (flags & FrameEnd.Units) !== 0
-      if (units) openToMore(this.#words)
+      if (grows) openToMore(this.#words)
       await this.#send(running.id, request, flags, units ? null : direct)
-      running.takesMore = units
+      running.takesMore = grows
       this.#watchdog.start()
       await this.#receive(running, sink, onUnitEnd, spinMs > 0 ? performance.now() + spinMs : 0)
     } finally {
@@ -313,7 +316,7 @@ export class ProtocolCalls implements AnsweredCalls {
         ring.wakeAlways()
       }
     }
-    const stopReading = onUnitEnd ? readEndsOnTraffic(this.#words, readEnds, () => unitEnds) : null
+    const stopReading = running.takesMore ? readEndsOnTraffic(this.#words, readEnds, () => unitEnds) : null
     try {
       for (;;) {
         if (!state.held) {
