@@ -25,7 +25,7 @@ export function closeToMore(words: Int32Array): void {
   Atomics.store(words, Control.MoreUnits, CLOSED)
 }
 
-/** Server's thread, before a call of units is written: it takes more units until the thread closes it. */
+/** Server's thread, before a call of units that grows is written: it takes more units until the thread closes it. */
 export function openToMore(words: Int32Array): void {
   Atomics.store(words, Control.AnsweredUnit, -1)
   Atomics.store(words, Control.UnitEndWanted, 0)
@@ -50,20 +50,25 @@ export function addUnit(words: Int32Array, requests: ByteRing, id: number, unit:
 }
 
 /**
- * Server's thread, while a call of units runs: whenever a client sends, read the units' ends written so far
+ * Server's thread, while a call of units that grows runs: whenever a client sends, read the units' ends written so far
  * (`readEnds`), so that a client answered there can add its next unit to the call. The thread writes a unit's end
  * only once PGlite is done with it, a while after the answer on which the client may have acted already: while an
  * answered unit's end is unread (`endsRead`: how many the call's reader has seen), the thread is asked to wake this
- * one at that end (unitEndWanted). Returns the stop.
+ * one at that end (unitEndWanted). Returns the stop, which also takes back an ask the call's last unit left.
  */
 export function readEndsOnTraffic(words: Int32Array, readEnds: () => void, endsRead: () => number): () => void {
-  return readOnTraffic(() => {
+  const stop = readOnTraffic(() => {
     readEnds()
     if (Atomics.load(words, Control.AnsweredUnit) < endsRead()) return
     Atomics.store(words, Control.UnitEndWanted, 1)
     // The end may have come between the read and the ask (the thread saw no ask): read again.
     readEnds()
   })
+  return () => {
+    stop()
+    // Else the next call's first unit end, in a call that does not grow, would wake this thread for nothing.
+    Atomics.store(words, Control.UnitEndWanted, 0)
+  }
 }
 
 /** Database thread: the answer of unit `unit` (-1: a call of one) went straight to its client (AnsweredUnit). */
