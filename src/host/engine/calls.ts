@@ -304,7 +304,8 @@ export class ProtocolCalls implements AnsweredCalls {
         return false
       }
     }
-    // A call of units reads its units' ends whenever a client sends (more-units.ts); what fails there fails the call.
+    // A call that takes more units reads its units' ends whenever a client sends (more-units.ts); what fails there
+    // fails the call.
     let failedOnTraffic: unknown = null
     const readEnds = (): void => {
       if (state.ended || state.held || failedOnTraffic) return

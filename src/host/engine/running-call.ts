@@ -22,7 +22,7 @@ export interface Running {
   end: { seen: Promise<void>; resolve: () => void } | null
   /** A call of several clients' units (CombinedCalls). */
   units: boolean
-  /** A call of units whose request is written: units may be added to it (more-units.ts). */
+  /** A call of units that grows, its request written: units may be added to it (calls.ts runUnits, more-units.ts). */
   takesMore: boolean
   /** Made when someone waits for the reply ring's next read (answeredEnd, in a call of units). */
   read: { seen: Promise<void>; resolve: () => void } | null

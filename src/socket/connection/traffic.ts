@@ -21,7 +21,7 @@ interface TrafficState {
   lookers: Set<() => void>
   /** Every database thread's calls (see watchAnswers). */
   answers: Set<AnsweredCalls>
-  /** Calls of units running now: any client's bytes make them read what their units wrote so far (readOnTraffic). */
+  /** Calls of units that grow, running now: any client's bytes make them read what their units wrote so far. */
   readers: Set<() => void>
 }
 
