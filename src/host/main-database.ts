@@ -18,7 +18,7 @@ import { installedNotLoaded, loadExtensions, type LoadedExtensions } from './ext
 import type { resolveDevDbOptions } from './options.ts'
 import { reportSlowStep, type ProgressOptions } from './progress.ts'
 import { readSnapshot } from './snapshot.ts'
-import { holdsDatabase, imageDir, migratedTemplate, seedDataDir, templateBlob, type Template } from './template.ts'
+import { holdsDatabase, imageDir, migratedTemplate, seedDataDir, templateBlob, templateEngines, type Template } from './template.ts'
 import { openWithWalSpace } from './wal-reserve.ts'
 
 /**
@@ -62,7 +62,7 @@ export async function openMainDatabase({ options, dataDir, cacheDir, migrations,
   // The template is what a fresh main database and every other database start from; read (or built) when first needed.
   let templateLookup: Promise<Template | null> | null = null
   const template = (): Promise<Template | null> => {
-    templateLookup ??= !options.template ? Promise.resolve(null) : templateOrNull(migrations, cacheDir, log, loaded, progress)
+    templateLookup ??= !options.template ? Promise.resolve(null) : templateOrNull(migrations, cacheDir, log, loaded, progress, options.databaseThreads)
     return templateLookup
   }
   const startParams = [...PGlite.defaultStartParams, ...SERVER_SETTINGS]
@@ -154,9 +154,9 @@ export async function openMainDatabase({ options, dataDir, cacheDir, migrations,
 }
 
 /** The template, or null (with a warning) when the cache cannot be used; a failing migration still throws. */
-async function templateOrNull(migrations: string | null, cacheDir: string, log: Logger, loaded: LoadedExtensions, progress: ProgressOptions): Promise<Template | null> {
+async function templateOrNull(migrations: string | null, cacheDir: string, log: Logger, loaded: LoadedExtensions, progress: ProgressOptions, threads: boolean): Promise<Template | null> {
   try {
-    return await migratedTemplate(migrations === null ? null : resolve(migrations), resolve(cacheDir), log, loaded, progress)
+    return await migratedTemplate(migrations === null ? null : resolve(migrations), resolve(cacheDir), log, loaded, progress, templateEngines(loaded, threads))
   } catch (error) {
     if (error instanceof DevServerError) throw error
     log.warn('cannot use a database template; starting from initdb', { cacheDir, error })

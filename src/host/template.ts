@@ -2,14 +2,15 @@
 // start of a fresh database copies the result instead (a data dir) or loads it (--memory). initdb costs seconds,
 // a copy or load a fraction of that. A changed migration file or PGlite version is a new key, never a stale template.
 // PGlite's module is imported only to build or unpack one: the server looks a template up before it loads PGlite.
+// A server builds and unpacks in a database thread, so that its clients and timers go on meanwhile.
 
 import { createHash, randomBytes } from 'node:crypto'
 import { openAsBlob, readFileSync } from 'node:fs'
 import { cp, mkdir, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises'
 import { createRequire } from 'node:module'
 import { dirname, join, resolve } from 'node:path'
-import type { Extensions } from '@electric-sql/pglite'
 import { NO_EXTENSIONS, type LoadedExtensions } from './extensions.ts'
+import type { SqlDb } from './engine/sql-db.ts'
 import type { Logger } from '../log.ts'
 import { applyMigrations, migrationsFingerprint } from './migrate.ts'
 import { count, reportSlowStep, type ProgressOptions } from './progress.ts'
@@ -54,8 +55,31 @@ export interface Template {
   tarball: string
   /** True if this call built it. */
   built: boolean
-  /** The bundles it was built with: every PGlite that opens it loads them too. */
-  extensions: Extensions
+  /** Opens an engine with the bundles it was built with (every PGlite that opens it loads them too). */
+  open: TemplateEngineOpener
+}
+
+/** What building or unpacking a template needs of an engine: an in-process PGlite or a DbThread both fit. */
+export interface TemplateEngine extends SqlDb {
+  dumpDataDir(compression: 'none'): Promise<Blob>
+  close(): Promise<void>
+}
+
+export type TemplateEngineOpener = (where: { dataDir?: string; loadDataDir?: Blob }) => Promise<TemplateEngine>
+
+/**
+ * Engines with `loaded`'s bundles, in a database thread (`thread`) or in this one. initdb holds the thread that runs it
+ * for seconds: a server's own thread would answer no client meanwhile.
+ */
+export function templateEngines(loaded: LoadedExtensions, thread: boolean): TemplateEngineOpener {
+  return async (where) => {
+    if (thread) {
+      const { DbThread } = await import('./engine/thread.ts')
+      return DbThread.create({ ...where, extensions: loaded.names })
+    }
+    const { PGlite } = await import('@electric-sql/pglite')
+    return PGlite.create({ ...where, extensions: loaded.extensions })
+  }
 }
 
 /**
@@ -68,10 +92,11 @@ export async function migratedTemplate(
   log: Logger,
   loaded: LoadedExtensions = NO_EXTENSIONS,
   progress: ProgressOptions = {},
+  open: TemplateEngineOpener = templateEngines(loaded, false),
 ): Promise<Template> {
   const { key, migrations } = await templateKey(migrationsDir, loaded)
   const dir = join(cacheDir, `template-${key}`)
-  const template = { dir, tarball: join(dir, TARBALL), extensions: loaded.extensions }
+  const template = { dir, tarball: join(dir, TARBALL), open }
   if (await exists(template.tarball)) return { ...template, built: false }
 
   const started = performance.now()
@@ -89,8 +114,7 @@ async function buildTemplate(migrationsDir: string | null, cacheDir: string, tem
   try {
     await mkdir(scratch)
     // Built in memory: initdb there is several times faster than on PGlite's node filesystem.
-    const { PGlite } = await import('@electric-sql/pglite')
-    const db = await PGlite.create({ extensions: template.extensions })
+    const db = await template.open({})
     try {
       if (migrationsDir) await applyMigrations(db, migrationsDir, log, progress)
       // Without it a server reads the baseline from its first new database instead, which then waits for that.
@@ -124,8 +148,7 @@ export async function seedDataDir(dataDir: string, template: Template): Promise<
     const scratch = join(template.dir, `.unpacking-${process.pid}-${randomBytes(4).toString('hex')}`)
     try {
       await mkdir(scratch)
-      const { PGlite } = await import('@electric-sql/pglite')
-      const db = await PGlite.create({ dataDir: scratch, loadDataDir: await templateBlob(template), extensions: template.extensions })
+      const db = await template.open({ dataDir: scratch, loadDataDir: await templateBlob(template) })
       await db.close()
       await rename(scratch, source).catch(async (error: unknown) => {
         if (!(await exists(join(source, 'PG_VERSION')))) throw error

@@ -107,6 +107,41 @@ describe('migrated templates', () => {
     again.destroy()
   })
 
+  it('a template built after the start leaves the server answering its clients meanwhile', async () => {
+    const migrations = await scratch('migrations')
+    const dataDir = path.join(await scratch('data'), 'db')
+    await writeMigrations(migrations, 'CREATE TABLE alpha (id int primary key);')
+    await (await startLogged({ migrations, cacheDir: await scratch('cache'), dataDir })).dev.close()
+    // An empty cache (after `npm ci`, say): the data dir opens as it is, and the first new database builds the template.
+    const seen = { building: false, ready: false }
+    const logger = createLogger({
+      level: 'info',
+      sink: ({ msg }) => {
+        if (msg.startsWith('building the database template')) seen.building = true
+        if (msg === 'database template ready') seen.ready = true
+      },
+    })
+    const dev = await startDevDb({ migrations, cacheDir: await scratch('cache'), dataDir, logger })
+    devs.push(dev)
+    const client = await connectRaw(dev.url)
+    // A new database is made at its first query.
+    const newcomer = await connectRaw(dev.url, { params: { user: 'postgres', database: 'other' }, deadlineMs: 120_000 })
+    let made = false
+    const making = newcomer.query('select 1').finally(() => (made = true))
+    let answeredWhileBuilding = 0
+    while (!seen.ready && !made) {
+      await client.query('select 1')
+      if (seen.building && !seen.ready) answeredWhileBuilding++
+    }
+    client.destroy()
+    await making
+    newcomer.destroy()
+    expect(seen.ready).toBe(true)
+    // Built on the server's own thread, initdb held every client for seconds: 80 answers in the whole build, the
+    // longest wait 2.3 s; in a database thread, thousands.
+    expect(answeredWhileBuilding).toBeGreaterThan(500)
+  })
+
   it('two starts that build the same template at once both succeed and share it', async () => {
     const cacheDir = await scratch('cache')
     const migrations = await scratch('migrations')
