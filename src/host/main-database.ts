@@ -35,6 +35,19 @@ import { openWithWalSpace } from './wal-reserve.ts'
 // WAL grows until close, a new segment file each 16 MB (wal-reserve.ts makes them ready on disk).
 const SERVER_SETTINGS = ['-c', 'shared_buffers=8MB', '-c', 'max_prepared_transactions=64', '-c', 'max_wal_size=64MB', '-c', 'min_wal_size=32MB']
 
+/**
+ * PGlite's start parameters without its `search_path=public`: Postgres's default (`"$user", public`) is what clients
+ * see on a server, as `show search_path` and pg_settings (source `default`).
+ */
+function postgresDefaults(params: readonly string[]): string[] {
+  const kept: string[] = []
+  for (let i = 0; i < params.length; i++) {
+    if (params[i] === '-c' && params[i + 1]?.startsWith('search_path=')) i++
+    else kept.push(params[i]!)
+  }
+  return kept
+}
+
 export interface MainDatabaseContext {
   options: ReturnType<typeof resolveDevDbOptions>
   dataDir: string | undefined
@@ -65,7 +78,7 @@ export async function openMainDatabase({ options, dataDir, cacheDir, migrations,
     templateLookup ??= !options.template ? Promise.resolve(null) : templateOrNull(migrations, cacheDir, log, loaded, progress, options.databaseThreads)
     return templateLookup
   }
-  const startParams = [...PGlite.defaultStartParams, ...SERVER_SETTINGS]
+  const startParams = [...postgresDefaults(PGlite.defaultStartParams), ...SERVER_SETTINGS]
   try {
     // A fresh database starts as a copy of the migrated template instead of initdb plus every migration.
     const fresh = !dataDir || !(await holdsDatabase(dataDir))

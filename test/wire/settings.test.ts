@@ -32,9 +32,22 @@ describe('session settings per client', () => {
     expect(messages.findIndex((m) => m.code === 'S')).toBeLessThan(messages.findIndex((m) => m.code === 'T'))
     expect(wire.summarize(messages).rows).toEqual([['pg_catalog | Asia/Tokyo | tuned']])
 
-    expect(await show(plain)).toBe('public | UTC | ')
+    expect(await show(plain)).toBe('"$user", public | UTC | ')
     expect(await show(tuned)).toBe('pg_catalog | Asia/Tokyo | tuned')
-    expect(await show(plain)).toBe('public | UTC | ')
+    expect(await show(plain)).toBe('"$user", public | UTC | ')
+  })
+
+  it("a client's default search_path is Postgres's (not PGlite's `public`), and pg_settings says where it comes from", async () => {
+    const dev = await start()
+    const sql = "select setting, source, reset_val from pg_settings where name = 'search_path'"
+    const ours = (await (await connect(dev.url)).query(sql)).rows
+    expect(ours).toEqual([['"$user", public', 'default', '"$user", public']])
+    // The suite starts a PostgreSQL 15 for the run unless PG_ORACLE_URL=none (test/oracles.ts): the same answer there.
+    const oracleUrl = process.env['PG_ORACLE_URL']
+    if (!oracleUrl) return
+    const oracle = await connectRaw(oracleUrl)
+    onTestFinished(() => oracle.destroy())
+    expect((await oracle.query(sql)).rows).toEqual(ours)
   })
 
   it('a SET stays with its client across other clients turns; a rolled-back SET is gone; a departed client leaves nothing', async () => {
@@ -42,27 +55,27 @@ describe('session settings per client', () => {
     const a = await connect(dev.url)
     const b = await connect(dev.url)
     expect((await a.query("set timezone = 'America/New_York'; set application_name = 'a'")).errors).toEqual([])
-    expect(await show(b)).toBe('public | UTC | ')
-    expect(await show(a)).toBe('public | America/New_York | a')
+    expect(await show(b)).toBe('"$user", public | UTC | ')
+    expect(await show(a)).toBe('"$user", public | America/New_York | a')
 
     expect((await a.query("begin; set search_path = pg_catalog; rollback")).status).toBe('I')
-    expect(await show(b)).toBe('public | UTC | ')
-    expect(await show(a)).toBe('public | America/New_York | a')
+    expect(await show(b)).toBe('"$user", public | UTC | ')
+    expect(await show(a)).toBe('"$user", public | America/New_York | a')
 
     // SET LOCAL lasts for its transaction only, and other clients wait for that transaction anyway.
     const local = await a.query("begin; set local timezone = 'Asia/Tokyo'; " + SHOW + '; commit')
-    expect(local.rows).toEqual([['public | Asia/Tokyo | a']])
-    expect(await show(a)).toBe('public | America/New_York | a')
+    expect(local.rows).toEqual([['"$user", public | Asia/Tokyo | a']])
+    expect(await show(a)).toBe('"$user", public | America/New_York | a')
 
     expect((await b.query("set search_path = pg_catalog")).errors).toEqual([])
     b.destroy()
     await withDeadline(b.closed, 3_000, 'b closed')
     const c = await connect(dev.url)
-    expect(await show(c)).toBe('public | UTC | ')
+    expect(await show(c)).toBe('"$user", public | UTC | ')
 
     // RESET ALL returns the client to the defaults, and only that client.
     expect((await a.query('reset all')).errors).toEqual([])
-    expect(await show(a)).toBe('public | UTC | ')
+    expect(await show(a)).toBe('"$user", public | UTC | ')
   })
 
   it('a setting changed by set_config() stays with its client, as a SET does: by Query, by a prepared statement run again, in a DO block', async () => {
@@ -78,7 +91,7 @@ describe('session settings per client', () => {
     // pg_dump begins its session so: `SELECT pg_catalog.set_config('search_path', '', false)`.
     expect((await a.query("select pg_catalog.set_config('work_mem', '7MB', false), pg_catalog.set_config('search_path', '', false)")).errors).toEqual([])
     expect(await workMem(b)).toBe(initial)
-    expect((await b.query("select current_setting('search_path')")).rows).toEqual([['public']])
+    expect((await b.query("select current_setting('search_path')")).rows).toEqual([['"$user", public']])
     expect(await workMem(a)).toBe('7MB')
 
     // A named statement made in one unit and run in later ones, after the other client's turns.
@@ -114,7 +127,7 @@ describe('session settings per client', () => {
     const error = await bad.next('ErrorResponse')
     expect(wire.decodeError(error.body)).toMatchObject({ severity: 'FATAL', code: '22023', message: 'invalid value for parameter "DateStyle": "garbage"' })
     await withDeadline(bad.closed, 3_000, 'refused client closed')
-    expect(await show(other)).toBe('public | UTC | ')
+    expect(await show(other)).toBe('"$user", public | UTC | ')
   })
 
   it('SET ROLE and SET SESSION AUTHORIZATION are their client\'s alone; RESET SESSION AUTHORIZATION and DISCARD ALL put it back', async () => {
