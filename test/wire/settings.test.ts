@@ -50,6 +50,55 @@ describe('session settings per client', () => {
     expect((await oracle.query(sql)).rows).toEqual(ours)
   })
 
+  it('ALTER DATABASE ... SET and ALTER ROLE ... IN DATABASE ... SET apply to clients that connect later, as on Postgres', async () => {
+    const dev = await start()
+    const admin = await connect(dev.url)
+    const before = await connect(dev.url)
+    expect(await show(before)).toBe('"$user", public | UTC | ')
+    const altered = await admin.query("alter database postgres set timezone = 'Asia/Tokyo'; alter database postgres set search_path = pg_catalog, public; alter role postgres in database postgres set work_mem = '7MB'")
+    expect(altered.errors).toEqual([])
+    const workMem = async (client: RawClient) => (await client.query("select current_setting('work_mem')")).rows[0]?.[0]
+
+    // A client that connects now gets them, told of the reported one before its first answer; earlier ones keep theirs.
+    const later = await connect(dev.url)
+    await later.send(wire.query(SHOW))
+    const messages = await later.until('ReadyForQuery')
+    expect(messages.filter((m) => m.code === 'S').map((m) => wire.decodeParameterStatus(m.body))).toContainEqual(['TimeZone', 'Asia/Tokyo'])
+    expect(wire.summarize(messages).rows).toEqual([['pg_catalog, public | Asia/Tokyo | ']])
+    expect(await workMem(later)).toBe('7MB')
+    expect(await show(before)).toBe('"$user", public | UTC | ')
+    expect(await show(admin)).toBe('"$user", public | UTC | ')
+    // The startup packet's own settings win over the database's.
+    const own = await connect(dev.url, { TimeZone: 'Europe/Paris' })
+    expect(await show(own)).toBe('pg_catalog, public | Europe/Paris | ')
+
+    expect((await admin.query('alter database postgres reset all; alter role postgres in database postgres reset all')).errors).toEqual([])
+    const last = await connect(dev.url)
+    expect(await show(last)).toBe('"$user", public | UTC | ')
+    expect(await workMem(last)).toBe(await workMem(admin))
+    expect(await show(later)).toBe('pg_catalog, public | Asia/Tokyo | ')
+  })
+
+  it("ALTER DATABASE of another database sets its next clients' settings; one it cannot apply is a WARNING, not a refusal", async () => {
+    const dev = await start()
+    const admin = await connect(dev.url)
+    expect((await admin.query('create database other')).errors).toEqual([])
+    const early = await connect(dev.url, { database: 'other' })
+    expect(await show(early)).toBe('"$user", public | UTC | ')
+    expect((await admin.query("alter database other set timezone = 'Asia/Tokyo'")).errors).toEqual([])
+    expect(await show(await connect(dev.url, { database: 'other' }))).toBe('"$user", public | Asia/Tokyo | ')
+    expect(await show(admin)).toBe('"$user", public | UTC | ')
+
+    // A value Postgres refuses, written into the catalog directly (as a dropped extension's can be left): it warns at connect.
+    expect((await early.query("alter database other set statement_timeout = '1s'; update pg_catalog.pg_db_role_setting set setconfig = array['statement_timeout=soon'] where setdatabase <> 0")).errors).toEqual([])
+    const warned = await connect(dev.url, { database: 'other' })
+    await warned.send(wire.query(SHOW))
+    const messages = await warned.until('ReadyForQuery')
+    const notices = messages.filter((m) => m.code === 'N').map((m) => wire.decodeError(m.body))
+    expect(notices).toEqual([expect.objectContaining({ severity: 'WARNING', message: expect.stringMatching(/statement_timeout/) })])
+    expect(wire.summarize(messages).rows).toEqual([['"$user", public | UTC | ']])
+  })
+
   it('a SET stays with its client across other clients turns; a rolled-back SET is gone; a departed client leaves nothing', async () => {
     const dev = await start()
     const a = await connect(dev.url)

@@ -84,6 +84,18 @@ const SNAPSHOT_SQL =
 export const SNAPSHOT_QUERY = encodeQuery(SNAPSHOT_SQL)
 
 /**
+ * What Postgres applies to a new session of SESSION_USER in this database (pg_db_role_setting), as (name, value) rows
+ * in the order that makes the right one win: for every database, for this database, for the role, for both.
+ */
+export const DATABASE_SETTINGS_QUERY = encodeQuery(
+  "SELECT pg_catalog.split_part(c.setting, '=', 1), pg_catalog.substr(c.setting, pg_catalog.strpos(c.setting, '=') + 1) " +
+    'FROM pg_catalog.pg_db_role_setting s, LATERAL pg_catalog.unnest(s.setconfig) WITH ORDINALITY AS c(setting, n) ' +
+    'WHERE s.setdatabase IN (0, (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database())) ' +
+    `AND s.setrole IN (0, (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = ${literal(SESSION_USER)})) ` +
+    'ORDER BY s.setrole <> 0, s.setdatabase <> 0, c.n',
+)
+
+/**
  * What RESET ALL leaves: the session authorization and role, put back first (as Postgres's DISCARD ALL does; DEFAULT
  * would not do: PGlite's single-user backend has no default to go back to).
  */

@@ -128,8 +128,9 @@ async function alterDatabase(turn: Turn, databases: DatabaseCatalog, command: Ex
   try {
     const chunks: Buffer[] = []
     await session.execute(encodeQuery(command.sql), (chunk) => void chunks.push(Buffer.from(chunk)))
-    // A Query leaves the session's unnamed statement nobody's.
+    // A Query leaves the session's unnamed statement nobody's; its SET clauses are for that database's next clients.
     session.unnamedStatementOwner = null
+    session.databaseSettings = null
     const failed = findMessage(Buffer.concat(chunks), BackendCode.ErrorResponse)
     const error = failed ? errorFields(failed) : null
     return error ? new WireError('ERROR', error.code as SqlStateCode, error.message, error.detail ? { detail: error.detail } : {}) : null

@@ -76,6 +76,7 @@ export async function releaseSession(handover: Handover, last = false): Promise<
     await settings.snapshot()
     temp.firstInSearchPath = settings.tempSchemaFirst
   }
+  if (changes & SessionChange.DatabaseSettings) session.databaseSettings = null
   if (changes & SessionChange.Listening) await reconcileListening(backend, state.listenCommands, handover.log)
   if (changes & SessionChange.StatementsWiped) await remakeOthersStatements(handover)
   state.listenCommands.length = 0

@@ -5,7 +5,7 @@
 import { WireError, type SqlStateCode } from '../../errors.ts'
 import { encodeParameterStatus, errorFields } from '../protocol/backend.ts'
 import { UNKNOWN_SETTINGS, type SharedSession } from '../session/session.ts'
-import { SNAPSHOT_QUERY, applySettingsQuery, readSettingsReply, settingsKey, type Settings } from '../client/settings.ts'
+import { DATABASE_SETTINGS_QUERY, SNAPSHOT_QUERY, applySettingsQuery, readSettingsReply, settingsKey, type Settings } from '../client/settings.ts'
 
 /** What a client's settings need of its backend (ClientBackend). */
 export interface SettingsBackend {
@@ -27,6 +27,10 @@ export class ClientSettings {
   #key = ''
   /** The startup packet asked for settings not yet applied: they are, the first time this client takes the session. */
   #startupPending = false
+  /** Not yet given the session: its database's own settings (ALTER DATABASE ... SET) are still to be added. */
+  #fresh = true
+  /** How many of the settings first applied come from the database, before the startup packet's. */
+  #fromDatabase = 0
 
   constructor(backend: SettingsBackend) {
     this.#backend = backend
@@ -44,9 +48,17 @@ export class ClientSettings {
     return this.#key
   }
 
-  /** The startup packet's settings are not yet applied: the client has not taken the session since it connected. */
+  /**
+   * What the client gets at connect is not yet applied (its startup packet's settings, or its database's, which are
+   * unknown until a client reads them): the client has not taken the session since it connected.
+   */
   get startupPending(): boolean {
-    return this.#startupPending
+    return this.#startupPending || (this.#fresh && this.#backend.session.databaseSettings?.length !== 0)
+  }
+
+  /** A unit of the client's rode a combined call (allowed only while its database had no settings to add): no longer new. */
+  rode(): void {
+    this.#fresh = false
   }
 
   /** The client's lock_timeout (ms; 0: none). */
@@ -81,6 +93,7 @@ export class ClientSettings {
 
   /** The client took the session, which is at rest: the session gets this client's settings, unless it has them. */
   async give(): Promise<void> {
+    if (this.#fresh) await this.#addDatabaseSettings()
     if (this.#startupPending) await this.#applyStartup()
     else if (this.#backend.session.appliedSettings !== this.#key) await this.#apply()
   }
@@ -104,6 +117,25 @@ export class ClientSettings {
     this.#backend.session.appliedSettings = this.#key = ''
   }
 
+  /**
+   * Its database's settings go before the startup packet's, which win (Postgres applies both at connect). Read once
+   * for every client of the database, and again after an ALTER DATABASE or ALTER ROLE.
+   */
+  async #addDatabaseSettings(): Promise<void> {
+    this.#fresh = false
+    const { session } = this.#backend
+    if (session.databaseSettings === null) {
+      const reply = readSettingsReply(await this.#backend.capture(DATABASE_SETTINGS_QUERY))
+      if (reply.error) this.#backend.warn("could not read this database's settings (ALTER DATABASE ... SET); connected without them", reply.error)
+      session.databaseSettings = reply.error ? [] : reply.settings
+    }
+    if (session.databaseSettings.length === 0) return
+    this.#settings = [...session.databaseSettings, ...this.#settings]
+    this.#fromDatabase = session.databaseSettings.length
+    this.#startupPending = true
+    this.#key = UNKNOWN_SETTINGS
+  }
+
   /** Give the session this client's settings (the session is at rest: no pipeline, no transaction). */
   async #apply(): Promise<void> {
     const { session } = this.#backend
@@ -122,6 +154,14 @@ export class ClientSettings {
     this.#startupPending = false
     const { session } = this.#backend
     const reply = readSettingsReply(await this.#backend.capture(applySettingsQuery(this.#settings, true)))
+    if (reply.error && this.#fromDatabase > 0) {
+      // As Postgres does with a database's setting it cannot apply: a warning, and the connection goes on.
+      this.#backend.warn("could not apply this database's settings (ALTER DATABASE ... SET); connected without them", reply.error)
+      this.#settings = this.#settings.slice(this.#fromDatabase)
+      this.#fromDatabase = 0
+      this.#startupPending = true
+      return this.#applyStartup()
+    }
     if (reply.error) {
       session.appliedSettings = UNKNOWN_SETTINGS
       const { code, message } = errorFields(reply.error)

@@ -271,6 +271,7 @@ export class ClientBackend implements Backend {
       },
       begin: () => {
         hooks.begin()
+        this.#settings.rode()
         // The session is this client's, at rest, until its unit ends.
         this.#reader.acquired()
         this.#beginCall('client', true, 0)

@@ -15,6 +15,8 @@ export const SessionChange = {
   StatementsWiped: 4,
   /** A DISCARD ALL or DISCARD TEMP ran: the session's temporary objects are gone. */
   TempDropped: 8,
+  /** An ALTER DATABASE or ALTER ROLE completed: what a new client gets at connect (its SET clauses) may have changed. */
+  DatabaseSettings: 16,
 } as const
 
 /** Given a held message whole (header included), returns what to pass on instead, or null to drop it. */
@@ -258,6 +260,8 @@ const TAG_DEALLOCATE_ALL = Buffer.from('DEALLOCATE ALL\0')
 const TAG_DISCARD_TEMP = Buffer.from('DISCARD TEMP\0')
 const TAG_LISTEN = Buffer.from('LISTEN\0')
 const TAG_UNLISTEN = Buffer.from('UNLISTEN\0')
+const TAG_ALTER_DATABASE = Buffer.from('ALTER DATABASE\0')
+const TAG_ALTER_ROLE = Buffer.from('ALTER ROLE\0')
 
 /** The SessionChange bits of a CommandComplete tag, from its first `fill` bytes. */
 export function tagChanges(tag: Buffer, fill: number): number {
@@ -275,6 +279,8 @@ export function tagChanges(tag: Buffer, fill: number): number {
       return startsWith(tag, fill, TAG_LISTEN) ? SessionChange.Listening : 0
     case 0x55: // U
       return startsWith(tag, fill, TAG_UNLISTEN) ? SessionChange.Listening : 0
+    case 0x41: // A (ALTER USER's tag is ALTER ROLE)
+      return startsWith(tag, fill, TAG_ALTER_DATABASE) || startsWith(tag, fill, TAG_ALTER_ROLE) ? SessionChange.DatabaseSettings : 0
     default:
       return 0
   }

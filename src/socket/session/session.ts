@@ -12,6 +12,7 @@ import { AdvisoryLocks } from './advisory-locks.ts'
 import { Listeners, listenSql } from './listeners.ts'
 import { CombinedCalls } from './combined-calls.ts'
 import type { SessionHolder, SessionMember } from './members.ts'
+import type { Settings } from '../client/settings.ts'
 import { OwnerScheduler, SchedulerClosedError } from './scheduler.ts'
 
 export type { SessionHolder, SessionMember } from './members.ts'
@@ -54,6 +55,11 @@ export class SharedSession {
   unnamedStatementOwner: SessionMember | null = null
   /** The settings key of what the session holds now: '' is the defaults. */
   appliedSettings = ''
+  /**
+   * What ALTER DATABASE ... SET and ALTER ROLE ... SET give a new client of this database, as Postgres applies them
+   * at connect (every client runs as the same role here); null: to be read, by the next client that connects.
+   */
+  databaseSettings: Settings | null = null
   /** Close messages for statements whose clients left while another client held the session. */
   #abandonedStatements: Buffer[] = []
   readonly listeners = new Listeners<SessionMember>()
@@ -153,6 +159,7 @@ export class SharedSession {
     sessions.set(db, this)
     this.unnamedStatementOwner = null
     this.appliedSettings = ''
+    this.databaseSettings = null
     this.serverFunctionsInstalled = false
     this.#abandonedStatements = []
     this.listeners.forgetAbandoned()
@@ -187,6 +194,7 @@ export class SharedSession {
     this.dead = null
     this.unnamedStatementOwner = null
     this.appliedSettings = ''
+    this.databaseSettings = null
     this.serverFunctionsInstalled = false
     this.#abandonedStatements = []
     this.listeners.forgetAbandoned()
