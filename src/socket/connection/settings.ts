@@ -56,7 +56,7 @@ export class ClientSettings {
     return this.#startupPending || (this.#fresh && this.#backend.session.databaseSettings?.length !== 0)
   }
 
-  /** A unit of the client's rode a combined call (allowed only while its database had no settings to add): no longer new. */
+  /** A unit of the client's ran in a combined call (allowed only while its database had no settings to add): no longer new. */
   rode(): void {
     this.#fresh = false
   }

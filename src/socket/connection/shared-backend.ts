@@ -271,7 +271,6 @@ export class ClientBackend implements Backend {
       },
       begin: () => {
         hooks.begin()
-        this.#settings.rode()
         // The session is this client's, at rest, until its unit ends.
         this.#reader.acquired()
         this.#beginCall('client', true, 0)
@@ -286,7 +285,10 @@ export class ClientBackend implements Backend {
         const corked = !direct
         endDirect()
         this.#endCall(corked)
-        if (ran) this.#state.statements.ran(bytes)
+        if (ran) {
+          this.#state.statements.ran(bytes)
+          this.#settings.rode()
+        }
         hooks.end(ran)
       },
       endDirect,
