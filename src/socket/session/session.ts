@@ -12,7 +12,6 @@ import { AdvisoryLocks } from './advisory-locks.ts'
 import { Listeners, listenSql } from './listeners.ts'
 import { CombinedCalls } from './combined-calls.ts'
 import type { SessionHolder, SessionMember } from './members.ts'
-import type { Settings } from '../client/settings.ts'
 import { OwnerScheduler, SchedulerClosedError } from './scheduler.ts'
 
 export type { SessionHolder, SessionMember } from './members.ts'
@@ -59,7 +58,7 @@ export class SharedSession {
    * What ALTER DATABASE ... SET and ALTER ROLE ... SET give a new client of this database, as Postgres applies them
    * at connect (every client runs as the same role here); null: to be read, by the next client that connects.
    */
-  databaseSettings: Settings | null = null
+  databaseSettings: ReadonlyArray<readonly [name: string, value: string]> | null = null
   /** Close messages for statements whose clients left while another client held the session. */
   #abandonedStatements: Buffer[] = []
   readonly listeners = new Listeners<SessionMember>()
