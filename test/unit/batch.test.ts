@@ -25,6 +25,8 @@ interface TestClient {
 function setUp() {
   const db = new ScriptedDb()
   const session = new SharedSession(db)
+  // A database with no settings of its own, already read: the calls below are the clients' alone.
+  session.databaseSettings = []
   let nextId = 1
   const connect = (): TestClient => {
     // What the client was sent, as one stream (writes may end mid-message, as on a socket).
