@@ -35,12 +35,11 @@ export interface Handover {
  * The client just became the session's owner: the session is at rest between owners, the moment to drop
  * statements that departed clients left behind, and to give the session this client's settings.
  */
-export async function takeSession(handover: Handover, riding = false): Promise<void> {
+export async function takeSession(handover: Handover): Promise<void> {
   const { backend, client, session, state } = handover
   handover.reader.acquired()
   if (session.hasAbandonedWork) await session.closeAbandonedWork()
-  await handover.settings.give(riding)
-  state.temp.firstInSearchPath = handover.settings.tempSchemaFirst
+  await handover.settings.give()
   const unmade = state.statements.takeUnmade()
   if (unmade.length > 0) await remakeStatements([client], (bytes) => backend.capture(bytes), unmade)
   const reveal = state.temp.reveal()

@@ -91,9 +91,9 @@ export class ClientBackend implements Backend {
     return this.#reader.errorPending
   }
 
-  /** Settings from the startup packet that differ from what every client is told (`named`: all it named, lower-case). */
-  startWith(settings: Settings, named?: ReadonlySet<string>): void {
-    this.#settings.startWith(settings, named)
+  /** Settings from the startup packet that differ from what every client is told: applied on first taking the session. */
+  startWith(settings: Settings): void {
+    this.#settings.startWith(settings)
     this.#state.temp.firstInSearchPath = this.#settings.tempSchemaFirst
   }
 
@@ -101,8 +101,8 @@ export class ClientBackend implements Backend {
    * The client just became the session's owner: the session is at rest between owners, the moment to drop
    * statements that departed clients left behind, and to give the session this client's settings.
    */
-  tookSession(riding = false): Promise<void> {
-    return takeSession(this.#handover, riding)
+  tookSession(): Promise<void> {
+    return takeSession(this.#handover)
   }
 
   /** Run complete messages as the owner; PGlite's replies stream to the client. */
@@ -260,7 +260,7 @@ export class ClientBackend implements Backend {
       member: client,
       unit: bytes,
       settingsKey: this.#settings.key,
-      prepare: () => this.tookSession(true),
+      prepare: () => this.tookSession(),
       direct: () => {
         if (this.session.db.directReplies !== true) return null
         const fd = client.output.directFd()
@@ -363,9 +363,7 @@ export class ClientBackend implements Backend {
 
   /** The client left while a SET of its may still be in the session: the next owner resets it. */
   leftSettingsBehind(): void {
-    const changes = this.#reader.takeChanges()
-    if (changes & SessionChange.Settings) this.session.appliedSettings = UNKNOWN_SETTINGS
-    if (changes & SessionChange.DatabaseSettings) this.session.databaseSettings = null
+    if (this.#reader.takeChanges() & SessionChange.Settings) this.session.appliedSettings = UNKNOWN_SETTINGS
   }
 
   /** Keeping the session as the client left it failed: the log gets `what`, and so does the client, as a WARNING it can read. */
