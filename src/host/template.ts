@@ -2,7 +2,8 @@
 // start of a fresh database copies the result instead (a data dir) or loads it (--memory). initdb costs seconds,
 // a copy or load a fraction of that. A changed migration file or PGlite version is a new key, never a stale template.
 // PGlite's module is imported only to build or unpack one: the server looks a template up before it loads PGlite.
-// A server builds and unpacks in a database thread, so that its clients and timers go on meanwhile.
+// A server builds and unpacks in a database thread (unless told to keep databases in its own), so that its clients and
+// timers go on meanwhile.
 
 import { createHash, randomBytes } from 'node:crypto'
 import { openAsBlob, readFileSync } from 'node:fs'

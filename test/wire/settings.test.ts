@@ -68,9 +68,11 @@ describe('session settings per client', () => {
     expect(await workMem(later)).toBe('7MB')
     expect(await show(before)).toBe('"$user", public | UTC | ')
     expect(await show(admin)).toBe('"$user", public | UTC | ')
-    // The startup packet's own settings win over the database's.
+    // The startup packet's own settings win over the database's, one equal to the server's default too.
     const own = await connect(dev.url, { TimeZone: 'Europe/Paris' })
     expect(await show(own)).toBe('pg_catalog, public | Europe/Paris | ')
+    const utc = await connect(dev.url, { TimeZone: 'UTC' })
+    expect(await show(utc)).toBe('pg_catalog, public | UTC | ')
 
     expect((await admin.query('alter database postgres reset all; alter role postgres in database postgres reset all')).errors).toEqual([])
     const last = await connect(dev.url)
@@ -90,13 +92,15 @@ describe('session settings per client', () => {
     expect(await show(admin)).toBe('"$user", public | UTC | ')
 
     // A value Postgres refuses, written into the catalog directly (as a dropped extension's can be left): it warns at connect.
-    expect((await early.query("alter database other set statement_timeout = '1s'; update pg_catalog.pg_db_role_setting set setconfig = array['statement_timeout=soon'] where setdatabase <> 0")).errors).toEqual([])
+    // The others still apply.
+    const stored = "array['TimeZone=Asia/Tokyo', 'statement_timeout=soon']"
+    expect((await early.query(`alter database other set statement_timeout = '1s'; update pg_catalog.pg_db_role_setting set setconfig = ${stored} where setdatabase <> 0`)).errors).toEqual([])
     const warned = await connect(dev.url, { database: 'other' })
     await warned.send(wire.query(SHOW))
     const messages = await warned.until('ReadyForQuery')
     const notices = messages.filter((m) => m.code === 'N').map((m) => wire.decodeError(m.body))
     expect(notices).toEqual([expect.objectContaining({ severity: 'WARNING', message: expect.stringMatching(/statement_timeout/) })])
-    expect(wire.summarize(messages).rows).toEqual([['"$user", public | UTC | ']])
+    expect(wire.summarize(messages).rows).toEqual([['"$user", public | Asia/Tokyo | ']])
   })
 
   it('a SET stays with its client across other clients turns; a rolled-back SET is gone; a departed client leaves nothing', async () => {

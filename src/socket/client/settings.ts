@@ -147,6 +147,11 @@ export function applySettingsQuery(settings: Settings, snapshot: boolean): Buffe
   return encodeQuery(statements.join('; '))
 }
 
+/** A Query that fails as applying `setting` would, and changes nothing (is_local: it lasts for its own statement). */
+export function checkSettingQuery([name, value]: readonly [string, string]): Buffer {
+  return encodeQuery(`SELECT pg_catalog.set_config(${literal(name)}, ${literal(value)}, true)`)
+}
+
 export interface SettingsReply {
   /** The snapshot's rows, if the reply had a two-column result after the last RowDescription. */
   settings: Array<[string, string]>

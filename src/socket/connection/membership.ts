@@ -100,7 +100,9 @@ export class Membership {
     if (session.dead) throw session.dead
     const backend = new ClientBackend(connection, session, this.#client, this.#log)
     // Settings equal to what the client is told anyway (client_encoding=UTF8 from node-postgres) cost nothing.
-    backend.startWith(startupSettings(connection.startupParams).filter(([name, value]) => session.reportedDefaults.get(name.toLowerCase()) !== value))
+    const startup = startupSettings(connection.startupParams)
+    const named = new Set(startup.map(([name]) => name.toLowerCase()))
+    backend.startWith(startup.filter(([name, value]) => session.reportedDefaults.get(name.toLowerCase()) !== value), named)
     this.#backend = backend
     const { databases, options } = this.#host
     this.#batches = new BatchRunner(connection, { backend, messages: this.#messages, databases, database: connection.database, maxCopyBytes: options.maxCopyBytes, idleTransactionWaitMs: options.idleTransactionWaitMs, log: this.#log })

@@ -5,7 +5,7 @@
 import { WireError, type SqlStateCode } from '../../errors.ts'
 import { encodeParameterStatus, errorFields } from '../protocol/backend.ts'
 import { UNKNOWN_SETTINGS, type SharedSession } from '../session/session.ts'
-import { DATABASE_SETTINGS_QUERY, SNAPSHOT_QUERY, applySettingsQuery, readSettingsReply, settingsKey, type Settings } from '../client/settings.ts'
+import { DATABASE_SETTINGS_QUERY, SNAPSHOT_QUERY, checkSettingQuery, applySettingsQuery, readSettingsReply, settingsKey, type Settings } from '../client/settings.ts'
 
 /** What a client's settings need of its backend (ClientBackend). */
 export interface SettingsBackend {
@@ -31,13 +31,19 @@ export class ClientSettings {
   #fresh = true
   /** How many of the settings first applied come from the database, before the startup packet's. */
   #fromDatabase = 0
+  /** Every setting the startup packet named (lower-case), those equal to the defaults too: the database's yield to them. */
+  #startupNames: ReadonlySet<string> = new Set()
 
   constructor(backend: SettingsBackend) {
     this.#backend = backend
   }
 
-  /** Settings from the startup packet that differ from what every client is told: applied on first taking the session. */
-  startWith(settings: Settings): void {
+  /**
+   * Settings from the startup packet that differ from what every client is told: applied on first taking the session.
+   * `named`: every setting the packet named, lower-case.
+   */
+  startWith(settings: Settings, named: ReadonlySet<string> = new Set()): void {
+    this.#startupNames = named
     this.#settings = settings
     this.#startupPending = settings.length > 0
     if (this.#startupPending) this.#key = UNKNOWN_SETTINGS
@@ -126,12 +132,14 @@ export class ClientSettings {
     const { session } = this.#backend
     if (session.databaseSettings === null) {
       const reply = readSettingsReply(await this.#backend.capture(DATABASE_SETTINGS_QUERY))
-      if (reply.error) this.#backend.warn("could not read this database's settings (ALTER DATABASE ... SET); connected without them", reply.error)
-      session.databaseSettings = reply.error ? [] : reply.settings
+      // Not kept: the next new client reads them again.
+      if (reply.error) return this.#backend.warn("could not read this database's settings (ALTER DATABASE ... SET); connected without them", reply.error)
+      session.databaseSettings = reply.settings
     }
-    if (session.databaseSettings.length === 0) return
-    this.#settings = [...session.databaseSettings, ...this.#settings]
-    this.#fromDatabase = session.databaseSettings.length
+    const added = session.databaseSettings.filter(([name]) => !this.#startupNames.has(name.toLowerCase()))
+    if (added.length === 0) return
+    this.#settings = [...added, ...this.#settings]
+    this.#fromDatabase = added.length
     this.#startupPending = true
     this.#key = UNKNOWN_SETTINGS
   }
@@ -147,17 +155,23 @@ export class ClientSettings {
   /**
    * The settings of the startup packet, applied the first time this client gets the session (connecting never
    * waits for another client's transaction). The client was told the defaults at startup; now it gets a
-   * ParameterStatus for each reported setting it changed, as Postgres would have sent at startup. A value
-   * Postgres refuses closes the connection with its error as FATAL, as Postgres does at startup.
+   * ParameterStatus for each reported setting it changed, as Postgres would have sent at startup. A startup value
+   * Postgres refuses closes the connection with its error as FATAL, as Postgres does at startup; a database's value it
+   * refuses is a WARNING, and the others apply.
    */
   async #applyStartup(): Promise<void> {
     this.#startupPending = false
     const { session } = this.#backend
     const reply = readSettingsReply(await this.#backend.capture(applySettingsQuery(this.#settings, true)))
     if (reply.error && this.#fromDatabase > 0) {
-      // As Postgres does with a database's setting it cannot apply: a warning, and the connection goes on.
-      this.#backend.warn("could not apply this database's settings (ALTER DATABASE ... SET); connected without them", reply.error)
-      this.#settings = this.#settings.slice(this.#fromDatabase)
+      // Each of the database's tried alone: one Postgres refuses is left out with a WARNING, as Postgres does.
+      const kept: Array<readonly [string, string]> = []
+      for (const setting of this.#settings.slice(0, this.#fromDatabase)) {
+        const check = readSettingsReply(await this.#backend.capture(checkSettingQuery(setting)))
+        if (check.error) this.#backend.warn(`could not apply this database's setting ${setting[0]} (ALTER DATABASE ... SET)`, check.error)
+        else kept.push(setting)
+      }
+      this.#settings = [...kept, ...this.#settings.slice(this.#fromDatabase)]
       this.#fromDatabase = 0
       this.#startupPending = true
       return this.#applyStartup()

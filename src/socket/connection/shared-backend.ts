@@ -91,9 +91,9 @@ export class ClientBackend implements Backend {
     return this.#reader.errorPending
   }
 
-  /** Settings from the startup packet that differ from what every client is told: applied on first taking the session. */
-  startWith(settings: Settings): void {
-    this.#settings.startWith(settings)
+  /** Settings from the startup packet that differ from what every client is told (`named`: all it named, lower-case). */
+  startWith(settings: Settings, named?: ReadonlySet<string>): void {
+    this.#settings.startWith(settings, named)
     this.#state.temp.firstInSearchPath = this.#settings.tempSchemaFirst
   }
 
@@ -363,7 +363,9 @@ export class ClientBackend implements Backend {
 
   /** The client left while a SET of its may still be in the session: the next owner resets it. */
   leftSettingsBehind(): void {
-    if (this.#reader.takeChanges() & SessionChange.Settings) this.session.appliedSettings = UNKNOWN_SETTINGS
+    const changes = this.#reader.takeChanges()
+    if (changes & SessionChange.Settings) this.session.appliedSettings = UNKNOWN_SETTINGS
+    if (changes & SessionChange.DatabaseSettings) this.session.databaseSettings = null
   }
 
   /** Keeping the session as the client left it failed: the log gets `what`, and so does the client, as a WARNING it can read. */

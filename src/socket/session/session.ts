@@ -56,7 +56,8 @@ export class SharedSession {
   appliedSettings = ''
   /**
    * What ALTER DATABASE ... SET and ALTER ROLE ... SET give a new client of this database, as Postgres applies them
-   * at connect (every client runs as the same role here); null: to be read, by the next client that connects.
+   * at connect (every client runs as the same role here), when it first takes the session; null: to be read by the
+   * next new client that does.
    */
   databaseSettings: ReadonlyArray<readonly [name: string, value: string]> | null = null
   /** Close messages for statements whose clients left while another client held the session. */
