@@ -132,8 +132,11 @@ export class ClientSettings {
     const { session } = this.#backend
     if (session.databaseSettings === null) {
       const reply = readSettingsReply(await this.#backend.capture(DATABASE_SETTINGS_QUERY))
-      // Not kept: the next new client reads them again.
-      if (reply.error) return this.#backend.warn("could not read this database's settings (ALTER DATABASE ... SET); connected without them", reply.error)
+      if (reply.error) {
+        // Not kept: the next new client reads them again.
+        this.#backend.warn("could not read this database's settings (ALTER DATABASE ... SET); connected without them", reply.error)
+        return
+      }
       session.databaseSettings = reply.settings
     }
     const added = session.databaseSettings.filter(([name]) => !this.#startupNames.has(name.toLowerCase()))
