@@ -133,6 +133,48 @@ describe("several clients' units in one call", () => {
     expect((await b.query('show work_mem')).rows).toEqual([[defaultWorkMem]])
   })
 
+  // Units wait together behind an ALTER DATABASE ... SET in an open transaction; its COMMIT lets them go as one call.
+  // A new client gets the database's settings at its first turn; one that had a turn before keeps what it had.
+  async function afterAlterDatabase(order: ReadonlyArray<'new' | 'old'>): Promise<Array<{ timezone: string | null | undefined; told: boolean }>> {
+    const dev = await start()
+    const old = await connect(dev.url)
+    expect((await old.query('show timezone')).rows).toEqual([['UTC']])
+    const holder = await holdSession(dev, "begin; alter database postgres set timezone = 'Asia/Tokyo'")
+    const clients: RawClient[] = []
+    for (const who of order) {
+      const client = who === 'old' ? old : await connect(dev.url)
+      await client.send(wire.query('show timezone'))
+      clients.push(client)
+      await waitersAre(dev, clients.length)
+    }
+    expect((await holder.query('commit')).status).toBe('I')
+    return Promise.all(
+      clients.map(async (client) => {
+        const messages = await client.until('ReadyForQuery')
+        const told = messages.some((m) => m.code === 'S' && wire.decodeParameterStatus(m.body)[0] === 'TimeZone')
+        const timezone = wire.summarize(messages).rows[0]?.[0]
+        // What it is told once is what it keeps.
+        expect((await client.query('show timezone')).rows).toEqual([[timezone]])
+        return { timezone, told }
+      }),
+    )
+  }
+
+  it('after an ALTER DATABASE ... SET, a new client first in the call does not give its settings to the others', async () => {
+    expect(await afterAlterDatabase(['new', 'old', 'new'])).toEqual([
+      { timezone: 'Asia/Tokyo', told: true },
+      { timezone: 'UTC', told: false },
+      { timezone: 'Asia/Tokyo', told: true },
+    ])
+  })
+
+  it('after an ALTER DATABASE ... SET, new clients behind an older one in the call still get the settings', async () => {
+    expect(await afterAlterDatabase(['old', 'new'])).toEqual([
+      { timezone: 'UTC', told: false },
+      { timezone: 'Asia/Tokyo', told: true },
+    ])
+  })
+
   it('a CancelRequest for a unit still behind another in the call answers it at once with 57014; the other runs on', async () => {
     const dev = await start()
     const holder = await holdSession(dev)

@@ -62,6 +62,14 @@ export class ClientSettings {
     return this.#startupPending || (this.#fresh && this.#backend.session.databaseSettings?.length !== 0)
   }
 
+  /**
+   * The key a unit of this client's may ride under (a combined call holds units of one key): none that matches
+   * another's while what the client gets at connect is still to be applied.
+   */
+  get rideKey(): string {
+    return this.startupPending ? UNKNOWN_SETTINGS : this.#key
+  }
+
   /** A unit of the client's ran in a combined call (allowed only while its database had no settings to add): no longer new. */
   rode(): void {
     this.#fresh = false

@@ -248,6 +248,7 @@ export class ClientBackend implements Backend {
     const reader = this.#reader
     const client = this.#client
     const handover = this.#handover
+    const settings = this.#settings
     /** The unit's reply goes straight to the client (decided as the call goes: `direct`), until its end. */
     let direct = false
     const endDirect = (): void => {
@@ -259,7 +260,9 @@ export class ClientBackend implements Backend {
     return this.session.combined.ride({
       member: client,
       unit: bytes,
-      settingsKey: this.#settings.key,
+      get settingsKey() {
+        return settings.rideKey
+      },
       prepare: () => this.tookSession(),
       direct: () => {
         if (this.session.db.directReplies !== true) return null

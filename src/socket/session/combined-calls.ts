@@ -34,7 +34,10 @@ export interface Rider {
   readonly member: SessionMember
   /** Complete messages, ending with the one Query or Sync whose ReadyForQuery ends the unit. */
   readonly unit: Uint8Array
-  /** The settings (client/settings.ts key) the unit runs with: a batch holds units of one key. */
+  /**
+   * The settings (client/settings.ts key) the unit runs with, as they are now: a batch holds units of one key. It can
+   * change while the unit waits (an ALTER DATABASE ... SET makes a new client's unknown until its first turn).
+   */
   readonly settingsKey: string
   /** Before the call, for the batch's first rider: give the session its settings, as taking the session would. */
   prepare(): Promise<void>
@@ -89,7 +92,7 @@ interface Seat {
 /** A batch holds the session as a client would: errors about who holds it name its first rider. */
 class Batch implements SessionHolder {
   readonly seats: Seat[] = []
-  readonly settingsKey: string
+  settingsKey: string
   readonly processId: number
   readonly applicationName: string
   readonly idleInTransactionSince = null
@@ -293,10 +296,12 @@ export class CombinedCalls {
   async #call(batch: Batch): Promise<boolean> {
     const { seats } = batch
     try {
-      await seats[0]!.rider.prepare()
+      const first = seats[0]!.rider
+      await first.prepare()
       // Until here the batch was pending: a rider could still join it, or be refused (a CancelRequest, the queue
       // timeout) and answered at once. From here its units are the call's.
       this.#unpend(batch)
+      this.#sendBackOthers(batch, first.settingsKey)
       if (seats.length === 0) return true
       if (seats.length > 1) {
         this.stats.calls++
@@ -337,6 +342,18 @@ export class CombinedCalls {
     } finally {
       this.#running = null
       for (const seat of seats) seat.rider.endDirect()
+    }
+  }
+
+  /**
+   * The session has the settings of key `key` now. Preparing the first rider can change its key (a new client reads its
+   * database's settings after an ALTER DATABASE ... SET), and other riders' with it: those of another key run alone.
+   */
+  #sendBackOthers(batch: Batch, key: string): void {
+    batch.settingsKey = key
+    const { seats } = batch
+    for (let index = seats.length - 1; index >= 0; index--) {
+      if (seats[index]!.rider.settingsKey !== key) seats.splice(index, 1)[0]!.resolve('not-run')
     }
   }
 
