@@ -1,6 +1,6 @@
 // The CLI as plain JavaScript: src/cli/main.ts bundled by esbuild into dist/, rebuilt whenever a file it was built from
 // changed, so the bin never runs stale code and never pays for tsx (start-up time, memory) on a normal start.
-// Beside it goes the entry of the database worker threads (src/host/engine/thread-worker.ts), which thread-bootstrap.ts starts from
+// Beside it goes the entry of the database worker threads (src/engine/thread-worker.ts), which thread-bootstrap.ts starts from
 // its own directory when it runs bundled. dist/cli.json names the bundle's directory and the SHA-1 of its inputs
 // (esbuild's metafile: every src/ file either entry imports; packages stay external). A start re-hashes those files
 // (about 1 ms) and rebuilds on any difference.
@@ -15,7 +15,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url'
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 const ENTRY = 'src/cli/main.ts'
 /** Output name (dist/cli-<hash>/NAME.mjs) → source. thread-bootstrap.ts looks for db-thread-worker.mjs beside itself. */
-const ENTRIES = { cli: ENTRY, 'db-thread-worker': 'src/host/engine/thread-worker.ts' }
+const ENTRIES = { cli: ENTRY, 'db-thread-worker': 'src/engine/thread-worker.ts' }
 const OUT_DIR = join(ROOT, 'dist')
 const MANIFEST = join(OUT_DIR, 'cli.json')
 /**

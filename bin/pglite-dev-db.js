@@ -21,7 +21,7 @@ const status = await main(process.argv.slice(2), {
   stderr: (line) => process.stderr.write(line + '\n'),
   stopSignal,
   // What start-up left behind is returned once the database is ready, and what each load leaves once the server is
-  // idle again (see src/host/engine/collect-garbage.ts).
+  // idle again (see src/engine/collect-garbage.ts).
   started: () => {
     collectGarbageSoon()
     collectWhenIdle()

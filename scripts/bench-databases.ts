@@ -12,7 +12,7 @@ import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { parseArgs } from 'node:util'
 import pg from 'pg'
-import { startDevDb } from '../src/host/dev-db.ts'
+import { startDevDb } from '../src/databases/dev-db.ts'
 
 const { values } = parseArgs({ options: { resets: { type: 'string' }, seconds: { type: 'string' }, json: { type: 'string' }, 'no-database-threads': { type: 'boolean' } } })
 const RESETS = Number(values.resets ?? 50)

@@ -6,7 +6,7 @@ import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import { createLogger } from '../src/log.ts'
-import { TraceFile } from '../src/socket/trace/trace.ts'
+import { TraceFile } from '../src/server/trace/trace.ts'
 
 function message(code: string, ...parts: Buffer[]): Buffer {
   const body = Buffer.concat(parts)

@@ -61,7 +61,7 @@ async function bundleCjs(): Promise<void> {
   })
   if (result.warnings.length > 0) throw new BuildError(`esbuild warned while bundling the CommonJS build: ${result.warnings.map((w) => w.text).join('; ')}`)
   // The socket entry's names, from the same bundle.
-  const socketNames = await exportedNames(path.join(ESM, 'socket', 'index.js'))
+  const socketNames = await exportedNames(path.join(ESM, 'server', 'index.js'))
   await writeFile(
     path.join(CJS, 'socket.js'),
     `${HEADER}\nconst api = require('./index.js');\n${socketNames.map((name) => `exports.${name} = api.${name};`).join('\n')}\n`,
@@ -77,7 +77,7 @@ async function bundleCjsRunner(): Promise<void> {
     name: 'api-from-index-bundle',
     setup(pluginBuild) {
       pluginBuild.onResolve({ filter: /\/dev-db\.ts$/ }, (args) =>
-        path.resolve(args.resolveDir, args.path) === path.join(ROOT, 'src', 'host', 'dev-db.ts') ? { path: './index.js', external: true } : undefined,
+        path.resolve(args.resolveDir, args.path) === path.join(ROOT, 'src', 'databases', 'dev-db.ts') ? { path: './index.js', external: true } : undefined,
       )
     },
   }

@@ -1,4 +1,4 @@
-// CI guard: the committed patch must be exactly what scripts/build-patch.ts makes from the current src/socket.
+// CI guard: the committed patch must be exactly what scripts/build-patch.ts makes from the current src/server.
 // Usage: npm run check:patch   (exit 0 current, 1 stale, missing, uncommitted, or the build failed)
 
 import { spawnSync } from 'node:child_process'

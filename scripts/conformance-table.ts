@@ -10,7 +10,7 @@ import { createRequire } from 'node:module'
 import { dirname, join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { createLogger } from '../src/log.ts'
-import { startDevDb } from '../src/host/dev-db.ts'
+import { startDevDb } from '../src/databases/dev-db.ts'
 import { interleavingScenarios } from '../harness/scenarios/index.ts'
 import { countingStrayRejections, type Outcome, type Scenario } from '../harness/scenarios/outcome.ts'
 

@@ -8,14 +8,14 @@
 // The root also carries every export of stock @electric-sql/pglite-socket (PGLiteSocketServer, PGLiteSocketHandler,
 // the constants), so that an npm override can put this package in its place (see docs/pglite-socket.md).
 
-export { startDevDb } from './host/dev-db.ts'
-export type { DevDb, DevDbOptions } from './host/dev-db.ts'
-export { applyMigrations } from './host/migrate.ts'
+export { startDevDb } from './databases/dev-db.ts'
+export type { DevDb, DevDbOptions } from './databases/dev-db.ts'
+export { applyMigrations } from './databases/migrate.ts'
 export { DevServerError, WireError, SqlState } from './errors.ts'
 export type { DevServerErrorCode } from './errors.ts'
 export { createLogger, lineSink } from './log.ts'
 export type { Logger, LogLevel, LogRecord, LogSink } from './log.ts'
-export { DEFAULT_MAX_COPY_BYTES } from './socket/options.ts'
+export { DEFAULT_MAX_COPY_BYTES } from './server/options.ts'
 export {
   PGLiteSocketServer,
   PGLiteSocketHandler,
@@ -27,5 +27,5 @@ export {
   SSL_REQUEST_LENGTH,
   CANCEL_REQUEST_CODE,
   CANCEL_REQUEST_LENGTH,
-} from './socket/index.ts'
-export type { PGLiteSocketServerOptions, PGLiteSocketHandlerOptions } from './socket/index.ts'
+} from './server/index.ts'
+export type { PGLiteSocketServerOptions, PGLiteSocketHandlerOptions } from './server/index.ts'

@@ -7,7 +7,7 @@ import { PGlite } from '@electric-sql/pglite'
 import type { TestProject } from 'vitest/node'
 import { createRunDir, RUN_DIR_PATTERN, scratchRoot } from './helpers/db.ts'
 import { startOracles } from './oracles.ts'
-import { DEFAULT_CACHE_DIR, migratedTemplate } from '../src/host/template.ts'
+import { DEFAULT_CACHE_DIR, migratedTemplate } from '../src/databases/template.ts'
 import { createLogger } from '../src/log.ts'
 
 declare module 'vitest' {

@@ -2,9 +2,9 @@
 // SCRAM-SHA-256, MD5 or cleartext), then the replies it receives, decoded as the trace decodes them.
 import { createHash, createHmac, pbkdf2Sync, randomBytes, timingSafeEqual } from 'node:crypto'
 import net from 'node:net'
-import { SERVER_KEEP } from '../../src/socket/trace/trace.ts'
-import { FrameAssembler } from '../../src/socket/trace/assembler.ts'
-import { decodeBackend } from '../../src/socket/trace/decode.ts'
+import { SERVER_KEEP } from '../../src/server/trace/trace.ts'
+import { FrameAssembler } from '../../src/server/trace/assembler.ts'
+import { decodeBackend } from '../../src/server/trace/decode.ts'
 import { isCompared, replyOf, type Reply } from './plan.ts'
 
 export interface ClientTarget {

@@ -3,8 +3,8 @@
 import { createReadStream } from 'node:fs'
 import { once } from 'node:events'
 import { createInterface } from 'node:readline'
-import { TRACE_FORMAT, type ConnectionEvent, type FrameRecord, type TraceRecord } from '../../src/socket/trace/trace.ts'
-import type { TraceFields, TraceValue } from '../../src/socket/trace/decode.ts'
+import { TRACE_FORMAT, type ConnectionEvent, type FrameRecord, type TraceRecord } from '../../src/server/trace/trace.ts'
+import type { TraceFields, TraceValue } from '../../src/server/trace/decode.ts'
 import { Writer as WireWriter } from '../wire.ts'
 
 /** A reply as compared: its type and what must match (SQLSTATE, status, tag, columns, values). */

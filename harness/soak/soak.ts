@@ -4,7 +4,7 @@
 // scripts/soak.ts; test/long/soak.test.ts runs it short.
 import type { Duplex } from 'node:stream'
 import pg from 'pg'
-import { startDevDb, type DevDb } from '../../src/host/dev-db.ts'
+import { startDevDb, type DevDb } from '../../src/databases/dev-db.ts'
 import { endClient, trackPool } from '../pg.ts'
 import { createRng } from '../seed.ts'
 import { StalledError, withDeadline } from '../raw-client.ts'

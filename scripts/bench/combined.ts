@@ -4,7 +4,7 @@
 // Usage: npm run bench:combined -- [--clients 16,64] [--seconds 3]
 import { parseArgs } from 'node:util'
 import postgres from 'postgres'
-import { startDevDb } from '../../src/host/dev-db.ts'
+import { startDevDb } from '../../src/databases/dev-db.ts'
 
 const { values } = parseArgs({ options: { clients: { type: 'string' }, seconds: { type: 'string' } } })
 const counts = (values.clients ?? '16,64').split(',').map(Number)

@@ -11,7 +11,7 @@ import { openIdleConnection } from './wire.ts'
 import { sleep, spawnServer, usageOf, withDeadline } from './procs.ts'
 import { MIGRATIONS_DIR, OURS_BIN, REPO_ROOT, copyTemplate, startOurs, type Target } from './targets.ts'
 import type { Verdict } from './loop.ts'
-import { COLLECT_WHEN_IDLE_MS } from '../../src/host/engine/collect-garbage.ts'
+import { COLLECT_WHEN_IDLE_MS } from '../../src/engine/collect-garbage.ts'
 
 // --- pgbench ---
 
@@ -373,7 +373,7 @@ function areaOf(functionName: string, url: string): string {
   if (functionName === '(idle)' || functionName === '(garbage collector)' || functionName === '(program)') return functionName
   if (url.startsWith('wasm://') || /^(wasm-function|\$)/.test(functionName)) return 'PGlite WASM (Postgres)'
   if (url.includes('/@electric-sql/pglite/')) return "PGlite's JS"
-  if (url.includes('/src/socket/')) return 'pglite-dev-db src/socket'
+  if (url.includes('/src/server/')) return 'pglite-dev-db src/server'
   if (url.includes('/src/')) return 'pglite-dev-db src (other)'
   if (url.includes('/node_modules/')) return 'other packages (tsx, drizzle, ...)'
   if (url.startsWith('node:') || url === '') return 'Node.js internals and natives'

@@ -2,8 +2,8 @@
 // and through a DbThread, each on its own copy of one data dir, alternating in rounds so both see the same load.
 
 import { PGlite } from '@electric-sql/pglite'
-import { DbThread } from '../../src/host/engine/thread.ts'
-import { SYNC_MESSAGE } from '../../src/socket/protocol/frontend.ts'
+import { DbThread } from '../../src/engine/thread.ts'
+import { SYNC_MESSAGE } from '../../src/server/protocol/frontend.ts'
 
 export interface OverheadRow {
   call: string

@@ -5,8 +5,8 @@
 
 import { parseArgs } from 'node:util'
 import { PGlite } from '@electric-sql/pglite'
-import { DbThread } from '../../src/host/engine/thread.ts'
-import { PGLiteSocketServer } from '../../src/socket/server.ts'
+import { DbThread } from '../../src/engine/thread.ts'
+import { PGLiteSocketServer } from '../../src/server/server.ts'
 
 /** As startDevDb opens its database (src/dev-server.ts SERVER_SETTINGS). */
 const START_PARAMS = [...PGlite.defaultStartParams, '-c', 'shared_buffers=16MB']

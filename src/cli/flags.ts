@@ -1,9 +1,9 @@
 // The command's flags: one table drives the flags, their environment twins and --help. A flag that sets an option
-// of startDevDb names it, takes its default from host/options.ts, and is checked by the same validation.
+// of startDevDb names it, takes its default from databases/options.ts, and is checked by the same validation.
 
 import { DevServerError } from '../errors.ts'
-import { resolveExtensionNames } from '../host/extensions.ts'
-import { DEV_DB_DEFAULTS, validateDevDbOptions, type DevDbOptions } from '../host/options.ts'
+import { resolveExtensionNames } from '../engine/extensions.ts'
+import { DEV_DB_DEFAULTS, validateDevDbOptions, type DevDbOptions } from '../databases/options.ts'
 import { isLogLevel, type LogFormat, type LogLevel } from '../log.ts'
 
 export const DEFAULT_DATA_DIR = '.pglite-dev-db/data'

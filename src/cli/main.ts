@@ -7,7 +7,7 @@ import { snapshotCommand } from './snapshot.ts'
 import { traceCommand } from './trace-view.ts'
 
 export { ExitCode, type CliIo } from './io.ts'
-export { collectGarbageSoon, collectWhenIdle } from '../host/engine/collect-garbage.ts'
+export { collectGarbageSoon, collectWhenIdle } from '../engine/collect-garbage.ts'
 
 /** Run the command. Returns the exit status. */
 export async function main(argv: readonly string[], io: CliIo): Promise<number> {

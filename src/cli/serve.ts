@@ -3,11 +3,11 @@
 
 import { spawn } from 'node:child_process'
 import { DevServerError } from '../errors.ts'
-import { launchDevDb, type DevDb } from '../host/dev-db.ts'
+import { launchDevDb, type DevDb } from '../databases/dev-db.ts'
 import { createLogger, lineSink, type Logger } from '../log.ts'
 import { parseCliOptions, usage, type CliOptions } from './flags.ts'
 import { ExitCode, type CliIo } from './io.ts'
-import { findMigrations, type MigrationsLookup } from '../host/migrations-dir.ts'
+import { findMigrations, type MigrationsLookup } from '../databases/migrations-dir.ts'
 import { packageVersion } from './version.ts'
 
 export async function serveCommand(argv: readonly string[], io: CliIo): Promise<number> {

@@ -6,7 +6,7 @@ import { ExitCode, type CliIo } from './io.ts'
 import { DevServerError } from '../errors.ts'
 import { createLogger, isLogLevel, lineSink, type LogFormat } from '../log.ts'
 import { DEFAULT_DATA_DIR, envName, parseExtensions } from './flags.ts'
-import { writeSnapshot } from '../host/snapshot.ts'
+import { writeSnapshot } from '../databases/snapshot.ts'
 
 const FLAGS = ['data-dir', 'extensions', 'log-level', 'log-format'] as const
 type SnapshotFlag = (typeof FLAGS)[number]

@@ -4,9 +4,9 @@
 import { createReadStream } from 'node:fs'
 import { once } from 'node:events'
 import { createInterface } from 'node:readline'
-import type { ConnectionEvent, DroppedEvent, FrameRecord, TraceRecord } from '../socket/trace/trace.ts'
-import { TRACE_FORMAT } from '../socket/trace/trace.ts'
-import type { TraceValue } from '../socket/trace/decode.ts'
+import type { ConnectionEvent, DroppedEvent, FrameRecord, TraceRecord } from '../server/trace/trace.ts'
+import { TRACE_FORMAT } from '../server/trace/trace.ts'
+import type { TraceValue } from '../server/trace/decode.ts'
 
 export const TRACE_USAGE = `Usage: pglite-dev-db trace view FILE [--conn ID ...]
 

@@ -1,8 +1,8 @@
 // pglite-dev-db/vitest's globalSetup and helpers, without the worker's setup (vitest.ts): what require() gets, since
 // Vitest itself loads no CommonJS.
 
-import { startDevDb, type DevDbOptions } from '../host/dev-db.ts'
-import { MAX_SPARE_DATABASES } from '../host/options.ts'
+import { startDevDb, type DevDbOptions } from '../databases/dev-db.ts'
+import { MAX_SPARE_DATABASES } from '../databases/options.ts'
 import { SERVER_URL_ENV } from './worker-database.ts'
 import { workersOf, type SetupProject } from './workers.ts'
 

@@ -3,7 +3,7 @@
 import pg from 'pg'
 import type postgres from 'postgres'
 import { afterEach } from 'vitest'
-import type { DevDb } from '../../src/host/dev-db.ts'
+import type { DevDb } from '../../src/databases/dev-db.ts'
 import { endClient } from '../../harness/pg.ts'
 import { withDeadline } from '../../harness/raw-client.ts'
 

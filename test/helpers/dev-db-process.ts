@@ -4,7 +4,7 @@
 // Requests: {"id":1,"op":"stats"|"memory"|"close"}; replies: {"id":1,"value":...} or {"id":1,"error":"..."}.
 // The first line out is {"url","port","pid"}. The process closes the server and exits when stdin ends.
 import { createInterface } from 'node:readline'
-import { startDevDb } from '../../src/host/dev-db.ts'
+import { startDevDb } from '../../src/databases/dev-db.ts'
 
 const [dataDir, optionsJson] = process.argv.slice(2)
 if (!dataDir) {

@@ -3,7 +3,7 @@
 import { mkdtemp, rm } from 'node:fs/promises'
 import path from 'node:path'
 import { afterEach, expect, onTestFinished } from 'vitest'
-import { startDevDb, type DevDb, type DevDbOptions } from '../../src/host/dev-db.ts'
+import { startDevDb, type DevDb, type DevDbOptions } from '../../src/databases/dev-db.ts'
 import { copyTemplate, removeDataDir, scratchRoot } from './db.ts'
 import { connectRaw, withDeadline, type RawClient } from '../../harness/raw-client.ts'
 
@@ -19,7 +19,7 @@ export interface DevDbHarness {
   /**
    * A client holding the session in a transaction block opened by `sql`: units other clients send meanwhile wait for
    * it. Returns once the call that opened it has ended: the answer comes first, and a unit sent before that end may go
-   * into that call (host/engine/more-units.ts), only to wait once the call ends.
+   * into that call (engine/more-units.ts), only to wait once the call ends.
    */
   holdSession(dev: DevDb, sql?: string): Promise<RawClient>
 }

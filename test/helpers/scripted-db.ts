@@ -3,7 +3,7 @@
 // transaction status for BEGIN/COMMIT/ROLLBACK, fails a Query or a Parse whose SQL is 'fail' (after which, as
 // Postgres, it skips messages until Sync), and records every call. It
 // knows nothing of SQL beyond that: behaviour that depends on Postgres is tested against real PGlite in test/wire/.
-import type { SessionDb } from '../../src/socket/session/databases.ts'
+import type { SessionDb } from '../../src/server/session/databases.ts'
 
 const message = (code: string, body: Buffer = Buffer.alloc(0)): Buffer => {
   const out = Buffer.alloc(5 + body.length)

@@ -59,8 +59,8 @@ const HOST = '127.0.0.1'
 const CHILD_START_DEADLINE_MS = 30_000
 const CHILD_STOP_DEADLINE_MS = 5_000
 
-// Resolved at start() so this file type-checks and the stock half runs while src/socket/server.ts is in flux.
-const PATCHED_MODULE = new URL('../../src/socket/server.ts', import.meta.url).href
+// Resolved at start() so this file type-checks and the stock half runs while src/server/server.ts is in flux.
+const PATCHED_MODULE = new URL('../../src/server/server.ts', import.meta.url).href
 const CHILD_SCRIPT = fileURLToPath(new URL('./target-process.ts', import.meta.url))
 const REPO_ROOT = fileURLToPath(new URL('../..', import.meta.url))
 

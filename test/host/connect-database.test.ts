@@ -3,7 +3,7 @@
 // with its name; with createDatabaseOnConnect off, an unknown name is FATAL 3D000 at connect, as from Postgres.
 import { describe, expect, it, onTestFinished } from 'vitest'
 import pg from 'pg'
-import { startDevDb, type DevDb, type DevDbOptions } from '../../src/host/dev-db.ts'
+import { startDevDb, type DevDb, type DevDbOptions } from '../../src/databases/dev-db.ts'
 import { createLogger, type LogRecord } from '../../src/log.ts'
 import { runProcess, LIBPQ_ENV } from '../../harness/process.ts'
 import { BackendError, connectRaw } from '../../harness/raw-client.ts'

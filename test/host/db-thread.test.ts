@@ -8,8 +8,8 @@ import { PGlite, messages } from '@electric-sql/pglite'
 import pg from 'pg'
 import { from as copyFrom, to as copyTo } from 'pg-copy-streams'
 import postgres from 'postgres'
-import { DbThread } from '../../src/host/engine/thread.ts'
-import { PGLiteSocketServer } from '../../src/socket/server.ts'
+import { DbThread } from '../../src/engine/thread.ts'
+import { PGLiteSocketServer } from '../../src/server/server.ts'
 import { copyTemplate, removeDataDir } from '../helpers/db.ts'
 import { endClient } from '../../harness/pg.ts'
 import { connectRaw, withDeadline, type RawClient } from '../../harness/raw-client.ts'
@@ -18,7 +18,7 @@ import { drivers } from '../../harness/scenarios/drivers.ts'
 import { pgListenNotify } from '../../harness/scenarios/pg-listen-notify.ts'
 
 /**
- * Compile-time: DbThread has, with PGlite's signatures, what src/socket calls of a PGlite. The server's `db` option
+ * Compile-time: DbThread has, with PGlite's signatures, what src/server calls of a PGlite. The server's `db` option
  * typed as this Pick would take a DbThread without the cast in serve() below.
  */
 type ServerDb = Pick<PGlite, 'waitReady' | 'runExclusive' | 'execProtocolRaw' | 'execProtocolRawStream'>

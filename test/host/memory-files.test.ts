@@ -1,10 +1,10 @@
-// A database in memory grows its files in 32 MB steps past 1 MB (src/host/engine/memory-files.ts): checked on a
+// A database in memory grows its files in 32 MB steps past 1 MB (src/engine/memory-files.ts): checked on a
 // real PGlite, whose table file is looked up in its MEMFS after 3 MB of rows, and whose rows are all
 // there after the growth.
 import type { PGlite } from '@electric-sql/pglite'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { FILE_GROWTH_STEP, grownCapacity } from '../../src/host/engine/memory-files.ts'
-import { openPGlite } from '../../src/host/engine/pglite.ts'
+import { FILE_GROWTH_STEP, grownCapacity } from '../../src/engine/memory-files.ts'
+import { openPGlite } from '../../src/engine/pglite.ts'
 
 interface Memfs {
   lookupPath(path: string): { node: { contents: Uint8Array; usedBytes: number } }

@@ -11,7 +11,7 @@ import { readMigrationFiles } from 'drizzle-orm/migrator'
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
 import { DevServerError } from '../../src/errors.ts'
 import { createLogger, type LogRecord } from '../../src/log.ts'
-import { applyMigrations } from '../../src/host/migrate.ts'
+import { applyMigrations } from '../../src/databases/migrate.ts'
 import journal from '../../migrations/meta/_journal.json' with { type: 'json' }
 
 const REPO_MIGRATIONS = fileURLToPath(new URL('../../migrations', import.meta.url))

@@ -103,7 +103,7 @@ describe('the packed package', () => {
     const files = listing.trim().split('\n')
     const tops = new Set(files.map((file) => file.split('/').slice(1, file.startsWith('package/dist/') ? 3 : 2).join('/')))
     expect([...tops].sort()).toEqual(['README.md', 'bin', 'dist/cjs', 'dist/esm', 'docs', 'package.json', 'patches'])
-    expect(files).toContain('package/dist/esm/host/engine/thread-worker.js')
+    expect(files).toContain('package/dist/esm/engine/thread-worker.js')
     // The pages users read, and no result files.
     expect(files.filter((file) => file.startsWith('package/docs/') && !file.endsWith('.md'))).toEqual([])
     expect(files.filter((file) => /\.ts$/.test(file) && !file.endsWith('.d.ts'))).toEqual([])

@@ -9,8 +9,8 @@ import path from 'node:path'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import { describe, expect, inject, it, onTestFinished } from 'vitest'
-import type { DevDb } from '../../src/host/dev-db.ts'
-import { DbThread } from '../../src/host/engine/thread.ts'
+import type { DevDb } from '../../src/databases/dev-db.ts'
+import { DbThread } from '../../src/engine/thread.ts'
 import { scratchRoot } from '../helpers/db.ts'
 import { startForTest, useDevDbs } from '../helpers/dev-db.ts'
 import { connectRaw, withDeadline, type RawClient } from '../../harness/raw-client.ts'
@@ -21,7 +21,7 @@ const REPO_ROOT = fileURLToPath(new URL('../..', import.meta.url))
 const LOOP = 'DO $$BEGIN LOOP END LOOP; END$$'
 /** PGlite's data_directory is the data dir on disk: a file a statement writes there says the statement is running. */
 const PGDATA = '/pglite/data'
-/** The command's stop: 5 s for clients, then 2 s for each database to close (src/host/dev-db.ts); it should need neither. */
+/** The command's stop: 5 s for clients, then 2 s for each database to close (src/databases/dev-db.ts); it should need neither. */
 const EXIT_BOUND_MS = 5_000
 /** A database whose PGlite died serves again within this (a new thread and PGlite's start; the bound is for a busy machine). */
 const REOPEN_BOUND_MS = 10_000

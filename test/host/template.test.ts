@@ -4,7 +4,7 @@ import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
-import { startDevDb, type DevDb, type DevDbOptions } from '../../src/host/dev-db.ts'
+import { startDevDb, type DevDb, type DevDbOptions } from '../../src/databases/dev-db.ts'
 import { createLogger, type LogRecord } from '../../src/log.ts'
 import { connectRaw } from '../../harness/raw-client.ts'
 

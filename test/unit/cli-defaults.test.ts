@@ -4,7 +4,7 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
 import { describe, expect, it, onTestFinished } from 'vitest'
-import { findMigrations, readOut } from '../../src/host/migrations-dir.ts'
+import { findMigrations, readOut } from '../../src/databases/migrations-dir.ts'
 import { nearestFlag } from '../../src/cli/flags.ts'
 
 async function projectWith(files: Record<string, string>, dirs: string[] = []): Promise<string> {

@@ -6,7 +6,7 @@ import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
 import { describe, expect, it, onTestFinished } from 'vitest'
-import { LOCK_FILE, lockDataDir } from '../../src/host/data-dir-lock.ts'
+import { LOCK_FILE, lockDataDir } from '../../src/databases/data-dir-lock.ts'
 
 async function scratchDir(): Promise<string> {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'pglite-lock-'))

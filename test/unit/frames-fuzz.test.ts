@@ -1,7 +1,7 @@
 // Fuzzing the frame reader, seeded (FUZZ_SEED replays a run): random, truncated, oversized and out-of-order streams
 // against a reference model, at random read boundaries. No sockets; the live-server fuzz is test/wire/fuzz.test.ts.
 import { describe, expect, it } from 'vitest'
-import { FrameReader, forEachFrame } from '../../src/socket/protocol/frames.ts'
+import { FrameReader, forEachFrame } from '../../src/server/protocol/frames.ts'
 import { WireError } from '../../src/errors.ts'
 import { CASE_KINDS, PROTOCOL_3_0, chunking, generateCase, model, type CaseKind, type FuzzCase } from '../helpers/frame-fuzz.ts'
 import { createRng, runSeed, withSeed } from '../../harness/seed.ts'

@@ -1,9 +1,9 @@
 // FrameReader without sockets: every split offset, many messages per read, startup vs typed framing, bad lengths.
 import { describe, expect, it } from 'vitest'
-import { FrameReader, forEachFrame, type Frames } from '../../src/socket/protocol/frames.ts'
+import { FrameReader, forEachFrame, type Frames } from '../../src/server/protocol/frames.ts'
 import { WireError } from '../../src/errors.ts'
-import { StartupCode } from '../../src/socket/protocol/codes.ts'
-import { bindInteger } from '../../src/socket/protocol/frontend.ts'
+import { StartupCode } from '../../src/server/protocol/codes.ts'
+import { bindInteger } from '../../src/server/protocol/frontend.ts'
 import { Writer } from '../../harness/wire.ts'
 
 function typed(code: string, body: Buffer = Buffer.alloc(0)): Buffer {

@@ -3,11 +3,11 @@
 // over, byte for byte.
 import { describe, expect, it } from 'vitest'
 import * as wire from '../../harness/wire.ts'
-import { MessageReader, type Segment, type Takeover } from '../../src/socket/connection/messages.ts'
-import { UnnamedUse, unnamedUseOf } from '../../src/socket/protocol/unnamed-use.ts'
-import { NO_OP_STATEMENT } from '../../src/socket/client/database-commands.ts'
-import { ClientState } from '../../src/socket/client/state.ts'
-import { encodeErrorResponse } from '../../src/socket/protocol/backend.ts'
+import { MessageReader, type Segment, type Takeover } from '../../src/server/connection/messages.ts'
+import { UnnamedUse, unnamedUseOf } from '../../src/server/protocol/unnamed-use.ts'
+import { NO_OP_STATEMENT } from '../../src/server/client/database-commands.ts'
+import { ClientState } from '../../src/server/client/state.ts'
+import { encodeErrorResponse } from '../../src/server/protocol/backend.ts'
 
 /** Decode a frontend buffer into [code, body text] pairs, to compare rewritten batches readably. */
 function frames(bytes: Buffer): Array<[string, string]> {

@@ -2,9 +2,9 @@
 // reply reports, and the names restored in errors, whatever the chunk boundaries (every split offset, as
 // frames.test.ts does for the frame reader).
 import { describe, expect, it } from 'vitest'
-import { BackendCode, TxStatus } from '../../src/socket/protocol/codes.ts'
-import { encodeCommandComplete, encodeErrorResponse, encodeNotice, encodeParameterStatus, encodeReadyForQuery } from '../../src/socket/protocol/backend.ts'
-import { ReplyReader, SessionChange } from '../../src/socket/protocol/replies.ts'
+import { BackendCode, TxStatus } from '../../src/server/protocol/codes.ts'
+import { encodeCommandComplete, encodeErrorResponse, encodeNotice, encodeParameterStatus, encodeReadyForQuery } from '../../src/server/protocol/backend.ts'
+import { ReplyReader, SessionChange } from '../../src/server/protocol/replies.ts'
 
 const PARSE_COMPLETE = Buffer.from([0x31, 0, 0, 0, 4])
 const BIND_COMPLETE = Buffer.from([0x32, 0, 0, 0, 4])

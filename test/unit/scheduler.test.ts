@@ -1,6 +1,6 @@
 // OwnerScheduler with a fake executor: turns, FIFO fairness, affinity, and that nothing ever latches.
 import { describe, expect, it } from 'vitest'
-import { OwnerScheduler, SchedulerClosedError } from '../../src/socket/session/scheduler.ts'
+import { OwnerScheduler, SchedulerClosedError } from '../../src/server/session/scheduler.ts'
 
 /** A fake executor: each job acquires, logs its steps, and either releases or keeps the session. */
 async function job(s: OwnerScheduler<string>, id: string, log: string[], keep = false): Promise<void> {

@@ -2,7 +2,7 @@
 // password; a wrong one, a changed nonce, a channel-binding mismatch and malformed messages are refused.
 import { createHash, createHmac, pbkdf2Sync, randomBytes } from 'node:crypto'
 import { describe, expect, it } from 'vitest'
-import { ScramExchange, saslPrep, scramSecret, type ScramStep } from '../../src/socket/connection/scram.ts'
+import { ScramExchange, saslPrep, scramSecret, type ScramStep } from '../../src/server/connection/scram.ts'
 
 const hmac = (key: Buffer, text: string) => createHmac('sha256', key).update(text).digest()
 const sha256 = (data: Buffer) => createHash('sha256').update(data).digest()

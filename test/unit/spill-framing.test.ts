@@ -1,9 +1,9 @@
 // Where a stream of backend messages stands, as the database thread hands a reply over mid-write (framingAt) and the
 // server follows it (Framing): every split offset of a message stream gives the same message boundaries. No I/O.
 import { describe, expect, it } from 'vitest'
-import { framingAt } from '../../src/host/engine/direct-reply.ts'
-import { OutputWatch, type Framing as ThreadFraming } from '../../src/host/engine/output-watch.ts'
-import { Framing } from '../../src/socket/connection/spill.ts'
+import { framingAt } from '../../src/engine/direct-reply.ts'
+import { OutputWatch, type Framing as ThreadFraming } from '../../src/engine/output-watch.ts'
+import { Framing } from '../../src/server/connection/spill.ts'
 
 function message(code: string, body: number): Buffer {
   const bytes = Buffer.alloc(5 + body, 0x61)

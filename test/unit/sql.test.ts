@@ -1,19 +1,19 @@
 // What the server reads from SQL text and startup packets, without PGlite: the lexer's statements, the quick keyword
 // test, statement names, COPY FROM STDIN, database commands, reset calls, DISCARD ALL, LISTEN, startup settings.
 import { describe, expect, it } from 'vitest'
-import { Keyword, firstLetter, keywordsIn, statements } from '../../src/socket/sql/tokens.ts'
-import { statementNameEdits } from '../../src/socket/sql/statement-names.ts'
-import { parseCopyFromStdin } from '../../src/socket/client/copy-in.ts'
-import { callsSetConfig } from '../../src/socket/client/settings.ts'
-import { databaseCommandIn, parseDatabaseCommand, rewriteResetCalls } from '../../src/socket/client/database-commands.ts'
-import { parseDiscard, rewriteStandIns, withDiscardTags, withStandInTags } from '../../src/socket/client/discard.ts'
-import { DROP_OWN_TEMP_OBJECTS_SQL } from '../../src/socket/client/temp-objects.ts'
-import { encodeCommandComplete, encodeReadyForQuery } from '../../src/socket/protocol/backend.ts'
-import { cursorNameEdits } from '../../src/socket/sql/cursor-names.ts'
-import { createdExtensions } from '../../src/socket/sql/extensions.ts'
-import { rewriteServerFunctions } from '../../src/socket/sql/server-functions.ts'
-import { listenCommands } from '../../src/socket/client/listen.ts'
-import { startupSettings } from '../../src/socket/client/settings.ts'
+import { Keyword, firstLetter, keywordsIn, statements } from '../../src/server/sql/tokens.ts'
+import { statementNameEdits } from '../../src/server/sql/statement-names.ts'
+import { parseCopyFromStdin } from '../../src/server/client/copy-in.ts'
+import { callsSetConfig } from '../../src/server/client/settings.ts'
+import { databaseCommandIn, parseDatabaseCommand, rewriteResetCalls } from '../../src/server/client/database-commands.ts'
+import { parseDiscard, rewriteStandIns, withDiscardTags, withStandInTags } from '../../src/server/client/discard.ts'
+import { DROP_OWN_TEMP_OBJECTS_SQL } from '../../src/server/client/temp-objects.ts'
+import { encodeCommandComplete, encodeReadyForQuery } from '../../src/server/protocol/backend.ts'
+import { cursorNameEdits } from '../../src/server/sql/cursor-names.ts'
+import { createdExtensions } from '../../src/server/sql/extensions.ts'
+import { rewriteServerFunctions } from '../../src/server/sql/server-functions.ts'
+import { listenCommands } from '../../src/server/client/listen.ts'
+import { startupSettings } from '../../src/server/client/settings.ts'
 
 const words = (sql: string) => keywordsIn(Buffer.from(sql), 0, Buffer.byteLength(sql))
 

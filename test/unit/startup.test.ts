@@ -5,11 +5,11 @@ import { describe, expect, it } from 'vitest'
 import * as wire from '../../harness/wire.ts'
 import { WireError } from '../../src/errors.ts'
 import { createLogger } from '../../src/log.ts'
-import type { ConnectionHost } from '../../src/socket/connection/host.ts'
-import { scramSecret } from '../../src/socket/connection/scram.ts'
-import { Startup, type StartingConnection } from '../../src/socket/connection/startup.ts'
-import { FrameReader, type Frames } from '../../src/socket/protocol/frames.ts'
-import type { SharedSession } from '../../src/socket/session/session.ts'
+import type { ConnectionHost } from '../../src/server/connection/host.ts'
+import { scramSecret } from '../../src/server/connection/scram.ts'
+import { Startup, type StartingConnection } from '../../src/server/connection/startup.ts'
+import { FrameReader, type Frames } from '../../src/server/protocol/frames.ts'
+import type { SharedSession } from '../../src/server/session/session.ts'
 
 interface Recorded {
   written: Buffer[]

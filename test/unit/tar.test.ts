@@ -3,7 +3,7 @@ import { execFileSync } from 'node:child_process'
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import { describe, expect, it, onTestFinished } from 'vitest'
-import { listTar, rewriteTar, TarFormatError } from '../../src/host/tar.ts'
+import { listTar, rewriteTar, TarFormatError } from '../../src/databases/tar.ts'
 import { scratchRoot } from '../helpers/db.ts'
 
 async function ustar(files: Record<string, string>): Promise<{ dir: string; tar: Uint8Array }> {

@@ -2,7 +2,7 @@
 // as Postgres answers a statement canceled while it waited for a lock), and carries on; a wrong key cancels nothing.
 import postgres from 'postgres'
 import { describe, expect, it } from 'vitest'
-import type { DevDb } from '../../src/host/dev-db.ts'
+import type { DevDb } from '../../src/databases/dev-db.ts'
 import { useDevDbs } from '../helpers/dev-db.ts'
 import { sendCancelRequest, withDeadline, type RawClient } from '../../harness/raw-client.ts'
 import * as wire from '../../harness/wire.ts'

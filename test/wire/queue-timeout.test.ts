@@ -3,7 +3,7 @@
 // A client's own statement_timeout, when shorter, ends the wait with 57014, as it ends a Postgres statement's lock wait.
 import postgres from 'postgres'
 import { describe, expect, it } from 'vitest'
-import type { DevDb } from '../../src/host/dev-db.ts'
+import type { DevDb } from '../../src/databases/dev-db.ts'
 import { useDevDbs } from '../helpers/dev-db.ts'
 import { withDeadline, type RawClient } from '../../harness/raw-client.ts'
 import * as wire from '../../harness/wire.ts'

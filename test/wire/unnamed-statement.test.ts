@@ -5,7 +5,7 @@
 import { describe, expect, it } from 'vitest'
 import type { RawClient } from '../../harness/raw-client.ts'
 import * as wire from '../../harness/wire.ts'
-import type { DevDb } from '../../src/host/dev-db.ts'
+import type { DevDb } from '../../src/databases/dev-db.ts'
 import { useDevDbs } from '../helpers/dev-db.ts'
 
 const { start, connect, holdSession } = useDevDbs()

@@ -2,7 +2,7 @@
 // thread, or in a worker thread), and, for a server with several, the catalog that opens them by name.
 
 /**
- * What a session needs of its database: PGlite itself, or a PGlite in a worker thread (host/engine/thread.ts). The
+ * What a session needs of its database: PGlite itself, or a PGlite in a worker thread (engine/thread.ts). The
  * main database a server is given is always an in-process PGlite; other databases may be either.
  */
 export interface SessionDb {

@@ -15,8 +15,8 @@ import { workerInspector } from './interrupt.ts'
 import { ringBuffer, type UnitTarget } from './ring.ts'
 import { CONTROL_BYTES } from './stoppable.ts'
 import type { EngineImage } from './image.ts'
-import { isPGliteFatal } from '../../errors.ts'
-import type { DirectReply, UnitsDirect } from '../../socket/session/databases.ts'
+import { isPGliteFatal } from '../errors.ts'
+import type { DirectReply, UnitsDirect } from '../server/session/databases.ts'
 
 export type { ThreadExecOptions, ThreadPGliteOptions, ThreadQueryOptions } from './thread-messages.ts'
 

@@ -3,8 +3,8 @@
 // the thread wait, the statement paused, until the client reads or the server gives up on it (Control.Abandoned).
 
 import { writeSync } from 'node:fs'
-import { BackendCode } from '../../socket/protocol/codes.ts'
-import { RelayFrom } from '../../socket/session/databases.ts'
+import { BackendCode } from '../server/protocol/codes.ts'
+import { RelayFrom } from '../server/session/databases.ts'
 import { Control } from './stoppable.ts'
 import type { Framing } from './output-watch.ts'
 
@@ -22,7 +22,7 @@ const FIRST_WAIT_MS = 0.1
 const LONGEST_WAIT_MS = 5
 /**
  * A socket that takes nothing for this long gets the rest of the reply through the server's thread instead, which
- * can keep it for the client without holding the session (socket/connection/spill.ts).
+ * can keep it for the client without holding the session (server/connection/spill.ts).
  */
 const GIVE_UP_MS = 50
 

@@ -2,8 +2,8 @@
 // when that end is only bookkeeping, the database thread does not wake this one for it (a wake-up between cores
 // costs as much as a small query), and this thread looks for it when it has a reason of its own.
 
-import type { DirectReply } from '../../socket/session/databases.ts'
-import { lookOnTraffic, sendingClients } from '../../socket/connection/traffic.ts'
+import type { DirectReply } from '../server/session/databases.ts'
+import { lookOnTraffic, sendingClients } from '../server/connection/traffic.ts'
 import type { ByteRing } from './ring.ts'
 
 /** Whether the call's end may wait: with at most one client sending and nobody waiting for it (DirectReply.mayEndLazily). */

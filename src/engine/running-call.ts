@@ -1,6 +1,6 @@
 // What the server's thread keeps of the call a database thread runs (calls.ts), and who waits for its end.
 
-import type { DirectReply } from '../../socket/session/databases.ts'
+import type { DirectReply } from '../server/session/databases.ts'
 
 export interface Running {
   id: number

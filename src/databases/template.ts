@@ -10,8 +10,8 @@ import { openAsBlob, readFileSync } from 'node:fs'
 import { cp, mkdir, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises'
 import { createRequire } from 'node:module'
 import { dirname, join, resolve } from 'node:path'
-import { NO_EXTENSIONS, type LoadedExtensions } from './extensions.ts'
-import type { SqlDb } from './engine/sql-db.ts'
+import { NO_EXTENSIONS, type LoadedExtensions } from '../engine/extensions.ts'
+import type { SqlDb } from '../engine/sql-db.ts'
 import type { Logger } from '../log.ts'
 import { applyMigrations, migrationsFingerprint } from './migrate.ts'
 import { count, reportSlowStep, type ProgressOptions } from './progress.ts'
@@ -75,7 +75,7 @@ export type TemplateEngineOpener = (where: { dataDir?: string; loadDataDir?: Blo
 export function templateEngines(loaded: LoadedExtensions, thread: boolean): TemplateEngineOpener {
   return async (where) => {
     if (thread) {
-      const { DbThread } = await import('./engine/thread.ts')
+      const { DbThread } = await import('../engine/thread.ts')
       return DbThread.create({ ...where, extensions: loaded.names })
     }
     const { PGlite } = await import('@electric-sql/pglite')

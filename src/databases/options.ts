@@ -1,10 +1,10 @@
-// startDevDb's options: what each means, its default (one table, with the server's own from socket/options.ts),
+// startDevDb's options: what each means, its default (one table, with the server's own from server/options.ts),
 // and the one validation that both startDevDb and the command's flags go through.
 
 import { DevServerError } from '../errors.ts'
 import type { Logger } from '../log.ts'
-import { SERVER_DEFAULTS } from '../socket/options.ts'
-import { resolveExtensionNames } from './extensions.ts'
+import { SERVER_DEFAULTS } from '../server/options.ts'
+import { resolveExtensionNames } from '../engine/extensions.ts'
 import { DEFAULT_PROGRESS_AFTER_MS } from './progress.ts'
 
 /** The database clients reach when they name none (the URL's), and which cannot be dropped. */

@@ -8,12 +8,12 @@ import { noteBusy } from './collect-garbage.ts'
 import { workerInspector } from './interrupt.ts'
 import { ByteRing, FrameEnd, encodeUnits, waitAsync, type UnitTarget } from './ring.ts'
 import { Control, ENGINE_GLOBAL, controlViews } from './stoppable.ts'
-import { sendingClients, watchAnswers, type AnsweredCalls } from '../../socket/connection/traffic.ts'
+import { sendingClients, watchAnswers, type AnsweredCalls } from '../server/connection/traffic.ts'
 import { addUnit, closeToMore, openToMore, readEndsOnTraffic } from './more-units.ts'
 import { LazyEnd, mayEndLazily } from './lazy-end.ts'
 import { CallWatchdog, WATCH_EVERY_MS } from './watchdog.ts'
 import { endSeen, newRunning, readDone, readSeen, type Running } from './running-call.ts'
-import type { DirectReply, UnitsDirect } from '../../socket/session/databases.ts'
+import type { DirectReply, UnitsDirect } from '../server/session/databases.ts'
 
 /**
  * Gets each piece of a call's output; a returned promise holds the rest back until it settles. `owned`: the chunk is

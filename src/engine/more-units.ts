@@ -7,7 +7,7 @@
 
 import { type ByteRing, type DecodedUnit, FrameEnd, decodeUnits, encodeUnits, type UnitTarget } from './ring.ts'
 import { Control } from './stoppable.ts'
-import { readOnTraffic } from '../../socket/connection/traffic.ts'
+import { readOnTraffic } from '../server/connection/traffic.ts'
 
 /** Control.MoreUnits while no call of units takes more (between calls, and once the thread closed one). */
 const CLOSED = -1

@@ -4,8 +4,8 @@
 // the client, what the server's thread would have learnt from reading it (summary()), and where the first message
 // the server must rewrite begins.
 
-import { BackendCode, CODE_LENGTH, HEADER_LENGTH, TxStatus } from '../../socket/protocol/codes.ts'
-import { SessionChange, tagChanges } from '../../socket/protocol/replies.ts'
+import { BackendCode, CODE_LENGTH, HEADER_LENGTH, TxStatus } from '../server/protocol/codes.ts'
+import { SessionChange, tagChanges } from '../server/protocol/replies.ts'
 
 /** How much of an ErrorResponse is read for its severity and message. */
 const ERROR_BYTES = 512

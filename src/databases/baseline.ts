@@ -4,7 +4,7 @@
 // swaps in a fresh copy instead.
 
 import { createHash } from 'node:crypto'
-import type { SqlRunner } from './engine/sql-db.ts'
+import type { SqlRunner } from '../engine/sql-db.ts'
 
 /** What a database at the migrated state holds, to compare against and to restore. */
 export interface Baseline {

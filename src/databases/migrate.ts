@@ -3,9 +3,9 @@
 import { createHash } from 'node:crypto'
 import { readFile, stat } from 'node:fs/promises'
 import path from 'node:path'
-import type { SqlDb, SqlRunner } from './engine/sql-db.ts'
+import type { SqlDb, SqlRunner } from '../engine/sql-db.ts'
 import { DevServerError } from '../errors.ts'
-import { extensionHint } from './extensions.ts'
+import { extensionHint } from '../engine/extensions.ts'
 import type { Logger } from '../log.ts'
 import { reportSlowStep, type ProgressOptions } from './progress.ts'
 

@@ -7,7 +7,7 @@ import { mkdir, readFile, rename, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import { DevServerError } from '../errors.ts'
 import type { Logger } from '../log.ts'
-import type { TlsOptions } from '../socket/options.ts'
+import type { TlsOptions } from '../server/options.ts'
 
 /** A kept certificate this close to its end is made anew. */
 const RENEW_BEFORE_MS = 30 * 24 * 3600 * 1000

@@ -10,7 +10,7 @@ import type { PGliteOptions } from '@electric-sql/pglite'
 import type { ThreadInit } from './thread-messages.ts'
 
 /*
- * The worker runs src/host/engine/thread-worker.ts as plain JavaScript. In the npm package (scripts/build-package.ts),
+ * The worker runs src/engine/thread-worker.ts as plain JavaScript. In the npm package (scripts/build-package.ts),
  * that is thread-worker.js beside this file's thread.js. Bundled by bin/cli-bundle.js (the repo's bin runs
  * dist/cli-<hash>/cli.mjs), it is db-thread-worker.mjs beside the bundle. From source (tsx, vitest) the bundler is asked for a
  * bundle of the current sources (rebuilt when one changed, about 1 ms to check): loading TypeScript through tsx in

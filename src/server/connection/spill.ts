@@ -54,7 +54,7 @@ export class Framing {
     this.#headerFill = 0
   }
 
-  /** As the database's thread says (host/engine/direct-reply.ts framingAt): body bytes left, Int32 LE; header bytes. */
+  /** As the database's thread says (engine/direct-reply.ts framingAt): body bytes left, Int32 LE; header bytes. */
   set(payload: Uint8Array): void {
     this.#remaining = (payload[0]! | (payload[1]! << 8) | (payload[2]! << 16) | (payload[3]! << 24)) >>> 0
     this.#headerFill = payload.length - 4

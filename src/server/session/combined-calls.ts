@@ -1,7 +1,7 @@
 // Several clients' units in one engine call. A client at rest whose next unit is complete (a Query, or messages that
 // end with their Sync) and needs nothing of the session but settings it shares with the others rides in a batch
 // instead of taking the session for itself: the batch waits for the session like a client, then runs every rider's
-// unit in one call (host/engine/thread-worker.ts runUnits), each unit's output going to its own client. The database
+// unit in one call (engine/thread-worker.ts runUnits), each unit's output going to its own client. The database
 // thread stops the call after a unit that leaves the session open (BEGIN) or changed (SET, LISTEN): that unit's
 // client holds the session from there, as if it had run alone, and the units after it go back to their clients to
 // run as ordinary calls. So no unit ever runs inside another client's transaction or settings.

@@ -4,7 +4,7 @@
 import { randomBytes } from 'node:crypto'
 import { mkdir, open, readFile, rename, rm, symlink, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import type { Logger } from '../../log.ts'
+import type { Logger } from '../log.ts'
 import { PGDATA, isDir, isFile, isLink, type EngineImage, type ImageEntry } from './image.ts'
 
 const IMAGE_FORMAT = 2

@@ -1,5 +1,5 @@
 // The drop-in server's options, and the limits and timeouts among them that bound what one client may do, with their
-// defaults: the one table that the drop-in server, startDevDb (host/options.ts) and the command's --help all read.
+// defaults: the one table that the drop-in server, startDevDb (databases/options.ts) and the command's --help all read.
 
 import type { PGlite } from '@electric-sql/pglite'
 import { createSecureContext } from 'node:tls'

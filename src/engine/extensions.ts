@@ -3,7 +3,7 @@
 // snapshot load), or CREATE EXTENSION says 0A000 and a table using its types says 58P01.
 
 import type { Extension, Extensions } from '@electric-sql/pglite'
-import type { SqlRunner } from './engine/sql-db.ts'
+import type { SqlRunner } from './sql-db.ts'
 import { DevServerError } from '../errors.ts'
 
 interface Bundle {

@@ -1,5 +1,5 @@
 // How many clients are sending, across the whole process: the server's thread waits for a database thread's reply by
-// spinning (briefly) while few clients are, and by sleeping otherwise (host/engine/calls.ts). With few clients
+// spinning (briefly) while few clients are, and by sleeping otherwise (engine/calls.ts). With few clients
 // nobody else's query is there to be read while a call runs, and waking the sleeping server's thread costs about as
 // much as a small query; with many, the server's thread has their queries to read meanwhile (so that they can share
 // the next call) and the clients need the cores.
@@ -17,7 +17,7 @@ interface TrafficState {
   /** Distinct clients that sent in the current window, and in the one before it. */
   inWindow: number
   inPrevious: number
-  /** Calls waiting lazily for their end (host/engine/calls.ts): any client's bytes make them look. */
+  /** Calls waiting lazily for their end (engine/calls.ts): any client's bytes make them look. */
   lookers: Set<() => void>
   /** Every database thread's calls (see watchAnswers). */
   answers: Set<AnsweredCalls>
@@ -25,7 +25,7 @@ interface TrafficState {
   readers: Set<() => void>
 }
 
-/** A database thread's calls, as the server's thread runs them (host/engine/calls.ts). */
+/** A database thread's calls, as the server's thread runs them (engine/calls.ts). */
 export interface AnsweredCalls {
   /**
    * If the running call wrote its client's last ReadyForQuery and the server's thread has not seen it end yet: that
