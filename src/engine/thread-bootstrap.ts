@@ -19,7 +19,7 @@ import type { ThreadInit } from './thread-messages.ts'
  */
 const FROM_SOURCE = import.meta.url.endsWith('.ts')
 const WORKER_BESIDE = import.meta.url.endsWith('/thread-bootstrap.js') ? './thread-worker.js' : './db-thread-worker.mjs'
-const BUNDLER = new URL('../../../bin/cli-bundle.js', import.meta.url).href
+const BUNDLER = new URL('../../bin/cli-bundle.js', import.meta.url).href
 
 /** The code a worker evals to load thread-worker.ts (see above). */
 export async function bootstrap(): Promise<string> {
