@@ -1,4 +1,4 @@
-// PGlite in a worker thread (src/db-thread.ts) behind the real server: real clients get what an in-process PGlite
+// PGlite in a worker thread (src/engine/thread.ts) behind the real server: real clients get what an in-process PGlite
 // gives them, Postgres errors keep their kind, closing ends the thread, and a PGlite that dies there reaches every
 // client as FATAL.
 import { Readable } from 'node:stream'
@@ -9,6 +9,7 @@ import pg from 'pg'
 import { from as copyFrom, to as copyTo } from 'pg-copy-streams'
 import postgres from 'postgres'
 import { DbThread } from '../../src/engine/thread.ts'
+import { bootstrap } from '../../src/engine/thread-bootstrap.ts'
 import { PGLiteSocketServer } from '../../src/server/server.ts'
 import { copyTemplate, removeDataDir } from '../helpers/db.ts'
 import { endClient } from '../../harness/pg.ts'
@@ -154,6 +155,10 @@ describe('a DbThread behind PGLiteSocketServer', () => {
 })
 
 describe('DbThread', () => {
+  it('from the sources, starts its thread from the bundle of them, not from TypeScript through tsx', async () => {
+    expect(await bootstrap()).toMatch(/\/db-thread-worker\.mjs"\)$/)
+  })
+
   it("throws Postgres errors as PGlite's DatabaseError, with the fields an in-process PGlite gives", async () => {
     const thread = await openThread()
     const dataDir = await copyTemplate()
