@@ -41,6 +41,24 @@ describe('ConnectionStates', () => {
     expect(fired).toEqual([])
   })
 
+  it("a state's timer counts from its entry, whether the state left had a shorter one or a longer one", () => {
+    const { machine, fired } = states()
+    machine.enter('idle')
+    vi.advanceTimersByTime(50)
+    machine.enter('waiting')
+    vi.advanceTimersByTime(299)
+    expect(fired).toEqual([])
+    vi.advanceTimersByTime(1)
+    expect(fired).toEqual([['queue', 300]])
+    machine.enter('holding')
+    vi.advanceTimersByTime(100)
+    machine.enter('idle')
+    vi.advanceTimersByTime(99)
+    expect(fired).toEqual([['queue', 300]])
+    vi.advanceTimersByTime(1)
+    expect(fired).toEqual([['queue', 300], ['idle-session', 100]])
+  })
+
   it('a timeout of 0 is no timer', () => {
     const { machine, fired } = states({ idleTimeoutMs: 0, idleInTransactionTimeoutMs: 0, queueTimeoutMs: 0 })
     for (const state of ['idle', 'holding', 'waiting'] as const) machine.enter(state)

@@ -1,5 +1,5 @@
 // Where one connection is in its life, and the timer each state runs. Every change of state goes through `enter`,
-// which stops the timer of the state left and starts the one of the state entered: a timer can never outlive its
+// which replaces the deadline of the state left by the one of the state entered: a timer can never outlive its
 // state or be forgotten by a path that changes the state.
 
 import { SqlState, WireError } from '../../errors.ts'
@@ -66,7 +66,16 @@ const TIMER_OF: Readonly<Record<ConnectionState, Exclude<Timeout, 'authenticatio
 export class ConnectionStates {
   #state: ConnectionState = 'startup'
   #since = performance.now()
+  /** The current state's timer (null: none), its length, and when it is due (performance.now()). */
+  #due: Exclude<Timeout, 'authentication'> | null = null
+  #dueMs = 0
+  #dueAt = 0
+  /**
+   * One timer serves them all, armed for #armedAt, never after #dueAt: a state change that moves the deadline later
+   * leaves it, and it arms itself again for the rest when it fires early (no timer made per change of state).
+   */
   #timer: NodeJS.Timeout | undefined
+  #armedAt = 0
   #authenticationDeadline: NodeJS.Timeout | undefined
   readonly #timeouts: TimeoutsMs
   readonly #onTimeout: (timeout: Timeout, ms: number) => void
@@ -105,11 +114,13 @@ export class ConnectionStates {
   /** Move to `state`, or stay in it with its timer started afresh. Nothing leaves closing, but for closed. */
   enter(state: ConnectionState): void {
     if (this.isClosing && state !== 'closed') return
-    if (state !== 'startup') clearTimeout(this.#authenticationDeadline)
-    if (state !== this.#state) this.#since = performance.now()
+    if (state !== 'startup' && this.#authenticationDeadline !== undefined) {
+      clearTimeout(this.#authenticationDeadline)
+      this.#authenticationDeadline = undefined
+    }
+    const now = performance.now()
+    if (state !== this.#state) this.#since = now
     this.#state = state
-    clearTimeout(this.#timer)
-    this.#timer = undefined
     let timeout: Exclude<Timeout, 'authentication'> | null = TIMER_OF[state]
     let ms = timeout === null ? 0 : this.#msOf(timeout)
     if (state === 'waiting') {
@@ -119,10 +130,40 @@ export class ConnectionStates {
         ms = statementMs
       }
     }
-    if (timeout !== null && ms > 0) {
-      const which = timeout
-      this.#timer = setTimeout(() => this.#onTimeout(which, ms), ms)
+    this.#due = timeout !== null && ms > 0 ? timeout : null
+    if (this.#due === null) {
+      if (this.isClosing) this.#disarm()
+      return
     }
+    this.#dueMs = ms
+    this.#dueAt = now + ms
+    if (this.#timer === undefined || this.#armedAt > this.#dueAt) this.#arm(ms)
+  }
+
+  #arm(ms: number): void {
+    clearTimeout(this.#timer)
+    this.#armedAt = performance.now() + ms
+    // The client's socket keeps the server running; its timer need not.
+    this.#timer = setTimeout(this.#fire, ms).unref()
+  }
+
+  #disarm(): void {
+    clearTimeout(this.#timer)
+    this.#timer = undefined
+  }
+
+  readonly #fire = (): void => {
+    this.#timer = undefined
+    const due = this.#due
+    if (due === null) return
+    // Timers count from the event loop's clock, which may lag performance.now(): within a ms counts as due.
+    const left = this.#dueAt - performance.now()
+    if (left > 1) {
+      this.#arm(left)
+      return
+    }
+    this.#due = null
+    this.#onTimeout(due, this.#dueMs)
   }
 
   #msOf(timeout: Exclude<Timeout, 'authentication' | 'statement'>): number {
