@@ -4,6 +4,7 @@
 
 import type { LockWait, FunctionsClient } from './server-functions.ts'
 import type { RideEnd } from '../session/combined-calls.ts'
+import type { RideHooks } from './unit-ride.ts'
 import type { SessionMember, SharedSession } from '../session/session.ts'
 
 /** What a backend uses of its client's output (output.ts ClientOutput). */
@@ -76,7 +77,7 @@ export interface Backend {
    * (session/combined-calls.ts), if this client can ride: resolves how it ended ('not-run': run it as usual).
    * `hooks.begin` when its unit begins to run, `hooks.end` when it ended (`ran` false: stopped before it began).
    */
-  ride(bytes: Buffer, hooks: { begin(): void; end(ran: boolean): void; last: boolean }): Promise<RideEnd>
+  ride(bytes: Buffer, hooks: RideHooks, last: boolean): Promise<RideEnd>
   /** This client needs nothing done in the session before its next unit (see ClientBackend.canRide). */
   readonly canRide: boolean
   /** `last`: the unit was the last of the client's batch (see releaseSession). */

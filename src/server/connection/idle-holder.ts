@@ -12,31 +12,55 @@ const IDLE_HOLDER_CHECK_MS = 250
 const seconds = (ms: number): string => `${(ms / 1000).toFixed(1)} s`
 
 /**
- * Watch the session's holder while a wait lasts (clear `timer` when it ends): once it has sat idle in its
- * transaction for `limitMs` of this wait (0: never), `refuse` is called with it, how long it has been idle, and how
- * long this wait has lasted.
+ * Watches the session's holder while one of a client's waits lasts (start, stop): once the holder has sat idle in its
+ * transaction for `limitMs` of the wait (0: never), `refuse` is called with it, how long it has been idle, and how
+ * long the wait has lasted. A client waits once at a time; the watch is made once per client and keeps one timer,
+ * left to run out after a wait ends (the next wait may use it), so that a wait of a few µs makes no timer.
  */
-export function watchIdleHolder(
-  scheduler: OwnerScheduler<SessionHolder>,
-  limitMs: number,
-  refuse: (holder: SessionHolder, idleMs: number, waitedMs: number) => void,
-): { timer: NodeJS.Timeout | undefined } {
-  const watch: { timer: NodeJS.Timeout | undefined } = { timer: undefined }
-  if (limitMs === 0) return watch
-  const waitingSince = performance.now()
-  const check = (): void => {
-    const holder = scheduler.owner
+export class IdleHolderWatch {
+  readonly scheduler: OwnerScheduler<SessionHolder>
+  readonly #limitMs: number
+  readonly #refuse: (holder: SessionHolder, idleMs: number, waitedMs: number) => void
+  /** When the wait under way began (performance.now()); -1: none. */
+  #waitingSince = -1
+  #timer: NodeJS.Timeout | undefined
+
+  constructor(scheduler: OwnerScheduler<SessionHolder>, limitMs: number, refuse: (holder: SessionHolder, idleMs: number, waitedMs: number) => void) {
+    this.scheduler = scheduler
+    this.#limitMs = limitMs
+    this.#refuse = refuse
+  }
+
+  start(): void {
+    if (this.#limitMs === 0) return
+    this.#waitingSince = performance.now()
+    if (this.#timer === undefined) this.#arm(Math.min(IDLE_HOLDER_CHECK_MS, this.#limitMs))
+  }
+
+  stop(): void {
+    this.#waitingSince = -1
+  }
+
+  #arm(ms: number): void {
+    // The client's socket keeps the server running; this timer need not.
+    this.#timer = setTimeout(this.#check, ms).unref()
+  }
+
+  readonly #check = (): void => {
+    this.#timer = undefined
+    const waitingSince = this.#waitingSince
+    if (waitingSince < 0) return
+    const holder = this.scheduler.owner
     const idleSince = holder?.idleInTransactionSince ?? null
     const now = performance.now()
     const idleMs = idleSince === null ? 0 : now - Math.max(idleSince, waitingSince)
-    if (holder && idleSince !== null && idleMs >= limitMs) {
-      refuse(holder, now - idleSince, now - waitingSince)
+    if (holder && idleSince !== null && idleMs >= this.#limitMs) {
+      this.#waitingSince = -1
+      this.#refuse(holder, now - idleSince, now - waitingSince)
       return
     }
-    watch.timer = setTimeout(check, Math.min(IDLE_HOLDER_CHECK_MS, limitMs - idleMs))
+    this.#arm(Math.min(IDLE_HOLDER_CHECK_MS, this.#limitMs - idleMs))
   }
-  watch.timer = setTimeout(check, Math.min(IDLE_HOLDER_CHECK_MS, limitMs))
-  return watch
 }
 
 /** The refusal: 55P03 naming the holder (pid, application_name, how long idle), and what to change in the app. */

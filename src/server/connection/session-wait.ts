@@ -8,8 +8,9 @@ import type { Logger } from '../../log.ts'
 import type { RideEnd } from '../session/combined-calls.ts'
 import { QueryCanceledError, QueueTimeoutError, SchedulerClosedError } from '../session/scheduler.ts'
 import type { Backend, BackendClient } from './backend.ts'
-import { idleHolderRefusal, watchIdleHolder } from './idle-holder.ts'
+import { IdleHolderWatch, idleHolderRefusal } from './idle-holder.ts'
 import type { ConnectionStates } from './state.ts'
+import type { RideHooks } from './unit-ride.ts'
 
 /** What a wait needs of its connection. */
 export interface WaitingClient extends BackendClient {
@@ -43,6 +44,19 @@ export class SessionWait {
   /** The unit riding in a combined call (see stopRiding), while it does, and why it was stopped, if it was. */
   #riding: Buffer | null = null
   #stopped: { error: QueryCanceledError | QueueTimeoutError; answered: boolean } | null = null
+  #idleHolderWatch: IdleHolderWatch | null = null
+  /** Called as the riding unit ends, if it ran. */
+  #ran: (() => void) | null = null
+  /** What a riding unit tells this wait (one for every ride). */
+  readonly #rideHooks: RideHooks = {
+    begin: () => this.#client.states.enter('active'),
+    end: (hasRun) => {
+      if (hasRun) this.#ran?.()
+      else this.#answerStopped()
+      // Answered, and at rest: idle as a backend is once it sent ReadyForQuery, though the call runs on for others.
+      if (hasRun && this.#backend.atRest) this.#client.states.enter('idle')
+    },
+  }
   /** Ends a wait outside the session (for an advisory lock), if one is under way. */
   #stopWaitOutside: ((error: Error) => void) | null = null
 
@@ -67,11 +81,11 @@ export class SessionWait {
       scheduler.owner?.parkIfIdle?.()
       const { states } = this.#client
       states.enter('waiting')
-      const watch = this.#watchIdleHolder()
+      this.#idleHolder.start()
       try {
         await wait
       } finally {
-        clearTimeout(watch.timer)
+        this.#idleHolder.stop()
         states.enter('active')
       }
       if (!states.isServing) throw new SchedulerClosedError('the connection is closing')
@@ -85,20 +99,12 @@ export class SessionWait {
    */
   async ride(bytes: Buffer, ran: () => void, last: boolean): Promise<RideEnd> {
     const { states } = this.#client
-    const ride = this.#backend.ride(bytes, {
-      begin: () => states.enter('active'),
-      end: (hasRun) => {
-        if (hasRun) ran()
-        else this.#answerStopped()
-        // Answered, and at rest: idle as a backend is once it sent ReadyForQuery, though the call runs on for others.
-        if (hasRun && this.#backend.atRest) states.enter('idle')
-      },
-      last,
-    })
+    this.#ran = ran
+    const ride = this.#backend.ride(bytes, this.#rideHooks, last)
     states.enter('waiting')
     this.#riding = bytes
     this.#stopped = null
-    const watch = this.#watchIdleHolder()
+    this.#idleHolder.start()
     try {
       const end = await ride
       // Stopped before it began, and answered so (now, if the answer has not gone yet): it must not run after all.
@@ -109,7 +115,8 @@ export class SessionWait {
       return end
     } finally {
       this.#riding = this.#stopped = null
-      clearTimeout(watch.timer)
+      this.#ran = null
+      this.#idleHolder.stop()
       states.enter('active')
     }
   }
@@ -182,13 +189,16 @@ export class SessionWait {
   }
 
   /** While this client waits: a holder idle in its transaction too long gets the wait refused (idle-holder.ts). */
-  #watchIdleHolder(): { timer: NodeJS.Timeout | undefined } {
+  /** Made at the first wait (the session is the client's database's by then), and again if that session changed. */
+  get #idleHolder(): IdleHolderWatch {
     const { scheduler } = this.#backend.session
-    return watchIdleHolder(scheduler, this.#idleTransactionWaitMs, (holder, idleMs, waitedMs) => {
+    if (this.#idleHolderWatch?.scheduler === scheduler) return this.#idleHolderWatch
+    return (this.#idleHolderWatch = new IdleHolderWatch(scheduler, this.#idleTransactionWaitMs, (holder, idleMs, waitedMs) => {
       this.#log.warn('statement refused: it waited for an idle transaction', { holder: holder.processId, idleMs: Math.round(idleMs), sqlstate: SqlState.LockNotAvailable })
       this.#refuseWait(idleHolderRefusal(holder, idleMs, waitedMs))
-    })
+    }))
   }
+
 
   /** End this client's wait for the session, or for a combined call to take its unit, with `error`. False if none. */
   #refuseWait(error: Error): boolean {

@@ -19,6 +19,7 @@ import { ClientSettings } from './settings.ts'
 import { releaseSession, releasesQuietly, takeSession, type Handover } from './handover.ts'
 import { answersSeen } from './traffic.ts'
 import type { Backend, BackendClient } from './backend.ts'
+import { UnitRide, type RideContext, type RideHooks } from './unit-ride.ts'
 
 type Output = 'client' | 'nowhere' | Buffer[]
 
@@ -244,65 +245,56 @@ export class ClientBackend implements Backend {
     )
   }
 
-  ride(bytes: Buffer, hooks: { begin(): void; end(ran: boolean): void; last: boolean }): Promise<RideEnd> {
-    const reader = this.#reader
+  ride(bytes: Buffer, hooks: RideHooks, last: boolean): Promise<RideEnd> {
+    return this.session.combined.ride(new UnitRide((this.#rides ??= this.#rideContext()), bytes, hooks, last))
+  }
+
+  /** What this client's rides do with it (unit-ride.ts), made once. */
+  #rides: RideContext | null = null
+
+  #rideContext(): RideContext {
     const client = this.#client
-    const handover = this.#handover
-    const settings = this.#settings
-    /** The unit's reply goes straight to the client (decided as the call goes: `direct`), until its end. */
-    let direct = false
-    const endDirect = (): void => {
-      if (!direct) return
-      direct = false
-      this.#directNow = false
-      client.output.endDirect()
-    }
-    return this.session.combined.ride({
+    const reader = this.#reader
+    const direct = this.#direct
+    return {
       member: client,
-      unit: bytes,
-      get settingsKey() {
-        return settings.rideKey
-      },
+      sink: this.#sink,
+      settingsKey: () => this.#settings.rideKey,
       prepare: () => this.tookSession(),
-      direct: () => {
+      openDirect: () => {
         if (this.session.db.directReplies !== true) return null
         const fd = client.output.directFd()
         if (fd < 0) return null
-        direct = this.#directNow = true
+        this.#directNow = true
         client.output.beginDirect()
         return { fd, relayFrom: this.#relayFrom() }
       },
-      begin: () => {
-        hooks.begin()
+      closeDirect: () => {
+        this.#directNow = false
+        client.output.endDirect()
+      },
+      summary: direct.summary,
+      blocked: direct.blocked,
+      diverted: direct.diverted,
+      raw: direct.raw,
+      begin: (corked) => {
         // The session is this client's, at rest, until its unit ends.
-        this.#reader.acquired()
+        reader.acquired()
         this.#beginCall('client', true, 0)
-        if (!direct) client.output.cork()
+        if (corked) client.output.cork()
       },
-      sink: this.#sink,
-      summary: (summary) => reader.absorb(summary),
-      blocked: (isBlocked) => client.output.directBlocked(isBlocked),
-      diverted: (framing) => client.output.diverted(framing),
-      raw: (bytes) => client.raw(bytes),
-      end: (ran) => {
-        const corked = !direct
-        endDirect()
+      end: (corked, ran, unit) => {
         this.#endCall(corked)
-        if (ran) {
-          this.#state.statements.ran(bytes)
-          this.#settings.rode()
-        }
-        hooks.end(ran)
+        if (!ran) return
+        this.#state.statements.ran(unit)
+        this.#settings.rode()
       },
-      endDirect,
       get atRest() {
         return reader.atRest
       },
-      get quiet() {
-        return releasesQuietly(handover, hooks.last)
-      },
-      settle: () => this.release(hooks.last),
-    })
+      quiet: (last) => releasesQuietly(this.#handover, last),
+      release: (last) => this.release(last),
+    }
   }
 
   /** Tell the session who runs now, the server's clients and this database's locks (and make its functions once). */
