@@ -9,10 +9,10 @@ import { workerInspector } from './interrupt.ts'
 import { ByteRing, FrameEnd, encodeUnits, waitAsync, type UnitTarget } from './ring.ts'
 import { Control, ENGINE_GLOBAL, controlViews } from './stoppable.ts'
 import { sendingClients, watchAnswers, type AnsweredCalls } from '../server/connection/traffic.ts'
-import { addUnit, closeToMore, openToMore, readEndsOnTraffic } from './more-units.ts'
+import { addUnit, answeredUnitRead, closeToMore, openToMore, readEndsOnTraffic } from './more-units.ts'
 import { LazyEnd, mayEndLazily } from './lazy-end.ts'
 import { CallWatchdog, WATCH_EVERY_MS } from './watchdog.ts'
-import { endSeen, newRunning, readDone, readSeen, type Running } from './running-call.ts'
+import { endSeen, newRunning, readDone, type Running } from './running-call.ts'
 import type { DirectReply, UnitsDirect } from '../server/session/databases.ts'
 
 /**
@@ -147,7 +147,7 @@ export class ProtocolCalls implements AnsweredCalls {
     try {
       // A call of units carries each unit's target in its request (ring.ts encodeUnits).
       const units = (flags & FrameEnd.Units) !== 0
-      if (grows) openToMore(this.#words)
+      if (units) openToMore(this.#words, grows)
       await this.#send(running.id, request, flags, units ? null : direct)
       running.takesMore = grows
       this.#watchdog.start()
@@ -281,7 +281,6 @@ export class ProtocolCalls implements AnsweredCalls {
     const { id } = running
     const ring = this.#replies
     const state: { ended: boolean; error: Error | null; held: Promise<void> | null } = { ended: false, error: null, held: null }
-    let unitEnds = 0
     const visit = (frameId: number, flags: number, payload: Buffer): boolean | void => {
       if (frameId !== id) return
       if (flags & FrameEnd.Last) {
@@ -291,7 +290,7 @@ export class ProtocolCalls implements AnsweredCalls {
         return false
       }
       if (flags & FrameEnd.Units) {
-        unitEnds++
+        running.unitEnds++
         onUnitEnd?.(payload[0] === 1)
         return
       }
@@ -317,7 +316,7 @@ export class ProtocolCalls implements AnsweredCalls {
         ring.wakeAlways()
       }
     }
-    const stopReading = running.takesMore ? readEndsOnTraffic(this.#words, readEnds, () => unitEnds) : null
+    const stopReading = running.takesMore ? readEndsOnTraffic(this.#words, readEnds, () => running.unitEnds) : null
     try {
       for (;;) {
         if (!state.held) {
@@ -358,11 +357,8 @@ export class ProtocolCalls implements AnsweredCalls {
   answeredEnd(): Promise<void> | null {
     const running = this.#running
     if (!running?.direct) return null
-    if (running.units) {
-      // An answer ends a unit, not the call: read the units' ends written so far (their writing wakes nobody).
-      this.#replies.wake()
-      return readSeen(running)
-    }
+    // An answer ends a unit, not the call: its end, which the thread writes once PGlite is done with the unit.
+    if (running.units) return answeredUnitRead(this.#words, running, () => this.#replies.wake(), () => this.#running === running)
     const words = this.#words
     if (Atomics.load(words, Control.Answered) !== running.id && Atomics.load(words, Control.Current) !== -running.id) return null
     this.#hurry(running)

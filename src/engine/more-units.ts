@@ -7,6 +7,7 @@
 
 import { type ByteRing, type DecodedUnit, FrameEnd, decodeUnits, encodeUnits, type UnitTarget } from './ring.ts'
 import { Control } from './stoppable.ts'
+import { readSeen, type Running } from './running-call.ts'
 import { readOnTraffic } from '../server/connection/traffic.ts'
 
 /** Control.MoreUnits while no call of units takes more (between calls, and once the thread closed one). */
@@ -25,11 +26,14 @@ export function closeToMore(words: Int32Array): void {
   Atomics.store(words, Control.MoreUnits, CLOSED)
 }
 
-/** Server's thread, before a call of units that grows is written: it takes more units until the thread closes it. */
-export function openToMore(words: Int32Array): void {
+/**
+ * Server's thread, before a call of units is written: none of its units is answered yet; one that `grows` takes more
+ * units until the thread closes it.
+ */
+export function openToMore(words: Int32Array, grows: boolean): void {
   Atomics.store(words, Control.AnsweredUnit, -1)
   Atomics.store(words, Control.UnitEndWanted, 0)
-  Atomics.store(words, Control.MoreUnits, 0)
+  if (grows) Atomics.store(words, Control.MoreUnits, 0)
 }
 
 /**
@@ -69,6 +73,23 @@ export function readEndsOnTraffic(words: Int32Array, readEnds: () => void, endsR
     // Else the next call's first unit end, in a call that does not grow, would wake this thread for nothing.
     Atomics.store(words, Control.UnitEndWanted, 0)
   }
+}
+
+/**
+ * Server's thread, in a call of units: until the end of the last unit whose answer went straight to its client has
+ * been read, each read of the reply ring is waited for, the thread asked to wake this one at that end (a reader of
+ * every client's state would see that client still running). `wake` makes this thread read the ring now; `runs`: the
+ * call still runs. The caller bounds the wait.
+ */
+export async function answeredUnitRead(words: Int32Array, running: Running, wake: () => void, runs: () => boolean): Promise<void> {
+  // The units' ends written so far (their writing wakes nobody).
+  wake()
+  await readSeen(running)
+  if (Atomics.load(words, Control.AnsweredUnit) < running.unitEnds) return
+  Atomics.store(words, Control.UnitEndWanted, 1)
+  // The end may have come between the read and the ask (the thread saw no ask): read again.
+  wake()
+  while (runs() && Atomics.load(words, Control.AnsweredUnit) >= running.unitEnds) await readSeen(running)
 }
 
 /** Database thread: the answer of unit `unit` (-1: a call of one) went straight to its client (AnsweredUnit). */

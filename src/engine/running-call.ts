@@ -26,6 +26,8 @@ export interface Running {
   takesMore: boolean
   /** Made when someone waits for the reply ring's next read (answeredEnd, in a call of units). */
   read: { seen: Promise<void>; resolve: () => void } | null
+  /** In a call of units: how many units' ends the server's thread has read. */
+  unitEnds: number
 }
 
 /** The call's end as the server's thread sees it (settled by calls.ts once it is over). */
@@ -36,7 +38,7 @@ export function endSeen(running: Running): Promise<void> {
 
 /** A call just sent; the watchdog first looks at it at `nextCheck` (performance.now()). */
 export function newRunning(id: number, nextCheck: number, direct: DirectReply | null, units: boolean): Running {
-  return { id, nextCheck, stuckCheck: undefined, cancelAgain: undefined, heldByClient: false, direct, directBlocked: false, prompt: units, end: null, units, takesMore: false, read: null }
+  return { id, nextCheck, stuckCheck: undefined, cancelAgain: undefined, heldByClient: false, direct, directBlocked: false, prompt: units, end: null, units, takesMore: false, read: null, unitEnds: 0 }
 }
 
 /** The reply ring was read (or the call is over): whoever waited for that goes on. */
