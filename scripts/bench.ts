@@ -3,7 +3,7 @@
 // every figure as JSON. Only ratios measured in the same run mean anything: the machine is shared.
 // Usage: npm run bench -- [--seconds N] [--quick] [--json PATH] [--oracle URL] [--targets ours,stock,postgres]
 //        [--workloads select1,point,insert,tpcb,big,copy] [--drivers postgres.js,node-postgres] [--clients 1,8,64]
-//        [--pgbench-seconds N] [--skip LIST] [--only LIST] [--startup-runs N] [--startup-nodes 20,22,24] [--profile WORKLOAD:CLIENTS:DRIVER]
+//        [--pgbench-seconds N] [--skip LIST] [--only LIST] [--startup-runs N] [--startup-nodes 20,22,24] [--profile WORKLOAD:CLIENTS:DRIVER] [--alloc WORKLOAD:CLIENTS:DRIVER]
 //        [--render JSON] [--merge JSON] [--baseline DIR] [--ci-workers 4,8] [--ci-targets LIST] [--ci-drivers LIST]
 //        [--ci-tests N]   (sections for --skip/--only: cells, pgbench, startup, connections, ci)
 //        --baseline DIR also runs the pglite-dev-db of another checkout (an older commit, `npm ci` done there) beside
@@ -20,6 +20,7 @@ import { describeCell, progress, runCeilingCell, runWireCell, warmUp, warmed, ty
 import { CEILINGS, DRIVERS, inProcessSession, type CeilingName, type DriverName } from './bench/drivers.ts'
 import { NODE_VERSIONS, nodeBinDir } from '../test/helpers/node-versions.ts'
 import { measureConnectionCost, measureStartup, pgbenchSuite, renderProfile, summarizeProfile } from './bench/extras.ts'
+import { runAllocProfile } from './bench/alloc.ts'
 import { CI_DEFAULT_TARGETS, CI_TARGETS, runCiSuite, type CiTargetName } from './bench/ci.ts'
 import { releaseAll, sleep, track } from './bench/procs.ts'
 import { evaluateGoals, renderMarkdown, type Results } from './bench/report.ts'
@@ -43,6 +44,8 @@ interface Config extends Timing {
   oracle: string | undefined
   skip: Set<string>
   profile: string | undefined
+  /** --alloc WORKLOAD:CLIENTS:DRIVER: what the server's thread allocates per query in one cell (alloc.ts). */
+  alloc: string | undefined
   /** Print the tables of an earlier run's JSON (goals re-evaluated) and measure nothing. */
   render: string | undefined
   /** Replace the sections this run measured in an earlier run's JSON, and print that run's tables. */
@@ -53,7 +56,7 @@ interface Config extends Timing {
   ci: { workers: number[]; targets: CiTargetName[]; drivers: DriverName[]; tests: number }
 }
 
-const USAGE = 'usage: npm run bench -- [--seconds N] [--quick] [--json PATH] [--oracle URL] [--targets LIST] [--workloads LIST] [--drivers LIST] [--clients LIST] [--pgbench-seconds N] [--skip SECTIONS] [--only SECTIONS] [--startup-runs N] [--startup-nodes 20,22,24] [--profile WORKLOAD:CLIENTS:DRIVER] [--render JSON] [--merge JSON] [--baseline DIR] [--ci-workers LIST] [--ci-targets LIST] [--ci-drivers LIST] [--ci-tests N]\nSECTIONS: a comma list of cells, pgbench, startup, connections, ci\nci, the CI-shaped suite: a server spawned, N worker processes each on a database of its own (a pool of four, N from --ci-workers, default 4,8), --ci-tests tests each (default 20), then the suite again with the databases there;\n  --ci-targets from ' + CI_TARGETS.join(',') + ' (default: all but ours-no-threads), --ci-drivers postgres.js and/or node-postgres (default postgres.js).\n  Alone: npm run bench -- --only ci --ci-workers 4,8'
+const USAGE = 'usage: npm run bench -- [--seconds N] [--quick] [--json PATH] [--oracle URL] [--targets LIST] [--workloads LIST] [--drivers LIST] [--clients LIST] [--pgbench-seconds N] [--skip SECTIONS] [--only SECTIONS] [--startup-runs N] [--startup-nodes 20,22,24] [--profile WORKLOAD:CLIENTS:DRIVER] [--alloc WORKLOAD:CLIENTS:DRIVER] [--render JSON] [--merge JSON] [--baseline DIR] [--ci-workers LIST] [--ci-targets LIST] [--ci-drivers LIST] [--ci-tests N]\nSECTIONS: a comma list of cells, pgbench, startup, connections, ci\nci, the CI-shaped suite: a server spawned, N worker processes each on a database of its own (a pool of four, N from --ci-workers, default 4,8), --ci-tests tests each (default 20), then the suite again with the databases there;\n  --ci-targets from ' + CI_TARGETS.join(',') + ' (default: all but ours-no-threads), --ci-drivers postgres.js and/or node-postgres (default postgres.js).\n  Alone: npm run bench -- --only ci --ci-workers 4,8'
 /** What --skip and --only name: the closed-loop cells (with the ceilings), pgbench, start-up, idle connections, the CI-shaped suite. */
 const SECTIONS = ['cells', 'pgbench', 'startup', 'connections', 'ci'] as const
 /** The sections that need the benchmark's template data dir (the CI-shaped suite migrates its own). */
@@ -76,7 +79,7 @@ function parseConfig(argv: string[]): Config {
       targets: { type: 'string' }, workloads: { type: 'string' }, drivers: { type: 'string' }, clients: { type: 'string' },
       'pgbench-seconds': { type: 'string' }, skip: { type: 'string' }, only: { type: 'string' }, 'startup-runs': { type: 'string' },
       'startup-nodes': { type: 'string' },
-      profile: { type: 'string' }, render: { type: 'string' }, merge: { type: 'string' }, baseline: { type: 'string' },
+      profile: { type: 'string' }, alloc: { type: 'string' }, render: { type: 'string' }, merge: { type: 'string' }, baseline: { type: 'string' },
       'ci-workers': { type: 'string' }, 'ci-targets': { type: 'string' }, 'ci-drivers': { type: 'string' }, 'ci-tests': { type: 'string' },
       help: { type: 'boolean' },
     },
@@ -117,6 +120,7 @@ function parseConfig(argv: string[]): Config {
     oracle: values.oracle ?? undefined,
     skip,
     profile: values.profile,
+    alloc: values.alloc,
     render: values.render,
     merge: values.merge,
     baseline: values.baseline,
@@ -237,10 +241,8 @@ async function runServerSections(config: Config, scratch: string, template: stri
 
 /** --profile WORKLOAD:CLIENTS:DRIVER: one cell against a server that writes a V8 CPU profile, then its top self times. */
 async function runProfile(config: Config, scratch: string, template: string): Promise<void> {
-  const [name = 'select1', clientsText = '64', driverName = 'postgres.js'] = config.profile!.split(':')
-  const workload = WORKLOADS.find((w) => w.name === name)
-  if (!workload) throw new Error(`--profile: unknown workload ${name}`)
-  const driver = list(driverName, DRIVERS, 'driver')![0]!
+  const { workload, clients, driver } = cellOf(config.profile!, '--profile')
+  const [name, clientsText] = [workload.name, String(clients)]
   const dir = join(scratch, 'profile')
   const spawned = performance.now()
   const target = await startOurs({ template, cpuProfileDir: dir })
@@ -258,6 +260,14 @@ async function runProfile(config: Config, scratch: string, template: string): Pr
     const thread = threadOf(file) === 0 ? "the server's thread" : `thread ${threadOf(file)} (a database)`
     process.stdout.write(renderProfile(summary, `CPU profile of pglite-dev-db, ${thread}, serving ${name} ×${clientsText} ${driver} (${describeCell(cell)}), after its first ${(startupMs / 1000).toFixed(1)} s (start-up)`))
   }
+}
+
+/** WORKLOAD:CLIENTS:DRIVER (--profile, --alloc). */
+function cellOf(text: string, flag: string): { workload: (typeof WORKLOADS)[number]; clients: number; driver: DriverName } {
+  const [name = 'select1', clientsText = '64', driverName = 'postgres.js'] = text.split(':')
+  const workload = WORKLOADS.find((w) => w.name === name)
+  if (!workload) throw new Error(`${flag}: unknown workload ${name}`)
+  return { workload, clients: Number(clientsText), driver: list(driverName, DRIVERS, 'driver')![0]! }
 }
 
 function threadOf(profileFile: string): number {
@@ -303,11 +313,16 @@ async function main(): Promise<void> {
   try {
     const scratch = await createScratch()
     let template: string | null = null
-    if (config.profile || TEMPLATE_SECTIONS.some((section) => !config.skip.has(section))) {
+    if (config.profile || config.alloc || TEMPLATE_SECTIONS.some((section) => !config.skip.has(section))) {
       progress('template data dir (initdb in WASM, migrations, benchmark tables)')
       template = await createTemplate(scratch)
     }
     if (config.profile) return await runProfile(config, scratch, template!)
+    if (config.alloc) {
+      const { workload, clients, driver } = cellOf(config.alloc, '--alloc')
+      process.stdout.write(await runAllocProfile(workload, clients, driver, config, template!, scratch, progress))
+      return
+    }
     const results: Results = {
       meta: {
         date: new Date().toISOString(),

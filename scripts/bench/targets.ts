@@ -7,7 +7,7 @@ import { chmod, chown, cp, mkdir, mkdtemp, readFile, rm } from 'node:fs/promises
 import { createRequire } from 'node:module'
 import os from 'node:os'
 import { dirname, join } from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { fileURLToPath, pathToFileURL } from 'node:url'
 import { PGlite } from '@electric-sql/pglite'
 import postgres from 'postgres'
 import { applyMigrations } from '../../src/databases/migrate.ts'
@@ -34,6 +34,8 @@ export interface Target {
   pssKb(): number | null
   /** Kill and start afresh (stock after it breaks). PostgreSQL keeps its data. */
   restart(): Promise<void>
+  /** Send the server process a signal (a PGlite server the bench started). */
+  signal?(signal: NodeJS.Signals): void
   stop(): Promise<void>
 }
 
@@ -73,6 +75,8 @@ export interface OursOptions {
   maxConnections?: number
   /** Write a V8 CPU profile of the server into this directory when it exits. */
   cpuProfileDir?: string
+  /** Preload the heap sampler (alloc.ts), which writes its profile into `file`. */
+  allocProfile?: { preload: string; file: string }
 }
 
 export const OURS_BIN = join(REPO_ROOT, 'bin', 'pglite-dev-db.js')
@@ -92,6 +96,7 @@ async function startOursProcess(options: OursOptions): Promise<Running> {
     process.execPath,
     [
       ...(options.cpuProfileDir ? ['--cpu-prof', '--cpu-prof-dir', options.cpuProfileDir] : []),
+      ...(options.allocProfile ? ['--import', pathToFileURL(options.allocProfile.preload).href] : []),
       options.checkout ? join(options.checkout, 'bin', 'pglite-dev-db.js') : OURS_BIN,
       '--data-dir', dataDir,
       '--port', '0',
@@ -102,7 +107,7 @@ async function startOursProcess(options: OursOptions): Promise<Running> {
     // The other servers here answer SSLRequest with N, so ours does too: libpq clients (pgbench) would otherwise
     // negotiate TLS with ours alone (its cost: npm run bench:tls). The environment twin, which an older --baseline
     // checkout ignores.
-    { cwd: options.checkout ?? REPO_ROOT, env: { ...process.env, PGLITE_DEV_DB_NO_TLS: '1' } },
+    { cwd: options.checkout ?? REPO_ROOT, env: { ...process.env, PGLITE_DEV_DB_NO_TLS: '1', ...(options.allocProfile ? { PGLITE_DEV_DB_ALLOC_PROFILE: options.allocProfile.file } : {}) } },
   )
   const url = await server.waitForLine((line) => line.startsWith('postgres://'), START_DEADLINE_MS, 'pglite-dev-db URL line')
   return { server, url, dataDir }
@@ -131,6 +136,7 @@ function pgliteTarget(name: 'ours' | 'baseline' | 'stock', start: () => Promise<
       },
       usage: () => usageOf(running.server.pid),
       pssKb: () => null,
+      signal: (signal) => process.kill(running.server.pid, signal),
       async restart() {
         await stopRunning(running, 'SIGKILL')
         running = await start()
