@@ -320,7 +320,8 @@ async function main(): Promise<void> {
     if (config.profile) return await runProfile(config, scratch, template!)
     if (config.alloc) {
       const { workload, clients, driver } = cellOf(config.alloc, '--alloc')
-      process.stdout.write(await runAllocProfile(workload, clients, driver, config, template!, scratch, progress))
+      // With --baseline, the other checkout's server is the one measured (the sampler is this checkout's).
+      process.stdout.write(await runAllocProfile(workload, clients, driver, config, { template: template!, checkout: config.baseline }, scratch, progress))
       return
     }
     const results: Results = {

@@ -18,9 +18,9 @@ interface ProfileNode {
 const SAMPLER = join(REPO_ROOT, 'scripts', 'bench', 'alloc-sampler.mjs')
 const WRITE_DEADLINE_MS = 10_000
 
-export async function runAllocProfile(workload: Workload, clients: number, driver: DriverName, timing: Timing, template: string, scratch: string, progress: (line: string) => void): Promise<string> {
+export async function runAllocProfile(workload: Workload, clients: number, driver: DriverName, timing: Timing, server: { template: string; checkout?: string }, scratch: string, progress: (line: string) => void): Promise<string> {
   const file = join(scratch, 'alloc.heapprofile')
-  const target = await startOurs({ template, allocProfile: { preload: SAMPLER, file } })
+  const target = await startOurs({ ...server, allocProfile: { preload: SAMPLER, file } })
   let sampled: { cell: string; ops: number; profile: ProfileNode }
   try {
     progress(`warm-up: ${describeCell(await runWireCell(target, workload, clients, driver, timing))}`)
@@ -45,7 +45,7 @@ export async function runAllocProfile(workload: Workload, clients: number, drive
   const perOp = sampled.ops > 0 ? Math.round(total / sampled.ops) : 0
   const rows = [...self].sort((a, b) => b[1] - a[1]).slice(0, 25).map(([key, bytes]) => `${key} ${Math.round(bytes / Math.max(1, sampled.ops))} | ${((100 * bytes) / total).toFixed(1)}% |`)
   return [
-    `Allocations of pglite-dev-db's server thread, serving ${workload.name} ×${clients} ${driver} (${sampled.cell}): ${perOp} bytes a query (sampled every 512 bytes, freed objects included)`,
+    `Allocations of ${server.checkout ? `the pglite-dev-db of ${server.checkout}` : 'pglite-dev-db'}'s server thread, serving ${workload.name} ×${clients} ${driver} (${sampled.cell}): ${perOp} bytes a query (sampled every 512 bytes, freed objects included)`,
     '',
     '| function | where | bytes a query | share |',
     '| --- | --- | --- | --- |',
