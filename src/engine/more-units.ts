@@ -86,10 +86,14 @@ export async function answeredUnitRead(words: Int32Array, running: Running, wake
   wake()
   await readSeen(running)
   if (Atomics.load(words, Control.AnsweredUnit) < running.unitEnds) return
+  // The end may come between the read and the ask (the thread saw no ask): read again. Asked again after each read,
+  // since the thread takes the ask at the first unit's end, and a later unit may have been answered meanwhile.
   Atomics.store(words, Control.UnitEndWanted, 1)
-  // The end may have come between the read and the ask (the thread saw no ask): read again.
   wake()
-  while (runs() && Atomics.load(words, Control.AnsweredUnit) >= running.unitEnds) await readSeen(running)
+  while (runs() && Atomics.load(words, Control.AnsweredUnit) >= running.unitEnds) {
+    await readSeen(running)
+    Atomics.store(words, Control.UnitEndWanted, 1)
+  }
 }
 
 /** Database thread: the answer of unit `unit` (-1: a call of one) went straight to its client (AnsweredUnit). */
