@@ -157,12 +157,7 @@ export class SharedSession {
     sessions.delete(this.db)
     this.db = db
     sessions.set(db, this)
-    this.unnamedStatementOwner = null
-    this.appliedSettings = ''
-    this.databaseSettings = null
-    this.serverFunctionsInstalled = false
-    this.#abandonedStatements = []
-    this.listeners.forgetAbandoned()
+    this.#forgetEngineState()
     // A Sync after each: one that fails (its table is not in the migrated schema) must not skip the rest; it is
     // tried again when its client next takes the session.
     await remakeStatements([...this.members], (bytes) => this.#capture(bytes))
@@ -173,6 +168,16 @@ export class SharedSession {
     const chunks: Buffer[] = []
     await this.execute(bytes, (chunk) => void chunks.push(Buffer.from(chunk)))
     return Buffer.concat(chunks)
+  }
+
+  /** A new engine under the session: nothing the old one held for its clients is there. */
+  #forgetEngineState(): void {
+    this.unnamedStatementOwner = null
+    this.appliedSettings = ''
+    this.databaseSettings = null
+    this.serverFunctionsInstalled = false
+    this.#abandonedStatements = []
+    this.listeners.forgetAbandoned()
   }
 
   markDead(cause: unknown): void {
@@ -192,12 +197,7 @@ export class SharedSession {
     this.db = db
     sessions.set(db, this)
     this.dead = null
-    this.unnamedStatementOwner = null
-    this.appliedSettings = ''
-    this.databaseSettings = null
-    this.serverFunctionsInstalled = false
-    this.#abandonedStatements = []
-    this.listeners.forgetAbandoned()
+    this.#forgetEngineState()
     this.scheduler.reopen()
   }
 
