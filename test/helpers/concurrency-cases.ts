@@ -56,8 +56,11 @@ interface Case {
    * loaded machine. Absent: the scenario's default.
    */
   stockDeadlineMs?: number
-  /** Run the server in a child process: stock's PGlite may busy-loop the thread it runs on. */
-  inChildProcess?: boolean
+  /**
+   * Stock's server in a child process: its PGlite may busy-loop the thread it runs on. Ours runs in the test's process
+   * all the same (a spawn costs seconds of CPU: Node, tsx and PGlite's first open again).
+   */
+  stockInChildProcess?: boolean
 }
 
 /**
@@ -145,7 +148,7 @@ const cases: Case[] = [
     scenario: copyInOutScenario,
     // Stock: the first COPY FROM STDIN makes PGlite exit, and every later call hangs.
     stock: expectNotOk,
-    inChildProcess: true,
+    stockInChildProcess: true,
     timeoutMs: 120_000,
   },
   {
@@ -155,7 +158,7 @@ const cases: Case[] = [
     // The client's whole run: 4-5 s on ours; on stock, a connection that reaches COPY hangs the others until killed.
     stockDeadlineMs: 20_000,
     patched: (o) => expect(o.tally.queries).toBe(4 * (10 * 3 + 1)),
-    inChildProcess: true,
+    stockInChildProcess: true,
     timeoutMs: 120_000,
   },
   {
@@ -163,7 +166,7 @@ const cases: Case[] = [
     // Stock: S_1, S_2... collide between connections.
     stock: expectNotOk,
     patched: (o) => expect(o.tally.queries).toBe(4 * (10 + 3)),
-    inChildProcess: true,
+    stockInChildProcess: true,
     timeoutMs: 120_000,
   },
   {
@@ -172,7 +175,7 @@ const cases: Case[] = [
     // outlives it, so in round 2 every psql's PREPARE of that name fails (42P05).
     stock: expectNotOk,
     patched: (o) => expect(o.tally.queries).toBe(3 * 2 + 1),
-    inChildProcess: true,
+    stockInChildProcess: true,
   },
   {
     scenario: pgDumpRestoreScenario,
@@ -183,14 +186,14 @@ const cases: Case[] = [
       expect(o.tally.errors['42P01'] ?? 0, why(o)).toBeGreaterThan(0)
     },
     patched: (o) => expect(o.tally.queries).toBe(3 + 2 + 1 + 9),
-    inChildProcess: true,
+    stockInChildProcess: true,
     timeoutMs: 120_000,
   },
   {
     scenario: drizzleKitToolScenario,
     // No stock run: drizzle-kit and drizzle-orm on postgres.js send each message group in one write and stock keeps
     // transactions together, so stock passed it in each of our runs (3 of 3); docs/conformance.md has a measured row.
-    inChildProcess: true,
+    stockInChildProcess: true,
     timeoutMs: 150_000,
   },
   {
@@ -200,7 +203,7 @@ const cases: Case[] = [
     // Each check: ours runs all 33 in 12-15 s, three apps at once; on stock, the check after PGlite died waits it out.
     stockDeadlineMs: 5_000,
     patched: (o) => expect(o.tally.queries).toBe(3 * 11),
-    inChildProcess: true,
+    stockInChildProcess: true,
     timeoutMs: 150_000,
   },
   {
@@ -216,7 +219,7 @@ const cases: Case[] = [
     stock: expectNotOk,
     patched: (o) => expect(o.tally.queries).toBe(5),
     stockDeadlineMs: STOCK_BACKEND_STEP_MS,
-    inChildProcess: true,
+    stockInChildProcess: true,
     timeoutMs: 60_000,
   },
   {
@@ -228,7 +231,7 @@ const cases: Case[] = [
     },
     patched: (o) => expect(o.tally.queries).toBe(5),
     stockDeadlineMs: STOCK_BACKEND_STEP_MS,
-    inChildProcess: true,
+    stockInChildProcess: true,
     timeoutMs: 60_000,
   },
   {
@@ -237,7 +240,7 @@ const cases: Case[] = [
     stock: (o) => expect(o.tally.wrong, why(o)).toBeGreaterThan(0),
     patched: (o) => expect(o.tally.queries).toBe(8),
     stockDeadlineMs: STOCK_BACKEND_STEP_MS,
-    inChildProcess: true,
+    stockInChildProcess: true,
     timeoutMs: 60_000,
   },
   {
@@ -246,7 +249,7 @@ const cases: Case[] = [
     stock: expectNotOk,
     patched: (o) => expect(o.tally.queries).toBe(6),
     stockDeadlineMs: STOCK_BACKEND_STEP_MS,
-    inChildProcess: true,
+    stockInChildProcess: true,
     timeoutMs: 60_000,
   },
   {
@@ -254,7 +257,7 @@ const cases: Case[] = [
     // Stock: every runner gets the lock, so they race (42P07), and pg_backend_pid() is PGlite's one backend's.
     stock: expectNotOk,
     patched: (o) => expect(o.tally.queries).toBe(6),
-    inChildProcess: true,
+    stockInChildProcess: true,
     timeoutMs: 60_000,
   },
   {
@@ -290,7 +293,7 @@ const cases: Case[] = [
 export function caseTests(target: Target): void {
   for (const c of cases.filter((c) => target.name !== 'stock' || c.stock)) {
     test(c.scenario.name, { timeout: c.timeoutMs }, async () => {
-      const running = c.inChildProcess ? await target.spawn(c.scenario.server) : await target.start(c.scenario.server)
+      const running = c.stockInChildProcess && target.name === 'stock' ? await target.spawn(c.scenario.server) : await target.start(c.scenario.server)
       onTestFinished(() => running.close())
       // A driver's own background query that fails on stock is counted here, not left to crash the run.
       if (target.name === 'stock') return c.stock!(await countingStrayRejections(() => c.scenario.run(running.url, { deadlineMs: c.stockDeadlineMs })))
