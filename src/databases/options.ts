@@ -4,6 +4,7 @@
 import { DevServerError } from '../errors.ts'
 import type { Logger } from '../log.ts'
 import { SERVER_DEFAULTS } from '../server/options.ts'
+import { MAX_TIMER_MS } from '../server/connection/state.ts'
 import { resolveExtensionNames } from '../engine/extensions.ts'
 import { DEFAULT_PROGRESS_AFTER_MS } from './progress.ts'
 
@@ -132,8 +133,6 @@ export function resolveDevDbOptions(options: DevDbOptions): ResolvedDevDbOptions
 /** Spare databases at most: each holds about 50 MB. */
 export const MAX_SPARE_DATABASES = 16
 
-/** Node's timers hold at most 2^31-1 ms (about 24.8 days); a longer one would fire at once. */
-export const MAX_TIMER_MS = 2 ** 31 - 1
 
 type Rule =
   | { kind: 'whole'; min: number; max: number }

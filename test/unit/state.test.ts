@@ -1,7 +1,7 @@
 // The connection's states and their timers, with fake timers (no socket here): each state runs its own timer, from
 // the moment it is entered; nothing leaves closing; the authentication deadline ends with startup.
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
-import { AUTHENTICATION_TIMEOUT_MS, ConnectionStates, type Timeout } from '../../src/server/connection/state.ts'
+import { AUTHENTICATION_TIMEOUT_MS, ConnectionStates, MAX_TIMER_MS, type Timeout } from '../../src/server/connection/state.ts'
 
 const TIMEOUTS = { idleTimeoutMs: 100, idleInTransactionTimeoutMs: 200, queueTimeoutMs: 300 }
 
@@ -57,6 +57,17 @@ describe('ConnectionStates', () => {
     expect(fired).toEqual([['queue', 300]])
     vi.advanceTimersByTime(1)
     expect(fired).toEqual([['queue', 300], ['idle-session', 100]])
+  })
+
+  it("a timeout past Node's timer range (2^31-1 ms, 24.8 days) fires when due: armed in steps, not at once", () => {
+    const days30 = 30 * 24 * 3600 * 1000
+    const { machine, fired } = states({ idleTimeoutMs: days30, idleInTransactionTimeoutMs: 0, queueTimeoutMs: 0 })
+    const start = performance.now()
+    machine.enter('idle')
+    vi.advanceTimersToNextTimer()
+    expect([performance.now() - start, fired]).toEqual([MAX_TIMER_MS, []])
+    vi.advanceTimersToNextTimer()
+    expect([performance.now() - start, fired]).toEqual([days30, [['idle-session', days30]]])
   })
 
   it('a timeout of 0 is no timer', () => {

@@ -53,6 +53,9 @@ export function timeoutFatal(timeout: Exclude<Timeout, 'queue' | 'statement'>, b
 /** A client must finish startup and authentication within this long, as Postgres's authentication_timeout. */
 export const AUTHENTICATION_TIMEOUT_MS = 60_000
 
+/** Node's timers hold at most 2^31-1 ms (about 24.8 days); a longer one would fire at once. */
+export const MAX_TIMER_MS = 2 ** 31 - 1
+
 const TIMER_OF: Readonly<Record<ConnectionState, Exclude<Timeout, 'authentication' | 'statement'> | null>> = {
   startup: 'idle-session',
   idle: 'idle-session',
@@ -142,9 +145,11 @@ export class ConnectionStates {
 
   #arm(ms: number): void {
     clearTimeout(this.#timer)
-    this.#armedAt = performance.now() + ms
+    // A longer wait is armed in steps (#fire arms the rest): Node would fire it at once.
+    const step = Math.min(ms, MAX_TIMER_MS)
+    this.#armedAt = performance.now() + step
     // The client's socket keeps the server running; its timer need not.
-    this.#timer = setTimeout(this.#fire, ms).unref()
+    this.#timer = setTimeout(this.#fire, step).unref()
   }
 
   #disarm(): void {
