@@ -1,6 +1,7 @@
 // Migrated templates: initdb and the migrations run once per (PGlite version, migrations content); every later
 // start of a fresh database copies the result instead (a data dir) or loads it (--memory). initdb costs seconds,
-// a copy or load a fraction of that. A changed migration file or PGlite version is a new key, never a stale template.
+// a copy or load a fraction of that; so the template without migrations is kept too, and an edit of the migrations
+// starts from it. A changed migration file or PGlite version is a new key, never a stale template.
 // PGlite's module is imported only to build or unpack one: the server looks a template up before it loads PGlite.
 // A server builds and unpacks in a database thread (unless told to keep databases in its own), so that its clients and
 // timers go on meanwhile.
@@ -9,7 +10,7 @@ import { createHash, randomBytes } from 'node:crypto'
 import { openAsBlob, readFileSync } from 'node:fs'
 import { cp, mkdir, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises'
 import { createRequire } from 'node:module'
-import { dirname, join, resolve } from 'node:path'
+import { basename, dirname, join, resolve } from 'node:path'
 import { NO_EXTENSIONS, type LoadedExtensions } from '../engine/extensions.ts'
 import type { SqlDb } from '../engine/sql-db.ts'
 import type { Logger } from '../log.ts'
@@ -100,38 +101,59 @@ export async function migratedTemplate(
   const template = { dir, tarball: join(dir, TARBALL), open }
   if (await exists(template.tarball)) return { ...template, built: false }
 
+  // Migrations start from the template without any (same PGlite, same bundles), kept for the next edit of them.
+  const empty = migrationsDir === null ? null : join(cacheDir, `template-${(await templateKey(null, loaded)).key}`)
+  const fromEmpty = empty !== null && (await exists(join(empty, TARBALL)))
   const started = performance.now()
-  log.info('building the database template (once per migrations and PGlite version)', { cache: dir, ...(loaded.names.length > 0 ? { extensions: loaded.names.join(',') } : {}) })
-  const step = `building the database template (initdb + ${count(migrations, 'migration')})`
-  await reportSlowStep(log, step, () => buildTemplate(migrationsDir, cacheDir, template, log, progress), progress)
+  log.info('building the database template (once per migrations and PGlite version)', { cache: dir, from: fromEmpty ? 'the template without migrations' : 'initdb', ...(loaded.names.length > 0 ? { extensions: loaded.names.join(',') } : {}) })
+  const step = `building the database template (${fromEmpty ? 'the empty one' : 'initdb'} + ${count(migrations, 'migration')})`
+  await reportSlowStep(log, step, () => buildTemplate(migrationsDir, cacheDir, template, { empty, fromEmpty }, log, progress), progress)
   log.info('database template ready', { ms: Math.round(performance.now() - started) })
-  await sweepOtherTemplates(cacheDir, `template-${key}`).catch((error: unknown) => log.warn('could not remove old templates', { cacheDir, error }))
+  const kept = [`template-${key}`, ...(empty ? [basename(empty)] : [])]
+  await sweepOtherTemplates(cacheDir, kept).catch((error: unknown) => log.warn('could not remove old templates', { cacheDir, error }))
   return { ...template, built: true }
 }
 
-async function buildTemplate(migrationsDir: string | null, cacheDir: string, template: Omit<Template, 'built'>, log: Logger, progress: ProgressOptions): Promise<void> {
+/**
+ * `empty`: the directory of the template without migrations; `fromEmpty`: it is there, so the build loads it instead
+ * of running initdb (a second or so instead of several); else it is kept there once initdb ran, for the next build.
+ */
+async function buildTemplate(
+  migrationsDir: string | null,
+  cacheDir: string,
+  template: Omit<Template, 'built'>,
+  { empty, fromEmpty }: { empty: string | null; fromEmpty: boolean },
+  log: Logger,
+  progress: ProgressOptions,
+): Promise<void> {
   await mkdir(cacheDir, { recursive: true })
+  // Built in memory: initdb there is several times faster than on PGlite's node filesystem.
+  const db = await template.open(empty !== null && fromEmpty ? { loadDataDir: await openAsBlob(join(empty, TARBALL)) } : {})
+  try {
+    if (empty !== null && !fromEmpty) await saveTemplate(db, cacheDir, empty, log).catch((error: unknown) => log.warn('could not keep the template without migrations', { error }))
+    if (migrationsDir) await applyMigrations(db, migrationsDir, log, progress)
+    await saveTemplate(db, cacheDir, template.dir, log)
+  } finally {
+    await db.close()
+  }
+}
+
+/** What `db` holds now, as the template in `dir` (its tarball and baseline), unless another process made it first. */
+async function saveTemplate(db: TemplateEngine, cacheDir: string, dir: string, log: Logger): Promise<void> {
   const scratch = join(cacheDir, `.building-${process.pid}-${randomBytes(4).toString('hex')}`)
   try {
     await mkdir(scratch)
-    // Built in memory: initdb there is several times faster than on PGlite's node filesystem.
-    const db = await template.open({})
+    // Without it a server reads the baseline from its first new database instead, which then waits for that.
+    const baseline = await readBaseline(db).catch((error: unknown) => log.warn('cannot read what a reset puts back; each server reads it again', { error }))
+    if (baseline) await writeFile(join(scratch, BASELINE), await baselineText(baseline))
+    await db.exec('CHECKPOINT')
+    const tarball = await db.dumpDataDir('none')
+    await writeFile(join(scratch, TARBALL), Buffer.from(await tarball.arrayBuffer()))
     try {
-      if (migrationsDir) await applyMigrations(db, migrationsDir, log, progress)
-      // Without it a server reads the baseline from its first new database instead, which then waits for that.
-      const baseline = await readBaseline(db).catch((error: unknown) => log.warn('cannot read what a reset puts back; each server reads it again', { error }))
-      if (baseline) await writeFile(join(scratch, BASELINE), await baselineText(baseline))
-      await db.exec('CHECKPOINT')
-      const tarball = await db.dumpDataDir('none')
-      await writeFile(join(scratch, TARBALL), Buffer.from(await tarball.arrayBuffer()))
-    } finally {
-      await db.close()
-    }
-    try {
-      await rename(scratch, template.dir)
+      await rename(scratch, dir)
     } catch (error) {
       // Another process finished the same template first: use theirs.
-      if (!(await exists(template.tarball))) throw error
+      if (!(await exists(join(dir, TARBALL)))) throw error
     }
   } finally {
     await rm(scratch, { recursive: true, force: true })
@@ -218,19 +240,19 @@ async function templateKey(migrationsDir: string | null, loaded: LoadedExtension
 }
 
 /** Templates of older keys (edited migrations, another PGlite) are dead weight of ~40 MB each: keep the newest few. */
-async function sweepOtherTemplates(cacheDir: string, keep: string): Promise<void> {
+async function sweepOtherTemplates(cacheDir: string, keep: readonly string[]): Promise<void> {
   const KEEP = 4
   const names = await readdir(cacheDir)
   // Another process may sweep at the same time: an entry gone meanwhile is simply skipped.
   const dated = (
     await Promise.all(
       names
-        .filter((name) => name.startsWith('template-') && name !== keep)
+        .filter((name) => name.startsWith('template-') && !keep.includes(name))
         .map(async (name) => stat(join(cacheDir, name)).then((info) => ({ name, mtime: info.mtimeMs }), () => null)),
     )
   ).filter((entry) => entry !== null)
   dated.sort((a, b) => b.mtime - a.mtime)
-  for (const { name } of dated.slice(KEEP - 1)) await rm(join(cacheDir, name), { recursive: true, force: true })
+  for (const { name } of dated.slice(KEEP - keep.length)) await rm(join(cacheDir, name), { recursive: true, force: true })
   // Scratch dirs of builds that were killed (their pid is in the name).
   for (const name of names) {
     const pid = /^\.building-(\d+)-/.exec(name)?.[1]

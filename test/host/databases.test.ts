@@ -328,8 +328,10 @@ describe('select pglite_dev_db.reset()', () => {
     }
     // Built now: the template holds what a reset puts back before any server reads it from a database.
     const built = await serve({ cacheDir, spareDatabases: 0 })
-    const [template] = (await readdir(cacheDir)).filter((name) => name.startsWith('template-'))
-    const kept = path.join(cacheDir, template!, 'baseline.json')
+    // The migrated one; the template without migrations is kept beside it.
+    const templates = (await readdir(cacheDir)).filter((name) => name.startsWith('template-'))
+    const baselines = await Promise.all(templates.map((name) => readFile(path.join(cacheDir, name, 'baseline.json'), 'utf8')))
+    const kept = path.join(cacheDir, templates[baselines.findIndex((text) => text.includes('customers'))]!, 'baseline.json')
     expect((await stat(kept)).size).toBeGreaterThan(0)
     await resetOnce(built, 'kept_1')
     expect(resets).toEqual(['in place'])

@@ -30,6 +30,8 @@ async function writeMigrations(dir: string, sql: string): Promise<void> {
 }
 
 /** Start with a logger that records what the start did; returns the server and its log messages. */
+const BUILDING = 'building the database template (once per migrations and PGlite version)'
+
 async function startLogged(options: DevDbOptions): Promise<{ dev: DevDb; messages: string[] }> {
   const records: LogRecord[] = []
   const dev = await startDevDb({ migrations: false, ...options, logger: createLogger({ level: 'info', sink: (record) => records.push(record) }) })
@@ -77,13 +79,17 @@ describe('migrated templates', () => {
     const migrations = await scratch('migrations')
     await writeMigrations(migrations, 'CREATE TABLE alpha (id int primary key);')
     const before = await startLogged({ migrations, cacheDir })
+    expect(before.messages).toContain(`${BUILDING} from initdb`)
     expect(await tables(before.dev)).toEqual(['alpha'])
 
+    // The new one starts from the template without migrations, which the first build kept before its migration ran.
     await writeMigrations(migrations, 'CREATE TABLE beta (id int primary key);')
     const after = await startLogged({ migrations, cacheDir })
+    expect(after.messages).toContain(`${BUILDING} from the template without migrations`)
     expect(after.messages).toContain('database template ready')
     expect(await tables(after.dev)).toEqual(['beta'])
-    expect((await readdir(cacheDir)).filter((name) => name.startsWith('template-')).length).toBe(2)
+    // alpha's, beta's and the one without migrations.
+    expect((await readdir(cacheDir)).filter((name) => name.startsWith('template-')).length).toBe(3)
   })
 
   it('a new data dir is seeded from the template and keeps its rows; an existing one is opened as it is', async () => {
@@ -149,7 +155,8 @@ describe('migrated templates', () => {
     const [one, two] = await Promise.all([startLogged({ migrations, cacheDir }), startLogged({ migrations, cacheDir })])
     expect(await tables(one.dev)).toEqual(['alpha'])
     expect(await tables(two.dev)).toEqual(['alpha'])
-    expect((await readdir(cacheDir)).filter((name) => name.startsWith('template-')).length).toBe(1)
+    // Theirs and the one without migrations that each build keeps.
+    expect((await readdir(cacheDir)).filter((name) => name.startsWith('template-')).length).toBe(2)
     expect((await readdir(cacheDir)).filter((name) => name.startsWith('.building-'))).toEqual([])
   })
 
