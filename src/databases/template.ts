@@ -122,13 +122,23 @@ async function buildTemplate(
   migrationsDir: string | null,
   cacheDir: string,
   template: Omit<Template, 'built'>,
-  { empty, fromEmpty }: { empty: string | null; fromEmpty: boolean },
+  { empty, fromEmpty: found }: { empty: string | null; fromEmpty: boolean },
   log: Logger,
   progress: ProgressOptions,
 ): Promise<void> {
   await mkdir(cacheDir, { recursive: true })
+  let fromEmpty = found
+  const loadEmpty = async (dir: string) => template.open({ loadDataDir: await openAsBlob(join(dir, TARBALL)) })
   // Built in memory: initdb there is several times faster than on PGlite's node filesystem.
-  const db = await template.open(empty !== null && fromEmpty ? { loadDataDir: await openAsBlob(join(empty, TARBALL)) } : {})
+  const db =
+    empty !== null && fromEmpty
+      ? // Gone since it was seen (another server's sweep), say: initdb after all, and the empty one is kept again.
+        await loadEmpty(empty).catch((error: unknown) => {
+          log.warn('could not load the template without migrations; running initdb', { error })
+          fromEmpty = false
+          return template.open({})
+        })
+      : await template.open({})
   try {
     if (empty !== null && !fromEmpty) await saveTemplate(db, cacheDir, empty, log).catch((error: unknown) => log.warn('could not keep the template without migrations', { error }))
     if (migrationsDir) await applyMigrations(db, migrationsDir, log, progress)
@@ -235,7 +245,8 @@ async function templateKey(migrationsDir: string | null, loaded: LoadedExtension
   const hash = createHash('sha256').update(`pglite-dev-db template ${TEMPLATE_FORMAT}\0pglite ${PGLITE_VERSION}\0`)
   if (loaded.names.length > 0) hash.update(`extensions ${loaded.names.join(',')}\0`)
   const fingerprint = migrationsDir ? await migrationsFingerprint(resolve(migrationsDir)) : ''
-  hash.update(fingerprint)
+  // A folder of no migrations is not none: applying them makes drizzle's table of migrations applied.
+  if (migrationsDir) hash.update(`migrations\0${fingerprint}`)
   return { key: hash.digest('hex').slice(0, 16), migrations: fingerprint === '' ? 0 : fingerprint.split('\n').length }
 }
 

@@ -29,9 +29,9 @@ async function writeMigrations(dir: string, sql: string): Promise<void> {
   await writeFile(path.join(dir, '0000_init.sql'), sql)
 }
 
-/** Start with a logger that records what the start did; returns the server and its log messages. */
 const BUILDING = 'building the database template (once per migrations and PGlite version)'
 
+/** Start with a logger that records what the start did; returns the server and its log messages. */
 async function startLogged(options: DevDbOptions): Promise<{ dev: DevDb; messages: string[] }> {
   const records: LogRecord[] = []
   const dev = await startDevDb({ migrations: false, ...options, logger: createLogger({ level: 'info', sink: (record) => records.push(record) }) })
@@ -160,6 +160,17 @@ describe('migrated templates', () => {
     expect((await readdir(cacheDir)).filter((name) => name.startsWith('.building-'))).toEqual([])
   })
 
+  it("a migrations folder with none in its journal is not no migrations: drizzle's table of them is there", async () => {
+    const cacheDir = await scratch('cache')
+    const migrations = await scratch('migrations')
+    await mkdir(path.join(migrations, 'meta'), { recursive: true })
+    await writeFile(path.join(migrations, 'meta', '_journal.json'), JSON.stringify({ version: '7', dialect: 'postgresql', entries: [] }))
+    const { dev } = await startLogged({ migrations, cacheDir })
+    const client = await connectRaw(dev.url)
+    expect((await client.query('select count(*) from drizzle.__drizzle_migrations')).rows).toEqual([['0']])
+    client.destroy()
+  })
+
   it('template: false runs initdb and the migrations, as before', async () => {
     const cacheDir = await scratch('cache')
     const migrations = await scratch('migrations')
@@ -173,7 +184,7 @@ describe('migrated templates', () => {
 })
 
 describe('the migrations startDevDb applies when none is named', () => {
-  // Two template builds (initdb each): a minute and more on a loaded 2-core machine. The order of the places looked
+  // A template build (initdb), whose template without migrations the start without any then uses. The order of the places looked
   // in is findMigrations' own, tested in test/unit/cli-defaults.test.ts.
   it("are drizzle-kit's, found as the command finds them (the config's out); false applies none", { timeout: 150_000 }, async () => {
     const project = await scratch('project')
