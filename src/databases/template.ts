@@ -1,7 +1,7 @@
 // Migrated templates: initdb and the migrations run once per (PGlite version, migrations content); every later
 // start of a fresh database copies the result instead (a data dir) or loads it (--memory). initdb costs seconds,
-// a copy or load a fraction of that; so the template without migrations is kept too, and an edit of the migrations
-// starts from it. A changed migration file or PGlite version is a new key, never a stale template.
+// a copy or load a fraction of that; so once the migrations were edited, the template without migrations is kept too,
+// and a later edit's build starts from it. A changed migration file or PGlite version is a new key, never a stale template.
 // PGlite's module is imported only to build or unpack one: the server looks a template up before it loads PGlite.
 // A server builds and unpacks in a database thread (unless told to keep databases in its own), so that its clients and
 // timers go on meanwhile.
@@ -10,7 +10,7 @@ import { createHash, randomBytes } from 'node:crypto'
 import { openAsBlob, readFileSync } from 'node:fs'
 import { cp, mkdir, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises'
 import { createRequire } from 'node:module'
-import { basename, dirname, join, resolve } from 'node:path'
+import { dirname, join, resolve } from 'node:path'
 import { NO_EXTENSIONS, type LoadedExtensions } from '../engine/extensions.ts'
 import type { SqlDb } from '../engine/sql-db.ts'
 import type { Logger } from '../log.ts'
@@ -101,28 +101,32 @@ export async function migratedTemplate(
   const template = { dir, tarball: join(dir, TARBALL), open }
   if (await exists(template.tarball)) return { ...template, built: false }
 
-  // Migrations start from the template without any (same PGlite, same bundles), kept for the next edit of them.
-  const empty = migrationsDir === null ? null : join(cacheDir, `template-${(await templateKey(null, loaded)).key}`)
-  const fromEmpty = empty !== null && (await exists(join(empty, TARBALL)))
+  // Migrations start from the template without any (same PGlite, same bundles) when there is one. A build kept it
+  // if the cache held another migrated template (the migrations were edited here): saving it costs a first build
+  // (a CI job's, say) about a second, and saves an edit's build several.
+  const empty = migrationsDir === null ? null : `template-${(await templateKey(null, loaded)).key}`
+  const fromEmpty = empty !== null && (await exists(join(cacheDir, empty, TARBALL)))
+  const keepEmpty = empty !== null && !fromEmpty && (await holdsOtherTemplates(cacheDir, [`template-${key}`, empty]))
   const started = performance.now()
   log.info('building the database template (once per migrations and PGlite version)', { cache: dir, from: fromEmpty ? 'the template without migrations' : 'initdb', ...(loaded.names.length > 0 ? { extensions: loaded.names.join(',') } : {}) })
   const step = `building the database template (${fromEmpty ? 'the empty one' : 'initdb'} + ${count(migrations, 'migration')})`
-  await reportSlowStep(log, step, () => buildTemplate(migrationsDir, cacheDir, template, { empty, fromEmpty }, log, progress), progress)
+  const emptyDir = empty === null ? null : join(cacheDir, empty)
+  await reportSlowStep(log, step, () => buildTemplate(migrationsDir, cacheDir, template, { empty: emptyDir, fromEmpty, keepEmpty }, log, progress), progress)
   log.info('database template ready', { ms: Math.round(performance.now() - started) })
-  const kept = [`template-${key}`, ...(empty ? [basename(empty)] : [])]
+  const kept = [`template-${key}`, ...(empty ? [empty] : [])]
   await sweepOtherTemplates(cacheDir, kept).catch((error: unknown) => log.warn('could not remove old templates', { cacheDir, error }))
   return { ...template, built: true }
 }
 
 /**
  * `empty`: the directory of the template without migrations; `fromEmpty`: it is there, so the build loads it instead
- * of running initdb (a second or so instead of several); else it is kept there once initdb ran, for the next build.
+ * of running initdb (a second or so instead of several); `keepEmpty`: it is kept there once initdb ran.
  */
 async function buildTemplate(
   migrationsDir: string | null,
   cacheDir: string,
   template: Omit<Template, 'built'>,
-  { empty, fromEmpty: found }: { empty: string | null; fromEmpty: boolean },
+  { empty, fromEmpty: found, keepEmpty }: { empty: string | null; fromEmpty: boolean; keepEmpty: boolean },
   log: Logger,
   progress: ProgressOptions,
 ): Promise<void> {
@@ -140,7 +144,8 @@ async function buildTemplate(
         })
       : await template.open({})
   try {
-    if (empty !== null && !fromEmpty) await saveTemplate(db, cacheDir, empty, log).catch((error: unknown) => log.warn('could not keep the template without migrations', { error }))
+    // Kept when asked, or again when the one found could not be loaded.
+    if (empty !== null && !fromEmpty && (keepEmpty || found)) await saveTemplate(db, cacheDir, empty, log).catch((error: unknown) => log.warn('could not keep the template without migrations', { error }))
     if (migrationsDir) await applyMigrations(db, migrationsDir, log, progress)
     await saveTemplate(db, cacheDir, template.dir, log)
   } finally {
@@ -248,6 +253,12 @@ async function templateKey(migrationsDir: string | null, loaded: LoadedExtension
   // A folder of no migrations is not none: applying them makes drizzle's table of migrations applied.
   if (migrationsDir) hash.update(`migrations\0${fingerprint}`)
   return { key: hash.digest('hex').slice(0, 16), migrations: fingerprint === '' ? 0 : fingerprint.split('\n').length }
+}
+
+/** Whether `cacheDir` holds a template other than those named. */
+async function holdsOtherTemplates(cacheDir: string, names: readonly string[]): Promise<boolean> {
+  const entries = await readdir(cacheDir).catch((error: NodeJS.ErrnoException) => (error.code === 'ENOENT' ? [] : Promise.reject(error)))
+  return entries.some((name) => name.startsWith('template-') && !names.includes(name))
 }
 
 /** Templates of older keys (edited migrations, another PGlite) are dead weight of ~40 MB each: keep the newest few. */

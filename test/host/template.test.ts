@@ -82,14 +82,20 @@ describe('migrated templates', () => {
     expect(before.messages).toContain(`${BUILDING} from initdb`)
     expect(await tables(before.dev)).toEqual(['alpha'])
 
-    // The new one starts from the template without migrations, which the first build kept before its migration ran.
+    // An edit: initdb again, and this build keeps the template without migrations before its migration runs.
     await writeMigrations(migrations, 'CREATE TABLE beta (id int primary key);')
     const after = await startLogged({ migrations, cacheDir })
-    expect(after.messages).toContain(`${BUILDING} from the template without migrations`)
+    expect(after.messages).toContain(`${BUILDING} from initdb`)
     expect(after.messages).toContain('database template ready')
     expect(await tables(after.dev)).toEqual(['beta'])
     // alpha's, beta's and the one without migrations.
     expect((await readdir(cacheDir)).filter((name) => name.startsWith('template-')).length).toBe(3)
+
+    // The next edit's build starts from it.
+    await writeMigrations(migrations, 'CREATE TABLE gamma (id int primary key);')
+    const again = await startLogged({ migrations, cacheDir })
+    expect(again.messages).toContain(`${BUILDING} from the template without migrations`)
+    expect(await tables(again.dev)).toEqual(['gamma'])
   })
 
   it('a new data dir is seeded from the template and keeps its rows; an existing one is opened as it is', async () => {
@@ -155,13 +161,16 @@ describe('migrated templates', () => {
     const [one, two] = await Promise.all([startLogged({ migrations, cacheDir }), startLogged({ migrations, cacheDir })])
     expect(await tables(one.dev)).toEqual(['alpha'])
     expect(await tables(two.dev)).toEqual(['alpha'])
-    // Theirs and the one without migrations that each build keeps.
-    expect((await readdir(cacheDir)).filter((name) => name.startsWith('template-')).length).toBe(2)
+    expect((await readdir(cacheDir)).filter((name) => name.startsWith('template-')).length).toBe(1)
     expect((await readdir(cacheDir)).filter((name) => name.startsWith('.building-'))).toEqual([])
   })
 
   it("a migrations folder with none in its journal is not no migrations: drizzle's table of them is there", async () => {
     const cacheDir = await scratch('cache')
+    // A template of other migrations in the cache first: this build then keeps the template without migrations too.
+    const others = await scratch('migrations')
+    await writeMigrations(others, 'CREATE TABLE alpha (id int primary key);')
+    await (await startLogged({ migrations: others, cacheDir })).dev.close()
     const migrations = await scratch('migrations')
     await mkdir(path.join(migrations, 'meta'), { recursive: true })
     await writeFile(path.join(migrations, 'meta', '_journal.json'), JSON.stringify({ version: '7', dialect: 'postgresql', entries: [] }))
@@ -184,7 +193,7 @@ describe('migrated templates', () => {
 })
 
 describe('the migrations startDevDb applies when none is named', () => {
-  // A template build (initdb), whose template without migrations the start without any then uses. The order of the places looked
+  // Two template builds (initdb each): a minute and more on a loaded 2-core machine. The order of the places looked
   // in is findMigrations' own, tested in test/unit/cli-defaults.test.ts.
   it("are drizzle-kit's, found as the command finds them (the config's out); false applies none", { timeout: 150_000 }, async () => {
     const project = await scratch('project')
