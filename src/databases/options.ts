@@ -133,7 +133,6 @@ export function resolveDevDbOptions(options: DevDbOptions): ResolvedDevDbOptions
 /** Spare databases at most: each holds about 50 MB. */
 export const MAX_SPARE_DATABASES = 16
 
-
 type Rule =
   | { kind: 'whole'; min: number; max: number }
   | { kind: 'boolean' }

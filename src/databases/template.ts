@@ -1,7 +1,8 @@
 // Migrated templates: initdb and the migrations run once per (PGlite version, migrations content); every later
 // start of a fresh database copies the result instead (a data dir) or loads it (--memory). initdb costs seconds,
 // a copy or load a fraction of that; so once the migrations were edited, the template without migrations is kept too,
-// and a later edit's build starts from it. A changed migration file or PGlite version is a new key, never a stale template.
+// and a later edit's build starts from it. A changed migration file or PGlite version is a new key, never a stale
+// template.
 // PGlite's module is imported only to build or unpack one: the server looks a template up before it loads PGlite.
 // A server builds and unpacks in a database thread (unless told to keep databases in its own), so that its clients and
 // timers go on meanwhile.
