@@ -80,7 +80,7 @@ describe('a new database started from the image of a booted one', () => {
     const writer = await client(urlOf(first.url, 'img_disk'))
     await writer.query(`insert into customers (email, name) values ('k@example.com', 'K')`)
     expect(await readdir(join(`${dataDir}-databases`, 'img_disk'))).toContain('PG_VERSION')
-    // The image it started from, made once and kept beside the template (the template without migrations has none).
+    // The image it started from, made once and kept beside the template (in whichever template dir the cache has).
     const templates = (await readdir(cacheDir)).filter((name) => name.startsWith('template-'))
     const images = await Promise.all(templates.map(async (name) => (await readdir(join(cacheDir, name))).filter((entry) => entry.startsWith('image-'))))
     expect(images.flat()).toHaveLength(1)

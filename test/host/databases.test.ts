@@ -328,7 +328,7 @@ describe('select pglite_dev_db.reset()', () => {
     }
     // Built now: the template holds what a reset puts back before any server reads it from a database.
     const built = await serve({ cacheDir, spareDatabases: 0 })
-    // The migrated one; the template without migrations is kept beside it.
+    // The migrated one (a cache can hold the template without migrations beside it).
     const templates = (await readdir(cacheDir)).filter((name) => name.startsWith('template-'))
     const baselines = await Promise.all(templates.map((name) => readFile(path.join(cacheDir, name, 'baseline.json'), 'utf8')))
     const kept = path.join(cacheDir, templates[baselines.findIndex((text) => text.includes('customers'))]!, 'baseline.json')
