@@ -96,6 +96,15 @@ describe('migrated templates', () => {
     const again = await startLogged({ migrations, cacheDir })
     expect(again.messages).toContain(`${BUILDING} from the template without migrations`)
     expect(await tables(again.dev)).toEqual(['gamma'])
+
+    // A journal that lists none is migrations all the same: not served the template without any, it gets drizzle's
+    // table of migrations applied.
+    const none = await scratch('migrations')
+    await mkdir(path.join(none, 'meta'), { recursive: true })
+    await writeFile(path.join(none, 'meta', '_journal.json'), JSON.stringify({ version: '7', dialect: 'postgresql', entries: [] }))
+    const client = await connectRaw((await startLogged({ migrations: none, cacheDir })).dev.url)
+    expect((await client.query('select count(*) from drizzle.__drizzle_migrations')).rows).toEqual([['0']])
+    client.destroy()
   })
 
   it('a new data dir is seeded from the template and keeps its rows; an existing one is opened as it is', async () => {
@@ -163,21 +172,6 @@ describe('migrated templates', () => {
     expect(await tables(two.dev)).toEqual(['alpha'])
     expect((await readdir(cacheDir)).filter((name) => name.startsWith('template-')).length).toBe(1)
     expect((await readdir(cacheDir)).filter((name) => name.startsWith('.building-'))).toEqual([])
-  })
-
-  it("a migrations folder with none in its journal is not no migrations: drizzle's table of them is there", async () => {
-    const cacheDir = await scratch('cache')
-    // A template of other migrations in the cache first: this build then keeps the template without migrations too.
-    const others = await scratch('migrations')
-    await writeMigrations(others, 'CREATE TABLE alpha (id int primary key);')
-    await (await startLogged({ migrations: others, cacheDir })).dev.close()
-    const migrations = await scratch('migrations')
-    await mkdir(path.join(migrations, 'meta'), { recursive: true })
-    await writeFile(path.join(migrations, 'meta', '_journal.json'), JSON.stringify({ version: '7', dialect: 'postgresql', entries: [] }))
-    const { dev } = await startLogged({ migrations, cacheDir })
-    const client = await connectRaw(dev.url)
-    expect((await client.query('select count(*) from drizzle.__drizzle_migrations')).rows).toEqual([['0']])
-    client.destroy()
   })
 
   it('template: false runs initdb and the migrations, as before', async () => {
