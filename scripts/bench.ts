@@ -1,13 +1,14 @@
 // Benchmark (issue 5): pglite-dev-db against the in-process PGlite ceiling, stock pglite-socket and PostgreSQL 15,
 // in one run, with real drivers in closed loops. Prints Markdown tables to stdout, progress to stderr, and writes
 // every figure as JSON. Only ratios measured in the same run mean anything: the machine is shared.
-// Usage: npm run bench -- [--seconds N] [--quick] [--json PATH] [--oracle URL] [--targets ours,stock,postgres]
+// Usage: npm run bench -- [--seconds N] [--quick] [--json PATH] [--oracle URL] [--targets ours,no-threads,stock,postgres]
 //        [--workloads select1,point,insert,tpcb,big,copy] [--drivers postgres.js,node-postgres] [--clients 1,8,64]
 //        [--pgbench-seconds N] [--skip LIST] [--only LIST] [--startup-runs N] [--startup-nodes 20,22,24] [--profile WORKLOAD:CLIENTS:DRIVER] [--alloc WORKLOAD:CLIENTS:DRIVER]
 //        [--render JSON] [--merge JSON] [--baseline DIR] [--ci-workers 4,8] [--ci-targets LIST] [--ci-drivers LIST]
 //        [--ci-tests N]   (sections for --skip/--only: cells, pgbench, startup, connections, ci)
 //        --baseline DIR also runs the pglite-dev-db of another checkout (an older commit, `npm ci` done there) beside
-//        this one, cell by cell, and prints this one's rate as a multiple of it.
+//        this one, cell by cell, and prints this one's rate as a multiple of it. Target no-threads is this checkout's
+//        server with --no-database-threads (not run unless named): what the database thread costs, cell by cell.
 //        A run that skips a section writes results/benchmarks-partial.json unless --json is given; --merge JSON puts the
 //        sections it ran into that earlier run's JSON instead (noted there with this run's date and load).
 //        The ci section alone: npm run bench -- --only ci --ci-workers 4,8 (scripts/bench/ci.ts says what it runs).
@@ -135,7 +136,7 @@ function parseConfig(argv: string[]): Config {
 
 /** --targets in the order given (the cells of one workload run in that order); --baseline adds its target if not listed. */
 function targetsOf(named: string | undefined, baseline: string | undefined): TargetName[] {
-  const allowed = baseline ? (['ours', 'baseline', 'stock', 'postgres'] as const) : (['ours', 'stock', 'postgres'] as const)
+  const allowed = baseline ? (['ours', 'no-threads', 'baseline', 'stock', 'postgres'] as const) : (['ours', 'no-threads', 'stock', 'postgres'] as const)
   const targets: TargetName[] = list(named, allowed, 'target') ?? ['ours', 'stock', 'postgres']
   if (baseline && !targets.includes('baseline')) targets.push('baseline')
   return targets
@@ -145,6 +146,7 @@ function targetsOf(named: string | undefined, baseline: string | undefined): Tar
 
 async function startTarget(name: TargetName, config: Config, scratch: string, template: string): Promise<Target | null> {
   if (name === 'ours') return startOurs({ template })
+  if (name === 'no-threads') return startOurs({ template, noThreads: true })
   if (name === 'baseline') return startOurs({ template, checkout: config.baseline! })
   if (name === 'stock') return startStock(template)
   if (config.oracle) return oracleTarget(config.oracle)

@@ -137,6 +137,32 @@ function baselineSection(results: Results): string[] {
   return ['### This checkout against the baseline (--baseline)', '', ...table(['workload', 'clients', 'driver', 'ours q/s', 'p50 ms', 'p99 ms', 'baseline q/s', 'p50 ms', 'p99 ms', '× baseline'], rows)]
 }
 
+/**
+ * With target no-threads: each cell of the server as it runs (a database thread per database) beside the same server
+ * with its database in the server's thread, and stock. What the thread hop costs per query, the engine the same.
+ */
+function threadsSection(results: Results): string[] {
+  const cells = results.cells.filter((c) => c.target === 'no-threads')
+  if (cells.length === 0) return []
+  const cpuPerOp = (cell: CellRecord | undefined): string => (cell && cell.serverCpuS !== null && cell.ops > 0 ? num((cell.serverCpuS * 1e6) / cell.ops) : '—')
+  const rows = cells.map((alone) => {
+    const ours = find(results, 'ours', alone.workload, alone.clients, alone.driver as DriverName)
+    const stock = find(results, 'stock', alone.workload, alone.clients, alone.driver as DriverName)
+    return [
+      alone.workload, String(alone.clients), alone.driver,
+      verdictText(ours), ms(ours?.p50Ms ?? null), cpuPerOp(ours),
+      verdictText(alone), ms(alone.p50Ms ?? null), cpuPerOp(alone),
+      verdictText(stock), cpuPerOp(stock),
+      x(ratio(okQps(ours), okQps(alone))), x(ratio(okQps(alone), okQps(stock))),
+    ]
+  })
+  return [
+    '### Database threads against none (target no-threads: `--no-database-threads`)',
+    '',
+    ...table(['workload', 'clients', 'driver', 'ours q/s', 'p50 ms', 'server CPU µs/op', 'no threads q/s', 'p50 ms', 'server CPU µs/op', 'stock q/s', 'server CPU µs/op', 'ours × no threads', 'no threads × stock'], rows),
+  ]
+}
+
 function summarySection(results: Results): string[] {
   const rows: string[][] = []
   const keys = new Set(results.cells.filter((c) => c.target !== 'in-process').map((c) => `${c.workload}|${c.clients}|${c.driver}`))
@@ -330,7 +356,7 @@ export function renderMarkdown(results: Results): string {
     ...m.notes.map((n) => `- ${n}`),
     '',
     // A section this run did not measure is left out.
-    ...[goalsSection, ceilingSection, summarySection, baselineSection, fairnessSection, resourceSection, pgbenchSection, ciSection, detailSection]
+    ...[goalsSection, ceilingSection, summarySection, baselineSection, threadsSection, fairnessSection, resourceSection, pgbenchSection, ciSection, detailSection]
       .map((section) => section(results))
       .filter((lines) => lines.length > 0)
       .flatMap((lines) => [...lines, '']),

@@ -22,8 +22,14 @@ const START_DEADLINE_MS = 60_000
 /** Stock's default is 1 connection; 100 lets 64 clients and the benchmark's own checks in. */
 const STOCK_MAX_CONNECTIONS = 100
 
-export type TargetName = 'ours' | 'baseline' | 'stock' | 'postgres'
-export const TARGET_LABELS: Record<TargetName, string> = { ours: 'pglite-dev-db', baseline: 'pglite-dev-db baseline', stock: 'stock pglite-socket', postgres: 'PostgreSQL 15' }
+export type TargetName = 'ours' | 'no-threads' | 'baseline' | 'stock' | 'postgres'
+export const TARGET_LABELS: Record<TargetName, string> = {
+  ours: 'pglite-dev-db',
+  'no-threads': 'pglite-dev-db `--no-database-threads`',
+  baseline: 'pglite-dev-db baseline',
+  stock: 'stock pglite-socket',
+  postgres: 'PostgreSQL 15',
+}
 
 export interface Target {
   name: TargetName
@@ -73,6 +79,8 @@ export interface OursOptions {
   /** Run the bin of this checkout instead of this one's (--baseline: an older commit, with its node_modules). */
   checkout?: string
   maxConnections?: number
+  /** Run its database in the server's thread (`--no-database-threads`): target 'no-threads'. */
+  noThreads?: boolean
   /** Write a V8 CPU profile of the server into this directory when it exits. */
   cpuProfileDir?: string
   /** Preload the heap sampler (alloc.ts), which writes its profile into `file`. */
@@ -103,6 +111,7 @@ async function startOursProcess(options: OursOptions): Promise<Running> {
       '--no-migrations',
       '--log-level', 'warn',
       '--max-connections', String(options.maxConnections ?? 1000),
+      ...(options.noThreads ? ['--no-database-threads'] : []),
     ],
     // The other servers here answer SSLRequest with N, so ours does too: libpq clients (pgbench) would otherwise
     // negotiate TLS with ours alone (its cost: npm run bench:tls). The environment twin, which an older --baseline
@@ -126,7 +135,7 @@ async function stopRunning(running: Running, signal: NodeJS.Signals): Promise<vo
   await rm(running.dataDir, { recursive: true, force: true })
 }
 
-function pgliteTarget(name: 'ours' | 'baseline' | 'stock', start: () => Promise<Running>) {
+function pgliteTarget(name: 'ours' | 'no-threads' | 'baseline' | 'stock', start: () => Promise<Running>) {
   return async (): Promise<Target> => {
     let running = await start()
     return {
@@ -146,7 +155,7 @@ function pgliteTarget(name: 'ours' | 'baseline' | 'stock', start: () => Promise<
   }
 }
 
-export const startOurs = (options: OursOptions): Promise<Target> => pgliteTarget(options.checkout ? 'baseline' : 'ours', () => startOursProcess(options))()
+export const startOurs = (options: OursOptions): Promise<Target> => pgliteTarget(options.checkout ? 'baseline' : options.noThreads ? 'no-threads' : 'ours', () => startOursProcess(options))()
 export const startStock = (template: string): Promise<Target> => pgliteTarget('stock', () => startStockProcess(template))()
 
 // --- PostgreSQL 15: initdb and postgres as the postgres user (PostgreSQL refuses root), in the scratch dir ---
