@@ -20,7 +20,7 @@ import { count, reportSlowStep, type ProgressOptions } from './progress.ts'
 import { baselineText, parseBaseline, readBaseline, type Baseline } from './baseline.ts'
 
 /** Bump when what a template holds changes shape. */
-const TEMPLATE_FORMAT = 1
+const TEMPLATE_FORMAT = 2
 const DATA = 'data'
 const TARBALL = 'data.tar'
 /** What a reset puts back (baseline.ts), read once from the migrated database rather than from each server's first copy. */
@@ -162,7 +162,9 @@ async function saveTemplate(db: TemplateEngine, cacheDir: string, dir: string, l
     // Without it a server reads the baseline from its first new database instead, which then waits for that.
     const baseline = await readBaseline(db).catch((error: unknown) => log.warn('cannot read what a reset puts back; each server reads it again', { error }))
     if (baseline) await writeFile(join(scratch, BASELINE), await baselineText(baseline))
-    await db.exec('CHECKPOINT')
+    // The WAL written so far (initdb's, the migrations') is dropped, not recycled: every database made from the
+    // template copies its current WAL segment on its first write, and this one then holds a page, not megabytes.
+    await db.exec('SET wal_recycle = off; SELECT pg_switch_wal(); CHECKPOINT; RESET wal_recycle')
     const tarball = await db.dumpDataDir('none')
     await writeFile(join(scratch, TARBALL), Buffer.from(await tarball.arrayBuffer()))
     try {

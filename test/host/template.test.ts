@@ -1,12 +1,13 @@
 // Migrated templates: initdb and the migrations run once per (migrations content, PGlite version); later fresh
 // starts, in memory or in a new data dir, copy the result. A changed migration is a new template, never a stale one.
-import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import { startDevDb, type DevDb, type DevDbOptions } from '../../src/databases/dev-db.ts'
 import { createLogger, type LogRecord } from '../../src/log.ts'
 import { connectRaw } from '../../harness/raw-client.ts'
+import { listTar } from '../../src/databases/tar.ts'
 
 const dirs: string[] = []
 const devs: DevDb[] = []
@@ -50,6 +51,18 @@ async function tables(dev: DevDb): Promise<string[]> {
   }
 }
 
+/** The template's WAL: one segment, and how many of its 8 KB pages hold anything. */
+async function walPagesWritten(cacheDir: string): Promise<number> {
+  const [dir] = (await readdir(cacheDir)).filter((name) => name.startsWith('template-'))
+  const tar = await readFile(path.join(cacheDir, dir!, 'data.tar'))
+  const segments = listTar(tar).filter((entry) => /(^|\/)pg_wal\/[0-9A-F]{24}$/.test(entry.name))
+  expect(segments.map((entry) => entry.name.slice(-24))).toHaveLength(1)
+  const data = tar.subarray(segments[0]!.start + 512, segments[0]!.end)
+  let written = 0
+  for (let at = 0; at < data.length; at += 8192) if (data.subarray(at, at + 8192).some((byte) => byte !== 0)) written++
+  return written
+}
+
 describe('migrated templates', () => {
   it('the first start builds the template; the next in-memory start loads it, with the schema and nothing to migrate', async () => {
     const cacheDir = await scratch('cache')
@@ -59,6 +72,9 @@ describe('migrated templates', () => {
     const first = await startLogged({ migrations, cacheDir })
     expect(first.messages).toContain('database template ready')
     expect(await tables(first.dev)).toEqual(['alpha'])
+    // What initdb and the migrations wrote to the WAL is not in the template: each database copies its current WAL
+    // segment on its first write, and that copy is then a few pages, not megabytes.
+    expect(await walPagesWritten(cacheDir)).toBeLessThanOrEqual(4)
 
     const second = await startLogged({ migrations, cacheDir })
     expect(second.messages).not.toContain('database template ready')
