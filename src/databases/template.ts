@@ -145,28 +145,36 @@ async function buildTemplate(
         })
       : await template.open({})
   try {
-    // Kept when asked, or again when the one found could not be loaded.
-    if (empty !== null && !fromEmpty && (keepEmpty || found)) await saveTemplate(db, cacheDir, empty, log).catch((error: unknown) => log.warn('could not keep the template without migrations', { error }))
+    // Kept when asked, or again when the one found could not be loaded. Only writing it may fail quietly: an engine
+    // that fails to dump fails the build here, not later as if a migration had.
+    if (empty !== null && !fromEmpty && (keepEmpty || found)) await saveTemplate(await dumpTemplate(db, log), cacheDir, empty).catch((error: unknown) => log.warn('could not keep the template without migrations', { error }))
     if (migrationsDir) await applyMigrations(db, migrationsDir, log, progress)
-    await saveTemplate(db, cacheDir, template.dir, log)
+    await saveTemplate(await dumpTemplate(db, log), cacheDir, template.dir)
   } finally {
     await db.close()
   }
 }
 
-/** What `db` holds now, as the template in `dir` (its tarball and baseline), unless another process made it first. */
-async function saveTemplate(db: TemplateEngine, cacheDir: string, dir: string, log: Logger): Promise<void> {
+/** What `db` holds now, as a template keeps it: its files, and the baseline if it can be read. */
+async function dumpTemplate(db: TemplateEngine, log: Logger): Promise<{ tarball: Blob; baseline: Baseline | null }> {
+  // Without it a server reads the baseline from its first new database instead, which then waits for that.
+  const baseline = await readBaseline(db).catch((error: unknown) => {
+    log.warn('cannot read what a reset puts back; each server reads it again', { error })
+    return null
+  })
+  // The WAL written so far (initdb's, the migrations') is dropped, not recycled: every database made from the
+  // template copies its current WAL segment on its first write, and this one then holds a page, not megabytes.
+  await db.exec('SET wal_recycle = off; SELECT pg_switch_wal(); CHECKPOINT; RESET wal_recycle')
+  return { tarball: await db.dumpDataDir('none'), baseline }
+}
+
+/** `dump` as the template in `dir`, unless another process made it first. */
+async function saveTemplate(dump: { tarball: Blob; baseline: Baseline | null }, cacheDir: string, dir: string): Promise<void> {
   const scratch = join(cacheDir, `.building-${process.pid}-${randomBytes(4).toString('hex')}`)
   try {
     await mkdir(scratch)
-    // Without it a server reads the baseline from its first new database instead, which then waits for that.
-    const baseline = await readBaseline(db).catch((error: unknown) => log.warn('cannot read what a reset puts back; each server reads it again', { error }))
-    if (baseline) await writeFile(join(scratch, BASELINE), await baselineText(baseline))
-    // The WAL written so far (initdb's, the migrations') is dropped, not recycled: every database made from the
-    // template copies its current WAL segment on its first write, and this one then holds a page, not megabytes.
-    await db.exec('SET wal_recycle = off; SELECT pg_switch_wal(); CHECKPOINT; RESET wal_recycle')
-    const tarball = await db.dumpDataDir('none')
-    await writeFile(join(scratch, TARBALL), Buffer.from(await tarball.arrayBuffer()))
+    if (dump.baseline) await writeFile(join(scratch, BASELINE), await baselineText(dump.baseline))
+    await writeFile(join(scratch, TARBALL), Buffer.from(await dump.tarball.arrayBuffer()))
     try {
       await rename(scratch, dir)
     } catch (error) {
