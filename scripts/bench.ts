@@ -1,7 +1,7 @@
 // Benchmark (issue 5): pglite-dev-db against the in-process PGlite ceiling, stock pglite-socket and PostgreSQL 15,
 // in one run, with real drivers in closed loops. Prints Markdown tables to stdout, progress to stderr, and writes
 // every figure as JSON. Only ratios measured in the same run mean anything: the machine is shared.
-// Usage: npm run bench -- [--seconds N] [--quick] [--json PATH] [--oracle URL] [--targets ours,no-threads,stock,postgres]
+// Usage: npm run bench -- [--seconds N] [--quick] [--json PATH] [--oracle URL] [--targets ours,no-threads,stock,postgres,no-engine]
 //        [--workloads select1,point,insert,tpcb,big,copy] [--drivers postgres.js,node-postgres] [--clients 1,8,64]
 //        [--pgbench-seconds N] [--skip LIST] [--only LIST] [--startup-runs N] [--startup-nodes 20,22,24] [--profile WORKLOAD:CLIENTS:DRIVER] [--alloc WORKLOAD:CLIENTS:DRIVER]
 //        [--render JSON] [--merge JSON] [--baseline DIR] [--ci-workers 4,8] [--ci-targets LIST] [--ci-drivers LIST]
@@ -9,6 +9,7 @@
 //        --baseline DIR also runs the pglite-dev-db of another checkout (an older commit, `npm ci` done there) beside
 //        this one, cell by cell, and prints this one's rate as a multiple of it. Target no-threads is this checkout's
 //        server with --no-database-threads (not run unless named): what the database thread costs, cell by cell.
+//        Target no-engine (not run unless named, select1 only) answers from memory: what the sockets cost a query.
 //        A run that skips a section writes results/benchmarks-partial.json unless --json is given; --merge JSON puts the
 //        sections it ran into that earlier run's JSON instead (noted there with this run's date and load).
 //        The ci section alone: npm run bench -- --only ci --ci-workers 4,8 (scripts/bench/ci.ts says what it runs).
@@ -26,7 +27,7 @@ import { CI_DEFAULT_TARGETS, CI_TARGETS, runCiSuite, type CiTargetName } from '.
 import { releaseAll, sleep, track } from './bench/procs.ts'
 import { evaluateGoals, renderMarkdown, type Results } from './bench/report.ts'
 import {
-  TARGET_LABELS, copyTemplate, createScratch, createTemplate, hasPostgres, oracleTarget, startOurs, startPostgres, startStock,
+  TARGET_LABELS, copyTemplate, createScratch, createTemplate, hasPostgres, oracleTarget, startNoEngine, startOurs, startPostgres, startStock,
   type Target, type TargetName,
 } from './bench/targets.ts'
 import { WORKLOADS, type Workload, type WorkloadName } from './bench/workloads.ts'
@@ -136,7 +137,7 @@ function parseConfig(argv: string[]): Config {
 
 /** --targets in the order given (the cells of one workload run in that order); --baseline adds its target if not listed. */
 function targetsOf(named: string | undefined, baseline: string | undefined): TargetName[] {
-  const allowed = baseline ? (['ours', 'no-threads', 'baseline', 'stock', 'postgres'] as const) : (['ours', 'no-threads', 'stock', 'postgres'] as const)
+  const allowed = baseline ? (['ours', 'no-threads', 'baseline', 'stock', 'postgres', 'no-engine'] as const) : (['ours', 'no-threads', 'stock', 'postgres', 'no-engine'] as const)
   const targets: TargetName[] = list(named, allowed, 'target') ?? ['ours', 'stock', 'postgres']
   if (baseline && !targets.includes('baseline')) targets.push('baseline')
   return targets
@@ -149,6 +150,7 @@ async function startTarget(name: TargetName, config: Config, scratch: string, te
   if (name === 'no-threads') return startOurs({ template, noThreads: true })
   if (name === 'baseline') return startOurs({ template, checkout: config.baseline! })
   if (name === 'stock') return startStock(template)
+  if (name === 'no-engine') return startNoEngine()
   if (config.oracle) return oracleTarget(config.oracle)
   if (!hasPostgres()) {
     progress('PostgreSQL: pg_config not found and no --oracle: skipped')
@@ -172,6 +174,8 @@ async function runCells(config: Config, template: string, targets: Target[], res
     for (const clients of config.clientsFor(workload.name)) {
       for (const driver of config.drivers) {
         for (const target of targets) {
+          // It answers nothing but select 1.
+          if (target.name === 'no-engine' && workload.name !== 'select1') continue
           const cell = await runWireCell(target, workload, clients, driver, config)
           results.cells.push(cell)
           progress(describeCell(cell))
@@ -207,7 +211,7 @@ async function runServerSections(config: Config, scratch: string, template: stri
       const label = `${TARGET_LABELS[name]}${name === 'postgres' ? ' (postmaster + children)' : ' (data dir)'}`
       results.idle.push({ target: label, rssMb: usage.rssKb / 1024, ...(name === 'postgres' ? { pssMb: (started.pssKb() ?? 0) / 1024 } : {}) })
     }
-    targets.push(await warmed(started, config.drivers))
+    targets.push(await warmed(started, config.drivers, name === 'no-engine' ? ['select1'] : undefined))
   }
 
   if (!config.skip.has('cells')) await runCells(config, template, targets, results)

@@ -153,9 +153,9 @@ async function adminWithRestart(target: Target, sql: string): Promise<void> {
 const WARM_UP: readonly WorkloadName[] = ['select1', 'point', 'tpcb']
 const WARM_UP_MS = 200
 
-export async function warmUp(sessionFor: (driver: DriverName | CeilingName) => Promise<Session>, drivers: ReadonlyArray<DriverName | CeilingName>): Promise<void> {
+export async function warmUp(sessionFor: (driver: DriverName | CeilingName) => Promise<Session>, drivers: ReadonlyArray<DriverName | CeilingName>, workloads: readonly WorkloadName[] = WARM_UP): Promise<void> {
   for (const driver of drivers) {
-    for (const name of WARM_UP) {
+    for (const name of workloads) {
       const workload = WORKLOADS.find((w) => w.name === name)!
       const session = await withDeadline(sessionFor(driver), CONNECT_DEADLINE_MS, 'warm-up connection')
       try {
@@ -170,8 +170,8 @@ export async function warmUp(sessionFor: (driver: DriverName | CeilingName) => P
 }
 
 /** The same target, warmed up after each restart (stock is restarted after every failure). */
-export async function warmed(target: Target, drivers: readonly DriverName[]): Promise<Target> {
-  const warm = () => warmUp((driver) => connect(driver as DriverName, target.url), drivers)
+export async function warmed(target: Target, drivers: readonly DriverName[], workloads?: readonly WorkloadName[]): Promise<Target> {
+  const warm = () => warmUp((driver) => connect(driver as DriverName, target.url), drivers, workloads)
   await warm()
   return {
     ...target,

@@ -78,6 +78,8 @@ function find(results: Results, target: CellRecord['target'], workload: Workload
 }
 
 const okQps = (cell: CellRecord | undefined): number | null => (cell && cell.verdict === 'ok' ? cell.qps : null)
+/** Server CPU per operation, in µs (in process: the benchmark process's). */
+const cpuPerOpUs = (cell: CellRecord | undefined): number | null => (cell && cell.verdict === 'ok' && cell.serverCpuS !== null && cell.ops > 0 ? (cell.serverCpuS * 1e6) / cell.ops : null)
 
 function ceiling(results: Results, workload: WorkloadName, name: CeilingName | 'raw'): number | null {
   const which = name === 'raw' ? (workloadOf(workload).rawCeiling === 'simple' ? 'raw simple' : 'raw extended') : name
@@ -144,7 +146,7 @@ function baselineSection(results: Results): string[] {
 function threadsSection(results: Results): string[] {
   const cells = results.cells.filter((c) => c.target === 'no-threads')
   if (cells.length === 0) return []
-  const cpuPerOp = (cell: CellRecord | undefined): string => (cell && cell.serverCpuS !== null && cell.ops > 0 ? num((cell.serverCpuS * 1e6) / cell.ops) : '—')
+  const cpuPerOp = (cell: CellRecord | undefined): string => num(cpuPerOpUs(cell))
   const rows = cells.map((alone) => {
     const ours = find(results, 'ours', alone.workload, alone.clients, alone.driver as DriverName)
     const stock = find(results, 'stock', alone.workload, alone.clients, alone.driver as DriverName)
@@ -160,6 +162,40 @@ function threadsSection(results: Results): string[] {
     '### Database threads against none (target no-threads: `--no-database-threads`)',
     '',
     ...table(['workload', 'clients', 'driver', 'ours q/s', 'p50 ms', 'server CPU µs/op', 'no threads q/s', 'p50 ms', 'server CPU µs/op', 'stock q/s', 'server CPU µs/op', 'ours × no threads', 'no threads × stock'], rows),
+  ]
+}
+
+/**
+ * What the machine allows any server: PGlite's own CPU per query in process (the raw ceiling's), plus what a server
+ * with no engine spends per select 1 (target no-engine: the event loop and the sockets), plus what the clients spend
+ * per query with ours, on the run's cores, bounds the rate. A ratio goal above the bound's is out of reach of any
+ * path to PGlite here. At one client the wait for each answer bounds it first, and the bound is loose.
+ */
+function boundSection(results: Results): string[] {
+  const rows: string[][] = []
+  for (const ours of results.cells.filter((c) => c.target === 'ours' && c.verdict === 'ok' && c.ops > 0)) {
+    const driver = ours.driver as DriverName
+    const engine = cpuPerOpUs(find(results, 'in-process', ours.workload, 1, workloadOf(ours.workload).rawCeiling === 'simple' ? 'raw simple' : 'raw extended'))
+    if (engine === null) continue
+    const sockets = cpuPerOpUs(find(results, 'no-engine', 'select1', ours.clients, driver)) ?? 0
+    const client = (ours.clientCpuS * 1e6) / ours.ops
+    const busy = ours.serverCpuS === null ? null : (ours.serverCpuS + ours.clientCpuS) / (ours.windowMs / 1000)
+    const best = (results.meta.cpus * 1e6) / (engine + sockets + client)
+    const stock = okQps(find(results, 'stock', ours.workload, ours.clients, driver))
+    const pg = okQps(find(results, 'postgres', ours.workload, ours.clients, driver))
+    rows.push([
+      ours.workload, String(ours.clients), ours.driver,
+      num(engine), sockets > 0 ? num(sockets) : '—', num(client), num(cpuPerOpUs(ours)), num(cpuPerOpUs(find(results, 'stock', ours.workload, ours.clients, driver))), num(busy, 2),
+      num(best), num(ours.qps), x(ratio(best, stock)), x(ratio(ours.qps, stock)), x(ratio(best, pg)), x(ratio(ours.qps, pg)),
+    ])
+  }
+  if (rows.length === 0) return []
+  return [
+    '### What this machine allows a server (CPU per query)',
+    '',
+    `A server that spent on a query only what PGlite spends in process (engine) and what a server with no engine spends on the same clients (sockets: \`--targets no-engine\`, select 1 only; — where not run, counted as 0), beside clients that spend what they do here, could do at most ${results.meta.cpus} cores' worth: best q/s. A ratio goal above best × stock or best × PG15 is beyond any path to PGlite on this machine. One client waits for each answer, so there the bound is loose; the point select's engine figure parses its statement each time, which a prepared client does not ask for.`,
+    '',
+    ...table(['workload', 'clients', 'driver', 'engine µs/op', 'sockets µs/op', 'clients µs/op', 'ours server µs/op', 'stock server µs/op', 'cores busy', 'best q/s', 'ours q/s', 'best × stock', 'ours × stock', 'best × PG15', 'ours × PG15'], rows),
   ]
 }
 
@@ -356,7 +392,7 @@ export function renderMarkdown(results: Results): string {
     ...m.notes.map((n) => `- ${n}`),
     '',
     // A section this run did not measure is left out.
-    ...[goalsSection, ceilingSection, summarySection, baselineSection, threadsSection, fairnessSection, resourceSection, pgbenchSection, ciSection, detailSection]
+    ...[goalsSection, ceilingSection, summarySection, boundSection, baselineSection, threadsSection, fairnessSection, resourceSection, pgbenchSection, ciSection, detailSection]
       .map((section) => section(results))
       .filter((lines) => lines.length > 0)
       .flatMap((lines) => [...lines, '']),
@@ -379,6 +415,50 @@ function allAtMost(parts: Array<[string, number | null]>, max: number): boolean 
   const known = parts.filter(([, r]) => r !== null)
   if (known.length === 0) return null
   return known.length === parts.length && known.every(([, r]) => r! <= max)
+}
+
+/** Issue 27's floors for select 1 and the point select, by clients: against stock, and against PostgreSQL 15. */
+const PATH_FLOORS: ReadonlyArray<{ workload: WorkloadName; clients: number; stock: number; postgres: number }> = [
+  { workload: 'select1', clients: 1, stock: 1.0, postgres: 0.6 },
+  { workload: 'select1', clients: 16, stock: 1.3, postgres: 0.8 },
+  { workload: 'select1', clients: 64, stock: 1.3, postgres: 1.0 },
+  { workload: 'point', clients: 1, stock: 1.0, postgres: 0.5 },
+  { workload: 'point', clients: 16, stock: 1.3, postgres: 0.7 },
+  { workload: 'point', clients: 64, stock: 1.3, postgres: 0.9 },
+]
+
+/** Server CPU per select 1 at 16 clients may exceed raw in-process PGlite's by this much (issue 27). */
+const CPU_OVER_RAW_US = 20
+
+/** What a server with no engine spent per select 1 at 16 clients, when the run has target no-engine. */
+function noEngineAt16(results: Results, drivers: DriverName[]): string {
+  const parts = drivers.map((d) => [d, cpuPerOpUs(find(results, 'no-engine', 'select1', 16, d))] as const).filter(([, us]) => us !== null)
+  return parts.length === 0 ? '' : `; a server with no engine: ${parts.map(([d, us]) => `${d} ${num(us)} µs`).join(', ')}`
+}
+
+/** Issue 27's goals, for the cells this run measured: a cell whose comparison did not run is left out. */
+function pathGoals(results: Results, drivers: DriverName[]): Goal[] {
+  const goals: Goal[] = []
+  for (const floor of PATH_FLOORS) {
+    for (const [against, min] of [['stock', floor.stock], ['postgres', floor.postgres]] as const) {
+      const parts = drivers
+        .filter((d) => find(results, 'ours', floor.workload, floor.clients, d) && find(results, against, floor.workload, floor.clients, d))
+        .map((d): [string, number | null] => [d, ratio(okQps(find(results, 'ours', floor.workload, floor.clients, d)), okQps(find(results, against, floor.workload, floor.clients, d)))])
+      if (parts.length === 0) continue
+      const name = against === 'stock' ? 'stock pglite-socket' : 'PostgreSQL 15'
+      goals.push({ goal: `${floor.workload} ×${floor.clients} ≥ ${min.toFixed(1)}x ${name} (issue 27)`, measured: listRatios(parts), isMet: allAtLeast(parts, min) })
+    }
+  }
+  const raw = cpuPerOpUs(find(results, 'in-process', 'select1', 1, 'raw simple'))
+  const at16 = drivers.map((d) => [d, cpuPerOpUs(find(results, 'ours', 'select1', 16, d))] as const).filter(([, us]) => us !== null)
+  if (raw !== null && at16.length > 0) {
+    goals.push({
+      goal: `server CPU per select 1 at 16 clients ≤ raw in-process PGlite + ${CPU_OVER_RAW_US} µs (issue 27)`,
+      measured: `${at16.map(([d, us]) => `${d} ${num(us)} µs`).join(', ')}; raw ${num(raw)} µs${noEngineAt16(results, drivers)}`,
+      isMet: at16.every(([, us]) => us! <= raw + CPU_OVER_RAW_US),
+    })
+  }
+  return goals
 }
 
 /** Ours (both modes) against PostgreSQL 15 at each worker count: a missing or failed row counts as missed. */
@@ -464,6 +544,7 @@ export function evaluateGoals(results: Results): Goal[] {
     const last = results.connections.steps.at(-1)
     if (last) goals.push({ goal: `${last.connections} idle connections add ≤ 100 kB each`, measured: `${last.kbPerConnection.toFixed(1)} kB each`, isMet: last.kbPerConnection <= 100 })
   }
+  goals.push(...pathGoals(results, drivers))
   goals.push(...ciGoals(results.ci ?? []))
   return goals
 }

@@ -22,13 +22,14 @@ const START_DEADLINE_MS = 60_000
 /** Stock's default is 1 connection; 100 lets 64 clients and the benchmark's own checks in. */
 const STOCK_MAX_CONNECTIONS = 100
 
-export type TargetName = 'ours' | 'no-threads' | 'baseline' | 'stock' | 'postgres'
+export type TargetName = 'ours' | 'no-threads' | 'baseline' | 'stock' | 'postgres' | 'no-engine'
 export const TARGET_LABELS: Record<TargetName, string> = {
   ours: 'pglite-dev-db',
   'no-threads': 'pglite-dev-db `--no-database-threads`',
   baseline: 'pglite-dev-db baseline',
   stock: 'stock pglite-socket',
   postgres: 'PostgreSQL 15',
+  'no-engine': 'no engine (select 1 from memory)',
 }
 
 export interface Target {
@@ -152,6 +153,31 @@ function pgliteTarget(name: 'ours' | 'no-threads' | 'baseline' | 'stock', start:
       },
       stop: () => stopRunning(running, 'SIGTERM'),
     }
+  }
+}
+
+/** The `no-engine` target (no-engine-server.mjs): a server whose every answer is select 1's, made once. */
+const NO_ENGINE_SCRIPT = join(REPO_ROOT, 'scripts', 'bench', 'no-engine-server.mjs')
+
+export async function startNoEngine(): Promise<Target> {
+  const start = async () => {
+    const server = spawnServer(process.execPath, [NO_ENGINE_SCRIPT], { cwd: REPO_ROOT })
+    const url = await server.waitForLine((line) => line.startsWith('postgres://'), START_DEADLINE_MS, 'no-engine server URL line')
+    return { server, url }
+  }
+  let running = await start()
+  return {
+    name: 'no-engine',
+    get url() {
+      return running.url
+    },
+    usage: () => usageOf(running.server.pid),
+    pssKb: () => null,
+    async restart() {
+      await running.server.stop('SIGKILL')
+      running = await start()
+    },
+    stop: () => running.server.stop('SIGTERM'),
   }
 }
 
