@@ -207,7 +207,7 @@ async function runServerSections(config: Config, scratch: string, template: stri
     // (both modes), unless those are skipped.
     await sleep(1000)
     const usage = started.usage()
-    if (usage && (name !== 'ours' || config.skip.has('startup'))) {
+    if (usage && name !== 'no-engine' && (name !== 'ours' || config.skip.has('startup'))) {
       const label = `${TARGET_LABELS[name]}${name === 'postgres' ? ' (postmaster + children)' : ' (data dir)'}`
       results.idle.push({ target: label, rssMb: usage.rssKb / 1024, ...(name === 'postgres' ? { pssMb: (started.pssKb() ?? 0) / 1024 } : {}) })
     }
