@@ -23,7 +23,7 @@ import { CEILINGS, DRIVERS, inProcessSession, type CeilingName, type DriverName 
 import { NODE_VERSIONS, nodeBinDir } from '../test/helpers/node-versions.ts'
 import { measureConnectionCost, measureStartup, pgbenchSuite, renderProfile, summarizeProfile } from './bench/extras.ts'
 import { runAllocProfile } from './bench/alloc.ts'
-import { CI_DEFAULT_TARGETS, CI_TARGETS, runCiSuite, type CiTargetName } from './bench/ci.ts'
+import { CI_DEFAULT_TARGETS, CI_TARGETS, measureCiEngine, runCiSuite, type CiTargetName } from './bench/ci.ts'
 import { releaseAll, sleep, track } from './bench/procs.ts'
 import { evaluateGoals, renderMarkdown, type Results } from './bench/report.ts'
 import {
@@ -192,6 +192,8 @@ async function runAll(config: Config, scratch: string, template: string | null, 
   if (!config.skip.has('ci')) {
     progress(`CI-shaped suite: ${config.ci.workers.join(' and ')} workers, ${config.ci.targets.join(', ')}`)
     results.ci = await runCiSuite({ scratch, ...config.ci })
+    progress('ci: the engine alone, one PGlite in this process')
+    results.ciEngine = await measureCiEngine(config.ci.tests)
   }
 }
 

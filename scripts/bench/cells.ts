@@ -33,7 +33,7 @@ interface Meter {
   pssKb(): number | null
 }
 
-function summarize(base: Omit<CellRecord, 'verdict' | 'ops' | 'windowMs' | 'qps' | 'p50Ms' | 'p99Ms' | 'serverRssMb' | 'serverCpuS' | 'clientCpuS'>, loop: LoopResult | null, failure: Failure | null, meter: MeterReadings): CellRecord {
+function summarize(base: Omit<CellRecord, 'verdict' | 'ops' | 'windowMs' | 'qps' | 'p50Ms' | 'p99Ms' | 'serverRssMb' | 'serverCpuS' | 'serverMainThreadCpuS' | 'clientCpuS'>, loop: LoopResult | null, failure: Failure | null, meter: MeterReadings): CellRecord {
   const sorted = loop ? [...loop.latenciesMs].sort((a, b) => a - b) : []
   const windowMs = loop?.windowMs ?? 0
   return {
@@ -48,6 +48,7 @@ function summarize(base: Omit<CellRecord, 'verdict' | 'ops' | 'windowMs' | 'qps'
     serverRssMb: meter.peakRssKb === null ? null : meter.peakRssKb / 1024,
     ...(meter.pssKb !== null ? { serverPssMb: meter.pssKb / 1024 } : {}),
     serverCpuS: meter.cpuSeconds,
+    ...(meter.mainThreadCpuSeconds !== null ? { serverMainThreadCpuS: meter.mainThreadCpuSeconds } : {}),
     clientCpuS: meter.clientCpuS,
   }
 }
@@ -56,13 +57,14 @@ interface MeterReadings {
   peakRssKb: number | null
   pssKb: number | null
   cpuSeconds: number | null
+  mainThreadCpuSeconds: number | null
   clientCpuS: number
 }
 
 /** Closed loop over `sessions`, reading `meter` (the server) and this process at the window's edges. */
 async function measure(sessions: Session[], workload: Workload, meter: Meter, config: Timing): Promise<{ loop: LoopResult; readings: MeterReadings }> {
   const rngs = sessions.map((_, i) => createRng(1000 + i))
-  const readings: MeterReadings = { peakRssKb: null, pssKb: null, cpuSeconds: null, clientCpuS: 0 }
+  const readings: MeterReadings = { peakRssKb: null, pssKb: null, cpuSeconds: null, mainThreadCpuSeconds: null, clientCpuS: 0 }
   let startUsage: Usage | null = null
   let startCpu = process.cpuUsage()
   const sample = () => {
@@ -84,6 +86,7 @@ async function measure(sessions: Session[], workload: Workload, meter: Meter, co
       const cpu = process.cpuUsage(startCpu)
       readings.clientCpuS = (cpu.user + cpu.system) / 1e6
       if (usage && startUsage) readings.cpuSeconds = usage.cpuSeconds - startUsage.cpuSeconds
+      if (usage?.mainThreadCpuSeconds !== undefined && startUsage?.mainThreadCpuSeconds !== undefined) readings.mainThreadCpuSeconds = usage.mainThreadCpuSeconds - startUsage.mainThreadCpuSeconds
       readings.pssKb = meter.pssKb()
     },
   })
@@ -98,7 +101,7 @@ async function closeSessions(sessions: Session[]): Promise<void> {
 
 export async function runWireCell(target: Target, workload: Workload, clients: number, driver: DriverName, config: Timing): Promise<CellRecord> {
   const base = { target: target.name, workload: workload.name, clients, driver }
-  const none: MeterReadings = { peakRssKb: null, pssKb: null, cpuSeconds: null, clientCpuS: 0 }
+  const none: MeterReadings = { peakRssKb: null, pssKb: null, cpuSeconds: null, mainThreadCpuSeconds: null, clientCpuS: 0 }
   if (workload.resetSql) await adminWithRestart(target, workload.resetSql)
   const attempts = await withDeadline(Promise.allSettled(Array.from({ length: clients }, () => connect(driver, target.url))), CONNECT_DEADLINE_MS, `connect ${clients} clients`).catch(
     (error: unknown) => error as Error,

@@ -6,6 +6,7 @@ import pg from 'pg'
 import postgres from 'postgres'
 import { WrongResultError, templateOf, type DriverName } from './drivers.ts'
 import { StalledError, withDeadline } from './procs.ts'
+import { POOL_SIZE, currentStep, range, runTest, step, type Pool, type Query, type Row } from './ci-tests.ts'
 
 export interface WorkerConfig {
   /** This worker's database. */
@@ -24,28 +25,7 @@ export type WorkerMessage =
   | { type: 'done'; firstQueryMs: number; testsMs: number; slowestTestMs: number }
   | { type: 'failed'; verdict: Exclude<CiVerdict, 'ok'>; detail: string }
 
-export const POOL_SIZE = 4
-const USERS = 8
-/** 8 users and 32 posts: 40 rows a test. */
-const POSTS_PER_USER = 4
-const READERS = 5
-const TRANSFERS = 3
-const START_BALANCE = 100
-/** A step (a handful of statements) that takes this long is a stall, reported with its name. */
-const STEP_DEADLINE_MS = 30_000
 const CONNECT_TIMEOUT_S = 10
-
-type Row = Record<string, unknown>
-type Query = (text: string, params?: ReadonlyArray<string | number>) => Promise<Row[]>
-
-interface Pool {
-  query: Query
-  /** BEGIN, fn, COMMIT on one connection of the pool. */
-  transaction(fn: (query: Query) => Promise<void>): Promise<void>
-  end(): Promise<void>
-  /** A notice or an idle connection's error since the last call: on one database of one worker there should be none. */
-  takeProblem(): Error | null
-}
 
 function openPostgresJs(url: string): Pool {
   let problem: Error | null = null
@@ -101,58 +81,6 @@ function openNodePostgres(url: string): Pool {
   }
 }
 
-const range = (n: number, from = 0) => Array.from({ length: n }, (_, i) => from + i)
-
-function expect(what: string, got: unknown, wanted: unknown): void {
-  if (JSON.stringify(got) !== JSON.stringify(wanted)) throw new WrongResultError(`${what}: expected ${JSON.stringify(wanted)}, got ${JSON.stringify(got)}`)
-}
-
-let currentStep = 'connecting'
-
-async function step<T>(name: string, run: () => Promise<T>): Promise<T> {
-  currentStep = name
-  return withDeadline(run(), STEP_DEADLINE_MS, name)
-}
-
-/** Test n: empty both tables, insert 40 rows, read five users' posts at once, three transfers at once, check the sums. */
-async function runTest(pool: Pool, n: number): Promise<void> {
-  const t = `test ${n}`
-  const users = range(USERS, 1)
-  const amountOf = (user: number, post: number) => n * 100 + user * 10 + post
-  await step(`${t}: empty the tables`, () => pool.query('truncate ci_posts, ci_users restart identity'))
-  await step(`${t}: insert users`, () =>
-    Promise.all(users.map((u) => pool.query('insert into ci_users (id, name, balance) values ($1, $2, $3)', [u, `user ${u}`, START_BALANCE]))))
-  await step(`${t}: insert posts`, () =>
-    Promise.all(users.flatMap((u) => range(POSTS_PER_USER).map((p) =>
-      pool.query('insert into ci_posts (user_id, title, amount) values ($1, $2, $3)', [u, `post ${p} of user ${u}`, amountOf(u, p)])))))
-  await step(`${t}: read five users' posts at once`, async () => {
-    const readers = range(READERS, 1)
-    const results = await Promise.all(readers.map((u) => pool.query('select amount from ci_posts where user_id = $1 order by amount', [u])))
-    for (const [i, rows] of results.entries()) expect(`posts of user ${readers[i]}`, rows.map((r) => r.amount), range(POSTS_PER_USER).map((p) => amountOf(readers[i]!, p)))
-  })
-  // Every transfer locks user 1, so the three queue on its row lock; ids in order, so they cannot deadlock.
-  const transfers = range(TRANSFERS).map((i) => ({ to: 2 + i, amount: i + 1 }))
-  await step(`${t}: three transfers with FOR UPDATE at once`, () =>
-    Promise.all(transfers.map(({ to, amount }) => pool.transaction(async (query) => {
-      const locked = await query('select id, balance from ci_users where id in ($1, $2) order by id for update', [1, to])
-      expect(`rows locked for a transfer to user ${to}`, locked.length, 2)
-      await query('update ci_users set balance = balance - $1 where id = $2', [amount, 1])
-      await query('update ci_users set balance = balance + $1 where id = $2', [amount, to])
-    }))))
-  await step(`${t}: check the sums`, async () => {
-    const [balances, posts] = await Promise.all([
-      pool.query('select sum(balance)::int as total, count(*)::int as users, sum(balance) filter (where id = 1)::int as first from ci_users'),
-      pool.query('select sum(amount)::int as total, count(*)::int as posts from ci_posts'),
-    ])
-    const moved = transfers.reduce((sum, { amount }) => sum + amount, 0)
-    expect('users: total balance, count, balance of user 1', balances[0], { total: USERS * START_BALANCE, users: USERS, first: START_BALANCE - moved })
-    const postTotal = users.reduce((sum, u) => sum + range(POSTS_PER_USER).reduce((s, p) => s + amountOf(u, p), 0), 0)
-    expect('posts: total amount, count', posts[0], { total: postTotal, posts: USERS * POSTS_PER_USER })
-  })
-  const problem = pool.takeProblem()
-  if (problem) throw problem
-}
-
 async function createDatabase(config: WorkerConfig): Promise<void> {
   const { adminUrl, database, template } = config.create!
   const text = `create database "${database}" template "${template}"`
@@ -191,7 +119,8 @@ function failure(error: unknown): WorkerMessage {
   const code = (error as { code?: unknown })?.code
   const message = error instanceof Error ? error.message : String(error)
   // A stall's message already names the step.
-  const where = message.startsWith(currentStep) ? '' : `${currentStep}: `
+  const step = currentStep()
+  const where = message.startsWith(step) ? '' : `${step}: `
   return { type: 'failed', verdict, detail: `${where}${typeof code === 'string' ? `${code} ` : ''}${message}` }
 }
 

@@ -5,6 +5,8 @@
 import { fork, type ChildProcess } from 'node:child_process'
 import { mkdir, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
+import { PGlite } from '@electric-sql/pglite'
+import { openInProcess, range, runTest } from './ci-tests.ts'
 import type { CiVerdict, WorkerConfig, WorkerMessage } from './ci-worker.ts'
 import { progress } from './cells.ts'
 import type { DriverName } from './drivers.ts'
@@ -345,4 +347,36 @@ export async function runCiSuite(options: CiOptions): Promise<CiRecord[]> {
     }
   }
   return records
+}
+
+export interface CiEngine {
+  /** Tests timed, one after another, on one PGlite in the bench's process. */
+  tests: number
+  msPerTest: number
+  /** The bench process's CPU per test (PGlite and its JS wrapper). */
+  cpuMsPerTest: number
+}
+
+/** Tests run before the timed ones: V8 compiles PGlite's hot paths meanwhile. */
+const ENGINE_WARM_TESTS = 3
+
+/**
+ * The engine alone: one PGlite in this process, with the suite's tables, runs `tests` of the suite's tests one after
+ * another (each test's concurrent statements queue on its one session, as on a server), after ENGINE_WARM_TESTS
+ * untimed. N workers' tests need N times this CPU, whatever serves them.
+ */
+export async function measureCiEngine(tests: number): Promise<CiEngine> {
+  const db = await PGlite.create()
+  try {
+    for (const statement of CI_MIGRATION.split('--> statement-breakpoint')) await db.exec(statement)
+    const pool = openInProcess(db)
+    for (const n of range(ENGINE_WARM_TESTS, 1)) await runTest(pool, n)
+    const cpu = process.cpuUsage()
+    const started = performance.now()
+    for (const n of range(tests, 1)) await runTest(pool, n)
+    const used = process.cpuUsage(cpu)
+    return { tests, msPerTest: (performance.now() - started) / tests, cpuMsPerTest: (used.user + used.system) / 1000 / tests }
+  } finally {
+    await db.close()
+  }
 }

@@ -186,10 +186,10 @@ interface ProcStat {
   reapedTicks: number
 }
 
-function readStat(pid: number): ProcStat | null {
+function readStat(pid: number, path = `/proc/${pid}/stat`): ProcStat | null {
   let text: string
   try {
-    text = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    text = readFileSync(path, 'utf8')
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT' || (error as NodeJS.ErrnoException).code === 'ESRCH') return null
     throw error
@@ -224,6 +224,8 @@ export interface Usage {
   rssKb: number
   /** CPU time (s) used so far, including children that have ended. */
   cpuSeconds: number
+  /** Of that, the process's main thread's (a Node server's event loop); absent for a process tree. */
+  mainThreadCpuSeconds?: number
 }
 
 /** Usage of `pid` and, with `withChildren`, of its live children (PostgreSQL's backends). */
@@ -237,7 +239,9 @@ export function usageOf(pid: number, withChildren = false): Usage {
     ticks += stat.ownTicks + (p === pid ? stat.reapedTicks : 0)
     rssKb += readKb(`/proc/${p}/status`, 'VmRSS')
   }
-  return { rssKb, cpuSeconds: ticks / CLOCK_TICKS_PER_SECOND }
+  if (withChildren) return { rssKb, cpuSeconds: ticks / CLOCK_TICKS_PER_SECOND }
+  const main = readStat(pid, `/proc/${pid}/task/${pid}/stat`)
+  return { rssKb, cpuSeconds: ticks / CLOCK_TICKS_PER_SECOND, ...(main ? { mainThreadCpuSeconds: main.ownTicks / CLOCK_TICKS_PER_SECOND } : {}) }
 }
 
 /** Proportional set size (kB) over the process tree: shared memory counted once, not once per backend. */

@@ -1,7 +1,7 @@
 // What a run measured, as JSON records, as Markdown tables (ratios first: only ratios measured in one run mean
 // anything on a shared machine), and the issue's goals each marked met or missed.
 
-import { CI_TARGET_LABELS, type CiRecord, type CiRun } from './ci.ts'
+import { CI_TARGET_LABELS, type CiEngine, type CiRecord, type CiRun } from './ci.ts'
 import type { CeilingName, DriverName } from './drivers.ts'
 import type { ConnectionCost, ExtraDatabaseRss, FirstQueryRecord, PgbenchResult, StartupResult, StartupRun } from './extras.ts'
 import type { Verdict } from './loop.ts'
@@ -27,6 +27,8 @@ export interface CellRecord {
   serverPssMb?: number | null
   /** CPU the server used during the window (in process: the whole benchmark process). */
   serverCpuS: number | null
+  /** Of that, its main thread's (a PGlite server's event loop; absent for PostgreSQL and older results). */
+  serverMainThreadCpuS?: number | null
   /** CPU the benchmark process (the clients) used during the window. */
   clientCpuS: number
 }
@@ -60,6 +62,8 @@ export interface Results {
   pgbench: Array<{ target: TargetName; results: PgbenchResult[] }>
   /** The CI-shaped suite; absent from runs made before it existed. */
   ci?: CiRecord[]
+  /** The CI-shaped suite's tests on one PGlite in the bench's process; absent from older runs. */
+  ciEngine?: CiEngine
   goals: Goal[]
 }
 
@@ -80,6 +84,15 @@ function find(results: Results, target: CellRecord['target'], workload: Workload
 const okQps = (cell: CellRecord | undefined): number | null => (cell && cell.verdict === 'ok' ? cell.qps : null)
 /** Server CPU per operation, in µs (in process: the benchmark process's). */
 const cpuPerOpUs = (cell: CellRecord | undefined): number | null => (cell && cell.verdict === 'ok' && cell.serverCpuS !== null && cell.ops > 0 ? (cell.serverCpuS * 1e6) / cell.ops : null)
+
+/** Server CPU per operation as text: the total, then its main thread's + its other threads', when read. */
+function cpuPerOpText(cell: CellRecord | undefined): string {
+  const total = cpuPerOpUs(cell)
+  const main = cell?.serverMainThreadCpuS
+  if (total === null || main === undefined || main === null) return num(total)
+  const mainUs = (main * 1e6) / cell!.ops
+  return `${num(total)} (${num(mainUs)} + ${num(total - mainUs)})`
+}
 
 function ceiling(results: Results, workload: WorkloadName, name: CeilingName | 'raw'): number | null {
   const which = name === 'raw' ? (workloadOf(workload).rawCeiling === 'simple' ? 'raw simple' : 'raw extended') : name
@@ -146,22 +159,21 @@ function baselineSection(results: Results): string[] {
 function threadsSection(results: Results): string[] {
   const cells = results.cells.filter((c) => c.target === 'no-threads')
   if (cells.length === 0) return []
-  const cpuPerOp = (cell: CellRecord | undefined): string => num(cpuPerOpUs(cell))
   const rows = cells.map((alone) => {
     const ours = find(results, 'ours', alone.workload, alone.clients, alone.driver as DriverName)
     const stock = find(results, 'stock', alone.workload, alone.clients, alone.driver as DriverName)
     return [
       alone.workload, String(alone.clients), alone.driver,
-      verdictText(ours), ms(ours?.p50Ms ?? null), cpuPerOp(ours),
-      verdictText(alone), ms(alone.p50Ms ?? null), cpuPerOp(alone),
-      verdictText(stock), cpuPerOp(stock),
+      verdictText(ours), ms(ours?.p50Ms ?? null), cpuPerOpText(ours),
+      verdictText(alone), ms(alone.p50Ms ?? null), cpuPerOpText(alone),
+      verdictText(stock), cpuPerOpText(stock),
       x(ratio(okQps(ours), okQps(alone))), x(ratio(okQps(alone), okQps(stock))),
     ]
   })
   return [
     '### Database threads against none (target no-threads: `--no-database-threads`)',
     '',
-    ...table(['workload', 'clients', 'driver', 'ours q/s', 'p50 ms', 'server CPU µs/op', 'no threads q/s', 'p50 ms', 'server CPU µs/op', 'stock q/s', 'server CPU µs/op', 'ours × no threads', 'no threads × stock'], rows),
+    ...table(['workload', 'clients', 'driver', 'ours q/s', 'p50 ms', 'server CPU µs/op (its thread + others)', 'no threads q/s', 'p50 ms', 'server CPU µs/op (its thread + others)', 'stock q/s', 'server CPU µs/op (its thread + others)', 'ours × no threads', 'no threads × stock'], rows),
   ]
 }
 
@@ -185,7 +197,7 @@ function boundSection(results: Results): string[] {
     const pg = okQps(find(results, 'postgres', ours.workload, ours.clients, driver))
     rows.push([
       ours.workload, String(ours.clients), ours.driver,
-      num(engine), sockets > 0 ? num(sockets) : '—', num(client), num(cpuPerOpUs(ours)), num(cpuPerOpUs(find(results, 'stock', ours.workload, ours.clients, driver))), num(busy, 2),
+      num(engine), sockets > 0 ? num(sockets) : '—', num(client), cpuPerOpText(ours), cpuPerOpText(find(results, 'stock', ours.workload, ours.clients, driver)), num(busy, 2),
       num(best), num(ours.qps), x(ratio(best, stock)), x(ratio(ours.qps, stock)), x(ratio(best, pg)), x(ratio(ours.qps, pg)),
     ])
   }
@@ -195,7 +207,7 @@ function boundSection(results: Results): string[] {
     '',
     `A server that spent on a query only what PGlite spends in process (engine) and what a server with no engine spends on the same clients (sockets: \`--targets no-engine\`, select 1 only; — where not run, counted as 0), beside clients that spend what they do here, could do at most ${results.meta.cpus} cores' worth: best q/s. A ratio goal above best × stock or best × PG15 is beyond any path to PGlite on this machine. One client waits for each answer, so there the bound is loose; the point select's engine figure parses its statement each time, which a prepared client does not ask for.`,
     '',
-    ...table(['workload', 'clients', 'driver', 'engine µs/op', 'sockets µs/op', 'clients µs/op', 'ours server µs/op', 'stock server µs/op', 'cores busy', 'best q/s', 'ours q/s', 'best × stock', 'ours × stock', 'best × PG15', 'ours × PG15'], rows),
+    ...table(['workload', 'clients', 'driver', 'engine µs/op', 'sockets µs/op', 'clients µs/op', 'ours server µs/op (its thread + others)', 'stock server µs/op (its thread + others)', 'cores busy', 'best q/s', 'ours q/s', 'best × stock', 'ours × stock', 'best × PG15', 'ours × PG15'], rows),
   ]
 }
 
@@ -349,6 +361,7 @@ const postgresOf = (records: CiRecord[], r: CiRecord) => records.find((p) => p.t
 function ciSection(results: Results): string[] {
   const records = results.ci ?? []
   if (records.length === 0) return []
+  const engine = results.ciEngine
   const run = (r: CiRun | null) => (!r ? 'not run' : r.verdict === 'ok' ? wholeMs(r.ms) : `**${r.verdict}**`)
   const firstQueries = (r: CiRun | null) => (r?.verdict === 'ok' ? `${wholeMs(median(r.firstQueryMs))} / ${wholeMs(Math.max(...r.firstQueryMs))}` : '—')
   const rows = records.map((r) => {
@@ -358,6 +371,7 @@ function ciSection(results: Results): string[] {
       r.spawnToReadyMs === null ? `**${r.verdict}**` : wholeMs(r.spawnToReadyMs), run(r.first), wholeMs(r.spawnToGreenMs), run(r.second),
       x(ratio(r.spawnToGreenMs, pg?.spawnToGreenMs ?? null)), x(ratio(r.second?.ms ?? null, pg?.second?.ms ?? null)),
       firstQueries(r.first), `${num(r.peakRssMb)}${r.peakPssMb === undefined ? '' : ` (PSS ${num(r.peakPssMb)})`}`,
+      engine ? wholeMs((r.workers * r.tests * engine.cpuMsPerTest) / results.meta.cpus) : '—',
     ]
   })
   const tests = [...new Set(records.map((r) => r.tests))].join(', ')
@@ -373,8 +387,14 @@ function ciSection(results: Results): string[] {
     'copies a migrated template built before the timing (as a CI that caches node_modules keeps it); PostgreSQL runs',
     'initdb, starts, and migrates a template database that each `CREATE DATABASE` copies; stock servers run initdb in',
     'WASM and are migrated over the wire. Data dirs on tmpfs; memory summed over the server\'s processes.',
+    ...(engine
+      ? [
+          `The engine alone: one PGlite in the bench's process ran ${engine.tests} of these tests one after another in ${engine.msPerTest.toFixed(1)} ms and ${engine.cpuMsPerTest.toFixed(1)} ms of CPU a test;`,
+          `the last column is the workers' tests at that CPU on the run's ${results.meta.cpus} cores: no PGlite server does the second run faster.`,
+        ]
+      : []),
     '',
-    ...table(['server', 'workers', 'driver', 'spawn to ready', 'suite, databases made inside it', 'spawn to green', 'the suite again, databases there', 'spawn to green ÷ PG15', 'again ÷ PG15', "a worker's first query, p50 / max", 'peak memory in the first run, MB'], rows),
+    ...table(['server', 'workers', 'driver', 'spawn to ready', 'suite, databases made inside it', 'spawn to green', 'the suite again, databases there', 'spawn to green ÷ PG15', 'again ÷ PG15', "a worker's first query, p50 / max", 'peak memory in the first run, MB', 'the engine alone, on the cores'], rows),
     ...(failures.length ? ['', ...failures] : []),
   ]
 }
