@@ -107,8 +107,10 @@ export const isDir = (mode: number) => (mode & S_IFMT) === S_IFDIR
 export const isFile = (mode: number) => (mode & S_IFMT) === S_IFREG
 export const isLink = (mode: number) => (mode & S_IFMT) === S_IFLNK
 
+/** A page of zeros to compare with: a native compare is as fast in a new thread as in a warm one, a loop in JS is not. */
+const ZEROS = new Uint8Array(PAGE)
+
+/** Whether `chunk` (at most a PAGE long) holds only zeros. */
 export function isZero(chunk: Uint8Array): boolean {
-  const words = chunk.length % 4 === 0 && chunk.byteOffset % 4 === 0 ? new Uint32Array(chunk.buffer, chunk.byteOffset, chunk.length / 4) : chunk
-  for (let i = 0; i < words.length; i++) if (words[i] !== 0) return false
-  return true
+  return Buffer.compare(chunk, ZEROS.subarray(0, chunk.length)) === 0
 }
