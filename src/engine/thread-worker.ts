@@ -15,6 +15,7 @@ import { MoreUnits, unitAnswered, unitEndWanted } from './more-units.ts'
 import { RELAY_CODES, framingAt, isAbandoned, writeToClient } from './direct-reply.ts'
 import { Control, controlViews, exposeStopping, interceptTimers, type CallHooks } from './stoppable.ts'
 import type { EngineImage } from './image.ts'
+import { needsSyncToFs } from '../server/session/databases.ts'
 import { takeImage, watchInstances } from './take-image.ts'
 import { ImageFS, ImageNodeFS, copyBundleFilesOnWrite } from './start-from-image.ts'
 
@@ -122,7 +123,8 @@ async function runCall(pglite: PGlite, stopping: CallHooks, { id, bytes, isUnits
     // After a fatal error the next call into PGlite would spin this thread forever: answer without it.
     if (dead) throw dead
     if (isUnits) await runUnits(pglite, stopping, id, decodeUnits(bytes), output)
-    else await pglite.execProtocolRawStream(bytes, { onRawData: output.onRawData })
+    else await pglite.execProtocolRawStream(bytes, output.options)
+    if (output.sync) await pglite.syncToFs()
   } catch (error) {
     failure = error
   } finally {
@@ -158,7 +160,7 @@ async function runUnits(pglite: PGlite, stopping: CallHooks, id: number, units: 
     try {
       // A unit stopped before it began (its client canceled it, or it waited too long) is not run: the server answers.
       run = stopping.beforeUnit(id, unit)
-      if (run) await pglite.execProtocolRawStream(bytes, { onRawData: output.onRawData })
+      if (run) await pglite.execProtocolRawStream(bytes, output.options)
     } finally {
       stopping.afterUnit(id)
     }
@@ -191,8 +193,15 @@ class Output {
   /** Where the stream stood in its messages before the chunk being written (for framingAt). */
   readonly #before: Framing = { remaining: 0, headerFill: 0, header: Buffer.alloc(5) }
 
+  /** PGlite's file system needs a sync after each call (needsSyncToFs): then after the call, not after each unit. */
+  readonly sync: boolean
+  /** What each unit is run with: output here, the sync left to the call. */
+  readonly options: { onRawData: (chunk: Uint8Array) => void; syncToFs: false }
+
   constructor(pglite: PGlite) {
     this.#mod = (pglite as unknown as { mod: { _pq_buffer_remaining_data(): number } }).mod
+    this.sync = needsSyncToFs(pglite)
+    this.options = { onRawData: this.onRawData, syncToFs: false }
   }
 
   begin(id: number, fd: number, relayFrom: number): void {

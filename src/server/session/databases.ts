@@ -1,6 +1,25 @@
 // What the server needs of the databases behind it: each one something that runs protocol messages (PGlite in this
 // thread, or in a worker thread), and, for a server with several, the catalog that opens them by name.
 
+/** Per PGlite: whether its file system does anything when synced (needsSyncToFs). */
+const syncs = new WeakMap<object, boolean>()
+
+/**
+ * Whether `db` (a PGlite) must have its file system synced after a call, as PGlite does unless told not to. PGlite's
+ * own in-memory and Node file systems keep the base class's empty syncToFs, which PGlite would still reach after
+ * every call through its lock and three promises. (Each of its chunks carries a copy of that class: the body is what
+ * tells.) Anything else, such as a database in a worker thread, keeps the default.
+ */
+export function needsSyncToFs(db: object): boolean {
+  let needs = syncs.get(db)
+  if (needs === undefined) {
+    const sync = (db as { fs?: { syncToFs?: unknown } }).fs?.syncToFs
+    needs = !(typeof sync === 'function' && /^(async )?syncToFs\([^)]*\)\s*\{\s*\}$/.test(String(sync)))
+    syncs.set(db, needs)
+  }
+  return needs
+}
+
 /**
  * What a session needs of its database: PGlite itself, or a PGlite in a worker thread (engine/thread.ts). The
  * main database a server is given is always an in-process PGlite; other databases may be either.

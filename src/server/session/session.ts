@@ -7,7 +7,7 @@ import { BackendCode, HEADER_LENGTH } from '../protocol/codes.ts'
 import { encodeAuthenticationOk, encodeParameterStatus, readParameterStatus } from '../protocol/backend.ts'
 import { SYNC, encodeQuery, encodeStartupMessage } from '../protocol/frontend.ts'
 import { forEachFrame } from '../protocol/frames.ts'
-import type { DirectReply, OutputSink, SessionDb, UnitsDirect } from './databases.ts'
+import { needsSyncToFs, type DirectReply, type OutputSink, type SessionDb, type UnitsDirect } from './databases.ts'
 import { AdvisoryLocks } from './advisory-locks.ts'
 import { Listeners, listenSql } from './listeners.ts'
 import { CombinedCalls } from './combined-calls.ts'
@@ -80,7 +80,10 @@ export class SharedSession {
    * database's thread does not write straight to the client). Caller must own the scheduler.
    */
   execute(bytes: Uint8Array, sink: OutputSink, direct: DirectReply | null = null): Promise<void> {
-    return this.#call(sink, (db) => db.execProtocolRawStream(bytes, direct ? { onRawData: this.#onRawData, direct } : { onRawData: this.#onRawData }))
+    return this.#call(sink, (db) => {
+      const syncToFs = needsSyncToFs(db)
+      return db.execProtocolRawStream(bytes, direct ? { onRawData: this.#onRawData, syncToFs, direct } : { onRawData: this.#onRawData, syncToFs })
+    })
   }
 
   /** Units of several clients in one call (SessionDb.execProtocolUnits, which the database has). Caller must own the scheduler. */
