@@ -352,7 +352,7 @@ export function renderProfile(summary: Awaited<ReturnType<typeof summarizeProfil
 const bundleModules = new Map<string, Promise<Array<{ line: number; source: string }>>>()
 
 async function bundleSource(url: string, line: number): Promise<string | null> {
-  if (!/\/dist\/cli-[0-9a-f]+\.mjs$/.test(url)) return null
+  if (!/\/dist\/cli-[0-9a-f]+\/[^/]+\.mjs$/.test(url)) return null
   let modules = bundleModules.get(url)
   if (!modules) {
     modules = readFile(fileURLToPath(url), 'utf8').then(
@@ -371,10 +371,12 @@ function shortUrl(url: string): string {
 
 function areaOf(functionName: string, url: string): string {
   if (functionName === '(idle)' || functionName === '(garbage collector)' || functionName === '(program)') return functionName
+  // A database thread's blocking waits (src/engine/ring.ts): time asleep, which the profile counts as this function's.
+  if (functionName === 'blockedWait') return '(asleep in Atomics.wait)'
   if (url.startsWith('wasm://') || /^(wasm-function|\$)/.test(functionName)) return 'PGlite WASM (Postgres)'
   if (url.includes('/@electric-sql/pglite/')) return "PGlite's JS"
-  if (url.includes('/src/server/')) return 'pglite-dev-db src/server'
-  if (url.includes('/src/')) return 'pglite-dev-db src (other)'
+  const folder = /\/src\/([a-z-]+)\//.exec(url)?.[1]
+  if (folder) return `pglite-dev-db src/${folder}`
   if (url.includes('/node_modules/')) return 'other packages (tsx, drizzle, ...)'
   if (url.startsWith('node:') || url === '') return 'Node.js internals and natives'
   return 'other'

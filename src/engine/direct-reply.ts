@@ -7,6 +7,7 @@ import { BackendCode } from '../server/protocol/codes.ts'
 import { RelayFrom } from '../server/session/databases.ts'
 import { Control } from './stoppable.ts'
 import type { Framing } from './output-watch.ts'
+import { blockedWait } from './ring.ts'
 
 /** For each combination of RelayFrom bits, the message codes it names (null: none). */
 export const RELAY_CODES: ReadonlyArray<ReadonlySet<number> | null> = Array.from({ length: 8 }, (_, bits) => {
@@ -50,7 +51,7 @@ export function writeToClient(words: Int32Array, id: number, unit: number, fd: n
         if (giveUpAt === 0) giveUpAt = now + GIVE_UP_MS
         else if (now >= giveUpAt) return at
         Atomics.store(words, Control.Blocked, id)
-        Atomics.wait(words, Control.Abandoned, Atomics.load(words, Control.Abandoned), waitMs)
+        blockedWait(words, Control.Abandoned, Atomics.load(words, Control.Abandoned), waitMs)
         waitMs = Math.min(LONGEST_WAIT_MS, waitMs * 2)
       }
     }

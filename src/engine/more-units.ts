@@ -5,7 +5,7 @@
 // says that the call takes no more: the thread closes it with a compare-and-swap once it has run every unit it
 // knows of, so a unit is either added before that, and runs, or refused, and goes in a call of its own.
 
-import { type ByteRing, type DecodedUnit, FrameEnd, decodeUnits, encodeUnits, type UnitTarget } from './ring.ts'
+import { type ByteRing, type DecodedUnit, FrameEnd, blockedWait, decodeUnits, encodeUnits, type UnitTarget } from './ring.ts'
 import { Control } from './stoppable.ts'
 import { readSeen, type Running } from './running-call.ts'
 import { readOnTraffic } from '../server/connection/traffic.ts'
@@ -144,7 +144,7 @@ export class MoreUnits {
       }
       if (added >= 0 && !lingered) {
         lingered = true
-        Atomics.wait(words, Control.MoreUnits, added, LINGER_MS)
+        blockedWait(words, Control.MoreUnits, added, LINGER_MS)
         continue
       }
       if (added < 0 || Atomics.compareExchange(words, Control.MoreUnits, added, CLOSED) === added) return false
