@@ -2,15 +2,16 @@
 // second runs under V8's sampling heap profiler (alloc-sampler.mjs); the total sampled, over the cell's queries, is
 // the bytes per query (its connects included), and the functions that allocate most are listed by self bytes.
 import { readFile, stat } from 'node:fs/promises'
-import { join, relative } from 'node:path'
+import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { describeCell, runWireCell, type Timing } from './cells.ts'
+import { placeOf } from './extras.ts'
 import type { DriverName } from './drivers.ts'
 import { REPO_ROOT, startOurs } from './targets.ts'
 import type { Workload } from './workloads.ts'
 
 interface ProfileNode {
-  callFrame: { functionName: string; url: string; lineNumber: number }
+  callFrame: { functionName: string; url: string; lineNumber: number; columnNumber: number }
   selfSize: number
   children: ProfileNode[]
 }
@@ -33,14 +34,12 @@ export async function runAllocProfile(workload: Workload, clients: number, drive
     await target.stop()
   }
   const self = new Map<string, number>()
-  const walk = (node: ProfileNode): void => {
-    const { functionName, url, lineNumber } = node.callFrame
-    const where = url ? `${url.startsWith('file://') ? relative(REPO_ROOT, url.slice(7)) : url}:${lineNumber + 1}` : ''
-    const key = `| ${functionName || '(anonymous)'} | ${where} |`
+  const walk = async (node: ProfileNode): Promise<void> => {
+    const key = `| ${node.callFrame.functionName || '(anonymous)'} | ${(await placeOf(node.callFrame)).where} |`
     self.set(key, (self.get(key) ?? 0) + node.selfSize)
-    for (const child of node.children) walk(child)
+    for (const child of node.children) await walk(child)
   }
-  walk(sampled.profile)
+  await walk(sampled.profile)
   const total = [...self.values()].reduce((sum, bytes) => sum + bytes, 0)
   const perOp = sampled.ops > 0 ? Math.round(total / sampled.ops) : 0
   const rows = [...self].sort((a, b) => b[1] - a[1]).slice(0, 25).map(([key, bytes]) => `${key} ${Math.round(bytes / Math.max(1, sampled.ops))} | ${((100 * bytes) / total).toFixed(1)}% |`)

@@ -322,17 +322,24 @@ export async function summarizeProfile(path: string, top: number, skipMs = 0): P
     const ms = hits.get(node.id) ?? 0
     if (ms === 0) continue
     totalMs += ms
-    const { functionName, lineNumber, columnNumber } = node.callFrame
-    // In the CLI's bundle (bin/cli-bundle.js), name the src/ file the function came from.
-    const source = await bundleSource(node.callFrame.url, lineNumber)
-    const url = source ? `${REPO_ROOT}${source}` : node.callFrame.url
-    const where = source ? `${source} (bundle line ${lineNumber + 1})` : url ? `${shortUrl(url)}:${lineNumber + 1}:${columnNumber + 1}` : ''
+    const { functionName } = node.callFrame
+    const { url, where } = await placeOf(node.callFrame)
     add(byFunction, `${functionName}@${where}`, functionName || '(anonymous)', where, ms)
     add(byArea, areaOf(functionName, url), areaOf(functionName, url), '', ms)
   }
   const ranked = (map: Map<string, ProfileEntry>, n: number) =>
     [...map.values()].sort((a, b) => b.selfMs - a.selfMs).slice(0, n).map((e) => ({ ...e, percent: (100 * e.selfMs) / totalMs }))
   return { functions: ranked(byFunction, top), areas: ranked(byArea, 20), totalMs }
+}
+
+/**
+ * Where a profile's function is: in the CLI's bundle (bin/cli-bundle.js), the src/ file it came from (`url` then that
+ * file's, for areaOf); elsewhere its file, line and column.
+ */
+export async function placeOf({ url, lineNumber, columnNumber }: ProfileNode['callFrame']): Promise<{ url: string; where: string }> {
+  const source = await bundleSource(url, lineNumber)
+  if (source) return { url: `${REPO_ROOT}${source}`, where: `${source} (bundle line ${lineNumber + 1})` }
+  return { url, where: url ? `${shortUrl(url)}:${lineNumber + 1}:${columnNumber + 1}` : '' }
 }
 
 /** The two tables `--profile` prints: self time by area, then the top functions. */
