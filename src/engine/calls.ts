@@ -25,9 +25,8 @@ export type OutputSink = (chunk: Uint8Array, owned?: boolean) => void | Promise<
  * While at most this many clients are sending (traffic.ts), the server's thread spins for a call's reply, up to
  * FEW_CLIENTS_SPIN_MS, instead of sleeping: a sleep ends in a wake-up that costs about as much as a small query here.
  * With more, it has their queries to read while a call runs, so that they share the next, and the cores are theirs.
- * The database thread sleeps between calls, unless a transaction block is open or one client alone is sending
- * (Control.OneClient; thread-worker.ts): with two or more, its spinning for the next call took a core the clients
- * needed, and cost more than the wake-up it saved.
+ * The database thread sleeps between calls (unless a transaction block is open: thread-worker.ts): spinning there for
+ * the next call was measured to cost more than its wake-up, since it takes a core the client needs.
  */
 const FEW_CLIENTS = 4
 const FEW_CLIENTS_SPIN_MS = 0.5
@@ -143,9 +142,7 @@ export class ProtocolCalls implements AnsweredCalls {
     noteBusy()
     // A reply written straight to its client reaches it without this thread: nothing to spin for, the call's end is
     // bookkeeping that can wait for a wake-up.
-    const sending = sendingClients()
-    Atomics.store(this.#words, Control.OneClient, sending <= 1 ? 1 : 0)
-    const spinMs = direct ? 0 : sending <= FEW_CLIENTS ? FEW_CLIENTS_SPIN_MS : this.#inTransaction ? IN_TRANSACTION_SPIN_MS : 0
+    const spinMs = direct ? 0 : sendingClients() <= FEW_CLIENTS ? FEW_CLIENTS_SPIN_MS : this.#inTransaction ? IN_TRANSACTION_SPIN_MS : 0
     this.#inTransaction = false
     try {
       // A call of units carries each unit's target in its request (ring.ts encodeUnits).

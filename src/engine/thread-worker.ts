@@ -22,18 +22,12 @@ import { ImageFS, ImageNodeFS, copyBundleFilesOnWrite } from './start-from-image
 /** Wake the server's thread after this many bytes of output, and at the end of each call. */
 const WAKE_EVERY_BYTES = 32 * 1024
 /**
- * After a call that left a transaction block open, the thread looks this long (ms) for the next call before it sleeps:
+ * After a call that left a transaction block open, the thread looks this long (µs) for the next call before it sleeps:
  * only that client's next statement can run, and it is usually one round trip away (pgbench's TPC-B, an ORM's
- * transaction), so a sleep would add a wake-up to each statement of the block.
+ * transaction), so a sleep would add a wake-up to each statement of the block. After other calls it sleeps at once:
+ * spinning there was measured to cost more than the wake-up, and again with one client under load.
  */
 const IN_TRANSACTION_LINGER_MS = 0.5
-/**
- * After a call sent while one client alone was sending (Control.OneClient), the thread looks this long (ms) for the
- * next call: that client's next query is a round trip away, and the server's thread, which no longer waits for a
- * reply written straight to its client, leaves the thread a core. After other calls it sleeps at once: with two or
- * more clients sending, the clients need the cores.
- */
-const ONE_CLIENT_LINGER_MS = 0.3
 /** Waiting for a call, the thread turns its event loop this often (for messages, and timers of its own). */
 const IDLE_SLICE_MS = 50
 
@@ -100,7 +94,6 @@ async function serveCalls(pglite: PGlite, stopping: CallHooks): Promise<void> {
       const inTransaction = await runCall(pglite, stopping, call, output)
       noteBusy()
       if (inTransaction) requests.spin(performance.now() + IN_TRANSACTION_LINGER_MS)
-      else if (Atomics.load(words, Control.OneClient) === 1) requests.spin(performance.now() + ONE_CLIENT_LINGER_MS)
     } else if (turn || moreUnits.takeTurn() || !requests.sleep(IDLE_SLICE_MS)) {
       // A message waits (it comes with a Turn), or nothing happened for a while: let the event loop run (its timers
       // too: the collection once idle).
