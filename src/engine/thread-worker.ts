@@ -22,7 +22,7 @@ import { ImageFS, ImageNodeFS, copyBundleFilesOnWrite } from './start-from-image
 /** Wake the server's thread after this many bytes of output, and at the end of each call. */
 const WAKE_EVERY_BYTES = 32 * 1024
 /**
- * After a call that left a transaction block open, the thread looks this long (µs) for the next call before it sleeps:
+ * After a call that left a transaction block open, the thread looks this long (ms) for the next call before it sleeps:
  * only that client's next statement can run, and it is usually one round trip away (pgbench's TPC-B, an ORM's
  * transaction), so a sleep would add a wake-up to each statement of the block. After other calls it sleeps at once:
  * spinning there was measured to cost more than the wake-up, and again with one client under load.
