@@ -12,16 +12,18 @@ const ROOTS = [PGDATA, '/dev/shm', '/tmp']
  * (the function table, the stack pointer, the pipe syscall). Call once per thread, before PGlite is created.
  */
 export function watchInstances(): Instances {
-  const seen: WasmInstance[] = []
+  // By memory, weakly: a process that starts many databases (a test's) does not keep the closed ones' memories.
+  const seen = new WeakMap<object, WasmInstance>()
   const wasmGlobal = (globalThis as unknown as { WebAssembly: { instantiate: (source: unknown, imports?: Record<string, Record<string, unknown>>) => Promise<unknown> } }).WebAssembly
   const instantiate = wasmGlobal.instantiate.bind(wasmGlobal)
   wasmGlobal.instantiate = async (source, imports) => {
     const result = (await instantiate(source, imports)) as { instance?: { exports: Record<string, unknown> }; exports?: Record<string, unknown> }
     const exports = result.instance?.exports ?? result.exports
-    if (imports?.env && exports && typeof imports.env.__syscall_pipe2 === 'function') seen.push({ env: imports.env, exports })
+    const memory = imports?.env?.memory
+    if (memory && typeof memory === 'object' && exports && typeof imports.env!.__syscall_pipe2 === 'function') seen.set(memory, { env: imports.env!, exports })
     return result
   }
-  return (memory) => seen.find((instance) => instance.env.memory === memory) ?? null
+  return (memory) => (memory && typeof memory === 'object' ? (seen.get(memory) ?? null) : null)
 }
 
 /**
