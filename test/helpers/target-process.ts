@@ -1,15 +1,15 @@
-// Child-process entry behind Target.spawn(): runs one server on a data dir the parent copied, prints one JSON line
-// ({ url, port }) on stdout, and stops cleanly on SIGTERM or when the parent goes away (stdin closes).
-// Usage: node --import tsx test/helpers/target-process.ts <stock|patched> <dataDir> <options JSON>
+// Child-process entry behind Target.spawn(): runs one server on a PGlite started from the run's image, prints one JSON
+// line ({ url, port }) on stdout, and stops cleanly on SIGTERM or when the parent goes away (stdin closes).
+// Usage: node --import tsx test/helpers/target-process.ts <stock|patched> <imageDir> <options JSON>
 import { startInProcess, type ServerOptions, type TargetName } from './targets.ts'
 
-const [name, dataDir, optionsJson] = process.argv.slice(2)
-if ((name !== 'stock' && name !== 'patched') || !dataDir) {
-  process.stderr.write('usage: target-process.ts <stock|patched> <dataDir> [options JSON]\n')
+const [name, imageDir, optionsJson] = process.argv.slice(2)
+if ((name !== 'stock' && name !== 'patched') || !imageDir) {
+  process.stderr.write('usage: target-process.ts <stock|patched> <imageDir> [options JSON]\n')
   process.exit(2)
 }
 
-const running = await startInProcess(name as TargetName, JSON.parse(optionsJson ?? '{}') as ServerOptions, dataDir)
+const running = await startInProcess(name as TargetName, JSON.parse(optionsJson ?? '{}') as ServerOptions, imageDir)
 let stopping = false
 const stop = (): void => {
   if (stopping) return

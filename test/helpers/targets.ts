@@ -1,11 +1,13 @@
 // The two servers every scenario runs against: stock pglite-socket 0.2.17 (unpatched, via the npm alias) and ours.
-// Each start opens a fresh PGlite from the template, listens on 127.0.0.1 port 0 and reads the port back.
+// Each start opens a fresh PGlite from the run's image (helpers/db.ts), listens on 127.0.0.1 port 0 and reads the
+// port back.
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
 import { fileURLToPath } from 'node:url'
 import type { PGlite } from '@electric-sql/pglite'
 import { PGLiteSocketServer as StockServer } from 'pglite-socket-stock'
-import { copyTemplate, openTestDb, removeDataDir } from './db.ts'
+import { inject } from 'vitest'
+import { openTestDb } from './db.ts'
 import { stopChild } from '../../harness/process.ts'
 import { withDeadline } from '../../harness/raw-client.ts'
 
@@ -83,10 +85,10 @@ function portOf(server: SocketServer): number {
 
 const urlFor = (port: number) => `postgres://postgres@${HOST}:${port}/postgres`
 
-/** Used by start() and by the child process behind spawn(); `dataDir`, when given, is taken over and removed on close. */
-export async function startInProcess(name: TargetName, options: ServerOptions = {}, dataDir?: string): Promise<InProcessTarget> {
+/** Used by start() and by the child process behind spawn(), which names the image (it has no vitest to inject it). */
+export async function startInProcess(name: TargetName, options: ServerOptions = {}, imageDir?: string): Promise<InProcessTarget> {
   const Server = await loadServer(name)
-  const testDb = await openTestDb(undefined, dataDir)
+  const testDb = await openTestDb(imageDir)
   let server: SocketServer
   try {
     server = new Server({ db: testDb.db, host: HOST, port: 0, ...withDefaults(name, options) })
@@ -116,19 +118,15 @@ export async function startInProcess(name: TargetName, options: ServerOptions = 
 }
 
 async function spawnTarget(name: TargetName, options: ServerOptions = {}): Promise<RunningTarget> {
-  const dataDir = await copyTemplate()
-  const child = spawn(process.execPath, ['--import', 'tsx', CHILD_SCRIPT, name, dataDir, JSON.stringify(options)], {
+  const child = spawn(process.execPath, ['--import', 'tsx', CHILD_SCRIPT, name, inject('pgliteImageDir'), JSON.stringify(options)], {
     cwd: REPO_ROOT,
     stdio: ['pipe', 'pipe', 'inherit'],
   })
   const exited = once(child, 'exit')
-  // Stock's PGlite is thrown away with its data dir, and one that died busy-loops the thread where the SIGTERM
+  // Stock's PGlite is thrown away (it lives in memory), and one that died busy-loops the thread where the SIGTERM
   // handler would run: stock is killed outright instead of after CHILD_STOP_DEADLINE_MS.
   const signal = name === 'stock' ? 'SIGKILL' : 'SIGTERM'
-  const stop = async () => {
-    await stopChild(child, exited, () => child.kill(signal), CHILD_STOP_DEADLINE_MS, `target process exit after ${signal}`)
-    await removeDataDir(dataDir)
-  }
+  const stop = () => stopChild(child, exited, () => child.kill(signal), CHILD_STOP_DEADLINE_MS, `target process exit after ${signal}`)
   try {
     const ready = new Promise<string>((resolve) => {
       let out = ''
