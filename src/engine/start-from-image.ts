@@ -30,7 +30,7 @@ interface ImageStart {
  * initialMemory of the image and the same options as the instance the image came from.
  */
 export class ImageFS extends MemoryFS {
-  readonly #start: ImageStart
+  #start: ImageStart | null
 
   constructor(image: EngineImage, instances: Instances, setTimer: (deadline: number) => void) {
     super()
@@ -39,13 +39,15 @@ export class ImageFS extends MemoryFS {
 
   override async initialSyncFs(): Promise<void> {
     await super.initialSyncFs()
-    restoreInto(this.pg, this.#start, false)
+    restoreInto(this.pg, this.#start!, false)
+    this.#start = null
   }
 }
 
 /** As ImageFS, on a data dir that writeDataDir() filled with the image's files: Postgres's files are on disk. */
 export class ImageNodeFS extends NodeFS {
-  readonly #start: ImageStart
+  // Let go once copied in: the image is not this database's to keep (a data dir's server holds none while idle).
+  #start: ImageStart | null
 
   constructor(dataDir: string, image: EngineImage, instances: Instances, setTimer: (deadline: number) => void) {
     super(dataDir)
@@ -54,7 +56,8 @@ export class ImageNodeFS extends NodeFS {
 
   override async initialSyncFs(): Promise<void> {
     await super.initialSyncFs()
-    restoreInto(this.pg, this.#start, true)
+    restoreInto(this.pg, this.#start!, true)
+    this.#start = null
   }
 }
 
@@ -108,9 +111,11 @@ function restoreInto(pg: PGlite | undefined, { image, instances, setTimer }: Ima
       continue
     }
     const node = mod.MEMFS.createNode(parent, name, entry.mode, 0)
-    node.contents = bytes.subarray(entry.offset!, entry.offset! + entry.size!)
+    const contents = bytes.subarray(entry.offset!, entry.offset! + entry.size!)
     node.usedBytes = entry.size!
-    sharedFiles.add(node)
+    // On disk only /dev/shm and /tmp are left here, about 1 MB: copied, so the database does not hold the image's files.
+    node.contents = onDisk ? contents.slice() : contents
+    if (!onDisk) sharedFiles.add(node)
   }
   for (const stream of image.streams) {
     const opened = FS.open(stream.path, stream.flags & ~(0o100 | 0o200 | 0o1000)) // without O_CREAT, O_EXCL, O_TRUNC
