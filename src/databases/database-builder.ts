@@ -15,6 +15,8 @@ import { installedNotLoaded, loadExtensions, type LoadedExtensions } from '../en
 import type { EngineImage } from '../engine/image.ts'
 import { hasImage, loadImage, saveImage, writeDataDir } from '../engine/image-on-disk.ts'
 import { Spares } from './spares.ts'
+import { renameDatabase } from './rename-database.ts'
+import { noteBusy } from '../engine/collect-garbage.ts'
 
 /** An open database: in a worker thread of its own, or (threads: false) in the server's thread. */
 export type Instance = PGlite | DbThread
@@ -29,6 +31,8 @@ type Where = { dataDir: string; loadDataDir?: Blob } | { loadDataDir: Blob } | {
 const CLUSTER_DATABASE = 'postgres'
 /** What a spare's database is named while it waits (see #spare). */
 const SPARE_DATABASE = 'pglite_dev_db_spare'
+/** A data dir's server holds the image (about 50 MB) for this long after a new database, for the next ones. */
+const IMAGE_IDLE_MS = 30_000
 
 export interface BuildOptions {
   /** The migrated template new databases copy (null: each one runs initdb and the migrations), looked up when first needed. */
@@ -42,6 +46,8 @@ export interface BuildOptions {
    * database booted is imaged.
    */
   image?: EngineImage | null
+  /** false (a data dir's server): the image is let go IMAGE_IDLE_MS after the last new database, read again after. */
+  keepImage?: boolean
   /** New in-memory databases kept loaded ahead (spares.ts). Default 1. */
   spares?: number
   /** Extensions every database loads. */
@@ -66,6 +72,7 @@ export class DatabaseBuilder {
   #saving: Promise<void> | null = null
   /** Loading the image from the cache, or making it. */
   #imaging: Promise<EngineImage | null> | null = null
+  #letGo: NodeJS.Timeout | undefined
   /** Template blobs handed to open() by build(): only a database opened from one of them is imaged. */
   readonly #fromTemplate = new WeakSet<Blob>()
   /** The migrated state's fingerprint, rows and sequences (see baseline.ts): kept with the template, or read once. */
@@ -80,6 +87,15 @@ export class DatabaseBuilder {
     const image = this.#image
     if (image) this.#saving = options.template().then((template) => (template ? this.#saveImage(template, image) : undefined))
     if (this.threads && image) this.#spares.load()
+  }
+
+  #holdImageAWhile(): void {
+    if (this.#options.keepImage !== false) return
+    clearTimeout(this.#letGo)
+    this.#letGo = setTimeout(() => {
+      ;[this.#image, this.#imaging] = [null, null]
+      noteBusy() // the server's thread collects once idle, as after work, and the image's memory goes back
+    }, IMAGE_IDLE_MS).unref()
   }
 
   /** Whether databases run in worker threads. */
@@ -124,6 +140,7 @@ export class DatabaseBuilder {
       return this.open(name, where.dataDir === undefined ? { loadDataDir: await this.#templateBlob() } : { dataDir: where.dataDir }, thread, inside)
     }
     if (imaging && db instanceof DbThread) this.#keepImage(db)
+    if (where && 'image' in where) this.#holdImageAWhile()
     if (name !== '' && name !== database) await renameDatabase(db, database, name)
     return db
   }
@@ -148,6 +165,7 @@ export class DatabaseBuilder {
       this.#dropImage(image)
     } else if (image) {
       this.#image = image
+      this.#holdImageAWhile()
       this.#saving = this.#options.template().then((template) => (template ? this.#saveImage(template, image) : undefined))
     }
   }
@@ -226,6 +244,7 @@ export class DatabaseBuilder {
   /** The server is stopping: no spare is loaded from now on. */
   stop(): void {
     this.#spares.stop()
+    clearTimeout(this.#letGo)
   }
 
   /** The spares that loaded and nobody took; the caller closes them. */
@@ -378,18 +397,4 @@ export class DatabaseBuilder {
       throw error
     }
   }
-}
-
-/**
- * Give the database `from` of `db`'s cluster the name `to`. ALTER DATABASE ... RENAME refuses the database one is
- * connected to, and PGlite's one backend always is; what it would change is this row (a database's files are
- * named by its oid), so the row is changed directly. A database already named `to` (template1, when a client names
- * its database so) gives its name up first. A copy of a template is no template, as CREATE DATABASE makes it.
- */
-export async function renameDatabase(db: Instance, from: string, to: string): Promise<void> {
-  const literal = (text: string): string => `'${text.replaceAll("'", "''")}'`
-  await db.exec(
-    `UPDATE pg_catalog.pg_database SET datname = ${literal('pglite_dev_db_')} || datname WHERE datname = ${literal(to)} AND datname <> ${literal(from)}; ` +
-      `UPDATE pg_catalog.pg_database SET datname = ${literal(to)}, datistemplate = false WHERE datname = ${literal(from)}`,
-  )
 }

@@ -137,9 +137,11 @@ export async function openMainDatabase({ options, dataDir, cacheDir, migrations,
   }
   const databases = new Databases({
     main: db,
-    image,
+    // With a data dir it came from the cache: read again for the first new database, so that no option holds it.
+    image: dataDir ? null : image,
     // Only in-memory databases start from a spare: with a data dir each new one is a directory beside it.
     spares: dataDir ? 0 : options.spareDatabases,
+    keepImage: !dataDir,
     dataDir: dataDir ?? null,
     template,
     migrations,
