@@ -1,6 +1,6 @@
 // Runs once per `vitest run`: initdb one PGlite data dir that tests copy and keep the image their PGlite instances
-// start from (test/helpers/db.ts), make sure the
-// servers' template for no migrations is in the default cache, and start the PostgreSQL oracles (test/oracles.ts).
+// start from (test/helpers/db.ts), make sure the servers' template for no migrations is in the default cache, and
+// start the PostgreSQL oracles (test/oracles.ts).
 // Everything of one run lives under one `pglite-run-<pid>-*` dir, so a run that was killed is swept by the next.
 import { readdir, rm } from 'node:fs/promises'
 import path from 'node:path'

@@ -93,7 +93,7 @@ export async function openTestDb(imageDir: string = inject('pgliteImageDir')): P
   let loading = images.get(imageDir)
   if (!loading) images.set(imageDir, (loading = testImage(imageDir)))
   const image = await loading
-  // The image's own Postgres timer deadline is not carried over: a fresh start has none armed.
+  // No Postgres timer to arm: none was when the image was taken (saveTestImage).
   const db = await PGlite.create({ fs: new ImageFS(image, seen, () => {}), initialMemory: image.memoryBytes, startParams: START_PARAMS })
   let closing: Promise<void> | undefined
   return { db, close: () => (closing ??= db.closed ? Promise.resolve() : db.close()) }
