@@ -1,7 +1,8 @@
 // The figures that are not closed loops: pgbench's own tps, pglite-dev-db's start-up time and idle memory, what an
 // idle connection costs it, and the top self-time functions of a server CPU profile.
 
-import { readFile } from 'node:fs/promises'
+import { mkdtemp, readFile, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
 import type { Socket } from 'node:net'
 import { join, relative } from 'node:path'
 import pg from 'pg'
@@ -114,6 +115,8 @@ async function startOnce(modeArgs: string[]): Promise<StartupRun> {
 export interface StartupResult {
   memory: StartupRun[]
   dataDir: StartupRun[]
+  /** A data dir that does not exist yet: a user's first start (absent in older results). */
+  newDataDir?: StartupRun[]
   /** `--memory`, no spares: the server's RSS each database beyond the first adds, once idle (absent in older results). */
   extraDatabase?: ExtraDatabaseRss
   /** Spawn to the URL line and to a first query answered, per Node version and checkout (absent in older results). */
@@ -184,6 +187,15 @@ export async function measureStartup(template: string, runs: number, setup: Star
   for (let i = 0; i < runs; i++) result.memory.push(await startOnce(['--memory']))
   const dataDir = await copyTemplate(template)
   for (let i = 0; i < runs; i++) result.dataDir.push(await startOnce(['--data-dir', dataDir]))
+  result.newDataDir = []
+  for (let i = 0; i < runs; i++) {
+    const parent = await mkdtemp(join(tmpdir(), 'pglite-bench-new-'))
+    try {
+      result.newDataDir.push(await startOnce(['--data-dir', join(parent, 'data')]))
+    } finally {
+      await rm(parent, { recursive: true, force: true })
+    }
+  }
   result.extraDatabase = await measureExtraDatabases()
   const targets = setup.baseline ? (['ours', 'baseline'] as const) : (['ours'] as const)
   const nodes = setup.nodes.length > 0 ? setup.nodes : [{ path: process.execPath, version: process.version }]
