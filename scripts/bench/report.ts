@@ -549,8 +549,9 @@ export function evaluateGoals(results: Results): Goal[] {
   }
   if (results.startup) {
     const s = results.startup
-    const idleRuns: Array<[string, StartupRun[]]> = [['`--data-dir` (reopened)', s.dataDir], ...(s.newDataDir ? [['`--data-dir` (new)', s.newDataDir] as [string, StartupRun[]]] : []), ['`--memory`', s.memory]]
+    const idleRuns: Array<[string, StartupRun[] | undefined]> = [['`--data-dir` (reopened)', s.dataDir], ['`--data-dir` (new)', s.newDataDir], ['`--memory`', s.memory]]
     for (const [name, runs] of idleRuns) {
+      if (!runs) continue
       const rss = median(runs.map((r) => r.idleRssKb)) / 1024
       goals.push({ goal: `idle server ≤ 150 MB RSS, ${name}`, measured: `${rss.toFixed(0)} MB`, isMet: rss <= 150 })
     }

@@ -140,7 +140,6 @@ export class DatabaseBuilder {
       return this.open(name, where.dataDir === undefined ? { loadDataDir: await this.#templateBlob() } : { dataDir: where.dataDir }, thread, inside)
     }
     if (imaging && db instanceof DbThread) this.#keepImage(db)
-    if (where && 'image' in where) this.#holdImageAWhile()
     if (name !== '' && name !== database) await renameDatabase(db, database, name)
     return db
   }
@@ -209,6 +208,7 @@ export class DatabaseBuilder {
    * from the template to take it (then kept in the cache). Null: they boot.
    */
   async #imageOf(template: Template, make: boolean): Promise<EngineImage | null> {
+    this.#holdImageAWhile()
     if (this.#image || this.#noImage || !this.threads) return this.#image
     this.#imaging ??= loadImage(this.#imageDir(template), this.#options.log)
     const cached = await this.#imaging
