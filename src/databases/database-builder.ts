@@ -117,10 +117,10 @@ export class DatabaseBuilder {
   /**
    * Open database `name` at `where` with its bundles, in a worker thread or in this one. Each database is a cluster
    * of its own, whose database carries the name clients know it by (current_database(), information_schema and
-   * pg_database agree): `inside` is the name its files give it (a template's or a new initdb's `postgres`, another
-   * database's when copied from it), which is changed to `name` now; '' keeps it.
+   * pg_database agree): `inside` is the name its files give it (a template's or initdb's `postgres`, another database's
+   * when copied), changed to `name` now; '' keeps it. `take`: a thread's image is taken, left on it for the caller.
    */
-  async open(name: string, where: Where, thread: boolean, inside = name): Promise<Instance> {
+  async open(name: string, where: Where, thread: boolean, inside = name, take = false): Promise<Instance> {
     const { startParams } = this.#options
     const names = this.extensionsOf(name)
     const database = inside || CLUSTER_DATABASE
@@ -130,7 +130,7 @@ export class DatabaseBuilder {
     let db: Instance
     try {
       db = thread
-        ? await DbThread.create({ ...where, startParams, extensions: [...names], database, ...(imaging ? { image: 'take' as const } : {}) })
+        ? await DbThread.create({ ...where, startParams, extensions: [...names], database, ...(imaging || take ? { image: 'take' as const } : {}) })
         : await openPGlite({ ...(where as Exclude<Where, { image: EngineImage }>), startParams, extensions: (await loadExtensions(names)).extensions, database })
     } catch (error) {
       if (!where || !('image' in where)) throw error
@@ -146,14 +146,14 @@ export class DatabaseBuilder {
 
   /** Whether a database opened as `name` from `where` is the kind the image stands for (see BuildOptions.image). */
   #wantsImage(name: string, where: { loadDataDir: Blob }): boolean {
-    return !this.#image && !this.#noImage && this.#fromTemplate.has(where.loadDataDir) && this.#imageFits(name)
+    return !this.#image && !this.#noImage && this.#fromTemplate.has(where.loadDataDir) && this.imageFits(name)
   }
 
   /**
    * Only a database without extension bundles starts from an image: PGlite loads a bundle's libraries into the
    * instance after the point where the image is copied in, at addresses the image's memory may hold otherwise.
    */
-  #imageFits(name: string): boolean {
+  imageFits(name: string): boolean {
     return this.extensionsOf(name).length === 0
   }
 
@@ -348,7 +348,7 @@ export class DatabaseBuilder {
       await mkdir(dir, { recursive: true })
       const fresh = !(await holdsDatabase(dir))
       // A new one gets the image's files and starts from its memory; without an image, the template's files and a boot.
-      const image = fresh && template && thread && this.#imageFits(name) ? await this.#imageOf(template, true) : null
+      const image = fresh && template && thread && this.imageFits(name) ? await this.#imageOf(template, true) : null
       if (image) await writeDataDir(image, dir)
       else if (fresh && template) await seedDataDir(dir, template)
       let db = image ? await open({ dataDir: dir, image }) : fresh ? await open({ dataDir: dir }) : await this.#openKept(name, dir, thread)
@@ -362,7 +362,7 @@ export class DatabaseBuilder {
       // Kept from an earlier run, it may lack migrations added since, as the main database would.
       return this.#migrated(db, (!fresh || !template) && migrations !== null)
     }
-    const image = template && thread && this.#imageFits(name) ? await this.#imageOf(template, false) : null
+    const image = template && thread && this.imageFits(name) ? await this.#imageOf(template, false) : null
     if (image) return open({ image })
     if (template) return open({ loadDataDir: await this.#templateBlob() })
     return this.#migrated(await open(null), migrations !== null)

@@ -17,6 +17,7 @@ import { bundlesFor } from '../engine/extensions.ts'
 import { lackOfSpace, openWithWalSpace, placeReserve, RESERVE_ENTRY, WalReserve } from './wal-reserve.ts'
 import { listTar, rewriteTar } from './tar.ts'
 import { MAIN_DATABASE } from './options.ts'
+import { TemplateCopies } from './template-copies.ts'
 
 export { MAIN_DATABASE }
 
@@ -45,6 +46,8 @@ export class Databases implements DatabaseCatalog {
   /** The tail of the work queued on each name. */
   readonly #work = new Map<string, Promise<unknown>>()
   readonly #builder: DatabaseBuilder
+  /** Copies of a client's template database start from an image of the first. */
+  readonly #copies = new TemplateCopies()
   #closed = false
   /** Replaced in-memory databases still closing; close() waits for them. */
   readonly #closing = new Set<Promise<void>>()
@@ -126,18 +129,26 @@ export class Databases implements DatabaseCatalog {
       })
     }
     if (await this.exists(name)) return false
-    const files = await this.#serialize(template, () => this.#filesOf(template))
+    const dir = this.#dirFor(name)
+    const extra = this.#builder.extensionsOf(template).filter((bundle) => !this.#options.extensions.names.includes(bundle))
+    const imageable = dir === null && this.#builder.threads && extra.length === 0 && this.#builder.imageFits(name)
+    const source = await this.#serialize(template, () => this.#copies.source(() => this.#open.get(template), imageable, () => this.#filesOf(template)))
     return this.#serialize(name, async () => {
       if (await this.exists(name)) return false
       const started = performance.now()
-      const extra = this.#builder.extensionsOf(template).filter((bundle) => !this.#options.extensions.names.includes(bundle))
       if (extra.length > 0) this.#builder.addExtensions(name, extra)
-      const dir = this.#dirFor(name)
       if (dir !== null) await mkdir(dir, { recursive: true })
       // The copy's database has the template's name until it opens under its own.
-      const db = await this.#builder.open(name, dir === null ? { loadDataDir: files } : { dataDir: dir, loadDataDir: files }, this.#builder.threads, template)
+      let db: Instance | null = source.image && (await this.#copies.start(source.image, name, template, this.#options))
+      const fromImage = db !== null
+      if (!db) {
+        const files = source.files ?? (await this.#serialize(template, () => this.#filesOf(template)))
+        const take = imageable && source.files !== null
+        db = await this.#builder.open(name, dir === null ? { loadDataDir: files } : { dataDir: dir, loadDataDir: files }, this.#builder.threads, template, take)
+        if (take) this.#copies.keep(source.template, source.calls, db)
+      }
       this.#adopt(name, db)
-      this.#options.log.info('database created', { database: name, template, ms: Math.round(performance.now() - started) })
+      this.#options.log.info('database created', { database: name, template, ms: Math.round(performance.now() - started), ...(fromImage ? { image: true } : {}) })
       return true
     })
   }
@@ -160,6 +171,7 @@ export class Databases implements DatabaseCatalog {
       const existed = await this.exists(name)
       const db = this.#open.get(name)
       this.#open.delete(name)
+      this.#copies.forget(db)
       await this.#walReserves.get(name)?.stop()
       this.#walReserves.delete(name)
       if (db && !db.closed) await db.close()
@@ -209,6 +221,7 @@ export class Databases implements DatabaseCatalog {
   async close(deadlineMs?: number): Promise<string[]> {
     this.#closed = true
     this.#builder.stop()
+    this.#copies.clear()
     await this.#builder.imageKept()
     await Promise.all([...this.#walReserves.values()].map((reserve) => reserve.stop()))
     await Promise.allSettled([...this.#work.values()])

@@ -67,6 +67,8 @@ export class DbThread {
   readonly #calls = new Map<number, Call>()
   readonly #lock = new Turns()
   #nextId = 1
+  /** Calls made into the database so far, of every kind: one that may have changed its files counts (template-copies.ts). */
+  #callsMade = 0
   /** Set once PGlite (or its thread) died; every later call fails with it at once. */
   #dead: Error | null = null
   /** What the thread threw before it exited, kept as the exit error's cause. */
@@ -135,6 +137,11 @@ export class DbThread {
     await this.#worker.terminate()
   }
 
+  /** How many calls were made into the database so far (protocol calls and requests alike). */
+  get callsMade(): number {
+    return this.#callsMade
+  }
+
   get closed(): boolean {
     return this.#closed
   }
@@ -177,6 +184,7 @@ export class DbThread {
   /** A protocol call keeps the process alive while it runs; a fatal failure is the database's death. */
   async #protocolCall(call: () => Promise<void>): Promise<void> {
     if (this.#dead) throw this.#dead
+    this.#callsMade++
     if (this.#calls.size === 0) this.#worker.ref()
     try {
       await call()
@@ -340,6 +348,7 @@ export class DbThread {
 
   #request(request: DistributiveOmit<ThreadRequest, 'id'>, transfer: ArrayBuffer[] = []): Promise<unknown> {
     const id = this.#nextId++
+    this.#callsMade++
     return this.#call(id, { ...request, id } as ThreadRequest, transfer)
   }
 

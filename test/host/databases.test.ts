@@ -224,6 +224,53 @@ describe('CREATE DATABASE and DROP DATABASE', () => {
     expect(await codeOf(user.query('drop database postgres'))).toBe('0A000')
   })
 
+  it('copies of a TEMPLATE after the first start from its image, until the template is used again', async () => {
+    const dev = await serve({ migrations: false })
+    const admin = await client(dev.url)
+    await admin.query('create database base')
+    const base = await client(urlOf(dev.url, 'base'))
+    await base.query('create table kept (a int); insert into kept values (1); alter database base with is_template = true')
+    await endClient(base)
+    const rows = async (database: string) => {
+      const c = await client(urlOf(dev.url, database))
+      const { rows } = await c.query('select current_database() as name, array_agg(a order by a) as a from kept')
+      await endClient(c)
+      return rows[0]
+    }
+    const copy = async (name: string) => {
+      await admin.query(`create database ${name} template base`)
+      return created.find((fields) => fields['database'] === name)?.['image'] === true ? 'image' : 'boot'
+    }
+    expect([await copy('copy_1'), await copy('copy_2'), await copy('copy_3')]).toEqual(['boot', 'image', 'image'])
+    // A copy's changes are its own; the template's and the other copies' stay.
+    const two = await client(urlOf(dev.url, 'copy_2'))
+    await two.query('insert into kept values (2)')
+    await endClient(two)
+    expect([await rows('copy_1'), await rows('copy_2'), await rows('copy_3')]).toEqual([
+      { name: 'copy_1', a: [1] },
+      { name: 'copy_2', a: [1, 2] },
+      { name: 'copy_3', a: [1] },
+    ])
+    // Any call into the template may have changed its files: the next copy boots from them, and is imaged again.
+    const again = await client(urlOf(dev.url, 'base'))
+    await again.query('insert into kept values (3)')
+    await endClient(again)
+    expect([await copy('copy_4'), await copy('copy_5')]).toEqual(['boot', 'image'])
+    expect([await rows('copy_4'), await rows('copy_5')]).toEqual([
+      { name: 'copy_4', a: [1, 3] },
+      { name: 'copy_5', a: [1, 3] },
+    ])
+    // Dropped and made again under the same name, it is another template.
+    await admin.query('alter database base with is_template = false')
+    await admin.query('drop database base')
+    await admin.query('create database base')
+    const remade = await client(urlOf(dev.url, 'base'))
+    await remade.query('create table kept (a int); insert into kept values (9)')
+    await endClient(remade)
+    expect(await copy('copy_6')).toBe('boot')
+    expect(await rows('copy_6')).toEqual({ name: 'copy_6', a: [9] })
+  })
+
   it('DROP DATABASE WITH (FORCE) ends the connections to it with 57P01', async () => {
     const dev = await serve()
     const admin = await client(dev.url)

@@ -1,0 +1,110 @@
+// Copies of a database that a client names as the TEMPLATE of CREATE DATABASE (a test suite's template, copied once
+// per test file, say). The first copy boots from the template's files with its image taken (engine/image.ts); the
+// next ones start from that image, in about half the time, as long as the template has had no call since its files
+// were read: any call may have changed them. In memory and in database threads only, and only without extension
+// bundles beyond those every database loads (database-builder.ts imageFits). An image is let go HOLD_MS after its
+// last use.
+
+import type { EngineImage } from '../engine/image.ts'
+import { DbThread } from '../engine/thread.ts'
+import type { Logger } from '../log.ts'
+import type { Instance } from './database-builder.ts'
+import { renameDatabase } from './rename-database.ts'
+
+const HOLD_MS = 30_000
+
+/** Where a copy starts from: an image, or the template's files (then `template` had made `calls` calls; -1: none counted). */
+export interface CopySource {
+  image: EngineImage | null
+  files: Blob | null
+  template: Instance | undefined
+  calls: number
+}
+
+interface Kept {
+  image: EngineImage
+  /** The template's callsMade when its files were read. */
+  calls: number
+  letGo: NodeJS.Timeout
+}
+
+export class TemplateCopies {
+  readonly #kept = new Map<DbThread, Kept>()
+
+  /** The image a copy of `template` starts from, if one is kept and the template had no call since. */
+  imageOf(template: Instance | undefined): EngineImage | null {
+    if (!(template instanceof DbThread)) return null
+    const kept = this.#kept.get(template)
+    if (!kept) return null
+    if (kept.calls !== template.callsMade || template.closed) {
+      this.forget(template)
+      return null
+    }
+    kept.letGo.refresh()
+    return kept.image
+  }
+
+  /**
+   * What a copy of the template (`template()`, open or not yet) starts from: the image of an earlier copy, or (not
+   * `imageable`, or none kept) the files `readFiles` reads, with the template's calls after that.
+   */
+  async source(template: () => Instance | undefined, imageable: boolean, readFiles: () => Promise<Blob>): Promise<CopySource> {
+    const image = imageable ? this.imageOf(template()) : null
+    if (image) return { image, files: null, template: undefined, calls: 0 }
+    const files = await readFiles()
+    const db = template()
+    return { image: null, files, template: db, calls: db instanceof DbThread ? db.callsMade : -1 }
+  }
+
+  /**
+   * Start copy `name` from `image`, named `inside` in the image's files until renamed; null if it could not be (the
+   * image is not used again: the copy boots from the template's files instead).
+   */
+  async start(image: EngineImage, name: string, inside: string, options: { startParams: string[]; log: Logger }): Promise<DbThread | null> {
+    let db: DbThread
+    try {
+      db = await DbThread.create({ image, startParams: options.startParams, extensions: [], database: inside })
+    } catch (error) {
+      this.#drop(image)
+      options.log.warn('could not start a copy of the template database from its image; booting it', { database: name, template: inside, error })
+      return null
+    }
+    try {
+      if (name !== inside) await renameDatabase(db, inside, name)
+    } catch (error) {
+      await db.close().catch((closing: unknown) => {
+        throw new Error(`could not rename the copy's database, nor close it: ${String(closing)}`, { cause: error })
+      })
+      throw error
+    }
+    return db
+  }
+
+  /** `copy` was booted, with its image taken, from the files `template` had after `calls` calls: keep its image. */
+  keep(template: Instance | undefined, calls: number, copy: Instance): void {
+    if (!(template instanceof DbThread) || !(copy instanceof DbThread)) return
+    const image = copy.image
+    copy.image = null
+    if (!image || image instanceof Error) return
+    this.forget(template)
+    const letGo = setTimeout(() => this.#kept.delete(template), HOLD_MS).unref()
+    this.#kept.set(template, { image, calls, letGo })
+  }
+
+  /** No copy of `template` starts from an image kept until now. */
+  forget(template: Instance | undefined): void {
+    if (!(template instanceof DbThread)) return
+    clearTimeout(this.#kept.get(template)?.letGo)
+    this.#kept.delete(template)
+  }
+
+  #drop(image: EngineImage): void {
+    for (const [template, kept] of this.#kept) if (kept.image === image) this.forget(template)
+  }
+
+  /** The server stops: every image goes. */
+  clear(): void {
+    for (const { letGo } of this.#kept.values()) clearTimeout(letGo)
+    this.#kept.clear()
+  }
+}
