@@ -82,10 +82,11 @@ export class TemplateCopies {
 
   /** `copy` was booted, with its image taken, from the files `template` had after `calls` calls: keep its image. */
   keep(template: Instance | undefined, calls: number, copy: Instance): void {
-    if (!(template instanceof DbThread) || !(copy instanceof DbThread)) return
+    if (!(copy instanceof DbThread)) return
+    // Not the copy's to hold for its life (about 50 MB), whether kept here or not.
     const image = copy.image
     copy.image = null
-    if (!image || image instanceof Error) return
+    if (!(template instanceof DbThread) || !image || image instanceof Error) return
     this.forget(template)
     const letGo = setTimeout(() => this.#kept.delete(template), HOLD_MS).unref()
     this.#kept.set(template, { image, calls, letGo })
