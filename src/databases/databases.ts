@@ -14,10 +14,9 @@ import { resetInPlace } from './baseline.ts'
 import { DatabaseBuilder, type BuildOptions, type Instance } from './database-builder.ts'
 import { DbThread } from '../engine/thread.ts'
 import { bundlesFor } from '../engine/extensions.ts'
-import { lackOfSpace, openWithWalSpace, placeReserve, RESERVE_ENTRY, WalReserve } from './wal-reserve.ts'
-import { listTar, rewriteTar } from './tar.ts'
+import { lackOfSpace, openWithWalSpace, placeReserve, WalReserve } from './wal-reserve.ts'
 import { MAIN_DATABASE } from './options.ts'
-import { TemplateCopies } from './template-copies.ts'
+import { TemplateCopies, templateFiles } from './template-copies.ts'
 
 export { MAIN_DATABASE }
 
@@ -153,17 +152,9 @@ export class Databases implements DatabaseCatalog {
     })
   }
 
-  /**
-   * The files of database `name` (which nobody uses), as a tarball PGlite loads: checkpointed first, so that the copy
-   * needs no WAL replay; without the server's lock files and WAL reserve, and with PG_VERSION last (a copy into a data dir cut short
-   * leaves no database there).
-   */
+  /** The files of database `name` (which nobody uses), as a copy starts from (template-copies.ts templateFiles). */
   async #filesOf(name: string): Promise<Blob> {
-    const db = this.#open.get(name) ?? (await this.#openOrCreate(name, 'TEMPLATE of CREATE DATABASE')).db
-    await db.exec('CHECKPOINT')
-    const tar = new Uint8Array(await (await db.dumpDataDir('none')).arrayBuffer())
-    const files = rewriteTar(tar, listTar(tar), (file) => isLockFile(file) || file === RESERVE_ENTRY, (file) => file === 'PG_VERSION')
-    return new Blob([files], { type: 'application/x-tar' })
+    return templateFiles(this.#open.get(name) ?? (await this.#openOrCreate(name, 'TEMPLATE of CREATE DATABASE')).db)
   }
 
   drop(name: string): Promise<boolean> {

@@ -9,7 +9,10 @@ import type { EngineImage } from '../engine/image.ts'
 import { DbThread } from '../engine/thread.ts'
 import type { Logger } from '../log.ts'
 import type { Instance } from './database-builder.ts'
+import { isLockFile } from './data-dir-lock.ts'
 import { renameDatabase } from './rename-database.ts'
+import { listTar, rewriteTar } from './tar.ts'
+import { RESERVE_ENTRY } from './wal-reserve.ts'
 
 const HOLD_MS = 30_000
 
@@ -108,4 +111,16 @@ export class TemplateCopies {
     for (const { letGo } of this.#kept.values()) clearTimeout(letGo)
     this.#kept.clear()
   }
+}
+
+/**
+ * The files of `db` as a copy starts from, a tarball PGlite loads: checkpointed first, so that the copy needs no WAL
+ * replay; without the server's lock files and WAL reserve, and with PG_VERSION last (a copy into a data dir cut short
+ * leaves no database there).
+ */
+export async function templateFiles(db: Instance): Promise<Blob> {
+  await db.exec('CHECKPOINT')
+  const tar = new Uint8Array(await (await db.dumpDataDir('none')).arrayBuffer())
+  const files = rewriteTar(tar, listTar(tar), (file) => isLockFile(file) || file === RESERVE_ENTRY, (file) => file === 'PG_VERSION')
+  return new Blob([files], { type: 'application/x-tar' })
 }

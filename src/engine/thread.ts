@@ -67,7 +67,6 @@ export class DbThread {
   readonly #calls = new Map<number, Call>()
   readonly #lock = new Turns()
   #nextId = 1
-  /** Calls made into the database so far, of every kind: one that may have changed its files counts (template-copies.ts). */
   #callsMade = 0
   /** Set once PGlite (or its thread) died; every later call fails with it at once. */
   #dead: Error | null = null
@@ -137,7 +136,7 @@ export class DbThread {
     await this.#worker.terminate()
   }
 
-  /** How many calls were made into the database so far (protocol calls and requests alike). */
+  /** Calls made into the database so far, protocol calls and requests alike: any may change its files (template-copies.ts). */
   get callsMade(): number {
     return this.#callsMade
   }
