@@ -1,11 +1,14 @@
 // Copies of a database that a client names as the TEMPLATE of CREATE DATABASE (a test suite's template, copied once
-// per test file, say). The first copy boots from the template's files with its image taken (engine/image.ts); the
-// next ones start from that image, in about half the time, as long as the template has had no call since its files
-// were read: any call may have changed them. In memory and in database threads only, and only without extension
-// bundles beyond those every database loads (database-builder.ts imageFits). An image is let go HOLD_MS after its
-// last use.
+// per test file, say). In memory the first copy boots from the template's files with its image taken (engine/image.ts);
+// with a data dir the first boots there as before, and the second has the image made by a boot in memory, so that a
+// single copy costs no more than it did. The next ones start from that image (its files written to the copy's data
+// dir), in about half the time, as long as the template has had no call since its files were read: any call may have
+// changed them. In database threads only, and only without extension bundles beyond those every database loads
+// (database-builder.ts imageFits). An image is let go HOLD_MS after its last use.
 
+import { mkdir, rm } from 'node:fs/promises'
 import type { EngineImage } from '../engine/image.ts'
+import { writeDataDir } from '../engine/image-on-disk.ts'
 import { DbThread } from '../engine/thread.ts'
 import type { Logger } from '../log.ts'
 import type { Instance } from './database-builder.ts'
@@ -16,12 +19,16 @@ import { RESERVE_ENTRY } from './wal-reserve.ts'
 
 const HOLD_MS = 30_000
 
-/** Where a copy starts from: an image, or the template's files (then `template` had made `calls` calls; -1: none counted). */
+/**
+ * Where a copy starts from: an image, or the template's files (then `template` had made `calls` calls, and `before`
+ * before they were read, which reading them takes; -1: none counted).
+ */
 export interface CopySource {
   image: EngineImage | null
   files: Blob | null
   template: Instance | undefined
   calls: number
+  before: number
 }
 
 interface Kept {
@@ -31,8 +38,15 @@ interface Kept {
   letGo: NodeJS.Timeout
 }
 
+interface CopyOptions {
+  startParams: string[]
+  log: Logger
+}
+
 export class TemplateCopies {
   readonly #kept = new Map<DbThread, Kept>()
+  /** Templates copied into a data dir once, from their files after this many calls: the next copy makes an image. */
+  readonly #copiedOnce = new Map<DbThread, number>()
 
   /** The image a copy of `template` starts from, if one is kept and the template had no call since. */
   imageOf(template: Instance | undefined): EngineImage | null {
@@ -53,23 +67,31 @@ export class TemplateCopies {
    */
   async source(template: () => Instance | undefined, imageable: boolean, readFiles: () => Promise<Blob>): Promise<CopySource> {
     const image = imageable ? this.imageOf(template()) : null
-    if (image) return { image, files: null, template: undefined, calls: 0 }
+    if (image) return { image, files: null, template: undefined, calls: 0, before: 0 }
+    const open = template()
+    const before = open instanceof DbThread ? open.callsMade : -1
     const files = await readFiles()
     const db = template()
-    return { image: null, files, template: db, calls: db instanceof DbThread ? db.callsMade : -1 }
+    return { image: null, files, template: db, calls: db instanceof DbThread ? db.callsMade : -1, before: db === open ? before : -1 }
   }
 
   /**
-   * Start copy `name` from `image`, named `inside` in the image's files until renamed; null if it could not be (the
-   * image is not used again: the copy boots from the template's files instead).
+   * Start copy `name` from `image`, named `inside` in the image's files until renamed; in `dataDir` (empty), which gets
+   * the image's files first, or in memory. Null if it could not be (the image is not used again, and `dataDir` is
+   * empty again: the copy boots from the template's files instead).
    */
-  async start(image: EngineImage, name: string, inside: string, options: { startParams: string[]; log: Logger }): Promise<DbThread | null> {
+  async start(image: EngineImage, name: string, inside: string, dataDir: string | null, options: CopyOptions): Promise<DbThread | null> {
     let db: DbThread
     try {
-      db = await DbThread.create({ image, startParams: options.startParams, extensions: [], database: inside })
+      if (dataDir !== null) await writeDataDir(image, dataDir)
+      db = await DbThread.create({ image, startParams: options.startParams, extensions: [], database: inside, ...(dataDir !== null ? { dataDir } : {}) })
     } catch (error) {
       this.#drop(image)
       options.log.warn('could not start a copy of the template database from its image; booting it', { database: name, template: inside, error })
+      if (dataDir !== null) {
+        await rm(dataDir, { recursive: true, force: true })
+        await mkdir(dataDir, { recursive: true })
+      }
       return null
     }
     try {
@@ -89,7 +111,39 @@ export class TemplateCopies {
     // Not the copy's to hold for its life (about 50 MB), whether kept here or not.
     const image = copy.image
     copy.image = null
-    if (!(template instanceof DbThread) || !image || image instanceof Error) return
+    if (template instanceof DbThread && image && !(image instanceof Error)) this.#keepImage(template, calls, image)
+  }
+
+  /**
+   * For a copy into a data dir from the template's files (`source`): null the first time (it boots there, as any
+   * copy did); the next time, if the template had no call since, the image made now by a boot of those files in
+   * memory, kept for the copies after it. Null too if that boot fails (the copy boots in its data dir).
+   */
+  async imageFromFiles(source: CopySource, inside: string, options: CopyOptions): Promise<EngineImage | null> {
+    const { template, files, calls, before } = source
+    if (!(template instanceof DbThread) || files === null) return null
+    // Copied before, and no call since but the reads of its files: likely to be copied again as it is.
+    if (before < 0 || this.#copiedOnce.get(template) !== before) {
+      this.#copiedOnce.set(template, calls)
+      return null
+    }
+    let image: EngineImage | Error | null
+    try {
+      const booted = await DbThread.create({ loadDataDir: files, startParams: options.startParams, extensions: [], database: inside, image: 'take' })
+      await booted.close()
+      image = booted.image
+    } catch (error) {
+      image = error as Error
+    }
+    if (!image || image instanceof Error) {
+      options.log.warn('could not make an image of the template database; its copies boot', { template: inside, error: image })
+      return null
+    }
+    this.#keepImage(template, calls, image)
+    return image
+  }
+
+  #keepImage(template: DbThread, calls: number, image: EngineImage): void {
     this.forget(template)
     const letGo = setTimeout(() => this.#kept.delete(template), HOLD_MS).unref()
     this.#kept.set(template, { image, calls, letGo })
@@ -100,6 +154,7 @@ export class TemplateCopies {
     if (!(template instanceof DbThread)) return
     clearTimeout(this.#kept.get(template)?.letGo)
     this.#kept.delete(template)
+    this.#copiedOnce.delete(template)
   }
 
   #drop(image: EngineImage): void {
@@ -110,6 +165,7 @@ export class TemplateCopies {
   clear(): void {
     for (const { letGo } of this.#kept.values()) clearTimeout(letGo)
     this.#kept.clear()
+    this.#copiedOnce.clear()
   }
 }
 

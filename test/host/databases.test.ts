@@ -224,8 +224,9 @@ describe('CREATE DATABASE and DROP DATABASE', () => {
     expect(await codeOf(user.query('drop database postgres'))).toBe('0A000')
   })
 
-  it('copies of a TEMPLATE after the first start from its image, until the template is used again', async () => {
-    const dev = await serve({ migrations: false })
+  // In memory the first copy's boot takes the image; with a data dir the second copy has it made (a boot in memory).
+  it.each(['in memory', 'with a data dir'])('copies of a TEMPLATE after the first start from its image, until the template is used again (%s)', async (where) => {
+    const dev = await serve({ migrations: false, ...(where === 'with a data dir' ? { dataDir: await scratchDataDir() } : {}) })
     const admin = await client(dev.url)
     await admin.query('create database base')
     const base = await client(urlOf(dev.url, 'base'))
@@ -251,14 +252,21 @@ describe('CREATE DATABASE and DROP DATABASE', () => {
       { name: 'copy_2', a: [1, 2] },
       { name: 'copy_3', a: [1] },
     ])
-    // Any call into the template may have changed its files: the next copy boots from them, and is imaged again.
-    const again = await client(urlOf(dev.url, 'base'))
-    await again.query('insert into kept values (3)')
-    await endClient(again)
-    expect([await copy('copy_4'), await copy('copy_5')]).toEqual(['boot', 'image'])
-    expect([await rows('copy_4'), await rows('copy_5')]).toEqual([
+    // Any call into the template may have changed its files: the next copy boots from them, and so does the one after
+    // another change; once copied unchanged, it is imaged again.
+    const write = async (a: number) => {
+      const again = await client(urlOf(dev.url, 'base'))
+      await again.query(`insert into kept values (${a})`)
+      await endClient(again)
+    }
+    await write(3)
+    expect(await copy('copy_4')).toBe('boot')
+    await write(4)
+    expect([await copy('copy_5'), await copy('copy_6')]).toEqual(['boot', 'image'])
+    expect([await rows('copy_4'), await rows('copy_5'), await rows('copy_6')]).toEqual([
       { name: 'copy_4', a: [1, 3] },
-      { name: 'copy_5', a: [1, 3] },
+      { name: 'copy_5', a: [1, 3, 4] },
+      { name: 'copy_6', a: [1, 3, 4] },
     ])
     // Dropped and made again under the same name, it is another template.
     await admin.query('alter database base with is_template = false')
@@ -267,8 +275,8 @@ describe('CREATE DATABASE and DROP DATABASE', () => {
     const remade = await client(urlOf(dev.url, 'base'))
     await remade.query('create table kept (a int); insert into kept values (9)')
     await endClient(remade)
-    expect(await copy('copy_6')).toBe('boot')
-    expect(await rows('copy_6')).toEqual({ name: 'copy_6', a: [9] })
+    expect(await copy('copy_7')).toBe('boot')
+    expect(await rows('copy_7')).toEqual({ name: 'copy_7', a: [9] })
   })
 
   it('DROP DATABASE WITH (FORCE) ends the connections to it with 57P01', async () => {
