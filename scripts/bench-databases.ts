@@ -1,7 +1,8 @@
 // Benchmark for a database per test worker: how long a new database takes to be ready on first connect (the
 // first, and the next ones with the spare loaded ahead), how long `select pglite_dev_db.reset()` takes in place and
 // as a fresh copy (after DDL), and how long 4 workers wait to get their databases at once. Real server, real
-// node-postgres clients. Then 4 pgbench processes, each on its own database, busy at once: throughput and the cores
+// node-postgres clients. Then six copies of one database by CREATE DATABASE ... TEMPLATE, in memory and with a data
+// dir, each timed from the client. Then 4 pgbench processes, each on its own database, busy at once: throughput and the cores
 // the server used, with databases in worker threads (the default) and with --no-database-threads.
 // Prints Markdown tables and writes the figures as JSON.
 // Usage: npm run bench:databases -- [--resets N] [--seconds S] [--json PATH] [--no-database-threads (for the first table)]
@@ -16,6 +17,7 @@ import { startDevDb } from '../src/databases/dev-db.ts'
 
 const { values } = parseArgs({ options: { resets: { type: 'string' }, seconds: { type: 'string' }, json: { type: 'string' }, 'no-database-threads': { type: 'boolean' } } })
 const RESETS = Number(values.resets ?? 50)
+const COPIES = 6
 const SECONDS = Number(values.seconds ?? 8)
 const JSON_PATH = values.json ?? 'results/benchmarks-databases.json'
 
@@ -94,6 +96,16 @@ try {
   await Promise.all(clients.splice(0).map((client) => client.end()))
   await dev.close()
 
+  const copies = { memory: await templateCopies(false), dataDir: await templateCopies(true) }
+  process.stdout.write(
+    [
+      '',
+      '| CREATE DATABASE ... TEMPLATE base (1,000 rows), one after another | in memory, ms | with a data dir, ms |',
+      '| --- | --- | --- |',
+      ...copies.memory.map((memory, i) => `| copy ${i + 1} | ${memory.toFixed(0)} | ${copies.dataDir[i]!.toFixed(0)} |`),
+    ].join('\n') + '\n',
+  )
+
   const busy = await busyDatabases()
   process.stdout.write(
     [
@@ -103,11 +115,39 @@ try {
       ...busy.map((b) => `| ${b.workload} | ${b.threads.tps.toFixed(0)} | ${b.threads.cores.toFixed(2)} | ${b.single.tps.toFixed(0)} | ${b.single.cores.toFixed(2)} | ${(b.threads.tps / b.single.tps).toFixed(2)}x |`),
     ].join('\n') + '\n',
   )
-  await writeFile(JSON_PATH, JSON.stringify({ date: new Date().toISOString(), rows, busy }, null, 2) + '\n')
+  await writeFile(JSON_PATH, JSON.stringify({ date: new Date().toISOString(), rows, copies, busy }, null, 2) + '\n')
   process.stderr.write(`figures written to ${JSON_PATH}\n`)
 } finally {
   await Promise.all(clients.map((client) => client.end()))
   await dev.close()
+}
+
+/** Each copy's time, from the client: COPIES copies of a database of 1,000 rows made with CREATE DATABASE ... TEMPLATE. */
+async function templateCopies(withDataDir: boolean): Promise<number[]> {
+  const dir = withDataDir ? await mkdtemp(join(tmpdir(), 'bench-copies-')) : null
+  const server = await startDevDb({ migrations: false, ...(dir ? { dataDir: join(dir, 'data') } : {}) })
+  const admin = new pg.Client({ connectionString: server.url })
+  try {
+    await admin.connect()
+    await admin.query('create database base')
+    const base = new pg.Client({ connectionString: server.url.replace(/\/postgres$/, '/base') })
+    await base.connect()
+    await base.query('create table kept (a int); insert into kept select generate_series(1, 1000)')
+    await base.end()
+    // Not while the server still loads its spare (in memory) after its start.
+    await server.databases.spareLoaded()
+    const times: number[] = []
+    for (let i = 1; i <= COPIES; i++) {
+      const started = performance.now()
+      await admin.query(`create database copy_${i} template base`)
+      times.push(performance.now() - started)
+    }
+    return times
+  } finally {
+    await admin.end()
+    await server.close()
+    if (dir) await rm(dir, { recursive: true, force: true })
+  }
 }
 
 /** For each workload: 4 pgbench processes on 4 databases, on a server with database threads and on one without. */
