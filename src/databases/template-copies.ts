@@ -1,10 +1,10 @@
 // Copies of a database that a client names as the TEMPLATE of CREATE DATABASE (a test suite's template, copied once
 // per test file, say). In memory the first copy boots from the template's files with its image taken (engine/image.ts);
-// with a data dir the first boots there as before, and the second has the image made by a boot in memory, so that a
-// single copy costs no more than it did. The next ones start from that image (its files written to the copy's data
-// dir), in about half the time, as long as the template has had no call since its files were read: any call may have
-// changed them. In database threads only, and only without extension bundles beyond those every database loads
-// (database-builder.ts imageFits). An image is let go HOLD_MS after its last use.
+// with a data dir the image is taken from a boot of those files in memory, and the first copy starts from it too. The
+// next ones start from that image (its files written to the copy's data dir), in a fraction of the time, as long as
+// the template has had no call since its files were read: any call may have changed them. In database threads only,
+// and only without extension bundles beyond those every database loads (database-builder.ts imageFits). An image is
+// let go HOLD_MS after its last use.
 
 import { mkdir, rm } from 'node:fs/promises'
 import type { EngineImage } from '../engine/image.ts'
@@ -19,16 +19,12 @@ import { RESERVE_ENTRY } from './wal-reserve.ts'
 
 const HOLD_MS = 30_000
 
-/**
- * Where a copy starts from: an image, or the template's files (then `template` had made `calls` calls, and `before`
- * before they were read, which reading them takes; -1: none counted).
- */
+/** Where a copy starts from: an image, or the template's files (then `template` had made `calls` calls; -1: none counted). */
 export interface CopySource {
   image: EngineImage | null
   files: Blob | null
   template: Instance | undefined
   calls: number
-  before: number
 }
 
 interface Kept {
@@ -45,8 +41,6 @@ interface CopyOptions {
 
 export class TemplateCopies {
   readonly #kept = new Map<DbThread, Kept>()
-  /** Templates copied into a data dir once, from their files after this many calls: the next copy makes an image. */
-  readonly #copiedOnce = new Map<DbThread, number>()
 
   /** The image a copy of `template` starts from, if one is kept and the template had no call since. */
   imageOf(template: Instance | undefined): EngineImage | null {
@@ -67,12 +61,10 @@ export class TemplateCopies {
    */
   async source(template: () => Instance | undefined, imageable: boolean, readFiles: () => Promise<Blob>): Promise<CopySource> {
     const image = imageable ? this.imageOf(template()) : null
-    if (image) return { image, files: null, template: undefined, calls: 0, before: 0 }
-    const open = template()
-    const before = open instanceof DbThread ? open.callsMade : -1
+    if (image) return { image, files: null, template: undefined, calls: 0 }
     const files = await readFiles()
     const db = template()
-    return { image: null, files, template: db, calls: db instanceof DbThread ? db.callsMade : -1, before: db === open ? before : -1 }
+    return { image: null, files, template: db, calls: db instanceof DbThread ? db.callsMade : -1 }
   }
 
   /**
@@ -115,18 +107,12 @@ export class TemplateCopies {
   }
 
   /**
-   * For a copy into a data dir from the template's files (`source`): null the first time (it boots there, as any
-   * copy did); the next time, if the template had no call since, the image made now by a boot of those files in
-   * memory, kept for the copies after it. Null too if that boot fails (the copy boots in its data dir).
+   * For a copy into a data dir from the template's files (`source`): the image of a boot of those files in memory,
+   * kept for the copies after it. Null if that boot fails (the copy boots in its data dir).
    */
   async imageFromFiles(source: CopySource, inside: string, options: CopyOptions): Promise<EngineImage | null> {
-    const { template, files, calls, before } = source
+    const { template, files, calls } = source
     if (!(template instanceof DbThread) || files === null) return null
-    // Copied before, and no call since but the reads of its files: likely to be copied again as it is.
-    if (before < 0 || this.#copiedOnce.get(template) !== before) {
-      this.#copiedOnce.set(template, calls)
-      return null
-    }
     let image: EngineImage | Error | null
     try {
       const booted = await DbThread.create({ loadDataDir: files, startParams: options.startParams, extensions: [], database: inside, image: 'take' })
@@ -154,7 +140,6 @@ export class TemplateCopies {
     if (!(template instanceof DbThread)) return
     clearTimeout(this.#kept.get(template)?.letGo)
     this.#kept.delete(template)
-    this.#copiedOnce.delete(template)
   }
 
   #drop(image: EngineImage): void {
@@ -165,7 +150,6 @@ export class TemplateCopies {
   clear(): void {
     for (const { letGo } of this.#kept.values()) clearTimeout(letGo)
     this.#kept.clear()
-    this.#copiedOnce.clear()
   }
 }
 

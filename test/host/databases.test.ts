@@ -224,8 +224,9 @@ describe('CREATE DATABASE and DROP DATABASE', () => {
     expect(await codeOf(user.query('drop database postgres'))).toBe('0A000')
   })
 
-  // In memory the first copy's boot takes the image; with a data dir the second copy has it made (a boot in memory).
-  it.each(['in memory', 'with a data dir'])('copies of a TEMPLATE after the first start from its image, until the template is used again (%s)', async (where) => {
+  // In memory the first copy boots, and its image is taken; with a data dir the image is taken from a boot in memory,
+  // and every copy starts from it, so that the rows each copy holds show whether the image was made again.
+  it.each(['in memory', 'with a data dir'])('copies of a TEMPLATE start from one image of it, made again once the template is used (%s)', async (where) => {
     const dev = await serve({ migrations: false, ...(where === 'with a data dir' ? { dataDir: await scratchDataDir() } : {}) })
     const admin = await client(dev.url)
     await admin.query('create database base')
@@ -242,7 +243,8 @@ describe('CREATE DATABASE and DROP DATABASE', () => {
       await admin.query(`create database ${name} template base`)
       return created.find((fields) => fields['database'] === name)?.['image'] === true ? 'image' : 'boot'
     }
-    expect([await copy('copy_1'), await copy('copy_2'), await copy('copy_3')]).toEqual(['boot', 'image', 'image'])
+    const first = where === 'in memory' ? 'boot' : 'image'
+    expect([await copy('copy_1'), await copy('copy_2'), await copy('copy_3')]).toEqual([first, 'image', 'image'])
     // A copy's changes are its own; the template's and the other copies' stay.
     const two = await client(urlOf(dev.url, 'copy_2'))
     await two.query('insert into kept values (2)')
@@ -252,17 +254,17 @@ describe('CREATE DATABASE and DROP DATABASE', () => {
       { name: 'copy_2', a: [1, 2] },
       { name: 'copy_3', a: [1] },
     ])
-    // Any call into the template may have changed its files: the next copy boots from them, and so does the one after
-    // another change; once copied unchanged, it is imaged again.
+    // Any call into the template may have changed its files: the next copy starts from them (a boot, or with a data dir
+    // an image made of them), and so does the one after another change; the one after that starts from its image.
     const write = async (a: number) => {
       const again = await client(urlOf(dev.url, 'base'))
       await again.query(`insert into kept values (${a})`)
       await endClient(again)
     }
     await write(3)
-    expect(await copy('copy_4')).toBe('boot')
+    expect(await copy('copy_4')).toBe(first)
     await write(4)
-    expect([await copy('copy_5'), await copy('copy_6')]).toEqual(['boot', 'image'])
+    expect([await copy('copy_5'), await copy('copy_6')]).toEqual([first, 'image'])
     expect([await rows('copy_4'), await rows('copy_5'), await rows('copy_6')]).toEqual([
       { name: 'copy_4', a: [1, 3] },
       { name: 'copy_5', a: [1, 3, 4] },
@@ -275,7 +277,7 @@ describe('CREATE DATABASE and DROP DATABASE', () => {
     const remade = await client(urlOf(dev.url, 'base'))
     await remade.query('create table kept (a int); insert into kept values (9)')
     await endClient(remade)
-    expect(await copy('copy_7')).toBe('boot')
+    expect(await copy('copy_7')).toBe(first)
     expect(await rows('copy_7')).toEqual({ name: 'copy_7', a: [9] })
   })
 
