@@ -2,8 +2,8 @@
 // first, and the next ones with the spare loaded ahead), how long `select pglite_dev_db.reset()` takes in place and
 // as a fresh copy (after DDL), and how long 4 workers wait to get their databases at once. Real server, real
 // node-postgres clients. Then six copies of one database by CREATE DATABASE ... TEMPLATE, in memory and with a data
-// dir, each timed from the client. Then 4 pgbench processes, each on its own database, busy at once: throughput and the cores
-// the server used, with databases in worker threads (the default) and with --no-database-threads.
+// dir, each timed from the client. Then 4 pgbench processes, each on its own database, busy at once: throughput and
+// the cores the server used, with databases in worker threads (the default) and with --no-database-threads.
 // Prints Markdown tables and writes the figures as JSON.
 // Usage: npm run bench:databases -- [--resets N] [--seconds S] [--json PATH] [--no-database-threads (for the first table)]
 import { execFile } from 'node:child_process'

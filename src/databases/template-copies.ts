@@ -41,6 +41,8 @@ interface CopyOptions {
 
 export class TemplateCopies {
   readonly #kept = new Map<DbThread, Kept>()
+  /** Templates whose image could not be made: their copies into a data dir boot there, with no boot in memory first. */
+  readonly #notImaged = new WeakSet<DbThread>()
 
   /** The image a copy of `template` starts from, if one is kept and the template had no call since. */
   imageOf(template: Instance | undefined): EngineImage | null {
@@ -108,11 +110,11 @@ export class TemplateCopies {
 
   /**
    * For a copy into a data dir from the template's files (`source`): the image of a boot of those files in memory,
-   * kept for the copies after it. Null if that boot fails (the copy boots in its data dir).
+   * kept for the copies after it. Null if that boot fails (the copy boots in its data dir, as the next ones do).
    */
   async imageFromFiles(source: CopySource, inside: string, options: CopyOptions): Promise<EngineImage | null> {
     const { template, files, calls } = source
-    if (!(template instanceof DbThread) || files === null) return null
+    if (!(template instanceof DbThread) || files === null || this.#notImaged.has(template)) return null
     let image: EngineImage | Error | null
     try {
       const booted = await DbThread.create({ loadDataDir: files, startParams: options.startParams, extensions: [], database: inside, image: 'take' })
@@ -122,6 +124,7 @@ export class TemplateCopies {
       image = error as Error
     }
     if (!image || image instanceof Error) {
+      this.#notImaged.add(template)
       options.log.warn('could not make an image of the template database; its copies boot', { template: inside, error: image })
       return null
     }
