@@ -10,6 +10,7 @@ import { applyMigrations } from './migrate.ts'
 import { holdsDatabase, imageDir, keepBaseline, keptBaseline, seedDataDir, templateBlob, type Template } from './template.ts'
 import { readBaseline, type Baseline } from './baseline.ts'
 import { DbThread } from '../engine/thread.ts'
+import { bootForImage } from '../engine/boot-image.ts'
 import { openPGlite } from '../engine/pglite.ts'
 import { installedNotLoaded, loadExtensions, type LoadedExtensions } from '../engine/extensions.ts'
 import type { EngineImage } from '../engine/image.ts'
@@ -218,11 +219,9 @@ export class DatabaseBuilder {
     }
     this.#imaging = (async () => {
       const { startParams, extensions } = this.#options
-      const db = await DbThread.create({ loadDataDir: await templateBlob(template), startParams, extensions: [...extensions.names], database: CLUSTER_DATABASE, image: 'take' })
-      await db.close()
-      if (db.image instanceof Error) throw db.image
-      if (db.image) await this.#saveImage(template, db.image)
-      return db.image
+      const image = await bootForImage({ loadDataDir: await templateBlob(template), startParams, extensions: [...extensions.names], database: CLUSTER_DATABASE })
+      if (image) await this.#saveImage(template, image)
+      return image
     })().catch((error: unknown) => {
       this.#dropImage(error)
       return null

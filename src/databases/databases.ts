@@ -131,15 +131,15 @@ export class Databases implements DatabaseCatalog {
     const dir = this.#dirFor(name)
     const extra = this.#builder.extensionsOf(template).filter((bundle) => !this.#options.extensions.names.includes(bundle))
     const imageable = this.#builder.threads && extra.length === 0 && this.#builder.imageFits(name)
-    const source = await this.#serialize(template, () => this.#copies.source(() => this.#open.get(template), imageable, () => this.#filesOf(template)))
+    const boot = dir !== null ? this.#options : null
+    const source = await this.#serialize(template, () => this.#copies.source(() => this.#open.get(template), imageable, () => this.#filesOf(template), boot, template))
     return this.#serialize(name, async () => {
       if (await this.exists(name)) return false
       const started = performance.now()
       if (extra.length > 0) this.#builder.addExtensions(name, extra)
       if (dir !== null) await mkdir(dir, { recursive: true })
-      const image = source.image ?? (dir !== null && imageable ? await this.#copies.imageFromFiles(source, template, this.#options) : null)
       // The copy's database has the template's name until it opens under its own.
-      let db: Instance | null = image && (await this.#copies.start(image, name, template, dir, this.#options))
+      let db: Instance | null = source.image && (await this.#copies.start(source.image, name, template, dir, this.#options))
       const fromImage = db !== null
       if (!db) {
         const files = source.files ?? (await this.#serialize(template, () => this.#filesOf(template)))

@@ -10,6 +10,7 @@ import { mkdir, rm } from 'node:fs/promises'
 import type { EngineImage } from '../engine/image.ts'
 import { writeDataDir } from '../engine/image-on-disk.ts'
 import { DbThread } from '../engine/thread.ts'
+import { bootForImage } from '../engine/boot-image.ts'
 import type { Logger } from '../log.ts'
 import type { Instance } from './database-builder.ts'
 import { isLockFile } from './data-dir-lock.ts'
@@ -19,7 +20,10 @@ import { RESERVE_ENTRY } from './wal-reserve.ts'
 
 const HOLD_MS = 30_000
 
-/** Where a copy starts from: an image, or the template's files (then `template` had made `calls` calls; -1: none counted). */
+/**
+ * Where a copy starts from: an image, the template's files (then `template` had made `calls` calls; -1: none counted),
+ * or both (with a data dir, an image just made of the files, which a copy boots from should the image fail it).
+ */
 export interface CopySource {
   image: EngineImage | null
   files: Blob | null
@@ -58,15 +62,19 @@ export class TemplateCopies {
   }
 
   /**
-   * What a copy of the template (`template()`, open or not yet) starts from: the image of an earlier copy, or (not
-   * `imageable`, or none kept) the files `readFiles` reads, with the template's calls after that.
+   * What a copy of the template (`template()`, open or not yet, named `inside`) starts from: the image of an earlier
+   * copy, or (not `imageable`, or none kept) the files `readFiles` reads, with the template's calls after that; for a
+   * copy into a data dir (`boot` given), with the image made of those files by a boot in memory. Called in the
+   * template's turn, so that copies asked for meanwhile wait for that image instead of making their own.
    */
-  async source(template: () => Instance | undefined, imageable: boolean, readFiles: () => Promise<Blob>): Promise<CopySource> {
+  async source(template: () => Instance | undefined, imageable: boolean, readFiles: () => Promise<Blob>, boot: CopyOptions | null, inside: string): Promise<CopySource> {
     const image = imageable ? this.imageOf(template()) : null
     if (image) return { image, files: null, template: undefined, calls: 0 }
     const files = await readFiles()
     const db = template()
-    return { image: null, files, template: db, calls: db instanceof DbThread ? db.callsMade : -1 }
+    const calls = db instanceof DbThread ? db.callsMade : -1
+    const made = boot && imageable && db instanceof DbThread ? await this.#imageFromFiles(db, files, calls, inside, boot) : null
+    return { image: made, files, template: db, calls }
   }
 
   /**
@@ -109,17 +117,14 @@ export class TemplateCopies {
   }
 
   /**
-   * For a copy into a data dir from the template's files (`source`): the image of a boot of those files in memory,
-   * kept for the copies after it. Null if that boot fails (the copy boots in its data dir, as the next ones do).
+   * The image of a boot of the template's `files` in memory, kept for the copies after this one. Null if that boot
+   * fails (the copy boots in its data dir, as the next ones do).
    */
-  async imageFromFiles(source: CopySource, inside: string, options: CopyOptions): Promise<EngineImage | null> {
-    const { template, files, calls } = source
-    if (!(template instanceof DbThread) || files === null || this.#notImaged.has(template)) return null
+  async #imageFromFiles(template: DbThread, files: Blob, calls: number, inside: string, options: CopyOptions): Promise<EngineImage | null> {
+    if (this.#notImaged.has(template)) return null
     let image: EngineImage | Error | null
     try {
-      const booted = await DbThread.create({ loadDataDir: files, startParams: options.startParams, extensions: [], database: inside, image: 'take' })
-      await booted.close()
-      image = booted.image
+      image = await bootForImage({ loadDataDir: files, startParams: options.startParams, extensions: [], database: inside })
     } catch (error) {
       image = error as Error
     }
