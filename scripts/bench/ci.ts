@@ -330,10 +330,13 @@ export async function runCiSuite(options: CiOptions): Promise<CiRecord[]> {
   const context: Context = { scratch: options.scratch, migrations: join(options.scratch, 'ci-migrations'), cacheDir: join(options.scratch, 'ci-cache') }
   await writeMigrations(context.migrations)
   if (options.targets.some((t) => t.startsWith('ours'))) {
-    progress('ci: building the migrated template in the cache dir (not timed)')
+    progress('ci: building the migrated template and its image in the cache dir (not timed)')
     const owned: Owned = { processes: [], dirs: [] }
     try {
-      await spawnOurs('memory', 1, context, owned)
+      // Until a new database answers: by then the template is built and the image its copies start from is kept. A
+      // server stopped at its URL line left the cache without them in some runs, and the timed one made them.
+      const server = await spawnOurs('memory', 1, context, owned)
+      await runAdmin(server.urlFor(-1), 'select 1', READY_DEADLINE_MS) // ci_w0: no worker's database
     } finally {
       await Promise.all(owned.processes.map((p) => p.server.stop(p.signal)))
     }

@@ -275,7 +275,8 @@ async function localPostmaster(url: string): Promise<number | null> {
 
 /** One statement (or script) on a fresh connection, bounded; returns the first column of the first row. */
 export async function runAdmin(url: string, sqlText: string, deadlineMs = 10_000): Promise<string | null> {
-  const sql = postgres(url, { max: 1, connect_timeout: 5, onnotice: () => {}, fetch_types: false })
+  // A server still preparing its database holds the connection in its start-up: the connect waits as long as the rest.
+  const sql = postgres(url, { max: 1, connect_timeout: Math.ceil(deadlineMs / 1000), onnotice: () => {}, fetch_types: false })
   try {
     const result = await withDeadline(sql.unsafe(sqlText), deadlineMs, `${sqlText.trim().slice(0, 40)}`)
     const row = (result as unknown as Array<Record<string, unknown>>)[0]
