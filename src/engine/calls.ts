@@ -25,9 +25,8 @@ export type OutputSink = (chunk: Uint8Array, owned?: boolean) => void | Promise<
  * While at most this many clients are sending (traffic.ts), the server's thread spins for a call's reply, up to
  * FEW_CLIENTS_SPIN_MS, instead of sleeping: a sleep ends in a wake-up that costs about as much as a small query here.
  * With more, it has their queries to read while a call runs, so that they share the next, and the cores are theirs.
- * The database thread sleeps between calls, unless a transaction block is open or one client sends quickly one
- * statement after another (thread-worker.ts): with more sending, spinning there for the next call was measured to cost
- * more than its wake-up, since it takes a core the clients need.
+ * The database thread sleeps between calls (unless a transaction block is open: thread-worker.ts): spinning there for
+ * the next call was measured to cost more than its wake-up, since it takes a core the client needs.
  */
 const FEW_CLIENTS = 4
 const FEW_CLIENTS_SPIN_MS = 0.5
@@ -149,7 +148,6 @@ export class ProtocolCalls implements AnsweredCalls {
       // A call of units carries each unit's target in its request (ring.ts encodeUnits).
       const units = (flags & FrameEnd.Units) !== 0
       if (units) openToMore(this.#words, grows)
-      Atomics.store(this.#words, Control.LoneClient, sendingClients() <= 1 ? 1 : 0)
       await this.#send(running.id, request, flags, units ? null : direct)
       running.takesMore = grows
       this.#watchdog.start()

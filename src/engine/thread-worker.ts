@@ -11,7 +11,7 @@ import { TarballBlob, openPGlite, sharedBundleBlob } from './pglite.ts'
 import { collectGarbageSoon, collectWhenIdle, noteBusy } from './collect-garbage.ts'
 import { ByteRing, FrameEnd, decodeUnits, type DecodedUnit } from './ring.ts'
 import { MoreUnits } from './more-units.ts'
-import { Control, controlViews, exposeStopping, interceptTimers, type CallHooks } from './stoppable.ts'
+import { controlViews, exposeStopping, interceptTimers, type CallHooks } from './stoppable.ts'
 import type { EngineImage } from './image.ts'
 import { takeImage, watchInstances } from './take-image.ts'
 import { CallOutput } from './thread-output.ts'
@@ -20,12 +20,10 @@ import { ImageFS, ImageNodeFS, copyBundleFilesOnWrite } from './start-from-image
 /**
  * After a call that left a transaction block open, the thread looks this long (ms) for the next call before it sleeps:
  * only that client's next statement can run, and it is usually one round trip away (pgbench's TPC-B, an ORM's
- * transaction), so a sleep would add a wake-up to each statement of the block. The same after a call of the only
- * client sending, while its statements come back to back (its last one came within this long): the wake-up of a
- * sleeping thread is most of what a small query costs then. With more clients sending it sleeps at once: spinning
- * was measured to cost more than the wake-up there, since it takes a core the clients need.
+ * transaction), so a sleep would add a wake-up to each statement of the block. After other calls it sleeps at once:
+ * spinning there was measured to cost more than the wake-up, and again with one client under load.
  */
-const LINGER_MS = 0.5
+const IN_TRANSACTION_LINGER_MS = 0.5
 /** Waiting for a call, the thread turns its event loop this often (for messages, and timers of its own). */
 const IDLE_SLICE_MS = 50
 
@@ -65,8 +63,6 @@ async function serveCalls(pglite: PGlite, stopping: CallHooks): Promise<void> {
   const output = new CallOutput(pglite, replies, words)
   let directFd = -1
   let relayFrom = 0
-  // When the last call ended: a lone client's next call that comes within LINGER_MS of it is back to back.
-  let endedAt = 0
   while (!closing) {
     let call: Call | null = null
     let turn = false
@@ -88,11 +84,9 @@ async function serveCalls(pglite: PGlite, stopping: CallHooks): Promise<void> {
       return false
     })
     if (call) {
-      const backToBack = performance.now() - endedAt < LINGER_MS
       const inTransaction = await runCall(pglite, stopping, call, output)
       noteBusy()
-      endedAt = performance.now()
-      if (inTransaction || (backToBack && Atomics.load(words, Control.LoneClient) === 1)) requests.spin(endedAt + LINGER_MS)
+      if (inTransaction) requests.spin(performance.now() + IN_TRANSACTION_LINGER_MS)
     } else if (turn || moreUnits.takeTurn() || !requests.sleep(IDLE_SLICE_MS)) {
       // A message waits (it comes with a Turn), or nothing happened for a while: let the event loop run (its timers
       // too: the collection once idle).
