@@ -11,6 +11,7 @@ import { applyMigrations } from './migrate.ts'
 import { Databases, MAIN_DATABASE } from './databases.ts'
 import type { Instance } from './database-builder.ts'
 import { DbThread } from '../engine/thread.ts'
+import { prepareThreads } from '../engine/thread-bootstrap.ts'
 import type { EngineImage } from '../engine/image.ts'
 import { loadImage, writeDataDir } from '../engine/image-on-disk.ts'
 import { openPGlite } from '../engine/pglite.ts'
@@ -62,6 +63,8 @@ export interface MainDatabaseContext {
  * the databases, ready for clients. Throws a DevServerError; nothing of it stays open then.
  */
 export async function openMainDatabase({ options, dataDir, cacheDir, migrations, log, onLost }: MainDatabaseContext): Promise<Databases> {
+  // Beside the template's lookup and the image's read, which come first.
+  if (options.databaseThreads) prepareThreads(log)
   const loaded = await loadExtensions(options.extensions ?? [])
   const progress = { afterMs: options.progressAfterMs }
   let db: Instance

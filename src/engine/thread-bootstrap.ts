@@ -8,6 +8,7 @@ import { createRequire } from 'node:module'
 import { pathToFileURL } from 'node:url'
 import type { PGliteOptions } from '@electric-sql/pglite'
 import type { ThreadInit } from './thread-messages.ts'
+import type { Logger } from '../log.ts'
 
 /*
  * The worker runs src/engine/thread-worker.ts as plain JavaScript. In the npm package (scripts/build-package.ts),
@@ -53,6 +54,17 @@ function tsxBootstrap(): string {
   const tsx = pathToFileURL(join(dirname(manifest), api)).href
   const entry = new URL('./thread-worker.ts', import.meta.url).href
   return `import(${JSON.stringify(tsx)}).then((tsx) => { tsx.register(); return ${importOf(entry)} })`
+}
+
+/**
+ * What the first database thread of a process needs and takes a while to get (PGlite's WASM compiled, its bundle of
+ * files read, the worker's code), begun now, while the caller does other work. A failure is not kept: the thread's
+ * start tries again and reports it.
+ */
+export function prepareThreads(log: Logger): void {
+  for (const preparing of [pgliteWasm(), sharedFsBundle(), bootstrap()]) {
+    preparing.catch((error: unknown) => log.debug('preparing database threads failed; the first one tries again', { error }))
+  }
 }
 
 let compiledWasm: Promise<ThreadInit['wasm']> | null = null

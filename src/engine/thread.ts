@@ -82,14 +82,15 @@ export class DbThread {
   /** Start a thread and open PGlite in it; rejects with PGlite's own error if it cannot open. */
   static async create(options: DbThreadOptions = {}): Promise<DbThread> {
     const { loadDataDir, ...rest } = options
-    const tarball = loadDataDir ? await loadDataDir.arrayBuffer() : null
+    // The first thread of a process compiles PGlite's WASM and reads its bundle of files: at once, not one by one.
+    const [tarball, wasm, fsBundle, code] = await Promise.all([loadDataDir ? loadDataDir.arrayBuffer() : null, pgliteWasm(), sharedFsBundle(), bootstrap()])
     const { extensions = [], ...pgliteOptions } = rest
     const rings = { requests: ringBuffer(REQUEST_RING_BYTES), replies: ringBuffer(REPLY_RING_BYTES) }
     const control = new SharedArrayBuffer(CONTROL_BYTES)
     const { image, ...startOptions } = pgliteOptions
-    const init: ThreadInit = { options: startOptions, wasm: await pgliteWasm(), fsBundle: await sharedFsBundle(), loadDataDir: tarball, extensions, rings, control, ...(image ? { image } : {}) }
+    const init: ThreadInit = { options: startOptions, wasm, fsBundle, loadDataDir: tarball, extensions, rings, control, ...(image ? { image } : {}) }
     const inspector = workerInspector()
-    const worker = new Worker(await bootstrap(), { eval: true, workerData: init, transferList: tarball ? [tarball] : [], name: 'pglite-dev-db database' })
+    const worker = new Worker(code, { eval: true, workerData: init, transferList: tarball ? [tarball] : [], name: 'pglite-dev-db database' })
     const thread = new DbThread(worker, new ProtocolCalls(rings, control, worker.threadId))
     thread.fromImage = typeof image === 'object'
     const started = new Promise((resolve, reject) => thread.#calls.set(0, { resolve, reject }))
