@@ -58,11 +58,11 @@ function tsxBootstrap(): string {
 
 /**
  * What the first database thread of a process needs and takes a while to get (PGlite's WASM compiled, its bundle of
- * files read, the worker's code), begun now, while the caller does other work. A failure is not kept: the thread's
+ * files read; both kept once got), begun now, while the caller does other work. A failure is not kept: the thread's
  * start tries again and reports it.
  */
 export function prepareThreads(log: Logger): void {
-  for (const preparing of [pgliteWasm(), sharedFsBundle(), bootstrap()]) {
+  for (const preparing of [pgliteWasm(), sharedFsBundle()]) {
     preparing.catch((error: unknown) => log.debug('preparing database threads failed; the first one tries again', { error }))
   }
 }

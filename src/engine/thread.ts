@@ -79,10 +79,9 @@ export class DbThread {
   /** end() was called: the thread is being terminated, nothing more is asked of it. */
   #ended = false
 
-  /** Start a thread and open PGlite in it; rejects with PGlite's own error if it cannot open. */
+  /** Start a thread (its needs got at once) and open PGlite in it; rejects with PGlite's own error if it cannot. */
   static async create(options: DbThreadOptions = {}): Promise<DbThread> {
     const { loadDataDir, ...rest } = options
-    // The first thread of a process compiles PGlite's WASM and reads its bundle of files: at once, not one by one.
     const [tarball, wasm, fsBundle, code] = await Promise.all([loadDataDir ? loadDataDir.arrayBuffer() : null, pgliteWasm(), sharedFsBundle(), bootstrap()])
     const { extensions = [], ...pgliteOptions } = rest
     const rings = { requests: ringBuffer(REQUEST_RING_BYTES), replies: ringBuffer(REPLY_RING_BYTES) }
