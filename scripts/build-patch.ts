@@ -211,6 +211,8 @@ interface PGLiteSocketSessionDb {
     skipUnit?(unit: number): Promise<boolean>;
     /** One unit more for the call of units running now; false if it takes none. */
     addUnit?(unit: Uint8Array, target: { fd: number; relayFrom: number } | null): boolean;
+    /** A client's bytes arrived: a sleeping database thread may wake now, ahead of the call they likely make. */
+    prewake?(): void;
 }
 /** Several databases behind one server: each name a client connects to is its own PGlite (pglite-dev-db's DatabaseCatalog). */
 interface PGLiteSocketDatabaseCatalog {

@@ -73,6 +73,11 @@ export class ProtocolCalls implements AnsweredCalls {
   /** A canceled call did not end within STUCK_AFTER_CANCEL_MS (see there). */
   onStuck: ((ms: number) => void) | null = null
 
+  /** A call will likely come soon: the thread, if it sleeps, wakes now and looks for it briefly. */
+  prewake(): void {
+    this.#requests.wake()
+  }
+
   constructor(rings: { requests: SharedArrayBuffer; replies: SharedArrayBuffer }, control: SharedArrayBuffer, threadId: number) {
     this.#requests = new ByteRing(rings.requests)
     this.#replies = new ByteRing(rings.replies)

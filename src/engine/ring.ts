@@ -55,12 +55,18 @@ const LENGTH_MASK = 0x01ff_ffff
  * Every blocking wait of a database thread (Atomics.wait) goes through here, so that a CPU profile, which counts the
  * time blocked as the caller's own, shows it under this one name (npm run bench -- --profile sets it apart).
  */
-export function blockedWait(words: Int32Array, index: number, value: number, ms: number): void {
-  Atomics.wait(words, index, value, ms)
+export function blockedWait(words: Int32Array, index: number, value: number, ms: number): string {
+  return Atomics.wait(words, index, value, ms)
 }
 
 /** Atomics.waitAsync (Node 16+), which this project's lib (ES2023) does not declare. */
 export const waitAsync = (Atomics as unknown as { waitAsync(array: Int32Array, index: number, value: number, ms: number): { async: boolean; value: Promise<string> | string } }).waitAsync
+
+/**
+ * Woken with nothing to read, the reader looks this long (ms) before it sleeps again: a prewake (a client's bytes
+ * arrived) comes before the server's thread has made them a call.
+ */
+const PREWAKE_SPIN_MS = 0.2
 
 export function ringBuffer(capacity: number): SharedArrayBuffer {
   return new SharedArrayBuffer(CONTROL_WORDS * 4 + capacity)
@@ -207,8 +213,10 @@ export class ByteRing {
   sleep(ms: number): boolean {
     const seen = Atomics.load(this.#control, WAKE)
     Atomics.store(this.#control, SLEEPING, ASLEEP)
-    if (!this.hasFrames) blockedWait(this.#control, WAKE, seen, ms)
+    let woken = false
+    if (!this.hasFrames) woken = blockedWait(this.#control, WAKE, seen, ms) === 'ok'
     Atomics.store(this.#control, SLEEPING, AWAKE)
+    if (woken && !this.hasFrames) return this.spin(performance.now() + PREWAKE_SPIN_MS)
     return this.hasFrames
   }
 

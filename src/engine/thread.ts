@@ -5,8 +5,7 @@ import { Worker } from 'node:worker_threads'
 import type { Results } from '@electric-sql/pglite'
 import {
   decodeThreadError,
-  type CrossingQueryOptions, type CrossingResults, type ThreadExecOptions, type ThreadInit, type ThreadPGliteOptions, type ThreadQueryOptions, type ThreadReply,
-  type ThreadRequest,
+  type CrossingQueryOptions, type CrossingResults, type ThreadExecOptions, type ThreadInit, type ThreadPGliteOptions, type ThreadQueryOptions, type ThreadReply, type ThreadRequest,
 } from './thread-messages.ts'
 import { ProtocolCalls, type OutputSink } from './calls.ts'
 import { Turns } from './turns.ts'
@@ -43,11 +42,7 @@ const RESCUE_DEADLINE_MS = 10_000
 const CLOSE_DEADLINE_MS = 60_000
 
 type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never
-
-interface Call {
-  resolve(value: unknown): void
-  reject(error: Error): void
-}
+type Call = { resolve(value: unknown): void; reject(error: Error): void }
 
 /** Ring sizes: requests (COPY data comes in several frames when larger) and replies (large results stream through). */
 const REQUEST_RING_BYTES = 1 << 20
@@ -134,6 +129,11 @@ export class DbThread {
     this.#ended = true
     this.#die(reason)
     await this.#worker.terminate()
+  }
+
+  /** Wake the thread now if it sleeps, ahead of a call about to come: it looks for one briefly (ring.ts `sleep`). */
+  prewake(): void {
+    if (!this.#closed) this.#protocol.prewake()
   }
 
   /** Calls made into the database so far, protocol calls and requests alike: any may change its files (template-copies.ts). */

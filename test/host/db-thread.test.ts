@@ -213,6 +213,19 @@ describe('DbThread', () => {
     expect((await copy.query('show work_mem')).rows).toEqual([{ work_mem: '8MB' }])
   })
 
+  it('prewake(): a call that follows soon, late or never after it is served, and the thread sleeps in between', async () => {
+    const db = await openThread()
+    const one = Buffer.concat([wire.query('select 1'), wire.sync()])
+    for (let i = 0; i < 200; i++) {
+      db.prewake()
+      // Every few rounds the call waits a macrotask or more (past the thread's look for it at times); else it follows at once.
+      if (i % 4 === 1) await new Promise((resolve) => setImmediate(resolve))
+      if (i % 4 === 2) for (let j = 0; j < 10; j++) db.prewake()
+      if (i % 4 !== 3) expect(Buffer.from(await db.execProtocolRaw(one)).includes(Buffer.from('SELECT 1'))).toBe(true)
+    }
+    expect((await db.query<{ one: number }>('select 1 as one')).rows).toEqual([{ one: 1 }])
+  })
+
   it('close() ends the worker thread; later calls fail', async () => {
     const db = await openThread()
     expect(db.threadExited).toBe(false)

@@ -230,6 +230,9 @@ export class Connection implements ServedConnection, StartingConnection, MemberC
       this.#reader.push(chunk)
       if (states.current === 'startup') this.#startup.read()
       if (states.isServing) {
+        // A sleeping database thread wakes while these bytes are read, not after: their call can likely run now.
+        const membership = this.#membership
+        if (membership.session.scheduler.owner === null || membership.holdsSession) membership.session.db.prewake?.()
         let frames: Frames | null
         while ((frames = this.#reader.readFrames()) !== null) this.#enqueue(frames)
       }

@@ -57,6 +57,8 @@ export interface SessionDb {
    * `target` (null: through the call's output); false if the call takes no more.
    */
   addUnit?(unit: Uint8Array, target: { fd: number; relayFrom: number } | null): boolean
+  /** A client's bytes arrived: a sleeping database thread may wake now, ahead of the call they likely make. */
+  prewake?(): void
 }
 
 /**
