@@ -49,7 +49,8 @@ export function addUnit(words: Int32Array, requests: ByteRing, id: number, unit:
   if (Atomics.compareExchange(words, Control.MoreUnits, added, added + 1) !== added) return false
   // Cannot fail (the room was there); if it did, the thread would fail the call after FRAME_WAIT_MS.
   requests.tryWrite(id, FrameEnd.Units, payload)
-  Atomics.notify(words, Control.MoreUnits)
+  // A thread not lingering sees the count when it next looks (a notify would cost a lock shared with its waits).
+  if (Atomics.load(words, Control.Lingering) === 1) Atomics.notify(words, Control.MoreUnits)
   return true
 }
 
@@ -144,7 +145,10 @@ export class MoreUnits {
       }
       if (added >= 0 && !lingered) {
         lingered = true
+        // Said before the wait looks at the count: an adder either sees it and wakes the thread, or added before the look.
+        Atomics.store(words, Control.Lingering, 1)
         blockedWait(words, Control.MoreUnits, added, LINGER_MS)
+        Atomics.store(words, Control.Lingering, 0)
         continue
       }
       if (added < 0 || Atomics.compareExchange(words, Control.MoreUnits, added, CLOSED) === added) return false

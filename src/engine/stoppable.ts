@@ -13,7 +13,7 @@ export const ENGINE_GLOBAL = '__pgliteDevDbEngine'
  * Shared between the two threads: Int32 words (Control) and, at byte 8, the deadline of Postgres's timer (ms since
  * the epoch; 0: none armed, or it fired).
  */
-export const CONTROL_BYTES = 40
+export const CONTROL_BYTES = 44
 export function controlViews(buffer: SharedArrayBuffer): { words: Int32Array; deadline: Float64Array } {
   return { words: new Int32Array(buffer, 0, CONTROL_BYTES / 4), deadline: new Float64Array(buffer, 8, 1) }
 }
@@ -37,6 +37,8 @@ export const Control = {
   AnsweredUnit: 8,
   /** 1: the server's thread wants a wake-up at the next unit's end (more-units.ts readEndsOnTraffic). */
   UnitEndWanted: 9,
+  /** 1 while the thread waits for one more unit (more-units.ts `next`): only then does adding one wake it. */
+  Lingering: 10,
 } as const
 
 /**
