@@ -25,8 +25,9 @@ export type OutputSink = (chunk: Uint8Array, owned?: boolean) => void | Promise<
  * While at most this many clients are sending (traffic.ts), the server's thread spins for a call's reply, up to
  * FEW_CLIENTS_SPIN_MS, instead of sleeping: a sleep ends in a wake-up that costs about as much as a small query here.
  * With more, it has their queries to read while a call runs, so that they share the next, and the cores are theirs.
- * The database thread sleeps between calls (unless a transaction block is open: thread-worker.ts): spinning there for
- * the next call was measured to cost more than its wake-up, since it takes a core the client needs.
+ * The database thread sleeps between calls (unless a transaction block is open, or a lone client's bytes woke it
+ * ahead of their call: thread-worker.ts): spinning there for the next call was measured to cost more than its
+ * wake-up, since it takes a core the client needs.
  */
 const FEW_CLIENTS = 4
 const FEW_CLIENTS_SPIN_MS = 0.5
@@ -72,11 +73,6 @@ export class ProtocolCalls implements AnsweredCalls {
   readonly #unwatch: () => void
   /** A canceled call did not end within STUCK_AFTER_CANCEL_MS (see there). */
   onStuck: ((ms: number) => void) | null = null
-
-  /** A call will likely come soon: the thread, if it sleeps, wakes now and looks for it briefly. */
-  prewake(): void {
-    this.#requests.wake()
-  }
 
   constructor(rings: { requests: SharedArrayBuffer; replies: SharedArrayBuffer }, control: SharedArrayBuffer, threadId: number) {
     this.#requests = new ByteRing(rings.requests)
@@ -135,6 +131,11 @@ export class ProtocolCalls implements AnsweredCalls {
   addUnit(unit: Uint8Array, target: UnitTarget | null): boolean {
     const running = this.#running
     return running !== null && running.takesMore && !running.heldByClient && this.#failure === null && addUnit(this.#words, this.#requests, running.id, unit, target)
+  }
+
+  /** A call will likely come soon: the thread, if it sleeps, wakes now and looks for it briefly. */
+  prewake(): void {
+    this.#requests.wake()
   }
 
   async #call(request: Uint8Array, flags: number, sink: OutputSink, onUnitEnd: ((skipped: boolean) => void) | null, direct: DirectReply | null = null, grows = false): Promise<void> {

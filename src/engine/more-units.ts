@@ -50,6 +50,7 @@ export function addUnit(words: Int32Array, requests: ByteRing, id: number, unit:
   // Cannot fail (the room was there); if it did, the thread would fail the call after FRAME_WAIT_MS.
   requests.tryWrite(id, FrameEnd.Units, payload)
   // A thread not lingering sees the count when it next looks (a notify would cost a lock shared with its waits).
+  // Only speed rests on this: the thread's closing compare-and-swap refuses a unit it missed (a call of its own).
   if (Atomics.load(words, Control.Lingering) === 1) Atomics.notify(words, Control.MoreUnits)
   return true
 }

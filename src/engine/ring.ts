@@ -2,9 +2,9 @@
 // [call id u32][length u32, with flags in the top bits][bytes], passed without a message per call. The positions are
 // only ever moved by their own side (Atomics keep them visible). A reader with nothing to read says it sleeps, looks
 // once more, and waits on a wake-up count (Atomics.wait in the database thread, Atomics.waitAsync in the server's);
-// a writer bumps the count and notifies only then. Waking a thread on another core costs more than the small calls
-// it carries (a futex and an interrupt between cores, dear on a VM), so neither side pays it while the other is busy.
-// Bytes are copied in and out.
+// a writer bumps the count and notifies only then (or ahead of a write, when a call is on its way). Waking a thread
+// on another core costs more than the small calls it carries (a futex and an interrupt between cores, dear on a VM),
+// so neither side pays it while the other is busy. Bytes are copied in and out.
 
 const HEAD = 0 // bytes written, modulo 2^32
 const TAIL = 1 // bytes read
@@ -55,18 +55,12 @@ const LENGTH_MASK = 0x01ff_ffff
  * Every blocking wait of a database thread (Atomics.wait) goes through here, so that a CPU profile, which counts the
  * time blocked as the caller's own, shows it under this one name (npm run bench -- --profile sets it apart).
  */
-export function blockedWait(words: Int32Array, index: number, value: number, ms: number): string {
-  return Atomics.wait(words, index, value, ms)
+export function blockedWait(words: Int32Array, index: number, value: number, ms: number): 'ok' | 'not-equal' | 'timed-out' {
+  return Atomics.wait(words, index, value, ms) as 'ok' | 'not-equal' | 'timed-out'
 }
 
 /** Atomics.waitAsync (Node 16+), which this project's lib (ES2023) does not declare. */
 export const waitAsync = (Atomics as unknown as { waitAsync(array: Int32Array, index: number, value: number, ms: number): { async: boolean; value: Promise<string> | string } }).waitAsync
-
-/**
- * Woken with nothing to read, the reader looks this long (ms) before it sleeps again: a prewake (a client's bytes
- * arrived) comes before the server's thread has made them a call.
- */
-const PREWAKE_SPIN_MS = 0.2
 
 export function ringBuffer(capacity: number): SharedArrayBuffer {
   return new SharedArrayBuffer(CONTROL_WORDS * 4 + capacity)
@@ -206,18 +200,17 @@ export class ByteRing {
   }
 
   /**
-   * Block until a frame is written or `ms` passed (database thread only); true if frames wait. The reader says it
-   * sleeps before it looks a last time, and the writer writes before it looks whether to wake it: one of them sees
-   * the other (Atomics are sequentially consistent), so no frame is left unannounced.
+   * Block until woken or `ms` passed (database thread only): 'frames' if frames wait, 'woken' if woken without one (a
+   * wake ahead of a write), 'idle' if the time passed. The reader says it sleeps before it looks a last time, and the
+   * writer writes before it looks whether to wake it: one of them sees the other (Atomics are sequentially
+   * consistent), so no frame is left unannounced.
    */
-  sleep(ms: number): boolean {
+  sleep(ms: number): 'frames' | 'woken' | 'idle' {
     const seen = Atomics.load(this.#control, WAKE)
     Atomics.store(this.#control, SLEEPING, ASLEEP)
-    let woken = false
-    if (!this.hasFrames) woken = blockedWait(this.#control, WAKE, seen, ms) === 'ok'
+    const waited = this.hasFrames ? 'ok' : blockedWait(this.#control, WAKE, seen, ms)
     Atomics.store(this.#control, SLEEPING, AWAKE)
-    if (woken && !this.hasFrames) return this.spin(performance.now() + PREWAKE_SPIN_MS)
-    return this.hasFrames
+    return this.hasFrames ? 'frames' : waited === 'timed-out' ? 'idle' : 'woken'
   }
 
   /** Look for a frame until `until` (performance.now()) without sleeping; true if frames wait. */

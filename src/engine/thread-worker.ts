@@ -24,6 +24,11 @@ import { ImageFS, ImageNodeFS, copyBundleFilesOnWrite } from './start-from-image
  * spinning there was measured to cost more than the wake-up, and again with one client under load.
  */
 const IN_TRANSACTION_LINGER_MS = 0.5
+/**
+ * Woken with no call to read (thread.ts `prewake`: a lone client's bytes arrived, and the server's thread is making
+ * them a call), the thread looks this long (ms) for the call before it sleeps again.
+ */
+const PREWAKE_LOOK_MS = 0.2
 /** Waiting for a call, the thread turns its event loop this often (for messages, and timers of its own). */
 const IDLE_SLICE_MS = 50
 
@@ -87,12 +92,18 @@ async function serveCalls(pglite: PGlite, stopping: CallHooks): Promise<void> {
       const inTransaction = await runCall(pglite, stopping, call, output)
       noteBusy()
       if (inTransaction) requests.spin(performance.now() + IN_TRANSACTION_LINGER_MS)
-    } else if (turn || moreUnits.takeTurn() || !requests.sleep(IDLE_SLICE_MS)) {
-      // A message waits (it comes with a Turn), or nothing happened for a while: let the event loop run (its timers
-      // too: the collection once idle).
+    } else if (turn || moreUnits.takeTurn() || !sleepForCall()) {
+      // A message waits (it comes with a Turn), or no call came: let the event loop run (its timers too: the
+      // collection once idle).
       await new Promise((resolve) => setImmediate(resolve))
     }
   }
+}
+
+/** Sleep until a call's frames come (true), or until a wake-up without one or a while without anything (false). */
+function sleepForCall(): boolean {
+  const woke = requests.sleep(IDLE_SLICE_MS)
+  return woke === 'frames' || (woke === 'woken' && requests.spin(performance.now() + PREWAKE_LOOK_MS))
 }
 
 interface Call {

@@ -5,7 +5,8 @@ import { Worker } from 'node:worker_threads'
 import type { Results } from '@electric-sql/pglite'
 import {
   decodeThreadError,
-  type CrossingQueryOptions, type CrossingResults, type ThreadExecOptions, type ThreadInit, type ThreadPGliteOptions, type ThreadQueryOptions, type ThreadReply, type ThreadRequest,
+  type CrossingQueryOptions, type CrossingResults, type ThreadExecOptions, type ThreadInit, type ThreadPGliteOptions, type ThreadQueryOptions, type ThreadReply,
+  type ThreadRequest,
 } from './thread-messages.ts'
 import { ProtocolCalls, type OutputSink } from './calls.ts'
 import { Turns } from './turns.ts'
@@ -131,9 +132,9 @@ export class DbThread {
     await this.#worker.terminate()
   }
 
-  /** Wake the thread now if it sleeps, ahead of a call about to come: it looks for one briefly (ring.ts `sleep`). */
+  /** Wake the thread now if it sleeps, ahead of a call about to come: it looks for it briefly (thread-worker.ts). */
   prewake(): void {
-    if (!this.#closed) this.#protocol.prewake()
+    if (this.#dead === null && !this.#closed) this.#protocol.prewake()
   }
 
   /** Calls made into the database so far, protocol calls and requests alike: any may change its files (template-copies.ts). */
@@ -217,9 +218,7 @@ export class DbThread {
     const chunks: Uint8Array[] = []
     await this.execProtocolRawStream(message, {
       ...options,
-      onRawData: (chunk) => {
-        chunks.push(chunk)
-      },
+      onRawData: (chunk) => void chunks.push(chunk),
     })
     return Buffer.concat(chunks)
   }

@@ -100,6 +100,11 @@ export class BatchRunner {
     this.#lockWaitRunner = { backend: this.#backend, write: (bytes) => this.#client.write(bytes), waitOutside: (wait) => this.wait.outside(wait) }
   }
 
+  /** The client's messages are COPY data now: they make no call until CopyDone. */
+  get copying(): boolean {
+    return this.#copy !== null
+  }
+
   /** The state at rest, when nothing is running: what the client holds says which. */
   get restingState(): ConnectionState {
     const backend = this.#backend

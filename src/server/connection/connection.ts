@@ -27,7 +27,7 @@ import { Startup, startupReply, type StartingConnection } from './startup.ts'
 import { ClientOutput } from './output.ts'
 import type { SpillBudget } from './spill.ts'
 import { ConnectionStates, timeoutFatal, type ConnectionState, type Timeout } from './state.ts'
-import { noteClientBytes, sendingClients, type TrafficSource } from './traffic.ts'
+import { noteClientBytes, type TrafficSource } from './traffic.ts'
 import { TerminateAnswers } from './signals.ts'
 
 export type { ConnectionState } from './state.ts'
@@ -230,11 +230,9 @@ export class Connection implements ServedConnection, StartingConnection, MemberC
       this.#reader.push(chunk)
       if (states.current === 'startup') this.#startup.read()
       if (states.isServing) {
-        // A lone client's database thread wakes while its bytes are read, not after (with more, its look would be wasted).
-        const membership = this.#membership
-        if (membership.batches !== null && sendingClients() <= 1 && (membership.session.scheduler.owner === null || membership.holdsSession)) membership.session.db.prewake?.()
-        let frames: Frames | null
-        while ((frames = this.#reader.readFrames()) !== null) this.#enqueue(frames)
+        let frames = this.#reader.readFrames()
+        if (frames !== null) this.#membership.prewake()
+        for (; frames !== null; frames = this.#reader.readFrames()) this.#enqueue(frames)
       }
       // Nothing to run (a startup packet, or part of a message): the client is quiet again until more arrives, so a
       // holder that stalls mid-message is still reaped, and a client that only connected still times out.

@@ -12,6 +12,7 @@ import type { ClientState } from '../client/state.ts'
 import { ClientBackend } from './shared-backend.ts'
 import { BatchRunner, type BatchClient } from './batch.ts'
 import { leaveSession } from './cleanup.ts'
+import { sendingClients } from './traffic.ts'
 import type { ConnectionHost } from './host.ts'
 import { MessageReader } from './messages.ts'
 
@@ -54,6 +55,18 @@ export class Membership {
   /** What runs the client's batches; null until it has joined its database's session. */
   get batches(): BatchRunner | null {
     return this.#batches
+  }
+
+  /**
+   * The client's messages arrived: if it is the only client sending and could run now, its database's thread wakes
+   * while they are read rather than after. With more sending the thread is seldom asleep, and its look for a call
+   * that does not come at once would take a core they need.
+   */
+  prewake(): void {
+    const batches = this.#batches
+    const session = this.#session
+    if (batches === null || batches.copying || (session.scheduler.owner !== null && !this.holdsSession)) return
+    if (sendingClients() <= 1) session.db.prewake?.()
   }
 
   /** The client holds the session (in a transaction, an open pipeline or a COPY). */
