@@ -146,7 +146,7 @@ export class MoreUnits {
       }
       if (added >= 0 && !lingered) {
         lingered = true
-        // Said before the wait looks at the count: an adder either sees it and wakes the thread, or added before the look.
+        // Said before the wait compares the count: an adder either sees it and wakes the thread, or added before that.
         Atomics.store(words, Control.Lingering, 1)
         blockedWait(words, Control.MoreUnits, added, LINGER_MS)
         Atomics.store(words, Control.Lingering, 0)

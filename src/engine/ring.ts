@@ -55,9 +55,12 @@ const LENGTH_MASK = 0x01ff_ffff
  * Every blocking wait of a database thread (Atomics.wait) goes through here, so that a CPU profile, which counts the
  * time blocked as the caller's own, shows it under this one name (npm run bench -- --profile sets it apart).
  */
-export function blockedWait(words: Int32Array, index: number, value: number, ms: number): 'ok' | 'not-equal' | 'timed-out' {
-  return Atomics.wait(words, index, value, ms) as 'ok' | 'not-equal' | 'timed-out'
+export function blockedWait(words: Int32Array, index: number, value: number, ms: number): WaitResult {
+  return Atomics.wait(words, index, value, ms) as WaitResult
 }
+
+/** What Atomics.wait returns. */
+export type WaitResult = 'ok' | 'not-equal' | 'timed-out'
 
 /** Atomics.waitAsync (Node 16+), which this project's lib (ES2023) does not declare. */
 export const waitAsync = (Atomics as unknown as { waitAsync(array: Int32Array, index: number, value: number, ms: number): { async: boolean; value: Promise<string> | string } }).waitAsync
