@@ -11,6 +11,7 @@ import { applyMigrations } from './migrate.ts'
 import { Databases, MAIN_DATABASE } from './databases.ts'
 import type { Instance } from './database-builder.ts'
 import { DbThread } from '../engine/thread.ts'
+import { MAX_STACK_DEPTH } from '../engine/stack-depth.ts'
 import { prepareThreads } from '../engine/thread-bootstrap.ts'
 import type { EngineImage } from '../engine/image.ts'
 import { loadImage, writeDataDir } from '../engine/image-on-disk.ts'
@@ -34,7 +35,11 @@ import { openWithWalSpace } from './wal-reserve.ts'
 // max_wal_size, min_wal_size: how many WAL segments the checkpoint at close keeps for reuse. PGlite is a single-user
 // backend: nothing checkpoints while it runs (PostgreSQL requests one for WAL volume only under a postmaster), so the
 // WAL grows until close, a new segment file each 16 MB (wal-reserve.ts makes them ready on disk).
-const SERVER_SETTINGS = ['-c', 'shared_buffers=8MB', '-c', 'max_prepared_transactions=64', '-c', 'max_wal_size=64MB', '-c', 'min_wal_size=32MB']
+// max_stack_depth: engine/stack-depth.ts says why it is smaller than PostgreSQL's.
+const SERVER_SETTINGS = [
+  ...['-c', 'shared_buffers=8MB', '-c', 'max_prepared_transactions=64', '-c', 'max_wal_size=64MB', '-c', 'min_wal_size=32MB'],
+  ...['-c', `max_stack_depth=${MAX_STACK_DEPTH}`],
+]
 
 /**
  * PGlite's start parameters without its `search_path=public`: Postgres's default (`"$user", public`) is what clients

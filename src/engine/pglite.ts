@@ -4,12 +4,14 @@
 
 import { PGlite, type PGliteOptions } from '@electric-sql/pglite'
 import { growFilesInLargeSteps } from './memory-files.ts'
+import { surfaceLostErrors } from '../server/session/lost-errors.ts'
 
 export async function openPGlite(options: PGliteOptions): Promise<PGlite> {
   const own = { ...options }
   const db = await PGlite.create(own)
   delete own.loadDataDir
   growFilesInLargeSteps(db)
+  surfaceLostErrors(db)
   return db
 }
 

@@ -16,6 +16,7 @@ import { ringBuffer, type UnitTarget } from './ring.ts'
 import { CONTROL_BYTES } from './stoppable.ts'
 import type { EngineImage } from './image.ts'
 import { isPGliteFatal } from '../errors.ts'
+import { ENGINE_THREAD_STACK_MB } from './stack-depth.ts'
 import type { DirectReply, UnitsDirect } from '../server/session/databases.ts'
 
 export type { ThreadExecOptions, ThreadPGliteOptions, ThreadQueryOptions } from './thread-messages.ts'
@@ -85,7 +86,8 @@ export class DbThread {
     const { image, ...startOptions } = pgliteOptions
     const init: ThreadInit = { options: startOptions, wasm, fsBundle, loadDataDir: tarball, extensions, rings, control, ...(image ? { image } : {}) }
     const inspector = workerInspector()
-    const worker = new Worker(code, { eval: true, workerData: init, transferList: tarball ? [tarball] : [], name: 'pglite-dev-db database' })
+    const resourceLimits = { stackSizeMb: ENGINE_THREAD_STACK_MB }
+    const worker = new Worker(code, { eval: true, workerData: init, transferList: tarball ? [tarball] : [], name: 'pglite-dev-db database', resourceLimits })
     const thread = new DbThread(worker, new ProtocolCalls(rings, control, worker.threadId))
     thread.fromImage = typeof image === 'object'
     const started = new Promise((resolve, reject) => thread.#calls.set(0, { resolve, reject }))
