@@ -4,14 +4,14 @@
 
 import { PGlite, type PGliteOptions } from '@electric-sql/pglite'
 import { growFilesInLargeSteps } from './memory-files.ts'
-import { surfaceLostErrors } from '../server/session/lost-errors.ts'
+import { guardPGlite } from '../server/session/pglite-guards.ts'
 
 export async function openPGlite(options: PGliteOptions): Promise<PGlite> {
   const own = { ...options }
   const db = await PGlite.create(own)
   delete own.loadDataDir
   growFilesInLargeSteps(db)
-  surfaceLostErrors(db)
+  guardPGlite(db)
   return db
 }
 

@@ -1,7 +1,7 @@
 // Deep recursion in Postgres (a recursive function, deeply nested jsonb, a long chain of operators) ends as on a
 // server: in "stack depth limit exceeded" (54001), the session intact. Postgres's check measures its stack in WASM
 // memory, but each level also takes 30 to 40 times as much of the native stack of the thread running it; V8's stack
-// overflow would come first (server/session/lost-errors.ts: then the database is lost, as after a crash).
+// overflow would come first (server/session/pglite-guards.ts: then the database is lost, as after a crash).
 
 /** A database thread's stack (Worker resourceLimits; Node's default is 4 MB, too small for the depth below). */
 export const ENGINE_THREAD_STACK_MB = 16

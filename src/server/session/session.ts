@@ -7,7 +7,7 @@ import { BackendCode, HEADER_LENGTH } from '../protocol/codes.ts'
 import { encodeAuthenticationOk, encodeParameterStatus, readParameterStatus } from '../protocol/backend.ts'
 import { SYNC, encodeQuery, encodeStartupMessage } from '../protocol/frontend.ts'
 import { forEachFrame } from '../protocol/frames.ts'
-import { surfaceLostErrors } from './lost-errors.ts'
+import { guardPGlite } from './pglite-guards.ts'
 import { needsSyncToFs, type DirectReply, type OutputSink, type SessionDb, type UnitsDirect } from './databases.ts'
 import { AdvisoryLocks } from './advisory-locks.ts'
 import { Listeners, listenSql } from './listeners.ts'
@@ -74,7 +74,7 @@ export class SharedSession {
 
   constructor(db: SessionDb) {
     this.db = db
-    surfaceLostErrors(db)
+    guardPGlite(db)
   }
 
   /**
@@ -161,7 +161,7 @@ export class SharedSession {
   async replaceDb(db: SessionDb): Promise<void> {
     sessions.delete(this.db)
     this.db = db
-    surfaceLostErrors(db)
+    guardPGlite(db)
     sessions.set(db, this)
     this.#forgetEngineState()
     // A Sync after each: one that fails (its table is not in the migrated schema) must not skip the rest; it is
@@ -201,7 +201,7 @@ export class SharedSession {
   recover(db: SessionDb): void {
     sessions.delete(this.db)
     this.db = db
-    surfaceLostErrors(db)
+    guardPGlite(db)
     sessions.set(db, this)
     this.dead = null
     this.#forgetEngineState()

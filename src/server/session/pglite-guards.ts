@@ -1,25 +1,42 @@
+// Two things PGlite's JavaScript does inside Postgres that would leave a client without an answer, made into what a
+// server does.
 // An exception that leaves Postgres's main loop other than as Postgres's own longjmp, such as V8's stack overflow on
 // deep recursion (engine/stack-depth.ts), ends the call as a fatal error: PGlite's loop would swallow it and go on
-// with a broken backend, and the client would wait for an answer that never comes.
+// with a broken backend, and the client would wait for an answer that never comes. A program Postgres asks to run
+// (COPY ... PROGRAM) fails as a command that cannot run, where PGlite would throw from inside Postgres.
 
 interface MainLoopModule {
   _PostgresMainLoopOnce(): void
   _PostgresSendReadyForQueryIfNecessary(): void
   _pgl_pq_flush(): void
   stackRestore(pointer: number): void
+  ___errno_location(): number
+  HEAPU8: Uint8Array
 }
 
-const watched = new WeakSet<object>()
+/** The only command PGlite runs itself (its answer is a file in its bundle). */
+const LOCALES_COMMAND = 'locale -a'
+/** ENOSYS as Emscripten numbers it: Postgres says "could not execute command ...: Function not implemented". */
+const ENOSYS = 52
 
-/** Watch `db`'s calls (a PGlite; anything else, such as a database thread, is left alone). Nothing runs after one. */
-export function surfaceLostErrors(db: object): void {
+const guarded = new WeakSet<object>()
+
+/** Guard `db` (a PGlite; anything else, such as a database thread, is left alone). */
+export function guardPGlite(db: object): void {
+  if (guarded.has(db)) return
+  guarded.add(db)
+  surfaceLostErrors(db)
+  refusePrograms(db)
+}
+
+/** Nothing runs in `db` after an exception its loop would have swallowed. */
+function surfaceLostErrors(db: object): void {
   const mod = (db as unknown as { mod?: Partial<MainLoopModule> }).mod
   const longjmp = (db as unknown as { POSTGRES_MAIN_LONGJMP?: unknown }).POSTGRES_MAIN_LONGJMP
-  if (watched.has(db) || !mod || longjmp === undefined) return
+  if (!mod || longjmp === undefined) return
   const { _PostgresMainLoopOnce: loopOnce, _PostgresSendReadyForQueryIfNecessary: ready, _pgl_pq_flush: flush } = mod
   const { stackRestore } = mod
   if (!loopOnce || !ready || !flush || !stackRestore) return
-  watched.add(db)
   let lost: unknown = null
   let broken = false
   mod._PostgresMainLoopOnce = () => {
@@ -48,4 +65,17 @@ export function surfaceLostErrors(db: object): void {
 function brokenBackend(cause: unknown): Error {
   const reason = cause instanceof Error ? cause.message : String(cause)
   return Object.assign(new Error(`the database's backend failed: ${reason}`, { cause }), { name: 'ExitStatus' })
+}
+
+/** popen() of anything but PGlite's own command returns NULL with ENOSYS: Postgres reports it as an ERROR. */
+function refusePrograms(db: object): void {
+  const pglite = db as { handleExternalCmd?: (command: string, mode: string) => number; mod?: Partial<MainLoopModule> }
+  const run = pglite.handleExternalCmd?.bind(db)
+  const mod = pglite.mod
+  if (!run || !mod?.___errno_location || !mod.HEAPU8) return
+  pglite.handleExternalCmd = (command, mode) => {
+    if (command.startsWith(LOCALES_COMMAND)) return run(command, mode)
+    new DataView(mod.HEAPU8!.buffer).setInt32(mod.___errno_location!(), ENOSYS, true)
+    return 0
+  }
 }
