@@ -1,6 +1,6 @@
 // A database in memory grows its files in 32 MB steps past 1 MB (src/engine/memory-files.ts): checked on a
-// real PGlite, whose table file is looked up in its MEMFS after 3 MB of rows, and whose rows are all
-// there after the growth.
+// real PGlite, whose table files (a table's, written to; a temporary table's, made longer by setting its size) are
+// looked up in its MEMFS after 3 MB of rows, and whose rows are all there after the growth.
 import type { PGlite } from '@electric-sql/pglite'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { FILE_GROWTH_STEP, grownCapacity } from '../../src/engine/memory-files.ts'
@@ -38,5 +38,24 @@ describe('in-memory files', () => {
     expect(node.contents.length % FILE_GROWTH_STEP).toBe(0)
     const { rows } = await db.query<{ n: number; sum: string }>(`select count(*)::int as n, sum(length(pad))::text as sum from grow`)
     expect(rows[0]).toEqual({ n: 10000, sum: String(10000 * 256) })
+  })
+
+  it('a temporary table past 1 MB holds a 32 MB step too, and every row is read back', async () => {
+    // Made with AS: Postgres extends its file many blocks at a time, by setting the file's size.
+    await db.exec(`create temp table grow_temp as select i as id, repeat(md5(i::text), 8) as pad from generate_series(1, 10000) i`)
+    const { path } = (await db.query<{ path: string }>(`select current_setting('data_directory') || '/' || pg_relation_filepath('grow_temp') as path`)).rows[0]!
+    const { node } = (db as unknown as { mod: { FS: Memfs } }).mod.FS.lookupPath(path)
+    expect(node.usedBytes).toBeGreaterThan(1 << 20)
+    expect(node.contents.length % FILE_GROWTH_STEP).toBe(0)
+    const { rows } = await db.query<{ n: number; sum: string }>(`select count(*)::int as n, sum(length(pad))::text as sum from grow_temp`)
+    expect(rows[0]).toEqual({ n: 10000, sum: String(10000 * 256) })
+    // VACUUM cuts the emptied end off: the memory goes back, and the file grows again from there.
+    await db.exec('delete from grow_temp where id > 100')
+    await db.exec('vacuum grow_temp')
+    expect(node.usedBytes).toBeLessThan(1 << 20)
+    expect(node.contents.length).toBe(node.usedBytes)
+    await db.exec(`insert into grow_temp select i, repeat(md5(i::text), 8) from generate_series(101, 20000) i`)
+    const again = await db.query<{ n: number; sum: string }>(`select count(*)::int as n, sum(length(pad))::text as sum from grow_temp`)
+    expect(again.rows[0]).toEqual({ n: 20000, sum: String(20000 * 256) })
   })
 })
