@@ -7,9 +7,11 @@
 // as a hole when the file outgrows it: the server's RSS kept rising under a long load and did not come back (a
 // 4-minute soak left 171 MB above idle for a 48 MB database).
 //
-// A file past 1 MB here grows in steps of 32 MB instead. The same goes for a file made longer by setting its size
-// (a temporary table's file is extended so), which Emscripten copied into an array of exactly the new size each time:
-// a 100 MB temporary table took 7 s, 600 MB four minutes. glibc always maps a request of 32 MB or more on its own and
+// A file past 1 MB here grows to the next multiple of 32 MB at least half as large again: few copies (a 1 GB segment
+// is copied 9 times as it fills, 3.3 GB in all; in steps of 32 MB it was copied 32 times, 16 GB), and the part no
+// write has reached takes no memory (below). The same goes for a file made longer by setting its size (a temporary
+// table's file is extended so), which Emscripten copied into an array of exactly the new size each time: a 100 MB
+// temporary table took 7 s, 600 MB four minutes. glibc always maps a request of 32 MB or more on its own and
 // unmaps it when it is freed, so an outgrown array goes back to the system at once; and calloc leaves a fresh mapping
 // as the kernel made it, so the part of the step no write has reached yet takes no memory.
 //
@@ -22,6 +24,8 @@ import type { PGlite } from '@electric-sql/pglite'
 export const SMALL_FILE = 1 << 20
 /** glibc's largest mmap threshold on 64-bit (DEFAULT_MMAP_THRESHOLD_MAX): a request this size is always mapped. */
 export const FILE_GROWTH_STEP = 32 << 20
+/** How much larger at least a file past SMALL_FILE grows each time: its copies add up to a few times its size. */
+const LARGE_FILE_GROWTH = 1.5
 
 interface MemfsNode {
   contents: Uint8Array
@@ -38,7 +42,7 @@ export function grownCapacity(capacity: number, wanted: number): number {
   if (wanted <= capacity) return capacity
   const doubled = Math.max(wanted, capacity * 2, 256)
   if (doubled <= SMALL_FILE) return doubled
-  return Math.ceil(wanted / FILE_GROWTH_STEP) * FILE_GROWTH_STEP
+  return Math.ceil(Math.max(wanted, capacity * LARGE_FILE_GROWTH) / FILE_GROWTH_STEP) * FILE_GROWTH_STEP
 }
 
 /** Makes `db`'s in-memory files grow as above. */
@@ -57,7 +61,8 @@ export function growFilesInLargeSteps(db: PGlite): void {
     if (usedBytes === newSize) return
     // Longer within an array of its own: zeros where it has none (a shrink keeps no bytes past the end, see below).
     // An array in shared memory is a file of the image or of PGlite's bundle, which other threads read: never written.
-    if (newSize > usedBytes && contents instanceof Uint8Array && newSize <= contents.length && !(contents.buffer instanceof SharedArrayBuffer)) {
+    const own = contents instanceof Uint8Array && !(contents.buffer instanceof SharedArrayBuffer)
+    if (own && newSize > usedBytes && newSize <= contents.length) {
       contents.fill(0, usedBytes, newSize)
     } else {
       // Shorter: a new array of that size, as Emscripten makes, so that the memory goes back.

@@ -11,13 +11,16 @@ interface Memfs {
 }
 
 describe('in-memory files', () => {
-  it('double up to 1 MB, then grow to the next multiple of 32 MB', () => {
+  it('double up to 1 MB, then grow to the next multiple of 32 MB at least half as large again', () => {
     expect(grownCapacity(0, 8192)).toBe(8192)
     expect(grownCapacity(8192, 16384)).toBe(16384)
     expect(grownCapacity(8192, 8193)).toBe(16384)
     expect(grownCapacity(1 << 19, (1 << 19) + 1)).toBe(1 << 20)
     expect(grownCapacity(1 << 20, (1 << 20) + 1)).toBe(FILE_GROWTH_STEP)
     expect(grownCapacity(FILE_GROWTH_STEP, FILE_GROWTH_STEP + 1)).toBe(2 * FILE_GROWTH_STEP)
+    expect(grownCapacity(2 * FILE_GROWTH_STEP, 2 * FILE_GROWTH_STEP + 1)).toBe(3 * FILE_GROWTH_STEP)
+    expect(grownCapacity(10 * FILE_GROWTH_STEP, 10 * FILE_GROWTH_STEP + 1)).toBe(15 * FILE_GROWTH_STEP)
+    expect(grownCapacity(10 * FILE_GROWTH_STEP, 20 * FILE_GROWTH_STEP + 1)).toBe(21 * FILE_GROWTH_STEP)
     expect(grownCapacity(100, 50)).toBe(100)
   })
 
