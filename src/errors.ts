@@ -37,6 +37,7 @@ export const SqlState = {
   InvalidCatalogName: '3D000',
   ObjectInUse: '55006',
   ActiveSqlTransaction: '25001',
+  InvalidParameterValue: '22023',
 } as const
 export type SqlStateCode = (typeof SqlState)[keyof typeof SqlState]
 

@@ -130,6 +130,7 @@ export class Startup {
     }
     if (offset !== body.length - 1) throw protocolViolation('invalid startup packet layout: expected terminator as last byte')
     if (!params.get('user')) throw new WireError('FATAL', SqlState.InvalidAuthorizationSpecification, 'no PostgreSQL user name specified in startup packet')
+    refuseUnservedEncoding(params.get('client_encoding'))
     const refusal = this.#host.admit(this.#connection)
     if (refusal) {
       this.#phase = 'refused'
@@ -266,3 +267,19 @@ function countFrames(bytes: Buffer): number {
   forEachFrame(bytes, () => void count++)
   return count
 }
+
+/**
+ * PGlite converts no text out of UTF8 (its conversion functions fail, and the database with them): a client asking
+ * for another encoding (Windows' psql asks for WIN1252) is refused as Postgres refuses a conversion it lacks.
+ */
+function refuseUnservedEncoding(encoding: string | undefined): void {
+  // Postgres's own spelling rule (clean_encoding_name): case and anything but letters and digits do not count.
+  const name = encoding?.toLowerCase().replace(/[^a-z0-9]/g, '')
+  if (name === undefined || SERVED_ENCODINGS.has(name)) return
+  throw new WireError('FATAL', SqlState.InvalidParameterValue, `invalid value for parameter "client_encoding": "${encoding}"`, {
+    detail: `Conversion between ${encoding} and UTF8 is not supported: PGlite converts no text out of UTF8. Use UTF8 (PGCLIENTENCODING=UTF8).`,
+  })
+}
+
+/** UTF8 by its names, and SQL_ASCII (no conversion). */
+const SERVED_ENCODINGS = new Set(['utf8', 'unicode', 'sqlascii'])

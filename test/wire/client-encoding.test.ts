@@ -1,0 +1,33 @@
+// A client encoding other than UTF8: PGlite converts no text out of UTF8, and its first conversion lost the database
+// for every client of it (Windows' psql asks for WIN1252, and its first query did so). Such a client is now refused
+// at startup, as Postgres refuses a conversion it lacks (22023); UTF8 by any of its names and SQL_ASCII are served.
+import { describe, expect, it } from 'vitest'
+import { useDevDbs } from '../helpers/dev-db.ts'
+import { LIBPQ_ENV, runProcess } from '../../harness/process.ts'
+
+const { start, connect } = useDevDbs()
+
+describe('client_encoding at startup', () => {
+  it('refuses WIN1252 and LATIN1 with 22023; the database and its other clients carry on', async () => {
+    const dev = await start()
+    const bystander = await connect(dev.url)
+    for (const encoding of ['WIN1252', 'latin1']) {
+      await expect(connect(dev.url, { client_encoding: encoding })).rejects.toThrow(`invalid value for parameter "client_encoding": "${encoding}"`)
+    }
+    const target = ['-X', '-A', '-t', '-h', '127.0.0.1', '-p', String(dev.port), '-U', 'postgres', '-d', 'postgres']
+    const psql = await runProcess('psql', [...target, '-c', "select 'é'"], { env: { ...LIBPQ_ENV, PGCLIENTENCODING: 'WIN1252', PGSSLMODE: 'disable' } })
+    expect(psql.code).toBe(2)
+    expect(psql.stderr).toContain('FATAL:  invalid value for parameter "client_encoding": "WIN1252"')
+    expect((await bystander.query("select 'é' as e")).rows).toEqual([['é']])
+  })
+
+  it('serves UTF8 by any of its names, and SQL_ASCII', async () => {
+    const dev = await start()
+    const shown: string[] = []
+    for (const encoding of ['UTF8', 'utf-8', 'Unicode', 'SQL_ASCII']) {
+      const client = await connect(dev.url, { client_encoding: encoding })
+      shown.push(...(await client.query('show client_encoding')).rows.map((row) => row[0]!))
+    }
+    expect(shown).toEqual(['UTF8', 'UTF8', 'UTF8', 'SQL_ASCII'])
+  })
+})
