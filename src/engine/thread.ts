@@ -86,8 +86,7 @@ export class DbThread {
     const { image, ...startOptions } = pgliteOptions
     const init: ThreadInit = { options: startOptions, wasm, fsBundle, loadDataDir: tarball, extensions, rings, control, ...(image ? { image } : {}) }
     const inspector = workerInspector()
-    const resourceLimits = { stackSizeMb: ENGINE_THREAD_STACK_MB }
-    const worker = new Worker(code, { eval: true, workerData: init, transferList: tarball ? [tarball] : [], name: 'pglite-dev-db database', resourceLimits })
+    const worker = new Worker(code, { eval: true, workerData: init, transferList: tarball ? [tarball] : [], name: 'pglite-dev-db database', resourceLimits: { stackSizeMb: ENGINE_THREAD_STACK_MB } })
     const thread = new DbThread(worker, new ProtocolCalls(rings, control, worker.threadId))
     thread.fromImage = typeof image === 'object'
     const started = new Promise((resolve, reject) => thread.#calls.set(0, { resolve, reject }))

@@ -6,10 +6,10 @@ import { once } from 'node:events'
 import { fileURLToPath } from 'node:url'
 import type { PGlite } from '@electric-sql/pglite'
 import { PGLiteSocketServer as StockServer } from 'pglite-socket-stock'
-import { inject } from 'vitest'
+import { afterEach, inject } from 'vitest'
 import { openTestDb } from './db.ts'
 import { stopChild } from '../../harness/process.ts'
-import { withDeadline } from '../../harness/raw-client.ts'
+import { connectRaw, withDeadline, type RawClient } from '../../harness/raw-client.ts'
 
 import type { ServerOptions } from '../../harness/scenarios/outcome.ts'
 
@@ -155,3 +155,25 @@ function target(name: TargetName): Target {
 export const stock: Target = target('stock')
 export const patched: Target = target('patched')
 export const targets: Target[] = [stock, patched]
+
+/** An in-process server of `target` and raw clients of it, for a test file: destroyed and closed after each test. */
+export function useInProcessTarget(target: Target): { start(): Promise<InProcessTarget>; connect(url: string): Promise<RawClient> } {
+  let server: InProcessTarget | undefined
+  const clients: RawClient[] = []
+  afterEach(async () => {
+    for (const client of clients.splice(0)) client.destroy()
+    await server?.close()
+    server = undefined
+  })
+  return {
+    async start() {
+      server = await target.start()
+      return server
+    },
+    async connect(url) {
+      const client = await connectRaw(url)
+      clients.push(client)
+      return client
+    },
+  }
+}

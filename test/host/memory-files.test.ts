@@ -31,34 +31,36 @@ describe('in-memory files', () => {
   afterAll(async () => {
     await db?.close()
   })
+  /** The MEMFS node of `table`'s file. */
+  const fileOf = async (table: string) => {
+    const { path } = (await db.query<{ path: string }>(`select current_setting('data_directory') || '/' || pg_relation_filepath('${table}') as path`)).rows[0]!
+    return (db as unknown as { mod: { FS: Memfs } }).mod.FS.lookupPath(path).node
+  }
+  /** `table`'s rows, counted and their pads' lengths summed. */
+  const readBack = async (table: string) => (await db.query<{ n: number; sum: string }>(`select count(*)::int as n, sum(length(pad))::text as sum from ${table}`)).rows[0]
 
   it('a table past 1 MB holds a 32 MB step, and every row is read back', async () => {
     await db.exec(`create table grow (id int primary key, pad text);
       insert into grow select i, repeat(md5(i::text), 8) from generate_series(1, 10000) i`)
-    const { path } = (await db.query<{ path: string }>(`select current_setting('data_directory') || '/' || pg_relation_filepath('grow') as path`)).rows[0]!
-    const { node } = (db as unknown as { mod: { FS: Memfs } }).mod.FS.lookupPath(path)
+    const node = await fileOf('grow')
     expect(node.usedBytes).toBeGreaterThan(1 << 20)
     expect(node.contents.length % FILE_GROWTH_STEP).toBe(0)
-    const { rows } = await db.query<{ n: number; sum: string }>(`select count(*)::int as n, sum(length(pad))::text as sum from grow`)
-    expect(rows[0]).toEqual({ n: 10000, sum: String(10000 * 256) })
+    expect(await readBack('grow')).toEqual({ n: 10000, sum: String(10000 * 256) })
   })
 
   it('a temporary table past 1 MB holds a 32 MB step too, and every row is read back', async () => {
     // Made with AS: Postgres extends its file many blocks at a time, by setting the file's size.
     await db.exec(`create temp table grow_temp as select i as id, repeat(md5(i::text), 8) as pad from generate_series(1, 10000) i`)
-    const { path } = (await db.query<{ path: string }>(`select current_setting('data_directory') || '/' || pg_relation_filepath('grow_temp') as path`)).rows[0]!
-    const { node } = (db as unknown as { mod: { FS: Memfs } }).mod.FS.lookupPath(path)
+    const node = await fileOf('grow_temp')
     expect(node.usedBytes).toBeGreaterThan(1 << 20)
     expect(node.contents.length % FILE_GROWTH_STEP).toBe(0)
-    const { rows } = await db.query<{ n: number; sum: string }>(`select count(*)::int as n, sum(length(pad))::text as sum from grow_temp`)
-    expect(rows[0]).toEqual({ n: 10000, sum: String(10000 * 256) })
+    expect(await readBack('grow_temp')).toEqual({ n: 10000, sum: String(10000 * 256) })
     // VACUUM cuts the emptied end off: the memory goes back, and the file grows again from there.
     await db.exec('delete from grow_temp where id > 100')
     await db.exec('vacuum grow_temp')
     expect(node.usedBytes).toBeLessThan(1 << 20)
     expect(node.contents.length).toBe(node.usedBytes)
     await db.exec(`insert into grow_temp select i, repeat(md5(i::text), 8) from generate_series(101, 20000) i`)
-    const again = await db.query<{ n: number; sum: string }>(`select count(*)::int as n, sum(length(pad))::text as sum from grow_temp`)
-    expect(again.rows[0]).toEqual({ n: 20000, sum: String(20000 * 256) })
+    expect(await readBack('grow_temp')).toEqual({ n: 20000, sum: String(20000 * 256) })
   })
 })

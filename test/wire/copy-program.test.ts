@@ -1,11 +1,11 @@
 // COPY ... PROGRAM: PGlite cannot run programs, and its JavaScript threw from inside Postgres, which left the client
 // waiting for an answer. Now the statement fails as a command that cannot run, and the session goes on. (PostgreSQL
 // runs the program for a superuser, so there is no oracle to compare with.)
-import { afterEach, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import * as wire from '../../harness/wire.ts'
-import { connectRaw, type RawClient } from '../../harness/raw-client.ts'
+import type { RawClient } from '../../harness/raw-client.ts'
 import { useDevDbs } from '../helpers/dev-db.ts'
-import { targets, type InProcessTarget } from '../helpers/targets.ts'
+import { targets, useInProcessTarget } from '../helpers/targets.ts'
 
 const STALL_MS = 3_000
 const STATEMENTS = ["copy (select 1) to program 'cat > /dev/null'", "copy copy_program from program 'echo 1'"]
@@ -32,18 +32,11 @@ describe('COPY ... PROGRAM on a database thread', () => {
 })
 
 describe.each(targets)('COPY ... PROGRAM on $name', (target) => {
-  let server: InProcessTarget | undefined
-  const clients: RawClient[] = []
-  afterEach(async () => {
-    for (const client of clients.splice(0)) client.destroy()
-    await server?.close()
-    server = undefined
-  })
+  const { start, connect } = useInProcessTarget(target)
 
   it(target.name === 'patched' ? 'fails with XX000 and the session goes on' : 'leaves the client waiting', async () => {
-    server = await target.start()
-    const client = await connectRaw(server.url)
-    clients.push(client)
+    const server = await start()
+    const client = await connect(server.url)
     if (target.name === 'patched') {
       expect(await tryPrograms(client)).toEqual(REFUSED)
     } else {

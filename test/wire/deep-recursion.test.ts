@@ -2,11 +2,11 @@
 // long chain of operators) fails that statement with 54001, as on PostgreSQL, and the session goes on. Where the
 // native stack runs out first (a PGlite in the server's own thread), the database is lost and its clients are told
 // with FATAL; before, PGlite swallowed V8's stack overflow and the client waited for an answer that never came.
-import { afterEach, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import * as wire from '../../harness/wire.ts'
 import { connectRaw, withDeadline, type RawClient } from '../../harness/raw-client.ts'
 import { useDevDbs } from '../helpers/dev-db.ts'
-import { targets, type InProcessTarget } from '../helpers/targets.ts'
+import { targets, useInProcessTarget } from '../helpers/targets.ts'
 
 const oracleUrl = process.env.PG_ORACLE_URL
 const STALL_MS = 3_000
@@ -56,18 +56,11 @@ describe('recursion past the stack limit', () => {
 })
 
 describe.each(targets)('recursion past the native stack on $name (PGlite in the server\'s thread)', (target) => {
-  let server: InProcessTarget | undefined
-  const clients: RawClient[] = []
-  afterEach(async () => {
-    for (const client of clients.splice(0)) client.destroy()
-    await server?.close()
-    server = undefined
-  })
+  const { start, connect } = useInProcessTarget(target)
 
   it(target.name === 'patched' ? 'ends the database with FATAL, never a missing reply' : 'leaves the client waiting', async () => {
-    server = await target.start()
-    const client = await connectRaw(server.url)
-    clients.push(client)
+    const server = await start()
+    const client = await connect(server.url)
     expect((await client.query(RECURSIVE_SQL)).errors).toEqual([])
     await client.send(wire.query('select down(1)'))
     if (target.name === 'patched') {
@@ -75,8 +68,8 @@ describe.each(targets)('recursion past the native stack on $name (PGlite in the 
       expect(error).toMatchObject({ severity: 'FATAL', code: 'XX000' })
       expect(error.message).toMatch(/stack/)
       await withDeadline(client.closed, STALL_MS, 'the client closed after its database was lost')
-      const late = await connectRaw(server.url).then(
-        (raw) => (clients.push(raw), 'connected'),
+      const late = await connect(server.url).then(
+        () => 'connected',
         (refused: Error) => refused.message,
       )
       expect(late).toMatch(/XX000|stopped unexpectedly/)
