@@ -3,7 +3,7 @@
 
 import { PGlite } from '@electric-sql/pglite'
 import { DbThread } from '../../src/engine/thread.ts'
-import { SYNC_MESSAGE } from '../../src/server/protocol/frontend.ts'
+import { SYNC_MESSAGE } from '../../src/server/protocol/frontend-messages.ts'
 
 export interface OverheadRow {
   call: string

@@ -4,7 +4,7 @@
 import { DevServerError } from '../errors.ts'
 import type { Logger } from '../log.ts'
 import { SERVER_DEFAULTS } from '../server/options.ts'
-import { MAX_TIMER_MS } from '../server/connection/state.ts'
+import { MAX_TIMER_MS } from '../server/connection/connection-state.ts'
 import { resolveExtensionNames } from '../engine/extensions.ts'
 import { DEFAULT_PROGRESS_AFTER_MS } from './progress.ts'
 

@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest'
 import { FrameReader, forEachFrame, type Frames } from '../../src/server/protocol/frames.ts'
 import { WireError } from '../../src/errors.ts'
 import { StartupCode } from '../../src/server/protocol/codes.ts'
-import { bindInteger } from '../../src/server/protocol/frontend.ts'
+import { bindInteger } from '../../src/server/protocol/frontend-messages.ts'
 import { Writer } from '../../harness/wire.ts'
 
 function typed(code: string, body: Buffer = Buffer.alloc(0)): Buffer {

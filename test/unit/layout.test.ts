@@ -20,13 +20,13 @@ const RANKS: ReadonlyArray<[part: string, rank: number]> = [
   ['src/server/handler.ts', 4],
   ['src/server/options.ts', 5],
   ['src/server/connection', 6],
-  ['src/server/client', 7],
-  ['src/server/session', 7],
-  ['src/server/trace', 7],
-  ['src/server/protocol', 8],
-  ['src/server/sql', 9],
-  ['src/log.ts', 9],
-  ['src/errors.ts', 9],
+  ['src/server/features', 7],
+  ['src/server/session', 8],
+  ['src/server/trace', 8],
+  ['src/server/protocol', 9],
+  ['src/server/sql', 10],
+  ['src/log.ts', 10],
+  ['src/errors.ts', 10],
 ]
 
 function sources(dir: string): string[] {

@@ -5,9 +5,9 @@ import { describe, expect, it } from 'vitest'
 import * as wire from '../../harness/wire.ts'
 import { MessageReader, type Segment, type Takeover } from '../../src/server/connection/messages.ts'
 import { UnnamedUse, unnamedUseOf } from '../../src/server/protocol/unnamed-use.ts'
-import { NO_OP_STATEMENT } from '../../src/server/client/database-commands.ts'
-import { ClientState } from '../../src/server/client/state.ts'
-import { encodeErrorResponse } from '../../src/server/protocol/backend.ts'
+import { NO_OP_STATEMENT } from '../../src/server/features/database-commands.ts'
+import { ClientState } from '../../src/server/features/state.ts'
+import { encodeErrorResponse } from '../../src/server/protocol/backend-messages.ts'
 
 /** Decode a frontend buffer into [code, body text] pairs, to compare rewritten batches readably. */
 function frames(bytes: Buffer): Array<[string, string]> {

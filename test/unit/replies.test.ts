@@ -3,7 +3,7 @@
 // frames.test.ts does for the frame reader).
 import { describe, expect, it } from 'vitest'
 import { BackendCode, TxStatus } from '../../src/server/protocol/codes.ts'
-import { encodeCommandComplete, encodeErrorResponse, encodeNotice, encodeParameterStatus, encodeReadyForQuery } from '../../src/server/protocol/backend.ts'
+import { encodeCommandComplete, encodeErrorResponse, encodeNotice, encodeParameterStatus, encodeReadyForQuery } from '../../src/server/protocol/backend-messages.ts'
 import { ReplyReader, SessionChange } from '../../src/server/protocol/replies.ts'
 
 const PARSE_COMPLETE = Buffer.from([0x31, 0, 0, 0, 4])

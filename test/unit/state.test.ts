@@ -1,7 +1,7 @@
 // The connection's states and their timers, with fake timers (no socket here): each state runs its own timer, from
 // the moment it is entered; nothing leaves closing; the authentication deadline ends with startup.
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
-import { AUTHENTICATION_TIMEOUT_MS, ConnectionStates, MAX_TIMER_MS, type Timeout } from '../../src/server/connection/state.ts'
+import { AUTHENTICATION_TIMEOUT_MS, ConnectionStates, MAX_TIMER_MS, type Timeout } from '../../src/server/connection/connection-state.ts'
 
 const TIMEOUTS = { idleTimeoutMs: 100, idleInTransactionTimeoutMs: 200, queueTimeoutMs: 300 }
 

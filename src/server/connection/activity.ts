@@ -3,10 +3,10 @@
 // kept as it was read and decoded only when pg_stat_activity is read, so a statement costs a reference and a clock read.
 
 import { CODE_LENGTH, FrontendCode, HEADER_LENGTH } from '../protocol/codes.ts'
-import { cstring, sqlBounds } from '../protocol/frontend.ts'
-import type { Statements } from '../client/statements.ts'
-import type { ClientActivity } from '../session/server-functions.ts'
-import type { ConnectionState } from './state.ts'
+import { cstring, sqlBounds } from '../protocol/frontend-messages.ts'
+import type { Statements } from '../features/statements.ts'
+import type { ClientActivity } from '../features/server-functions-session.ts'
+import type { ConnectionState } from './connection-state.ts'
 
 /** What activityOf reads of a connection. */
 export interface ActivitySource {

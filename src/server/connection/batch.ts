@@ -4,26 +4,27 @@
 
 import { background, type Logger } from '../../log.ts'
 import { CODE_LENGTH, FrontendCode, TxStatus } from '../protocol/codes.ts'
-import { encodeReadyForQuery } from '../protocol/backend.ts'
-import { SYNC, isSingleUnit } from '../protocol/frontend.ts'
+import { encodeReadyForQuery } from '../protocol/backend-messages.ts'
+import { SYNC, isSingleUnit } from '../protocol/frontend-messages.ts'
 import type { Frames } from '../protocol/frames.ts'
 import type { DatabaseCatalog } from '../session/databases.ts'
-import type { CopyIn } from '../client/copy-in.ts'
-import type { ClientState } from '../client/state.ts'
+import type { CopyIn } from '../features/copy-in.ts'
+import type { ClientState } from '../features/state.ts'
 import { hexDump } from '../trace/hex-dump.ts'
-import type { Backend } from './backend.ts'
-import { gatherCopy } from './copy-in.ts'
-import { resetDatabaseIfRequested } from './database-commands.ts'
+import type { Backend } from '../features/backend.ts'
+import { gatherCopy } from '../features/copy-in.ts'
+import { resetDatabaseIfRequested } from '../features/database-commands.ts'
 import { afterHeld, holdBack } from './held-back.ts'
-import { executes, mayRunAgain, runWaitingForLocks, type LockWaitRunner } from './lock-wait.ts'
+import { executes, mayRunAgain, runWaitingForLocks, type LockWaitRunner } from '../features/lock-wait.ts'
 import { PreparedPipeline } from './prepared-pipeline.ts'
-import { ServerFunctions } from './server-functions.ts'
+import { ServerFunctions } from '../features/server-functions.ts'
 import type { MessageReader, Segment } from './messages.ts'
 import { UnnamedUse, unnamedUseOf } from '../protocol/unnamed-use.ts'
-import { SessionWait, refusalResponse, type WaitingClient } from './session-wait.ts'
-import type { ConnectionState } from './state.ts'
-import { takeOver } from './takeover.ts'
-import type { TakeoverEnd, Turn } from './turn.ts'
+import { SessionWait, type WaitingClient } from './session-wait.ts'
+import { refusalResponse } from '../session/scheduler.ts'
+import type { ConnectionState } from './connection-state.ts'
+import { takeOver, type TakeoverEnd } from './takeover.ts'
+import type { Turn } from '../features/turn.ts'
 import { makeUnnamedStatementOwn, ranUnnamed } from './unnamed-statement.ts'
 
 /** What the runner needs of its connection. */
@@ -242,7 +243,7 @@ export class BatchRunner {
    * The client's next unit can ride in a call combined with other clients' units (session/combined-calls.ts): the
    * session is busy (free, the client takes it at once: nobody could join its call), the database can combine, the
    * client holds nothing and the session needs nothing done for it first, the unit is complete
-   * (protocol/frontend.ts isSingleUnit) and uses no statement it did not make itself.
+   * (protocol/frontend-messages.ts isSingleUnit) and uses no statement it did not make itself.
    */
   #mayRide(bytes: Buffer, unnamedUse: number, functions: number): boolean {
     const backend = this.#backend

@@ -4,10 +4,10 @@
 import { isPGliteFatal } from '../../errors.ts'
 import type { Logger } from '../../log.ts'
 import { TxStatus } from '../protocol/codes.ts'
-import { ABANDON_PIPELINE, ROLLBACK } from '../protocol/frontend.ts'
-import type { ClientState } from '../client/state.ts'
-import { DROP_OWN_TEMP_OBJECTS } from '../client/temp-objects.ts'
-import type { Backend } from './backend.ts'
+import { ABANDON_PIPELINE, ROLLBACK } from '../protocol/frontend-messages.ts'
+import type { ClientState } from '../features/state.ts'
+import { DROP_OWN_TEMP_OBJECTS } from '../features/temp-objects.ts'
+import type { Backend } from '../features/backend.ts'
 
 /**
  * What the client left behind goes now if it holds the session, else to the next client that takes it. Never

@@ -4,7 +4,7 @@
 import type { Socket } from 'node:net'
 import { SqlState, WireError, isPGliteFatal } from '../../errors.ts'
 import type { Logger } from '../../log.ts'
-import { encodeErrorResponse } from '../protocol/backend.ts'
+import { encodeErrorResponse } from '../protocol/backend-messages.ts'
 import type { SharedSession } from '../session/session.ts'
 import type { ConnectionTrace } from '../trace/trace.ts'
 import type { ClientOutput } from './output.ts'

@@ -4,17 +4,17 @@
 
 import type { Logger } from '../../log.ts'
 import { BackendCode } from '../protocol/codes.ts'
-import { textRows } from '../protocol/backend.ts'
+import { textRows } from '../protocol/backend-messages.ts'
 import { forEachFrame } from '../protocol/frames.ts'
 import { SessionChange, type ReplyReader } from '../protocol/replies.ts'
 import { remakeStatements, type SessionMember, type SharedSession } from '../session/session.ts'
-import type { ClientState } from '../client/state.ts'
-import { LIST_OWN_TEMP_OBJECTS } from '../client/temp-objects.ts'
-import { reconcileListening, type ListeningBackend } from './listen.ts'
-import type { FunctionsClient } from './server-functions.ts'
-import type { ClientSettings } from './settings.ts'
+import type { ClientState } from '../features/state.ts'
+import { LIST_OWN_TEMP_OBJECTS } from '../features/temp-objects.ts'
+import { reconcileListening, type ListeningBackend } from '../features/listen.ts'
+import type { FunctionsClient } from '../features/server-functions.ts'
+import type { ClientSettings } from '../features/settings.ts'
 
-/** What a handover runs through: the client's backend (backend.ts ClientBackend). */
+/** What a handover runs through: the client's backend (shared-backend.ts ClientBackend). */
 export interface HandoverBackend extends ListeningBackend {
   /** Keeping the session as the client left it failed: the log and the client are told. */
   warn(what: string, error: Buffer): void
@@ -86,7 +86,7 @@ export async function releaseSession(handover: Handover, last = false): Promise<
   session.scheduler.release(client)
 }
 
-/** The client's temporary objects get names of its own while it is away (client/temp-objects.ts). */
+/** The client's temporary objects get names of its own while it is away (features/temp-objects.ts). */
 async function hideTemp({ backend, state }: Handover): Promise<void> {
   const rows = textRows(await backend.capture(LIST_OWN_TEMP_OBJECTS)) as Array<[string, string, string]>
   const hide = state.temp.hide(rows)

@@ -1,24 +1,24 @@
 // What the server does with each message a ready client sends, before PGlite sees it: one handler per message type,
 // named as the protocol names it, in a table keyed by message code. A handler gives statement and portal names the
-// client's prefix, rewrites SQL the server carries out itself, records what the client now has (client/state.ts),
+// client's prefix, rewrites SQL the server carries out itself, records what the client now has (features/state.ts),
 // and returns a Takeover when the server must act in the message's place. The batch is read once; what passes on
 // is gathered into a segment, a slice of the batch unless a message in it changed, then written once.
 
 import { FrontendCode, HEADER_LENGTH } from '../protocol/codes.ts'
-import { cstring, editMessage, sqlBounds, writeEdited, type Edit } from '../protocol/frontend.ts'
+import { cstring, editMessage, sqlBounds, writeEdited, type Edit } from '../protocol/frontend-messages.ts'
 import { unnamedUseStep } from '../protocol/unnamed-use.ts'
-import { parseCopyFromStdin, type CopyFromStdin } from '../client/copy-in.ts'
-import { NO_OP_STATEMENT, databaseCommandIn, rewriteResetCalls, type DatabaseCommand } from '../client/database-commands.ts'
-import { parseDiscard, rewriteStandIns, standInSql, type DiscardCommand, type StandIn } from '../client/discard.ts'
-import { listenCommands } from '../client/listen.ts'
-import { prefixCursorNames, prefixStatementNames } from '../client/names-in-sql.ts'
-import type { ClientState } from '../client/state.ts'
-import type { Special, Statements } from '../client/statements.ts'
-import { callsSetConfig, rewriteAuthorizationDefaults } from '../client/settings.ts'
+import { parseCopyFromStdin } from '../features/copy-in.ts'
+import { NO_OP_STATEMENT, databaseCommandIn, rewriteResetCalls } from '../features/database-commands.ts'
+import { parseDiscard, rewriteStandIns, standInSql, type StandIn } from '../features/discard.ts'
+import { listenCommands } from '../features/listen.ts'
+import { prefixCursorNames, prefixStatementNames } from '../features/names-in-sql.ts'
+import type { ClientState } from '../features/state.ts'
+import type { Statements } from '../features/statements.ts'
+import type { CopyFromStdin, DatabaseCommand, DiscardCommand, Special } from '../features/takeover-kinds.ts'
+import { callsSetConfig, rewriteAuthorizationDefaults } from '../features/settings.ts'
 import { createdExtensions } from '../sql/extensions.ts'
-import { rewriteServerFunctions, type ServerFunctionUse, type SignalArgument } from '../sql/server-functions.ts'
+import { ServerFunctions, rewriteServerFunctions, type ServerFunctionUse, type SignalArgument } from '../features/server-functions.ts'
 import { Keyword, firstLetter, keywordsIn } from '../sql/tokens.ts'
-import { ServerFunctions } from './server-functions.ts'
 
 /** What the server does in a message's place. `frame` is the message as PGlite would get it (names prefixed). */
 export type Takeover =
@@ -214,7 +214,7 @@ function Parse(reader: MessageReader, bytes: Buffer, offset: number, end: number
   const first = text ? firstLetter(bytes, text[0], text[1]) : 0
   const discard = text && mayBeDiscard(bytes, text[0], text[1], first, null) ? parseDiscard(bytes.toString('utf8', text[0], text[1])) : null
   if (text && discard) {
-    // PGlite parses a stand-in; the Execute of its portal is the server's (connection/discard-all.ts).
+    // PGlite parses a stand-in; the Execute of its portal is the server's (features/discard.ts).
     special = { kind: 'discard', command: discard }
     edits.push([text[0], text[1], Buffer.from(standInSql(discard))])
   } else if (text && (words !== 0 || reader.statements.holdsCursors)) {

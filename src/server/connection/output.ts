@@ -9,7 +9,7 @@ import type { Logger } from '../../log.ts'
 import { hexDump } from '../trace/hex-dump.ts'
 import type { ConnectionTrace } from '../trace/trace.ts'
 import type { WireError } from '../../errors.ts'
-import type { ConnectionStates } from './state.ts'
+import type { ConnectionStates } from './connection-state.ts'
 import { Framing, ReplySpill, type SpillBudget } from './spill.ts'
 
 /**

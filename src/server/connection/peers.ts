@@ -5,12 +5,12 @@ import type { Socket } from 'node:net'
 import { SqlState, WireError } from '../../errors.ts'
 import type { Logger } from '../../log.ts'
 import { TxStatus } from '../protocol/codes.ts'
-import type { ClientActivity } from '../session/server-functions.ts'
+import type { ClientActivity } from '../features/server-functions-session.ts'
 import { activityOf, type LastStatement } from './activity.ts'
 import type { ServedConnection } from './host.ts'
 import type { Membership } from './membership.ts'
 import type { TerminateAnswers } from './signals.ts'
-import type { ConnectionStates } from './state.ts'
+import type { ConnectionStates } from './connection-state.ts'
 
 const ADMIN_SHUTDOWN = new WireError('FATAL', SqlState.AdminShutdown, 'terminating connection due to administrator command')
 

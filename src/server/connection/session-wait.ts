@@ -3,14 +3,12 @@
 // holder idle in its transaction (idle-holder.ts). Work whose wait was refused is answered by the BatchRunner.
 
 import { SqlState } from '../../errors.ts'
-import { encodeErrorResponse } from '../protocol/backend.ts'
 import type { Logger } from '../../log.ts'
 import type { RideEnd } from '../session/combined-calls.ts'
 import { QueryCanceledError, QueueTimeoutError, SchedulerClosedError } from '../session/scheduler.ts'
-import type { Backend, BackendClient } from './backend.ts'
+import type { Backend, BackendClient, RideHooks } from '../features/backend.ts'
 import { IdleHolderWatch, idleHolderRefusal } from './idle-holder.ts'
-import type { ConnectionStates } from './state.ts'
-import type { RideHooks } from './unit-ride.ts'
+import type { ConnectionStates } from './connection-state.ts'
 
 /** What a wait needs of its connection. */
 export interface WaitingClient extends BackendClient {
@@ -23,16 +21,6 @@ export interface SessionWaitOptions {
   log: Logger
   /** Answer work whose wait was refused, `bytes` being the work (see BatchRunner.#refuse). */
   refuse(error: unknown, bytes: Buffer): void
-}
-
-/**
- * The ErrorResponse of a wait that was refused: 57014 for a cancel or the client's statement_timeout (its message says
- * which), 55P03 for the queue timeout or an idle holder; null for any other error.
- */
-export function refusalResponse(error: unknown): Buffer | null {
-  if (error instanceof QueryCanceledError) return encodeErrorResponse('ERROR', SqlState.QueryCanceled, error.message)
-  if (error instanceof QueueTimeoutError) return encodeErrorResponse('ERROR', SqlState.LockNotAvailable, error.message, undefined, error.hint)
-  return null
 }
 
 export class SessionWait {

@@ -1,25 +1,26 @@
 // One client's backend over the shared session, as far as the client can tell: its messages run in the session while
 // it holds it, and every reply is read once on its way to the client (names restored, notifications routed). Taking
-// and leaving the session is handover.ts; the client's settings are settings.ts; LISTEN/NOTIFY is listen.ts.
+// and leaving the session is handover.ts; the client's settings are features/settings.ts; LISTEN/NOTIFY is
+// features/listen.ts.
 
 import type { Logger } from '../../log.ts'
 import { SqlState, WireError } from '../../errors.ts'
 import { BackendCode } from '../protocol/codes.ts'
-import { encodeNotice, errorFields, hasMessage } from '../protocol/backend.ts'
+import { encodeNotice, errorFields, hasMessage } from '../protocol/backend-messages.ts'
 import { ReplyReader, SessionChange, type Emit, type RewriteMessage } from '../protocol/replies.ts'
 import { UNKNOWN_SETTINGS, type SharedSession } from '../session/session.ts'
 import type { RideEnd } from '../session/combined-calls.ts'
 import { RelayFrom, type DirectReply } from '../session/databases.ts'
-import type { Settings } from '../client/settings.ts'
-import type { ClientState } from '../client/state.ts'
-import { routeNotification } from './listen.ts'
-import { FunctionReplies, NEEDS_FUNCTION_REPLIES, ServerFunctions, contextFor, contextMessages, type LockWait } from './server-functions.ts'
+import type { Settings } from '../features/settings.ts'
+import type { ClientState } from '../features/state.ts'
+import { routeNotification } from '../features/listen.ts'
+import { FunctionReplies, NEEDS_FUNCTION_REPLIES, ServerFunctions, contextFor, contextMessages, type LockWait } from '../features/server-functions.ts'
 import { UnnamedUse, unnamedUseOf } from '../protocol/unnamed-use.ts'
-import { ClientSettings } from './settings.ts'
+import { ClientSettings } from '../features/settings.ts'
 import { releaseSession, releasesQuietly, takeSession, type Handover } from './handover.ts'
 import { answersSeen } from './traffic.ts'
-import type { Backend, BackendClient } from './backend.ts'
-import { UnitRide, type RideContext, type RideHooks } from './unit-ride.ts'
+import type { Backend, BackendClient, RideHooks } from '../features/backend.ts'
+import { UnitRide, type RideContext } from './unit-ride.ts'
 
 type Output = 'client' | 'nowhere' | Buffer[]
 

@@ -8,7 +8,7 @@ import type { Socket } from 'node:net'
 import { join } from 'node:path'
 import { SqlState, WireError } from '../../errors.ts'
 import type { Logger } from '../../log.ts'
-import { encodeErrorResponse } from '../protocol/backend.ts'
+import { encodeErrorResponse } from '../protocol/backend-messages.ts'
 
 /** Read back in pieces of this size; the WriteStream's buffer holds this much before the call is held back. */
 const PIECE_BYTES = 256 * 1024

@@ -5,7 +5,7 @@
 import { background } from '../../log.ts'
 import { SqlState, WireError } from '../../errors.ts'
 import { BackendCode, CODE_LENGTH, FrontendCode, HEADER_LENGTH, StartupCode, TxStatus } from '../protocol/codes.ts'
-import { encodeBackendKeyData, encodeNegotiateProtocolVersion, encodeParameterStatus, encodeReadyForQuery } from '../protocol/backend.ts'
+import { encodeBackendKeyData, encodeNegotiateProtocolVersion, encodeParameterStatus, encodeReadyForQuery } from '../protocol/backend-messages.ts'
 import { forEachFrame, protocolViolation, type FrameReader, type Frames } from '../protocol/frames.ts'
 import type { SecureContext } from 'node:tls'
 import type { SharedSession } from '../session/session.ts'

@@ -1,11 +1,16 @@
-// One path for every takeover, where the server acts in a client's message's place: COPY FROM STDIN (copy-in.ts),
-// CREATE/DROP DATABASE and the reset (database-commands.ts), DISCARD and DEALLOCATE ALL (discard-all.ts).
+// One path for every takeover, where the server acts in a client's message's place: COPY FROM STDIN
+// (features/copy-in.ts), CREATE/DROP DATABASE and the reset (features/database-commands.ts), DISCARD and DEALLOCATE
+// ALL (features/discard.ts).
 
-import { startCopy } from './copy-in.ts'
-import { bindDatabaseCommand, queryDatabaseCommand, taggedExecute } from './database-commands.ts'
-import { discardForClient, executeDiscard, queryWithStandIns } from './discard-all.ts'
+import { startCopy } from '../features/copy-in.ts'
+import { bindDatabaseCommand, queryDatabaseCommand, taggedExecute } from '../features/database-commands.ts'
+import { discardForClient, executeDiscard, queryWithStandIns } from '../features/discard.ts'
 import type { Takeover } from './messages.ts'
-import type { TakeoverEnd, Turn } from './turn.ts'
+import type { CopyIn } from '../features/copy-in.ts'
+import type { NextRead, Turn } from '../features/turn.ts'
+
+/** How the client's next messages are read after a takeover: as the data of a COPY FROM STDIN, or as NextRead says. */
+export type TakeoverEnd = CopyIn | NextRead
 
 /** The server acts in the message's place; what it returns says how the client's next messages are read. */
 export async function takeOver(turn: Turn, takeover: Exclude<Takeover, { kind: 'terminate' }>): Promise<TakeoverEnd> {

@@ -5,6 +5,7 @@
 import type { Rider } from '../session/combined-calls.ts'
 import type { OutputSink } from '../session/databases.ts'
 import type { SessionMember } from '../session/members.ts'
+import type { RideHooks } from '../features/backend.ts'
 
 /** What a ride does with its client's backend (ClientBackend). */
 export interface RideContext {
@@ -28,12 +29,6 @@ export interface RideContext {
   readonly atRest: boolean
   quiet(last: boolean): boolean
   release(last: boolean): Promise<void>
-}
-
-/** What the client's wait is told of its unit (session-wait.ts). */
-export interface RideHooks {
-  begin(): void
-  end(ran: boolean): void
 }
 
 export class UnitRide implements Rider {

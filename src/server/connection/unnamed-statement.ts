@@ -2,12 +2,12 @@
 // and any Query drops it (the server's own too), so a client's unit that uses it gets it made again first.
 
 import { BackendCode, FrontendCode } from '../protocol/codes.ts'
-import { FLUSH } from '../protocol/frontend.ts'
+import { FLUSH } from '../protocol/frontend-messages.ts'
 import { forEachFrame } from '../protocol/frames.ts'
 import { UnnamedUse } from '../protocol/unnamed-use.ts'
-import type { Statements } from '../client/statements.ts'
+import type { Statements } from '../features/statements.ts'
 import type { SharedSession } from '../session/session.ts'
-import type { Backend, BackendClient } from './backend.ts'
+import type { Backend, BackendClient } from '../features/backend.ts'
 
 /** Close the unnamed statement; Flush, not Sync, so a pipeline the client has open stays open. */
 const CLOSE_UNNAMED_STATEMENT = Buffer.from([FrontendCode.Close, 0, 0, 0, 6, 0x53, 0, FrontendCode.Flush, 0, 0, 0, 4])

@@ -1,7 +1,7 @@
 // Advisory locks, per client, for one database. PGlite's one backend would hold every client's locks as its own
 // (a second client's pg_try_advisory_lock returns true); here the server keeps who holds what, the session's
-// functions (server-functions.ts) decide from it and report what they took and gave back, and a client whose
-// pg_advisory_lock must wait waits here, without holding the session, until the lock is free.
+// functions (features/server-functions-session.ts) decide from it and report what they took and gave back, and a
+// client whose pg_advisory_lock must wait waits here, without holding the session, until the lock is free.
 // https://www.postgresql.org/docs/current/explicit-locking.html#ADVISORY-LOCKS
 
 /** A lock as the session's functions name it: the key (`n` for a bigint, `a,b` for two ints) and the mode. */

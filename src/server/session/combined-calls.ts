@@ -35,7 +35,7 @@ export interface Rider {
   /** Complete messages, ending with the one Query or Sync whose ReadyForQuery ends the unit. */
   readonly unit: Uint8Array
   /**
-   * The settings (client/settings.ts key) the unit runs with, as they are now: a batch holds units of one key. It can
+   * The settings (features/settings.ts key) the unit runs with, as they are now: a batch holds units of one key. It can
    * change while the unit waits (an ALTER DATABASE ... SET makes a new client's unknown until its first turn).
    */
   readonly settingsKey: string

@@ -2,6 +2,9 @@
 // The owner keeps the session across batches (mid-pipeline, inside a transaction) until it releases it,
 // the PgBouncer transaction-pooling rule. Nothing here touches PGlite: it only hands out turns.
 
+import { SqlState } from '../../errors.ts'
+import { encodeErrorResponse } from '../protocol/backend-messages.ts'
+
 export class SchedulerClosedError extends Error {
   constructor(message = 'the session scheduler was closed') {
     super(message)
@@ -26,6 +29,16 @@ export class QueueTimeoutError extends Error {
     this.name = 'QueueTimeoutError'
     this.hint = hint
   }
+}
+
+/**
+ * The ErrorResponse of a wait that was refused: 57014 for a cancel or the client's statement_timeout (its message says
+ * which), 55P03 for the queue timeout or an idle holder; null for any other error.
+ */
+export function refusalResponse(error: unknown): Buffer | null {
+  if (error instanceof QueryCanceledError) return encodeErrorResponse('ERROR', SqlState.QueryCanceled, error.message)
+  if (error instanceof QueueTimeoutError) return encodeErrorResponse('ERROR', SqlState.LockNotAvailable, error.message, undefined, error.hint)
+  return null
 }
 
 interface Waiter<Id> {

@@ -4,8 +4,8 @@
 
 import { SqlState, WireError, isPGliteFatal } from '../../errors.ts'
 import { BackendCode, HEADER_LENGTH } from '../protocol/codes.ts'
-import { encodeAuthenticationOk, encodeParameterStatus, readParameterStatus } from '../protocol/backend.ts'
-import { SYNC, encodeQuery, encodeStartupMessage } from '../protocol/frontend.ts'
+import { encodeAuthenticationOk, encodeParameterStatus, readParameterStatus } from '../protocol/backend-messages.ts'
+import { SYNC, encodeQuery, encodeStartupMessage } from '../protocol/frontend-messages.ts'
 import { forEachFrame } from '../protocol/frames.ts'
 import { guardPGlite } from './pglite-guards.ts'
 import { needsSyncToFs, type DirectReply, type OutputSink, type SessionDb, type UnitsDirect } from './databases.ts'
@@ -31,7 +31,7 @@ export function sessionFor(db: SessionDb): SharedSession {
   return session
 }
 
-/** The settings key (see client/settings.ts) of a session whose settings nobody knows: the next owner resets them. */
+/** The settings key (see features/settings.ts) of a session whose settings nobody knows: the next owner resets them. */
 export const UNKNOWN_SETTINGS = '\u0000unknown'
 
 export class SharedSession {
@@ -66,7 +66,7 @@ export class SharedSession {
   readonly listeners = new Listeners<SessionMember>()
   /** Every client's advisory locks in this database (PGlite's backend would hold them all as one). */
   readonly advisoryLocks = new AdvisoryLocks()
-  /** The functions that answer per client are made in the session's pg_temp (session/server-functions.ts). */
+  /** The functions that answer per client are made in the session's pg_temp (features/server-functions-session.ts). */
   serverFunctionsInstalled = false
   #startupPrefix: Promise<Buffer> | null = null
   /** The resolved startup prefix, once `startupPrefix()` has finished (servers await it before listening). */

@@ -1,6 +1,6 @@
 // Statement names in SQL text: PREPARE name, EXECUTE name, DEALLOCATE [PREPARE] name, EXPLAIN ... EXECUTE name and
 // CREATE TABLE ... AS EXECUTE name. PGlite's one session has one namespace for them, so each client's names are
-// given its prefix here, as protocol-level names are in client/statements.ts.
+// given its prefix here, as protocol-level names are in features/statements.ts.
 
 import { isName, statements, type Token } from './tokens.ts'
 

@@ -7,12 +7,12 @@
 
 import { SqlState } from '../../errors.ts'
 import { FrontendCode, HEADER_LENGTH, TxStatus } from '../protocol/codes.ts'
-import { encodeErrorResponse } from '../protocol/backend.ts'
+import { encodeErrorResponse } from '../protocol/backend-messages.ts'
 import { forEachFrame } from '../protocol/frames.ts'
-import { SYNC, cstring, encodeClose } from '../protocol/frontend.ts'
+import { SYNC, cstring, encodeClose } from '../protocol/frontend-messages.ts'
 import { LockWaitError } from '../session/advisory-locks.ts'
 import type { Backend } from './backend.ts'
-import { refusalResponse } from './session-wait.ts'
+import { refusalResponse } from '../session/scheduler.ts'
 import { cannotWaitHere, replaceLockWaitError, type LockWait } from './server-functions.ts'
 
 /** What running a unit that may wait for a lock needs of its runner. */

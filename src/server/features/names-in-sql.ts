@@ -1,6 +1,6 @@
 // A client's statement and cursor names where its SQL text writes them (PREPARE, EXECUTE, DEALLOCATE; DECLARE ...
 // WITH HOLD, FETCH, MOVE, CLOSE, WHERE CURRENT OF), given the client's prefix as its protocol names are
-// (client/statements.ts), and recorded as made or gone as the text is read.
+// (features/statements.ts), and recorded as made or gone as the text is read.
 
 import { cursorNameEdits } from '../sql/cursor-names.ts'
 import { statementNameEdits } from '../sql/statement-names.ts'

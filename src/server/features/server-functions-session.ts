@@ -1,13 +1,13 @@
-// The session's own versions of what answers per backend (see sql/server-functions.ts): advisory lock functions,
+// The session's own versions of what answers per backend (see features/server-functions.ts): advisory lock functions,
 // pg_cancel_backend, pg_terminate_backend and a pg_stat_activity view, made in pg_temp (so nothing shows in the
 // user's schema, a dump or a migration diff). They read what the server last told the session (the `context`
 // setting: which client runs, every client of the server, every advisory lock held) and tell the server what they
 // did in a NOTICE the server takes out of the client's replies; a lock that must wait fails with an ERROR the
 // server turns into a wait outside the session.
 
-import type { LockLevel, LockMode } from './advisory-locks.ts'
+import type { LockLevel, LockMode } from '../session/advisory-locks.ts'
 
-/** The setting that carries the context; names under pglite_dev_db. are never a client's (client/settings.ts). */
+/** The setting that carries the context; names under pglite_dev_db. are never a client's (features/settings.ts). */
 const CONTEXT = 'pglite_dev_db.context'
 /** The message of the NOTICE a function tells the server with (its DETAIL is JSON). */
 export const TELL_MESSAGE = 'pglite_dev_db'

@@ -1,15 +1,41 @@
-// LISTEN/NOTIFY for clients that share one session: after a client's LISTEN, UNLISTEN or DISCARD, where it listens is
-// recorded and the session made to listen on exactly the channels somebody listens on; a notification its NOTIFY
-// raised reaches every client listening on the channel. Which statements listen is read from the client's SQL
-// (client/listen.ts); who listens where is session/listeners.ts.
+// LISTEN/NOTIFY per client, on one shared session. Which channels a client's statements listen on or stop listening
+// on is read from its SQL and checked against pg_listening_channels() once its work is done (a LISTEN in a
+// rolled-back transaction never took effect); the session is then made to listen on exactly the channels somebody
+// listens on (session/listeners.ts keeps who listens where), and a notification reaches every client listening on its
+// channel.
 
-import type { Logger } from '../../log.ts'
 import { HEADER_LENGTH } from '../protocol/codes.ts'
-import { firstColumn } from '../protocol/backend.ts'
-import { encodeQuery } from '../protocol/frontend.ts'
+import { encodeQuery } from '../protocol/frontend-messages.ts'
+import { isName, statements } from '../sql/tokens.ts'
+import type { Logger } from '../../log.ts'
+import { firstColumn } from '../protocol/backend-messages.ts'
 import { listenSql } from '../session/listeners.ts'
 import type { SessionMember, SharedSession } from '../session/session.ts'
-import { LISTENING_CHANNELS_QUERY, notificationChannel, type ListenCommand } from '../client/listen.ts'
+
+export type ListenCommand = { kind: 'listen'; channel: string } | { kind: 'unlisten'; channel: string | null }
+
+/**
+ * The LISTEN and UNLISTEN statements in `sql`, in order, with channel names as Postgres folds them (unquoted
+ * names to lower case). Literals, comments and dollar quotes are skipped, so `select 'listen x'` is not a LISTEN.
+ */
+export function listenCommands(sql: string): ListenCommand[] {
+  const commands: ListenCommand[] = []
+  for (const [verb, second] of statements(sql)) {
+    if (verb?.kind !== 'word') continue
+    if (verb.text === 'listen' && isName(second)) commands.push({ kind: 'listen', channel: second.text })
+    else if (verb.text === 'unlisten' && isName(second)) commands.push({ kind: 'unlisten', channel: second.text })
+    else if (verb.text === 'unlisten' && second?.text === '*') commands.push({ kind: 'unlisten', channel: null })
+  }
+  return commands
+}
+
+export const LISTENING_CHANNELS_QUERY = encodeQuery('SELECT pg_catalog.pg_listening_channels()')
+
+/** The channel of a NotificationResponse (whole message): after the header and the int32 process id. */
+export function notificationChannel(message: Buffer): string {
+  const start = HEADER_LENGTH + 4
+  return message.toString('utf8', start, message.indexOf(0, start))
+}
 
 /** What LISTEN/NOTIFY needs of a client's backend (ClientBackend). */
 export interface ListeningBackend {

@@ -1,13 +1,78 @@
-// COPY ... FROM STDIN, taken over: PGlite cannot wait for data in the middle of a call, so the server
-// answers CopyInResponse itself, gathers the client's CopyData until CopyDone or CopyFail, and hands PGlite the
-// statement and all of its data in one call, bounded by maxCopyBytes.
+// COPY ... FROM STDIN, taken over: PGlite cannot wait for data in the middle of a call, so the server answers
+// CopyInResponse itself, gathers the client's CopyData until CopyDone or CopyFail, and hands PGlite the statement and
+// all of its data in one call, bounded by maxCopyBytes.
 
 import { SqlState, WireError } from '../../errors.ts'
 import { BackendCode, FrontendCode, TxStatus } from '../protocol/codes.ts'
-import { encodeCopyInResponse, encodeErrorResponse, encodeReadyForQuery, firstValue, withoutFirst } from '../protocol/backend.ts'
-import { FAILING_EXTENDED, FAILING_QUERY, SYNC, encodeQuery } from '../protocol/frontend.ts'
-import { CopyIn, columnCountQuery, type CopyFromStdin } from '../client/copy-in.ts'
+import { encodeCopyInResponse, encodeErrorResponse, encodeReadyForQuery, firstValue, withoutFirst } from '../protocol/backend-messages.ts'
+import { FAILING_EXTENDED, FAILING_QUERY, SYNC, encodeQuery } from '../protocol/frontend-messages.ts'
 import type { Turn } from './turn.ts'
+import type { CopyFromStdin } from './takeover-kinds.ts'
+
+const IDENT = String.raw`(?:"(?:[^"]|"")*"|[^\s("';.]+)`
+const COPY_FROM_STDIN = new RegExp(
+  String.raw`^\s*copy\s+(binary\s+)?(${IDENT}(?:\s*\.\s*${IDENT})?)\s*(?:\(([^)]*)\))?\s*from\s+stdin\b([\s\S]*)$`,
+  'i',
+)
+
+/** Recognise a single `COPY table [(cols)] FROM STDIN [options]` statement (comments before it are not handled). */
+export function parseCopyFromStdin(sql: string): CopyFromStdin | null {
+  const text = sql.replace(/;\s*$/, '')
+  const match = COPY_FROM_STDIN.exec(text)
+  if (!match) return null
+  const options = match[4] ?? ''
+  if (options.includes(';')) return null
+  const columnList = match[3]
+  return {
+    table: match[2]!,
+    columns: columnList === undefined ? null : columnList.split(',').length,
+    binary: match[1] !== undefined || /\bbinary\b/i.test(options),
+  }
+}
+
+/** SQL that counts a table's columns without ever raising an error (to_regclass returns NULL for a bad name). */
+export function columnCountQuery(table: string): string {
+  const literal = `'${table.replace(/'/g, "''")}'`
+  return `select count(*) from pg_catalog.pg_attribute where attrelid = pg_catalog.to_regclass(${literal}) and attnum > 0 and not attisdropped`
+}
+
+/** A COPY FROM STDIN in progress: the message that started it and the client's data so far, held for one call. */
+export class CopyIn {
+  readonly #parts: Buffer[]
+  #size: number
+  /** Started by a simple Query (else by an extended-protocol Execute). */
+  readonly viaQuery: boolean
+  /** The server already answered with an error (size limit); the rest of the COPY is dropped until its end. */
+  failed = false
+
+  constructor(start: Buffer, viaQuery: boolean) {
+    this.#parts = [start]
+    this.#size = start.length
+    this.viaQuery = viaQuery
+  }
+
+  get size(): number {
+    return this.#size
+  }
+
+  /** Keep a message (a view: the frame reader never writes over bytes it handed out). */
+  add(frame: Buffer): void {
+    this.#parts.push(frame)
+    this.#size += frame.length
+  }
+
+  /** Everything gathered, as the one call PGlite needs; the parts are let go. */
+  take(): Buffer {
+    const bytes = Buffer.concat(this.#parts, this.#size)
+    this.drop()
+    return bytes
+  }
+
+  /** Let go of what was gathered (after a failure). */
+  drop(): void {
+    this.#parts.length = 0
+  }
+}
 
 /** The client's COPY starts: wait for the session, tell the client to send its data; returns the COPY gathering it. */
 export async function startCopy(turn: Turn, copy: CopyFromStdin, frame: Buffer, viaQuery: boolean): Promise<CopyIn | null> {

@@ -4,8 +4,13 @@
 
 import type { LockWait, FunctionsClient } from './server-functions.ts'
 import type { RideEnd } from '../session/combined-calls.ts'
-import type { RideHooks } from './unit-ride.ts'
 import type { SessionMember, SharedSession } from '../session/session.ts'
+
+/** What the client's wait is told of its unit (connection/session-wait.ts). */
+export interface RideHooks {
+  begin(): void
+  end(ran: boolean): void
+}
 
 /** What a backend uses of its client's output (output.ts ClientOutput). */
 export interface ReplyOutput {

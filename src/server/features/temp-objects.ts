@@ -6,7 +6,7 @@
 // are dropped when the client leaves, as Postgres drops a backend's temporary objects at exit.
 // https://www.postgresql.org/docs/current/sql-createtable.html#SQL-CREATETABLE-TEMPORARY
 
-import { encodeQuery } from '../protocol/frontend.ts'
+import { encodeQuery } from '../protocol/frontend-messages.ts'
 import { SESSION_USER } from './settings.ts'
 
 /** The kinds of relation renamed, each with the word its ALTER and DROP use. */
@@ -14,7 +14,7 @@ const KIND_WORDS: Readonly<Record<string, string>> = { r: 'TABLE', p: 'TABLE', v
 const KINDS = Object.keys(KIND_WORDS)
   .map((kind) => `'${kind}'`)
   .join(', ')
-/** Names no client gave: other clients' objects while away, and the server's own view (session/server-functions.ts). */
+/** Names no client gave: other clients' objects while away, and the server's own view (server-functions-session.ts). */
 const NOT_CLIENTS = `c.relname !~ '^pgdd[0-9a-z]+\\$' AND NOT (c.relkind = 'v' AND c.relname = 'pg_stat_activity')`
 
 /** The temporary objects with the names a client gave them (those of the client holding the session). */

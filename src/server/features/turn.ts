@@ -1,10 +1,9 @@
 // What the server may do on a client's behalf when it takes over one of its messages (COPY, CREATE/DROP DATABASE,
 // DISCARD): the BatchRunner hands each takeover this, and the takeover needs nothing else. A takeover that
-// changes how the client's next messages are read says so in what it returns (TakeoverEnd).
+// changes how the client's next messages are read says so in what it returns (connection/takeover.ts TakeoverEnd).
 
 import type { Logger } from '../../log.ts'
-import type { CopyIn } from '../client/copy-in.ts'
-import type { ClientState } from '../client/state.ts'
+import type { ClientState } from './state.ts'
 import type { DatabaseCatalog } from '../session/databases.ts'
 import type { Backend } from './backend.ts'
 
@@ -34,8 +33,5 @@ export interface Turn {
   write(bytes: Uint8Array): void
 }
 
-/**
- * How the client's next messages are read after a takeover: as the data of a COPY FROM STDIN, dropped until its
- * next Sync (as Postgres does after an error in the extended protocol), or (null) as usual.
- */
-export type TakeoverEnd = CopyIn | 'discard-until-sync' | null
+/** After a takeover of a command: the client's next messages are dropped until its next Sync, or (null) read as usual. */
+export type NextRead = 'discard-until-sync' | null

@@ -7,19 +7,10 @@
 
 import { createHash } from 'node:crypto'
 import { CODE_LENGTH, FrontendCode, HEADER_LENGTH, LEN_LENGTH } from '../protocol/codes.ts'
-import { bindInteger, cstring, encodeClose, encodeQuery } from '../protocol/frontend.ts'
-import type { SignalArgument } from '../sql/server-functions.ts'
+import { bindInteger, cstring, encodeClose, encodeQuery } from '../protocol/frontend-messages.ts'
+import type { SignalArgument } from './server-functions.ts'
 import { forEachFrame } from '../protocol/frames.ts'
-import type { CopyFromStdin } from './copy-in.ts'
-import type { DatabaseCommand } from './database-commands.ts'
-import type { DiscardCommand } from './discard.ts'
-
-/** What the server does instead of, or besides, passing a statement's Execute (or Bind) on to PGlite. */
-export type Special =
-  | { kind: 'copy'; copy: CopyFromStdin }
-  | { kind: 'database'; command: DatabaseCommand }
-  | { kind: 'reset' }
-  | { kind: 'discard'; command: DiscardCommand }
+import type { Special } from './takeover-kinds.ts'
 
 interface Statement {
   /** The name PGlite knows it by. */
@@ -354,7 +345,7 @@ export class Statements {
 }
 
 /**
- * What stands in for one client's CLOSE ALL or DEALLOCATE ALL in a simple Query (client/discard.ts rewriteStandIns):
+ * What stands in for one client's CLOSE ALL or DEALLOCATE ALL in a simple Query (features/discard.ts rewriteStandIns):
  * a DO block that runs `command` on every name in `view` but the other clients' and the server's (pgdd<id>. and
  * pgdd. prefixes other than `ownPrefix`). The names are read before the first is closed.
  */
