@@ -9,6 +9,7 @@ import { workerInspector } from './interrupt.ts'
 import { ByteRing, FrameEnd, encodeUnits, waitAsync, type UnitTarget } from './ring.ts'
 import { Control, ENGINE_GLOBAL, controlViews } from './stoppable.ts'
 import { sendingClients, watchAnswers, type AnsweredCalls } from '../server/connection/traffic.ts'
+import { offerLend } from './lent-reads.ts'
 import { addUnit, answeredUnitRead, closeToMore, openToMore, readEndsOnTraffic } from './more-units.ts'
 import { LazyEnd, mayEndLazily } from './lazy-end.ts'
 import { CallWatchdog, WATCH_EVERY_MS } from './watchdog.ts'
@@ -113,9 +114,8 @@ export class ProtocolCalls implements AnsweredCalls {
   }
 
   /**
-   * Run several clients' units in one call (thread-worker.ts runUnits): their output comes to `sink` in order,
-   * `onUnitEnd` between one unit's and the next's (`skipped`: the unit was stopped before it began and did not run). Resolves once the call ends: every unit ran, or one left the
-   * session open or changed and the rest did not run (count the onUnitEnd calls).
+   * Several clients' units in one call (thread-worker.ts runUnits): output to `sink` in order, `onUnitEnd` after each
+   * (`skipped`: stopped before it began). Ends once every unit ran, or one left the session open or changed.
    */
   runUnits(units: readonly Uint8Array[], sink: OutputSink, onUnitEnd: (skipped: boolean) => void, direct: UnitsDirect | null = null): Promise<void> {
     // A call grows (more-units.ts) only where others may send meanwhile: with one client sending, its next unit comes
@@ -256,7 +256,7 @@ export class ProtocolCalls implements AnsweredCalls {
     const ring = this.#requests
     const max = ring.maxPayload
     if (direct) {
-      const target = this.#directTarget
+      const target = direct.lendPrefix ? offerLend(this.#words, this.#directTarget, direct.lendPrefix) : this.#directTarget
       target.writeUInt32LE(direct.fd, 0)
       target.writeUInt32LE(direct.relayFrom, 4)
       while (!ring.tryWrite(id, FrameEnd.Direct, target)) {
@@ -289,6 +289,7 @@ export class ProtocolCalls implements AnsweredCalls {
     const state: { ended: boolean; error: Error | null; held: Promise<void> | null } = { ended: false, error: null, held: null }
     const visit = (frameId: number, flags: number, payload: Buffer): boolean | void => {
       if (frameId !== id) return
+      if (flags & FrameEnd.Turn) return void running.direct?.handBack(Buffer.from(payload.subarray(1)), payload[0] === 1)
       if (flags & FrameEnd.Last) {
         state.ended = true
         this.#inTransaction = (flags & FrameEnd.InTransaction) !== 0
@@ -374,6 +375,7 @@ export class ProtocolCalls implements AnsweredCalls {
   /** The running call's end is wanted now: a lazy wait for it ends, and it does not wait lazily again. */
   #hurry(running: Running): void {
     running.prompt = true
+    Atomics.store(this.#words, Control.Lend, 1) // a lent socket comes back (lent-reads.ts)
     this.#lazy.look()
   }
 

@@ -13,7 +13,7 @@ export const ENGINE_GLOBAL = '__pgliteDevDbEngine'
  * Shared between the two threads: Int32 words (Control) and, at byte 8, the deadline of Postgres's timer (ms since
  * the epoch; 0: none armed, or it fired).
  */
-export const CONTROL_BYTES = 44
+export const CONTROL_BYTES = 48
 export function controlViews(buffer: SharedArrayBuffer): { words: Int32Array; deadline: Float64Array } {
   return { words: new Int32Array(buffer, 0, CONTROL_BYTES / 4), deadline: new Float64Array(buffer, 8, 1) }
 }
@@ -39,6 +39,8 @@ export const Control = {
   UnitEndWanted: 9,
   /** 1 while the thread waits for one more unit (more-units.ts `next`): only then does adding one wake it. */
   Lingering: 10,
+  /** 1: the server's thread wants the client's socket back from the thread that reads it (lent-reads.ts). */
+  Lend: 11,
 } as const
 
 /**
@@ -138,6 +140,8 @@ export function exposeStopping(db: PGlite, side: WasmSide, control: SharedArrayB
   let currentUnit = -1
   let unitRunning = false
   const skipped = new Set<number>()
+  // Between two units of a call nothing runs: a cancel would reach the next, and a due timer is an idle one.
+  const betweenUnits = (): boolean => currentUnit >= 0 && !unitRunning
   const clearFlags = (): void => {
     mod.HEAPU8[mod._QueryCancelPending] = 0
     mod.HEAPU8[mod._InterruptPending] = 0
@@ -148,7 +152,7 @@ export function exposeStopping(db: PGlite, side: WasmSide, control: SharedArrayB
      * begun is not run ('skipped', the server answers its client); '' if it ended or no such call runs.
      */
     cancel(id: number, unit = -1): 'canceled' | 'skipped' | '' {
-      if (!isRunning(id)) return ''
+      if (!isRunning(id) || (unit < 0 && betweenUnits())) return ''
       if (unit > currentUnit) return engine.skip(id, unit) ? 'skipped' : ''
       if (unit >= 0 && (unit < currentUnit || !unitRunning)) return ''
       stoppedCall = id
@@ -166,7 +170,7 @@ export function exposeStopping(db: PGlite, side: WasmSide, control: SharedArrayB
     /** Postgres's timer is due: run its handler now, as the JS timer would have (Postgres checks which timeout). */
     fireTimer(id: number): boolean {
       const timeout = side.exports?._emscripten_timeout as ((which: number, now: number) => void) | undefined
-      if (!isRunning(id) || !timeout || performance.now() - callStarted < FIRE_AFTER_CALL_START_MS) return false
+      if (!isRunning(id) || betweenUnits() || !timeout || performance.now() - callStarted < FIRE_AFTER_CALL_START_MS) return false
       stoppedCall = id
       // Fired: the handler arms the timer again (through _setitimer_js) if a timeout is still to come.
       deadline[0] = 0

@@ -9,6 +9,7 @@ import { unitAnswered, unitEndWanted } from './more-units.ts'
 import { RELAY_CODES, framingAt, isAbandoned, writeToClient } from './direct-reply.ts'
 import { Control } from './stoppable.ts'
 import { needsSyncToFs } from '../server/session/databases.ts'
+import type { LendEnd } from './lent-reads.ts'
 
 /** Wake the server's thread after this many bytes of output, and at the end of each call. */
 const WAKE_EVERY_BYTES = 32 * 1024
@@ -69,6 +70,11 @@ export class CallOutput {
   beginUnit(unit: number, fd: number, relayFrom: number): void {
     this.#unit = unit
     this.#direct(fd, relayFrom)
+  }
+
+  /** The reply still goes straight to the client's socket, all of it so far. */
+  get writesStraight(): boolean {
+    return this.#fd >= 0 && !this.#gone && !this.#raw && !this.#relayed
   }
 
   #direct(fd: number, relayFrom: number): void {
@@ -159,16 +165,36 @@ export class CallOutput {
 
   /**
    * The last frame: empty, or the error the call failed with; it says whether a transaction block is left open. A
-   * reply written straight to the client is summed up before it (what the server would have read there).
+   * reply written straight to the client is summed up before it (what the server would have read there). After a
+   * call that lent the client's socket to this thread (`lent`), the socket goes back: `handBack` is what the thread
+   * read of it and did not run (Turn frames), and the end wakes the server's thread, which reads the socket again.
    */
-  end(failure: unknown, inTransaction: boolean): void {
+  end(failure: unknown, inTransaction: boolean, lent = false, handBack: LendEnd | null = null): void {
     if (this.#fd >= 0) this.#write(FrameEnd.Direct, this.watch.summary())
+    if (handBack?.lastUnit) {
+      const count = Buffer.allocUnsafe(4)
+      count.writeUInt32LE(handBack.units)
+      this.#handBack(1, Buffer.concat([count, handBack.lastUnit]))
+    }
+    if (handBack?.unread) this.#handBack(0, handBack.unread)
     const payload = failure === null ? new Uint8Array(0) : Buffer.from(JSON.stringify(encodeThreadError(failure)))
     this.#write(FrameEnd.Last | (failure === null ? 0 : FrameEnd.Error) | (inTransaction ? FrameEnd.InTransaction : 0), payload)
     // The end of a reply written straight to its client need not wake a server's thread that waits lazily for it,
     // unless the call failed (its client is owed the error).
-    if (this.#relayed || failure !== null) this.#replies.wakeForOutput()
+    if (this.#relayed || failure !== null || lent) this.#replies.wakeForOutput()
     else this.#replies.wake()
+  }
+
+  /** Turn frames of a lent socket's bytes, each led by `kind`: 1 how many units ran and the last, 0 bytes not run. */
+  #handBack(kind: number, bytes: Buffer): void {
+    const max = this.#replies.maxPayload - 1
+    for (let at = 0; at < bytes.length; at += max) {
+      const piece = bytes.subarray(at, at + max)
+      const frame = Buffer.allocUnsafe(piece.length + 1)
+      frame[0] = kind
+      piece.copy(frame, 1)
+      this.#write(FrameEnd.Turn, frame)
+    }
   }
 
   #write(flags: number, bytes: Uint8Array): void {

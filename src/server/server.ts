@@ -205,22 +205,26 @@ export class PGLiteSocketServer extends EventTarget {
    * replies, calls that ran several clients' units at once (with how many units they carried), and the bytes of
    * replies kept on disk for clients that have not read them (`maxSpillBytes`).
    */
-  getStats(): { activeConnections: number; queuedQueries: number; maxConnections: number; waitingClients: number; sessionHeld: boolean; notReadingClients: number; combinedCalls: number; combinedUnits: number; spilledBytes: number } {
+  getStats(): { activeConnections: number; queuedQueries: number; maxConnections: number; waitingClients: number; sessionHeld: boolean; notReadingClients: number; combinedCalls: number; combinedUnits: number; clientsReadByDatabaseThreads: number; unitsReadByDatabaseThreads: number; spilledBytes: number } {
     let queued = 0
     let notReading = 0
+    let lent = 0
     for (const connection of this.#connections) {
       queued += connection.queuedBatches
       if (connection.blockedOnOutput) notReading++
+      if (connection.output.lent) lent++
     }
     let waiting = 0
     let held = false
     let combinedCalls = 0
     let combinedUnits = 0
+    let lentUnits = 0
     for (const session of this.#watched.keys()) {
       waiting += session.waitingClients
       held ||= session.scheduler.owner !== null
       combinedCalls += session.combined.stats.calls
       combinedUnits += session.combined.stats.units
+      lentUnits += session.lentUnits
     }
     return {
       activeConnections: this.#admitted,
@@ -231,6 +235,8 @@ export class PGLiteSocketServer extends EventTarget {
       notReadingClients: notReading,
       combinedCalls,
       combinedUnits,
+      clientsReadByDatabaseThreads: lent,
+      unitsReadByDatabaseThreads: lentUnits,
       spilledBytes: this.#options.spill?.used ?? 0,
     }
   }

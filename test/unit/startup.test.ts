@@ -41,6 +41,7 @@ function setUp(options: { password?: string; refuse?: WireError; otherDatabases?
     startupParams: new Map(),
     queuedBatches: 0,
     blockedOnOutput: false,
+    output: { lent: false },
     cancel: () => {},
     activity: () => ({ pid: 1, datname: '', usename: '', application_name: '', client_addr: null, client_port: null, backend_start: '', state: 'idle', query: '' }),
     notify: () => {},

@@ -1,7 +1,6 @@
 // One client socket: its messages read into batches and run in order, what it is sent, and its end, which leaves
-// nothing of it in the session (its place there is membership.ts). Bytes in: #onData -> FrameReader -> BatchRunner
-// (batch.ts) -> MessageReader (a handler per message) -> ClientBackend -> PGlite. Bytes out: PGlite -> ReplyReader
-// (in ClientBackend) -> write.
+// nothing of it in the session (its place there is membership.ts). In: #onData -> FrameReader -> BatchRunner (batch.ts)
+// -> MessageReader (a handler per message) -> ClientBackend -> PGlite. Out: PGlite -> ReplyReader -> write.
 
 import type { Socket } from 'node:net'
 import type { SecureContext } from 'node:tls'
@@ -66,6 +65,12 @@ export class Connection implements ServedConnection, StartingConnection, MemberC
   /** The same, as its backend uses it. */
   get output(): ClientOutput {
     return this.#output
+  }
+  get unreadBytes(): number {
+    return this.#reader.buffered
+  }
+  lentUnitRan(unit: Buffer): void {
+    this.#statement.note(unit, () => true)
   }
   /** A malformed message arrived behind queued work: it fails the connection once that work is answered. */
   #failAfterQueue: WireError | null = null

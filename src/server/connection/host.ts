@@ -42,6 +42,8 @@ export interface ServedConnection extends SessionMember {
   readonly queuedBatches: number
   /** The client is not reading its replies, so its next batch waits. */
   readonly blockedOnOutput: boolean
+  /** `lent`: what it sends is read by its database's thread now (engine/lent-reads.ts). */
+  readonly output: { readonly lent: boolean }
   /** A CancelRequest with this connection's key arrived (or a pg_cancel_backend of it). */
   cancel(): void
   /** What pg_stat_activity shows of it (`full`), or only its pid. */

@@ -30,6 +30,10 @@ export interface OutputConnection {
   readonly mayKeepReplies: boolean
   /** The spill cut the client off: its FATAL is queued already; close it. */
   cutOff(error: WireError): void
+  /** Bytes read from the socket and not yet whole messages handed out. */
+  readonly unreadBytes: number
+  /** The database's thread ran the client's `unit` from its lent socket: its last statement now. */
+  lentUnitRan(unit: Buffer): void
 }
 
 export class ClientOutput {
@@ -45,6 +49,9 @@ export class ClientOutput {
   #corked = false
   /** A reply is being written straight to the socket by the database's thread (beginDirect). */
   #direct = false
+  /** The socket's reading is the database's thread's (lendReading), and what it handed back unrun. */
+  #lent = false
+  readonly #unread: Buffer[] = []
   /** The client stopped reading a reply written straight to it (directBlocked). */
   #blockedByDirect = false
   /** The thread stopped writing that reply to the socket, and sends the rest here (diverted): the socket is ours again. */
@@ -74,6 +81,11 @@ export class ClientOutput {
   /** The client is not reading its replies, so its next batch waits. */
   get blocked(): boolean {
     return this.#blocked
+  }
+
+  /** The socket's reading is its database thread's now (lendReading). */
+  get lent(): boolean {
+    return this.#lent
   }
 
   /** Everything the client receives goes through here: PGlite's replies and the server's own messages. */
@@ -178,6 +190,53 @@ export class ClientOutput {
     this.#heldClose = null
     close?.()
     this.#spill?.poke()
+  }
+
+  /**
+   * The socket's reading goes to the database's thread until endLend (engine/lent-reads.ts): Node reads nothing of it
+   * meanwhile (its stream asks for nothing, its handle stops). False if that cannot be now: bytes read and not taken,
+   * or a socket that is paused, ending or not a plain one.
+   */
+  lendReading(): boolean {
+    const socket = this.#connection.socket as LendableSocket
+    const handle = socket._handle
+    if (this.#lent || typeof handle?.readStop !== 'function' || this.#connection.unreadBytes > 0) return false
+    if (socket.readableLength > 0 || socket.isPaused() || !socket.readable) return false
+    socket.pause()
+    socket._read = readNothing
+    handle.reading = false
+    handle.readStop()
+    this.#lent = true
+    return true
+  }
+
+  handedBack(bytes: Buffer, ran: boolean): number {
+    if (!ran) {
+      this.#unread.push(bytes)
+      return 0
+    }
+    // The last unit is the client's last statement, as pg_stat_activity shows it.
+    this.#connection.lentUnitRan(bytes.subarray(4))
+    return bytes.readUInt32LE(0)
+  }
+
+  /** The socket is back from the database's thread: Node reads first what the thread read and did not run. */
+  endLend(): void {
+    if (!this.#lent) return
+    this.#lent = false
+    const unread = this.#unread.splice(0)
+    const socket = this.#connection.socket as LendableSocket
+    delete (socket as Partial<LendableSocket>)._read
+    if (socket.destroyed) return
+    if (unread.length > 0) socket.unshift(unread.length === 1 ? unread[0] : Buffer.concat(unread))
+    // The stream may count a read of the handle's as under way (it asks again only once that one delivered): the
+    // handle starts reading again itself, as Node's own start of a read does.
+    const handle = socket._handle
+    if (handle && !handle.reading) {
+      handle.reading = true
+      handle.readStart?.()
+    }
+    socket.resume()
   }
 
   /**
@@ -318,4 +377,10 @@ export class ClientOutput {
 interface SocketHandle {
   readonly fd?: number
   close: (...args: unknown[]) => unknown
+  reading?: boolean
+  readStop?: () => number
+  readStart?: () => number
 }
+
+type LendableSocket = Socket & { _handle?: SocketHandle | null; _read: (size: number) => void }
+const readNothing = (): void => {}

@@ -7,6 +7,7 @@ import type { Logger } from '../../log.ts'
 import { SqlState, WireError } from '../../errors.ts'
 import { BackendCode } from '../protocol/codes.ts'
 import { encodeNotice, errorFields, hasMessage } from '../protocol/backend-messages.ts'
+import { preparedUnitEnd } from '../protocol/frontend-messages.ts'
 import { ReplyReader, SessionChange, type Emit, type RewriteMessage } from '../protocol/replies.ts'
 import { UNKNOWN_SETTINGS, type SharedSession } from '../session/session.ts'
 import type { RideEnd } from '../session/combined-calls.ts'
@@ -18,7 +19,7 @@ import { FunctionReplies, NEEDS_FUNCTION_REPLIES, ServerFunctions, contextFor, c
 import { UnnamedUse, unnamedUseOf } from '../protocol/unnamed-use.ts'
 import { ClientSettings } from '../features/settings.ts'
 import { releaseSession, releasesQuietly, takeSession, type Handover } from './handover.ts'
-import { answersSeen } from './traffic.ts'
+import { answersSeen, sendingClients } from './traffic.ts'
 import type { Backend, BackendClient, RideHooks } from '../features/backend.ts'
 import { UnitRide, type RideContext } from './unit-ride.ts'
 
@@ -49,6 +50,8 @@ export class ClientBackend implements Backend {
     diverted: (framing) => this.#client.output.diverted(framing),
     raw: (bytes) => this.#client.raw(bytes),
     mayEndLazily: () => this.#client.queuedBatches === 0 && this.session.scheduler.waiting === 0,
+    lendPrefix: null,
+    handBack: (bytes, ran) => (this.session.lentUnits += this.#client.output.handedBack(bytes, ran)),
   }
   /** The call running now writes its reply straight to the client. */
   #directNow = false
@@ -146,7 +149,7 @@ export class ClientBackend implements Backend {
   async #execute(bytes: Uint8Array, output: Output, asClient = output === 'client', functions = 0): Promise<void> {
     if (functions & ServerFunctions.Context) await this.#tellContext(functions)
     this.#beginCall(output, asClient, functions)
-    const direct = output === 'client' ? this.#directReply() : null
+    const direct = output === 'client' ? this.#directReply(bytes) : null
     if (direct) this.#client.output.beginDirect()
     else this.#client.output.cork()
     try {
@@ -155,6 +158,7 @@ export class ClientBackend implements Backend {
       if (direct) {
         this.#directNow = false
         this.#client.output.endDirect()
+        if (direct.lendPrefix) this.#client.output.endLend()
       }
       this.#endCall(direct === null)
     }
@@ -201,15 +205,34 @@ export class ClientBackend implements Backend {
    * and a socket it can write to now (see BackendClient.directFd). From the first message the server rewrites (names
    * restored, notifications routed, what the functions tell), the reply comes through the server after all.
    */
-  #directReply(): DirectReply | null {
+  #directReply(bytes: Uint8Array): DirectReply | null {
     if (this.session.db.directReplies !== true) return null
     const fd = this.#client.output.directFd()
     if (fd < 0) return null
     const direct = this.#direct
     direct.fd = fd
     direct.relayFrom = this.#relayFrom()
+    direct.lendPrefix = this.#mayLend(bytes) ? this.#state.statements.prefix : null
     this.#directNow = true
     return direct
+  }
+
+  /**
+   * Whether the database's thread may read this client's next units itself after the call (engine/lent-reads.ts): it
+   * is the only client sending, nobody waits for the session, its statements need nothing of the server when they
+   * run (none is taken over, none calls what answers per backend), and this unit is one the thread could run, so
+   * likely its next ones are too. Last, the socket's reading is lent.
+   */
+  #mayLend(bytes: Uint8Array): boolean {
+    return (
+      this.#functions === null &&
+      preparedUnitEnd(bytes as Buffer, 0) === bytes.length &&
+      this.#state.statements.needNothingToRun &&
+      sendingClients() <= 1 &&
+      this.#client.queuedBatches === 0 &&
+      this.session.scheduler.waiting === 0 &&
+      this.#client.output.lendReading()
+    )
   }
 
   /** As #rewrite: names restored in errors and notices, what the functions tell, notifications routed. */

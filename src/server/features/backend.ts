@@ -33,6 +33,15 @@ export interface ReplyOutput {
   diverted(framing: Uint8Array): void
   /** The rest of a reply being written straight to it comes through the server from a message boundary on. */
   relayed(): void
+  /** The database's thread reads the socket until endLend (engine/lent-reads.ts); false if it cannot now. */
+  lendReading(): boolean
+  /**
+   * From the lent socket (DirectReply.handBack): bytes the thread read and did not run, or (`ran`) how many units it
+   * ran and the last; returns that count (0 for bytes not run).
+   */
+  handedBack(bytes: Buffer, ran: boolean): number
+  /** The socket is back: Node reads first what the thread handed back unrun. */
+  endLend(): void
 }
 
 /** The connection a backend answers to. */

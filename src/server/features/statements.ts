@@ -71,6 +71,11 @@ export class Statements {
     return server
   }
 
+  /** What each of the client's statement names begins with, as PGlite knows it. */
+  get prefix(): Buffer {
+    return this.#prefix
+  }
+
   /** Named statements the client has now. */
   get count(): number {
     return this.#named.size
@@ -239,6 +244,11 @@ export class Statements {
   /** Whether any portal is special: while none, an Execute needs no look-up. */
   get hasSpecialPortals(): boolean {
     return this.#portals.size > 0
+  }
+
+  /** A Bind of any of the client's named statements needs nothing of the server: none is special or calls functions. */
+  get needNothingToRun(): boolean {
+    return this.used && this.#specials === 0 && this.#functions.size === 0
   }
 
   /** Whether any statement is special: while none, a Bind needs no look-up. */

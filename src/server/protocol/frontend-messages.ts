@@ -181,3 +181,35 @@ export function isSingleUnit(bytes: Buffer): boolean {
 }
 
 const IN_UNIT = new Set<number>([FrontendCode.Parse, FrontendCode.Bind, FrontendCode.Describe, FrontendCode.Execute, FrontendCode.Close, FrontendCode.Flush])
+
+/**
+ * Where the unit that starts at `start` in `bytes` ends, if it is complete and runs a statement already made, as a
+ * pooler forwards it: Binds of named statements to the unnamed portal (their names, which may need a prefix, are
+ * counted in `names`), Describe and Execute of the unnamed portal, then Sync; -1 otherwise. Such units are what a
+ * database's thread may read from a lent socket and run itself (engine/lent-reads.ts).
+ */
+export function preparedUnitEnd(bytes: Buffer, start: number, names: { count: number; longest: number } | null = null): number {
+  let at = start
+  for (;;) {
+    if (bytes.length - at < HEADER_LENGTH) return -1
+    const code = bytes[at]!
+    const end = at + CODE_LENGTH + bytes.readInt32BE(at + CODE_LENGTH)
+    if (end > bytes.length || end < at + HEADER_LENGTH) return -1
+    if (code === FrontendCode.Sync) return end
+    const body = at + HEADER_LENGTH
+    if (code === FrontendCode.Bind) {
+      const name = bytes.indexOf(0, body + 1)
+      // A named portal, or the unnamed statement (whose owner the server tracks).
+      if (bytes[body] !== 0 || name < 0 || name >= end || name === body + 1) return -1
+      if (names) {
+        names.count++
+        names.longest = Math.max(names.longest, name - body - 1)
+      }
+    } else if (code === FrontendCode.Describe) {
+      if (bytes[body] !== LETTER_P || bytes[body + 1] !== 0) return -1
+    } else if (code !== FrontendCode.Execute || bytes[body] !== 0) return -1
+    at = end
+  }
+}
+
+const LETTER_P = 0x50

@@ -87,6 +87,16 @@ export interface DirectReply {
   raw(bytes: Uint8Array): void | Promise<void>
   /** Nobody waits for this call's end (no batch of the client's, no other holder): it need not wake the server. */
   mayEndLazily(): boolean
+  /**
+   * Non-null: after this call the database's thread reads the client's socket itself for a while (engine/lent-reads.ts),
+   * giving the client's statement names this prefix. The socket comes back when the call ends.
+   */
+  lendPrefix: Buffer | null
+  /**
+   * From the lent socket, in order: bytes the thread read and did not run (the server reads them first), or (`ran`)
+   * how many units it ran (UInt32 LE) and the last of them, as the client sent it.
+   */
+  handBack(bytes: Buffer, ran: boolean): void
 }
 
 /**

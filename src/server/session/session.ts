@@ -39,6 +39,8 @@ export class SharedSession {
   readonly scheduler = new OwnerScheduler<SessionHolder>()
   /** Several clients' units in one call, when the database can (combined-calls.ts). */
   readonly combined: CombinedCalls = new CombinedCalls(this)
+  /** Units the database's thread read from a client's lent socket and ran itself (engine/lent-reads.ts). */
+  lentUnits = 0
   readonly members = new Set<SessionMember>()
   /** Set once PGlite threw something that leaves it unusable; every later call fails fast. */
   dead: WireError | null = null

@@ -1,0 +1,128 @@
+// A client's socket lent to its database's thread for reading. With one client sending, each query costs two
+// wake-ups between threads and cores (the server's thread reading it, then this one running it), which take longer
+// than the query. So after a call whose reply went straight to its client and left the session at rest, the thread
+// reads the client's next bytes itself for a while, and runs each unit that needs nothing of the server: Bind of a
+// named statement (the name given the client's prefix, as the server gives it), Describe and Execute of the unnamed
+// portal, Sync. The first bytes it cannot run go back to the server with the socket, unread, as does the socket when
+// the server asks for it (another client sends, a cancel) or nothing came meanwhile.
+
+import { readSync } from 'node:fs'
+import { Control } from './stoppable.ts'
+import { preparedUnitEnd } from '../server/protocol/frontend-messages.ts'
+import { lookOnTraffic } from '../server/connection/traffic.ts'
+
+/** How long (ms) the thread looks for the client's next bytes before it gives the socket back. */
+const LOOK_MS = 0.5
+/** Postgres keeps NAMEDATALEN - 1 bytes of a name: a longer prefixed name is one the server hashes. */
+const MAX_NAME_BYTES = 63
+const HEADER = 5
+const BIND = 0x42
+
+/** What a unit run in the thread is given: the client's socket and the prefix its statement names get. */
+export interface Lend {
+  fd: number
+  prefix: Buffer
+}
+
+/** How a lend ended: the bytes read and not run (the server reads them first), and the last unit run, as sent. */
+export interface LendEnd {
+  unread: Buffer | null
+  lastUnit: Buffer | null
+  /** How many units the thread ran. */
+  units: number
+}
+
+/** Runs one unit (its bytes as PGlite gets them); false if the lend must end after it. */
+export type RunUnit = (unit: Buffer) => Promise<boolean>
+
+/**
+ * The server's side: a call's Direct payload (`target`: fd and RelayFrom bits) with the lend's prefix after it. The
+ * thread gives the socket back when asked (Control.Lend, which the server sets whenever it wants the call's end now),
+ * and when any other client sends.
+ */
+export function offerLend(words: Int32Array, target: Buffer, prefix: Buffer): Buffer {
+  Atomics.store(words, Control.Lend, 0)
+  lookOnTraffic(() => Atomics.store(words, Control.Lend, 1))
+  return Buffer.concat([target, prefix])
+}
+
+/**
+ * Serve the lent socket until the server wants it back, nothing comes for LOOK_MS, or bytes come that only the server
+ * can handle (`pending`: the server has a request for the thread).
+ */
+export async function serveLend(lend: Lend, words: Int32Array, pending: () => boolean, run: RunUnit): Promise<LendEnd> {
+  const buffer = Buffer.allocUnsafe(1 << 16)
+  const end: LendEnd = { unread: null, lastUnit: null, units: 0 }
+  let until = performance.now() + LOOK_MS
+  for (;;) {
+    if (Atomics.load(words, Control.Lend) !== 0 || pending()) return end
+    const count = tryRead(lend.fd, buffer)
+    if (count === 0) return end // the client's end closed, or failed: the server finds out from the socket
+    if (count < 0) {
+      if (performance.now() >= until) return end
+      continue
+    }
+    const bytes = Buffer.from(buffer.subarray(0, count))
+    let at = 0
+    for (;;) {
+      const unit = Atomics.load(words, Control.Lend) === 0 ? unitAt(bytes, at, lend.prefix) : null
+      if (unit) {
+        end.lastUnit = bytes.subarray(at, unit.end)
+        end.units++
+      }
+      const goOn = unit !== null && (await run(unit.bytes))
+      if (unit) at = unit.end
+      if (!goOn) {
+        end.unread = at < bytes.length ? bytes.subarray(at) : null
+        return end
+      }
+      if (at === bytes.length) break
+    }
+    until = performance.now() + LOOK_MS
+  }
+}
+
+/** Bytes from the socket, 0 once it ended (or failed), -1 if none wait. */
+function tryRead(fd: number, buffer: Buffer): number {
+  try {
+    return readSync(fd, buffer, 0, buffer.length, null)
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code
+    return code === 'EAGAIN' || code === 'EWOULDBLOCK' ? -1 : 0
+  }
+}
+
+/**
+ * The unit that starts at `start`, as PGlite gets it, if the thread may run it (protocol/frontend-messages.ts
+ * preparedUnitEnd); else null.
+ */
+export function unitAt(bytes: Buffer, start: number, prefix: Buffer): { bytes: Buffer; end: number } | null {
+  const names = { count: 0, longest: 0 }
+  const end = preparedUnitEnd(bytes, start, names)
+  // A prefixed name past Postgres's length is one the server hashes.
+  if (end < 0 || prefix.length + names.longest > MAX_NAME_BYTES) return null
+  const unit = bytes.subarray(start, end)
+  return { bytes: names.count === 0 ? unit : prefixed(unit, prefix, names.count), end }
+}
+
+/** The unit with each Bind's statement name given `prefix`. */
+function prefixed(unit: Buffer, prefix: Buffer, binds: number): Buffer {
+  const out = Buffer.allocUnsafe(unit.length + binds * prefix.length)
+  let from = 0
+  let to = 0
+  while (from < unit.length) {
+    const end = from + 1 + unit.readInt32BE(from + 1)
+    if (unit[from] !== BIND) {
+      to += unit.copy(out, to, from, end)
+    } else {
+      out[to] = BIND
+      out.writeInt32BE(end - from - 1 + prefix.length, to + 1)
+      out[to + HEADER] = 0
+      to += HEADER + 1
+      to += prefix.copy(out, to)
+      to += unit.copy(out, to, from + HEADER + 1, end)
+    }
+    from = end
+  }
+  return out
+}

@@ -1,0 +1,183 @@
+// A lone client's socket lent to its database's thread (engine/lent-reads.ts): after a unit that binds a prepared
+// statement, the thread reads the client's next units itself while nobody else sends. What a client sees must not
+// change: its answers in order, another client served, a cancel, statement_timeout and a stop reaching a statement
+// the thread read, a client that leaves or stops reading. Whether a unit was read by the thread depends on timing
+// (it looks for 0.5 ms), so each case is tried until it was, a bounded number of times.
+import { describe, expect, it } from 'vitest'
+import type { DevDb } from '../../src/databases/dev-db.ts'
+import { useDevDbs } from '../helpers/dev-db.ts'
+import { sendCancelRequest, type RawClient } from '../../harness/raw-client.ts'
+import * as wire from '../../harness/wire.ts'
+
+const { start, connect } = useDevDbs()
+const TRIES = 50
+const DEADLINE_MS = 10_000
+
+const unit = (statement: string, params: string[]): Buffer[] => [wire.bind('', statement, params), wire.execute(''), wire.sync()]
+const stats = (dev: DevDb) => dev.server.getStats()
+
+// Tells its client it began (a notice is sent at once, not at the statement's end), then sleeps.
+const NOTICE_THEN_SLEEP = `create or replace function notice_then_sleep(s float8) returns void language plpgsql as $$
+  begin raise notice 'sleeping'; perform pg_sleep(s); end $$`
+
+async function prepared(dev: DevDb): Promise<RawClient> {
+  const client = await connect(dev.url)
+  expect((await client.query(NOTICE_THEN_SLEEP)).errors).toEqual([])
+  await client.send(wire.parse('plus', 'select $1::int + 1 as n'), wire.parse('sleep', 'select notice_then_sleep($1::float8)'), wire.sync())
+  expect(wire.summarize(await client.until('ReadyForQuery')).errors).toEqual([])
+  return client
+}
+
+/** Run `statement` as one unit and wait for its answer. */
+async function run(client: RawClient, statement: string, params: string[]): Promise<wire.Summary> {
+  await client.send(...unit(statement, params))
+  return wire.summarize(await client.until('ReadyForQuery', { deadlineMs: DEADLINE_MS }))
+}
+
+/** Send `plus 0` (the server lends the socket as it runs it), then at once `then`: the thread reads it if it came in time. */
+async function afterLend(client: RawClient, then: Buffer[]): Promise<void> {
+  expect((await run(client, 'plus', ['0'])).rows).toEqual([['1']])
+  await client.send(...then)
+}
+
+/**
+ * Run `plus 0` until the thread is reading the client's socket once it is answered (none of other clients' bytes
+ * lately: the server lends a socket only while one client sends). False if it never was.
+ */
+async function lent(dev: DevDb, client: RawClient): Promise<boolean> {
+  for (let tries = 0; tries < 1000; tries++) {
+    expect((await run(client, 'plus', ['0'])).rows).toEqual([['1']])
+    if (stats(dev).clientsReadByDatabaseThreads === 1) return true
+  }
+  return false
+}
+
+/** Once the socket is back: whether the thread ran units since `before` (a unit it read counts once it gave it back). */
+async function threadRan(dev: DevDb, before: number): Promise<boolean> {
+  await expect.poll(() => stats(dev).clientsReadByDatabaseThreads, { timeout: 5_000 }).toBe(0)
+  return stats(dev).unitsReadByDatabaseThreads > before
+}
+
+/** Every message until the server's FATAL (or the close). */
+async function untilFatal(client: RawClient): Promise<wire.ErrorInfo[]> {
+  const errors: wire.ErrorInfo[] = []
+  while (!errors.some((error) => error.severity === 'FATAL')) {
+    const messages = await client.until('ErrorResponse', { deadlineMs: DEADLINE_MS }).catch(() => null)
+    if (!messages) break
+    errors.push(...wire.summarize(messages).errors)
+  }
+  return errors
+}
+
+describe('a lone client read by its database thread', () => {
+  it('gets every answer in order, one at a time and pipelined', async () => {
+    const dev = await start()
+    const client = await prepared(dev)
+    for (let i = 0; i < 200; i++) expect((await run(client, 'plus', [String(i)])).rows).toEqual([[String(i + 1)]])
+    const pipeline = Array.from({ length: 100 }, (_, i) => unit('plus', [String(i)])).flat()
+    let read = false
+    for (let tries = 0; tries < TRIES && !read; tries++) {
+      const before = stats(dev).unitsReadByDatabaseThreads
+      await afterLend(client, pipeline)
+      for (let i = 0; i < 100; i++) expect(wire.summarize(await client.until('ReadyForQuery', { deadlineMs: DEADLINE_MS })).rows).toEqual([[String(i + 1)]])
+      read = (await threadRan(dev, before)) && stats(dev).unitsReadByDatabaseThreads - before >= 100
+    }
+    expect(read).toBe(true)
+  })
+
+  it('gives the socket back when another client sends, which is answered', async () => {
+    const dev = await start()
+    const client = await prepared(dev)
+    const other = await connect(dev.url)
+    let read = false
+    for (let tries = 0; tries < TRIES && !read; tries++) {
+      const before = stats(dev).unitsReadByDatabaseThreads
+      await afterLend(client, unit('sleep', ['0.2']))
+      expect((await other.query('select 42', { deadlineMs: DEADLINE_MS })).rows).toEqual([['42']])
+      expect(wire.summarize(await client.until('ReadyForQuery', { deadlineMs: DEADLINE_MS })).errors).toEqual([])
+      read = await threadRan(dev, before)
+    }
+    expect(read).toBe(true)
+    expect((await run(client, 'plus', ['5'])).rows).toEqual([['6']])
+  })
+
+  it('lets a CancelRequest stop the statement the thread read: 57014, and the client goes on', async () => {
+    const dev = await start()
+    const client = await prepared(dev)
+    let canceled = false
+    for (let tries = 0; tries < TRIES && !canceled; tries++) {
+      const before = stats(dev).unitsReadByDatabaseThreads
+      expect(await lent(dev, client)).toBe(true)
+      await client.send(...unit('sleep', ['30']))
+      await client.next('NoticeResponse', { deadlineMs: DEADLINE_MS })
+      await sendCancelRequest(dev.url, client.backendKey!)
+      const reply = wire.summarize(await client.until('ReadyForQuery', { deadlineMs: DEADLINE_MS }))
+      expect(reply.errors.map((error) => error.code)).toEqual(['57014'])
+      canceled = await threadRan(dev, before)
+    }
+    expect(canceled).toBe(true)
+    expect((await run(client, 'plus', ['1'])).rows).toEqual([['2']])
+  })
+
+  it("ends a statement the thread read at the client's statement_timeout", async () => {
+    const dev = await start()
+    const client = await prepared(dev)
+    expect((await client.query("set statement_timeout = '200ms'")).errors).toEqual([])
+    let timedOut = false
+    for (let tries = 0; tries < TRIES && !timedOut; tries++) {
+      const before = stats(dev).unitsReadByDatabaseThreads
+      await afterLend(client, unit('sleep', ['30']))
+      const reply = wire.summarize(await client.until('ReadyForQuery', { deadlineMs: DEADLINE_MS }))
+      expect(reply.errors.map((error) => [error.code, error.message])).toEqual([['57014', 'canceling statement due to statement timeout']])
+      timedOut = await threadRan(dev, before)
+    }
+    expect(timedOut).toBe(true)
+  })
+
+  // The unit is the thread's to read when it comes within its look (most runs), else the server's: either way the
+  // stop cancels it, tells the client and ends within its deadline.
+  it('stops within its deadline while a statement of a lent socket runs: the client is told 57P01', async () => {
+    const dev = await start()
+    const client = await prepared(dev)
+    expect(await lent(dev, client)).toBe(true)
+    await client.send(...unit('sleep', ['30']))
+    await client.next('NoticeResponse', { deadlineMs: DEADLINE_MS })
+    const closed = dev.close()
+    const fatal = (await untilFatal(client)).filter((error) => error.severity === 'FATAL')
+    expect(fatal.map((error) => error.code)).toEqual(['57P01'])
+    await closed
+  })
+
+  it('notices a client that leaves: its place in the session is freed for others', async () => {
+    const dev = await start()
+    const client = await prepared(dev)
+    expect(await lent(dev, client)).toBe(true)
+    client.destroy()
+    await expect.poll(() => stats(dev).activeConnections, { timeout: 5_000 }).toBe(0)
+    expect(stats(dev).clientsReadByDatabaseThreads).toBe(0)
+    const other = await connect(dev.url)
+    expect((await other.query('select 7', { deadlineMs: DEADLINE_MS })).rows).toEqual([['7']])
+  })
+
+  it('keeps a reply the client does not read off the session: others are answered, and it gets every row later', async () => {
+    const dev = await start()
+    const client = await prepared(dev)
+    await client.send(wire.parse('big', "select g, repeat('x', 1000) from generate_series(1, $1::int) g"), wire.sync())
+    await client.until('ReadyForQuery')
+    const other = await connect(dev.url)
+    for (let tries = 0; tries < TRIES; tries++) {
+      const before = stats(dev).unitsReadByDatabaseThreads
+      expect((await run(client, 'plus', ['0'])).rows).toEqual([['1']])
+      client.socket.pause()
+      await client.send(...unit('big', ['20000']))
+      expect((await other.query('select 8', { deadlineMs: DEADLINE_MS })).rows).toEqual([['8']])
+      client.socket.resume()
+      const reply = wire.summarize(await client.until('ReadyForQuery', { deadlineMs: DEADLINE_MS }))
+      expect(reply.errors).toEqual([])
+      expect(reply.rows.length).toBe(20000)
+      expect(reply.rows.every(([g], i) => g === String(i + 1))).toBe(true)
+      if (await threadRan(dev, before)) return
+    }
+    expect.unreachable(`the thread never read the client's unit in ${TRIES} tries`)
+  })
+})
