@@ -191,10 +191,10 @@ interface PGLiteSocketDirectReply {
     raw(bytes: Uint8Array): void | Promise<void>;
     /** Nobody waits for the call's end: the database's thread need not wake the server for it. */
     mayEndLazily(): boolean;
-    /** Non-null: the database's thread reads the client's socket after the call, this its statement names' prefix. */
-    lendPrefix: Buffer | null;
-    /** Bytes the thread read from the lent socket and did not run, or (ran) the last unit it ran. */
-    handBack(bytes: Buffer, ran: boolean): void;
+    /** Non-null: the database's thread reads the client's socket after the call (pglite-dev-db's lent sockets). */
+    lend: { prefix: Buffer; unnamed: boolean } | null;
+    /** What the thread tells of the lent socket as it ends. */
+    handBack(kind: number, bytes: Buffer): void;
 }
 /** A call of units whose replies go straight to their clients (pglite-dev-db's UnitsDirect). */
 interface PGLiteSocketUnitsDirect {

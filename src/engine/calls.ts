@@ -256,7 +256,7 @@ export class ProtocolCalls implements AnsweredCalls {
     const ring = this.#requests
     const max = ring.maxPayload
     if (direct) {
-      const target = direct.lendPrefix ? offerLend(this.#words, this.#directTarget, direct.lendPrefix) : this.#directTarget
+      const target = direct.lend ? offerLend(this.#words, this.#directTarget, direct.lend.prefix, direct.lend.unnamed) : this.#directTarget
       target.writeUInt32LE(direct.fd, 0)
       target.writeUInt32LE(direct.relayFrom, 4)
       while (!ring.tryWrite(id, FrameEnd.Direct, target)) {
@@ -289,7 +289,7 @@ export class ProtocolCalls implements AnsweredCalls {
     const state: { ended: boolean; error: Error | null; held: Promise<void> | null } = { ended: false, error: null, held: null }
     const visit = (frameId: number, flags: number, payload: Buffer): boolean | void => {
       if (frameId !== id) return
-      if (flags & FrameEnd.Turn) return void running.direct?.handBack(Buffer.from(payload.subarray(1)), payload[0] === 1)
+      if (flags & FrameEnd.Turn) return void running.direct?.handBack(payload[0]!, Buffer.from(payload.subarray(1)))
       if (flags & FrameEnd.Last) {
         state.ended = true
         this.#inTransaction = (flags & FrameEnd.InTransaction) !== 0

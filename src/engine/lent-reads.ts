@@ -1,14 +1,14 @@
 // A client's socket lent to its database's thread for reading. With one client sending, each query costs two
 // wake-ups between threads and cores (the server's thread reading it, then this one running it), which take longer
 // than the query. So after a call whose reply went straight to its client and left the session at rest, the thread
-// reads the client's next bytes itself for a while, and runs each unit that needs nothing of the server: Bind of a
-// named statement (the name given the client's prefix, as the server gives it), Describe and Execute of the unnamed
-// portal, Sync. The first bytes it cannot run go back to the server with the socket, unread, as does the socket when
+// reads the client's next bytes itself for a while, and runs each unit that needs nothing of the server
+// (protocol/frontend-messages.ts preparedUnitEnd), its statement names given the client's prefix as the server
+// gives them. The first bytes it cannot run go back to the server with the socket, unread, as does the socket when
 // the server asks for it (another client sends, a cancel) or nothing came meanwhile.
 
 import { readSync } from 'node:fs'
 import { Control } from './stoppable.ts'
-import { preparedUnitEnd } from '../server/protocol/frontend-messages.ts'
+import { preparedUnitEnd, type PreparedUnit } from '../server/protocol/frontend-messages.ts'
 import { lookOnTraffic } from '../server/connection/traffic.ts'
 
 /** How long (ms) the thread looks for the client's next bytes before it gives the socket back. */
@@ -18,19 +18,30 @@ const MAX_NAME_BYTES = 63
 const HEADER = 5
 const BIND = 0x42
 
-/** What a unit run in the thread is given: the client's socket and the prefix its statement names get. */
+/**
+ * What a unit run in the thread is given: the client's socket, the prefix its statement names get, and whether it
+ * may run units of the unnamed statement (the server reads nothing in plain SQL unless the client holds cursors WITH
+ * HOLD or its temporary objects come first in its search path).
+ */
 export interface Lend {
   fd: number
   prefix: Buffer
+  unnamed: boolean
 }
 
-/** How a lend ended: the bytes read and not run (the server reads them first), and the last unit run, as sent. */
+/**
+ * How a lend ended: the bytes read and not run (the server reads them first), the last unit run, as sent, how many
+ * ran, and what became of the unnamed statement: the Parse that made it last, or dropped by a Query; null: neither.
+ */
 export interface LendEnd {
   unread: Buffer | null
   lastUnit: Buffer | null
-  /** How many units the thread ran. */
   units: number
+  unnamed: Buffer | 'dropped' | null
 }
+
+/** The Direct payload's byte after fd and RelayFrom bits: Lend.unnamed. The prefix follows. */
+export const LEND_UNNAMED = 1
 
 /** Runs one unit (its bytes as PGlite gets them); false if the lend must end after it. */
 export type RunUnit = (unit: Buffer) => Promise<boolean>
@@ -40,10 +51,10 @@ export type RunUnit = (unit: Buffer) => Promise<boolean>
  * thread gives the socket back when asked (Control.Lend, which the server sets whenever it wants the call's end now),
  * and when any other client sends.
  */
-export function offerLend(words: Int32Array, target: Buffer, prefix: Buffer): Buffer {
+export function offerLend(words: Int32Array, target: Buffer, prefix: Buffer, unnamed: boolean): Buffer {
   Atomics.store(words, Control.Lend, 0)
   lookOnTraffic(() => Atomics.store(words, Control.Lend, 1))
-  return Buffer.concat([target, prefix])
+  return Buffer.concat([target, Buffer.of(unnamed ? LEND_UNNAMED : 0), prefix])
 }
 
 /**
@@ -52,7 +63,7 @@ export function offerLend(words: Int32Array, target: Buffer, prefix: Buffer): Bu
  */
 export async function serveLend(lend: Lend, words: Int32Array, pending: () => boolean, run: RunUnit): Promise<LendEnd> {
   const buffer = Buffer.allocUnsafe(1 << 16)
-  const end: LendEnd = { unread: null, lastUnit: null, units: 0 }
+  const end: LendEnd = { unread: null, lastUnit: null, units: 0, unnamed: null }
   let until = performance.now() + LOOK_MS
   for (;;) {
     if (Atomics.load(words, Control.Lend) !== 0 || pending()) return end
@@ -65,10 +76,12 @@ export async function serveLend(lend: Lend, words: Int32Array, pending: () => bo
     const bytes = Buffer.from(buffer.subarray(0, count))
     let at = 0
     for (;;) {
-      const unit = Atomics.load(words, Control.Lend) === 0 ? unitAt(bytes, at, lend.prefix) : null
+      const unit = Atomics.load(words, Control.Lend) === 0 ? unitAt(bytes, at, lend) : null
       if (unit) {
         end.lastUnit = bytes.subarray(at, unit.end)
         end.units++
+        if (unit.shape.query) end.unnamed = 'dropped'
+        else if (unit.shape.parse >= 0) end.unnamed = bytes.subarray(unit.shape.parse, unit.shape.parse + 1 + bytes.readInt32BE(unit.shape.parse + 1))
       }
       const goOn = unit !== null && (await run(unit.bytes))
       if (unit) at = unit.end
@@ -96,23 +109,23 @@ function tryRead(fd: number, buffer: Buffer): number {
  * The unit that starts at `start`, as PGlite gets it, if the thread may run it (protocol/frontend-messages.ts
  * preparedUnitEnd); else null.
  */
-export function unitAt(bytes: Buffer, start: number, prefix: Buffer): { bytes: Buffer; end: number } | null {
-  const names = { count: 0, longest: 0 }
-  const end = preparedUnitEnd(bytes, start, names)
+export function unitAt(bytes: Buffer, start: number, { prefix, unnamed }: Lend): { bytes: Buffer; end: number; shape: PreparedUnit } | null {
+  const shape: PreparedUnit = { names: 0, longest: 0, parse: -1, query: false }
+  const end = preparedUnitEnd(bytes, start, unnamed, shape)
   // A prefixed name past Postgres's length is one the server hashes.
-  if (end < 0 || prefix.length + names.longest > MAX_NAME_BYTES) return null
+  if (end < 0 || prefix.length + shape.longest > MAX_NAME_BYTES) return null
   const unit = bytes.subarray(start, end)
-  return { bytes: names.count === 0 ? unit : prefixed(unit, prefix, names.count), end }
+  return { bytes: shape.names === 0 ? unit : prefixed(unit, prefix, shape.names), end, shape }
 }
 
-/** The unit with each Bind's statement name given `prefix`. */
+/** The unit with the statement name of each Bind of a named one given `prefix`. */
 function prefixed(unit: Buffer, prefix: Buffer, binds: number): Buffer {
   const out = Buffer.allocUnsafe(unit.length + binds * prefix.length)
   let from = 0
   let to = 0
   while (from < unit.length) {
     const end = from + 1 + unit.readInt32BE(from + 1)
-    if (unit[from] !== BIND) {
+    if (unit[from] !== BIND || unit[from + HEADER + 1] === 0) {
       to += unit.copy(out, to, from, end)
     } else {
       out[to] = BIND

@@ -8,7 +8,7 @@ import { type ByteRing, FrameEnd } from './ring.ts'
 import { unitAnswered, unitEndWanted } from './more-units.ts'
 import { RELAY_CODES, framingAt, isAbandoned, writeToClient } from './direct-reply.ts'
 import { Control } from './stoppable.ts'
-import { needsSyncToFs } from '../server/session/databases.ts'
+import { LentSocket, needsSyncToFs } from '../server/session/databases.ts'
 import type { LendEnd } from './lent-reads.ts'
 
 /** Wake the server's thread after this many bytes of output, and at the end of each call. */
@@ -174,9 +174,11 @@ export class CallOutput {
     if (handBack?.lastUnit) {
       const count = Buffer.allocUnsafe(4)
       count.writeUInt32LE(handBack.units)
-      this.#handBack(1, Buffer.concat([count, handBack.lastUnit]))
+      this.#handBack(LentSocket.Ran, Buffer.concat([count, handBack.lastUnit]))
     }
-    if (handBack?.unread) this.#handBack(0, handBack.unread)
+    const unnamed = handBack?.unnamed
+    if (unnamed) this.#handBack(unnamed === 'dropped' ? LentSocket.UnnamedDropped : LentSocket.UnnamedParsed, unnamed === 'dropped' ? Buffer.alloc(0) : unnamed)
+    if (handBack?.unread) this.#handBack(LentSocket.Unread, handBack.unread)
     const payload = failure === null ? new Uint8Array(0) : Buffer.from(JSON.stringify(encodeThreadError(failure)))
     this.#write(FrameEnd.Last | (failure === null ? 0 : FrameEnd.Error) | (inTransaction ? FrameEnd.InTransaction : 0), payload)
     // The end of a reply written straight to its client need not wake a server's thread that waits lazily for it,
@@ -185,10 +187,10 @@ export class CallOutput {
     else this.#replies.wake()
   }
 
-  /** Turn frames of a lent socket's bytes, each led by `kind`: 1 how many units ran and the last, 0 bytes not run. */
+  /** Turn frames of what a lent socket's thread tells the server, each led by its kind (LentSocket). */
   #handBack(kind: number, bytes: Buffer): void {
     const max = this.#replies.maxPayload - 1
-    for (let at = 0; at < bytes.length; at += max) {
+    for (let at = 0; at < Math.max(bytes.length, 1); at += max) {
       const piece = bytes.subarray(at, at + max)
       const frame = Buffer.allocUnsafe(piece.length + 1)
       frame[0] = kind

@@ -11,7 +11,7 @@ import { TarballBlob, openPGlite, sharedBundleBlob } from './pglite.ts'
 import { collectGarbageSoon, collectWhenIdle, noteBusy } from './collect-garbage.ts'
 import { ByteRing, FrameEnd, decodeUnits, type DecodedUnit } from './ring.ts'
 import { MoreUnits } from './more-units.ts'
-import { serveLend, type LendEnd } from './lent-reads.ts'
+import { LEND_UNNAMED, serveLend, type LendEnd } from './lent-reads.ts'
 import { controlViews, exposeStopping, interceptTimers, type CallHooks } from './stoppable.ts'
 import type { EngineImage } from './image.ts'
 import { takeImage, watchInstances } from './take-image.ts'
@@ -69,7 +69,7 @@ async function serveCalls(pglite: PGlite, stopping: CallHooks): Promise<void> {
   const output = new CallOutput(pglite, replies, words)
   let directFd = -1
   let relayFrom = 0
-  let lendPrefix: Buffer | null = null
+  let lend: { prefix: Buffer; unnamed: boolean } | null = null
   while (!closing) {
     let call: Call | null = null
     let turn = false
@@ -81,15 +81,15 @@ async function serveCalls(pglite: PGlite, stopping: CallHooks): Promise<void> {
       if (flags & FrameEnd.Direct) {
         directFd = payload.readUInt32LE(0)
         relayFrom = payload.readUInt32LE(4)
-        lendPrefix = payload.length > 8 ? Buffer.from(payload.subarray(8)) : null
+        lend = payload.length > 8 ? { prefix: Buffer.from(payload.subarray(9)), unnamed: payload[8] === LEND_UNNAMED } : null
         return
       }
       parts.push(payload)
       if ((flags & FrameEnd.Last) === 0) return
-      call = { id, bytes: parts.length === 1 ? parts[0]! : Buffer.concat(parts), isUnits: (flags & FrameEnd.Units) !== 0, directFd, relayFrom, lendPrefix }
+      call = { id, bytes: parts.length === 1 ? parts[0]! : Buffer.concat(parts), isUnits: (flags & FrameEnd.Units) !== 0, directFd, relayFrom, lend }
       parts.length = 0
       directFd = -1
-      lendPrefix = null
+      lend = null
       return false
     })
     if (call) {
@@ -119,12 +119,12 @@ interface Call {
   directFd: number
   /** RelayFrom bits: the messages from which on the reply goes through the ring after all. */
   relayFrom: number
-  /** The client's socket is lent to this thread after the call (lent-reads.ts): its statement names' prefix. */
-  lendPrefix: Buffer | null
+  /** The client's socket is lent to this thread after the call (lent-reads.ts). */
+  lend: { prefix: Buffer; unnamed: boolean } | null
 }
 
 /** Runs the call; true if it left a transaction block open. */
-async function runCall(pglite: PGlite, stopping: CallHooks, { id, bytes, isUnits, directFd, relayFrom, lendPrefix }: Call, output: CallOutput): Promise<boolean> {
+async function runCall(pglite: PGlite, stopping: CallHooks, { id, bytes, isUnits, directFd, relayFrom, lend }: Call, output: CallOutput): Promise<boolean> {
   output.begin(id, isUnits ? -1 : directFd, relayFrom)
   stopping.beforeCall(id)
   if (isUnits) moreUnits.begin()
@@ -138,8 +138,8 @@ async function runCall(pglite: PGlite, stopping: CallHooks, { id, bytes, isUnits
     if (isUnits) await runUnits(pglite, stopping, id, decodeUnits(bytes), output)
     else await pglite.execProtocolRawStream(bytes, output.options)
     if (output.sync) await pglite.syncToFs()
-    if (lendPrefix && output.writesStraight && output.watch.leftAtRest && !output.watch.fatal && !dead) {
-      handBack = await serveLend({ fd: directFd, prefix: lendPrefix }, words, () => requests.hasFrames, async (unit) => {
+    if (lend && output.writesStraight && output.watch.leftAtRest && !output.watch.fatal && !dead) {
+      handBack = await serveLend({ fd: directFd, ...lend }, words, () => requests.hasFrames, async (unit) => {
         output.beginUnit(-1, directFd, relayFrom)
         output.watch.startUnit()
         stopping.beforeUnit(id, ++lentUnits)
@@ -165,7 +165,7 @@ async function runCall(pglite: PGlite, stopping: CallHooks, { id, bytes, isUnits
   }
   if (failure !== null && isPGliteFatal(failure)) dead ??= failure
   const inTransaction = output.watch.leftInTransaction
-  output.end(failure, inTransaction, lendPrefix !== null, handBack)
+  output.end(failure, inTransaction, lend !== null, handBack)
   return inTransaction
 }
 

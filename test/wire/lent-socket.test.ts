@@ -85,6 +85,47 @@ describe('a lone client read by its database thread', () => {
     expect(read).toBe(true)
   })
 
+  it("runs a client's units of the unnamed statement, and the server knows which unnamed statement is the client's", async () => {
+    const dev = await start()
+    const client = await prepared(dev)
+    const other = await connect(dev.url)
+    const unnamedUnit = (sql: string, param: string): Buffer[] => [wire.parse('', sql), wire.bind('', '', [param]), wire.describe('P', ''), wire.execute(''), wire.sync()]
+    let read = false
+    for (let tries = 0; tries < TRIES && !read; tries++) {
+      const before = stats(dev).unitsReadByDatabaseThreads
+      expect(await lent(dev, client)).toBe(true)
+      // Made twice, with other text: the second is the client's unnamed statement.
+      await client.send(...unnamedUnit('select $1::int * 10', '1'), ...unnamedUnit('select $1::int * 100', '2'))
+      expect(wire.summarize(await client.until('ReadyForQuery', { deadlineMs: DEADLINE_MS })).rows).toEqual([['10']])
+      expect(wire.summarize(await client.until('ReadyForQuery', { deadlineMs: DEADLINE_MS })).rows).toEqual([['200']])
+      read = await threadRan(dev, before)
+    }
+    expect(read).toBe(true)
+    // Another client's Query drops the session's unnamed statement: the client's comes back as it last made it.
+    expect((await other.query('select 1')).errors).toEqual([])
+    expect((await run(client, '', ['3'])).rows).toEqual([['300']])
+  })
+
+  it("runs a client's simple Query, which drops its unnamed statement as on Postgres", async () => {
+    const dev = await start()
+    const client = await prepared(dev)
+    const other = await connect(dev.url)
+    let read = false
+    for (let tries = 0; tries < TRIES && !read; tries++) {
+      await client.send(wire.parse('', 'select 5'), wire.sync())
+      await client.until('ReadyForQuery')
+      const before = stats(dev).unitsReadByDatabaseThreads
+      expect(await lent(dev, client)).toBe(true)
+      await client.send(wire.query('select 6'))
+      expect(wire.summarize(await client.until('ReadyForQuery', { deadlineMs: DEADLINE_MS })).rows).toEqual([['6']])
+      read = await threadRan(dev, before)
+    }
+    expect(read).toBe(true)
+    // Another client's unnamed statement is the session's now; the client's own is gone, as its Query dropped it.
+    expect((await other.extended('select 99')).rows).toEqual([['99']])
+    expect((await run(client, '', [])).errors.map((error) => error.code)).toEqual(['26000'])
+  })
+
   it('gives the socket back when another client sends, which is answered', async () => {
     const dev = await start()
     const client = await prepared(dev)

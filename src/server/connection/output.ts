@@ -210,14 +210,10 @@ export class ClientOutput {
     return true
   }
 
-  handedBack(bytes: Buffer, ran: boolean): number {
-    if (!ran) {
-      this.#unread.push(bytes)
-      return 0
-    }
-    // The last unit is the client's last statement, as pg_stat_activity shows it.
-    this.#connection.lentUnitRan(bytes.subarray(4))
-    return bytes.readUInt32LE(0)
+  lentBytes(ran: boolean, bytes: Buffer): void {
+    // The last unit run is the client's last statement, as pg_stat_activity shows it.
+    if (ran) this.#connection.lentUnitRan(bytes.subarray(4))
+    else this.#unread.push(bytes)
   }
 
   /** The socket is back from the database's thread: Node reads first what the thread read and did not run. */

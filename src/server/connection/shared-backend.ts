@@ -11,7 +11,7 @@ import { preparedUnitEnd } from '../protocol/frontend-messages.ts'
 import { ReplyReader, SessionChange, type Emit, type RewriteMessage } from '../protocol/replies.ts'
 import { UNKNOWN_SETTINGS, type SharedSession } from '../session/session.ts'
 import type { RideEnd } from '../session/combined-calls.ts'
-import { RelayFrom, type DirectReply } from '../session/databases.ts'
+import { LentSocket, RelayFrom, type DirectReply } from '../session/databases.ts'
 import type { Settings } from '../features/settings.ts'
 import type { ClientState } from '../features/state.ts'
 import { routeNotification } from '../features/listen.ts'
@@ -22,6 +22,7 @@ import { releaseSession, releasesQuietly, takeSession, type Handover } from './h
 import { answersSeen, sendingClients } from './traffic.ts'
 import type { Backend, BackendClient, RideHooks } from '../features/backend.ts'
 import { UnitRide, type RideContext } from './unit-ride.ts'
+import { lentUnnamed } from './unnamed-statement.ts'
 
 type Output = 'client' | 'nowhere' | Buffer[]
 
@@ -50,8 +51,12 @@ export class ClientBackend implements Backend {
     diverted: (framing) => this.#client.output.diverted(framing),
     raw: (bytes) => this.#client.raw(bytes),
     mayEndLazily: () => this.#client.queuedBatches === 0 && this.session.scheduler.waiting === 0,
-    lendPrefix: null,
-    handBack: (bytes, ran) => (this.session.lentUnits += this.#client.output.handedBack(bytes, ran)),
+    lend: null,
+    handBack: (kind, bytes) => {
+      if (kind === LentSocket.Ran) this.session.lentUnits += bytes.readUInt32LE(0)
+      if (kind === LentSocket.Unread || kind === LentSocket.Ran) this.#client.output.lentBytes(kind === LentSocket.Ran, bytes)
+      else lentUnnamed(this.session, this.#client, this.#state.statements, kind === LentSocket.UnnamedParsed ? bytes : null)
+    },
   }
   /** The call running now writes its reply straight to the client. */
   #directNow = false
@@ -158,7 +163,7 @@ export class ClientBackend implements Backend {
       if (direct) {
         this.#directNow = false
         this.#client.output.endDirect()
-        if (direct.lendPrefix) this.#client.output.endLend()
+        if (direct.lend) this.#client.output.endLend()
       }
       this.#endCall(direct === null)
     }
@@ -212,27 +217,24 @@ export class ClientBackend implements Backend {
     const direct = this.#direct
     direct.fd = fd
     direct.relayFrom = this.#relayFrom()
-    direct.lendPrefix = this.#mayLend(bytes) ? this.#state.statements.prefix : null
+    direct.lend = this.#mayLend(bytes)
     this.#directNow = true
     return direct
   }
 
   /**
-   * Whether the database's thread may read this client's next units itself after the call (engine/lent-reads.ts): it
-   * is the only client sending, nobody waits for the session, its statements need nothing of the server when they
-   * run (none is taken over, none calls what answers per backend), and this unit is one the thread could run, so
+   * Whether the database's thread may read this client's next units itself after the call (engine/lent-reads.ts), and
+   * how: it is the only client sending, nobody waits for the session, its statements need nothing of the server when
+   * they run (none is taken over, none calls what answers per backend), and this unit is one the thread could run, so
    * likely its next ones are too. Last, the socket's reading is lent.
    */
-  #mayLend(bytes: Uint8Array): boolean {
-    return (
-      this.#functions === null &&
-      preparedUnitEnd(bytes as Buffer, 0) === bytes.length &&
-      this.#state.statements.needNothingToRun &&
-      sendingClients() <= 1 &&
-      this.#client.queuedBatches === 0 &&
-      this.session.scheduler.waiting === 0 &&
-      this.#client.output.lendReading()
-    )
+  #mayLend(bytes: Uint8Array): DirectReply['lend'] {
+    const { statements, temp } = this.#state
+    // The server reads nothing in plain SQL, unless to prefix held cursors' names or to track temporary objects.
+    const unnamed = !statements.holdsCursors && !temp.firstInSearchPath
+    if (this.#functions !== null || !statements.needNothingToRun || preparedUnitEnd(bytes as Buffer, 0, unnamed) !== bytes.length) return null
+    if (sendingClients() > 1 || this.#client.queuedBatches > 0 || this.session.scheduler.waiting > 0) return null
+    return this.#client.output.lendReading() ? { prefix: statements.prefix, unnamed } : null
   }
 
   /** As #rewrite: names restored in errors and notices, what the functions tell, notifications routed. */

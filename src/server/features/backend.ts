@@ -35,11 +35,8 @@ export interface ReplyOutput {
   relayed(): void
   /** The database's thread reads the socket until endLend (engine/lent-reads.ts); false if it cannot now. */
   lendReading(): boolean
-  /**
-   * From the lent socket (DirectReply.handBack): bytes the thread read and did not run, or (`ran`) how many units it
-   * ran and the last; returns that count (0 for bytes not run).
-   */
-  handedBack(bytes: Buffer, ran: boolean): number
+  /** From the lent socket (DirectReply.handBack): bytes the thread did not run, or (`ran`) the count and last unit it ran. */
+  lentBytes(ran: boolean, bytes: Buffer): void
   /** The socket is back: Node reads first what the thread handed back unrun. */
   endLend(): void
 }

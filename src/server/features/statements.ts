@@ -246,9 +246,9 @@ export class Statements {
     return this.#portals.size > 0
   }
 
-  /** A Bind of any of the client's named statements needs nothing of the server: none is special or calls functions. */
+  /** A Bind of any of the client's statements needs nothing of the server: none is special or calls functions. */
   get needNothingToRun(): boolean {
-    return this.used && this.#specials === 0 && this.#functions.size === 0
+    return this.#specials === 0 && this.#unnamedSpecial === null && this.#portals.size === 0 && this.#functions.size === 0
   }
 
   /** Whether any statement is special: while none, a Bind needs no look-up. */

@@ -3,6 +3,7 @@
 // https://www.postgresql.org/docs/current/protocol-message-formats.html
 
 import { CODE_LENGTH, FrontendCode, HEADER_LENGTH, LEN_LENGTH, StartupCode } from './codes.ts'
+import { firstLetter, keywordsIn } from '../sql/tokens.ts'
 
 function message(code: number, bodyLength: number): Buffer {
   const buf = Buffer.allocUnsafe(HEADER_LENGTH + bodyLength)
@@ -182,28 +183,48 @@ export function isSingleUnit(bytes: Buffer): boolean {
 
 const IN_UNIT = new Set<number>([FrontendCode.Parse, FrontendCode.Bind, FrontendCode.Describe, FrontendCode.Execute, FrontendCode.Close, FrontendCode.Flush])
 
+/** What preparedUnitEnd found in a unit. */
+export interface PreparedUnit {
+  /** Binds of named statements, and the longest of their names. */
+  names: number
+  longest: number
+  /** Where the unit's last Parse (of the unnamed statement) is, or -1; whether it is a Query (which drops that one). */
+  parse: number
+  query: boolean
+}
+
 /**
- * Where the unit that starts at `start` in `bytes` ends, if it is complete and runs a statement already made, as a
- * pooler forwards it: Binds of named statements to the unnamed portal (their names, which may need a prefix, are
- * counted in `names`), Describe and Execute of the unnamed portal, then Sync; -1 otherwise. Such units are what a
- * database's thread may read from a lent socket and run itself (engine/lent-reads.ts).
+ * Where the unit that starts at `start` in `bytes` ends, if it is complete and needs nothing of the server, as a
+ * pooler forwards it: Binds of named statements to the unnamed portal, Describe and Execute of that portal, then
+ * Sync; with `unnamed`, also a Parse of the unnamed statement (and Binds of it after it) or a Query alone, of SQL
+ * the server reads nothing in (plainSql). -1 otherwise. Such units are what a database's thread may read from a lent
+ * socket and run itself (engine/lent-reads.ts); `shape` gets what it found.
  */
-export function preparedUnitEnd(bytes: Buffer, start: number, names: { count: number; longest: number } | null = null): number {
+export function preparedUnitEnd(bytes: Buffer, start: number, unnamed: boolean, shape: PreparedUnit | null = null): number {
   let at = start
+  let parse = -1
   for (;;) {
     if (bytes.length - at < HEADER_LENGTH) return -1
     const code = bytes[at]!
     const end = at + CODE_LENGTH + bytes.readInt32BE(at + CODE_LENGTH)
     if (end > bytes.length || end < at + HEADER_LENGTH) return -1
-    if (code === FrontendCode.Sync) return end
     const body = at + HEADER_LENGTH
-    if (code === FrontendCode.Bind) {
+    if (code === FrontendCode.Sync || code === FrontendCode.Query) {
+      if (code === FrontendCode.Query && (!unnamed || at !== start || !plainSql(bytes, sqlBounds(bytes, at, end, false)))) return -1
+      if (shape) Object.assign(shape, { parse, query: code === FrontendCode.Query })
+      return end
+    }
+    if (code === FrontendCode.Parse) {
+      if (!unnamed || bytes[body] !== 0 || !plainSql(bytes, sqlBounds(bytes, at, end, true))) return -1
+      parse = at
+    } else if (code === FrontendCode.Bind) {
       const name = bytes.indexOf(0, body + 1)
-      // A named portal, or the unnamed statement (whose owner the server tracks).
-      if (bytes[body] !== 0 || name < 0 || name >= end || name === body + 1) return -1
-      if (names) {
-        names.count++
-        names.longest = Math.max(names.longest, name - body - 1)
+      if (bytes[body] !== 0 || name < 0 || name >= end) return -1
+      // The unnamed statement: only the one this unit made (whose it is in the session, the server tracks).
+      if (name === body + 1 && parse < 0) return -1
+      if (shape && name > body + 1) {
+        shape.names++
+        shape.longest = Math.max(shape.longest, name - body - 1)
       }
     } else if (code === FrontendCode.Describe) {
       if (bytes[body] !== LETTER_P || bytes[body + 1] !== 0) return -1
@@ -212,4 +233,17 @@ export function preparedUnitEnd(bytes: Buffer, start: number, names: { count: nu
   }
 }
 
+/**
+ * SQL in which the server reads nothing (sql/tokens.ts keywordsIn finds none of its words, and it begins with no
+ * comment, nor with a d: DISCARD and DEALLOCATE are the server's), so it passes to PGlite as it is.
+ */
+function plainSql(bytes: Buffer, text: [number, number] | null): boolean {
+  if (!text) return false
+  const first = firstLetter(bytes, text[0], text[1])
+  return first !== LETTER_D && first !== SLASH && first !== DASH && keywordsIn(bytes, text[0], text[1]) === 0
+}
+
 const LETTER_P = 0x50
+const LETTER_D = 0x64
+const SLASH = 0x2f
+const DASH = 0x2d

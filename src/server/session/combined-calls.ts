@@ -319,7 +319,7 @@ export class CombinedCalls {
       }
       const targets = this.#session.db.directReplies === true ? seats.map((seat) => seat.rider.direct()) : []
       const direct: UnitsDirect | null = targets.some((target) => target !== null)
-        ? { targets, reply: { fd: -1, relayFrom: 0, summary: (summary) => begin().rider.summary(summary), blocked: (isBlocked) => seats[current]?.rider.blocked(isBlocked), diverted: (framing) => begin().rider.diverted(framing), raw: (bytes) => begin().rider.raw(bytes), mayEndLazily: () => false, lendPrefix: null, handBack: () => 0 } }
+        ? { targets, reply: { fd: -1, relayFrom: 0, summary: (summary) => begin().rider.summary(summary), blocked: (isBlocked) => seats[current]?.rider.blocked(isBlocked), diverted: (framing) => begin().rider.diverted(framing), raw: (bytes) => begin().rider.raw(bytes), mayEndLazily: () => false, lend: null, handBack: () => {} } }
         : null
       batch.directReplies = direct !== null
       await this.#session.executeUnits(

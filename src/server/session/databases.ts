@@ -89,15 +89,25 @@ export interface DirectReply {
   mayEndLazily(): boolean
   /**
    * Non-null: after this call the database's thread reads the client's socket itself for a while (engine/lent-reads.ts),
-   * giving the client's statement names this prefix. The socket comes back when the call ends.
+   * giving the client's statement names `prefix`, and (`unnamed`) running units of the unnamed statement too. The
+   * socket comes back when the call ends.
    */
-  lendPrefix: Buffer | null
-  /**
-   * From the lent socket, in order: bytes the thread read and did not run (the server reads them first), or (`ran`)
-   * how many units it ran (UInt32 LE) and the last of them, as the client sent it.
-   */
-  handBack(bytes: Buffer, ran: boolean): void
+  lend: { prefix: Buffer; unnamed: boolean } | null
+  /** What the thread tells of the lent socket, in order, as it ends (LentSocket says what `bytes` are). */
+  handBack(kind: number, bytes: Buffer): void
 }
+
+/** What a lent socket's hand-back is (DirectReply.handBack). */
+export const LentSocket = {
+  /** Bytes the thread read and did not run: the server reads them first. */
+  Unread: 0,
+  /** How many units it ran (UInt32 LE) and the last of them, as the client sent it. */
+  Ran: 1,
+  /** The Parse of the unnamed statement it ran last: the client's unnamed statement now. */
+  UnnamedParsed: 2,
+  /** A Query it ran dropped the unnamed statement. */
+  UnnamedDropped: 3,
+} as const
 
 /**
  * A call of units whose replies go straight to their clients' sockets: each unit's target (null: through the sink),
