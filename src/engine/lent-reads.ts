@@ -15,6 +15,9 @@ import { lookOnTraffic } from '../server/connection/traffic.ts'
 const LOOK_MS = 0.5
 /** Postgres keeps NAMEDATALEN - 1 bytes of a name: a longer prefixed name is one the server hashes. */
 const MAX_NAME_BYTES = 63
+/** What one read of a lent socket takes at most (the bytes read are copied out of it). */
+const READ_BYTES = 1 << 16
+let readBuffer: Buffer | null = null
 const HEADER = 5
 const BIND = 0x42
 
@@ -62,7 +65,7 @@ export function offerLend(words: Int32Array, target: Buffer, prefix: Buffer, unn
  * can handle (`pending`: the server has a request for the thread).
  */
 export async function serveLend(lend: Lend, words: Int32Array, pending: () => boolean, run: RunUnit): Promise<LendEnd> {
-  const buffer = Buffer.allocUnsafe(1 << 16)
+  const buffer = (readBuffer ??= Buffer.allocUnsafe(READ_BYTES))
   const end: LendEnd = { unread: null, lastUnit: null, units: 0, unnamed: null }
   let until = performance.now() + LOOK_MS
   for (;;) {

@@ -232,8 +232,8 @@ export class ClientBackend implements Backend {
     const { statements, temp } = this.#state
     // The server reads nothing in plain SQL, unless to prefix held cursors' names or to track temporary objects.
     const unnamed = !statements.holdsCursors && !temp.firstInSearchPath
-    if (this.#functions !== null || !statements.needNothingToRun || preparedUnitEnd(bytes as Buffer, 0, unnamed) !== bytes.length) return null
     if (sendingClients() > 1 || this.#client.queuedBatches > 0 || this.session.scheduler.waiting > 0) return null
+    if (this.#functions !== null || !statements.needNothingToRun || preparedUnitEnd(bytes as Buffer, 0, unnamed) !== bytes.length) return null
     return this.#client.output.lendReading() ? { prefix: statements.prefix, unnamed } : null
   }
 
