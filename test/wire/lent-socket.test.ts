@@ -3,11 +3,14 @@
 // change: its answers in order, another client served, a cancel, statement_timeout and a stop reaching a statement
 // the thread read, a client that leaves or stops reading. Whether a unit was read by the thread depends on timing
 // (it looks for 0.5 ms), so each case is tried until it was, a bounded number of times.
+import { fileURLToPath } from 'node:url'
 import { describe, expect, it } from 'vitest'
 import type { DevDb } from '../../src/databases/dev-db.ts'
 import { useDevDbs } from '../helpers/dev-db.ts'
 import { sendCancelRequest, type RawClient } from '../../harness/raw-client.ts'
 import * as wire from '../../harness/wire.ts'
+
+const MIGRATIONS = fileURLToPath(new URL('../../migrations', import.meta.url))
 
 const { start, connect } = useDevDbs()
 const TRIES = 50
@@ -124,6 +127,19 @@ describe('a lone client read by its database thread', () => {
     // Another client's unnamed statement is the session's now; the client's own is gone, as its Query dropped it.
     expect((await other.extended('select 99')).rows).toEqual([['99']])
     expect((await run(client, '', [])).errors.map((error) => error.code)).toEqual(['26000'])
+  })
+
+  // Here the server's end of a COMMIT (a reset the transaction asked for) must come before the client's next unit.
+  it("runs nothing before the server's work at the end of the unit before it: a reset done at COMMIT", async () => {
+    const dev = await start({ migrations: MIGRATIONS })
+    const client = await connect(dev.url)
+    for (let round = 0; round < 30; round++) {
+      expect((await client.query(`insert into customers (email, name) values ('r${round}@example.com', 'R')`)).errors).toEqual([])
+      expect((await client.query('begin')).errors).toEqual([])
+      expect((await client.query('select pglite_dev_db.reset()')).errors).toEqual([])
+      expect((await client.query('commit')).errors).toEqual([])
+      expect((await client.query('select count(*) from customers')).rows).toEqual([['0']])
+    }
   })
 
   it('gives the socket back when another client sends, which is answered', async () => {

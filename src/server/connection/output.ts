@@ -11,6 +11,7 @@ import type { ConnectionTrace } from '../trace/trace.ts'
 import type { WireError } from '../../errors.ts'
 import type { ConnectionStates } from './connection-state.ts'
 import { Framing, ReplySpill, type SpillBudget } from './spill.ts'
+import { countSending, type TrafficSource } from './traffic.ts'
 
 /**
  * Above this many bytes of replies not yet taken by the client, its next batch waits until the client reads
@@ -19,7 +20,7 @@ import { Framing, ReplySpill, type SpillBudget } from './spill.ts'
 const OUTPUT_HIGH_WATER = 1 << 20
 
 /** What the output needs of its connection. */
-export interface OutputConnection {
+export interface OutputConnection extends TrafficSource {
   readonly socket: Socket
   readonly states: ConnectionStates
   /** Put the connection in its resting state while it waits for its client to read. */
@@ -211,9 +212,10 @@ export class ClientOutput {
   }
 
   lentBytes(ran: boolean, bytes: Buffer): void {
-    // The last unit run is the client's last statement, as pg_stat_activity shows it.
-    if (ran) this.#connection.lentUnitRan(bytes.subarray(4))
-    else this.#unread.push(bytes)
+    if (!ran) return void this.#unread.push(bytes)
+    // The last unit run is the client's last statement, as pg_stat_activity shows it; and the client is sending.
+    this.#connection.lentUnitRan(bytes.subarray(4))
+    countSending(this.#connection)
   }
 
   /** The socket is back from the database's thread: Node reads first what the thread read and did not run. */

@@ -224,15 +224,17 @@ export class ClientBackend implements Backend {
 
   /**
    * Whether the database's thread may read this client's next units itself after the call (engine/lent-reads.ts), and
-   * how: it is the only client sending, nobody waits for the session, its statements need nothing of the server when
-   * they run (none is taken over, none calls what answers per backend), and this unit is one the thread could run, so
-   * likely its next ones are too. Last, the socket's reading is lent.
+   * how: it is the only client sending, nobody waits for the session, the server has nothing to do for it at this
+   * unit's end (canRide, no change to record, no advisory lock to let go), its statements need nothing of the server
+   * when they run, and this unit is one the thread could run, so likely its next ones are too. Last, the socket's
+   * reading is lent.
    */
   #mayLend(bytes: Uint8Array): DirectReply['lend'] {
     const { statements, temp } = this.#state
     // The server reads nothing in plain SQL, unless to prefix held cursors' names or to track temporary objects.
     const unnamed = !statements.holdsCursors && !temp.firstInSearchPath
     if (sendingClients() > 1 || this.#client.queuedBatches > 0 || this.session.scheduler.waiting > 0) return null
+    if (!this.canRide || this.#reader.changes !== 0 || this.#state.signaledEarly.size > 0 || this.session.advisoryLocks.size > 0) return null
     if (this.#functions !== null || !statements.needNothingToRun || preparedUnitEnd(bytes as Buffer, 0, unnamed) !== bytes.length) return null
     return this.#client.output.lendReading() ? { prefix: statements.prefix, unnamed } : null
   }

@@ -95,6 +95,14 @@ export function noteClientBytes(client: TrafficSource): void {
     for (const look of lookers) look()
     lookers.clear()
   }
+  countSending(client)
+}
+
+/**
+ * `client` counts as sending in the current window (its bytes were read, by the server or by its database's thread
+ * from a lent socket: engine/lent-reads.ts).
+ */
+export function countSending(client: TrafficSource): void {
   const now = Math.floor(performance.now() / WINDOW_MS)
   if (now !== state.window) {
     state.inPrevious = now === state.window + 1 ? state.inWindow : 0
