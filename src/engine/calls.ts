@@ -256,7 +256,7 @@ export class ProtocolCalls implements AnsweredCalls {
     const ring = this.#requests
     const max = ring.maxPayload
     if (direct) {
-      const target = direct.lend ? offerLend(this.#words, this.#directTarget, direct.lend.prefix, direct.lend.unnamed) : this.#directTarget
+      const target = direct.lend ? offerLend(this.#words, this.#directTarget, direct.lend) : this.#directTarget
       target.writeUInt32LE(direct.fd, 0)
       target.writeUInt32LE(direct.relayFrom, 4)
       while (!ring.tryWrite(id, FrameEnd.Direct, target)) {

@@ -9,10 +9,16 @@
 import { readSync } from 'node:fs'
 import { Control } from './stoppable.ts'
 import { preparedUnitEnd, type PreparedUnit } from '../server/protocol/frontend-messages.ts'
+import type { LendOffer } from '../server/session/databases.ts'
 import { lookOnTraffic } from '../server/connection/traffic.ts'
 
 /** How long (ms) the thread looks for the client's next bytes before it gives the socket back. */
 const LOOK_MS = 0.5
+/**
+ * How long (ms) a lend lasts at most: then the socket goes back after the unit running, so that whatever the server
+ * did not hear of meanwhile (a client that began to wait without sending) is seen within this.
+ */
+const MAX_LEND_MS = 20
 /** Postgres keeps NAMEDATALEN - 1 bytes of a name: a longer prefixed name is one the server hashes. */
 const MAX_NAME_BYTES = 63
 /** What one read of a lent socket takes at most (the bytes read are copied out of it). */
@@ -26,10 +32,8 @@ const BIND = 0x42
  * may run units of the unnamed statement (the server reads nothing in plain SQL unless the client holds cursors WITH
  * HOLD or its temporary objects come first in its search path).
  */
-export interface Lend {
+export interface Lend extends LendOffer {
   fd: number
-  prefix: Buffer
-  unnamed: boolean
 }
 
 /**
@@ -43,8 +47,16 @@ export interface LendEnd {
   unnamed: Buffer | 'dropped' | null
 }
 
-/** The Direct payload's byte after fd and RelayFrom bits: Lend.unnamed. The prefix follows. */
-export const LEND_UNNAMED = 1
+/** The Direct payload of a call that lends the socket: fd, RelayFrom bits, then this byte (LendFlags), then the prefix. */
+const FLAGS_AT = 8
+const LendFlags = { Unnamed: 1, Named: 2 } as const
+
+/** The lend a Direct payload offers, or null. */
+export function lendOf(payload: Buffer): LendOffer | null {
+  if (payload.length <= FLAGS_AT) return null
+  const flags = payload[FLAGS_AT]!
+  return { prefix: flags & LendFlags.Named ? Buffer.from(payload.subarray(FLAGS_AT + 1)) : null, unnamed: (flags & LendFlags.Unnamed) !== 0 }
+}
 
 /** Runs one unit (its bytes as PGlite gets them); false if the lend must end after it. */
 export type RunUnit = (unit: Buffer) => Promise<boolean>
@@ -54,26 +66,27 @@ export type RunUnit = (unit: Buffer) => Promise<boolean>
  * thread gives the socket back when asked (Control.Lend, which the server sets whenever it wants the call's end now),
  * and when any other client sends.
  */
-export function offerLend(words: Int32Array, target: Buffer, prefix: Buffer, unnamed: boolean): Buffer {
+export function offerLend(words: Int32Array, target: Buffer, { prefix, unnamed }: LendOffer): Buffer {
   Atomics.store(words, Control.Lend, 0)
   lookOnTraffic(() => Atomics.store(words, Control.Lend, 1))
-  return Buffer.concat([target, Buffer.of(unnamed ? LEND_UNNAMED : 0), prefix])
+  const flags = (unnamed ? LendFlags.Unnamed : 0) | (prefix ? LendFlags.Named : 0)
+  return Buffer.concat([target.subarray(0, FLAGS_AT), Buffer.of(flags), prefix ?? Buffer.alloc(0)])
 }
 
 /**
  * Serve the lent socket until the server wants it back, nothing comes for LOOK_MS, or bytes come that only the server
  * can handle (`pending`: the server has a request for the thread).
  */
-export async function serveLend(lend: Lend, words: Int32Array, pending: () => boolean, run: RunUnit): Promise<LendEnd> {
+export async function serveLend(lend: Lend, words: Int32Array, pending: () => boolean, run: RunUnit, end: LendEnd): Promise<void> {
   const buffer = (readBuffer ??= Buffer.allocUnsafe(READ_BYTES))
-  const end: LendEnd = { unread: null, lastUnit: null, units: 0, unnamed: null }
+  const stop = performance.now() + MAX_LEND_MS
   let until = performance.now() + LOOK_MS
   for (;;) {
-    if (Atomics.load(words, Control.Lend) !== 0 || pending()) return end
+    if (Atomics.load(words, Control.Lend) !== 0 || pending() || performance.now() >= stop) return
     const count = tryRead(lend.fd, buffer)
-    if (count === 0) return end // the client's end closed, or failed: the server finds out from the socket
+    if (count === 0) return // the client's end closed, or failed: the server finds out from the socket
     if (count < 0) {
-      if (performance.now() >= until) return end
+      if (performance.now() >= until) return
       continue
     }
     const bytes = Buffer.from(buffer.subarray(0, count))
@@ -90,7 +103,7 @@ export async function serveLend(lend: Lend, words: Int32Array, pending: () => bo
       if (unit) at = unit.end
       if (!goOn) {
         end.unread = at < bytes.length ? bytes.subarray(at) : null
-        return end
+        return
       }
       if (at === bytes.length) break
     }
@@ -116,9 +129,9 @@ export function unitAt(bytes: Buffer, start: number, { prefix, unnamed }: Lend):
   const shape: PreparedUnit = { names: 0, longest: 0, parse: -1, query: false }
   const end = preparedUnitEnd(bytes, start, unnamed, shape)
   // A prefixed name past Postgres's length is one the server hashes.
-  if (end < 0 || prefix.length + shape.longest > MAX_NAME_BYTES) return null
+  if (end < 0 || (shape.names > 0 && (!prefix || prefix.length + shape.longest > MAX_NAME_BYTES))) return null
   const unit = bytes.subarray(start, end)
-  return { bytes: shape.names === 0 ? unit : prefixed(unit, prefix, shape.names), end, shape }
+  return { bytes: shape.names === 0 ? unit : prefixed(unit, prefix!, shape.names), end, shape }
 }
 
 /** The unit with the statement name of each Bind of a named one given `prefix`. */

@@ -24,7 +24,10 @@ export const FrameEnd = {
   Last: 0x8000_0000,
   /** The reply failed: the payload is the error, encoded. */
   Error: 0x4000_0000,
-  /** Not a call: the database thread should turn its event loop (a message waits for it). */
+  /**
+   * On a request: not a call, the database thread should turn its event loop (a message waits for it). On a reply:
+   * what the thread that read a lent socket tells the server (lent-reads.ts), before the call's last frame.
+   */
   Turn: 0x2000_0000,
   /**
    * On a request's last frame: the request is several clients' units (see thread-worker.ts `runUnits`); alone on a

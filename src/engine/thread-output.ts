@@ -187,16 +187,15 @@ export class CallOutput {
     else this.#replies.wake()
   }
 
-  /** Turn frames of what a lent socket's thread tells the server, each led by its kind (LentSocket). */
+  /**
+   * A frame marked Turn of what the thread that read a lent socket tells the server, led by its kind (LentSocket).
+   * One frame each: what it read fits (lent-reads.ts READ_BYTES, well below maxPayload).
+   */
   #handBack(kind: number, bytes: Buffer): void {
-    const max = this.#replies.maxPayload - 1
-    for (let at = 0; at < Math.max(bytes.length, 1); at += max) {
-      const piece = bytes.subarray(at, at + max)
-      const frame = Buffer.allocUnsafe(piece.length + 1)
-      frame[0] = kind
-      piece.copy(frame, 1)
-      this.#write(FrameEnd.Turn, frame)
-    }
+    const frame = Buffer.allocUnsafe(bytes.length + 1)
+    frame[0] = kind
+    bytes.copy(frame, 1)
+    this.#write(FrameEnd.Turn, frame)
   }
 
   #write(flags: number, bytes: Uint8Array): void {

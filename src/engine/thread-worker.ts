@@ -11,7 +11,8 @@ import { TarballBlob, openPGlite, sharedBundleBlob } from './pglite.ts'
 import { collectGarbageSoon, collectWhenIdle, noteBusy } from './collect-garbage.ts'
 import { ByteRing, FrameEnd, decodeUnits, type DecodedUnit } from './ring.ts'
 import { MoreUnits } from './more-units.ts'
-import { LEND_UNNAMED, serveLend, type LendEnd } from './lent-reads.ts'
+import { lendOf, serveLend, type LendEnd } from './lent-reads.ts'
+import type { LendOffer } from '../server/session/databases.ts'
 import { controlViews, exposeStopping, interceptTimers, type CallHooks } from './stoppable.ts'
 import type { EngineImage } from './image.ts'
 import { takeImage, watchInstances } from './take-image.ts'
@@ -69,7 +70,7 @@ async function serveCalls(pglite: PGlite, stopping: CallHooks): Promise<void> {
   const output = new CallOutput(pglite, replies, words)
   let directFd = -1
   let relayFrom = 0
-  let lend: { prefix: Buffer; unnamed: boolean } | null = null
+  let lend: LendOffer | null = null
   while (!closing) {
     let call: Call | null = null
     let turn = false
@@ -81,7 +82,7 @@ async function serveCalls(pglite: PGlite, stopping: CallHooks): Promise<void> {
       if (flags & FrameEnd.Direct) {
         directFd = payload.readUInt32LE(0)
         relayFrom = payload.readUInt32LE(4)
-        lend = payload.length > 8 ? { prefix: Buffer.from(payload.subarray(9)), unnamed: payload[8] === LEND_UNNAMED } : null
+        lend = lendOf(payload)
         return
       }
       parts.push(payload)
@@ -120,7 +121,7 @@ interface Call {
   /** RelayFrom bits: the messages from which on the reply goes through the ring after all. */
   relayFrom: number
   /** The client's socket is lent to this thread after the call (lent-reads.ts). */
-  lend: { prefix: Buffer; unnamed: boolean } | null
+  lend: LendOffer | null
 }
 
 /** Runs the call; true if it left a transaction block open. */
@@ -129,28 +130,32 @@ async function runCall(pglite: PGlite, stopping: CallHooks, { id, bytes, isUnits
   stopping.beforeCall(id)
   if (isUnits) moreUnits.begin()
   let failure: unknown = null
-  // Bytes the client sent to a lent socket that the thread did not run: the server reads them (lent-reads.ts).
-  let handBack: LendEnd | null = null
-  let lentUnits = -1
+  // What the thread read from a lent socket: what it ran, what it did not (lent-reads.ts), told the server at the end.
+  let lendEnd: LendEnd | null = null
+  let unitIndex = 0
   try {
     // After a fatal error the next call into PGlite would spin this thread forever: answer without it.
     if (dead) throw dead
     if (isUnits) await runUnits(pglite, stopping, id, decodeUnits(bytes), output)
     else await pglite.execProtocolRawStream(bytes, output.options)
     if (output.sync) await pglite.syncToFs()
-    if (lend && output.writesStraight && output.watch.leftAtRest && !output.watch.fatal && !dead) {
-      handBack = await serveLend({ fd: directFd, ...lend }, words, () => requests.hasFrames, async (unit) => {
+    if (lend && output.writesStraight && output.watch.leftAtRest && !dead) {
+      // From here the call's units are numbered, and between two of them nothing cancels or fires (stoppable.ts).
+      stopping.beforeUnit(id, 0)
+      stopping.afterUnit(id)
+      lendEnd = { unread: null, lastUnit: null, units: 0, unnamed: null }
+      await serveLend({ fd: directFd, ...lend }, words, () => requests.hasFrames, async (unit) => {
         output.beginUnit(-1, directFd, relayFrom)
         output.watch.startUnit()
-        stopping.beforeUnit(id, ++lentUnits)
+        stopping.beforeUnit(id, ++unitIndex)
         try {
           await pglite.execProtocolRawStream(unit, output.options)
           if (output.sync) await pglite.syncToFs()
         } finally {
           stopping.afterUnit(id)
         }
-        return output.writesStraight && output.watch.leftAtRest && !output.watch.fatal
-      })
+        return output.writesStraight && output.watch.leftAtRest
+      }, lendEnd)
     }
   } catch (error) {
     failure = error
@@ -165,7 +170,7 @@ async function runCall(pglite: PGlite, stopping: CallHooks, { id, bytes, isUnits
   }
   if (failure !== null && isPGliteFatal(failure)) dead ??= failure
   const inTransaction = output.watch.leftInTransaction
-  output.end(failure, inTransaction, lend !== null, handBack)
+  output.end(failure, inTransaction, lend !== null, lendEnd)
   return inTransaction
 }
 

@@ -202,8 +202,9 @@ export class PGLiteSocketServer extends EventTarget {
 
   /**
    * Stock's figures, and: clients waiting for the session, whether any session is held, clients not reading their
-   * replies, calls that ran several clients' units at once (with how many units they carried), and the bytes of
-   * replies kept on disk for clients that have not read them (`maxSpillBytes`).
+   * replies, calls that ran several clients' units at once (with how many units they carried), clients whose socket
+   * their database's thread reads now and the units it ran so (engine/lent-reads.ts), and the bytes of replies kept
+   * on disk for clients that have not read them (`maxSpillBytes`).
    */
   getStats(): { activeConnections: number; queuedQueries: number; maxConnections: number; waitingClients: number; sessionHeld: boolean; notReadingClients: number; combinedCalls: number; combinedUnits: number; clientsReadByDatabaseThreads: number; unitsReadByDatabaseThreads: number; spilledBytes: number } {
     let queued = 0

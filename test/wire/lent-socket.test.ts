@@ -142,6 +142,24 @@ describe('a lone client read by its database thread', () => {
     }
   })
 
+  // A unit before a statement the server carries out (DISCARD ALL) must not let the thread run what comes after it.
+  it('runs what follows a statement the server carries out only after it: DISCARD ALL, then a Bind of a discarded statement', async () => {
+    const dev = await start()
+    const client = await connect(dev.url)
+    for (let round = 0; round < 5; round++) {
+      await client.send(wire.parse('plus', 'select $1::int + 1 as n'), wire.parse('nap', 'select pg_sleep($1::float8)'), wire.sync())
+      expect(wire.summarize(await client.until('ReadyForQuery')).errors).toEqual([])
+      await client.send(...unit('nap', ['0.3']), wire.query('discard all'))
+      // The nap runs: what the client sends now comes after the DISCARD ALL.
+      await expect.poll(() => stats(dev).sessionHeld, { timeout: 5_000, interval: 5 }).toBe(true)
+      await client.send(...unit('plus', ['5']))
+      expect(wire.summarize(await client.until('ReadyForQuery', { deadlineMs: DEADLINE_MS })).errors).toEqual([])
+      expect(wire.summarize(await client.until('ReadyForQuery', { deadlineMs: DEADLINE_MS })).commands).toEqual(['DISCARD ALL'])
+      const after = wire.summarize(await client.until('ReadyForQuery', { deadlineMs: DEADLINE_MS }))
+      expect(after.errors.map((error) => error.code)).toEqual(['26000'])
+    }
+  })
+
   it('gives the socket back when another client sends, which is answered', async () => {
     const dev = await start()
     const client = await prepared(dev)

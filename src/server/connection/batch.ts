@@ -17,6 +17,7 @@ import { resetDatabaseIfRequested } from '../features/database-commands.ts'
 import { afterHeld, holdBack } from './held-back.ts'
 import { executes, mayRunAgain, runWaitingForLocks, type LockWaitRunner } from '../features/lock-wait.ts'
 import { PreparedPipeline } from './prepared-pipeline.ts'
+import { lookNow } from './traffic.ts'
 import { ServerFunctions } from '../features/server-functions.ts'
 import type { MessageReader, Segment } from './messages.ts'
 import { UnnamedUse, unnamedUseOf } from '../protocol/unnamed-use.ts'
@@ -201,6 +202,8 @@ export class BatchRunner {
     const { bytes, unnamedUse, functions } = this.#withHeldBack(segment)
     if (bytes.length === 0) return
     if (this.#state.signals.length > 0) this.#signalEarly()
+    // Another client holds the session: if its socket is lent to the database thread, the thread gives it back now.
+    if (this.#backend.session.scheduler.owner !== null && !this.#backend.isOwner) lookNow()
     try {
       if (this.#mayRide(bytes, unnamedUse, functions)) {
         const end = await this.wait.ride(bytes, () => ranUnnamed(this.#backend.session, this.#client, unnamedUse), this.#lastSegment)
@@ -222,10 +225,12 @@ export class BatchRunner {
       // A unit that binds the unnamed statement a Parse made before it: made again before each run after a wait.
       const unnamedParse = unnamedUse & UnnamedUse.ReferencedFirst ? this.#state.statements.unnamedParse : null
       await runWaitingForLocks(this.#lockWaitRunner, bytes, functions, unnamedParse)
+      ranUnnamed(this.#backend.session, this.#client, unnamedUse)
     } else {
-      await backend.run(bytes, functions)
+      // Before the call: the units its database thread may read after it (a lent socket) say what they did with it.
+      ranUnnamed(this.#backend.session, this.#client, unnamedUse)
+      await backend.run(bytes, functions, this.#lastSegment)
     }
-    ranUnnamed(this.#backend.session, this.#client, unnamedUse)
     await this.#afterRun(bytes)
   }
 

@@ -69,6 +69,7 @@ export class Connection implements ServedConnection, StartingConnection, MemberC
   get unreadBytes(): number {
     return this.#reader.buffered
   }
+  /** Its database thread ran `unit` from its lent socket (engine/lent-reads.ts): its last statement. */
   lentUnitRan(unit: Buffer): void {
     this.#statement.note(unit, () => true)
   }
@@ -153,10 +154,7 @@ export class Connection implements ServedConnection, StartingConnection, MemberC
     return this.#output.blocked
   }
 
-  /**
-   * Send `error` (FATAL) and close; resolves once the session holds nothing of this client. Given `after`, the
-   * client's work stops now but it is told, and closed, once `after` resolves (see #close).
-   */
+  /** Send `error` (FATAL) and close, now or (`after`) once `after` resolves (#close): resolves once all is let go. */
   terminate(error: WireError, after?: Promise<void>): Promise<void> {
     return this.#close(error, CLOSE_GRACE_MS, after)
   }

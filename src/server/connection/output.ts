@@ -203,18 +203,22 @@ export class ClientOutput {
     const handle = socket._handle
     if (this.#lent || typeof handle?.readStop !== 'function' || this.#connection.unreadBytes > 0) return false
     if (socket.readableLength > 0 || socket.isPaused() || !socket.readable) return false
+    // As Node's own stop of a read: a handle that fails it is a socket gone bad.
+    if (handle.readStop() !== 0) return false
     socket.pause()
     socket._read = readNothing
     handle.reading = false
-    handle.readStop()
     this.#lent = true
     return true
   }
 
-  lentBytes(ran: boolean, bytes: Buffer): void {
-    if (!ran) return void this.#unread.push(bytes)
-    // The last unit run is the client's last statement, as pg_stat_activity shows it; and the client is sending.
-    this.#connection.lentUnitRan(bytes.subarray(4))
+  lentUnread(bytes: Buffer): void {
+    this.#unread.push(bytes)
+  }
+
+  lentRan(lastUnit: Buffer): void {
+    // The client's last statement, as pg_stat_activity shows it; and the client is sending.
+    this.#connection.lentUnitRan(lastUnit)
     countSending(this.#connection)
   }
 
@@ -232,7 +236,8 @@ export class ClientOutput {
     const handle = socket._handle
     if (handle && !handle.reading) {
       handle.reading = true
-      handle.readStart?.()
+      // As Node's own start of a read: a handle that fails it is a socket gone bad, which would never read again.
+      if (handle.readStart?.() !== 0) return void socket.destroy()
     }
     socket.resume()
   }

@@ -7,11 +7,10 @@ import type { Logger } from '../../log.ts'
 import { SqlState, WireError } from '../../errors.ts'
 import { BackendCode } from '../protocol/codes.ts'
 import { encodeNotice, errorFields, hasMessage } from '../protocol/backend-messages.ts'
-import { preparedUnitEnd } from '../protocol/frontend-messages.ts'
 import { ReplyReader, SessionChange, type Emit, type RewriteMessage } from '../protocol/replies.ts'
 import { UNKNOWN_SETTINGS, type SharedSession } from '../session/session.ts'
 import type { RideEnd } from '../session/combined-calls.ts'
-import { LentSocket, RelayFrom, type DirectReply } from '../session/databases.ts'
+import { RelayFrom, type DirectReply } from '../session/databases.ts'
 import type { Settings } from '../features/settings.ts'
 import type { ClientState } from '../features/state.ts'
 import { routeNotification } from '../features/listen.ts'
@@ -19,10 +18,10 @@ import { FunctionReplies, NEEDS_FUNCTION_REPLIES, ServerFunctions, contextFor, c
 import { UnnamedUse, unnamedUseOf } from '../protocol/unnamed-use.ts'
 import { ClientSettings } from '../features/settings.ts'
 import { releaseSession, releasesQuietly, takeSession, type Handover } from './handover.ts'
-import { answersSeen, sendingClients } from './traffic.ts'
+import { answersSeen } from './traffic.ts'
 import type { Backend, BackendClient, RideHooks } from '../features/backend.ts'
 import { UnitRide, type RideContext } from './unit-ride.ts'
-import { lentUnnamed } from './unnamed-statement.ts'
+import { lentSocketTold, tryLend, type LendingClient } from './lent-socket.ts'
 
 type Output = 'client' | 'nowhere' | Buffer[]
 
@@ -52,12 +51,10 @@ export class ClientBackend implements Backend {
     raw: (bytes) => this.#client.raw(bytes),
     mayEndLazily: () => this.#client.queuedBatches === 0 && this.session.scheduler.waiting === 0,
     lend: null,
-    handBack: (kind, bytes) => {
-      if (kind === LentSocket.Ran) this.session.lentUnits += bytes.readUInt32LE(0)
-      if (kind === LentSocket.Unread || kind === LentSocket.Ran) this.#client.output.lentBytes(kind === LentSocket.Ran, bytes)
-      else lentUnnamed(this.session, this.#client, this.#state.statements, kind === LentSocket.UnnamedParsed ? bytes : null)
-    },
+    handBack: (kind, bytes) => lentSocketTold(this.#lending, kind, bytes),
   }
+  /** What a lend of the client's socket is decided on (lent-socket.ts). */
+  readonly #lending: LendingClient
   /** The call running now writes its reply straight to the client. */
   #directNow = false
   #lockWait: LockWait | null = null
@@ -71,6 +68,7 @@ export class ClientBackend implements Backend {
     this.#state = state
     this.#log = log
     this.#handover = { backend: this, client, session, state, reader: this.#reader, settings: this.#settings, log }
+    this.#lending = { session, client, state, canRide: () => this.canRide, changes: () => this.#reader.changes, callsFunctions: () => this.#functions !== null }
   }
 
   /** The connection this backend answers to, as the session knows it. */
@@ -116,8 +114,8 @@ export class ClientBackend implements Backend {
   }
 
   /** Run complete messages as the owner; PGlite's replies stream to the client. */
-  run(bytes: Uint8Array, functions = 0): Promise<void> {
-    return this.#execute(bytes, 'client', true, functions)
+  run(bytes: Uint8Array, functions = 0, last = false): Promise<void> {
+    return this.#execute(bytes, 'client', true, functions, last)
   }
 
   /**
@@ -151,10 +149,10 @@ export class ClientBackend implements Backend {
   }
 
   /** One call into PGlite, its output going to `output`: the client, a list of chunks, or nowhere. */
-  async #execute(bytes: Uint8Array, output: Output, asClient = output === 'client', functions = 0): Promise<void> {
+  async #execute(bytes: Uint8Array, output: Output, asClient = output === 'client', functions = 0, last = false): Promise<void> {
     if (functions & ServerFunctions.Context) await this.#tellContext(functions)
     this.#beginCall(output, asClient, functions)
-    const direct = output === 'client' ? this.#directReply(bytes) : null
+    const direct = output === 'client' ? this.#directReply(bytes, last) : null
     if (direct) this.#client.output.beginDirect()
     else this.#client.output.cork()
     try {
@@ -210,33 +208,16 @@ export class ClientBackend implements Backend {
    * and a socket it can write to now (see BackendClient.directFd). From the first message the server rewrites (names
    * restored, notifications routed, what the functions tell), the reply comes through the server after all.
    */
-  #directReply(bytes: Uint8Array): DirectReply | null {
+  #directReply(bytes: Uint8Array, last: boolean): DirectReply | null {
     if (this.session.db.directReplies !== true) return null
     const fd = this.#client.output.directFd()
     if (fd < 0) return null
     const direct = this.#direct
     direct.fd = fd
     direct.relayFrom = this.#relayFrom()
-    direct.lend = this.#mayLend(bytes)
+    direct.lend = last ? tryLend(this.#lending, bytes) : null
     this.#directNow = true
     return direct
-  }
-
-  /**
-   * Whether the database's thread may read this client's next units itself after the call (engine/lent-reads.ts), and
-   * how: it is the only client sending, nobody waits for the session, the server has nothing to do for it at this
-   * unit's end (canRide, no change to record, no advisory lock to let go), its statements need nothing of the server
-   * when they run, and this unit is one the thread could run, so likely its next ones are too. Last, the socket's
-   * reading is lent.
-   */
-  #mayLend(bytes: Uint8Array): DirectReply['lend'] {
-    const { statements, temp } = this.#state
-    // The server reads nothing in plain SQL, unless to prefix held cursors' names or to track temporary objects.
-    const unnamed = !statements.holdsCursors && !temp.firstInSearchPath
-    if (sendingClients() > 1 || this.#client.queuedBatches > 0 || this.session.scheduler.waiting > 0) return null
-    if (!this.canRide || this.#reader.changes !== 0 || this.#state.signaledEarly.size > 0 || this.session.advisoryLocks.size > 0) return null
-    if (this.#functions !== null || !statements.needNothingToRun || preparedUnitEnd(bytes as Buffer, 0, unnamed) !== bytes.length) return null
-    return this.#client.output.lendReading() ? { prefix: statements.prefix, unnamed } : null
   }
 
   /** As #rewrite: names restored in errors and notices, what the functions tell, notifications routed. */

@@ -45,6 +45,14 @@ export function lookOnTraffic(look: () => void): () => void {
   return () => state.lookers.delete(look)
 }
 
+/** Call every `look` now, as if a client had sent bytes: a client waits for the session (a lent socket comes back). */
+export function lookNow(): void {
+  const { lookers } = state
+  if (lookers.size === 0) return
+  for (const look of lookers) look()
+  lookers.clear()
+}
+
 /**
  * Call `read` each time any client sends bytes (before they are read), until the returned function is called: a call
  * of units reads which units ended, so that a client answered there can add its next unit to the call.

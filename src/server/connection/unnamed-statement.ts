@@ -37,10 +37,3 @@ export function ranUnnamed(session: SharedSession, client: BackendClient, use: n
   if (use & UnnamedUse.Dropped) session.unnamedStatementOwner = null
   else if (use & UnnamedUse.Parsed) session.unnamedStatementOwner = client
 }
-
-/** Units the database's thread ran from the client's lent socket made the unnamed statement (`parse`), or dropped it. */
-export function lentUnnamed(session: SharedSession, client: BackendClient, statements: Statements, parse: Buffer | null): void {
-  if (parse) statements.parsed('', null, null, parse)
-  else statements.closed('')
-  session.unnamedStatementOwner = parse ? client : null
-}

@@ -35,8 +35,10 @@ export interface ReplyOutput {
   relayed(): void
   /** The database's thread reads the socket until endLend (engine/lent-reads.ts); false if it cannot now. */
   lendReading(): boolean
-  /** From the lent socket (DirectReply.handBack): bytes the thread did not run, or (`ran`) the count and last unit it ran. */
-  lentBytes(ran: boolean, bytes: Buffer): void
+  /** From the lent socket (DirectReply.handBack): bytes the thread read and did not run, which Node reads first. */
+  lentUnread(bytes: Buffer): void
+  /** From the lent socket: the last unit the thread ran, as the client sent it. */
+  lentRan(lastUnit: Buffer): void
   /** The socket is back: Node reads first what the thread handed back unrun. */
   endLend(): void
 }
@@ -71,8 +73,11 @@ export interface Backend {
   /** The transaction status the client was last told ('I' while it holds nothing). */
   readonly txStatus: number
   tookSession(): Promise<void>
-  /** `functions`: ServerFunctions bits of the messages (what they call that answers per backend). */
-  run(bytes: Uint8Array, functions?: number): Promise<void>
+  /**
+   * `functions`: ServerFunctions bits of the messages (what they call that answers per backend). `last`: nothing of
+   * the client's batch follows them, so its socket may be lent after them (engine/lent-reads.ts).
+   */
+  run(bytes: Uint8Array, functions?: number, last?: boolean): Promise<void>
   /** Stop the client's statement running now (its CancelRequest): 57014. False if none was running. */
   cancelRunning(): Promise<boolean>
   capture(bytes: Uint8Array, asClient?: boolean, functions?: number): Promise<Buffer>

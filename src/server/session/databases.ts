@@ -89,12 +89,18 @@ export interface DirectReply {
   mayEndLazily(): boolean
   /**
    * Non-null: after this call the database's thread reads the client's socket itself for a while (engine/lent-reads.ts),
-   * giving the client's statement names `prefix`, and (`unnamed`) running units of the unnamed statement too. The
-   * socket comes back when the call ends.
+   * running Binds of named statements (their names given `prefix`; null: none) and (`unnamed`) units of the unnamed
+   * statement. The socket comes back when the call ends.
    */
-  lend: { prefix: Buffer; unnamed: boolean } | null
+  lend: LendOffer | null
   /** What the thread tells of the lent socket, in order, as it ends (LentSocket says what `bytes` are). */
   handBack(kind: number, bytes: Buffer): void
+}
+
+/** What the thread that reads a lent socket may run (DirectReply.lend). */
+export interface LendOffer {
+  prefix: Buffer | null
+  unnamed: boolean
 }
 
 /** What a lent socket's hand-back is (DirectReply.handBack). */
