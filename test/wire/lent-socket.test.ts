@@ -61,6 +61,16 @@ async function threadRan(dev: DevDb, before: number): Promise<boolean> {
   return stats(dev).unitsReadByDatabaseThreads > before
 }
 
+/** Run `attempt` until the thread read a unit it sent (a bounded number of tries); fails if it never did. */
+async function untilThreadRan(dev: DevDb, attempt: () => Promise<void>): Promise<void> {
+  for (let tries = 0; tries < TRIES; tries++) {
+    const before = stats(dev).unitsReadByDatabaseThreads
+    await attempt()
+    if (await threadRan(dev, before)) return
+  }
+  expect.unreachable(`the thread never read the client's unit in ${TRIES} tries`)
+}
+
 /** Every message until the server's FATAL (or the close). */
 async function untilFatal(client: RawClient): Promise<wire.ErrorInfo[]> {
   const errors: wire.ErrorInfo[] = []
@@ -93,17 +103,13 @@ describe('a lone client read by its database thread', () => {
     const client = await prepared(dev)
     const other = await connect(dev.url)
     const unnamedUnit = (sql: string, param: string): Buffer[] => [wire.parse('', sql), wire.bind('', '', [param]), wire.describe('P', ''), wire.execute(''), wire.sync()]
-    let read = false
-    for (let tries = 0; tries < TRIES && !read; tries++) {
-      const before = stats(dev).unitsReadByDatabaseThreads
+    await untilThreadRan(dev, async () => {
       expect(await lent(dev, client)).toBe(true)
       // Made twice, with other text: the second is the client's unnamed statement.
       await client.send(...unnamedUnit('select $1::int * 10', '1'), ...unnamedUnit('select $1::int * 100', '2'))
       expect(wire.summarize(await client.until('ReadyForQuery', { deadlineMs: DEADLINE_MS })).rows).toEqual([['10']])
       expect(wire.summarize(await client.until('ReadyForQuery', { deadlineMs: DEADLINE_MS })).rows).toEqual([['200']])
-      read = await threadRan(dev, before)
-    }
-    expect(read).toBe(true)
+    })
     // Another client's Query drops the session's unnamed statement: the client's comes back as it last made it.
     expect((await other.query('select 1')).errors).toEqual([])
     expect((await run(client, '', ['3'])).rows).toEqual([['300']])
@@ -113,17 +119,13 @@ describe('a lone client read by its database thread', () => {
     const dev = await start()
     const client = await prepared(dev)
     const other = await connect(dev.url)
-    let read = false
-    for (let tries = 0; tries < TRIES && !read; tries++) {
+    await untilThreadRan(dev, async () => {
       await client.send(wire.parse('', 'select 5'), wire.sync())
       await client.until('ReadyForQuery')
-      const before = stats(dev).unitsReadByDatabaseThreads
       expect(await lent(dev, client)).toBe(true)
       await client.send(wire.query('select 6'))
       expect(wire.summarize(await client.until('ReadyForQuery', { deadlineMs: DEADLINE_MS })).rows).toEqual([['6']])
-      read = await threadRan(dev, before)
-    }
-    expect(read).toBe(true)
+    })
     // Another client's unnamed statement is the session's now; the client's own is gone, as its Query dropped it.
     expect((await other.extended('select 99')).rows).toEqual([['99']])
     expect((await run(client, '', [])).errors.map((error) => error.code)).toEqual(['26000'])
@@ -164,33 +166,25 @@ describe('a lone client read by its database thread', () => {
     const dev = await start()
     const client = await prepared(dev)
     const other = await connect(dev.url)
-    let read = false
-    for (let tries = 0; tries < TRIES && !read; tries++) {
-      const before = stats(dev).unitsReadByDatabaseThreads
+    await untilThreadRan(dev, async () => {
       await afterLend(client, unit('sleep', ['0.2']))
       expect((await other.query('select 42', { deadlineMs: DEADLINE_MS })).rows).toEqual([['42']])
       expect(wire.summarize(await client.until('ReadyForQuery', { deadlineMs: DEADLINE_MS })).errors).toEqual([])
-      read = await threadRan(dev, before)
-    }
-    expect(read).toBe(true)
+    })
     expect((await run(client, 'plus', ['5'])).rows).toEqual([['6']])
   })
 
   it('lets a CancelRequest stop the statement the thread read: 57014, and the client goes on', async () => {
     const dev = await start()
     const client = await prepared(dev)
-    let canceled = false
-    for (let tries = 0; tries < TRIES && !canceled; tries++) {
-      const before = stats(dev).unitsReadByDatabaseThreads
+    await untilThreadRan(dev, async () => {
       expect(await lent(dev, client)).toBe(true)
       await client.send(...unit('sleep', ['30']))
       await client.next('NoticeResponse', { deadlineMs: DEADLINE_MS })
       await sendCancelRequest(dev.url, client.backendKey!)
       const reply = wire.summarize(await client.until('ReadyForQuery', { deadlineMs: DEADLINE_MS }))
       expect(reply.errors.map((error) => error.code)).toEqual(['57014'])
-      canceled = await threadRan(dev, before)
-    }
-    expect(canceled).toBe(true)
+    })
     expect((await run(client, 'plus', ['1'])).rows).toEqual([['2']])
   })
 
@@ -198,15 +192,11 @@ describe('a lone client read by its database thread', () => {
     const dev = await start()
     const client = await prepared(dev)
     expect((await client.query("set statement_timeout = '200ms'")).errors).toEqual([])
-    let timedOut = false
-    for (let tries = 0; tries < TRIES && !timedOut; tries++) {
-      const before = stats(dev).unitsReadByDatabaseThreads
+    await untilThreadRan(dev, async () => {
       await afterLend(client, unit('sleep', ['30']))
       const reply = wire.summarize(await client.until('ReadyForQuery', { deadlineMs: DEADLINE_MS }))
       expect(reply.errors.map((error) => [error.code, error.message])).toEqual([['57014', 'canceling statement due to statement timeout']])
-      timedOut = await threadRan(dev, before)
-    }
-    expect(timedOut).toBe(true)
+    })
   })
 
   // The unit is the thread's to read when it comes within its look (most runs), else the server's: either way the
@@ -240,8 +230,7 @@ describe('a lone client read by its database thread', () => {
     await client.send(wire.parse('big', "select g, repeat('x', 1000) from generate_series(1, $1::int) g"), wire.sync())
     await client.until('ReadyForQuery')
     const other = await connect(dev.url)
-    for (let tries = 0; tries < TRIES; tries++) {
-      const before = stats(dev).unitsReadByDatabaseThreads
+    await untilThreadRan(dev, async () => {
       expect((await run(client, 'plus', ['0'])).rows).toEqual([['1']])
       client.socket.pause()
       await client.send(...unit('big', ['20000']))
@@ -251,8 +240,6 @@ describe('a lone client read by its database thread', () => {
       expect(reply.errors).toEqual([])
       expect(reply.rows.length).toBe(20000)
       expect(reply.rows.every(([g], i) => g === String(i + 1))).toBe(true)
-      if (await threadRan(dev, before)) return
-    }
-    expect.unreachable(`the thread never read the client's unit in ${TRIES} tries`)
+    })
   })
 })
