@@ -9,6 +9,8 @@
 import { readSync } from 'node:fs'
 import { Control } from './stoppable.ts'
 import { preparedUnitEnd, type PreparedUnit } from '../server/protocol/frontend-messages.ts'
+import { FrontendCode, HEADER_LENGTH } from '../server/protocol/codes.ts'
+import { MAX_NAME_BYTES } from '../server/features/statements.ts'
 import type { LendOffer } from '../server/session/databases.ts'
 import { lookOnTraffic } from '../server/connection/traffic.ts'
 
@@ -19,13 +21,9 @@ const LOOK_MS = 0.5
  * did not hear of meanwhile (a client that began to wait without sending) is seen within this.
  */
 const MAX_LEND_MS = 20
-/** Postgres keeps NAMEDATALEN - 1 bytes of a name: a longer prefixed name is one the server hashes. */
-const MAX_NAME_BYTES = 63
 /** What one read of a lent socket takes at most (the bytes read are copied out of it). */
 const READ_BYTES = 1 << 16
 let readBuffer: Buffer | null = null
-const HEADER = 5
-const BIND = 0x42
 
 /**
  * What a unit run in the thread is given: the client's socket, the prefix its statement names get, and whether it
@@ -141,15 +139,15 @@ function prefixed(unit: Buffer, prefix: Buffer, binds: number): Buffer {
   let to = 0
   while (from < unit.length) {
     const end = from + 1 + unit.readInt32BE(from + 1)
-    if (unit[from] !== BIND || unit[from + HEADER + 1] === 0) {
+    if (unit[from] !== FrontendCode.Bind || unit[from + HEADER_LENGTH + 1] === 0) {
       to += unit.copy(out, to, from, end)
     } else {
-      out[to] = BIND
+      out[to] = FrontendCode.Bind
       out.writeInt32BE(end - from - 1 + prefix.length, to + 1)
-      out[to + HEADER] = 0
-      to += HEADER + 1
+      out[to + HEADER_LENGTH] = 0
+      to += HEADER_LENGTH + 1
       to += prefix.copy(out, to)
-      to += unit.copy(out, to, from + HEADER + 1, end)
+      to += unit.copy(out, to, from + HEADER_LENGTH + 1, end)
     }
     from = end
   }

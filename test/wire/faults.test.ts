@@ -1,10 +1,10 @@
 // Failures inside the server's call into PGlite. Stock's queue keeps `processing` set after one thrown error, so
 // nobody is served again; ours fails only the client whose batch threw, unless PGlite itself died.
-import { afterEach, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import type { PGlite } from '@electric-sql/pglite'
 import * as wire from '../../harness/wire.ts'
-import { connectRaw, withDeadline, type RawClient } from '../../harness/raw-client.ts'
-import { targets, type InProcessTarget } from '../helpers/targets.ts'
+import { withDeadline } from '../../harness/raw-client.ts'
+import { targets, useInProcessTarget } from '../helpers/targets.ts'
 
 const MARKER = 'inject-fault'
 const STALL_MS = 2_000
@@ -28,21 +28,10 @@ function pgliteExit(): Error {
 
 describe.each(targets)('faults on $name', (target) => {
   const ours = target.name === 'patched'
-  let server: InProcessTarget | undefined
-  const clients: RawClient[] = []
-  afterEach(async () => {
-    for (const client of clients.splice(0)) client.destroy()
-    await server?.close()
-    server = undefined
-  })
-  const connect = async (url: string) => {
-    const client = await connectRaw(url)
-    clients.push(client)
-    return client
-  }
+  const { start, connect } = useInProcessTarget(target)
 
   it('an exception inside one batch fails that client; the next client still works', async () => {
-    server = await target.start()
+    const server = await start()
     const bystander = await connect(server.url)
     const victim = await connect(server.url)
     injectFault(server.db, new Error('injected failure'))
@@ -62,7 +51,7 @@ describe.each(targets)('faults on $name', (target) => {
   })
 
   it('PGlite dying fails every client with FATAL and new clients are refused, not hung', async () => {
-    server = await target.start()
+    const server = await start()
     const errors: unknown[] = []
     const events = server.server as unknown as EventTarget
     events.addEventListener('error', (event: Event) => errors.push((event as CustomEvent).detail))
@@ -78,8 +67,8 @@ describe.each(targets)('faults on $name', (target) => {
         await withDeadline(client.closed, 3_000, 'a client closed after PGlite died')
       }
       expect(errors.length).toBe(1)
-      const late = await connectRaw(server.url).then(
-        (client) => (clients.push(client), null),
+      const late = await connect(server.url).then(
+        () => null,
         (error: Error) => error,
       )
       expect(late?.message).toMatch(/XX000|PGlite failed/)

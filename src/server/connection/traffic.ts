@@ -96,13 +96,10 @@ export async function answersSeen(): Promise<void> {
 
 /** `client` sent bytes. Per chunk: a clock read and a comparison. */
 export function noteClientBytes(client: TrafficSource): void {
-  const { lookers, readers } = state
+  const { readers } = state
   // (The state may have been made by an older copy of this module, without readers.)
   if (readers !== undefined && readers.size > 0) for (const read of readers) read()
-  if (lookers.size > 0) {
-    for (const look of lookers) look()
-    lookers.clear()
-  }
+  lookNow()
   countSending(client)
 }
 

@@ -19,7 +19,7 @@ interface Statement {
 }
 
 /** Postgres keys prepared statements and portals by NAMEDATALEN - 1 bytes; longer names are cut. */
-const MAX_NAME_BYTES = 63
+export const MAX_NAME_BYTES = 63
 const QUOTE = 0x22
 
 export class Statements {
