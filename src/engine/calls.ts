@@ -9,7 +9,7 @@ import { workerInspector } from './interrupt.ts'
 import { ByteRing, FrameEnd, encodeUnits, waitAsync, type UnitTarget } from './ring.ts'
 import { Control, ENGINE_GLOBAL, controlViews } from './stoppable.ts'
 import { sendingClients, watchAnswers, type AnsweredCalls } from '../server/connection/traffic.ts'
-import { offerLend } from './lent-reads.ts'
+import { LendWord, offerLend } from './lent-reads.ts'
 import { addUnit, answeredUnitRead, closeToMore, openToMore, readEndsOnTraffic } from './more-units.ts'
 import { LazyEnd, mayEndLazily } from './lazy-end.ts'
 import { CallWatchdog, WATCH_EVERY_MS } from './watchdog.ts'
@@ -34,8 +34,7 @@ const FEW_CLIENTS = 4
 const FEW_CLIENTS_SPIN_MS = 0.5
 /**
  * After a call that left a transaction block open, the server's thread spins this long for the next call's reply
- * whatever the traffic: only that client can run (the others wait for the session), so there is nothing else to
- * read into a shared call meanwhile. (The database thread lingers for that call on its own: thread-worker.ts.)
+ * whatever the traffic: only that client can run, so there is nothing else to read into a shared call meanwhile.
  */
 const IN_TRANSACTION_SPIN_MS = 0.5
 /** Waiting for room in the request ring, the server's thread checks this often that the database thread is still there. */
@@ -345,7 +344,7 @@ export class ProtocolCalls implements AnsweredCalls {
           if (this.#failure) throw this.#failure
           if (spinUntil > 0 && ring.spin(spinUntil)) continue
           spinUntil = 0
-          if (running.direct && !running.prompt && mayEndLazily(running.direct)) await this.#lazy.wait(() => this.#hurry(running))
+          if (running.direct && !running.prompt && mayEndLazily(running.direct)) await this.#lazy.wait(() => this.#hurry(running, LendWord.AtRest))
           else await ring.sleepAsync()
           if (this.#failure) {
             // A call that ended before the thread failed (its last frame waits in the ring) ended well.
@@ -372,10 +371,11 @@ export class ProtocolCalls implements AnsweredCalls {
     return endSeen(running)
   }
 
-  /** The running call's end is wanted now: a lazy wait for it ends, and it does not wait lazily again. */
-  #hurry(running: Running): void {
+  /** The call's end is wanted now, with no lazy wait again; a lent socket comes back now, or (AtRest) once at rest. */
+  #hurry(running: Running, lend: number = LendWord.Now): void {
     running.prompt = true
-    Atomics.store(this.#words, Control.Lend, 1) // a lent socket comes back (lent-reads.ts)
+    if (lend === LendWord.Now) Atomics.store(this.#words, Control.Lend, lend)
+    else Atomics.compareExchange(this.#words, Control.Lend, LendWord.ReadOn, lend)
     this.#lazy.look()
   }
 

@@ -4,7 +4,8 @@
 // reads the client's next bytes itself for a while, and runs each unit that needs nothing of the server
 // (protocol/frontend-messages.ts preparedUnitEnd), its statement names given the client's prefix as the server
 // gives them. The first bytes it cannot run go back to the server with the socket, unread, as does the socket when
-// the server asks for it (another client sends, a cancel) or nothing came meanwhile.
+// the server asks for it (a cancel, a stop, another client sends while no transaction block is open) or nothing came
+// meanwhile. A unit may leave a transaction block open: the client's next units run here too, as nobody else's could.
 
 import { readSync } from 'node:fs'
 import { Control } from './stoppable.ts'
@@ -30,9 +31,18 @@ let readBuffer: Buffer | null = null
  * may run units of the unnamed statement (the server reads nothing in plain SQL unless the client holds cursors WITH
  * HOLD or its temporary objects come first in its search path).
  */
-export interface Lend extends LendOffer {
+export interface Lend extends ThreadLend {
   fd: number
 }
+
+/** What the thread learns of a lend from the call's Direct payload (whether others wait, it reads in Control.Lend). */
+export type ThreadLend = Omit<LendOffer, 'othersWait'>
+
+/**
+ * Control.Lend: the thread reads on; gives the socket back after the unit running; or gives it back once no
+ * transaction block is open (another client wants the session, which an open block keeps from it anyway).
+ */
+export const LendWord = { ReadOn: 0, Now: 1, AtRest: 2 } as const
 
 /**
  * How a lend ended: the bytes read and not run (the server reads them first), the last unit run, as sent, how many
@@ -50,7 +60,7 @@ const FLAGS_AT = 8
 const LendFlags = { Unnamed: 1, Named: 2 } as const
 
 /** The lend a Direct payload offers, or null. */
-export function lendOf(payload: Buffer): LendOffer | null {
+export function lendOf(payload: Buffer): ThreadLend | null {
   if (payload.length <= FLAGS_AT) return null
   const flags = payload[FLAGS_AT]!
   return { prefix: flags & LendFlags.Named ? Buffer.from(payload.subarray(FLAGS_AT + 1)) : null, unnamed: (flags & LendFlags.Unnamed) !== 0 }
@@ -61,26 +71,31 @@ export type RunUnit = (unit: Buffer) => Promise<boolean>
 
 /**
  * The server's side: a call's Direct payload (`target`: fd and RelayFrom bits) with the lend's prefix after it. The
- * thread gives the socket back when asked (Control.Lend, which the server sets whenever it wants the call's end now),
- * and when any other client sends.
+ * thread gives the socket back when asked (Control.Lend, which the server sets to Now whenever it wants the call's end
+ * now), and once no transaction block is open if other clients wait or any sends.
  */
-export function offerLend(words: Int32Array, target: Buffer, { prefix, unnamed }: LendOffer): Buffer {
-  Atomics.store(words, Control.Lend, 0)
-  lookOnTraffic(() => Atomics.store(words, Control.Lend, 1))
+export function offerLend(words: Int32Array, target: Buffer, { prefix, unnamed, othersWait }: LendOffer): Buffer {
+  Atomics.store(words, Control.Lend, othersWait ? LendWord.AtRest : LendWord.ReadOn)
+  lookOnTraffic(() => Atomics.compareExchange(words, Control.Lend, LendWord.ReadOn, LendWord.AtRest))
   const flags = (unnamed ? LendFlags.Unnamed : 0) | (prefix ? LendFlags.Named : 0)
   return Buffer.concat([target.subarray(0, FLAGS_AT), Buffer.of(flags), prefix ?? Buffer.alloc(0)])
 }
 
 /**
  * Serve the lent socket until the server wants it back, nothing comes for LOOK_MS, or bytes come that only the server
- * can handle (`pending`: the server has a request for the thread).
+ * can handle (`pending`: the server has a request for the thread). `inTransaction`: the last unit left a transaction
+ * block open.
  */
-export async function serveLend(lend: Lend, words: Int32Array, pending: () => boolean, run: RunUnit, end: LendEnd): Promise<void> {
+export async function serveLend(lend: Lend, words: Int32Array, pending: () => boolean, inTransaction: () => boolean, run: RunUnit, end: LendEnd): Promise<void> {
   const buffer = (readBuffer ??= Buffer.allocUnsafe(READ_BYTES))
   const stop = performance.now() + MAX_LEND_MS
   let until = performance.now() + LOOK_MS
+  const wanted = (): boolean => {
+    const word = Atomics.load(words, Control.Lend)
+    return word === LendWord.Now || (word === LendWord.AtRest && !inTransaction())
+  }
   for (;;) {
-    if (Atomics.load(words, Control.Lend) !== 0 || pending() || performance.now() >= stop) return
+    if (wanted() || pending() || performance.now() >= stop) return
     const count = tryRead(lend.fd, buffer)
     if (count === 0) return // the client's end closed, or failed: the server finds out from the socket
     if (count < 0) {
@@ -90,7 +105,7 @@ export async function serveLend(lend: Lend, words: Int32Array, pending: () => bo
     const bytes = Buffer.from(buffer.subarray(0, count))
     let at = 0
     for (;;) {
-      const unit = Atomics.load(words, Control.Lend) === 0 ? unitAt(bytes, at, lend) : null
+      const unit = wanted() ? null : unitAt(bytes, at, lend)
       if (unit) {
         end.lastUnit = bytes.subarray(at, unit.end)
         end.units++

@@ -77,6 +77,14 @@ export class OutputWatch {
     return this.#lastCode === BackendCode.ReadyForQuery && this.#status === TxStatus.Idle && this.#changes === 0 && this.fatal === null
   }
 
+  /**
+   * The unit ended with ReadyForQuery and changed nothing the server keeps, though a transaction block may be open
+   * (its client's alone until it ends): a lent socket's next unit may run (lent-reads.ts).
+   */
+  get leftQuiet(): boolean {
+    return this.#lastCode === BackendCode.ReadyForQuery && this.#changes === 0 && this.fatal === null
+  }
+
   /** The call's last ReadyForQuery said a transaction block is open: its client holds the session for its next call. */
   get leftInTransaction(): boolean {
     return this.#status !== TxStatus.Idle

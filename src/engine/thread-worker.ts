@@ -11,8 +11,7 @@ import { TarballBlob, openPGlite, sharedBundleBlob } from './pglite.ts'
 import { collectGarbageSoon, collectWhenIdle, noteBusy } from './collect-garbage.ts'
 import { ByteRing, FrameEnd, decodeUnits, type DecodedUnit } from './ring.ts'
 import { MoreUnits } from './more-units.ts'
-import { lendOf, serveLend, type LendEnd } from './lent-reads.ts'
-import type { LendOffer } from '../server/session/databases.ts'
+import { lendOf, serveLend, type LendEnd, type ThreadLend } from './lent-reads.ts'
 import { controlViews, exposeStopping, interceptTimers, type CallHooks } from './stoppable.ts'
 import type { EngineImage } from './image.ts'
 import { takeImage, watchInstances } from './take-image.ts'
@@ -70,7 +69,7 @@ async function serveCalls(pglite: PGlite, stopping: CallHooks): Promise<void> {
   const output = new CallOutput(pglite, replies, words)
   let directFd = -1
   let relayFrom = 0
-  let lend: LendOffer | null = null
+  let lend: ThreadLend | null = null
   while (!closing) {
     let call: Call | null = null
     let turn = false
@@ -121,7 +120,7 @@ interface Call {
   /** RelayFrom bits: the messages from which on the reply goes through the ring after all. */
   relayFrom: number
   /** The client's socket is lent to this thread after the call (lent-reads.ts). */
-  lend: LendOffer | null
+  lend: ThreadLend | null
 }
 
 /** Runs the call; true if it left a transaction block open. */
@@ -139,12 +138,12 @@ async function runCall(pglite: PGlite, stopping: CallHooks, { id, bytes, isUnits
     if (isUnits) await runUnits(pglite, stopping, id, decodeUnits(bytes), output)
     else await pglite.execProtocolRawStream(bytes, output.options)
     if (output.sync) await pglite.syncToFs()
-    if (lend && output.writesStraight && output.watch.leftAtRest && !dead) {
+    if (lend && output.writesStraight && output.watch.leftQuiet && !dead) {
       // From here the call's units are numbered, and between two of them nothing cancels or fires (stoppable.ts).
       stopping.beforeUnit(id, 0)
       stopping.afterUnit(id)
       lendEnd = { unread: null, lastUnit: null, units: 0, unnamed: null }
-      await serveLend({ fd: directFd, ...lend }, words, () => requests.hasFrames, async (unit) => {
+      await serveLend({ fd: directFd, ...lend }, words, () => requests.hasFrames, () => output.watch.leftInTransaction, async (unit) => {
         output.beginUnit(-1, directFd, relayFrom)
         output.watch.startUnit()
         stopping.beforeUnit(id, ++unitIndex)
@@ -154,7 +153,7 @@ async function runCall(pglite: PGlite, stopping: CallHooks, { id, bytes, isUnits
         } finally {
           stopping.afterUnit(id)
         }
-        return output.writesStraight && output.watch.leftAtRest
+        return output.writesStraight && output.watch.leftQuiet
       }, lendEnd)
     }
   } catch (error) {

@@ -31,6 +31,14 @@ async function prepared(dev: DevDb): Promise<RawClient> {
   return client
 }
 
+/** The client with a table `kept` and a statement `keep` that inserts into it. */
+async function keeping(client: RawClient): Promise<RawClient> {
+  expect((await client.query('create table kept (n int)')).errors).toEqual([])
+  await client.send(wire.parse('keep', 'insert into kept values ($1::int)'), wire.sync())
+  expect(wire.summarize(await client.until('ReadyForQuery')).errors).toEqual([])
+  return client
+}
+
 /** Run `statement` as one unit and wait for its answer. */
 async function run(client: RawClient, statement: string, params: string[]): Promise<wire.Summary> {
   await client.send(...unit(statement, params))
@@ -55,20 +63,23 @@ async function lent(dev: DevDb, client: RawClient): Promise<boolean> {
   return false
 }
 
-/** Once the socket is back: whether the thread ran units since `before` (a unit it read counts once it gave it back). */
-async function threadRan(dev: DevDb, before: number): Promise<boolean> {
+/**
+ * Once the socket is back: whether the thread ran at least `units` units since `before` (a unit it read counts once it
+ * gave it back).
+ */
+async function threadRan(dev: DevDb, before: number, units = 1): Promise<boolean> {
   await expect.poll(() => stats(dev).clientsReadByDatabaseThreads, { timeout: 5_000 }).toBe(0)
-  return stats(dev).unitsReadByDatabaseThreads > before
+  return stats(dev).unitsReadByDatabaseThreads >= before + units
 }
 
-/** Run `attempt` until the thread read a unit it sent (a bounded number of tries); fails if it never did. */
-async function untilThreadRan(dev: DevDb, attempt: () => Promise<void>): Promise<void> {
+/** Run `attempt` until the thread read `units` units it sent (a bounded number of tries); fails if it never did. */
+async function untilThreadRan(dev: DevDb, attempt: () => Promise<void>, units = 1): Promise<void> {
   for (let tries = 0; tries < TRIES; tries++) {
     const before = stats(dev).unitsReadByDatabaseThreads
     await attempt()
-    if (await threadRan(dev, before)) return
+    if (await threadRan(dev, before, units)) return
   }
-  expect.unreachable(`the thread never read the client's unit in ${TRIES} tries`)
+  expect.unreachable(`the thread never read ${units} of the client's units in one try of ${TRIES}`)
 }
 
 /** Every message until the server's FATAL (or the close). */
@@ -129,6 +140,42 @@ describe('a lone client read by its database thread', () => {
     // Another client's unnamed statement is the session's now; the client's own is gone, as its Query dropped it.
     expect((await other.extended('select 99')).rows).toEqual([['99']])
     expect((await run(client, '', [])).errors.map((error) => error.code)).toEqual(['26000'])
+  })
+
+  it("runs a lone client's transaction block in the thread, to its COMMIT", async () => {
+    const dev = await start()
+    const client = await keeping(await prepared(dev))
+    const other = await connect(dev.url)
+    let kept = 0
+    // Every unit of the block, not only the BEGIN: sent at once, the four are read together, and run in the thread
+    // unless the lend ends inside the block.
+    await untilThreadRan(dev, async () => {
+      expect(await lent(dev, client)).toBe(true)
+      await client.send(wire.query('begin'), ...unit('keep', ['1']), ...unit('keep', ['2']), wire.query('commit'))
+      for (const command of ['BEGIN', 'INSERT 0 1', 'INSERT 0 1', 'COMMIT']) expect(wire.summarize(await client.until('ReadyForQuery', { deadlineMs: DEADLINE_MS })).commands).toEqual([command])
+      kept += 2
+    }, 4)
+    expect((await other.query('select count(*) from kept')).rows).toEqual([[String(kept)]])
+  })
+
+  it('runs the statements of a transaction block in the thread while another client waits, which gets the session at COMMIT', async () => {
+    const dev = await start()
+    const client = await keeping(await prepared(dev))
+    const other = await connect(dev.url)
+    let kept = 0
+    await untilThreadRan(dev, async () => {
+      expect((await client.query('begin')).errors).toEqual([])
+      await other.send(wire.query('select count(*) from kept'))
+      await expect.poll(() => stats(dev).waitingClients, { timeout: 5_000, interval: 5 }).toBe(1)
+      // The server lends the socket as it runs the first insert (the client holds the session; the other waits).
+      expect((await run(client, 'keep', ['1'])).commands).toEqual(['INSERT 0 1'])
+      await client.send(...unit('keep', ['2']), wire.query('commit'))
+      expect(wire.summarize(await client.until('ReadyForQuery', { deadlineMs: DEADLINE_MS })).commands).toEqual(['INSERT 0 1'])
+      expect(wire.summarize(await client.until('ReadyForQuery', { deadlineMs: DEADLINE_MS })).commands).toEqual(['COMMIT'])
+      kept += 2
+      // The other client ran after the COMMIT: it sees both rows.
+      expect(wire.summarize(await other.until('ReadyForQuery', { deadlineMs: DEADLINE_MS })).rows).toEqual([[String(kept)]])
+    })
   })
 
   // Here the server's end of a COMMIT (a reset the transaction asked for) must come before the client's next unit.

@@ -19,24 +19,30 @@ export interface LendingClient {
   changes(): number
   /** The unit calls what answers per backend. */
   callsFunctions(): boolean
+  /** The client holds the session in a transaction block (or pipeline) it opened before the unit. */
+  holdsSession(): boolean
 }
 
 /**
- * What the database's thread may run after `unit` from the client's socket, if it may read it at all: the client is
- * the only one sending, nobody waits for the session, the server has nothing to do for it at the unit's end (canRide,
- * no change to record, no advisory lock to let go), its statements need nothing of the server when they run, and
- * the unit is one the thread could run, so likely its next ones are too. Last, the socket's reading is lent.
+ * What the database's thread may run after `unit` from the client's socket, if it may read it at all: the server
+ * read none of the client's bytes after it, the client is the only one sending and nobody waits for the session (or
+ * the client holds the session in a transaction block, which keeps it from the others until the block ends: then the
+ * thread reads only until it ends), the server has nothing to do for it at the unit's end (canRide, no change to
+ * record, no advisory lock to let go), its statements need nothing of the server when they run, and the unit is one
+ * the thread could run, so likely its next ones are too. Last, the socket's reading is lent.
  */
 export function tryLend(lending: LendingClient, unit: Uint8Array): LendOffer | null {
   const { session, client, state } = lending
   const { statements, temp } = state
-  if (sendingClients() > 1 || client.queuedBatches > 0 || session.scheduler.waiting > 0) return null
+  if (client.queuedBatches > 0) return null
+  const othersWait = sendingClients() > 1 || session.scheduler.waiting > 0
+  if (othersWait && !lending.holdsSession()) return null
   if (!lending.canRide() || lending.changes() !== 0 || state.signaledEarly.size > 0 || session.advisoryLocks.size > 0) return null
   // The server reads nothing in plain SQL, unless to prefix held cursors' names or to track temporary objects.
   const unnamed = !statements.holdsCursors && !temp.firstInSearchPath
   if (lending.callsFunctions() || !statements.needNothingToRun || preparedUnitEnd(unit as Buffer, 0, unnamed) !== unit.length) return null
   // A named Bind runs in the thread only once the server knows the client uses names (errors then have them restored).
-  return client.output.lendReading() ? { prefix: statements.used ? statements.prefix : null, unnamed } : null
+  return client.output.lendReading() ? { prefix: statements.used ? statements.prefix : null, unnamed, othersWait } : null
 }
 
 /** What the thread tells of the lent socket as it gives it back (DirectReply.handBack), `kind` a LentSocket value. */

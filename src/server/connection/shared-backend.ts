@@ -68,7 +68,7 @@ export class ClientBackend implements Backend {
     this.#state = state
     this.#log = log
     this.#handover = { backend: this, client, session, state, reader: this.#reader, settings: this.#settings, log }
-    this.#lending = { session, client, state, canRide: () => this.canRide, changes: () => this.#reader.changes, callsFunctions: () => this.#functions !== null }
+    this.#lending = { session, client, state, canRide: () => this.canRide, changes: () => this.#reader.changes, callsFunctions: () => this.#functions !== null, holdsSession: () => !this.#reader.atRest }
   }
 
   /** The connection this backend answers to, as the session knows it. */

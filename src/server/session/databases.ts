@@ -101,6 +101,11 @@ export interface DirectReply {
 export interface LendOffer {
   prefix: Buffer | null
   unnamed: boolean
+  /**
+   * Other clients want the session: the thread reads the socket only while the client's transaction block is open
+   * (which keeps the session from them anyway), and gives it back once the block ends.
+   */
+  othersWait: boolean
 }
 
 /** What a lent socket's hand-back is (DirectReply.handBack). */
