@@ -6,7 +6,7 @@ import { LentSocket, type LendOffer } from '../session/databases.ts'
 import type { SharedSession } from '../session/session.ts'
 import type { BackendClient } from '../features/backend.ts'
 import type { ClientState } from '../features/state.ts'
-import { sendingClients } from './traffic.ts'
+import { sendingClients, workingDatabases } from './traffic.ts'
 
 /** What the lend of a client's socket is decided on, and what its hand-back updates. */
 export interface LendingClient {
@@ -36,7 +36,9 @@ export function tryLend(lending: LendingClient, unit: Uint8Array): LendOffer | n
   const { statements, temp } = state
   if (client.queuedBatches > 0) return null
   const othersWait = sendingClients() > 1 || session.scheduler.waiting > 0
-  if (othersWait && !lending.holdsSession()) return null
+  // While others wait, the thread looks for the client's next unit on a core their clients may want; not while
+  // another database works too, which wants the other.
+  if (othersWait && (!lending.holdsSession() || workingDatabases() > 1)) return null
   if (!lending.canRide() || lending.changes() !== 0 || state.signaledEarly.size > 0 || session.advisoryLocks.size > 0) return null
   // The server reads nothing in plain SQL, unless to prefix held cursors' names or to track temporary objects.
   const unnamed = !statements.holdsCursors && !temp.firstInSearchPath

@@ -18,7 +18,7 @@ import { FunctionReplies, NEEDS_FUNCTION_REPLIES, ServerFunctions, contextFor, c
 import { UnnamedUse, unnamedUseOf } from '../protocol/unnamed-use.ts'
 import { ClientSettings } from '../features/settings.ts'
 import { releaseSession, releasesQuietly, takeSession, type Handover } from './handover.ts'
-import { answersSeen } from './traffic.ts'
+import { answersSeen, countWorking } from './traffic.ts'
 import type { Backend, BackendClient, RideHooks } from '../features/backend.ts'
 import { UnitRide, type RideContext } from './unit-ride.ts'
 import { lentSocketTold, tryLend, type LendingClient } from './lent-socket.ts'
@@ -152,6 +152,7 @@ export class ClientBackend implements Backend {
   async #execute(bytes: Uint8Array, output: Output, asClient = output === 'client', functions = 0, last = false): Promise<void> {
     if (functions & ServerFunctions.Context) await this.#tellContext(functions)
     this.#beginCall(output, asClient, functions)
+    countWorking(this.session)
     const direct = output === 'client' ? this.#directReply(bytes, last) : null
     if (direct) this.#client.output.beginDirect()
     else this.#client.output.cork()
@@ -289,6 +290,7 @@ export class ClientBackend implements Backend {
       begin: (corked) => {
         // The session is this client's, at rest, until its unit ends.
         reader.acquired()
+        countWorking(this.session)
         this.#beginCall('client', true, 0)
         if (corked) client.output.cork()
       },

@@ -12,11 +12,16 @@ export interface TrafficSource {
   trafficWindow: number
 }
 
-interface TrafficState {
+/** Distinct sources seen in the current window, and in the one before it. */
+interface WindowCount {
   window: number
-  /** Distinct clients that sent in the current window, and in the one before it. */
   inWindow: number
   inPrevious: number
+}
+
+interface TrafficState extends WindowCount {
+  /** Databases that ran calls (counted as the window counts clients that sent). */
+  working?: WindowCount
   /** Calls waiting lazily for their end (engine/calls.ts): any client's bytes make them look. */
   lookers: Set<() => void>
   /** Every database thread's calls (see watchAnswers). */
@@ -108,21 +113,39 @@ export function noteClientBytes(client: TrafficSource): void {
  * from a lent socket: engine/lent-reads.ts).
  */
 export function countSending(client: TrafficSource): void {
-  const now = Math.floor(performance.now() / WINDOW_MS)
-  if (now !== state.window) {
-    state.inPrevious = now === state.window + 1 ? state.inWindow : 0
-    state.inWindow = 0
-    state.window = now
-  }
-  if (client.trafficWindow !== now) {
-    client.trafficWindow = now
-    state.inWindow++
-  }
+  countIn(state, client)
 }
 
 /** How many clients sent bytes in the last one to two windows. */
 export function sendingClients(): number {
+  return countOf(state)
+}
+
+/** The database of `session` (session/session.ts SharedSession) runs a call. */
+export function countWorking(session: TrafficSource): void {
+  countIn((state.working ??= { window: -1, inWindow: 0, inPrevious: 0 }), session)
+}
+
+/** How many databases ran calls in the last one to two windows. */
+export function workingDatabases(): number {
+  return state.working ? countOf(state.working) : 0
+}
+
+function countIn(count: WindowCount, source: TrafficSource): void {
   const now = Math.floor(performance.now() / WINDOW_MS)
-  if (now === state.window) return Math.max(state.inWindow, state.inPrevious)
-  return now === state.window + 1 ? state.inWindow : 0
+  if (now !== count.window) {
+    count.inPrevious = now === count.window + 1 ? count.inWindow : 0
+    count.inWindow = 0
+    count.window = now
+  }
+  if (source.trafficWindow !== now) {
+    source.trafficWindow = now
+    count.inWindow++
+  }
+}
+
+function countOf(count: WindowCount): number {
+  const now = Math.floor(performance.now() / WINDOW_MS)
+  if (now === count.window) return Math.max(count.inWindow, count.inPrevious)
+  return now === count.window + 1 ? count.inWindow : 0
 }

@@ -41,6 +41,8 @@ export class SharedSession {
   readonly combined: CombinedCalls = new CombinedCalls(this)
   /** Units the database's thread read from a client's lent socket and ran itself (engine/lent-reads.ts). */
   lentUnits = 0
+  /** The window in which the database last ran a call (connection/traffic.ts countWorking). */
+  trafficWindow = -1
   readonly members = new Set<SessionMember>()
   /** Set once PGlite threw something that leaves it unusable; every later call fails fast. */
   dead: WireError | null = null
