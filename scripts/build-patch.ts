@@ -192,7 +192,7 @@ interface PGLiteSocketDirectReply {
     /** Nobody waits for the call's end: the database's thread need not wake the server for it. */
     mayEndLazily(): boolean;
     /** Non-null: the database's thread reads the client's socket after the call (pglite-dev-db's lent sockets). */
-    lend: { prefix: Buffer | null; unnamed: boolean; othersWait: boolean } | null;
+    lend: { prefix: Buffer | null; unnamed: boolean; othersWant: boolean } | null;
     /** What the thread tells of the lent socket as it ends. */
     handBack(kind: number, bytes: Buffer): void;
 }

@@ -288,7 +288,7 @@ export class ProtocolCalls implements AnsweredCalls {
     const state: { ended: boolean; error: Error | null; held: Promise<void> | null } = { ended: false, error: null, held: null }
     const visit = (frameId: number, flags: number, payload: Buffer): boolean | void => {
       if (frameId !== id) return
-      if (flags & FrameEnd.Turn) return void running.direct?.handBack(payload[0]!, Buffer.from(payload.subarray(1)))
+      if (flags & FrameEnd.HandBack) return void running.direct?.handBack(payload[0]!, Buffer.from(payload.subarray(1)))
       if (flags & FrameEnd.Last) {
         state.ended = true
         this.#inTransaction = (flags & FrameEnd.InTransaction) !== 0
@@ -344,7 +344,7 @@ export class ProtocolCalls implements AnsweredCalls {
           if (this.#failure) throw this.#failure
           if (spinUntil > 0 && ring.spin(spinUntil)) continue
           spinUntil = 0
-          if (running.direct && !running.prompt && mayEndLazily(running.direct)) await this.#lazy.wait(() => this.#hurry(running, LendWord.AtRest))
+          if (running.direct && !running.prompt && mayEndLazily(running.direct)) await this.#lazy.wait(() => this.#hurry(running, LendWord.BackAtRest))
           else await ring.sleepAsync()
           if (this.#failure) {
             // A call that ended before the thread failed (its last frame waits in the ring) ended well.
@@ -372,9 +372,9 @@ export class ProtocolCalls implements AnsweredCalls {
   }
 
   /** The call's end is wanted now, with no lazy wait again; a lent socket comes back now, or (AtRest) once at rest. */
-  #hurry(running: Running, lend: number = LendWord.Now): void {
+  #hurry(running: Running, lend: LendWord = LendWord.BackNow): void {
     running.prompt = true
-    if (lend === LendWord.Now) Atomics.store(this.#words, Control.Lend, lend)
+    if (lend === LendWord.BackNow) Atomics.store(this.#words, Control.Lend, lend)
     else Atomics.compareExchange(this.#words, Control.Lend, LendWord.ReadOn, lend)
     this.#lazy.look()
   }

@@ -1,7 +1,7 @@
 // A client's socket lent to its database's thread for reading. With one client sending, each query costs two
 // wake-ups between threads and cores (the server's thread reading it, then this one running it), which take longer
-// than the query. So after a call whose reply went straight to its client and left the session at rest, the thread
-// reads the client's next bytes itself for a while, and runs each unit that needs nothing of the server
+// than the query. So after a call whose reply went straight to its client and changed nothing the server keeps, the
+// thread reads the client's next bytes itself for a while, and runs each unit that needs nothing of the server
 // (protocol/frontend-messages.ts preparedUnitEnd), its statement names given the client's prefix as the server
 // gives them. The first bytes it cannot run go back to the server with the socket, unread, as does the socket when
 // the server asks for it (a cancel, a stop, another client sends while no transaction block is open) or nothing came
@@ -36,13 +36,14 @@ export interface Lend extends ThreadLend {
 }
 
 /** What the thread learns of a lend from the call's Direct payload (whether others wait, it reads in Control.Lend). */
-export type ThreadLend = Omit<LendOffer, 'othersWait'>
+export type ThreadLend = Omit<LendOffer, 'othersWant'>
 
 /**
  * Control.Lend: the thread reads on; gives the socket back after the unit running; or gives it back once no
  * transaction block is open (another client wants the session, which an open block keeps from it anyway).
  */
-export const LendWord = { ReadOn: 0, Now: 1, AtRest: 2 } as const
+export const LendWord = { ReadOn: 0, BackNow: 1, BackAtRest: 2 } as const
+export type LendWord = (typeof LendWord)[keyof typeof LendWord]
 
 /**
  * How a lend ended: the bytes read and not run (the server reads them first), the last unit run, as sent, how many
@@ -74,9 +75,9 @@ export type RunUnit = (unit: Buffer) => Promise<boolean>
  * thread gives the socket back when asked (Control.Lend, which the server sets to Now whenever it wants the call's end
  * now), and once no transaction block is open if other clients wait or any sends.
  */
-export function offerLend(words: Int32Array, target: Buffer, { prefix, unnamed, othersWait }: LendOffer): Buffer {
-  Atomics.store(words, Control.Lend, othersWait ? LendWord.AtRest : LendWord.ReadOn)
-  lookOnTraffic(() => Atomics.compareExchange(words, Control.Lend, LendWord.ReadOn, LendWord.AtRest))
+export function offerLend(words: Int32Array, target: Buffer, { prefix, unnamed, othersWant }: LendOffer): Buffer {
+  Atomics.store(words, Control.Lend, othersWant ? LendWord.BackAtRest : LendWord.ReadOn)
+  lookOnTraffic(() => Atomics.compareExchange(words, Control.Lend, LendWord.ReadOn, LendWord.BackAtRest))
   const flags = (unnamed ? LendFlags.Unnamed : 0) | (prefix ? LendFlags.Named : 0)
   return Buffer.concat([target.subarray(0, FLAGS_AT), Buffer.of(flags), prefix ?? Buffer.alloc(0)])
 }
@@ -92,7 +93,7 @@ export async function serveLend(lend: Lend, words: Int32Array, pending: () => bo
   let until = performance.now() + LOOK_MS
   const wanted = (): boolean => {
     const word = Atomics.load(words, Control.Lend)
-    return word === LendWord.Now || (word === LendWord.AtRest && !inTransaction())
+    return word === LendWord.BackNow || (word === LendWord.BackAtRest && !inTransaction())
   }
   for (;;) {
     if (wanted() || pending() || performance.now() >= stop) return

@@ -24,11 +24,10 @@ export const FrameEnd = {
   Last: 0x8000_0000,
   /** The reply failed: the payload is the error, encoded. */
   Error: 0x4000_0000,
-  /**
-   * On a request: not a call, the database thread should turn its event loop (a message waits for it). On a reply:
-   * what the thread that read a lent socket tells the server (lent-reads.ts), before the call's last frame.
-   */
+  /** On a request: not a call, the database thread should turn its event loop (a message waits for it). */
   Turn: 0x2000_0000,
+  /** On a reply (the bit of Turn): what the thread that read a lent socket tells the server, before the call's last frame. */
+  HandBack: 0x2000_0000,
   /**
    * On a request's last frame: the request is several clients' units (see thread-worker.ts `runUnits`); alone on a
    * request's frame, one unit more for the call of units running now (more-units.ts). On a reply: one unit's output

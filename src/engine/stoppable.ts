@@ -39,7 +39,7 @@ export const Control = {
   UnitEndWanted: 9,
   /** 1 while the thread waits for one more unit (more-units.ts `next`): only then does adding one wake it. */
   Lingering: 10,
-  /** 1: the server's thread wants the client's socket back from the thread that reads it (lent-reads.ts). */
+  /** When the server's thread wants the client's socket back from the thread that reads it (lent-reads.ts LendWord). */
   Lend: 11,
 } as const
 

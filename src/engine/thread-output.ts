@@ -167,7 +167,7 @@ export class CallOutput {
    * The last frame: empty, or the error the call failed with; it says whether a transaction block is left open. A
    * reply written straight to the client is summed up before it (what the server would have read there). After a
    * call that lent the client's socket to this thread (`lent`), the socket goes back: `handBack` is what the thread
-   * read of it and did not run (Turn frames), and the end wakes the server's thread, which reads the socket again.
+   * read of it and did not run (HandBack frames), and the end wakes the server's thread, which reads the socket again.
    */
   end(failure: unknown, inTransaction: boolean, lent = false, handBack: LendEnd | null = null): void {
     if (this.#fd >= 0) this.#write(FrameEnd.Direct, this.watch.summary())
@@ -188,14 +188,14 @@ export class CallOutput {
   }
 
   /**
-   * A frame marked Turn of what the thread that read a lent socket tells the server, led by its kind (LentSocket).
+   * A frame marked HandBack of what the thread that read a lent socket tells the server, led by its kind (LentSocket).
    * One frame each: what it read fits (lent-reads.ts READ_BYTES, well below maxPayload).
    */
   #handBack(kind: number, bytes: Buffer): void {
     const frame = Buffer.allocUnsafe(bytes.length + 1)
     frame[0] = kind
     bytes.copy(frame, 1)
-    this.#write(FrameEnd.Turn, frame)
+    this.#write(FrameEnd.HandBack, frame)
   }
 
   #write(flags: number, bytes: Uint8Array): void {

@@ -1,7 +1,8 @@
-// A lone client's socket lent to its database's thread (engine/lent-reads.ts): after a unit that binds a prepared
-// statement, the thread reads the client's next units itself while nobody else sends. What a client sees must not
-// change: its answers in order, another client served, a cancel, statement_timeout and a stop reaching a statement
-// the thread read, a client that leaves or stops reading. Whether a unit was read by the thread depends on timing
+// A client's socket lent to its database's thread (engine/lent-reads.ts): after a unit that binds a prepared
+// statement, the thread reads the client's next units itself while nobody else sends, or while the client's
+// transaction block keeps the session from the others. What a client sees must not change: its answers in order,
+// another client served, a cancel, statement_timeout and a stop reaching a statement the thread read, a client that
+// leaves or stops reading. Whether a unit was read by the thread depends on timing
 // (it looks for 0.5 ms), so each case is tried until it was, a bounded number of times.
 import { fileURLToPath } from 'node:url'
 import { describe, expect, it } from 'vitest'
@@ -79,7 +80,7 @@ async function untilThreadRan(dev: DevDb, attempt: () => Promise<void>, units = 
     await attempt()
     if (await threadRan(dev, before, units)) return
   }
-  expect.unreachable(`the thread never read ${units} of the client's units in one try of ${TRIES}`)
+  expect.unreachable(`in none of ${TRIES} tries did the thread read ${units} of the client's units`)
 }
 
 /** Every message until the server's FATAL (or the close). */
@@ -169,12 +170,12 @@ describe('a lone client read by its database thread', () => {
       await expect.poll(() => stats(dev).waitingClients, { timeout: 5_000, interval: 5 }).toBe(1)
       // The server lends the socket as it runs the first insert (the client holds the session; the other waits).
       expect((await run(client, 'keep', ['1'])).commands).toEqual(['INSERT 0 1'])
-      await client.send(...unit('keep', ['2']), wire.query('commit'))
-      expect(wire.summarize(await client.until('ReadyForQuery', { deadlineMs: DEADLINE_MS })).commands).toEqual(['INSERT 0 1'])
-      expect(wire.summarize(await client.until('ReadyForQuery', { deadlineMs: DEADLINE_MS })).commands).toEqual(['COMMIT'])
-      kept += 2
-      // The other client ran after the COMMIT: it sees both rows.
-      expect(wire.summarize(await other.until('ReadyForQuery', { deadlineMs: DEADLINE_MS })).rows).toEqual([[String(kept)]])
+      // After the COMMIT the session is the waiting client's: the thread gives the socket back there, and the insert
+      // sent with it runs after the other's count.
+      await client.send(...unit('keep', ['2']), wire.query('commit'), ...unit('keep', ['3']))
+      for (const command of ['INSERT 0 1', 'COMMIT', 'INSERT 0 1']) expect(wire.summarize(await client.until('ReadyForQuery', { deadlineMs: DEADLINE_MS })).commands).toEqual([command])
+      expect(wire.summarize(await other.until('ReadyForQuery', { deadlineMs: DEADLINE_MS })).rows).toEqual([[String(kept + 2)]])
+      kept += 3
     })
   })
 

@@ -202,7 +202,8 @@ export class BatchRunner {
     const { bytes, unnamedUse, functions } = this.#withHeldBack(segment)
     if (bytes.length === 0) return
     if (this.#state.signals.length > 0) this.#signalEarly()
-    // Another client holds the session: if its socket is lent to the database thread, the thread gives it back now.
+    // Another client holds the session: if its socket is lent to the database thread, the thread gives it back once
+    // no transaction block is open (engine/lent-reads.ts LendWord).
     if (this.#backend.session.scheduler.owner !== null && !this.#backend.isOwner) lookNow()
     try {
       if (this.#mayRide(bytes, unnamedUse, functions)) {

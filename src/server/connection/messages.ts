@@ -5,7 +5,7 @@
 // is gathered into a segment, a slice of the batch unless a message in it changed, then written once.
 
 import { FrontendCode, HEADER_LENGTH } from '../protocol/codes.ts'
-import { cstring, editMessage, sqlBounds, writeEdited, type Edit } from '../protocol/frontend-messages.ts'
+import { cstring, editMessage, mayBeServerStatement, sqlBounds, writeEdited, type Edit } from '../protocol/frontend-messages.ts'
 import { unnamedUseStep } from '../protocol/unnamed-use.ts'
 import { parseCopyFromStdin } from '../features/copy-in.ts'
 import { NO_OP_STATEMENT, databaseCommandIn, rewriteResetCalls } from '../features/database-commands.ts'
@@ -133,7 +133,7 @@ function Query(reader: MessageReader, bytes: Buffer, offset: number, end: number
   const words = keywordsIn(bytes, start, stop)
   const first = firstLetter(bytes, start, stop)
   if (reader.client.temp.firstInSearchPath) reader.client.temp.mayMake = true
-  if (words === 0 && first !== LETTER_D && !startsWithComment(first) && !reader.statements.holdsCursors) return null
+  if (words === 0 && !mayBeServerStatement(first) && !reader.statements.holdsCursors) return null
   let sql = bytes.toString('utf8', start, stop)
   const frame = (): Buffer => bytes.subarray(offset, end)
   if (words & Keyword.Stdin) {

@@ -152,6 +152,7 @@ export class ClientBackend implements Backend {
   async #execute(bytes: Uint8Array, output: Output, asClient = output === 'client', functions = 0, last = false): Promise<void> {
     if (functions & ServerFunctions.Context) await this.#tellContext(functions)
     this.#beginCall(output, asClient, functions)
+    // Before #directReply, which lends a socket beside waiters only while one database works (lent-socket.ts).
     countWorking(this.session)
     const direct = output === 'client' ? this.#directReply(bytes, last) : null
     if (direct) this.#client.output.beginDirect()

@@ -2,7 +2,8 @@
 // spinning (briefly) while few clients are, and by sleeping otherwise (engine/calls.ts). With few clients
 // nobody else's query is there to be read while a call runs, and waking the sleeping server's thread costs about as
 // much as a small query; with many, the server's thread has their queries to read meanwhile (so that they can share
-// the next call) and the clients need the cores.
+// the next call) and the clients need the cores. Also how many databases run calls: a database thread spins on a
+// lent socket beside waiters only while no other one works (lent-socket.ts).
 
 /** Clients are counted in windows of this length: a client counts as sending while it sent in this one or the last. */
 const WINDOW_MS = 100

@@ -234,13 +234,19 @@ export function preparedUnitEnd(bytes: Buffer, start: number, unnamed: boolean, 
 }
 
 /**
- * SQL in which the server reads nothing (sql/tokens.ts keywordsIn finds none of its words, and it begins with no
- * comment, nor with a d: DISCARD and DEALLOCATE are the server's), so it passes to PGlite as it is.
+ * SQL in which the server reads nothing (sql/tokens.ts keywordsIn finds none of its words, and mayBeServerStatement says no
+ * of its first letter), so it passes to PGlite as it is.
  */
 function plainSql(bytes: Buffer, text: [number, number] | null): boolean {
-  if (!text) return false
-  const first = firstLetter(bytes, text[0], text[1])
-  return first !== LETTER_D && first !== SLASH && first !== DASH && keywordsIn(bytes, text[0], text[1]) === 0
+  return text !== null && !mayBeServerStatement(firstLetter(bytes, text[0], text[1])) && keywordsIn(bytes, text[0], text[1]) === 0
+}
+
+/**
+ * Whether SQL whose first letter (after white space) is `first` may be a statement the server carries out, whatever
+ * words it holds: DISCARD and DEALLOCATE begin with a d, and a comment first hides what the statement is.
+ */
+export function mayBeServerStatement(first: number): boolean {
+  return first === LETTER_D || first === SLASH || first === DASH
 }
 
 const LETTER_P = 0x50

@@ -102,10 +102,10 @@ export interface LendOffer {
   prefix: Buffer | null
   unnamed: boolean
   /**
-   * Other clients want the session: the thread reads the socket only while the client's transaction block is open
-   * (which keeps the session from them anyway), and gives it back once the block ends.
+   * Other clients want the session (they wait, or send): the thread reads the socket only while the client's
+   * transaction block is open (which keeps the session from them anyway), and gives it back once the block ends.
    */
-  othersWait: boolean
+  othersWant: boolean
 }
 
 /** What a lent socket's hand-back is (DirectReply.handBack). */
