@@ -371,7 +371,7 @@ export class ProtocolCalls implements AnsweredCalls {
     return endSeen(running)
   }
 
-  /** The call's end is wanted now, with no lazy wait again; a lent socket comes back now, or (AtRest) once at rest. */
+  /** The call's end is wanted now, with no lazy wait again; a lent socket comes back now, or (BackAtRest) at rest. */
   #hurry(running: Running, lend: LendWord = LendWord.BackNow): void {
     running.prompt = true
     if (lend === LendWord.BackNow) Atomics.store(this.#words, Control.Lend, lend)

@@ -2,8 +2,8 @@
 // statement, the thread reads the client's next units itself while nobody else sends, or while the client's
 // transaction block keeps the session from the others. What a client sees must not change: its answers in order,
 // another client served, a cancel, statement_timeout and a stop reaching a statement the thread read, a client that
-// leaves or stops reading. Whether a unit was read by the thread depends on timing
-// (it looks for 0.5 ms), so each case is tried until it was, a bounded number of times.
+// leaves or stops reading. Whether a unit was read by the thread depends on timing (it looks for 0.5 ms), so each
+// case is tried until it was, a bounded number of times.
 import { fileURLToPath } from 'node:url'
 import { describe, expect, it } from 'vitest'
 import type { DevDb } from '../../src/databases/dev-db.ts'
@@ -94,7 +94,7 @@ async function untilFatal(client: RawClient): Promise<wire.ErrorInfo[]> {
   return errors
 }
 
-describe('a lone client read by its database thread', () => {
+describe('a client read by its database thread', () => {
   it('gets every answer in order, one at a time and pipelined', async () => {
     const dev = await start()
     const client = await prepared(dev)

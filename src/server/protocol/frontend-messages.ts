@@ -234,8 +234,8 @@ export function preparedUnitEnd(bytes: Buffer, start: number, unnamed: boolean, 
 }
 
 /**
- * SQL in which the server reads nothing (sql/tokens.ts keywordsIn finds none of its words, and mayBeServerStatement says no
- * of its first letter), so it passes to PGlite as it is.
+ * SQL in which the server reads nothing (sql/tokens.ts keywordsIn finds none of its words, and its first letter is not
+ * one of mayBeServerStatement's), so it passes to PGlite as it is.
  */
 function plainSql(bytes: Buffer, text: [number, number] | null): boolean {
   return text !== null && !mayBeServerStatement(firstLetter(bytes, text[0], text[1])) && keywordsIn(bytes, text[0], text[1]) === 0
