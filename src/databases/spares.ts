@@ -1,7 +1,14 @@
 // The spares: the next new in-memory databases, loaded ahead one at a time so that creating one takes no wait; as
-// many as the server was told (spareDatabases: a test runner's workers), or one.
+// many as the server was told (spareDatabases: a test runner's workers), or one. Each loads only while the server is
+// quiet: a load takes a core, which clients at work want more (a suite run that made its databases ran a third slower
+// while the server loaded spares to replace them).
 
+import { setTimeout as sleep } from 'node:timers/promises'
 import type { Logger } from '../log.ts'
+import { sendingClients, workingDatabases } from '../server/connection/traffic.ts'
+
+/** While clients send or databases run calls, the next spare waits, and looks again this often (ms). */
+const QUIET_LOOK_MS = 250
 
 /** `Instance`: a database, as database-builder.ts makes one. */
 export interface SparesOptions<Instance> {
@@ -36,25 +43,35 @@ export class Spares<Instance> {
   }
 
   /**
-   * Load spares until there are as many as wanted: one at a time (each takes a core while it loads), and only as many
-   * as one booted database, when none starts from an image.
+   * Load spares until there are as many as wanted: one at a time (each takes a core while it loads), each once the
+   * server is quiet, and only as many as one booted database, when none starts from an image.
    */
   load(): void {
     if (this.#loading || this.#stopped) return
     const { count } = this.#options
     const wanted = this.#options.fromImage() ? count : Math.min(count, 1)
     if (this.#spares.length >= wanted) return
-    // A spare that fails to load is not an error yet: the next database is built without it.
-    const db = this.#options.build().catch((error: unknown) => {
-      this.#options.log.warn('a database loaded ahead failed; the next one is built when asked for', { error })
-      return null
-    })
-    this.#spares.push({ thread: this.#options.thread, db })
-    const loading = db.then((loaded) => {
+    const loading: Promise<void> = this.#quiet().then(async () => {
+      let loaded: Instance | null = null
+      if (!this.#stopped) {
+        this.#options.log.debug('loading a database ahead', { of: wanted, loaded: this.#spares.length })
+        // A spare that fails to load is not an error yet: the next database is built without it.
+        const db = this.#options.build().catch((error: unknown) => {
+          this.#options.log.warn('a database loaded ahead failed; the next one is built when asked for', { error })
+          return null
+        })
+        this.#spares.push({ thread: this.#options.thread, db })
+        loaded = await db
+      }
       if (this.#loading === loading) this.#loading = null
       if (loaded) this.load()
     })
     this.#loading = loading
+  }
+
+  /** Resolves once no client sent and no database ran a call lately (traffic.ts), or the server stops. */
+  async #quiet(): Promise<void> {
+    while (!this.#stopped && (sendingClients() > 0 || workingDatabases() > 0)) await sleep(QUIET_LOOK_MS, undefined, { ref: false })
   }
 
   /** Resolves once the spares have loaded, or at once if none is loading. */

@@ -28,15 +28,19 @@ const { devs, clients, sqls, client } = useDatabaseTests()
 let resets: string[] = []
 /** The fields of each 'database created' line of the last server served. */
 let created: Array<Record<string, unknown>> = []
+/** Each line the last server served logged, in order: its message and, when it made a database, that one's name. */
+let logged: string[] = []
 
-async function serve(options: DevDbOptions = {}): Promise<DevDb> {
+async function serve(options: DevDbOptions = {}, level: 'info' | 'debug' = 'info'): Promise<DevDb> {
   resets = []
   created = []
+  logged = []
   const sink = (record: LogRecord) => {
     if (record.msg === 'database reset') resets.push(String(record.fields['how']))
     if (record.msg === 'database created') created.push(record.fields)
+    logged.push(record.msg === 'database created' ? `database created: ${String(record.fields['database'])}` : record.msg)
   }
-  const dev = await startDevDb({ migrations: MIGRATIONS, logger: createLogger({ level: 'info', sink }), ...options })
+  const dev = await startDevDb({ migrations: MIGRATIONS, logger: createLogger({ level, sink }), ...options })
   devs.push(dev)
   return dev
 }
@@ -109,6 +113,28 @@ describe('a database per name', () => {
       const tables = await worker.query(`select current_database() as db, tablename from pg_tables where tablename like 'mine\\_%'`)
       expect(tables.rows).toEqual([{ db: names[i], tablename: `mine_${i}` }])
     }
+  })
+
+  // A spare takes a core while it loads, which clients at work want: one taken is replaced once they are quiet.
+  it('loads a spare to replace one taken only once clients are quiet, not while one is at work', async () => {
+    const dev = await serve({ spareDatabases: 1 }, 'debug')
+    await dev.databases.spareLoaded()
+    const busy = await client(urlOf(dev.url, 'q_busy'))
+    await dev.databases.spareLoaded()
+    let taken = false
+    let after = 0
+    // Queries one after another, until 300 after the second client took the spare: the server is never quiet.
+    const work = (async () => {
+      while (!taken || after++ < 300) await busy.query('select 1')
+    })()
+    const since = logged.length
+    await client(urlOf(dev.url, 'q_next'))
+    taken = true
+    await work
+    expect(created.find((fields) => fields['database'] === 'q_next')?.['spare']).toBe(true)
+    expect(logged.slice(since)).not.toContain('loading a database ahead')
+    await dev.databases.spareLoaded()
+    expect(logged.slice(since)).toContain('loading a database ahead')
   })
 
   it('a transaction open in one database does not hold up another database', async () => {
