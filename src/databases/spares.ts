@@ -9,6 +9,11 @@ import { sendingClients, workingDatabases } from '../server/connection/traffic.t
 
 /** While clients send or databases run calls, the next spare waits, and looks again this often (ms). */
 const QUIET_LOOK_MS = 250
+/**
+ * Once a database was asked for, the next spare also waits until the server has been quiet this long (ms): a pause
+ * between two test files or two runs is shorter, and a spare loading into the next would slow its tests.
+ */
+const REPLACE_AFTER_QUIET_MS = 1_000
 
 /** `Instance`: a database, as database-builder.ts makes one. */
 export interface SparesOptions<Instance> {
@@ -31,6 +36,8 @@ export class Spares<Instance> {
   #loading: Promise<unknown> | null = null
   /** The server is stopping: no spare is loaded any more. */
   #stopped = false
+  /** A new database was asked for: clients are at work (see REPLACE_AFTER_QUIET_MS). */
+  #asked = false
 
   constructor(options: SparesOptions<Instance>) {
     this.#options = options
@@ -38,6 +45,7 @@ export class Spares<Instance> {
 
   /** A spare of the kind `thread` asked for, taken now; null: none is ready. */
   take(thread: boolean): Promise<Instance | null> | null {
+    this.#asked = true
     const at = this.#spares.findIndex((spare) => spare.thread === thread)
     return at >= 0 ? this.#spares.splice(at, 1)[0]!.db : null
   }
@@ -69,9 +77,18 @@ export class Spares<Instance> {
     this.#loading = loading
   }
 
-  /** Resolves once no client sent and no database ran a call lately (traffic.ts), or the server stops. */
+  /**
+   * Resolves once no client sent and no database ran a call lately (traffic.ts), for REPLACE_AFTER_QUIET_MS more once
+   * a database was asked for; or once the server stops.
+   */
   async #quiet(): Promise<void> {
-    while (!this.#stopped && (sendingClients() > 0 || workingDatabases() > 0)) await sleep(QUIET_LOOK_MS, undefined, { ref: false })
+    let quietSince = performance.now()
+    for (;;) {
+      if (this.#stopped) return
+      if (sendingClients() > 0 || workingDatabases() > 0) quietSince = performance.now()
+      else if (!this.#asked || performance.now() - quietSince >= REPLACE_AFTER_QUIET_MS) return
+      await sleep(QUIET_LOOK_MS, undefined, { ref: false })
+    }
   }
 
   /** Resolves once the spares have loaded, or at once if none is loading. */
