@@ -1,7 +1,7 @@
 // The spares: the next new in-memory databases, loaded ahead one at a time so that creating one takes no wait; as
 // many as the server was told (spareDatabases: a test runner's workers), or one. Each loads only while the server is
-// quiet: a load takes a core, which clients at work want more (a suite run that made its databases ran a third slower
-// while the server loaded spares to replace them).
+// quiet: a load takes a core, which clients at work want more (a test run would share its cores with the spares that
+// replace those its workers took).
 
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Logger } from '../log.ts'
