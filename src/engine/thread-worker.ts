@@ -41,6 +41,8 @@ const { words } = controlViews(init.control)
 const moreUnits = new MoreUnits(requests, words)
 let dead: unknown = null
 let closing = false
+/** What the start left is not collected yet (serveCalls). */
+let startGarbage = true
 let ops: Promise<void> = Promise.resolve()
 
 /**
@@ -96,7 +98,15 @@ async function serveCalls(pglite: PGlite, stopping: CallHooks): Promise<void> {
       const inTransaction = await runCall(pglite, stopping, call, output)
       noteBusy()
       if (inTransaction) requests.spin(performance.now() + IN_TRANSACTION_LINGER_MS)
-    } else if (turn || moreUnits.takeTurn() || !sleepForCall()) {
+    } else {
+      const message = turn || moreUnits.takeTurn()
+      if (!message && sleepForCall()) continue
+      // What the start left is collected the first time no call came for a while: not before the first call, which
+      // a client that asked for this new database waits for.
+      if (!message && startGarbage) {
+        startGarbage = false
+        collectGarbageSoon()
+      }
       // A message waits (it comes with a Turn), or no call came: let the event loop run (its timers too: the
       // collection once idle).
       await new Promise((resolve) => setImmediate(resolve))
@@ -265,9 +275,9 @@ if (db) {
   }
   init.image = undefined
   port.postMessage({ id: 0, done: true, value: started } satisfies ThreadReply)
-  // The tarball and PGlite's copies of it while loading: garbage an idle thread would keep (about 60 MB). After calls,
-  // what they left: a thread that waits for calls allocates nothing, so V8 would keep it.
-  collectGarbageSoon()
+  // The tarball and PGlite's copies of it while loading: garbage an idle thread would keep (about 60 MB), collected
+  // once the thread first waits for a call (serveCalls). After calls, what they left: a thread that waits for calls
+  // allocates nothing, so V8 would keep it.
   collectWhenIdle()
   await serveCalls(db, stopping)
 }
