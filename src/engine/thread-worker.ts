@@ -100,10 +100,11 @@ async function serveCalls(pglite: PGlite, stopping: CallHooks): Promise<void> {
       if (inTransaction) requests.spin(performance.now() + IN_TRANSACTION_LINGER_MS)
     } else {
       const message = turn || moreUnits.takeTurn()
-      if (!message && sleepForCall()) continue
+      const slept = message ? null : sleepForCall()
+      if (slept === 'frames') continue
       // What the start left is collected the first time no call came for a while: not before the first call, which
-      // a client that asked for this new database waits for.
-      if (!message && startGarbage) {
+      // a client that asked for this new database waits for, nor just after a wake-up ahead of a call.
+      if (slept === 'idle' && startGarbage) {
         startGarbage = false
         collectGarbageSoon()
       }
@@ -114,10 +115,10 @@ async function serveCalls(pglite: PGlite, stopping: CallHooks): Promise<void> {
   }
 }
 
-/** Sleep until a call's frames come (true), or until a wake-up without one or a while without anything (false). */
-function sleepForCall(): boolean {
+/** Sleep until a call's frames come ('frames'), a wake-up without one ('woken') or a while without anything ('idle'). */
+function sleepForCall(): 'frames' | 'woken' | 'idle' {
   const woke = requests.sleep(IDLE_SLICE_MS)
-  return woke === 'frames' || (woke === 'woken' && requests.spin(performance.now() + PREWAKE_LOOK_MS))
+  return woke === 'woken' && requests.spin(performance.now() + PREWAKE_LOOK_MS) ? 'frames' : woke
 }
 
 interface Call {
