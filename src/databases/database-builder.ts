@@ -235,7 +235,7 @@ export class DatabaseBuilder {
     return this.#image !== null
   }
 
-  /** Resolves once the spares (the next new in-memory databases) have loaded, or at once if none is loading. */
+  /** Resolves once the spares (the next new in-memory databases) have loaded, after quiet (spares.ts), or at once. */
   spareLoaded(): Promise<void> {
     return this.#spares.loaded()
   }

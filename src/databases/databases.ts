@@ -95,7 +95,7 @@ export class Databases implements DatabaseCatalog {
     return this.#main
   }
 
-  /** Resolves once the spare (the next new in-memory database) has loaded, or at once if none is loading. */
+  /** Resolves once the spare (the next new in-memory database) has loaded, after quiet (spares.ts), or at once. */
   spareLoaded(): Promise<void> {
     return this.#builder.spareLoaded()
   }

@@ -91,7 +91,7 @@ export class Spares<Instance> {
     }
   }
 
-  /** Resolves once the spares have loaded, or at once if none is loading. */
+  /** Resolves once the spares have loaded (each waits for the server to be quiet first), or at once if none is wanted. */
   async loaded(): Promise<void> {
     while (this.#loading) await this.#loading
   }
