@@ -8,7 +8,7 @@ import { noteBusy } from './collect-garbage.ts'
 import { workerInspector } from './interrupt.ts'
 import { ByteRing, FrameEnd, encodeUnits, waitAsync, type UnitTarget } from './ring.ts'
 import { Control, ENGINE_GLOBAL, controlViews } from './stoppable.ts'
-import { sendingClients, watchAnswers, type AnsweredCalls } from '../server/connection/traffic.ts'
+import { sendingClients, watchAnswers, workingDatabases, type AnsweredCalls } from '../server/connection/traffic.ts'
 import { LendWord, offerLend } from './lent-reads.ts'
 import { addUnit, answeredUnitRead, closeToMore, openToMore, readEndsOnTraffic } from './more-units.ts'
 import { LazyEnd, mayEndLazily } from './lazy-end.ts'
@@ -26,9 +26,7 @@ export type OutputSink = (chunk: Uint8Array, owned?: boolean) => void | Promise<
  * While at most this many clients are sending (traffic.ts), the server's thread spins for a call's reply, up to
  * FEW_CLIENTS_SPIN_MS, instead of sleeping: a sleep ends in a wake-up that costs about as much as a small query here.
  * With more, it has their queries to read while a call runs, so that they share the next, and the cores are theirs.
- * The database thread sleeps between calls (unless a transaction block is open, or a lone client's bytes woke it
- * ahead of their call: thread-worker.ts): spinning there for the next call was measured to cost more than its
- * wake-up, since it takes a core the client needs.
+ * When the database thread spins between calls instead: thread-worker.ts (Control.Alone, set for each call here).
  */
 const FEW_CLIENTS = 4
 const FEW_CLIENTS_SPIN_MS = 0.5
@@ -145,6 +143,7 @@ export class ProtocolCalls implements AnsweredCalls {
     const running = newRunning(id, performance.now() + WATCH_EVERY_MS, direct, onUnitEnd !== null)
     this.#running = running
     noteBusy()
+    Atomics.store(this.#words, Control.Alone, workingDatabases() <= 1 ? 1 : 0)
     // A reply written straight to its client reaches it without this thread: nothing to spin for, the call's end is
     // bookkeeping that can wait for a wake-up.
     const spinMs = direct ? 0 : sendingClients() <= FEW_CLIENTS ? FEW_CLIENTS_SPIN_MS : this.#inTransaction ? IN_TRANSACTION_SPIN_MS : 0

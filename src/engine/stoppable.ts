@@ -13,7 +13,7 @@ export const ENGINE_GLOBAL = '__pgliteDevDbEngine'
  * Shared between the two threads: Int32 words (Control) and, at byte 8, the deadline of Postgres's timer (ms since
  * the epoch; 0: none armed, or it fired).
  */
-export const CONTROL_BYTES = 48
+export const CONTROL_BYTES = 52
 export function controlViews(buffer: SharedArrayBuffer): { words: Int32Array; deadline: Float64Array } {
   return { words: new Int32Array(buffer, 0, CONTROL_BYTES / 4), deadline: new Float64Array(buffer, 8, 1) }
 }
@@ -41,6 +41,8 @@ export const Control = {
   Lingering: 10,
   /** When the server's thread wants the client's socket back from the thread that reads it (lent-reads.ts LendWord). */
   Lend: 11,
+  /** 1 while one database alone ran calls lately: its thread may spin for the next call rather than sleep. */
+  Alone: 12,
 } as const
 
 /**

@@ -12,7 +12,7 @@ import { collectGarbageSoon, collectWhenIdle, noteBusy } from './collect-garbage
 import { ByteRing, FrameEnd, decodeUnits, type DecodedUnit } from './ring.ts'
 import { MoreUnits } from './more-units.ts'
 import { lendOf, serveLend, type LendEnd, type ThreadLend } from './lent-reads.ts'
-import { controlViews, exposeStopping, interceptTimers, type CallHooks } from './stoppable.ts'
+import { Control, controlViews, exposeStopping, interceptTimers, type CallHooks } from './stoppable.ts'
 import type { EngineImage } from './image.ts'
 import { takeImage, watchInstances } from './take-image.ts'
 import { CallOutput } from './thread-output.ts'
@@ -21,8 +21,9 @@ import { ImageFS, ImageNodeFS, copyBundleFilesOnWrite } from './start-from-image
 /**
  * After a call that left a transaction block open, the thread looks this long (ms) for the next call before it sleeps:
  * only that client's next statement can run, and it is usually one round trip away (pgbench's TPC-B, an ORM's
- * transaction), so a sleep would add a wake-up to each statement of the block. After other calls it sleeps at once:
- * spinning there was measured to cost more than the wake-up, and again with one client under load.
+ * transaction), so a sleep would add a wake-up to each statement of the block. It sleeps at once after other calls,
+ * and while other databases work too (Control.Alone, test workers' databases): spinning there was measured to cost
+ * more than the wake-up, since it takes a core that a client or another database's thread wants.
  */
 const IN_TRANSACTION_LINGER_MS = 0.5
 /**
@@ -97,7 +98,7 @@ async function serveCalls(pglite: PGlite, stopping: CallHooks): Promise<void> {
     if (call) {
       const inTransaction = await runCall(pglite, stopping, call, output)
       noteBusy()
-      if (inTransaction) requests.spin(performance.now() + IN_TRANSACTION_LINGER_MS)
+      if (inTransaction && Atomics.load(words, Control.Alone) === 1) requests.spin(performance.now() + IN_TRANSACTION_LINGER_MS)
     } else {
       const message = turn || moreUnits.takeTurn()
       const slept = message ? null : sleepForCall()
