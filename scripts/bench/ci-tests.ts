@@ -1,9 +1,10 @@
 // One test of the CI-shaped suite (scripts/bench/ci.ts), on any pool: a worker process's driver pool (ci-worker.ts)
-// or one PGlite in this process (the engine alone, openInProcess).
+// or one PGlite in this process (the engine alone, openInProcessRaw).
 
 import type { PGlite } from '@electric-sql/pglite'
 import { WrongResultError } from './drivers.ts'
 import { withDeadline } from './procs.ts'
+import { encodeBindExecute, encodePrepare, readRows, type Columns } from './wire.ts'
 
 export const POOL_SIZE = 4
 const USERS = 8
@@ -82,14 +83,44 @@ export async function runTest(pool: Pool, n: number): Promise<void> {
   if (problem) throw problem
 }
 
-/** A pool over one PGlite in this process: its statements queue on PGlite's one session, as a server's would. */
-export function openInProcess(db: PGlite): Pool {
-  const query: Query = async (text, params = []) => (await db.query<Row>(text, [...params])).rows
+/**
+ * A pool over one PGlite in this process that sends PGlite only the protocol bytes a preparing driver's server would
+ * pass on: each statement parsed once under a name, then Bind/Execute/Sync. Its statements and transactions queue on
+ * the one session in turn. What the engine alone spends on the tests, without db.query's parsing in JavaScript.
+ */
+export function openInProcessRaw(db: PGlite): Pool {
+  const prepared = new Map<string, { name: string; columns: Columns | null }>()
+  let turn: Promise<unknown> = Promise.resolve()
+  const inTurn = <T>(run: () => Promise<T>): Promise<T> => {
+    const result = turn.then(run)
+    // The caller gets the failure; the next in turn runs either way.
+    turn = result.then(
+      () => undefined,
+      () => undefined,
+    )
+    return result
+  }
+  const send = async (text: string, params: ReadonlyArray<string | number> = []): Promise<Row[]> => {
+    let statement = prepared.get(text)
+    if (!statement) {
+      const name = `s${prepared.size + 1}`
+      statement = { name, columns: readRows(await db.execProtocolRaw(encodePrepare(name, text)), null).columns }
+      prepared.set(text, statement)
+    }
+    return readRows(await db.execProtocolRaw(encodeBindExecute(statement.name, params.map(String))), statement.columns).rows
+  }
   return {
-    query,
-    async transaction(fn) {
-      await db.transaction(async (tx) => fn(async (text, params = []) => (await tx.query<Row>(text, [...params])).rows))
-    },
+    query: (text, params) => inTurn(() => send(text, params)),
+    transaction: (fn) => inTurn(async () => {
+      await send('begin')
+      try {
+        await fn(send)
+        await send('commit')
+      } catch (error) {
+        await send('rollback')
+        throw error
+      }
+    }),
     end: async () => {},
     takeProblem: () => null,
   }

@@ -22,7 +22,7 @@ export type CiVerdict = 'ok' | 'wrong' | 'error' | 'stalled'
 export type WorkerMessage =
   | { type: 'loaded' }
   /** firstQueryMs: from 'go' to its first query answered (database made, if made, and connected). */
-  | { type: 'done'; firstQueryMs: number; testsMs: number; slowestTestMs: number }
+  | { type: 'done'; firstQueryMs: number; testsMs: number; slowestTestMs: number; cpuMs: number }
   | { type: 'failed'; verdict: Exclude<CiVerdict, 'ok'>; detail: string }
 
 const CONNECT_TIMEOUT_S = 10
@@ -101,6 +101,7 @@ const opened: { pool: Pool | null } = { pool: null }
 
 async function run(config: WorkerConfig): Promise<WorkerMessage> {
   const go = performance.now()
+  const cpu = process.cpuUsage()
   if (config.create) await step('CREATE DATABASE', () => createDatabase(config))
   const pool = (opened.pool = config.driver === 'postgres.js' ? openPostgresJs(config.url) : openNodePostgres(config.url))
   await step('first query', () => pool.query('select 1'))
@@ -111,7 +112,8 @@ async function run(config: WorkerConfig): Promise<WorkerMessage> {
     await runTest(pool, n)
     slowestTestMs = Math.max(slowestTestMs, performance.now() - started)
   }
-  return { type: 'done', firstQueryMs, testsMs: performance.now() - go - firstQueryMs, slowestTestMs }
+  const { user, system } = process.cpuUsage(cpu)
+  return { type: 'done', firstQueryMs, testsMs: performance.now() - go - firstQueryMs, slowestTestMs, cpuMs: (user + system) / 1000 }
 }
 
 function failure(error: unknown): WorkerMessage {

@@ -6,7 +6,7 @@ import { fork, type ChildProcess } from 'node:child_process'
 import { mkdir, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { PGlite } from '@electric-sql/pglite'
-import { openInProcess, range, runTest } from './ci-tests.ts'
+import { openInProcessRaw, range, runTest } from './ci-tests.ts'
 import type { CiVerdict, WorkerConfig, WorkerMessage } from './ci-worker.ts'
 import { progress } from './cells.ts'
 import type { DriverName } from './drivers.ts'
@@ -34,6 +34,9 @@ export interface CiRun {
   firstQueryMs: number[]
   testsMs: number[]
   slowestTestMs: number[]
+  /** CPU (ms) from 'go' to the last report: the server's processes, and the workers' summed (null unless green). */
+  serverCpuMs?: number | null
+  workersCpuMs?: number | null
 }
 
 export interface CiRecord {
@@ -225,31 +228,35 @@ const VERDICT_RANK: Record<CiVerdict, number> = { ok: 0, stalled: 1, error: 2, w
 const worst = (a: CiVerdict, b: CiVerdict): CiVerdict => (VERDICT_RANK[b] > VERDICT_RANK[a] ? b : a)
 
 /** Every worker loads its modules first (not timed: that is the test runner's cost), then all start at one 'go'. */
-async function runSuite(configs: WorkerConfig[], sample: () => void): Promise<CiRun> {
+async function runSuite(configs: WorkerConfig[], sample: () => void, serverCpuSeconds: () => number): Promise<CiRun> {
   const workers = configs.map((config, i) => forkWorker(i, config))
   const timer = setInterval(sample, RSS_SAMPLE_MS)
   try {
     await withDeadline(Promise.all(workers.map((w) => w.loaded)), LOAD_DEADLINE_MS, 'workers loading')
     const go = performance.now()
+    const serverCpuAtGo = serverCpuSeconds()
     for (const w of workers) w.child.send({ type: 'go' })
     const stalled = (): Report => ({ message: { type: 'failed', verdict: 'stalled', detail: `no report within ${SUITE_DEADLINE_MS} ms` }, at: performance.now() })
     const reports = await Promise.all(workers.map((w) => withDeadline(w.report, SUITE_DEADLINE_MS, `worker ${w.index + 1}`).catch((error: unknown) => {
       if (error instanceof StalledError) return stalled()
       throw error
     })))
-    const run: CiRun = { verdict: 'ok', ms: null, firstQueryMs: [], testsMs: [], slowestTestMs: [] }
+    const serverCpuMs = (serverCpuSeconds() - serverCpuAtGo) * 1000
+    const run: CiRun = { verdict: 'ok', ms: null, firstQueryMs: [], testsMs: [], slowestTestMs: [], serverCpuMs: null, workersCpuMs: null }
+    let workersCpuMs = 0
     const problems: string[] = []
     for (const [i, { message }] of reports.entries()) {
       if (message.type === 'done') {
         run.firstQueryMs.push(message.firstQueryMs)
         run.testsMs.push(message.testsMs)
         run.slowestTestMs.push(message.slowestTestMs)
+        workersCpuMs += message.cpuMs
       } else if (message.type === 'failed') {
         run.verdict = worst(run.verdict, message.verdict)
         problems.push(`worker ${i + 1} ${message.verdict}: ${message.detail}`)
       }
     }
-    if (run.verdict === 'ok') run.ms = Math.max(...reports.map((r) => r.at)) - go
+    if (run.verdict === 'ok') Object.assign(run, { ms: Math.max(...reports.map((r) => r.at)) - go, serverCpuMs, workersCpuMs })
     else run.detail = problems.join('; ')
     return run
   } catch (error) {
@@ -293,14 +300,15 @@ async function runCell(target: CiTargetName, workers: number, driver: DriverName
       tests,
       ...(first && server.adminUrl ? { create: { adminUrl: server.adminUrl, database: workerDatabase(i), template: TEMPLATE_DB } } : {}),
     }))
-    record.first = await runSuite(configs(true), sample)
+    const serverCpu = () => owned.processes.reduce((sum, p) => sum + usageOf(p.server.pid, p.withChildren).cpuSeconds, 0)
+    record.first = await runSuite(configs(true), sample, serverCpu)
     record.peakRssMb = peakRssKb / 1024
     if (target === 'postgres') record.peakPssMb = peakPssKb / 1024
     if (record.first.ms !== null) record.spawnToGreenMs = record.spawnToReadyMs + record.first.ms
     progress(`ci: ${what}: first run ${describeRun(record.first)}`)
     // A stalled server may still be wedged: the second run would only stall again.
     if (record.first.verdict !== 'stalled') {
-      record.second = await runSuite(configs(false), () => {})
+      record.second = await runSuite(configs(false), () => {}, serverCpu)
       progress(`ci: ${what}: second run ${describeRun(record.second)}`)
     }
     for (const run of [record.first, record.second]) {
@@ -319,7 +327,7 @@ async function runCell(target: CiTargetName, workers: number, driver: DriverName
 function describeRun(run: CiRun | null): string {
   if (!run) return 'not run'
   if (run.verdict !== 'ok') return `${run.verdict.toUpperCase()}: ${run.detail}`
-  return `${run.ms!.toFixed(0)} ms (first queries ${run.firstQueryMs.map((ms) => ms.toFixed(0)).join(', ')} ms)`
+  return `${run.ms!.toFixed(0)} ms (first queries ${run.firstQueryMs.map((ms) => ms.toFixed(0)).join(', ')} ms; CPU: server ${run.serverCpuMs!.toFixed(0)} ms, workers ${run.workersCpuMs!.toFixed(0)} ms)`
 }
 
 /**
@@ -356,23 +364,23 @@ export interface CiEngine {
   /** Tests timed, one after another, on one PGlite in the bench's process. */
   tests: number
   msPerTest: number
-  /** The bench process's CPU per test (PGlite and its JS wrapper). */
+  /** The bench process's CPU per test: PGlite's calls, and V8 still compiling its hot paths on helper threads. */
   cpuMsPerTest: number
 }
 
-/** Tests run before the timed ones: V8 compiles PGlite's hot paths meanwhile. */
-const ENGINE_WARM_TESTS = 3
+/** Tests run before the timed ones, as many as a worker's first run: V8 compiles PGlite's hot paths meanwhile. */
+const ENGINE_WARM_TESTS = 20
 
 /**
  * The engine alone: one PGlite in this process, with the suite's tables, runs `tests` of the suite's tests one after
- * another (each test's concurrent statements queue on its one session, as on a server), after ENGINE_WARM_TESTS
- * untimed. N workers' tests need N times this CPU, whatever serves them.
+ * another (each test's concurrent statements queue on its one session, as on a server; each statement prepared once,
+ * as postgres.js does), after ENGINE_WARM_TESTS untimed. N workers' tests need N times this CPU, whatever serves them.
  */
 export async function measureCiEngine(tests: number): Promise<CiEngine> {
   const db = await PGlite.create()
   try {
     for (const statement of CI_MIGRATION.split('--> statement-breakpoint')) await db.exec(statement)
-    const pool = openInProcess(db)
+    const pool = openInProcessRaw(db)
     for (const n of range(ENGINE_WARM_TESTS, 1)) await runTest(pool, n)
     const cpu = process.cpuUsage()
     const started = performance.now()

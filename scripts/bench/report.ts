@@ -373,6 +373,8 @@ function ciSection(results: Results): string[] {
       x(ratio(r.spawnToGreenMs, pg?.spawnToGreenMs ?? null)), x(ratio(r.second?.ms ?? null, pg?.second?.ms ?? null)),
       firstQueries(r.first), `${num(r.peakRssMb)}${r.peakPssMb === undefined ? '' : ` (PSS ${num(r.peakPssMb)})`}`,
       engine ? wholeMs((r.workers * r.tests * engine.cpuMsPerTest) / results.meta.cpus) : '—',
+      r.second?.serverCpuMs != null ? `${wholeMs(r.second.serverCpuMs)} / ${wholeMs(r.second.workersCpuMs ?? null)}` : '—',
+      engine && pg?.second?.workersCpuMs != null ? wholeMs((r.workers * r.tests * engine.cpuMsPerTest + pg.second.workersCpuMs) / results.meta.cpus) : '—',
     ]
   })
   const tests = [...new Set(records.map((r) => r.tests))].join(', ')
@@ -390,12 +392,14 @@ function ciSection(results: Results): string[] {
     'WASM and are migrated over the wire. Data dirs on tmpfs; memory summed over the server\'s processes.',
     ...(engine
       ? [
-          `The engine alone: one PGlite in the bench's process ran ${engine.tests} of these tests one after another in ${engine.msPerTest.toFixed(1)} ms and ${engine.cpuMsPerTest.toFixed(1)} ms of CPU a test;`,
-          `the last column is the workers' tests at that CPU on the run's ${results.meta.cpus} cores: no PGlite server does the second run faster.`,
+          `The engine alone: one PGlite in the bench's process ran ${engine.tests} of these tests one after another, each statement prepared once, in ${engine.msPerTest.toFixed(1)} ms and ${engine.cpuMsPerTest.toFixed(1)} ms of CPU a test;`,
+          `"the engine alone, on the cores" is the workers' tests at that CPU on the run's ${results.meta.cpus} cores: no PGlite server does the second run faster;`,
+          'the last column adds the CPU its clients (the workers) spent against PostgreSQL in the second run, on the same cores.',
+          'The CPU of the second run: the server\'s processes, and the workers summed.',
         ]
       : []),
     '',
-    ...table(['server', 'workers', 'driver', 'spawn to ready', 'suite, databases made inside it', 'spawn to green', 'the suite again, databases there', 'spawn to green ÷ PG15', 'again ÷ PG15', "a worker's first query, p50 / max", 'peak memory in the first run, MB', 'the engine alone, on the cores'], rows),
+    ...table(['server', 'workers', 'driver', 'spawn to ready', 'suite, databases made inside it', 'spawn to green', 'the suite again, databases there', 'spawn to green ÷ PG15', 'again ÷ PG15', "a worker's first query, p50 / max", 'peak memory in the first run, MB', 'the engine alone, on the cores', 'the suite again: CPU, server / workers', 'the engine and PG15\'s clients, on the cores'], rows),
     ...(failures.length ? ['', ...failures] : []),
   ]
 }

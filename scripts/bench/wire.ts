@@ -27,7 +27,10 @@ const Reply = {
   DataRow: 0x44, // D
   ErrorResponse: 0x45, // E
   ReadyForQuery: 0x5a, // Z
+  RowDescription: 0x54, // T
 } as const
+const INT2_OID = 21
+const INT4_OID = 23
 
 function typed(code: number, body: Buffer): Buffer {
   const header = Buffer.allocUnsafe(HEADER_LENGTH)
@@ -63,6 +66,63 @@ export function encodeExtended(sql: string, params: ReadonlyArray<string>): Buff
   // portal, statement, parameter formats (0: all text), values, result formats (0: all text)
   const bind = typed(Code.Bind, Buffer.concat([cstring(''), cstring(''), int16(0), int16(params.length), ...values, int16(0)]))
   return Buffer.concat([parse, bind, DESCRIBE_EXECUTE, SYNC])
+}
+
+/** Parse `sql` as statement `name` (types left to the server), Describe it, Sync: once per statement, as a driver that prepares. */
+export function encodePrepare(name: string, sql: string): Buffer {
+  return Buffer.concat([typed(Code.Parse, Buffer.concat([cstring(name), cstring(sql), int16(0)])), typed(Code.Describe, Buffer.concat([Buffer.from('S'), cstring(name)])), SYNC])
+}
+
+/** Bind statement `name` (text parameters and results), Execute, Sync: each later use of a prepared statement. */
+export function encodeBindExecute(name: string, params: ReadonlyArray<string>): Buffer {
+  const values = params.flatMap((value) => {
+    const bytes = Buffer.from(value)
+    return [int32(bytes.length), bytes]
+  })
+  const bind = typed(Code.Bind, Buffer.concat([cstring(''), cstring(name), int16(0), int16(params.length), ...values, int16(0)]))
+  return Buffer.concat([bind, typed(Code.Execute, Buffer.concat([cstring(''), int32(0)])), SYNC])
+}
+
+/** A RowDescription's columns: name, and whether its type is a 2- or 4-byte integer (read as a number). */
+export type Columns = Array<{ name: string; integer: boolean }>
+
+/**
+ * The columns a reply's RowDescription names (null if it has none), and its DataRows as objects of `columns` (text
+ * values, integers as numbers); throws on an ErrorResponse.
+ */
+export function readRows(reply: Uint8Array, columns: Columns | null): { columns: Columns | null; rows: Array<Record<string, unknown>> } {
+  const buf = Buffer.from(reply.buffer, reply.byteOffset, reply.byteLength)
+  const rows: Array<Record<string, unknown>> = []
+  for (let offset = 0; offset + HEADER_LENGTH <= buf.length; ) {
+    const code = buf[offset]!
+    const end = offset + CODE_LENGTH + buf.readInt32BE(offset + CODE_LENGTH)
+    let at = offset + HEADER_LENGTH
+    if (code === Reply.ErrorResponse) throw new Error(errorText(buf.subarray(at, end)))
+    if (code === Reply.RowDescription) {
+      columns = []
+      const count = buf.readInt16BE(at)
+      at += 2
+      // Each field: its name, then table OID (4), column number (2), type OID (4), size (2), modifier (4), format (2).
+      for (let i = 0; i < count; i++) {
+        const nameEnd = buf.indexOf(0, at)
+        const type = buf.readInt32BE(nameEnd + 7)
+        columns.push({ name: buf.toString('utf8', at, nameEnd), integer: type === INT2_OID || type === INT4_OID })
+        at = nameEnd + 19
+      }
+    } else if (code === Reply.DataRow && columns) {
+      const row: Record<string, unknown> = {}
+      at += 2
+      for (const column of columns) {
+        const length = buf.readInt32BE(at)
+        const text = length < 0 ? null : buf.toString('utf8', at + 4, at + 4 + length)
+        row[column.name] = text !== null && column.integer ? Number(text) : text
+        at += 4 + Math.max(length, 0)
+      }
+      rows.push(row)
+    }
+    offset = end
+  }
+  return { columns, rows }
 }
 
 /** A whole COPY FROM STDIN as one call: Query, CopyData per chunk, CopyDone (PGlite cannot wait between them). */
