@@ -18,6 +18,7 @@ import type { Logger } from '../log.ts'
 import { applyMigrations, migrationsFingerprint } from './migrate.ts'
 import { count, reportSlowStep, type ProgressOptions } from './progress.ts'
 import { baselineText, parseBaseline, readBaseline, type Baseline } from './baseline.ts'
+import { DROP_UNLOADABLE_CONVERSIONS } from '../server/session/conversions.ts'
 
 /** Bump when what a template holds changes shape. */
 const TEMPLATE_FORMAT = 2
@@ -164,6 +165,8 @@ async function dumpTemplate(db: TemplateEngine, log: Logger): Promise<{ tarball:
   })
   // The WAL written so far (initdb's, the migrations') is dropped, not recycled: every database made from the
   // template copies its current WAL segment on its first write, and this one then holds a page, not megabytes.
+  // Its copies then find no conversion to drop when they first serve (server/session/conversions.ts).
+  await db.exec(DROP_UNLOADABLE_CONVERSIONS)
   await db.exec('SET wal_recycle = off; SELECT pg_switch_wal(); CHECKPOINT; RESET wal_recycle')
   return { tarball: await db.dumpDataDir('none'), baseline }
 }

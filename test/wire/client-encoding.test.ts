@@ -1,13 +1,14 @@
 // A client encoding other than UTF8: PGlite converts no text out of UTF8, and its first conversion lost the database
 // for every client of it (Windows' psql asks for WIN1252, and its first query did so). Such a client is now refused
 // at startup, as Postgres refuses a conversion it lacks (22023); UTF8 by any of its names and SQL_ASCII are served.
+// At run time the conversions PGlite lacks are gone from the catalog, so Postgres itself refuses them.
 import { describe, expect, it } from 'vitest'
 import { useDevDbs } from '../helpers/dev-db.ts'
 import { LIBPQ_ENV, runProcess } from '../../harness/process.ts'
 
 const { start, connect } = useDevDbs()
 
-describe('client_encoding at startup', () => {
+describe('client_encoding and conversions', () => {
   it('refuses WIN1252 and LATIN1 with 22023; the database and its other clients carry on', async () => {
     const dev = await start()
     const bystander = await connect(dev.url)
@@ -29,5 +30,24 @@ describe('client_encoding at startup', () => {
       shown.push(...(await client.query('show client_encoding')).rows.map((row) => row[0]!))
     }
     expect(shown).toEqual(['UTF8', 'UTF8', 'UTF8', 'SQL_ASCII'])
+  })
+
+  it('refuses a conversion asked for at run time as Postgres refuses one it lacks; the database serves on', async () => {
+    const dev = await start()
+    const bystander = await connect(dev.url)
+    const client = await connect(dev.url)
+    const refused = async (sql: string) => {
+      const { errors, status } = await client.query(sql)
+      expect(status).toBe('I')
+      return errors.map(({ code, message }) => `${code} ${message}`)
+    }
+    const setting = '0A000 invalid value for parameter "client_encoding": "LATIN1"'
+    expect(await refused("set client_encoding to 'LATIN1'")).toEqual([setting])
+    expect(await refused("select pg_catalog.set_config('client_encoding', 'LATIN1', false)")).toEqual([setting])
+    expect(await refused("select convert_to('é', 'LATIN1')")).toEqual(['42883 default conversion function for encoding "UTF8" to "LATIN1" does not exist'])
+    expect(await refused("create conversion latin1_in for 'LATIN1' to 'UTF8' from utf8_to_iso8859_1")).toEqual([
+      '42883 function utf8_to_iso8859_1(integer, integer, cstring, internal, integer, boolean) does not exist',
+    ])
+    for (const reader of [client, bystander]) expect((await reader.query("select 'é' as e")).rows).toEqual([['é']])
   })
 })

@@ -7,6 +7,7 @@ import { BackendCode, HEADER_LENGTH } from '../protocol/codes.ts'
 import { encodeAuthenticationOk, encodeParameterStatus, readParameterStatus } from '../protocol/backend-messages.ts'
 import { SYNC, encodeQuery, encodeStartupMessage } from '../protocol/frontend-messages.ts'
 import { forEachFrame } from '../protocol/frames.ts'
+import { dropUnloadableConversions } from './conversions.ts'
 import { guardPGlite } from './pglite-guards.ts'
 import { needsSyncToFs, type DirectReply, type OutputSink, type SessionDb, type UnitsDirect } from './databases.ts'
 import { AdvisoryLocks } from './advisory-locks.ts'
@@ -234,6 +235,7 @@ export class SharedSession {
       // After a StartupMessage Postgres reports its GUC_REPORT settings again at the next ReadyForQuery: that is this
       // Sync's, not the first client's (whose ParameterStatus would read as a SET of its own, and cost a read-back).
       await this.db.execProtocolRaw(SYNC)
+      await dropUnloadableConversions(async (query) => Buffer.from(await this.db.execProtocolRaw(query)))
       return startup
     })
     const parts: Buffer[] = [encodeAuthenticationOk()]
