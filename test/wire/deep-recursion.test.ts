@@ -1,5 +1,6 @@
 // Recursion deeper than Postgres's stack check allows (a recursive SQL or PL/pgSQL function, deeply nested jsonb, a
-// long chain of operators) fails that statement with 54001, as on PostgreSQL, and the session goes on. Where the
+// long chain of operators) fails that statement with 54001, as on PostgreSQL, and the session goes on, in a database
+// whose thread started after another one's recursion too (that one needs more of its stack). Where the
 // native stack runs out first (a PGlite in the server's own thread), the database is lost and its clients are told
 // with FATAL; before, PGlite swallowed V8's stack overflow and the client waited for an answer that never came.
 import { describe, expect, it } from 'vitest'
@@ -42,6 +43,14 @@ describe('recursion past the stack limit', () => {
     expect(await recurse(client)).toEqual(EXPECTED)
     const other = await connect(dev.url)
     expect((await other.query("select current_setting('max_stack_depth')")).rows).toEqual([['250kB']])
+  })
+
+  it('does so in a database whose thread starts after another one recursed', async () => {
+    const dev = await start()
+    const first = await connect(dev.url)
+    expect(await recurse(first)).toEqual(EXPECTED)
+    expect((await first.query('create database later')).errors).toEqual([])
+    expect(await recurse(await connect(dev.url, { database: 'later' }))).toEqual(EXPECTED)
   })
 
   it.runIf(oracleUrl)('PostgreSQL 15 (PG_ORACLE_URL): the same', async () => {
