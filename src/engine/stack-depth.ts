@@ -15,3 +15,42 @@ export const ENGINE_THREAD_STACK_MB = 64
  */
 export const MAX_STACK_DEPTH = '250kB'
 
+/** MAX_STACK_DEPTH in kB, the most a client may set: more would let the thread's stack overflow first. */
+const MAX_STACK_DEPTH_KB = 250
+/** max_stack_depth's default and least value (kB), the two ints after its variable in Postgres's GUC entry. */
+const BOOT_AND_MIN_KB = 100
+/** How far (in ints) into the GUC entry its variable, default, least and most values may lie. */
+const ENTRY_INTS = 48
+
+/** What capStackDepth needs of PGlite's Emscripten module. */
+interface GucModule {
+  wasmMemory: { buffer: ArrayBuffer }
+  HEAPU8: Uint8Array
+  _malloc(size: number): number
+  _free(pointer: number): void
+  _find_option(name: number, createPlaceholders: number, skipErrors: number, level: number): number
+}
+
+/**
+ * A client could raise max_stack_depth (SET, set_config, ALTER ROLE ... SET, a function's SET clause) and recurse until
+ * the thread's stack overflows, which ends the database for every client. So the most Postgres accepts for it,
+ * in its own GUC entry (found through the exported find_option), becomes MAX_STACK_DEPTH: a larger value is then
+ * refused as Postgres refuses any value out of range (22023). False if the entry was not found.
+ */
+export function capStackDepth(db: unknown): boolean {
+  const mod = (db as { mod: GucModule }).mod
+  const name = Buffer.from('max_stack_depth\0')
+  const at = mod._malloc(name.length)
+  mod.HEAPU8.set(name, at)
+  const entry = mod._find_option(at, 0, 1, 0)
+  mod._free(at)
+  if (entry === 0) return false
+  const heap = new Int32Array(mod.wasmMemory.buffer)
+  for (let i = entry >> 2, end = i + ENTRY_INTS; i < end; i++) {
+    if (heap[i] === BOOT_AND_MIN_KB && heap[i + 1] === BOOT_AND_MIN_KB && heap[i - 1] !== 0) {
+      heap[i + 2] = MAX_STACK_DEPTH_KB
+      return true
+    }
+  }
+  return false
+}

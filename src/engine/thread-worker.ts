@@ -15,6 +15,7 @@ import { lendOf, serveLend, type LendEnd, type ThreadLend } from './lent-reads.t
 import { Control, controlViews, exposeStopping, interceptTimers, type CallHooks } from './stoppable.ts'
 import type { EngineImage } from './image.ts'
 import { takeImage, watchInstances } from './take-image.ts'
+import { capStackDepth } from './stack-depth.ts'
 import { CallOutput } from './thread-output.ts'
 import { ImageFS, ImageNodeFS, copyBundleFilesOnWrite } from './start-from-image.ts'
 
@@ -263,6 +264,8 @@ const db = await open(init).then(
 )
 if (db) {
   const stopping = exposeStopping(db, wasm, init.control)
+  // Before an image is taken of it: a database started from the image has the cap already.
+  capStackDepth(db)
   port.on('message', (request: ThreadRequest) => {
     ops = ops.then(() => serve(db, request))
   })

@@ -1,6 +1,7 @@
 // Recursion deeper than Postgres's stack check allows (a recursive SQL or PL/pgSQL function, deeply nested jsonb, a
 // long chain of operators) fails that statement with 54001, as on PostgreSQL, and the session goes on, in a database
-// whose thread started after another one's recursion too (that one needs more of its stack). Where the
+// whose thread started after another one's recursion too (that one needs more of its stack). A client cannot raise
+// max_stack_depth past what the thread's stack holds (22023, as for any value out of range). Where the
 // native stack runs out first (a PGlite in the server's own thread), the database is lost and its clients are told
 // with FATAL; before, PGlite swallowed V8's stack overflow and the client waited for an answer that never came.
 import { describe, expect, it } from 'vitest'
@@ -51,6 +52,21 @@ describe('recursion past the stack limit', () => {
     expect(await recurse(first)).toEqual(EXPECTED)
     expect((await first.query('create database later')).errors).toEqual([])
     expect(await recurse(await connect(dev.url, { database: 'later' }))).toEqual(EXPECTED)
+  })
+
+  it('refuses a larger max_stack_depth however it is set (22023), so recursion still ends in 54001', async () => {
+    const dev = await start()
+    const client = await connect(dev.url)
+    const outOfRange = (kb: number) => ['22023', `${kb} kB is outside the valid range for parameter "max_stack_depth" (100 kB .. 250 kB)`]
+    const raise = [
+      "set max_stack_depth = '7MB'",
+      "select pg_catalog.set_config('max_stack_depth', '251kB', false)",
+      "alter role postgres set max_stack_depth = '1MB'",
+      `${RECURSIVE_SQL.replace(' language sql', " language sql set max_stack_depth = '7MB'")}`,
+    ]
+    for (const sql of raise) expect((await client.query(sql)).errors.map(({ code, message }) => [code, message])).toEqual([outOfRange(sql.includes('251kB') ? 251 : sql.includes('1MB') ? 1024 : 7168)])
+    expect((await client.query("set max_stack_depth = '200kB'")).errors).toEqual([])
+    expect(await recurse(client)).toEqual(EXPECTED)
   })
 
   it.runIf(oracleUrl)('PostgreSQL 15 (PG_ORACLE_URL): the same', async () => {
