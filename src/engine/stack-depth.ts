@@ -35,7 +35,8 @@ interface GucModule {
  * A client could raise max_stack_depth (SET, set_config, ALTER ROLE ... SET, a function's SET clause) and recurse until
  * the thread's stack overflows, which ends the database for every client. So the most Postgres accepts for it,
  * in its own GUC entry (found through the exported find_option), becomes MAX_STACK_DEPTH: a larger value is then
- * refused as Postgres refuses any value out of range (22023). False if the entry was not found.
+ * refused as Postgres refuses any value out of range (22023). False if the entry was not found (another PGlite's
+ * layout: test/wire/deep-recursion.test.ts then fails).
  */
 export function capStackDepth(db: unknown): boolean {
   const mod = (db as { mod: GucModule }).mod

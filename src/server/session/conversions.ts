@@ -2,8 +2,8 @@
 // a library ($libdir/utf8_and_iso8859_1 and so on) that PGlite does not have. A call of one (a client's
 // `SET client_encoding TO 'LATIN1'` before its next non-ASCII text, `convert_to('é', 'LATIN1')`) ends PGlite's one
 // backend, and the database with it for every client. So before a database serves, the conversions whose function
-// cannot load leave its catalog, and Postgres answers as it does for a conversion it lacks: 0A000 "Conversion between
-// LATIN1 and UTF8 is not supported" for the setting, 42883 for convert_to.
+// cannot load leave its catalog, and Postgres answers as it does for a conversion it lacks: 0A000 "invalid value for
+// parameter" (Conversion between LATIN1 and UTF8 is not supported) for the setting, 42883 for convert_to.
 
 import { SqlState, WireError } from '../../errors.ts'
 import { BackendCode } from '../protocol/codes.ts'
