@@ -286,13 +286,19 @@ function threadOf(profileFile: string): number {
 async function mergeInto(file: string, partial: Results, skipped: ReadonlySet<string>): Promise<Results> {
   const base = JSON.parse(await readFile(file, 'utf8')) as Results
   const ran = SECTIONS.filter((section) => !skipped.has(section))
-  if (ran.includes('ci')) base.ci = partial.ci
+  if (ran.includes('ci')) {
+    base.ci = partial.ci
+    base.ciEngine = partial.ciEngine
+  }
   if (ran.includes('cells')) base.cells = partial.cells
   if (ran.includes('pgbench')) base.pgbench = partial.pgbench
   if (ran.includes('startup')) base.startup = partial.startup
   if (ran.includes('connections')) base.connections = partial.connections
   const load = (l: number[]) => l.map((n) => n.toFixed(2)).join(' ')
-  base.meta.notes.push(`${ran.join(', ')}: from a later run, ${partial.meta.date} (\`${partial.meta.command}\`), load average ${load(partial.meta.loadAverage.start)} at start, ${load(partial.meta.loadAverage.end)} at end.`)
+  // The note of an earlier merge of the same sections no longer says where they come from.
+  const from = `${ran.join(', ')}: from a later run,`
+  base.meta.notes = base.meta.notes.filter((note) => !note.startsWith(from))
+  base.meta.notes.push(`${from} ${partial.meta.date} (\`${partial.meta.command}\`), load average ${load(partial.meta.loadAverage.start)} at start, ${load(partial.meta.loadAverage.end)} at end.`)
   base.goals = evaluateGoals(base)
   await writeFile(file, `${JSON.stringify(base, null, 2)}\n`)
   return base
