@@ -21,7 +21,7 @@ import { baselineText, parseBaseline, readBaseline, type Baseline } from './base
 import { DROP_UNLOADABLE_CONVERSIONS } from '../server/session/conversions.ts'
 
 /** Bump when what a template holds changes shape. */
-const TEMPLATE_FORMAT = 2
+const TEMPLATE_FORMAT = 3
 const DATA = 'data'
 const TARBALL = 'data.tar'
 /** What a reset puts back (baseline.ts), read once from the migrated database rather than from each server's first copy. */
@@ -163,10 +163,10 @@ async function dumpTemplate(db: TemplateEngine, log: Logger): Promise<{ tarball:
     log.warn('cannot read what a reset puts back; each server reads it again', { error })
     return null
   })
-  // The WAL written so far (initdb's, the migrations') is dropped, not recycled: every database made from the
-  // template copies its current WAL segment on its first write, and this one then holds a page, not megabytes.
   // Its copies then find no conversion to drop when they first serve (server/session/conversions.ts).
   await db.exec(DROP_UNLOADABLE_CONVERSIONS)
+  // The WAL written so far (initdb's, the migrations') is dropped, not recycled: every database made from the
+  // template copies its current WAL segment on its first write, and this one then holds a page, not megabytes.
   await db.exec('SET wal_recycle = off; SELECT pg_switch_wal(); CHECKPOINT; RESET wal_recycle')
   return { tarball: await db.dumpDataDir('none'), baseline }
 }

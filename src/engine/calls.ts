@@ -26,7 +26,7 @@ export type OutputSink = (chunk: Uint8Array, owned?: boolean) => void | Promise<
  * While at most this many clients are sending (traffic.ts), the server's thread spins for a call's reply, up to
  * FEW_CLIENTS_SPIN_MS, instead of sleeping: a sleep ends in a wake-up that costs about as much as a small query here.
  * With more, it has their queries to read while a call runs, so that they share the next, and the cores are theirs.
- * When the database thread spins between calls instead: thread-worker.ts (Control.Alone, set for each call here).
+ * For when the database thread spins between calls, see thread-worker.ts (Control.Alone, set for each call here).
  */
 const FEW_CLIENTS = 4
 const FEW_CLIENTS_SPIN_MS = 0.5

@@ -4,9 +4,9 @@
 // overflow would come first (server/session/pglite-guards.ts: then the database is lost, as after a crash).
 
 /**
- * A database thread's stack (Worker resourceLimits; reserved, not used until a recursion goes deep). The first thread
- * to recurse needs 30 to 40 times max_stack_depth; a thread started after that one's recursion took between 16 and
- * 24 MB to reach 250kB in jsonb nested 100,000 deep (test/wire/deep-recursion.test.ts), so this leaves room.
+ * A database thread's stack (Worker resourceLimits; on Linux reserved, and used only as deep as a recursion goes).
+ * Measured: a thread started after another database's recursion took between 16 and 24 MB to reach 250kB in jsonb
+ * nested 100,000 deep (test/wire/deep-recursion.test.ts), more than the first thread to recurse, so this leaves room.
  */
 export const ENGINE_THREAD_STACK_MB = 64
 /**
@@ -14,13 +14,16 @@ export const ENGINE_THREAD_STACK_MB = 64
  * recursive SQL function: 7,900 levels here, 7,263 on PostgreSQL 15).
  */
 export const MAX_STACK_DEPTH = '250kB'
+/** MAX_STACK_DEPTH in kB, also the most a client may set: more would let the thread's stack overflow first. */
+const MAX_STACK_DEPTH_KB = Number.parseInt(MAX_STACK_DEPTH, 10)
 
-/** MAX_STACK_DEPTH in kB, the most a client may set: more would let the thread's stack overflow first. */
-const MAX_STACK_DEPTH_KB = 250
-/** max_stack_depth's default and least value (kB), the two ints after its variable in Postgres's GUC entry. */
+/**
+ * max_stack_depth's GUC entry (struct config_int): its variable, then its default and least value (100 kB), then its
+ * most (MAX_KILOBYTES on 32-bit WASM, or the cap once set), at most this many ints into the entry.
+ */
 const BOOT_AND_MIN_KB = 100
-/** How far (in ints) into the GUC entry its variable, default, least and most values may lie. */
-const ENTRY_INTS = 48
+const POSTGRES_MAX_KB = 2_097_151
+const ENTRY_INTS = 32
 
 /** What capStackDepth needs of PGlite's Emscripten module. */
 interface GucModule {
@@ -48,7 +51,8 @@ export function capStackDepth(db: unknown): boolean {
   if (entry === 0) return false
   const heap = new Int32Array(mod.wasmMemory.buffer)
   for (let i = entry >> 2, end = i + ENTRY_INTS; i < end; i++) {
-    if (heap[i] === BOOT_AND_MIN_KB && heap[i + 1] === BOOT_AND_MIN_KB && heap[i - 1] !== 0) {
+    const most = heap[i + 2]
+    if (heap[i] === BOOT_AND_MIN_KB && heap[i + 1] === BOOT_AND_MIN_KB && heap[i - 1] !== 0 && (most === POSTGRES_MAX_KB || most === MAX_STACK_DEPTH_KB)) {
       heap[i + 2] = MAX_STACK_DEPTH_KB
       return true
     }

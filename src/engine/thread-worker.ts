@@ -264,8 +264,13 @@ const db = await open(init).then(
 )
 if (db) {
   const stopping = exposeStopping(db, wasm, init.control)
-  // Before an image is taken of it: a database started from the image has the cap already.
-  capStackDepth(db)
+  // Before an image is taken of it: a database started from the image has the cap already. Without the cap (another
+  // PGlite's layout) the database serves as before; test/wire/deep-recursion.test.ts fails.
+  try {
+    capStackDepth(db)
+  } catch {
+    // Not PGlite's exports this expects: as without the cap.
+  }
   port.on('message', (request: ThreadRequest) => {
     ops = ops.then(() => serve(db, request))
   })

@@ -17,6 +17,7 @@ export type { PGLiteSocketServerOptions } from './options.ts'
 export class PGLiteSocketServer extends EventTarget {
   readonly #session: SharedSession
   readonly #log: Logger
+  readonly #conversionsNoted = new WeakSet<SharedSession>()
   readonly #options: ConnectionOptions
   readonly #maxConnections: number
   readonly #path: string | undefined
@@ -67,6 +68,7 @@ export class PGLiteSocketServer extends EventTarget {
         ? (async () => {
             await Promise.all([pendingDb && openedSession(pendingDb), gate])
             await session.startupPrefix()
+            this.#noteConversionsKept(session)
           })().then(
             () => null,
             (error: unknown) => {
@@ -86,6 +88,7 @@ export class PGLiteSocketServer extends EventTarget {
         const session = sessionFor(await databases!.open(name))
         this.#watch(session)
         await session.startupPrefix()
+        this.#noteConversionsKept(session)
         return session
       },
       log: this.#log,
@@ -283,6 +286,13 @@ export class PGLiteSocketServer extends EventTarget {
   }
 
   /** Follow a database's session: if its PGlite fails, its clients are told. */
+  /** Said once per session: a client asking for an encoding conversion still ends that database. */
+  #noteConversionsKept(session: SharedSession): void {
+    if (session.conversionsKept === null || this.#conversionsNoted.has(session)) return
+    this.#conversionsNoted.add(session)
+    this.#log.warn('the encoding conversions PGlite cannot run stay in the catalog: a client asking for one ends the database', { why: session.conversionsKept })
+  }
+
   #watch(session: SharedSession): void {
     if (this.#watched.has(session) || !this.#active) return
     this.#watched.set(session, session.onDead((error) => this.#onDatabaseDead(session, error)))

@@ -50,4 +50,16 @@ describe('client_encoding and conversions', () => {
     ])
     for (const reader of [client, bystander]) expect((await reader.query("select 'é' as e")).rows).toEqual([['é']])
   })
+
+  it('refuses them after a reset by a fresh copy made without a template', async () => {
+    const dev = await start({ template: false })
+    const client = await connect(dev.url)
+    // A schema that is not the migrated one: the reset replaces the database with a fresh copy (initdb's catalog).
+    expect((await client.query('create table outside_migrations (x int)')).errors).toEqual([])
+    expect((await client.query('select pglite_dev_db.reset()')).errors).toEqual([])
+    expect((await client.query("select to_regclass('outside_migrations') is null")).rows).toEqual([['t']])
+    const again = await connect(dev.url)
+    expect((await again.query("set client_encoding to 'LATIN1'")).errors.map(({ code }) => code)).toEqual(['0A000'])
+    expect((await again.query("select 'é' as e")).rows).toEqual([['é']])
+  })
 })

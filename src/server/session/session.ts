@@ -73,6 +73,11 @@ export class SharedSession {
   readonly advisoryLocks = new AdvisoryLocks()
   /** The functions that answer per client are made in the session's pg_temp (features/server-functions-session.ts). */
   serverFunctionsInstalled = false
+  /**
+   * Why the encoding conversions PGlite cannot load are still in the engine's catalog (conversions.ts), or null: none
+   * is (or not known yet).
+   */
+  conversionsKept: string | null = null
   #startupPrefix: Promise<Buffer> | null = null
   /** The resolved startup prefix, once `startupPrefix()` has finished (servers await it before listening). */
   startupPrefixNow: Buffer | null = null
@@ -169,6 +174,7 @@ export class SharedSession {
     guardPGlite(db)
     sessions.set(db, this)
     this.#forgetEngineState()
+    this.conversionsKept = await dropUnloadableConversions((bytes) => this.#capture(bytes))
     // A Sync after each: one that fails (its table is not in the migrated schema) must not skip the rest; it is
     // tried again when its client next takes the session.
     await remakeStatements([...this.members], (bytes) => this.#capture(bytes))
@@ -210,6 +216,10 @@ export class SharedSession {
     sessions.set(db, this)
     this.dead = null
     this.#forgetEngineState()
+    // Ahead of any client's call (PGlite's lock orders them): the database may have been reopened from a copy that has them.
+    db.runExclusive(async () => (this.conversionsKept = await dropUnloadableConversions(async (query) => Buffer.from(await db.execProtocolRaw(query))))).catch(
+      (error: unknown) => (this.conversionsKept = error instanceof Error ? error.message : String(error)),
+    )
     this.scheduler.reopen()
   }
 
@@ -235,7 +245,7 @@ export class SharedSession {
       // After a StartupMessage Postgres reports its GUC_REPORT settings again at the next ReadyForQuery: that is this
       // Sync's, not the first client's (whose ParameterStatus would read as a SET of its own, and cost a read-back).
       await this.db.execProtocolRaw(SYNC)
-      await dropUnloadableConversions(async (query) => Buffer.from(await this.db.execProtocolRaw(query)))
+      this.conversionsKept = await dropUnloadableConversions(async (query) => Buffer.from(await this.db.execProtocolRaw(query)))
       return startup
     })
     const parts: Buffer[] = [encodeAuthenticationOk()]
