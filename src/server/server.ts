@@ -285,7 +285,6 @@ export class PGLiteSocketServer extends EventTarget {
     this.dispatchEvent(new CustomEvent('connection', { detail: { clientAddress: socket.remoteAddress ?? 'unknown', clientPort: socket.remotePort ?? 0 } }))
   }
 
-  /** Follow a database's session: if its PGlite fails, its clients are told. */
   /** Said once per session: a client asking for an encoding conversion still ends that database. */
   #noteConversionsKept(session: SharedSession): void {
     if (session.conversionsKept === null || this.#conversionsNoted.has(session)) return
@@ -293,6 +292,7 @@ export class PGLiteSocketServer extends EventTarget {
     this.#log.warn('the encoding conversions PGlite cannot run stay in the catalog: a client asking for one ends the database', { why: session.conversionsKept })
   }
 
+  /** Follow a database's session: if its PGlite fails, its clients are told. */
   #watch(session: SharedSession): void {
     if (this.#watched.has(session) || !this.#active) return
     this.#watched.set(session, session.onDead((error) => this.#onDatabaseDead(session, error)))
