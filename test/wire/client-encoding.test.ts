@@ -7,6 +7,7 @@ import { useDevDbs } from '../helpers/dev-db.ts'
 import { LIBPQ_ENV, runProcess } from '../../harness/process.ts'
 
 const { start, connect } = useDevDbs()
+const RESET_DEADLINE_MS = 40_000
 
 describe('client_encoding and conversions', () => {
   it('refuses WIN1252 and LATIN1 with 22023; the database and its other clients carry on', async () => {
@@ -56,7 +57,8 @@ describe('client_encoding and conversions', () => {
     const client = await connect(dev.url)
     // A schema that is not the migrated one: the reset replaces the database with a fresh copy (initdb's catalog).
     expect((await client.query('create table outside_migrations (x int)')).errors).toEqual([])
-    expect((await client.query('select pglite_dev_db.reset()')).errors).toEqual([])
+    // The fresh copy runs initdb: seconds, more under a full suite's load.
+    expect((await client.query('select pglite_dev_db.reset()', { deadlineMs: RESET_DEADLINE_MS })).errors).toEqual([])
     expect((await client.query("select to_regclass('outside_migrations') is null")).rows).toEqual([['t']])
     const again = await connect(dev.url)
     expect((await again.query("set client_encoding to 'LATIN1'")).errors.map(({ code }) => code)).toEqual(['0A000'])
