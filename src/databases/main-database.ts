@@ -11,7 +11,7 @@ import { applyMigrations } from './migrate.ts'
 import { Databases, MAIN_DATABASE } from './databases.ts'
 import type { Instance } from './database-builder.ts'
 import { DbThread } from '../engine/thread.ts'
-import { MAX_STACK_DEPTH } from '../engine/stack-depth.ts'
+import { MAX_STACK_DEPTH, MAX_STACK_DEPTH_KB } from '../engine/stack-depth.ts'
 import { prepareThreads } from '../engine/thread-bootstrap.ts'
 import type { EngineImage } from '../engine/image.ts'
 import { loadImage, writeDataDir } from '../engine/image-on-disk.ts'
@@ -137,6 +137,7 @@ export async function openMainDatabase({ options, dataDir, cacheDir, migrations,
     throw new DevServerError('ERR_PGLITE', `cannot open the database${dataDir ? ` in ${dataDir}` : ''}: ${(error as Error).message}`, { cause: error })
   }
 
+  if (db instanceof DbThread) await warnIfUncapped(db, log)
   let image: EngineImage | null = null
   if (db instanceof DbThread && db.image) {
     if (db.image instanceof Error) log.warn('new databases boot (a booted one could not be copied)', { error: db.image })
@@ -184,5 +185,16 @@ async function templateOrNull(migrations: string | null, cacheDir: string, log: 
     if (error instanceof DevServerError) throw error
     log.warn('cannot use a database template; starting from initdb', { cacheDir, error })
     return null
+  }
+}
+
+/**
+ * A database thread caps max_stack_depth where Postgres keeps its range (engine/stack-depth.ts capStackDepth). Every
+ * thread runs the same PGlite, so the main database's range says whether clients can raise it past the stack.
+ */
+async function warnIfUncapped(db: DbThread, log: Logger): Promise<void> {
+  const { rows } = await db.query<{ max_val: string }>("SELECT max_val FROM pg_catalog.pg_settings WHERE name = 'max_stack_depth'")
+  if (rows[0]?.max_val !== String(MAX_STACK_DEPTH_KB)) {
+    log.warn('a client may raise max_stack_depth, and a deep recursion then ends its database', { most: rows[0]?.max_val })
   }
 }

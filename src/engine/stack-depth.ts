@@ -15,7 +15,7 @@ export const ENGINE_THREAD_STACK_MB = 64
  */
 export const MAX_STACK_DEPTH = '250kB'
 /** MAX_STACK_DEPTH in kB, also the most a client may set: more would let the thread's stack overflow first. */
-const MAX_STACK_DEPTH_KB = Number.parseInt(MAX_STACK_DEPTH, 10)
+export const MAX_STACK_DEPTH_KB = Number.parseInt(MAX_STACK_DEPTH, 10)
 
 /**
  * max_stack_depth's GUC entry (struct config_int): its variable, then its default and least value (100 kB), then its

@@ -265,11 +265,11 @@ const db = await open(init).then(
 if (db) {
   const stopping = exposeStopping(db, wasm, init.control)
   // Before an image is taken of it: a database started from the image has the cap already. Without the cap (another
-  // PGlite's layout) the database serves as before; test/wire/deep-recursion.test.ts fails.
+  // PGlite's layout or exports) the database serves as before, and the server warns (databases/main-database.ts).
   try {
     capStackDepth(db)
   } catch {
-    // Not PGlite's exports this expects: as without the cap.
+    // Reported as above: max_stack_depth's range then reads uncapped.
   }
   port.on('message', (request: ThreadRequest) => {
     ops = ops.then(() => serve(db, request))

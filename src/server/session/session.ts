@@ -217,7 +217,7 @@ export class SharedSession {
     this.dead = null
     this.#forgetEngineState()
     // Ahead of any client's call (PGlite's lock orders them): the database may have been reopened from a copy that has them.
-    db.runExclusive(async () => (this.conversionsKept = await dropUnloadableConversions(async (query) => Buffer.from(await db.execProtocolRaw(query))))).catch(
+    db.runExclusive(async () => (this.conversionsKept = await dropUnloadableConversions(rawQuery(db)))).catch(
       (error: unknown) => (this.conversionsKept = error instanceof Error ? error.message : String(error)),
     )
     this.scheduler.reopen()
@@ -245,7 +245,7 @@ export class SharedSession {
       // After a StartupMessage Postgres reports its GUC_REPORT settings again at the next ReadyForQuery: that is this
       // Sync's, not the first client's (whose ParameterStatus would read as a SET of its own, and cost a read-back).
       await this.db.execProtocolRaw(SYNC)
-      this.conversionsKept = await dropUnloadableConversions(async (query) => Buffer.from(await this.db.execProtocolRaw(query)))
+      this.conversionsKept = await dropUnloadableConversions(rawQuery(this.db))
       return startup
     })
     const parts: Buffer[] = [encodeAuthenticationOk()]
@@ -258,6 +258,11 @@ export class SharedSession {
     })
     return Buffer.concat(parts)
   }
+}
+
+/** A Query's whole reply from `db`, outside any client's call (copied: PGlite's next call reuses the buffer). */
+function rawQuery(db: SessionDb): (query: Buffer) => Promise<Buffer> {
+  return async (query) => Buffer.from(await db.execProtocolRaw(query))
 }
 
 /**
