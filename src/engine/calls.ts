@@ -13,7 +13,7 @@ import { LendWord, offerLend } from './lent-reads.ts'
 import { addUnit, answeredUnitRead, closeToMore, openToMore, readEndsOnTraffic } from './more-units.ts'
 import { LazyEnd, mayEndLazily } from './lazy-end.ts'
 import { CallWatchdog, WATCH_EVERY_MS } from './watchdog.ts'
-import { endSeen, newRunning, readDone, type Running } from './running-call.ts'
+import { endSeen, newRunning, readDone, waitsForClient, type Running } from './running-call.ts'
 import type { DirectReply, UnitsDirect } from '../server/session/databases.ts'
 
 /**
@@ -127,7 +127,7 @@ export class ProtocolCalls implements AnsweredCalls {
    */
   addUnit(unit: Uint8Array, target: UnitTarget | null): boolean {
     const running = this.#running
-    return running !== null && running.takesMore && !running.heldByClient && this.#failure === null && addUnit(this.#words, this.#requests, running.id, unit, target)
+    return running !== null && running.takesMore && !waitsForClient(running) && this.#failure === null && addUnit(this.#words, this.#requests, running.id, unit, target)
   }
 
   /** A call will likely come soon: the thread, if it sleeps, wakes now and looks for it briefly. */
@@ -226,7 +226,7 @@ export class ProtocolCalls implements AnsweredCalls {
   #checkEnds(running: Running): void {
     running.stuckCheck = setTimeout(() => {
       if (this.#running !== running) return
-      if (running.heldByClient) this.#checkEnds(running)
+      if (waitsForClient(running)) this.#checkEnds(running)
       else this.onStuck?.(STUCK_AFTER_CANCEL_MS)
     }, STUCK_AFTER_CANCEL_MS)
   }

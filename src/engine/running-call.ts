@@ -10,7 +10,7 @@ export interface Running {
   stuckCheck: NodeJS.Timeout | undefined
   /** Set after a cancel: its next sending (CANCEL_AGAIN_AFTER_MS). */
   cancelAgain: NodeJS.Timeout | undefined
-  /** The pump is waiting for the client to read (the thread may be waiting for room, the statement paused). */
+  /** The pump is waiting for the client to read what came through the ring (the thread may wait for room meanwhile). */
   heldByClient: boolean
   /** The reply goes straight to the client's socket (null: through the reply ring). */
   direct: DirectReply | null
@@ -28,6 +28,14 @@ export interface Running {
   read: { seen: Promise<void>; resolve: () => void } | null
   /** In a call of units: how many units' ends the server's thread has read. */
   unitEnds: number
+}
+
+/**
+ * The call waits for its client to read, written straight to it or through the ring: its end may be far off, and it
+ * takes no more units meanwhile. Two flags, since the watchdog and the pump each see one of the two ways.
+ */
+export function waitsForClient(running: Running): boolean {
+  return running.heldByClient || running.directBlocked
 }
 
 /** The call's end as the server's thread sees it (settled by calls.ts once it is over). */

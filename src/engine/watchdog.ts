@@ -51,7 +51,7 @@ export class CallWatchdog {
     if (running.direct) {
       const blocked = Atomics.load(watched.words, Control.Blocked) === running.id
       if (blocked !== running.directBlocked) {
-        running.directBlocked = running.heldByClient = blocked
+        running.directBlocked = blocked
         running.direct.blocked(blocked)
       }
     }

@@ -5,8 +5,9 @@
 // transaction block, or with maxSpillBytes 0; outside a block the rest waits on disk instead (unread-replies.test.ts).
 import { describe, expect, it } from 'vitest'
 import { useDevDbs } from '../helpers/dev-db.ts'
-import { withDeadline } from '../../harness/raw-client.ts'
+import { sendCancelRequest, withDeadline } from '../../harness/raw-client.ts'
 import * as wire from '../../harness/wire.ts'
+import { createLogger, type LogRecord } from '../../src/log.ts'
 
 const { start, connect, holdSession } = useDevDbs()
 /** Far more than the kernel's socket buffers take, so most of each reply waits in the server. */
@@ -61,6 +62,30 @@ describe('a client that stops reading', () => {
     // Once it reads again, it finds its connection closed.
     client.socket.resume()
     await withDeadline(client.closed, 10_000, 'the reaped client sees its connection closed')
+  })
+
+  it('canceled while it does not read, inside a block: its database is not restarted, it is reaped and the others go on', async () => {
+    // A canceled statement that does not end within 10 s restarts its database, unless it waits for its client. The
+    // reaping comes after those 10 s, so a wait the server lost track of would have ended the database by then.
+    const records: LogRecord[] = []
+    const logger = createLogger({ level: 'warn', sink: (record) => records.push(record) })
+    const dev = await start({ idleInTransactionTimeoutMs: 12_000, idleTransactionWaitMs: 0, logger })
+    const observer = await connect(dev.url)
+    await observer.query('create sequence bp')
+    const client = await connect(dev.url)
+    expect((await client.query('begin')).status).toBe('T')
+    client.socket.pause()
+    await client.send(wire.query(bigQuery))
+    await expect.poll(() => client.socket.readableLength, { timeout: 10_000 }).toBeGreaterThan(0)
+    await expect.poll(() => dev.server.getStats().notReadingClients, { timeout: 10_000 }).toBe(1)
+    await sendCancelRequest(dev.url, client.backendKey)
+
+    const reply = await observer.query('select last_value, is_called from bp', { deadlineMs: 30_000 })
+    expect(reply.errors).toEqual([])
+    expect(reply.rows).toEqual([['1', 't']])
+    client.socket.resume()
+    await withDeadline(client.closed, 10_000, 'the reaped client sees its connection closed')
+    expect(records.filter((record) => record.level === 'error').map((record) => record.msg)).toEqual([])
   })
 
   it('a reply the server rewrites (from a notice on, for a client that named a statement) waits the same way, and is reaped', async () => {
