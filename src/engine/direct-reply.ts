@@ -22,36 +22,40 @@ export const RELAY_CODES: ReadonlyArray<ReadonlySet<number> | null> = Array.from
 const FIRST_WAIT_MS = 0.1
 const LONGEST_WAIT_MS = 5
 /**
- * A socket that takes nothing for this long gets the rest of the reply through the server's thread instead, which
- * can keep it for the client without holding the session (server/connection/spill.ts).
+ * A reply whose writes have waited this long in all for a full socket gets the rest through the server's thread
+ * instead, which can keep it for the client without holding the session (server/connection/spill.ts). In all, not
+ * without a pause: a client that reads slowly, but never stops, would hold the session as long as one that stopped.
  */
 const GIVE_UP_MS = 50
 
+/** How long one reply's writes have waited for its full socket so far (CallOutput keeps one, reset per reply). */
+export interface ReplyWaits {
+  ms: number
+}
+
 /**
  * Writes `bytes` to the socket `fd` for call `id` (in a call of units, unit `unit`; else -1), waiting while it is full;
- * returns how many it wrote: all, fewer if the socket took nothing for GIVE_UP_MS, or -1 if the client is gone (the
- * socket refused the bytes) or the server gave up on the call. Marks the call Blocked while it waits, so the server's
- * thread can time its client out as one that stopped reading.
+ * returns how many it wrote: all, fewer once the reply's writes have waited GIVE_UP_MS in all (`waits`), or -1 if the
+ * client is gone (the socket refused the bytes) or the server gave up on the call. Marks the call Blocked while it
+ * waits, so the server's thread can time its client out as one that stopped reading.
  */
-export function writeToClient(words: Int32Array, id: number, unit: number, fd: number, bytes: Uint8Array): number {
+export function writeToClient(words: Int32Array, id: number, unit: number, fd: number, bytes: Uint8Array, waits: ReplyWaits): number {
   let at = 0
   let waitMs = FIRST_WAIT_MS
-  let giveUpAt = 0
   try {
     while (at < bytes.length) {
       if (isAbandoned(words, id, unit)) return -1
       try {
         at += writeSync(fd, bytes, at, bytes.length - at)
         waitMs = FIRST_WAIT_MS
-        giveUpAt = 0
       } catch (error) {
         // Non-blocking: EAGAIN is a full socket; anything else (EPIPE, ECONNRESET) means the client is gone.
         if ((error as NodeJS.ErrnoException).code !== 'EAGAIN') return -1
-        const now = performance.now()
-        if (giveUpAt === 0) giveUpAt = now + GIVE_UP_MS
-        else if (now >= giveUpAt) return at
+        if (waits.ms >= GIVE_UP_MS) return at
         Atomics.store(words, Control.Blocked, id)
+        const from = performance.now()
         blockedWait(words, Control.Abandoned, Atomics.load(words, Control.Abandoned), waitMs)
+        waits.ms += performance.now() - from
         waitMs = Math.min(LONGEST_WAIT_MS, waitMs * 2)
       }
     }

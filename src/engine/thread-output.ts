@@ -6,7 +6,7 @@ import { encodeThreadError } from './thread-messages.ts'
 import { OutputWatch, type Framing } from './output-watch.ts'
 import { type ByteRing, FrameEnd } from './ring.ts'
 import { unitAnswered, unitEndWanted } from './more-units.ts'
-import { RELAY_CODES, framingAt, isAbandoned, writeToClient } from './direct-reply.ts'
+import { RELAY_CODES, framingAt, isAbandoned, writeToClient, type ReplyWaits } from './direct-reply.ts'
 import { Control } from './stoppable.ts'
 import { LentSocket, needsSyncToFs } from '../server/session/databases.ts'
 import type { LendEnd } from './lent-reads.ts'
@@ -40,6 +40,8 @@ export class CallOutput {
   #raw = false
   /** Where the stream stood in its messages before the chunk being written (for framingAt). */
   readonly #before: Framing = { remaining: 0, headerFill: 0, header: Buffer.alloc(5) }
+  /** How long the reply going straight to the client has waited for its socket. */
+  readonly #waits: ReplyWaits = { ms: 0 }
 
   /** PGlite's file system needs a sync after each call (needsSyncToFs): then after the call, not after each unit. */
   readonly sync: boolean
@@ -82,6 +84,7 @@ export class CallOutput {
     this.#relayCodes = RELAY_CODES[relayFrom & 7] ?? null
     this.#gone = false
     this.#raw = false
+    this.#waits.ms = 0
   }
 
   readonly onRawData = (chunk: Uint8Array): void => {
@@ -123,7 +126,7 @@ export class CallOutput {
       else this.#writeRaw(bytes)
       return
     }
-    const written = writeToClient(this.#words, this.#id, this.#unit, this.#fd, bytes)
+    const written = writeToClient(this.#words, this.#id, this.#unit, this.#fd, bytes, this.#waits)
     if (written < 0) this.#gone = true
     else if (written < bytes.length) {
       // The client stopped reading: the server's thread takes the rest, and keeps it for the client meanwhile. What the

@@ -79,6 +79,33 @@ describe('a client that stops reading a big result', () => {
     for (const client of stalled) expect((await client.query('select 2')).rows).toEqual([['2']])
   })
 
+  it('a client that reads slowly, without ever stopping: the others are answered long before it has read its reply', async () => {
+    const dev = await start()
+    const rows = 4 * ROWS
+    const client = await connect(dev.url)
+    let received = 0
+    client.socket.on('data', (chunk: Buffer) => void (received += chunk.length))
+    client.socket.pause()
+    // A chunk of Node's at a time, one each 10 ms: a few MB a second, never still for long.
+    const reading = setInterval(() => {
+      client.socket.once('data', () => client.socket.pause())
+      client.socket.resume()
+    }, 10)
+    try {
+      await client.send(wire.query(bigQuery(rows)))
+      await expect.poll(() => received, { timeout: PROBE_DEADLINE_MS }).toBeGreaterThan(0)
+      const probe = await connect(dev.url)
+      expect((await probe.query('select 1', { deadlineMs: 30_000 })).rows).toEqual([['1']])
+      // Past its first 50 ms of waiting in all, the rest of its reply went to the server's thread, which keeps it on
+      // disk: the probe did not wait for most of it to be read.
+      expect(received).toBeLessThan((rows * 2 ** 10) / 4)
+    } finally {
+      clearInterval(reading)
+    }
+    client.socket.resume()
+    expectAllRows(wire.summarize(await client.until('ReadyForQuery', { deadlineMs: 30_000 })), rows)
+  })
+
   it('the same for a reply that comes through the server\'s thread (a traced server writes none straight to the socket)', async () => {
     const dev = await start({ trace: path.join(await scratchDir('spill-trace'), 'trace.jsonl') })
     const client = await stalledClient(dev.url, bigQuery(ROWS))
