@@ -142,6 +142,39 @@ describe('a client that stops reading a big result', () => {
     expectAllRows(wire.summarize(messages), rows)
   })
 
+  it('the same when the notice comes after the socket filled: the rest after the notice waits on disk too', async () => {
+    const dev = await start()
+    const client = await connect(dev.url)
+    await client.send(wire.parse('s1', 'select 1'), wire.sync())
+    expect(wire.summarize(await client.until('ReadyForQuery')).errors).toEqual([])
+    const rows = 8 * ROWS
+    const buffersBefore = liveBuffers()
+    client.socket.pause()
+    // The first result fills the socket, so the thread sends the rest of the reply through the server before the notice.
+    // What the server's thread holds, sampled while the statement runs (no collection: garbage counts too).
+    let peak = 0
+    const sampling = setInterval(() => void (peak = Math.max(peak, process.memoryUsage().arrayBuffers - buffersBefore)), 2)
+    try {
+      await client.send(wire.query(`${bigQuery(ROWS)}; do $$ begin raise notice 'rows follow'; end $$; ${bigQuery(rows)}`))
+      await expect.poll(() => dev.server.getStats().spilledBytes, { timeout: PROBE_DEADLINE_MS }).toBeGreaterThan(rows * 2 ** 10 - 16 * 2 ** 20)
+      await expect.poll(() => dev.server.getStats().sessionHeld, { timeout: PROBE_DEADLINE_MS }).toBe(false)
+    } finally {
+      clearInterval(sampling)
+    }
+    // The rest after the notice (128 MB) went to disk as it came, not into memory until the statement's end.
+    expect(peak).toBeLessThan(64 * 2 ** 20)
+    await expect.poll(() => liveBuffers() - buffersBefore, { timeout: PROBE_DEADLINE_MS }).toBeLessThan(16 * 2 ** 20)
+    const probe = await connect(dev.url)
+    expect((await probe.query('select 1', { deadlineMs: PROBE_DEADLINE_MS })).rows).toEqual([['1']])
+
+    client.socket.resume()
+    const messages = await client.until('ReadyForQuery', { deadlineMs: 30_000 })
+    expect(messages.filter((message) => message.name === 'NoticeResponse').length).toBe(1)
+    const results = wire.summarize(messages).rows
+    expectAllRows({ ...wire.summarize(messages), rows: results.slice(0, ROWS) }, ROWS)
+    expectAllRows({ ...wire.summarize(messages), rows: results.slice(ROWS) }, rows)
+  })
+
   it('its next query waits until it has read everything kept for it, and then runs', async () => {
     const dev = await start()
     const client = await stalledClient(dev.url, bigQuery(ROWS))

@@ -243,11 +243,12 @@ export class ClientOutput {
   }
 
   /**
-   * The database's thread stopped writing the reply straight to the socket at a message boundary (a message the
-   * server rewrites came): the rest comes through write(), after what was held, and waits for the client as any does.
+   * The database's thread stopped writing the reply straight to the socket, or to raw() after a diversion, at a
+   * message boundary (a message the server rewrites came): the rest comes through write(), after what was held, and
+   * waits for the client as any does.
    */
   relayed(): void {
-    if (this.#direct && !this.#diverted) this.endDirect()
+    if (this.#direct) this.endDirect()
   }
 
   /** The client stopped reading a reply written straight to it (true), or read again (false): as waitForReader. */
