@@ -14,13 +14,9 @@ import { addUnit, answeredUnitRead, closeToMore, openToMore, readEndsOnTraffic }
 import { LazyEnd, mayEndLazily } from './lazy-end.ts'
 import { CallWatchdog, WATCH_EVERY_MS } from './watchdog.ts'
 import { endSeen, newRunning, readDone, waitsForClient, type Running } from './running-call.ts'
-import type { DirectReply, UnitsDirect } from '../server/session/databases.ts'
+import type { DirectReply, OutputSink, UnitsDirect } from '../server/session/databases.ts'
 
-/**
- * Gets each piece of a call's output; a returned promise holds the rest back until it settles. `owned`: the chunk is
- * the sink's to keep (here always: each is read out of the ring into a buffer of its own).
- */
-export type OutputSink = (chunk: Uint8Array, owned?: boolean) => void | Promise<void>
+export type { OutputSink }
 
 /**
  * While at most this many clients are sending (traffic.ts), the server's thread spins for a call's reply, up to
@@ -91,7 +87,7 @@ export class ProtocolCalls implements AnsweredCalls {
 
   /**
    * Run `message` (complete frontend messages) as one call; its reply goes to `sink`, or with `direct` straight to
-   * the client's socket as far as it can. Callers take turns (thread.ts holds a lock).
+   * the client's socket as far as it can. One call at a time: the session's holder calls (SharedSession.runExclusive).
    */
   run(message: Uint8Array, sink: OutputSink, direct: DirectReply | null = null): Promise<void> {
     return this.#call(message, 0, sink, null, direct)

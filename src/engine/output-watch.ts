@@ -101,15 +101,15 @@ export class OutputWatch {
     return out
   }
 
-  /**
-   * Read `chunk`; returns the offset in it where the first message whose code is in `stopAt` (codes the server must
-   * rewrite) begins, or -1. Reading stops before that message: the caller feeds the rest again, without `stopAt`.
-   */
   /** The output read so far ends with a whole ReadyForQuery: a Sync or Query is answered in full. */
   get atReadyForQuery(): boolean {
     return this.#lastCode === BackendCode.ReadyForQuery && this.#remaining === 0 && this.#headerFill === 0
   }
 
+  /**
+   * Read `chunk`; returns the offset in it where the first message whose code is in `stopAt` (codes the server must
+   * rewrite) begins, or -1. Reading stops before that message: the caller feeds the rest again, without `stopAt`.
+   */
   feed(chunk: Uint8Array, stopAt: ReadonlySet<number> | null = null): number {
     let i = 0
     while (i < chunk.length) {

@@ -41,13 +41,13 @@ export const FrameEnd = {
   InTransaction: 0x0800_0000,
   /**
    * On a request's first frame: the reply goes straight to the client's socket (the payload: its fd and which
-   * messages the server must see; thread-worker.ts DirectReply). On a reply: what the thread wrote there said (the
+   * messages the server must see; session/databases.ts DirectReply). On a reply: what the thread wrote there said (the
    * payload: output-watch.ts summary), before any output that follows through the ring.
    */
   Direct: 0x0400_0000,
   /**
    * On a reply: bytes of a reply that was going straight to the client, whose socket stayed full (direct-reply.ts
-   * GIVE_UP_MS): the server sends them on unread. With Direct: where in a message they begin (thread-worker.ts).
+   * GIVE_UP_MS): the server sends them on unread. With Direct: where in a message they begin (direct-reply.ts framingAt).
    */
   Raw: 0x0200_0000,
 } as const
@@ -68,6 +68,9 @@ export type WaitResult = 'ok' | 'not-equal' | 'timed-out'
 export const waitAsync = (Atomics as unknown as { waitAsync(array: Int32Array, index: number, value: number, ms: number): { async: boolean; value: Promise<string> | string } }).waitAsync
 
 export function ringBuffer(capacity: number): SharedArrayBuffer {
+  // Positions are 32-bit counters that wrap: only a power of two divides 2^32, so that `position % capacity` stays
+  // continuous across the wrap.
+  if (capacity <= 0 || (capacity & (capacity - 1)) !== 0) throw new RangeError(`a ring's capacity must be a power of two, not ${capacity}`)
   return new SharedArrayBuffer(CONTROL_WORDS * 4 + capacity)
 }
 

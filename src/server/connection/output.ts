@@ -55,7 +55,10 @@ export class ClientOutput {
   readonly #unread: Buffer[] = []
   /** The client stopped reading a reply written straight to it (directBlocked). */
   #blockedByDirect = false
-  /** The thread stopped writing that reply to the socket, and sends the rest here (diverted): the socket is ours again. */
+  /**
+   * The thread stopped writing that reply to the socket, and sends the rest here (diverted): Node may close the socket
+   * again, and our own writes still wait for the reply's end or a message we rewrite (relayed).
+   */
   #diverted = false
   /** The server's writes that came meanwhile, sent once it ends; and an end() asked for then. */
   #held: Uint8Array[] = []

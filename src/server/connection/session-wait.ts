@@ -176,8 +176,10 @@ export class SessionWait {
     this.#stopWaitOutside?.(new SchedulerClosedError('the connection is closing'))
   }
 
-  /** While this client waits: a holder idle in its transaction too long gets the wait refused (idle-holder.ts). */
-  /** Made at the first wait (the session is the client's database's by then), and again if that session changed. */
+  /**
+   * While this client waits: a holder idle in its transaction too long gets the wait refused (idle-holder.ts). Made at
+   * the first wait (the session is the client's database's by then), and again if that session changed.
+   */
   get #idleHolder(): IdleHolderWatch {
     const { scheduler } = this.#backend.session
     if (this.#idleHolderWatch?.scheduler === scheduler) return this.#idleHolderWatch
@@ -186,7 +188,6 @@ export class SessionWait {
       this.#refuseWait(idleHolderRefusal(holder, idleMs, waitedMs))
     }))
   }
-
 
   /** End this client's wait for the session, or for a combined call to take its unit, with `error`. False if none. */
   #refuseWait(error: Error): boolean {

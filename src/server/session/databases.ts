@@ -61,14 +61,14 @@ export interface SessionDb {
   prewake?(): void
 }
 
+/** The messages the server rewrites, so must read itself (DirectReply.relayFrom). */
+export const RelayFrom = { ErrorResponse: 1, NoticeResponse: 2, NotificationResponse: 4 } as const
+
 /**
  * A call whose reply the database's thread writes straight to the client's socket, up to the first message the server
  * must read itself (a RelayFrom bit names it), from which on the output reaches the call's sink as usual. The server
  * keeps the socket open, and writes nothing to it, until the call ends.
  */
-/** The messages the server rewrites, so must read itself (DirectReply.relayFrom). */
-export const RelayFrom = { ErrorResponse: 1, NoticeResponse: 2, NotificationResponse: 4 } as const
-
 export interface DirectReply {
   /** The client's socket. */
   fd: number
