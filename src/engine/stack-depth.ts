@@ -3,6 +3,8 @@
 // memory, but each level also takes many times as much of the native stack of the thread running it; V8's stack
 // overflow would come first (server/session/pglite-guards.ts: then the database is lost, as after a crash).
 
+import { findSetting, type GucModule } from '../server/session/guc.ts'
+
 /**
  * A database thread's stack (Worker resourceLimits; on Linux reserved, and used only as deep as a recursion goes).
  * Measured: a thread started after another database's recursion took between 16 and 24 MB to reach 250kB in jsonb
@@ -25,15 +27,6 @@ const BOOT_AND_MIN_KB = 100
 const POSTGRES_MAX_KB = 2_097_151
 const ENTRY_INTS = 32
 
-/** What capStackDepth needs of PGlite's Emscripten module. */
-interface GucModule {
-  wasmMemory: { buffer: ArrayBuffer }
-  HEAPU8: Uint8Array
-  _malloc(size: number): number
-  _free(pointer: number): void
-  _find_option(name: number, createPlaceholders: number, skipErrors: number, level: number): number
-}
-
 /**
  * A client could raise max_stack_depth (SET, set_config, ALTER ROLE ... SET, a function's SET clause) and recurse until
  * the thread's stack overflows, which ends the database for every client. So the most Postgres accepts for it,
@@ -43,11 +36,7 @@ interface GucModule {
  */
 export function capStackDepth(db: unknown): boolean {
   const mod = (db as { mod: GucModule }).mod
-  const name = Buffer.from('max_stack_depth\0')
-  const at = mod._malloc(name.length)
-  mod.HEAPU8.set(name, at)
-  const entry = mod._find_option(at, 0, 1, 0)
-  mod._free(at)
+  const entry = findSetting(mod, 'max_stack_depth')
   if (entry === 0) return false
   const heap = new Int32Array(mod.wasmMemory.buffer)
   for (let i = entry >> 2, end = i + ENTRY_INTS; i < end; i++) {

@@ -1,9 +1,12 @@
-// Two things PGlite's JavaScript does inside Postgres that would leave a client without an answer, made into what a
-// server does.
+// What would end PGlite's one session for every client, or leave a client without an answer, made into what a server
+// does.
 // An exception that leaves Postgres's main loop other than as Postgres's own longjmp, such as V8's stack overflow on
 // deep recursion (engine/stack-depth.ts), ends the call as a fatal error: PGlite's loop would swallow it and go on
 // with a broken backend, and the client would wait for an answer that never comes. A program Postgres asks to run
-// (COPY ... PROGRAM) fails as a command that cannot run, where PGlite would throw from inside Postgres.
+// (COPY ... PROGRAM) fails as a command that cannot run, where PGlite would throw from inside Postgres. The settings
+// that end a backend cannot be changed (guc.ts).
+
+import { SESSION_ENDING_SETTINGS, lockSettings } from './guc.ts'
 
 interface MainLoopModule {
   _PostgresMainLoopOnce(): void
@@ -27,6 +30,7 @@ export function guardPGlite(db: object): void {
   guarded.add(db)
   surfaceLostErrors(db)
   refusePrograms(db)
+  lockSettings(db, SESSION_ENDING_SETTINGS)
 }
 
 /** Nothing runs in `db` after an exception its loop would have swallowed. */
@@ -63,7 +67,9 @@ function surfaceLostErrors(db: object): void {
 
 /** Named as PGlite's own exit (ExitStatus): the instance is unusable, and the server treats it so. */
 function brokenBackend(cause: unknown): Error {
-  const reason = cause instanceof Error ? cause.message : String(cause)
+  // Emscripten's ExitStatus (Postgres's exit after a FATAL) has a message but is no Error.
+  const message = (cause as { message?: unknown } | null)?.message
+  const reason = typeof message === 'string' ? message : String(cause)
   return Object.assign(new Error(`the database's backend failed: ${reason}`, { cause }), { name: 'ExitStatus' })
 }
 
