@@ -12,6 +12,7 @@ import { Databases, MAIN_DATABASE } from './databases.ts'
 import type { Instance } from './database-builder.ts'
 import { DbThread } from '../engine/thread.ts'
 import { MAX_STACK_DEPTH, MAX_STACK_DEPTH_KB } from '../engine/stack-depth.ts'
+import { SESSION_ENDING_SETTINGS } from '../server/session/guc.ts'
 import { prepareThreads } from '../engine/thread-bootstrap.ts'
 import type { EngineImage } from '../engine/image.ts'
 import { loadImage, writeDataDir } from '../engine/image-on-disk.ts'
@@ -189,12 +190,17 @@ async function templateOrNull(migrations: string | null, cacheDir: string, log: 
 }
 
 /**
- * A database thread caps max_stack_depth where Postgres keeps its range (engine/stack-depth.ts capStackDepth). Every
- * thread runs the same PGlite, so the main database's range says whether clients can raise it past the stack.
+ * A database thread caps max_stack_depth where Postgres keeps its range (engine/stack-depth.ts capStackDepth), and
+ * every PGlite has the settings that end a session locked (server/session/guc.ts). Every thread runs the same PGlite,
+ * so the main database's settings say whether each took.
  */
 async function warnIfUncapped(db: DbThread, log: Logger): Promise<void> {
-  const { rows } = await db.query<{ max_val: string }>("SELECT max_val FROM pg_catalog.pg_settings WHERE name = 'max_stack_depth'")
-  if (rows[0]?.max_val !== String(MAX_STACK_DEPTH_KB)) {
-    log.warn('a client may raise max_stack_depth, and a deep recursion then ends its database', { most: rows[0]?.max_val })
-  }
+  const { rows } = await db.query<{ name: string; max_val: string | null; context: string }>(
+    "SELECT name, max_val, context FROM pg_catalog.pg_settings WHERE name = 'max_stack_depth' OR name = ANY($1)",
+    [[...SESSION_ENDING_SETTINGS]],
+  )
+  const most = rows.find((row) => row.name === 'max_stack_depth')?.max_val
+  if (most !== String(MAX_STACK_DEPTH_KB)) log.warn('a client may raise max_stack_depth, and a deep recursion then ends its database', { most })
+  const open = rows.filter((row) => row.name !== 'max_stack_depth' && row.context !== 'internal').map((row) => row.name)
+  if (open.length > 0) log.warn('a client may set what ends the database for every client', { settings: open.join(',') })
 }
