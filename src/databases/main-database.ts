@@ -191,8 +191,8 @@ async function templateOrNull(migrations: string | null, cacheDir: string, log: 
 
 /**
  * A database thread caps max_stack_depth where Postgres keeps its range (engine/stack-depth.ts capStackDepth), and
- * every PGlite has the settings that end a session locked (server/session/guc.ts). Every thread runs the same PGlite,
- * so the main database's settings say whether each took.
+ * every PGlite has the settings that end a session locked or capped (server/session/guc.ts). Every thread runs the
+ * same PGlite, so the main database's settings say whether each took.
  */
 async function warnIfUncapped(db: DbThread, log: Logger): Promise<void> {
   const { rows } = await db.query<{ name: string; max_val: string | null; context: string }>(
@@ -201,6 +201,6 @@ async function warnIfUncapped(db: DbThread, log: Logger): Promise<void> {
   )
   const most = rows.find((row) => row.name === 'max_stack_depth')?.max_val
   if (most !== String(MAX_STACK_DEPTH_KB)) log.warn('a client may raise max_stack_depth, and a deep recursion then ends its database', { most })
-  const open = rows.filter((row) => row.name !== 'max_stack_depth' && row.context !== 'internal').map((row) => row.name)
+  const open = rows.filter((row) => (row.name === 'exit_on_error' && row.context !== 'internal') || (row.name === 'transaction_timeout' && row.max_val !== '0')).map((row) => row.name)
   if (open.length > 0) log.warn('a client may set what ends the database for every client', { settings: open.join(',') })
 }

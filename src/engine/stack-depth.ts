@@ -3,7 +3,7 @@
 // memory, but each level also takes many times as much of the native stack of the thread running it; V8's stack
 // overflow would come first (server/session/pglite-guards.ts: then the database is lost, as after a crash).
 
-import { findSetting, type GucModule } from '../server/session/guc.ts'
+import { capIntSetting, moduleOf } from '../server/session/guc.ts'
 
 /**
  * A database thread's stack (Worker resourceLimits; on Linux reserved, and used only as deep as a recursion goes).
@@ -19,32 +19,17 @@ export const MAX_STACK_DEPTH = '250kB'
 /** MAX_STACK_DEPTH in kB, also the most a client may set: more would let the thread's stack overflow first. */
 export const MAX_STACK_DEPTH_KB = Number.parseInt(MAX_STACK_DEPTH, 10)
 
-/**
- * max_stack_depth's GUC entry (struct config_int): its variable, then its default and least value (100 kB), then its
- * most (MAX_KILOBYTES on 32-bit WASM, or the cap once set), at most this many ints into the entry.
- */
+/** max_stack_depth's default and least value, and its most before the cap (MAX_KILOBYTES on 32-bit WASM). */
 const BOOT_AND_MIN_KB = 100
 const POSTGRES_MAX_KB = 2_097_151
-const ENTRY_INTS = 32
 
 /**
  * A client could raise max_stack_depth (SET, set_config, ALTER ROLE ... SET, a function's SET clause) and recurse until
- * the thread's stack overflows, which ends the database for every client. So the most Postgres accepts for it,
- * in its own GUC entry (found through the exported find_option), becomes MAX_STACK_DEPTH: a larger value is then
- * refused as Postgres refuses any value out of range (22023). False if the entry was not found (another PGlite's
- * layout: test/wire/deep-recursion.test.ts then fails).
+ * the thread's stack overflows, which ends the database for every client. So the most Postgres accepts for it becomes
+ * MAX_STACK_DEPTH (server/session/guc.ts capIntSetting). False if the entry was not found (another PGlite's layout:
+ * test/wire/deep-recursion.test.ts then fails).
  */
 export function capStackDepth(db: unknown): boolean {
-  const mod = (db as { mod: GucModule }).mod
-  const entry = findSetting(mod, 'max_stack_depth')
-  if (entry === 0) return false
-  const heap = new Int32Array(mod.wasmMemory.buffer)
-  for (let i = entry >> 2, end = i + ENTRY_INTS; i < end; i++) {
-    const most = heap[i + 2]
-    if (heap[i] === BOOT_AND_MIN_KB && heap[i + 1] === BOOT_AND_MIN_KB && heap[i - 1] !== 0 && (most === POSTGRES_MAX_KB || most === MAX_STACK_DEPTH_KB)) {
-      heap[i + 2] = MAX_STACK_DEPTH_KB
-      return true
-    }
-  }
-  return false
+  const mod = moduleOf(db)
+  return mod !== null && capIntSetting(mod, 'max_stack_depth', { least: BOOT_AND_MIN_KB, most: POSTGRES_MAX_KB, cap: MAX_STACK_DEPTH_KB })
 }

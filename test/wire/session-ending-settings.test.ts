@@ -1,6 +1,7 @@
 // Settings that end a backend: on PostgreSQL they end one client's connection, here they would end the database's
 // one session, so every client of it (exit_on_error made `select 1/0` do so; transaction_timeout a long
-// transaction). Every way of setting them is refused with 55P02, and the database and its other clients carry on.
+// transaction). However they are set, exit_on_error gets 55P02 and a transaction_timeout but 0 is out of range
+// (22023); 0, which pg_dump sets, is taken. The database and its other clients carry on.
 import { describe, expect, it } from 'vitest'
 import { useDevDbs } from '../helpers/dev-db.ts'
 
@@ -22,18 +23,21 @@ describe('settings that would end the session for everyone', () => {
         "alter database postgres set transaction_timeout = '1s'",
         'alter system set exit_on_error = on',
         "create function ending() returns int language sql set transaction_timeout = '1s' as 'select 1'",
+        'set transaction_timeout = 0',
       ]) {
         const { errors } = await client.query(sql)
         refusals.push(errors.map((error) => `${error.code} ${error.message}`))
       }
+      const outOfRange = (ms: number) => `22023 ${ms} ms is outside the valid range for parameter "transaction_timeout" (0 ms .. 0 ms)`
       expect(refusals).toEqual([
         ['55P02 parameter "exit_on_error" cannot be changed'],
         ['55P02 parameter "exit_on_error" cannot be changed'],
-        ['55P02 parameter "transaction_timeout" cannot be changed'],
+        [outOfRange(100)],
         ['55P02 parameter "exit_on_error" cannot be changed'],
-        ['55P02 parameter "transaction_timeout" cannot be changed'],
+        [outOfRange(1000)],
         ['55P02 parameter "exit_on_error" cannot be changed'],
-        ['55P02 parameter "transaction_timeout" cannot be changed'],
+        [outOfRange(1000)],
+        [],
       ])
       // An error stays an error, and the other client's session (its temporary table) lives on.
       expect((await client.query('select 1/0')).errors.map((error) => error.code)).toEqual(['22012'])

@@ -4,9 +4,9 @@
 // deep recursion (engine/stack-depth.ts), ends the call as a fatal error: PGlite's loop would swallow it and go on
 // with a broken backend, and the client would wait for an answer that never comes. A program Postgres asks to run
 // (COPY ... PROGRAM) fails as a command that cannot run, where PGlite would throw from inside Postgres. The settings
-// that end a backend cannot be changed (guc.ts).
+// that end a backend cannot be turned on (guc.ts).
 
-import { SESSION_ENDING_SETTINGS, lockSettings } from './guc.ts'
+import { lockSessionEnders } from './guc.ts'
 
 interface MainLoopModule {
   _PostgresMainLoopOnce(): void
@@ -30,7 +30,7 @@ export function guardPGlite(db: object): void {
   guarded.add(db)
   surfaceLostErrors(db)
   refusePrograms(db)
-  lockSettings(db, SESSION_ENDING_SETTINGS)
+  lockSessionEnders(db)
 }
 
 /** Nothing runs in `db` after an exception its loop would have swallowed. */
