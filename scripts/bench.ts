@@ -55,10 +55,10 @@ interface Config extends Timing {
   /** Another checkout whose pglite-dev-db runs beside this one (target 'baseline'). */
   baseline: string | undefined
   /** The CI-shaped suite: how many workers (one row each), which servers, drivers, and tests per worker. */
-  ci: { workers: number[]; targets: CiTargetName[]; drivers: DriverName[]; tests: number }
+  ci: { workers: number[]; targets: CiTargetName[]; drivers: DriverName[]; tests: number; baseline: string | undefined }
 }
 
-const USAGE = 'usage: npm run bench -- [--seconds N] [--quick] [--json PATH] [--oracle URL] [--targets LIST] [--workloads LIST] [--drivers LIST] [--clients LIST] [--pgbench-seconds N] [--skip SECTIONS] [--only SECTIONS] [--startup-runs N] [--startup-nodes 20,22,24] [--profile WORKLOAD:CLIENTS:DRIVER] [--alloc WORKLOAD:CLIENTS:DRIVER] [--render JSON] [--merge JSON] [--baseline DIR] [--ci-workers LIST] [--ci-targets LIST] [--ci-drivers LIST] [--ci-tests N]\nSECTIONS: a comma list of cells, pgbench, startup, connections, ci\nci, the CI-shaped suite: a server spawned, N worker processes each on a database of its own (a pool of four, N from --ci-workers, default 4,8), --ci-tests tests each (default 20), then the suite again with the databases there;\n  --ci-targets from ' + CI_TARGETS.join(',') + ' (default: all but ours-no-threads), --ci-drivers postgres.js and/or node-postgres (default postgres.js).\n  Alone: npm run bench -- --only ci --ci-workers 4,8'
+const USAGE = 'usage: npm run bench -- [--seconds N] [--quick] [--json PATH] [--oracle URL] [--targets LIST] [--workloads LIST] [--drivers LIST] [--clients LIST] [--pgbench-seconds N] [--skip SECTIONS] [--only SECTIONS] [--startup-runs N] [--startup-nodes 20,22,24] [--profile WORKLOAD:CLIENTS:DRIVER] [--alloc WORKLOAD:CLIENTS:DRIVER] [--render JSON] [--merge JSON] [--baseline DIR] [--ci-workers LIST] [--ci-targets LIST] [--ci-drivers LIST] [--ci-tests N]\nSECTIONS: a comma list of cells, pgbench, startup, connections, ci\nci, the CI-shaped suite: a server spawned, N worker processes each on a database of its own (a pool of four, N from --ci-workers, default 4,8), --ci-tests tests each (default 20), then the suite again with the databases there;\n  --ci-targets from ' + CI_TARGETS.join(',') + ' (default: all but ours-no-threads and baseline-memory, which needs --baseline DIR), --ci-drivers postgres.js and/or node-postgres (default postgres.js).\n  Alone: npm run bench -- --only ci --ci-workers 4,8'
 /** What --skip and --only name: the closed-loop cells (with the ceilings), pgbench, start-up, idle connections, the CI-shaped suite. */
 const SECTIONS = ['cells', 'pgbench', 'startup', 'connections', 'ci'] as const
 /** The sections that need the benchmark's template data dir (the CI-shaped suite migrates its own). */
@@ -131,6 +131,7 @@ function parseConfig(argv: string[]): Config {
       targets: list(values['ci-targets'], CI_TARGETS, 'CI target') ?? [...CI_DEFAULT_TARGETS],
       drivers: list(values['ci-drivers'], DRIVERS, 'driver') ?? ['postgres.js'],
       tests: ciTests,
+      baseline: values.baseline,
     },
   }
 }

@@ -2,7 +2,7 @@
 // processes, scripts/bench/ci-worker.ts) each on a database of its own, then the same suite again with the databases
 // there. Each phase is timed from here; each worker times its own first query and tests.
 
-import { fork, type ChildProcess } from 'node:child_process'
+import { execFileSync, fork, type ChildProcess } from 'node:child_process'
 import { mkdir, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { PGlite } from '@electric-sql/pglite'
@@ -13,14 +13,15 @@ import type { DriverName } from './drivers.ts'
 import { freePort, pssOf, spawnServer, track, usageOf, withDeadline, StalledError, type ServerProcess } from './procs.ts'
 import { HOST, OURS_BIN, REPO_ROOT, STOCK_BIN, hasPostgres, runAdmin, spawnPostgres } from './targets.ts'
 
-export type CiTargetName = 'ours-memory' | 'ours-data-dir' | 'ours-no-threads' | 'stock' | 'postgres'
-export const CI_TARGETS: readonly CiTargetName[] = ['ours-memory', 'ours-data-dir', 'ours-no-threads', 'stock', 'postgres']
-/** What runs unless --ci-targets says otherwise: ours-no-threads is there to compare, when asked. */
+export type CiTargetName = 'ours-memory' | 'ours-data-dir' | 'ours-no-threads' | 'baseline-memory' | 'stock' | 'postgres'
+export const CI_TARGETS: readonly CiTargetName[] = ['ours-memory', 'ours-data-dir', 'ours-no-threads', 'baseline-memory', 'stock', 'postgres']
+/** What runs unless --ci-targets says otherwise: ours-no-threads and baseline-memory (--baseline's) are there to compare, when asked. */
 export const CI_DEFAULT_TARGETS: readonly CiTargetName[] = ['ours-memory', 'ours-data-dir', 'stock', 'postgres']
 export const CI_TARGET_LABELS: Record<CiTargetName, string> = {
   'ours-memory': 'pglite-dev-db `--memory`',
   'ours-no-threads': 'pglite-dev-db `--memory --no-database-threads`',
   'ours-data-dir': 'pglite-dev-db, a new `--data-dir`',
+  'baseline-memory': 'pglite-dev-db `--memory`, the --baseline checkout',
   stock: 'stock pglite-socket, a server per worker',
   postgres: 'PostgreSQL 15 (initdb, start, `CREATE DATABASE` per worker)',
 }
@@ -65,6 +66,8 @@ export interface CiOptions {
   targets: CiTargetName[]
   drivers: DriverName[]
   tests: number
+  /** Another checkout (--baseline), which target baseline-memory runs. */
+  baseline?: string | undefined
 }
 
 const WORKER_SCRIPT = join(REPO_ROOT, 'scripts', 'bench', 'ci-worker.ts')
@@ -113,18 +116,23 @@ interface Context {
   scratch: string
   migrations: string
   cacheDir: string
+  /** The --baseline checkout's bin, and whether it takes --spare-databases (an older one may not). */
+  baseline: { bin: string; spares: boolean } | null
 }
 
 let dataDirs = 0
 
-async function spawnOurs(mode: 'memory' | 'data-dir' | 'no-threads', workers: number, context: Context, owned: Owned): Promise<CiServer> {
+async function spawnOurs(mode: 'memory' | 'data-dir' | 'no-threads' | 'baseline', workers: number, context: Context, owned: Owned): Promise<CiServer> {
   const dataDir = join(context.scratch, `ci-data-${++dataDirs}`)
   if (mode === 'data-dir') owned.dirs.push(dataDir, `${dataDir}-databases`)
-  const modeArgs = mode === 'data-dir' ? ['--data-dir', dataDir] : mode === 'memory' ? ['--memory'] : ['--memory', '--no-database-threads']
+  const modeArgs = mode === 'data-dir' ? ['--data-dir', dataDir] : mode === 'no-threads' ? ['--memory', '--no-database-threads'] : ['--memory']
+  const baseline = mode === 'baseline' ? context.baseline : null
+  if (mode === 'baseline' && !baseline) throw new Error('ci target baseline-memory needs --baseline DIR')
+  // A spare database per worker, as pglite-dev-db/vitest asks for one per Vitest worker.
+  const spares = !baseline || baseline.spares ? ['--spare-databases', String(workers)] : []
   const server = spawnServer(
     process.execPath,
-    // A spare database per worker, as pglite-dev-db/vitest asks for one per Vitest worker.
-    [OURS_BIN, ...modeArgs, '--spare-databases', String(workers), '--port', '0', '--migrations', context.migrations, '--cache-dir', context.cacheDir, '--log-level', 'warn'],
+    [baseline?.bin ?? OURS_BIN, ...modeArgs, ...spares, '--port', '0', '--migrations', context.migrations, '--cache-dir', context.cacheDir, '--log-level', 'warn'],
     // As in the other sections: the other servers answer SSLRequest with N (npm run bench:tls has TLS's cost).
     { cwd: REPO_ROOT, env: { ...process.env, PGLITE_DEV_DB_NO_TLS: '1' } },
   )
@@ -162,6 +170,7 @@ function spawnTarget(name: CiTargetName, workers: number, context: Context, owne
   if (name === 'ours-memory') return spawnOurs('memory', workers, context, owned)
   if (name === 'ours-data-dir') return spawnOurs('data-dir', workers, context, owned)
   if (name === 'ours-no-threads') return spawnOurs('no-threads', workers, context, owned)
+  if (name === 'baseline-memory') return spawnOurs('baseline', workers, context, owned)
   if (name === 'stock') return spawnStock(workers, owned)
   return spawnPostgresCluster(context, owned)
 }
@@ -330,20 +339,29 @@ function describeRun(run: CiRun | null): string {
   return `${run.ms!.toFixed(0)} ms (first queries ${run.firstQueryMs.map((ms) => ms.toFixed(0)).join(', ')} ms; CPU: server ${run.serverCpuMs!.toFixed(0)} ms, workers ${run.workersCpuMs!.toFixed(0)} ms)`
 }
 
+/** The --baseline checkout's bin for target baseline-memory; whether it takes --spare-databases, from its --help. */
+function baselineOf(options: CiOptions): Context['baseline'] {
+  if (!options.baseline || !options.targets.includes('baseline-memory')) return null
+  const bin = join(options.baseline, 'bin', 'pglite-dev-db.js')
+  const help = execFileSync(process.execPath, [bin, '--help'], { encoding: 'utf8' })
+  return { bin, spares: help.includes('--spare-databases') }
+}
+
 /**
  * Every target at every worker count, the targets of one count one after another so they see the same load. The
  * migrated template is built once before (a start that is not timed, as a CI cache of node_modules keeps it).
  */
 export async function runCiSuite(options: CiOptions): Promise<CiRecord[]> {
-  const context: Context = { scratch: options.scratch, migrations: join(options.scratch, 'ci-migrations'), cacheDir: join(options.scratch, 'ci-cache') }
+  const context: Context = { scratch: options.scratch, migrations: join(options.scratch, 'ci-migrations'), cacheDir: join(options.scratch, 'ci-cache'), baseline: baselineOf(options) }
   await writeMigrations(context.migrations)
-  if (options.targets.some((t) => t.startsWith('ours'))) {
-    progress('ci: building the migrated template and its image in the cache dir (not timed)')
+  const kinds = [...(options.targets.some((t) => t.startsWith('ours')) ? (['memory'] as const) : []), ...(options.targets.includes('baseline-memory') ? (['baseline'] as const) : [])]
+  for (const kind of kinds) {
+    progress(`ci: building the migrated template and its image in the cache dir${kind === 'baseline' ? ', for the baseline' : ''} (not timed)`)
     const owned: Owned = { processes: [], dirs: [] }
     try {
       // Until a new database answers: by then the template is built and the image its copies start from is kept. A
       // server stopped at its URL line left the cache without them in some runs, and the timed one made them.
-      const server = await spawnOurs('memory', 1, context, owned)
+      const server = await spawnOurs(kind, 1, context, owned)
       await runAdmin(server.urlFor(-1), 'select 1', READY_DEADLINE_MS) // ci_w0: no worker's database
     } finally {
       await Promise.all(owned.processes.map((p) => p.server.stop(p.signal)))

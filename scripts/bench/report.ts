@@ -356,7 +356,7 @@ function pgbenchSection(results: Results): string[] {
 }
 
 const wholeMs = (n: number | null | undefined): string => (n === null || n === undefined ? '—' : Math.round(n).toLocaleString('en-US'))
-const ciShort = (r: CiRecord) => (r.target === 'ours-memory' ? '`--memory`' : r.target === 'ours-data-dir' ? 'data dir' : r.target === 'ours-no-threads' ? 'no threads' : r.target)
+const ciShort = (r: CiRecord) => (r.target === 'ours-memory' ? '`--memory`' : r.target === 'ours-data-dir' ? 'data dir' : r.target === 'ours-no-threads' ? 'no threads' : r.target === 'baseline-memory' ? 'baseline `--memory`' : r.target)
 const postgresOf = (records: CiRecord[], r: CiRecord) => records.find((p) => p.target === 'postgres' && p.workers === r.workers && p.driver === r.driver && p.tests === r.tests)
 
 function ciSection(results: Results): string[] {
