@@ -5,7 +5,7 @@
 // transaction block, or with maxSpillBytes 0; outside a block the rest waits on disk instead (unread-replies.test.ts).
 import { describe, expect, it } from 'vitest'
 import { useDevDbs } from '../helpers/dev-db.ts'
-import { sendCancelRequest, withDeadline } from '../../harness/raw-client.ts'
+import { sendCancelRequest, withDeadline, type RawClient } from '../../harness/raw-client.ts'
 import * as wire from '../../harness/wire.ts'
 import { createLogger, type LogRecord } from '../../src/log.ts'
 
@@ -13,6 +13,21 @@ const { start, connect, holdSession } = useDevDbs()
 /** Far more than the kernel's socket buffers take, so most of each reply waits in the server. */
 const REPLY_BYTES = 16 * 2 ** 20
 const bigQuery = `select nextval('bp') as n, repeat('x', ${REPLY_BYTES}) as payload`
+
+/**
+ * An observer that made sequence bp, and a client that began a block and stopped reading bigQuery's reply in it: the
+ * reply has begun to arrive (its paused socket still buffers a little), so the query ran.
+ */
+async function stalledInBlock(url: string): Promise<{ observer: RawClient; client: RawClient }> {
+  const observer = await connect(url)
+  await observer.query('create sequence bp')
+  const client = await connect(url)
+  expect((await client.query('begin')).status).toBe('T')
+  client.socket.pause()
+  await client.send(wire.query(bigQuery))
+  await expect.poll(() => client.socket.readableLength, { timeout: 10_000 }).toBeGreaterThan(0)
+  return { observer, client }
+}
 
 describe('a client that stops reading', () => {
   it('its statement waits for it mid-output, and its next query after that; once it reads, every reply arrives whole and in order', async () => {
@@ -43,14 +58,7 @@ describe('a client that stops reading', () => {
 
   it('holding the session, it is reaped with 25P03 and the others go on', async () => {
     const dev = await start({ idleInTransactionTimeoutMs: 2_000 })
-    const observer = await connect(dev.url)
-    await observer.query('create sequence bp')
-    const client = await connect(dev.url)
-    expect((await client.query('begin')).status).toBe('T')
-    client.socket.pause()
-    await client.send(wire.query(bigQuery))
-    // The first reply has begun to arrive (the paused socket still buffers a little): the query ran.
-    await expect.poll(() => client.socket.readableLength, { timeout: 10_000 }).toBeGreaterThan(0)
+    const { observer, client } = await stalledInBlock(dev.url)
     await client.send(wire.query(bigQuery))
     await expect.poll(() => dev.server.getStats().notReadingClients, { timeout: 10_000 }).toBe(1)
 
@@ -70,13 +78,7 @@ describe('a client that stops reading', () => {
     const records: LogRecord[] = []
     const logger = createLogger({ level: 'warn', sink: (record) => records.push(record) })
     const dev = await start({ idleInTransactionTimeoutMs: 12_000, idleTransactionWaitMs: 0, logger })
-    const observer = await connect(dev.url)
-    await observer.query('create sequence bp')
-    const client = await connect(dev.url)
-    expect((await client.query('begin')).status).toBe('T')
-    client.socket.pause()
-    await client.send(wire.query(bigQuery))
-    await expect.poll(() => client.socket.readableLength, { timeout: 10_000 }).toBeGreaterThan(0)
+    const { observer, client } = await stalledInBlock(dev.url)
     await expect.poll(() => dev.server.getStats().notReadingClients, { timeout: 10_000 }).toBe(1)
     await sendCancelRequest(dev.url, client.backendKey)
 

@@ -8,6 +8,7 @@ import path from 'node:path'
 import { setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
 import { scratchDir, useDevDbs } from '../helpers/dev-db.ts'
+import type { DevDb } from '../../src/databases/dev-db.ts'
 import { canMountTmpfs, mountTmpfs } from '../helpers/tmpfs.ts'
 import { withDeadline, type RawClient } from '../../harness/raw-client.ts'
 import * as wire from '../../harness/wire.ts'
@@ -43,6 +44,38 @@ async function stalledClient(url: string, sql: string): Promise<RawClient> {
   client.socket.pause()
   await client.send(wire.query(sql))
   return client
+}
+
+/** A client that named a statement: from then on the server reads its notices and errors, to restore its names. */
+async function namingClient(url: string): Promise<RawClient> {
+  const client = await connect(url)
+  await client.send(wire.parse('s1', 'select 1'), wire.sync())
+  expect(wire.summarize(await client.until('ReadyForQuery')).errors).toEqual([])
+  return client
+}
+
+/** The statement of `rows` rows ended, with what its client has not read waiting on disk. */
+async function spilled(dev: DevDb, rows: number): Promise<void> {
+  await expect.poll(() => dev.server.getStats().spilledBytes, { timeout: PROBE_DEADLINE_MS }).toBeGreaterThan(rows * 2 ** 10 - 16 * 2 ** 20)
+  await expect.poll(() => dev.server.getStats().sessionHeld, { timeout: PROBE_DEADLINE_MS }).toBe(false)
+}
+
+/**
+ * Once the file has taken what was handed to it (its writes lag on a busy disk), little stays in the server's memory,
+ * and a probe is answered.
+ */
+async function buffersBackAndProbe(dev: DevDb, buffersBefore: number): Promise<void> {
+  await expect.poll(() => liveBuffers() - buffersBefore, { timeout: PROBE_DEADLINE_MS }).toBeLessThan(16 * 2 ** 20)
+  const probe = await connect(dev.url)
+  expect((await probe.query('select 1', { deadlineMs: PROBE_DEADLINE_MS })).rows).toEqual([['1']])
+}
+
+/** The client reads again: everything up to its ReadyForQuery, with the one notice. */
+async function readWithNotice(client: RawClient): Promise<wire.BackendMessage[]> {
+  client.socket.resume()
+  const messages = await client.until('ReadyForQuery', { deadlineMs: 30_000 })
+  expect(messages.filter((message) => message.name === 'NoticeResponse').length).toBe(1)
+  return messages
 }
 
 describe('a client that stops reading a big result', () => {
@@ -118,58 +151,39 @@ describe('a client that stops reading a big result', () => {
 
   it('a reply the server rewrites from a notice on (a client that named a statement): the rest waits on disk, not in memory', async () => {
     const dev = await start()
-    const client = await connect(dev.url)
-    // A named statement: from now on the server reads this client's notices and errors to restore its names, so the
-    // database thread stops writing the reply straight to the socket at the first notice; the rest comes through here.
-    await client.send(wire.parse('s1', 'select 1'), wire.sync())
-    expect(wire.summarize(await client.until('ReadyForQuery')).errors).toEqual([])
+    // The database thread stops writing the reply straight to the socket at the first notice; the rest comes here.
+    const client = await namingClient(dev.url)
     const rows = 4 * ROWS
     const buffersBefore = liveBuffers()
     client.socket.pause()
     await client.send(wire.query(`do $$ begin raise notice 'rows follow'; end $$; ${bigQuery(rows)}`))
 
     // The statement ends, and what the client has not read waits on disk, not in the server's memory.
-    await expect.poll(() => dev.server.getStats().spilledBytes, { timeout: PROBE_DEADLINE_MS }).toBeGreaterThan(rows * 2 ** 10 - 16 * 2 ** 20)
-    await expect.poll(() => dev.server.getStats().sessionHeld, { timeout: PROBE_DEADLINE_MS }).toBe(false)
-    // Once the file has taken what was handed to it (its writes lag on a busy disk).
-    await expect.poll(() => liveBuffers() - buffersBefore, { timeout: PROBE_DEADLINE_MS }).toBeLessThan(16 * 2 ** 20)
-    const probe = await connect(dev.url)
-    expect((await probe.query('select 1', { deadlineMs: PROBE_DEADLINE_MS })).rows).toEqual([['1']])
-
-    client.socket.resume()
-    const messages = await client.until('ReadyForQuery', { deadlineMs: 30_000 })
-    expect(messages.filter((message) => message.name === 'NoticeResponse').length).toBe(1)
-    expectAllRows(wire.summarize(messages), rows)
+    await spilled(dev, rows)
+    await buffersBackAndProbe(dev, buffersBefore)
+    expectAllRows(wire.summarize(await readWithNotice(client)), rows)
   })
 
   it('the same when the notice comes after the socket filled: the rest after the notice waits on disk too', async () => {
     const dev = await start()
-    const client = await connect(dev.url)
-    await client.send(wire.parse('s1', 'select 1'), wire.sync())
-    expect(wire.summarize(await client.until('ReadyForQuery')).errors).toEqual([])
+    const client = await namingClient(dev.url)
     const rows = 8 * ROWS
     const buffersBefore = liveBuffers()
     client.socket.pause()
-    // The first result fills the socket, so the thread sends the rest of the reply through the server before the notice.
     // What the server's thread holds, sampled while the statement runs (no collection: garbage counts too).
     let peak = 0
     const sampling = setInterval(() => void (peak = Math.max(peak, process.memoryUsage().arrayBuffers - buffersBefore)), 2)
     try {
+      // The first result fills the socket, so the thread sends the rest through the server before the notice.
       await client.send(wire.query(`${bigQuery(ROWS)}; do $$ begin raise notice 'rows follow'; end $$; ${bigQuery(rows)}`))
-      await expect.poll(() => dev.server.getStats().spilledBytes, { timeout: PROBE_DEADLINE_MS }).toBeGreaterThan(rows * 2 ** 10 - 16 * 2 ** 20)
-      await expect.poll(() => dev.server.getStats().sessionHeld, { timeout: PROBE_DEADLINE_MS }).toBe(false)
+      await spilled(dev, rows)
     } finally {
       clearInterval(sampling)
     }
     // The rest after the notice (128 MB) went to disk as it came, not into memory until the statement's end.
     expect(peak).toBeLessThan(64 * 2 ** 20)
-    await expect.poll(() => liveBuffers() - buffersBefore, { timeout: PROBE_DEADLINE_MS }).toBeLessThan(16 * 2 ** 20)
-    const probe = await connect(dev.url)
-    expect((await probe.query('select 1', { deadlineMs: PROBE_DEADLINE_MS })).rows).toEqual([['1']])
-
-    client.socket.resume()
-    const messages = await client.until('ReadyForQuery', { deadlineMs: 30_000 })
-    expect(messages.filter((message) => message.name === 'NoticeResponse').length).toBe(1)
+    await buffersBackAndProbe(dev, buffersBefore)
+    const messages = await readWithNotice(client)
     const results = wire.summarize(messages).rows
     expectAllRows({ ...wire.summarize(messages), rows: results.slice(0, ROWS) }, ROWS)
     expectAllRows({ ...wire.summarize(messages), rows: results.slice(ROWS) }, rows)
