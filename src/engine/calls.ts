@@ -139,10 +139,11 @@ export class ProtocolCalls implements AnsweredCalls {
     const running = newRunning(id, performance.now() + WATCH_EVERY_MS, direct, onUnitEnd !== null)
     this.#running = running
     noteBusy()
-    Atomics.store(this.#words, Control.Alone, workingDatabases() <= 1 ? 1 : 0)
+    const alone = workingDatabases() <= 1
+    Atomics.store(this.#words, Control.Alone, alone ? 1 : 0)
     // A reply written straight to its client reaches it without this thread: nothing to spin for, the call's end is
-    // bookkeeping that can wait for a wake-up.
-    const spinMs = direct ? 0 : sendingClients() <= FEW_CLIENTS ? FEW_CLIENTS_SPIN_MS : this.#inTransaction ? IN_TRANSACTION_SPIN_MS : 0
+    // bookkeeping that can wait for a wake-up. Nor while other databases work: their threads want the core.
+    const spinMs = direct || !alone ? 0 : sendingClients() <= FEW_CLIENTS ? FEW_CLIENTS_SPIN_MS : this.#inTransaction ? IN_TRANSACTION_SPIN_MS : 0
     this.#inTransaction = false
     try {
       // A call of units carries each unit's target in its request (ring.ts encodeUnits).
