@@ -138,7 +138,7 @@ export async function openMainDatabase({ options, dataDir, cacheDir, migrations,
     throw new DevServerError('ERR_PGLITE', `cannot open the database${dataDir ? ` in ${dataDir}` : ''}: ${(error as Error).message}`, { cause: error })
   }
 
-  if (db instanceof DbThread) await warnIfUncapped(db, log)
+  if (db instanceof DbThread) await warnIfUnguarded(db, log)
   let image: EngineImage | null = null
   if (db instanceof DbThread && db.image) {
     if (db.image instanceof Error) log.warn('new databases boot (a booted one could not be copied)', { error: db.image })
@@ -194,7 +194,7 @@ async function templateOrNull(migrations: string | null, cacheDir: string, log: 
  * every PGlite has the settings that end a session locked or capped (server/session/guc.ts). Every thread runs the
  * same PGlite, so the main database's settings say whether each took.
  */
-async function warnIfUncapped(db: DbThread, log: Logger): Promise<void> {
+async function warnIfUnguarded(db: DbThread, log: Logger): Promise<void> {
   const { rows } = await db.query<{ name: string; max_val: string | null; context: string }>(
     "SELECT name, max_val, context FROM pg_catalog.pg_settings WHERE name = 'max_stack_depth' OR name = ANY($1)",
     [[...SESSION_ENDING_SETTINGS]],
