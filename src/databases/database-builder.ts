@@ -18,6 +18,8 @@ import { hasImage, loadImage, saveImage, writeDataDir } from '../engine/image-on
 import { Spares } from './spares.ts'
 import { renameDatabase } from './rename-database.ts'
 import { noteBusy } from '../engine/collect-garbage.ts'
+import { sessionFor } from '../server/session/session.ts'
+import { prepareSession } from '../server/features/settings.ts'
 
 /** An open database: in a worker thread of its own, or (threads: false) in the server's thread. */
 export type Instance = PGlite | DbThread
@@ -327,6 +329,7 @@ export class DatabaseBuilder {
     try {
       await renameDatabase(db, CLUSTER_DATABASE, SPARE_DATABASE)
       await this.#baselineFrom(db)
+      await prepareSession(sessionFor(db))
     } catch (error) {
       await db.close().catch((closeError: unknown) => this.#options.log.debug('a spare that could not be made ready did not close', { error: closeError }))
       throw error

@@ -115,6 +115,22 @@ describe('a database per name', () => {
     }
   })
 
+  // A spare's session is made ready while it waits (its startup messages, its database's settings): its first client
+  // still gets its own settings, and an ALTER DATABASE ... SET made later reaches the next client, as on Postgres.
+  it("a database made from a spare gives its clients their own settings and the database's later ones", async () => {
+    const dev = await serve({ spareDatabases: 1 })
+    await dev.databases.spareLoaded()
+    const url = urlOf(dev.url, 'ready_1')
+    const first = js(url, { connection: { application_name: 'first client', search_path: 'pg_catalog, public' } })
+    const [shown] = await first`select current_setting('application_name') as app, current_setting('search_path') as path, current_setting('work_mem') as mem`
+    expect(created.find((fields) => fields['database'] === 'ready_1')?.['spare']).toBe(true)
+    expect(shown).toEqual({ app: 'first client', path: 'pg_catalog, public', mem: '4MB' })
+    expect(first.parameters.application_name).toBe('first client')
+    await first`alter database ready_1 set work_mem = '7MB'`
+    const [next] = await js(url)`select current_setting('application_name') as app, current_setting('search_path') as path, current_setting('work_mem') as mem`
+    expect(next).toEqual({ app: 'postgres.js', path: '"$user", public', mem: '7MB' })
+  })
+
   // A spare takes a core while it loads, which clients at work want: one taken is replaced once they are quiet.
   it('loads a spare to replace one taken only once clients are quiet, not while one is at work', async () => {
     const dev = await serve({ spareDatabases: 1 }, 'debug')

@@ -380,3 +380,20 @@ export class ClientSettings {
     if (reported.length > 0) this.#backend.client.write(Buffer.concat(reported.map(([name, value]) => encodeParameterStatus(name, value))))
   }
 }
+
+/**
+ * What a database's first client would wait for and no client decides, done ahead on a database nobody uses yet (a
+ * spare): the startup messages learned, the database's own settings read, and a session reset with its read-back
+ * run once, so that the catalogs those read are cached when the client comes.
+ */
+export async function prepareSession(session: SharedSession): Promise<void> {
+  await session.startupPrefix()
+  const { db } = session
+  const reply = await db.runExclusive(async () => {
+    const databaseSettings = Buffer.from(await db.execProtocolRaw(DATABASE_SETTINGS_QUERY))
+    await db.execProtocolRaw(applySettingsQuery([], true))
+    return databaseSettings
+  })
+  const read = readSettingsReply(reply)
+  if (!read.error) session.databaseSettings = read.settings
+}
