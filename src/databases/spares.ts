@@ -38,6 +38,9 @@ export class Spares<Instance> {
   #stopped = false
   /** A new database was asked for: clients are at work (see REPLACE_AFTER_QUIET_MS). */
   #asked = false
+  /** When the server started (this was made), and whether the first full set of spares was logged. */
+  readonly #since = performance.now()
+  #announced = false
 
   constructor(options: SparesOptions<Instance>) {
     this.#options = options
@@ -72,6 +75,10 @@ export class Spares<Instance> {
         loaded = await db
       }
       if (this.#loading === loading) this.#loading = null
+      if (loaded && !this.#announced && this.#spares.length >= wanted) {
+        this.#announced = true
+        this.#options.log.info('databases loaded ahead', { count: wanted, ms: Math.round(performance.now() - this.#since) })
+      }
       if (loaded) this.load()
     })
     this.#loading = loading

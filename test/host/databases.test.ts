@@ -104,6 +104,8 @@ describe('a database per name', () => {
   it('with spareDatabases, that many wait loaded: workers asking at once each get one of them', async () => {
     const dev = await serve({ spareDatabases: 3 })
     await dev.databases.spareLoaded()
+    // The log says when all are loaded (a runner that waits for them, the bench's CI-shaped suite, reads it).
+    expect(logged.filter((message) => message === 'databases loaded ahead')).toHaveLength(1)
     const names = ['s_0', 's_1', 's_2']
     const workers = await Promise.all(names.map((name) => client(urlOf(dev.url, name))))
     const made = created.filter((fields) => names.includes(String(fields['database'])))
