@@ -1,8 +1,9 @@
-// The spares: the next new in-memory databases, loaded ahead one at a time so that creating one takes no wait; as
-// many as the server was told (spareDatabases: a test runner's workers), or one. Each loads only while the server is
-// quiet: a load takes a core, which clients at work want more (a test run would share its cores with the spares that
-// replace those its workers took).
+// The spares: the next new in-memory databases, loaded ahead so that creating one takes no wait; as many as the
+// server was told (spareDatabases: a test runner's workers), or one. Each loads only while the server is quiet: a load
+// takes a core, which clients at work want more (a test run would share its cores with the spares that replace those
+// its workers took). The first ones load a core each at once, while a runner starts its workers; later, one at a time.
 
+import { availableParallelism } from 'node:os'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Logger } from '../log.ts'
 import { sendingClients, workingDatabases } from '../server/connection/traffic.ts'
@@ -14,6 +15,8 @@ const QUIET_LOOK_MS = 250
  * between two test files or two runs is shorter, and a spare loading into the next would slow its tests.
  */
 const REPLACE_AFTER_QUIET_MS = 1_000
+/** Before any database was asked for, spares load a core each at once; replacing taken ones, one at a time. */
+const FIRST_LOADS_AT_ONCE = Math.max(1, availableParallelism())
 
 /** `Instance`: a database, as database-builder.ts makes one. */
 export interface SparesOptions<Instance> {
@@ -32,8 +35,10 @@ export class Spares<Instance> {
   readonly #options: SparesOptions<Instance>
   /** The next new databases, oldest first; null if one failed to load. */
   readonly #spares: Array<{ thread: boolean; db: Promise<Instance | null> }> = []
-  /** The one spare loading now, if any (spares load one after another, not at once). */
-  #loading: Promise<unknown> | null = null
+  /** The loads under way: waiting for the server to be quiet, or building their spare. */
+  readonly #loading = new Set<Promise<void>>()
+  /** Of those, the ones still waiting for quiet (their spare is not in #spares yet). */
+  #waiting = 0
   /** The server is stopping: no spare is loaded any more. */
   #stopped = false
   /** A new database was asked for: clients are at work (see REPLACE_AFTER_QUIET_MS). */
@@ -54,15 +59,22 @@ export class Spares<Instance> {
   }
 
   /**
-   * Load spares until there are as many as wanted: one at a time (each takes a core while it loads), each once the
-   * server is quiet, and only as many as one booted database, when none starts from an image.
+   * Load spares until there are as many as wanted, each once the server is quiet (each takes a core while it loads):
+   * as many at once as there are cores until a database is first asked for, then one at a time; only as many as one
+   * booted database, when none starts from an image.
    */
   load(): void {
-    if (this.#loading || this.#stopped) return
+    if (this.#stopped) return
     const { count } = this.#options
     const wanted = this.#options.fromImage() ? count : Math.min(count, 1)
-    if (this.#spares.length >= wanted) return
+    const atOnce = this.#asked ? 1 : FIRST_LOADS_AT_ONCE
+    while (this.#loading.size < atOnce && this.#spares.length + this.#waiting < wanted) this.#loadOne(wanted)
+  }
+
+  #loadOne(wanted: number): void {
+    this.#waiting++
     const loading: Promise<void> = this.#quiet().then(async () => {
+      this.#waiting--
       let loaded: Instance | null = null
       if (!this.#stopped) {
         this.#options.log.debug('loading a database ahead', { of: wanted, loaded: this.#spares.length })
@@ -74,14 +86,14 @@ export class Spares<Instance> {
         this.#spares.push({ thread: this.#options.thread, db })
         loaded = await db
       }
-      if (this.#loading === loading) this.#loading = null
-      if (loaded && !this.#announced && this.#spares.length >= wanted) {
+      this.#loading.delete(loading)
+      if (loaded && !this.#announced && this.#spares.length >= wanted && this.#loading.size === 0) {
         this.#announced = true
         this.#options.log.info('databases loaded ahead', { count: wanted, ms: Math.round(performance.now() - this.#since) })
       }
       if (loaded) this.load()
     })
-    this.#loading = loading
+    this.#loading.add(loading)
   }
 
   /**
@@ -100,7 +112,7 @@ export class Spares<Instance> {
 
   /** Resolves once the spares have loaded (each waits for the server to be quiet first), or at once if none is wanted. */
   async loaded(): Promise<void> {
-    while (this.#loading) await this.#loading
+    while (this.#loading.size > 0) await Promise.all(this.#loading)
   }
 
   /** The server is stopping: no spare is loaded from now on. */
