@@ -19,7 +19,7 @@ import { Spares } from './spares.ts'
 import { renameDatabase } from './rename-database.ts'
 import { noteBusy } from '../engine/collect-garbage.ts'
 import { sessionFor } from '../server/session/session.ts'
-import { prepareSession } from '../server/features/settings.ts'
+import { prepareSession } from '../server/features/settings-sql.ts'
 
 /** An open database: in a worker thread of its own, or (threads: false) in the server's thread. */
 export type Instance = PGlite | DbThread

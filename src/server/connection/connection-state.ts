@@ -3,12 +3,14 @@
 // state or be forgotten by a path that changes the state.
 
 import { SqlState, WireError } from '../../errors.ts'
+import type { ClientTimeout } from '../features/settings.ts'
 
 /**
  * - startup: SSL/GSS negotiation, the startup packet, authentication, opening its database. The authentication
  *   deadline runs from the moment the client connected (57014, as Postgres's authentication_timeout), and the
  *   idle-session timer from its last message.
  * - idle: admitted, holds nothing, nothing to do (the idle-session timer, 57P05).
+ * Each timer is the server's, or the client's own setting when that is shorter (ClientTimeout).
  * - waiting: its work waits for the session behind another client (the queue timeout, 55P03; or the client's own
  *   statement_timeout when it is shorter, 57014, as a Postgres statement waiting for a lock is canceled).
  * - active: its work runs, in PGlite or in the server on its behalf.
@@ -56,6 +58,13 @@ export const AUTHENTICATION_TIMEOUT_MS = 60_000
 /** Node's timers hold at most 2^31-1 ms (about 24.8 days); a longer one would fire at once. */
 export const MAX_TIMER_MS = 2 ** 31 - 1
 
+/** The client's setting that may shorten each timer; a shorter statement_timeout makes a wait's end 57014. */
+const CLIENT_SETTING_OF: Readonly<Record<Exclude<Timeout, 'authentication' | 'statement'>, ClientTimeout>> = {
+  'idle-session': 'idle_session_timeout',
+  'idle-in-transaction': 'idle_in_transaction_session_timeout',
+  queue: 'statement_timeout',
+}
+
 const TIMER_OF: Readonly<Record<ConnectionState, Exclude<Timeout, 'authentication' | 'statement'> | null>> = {
   startup: 'idle-session',
   idle: 'idle-session',
@@ -82,16 +91,16 @@ export class ConnectionStates {
   #authenticationDeadline: NodeJS.Timeout | undefined
   readonly #timeouts: TimeoutsMs
   readonly #onTimeout: (timeout: Timeout, ms: number) => void
-  readonly #statementTimeoutMs: () => number
+  readonly #clientTimeoutMs: (setting: ClientTimeout) => number
 
   /**
-   * Starts in `startup`, with the authentication deadline running. `statementTimeoutMs`: the client's statement_timeout
-   * now (0: none), read each time its work begins to wait.
+   * Starts in `startup`, with the authentication deadline running. `clientTimeoutMs`: the client's own setting now
+   * (0: none), read each time a state's timer starts.
    */
-  constructor(timeouts: TimeoutsMs, onTimeout: (timeout: Timeout, ms: number) => void, statementTimeoutMs: () => number = () => 0) {
+  constructor(timeouts: TimeoutsMs, onTimeout: (timeout: Timeout, ms: number) => void, clientTimeoutMs: (setting: ClientTimeout) => number = () => 0) {
     this.#timeouts = timeouts
     this.#onTimeout = onTimeout
-    this.#statementTimeoutMs = statementTimeoutMs
+    this.#clientTimeoutMs = clientTimeoutMs
     this.#authenticationDeadline = setTimeout(() => onTimeout('authentication', AUTHENTICATION_TIMEOUT_MS), AUTHENTICATION_TIMEOUT_MS).unref()
     this.enter('startup')
   }
@@ -126,12 +135,11 @@ export class ConnectionStates {
     this.#state = state
     let timeout: Exclude<Timeout, 'authentication'> | null = TIMER_OF[state]
     let ms = timeout === null ? 0 : this.#msOf(timeout)
-    if (state === 'waiting') {
-      const statementMs = this.#statementTimeoutMs()
-      if (statementMs > 0 && (ms === 0 || statementMs < ms)) {
-        timeout = 'statement'
-        ms = statementMs
-      }
+    // In startup the client has no settings yet (nor, while constructed, a backend to ask).
+    const own = timeout === null || state === 'startup' ? 0 : this.#clientTimeoutMs(CLIENT_SETTING_OF[timeout])
+    if (own > 0 && (ms === 0 || own < ms)) {
+      if (timeout === 'queue') timeout = 'statement'
+      ms = own
     }
     this.#due = timeout !== null && ms > 0 ? timeout : null
     if (this.#due === null) {

@@ -98,7 +98,7 @@ export class Connection implements ServedConnection, StartingConnection, MemberC
     this.inspect = host.options.inspect && this.#log.enabled('trace')
     this.#trace = host.trace?.connection(this.processId, socket) ?? null
     this.#output = new ClientOutput(this, this.#log, this.#trace, this.inspect)
-    this.states = new ConnectionStates(host.options, (timeout, ms) => this.#timedOut(timeout, ms), () => this.#membership.statementTimeoutMs)
+    this.states = new ConnectionStates(host.options, (timeout, ms) => this.#timedOut(timeout, ms), (setting) => this.#membership.timeoutMs(setting))
     // Cleanup is wired before anything async can happen, so no path leaks a slot or the session.
     follow(socket, this.#onDataEvent, this.#leftEvent, this.#failedEvent, this.#log)
     socket.setNoDelay(true)

@@ -7,7 +7,7 @@ import type { Logger } from '../../log.ts'
 import { TxStatus } from '../protocol/codes.ts'
 import { QueryCanceledError } from '../session/scheduler.ts'
 import type { SharedSession } from '../session/session.ts'
-import { startupSettings } from '../features/settings.ts'
+import { startupSettings, type ClientTimeout } from '../features/settings.ts'
 import type { ClientState } from '../features/state.ts'
 import { ClientBackend } from './shared-backend.ts'
 import { BatchRunner, type BatchClient } from './batch.ts'
@@ -79,9 +79,9 @@ export class Membership {
     return this.#backend?.txStatus ?? TxStatus.Idle
   }
 
-  /** The client's statement_timeout (ms; 0: none, or not joined yet). */
-  get statementTimeoutMs(): number {
-    return this.#backend?.statementTimeoutMs ?? 0
+  /** The client's `setting` (ms; 0: none, or not joined yet). */
+  timeoutMs(setting: ClientTimeout): number {
+    return this.#backend?.timeoutMs(setting) ?? 0
   }
 
   /** The client is in: it joins `session` now, or, given `open`, before its first batch that needs its database. */

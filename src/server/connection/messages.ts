@@ -15,7 +15,7 @@ import { prefixCursorNames, prefixStatementNames } from '../features/names-in-sq
 import type { ClientState } from '../features/state.ts'
 import type { Statements } from '../features/statements.ts'
 import type { CopyFromStdin, DatabaseCommand, DiscardCommand, Special } from '../features/takeover-kinds.ts'
-import { callsSetConfig, rewriteAuthorizationDefaults } from '../features/settings.ts'
+import { callsSetConfig, rewriteAuthorizationDefaults } from '../features/settings-sql.ts'
 import { createdExtensions } from '../sql/extensions.ts'
 import { ServerFunctions, rewriteServerFunctions, type ServerFunctionUse, type SignalArgument } from '../features/server-functions.ts'
 import { Keyword, firstLetter, keywordsIn } from '../sql/tokens.ts'

@@ -11,7 +11,7 @@ import { ReplyReader, SessionChange, type Emit, type RewriteMessage } from '../p
 import { UNKNOWN_SETTINGS, type SharedSession } from '../session/session.ts'
 import type { RideEnd } from '../session/combined-calls.ts'
 import { RelayFrom, type DirectReply } from '../session/databases.ts'
-import type { Settings } from '../features/settings.ts'
+import type { ClientTimeout, Settings } from '../features/settings.ts'
 import type { ClientState } from '../features/state.ts'
 import { routeNotification } from '../features/listen.ts'
 import { FunctionReplies, NEEDS_FUNCTION_REPLIES, ServerFunctions, contextFor, contextMessages, type LockWait } from '../features/server-functions.ts'
@@ -133,8 +133,8 @@ export class ClientBackend implements Backend {
     return this.#settings.lockTimeoutMs
   }
 
-  get statementTimeoutMs(): number {
-    return this.#settings.statementTimeoutMs
+  timeoutMs(setting: ClientTimeout): number {
+    return this.#settings.timeoutMs(setting)
   }
 
   takeLockWait(): LockWait | null {

@@ -2,6 +2,7 @@
 // (a backend per client) Backend is the one interface to implement again; shared-backend.ts implements it over the
 // one shared session.
 
+import type { ClientTimeout } from './settings.ts'
 import type { LockWait, FunctionsClient } from './server-functions.ts'
 import type { RideEnd } from '../session/combined-calls.ts'
 import type { SessionMember, SharedSession } from '../session/session.ts'
@@ -85,8 +86,8 @@ export interface Backend {
   takeLockWait(): LockWait | null
   /** The client's lock_timeout (ms; 0: none), which bounds its waits for a lock. */
   readonly lockTimeoutMs: number
-  /** The client's statement_timeout (ms; 0: none), which bounds its waits for the session too. */
-  readonly statementTimeoutMs: number
+  /** The client's statement_timeout and idle timeouts (ms; 0: none), which the server enforces (settings.ts). */
+  timeoutMs(setting: ClientTimeout): number
   runUnread(bytes: Uint8Array): Promise<void>
   /**
    * Run one complete unit (a Query, or messages ending in Sync) in a call combined with other clients' units

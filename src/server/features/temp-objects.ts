@@ -7,7 +7,7 @@
 // https://www.postgresql.org/docs/current/sql-createtable.html#SQL-CREATETABLE-TEMPORARY
 
 import { encodeQuery } from '../protocol/frontend-messages.ts'
-import { SESSION_USER } from './settings.ts'
+import { SESSION_USER } from './settings-sql.ts'
 
 /** The kinds of relation renamed, each with the word its ALTER and DROP use. */
 const KIND_WORDS: Readonly<Record<string, string>> = { r: 'TABLE', p: 'TABLE', v: 'VIEW', S: 'SEQUENCE', i: 'INDEX', I: 'INDEX' }

@@ -1,0 +1,67 @@
+// A client's own idle_in_transaction_session_timeout and idle_session_timeout end its connection as its backend would
+// on Postgres (FATAL 25P03, 57P05), and its transaction's work is rolled back: a pool that sets one to reap a leaked
+// transaction frees the database for the others. PGlite acts on neither, so the server does; the same steps run
+// against PostgreSQL 15 when PG_ORACLE_URL is set. The server's own limits stay when the client's is longer.
+import { describe, expect, it } from 'vitest'
+import { useDevDbs } from '../helpers/dev-db.ts'
+import { withDeadline, type RawClient } from '../../harness/raw-client.ts'
+import * as wire from '../../harness/wire.ts'
+
+const { start, connect } = useDevDbs()
+
+type Connect = (params?: Record<string, string>) => Promise<RawClient>
+const targets: Array<[string, () => Promise<Connect>]> = [
+  ['pglite-dev-db', async () => {
+    const dev = await start()
+    return (params) => connect(dev.url, params)
+  }],
+]
+const oracleUrl = process.env.PG_ORACLE_URL
+if (oracleUrl) targets.push(['postgres 15 oracle (PG_ORACLE_URL)', async () => (params) => connect(oracleUrl, params)])
+
+async function expectFatal(client: RawClient, code: string): Promise<string> {
+  const error = wire.decodeError((await client.next('ErrorResponse', { deadlineMs: 5_000 })).body)
+  expect(error).toMatchObject({ severity: 'FATAL', code })
+  await withDeadline(client.closed, 3_000, `socket closed after FATAL ${code}`)
+  return error.message
+}
+
+describe("a client's own idle timeouts", () => {
+  for (const [name, open] of targets) {
+    it(`${name}: idle_in_transaction_session_timeout ends the client's connection with 25P03 and rolls its work back`, async () => {
+      const connectTo = await open()
+      const table = `own_idle_${process.pid}_${Date.now()}`
+      const holder = await connectTo()
+      expect((await holder.query("set idle_in_transaction_session_timeout = '300ms'")).errors).toEqual([])
+      const began = performance.now()
+      expect((await holder.query(`begin; create table ${table} (id int)`)).status).toBe('T')
+      expect(await expectFatal(holder, '25P03')).toBe('terminating connection due to idle-in-transaction timeout')
+      expect(performance.now() - began).toBeGreaterThanOrEqual(290)
+      const other = await connectTo()
+      expect((await other.query(`select to_regclass('${table}') is null as gone`)).rows).toEqual([['t']])
+    })
+
+    it(`${name}: idle_session_timeout from the startup packet ends a client at rest with 57P05`, async () => {
+      const connectTo = await open()
+      const client = await connectTo({ options: '-c idle_session_timeout=300' })
+      expect((await client.query('show idle_session_timeout')).rows).toEqual([['300ms']])
+      expect(await expectFatal(client, '57P05')).toBe('terminating connection due to idle-session timeout')
+    })
+  }
+
+  it("pglite-dev-db: a client's longer setting leaves the server's idle-in-transaction limit as it is", async () => {
+    const dev = await start({ idleInTransactionTimeoutMs: 300 })
+    const holder = await connect(dev.url)
+    expect((await holder.query("set idle_in_transaction_session_timeout = '10min'; begin")).status).toBe('T')
+    await expectFatal(holder, '25P03')
+  })
+
+  it('pglite-dev-db: one client\'s idle_session_timeout reaps that client alone', async () => {
+    const dev = await start()
+    const short = await connect(dev.url)
+    const other = await connect(dev.url)
+    expect((await short.query("set idle_session_timeout = '300ms'")).errors).toEqual([])
+    await expectFatal(short, '57P05')
+    expect((await other.query('select 1')).rows).toEqual([['1']])
+  })
+})
