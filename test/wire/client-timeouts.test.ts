@@ -65,3 +65,25 @@ describe("a client's own idle timeouts", () => {
     expect((await other.query('select 1')).rows).toEqual([['1']])
   })
 })
+
+describe("a client's idle-in-transaction timeout, not idle", () => {
+  for (const [name, open] of targets) {
+    // Postgres arms it only at a ReadyForQuery in a transaction block: COPY data coming slowly is not idle.
+    it(`${name}: COPY FROM STDIN whose data comes slower than the timeout completes`, async () => {
+      const connectTo = await open()
+      const client = await connectTo()
+      expect((await client.query("set idle_in_transaction_session_timeout = '200ms'")).errors).toEqual([])
+      expect((await client.query('begin; create temporary table slow_copy (n int)')).status).toBe('T')
+      await client.send(wire.query('copy slow_copy from stdin'))
+      await client.next('CopyInResponse')
+      await client.send(wire.copyData('1\n'))
+      // Time passing is what is tested: past the timeout, the COPY still waits for its data.
+      await new Promise((resolve) => setTimeout(resolve, 600))
+      await client.send(Buffer.concat([wire.copyData('2\n'), wire.copyDone()]))
+      const reply = wire.summarize(await client.until('ReadyForQuery'))
+      expect(reply.errors).toEqual([])
+      expect(reply.status).toBe('T')
+      expect((await client.query('select count(*) from slow_copy; commit')).rows).toEqual([['2']])
+    })
+  }
+})

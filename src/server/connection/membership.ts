@@ -79,8 +79,12 @@ export class Membership {
     return this.#backend?.txStatus ?? TxStatus.Idle
   }
 
-  /** The client's `setting` (ms; 0: none, or not joined yet). */
+  /**
+   * The client's `setting` (ms; 0: none, or not joined yet). Its idle-in-transaction timeout counts only in a
+   * transaction block at rest, as on Postgres: not in an open pipeline, nor while its COPY data comes.
+   */
   timeoutMs(setting: ClientTimeout): number {
+    if (setting === 'idle_in_transaction_session_timeout' && !this.#batches?.idleInTransaction) return 0
     return this.#backend?.timeoutMs(setting) ?? 0
   }
 
