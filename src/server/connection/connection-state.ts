@@ -10,13 +10,13 @@ import type { ClientTimeout } from '../features/settings.ts'
  *   deadline runs from the moment the client connected (57014, as Postgres's authentication_timeout), and the
  *   idle-session timer from its last message.
  * - idle: admitted, holds nothing, nothing to do (the idle-session timer, 57P05).
- * Each timer is the server's, or the client's own setting when that is shorter (ClientTimeout).
  * - waiting: its work waits for the session behind another client (the queue timeout, 55P03; or the client's own
  *   statement_timeout when it is shorter, 57014, as a Postgres statement waiting for a lock is canceled).
  * - active: its work runs, in PGlite or in the server on its behalf.
  * - holding: holds the session between messages, inside a transaction, an open pipeline or a COPY FROM STDIN
  *   whose data is arriving (the idle-in-transaction timer, 25P03).
  * - closing: going away, its cleanup running. closed: nothing of it is left in the session.
+ * Each timer is the server's, or the client's own setting when that is shorter (ClientTimeout, CLIENT_SETTING_OF).
  * What its next message means (COPY data, or dropped until Sync after refused work) is the BatchRunner's: the state
  * says what the client holds and which timer runs.
  */
