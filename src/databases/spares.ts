@@ -15,8 +15,11 @@ const QUIET_LOOK_MS = 250
  * between two test files or two runs is shorter, and a spare loading into the next would slow its tests.
  */
 const REPLACE_AFTER_QUIET_MS = 1_000
-/** Before any database was asked for, spares load a core each at once; replacing taken ones, one at a time. */
-const FIRST_LOADS_AT_ONCE = Math.max(1, availableParallelism())
+/**
+ * Before any database was asked for, spares load a core each at once (at most 4: each holds its start's garbage until
+ * its thread first idles); replacing taken ones, one at a time.
+ */
+const FIRST_LOADS_AT_ONCE = Math.max(1, Math.min(4, availableParallelism()))
 
 /** `Instance`: a database, as database-builder.ts makes one. */
 export interface SparesOptions<Instance> {
