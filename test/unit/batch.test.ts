@@ -48,7 +48,7 @@ function setUp() {
         client.closed = true
       },
       write: (bytes: Uint8Array) => void stream.push(Buffer.from(bytes)),
-      output: { waitForReader: () => null, cork: () => {}, uncork: () => {}, directFd: () => -1, beginDirect: () => {}, endDirect: () => {}, directBlocked: () => {}, diverted: () => {}, relayed: () => {}, lendReading: () => false, lentUnread: () => {}, lentRan: () => {}, endLend: () => {} },
+      output: { waitForReader: () => null, blocked: false, cork: () => {}, uncork: () => {}, directFd: () => -1, beginDirect: () => {}, endDirect: () => {}, directBlocked: () => {}, diverted: () => {}, relayed: () => {}, lendReading: () => false, lentUnread: () => {}, lentRan: () => {}, endLend: () => {} },
       queuedBatches: 0,
       left: false,
       raw: () => {},

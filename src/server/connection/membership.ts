@@ -81,10 +81,11 @@ export class Membership {
 
   /**
    * The client's `setting` (ms; 0: none, or not joined yet). Its idle-in-transaction timeout counts only in a
-   * transaction block at rest, as on Postgres: not in an open pipeline, nor while its COPY data comes.
+   * transaction block at rest, as on Postgres: not in an open pipeline, nor while its COPY data comes, nor while it
+   * does not read its replies (a backend blocked sending is not idle).
    */
   timeoutMs(setting: ClientTimeout): number {
-    if (setting === 'idle_in_transaction_session_timeout' && !this.#batches?.idleInTransaction) return 0
+    if (setting === 'idle_in_transaction_session_timeout' && (!this.#batches?.idleInTransaction || this.#connection.output.blocked)) return 0
     return this.#backend?.timeoutMs(setting) ?? 0
   }
 

@@ -20,6 +20,8 @@ export interface ReplyOutput {
    * database that can wait (one in a worker thread) holds the rest of the statement's output back meanwhile.
    */
   waitForReader(): Promise<void> | null
+  /** The client stopped reading its replies (the socket's buffer is full). */
+  readonly blocked: boolean
   /** Hold small writes while a call streams its output, then send them together. */
   cork(): void
   uncork(): void
