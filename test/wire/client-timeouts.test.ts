@@ -88,6 +88,9 @@ describe("a client's idle-in-transaction timeout, not idle", () => {
   }
 })
 
+/** 32 MB of 1 kB rows. */
+const ROWS = 32_768
+
 describe("a client's idle-in-transaction timeout, not reading", () => {
   for (const [name, open] of targets) {
     // A backend blocked sending a reply is not idle: Postgres's timer waits for a ReadyForQuery.
@@ -97,14 +100,15 @@ describe("a client's idle-in-transaction timeout, not reading", () => {
       expect((await client.query("set idle_in_transaction_session_timeout = '200ms'")).errors).toEqual([])
       expect((await client.query('begin')).status).toBe('T')
       client.socket.pause()
-      await client.send(wire.query(`select repeat('x', ${16 * 2 ** 20}) as payload`))
+      // Many small rows, more than socket buffers hold: the reader's parse stays quick once it reads again.
+      await client.send(wire.query(`select repeat('x', 1024) as payload from generate_series(1, ${ROWS})`))
       await expect.poll(() => client.socket.readableLength, { timeout: 10_000 }).toBeGreaterThan(0)
       // Time passing is what is tested: past the timeout, the reply still waits for its reader.
       await new Promise((resolve) => setTimeout(resolve, 800))
       client.socket.resume()
       const reply = wire.summarize(await client.until('ReadyForQuery', { deadlineMs: 20_000 }))
       expect(reply.errors).toEqual([])
-      expect([reply.rows[0]![0]!.length, reply.status]).toEqual([16 * 2 ** 20, 'T'])
+      expect([reply.rows.length, reply.status]).toEqual([ROWS, 'T'])
       expect((await client.query('commit')).status).toBe('I')
     })
   }
