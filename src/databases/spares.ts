@@ -63,7 +63,7 @@ export class Spares<Instance> {
 
   /**
    * Load spares until there are as many as wanted, each once the server is quiet (each takes a core while it loads):
-   * as many at once as there are cores until a database is first asked for, then one at a time; only as many as one
+   * a core each (FIRST_LOADS_AT_ONCE) until a database is first asked for, then one at a time; only as many as one
    * booted database, when none starts from an image.
    */
   load(): void {
