@@ -18,7 +18,6 @@ import { hasImage, loadImage, saveImage, writeDataDir } from '../engine/image-on
 import { Spares } from './spares.ts'
 import { renameDatabase } from './rename-database.ts'
 import { noteBusy } from '../engine/collect-garbage.ts'
-import { sessionFor } from '../server/session/session.ts'
 import { prepareSession } from '../server/features/settings-sql.ts'
 
 /** An open database: in a worker thread of its own, or (threads: false) in the server's thread. */
@@ -286,13 +285,9 @@ export class DatabaseBuilder {
       if (template) await keepBaseline(template, baseline).catch((error: unknown) => this.#options.log.warn('cannot keep the baseline with the template', { dir: template.dir, error }))
       return baseline
     } catch (error) {
-      return this.#noBaseline(error)
+      this.#options.log.warn('cannot reset databases in place; each reset makes a fresh copy', { error })
+      return null
     }
-  }
-
-  #noBaseline(error: unknown): null {
-    this.#options.log.warn('cannot reset databases in place; each reset makes a fresh copy', { error })
-    return null
   }
 
   /**
@@ -321,15 +316,15 @@ export class DatabaseBuilder {
   }
 
   /**
-   * A spare: a new in-memory database whose first statement has run (a copy's first write copies the files it
-   * touches, about 0.1 s), renamed to SPARE_DATABASE; the first one also reads the baseline if the template keeps none.
+   * A spare: a new in-memory database renamed SPARE_DATABASE (its first write copies the files it touches, about
+   * 0.1 s) whose session is ready for a first client; the first one also reads the baseline if the template keeps none.
    */
   async #spare(): Promise<Instance> {
     const db = await this.build(null, this.threads)
     try {
       await renameDatabase(db, CLUSTER_DATABASE, SPARE_DATABASE)
       await this.#baselineFrom(db)
-      await prepareSession(sessionFor(db))
+      await prepareSession(db)
     } catch (error) {
       await db.close().catch((closeError: unknown) => this.#options.log.debug('a spare that could not be made ready did not close', { error: closeError }))
       throw error

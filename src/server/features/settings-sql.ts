@@ -6,7 +6,8 @@ import { readParameterStatus } from '../protocol/backend-messages.ts'
 import { forEachFrame } from '../protocol/frames.ts'
 import { encodeQuery } from '../protocol/frontend-messages.ts'
 import { statements } from '../sql/tokens.ts'
-import type { SharedSession } from '../session/session.ts'
+import { sessionFor } from '../session/session.ts'
+import type { SessionDb } from '../session/databases.ts'
 
 /** A client's settings, as (name, value) in the order they apply. */
 export type Settings = ReadonlyArray<readonly [name: string, value: string]>
@@ -139,9 +140,9 @@ function column(body: Buffer, at: number): [string | null, number] {
  * spare): the startup messages learned, the database's own settings read, and a session reset with its read-back
  * run once, so that the catalogs those read are cached when the client comes.
  */
-export async function prepareSession(session: SharedSession): Promise<void> {
+export async function prepareSession(db: SessionDb): Promise<void> {
+  const session = sessionFor(db)
   await session.startupPrefix()
-  const { db } = session
   const reply = await db.runExclusive(async () => {
     const databaseSettings = Buffer.from(await db.execProtocolRaw(DATABASE_SETTINGS_QUERY))
     await db.execProtocolRaw(applySettingsQuery([], true))
