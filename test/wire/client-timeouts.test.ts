@@ -41,6 +41,27 @@ describe("a client's own idle timeouts", () => {
       expect((await other.query(`select to_regclass('${table}') is null as gone`)).rows).toEqual([['t']])
     })
 
+    it(`${name}: a SET LOCAL of idle_in_transaction_session_timeout counts from its block's next rest`, async () => {
+      const connectTo = await open()
+      const holder = await connectTo()
+      expect((await holder.query("begin; set local idle_in_transaction_session_timeout = '300ms'")).status).toBe('T')
+      expect(await expectFatal(holder, '25P03')).toBe('terminating connection due to idle-in-transaction timeout')
+    })
+
+    it(`${name}: a SET in a block, in the extended protocol, counts from the next rest; a SET LOCAL ends with its block`, async () => {
+      const connectTo = await open()
+      const client = await connectTo()
+      // The block's SET LOCAL is gone after its COMMIT: the next block rests past it and is still open.
+      expect((await client.query("begin; set local idle_in_transaction_session_timeout = '200ms'; commit")).status).toBe('I')
+      expect((await client.query('begin')).status).toBe('T')
+      // Time passing is what is tested: past the 200 ms the first block set, the second stays open.
+      await new Promise((resolve) => setTimeout(resolve, 600))
+      expect((await client.query('select 1')).rows).toEqual([['1']])
+      await client.send(Buffer.concat([wire.parse('', "set idle_in_transaction_session_timeout = '300ms'"), wire.bind('', ''), wire.execute(''), wire.sync()]))
+      expect(wire.summarize(await client.until('ReadyForQuery')).status).toBe('T')
+      expect(await expectFatal(client, '25P03')).toBe('terminating connection due to idle-in-transaction timeout')
+    })
+
     it(`${name}: idle_session_timeout from the startup packet ends a client at rest with 57P05`, async () => {
       const connectTo = await open()
       const client = await connectTo({ options: '-c idle_session_timeout=300' })

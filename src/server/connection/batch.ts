@@ -66,6 +66,8 @@ export class BatchRunner {
   readonly wait: SessionWait
   /** Work of a pipeline still open has run since it opened (so it cannot be run again after a lock wait). */
   #pipelineExecuted = false
+  /** backend.settingsChanged when the client's idle-in-transaction timeout was last read in a block. */
+  #settingsRead = 0
   /** What the client's open pipeline did: only prepare statements? (see #parkable) */
   readonly #prepared = new PreparedPipeline()
   /** The session being given up while the client is idle (parkIfIdle): its next batch waits for that. */
@@ -243,6 +245,11 @@ export class BatchRunner {
     this.#prepared.ran(bytes, backend.atRest)
     await this.#releaseIfAtRest()
     if (this.#parkable && backend.session.scheduler.waiting > 0) await this.#park()
+    // A SET in its open block: the rest that follows counts to the timeout it set, as on Postgres.
+    if (backend.settingsChanged !== this.#settingsRead && this.idleInTransaction && backend.txStatus === TxStatus.InTransaction) {
+      this.#settingsRead = backend.settingsChanged
+      await backend.readTimeoutInBlock()
+    }
   }
 
   /**

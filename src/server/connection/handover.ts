@@ -61,6 +61,7 @@ export function releasesQuietly({ reader, state, client }: Handover, last: boole
 export async function releaseSession(handover: Handover, last = false): Promise<void> {
   const { backend, client, session, state, settings } = handover
   const changes = handover.reader.takeChanges()
+  settings.blockEnded()
   // Clients its SQL ended whose call it never reached (the statement failed first) are told now.
   for (const pid of state.signaledEarly) client.answered(pid)
   state.signaledEarly.clear()

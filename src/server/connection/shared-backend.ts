@@ -357,6 +357,16 @@ export class ClientBackend implements Backend {
     return releaseSession(this.#handover, last)
   }
 
+  /** Replies of the client's that changed a setting so far: a new count means a new SET. */
+  get settingsChanged(): number {
+    return this.#reader.settingsChanged
+  }
+
+  /** A SET in the client's open block may have changed its idle-in-transaction timeout (ClientSettings.readInBlock). */
+  readTimeoutInBlock(): Promise<void> {
+    return this.#settings.readInBlock()
+  }
+
   /** Changes (SessionChange bits) that the server itself dealt with (DISCARD ALL, a fresh database) need no recording. */
   forgetChanges(mask: number): void {
     this.#reader.forgetChanges(mask)

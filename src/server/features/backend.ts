@@ -90,6 +90,10 @@ export interface Backend {
   readonly lockTimeoutMs: number
   /** The client's statement_timeout and idle timeouts (ms; 0: none), which the server enforces (settings.ts). */
   timeoutMs(setting: ClientTimeout): number
+  /** Replies of the client's that changed a setting so far: a new count means a new SET. */
+  readonly settingsChanged: number
+  /** A SET in the client's open block may have changed its idle-in-transaction timeout: read it again. */
+  readTimeoutInBlock(): Promise<void>
   runUnread(bytes: Uint8Array): Promise<void>
   /**
    * Run one complete unit (a Query, or messages ending in Sync) in a call combined with other clients' units

@@ -32,6 +32,8 @@ const SNAPSHOT_SQL =
 
 export const SNAPSHOT_QUERY = encodeQuery(SNAPSHOT_SQL)
 
+export const SHOW_IDLE_IN_TRANSACTION_TIMEOUT = encodeQuery('SHOW idle_in_transaction_session_timeout')
+
 /**
  * What Postgres applies to a new session of SESSION_USER in this database (pg_db_role_setting), as (name, value) rows
  * in the order that makes the right one win: for every database, for this database, for the role, for both.

@@ -4,10 +4,10 @@
 // session passes to a client whose list differs from what the session holds, the session is reset and given that
 // client's list. Clients that never SET anything share the empty list and pay nothing.
 
-import { encodeParameterStatus, errorFields } from '../protocol/backend-messages.ts'
+import { encodeParameterStatus, errorFields, textRows } from '../protocol/backend-messages.ts'
 import { WireError, type SqlStateCode } from '../../errors.ts'
 import { UNKNOWN_SETTINGS, type SharedSession } from '../session/session.ts'
-import { DATABASE_SETTINGS_QUERY, SNAPSHOT_QUERY, applySettingsQuery, checkSettingQuery, readSettingsReply, type Settings } from './settings-sql.ts'
+import { DATABASE_SETTINGS_QUERY, SHOW_IDLE_IN_TRANSACTION_TIMEOUT, SNAPSHOT_QUERY, applySettingsQuery, checkSettingQuery, readSettingsReply, type Settings } from './settings-sql.ts'
 
 export type { Settings } from './settings-sql.ts'
 
@@ -98,6 +98,8 @@ export class ClientSettings {
   #startupNames: ReadonlySet<string> = new Set()
   /** timeoutMs() read from #settings as they were (each change makes a new list): asked on every change of state. */
   #timeouts: { of: Settings; ms: Map<ClientTimeout, number> } | null = null
+  /** Its idle_in_transaction_session_timeout as a SET in the open block left it (ms), until the block ends; else null. */
+  #inBlock: number | null = null
 
   constructor(backend: SettingsBackend) {
     this.#backend = backend
@@ -147,6 +149,7 @@ export class ClientSettings {
 
   /** The client's `setting` (ms; 0: none). */
   timeoutMs(setting: ClientTimeout): number {
+    if (this.#inBlock !== null && setting === 'idle_in_transaction_session_timeout') return this.#inBlock
     if (this.#timeouts?.of !== this.#settings) this.#timeouts = { of: this.#settings, ms: new Map() }
     let ms = this.#timeouts.ms.get(setting)
     if (ms === undefined) {
@@ -156,18 +159,24 @@ export class ClientSettings {
     return ms
   }
 
-  /**
-   * A time setting in ms: as read back from the session, a number of ms; as a startup packet gave it (not applied
-   * yet), perhaps with a unit (`-c statement_timeout=2s`).
-   */
   #milliseconds(setting: string): number {
-    // Setting names are case-insensitive; units are not (Postgres refuses `1S`).
-    const value = this.#settings.find(([name]) => name.toLowerCase() === setting)?.[1]
-    const match = value === undefined ? null : /^\s*\+?(\d+(?:\.\d*)?|\.\d+)\s*(us|ms|s|min|h|d)?\s*$/.exec(value)
-    if (!match) return 0
-    // Postgres rounds to whole ms: 500us is 0, no timeout.
-    const ms = Math.round(Number(match[1]) * UNIT_MS[match[2] ?? 'ms']!)
-    return Number.isFinite(ms) && ms > 0 ? ms : 0
+    // Setting names are case-insensitive.
+    return millisecondsOf(this.#settings.find(([name]) => name.toLowerCase() === setting)?.[1])
+  }
+
+  /**
+   * A SET in the client's open block: its idle_in_transaction_session_timeout is read again, for the block's next rest
+   * (Postgres arms the timer with the value it has then; a SET LOCAL counts too). SHOW takes no snapshot: a REPEATABLE
+   * READ block's is still its first statement's. Refused (a failed block), the value stays as it was.
+   */
+  async readInBlock(): Promise<void> {
+    const shown = textRows(await this.#backend.capture(SHOW_IDLE_IN_TRANSACTION_TIMEOUT))[0]?.[0]
+    if (typeof shown === 'string') this.#inBlock = millisecondsOf(shown)
+  }
+
+  /** The block ended: the client's settings say its timeout again. */
+  blockEnded(): void {
+    this.#inBlock = null
   }
 
   /** The client's search_path begins with pg_temp (Postgres then creates objects named without a schema there). */
@@ -268,4 +277,17 @@ export class ClientSettings {
     const reported = reply.settings.filter(([name]) => session.reportedDefaults.has(name.toLowerCase()))
     if (reported.length > 0) this.#backend.client.write(Buffer.concat(reported.map(([name, value]) => encodeParameterStatus(name, value))))
   }
+}
+
+/**
+ * A time setting in ms (0: none): as read back from the session, a number of ms; as a startup packet or SHOW gives
+ * it, perhaps with a unit (`-c statement_timeout=2s`, `5min`).
+ */
+function millisecondsOf(value: string | undefined): number {
+  // Units are case-sensitive: Postgres refuses `1S`.
+  const match = value === undefined ? null : /^\s*\+?(\d+(?:\.\d*)?|\.\d+)\s*(us|ms|s|min|h|d)?\s*$/.exec(value)
+  if (!match) return 0
+  // Postgres rounds to whole ms: 500us is 0, no timeout.
+  const ms = Math.round(Number(match[1]) * UNIT_MS[match[2] ?? 'ms']!)
+  return Number.isFinite(ms) && ms > 0 ? ms : 0
 }

@@ -28,6 +28,8 @@ export class ReplyReader {
   #pipelineOpen = false
   /** SessionChange bits gathered since the last `takeChanges`. */
   #changes = 0
+  /** How many times the Settings bit was added: a SET since a given moment, even with the bit already set. */
+  #settingsChanged = 0
   #trackChanges = true
   /** Code of the last message header of the current call, or 0. */
   #lastCode = 0
@@ -130,12 +132,22 @@ export class ReplyReader {
     if (ready !== 0) this.#txStatus = ready
     if (errorState === 1) this.#errorPending = true
     else if (errorState === 2) this.#errorPending = false
-    if (this.#trackChanges) this.#changes |= summary[3]!
+    if (this.#trackChanges) this.#add(summary[3]!)
   }
 
   /** Add SessionChange bits the reply cannot show (a setting changed by set_config()). */
   noteChanges(mask: number): void {
+    this.#add(mask)
+  }
+
+  #add(mask: number): void {
+    if (mask & SessionChange.Settings) this.#settingsChanged++
     this.#changes |= mask
+  }
+
+  /** Counts each reply that changed a setting (see `changes`), taken or not: unchanged, no SET came in between. */
+  get settingsChanged(): number {
+    return this.#settingsChanged
   }
 
   /**
@@ -219,7 +231,7 @@ export class ReplyReader {
         this.#tagFill = 0
         break
       case BackendCode.ParameterStatus:
-        if (this.#trackChanges) this.#changes |= SessionChange.Settings
+        if (this.#trackChanges) this.#add(SessionChange.Settings)
         break
     }
   }
@@ -237,7 +249,7 @@ export class ReplyReader {
     if (this.#tagFill < this.#tag.length && count < this.#remaining) return
     const fill = this.#tagFill
     this.#tagFill = this.#tag.length
-    if (this.#trackChanges) this.#changes |= tagChanges(this.#tag, fill)
+    if (this.#trackChanges) this.#add(tagChanges(this.#tag, fill))
   }
 }
 
