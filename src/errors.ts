@@ -38,6 +38,7 @@ export const SqlState = {
   ObjectInUse: '55006',
   ActiveSqlTransaction: '25001',
   InvalidParameterValue: '22023',
+  UndefinedObject: '42704',
 } as const
 export type SqlStateCode = (typeof SqlState)[keyof typeof SqlState]
 

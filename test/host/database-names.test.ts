@@ -81,6 +81,35 @@ describe.each(targets)('database names: %s', (_, serve) => {
     expect(await namesSeen(url, 'postgres')).toEqual({ current: 'postgres', catalog: 'postgres', in_pg_database: 1 })
   })
 
+  it('CREATE DATABASE makes UTF8 by any of its names; another encoding or a wrong name is refused, as Postgres refuses it', async () => {
+    const url = await serve()
+    const [utf8, named, coded, other] = names(url, 'enc_utf8', 'enc_named', 'enc_coded', 'enc_other')
+    const admin = await client(url)
+    await admin.query(`create database ${utf8} encoding 'UTF-8' template template0`)
+    await admin.query(`create database ${named} with encoding = unicode`)
+    // Prepared (a named statement), the same.
+    await admin.query({ name: 'create_coded', text: `create database ${coded} encoding 6` })
+    for (const name of [utf8, named, coded]) {
+      const c = await client(urlOf(url, name!))
+      expect((await c.query('select pg_encoding_to_char(encoding) as encoding from pg_database where datname = current_database()')).rows).toEqual([{ encoding: 'UTF8' }])
+      await endClient(c)
+    }
+    expect(await errorOf(admin.query(`create database ${other} encoding 'no_such'`))).toEqual({ code: '42704', message: 'no_such is not a valid encoding name' })
+    expect(await errorOf(admin.query(`create database ${other} encoding 99`))).toEqual({ code: '42704', message: '99 is not a valid encoding code' })
+    expect(await errorOf(admin.query(`create database ${other} encoding 'SJIS'`))).toEqual({ code: '42704', message: 'SJIS is not a valid encoding name' })
+    // Postgres refuses LATIN1 on a UTF-8 locale (Debian's default, and what PGlite's template has): compared there.
+    const { rows } = await admin.query<{ ctype: string }>('select datctype as ctype from pg_database where datname = current_database()')
+    if (/utf-?8/i.test(rows[0]!.ctype)) {
+      expect(await errorOf(admin.query(`create database ${other} encoding 'LATIN1' template template0`))).toMatchObject({
+        code: '22023',
+        message: `encoding "LATIN1" does not match locale "${rows[0]!.ctype}"`,
+        detail: expect.stringMatching(/^The chosen LC_CTYPE setting requires encoding "UTF8"/),
+      })
+    }
+    // None of those made it.
+    await admin.query(`create database ${other}`)
+  })
+
   it('ALTER DATABASE of another database, as a Query or prepared, changes that database; a missing one is 3D000', async () => {
     const url = await serve()
     const [marked] = names(url, 'names_marked')

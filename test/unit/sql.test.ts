@@ -99,8 +99,10 @@ describe('parseCopyFromStdin', () => {
 
 describe('parseDatabaseCommand', () => {
   it('CREATE DATABASE with any options, DROP DATABASE [IF EXISTS] [WITH (FORCE)]', () => {
-    expect(parseDatabaseCommand('CREATE DATABASE "Shop" TEMPLATE template0 ENCODING utf8')).toEqual({ kind: 'create', name: 'Shop', template: null })
-    expect(parseDatabaseCommand('create database w1 with owner = me template = "Graphile_Tpl" connection limit = -1')).toEqual({ kind: 'create', name: 'w1', template: 'Graphile_Tpl' })
+    expect(parseDatabaseCommand('CREATE DATABASE "Shop" TEMPLATE template0 ENCODING utf8')).toEqual({ kind: 'create', name: 'Shop', template: null, encoding: 'utf8' })
+    expect(parseDatabaseCommand('create database w1 with owner = me template = "Graphile_Tpl" connection limit = -1')).toEqual({ kind: 'create', name: 'w1', template: 'Graphile_Tpl', encoding: null })
+    const encodings: Array<[string, string | null]> = [["encoding = 'UTF-8'", 'UTF-8'], ["encoding 'it''s'", "it's"], ['encoding 6', '6'], ['encoding = 35', '35'], ['encoding default', null], ["lc_ctype 'C'", null]]
+    for (const [option, encoding] of encodings) expect(parseDatabaseCommand(`create database e ${option} template template0`), option).toMatchObject({ encoding })
     expect(parseDatabaseCommand('create database w2 template tpl')).toMatchObject({ template: 'tpl' })
     for (const sql of ['create database w3 template default', 'create database w4 template = template1', 'create database w5 owner template']) {
       expect(parseDatabaseCommand(sql), sql).toMatchObject({ template: null })

@@ -13,6 +13,7 @@ import type { DatabaseCatalog } from '../session/databases.ts'
 import { sessionFor, type SessionHolder } from '../session/session.ts'
 import type { NextRead, Turn } from './turn.ts'
 import type { DatabaseCommand } from './takeover-kinds.ts'
+import { encodingRefusal } from './database-encoding.ts'
 
 /** What CREATE DATABASE copies when it names no template of its own: the migrated template. */
 export const BUILT_IN_TEMPLATES: ReadonlySet<string> = new Set(['template1', 'template0'])
@@ -33,8 +34,8 @@ export function databaseCommandIn(sql: string, words: number, first: number, cur
 
 /**
  * The CREATE, DROP or ALTER DATABASE that is the whole of `sql` (one statement), or null. CREATE DATABASE's
- * TEMPLATE is read (null: none, DEFAULT, template1 or template0, which are the migrated template here); its other
- * options (OWNER, ENCODING, ...) are accepted and ignored.
+ * TEMPLATE is read (null: none, DEFAULT, template1 or template0, which are the migrated template here), and its
+ * ENCODING (database-encoding.ts); its other options (OWNER, LOCALE, ...) are accepted and ignored.
  */
 export function parseDatabaseCommand(sql: string): DatabaseCommand | null {
   const all = statements(sql)
@@ -42,7 +43,7 @@ export function parseDatabaseCommand(sql: string): DatabaseCommand | null {
   const tokens = all[0]!
   const word = (at: number, text: string): boolean => tokens[at]?.kind === 'word' && tokens[at]!.text === text
   if (!word(1, 'database')) return null
-  if (word(0, 'create')) return isName(tokens[2]) ? { kind: 'create', name: tokens[2].text, template: templateOption(tokens) } : null
+  if (word(0, 'create')) return isName(tokens[2]) ? { kind: 'create', name: tokens[2].text, template: templateOption(tokens), encoding: encodingOption(tokens, sql) } : null
   if (word(0, 'alter')) return isName(tokens[2]) && tokens.length > 3 ? { kind: 'alter', name: tokens[2].text, rename: word(3, 'rename'), sql } : null
   if (!word(0, 'drop')) return null
   let at = 2
@@ -67,6 +68,17 @@ function templateOption(tokens: readonly Token[]): string | null {
     return value.text
   }
   return null
+}
+
+/** The ENCODING [=] value option of CREATE DATABASE's tokens, as written (a name, or digits); null if none or DEFAULT. */
+function encodingOption(tokens: readonly Token[], sql: string): string | null {
+  const at = tokens.findIndex((token, i) => i > 2 && token.kind === 'word' && token.text === 'encoding')
+  if (at < 0) return null
+  const value = tokens[at + 1]?.text === '=' ? tokens[at + 2] : tokens[at + 1]
+  if (value === undefined || (value.kind === 'word' && value.text === 'default')) return null
+  const text = sql.slice(value.start, value.end)
+  if (value.kind === 'other' && text.startsWith("'")) return text.slice(1, -1).replaceAll("''", "'")
+  return /^\d+/.exec(sql.slice(value.start))?.[0] ?? text
 }
 
 /** The command tag Postgres answers a database command with, which also names it in errors. */
@@ -161,7 +173,7 @@ async function carryOut(turn: Turn, command: DatabaseCommand, replies: Buffer[])
     if (command.kind === 'drop') return await dropDatabase(turn, databases, command, replies)
     if (command.kind === 'alter') return await alterDatabase(turn, databases, command)
     if (await databases.exists(command.name)) return new WireError('ERROR', SqlState.DuplicateDatabase, `database "${command.name}" already exists`)
-    const refused = command.template === null ? null : await templateRefusal(turn, databases, command.template)
+    const refused = encodingRefusal(command.encoding) ?? (command.template === null ? null : await templateRefusal(turn, databases, command.template))
     if (refused) return refused
     if (await databases.create(command.name, command.template)) return null
     return new WireError('ERROR', SqlState.DuplicateDatabase, `database "${command.name}" already exists`)

@@ -11,7 +11,8 @@ export interface CopyFromStdin {
 }
 
 export type DatabaseCommand =
-  | { kind: 'create'; name: string; template: string | null }
+  /** `encoding`: its ENCODING option as written, null if none (database-encoding.ts). */
+  | { kind: 'create'; name: string; template: string | null; encoding: string | null }
   | { kind: 'drop'; name: string; ifExists: boolean; force: boolean }
   /** ALTER DATABASE of another database than the client's: run in that database's PGlite (`sql`, as written). */
   | { kind: 'alter'; name: string; rename: boolean; sql: string }
