@@ -11,6 +11,7 @@ import type { SecureContext } from 'node:tls'
 import type { SharedSession } from '../session/session.ts'
 import type { ConnectionHost, ServedConnection } from './host.ts'
 import { MAX_AUTH_MESSAGE_LENGTH, ScramExchange } from './scram.ts'
+import { cleanEncodingName } from '../features/database-encoding.ts'
 
 const SSL_NOT_SUPPORTED = Buffer.from('N')
 const SSL_SUPPORTED = Buffer.from('S')
@@ -273,9 +274,7 @@ function countFrames(bytes: Buffer): number {
  * for another encoding (Windows' psql asks for WIN1252) is refused as Postgres refuses a conversion it lacks.
  */
 function refuseUnservedEncoding(encoding: string | undefined): void {
-  // Postgres's own spelling rule (clean_encoding_name): case and anything but letters and digits do not count.
-  const name = encoding?.toLowerCase().replace(/[^a-z0-9]/g, '')
-  if (name === undefined || SERVED_ENCODINGS.has(name)) return
+  if (encoding === undefined || SERVED_ENCODINGS.has(cleanEncodingName(encoding))) return
   throw new WireError('FATAL', SqlState.InvalidParameterValue, `invalid value for parameter "client_encoding": "${encoding}"`, {
     detail: `Conversion between ${encoding} and UTF8 is not supported: PGlite converts no text out of UTF8. Use UTF8 (PGCLIENTENCODING=UTF8).`,
   })

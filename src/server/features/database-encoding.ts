@@ -14,12 +14,12 @@ const SERVER_ENCODINGS = [
 ]
 const UTF8_CODE = 6
 
-/** Postgres compares encoding names lower-cased and without punctuation (UTF-8 is utf8). */
-const cleaned = (name: string): string => name.toLowerCase().replace(/[^a-z0-9]/g, '')
+/** Postgres's own spelling rule (clean_encoding_name): case and anything but letters and digits do not count. */
+export const cleanEncodingName = (name: string): string => name.toLowerCase().replace(/[^a-z0-9]/g, '')
 
 /** Server encodings by cleaned name, with the aliases of theirs that clients send. */
 const BY_NAME: ReadonlyMap<string, string> = new Map([
-  ...SERVER_ENCODINGS.map((name): [string, string] => [cleaned(name), name]),
+  ...SERVER_ENCODINGS.map((name): [string, string] => [cleanEncodingName(name), name]),
   ['unicode', 'UTF8'],
   ['iso88591', 'LATIN1'],
   ['iso885915', 'LATIN9'],
@@ -33,7 +33,7 @@ export function encodingRefusal(value: string | null): WireError | null {
   if (value === null) return null
   const code = /^\d+$/.test(value) ? Number(value) : null
   if (code !== null && code >= SERVER_ENCODINGS.length) return new WireError('ERROR', SqlState.UndefinedObject, `${value} is not a valid encoding code`)
-  const encoding = code !== null ? SERVER_ENCODINGS[code]! : BY_NAME.get(cleaned(value))
+  const encoding = code !== null ? SERVER_ENCODINGS[code]! : BY_NAME.get(cleanEncodingName(value))
   if (encoding === undefined) return new WireError('ERROR', SqlState.UndefinedObject, `${value} is not a valid encoding name`)
   if (encoding === SERVER_ENCODINGS[UTF8_CODE]) return null
   return new WireError('ERROR', SqlState.InvalidParameterValue, `encoding "${encoding}" does not match locale "C.UTF-8"`, {
