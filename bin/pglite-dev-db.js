@@ -5,7 +5,9 @@
 import { existsSync } from 'node:fs'
 
 const inCheckout = existsSync(new URL('../src/cli/main.ts', import.meta.url))
-const { main, collectGarbageSoon, collectWhenIdle } = inCheckout ? await (await import('./cli-bundle.js')).loadCli() : await import('../dist/esm/cli/main.js')
+const { main, collectGarbageSoon, collectWhenIdle } = inCheckout
+  ? await (await import('./cli-bundle.js')).loadCli()
+  : await import('../dist/esm/cli/main.js')
 const stopSignal = new Promise((resolve) => {
   for (const signal of ['SIGINT', 'SIGTERM']) {
     process.once(signal, () => {

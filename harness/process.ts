@@ -22,7 +22,11 @@ export interface ProcessOptions {
 export const LIBPQ_ENV: NodeJS.ProcessEnv = { PGGSSENCMODE: 'disable', PGCONNECT_TIMEOUT: '5' }
 
 export async function runProcess(command: string, args: string[], options: ProcessOptions = {}): Promise<ProcessRun> {
-  const child = spawn(command, args, { env: { ...process.env, ...options.env }, cwd: options.cwd, stdio: ['pipe', 'pipe', 'pipe'] })
+  const child = spawn(command, args, {
+    env: { ...process.env, ...options.env },
+    cwd: options.cwd,
+    stdio: ['pipe', 'pipe', 'pipe'],
+  })
   const stdout: Buffer[] = []
   let stderr = ''
   child.stdout.on('data', (chunk: Buffer) => stdout.push(chunk))
@@ -46,7 +50,13 @@ export async function runProcess(command: string, args: string[], options: Proce
  * Ask a child to stop (`ask` sends the signal or closes its stdin), wait for `exited` up to `deadlineMs`, and kill it
  * with SIGKILL past that. Resolves once it has exited either way.
  */
-export async function stopChild(child: ChildProcess, exited: Promise<unknown>, ask: () => void, deadlineMs: number, what: string): Promise<void> {
+export async function stopChild(
+  child: ChildProcess,
+  exited: Promise<unknown>,
+  ask: () => void,
+  deadlineMs: number,
+  what: string,
+): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return
   ask()
   try {

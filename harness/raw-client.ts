@@ -147,7 +147,10 @@ export async function connectRaw(target: string | Address, options: RawClientOpt
     if (wake) throw new Error('raw client: only one wait at a time')
     const code = wire.backendCode(type)
     const seen: string[] = []
-    const d = deadline(ms, () => `no ${wire.backendName(code)} (seen: ${seen.join(', ') || 'nothing'}; ${describeState()})`)
+    const d = deadline(
+      ms,
+      () => `no ${wire.backendName(code)} (seen: ${seen.join(', ') || 'nothing'}; ${describeState()})`,
+    )
     try {
       for (;;) {
         while (inbox.length > 0) {
@@ -157,7 +160,9 @@ export async function connectRaw(target: string | Address, options: RawClientOpt
         }
         if (failure) throw failure
         if (isClosed) {
-          throw new ClosedError(`connection closed while waiting for ${wire.backendName(code)} (seen: ${seen.join(', ') || 'nothing'}; ${describeState()})`)
+          throw new ClosedError(
+            `connection closed while waiting for ${wire.backendName(code)} (seen: ${seen.join(', ') || 'nothing'}; ${describeState()})`,
+          )
         }
         await Promise.race([new Promise<void>((resolve) => (wake = resolve)), d.promise])
         wake = undefined
@@ -206,7 +211,13 @@ export async function connectRaw(target: string | Address, options: RawClientOpt
       return wire.summarize(await client.until('Z', waitOptions))
     },
     async extended(sql, params = [], waitOptions) {
-      await client.send(wire.parse('', sql), wire.bind('', '', params), wire.describe('P', ''), wire.execute(''), wire.sync())
+      await client.send(
+        wire.parse('', sql),
+        wire.bind('', '', params),
+        wire.describe('P', ''),
+        wire.execute(''),
+        wire.sync(),
+      )
       return wire.summarize(await client.until('Z', waitOptions))
     },
     closed,
@@ -267,7 +278,10 @@ export async function connectRaw(target: string | Address, options: RawClientOpt
  * Send a CancelRequest for `key` on a socket of its own, as libpq does, and resolve once the server has closed that
  * socket (it answers nothing).
  */
-export async function sendCancelRequest(target: string | Address, key: { pid: number; key: number } | undefined): Promise<void> {
+export async function sendCancelRequest(
+  target: string | Address,
+  key: { pid: number; key: number } | undefined,
+): Promise<void> {
   if (!key) throw new Error('the client got no BackendKeyData')
   const { host, port } = toAddress(target)
   const socket = net.connect(port, host)

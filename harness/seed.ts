@@ -47,7 +47,8 @@ export function runSeed(): number {
   const configured = process.env.FUZZ_SEED
   if (configured === undefined || configured === '') return Math.floor(Math.random() * 2 ** 32)
   const seed = Number(configured)
-  if (!Number.isInteger(seed) || seed < 0 || seed >= 2 ** 32) throw new Error(`FUZZ_SEED must be an integer in [0, 2^32), got ${configured}`)
+  if (!Number.isInteger(seed) || seed < 0 || seed >= 2 ** 32)
+    throw new Error(`FUZZ_SEED must be an integer in [0, 2^32), got ${configured}`)
   return seed
 }
 

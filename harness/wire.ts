@@ -75,7 +75,8 @@ export function startup(params: Record<string, string> = {}, version: number = P
 }
 export const sslRequest = (): Buffer => w().int32(RequestCode.SSL).untyped()
 export const gssencRequest = (): Buffer => w().int32(RequestCode.GSSENC).untyped()
-export const cancelRequest = (pid: number, key: number): Buffer => w().int32(RequestCode.Cancel).int32(pid).int32(key).untyped()
+export const cancelRequest = (pid: number, key: number): Buffer =>
+  w().int32(RequestCode.Cancel).int32(pid).int32(key).untyped()
 
 export const query = (sql: string): Buffer => w().cstring(sql).message('Q')
 
@@ -87,7 +88,12 @@ export function parse(name: string, sql: string, types: number[] = []): Buffer {
 }
 
 /** Bind with every parameter in text format; `null` is SQL NULL. `resultFormats` are 0 (text) or 1 (binary). */
-export function bind(portal: string, statement: string, params: Array<string | null> = [], resultFormats: number[] = []): Buffer {
+export function bind(
+  portal: string,
+  statement: string,
+  params: Array<string | null> = [],
+  resultFormats: number[] = [],
+): Buffer {
   const writer = w().cstring(portal).cstring(statement).int16(0).int16(params.length)
   for (const param of params) {
     if (param === null) writer.int32(-1)
@@ -101,7 +107,8 @@ export function bind(portal: string, statement: string, params: Array<string | n
   return writer.message('B')
 }
 
-export const describe = (kind: 'S' | 'P', name: string): Buffer => w().int8(kind.charCodeAt(0)).cstring(name).message('D')
+export const describe = (kind: 'S' | 'P', name: string): Buffer =>
+  w().int8(kind.charCodeAt(0)).cstring(name).message('D')
 export const execute = (portal: string, maxRows = 0): Buffer => w().cstring(portal).int32(maxRows).message('E')
 export const close = (kind: 'S' | 'P', name: string): Buffer => w().int8(kind.charCodeAt(0)).cstring(name).message('C')
 export const sync = (): Buffer => w().message('S')
@@ -190,7 +197,11 @@ export function createBackendParser() {
         const end = offset + CODE_LENGTH + length
         if (end > pending.length) break
         const code = String.fromCharCode(pending[offset]!)
-        messages.push({ code, name: backendName(code), body: Buffer.from(pending.subarray(offset + HEADER_LENGTH, end)) })
+        messages.push({
+          code,
+          name: backendName(code),
+          body: Buffer.from(pending.subarray(offset + HEADER_LENGTH, end)),
+        })
         offset = end
       }
       pending = pending.subarray(offset)

@@ -15,7 +15,14 @@ import { parseArgs } from 'node:util'
 import pg from 'pg'
 import { startDevDb } from '../src/databases/dev-db.ts'
 
-const { values } = parseArgs({ options: { resets: { type: 'string' }, seconds: { type: 'string' }, json: { type: 'string' }, 'no-database-threads': { type: 'boolean' } } })
+const { values } = parseArgs({
+  options: {
+    resets: { type: 'string' },
+    seconds: { type: 'string' },
+    json: { type: 'string' },
+    'no-database-threads': { type: 'boolean' },
+  },
+})
 const RESETS = Number(values.resets ?? 50)
 const COPIES = 6
 const SECONDS = Number(values.seconds ?? 8)
@@ -65,7 +72,9 @@ try {
   const { client } = await connect('bench_reset')
   const inPlace: number[] = []
   for (let i = 0; i < RESETS; i++) {
-    await client.query(`insert into customers (email, name) select 'r' || g || '@example.com', 'R' from generate_series(1, 10) g`)
+    await client.query(
+      `insert into customers (email, name) select 'r' || g || '@example.com', 'R' from generate_series(1, 10) g`,
+    )
     const started = performance.now()
     await client.query('select pglite_dev_db.reset()')
     // The reset is done before the client's next statement runs: time until that one is answered.
@@ -91,7 +100,13 @@ try {
     { what: 'reset after DDL (fresh copy, spare ready)', ...stats(freshCopy) },
   ]
   const ms = (value: number) => value.toFixed(1)
-  process.stdout.write(['| measurement | n | p50 ms | p95 ms | max ms |', '| --- | --- | --- | --- | --- |', ...rows.map((r) => `| ${r.what} | ${r.n} | ${ms(r.p50)} | ${ms(r.p95)} | ${ms(r.max)} |`)].join('\n') + '\n')
+  process.stdout.write(
+    [
+      '| measurement | n | p50 ms | p95 ms | max ms |',
+      '| --- | --- | --- | --- | --- |',
+      ...rows.map((r) => `| ${r.what} | ${r.n} | ${ms(r.p50)} | ${ms(r.p95)} | ${ms(r.max)} |`),
+    ].join('\n') + '\n',
+  )
   // node-postgres's end() does not reject: it resolves once the socket has ended.
   await Promise.all(clients.splice(0).map((client) => client.end()))
   await dev.close()
@@ -102,7 +117,9 @@ try {
       '',
       '| CREATE DATABASE ... TEMPLATE base (1,000 rows), one after another | in memory, ms | with a data dir, ms |',
       '| --- | --- | --- |',
-      ...copies.memory.map((memory, i) => `| copy ${i + 1} | ${memory.toFixed(0)} | ${copies.dataDir[i]!.toFixed(0)} |`),
+      ...copies.memory.map(
+        (memory, i) => `| copy ${i + 1} | ${memory.toFixed(0)} | ${copies.dataDir[i]!.toFixed(0)} |`,
+      ),
     ].join('\n') + '\n',
   )
 
@@ -112,7 +129,10 @@ try {
       '',
       `| 4 databases busy at once (${SECONDS} s, pgbench -c 1 on each) | threads: tps | threads: server cores | one thread: tps | one thread: server cores | tps ratio |`,
       '| --- | --- | --- | --- | --- | --- |',
-      ...busy.map((b) => `| ${b.workload} | ${b.threads.tps.toFixed(0)} | ${b.threads.cores.toFixed(2)} | ${b.single.tps.toFixed(0)} | ${b.single.cores.toFixed(2)} | ${(b.threads.tps / b.single.tps).toFixed(2)}x |`),
+      ...busy.map(
+        (b) =>
+          `| ${b.workload} | ${b.threads.tps.toFixed(0)} | ${b.threads.cores.toFixed(2)} | ${b.single.tps.toFixed(0)} | ${b.single.cores.toFixed(2)} | ${(b.threads.tps / b.single.tps).toFixed(2)}x |`,
+      ),
     ].join('\n') + '\n',
   )
   await writeFile(JSON_PATH, JSON.stringify({ date: new Date().toISOString(), rows, copies, busy }, null, 2) + '\n')
@@ -184,10 +204,29 @@ async function busyRun(script: string, databaseThreads: boolean): Promise<{ tps:
     const started = performance.now()
     const outputs = await Promise.all(
       names.map((name) =>
-        promisify(execFile)('pgbench', ['-n', '-c', '1', '-T', String(SECONDS), '-f', script, '-h', '127.0.0.1', '-p', String(port), '-U', 'postgres', name], {
-          env: { ...process.env, PGGSSENCMODE: 'disable' },
-          timeout: (SECONDS + 60) * 1000,
-        }),
+        promisify(execFile)(
+          'pgbench',
+          [
+            '-n',
+            '-c',
+            '1',
+            '-T',
+            String(SECONDS),
+            '-f',
+            script,
+            '-h',
+            '127.0.0.1',
+            '-p',
+            String(port),
+            '-U',
+            'postgres',
+            name,
+          ],
+          {
+            env: { ...process.env, PGGSSENCMODE: 'disable' },
+            timeout: (SECONDS + 60) * 1000,
+          },
+        ),
       ),
     )
     const used = process.cpuUsage(cpu)

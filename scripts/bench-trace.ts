@@ -24,7 +24,12 @@ const int32 = (n: number) => {
 }
 const value = (s: string) => Buffer.concat([int32(Buffer.byteLength(s)), Buffer.from(s)])
 const dataRow = (values: string[]) => message('D', int16(values.length), ...values.map(value))
-const rowDescription = (names: string[]) => message('T', int16(names.length), ...names.map((n) => Buffer.concat([cstr(n), int32(0), int16(0), int32(25), int16(-1), int32(-1), int16(0)])))
+const rowDescription = (names: string[]) =>
+  message(
+    'T',
+    int16(names.length),
+    ...names.map((n) => Buffer.concat([cstr(n), int32(0), int16(0), int32(25), int16(-1), int32(-1), int16(0)])),
+  )
 const ready = message('Z', Buffer.from('I'))
 
 interface Workload {
@@ -39,14 +44,23 @@ const names = Array.from({ length: 10 }, (_, i) => `column_${i}`)
 const WORKLOADS: Workload[] = [
   {
     name: 'pgbench -S (Bind/Execute/Sync, 1 row)',
-    in: Buffer.concat([message('B', cstr(''), cstr('P_1'), int16(0), int16(1), value('4242'), int16(0)), message('E', cstr(''), int32(0)), message('S')]),
+    in: Buffer.concat([
+      message('B', cstr(''), cstr('P_1'), int16(0), int16(1), value('4242'), int16(0)),
+      message('E', cstr(''), int32(0)),
+      message('S'),
+    ]),
     out: Buffer.concat([message('2'), dataRow(['123456']), message('C', cstr('SELECT 1')), ready]),
     frames: 7,
   },
   {
     name: 'simple Query, 100 rows x 10 columns',
     in: message('Q', cstr('select * from wide limit 100')),
-    out: Buffer.concat([rowDescription(names), ...Array.from({ length: 100 }, (_, r) => dataRow(names.map((n) => `${n} value ${r}`))), message('C', cstr('SELECT 100')), ready]),
+    out: Buffer.concat([
+      rowDescription(names),
+      ...Array.from({ length: 100 }, (_, r) => dataRow(names.map((n) => `${n} value ${r}`))),
+      message('C', cstr('SELECT 100')),
+      ready,
+    ]),
     frames: 104,
   },
   {
@@ -67,7 +81,13 @@ async function main(json: boolean): Promise<void> {
   const accepted = new Promise<net.Socket>((resolve) => server.once('connection', resolve))
   const client = net.connect(port, '127.0.0.1')
   const socket = await accepted
-  const rows: Array<{ workload: string; exchanges: number; usPerExchange: number; usPerFrame: number; bytesPerExchange: number }> = []
+  const rows: Array<{
+    workload: string
+    exchanges: number
+    usPerExchange: number
+    usPerFrame: number
+    bytesPerExchange: number
+  }> = []
   try {
     for (const workload of WORKLOADS) {
       const file = path.join(dir, 'trace.jsonl')
@@ -108,9 +128,16 @@ async function main(json: boolean): Promise<void> {
     return
   }
   const header = ['workload', 'exchanges', 'µs/exchange', 'µs/frame', 'trace bytes/exchange']
-  const cells = rows.map((r) => [r.workload, String(r.exchanges), String(r.usPerExchange), String(r.usPerFrame), String(r.bytesPerExchange)])
+  const cells = rows.map((r) => [
+    r.workload,
+    String(r.exchanges),
+    String(r.usPerExchange),
+    String(r.usPerFrame),
+    String(r.bytesPerExchange),
+  ])
   const widths = header.map((h, i) => Math.max(h.length, ...cells.map((c) => c[i]!.length)))
-  for (const line of [header, ...cells]) process.stdout.write(`${line.map((c, i) => c.padEnd(widths[i]!)).join('  ')}\n`)
+  for (const line of [header, ...cells])
+    process.stdout.write(`${line.map((c, i) => c.padEnd(widths[i]!)).join('  ')}\n`)
 }
 
 await main(process.argv.includes('--json'))

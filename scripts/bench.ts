@@ -27,8 +27,18 @@ import { CI_DEFAULT_TARGETS, CI_TARGETS, measureCiEngine, runCiSuite, type CiTar
 import { releaseAll, sleep, track } from './bench/procs.ts'
 import { evaluateGoals, renderMarkdown, type Results } from './bench/report.ts'
 import {
-  TARGET_LABELS, copyTemplate, createScratch, createTemplate, hasPostgres, oracleTarget, startNoEngine, startOurs, startPostgres, startStock,
-  type Target, type TargetName,
+  TARGET_LABELS,
+  copyTemplate,
+  createScratch,
+  createTemplate,
+  hasPostgres,
+  oracleTarget,
+  startNoEngine,
+  startOurs,
+  startPostgres,
+  startStock,
+  type Target,
+  type TargetName,
 } from './bench/targets.ts'
 import { WORKLOADS, type Workload, type WorkloadName } from './bench/workloads.ts'
 
@@ -58,7 +68,10 @@ interface Config extends Timing {
   ci: { workers: number[]; targets: CiTargetName[]; drivers: DriverName[]; tests: number; baseline: string | undefined }
 }
 
-const USAGE = 'usage: npm run bench -- [--seconds N] [--quick] [--json PATH] [--oracle URL] [--targets LIST] [--workloads LIST] [--drivers LIST] [--clients LIST] [--pgbench-seconds N] [--skip SECTIONS] [--only SECTIONS] [--startup-runs N] [--startup-nodes 20,22,24] [--profile WORKLOAD:CLIENTS:DRIVER] [--alloc WORKLOAD:CLIENTS:DRIVER] [--render JSON] [--merge JSON] [--baseline DIR] [--ci-workers LIST] [--ci-targets LIST] [--ci-drivers LIST] [--ci-tests N]\nSECTIONS: a comma list of cells, pgbench, startup, connections, ci\nci, the CI-shaped suite: a server spawned, N worker processes each on a database of its own (a pool of four, N from --ci-workers, default 4,8), --ci-tests tests each (default 20), then the suite again with the databases there;\n  --ci-targets from ' + CI_TARGETS.join(',') + ' (default: all but ours-no-threads and baseline-memory, which needs --baseline DIR), --ci-drivers postgres.js and/or node-postgres (default postgres.js).\n  Alone: npm run bench -- --only ci --ci-workers 4,8'
+const USAGE =
+  'usage: npm run bench -- [--seconds N] [--quick] [--json PATH] [--oracle URL] [--targets LIST] [--workloads LIST] [--drivers LIST] [--clients LIST] [--pgbench-seconds N] [--skip SECTIONS] [--only SECTIONS] [--startup-runs N] [--startup-nodes 20,22,24] [--profile WORKLOAD:CLIENTS:DRIVER] [--alloc WORKLOAD:CLIENTS:DRIVER] [--render JSON] [--merge JSON] [--baseline DIR] [--ci-workers LIST] [--ci-targets LIST] [--ci-drivers LIST] [--ci-tests N]\nSECTIONS: a comma list of cells, pgbench, startup, connections, ci\nci, the CI-shaped suite: a server spawned, N worker processes each on a database of its own (a pool of four, N from --ci-workers, default 4,8), --ci-tests tests each (default 20), then the suite again with the databases there;\n  --ci-targets from ' +
+  CI_TARGETS.join(',') +
+  ' (default: all but ours-no-threads and baseline-memory, which needs --baseline DIR), --ci-drivers postgres.js and/or node-postgres (default postgres.js).\n  Alone: npm run bench -- --only ci --ci-workers 4,8'
 /** What --skip and --only name: the closed-loop cells (with the ceilings), pgbench, start-up, idle connections, the CI-shaped suite. */
 const SECTIONS = ['cells', 'pgbench', 'startup', 'connections', 'ci'] as const
 /** The sections that need the benchmark's template data dir (the CI-shaped suite migrates its own). */
@@ -68,8 +81,12 @@ const CLIENTS_WITH_16 = new Set<WorkloadName>(['select1', 'point'])
 
 function list<T extends string>(value: string | undefined, allowed: readonly T[], what: string): T[] | undefined {
   if (value === undefined) return undefined
-  const items = value.split(',').map((s) => s.trim()).filter(Boolean)
-  for (const item of items) if (!allowed.includes(item as T)) throw new Error(`unknown ${what} '${item}' (known: ${allowed.join(', ')})`)
+  const items = value
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean)
+  for (const item of items)
+    if (!allowed.includes(item as T)) throw new Error(`unknown ${what} '${item}' (known: ${allowed.join(', ')})`)
   return items as T[]
 }
 
@@ -77,12 +94,28 @@ function parseConfig(argv: string[]): Config {
   const { values } = parseArgs({
     args: argv,
     options: {
-      seconds: { type: 'string' }, quick: { type: 'boolean' }, json: { type: 'string' }, oracle: { type: 'string' },
-      targets: { type: 'string' }, workloads: { type: 'string' }, drivers: { type: 'string' }, clients: { type: 'string' },
-      'pgbench-seconds': { type: 'string' }, skip: { type: 'string' }, only: { type: 'string' }, 'startup-runs': { type: 'string' },
+      seconds: { type: 'string' },
+      quick: { type: 'boolean' },
+      json: { type: 'string' },
+      oracle: { type: 'string' },
+      targets: { type: 'string' },
+      workloads: { type: 'string' },
+      drivers: { type: 'string' },
+      clients: { type: 'string' },
+      'pgbench-seconds': { type: 'string' },
+      skip: { type: 'string' },
+      only: { type: 'string' },
+      'startup-runs': { type: 'string' },
       'startup-nodes': { type: 'string' },
-      profile: { type: 'string' }, alloc: { type: 'string' }, render: { type: 'string' }, merge: { type: 'string' }, baseline: { type: 'string' },
-      'ci-workers': { type: 'string' }, 'ci-targets': { type: 'string' }, 'ci-drivers': { type: 'string' }, 'ci-tests': { type: 'string' },
+      profile: { type: 'string' },
+      alloc: { type: 'string' },
+      render: { type: 'string' },
+      merge: { type: 'string' },
+      baseline: { type: 'string' },
+      'ci-workers': { type: 'string' },
+      'ci-targets': { type: 'string' },
+      'ci-drivers': { type: 'string' },
+      'ci-tests': { type: 'string' },
       help: { type: 'boolean' },
     },
   })
@@ -94,7 +127,11 @@ function parseConfig(argv: string[]): Config {
   const seconds = Number(values.seconds ?? (quick ? 0.3 : 1.2))
   if (!(seconds > 0)) throw new Error('--seconds must be a positive number')
   const clients = values.clients?.split(',').map(Number)
-  const workloadNames = list(values.workloads, WORKLOADS.map((w) => w.name), 'workload')
+  const workloadNames = list(
+    values.workloads,
+    WORKLOADS.map((w) => w.name),
+    'workload',
+  )
   const only = list(values.only, SECTIONS, 'section')
   const skip = new Set<string>(list(values.skip, SECTIONS, 'section') ?? [])
   if (only) for (const section of SECTIONS) if (!only.includes(section)) skip.add(section)
@@ -110,13 +147,19 @@ function parseConfig(argv: string[]): Config {
     pgbenchSeconds: Number(values['pgbench-seconds'] ?? (quick ? 1 : 4)),
     stallFloorMs: quick ? 3_000 : 5_000,
     startupRuns,
-    startupNodes: list(values['startup-nodes'], NODE_VERSIONS.map((v) => v.split('.')[0]!), 'Node major') ?? [],
+    startupNodes:
+      list(
+        values['startup-nodes'],
+        NODE_VERSIONS.map((v) => v.split('.')[0]!),
+        'Node major',
+      ) ?? [],
     connectionCounts: quick ? [200] : [200, 1000],
     targets: targetsOf(values.targets, values.baseline),
     workloads: workloadNames ? WORKLOADS.filter((w) => workloadNames.includes(w.name)) : [...WORKLOADS],
     drivers: list(values.drivers, DRIVERS, 'driver') ?? [...DRIVERS],
     // --quick: every workload, driver and target once, and one concurrent cell (select 1 at 8) to show interleaving.
-    clientsFor: (w) => clients ?? (quick ? (w === 'select1' ? [1, 8] : [1]) : CLIENTS_WITH_16.has(w) ? [1, 8, 16, 64] : [1, 8, 64]),
+    clientsFor: (w) =>
+      clients ?? (quick ? (w === 'select1' ? [1, 8] : [1]) : CLIENTS_WITH_16.has(w) ? [1, 8, 16, 64] : [1, 8, 64]),
     // A partial run must not overwrite the full run's figures by default.
     json: values.json ?? (skip.size > 0 ? 'results/benchmarks-partial.json' : 'results/benchmarks.json'),
     oracle: values.oracle ?? undefined,
@@ -138,7 +181,9 @@ function parseConfig(argv: string[]): Config {
 
 /** --targets in the order given (the cells of one workload run in that order); --baseline adds its target if not listed. */
 function targetsOf(named: string | undefined, baseline: string | undefined): TargetName[] {
-  const allowed = baseline ? (['ours', 'no-threads', 'baseline', 'stock', 'postgres', 'no-engine'] as const) : (['ours', 'no-threads', 'stock', 'postgres', 'no-engine'] as const)
+  const allowed = baseline
+    ? (['ours', 'no-threads', 'baseline', 'stock', 'postgres', 'no-engine'] as const)
+    : (['ours', 'no-threads', 'stock', 'postgres', 'no-engine'] as const)
   const targets: TargetName[] = list(named, allowed, 'target') ?? ['ours', 'stock', 'postgres']
   if (baseline && !targets.includes('baseline')) targets.push('baseline')
   return targets
@@ -146,7 +191,12 @@ function targetsOf(named: string | undefined, baseline: string | undefined): Tar
 
 // --- The whole run ---
 
-async function startTarget(name: TargetName, config: Config, scratch: string, template: string): Promise<Target | null> {
+async function startTarget(
+  name: TargetName,
+  config: Config,
+  scratch: string,
+  template: string,
+): Promise<Target | null> {
   if (name === 'ours') return startOurs({ template })
   if (name === 'no-threads') return startOurs({ template, noThreads: true })
   if (name === 'baseline') return startOurs({ template, checkout: config.baseline! })
@@ -163,7 +213,10 @@ async function startTarget(name: TargetName, config: Config, scratch: string, te
 /** The in-process ceilings and every workload × clients × driver × target cell. */
 async function runCells(config: Config, template: string, targets: Target[], results: Results): Promise<void> {
   const db = await PGlite.create({ dataDir: await copyTemplate(template) })
-  const tracked = track(() => db.close(), () => {})
+  const tracked = track(
+    () => db.close(),
+    () => {},
+  )
   await warmUp(async (name) => inProcessSession(name as CeilingName, db), CEILINGS)
   for (const workload of config.workloads) {
     for (const ceiling of CEILINGS) {
@@ -212,7 +265,11 @@ async function runServerSections(config: Config, scratch: string, template: stri
     const usage = started.usage()
     if (usage && name !== 'no-engine' && (name !== 'ours' || config.skip.has('startup'))) {
       const label = `${TARGET_LABELS[name]}${name === 'postgres' ? ' (postmaster + children)' : ' (data dir)'}`
-      results.idle.push({ target: label, rssMb: usage.rssKb / 1024, ...(name === 'postgres' ? { pssMb: (started.pssKb() ?? 0) / 1024 } : {}) })
+      results.idle.push({
+        target: label,
+        rssMb: usage.rssKb / 1024,
+        ...(name === 'postgres' ? { pssMb: (started.pssKb() ?? 0) / 1024 } : {}),
+      })
     }
     targets.push(await warmed(started, config.drivers, name === 'no-engine' ? ['select1'] : undefined))
   }
@@ -223,7 +280,10 @@ async function runServerSections(config: Config, scratch: string, template: stri
       progress(`pgbench on ${target.name}`)
       const run = await pgbenchSuite(target, config.pgbenchSeconds)
       results.pgbench.push({ target: target.name, results: run })
-      for (const r of run) progress(`  -M ${r.mode}: ${r.verdict === 'ok' ? `${r.tps?.toFixed(0)} tps` : `${r.verdict} ${r.detail ?? ''}`}`)
+      for (const r of run)
+        progress(
+          `  -M ${r.mode}: ${r.verdict === 'ok' ? `${r.tps?.toFixed(0)} tps` : `${r.verdict} ${r.detail ?? ''}`}`,
+        )
     }
   }
   for (const target of targets) {
@@ -240,7 +300,10 @@ async function runServerSections(config: Config, scratch: string, template: stri
         return { path: join(await nodeBinDir(version), 'node'), version: `v${version}` }
       }),
     )
-    results.startup = await measureStartup(template, config.startupRuns, { nodes, ...(config.baseline ? { baseline: config.baseline } : {}) })
+    results.startup = await measureStartup(template, config.startupRuns, {
+      nodes,
+      ...(config.baseline ? { baseline: config.baseline } : {}),
+    })
   }
   if (!config.skip.has('connections')) {
     progress(`idle connections: ${config.connectionCounts.join(', ')}`)
@@ -267,12 +330,20 @@ async function runProfile(config: Config, scratch: string, template: string): Pr
   for (const file of files) {
     const summary = await summarizeProfile(join(dir, file), 25, startupMs)
     const thread = threadOf(file) === 0 ? "the server's thread" : `thread ${threadOf(file)} (a database)`
-    process.stdout.write(renderProfile(summary, `CPU profile of pglite-dev-db, ${thread}, serving ${name} ×${clientsText} ${driver} (${describeCell(cell)}), after its first ${(startupMs / 1000).toFixed(1)} s (start-up)`))
+    process.stdout.write(
+      renderProfile(
+        summary,
+        `CPU profile of pglite-dev-db, ${thread}, serving ${name} ×${clientsText} ${driver} (${describeCell(cell)}), after its first ${(startupMs / 1000).toFixed(1)} s (start-up)`,
+      ),
+    )
   }
 }
 
 /** WORKLOAD:CLIENTS:DRIVER (--profile, --alloc). */
-function cellOf(text: string, flag: string): { workload: (typeof WORKLOADS)[number]; clients: number; driver: DriverName } {
+function cellOf(
+  text: string,
+  flag: string,
+): { workload: (typeof WORKLOADS)[number]; clients: number; driver: DriverName } {
   const [name = 'select1', clientsText = '64', driverName = 'postgres.js'] = text.split(':')
   const workload = WORKLOADS.find((w) => w.name === name)
   if (!workload) throw new Error(`${flag}: unknown workload ${name}`)
@@ -299,7 +370,9 @@ async function mergeInto(file: string, partial: Results, skipped: ReadonlySet<st
   // The note of an earlier merge of the same sections no longer says where they come from.
   const from = `${ran.join(', ')}: from a later run,`
   base.meta.notes = base.meta.notes.filter((note) => !note.startsWith(from))
-  base.meta.notes.push(`${from} ${partial.meta.date} (\`${partial.meta.command}\`), load average ${load(partial.meta.loadAverage.start)} at start, ${load(partial.meta.loadAverage.end)} at end.`)
+  base.meta.notes.push(
+    `${from} ${partial.meta.date} (\`${partial.meta.command}\`), load average ${load(partial.meta.loadAverage.start)} at start, ${load(partial.meta.loadAverage.end)} at end.`,
+  )
   base.goals = evaluateGoals(base)
   await writeFile(file, `${JSON.stringify(base, null, 2)}\n`)
   return base
@@ -323,7 +396,9 @@ async function main(): Promise<void> {
     })
   }
   // A driver that rejects after its cell is over must not end the whole run; it is reported.
-  process.on('unhandledRejection', (reason) => progress(`unhandled rejection (reported, run continues): ${(reason as Error)?.message ?? String(reason)}`))
+  process.on('unhandledRejection', (reason) =>
+    progress(`unhandled rejection (reported, run continues): ${(reason as Error)?.message ?? String(reason)}`),
+  )
   const loadStart = os.loadavg()
   try {
     const scratch = await createScratch()
@@ -336,7 +411,17 @@ async function main(): Promise<void> {
     if (config.alloc) {
       const { workload, clients, driver } = cellOf(config.alloc, '--alloc')
       // With --baseline, the other checkout's server is the one measured (the sampler is this checkout's).
-      process.stdout.write(await runAllocProfile(workload, clients, driver, config, { template: template!, checkout: config.baseline }, scratch, progress))
+      process.stdout.write(
+        await runAllocProfile(
+          workload,
+          clients,
+          driver,
+          config,
+          { template: template!, checkout: config.baseline },
+          scratch,
+          progress,
+        ),
+      )
       return
     }
     const results: Results = {
@@ -356,7 +441,13 @@ async function main(): Promise<void> {
           'Clients (the drivers) run in this process, servers in child processes; both share the 2 cores.',
         ],
       },
-      cells: [], idle: [], startup: null, connections: null, pgbench: [], ci: [], goals: [],
+      cells: [],
+      idle: [],
+      startup: null,
+      connections: null,
+      pgbench: [],
+      ci: [],
+      goals: [],
     }
     await runAll(config, scratch, template, results)
     results.meta.loadAverage.end = os.loadavg()
@@ -365,10 +456,14 @@ async function main(): Promise<void> {
     await writeFile(config.json, `${JSON.stringify(results, null, 2)}\n`)
     const shown = config.merge ? await mergeInto(config.merge, results, config.skip) : results
     process.stdout.write(renderMarkdown(shown))
-    progress(`done in ${(results.meta.runSeconds / 60).toFixed(1)} min; JSON in ${config.json}${config.merge ? ` and merged into ${config.merge}` : ''}`)
+    progress(
+      `done in ${(results.meta.runSeconds / 60).toFixed(1)} min; JSON in ${config.json}${config.merge ? ` and merged into ${config.merge}` : ''}`,
+    )
     const wrong = (results.ci ?? []).filter((r) => r.verdict === 'wrong')
     if (wrong.length > 0) {
-      progress(`FAILED: ${wrong.length} CI-shaped suite row(s) got a WRONG RESULT: ${wrong.map((r) => `${r.target} ×${r.workers}: ${r.detail}`).join('; ')}`)
+      progress(
+        `FAILED: ${wrong.length} CI-shaped suite row(s) got a WRONG RESULT: ${wrong.map((r) => `${r.target} ×${r.workers}: ${r.detail}`).join('; ')}`,
+      )
       process.exitCode = 1
     }
   } finally {

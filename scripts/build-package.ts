@@ -19,7 +19,8 @@ class BuildError extends Error {}
 function run(command: string, args: string[], what: string): void {
   const result = spawnSync(command, args, { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] })
   if (result.error) throw new BuildError(`${what}: could not run ${command}`, { cause: result.error })
-  if (result.status !== 0) throw new BuildError(`${what} failed (exit ${result.status ?? result.signal}):\n${result.stdout.trim()}`)
+  if (result.status !== 0)
+    throw new BuildError(`${what} failed (exit ${result.status ?? result.signal}):\n${result.stdout.trim()}`)
 }
 
 /**
@@ -59,7 +60,10 @@ async function bundleCjs(): Promise<void> {
     },
     logLevel: 'silent',
   })
-  if (result.warnings.length > 0) throw new BuildError(`esbuild warned while bundling the CommonJS build: ${result.warnings.map((w) => w.text).join('; ')}`)
+  if (result.warnings.length > 0)
+    throw new BuildError(
+      `esbuild warned while bundling the CommonJS build: ${result.warnings.map((w) => w.text).join('; ')}`,
+    )
   // The socket entry's names, from the same bundle.
   const socketNames = await exportedNames(path.join(ESM, 'server', 'index.js'))
   await writeFile(
@@ -77,7 +81,9 @@ async function bundleCjsRunner(): Promise<void> {
     name: 'api-from-index-bundle',
     setup(pluginBuild) {
       pluginBuild.onResolve({ filter: /\/dev-db\.ts$/ }, (args) =>
-        path.resolve(args.resolveDir, args.path) === path.join(ROOT, 'src', 'databases', 'dev-db.ts') ? { path: './index.js', external: true } : undefined,
+        path.resolve(args.resolveDir, args.path) === path.join(ROOT, 'src', 'databases', 'dev-db.ts')
+          ? { path: './index.js', external: true }
+          : undefined,
       )
     },
   }
@@ -98,7 +104,10 @@ async function bundleCjsRunner(): Promise<void> {
     banner: { js: HEADER },
     logLevel: 'silent',
   })
-  if (result.warnings.length > 0) throw new BuildError(`esbuild warned while bundling the CommonJS test-runner entry: ${result.warnings.map((w) => w.text).join('; ')}`)
+  if (result.warnings.length > 0)
+    throw new BuildError(
+      `esbuild warned while bundling the CommonJS test-runner entry: ${result.warnings.map((w) => w.text).join('; ')}`,
+    )
 }
 
 /** The names an ES module exports, read by importing it. */
@@ -120,18 +129,47 @@ async function cjsDeclarations(): Promise<void> {
 function smokeTest(): void {
   const check = (what: string) =>
     `if (typeof m.startDevDb !== 'function' || typeof m.PGLiteSocketServer !== 'function' || m.PATCHED_BY !== 'pglite-dev-db') { console.error('${what}: missing exports'); process.exit(3) }`
-  run(process.execPath, ['--input-type=module', '-e', `const m = await import(${JSON.stringify(path.join(ESM, 'index.js'))}); ${check('dist/esm')}`], 'importing dist/esm')
-  run(process.execPath, ['-e', `const m = require(${JSON.stringify(path.join(CJS, 'index.js'))}); ${check('dist/cjs')}`], 'requiring dist/cjs')
-  const runner = (what: string) => `if (typeof m.devDbSetup !== 'function' || typeof m.resetDatabase !== 'function') { console.error('${what}: missing exports'); process.exit(3) }`
-  run(process.execPath, ['--input-type=module', '-e', `const m = await import(${JSON.stringify(path.join(ESM, 'runners', 'vitest.js'))}); ${runner('dist/esm vitest')}`], 'importing dist/esm vitest')
-  run(process.execPath, ['-e', `const m = require(${JSON.stringify(path.join(CJS, 'vitest.js'))}); ${runner('dist/cjs vitest')}`], 'requiring dist/cjs vitest')
+  run(
+    process.execPath,
+    [
+      '--input-type=module',
+      '-e',
+      `const m = await import(${JSON.stringify(path.join(ESM, 'index.js'))}); ${check('dist/esm')}`,
+    ],
+    'importing dist/esm',
+  )
+  run(
+    process.execPath,
+    ['-e', `const m = require(${JSON.stringify(path.join(CJS, 'index.js'))}); ${check('dist/cjs')}`],
+    'requiring dist/cjs',
+  )
+  const runner = (what: string) =>
+    `if (typeof m.devDbSetup !== 'function' || typeof m.resetDatabase !== 'function') { console.error('${what}: missing exports'); process.exit(3) }`
+  run(
+    process.execPath,
+    [
+      '--input-type=module',
+      '-e',
+      `const m = await import(${JSON.stringify(path.join(ESM, 'runners', 'vitest.js'))}); ${runner('dist/esm vitest')}`,
+    ],
+    'importing dist/esm vitest',
+  )
+  run(
+    process.execPath,
+    ['-e', `const m = require(${JSON.stringify(path.join(CJS, 'vitest.js'))}); ${runner('dist/cjs vitest')}`],
+    'requiring dist/cjs vitest',
+  )
 }
 
 async function buildPackage(): Promise<void> {
   await rm(ESM, { recursive: true, force: true })
   await rm(CJS, { recursive: true, force: true })
   await mkdir(CJS, { recursive: true })
-  run(process.execPath, [path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.build.json'], 'compiling src/ with tsc')
+  run(
+    process.execPath,
+    [path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.build.json'],
+    'compiling src/ with tsc',
+  )
   await bundleCjs()
   await bundleCjsRunner()
   await cjsDeclarations()

@@ -69,14 +69,17 @@ async function restorePristine(): Promise<void> {
   // The alias must itself be stock: a patched alias would make the patch diff against the wrong base.
   const pristineIndex = await readFile(path.join(PRISTINE, 'dist', 'index.js'), 'utf8')
   if (!pristineIndex.startsWith('import{a,b,c,d,e,f,g}from"./chunk-4D4OME7M.js"')) {
-    throw new PatchBuildError('node_modules/pglite-socket-stock/dist/index.js is not the stock file: reinstall it (rm -rf node_modules && npm install)')
+    throw new PatchBuildError(
+      'node_modules/pglite-socket-stock/dist/index.js is not the stock file: reinstall it (rm -rf node_modules && npm install)',
+    )
   }
   // Every file but a nested node_modules comes back from the alias, and anything the alias lacks (dist/patched/) goes.
   for (const entry of await readdir(TARGET)) {
     if (entry !== 'node_modules') await rm(path.join(TARGET, entry), { recursive: true, force: true })
   }
   for (const entry of await readdir(PRISTINE)) {
-    if (entry !== 'node_modules') await cp(path.join(PRISTINE, entry), path.join(TARGET, entry), { recursive: true, preserveTimestamps: true })
+    if (entry !== 'node_modules')
+      await cp(path.join(PRISTINE, entry), path.join(TARGET, entry), { recursive: true, preserveTimestamps: true })
   }
 }
 
@@ -101,7 +104,9 @@ async function bundle(format: 'esm' | 'cjs', outfile: string): Promise<void> {
     logLevel: 'silent',
   })
   if (result.warnings.length > 0) {
-    throw new PatchBuildError(`esbuild warned while bundling ${ENTRY} as ${format}: ${result.warnings.map((w) => w.text).join('; ')}`)
+    throw new PatchBuildError(
+      `esbuild warned while bundling ${ENTRY} as ${format}: ${result.warnings.map((w) => w.text).join('; ')}`,
+    )
   }
 }
 
@@ -280,14 +285,18 @@ async function patchTypings(): Promise<void> {
       {
         what: 'the db option of the server (pglite-dev-db also serves a PGlite in a worker thread)',
         from: '    /** The PGlite database instance */\n    db: PGlite;\n',
-        to: '    /** The PGlite database instance (or pglite-dev-db\'s PGlite in a worker thread), or a promise of it: clients that connect sooner wait. */\n    db: PGlite | PGLiteSocketSessionDb | Promise<PGlite | PGLiteSocketSessionDb>;\n',
+        to: "    /** The PGlite database instance (or pglite-dev-db's PGlite in a worker thread), or a promise of it: clients that connect sooner wait. */\n    db: PGlite | PGLiteSocketSessionDb | Promise<PGlite | PGLiteSocketSessionDb>;\n",
       },
       {
         what: 'the maxConnections default in the server options',
         from: '    /** Maximum concurrent connections (default: 1) */\n',
         to: '    /** Maximum concurrent connections; past it clients get FATAL 53300 (default: 1000) */\n',
       },
-      { what: 'the final export list', from: 'SSL_REQUEST_CODE, SSL_REQUEST_LENGTH };\n', to: `SSL_REQUEST_CODE, SSL_REQUEST_LENGTH };\n${TYPINGS_ADDITIONS}` },
+      {
+        what: 'the final export list',
+        from: 'SSL_REQUEST_CODE, SSL_REQUEST_LENGTH };\n',
+        to: `SSL_REQUEST_CODE, SSL_REQUEST_LENGTH };\n${TYPINGS_ADDITIONS}`,
+      },
     ])
   }
 }
@@ -307,15 +316,22 @@ export const marker: Equal<typeof Patched.PATCHED_BY, 'pglite-dev-db'> = true
 `
 
 async function checkTypings(): Promise<void> {
-  const [esm, cjs] = await Promise.all(['index.d.ts', 'index.d.cts'].map((file) => readFile(path.join(DIST, file), 'utf8')))
-  if (esm !== cjs) throw new PatchBuildError('dist/index.d.ts and dist/index.d.cts differ after patching: the stock pair is identical')
+  const [esm, cjs] = await Promise.all(
+    ['index.d.ts', 'index.d.cts'].map((file) => readFile(path.join(DIST, file), 'utf8')),
+  )
+  if (esm !== cjs)
+    throw new PatchBuildError('dist/index.d.ts and dist/index.d.cts differ after patching: the stock pair is identical')
   const dir = path.join(ROOT, 'node_modules', '.cache', 'build-patch')
   await mkdir(dir, { recursive: true })
   const file = path.join(dir, 'typings-check.ts')
   await writeFile(file, TYPINGS_CHECK)
   const flags = ['--noEmit', '--strict', '--target', 'es2022', '--module', 'nodenext', '--moduleResolution', 'nodenext']
   const tsc = path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc')
-  run(process.execPath, [tsc, ...flags, '--types', 'node', '--allowImportingTsExtensions', '--skipLibCheck', file], 'type-checking the patched typings against src/server')
+  run(
+    process.execPath,
+    [tsc, ...flags, '--types', 'node', '--allowImportingTsExtensions', '--skipLibCheck', file],
+    'type-checking the patched typings against src/server',
+  )
 }
 
 // --- Check, then diff ------------------------------------------------------------------------------------------
@@ -325,7 +341,9 @@ function run(command: string, args: string[], what: string): string {
   if (result.error) throw new PatchBuildError(`${what}: could not run ${command}`, { cause: result.error })
   if (result.status !== 0) {
     const output = result.stdout.trim()
-    throw new PatchBuildError(`${what} failed (${command} ${args.join(' ')} exited ${result.status ?? result.signal})${output ? `:\n${output}` : ''}`)
+    throw new PatchBuildError(
+      `${what} failed (${command} ${args.join(' ')} exited ${result.status ?? result.signal})${output ? `:\n${output}` : ''}`,
+    )
   }
   return result.stdout
 }
@@ -333,11 +351,20 @@ function run(command: string, args: string[], what: string): string {
 /** Load the package by name as a consumer would, before a broken build gets written into a patch. */
 function smokeTest(): void {
   const check = `if (m.PATCHED_BY !== 'pglite-dev-db' || typeof m.PGLiteSocketServer !== 'function') process.exit(3)`
-  run(process.execPath, ['--input-type=module', '-e', `const m = await import('${PACKAGE}'); ${check}`], 'importing the patched ESM entry')
+  run(
+    process.execPath,
+    ['--input-type=module', '-e', `const m = await import('${PACKAGE}'); ${check}`],
+    'importing the patched ESM entry',
+  )
   run(process.execPath, ['-e', `const m = require('${PACKAGE}'); ${check}`], 'requiring the patched CJS entry')
   for (const bin of ['server.js', 'server.cjs']) {
-    const usage = run(process.execPath, [path.join(DIST, 'scripts', bin), '--help'], `running dist/scripts/${bin} --help`)
-    if (!usage.includes('(default: 1000)')) throw new PatchBuildError(`dist/scripts/${bin} --help does not show the patched default`)
+    const usage = run(
+      process.execPath,
+      [path.join(DIST, 'scripts', bin), '--help'],
+      `running dist/scripts/${bin} --help`,
+    )
+    if (!usage.includes('(default: 1000)'))
+      throw new PatchBuildError(`dist/scripts/${bin} --help does not show the patched default`)
   }
 }
 

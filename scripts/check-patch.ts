@@ -10,7 +10,11 @@ const PATCH = 'patches/@electric-sql+pglite-socket+0.2.17.patch'
 const FIX = 'Run `npm run build:patch` and commit patches/.'
 
 function run(command: string, args: string[], inherit = false): { status: number | null; stdout: string } {
-  const result = spawnSync(command, args, { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', inherit ? 'inherit' : 'pipe', 'inherit'] })
+  const result = spawnSync(command, args, {
+    cwd: ROOT,
+    encoding: 'utf8',
+    stdio: ['ignore', inherit ? 'inherit' : 'pipe', 'inherit'],
+  })
   if (result.error) throw new Error(`could not run ${command}`, { cause: result.error })
   return { status: result.status, stdout: result.stdout ?? '' }
 }

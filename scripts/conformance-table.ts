@@ -54,7 +54,9 @@ async function startStock(): Promise<Server> {
   const require = createRequire(import.meta.url)
   const script = join(dirname(require.resolve('pglite-socket-stock')), 'scripts', 'server.js')
   const port = await freePort()
-  const child = spawn(process.execPath, [script, `--port=${port}`, `--max-connections=${STOCK_MAX_CONNECTIONS}`], { stdio: 'ignore' })
+  const child = spawn(process.execPath, [script, `--port=${port}`, `--max-connections=${STOCK_MAX_CONNECTIONS}`], {
+    stdio: 'ignore',
+  })
   await waitForPort(port, child)
   return {
     url: `postgres://postgres@127.0.0.1:${port}/postgres`,
@@ -72,7 +74,12 @@ async function startOurs(): Promise<Server> {
 
 async function runOn(name: TargetName, scenario: Scenario, oracle: string | undefined): Promise<Outcome | null> {
   if (name === 'postgres' && !oracle) return null
-  const server: Server = name === 'postgres' ? { url: oracle!, close: async () => {} } : name === 'stock' ? await startStock() : await startOurs()
+  const server: Server =
+    name === 'postgres'
+      ? { url: oracle!, close: async () => {} }
+      : name === 'stock'
+        ? await startStock()
+        : await startOurs()
   try {
     return await countingStrayRejections(() => scenario.run(server.url))
   } finally {
@@ -84,8 +91,15 @@ function cell(outcome: Outcome | null): string {
   if (!outcome) return 'not run'
   const { kind, tally } = outcome
   if (kind === 'ok') return `ok (${tally.ok}/${tally.queries})`
-  const errors = Object.entries(tally.errors).sort((a, b) => b[1] - a[1]).map(([key, count]) => `${key}×${count}`)
-  const parts = [`${tally.ok}/${tally.queries} ok`, ...(tally.wrong > 0 ? [`${tally.wrong} wrong`] : []), ...(tally.stalled > 0 ? [`${tally.stalled} stalled`] : []), ...errors]
+  const errors = Object.entries(tally.errors)
+    .sort((a, b) => b[1] - a[1])
+    .map(([key, count]) => `${key}×${count}`)
+  const parts = [
+    `${tally.ok}/${tally.queries} ok`,
+    ...(tally.wrong > 0 ? [`${tally.wrong} wrong`] : []),
+    ...(tally.stalled > 0 ? [`${tally.stalled} stalled`] : []),
+    ...errors,
+  ]
   return `**${kind}**: ${parts.join(', ')}`
 }
 
@@ -100,12 +114,12 @@ const LIMITS = [
   '  for the session like any statement.',
   '- What each backend has of its own is kept per client in the one session: statement names, settings, LISTEN,',
   '  `DISCARD ALL`/`DEALLOCATE`, cursors `WITH HOLD`, temporary objects, advisory locks, `pg_backend_pid()`,',
-  '  `pg_stat_activity`. Catalog views show every client\'s objects under the server\'s names',
+  "  `pg_stat_activity`. Catalog views show every client's objects under the server's names",
   '  (`pg_prepared_statements`: `pgdd<id>.name`; `pg_class` in `pg_temp`: `pgdd<id>$<oid>`; `pg_locks`: no',
   '  advisory locks). A `pg_advisory_lock` that must wait inside a transaction block fails at once with `55P03`',
   '  (the holder could never run to release it); outside one it waits. A `DEALLOCATE ALL` that reaches PGlite',
-  '  (inside a pipeline or a multi-statement query) drops the other clients\' SQL `PREPARE`s; their protocol-level',
-  '  statements are made again. `CLOSE ALL` closes the other clients\' cursors `WITH HOLD` too.',
+  "  (inside a pipeline or a multi-statement query) drops the other clients' SQL `PREPARE`s; their protocol-level",
+  "  statements are made again. `CLOSE ALL` closes the other clients' cursors `WITH HOLD` too.",
   '- Settings changed by a function (`set_config(..., false)`) rather than `SET`/`RESET` are not noticed and can',
   '  reach the next client.',
   '- A startup setting PostgreSQL refuses closes the connection at its first query, not at connect: startup settings',
@@ -116,7 +130,9 @@ const LIMITS = [
 ]
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { oracle: { type: 'string' }, out: { type: 'string', default: 'docs/conformance.md' } } })
+  const { values } = parseArgs({
+    options: { oracle: { type: 'string' }, out: { type: 'string', default: 'docs/conformance.md' } },
+  })
   const oracle = values.oracle ?? process.env.PG_ORACLE_URL
   const targets: TargetName[] = ['postgres', 'stock', 'pglite-dev-db']
   const results: Record<string, Record<TargetName, Outcome | null>> = {}
@@ -135,7 +151,7 @@ async function main(): Promise<void> {
     'workload in `harness/scenarios/` on a fresh server: `ok (passed/checks)`, or the verdict with its counts and errors by',
     'SQLSTATE (or client error). `npm test` runs the same workloads against stock and ours (and against real',
     'PostgreSQL, which `npm test` starts unless `PG_ORACLE_URL` names one) and asserts these verdicts. `pg_dump-restore` runs',
-    'pg_dump 18 from `@electric-sql/pglite-tools` (WASM) over TCP (`harness/clients/pg-dump.ts`): Debian\'s pg_dump 15',
+    "pg_dump 18 from `@electric-sql/pglite-tools` (WASM) over TCP (`harness/clients/pg-dump.ts`): Debian's pg_dump 15",
     'refuses a server newer than itself, and PGlite is PostgreSQL 18.',
     '',
     `| workload | ${targets.join(' | ')} |`,
@@ -146,7 +162,10 @@ async function main(): Promise<void> {
   ]
   await writeFile(values.out!, lines.join('\n'))
   await mkdir('results', { recursive: true })
-  await writeFile(join('results', 'conformance.json'), `${JSON.stringify(results, (key, value) => (key === 'samples' ? undefined : value), 2)}\n`)
+  await writeFile(
+    join('results', 'conformance.json'),
+    `${JSON.stringify(results, (key, value) => (key === 'samples' ? undefined : value), 2)}\n`,
+  )
   process.stdout.write(lines.join('\n'))
 }
 

@@ -14,13 +14,36 @@ import { queueScenario, sleepScenario } from '../harness/limits/blocking.ts'
 import { copyScenario } from '../harness/limits/copy.ts'
 import { bigResultScenario, notifyScenario } from '../harness/limits/memory-rows.ts'
 import { mixedLoadScenario } from '../harness/limits/mixed-load.ts'
-import { allMet, mergeRecords, renderTable, type Line, type LimitsRecord, type TargetLine } from '../harness/limits/report.ts'
+import {
+  allMet,
+  mergeRecords,
+  renderTable,
+  type Line,
+  type LimitsRecord,
+  type TargetLine,
+} from '../harness/limits/report.ts'
 import { failed, type Measured, type Scenario } from '../harness/limits/scenario.ts'
-import { openOracle, REPO_ROOT, startOurs, TARGET_LABELS, type Storage, type Target, type TargetName } from '../harness/limits/targets.ts'
+import {
+  openOracle,
+  REPO_ROOT,
+  startOurs,
+  TARGET_LABELS,
+  type Storage,
+  type Target,
+  type TargetName,
+} from '../harness/limits/targets.ts'
 import { cancelScenario, loopTimeoutScenario, statementTimeoutScenario } from '../harness/limits/timeouts.ts'
 
 const SCENARIOS: readonly Scenario[] = [
-  sleepScenario, queueScenario, statementTimeoutScenario, cancelScenario, loopTimeoutScenario, copyScenario, bigResultScenario, notifyScenario, mixedLoadScenario,
+  sleepScenario,
+  queueScenario,
+  statementTimeoutScenario,
+  cancelScenario,
+  loopTimeoutScenario,
+  copyScenario,
+  bigResultScenario,
+  notifyScenario,
+  mixedLoadScenario,
 ]
 const DEFAULT_JSON = 'results/limits.json'
 const DEFAULT_SOAK_MINUTES = 2
@@ -44,17 +67,31 @@ interface Config {
 function parseConfig(argv: string[]): Config | 'help' {
   const { values } = parseArgs({
     args: argv,
-    options: { only: { type: 'string' }, 'soak-minutes': { type: 'string' }, targets: { type: 'string' }, storage: { type: 'string' }, write: { type: 'boolean' }, json: { type: 'string' }, help: { type: 'boolean' } },
+    options: {
+      only: { type: 'string' },
+      'soak-minutes': { type: 'string' },
+      targets: { type: 'string' },
+      storage: { type: 'string' },
+      write: { type: 'boolean' },
+      json: { type: 'string' },
+      help: { type: 'boolean' },
+    },
     strict: true,
   })
   if (values.help) return 'help'
-  const names = values.only?.split(',').map((s) => s.trim()).filter(Boolean)
-  for (const name of names ?? []) if (!SCENARIOS.some((s) => s.id === name)) throw new Error(`--only: unknown scenario '${name}'`)
+  const names = values.only
+    ?.split(',')
+    .map((s) => s.trim())
+    .filter(Boolean)
+  for (const name of names ?? [])
+    if (!SCENARIOS.some((s) => s.id === name)) throw new Error(`--only: unknown scenario '${name}'`)
   const soakMinutes = Number(values['soak-minutes'] ?? DEFAULT_SOAK_MINUTES)
   if (!(soakMinutes > 0)) throw new Error(`--soak-minutes must be a positive number, got '${values['soak-minutes']}'`)
-  const targets = (values.targets?.split(',').map((s) => s.trim()) ?? (process.env.PG_ORACLE_URL ? ['postgres', 'ours'] : ['ours'])) as TargetName[]
+  const targets = (values.targets?.split(',').map((s) => s.trim()) ??
+    (process.env.PG_ORACLE_URL ? ['postgres', 'ours'] : ['ours'])) as TargetName[]
   for (const t of targets) if (t !== 'ours' && t !== 'postgres') throw new Error(`--targets: unknown target '${t}'`)
-  if (targets.includes('postgres') && !process.env.PG_ORACLE_URL) throw new Error('--targets postgres needs PG_ORACLE_URL')
+  if (targets.includes('postgres') && !process.env.PG_ORACLE_URL)
+    throw new Error('--targets postgres needs PG_ORACLE_URL')
   const storage = (values.storage ?? 'data-dir') as Storage
   if (storage !== 'memory' && storage !== 'data-dir') throw new Error(`--storage: memory or data-dir, got '${storage}'`)
   return {
@@ -72,7 +109,10 @@ const uptime = (): string => execFileSync('uptime', { encoding: 'utf8' }).trim()
 
 function commitOf(): string {
   const head = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: REPO_ROOT, encoding: 'utf8' }).trim()
-  const dirty = execFileSync('git', ['status', '--porcelain', '--', 'src', 'bin'], { cwd: REPO_ROOT, encoding: 'utf8' }).trim()
+  const dirty = execFileSync('git', ['status', '--porcelain', '--', 'src', 'bin'], {
+    cwd: REPO_ROOT,
+    encoding: 'utf8',
+  }).trim()
   return dirty ? `${head} with uncommitted changes in src/ or bin/` : head
 }
 
@@ -88,19 +128,27 @@ async function measure(scenario: Scenario, target: Target, config: Config): Prom
 }
 
 async function runAll(config: Config): Promise<Line[]> {
-  const lines: Line[] = config.scenarios.flatMap((s) => s.lines.map((l) => ({ ...l, scenario: s.id, postgres: null, ours: null })))
+  const lines: Line[] = config.scenarios.flatMap((s) =>
+    s.lines.map((l) => ({ ...l, scenario: s.id, postgres: null, ours: null })),
+  )
   const oracle = config.targets.includes('postgres') ? await openOracle(process.env.PG_ORACLE_URL!) : null
   try {
     for (const scenario of config.scenarios) {
       for (const name of config.targets) {
         log(`${scenario.id} on ${TARGET_LABELS[name]}`)
-        const target = name === 'postgres' ? oracle!.target : await startOurs({ ...scenario.ours, storage: config.storage })
+        const target =
+          name === 'postgres' ? oracle!.target : await startOurs({ ...scenario.ours, storage: config.storage })
         const date = new Date().toISOString()
         const loadAverage = os.loadavg().map((n) => Math.round(n * 100) / 100)
         const measured = await measure(scenario, target, config)
         const stop = await target.stop()
         for (const line of lines.filter((l) => l.scenario === scenario.id)) {
-          const result: TargetLine = { ...(measured[line.id] ?? failed('the scenario returned nothing for this line')), date, loadAverage, ...(name === 'ours' ? { stop } : {}) }
+          const result: TargetLine = {
+            ...(measured[line.id] ?? failed('the scenario returned nothing for this line')),
+            date,
+            loadAverage,
+            ...(name === 'ours' ? { stop } : {}),
+          }
           line[name] = result
           log(`  ${line.id}: ${result.text}${result.met === false ? '  (goal MISSED)' : ''}`)
         }
@@ -136,7 +184,9 @@ export async function main(argv: string[]): Promise<number> {
     storage: config.storage,
     soakMinutes: config.soakMinutes,
   }
-  log(`${run.scenarios.join(', ')} on ${config.targets.map((t) => TARGET_LABELS[t]).join(' and ')}; ${run.uptime.start}`)
+  log(
+    `${run.scenarios.join(', ')} on ${config.targets.map((t) => TARGET_LABELS[t]).join(' and ')}; ${run.uptime.start}`,
+  )
   const lines = await runAll(config)
   run.uptime.end = uptime()
   run.loadAverage.end = os.loadavg()
@@ -158,7 +208,8 @@ export async function main(argv: string[]): Promise<number> {
     lines,
   }
   if (config.json) {
-    if (existsSync(config.json)) record = mergeRecords(JSON.parse(await readFile(config.json, 'utf8')) as LimitsRecord, record)
+    if (existsSync(config.json))
+      record = mergeRecords(JSON.parse(await readFile(config.json, 'utf8')) as LimitsRecord, record)
     await writeFile(config.json, `${JSON.stringify(record, null, 2)}\n`)
     log(`figures in ${config.json}`)
   }
@@ -170,7 +221,9 @@ export async function main(argv: string[]): Promise<number> {
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
   process.once('SIGINT', () => process.exit(130))
   process.once('SIGTERM', () => process.exit(143))
-  process.on('unhandledRejection', (reason) => log(`unhandled rejection (the run goes on): ${(reason as Error)?.message ?? String(reason)}`))
+  process.on('unhandledRejection', (reason) =>
+    log(`unhandled rejection (the run goes on): ${(reason as Error)?.message ?? String(reason)}`),
+  )
   const status = await main(process.argv.slice(2))
   process.exitCode = status
   // Sockets a stalled server left open must not keep the process alive; servers are killed at exit.

@@ -47,7 +47,15 @@ function formatTable(rows: Row[]): string {
 }
 
 export async function main(argv: string[]): Promise<number> {
-  let values: { url?: string; scenario?: string; json?: boolean; help?: boolean; replay?: string; 'types-only'?: boolean; 'deadline-ms'?: string }
+  let values: {
+    url?: string
+    scenario?: string
+    json?: boolean
+    help?: boolean
+    replay?: string
+    'types-only'?: boolean
+    'deadline-ms'?: string
+  }
   try {
     values = parseArgs({
       args: argv,

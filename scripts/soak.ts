@@ -11,7 +11,16 @@ const USAGE = 'usage: soak [--seconds N] [--url URL] [--seed N]'
 export async function main(argv: string[]): Promise<number> {
   let values: { seconds?: string; url?: string; seed?: string; help?: boolean }
   try {
-    values = parseArgs({ args: argv, options: { seconds: { type: 'string' }, url: { type: 'string' }, seed: { type: 'string' }, help: { type: 'boolean' } }, strict: true }).values
+    values = parseArgs({
+      args: argv,
+      options: {
+        seconds: { type: 'string' },
+        url: { type: 'string' },
+        seed: { type: 'string' },
+        help: { type: 'boolean' },
+      },
+      strict: true,
+    }).values
   } catch (error) {
     process.stderr.write(`${(error as Error).message}\n${USAGE}\n`)
     return 2
@@ -30,7 +39,11 @@ export async function main(argv: string[]): Promise<number> {
   try {
     const seconds = whole('seconds', values.seconds, 1)
     const seed = whole('seed', values.seed, 0)
-    options = { ...(values.url ? { url: values.url } : {}), ...(seconds ? { seconds } : {}), ...(seed !== undefined ? { seed } : {}) }
+    options = {
+      ...(values.url ? { url: values.url } : {}),
+      ...(seconds ? { seconds } : {}),
+      ...(seed !== undefined ? { seed } : {}),
+    }
   } catch (error) {
     process.stderr.write(`${(error as Error).message}\n${USAGE}\n`)
     return 2
@@ -46,4 +59,3 @@ if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) 
   // A server that stopped answering can leave sockets of stalled operations behind: they must not keep the soak alive.
   setTimeout(() => process.exit(status), 1000).unref()
 }
-

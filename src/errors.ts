@@ -1,6 +1,7 @@
 // Error types: host errors for programmatic callers and the CLI, wire errors for Postgres clients.
 
-export type DevServerErrorCode = 'ERR_CONFIG' | 'ERR_DATA_DIR_LOCKED' | 'ERR_MIGRATION' | 'ERR_LISTEN' | 'ERR_PGLITE' | 'ERR_PATCH_MISSING'
+export type DevServerErrorCode =
+  'ERR_CONFIG' | 'ERR_DATA_DIR_LOCKED' | 'ERR_MIGRATION' | 'ERR_LISTEN' | 'ERR_PGLITE' | 'ERR_PATCH_MISSING'
 
 /** An error raised to the host program (API caller or CLI), never sent to a Postgres client. */
 export class DevServerError extends Error {
@@ -54,7 +55,12 @@ export class WireError extends Error {
   readonly logOnly: boolean
   /** Postgres's DETAIL field, if any. */
   readonly detail: string | undefined
-  constructor(severity: Severity, sqlstate: SqlStateCode, message: string, options?: { cause?: unknown; logOnly?: boolean; detail?: string }) {
+  constructor(
+    severity: Severity,
+    sqlstate: SqlStateCode,
+    message: string,
+    options?: { cause?: unknown; logOnly?: boolean; detail?: string },
+  ) {
     super(message, options)
     this.name = 'WireError'
     this.severity = severity
@@ -65,7 +71,13 @@ export class WireError extends Error {
 }
 
 /** Socket errors that mean "the client went away", classified by code, never by message text. */
-const DISCONNECT_CODES = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED', 'ERR_STREAM_DESTROYED', 'ERR_STREAM_WRITE_AFTER_END'])
+const DISCONNECT_CODES = new Set([
+  'ECONNRESET',
+  'EPIPE',
+  'ECONNABORTED',
+  'ERR_STREAM_DESTROYED',
+  'ERR_STREAM_WRITE_AFTER_END',
+])
 
 export function isDisconnectError(error: unknown): boolean {
   return error instanceof Error && DISCONNECT_CODES.has((error as NodeJS.ErrnoException).code ?? '')

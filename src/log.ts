@@ -44,22 +44,32 @@ function formatValue(value: unknown): string {
 function errorFields(fields: LogFields): LogFields {
   const out: LogFields = {}
   for (const [key, value] of Object.entries(fields)) {
-    out[key] = value instanceof Error ? { name: value.name, message: value.message, code: (value as { code?: unknown }).code } : value
+    out[key] =
+      value instanceof Error
+        ? { name: value.name, message: value.message, code: (value as { code?: unknown }).code }
+        : value
   }
   return out
 }
 
 /** One line per record, human-readable or JSON lines, to `writeLine` (default: stderr). */
-export function lineSink(format: LogFormat = 'pretty', writeLine: (line: string) => void = (line) => process.stderr.write(line + '\n')): LogSink {
+export function lineSink(
+  format: LogFormat = 'pretty',
+  writeLine: (line: string) => void = (line) => process.stderr.write(line + '\n'),
+): LogSink {
   if (format === 'json') {
-    return (r) => writeLine(JSON.stringify({ time: new Date(r.time).toISOString(), level: r.level, msg: r.msg, ...errorFields(r.fields) }))
+    return (r) =>
+      writeLine(
+        JSON.stringify({ time: new Date(r.time).toISOString(), level: r.level, msg: r.msg, ...errorFields(r.fields) }),
+      )
   }
   return (r) => {
     let line = `${new Date(r.time).toISOString()} ${r.level.toUpperCase().padEnd(5)} ${r.msg}`
     // A multi-line value (a hex dump) goes under the line, indented, instead of as one quoted string.
     let block = ''
     for (const [key, value] of Object.entries(r.fields)) {
-      if (typeof value === 'string' && value.includes('\n')) block += `\n  ${key}:\n    ${value.split('\n').join('\n    ')}`
+      if (typeof value === 'string' && value.includes('\n'))
+        block += `\n  ${key}:\n    ${value.split('\n').join('\n    ')}`
       else line += ` ${key}=${formatValue(value)}`
     }
     writeLine(line + block)
@@ -72,7 +82,9 @@ export function createLogger(options: { level?: LogLevel; sink?: LogSink; fields
   const base = options.fields ?? {}
   const max = rank(level)
   const make = (lvl: Exclude<LogLevel, 'silent'>): LogFn =>
-    rank(lvl) > max ? noop : (msg, fields) => sink({ time: Date.now(), level: lvl, msg, fields: fields ? { ...base, ...fields } : base })
+    rank(lvl) > max
+      ? noop
+      : (msg, fields) => sink({ time: Date.now(), level: lvl, msg, fields: fields ? { ...base, ...fields } : base })
   return {
     level,
     error: make('error'),

@@ -57,7 +57,9 @@ export default async function setup(project: TestProject): Promise<() => Promise
       // here, as an earlier run left it, so that a fresh checkout's first test to make a database does not wait
       // seconds for it, inside its deadline.
       // Only time is saved: without it (a read-only cache, say) the first server builds it, as a user's would.
-      await migratedTemplate(null, DEFAULT_CACHE_DIR, createLogger({ level: 'silent' })).catch((error: unknown) => console.warn('global-setup: no template in the default cache;', error))
+      await migratedTemplate(null, DEFAULT_CACHE_DIR, createLogger({ level: 'silent' })).catch((error: unknown) =>
+        console.warn('global-setup: no template in the default cache;', error),
+      )
     })(),
   ])
   if (template.status === 'rejected') {

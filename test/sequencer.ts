@@ -25,6 +25,8 @@ export default class LongestFirst extends BaseSequencer {
     const projects = [...new Set(sorted.map((spec) => spec.project.name))]
     // A stable sort: projects as vitest orders them; within each, the listed files first, in list order, and all
     // others in vitest's order.
-    return sorted.sort((a, b) => projects.indexOf(a.project.name) - projects.indexOf(b.project.name) || rank(a) - rank(b))
+    return sorted.sort(
+      (a, b) => projects.indexOf(a.project.name) - projects.indexOf(b.project.name) || rank(a) - rank(b),
+    )
   }
 }

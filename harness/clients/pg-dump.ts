@@ -5,7 +5,15 @@
 // Usage: node --import tsx harness/clients/pg-dump.ts URL [pg_dump args...]
 // The dump goes to stdout, pg_dump's messages to stderr; the exit code is pg_dump's (1 when it failed).
 import net from 'node:net'
-import { MessageChannel, Worker, isMainThread, parentPort, receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads'
+import {
+  MessageChannel,
+  Worker,
+  isMainThread,
+  parentPort,
+  receiveMessageOnPort,
+  workerData,
+  type MessagePort,
+} from 'node:worker_threads'
 import type { PGlite } from '@electric-sql/pglite'
 import type { Client } from 'pg'
 
@@ -36,7 +44,9 @@ type DumpTarget = Pick<PGlite, 'query' | 'exec' | 'execProtocolRawStream'>
 function expectedReply(bytes: Buffer): { startup: boolean; raw: number; readyForQuery: number; terminate: boolean } {
   if (bytes.length >= 8 && bytes[0] === 0) {
     const code = bytes.readInt32BE(4)
-    return code === SSL_REQUEST_CODE ? { startup: true, raw: 1, readyForQuery: 0, terminate: false } : { startup: true, raw: 0, readyForQuery: 1, terminate: false }
+    return code === SSL_REQUEST_CODE
+      ? { startup: true, raw: 1, readyForQuery: 0, terminate: false }
+      : { startup: true, raw: 0, readyForQuery: 1, terminate: false }
   }
   let readyForQuery = 0
   let terminate = false
@@ -52,13 +62,14 @@ function expectedReply(bytes: Buffer): { startup: boolean; raw: number; readyFor
 function replyComplete(reply: Buffer, expected: ReturnType<typeof expectedReply>): boolean {
   if (expected.raw > 0) return reply.length >= expected.raw
   let ready = 0
-  for (let at = 0; at + 5 <= reply.length; ) {
+  for (let at = 0; at + 5 <= reply.length;) {
     const end = at + 1 + reply.readInt32BE(at + 1)
     if (end > reply.length) return false
     const code = reply[at]!
     if (code === ReadyForQuery && ++ready === expected.readyForQuery) return true
     if (expected.startup && code === ErrorResponse) return true
-    if (expected.startup && code === AuthenticationRequest && !AUTH_CONTINUES.has(reply.readInt32BE(at + 5))) return true
+    if (expected.startup && code === AuthenticationRequest && !AUTH_CONTINUES.has(reply.readInt32BE(at + 5)))
+      return true
     at = end
   }
   return false

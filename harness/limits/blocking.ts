@@ -28,7 +28,11 @@ async function connectDuring(url: string, startedAt: number, atMs: number[]): Pr
   const text = failures.length
     ? `${failures.length} of ${times.length} failed (${failures[0]}); ${times.join(', ')} ms`
     : `max ${maxMs} ms (${times.length} connections: ${times.join(', ')} ms)`
-  return { text, met: failures.length === 0 && maxMs <= CONNECT_GOAL_MS, figures: { connectMs: times, maxMs, failures, atMs } }
+  return {
+    text,
+    met: failures.length === 0 && maxMs <= CONNECT_GOAL_MS,
+    figures: { connectMs: times, maxMs, failures, atMs },
+  }
 }
 
 /** `30× ERROR 55P03 at 3.00–3.04 s`, one part per kind of outcome. */
@@ -40,17 +44,25 @@ export function describeReplies(replies: Reply[]): string {
     groups.set(key, [...(groups.get(key) ?? []), r.ms])
   }
   const at = (ms: number) => (ms < 1_000 ? `${Math.round(ms)} ms` : seconds(ms))
-  return [...groups].map(([key, ms]) => {
-    if (ms.length === 1) return `${key} at ${at(ms[0]!)}`
-    const lo = Math.min(...ms)
-    const hi = Math.max(...ms)
-    return `${ms.length}× ${key} at ${at(lo)}–${at(hi)}`
-  }).join('; ')
+  return [...groups]
+    .map(([key, ms]) => {
+      if (ms.length === 1) return `${key} at ${at(ms[0]!)}`
+      const lo = Math.min(...ms)
+      const hi = Math.max(...ms)
+      return `${ms.length}× ${key} at ${at(lo)}–${at(hi)}`
+    })
+    .join('; ')
 }
 
 export const sleepScenario: Scenario = {
   id: 'sleep',
-  lines: [{ id: 'connect-during-sleep', what: `a new connection while another client runs \`${SLEEP_SQL}\``, goal: `ReadyForQuery ≤ ${CONNECT_GOAL_MS} ms` }],
+  lines: [
+    {
+      id: 'connect-during-sleep',
+      what: `a new connection while another client runs \`${SLEEP_SQL}\``,
+      goal: `ReadyForQuery ≤ ${CONNECT_GOAL_MS} ms`,
+    },
+  ],
   async run(target: Target) {
     const sleeper = await connectClient(target.url)
     try {
@@ -76,7 +88,11 @@ export const queueScenario: Scenario = {
       what: `${WAITERS} clients send \`select 1\` while another runs \`${SLEEP_SQL}\`, \`--queue-timeout-ms ${QUEUE_TIMEOUT_MS}\``,
       goal: `55P03 at ${seconds(QUEUE_TIMEOUT_MS - QUEUE_SLACK_MS)}–${seconds(QUEUE_TIMEOUT_MS + QUEUE_SLACK_MS)}`,
     },
-    { id: 'connect-while-queued', what: `a new connection while those ${WAITERS} wait`, goal: `ReadyForQuery ≤ ${CONNECT_GOAL_MS} ms` },
+    {
+      id: 'connect-while-queued',
+      what: `a new connection while those ${WAITERS} wait`,
+      goal: `ReadyForQuery ≤ ${CONNECT_GOAL_MS} ms`,
+    },
   ],
   async run(target: Target) {
     const sleeper = await connectClient(target.url)

@@ -2,7 +2,15 @@
 // a shared PostgreSQL's memory can be told apart, timed queries whose every wait is bounded, and CancelRequest.
 import { once } from 'node:events'
 import net from 'node:net'
-import { BackendError, ClosedError, connectRaw, StalledError, toAddress, withDeadline, type RawClient } from '../raw-client.ts'
+import {
+  BackendError,
+  ClosedError,
+  connectRaw,
+  StalledError,
+  toAddress,
+  withDeadline,
+  type RawClient,
+} from '../raw-client.ts'
 import * as wire from '../wire.ts'
 
 export const CLIENT_APP = 'limits'
@@ -22,7 +30,10 @@ export function connectClient(url: string, options: ClientOptions = {}): Promise
 }
 
 /** A new connection, timed from the TCP connect to ReadyForQuery. */
-export async function timedConnect(url: string, deadlineMs: number): Promise<{ client: RawClient | null; ms: number; failure?: string }> {
+export async function timedConnect(
+  url: string,
+  deadlineMs: number,
+): Promise<{ client: RawClient | null; ms: number; failure?: string }> {
   const started = performance.now()
   try {
     const client = await connectClient(url, { deadlineMs })
@@ -57,21 +68,27 @@ export async function timedRequest(client: RawClient, frames: Buffer[], deadline
   } catch (error) {
     const endedAt = performance.now()
     const ms = endedAt - started
-    if (error instanceof StalledError) return { ms, endedAt, outcome: 'stalled', errors: [], rows: [], detail: error.message }
-    if (error instanceof ClosedError || isDisconnect(error)) return { ms, endedAt, outcome: 'closed', errors: errorsIn(client), rows: [], detail: describeFailure(error) }
+    if (error instanceof StalledError)
+      return { ms, endedAt, outcome: 'stalled', errors: [], rows: [], detail: error.message }
+    if (error instanceof ClosedError || isDisconnect(error))
+      return { ms, endedAt, outcome: 'closed', errors: errorsIn(client), rows: [], detail: describeFailure(error) }
     throw error
   }
 }
 
-export const timedQuery = (client: RawClient, sql: string, deadlineMs: number): Promise<Reply> => timedRequest(client, [wire.query(sql)], deadlineMs)
+export const timedQuery = (client: RawClient, sql: string, deadlineMs: number): Promise<Reply> =>
+  timedRequest(client, [wire.query(sql)], deadlineMs)
 
 /** The ErrorResponses among every byte the server sent (what a closed connection last heard). */
 export function errorsIn(client: RawClient): string[] {
   const parser = wire.createBackendParser()
-  return parser.push(client.received()).filter((m) => m.code === 'E').map((m) => {
-    const info = wire.decodeError(m.body)
-    return `${info.severity} ${info.code}`
-  })
+  return parser
+    .push(client.received())
+    .filter((m) => m.code === 'E')
+    .map((m) => {
+      const info = wire.decodeError(m.body)
+      return `${info.severity} ${info.code}`
+    })
 }
 
 export function isDisconnect(error: unknown): boolean {

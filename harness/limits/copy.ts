@@ -57,7 +57,8 @@ async function offend(target: Target, offender: Offender): Promise<Measured> {
       ending = await answer(copier)
     }
     // A copier the server kept: is it still served? (Postgres keeps it; the COPY data after the error is ignored.)
-    const copierAfter: Reply | null = copier.isClosed || offender === 'terminate' ? null : await timedQuery(copier, 'select 1', 5_000)
+    const copierAfter: Reply | null =
+      copier.isClosed || offender === 'terminate' ? null : await timedQuery(copier, 'select 1', 5_000)
     const errors = errorsIn(copier)
     const count = await timedQuery(observer, `select count(*) from ${TABLE}`, 10_000)
     const rows = count.outcome === 'ok' ? Number(count.rows[0]?.[0]) : null
@@ -66,7 +67,12 @@ async function offend(target: Target, offender: Offender): Promise<Measured> {
     await endQuietly(newcomer)
     if (rows) await timedQuery(observer, `truncate ${TABLE}`, 10_000)
     const othersFine = count.outcome === 'ok' && newcomerReply.outcome === 'ok' && target.isAlive()
-    const copierText = ending === 'closed' ? 'then closed' : copierAfter ? `client goes on (select 1: ${copierAfter.outcome})` : `then ${ending}`
+    const copierText =
+      ending === 'closed'
+        ? 'then closed'
+        : copierAfter
+          ? `client goes on (select 1: ${copierAfter.outcome})`
+          : `then ${ending}`
     return {
       text: `${errors.join(', ') || 'no error'}, ${copierText}; ${rows ?? '?'} rows landed; others ${othersFine ? 'served' : 'NOT served'}`,
       met: errors.some((e) => e.endsWith(' 08P01')) && rows === 0 && othersFine,
@@ -97,7 +103,8 @@ export const copyScenario: Scenario = {
     try {
       await timedQuery(setup, `drop table if exists ${TABLE}; create table ${TABLE} (n int)`, 10_000)
       const lines: Record<string, Measured> = {}
-      for (const offender of Object.keys(OFFENDERS) as Offender[]) lines[`copy-${offender}`] = await offend(target, offender)
+      for (const offender of Object.keys(OFFENDERS) as Offender[])
+        lines[`copy-${offender}`] = await offend(target, offender)
       await timedQuery(setup, `drop table if exists ${TABLE}`, 10_000)
       return lines
     } finally {

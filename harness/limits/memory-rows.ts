@@ -33,7 +33,11 @@ const PAYLOAD_CHARS = 7_900
  * Idle, then `workload` (it returns once its clients have left), then 60 s; the figures for RSS (and PSS where read).
  * The goal is judged on ours only.
  */
-async function measureMemory<T extends Record<string, unknown>>(target: Target, context: RunContext, workload: (sampler: Sampler) => Promise<T>): Promise<Measured> {
+async function measureMemory<T extends Record<string, unknown>>(
+  target: Target,
+  context: RunContext,
+  workload: (sampler: Sampler) => Promise<T>,
+): Promise<Measured> {
   if (!target.readMemory()) return { text: 'memory not readable from this machine', met: null, figures: {} }
   const sampler = startSampler(target, SAMPLE_EVERY_MS)
   try {
@@ -52,12 +56,20 @@ async function measureMemory<T extends Record<string, unknown>>(target: Target, 
     const pss = samples.some((s) => s.pssMb !== undefined) ? memoryFigures(samples, 'pssMb', idle, left, after) : null
     const serving = await servedAfter(target)
     let text = describeMemory(rss, target.name === 'postgres' ? 'RSS (sum)' : 'RSS')
-    if (pss) text += `; PSS idle ${pss.idleMb?.toFixed(0)}, peak ${pss.peakMb?.toFixed(0)}, 60 s after ${pss.afterMb?.toFixed(0)} MB`
+    if (pss)
+      text += `; PSS idle ${pss.idleMb?.toFixed(0)}, peak ${pss.peakMb?.toFixed(0)}, 60 s after ${pss.afterMb?.toFixed(0)} MB`
     if (!serving) text += '; NOT serving after'
     return {
       text,
       met: target.name === 'ours' ? rss.isBack === true && serving : null,
-      figures: { rss, ...(pss ? { pss } : {}), servedAfter: serving, marks: sampler.marks(), ...extra, samples: thin(samples, 1_000) },
+      figures: {
+        rss,
+        ...(pss ? { pss } : {}),
+        servedAfter: serving,
+        marks: sampler.marks(),
+        ...extra,
+        samples: thin(samples, 1_000),
+      },
     }
   } finally {
     sampler.stop()
@@ -97,7 +109,8 @@ function keptOnDiskMb(pid: number): number | null {
   let bytes = 0
   for (const fd of fds) {
     try {
-      if (readlinkSync(`/proc/${pid}/fd/${fd}`).includes('pglite-dev-db-replies-')) bytes += statSync(`/proc/${pid}/fd/${fd}`).size
+      if (readlinkSync(`/proc/${pid}/fd/${fd}`).includes('pglite-dev-db-replies-'))
+        bytes += statSync(`/proc/${pid}/fd/${fd}`).size
     } catch {
       // Closed meanwhile.
     }
@@ -107,11 +120,13 @@ function keptOnDiskMb(pid: number): number | null {
 
 export const bigResultScenario: Scenario = {
   id: 'big-result',
-  lines: [{
-    id: 'big-result',
-    what: `${BIG_CLIENTS} clients each ask for a ${(BIG_ROWS * BIG_ROW_CHARS) / 1e6} MB result, do not read it for ${HOLD_MS / 1000} s, then leave`,
-    goal: `RSS 60 s after ≤ idle + ${IDLE_ALLOWANCE_MB} MB`,
-  }],
+  lines: [
+    {
+      id: 'big-result',
+      what: `${BIG_CLIENTS} clients each ask for a ${(BIG_ROWS * BIG_ROW_CHARS) / 1e6} MB result, do not read it for ${HOLD_MS / 1000} s, then leave`,
+      goal: `RSS 60 s after ≤ idle + ${IDLE_ALLOWANCE_MB} MB`,
+    },
+  ],
   async run(target, context) {
     const line = await measureMemory(target, context, async () => {
       const clients = await Promise.all(Array.from({ length: BIG_CLIENTS }, () => connectClient(target.url)))
@@ -133,7 +148,8 @@ export const bigResultScenario: Scenario = {
       return { bytesRead, onDiskMb: onDisk, onDiskAfterMb: onDiskAfter }
     })
     const { onDiskMb, onDiskAfterMb } = line.figures as { onDiskMb?: number | null; onDiskAfterMb?: number | null }
-    if (typeof onDiskMb === 'number') line.text += `; ${onDiskMb.toFixed(0)} MB of their results on disk until they left, ${onDiskAfterMb?.toFixed(0)} MB after`
+    if (typeof onDiskMb === 'number')
+      line.text += `; ${onDiskMb.toFixed(0)} MB of their results on disk until they left, ${onDiskAfterMb?.toFixed(0)} MB after`
     return { 'big-result': line }
   },
 }
@@ -149,7 +165,9 @@ interface ListenerCounts {
  * A listener that keeps nothing it receives, only counts it (80k notifications are 632 MB): startup, LISTEN, and
  * then the socket paused until `readAll`.
  */
-async function startCountingListener(url: string): Promise<{ counts: ListenerCounts; readAll(quietMs: number, boundMs: number): Promise<void>; destroy(): void }> {
+async function startCountingListener(
+  url: string,
+): Promise<{ counts: ListenerCounts; readAll(quietMs: number, boundMs: number): Promise<void>; destroy(): void }> {
   const { host, port } = toAddress(url)
   const socket = net.connect(port, host)
   const parser = wire.createBackendParser()
@@ -197,7 +215,8 @@ async function startCountingListener(url: string): Promise<{ counts: ListenerCou
       socket.resume()
       lastArrival = performance.now()
       const until = lastArrival + boundMs
-      while (!counts.isClosed && performance.now() - lastArrival < quietMs && performance.now() < until) await sleep(100)
+      while (!counts.isClosed && performance.now() - lastArrival < quietMs && performance.now() < until)
+        await sleep(100)
     },
     destroy: () => socket.destroy(),
   }
@@ -205,11 +224,13 @@ async function startCountingListener(url: string): Promise<{ counts: ListenerCou
 
 export const notifyScenario: Scenario = {
   id: 'notify',
-  lines: [{
-    id: 'notify-flood',
-    what: `${(NOTIFY_BATCHES * NOTIFY_PER_BATCH) / 1000}k distinct NOTIFYs of ${(PAYLOAD_CHARS / 1000).toFixed(1)} KB (${NOTIFY_BATCHES} transactions) to a listener that does not read`,
-    goal: `RSS 60 s after the listener left ≤ idle + ${IDLE_ALLOWANCE_MB} MB`,
-  }],
+  lines: [
+    {
+      id: 'notify-flood',
+      what: `${(NOTIFY_BATCHES * NOTIFY_PER_BATCH) / 1000}k distinct NOTIFYs of ${(PAYLOAD_CHARS / 1000).toFixed(1)} KB (${NOTIFY_BATCHES} transactions) to a listener that does not read`,
+      goal: `RSS 60 s after the listener left ≤ idle + ${IDLE_ALLOWANCE_MB} MB`,
+    },
+  ],
   async run(target, context) {
     let got = ''
     const line = await measureMemory(target, context, async (sampler) => {
@@ -221,7 +242,11 @@ export const notifyScenario: Scenario = {
       try {
         for (let batch = 0; batch < NOTIFY_BATCHES; batch++) {
           const from = batch * NOTIFY_PER_BATCH + 1
-          const reply = await timedQuery(sender, `select count(pg_notify('${CHANNEL}', lpad(g::text, ${PAYLOAD_CHARS}, 'x'))) from generate_series(${from}, ${from + NOTIFY_PER_BATCH - 1}) g`, 60_000)
+          const reply = await timedQuery(
+            sender,
+            `select count(pg_notify('${CHANNEL}', lpad(g::text, ${PAYLOAD_CHARS}, 'x'))) from generate_series(${from}, ${from + NOTIFY_PER_BATCH - 1}) g`,
+            60_000,
+          )
           if (reply.outcome !== 'ok') {
             senderErrors.push(`batch ${batch}: ${reply.outcome} ${reply.errors.join(', ')}`)
             break

@@ -28,7 +28,12 @@ export function startSampler(target: Target, everyMs: number): Sampler {
   const now = () => performance.now() - started
   const take = (): void => {
     const reading: MemoryReading | null = target.readMemory()
-    if (reading) taken.push({ ms: Math.round(now()), rssMb: round1(reading.rssMb), ...(reading.pssMb !== undefined ? { pssMb: round1(reading.pssMb) } : {}) })
+    if (reading)
+      taken.push({
+        ms: Math.round(now()),
+        rssMb: round1(reading.rssMb),
+        ...(reading.pssMb !== undefined ? { pssMb: round1(reading.pssMb) } : {}),
+      })
   }
   take()
   const timer = setInterval(take, everyMs)
@@ -57,7 +62,8 @@ function median(values: number[]): number | null {
 
 type Field = 'rssMb' | 'pssMb'
 const within = (samples: Sample[], from: number, to: number) => samples.filter((s) => s.ms >= from && s.ms <= to)
-const valuesOf = (samples: Sample[], field: Field) => samples.map((s) => s[field]).filter((v): v is number => v !== undefined)
+const valuesOf = (samples: Sample[], field: Field) =>
+  samples.map((s) => s[field]).filter((v): v is number => v !== undefined)
 
 export interface MemoryFigures {
   /** Median over the idle window before the clients came. */
@@ -74,7 +80,13 @@ export interface MemoryFigures {
  * `idle` [from, to] is the window before the workload; the workload runs from `idle[1]` to `left`; `afterMs` is when
  * the after figure is read (60 s after `left`).
  */
-export function memoryFigures(samples: Sample[], field: Field, idle: [number, number], left: number, afterMs: number): MemoryFigures {
+export function memoryFigures(
+  samples: Sample[],
+  field: Field,
+  idle: [number, number],
+  left: number,
+  afterMs: number,
+): MemoryFigures {
   const idleMb = median(valuesOf(within(samples, idle[0], idle[1]), field))
   const busy = valuesOf(within(samples, idle[1], afterMs), field)
   const peakMb = busy.length ? Math.max(...busy) : null

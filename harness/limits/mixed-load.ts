@@ -24,12 +24,16 @@ interface SoakRun {
 
 /** scripts/soak.ts against `url`, its connections named for the memory monitor; killed past its bound. */
 async function runSoakProcess(url: string, soakSeconds: number, context: RunContext): Promise<SoakRun> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'scripts/soak.ts', '--url', url, '--seconds', String(soakSeconds)], {
-    cwd: REPO_ROOT,
-    // Both drivers the soak uses (node-postgres, postgres.js) take their application_name from PGAPPNAME.
-    env: { ...process.env, PGAPPNAME: SOAK_APP },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
+  const child = spawn(
+    process.execPath,
+    ['--import', 'tsx', 'scripts/soak.ts', '--url', url, '--seconds', String(soakSeconds)],
+    {
+      cwd: REPO_ROOT,
+      // Both drivers the soak uses (node-postgres, postgres.js) take their application_name from PGAPPNAME.
+      env: { ...process.env, PGAPPNAME: SOAK_APP },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  )
   let report = ''
   child.stdout!.setEncoding('utf8').on('data', (text: string) => (report += text))
   child.stderr!.setEncoding('utf8').on('data', (text: string) => {
@@ -37,7 +41,11 @@ async function runSoakProcess(url: string, soakSeconds: number, context: RunCont
   })
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)))
   try {
-    return { exitCode: await withDeadline(exited, soakSeconds * 1000 + 180_000, 'soak process'), report: report.trim(), stalled: false }
+    return {
+      exitCode: await withDeadline(exited, soakSeconds * 1000 + 180_000, 'soak process'),
+      report: report.trim(),
+      stalled: false,
+    }
   } catch (error) {
     if (!(error instanceof StalledError)) throw error
     child.kill('SIGTERM')
@@ -56,7 +64,15 @@ type Field = 'rssMb' | 'pssMb'
  * `dataGrowthMb`: what the server's files (databases, WAL) grew during the run when they are part of this memory (--memory): the
  * goals allow it on top (the trend assumes it grew evenly), as PostgreSQL's data is in files, not in its RSS.
  */
-function seriesFigures(samples: Sample[], field: Field, idleMb: number, start: number, end: number, windowMs: number, dataGrowthMb: number) {
+function seriesFigures(
+  samples: Sample[],
+  field: Field,
+  idleMb: number,
+  start: number,
+  end: number,
+  windowMs: number,
+  dataGrowthMb: number,
+) {
   const during = samples.filter((s) => s.ms >= start && s.ms <= end).map((s) => s[field] ?? 0)
   const last = samples.at(-1)
   const half = start + (end - start) / 2
@@ -91,7 +107,11 @@ export const mixedLoadScenario: Scenario = {
     },
   ],
   async run(target: Target, context: RunContext) {
-    if (!target.readMemory()) return { 'soak-after': { text: 'memory not readable from this machine', met: null, figures: {} }, 'soak-trend': { text: '', met: null, figures: {} } }
+    if (!target.readMemory())
+      return {
+        'soak-after': { text: 'memory not readable from this machine', met: null, figures: {} },
+        'soak-trend': { text: '', met: null, figures: {} },
+      }
     const soakMs = Math.round(context.soakMinutes * 60_000)
     const windowMs = Math.min(Math.max(60_000, Math.round(context.soakMinutes / 6) * 60_000), soakMs / 2)
     await sleep(SETTLE_MS)
@@ -107,16 +127,30 @@ export const mixedLoadScenario: Scenario = {
       const end = Math.round(series.now())
       series.mark('soak ended')
       const dataMb = await databaseSizeMb(target.url)
-      context.log(`  soak ended (exit ${soak.exitCode}), its files (databases and WAL) ${dataBeforeMb ?? '?'} MB before, ${dataMb ?? '?'} MB after; ${AFTER_MS / 1000} s idle`)
+      context.log(
+        `  soak ended (exit ${soak.exitCode}), its files (databases and WAL) ${dataBeforeMb ?? '?'} MB before, ${dataMb ?? '?'} MB after; ${AFTER_MS / 1000} s idle`,
+      )
       const dataInRam = target.name === 'ours' && context.storage === 'memory'
-      const dataGrowthMb = dataInRam && dataMb !== null && dataBeforeMb !== null ? round1(Math.max(0, dataMb - dataBeforeMb)) : 0
+      const dataGrowthMb =
+        dataInRam && dataMb !== null && dataBeforeMb !== null ? round1(Math.max(0, dataMb - dataBeforeMb)) : 0
       await sleep(AFTER_MS)
       series.stop()
       const samples = series.samples()
       // The soak's own set-up (schema, pools) takes a few seconds after its start: the run is the whole process.
       const figure = (field: Field) => {
-        const idle = idleSamples.map((s) => s[field]).filter((v): v is number => v !== undefined).sort((a, b) => a - b)
-        return seriesFigures(samples, field, idle[idle.length >> 1] ?? 0, 0, end, windowMs, field === 'rssMb' ? dataGrowthMb : 0)
+        const idle = idleSamples
+          .map((s) => s[field])
+          .filter((v): v is number => v !== undefined)
+          .sort((a, b) => a - b)
+        return seriesFigures(
+          samples,
+          field,
+          idle[idle.length >> 1] ?? 0,
+          0,
+          end,
+          windowMs,
+          field === 'rssMb' ? dataGrowthMb : 0,
+        )
       }
       const rss = figure('rssMb')
       const pss = samples.some((s) => s.pssMb !== undefined) ? figure('pssMb') : null
@@ -125,16 +159,35 @@ export const mixedLoadScenario: Scenario = {
       const windowText = windowMs >= 120_000 ? `${windowMs / 60_000} min` : seconds(windowMs)
       const label = target.name === 'postgres' ? 'RSS (sum)' : 'RSS'
       let afterText = `${context.soakMinutes} min: ${passed ? 'soak ok' : `soak FAILED (${soak.stalled ? 'stalled' : resultLine})`}; ${label} idle ${rss.idleMb.toFixed(0)}, first/last ${windowText} ${rss.firstWindowMb?.toFixed(0)}/${rss.lastWindowMb?.toFixed(0)}, peak ${rss.peakMb?.toFixed(0)}, 60 s after ${rss.afterMb?.toFixed(0)} MB`
-      if (dataMb !== null) afterText += ` (files ${dataBeforeMb ?? '?'} → ${dataMb} MB${dataInRam ? `, in RAM: goal ≤ ${round1(rss.idleMb + IDLE_ALLOWANCE_MB + dataGrowthMb)} MB` : ''})`
-      if (pss) afterText += `; PSS idle ${pss.idleMb.toFixed(0)}, first/last ${pss.firstWindowMb?.toFixed(0)}/${pss.lastWindowMb?.toFixed(0)}, 60 s after ${pss.afterMb?.toFixed(0)} MB`
+      if (dataMb !== null)
+        afterText += ` (files ${dataBeforeMb ?? '?'} → ${dataMb} MB${dataInRam ? `, in RAM: goal ≤ ${round1(rss.idleMb + IDLE_ALLOWANCE_MB + dataGrowthMb)} MB` : ''})`
+      if (pss)
+        afterText += `; PSS idle ${pss.idleMb.toFixed(0)}, first/last ${pss.firstWindowMb?.toFixed(0)}/${pss.lastWindowMb?.toFixed(0)}, 60 s after ${pss.afterMb?.toFixed(0)} MB`
       let trendText = `second half ${signed(rss.secondHalfRiseMb)} MB (${signed(rss.secondHalfSlopeMbPerMin)} MB/min), ${samples.length} samples`
-      if (dataGrowthMb > 0) trendText += `; less half the files' growth: ${signed(round1((rss.secondHalfRiseMb ?? 0) - dataGrowthMb / 2))} MB`
+      if (dataGrowthMb > 0)
+        trendText += `; less half the files' growth: ${signed(round1((rss.secondHalfRiseMb ?? 0) - dataGrowthMb / 2))} MB`
       if (pss) trendText += `; PSS ${signed(pss.secondHalfRiseMb)} MB`
-      const figures = { minutes: context.soakMinutes, windowMs, storage: context.storage, database: { beforeMb: dataBeforeMb, afterMb: dataMb, inRam: dataInRam }, rss, ...(pss ? { pss } : {}), soak: { exitCode: soak.exitCode, stalled: soak.stalled, report: soak.report }, samples }
+      const figures = {
+        minutes: context.soakMinutes,
+        windowMs,
+        storage: context.storage,
+        database: { beforeMb: dataBeforeMb, afterMb: dataMb, inRam: dataInRam },
+        rss,
+        ...(pss ? { pss } : {}),
+        soak: { exitCode: soak.exitCode, stalled: soak.stalled, report: soak.report },
+        samples,
+      }
       const judged = target.name === 'ours'
       return {
         'soak-after': { text: afterText, met: judged ? passed && rss.isBack === true : null, figures },
-        'soak-trend': { text: trendText, met: judged ? rss.hasNoTrend : null, figures: { minutes: context.soakMinutes, rss: { secondHalfSlopeMbPerMin: rss.secondHalfSlopeMbPerMin, secondHalfRiseMb: rss.secondHalfRiseMb } } },
+        'soak-trend': {
+          text: trendText,
+          met: judged ? rss.hasNoTrend : null,
+          figures: {
+            minutes: context.soakMinutes,
+            rss: { secondHalfSlopeMbPerMin: rss.secondHalfSlopeMbPerMin, secondHalfRiseMb: rss.secondHalfRiseMb },
+          },
+        },
       } satisfies Record<string, Measured>
     } finally {
       series.stop()
@@ -147,7 +200,11 @@ async function databaseSizeMb(url: string): Promise<number | null> {
   const client = await connectClient(url).catch(() => null)
   if (!client) return null
   try {
-    const reply = await timedQuery(client, 'select (select sum(pg_database_size(oid)) from pg_database) + (select coalesce(sum(size), 0) from pg_ls_waldir())', 10_000)
+    const reply = await timedQuery(
+      client,
+      'select (select sum(pg_database_size(oid)) from pg_database) + (select coalesce(sum(size), 0) from pg_ls_waldir())',
+      10_000,
+    )
     const bytes = Number(reply.rows[0]?.[0])
     return Number.isFinite(bytes) ? round1(bytes / 2 ** 20) : null
   } finally {

@@ -79,7 +79,11 @@ export function renderTable(record: LimitsRecord): string {
     const ours = line.ours ? `${line.ours.text}${stopNote(line.ours.stop)}` : 'not measured'
     return `| ${cell(line.what)} | ${cell(pg)} | ${cell(ours)} | ${cell(line.goal)} | ${verdict(line)} |`
   })
-  return ['| what a client did | PostgreSQL | pglite-dev-db | goal | met? |', '| --- | --- | --- | --- | --- |', ...rows].join('\n')
+  return [
+    '| what a client did | PostgreSQL | pglite-dev-db | goal | met? |',
+    '| --- | --- | --- | --- | --- |',
+    ...rows,
+  ].join('\n')
 }
 
 /** Whether every goal measured for ours was met. */

@@ -97,7 +97,15 @@ export interface OursOptions {
 /** Runs `node bin/pglite-dev-db.js --memory --port 0 --no-tls` (or `--data-dir` a fresh directory); the URL is the only line it prints on stdout. */
 export async function startOurs(options: OursOptions = {}): Promise<Target> {
   const dataDir = options.storage === 'data-dir' ? mkdtempSync(path.join(os.tmpdir(), 'limits-data-')) : null
-  const args = [OURS_BIN, ...(dataDir ? ['--data-dir', dataDir] : ['--memory']), '--port', '0', '--no-tls', '--log-level', 'warn']
+  const args = [
+    OURS_BIN,
+    ...(dataDir ? ['--data-dir', dataDir] : ['--memory']),
+    '--port',
+    '0',
+    '--no-tls',
+    '--log-level',
+    'warn',
+  ]
   if (options.queueTimeoutMs !== undefined) args.push('--queue-timeout-ms', String(options.queueTimeoutMs))
   const child = spawn(process.execPath, args, { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] })
   if (child.pid === undefined) throw new Error('cannot start pglite-dev-db')
@@ -139,12 +147,18 @@ export async function startOurs(options: OursOptions = {}): Promise<Target> {
     tail: () => lines.join('\n'),
     stop() {
       stopping ??= (async () => {
-        if (exit !== null) return { exitedAfterMs: null, exitCode: (exit as { code: number | null }).code, killed: false, wasDead: true }
+        if (exit !== null)
+          return { exitedAfterMs: null, exitCode: (exit as { code: number | null }).code, killed: false, wasDead: true }
         const asked = performance.now()
         child.kill('SIGTERM')
         try {
           await withDeadline(exited, STOP_GRACE_MS, 'pglite-dev-db exit after SIGTERM')
-          return { exitedAfterMs: Math.round(performance.now() - asked), exitCode: (exit as { code: number | null } | null)?.code ?? null, killed: false, wasDead: false }
+          return {
+            exitedAfterMs: Math.round(performance.now() - asked),
+            exitCode: (exit as { code: number | null } | null)?.code ?? null,
+            killed: false,
+            wasDead: false,
+          }
         } catch (error) {
           if (!(error instanceof StalledError)) throw error
           child.kill('SIGKILL')
@@ -197,7 +211,10 @@ export async function openOracle(url: string): Promise<{ target: Target; close()
       refresh().then(
         () => !closed && loop(),
         (error: unknown) => {
-          if (!closed) process.stderr.write(`limits: the PostgreSQL monitor failed (memory figures stop): ${(error as Error).message}\n`)
+          if (!closed)
+            process.stderr.write(
+              `limits: the PostgreSQL monitor failed (memory figures stop): ${(error as Error).message}\n`,
+            )
         },
       )
     }, MONITOR_EVERY_MS)
@@ -243,7 +260,12 @@ export async function endQuietly(client: RawClient): Promise<void> {
   try {
     await client.end({ deadlineMs: 2_000 })
   } catch (error) {
-    if (!(error instanceof ClosedError) && (error as NodeJS.ErrnoException).code !== 'EPIPE' && (error as NodeJS.ErrnoException).code !== 'ECONNRESET') throw error
+    if (
+      !(error instanceof ClosedError) &&
+      (error as NodeJS.ErrnoException).code !== 'EPIPE' &&
+      (error as NodeJS.ErrnoException).code !== 'ECONNRESET'
+    )
+      throw error
     client.destroy()
   }
 }

@@ -36,7 +36,11 @@ async function timeoutLine(url: string, timeoutMs: number, statement: string): P
     const served = again.outcome === 'ok' && other.outcome === 'ok'
     let text = describeReplies([reply])
     if (!served) text += `; then the client: ${describeReplies([again])}, a new client: ${describeReplies([other])}`
-    return { text, met: isOnTime && served, figures: { reply: brief(reply), sameClientAfter: brief(again), newClientAfter: brief(other) } }
+    return {
+      text,
+      met: isOnTime && served,
+      figures: { reply: brief(reply), sameClientAfter: brief(again), newClientAfter: brief(other) },
+    }
   } finally {
     await endQuietly(client)
   }
@@ -55,7 +59,9 @@ async function cancelLine(url: string, statement: string): Promise<Measured> {
     const other = await bystander(url)
     const served = again.outcome === 'ok' && other.outcome === 'ok'
     const isCanceled = reply.errors.join() === CANCELED
-    let text = isCanceled ? `${CANCELED} ${cancelToReplyMs} ms after the CancelRequest` : `${describeReplies([reply])} (CancelRequest at ${seconds(CANCEL_AFTER_MS)})`
+    let text = isCanceled
+      ? `${CANCELED} ${cancelToReplyMs} ms after the CancelRequest`
+      : `${describeReplies([reply])} (CancelRequest at ${seconds(CANCEL_AFTER_MS)})`
     if (!served) text += `; then the client: ${describeReplies([again])}, a new client: ${describeReplies([other])}`
     return {
       text,
@@ -69,21 +75,41 @@ async function cancelLine(url: string, statement: string): Promise<Measured> {
 
 export const statementTimeoutScenario: Scenario = {
   id: 'statement-timeout',
-  lines: [{ id: 'statement-timeout', what: '`SET statement_timeout = 2000; select pg_sleep(8)`', goal: `57014 at ${seconds(1_800)}–${seconds(2_200)}` }],
+  lines: [
+    {
+      id: 'statement-timeout',
+      what: '`SET statement_timeout = 2000; select pg_sleep(8)`',
+      goal: `57014 at ${seconds(1_800)}–${seconds(2_200)}`,
+    },
+  ],
   run: async (target) => ({ 'statement-timeout': await timeoutLine(target.url, 2_000, 'select pg_sleep(8)') }),
 }
 
 export const loopTimeoutScenario: Scenario = {
   id: 'loop-timeout',
-  lines: [{ id: 'loop-timeout', what: `\`SET statement_timeout = 3000; ${LOOP_SQL}\``, goal: `57014 at ${seconds(2_700)}–${seconds(3_300)}, others served after` }],
+  lines: [
+    {
+      id: 'loop-timeout',
+      what: `\`SET statement_timeout = 3000; ${LOOP_SQL}\``,
+      goal: `57014 at ${seconds(2_700)}–${seconds(3_300)}, others served after`,
+    },
+  ],
   run: async (target) => ({ 'loop-timeout': await timeoutLine(target.url, 3_000, LOOP_SQL) }),
 }
 
 export const cancelScenario: Scenario = {
   id: 'cancel',
   lines: [
-    { id: 'cancel-sleep', what: 'CancelRequest 1 s into `select pg_sleep(15)`', goal: `57014 ≤ ${CANCEL_GOAL_MS} ms after it (Postgres: at once)` },
-    { id: 'cancel-loop', what: `CancelRequest 1 s into \`${LOOP_SQL}\``, goal: `57014 ≤ ${CANCEL_GOAL_MS} ms after it, others served after` },
+    {
+      id: 'cancel-sleep',
+      what: 'CancelRequest 1 s into `select pg_sleep(15)`',
+      goal: `57014 ≤ ${CANCEL_GOAL_MS} ms after it (Postgres: at once)`,
+    },
+    {
+      id: 'cancel-loop',
+      what: `CancelRequest 1 s into \`${LOOP_SQL}\``,
+      goal: `57014 ≤ ${CANCEL_GOAL_MS} ms after it, others served after`,
+    },
   ],
   async run(target) {
     // In this order: a loop that cannot be stopped holds the session for good, and the sleep would then only wait.

@@ -32,13 +32,24 @@ export class ReplayClient {
   #scram: Scram | null = null
   readonly #waiters = new Set<() => void>()
 
-  constructor(conn: number, params: Record<string, string>, expected: Reply[], target: ClientTarget, typesOnly: boolean) {
+  constructor(
+    conn: number,
+    params: Record<string, string>,
+    expected: Reply[],
+    target: ClientTarget,
+    typesOnly: boolean,
+  ) {
     this.conn = conn
     this.#params = params
     this.#expected = expected
     this.#typesOnly = typesOnly
     this.#password = target.password
-    const assembler = new FrameAssembler(SERVER_KEEP, true, (frame) => this.#onMessage(frame), () => this.#fail('garbage'))
+    const assembler = new FrameAssembler(
+      SERVER_KEEP,
+      true,
+      (frame) => this.#onMessage(frame),
+      () => this.#fail('garbage'),
+    )
     this.socket = net.connect(target.port, target.host)
     this.socket.setNoDelay(true)
     this.socket.on('connect', () => this.socket.write(startupMessage(params)))
@@ -122,7 +133,9 @@ export class ReplayClient {
     if (request === 0) return
     if (request === 3) this.socket.write(passwordMessage(Buffer.from(`${this.#password}\0`)))
     else if (request === 5) {
-      const inner = createHash('md5').update(this.#password + user).digest('hex')
+      const inner = createHash('md5')
+        .update(this.#password + user)
+        .digest('hex')
       const outer = createHash('md5').update(inner).update(data.subarray(0, 4)).digest('hex')
       this.socket.write(passwordMessage(Buffer.from(`md5${outer}\0`)))
     } else if (request === 10) {
@@ -182,7 +195,13 @@ class Scram {
     const attrs = new Map(serverFirst.split(',').map((kv) => [kv[0], kv.slice(2)]))
     const nonce = attrs.get('r') ?? ''
     if (!nonce.startsWith(this.#nonce)) return null
-    this.#saltedPassword = pbkdf2Sync(this.#password, Buffer.from(attrs.get('s') ?? '', 'base64'), Number(attrs.get('i')), 32, 'sha256')
+    this.#saltedPassword = pbkdf2Sync(
+      this.#password,
+      Buffer.from(attrs.get('s') ?? '', 'base64'),
+      Number(attrs.get('i')),
+      32,
+      'sha256',
+    )
     const withoutProof = `c=biws,r=${nonce}` // biws = base64("n,,")
     this.#authMessage = `${this.#clientFirstBare},${serverFirst},${withoutProof}`
     const clientKey = hmac(this.#saltedPassword, 'Client Key')

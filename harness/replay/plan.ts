@@ -49,7 +49,14 @@ export interface Plan {
 
 const NOT_COMPARED = new Set(['ParameterStatus', 'NoticeResponse'])
 /** Client messages the replay does not resend: its own connection does SSL and authentication. */
-const NOT_RESENT = new Set(['SSLRequest', 'GSSENCRequest', 'PasswordMessage', 'SASLInitialResponse', 'SASLResponse', 'GSSResponse'])
+const NOT_RESENT = new Set([
+  'SSLRequest',
+  'GSSENCRequest',
+  'PasswordMessage',
+  'SASLInitialResponse',
+  'SASLResponse',
+  'GSSResponse',
+])
 
 /** What of a reply is compared: with `typesOnly`, only the SQLSTATE of errors beyond the type. */
 export function replyOf(fields: TraceFields, typesOnly: boolean): Reply {
@@ -92,7 +99,8 @@ export async function readPlan(file: string, typesOnly: boolean): Promise<Plan> 
     if (line === '') continue
     const record = JSON.parse(line) as TraceRecord | { trace?: string }
     if (lineNumber === 1) {
-      if ((record as { trace?: string }).trace !== TRACE_FORMAT) throw new Error(`${file} is not a pglite-dev-db protocol trace`)
+      if ((record as { trace?: string }).trace !== TRACE_FORMAT)
+        throw new Error(`${file} is not a pglite-dev-db protocol trace`)
       continue
     }
     if (!('conn' in record)) continue
@@ -123,7 +131,12 @@ export async function readPlan(file: string, typesOnly: boolean): Promise<Plan> 
  */
 function dropShutdownGoodbye(connection: PlannedConnection): void {
   const last = connection.replies.at(-1)
-  if (connection.closeReason.startsWith('FATAL 57P01') && last?.type === 'ErrorResponse' && last.detail === 'FATAL 57P01') connection.replies.pop()
+  if (
+    connection.closeReason.startsWith('FATAL 57P01') &&
+    last?.type === 'ErrorResponse' &&
+    last.detail === 'FATAL 57P01'
+  )
+    connection.replies.pop()
 }
 
 /** Returns whether the reply is one the replay compares. */
@@ -139,7 +152,13 @@ function addReply(connection: PlannedConnection, record: FrameRecord, typesOnly:
   return true
 }
 
-function addClientMessage(plan: Plan, connection: PlannedConnection, record: FrameRecord, where: string, changed: Changed): void {
+function addClientMessage(
+  plan: Plan,
+  connection: PlannedConnection,
+  record: FrameRecord,
+  where: string,
+  changed: Changed,
+): void {
   const { conn, type } = record
   if (NOT_RESENT.has(type)) return
   if (type === 'StartupMessage') {
@@ -232,7 +251,10 @@ export function encodeClientMessage(r: FrameRecord): Buffer | string {
         .cstring(r.name)
         .message(r.type === 'Describe' ? 'D' : 'C')
     case 'Execute':
-      return w.cstring(r.portal).int32(Number(r.maxRows ?? 0)).message('E')
+      return w
+        .cstring(r.portal)
+        .int32(Number(r.maxRows ?? 0))
+        .message('E')
     case 'CopyData':
       return w.bytes(valueBytes((r.data ?? '') as Exclude<TraceValue, null>)).message('d')
     case 'CopyFail':

@@ -31,11 +31,26 @@ export async function replayTrace(options: ReplayOptions): Promise<number> {
     return 2
   }
   const url = new URL(options.url)
-  const target = { host: url.hostname.replace(/^\[|\]$/g, ''), port: Number(url.port || 5432), password: decodeURIComponent(url.password) }
+  const target = {
+    host: url.hostname.replace(/^\[|\]$/g, ''),
+    port: Number(url.port || 5432),
+    password: decodeURIComponent(url.password),
+  }
   const sends = plan.steps.filter((s) => s.kind === 'send').length
-  print(`replaying ${options.file} against ${target.host}:${target.port}: ${plan.connections.size} connections, ${sends} sends`)
+  print(
+    `replaying ${options.file} against ${target.host}:${target.port}: ${plan.connections.size} connections, ${sends} sends`,
+  )
 
-  const run: Run = { plan, clients: new Map(), required: new Map(), cancels: [], notes: [], target, typesOnly: options.typesOnly ?? false, deadlineMs }
+  const run: Run = {
+    plan,
+    clients: new Map(),
+    required: new Map(),
+    cancels: [],
+    notes: [],
+    target,
+    typesOnly: options.typesOnly ?? false,
+    deadlineMs,
+  }
   const { clients } = run
   let stall: string | null = null
   try {
@@ -49,12 +64,17 @@ export async function replayTrace(options: ReplayOptions): Promise<number> {
       if (stall) break
       const planned = plan.connections.get(conn)!
       const all = { replies: planned.replies.length, ready: planned.ready }
-      if (!(await client.until(() => isSatisfied(client, all), deadlineMs))) stall = stallMessage(client, planned, 'after the last message', all, deadlineMs)
+      if (!(await client.until(() => isSatisfied(client, all), deadlineMs)))
+        stall = stallMessage(client, planned, 'after the last message', all, deadlineMs)
     }
     const differing = report(plan, clients, print)
     for (const note of run.notes) print(note)
     if (stall) print(`STALLED: ${stall}`)
-    print(stall || differing > 0 ? `replay: ${differing} of ${clients.size} connections differ from the trace${stall ? ', and the replay stalled' : ''}` : 'replay: every connection got what the trace shows')
+    print(
+      stall || differing > 0
+        ? `replay: ${differing} of ${clients.size} connections differ from the trace${stall ? ', and the replay stalled' : ''}`
+        : 'replay: every connection got what the trace shows',
+    )
     return stall || differing > 0 ? 1 : 0
   } finally {
     for (const client of clients.values()) client.destroy()
@@ -104,7 +124,9 @@ async function runStep(step: Step, run: Run): Promise<string | null> {
   if (step.kind === 'cancel') {
     const victim = clients.get(step.target)
     if (!victim || victim.pid === 0) {
-      run.notes.push(`note: conn ${step.conn}'s CancelRequest for ${step.target} was not sent: no replayed connection has that id`)
+      run.notes.push(
+        `note: conn ${step.conn}'s CancelRequest for ${step.target} was not sent: no replayed connection has that id`,
+      )
       return null
     }
     const request = Buffer.alloc(16)
@@ -113,13 +135,16 @@ async function runStep(step: Step, run: Run): Promise<string | null> {
     request.writeInt32BE(victim.pid, 8)
     request.writeInt32BE(victim.secretKey, 12)
     const socket = net.connect(target.port, target.host, () => socket.end(request))
-    socket.on('error', (error: NodeJS.ErrnoException) => run.notes.push(`note: conn ${step.conn}'s CancelRequest failed: ${error.code ?? error.message}`))
+    socket.on('error', (error: NodeJS.ErrnoException) =>
+      run.notes.push(`note: conn ${step.conn}'s CancelRequest failed: ${error.code ?? error.message}`),
+    )
     run.cancels.push(socket)
     return null
   }
   const client = clients.get(step.conn)
   if (!client) return `conn ${step.conn} sends ${step.types.join(', ')} before any StartupMessage in the trace`
-  if (!(await client.until(() => client.startup !== null, deadlineMs))) return `conn ${step.conn}: no startup reply within ${deadlineMs} ms`
+  if (!(await client.until(() => client.startup !== null, deadlineMs)))
+    return `conn ${step.conn}: no startup reply within ${deadlineMs} ms`
   if (client.startup !== 'ready') return null
   for (const [conn, need] of step.after) run.required.set(conn, need)
   const deadline = Date.now() + Math.min(deadlineMs, RELAX_MS)
@@ -127,11 +152,16 @@ async function runStep(step: Step, run: Run): Promise<string | null> {
     const other = clients.get(conn)
     const otherPlanned = run.plan.connections.get(conn)!
     // A reply the trace no longer counts (the FATAL of the recording server's shutdown) is not waited for.
-    const clamped = { replies: Math.min(need.replies, otherPlanned.replies.length), ready: Math.min(need.ready, otherPlanned.ready) }
+    const clamped = {
+      replies: Math.min(need.replies, otherPlanned.replies.length),
+      ready: Math.min(need.ready, otherPlanned.ready),
+    }
     if (other && !other.isClosed && !(await other.until(() => isSatisfied(other, clamped), deadline - Date.now()))) {
       // Its replies wait on a send later in the trace (another connection holds the session they need): the recorded
       // order cannot happen again here. Send anyway and say so; replies that never come are a stall at the end.
-      run.notes.push(`note: conn ${step.conn} sent ${step.types.join(', ')} before conn ${conn} had the ${clamped.replies} replies the trace shows it had then (it had ${other.replies.length}): the recorded order could not be kept`)
+      run.notes.push(
+        `note: conn ${step.conn} sent ${step.types.join(', ')} before conn ${conn} had the ${clamped.replies} replies the trace shows it had then (it had ${other.replies.length}): the recorded order could not be kept`,
+      )
     }
     run.required.delete(conn)
   }
@@ -157,7 +187,13 @@ function isSatisfied(client: ReplayClient, need: Need): boolean {
   return diverged ? client.readyCount >= need.ready : client.replies.length >= need.replies
 }
 
-function stallMessage(client: ReplayClient, planned: PlannedConnection, when: string, need: Need, deadlineMs: number): string {
+function stallMessage(
+  client: ReplayClient,
+  planned: PlannedConnection,
+  when: string,
+  need: Need,
+  deadlineMs: number,
+): string {
   const waitedFor = planned.replies.slice(client.replies.length, need.replies).map(show)
   return `conn ${client.conn} waited ${deadlineMs} ms ${when} for ${waitedFor.join(' ') || `ReadyForQuery #${need.ready}`}; it had ${client.replies.length} replies (${client.readyCount} ReadyForQuery)`
 }
@@ -170,7 +206,9 @@ function report(plan: Plan, clients: Map<number, ReplayClient>, print: (line: st
   for (const [conn, planned] of plan.connections) {
     const client = clients.get(conn)
     if (!client) continue
-    const who = [planned.params.application_name, planned.params.user && `user ${planned.params.user}`].filter(Boolean).join(', ')
+    const who = [planned.params.application_name, planned.params.user && `user ${planned.params.user}`]
+      .filter(Boolean)
+      .join(', ')
     const label = `conn ${conn}${who ? ` (${who})` : ''}`
     if (client.startup !== planned.startup) {
       differing++

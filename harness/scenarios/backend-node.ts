@@ -48,9 +48,13 @@ export async function backendNode(url: string): Promise<Outcome> {
     const runners = await Promise.all(Array.from({ length: RUNNERS }, () => connect()))
     await attempt(tally, async () => {
       const outcomes = await Promise.allSettled(runners.map((runner) => migrate(runner, table, ledger)))
-      const errors = outcomes.filter((o) => o.status === 'rejected').map((o) => (o.reason as { code?: string }).code ?? String(o.reason))
+      const errors = outcomes
+        .filter((o) => o.status === 'rejected')
+        .map((o) => (o.reason as { code?: string }).code ?? String(o.reason))
       const applied = outcomes.filter((o) => o.status === 'fulfilled' && o.value === 'applied').length
-      return errors.length === 0 && applied === 1 ? true : `${RUNNERS} runners: applied ${applied} times, errors ${JSON.stringify(errors)}`
+      return errors.length === 0 && applied === 1
+        ? true
+        : `${RUNNERS} runners: applied ${applied} times, errors ${JSON.stringify(errors)}`
     })
     await setup.query(`drop table if exists ${table}; drop table ${ledger}`)
 
@@ -62,20 +66,25 @@ export async function backendNode(url: string): Promise<Outcome> {
         pids.push((await runner.query('select pg_backend_pid()')).rows[0].pg_backend_pid)
         told.push(runner.processID)
       }
-      return JSON.stringify(pids) === JSON.stringify(told) ? true : `pg_backend_pid() ${JSON.stringify(pids)}, processID ${JSON.stringify(told)}`
+      return JSON.stringify(pids) === JSON.stringify(told)
+        ? true
+        : `pg_backend_pid() ${JSON.stringify(pids)}, processID ${JSON.stringify(told)}`
     })
 
     await attempt(tally, async () => {
       // A pid no backend has: false, with Postgres's WARNING, in a simple Query as in an extended one.
       const runner = runners[0]!
       const warnings: string[] = []
-      const onNotice = (notice: { severity?: string; message?: string }) => void warnings.push(`${notice.severity} ${notice.message}`)
+      const onNotice = (notice: { severity?: string; message?: string }) =>
+        void warnings.push(`${notice.severity} ${notice.message}`)
       runner.on('notice', onNotice)
       try {
         const simple = (await runner.query('select pg_cancel_backend(1)')).rows[0].pg_cancel_backend
         const extended = (await runner.query('select pg_terminate_backend($1::int)', [1])).rows[0].pg_terminate_backend
         const warned = warnings.filter((w) => w === 'WARNING PID 1 is not a PostgreSQL backend process').length
-        return simple === false && extended === false && warned === 2 ? true : `pg_cancel_backend(1) ${simple}, pg_terminate_backend($1 = 1) ${extended}, notices ${JSON.stringify(warnings)}`
+        return simple === false && extended === false && warned === 2
+          ? true
+          : `pg_cancel_backend(1) ${simple}, pg_terminate_backend($1 = 1) ${extended}, notices ${JSON.stringify(warnings)}`
       } finally {
         runner.off('notice', onNotice)
       }
@@ -83,11 +92,25 @@ export async function backendNode(url: string): Promise<Outcome> {
 
     await attempt(tally, async () => {
       // postgres.js sees its connection end (CONNECTION_CLOSED), may then be handed the FATAL 57P01, then reconnects.
-      const ended = await withDeadline(sql`select pg_terminate_backend(pg_backend_pid())`.then(() => 'no error', (error: { code?: string }) => error.code ?? 'error'), DEADLINE_MS, 'terminate self')
+      const ended = await withDeadline(
+        sql`select pg_terminate_backend(pg_backend_pid())`.then(
+          () => 'no error',
+          (error: { code?: string }) => error.code ?? 'error',
+        ),
+        DEADLINE_MS,
+        'terminate self',
+      )
       const seen: string[] = []
       for (let tries = 0; tries < 3; tries++) {
-        const rows = await withDeadline(sql`select 41 + 1 as n`, DEADLINE_MS, 'postgres.js after its connection was ended').catch((error: { code?: string }) => void seen.push(error.code ?? 'error'))
-        if (rows) return ended !== 'no error' && rows.at(-1)?.['n'] === 42 ? true : `terminate: ${ended}; then ${JSON.stringify(rows)}`
+        const rows = await withDeadline(
+          sql`select 41 + 1 as n`,
+          DEADLINE_MS,
+          'postgres.js after its connection was ended',
+        ).catch((error: { code?: string }) => void seen.push(error.code ?? 'error'))
+        if (rows)
+          return ended !== 'no error' && rows.at(-1)?.['n'] === 42
+            ? true
+            : `terminate: ${ended}; then ${JSON.stringify(rows)}`
       }
       return `terminate: ${ended}; then ${seen.join(', ')}`
     })
@@ -110,11 +133,19 @@ export async function backendNode(url: string): Promise<Outcome> {
 
     await attempt(tally, async () => {
       // Reported with the client's value among the startup messages, before any query.
-      const raw = await connectRaw(url, { params: { user: 'postgres', database: new URL(url).pathname.slice(1) || 'postgres', application_name: 'runner-app' } })
+      const raw = await connectRaw(url, {
+        params: {
+          user: 'postgres',
+          database: new URL(url).pathname.slice(1) || 'postgres',
+          application_name: 'runner-app',
+        },
+      })
       try {
         const reported = raw.parameters['application_name']
         const shown = (await raw.query('show application_name')).rows[0]?.[0]
-        return reported === 'runner-app' && shown === 'runner-app' ? true : `reported at startup ${JSON.stringify(reported)}, shown ${JSON.stringify(shown)}`
+        return reported === 'runner-app' && shown === 'runner-app'
+          ? true
+          : `reported at startup ${JSON.stringify(reported)}, shown ${JSON.stringify(shown)}`
       } finally {
         await raw.end()
       }

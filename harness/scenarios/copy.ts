@@ -19,7 +19,8 @@ const PROCESS_DEADLINE_MS = 20_000
 const runTool = (tool: string, args: string[], url: string, input: Buffer | string = '') =>
   runProcess(tool, args, { env: { ...LIBPQ_ENV, PGDATABASE: url }, input, deadlineMs: PROCESS_DEADLINE_MS })
 
-const psql = (url: string, command: string, input?: Buffer | string) => runTool('psql', ['-X', '-v', 'ON_ERROR_STOP=1', '-At', '-d', url, '-c', command], url, input)
+const psql = (url: string, command: string, input?: Buffer | string) =>
+  runTool('psql', ['-X', '-v', 'ON_ERROR_STOP=1', '-At', '-d', url, '-c', command], url, input)
 
 function csvRows(count: number, from = 0): string {
   const lines: string[] = []
@@ -34,13 +35,21 @@ export async function copyScenario(url: string): Promise<Outcome> {
   const sql = postgres(url, { max: 2, onnotice: () => {}, connect_timeout: 5 })
   let isConnected = false
   let bystanderRunning = true
-  const q = async <R extends pg.QueryResultRow>(text: string) => (await withDeadline(client.query<R>(text), 5_000, text)).rows
+  const q = async <R extends pg.QueryResultRow>(text: string) =>
+    (await withDeadline(client.query<R>(text), 5_000, text)).rows
   /** count and an order-independent checksum of a table's rows */
-  const summary = async (table: string) => (await q<{ n: number; sum: string | null }>(`select count(*)::int as n, md5(string_agg(t::text, '|' order by t::text)) as sum from ${table} t`))[0]
+  const summary = async (table: string) =>
+    (
+      await q<{ n: number; sum: string | null }>(
+        `select count(*)::int as n, md5(string_agg(t::text, '|' order by t::text)) as sum from ${table} t`,
+      )
+    )[0]
   try {
     await withDeadline(client.connect(), 5_000, 'connect')
     isConnected = true
-    await q('drop table if exists copy_src, copy_bin, copy_js; create table copy_src (id int primary key, name text, note text); create table copy_bin (like copy_src); create table copy_js (like copy_src)')
+    await q(
+      'drop table if exists copy_src, copy_bin, copy_js; create table copy_src (id int primary key, name text, note text); create table copy_bin (like copy_src); create table copy_js (like copy_src)',
+    )
     // A bystander that keeps the session busy between the COPYs; each of its answers is checked.
     const bystander = (async () => {
       for (let i = 0; bystanderRunning && i < 500; i++) {
@@ -57,17 +66,23 @@ export async function copyScenario(url: string): Promise<Outcome> {
       async () => {
         const run = await psql(url, '\\copy copy_src from pstdin with (format csv)', csvRows(ROWS))
         const got = await summary('copy_src')
-        return run.code === 0 && got?.n === ROWS ? true : `psql \\copy csv in: exit ${run.code} ${run.stderr.trim()}, ${got?.n} rows`
+        return run.code === 0 && got?.n === ROWS
+          ? true
+          : `psql \\copy csv in: exit ${run.code} ${run.stderr.trim()}, ${got?.n} rows`
       },
       async () => {
         const run = await psql(url, '\\copy (select * from copy_src order by id) to pstdout with (format csv)')
-        return run.code === 0 && run.stdout.toString() === csvRows(ROWS) ? true : `psql \\copy csv out: exit ${run.code} ${run.stderr.trim()}, ${run.stdout.length} bytes`
+        return run.code === 0 && run.stdout.toString() === csvRows(ROWS)
+          ? true
+          : `psql \\copy csv out: exit ${run.code} ${run.stderr.trim()}, ${run.stdout.length} bytes`
       },
       async () => {
         const out = await psql(url, '\\copy copy_src to pstdout with (format binary)')
         const run = await psql(url, '\\copy copy_bin from pstdin with (format binary)', out.stdout)
         const [src, bin] = [await summary('copy_src'), await summary('copy_bin')]
-        return out.code === 0 && run.code === 0 && bin?.n === ROWS && bin.sum === src?.sum ? true : `binary round trip: exit ${out.code}/${run.code} ${run.stderr.trim()}, ${JSON.stringify([src, bin])}`
+        return out.code === 0 && run.code === 0 && bin?.n === ROWS && bin.sum === src?.sum
+          ? true
+          : `binary round trip: exit ${out.code}/${run.code} ${run.stderr.trim()}, ${JSON.stringify([src, bin])}`
       },
       async () => {
         // postgres.js streams CopyData as it is written; the server gathers it until CopyDone.
@@ -76,7 +91,13 @@ export async function copyScenario(url: string): Promise<Outcome> {
           const chunk = Array.from({ length: 100 }, (_, k) => `${i + k}\tjs ${i + k}\t\\N\n`).join('')
           if (!writable.write(chunk)) await new Promise((resolve) => writable.once('drain', resolve))
         }
-        await withDeadline(new Promise<void>((resolve, reject) => writable.end((error?: Error | null) => (error ? reject(error) : resolve()))), 5_000, 'copy end')
+        await withDeadline(
+          new Promise<void>((resolve, reject) =>
+            writable.end((error?: Error | null) => (error ? reject(error) : resolve())),
+          ),
+          5_000,
+          'copy end',
+        )
         const got = await summary('copy_js')
         return got?.n === ROWS ? true : `postgres.js copy: ${got?.n} rows`
       },
@@ -95,15 +116,24 @@ export async function copyScenario(url: string): Promise<Outcome> {
         const dir = await mkdtemp(join(tmpdir(), 'pglite-copy-'))
         const script = join(dir, 'rolled-back.sql')
         await writeFile(script, 'begin;\n\\copy copy_src from pstdin with (format csv)\nrollback;\n')
-        const run = await runTool('psql', ['-X', '-v', 'ON_ERROR_STOP=1', '-At', '-d', url, '-f', script], url, csvRows(10, ROWS)).finally(() => rm(dir, { recursive: true, force: true }))
+        const run = await runTool(
+          'psql',
+          ['-X', '-v', 'ON_ERROR_STOP=1', '-At', '-d', url, '-f', script],
+          url,
+          csvRows(10, ROWS),
+        ).finally(() => rm(dir, { recursive: true, force: true }))
         const got = await summary('copy_src')
-        return run.code === 0 && got?.n === ROWS ? true : `COPY in a rolled-back transaction: exit ${run.code} ${run.stderr.trim()}, ${got?.n} rows`
+        return run.code === 0 && got?.n === ROWS
+          ? true
+          : `COPY in a rolled-back transaction: exit ${run.code} ${run.stderr.trim()}, ${got?.n} rows`
       },
       async () => {
         // pgbench's default initialization loads pgbench_accounts with COPY FROM STDIN (client-side generation).
         const run = await runTool('pgbench', ['-i', '-s', '1', '-q', '-I', 'dtgvp', url], url)
         const [row] = await q<{ n: number }>('select count(*)::int as n from pgbench_accounts')
-        return run.code === 0 && row?.n === 100_000 ? true : `pgbench -i: exit ${run.code} ${run.stderr.trim().split('\n').pop()}, ${row?.n} accounts`
+        return run.code === 0 && row?.n === 100_000
+          ? true
+          : `pgbench -i: exit ${run.code} ${run.stderr.trim().split('\n').pop()}, ${row?.n} accounts`
       },
     ]
     for (const step of steps) if ((await attempt(tally, step)) !== 'ok') break

@@ -12,7 +12,9 @@ function expectRows(summary: wire.Summary, fields: string[], rows: string[][]): 
   if (summary.errors[0]) throw new BackendError(summary.errors[0])
   const got = { fields: summary.fields, rows: summary.rows, status: summary.status }
   const want = { fields, rows, status: 'I' }
-  return JSON.stringify(got) === JSON.stringify(want) ? true : `expected ${JSON.stringify(want)}, got ${JSON.stringify(got)}`
+  return JSON.stringify(got) === JSON.stringify(want)
+    ? true
+    : `expected ${JSON.stringify(want)}, got ${JSON.stringify(got)}`
 }
 
 export async function disconnectMid(url: string): Promise<Outcome> {
@@ -41,20 +43,38 @@ export async function disconnectMid(url: string): Promise<Outcome> {
     if (created.errors[0]) throw new BackendError(created.errors[0])
 
     const steps = [
-      await vanishing('A (insert executed, no Sync)', async (a) => {
-        await a.send(wire.parse('', `insert into ${table} values (1)`), wire.bind('', ''), wire.execute(''), wire.flush())
-        await a.next('CommandComplete')
-      }, b),
-      await vanishing('A2 (BEGIN; insert)', async (a2) => {
-        const begun = await a2.query(`begin; insert into ${table} values (2)`)
-        if (begun.status !== 'T') throw new Error(`A2 not in a transaction: ${JSON.stringify(begun)}`)
-      }, b),
-      await vanishing('A3 (Parse/Bind, no Sync)', async (a3) => {
-        await a3.send(wire.parse('', 'select 3 as three'), wire.bind('', ''), wire.flush())
-        await a3.next('BindComplete')
-      }, b),
+      await vanishing(
+        'A (insert executed, no Sync)',
+        async (a) => {
+          await a.send(
+            wire.parse('', `insert into ${table} values (1)`),
+            wire.bind('', ''),
+            wire.execute(''),
+            wire.flush(),
+          )
+          await a.next('CommandComplete')
+        },
+        b,
+      ),
+      await vanishing(
+        'A2 (BEGIN; insert)',
+        async (a2) => {
+          const begun = await a2.query(`begin; insert into ${table} values (2)`)
+          if (begun.status !== 'T') throw new Error(`A2 not in a transaction: ${JSON.stringify(begun)}`)
+        },
+        b,
+      ),
+      await vanishing(
+        'A3 (Parse/Bind, no Sync)',
+        async (a3) => {
+          await a3.send(wire.parse('', 'select 3 as three'), wire.bind('', ''), wire.flush())
+          await a3.next('BindComplete')
+        },
+        b,
+      ),
     ]
-    if (!steps.includes('stalled')) await attempt(tally, async () => expectRows(await b.extended('select $1::int as v', ['7']), ['v'], [['7']]))
+    if (!steps.includes('stalled'))
+      await attempt(tally, async () => expectRows(await b.extended('select $1::int as v', ['7']), ['v'], [['7']]))
     return verdictOf(tally)
   } catch (error) {
     recordFailure(tally, error)

@@ -22,7 +22,8 @@ const PUSH_CONFIG = 'harness/clients/drizzle-push.config.ts'
 
 const busyTable = pgTable('drizzle_busy', { id: serial('id').primaryKey(), worker: integer('worker').notNull() })
 
-const drizzleKit = (args: string[], env: NodeJS.ProcessEnv) => runProcess(process.execPath, [DRIZZLE_KIT, ...args], { env, deadlineMs: 60_000, cwd: REPO })
+const drizzleKit = (args: string[], env: NodeJS.ProcessEnv) =>
+  runProcess(process.execPath, [DRIZZLE_KIT, ...args], { env, deadlineMs: 60_000, cwd: REPO })
 
 export async function drizzleKitScenario(url: string): Promise<Outcome> {
   const tally = createTally()
@@ -34,7 +35,13 @@ export async function drizzleKitScenario(url: string): Promise<Outcome> {
   const out = await mkdtemp(join(tmpdir(), 'pglite-drizzle-pull-'))
   let busy = true
   try {
-    await withDeadline(pool.query('drop table if exists drizzle_busy, drizzle_pushed; create table drizzle_busy (id serial primary key, worker int not null)'), 5_000, 'setup')
+    await withDeadline(
+      pool.query(
+        'drop table if exists drizzle_busy, drizzle_pushed; create table drizzle_busy (id serial primary key, worker int not null)',
+      ),
+      5_000,
+      'setup',
+    )
     // The app: drizzle-orm on a postgres.js pool (prepared statements, pipelining), transactions that insert a row
     // and check it, every other one rolled back, until the tool runs are over; then the rows each worker
     // committed must all be there, and no other.
@@ -50,9 +57,17 @@ export async function drizzleKitScenario(url: string): Promise<Outcome> {
               seen = (await tx.select({ n: count() }).from(busyTable).where(eq(busyTable.worker, worker)))[0]?.n
               if (!isKept) tx.rollback()
             })
-            await withDeadline(work.catch((error: unknown) => (error instanceof TransactionRollbackError ? undefined : Promise.reject(error))), 5_000, `worker ${worker} transaction`)
+            await withDeadline(
+              work.catch((error: unknown) =>
+                error instanceof TransactionRollbackError ? undefined : Promise.reject(error),
+              ),
+              5_000,
+              `worker ${worker} transaction`,
+            )
             if (isKept) committed[worker]!++
-            return seen === committed[worker]! + (isKept ? 0 : 1) ? true : `worker ${worker} saw ${seen} of its rows inside its transaction`
+            return seen === committed[worker]! + (isKept ? 0 : 1)
+              ? true
+              : `worker ${worker} saw ${seen} of its rows inside its transaction`
           })
           if (verdict !== 'ok') return
         }
@@ -61,31 +76,60 @@ export async function drizzleKitScenario(url: string): Promise<Outcome> {
     const env = { DATABASE_URL: url, DRIZZLE_PULL_OUT: out }
     await attempt(tally, async () => {
       const run = await drizzleKit(['migrate'], env)
-      const journal = JSON.parse(await readFile(join(REPO, 'migrations', 'meta', '_journal.json'), 'utf8')) as { entries: unknown[] }
-      const { rows } = await withDeadline(pool.query<{ n: number; tables: number }>(
-        `select (select count(*)::int from drizzle.__drizzle_migrations) as n,
+      const journal = JSON.parse(await readFile(join(REPO, 'migrations', 'meta', '_journal.json'), 'utf8')) as {
+        entries: unknown[]
+      }
+      const { rows } = await withDeadline(
+        pool.query<{ n: number; tables: number }>(
+          `select (select count(*)::int from drizzle.__drizzle_migrations) as n,
                 (select count(*)::int from pg_tables where schemaname = 'public' and tablename in ('customers', 'products', 'orders', 'order_items')) as tables`,
-      ), 5_000, 'after migrate')
-      return run.code === 0 && rows[0]?.n === journal.entries.length && rows[0].tables === 4 ? true : `migrate: exit ${run.code} ${run.stderr.trim().split('\n').pop()}, ${JSON.stringify(rows[0])}`
+        ),
+        5_000,
+        'after migrate',
+      )
+      return run.code === 0 && rows[0]?.n === journal.entries.length && rows[0].tables === 4
+        ? true
+        : `migrate: exit ${run.code} ${run.stderr.trim().split('\n').pop()}, ${JSON.stringify(rows[0])}`
     })
     await attempt(tally, async () => {
-      const run = await drizzleKit(['push', '--force', '--config', PUSH_CONFIG], { ...env, DRIZZLE_TABLES: 'drizzle_pushed' })
-      const { rows } = await withDeadline(pool.query<{ c: string }>("select string_agg(column_name || ':' || data_type, ',' order by ordinal_position) as c from information_schema.columns where table_name = 'drizzle_pushed'"), 5_000, 'after push')
+      const run = await drizzleKit(['push', '--force', '--config', PUSH_CONFIG], {
+        ...env,
+        DRIZZLE_TABLES: 'drizzle_pushed',
+      })
+      const { rows } = await withDeadline(
+        pool.query<{ c: string }>(
+          "select string_agg(column_name || ':' || data_type, ',' order by ordinal_position) as c from information_schema.columns where table_name = 'drizzle_pushed'",
+        ),
+        5_000,
+        'after push',
+      )
       const want = 'id:integer,label:text,meta:jsonb,created_at:timestamp with time zone'
-      return run.code === 0 && rows[0]?.c === want ? true : `push: exit ${run.code} ${run.stderr.trim().split('\n').pop()}, columns ${rows[0]?.c}`
+      return run.code === 0 && rows[0]?.c === want
+        ? true
+        : `push: exit ${run.code} ${run.stderr.trim().split('\n').pop()}, columns ${rows[0]?.c}`
     })
     await attempt(tally, async () => {
       const run = await drizzleKit(['pull', '--config', PUSH_CONFIG], env)
       const schema = await readFile(join(out, 'schema.ts'), 'utf8').catch(() => '')
       const tables = ['customers', 'orders', 'drizzle_pushed'].filter((t) => !schema.includes(`pgTable("${t}"`))
-      return run.code === 0 && tables.length === 0 ? true : `pull: exit ${run.code} ${run.stderr.trim().split('\n').pop()}, missing ${tables.join(', ')}`
+      return run.code === 0 && tables.length === 0
+        ? true
+        : `pull: exit ${run.code} ${run.stderr.trim().split('\n').pop()}, missing ${tables.join(', ')}`
     })
     busy = false
     await withDeadline(app, 20_000, 'the app pool')
     await attempt(tally, async () => {
-      const { rows } = await withDeadline(pool.query<{ worker: number; n: number }>('select worker, count(*)::int as n from drizzle_busy group by worker order by worker'), 5_000, 'final count')
+      const { rows } = await withDeadline(
+        pool.query<{ worker: number; n: number }>(
+          'select worker, count(*)::int as n from drizzle_busy group by worker order by worker',
+        ),
+        5_000,
+        'final count',
+      )
       const got = committed.map((_, worker) => rows.find((r) => r.worker === worker)?.n ?? 0)
-      return JSON.stringify(got) === JSON.stringify(committed) ? true : `committed ${JSON.stringify(committed)}, table has ${JSON.stringify(got)}`
+      return JSON.stringify(got) === JSON.stringify(committed)
+        ? true
+        : `committed ${JSON.stringify(committed)}, table has ${JSON.stringify(got)}`
     })
   } catch (error) {
     recordFailure(tally, error)

@@ -4,7 +4,16 @@
 // several connections at once, checks every result, and prints a JSON tally that becomes this scenario's.
 import { fileURLToPath } from 'node:url'
 import { runProcess, type ProcessRun } from '../process.ts'
-import { createTally, recordFailure, recordWrong, verdictOf, type Outcome, type RunOptions, type Scenario, type Tally } from './outcome.ts'
+import {
+  createTally,
+  recordFailure,
+  recordWrong,
+  verdictOf,
+  type Outcome,
+  type RunOptions,
+  type Scenario,
+  type Tally,
+} from './outcome.ts'
 
 const CLIENTS_DIR = fileURLToPath(new URL('../clients/', import.meta.url))
 const RUN_DEADLINE_MS = 90_000
@@ -28,7 +37,12 @@ function absorb(tally: Tally, run: ProcessRun): void {
     reported = JSON.parse(line) as ClientTally
   } catch {
     tally.queries++
-    recordFailure(tally, Object.assign(new Error(`exit ${run.code}: ${run.stderr.trim().split('\n').slice(-3).join(' | ')}`), { code: 'CLIENT_DIED' }))
+    recordFailure(
+      tally,
+      Object.assign(new Error(`exit ${run.code}: ${run.stderr.trim().split('\n').slice(-3).join(' | ')}`), {
+        code: 'CLIENT_DIED',
+      }),
+    )
     return
   }
   tally.queries += reported.queries
@@ -40,13 +54,21 @@ function absorb(tally: Tally, run: ProcessRun): void {
     if (sample && tally.samples.length < 8) tally.samples.push(`${key} ${sample}`)
   }
   // Requests the client never got to (it stopped a connection at its first failure) are not in its count.
-  if (run.code !== 0 && reported.ok === reported.queries) recordFailure(tally, Object.assign(new Error(`exit ${run.code}`), { code: 'CLIENT_EXIT' }))
+  if (run.code !== 0 && reported.ok === reported.queries)
+    recordFailure(tally, Object.assign(new Error(`exit ${run.code}`), { code: 'CLIENT_EXIT' }))
 }
 
-async function scenarioRun(command: string, args: string[], options: { deadlineMs?: number; env?: NodeJS.ProcessEnv } = {}): Promise<Outcome> {
+async function scenarioRun(
+  command: string,
+  args: string[],
+  options: { deadlineMs?: number; env?: NodeJS.ProcessEnv } = {},
+): Promise<Outcome> {
   const tally = createTally()
   try {
-    absorb(tally, await runProcess(command, args, { deadlineMs: options.deadlineMs ?? RUN_DEADLINE_MS, env: options.env }))
+    absorb(
+      tally,
+      await runProcess(command, args, { deadlineMs: options.deadlineMs ?? RUN_DEADLINE_MS, env: options.env }),
+    )
   } catch (error) {
     tally.queries++
     recordFailure(tally, error)
@@ -57,7 +79,8 @@ async function scenarioRun(command: string, args: string[], options: { deadlineM
 /** `deadlineMs` bounds the client process's whole run. */
 export const psycopgScenario: Scenario = {
   name: 'psycopg',
-  run: (url, options: RunOptions = {}) => scenarioRun(PYTHON, [`${CLIENTS_DIR}psycopg_check.py`, url, '4', '10'], options),
+  run: (url, options: RunOptions = {}) =>
+    scenarioRun(PYTHON, [`${CLIENTS_DIR}psycopg_check.py`, url, '4', '10'], options),
 }
 
 /** `deadlineMs` bounds the client process's whole run. */
@@ -65,7 +88,18 @@ export const pgjdbcScenario: Scenario = {
   name: 'pgjdbc',
   run: (url, options: RunOptions = {}) => {
     const { hostname, port, pathname } = new URL(url)
-    return scenarioRun('java', ['-cp', JDBC_JAR, `${CLIENTS_DIR}JdbcCheck.java`, `jdbc:postgresql://${hostname}:${port || 5432}${pathname || '/postgres'}`, '4', '10'], options)
+    return scenarioRun(
+      'java',
+      [
+        '-cp',
+        JDBC_JAR,
+        `${CLIENTS_DIR}JdbcCheck.java`,
+        `jdbc:postgresql://${hostname}:${port || 5432}${pathname || '/postgres'}`,
+        '4',
+        '10',
+      ],
+      options,
+    )
   },
 }
 
@@ -78,7 +112,11 @@ function backendStateScenario(group: 'cursors' | 'temp' | 'advisory' | 'identity
     name: `backend-${group}`,
     // `deadlineMs` bounds each step of the client (its STEP, 10 s by default), not the whole run.
     run: (url, options: RunOptions = {}) =>
-      scenarioRun(PYTHON, [`${CLIENTS_DIR}backend_state.py`, url, group], options.deadlineMs === undefined ? {} : { env: { BACKEND_STATE_STEP_MS: String(options.deadlineMs) } }),
+      scenarioRun(
+        PYTHON,
+        [`${CLIENTS_DIR}backend_state.py`, url, group],
+        options.deadlineMs === undefined ? {} : { env: { BACKEND_STATE_STEP_MS: String(options.deadlineMs) } },
+      ),
   }
 }
 

@@ -38,7 +38,8 @@ export async function idleInTransaction(url: string, options: IdleInTransactionO
     const a = await connectRaw(url, { deadlineMs })
     clients.push(a)
     const created = await b.query(`create table ${table} (id int)`)
-    if (created.errors.length > 0) throw Object.assign(new Error(created.errors[0]!.message), { code: created.errors[0]!.code })
+    if (created.errors.length > 0)
+      throw Object.assign(new Error(created.errors[0]!.message), { code: created.errors[0]!.code })
 
     if (holder === 'transaction') {
       const begun = await a.query(`begin; insert into ${table} values (1)`)
@@ -57,7 +58,9 @@ export async function idleInTransaction(url: string, options: IdleInTransactionO
     const holderKicked = attempt(tally, async () => {
       const error = wire.decodeError((await a.next('ErrorResponse')).body)
       details.holderError = error
-      return error.severity === 'FATAL' && error.code === '25P03' ? true : `holder got ${error.severity} ${error.code} ${error.message}`
+      return error.severity === 'FATAL' && error.code === '25P03'
+        ? true
+        : `holder got ${error.severity} ${error.code} ${error.message}`
     })
     // After a stall the connections' replies are out of step with our requests: stop here.
     if ((await Promise.all([bystander, holderKicked])).includes('stalled')) return verdictOf(tally, details)

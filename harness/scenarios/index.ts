@@ -8,7 +8,14 @@ import { pgSessionSettingsScenario } from './pg-session-settings.ts'
 import { pgListenNotifyScenario } from './pg-listen-notify.ts'
 import { pgDiscardAllScenario } from './pg-discard-all.ts'
 import { copyInOutScenario } from './copy.ts'
-import { backendAdvisoryScenario, backendCursorsScenario, backendIdentityScenario, backendTempScenario, pgjdbcScenario, psycopgScenario } from './foreign-clients.ts'
+import {
+  backendAdvisoryScenario,
+  backendCursorsScenario,
+  backendIdentityScenario,
+  backendTempScenario,
+  pgjdbcScenario,
+  psycopgScenario,
+} from './foreign-clients.ts'
 import { psqlScriptsScenario } from './psql.ts'
 import { pgDumpRestoreScenario } from './pg-dump.ts'
 import { drizzleKitToolScenario } from './drizzle-kit.ts'

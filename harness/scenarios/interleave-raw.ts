@@ -15,7 +15,9 @@ function check(who: string, summary: wire.Summary, column: string, value: string
   }
   const got = { fields: summary.fields, rows: summary.rows, status: summary.status }
   const want = { fields: [column], rows: [[value]], status: 'I' }
-  return JSON.stringify(got) === JSON.stringify(want) ? true : `${who} expected ${JSON.stringify(want)}, got ${JSON.stringify(got)}`
+  return JSON.stringify(got) === JSON.stringify(want)
+    ? true
+    : `${who} expected ${JSON.stringify(want)}, got ${JSON.stringify(got)}`
 }
 
 export async function interleaveRaw(url: string): Promise<Outcome> {
@@ -32,7 +34,13 @@ export async function interleaveRaw(url: string): Promise<Outcome> {
     await a.next('ParseComplete')
 
     // B's wait starts before A resumes.
-    await b.send(wire.parse('', 'select 2 as b'), wire.bind('', ''), wire.describe('P', ''), wire.execute(''), wire.sync())
+    await b.send(
+      wire.parse('', 'select 2 as b'),
+      wire.bind('', ''),
+      wire.describe('P', ''),
+      wire.execute(''),
+      wire.sync(),
+    )
     const bDone = b.until('ReadyForQuery').then((m) => (order.push('B'), wire.summarize(m)))
     await a.send(wire.bind('', ''), wire.describe('P', ''), wire.execute(''), wire.sync())
     const aDone = a.until('ReadyForQuery').then((m) => (order.push('A'), wire.summarize(m)))

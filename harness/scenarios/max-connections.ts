@@ -22,7 +22,8 @@ export async function maxConnections(url: string, options: { limit?: number } = 
         await extra.send(wire.startup({ user: 'postgres', database: 'postgres' }))
         const error = wire.decodeError((await extra.next('ErrorResponse')).body)
         details.refusal = error
-        const isExpected = error.severity === 'FATAL' && error.code === '53300' && error.message === 'sorry, too many clients already'
+        const isExpected =
+          error.severity === 'FATAL' && error.code === '53300' && error.message === 'sorry, too many clients already'
         return isExpected ? true : `refused with ${error.severity} ${error.code} ${error.message}`
       } finally {
         const received = extra.received()
@@ -37,7 +38,9 @@ export async function maxConnections(url: string, options: { limit?: number } = 
       await attempt(tally, async () => {
         const result = await client.query(`select ${i} as i`)
         if (result.errors[0]) throw new BackendError(result.errors[0])
-        return JSON.stringify(result.rows) === JSON.stringify([[String(i)]]) ? true : `admitted client ${i} got ${JSON.stringify(result.rows)}`
+        return JSON.stringify(result.rows) === JSON.stringify([[String(i)]])
+          ? true
+          : `admitted client ${i} got ${JSON.stringify(result.rows)}`
       })
     }
     return verdictOf(tally, details)

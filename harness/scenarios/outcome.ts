@@ -139,7 +139,8 @@ export function verdictOf(tally: Tally, details?: Record<string, unknown>): Outc
     return { kind: 'error', sqlstate: top, message, ...extra }
   }
   if (tally.wrong > 0) return { kind: 'wrong', detail: sampleOf(tally, 'wrong'), ...extra }
-  if (tally.ok !== tally.queries) return { kind: 'wrong', detail: `${tally.ok} of ${tally.queries} requests ok`, ...extra }
+  if (tally.ok !== tally.queries)
+    return { kind: 'wrong', detail: `${tally.ok} of ${tally.queries} requests ok`, ...extra }
   return { kind: 'ok', ...extra }
 }
 

@@ -35,7 +35,11 @@ export async function pgDiscardAll(url: string, options: { queryDeadlineMs?: num
       round++
       await attempt(tally, async () => {
         // node-postgres prepared b_double once; from now on it only sends Bind/Execute for it.
-        const { rows } = await q<{ v: number }>(b, { name: 'b_double', text: 'select $1::int * 2 as v', values: [round] })
+        const { rows } = await q<{ v: number }>(b, {
+          name: 'b_double',
+          text: 'select $1::int * 2 as v',
+          values: [round],
+        })
         return rows[0]?.v === round * 2 ? true : `after ${after}: B's statement b_double gave ${JSON.stringify(rows)}`
       })
       await attempt(tally, async () => {
@@ -46,21 +50,31 @@ export async function pgDiscardAll(url: string, options: { queryDeadlineMs?: num
         bNotified.length = 0
         await q(a, `notify jobs, 'round ${round}'`)
         await q(b, 'select 1') // B reads every notification sent before this answer
-        return bNotified.includes(`round ${round}`) ? true : `after ${after}: B got no notification (got ${JSON.stringify(bNotified)})`
+        return bNotified.includes(`round ${round}`)
+          ? true
+          : `after ${after}: B got no notification (got ${JSON.stringify(bNotified)})`
       })
     }
 
     await q(a, 'DISCARD ALL')
     await bStillHasEverything('A: DISCARD ALL')
     await attempt(tally, async () => {
-      const { rows } = await q<{ tz: string; is_default: boolean }>(a, "select setting as tz, setting = reset_val as is_default from pg_settings where name = 'TimeZone'")
+      const { rows } = await q<{ tz: string; is_default: boolean }>(
+        a,
+        "select setting as tz, setting = reset_val as is_default from pg_settings where name = 'TimeZone'",
+      )
       return rows[0]?.is_default === true ? true : `after DISCARD ALL, A's TimeZone is ${rows[0]?.tz}, not the default`
     })
     await attempt(tally, async () => {
       // node-postgres still believes a_triple is prepared and sends only Bind/Execute, as it would to Postgres,
       // which answers 26000 after a DISCARD ALL: A's statement is really gone, under A's own name.
-      const error = await q(a, { name: 'a_triple', text: 'select $1::int * 3 as v', values: [2] }).then(() => null, (e: unknown) => e as { code?: string; message?: string })
-      return error?.code === '26000' && error.message === 'prepared statement "a_triple" does not exist' ? true : `A after DISCARD ALL: ${JSON.stringify(error)}`
+      const error = await q(a, { name: 'a_triple', text: 'select $1::int * 3 as v', values: [2] }).then(
+        () => null,
+        (e: unknown) => e as { code?: string; message?: string },
+      )
+      return error?.code === '26000' && error.message === 'prepared statement "a_triple" does not exist'
+        ? true
+        : `A after DISCARD ALL: ${JSON.stringify(error)}`
     })
     await q(a, { name: 'a_more', text: 'select $1::int as v', values: [1] })
     await q(a, 'DEALLOCATE ALL')

@@ -88,7 +88,11 @@ const shapeQueries = (schema: string): Record<string, string> => ({
 const SET_LINE = /^SET ([a-z_]+) = /
 
 async function connect(url: string): Promise<pg.Client> {
-  const client = new pg.Client({ connectionString: url, query_timeout: QUERY_TIMEOUT_MS, connectionTimeoutMillis: QUERY_TIMEOUT_MS })
+  const client = new pg.Client({
+    connectionString: url,
+    query_timeout: QUERY_TIMEOUT_MS,
+    connectionTimeoutMillis: QUERY_TIMEOUT_MS,
+  })
   await client.connect()
   return client
 }
@@ -107,7 +111,13 @@ async function readShape(client: pg.Client, schema: string): Promise<Record<stri
  * A writer inserts into `dump_busy` by its unqualified name and counts its own rows, round after round, until the dump
  * and restore are over and it has made one more round: one request of the tally, wrong at its first wrong round.
  */
-async function writer(url: string, id: number, started: () => void, work: { isOver: boolean }, rounds: number[]): Promise<true | string> {
+async function writer(
+  url: string,
+  id: number,
+  started: () => void,
+  work: { isOver: boolean },
+  rounds: number[],
+): Promise<true | string> {
   let client: pg.Client | null = null
   try {
     client = await connect(url)
@@ -163,7 +173,9 @@ export async function pgDumpScenario(url: string): Promise<Outcome> {
     const restored = await readShape(admin, COPY_SCHEMA)
     for (const aspect of Object.keys(original)) {
       await attempt(tally, async () =>
-        original[aspect] === restored[aspect] ? true : `${aspect}: ${original[aspect]!.slice(0, 80)} restored as ${restored[aspect]!.slice(0, 80)}`,
+        original[aspect] === restored[aspect]
+          ? true
+          : `${aspect}: ${original[aspect]!.slice(0, 80)} restored as ${restored[aspect]!.slice(0, 80)}`,
       )
     }
   } catch (error) {
@@ -179,10 +191,14 @@ export async function pgDumpScenario(url: string): Promise<Outcome> {
 async function dumpAndRestore(tally: Tally, url: string, dir: string, details: Record<string, unknown>): Promise<void> {
   let dump = ''
   const dumped = await attempt(tally, async () => {
-    const out = await runProcess(process.execPath, ['--import', 'tsx', PG_DUMP, url, '-n', SOURCE_SCHEMA], { deadlineMs: PROCESS_DEADLINE_MS })
+    const out = await runProcess(process.execPath, ['--import', 'tsx', PG_DUMP, url, '-n', SOURCE_SCHEMA], {
+      deadlineMs: PROCESS_DEADLINE_MS,
+    })
     dump = out.stdout.toString()
     if (out.code !== 0) return `pg_dump: exit ${out.code}: ${out.stderr.trim().split('\n').slice(-2).join(' | ')}`
-    return dump.includes(`CREATE TABLE ${SOURCE_SCHEMA}.orders`) ? true : 'pg_dump: no CREATE TABLE for orders in the dump'
+    return dump.includes(`CREATE TABLE ${SOURCE_SCHEMA}.orders`)
+      ? true
+      : 'pg_dump: no CREATE TABLE for orders in the dump'
   })
   if (dumped !== 'ok') return
   const known = new Set((await queryOnce(url, 'select name from pg_settings')).map((row) => row[0]))
@@ -201,7 +217,10 @@ async function dumpAndRestore(tally: Tally, url: string, dir: string, details: R
   const file = join(dir, 'dump.sql')
   await writeFile(file, `drop schema if exists ${COPY_SCHEMA} cascade;\n${restorable}`)
   await attempt(tally, async () => {
-    const out = await runProcess('psql', ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '-d', url, '-f', file], { env: LIBPQ_ENV, deadlineMs: PROCESS_DEADLINE_MS })
+    const out = await runProcess('psql', ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '-d', url, '-f', file], {
+      env: LIBPQ_ENV,
+      deadlineMs: PROCESS_DEADLINE_MS,
+    })
     return out.code === 0 ? true : `psql restore: exit ${out.code}: ${out.stderr.trim().split('\n')[0]}`
   })
 }

@@ -29,7 +29,12 @@ export async function pgListenNotify(url: string, options: { queryDeadlineMs?: n
   }
   const q = (l: Listener, text: string) => withDeadline(l.client.query(text), queryDeadlineMs, `${l.name}: ${text}`)
   try {
-    const [a, b, c, d] = await Promise.all(['A', 'B', 'C', 'D'].map(connect)) as [Listener, Listener, Listener, Listener]
+    const [a, b, c, d] = (await Promise.all(['A', 'B', 'C', 'D'].map(connect))) as [
+      Listener,
+      Listener,
+      Listener,
+      Listener,
+    ]
     const everyone = [a, b, c, d]
     /** Run `send` on D, let every client answer one query, then check who got what since the last check. */
     const step = async (label: string, send: () => Promise<unknown>, expected: Record<string, string[]>) => {
@@ -40,7 +45,9 @@ export async function pgListenNotify(url: string, options: { queryDeadlineMs?: n
         await attempt(tally, async () => {
           const want = expected[l.name] ?? []
           const got = [...l.got].sort()
-          return JSON.stringify(got) === JSON.stringify([...want].sort()) ? true : `${label}: ${l.name} expected ${JSON.stringify(want)}, got ${JSON.stringify(got)}`
+          return JSON.stringify(got) === JSON.stringify([...want].sort())
+            ? true
+            : `${label}: ${l.name} expected ${JSON.stringify(want)}, got ${JSON.stringify(got)}`
         })
       }
     }
@@ -49,17 +56,25 @@ export async function pgListenNotify(url: string, options: { queryDeadlineMs?: n
     await q(b, 'listen ORDERS; LISTEN "Audit"')
     await step('NOTIFY', () => q(d, "NOTIFY orders, 'o1'"), { A: ['orders:o1'], B: ['orders:o1'] })
     await step('pg_notify', () => q(d, "select pg_notify('Audit', 'a1')"), { B: ['Audit:a1'] })
-    await step('at COMMIT', async () => {
-      await q(d, 'BEGIN')
-      await q(d, "NOTIFY orders, 'o2'")
-      await q(d, "NOTIFY \"Audit\", 'a2'")
-      await q(d, 'COMMIT')
-    }, { A: ['orders:o2'], B: ['orders:o2', 'Audit:a2'] })
-    await step('rolled back', async () => {
-      await q(d, 'BEGIN')
-      await q(d, "NOTIFY orders, 'never'")
-      await q(d, 'ROLLBACK')
-    }, {})
+    await step(
+      'at COMMIT',
+      async () => {
+        await q(d, 'BEGIN')
+        await q(d, "NOTIFY orders, 'o2'")
+        await q(d, 'NOTIFY "Audit", \'a2\'')
+        await q(d, 'COMMIT')
+      },
+      { A: ['orders:o2'], B: ['orders:o2', 'Audit:a2'] },
+    )
+    await step(
+      'rolled back',
+      async () => {
+        await q(d, 'BEGIN')
+        await q(d, "NOTIFY orders, 'never'")
+        await q(d, 'ROLLBACK')
+      },
+      {},
+    )
     // A listener's own NOTIFY reaches itself too, as in Postgres.
     await step('self', () => q(b, "NOTIFY orders, 'from B'"), { A: ['orders:from B'], B: ['orders:from B'] })
     // A stops; B still gets "orders" although A's UNLISTEN made the one session stop listening there.

@@ -25,16 +25,34 @@ export async function pgNamedStatements(url: string, options: PgNamedStatementsO
         connected.push(client)
         const factor = c + 2
         const run = async <Row>(config: pg.QueryConfig) =>
-          (await withDeadline(client.query<Row & pg.QueryResultRow>(config), queryDeadlineMs, `${config.name} (client ${c})`)).rows
+          (
+            await withDeadline(
+              client.query<Row & pg.QueryResultRow>(config),
+              queryDeadlineMs,
+              `${config.name} (client ${c})`,
+            )
+          ).rows
         for (let i = 0; i < iterations; i++) {
           const total = await attempt(tally, async () => {
             // Same name on every client, different SQL and result shape per client.
-            const rows = await run<{ v: number }>({ name: 'total', text: `select $1::int * ${factor} as v`, values: [i] })
-            return rows.length === 1 && rows[0]!.v === i * factor ? true : `client ${c} total(${i}): ${JSON.stringify(rows)}`
+            const rows = await run<{ v: number }>({
+              name: 'total',
+              text: `select $1::int * ${factor} as v`,
+              values: [i],
+            })
+            return rows.length === 1 && rows[0]!.v === i * factor
+              ? true
+              : `client ${c} total(${i}): ${JSON.stringify(rows)}`
           })
           const label = await attempt(tally, async () => {
-            const rows = await run<{ who: string }>({ name: 'label', text: `select 'client ${c}:' || $1::text as who`, values: [String(i)] })
-            return rows.length === 1 && rows[0]!.who === `client ${c}:${i}` ? true : `client ${c} label(${i}): ${JSON.stringify(rows)}`
+            const rows = await run<{ who: string }>({
+              name: 'label',
+              text: `select 'client ${c}:' || $1::text as who`,
+              values: [String(i)],
+            })
+            return rows.length === 1 && rows[0]!.who === `client ${c}:${i}`
+              ? true
+              : `client ${c} label(${i}): ${JSON.stringify(rows)}`
           })
           if (total === 'stalled' || label === 'stalled') return
         }

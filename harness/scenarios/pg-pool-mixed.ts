@@ -26,11 +26,19 @@ function createPool(url: string, tally: Tally, max: number) {
 }
 
 /** One explicit transaction on a checked-out client; resolves whether the row should now exist. */
-async function transaction(pool: pg.Pool, table: string, worker: number, step: number, committed: number, deadlineMs: number): Promise<true | string> {
+async function transaction(
+  pool: pg.Pool,
+  table: string,
+  worker: number,
+  step: number,
+  committed: number,
+  deadlineMs: number,
+): Promise<true | string> {
   const client = await withDeadline(pool.connect(), deadlineMs, 'pool.connect')
   let isBroken = false
   try {
-    const q = (text: string, values?: unknown[]) => withDeadline(client.query(text, values), deadlineMs, `${text} (worker ${worker})`)
+    const q = (text: string, values?: unknown[]) =>
+      withDeadline(client.query(text, values), deadlineMs, `${text} (worker ${worker})`)
     await q('BEGIN')
     await q(`insert into ${table} (id, worker, step) values ($1, $2, $3)`, [worker * 1000 + step, worker, step])
     const { rows } = await q(`select count(*)::int as n from ${table} where worker = $1`, [worker])
@@ -53,7 +61,11 @@ export async function pgPoolMixed(url: string, options: PgPoolMixedOptions = {})
   const table = uniqueTable('pool_mixed')
   const expected: number[] = []
   try {
-    await withDeadline(pool.query(`create table ${table} (id int primary key, worker int not null, step int not null)`), queryDeadlineMs, 'create table')
+    await withDeadline(
+      pool.query(`create table ${table} (id int primary key, worker int not null, step int not null)`),
+      queryDeadlineMs,
+      'create table',
+    )
     const timed = (op: () => Promise<true | string>) => () => withDeadline(op(), queryDeadlineMs, 'pool query')
     await Promise.all(
       Array.from({ length: workers }, async (_, w) => {
@@ -62,7 +74,10 @@ export async function pgPoolMixed(url: string, options: PgPoolMixedOptions = {})
         for (let step = 0; step < iterations; step++) {
           const k = worker * 1000 + step
           const results = [
-            await attempt(tally, timed(async () => same((await pool.query('select $1::int * 2 as n', [k])).rows, [{ n: k * 2 }]))),
+            await attempt(
+              tally,
+              timed(async () => same((await pool.query('select $1::int * 2 as n', [k])).rows, [{ n: k * 2 }])),
+            ),
             await attempt(tally, () => transaction(pool, table, worker, step, committed, queryDeadlineMs)),
           ]
           // Count only what the server reported committed; a failed COMMIT leaves the row's fate to the final check.
@@ -71,19 +86,32 @@ export async function pgPoolMixed(url: string, options: PgPoolMixedOptions = {})
             expected.push(k)
           }
           results.push(
-            await attempt(tally, timed(async () => same((await pool.query(`select count(*)::int as n from ${table} where worker = $1`, [worker])).rows, [{ n: committed }]))),
+            await attempt(
+              tally,
+              timed(async () =>
+                same((await pool.query(`select count(*)::int as n from ${table} where worker = $1`, [worker])).rows, [
+                  { n: committed },
+                ]),
+              ),
+            ),
           )
           if (results.includes('stalled')) return
         }
       }),
     )
     await attempt(tally, async () => {
-      const { rows } = await withDeadline(pool.query<{ id: number }>(`select id from ${table} order by id`), queryDeadlineMs, 'final select')
+      const { rows } = await withDeadline(
+        pool.query<{ id: number }>(`select id from ${table} order by id`),
+        queryDeadlineMs,
+        'final select',
+      )
       const got = rows.map((r) => r.id)
       const want = [...expected].sort((a, b) => a - b)
       const missing = want.filter((id) => !got.includes(id))
       const extra = got.filter((id) => !want.includes(id))
-      return missing.length === 0 && extra.length === 0 ? true : `final table: missing ${JSON.stringify(missing)}, extra ${JSON.stringify(extra)}`
+      return missing.length === 0 && extra.length === 0
+        ? true
+        : `final table: missing ${JSON.stringify(missing)}, extra ${JSON.stringify(extra)}`
     })
     return verdictOf(tally, { workers, iterations, committed: expected.length })
   } catch (error) {
@@ -118,7 +146,11 @@ export async function pgPoolIsolation(url: string, options: { queryDeadlineMs?: 
       await q(a, 'BEGIN')
       await q(a, `insert into ${table} (id) values ($1)`, [1])
       const xidA = (await q<{ xid: string }>(a, 'select pg_current_xact_id()::text as xid')).rows[0]?.xid
-      const read = q<{ n: number; xid: string | null }>(b, `select count(*)::int as n, pg_current_xact_id_if_assigned()::text as xid from ${table} where id = $1`, [1])
+      const read = q<{ n: number; xid: string | null }>(
+        b,
+        `select count(*)::int as n, pg_current_xact_id_if_assigned()::text as xid from ${table} where id = $1`,
+        [1],
+      )
       const bRows = read.then((r) => {
         order.push('B')
         bCount = r.rows[0]?.n

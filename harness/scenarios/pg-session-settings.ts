@@ -40,7 +40,8 @@ export async function pgSessionSettings(url: string, options: PgSessionSettingsO
         client.on('error', (error) => recordFailure(tally, error))
         await withDeadline(client.connect(), queryDeadlineMs, 'connect')
         connected.push(client)
-        const query = async <Row extends pg.QueryResultRow>(text: string) => (await withDeadline(client.query<Row>(text), queryDeadlineMs, `${text} (client ${c})`)).rows
+        const query = async <Row extends pg.QueryResultRow>(text: string) =>
+          (await withDeadline(client.query<Row>(text), queryDeadlineMs, `${text} (client ${c})`)).rows
         if (!atStartup) await query(`set search_path = s${c}, public; set timezone = '${zone}'`)
         const expected: Expected = { search_path: schema, TimeZone: zone, DateStyle: 'ISO, MDY' }
         for (let round = 0; round < rounds; round++) {
@@ -54,7 +55,12 @@ export async function pgSessionSettings(url: string, options: PgSessionSettingsO
               `select current_setting('search_path') as search_path, current_setting('TimeZone') as tz, current_setting('DateStyle') as ds`,
             )
             const got = rows[0]
-            if (got?.search_path === expected.search_path && got.tz === expected.TimeZone && got.ds === expected.DateStyle) return true
+            if (
+              got?.search_path === expected.search_path &&
+              got.tz === expected.TimeZone &&
+              got.ds === expected.DateStyle
+            )
+              return true
             return `client ${c} round ${round}: expected ${JSON.stringify(expected)}, got ${JSON.stringify(got)}`
           })
           if (outcome === 'stalled') return

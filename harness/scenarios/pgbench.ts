@@ -33,7 +33,8 @@ function keyOf(message: string): string {
 }
 
 /** One line per aborted client: `client 2 script 0 aborted in command 4 query 0: ERROR:  portal "" does not exist`, `client 3 command 4: no results`. */
-const ABORT_LINE = /^pgbench: error: (client \d+ (?:script \d+ aborted in )?command \d+(?: query \d+)?: (?:(?:ERROR|FATAL):\s+)?(.*))$/gm
+const ABORT_LINE =
+  /^pgbench: error: (client \d+ (?:script \d+ aborted in )?command \d+(?: query \d+)?: (?:(?:ERROR|FATAL):\s+)?(.*))$/gm
 
 export interface PgbenchRun {
   exitCode: number | null
@@ -45,13 +46,21 @@ export interface PgbenchRun {
 }
 
 /** One pgbench process (also the benchmark's): killed past `runDeadlineMs` or after `idleProgressReports` reports of 0 tps. */
-export function runPgbench(url: string, args: string[], options: Pick<Required<PgbenchOptions>, 'runDeadlineMs' | 'idleProgressReports'>): Promise<PgbenchRun> {
+export function runPgbench(
+  url: string,
+  args: string[],
+  options: Pick<Required<PgbenchOptions>, 'runDeadlineMs' | 'idleProgressReports'>,
+): Promise<PgbenchRun> {
   const { hostname, port, username, pathname } = new URL(url)
-  const child = spawn('pgbench', ['-h', hostname, '-p', port || '5432', '-U', username || 'postgres', ...args, pathname.slice(1) || 'postgres'], {
-    // GSSENCRequest is refused only by servers that answer it; without a ticket cache libpq skips it anyway.
-    env: { ...process.env, PGCONNECT_TIMEOUT: '5', PGGSSENCMODE: 'disable', PGAPPNAME: 'pgbench-scenario' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
+  const child = spawn(
+    'pgbench',
+    ['-h', hostname, '-p', port || '5432', '-U', username || 'postgres', ...args, pathname.slice(1) || 'postgres'],
+    {
+      // GSSENCRequest is refused only by servers that answer it; without a ticket cache libpq skips it anyway.
+      env: { ...process.env, PGCONNECT_TIMEOUT: '5', PGGSSENCMODE: 'disable', PGAPPNAME: 'pgbench-scenario' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  )
   const run: PgbenchRun = { exitCode: null, stdout: '', stderr: '', isKilled: false, progressed: 0 }
   let idleReports = 0
   const kill = () => {
@@ -84,20 +93,28 @@ export function runPgbench(url: string, args: string[], options: Pick<Required<P
 }
 
 function recordRun(tally: Tally, run: PgbenchRun, expected: number): number {
-  const processed = Number(/number of transactions actually processed: (\d+)/.exec(run.stdout)?.[1] ?? Math.round(run.progressed))
+  const processed = Number(
+    /number of transactions actually processed: (\d+)/.exec(run.stdout)?.[1] ?? Math.round(run.progressed),
+  )
   const failed = Number(/number of failed transactions: (\d+)/.exec(run.stdout)?.[1] ?? 0)
   tally.queries += expected
   tally.ok += processed
   const aborts = [...run.stderr.matchAll(ABORT_LINE)]
-  for (const [, line, message] of aborts) recordFailure(tally, Object.assign(new Error(line), { code: keyOf(message ?? '') }))
-  if (failed > 0) recordFailure(tally, Object.assign(new Error(`${failed} failed transactions`), { code: 'PGBENCH_FAILED' }))
+  for (const [, line, message] of aborts)
+    recordFailure(tally, Object.assign(new Error(line), { code: keyOf(message ?? '') }))
+  if (failed > 0)
+    recordFailure(tally, Object.assign(new Error(`${failed} failed transactions`), { code: 'PGBENCH_FAILED' }))
   if (run.isKilled) {
     // The summary is lost with the process: count what progress reports saw, and one stall for the rest.
     recordFailure(tally, new StalledError(`pgbench ${processed}/${expected} transactions, then no progress`))
     tally.stalled += Math.max(0, expected - processed - 1)
-  }
-  else if (aborts.length === 0 && processed !== expected) {
-    recordFailure(tally, Object.assign(new Error(`exit ${run.exitCode}: ${run.stderr.trim().split('\n').pop() ?? ''}`), { code: 'PGBENCH' }))
+  } else if (aborts.length === 0 && processed !== expected) {
+    recordFailure(
+      tally,
+      Object.assign(new Error(`exit ${run.exitCode}: ${run.stderr.trim().split('\n').pop() ?? ''}`), {
+        code: 'PGBENCH',
+      }),
+    )
   }
   return processed
 }
@@ -113,9 +130,16 @@ export async function pgbench(url: string, options: PgbenchOptions = {}): Promis
   const tally = createTally()
   const details: Record<string, unknown> = {}
   // Server-side data generation (G): pgbench's default client-side COPY FROM STDIN kills a stock PGlite.
-  const init = await runPgbench(url, ['-i', '-s', '1', '-I', 'dtGvp', '-q'], { ...resolved, idleProgressReports: Infinity })
+  const init = await runPgbench(url, ['-i', '-s', '1', '-I', 'dtGvp', '-q'], {
+    ...resolved,
+    idleProgressReports: Infinity,
+  })
   const isInitialized = await attempt(tally, async () =>
-    init.exitCode === 0 ? true : Promise.reject(Object.assign(new Error(init.stderr.trim()), { code: init.isKilled ? 'STALLED_INIT' : 'PGBENCH_INIT' })),
+    init.exitCode === 0
+      ? true
+      : Promise.reject(
+          Object.assign(new Error(init.stderr.trim()), { code: init.isKilled ? 'STALLED_INIT' : 'PGBENCH_INIT' }),
+        ),
   )
   if (isInitialized !== 'ok') return verdictOf(tally, details)
 
@@ -126,7 +150,19 @@ export async function pgbench(url: string, options: PgbenchOptions = {}): Promis
     // one client inside a transaction waits for that thread while the thread waits for the session it holds; a
     // thread per client is how an app using PQprepare behaves (one connection per thread).
     const threads = mode === 'prepared' ? resolved.clients : 2
-    const args = ['-n', '-c', String(resolved.clients), '-j', String(threads), '-t', String(resolved.transactions), '-M', mode, '-P', '1']
+    const args = [
+      '-n',
+      '-c',
+      String(resolved.clients),
+      '-j',
+      String(threads),
+      '-t',
+      String(resolved.transactions),
+      '-M',
+      mode,
+      '-P',
+      '1',
+    ]
     const run = await runPgbench(url, args, resolved)
     details[mode] = { exitCode: run.exitCode, isKilled: run.isKilled }
     processed += recordRun(tally, run, resolved.clients * resolved.transactions)
@@ -151,8 +187,11 @@ export async function pgbench(url: string, options: PgbenchOptions = {}): Promis
       const sums = rows[0]
       details.balances = sums
       if (!sums) return 'balance check returned no row'
-      if (!(sums.a === sums.t && sums.t === sums.b && sums.b === sums.d)) return `balances differ: ${JSON.stringify(sums)}`
-      return Number(sums.h) === processed ? true : `history has ${sums.h} rows, pgbench reported ${processed} transactions`
+      if (!(sums.a === sums.t && sums.t === sums.b && sums.b === sums.d))
+        return `balances differ: ${JSON.stringify(sums)}`
+      return Number(sums.h) === processed
+        ? true
+        : `history has ${sums.h} rows, pgbench reported ${processed} transactions`
     })
   } finally {
     if (isConnected) await endClient(client)
@@ -163,4 +202,7 @@ export async function pgbench(url: string, options: PgbenchOptions = {}): Promis
 
 export const pgbenchScenario: Scenario = { name: 'pgbench', run: (url) => pgbench(url) }
 /** -M prepared: every client Parses the same statement names (P_0, P_1, ...) once and reuses them. */
-export const pgbenchPreparedScenario: Scenario = { name: 'pgbench-prepared', run: (url) => pgbench(url, { modes: ['prepared'] }) }
+export const pgbenchPreparedScenario: Scenario = {
+  name: 'pgbench-prepared',
+  run: (url) => pgbench(url, { modes: ['prepared'] }),
+}

@@ -12,7 +12,9 @@ const QUERIES = 40
 
 export async function pipelineErrors(url: string): Promise<Outcome> {
   const tally = createTally()
-  const clients = Array.from({ length: CLIENTS }, () => postgres(url, { max: 1, prepare: false, onnotice: () => {}, connect_timeout: 5 }))
+  const clients = Array.from({ length: CLIENTS }, () =>
+    postgres(url, { max: 1, prepare: false, onnotice: () => {}, connect_timeout: 5 }),
+  )
   try {
     await Promise.all(
       clients.map(async (sql, c) => {
@@ -21,9 +23,21 @@ export async function pipelineErrors(url: string): Promise<Outcome> {
           const fails = i % 5 === 4
           const query = fails ? sql`select ${i}::int / 0 as v` : sql`select ${i}::int * ${c + 1} as v`
           return attempt(tally, async () => {
-            const outcome = await withDeadline(query.execute().then((rows) => ({ rows }), (error: { code?: string }) => ({ error })), 10_000, `client ${c} query ${i}`)
-            if (fails) return 'error' in outcome && outcome.error.code === '22012' ? true : `client ${c} query ${i}: expected 22012, got ${JSON.stringify(outcome)}`
-            return 'rows' in outcome && outcome.rows[0]?.v === i * (c + 1) ? true : `client ${c} query ${i}: ${JSON.stringify(outcome)}`
+            const outcome = await withDeadline(
+              query.execute().then(
+                (rows) => ({ rows }),
+                (error: { code?: string }) => ({ error }),
+              ),
+              10_000,
+              `client ${c} query ${i}`,
+            )
+            if (fails)
+              return 'error' in outcome && outcome.error.code === '22012'
+                ? true
+                : `client ${c} query ${i}: expected 22012, got ${JSON.stringify(outcome)}`
+            return 'rows' in outcome && outcome.rows[0]?.v === i * (c + 1)
+              ? true
+              : `client ${c} query ${i}: ${JSON.stringify(outcome)}`
           })
         })
         await Promise.all(pending)

@@ -17,17 +17,28 @@ const same = (got: unknown, want: unknown): true | string =>
 
 async function worker(url: string, id: number, iterations: number, deadlineMs: number, tally: Tally): Promise<void> {
   const sql = postgres(url, { max: 1, prepare: false, connect_timeout: 5, onnotice: () => undefined })
-  const run = (op: () => Promise<true | string>) => attempt(tally, () => withDeadline(op(), deadlineMs, 'postgres.js query'))
+  const run = (op: () => Promise<true | string>) =>
+    attempt(tally, () => withDeadline(op(), deadlineMs, 'postgres.js query'))
   try {
     for (let i = 0; i < iterations; i++) {
       const n = id * 1000 + i
       const steps = [
         async () => same([...(await sql.unsafe('select $1::int as x', [n]))], [{ x: n }]),
         async () =>
-          same([...(await sql.unsafe('select $1::int a, $2::int b, $3::int c, $4::int d, $5::int e', [n, n + 1, n + 2, n + 3, n + 4]))], [
-            { a: n, b: n + 1, c: n + 2, d: n + 3, e: n + 4 },
-          ]),
-        async () => same([...(await sql.unsafe('select $1::text as label', [`w${id}-${i}`]))], [{ label: `w${id}-${i}` }]),
+          same(
+            [
+              ...(await sql.unsafe('select $1::int a, $2::int b, $3::int c, $4::int d, $5::int e', [
+                n,
+                n + 1,
+                n + 2,
+                n + 3,
+                n + 4,
+              ])),
+            ],
+            [{ a: n, b: n + 1, c: n + 2, d: n + 3, e: n + 4 }],
+          ),
+        async () =>
+          same([...(await sql.unsafe('select $1::text as label', [`w${id}-${i}`]))], [{ label: `w${id}-${i}` }]),
       ]
       for (const step of steps) {
         if ((await run(step)) === 'stalled') return

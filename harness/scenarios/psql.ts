@@ -12,7 +12,8 @@ const SESSIONS = 3
 const ROUNDS = 2
 const PROCESS_DEADLINE_MS = 20_000
 
-const run = (tool: string, args: string[]) => runProcess(tool, args, { env: LIBPQ_ENV, deadlineMs: PROCESS_DEADLINE_MS })
+const run = (tool: string, args: string[]) =>
+  runProcess(tool, args, { env: LIBPQ_ENV, deadlineMs: PROCESS_DEADLINE_MS })
 
 function script(n: number): string {
   return `\\set ON_ERROR_STOP 1

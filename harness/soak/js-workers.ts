@@ -13,7 +13,13 @@ import { all, expectCode, same, type Verdict } from './recorder.ts'
 export type Sql = postgres.Sql
 
 export function connectPostgresJs(ctx: SoakContext, max: number): Sql {
-  return postgres(ctx.url, { max, onnotice: () => {}, connect_timeout: Math.ceil(ctx.deadlineMs / 1000), idle_timeout: 0, max_lifetime: null })
+  return postgres(ctx.url, {
+    max,
+    onnotice: () => {},
+    connect_timeout: Math.ceil(ctx.deadlineMs / 1000),
+    idle_timeout: 0,
+    max_lifetime: null,
+  })
 }
 
 /** Thrown inside sql.begin() to roll back on purpose. */
@@ -27,13 +33,24 @@ const value = (rows: readonly postgres.Row[]): unknown => (rows.length === 1 ? r
 export async function postgresJsWorker(ctx: SoakContext, sql: Sql, worker: number, random: Rng): Promise<void> {
   const { recorder, model } = ctx
   const keys = model.keys(worker)
-  const next = chooser(random, ['js.read', 'js.write', 'js.pipeline', 'js.pipeline', 'js.tx-pipeline', 'js.tx-pipeline', 'js.transfer', 'js.notify'] as const)
+  const next = chooser(random, [
+    'js.read',
+    'js.write',
+    'js.pipeline',
+    'js.pipeline',
+    'js.tx-pipeline',
+    'js.tx-pipeline',
+    'js.transfer',
+    'js.notify',
+  ] as const)
   while (isRunning(ctx)) {
     const kind = next()
     const k = random.int(0, KEYS_PER_WORKER - 1)
     const v = random.int(1, 1e9)
     if (kind === 'js.read') {
-      await recorder.run(kind, async () => keys.check(k, value(await sql`select v from soak_kv where worker = ${worker} and k = ${k}`)))
+      await recorder.run(kind, async () =>
+        keys.check(k, value(await sql`select v from soak_kv where worker = ${worker} and k = ${k}`)),
+      )
     } else if (kind === 'js.write') {
       await recorder.run(kind, async () => {
         keys.doubt(k)
@@ -53,9 +70,10 @@ export async function postgresJsWorker(ctx: SoakContext, sql: Sql, worker: numbe
         try {
           await sql.begin(async (tx) => {
             for (const id of [first, second]) {
-              const rows = id === from
-                ? await tx`update soak_accounts set balance = balance - ${amount} where id = ${from} and balance >= ${amount} returning balance`
-                : await tx`update soak_accounts set balance = balance + ${amount} where id = ${to} returning balance`
+              const rows =
+                id === from
+                  ? await tx`update soak_accounts set balance = balance - ${amount} where id = ${from} and balance >= ${amount} returning balance`
+                  : await tx`update soak_accounts set balance = balance + ${amount} where id = ${to} returning balance`
               if (rows.length !== 1) throw new Rollback('insufficient funds')
             }
           })
@@ -82,17 +100,35 @@ async function pipelined(ctx: SoakContext, sql: Sql, worker: number, random: Rng
   const keys = ctx.model.keys(worker)
   const reserved = await sql.reserve()
   try {
-    const plan = Array.from({ length: random.int(3, 12) }, () => ({ k: random.int(0, KEYS_PER_WORKER - 1), x: random.int(-1e6, 1e6), fail: random.chance(0.25) }))
-    const settled = await Promise.allSettled(plan.map(({ k, x, fail }) =>
-      fail ? reserved`select 1 / (v - v) as v from soak_kv where worker = ${worker} and k = ${k}`
-        : reserved`select v, ${x}::int + 1 as x from soak_kv where worker = ${worker} and k = ${k}`,
-    ))
-    const verdicts = await Promise.all(settled.map(async (result, i) => {
-      const { k, x, fail } = plan[i]!
-      if (fail) return expectCode(ctx.recorder, 'js.pipeline', '22012', result.status === 'rejected' ? Promise.reject(result.reason as Error) : Promise.resolve(result.value))
-      if (result.status === 'rejected') throw result.reason
-      return all(same(`pipeline query ${i} x`, result.value[0]?.x, x + 1), keys.check(k, result.value[0]?.v, `pipeline query ${i}`))
+    const plan = Array.from({ length: random.int(3, 12) }, () => ({
+      k: random.int(0, KEYS_PER_WORKER - 1),
+      x: random.int(-1e6, 1e6),
+      fail: random.chance(0.25),
     }))
+    const settled = await Promise.allSettled(
+      plan.map(({ k, x, fail }) =>
+        fail
+          ? reserved`select 1 / (v - v) as v from soak_kv where worker = ${worker} and k = ${k}`
+          : reserved`select v, ${x}::int + 1 as x from soak_kv where worker = ${worker} and k = ${k}`,
+      ),
+    )
+    const verdicts = await Promise.all(
+      settled.map(async (result, i) => {
+        const { k, x, fail } = plan[i]!
+        if (fail)
+          return expectCode(
+            ctx.recorder,
+            'js.pipeline',
+            '22012',
+            result.status === 'rejected' ? Promise.reject(result.reason as Error) : Promise.resolve(result.value),
+          )
+        if (result.status === 'rejected') throw result.reason
+        return all(
+          same(`pipeline query ${i} x`, result.value[0]?.x, x + 1),
+          keys.check(k, result.value[0]?.v, `pipeline query ${i}`),
+        )
+      }),
+    )
     return all(...verdicts)
   } finally {
     reserved.release()
@@ -121,10 +157,15 @@ async function pipelinedTransaction(ctx: SoakContext, sql: Sql, worker: number, 
     ])
     let savepoint: Verdict = true
     if (withSavepoint) {
-      savepoint = await expectCode(ctx.recorder, 'js.tx-pipeline', '22012', tx.savepoint(async (sp) => {
-        await sp`update soak_kv set v = -2 where worker = ${worker} and k = ${k3}`
-        await sp`select 1 / (v - v) from soak_kv where worker = ${worker} and k = ${k3}`
-      }))
+      savepoint = await expectCode(
+        ctx.recorder,
+        'js.tx-pipeline',
+        '22012',
+        tx.savepoint(async (sp) => {
+          await sp`update soak_kv set v = -2 where worker = ${worker} and k = ${k3}`
+          await sp`select 1 / (v - v) from soak_kv where worker = ${worker} and k = ${k3}`
+        }),
+      )
     }
     return { writes, savepoint, third: await tx`select v from soak_kv where worker = ${worker} and k = ${k3}` }
   })
@@ -194,9 +235,14 @@ export async function postgresJsCopyWorker(ctx: SoakContext, sql: Sql, worker: n
         writable.destroy(new Error('client gave up'))
         const error = await failed
         batch.state = 'aborted'
-        if ((error as Error).message !== 'client gave up') verdicts.push(`CopyFail: the stream failed with ${errorKey(error)} ${(error as Error).message}`)
+        if ((error as Error).message !== 'client gave up')
+          verdicts.push(`CopyFail: the stream failed with ${errorKey(error)} ${(error as Error).message}`)
       }
-      const out = await readAll(await sql.unsafe(`copy (select i, payload from soak_copy where batch = ${batch.id} order by i) to stdout`).readable())
+      const out = await readAll(
+        await sql
+          .unsafe(`copy (select i, payload from soak_copy where batch = ${batch.id} order by i) to stdout`)
+          .readable(),
+      )
       verdicts.push(same(`batch ${batch.id} (${mode}) read back`, out, batch.state === 'aborted' ? '' : text))
       return all(...verdicts)
     })
@@ -211,13 +257,19 @@ export async function postgresJsCutOffWorker(ctx: SoakContext, worker: number, r
   while (isRunning(ctx)) {
     await ctx.recorder.run('disconnect.js-ended', async () => {
       const own = connectPostgresJs(ctx, 1)
-      const outcome = await own.begin(async (tx) => {
-        await tx`insert into soak_ghost (worker, seq) values (${worker}, ${ctx.model.nextSeq()})`
-        await tx`select pg_notify(${random.pick(CHANNELS)}, ${`cut off: js ended ${ctx.model.nextSeq()}`})`
-        // With the transaction open and nothing in flight: the connection is terminated before COMMIT can be sent.
-        await own.end({ timeout: 0 })
-      }).then(() => 'committed', (error: unknown) => errorKey(error))
-      if (!(CUT_OFF_CODES as readonly string[]).includes(outcome)) return `a transaction whose connection was ended answered ${outcome}`
+      const outcome = await own
+        .begin(async (tx) => {
+          await tx`insert into soak_ghost (worker, seq) values (${worker}, ${ctx.model.nextSeq()})`
+          await tx`select pg_notify(${random.pick(CHANNELS)}, ${`cut off: js ended ${ctx.model.nextSeq()}`})`
+          // With the transaction open and nothing in flight: the connection is terminated before COMMIT can be sent.
+          await own.end({ timeout: 0 })
+        })
+        .then(
+          () => 'committed',
+          (error: unknown) => errorKey(error),
+        )
+      if (!(CUT_OFF_CODES as readonly string[]).includes(outcome))
+        return `a transaction whose connection was ended answered ${outcome}`
       ctx.recorder.expectedError('disconnect.js-ended', outcome)
       return true
     })
@@ -233,6 +285,10 @@ export async function startPostgresJsListener(ctx: SoakContext, channel: string,
   const sql = connectPostgresJs(ctx, 1)
   const inbox = createInbox(channel, ctx.model, ctx.recorder, who)
   // postgres.js hands a listener only its channel's notifications, so this one checks delivery, not routing.
-  await withDeadline(sql.listen(channel, (payload) => inbox.deliver(channel, payload)), ctx.deadlineMs, `${who} listen`)
+  await withDeadline(
+    sql.listen(channel, (payload) => inbox.deliver(channel, payload)),
+    ctx.deadlineMs,
+    `${who} listen`,
+  )
   return { inbox, close: () => sql.end({ timeout: 1 }) }
 }

@@ -126,10 +126,13 @@ export function createInbox(channel: string, model: Model, recorder: Recorder, w
       const known = model.notifications.issued.get(channel)
       recorder.check(
         'listen.receive',
-        gotChannel !== channel ? `${who} on ${channel} got a notification for ${gotChannel}: ${payload}`
-          : !known?.has(payload) ? `${who} on ${channel} got ${payload}, which nobody committed (rolled back or cut off?)`
-          : received.has(payload) ? `${who} on ${channel} got ${payload} twice`
-          : true,
+        gotChannel !== channel
+          ? `${who} on ${channel} got a notification for ${gotChannel}: ${payload}`
+          : !known?.has(payload)
+            ? `${who} on ${channel} got ${payload}, which nobody committed (rolled back or cut off?)`
+            : received.has(payload)
+              ? `${who} on ${channel} got ${payload} twice`
+              : true,
       )
       received.add(payload)
       onChange?.()

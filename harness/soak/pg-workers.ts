@@ -9,7 +9,16 @@ import { endClient } from '../pg.ts'
 import type { Rng } from '../seed.ts'
 import { withDeadline } from '../raw-client.ts'
 import { errorKey } from '../scenarios/outcome.ts'
-import { ACCOUNTS, CHANNELS, INITIAL_BALANCE, KEYS_PER_WORKER, chooser, createInbox, type Inbox, type Model } from './model.ts'
+import {
+  ACCOUNTS,
+  CHANNELS,
+  INITIAL_BALANCE,
+  KEYS_PER_WORKER,
+  chooser,
+  createInbox,
+  type Inbox,
+  type Model,
+} from './model.ts'
 import { all, expectCode, same, type Recorder, type Verdict } from './recorder.ts'
 
 export interface SoakContext {
@@ -24,7 +33,14 @@ export interface SoakContext {
 export const isRunning = (ctx: SoakContext): boolean => performance.now() < ctx.endAt
 
 /** Client-side codes of a connection we cut ourselves (node-postgres reports these without a SQLSTATE). */
-export const CUT_OFF_CODES = ['Error', 'ECONNRESET', 'EPIPE', 'CONNECTION_CLOSED', 'CONNECTION_DESTROYED', 'CONNECTION_ENDED'] as const
+export const CUT_OFF_CODES = [
+  'Error',
+  'ECONNRESET',
+  'EPIPE',
+  'CONNECTION_CLOSED',
+  'CONNECTION_DESTROYED',
+  'CONNECTION_ENDED',
+] as const
 
 export function connectClient(ctx: SoakContext, kind: string): pg.Client {
   const client = new pg.Client({ connectionString: ctx.url, connectionTimeoutMillis: ctx.deadlineMs })
@@ -48,7 +64,8 @@ async function withPoolClient<T>(pool: pg.Pool, fn: (client: pg.PoolClient) => P
 
 const READ_KEY = 'select v from soak_kv where worker = $1 and k = $2'
 
-const firstValue = (result: pg.QueryResult): unknown => (result.rows.length === 1 ? result.rows[0]?.v : `${result.rows.length} rows`)
+const firstValue = (result: pg.QueryResult): unknown =>
+  result.rows.length === 1 ? result.rows[0]?.v : `${result.rows.length} rows`
 
 /** Debit `from`, credit `to`, in account order so concurrent transfers on real Postgres cannot deadlock. */
 export function transferPlan(random: Rng) {
@@ -61,7 +78,20 @@ export function transferPlan(random: Rng) {
 export async function pgPoolWorker(ctx: SoakContext, pool: pg.Pool, worker: number, random: Rng): Promise<void> {
   const { recorder, model } = ctx
   const keys = model.keys(worker)
-  const next = chooser(random, ['kv.read', 'kv.read', 'kv.write', 'kv.write', 'kv.named', 'kv.named', 'tx.savepoint', 'tx.savepoint', 'tx.transfer', 'tx.transfer', 'notify', 'notify.tx'] as const)
+  const next = chooser(random, [
+    'kv.read',
+    'kv.read',
+    'kv.write',
+    'kv.write',
+    'kv.named',
+    'kv.named',
+    'tx.savepoint',
+    'tx.savepoint',
+    'tx.transfer',
+    'tx.transfer',
+    'notify',
+    'notify.tx',
+  ] as const)
   while (isRunning(ctx)) {
     const kind = next()
     const k = random.int(0, KEYS_PER_WORKER - 1)
@@ -81,11 +111,19 @@ export async function pgPoolWorker(ctx: SoakContext, pool: pg.Pool, worker: numb
       await recorder.run(kind, async () => {
         if (random.chance(0.5)) {
           const nonce = random.int(1, 1e6)
-          const result = await pool.query({ name: 'soak_kv_get', text: 'select v, $3::int as nonce from soak_kv where worker = $1 and k = $2', values: [worker, k, nonce] })
+          const result = await pool.query({
+            name: 'soak_kv_get',
+            text: 'select v, $3::int as nonce from soak_kv where worker = $1 and k = $2',
+            values: [worker, k, nonce],
+          })
           return all(same('nonce', result.rows[0]?.nonce, nonce), keys.check(k, result.rows[0]?.v, 'named read'))
         }
         keys.doubt(k)
-        const result = await pool.query({ name: 'soak_kv_put', text: 'update soak_kv set v = $3 where worker = $1 and k = $2 returning v', values: [worker, k, v] })
+        const result = await pool.query({
+          name: 'soak_kv_put',
+          text: 'update soak_kv set v = $3 where worker = $1 and k = $2 returning v',
+          values: [worker, k, v],
+        })
         if (firstValue(result) !== v) return `named update returned ${JSON.stringify(result.rows)}`
         keys.settle(k, v)
         return true
@@ -105,26 +143,28 @@ export async function pgPoolWorker(ctx: SoakContext, pool: pg.Pool, worker: numb
       })
     } else {
       // NOTIFY with a write in one transaction: delivered at COMMIT, never after ROLLBACK.
-      await recorder.run(kind, () => withPoolClient(pool, async (client) => {
-        const channel = random.pick(CHANNELS)
-        const payload = model.payload(worker)
-        const commit = random.chance(0.6)
-        const before = keys.expected(k)
-        await client.query('begin')
-        keys.doubt(k)
-        await client.query('update soak_kv set v = $3 where worker = $1 and k = $2', [worker, k, v])
-        await client.query('select pg_notify($1, $2)', [channel, payload])
-        if (commit) model.issue(channel, payload)
-        const end = await client.query(commit ? 'commit' : 'rollback')
-        if (commit) {
-          model.confirm(channel, payload)
-          keys.settle(k, v)
-        } else if (before !== undefined) {
-          // The next read of k checks that the rolled-back write is gone.
-          keys.settle(k, before)
-        }
-        return same('end of transaction', end.command, commit ? 'COMMIT' : 'ROLLBACK')
-      }))
+      await recorder.run(kind, () =>
+        withPoolClient(pool, async (client) => {
+          const channel = random.pick(CHANNELS)
+          const payload = model.payload(worker)
+          const commit = random.chance(0.6)
+          const before = keys.expected(k)
+          await client.query('begin')
+          keys.doubt(k)
+          await client.query('update soak_kv set v = $3 where worker = $1 and k = $2', [worker, k, v])
+          await client.query('select pg_notify($1, $2)', [channel, payload])
+          if (commit) model.issue(channel, payload)
+          const end = await client.query(commit ? 'commit' : 'rollback')
+          if (commit) {
+            model.confirm(channel, payload)
+            keys.settle(k, v)
+          } else if (before !== undefined) {
+            // The next read of k checks that the rolled-back write is gone.
+            keys.settle(k, before)
+          }
+          return same('end of transaction', end.command, commit ? 'COMMIT' : 'ROLLBACK')
+        }),
+      )
     }
   }
 }
@@ -154,7 +194,10 @@ async function savepointTransaction(ctx: SoakContext, pool: pg.Pool, worker: num
       verdicts.push(await expectCode(ctx.recorder, 'tx.savepoint', '22012', failing))
     }
     await client.query(ending === 'release' ? 'release savepoint s1' : 'rollback to savepoint s1')
-    const inside = await client.query('select k, v from soak_kv where worker = $1 and k = any($2::int[]) order by k', [worker, [k1, k2]])
+    const inside = await client.query('select k, v from soak_kv where worker = $1 and k = any($2::int[]) order by k', [
+      worker,
+      [k1, k2],
+    ])
     const kept2 = ending === 'release' ? v2 : before[1]
     const got = new Map(inside.rows.map((r) => [r.k as number, r.v as number]))
     verdicts.push(same('inside: k1', got.get(k1), v1))
@@ -178,8 +221,15 @@ async function transfer(pool: pg.Pool, random: Rng): Promise<Verdict> {
   return withPoolClient(pool, async (client) => {
     await client.query('begin')
     const [first, second] = from < to ? [from, to] : [to, from]
-    const debit = async () => (await client.query('update soak_accounts set balance = balance - $2 where id = $1 and balance >= $2 returning balance', [from, amount])).rowCount === 1
-    const credit = () => client.query('update soak_accounts set balance = balance + $2 where id = $1 returning balance', [to, amount])
+    const debit = async () =>
+      (
+        await client.query(
+          'update soak_accounts set balance = balance - $2 where id = $1 and balance >= $2 returning balance',
+          [from, amount],
+        )
+      ).rowCount === 1
+    const credit = () =>
+      client.query('update soak_accounts set balance = balance + $2 where id = $1 returning balance', [to, amount])
     let isFunded = true
     for (const id of [first, second]) {
       if (id === from) isFunded = await debit()
@@ -215,10 +265,24 @@ export async function pgNamedWorker(ctx: SoakContext, worker: number, factor: nu
         continue
       }
       await recorder.run(`named.${choice}`, async () => {
-        if (choice === 'calc') return same('soak_calc', firstValue(await client.query({ name: 'soak_calc', text: `select $1::int * ${factor} as v`, values: [x] })), x * factor)
-        if (choice === 'get') return keys.check(k, firstValue(await client.query({ name: 'soak_get', text: READ_KEY, values: [worker, k] })), 'named get')
+        if (choice === 'calc')
+          return same(
+            'soak_calc',
+            firstValue(await client.query({ name: 'soak_calc', text: `select $1::int * ${factor} as v`, values: [x] })),
+            x * factor,
+          )
+        if (choice === 'get')
+          return keys.check(
+            k,
+            firstValue(await client.query({ name: 'soak_get', text: READ_KEY, values: [worker, k] })),
+            'named get',
+          )
         keys.doubt(k)
-        const result = await client.query({ name: 'soak_put', text: 'update soak_kv set v = $3 where worker = $1 and k = $2 returning v', values: [worker, k, v] })
+        const result = await client.query({
+          name: 'soak_put',
+          text: 'update soak_kv set v = $3 where worker = $1 and k = $2 returning v',
+          values: [worker, k, v],
+        })
         if (firstValue(result) !== v) return `soak_put returned ${JSON.stringify(result.rows)}`
         keys.settle(k, v)
         return true
@@ -243,12 +307,15 @@ function copyRows(worker: number, batch: number, rows: number, random: Rng): { c
 
 async function copyOut(client: pg.Client, sql: string): Promise<string> {
   let out = ''
-  await pipeline(client.query(copyTo(sql)), new Writable({
-    write(chunk: Buffer, _encoding, done) {
-      out += chunk.toString()
-      done()
-    },
-  }))
+  await pipeline(
+    client.query(copyTo(sql)),
+    new Writable({
+      write(chunk: Buffer, _encoding, done) {
+        out += chunk.toString()
+        done()
+      },
+    }),
+  )
   return out
 }
 
@@ -264,10 +331,16 @@ export async function pgCopyWorker(ctx: SoakContext, worker: number, random: Rng
         const batch = ctx.model.batch(worker, random.int(1, 400))
         const { csv, text } = copyRows(worker, batch.id, batch.rows, random)
         if (mode !== 'autocommit') await client.query('begin')
-        await pipeline(Readable.from(csv), client.query(copyFrom('copy soak_copy (worker, batch, i, payload) from stdin with (format csv)')))
+        await pipeline(
+          Readable.from(csv),
+          client.query(copyFrom('copy soak_copy (worker, batch, i, payload) from stdin with (format csv)')),
+        )
         if (mode !== 'autocommit') await client.query(mode)
         batch.state = mode === 'rollback' ? 'aborted' : 'committed'
-        const out = await copyOut(client, `copy (select i, payload from soak_copy where batch = ${batch.id} order by i) to stdout`)
+        const out = await copyOut(
+          client,
+          `copy (select i, payload from soak_copy where batch = ${batch.id} order by i) to stdout`,
+        )
         return same(`batch ${batch.id} (${mode}) read back`, out, mode === 'rollback' ? '' : text)
       })
     }
@@ -289,7 +362,9 @@ export async function pgDisconnectWorker(ctx: SoakContext, pool: pg.Pool, worker
     const k = random.int(0, KEYS_PER_WORKER - 1)
     const mode = next()
     if (mode === 'read') {
-      await recorder.run('disconnect.read', async () => keys.check(k, firstValue(await pool.query(READ_KEY, [worker, k])), 'after a cut-off client'))
+      await recorder.run('disconnect.read', async () =>
+        keys.check(k, firstValue(await pool.query(READ_KEY, [worker, k])), 'after a cut-off client'),
+      )
       continue
     }
     if (mode === 'write') {
@@ -302,30 +377,39 @@ export async function pgDisconnectWorker(ctx: SoakContext, pool: pg.Pool, worker
       })
       continue
     }
-    await recorder.run(`disconnect.${mode}`, async () => {
-      const client = new pg.Client({ connectionString: ctx.url, connectionTimeoutMillis: ctx.deadlineMs })
-      // We cut it: its connection errors are the expected consequence, counted as such.
-      client.on('error', (error) => recorder.expectedError(`disconnect.${mode}`, errorKey(error)))
-      await client.connect()
-      await client.query('begin')
-      await client.query('insert into soak_ghost (worker, seq) values ($1, $2)', [worker, model.nextSeq()])
-      await client.query('update soak_kv set v = -1 where worker = $1 and k = $2', [worker, k])
-      await client.query('select pg_notify($1, $2)', [random.pick(CHANNELS), `cut off: pg ${mode} ${model.nextSeq()}`])
-      let inFlight: Promise<unknown> | undefined
-      if (mode === 'statement-in-flight') {
-        inFlight = client.query('insert into soak_ghost (worker, seq) values ($1, $2)', [worker, model.nextSeq()]).then(
-          () => 'answered before the cut',
-          (error: unknown) => errorKey(error),
-        )
-      }
-      client.connection.stream.destroy()
-      if (inFlight) {
-        const outcome = await inFlight
-        if (outcome !== 'answered before the cut') recorder.expectedError(`disconnect.${mode}`, outcome as string)
-      }
-      // Another client: the key still holds its committed value (on our server, once the rollback has run).
-      return keys.check(k, firstValue(await pool.query(READ_KEY, [worker, k])), 'after a cut-off client')
-    }, { expectedCodes: CUT_OFF_CODES })
+    await recorder.run(
+      `disconnect.${mode}`,
+      async () => {
+        const client = new pg.Client({ connectionString: ctx.url, connectionTimeoutMillis: ctx.deadlineMs })
+        // We cut it: its connection errors are the expected consequence, counted as such.
+        client.on('error', (error) => recorder.expectedError(`disconnect.${mode}`, errorKey(error)))
+        await client.connect()
+        await client.query('begin')
+        await client.query('insert into soak_ghost (worker, seq) values ($1, $2)', [worker, model.nextSeq()])
+        await client.query('update soak_kv set v = -1 where worker = $1 and k = $2', [worker, k])
+        await client.query('select pg_notify($1, $2)', [
+          random.pick(CHANNELS),
+          `cut off: pg ${mode} ${model.nextSeq()}`,
+        ])
+        let inFlight: Promise<unknown> | undefined
+        if (mode === 'statement-in-flight') {
+          inFlight = client
+            .query('insert into soak_ghost (worker, seq) values ($1, $2)', [worker, model.nextSeq()])
+            .then(
+              () => 'answered before the cut',
+              (error: unknown) => errorKey(error),
+            )
+        }
+        client.connection.stream.destroy()
+        if (inFlight) {
+          const outcome = await inFlight
+          if (outcome !== 'answered before the cut') recorder.expectedError(`disconnect.${mode}`, outcome as string)
+        }
+        // Another client: the key still holds its committed value (on our server, once the rollback has run).
+        return keys.check(k, firstValue(await pool.query(READ_KEY, [worker, k])), 'after a cut-off client')
+      },
+      { expectedCodes: CUT_OFF_CODES },
+    )
   }
 }
 
@@ -333,7 +417,9 @@ export async function pgDisconnectWorker(ctx: SoakContext, pool: pg.Pool, worker
 export async function audit(client: pg.Client, model: Model): Promise<Verdict> {
   await client.query('begin isolation level repeatable read')
   const [money, ghosts, negative, batches] = [
-    await client.query('select count(*)::int as n, sum(balance)::int as total, min(balance)::int as low from soak_accounts'),
+    await client.query(
+      'select count(*)::int as n, sum(balance)::int as total, min(balance)::int as low from soak_accounts',
+    ),
     await client.query('select count(*)::int as n from soak_ghost'),
     await client.query('select worker, k, v from soak_kv where v < 0'),
     await client.query('select batch, count(*)::int as n from soak_copy group by batch'),
@@ -341,7 +427,11 @@ export async function audit(client: pg.Client, model: Model): Promise<Verdict> {
   const end = await client.query('commit')
   const { n, total, low } = money.rows[0] as { n: number; total: number; low: number }
   const verdicts: Verdict[] = [
-    same('accounts (count, total, no negative balance)', [n, total, low >= 0], [ACCOUNTS, ACCOUNTS * INITIAL_BALANCE, true]),
+    same(
+      'accounts (count, total, no negative balance)',
+      [n, total, low >= 0],
+      [ACCOUNTS, ACCOUNTS * INITIAL_BALANCE, true],
+    ),
     same('rows of cut-off clients', ghosts.rows[0]?.n, 0),
     same('values of cut-off clients', negative.rows, []),
     same('audit commit', end.command, 'COMMIT'),

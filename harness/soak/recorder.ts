@@ -37,7 +37,11 @@ export interface Recorder {
    * Runs one operation of `kind` under a deadline: ok when it resolves true, unexpected when it resolves a
    * description or throws (unless the error's code is in `expectedCodes`). Resolves the verdict or the error.
    */
-  run(kind: string, op: () => Promise<Verdict>, options?: { expectedCodes?: readonly string[] }): Promise<Verdict | Error>
+  run(
+    kind: string,
+    op: () => Promise<Verdict>,
+    options?: { expectedCodes?: readonly string[] },
+  ): Promise<Verdict | Error>
   /** One event the soak did not ask for but checks as it comes (a notification delivered). */
   check(kind: string, verdict: Verdict): void
   /** An error an operation provoked and got, counted inside it (the operation itself may still be ok). */
@@ -107,7 +111,12 @@ export function createRecorder(opDeadlineMs: number): Recorder {
 }
 
 /** Resolves true when `op` rejects with SQLSTATE `code` (counted as expected), a description otherwise. */
-export async function expectCode(recorder: Recorder, kind: string, code: string, op: Promise<unknown>): Promise<Verdict> {
+export async function expectCode(
+  recorder: Recorder,
+  kind: string,
+  code: string,
+  op: Promise<unknown>,
+): Promise<Verdict> {
   try {
     const value = await op
     return `expected ${code}, got ${JSON.stringify(value)?.slice(0, 100)}`
@@ -119,7 +128,9 @@ export async function expectCode(recorder: Recorder, kind: string, code: string,
 }
 
 export const same = (what: string, got: unknown, want: unknown): Verdict =>
-  JSON.stringify(got) === JSON.stringify(want) ? true : `${what}: expected ${JSON.stringify(want)}, got ${JSON.stringify(got)}`
+  JSON.stringify(got) === JSON.stringify(want)
+    ? true
+    : `${what}: expected ${JSON.stringify(want)}, got ${JSON.stringify(got)}`
 
 /** The first failed verdict, or true. */
 export const all = (...verdicts: Verdict[]): Verdict => verdicts.find((v) => v !== true) ?? true
@@ -127,7 +138,8 @@ export const all = (...verdicts: Verdict[]): Verdict => verdicts.find((v) => v !
 export function formatTally(tally: SoakTally): string {
   const table = (header: string[], rows: string[][]) => {
     const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)))
-    const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ')
+    const line = (cells: string[]) =>
+      cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ')
     return [line(header), ...rows.map(line)].join('\n')
   }
   const kinds = Object.entries(tally.kinds).sort(([a], [b]) => a.localeCompare(b))
@@ -138,10 +150,23 @@ export function formatTally(tally: SoakTally): string {
     total.expectedErrors += k.expectedErrors
     total.unexpected += k.unexpected
   }
-  const kindRows = [...kinds, ['total', total] as const].map(([name, k]) => [name, String(k.ops), String(k.ok), String(k.expectedErrors), String(k.unexpected)])
+  const kindRows = [...kinds, ['total', total] as const].map(([name, k]) => [
+    name,
+    String(k.ops),
+    String(k.ok),
+    String(k.expectedErrors),
+    String(k.unexpected),
+  ])
   const errors = Object.entries(tally.errors).sort(([a], [b]) => a.localeCompare(b))
   const parts = [table(['operation', 'ops', 'ok', 'expected errors', 'unexpected'], kindRows)]
-  parts.push(errors.length === 0 ? 'errors: none' : table(['error', 'expected', 'unexpected'], errors.map(([code, e]) => [code, String(e.expected), String(e.unexpected)])))
+  parts.push(
+    errors.length === 0
+      ? 'errors: none'
+      : table(
+          ['error', 'expected', 'unexpected'],
+          errors.map(([code, e]) => [code, String(e.expected), String(e.unexpected)]),
+        ),
+  )
   if (tally.samples.length > 0) parts.push(['unexpected results:', ...tally.samples.map((s) => `  ${s}`)].join('\n'))
   return parts.join('\n\n')
 }

@@ -8,9 +8,25 @@ import { startDevDb, type DevDb } from '../../src/databases/dev-db.ts'
 import { endClient, trackPool } from '../pg.ts'
 import { createRng } from '../seed.ts'
 import { StalledError, withDeadline } from '../raw-client.ts'
-import { connectPostgresJs, postgresJsCopyWorker, postgresJsCutOffWorker, postgresJsWorker, startPostgresJsListener } from './js-workers.ts'
+import {
+  connectPostgresJs,
+  postgresJsCopyWorker,
+  postgresJsCutOffWorker,
+  postgresJsWorker,
+  startPostgresJsListener,
+} from './js-workers.ts'
 import { CHANNELS, createModel, schemaSql, type Model } from './model.ts'
-import { audit, connectClient, pgAuditor, pgCopyWorker, pgDisconnectWorker, pgNamedWorker, pgPoolWorker, startPgListener, type SoakContext } from './pg-workers.ts'
+import {
+  audit,
+  connectClient,
+  pgAuditor,
+  pgCopyWorker,
+  pgDisconnectWorker,
+  pgNamedWorker,
+  pgPoolWorker,
+  startPgListener,
+  type SoakContext,
+} from './pg-workers.ts'
 import { all, createRecorder, formatTally, same, type SoakTally, type Verdict } from './recorder.ts'
 
 export interface SoakOptions {
@@ -60,9 +76,12 @@ export async function runSoak(options: SoakOptions = {}): Promise<SoakReport> {
   const log = options.log ?? ((line: string) => process.stderr.write(`${line}\n`))
   const random = createRng(seed)
   let dev: DevDb | undefined
-  if (!options.url) dev = await startDevDb({ migrations: false, ...(options.dataDir ? { dataDir: options.dataDir } : {}) })
+  if (!options.url)
+    dev = await startDevDb({ migrations: false, ...(options.dataDir ? { dataDir: options.dataDir } : {}) })
   const url = options.url ?? dev!.url
-  const target = options.url ? options.url : `pglite-dev-db (startDevDb, ${options.dataDir ? 'data dir' : 'in memory'}) at ${url}`
+  const target = options.url
+    ? options.url
+    : `pglite-dev-db (startDevDb, ${options.dataDir ? 'data dir' : 'in memory'}) at ${url}`
   log(`soak: seed ${seed}, ${seconds} s, against ${target}`)
   const recorder = createRecorder(OP_DEADLINE_MS)
   const model = createModel(KEY_OWNERS)
@@ -89,14 +108,18 @@ export async function runSoak(options: SoakOptions = {}): Promise<SoakReport> {
     const sql = connectPostgresJs(ctx, POSTGRES_JS_POOL.max)
     closers.push(() => sql.end({ timeout: 5 }))
 
-    const pgListeners = await Promise.all([CHANNELS[0], CHANNELS[1]].map((channel, i) => startPgListener(ctx, channel, `pg listener ${i}`)))
+    const pgListeners = await Promise.all(
+      [CHANNELS[0], CHANNELS[1]].map((channel, i) => startPgListener(ctx, channel, `pg listener ${i}`)),
+    )
     const jsListener = await startPostgresJsListener(ctx, CHANNELS[2], 'postgres.js listener')
     closers.push(...pgListeners.map((l) => () => l.close()), () => jsListener.close())
 
     ctx.endAt = performance.now() + seconds * 1000
     progress = setInterval(() => {
       const ops = Object.values(recorder.tally.kinds).reduce((sum, k) => sum + k.ops, 0)
-      log(`soak: ${Math.round((performance.now() - startedAt) / 1000)} s, ${ops} operations, ${recorder.unexpectedCount} unexpected`)
+      log(
+        `soak: ${Math.round((performance.now() - startedAt) / 1000)} s, ${ops} operations, ${recorder.unexpectedCount} unexpected`,
+      )
     }, PROGRESS_EVERY_MS)
     const workers = [
       ...ids.pgPool.map((w) => pgPoolWorker(ctx, pool, w, random.fork(w))),
@@ -109,7 +132,9 @@ export async function runSoak(options: SoakOptions = {}): Promise<SoakReport> {
       pgAuditor(ctx),
     ]
     // A worker that throws outside an operation (its own connect) is itself unexpected; the others carry on.
-    const finished = Promise.all(workers.map((w) => w.catch((error: unknown) => recorder.unexpectedError('worker', error))))
+    const finished = Promise.all(
+      workers.map((w) => w.catch((error: unknown) => recorder.unexpectedError('worker', error))),
+    )
     // Operations are bounded one by one; this bounds what runs between them, and the report still gets written.
     await withDeadline(finished, seconds * 1000 + 2 * OP_DEADLINE_MS, 'workers finish').catch((error: unknown) => {
       if (!(error instanceof StalledError)) throw error
@@ -139,10 +164,21 @@ export async function runSoak(options: SoakOptions = {}): Promise<SoakReport> {
   } finally {
     process.off('unhandledRejection', onUnhandled)
     clearInterval(progress)
-    for (const close of closers.reverse()) await close().catch((error: unknown) => recorder.unexpectedError('close', error))
-    if (dev) await withDeadline(dev.close(), OP_DEADLINE_MS, 'server close').catch((error: unknown) => recorder.unexpectedError('close', error))
+    for (const close of closers.reverse())
+      await close().catch((error: unknown) => recorder.unexpectedError('close', error))
+    if (dev)
+      await withDeadline(dev.close(), OP_DEADLINE_MS, 'server close').catch((error: unknown) =>
+        recorder.unexpectedError('close', error),
+      )
   }
-  return { seed, seconds, target, elapsedMs: Math.round(performance.now() - startedAt), tally: recorder.tally, unexpected: recorder.unexpectedCount }
+  return {
+    seed,
+    seconds,
+    target,
+    elapsedMs: Math.round(performance.now() - startedAt),
+    tally: recorder.tally,
+    unexpected: recorder.unexpectedCount,
+  }
 }
 
 /**
@@ -171,21 +207,31 @@ function poolCloser(pool: pg.Pool): () => Promise<void> {
 
 /** Every key holds the value its owner last had acknowledged. */
 async function checkKeys(client: pg.Client, model: Model): Promise<Verdict> {
-  const { rows } = await client.query<{ worker: number; k: number; v: number }>('select worker, k, v from soak_kv order by worker, k')
+  const { rows } = await client.query<{ worker: number; k: number; v: number }>(
+    'select worker, k, v from soak_kv order by worker, k',
+  )
   const got = new Map(rows.map((r) => [`${r.worker}/${r.k}`, r.v]))
-  return all(...model.allKeys().flatMap((keys) => keys.entries().map(([k]) => keys.check(k, got.get(`${keys.worker}/${k}`), 'final'))))
+  return all(
+    ...model
+      .allKeys()
+      .flatMap((keys) => keys.entries().map(([k]) => keys.check(k, got.get(`${keys.worker}/${k}`), 'final'))),
+  )
 }
 
 /** Every committed COPY batch is there whole, every aborted one is not. */
 async function checkBatches(client: pg.Client, model: Model): Promise<Verdict> {
-  const { rows } = await client.query<{ batch: number; n: number }>('select batch, count(*)::int as n from soak_copy group by batch')
+  const { rows } = await client.query<{ batch: number; n: number }>(
+    'select batch, count(*)::int as n from soak_copy group by batch',
+  )
   const got = new Map(rows.map((r) => [r.batch, r.n]))
-  return all(...[...model.batches.values()].map((b) => {
-    const n = got.get(b.id) ?? 0
-    if (b.state === 'committed') return same(`committed batch ${b.id} rows`, n, b.rows)
-    if (b.state === 'aborted') return same(`aborted batch ${b.id} rows`, n, 0)
-    return n === 0 || n === b.rows ? true : `batch ${b.id} in doubt has ${n} of ${b.rows} rows`
-  }))
+  return all(
+    ...[...model.batches.values()].map((b) => {
+      const n = got.get(b.id) ?? 0
+      if (b.state === 'committed') return same(`committed batch ${b.id} rows`, n, b.rows)
+      if (b.state === 'aborted') return same(`aborted batch ${b.id} rows`, n, 0)
+      return n === 0 || n === b.rows ? true : `batch ${b.id} in doubt has ${n} of ${b.rows} rows`
+    }),
+  )
 }
 
 export function formatReport(report: SoakReport): string {

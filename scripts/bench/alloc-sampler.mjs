@@ -8,10 +8,17 @@ import { isMainThread } from 'node:worker_threads'
 if (isMainThread && process.env.PGLITE_DEV_DB_ALLOC_PROFILE) {
   const session = new inspector.Session()
   session.connect()
-  const post = (method, params) => new Promise((resolve, reject) => session.post(method, params, (error, result) => (error ? reject(error) : resolve(result))))
+  const post = (method, params) =>
+    new Promise((resolve, reject) =>
+      session.post(method, params, (error, result) => (error ? reject(error) : resolve(result))),
+    )
   const fail = (error) => process.stderr.write(`alloc-sampler: ${error?.message ?? error}\n`)
   process.on('SIGUSR1', () => {
-    post('HeapProfiler.startSampling', { samplingInterval: 512, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true }).catch(fail)
+    post('HeapProfiler.startSampling', {
+      samplingInterval: 512,
+      includeObjectsCollectedByMajorGC: true,
+      includeObjectsCollectedByMinorGC: true,
+    }).catch(fail)
   })
   process.on('SIGUSR2', () => {
     post('HeapProfiler.stopSampling')

@@ -19,7 +19,15 @@ interface ProfileNode {
 const SAMPLER = join(REPO_ROOT, 'scripts', 'bench', 'alloc-sampler.mjs')
 const WRITE_DEADLINE_MS = 10_000
 
-export async function runAllocProfile(workload: Workload, clients: number, driver: DriverName, timing: Timing, server: { template: string; checkout?: string }, scratch: string, progress: (line: string) => void): Promise<string> {
+export async function runAllocProfile(
+  workload: Workload,
+  clients: number,
+  driver: DriverName,
+  timing: Timing,
+  server: { template: string; checkout?: string },
+  scratch: string,
+  progress: (line: string) => void,
+): Promise<string> {
   const file = join(scratch, 'alloc.heapprofile')
   const target = await startOurs({ ...server, allocProfile: { preload: SAMPLER, file } })
   let sampled: { cell: string; ops: number; profile: ProfileNode }
@@ -42,7 +50,13 @@ export async function runAllocProfile(workload: Workload, clients: number, drive
   await walk(sampled.profile)
   const total = [...self.values()].reduce((sum, bytes) => sum + bytes, 0)
   const perOp = sampled.ops > 0 ? Math.round(total / sampled.ops) : 0
-  const rows = [...self].sort((a, b) => b[1] - a[1]).slice(0, 25).map(([key, bytes]) => `${key} ${Math.round(bytes / Math.max(1, sampled.ops))} | ${((100 * bytes) / total).toFixed(1)}% |`)
+  const rows = [...self]
+    .sort((a, b) => b[1] - a[1])
+    .slice(0, 25)
+    .map(
+      ([key, bytes]) =>
+        `${key} ${Math.round(bytes / Math.max(1, sampled.ops))} | ${((100 * bytes) / total).toFixed(1)}% |`,
+    )
   return [
     `Allocations of ${server.checkout ? `the pglite-dev-db of ${server.checkout}` : 'pglite-dev-db'}'s server thread, serving ${workload.name} ×${clients} ${driver} (${sampled.cell}): ${perOp} bytes a query (sampled every 512 bytes, freed objects included)`,
     '',
@@ -57,7 +71,10 @@ export async function runAllocProfile(workload: Workload, clients: number, drive
 async function readProfile(file: string): Promise<ProfileNode> {
   const deadline = performance.now() + WRITE_DEADLINE_MS
   for (;;) {
-    const written = await stat(file).then((s) => s.size > 0, () => false)
+    const written = await stat(file).then(
+      (s) => s.size > 0,
+      () => false,
+    )
     if (written) {
       try {
         return (JSON.parse(await readFile(file, 'utf8')) as { head: ProfileNode }).head
@@ -65,7 +82,8 @@ async function readProfile(file: string): Promise<ProfileNode> {
         // Still being written.
       }
     }
-    if (performance.now() > deadline) throw new Error(`the server wrote no allocation profile to ${file} within ${WRITE_DEADLINE_MS} ms`)
+    if (performance.now() > deadline)
+      throw new Error(`the server wrote no allocation profile to ${file} within ${WRITE_DEADLINE_MS} ms`)
     await sleep(50)
   }
 }

@@ -33,7 +33,24 @@ interface Meter {
   pssKb(): number | null
 }
 
-function summarize(base: Omit<CellRecord, 'verdict' | 'ops' | 'windowMs' | 'qps' | 'p50Ms' | 'p99Ms' | 'serverRssMb' | 'serverCpuS' | 'serverMainThreadCpuS' | 'clientCpuS'>, loop: LoopResult | null, failure: Failure | null, meter: MeterReadings): CellRecord {
+function summarize(
+  base: Omit<
+    CellRecord,
+    | 'verdict'
+    | 'ops'
+    | 'windowMs'
+    | 'qps'
+    | 'p50Ms'
+    | 'p99Ms'
+    | 'serverRssMb'
+    | 'serverCpuS'
+    | 'serverMainThreadCpuS'
+    | 'clientCpuS'
+  >,
+  loop: LoopResult | null,
+  failure: Failure | null,
+  meter: MeterReadings,
+): CellRecord {
   const sorted = loop ? [...loop.latenciesMs].sort((a, b) => a - b) : []
   const windowMs = loop?.windowMs ?? 0
   return {
@@ -62,9 +79,20 @@ interface MeterReadings {
 }
 
 /** Closed loop over `sessions`, reading `meter` (the server) and this process at the window's edges. */
-async function measure(sessions: Session[], workload: Workload, meter: Meter, config: Timing): Promise<{ loop: LoopResult; readings: MeterReadings }> {
+async function measure(
+  sessions: Session[],
+  workload: Workload,
+  meter: Meter,
+  config: Timing,
+): Promise<{ loop: LoopResult; readings: MeterReadings }> {
   const rngs = sessions.map((_, i) => createRng(1000 + i))
-  const readings: MeterReadings = { peakRssKb: null, pssKb: null, cpuSeconds: null, mainThreadCpuSeconds: null, clientCpuS: 0 }
+  const readings: MeterReadings = {
+    peakRssKb: null,
+    pssKb: null,
+    cpuSeconds: null,
+    mainThreadCpuSeconds: null,
+    clientCpuS: 0,
+  }
   let startUsage: Usage | null = null
   let startCpu = process.cpuUsage()
   const sample = () => {
@@ -86,7 +114,8 @@ async function measure(sessions: Session[], workload: Workload, meter: Meter, co
       const cpu = process.cpuUsage(startCpu)
       readings.clientCpuS = (cpu.user + cpu.system) / 1e6
       if (usage && startUsage) readings.cpuSeconds = usage.cpuSeconds - startUsage.cpuSeconds
-      if (usage?.mainThreadCpuSeconds !== undefined && startUsage?.mainThreadCpuSeconds !== undefined) readings.mainThreadCpuSeconds = usage.mainThreadCpuSeconds - startUsage.mainThreadCpuSeconds
+      if (usage?.mainThreadCpuSeconds !== undefined && startUsage?.mainThreadCpuSeconds !== undefined)
+        readings.mainThreadCpuSeconds = usage.mainThreadCpuSeconds - startUsage.mainThreadCpuSeconds
       readings.pssKb = meter.pssKb()
     },
   })
@@ -95,22 +124,41 @@ async function measure(sessions: Session[], workload: Workload, meter: Meter, co
 
 async function closeSessions(sessions: Session[]): Promise<void> {
   for (const outcome of await Promise.allSettled(sessions.map((s) => s.close()))) {
-    if (outcome.status === 'rejected') progress(`  a client did not close cleanly: ${(outcome.reason as Error).message}`)
+    if (outcome.status === 'rejected')
+      progress(`  a client did not close cleanly: ${(outcome.reason as Error).message}`)
   }
 }
 
-export async function runWireCell(target: Target, workload: Workload, clients: number, driver: DriverName, config: Timing): Promise<CellRecord> {
+export async function runWireCell(
+  target: Target,
+  workload: Workload,
+  clients: number,
+  driver: DriverName,
+  config: Timing,
+): Promise<CellRecord> {
   const base = { target: target.name, workload: workload.name, clients, driver }
-  const none: MeterReadings = { peakRssKb: null, pssKb: null, cpuSeconds: null, mainThreadCpuSeconds: null, clientCpuS: 0 }
+  const none: MeterReadings = {
+    peakRssKb: null,
+    pssKb: null,
+    cpuSeconds: null,
+    mainThreadCpuSeconds: null,
+    clientCpuS: 0,
+  }
   if (workload.resetSql) await adminWithRestart(target, workload.resetSql)
-  const attempts = await withDeadline(Promise.allSettled(Array.from({ length: clients }, () => connect(driver, target.url))), CONNECT_DEADLINE_MS, `connect ${clients} clients`).catch(
-    (error: unknown) => error as Error,
-  )
+  const attempts = await withDeadline(
+    Promise.allSettled(Array.from({ length: clients }, () => connect(driver, target.url))),
+    CONNECT_DEADLINE_MS,
+    `connect ${clients} clients`,
+  ).catch((error: unknown) => error as Error)
   if (attempts instanceof Error || attempts.some((a) => a.status === 'rejected')) {
-    const reason = attempts instanceof Error ? attempts : (attempts.find((a) => a.status === 'rejected') as PromiseRejectedResult).reason
+    const reason =
+      attempts instanceof Error
+        ? attempts
+        : (attempts.find((a) => a.status === 'rejected') as PromiseRejectedResult).reason
     const failure = classify(reason)
     await target.restart()
-    if (!(attempts instanceof Error)) await closeSessions(attempts.flatMap((a) => (a.status === 'fulfilled' ? [a.value] : [])))
+    if (!(attempts instanceof Error))
+      await closeSessions(attempts.flatMap((a) => (a.status === 'fulfilled' ? [a.value] : [])))
     return summarize(base, null, { verdict: failure.verdict, detail: `connect: ${failure.detail}` }, none)
   }
   const sessions = attempts.map((a) => (a as PromiseFulfilledResult<Session>).value)
@@ -123,7 +171,11 @@ export async function runWireCell(target: Target, workload: Workload, clients: n
     try {
       const found = Number(await runAdmin(target.url, workload.tally.sql))
       const expected = workload.tally.expected(loop.completed)
-      if (found !== expected) failure = { verdict: 'wrong', detail: `table holds ${found} rows after ${loop.completed} operations, expected ${expected}` }
+      if (found !== expected)
+        failure = {
+          verdict: 'wrong',
+          detail: `table holds ${found} rows after ${loop.completed} operations, expected ${expected}`,
+        }
     } catch (error) {
       failure = classify(error)
       failure.detail = `checking the table: ${failure.detail}`
@@ -156,14 +208,22 @@ async function adminWithRestart(target: Target, sql: string): Promise<void> {
 const WARM_UP: readonly WorkloadName[] = ['select1', 'point', 'tpcb']
 const WARM_UP_MS = 200
 
-export async function warmUp(sessionFor: (driver: DriverName | CeilingName) => Promise<Session>, drivers: ReadonlyArray<DriverName | CeilingName>, workloads: readonly WorkloadName[] = WARM_UP): Promise<void> {
+export async function warmUp(
+  sessionFor: (driver: DriverName | CeilingName) => Promise<Session>,
+  drivers: ReadonlyArray<DriverName | CeilingName>,
+  workloads: readonly WorkloadName[] = WARM_UP,
+): Promise<void> {
   for (const driver of drivers) {
     for (const name of workloads) {
       const workload = WORKLOADS.find((w) => w.name === name)!
       const session = await withDeadline(sessionFor(driver), CONNECT_DEADLINE_MS, 'warm-up connection')
       try {
         const rng = createRng(7)
-        const { failure } = await runClosedLoop([session], () => workload.next(rng), { warmupMs: 0, durationMs: WARM_UP_MS, stallMs: 5_000 })
+        const { failure } = await runClosedLoop([session], () => workload.next(rng), {
+          warmupMs: 0,
+          durationMs: WARM_UP_MS,
+          stallMs: 5_000,
+        })
         if (failure) progress(`  warm-up ${name} with ${driver}: ${failure.verdict} ${failure.detail}`)
       } finally {
         await session.close()
@@ -173,7 +233,11 @@ export async function warmUp(sessionFor: (driver: DriverName | CeilingName) => P
 }
 
 /** The same target, warmed up after each restart (stock is restarted after every failure). */
-export async function warmed(target: Target, drivers: readonly DriverName[], workloads?: readonly WorkloadName[]): Promise<Target> {
+export async function warmed(
+  target: Target,
+  drivers: readonly DriverName[],
+  workloads?: readonly WorkloadName[],
+): Promise<Target> {
   const warm = () => warmUp((driver) => connect(driver as DriverName, target.url), drivers, workloads)
   await warm()
   return {
@@ -197,7 +261,12 @@ async function isHealthy(target: Target): Promise<boolean> {
   }
 }
 
-export async function runCeilingCell(db: PGlite, workload: Workload, ceiling: CeilingName, config: Timing): Promise<CellRecord> {
+export async function runCeilingCell(
+  db: PGlite,
+  workload: Workload,
+  ceiling: CeilingName,
+  config: Timing,
+): Promise<CellRecord> {
   const base = { target: 'in-process' as const, workload: workload.name, clients: 1, driver: ceiling }
   if (workload.resetSql) await db.exec(workload.resetSql)
   const self: Meter = {
@@ -211,7 +280,8 @@ export async function runCeilingCell(db: PGlite, workload: Workload, ceiling: Ce
   let failure = loop.failure
   if (!failure && workload.tally) {
     const found = Number((await db.query<{ count: number }>(workload.tally.sql)).rows[0]?.count)
-    if (found !== workload.tally.expected(loop.completed)) failure = { verdict: 'wrong', detail: `table holds ${found} rows after ${loop.completed} operations` }
+    if (found !== workload.tally.expected(loop.completed))
+      failure = { verdict: 'wrong', detail: `table holds ${found} rows after ${loop.completed} operations` }
   }
   if (workload.resetSql) await db.exec(workload.resetSql)
   return summarize(base, loop, failure, { ...readings, peakRssKb: null })
@@ -219,7 +289,9 @@ export async function runCeilingCell(db: PGlite, workload: Workload, ceiling: Ce
 
 export function describeCell(cell: CellRecord): string {
   const where = cell.target === 'in-process' ? `in-process ${cell.driver}` : `${cell.driver} on ${cell.target}`
-  const figures = cell.qps === null ? '' : `${cell.qps.toFixed(0)} q/s, p50 ${cell.p50Ms?.toFixed(2)} ms, p99 ${cell.p99Ms?.toFixed(2)} ms`
+  const figures =
+    cell.qps === null
+      ? ''
+      : `${cell.qps.toFixed(0)} q/s, p50 ${cell.p50Ms?.toFixed(2)} ms, p99 ${cell.p99Ms?.toFixed(2)} ms`
   return `${cell.workload} ×${cell.clients} ${where}: ${cell.verdict === 'ok' ? figures : `${cell.verdict} ${cell.detail ?? ''} ${figures}`}`
 }
-

@@ -31,7 +31,8 @@ export interface Pool {
 export const range = (n: number, from = 0) => Array.from({ length: n }, (_, i) => from + i)
 
 function expect(what: string, got: unknown, wanted: unknown): void {
-  if (JSON.stringify(got) !== JSON.stringify(wanted)) throw new WrongResultError(`${what}: expected ${JSON.stringify(wanted)}, got ${JSON.stringify(got)}`)
+  if (JSON.stringify(got) !== JSON.stringify(wanted))
+    throw new WrongResultError(`${what}: expected ${JSON.stringify(wanted)}, got ${JSON.stringify(got)}`)
 }
 
 let stepNow = 'connecting'
@@ -51,31 +52,67 @@ export async function runTest(pool: Pool, n: number): Promise<void> {
   const amountOf = (user: number, post: number) => n * 100 + user * 10 + post
   await step(`${t}: empty the tables`, () => pool.query('truncate ci_posts, ci_users restart identity'))
   await step(`${t}: insert users`, () =>
-    Promise.all(users.map((u) => pool.query('insert into ci_users (id, name, balance) values ($1, $2, $3)', [u, `user ${u}`, START_BALANCE]))))
+    Promise.all(
+      users.map((u) =>
+        pool.query('insert into ci_users (id, name, balance) values ($1, $2, $3)', [u, `user ${u}`, START_BALANCE]),
+      ),
+    ),
+  )
   await step(`${t}: insert posts`, () =>
-    Promise.all(users.flatMap((u) => range(POSTS_PER_USER).map((p) =>
-      pool.query('insert into ci_posts (user_id, title, amount) values ($1, $2, $3)', [u, `post ${p} of user ${u}`, amountOf(u, p)])))))
+    Promise.all(
+      users.flatMap((u) =>
+        range(POSTS_PER_USER).map((p) =>
+          pool.query('insert into ci_posts (user_id, title, amount) values ($1, $2, $3)', [
+            u,
+            `post ${p} of user ${u}`,
+            amountOf(u, p),
+          ]),
+        ),
+      ),
+    ),
+  )
   await step(`${t}: read five users' posts at once`, async () => {
     const readers = range(READERS, 1)
-    const results = await Promise.all(readers.map((u) => pool.query('select amount from ci_posts where user_id = $1 order by amount', [u])))
-    for (const [i, rows] of results.entries()) expect(`posts of user ${readers[i]}`, rows.map((r) => r.amount), range(POSTS_PER_USER).map((p) => amountOf(readers[i]!, p)))
+    const results = await Promise.all(
+      readers.map((u) => pool.query('select amount from ci_posts where user_id = $1 order by amount', [u])),
+    )
+    for (const [i, rows] of results.entries())
+      expect(
+        `posts of user ${readers[i]}`,
+        rows.map((r) => r.amount),
+        range(POSTS_PER_USER).map((p) => amountOf(readers[i]!, p)),
+      )
   })
   // Every transfer locks user 1, so the three queue on its row lock; ids in order, so they cannot deadlock.
   const transfers = range(TRANSFERS).map((i) => ({ to: 2 + i, amount: i + 1 }))
   await step(`${t}: three transfers with FOR UPDATE at once`, () =>
-    Promise.all(transfers.map(({ to, amount }) => pool.transaction(async (query) => {
-      const locked = await query('select id, balance from ci_users where id in ($1, $2) order by id for update', [1, to])
-      expect(`rows locked for a transfer to user ${to}`, locked.length, 2)
-      await query('update ci_users set balance = balance - $1 where id = $2', [amount, 1])
-      await query('update ci_users set balance = balance + $1 where id = $2', [amount, to])
-    }))))
+    Promise.all(
+      transfers.map(({ to, amount }) =>
+        pool.transaction(async (query) => {
+          const locked = await query('select id, balance from ci_users where id in ($1, $2) order by id for update', [
+            1,
+            to,
+          ])
+          expect(`rows locked for a transfer to user ${to}`, locked.length, 2)
+          await query('update ci_users set balance = balance - $1 where id = $2', [amount, 1])
+          await query('update ci_users set balance = balance + $1 where id = $2', [amount, to])
+        }),
+      ),
+    ),
+  )
   await step(`${t}: check the sums`, async () => {
     const [balances, posts] = await Promise.all([
-      pool.query('select sum(balance)::int as total, count(*)::int as users, sum(balance) filter (where id = 1)::int as first from ci_users'),
+      pool.query(
+        'select sum(balance)::int as total, count(*)::int as users, sum(balance) filter (where id = 1)::int as first from ci_users',
+      ),
       pool.query('select sum(amount)::int as total, count(*)::int as posts from ci_posts'),
     ])
     const moved = transfers.reduce((sum, { amount }) => sum + amount, 0)
-    expect('users: total balance, count, balance of user 1', balances[0], { total: USERS * START_BALANCE, users: USERS, first: START_BALANCE - moved })
+    expect('users: total balance, count, balance of user 1', balances[0], {
+      total: USERS * START_BALANCE,
+      users: USERS,
+      first: START_BALANCE - moved,
+    })
     const postTotal = users.reduce((sum, u) => sum + range(POSTS_PER_USER).reduce((s, p) => s + amountOf(u, p), 0), 0)
     expect('posts: total amount, count', posts[0], { total: postTotal, posts: USERS * POSTS_PER_USER })
   })
@@ -107,20 +144,22 @@ export function openInProcessRaw(db: PGlite): Pool {
       statement = { name, columns: readRows(await db.execProtocolRaw(encodePrepare(name, text)), null).columns }
       prepared.set(text, statement)
     }
-    return readRows(await db.execProtocolRaw(encodeBindExecute(statement.name, params.map(String))), statement.columns).rows
+    return readRows(await db.execProtocolRaw(encodeBindExecute(statement.name, params.map(String))), statement.columns)
+      .rows
   }
   return {
     query: (text, params) => inTurn(() => send(text, params)),
-    transaction: (fn) => inTurn(async () => {
-      await send('begin')
-      try {
-        await fn(send)
-        await send('commit')
-      } catch (error) {
-        await send('rollback')
-        throw error
-      }
-    }),
+    transaction: (fn) =>
+      inTurn(async () => {
+        await send('begin')
+        try {
+          await fn(send)
+          await send('commit')
+        } catch (error) {
+          await send('rollback')
+          throw error
+        }
+      }),
     end: async () => {},
     takeProblem: () => null,
   }

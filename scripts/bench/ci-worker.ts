@@ -55,15 +55,23 @@ function openNodePostgres(url: string): Pool {
   let problem: Error | null = null
   const pool = new pg.Pool({ connectionString: url, max: POOL_SIZE, connectionTimeoutMillis: CONNECT_TIMEOUT_S * 1000 })
   pool.on('error', (error) => (problem ??= error))
-  pool.on('connect', (client) => client.on('notice', (n) => (problem ??= new WrongResultError(`unexpected notice: ${n.severity ?? ''} ${n.message}`))))
-  const query: Query = async (text, params = []) => (await pool.query(text, params as Array<string | number>)).rows as Row[]
+  pool.on('connect', (client) =>
+    client.on(
+      'notice',
+      (n) => (problem ??= new WrongResultError(`unexpected notice: ${n.severity ?? ''} ${n.message}`)),
+    ),
+  )
+  const query: Query = async (text, params = []) =>
+    (await pool.query(text, params as Array<string | number>)).rows as Row[]
   return {
     query,
     async transaction(fn) {
       const client = await pool.connect()
       try {
         await client.query('begin')
-        await fn(async (text, params = []) => (await client.query(text, params as Array<string | number>)).rows as Row[])
+        await fn(
+          async (text, params = []) => (await client.query(text, params as Array<string | number>)).rows as Row[],
+        )
         await client.query('commit')
         client.release()
       } catch (error) {
@@ -103,7 +111,8 @@ async function run(config: WorkerConfig): Promise<WorkerMessage> {
   const go = performance.now()
   const cpu = process.cpuUsage()
   if (config.create) await step('CREATE DATABASE', () => createDatabase(config))
-  const pool = (opened.pool = config.driver === 'postgres.js' ? openPostgresJs(config.url) : openNodePostgres(config.url))
+  const pool = (opened.pool =
+    config.driver === 'postgres.js' ? openPostgresJs(config.url) : openNodePostgres(config.url))
   await step('first query', () => pool.query('select 1'))
   const firstQueryMs = performance.now() - go
   let slowestTestMs = 0
@@ -113,7 +122,13 @@ async function run(config: WorkerConfig): Promise<WorkerMessage> {
     slowestTestMs = Math.max(slowestTestMs, performance.now() - started)
   }
   const { user, system } = process.cpuUsage(cpu)
-  return { type: 'done', firstQueryMs, testsMs: performance.now() - go - firstQueryMs, slowestTestMs, cpuMs: (user + system) / 1000 }
+  return {
+    type: 'done',
+    firstQueryMs,
+    testsMs: performance.now() - go - firstQueryMs,
+    slowestTestMs,
+    cpuMs: (user + system) / 1000,
+  }
 }
 
 function failure(error: unknown): WorkerMessage {
@@ -127,14 +142,19 @@ function failure(error: unknown): WorkerMessage {
 }
 
 function send(message: WorkerMessage): Promise<void> {
-  return new Promise((resolve, reject) => process.send!(message, undefined, {}, (error) => (error ? reject(error) : resolve())))
+  return new Promise((resolve, reject) =>
+    process.send!(message, undefined, {}, (error) => (error ? reject(error) : resolve())),
+  )
 }
 
 if (!process.send) throw new Error('ci-worker.ts runs as a child of scripts/bench/ci.ts (an IPC channel is needed)')
 const config = JSON.parse(process.argv[2] ?? '') as WorkerConfig
 // Listening before 'loaded' goes out: the bench answers it with 'go' at once.
 const go = new Promise<void>((resolve, reject) =>
-  process.once('message', (message: { type?: string }) => (message.type === 'go' ? resolve() : reject(new Error(`unexpected message ${JSON.stringify(message)}`)))))
+  process.once('message', (message: { type?: string }) =>
+    message.type === 'go' ? resolve() : reject(new Error(`unexpected message ${JSON.stringify(message)}`)),
+  ),
+)
 await send({ type: 'loaded' })
 await go
 const message = await run(config).catch(failure)

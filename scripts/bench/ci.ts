@@ -10,13 +10,37 @@ import { openInProcessRaw, range, runTest } from './ci-tests.ts'
 import type { CiVerdict, WorkerConfig, WorkerMessage } from './ci-worker.ts'
 import { progress } from './cells.ts'
 import type { DriverName } from './drivers.ts'
-import { freePort, pssOf, spawnServer, track, usageOf, withDeadline, StalledError, type ServerProcess } from './procs.ts'
+import {
+  freePort,
+  pssOf,
+  spawnServer,
+  track,
+  usageOf,
+  withDeadline,
+  StalledError,
+  type ServerProcess,
+} from './procs.ts'
 import { HOST, OURS_BIN, REPO_ROOT, STOCK_BIN, hasPostgres, runAdmin, spawnPostgres } from './targets.ts'
 
-export type CiTargetName = 'ours-memory' | 'ours-spares' | 'ours-data-dir' | 'ours-no-threads' | 'baseline-memory' | 'stock' | 'postgres'
-export const CI_TARGETS: readonly CiTargetName[] = ['ours-memory', 'ours-spares', 'ours-data-dir', 'ours-no-threads', 'baseline-memory', 'stock', 'postgres']
+export type CiTargetName =
+  'ours-memory' | 'ours-spares' | 'ours-data-dir' | 'ours-no-threads' | 'baseline-memory' | 'stock' | 'postgres'
+export const CI_TARGETS: readonly CiTargetName[] = [
+  'ours-memory',
+  'ours-spares',
+  'ours-data-dir',
+  'ours-no-threads',
+  'baseline-memory',
+  'stock',
+  'postgres',
+]
 /** What runs unless --ci-targets says otherwise: ours-no-threads and baseline-memory (--baseline's) are there to compare, when asked. */
-export const CI_DEFAULT_TARGETS: readonly CiTargetName[] = ['ours-memory', 'ours-spares', 'ours-data-dir', 'stock', 'postgres']
+export const CI_DEFAULT_TARGETS: readonly CiTargetName[] = [
+  'ours-memory',
+  'ours-spares',
+  'ours-data-dir',
+  'stock',
+  'postgres',
+]
 export const CI_TARGET_LABELS: Record<CiTargetName, string> = {
   'ours-memory': 'pglite-dev-db `--memory`',
   'ours-spares': 'pglite-dev-db `--memory`, its workers started once it loaded a database each ahead',
@@ -93,7 +117,11 @@ CREATE INDEX "ci_posts_user_id" ON "ci_posts" ("user_id");
 async function writeMigrations(dir: string): Promise<void> {
   await mkdir(join(dir, 'meta'), { recursive: true })
   await writeFile(join(dir, '0000_ci.sql'), CI_MIGRATION)
-  const journal = { version: '7', dialect: 'postgresql', entries: [{ idx: 0, version: '7', when: 1795000000000, tag: '0000_ci', breakpoints: true }] }
+  const journal = {
+    version: '7',
+    dialect: 'postgresql',
+    entries: [{ idx: 0, version: '7', when: 1795000000000, tag: '0000_ci', breakpoints: true }],
+  }
   await writeFile(join(dir, 'meta', '_journal.json'), JSON.stringify(journal))
 }
 
@@ -123,39 +151,78 @@ interface Context {
 
 let dataDirs = 0
 
-async function spawnOurs(mode: 'memory' | 'spares' | 'data-dir' | 'no-threads' | 'baseline', workers: number, context: Context, owned: Owned): Promise<CiServer> {
+async function spawnOurs(
+  mode: 'memory' | 'spares' | 'data-dir' | 'no-threads' | 'baseline',
+  workers: number,
+  context: Context,
+  owned: Owned,
+): Promise<CiServer> {
   const dataDir = join(context.scratch, `ci-data-${++dataDirs}`)
   if (mode === 'data-dir') owned.dirs.push(dataDir, `${dataDir}-databases`)
-  const modeArgs = mode === 'data-dir' ? ['--data-dir', dataDir] : mode === 'no-threads' ? ['--memory', '--no-database-threads'] : ['--memory']
+  const modeArgs =
+    mode === 'data-dir'
+      ? ['--data-dir', dataDir]
+      : mode === 'no-threads'
+        ? ['--memory', '--no-database-threads']
+        : ['--memory']
   const baseline = mode === 'baseline' ? context.baseline : null
   if (mode === 'baseline' && !baseline) throw new Error('ci target baseline-memory needs --baseline DIR')
   // A spare database per worker, as pglite-dev-db/vitest asks for one per Vitest worker.
   const spares = !baseline || baseline.spares ? ['--spare-databases', String(workers)] : []
   const server = spawnServer(
     process.execPath,
-    [baseline?.bin ?? OURS_BIN, ...modeArgs, ...spares, '--port', '0', '--migrations', context.migrations, '--cache-dir', context.cacheDir, '--log-level', mode === 'spares' ? 'info' : 'warn'],
+    [
+      baseline?.bin ?? OURS_BIN,
+      ...modeArgs,
+      ...spares,
+      '--port',
+      '0',
+      '--migrations',
+      context.migrations,
+      '--cache-dir',
+      context.cacheDir,
+      '--log-level',
+      mode === 'spares' ? 'info' : 'warn',
+    ],
     // As in the other sections: the other servers answer SSLRequest with N (npm run bench:tls has TLS's cost).
     { cwd: REPO_ROOT, env: { ...process.env, PGLITE_DEV_DB_NO_TLS: '1' } },
   )
   owned.processes.push({ server, signal: 'SIGTERM', withChildren: false })
   // As a test runner whose workers take a while to start (Vitest's, pglite-dev-db/vitest): ready once the spares are.
-  const sparesLoaded = mode === 'spares' ? server.waitForLine((line) => line.includes('databases loaded ahead'), READY_DEADLINE_MS, 'spares loaded') : null
-  const url = await server.waitForLine((line) => line.startsWith('postgres://'), READY_DEADLINE_MS, 'pglite-dev-db URL line')
+  const sparesLoaded =
+    mode === 'spares'
+      ? server.waitForLine((line) => line.includes('databases loaded ahead'), READY_DEADLINE_MS, 'spares loaded')
+      : null
+  const url = await server.waitForLine(
+    (line) => line.startsWith('postgres://'),
+    READY_DEADLINE_MS,
+    'pglite-dev-db URL line',
+  )
   await sparesLoaded
   return { urlFor: (i) => withDatabase(url, workerDatabase(i)) }
 }
 
 /** One stock server per worker, each its own PGlite in memory (initdb in WASM), migrated over the wire once listening. */
 async function spawnStock(workers: number, owned: Owned): Promise<CiServer> {
-  const urls = await Promise.all(Array.from({ length: workers }, async () => {
-    const port = await freePort()
-    const server = spawnServer(process.execPath, [STOCK_BIN, '--db=memory://', `--port=${port}`, `--host=${HOST}`, `--max-connections=${STOCK_MAX_CONNECTIONS}`], { cwd: REPO_ROOT })
-    owned.processes.push({ server, signal: 'SIGTERM', withChildren: false })
-    await server.waitForLine((line) => line.includes('listening'), READY_DEADLINE_MS, 'stock pglite-socket listening line')
-    const url = `postgres://postgres@${HOST}:${port}/postgres`
-    await runAdmin(url, CI_MIGRATION, 60_000)
-    return url
-  }))
+  const urls = await Promise.all(
+    Array.from({ length: workers }, async () => {
+      const port = await freePort()
+      const server = spawnServer(
+        process.execPath,
+        [STOCK_BIN, '--db=memory://', `--port=${port}`, `--host=${HOST}`, `--max-connections=${STOCK_MAX_CONNECTIONS}`],
+        { cwd: REPO_ROOT },
+      )
+      owned.processes.push({ server, signal: 'SIGTERM', withChildren: false })
+      await server.waitForLine(
+        (line) => line.includes('listening'),
+        READY_DEADLINE_MS,
+        'stock pglite-socket listening line',
+      )
+      const url = `postgres://postgres@${HOST}:${port}/postgres`
+      await runAdmin(url, CI_MIGRATION, 60_000)
+      return url
+    }),
+  )
   return { urlFor: (i) => urls[i]! }
 }
 
@@ -197,7 +264,11 @@ interface Worker {
 }
 
 function forkWorker(index: number, config: WorkerConfig): Worker {
-  const child = fork(WORKER_SCRIPT, [JSON.stringify(config)], { cwd: REPO_ROOT, execArgv: ['--import', 'tsx'], stdio: ['ignore', 'pipe', 'pipe', 'ipc'] })
+  const child = fork(WORKER_SCRIPT, [JSON.stringify(config)], {
+    cwd: REPO_ROOT,
+    execArgv: ['--import', 'tsx'],
+    stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
+  })
   const lines: string[] = []
   const note = (text: string) => {
     lines.push(...text.split('\n').filter(Boolean))
@@ -206,7 +277,11 @@ function forkWorker(index: number, config: WorkerConfig): Worker {
   for (const stream of [child.stdout!, child.stderr!]) stream.on('data', (chunk: Buffer) => note(chunk.toString()))
   // A 'go' sent to a worker that already died: its exit reports it.
   child.on('error', (error) => note(`IPC: ${error.message}`))
-  const exited = new Promise<string>((resolve) => child.once('exit', (code, signal) => resolve(`exited (${code ?? signal}) without a report${lines.length ? `: ${lines.join(' / ')}` : ''}`)))
+  const exited = new Promise<string>((resolve) =>
+    child.once('exit', (code, signal) =>
+      resolve(`exited (${code ?? signal}) without a report${lines.length ? `: ${lines.join(' / ')}` : ''}`),
+    ),
+  )
   const loaded = Promise.race([
     new Promise<void>((resolve) => child.on('message', (m: WorkerMessage) => m.type === 'loaded' && resolve())),
     exited.then((why): never => {
@@ -214,8 +289,16 @@ function forkWorker(index: number, config: WorkerConfig): Worker {
     }),
   ])
   const report = Promise.race([
-    new Promise<Report>((resolve) => child.on('message', (message: WorkerMessage) => message.type !== 'loaded' && resolve({ message, at: performance.now() }))),
-    exited.then((why): Report => ({ message: { type: 'failed', verdict: 'error', detail: why }, at: performance.now() })),
+    new Promise<Report>((resolve) =>
+      child.on(
+        'message',
+        (message: WorkerMessage) => message.type !== 'loaded' && resolve({ message, at: performance.now() }),
+      ),
+    ),
+    exited.then((why): Report => ({
+      message: { type: 'failed', verdict: 'error', detail: why },
+      at: performance.now(),
+    })),
   ])
   const kill = () => {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
@@ -253,13 +336,28 @@ async function runSuite(configs: WorkerConfig[], sample: () => void, serverCpuSe
     const go = performance.now()
     const serverCpuAtGo = serverCpuSeconds()
     for (const w of workers) w.child.send({ type: 'go' })
-    const stalled = (): Report => ({ message: { type: 'failed', verdict: 'stalled', detail: `no report within ${SUITE_DEADLINE_MS} ms` }, at: performance.now() })
-    const reports = await Promise.all(workers.map((w) => withDeadline(w.report, SUITE_DEADLINE_MS, `worker ${w.index + 1}`).catch((error: unknown) => {
-      if (error instanceof StalledError) return stalled()
-      throw error
-    })))
+    const stalled = (): Report => ({
+      message: { type: 'failed', verdict: 'stalled', detail: `no report within ${SUITE_DEADLINE_MS} ms` },
+      at: performance.now(),
+    })
+    const reports = await Promise.all(
+      workers.map((w) =>
+        withDeadline(w.report, SUITE_DEADLINE_MS, `worker ${w.index + 1}`).catch((error: unknown) => {
+          if (error instanceof StalledError) return stalled()
+          throw error
+        }),
+      ),
+    )
     const serverCpuMs = (serverCpuSeconds() - serverCpuAtGo) * 1000
-    const run: CiRun = { verdict: 'ok', ms: null, firstQueryMs: [], testsMs: [], slowestTestMs: [], serverCpuMs: null, workersCpuMs: null }
+    const run: CiRun = {
+      verdict: 'ok',
+      ms: null,
+      firstQueryMs: [],
+      testsMs: [],
+      slowestTestMs: [],
+      serverCpuMs: null,
+      workersCpuMs: null,
+    }
     let workersCpuMs = 0
     const problems: string[] = []
     for (const [i, { message }] of reports.entries()) {
@@ -273,12 +371,20 @@ async function runSuite(configs: WorkerConfig[], sample: () => void, serverCpuSe
         problems.push(`worker ${i + 1} ${message.verdict}: ${message.detail}`)
       }
     }
-    if (run.verdict === 'ok') Object.assign(run, { ms: Math.max(...reports.map((r) => r.at)) - go, serverCpuMs, workersCpuMs })
+    if (run.verdict === 'ok')
+      Object.assign(run, { ms: Math.max(...reports.map((r) => r.at)) - go, serverCpuMs, workersCpuMs })
     else run.detail = problems.join('; ')
     return run
   } catch (error) {
     for (const w of workers) w.kill()
-    return { verdict: error instanceof StalledError ? 'stalled' : 'error', detail: (error as Error).message, ms: null, firstQueryMs: [], testsMs: [], slowestTestMs: [] }
+    return {
+      verdict: error instanceof StalledError ? 'stalled' : 'error',
+      detail: (error as Error).message,
+      ms: null,
+      firstQueryMs: [],
+      testsMs: [],
+      slowestTestMs: [],
+    }
   } finally {
     clearInterval(timer)
     await Promise.all(workers.map((w) => w.stop()))
@@ -287,8 +393,25 @@ async function runSuite(configs: WorkerConfig[], sample: () => void, serverCpuSe
 
 // --- One row: a target at N workers through one driver ---
 
-async function runCell(target: CiTargetName, workers: number, driver: DriverName, tests: number, context: Context): Promise<CiRecord> {
-  const record: CiRecord = { target, workers, driver, tests, verdict: 'ok', spawnToReadyMs: null, first: null, second: null, spawnToGreenMs: null, peakRssMb: null }
+async function runCell(
+  target: CiTargetName,
+  workers: number,
+  driver: DriverName,
+  tests: number,
+  context: Context,
+): Promise<CiRecord> {
+  const record: CiRecord = {
+    target,
+    workers,
+    driver,
+    tests,
+    verdict: 'ok',
+    spawnToReadyMs: null,
+    first: null,
+    second: null,
+    spawnToGreenMs: null,
+    peakRssMb: null,
+  }
   const owned: Owned = { processes: [], dirs: [] }
   const what = `${CI_TARGET_LABELS[target]}, ${workers} workers, ${driver}`
   try {
@@ -308,16 +431,27 @@ async function runCell(target: CiTargetName, workers: number, driver: DriverName
     let peakPssKb = 0
     // One sample is the sum over the server's processes at one instant.
     const sample = () => {
-      peakRssKb = Math.max(peakRssKb, owned.processes.reduce((sum, p) => sum + usageOf(p.server.pid, p.withChildren).rssKb, 0))
-      if (target === 'postgres') peakPssKb = Math.max(peakPssKb, owned.processes.reduce((sum, p) => sum + pssOf(p.server.pid, true), 0))
+      peakRssKb = Math.max(
+        peakRssKb,
+        owned.processes.reduce((sum, p) => sum + usageOf(p.server.pid, p.withChildren).rssKb, 0),
+      )
+      if (target === 'postgres')
+        peakPssKb = Math.max(
+          peakPssKb,
+          owned.processes.reduce((sum, p) => sum + pssOf(p.server.pid, true), 0),
+        )
     }
-    const configs = (first: boolean): WorkerConfig[] => Array.from({ length: workers }, (_, i) => ({
-      url: server.urlFor(i),
-      driver,
-      tests,
-      ...(first && server.adminUrl ? { create: { adminUrl: server.adminUrl, database: workerDatabase(i), template: TEMPLATE_DB } } : {}),
-    }))
-    const serverCpu = () => owned.processes.reduce((sum, p) => sum + usageOf(p.server.pid, p.withChildren).cpuSeconds, 0)
+    const configs = (first: boolean): WorkerConfig[] =>
+      Array.from({ length: workers }, (_, i) => ({
+        url: server.urlFor(i),
+        driver,
+        tests,
+        ...(first && server.adminUrl
+          ? { create: { adminUrl: server.adminUrl, database: workerDatabase(i), template: TEMPLATE_DB } }
+          : {}),
+      }))
+    const serverCpu = () =>
+      owned.processes.reduce((sum, p) => sum + usageOf(p.server.pid, p.withChildren).cpuSeconds, 0)
     record.first = await runSuite(configs(true), sample, serverCpu)
     record.peakRssMb = peakRssKb / 1024
     if (target === 'postgres') record.peakPssMb = peakPssKb / 1024
@@ -360,11 +494,21 @@ function baselineOf(options: CiOptions): Context['baseline'] {
  * migrated template is built once before (a start that is not timed, as a CI cache of node_modules keeps it).
  */
 export async function runCiSuite(options: CiOptions): Promise<CiRecord[]> {
-  const context: Context = { scratch: options.scratch, migrations: join(options.scratch, 'ci-migrations'), cacheDir: join(options.scratch, 'ci-cache'), baseline: baselineOf(options) }
+  const context: Context = {
+    scratch: options.scratch,
+    migrations: join(options.scratch, 'ci-migrations'),
+    cacheDir: join(options.scratch, 'ci-cache'),
+    baseline: baselineOf(options),
+  }
   await writeMigrations(context.migrations)
-  const kinds = [...(options.targets.some((t) => t.startsWith('ours')) ? (['memory'] as const) : []), ...(options.targets.includes('baseline-memory') ? (['baseline'] as const) : [])]
+  const kinds = [
+    ...(options.targets.some((t) => t.startsWith('ours')) ? (['memory'] as const) : []),
+    ...(options.targets.includes('baseline-memory') ? (['baseline'] as const) : []),
+  ]
   for (const kind of kinds) {
-    progress(`ci: building the migrated template and its image in the cache dir${kind === 'baseline' ? ', for the baseline' : ''} (not timed)`)
+    progress(
+      `ci: building the migrated template and its image in the cache dir${kind === 'baseline' ? ', for the baseline' : ''} (not timed)`,
+    )
     const owned: Owned = { processes: [], dirs: [] }
     try {
       // Until a new database answers: by then the template is built and the image its copies start from is kept. A
@@ -376,7 +520,10 @@ export async function runCiSuite(options: CiOptions): Promise<CiRecord[]> {
     }
   }
   const targets = options.targets.filter((t) => t !== 'postgres' || hasPostgres())
-  if (targets.length < options.targets.length) progress('ci: PostgreSQL: pg_config not found: skipped (the suite needs one started from scratch, so --oracle does not stand in)')
+  if (targets.length < options.targets.length)
+    progress(
+      'ci: PostgreSQL: pg_config not found: skipped (the suite needs one started from scratch, so --oracle does not stand in)',
+    )
   const records: CiRecord[] = []
   for (const workers of options.workers) {
     for (const driver of options.drivers) {
@@ -412,7 +559,11 @@ export async function measureCiEngine(tests: number): Promise<CiEngine> {
     const started = performance.now()
     for (const n of range(tests, 1)) await runTest(pool, n)
     const used = process.cpuUsage(cpu)
-    return { tests, msPerTest: (performance.now() - started) / tests, cpuMsPerTest: (used.user + used.system) / 1000 / tests }
+    return {
+      tests,
+      msPerTest: (performance.now() - started) / tests,
+      cpuMsPerTest: (used.user + used.system) / 1000 / tests,
+    }
   } finally {
     await db.close()
   }

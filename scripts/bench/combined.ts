@@ -18,16 +18,20 @@ try {
     const before = dev.server.getStats()
     let queries = 0
     const end = performance.now() + seconds * 1000
-    await Promise.all(Array.from({ length: clients }, async () => {
-      while (performance.now() < end) {
-        await sql`select 1 as x`
-        queries++
-      }
-    }))
+    await Promise.all(
+      Array.from({ length: clients }, async () => {
+        while (performance.now() < end) {
+          await sql`select 1 as x`
+          queries++
+        }
+      }),
+    )
     const after = dev.server.getStats()
     const calls = after.combinedCalls - before.combinedCalls
     const units = after.combinedUnits - before.combinedUnits
-    process.stdout.write(`${clients} clients: ${queries} queries, ${units} (${Math.round((units / queries) * 100)}%) in ${calls} combined calls, ${(units / Math.max(1, calls)).toFixed(1)} units a call\n`)
+    process.stdout.write(
+      `${clients} clients: ${queries} queries, ${units} (${Math.round((units / queries) * 100)}%) in ${calls} combined calls, ${(units / Math.max(1, calls)).toFixed(1)} units a call\n`,
+    )
     await sql.end({ timeout: 5 })
   }
 } finally {

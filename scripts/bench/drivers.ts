@@ -105,11 +105,16 @@ async function connectNodePostgres(url: string): Promise<Session> {
       if (op.kind === 'copy') {
         const stream = client.query(copyFrom(COPY_SQL))
         await pipeline(Readable.from(copyChunksOf()), stream)
-        if (stream.rowCount !== COPY_ROWS) throw new WrongResultError(`COPY: expected ${COPY_ROWS} rows, got ${stream.rowCount}`)
+        if (stream.rowCount !== COPY_ROWS)
+          throw new WrongResultError(`COPY: expected ${COPY_ROWS} rows, got ${stream.rowCount}`)
       } else {
         for (const step of op.steps) {
           const result = await client.query(step.text, step.params as Array<string | number>)
-          verify(step, { rows: result.rows.length, first: firstOf(result.rows[0] as Record<string, unknown>), count: result.rowCount })
+          verify(step, {
+            rows: result.rows.length,
+            first: firstOf(result.rows[0] as Record<string, unknown>),
+            count: result.rowCount,
+          })
         }
       }
       if (failure) throw failure
@@ -167,12 +172,14 @@ export function inProcessSession(name: CeilingName, db: PGlite): Session {
           return { rows: result.rows.length, first: firstOf(result.rows[0]), count: result.affectedRows ?? null }
         }
       : name === 'raw simple'
-        ? (step) => runRaw(db, step.params.length === 0 ? queryOf(step.text) : encodeQuery(inline(step.text, step.params)))
+        ? (step) =>
+            runRaw(db, step.params.length === 0 ? queryOf(step.text) : encodeQuery(inline(step.text, step.params)))
         : (step) => runRaw(db, encodeExtended(step.text, step.params.map(String)))
   return {
     async run(op) {
       if (op.kind === 'copy') {
-        if (name === 'db.query') copyCheck((await db.query("copy bench_copy from '/dev/blob'", [], { blob })).affectedRows)
+        if (name === 'db.query')
+          copyCheck((await db.query("copy bench_copy from '/dev/blob'", [], { blob })).affectedRows)
         else if (name === 'raw simple') copyCheck((await runRaw(db, copyBytes)).count)
         else throw new Error('no raw extended form for COPY')
         return

@@ -27,7 +27,12 @@ export interface PgbenchResult {
   detail?: string
 }
 
-const lastLine = (text: string): string => text.trim().split('\n').filter((line) => !line.startsWith('progress:')).pop() ?? ''
+const lastLine = (text: string): string =>
+  text
+    .trim()
+    .split('\n')
+    .filter((line) => !line.startsWith('progress:'))
+    .pop() ?? ''
 
 /**
  * `pgbench -i -s 1` (server-side generation, -I dtGvp: the default client-side COPY kills a stock PGlite),
@@ -39,9 +44,17 @@ export async function pgbenchSuite(target: Target, seconds: number): Promise<Pgb
   let needsInit = true
   for (const mode of PGBENCH_MODES) {
     if (needsInit) {
-      const init = await runPgbench(target.url, ['-i', '-s', '1', '-I', 'dtGvp', '-q'], { runDeadlineMs: 120_000, idleProgressReports: Infinity })
+      const init = await runPgbench(target.url, ['-i', '-s', '1', '-I', 'dtGvp', '-q'], {
+        runDeadlineMs: 120_000,
+        idleProgressReports: Infinity,
+      })
       if (init.exitCode !== 0) {
-        results.push({ mode, tps: null, verdict: init.isKilled ? 'stalled' : 'error', detail: `pgbench -i: ${lastLine(init.stderr)}` })
+        results.push({
+          mode,
+          tps: null,
+          verdict: init.isKilled ? 'stalled' : 'error',
+          detail: `pgbench -i: ${lastLine(init.stderr)}`,
+        })
         await target.restart()
         continue
       }
@@ -49,7 +62,10 @@ export async function pgbenchSuite(target: Target, seconds: number): Promise<Pgb
     }
     // -n: no vacuum before the run (it would truncate history between modes; PGlite and PostgreSQL alike).
     const c = String(PGBENCH_CLIENTS)
-    const run = await runPgbench(target.url, ['-n', '-c', c, '-j', c, '-T', String(seconds), '-M', mode, '-P', '1'], { runDeadlineMs: (seconds + 30) * 1000, idleProgressReports: 3 })
+    const run = await runPgbench(target.url, ['-n', '-c', c, '-j', c, '-T', String(seconds), '-M', mode, '-P', '1'], {
+      runDeadlineMs: (seconds + 30) * 1000,
+      idleProgressReports: 3,
+    })
     const tps = /tps = ([\d.]+) \(without initial connection time\)/.exec(run.stdout)
     const failed = Number(/number of failed transactions: (\d+)/.exec(run.stdout)?.[1] ?? 0)
     if (run.exitCode === 0 && tps && failed === 0) {
@@ -61,7 +77,9 @@ export async function pgbenchSuite(target: Target, seconds: number): Promise<Pgb
       mode,
       tps: tps ? Number(tps[1]) : null,
       verdict: run.isKilled ? 'stalled' : 'error',
-      detail: run.isKilled ? 'no progress: killed' : (aborted ?? (failed > 0 ? `${failed} failed transactions` : lastLine(run.stderr))).slice(0, 120),
+      detail: run.isKilled
+        ? 'no progress: killed'
+        : (aborted ?? (failed > 0 ? `${failed} failed transactions` : lastLine(run.stderr))).slice(0, 120),
     })
     await target.restart()
     needsInit = true
@@ -91,7 +109,11 @@ const IDLE_SAMPLE_MS = 100
 /** `node bin/pglite-dev-db.js --port 0 --migrations migrations` plus `modeArgs`: time from spawn to the URL line. */
 async function startOnce(modeArgs: string[]): Promise<StartupRun> {
   const started = performance.now()
-  const server = spawnServer(process.execPath, [OURS_BIN, ...modeArgs, '--port', '0', '--migrations', MIGRATIONS_DIR, '--log-level', 'info'], { cwd: REPO_ROOT })
+  const server = spawnServer(
+    process.execPath,
+    [OURS_BIN, ...modeArgs, '--port', '0', '--migrations', MIGRATIONS_DIR, '--log-level', 'info'],
+    { cwd: REPO_ROOT },
+  )
   try {
     // The 'ready' log line follows the URL line once the database is open and migrated.
     const ready = server.waitForLine((line) => /\bready url=/.test(line), 60_000, 'pglite-dev-db ready log line')
@@ -158,11 +180,29 @@ const IDLE_COLLECTED_MS = 2 * COLLECT_WHEN_IDLE_MS + 1000
 
 /** `--memory` without spares: RSS idle, then idle again after EXTRA_DATABASES new databases each answered a query. */
 async function measureExtraDatabases(): Promise<ExtraDatabaseRss> {
-  const server = spawnServer(process.execPath, [OURS_BIN, '--memory', '--spare-databases', '0', '--port', '0', '--migrations', MIGRATIONS_DIR, '--log-level', 'warn'], { cwd: REPO_ROOT })
+  const server = spawnServer(
+    process.execPath,
+    [
+      OURS_BIN,
+      '--memory',
+      '--spare-databases',
+      '0',
+      '--port',
+      '0',
+      '--migrations',
+      MIGRATIONS_DIR,
+      '--log-level',
+      'warn',
+    ],
+    { cwd: REPO_ROOT },
+  )
   try {
     const url = await server.waitForLine((line) => line.startsWith('postgres://'), 60_000, 'pglite-dev-db URL line')
     const queryIn = async (database: string) => {
-      const client = new pg.Client({ connectionString: url.replace(/\/[^/]*$/, `/${database}`), connectionTimeoutMillis: 60_000 })
+      const client = new pg.Client({
+        connectionString: url.replace(/\/[^/]*$/, `/${database}`),
+        connectionTimeoutMillis: 60_000,
+      })
       try {
         await withDeadline(client.connect(), 60_000, `connect to ${database}`)
         await withDeadline(client.query('select count(*) from customers'), 60_000, `first query in ${database}`)
@@ -182,7 +222,11 @@ async function measureExtraDatabases(): Promise<ExtraDatabaseRss> {
 }
 
 /** `--memory` (initdb in WASM every time) and a data dir that is already migrated (a copy of the template). */
-export async function measureStartup(template: string, runs: number, setup: StartupSetup = { nodes: [] }): Promise<StartupResult> {
+export async function measureStartup(
+  template: string,
+  runs: number,
+  setup: StartupSetup = { nodes: [] },
+): Promise<StartupResult> {
   const result: StartupResult = { memory: [], dataDir: [], firstQuery: [] }
   for (let i = 0; i < runs; i++) result.memory.push(await startOnce(['--memory']))
   const dataDir = await copyTemplate(template)
@@ -200,10 +244,17 @@ export async function measureStartup(template: string, runs: number, setup: Star
   const targets = setup.baseline ? (['ours', 'baseline'] as const) : (['ours'] as const)
   const nodes = setup.nodes.length > 0 ? setup.nodes : [{ path: process.execPath, version: process.version }]
   // Once each, unmeasured: a checkout's first --memory start may build its migrated template (its own cache).
-  for (const target of targets) await firstQueryOnce(process.execPath, target === 'baseline' ? setup.baseline! : REPO_ROOT, ['--memory'])
+  for (const target of targets)
+    await firstQueryOnce(process.execPath, target === 'baseline' ? setup.baseline! : REPO_ROOT, ['--memory'])
   for (const node of nodes) {
     for (const mode of ['dataDir', 'memory'] as const) {
-      const records = targets.map((target): FirstQueryRecord => ({ node: node.version, target, mode, urlMs: [], queryMs: [] }))
+      const records = targets.map((target): FirstQueryRecord => ({
+        node: node.version,
+        target,
+        mode,
+        urlMs: [],
+        queryMs: [],
+      }))
       const dirs = await Promise.all(targets.map(() => (mode === 'dataDir' ? copyTemplate(template) : null)))
       // Alternating, so that the two checkouts meet the same moments of a shared machine.
       for (let i = 0; i < runs; i++) {
@@ -224,9 +275,26 @@ export async function measureStartup(template: string, runs: number, setup: Star
  * The bin of `checkout` run by `node` with the example migrations: ms from spawn to its URL line, and to the answer
  * of a first query that a client sends as soon as that line is out (it waits for the database if it must).
  */
-async function firstQueryOnce(node: string, checkout: string, modeArgs: string[]): Promise<{ urlMs: number; queryMs: number }> {
+async function firstQueryOnce(
+  node: string,
+  checkout: string,
+  modeArgs: string[],
+): Promise<{ urlMs: number; queryMs: number }> {
   const started = performance.now()
-  const server = spawnServer(node, [join(checkout, 'bin', 'pglite-dev-db.js'), ...modeArgs, '--port', '0', '--migrations', MIGRATIONS_DIR, '--log-level', 'warn'], { cwd: checkout })
+  const server = spawnServer(
+    node,
+    [
+      join(checkout, 'bin', 'pglite-dev-db.js'),
+      ...modeArgs,
+      '--port',
+      '0',
+      '--migrations',
+      MIGRATIONS_DIR,
+      '--log-level',
+      'warn',
+    ],
+    { cwd: checkout },
+  )
   try {
     const url = await server.waitForLine((line) => line.startsWith('postgres://'), 60_000, 'pglite-dev-db URL line')
     const urlMs = performance.now() - started
@@ -235,7 +303,10 @@ async function firstQueryOnce(node: string, checkout: string, modeArgs: string[]
       await withDeadline(client.connect(), 60_000, 'first connect')
       await withDeadline(client.query('select count(*) from customers'), 60_000, 'first query')
     } catch (error) {
-      throw new Error(`first query to ${checkout} (${node} ${modeArgs.join(' ')}) failed: ${(error as Error).message}\n${server.tail()}`, { cause: error })
+      throw new Error(
+        `first query to ${checkout} (${node} ${modeArgs.join(' ')}) failed: ${(error as Error).message}\n${server.tail()}`,
+        { cause: error },
+      )
     } finally {
       await client.end()
     }
@@ -259,7 +330,13 @@ const SETTLE_MS = 1000
 async function openIdle(hostname: string, port: number, sockets: Socket[], upTo: number): Promise<void> {
   while (sockets.length < upTo) {
     const batch = Math.min(CONNECT_BATCH, upTo - sockets.length)
-    sockets.push(...(await withDeadline(Promise.all(Array.from({ length: batch }, () => openIdleConnection(hostname, port))), 30_000, `${batch} idle connections`)))
+    sockets.push(
+      ...(await withDeadline(
+        Promise.all(Array.from({ length: batch }, () => openIdleConnection(hostname, port))),
+        30_000,
+        `${batch} idle connections`,
+      )),
+    )
   }
 }
 
@@ -284,7 +361,12 @@ export async function measureConnectionCost(template: string, counts: readonly n
       await openIdle(hostname, Number(port), sockets, count)
       await sleep(SETTLE_MS)
       const rssKb = target.usage()!.rssKb
-      steps.push({ connections: count, rssKb, kbPerConnection: (rssKb - baseRssKb) / count, kbPerAddedConnection: (rssKb - previous.rssKb) / (count - previous.connections) })
+      steps.push({
+        connections: count,
+        rssKb,
+        kbPerConnection: (rssKb - baseRssKb) / count,
+        kbPerAddedConnection: (rssKb - previous.rssKb) / (count - previous.connections),
+      })
       previous = { connections: count, rssKb }
     }
     return { baseRssKb, steps }
@@ -312,8 +394,18 @@ export interface ProfileEntry {
  * Top self-time functions of a V8 .cpuprofile, and the same by area (WASM, PGlite's JS, our src/, Node, idle, GC).
  * `skipMs`: leave out the samples of the profile's first milliseconds (a server's start-up).
  */
-export async function summarizeProfile(path: string, top: number, skipMs = 0): Promise<{ functions: ProfileEntry[]; areas: ProfileEntry[]; totalMs: number }> {
-  const profile = JSON.parse(await readFile(path, 'utf8')) as { nodes: ProfileNode[]; startTime: number; endTime: number; samples: number[]; timeDeltas: number[] }
+export async function summarizeProfile(
+  path: string,
+  top: number,
+  skipMs = 0,
+): Promise<{ functions: ProfileEntry[]; areas: ProfileEntry[]; totalMs: number }> {
+  const profile = JSON.parse(await readFile(path, 'utf8')) as {
+    nodes: ProfileNode[]
+    startTime: number
+    endTime: number
+    samples: number[]
+    timeDeltas: number[]
+  }
   // Each sample stands for the time since the previous one (µs), so a loaded machine's sparse sampling still adds up.
   const hits = new Map<number, number>()
   let at = 0
@@ -340,7 +432,10 @@ export async function summarizeProfile(path: string, top: number, skipMs = 0): P
     add(byArea, areaOf(functionName, url), areaOf(functionName, url), '', ms)
   }
   const ranked = (map: Map<string, ProfileEntry>, n: number) =>
-    [...map.values()].sort((a, b) => b.selfMs - a.selfMs).slice(0, n).map((e) => ({ ...e, percent: (100 * e.selfMs) / totalMs }))
+    [...map.values()]
+      .sort((a, b) => b.selfMs - a.selfMs)
+      .slice(0, n)
+      .map((e) => ({ ...e, percent: (100 * e.selfMs) / totalMs }))
   return { functions: ranked(byFunction, top), areas: ranked(byArea, 20), totalMs }
 }
 
@@ -348,7 +443,11 @@ export async function summarizeProfile(path: string, top: number, skipMs = 0): P
  * Where a profile's function is: in the CLI's bundle (bin/cli-bundle.js), the src/ file it came from (`url` then that
  * file's, for areaOf); elsewhere its file, line and column.
  */
-export async function placeOf({ url, lineNumber, columnNumber }: ProfileNode['callFrame']): Promise<{ url: string; where: string }> {
+export async function placeOf({
+  url,
+  lineNumber,
+  columnNumber,
+}: ProfileNode['callFrame']): Promise<{ url: string; where: string }> {
   const source = await bundleSource(url, lineNumber)
   if (source) return { url: `${REPO_ROOT}${source}`, where: `${source} (bundle line ${lineNumber + 1})` }
   return { url, where: url ? `${shortUrl(url)}:${lineNumber + 1}:${columnNumber + 1}` : '' }
@@ -356,13 +455,18 @@ export async function placeOf({ url, lineNumber, columnNumber }: ProfileNode['ca
 
 /** The two tables `--profile` prints: self time by area, then the top functions. */
 export function renderProfile(summary: Awaited<ReturnType<typeof summarizeProfile>>, title: string): string {
-  const rows = (entries: ProfileEntry[]) => entries.map((e) => `| ${e.name} | ${e.where} | ${e.selfMs.toFixed(0)} | ${e.percent.toFixed(1)}% |`)
+  const rows = (entries: ProfileEntry[]) =>
+    entries.map((e) => `| ${e.name} | ${e.where} | ${e.selfMs.toFixed(0)} | ${e.percent.toFixed(1)}% |`)
   return [
     `${title}; ${(summary.totalMs / 1000).toFixed(1)} s sampled`,
     '',
-    '| area | | self ms | share |', '| --- | --- | --- | --- |', ...rows(summary.areas),
+    '| area | | self ms | share |',
+    '| --- | --- | --- | --- |',
+    ...rows(summary.areas),
     '',
-    '| function | where | self ms | share |', '| --- | --- | --- | --- |', ...rows(summary.functions),
+    '| function | where | self ms | share |',
+    '| --- | --- | --- | --- |',
+    ...rows(summary.functions),
     '',
   ].join('\n')
 }
@@ -375,7 +479,14 @@ async function bundleSource(url: string, line: number): Promise<string | null> {
   let modules = bundleModules.get(url)
   if (!modules) {
     modules = readFile(fileURLToPath(url), 'utf8').then(
-      (text) => text.split('\n').flatMap((content, index) => (/^\/\/ (src\/\S+\.ts)$/.exec(content)?.[1] ? [{ line: index, source: /^\/\/ (\S+)$/.exec(content)![1]! }] : [])),
+      (text) =>
+        text
+          .split('\n')
+          .flatMap((content, index) =>
+            /^\/\/ (src\/\S+\.ts)$/.exec(content)?.[1]
+              ? [{ line: index, source: /^\/\/ (\S+)$/.exec(content)![1]! }]
+              : [],
+          ),
       () => [],
     )
     bundleModules.set(url, modules)
@@ -389,7 +500,8 @@ function shortUrl(url: string): string {
 }
 
 function areaOf(functionName: string, url: string): string {
-  if (functionName === '(idle)' || functionName === '(garbage collector)' || functionName === '(program)') return functionName
+  if (functionName === '(idle)' || functionName === '(garbage collector)' || functionName === '(program)')
+    return functionName
   // A database thread's blocking waits (src/engine/ring.ts): time asleep, which the profile counts as this function's.
   if (functionName === 'blockedWait') return '(asleep in Atomics.wait)'
   if (url.startsWith('wasm://') || /^(wasm-function|\$)/.test(functionName)) return 'PGlite WASM (Postgres)'

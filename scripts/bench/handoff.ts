@@ -97,13 +97,19 @@ async function memoryOf(server: ServerProcess): Promise<{ rssKb: number; fds: nu
   return { rssKb: usageOf(server.pid).rssKb, fds: readdirSync(`/proc/${server.pid}/fd`).length }
 }
 
-async function measure(node: string, label: string, mode: Mode, options: { roundTrips: number; cycles: number }): Promise<Row> {
+async function measure(
+  node: string,
+  label: string,
+  mode: Mode,
+  options: { roundTrips: number; cycles: number },
+): Promise<Row> {
   const server = spawnServer(node, ['--expose-gc', SERVER_SCRIPT, mode], { cwd: REPO_ROOT })
   try {
     const port = Number(await server.waitForLine((line) => /^\d+$/.test(line), DEADLINE_MS, `${mode} server's port`))
     const before = await memoryOf(server)
     const perSecond = await withDeadline(roundTrips(port, options.roundTrips), DEADLINE_MS, `${mode} round trips`)
-    const cycled = mode === 'hop' ? null : await withDeadline(cycles(port, options.cycles), DEADLINE_MS, `${mode} cycles`)
+    const cycled =
+      mode === 'hop' ? null : await withDeadline(cycles(port, options.cycles), DEADLINE_MS, `${mode} cycles`)
     const after = await memoryOf(server)
     return {
       node: label,
@@ -139,7 +145,14 @@ function render(rows: Row[]): string {
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { nodes: { type: 'string' }, 'round-trips': { type: 'string' }, cycles: { type: 'string' }, json: { type: 'string' } } })
+  const { values } = parseArgs({
+    options: {
+      nodes: { type: 'string' },
+      'round-trips': { type: 'string' },
+      cycles: { type: 'string' },
+      json: { type: 'string' },
+    },
+  })
   const options = { roundTrips: Number(values['round-trips'] ?? 20000), cycles: Number(values.cycles ?? 10000) }
   const nodes = values.nodes ? values.nodes.split(',') : [process.execPath]
   const rows: Row[] = []

@@ -51,7 +51,10 @@ export function classify(error: unknown): Failure {
   if (error instanceof StalledError) return { verdict: 'stalled', detail: error.message }
   const code = (error as { code?: unknown }).code
   const message = (error as Error).message ?? String(error)
-  return { verdict: 'error', detail: typeof code === 'string' && !message.startsWith(code) ? `${code} ${message}` : message }
+  return {
+    verdict: 'error',
+    detail: typeof code === 'string' && !message.startsWith(code) ? `${code} ${message}` : message,
+  }
 }
 
 /**
@@ -60,7 +63,11 @@ export function classify(error: unknown): Failure {
  */
 const YIELD_EVERY_MS = 20
 
-export async function runClosedLoop(sessions: Session[], nextOp: (client: number) => Op, options: LoopOptions): Promise<LoopResult> {
+export async function runClosedLoop(
+  sessions: Session[],
+  nextOp: (client: number) => Op,
+  options: LoopOptions,
+): Promise<LoopResult> {
   const latenciesMs: number[] = []
   let failure: Failure | null = null
   let isStopping = false
@@ -132,7 +139,10 @@ export async function runClosedLoop(sessions: Session[], nextOp: (client: number
     const idleMs = now - lastProgress
     if (failedAt > 0 && now - failedAt > FAILURE_GRACE_MS) resolveStall()
     else if (idleMs > options.stallMs) {
-      failure ??= { verdict: 'stalled', detail: `no operation completed for ${Math.round(idleMs)} ms${windowEnd === 0 ? '' : ' (after the window, draining)'}` }
+      failure ??= {
+        verdict: 'stalled',
+        detail: `no operation completed for ${Math.round(idleMs)} ms${windowEnd === 0 ? '' : ' (after the window, draining)'}`,
+      }
       isStopping = true
       resolveStall()
     }

@@ -40,7 +40,10 @@ const STARTUP_REPLY = Buffer.concat([
   READY,
 ])
 // ?column? int4: table 0, column 0, type 23, size 4, modifier -1, text format.
-const ROW_DESCRIPTION = message('T', Buffer.concat([int16(1), cstring('?column?'), int32(0), int16(0), int32(23), int16(4), int32(-1), int16(0)]))
+const ROW_DESCRIPTION = message(
+  'T',
+  Buffer.concat([int16(1), cstring('?column?'), int32(0), int16(0), int32(23), int16(4), int32(-1), int16(0)]),
+)
 const DATA_ROW = message('D', Buffer.concat([int16(1), int32(1), Buffer.from('1')]))
 const COMPLETE = message('C', cstring('SELECT 1'))
 const REPLY = {
@@ -112,7 +115,9 @@ function spinReads(fds) {
   const clients = []
   const nap = new Int32Array(new SharedArrayBuffer(4))
   for (let idle = 0, round = 0; ; round++) {
-    if ((round & 63) === 0) for (let got; (got = receiveMessageOnPort(fds)); ) clients.push({ fd: got.message, pending: Buffer.alloc(0), started: false })
+    if ((round & 63) === 0)
+      for (let got; (got = receiveMessageOnPort(fds));)
+        clients.push({ fd: got.message, pending: Buffer.alloc(0), started: false })
     let any = false
     for (let i = clients.length - 1; i >= 0; i--) {
       const client = clients[i]
@@ -147,10 +152,12 @@ else if (process.env.NO_ENGINE_READS === 'spin') {
   const { port1, port2 } = new MessageChannel()
   new Worker(new URL(import.meta.url), { workerData: { port: port2 }, transferList: [port2] }).unref()
   const kept = []
-  listen(net.createServer({ pauseOnConnect: true }, (socket) => {
-    kept.push(socket)
-    port1.postMessage(socket._handle.fd)
-  }))
+  listen(
+    net.createServer({ pauseOnConnect: true }, (socket) => {
+      kept.push(socket)
+      port1.postMessage(socket._handle.fd)
+    }),
+  )
 } else listen(net.createServer(serve))
 
 function listen(server) {

@@ -101,7 +101,11 @@ export interface ServerProcess {
 
 const TAIL_LINES = 30
 
-export function spawnServer(command: string, args: string[], options: SpawnOptions & { stopNow?: NodeJS.Signals } = {}): ServerProcess {
+export function spawnServer(
+  command: string,
+  args: string[],
+  options: SpawnOptions & { stopNow?: NodeJS.Signals } = {},
+): ServerProcess {
   const child = spawn(command, args, { ...options, stdio: ['ignore', 'pipe', 'pipe'] })
   if (child.pid === undefined) throw new Error(`cannot start ${command}`)
   const lines: string[] = []
@@ -165,7 +169,9 @@ export function spawnServer(command: string, args: string[], options: SpawnOptio
         watchers.add(watcher)
       })
       const gone = exited.then(([code, signal]): never => {
-        throw new Error(`${what}: the process exited (${String(code ?? signal ?? spawnError?.message)}):\n${lines.join('\n')}`)
+        throw new Error(
+          `${what}: the process exited (${String(code ?? signal ?? spawnError?.message)}):\n${lines.join('\n')}`,
+        )
       })
       const found = Promise.race([seen, gone])
       return withDeadline(found, ms, what)
@@ -191,7 +197,8 @@ function readStat(pid: number, path = `/proc/${pid}/stat`): ProcStat | null {
   try {
     text = readFileSync(path, 'utf8')
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT' || (error as NodeJS.ErrnoException).code === 'ESRCH') return null
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT' || (error as NodeJS.ErrnoException).code === 'ESRCH')
+      return null
     throw error
   }
   // The command name (field 2) may contain spaces and parentheses: split after its last ')'.
@@ -205,7 +212,8 @@ function readKb(path: string, key: string): number {
     const match = new RegExp(`^${key}:\\s+(\\d+) kB`, 'm').exec(readFileSync(path, 'utf8'))
     return match ? Number(match[1]) : 0
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT' || (error as NodeJS.ErrnoException).code === 'ESRCH') return 0
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT' || (error as NodeJS.ErrnoException).code === 'ESRCH')
+      return 0
     throw error
   }
 }
@@ -241,7 +249,11 @@ export function usageOf(pid: number, withChildren = false): Usage {
   }
   if (withChildren) return { rssKb, cpuSeconds: ticks / CLOCK_TICKS_PER_SECOND }
   const main = readStat(pid, `/proc/${pid}/task/${pid}/stat`)
-  return { rssKb, cpuSeconds: ticks / CLOCK_TICKS_PER_SECOND, ...(main ? { mainThreadCpuSeconds: main.ownTicks / CLOCK_TICKS_PER_SECOND } : {}) }
+  return {
+    rssKb,
+    cpuSeconds: ticks / CLOCK_TICKS_PER_SECOND,
+    ...(main ? { mainThreadCpuSeconds: main.ownTicks / CLOCK_TICKS_PER_SECOND } : {}),
+  }
 }
 
 /** Proportional set size (kB) over the process tree: shared memory counted once, not once per backend. */

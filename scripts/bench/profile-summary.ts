@@ -10,4 +10,6 @@ if (!file || !(Number(top) > 0) || !(Number(skipMs) >= 0)) {
   process.exit(2)
 }
 const skipped = Number(skipMs) > 0 ? `, after its first ${skipMs} ms` : ''
-process.stdout.write(renderProfile(await summarizeProfile(file, Number(top), Number(skipMs)), `CPU profile ${file}${skipped}`))
+process.stdout.write(
+  renderProfile(await summarizeProfile(file, Number(top), Number(skipMs)), `CPU profile ${file}${skipped}`),
+)

@@ -3,7 +3,14 @@
 
 import { CI_TARGET_LABELS, type CiEngine, type CiRecord, type CiRun } from './ci.ts'
 import type { CeilingName, DriverName } from './drivers.ts'
-import type { ConnectionCost, ExtraDatabaseRss, FirstQueryRecord, PgbenchResult, StartupResult, StartupRun } from './extras.ts'
+import type {
+  ConnectionCost,
+  ExtraDatabaseRss,
+  FirstQueryRecord,
+  PgbenchResult,
+  StartupResult,
+  StartupRun,
+} from './extras.ts'
 import type { Verdict } from './loop.ts'
 import { TARGET_LABELS, type TargetName } from './targets.ts'
 import { WORKLOADS, type WorkloadName } from './workloads.ts'
@@ -77,13 +84,22 @@ export interface Goal {
 
 const workloadOf = (name: WorkloadName) => WORKLOADS.find((w) => w.name === name)!
 
-function find(results: Results, target: CellRecord['target'], workload: WorkloadName, clients: number, driver: CellRecord['driver']): CellRecord | undefined {
-  return results.cells.find((c) => c.target === target && c.workload === workload && c.clients === clients && c.driver === driver)
+function find(
+  results: Results,
+  target: CellRecord['target'],
+  workload: WorkloadName,
+  clients: number,
+  driver: CellRecord['driver'],
+): CellRecord | undefined {
+  return results.cells.find(
+    (c) => c.target === target && c.workload === workload && c.clients === clients && c.driver === driver,
+  )
 }
 
 const okQps = (cell: CellRecord | undefined): number | null => (cell && cell.verdict === 'ok' ? cell.qps : null)
 /** Server CPU per operation, in µs (in process: the benchmark process's). */
-const cpuPerOpUs = (cell: CellRecord | undefined): number | null => (cell && cell.verdict === 'ok' && cell.serverCpuS !== null && cell.ops > 0 ? (cell.serverCpuS * 1e6) / cell.ops : null)
+const cpuPerOpUs = (cell: CellRecord | undefined): number | null =>
+  cell && cell.verdict === 'ok' && cell.serverCpuS !== null && cell.ops > 0 ? (cell.serverCpuS * 1e6) / cell.ops : null
 
 /** Server CPU per operation as text: the total, then its main thread's + its other threads', when read. */
 function cpuPerOpText(cell: CellRecord | undefined): string {
@@ -109,7 +125,8 @@ const x = (r: number | null): string => (r === null ? '—' : `${r.toFixed(2)}x`
 const num = (n: number | null, digits = 0): string => (n === null || Number.isNaN(n) ? '—' : n.toFixed(digits))
 const ms = (n: number | null): string => (n === null || Number.isNaN(n) ? '—' : n < 10 ? n.toFixed(2) : n.toFixed(1))
 const mb = (kb: number): string => (kb / 1024).toFixed(0)
-const median = (values: number[]): number => [...values].sort((a, b) => a - b)[Math.floor((values.length - 1) / 2)] ?? Number.NaN
+const median = (values: number[]): number =>
+  [...values].sort((a, b) => a - b)[Math.floor((values.length - 1) / 2)] ?? Number.NaN
 
 function verdictText(cell: CellRecord | undefined): string {
   if (!cell) return 'not run'
@@ -118,21 +135,36 @@ function verdictText(cell: CellRecord | undefined): string {
 }
 
 function table(header: string[], rows: string[][]): string[] {
-  return [`| ${header.join(' | ')} |`, `| ${header.map(() => '---').join(' | ')} |`, ...rows.map((row) => `| ${row.join(' | ')} |`)]
+  return [
+    `| ${header.join(' | ')} |`,
+    `| ${header.map(() => '---').join(' | ')} |`,
+    ...rows.map((row) => `| ${row.join(' | ')} |`),
+  ]
 }
 
 // --- Sections ---
 
 function ceilingSection(results: Results): string[] {
-  const rows = WORKLOADS.filter((w) => results.cells.some((c) => c.target === 'in-process' && c.workload === w.name)).map((w) => {
-    const cells = (['db.query', 'raw simple', 'raw extended'] as const).map((name) => find(results, 'in-process', w.name, 1, name))
-    return [w.title, ...cells.flatMap((cell) => [verdictText(cell), ms(cell?.p50Ms ?? null)]), w.rawCeiling === 'simple' ? 'raw simple' : 'raw extended']
+  const rows = WORKLOADS.filter((w) =>
+    results.cells.some((c) => c.target === 'in-process' && c.workload === w.name),
+  ).map((w) => {
+    const cells = (['db.query', 'raw simple', 'raw extended'] as const).map((name) =>
+      find(results, 'in-process', w.name, 1, name),
+    )
+    return [
+      w.title,
+      ...cells.flatMap((cell) => [verdictText(cell), ms(cell?.p50Ms ?? null)]),
+      w.rawCeiling === 'simple' ? 'raw simple' : 'raw extended',
+    ]
   })
   if (rows.length === 0) return []
   return [
     '### In-process ceilings (one loop on one PGlite in the benchmark process)',
     '',
-    ...table(['workload', 'db.query q/s', 'p50 ms', 'raw simple q/s', 'p50 ms', 'raw extended q/s', 'p50 ms', '"× raw" uses'], rows),
+    ...table(
+      ['workload', 'db.query q/s', 'p50 ms', 'raw simple q/s', 'p50 ms', 'raw extended q/s', 'p50 ms', '"× raw" uses'],
+      rows,
+    ),
   ]
 }
 
@@ -143,13 +175,37 @@ function baselineSection(results: Results): string[] {
   const rows = cells.map((base) => {
     const ours = find(results, 'ours', base.workload, base.clients, base.driver as DriverName)
     return [
-      base.workload, String(base.clients), base.driver,
-      verdictText(ours), ms(ours?.p50Ms ?? null), ms(ours?.p99Ms ?? null),
-      verdictText(base), ms(base.p50Ms ?? null), ms(base.p99Ms ?? null),
+      base.workload,
+      String(base.clients),
+      base.driver,
+      verdictText(ours),
+      ms(ours?.p50Ms ?? null),
+      ms(ours?.p99Ms ?? null),
+      verdictText(base),
+      ms(base.p50Ms ?? null),
+      ms(base.p99Ms ?? null),
       x(ratio(okQps(ours), okQps(base))),
     ]
   })
-  return ['### This checkout against the baseline (--baseline)', '', ...table(['workload', 'clients', 'driver', 'ours q/s', 'p50 ms', 'p99 ms', 'baseline q/s', 'p50 ms', 'p99 ms', '× baseline'], rows)]
+  return [
+    '### This checkout against the baseline (--baseline)',
+    '',
+    ...table(
+      [
+        'workload',
+        'clients',
+        'driver',
+        'ours q/s',
+        'p50 ms',
+        'p99 ms',
+        'baseline q/s',
+        'p50 ms',
+        'p99 ms',
+        '× baseline',
+      ],
+      rows,
+    ),
+  ]
 }
 
 /**
@@ -163,17 +219,42 @@ function threadsSection(results: Results): string[] {
     const ours = find(results, 'ours', alone.workload, alone.clients, alone.driver as DriverName)
     const stock = find(results, 'stock', alone.workload, alone.clients, alone.driver as DriverName)
     return [
-      alone.workload, String(alone.clients), alone.driver,
-      verdictText(ours), ms(ours?.p50Ms ?? null), cpuPerOpText(ours),
-      verdictText(alone), ms(alone.p50Ms ?? null), cpuPerOpText(alone),
-      verdictText(stock), cpuPerOpText(stock),
-      x(ratio(okQps(ours), okQps(alone))), x(ratio(okQps(alone), okQps(stock))),
+      alone.workload,
+      String(alone.clients),
+      alone.driver,
+      verdictText(ours),
+      ms(ours?.p50Ms ?? null),
+      cpuPerOpText(ours),
+      verdictText(alone),
+      ms(alone.p50Ms ?? null),
+      cpuPerOpText(alone),
+      verdictText(stock),
+      cpuPerOpText(stock),
+      x(ratio(okQps(ours), okQps(alone))),
+      x(ratio(okQps(alone), okQps(stock))),
     ]
   })
   return [
     '### Database threads against none (target no-threads: `--no-database-threads`)',
     '',
-    ...table(['workload', 'clients', 'driver', 'ours q/s', 'p50 ms', 'server CPU µs/op (its thread + others)', 'no threads q/s', 'p50 ms', 'server CPU µs/op (its thread + others)', 'stock q/s', 'server CPU µs/op (its thread + others)', 'ours × no threads', 'no threads × stock'], rows),
+    ...table(
+      [
+        'workload',
+        'clients',
+        'driver',
+        'ours q/s',
+        'p50 ms',
+        'server CPU µs/op (its thread + others)',
+        'no threads q/s',
+        'p50 ms',
+        'server CPU µs/op (its thread + others)',
+        'stock q/s',
+        'server CPU µs/op (its thread + others)',
+        'ours × no threads',
+        'no threads × stock',
+      ],
+      rows,
+    ),
   ]
 }
 
@@ -187,7 +268,15 @@ function boundSection(results: Results): string[] {
   const rows: string[][] = []
   for (const ours of results.cells.filter((c) => c.target === 'ours' && c.verdict === 'ok' && c.ops > 0)) {
     const driver = ours.driver as DriverName
-    const engine = cpuPerOpUs(find(results, 'in-process', ours.workload, 1, workloadOf(ours.workload).rawCeiling === 'simple' ? 'raw simple' : 'raw extended'))
+    const engine = cpuPerOpUs(
+      find(
+        results,
+        'in-process',
+        ours.workload,
+        1,
+        workloadOf(ours.workload).rawCeiling === 'simple' ? 'raw simple' : 'raw extended',
+      ),
+    )
     if (engine === null) continue
     const sockets = cpuPerOpUs(find(results, 'no-engine', 'select1', ours.clients, driver)) ?? 0
     const client = (ours.clientCpuS * 1e6) / ours.ops
@@ -196,9 +285,21 @@ function boundSection(results: Results): string[] {
     const stock = okQps(find(results, 'stock', ours.workload, ours.clients, driver))
     const pg = okQps(find(results, 'postgres', ours.workload, ours.clients, driver))
     rows.push([
-      ours.workload, String(ours.clients), ours.driver,
-      num(engine), sockets > 0 ? num(sockets) : '—', num(client), cpuPerOpText(ours), cpuPerOpText(find(results, 'stock', ours.workload, ours.clients, driver)), num(busy, 2),
-      num(best), num(ours.qps), x(ratio(best, stock)), x(ratio(ours.qps, stock)), x(ratio(best, pg)), x(ratio(ours.qps, pg)),
+      ours.workload,
+      String(ours.clients),
+      ours.driver,
+      num(engine),
+      sockets > 0 ? num(sockets) : '—',
+      num(client),
+      cpuPerOpText(ours),
+      cpuPerOpText(find(results, 'stock', ours.workload, ours.clients, driver)),
+      num(busy, 2),
+      num(best),
+      num(ours.qps),
+      x(ratio(best, stock)),
+      x(ratio(ours.qps, stock)),
+      x(ratio(best, pg)),
+      x(ratio(ours.qps, pg)),
     ])
   }
   if (rows.length === 0) return []
@@ -207,13 +308,34 @@ function boundSection(results: Results): string[] {
     '',
     `A server that spent on a query only what PGlite spends in process (engine) and what a server with no engine spends on the same clients (sockets: \`--targets no-engine\`, select 1 only; — where not run, counted as 0), beside clients that spend what they do here, could do at most ${results.meta.cpus} cores' worth: best q/s. A ratio goal above best × stock or best × PG15 is beyond any path to PGlite on this machine. One client waits for each answer, so there the bound is loose; the point select's engine figure parses its statement each time, which a prepared client does not ask for.`,
     '',
-    ...table(['workload', 'clients', 'driver', 'engine µs/op', 'sockets µs/op', 'clients µs/op', 'ours server µs/op (its thread + others)', 'stock server µs/op (its thread + others)', 'cores busy', 'best q/s', 'ours q/s', 'best × stock', 'ours × stock', 'best × PG15', 'ours × PG15'], rows),
+    ...table(
+      [
+        'workload',
+        'clients',
+        'driver',
+        'engine µs/op',
+        'sockets µs/op',
+        'clients µs/op',
+        'ours server µs/op (its thread + others)',
+        'stock server µs/op (its thread + others)',
+        'cores busy',
+        'best q/s',
+        'ours q/s',
+        'best × stock',
+        'ours × stock',
+        'best × PG15',
+        'ours × PG15',
+      ],
+      rows,
+    ),
   ]
 }
 
 function summarySection(results: Results): string[] {
   const rows: string[][] = []
-  const keys = new Set(results.cells.filter((c) => c.target !== 'in-process').map((c) => `${c.workload}|${c.clients}|${c.driver}`))
+  const keys = new Set(
+    results.cells.filter((c) => c.target !== 'in-process').map((c) => `${c.workload}|${c.clients}|${c.driver}`),
+  )
   for (const key of keys) {
     const [workload, clientsText, driver] = key.split('|') as [WorkloadName, string, DriverName]
     const clients = Number(clientsText)
@@ -222,18 +344,41 @@ function summarySection(results: Results): string[] {
     const pg = find(results, 'postgres', workload, clients, driver)
     const q = okQps(ours)
     rows.push([
-      workload, String(clients), driver,
-      verdictText(ours), ms(ours?.p50Ms ?? null), ms(ours?.p99Ms ?? null),
-      x(ratio(q, ceiling(results, workload, 'db.query'))), x(ratio(q, ceiling(results, workload, 'raw'))),
-      verdictText(stock), x(ratio(q, okQps(stock))),
-      verdictText(pg), x(ratio(q, okQps(pg))),
+      workload,
+      String(clients),
+      driver,
+      verdictText(ours),
+      ms(ours?.p50Ms ?? null),
+      ms(ours?.p99Ms ?? null),
+      x(ratio(q, ceiling(results, workload, 'db.query'))),
+      x(ratio(q, ceiling(results, workload, 'raw'))),
+      verdictText(stock),
+      x(ratio(q, okQps(stock))),
+      verdictText(pg),
+      x(ratio(q, okQps(pg))),
     ])
   }
   if (rows.length === 0) return []
   return [
     '### pglite-dev-db against the ceilings, stock pglite-socket and PostgreSQL 15',
     '',
-    ...table(['workload', 'clients', 'driver', 'ours q/s', 'p50 ms', 'p99 ms', '× db.query', '× raw', 'stock q/s', '× stock', 'PG15 q/s', '× PG15'], rows),
+    ...table(
+      [
+        'workload',
+        'clients',
+        'driver',
+        'ours q/s',
+        'p50 ms',
+        'p99 ms',
+        '× db.query',
+        '× raw',
+        'stock q/s',
+        '× stock',
+        'PG15 q/s',
+        '× PG15',
+      ],
+      rows,
+    ),
   ]
 }
 
@@ -242,10 +387,20 @@ function detailSection(results: Results): string[] {
   const rows = results.cells.map((c) => {
     const q = okQps(c)
     return [
-      c.target === 'in-process' ? 'in-process' : TARGET_LABELS[c.target], c.workload, String(c.clients), c.driver,
-      verdictText(c), ms(c.p50Ms), ms(c.p99Ms), c.clients === 64 && c.p50Ms && c.p99Ms ? (c.p99Ms / c.p50Ms).toFixed(1) : '',
-      x(ratio(q, ceiling(results, c.workload, 'db.query'))), x(ratio(q, ceiling(results, c.workload, 'raw'))),
-      num(c.serverRssMb), num(c.serverCpuS, 2), c.serverCpuS !== null && c.ops > 0 ? num((c.serverCpuS * 1e6) / c.ops) : '—', num(c.clientCpuS, 2),
+      c.target === 'in-process' ? 'in-process' : TARGET_LABELS[c.target],
+      c.workload,
+      String(c.clients),
+      c.driver,
+      verdictText(c),
+      ms(c.p50Ms),
+      ms(c.p99Ms),
+      c.clients === 64 && c.p50Ms && c.p99Ms ? (c.p99Ms / c.p50Ms).toFixed(1) : '',
+      x(ratio(q, ceiling(results, c.workload, 'db.query'))),
+      x(ratio(q, ceiling(results, c.workload, 'raw'))),
+      num(c.serverRssMb),
+      num(c.serverCpuS, 2),
+      c.serverCpuS !== null && c.ops > 0 ? num((c.serverCpuS * 1e6) / c.ops) : '—',
+      num(c.clientCpuS, 2),
     ]
   })
   return [
@@ -255,23 +410,51 @@ function detailSection(results: Results): string[] {
     'process); server CPU is what it used during the window (in-process: the whole benchmark process); client CPU is',
     'the benchmark process (the drivers).',
     '',
-    ...table(['target', 'workload', 'clients', 'driver', 'q/s', 'p50 ms', 'p99 ms', 'p99/p50 at 64', '× db.query', '× raw', 'server RSS MB', 'server CPU s', 'server CPU µs/op', 'client CPU s'], rows),
+    ...table(
+      [
+        'target',
+        'workload',
+        'clients',
+        'driver',
+        'q/s',
+        'p50 ms',
+        'p99 ms',
+        'p99/p50 at 64',
+        '× db.query',
+        '× raw',
+        'server RSS MB',
+        'server CPU s',
+        'server CPU µs/op',
+        'client CPU s',
+      ],
+      rows,
+    ),
   ]
 }
 
 function fairnessSection(results: Results): string[] {
   const rows: string[][] = []
   for (const w of WORKLOADS) {
-    for (const driver of new Set(results.cells.filter((c) => c.workload === w.name && c.clients === 64).map((c) => c.driver))) {
+    for (const driver of new Set(
+      results.cells.filter((c) => c.workload === w.name && c.clients === 64).map((c) => c.driver),
+    )) {
       const cell = (t: TargetName) => {
         const c = find(results, t, w.name, 64, driver)
-        return c?.verdict === 'ok' && c.p50Ms && c.p99Ms ? `${(c.p99Ms / c.p50Ms).toFixed(1)} (${ms(c.p50Ms)} / ${ms(c.p99Ms)})` : c ? c.verdict : '—'
+        return c?.verdict === 'ok' && c.p50Ms && c.p99Ms
+          ? `${(c.p99Ms / c.p50Ms).toFixed(1)} (${ms(c.p50Ms)} / ${ms(c.p99Ms)})`
+          : c
+            ? c.verdict
+            : '—'
       }
       rows.push([w.name, driver, cell('ours'), cell('stock'), cell('postgres')])
     }
   }
   if (rows.length === 0) return []
-  return ['### Fairness at 64 clients: p99 / p50 (p50 ms / p99 ms)', '', ...table(['workload', 'driver', 'pglite-dev-db', 'stock', 'PostgreSQL 15'], rows)]
+  return [
+    '### Fairness at 64 clients: p99 / p50 (p50 ms / p99 ms)',
+    '',
+    ...table(['workload', 'driver', 'pglite-dev-db', 'stock', 'PostgreSQL 15'], rows),
+  ]
 }
 
 function resourceSection(results: Results): string[] {
@@ -279,12 +462,29 @@ function resourceSection(results: Results): string[] {
   const lines = ['### Memory and start-up', '']
   // pglite-dev-db's idle figures are the start-up runs' (median, as the goals use), four seconds after the URL line,
   // with the highest RSS sampled until then.
-  const peak = (runs: StartupRun[]) => (runs.every((r) => r.peakRssKb !== undefined) ? median(runs.map((r) => r.peakRssKb!)) / 1024 : undefined)
+  const peak = (runs: StartupRun[]) =>
+    runs.every((r) => r.peakRssKb !== undefined) ? median(runs.map((r) => r.peakRssKb!)) / 1024 : undefined
   const startupIdle: IdleRecord[] = results.startup
     ? [
-        { target: 'pglite-dev-db `--memory`', rssMb: median(results.startup.memory.map((r) => r.idleRssKb)) / 1024, peakMb: peak(results.startup.memory) },
-        { target: 'pglite-dev-db `--data-dir` (reopened)', rssMb: median(results.startup.dataDir.map((r) => r.idleRssKb)) / 1024, peakMb: peak(results.startup.dataDir) },
-        ...(results.startup.newDataDir ? [{ target: 'pglite-dev-db `--data-dir` (new)', rssMb: median(results.startup.newDataDir.map((r) => r.idleRssKb)) / 1024, peakMb: peak(results.startup.newDataDir) }] : []),
+        {
+          target: 'pglite-dev-db `--memory`',
+          rssMb: median(results.startup.memory.map((r) => r.idleRssKb)) / 1024,
+          peakMb: peak(results.startup.memory),
+        },
+        {
+          target: 'pglite-dev-db `--data-dir` (reopened)',
+          rssMb: median(results.startup.dataDir.map((r) => r.idleRssKb)) / 1024,
+          peakMb: peak(results.startup.dataDir),
+        },
+        ...(results.startup.newDataDir
+          ? [
+              {
+                target: 'pglite-dev-db `--data-dir` (new)',
+                rssMb: median(results.startup.newDataDir.map((r) => r.idleRssKb)) / 1024,
+                peakMb: peak(results.startup.newDataDir),
+              },
+            ]
+          : []),
       ]
     : []
   const rows: string[][] = [...startupIdle, ...results.idle].map((i) => [
@@ -296,26 +496,65 @@ function resourceSection(results: Results): string[] {
   lines.push(...table(['idle server', 'RSS MB', 'PSS MB', 'peak RSS MB from the URL line on'], rows), '')
   const extra = results.startup?.extraDatabase
   if (extra) {
-    lines.push(...table(['`--memory`, no spares, idle', 'server RSS MB', 'per database beyond the first'], [
-      ['the main database, one query', mb(extra.baseRssKb), ''],
-      [`${extra.databases} more, one query each`, mb(extra.rssKb), `${(perExtraDatabaseKb(extra) / 1024).toFixed(1)} MB`],
-    ]), '')
+    lines.push(
+      ...table(
+        ['`--memory`, no spares, idle', 'server RSS MB', 'per database beyond the first'],
+        [
+          ['the main database, one query', mb(extra.baseRssKb), ''],
+          [
+            `${extra.databases} more, one query each`,
+            mb(extra.rssKb),
+            `${(perExtraDatabaseKb(extra) / 1024).toFixed(1)} MB`,
+          ],
+        ],
+      ),
+      '',
+    )
   }
   if (results.connections) {
     const c = results.connections
-    lines.push(...table(['idle connections to pglite-dev-db', 'server RSS MB', 'per connection (vs none)', 'per connection (vs previous row)'], [
-      ['none (after opening and closing as many once)', mb(c.baseRssKb), '', ''],
-      ...c.steps.map((s) => [String(s.connections), mb(s.rssKb), `${s.kbPerConnection.toFixed(1)} kB`, `${s.kbPerAddedConnection.toFixed(1)} kB`]),
-    ]), '')
+    lines.push(
+      ...table(
+        [
+          'idle connections to pglite-dev-db',
+          'server RSS MB',
+          'per connection (vs none)',
+          'per connection (vs previous row)',
+        ],
+        [
+          ['none (after opening and closing as many once)', mb(c.baseRssKb), '', ''],
+          ...c.steps.map((s) => [
+            String(s.connections),
+            mb(s.rssKb),
+            `${s.kbPerConnection.toFixed(1)} kB`,
+            `${s.kbPerAddedConnection.toFixed(1)} kB`,
+          ]),
+        ],
+      ),
+      '',
+    )
   }
   if (results.startup) {
     const s = results.startup
-    const cpu = (runs: StartupResult['memory']) => (runs.every((r) => r.cpuMs !== undefined) ? (median(runs.map((r) => r.cpuMs!)) / 1000).toFixed(2) : '—')
-    const row = (name: string, runs: StartupResult['memory']) => [name, runs.map((r) => (r.ms / 1000).toFixed(2)).join(', '), (median(runs.map((r) => r.ms)) / 1000).toFixed(2), cpu(runs)]
-    lines.push(...table(['pglite-dev-db start-up with the example migrations (spawn → URL line)', 'runs (s)', 'median (s)', 'server CPU to the URL line, median (s)'], [
-      row('`--memory` (loads the migrated template)', s.memory),
-      row('`--data-dir` already migrated', s.dataDir),
-    ]))
+    const cpu = (runs: StartupResult['memory']) =>
+      runs.every((r) => r.cpuMs !== undefined) ? (median(runs.map((r) => r.cpuMs!)) / 1000).toFixed(2) : '—'
+    const row = (name: string, runs: StartupResult['memory']) => [
+      name,
+      runs.map((r) => (r.ms / 1000).toFixed(2)).join(', '),
+      (median(runs.map((r) => r.ms)) / 1000).toFixed(2),
+      cpu(runs),
+    ]
+    lines.push(
+      ...table(
+        [
+          'pglite-dev-db start-up with the example migrations (spawn → URL line)',
+          'runs (s)',
+          'median (s)',
+          'server CPU to the URL line, median (s)',
+        ],
+        [row('`--memory` (loads the migrated template)', s.memory), row('`--data-dir` already migrated', s.dataDir)],
+      ),
+    )
     if (s.firstQuery?.length) lines.push('', ...firstQueryTable(s.firstQuery))
   }
   return lines
@@ -333,16 +572,34 @@ function firstQueryTable(records: FirstQueryRecord[]): string[] {
       const base = records.find((r) => r.target === 'baseline' && r.node === ours.node && r.mode === ours.mode)
       if (!withBaseline) return row
       if (!base) return [...row, '—', '—', '—', '—']
-      return [...row, ms(base.urlMs), ms(base.queryMs), x(median(ours.urlMs) / median(base.urlMs)), x(median(ours.queryMs) / median(base.queryMs))]
+      return [
+        ...row,
+        ms(base.urlMs),
+        ms(base.queryMs),
+        x(median(ours.urlMs) / median(base.urlMs)),
+        x(median(ours.queryMs) / median(base.queryMs)),
+      ]
     })
-  const header = ['Node', 'mode', 'spawn → URL line, median ms', 'spawn → first query answered, median ms', ...(withBaseline ? ['baseline URL ms', 'baseline first query ms', 'URL × baseline', 'first query × baseline'] : [])]
+  const header = [
+    'Node',
+    'mode',
+    'spawn → URL line, median ms',
+    'spawn → first query answered, median ms',
+    ...(withBaseline ? ['baseline URL ms', 'baseline first query ms', 'URL × baseline', 'first query × baseline'] : []),
+  ]
   return table(header, rows)
 }
 
 function pgbenchSection(results: Results): string[] {
   if (results.pgbench.length === 0) return []
-  const get = (t: TargetName, mode: string) => results.pgbench.find((p) => p.target === t)?.results.find((r) => r.mode === mode)
-  const text = (r: PgbenchResult | undefined) => (!r ? '—' : r.verdict === 'ok' ? num(r.tps) : `**${r.verdict}**${r.detail ? `: ${r.detail.replaceAll('|', '/').slice(0, 60)}` : ''}`)
+  const get = (t: TargetName, mode: string) =>
+    results.pgbench.find((p) => p.target === t)?.results.find((r) => r.mode === mode)
+  const text = (r: PgbenchResult | undefined) =>
+    !r
+      ? '—'
+      : r.verdict === 'ok'
+        ? num(r.tps)
+        : `**${r.verdict}**${r.detail ? `: ${r.detail.replaceAll('|', '/').slice(0, 60)}` : ''}`
   const tps = (r: PgbenchResult | undefined) => (r?.verdict === 'ok' ? r.tps : null)
   // --baseline: its columns too.
   const withBaseline = results.pgbench.some((p) => p.target === 'baseline')
@@ -351,40 +608,79 @@ function pgbenchSection(results: Results): string[] {
     const row = [mode, text(ours), text(stock), text(pg), x(ratio(tps(ours), tps(stock))), x(ratio(tps(ours), tps(pg)))]
     return withBaseline ? [...row, text(baseline), x(ratio(tps(ours), tps(baseline)))] : row
   })
-  const header = ['-M', 'ours tps', 'stock tps', 'PG15 tps', 'ours/stock', 'ours/PG15', ...(withBaseline ? ['baseline tps', 'ours/baseline'] : [])]
+  const header = [
+    '-M',
+    'ours tps',
+    'stock tps',
+    'PG15 tps',
+    'ours/stock',
+    'ours/PG15',
+    ...(withBaseline ? ['baseline tps', 'ours/baseline'] : []),
+  ]
   return ['### pgbench TPC-B (`-s 1`, `-c 8 -j 8`), its own tps', '', ...table(header, rows)]
 }
 
-const wholeMs = (n: number | null | undefined): string => (n === null || n === undefined ? '—' : Math.round(n).toLocaleString('en-US'))
-const ciShort = (r: CiRecord) => (r.target === 'ours-memory' ? '`--memory`' : r.target === 'ours-spares' ? '`--memory`, spares loaded' : r.target === 'ours-data-dir' ? 'data dir' : r.target === 'ours-no-threads' ? 'no threads' : r.target === 'baseline-memory' ? 'baseline `--memory`' : r.target)
-const postgresOf = (records: CiRecord[], r: CiRecord) => records.find((p) => p.target === 'postgres' && p.workers === r.workers && p.driver === r.driver && p.tests === r.tests)
+const wholeMs = (n: number | null | undefined): string =>
+  n === null || n === undefined ? '—' : Math.round(n).toLocaleString('en-US')
+const ciShort = (r: CiRecord) =>
+  r.target === 'ours-memory'
+    ? '`--memory`'
+    : r.target === 'ours-spares'
+      ? '`--memory`, spares loaded'
+      : r.target === 'ours-data-dir'
+        ? 'data dir'
+        : r.target === 'ours-no-threads'
+          ? 'no threads'
+          : r.target === 'baseline-memory'
+            ? 'baseline `--memory`'
+            : r.target
+const postgresOf = (records: CiRecord[], r: CiRecord) =>
+  records.find(
+    (p) => p.target === 'postgres' && p.workers === r.workers && p.driver === r.driver && p.tests === r.tests,
+  )
 
 function ciSection(results: Results): string[] {
   const records = results.ci ?? []
   if (records.length === 0) return []
   const engine = results.ciEngine
   const run = (r: CiRun | null) => (!r ? 'not run' : r.verdict === 'ok' ? wholeMs(r.ms) : `**${r.verdict}**`)
-  const firstQueries = (r: CiRun | null) => (r?.verdict === 'ok' ? `${wholeMs(median(r.firstQueryMs))} / ${wholeMs(Math.max(...r.firstQueryMs))}` : '—')
+  const firstQueries = (r: CiRun | null) =>
+    r?.verdict === 'ok' ? `${wholeMs(median(r.firstQueryMs))} / ${wholeMs(Math.max(...r.firstQueryMs))}` : '—'
   const rows = records.map((r) => {
     const pg = postgresOf(records, r)
     return [
-      CI_TARGET_LABELS[r.target], String(r.workers), r.driver,
-      r.spawnToReadyMs === null ? `**${r.verdict}**` : wholeMs(r.spawnToReadyMs), run(r.first), wholeMs(r.spawnToGreenMs), run(r.second),
-      x(ratio(r.spawnToGreenMs, pg?.spawnToGreenMs ?? null)), x(ratio(r.second?.ms ?? null, pg?.second?.ms ?? null)),
-      firstQueries(r.first), `${num(r.peakRssMb)}${r.peakPssMb === undefined ? '' : ` (PSS ${num(r.peakPssMb)})`}`,
+      CI_TARGET_LABELS[r.target],
+      String(r.workers),
+      r.driver,
+      r.spawnToReadyMs === null ? `**${r.verdict}**` : wholeMs(r.spawnToReadyMs),
+      run(r.first),
+      wholeMs(r.spawnToGreenMs),
+      run(r.second),
+      x(ratio(r.spawnToGreenMs, pg?.spawnToGreenMs ?? null)),
+      x(ratio(r.second?.ms ?? null, pg?.second?.ms ?? null)),
+      firstQueries(r.first),
+      `${num(r.peakRssMb)}${r.peakPssMb === undefined ? '' : ` (PSS ${num(r.peakPssMb)})`}`,
       engine ? wholeMs((r.workers * r.tests * engine.cpuMsPerTest) / results.meta.cpus) : '—',
-      r.second?.serverCpuMs != null ? `${wholeMs(r.second.serverCpuMs)} / ${wholeMs(r.second.workersCpuMs ?? null)}` : '—',
-      engine && pg?.second?.workersCpuMs != null ? wholeMs((r.workers * r.tests * engine.cpuMsPerTest + pg.second.workersCpuMs) / results.meta.cpus) : '—',
+      r.second?.serverCpuMs != null
+        ? `${wholeMs(r.second.serverCpuMs)} / ${wholeMs(r.second.workersCpuMs ?? null)}`
+        : '—',
+      engine && pg?.second?.workersCpuMs != null
+        ? wholeMs((r.workers * r.tests * engine.cpuMsPerTest + pg.second.workersCpuMs) / results.meta.cpus)
+        : '—',
     ]
   })
   const tests = [...new Set(records.map((r) => r.tests))].join(', ')
-  const failures = records.filter((r) => r.verdict !== 'ok').map((r) => `- ${CI_TARGET_LABELS[r.target]}, ${r.workers} workers, ${r.driver}: **${r.verdict}**: ${r.detail ?? ''}`)
+  const failures = records
+    .filter((r) => r.verdict !== 'ok')
+    .map(
+      (r) => `- ${CI_TARGET_LABELS[r.target]}, ${r.workers} workers, ${r.driver}: **${r.verdict}**: ${r.detail ?? ''}`,
+    )
   return [
     `### CI-shaped suite: a server spawned, N worker processes each on a database of its own (a pool of four), ${tests} tests each (ms)`,
     '',
-    'A test empties its two tables, inserts 40 rows, reads five users\' posts at once, runs three short transactions',
-    'with `FOR UPDATE` at once and checks the sums. The first run makes the databases (a worker\'s first query on',
-    'pglite-dev-db, its `CREATE DATABASE` on PostgreSQL; stock\'s were made at spawn, a server each); the second finds',
+    "A test empties its two tables, inserts 40 rows, reads five users' posts at once, runs three short transactions",
+    "with `FOR UPDATE` at once and checks the sums. The first run makes the databases (a worker's first query on",
+    "pglite-dev-db, its `CREATE DATABASE` on PostgreSQL; stock's were made at spawn, a server each); the second finds",
     'them there. Spawn to green = spawn to ready + the first run. Ratios are ours / PostgreSQL 15 (lower is better).',
     'Worker processes load their modules once the server is ready, before a common start (not timed: the test',
     'runner\'s cost; the server may work meanwhile, as while a runner starts its workers). The row "its workers started',
@@ -392,24 +688,49 @@ function ciSection(results: Results): string[] {
     'to start its workers finds (Vitest with four workers asked 2.6 s after the server was ready, on this machine). pglite-dev-db',
     'copies a migrated template built before the timing (as a CI that caches node_modules keeps it); PostgreSQL runs',
     'initdb, starts, and migrates a template database that each `CREATE DATABASE` copies; stock servers run initdb in',
-    'WASM and are migrated over the wire. Data dirs on tmpfs; memory summed over the server\'s processes.',
+    "WASM and are migrated over the wire. Data dirs on tmpfs; memory summed over the server's processes.",
     ...(engine
       ? [
           `The engine alone: one PGlite in the bench's process ran ${engine.tests} of these tests one after another, each statement prepared once, in ${engine.msPerTest.toFixed(1)} ms and ${engine.cpuMsPerTest.toFixed(1)} ms of CPU a test;`,
           `"the engine alone, on the cores" is the workers' tests at that CPU on the run's ${results.meta.cpus} cores: no PGlite server does the second run faster;`,
           'the last column adds the CPU its clients (the workers) spent against PostgreSQL in the second run, on the same cores.',
-          'The CPU of the second run: the server\'s processes, and the workers summed.',
+          "The CPU of the second run: the server's processes, and the workers summed.",
         ]
       : []),
     '',
-    ...table(['server', 'workers', 'driver', 'spawn to ready', 'suite, databases made inside it', 'spawn to green', 'the suite again, databases there', 'spawn to green ÷ PG15', 'again ÷ PG15', "a worker's first query, p50 / max", 'peak memory in the first run, MB', 'the engine alone, on the cores', 'the suite again: CPU, server / workers', 'the engine and PG15\'s clients, on the cores'], rows),
+    ...table(
+      [
+        'server',
+        'workers',
+        'driver',
+        'spawn to ready',
+        'suite, databases made inside it',
+        'spawn to green',
+        'the suite again, databases there',
+        'spawn to green ÷ PG15',
+        'again ÷ PG15',
+        "a worker's first query, p50 / max",
+        'peak memory in the first run, MB',
+        'the engine alone, on the cores',
+        'the suite again: CPU, server / workers',
+        "the engine and PG15's clients, on the cores",
+      ],
+      rows,
+    ),
     ...(failures.length ? ['', ...failures] : []),
   ]
 }
 
 function goalsSection(results: Results): string[] {
   const mark = (g: Goal) => (g.isMet === null ? 'not measured' : g.isMet ? 'met' : '**missed**')
-  return ['### Goals (issue 5; the CI-shaped suite: issues 27 and 28)', '', ...table(['goal', 'measured', ''], results.goals.map((g) => [g.goal, g.measured, mark(g)]))]
+  return [
+    '### Goals (issue 5; the CI-shaped suite: issues 27 and 28)',
+    '',
+    ...table(
+      ['goal', 'measured', ''],
+      results.goals.map((g) => [g.goal, g.measured, mark(g)]),
+    ),
+  ]
 }
 
 export function renderMarkdown(results: Results): string {
@@ -420,7 +741,19 @@ export function renderMarkdown(results: Results): string {
     ...m.notes.map((n) => `- ${n}`),
     '',
     // A section this run did not measure is left out.
-    ...[goalsSection, ceilingSection, summarySection, boundSection, baselineSection, threadsSection, fairnessSection, resourceSection, pgbenchSection, ciSection, detailSection]
+    ...[
+      goalsSection,
+      ceilingSection,
+      summarySection,
+      boundSection,
+      baselineSection,
+      threadsSection,
+      fairnessSection,
+      resourceSection,
+      pgbenchSection,
+      ciSection,
+      detailSection,
+    ]
       .map((section) => section(results))
       .filter((lines) => lines.length > 0)
       .flatMap((lines) => [...lines, '']),
@@ -459,26 +792,48 @@ const PATH_FLOORS: ReadonlyArray<{ workload: WorkloadName; clients: number; stoc
 const CPU_OVER_RAW_US = 20
 
 /** Each driver's server CPU per select 1 at 16 clients on `target`, for the drivers it was measured with. */
-function cpuAt16(results: Results, target: CellRecord['target'], drivers: DriverName[]): Array<readonly [DriverName, number]> {
+function cpuAt16(
+  results: Results,
+  target: CellRecord['target'],
+  drivers: DriverName[],
+): Array<readonly [DriverName, number]> {
   return drivers.flatMap((d) => {
     const us = cpuPerOpUs(find(results, target, 'select1', 16, d))
     return us === null ? [] : [[d, us] as const]
   })
 }
 
-const listUs = (parts: ReadonlyArray<readonly [DriverName, number]>): string => parts.map(([d, us]) => `${d} ${num(us)} µs`).join(', ')
+const listUs = (parts: ReadonlyArray<readonly [DriverName, number]>): string =>
+  parts.map(([d, us]) => `${d} ${num(us)} µs`).join(', ')
 
 /** Issue 27's goals, for the cells this run measured: a cell whose comparison did not run is left out. */
 function pathGoals(results: Results, drivers: DriverName[]): Goal[] {
   const goals: Goal[] = []
   for (const floor of PATH_FLOORS) {
-    for (const [against, min] of [['stock', floor.stock], ['postgres', floor.postgres]] as const) {
+    for (const [against, min] of [
+      ['stock', floor.stock],
+      ['postgres', floor.postgres],
+    ] as const) {
       const parts = drivers
-        .filter((d) => find(results, 'ours', floor.workload, floor.clients, d) && find(results, against, floor.workload, floor.clients, d))
-        .map((d): [string, number | null] => [d, ratio(okQps(find(results, 'ours', floor.workload, floor.clients, d)), okQps(find(results, against, floor.workload, floor.clients, d)))])
+        .filter(
+          (d) =>
+            find(results, 'ours', floor.workload, floor.clients, d) &&
+            find(results, against, floor.workload, floor.clients, d),
+        )
+        .map((d): [string, number | null] => [
+          d,
+          ratio(
+            okQps(find(results, 'ours', floor.workload, floor.clients, d)),
+            okQps(find(results, against, floor.workload, floor.clients, d)),
+          ),
+        ])
       if (parts.length === 0) continue
       const name = against === 'stock' ? 'stock pglite-socket' : 'PostgreSQL 15'
-      goals.push({ goal: `${floor.workload} ×${floor.clients} ≥ ${min.toFixed(1)}x ${name} (issue 27)`, measured: listRatios(parts), isMet: allAtLeast(parts, min) })
+      goals.push({
+        goal: `${floor.workload} ×${floor.clients} ≥ ${min.toFixed(1)}x ${name} (issue 27)`,
+        measured: listRatios(parts),
+        isMet: allAtLeast(parts, min),
+      })
     }
   }
   const raw = cpuPerOpUs(find(results, 'in-process', 'select1', 1, 'raw simple'))
@@ -500,17 +855,30 @@ function ciGoals(records: CiRecord[], engine: CiEngine | undefined, cpus: number
   if (ours.length === 0) return []
   const drivers = new Set(ours.map((r) => r.driver)).size > 1
   const name = (r: CiRecord) => `${ciShort(r)} ×${r.workers}${drivers ? ` ${r.driver}` : ''}`
-  const against = (value: (r: CiRecord | undefined) => number | null) => ours.map((r): [string, number | null] => [name(r), ratio(value(r), value(postgresOf(records, r)))])
+  const against = (value: (r: CiRecord | undefined) => number | null) =>
+    ours.map((r): [string, number | null] => [name(r), ratio(value(r), value(postgresOf(records, r)))])
   const green = against((r) => r?.spawnToGreenMs ?? null)
   const again = against((r) => r?.second?.ms ?? null)
   const firsts = ours.map((r) => ({ r, ms: r.first?.verdict === 'ok' ? r.first.firstQueryMs : null }))
   return [
-    { goal: 'CI-shaped suite, spawn to green ≤ 1.5x PostgreSQL 15 (issue 28)', measured: listRatios(green), isMet: allAtMost(green, 1.5) },
-    { goal: 'CI-shaped suite again, databases there, ≤ 1.2x PostgreSQL 15 (issue 27)', measured: `${listRatios(again)}${floors(records, engine, cpus)}`, isMet: allAtMost(again, 1.2) },
+    {
+      goal: 'CI-shaped suite, spawn to green ≤ 1.5x PostgreSQL 15 (issue 28)',
+      measured: listRatios(green),
+      isMet: allAtMost(green, 1.5),
+    },
+    {
+      goal: 'CI-shaped suite again, databases there, ≤ 1.2x PostgreSQL 15 (issue 27)',
+      measured: `${listRatios(again)}${floors(records, engine, cpus)}`,
+      isMet: allAtMost(again, 1.2),
+    },
     {
       goal: "CI-shaped suite, a worker's first query right after start (its database made): p50 ≤ 150 ms, max ≤ 500 ms (issue 28)",
-      measured: firsts.map(({ r, ms }) => `${name(r)} ${ms ? `${wholeMs(median(ms))} / ${wholeMs(Math.max(...ms))} ms` : '—'}`).join(', '),
-      isMet: firsts.every(({ ms }) => ms === null) ? null : firsts.every(({ ms }) => ms !== null && median(ms) <= 150 && Math.max(...ms) <= 500),
+      measured: firsts
+        .map(({ r, ms }) => `${name(r)} ${ms ? `${wholeMs(median(ms))} / ${wholeMs(Math.max(...ms))} ms` : '—'}`)
+        .join(', '),
+      isMet: firsts.every(({ ms }) => ms === null)
+        ? null
+        : firsts.every(({ ms }) => ms !== null && median(ms) <= 150 && Math.max(...ms) <= 500),
     },
   ]
 }
@@ -518,11 +886,15 @@ function ciGoals(records: CiRecord[], engine: CiEngine | undefined, cpus: number
 /** The least any PGlite server could take for the second run, as a ratio to PostgreSQL's: its engine's and clients' CPU on the cores. */
 function floors(records: CiRecord[], engine: CiEngine | undefined, cpus: number): string {
   if (!engine) return ''
-  const listed = records.filter((r) => r.target === 'postgres' && r.second?.ms && r.second.workersCpuMs != null).map((pg) => {
-    const floorMs = (pg.workers * pg.tests * engine.cpuMsPerTest + pg.second!.workersCpuMs!) / cpus
-    return `×${pg.workers} ${x(ratio(floorMs, pg.second!.ms))}`
-  })
-  return listed.length > 0 ? `; no PGlite server under ${listed.join(', ')} (the engine alone and PostgreSQL's clients, on the cores)` : ''
+  const listed = records
+    .filter((r) => r.target === 'postgres' && r.second?.ms && r.second.workersCpuMs != null)
+    .map((pg) => {
+      const floorMs = (pg.workers * pg.tests * engine.cpuMsPerTest + pg.second!.workersCpuMs!) / cpus
+      return `×${pg.workers} ${x(ratio(floorMs, pg.second!.ms))}`
+    })
+  return listed.length > 0
+    ? `; no PGlite server under ${listed.join(', ')} (the engine alone and PostgreSQL's clients, on the cores)`
+    : ''
 }
 
 export function evaluateGoals(results: Results): Goal[] {
@@ -530,20 +902,45 @@ export function evaluateGoals(results: Results): Goal[] {
   const drivers = [...new Set(results.cells.filter((c) => c.target === 'ours').map((c) => c.driver as DriverName))]
   const ours = (w: WorkloadName, clients: number, d: DriverName) => okQps(find(results, 'ours', w, clients, d))
 
-  for (const w of WORKLOADS.filter((w) => results.cells.some((c) => c.target === 'ours' && c.workload === w.name && c.clients === 1))) {
-    const parts = drivers.map((d): [string, number | null] => [d, ratio(ours(w.name, 1, d), ceiling(results, w.name, 'db.query'))])
-    goals.push({ goal: `1 client ≥ 1.0x in-process db.query: ${w.name}`, measured: listRatios(parts), isMet: allAtLeast(parts, 1.0) })
+  for (const w of WORKLOADS.filter((w) =>
+    results.cells.some((c) => c.target === 'ours' && c.workload === w.name && c.clients === 1),
+  )) {
+    const parts = drivers.map((d): [string, number | null] => [
+      d,
+      ratio(ours(w.name, 1, d), ceiling(results, w.name, 'db.query')),
+    ])
+    goals.push({
+      goal: `1 client ≥ 1.0x in-process db.query: ${w.name}`,
+      measured: listRatios(parts),
+      isMet: allAtLeast(parts, 1.0),
+    })
   }
   for (const clients of [16, 64]) {
-    const parts = drivers.map((d): [string, number | null] => [d, ratio(ours('select1', clients, d), ceiling(results, 'select1', 'raw simple'))])
-    goals.push({ goal: `${clients} clients select 1 ≥ 0.8x raw simple-Query ceiling`, measured: listRatios(parts), isMet: allAtLeast(parts, 0.8) })
+    const parts = drivers.map((d): [string, number | null] => [
+      d,
+      ratio(ours('select1', clients, d), ceiling(results, 'select1', 'raw simple')),
+    ])
+    goals.push({
+      goal: `${clients} clients select 1 ≥ 0.8x raw simple-Query ceiling`,
+      measured: listRatios(parts),
+      isMet: allAtLeast(parts, 0.8),
+    })
   }
   {
-    const parts = [1, 8, 16, 64].map((n): [string, number | null] => [`${n} cl.`, ratio(ours('point', n, 'postgres.js'), ceiling(results, 'point', 'raw extended'))])
-    goals.push({ goal: 'prepared point select (postgres.js) ≥ 1.0x raw Parse/Bind/Describe/Execute/Sync ceiling', measured: listRatios(parts), isMet: allAtLeast(parts, 1.0) })
+    const parts = [1, 8, 16, 64].map((n): [string, number | null] => [
+      `${n} cl.`,
+      ratio(ours('point', n, 'postgres.js'), ceiling(results, 'point', 'raw extended')),
+    ])
+    goals.push({
+      goal: 'prepared point select (postgres.js) ≥ 1.0x raw Parse/Bind/Describe/Execute/Sync ceiling',
+      measured: listRatios(parts),
+      isMet: allAtLeast(parts, 1.0),
+    })
   }
   {
-    const pairs = results.cells.filter((c) => c.target === 'ours').map((c) => ({ c, stock: find(results, 'stock', c.workload, c.clients, c.driver) }))
+    const pairs = results.cells
+      .filter((c) => c.target === 'ours')
+      .map((c) => ({ c, stock: find(results, 'stock', c.workload, c.clients, c.driver) }))
     const comparable = pairs.filter((p) => p.c.verdict === 'ok' && p.stock?.verdict === 'ok')
     const ratios = comparable.map((p) => ({ p, r: ratio(p.c.qps, p.stock!.qps)! }))
     const below = ratios.filter((r) => r.r < 1.3)
@@ -566,7 +963,11 @@ export function evaluateGoals(results: Results): Goal[] {
   }
   if (results.startup) {
     const s = results.startup
-    const idleRuns: Array<[string, StartupRun[] | undefined]> = [['`--data-dir` (reopened)', s.dataDir], ['`--data-dir` (new)', s.newDataDir], ['`--memory`', s.memory]]
+    const idleRuns: Array<[string, StartupRun[] | undefined]> = [
+      ['`--data-dir` (reopened)', s.dataDir],
+      ['`--data-dir` (new)', s.newDataDir],
+      ['`--memory`', s.memory],
+    ]
     for (const [name, runs] of idleRuns) {
       if (!runs) continue
       const rss = median(runs.map((r) => r.idleRssKb)) / 1024
@@ -574,20 +975,40 @@ export function evaluateGoals(results: Results): Goal[] {
     }
     if (s.extraDatabase) {
       const perMb = perExtraDatabaseKb(s.extraDatabase) / 1024
-      goals.push({ goal: 'each database beyond the first ≤ 50 MB RSS (`--memory`, idle)', measured: `${perMb.toFixed(1)} MB`, isMet: perMb <= 50 })
+      goals.push({
+        goal: 'each database beyond the first ≤ 50 MB RSS (`--memory`, idle)',
+        measured: `${perMb.toFixed(1)} MB`,
+        isMet: perMb <= 50,
+      })
     }
-    for (const [name, runs] of [['`--memory`', s.memory], ['`--data-dir` already migrated', s.dataDir]] as const) {
+    for (const [name, runs] of [
+      ['`--memory`', s.memory],
+      ['`--data-dir` already migrated', s.dataDir],
+    ] as const) {
       const seconds = median(runs.map((r) => r.ms)) / 1000
-      goals.push({ goal: `start-up with migrations < 0.5 s, ${name}`, measured: `${seconds.toFixed(2)} s (median of ${runs.length})`, isMet: seconds < 0.5 })
+      goals.push({
+        goal: `start-up with migrations < 0.5 s, ${name}`,
+        measured: `${seconds.toFixed(2)} s (median of ${runs.length})`,
+        isMet: seconds < 0.5,
+      })
     }
     for (const r of (s.firstQuery ?? []).filter((each) => each.target === 'ours')) {
       const seconds = median(r.urlMs) / 1000
-      goals.push({ goal: `spawn to the URL line ≤ 0.5 s, Node ${r.node}, ${r.mode === 'memory' ? '`--memory`' : 'data dir'}`, measured: `${seconds.toFixed(2)} s (median of ${r.urlMs.length})`, isMet: seconds <= 0.5 })
+      goals.push({
+        goal: `spawn to the URL line ≤ 0.5 s, Node ${r.node}, ${r.mode === 'memory' ? '`--memory`' : 'data dir'}`,
+        measured: `${seconds.toFixed(2)} s (median of ${r.urlMs.length})`,
+        isMet: seconds <= 0.5,
+      })
     }
   }
   if (results.connections) {
     const last = results.connections.steps.at(-1)
-    if (last) goals.push({ goal: `${last.connections} idle connections add ≤ 100 kB each`, measured: `${last.kbPerConnection.toFixed(1)} kB each`, isMet: last.kbPerConnection <= 100 })
+    if (last)
+      goals.push({
+        goal: `${last.connections} idle connections add ≤ 100 kB each`,
+        measured: `${last.kbPerConnection.toFixed(1)} kB each`,
+        isMet: last.kbPerConnection <= 100,
+      })
   }
   goals.push(...pathGoals(results, drivers))
   goals.push(...ciGoals(results.ci ?? [], results.ciEngine, results.meta.cpus))

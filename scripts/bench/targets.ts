@@ -12,7 +12,16 @@ import { PGlite } from '@electric-sql/pglite'
 import postgres from 'postgres'
 import { applyMigrations } from '../../src/databases/migrate.ts'
 import { createLogger } from '../../src/log.ts'
-import { freePort, pssOf, spawnServer, trackDir, usageOf, withDeadline, type ServerProcess, type Usage } from './procs.ts'
+import {
+  freePort,
+  pssOf,
+  spawnServer,
+  trackDir,
+  usageOf,
+  withDeadline,
+  type ServerProcess,
+  type Usage,
+} from './procs.ts'
 import { SETUP_SQL } from './workloads.ts'
 
 export const REPO_ROOT = fileURLToPath(new URL('../..', import.meta.url))
@@ -90,7 +99,11 @@ export interface OursOptions {
 
 export const OURS_BIN = join(REPO_ROOT, 'bin', 'pglite-dev-db.js')
 /** Stock pglite-socket's CLI: the package's exports do not list its bin, so it is found beside the resolved entry. */
-export const STOCK_BIN = join(dirname(createRequire(import.meta.url).resolve('pglite-socket-stock')), 'scripts', 'server.js')
+export const STOCK_BIN = join(
+  dirname(createRequire(import.meta.url).resolve('pglite-socket-stock')),
+  'scripts',
+  'server.js',
+)
 
 interface Running {
   server: ServerProcess
@@ -107,27 +120,50 @@ async function startOursProcess(options: OursOptions): Promise<Running> {
       ...(options.cpuProfileDir ? ['--cpu-prof', '--cpu-prof-dir', options.cpuProfileDir] : []),
       ...(options.allocProfile ? ['--import', pathToFileURL(options.allocProfile.preload).href] : []),
       options.checkout ? join(options.checkout, 'bin', 'pglite-dev-db.js') : OURS_BIN,
-      '--data-dir', dataDir,
-      '--port', '0',
+      '--data-dir',
+      dataDir,
+      '--port',
+      '0',
       '--no-migrations',
-      '--log-level', 'warn',
-      '--max-connections', String(options.maxConnections ?? 1000),
+      '--log-level',
+      'warn',
+      '--max-connections',
+      String(options.maxConnections ?? 1000),
       ...(options.noThreads ? ['--no-database-threads'] : []),
     ],
     // The other servers here answer SSLRequest with N, so ours does too: libpq clients (pgbench) would otherwise
     // negotiate TLS with ours alone (its cost: npm run bench:tls). The environment twin, which an older --baseline
     // checkout ignores.
-    { cwd: options.checkout ?? REPO_ROOT, env: { ...process.env, PGLITE_DEV_DB_NO_TLS: '1', ...(options.allocProfile ? { PGLITE_DEV_DB_ALLOC_PROFILE: options.allocProfile.file } : {}) } },
+    {
+      cwd: options.checkout ?? REPO_ROOT,
+      env: {
+        ...process.env,
+        PGLITE_DEV_DB_NO_TLS: '1',
+        ...(options.allocProfile ? { PGLITE_DEV_DB_ALLOC_PROFILE: options.allocProfile.file } : {}),
+      },
+    },
   )
-  const url = await server.waitForLine((line) => line.startsWith('postgres://'), START_DEADLINE_MS, 'pglite-dev-db URL line')
+  const url = await server.waitForLine(
+    (line) => line.startsWith('postgres://'),
+    START_DEADLINE_MS,
+    'pglite-dev-db URL line',
+  )
   return { server, url, dataDir }
 }
 
 async function startStockProcess(template: string): Promise<Running> {
   const dataDir = await copyTemplate(template)
   const port = await freePort()
-  const server = spawnServer(process.execPath, [STOCK_BIN, `--db=${dataDir}`, `--port=${port}`, `--host=${HOST}`, `--max-connections=${STOCK_MAX_CONNECTIONS}`], { cwd: REPO_ROOT })
-  await server.waitForLine((line) => line.includes('listening'), START_DEADLINE_MS, 'stock pglite-socket listening line')
+  const server = spawnServer(
+    process.execPath,
+    [STOCK_BIN, `--db=${dataDir}`, `--port=${port}`, `--host=${HOST}`, `--max-connections=${STOCK_MAX_CONNECTIONS}`],
+    { cwd: REPO_ROOT },
+  )
+  await server.waitForLine(
+    (line) => line.includes('listening'),
+    START_DEADLINE_MS,
+    'stock pglite-socket listening line',
+  )
   return { server, url: `postgres://postgres@${HOST}:${port}/postgres`, dataDir }
 }
 
@@ -162,7 +198,11 @@ const NO_ENGINE_SCRIPT = join(REPO_ROOT, 'scripts', 'bench', 'no-engine-server.m
 export async function startNoEngine(): Promise<Target> {
   const start = async () => {
     const server = spawnServer(process.execPath, [NO_ENGINE_SCRIPT], { cwd: REPO_ROOT })
-    const url = await server.waitForLine((line) => line.startsWith('postgres://'), START_DEADLINE_MS, 'no-engine server URL line')
+    const url = await server.waitForLine(
+      (line) => line.startsWith('postgres://'),
+      START_DEADLINE_MS,
+      'no-engine server URL line',
+    )
     return { server, url }
   }
   let running = await start()
@@ -181,8 +221,12 @@ export async function startNoEngine(): Promise<Target> {
   }
 }
 
-export const startOurs = (options: OursOptions): Promise<Target> => pgliteTarget(options.checkout ? 'baseline' : options.noThreads ? 'no-threads' : 'ours', () => startOursProcess(options))()
-export const startStock = (template: string): Promise<Target> => pgliteTarget('stock', () => startStockProcess(template))()
+export const startOurs = (options: OursOptions): Promise<Target> =>
+  pgliteTarget(options.checkout ? 'baseline' : options.noThreads ? 'no-threads' : 'ours', () =>
+    startOursProcess(options),
+  )()
+export const startStock = (template: string): Promise<Target> =>
+  pgliteTarget('stock', () => startStockProcess(template))()
 
 // --- PostgreSQL 15: initdb and postgres as the postgres user (PostgreSQL refuses root), in the scratch dir ---
 
@@ -217,14 +261,30 @@ export async function spawnPostgres(dir: string): Promise<{ server: ServerProces
   if (user) await chown(dir, user.uid, user.gid)
   const as = user ?? {}
   const env = { PATH: process.env.PATH ?? '/usr/bin:/bin', LANG: 'C', HOME: dir }
-  const initdb = spawnServer(join(bin, 'initdb'), ['-D', join(dir, 'data'), '-U', 'postgres', '--auth=trust', '--no-sync', '-E', 'UTF8', '--locale=C'], { ...as, env })
-  const [code] = await withDeadline(new Promise<[number | null]>((resolve) => initdb.child.once('exit', (c) => resolve([c]))), START_DEADLINE_MS, 'initdb')
+  const initdb = spawnServer(
+    join(bin, 'initdb'),
+    ['-D', join(dir, 'data'), '-U', 'postgres', '--auth=trust', '--no-sync', '-E', 'UTF8', '--locale=C'],
+    { ...as, env },
+  )
+  const [code] = await withDeadline(
+    new Promise<[number | null]>((resolve) => initdb.child.once('exit', (c) => resolve([c]))),
+    START_DEADLINE_MS,
+    'initdb',
+  )
   if (code !== 0) throw new Error(`initdb failed (${code}):\n${initdb.tail()}`)
   const port = await freePort()
   // fsync=off matches PGlite, which runs with -F; everything else is PostgreSQL's default.
   const settings = ['listen_addresses=127.0.0.1', `unix_socket_directories=${dir}`, 'fsync=off', 'max_connections=300']
-  const server = spawnServer(join(bin, 'postgres'), ['-D', join(dir, 'data'), '-p', String(port), ...settings.flatMap((s) => ['-c', s])], { ...as, env, stopNow: 'SIGQUIT' })
-  await server.waitForLine((line) => line.includes('ready to accept connections'), START_DEADLINE_MS, 'PostgreSQL ready')
+  const server = spawnServer(
+    join(bin, 'postgres'),
+    ['-D', join(dir, 'data'), '-p', String(port), ...settings.flatMap((s) => ['-c', s])],
+    { ...as, env, stopNow: 'SIGQUIT' },
+  )
+  await server.waitForLine(
+    (line) => line.includes('ready to accept connections'),
+    START_DEADLINE_MS,
+    'PostgreSQL ready',
+  )
   return { server, url: `postgres://postgres@${HOST}:${port}/postgres` }
 }
 
@@ -268,7 +328,8 @@ async function localPostmaster(url: string): Promise<number | null> {
     const pid = Number((await readFile(join(dataDir, 'postmaster.pid'), 'utf8')).split('\n')[0])
     return Number.isInteger(pid) && pid > 0 && usageOf(pid).rssKb > 0 ? pid : null
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT' || (error as NodeJS.ErrnoException).code === 'EACCES') return null
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT' || (error as NodeJS.ErrnoException).code === 'EACCES')
+      return null
     throw error
   }
 }
@@ -276,7 +337,12 @@ async function localPostmaster(url: string): Promise<number | null> {
 /** One statement (or script) on a fresh connection, bounded; returns the first column of the first row. */
 export async function runAdmin(url: string, sqlText: string, deadlineMs = 10_000): Promise<string | null> {
   // A server still preparing its database holds the connection in its start-up: the connect waits as long as the rest.
-  const sql = postgres(url, { max: 1, connect_timeout: Math.ceil(deadlineMs / 1000), onnotice: () => {}, fetch_types: false })
+  const sql = postgres(url, {
+    max: 1,
+    connect_timeout: Math.ceil(deadlineMs / 1000),
+    onnotice: () => {},
+    fetch_types: false,
+  })
   try {
     const result = await withDeadline(sql.unsafe(sqlText), deadlineMs, `${sqlText.trim().slice(0, 40)}`)
     const row = (result as unknown as Array<Record<string, unknown>>)[0]

@@ -33,7 +33,11 @@ const CALLS: Array<{ call: string; message: Uint8Array; calls: number }> = [
   // Sync alone: PGlite answers ReadyForQuery and does nothing else, so this is the floor of a call.
   { call: 'Sync (ReadyForQuery only)', message: SYNC_MESSAGE, calls: 4000 },
   { call: 'select 1 (simple Query)', message: simpleQuery('select 1'), calls: 4000 },
-  { call: '1 MB result (16 × 64 kB rows)', message: simpleQuery("select repeat('x', 65536) from generate_series(1, 16)"), calls: 100 },
+  {
+    call: '1 MB result (16 × 64 kB rows)',
+    message: simpleQuery("select repeat('x', 65536) from generate_series(1, 16)"),
+    calls: 100,
+  },
 ]
 const ROUNDS = 3
 

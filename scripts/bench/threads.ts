@@ -23,14 +23,21 @@ type Mode = 'main' | 'thread'
  */
 const WORKLOAD_NAMES = ['read', 'write', 'scan'] as const
 type WorkloadName = (typeof WORKLOAD_NAMES)[number]
-const SCAN_SCRIPT = '\\set a random(1, 95000)\nselect count(*), sum(abalance) from pgbench_accounts where aid between :a and :a + 5000;\n'
+const SCAN_SCRIPT =
+  '\\set a random(1, 95000)\nselect count(*), sum(abalance) from pgbench_accounts where aid between :a and :a + 5000;\n'
 let scanScript = ''
-const workloadArgs = (name: WorkloadName): string[] => (name === 'read' ? ['-S'] : name === 'write' ? ['-b', 'tpcb-like'] : ['-f', scanScript])
+const workloadArgs = (name: WorkloadName): string[] =>
+  name === 'read' ? ['-S'] : name === 'write' ? ['-b', 'tpcb-like'] : ['-f', scanScript]
 
 const { values } = parseArgs({
   options: {
-    seconds: { type: 'string', default: '5' }, repeats: { type: 'string', default: '3' }, clients: { type: 'string', default: '4' }, databases: { type: 'string', default: '1,2,4' },
-    workloads: { type: 'string', default: WORKLOAD_NAMES.join(',') }, json: { type: 'string', default: 'results/benchmarks-threads.json' }, skip: { type: 'string', default: '' },
+    seconds: { type: 'string', default: '5' },
+    repeats: { type: 'string', default: '3' },
+    clients: { type: 'string', default: '4' },
+    databases: { type: 'string', default: '1,2,4' },
+    workloads: { type: 'string', default: WORKLOAD_NAMES.join(',') },
+    json: { type: 'string', default: 'results/benchmarks-threads.json' },
+    skip: { type: 'string', default: '' },
   },
 })
 const seconds = Number(values.seconds)
@@ -38,7 +45,8 @@ const repeats = Number(values.repeats)
 const clients = Number(values.clients)
 const databaseCounts = values.databases.split(',').map(Number)
 const workloads = values.workloads.split(',') as WorkloadName[]
-for (const w of workloads) if (!WORKLOAD_NAMES.includes(w)) throw new Error(`unknown workload ${w} (known: ${WORKLOAD_NAMES.join(', ')})`)
+for (const w of workloads)
+  if (!WORKLOAD_NAMES.includes(w)) throw new Error(`unknown workload ${w} (known: ${WORKLOAD_NAMES.join(', ')})`)
 
 /** One timed run of one workload on every database of one server at once. */
 interface Run {
@@ -93,7 +101,11 @@ async function createTemplate(scratch: string): Promise<string> {
   const server = new PGLiteSocketServer({ db, port: 0 })
   try {
     await server.start()
-    const init = await runPgbench(`postgres://postgres@127.0.0.1:${server.port}/postgres`, ['-i', '-s', '1', '-I', 'dtGvp', '-q'], { runDeadlineMs: 180_000, idleProgressReports: Infinity })
+    const init = await runPgbench(
+      `postgres://postgres@127.0.0.1:${server.port}/postgres`,
+      ['-i', '-s', '1', '-I', 'dtGvp', '-q'],
+      { runDeadlineMs: 180_000, idleProgressReports: Infinity },
+    )
     if (init.exitCode !== 0) throw new Error(`pgbench -i failed: ${init.stderr}`)
   } finally {
     await server.stop()
@@ -107,14 +119,25 @@ async function runOnce(urls: string[], pid: number, workload: WorkloadName): Pro
   const args = ['-n', ...workloadArgs(workload), '-c', c, '-j', '1', '-T', String(seconds), '-P', '1']
   const before = threadTicks(pid)
   const started = performance.now()
-  const runs = await Promise.all(urls.map((url) => runPgbench(url, args, { runDeadlineMs: (seconds + 60) * 1000, idleProgressReports: 5 })))
+  const runs = await Promise.all(
+    urls.map((url) => runPgbench(url, args, { runDeadlineMs: (seconds + 60) * 1000, idleProgressReports: 5 })),
+  )
   const wall = (performance.now() - started) / 1000
   const after = threadTicks(pid)
-  const used = [...after].map(([tid, ticks]) => ({ tid, seconds: (ticks - (before.get(tid) ?? 0)) / CLOCK_TICKS_PER_SECOND }))
-  const perDatabase = runs.map((run) => Number(/tps = ([\d.]+) \(without initial connection time\)/.exec(run.stdout)?.[1] ?? 0))
+  const used = [...after].map(([tid, ticks]) => ({
+    tid,
+    seconds: (ticks - (before.get(tid) ?? 0)) / CLOCK_TICKS_PER_SECOND,
+  }))
+  const perDatabase = runs.map((run) =>
+    Number(/tps = ([\d.]+) \(without initial connection time\)/.exec(run.stdout)?.[1] ?? 0),
+  )
   const failures = runs.flatMap((run, i) => {
     const failed = Number(/number of failed transactions: (\d+)/.exec(run.stdout)?.[1] ?? 0)
-    return run.exitCode === 0 && failed === 0 ? [] : [`db ${i + 1}: exit ${run.exitCode}${run.isKilled ? ' (stalled, killed)' : ''} ${run.stderr.trim().split('\n').pop() ?? ''}`]
+    return run.exitCode === 0 && failed === 0
+      ? []
+      : [
+          `db ${i + 1}: exit ${run.exitCode}${run.isKilled ? ' (stalled, killed)' : ''} ${run.stderr.trim().split('\n').pop() ?? ''}`,
+        ]
   })
   const tps = perDatabase.reduce((a, b) => a + b, 0)
   const cores = used.reduce((sum, t) => sum + t.seconds, 0) / wall
@@ -146,14 +169,25 @@ async function runDatabases(template: string, databases: number): Promise<Cell[]
     const servers: Server[] = []
     for (const mode of ['main', 'thread'] as const) {
       const dirs = await Promise.all(Array.from({ length: databases }, () => copyTemplate(template)))
-      const server = spawnServer(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'scripts/bench/threads-server.ts'), '--mode', mode, ...dirs], { cwd: REPO_ROOT })
+      const server = spawnServer(
+        process.execPath,
+        ['--import', 'tsx', join(REPO_ROOT, 'scripts/bench/threads-server.ts'), '--mode', mode, ...dirs],
+        { cwd: REPO_ROOT },
+      )
       started.push({ server, dirs })
       const line = await server.waitForLine((l) => l.startsWith('{"urls"'), 120_000, 'threads-server URLs')
       servers.push({ mode, pid: server.pid, urls: (JSON.parse(line) as { urls: string[] }).urls })
     }
     for (const { urls } of servers) {
       // Warm-up: JIT, WASM tier-up and caches, unmeasured.
-      await Promise.all(urls.map((url) => runPgbench(url, ['-n', '-S', '-c', String(clients), '-j', '1', '-T', '2'], { runDeadlineMs: 60_000, idleProgressReports: Infinity })))
+      await Promise.all(
+        urls.map((url) =>
+          runPgbench(url, ['-n', '-S', '-c', String(clients), '-j', '1', '-T', '2'], {
+            runDeadlineMs: 60_000,
+            idleProgressReports: Infinity,
+          }),
+        ),
+      )
     }
     const cells: Cell[] = []
     for (const workload of workloads) {
@@ -162,13 +196,17 @@ async function runDatabases(template: string, databases: number): Promise<Cell[]
         for (const server of rep % 2 === 0 ? servers : [...servers].reverse()) {
           const run = await runOnce(server.urls, server.pid, workload)
           runs[server.mode].push(run)
-          progress(`${databases} db ${workload} ${server.mode} #${rep + 1}: ${run.tps.toFixed(0)} tps, ${run.cores.toFixed(2)} cores (main thread ${run.mainThreadCores.toFixed(2)}), ${run.cpuPerTxUs.toFixed(0)} µs CPU/tx${run.failures.length ? ` FAILURES ${run.failures.join('; ')}` : ''}`)
+          progress(
+            `${databases} db ${workload} ${server.mode} #${rep + 1}: ${run.tps.toFixed(0)} tps, ${run.cores.toFixed(2)} cores (main thread ${run.mainThreadCores.toFixed(2)}), ${run.cpuPerTxUs.toFixed(0)} µs CPU/tx${run.failures.length ? ` FAILURES ${run.failures.join('; ')}` : ''}`,
+          )
         }
       }
       for (const mode of ['main', 'thread'] as const) {
         const own = runs[mode]
         cells.push({
-          databases, workload, mode,
+          databases,
+          workload,
+          mode,
           tps: median(own.map((r) => r.tps)),
           cores: median(own.map((r) => r.cores)),
           mainThreadCores: median(own.map((r) => r.mainThreadCores)),
@@ -204,12 +242,23 @@ function render(overhead: OverheadRow[], cells: Cell[]): string {
       if (!main || !thread) continue
       const cores = (c: Cell) => `${c.cores.toFixed(2)} (${c.mainThreadCores.toFixed(2)})`
       const pairs = `${Math.min(...thread.pairRatios).toFixed(2)}–${Math.max(...thread.pairRatios).toFixed(2)}`
-      lines.push(`| ${databases} | ${workload} | ${main.tps.toFixed(0)} | ${thread.tps.toFixed(0)} | ${(thread.tps / main.tps).toFixed(2)} | ${pairs} | ${cores(main)} | ${cores(thread)} | ${main.cpuPerTxUs.toFixed(0)} | ${thread.cpuPerTxUs.toFixed(0)} |`)
+      lines.push(
+        `| ${databases} | ${workload} | ${main.tps.toFixed(0)} | ${thread.tps.toFixed(0)} | ${(thread.tps / main.tps).toFixed(2)} | ${pairs} | ${cores(main)} | ${cores(thread)} | ${main.cpuPerTxUs.toFixed(0)} | ${thread.cpuPerTxUs.toFixed(0)} |`,
+      )
     }
   }
   if (overhead.length > 0) {
-    lines.push('', 'Per call, in process, no sockets (best of 3 rounds):', '', '| call | output bytes | main µs | thread µs | added µs |', '| --- | ---: | ---: | ---: | ---: |')
-    for (const r of overhead) lines.push(`| ${r.call} | ${r.bytes.toFixed(0)} | ${r.mainUs.toFixed(1)} | ${r.threadUs.toFixed(1)} | ${r.addedUs.toFixed(1)} |`)
+    lines.push(
+      '',
+      'Per call, in process, no sockets (best of 3 rounds):',
+      '',
+      '| call | output bytes | main µs | thread µs | added µs |',
+      '| --- | ---: | ---: | ---: | ---: |',
+    )
+    for (const r of overhead)
+      lines.push(
+        `| ${r.call} | ${r.bytes.toFixed(0)} | ${r.mainUs.toFixed(1)} | ${r.threadUs.toFixed(1)} | ${r.addedUs.toFixed(1)} |`,
+      )
   }
   return `${lines.join('\n')}\n`
 }
@@ -229,7 +278,16 @@ async function main(): Promise<void> {
   const cells: Cell[] = []
   for (const databases of databaseCounts) cells.push(...(await runDatabases(template, databases)))
   const results = {
-    meta: { date: new Date().toISOString(), command: `npm run bench:threads -- ${process.argv.slice(2).join(' ')}`.trim(), node: process.version, cpus: os.cpus().length, loadAverage: { start: loadStart, end: os.loadavg() }, seconds, repeats, clientsPerDatabase: clients },
+    meta: {
+      date: new Date().toISOString(),
+      command: `npm run bench:threads -- ${process.argv.slice(2).join(' ')}`.trim(),
+      node: process.version,
+      cpus: os.cpus().length,
+      loadAverage: { start: loadStart, end: os.loadavg() },
+      seconds,
+      repeats,
+      clientsPerDatabase: clients,
+    },
     overhead,
     cells,
   }

@@ -50,7 +50,10 @@ const int32 = (n: number): Buffer => {
 export const SYNC = typed(Code.Sync, Buffer.alloc(0))
 const COPY_DONE = typed(Code.CopyDone, Buffer.alloc(0))
 /** Describe the unnamed portal, then Execute it with no row limit. */
-const DESCRIBE_EXECUTE = Buffer.concat([typed(Code.Describe, Buffer.from('P\0')), typed(Code.Execute, Buffer.concat([cstring(''), int32(0)]))])
+const DESCRIBE_EXECUTE = Buffer.concat([
+  typed(Code.Describe, Buffer.from('P\0')),
+  typed(Code.Execute, Buffer.concat([cstring(''), int32(0)])),
+])
 
 export function encodeQuery(sql: string): Buffer {
   return typed(Code.Query, cstring(sql))
@@ -64,13 +67,20 @@ export function encodeExtended(sql: string, params: ReadonlyArray<string>): Buff
     return [int32(bytes.length), bytes]
   })
   // portal, statement, parameter formats (0: all text), values, result formats (0: all text)
-  const bind = typed(Code.Bind, Buffer.concat([cstring(''), cstring(''), int16(0), int16(params.length), ...values, int16(0)]))
+  const bind = typed(
+    Code.Bind,
+    Buffer.concat([cstring(''), cstring(''), int16(0), int16(params.length), ...values, int16(0)]),
+  )
   return Buffer.concat([parse, bind, DESCRIBE_EXECUTE, SYNC])
 }
 
 /** Parse `sql` as statement `name` (types left to the server), Describe it, Sync: once per statement, as a driver that prepares. */
 export function encodePrepare(name: string, sql: string): Buffer {
-  return Buffer.concat([typed(Code.Parse, Buffer.concat([cstring(name), cstring(sql), int16(0)])), typed(Code.Describe, Buffer.concat([Buffer.from('S'), cstring(name)])), SYNC])
+  return Buffer.concat([
+    typed(Code.Parse, Buffer.concat([cstring(name), cstring(sql), int16(0)])),
+    typed(Code.Describe, Buffer.concat([Buffer.from('S'), cstring(name)])),
+    SYNC,
+  ])
 }
 
 /** Bind statement `name` (text parameters and results), Execute, Sync: each later use of a prepared statement. */
@@ -79,7 +89,10 @@ export function encodeBindExecute(name: string, params: ReadonlyArray<string>): 
     const bytes = Buffer.from(value)
     return [int32(bytes.length), bytes]
   })
-  const bind = typed(Code.Bind, Buffer.concat([cstring(''), cstring(name), int16(0), int16(params.length), ...values, int16(0)]))
+  const bind = typed(
+    Code.Bind,
+    Buffer.concat([cstring(''), cstring(name), int16(0), int16(params.length), ...values, int16(0)]),
+  )
   return Buffer.concat([bind, typed(Code.Execute, Buffer.concat([cstring(''), int32(0)])), SYNC])
 }
 
@@ -90,10 +103,13 @@ export type Columns = Array<{ name: string; integer: boolean }>
  * The columns a reply's RowDescription names (null if it has none), and its DataRows as objects of `columns` (text
  * values, integers as numbers); throws on an ErrorResponse.
  */
-export function readRows(reply: Uint8Array, columns: Columns | null): { columns: Columns | null; rows: Array<Record<string, unknown>> } {
+export function readRows(
+  reply: Uint8Array,
+  columns: Columns | null,
+): { columns: Columns | null; rows: Array<Record<string, unknown>> } {
   const buf = Buffer.from(reply.buffer, reply.byteOffset, reply.byteLength)
   const rows: Array<Record<string, unknown>> = []
-  for (let offset = 0; offset + HEADER_LENGTH <= buf.length; ) {
+  for (let offset = 0; offset + HEADER_LENGTH <= buf.length;) {
     const code = buf[offset]!
     const end = offset + CODE_LENGTH + buf.readInt32BE(offset + CODE_LENGTH)
     let at = offset + HEADER_LENGTH
@@ -131,7 +147,11 @@ export function encodeCopyIn(sql: string, chunks: ReadonlyArray<Buffer>): Buffer
 }
 
 export function encodeStartup(params: Record<string, string>): Buffer {
-  const body = Buffer.concat([int32(PROTOCOL_3_0), ...Object.entries(params).flatMap(([k, v]) => [cstring(k), cstring(v)]), Buffer.of(0)])
+  const body = Buffer.concat([
+    int32(PROTOCOL_3_0),
+    ...Object.entries(params).flatMap(([k, v]) => [cstring(k), cstring(v)]),
+    Buffer.of(0),
+  ])
   return Buffer.concat([int32(LEN_LENGTH + body.length), body])
 }
 

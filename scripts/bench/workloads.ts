@@ -78,8 +78,12 @@ export function createRng(seed: number): Rng {
 
 const between = (rng: Rng, low: number, high: number): number => low + Math.floor(rng() * (high - low + 1))
 
-const firstIs = (expected: string) => (r: StepResult) => (r.rows === 1 && r.first === expected ? null : `expected one row starting ${expected.slice(0, 20)}, got ${r.rows} row(s) starting ${r.first?.slice(0, 20) ?? 'null'}`)
-const affects = (n: number) => (r: StepResult) => (r.count === n ? null : `expected ${n} row(s) affected, got ${r.count}`)
+const firstIs = (expected: string) => (r: StepResult) =>
+  r.rows === 1 && r.first === expected
+    ? null
+    : `expected one row starting ${expected.slice(0, 20)}, got ${r.rows} row(s) starting ${r.first?.slice(0, 20) ?? 'null'}`
+const affects = (n: number) => (r: StepResult) =>
+  r.count === n ? null : `expected ${n} row(s) affected, got ${r.count}`
 const oneRow = (r: StepResult) => (r.rows === 1 && r.first !== null ? null : `expected one row, got ${r.rows}`)
 const anything = () => null
 
@@ -88,7 +92,19 @@ const SELECT_1: Op = { kind: 'steps', steps: [{ text: 'select 1', params: [], ch
  * Read from a table, not `select repeat(...)`: a prepared statement would fold that constant into its plan once, and
  * the prepared path would then do less work than the simple and unnamed ones. Storage EXTERNAL: stored uncompressed.
  */
-const BIG: Op = { kind: 'steps', steps: [{ text: 'select payload from bench_big where id = 1', params: [], check: (r) => (r.rows === 1 && r.first?.length === BIG_RESULT_BYTES ? null : `expected ${BIG_RESULT_BYTES} characters, got ${r.first?.length ?? 'no row'}`) }] }
+const BIG: Op = {
+  kind: 'steps',
+  steps: [
+    {
+      text: 'select payload from bench_big where id = 1',
+      params: [],
+      check: (r) =>
+        r.rows === 1 && r.first?.length === BIG_RESULT_BYTES
+          ? null
+          : `expected ${BIG_RESULT_BYTES} characters, got ${r.first?.length ?? 'no row'}`,
+    },
+  ],
+}
 const COPY: Op = { kind: 'copy' }
 
 export const WORKLOADS: readonly Workload[] = [
@@ -100,7 +116,12 @@ export const WORKLOADS: readonly Workload[] = [
     typicalOpMs: 1,
     next(rng) {
       const id = between(rng, 1, ACCOUNTS)
-      return { kind: 'steps', steps: [{ text: 'select id, balance from bench_accounts where id = $1', params: [id], check: firstIs(String(id)) }] }
+      return {
+        kind: 'steps',
+        steps: [
+          { text: 'select id, balance from bench_accounts where id = $1', params: [id], check: firstIs(String(id)) },
+        ],
+      }
     },
   },
   {
@@ -108,7 +129,16 @@ export const WORKLOADS: readonly Workload[] = [
     title: 'single-row insert',
     rawCeiling: 'extended',
     typicalOpMs: 2,
-    next: (rng) => ({ kind: 'steps', steps: [{ text: 'insert into bench_inserts(v, note) values ($1, $2)', params: [between(rng, 0, 1_000_000), 'bench'], check: affects(1) }] }),
+    next: (rng) => ({
+      kind: 'steps',
+      steps: [
+        {
+          text: 'insert into bench_inserts(v, note) values ($1, $2)',
+          params: [between(rng, 0, 1_000_000), 'bench'],
+          check: affects(1),
+        },
+      ],
+    }),
   },
   {
     name: 'tpcb',
@@ -123,17 +153,39 @@ export const WORKLOADS: readonly Workload[] = [
         kind: 'steps',
         steps: [
           { text: 'begin', params: [], check: anything },
-          { text: 'update bench_accounts set balance = balance + $1 where id = $2', params: [delta, account], check: affects(1) },
+          {
+            text: 'update bench_accounts set balance = balance + $1 where id = $2',
+            params: [delta, account],
+            check: affects(1),
+          },
           { text: 'select balance from bench_accounts where id = $1', params: [account], check: oneRow },
-          { text: 'update bench_tellers set balance = balance + $1 where id = $2', params: [delta, teller], check: affects(1) },
-          { text: 'update bench_branches set balance = balance + $1 where id = $2', params: [delta, 1], check: affects(1) },
-          { text: 'insert into bench_history(teller, branch, account, delta, at) values ($1, $2, $3, $4, current_timestamp)', params: [teller, 1, account, delta], check: affects(1) },
+          {
+            text: 'update bench_tellers set balance = balance + $1 where id = $2',
+            params: [delta, teller],
+            check: affects(1),
+          },
+          {
+            text: 'update bench_branches set balance = balance + $1 where id = $2',
+            params: [delta, 1],
+            check: affects(1),
+          },
+          {
+            text: 'insert into bench_history(teller, branch, account, delta, at) values ($1, $2, $3, $4, current_timestamp)',
+            params: [teller, 1, account, delta],
+            check: affects(1),
+          },
           { text: 'commit', params: [], check: anything },
         ],
       }
     },
   },
-  { name: 'big', title: '1 MB result (one 1 MB text value from a table)', rawCeiling: 'simple', typicalOpMs: 20, next: () => BIG },
+  {
+    name: 'big',
+    title: '1 MB result (one 1 MB text value from a table)',
+    rawCeiling: 'simple',
+    typicalOpMs: 20,
+    next: () => BIG,
+  },
   {
     name: 'copy',
     title: `COPY ${COPY_ROWS / 1000}k rows in`,

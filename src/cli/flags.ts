@@ -27,9 +27,30 @@ interface Flag {
 const defaultOf = (option: keyof typeof DEV_DB_DEFAULTS): string => String(DEV_DB_DEFAULTS[option])
 
 export const FLAGS: readonly Flag[] = [
-  { name: 'host', option: 'host', type: 'string', value: 'HOST', help: 'address to listen on', defaultText: defaultOf('host') },
-  { name: 'port', option: 'port', type: 'integer', value: 'PORT', help: 'port to listen on; 0 picks a free one', defaultText: String(DEFAULT_PORT) },
-  { name: 'data-dir', option: 'dataDir', type: 'string', value: 'PATH', help: 'where the database lives between runs', defaultText: DEFAULT_DATA_DIR },
+  {
+    name: 'host',
+    option: 'host',
+    type: 'string',
+    value: 'HOST',
+    help: 'address to listen on',
+    defaultText: defaultOf('host'),
+  },
+  {
+    name: 'port',
+    option: 'port',
+    type: 'integer',
+    value: 'PORT',
+    help: 'port to listen on; 0 picks a free one',
+    defaultText: String(DEFAULT_PORT),
+  },
+  {
+    name: 'data-dir',
+    option: 'dataDir',
+    type: 'string',
+    value: 'PATH',
+    help: 'where the database lives between runs',
+    defaultText: DEFAULT_DATA_DIR,
+  },
   { name: 'memory', type: 'boolean', help: 'keep the database in memory only; nothing is written to disk' },
   {
     name: 'migrations',
@@ -37,33 +58,92 @@ export const FLAGS: readonly Flag[] = [
     type: 'string',
     value: 'DIR',
     help: 'drizzle-kit migrations folder applied before listening',
-    defaultText: "the out of drizzle.config.*, else ./drizzle, else ./migrations; the first that exists",
+    defaultText: 'the out of drizzle.config.*, else ./drizzle, else ./migrations; the first that exists',
   },
   { name: 'no-migrations', type: 'boolean', help: 'do not apply any migrations' },
-  { name: 'cache-dir', option: 'cacheDir', type: 'string', value: 'DIR', help: 'where migrated templates (and the self-signed TLS certificate) are kept; a fresh database copies one instead of initdb + migrations', defaultText: 'node_modules/.cache/pglite-dev-db' },
-  { name: 'no-template', type: 'boolean', help: 'build a fresh database with initdb and every migration, without the template' },
+  {
+    name: 'cache-dir',
+    option: 'cacheDir',
+    type: 'string',
+    value: 'DIR',
+    help: 'where migrated templates (and the self-signed TLS certificate) are kept; a fresh database copies one instead of initdb + migrations',
+    defaultText: 'node_modules/.cache/pglite-dev-db',
+  },
+  {
+    name: 'no-template',
+    type: 'boolean',
+    help: 'build a fresh database with initdb and every migration, without the template',
+  },
   {
     name: 'spare-databases',
     option: 'spareDatabases',
     type: 'integer',
     value: 'N',
-    help: 'new in-memory databases kept loaded ahead (about 50 MB each), so a test worker\'s database is there when it asks: your test runner\'s number of workers',
+    help: "new in-memory databases kept loaded ahead (about 50 MB each), so a test worker's database is there when it asks: your test runner's number of workers",
     defaultText: defaultOf('spareDatabases'),
   },
-  { name: 'no-database-threads', type: 'boolean', help: 'run every database in the server\'s thread (by default each database runs in a worker thread of its own, where a running statement can be canceled or timed out)' },
-  { name: 'extensions', option: 'extensions', type: 'string', value: 'LIST', help: 'extensions to load, comma-separated (vector,pgcrypto,...); a database that has one needs it at every start', defaultText: 'none' },
-  { name: 'from-snapshot', option: 'fromSnapshot', type: 'string', value: 'FILE', help: 'start from a snapshot (pglite-dev-db snapshot): with --memory, or into a data dir that holds no database yet' },
-  { name: 'password', option: 'password', type: 'string', value: 'PASSWORD', help: 'clients must log in with this password (SCRAM-SHA-256); it appears in the printed URL', defaultText: 'none' },
+  {
+    name: 'no-database-threads',
+    type: 'boolean',
+    help: "run every database in the server's thread (by default each database runs in a worker thread of its own, where a running statement can be canceled or timed out)",
+  },
+  {
+    name: 'extensions',
+    option: 'extensions',
+    type: 'string',
+    value: 'LIST',
+    help: 'extensions to load, comma-separated (vector,pgcrypto,...); a database that has one needs it at every start',
+    defaultText: 'none',
+  },
+  {
+    name: 'from-snapshot',
+    option: 'fromSnapshot',
+    type: 'string',
+    value: 'FILE',
+    help: 'start from a snapshot (pglite-dev-db snapshot): with --memory, or into a data dir that holds no database yet',
+  },
+  {
+    name: 'password',
+    option: 'password',
+    type: 'string',
+    value: 'PASSWORD',
+    help: 'clients must log in with this password (SCRAM-SHA-256); it appears in the printed URL',
+    defaultText: 'none',
+  },
   {
     name: 'no-create-database-on-connect',
     type: 'boolean',
     help: 'a client naming a database that does not exist gets FATAL 3D000, as from Postgres, instead of a new database (CREATE DATABASE still makes one)',
   },
-  { name: 'no-tls', type: 'boolean', help: 'answer clients that ask for TLS with N, as a server without ssl does (sslmode=require then fails)' },
-  { name: 'tls-cert', option: 'tlsCert', type: 'string', value: 'FILE', help: 'certificate (PEM) for clients that ask for TLS', defaultText: 'a self-signed one for localhost, kept in the cache dir' },
+  {
+    name: 'no-tls',
+    type: 'boolean',
+    help: 'answer clients that ask for TLS with N, as a server without ssl does (sslmode=require then fails)',
+  },
+  {
+    name: 'tls-cert',
+    option: 'tlsCert',
+    type: 'string',
+    value: 'FILE',
+    help: 'certificate (PEM) for clients that ask for TLS',
+    defaultText: 'a self-signed one for localhost, kept in the cache dir',
+  },
   { name: 'tls-key', option: 'tlsKey', type: 'string', value: 'FILE', help: 'the private key (PEM) of --tls-cert' },
-  { name: 'socket-dir', option: 'socketDir', type: 'string', value: 'DIR', help: 'also listen on DIR/.s.PGSQL.PORT, where psql -h DIR looks' },
-  { name: 'max-connections', option: 'maxConnections', type: 'integer', value: 'N', help: 'clients past this get FATAL 53300', defaultText: defaultOf('maxConnections') },
+  {
+    name: 'socket-dir',
+    option: 'socketDir',
+    type: 'string',
+    value: 'DIR',
+    help: 'also listen on DIR/.s.PGSQL.PORT, where psql -h DIR looks',
+  },
+  {
+    name: 'max-connections',
+    option: 'maxConnections',
+    type: 'integer',
+    value: 'N',
+    help: 'clients past this get FATAL 53300',
+    defaultText: defaultOf('maxConnections'),
+  },
   {
     name: 'max-spill-bytes',
     option: 'maxSpillBytes',
@@ -85,7 +165,7 @@ export const FLAGS: readonly Flag[] = [
     option: 'queueTimeoutMs',
     type: 'integer',
     value: 'MS',
-    help: 'a statement that waits this long for another client\'s transaction fails with 55P03; 0 = never',
+    help: "a statement that waits this long for another client's transaction fails with 55P03; 0 = never",
     defaultText: defaultOf('queueTimeoutMs'),
   },
   {
@@ -93,15 +173,52 @@ export const FLAGS: readonly Flag[] = [
     option: 'idleTransactionWaitMs',
     type: 'integer',
     value: 'MS',
-    help: 'a statement that waits this long behind another client\'s idle transaction fails with 55P03 naming it; 0 = wait up to the queue timeout',
+    help: "a statement that waits this long behind another client's idle transaction fails with 55P03 naming it; 0 = wait up to the queue timeout",
     defaultText: defaultOf('idleTransactionWaitMs'),
   },
-  { name: 'idle-timeout-ms', option: 'idleTimeoutMs', type: 'integer', value: 'MS', help: 'close clients at rest after this long (FATAL 57P05); 0 = never', defaultText: defaultOf('idleTimeoutMs') },
-  { name: 'progress-after-ms', option: 'progressAfterMs', type: 'integer', value: 'MS', help: 'a start-up step running this long logs a line naming it; 0 = every step', defaultText: defaultOf('progressAfterMs') },
-  { name: 'trace', option: 'trace', type: 'string', value: 'FILE', help: 'record every message of every client as JSON lines in FILE; read it with `pglite-dev-db trace view FILE`' },
-  { name: 'log-level', type: 'string', value: 'LEVEL', help: 'silent, error, warn, info, debug or trace', defaultText: 'info' },
-  { name: 'log-format', type: 'string', value: 'FORMAT', help: 'pretty or json (logs go to stderr)', defaultText: 'pretty' },
-  { name: 'run', type: 'string', value: 'CMD', help: 'start, run CMD with DATABASE_URL set, stop, exit with its status' },
+  {
+    name: 'idle-timeout-ms',
+    option: 'idleTimeoutMs',
+    type: 'integer',
+    value: 'MS',
+    help: 'close clients at rest after this long (FATAL 57P05); 0 = never',
+    defaultText: defaultOf('idleTimeoutMs'),
+  },
+  {
+    name: 'progress-after-ms',
+    option: 'progressAfterMs',
+    type: 'integer',
+    value: 'MS',
+    help: 'a start-up step running this long logs a line naming it; 0 = every step',
+    defaultText: defaultOf('progressAfterMs'),
+  },
+  {
+    name: 'trace',
+    option: 'trace',
+    type: 'string',
+    value: 'FILE',
+    help: 'record every message of every client as JSON lines in FILE; read it with `pglite-dev-db trace view FILE`',
+  },
+  {
+    name: 'log-level',
+    type: 'string',
+    value: 'LEVEL',
+    help: 'silent, error, warn, info, debug or trace',
+    defaultText: 'info',
+  },
+  {
+    name: 'log-format',
+    type: 'string',
+    value: 'FORMAT',
+    help: 'pretty or json (logs go to stderr)',
+    defaultText: 'pretty',
+  },
+  {
+    name: 'run',
+    type: 'string',
+    value: 'CMD',
+    help: 'start, run CMD with DATABASE_URL set, stop, exit with its status',
+  },
   { name: 'version', type: 'boolean', help: 'print the version and exit' },
   { name: 'help', short: 'h', type: 'boolean', help: 'show this help' },
 ]
@@ -150,7 +267,11 @@ function configError(message: string): DevServerError {
 }
 
 /** Parse argv plus environment twins into validated options. Flags win over the environment. Throws ERR_CONFIG. */
-export function parseCliOptions(argv: readonly string[], env: NodeJS.ProcessEnv, migrationsDefault: string | null): CliOptions {
+export function parseCliOptions(
+  argv: readonly string[],
+  env: NodeJS.ProcessEnv,
+  migrationsDefault: string | null,
+): CliOptions {
   const values = readFlags(argv, env)
   const str = (name: string): string | undefined => values.get(name) as string | undefined
   const set = (name: string): boolean => values.get(name) === true
@@ -158,7 +279,8 @@ export function parseCliOptions(argv: readonly string[], env: NodeJS.ProcessEnv,
   for (const flag of FLAGS) {
     const raw = str(flag.name)
     if (flag.option === undefined || raw === undefined) continue
-    if (flag.type === 'integer' && !/^\d+$/.test(raw)) throw configError(`option '--${flag.name}' must be a whole number, got '${raw}'`)
+    if (flag.type === 'integer' && !/^\d+$/.test(raw))
+      throw configError(`option '--${flag.name}' must be a whole number, got '${raw}'`)
     Object.assign(devDb, { [flag.option]: flag.type === 'integer' ? Number(raw) : raw })
   }
   if (str('extensions') !== undefined) devDb.extensions = parseExtensions(str('extensions'))
@@ -173,9 +295,11 @@ export function parseCliOptions(argv: readonly string[], env: NodeJS.ProcessEnv,
   if (set('no-tls')) devDb.tls = false
   validateDevDbOptions(devDb, (option) => `option '--${FLAGS.find((f) => f.option === option)?.name ?? option}'`)
   const logLevel = str('log-level') ?? 'info'
-  if (!isLogLevel(logLevel)) throw configError(`option '--log-level' must be silent, error, warn, info, debug or trace, got '${logLevel}'`)
+  if (!isLogLevel(logLevel))
+    throw configError(`option '--log-level' must be silent, error, warn, info, debug or trace, got '${logLevel}'`)
   const logFormat = str('log-format') ?? 'pretty'
-  if (logFormat !== 'pretty' && logFormat !== 'json') throw configError(`option '--log-format' must be pretty or json, got '${logFormat}'`)
+  if (logFormat !== 'pretty' && logFormat !== 'json')
+    throw configError(`option '--log-format' must be pretty or json, got '${logFormat}'`)
   return {
     devDb: { ...devDb, host: devDb.host ?? DEV_DB_DEFAULTS.host, port: devDb.port ?? DEFAULT_PORT },
     logLevel,
@@ -191,7 +315,8 @@ function readFlags(argv: readonly string[], env: NodeJS.ProcessEnv): Map<string,
   const values = new Map<string, string | boolean>()
   for (const flag of FLAGS) {
     const fromEnv = env[envName(flag.name)]
-    if (fromEnv !== undefined && fromEnv !== '') values.set(flag.name, flag.type === 'boolean' ? parseBoolean(flag.name, fromEnv) : fromEnv)
+    if (fromEnv !== undefined && fromEnv !== '')
+      values.set(flag.name, flag.type === 'boolean' ? parseBoolean(flag.name, fromEnv) : fromEnv)
   }
   const onCommandLine = new Set<string>()
   for (let i = 0; i < argv.length; i++) {
@@ -200,7 +325,8 @@ function readFlags(argv: readonly string[], env: NodeJS.ProcessEnv): Map<string,
     if (short !== undefined && !FLAGS.some((f) => f.short === short)) throw configError(`unknown option '${arg}'`)
     if (!arg.startsWith('--') && short === undefined) throw configError(`unexpected argument '${arg}'`)
     const eq = arg.indexOf('=')
-    const name = short !== undefined ? FLAGS.find((f) => f.short === short)!.name : arg.slice(2, eq < 0 ? undefined : eq)
+    const name =
+      short !== undefined ? FLAGS.find((f) => f.short === short)!.name : arg.slice(2, eq < 0 ? undefined : eq)
     const flag = FLAGS.find((f) => f.name === name)
     if (!flag) {
       const nearest = nearestFlag(name)
@@ -213,7 +339,8 @@ function readFlags(argv: readonly string[], env: NodeJS.ProcessEnv): Map<string,
       continue
     }
     const value = eq >= 0 ? arg.slice(eq + 1) : argv[++i]
-    if (value === undefined || (eq < 0 && value.startsWith('--'))) throw configError(`option '--${name}' needs a value (${flag.value})`)
+    if (value === undefined || (eq < 0 && value.startsWith('--')))
+      throw configError(`option '--${name}' needs a value (${flag.value})`)
     values.set(name, value)
   }
   // A flag wins over its opposite's environment twin too: `--data-dir d` with PGLITE_DEV_DB_MEMORY=1 means d.
@@ -235,7 +362,8 @@ export function nearestFlag(name: string): string | null {
   let best: { name: string; distance: number } | null = null
   for (const flag of FLAGS) {
     const distance = editDistance(name, flag.name)
-    if (distance <= Math.max(2, Math.floor(flag.name.length / 3)) && (!best || distance < best.distance)) best = { name: flag.name, distance }
+    if (distance <= Math.max(2, Math.floor(flag.name.length / 3)) && (!best || distance < best.distance))
+      best = { name: flag.name, distance }
   }
   return best?.name ?? null
 }
@@ -245,7 +373,8 @@ function editDistance(a: string, b: string): number {
   let previous = Array.from({ length: b.length + 1 }, (_, j) => j)
   for (let i = 1; i <= a.length; i++) {
     const row = [i]
-    for (let j = 1; j <= b.length; j++) row[j] = Math.min(previous[j]! + 1, row[j - 1]! + 1, previous[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1))
+    for (let j = 1; j <= b.length; j++)
+      row[j] = Math.min(previous[j]! + 1, row[j - 1]! + 1, previous[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1))
     previous = row
   }
   return previous[b.length]!
@@ -254,7 +383,10 @@ function editDistance(a: string, b: string): number {
 /** `vector,pgcrypto` (spaces allowed) → names; an unknown one is ERR_CONFIG listing what PGlite ships. */
 export function parseExtensions(raw: string | undefined): string[] {
   if (raw === undefined) return []
-  const names = raw.split(',').map((name) => name.trim()).filter((name) => name !== '')
+  const names = raw
+    .split(',')
+    .map((name) => name.trim())
+    .filter((name) => name !== '')
   try {
     resolveExtensionNames(names)
   } catch (error) {

@@ -36,7 +36,10 @@ export async function serveCommand(argv: readonly string[], io: CliIo): Promise<
     // The URL goes out as soon as the port listens: a client may connect at once, and waits for the database.
     const launched = await launchDevDb({ ...options.devDb, logger: log })
     const { host, password } = options.devDb
-    if (!isLoopback(host) && !password) log.warn('listening beyond this machine without a password: anyone who can reach the port can use the database', { host })
+    if (!isLoopback(host) && !password)
+      log.warn('listening beyond this machine without a password: anyone who can reach the port can use the database', {
+        host,
+      })
     io.stdout(launched.url)
     devDb = await launched.ready
   } catch (error) {
@@ -50,7 +53,9 @@ export async function serveCommand(argv: readonly string[], io: CliIo): Promise<
   const outcome = await Promise.race([
     devDb.failed.then((error) => ({ kind: 'failed' as const, error })),
     io.stopSignal.then((signal) => ({ kind: 'signal' as const, signal })),
-    options.run ? runCommand(options.run, devDb.url, io.env).then((status) => ({ kind: 'ran' as const, status })) : new Promise<never>(() => {}),
+    options.run
+      ? runCommand(options.run, devDb.url, io.env).then((status) => ({ kind: 'ran' as const, status }))
+      : new Promise<never>(() => {}),
   ])
   if (outcome.kind === 'signal') log.info('stopping', { signal: outcome.signal })
   await devDb.close()
@@ -68,10 +73,16 @@ function logMigrations(log: Logger, options: CliOptions, found: MigrationsLookup
   if (found.note) log.warn('drizzle config not followed', { reason: found.note })
   const dir = options.devDb.migrations
   if (dir === false || dir === undefined) {
-    if (found.dir === null) log.info('no migrations folder found; serving an empty database', { looked: 'drizzle.config.* out, ./drizzle, ./migrations' })
+    if (found.dir === null)
+      log.info('no migrations folder found; serving an empty database', {
+        looked: 'drizzle.config.* out, ./drizzle, ./migrations',
+      })
     else log.info('migrations not applied (--no-migrations)', { dir: found.dir })
   } else if (dir === found.dir) {
-    log.info('applying migrations', { dir, from: found.from === 'default' ? 'the first of ./drizzle, ./migrations that exists' : `out in ${found.from}` })
+    log.info('applying migrations', {
+      dir,
+      from: found.from === 'default' ? 'the first of ./drizzle, ./migrations that exists' : `out in ${found.from}`,
+    })
   } else {
     log.info('applying migrations', { dir, from: '--migrations' })
   }
@@ -80,7 +91,11 @@ function logMigrations(log: Logger, options: CliOptions, found: MigrationsLookup
 /** Run CMD through the shell with DATABASE_URL set; resolves with its exit status (128+n for a signal, as shells do). */
 function runCommand(command: string, url: string, env: NodeJS.ProcessEnv): Promise<number> {
   return new Promise((resolve) => {
-    const child = spawn(command, { shell: true, stdio: ['inherit', 'inherit', 'inherit'], env: { ...env, DATABASE_URL: url } })
+    const child = spawn(command, {
+      shell: true,
+      stdio: ['inherit', 'inherit', 'inherit'],
+      env: { ...env, DATABASE_URL: url },
+    })
     child.on('error', () => resolve(127))
     child.on('exit', (code, signal) => resolve(code ?? 128 + signalNumber(signal)))
   })

@@ -16,7 +16,7 @@ export function snapshotUsage(): string {
     'Usage: pglite-dev-db snapshot FILE [--data-dir DIR] [--extensions LIST]',
     '',
     'Writes the database in DIR to FILE as a gzip tarball, for `pglite-dev-db --from-snapshot FILE`.',
-    'The server using DIR must be stopped first: a running server\'s files are not a consistent database.',
+    "The server using DIR must be stopped first: a running server's files are not a consistent database.",
     '',
     `  --data-dir DIR        the data dir to snapshot (default: ${DEFAULT_DATA_DIR})`,
     '  --extensions LIST     extensions the database needs loaded to start (default: none)',
@@ -45,7 +45,12 @@ export async function snapshotCommand(argv: readonly string[], io: CliIo): Promi
   const level = parsed.values.get('log-level') ?? 'info'
   const format = parsed.values.get('log-format') ?? 'pretty'
   if (!isLogLevel(level) || (format !== 'pretty' && format !== 'json') || parsed.file === null) {
-    const problem = parsed.file === null ? 'the snapshot FILE is missing' : !isLogLevel(level) ? `bad --log-level '${level}'` : `bad --log-format '${format}'`
+    const problem =
+      parsed.file === null
+        ? 'the snapshot FILE is missing'
+        : !isLogLevel(level)
+          ? `bad --log-level '${level}'`
+          : `bad --log-format '${format}'`
     io.stderr(`pglite-dev-db snapshot: ${problem}\n\n${snapshotUsage()}`)
     return ExitCode.Usage
   }
@@ -62,7 +67,10 @@ export async function snapshotCommand(argv: readonly string[], io: CliIo): Promi
   return ExitCode.Ok
 }
 
-function parseArgs(argv: readonly string[], env: NodeJS.ProcessEnv): { file: string | null; values: Map<SnapshotFlag, string>; help: boolean } {
+function parseArgs(
+  argv: readonly string[],
+  env: NodeJS.ProcessEnv,
+): { file: string | null; values: Map<SnapshotFlag, string>; help: boolean } {
   const values = new Map<SnapshotFlag, string>()
   for (const flag of FLAGS) {
     const fromEnv = env[envName(flag)]
@@ -86,7 +94,8 @@ function parseArgs(argv: readonly string[], env: NodeJS.ProcessEnv): { file: str
     const flag = FLAGS.find((f) => f === name)
     if (!flag) throw new DevServerError('ERR_CONFIG', `unknown option '--${name}'`)
     const value = eq >= 0 ? arg.slice(eq + 1) : argv[++i]
-    if (value === undefined || (eq < 0 && value.startsWith('--'))) throw new DevServerError('ERR_CONFIG', `option '--${name}' needs a value`)
+    if (value === undefined || (eq < 0 && value.startsWith('--')))
+      throw new DevServerError('ERR_CONFIG', `option '--${name}' needs a value`)
     values.set(flag, value)
   }
   return { file, values, help }

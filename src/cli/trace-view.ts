@@ -38,14 +38,16 @@ export async function traceCommand(argv: readonly string[], io: TraceViewIo): Pr
     io.stdout(TRACE_USAGE)
     return 0
   }
-  if (argv[0] !== 'view') return usageError(argv[0] === undefined ? 'missing subcommand' : `unknown subcommand '${argv[0]}'`)
+  if (argv[0] !== 'view')
+    return usageError(argv[0] === undefined ? 'missing subcommand' : `unknown subcommand '${argv[0]}'`)
   let file: string | undefined
   const conns = new Set<number>()
   for (let i = 1; i < argv.length; i++) {
     const arg = argv[i]!
     if (arg === '--conn' || arg.startsWith('--conn=')) {
       const value = arg === '--conn' ? argv[++i] : arg.slice('--conn='.length)
-      if (value === undefined || !/^\d+$/.test(value)) return usageError(`option '--conn' needs a connection id, got '${value ?? ''}'`)
+      if (value === undefined || !/^\d+$/.test(value))
+        return usageError(`option '--conn' needs a connection id, got '${value ?? ''}'`)
       conns.add(Number(value))
     } else if (arg.startsWith('--')) {
       return usageError(`unknown option '${arg}'`)
@@ -84,11 +86,15 @@ async function viewTrace(file: string, conns: ReadonlySet<number>, io: TraceView
     }
     if (lineNumber === 1) {
       if ((record as { trace?: unknown }).trace !== TRACE_FORMAT) {
-        io.stderr(`pglite-dev-db trace: ${file} is not a pglite-dev-db protocol trace (its first line has no "trace": "${TRACE_FORMAT}")`)
+        io.stderr(
+          `pglite-dev-db trace: ${file} is not a pglite-dev-db protocol trace (its first line has no "trace": "${TRACE_FORMAT}")`,
+        )
         input.destroy()
         return 1
       }
-      io.stdout(`trace started ${(record as { started: string }).started}   -> client to server   <- server to client   ! error`)
+      io.stdout(
+        `trace started ${(record as { started: string }).started}   -> client to server   <- server to client   ! error`,
+      )
       io.stdout(` ${'ms'.padStart(10)}  conn`)
       continue
     }
@@ -119,7 +125,12 @@ class Timeline {
   add(record: TraceRecord): void {
     if ('event' in record && record.event === 'dropped') {
       this.#flushRun()
-      this.#line(record.t, null, `${(record as DroppedEvent).lines} trace lines dropped here (the disk fell behind)`, true)
+      this.#line(
+        record.t,
+        null,
+        `${(record as DroppedEvent).lines} trace lines dropped here (the disk fell behind)`,
+        true,
+      )
       return
     }
     const { conn } = record as FrameRecord | ConnectionEvent
@@ -132,7 +143,12 @@ class Timeline {
       } else {
         const pending = event.pendingBytes ? ` (${event.pendingBytes} bytes of an unfinished message)` : ''
         const reason = event.reason ?? ''
-        this.#line(event.t, conn, `x close: ${reason}${pending}`, reason.startsWith('FATAL') || reason.startsWith('PANIC') || reason.startsWith('socket error'))
+        this.#line(
+          event.t,
+          conn,
+          `x close: ${reason}${pending}`,
+          reason.startsWith('FATAL') || reason.startsWith('PANIC') || reason.startsWith('socket error'),
+        )
         this.#used.delete(this.#lanes.get(conn) ?? -1)
         this.#lanes.delete(conn)
       }
@@ -160,13 +176,20 @@ class Timeline {
     const summary = summarize(record)
     const size = record.truncated ? ` (${record.len} bytes)` : ''
     const times = run.count > 1 ? `  ×${run.count}` : ''
-    this.#line(record.t, record.conn, `${record.dir === 'in' ? '->' : '<-'} ${record.type}${summary ? ` ${summary}` : ''}${size}${times}`, run.isError)
+    this.#line(
+      record.t,
+      record.conn,
+      `${record.dir === 'in' ? '->' : '<-'} ${record.type}${summary ? ` ${summary}` : ''}${size}${times}`,
+      run.isError,
+    )
   }
 
   #line(t: number, conn: number | null, text: string, isError: boolean): void {
     const lane = conn === null ? 0 : this.#laneOf(conn)
     const who = conn === null ? '' : `${conn} `
-    this.#print(`${isError ? '!' : ' '}${t.toFixed(3).padStart(10)}  ${' '.repeat((lane % MAX_LANES) * LANE_WIDTH)}${who}${text}`)
+    this.#print(
+      `${isError ? '!' : ' '}${t.toFixed(3).padStart(10)}  ${' '.repeat((lane % MAX_LANES) * LANE_WIDTH)}${who}${text}`,
+    )
   }
 
   /** A connection keeps its lane until it closes; a new one takes the lowest free lane. */
@@ -185,7 +208,12 @@ function cut(text: string, width: number): string {
 }
 
 function sql(text: unknown): string {
-  return cut(String(text ?? '').replace(/\s+/g, ' ').trim(), SQL_WIDTH)
+  return cut(
+    String(text ?? '')
+      .replace(/\s+/g, ' ')
+      .trim(),
+    SQL_WIDTH,
+  )
 }
 
 function value(v: TraceValue | undefined): string {

@@ -27,9 +27,19 @@ const NOT_TEMP = `n.nspname not like 'pg\\_temp\\_%' and n.nspname not like 'pg\
  */
 /** [catalog, its key column]: rows with a key of 16384 or more (FirstNormalObjectId) are made by users, not initdb. */
 const USER_CATALOG_ROWS: ReadonlyArray<[string, string]> = [
-  ['pg_class', 'oid'], ['pg_attribute', 'attrelid'], ['pg_attrdef', 'oid'], ['pg_constraint', 'oid'], ['pg_index', 'indexrelid'],
-  ['pg_proc', 'oid'], ['pg_type', 'oid'], ['pg_namespace', 'oid'], ['pg_trigger', 'oid'], ['pg_enum', 'oid'],
-  ['pg_extension', 'oid'], ['pg_rewrite', 'oid'], ['pg_policy', 'oid'],
+  ['pg_class', 'oid'],
+  ['pg_attribute', 'attrelid'],
+  ['pg_attrdef', 'oid'],
+  ['pg_constraint', 'oid'],
+  ['pg_index', 'indexrelid'],
+  ['pg_proc', 'oid'],
+  ['pg_type', 'oid'],
+  ['pg_namespace', 'oid'],
+  ['pg_trigger', 'oid'],
+  ['pg_enum', 'oid'],
+  ['pg_extension', 'oid'],
+  ['pg_rewrite', 'oid'],
+  ['pg_policy', 'oid'],
 ]
 
 const FINGERPRINT_SQL = `
@@ -54,7 +64,9 @@ export async function readBaseline(db: SqlRunner): Promise<Baseline> {
   const baseline: Baseline = { fingerprint: await fingerprint(db), tables: [], rows: [], sequences: [] }
   for (const { name, relkind } of relations) {
     if (relkind === 'S') {
-      const state = (await db.query<{ last_value: string; is_called: boolean }>(`select last_value::text, is_called from ${name}`)).rows[0]!
+      const state = (
+        await db.query<{ last_value: string; is_called: boolean }>(`select last_value::text, is_called from ${name}`)
+      ).rows[0]!
       baseline.sequences.push({ sequence: name, lastValue: state.last_value, isCalled: state.is_called })
       continue
     }
@@ -73,15 +85,28 @@ const KEPT_FORMAT = createHash('sha256').update(`1\0${FINGERPRINT_SQL}\0${TABLES
 
 /** The baseline as text, to keep beside the template it was read from (the rows in base64). */
 export async function baselineText(baseline: Baseline): Promise<string> {
-  const rows = await Promise.all(baseline.rows.map(async ({ table, data }) => ({ table, data: Buffer.from(await data.arrayBuffer()).toString('base64') })))
+  const rows = await Promise.all(
+    baseline.rows.map(async ({ table, data }) => ({
+      table,
+      data: Buffer.from(await data.arrayBuffer()).toString('base64'),
+    })),
+  )
   return JSON.stringify({ format: KEPT_FORMAT, ...baseline, rows })
 }
 
 /** A baseline from baselineText's text; null if it was kept by another reading of it. */
 export function parseBaseline(text: string): Baseline | null {
-  const kept = JSON.parse(text) as Omit<Baseline, 'rows'> & { format?: string; rows: Array<{ table: string; data: string }> }
+  const kept = JSON.parse(text) as Omit<Baseline, 'rows'> & {
+    format?: string
+    rows: Array<{ table: string; data: string }>
+  }
   if (kept.format !== KEPT_FORMAT) return null
-  if (typeof kept.fingerprint !== 'string' || !Array.isArray(kept.tables) || !Array.isArray(kept.rows) || !Array.isArray(kept.sequences)) {
+  if (
+    typeof kept.fingerprint !== 'string' ||
+    !Array.isArray(kept.tables) ||
+    !Array.isArray(kept.rows) ||
+    !Array.isArray(kept.sequences)
+  ) {
     throw new Error('not a baseline')
   }
   const rows = kept.rows.map(({ table, data }) => ({ table, data: new Blob([Buffer.from(data, 'base64')]) }))
@@ -100,8 +125,10 @@ export async function resetInPlace(db: SqlRunner, baseline: Baseline): Promise<b
     // DELETE, not TRUNCATE: TRUNCATE writes new files and catalog rows for every table, DELETE of a few rows costs
     // next to nothing, and sequences are set back below anyway.
     if (baseline.tables.length > 0) await db.exec(baseline.tables.map((table) => `delete from ${table}`).join('; '))
-    for (const { table, data } of baseline.rows) await db.query(`copy ${table} from '/dev/blob' with (format binary)`, [], { blob: data })
-    for (const { sequence, lastValue, isCalled } of baseline.sequences) await db.query('select pg_catalog.setval($1::regclass, $2::bigint, $3)', [sequence, lastValue, isCalled])
+    for (const { table, data } of baseline.rows)
+      await db.query(`copy ${table} from '/dev/blob' with (format binary)`, [], { blob: data })
+    for (const { sequence, lastValue, isCalled } of baseline.sequences)
+      await db.query('select pg_catalog.setval($1::regclass, $2::bigint, $3)', [sequence, lastValue, isCalled])
     await db.exec('commit')
   } catch (error) {
     await db.exec('rollback')

@@ -61,7 +61,11 @@ export async function lockDataDir(dataDir: string): Promise<DataDirLock> {
   } catch (error) {
     heldTokens.delete(mine.token)
     if (error instanceof DevServerError) throw error
-    throw new DevServerError('ERR_DATA_DIR_LOCKED', `cannot lock the data directory ${dataDir}: ${(error as Error).message}`, { cause: error })
+    throw new DevServerError(
+      'ERR_DATA_DIR_LOCKED',
+      `cannot lock the data directory ${dataDir}: ${(error as Error).message}`,
+      { cause: error },
+    )
   }
   if (holder !== null) {
     heldTokens.delete(mine.token)
@@ -81,7 +85,10 @@ export async function lockDataDir(dataDir: string): Promise<DataDirLock> {
 
 /** Makes `target` a link to `draft`. Null once it is; the owner if a live process holds it (or is taking it). */
 async function claim(target: string, draft: string, depth: number): Promise<Owner | null> {
-  if (depth > MAX_DEPTH) throw new Error(`too many interrupted takeovers of ${target}; remove the ${LOCK_FILE}.* files if no server uses the directory`)
+  if (depth > MAX_DEPTH)
+    throw new Error(
+      `too many interrupted takeovers of ${target}; remove the ${LOCK_FILE}.* files if no server uses the directory`,
+    )
   for (let tries = 0; tries < MAX_TRIES; tries++) {
     try {
       await place(draft, target)
@@ -106,7 +113,12 @@ async function claim(target: string, draft: string, depth: number): Promise<Owne
  * Replaces `stale` at `target` by a link to `draft`, as the one holder of its marker: 'taken'; 'changed' when another
  * process replaced it first (or it was removed); the owner of the marker when a live process is replacing it now.
  */
-async function takeOver(target: string, stale: Owner, draft: string, depth: number): Promise<'taken' | 'changed' | Owner> {
+async function takeOver(
+  target: string,
+  stale: Owner,
+  draft: string,
+  depth: number,
+): Promise<'taken' | 'changed' | Owner> {
   const marker = `${target}.takeover-${stale.token}`
   // A marker left by a process killed while it held one is stale in turn, and taken over the same way.
   const taking = await claim(marker, draft, depth + 1)
@@ -151,7 +163,11 @@ async function readOwner(path: string): Promise<Owner | null> {
   try {
     const [text, { ino }] = await Promise.all([file.readFile('utf8'), file.stat()])
     const [pid = '', started, token] = text.split('\n')
-    return { pid: Number.parseInt(pid, 10), started: started && started !== '-' ? started : null, token: token || `legacy-${ino}` }
+    return {
+      pid: Number.parseInt(pid, 10),
+      started: started && started !== '-' ? started : null,
+      token: token || `legacy-${ino}`,
+    }
   } finally {
     await file.close()
   }

@@ -7,7 +7,15 @@ import type { PGlite } from '@electric-sql/pglite'
 import { mkdir } from 'node:fs/promises'
 import type { Logger } from '../log.ts'
 import { applyMigrations } from './migrate.ts'
-import { holdsDatabase, imageDir, keepBaseline, keptBaseline, seedDataDir, templateBlob, type Template } from './template.ts'
+import {
+  holdsDatabase,
+  imageDir,
+  keepBaseline,
+  keptBaseline,
+  seedDataDir,
+  templateBlob,
+  type Template,
+} from './template.ts'
 import { readBaseline, type Baseline } from './baseline.ts'
 import { DbThread } from '../engine/thread.ts'
 import { bootForImage } from '../engine/boot-image.ts'
@@ -27,7 +35,8 @@ export type Instance = PGlite | DbThread
  * Where a database's files come from as it opens: its data dir, a copy of its files (into a new data dir, or in
  * memory), or (null) a new initdb.
  */
-type Where = { dataDir: string; loadDataDir?: Blob } | { loadDataDir: Blob } | { image: EngineImage; dataDir?: string } | null
+type Where =
+  { dataDir: string; loadDataDir?: Blob } | { loadDataDir: Blob } | { image: EngineImage; dataDir?: string } | null
 
 /** The database of a new cluster (initdb's, and so the migrated template's). */
 const CLUSTER_DATABASE = 'postgres'
@@ -84,10 +93,17 @@ export class DatabaseBuilder {
 
   constructor(options: BuildOptions) {
     this.#options = options
-    this.#spares = new Spares({ thread: this.threads, count: options.spares ?? 1, build: () => this.#spare(), fromImage: () => this.fromImage, log: options.log })
+    this.#spares = new Spares({
+      thread: this.threads,
+      count: options.spares ?? 1,
+      build: () => this.#spare(),
+      fromImage: () => this.fromImage,
+      log: options.log,
+    })
     this.#image = options.image ?? null
     const image = this.#image
-    if (image) this.#saving = options.template().then((template) => (template ? this.#saveImage(template, image) : undefined))
+    if (image)
+      this.#saving = options.template().then((template) => (template ? this.#saveImage(template, image) : undefined))
     if (this.threads && image) this.#spares.load()
   }
 
@@ -128,18 +144,35 @@ export class DatabaseBuilder {
     const database = inside || CLUSTER_DATABASE
     if (where && 'image' in where && !thread) throw new Error('an image starts a database in a thread only')
     // In memory from the template, in a thread: started from the image, or (none yet) booted and imaged.
-    const imaging = thread && where !== null && !('dataDir' in where) && !('image' in where) && this.#wantsImage(name, where)
+    const imaging =
+      thread && where !== null && !('dataDir' in where) && !('image' in where) && this.#wantsImage(name, where)
     let db: Instance
     try {
       db = thread
-        ? await DbThread.create({ ...where, startParams, extensions: [...names], database, ...(imaging || take ? { image: 'take' as const } : {}) })
-        : await openPGlite({ ...(where as Exclude<Where, { image: EngineImage }>), startParams, extensions: (await loadExtensions(names)).extensions, database })
+        ? await DbThread.create({
+            ...where,
+            startParams,
+            extensions: [...names],
+            database,
+            ...(imaging || take ? { image: 'take' as const } : {}),
+          })
+        : await openPGlite({
+            ...(where as Exclude<Where, { image: EngineImage }>),
+            startParams,
+            extensions: (await loadExtensions(names)).extensions,
+            database,
+          })
     } catch (error) {
       if (!where || !('image' in where)) throw error
       // An image this PGlite cannot start from (start-from-image.ts says why): every database boots from now on. A data dir the
       // image's files were written to holds a database as a crash would leave it, which a boot recovers.
       this.#dropImage(error)
-      return this.open(name, where.dataDir === undefined ? { loadDataDir: await this.#templateBlob() } : { dataDir: where.dataDir }, thread, inside)
+      return this.open(
+        name,
+        where.dataDir === undefined ? { loadDataDir: await this.#templateBlob() } : { dataDir: where.dataDir },
+        thread,
+        inside,
+      )
     }
     if (imaging && db instanceof DbThread) this.#keepImage(db)
     if (name !== '' && name !== database) await renameDatabase(db, database, name)
@@ -167,7 +200,9 @@ export class DatabaseBuilder {
     } else if (image) {
       this.#image = image
       this.#holdImageAWhile()
-      this.#saving = this.#options.template().then((template) => (template ? this.#saveImage(template, image) : undefined))
+      this.#saving = this.#options
+        .template()
+        .then((template) => (template ? this.#saveImage(template, image) : undefined))
     }
   }
 
@@ -194,7 +229,9 @@ export class DatabaseBuilder {
     const dir = this.#imageDir(template)
     const saving = (async () => {
       if (await hasImage(dir)) return
-      await saveImage(image, dir).catch((error: unknown) => this.#options.log.warn('cannot keep the database image in the cache', { dir, error }))
+      await saveImage(image, dir).catch((error: unknown) =>
+        this.#options.log.warn('cannot keep the database image in the cache', { dir, error }),
+      )
     })()
     this.#saving = saving
     return saving
@@ -220,7 +257,12 @@ export class DatabaseBuilder {
     }
     this.#imaging = (async () => {
       const { startParams, extensions } = this.#options
-      const image = await bootForImage({ loadDataDir: await templateBlob(template), startParams, extensions: [...extensions.names], database: CLUSTER_DATABASE })
+      const image = await bootForImage({
+        loadDataDir: await templateBlob(template),
+        startParams,
+        extensions: [...extensions.names],
+        database: CLUSTER_DATABASE,
+      })
       if (image) await this.#saveImage(template, image)
       return image
     })().catch((error: unknown) => {
@@ -279,10 +321,17 @@ export class DatabaseBuilder {
   async #readBaseline(read: () => Promise<Baseline>): Promise<Baseline | null> {
     try {
       const template = await this.#options.template()
-      const kept = template ? await keptBaseline(template).catch((error: unknown) => this.#options.log.warn('the baseline kept with the template cannot be read; reading it again', { error })) : null
+      const kept = template
+        ? await keptBaseline(template).catch((error: unknown) =>
+            this.#options.log.warn('the baseline kept with the template cannot be read; reading it again', { error }),
+          )
+        : null
       if (kept) return kept
       const baseline = await read()
-      if (template) await keepBaseline(template, baseline).catch((error: unknown) => this.#options.log.warn('cannot keep the baseline with the template', { dir: template.dir, error }))
+      if (template)
+        await keepBaseline(template, baseline).catch((error: unknown) =>
+          this.#options.log.warn('cannot keep the baseline with the template', { dir: template.dir, error }),
+        )
       return baseline
     } catch (error) {
       this.#options.log.warn('cannot reset databases in place; each reset makes a fresh copy', { error })
@@ -306,7 +355,11 @@ export class DatabaseBuilder {
         const from = spare ? SPARE_DATABASE : CLUSTER_DATABASE
         if (name !== from) await renameDatabase(db, from, name)
       } catch (error) {
-        await db.close().catch((closeError: unknown) => this.#options.log.debug('a database that could not be named did not close', { error: closeError }))
+        await db
+          .close()
+          .catch((closeError: unknown) =>
+            this.#options.log.debug('a database that could not be named did not close', { error: closeError }),
+          )
         throw error
       }
       return { db, spare: spare !== null }
@@ -326,7 +379,11 @@ export class DatabaseBuilder {
       await this.#baselineFrom(db)
       await prepareSession(db)
     } catch (error) {
-      await db.close().catch((closeError: unknown) => this.#options.log.debug('a spare that could not be made ready did not close', { error: closeError }))
+      await db
+        .close()
+        .catch((closeError: unknown) =>
+          this.#options.log.debug('a spare that could not be made ready did not close', { error: closeError }),
+        )
       throw error
     }
     return db
@@ -340,7 +397,8 @@ export class DatabaseBuilder {
     const { migrations } = this.#options
     const template = await this.#options.template()
     // New files (the template's, or initdb's) name their database postgres.
-    const open = (where: Where, inside = CLUSTER_DATABASE): Promise<Instance> => this.open(name, where, thread, name === '' ? '' : inside)
+    const open = (where: Where, inside = CLUSTER_DATABASE): Promise<Instance> =>
+      this.open(name, where, thread, name === '' ? '' : inside)
     if (dir !== null) {
       await mkdir(dir, { recursive: true })
       const fresh = !(await holdsDatabase(dir))
@@ -348,7 +406,11 @@ export class DatabaseBuilder {
       const image = fresh && template && thread && this.imageFits(name) ? await this.#imageOf(template, true) : null
       if (image) await writeDataDir(image, dir)
       else if (fresh && template) await seedDataDir(dir, template)
-      let db = image ? await open({ dataDir: dir, image }) : fresh ? await open({ dataDir: dir }) : await this.#openKept(name, dir, thread)
+      let db = image
+        ? await open({ dataDir: dir, image })
+        : fresh
+          ? await open({ dataDir: dir })
+          : await this.#openKept(name, dir, thread)
       // Kept from an earlier run, it may have had CREATE EXTENSION run on it: its bundles are loaded.
       const missing = fresh ? [] : await installedNotLoaded(db, this.extensionsOf(name))
       if (missing.length > 0) {
@@ -390,7 +452,11 @@ export class DatabaseBuilder {
       await applyMigrations(db, this.#options.migrations!, this.#options.log)
       return db
     } catch (error) {
-      await db.close().catch((closeError: unknown) => this.#options.log.warn('a database whose migrations failed did not close cleanly', { error: closeError }))
+      await db
+        .close()
+        .catch((closeError: unknown) =>
+          this.#options.log.warn('a database whose migrations failed did not close cleanly', { error: closeError }),
+        )
       throw error
     }
   }

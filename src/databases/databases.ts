@@ -86,7 +86,11 @@ export class Databases implements DatabaseCatalog {
         this.#closeLater(current, name)
       }
       this.#adopt(name, db)
-      this.#options.log.info('extension loaded', { database: name, extensions: bundles.join(','), ms: Math.round(performance.now() - started) })
+      this.#options.log.info('extension loaded', {
+        database: name,
+        extensions: bundles.join(','),
+        ms: Math.round(performance.now() - started),
+      })
       return db
     })
   }
@@ -110,7 +114,10 @@ export class Databases implements DatabaseCatalog {
   }
 
   open(name: string): Promise<Instance> {
-    return this.#serialize(name, async () => this.#open.get(name) ?? (await this.#openOrCreate(name, 'a client connected to it')).db)
+    return this.#serialize(
+      name,
+      async () => this.#open.get(name) ?? (await this.#openOrCreate(name, 'a client connected to it')).db,
+    )
   }
 
   async exists(name: string): Promise<boolean> {
@@ -129,26 +136,48 @@ export class Databases implements DatabaseCatalog {
     }
     if (await this.exists(name)) return false
     const dir = this.#dirFor(name)
-    const extra = this.#builder.extensionsOf(template).filter((bundle) => !this.#options.extensions.names.includes(bundle))
+    const extra = this.#builder
+      .extensionsOf(template)
+      .filter((bundle) => !this.#options.extensions.names.includes(bundle))
     const imageable = this.#builder.threads && extra.length === 0 && this.#builder.imageFits(name)
     const boot = dir !== null ? this.#options : null
-    const source = await this.#serialize(template, () => this.#copies.source(() => this.#open.get(template), imageable, () => this.#filesOf(template), boot, template))
+    const source = await this.#serialize(template, () =>
+      this.#copies.source(
+        () => this.#open.get(template),
+        imageable,
+        () => this.#filesOf(template),
+        boot,
+        template,
+      ),
+    )
     return this.#serialize(name, async () => {
       if (await this.exists(name)) return false
       const started = performance.now()
       if (extra.length > 0) this.#builder.addExtensions(name, extra)
       if (dir !== null) await mkdir(dir, { recursive: true })
       // The copy's database has the template's name until it opens under its own.
-      let db: Instance | null = source.image && (await this.#copies.start(source.image, name, template, dir, this.#options))
+      let db: Instance | null =
+        source.image && (await this.#copies.start(source.image, name, template, dir, this.#options))
       const fromImage = db !== null
       if (!db) {
         const files = source.files ?? (await this.#serialize(template, () => this.#filesOf(template)))
         const take = imageable && dir === null && source.files !== null
-        db = await this.#builder.open(name, dir === null ? { loadDataDir: files } : { dataDir: dir, loadDataDir: files }, this.#builder.threads, template, take)
+        db = await this.#builder.open(
+          name,
+          dir === null ? { loadDataDir: files } : { dataDir: dir, loadDataDir: files },
+          this.#builder.threads,
+          template,
+          take,
+        )
         if (take) this.#copies.keep(source.template, source.calls, db)
       }
       this.#adopt(name, db)
-      this.#options.log.info('database created', { database: name, template, ms: Math.round(performance.now() - started), ...(fromImage ? { image: true } : {}) })
+      this.#options.log.info('database created', {
+        database: name,
+        template,
+        ms: Math.round(performance.now() - started),
+        ...(fromImage ? { image: true } : {}),
+      })
       return true
     })
   }
@@ -267,25 +296,37 @@ export class Databases implements DatabaseCatalog {
       // Files that cannot be read back leave the migrated state to reopen from (logged below as what was lost).
       const rescued = inMemory
         ? await dead.rescueFiles().catch((error: unknown) => {
-            log.warn('the stopped database\'s files could not be read back', { database: name, error })
+            log.warn("the stopped database's files could not be read back", { database: name, error })
             return null
           })
         : null
-      await dead.close(0).catch((error: unknown) => log.warn('the stopped database\'s thread did not end cleanly', { database: name, error }))
+      await dead
+        .close(0)
+        .catch((error: unknown) =>
+          log.warn("the stopped database's thread did not end cleanly", { database: name, error }),
+        )
       const dir = this.#onDisk(name)
       let giveUpAt = started + RECOVERY_GIVE_UP_MS
       for (let attempt = 1; !this.#closed; attempt++) {
         try {
-          if (dir !== null && (await placeReserve(dir))) log.info('the WAL segment kept in reserve takes the recovery\'s first writes', { database: name })
+          if (dir !== null && (await placeReserve(dir)))
+            log.info("the WAL segment kept in reserve takes the recovery's first writes", { database: name })
           const db = await this.#reopen(name, rescued)
           this.#adopt(name, db)
           this.#options.onRecovered?.(dead, db)
-          log.info('database reopened', { database: name, ms: Math.round(performance.now() - started), ...(rescued === null && this.#isInMemory(name) ? { lost: 'everything since the migrated state' } : {}) })
+          log.info('database reopened', {
+            database: name,
+            ms: Math.round(performance.now() - started),
+            ...(rescued === null && this.#isInMemory(name) ? { lost: 'everything since the migrated state' } : {}),
+          })
           return
         } catch (error) {
           const lack = dir === null ? null : await this.#lackOfSpace(dir)
           if (lack) {
-            log.error('cannot reopen the database until space is freed; waiting for it', { database: name, error: lack })
+            log.error('cannot reopen the database until space is freed; waiting for it', {
+              database: name,
+              error: lack,
+            })
             await this.#spaceFreed(dir!)
             giveUpAt = performance.now() + RECOVERY_GIVE_UP_MS
             continue
@@ -295,7 +336,8 @@ export class Databases implements DatabaseCatalog {
             this.#options.onLost?.(name, error as Error)
             return
           }
-          if (attempt === 1 || attempt % 15 === 0) log.error('cannot reopen the database yet; trying again every 2 s', { database: name, error })
+          if (attempt === 1 || attempt % 15 === 0)
+            log.error('cannot reopen the database yet; trying again every 2 s', { database: name, error })
           await new Promise((resolve) => setTimeout(resolve, RECOVERY_RETRY_MS))
         }
       }
@@ -340,7 +382,8 @@ export class Databases implements DatabaseCatalog {
   #closeLater(db: Instance, name: string): void {
     const closing = db.close().then(
       () => {},
-      (error: unknown) => this.#options.log.warn('a replaced database did not close cleanly', { database: name, error }),
+      (error: unknown) =>
+        this.#options.log.warn('a replaced database did not close cleanly', { database: name, error }),
     )
     this.#closing.add(closing)
     void closing.then(() => this.#closing.delete(closing))
@@ -364,7 +407,13 @@ export class Databases implements DatabaseCatalog {
     }
     this.#adopt(name, db)
     const ms = Math.round(performance.now() - started)
-    this.#options.log.info(created ? 'database created' : 'database opened', { database: name, ...(created ? { why } : {}), ms, ...(thread ? { thread: true } : {}), ...(spare ? { spare: true } : {}) })
+    this.#options.log.info(created ? 'database created' : 'database opened', {
+      database: name,
+      ...(created ? { why } : {}),
+      ms,
+      ...(thread ? { thread: true } : {}),
+      ...(spare ? { spare: true } : {}),
+    })
     return { db, created }
   }
 
@@ -396,5 +445,7 @@ function dirName(name: string): string {
 /** Remove a data dir's files, keeping the server's lock (and any other process's attempt at it). */
 async function emptyDataDir(dir: string): Promise<void> {
   const names = await readdir(dir).catch(() => [] as string[])
-  await Promise.all(names.filter((name) => !isLockFile(name)).map((name) => rm(join(dir, name), { recursive: true, force: true })))
+  await Promise.all(
+    names.filter((name) => !isLockFile(name)).map((name) => rm(join(dir, name), { recursive: true, force: true })),
+  )
 }

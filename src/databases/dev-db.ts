@@ -59,7 +59,13 @@ async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boo
   let timer: NodeJS.Timeout | undefined
   const timedOut = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), ms)))
   try {
-    return await Promise.race([promise.then(() => true, () => true), timedOut])
+    return await Promise.race([
+      promise.then(
+        () => true,
+        () => true,
+      ),
+      timedOut,
+    ])
   } finally {
     clearTimeout(timer)
   }
@@ -108,7 +114,11 @@ export async function launchDevDb(given: DevDbOptions = {}): Promise<LaunchedDev
   // A snapshot that cannot be read, or a data dir that holds a database already, fails before the URL too.
   if (options.fromSnapshot !== undefined) await checkSnapshot(resolve(options.fromSnapshot), dataDir)
   // The user's certificate is read (and refused if unusable) before anything opens.
-  const tls = !options.tls ? null : options.tlsCert !== undefined && options.tlsKey !== undefined ? await readTlsFiles(resolve(options.tlsCert), resolve(options.tlsKey)) : await selfSignedTls(join(cacheDir, 'tls'), log)
+  const tls = !options.tls
+    ? null
+    : options.tlsCert !== undefined && options.tlsKey !== undefined
+      ? await readTlsFiles(resolve(options.tlsCert), resolve(options.tlsKey))
+      : await selfSignedTls(join(cacheDir, 'tls'), log)
 
   // --- Take the data dir, listen ---
   // A second server on the same data dir fails here, before it hands out a URL.
@@ -151,7 +161,9 @@ export async function launchDevDb(given: DevDbOptions = {}): Promise<LaunchedDev
       starts.push((await listenOn(listening)).started)
     } catch (error) {
       if (error instanceof DevServerError) throw error
-      throw new DevServerError('ERR_LISTEN', `cannot listen on ${host}:${port}: ${(error as Error).message}`, { cause: error })
+      throw new DevServerError('ERR_LISTEN', `cannot listen on ${host}:${port}: ${(error as Error).message}`, {
+        cause: error,
+      })
     }
     // The Unix socket shares the database (and its session scheduler) with the TCP listener.
     socketPath = options.socketDir ? join(resolve(options.socketDir), `.s.PGSQL.${listening.port}`) : null
@@ -163,7 +175,9 @@ export async function launchDevDb(given: DevDbOptions = {}): Promise<LaunchedDev
         starts.push((await listenOn(unixServer)).started)
       } catch (error) {
         if (error instanceof DevServerError) throw error
-        throw new DevServerError('ERR_LISTEN', `cannot listen on ${socketPath}: ${(error as Error).message}`, { cause: error })
+        throw new DevServerError('ERR_LISTEN', `cannot listen on ${socketPath}: ${(error as Error).message}`, {
+          cause: error,
+        })
       }
     }
   } catch (error) {
@@ -174,11 +188,16 @@ export async function launchDevDb(given: DevDbOptions = {}): Promise<LaunchedDev
   const user = options.password === undefined ? 'postgres' : `postgres:${encodeURIComponent(options.password)}`
   const url = `postgres://${user}@${urlHost(host)}:${listening.port}/${MAIN_DATABASE}`
   const shownUrl = options.password === undefined ? url : url.replace(/:[^:@/]*@/, ':***@')
-  log.info('listening; clients wait until the database is ready', { url: shownUrl, ms: Math.round(performance.now() - startedAt) })
+  log.info('listening; clients wait until the database is ready', {
+    url: shownUrl,
+    ms: Math.round(performance.now() - startedAt),
+  })
 
   // --- Open the database, migrate, admit ---
   let lost: (error: Error) => void = () => {}
-  const opening = import('./main-database.ts').then(({ openMainDatabase }) => openMainDatabase({ options, dataDir, cacheDir, migrations, log, onLost: (error) => lost(error) }))
+  const opening = import('./main-database.ts').then(({ openMainDatabase }) =>
+    openMainDatabase({ options, dataDir, cacheDir, migrations, log, onLost: (error) => lost(error) }),
+  )
   openMain(
     opening.then(
       (databases) => {
@@ -211,7 +230,9 @@ export async function launchDevDb(given: DevDbOptions = {}): Promise<LaunchedDev
     // The main database failing is not the end while it can be reopened (databaseThreads); only if that fails.
     const failed = new Promise<Error>((resolveFailed) => {
       lost = resolveFailed
-      if (!options.databaseThreads) for (const each of servers) each.addEventListener('error', (event) => resolveFailed((event as CustomEvent<Error>).detail))
+      if (!options.databaseThreads)
+        for (const each of servers)
+          each.addEventListener('error', (event) => resolveFailed((event as CustomEvent<Error>).detail))
     })
     let closing: Promise<void> | null = null
     let stoppedCleanly = true
@@ -220,21 +241,26 @@ export async function launchDevDb(given: DevDbOptions = {}): Promise<LaunchedDev
         // Clients are told (57P01), statements still running are canceled, what clients left open is rolled back.
         const stopping = Promise.all(servers.map((each) => each.stop()))
         const stopped = await settlesWithin(stopping, STOP_GRACE_MS)
-        if (!stopped) log.warn('clients still running after the grace period; stopping their databases', { ms: STOP_GRACE_MS })
+        if (!stopped)
+          log.warn('clients still running after the grace period; stopping their databases', { ms: STOP_GRACE_MS })
         // A database still busy then (a statement that cannot be stopped) gets a few seconds, then its thread ends.
         const unclean = await databases.close(stopped ? undefined : FORCED_CLOSE_MS)
         await stopping
         stoppedCleanly = unclean.length === 0
         await lock?.release()
         if (stoppedCleanly) log.info('stopped', {})
-        else log.error('stopped; some databases were ended without closing: their committed transactions are in their files, and the next start recovers them', { databases: unclean.join(',') })
+        else
+          log.error(
+            'stopped; some databases were ended without closing: their committed transactions are in their files, and the next start recovers them',
+            { databases: unclean.join(',') },
+          )
       })()
       return closing
     }
     log.info('ready', {
       url: shownUrl,
       ...(socketPath ? { socket: socketPath } : {}),
-      tls: !tls ? 'off' : options.tlsCert ?? 'self-signed',
+      tls: !tls ? 'off' : (options.tlsCert ?? 'self-signed'),
       ms: Math.round(performance.now() - startedAt),
     })
     return {
@@ -260,7 +286,9 @@ export async function launchDevDb(given: DevDbOptions = {}): Promise<LaunchedDev
 
 /** Start `server` and resolve once it listens, with its start(), which resolves once clients are let in. */
 async function listenOn(server: PGLiteSocketServer): Promise<{ started: Promise<void> }> {
-  const listened = new Promise<void>((resolveListened) => server.addEventListener('listening', () => resolveListened(), { once: true }))
+  const listened = new Promise<void>((resolveListened) =>
+    server.addEventListener('listening', () => resolveListened(), { once: true }),
+  )
   const started = server.start()
   // A listen error rejects start() before any 'listening'.
   await Promise.race([listened, started])
@@ -306,7 +334,9 @@ function refusalFor(error: unknown): WireError {
     }
   }
   // A Postgres error's own SQLSTATE is a real one, if not among those the server raises itself.
-  return new WireError('FATAL', sqlstate as SqlStateCode, error instanceof Error ? error.message : String(error), { cause: error })
+  return new WireError('FATAL', sqlstate as SqlStateCode, error instanceof Error ? error.message : String(error), {
+    cause: error,
+  })
 }
 
 /**
@@ -314,7 +344,10 @@ function refusalFor(error: unknown): WireError {
  * and starting fails (ERR_LISTEN) rather than steal it.
  */
 async function removeStaleSocket(path: string): Promise<void> {
-  const exists = await stat(path).then(() => true, () => false)
+  const exists = await stat(path).then(
+    () => true,
+    () => false,
+  )
   if (!exists) return
   const live = await new Promise<boolean>((resolveLive) => {
     const probe = connect(path)
@@ -335,10 +368,15 @@ function migrationsDir(given: string | false | undefined, log: Logger): string |
   const found = findMigrations(process.cwd())
   if (found.note) log.warn('drizzle config not followed', { reason: found.note })
   if (found.dir === null) {
-    log.info('no migrations folder found; serving an empty database', { looked: 'drizzle.config.* out, ./drizzle, ./migrations' })
+    log.info('no migrations folder found; serving an empty database', {
+      looked: 'drizzle.config.* out, ./drizzle, ./migrations',
+    })
     return null
   }
-  log.info('applying migrations', { dir: found.dir, from: found.from === 'default' ? 'the first of ./drizzle, ./migrations that exists' : `out in ${found.from}` })
+  log.info('applying migrations', {
+    dir: found.dir,
+    from: found.from === 'default' ? 'the first of ./drizzle, ./migrations that exists' : `out in ${found.from}`,
+  })
   return resolve(found.dir)
 }
 

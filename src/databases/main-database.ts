@@ -21,7 +21,15 @@ import { installedNotLoaded, loadExtensions, type LoadedExtensions } from '../en
 import type { resolveDevDbOptions } from './options.ts'
 import { reportSlowStep, type ProgressOptions } from './progress.ts'
 import { readSnapshot } from './snapshot.ts'
-import { holdsDatabase, imageDir, migratedTemplate, seedDataDir, templateBlob, templateEngines, type Template } from './template.ts'
+import {
+  holdsDatabase,
+  imageDir,
+  migratedTemplate,
+  seedDataDir,
+  templateBlob,
+  templateEngines,
+  type Template,
+} from './template.ts'
 import { openWithWalSpace } from './wal-reserve.ts'
 
 /**
@@ -38,7 +46,16 @@ import { openWithWalSpace } from './wal-reserve.ts'
 // WAL grows until close, a new segment file each 16 MB (wal-reserve.ts makes them ready on disk).
 // max_stack_depth: engine/stack-depth.ts says why it is smaller than PostgreSQL's.
 const SERVER_SETTINGS = [
-  ...['-c', 'shared_buffers=8MB', '-c', 'max_prepared_transactions=64', '-c', 'max_wal_size=64MB', '-c', 'min_wal_size=32MB'],
+  ...[
+    '-c',
+    'shared_buffers=8MB',
+    '-c',
+    'max_prepared_transactions=64',
+    '-c',
+    'max_wal_size=64MB',
+    '-c',
+    'min_wal_size=32MB',
+  ],
   ...['-c', `max_stack_depth=${MAX_STACK_DEPTH}`],
 ]
 
@@ -68,7 +85,14 @@ export interface MainDatabaseContext {
  * Open the main database (its data dir, or in memory from the template or a snapshot) and apply the migrations:
  * the databases, ready for clients. Throws a DevServerError; nothing of it stays open then.
  */
-export async function openMainDatabase({ options, dataDir, cacheDir, migrations, log, onLost }: MainDatabaseContext): Promise<Databases> {
+export async function openMainDatabase({
+  options,
+  dataDir,
+  cacheDir,
+  migrations,
+  log,
+  onLost,
+}: MainDatabaseContext): Promise<Databases> {
   // Beside the template's lookup and the image's read, which come first.
   if (options.databaseThreads) prepareThreads(log)
   const loaded = await loadExtensions(options.extensions ?? [])
@@ -84,25 +108,47 @@ export async function openMainDatabase({ options, dataDir, cacheDir, migrations,
   // The template is what a fresh main database and every other database start from; read (or built) when first needed.
   let templateLookup: Promise<Template | null> | null = null
   const template = (): Promise<Template | null> => {
-    templateLookup ??= !options.template ? Promise.resolve(null) : templateOrNull(migrations, cacheDir, log, loaded, progress, options.databaseThreads)
+    templateLookup ??= !options.template
+      ? Promise.resolve(null)
+      : templateOrNull(migrations, cacheDir, log, loaded, progress, options.databaseThreads)
     return templateLookup
   }
   const startParams = [...postgresDefaults(PGlite.defaultStartParams), ...SERVER_SETTINGS]
   try {
     // A fresh database starts as a copy of the migrated template instead of initdb plus every migration.
     const fresh = !dataDir || !(await holdsDatabase(dataDir))
-    const snapshot = options.fromSnapshot === undefined ? null : await readSnapshot(resolve(options.fromSnapshot), dataDir, log)
+    const snapshot =
+      options.fromSnapshot === undefined ? null : await readSnapshot(resolve(options.fromSnapshot), dataDir, log)
     const fromTemplate = fresh && !snapshot ? await template() : null
     // From the template, in a thread, without extension bundles: started from the image kept in the cache
     // (engine/image.ts; a new data dir gets its files), or, in memory, booted and imaged as it starts.
     const imageable = fromTemplate !== null && options.databaseThreads === true && loaded.names.length === 0
     const cached = imageable ? await loadImage(imageDir(fromTemplate, startParams, loaded.names), log) : null
     const imaging = imageable && !dataDir
-    if (dataDir && cached) await reportSlowStep(log, 'writing the database image into the data dir', () => writeDataDir(cached, dataDir), progress)
-    const seeded = dataDir && fromTemplate ? cached !== null || (await reportSlowStep(log, 'copying the database template into the data dir', () => seedDataDir(dataDir, fromTemplate), progress)) : false
+    if (dataDir && cached)
+      await reportSlowStep(
+        log,
+        'writing the database image into the data dir',
+        () => writeDataDir(cached, dataDir),
+        progress,
+      )
+    const seeded =
+      dataDir && fromTemplate
+        ? cached !== null ||
+          (await reportSlowStep(
+            log,
+            'copying the database template into the data dir',
+            () => seedDataDir(dataDir, fromTemplate),
+            progress,
+          ))
+        : false
     const from = snapshot ? 'snapshot' : fromTemplate && (seeded || !dataDir) ? 'template' : null
     copyOfTemplate = from === 'template'
-    log.info('opening database', { dataDir: dataDir ?? 'memory', ...(from ? { from } : {}), ...(cached ? { image: true } : {}) })
+    log.info('opening database', {
+      dataDir: dataDir ?? 'memory',
+      ...(from ? { from } : {}),
+      ...(cached ? { image: true } : {}),
+    })
     const loadDataDir = snapshot ?? (fromTemplate && !dataDir ? await templateBlob(fromTemplate) : null)
     const where = { ...(dataDir ? { dataDir } : {}), ...(loadDataDir ? { loadDataDir } : {}), startParams }
     // In a worker thread (the server's thread never runs Postgres), unless asked otherwise.
@@ -110,38 +156,57 @@ export async function openMainDatabase({ options, dataDir, cacheDir, migrations,
       if (!options.databaseThreads) return openPGlite({ ...where, extensions: with_.extensions })
       if (cached && with_ === loaded) {
         try {
-          const db = await DbThread.create({ image: cached, startParams, extensions: with_.names, ...(dataDir ? { dataDir } : {}) })
+          const db = await DbThread.create({
+            image: cached,
+            startParams,
+            extensions: with_.names,
+            ...(dataDir ? { dataDir } : {}),
+          })
           db.image = cached
           return db
         } catch (error) {
           log.warn('cannot start from the database image in the cache; booting', { error })
         }
       }
-      return DbThread.create({ ...where, extensions: with_.names, ...(imaging && with_ === loaded ? { image: 'take' as const } : {}) })
+      return DbThread.create({
+        ...where,
+        extensions: with_.names,
+        ...(imaging && with_ === loaded ? { image: 'take' as const } : {}),
+      })
     }
     // On disk, a start that fails for want of space says so (and uses the WAL reserve, if one was kept).
-    const opening = (): Promise<Instance> => (dataDir ? openWithWalSpace(dataDir, () => create(loaded)) : create(loaded))
+    const opening = (): Promise<Instance> =>
+      dataDir ? openWithWalSpace(dataDir, () => create(loaded)) : create(loaded)
     db = await reportSlowStep(log, `opening the database${from ? ` from the ${from}` : ''}`, opening, progress)
     // A database that had CREATE EXTENSION x run on it needs x's bundle at every start: opened again with it.
-    const missing = copyOfTemplate ? [] : await installedNotLoaded(db, loaded.names).catch(async (error: unknown) => {
-      await db.close()
-      throw error
-    })
+    const missing = copyOfTemplate
+      ? []
+      : await installedNotLoaded(db, loaded.names).catch(async (error: unknown) => {
+          await db.close()
+          throw error
+        })
     if (missing.length > 0) {
-      log.info('the database uses extensions not asked for; opening it again with them', { extensions: missing.join(',') })
+      log.info('the database uses extensions not asked for; opening it again with them', {
+        extensions: missing.join(','),
+      })
       await db.close()
       mainExtensions = await loadExtensions([...loaded.names, ...missing])
       db = await create(mainExtensions)
     }
   } catch (error) {
     if (error instanceof DevServerError) throw error
-    throw new DevServerError('ERR_PGLITE', `cannot open the database${dataDir ? ` in ${dataDir}` : ''}: ${(error as Error).message}`, { cause: error })
+    throw new DevServerError(
+      'ERR_PGLITE',
+      `cannot open the database${dataDir ? ` in ${dataDir}` : ''}: ${(error as Error).message}`,
+      { cause: error },
+    )
   }
 
   if (db instanceof DbThread) await warnIfUnguarded(db, log)
   let image: EngineImage | null = null
   if (db instanceof DbThread && db.image) {
-    if (db.image instanceof Error) log.warn('new databases boot (a booted one could not be copied)', { error: db.image })
+    if (db.image instanceof Error)
+      log.warn('new databases boot (a booted one could not be copied)', { error: db.image })
     else image = db.image
     db.image = null
   }
@@ -179,9 +244,23 @@ export async function openMainDatabase({ options, dataDir, cacheDir, migrations,
 }
 
 /** The template, or null (with a warning) when the cache cannot be used; a failing migration still throws. */
-async function templateOrNull(migrations: string | null, cacheDir: string, log: Logger, loaded: LoadedExtensions, progress: ProgressOptions, threads: boolean): Promise<Template | null> {
+async function templateOrNull(
+  migrations: string | null,
+  cacheDir: string,
+  log: Logger,
+  loaded: LoadedExtensions,
+  progress: ProgressOptions,
+  threads: boolean,
+): Promise<Template | null> {
   try {
-    return await migratedTemplate(migrations === null ? null : resolve(migrations), resolve(cacheDir), log, loaded, progress, templateEngines(loaded, threads))
+    return await migratedTemplate(
+      migrations === null ? null : resolve(migrations),
+      resolve(cacheDir),
+      log,
+      loaded,
+      progress,
+      templateEngines(loaded, threads),
+    )
   } catch (error) {
     if (error instanceof DevServerError) throw error
     log.warn('cannot use a database template; starting from initdb', { cacheDir, error })
@@ -200,7 +279,15 @@ async function warnIfUnguarded(db: DbThread, log: Logger): Promise<void> {
     [[...SESSION_ENDING_SETTINGS]],
   )
   const most = rows.find((row) => row.name === 'max_stack_depth')?.max_val
-  if (most !== String(MAX_STACK_DEPTH_KB)) log.warn('a client may raise max_stack_depth, and a deep recursion then ends its database', { most })
-  const open = rows.filter((row) => (row.name === 'exit_on_error' && row.context !== 'internal') || (row.name === 'transaction_timeout' && row.max_val !== '0')).map((row) => row.name)
-  if (open.length > 0) log.warn('a client may set what ends the database for every client', { settings: open.join(',') })
+  if (most !== String(MAX_STACK_DEPTH_KB))
+    log.warn('a client may raise max_stack_depth, and a deep recursion then ends its database', { most })
+  const open = rows
+    .filter(
+      (row) =>
+        (row.name === 'exit_on_error' && row.context !== 'internal') ||
+        (row.name === 'transaction_timeout' && row.max_val !== '0'),
+    )
+    .map((row) => row.name)
+  if (open.length > 0)
+    log.warn('a client may set what ends the database for every client', { settings: open.join(',') })
 }

@@ -46,13 +46,20 @@ export interface MigrationResult {
  * Applies every journal entry newer than the last recorded one. Call it before the server listens: PGlite's
  * `runExclusive` does not hold the transaction lock. Throws DevServerError('ERR_MIGRATION').
  */
-export async function applyMigrations(db: SqlDb, migrationsDir: string, log: Logger, progress: ProgressOptions = {}): Promise<MigrationResult> {
+export async function applyMigrations(
+  db: SqlDb,
+  migrationsDir: string,
+  log: Logger,
+  progress: ProgressOptions = {},
+): Promise<MigrationResult> {
   const started = performance.now()
   const migrations = await readMigrations(migrationsDir)
   try {
     await db.exec(Drizzle.createBookkeeping)
   } catch (error) {
-    throw new DevServerError('ERR_MIGRATION', `cannot create ${Drizzle.table}: ${describeDbError(error)}`, { cause: error })
+    throw new DevServerError('ERR_MIGRATION', `cannot create ${Drizzle.table}: ${describeDbError(error)}`, {
+      cause: error,
+    })
   }
   const recorded = await readRecorded(db)
 
@@ -95,7 +102,10 @@ async function applyOne(db: SqlDb, migration: Migration, log: Logger): Promise<v
         await tx.exec(statement)
       }
       step += 1
-      await tx.query(`INSERT INTO ${Drizzle.table} ("hash", "created_at") VALUES ($1, $2)`, [migration.hash, migration.when])
+      await tx.query(`INSERT INTO ${Drizzle.table} ("hash", "created_at") VALUES ($1, $2)`, [
+        migration.hash,
+        migration.when,
+      ])
     })
   } catch (error) {
     const where =
@@ -119,7 +129,9 @@ async function readRecorded(db: SqlRunner): Promise<{ lastCreatedAt: number | un
     const row = last.rows[0]
     return { lastCreatedAt: row ? Number(row.created_at) : undefined, hashes: new Set(all.rows.map((r) => r.hash)) }
   } catch (error) {
-    throw new DevServerError('ERR_MIGRATION', `cannot read ${Drizzle.table}: ${describeDbError(error)}`, { cause: error })
+    throw new DevServerError('ERR_MIGRATION', `cannot read ${Drizzle.table}: ${describeDbError(error)}`, {
+      cause: error,
+    })
   }
 }
 
@@ -133,7 +145,9 @@ async function readMigrations(dir: string): Promise<Migration[]> {
   try {
     isDirectory = (await stat(dir)).isDirectory()
   } catch (error) {
-    throw new DevServerError('ERR_MIGRATION', `migrations folder ${dir} is not readable: ${describeFsError(error)}`, { cause: error })
+    throw new DevServerError('ERR_MIGRATION', `migrations folder ${dir} is not readable: ${describeFsError(error)}`, {
+      cause: error,
+    })
   }
   if (!isDirectory) throw new DevServerError('ERR_MIGRATION', `migrations folder ${dir} is not a directory`)
 
@@ -143,7 +157,11 @@ async function readMigrations(dir: string): Promise<Migration[]> {
     journalText = await readFile(journalPath, 'utf8')
   } catch (error) {
     const hint = `is ${dir} the "out" folder of drizzle-kit generate?`
-    throw new DevServerError('ERR_MIGRATION', `cannot read journal ${journalPath} (${hint}): ${describeFsError(error)}`, { cause: error })
+    throw new DevServerError(
+      'ERR_MIGRATION',
+      `cannot read journal ${journalPath} (${hint}): ${describeFsError(error)}`,
+      { cause: error },
+    )
   }
   let journal: unknown
   try {

@@ -5,7 +5,15 @@ import { existsSync, readFileSync } from 'node:fs'
 import path from 'node:path'
 
 /** The names drizzle-kit reads its config from, in the order it tries them. */
-const CONFIG_FILES = ['drizzle.config.ts', 'drizzle.config.mts', 'drizzle.config.cts', 'drizzle.config.js', 'drizzle.config.mjs', 'drizzle.config.cjs', 'drizzle.config.json']
+const CONFIG_FILES = [
+  'drizzle.config.ts',
+  'drizzle.config.mts',
+  'drizzle.config.cts',
+  'drizzle.config.js',
+  'drizzle.config.mjs',
+  'drizzle.config.cjs',
+  'drizzle.config.json',
+]
 const FALLBACKS = ['./drizzle', './migrations']
 
 export interface MigrationsLookup {

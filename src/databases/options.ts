@@ -178,20 +178,27 @@ const RULES: Readonly<Record<keyof DevDbOptions, Rule>> = {
  * Mistakes in the options are ERR_CONFIG before anything opens. `describe` names an option in the message: the
  * API's name by default, the command's flag when the command checks its flags.
  */
-export function validateDevDbOptions(options: DevDbOptions, describe: (option: string) => string = (option) => `startDevDb: option '${option}'`): void {
+export function validateDevDbOptions(
+  options: DevDbOptions,
+  describe: (option: string) => string = (option) => `startDevDb: option '${option}'`,
+): void {
   const fail = (option: string, problem: string): never => {
     throw new DevServerError('ERR_CONFIG', `${describe(option)} ${problem}`)
   }
-  if (options.tlsCert !== undefined && options.tlsKey === undefined) fail('tlsCert', 'needs the key too (tlsKey, --tls-key)')
-  if (options.tlsKey !== undefined && options.tlsCert === undefined) fail('tlsKey', 'needs the certificate too (tlsCert, --tls-cert)')
-  if (options.tls === false && options.tlsCert !== undefined) fail('tlsCert', 'is given, but TLS is off (tls: false, --no-tls)')
+  if (options.tlsCert !== undefined && options.tlsKey === undefined)
+    fail('tlsCert', 'needs the key too (tlsKey, --tls-key)')
+  if (options.tlsKey !== undefined && options.tlsCert === undefined)
+    fail('tlsKey', 'needs the certificate too (tlsCert, --tls-cert)')
+  if (options.tls === false && options.tlsCert !== undefined)
+    fail('tlsCert', 'is given, but TLS is off (tls: false, --no-tls)')
   for (const [option, value] of Object.entries(options) as Array<[keyof DevDbOptions, unknown]>) {
     const rule = Object.hasOwn(RULES, option) ? RULES[option] : undefined
     if (rule === undefined) fail(option, 'is unknown')
     if (value === undefined) continue
     switch (rule!.kind) {
       case 'whole':
-        if (typeof value !== 'number' || !Number.isInteger(value) || value < rule!.min || value > rule!.max) fail(option, `must be a whole number from ${rule!.min} to ${rule!.max}, got ${String(value)}`)
+        if (typeof value !== 'number' || !Number.isInteger(value) || value < rule!.min || value > rule!.max)
+          fail(option, `must be a whole number from ${rule!.min} to ${rule!.max}, got ${String(value)}`)
         break
       case 'boolean':
         if (typeof value !== 'boolean') fail(option, 'must be true or false')
@@ -200,10 +207,12 @@ export function validateDevDbOptions(options: DevDbOptions, describe: (option: s
         if (typeof value !== 'string' || value === '') fail(option, 'must be a non-empty string')
         break
       case 'textOrFalse':
-        if (value !== false && (typeof value !== 'string' || value === '')) fail(option, 'must be a non-empty string or false')
+        if (value !== false && (typeof value !== 'string' || value === ''))
+          fail(option, 'must be a non-empty string or false')
         break
       case 'extensions':
-        if (!Array.isArray(value) || !value.every((name) => typeof name === 'string')) fail(option, 'must be an array of extension names')
+        if (!Array.isArray(value) || !value.every((name) => typeof name === 'string'))
+          fail(option, 'must be an array of extension names')
         try {
           resolveExtensionNames(value as string[])
         } catch (error) {

@@ -16,7 +16,12 @@ export interface ProgressOptions {
  * Runs `work`, logging `still working {step, ms}` while it takes longer than `afterMs`. `step` says what is being
  * done, in words a person reads ("building the database template (initdb + 12 migrations)").
  */
-export async function reportSlowStep<T>(log: Logger, step: string, work: () => Promise<T>, options: ProgressOptions = {}): Promise<T> {
+export async function reportSlowStep<T>(
+  log: Logger,
+  step: string,
+  work: () => Promise<T>,
+  options: ProgressOptions = {},
+): Promise<T> {
   if (!log.enabled('info')) return work()
   const started = performance.now()
   const report = () => log.info('still working', { step, ms: Math.round(performance.now() - started) })

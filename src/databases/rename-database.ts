@@ -7,7 +7,11 @@
  * named by its oid), so the row is changed directly. A database already named `to` (template1, when a client names
  * its database so) gives its name up first. A copy of a template is no template, as CREATE DATABASE makes it.
  */
-export async function renameDatabase(db: { exec(sql: string): Promise<unknown> }, from: string, to: string): Promise<void> {
+export async function renameDatabase(
+  db: { exec(sql: string): Promise<unknown> },
+  from: string,
+  to: string,
+): Promise<void> {
   const literal = (text: string): string => `'${text.replaceAll("'", "''")}'`
   await db.exec(
     `UPDATE pg_catalog.pg_database SET datname = ${literal('pglite_dev_db_')} || datname WHERE datname = ${literal(to)} AND datname <> ${literal(from)}; ` +

@@ -33,16 +33,25 @@ export interface SnapshotResult {
  * server running on it makes this fail with ERR_DATA_DIR_LOCKED naming its pid. `extensions` are loaded while it is
  * open, for those that change how Postgres starts (shared_preload_libraries).
  */
-export async function writeSnapshot(dataDir: string, file: string, options: { extensions?: readonly string[]; log: Logger }): Promise<SnapshotResult> {
+export async function writeSnapshot(
+  dataDir: string,
+  file: string,
+  options: { extensions?: readonly string[]; log: Logger },
+): Promise<SnapshotResult> {
   const started = performance.now()
   const loaded = await loadExtensions(options.extensions ?? [])
-  if (!(await holdsDatabase(dataDir))) throw new DevServerError('ERR_CONFIG', `there is no database in ${dataDir} to snapshot`)
+  if (!(await holdsDatabase(dataDir)))
+    throw new DevServerError('ERR_CONFIG', `there is no database in ${dataDir} to snapshot`)
   let lock: DataDirLock
   try {
     lock = await lockDataDir(dataDir)
   } catch (error) {
     if (!(error instanceof DevServerError)) throw error
-    throw new DevServerError(error.code, `cannot snapshot a data dir a server is using (its files are not a consistent database while it runs): ${error.message}`, { cause: error })
+    throw new DevServerError(
+      error.code,
+      `cannot snapshot a data dir a server is using (its files are not a consistent database while it runs): ${error.message}`,
+      { cause: error },
+    )
   }
   let tar: Uint8Array
   try {
@@ -51,7 +60,9 @@ export async function writeSnapshot(dataDir: string, file: string, options: { ex
       const { PGlite } = await import('@electric-sql/pglite')
       db = await PGlite.create({ dataDir, extensions: loaded.extensions })
     } catch (error) {
-      throw new DevServerError('ERR_PGLITE', `cannot open the database in ${dataDir}: ${(error as Error).message}`, { cause: error })
+      throw new DevServerError('ERR_PGLITE', `cannot open the database in ${dataDir}: ${(error as Error).message}`, {
+        cause: error,
+      })
     }
     try {
       // Everything in the data files, so loading the snapshot needs no WAL replay.
@@ -70,7 +81,11 @@ export async function writeSnapshot(dataDir: string, file: string, options: { ex
     await rename(scratch, file)
   } catch (error) {
     await rm(scratch, { force: true })
-    throw new DevServerError('ERR_CONFIG', `cannot write the snapshot ${file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`, { cause: error })
+    throw new DevServerError(
+      'ERR_CONFIG',
+      `cannot write the snapshot ${file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`,
+      { cause: error },
+    )
   }
   const result = { file, bytes: compressed.length, ms: Math.round(performance.now() - started) }
   options.log.info('snapshot written', { ...result, dataDir })
@@ -88,7 +103,11 @@ export async function checkSnapshot(file: string, dataDir: string | undefined): 
   try {
     await access(file, constants.R_OK)
   } catch (error) {
-    throw new DevServerError('ERR_CONFIG', `cannot read the snapshot ${file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`, { cause: error })
+    throw new DevServerError(
+      'ERR_CONFIG',
+      `cannot read the snapshot ${file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`,
+      { cause: error },
+    )
   }
 }
 
@@ -102,14 +121,22 @@ export async function readSnapshot(file: string, dataDir: string | undefined, lo
   try {
     bytes = await readFile(file)
   } catch (error) {
-    throw new DevServerError('ERR_CONFIG', `cannot read the snapshot ${file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`, { cause: error })
+    throw new DevServerError(
+      'ERR_CONFIG',
+      `cannot read the snapshot ${file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`,
+      { cause: error },
+    )
   }
   // gzip's magic number (RFC 1952 §2.3.1); a plain tar (dumpDataDir('none')) is taken as well.
   if (bytes[0] === 0x1f && bytes[1] === 0x8b) {
     try {
       bytes = await gunzipAsync(bytes)
     } catch (error) {
-      throw new DevServerError('ERR_CONFIG', `the snapshot ${file} is not a valid gzip file: ${(error as Error).message}`, { cause: error })
+      throw new DevServerError(
+        'ERR_CONFIG',
+        `the snapshot ${file} is not a valid gzip file: ${(error as Error).message}`,
+        { cause: error },
+      )
     }
   }
   log.info('loading snapshot', { file, bytes: bytes.length })
@@ -130,7 +157,8 @@ function clean(tar: Uint8Array, what: string): Uint8Array {
     if (!(error instanceof TarFormatError)) throw error
     throw new DevServerError('ERR_CONFIG', `${what} is not a database snapshot: ${error.message}`, { cause: error })
   }
-  if (!entries.some((entry) => entry.name === PG_VERSION)) throw new DevServerError('ERR_CONFIG', `${what} is not a database snapshot: it has no ${PG_VERSION}`)
+  if (!entries.some((entry) => entry.name === PG_VERSION))
+    throw new DevServerError('ERR_CONFIG', `${what} is not a database snapshot: it has no ${PG_VERSION}`)
   return rewriteTar(
     tar,
     entries,

@@ -92,7 +92,10 @@ export class Spares<Instance> {
       this.#loading.delete(loading)
       if (loaded && !this.#announced && this.#spares.length >= wanted && this.#loading.size === 0) {
         this.#announced = true
-        this.#options.log.info('databases loaded ahead', { count: wanted, ms: Math.round(performance.now() - this.#since) })
+        this.#options.log.info('databases loaded ahead', {
+          count: wanted,
+          ms: Math.round(performance.now() - this.#since),
+        })
       }
       if (loaded) this.load()
     })

@@ -56,7 +56,12 @@ export function listTar(tar: Uint8Array): TarEntry[] {
  * The archive without the entries `drop` selects, and with the entries `last` selects moved to the end (after
  * everything else), closed by the two zero blocks tar ends with.
  */
-export function rewriteTar(tar: Uint8Array, entries: readonly TarEntry[], drop: (name: string) => boolean, last: (name: string) => boolean): Uint8Array {
+export function rewriteTar(
+  tar: Uint8Array,
+  entries: readonly TarEntry[],
+  drop: (name: string) => boolean,
+  last: (name: string) => boolean,
+): Uint8Array {
   const kept = entries.filter((entry) => !drop(entry.name))
   const ordered = [...kept.filter((entry) => !last(entry.name)), ...kept.filter((entry) => last(entry.name))]
   const size = ordered.reduce((sum, entry) => sum + entry.end - entry.start, 0) + 2 * BLOCK

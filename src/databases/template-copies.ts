@@ -67,13 +67,20 @@ export class TemplateCopies {
    * copy into a data dir (`boot` given), with the image made of those files by a boot in memory. Called in the
    * template's turn, so that copies asked for meanwhile wait for that image instead of making their own.
    */
-  async source(template: () => Instance | undefined, imageable: boolean, readFiles: () => Promise<Blob>, boot: CopyOptions | null, inside: string): Promise<CopySource> {
+  async source(
+    template: () => Instance | undefined,
+    imageable: boolean,
+    readFiles: () => Promise<Blob>,
+    boot: CopyOptions | null,
+    inside: string,
+  ): Promise<CopySource> {
     const image = imageable ? this.imageOf(template()) : null
     if (image) return { image, files: null, template: undefined, calls: 0 }
     const files = await readFiles()
     const db = template()
     const calls = db instanceof DbThread ? db.callsMade : -1
-    const made = boot && imageable && db instanceof DbThread ? await this.#imageFromFiles(db, files, calls, inside, boot) : null
+    const made =
+      boot && imageable && db instanceof DbThread ? await this.#imageFromFiles(db, files, calls, inside, boot) : null
     return { image: made, files, template: db, calls }
   }
 
@@ -82,14 +89,30 @@ export class TemplateCopies {
    * the image's files first, or in memory. Null if it could not be (the image is not used again, and `dataDir` is
    * empty again: the copy boots from the template's files instead).
    */
-  async start(image: EngineImage, name: string, inside: string, dataDir: string | null, options: CopyOptions): Promise<DbThread | null> {
+  async start(
+    image: EngineImage,
+    name: string,
+    inside: string,
+    dataDir: string | null,
+    options: CopyOptions,
+  ): Promise<DbThread | null> {
     let db: DbThread
     try {
       if (dataDir !== null) await writeDataDir(image, dataDir)
-      db = await DbThread.create({ image, startParams: options.startParams, extensions: [], database: inside, ...(dataDir !== null ? { dataDir } : {}) })
+      db = await DbThread.create({
+        image,
+        startParams: options.startParams,
+        extensions: [],
+        database: inside,
+        ...(dataDir !== null ? { dataDir } : {}),
+      })
     } catch (error) {
       this.#drop(image)
-      options.log.warn('could not start a copy of the template database from its image; booting it', { database: name, template: inside, error })
+      options.log.warn('could not start a copy of the template database from its image; booting it', {
+        database: name,
+        template: inside,
+        error,
+      })
       if (dataDir !== null) {
         await rm(dataDir, { recursive: true, force: true })
         await mkdir(dataDir, { recursive: true })
@@ -120,17 +143,31 @@ export class TemplateCopies {
    * The image of a boot of the template's `files` in memory, kept for the copies after this one. Null if that boot
    * fails (the copy boots in its data dir, as the next ones do).
    */
-  async #imageFromFiles(template: DbThread, files: Blob, calls: number, inside: string, options: CopyOptions): Promise<EngineImage | null> {
+  async #imageFromFiles(
+    template: DbThread,
+    files: Blob,
+    calls: number,
+    inside: string,
+    options: CopyOptions,
+  ): Promise<EngineImage | null> {
     if (this.#notImaged.has(template)) return null
     let image: EngineImage | Error | null
     try {
-      image = await bootForImage({ loadDataDir: files, startParams: options.startParams, extensions: [], database: inside })
+      image = await bootForImage({
+        loadDataDir: files,
+        startParams: options.startParams,
+        extensions: [],
+        database: inside,
+      })
     } catch (error) {
       image = error as Error
     }
     if (!image || image instanceof Error) {
       this.#notImaged.add(template)
-      options.log.warn('could not make an image of the template database; its copies boot', { template: inside, error: image })
+      options.log.warn('could not make an image of the template database; its copies boot', {
+        template: inside,
+        error: image,
+      })
       return null
     }
     this.#keepImage(template, calls, image)
@@ -169,6 +206,11 @@ export class TemplateCopies {
 export async function templateFiles(db: Instance): Promise<Blob> {
   await db.exec('CHECKPOINT')
   const tar = new Uint8Array(await (await db.dumpDataDir('none')).arrayBuffer())
-  const files = rewriteTar(tar, listTar(tar), (file) => isLockFile(file) || file === RESERVE_ENTRY, (file) => file === 'PG_VERSION')
+  const files = rewriteTar(
+    tar,
+    listTar(tar),
+    (file) => isLockFile(file) || file === RESERVE_ENTRY,
+    (file) => file === 'PG_VERSION',
+  )
   return new Blob([files], { type: 'application/x-tar' })
 }

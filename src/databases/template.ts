@@ -110,13 +110,24 @@ export async function migratedTemplate(
   const fromEmpty = empty !== null && (await exists(join(cacheDir, empty, TARBALL)))
   const keepEmpty = empty !== null && !fromEmpty && (await holdsOtherTemplates(cacheDir, [`template-${key}`, empty]))
   const started = performance.now()
-  log.info('building the database template (once per migrations and PGlite version)', { cache: dir, from: fromEmpty ? 'the template without migrations' : 'initdb', ...(loaded.names.length > 0 ? { extensions: loaded.names.join(',') } : {}) })
+  log.info('building the database template (once per migrations and PGlite version)', {
+    cache: dir,
+    from: fromEmpty ? 'the template without migrations' : 'initdb',
+    ...(loaded.names.length > 0 ? { extensions: loaded.names.join(',') } : {}),
+  })
   const step = `building the database template (${fromEmpty ? 'the empty one' : 'initdb'} + ${count(migrations, 'migration')})`
   const emptyDir = empty === null ? null : join(cacheDir, empty)
-  await reportSlowStep(log, step, () => buildTemplate(migrationsDir, cacheDir, template, { empty: emptyDir, fromEmpty, keepEmpty }, log, progress), progress)
+  await reportSlowStep(
+    log,
+    step,
+    () => buildTemplate(migrationsDir, cacheDir, template, { empty: emptyDir, fromEmpty, keepEmpty }, log, progress),
+    progress,
+  )
   log.info('database template ready', { ms: Math.round(performance.now() - started) })
   const kept = [`template-${key}`, ...(empty ? [empty] : [])]
-  await sweepOtherTemplates(cacheDir, kept).catch((error: unknown) => log.warn('could not remove old templates', { cacheDir, error }))
+  await sweepOtherTemplates(cacheDir, kept).catch((error: unknown) =>
+    log.warn('could not remove old templates', { cacheDir, error }),
+  )
   return { ...template, built: true }
 }
 
@@ -148,7 +159,10 @@ async function buildTemplate(
   try {
     // Kept when asked, or again when the one found could not be loaded. Only writing it may fail quietly: an engine
     // that fails to dump fails the build here, not later as if a migration had.
-    if (empty !== null && !fromEmpty && (keepEmpty || found)) await saveTemplate(await dumpTemplate(db, log), cacheDir, empty).catch((error: unknown) => log.warn('could not keep the template without migrations', { error }))
+    if (empty !== null && !fromEmpty && (keepEmpty || found))
+      await saveTemplate(await dumpTemplate(db, log), cacheDir, empty).catch((error: unknown) =>
+        log.warn('could not keep the template without migrations', { error }),
+      )
     if (migrationsDir) await applyMigrations(db, migrationsDir, log, progress)
     await saveTemplate(await dumpTemplate(db, log), cacheDir, template.dir)
   } finally {
@@ -172,7 +186,11 @@ async function dumpTemplate(db: TemplateEngine, log: Logger): Promise<{ tarball:
 }
 
 /** `dump` as the template in `dir`, unless another process made it first. */
-async function saveTemplate(dump: { tarball: Blob; baseline: Baseline | null }, cacheDir: string, dir: string): Promise<void> {
+async function saveTemplate(
+  dump: { tarball: Blob; baseline: Baseline | null },
+  cacheDir: string,
+  dir: string,
+): Promise<void> {
   const scratch = join(cacheDir, `.building-${process.pid}-${randomBytes(4).toString('hex')}`)
   try {
     await mkdir(scratch)
@@ -260,7 +278,10 @@ export async function templateBlob(template: Template): Promise<Blob> {
 }
 
 /** The cache key: format, PGlite version, the bundles loaded (a template built without vector cannot serve with it), migrations. */
-async function templateKey(migrationsDir: string | null, loaded: LoadedExtensions): Promise<{ key: string; migrations: number }> {
+async function templateKey(
+  migrationsDir: string | null,
+  loaded: LoadedExtensions,
+): Promise<{ key: string; migrations: number }> {
   const hash = createHash('sha256').update(`pglite-dev-db template ${TEMPLATE_FORMAT}\0pglite ${PGLITE_VERSION}\0`)
   if (loaded.names.length > 0) hash.update(`extensions ${loaded.names.join(',')}\0`)
   const fingerprint = migrationsDir ? await migrationsFingerprint(resolve(migrationsDir)) : ''
@@ -271,7 +292,9 @@ async function templateKey(migrationsDir: string | null, loaded: LoadedExtension
 
 /** Whether `cacheDir` holds a template other than those named. */
 async function holdsOtherTemplates(cacheDir: string, names: readonly string[]): Promise<boolean> {
-  const entries = await readdir(cacheDir).catch((error: NodeJS.ErrnoException) => (error.code === 'ENOENT' ? [] : Promise.reject(error)))
+  const entries = await readdir(cacheDir).catch((error: NodeJS.ErrnoException) =>
+    error.code === 'ENOENT' ? [] : Promise.reject(error),
+  )
   return entries.some((name) => name.startsWith('template-') && !names.includes(name))
 }
 
@@ -284,11 +307,17 @@ async function sweepOtherTemplates(cacheDir: string, keep: readonly string[]): P
     await Promise.all(
       names
         .filter((name) => name.startsWith('template-') && !keep.includes(name))
-        .map(async (name) => stat(join(cacheDir, name)).then((info) => ({ name, mtime: info.mtimeMs }), () => null)),
+        .map(async (name) =>
+          stat(join(cacheDir, name)).then(
+            (info) => ({ name, mtime: info.mtimeMs }),
+            () => null,
+          ),
+        ),
     )
   ).filter((entry) => entry !== null)
   dated.sort((a, b) => b.mtime - a.mtime)
-  for (const { name } of dated.slice(KEEP - keep.length)) await rm(join(cacheDir, name), { recursive: true, force: true })
+  for (const { name } of dated.slice(KEEP - keep.length))
+    await rm(join(cacheDir, name), { recursive: true, force: true })
   // Scratch dirs of builds that were killed (their pid is in the name).
   for (const name of names) {
     const pid = /^\.building-(\d+)-/.exec(name)?.[1]

@@ -19,14 +19,20 @@ const KEY_FILE = 'localhost.key'
 export async function readTlsFiles(certFile: string, keyFile: string): Promise<TlsOptions> {
   const read = (file: string, what: string) =>
     readFile(file, 'utf8').catch((error: unknown) => {
-      throw new DevServerError('ERR_CONFIG', `cannot read the TLS ${what} ${file}: ${(error as Error).message}`, { cause: error })
+      throw new DevServerError('ERR_CONFIG', `cannot read the TLS ${what} ${file}: ${(error as Error).message}`, {
+        cause: error,
+      })
     })
   const [cert, key] = await Promise.all([read(certFile, 'certificate'), read(keyFile, 'key')])
   let matches: boolean
   try {
     matches = new X509Certificate(cert).checkPrivateKey(createPrivateKey(key))
   } catch (error) {
-    throw new DevServerError('ERR_CONFIG', `${certFile} and ${keyFile} must be a PEM certificate and its unencrypted private key: ${(error as Error).message}`, { cause: error })
+    throw new DevServerError(
+      'ERR_CONFIG',
+      `${certFile} and ${keyFile} must be a PEM certificate and its unencrypted private key: ${(error as Error).message}`,
+      { cause: error },
+    )
   }
   if (!matches) throw new DevServerError('ERR_CONFIG', `${keyFile} is not the private key of ${certFile}`)
   return { cert, key }
@@ -52,7 +58,14 @@ export async function selfSignedTls(dir: string, log: Logger): Promise<TlsOption
       { name: 'basicConstraints', cA: false },
       { name: 'keyUsage', digitalSignature: true, critical: true },
       { name: 'extKeyUsage', serverAuth: true },
-      { name: 'subjectAltName', altNames: [{ type: 2, value: 'localhost' }, { type: 7, ip: '127.0.0.1' }, { type: 7, ip: '::1' }] },
+      {
+        name: 'subjectAltName',
+        altNames: [
+          { type: 2, value: 'localhost' },
+          { type: 7, ip: '127.0.0.1' },
+          { type: 7, ip: '::1' },
+        ],
+      },
     ],
   })
   const made = { cert: pems.cert, key: pems.private }
@@ -72,7 +85,10 @@ async function readKept(dir: string): Promise<TlsOptions | null> {
   let cert: string
   let key: string
   try {
-    ;[cert, key] = await Promise.all([readFile(path.join(dir, CERT_FILE), 'utf8'), readFile(path.join(dir, KEY_FILE), 'utf8')])
+    ;[cert, key] = await Promise.all([
+      readFile(path.join(dir, CERT_FILE), 'utf8'),
+      readFile(path.join(dir, KEY_FILE), 'utf8'),
+    ])
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null
     throw error

@@ -62,7 +62,9 @@ export class WalReserve {
     const pgWal = join(this.#dataDir, 'pg_wal')
     try {
       if (!this.#swept) {
-        const scratch = (await readdir(pgWal)).filter((name) => name.startsWith(`${RESERVE_FILE}.`) && name.endsWith('.tmp'))
+        const scratch = (await readdir(pgWal)).filter(
+          (name) => name.startsWith(`${RESERVE_FILE}.`) && name.endsWith('.tmp'),
+        )
         await Promise.all(scratch.map((name) => unlink(join(pgWal, name))))
         this.#swept = true
       }
@@ -71,11 +73,21 @@ export class WalReserve {
       const { current, ahead, segmentBytes } = wal
       if (ahead === 0) {
         if ((await writtenFraction(pgWal, current, segmentBytes)) < PREPARE_AT) return
-        await this.#make(pgWal, segmentBytes, (scratch) => link(scratch, join(pgWal, nameOf(current.timeline, current.number + 1n, segmentBytes))), 'the next WAL segment')
+        await this.#make(
+          pgWal,
+          segmentBytes,
+          (scratch) => link(scratch, join(pgWal, nameOf(current.timeline, current.number + 1n, segmentBytes))),
+          'the next WAL segment',
+        )
       }
       // While at most the next segment lies ahead; more (recycled at a checkpoint) are margin enough. Once made, kept.
       if (ahead <= 1 && !(await exists(join(pgWal, RESERVE_FILE)))) {
-        await this.#make(pgWal, segmentBytes, (scratch) => rename(scratch, join(pgWal, RESERVE_FILE)), 'a WAL segment in reserve')
+        await this.#make(
+          pgWal,
+          segmentBytes,
+          (scratch) => rename(scratch, join(pgWal, RESERVE_FILE)),
+          'a WAL segment in reserve',
+        )
       }
       if (this.#warned) this.#log.info('WAL space is ready again', { dataDir: this.#dataDir })
       this.#warned = false
@@ -85,7 +97,10 @@ export class WalReserve {
       if (code === 'ENOENT') return
       if (code === 'ENOSPC' || code === 'EDQUOT') {
         if (!this.#warned) {
-          this.#log.warn('the disk is full: WAL space could not be made ready; once the current WAL segment is full the database stops until space is freed', { dataDir: this.#dataDir })
+          this.#log.warn(
+            'the disk is full: WAL space could not be made ready; once the current WAL segment is full the database stops until space is freed',
+            { dataDir: this.#dataDir },
+          )
         }
         this.#warned = true
         return
@@ -100,7 +115,8 @@ export class WalReserve {
     try {
       const file = await open(scratch, 'w')
       try {
-        for (let written = 0; written < bytes; written += ZEROS.length) await file.write(ZEROS, 0, Math.min(ZEROS.length, bytes - written))
+        for (let written = 0; written < bytes; written += ZEROS.length)
+          await file.write(ZEROS, 0, Math.min(ZEROS.length, bytes - written))
       } finally {
         await file.close()
       }
@@ -126,7 +142,10 @@ export async function placeReserve(dataDir: string): Promise<boolean> {
   const wal = await readWal(pgWal)
   if (wal === null || wal.ahead > 0 || !(await exists(join(pgWal, RESERVE_FILE)))) return false
   try {
-    await link(join(pgWal, RESERVE_FILE), join(pgWal, nameOf(wal.current.timeline, wal.current.number + 1n, wal.segmentBytes)))
+    await link(
+      join(pgWal, RESERVE_FILE),
+      join(pgWal, nameOf(wal.current.timeline, wal.current.number + 1n, wal.segmentBytes)),
+    )
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'EEXIST') return false
     throw error
@@ -155,7 +174,9 @@ export async function openWithWalSpace<T>(dataDir: string, open: () => Promise<T
 
 async function explained(dataDir: string, error: unknown): Promise<unknown> {
   const lack = await lackOfSpace(dataDir)
-  return lack === null ? error : new DevServerError('ERR_PGLITE', `cannot open the database in ${dataDir}: ${lack.message}`, { cause: error })
+  return lack === null
+    ? error
+    : new DevServerError('ERR_PGLITE', `cannot open the database in ${dataDir}: ${lack.message}`, { cause: error })
 }
 
 /**
@@ -197,7 +218,8 @@ async function readWal(pgWal: string): Promise<{ current: Segment; ahead: number
   // Ahead of the one being written lie only recycled segments (old addresses) and zeros.
   for (let i = names.length - 1; i >= 0; i--) {
     const segment = parseName(names[i]!, segmentBytes)
-    if ((await pageAddresses(pgWal, segment.name, [0]))[0] === segment.number * BigInt(segmentBytes)) return { current: segment, ahead: names.length - 1 - i, segmentBytes }
+    if ((await pageAddresses(pgWal, segment.name, [0]))[0] === segment.number * BigInt(segmentBytes))
+      return { current: segment, ahead: names.length - 1 - i, segmentBytes }
   }
   return null
 }
@@ -246,7 +268,11 @@ async function segmentNames(pgWal: string): Promise<string[]> {
 /** XLogFileName's parts: the second half counts segments within one 4 GB "log id". */
 function parseName(name: string, segmentBytes: number): Segment {
   const perId = BigInt(2 ** 32 / segmentBytes)
-  return { name, timeline: name.slice(0, 8), number: BigInt(`0x${name.slice(8, 16)}`) * perId + BigInt(`0x${name.slice(16)}`) }
+  return {
+    name,
+    timeline: name.slice(0, 8),
+    number: BigInt(`0x${name.slice(8, 16)}`) * perId + BigInt(`0x${name.slice(16)}`),
+  }
 }
 
 function nameOf(timeline: string, number: bigint, segmentBytes: number): string {

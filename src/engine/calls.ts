@@ -68,7 +68,11 @@ export class ProtocolCalls implements AnsweredCalls {
   /** A canceled call did not end within STUCK_AFTER_CANCEL_MS (see there). */
   onStuck: ((ms: number) => void) | null = null
 
-  constructor(rings: { requests: SharedArrayBuffer; replies: SharedArrayBuffer }, control: SharedArrayBuffer, threadId: number) {
+  constructor(
+    rings: { requests: SharedArrayBuffer; replies: SharedArrayBuffer },
+    control: SharedArrayBuffer,
+    threadId: number,
+  ) {
     this.#requests = new ByteRing(rings.requests)
     this.#replies = new ByteRing(rings.replies)
     this.#lazy = new LazyEnd(this.#replies)
@@ -77,7 +81,13 @@ export class ProtocolCalls implements AnsweredCalls {
     this.#threadId = threadId
     this.#unwatch = watchAnswers(this)
     closeToMore(words)
-    this.#watchdog = new CallWatchdog({ running: () => this.#running, words, deadline, look: () => this.#lazy.look(), fire: (id) => void this.#evaluate(`fireTimer(${id})`) })
+    this.#watchdog = new CallWatchdog({
+      running: () => this.#running,
+      words,
+      deadline,
+      look: () => this.#lazy.look(),
+      fire: (id) => void this.#evaluate(`fireTimer(${id})`),
+    })
   }
 
   /** A call is in the thread now (or its output is still being read). */
@@ -110,11 +120,23 @@ export class ProtocolCalls implements AnsweredCalls {
    * Several clients' units in one call (thread-worker.ts runUnits): output to `sink` in order, `onUnitEnd` after each
    * (`skipped`: stopped before it began). Ends once every unit ran, or one left the session open or changed.
    */
-  runUnits(units: readonly Uint8Array[], sink: OutputSink, onUnitEnd: (skipped: boolean) => void, direct: UnitsDirect | null = null): Promise<void> {
+  runUnits(
+    units: readonly Uint8Array[],
+    sink: OutputSink,
+    onUnitEnd: (skipped: boolean) => void,
+    direct: UnitsDirect | null = null,
+  ): Promise<void> {
     // A call grows (more-units.ts) only where others may send meanwhile: with one client sending, its next unit comes
     // once its answer did, mostly after the call has closed, and asking for its unit's end costs a wake-up.
     const grows = units.length > 1 || sendingClients() > 1
-    return this.#call(encodeUnits(units, direct?.targets), FrameEnd.Units, sink, onUnitEnd, direct?.reply ?? null, grows)
+    return this.#call(
+      encodeUnits(units, direct?.targets),
+      FrameEnd.Units,
+      sink,
+      onUnitEnd,
+      direct?.reply ?? null,
+      grows,
+    )
   }
 
   /**
@@ -123,7 +145,13 @@ export class ProtocolCalls implements AnsweredCalls {
    */
   addUnit(unit: Uint8Array, target: UnitTarget | null): boolean {
     const running = this.#running
-    return running !== null && running.takesMore && !waitsForClient(running) && this.#failure === null && addUnit(this.#words, this.#requests, running.id, unit, target)
+    return (
+      running !== null &&
+      running.takesMore &&
+      !waitsForClient(running) &&
+      this.#failure === null &&
+      addUnit(this.#words, this.#requests, running.id, unit, target)
+    )
   }
 
   /** A call will likely come soon: the thread, if it sleeps, wakes now and looks for it briefly. */
@@ -131,7 +159,14 @@ export class ProtocolCalls implements AnsweredCalls {
     this.#requests.wake()
   }
 
-  async #call(request: Uint8Array, flags: number, sink: OutputSink, onUnitEnd: ((skipped: boolean) => void) | null, direct: DirectReply | null = null, grows = false): Promise<void> {
+  async #call(
+    request: Uint8Array,
+    flags: number,
+    sink: OutputSink,
+    onUnitEnd: ((skipped: boolean) => void) | null,
+    direct: DirectReply | null = null,
+    grows = false,
+  ): Promise<void> {
     if (this.#failure) throw this.#failure
     // Ids stay positive 32-bit numbers (Control.Current holds one, negated once the call ended) for a server's life.
     const id = this.#nextId
@@ -143,7 +178,14 @@ export class ProtocolCalls implements AnsweredCalls {
     Atomics.store(this.#words, Control.Alone, alone ? 1 : 0)
     // A reply written straight to its client reaches it without this thread: nothing to spin for, the call's end is
     // bookkeeping that can wait for a wake-up. Nor while other databases work: their threads want the core.
-    const spinMs = direct || !alone ? 0 : sendingClients() <= FEW_CLIENTS ? FEW_CLIENTS_SPIN_MS : this.#inTransaction ? IN_TRANSACTION_SPIN_MS : 0
+    const spinMs =
+      direct || !alone
+        ? 0
+        : sendingClients() <= FEW_CLIENTS
+          ? FEW_CLIENTS_SPIN_MS
+          : this.#inTransaction
+            ? IN_TRANSACTION_SPIN_MS
+            : 0
     this.#inTransaction = false
     try {
       // A call of units carries each unit's target in its request (ring.ts encodeUnits).
@@ -278,10 +320,19 @@ export class ProtocolCalls implements AnsweredCalls {
    * The reply: output to `sink` as it arrives, until the call's last frame (which carries its error, if any). Until
    * `spinUntil` (performance.now()), waits spin instead of sleeping.
    */
-  async #receive(running: Running, sink: OutputSink, onUnitEnd: ((skipped: boolean) => void) | null, spinUntil: number): Promise<void> {
+  async #receive(
+    running: Running,
+    sink: OutputSink,
+    onUnitEnd: ((skipped: boolean) => void) | null,
+    spinUntil: number,
+  ): Promise<void> {
     const { id } = running
     const ring = this.#replies
-    const state: { ended: boolean; error: Error | null; held: Promise<void> | null } = { ended: false, error: null, held: null }
+    const state: { ended: boolean; error: Error | null; held: Promise<void> | null } = {
+      ended: false,
+      error: null,
+      held: null,
+    }
     const visit = (frameId: number, flags: number, payload: Buffer): boolean | void => {
       if (frameId !== id) return
       if (flags & FrameEnd.HandBack) return void running.direct?.handBack(payload[0]!, Buffer.from(payload.subarray(1)))
@@ -297,7 +348,14 @@ export class ProtocolCalls implements AnsweredCalls {
         return
       }
       // A reply that was going straight to the client, whose socket stayed full: where its messages stand, then its bytes.
-      const result = flags & FrameEnd.Raw ? (flags & FrameEnd.Direct ? running.direct?.diverted(payload) : running.direct?.raw(payload)) : flags & FrameEnd.Direct ? running.direct?.summary(payload) : sink(payload, true)
+      const result =
+        flags & FrameEnd.Raw
+          ? flags & FrameEnd.Direct
+            ? running.direct?.diverted(payload)
+            : running.direct?.raw(payload)
+          : flags & FrameEnd.Direct
+            ? running.direct?.summary(payload)
+            : sink(payload, true)
       if (result instanceof Promise) {
         // Nothing more is read until the client took what it was given (and no unit is added to the call meanwhile).
         state.held = result
@@ -340,7 +398,8 @@ export class ProtocolCalls implements AnsweredCalls {
           if (this.#failure) throw this.#failure
           if (spinUntil > 0 && ring.spin(spinUntil)) continue
           spinUntil = 0
-          if (running.direct && !running.prompt && mayEndLazily(running.direct)) await this.#lazy.wait(() => this.#hurry(running, LendWord.BackAtRest))
+          if (running.direct && !running.prompt && mayEndLazily(running.direct))
+            await this.#lazy.wait(() => this.#hurry(running, LendWord.BackAtRest))
           else await ring.sleepAsync()
           if (this.#failure) {
             // A call that ended before the thread failed (its last frame waits in the ring) ended well.
@@ -360,9 +419,16 @@ export class ProtocolCalls implements AnsweredCalls {
     const running = this.#running
     if (!running?.direct) return null
     // An answer ends a unit, not the call: its end, which the thread writes once PGlite is done with the unit.
-    if (running.units) return answeredUnitRead(this.#words, running, () => this.#replies.wake(), () => this.#running === running)
+    if (running.units)
+      return answeredUnitRead(
+        this.#words,
+        running,
+        () => this.#replies.wake(),
+        () => this.#running === running,
+      )
     const words = this.#words
-    if (Atomics.load(words, Control.Answered) !== running.id && Atomics.load(words, Control.Current) !== -running.id) return null
+    if (Atomics.load(words, Control.Answered) !== running.id && Atomics.load(words, Control.Current) !== -running.id)
+      return null
     this.#hurry(running)
     return endSeen(running)
   }

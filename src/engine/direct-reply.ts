@@ -39,7 +39,14 @@ export interface ReplyWaits {
  * client is gone (the socket refused the bytes) or the server gave up on the call. Marks the call Blocked while it
  * waits, so the server's thread can time its client out as one that stopped reading.
  */
-export function writeToClient(words: Int32Array, id: number, unit: number, fd: number, bytes: Uint8Array, waits: ReplyWaits): number {
+export function writeToClient(
+  words: Int32Array,
+  id: number,
+  unit: number,
+  fd: number,
+  bytes: Uint8Array,
+  waits: ReplyWaits,
+): number {
   let at = 0
   let waitMs = FIRST_WAIT_MS
   try {
@@ -82,7 +89,7 @@ export function framingAt(before: Framing, chunk: Uint8Array, at: number): Buffe
   const header = Buffer.alloc(5)
   before.header.copy(header, 0, 0, before.headerFill)
   let headerFill = before.headerFill
-  for (let i = 0; i < at; ) {
+  for (let i = 0; i < at;) {
     if (remaining > 0) {
       const take = Math.min(remaining, at - i)
       i += take

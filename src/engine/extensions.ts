@@ -15,7 +15,10 @@ interface Bundle {
   requires?: readonly string[]
 }
 
-const contrib = (name: string, exportName = name): Bundle => ({ module: `@electric-sql/pglite/contrib/${exportName}`, exportName })
+const contrib = (name: string, exportName = name): Bundle => ({
+  module: `@electric-sql/pglite/contrib/${exportName}`,
+  exportName,
+})
 const separate = (pkg: string, exportName: string): Bundle => ({ module: `@electric-sql/pglite-${pkg}`, exportName })
 
 /**
@@ -27,10 +30,37 @@ const BUNDLES: Readonly<Record<string, Bundle>> = {
   vector: separate('pgvector', 'vector'),
   ...Object.fromEntries(
     [
-      'amcheck', 'bloom', 'btree_gin', 'btree_gist', 'citext', 'cube', 'dict_int', 'dict_xsyn', 'file_fdw', 'fuzzystrmatch',
-      'hstore', 'intarray', 'isn', 'lo', 'ltree', 'moddatetime', 'pageinspect', 'pg_buffercache', 'pg_freespacemap',
-      'pg_stat_statements', 'pg_surgery', 'pg_trgm', 'pg_visibility', 'pg_walinspect', 'pgcrypto', 'seg', 'tablefunc', 'tcn',
-      'tsm_system_rows', 'tsm_system_time', 'unaccent',
+      'amcheck',
+      'bloom',
+      'btree_gin',
+      'btree_gist',
+      'citext',
+      'cube',
+      'dict_int',
+      'dict_xsyn',
+      'file_fdw',
+      'fuzzystrmatch',
+      'hstore',
+      'intarray',
+      'isn',
+      'lo',
+      'ltree',
+      'moddatetime',
+      'pageinspect',
+      'pg_buffercache',
+      'pg_freespacemap',
+      'pg_stat_statements',
+      'pg_surgery',
+      'pg_trgm',
+      'pg_visibility',
+      'pg_walinspect',
+      'pgcrypto',
+      'seg',
+      'tablefunc',
+      'tcn',
+      'tsm_system_rows',
+      'tsm_system_time',
+      'unaccent',
     ].map((name) => [name, contrib(name)]),
   ),
   'uuid-ossp': contrib('uuid-ossp', 'uuid_ossp'),
@@ -70,7 +100,10 @@ export function resolveExtensionNames(names: readonly string[]): string[] {
   for (const name of names) {
     const canonical = canonicalExtension(name)
     if (canonical === null) {
-      throw new DevServerError('ERR_CONFIG', `unknown extension '${name}'; PGlite ships: ${AVAILABLE_EXTENSIONS.join(', ')}`)
+      throw new DevServerError(
+        'ERR_CONFIG',
+        `unknown extension '${name}'; PGlite ships: ${AVAILABLE_EXTENSIONS.join(', ')}`,
+      )
     }
     for (const required of BUNDLES[canonical]!.requires ?? []) resolved.add(required)
     resolved.add(canonical)
@@ -89,10 +122,18 @@ export async function loadExtensions(names: readonly string[]): Promise<LoadedEx
     try {
       module = (await import(bundle.module)) as Record<string, unknown>
     } catch (error) {
-      throw new DevServerError('ERR_CONFIG', `extension '${name}' needs the package ${bundle.module}, which cannot be loaded (npm install it): ${(error as Error).message}`, { cause: error })
+      throw new DevServerError(
+        'ERR_CONFIG',
+        `extension '${name}' needs the package ${bundle.module}, which cannot be loaded (npm install it): ${(error as Error).message}`,
+        { cause: error },
+      )
     }
     const extension = module[bundle.exportName] as Extension | undefined
-    if (extension === undefined) throw new DevServerError('ERR_CONFIG', `extension '${name}': ${bundle.module} has no export '${bundle.exportName}'`)
+    if (extension === undefined)
+      throw new DevServerError(
+        'ERR_CONFIG',
+        `extension '${name}': ${bundle.module} has no export '${bundle.exportName}'`,
+      )
     // PGlite keys the bundle by this name; the SQL name ("uuid-ossp") is not a valid identifier for every key use.
     extensions[bundle.exportName] = extension
   }
@@ -133,9 +174,11 @@ export function extensionHint(error: unknown, statement: string | undefined): st
     const names = [...statement.matchAll(CREATE_EXTENSION)].map((match) => (match[1] ?? match[2]!).toLowerCase())
     if (names.length === 0) return ''
     const unknown = names.filter((name) => canonicalExtension(name) === null)
-    if (unknown.length > 0) return `; PGlite does not ship ${unknown.join(', ')} (it ships: ${AVAILABLE_EXTENSIONS.join(', ')})`
+    if (unknown.length > 0)
+      return `; PGlite does not ship ${unknown.join(', ')} (it ships: ${AVAILABLE_EXTENSIONS.join(', ')})`
     return `; the extension must be loaded at start: add --extensions ${resolveExtensionNames(names).join(',')}`
   }
-  if (code === '58P01') return '; a library of an extension is not loaded: add --extensions with every extension the database uses'
+  if (code === '58P01')
+    return '; a library of an extension is not loaded: add --extensions with every extension the database uses'
   return ''
 }

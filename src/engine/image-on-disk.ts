@@ -42,7 +42,19 @@ export async function loadImage(dir: string, log: Logger): Promise<EngineImage |
   try {
     const [pages, files] = await Promise.all([readShared(join(dir, MEMORY_FILE)), readShared(join(dir, FILES_FILE))])
     const { memoryBytes, stackPointer, tableLength, entries, streams, pipes, cwd, timerDeadline } = manifest
-    return { memoryBytes, pages, pageNumbers: Int32Array.from(manifest.pageNumbers), stackPointer, tableLength, files, entries, streams, pipes, cwd, timerDeadline }
+    return {
+      memoryBytes,
+      pages,
+      pageNumbers: Int32Array.from(manifest.pageNumbers),
+      stackPointer,
+      tableLength,
+      files,
+      entries,
+      streams,
+      pipes,
+      cwd,
+      timerDeadline,
+    }
   } catch (error) {
     log.info('the database image kept in the cache cannot be read; it is made again', { dir, error })
     return null
@@ -70,7 +82,7 @@ async function readShared(path: string): Promise<SharedArrayBuffer> {
     const { size } = await file.stat()
     const shared = new SharedArrayBuffer(size)
     const view = new Uint8Array(shared)
-    for (let at = 0; at < size; ) {
+    for (let at = 0; at < size;) {
       const { bytesRead } = await file.read(view, at, size - at, at)
       if (bytesRead === 0) throw new Error(`${path} ended early`)
       at += bytesRead
@@ -89,9 +101,11 @@ export async function writeDataDir(image: EngineImage, dir: string): Promise<voi
   const bytes = new Uint8Array(image.files)
   const inDataDir = image.entries.filter((entry) => entry.path.startsWith(`${PGDATA}/`))
   const pathOf = (entry: ImageEntry): string => join(dir, entry.path.slice(PGDATA.length + 1))
-  const write = (entry: ImageEntry): Promise<void> => writeFile(pathOf(entry), bytes.subarray(entry.offset!, entry.offset! + entry.size!), { mode: entry.mode & 0o777 })
+  const write = (entry: ImageEntry): Promise<void> =>
+    writeFile(pathOf(entry), bytes.subarray(entry.offset!, entry.offset! + entry.size!), { mode: entry.mode & 0o777 })
   // Directories first (parents before children), then every file at once.
-  for (const entry of inDataDir) if (isDir(entry.mode)) await mkdir(pathOf(entry), { recursive: true, mode: entry.mode & 0o777 })
+  for (const entry of inDataDir)
+    if (isDir(entry.mode)) await mkdir(pathOf(entry), { recursive: true, mode: entry.mode & 0o777 })
   const version = inDataDir.find((entry) => entry.path === `${PGDATA}/PG_VERSION`)
   if (!version) throw new Error('the image holds no PG_VERSION')
   await Promise.all(

@@ -101,7 +101,14 @@ export interface Memfs {
   ops_table: { file: { stream: { write: WriteOp } } } | null
 }
 
-export type WriteOp = (stream: FsStream, buffer: Uint8Array, offset: number, length: number, position: number, canOwn?: boolean) => number
+export type WriteOp = (
+  stream: FsStream,
+  buffer: Uint8Array,
+  offset: number,
+  length: number,
+  position: number,
+  canOwn?: boolean,
+) => number
 
 export const isDir = (mode: number) => (mode & S_IFMT) === S_IFDIR
 export const isFile = (mode: number) => (mode & S_IFMT) === S_IFREG

@@ -31,7 +31,8 @@ class WorkerInspector {
       this.#attachWaiters.get(threadId)?.()
     })
     this.#session.on('NodeWorker.detachedFromWorker', ({ params }) => {
-      for (const [threadId, sessionId] of this.#attached) if (sessionId === params.sessionId) this.#attached.delete(threadId)
+      for (const [threadId, sessionId] of this.#attached)
+        if (sessionId === params.sessionId) this.#attached.delete(threadId)
     })
     this.#session.on('NodeWorker.receivedMessageFromWorker', ({ params }) => {
       const message = JSON.parse(params.message) as { id?: number; result?: { result?: { value?: unknown } } }
@@ -43,7 +44,9 @@ class WorkerInspector {
       pending.resolve(message.result?.result?.value)
     })
     this.#enabled = new Promise((resolve, reject) => {
-      this.#session.post('NodeWorker.enable', { waitForDebuggerOnStart: false }, (error) => (error ? reject(error) : resolve()))
+      this.#session.post('NodeWorker.enable', { waitForDebuggerOnStart: false }, (error) =>
+        error ? reject(error) : resolve(),
+      )
     })
   }
 

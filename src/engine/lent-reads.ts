@@ -64,7 +64,10 @@ const LendFlags = { Unnamed: 1, Named: 2 } as const
 export function lendOf(payload: Buffer): ThreadLend | null {
   if (payload.length <= FLAGS_AT) return null
   const flags = payload[FLAGS_AT]!
-  return { prefix: flags & LendFlags.Named ? Buffer.from(payload.subarray(FLAGS_AT + 1)) : null, unnamed: (flags & LendFlags.Unnamed) !== 0 }
+  return {
+    prefix: flags & LendFlags.Named ? Buffer.from(payload.subarray(FLAGS_AT + 1)) : null,
+    unnamed: (flags & LendFlags.Unnamed) !== 0,
+  }
 }
 
 /** Runs one unit (its bytes as PGlite gets them); false if the lend must end after it. */
@@ -87,7 +90,14 @@ export function offerLend(words: Int32Array, target: Buffer, { prefix, unnamed, 
  * can handle (`pending`: the server has a request for the thread). `inTransaction`: the last unit left a transaction
  * block open.
  */
-export async function serveLend(lend: Lend, words: Int32Array, pending: () => boolean, inTransaction: () => boolean, run: RunUnit, end: LendEnd): Promise<void> {
+export async function serveLend(
+  lend: Lend,
+  words: Int32Array,
+  pending: () => boolean,
+  inTransaction: () => boolean,
+  run: RunUnit,
+  end: LendEnd,
+): Promise<void> {
   const buffer = (readBuffer ??= Buffer.allocUnsafe(READ_BYTES))
   const stop = performance.now() + MAX_LEND_MS
   let until = performance.now() + LOOK_MS
@@ -111,7 +121,8 @@ export async function serveLend(lend: Lend, words: Int32Array, pending: () => bo
         end.lastUnit = bytes.subarray(at, unit.end)
         end.units++
         if (unit.shape.query) end.unnamed = 'dropped'
-        else if (unit.shape.parse >= 0) end.unnamed = bytes.subarray(unit.shape.parse, unit.shape.parse + 1 + bytes.readInt32BE(unit.shape.parse + 1))
+        else if (unit.shape.parse >= 0)
+          end.unnamed = bytes.subarray(unit.shape.parse, unit.shape.parse + 1 + bytes.readInt32BE(unit.shape.parse + 1))
       }
       const goOn = unit !== null && (await run(unit.bytes))
       if (unit) at = unit.end
@@ -139,7 +150,11 @@ function tryRead(fd: number, buffer: Buffer): number {
  * The unit that starts at `start`, as PGlite gets it, if the thread may run it (protocol/frontend-messages.ts
  * preparedUnitEnd); else null.
  */
-export function unitAt(bytes: Buffer, start: number, { prefix, unnamed }: Lend): { bytes: Buffer; end: number; shape: PreparedUnit } | null {
+export function unitAt(
+  bytes: Buffer,
+  start: number,
+  { prefix, unnamed }: Lend,
+): { bytes: Buffer; end: number; shape: PreparedUnit } | null {
   const shape: PreparedUnit = { names: 0, longest: 0, parse: -1, query: false }
   const end = preparedUnitEnd(bytes, start, unnamed, shape)
   // A prefixed name past Postgres's length is one the server hashes.

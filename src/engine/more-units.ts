@@ -5,7 +5,15 @@
 // says that the call takes no more: the thread closes it with a compare-and-swap once it has run every unit it
 // knows of, so a unit is either added before that, and runs, or refused, and goes in a call of its own.
 
-import { type ByteRing, type DecodedUnit, FrameEnd, blockedWait, decodeUnits, encodeUnits, type UnitTarget } from './ring.ts'
+import {
+  type ByteRing,
+  type DecodedUnit,
+  FrameEnd,
+  blockedWait,
+  decodeUnits,
+  encodeUnits,
+  type UnitTarget,
+} from './ring.ts'
 import { Control } from './stoppable.ts'
 import { readSeen, type Running } from './running-call.ts'
 import { readOnTraffic } from '../server/connection/traffic.ts'
@@ -40,7 +48,13 @@ export function openToMore(words: Int32Array, grows: boolean): void {
  * Server's thread: add `unit` to call `id` of units, which the thread has in full (its request written); false if
  * the call takes no more, or the ring has no room for it now.
  */
-export function addUnit(words: Int32Array, requests: ByteRing, id: number, unit: Uint8Array, target: UnitTarget | null): boolean {
+export function addUnit(
+  words: Int32Array,
+  requests: ByteRing,
+  id: number,
+  unit: Uint8Array,
+  target: UnitTarget | null,
+): boolean {
   const added = Atomics.load(words, Control.MoreUnits)
   if (added < 0) return false
   const payload = encodeUnits([unit], [target])
@@ -83,7 +97,12 @@ export function readEndsOnTraffic(words: Int32Array, readEnds: () => void, endsR
  * every client's state would see that client still running). `wake` makes this thread read the ring now; `runs`: the
  * call still runs. The caller bounds the wait.
  */
-export async function answeredUnitRead(words: Int32Array, running: Running, wake: () => void, runs: () => boolean): Promise<void> {
+export async function answeredUnitRead(
+  words: Int32Array,
+  running: Running,
+  wake: () => void,
+  runs: () => boolean,
+): Promise<void> {
   // The units' ends written so far (their writing wakes nobody).
   wake()
   await readSeen(running)

@@ -74,7 +74,12 @@ export class OutputWatch {
    * with ReadyForQuery saying idle (nothing open: no transaction, pipeline or COPY) and changed nothing.
    */
   get leftAtRest(): boolean {
-    return this.#lastCode === BackendCode.ReadyForQuery && this.#status === TxStatus.Idle && this.#changes === 0 && this.fatal === null
+    return (
+      this.#lastCode === BackendCode.ReadyForQuery &&
+      this.#status === TxStatus.Idle &&
+      this.#changes === 0 &&
+      this.fatal === null
+    )
   }
 
   /**
@@ -129,7 +134,10 @@ export class OutputWatch {
       if (this.#headerFill === 0 && stopAt !== null && stopAt.has(chunk[i]!)) return i
       if (this.#headerFill === 0 && chunk.length - i >= HEADER_LENGTH) {
         this.#code = chunk[i]!
-        this.#remaining = Math.max(0, ((chunk[i + 1]! << 24) | (chunk[i + 2]! << 16) | (chunk[i + 3]! << 8) | chunk[i + 4]!) - 4)
+        this.#remaining = Math.max(
+          0,
+          ((chunk[i + 1]! << 24) | (chunk[i + 2]! << 16) | (chunk[i + 3]! << 8) | chunk[i + 4]!) - 4,
+        )
         i += HEADER_LENGTH
       } else {
         this.#header[this.#headerFill++] = chunk[i++]!
@@ -148,7 +156,14 @@ export class OutputWatch {
     this.#lastCode = code
     if (code === BackendCode.ParameterStatus) this.#changes |= SessionChange.Settings
     else if (code === BackendCode.ErrorResponse) this.#errorState = ErrorState.Pending
-    const size = code === BackendCode.ErrorResponse ? ERROR_BYTES : code === BackendCode.CommandComplete ? TAG_BYTES : code === BackendCode.ReadyForQuery ? 1 : 0
+    const size =
+      code === BackendCode.ErrorResponse
+        ? ERROR_BYTES
+        : code === BackendCode.CommandComplete
+          ? TAG_BYTES
+          : code === BackendCode.ReadyForQuery
+            ? 1
+            : 0
     this.#bodySize = Math.min(this.#remaining, size)
     this.#bodyFill = 0
     if (this.#remaining === 0 && size > 0) this.#read()
@@ -168,11 +183,12 @@ export class OutputWatch {
   #judge(error: Buffer): void {
     let severity = ''
     let message = ''
-    for (let at = 0; at < error.length && error[at] !== 0; ) {
+    for (let at = 0; at < error.length && error[at] !== 0;) {
       const end = error.indexOf(0, at + 1)
       if (end < 0) break
       const value = error.toString('utf8', at + 1, end)
-      if (error[at] === 0x56) severity = value // V
+      if (error[at] === 0x56)
+        severity = value // V
       else if (error[at] === 0x4d) message = value // M
       at = end + 1
     }

@@ -65,12 +65,22 @@ export function blockedWait(words: Int32Array, index: number, value: number, ms:
 export type WaitResult = 'ok' | 'not-equal' | 'timed-out'
 
 /** Atomics.waitAsync (Node 16+), which this project's lib (ES2023) does not declare. */
-export const waitAsync = (Atomics as unknown as { waitAsync(array: Int32Array, index: number, value: number, ms: number): { async: boolean; value: Promise<string> | string } }).waitAsync
+export const waitAsync = (
+  Atomics as unknown as {
+    waitAsync(
+      array: Int32Array,
+      index: number,
+      value: number,
+      ms: number,
+    ): { async: boolean; value: Promise<string> | string }
+  }
+).waitAsync
 
 export function ringBuffer(capacity: number): SharedArrayBuffer {
   // Positions are 32-bit counters that wrap: only a power of two divides 2^32, so that `position % capacity` stays
   // continuous across the wrap.
-  if (capacity <= 0 || (capacity & (capacity - 1)) !== 0) throw new RangeError(`a ring's capacity must be a power of two, not ${capacity}`)
+  if (capacity <= 0 || (capacity & (capacity - 1)) !== 0)
+    throw new RangeError(`a ring's capacity must be a power of two, not ${capacity}`)
   return new SharedArrayBuffer(CONTROL_WORDS * 4 + capacity)
 }
 
@@ -191,7 +201,7 @@ export class ByteRing {
       }
       const payload = Buffer.allocUnsafe(length)
       let at = 0
-      for (let frame = tail; frame !== runEnd; ) {
+      for (let frame = tail; frame !== runEnd;) {
         const frameLength = this.#getWord(frame + 4) & LENGTH_MASK
         this.#get(frame + FRAME_HEADER, payload.subarray(at, at + frameLength))
         at += frameLength
@@ -343,7 +353,11 @@ export function decodeUnits(bytes: Buffer): DecodedUnit[] {
   let at = 4 + 12 * count
   for (let i = 0; i < count; i++) {
     const length = bytes.readUInt32LE(4 + 12 * i)
-    units.push({ unit: bytes.subarray(at, at + length), fd: bytes.readInt32LE(8 + 12 * i), relayFrom: bytes.readUInt32LE(12 + 12 * i) })
+    units.push({
+      unit: bytes.subarray(at, at + length),
+      fd: bytes.readInt32LE(8 + 12 * i),
+      relayFrom: bytes.readUInt32LE(12 + 12 * i),
+    })
     at += length
   }
   return units

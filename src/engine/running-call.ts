@@ -46,7 +46,21 @@ export function endSeen(running: Running): Promise<void> {
 
 /** A call just sent; the watchdog first looks at it at `nextCheck` (performance.now()). */
 export function newRunning(id: number, nextCheck: number, direct: DirectReply | null, units: boolean): Running {
-  return { id, nextCheck, stuckCheck: undefined, cancelAgain: undefined, heldByClient: false, direct, directBlocked: false, prompt: units, end: null, units, takesMore: false, read: null, unitEnds: 0 }
+  return {
+    id,
+    nextCheck,
+    stuckCheck: undefined,
+    cancelAgain: undefined,
+    heldByClient: false,
+    direct,
+    directBlocked: false,
+    prompt: units,
+    end: null,
+    units,
+    takesMore: false,
+    read: null,
+    unitEnds: 0,
+  }
 }
 
 /** The reply ring was read (or the call is over): whoever waited for that goes on. */

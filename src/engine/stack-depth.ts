@@ -31,5 +31,8 @@ const POSTGRES_MAX_KB = 2_097_151
  */
 export function capStackDepth(db: unknown): boolean {
   const mod = moduleOf(db)
-  return mod !== null && capIntSetting(mod, 'max_stack_depth', { least: BOOT_AND_MIN_KB, most: POSTGRES_MAX_KB, cap: MAX_STACK_DEPTH_KB })
+  return (
+    mod !== null &&
+    capIntSetting(mod, 'max_stack_depth', { least: BOOT_AND_MIN_KB, most: POSTGRES_MAX_KB, cap: MAX_STACK_DEPTH_KB })
+  )
 }

@@ -5,7 +5,20 @@
 import { MemoryFS, type PGlite } from '@electric-sql/pglite'
 import { NodeFS } from '@electric-sql/pglite/nodefs'
 import { FILE_GROWTH_STEP, SMALL_FILE } from './memory-files.ts'
-import { PAGE, PGDATA, isDir, isLink, isZero, type EngineImage, type FsNode, type FsStream, type Instances, type Memfs, type Module, type WriteOp } from './image.ts'
+import {
+  PAGE,
+  PGDATA,
+  isDir,
+  isLink,
+  isZero,
+  type EngineImage,
+  type FsNode,
+  type FsStream,
+  type Instances,
+  type Memfs,
+  type Module,
+  type WriteOp,
+} from './image.ts'
 
 /** What PGlite's start-up returns once Postgres runs (PGlite's own PGLITE_EXIT_ALIVE). */
 const EXIT_ALIVE = 99
@@ -71,13 +84,15 @@ function restoreInto(pg: PGlite | undefined, { image, instances, setTimer }: Ima
   if (!instance) throw new Error('cannot start from an image: the WASM instance was not seen')
   const { FS } = mod
   const table = instance.exports.__indirect_function_table as { length: number }
-  if (table.length !== image.tableLength) throw new Error(`cannot start from an image: function tables differ (${table.length}, ${image.tableLength})`)
+  if (table.length !== image.tableLength)
+    throw new Error(`cannot start from an image: function tables differ (${table.length}, ${image.tableLength})`)
 
   // Pipes first: the syscall gives the lowest free descriptors, moved to their numbers below with the rest.
   const scratch = mod._malloc(8)
   const made: Array<{ stream: FsStream; fd: number }> = []
   for (const pipe of image.pipes) {
-    if ((instance.env.__syscall_pipe2 as (fds: number, flags: number) => number)(scratch, 0) !== 0) throw new Error('cannot start from an image: pipe failed')
+    if ((instance.env.__syscall_pipe2 as (fds: number, flags: number) => number)(scratch, 0) !== 0)
+      throw new Error('cannot start from an image: pipe failed')
     const fds = new Int32Array(mod.wasmMemory.buffer, scratch, 2)
     made.push({ stream: FS.streams[fds[0]!]!, fd: pipe.read }, { stream: FS.streams[fds[1]!]!, fd: pipe.write })
   }

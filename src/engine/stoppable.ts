@@ -67,7 +67,13 @@ export function interceptTimers(control: SharedArrayBuffer): WasmSide {
   const { deadline } = controlViews(control)
   const side: WasmSide = { exports: null }
   // The global WebAssembly, which this project's libs (ES2023, no DOM) do not declare as a value.
-  const wasmGlobal = (globalThis as unknown as { WebAssembly: { instantiate: (source: unknown, imports?: Record<string, Record<string, unknown>>) => Promise<unknown> } }).WebAssembly
+  const wasmGlobal = (
+    globalThis as unknown as {
+      WebAssembly: {
+        instantiate: (source: unknown, imports?: Record<string, Record<string, unknown>>) => Promise<unknown>
+      }
+    }
+  ).WebAssembly
   const instantiate = wasmGlobal.instantiate.bind(wasmGlobal)
   wasmGlobal.instantiate = async (source, imports) => {
     const env = imports?.env
@@ -86,7 +92,10 @@ export function interceptTimers(control: SharedArrayBuffer): WasmSide {
         },
       }
     }
-    const result = (await instantiate(source, imports)) as { instance?: { exports: Record<string, unknown> }; exports?: Record<string, unknown> }
+    const result = (await instantiate(source, imports)) as {
+      instance?: { exports: Record<string, unknown> }
+      exports?: Record<string, unknown>
+    }
     const exports = result.instance?.exports ?? result.exports
     // The live instance is the one whose memory PGlite keeps (checked once PGlite is open: bind()).
     if (exports && typeof exports._emscripten_timeout === 'function') candidates.push({ exports, memory: env?.memory })
@@ -172,7 +181,8 @@ export function exposeStopping(db: PGlite, side: WasmSide, control: SharedArrayB
     /** Postgres's timer is due: run its handler now, as the JS timer would have (Postgres checks which timeout). */
     fireTimer(id: number): boolean {
       const timeout = side.exports?._emscripten_timeout as ((which: number, now: number) => void) | undefined
-      if (!isRunning(id) || betweenUnits() || !timeout || performance.now() - callStarted < FIRE_AFTER_CALL_START_MS) return false
+      if (!isRunning(id) || betweenUnits() || !timeout || performance.now() - callStarted < FIRE_AFTER_CALL_START_MS)
+        return false
       stoppedCall = id
       // Fired: the handler arms the timer again (through _setitimer_js) if a timeout is still to come.
       deadline[0] = 0

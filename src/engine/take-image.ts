@@ -2,7 +2,20 @@
 // the roots Postgres writes to, and its open descriptors; and finding its WASM instance, which PGlite does not expose.
 
 import type { PGlite } from '@electric-sql/pglite'
-import { PAGE, PGDATA, isDir, isFile, isLink, isZero, type EngineImage, type FsNode, type ImageEntry, type Instances, type Module, type WasmInstance } from './image.ts'
+import {
+  PAGE,
+  PGDATA,
+  isDir,
+  isFile,
+  isLink,
+  isZero,
+  type EngineImage,
+  type FsNode,
+  type ImageEntry,
+  type Instances,
+  type Module,
+  type WasmInstance,
+} from './image.ts'
 
 /** Where Postgres keeps what it writes at and after start: its data dir, its dynamic shared memory, temporary files. */
 const ROOTS = [PGDATA, '/dev/shm', '/tmp']
@@ -14,13 +27,23 @@ const ROOTS = [PGDATA, '/dev/shm', '/tmp']
 export function watchInstances(): Instances {
   // By memory, weakly: a process that starts many databases (a test's) does not keep the closed ones' memories.
   const seen = new WeakMap<object, WasmInstance>()
-  const wasmGlobal = (globalThis as unknown as { WebAssembly: { instantiate: (source: unknown, imports?: Record<string, Record<string, unknown>>) => Promise<unknown> } }).WebAssembly
+  const wasmGlobal = (
+    globalThis as unknown as {
+      WebAssembly: {
+        instantiate: (source: unknown, imports?: Record<string, Record<string, unknown>>) => Promise<unknown>
+      }
+    }
+  ).WebAssembly
   const instantiate = wasmGlobal.instantiate.bind(wasmGlobal)
   wasmGlobal.instantiate = async (source, imports) => {
-    const result = (await instantiate(source, imports)) as { instance?: { exports: Record<string, unknown> }; exports?: Record<string, unknown> }
+    const result = (await instantiate(source, imports)) as {
+      instance?: { exports: Record<string, unknown> }
+      exports?: Record<string, unknown>
+    }
     const exports = result.instance?.exports ?? result.exports
     const memory = imports?.env?.memory
-    if (memory && typeof memory === 'object' && exports && typeof imports.env!.__syscall_pipe2 === 'function') seen.set(memory, { env: imports.env!, exports })
+    if (memory && typeof memory === 'object' && exports && typeof imports.env!.__syscall_pipe2 === 'function')
+      seen.set(memory, { env: imports.env!, exports })
     return result
   }
   return (memory) => (memory && typeof memory === 'object' ? (seen.get(memory) ?? null) : null)
@@ -41,7 +64,8 @@ export function takeImage(db: PGlite, instances: Instances, timerDeadline: numbe
   // Memory: the non-zero pages only (after start-up, most of it was never written).
   const memory = new Uint8Array(mod.wasmMemory.buffer)
   const used: number[] = []
-  for (let page = 0; page < memory.length / PAGE; page++) if (!isZero(memory.subarray(page * PAGE, (page + 1) * PAGE))) used.push(page)
+  for (let page = 0; page < memory.length / PAGE; page++)
+    if (!isZero(memory.subarray(page * PAGE, (page + 1) * PAGE))) used.push(page)
   const pages = new SharedArrayBuffer(used.length * PAGE)
   const packed = new Uint8Array(pages)
   used.forEach((page, i) => packed.set(memory.subarray(page * PAGE, (page + 1) * PAGE), i * PAGE))
@@ -57,7 +81,8 @@ export function takeImage(db: PGlite, instances: Instances, timerDeadline: numbe
       return
     }
     if (isDir(node.mode)) {
-      if (node.mounted || !node.contents || node.contents instanceof Uint8Array) throw new Error(`cannot image a database: ${path} is not an in-memory directory`)
+      if (node.mounted || !node.contents || node.contents instanceof Uint8Array)
+        throw new Error(`cannot image a database: ${path} is not an in-memory directory`)
       entries.push({ path, mode: node.mode })
       for (const name of Object.keys(node.contents)) visit(`${path}/${name}`)
     } else if (isFile(node.mode)) {
@@ -86,20 +111,35 @@ export function takeImage(db: PGlite, instances: Instances, timerDeadline: numbe
     if (!stream || fd <= 2) return
     const pipe = stream.node.pipe
     if (pipe) {
-      if (pipe.buckets.some((bucket) => bucket.offset > bucket.roffset)) throw new Error('cannot image a database: a pipe holds bytes')
+      if (pipe.buckets.some((bucket) => bucket.offset > bucket.roffset))
+        throw new Error('cannot image a database: a pipe holds bytes')
       const ends = pipeEnds.get(pipe) ?? {}
       ends[(stream.flags & 3) === 1 ? 'write' : 'read'] = fd
       pipeEnds.set(pipe, ends)
       return
     }
     const path = FS.getPath(stream.node)
-    if (!ROOTS.some((root) => path.startsWith(`${root}/`)) || !isFile(stream.node.mode)) throw new Error(`cannot image a database: ${path} is open`)
+    if (!ROOTS.some((root) => path.startsWith(`${root}/`)) || !isFile(stream.node.mode))
+      throw new Error(`cannot image a database: ${path} is open`)
     streams.push({ fd, path, flags: stream.flags, position: stream.position })
   })
   for (const ends of pipeEnds.values()) {
-    if (ends.read === undefined || ends.write === undefined) throw new Error('cannot image a database: a pipe has one end open')
+    if (ends.read === undefined || ends.write === undefined)
+      throw new Error('cannot image a database: a pipe has one end open')
     pipes.push({ read: ends.read, write: ends.write })
   }
 
-  return { memoryBytes: memory.length, pages, pageNumbers: Int32Array.from(used), stackPointer, tableLength: table.length, files, entries, streams, pipes, cwd: FS.cwd(), timerDeadline }
+  return {
+    memoryBytes: memory.length,
+    pages,
+    pageNumbers: Int32Array.from(used),
+    stackPointer,
+    tableLength: table.length,
+    files,
+    entries,
+    streams,
+    pipes,
+    cwd: FS.cwd(),
+    timerDeadline,
+  }
 }

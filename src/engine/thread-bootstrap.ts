@@ -29,7 +29,9 @@ export async function bootstrap(): Promise<string> {
   try {
     bundle = await ((await import(BUNDLER)) as { bundleDir(): Promise<string> }).bundleDir()
   } catch (error) {
-    warnOnce(`database threads load TypeScript through tsx (slower to start): cannot bundle the worker: ${(error as Error).message.split('\n')[0]}`)
+    warnOnce(
+      `database threads load TypeScript through tsx (slower to start): cannot bundle the worker: ${(error as Error).message.split('\n')[0]}`,
+    )
     return tsxBootstrap()
   }
   return importOf(pathToFileURL(join(bundle, 'db-thread-worker.mjs')).href)
@@ -50,7 +52,9 @@ function warnOnce(message: string): void {
  */
 function tsxBootstrap(): string {
   const manifest = createRequire(import.meta.url).resolve('tsx/package.json')
-  const api = (JSON.parse(readFileSync(manifest, 'utf8')) as { exports: Record<string, { import: { default: string } }> }).exports['./esm/api']!.import.default
+  const api = (
+    JSON.parse(readFileSync(manifest, 'utf8')) as { exports: Record<string, { import: { default: string } }> }
+  ).exports['./esm/api']!.import.default
   const tsx = pathToFileURL(join(dirname(manifest), api)).href
   const entry = new URL('./thread-worker.ts', import.meta.url).href
   return `import(${JSON.stringify(tsx)}).then((tsx) => { tsx.register(); return ${importOf(entry)} })`
@@ -63,16 +67,23 @@ function tsxBootstrap(): string {
  */
 export function prepareThreads(log: Logger): void {
   for (const preparing of [pgliteWasm(), sharedFsBundle()]) {
-    preparing.catch((error: unknown) => log.debug('preparing database threads failed; the first one tries again', { error }))
+    preparing.catch((error: unknown) =>
+      log.debug('preparing database threads failed; the first one tries again', { error }),
+    )
   }
 }
 
 let compiledWasm: Promise<ThreadInit['wasm']> | null = null
 /** The global WebAssembly, which this project's libs (ES2023, no DOM) do not declare as a value. */
-const wasmCompile = (globalThis as unknown as { WebAssembly: { compile(bytes: Uint8Array): Promise<NonNullable<PGliteOptions['pgliteWasmModule']>> } }).WebAssembly.compile
+const wasmCompile = (
+  globalThis as unknown as {
+    WebAssembly: { compile(bytes: Uint8Array): Promise<NonNullable<PGliteOptions['pgliteWasmModule']>> }
+  }
+).WebAssembly.compile
 
 /** Where PGlite's WASM and bundle of files are: beside its entry (either build: both are in dist/). */
-const pgliteDist = (): URL => new URL('.', pathToFileURL(createRequire(import.meta.url).resolve('@electric-sql/pglite')))
+const pgliteDist = (): URL =>
+  new URL('.', pathToFileURL(createRequire(import.meta.url).resolve('@electric-sql/pglite')))
 
 /** PGlite's two WASM modules, compiled once per process (a failure is not kept: the next create() tries again). */
 export function pgliteWasm(): Promise<ThreadInit['wasm']> {
@@ -81,7 +92,10 @@ export function pgliteWasm(): Promise<ThreadInit['wasm']> {
     const compile = async (file: string) => wasmCompile(await readFile(new URL(file, dist)))
     try {
       const [pgliteWasmModule, initdbWasmModule] = await Promise.all([compile('pglite.wasm'), compile('initdb.wasm')])
-      return { pgliteWasmModule, initdbWasmModule } satisfies Pick<PGliteOptions, 'pgliteWasmModule' | 'initdbWasmModule'>
+      return { pgliteWasmModule, initdbWasmModule } satisfies Pick<
+        PGliteOptions,
+        'pgliteWasmModule' | 'initdbWasmModule'
+      >
     } catch (error) {
       compiledWasm = null
       throw error

@@ -6,7 +6,10 @@ import { messages, type PGliteOptions, type QueryOptions, type Results } from '@
 import type { EngineImage } from './image.ts'
 
 /** The PGlite options that can cross to a thread (functions, modules and file systems cannot). */
-export type ThreadPGliteOptions = Pick<PGliteOptions, 'dataDir' | 'startParams' | 'initialMemory' | 'relaxedDurability' | 'username' | 'database' | 'debug'>
+export type ThreadPGliteOptions = Pick<
+  PGliteOptions,
+  'dataDir' | 'startParams' | 'initialMemory' | 'relaxedDurability' | 'username' | 'database' | 'debug'
+>
 
 /** Query options without the per-call parsers and serializers, which are functions. */
 export type ThreadQueryOptions = Omit<QueryOptions, 'parsers' | 'serializers' | 'onNotice'>
@@ -70,12 +73,14 @@ export interface ThreadError {
 }
 
 export function encodeThreadError(error: unknown): ThreadError {
-  if (typeof error !== 'object' || error === null) return { isDatabaseError: false, name: 'Error', message: String(error), stack: undefined, fields: {} }
+  if (typeof error !== 'object' || error === null)
+    return { isDatabaseError: false, name: 'Error', message: String(error), stack: undefined, fields: {} }
   const { name, message, stack } = error as { name?: unknown; message?: unknown; stack?: unknown }
   const fields: ThreadError['fields'] = {}
   for (const [key, value] of Object.entries(error)) {
     if (key === 'name' || key === 'message' || key === 'stack') continue
-    if (value === null || typeof value === 'string' || typeof value === 'number' || typeof value === 'boolean') fields[key] = value
+    if (value === null || typeof value === 'string' || typeof value === 'number' || typeof value === 'boolean')
+      fields[key] = value
   }
   return {
     isDatabaseError: error instanceof messages.DatabaseError,
@@ -92,10 +97,9 @@ export function encodeThreadError(error: unknown): ThreadError {
  * `isPGliteFatal` still recognises an ExitStatus or a RuntimeError. The stack is the worker's, where it happened.
  */
 export function decodeThreadError(encoded: ThreadError): Error {
-  const error =
-    encoded.isDatabaseError
-      ? new messages.DatabaseError(encoded.message, Number(encoded.fields.length ?? 0), 'error')
-      : new Error(encoded.message)
+  const error = encoded.isDatabaseError
+    ? new messages.DatabaseError(encoded.message, Number(encoded.fields.length ?? 0), 'error')
+    : new Error(encoded.message)
   Object.assign(error, encoded.fields, { name: encoded.name })
   if (encoded.stack !== undefined) error.stack = `${encoded.stack}\n    at <the database thread>`
   return error

@@ -113,7 +113,10 @@ export class CallOutput {
     this.#unannounced += chunk.length
     // A unit answered while Postgres holds more of the call's messages (a pipeline of several): its client gets the
     // answer now, as Postgres sends it at ReadyForQuery (postgres.js may cancel the next query it piped).
-    if (this.#unannounced >= WAKE_EVERY_BYTES || (this.watch.atReadyForQuery && this.#mod._pq_buffer_remaining_data() > 0)) {
+    if (
+      this.#unannounced >= WAKE_EVERY_BYTES ||
+      (this.watch.atReadyForQuery && this.#mod._pq_buffer_remaining_data() > 0)
+    ) {
       this.#unannounced = 0
       this.#replies.wakeForOutput()
     }
@@ -180,10 +183,17 @@ export class CallOutput {
       this.#handBack(LentSocket.Ran, Buffer.concat([count, handBack.lastUnit]))
     }
     const unnamed = handBack?.unnamed
-    if (unnamed) this.#handBack(unnamed === 'dropped' ? LentSocket.UnnamedDropped : LentSocket.UnnamedParsed, unnamed === 'dropped' ? Buffer.alloc(0) : unnamed)
+    if (unnamed)
+      this.#handBack(
+        unnamed === 'dropped' ? LentSocket.UnnamedDropped : LentSocket.UnnamedParsed,
+        unnamed === 'dropped' ? Buffer.alloc(0) : unnamed,
+      )
     if (handBack?.unread) this.#handBack(LentSocket.Unread, handBack.unread)
     const payload = failure === null ? new Uint8Array(0) : Buffer.from(JSON.stringify(encodeThreadError(failure)))
-    this.#write(FrameEnd.Last | (failure === null ? 0 : FrameEnd.Error) | (inTransaction ? FrameEnd.InTransaction : 0), payload)
+    this.#write(
+      FrameEnd.Last | (failure === null ? 0 : FrameEnd.Error) | (inTransaction ? FrameEnd.InTransaction : 0),
+      payload,
+    )
     // The end of a reply written straight to its client need not wake a server's thread that waits lazily for it,
     // unless the call failed (its client is owed the error).
     if (this.#relayed || failure !== null || lent) this.#replies.wakeForOutput()

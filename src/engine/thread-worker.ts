@@ -4,7 +4,13 @@
 
 import { parentPort, workerData } from 'node:worker_threads'
 import type { PGlite } from '@electric-sql/pglite'
-import { encodeThreadError, type CrossingResults, type ThreadInit, type ThreadReply, type ThreadRequest } from './thread-messages.ts'
+import {
+  encodeThreadError,
+  type CrossingResults,
+  type ThreadInit,
+  type ThreadReply,
+  type ThreadRequest,
+} from './thread-messages.ts'
 import { loadExtensions } from './extensions.ts'
 import { isPGliteFatal } from '../errors.ts'
 import { TarballBlob, openPGlite, sharedBundleBlob } from './pglite.ts'
@@ -60,10 +66,20 @@ async function open(options: ThreadInit): Promise<PGlite> {
   const setTimer = (deadline: number): void => {
     controlViews(options.control).deadline[0] = deadline
   }
-  const fs = image && (dataDir ? new ImageNodeFS(dataDir, image, instances, setTimer) : new ImageFS(image, instances, setTimer))
+  const fs =
+    image && (dataDir ? new ImageNodeFS(dataDir, image, instances, setTimer) : new ImageFS(image, instances, setTimer))
   const from = fs ? { fs, initialMemory: image!.memoryBytes } : tarball ? { loadDataDir: new TarballBlob(tarball) } : {}
-  const db = await openPGlite({ ...options.options, ...options.wasm, fsBundle: sharedBundleBlob(options.fsBundle), ...from, extensions })
-  if (!copyBundleFilesOnWrite(db, options.fsBundle)) process.emitWarning('pglite-dev-db: PGlite\'s file system is out of reach: a write to its bundled files would reach every database')
+  const db = await openPGlite({
+    ...options.options,
+    ...options.wasm,
+    fsBundle: sharedBundleBlob(options.fsBundle),
+    ...from,
+    extensions,
+  })
+  if (!copyBundleFilesOnWrite(db, options.fsBundle))
+    process.emitWarning(
+      "pglite-dev-db: PGlite's file system is out of reach: a write to its bundled files would reach every database",
+    )
   return db
 }
 
@@ -90,7 +106,14 @@ async function serveCalls(pglite: PGlite, stopping: CallHooks): Promise<void> {
       }
       parts.push(payload)
       if ((flags & FrameEnd.Last) === 0) return
-      call = { id, bytes: parts.length === 1 ? parts[0]! : Buffer.concat(parts), isUnits: (flags & FrameEnd.Units) !== 0, directFd, relayFrom, lend }
+      call = {
+        id,
+        bytes: parts.length === 1 ? parts[0]! : Buffer.concat(parts),
+        isUnits: (flags & FrameEnd.Units) !== 0,
+        directFd,
+        relayFrom,
+        lend,
+      }
       parts.length = 0
       directFd = -1
       lend = null
@@ -99,7 +122,8 @@ async function serveCalls(pglite: PGlite, stopping: CallHooks): Promise<void> {
     if (call) {
       const inTransaction = await runCall(pglite, stopping, call, output)
       noteBusy()
-      if (inTransaction && Atomics.load(words, Control.Alone) === 1) requests.spin(performance.now() + IN_TRANSACTION_LINGER_MS)
+      if (inTransaction && Atomics.load(words, Control.Alone) === 1)
+        requests.spin(performance.now() + IN_TRANSACTION_LINGER_MS)
     } else {
       const message = turn || moreUnits.takeTurn()
       const slept = message ? null : sleepForCall()
@@ -137,7 +161,12 @@ interface Call {
 }
 
 /** Runs the call; true if it left a transaction block open. */
-async function runCall(pglite: PGlite, stopping: CallHooks, { id, bytes, isUnits, directFd, relayFrom, lend }: Call, output: CallOutput): Promise<boolean> {
+async function runCall(
+  pglite: PGlite,
+  stopping: CallHooks,
+  { id, bytes, isUnits, directFd, relayFrom, lend }: Call,
+  output: CallOutput,
+): Promise<boolean> {
   output.begin(id, isUnits ? -1 : directFd, relayFrom)
   stopping.beforeCall(id)
   if (isUnits) moreUnits.begin()
@@ -156,18 +185,25 @@ async function runCall(pglite: PGlite, stopping: CallHooks, { id, bytes, isUnits
       stopping.beforeUnit(id, 0)
       stopping.afterUnit(id)
       lendEnd = { unread: null, lastUnit: null, units: 0, unnamed: null }
-      await serveLend({ fd: directFd, ...lend }, words, () => requests.hasFrames, () => output.watch.leftInTransaction, async (unit) => {
-        output.beginUnit(-1, directFd, relayFrom)
-        output.watch.startUnit()
-        stopping.beforeUnit(id, ++unitIndex)
-        try {
-          await pglite.execProtocolRawStream(unit, output.options)
-          if (output.sync) await pglite.syncToFs()
-        } finally {
-          stopping.afterUnit(id)
-        }
-        return output.writesStraight && output.watch.leftQuiet
-      }, lendEnd)
+      await serveLend(
+        { fd: directFd, ...lend },
+        words,
+        () => requests.hasFrames,
+        () => output.watch.leftInTransaction,
+        async (unit) => {
+          output.beginUnit(-1, directFd, relayFrom)
+          output.watch.startUnit()
+          stopping.beforeUnit(id, ++unitIndex)
+          try {
+            await pglite.execProtocolRawStream(unit, output.options)
+            if (output.sync) await pglite.syncToFs()
+          } finally {
+            stopping.afterUnit(id)
+          }
+          return output.writesStraight && output.watch.leftQuiet
+        },
+        lendEnd,
+      )
     }
   } catch (error) {
     failure = error
@@ -193,7 +229,13 @@ async function runCall(pglite: PGlite, stopping: CallHooks, { id, bytes, isUnits
  * (a transaction or pipeline open, a SET or LISTEN...) ends the call: the units after it are not run (the server runs
  * them as ordinary calls), so no unit ever runs in another client's transaction or settings.
  */
-async function runUnits(pglite: PGlite, stopping: CallHooks, id: number, units: DecodedUnit[], output: CallOutput): Promise<void> {
+async function runUnits(
+  pglite: PGlite,
+  stopping: CallHooks,
+  id: number,
+  units: DecodedUnit[],
+  output: CallOutput,
+): Promise<void> {
   const { watch } = output
   // Having run every unit it has, the call takes those the server added meanwhile (more-units.ts), or ends.
   for (let unit = 0; unit < units.length || moreUnits.next(id, units); unit++) {
@@ -222,7 +264,11 @@ async function serve(pglite: PGlite, request: ThreadRequest): Promise<void> {
     switch (request.op) {
       case 'query': {
         const { blob, ...options } = request.options ?? {}
-        const { blob: written, ...results } = await pglite.query<Record<string, unknown>>(request.sql, request.params, blob ? { ...options, blob: new Blob([blob]) } : options)
+        const { blob: written, ...results } = await pglite.query<Record<string, unknown>>(
+          request.sql,
+          request.params,
+          blob ? { ...options, blob: new Blob([blob]) } : options,
+        )
         const bytes = written ? await written.arrayBuffer() : null
         const value: CrossingResults = bytes ? { ...results, blob: bytes } : results
         port.postMessage({ id, value, done: true } satisfies ThreadReply, bytes ? [bytes] : [])
@@ -233,7 +279,14 @@ async function serve(pglite: PGlite, request: ThreadRequest): Promise<void> {
       case 'dumpDataDir': {
         const dump = await pglite.dumpDataDir(request.compression)
         const bytes = await dump.arrayBuffer()
-        port.postMessage({ id, value: { bytes, name: dump instanceof File ? dump.name : null, type: dump.type }, done: true } satisfies ThreadReply, [bytes])
+        port.postMessage(
+          {
+            id,
+            value: { bytes, name: dump instanceof File ? dump.name : null, type: dump.type },
+            done: true,
+          } satisfies ThreadReply,
+          [bytes],
+        )
         return
       }
       case 'close':

@@ -5,7 +5,13 @@ import { Worker } from 'node:worker_threads'
 import type { Results } from '@electric-sql/pglite'
 import {
   decodeThreadError,
-  type CrossingQueryOptions, type CrossingResults, type ThreadExecOptions, type ThreadInit, type ThreadPGliteOptions, type ThreadQueryOptions, type ThreadReply,
+  type CrossingQueryOptions,
+  type CrossingResults,
+  type ThreadExecOptions,
+  type ThreadInit,
+  type ThreadPGliteOptions,
+  type ThreadQueryOptions,
+  type ThreadReply,
   type ThreadRequest,
 } from './thread-messages.ts'
 import { ProtocolCalls, type OutputSink } from './calls.ts'
@@ -79,14 +85,34 @@ export class DbThread {
   /** Start a thread (its needs got at once) and open PGlite in it; rejects with PGlite's own error if it cannot. */
   static async create(options: DbThreadOptions = {}): Promise<DbThread> {
     const { loadDataDir, ...rest } = options
-    const [tarball, wasm, fsBundle, code] = await Promise.all([loadDataDir ? loadDataDir.arrayBuffer() : null, pgliteWasm(), sharedFsBundle(), bootstrap()])
+    const [tarball, wasm, fsBundle, code] = await Promise.all([
+      loadDataDir ? loadDataDir.arrayBuffer() : null,
+      pgliteWasm(),
+      sharedFsBundle(),
+      bootstrap(),
+    ])
     const { extensions = [], ...pgliteOptions } = rest
     const rings = { requests: ringBuffer(REQUEST_RING_BYTES), replies: ringBuffer(REPLY_RING_BYTES) }
     const control = new SharedArrayBuffer(CONTROL_BYTES)
     const { image, ...startOptions } = pgliteOptions
-    const init: ThreadInit = { options: startOptions, wasm, fsBundle, loadDataDir: tarball, extensions, rings, control, ...(image ? { image } : {}) }
+    const init: ThreadInit = {
+      options: startOptions,
+      wasm,
+      fsBundle,
+      loadDataDir: tarball,
+      extensions,
+      rings,
+      control,
+      ...(image ? { image } : {}),
+    }
     const inspector = workerInspector()
-    const worker = new Worker(code, { eval: true, workerData: init, transferList: tarball ? [tarball] : [], name: 'pglite-dev-db database', resourceLimits: { stackSizeMb: ENGINE_THREAD_STACK_MB } })
+    const worker = new Worker(code, {
+      eval: true,
+      workerData: init,
+      transferList: tarball ? [tarball] : [],
+      name: 'pglite-dev-db database',
+      resourceLimits: { stackSizeMb: ENGINE_THREAD_STACK_MB },
+    })
     const thread = new DbThread(worker, new ProtocolCalls(rings, control, worker.threadId))
     thread.fromImage = typeof image === 'object'
     const started = new Promise((resolve, reject) => thread.#calls.set(0, { resolve, reject }))
@@ -117,7 +143,10 @@ export class DbThread {
     })
     worker.on('messageerror', (error) => this.#die(error))
     // The last resort for a statement that ignores its cancel: end the thread; the database's owner reopens it.
-    protocol.onStuck = (ms) => void this.end(new Error(`a statement did not stop within ${ms / 1000} s of its cancel; its database was restarted`))
+    protocol.onStuck = (ms) =>
+      void this.end(
+        new Error(`a statement did not stop within ${ms / 1000} s of its cancel; its database was restarted`),
+      )
   }
 
   /**
@@ -161,7 +190,10 @@ export class DbThread {
    * Runs `message` (complete frontend messages) as one call; `onRawData` gets the output as it is produced, and may
    * hold the rest back by returning a promise (the statement waits in its thread meanwhile).
    */
-  execProtocolRawStream(message: Uint8Array, options: { onRawData: OutputSink; syncToFs?: boolean; direct?: DirectReply | null }): Promise<void> {
+  execProtocolRawStream(
+    message: Uint8Array,
+    options: { onRawData: OutputSink; syncToFs?: boolean; direct?: DirectReply | null },
+  ): Promise<void> {
     return this.#protocolCall(() => this.#protocol.run(message, options.onRawData, options.direct ?? null))
   }
 
@@ -178,8 +210,13 @@ export class DbThread {
    * `onRawData` in order with `onUnitEnd` after each; the call ends early after a unit that leaves the session open
    * or changed.
    */
-  execProtocolUnits(units: readonly Uint8Array[], options: { onRawData: OutputSink; onUnitEnd: (skipped: boolean) => void; direct?: UnitsDirect | null }): Promise<void> {
-    return this.#protocolCall(() => this.#protocol.runUnits(units, options.onRawData, options.onUnitEnd, options.direct ?? null))
+  execProtocolUnits(
+    units: readonly Uint8Array[],
+    options: { onRawData: OutputSink; onUnitEnd: (skipped: boolean) => void; direct?: UnitsDirect | null },
+  ): Promise<void> {
+    return this.#protocolCall(() =>
+      this.#protocol.runUnits(units, options.onRawData, options.onUnitEnd, options.direct ?? null),
+    )
   }
 
   /** A protocol call keeps the process alive while it runs; a fatal failure is the database's death. */
@@ -244,7 +281,10 @@ export class DbThread {
         if (!open) throw new Error('Transaction is closed')
       }
       const tx: DbThreadTransaction = {
-        query: async <R>(sql: string, params?: unknown[], options?: ThreadQueryOptions) => (ensureOpen(), this.#query<R>(sql, params, options)),
+        query: async <R>(sql: string, params?: unknown[], options?: ThreadQueryOptions) => (
+          ensureOpen(),
+          this.#query<R>(sql, params, options)
+        ),
         exec: async (sql: string, options?: ThreadExecOptions) => (ensureOpen(), this.#exec(sql, options)),
         rollback: async () => {
           ensureOpen()
@@ -269,12 +309,16 @@ export class DbThread {
   }
 
   async dumpDataDir(compression?: 'auto' | 'gzip' | 'none'): Promise<File | Blob> {
-    const dump = (await this.#lock.run(() => this.#request({ op: 'dumpDataDir', ...(compression ? { compression } : {}) }))) as {
+    const dump = (await this.#lock.run(() =>
+      this.#request({ op: 'dumpDataDir', ...(compression ? { compression } : {}) }),
+    )) as {
       bytes: ArrayBuffer
       name: string | null
       type: string
     }
-    return dump.name === null ? new Blob([new Uint8Array(dump.bytes)], { type: dump.type }) : new File([new Uint8Array(dump.bytes)], dump.name, { type: dump.type })
+    return dump.name === null
+      ? new Blob([new Uint8Array(dump.bytes)], { type: dump.type })
+      : new File([new Uint8Array(dump.bytes)], dump.name, { type: dump.type })
   }
 
   /**
@@ -288,7 +332,10 @@ export class DbThread {
     try {
       const dump = (await new Promise((resolve, reject) => {
         this.#calls.set(id, { resolve, reject })
-        timer = setTimeout(() => reject(new Error(`the files were not saved within ${RESCUE_DEADLINE_MS} ms`)), RESCUE_DEADLINE_MS)
+        timer = setTimeout(
+          () => reject(new Error(`the files were not saved within ${RESCUE_DEADLINE_MS} ms`)),
+          RESCUE_DEADLINE_MS,
+        )
         this.#worker.postMessage({ op: 'dumpDataDir', id, compression: 'none' } satisfies ThreadRequest)
         this.#protocol.turn()
       })) as { bytes: ArrayBuffer; type: string }
@@ -318,9 +365,15 @@ export class DbThread {
     try {
       if (this.#dead) return
       // Both settle to the error or null, so the loser of the race has nobody left to reject to.
-      const closed = this.#request({ op: 'close' }).then(() => null, (error: unknown) => error)
+      const closed = this.#request({ op: 'close' }).then(
+        () => null,
+        (error: unknown) => error,
+      )
       const deadline = new Promise<Error>((resolve) => {
-        timer = setTimeout(() => resolve(new Error(`PGlite did not close within ${deadlineMs} ms; its thread was terminated`)), deadlineMs)
+        timer = setTimeout(
+          () => resolve(new Error(`PGlite did not close within ${deadlineMs} ms; its thread was terminated`)),
+          deadlineMs,
+        )
       })
       const failure = await Promise.race([closed, deadline])
       if (failure) throw failure
@@ -333,11 +386,25 @@ export class DbThread {
   }
 
   /** A Blob for /dev/blob crosses as its bytes, and so does what COPY TO '/dev/blob' wrote. */
-  async #query<T>(sql: string, params: unknown[] | undefined, options: ThreadQueryOptions | undefined): Promise<Results<T>> {
+  async #query<T>(
+    sql: string,
+    params: unknown[] | undefined,
+    options: ThreadQueryOptions | undefined,
+  ): Promise<Results<T>> {
     const { blob, ...rest } = options ?? {}
-    const crossing: CrossingQueryOptions | undefined = blob ? { ...rest, blob: await blob.arrayBuffer() } : options && rest
-    const request = { op: 'query' as const, sql, ...(params ? { params } : {}), ...(crossing ? { options: crossing } : {}) }
-    const { blob: written, ...results } = (await this.#request(request, crossing?.blob ? [crossing.blob] : [])) as CrossingResults
+    const crossing: CrossingQueryOptions | undefined = blob
+      ? { ...rest, blob: await blob.arrayBuffer() }
+      : options && rest
+    const request = {
+      op: 'query' as const,
+      sql,
+      ...(params ? { params } : {}),
+      ...(crossing ? { options: crossing } : {}),
+    }
+    const { blob: written, ...results } = (await this.#request(
+      request,
+      crossing?.blob ? [crossing.blob] : [],
+    )) as CrossingResults
     return (written ? { ...results, blob: new Blob([written]) } : results) as Results<T>
   }
 

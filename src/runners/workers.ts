@@ -16,6 +16,7 @@ export function workersOf(project: SetupProject | undefined): number {
   const cores = availableParallelism()
   const given = project?.config?.maxWorkers ?? project?.vitest?.config?.maxWorkers
   if (typeof given === 'number' && Number.isInteger(given) && given > 0) return given
-  if (typeof given === 'string' && /^\d+%$/.test(given)) return Math.max(1, Math.floor((cores * Number.parseInt(given, 10)) / 100))
+  if (typeof given === 'string' && /^\d+%$/.test(given))
+    return Math.max(1, Math.floor((cores * Number.parseInt(given, 10)) / 100))
   return project?.vitest?.config?.watch ? Math.max(1, Math.floor(cores / 2)) : Math.max(1, cores - 1)
 }

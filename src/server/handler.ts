@@ -53,13 +53,19 @@ export class PGLiteSocketHandler extends EventTarget {
     const session = sessionFor(db)
     await db.waitReady
     await session.startupPrefix()
-    const log = this.#options.logger ?? createLogger({ level: this.#options.inspect ? 'trace' : this.#options.debug ? 'debug' : 'warn' })
+    const log =
+      this.#options.logger ??
+      createLogger({ level: this.#options.inspect ? 'trace' : this.#options.debug ? 'debug' : 'warn' })
     this.#connection = new Connection(socket, {
       session,
       databases: null,
       openSession: () => Promise.resolve(session),
       log,
-      options: connectionOptions({ idleTimeoutMs: this.#options.idleTimeout, idleInTransactionTimeoutMs: this.#options.idleInTransactionTimeoutMs, inspect: this.#options.inspect }),
+      options: connectionOptions({
+        idleTimeoutMs: this.#options.idleTimeout,
+        idleInTransactionTimeoutMs: this.#options.idleInTransactionTimeoutMs,
+        inspect: this.#options.inspect,
+      }),
       admit: () => null,
       cancel: () => {},
       clients: () => (this.#connection ? [this.#connection] : []),

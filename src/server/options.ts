@@ -73,7 +73,13 @@ export function connectionOptions(limits: ClientLimits): ConnectionOptions {
     password: limits.password ? scramSecret(limits.password) : null,
     createDatabaseOnConnect: limits.createDatabaseOnConnect ?? true,
     tls: limits.tls ? createSecureContext({ cert: limits.tls.cert, key: limits.tls.key }) : null,
-    spill: limits.maxSpillBytes === 0 ? null : new SpillBudget(limits.maxSpillBytes ?? SERVER_DEFAULTS.maxSpillBytes, limits.spillDir ?? join(tmpdir(), 'pglite-dev-db-replies')),
+    spill:
+      limits.maxSpillBytes === 0
+        ? null
+        : new SpillBudget(
+            limits.maxSpillBytes ?? SERVER_DEFAULTS.maxSpillBytes,
+            limits.spillDir ?? join(tmpdir(), 'pglite-dev-db-replies'),
+          ),
   }
 }
 

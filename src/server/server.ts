@@ -46,7 +46,12 @@ export class PGLiteSocketServer extends EventTarget {
    * calls) and to feed its query insights (which then see nothing). Nothing here calls it, and calling it fails.
    */
   readonly queryQueue: StockQueryQueue = {
-    enqueue: () => Promise.reject(new Error('PGLiteSocketServer.queryQueue is not used by pglite-dev-db: connections run their messages in batches of their own')),
+    enqueue: () =>
+      Promise.reject(
+        new Error(
+          'PGLiteSocketServer.queryQueue is not used by pglite-dev-db: connections run their messages in batches of their own',
+        ),
+      ),
     clearQueueForHandler: () => {},
     getQueueLength: () => 0,
   }
@@ -73,7 +78,15 @@ export class PGLiteSocketServer extends EventTarget {
             () => null,
             (error: unknown) => {
               const cause = error ?? new Error('startupGate rejected')
-              this.#startFailure = cause instanceof WireError ? cause : new WireError('FATAL', SqlState.InternalError, cause instanceof Error ? cause.message : String(cause), { cause })
+              this.#startFailure =
+                cause instanceof WireError
+                  ? cause
+                  : new WireError(
+                      'FATAL',
+                      SqlState.InternalError,
+                      cause instanceof Error ? cause.message : String(cause),
+                      { cause },
+                    )
               return { error: cause, refusal: this.#startFailure }
             },
           )
@@ -99,10 +112,14 @@ export class PGLiteSocketServer extends EventTarget {
       started: () => this.#starting?.then((failed) => failed?.refusal ?? null) ?? Promise.resolve(null),
       admit: (connection) => {
         if (this.#startFailure) return this.#startFailure
-        if (!this.#active) return new WireError('FATAL', SqlState.CannotConnectNow, 'the database system is shutting down')
+        if (!this.#active)
+          return new WireError('FATAL', SqlState.CannotConnectNow, 'the database system is shutting down')
         if (this.#session.dead) return this.#session.dead as WireError
         if (this.#admitted >= this.#maxConnections) {
-          this.#log.warn('connection refused: too many clients', { maxConnections: this.#maxConnections, conn: connection.processId })
+          this.#log.warn('connection refused: too many clients', {
+            maxConnections: this.#maxConnections,
+            conn: connection.processId,
+          })
           return new WireError('FATAL', SqlState.TooManyConnections, 'sorry, too many clients already')
         }
         this.#admitted++
@@ -190,7 +207,11 @@ export class PGLiteSocketServer extends EventTarget {
         const address = server.address()
         if (address && typeof address === 'object') this.#port = address.port
         this.#log.debug('listening', { at: this.getServerConn() })
-        this.dispatchEvent(new CustomEvent('listening', { detail: this.#path ? { path: this.#path } : { port: this.#port, host: this.#host } }))
+        this.dispatchEvent(
+          new CustomEvent('listening', {
+            detail: this.#path ? { path: this.#path } : { port: this.#port, host: this.#host },
+          }),
+        )
         resolve()
       }
       if (this.#path) server.listen(this.#path, listening)
@@ -209,7 +230,19 @@ export class PGLiteSocketServer extends EventTarget {
    * their database's thread reads now and the units it ran so (engine/lent-reads.ts), and the bytes of replies kept
    * on disk for clients that have not read them (`maxSpillBytes`).
    */
-  getStats(): { activeConnections: number; queuedQueries: number; maxConnections: number; waitingClients: number; sessionHeld: boolean; notReadingClients: number; combinedCalls: number; combinedUnits: number; clientsReadByDatabaseThreads: number; unitsReadByDatabaseThreads: number; spilledBytes: number } {
+  getStats(): {
+    activeConnections: number
+    queuedQueries: number
+    maxConnections: number
+    waitingClients: number
+    sessionHeld: boolean
+    notReadingClients: number
+    combinedCalls: number
+    combinedUnits: number
+    clientsReadByDatabaseThreads: number
+    unitsReadByDatabaseThreads: number
+    spilledBytes: number
+  } {
     let queued = 0
     let notReading = 0
     let lent = 0
@@ -260,7 +293,11 @@ export class PGLiteSocketServer extends EventTarget {
     this.#watched.clear()
     const server = this.#server
     const closed = server ? new Promise<void>((resolve) => server.close(() => resolve())) : Promise.resolve()
-    const goodbye = new WireError('FATAL', SqlState.AdminShutdown, 'terminating connection due to administrator command')
+    const goodbye = new WireError(
+      'FATAL',
+      SqlState.AdminShutdown,
+      'terminating connection due to administrator command',
+    )
     await Promise.all([...this.#connections].map((connection) => connection.terminate(goodbye)))
     await closed
     await this.#releaseTrace()
@@ -282,33 +319,45 @@ export class PGLiteSocketServer extends EventTarget {
     }
     const connection = new Connection(socket, this.#connectionHost)
     this.#connections.add(connection)
-    this.dispatchEvent(new CustomEvent('connection', { detail: { clientAddress: socket.remoteAddress ?? 'unknown', clientPort: socket.remotePort ?? 0 } }))
+    this.dispatchEvent(
+      new CustomEvent('connection', {
+        detail: { clientAddress: socket.remoteAddress ?? 'unknown', clientPort: socket.remotePort ?? 0 },
+      }),
+    )
   }
 
   /** Said once per session: a client asking for an encoding conversion still ends that database. */
   #noteConversionsKept(session: SharedSession): void {
     if (session.conversionsKept === null || this.#conversionsNoted.has(session)) return
     this.#conversionsNoted.add(session)
-    this.#log.warn('the encoding conversions PGlite cannot run stay in the catalog: a client asking for one ends the database', { why: session.conversionsKept })
+    this.#log.warn(
+      'the encoding conversions PGlite cannot run stay in the catalog: a client asking for one ends the database',
+      { why: session.conversionsKept },
+    )
   }
 
   /** Follow a database's session: if its PGlite fails, its clients are told. */
   #watch(session: SharedSession): void {
     if (this.#watched.has(session) || !this.#active) return
-    this.#watched.set(session, session.onDead((error) => this.#onDatabaseDead(session, error)))
+    this.#watched.set(
+      session,
+      session.onDead((error) => this.#onDatabaseDead(session, error)),
+    )
   }
 
   #onDatabaseDead(session: SharedSession, error: Error): void {
     if (session !== this.#session) {
       // Another database failed: its clients are told, the others carry on.
       this.#log.error('a database failed; closing its connections', { error })
-      for (const member of session.members) background(member.terminate(error as WireError), 'close connection after database failure', this.#log)
+      for (const member of session.members)
+        background(member.terminate(error as WireError), 'close connection after database failure', this.#log)
       return
     }
     this.#log.error('database failed; closing every connection', { error })
     this.dispatchEvent(new CustomEvent('error', { detail: error }))
     // Keep listening: a client that connects now is told why (admit answers with the same FATAL), not just dropped.
-    for (const connection of this.#connections) background(connection.terminate(error as WireError), 'close connection after database failure', this.#log)
+    for (const connection of this.#connections)
+      background(connection.terminate(error as WireError), 'close connection after database failure', this.#log)
   }
 }
 

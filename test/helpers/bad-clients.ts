@@ -23,16 +23,29 @@ export interface LiveRun {
  * times in ways it survives and then ends badly. Every case is drawn before any runs, so the inputs depend on the
  * seed only, never on how the server answered.
  */
-export async function badWorker(index: number, rng: Rng, url: string, deadlineMs: number, budget: number, run: LiveRun): Promise<void> {
+export async function badWorker(
+  index: number,
+  rng: Rng,
+  url: string,
+  deadlineMs: number,
+  budget: number,
+  run: LiveRun,
+): Promise<void> {
   const address = toAddress(url)
   let n = 0
-  const attempt = async (id: number, kind: string, description: string, body: () => Promise<void>): Promise<boolean> => {
+  const attempt = async (
+    id: number,
+    kind: string,
+    description: string,
+    body: () => Promise<void>,
+  ): Promise<boolean> => {
     run.cases.set(kind, (run.cases.get(kind) ?? 0) + 1)
     try {
       await body()
       return true
     } catch (error) {
-      const detail = error instanceof CaseMismatch ? error.message : `${(error as Error).name}: ${(error as Error).message}`
+      const detail =
+        error instanceof CaseMismatch ? error.message : `${(error as Error).name}: ${(error as Error).message}`
       run.failures.push({ kind, description: `worker ${index} case ${id}: ${description}`, detail })
       return false
     }
@@ -58,7 +71,8 @@ export async function badWorker(index: number, rng: Rng, url: string, deadlineMs
     const connection = client
     try {
       let isUsable = true
-      for (const c of cases) if (!(isUsable = await attempt(c.id, c.kind, c.description, () => c.run(connection)))) break
+      for (const c of cases)
+        if (!(isUsable = await attempt(c.id, c.kind, c.description, () => c.run(connection)))) break
       if (isUsable) await attempt(lastId, last.kind, last.description, () => last.run(connection))
     } finally {
       connection.destroy()

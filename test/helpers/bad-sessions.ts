@@ -22,7 +22,8 @@ export function checkQuery(value: string): { frame: Buffer; want: Matcher[] } {
 }
 
 const missingName = (rng: Rng) => (rng.chance(0.4) ? '' : `fz_missing_${rng.int(0, 99999)}`)
-const statementMissing = (name: string) => (name === '' ? 'unnamed prepared statement does not exist' : `prepared statement "${name}" does not exist`)
+const statementMissing = (name: string) =>
+  name === '' ? 'unnamed prepared statement does not exist' : `prepared statement "${name}" does not exist`
 
 /** Flips 1–3 bytes in the bodies of `frames` (never a header), so the framing stays valid and the content does not. */
 function mutateBodies(rng: Rng, frames: Buffer[]): Buffer[] {
@@ -43,7 +44,18 @@ export interface SessionCase {
 
 /** One misbehaviour the connection survives, followed by a checked query on the same connection. */
 export function sessionCase(rng: Rng, deadlineMs: number, value: string): SessionCase {
-  const kind = rng.pick(['bind-before-parse', 'execute-missing-portal', 'describe-missing', 'close-missing', 'copy-outside-copy', 'bind-parameter-count', 'bad-subtype', 'malformed-body', 'random-body', 'mutated-pipeline'] as const)
+  const kind = rng.pick([
+    'bind-before-parse',
+    'execute-missing-portal',
+    'describe-missing',
+    'close-missing',
+    'copy-outside-copy',
+    'bind-parameter-count',
+    'bad-subtype',
+    'malformed-body',
+    'random-body',
+    'mutated-pipeline',
+  ] as const)
   const check = checkQuery(value)
   const exact = (description: string, frames: Buffer[], syncs: number, want: Matcher[]): SessionCase => ({
     kind,
@@ -60,38 +72,71 @@ export function sessionCase(rng: Rng, deadlineMs: number, value: string): Sessio
       const frames = [wire.bind(portal, statement, rng.chance(0.3) ? ['1'] : [])]
       if (rng.chance(0.5)) frames.push(wire.describe('P', portal))
       if (rng.chance(0.7)) frames.push(wire.execute(portal))
-      return exact(`Bind(portal "${portal}", statement "${statement}") with no Parse, then ${frames.length - 1} more and Sync`, [...frames, wire.sync()], 1, [error('26000', statementMissing(statement)), 'Z:I'])
+      return exact(
+        `Bind(portal "${portal}", statement "${statement}") with no Parse, then ${frames.length - 1} more and Sync`,
+        [...frames, wire.sync()],
+        1,
+        [error('26000', statementMissing(statement)), 'Z:I'],
+      )
     }
     case 'execute-missing-portal': {
       const portal = missingName(rng)
-      return exact(`Execute(portal "${portal}") with no Bind, Sync`, [wire.execute(portal, rng.int(0, 10)), wire.sync()], 1, [error('34000', `portal "${portal}" does not exist`), 'Z:I'])
+      return exact(
+        `Execute(portal "${portal}") with no Bind, Sync`,
+        [wire.execute(portal, rng.int(0, 10)), wire.sync()],
+        1,
+        [error('34000', `portal "${portal}" does not exist`), 'Z:I'],
+      )
     }
     case 'describe-missing': {
       const name = missingName(rng)
       const isStatement = rng.chance(0.5)
-      const want = isStatement ? error('26000', statementMissing(name)) : error('34000', `portal "${name}" does not exist`)
-      return exact(`Describe(${isStatement ? 'S' : 'P'} "${name}") of nothing, Sync`, [wire.describe(isStatement ? 'S' : 'P', name), wire.sync()], 1, [want, 'Z:I'])
+      const want = isStatement
+        ? error('26000', statementMissing(name))
+        : error('34000', `portal "${name}" does not exist`)
+      return exact(
+        `Describe(${isStatement ? 'S' : 'P'} "${name}") of nothing, Sync`,
+        [wire.describe(isStatement ? 'S' : 'P', name), wire.sync()],
+        1,
+        [want, 'Z:I'],
+      )
     }
     case 'close-missing': {
       // Closing what does not exist is not an error.
       const name = missingName(rng)
       const which = rng.pick(['S', 'P'] as const)
-      return exact(`Close(${which} "${name}") of nothing, Sync`, [wire.close(which, name), wire.sync()], 1, ['3', 'Z:I'])
+      return exact(`Close(${which} "${name}") of nothing, Sync`, [wire.close(which, name), wire.sync()], 1, [
+        '3',
+        'Z:I',
+      ])
     }
     case 'copy-outside-copy': {
       // postgres.c accepts and ignores CopyData/CopyDone/CopyFail outside COPY (a COPY that failed may leave some).
       const frames = Array.from({ length: rng.int(1, 5) }, () =>
-        rng.pick([() => wire.copyData(rng.bytes(rng.int(0, 100))), () => wire.copyDone(), () => wire.copyFail(`fuzz ${rng.int(0, 999)}`)])(),
+        rng.pick([
+          () => wire.copyData(rng.bytes(rng.int(0, 100))),
+          () => wire.copyDone(),
+          () => wire.copyFail(`fuzz ${rng.int(0, 999)}`),
+        ])(),
       )
       const withSync = rng.chance(0.5)
       const codes = frames.map((f) => String.fromCharCode(f[0]!)).join('')
-      return exact(`copy messages "${codes}" outside COPY${withSync ? ', Sync' : ''}`, withSync ? [...frames, wire.sync()] : frames, withSync ? 1 : 0, withSync ? ['Z:I'] : [])
+      return exact(
+        `copy messages "${codes}" outside COPY${withSync ? ', Sync' : ''}`,
+        withSync ? [...frames, wire.sync()] : frames,
+        withSync ? 1 : 0,
+        withSync ? ['Z:I'] : [],
+      )
     }
     case 'bind-parameter-count': {
       const count = rng.pick([0, 2, 3])
       const params = Array.from({ length: count }, (_, i) => String(i))
       const frames = [wire.parse('', 'select $1::int as v'), wire.bind('', '', params), wire.execute(''), wire.sync()]
-      return exact(`Parse(select $1::int), Bind with ${count} parameters, Execute, Sync`, frames, 1, ['1', error('08P01', `bind message supplies ${count} parameters, but prepared statement "" requires 1`), 'Z:I'])
+      return exact(`Parse(select $1::int), Bind with ${count} parameters, Execute, Sync`, frames, 1, [
+        '1',
+        error('08P01', `bind message supplies ${count} parameters, but prepared statement "" requires 1`),
+        'Z:I',
+      ])
     }
     case 'bad-subtype': {
       let subtype: number
@@ -99,19 +144,36 @@ export function sessionCase(rng: Rng, deadlineMs: number, value: string): Sessio
       while (subtype === 0x53 || subtype === 0x50)
       const isDescribe = rng.chance(0.5)
       const frame = typedMessage(isDescribe ? 0x44 : 0x43, Buffer.concat([Buffer.from([subtype]), Buffer.from('x\0')]))
-      return exact(`${isDescribe ? 'Describe' : 'Close'} with subtype ${subtype}, Sync`, [frame, wire.sync()], 1, [error('08P01', `invalid ${isDescribe ? 'DESCRIBE' : 'CLOSE'} message subtype ${subtype}`), 'Z:I'])
+      return exact(`${isDescribe ? 'Describe' : 'Close'} with subtype ${subtype}, Sync`, [frame, wire.sync()], 1, [
+        error('08P01', `invalid ${isDescribe ? 'DESCRIBE' : 'CLOSE'} message subtype ${subtype}`),
+        'Z:I',
+      ])
     }
     case 'malformed-body': {
       const junk = Buffer.from(rng.bytes(rng.int(1, 20)).toString('hex'))
       switch (rng.int(0, 3)) {
         case 0:
-          return exact(`Sync with a ${junk.length}-byte body`, [typedMessage(0x53, junk)], 1, [error('08P01', 'invalid message format'), 'Z:I'])
+          return exact(`Sync with a ${junk.length}-byte body`, [typedMessage(0x53, junk)], 1, [
+            error('08P01', 'invalid message format'),
+            'Z:I',
+          ])
         case 1:
-          return exact(`Flush with a ${junk.length}-byte body, Sync`, [typedMessage(0x48, junk), wire.sync()], 1, [error('08P01', 'invalid message format'), 'Z:I'])
+          return exact(`Flush with a ${junk.length}-byte body, Sync`, [typedMessage(0x48, junk), wire.sync()], 1, [
+            error('08P01', 'invalid message format'),
+            'Z:I',
+          ])
         case 2:
-          return exact(`Query "${junk.toString()}" without its terminator`, [typedMessage(0x51, junk)], 1, [error('08P01', 'invalid string in message'), 'Z:I'])
+          return exact(`Query "${junk.toString()}" without its terminator`, [typedMessage(0x51, junk)], 1, [
+            error('08P01', 'invalid string in message'),
+            'Z:I',
+          ])
         default:
-          return exact(`Query "select 1" with bytes after its terminator`, [typedMessage(0x51, Buffer.concat([Buffer.from('select 1\0'), junk]))], 1, [error('08P01', 'invalid message format'), 'Z:I'])
+          return exact(
+            `Query "select 1" with bytes after its terminator`,
+            [typedMessage(0x51, Buffer.concat([Buffer.from('select 1\0'), junk]))],
+            1,
+            [error('08P01', 'invalid message format'), 'Z:I'],
+          )
       }
     }
     case 'random-body':
@@ -125,7 +187,12 @@ export function sessionCase(rng: Rng, deadlineMs: number, value: string): Sessio
         description = `message ${String.fromCharCode(code)} with random body ${hex(body)}, Sync`
       } else {
         const name = rng.chance(0.5) ? '' : `fz_s${rng.int(0, 9)}`
-        const base = [wire.parse(name, 'select $1::int + 1 as v'), wire.bind('', name, [String(rng.int(0, 1000))]), wire.describe('P', ''), wire.execute('', rng.int(0, 2))]
+        const base = [
+          wire.parse(name, 'select $1::int + 1 as v'),
+          wire.bind('', name, [String(rng.int(0, 1000))]),
+          wire.describe('P', ''),
+          wire.execute('', rng.int(0, 2)),
+        ]
         frames = mutateBodies(rng, base)
         description = `mutated pipeline ${frames.map(hex).join(' ')}, Sync`
       }
@@ -143,7 +210,9 @@ export function sessionCase(rng: Rng, deadlineMs: number, value: string): Sessio
           }
           const tail = got.slice(got.indexOf(`D:["${value}"]`) - 1)
           if (got.some((m) => m.startsWith('E:FATAL')) || tail.join() !== check.want.join()) {
-            throw new CaseMismatch(`${kind} ${description}: expected ERRORs or results, then ${JSON.stringify(check.want)}; got ${JSON.stringify(got)}`)
+            throw new CaseMismatch(
+              `${kind} ${description}: expected ERRORs or results, then ${JSON.stringify(check.want)}; got ${JSON.stringify(got)}`,
+            )
           }
         },
       }
@@ -160,7 +229,15 @@ export interface Ending {
 
 /** How a bad client's connection ends: a FATAL protocol violation, a crash mid-message, or a clean goodbye. */
 export function ending(rng: Rng, deadlineMs: number, value: string): Ending {
-  const kind = rng.pick(['unknown-type', 'bad-length', 'answered-then-violation', 'second-startup', 'truncated-then-gone', 'held-then-gone', 'terminate'] as const)
+  const kind = rng.pick([
+    'unknown-type',
+    'bad-length',
+    'answered-then-violation',
+    'second-startup',
+    'truncated-then-gone',
+    'held-then-gone',
+    'terminate',
+  ] as const)
   const fatalClose = (description: string, bytes: Buffer, want: Matcher[]): Ending => ({
     kind,
     description,
@@ -170,7 +247,8 @@ export function ending(rng: Rng, deadlineMs: number, value: string): Ending {
       try {
         got = shown(await client.until('E', { deadlineMs }))
       } catch (error) {
-        if (error instanceof ClosedError) throw new CaseMismatch(`${kind} ${description}: closed without an ErrorResponse (${error.message})`)
+        if (error instanceof ClosedError)
+          throw new CaseMismatch(`${kind} ${description}: closed without an ErrorResponse (${error.message})`)
         throw error
       }
       expectShown(got, want, `${kind} ${description}`)
@@ -182,26 +260,42 @@ export function ending(rng: Rng, deadlineMs: number, value: string): Ending {
       const code = rng.pick(UNKNOWN_CODES)
       const length = rng.int(4, 40)
       const bytes = Buffer.concat([header(code, length), rng.bytes(length - 4)])
-      return fatalClose(`message type ${code} ${hex(bytes)}`, bytes, [fatal('08P01', `invalid frontend message type ${code}`)])
+      return fatalClose(`message type ${code} ${hex(bytes)}`, bytes, [
+        fatal('08P01', `invalid frontend message type ${code}`),
+      ])
     }
     case 'bad-length': {
       // Postgres closes without a word (COMMERROR); we say why, as FATAL 08P01.
       const code = rng.pick(TYPED_CODES)
       const length = badLength(rng, postgresLimits(code))
-      return fatalClose(`message ${String.fromCharCode(code)} with length ${length}`, Buffer.concat([header(code, length), rng.bytes(rng.int(0, 20))]), [fatal('08P01', 'invalid message length')])
+      return fatalClose(
+        `message ${String.fromCharCode(code)} with length ${length}`,
+        Buffer.concat([header(code, length), rng.bytes(rng.int(0, 20))]),
+        [fatal('08P01', 'invalid message length')],
+      )
     }
     case 'answered-then-violation': {
       // Postgres runs and answers every message before the bad one, even when they arrive in the same read.
       const check = checkQuery(value)
       const code = rng.pick(UNKNOWN_CODES)
-      return fatalClose(`Query and message type ${code} in one write`, Buffer.concat([check.frame, header(code, 4)]), [...check.want, fatal('08P01', `invalid frontend message type ${code}`)])
+      return fatalClose(`Query and message type ${code} in one write`, Buffer.concat([check.frame, header(code, 4)]), [
+        ...check.want,
+        fatal('08P01', `invalid frontend message type ${code}`),
+      ])
     }
     case 'second-startup': {
       // After startup a StartupMessage reads as message type 0.
-      return fatalClose('a second StartupMessage', wire.startup({ user: 'postgres', database: 'postgres' }), [fatal('08P01', 'invalid frontend message type 0')])
+      return fatalClose('a second StartupMessage', wire.startup({ user: 'postgres', database: 'postgres' }), [
+        fatal('08P01', 'invalid frontend message type 0'),
+      ])
     }
     case 'truncated-then-gone': {
-      const frames = Buffer.concat([wire.parse('', 'select $1::int'), wire.bind('', '', ['1']), wire.execute(''), wire.sync()])
+      const frames = Buffer.concat([
+        wire.parse('', 'select $1::int'),
+        wire.bind('', '', ['1']),
+        wire.execute(''),
+        wire.sync(),
+      ])
       const cut = rng.int(1, frames.length - 1)
       return {
         kind,
@@ -237,7 +331,8 @@ export function ending(rng: Rng, deadlineMs: number, value: string): Ending {
         kind,
         description: 'Terminate',
         async run(client) {
-          if (!(await client.end({ deadlineMs }))) throw new CaseMismatch('Terminate: the server did not close the connection')
+          if (!(await client.end({ deadlineMs })))
+            throw new CaseMismatch('Terminate: the server did not close the connection')
         },
       }
   }

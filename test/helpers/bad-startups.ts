@@ -14,7 +14,17 @@ const CANCEL_REQUEST = 80877102
  * A fresh socket in the startup phase. Each SSL/GSSENC request is sent alone and its one-byte answer awaited, as
  * libpq does (Postgres refuses bytes that arrive before it answered: "received unencrypted data after SSL request").
  */
-async function openStartup(address: Address, requests: Buffer[], deadlineMs: number, what: string): Promise<{ socket: net.Socket; received: () => Buffer; closed: Promise<void>; arrived: (test: (bytes: Buffer) => boolean) => Promise<void> }> {
+async function openStartup(
+  address: Address,
+  requests: Buffer[],
+  deadlineMs: number,
+  what: string,
+): Promise<{
+  socket: net.Socket
+  received: () => Buffer
+  closed: Promise<void>
+  arrived: (test: (bytes: Buffer) => boolean) => Promise<void>
+}> {
   const socket = net.connect(address.port, address.host)
   const chunks: Buffer[] = []
   let wake: () => void = () => {}
@@ -28,16 +38,28 @@ async function openStartup(address: Address, requests: Buffer[], deadlineMs: num
   const received = () => Buffer.concat(chunks)
   /** Resolves once what arrived passes `test`, or the socket closed. */
   const arrived = async (test: (bytes: Buffer) => boolean) => {
-    while (!test(received()) && !socket.destroyed) await Promise.race([new Promise<void>((resolve) => (wake = resolve)), closed])
+    while (!test(received()) && !socket.destroyed)
+      await Promise.race([new Promise<void>((resolve) => (wake = resolve)), closed])
   }
   try {
-    await withDeadline(new Promise<void>((resolve) => socket.once('connect', () => resolve())), deadlineMs, `${what}: connect`)
+    await withDeadline(
+      new Promise<void>((resolve) => socket.once('connect', () => resolve())),
+      deadlineMs,
+      `${what}: connect`,
+    )
     for (let i = 0; i < requests.length; i++) {
       socket.write(requests[i]!)
-      await withDeadline(arrived((bytes) => bytes.length > i), deadlineMs, `${what}: the answer to request ${i + 1}`)
+      await withDeadline(
+        arrived((bytes) => bytes.length > i),
+        deadlineMs,
+        `${what}: the answer to request ${i + 1}`,
+      )
     }
     const answers = received().toString('latin1')
-    if (answers !== 'N'.repeat(requests.length)) throw new CaseMismatch(`${what}: expected ${requests.length} 'N' answers to the requests, got ${JSON.stringify(answers)}`)
+    if (answers !== 'N'.repeat(requests.length))
+      throw new CaseMismatch(
+        `${what}: expected ${requests.length} 'N' answers to the requests, got ${JSON.stringify(answers)}`,
+      )
   } catch (error) {
     socket.destroy()
     throw error
@@ -48,7 +70,10 @@ async function openStartup(address: Address, requests: Buffer[], deadlineMs: num
 /** True once `bytes` (after `skip` answer bytes) hold a ReadyForQuery: the server took the connection. */
 function holdsReady(bytes: Buffer, skip: number): boolean {
   try {
-    return wire.createBackendParser().push(bytes.subarray(skip)).some((m) => m.code === 'Z')
+    return wire
+      .createBackendParser()
+      .push(bytes.subarray(skip))
+      .some((m) => m.code === 'Z')
   } catch (error) {
     // Not protocol: the caller's parse reports it with the case.
     if (error instanceof wire.GarbageError) return false
@@ -61,17 +86,28 @@ function holdsReady(bytes: Buffer, skip: number): boolean {
  * the server closed the connection. With `isRefusal`, anything but an ErrorResponse (another 'N', or
  * AuthenticationOk...ReadyForQuery) also ends the wait: the server did not refuse, and the case can say so at once.
  */
-export async function startupAnswer(address: Address, requests: Buffer[], bytes: Buffer, options: { deadlineMs: number; what: string; isRefusal: boolean }): Promise<Shown[]> {
+export async function startupAnswer(
+  address: Address,
+  requests: Buffer[],
+  bytes: Buffer,
+  options: { deadlineMs: number; what: string; isRefusal: boolean },
+): Promise<Shown[]> {
   const { deadlineMs, what, isRefusal } = options
   const session = await openStartup(address, requests, deadlineMs, what)
   try {
     session.socket.write(bytes)
-    const isAccepting = (got: Buffer) => got.length > requests.length && (got[requests.length] !== 0x45 || holdsReady(got, requests.length))
-    await withDeadline(Promise.race([session.closed, session.arrived((got) => isRefusal && isAccepting(got))]), deadlineMs, `${what}: the server closing the connection`)
+    const isAccepting = (got: Buffer) =>
+      got.length > requests.length && (got[requests.length] !== 0x45 || holdsReady(got, requests.length))
+    await withDeadline(
+      Promise.race([session.closed, session.arrived((got) => isRefusal && isAccepting(got))]),
+      deadlineMs,
+      `${what}: the server closing the connection`,
+    )
     const parser = wire.createBackendParser()
     const rest = session.received().subarray(requests.length)
     const messages = shown(parser.push(rest))
-    if (parser.pendingBytes > 0) messages.push(`partial:${rest.subarray(rest.length - parser.pendingBytes).toString('hex')}`)
+    if (parser.pendingBytes > 0)
+      messages.push(`partial:${rest.subarray(rest.length - parser.pendingBytes).toString('hex')}`)
     return messages
   } finally {
     session.socket.destroy()
@@ -104,15 +140,33 @@ function layoutBody(rng: Rng): { body: Buffer; variant: string } {
     case 2:
       return { body: Buffer.from('user\0postgres\0database\0'), variant: 'a name without a value' }
     default:
-      return { body: Buffer.concat([Buffer.from('user\0postgres\0\0'), rng.bytes(rng.int(1, 8))]), variant: 'bytes after the terminator' }
+      return {
+        body: Buffer.concat([Buffer.from('user\0postgres\0\0'), rng.bytes(rng.int(1, 8))]),
+        variant: 'bytes after the terminator',
+      }
   }
 }
 
 /** One bad client in the startup phase, on its own socket. */
 export function startupCase(rng: Rng, address: Address, deadlineMs: number, ping: () => string): BadCase {
-  const kind = rng.pick(['bad-startup-length', 'unsupported-protocol', 'bad-request-length', 'bad-layout', 'cancel-unknown-key', 'random-garbage', 'http-request', 'truncated-startup', 'repeated-request', 'newer-minor-version', 'startup-then-unknown-type'] as const)
+  const kind = rng.pick([
+    'bad-startup-length',
+    'unsupported-protocol',
+    'bad-request-length',
+    'bad-layout',
+    'cancel-unknown-key',
+    'random-garbage',
+    'http-request',
+    'truncated-startup',
+    'repeated-request',
+    'newer-minor-version',
+    'startup-then-unknown-type',
+  ] as const)
   const requests = requestsFirst(rng)
-  const prefix = requests.length > 0 ? `after ${requests.map((r) => (r.readInt32BE(4) === SSL_REQUEST ? 'SSLRequest' : 'GSSENCRequest')).join(', ')}: ` : ''
+  const prefix =
+    requests.length > 0
+      ? `after ${requests.map((r) => (r.readInt32BE(4) === SSL_REQUEST ? 'SSLRequest' : 'GSSENCRequest')).join(', ')}: `
+      : ''
   const expectClosed = (bytes: Buffer, description: string, want: Matcher[], isRefusal = true): BadCase => ({
     kind,
     description: prefix + description,
@@ -130,10 +184,15 @@ export function startupCase(rng: Rng, address: Address, deadlineMs: number, ping
     }
     case 'unsupported-protocol': {
       let code: number
-      do code = rng.chance(0.5) ? rng.int(0, 2 ** 31 - 1) : (rng.pick([0, 1, 2, 4, 1234, 65535]) << 16) | rng.int(0, 65535)
+      do
+        code = rng.chance(0.5)
+          ? rng.int(0, 2 ** 31 - 1)
+          : (rng.pick([0, 1, 2, 4, 1234, 65535]) << 16) | rng.int(0, 65535)
       while (code >>> 16 === 3 || code === SSL_REQUEST || code === GSSENC_REQUEST || code === CANCEL_REQUEST)
       const bytes = startupPacket(code, Buffer.from('user\0postgres\0\0'))
-      return expectClosed(bytes, `startup packet with protocol code ${code}`, [fatal('0A000', /unsupported frontend protocol \d+\.\d+/)])
+      return expectClosed(bytes, `startup packet with protocol code ${code}`, [
+        fatal('0A000', /unsupported frontend protocol \d+\.\d+/),
+      ])
     }
     case 'bad-request-length': {
       // Postgres closes on a bad CancelRequest length without a word, as we do; it ignores the length of an
@@ -144,12 +203,18 @@ export function startupCase(rng: Rng, address: Address, deadlineMs: number, ping
       do length = rng.int(8, 64)
       while (length === right)
       const bytes = startupPacket(code, Buffer.alloc(length - 8), length)
-      return expectClosed(bytes, `request ${code} with length ${length}`, code === CANCEL_REQUEST ? [] : [fatal('08P01', 'invalid length of startup packet')])
+      return expectClosed(
+        bytes,
+        `request ${code} with length ${length}`,
+        code === CANCEL_REQUEST ? [] : [fatal('08P01', 'invalid length of startup packet')],
+      )
     }
     case 'bad-layout': {
       const { body, variant } = layoutBody(rng)
       const bytes = startupPacket(PROTOCOL_3_0, body)
-      return expectClosed(bytes, `StartupMessage with ${variant}: ${hex(bytes)}`, [fatal('08P01', 'invalid startup packet layout: expected terminator as last byte')])
+      return expectClosed(bytes, `StartupMessage with ${variant}: ${hex(bytes)}`, [
+        fatal('08P01', 'invalid startup packet layout: expected terminator as last byte'),
+      ])
     }
     case 'cancel-unknown-key': {
       const bytes = Buffer.concat([startupPacket(CANCEL_REQUEST, Buffer.alloc(8))])
@@ -165,7 +230,9 @@ export function startupCase(rng: Rng, address: Address, deadlineMs: number, ping
       return expectClosed(bytes, `garbage ${hex(bytes)}`, [])
     }
     case 'http-request': {
-      const bytes = Buffer.from(`${rng.pick(['GET', 'POST', 'HEAD'])} /${rng.bytes(4).toString('hex')} HTTP/1.1\r\nHost: x\r\n\r\n`)
+      const bytes = Buffer.from(
+        `${rng.pick(['GET', 'POST', 'HEAD'])} /${rng.bytes(4).toString('hex')} HTTP/1.1\r\nHost: x\r\n\r\n`,
+      )
       return expectClosed(bytes, `${JSON.stringify(bytes.toString())}`, [])
     }
     case 'truncated-startup': {
@@ -177,7 +244,11 @@ export function startupCase(rng: Rng, address: Address, deadlineMs: number, ping
         description,
         async run() {
           const session = await openStartup(address, requests, deadlineMs, `${kind} ${description}`)
-          await withDeadline(new Promise<void>((resolve) => session.socket.write(full.subarray(0, cut), () => resolve())), deadlineMs, `${kind}: write`)
+          await withDeadline(
+            new Promise<void>((resolve) => session.socket.write(full.subarray(0, cut), () => resolve())),
+            deadlineMs,
+            `${kind}: write`,
+          )
           session.socket.destroy()
         },
       }
@@ -187,7 +258,9 @@ export function startupCase(rng: Rng, address: Address, deadlineMs: number, ping
       const again = requests.at(-1) ?? startupPacket(SSL_REQUEST)
       if (requests.length === 0) requests.push(again)
       const code = again.readInt32BE(4)
-      return expectClosed(again, `the same request (${code}) again`, [fatal('0A000', `unsupported frontend protocol 1234.${code & 0xffff}: server supports 3.0 to 3.0`)])
+      return expectClosed(again, `the same request (${code}) again`, [
+        fatal('0A000', `unsupported frontend protocol 1234.${code & 0xffff}: server supports 3.0 to 3.0`),
+      ])
     }
     case 'newer-minor-version': {
       const minor = rng.int(1, 65535)
@@ -200,16 +273,32 @@ export function startupCase(rng: Rng, address: Address, deadlineMs: number, ping
         description: prefix + description,
         async run() {
           const value = ping()
-          const bytes = Buffer.concat([wire.startup(params, (3 << 16) | minor), wire.query(`select '${value}' as v`), wire.terminate()])
+          const bytes = Buffer.concat([
+            wire.startup(params, (3 << 16) | minor),
+            wire.query(`select '${value}' as v`),
+            wire.terminate(),
+          ])
           const what = `${kind} ${prefix}${description}`
-          expectShown(await startupAnswer(address, requests, bytes, { deadlineMs, what, isRefusal: false }), ['v', 'R', 'K', 'Z:I', 'T', `D:["${value}"]`, 'C:SELECT 1', 'Z:I'], what)
+          expectShown(
+            await startupAnswer(address, requests, bytes, { deadlineMs, what, isRefusal: false }),
+            ['v', 'R', 'K', 'Z:I', 'T', `D:["${value}"]`, 'C:SELECT 1', 'Z:I'],
+            what,
+          )
         },
       }
     }
     case 'startup-then-unknown-type': {
       const code = rng.pick(UNKNOWN_CODES)
-      const bytes = Buffer.concat([wire.startup({ user: 'postgres', database: 'postgres' }), header(code, rng.int(4, 40))])
-      return expectClosed(bytes, `StartupMessage and message type ${code} in one write`, ['R', 'K', 'Z:I', fatal('08P01', `invalid frontend message type ${code}`)], false)
+      const bytes = Buffer.concat([
+        wire.startup({ user: 'postgres', database: 'postgres' }),
+        header(code, rng.int(4, 40)),
+      ])
+      return expectClosed(
+        bytes,
+        `StartupMessage and message type ${code} in one write`,
+        ['R', 'K', 'Z:I', fatal('08P01', `invalid frontend message type ${code}`)],
+        false,
+      )
     }
   }
 }

@@ -23,7 +23,12 @@ export interface BystanderResult {
 }
 
 /** Runs the bystanders until `isDone()`, then closes their pools (bounded). */
-export async function runBystanders(url: string, rng: Rng, isDone: () => boolean, options: BystanderOptions): Promise<BystanderResult> {
+export async function runBystanders(
+  url: string,
+  rng: Rng,
+  isDone: () => boolean,
+  options: BystanderOptions,
+): Promise<BystanderResult> {
   const { table, perDriver, deadlineMs } = options
   const result: BystanderResult = { ops: 0, errors: [], committed: 0 }
   const pool = new pg.Pool({ connectionString: url, max: perDriver })
@@ -39,7 +44,8 @@ export async function runBystanders(url: string, rng: Rng, isDone: () => boolean
     }
   }
   const expectEqual = (got: unknown, want: unknown) => {
-    if (JSON.stringify(got) !== JSON.stringify(want)) throw new Error(`expected ${JSON.stringify(want)}, got ${JSON.stringify(got)}`)
+    if (JSON.stringify(got) !== JSON.stringify(want))
+      throw new Error(`expected ${JSON.stringify(want)}, got ${JSON.stringify(got)}`)
   }
 
   const pgLoop = async (id: number, r: Rng) => {
@@ -50,11 +56,16 @@ export async function runBystanders(url: string, rng: Rng, isDone: () => boolean
       const b = r.int(-1000, 1000)
       switch (r.int(0, 2)) {
         case 0:
-          await op(who, `select ${a} + ${b}`, async () => expectEqual((await pool.query('select $1::int + $2::int as s', [a, b])).rows, [{ s: a + b }]))
+          await op(who, `select ${a} + ${b}`, async () =>
+            expectEqual((await pool.query('select $1::int + $2::int as s', [a, b])).rows, [{ s: a + b }]),
+          )
           break
         case 1:
           await op(who, `named select ${a} * ${b}`, async () =>
-            expectEqual((await pool.query({ name: 'bystander_mul', text: 'select $1::int * $2::int as p', values: [a, b] })).rows, [{ p: a * b }]),
+            expectEqual(
+              (await pool.query({ name: 'bystander_mul', text: 'select $1::int * $2::int as p', values: [a, b] })).rows,
+              [{ p: a * b }],
+            ),
           )
           break
         default:
@@ -64,7 +75,9 @@ export async function runBystanders(url: string, rng: Rng, isDone: () => boolean
             try {
               await client.query('begin')
               await client.query(`insert into ${table} (who, n) values ($1, $2)`, [who, mine])
-              expectEqual((await client.query(`select count(*)::int as c from ${table} where who = $1`, [who])).rows, [{ c: mine + 1 }])
+              expectEqual((await client.query(`select count(*)::int as c from ${table} where who = $1`, [who])).rows, [
+                { c: mine + 1 },
+              ])
               await client.query('commit')
               mine++
               result.committed++
@@ -88,17 +101,24 @@ export async function runBystanders(url: string, rng: Rng, isDone: () => boolean
       const text = r.bytes(8).toString('hex')
       switch (r.int(0, 2)) {
         case 0:
-          await op(who, `select ${a} - 1`, async () => expectEqual([...(await sql`select ${a}::int - 1 as d`)], [{ d: a - 1 }]))
+          await op(who, `select ${a} - 1`, async () =>
+            expectEqual([...(await sql`select ${a}::int - 1 as d`)], [{ d: a - 1 }]),
+          )
           break
         case 1:
           // Unprepared: the unnamed statement, the one a shared session exposes most.
-          await op(who, `unprepared select '${text}'`, async () => expectEqual([...(await sql.unsafe('select $1::text as t', [text], { prepare: false }))], [{ t: text }]))
+          await op(who, `unprepared select '${text}'`, async () =>
+            expectEqual([...(await sql.unsafe('select $1::text as t', [text], { prepare: false }))], [{ t: text }]),
+          )
           break
         default:
           await op(who, `transaction ${mine}`, async () => {
             await sql.begin(async (tx) => {
               await tx.unsafe(`insert into ${table} (who, n) values ($1, $2)`, [who, mine])
-              expectEqual([...(await tx.unsafe(`select count(*)::int as c from ${table} where who = $1`, [who]))], [{ c: mine + 1 }])
+              expectEqual(
+                [...(await tx.unsafe(`select count(*)::int as c from ${table} where who = $1`, [who]))],
+                [{ c: mine + 1 }],
+              )
             })
             mine++
             result.committed++
@@ -108,7 +128,11 @@ export async function runBystanders(url: string, rng: Rng, isDone: () => boolean
   }
 
   try {
-    await withDeadline(pool.query(`create table if not exists ${table} (who text, n int)`), deadlineMs, 'create the bystander table')
+    await withDeadline(
+      pool.query(`create table if not exists ${table} (who text, n int)`),
+      deadlineMs,
+      'create the bystander table',
+    )
     await Promise.all([
       ...Array.from({ length: perDriver }, (_, i) => pgLoop(i, rng.fork(i))),
       ...Array.from({ length: perDriver }, (_, i) => postgresLoop(i, rng.fork(100 + i))),

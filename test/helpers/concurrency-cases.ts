@@ -15,7 +15,12 @@ import { pgListenNotifyScenario } from '../../harness/scenarios/pg-listen-notify
 import { pgDiscardAllScenario } from '../../harness/scenarios/pg-discard-all.ts'
 import { copyInOutScenario } from '../../harness/scenarios/copy.ts'
 import {
-  backendAdvisoryScenario, backendCursorsScenario, backendIdentityScenario, backendTempScenario, pgjdbcScenario, psycopgScenario,
+  backendAdvisoryScenario,
+  backendCursorsScenario,
+  backendIdentityScenario,
+  backendTempScenario,
+  pgjdbcScenario,
+  psycopgScenario,
 } from '../../harness/scenarios/foreign-clients.ts'
 import { psqlScriptsScenario } from '../../harness/scenarios/psql.ts'
 import { pgDumpRestoreScenario } from '../../harness/scenarios/pg-dump.ts'
@@ -27,7 +32,8 @@ import { postgresJsParamsScenario } from '../../harness/scenarios/postgres-js-pa
 import { backendNodeScenario } from '../../harness/scenarios/backend-node.ts'
 
 /** What went wrong, in the assertion message: the verdict alone says little about 300 queries. */
-const why = (outcome: Outcome) => JSON.stringify({ kind: outcome.kind, tally: outcome.tally, details: outcome.details }, null, 1)
+const why = (outcome: Outcome) =>
+  JSON.stringify({ kind: outcome.kind, tally: outcome.tally, details: outcome.details }, null, 1)
 
 export function expectAllOk(outcome: Outcome): void {
   expect(outcome.kind, why(outcome)).toBe('ok')
@@ -82,7 +88,10 @@ const cases: Case[] = [
     scenario: postgresJsParamsScenario,
     stock: (o) => {
       expectNotOk(o)
-      expect(Object.keys(o.tally.errors).some((k) => k === '08P01' || k === '26000'), why(o)).toBe(true)
+      expect(
+        Object.keys(o.tally.errors).some((k) => k === '08P01' || k === '26000'),
+        why(o),
+      ).toBe(true)
     },
     patched: (o) => expect(o.tally.queries).toBe(6 * 20 * 3),
   },
@@ -277,7 +286,12 @@ const cases: Case[] = [
       expectNotOk(o)
       expect(o.details?.refusal, why(o)).toBeUndefined()
     },
-    patched: (o) => expect(o.details?.refusal).toEqual({ severity: 'FATAL', code: '53300', message: 'sorry, too many clients already' }),
+    patched: (o) =>
+      expect(o.details?.refusal).toEqual({
+        severity: 'FATAL',
+        code: '53300',
+        message: 'sorry, too many clients already',
+      }),
   },
   {
     scenario: disconnectMidScenario,
@@ -293,10 +307,16 @@ const cases: Case[] = [
 export function caseTests(target: Target): void {
   for (const c of cases.filter((c) => target.name !== 'stock' || c.stock)) {
     test(c.scenario.name, { timeout: c.timeoutMs }, async () => {
-      const running = c.stockInChildProcess && target.name === 'stock' ? await target.spawn(c.scenario.server) : await target.start(c.scenario.server)
+      const running =
+        c.stockInChildProcess && target.name === 'stock'
+          ? await target.spawn(c.scenario.server)
+          : await target.start(c.scenario.server)
       onTestFinished(() => running.close())
       // A driver's own background query that fails on stock is counted here, not left to crash the run.
-      if (target.name === 'stock') return c.stock!(await countingStrayRejections(() => c.scenario.run(running.url, { deadlineMs: c.stockDeadlineMs })))
+      if (target.name === 'stock')
+        return c.stock!(
+          await countingStrayRejections(() => c.scenario.run(running.url, { deadlineMs: c.stockDeadlineMs })),
+        )
       const outcome = await countingStrayRejections(() => c.scenario.run(running.url))
       expectAllOk(outcome)
       c.patched?.(outcome)

@@ -39,7 +39,11 @@ export function useDatabaseTests(): DatabaseTests {
   afterEach(async () => {
     await Promise.all(tests.clients.splice(0).map((client) => endClient(client)))
     await Promise.all(tests.sqls.splice(0).map((sql) => sql.end({ timeout: 5 })))
-    await withDeadline(Promise.all(tests.devs.splice(0).map((dev) => dev.close())), CLOSE_DEADLINE_MS, 'close after test')
+    await withDeadline(
+      Promise.all(tests.devs.splice(0).map((dev) => dev.close())),
+      CLOSE_DEADLINE_MS,
+      'close after test',
+    )
   })
   return tests
 }

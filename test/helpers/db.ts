@@ -37,7 +37,8 @@ export async function scratchRoot(): Promise<string> {
     await access('/dev/shm', constants.W_OK)
     return '/dev/shm'
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT' || (error as NodeJS.ErrnoException).code === 'EACCES') return os.tmpdir()
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT' || (error as NodeJS.ErrnoException).code === 'EACCES')
+      return os.tmpdir()
     throw error
   }
 }
@@ -94,7 +95,11 @@ export async function openTestDb(imageDir: string = inject('pgliteImageDir')): P
   if (!loading) images.set(imageDir, (loading = testImage(imageDir)))
   const image = await loading
   // No Postgres timer to arm: none was when the image was taken (saveTestImage).
-  const db = await PGlite.create({ fs: new ImageFS(image, seen, () => {}), initialMemory: image.memoryBytes, startParams: START_PARAMS })
+  const db = await PGlite.create({
+    fs: new ImageFS(image, seen, () => {}),
+    initialMemory: image.memoryBytes,
+    startParams: START_PARAMS,
+  })
   let closing: Promise<void> | undefined
   return { db, close: () => (closing ??= db.closed ? Promise.resolve() : db.close()) }
 }

@@ -47,7 +47,11 @@ export function useDevDbs(): DevDbHarness {
     scratchDataDir,
     connect,
     async start(options = {}) {
-      const dev = await startDevDb({ migrations: false, ...options, dataDir: options.dataDir ?? (await scratchDataDir()) })
+      const dev = await startDevDb({
+        migrations: false,
+        ...options,
+        dataDir: options.dataDir ?? (await scratchDataDir()),
+      })
       devs.push(dev)
       return dev
     },

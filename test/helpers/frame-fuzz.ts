@@ -17,12 +17,15 @@ export const GSSENC_REQUEST = 80877104
 /** Message types the main loop of postgres.c accepts after startup. */
 export const TYPED_CODES = [...'QPBdFCDEHSXcf'].map((c) => c.charCodeAt(0))
 const LARGE_CODES = new Set([...'QPBdF'].map((c) => c.charCodeAt(0)))
-export const UNKNOWN_CODES = Array.from({ length: 256 }, (_, code) => code).filter((code) => !TYPED_CODES.includes(code))
+export const UNKNOWN_CODES = Array.from({ length: 256 }, (_, code) => code).filter(
+  (code) => !TYPED_CODES.includes(code),
+)
 
 /** The largest length field allowed for a type, or -1 for a type Postgres rejects (the reader's `maxLength` contract). */
 export type Limits = (code: number) => number
 
-export const postgresLimits: Limits = (code) => (!TYPED_CODES.includes(code) ? -1 : LARGE_CODES.has(code) ? LARGE_LIMIT : SMALL_LIMIT)
+export const postgresLimits: Limits = (code) =>
+  !TYPED_CODES.includes(code) ? -1 : LARGE_CODES.has(code) ? LARGE_LIMIT : SMALL_LIMIT
 
 /** Small random limits, so the over-limit paths are reached with little data. */
 export function smallLimits(rng: Rng): Limits {
@@ -58,7 +61,8 @@ export function startupMessage(rng: Rng): Buffer {
 export function validMessage(rng: Rng, limits: Limits, large = false): Buffer {
   const code = rng.pick(TYPED_CODES)
   const maxBody = limits(code) - 4
-  const wanted = large && LARGE_CODES.has(code) ? rng.int(50_000, 700_000) : rng.chance(0.1) ? rng.int(0, 3000) : rng.int(0, 40)
+  const wanted =
+    large && LARGE_CODES.has(code) ? rng.int(50_000, 700_000) : rng.chance(0.1) ? rng.int(0, 3000) : rng.int(0, 40)
   return typedMessage(code, rng.bytes(Math.min(wanted, maxBody)))
 }
 
@@ -148,7 +152,19 @@ export function chunking(rng: Rng, stream: Buffer, boundaries: number[]): number
   return sizes
 }
 
-export const CASE_KINDS = ['valid', 'truncated', 'oversized', 'unknown-type', 'garbage', 'random-bytes', 'huge-declared', 'startup', 'startup-bad-length', 'typed-before-startup', 'startup-after-typed'] as const
+export const CASE_KINDS = [
+  'valid',
+  'truncated',
+  'oversized',
+  'unknown-type',
+  'garbage',
+  'random-bytes',
+  'huge-declared',
+  'startup',
+  'startup-bad-length',
+  'typed-before-startup',
+  'startup-after-typed',
+] as const
 export type CaseKind = (typeof CASE_KINDS)[number]
 
 export interface FuzzCase {
@@ -197,7 +213,12 @@ export function generateCase(rng: Rng, kind: CaseKind): FuzzCase {
       for (let n = rng.int(1, 20); n > 0; n--) {
         const code = rng.chance(0.85) ? rng.pick(TYPED_CODES) : rng.int(0, 255)
         const roll = rng.next()
-        const length = roll < 0.7 ? rng.int(4, 40) : roll < 0.85 ? rng.pick([0, 3, 4, 5, SMALL_LIMIT, SMALL_LIMIT + 1, LARGE_LIMIT, LARGE_LIMIT + 1, -1, 2 ** 31 - 1]) : rng.int(-(2 ** 31), 2 ** 31 - 1)
+        const length =
+          roll < 0.7
+            ? rng.int(4, 40)
+            : roll < 0.85
+              ? rng.pick([0, 3, 4, 5, SMALL_LIMIT, SMALL_LIMIT + 1, LARGE_LIMIT, LARGE_LIMIT + 1, -1, 2 ** 31 - 1])
+              : rng.int(-(2 ** 31), 2 ** 31 - 1)
         parts.push(header(code, length), rng.bytes(Math.max(0, Math.min(length - 4, rng.int(0, 60)))))
       }
       break
@@ -222,7 +243,13 @@ export function generateCase(rng: Rng, kind: CaseKind): FuzzCase {
     case 'startup-bad-length':
       startTyped = false
       for (let n = rng.int(0, 2); n > 0; n--) parts.push(startupPacket(SSL_REQUEST))
-      parts.push(startupPacket(PROTOCOL_3_0, rng.bytes(rng.int(0, 30)), rng.chance(0.5) ? rng.int(-(2 ** 31), MIN_STARTUP_LENGTH - 1) : rng.int(MAX_STARTUP_LENGTH + 1, 2 ** 31 - 1)))
+      parts.push(
+        startupPacket(
+          PROTOCOL_3_0,
+          rng.bytes(rng.int(0, 30)),
+          rng.chance(0.5) ? rng.int(-(2 ** 31), MIN_STARTUP_LENGTH - 1) : rng.int(MAX_STARTUP_LENGTH + 1, 2 ** 31 - 1),
+        ),
+      )
       break
     case 'typed-before-startup':
       startTyped = false

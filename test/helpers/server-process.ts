@@ -52,10 +52,14 @@ export type ServerProcessOptions = Omit<DevDbOptions, 'logger' | 'dataDir' | 'po
 
 export async function spawnDevDb(options: ServerProcessOptions = {}): Promise<ServerProcess> {
   const dataDir = await copyTemplate()
-  const child = spawn(process.execPath, ['--expose-gc', '--import', 'tsx', CHILD_SCRIPT, dataDir, JSON.stringify(options)], {
-    cwd: REPO_ROOT,
-    stdio: ['pipe', 'pipe', 'inherit'],
-  })
+  const child = spawn(
+    process.execPath,
+    ['--expose-gc', '--import', 'tsx', CHILD_SCRIPT, dataDir, JSON.stringify(options)],
+    {
+      cwd: REPO_ROOT,
+      stdio: ['pipe', 'pipe', 'inherit'],
+    },
+  )
   const exited = once(child, 'exit')
   const lines = createInterface({ input: child.stdout })
   const pending = new Map<number, { resolve: (value: unknown) => void; reject: (error: Error) => void }>()
@@ -71,7 +75,9 @@ export async function spawnDevDb(options: ServerProcessOptions = {}): Promise<Se
   let nextId = 1
   const request = <T>(op: string): Promise<T> => {
     const id = nextId++
-    const reply = new Promise<T>((resolve, reject) => pending.set(id, { resolve: resolve as (value: unknown) => void, reject }))
+    const reply = new Promise<T>((resolve, reject) =>
+      pending.set(id, { resolve: resolve as (value: unknown) => void, reject }),
+    )
     child.stdin.write(`${JSON.stringify({ id, op })}\n`)
     return withDeadline(reply, REQUEST_DEADLINE_MS, `server process ${op}`)
   }

@@ -37,7 +37,8 @@ export class CaseMismatch extends Error {
 }
 
 export function expectShown(got: Shown[], want: Matcher[], what: string): void {
-  const ok = got.length === want.length && want.every((m, i) => (typeof m === 'string' ? got[i] === m : m.test(got[i]!)))
+  const ok =
+    got.length === want.length && want.every((m, i) => (typeof m === 'string' ? got[i] === m : m.test(got[i]!)))
   if (!ok) throw new CaseMismatch(`${what}: expected ${JSON.stringify(want.map(String))}, got ${JSON.stringify(got)}`)
 }
 

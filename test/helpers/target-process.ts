@@ -17,7 +17,9 @@ const stop = (): void => {
   running.close().then(
     () => process.exit(0),
     (error: unknown) => {
-      process.stderr.write(`target-process: close failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`)
+      process.stderr.write(
+        `target-process: close failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`,
+      )
       process.exit(1)
     },
   )

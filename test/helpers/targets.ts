@@ -69,7 +69,8 @@ const REPO_ROOT = fileURLToPath(new URL('../..', import.meta.url))
 async function loadServer(name: TargetName): Promise<ServerConstructor> {
   if (name === 'stock') return StockServer as unknown as ServerConstructor
   const module = (await import(PATCHED_MODULE)) as { PGLiteSocketServer?: ServerConstructor }
-  if (typeof module.PGLiteSocketServer !== 'function') throw new Error(`${PATCHED_MODULE} does not export PGLiteSocketServer`)
+  if (typeof module.PGLiteSocketServer !== 'function')
+    throw new Error(`${PATCHED_MODULE} does not export PGLiteSocketServer`)
   return module.PGLiteSocketServer
 }
 
@@ -86,7 +87,11 @@ function portOf(server: SocketServer): number {
 const urlFor = (port: number) => `postgres://postgres@${HOST}:${port}/postgres`
 
 /** Used by start() and by the child process behind spawn(), which names the image (it has no vitest to inject it). */
-export async function startInProcess(name: TargetName, options: ServerOptions = {}, imageDir?: string): Promise<InProcessTarget> {
+export async function startInProcess(
+  name: TargetName,
+  options: ServerOptions = {},
+  imageDir?: string,
+): Promise<InProcessTarget> {
   const Server = await loadServer(name)
   const testDb = await openTestDb(imageDir)
   let server: SocketServer
@@ -118,15 +123,20 @@ export async function startInProcess(name: TargetName, options: ServerOptions = 
 }
 
 async function spawnTarget(name: TargetName, options: ServerOptions = {}): Promise<RunningTarget> {
-  const child = spawn(process.execPath, ['--import', 'tsx', CHILD_SCRIPT, name, inject('pgliteImageDir'), JSON.stringify(options)], {
-    cwd: REPO_ROOT,
-    stdio: ['pipe', 'pipe', 'inherit'],
-  })
+  const child = spawn(
+    process.execPath,
+    ['--import', 'tsx', CHILD_SCRIPT, name, inject('pgliteImageDir'), JSON.stringify(options)],
+    {
+      cwd: REPO_ROOT,
+      stdio: ['pipe', 'pipe', 'inherit'],
+    },
+  )
   const exited = once(child, 'exit')
   // Stock's PGlite is thrown away (it lives in memory), and one that died busy-loops the thread where the SIGTERM
   // handler would run: stock is killed outright instead of after CHILD_STOP_DEADLINE_MS.
   const signal = name === 'stock' ? 'SIGKILL' : 'SIGTERM'
-  const stop = () => stopChild(child, exited, () => child.kill(signal), CHILD_STOP_DEADLINE_MS, `target process exit after ${signal}`)
+  const stop = () =>
+    stopChild(child, exited, () => child.kill(signal), CHILD_STOP_DEADLINE_MS, `target process exit after ${signal}`)
   try {
     const ready = new Promise<string>((resolve) => {
       let out = ''
@@ -157,7 +167,10 @@ export const patched: Target = target('patched')
 export const targets: Target[] = [stock, patched]
 
 /** An in-process server of `target` and raw clients of it, for a test file: destroyed and closed after each test. */
-export function useInProcessTarget(target: Target): { start(): Promise<InProcessTarget>; connect(url: string): Promise<RawClient> } {
+export function useInProcessTarget(target: Target): {
+  start(): Promise<InProcessTarget>
+  connect(url: string): Promise<RawClient>
+} {
   let server: InProcessTarget | undefined
   const clients: RawClient[] = []
   afterEach(async () => {

@@ -14,7 +14,9 @@ export const canMountTmpfs = process.getuid?.() === 0
 /** A tmpfs of `sizeMb` at a fresh directory, unmounted (after the servers of the test closed) and removed after it. */
 export async function mountTmpfs(sizeMb: number): Promise<string> {
   if (!canMountTmpfs) {
-    throw new Error(`this test mounts a ${sizeMb} MB tmpfs to fill it, which needs root (uid ${process.getuid?.()}); CI runs it as root (.ci/run)`)
+    throw new Error(
+      `this test mounts a ${sizeMb} MB tmpfs to fill it, which needs root (uid ${process.getuid?.()}); CI runs it as root (.ci/run)`,
+    )
   }
   const dir = await mkdtemp(path.join(os.tmpdir(), 'pglite-disk-'))
   await run('mount', ['-t', 'tmpfs', '-o', `size=${sizeMb}m`, 'tmpfs', dir])

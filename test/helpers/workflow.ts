@@ -47,7 +47,13 @@ export async function runJob(workflowFile: string, job: string, options: JobOpti
   const workflow = parse(await readFile(workflowFile, 'utf8')) as Workflow
   const spec = workflow.jobs[job]
   if (!spec) throw new Error(`${workflowFile} has no job '${job}'`)
-  const env: NodeJS.ProcessEnv = { ...process.env, CI: 'true', GITHUB_ACTIONS: 'true', RUNNER_TEMP: options.runnerTemp, ...spec.env }
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    CI: 'true',
+    GITHUB_ACTIONS: 'true',
+    RUNNER_TEMP: options.runnerTemp,
+    ...spec.env,
+  }
   const started: ChildProcess[] = []
   const steps: StepRun[] = []
   const skipped: string[] = []
@@ -56,7 +62,8 @@ export async function runJob(workflowFile: string, job: string, options: JobOpti
   }
   try {
     for (const [index, step] of spec.steps.entries()) {
-      if (step.if !== undefined || step.shell !== undefined) throw new Error(`step ${index}: 'if' and 'shell' are not emulated here`)
+      if (step.if !== undefined || step.shell !== undefined)
+        throw new Error(`step ${index}: 'if' and 'shell' are not emulated here`)
       if (step.run === undefined) {
         skipped.push(`uses: ${step.uses}`)
         continue
@@ -70,14 +77,23 @@ export async function runJob(workflowFile: string, job: string, options: JobOpti
       await writeFile(script, step.run)
       await writeFile(githubEnv, '')
       // detached: the step leads a process group of its own, which holds whatever it leaves running.
-      const child = spawn('bash', ['-e', script], { cwd: options.workspace, env: { ...env, GITHUB_ENV: githubEnv }, detached: true, stdio: ['ignore', 'pipe', 'pipe'] })
+      const child = spawn('bash', ['-e', script], {
+        cwd: options.workspace,
+        env: { ...env, GITHUB_ENV: githubEnv },
+        detached: true,
+        stdio: ['ignore', 'pipe', 'pipe'],
+      })
       let output = ''
       child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()))
       child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()))
       started.push(child)
       // 'close': the step has exited and its output is all read. A background process that kept the step's output
       // open would hold this up, as it can hold up a step on GitHub's runner.
-      const [code] = (await withDeadline(once(child, 'close'), options.deadlineMs, `step ${step.name ?? step.run}`)) as [number | null]
+      const [code] = (await withDeadline(
+        once(child, 'close'),
+        options.deadlineMs,
+        `step ${step.name ?? step.run}`,
+      )) as [number | null]
       steps.push({ name: step.name ?? step.run.trim().split('\n')[0]!, code, output })
       if (code !== 0) break
       Object.assign(env, parseGithubEnv(await readFile(githubEnv, 'utf8')))

@@ -34,7 +34,9 @@ describe('pglite-dev-db CLI', () => {
     const c = captureIo()
     expect(await main(['--prot', '5432'], c.io)).toBe(2)
     expect(c.stdout).toEqual([])
-    expect(c.stderr.join('\n')).toMatch(/^pglite-dev-db: unknown option '--prot'; did you mean '--port'\?\n\nUsage: pglite-dev-db/)
+    expect(c.stderr.join('\n')).toMatch(
+      /^pglite-dev-db: unknown option '--prot'; did you mean '--port'\?\n\nUsage: pglite-dev-db/,
+    )
     const far = captureIo()
     expect(await main(['--frobnicate'], far.io)).toBe(2)
     expect(far.stderr[0]).toMatch(/^pglite-dev-db: unknown option '--frobnicate'\n/)
@@ -43,7 +45,9 @@ describe('pglite-dev-db CLI', () => {
   it('--version prints the package version alone; -h is --help', async () => {
     const version = captureIo()
     expect(await main(['--version'], version.io)).toBe(0)
-    const { version: expected } = JSON.parse(await readFile(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }
+    const { version: expected } = JSON.parse(
+      await readFile(new URL('../../package.json', import.meta.url), 'utf8'),
+    ) as { version: string }
     expect(version.stdout).toEqual([expected])
     const short = captureIo()
     expect(await main(['-h'], short.io)).toBe(0)
@@ -58,7 +62,9 @@ describe('pglite-dev-db CLI', () => {
     c.stop()
     expect(await exit).toBe(0)
     // This repo's drizzle.config.ts sets out: './migrations'.
-    expect(c.stderr.find((line) => line.includes('applying migrations'))).toMatch(/dir=\.\/migrations from="?out in drizzle\.config\.ts/)
+    expect(c.stderr.find((line) => line.includes('applying migrations'))).toMatch(
+      /dir=\.\/migrations from="?out in drizzle\.config\.ts/,
+    )
   })
 
   it.each([
@@ -85,16 +91,33 @@ describe('pglite-dev-db CLI', () => {
     const fromEnv = parseCliOptions([], env, 'migrations').devDb
     expect([fromEnv.port, fromEnv.dataDir, fromEnv.migrations]).toEqual([7000, undefined, false])
     // A flag beats its own twin and the twin of its opposite.
-    const fromFlags = parseCliOptions(['--port', '0', '--data-dir', 'here', '--migrations', 'm'], env, 'migrations').devDb
+    const fromFlags = parseCliOptions(
+      ['--port', '0', '--data-dir', 'here', '--migrations', 'm'],
+      env,
+      'migrations',
+    ).devDb
     expect([fromFlags.port, fromFlags.dataDir, fromFlags.migrations]).toEqual([0, 'here', 'm'])
-    expect(() => parseCliOptions(['--memory', '--data-dir', 'here'], {}, null)).toThrow("'--memory' and '--data-dir' exclude each other")
+    expect(() => parseCliOptions(['--memory', '--data-dir', 'here'], {}, null)).toThrow(
+      "'--memory' and '--data-dir' exclude each other",
+    )
   })
 
   it('prints the help on stdout with every flag and its environment twin convention', async () => {
     const c = captureIo()
     expect(await main(['--help'], c.io)).toBe(0)
     const help = c.stdout.join('\n')
-    for (const flag of ['--host', '--port', '--data-dir', '--memory', '--migrations', '--max-connections', '--idle-in-transaction-timeout-ms', '--idle-timeout-ms', '--log-level', '--run']) {
+    for (const flag of [
+      '--host',
+      '--port',
+      '--data-dir',
+      '--memory',
+      '--migrations',
+      '--max-connections',
+      '--idle-in-transaction-timeout-ms',
+      '--idle-timeout-ms',
+      '--log-level',
+      '--run',
+    ]) {
       expect(help).toContain(flag)
     }
     expect(help).toContain('PGLITE_DEV_DB_')
@@ -106,7 +129,10 @@ describe('pglite-dev-db CLI', () => {
     const exit = main(['--port', '0', '--data-dir', dir, '--migrations', 'migrations', '--log-level', 'info'], c.io)
     const url = await c.firstLine
     expect(url).toMatch(/^postgres:\/\/postgres@127\.0\.0\.1:\d+\/postgres$/)
-    const tables = await query(url, "select table_name from information_schema.tables where table_schema = 'public' order by 1")
+    const tables = await query(
+      url,
+      "select table_name from information_schema.tables where table_schema = 'public' order by 1",
+    )
     expect(tables.rows.map((r) => r.table_name)).toEqual(['customers', 'order_items', 'orders', 'products'])
     await query(url, "insert into customers (email, name) values ('a@example.com', 'A')")
     c.stop()
@@ -116,7 +142,10 @@ describe('pglite-dev-db CLI', () => {
 
     // Same data dir again: the row is still there and no migration runs twice.
     const again = captureIo()
-    const exit2 = main(['--port', '0', '--data-dir', dir, '--migrations', 'migrations', '--log-level', 'info'], again.io)
+    const exit2 = main(
+      ['--port', '0', '--data-dir', dir, '--migrations', 'migrations', '--log-level', 'info'],
+      again.io,
+    )
     const url2 = await again.firstLine
     expect((await query(url2, 'select email from customers')).rows).toEqual([{ email: 'a@example.com' }])
     again.stop()
@@ -127,7 +156,10 @@ describe('pglite-dev-db CLI', () => {
 
   it('listening beyond loopback without --password warns; with --password it does not, and the URL carries the password', async () => {
     const open = captureIo()
-    const exitOpen = main(['--host', '0.0.0.0', '--port', '0', '--memory', '--no-migrations', '--log-level', 'warn'], open.io)
+    const exitOpen = main(
+      ['--host', '0.0.0.0', '--port', '0', '--memory', '--no-migrations', '--log-level', 'warn'],
+      open.io,
+    )
     const openUrl = await open.firstLine
     expect((await query(openUrl, 'select 1 as n')).rows).toEqual([{ n: 1 }])
     open.stop()
@@ -135,7 +167,21 @@ describe('pglite-dev-db CLI', () => {
     expect(open.stderr.filter((l) => l.includes('without a password'))).toHaveLength(1)
 
     const guarded = captureIo()
-    const exitGuarded = main(['--host', '0.0.0.0', '--port', '0', '--memory', '--no-migrations', '--log-level', 'warn', '--password', 'p@ss:w/rd'], guarded.io)
+    const exitGuarded = main(
+      [
+        '--host',
+        '0.0.0.0',
+        '--port',
+        '0',
+        '--memory',
+        '--no-migrations',
+        '--log-level',
+        'warn',
+        '--password',
+        'p@ss:w/rd',
+      ],
+      guarded.io,
+    )
     const url = await guarded.firstLine
     expect(url).toMatch(/^postgres:\/\/postgres:p%40ss%3Aw%2Frd@127\.0\.0\.1:\d+\/postgres$/)
     expect((await query(url, 'select 2 as n')).rows).toEqual([{ n: 2 }])
@@ -148,7 +194,20 @@ describe('pglite-dev-db CLI', () => {
   it('--run starts, runs the command with DATABASE_URL, stops, and exits with its status', async () => {
     const dir = await dataDir()
     const c = captureIo(process.env)
-    const status = await main(['--port', '0', '--data-dir', dir, '--no-migrations', '--log-level', 'warn', '--run', `psql "$DATABASE_URL" -Atc 'select 40 + 2' | grep -qx 42 && exit 7`], c.io)
+    const status = await main(
+      [
+        '--port',
+        '0',
+        '--data-dir',
+        dir,
+        '--no-migrations',
+        '--log-level',
+        'warn',
+        '--run',
+        `psql "$DATABASE_URL" -Atc 'select 40 + 2' | grep -qx 42 && exit 7`,
+      ],
+      c.io,
+    )
     expect(status).toBe(7)
     expect(c.stdout).toHaveLength(1)
   })
@@ -158,20 +217,33 @@ describe('pglite-dev-db CLI', () => {
     const migrations = await mkdtemp(path.join(await scratchRoot(), 'bad-migrations-'))
     onTestFinished(() => rm(migrations, { recursive: true, force: true }))
     await mkdir(path.join(migrations, 'meta'))
-    await writeFile(path.join(migrations, '0000_broken.sql'), 'create table ok_table (id int);\n--> statement-breakpoint\nselect * from no_such_table;')
+    await writeFile(
+      path.join(migrations, '0000_broken.sql'),
+      'create table ok_table (id int);\n--> statement-breakpoint\nselect * from no_such_table;',
+    )
     await writeFile(
       path.join(migrations, 'meta', '_journal.json'),
-      JSON.stringify({ version: '7', dialect: 'postgresql', entries: [{ idx: 0, version: '7', when: 1700000000000, tag: '0000_broken', breakpoints: true }] }),
+      JSON.stringify({
+        version: '7',
+        dialect: 'postgresql',
+        entries: [{ idx: 0, version: '7', when: 1700000000000, tag: '0000_broken', breakpoints: true }],
+      }),
     )
     const c = captureIo()
-    expect(await main(['--port', '0', '--data-dir', dir, '--migrations', migrations, '--log-level', 'silent'], c.io)).toBe(1)
+    expect(
+      await main(['--port', '0', '--data-dir', dir, '--migrations', migrations, '--log-level', 'silent'], c.io),
+    ).toBe(1)
     expect(c.stdout).toEqual([expect.stringMatching(/^postgres:\/\/postgres@127\.0\.0\.1:\d+\/postgres$/)])
     expect(c.stderr.join('\n')).toMatch(/0000_broken\.sql.*no_such_table/)
   })
 
   it('the bin prints only the URL on stdout and exits 0 on SIGTERM', async () => {
     const dir = await dataDir()
-    const child = spawn(process.execPath, ['bin/pglite-dev-db.js', '--port', '0', '--data-dir', dir, '--no-migrations'], { stdio: ['ignore', 'pipe', 'pipe'] })
+    const child = spawn(
+      process.execPath,
+      ['bin/pglite-dev-db.js', '--port', '0', '--data-dir', dir, '--no-migrations'],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    )
     onTestFinished(() => {
       if (child.exitCode === null) child.kill('SIGKILL')
     })
@@ -188,7 +260,9 @@ describe('pglite-dev-db CLI', () => {
   })
 
   it('the bin runs every database in a worker thread, from its bundle', async () => {
-    const child = spawn(process.execPath, ['bin/pglite-dev-db.js', '--port', '0', '--memory'], { stdio: ['ignore', 'pipe', 'pipe'] })
+    const child = spawn(process.execPath, ['bin/pglite-dev-db.js', '--port', '0', '--memory'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
     onTestFinished(() => {
       if (child.exitCode === null) child.kill('SIGKILL')
     })
@@ -213,7 +287,11 @@ describe('pglite-dev-db CLI', () => {
 
   it('a second server on a data dir in use exits 1 naming the first; once that one is killed -9, the next start takes over', async () => {
     const dir = await dataDir()
-    const child = spawn(process.execPath, ['bin/pglite-dev-db.js', '--port', '0', '--data-dir', dir, '--no-migrations'], { stdio: ['ignore', 'pipe', 'pipe'] })
+    const child = spawn(
+      process.execPath,
+      ['bin/pglite-dev-db.js', '--port', '0', '--data-dir', dir, '--no-migrations'],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    )
     onTestFinished(() => {
       if (child.exitCode === null) child.kill('SIGKILL')
     })
@@ -221,7 +299,9 @@ describe('pglite-dev-db CLI', () => {
     await query(url, 'create table kept (id int); insert into kept values (1)')
 
     const second = captureIo()
-    expect(await main(['--port', '0', '--data-dir', dir, '--no-migrations', '--log-level', 'silent'], second.io)).toBe(1)
+    expect(await main(['--port', '0', '--data-dir', dir, '--no-migrations', '--log-level', 'silent'], second.io)).toBe(
+      1,
+    )
     expect(second.stdout).toEqual([])
     expect(second.stderr.join('\n')).toContain(`in use by another pglite-dev-db (pid ${child.pid}`)
 

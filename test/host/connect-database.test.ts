@@ -18,7 +18,8 @@ interface Served {
 async function serve(options: DevDbOptions = {}): Promise<Served> {
   const created: string[] = []
   const sink = (record: LogRecord) => {
-    if (record.msg === 'database created') created.push(`${String(record.fields['database'])}: ${String(record.fields['why'])}`)
+    if (record.msg === 'database created')
+      created.push(`${String(record.fields['database'])}: ${String(record.fields['why'])}`)
   }
   const dev = await startDevDb({ migrations: false, logger: createLogger({ level: 'info', sink }), ...options })
   onTestFinished(() => dev.close())
@@ -33,8 +34,15 @@ async function allClosed(dev: DevDb): Promise<void> {
 describe('connecting to a database name', () => {
   it('pg_isready, a client that only connects, and one that connects and terminates create no database', async () => {
     const { dev, created } = await serve()
-    const ready = await runProcess('pg_isready', ['-h', '127.0.0.1', '-p', String(dev.port), '-d', 'probe', '-U', 'root'], { env: LIBPQ_ENV })
-    expect({ code: ready.code, out: ready.stdout.toString().trim() }).toEqual({ code: 0, out: `127.0.0.1:${dev.port} - accepting connections` })
+    const ready = await runProcess(
+      'pg_isready',
+      ['-h', '127.0.0.1', '-p', String(dev.port), '-d', 'probe', '-U', 'root'],
+      { env: LIBPQ_ENV },
+    )
+    expect({ code: ready.code, out: ready.stdout.toString().trim() }).toEqual({
+      code: 0,
+      out: `127.0.0.1:${dev.port} - accepting connections`,
+    })
     const raw = await connectRaw(urlOf(dev.url, 'probe'), { params: { user: 'root', database: 'probe' } })
     expect(raw.backendKey).toBeDefined()
     await raw.end()
@@ -44,7 +52,11 @@ describe('connecting to a database name', () => {
     await viaPg.connect()
     await viaPg.end()
     await allClosed(dev)
-    expect(await Promise.all(['probe', 'root', 'health'].map((name) => dev.databases.exists(name)))).toEqual([false, false, false])
+    expect(await Promise.all(['probe', 'root', 'health'].map((name) => dev.databases.exists(name)))).toEqual([
+      false,
+      false,
+      false,
+    ])
     expect(created).toEqual([])
   })
 
@@ -70,7 +82,11 @@ describe('connecting to a database name', () => {
     const { dev, created } = await serve({ createDatabaseOnConnect: false })
     const refused = connectRaw(urlOf(dev.url, 'missing'), { params: { user: 'postgres', database: 'missing' } })
     await expect(refused).rejects.toThrow(BackendError)
-    await expect(refused).rejects.toMatchObject({ code: '3D000', severity: 'FATAL', info: { message: 'database "missing" does not exist' } })
+    await expect(refused).rejects.toMatchObject({
+      code: '3D000',
+      severity: 'FATAL',
+      info: { message: 'database "missing" does not exist' },
+    })
     const main = new pg.Client(dev.url)
     await main.connect()
     onTestFinished(() => endClient(main))

@@ -46,7 +46,11 @@ function useServers() {
     return dir
   }
   const start = (dataDir: string, tls: string[]): Server => {
-    const child = spawn(process.execPath, [BIN, '--data-dir', dataDir, '--port', '0', '--no-migrations', '--log-level', 'warn', ...tls], { stdio: ['ignore', 'pipe', 'pipe'] })
+    const child = spawn(
+      process.execPath,
+      [BIN, '--data-dir', dataDir, '--port', '0', '--no-migrations', '--log-level', 'warn', ...tls],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    )
     let stderr = ''
     child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()))
     const exited = once(child, 'exit')
@@ -77,7 +81,11 @@ function useServers() {
         }
         // Every server has opened its FIFO (and waits on it) before any gets its certificate.
         await expect
-          .poll(async () => (await Promise.all(started.map((s, i) => holds(s.child, path.join(gates, `${i}.crt`))))).every(Boolean), { timeout: DEADLINE_MS, interval: 20 })
+          .poll(
+            async () =>
+              (await Promise.all(started.map((s, i) => holds(s.child, path.join(gates, `${i}.crt`))))).every(Boolean),
+            { timeout: DEADLINE_MS, interval: 20 },
+          )
           .toBe(true)
         await Promise.all(fifos.map((fifo) => fifo.write(pems.cert)))
       } finally {
@@ -120,61 +128,77 @@ async function outcomes(servers: Server[]) {
 }
 
 describe('servers started together on one data dir', () => {
-  it(`on a lock left by a killed server, ${ROUNDS} rounds of ${SERVERS}: exactly one serves each time, and every acknowledged commit is kept`, { timeout: ROUNDS * DEADLINE_MS }, async () => {
-    const servers = useServers()
-    const dataDir = await servers.scratch('data')
-    await cp(inject('pgliteTemplateDir'), dataDir, { recursive: true })
-    // The lock of a server killed -9; each round's own server is killed the same way and leaves the next round's.
-    const dead = spawn('true')
-    await once(dead, 'exit')
-    await writeFile(path.join(dataDir, 'pglite-dev-db.lock'), `${dead.pid}\n`)
-    const first = servers.start(dataDir, ['--no-tls'])
-    const firstOutcome = await first.outcome
-    if (!('url' in firstOutcome)) throw new Error(`the first server did not start: ${firstOutcome.stderr}`)
-    await query(firstOutcome.url, 'create table acked (round int, pid int)')
-    await kill9(first)
+  it(
+    `on a lock left by a killed server, ${ROUNDS} rounds of ${SERVERS}: exactly one serves each time, and every acknowledged commit is kept`,
+    { timeout: ROUNDS * DEADLINE_MS },
+    async () => {
+      const servers = useServers()
+      const dataDir = await servers.scratch('data')
+      await cp(inject('pgliteTemplateDir'), dataDir, { recursive: true })
+      // The lock of a server killed -9; each round's own server is killed the same way and leaves the next round's.
+      const dead = spawn('true')
+      await once(dead, 'exit')
+      await writeFile(path.join(dataDir, 'pglite-dev-db.lock'), `${dead.pid}\n`)
+      const first = servers.start(dataDir, ['--no-tls'])
+      const firstOutcome = await first.outcome
+      if (!('url' in firstOutcome)) throw new Error(`the first server did not start: ${firstOutcome.stderr}`)
+      await query(firstOutcome.url, 'create table acked (round int, pid int)')
+      await kill9(first)
 
-    const servingPerRound: number[] = []
-    const refusals: string[] = []
-    const acked: unknown[][] = []
-    for (let round = 0; round < ROUNDS; round++) {
-      const { serving, refused } = await outcomes(await servers.startTogether(dataDir, SERVERS))
-      servingPerRound.push(serving.length)
-      const pids = serving.map((s) => s.server.child.pid)
-      for (const { code, stderr } of refused) {
-        // The refusal names the live server: the one that serves.
-        const named = /in use by another pglite-dev-db \(pid (\d+)\)/.exec(stderr)?.[1]
-        refusals.push(code === 1 && pids.includes(Number(named)) ? 'names the server' : `exit ${code}: ${stderr.trim()}`)
+      const servingPerRound: number[] = []
+      const refusals: string[] = []
+      const acked: unknown[][] = []
+      for (let round = 0; round < ROUNDS; round++) {
+        const { serving, refused } = await outcomes(await servers.startTogether(dataDir, SERVERS))
+        servingPerRound.push(serving.length)
+        const pids = serving.map((s) => s.server.child.pid)
+        for (const { code, stderr } of refused) {
+          // The refusal names the live server: the one that serves.
+          const named = /in use by another pglite-dev-db \(pid (\d+)\)/.exec(stderr)?.[1]
+          refusals.push(
+            code === 1 && pids.includes(Number(named)) ? 'names the server' : `exit ${code}: ${stderr.trim()}`,
+          )
+        }
+        for (const { server, url } of serving) {
+          await query(url, `insert into acked values (${round}, ${server.child.pid})`)
+          acked.push([round, server.child.pid])
+        }
+        if (round === 0 && serving.length === 1) {
+          // A server started while the directory is held is refused too.
+          const late = await servers.start(dataDir, ['--no-tls']).outcome
+          refusals.push(
+            'code' in late && late.stderr.includes(`(pid ${pids[0]})`)
+              ? 'names the server'
+              : `late: ${JSON.stringify(late)}`,
+          )
+        }
+        await Promise.all(serving.map((s) => kill9(s.server)))
       }
-      for (const { server, url } of serving) {
-        await query(url, `insert into acked values (${round}, ${server.child.pid})`)
-        acked.push([round, server.child.pid])
-      }
-      if (round === 0 && serving.length === 1) {
-        // A server started while the directory is held is refused too.
-        const late = await servers.start(dataDir, ['--no-tls']).outcome
-        refusals.push('code' in late && late.stderr.includes(`(pid ${pids[0]})`) ? 'names the server' : `late: ${JSON.stringify(late)}`)
-      }
-      await Promise.all(serving.map((s) => kill9(s.server)))
-    }
 
-    const last = servers.start(dataDir, ['--no-tls'])
-    const outcome = await last.outcome
-    if (!('url' in outcome)) throw new Error(`the last server did not start: ${outcome.stderr}`)
-    const rows = await query(outcome.url, 'select round, pid from acked order by round, pid')
-    expect({ servingPerRound, rows }).toEqual({ servingPerRound: Array<number>(ROUNDS).fill(1), rows: acked })
-    expect(refusals).toEqual(Array<string>(ROUNDS * (SERVERS - 1) + 1).fill('names the server'))
-    // What the takeovers left in the directory: the lock, nothing else of theirs.
-    expect((await readdir(dataDir)).filter((name) => name.startsWith('pglite-dev-db.lock'))).toEqual(['pglite-dev-db.lock'])
-    expect((await readFile(path.join(dataDir, 'pglite-dev-db.lock'), 'utf8')).split('\n')[0]).toBe(String(last.child.pid))
-  })
+      const last = servers.start(dataDir, ['--no-tls'])
+      const outcome = await last.outcome
+      if (!('url' in outcome)) throw new Error(`the last server did not start: ${outcome.stderr}`)
+      const rows = await query(outcome.url, 'select round, pid from acked order by round, pid')
+      expect({ servingPerRound, rows }).toEqual({ servingPerRound: Array<number>(ROUNDS).fill(1), rows: acked })
+      expect(refusals).toEqual(Array<string>(ROUNDS * (SERVERS - 1) + 1).fill('names the server'))
+      // What the takeovers left in the directory: the lock, nothing else of theirs.
+      expect((await readdir(dataDir)).filter((name) => name.startsWith('pglite-dev-db.lock'))).toEqual([
+        'pglite-dev-db.lock',
+      ])
+      expect((await readFile(path.join(dataDir, 'pglite-dev-db.lock'), 'utf8')).split('\n')[0]).toBe(
+        String(last.child.pid),
+      )
+    },
+  )
 
   it(`on a fresh directory, ${SERVERS} at once: exactly one serves`, { timeout: 2 * DEADLINE_MS }, async () => {
     const servers = useServers()
     const dataDir = path.join(await servers.scratch('fresh'), 'data')
     const { serving, refused } = await outcomes(await servers.startTogether(dataDir, SERVERS))
     expect(serving).toHaveLength(1)
-    expect(refused.map((r) => [r.code, r.stderr.includes(`(pid ${serving[0]!.server.child.pid})`)])).toEqual(Array(SERVERS - 1).fill([1, true]))
+    expect(refused.map((r) => [r.code, r.stderr.includes(`(pid ${serving[0]!.server.child.pid})`)])).toEqual(
+      Array(SERVERS - 1).fill([1, true]),
+    )
     expect(await query(serving[0]!.url, 'select 1')).toEqual([[1]])
   })
 })

@@ -24,7 +24,6 @@ async function serve(options: DevDbOptions = {}): Promise<DevDb> {
   return dev
 }
 
-
 const fromImage = (dev: DevDb, name: string) => (dev.databases.instance(name) as DbThread).fromImage
 
 describe('a new database started from the image of a booted one', () => {
@@ -37,7 +36,9 @@ describe('a new database started from the image of a booted one', () => {
     await b.query(`insert into customers (email, name) values ('b1@example.com', 'B'), ('b2@example.com', 'B')`)
     await a.query('create table only_in_a (x int)')
     // Enough rows that the table's files and the WAL segment grow past what the image holds.
-    await b.query(`insert into customers (email, name) select 'x' || i || '@example.com', 'X' from generate_series(1, 20000) as i`)
+    await b.query(
+      `insert into customers (email, name) select 'x' || i || '@example.com', 'X' from generate_series(1, 20000) as i`,
+    )
     expect((await a.query('select count(*)::int as n from customers')).rows).toEqual([{ n: 1 }])
     expect((await b.query('select count(*)::int as n from customers')).rows).toEqual([{ n: 20002 }])
     expect((await b.query(`select to_regclass('only_in_a') as t`)).rows).toEqual([{ t: null }])
@@ -69,9 +70,29 @@ describe('a new database started from the image of a booted one', () => {
   it("a data dir database gets the image's files, survives its server killed -9, and boots from them after", async () => {
     const dataDir = await mkdtemp(join(tmpdir(), 'pglite-dev-db-image-'))
     const cacheDir = `${dataDir}-cache`
-    onTestFinished(() => Promise.all([dataDir, `${dataDir}-databases`, cacheDir].map((dir) => rm(dir, { recursive: true, force: true }))).then(() => {}))
+    onTestFinished(() =>
+      Promise.all(
+        [dataDir, `${dataDir}-databases`, cacheDir].map((dir) => rm(dir, { recursive: true, force: true })),
+      ).then(() => {}),
+    )
     const start = async () => {
-      const child = spawn(process.execPath, ['bin/pglite-dev-db.js', '--port', '0', '--data-dir', dataDir, '--migrations', MIGRATIONS, '--cache-dir', cacheDir, '--log-level', 'silent'], { stdio: ['ignore', 'pipe', 'inherit'] })
+      const child = spawn(
+        process.execPath,
+        [
+          'bin/pglite-dev-db.js',
+          '--port',
+          '0',
+          '--data-dir',
+          dataDir,
+          '--migrations',
+          MIGRATIONS,
+          '--cache-dir',
+          cacheDir,
+          '--log-level',
+          'silent',
+        ],
+        { stdio: ['ignore', 'pipe', 'inherit'] },
+      )
       onTestFinished(() => void (child.exitCode === null && child.signalCode === null && child.kill('SIGKILL')))
       const [url] = (await once(createInterface({ input: child.stdout }), 'line')) as [string]
       return { child, url }
@@ -82,7 +103,11 @@ describe('a new database started from the image of a booted one', () => {
     expect(await readdir(join(`${dataDir}-databases`, 'img_disk'))).toContain('PG_VERSION')
     // The image it started from, made once and kept beside the template (in whichever template dir the cache has).
     const templates = (await readdir(cacheDir)).filter((name) => name.startsWith('template-'))
-    const images = await Promise.all(templates.map(async (name) => (await readdir(join(cacheDir, name))).filter((entry) => entry.startsWith('image-'))))
+    const images = await Promise.all(
+      templates.map(async (name) =>
+        (await readdir(join(cacheDir, name))).filter((entry) => entry.startsWith('image-')),
+      ),
+    )
     expect(images.flat()).toHaveLength(1)
     first.child.kill('SIGKILL')
     await once(first.child, 'exit')

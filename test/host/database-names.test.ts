@@ -24,7 +24,11 @@ async function client(url: string): Promise<pg.Client> {
 const errorOf = (promise: Promise<unknown>) =>
   promise.then(
     () => null,
-    (error: { code?: string; message?: string; detail?: string }) => ({ code: error.code, message: error.message, ...(error.detail ? { detail: error.detail } : {}) }),
+    (error: { code?: string; message?: string; detail?: string }) => ({
+      code: error.code,
+      message: error.message,
+      ...(error.detail ? { detail: error.detail } : {}),
+    }),
   )
 
 /** What a client of `database` is told its database is called, three ways. */
@@ -75,9 +79,17 @@ describe.each(targets)('database names: %s', (_, serve) => {
     await admin.query(`create database ${copy} with template = ${source}`)
     const copied = await client(urlOf(url, copy!))
     expect((await copied.query('select current_database() as name, a from kept')).rows).toEqual([{ name: copy, a: 7 }])
-    expect((await copied.query('select datistemplate from pg_database where datname = current_database()')).rows).toEqual([{ datistemplate: false }])
-    expect(await errorOf(admin.query(`create database ${other} template names_missing`))).toEqual({ code: '3D000', message: 'template database "names_missing" does not exist' })
-    expect(await errorOf(admin.query(`create database ${copy} template ${source}`))).toEqual({ code: '42P04', message: `database "${copy}" already exists` })
+    expect(
+      (await copied.query('select datistemplate from pg_database where datname = current_database()')).rows,
+    ).toEqual([{ datistemplate: false }])
+    expect(await errorOf(admin.query(`create database ${other} template names_missing`))).toEqual({
+      code: '3D000',
+      message: 'template database "names_missing" does not exist',
+    })
+    expect(await errorOf(admin.query(`create database ${copy} template ${source}`))).toEqual({
+      code: '42P04',
+      message: `database "${copy}" already exists`,
+    })
     expect(await namesSeen(url, 'postgres')).toEqual({ current: 'postgres', catalog: 'postgres', in_pg_database: 1 })
   })
 
@@ -91,20 +103,39 @@ describe.each(targets)('database names: %s', (_, serve) => {
     await admin.query({ name: 'create_coded', text: `create database ${coded} encoding 6` })
     for (const name of [utf8, named, coded]) {
       const c = await client(urlOf(url, name!))
-      expect((await c.query('select pg_encoding_to_char(encoding) as encoding from pg_database where datname = current_database()')).rows).toEqual([{ encoding: 'UTF8' }])
+      expect(
+        (
+          await c.query(
+            'select pg_encoding_to_char(encoding) as encoding from pg_database where datname = current_database()',
+          )
+        ).rows,
+      ).toEqual([{ encoding: 'UTF8' }])
       await endClient(c)
     }
-    expect(await errorOf(admin.query(`create database ${other} encoding 'no_such'`))).toEqual({ code: '42704', message: 'no_such is not a valid encoding name' })
-    expect(await errorOf(admin.query(`create database ${other} encoding 99`))).toEqual({ code: '42704', message: '99 is not a valid encoding code' })
-    expect(await errorOf(admin.query(`create database ${other} encoding 'SJIS'`))).toEqual({ code: '42704', message: 'SJIS is not a valid encoding name' })
+    expect(await errorOf(admin.query(`create database ${other} encoding 'no_such'`))).toEqual({
+      code: '42704',
+      message: 'no_such is not a valid encoding name',
+    })
+    expect(await errorOf(admin.query(`create database ${other} encoding 99`))).toEqual({
+      code: '42704',
+      message: '99 is not a valid encoding code',
+    })
+    expect(await errorOf(admin.query(`create database ${other} encoding 'SJIS'`))).toEqual({
+      code: '42704',
+      message: 'SJIS is not a valid encoding name',
+    })
     // Postgres refuses LATIN1 on a UTF-8 locale (Debian's default, and what PGlite's template has): compared there.
-    const { rows } = await admin.query<{ ctype: string }>('select datctype as ctype from pg_database where datname = current_database()')
+    const { rows } = await admin.query<{ ctype: string }>(
+      'select datctype as ctype from pg_database where datname = current_database()',
+    )
     if (/utf-?8/i.test(rows[0]!.ctype)) {
-      expect(await errorOf(admin.query(`create database ${other} encoding 'LATIN1' template template0`))).toMatchObject({
-        code: '22023',
-        message: `encoding "LATIN1" does not match locale "${rows[0]!.ctype}"`,
-        detail: expect.stringMatching(/^The chosen LC_CTYPE setting requires encoding "UTF8"/),
-      })
+      expect(await errorOf(admin.query(`create database ${other} encoding 'LATIN1' template template0`))).toMatchObject(
+        {
+          code: '22023',
+          message: `encoding "LATIN1" does not match locale "${rows[0]!.ctype}"`,
+          detail: expect.stringMatching(/^The chosen LC_CTYPE setting requires encoding "UTF8"/),
+        },
+      )
     }
     // None of those made it.
     await admin.query(`create database ${other}`)
@@ -127,7 +158,10 @@ describe.each(targets)('database names: %s', (_, serve) => {
     // Prepared (Parse, Bind, Execute), as drivers that prepare everything send it.
     await admin.query({ name: 'unmark', text: `alter database ${marked} with is_template = false` })
     expect(await isTemplate()).toEqual({ datistemplate: false })
-    expect(await errorOf(admin.query('alter database names_missing with is_template = true'))).toEqual({ code: '3D000', message: 'database "names_missing" does not exist' })
+    expect(await errorOf(admin.query('alter database names_missing with is_template = true'))).toEqual({
+      code: '3D000',
+      message: 'database "names_missing" does not exist',
+    })
   })
 
   it('a template another client is connected to is refused with 55006 after waiting 5 s for it to leave', async () => {
@@ -149,19 +183,23 @@ describe.each(targets)('database names: %s', (_, serve) => {
 })
 
 describe('ALTER DATABASE of another database on pglite-dev-db', () => {
-  it('waits for that database\'s session, held by a client in a transaction, and gives up with 55P03 after 5 s', async () => {
+  it("waits for that database's session, held by a client in a transaction, and gives up with 55P03 after 5 s", async () => {
     const { url } = await startForTest({})
     const admin = await client(url)
     await admin.query('create database busy_alter')
     const holder = await client(urlOf(url, 'busy_alter'))
     await holder.query('begin')
     const started = performance.now()
-    expect(await errorOf(admin.query('alter database busy_alter with is_template = true'))).toMatchObject({ code: '55P03' })
+    expect(await errorOf(admin.query('alter database busy_alter with is_template = true'))).toMatchObject({
+      code: '55P03',
+    })
     expect(performance.now() - started).toBeGreaterThan(4_500)
     // Once the holder is at rest the same statement runs.
     await holder.query('commit')
     expect((await admin.query('alter database busy_alter with is_template = true')).command).toBe('ALTER')
-    expect((await holder.query('select datistemplate from pg_database where datname = current_database()')).rows).toEqual([{ datistemplate: true }])
+    expect(
+      (await holder.query('select datistemplate from pg_database where datname = current_database()')).rows,
+    ).toEqual([{ datistemplate: true }])
   })
 })
 
@@ -177,7 +215,8 @@ describe('database names on disk', () => {
     await endClient(writer)
     await dev.close()
     dev = await startForTest({ dataDir })
-    const seen = async (): Promise<unknown> => (await (await client(urlOf(dev.url, 'kept'))).query('select current_database() as name, a from rows_kept')).rows
+    const seen = async (): Promise<unknown> =>
+      (await (await client(urlOf(dev.url, 'kept'))).query('select current_database() as name, a from rows_kept')).rows
     expect(await seen()).toEqual([{ name: 'kept', a: 1 }])
     await dev.close()
 

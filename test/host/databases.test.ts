@@ -38,13 +38,14 @@ async function serve(options: DevDbOptions = {}, level: 'info' | 'debug' = 'info
   const sink = (record: LogRecord) => {
     if (record.msg === 'database reset') resets.push(String(record.fields['how']))
     if (record.msg === 'database created') created.push(record.fields)
-    logged.push(record.msg === 'database created' ? `database created: ${String(record.fields['database'])}` : record.msg)
+    logged.push(
+      record.msg === 'database created' ? `database created: ${String(record.fields['database'])}` : record.msg,
+    )
   }
   const dev = await startDevDb({ migrations: MIGRATIONS, logger: createLogger({ level, sink }), ...options })
   devs.push(dev)
   return dev
 }
-
 
 function js(url: string, options: postgres.Options<Record<string, postgres.PostgresType>> = {}): postgres.Sql {
   const sql = postgres(url, { max: 1, onnotice: () => {}, ...options })
@@ -52,7 +53,11 @@ function js(url: string, options: postgres.Options<Record<string, postgres.Postg
   return sql
 }
 
-const codeOf = (promise: Promise<unknown>) => promise.then(() => 'ok', (error: { code?: string }) => error.code ?? String(error))
+const codeOf = (promise: Promise<unknown>) =>
+  promise.then(
+    () => 'ok',
+    (error: { code?: string }) => error.code ?? String(error),
+  )
 
 describe('a database per name', () => {
   for (const name of ['stock', 'ours'] as const) {
@@ -98,7 +103,9 @@ describe('a database per name', () => {
     }
     expect(new Set(names.map((name) => dev.databases.instance(name))).size).toBe(4)
     // The one loaded ahead went to one of them; another may take the next spare while it loads.
-    expect(created.filter((fields) => names.includes(String(fields['database'])) && fields['spare'] === true).length).toBeGreaterThanOrEqual(1)
+    expect(
+      created.filter((fields) => names.includes(String(fields['database'])) && fields['spare'] === true).length,
+    ).toBeGreaterThanOrEqual(1)
   })
 
   it('with spareDatabases, that many wait loaded: workers asking at once each get one of them', async () => {
@@ -109,10 +116,14 @@ describe('a database per name', () => {
     const names = ['s_0', 's_1', 's_2']
     const workers = await Promise.all(names.map((name) => client(urlOf(dev.url, name))))
     const made = created.filter((fields) => names.includes(String(fields['database'])))
-    expect(made.map((fields) => [fields['database'], fields['spare']]).sort()).toEqual(names.map((name) => [name, true]))
+    expect(made.map((fields) => [fields['database'], fields['spare']]).sort()).toEqual(
+      names.map((name) => [name, true]),
+    )
     await Promise.all(workers.map((worker, i) => worker.query(`create table mine_${i} (x int)`)))
     for (const [i, worker] of workers.entries()) {
-      const tables = await worker.query(`select current_database() as db, tablename from pg_tables where tablename like 'mine\\_%'`)
+      const tables = await worker.query(
+        `select current_database() as db, tablename from pg_tables where tablename like 'mine\\_%'`,
+      )
       expect(tables.rows).toEqual([{ db: names[i], tablename: `mine_${i}` }])
     }
   })
@@ -124,12 +135,15 @@ describe('a database per name', () => {
     await dev.databases.spareLoaded()
     const url = urlOf(dev.url, 'ready_1')
     const first = js(url, { connection: { application_name: 'first client', search_path: 'pg_catalog, public' } })
-    const [shown] = await first`select current_setting('application_name') as app, current_setting('search_path') as path, current_setting('work_mem') as mem`
+    const [shown] =
+      await first`select current_setting('application_name') as app, current_setting('search_path') as path, current_setting('work_mem') as mem`
     expect(created.find((fields) => fields['database'] === 'ready_1')?.['spare']).toBe(true)
     expect(shown).toEqual({ app: 'first client', path: 'pg_catalog, public', mem: '4MB' })
     expect(first.parameters.application_name).toBe('first client')
     await first`alter database ready_1 set work_mem = '7MB'`
-    const [next] = await js(url)`select current_setting('application_name') as app, current_setting('search_path') as path, current_setting('work_mem') as mem`
+    const [next] = await js(
+      url,
+    )`select current_setting('application_name') as app, current_setting('search_path') as path, current_setting('work_mem') as mem`
     expect(next).toEqual({ app: 'postgres.js', path: '"$user", public', mem: '7MB' })
   })
 
@@ -193,7 +207,12 @@ describe('databases in worker threads', () => {
     const threaded = await client(urlOf(dev.url, 'threaded'))
     const sql = js(urlOf(dev.url, 'threaded'), { prepare: true })
     await client(urlOf(dev.url, 'also_threaded'))
-    expect(['postgres', 'first', 'threaded', 'also_threaded'].map((name) => dev.databases.inThread(name))).toEqual([true, true, true, true])
+    expect(['postgres', 'first', 'threaded', 'also_threaded'].map((name) => dev.databases.inThread(name))).toEqual([
+      true,
+      true,
+      true,
+      true,
+    ])
     expect(dev.databases.instance('threaded')).toBeInstanceOf(DbThread)
 
     await first.query(`insert into customers (email, name) values ('s@example.com', 'S')`)
@@ -270,66 +289,76 @@ describe('CREATE DATABASE and DROP DATABASE', () => {
 
   // In memory the first copy boots, and its image is taken; with a data dir the image is taken from a boot in memory,
   // and every copy starts from it, so that the rows each copy holds show whether the image was made again.
-  it.each(['in memory', 'with a data dir'])('copies of a TEMPLATE start from one image of it, made again once the template is used (%s)', async (where) => {
-    const dev = await serve({ migrations: false, ...(where === 'with a data dir' ? { dataDir: await scratchDataDir() } : {}) })
-    const admin = await client(dev.url)
-    await admin.query('create database base')
-    const base = await client(urlOf(dev.url, 'base'))
-    await base.query('create table kept (a int); insert into kept values (1); alter database base with is_template = true')
-    await endClient(base)
-    const rows = async (database: string) => {
-      const c = await client(urlOf(dev.url, database))
-      const { rows } = await c.query('select current_database() as name, array_agg(a order by a) as a from kept')
-      await endClient(c)
-      return rows[0]
-    }
-    const copy = async (name: string) => {
-      await admin.query(`create database ${name} template base`)
-      return created.find((fields) => fields['database'] === name)?.['image'] === true ? 'image' : 'boot'
-    }
-    const first = where === 'in memory' ? 'boot' : 'image'
-    expect([await copy('copy_1'), await copy('copy_2'), await copy('copy_3')]).toEqual([first, 'image', 'image'])
-    // A copy's changes are its own; the template's and the other copies' stay.
-    const two = await client(urlOf(dev.url, 'copy_2'))
-    await two.query('insert into kept values (2)')
-    await endClient(two)
-    expect([await rows('copy_1'), await rows('copy_2'), await rows('copy_3')]).toEqual([
-      { name: 'copy_1', a: [1] },
-      { name: 'copy_2', a: [1, 2] },
-      { name: 'copy_3', a: [1] },
-    ])
-    // Any call into the template may have changed its files: the next copy starts from them (a boot, or with a data dir
-    // an image made of them), and so does the one after another change; the one after that starts from its image.
-    const write = async (a: number) => {
-      const again = await client(urlOf(dev.url, 'base'))
-      await again.query(`insert into kept values (${a})`)
-      await endClient(again)
-    }
-    await write(3)
-    expect(await copy('copy_4')).toBe(first)
-    await write(4)
-    expect([await copy('copy_5'), await copy('copy_6')]).toEqual([first, 'image'])
-    expect([await rows('copy_4'), await rows('copy_5'), await rows('copy_6')]).toEqual([
-      { name: 'copy_4', a: [1, 3] },
-      { name: 'copy_5', a: [1, 3, 4] },
-      { name: 'copy_6', a: [1, 3, 4] },
-    ])
-    // Dropped and made again under the same name, it is another template.
-    await admin.query('alter database base with is_template = false')
-    await admin.query('drop database base')
-    await admin.query('create database base')
-    const remade = await client(urlOf(dev.url, 'base'))
-    await remade.query('create table kept (a int); insert into kept values (9)')
-    await endClient(remade)
-    expect(await copy('copy_7')).toBe(first)
-    expect(await rows('copy_7')).toEqual({ name: 'copy_7', a: [9] })
-  })
+  it.each(['in memory', 'with a data dir'])(
+    'copies of a TEMPLATE start from one image of it, made again once the template is used (%s)',
+    async (where) => {
+      const dev = await serve({
+        migrations: false,
+        ...(where === 'with a data dir' ? { dataDir: await scratchDataDir() } : {}),
+      })
+      const admin = await client(dev.url)
+      await admin.query('create database base')
+      const base = await client(urlOf(dev.url, 'base'))
+      await base.query(
+        'create table kept (a int); insert into kept values (1); alter database base with is_template = true',
+      )
+      await endClient(base)
+      const rows = async (database: string) => {
+        const c = await client(urlOf(dev.url, database))
+        const { rows } = await c.query('select current_database() as name, array_agg(a order by a) as a from kept')
+        await endClient(c)
+        return rows[0]
+      }
+      const copy = async (name: string) => {
+        await admin.query(`create database ${name} template base`)
+        return created.find((fields) => fields['database'] === name)?.['image'] === true ? 'image' : 'boot'
+      }
+      const first = where === 'in memory' ? 'boot' : 'image'
+      expect([await copy('copy_1'), await copy('copy_2'), await copy('copy_3')]).toEqual([first, 'image', 'image'])
+      // A copy's changes are its own; the template's and the other copies' stay.
+      const two = await client(urlOf(dev.url, 'copy_2'))
+      await two.query('insert into kept values (2)')
+      await endClient(two)
+      expect([await rows('copy_1'), await rows('copy_2'), await rows('copy_3')]).toEqual([
+        { name: 'copy_1', a: [1] },
+        { name: 'copy_2', a: [1, 2] },
+        { name: 'copy_3', a: [1] },
+      ])
+      // Any call into the template may have changed its files: the next copy starts from them (a boot, or with a data dir
+      // an image made of them), and so does the one after another change; the one after that starts from its image.
+      const write = async (a: number) => {
+        const again = await client(urlOf(dev.url, 'base'))
+        await again.query(`insert into kept values (${a})`)
+        await endClient(again)
+      }
+      await write(3)
+      expect(await copy('copy_4')).toBe(first)
+      await write(4)
+      expect([await copy('copy_5'), await copy('copy_6')]).toEqual([first, 'image'])
+      expect([await rows('copy_4'), await rows('copy_5'), await rows('copy_6')]).toEqual([
+        { name: 'copy_4', a: [1, 3] },
+        { name: 'copy_5', a: [1, 3, 4] },
+        { name: 'copy_6', a: [1, 3, 4] },
+      ])
+      // Dropped and made again under the same name, it is another template.
+      await admin.query('alter database base with is_template = false')
+      await admin.query('drop database base')
+      await admin.query('create database base')
+      const remade = await client(urlOf(dev.url, 'base'))
+      await remade.query('create table kept (a int); insert into kept values (9)')
+      await endClient(remade)
+      expect(await copy('copy_7')).toBe(first)
+      expect(await rows('copy_7')).toEqual({ name: 'copy_7', a: [9] })
+    },
+  )
 
   it('DROP DATABASE WITH (FORCE) ends the connections to it with 57P01', async () => {
     const dev = await serve()
     const admin = await client(dev.url)
     const user = await client(urlOf(dev.url, 'doomed'))
-    const ended = new Promise<string>((resolve) => user.once('error', (error: Error & { code?: string }) => resolve(error.code ?? error.message)))
+    const ended = new Promise<string>((resolve) =>
+      user.once('error', (error: Error & { code?: string }) => resolve(error.code ?? error.message)),
+    )
     await admin.query('drop database doomed with (force)')
     expect(await withDeadline(ended, DEADLINE_MS, 'the dropped database client told')).toBe('57P01')
     expect(dev.databases.instance('doomed')).toBeNull()
@@ -417,39 +446,52 @@ describe('select pglite_dev_db.reset()', () => {
     expect((await caller.query('select count(*)::int as n from drizzle.__drizzle_migrations')).rows[0].n).toBe(1)
   })
 
-  it('resets in place from what is kept with the template: read when the template is built, or once for an older one', { timeout: 120_000 }, async () => {
-    const cacheDir = await mkdtemp(path.join(os.tmpdir(), 'pglite-dev-db-baseline-'))
-    onTestFinished(() => rm(cacheDir, { recursive: true, force: true }))
-    const resetOnce = async (dev: DevDb, database: string) => {
-      const caller = await client(urlOf(dev.url, database))
-      await caller.query(`insert into customers (email, name) values ('k@example.com', 'K')`)
-      await caller.query('select pglite_dev_db.reset()')
-      expect((await caller.query('select count(*)::int as n from customers')).rows[0].n).toBe(0)
-      expect((await caller.query('select count(*)::int as n from drizzle.__drizzle_migrations')).rows[0].n).toBe(1)
-    }
-    // Built now: the template holds what a reset puts back before any server reads it from a database.
-    const built = await serve({ cacheDir, spareDatabases: 0 })
-    // The migrated one (a cache can hold the template without migrations beside it).
-    const templates = (await readdir(cacheDir)).filter((name) => name.startsWith('template-'))
-    const baselines = await Promise.all(templates.map((name) => readFile(path.join(cacheDir, name, 'baseline.json'), 'utf8')))
-    const kept = path.join(cacheDir, templates[baselines.findIndex((text) => text.includes('customers'))]!, 'baseline.json')
-    expect((await stat(kept)).size).toBeGreaterThan(0)
-    await resetOnce(built, 'kept_1')
-    expect(resets).toEqual(['in place'])
-    await built.close()
-    // A template built before it was kept: the first new database gives it, and it is kept from then on.
-    await rm(kept)
-    const older = await serve({ cacheDir, spareDatabases: 0 })
-    await resetOnce(older, 'kept_2')
-    expect(resets).toEqual(['in place'])
-    expect((await stat(kept)).size).toBeGreaterThan(0)
-    await older.close()
-    // What is kept is what resets compare with: a fingerprint no database has makes every reset a fresh copy.
-    await writeFile(kept, JSON.stringify({ ...JSON.parse(await readFile(kept, 'utf8')), fingerprint: 'not this schema' }))
-    const tampered = await serve({ cacheDir, spareDatabases: 0 })
-    await resetOnce(tampered, 'kept_3')
-    expect(resets).toEqual(['fresh copy'])
-  })
+  it(
+    'resets in place from what is kept with the template: read when the template is built, or once for an older one',
+    { timeout: 120_000 },
+    async () => {
+      const cacheDir = await mkdtemp(path.join(os.tmpdir(), 'pglite-dev-db-baseline-'))
+      onTestFinished(() => rm(cacheDir, { recursive: true, force: true }))
+      const resetOnce = async (dev: DevDb, database: string) => {
+        const caller = await client(urlOf(dev.url, database))
+        await caller.query(`insert into customers (email, name) values ('k@example.com', 'K')`)
+        await caller.query('select pglite_dev_db.reset()')
+        expect((await caller.query('select count(*)::int as n from customers')).rows[0].n).toBe(0)
+        expect((await caller.query('select count(*)::int as n from drizzle.__drizzle_migrations')).rows[0].n).toBe(1)
+      }
+      // Built now: the template holds what a reset puts back before any server reads it from a database.
+      const built = await serve({ cacheDir, spareDatabases: 0 })
+      // The migrated one (a cache can hold the template without migrations beside it).
+      const templates = (await readdir(cacheDir)).filter((name) => name.startsWith('template-'))
+      const baselines = await Promise.all(
+        templates.map((name) => readFile(path.join(cacheDir, name, 'baseline.json'), 'utf8')),
+      )
+      const kept = path.join(
+        cacheDir,
+        templates[baselines.findIndex((text) => text.includes('customers'))]!,
+        'baseline.json',
+      )
+      expect((await stat(kept)).size).toBeGreaterThan(0)
+      await resetOnce(built, 'kept_1')
+      expect(resets).toEqual(['in place'])
+      await built.close()
+      // A template built before it was kept: the first new database gives it, and it is kept from then on.
+      await rm(kept)
+      const older = await serve({ cacheDir, spareDatabases: 0 })
+      await resetOnce(older, 'kept_2')
+      expect(resets).toEqual(['in place'])
+      expect((await stat(kept)).size).toBeGreaterThan(0)
+      await older.close()
+      // What is kept is what resets compare with: a fingerprint no database has makes every reset a fresh copy.
+      await writeFile(
+        kept,
+        JSON.stringify({ ...JSON.parse(await readFile(kept, 'utf8')), fingerprint: 'not this schema' }),
+      )
+      const tampered = await serve({ cacheDir, spareDatabases: 0 })
+      await resetOnce(tampered, 'kept_3')
+      expect(resets).toEqual(['fresh copy'])
+    },
+  )
 
   it('a statement prepared while the reset waits to commit is made once, by its own Parse', async () => {
     // A pool's second connection prepares a statement while the first one's reset is pending: a reset by fresh copy
@@ -466,7 +508,9 @@ describe('select pglite_dev_db.reset()', () => {
     await expect.poll(() => dev.server.getStats().waitingClients, { timeout: 5_000 }).toBe(1)
     await resetter.query('commit')
     expect((await prepared).rows).toEqual([{ n: 0 }])
-    expect((await preparer.query({ name: 'count_customers', text: 'select count(*)::int as n from customers' })).rows).toEqual([{ n: 0 }])
+    expect(
+      (await preparer.query({ name: 'count_customers', text: 'select count(*)::int as n from customers' })).rows,
+    ).toEqual([{ n: 0 }])
     expect(resets).toEqual(['fresh copy'])
   })
 

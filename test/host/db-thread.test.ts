@@ -62,7 +62,10 @@ describe('a DbThread behind PGLiteSocketServer', () => {
     const client = await pgClient(url)
 
     expect((await client.query('select $1::int + 1 as n, $2::text as t', [41, 'x'])).rows).toEqual([{ n: 42, t: 'x' }])
-    await expect(client.query('select * from missing_table')).rejects.toMatchObject({ code: '42P01', severity: 'ERROR' })
+    await expect(client.query('select * from missing_table')).rejects.toMatchObject({
+      code: '42P01',
+      severity: 'ERROR',
+    })
     expect((await client.query('select 1 as one')).rows).toEqual([{ one: 1 }])
 
     await client.query('create table items (id int primary key, label text)')
@@ -78,10 +81,13 @@ describe('a DbThread behind PGLiteSocketServer', () => {
 
     const rows = Array.from({ length: 5_000 }, (_, i) => `${i + 10},"label ${i}, with comma"\n`)
     await pipeline(Readable.from(rows), client.query(copyFrom('copy items from stdin with (format csv)')))
-    expect((await client.query('select count(*)::int as n, sum(id)::int as s from items')).rows).toEqual([{ n: 5_001, s: 2 + ((10 + 5_009) * 5_000) / 2 }])
+    expect((await client.query('select count(*)::int as n, sum(id)::int as s from items')).rows).toEqual([
+      { n: 5_001, s: 2 + ((10 + 5_009) * 5_000) / 2 },
+    ])
 
     let text = ''
-    for await (const chunk of client.query(copyTo('copy (select id from items order by id) to stdout'))) text += (chunk as Buffer).toString()
+    for await (const chunk of client.query(copyTo('copy (select id from items order by id) to stdout')))
+      text += (chunk as Buffer).toString()
     const ids = text.trim().split('\n')
     expect([ids.length, ids[0], ids.at(-1)]).toEqual([5_001, '2', '5009'])
   })
@@ -105,11 +111,16 @@ describe('a DbThread behind PGLiteSocketServer', () => {
       await tx`insert into ledger values (1, 10)`
       await tx`insert into ledger values (2, 20)`
     })
-    await expect(sql.begin(async (tx) => {
-      await tx`insert into ledger values (3, 30)`
-      await tx`insert into ledger values (1, 99)`
-    })).rejects.toMatchObject({ code: '23505' })
-    expect(await sql`select id, amount from ledger order by id`).toEqual([{ id: 1, amount: 10 }, { id: 2, amount: 20 }])
+    await expect(
+      sql.begin(async (tx) => {
+        await tx`insert into ledger values (3, 30)`
+        await tx`insert into ledger values (1, 99)`
+      }),
+    ).rejects.toMatchObject({ code: '23505' })
+    expect(await sql`select id, amount from ledger order by id`).toEqual([
+      { id: 1, amount: 10 },
+      { id: 2, amount: 20 },
+    ])
   })
 
   it('LISTEN/NOTIFY reaches exactly the listening clients', async () => {
@@ -140,7 +151,9 @@ describe('a DbThread behind PGLiteSocketServer', () => {
     expect((await victim.query('create table t (a int)')).errors).toEqual([])
 
     // A lone COPY FROM STDIN makes PGlite exit(1); the server never sends one, so it goes in directly.
-    const killed = db.runExclusive(() => db.execProtocolRawStream(wire.query('copy t from stdin'), { onRawData: () => {} }))
+    const killed = db.runExclusive(() =>
+      db.execProtocolRawStream(wire.query('copy t from stdin'), { onRawData: () => {} }),
+    )
     await expect(killed).rejects.toMatchObject({ name: 'ExitStatus' })
 
     await victim.send(wire.query('select 1'))
@@ -168,7 +181,10 @@ describe('DbThread', () => {
       await removeDataDir(dataDir)
     })
     const failing = "select 1 / 0 as x, 'unused'"
-    const [inThread, inProcess] = await Promise.all([thread.query(failing).catch((error: unknown) => error), local.query(failing).catch((error: unknown) => error)])
+    const [inThread, inProcess] = await Promise.all([
+      thread.query(failing).catch((error: unknown) => error),
+      local.query(failing).catch((error: unknown) => error),
+    ])
     expect(inThread).toBeInstanceOf(messages.DatabaseError)
     const fields = (error: unknown) => {
       const { name, message, code, severity, file, routine } = error as messages.DatabaseError
@@ -185,10 +201,12 @@ describe('DbThread', () => {
       await tx.exec('insert into notes values (1)')
       await tx.query('insert into notes values ($1)', [2])
     })
-    await expect(db.transaction(async (tx) => {
-      await tx.exec('insert into notes values (3)')
-      throw new Error('changed my mind')
-    })).rejects.toThrow('changed my mind')
+    await expect(
+      db.transaction(async (tx) => {
+        await tx.exec('insert into notes values (3)')
+        throw new Error('changed my mind')
+      }),
+    ).rejects.toThrow('changed my mind')
     const order: string[] = []
     const inside = db.transaction(async (tx) => {
       order.push('transaction started')
@@ -200,14 +218,19 @@ describe('DbThread', () => {
     })
     await Promise.all([inside, raw])
     expect(order).toEqual(['transaction started', 'transaction done', 'runExclusive'])
-    expect((await db.query<{ id: number }>('select id from notes order by id')).rows.map((r) => r.id)).toEqual([1, 2, 4])
+    expect((await db.query<{ id: number }>('select id from notes order by id')).rows.map((r) => r.id)).toEqual([
+      1, 2, 4,
+    ])
   })
 
   it('dumpDataDir() gives a tarball another thread starts from (loadDataDir), with its own startParams', async () => {
     const source = await openThread()
     await source.exec("create table seeded (v text); insert into seeded values ('from the dump')")
     const dump = await source.dumpDataDir('none')
-    const copy = await DbThread.create({ loadDataDir: dump, startParams: [...PGlite.defaultStartParams, '-c', 'work_mem=8MB'] })
+    const copy = await DbThread.create({
+      loadDataDir: dump,
+      startParams: [...PGlite.defaultStartParams, '-c', 'work_mem=8MB'],
+    })
     cleanups.push(() => copy.close())
     expect((await copy.query('select v from seeded')).rows).toEqual([{ v: 'from the dump' }])
     expect((await copy.query('show work_mem')).rows).toEqual([{ work_mem: '8MB' }])
@@ -254,11 +277,19 @@ describe('DbThread.end: the last resort for a statement that does not stop', () 
     await db.query('create table kept (n int)')
     await db.query('insert into kept values (1), (2)')
     let output = 0
-    const running = db.execProtocolRawStream(wire.query('DO $$BEGIN LOOP END LOOP; END$$'), { onRawData: (chunk) => void (output += chunk.length) })
+    const running = db.execProtocolRawStream(wire.query('DO $$BEGIN LOOP END LOOP; END$$'), {
+      onRawData: (chunk) => void (output += chunk.length),
+    })
     // Its failure, held from now: it fails while db.end() is awaited.
-    const outcome = running.then(() => 'resolved', (error: unknown) => error)
+    const outcome = running.then(
+      () => 'resolved',
+      (error: unknown) => error,
+    )
     await db.end(new Error('a statement did not stop'))
-    await expect(withDeadline(outcome, 5_000, 'the running call failing')).resolves.toMatchObject({ name: 'ExitStatus', message: 'a statement did not stop' })
+    await expect(withDeadline(outcome, 5_000, 'the running call failing')).resolves.toMatchObject({
+      name: 'ExitStatus',
+      message: 'a statement did not stop',
+    })
     await expect(db.query('select 1')).rejects.toMatchObject({ message: 'a statement did not stop' })
     expect(deaths.map((error) => error.message)).toEqual(['a statement did not stop'])
     expect(output).toBe(0)

@@ -11,7 +11,13 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import postgres from 'postgres'
 import { afterEach, describe, expect, it, onTestFinished } from 'vitest'
-import { launchDevDb, startDevDb, type DevDb, type DevDbOptions, type LaunchedDevDb } from '../../src/databases/dev-db.ts'
+import {
+  launchDevDb,
+  startDevDb,
+  type DevDb,
+  type DevDbOptions,
+  type LaunchedDevDb,
+} from '../../src/databases/dev-db.ts'
 import { writeSnapshot } from '../../src/databases/snapshot.ts'
 import { DevServerError } from '../../src/errors.ts'
 import { createLogger, type LogRecord } from '../../src/log.ts'
@@ -68,7 +74,11 @@ describe('url, port and close', () => {
 
     const sql = postgres(dev.url, { max: 1 })
     try {
-      const rows = await withDeadline(sql`select current_user as "user", current_database() as db, 1 + 1 as two`, 5_000, 'postgres.js query')
+      const rows = await withDeadline(
+        sql`select current_user as "user", current_database() as db, 1 + 1 as two`,
+        5_000,
+        'postgres.js query',
+      )
       expect([...rows]).toEqual([{ user: 'postgres', db: 'postgres', two: 2 }])
     } finally {
       await sql.end({ timeout: 5 })
@@ -139,9 +149,13 @@ describe('options', () => {
 
     const first = await start({ dataDir, migrations: MIGRATIONS, logger })
     const client = await connect(first.url)
-    const tables = await client.query("select table_name from information_schema.tables where table_schema = 'public' order by 1")
+    const tables = await client.query(
+      "select table_name from information_schema.tables where table_schema = 'public' order by 1",
+    )
     expect(tables.rows).toEqual([['customers'], ['order_items'], ['orders'], ['products']])
-    expect((await client.query("insert into customers (email, name) values ('ada@example.com', 'Ada')")).errors).toEqual([])
+    expect(
+      (await client.query("insert into customers (email, name) values ('ada@example.com', 'Ada')")).errors,
+    ).toEqual([])
     await withDeadline(first.close(), CLOSE_DEADLINE_MS, 'close()')
 
     const second = await start({ dataDir, migrations: MIGRATIONS, logger })
@@ -221,8 +235,14 @@ describe('options', () => {
   it('a second startDevDb on a dataDir in use rejects with ERR_DATA_DIR_LOCKED; the first keeps serving, and after its close the dir opens again', async () => {
     const dataDir = await scratchDataDir()
     const first = await start({ dataDir })
-    const error = await startDevDb({ dataDir, migrations: false }).then(() => null, (e: unknown) => e)
-    expect(error).toMatchObject({ code: 'ERR_DATA_DIR_LOCKED', message: expect.stringContaining(`pid ${process.pid}, this process`) })
+    const error = await startDevDb({ dataDir, migrations: false }).then(
+      () => null,
+      (e: unknown) => e,
+    )
+    expect(error).toMatchObject({
+      code: 'ERR_DATA_DIR_LOCKED',
+      message: expect.stringContaining(`pid ${process.pid}, this process`),
+    })
     const client = await connect(first.url)
     expect((await client.query('select 1 as one')).rows).toEqual([['1']])
     await first.close()
@@ -237,7 +257,9 @@ describe('options', () => {
     onTestFinished(() => void parent.kill('SIGKILL'))
     const [line] = (await once(createInterface({ input: parent.stdout }), 'line')) as [string]
     const zombie = Number(line)
-    await expect.poll(async () => (await readFile(`/proc/${zombie}/stat`, 'utf8')).split(') ')[1]?.[0], { timeout: 5_000 }).toBe('Z')
+    await expect
+      .poll(async () => (await readFile(`/proc/${zombie}/stat`, 'utf8')).split(') ')[1]?.[0], { timeout: 5_000 })
+      .toBe('Z')
     const dataDir = await scratchDataDir()
     await writeFile(path.join(dataDir, 'pglite-dev-db.lock'), `${zombie}\n`)
     const dev = await start({ dataDir })
@@ -245,9 +267,22 @@ describe('options', () => {
   })
 
   it('rejects a bad option with ERR_CONFIG before opening anything', async () => {
-    for (const options of [{ port: -1 }, { port: 70_000 }, { maxConnections: 0 }, { idleTimeoutMs: 1.5 }, { idleInTransactionTimeoutMs: 2 ** 31 }, { dataDirectory: 'x' }]) {
-      const error = await startDevDb(options as DevDbOptions).then(() => null, (e: unknown) => e)
-      expect(error, JSON.stringify(options)).toMatchObject({ code: 'ERR_CONFIG', message: expect.stringContaining(Object.keys(options)[0]!) })
+    for (const options of [
+      { port: -1 },
+      { port: 70_000 },
+      { maxConnections: 0 },
+      { idleTimeoutMs: 1.5 },
+      { idleInTransactionTimeoutMs: 2 ** 31 },
+      { dataDirectory: 'x' },
+    ]) {
+      const error = await startDevDb(options as DevDbOptions).then(
+        () => null,
+        (e: unknown) => e,
+      )
+      expect(error, JSON.stringify(options)).toMatchObject({
+        code: 'ERR_CONFIG',
+        message: expect.stringContaining(Object.keys(options)[0]!),
+      })
     }
   })
 
@@ -256,7 +291,10 @@ describe('options', () => {
     const port = await freePort()
     const dataDir = await scratchDataDir()
 
-    const error = await start({ port, migrations, dataDir }).then(() => null, (e: unknown) => e)
+    const error = await start({ port, migrations, dataDir }).then(
+      () => null,
+      (e: unknown) => e,
+    )
     expect(error).toBeInstanceOf(DevServerError)
     expect(error).toMatchObject({ code: 'ERR_MIGRATION', message: expect.stringContaining('0000_broken.sql') })
     expect(await isListening(port)).toBe(false)
@@ -276,7 +314,10 @@ describe('options', () => {
     const ready = settledAndClosed(launched, unblock)
 
     // It waits while the database opens: as long as that takes on a loaded machine.
-    const connecting = connectRaw(launched.url, { params: { user: 'postgres', database: 'postgres' }, deadlineMs: 60_000 })
+    const connecting = connectRaw(launched.url, {
+      params: { user: 'postgres', database: 'postgres' },
+      deadlineMs: 60_000,
+    })
     // The server has the client's StartupMessage (it counts it) while the database has not even begun to open.
     await expect.poll(() => launched.server.getStats().activeConnections, { timeout: 5_000 }).toBe(1)
     expect(ready.outcome).toBe('pending')
@@ -300,7 +341,11 @@ describe('options', () => {
     await expect.poll(() => launched.server.getStats().activeConnections, { timeout: 5_000 }).toBe(1)
     await feed()
     const error = wire.decodeError((await client.next('ErrorResponse', { deadlineMs: 30_000 })).body)
-    expect(error).toMatchObject({ severity: 'FATAL', code: '42P01', message: expect.stringMatching(/0000_broken\.sql.*no_such_table/) })
+    expect(error).toMatchObject({
+      severity: 'FATAL',
+      code: '42P01',
+      message: expect.stringMatching(/0000_broken\.sql.*no_such_table/),
+    })
     await withDeadline(client.closed, 3_000, 'socket closed after the FATAL')
     await ready.settled
     expect(ready.outcome).toMatchObject({ code: 'ERR_MIGRATION', message: expect.stringContaining('0000_broken.sql') })
@@ -312,7 +357,10 @@ describe('options', () => {
  * `launched.ready` as it settles: 'pending' until then. After the test, a start still blocked is ended (`unblock`),
  * and the server it gave, if any, closed.
  */
-function settledAndClosed(launched: LaunchedDevDb, unblock: () => Promise<void>): { readonly outcome: unknown; settled: Promise<void> } {
+function settledAndClosed(
+  launched: LaunchedDevDb,
+  unblock: () => Promise<void>,
+): { readonly outcome: unknown; settled: Promise<void> } {
   const state: { outcome: unknown; settled: Promise<void> } = { outcome: 'pending', settled: Promise.resolve() }
   state.settled = launched.ready.then(
     (dev) => void (state.outcome = dev),
@@ -357,7 +405,10 @@ async function migrationsFolder(tag: string, sql: string): Promise<string> {
   scratch.push(migrations)
   await mkdir(path.join(migrations, 'meta'))
   const entries = [{ idx: 0, version: '7', when: 1_000, tag, breakpoints: true }]
-  await writeFile(path.join(migrations, 'meta', '_journal.json'), JSON.stringify({ version: '7', dialect: 'postgresql', entries }))
+  await writeFile(
+    path.join(migrations, 'meta', '_journal.json'),
+    JSON.stringify({ version: '7', dialect: 'postgresql', entries }),
+  )
   await writeFile(path.join(migrations, `${tag}.sql`), sql)
   return migrations
 }

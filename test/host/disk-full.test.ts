@@ -64,7 +64,9 @@ process.stdin.once('data', async () => {
 
 /** The WAL segment being written, and how much of it is. */
 async function walAt(client: RawClient): Promise<{ segment: string; fraction: number }> {
-  const { rows, errors } = await client.query("select pg_walfile_name(pg_current_wal_insert_lsn()), ((pg_current_wal_insert_lsn() - '0/0') % 16777216) / 16777216.0")
+  const { rows, errors } = await client.query(
+    "select pg_walfile_name(pg_current_wal_insert_lsn()), ((pg_current_wal_insert_lsn() - '0/0') % 16777216) / 16777216.0",
+  )
   expect(errors).toEqual([])
   return { segment: rows[0]![0]!, fraction: Number(rows[0]![1]) }
 }
@@ -82,7 +84,12 @@ async function walUntil(client: RawClient, fraction: number): Promise<string> {
 async function walSpaceReady(dataDir: string, current: string): Promise<void> {
   const pgWal = path.join(dataDir, 'pg_wal')
   await expect
-    .poll(async () => (await readdir(pgWal)).filter((name) => (/^[0-9A-F]{24}$/.test(name) && name > current) || name === RESERVE).length, { timeout: 10_000 })
+    .poll(
+      async () =>
+        (await readdir(pgWal)).filter((name) => (/^[0-9A-F]{24}$/.test(name) && name > current) || name === RESERVE)
+          .length,
+      { timeout: 10_000 },
+    )
     .toBe(2)
 }
 
@@ -104,13 +111,21 @@ describe('the disk under the data dir fills up', () => {
     const dev = await start({ dataDir: path.join(disk, 'data') })
     const writer = await connect(dev.url)
     const reader = await connect(dev.url)
-    expect((await writer.query("create table t (id int, v text); insert into t values (1, 'before')")).errors).toEqual([])
+    expect((await writer.query("create table t (id int, v text); insert into t values (1, 'before')")).errors).toEqual(
+      [],
+    )
     const db = dev.databases.main
 
     const free = await fillDisk(path.join(disk, 'filler'))
     expect(free, `${free} bytes still free`).toBeLessThan(64 * 1024)
-    const big = await writer.query("insert into t select g, repeat(md5(g::text), 100) from generate_series(2, 20000) g", { deadlineMs: 30_000 })
-    expect(big.errors.map((e) => [e.severity, e.code]), JSON.stringify(big.errors)).toEqual([['ERROR', '53100']])
+    const big = await writer.query(
+      'insert into t select g, repeat(md5(g::text), 100) from generate_series(2, 20000) g',
+      { deadlineMs: 30_000 },
+    )
+    expect(
+      big.errors.map((e) => [e.severity, e.code]),
+      JSON.stringify(big.errors),
+    ).toEqual([['ERROR', '53100']])
     expect(big.errors[0]!.message).toMatch(/No space left on device/)
     expect(big.status).toBe('I')
     // The database did not die over it: the same instance serves on, and the others read what was committed.
@@ -118,7 +133,10 @@ describe('the disk under the data dir fills up', () => {
     expect((await reader.query('select id, v from t')).rows).toEqual([['1', 'before']])
 
     await rm(path.join(disk, 'filler'))
-    const again = await writer.query("insert into t select g, repeat(md5(g::text), 100) from generate_series(2, 20000) g", { deadlineMs: 30_000 })
+    const again = await writer.query(
+      'insert into t select g, repeat(md5(g::text), 100) from generate_series(2, 20000) g',
+      { deadlineMs: 30_000 },
+    )
     expect(again.errors).toEqual([])
     expect((await reader.query('select count(*) from t')).rows).toEqual([['20000']])
   })
@@ -129,7 +147,9 @@ describe('the disk under the data dir fills up', () => {
     const dev = await start({ dataDir })
     const writer = await connect(dev.url)
     const reader = await connect(dev.url)
-    expect((await writer.query("create table t (id int, v text); insert into t values (0, 'before')")).errors).toEqual([])
+    expect((await writer.query("create table t (id int, v text); insert into t values (0, 'before')")).errors).toEqual(
+      [],
+    )
     const db = dev.databases.main
     const segment = await walUntil(writer, 0.8)
     await walSpaceReady(dataDir, segment)
@@ -145,7 +165,9 @@ describe('the disk under the data dir fills up', () => {
     expect((await reader.query('select count(*) from t')).rows).toEqual([[String(1 + acked)]])
 
     await rm(path.join(disk, 'filler'))
-    expect((await writer.query("insert into t select g, repeat('x', 2000) from generate_series(1, 1000) g")).errors).toEqual([])
+    expect(
+      (await writer.query("insert into t select g, repeat('x', 2000) from generate_series(1, 1000) g")).errors,
+    ).toEqual([])
     expect((await reader.query('select count(*) from t')).rows).toEqual([[String(1 + acked + 1000)]])
   })
 
@@ -154,7 +176,9 @@ describe('the disk under the data dir fills up', () => {
     const dataDir = path.join(disk, 'data')
     const dev = await start({ dataDir })
     const writer = await connect(dev.url)
-    expect((await writer.query("create table t (id int, v text); insert into t values (0, 'before')")).errors).toEqual([])
+    expect((await writer.query("create table t (id int, v text); insert into t values (0, 'before')")).errors).toEqual(
+      [],
+    )
     const db = dev.databases.main
     await walSpaceReady(dataDir, await walUntil(writer, 0.8))
     expect(await fillDisk(path.join(disk, 'filler'))).toBeLessThan(64 * 1024)
@@ -183,9 +207,14 @@ describe('the disk under the data dir fills up', () => {
     const disk = await mountTmpfs(96)
     const dataDir = path.join(disk, 'data')
     const records: LogRecord[] = []
-    const dev = await start({ dataDir, logger: createLogger({ level: 'warn', sink: (record) => records.push(record) }) })
+    const dev = await start({
+      dataDir,
+      logger: createLogger({ level: 'warn', sink: (record) => records.push(record) }),
+    })
     const writer = await connect(dev.url)
-    expect((await writer.query("create table t (id int, v text); insert into t values (0, 'before')")).errors).toEqual([])
+    expect((await writer.query("create table t (id int, v text); insert into t values (0, 'before')")).errors).toEqual(
+      [],
+    )
     const db = dev.databases.main
     await walSpaceReady(dataDir, await walUntil(writer, 0.8))
     await fillDisk(path.join(disk, 'filler'))
@@ -193,11 +222,18 @@ describe('the disk under the data dir fills up', () => {
     await rename(path.join(dataDir, 'pg_wal', RESERVE), path.join(disk, 'reserve-taken'))
 
     let ended: unknown = null
-    for (let i = 0; i < 400 && ended === null; i++) ended = await writer.query(EMIT_WAL).then((reply) => (reply.errors.length > 0 ? reply.errors : null), (error: unknown) => error)
+    for (let i = 0; i < 400 && ended === null; i++)
+      ended = await writer.query(EMIT_WAL).then(
+        (reply) => (reply.errors.length > 0 ? reply.errors : null),
+        (error: unknown) => error,
+      )
     expect(ended).not.toBeNull()
-    const waiting = () => records.find((r) => r.msg === 'cannot reopen the database until space is freed; waiting for it')
+    const waiting = () =>
+      records.find((r) => r.msg === 'cannot reopen the database until space is freed; waiting for it')
     await expect.poll(waiting, { timeout: 30_000 }).toBeDefined()
-    expect(String(waiting()!.fields.error)).toMatch(new RegExp(`no space left on device.* 16\\.0 MB free in ${path.join(dataDir, 'pg_wal')}`))
+    expect(String(waiting()!.fields.error)).toMatch(
+      new RegExp(`no space left on device.* 16\\.0 MB free in ${path.join(dataDir, 'pg_wal')}`),
+    )
     expect(dev.databases.main).toBe(db)
 
     await rm(path.join(disk, 'filler'))
@@ -214,7 +250,10 @@ describe('a start where the data dir cannot be written', () => {
    */
   async function startCommand(dataDir: string) {
     const io = captureIo()
-    const exit = main(['--port', '0', '--data-dir', dataDir, '--no-migrations', '--no-tls', '--log-level', 'silent'], io.io)
+    const exit = main(
+      ['--port', '0', '--data-dir', dataDir, '--no-migrations', '--no-tls', '--log-level', 'silent'],
+      io.io,
+    )
     const code = await withDeadline(exit, 60_000, `the command on ${dataDir} exits (it must not serve)`)
     return { code, stdout: io.stdout, stderr: io.stderr }
   }
@@ -266,11 +305,14 @@ describe('a start where the data dir cannot be written', () => {
     const dataDir = await dataDirOn(disk, true)
     if (reserve) await writeFile(path.join(dataDir, 'pg_wal', RESERVE), Buffer.alloc(16 * MB))
     // PGlite in a process of its own, whose exit closes the files it holds (a dead PGlite does not).
-    const child = spawn(process.execPath, ['--input-type=module', '-e', CRASH_SCRIPT, dataDir, EMIT_WAL], { stdio: ['pipe', 'pipe', 'inherit'] })
+    const child = spawn(process.execPath, ['--input-type=module', '-e', CRASH_SCRIPT, dataDir, EMIT_WAL], {
+      stdio: ['pipe', 'pipe', 'inherit'],
+    })
     const exited = once(child, 'exit')
     onTestFinished(() => stopChild(child, exited, () => child.kill('SIGKILL'), 5_000, 'the PGlite process'))
     const lines = createInterface({ input: child.stdout })[Symbol.asyncIterator]()
-    const next = async () => (await withDeadline(lines.next(), 30_000, 'a line from the PGlite process')).value as string
+    const next = async () =>
+      (await withDeadline(lines.next(), 30_000, 'a line from the PGlite process')).value as string
     expect(await next()).toBe('open')
     const filler = path.join(disk, 'filler')
     await fillDisk(filler)
@@ -296,8 +338,18 @@ describe('a start where the data dir cannot be written', () => {
   it('after a PANIC on a full disk, with the WAL reserve a server keeps: the start recovers into it and serves every row', async () => {
     const dataDir = await crashedOnFullDisk(true, 64 * 1024)
     const io = captureIo()
-    const exit = main(['--port', '0', '--data-dir', dataDir, '--no-migrations', '--no-tls', '--log-level', 'silent'], io.io)
-    const url = await withDeadline(Promise.race([io.firstLine, exit.then((code) => Promise.reject(new Error(`exit ${code}: ${io.stderr.join('\n')}`)))]), 30_000, 'the URL line')
+    const exit = main(
+      ['--port', '0', '--data-dir', dataDir, '--no-migrations', '--no-tls', '--log-level', 'silent'],
+      io.io,
+    )
+    const url = await withDeadline(
+      Promise.race([
+        io.firstLine,
+        exit.then((code) => Promise.reject(new Error(`exit ${code}: ${io.stderr.join('\n')}`))),
+      ]),
+      30_000,
+      'the URL line',
+    )
     const client = await connect(url)
     expect((await client.query('select id from kept')).rows).toEqual([['42']])
     io.stop()
@@ -307,5 +359,4 @@ describe('a start where the data dir cannot be written', () => {
   it('on a read-only file system, an existing database: exit 1 with one line naming the directory and "read-only"', async () => {
     await refusedOnReadOnly(true)
   })
-
 })

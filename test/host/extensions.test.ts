@@ -32,20 +32,28 @@ describe('extensions', () => {
     expect(resolveExtensionNames(['pgcrypto', 'vector', 'pgvector'])).toEqual(['pgcrypto', 'vector'])
     expect(resolveExtensionNames(['uuid_ossp'])).toEqual(['uuid-ossp'])
     expect(resolveExtensionNames(['earthdistance'])).toEqual(['cube', 'earthdistance'])
-    expect(() => resolveExtensionNames(['vectr'])).toThrow(/unknown extension 'vectr'; PGlite ships: .*pgcrypto.*vector/)
+    expect(() => resolveExtensionNames(['vectr'])).toThrow(
+      /unknown extension 'vectr'; PGlite ships: .*pgcrypto.*vector/,
+    )
     expect(AVAILABLE_EXTENSIONS).toContain('vector')
   })
 
   it('the hint for a failed migration statement names the flag for what the statement creates', () => {
     const unavailable = Object.assign(new Error('extension "uuid-ossp" is not available'), { code: '0A000' })
-    expect(extensionHint(unavailable, 'CREATE EXTENSION IF NOT EXISTS "uuid-ossp";\ncreate extension earthdistance')).toBe(
-      '; the extension must be loaded at start: add --extensions cube,earthdistance,uuid-ossp',
+    expect(
+      extensionHint(unavailable, 'CREATE EXTENSION IF NOT EXISTS "uuid-ossp";\ncreate extension earthdistance'),
+    ).toBe('; the extension must be loaded at start: add --extensions cube,earthdistance,uuid-ossp')
+    expect(extensionHint(unavailable, 'CREATE EXTENSION postgis;')).toMatch(
+      /^; PGlite does not ship postgis \(it ships: age, /,
     )
-    expect(extensionHint(unavailable, 'CREATE EXTENSION postgis;')).toMatch(/^; PGlite does not ship postgis \(it ships: age, /)
     // 0A000 is also feature_not_supported for statements that create no extension: no hint then.
     expect(extensionHint(unavailable, 'ALTER SYSTEM SET work_mem = 1')).toBe('')
-    const undefinedFile = Object.assign(new Error('could not access file "vector": No such file or directory'), { code: '58P01' })
-    expect(extensionHint(undefinedFile, 'select 1')).toContain('add --extensions with every extension the database uses')
+    const undefinedFile = Object.assign(new Error('could not access file "vector": No such file or directory'), {
+      code: '58P01',
+    })
+    expect(extensionHint(undefinedFile, 'select 1')).toContain(
+      'add --extensions with every extension the database uses',
+    )
     expect(extensionHint(Object.assign(new Error('x'), { code: '42P01' }), 'CREATE EXTENSION vector')).toBe('')
   })
 
@@ -56,9 +64,15 @@ describe('extensions', () => {
       await client.query('create extension pgcrypto')
       await client.query('create table items (id int primary key, embedding vector(3))')
       await client.query("insert into items values (1, '[1,2,3]'), (2, '[9,9,9]')")
-      return (await client.query("select id, embedding <-> '[1,2,4]' as distance, encode(digest('x', 'sha256'), 'hex') as sha from items order by embedding <-> '[1,2,4]' limit 1")).rows
+      return (
+        await client.query(
+          "select id, embedding <-> '[1,2,4]' as distance, encode(digest('x', 'sha256'), 'hex') as sha from items order by embedding <-> '[1,2,4]' limit 1",
+        )
+      ).rows
     })
-    expect(rows).toEqual([{ id: 1, distance: 1, sha: '2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881' }])
+    expect(rows).toEqual([
+      { id: 1, distance: 1, sha: '2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881' },
+    ])
 
     // A database another name creates on first use loads them too.
     const other = dev.url.replace(/\/postgres$/, '/ext_other')
@@ -72,7 +86,9 @@ describe('extensions', () => {
     const digest = await withClient(third, async (client) => {
       await client.query('create extension vector')
       await client.query('create extension pgcrypto')
-      return (await client.query("select '[0,0]'::vector <-> '[6,8]' as d, encode(digest('x', 'sha256'), 'hex') as sha")).rows
+      return (
+        await client.query("select '[0,0]'::vector <-> '[6,8]' as d, encode(digest('x', 'sha256'), 'hex') as sha")
+      ).rows
     })
     expect(dev.databases.inThread('ext_third')).toBe(true)
     expect(digest).toEqual([{ d: 10, sha: '2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881' }])
@@ -91,14 +107,18 @@ describe('extensions', () => {
     // Same cache, no vector: had the template been reused, this would start (and fail later, at a query).
     await expect(start({ migrations: VECTOR_MIGRATIONS, cacheDir })).rejects.toMatchObject({
       code: 'ERR_MIGRATION',
-      message: expect.stringMatching(/0000_enable_vector\.sql failed at statement 1 of 1: extension "vector" is not available \(SQLSTATE 0A000\); .*add --extensions vector$/),
+      message: expect.stringMatching(
+        /0000_enable_vector\.sql failed at statement 1 of 1: extension "vector" is not available \(SQLSTATE 0A000\); .*add --extensions vector$/,
+      ),
     })
   })
 
   it('a migration needing vector, started without it from the CLI, exits 1 saying to add --extensions vector', async () => {
     const dir = await devs.scratchDataDir()
     const c = captureIo()
-    expect(await main(['--port', '0', '--data-dir', dir, '--migrations', VECTOR_MIGRATIONS, '--log-level', 'silent'], c.io)).toBe(1)
+    expect(
+      await main(['--port', '0', '--data-dir', dir, '--migrations', VECTOR_MIGRATIONS, '--log-level', 'silent'], c.io),
+    ).toBe(1)
     // Migrations are applied after the URL line: the URL, then the exit.
     expect(c.stdout.filter((line) => !line.startsWith('postgres://'))).toEqual([])
     expect(c.stderr.join('\n')).toContain('add --extensions vector')
@@ -117,7 +137,9 @@ describe('extensions', () => {
         // TypeORM's and Prisma's shapes: IF NOT EXISTS, a quoted name.
         await client.query('create extension if not exists "uuid-ossp"')
         await client.query('create extension vector')
-        await client.query("create table v (id uuid primary key default uuid_generate_v4(), e vector(2)); insert into v (e) values ('[1,2]')")
+        await client.query(
+          "create table v (id uuid primary key default uuid_generate_v4(), e vector(2)); insert into v (e) values ('[1,2]')",
+        )
         return (await client.query('select length(id::text) as n, e::text from v')).rows
       })
       expect(made).toEqual([{ n: 36, e: '[1,2]' }])
@@ -129,7 +151,12 @@ describe('extensions', () => {
     await first.close()
     // Started again without asking: the database uses them, so they are loaded.
     const again = await devs.start({ dataDir })
-    expect(await withClient(again.url, async (client) => (await client.query('select e::text, uuid_generate_v4() is not null as u from v')).rows)).toEqual([{ e: '[1,2]', u: true }])
+    expect(
+      await withClient(
+        again.url,
+        async (client) => (await client.query('select e::text, uuid_generate_v4() is not null as u from v')).rows,
+      ),
+    ).toEqual([{ e: '[1,2]', u: true }])
   })
 
   it('in memory and in another database too; an extension PGlite does not ship fails as Postgres fails', async () => {
@@ -149,7 +176,12 @@ describe('extensions', () => {
   it('an unknown extension is a usage error (exit 2) on the CLI and ERR_CONFIG from startDevDb', async () => {
     const c = captureIo({ PGLITE_DEV_DB_EXTENSIONS: 'vector,nope' })
     expect(await main(['--memory', '--port', '0'], c.io)).toBe(2)
-    expect(c.stderr[0]).toMatch(/option '--extensions': unknown extension 'nope'; PGlite ships: age, amcheck, .*, vector\n/)
-    await expect(startDevDb({ extensions: ['nope'] })).rejects.toMatchObject({ code: 'ERR_CONFIG', message: expect.stringContaining("unknown extension 'nope'") })
+    expect(c.stderr[0]).toMatch(
+      /option '--extensions': unknown extension 'nope'; PGlite ships: age, amcheck, .*, vector\n/,
+    )
+    await expect(startDevDb({ extensions: ['nope'] })).rejects.toMatchObject({
+      code: 'ERR_CONFIG',
+      message: expect.stringContaining("unknown extension 'nope'"),
+    })
   })
 })

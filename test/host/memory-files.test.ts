@@ -33,11 +33,20 @@ describe('in-memory files', () => {
   })
   /** The MEMFS node of `table`'s file. */
   const fileOf = async (table: string) => {
-    const { path } = (await db.query<{ path: string }>(`select current_setting('data_directory') || '/' || pg_relation_filepath('${table}') as path`)).rows[0]!
+    const { path } = (
+      await db.query<{ path: string }>(
+        `select current_setting('data_directory') || '/' || pg_relation_filepath('${table}') as path`,
+      )
+    ).rows[0]!
     return (db as unknown as { mod: { FS: Memfs } }).mod.FS.lookupPath(path).node
   }
   /** `table`'s rows, counted and their pads' lengths summed. */
-  const readBack = async (table: string) => (await db.query<{ n: number; sum: string }>(`select count(*)::int as n, sum(length(pad))::text as sum from ${table}`)).rows[0]
+  const readBack = async (table: string) =>
+    (
+      await db.query<{ n: number; sum: string }>(
+        `select count(*)::int as n, sum(length(pad))::text as sum from ${table}`,
+      )
+    ).rows[0]
 
   it('a table past 1 MB holds a 32 MB step, and every row is read back', async () => {
     await db.exec(`create table grow (id int primary key, pad text);
@@ -50,7 +59,9 @@ describe('in-memory files', () => {
 
   it('a temporary table past 1 MB holds a 32 MB step too, and every row is read back', async () => {
     // Made with AS: Postgres extends its file many blocks at a time, by setting the file's size.
-    await db.exec(`create temp table grow_temp as select i as id, repeat(md5(i::text), 8) as pad from generate_series(1, 10000) i`)
+    await db.exec(
+      `create temp table grow_temp as select i as id, repeat(md5(i::text), 8) as pad from generate_series(1, 10000) i`,
+    )
     const node = await fileOf('grow_temp')
     expect(node.usedBytes).toBeGreaterThan(1 << 20)
     expect(node.contents.length % FILE_GROWTH_STEP).toBe(0)

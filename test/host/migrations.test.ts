@@ -37,10 +37,16 @@ async function relationExists(db: PGlite, name: string): Promise<boolean> {
 }
 
 /** Writes a drizzle-kit-shaped folder: meta/_journal.json plus one .sql file per entry. */
-async function writeMigrationsDir(dir: string, files: Array<{ tag: string; when: number; sql: string }>): Promise<void> {
+async function writeMigrationsDir(
+  dir: string,
+  files: Array<{ tag: string; when: number; sql: string }>,
+): Promise<void> {
   await mkdir(path.join(dir, 'meta'), { recursive: true })
   const entries = files.map((f, idx) => ({ idx, version: '7', when: f.when, tag: f.tag, breakpoints: true }))
-  await writeFile(path.join(dir, 'meta', '_journal.json'), JSON.stringify({ version: '7', dialect: 'postgresql', entries }))
+  await writeFile(
+    path.join(dir, 'meta', '_journal.json'),
+    JSON.stringify({ version: '7', dialect: 'postgresql', entries }),
+  )
   for (const f of files) await writeFile(path.join(dir, `${f.tag}.sql`), f.sql)
 }
 
@@ -88,7 +94,11 @@ describe('this repo migrations on a fresh in-memory database', { timeout: PGLITE
     )
     expect(cascade.rows).toEqual([{ confdeltype: 'c' }])
 
-    const columns = await db.query<{ data_type: string; numeric_precision: number | null; numeric_scale: number | null }>(
+    const columns = await db.query<{
+      data_type: string
+      numeric_precision: number | null
+      numeric_scale: number | null
+    }>(
       "SELECT data_type, numeric_precision, numeric_scale FROM information_schema.columns WHERE table_name = 'orders' AND column_name IN ('total', 'placed_at', 'metadata', 'id') ORDER BY column_name",
     )
     expect(columns.rows).toEqual([
@@ -99,13 +109,22 @@ describe('this repo migrations on a fresh in-memory database', { timeout: PGLITE
     ])
 
     // drizzle-orm's own reader is the oracle for the hash and created_at it would record.
-    const expected = readMigrationFiles({ migrationsFolder: REPO_MIGRATIONS }).map((m) => ({ hash: m.hash, created_at: m.folderMillis }))
+    const expected = readMigrationFiles({ migrationsFolder: REPO_MIGRATIONS }).map((m) => ({
+      hash: m.hash,
+      created_at: m.folderMillis,
+    }))
     expect(await bookkeeping(db)).toEqual(expected)
 
     const applied = records.filter((r) => r.msg === 'migration applied')
-    expect(applied.map((r) => r.fields['file'])).toEqual(JOURNAL_TAGS.map((tag) => path.join(REPO_MIGRATIONS, `${tag}.sql`)))
+    expect(applied.map((r) => r.fields['file'])).toEqual(
+      JOURNAL_TAGS.map((tag) => path.join(REPO_MIGRATIONS, `${tag}.sql`)),
+    )
     expect(applied.every((r) => r.level === 'info' && typeof r.fields['ms'] === 'number')).toBe(true)
-    expect(records.at(-1)).toMatchObject({ level: 'info', msg: 'migrations done', fields: { applied: JOURNAL_TAGS.length, skipped: 0 } })
+    expect(records.at(-1)).toMatchObject({
+      level: 'info',
+      msg: 'migrations done',
+      fields: { applied: JOURNAL_TAGS.length, skipped: 0 },
+    })
   })
 
   test('a second run applies nothing', async () => {

@@ -12,7 +12,8 @@ import { describe, expect, it } from 'vitest'
 
 const require = createRequire(import.meta.url)
 const PACKAGE_DIR = fileURLToPath(new URL('../../node_modules/@electric-sql/pglite-socket/', import.meta.url))
-const NOT_APPLIED = 'the patch was not applied to node_modules/@electric-sql/pglite-socket: run `npm install` (or `npx patch-package`)'
+const NOT_APPLIED =
+  'the patch was not applied to node_modules/@electric-sql/pglite-socket: run `npm install` (or `npx patch-package`)'
 /** Bounds waits on PGlite start-up (an in-memory initdb takes seconds on a loaded 2-core machine). */
 const START_DEADLINE_MS = 45_000
 const PGLITE_TIMEOUT = { timeout: 90_000 }
@@ -23,7 +24,15 @@ interface SocketModule {
 }
 
 function client(port: number): postgres.Sql {
-  return postgres({ host: '127.0.0.1', port, user: 'postgres', database: 'postgres', max: 1, connect_timeout: 10, onnotice: () => {} })
+  return postgres({
+    host: '127.0.0.1',
+    port,
+    user: 'postgres',
+    database: 'postgres',
+    max: 1,
+    connect_timeout: 10,
+    onnotice: () => {},
+  })
 }
 
 function portOf(conn: string): number {
@@ -34,7 +43,9 @@ function portOf(conn: string): number {
 
 function deadline(ms: number, what: string): { promise: Promise<never>; cancel: () => void } {
   let timer: NodeJS.Timeout | undefined
-  const promise = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what}: no result within ${ms} ms`)), ms)))
+  const promise = new Promise<never>(
+    (_, reject) => (timer = setTimeout(() => reject(new Error(`${what}: no result within ${ms} ms`)), ms)),
+  )
   return { promise, cancel: () => clearTimeout(timer) }
 }
 
@@ -42,7 +53,9 @@ function deadline(ms: number, what: string): { promise: Promise<never>; cancel: 
 function listeningPort(child: ChildProcess, output: string[]): Promise<number> {
   const limit = deadline(START_DEADLINE_MS, 'pglite-server start')
   const listening = new Promise<number>((resolve, reject) => {
-    child.once('exit', (code, signal) => reject(new Error(`pglite-server exited (${code ?? signal}) before listening:\n${output.join('\n')}`)))
+    child.once('exit', (code, signal) =>
+      reject(new Error(`pglite-server exited (${code ?? signal}) before listening:\n${output.join('\n')}`)),
+    )
     createInterface({ input: child.stdout! }).on('line', (line) => {
       output.push(line)
       const match = /^PGLiteSocketServer listening on (\{.*\})$/.exec(line)
@@ -75,7 +88,8 @@ describe('patched @electric-sql/pglite-socket', () => {
   })
 
   it('serves a real PGlite to postgres.js', PGLITE_TIMEOUT, async () => {
-    const { PATCHED_BY, PGLiteSocketServer } = (await import('@electric-sql/pglite-socket')) as typeof import('@electric-sql/pglite-socket') & SocketModule
+    const { PATCHED_BY, PGLiteSocketServer } =
+      (await import('@electric-sql/pglite-socket')) as typeof import('@electric-sql/pglite-socket') & SocketModule
     expect(PATCHED_BY, NOT_APPLIED).toBe('pglite-dev-db')
     const db = new PGlite()
     try {
@@ -104,33 +118,39 @@ describe('patched pglite-server bin', () => {
   })
 
   // server.cjs is not reachable by package name (the exports map has only "."), only by path; patched all the same.
-  it.each(['server.js', 'server.cjs'])('dist/scripts/%s serves two clients at once by default', PGLITE_TIMEOUT, async (bin) => {
-    const child = spawn(process.execPath, [`${PACKAGE_DIR}dist/scripts/${bin}`, '--port', '0'], { stdio: ['ignore', 'pipe', 'pipe'] })
-    const output: string[] = []
-    child.stderr!.setEncoding('utf8').on('data', (chunk: string) => output.push(chunk.trimEnd()))
-    const exited = once(child, 'exit') as Promise<[number | null, NodeJS.Signals | null]>
-    try {
-      const port = await listeningPort(child, output)
-      // Stock's default --max-connections 1 would drop the second socket before any reply.
-      const a = client(port)
-      const b = client(port)
+  it.each(['server.js', 'server.cjs'])(
+    'dist/scripts/%s serves two clients at once by default',
+    PGLITE_TIMEOUT,
+    async (bin) => {
+      const child = spawn(process.execPath, [`${PACKAGE_DIR}dist/scripts/${bin}`, '--port', '0'], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      })
+      const output: string[] = []
+      child.stderr!.setEncoding('utf8').on('data', (chunk: string) => output.push(chunk.trimEnd()))
+      const exited = once(child, 'exit') as Promise<[number | null, NodeJS.Signals | null]>
       try {
-        const [first, second] = await Promise.all([a.reserve(), b.reserve()])
+        const port = await listeningPort(child, output)
+        // Stock's default --max-connections 1 would drop the second socket before any reply.
+        const a = client(port)
+        const b = client(port)
         try {
-          expect(await Promise.all([first`select 1 as n`, second`select 2 as n`])).toEqual([[{ n: 1 }], [{ n: 2 }]])
+          const [first, second] = await Promise.all([a.reserve(), b.reserve()])
+          try {
+            expect(await Promise.all([first`select 1 as n`, second`select 2 as n`])).toEqual([[{ n: 1 }], [{ n: 2 }]])
+          } finally {
+            first.release()
+            second.release()
+          }
         } finally {
-          first.release()
-          second.release()
+          await Promise.all([a.end(), b.end()])
         }
+        child.kill('SIGTERM')
+        const limit = deadline(START_DEADLINE_MS, 'pglite-server shutdown')
+        const [code, signal] = await Promise.race([exited, limit.promise]).finally(limit.cancel)
+        expect({ code, signal }, output.join('\n')).toEqual({ code: 0, signal: null })
       } finally {
-        await Promise.all([a.end(), b.end()])
+        if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
       }
-      child.kill('SIGTERM')
-      const limit = deadline(START_DEADLINE_MS, 'pglite-server shutdown')
-      const [code, signal] = await Promise.race([exited, limit.promise]).finally(limit.cancel)
-      expect({ code, signal }, output.join('\n')).toEqual({ code: 0, signal: null })
-    } finally {
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
-    }
-  })
+    },
+  )
 })

@@ -22,7 +22,17 @@ describe('start-up progress', () => {
     onTestFinished(() => rm(cacheDir, { recursive: true, force: true }))
     const c = captureIo()
     // 0 ms: every step that lets the event loop turn is reported, so the line does not depend on how fast this machine is.
-    const argv = ['--memory', '--port', '0', '--migrations', VECTOR_MIGRATIONS, '--extensions', 'vector', '--cache-dir', cacheDir]
+    const argv = [
+      '--memory',
+      '--port',
+      '0',
+      '--migrations',
+      VECTOR_MIGRATIONS,
+      '--extensions',
+      'vector',
+      '--cache-dir',
+      cacheDir,
+    ]
     const exit = main([...argv, '--progress-after-ms', '0', '--log-format', 'json', '--log-level', 'info'], c.io)
     const url = await c.firstLine
     c.stop()
@@ -38,7 +48,10 @@ describe('start-up progress', () => {
       ms: expect.any(Number),
     })
     const applied = lines.filter((line) => line.msg === 'migration applied')
-    expect(applied.map((line) => path.basename(String(line.file)))).toEqual(['0000_enable_vector.sql', '0001_documents.sql'])
+    expect(applied.map((line) => path.basename(String(line.file)))).toEqual([
+      '0000_enable_vector.sql',
+      '0001_documents.sql',
+    ])
     for (const line of applied) expect(line.ms).toEqual(expect.any(Number))
     // In the order things happened: the build's progress line before its migrations, ready before stopping.
     expect(messages.indexOf('still working')).toBeLessThan(messages.indexOf('migration applied'))
@@ -48,13 +61,27 @@ describe('start-up progress', () => {
   it('the pretty format names the step in words and lists each migration applied', async () => {
     const cacheDir = await mkdtemp(path.join(await scratchRoot(), 'pglite-progress-cache-'))
     onTestFinished(() => rm(cacheDir, { recursive: true, force: true }))
-    const argv = ['--memory', '--port', '0', '--migrations', VECTOR_MIGRATIONS, '--extensions', 'vector', '--cache-dir', cacheDir, '--log-level', 'info']
+    const argv = [
+      '--memory',
+      '--port',
+      '0',
+      '--migrations',
+      VECTOR_MIGRATIONS,
+      '--extensions',
+      'vector',
+      '--cache-dir',
+      cacheDir,
+      '--log-level',
+      'info',
+    ]
     const first = captureIo()
     const exit = main([...argv, '--progress-after-ms', '0'], first.io)
     await first.firstLine
     first.stop()
     expect(await exit).toBe(0)
-    expect(first.stderr.join('\n')).toMatch(/ INFO {2}still working step="building the database template \(initdb \+ 2 migrations\)" ms=\d+/)
+    expect(first.stderr.join('\n')).toMatch(
+      / INFO {2}still working step="building the database template \(initdb \+ 2 migrations\)" ms=\d+/,
+    )
     expect(first.stderr.filter((line) => line.includes(' migration applied file=')).length).toBe(2)
   })
 })

@@ -34,13 +34,20 @@ async function query(url: string, sql: string): Promise<unknown[]> {
 async function migrations(count: 1 | 2): Promise<string> {
   const dir = await scratch(`migrations-${count}`)
   const files = [
-    { tag: '0000_notes', when: 1_000, sql: 'CREATE TABLE "notes" ("id" serial PRIMARY KEY NOT NULL, "body" text NOT NULL);' },
+    {
+      tag: '0000_notes',
+      when: 1_000,
+      sql: 'CREATE TABLE "notes" ("id" serial PRIMARY KEY NOT NULL, "body" text NOT NULL);',
+    },
     { tag: '0001_pinned', when: 2_000, sql: 'ALTER TABLE "notes" ADD COLUMN "pinned" boolean DEFAULT false NOT NULL;' },
   ].slice(0, count)
   await mkdir(path.join(dir, 'meta'))
   for (const file of files) await writeFile(path.join(dir, `${file.tag}.sql`), file.sql)
   const entries = files.map((file, idx) => ({ idx, version: '7', when: file.when, tag: file.tag, breakpoints: true }))
-  await writeFile(path.join(dir, 'meta', '_journal.json'), JSON.stringify({ version: '7', dialect: 'postgresql', entries }))
+  await writeFile(
+    path.join(dir, 'meta', '_journal.json'),
+    JSON.stringify({ version: '7', dialect: 'postgresql', entries }),
+  )
   return dir
 }
 
@@ -89,7 +96,10 @@ describe('snapshots', () => {
     const two = await migrations(2)
     const fresh = path.join(dir, 'fresh')
     const loaded = await devs.start({ dataDir: fresh, fromSnapshot: file, migrations: two })
-    expect(await query(loaded.url, 'select body from notes order by id')).toEqual([{ body: 'first' }, { body: 'second' }])
+    expect(await query(loaded.url, 'select body from notes order by id')).toEqual([
+      { body: 'first' },
+      { body: 'second' },
+    ])
     await query(loaded.url, "insert into notes (body, pinned) values ('third', true)")
     // The lock is this server's: the snapshot brought no lock file of the process that took it.
     expect((await readFile(path.join(fresh, 'pglite-dev-db.lock'), 'utf8')).split('\n')[0]).toBe(String(process.pid))
@@ -105,13 +115,16 @@ describe('snapshots', () => {
   it('the CLI starts from a snapshot with --memory --from-snapshot', async () => {
     const dataDir = await devs.scratchDataDir()
     const first = await devs.start({ dataDir })
-    await query(first.url, "create table kept (id int); insert into kept values (42)")
+    await query(first.url, 'create table kept (id int); insert into kept values (42)')
     await first.close()
     const file = path.join(await scratch('files'), 'kept.tgz')
     expect((await snapshot(file, dataDir)).status).toBe(0)
 
     const c = captureIo()
-    const exit = main(['--memory', '--from-snapshot', file, '--port', '0', '--no-migrations', '--log-level', 'info'], c.io)
+    const exit = main(
+      ['--memory', '--from-snapshot', file, '--port', '0', '--no-migrations', '--log-level', 'info'],
+      c.io,
+    )
     const url = await c.firstLine
     expect(await query(url, 'select id from kept')).toEqual([{ id: 42 }])
     c.stop()
@@ -121,7 +134,11 @@ describe('snapshots', () => {
 
   it('refuses to snapshot a data dir a running server holds, naming its pid', async () => {
     const dataDir = await devs.scratchDataDir()
-    const child = spawn(process.execPath, ['bin/pglite-dev-db.js', '--port', '0', '--data-dir', dataDir, '--no-migrations'], { stdio: ['ignore', 'pipe', 'pipe'] })
+    const child = spawn(
+      process.execPath,
+      ['bin/pglite-dev-db.js', '--port', '0', '--data-dir', dataDir, '--no-migrations'],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    )
     const exited = once(child, 'exit')
     onTestFinished(() => stopChild(child, exited, () => child.kill('SIGTERM'), 5_000, 'dev db child'))
     await once(createInterface({ input: child.stdout }), 'line')
@@ -150,8 +167,14 @@ describe('snapshots', () => {
 
     const garbage = path.join(dir, 'garbage.tgz')
     await writeFile(garbage, 'not a tarball at all, but long enough to look at its first block. '.repeat(20))
-    await expect(startDevDb({ fromSnapshot: garbage })).rejects.toMatchObject({ code: 'ERR_CONFIG', message: expect.stringContaining(`${garbage} is not a database snapshot`) })
-    await expect(startDevDb({ fromSnapshot: path.join(dir, 'missing.tgz') })).rejects.toMatchObject({ code: 'ERR_CONFIG', message: expect.stringContaining('cannot read the snapshot') })
+    await expect(startDevDb({ fromSnapshot: garbage })).rejects.toMatchObject({
+      code: 'ERR_CONFIG',
+      message: expect.stringContaining(`${garbage} is not a database snapshot`),
+    })
+    await expect(startDevDb({ fromSnapshot: path.join(dir, 'missing.tgz') })).rejects.toMatchObject({
+      code: 'ERR_CONFIG',
+      message: expect.stringContaining('cannot read the snapshot'),
+    })
 
     const empty = await scratch('empty')
     const nothing = await snapshot(path.join(dir, 'nothing.tgz'), empty)
@@ -160,6 +183,8 @@ describe('snapshots', () => {
 
     const usage = captureIo()
     expect(await main(['snapshot', '--data-dir', dataDir], usage.io)).toBe(2)
-    expect(usage.stderr[0]).toMatch(/^pglite-dev-db snapshot: the snapshot FILE is missing\n\nUsage: pglite-dev-db snapshot FILE/)
+    expect(usage.stderr[0]).toMatch(
+      /^pglite-dev-db snapshot: the snapshot FILE is missing\n\nUsage: pglite-dev-db snapshot FILE/,
+    )
   })
 })

@@ -50,10 +50,24 @@ async function commandDataDir(): Promise<string> {
 
 /** The bin on `dataDir`, as a user runs it; killed after the test if still there. */
 async function spawnCommand(dataDir: string) {
-  const child = spawn(process.execPath, ['bin/pglite-dev-db.js', '--port', '0', '--data-dir', dataDir, '--no-migrations', '--no-tls', '--log-level', 'info'], {
-    cwd: REPO_ROOT,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
+  const child = spawn(
+    process.execPath,
+    [
+      'bin/pglite-dev-db.js',
+      '--port',
+      '0',
+      '--data-dir',
+      dataDir,
+      '--no-migrations',
+      '--no-tls',
+      '--log-level',
+      'info',
+    ],
+    {
+      cwd: REPO_ROOT,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  )
   onTestFinished(() => {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
   })
@@ -75,7 +89,9 @@ describe('stopping while a statement runs', () => {
     const committer = await connectRaw(first.url)
     const looper = await connectRaw(first.url)
     onTestFinished(() => [committer, looper].forEach((client) => client.destroy()))
-    expect((await committer.query('create table kept (id int); insert into kept select generate_series(1, 100)')).errors).toEqual([])
+    expect(
+      (await committer.query('create table kept (id int); insert into kept select generate_series(1, 100)')).errors,
+    ).toEqual([])
     await looper.send(wire.query(announced('looping', LOOP)))
     await runningIn(dataDir, 'looping')
 
@@ -125,13 +141,18 @@ describe('PGlite dying in its thread', () => {
   async function killMain(dev: DevDb): Promise<DbThread> {
     const db = dev.databases.main
     if (!(db instanceof DbThread)) throw new Error('the main database is not in a thread')
-    const killed = db.runExclusive(() => db.execProtocolRawStream(wire.query('copy t from stdin'), { onRawData: () => {} }))
+    const killed = db.runExclusive(() =>
+      db.execProtocolRawStream(wire.query('copy t from stdin'), { onRawData: () => {} }),
+    )
     await expect(killed).rejects.toMatchObject({ name: 'ExitStatus' })
     return db
   }
 
   /** Connects and reads `t` until that works (the database reopens meanwhile); the rows and how long it took. */
-  async function readWhenBack(url: string, since: number): Promise<{ rows: wire.Summary['rows']; ms: number; refusals: string[] }> {
+  async function readWhenBack(
+    url: string,
+    since: number,
+  ): Promise<{ rows: wire.Summary['rows']; ms: number; refusals: string[] }> {
     const refusals: string[] = []
     let rows: wire.Summary['rows'] | null = null
     await expect
@@ -167,9 +188,10 @@ describe('PGlite dying in its thread', () => {
     const killedAt = performance.now()
     await killMain(dev)
     const back = await readWhenBack(dev.url, killedAt)
-    expect(back.rows, `back after ${back.ms} ms (refused meanwhile: ${back.refusals.join('; ') || 'never'})`).toEqual([['1']])
+    expect(back.rows, `back after ${back.ms} ms (refused meanwhile: ${back.refusals.join('; ') || 'never'})`).toEqual([
+      ['1'],
+    ])
     // About 2 s alone on this machine (a thread and PGlite's start); 5.5 s beside two other test files.
     expect(back.ms, `back after ${back.ms} ms`).toBeLessThan(REOPEN_BOUND_MS)
   })
-
 })

@@ -26,7 +26,10 @@ async function scratch(prefix: string): Promise<string> {
 async function writeMigrations(dir: string, sql: string): Promise<void> {
   await mkdir(path.join(dir, 'meta'), { recursive: true })
   const entries = [{ idx: 0, version: '7', when: 1_000, tag: '0000_init', breakpoints: true }]
-  await writeFile(path.join(dir, 'meta', '_journal.json'), JSON.stringify({ version: '7', dialect: 'postgresql', entries }))
+  await writeFile(
+    path.join(dir, 'meta', '_journal.json'),
+    JSON.stringify({ version: '7', dialect: 'postgresql', entries }),
+  )
   await writeFile(path.join(dir, '0000_init.sql'), sql)
 }
 
@@ -35,7 +38,11 @@ const BUILDING = 'building the database template (once per migrations and PGlite
 /** Start with a logger that records what the start did; returns the server and its log messages. */
 async function startLogged(options: DevDbOptions): Promise<{ dev: DevDb; messages: string[] }> {
   const records: LogRecord[] = []
-  const dev = await startDevDb({ migrations: false, ...options, logger: createLogger({ level: 'info', sink: (record) => records.push(record) }) })
+  const dev = await startDevDb({
+    migrations: false,
+    ...options,
+    logger: createLogger({ level: 'info', sink: (record) => records.push(record) }),
+  })
   devs.push(dev)
   const messages = records.map((r) => (r.fields['from'] ? `${r.msg} from ${String(r.fields['from'])}` : r.msg))
   return { dev, messages }
@@ -44,7 +51,9 @@ async function startLogged(options: DevDbOptions): Promise<{ dev: DevDb; message
 async function tables(dev: DevDb): Promise<string[]> {
   const client = await connectRaw(dev.url)
   try {
-    const reply = await client.query("select string_agg(tablename, ',' order by tablename) from pg_tables where schemaname = 'public'")
+    const reply = await client.query(
+      "select string_agg(tablename, ',' order by tablename) from pg_tables where schemaname = 'public'",
+    )
     return (reply.rows[0]![0] ?? '').split(',').filter(Boolean)
   } finally {
     client.destroy()
@@ -91,38 +100,45 @@ describe('migrated templates', () => {
   })
 
   // Three initdb builds and two from the template without migrations: 46-60 s on a loaded 2-core machine.
-  it('an edited migration makes a new template: the start never serves the old schema', { timeout: 150_000 }, async () => {
-    const cacheDir = await scratch('cache')
-    const migrations = await scratch('migrations')
-    await writeMigrations(migrations, 'CREATE TABLE alpha (id int primary key);')
-    const before = await startLogged({ migrations, cacheDir })
-    expect(before.messages).toContain(`${BUILDING} from initdb`)
-    expect(await tables(before.dev)).toEqual(['alpha'])
+  it(
+    'an edited migration makes a new template: the start never serves the old schema',
+    { timeout: 150_000 },
+    async () => {
+      const cacheDir = await scratch('cache')
+      const migrations = await scratch('migrations')
+      await writeMigrations(migrations, 'CREATE TABLE alpha (id int primary key);')
+      const before = await startLogged({ migrations, cacheDir })
+      expect(before.messages).toContain(`${BUILDING} from initdb`)
+      expect(await tables(before.dev)).toEqual(['alpha'])
 
-    // An edit: initdb again, and this build keeps the template without migrations before its migration runs.
-    await writeMigrations(migrations, 'CREATE TABLE beta (id int primary key);')
-    const after = await startLogged({ migrations, cacheDir })
-    expect(after.messages).toContain(`${BUILDING} from initdb`)
-    expect(after.messages).toContain('database template ready')
-    expect(await tables(after.dev)).toEqual(['beta'])
-    // alpha's, beta's and the one without migrations.
-    expect((await readdir(cacheDir)).filter((name) => name.startsWith('template-')).length).toBe(3)
+      // An edit: initdb again, and this build keeps the template without migrations before its migration runs.
+      await writeMigrations(migrations, 'CREATE TABLE beta (id int primary key);')
+      const after = await startLogged({ migrations, cacheDir })
+      expect(after.messages).toContain(`${BUILDING} from initdb`)
+      expect(after.messages).toContain('database template ready')
+      expect(await tables(after.dev)).toEqual(['beta'])
+      // alpha's, beta's and the one without migrations.
+      expect((await readdir(cacheDir)).filter((name) => name.startsWith('template-')).length).toBe(3)
 
-    // The next edit's build starts from it.
-    await writeMigrations(migrations, 'CREATE TABLE gamma (id int primary key);')
-    const again = await startLogged({ migrations, cacheDir })
-    expect(again.messages).toContain(`${BUILDING} from the template without migrations`)
-    expect(await tables(again.dev)).toEqual(['gamma'])
+      // The next edit's build starts from it.
+      await writeMigrations(migrations, 'CREATE TABLE gamma (id int primary key);')
+      const again = await startLogged({ migrations, cacheDir })
+      expect(again.messages).toContain(`${BUILDING} from the template without migrations`)
+      expect(await tables(again.dev)).toEqual(['gamma'])
 
-    // A journal that lists none is migrations all the same: not served the template without any, it gets drizzle's
-    // table of migrations applied.
-    const none = await scratch('migrations')
-    await mkdir(path.join(none, 'meta'), { recursive: true })
-    await writeFile(path.join(none, 'meta', '_journal.json'), JSON.stringify({ version: '7', dialect: 'postgresql', entries: [] }))
-    const client = await connectRaw((await startLogged({ migrations: none, cacheDir })).dev.url)
-    expect((await client.query('select count(*) from drizzle.__drizzle_migrations')).rows).toEqual([['0']])
-    client.destroy()
-  })
+      // A journal that lists none is migrations all the same: not served the template without any, it gets drizzle's
+      // table of migrations applied.
+      const none = await scratch('migrations')
+      await mkdir(path.join(none, 'meta'), { recursive: true })
+      await writeFile(
+        path.join(none, 'meta', '_journal.json'),
+        JSON.stringify({ version: '7', dialect: 'postgresql', entries: [] }),
+      )
+      const client = await connectRaw((await startLogged({ migrations: none, cacheDir })).dev.url)
+      expect((await client.query('select count(*) from drizzle.__drizzle_migrations')).rows).toEqual([['0']])
+      client.destroy()
+    },
+  )
 
   it('a new data dir is seeded from the template and keeps its rows; an existing one is opened as it is', async () => {
     const cacheDir = await scratch('cache')
@@ -206,24 +222,31 @@ describe('migrated templates', () => {
 describe('the migrations startDevDb applies when none is named', () => {
   // Two template builds (initdb each): a minute and more on a loaded 2-core machine. The order of the places looked
   // in is findMigrations' own, tested in test/unit/cli-defaults.test.ts.
-  it("are drizzle-kit's, found as the command finds them (the config's out); false applies none", { timeout: 150_000 }, async () => {
-    const project = await scratch('project')
-    const cacheDir = await scratch('cache')
-    await writeMigrations(path.join(project, 'db', 'out'), 'CREATE TABLE from_config (id int primary key);')
-    await writeMigrations(path.join(project, 'drizzle'), 'CREATE TABLE from_drizzle (id int primary key);')
-    await writeFile(path.join(project, 'drizzle.config.ts'), "export default { dialect: 'postgresql', out: './db/out' }\n")
-    // startDevDb looks in the working directory, as a user's test runner or script starts it (forks: this file's own process).
-    const cwd = process.cwd()
-    process.chdir(project)
-    try {
-      const configured = await startLogged({ migrations: undefined, cacheDir })
-      expect(configured.messages).toContain('applying migrations from out in drizzle.config.ts')
-      expect(await tables(configured.dev)).toEqual(['from_config'])
-      const none = await startLogged({ migrations: false, cacheDir })
-      expect(none.messages.filter((m) => m.startsWith('applying migrations'))).toEqual([])
-      expect(await tables(none.dev)).toEqual([])
-    } finally {
-      process.chdir(cwd)
-    }
-  })
+  it(
+    "are drizzle-kit's, found as the command finds them (the config's out); false applies none",
+    { timeout: 150_000 },
+    async () => {
+      const project = await scratch('project')
+      const cacheDir = await scratch('cache')
+      await writeMigrations(path.join(project, 'db', 'out'), 'CREATE TABLE from_config (id int primary key);')
+      await writeMigrations(path.join(project, 'drizzle'), 'CREATE TABLE from_drizzle (id int primary key);')
+      await writeFile(
+        path.join(project, 'drizzle.config.ts'),
+        "export default { dialect: 'postgresql', out: './db/out' }\n",
+      )
+      // startDevDb looks in the working directory, as a user's test runner or script starts it (forks: this file's own process).
+      const cwd = process.cwd()
+      process.chdir(project)
+      try {
+        const configured = await startLogged({ migrations: undefined, cacheDir })
+        expect(configured.messages).toContain('applying migrations from out in drizzle.config.ts')
+        expect(await tables(configured.dev)).toEqual(['from_config'])
+        const none = await startLogged({ migrations: false, cacheDir })
+        expect(none.messages.filter((m) => m.startsWith('applying migrations'))).toEqual([])
+        expect(await tables(none.dev)).toEqual([])
+      } finally {
+        process.chdir(cwd)
+      }
+    },
+  )
 })

@@ -65,21 +65,48 @@ describe('TLS', () => {
     const sql = postgres(dev.url, { ssl: 'require', max: 2, onnotice: () => {} })
     onTestFinished(() => sql.end({ timeout: 5 }))
     expect(await sql`select ${'tls'}::text as t`).toEqual([{ t: 'tls' }])
-    expect(await sql.begin((tx) => tx`select count(*)::int as n from pg_class where relname = 'pg_type'`)).toEqual([{ n: 1 }])
+    expect(await sql.begin((tx) => tx`select count(*)::int as n from pg_class where relname = 'pg_type'`)).toEqual([
+      { n: 1 },
+    ])
   })
 
   it('psycopg and pgjdbc with sslmode=require run their whole workload over TLS', async () => {
     const dev = await serve()
     const { port } = dev
     const runs = await Promise.all([
-      runProcess('/usr/bin/python3', [`${CLIENTS_DIR}psycopg_check.py`, `${dev.url}?sslmode=require`, '2', '3'], { deadlineMs: 90_000 }),
-      runProcess('java', ['-cp', '/usr/share/java/postgresql.jar', `${CLIENTS_DIR}JdbcCheck.java`, `jdbc:postgresql://127.0.0.1:${port}/postgres?sslmode=require`, '2', '3'], { deadlineMs: 90_000 }),
+      runProcess('/usr/bin/python3', [`${CLIENTS_DIR}psycopg_check.py`, `${dev.url}?sslmode=require`, '2', '3'], {
+        deadlineMs: 90_000,
+      }),
+      runProcess(
+        'java',
+        [
+          '-cp',
+          '/usr/share/java/postgresql.jar',
+          `${CLIENTS_DIR}JdbcCheck.java`,
+          `jdbc:postgresql://127.0.0.1:${port}/postgres?sslmode=require`,
+          '2',
+          '3',
+        ],
+        { deadlineMs: 90_000 },
+      ),
     ])
     for (const run of runs) {
-      const tally = JSON.parse(run.stdout.toString().trim().split('\n').pop() ?? '{}') as { queries: number; ok: number; errors: object }
-      expect({ code: run.code, errors: tally.errors, allOk: tally.ok === tally.queries && tally.queries > 0 }).toEqual({ code: 0, errors: {}, allOk: true })
+      const tally = JSON.parse(run.stdout.toString().trim().split('\n').pop() ?? '{}') as {
+        queries: number
+        ok: number
+        errors: object
+      }
+      expect({ code: run.code, errors: tally.errors, allOk: tally.ok === tally.queries && tally.queries > 0 }).toEqual({
+        code: 0,
+        errors: {},
+        allOk: true,
+      })
     }
-    const ssl = await runProcess('/usr/bin/python3', ['-c', 'import psycopg,sys; print(psycopg.connect(sys.argv[1]).pgconn.ssl_in_use)', `${dev.url}?sslmode=require`])
+    const ssl = await runProcess('/usr/bin/python3', [
+      '-c',
+      'import psycopg,sys; print(psycopg.connect(sys.argv[1]).pgconn.ssl_in_use)',
+      `${dev.url}?sslmode=require`,
+    ])
     expect(ssl.stdout.toString().trim()).toBe('True')
   })
 
@@ -104,7 +131,15 @@ describe('TLS', () => {
     const pems = await generate([{ name: 'commonName', value: 'localhost' }], {
       keyType: 'ec',
       algorithm: 'sha256',
-      extensions: [{ name: 'subjectAltName', altNames: [{ type: 2, value: 'localhost' }, { type: 7, ip: '127.0.0.1' }] }],
+      extensions: [
+        {
+          name: 'subjectAltName',
+          altNames: [
+            { type: 2, value: 'localhost' },
+            { type: 7, ip: '127.0.0.1' },
+          ],
+        },
+      ],
     })
     const cert = path.join(dir, 'server.crt')
     const key = path.join(dir, 'server.key')
@@ -115,7 +150,11 @@ describe('TLS', () => {
     await verified.connect()
     onTestFinished(() => endClient(verified))
     expect((await verified.query('select 1 as one')).rows).toEqual([{ one: 1 }])
-    expect(await psql(`${dev.url}?sslmode=verify-full&sslrootcert=${cert}`, 'select 2')).toEqual({ code: 0, out: '2', err: '' })
+    expect(await psql(`${dev.url}?sslmode=verify-full&sslrootcert=${cert}`, 'select 2')).toEqual({
+      code: 0,
+      out: '2',
+      err: '',
+    })
     // The self-signed certificate of another server is not trusted by that root: verify-full refuses it.
     const other = await serve()
     const refused = await psql(`${other.url}?sslmode=verify-full&sslrootcert=${cert}`, 'select 3')
@@ -125,24 +164,42 @@ describe('TLS', () => {
 
   it('a certificate without its key, or a key of another certificate, is ERR_CONFIG before anything opens', async () => {
     const dir = await scratchDir('tls-bad')
-    const [a, b] = await Promise.all([1, 2].map(() => generate([{ name: 'commonName', value: 'localhost' }], { keyType: 'ec', algorithm: 'sha256' })))
+    const [a, b] = await Promise.all(
+      [1, 2].map(() => generate([{ name: 'commonName', value: 'localhost' }], { keyType: 'ec', algorithm: 'sha256' })),
+    )
     await writeFile(path.join(dir, 'a.crt'), a!.cert)
     await writeFile(path.join(dir, 'b.key'), b!.private)
-    await expect(startDevDb({ tlsCert: path.join(dir, 'a.crt') })).rejects.toMatchObject({ code: 'ERR_CONFIG', message: expect.stringContaining("'tlsCert' needs the key too") })
-    await expect(startDevDb({ tlsCert: path.join(dir, 'a.crt'), tlsKey: path.join(dir, 'b.key') })).rejects.toMatchObject({ code: 'ERR_CONFIG', message: expect.stringContaining('is not the private key of') })
+    await expect(startDevDb({ tlsCert: path.join(dir, 'a.crt') })).rejects.toMatchObject({
+      code: 'ERR_CONFIG',
+      message: expect.stringContaining("'tlsCert' needs the key too"),
+    })
+    await expect(
+      startDevDb({ tlsCert: path.join(dir, 'a.crt'), tlsKey: path.join(dir, 'b.key') }),
+    ).rejects.toMatchObject({ code: 'ERR_CONFIG', message: expect.stringContaining('is not the private key of') })
   })
 
   it("direct TLS (sslnegotiation=direct, PostgreSQL 17's): node-postgres and postgres.js connect, and ALPN says postgresql", async () => {
     const dev = await serve()
-    const client = new pg.Client({ connectionString: dev.url, ssl: { rejectUnauthorized: false }, sslnegotiation: 'direct' } as pg.ClientConfig)
+    const client = new pg.Client({
+      connectionString: dev.url,
+      ssl: { rejectUnauthorized: false },
+      sslnegotiation: 'direct',
+    } as pg.ClientConfig)
     await withDeadline(client.connect(), 10_000, 'node-postgres connects with direct TLS')
     onTestFinished(() => endClient(client))
     expect((await client.query('select $1::int + 1 as n', [41])).rows).toEqual([{ n: 42 }])
     const stream = (client as unknown as { connection: { stream: TLSSocket } }).connection.stream
     expect(stream.alpnProtocol).toBe('postgresql')
-    const sql = postgres(dev.url, { ssl: 'require', sslnegotiation: 'direct', max: 1, onnotice: () => {} } as postgres.Options<Record<string, postgres.PostgresType>>)
+    const sql = postgres(dev.url, {
+      ssl: 'require',
+      sslnegotiation: 'direct',
+      max: 1,
+      onnotice: () => {},
+    } as postgres.Options<Record<string, postgres.PostgresType>>)
     onTestFinished(() => sql.end({ timeout: 5 }))
-    expect(await withDeadline(sql`select ${'direct'}::text as t`.execute(), 10_000, 'postgres.js connects with direct TLS')).toEqual([{ t: 'direct' }])
+    expect(
+      await withDeadline(sql`select ${'direct'}::text as t`.execute(), 10_000, 'postgres.js connects with direct TLS'),
+    ).toEqual([{ t: 'direct' }])
   })
 
   it('direct TLS without ALPN postgresql is closed without a word, as PostgreSQL 17 closes it', async () => {
@@ -164,8 +221,8 @@ describe('TLS', () => {
     const dev = await serve()
     const socket = net.connect(dev.port, '127.0.0.1')
     onTestFinished(() => {
-    socket.destroy()
-  })
+      socket.destroy()
+    })
     await once(socket, 'connect')
     const chunks: Buffer[] = []
     socket.on('data', (chunk: Buffer) => chunks.push(chunk))
@@ -174,7 +231,11 @@ describe('TLS', () => {
     await withDeadline(closed, 10_000, 'the server to close')
     const reply = Buffer.concat(chunks)
     expect(String.fromCharCode(reply[0]!)).toBe('E')
-    expect(wire.decodeError(reply.subarray(5))).toMatchObject({ severity: 'FATAL', code: '08P01', message: 'received unencrypted data after SSL request' })
+    expect(wire.decodeError(reply.subarray(5))).toMatchObject({
+      severity: 'FATAL',
+      code: '08P01',
+      message: 'received unencrypted data after SSL request',
+    })
   })
 
   it('with tls: false SSLRequest is answered N: sslmode=require fails, prefer and disable connect in the clear', async () => {

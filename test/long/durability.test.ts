@@ -43,7 +43,8 @@ function useCrashBench() {
   const children: Cli[] = []
   const dirs: string[] = []
   onTestFinished(async () => {
-    for (const cli of children) if (cli.child.exitCode === null && cli.child.signalCode === null) cli.child.kill('SIGKILL')
+    for (const cli of children)
+      if (cli.child.exitCode === null && cli.child.signalCode === null) cli.child.kill('SIGKILL')
     await withDeadline(Promise.all(children.map((cli) => cli.exited)), STOP_DEADLINE_MS, 'children exit after the test')
     await Promise.all(dirs.map(removeDataDir))
   })
@@ -55,10 +56,16 @@ function useCrashBench() {
     },
     async start(dataDir: string): Promise<Cli> {
       const startedAt = performance.now()
-      const child = spawn(process.execPath, [BIN, '--data-dir', dataDir, '--port', '0', '--no-migrations', '--log-level', 'warn'], { stdio: ['ignore', 'pipe', 'pipe'] })
+      const child = spawn(
+        process.execPath,
+        [BIN, '--data-dir', dataDir, '--port', '0', '--no-migrations', '--log-level', 'warn'],
+        { stdio: ['ignore', 'pipe', 'pipe'] },
+      )
       let stderr = ''
       child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()))
-      const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })))
+      const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+        child.once('exit', (code, signal) => resolve({ code, signal })),
+      )
       const cli: Cli = { child, url: '', startMs: 0, exited, stderr: () => stderr }
       children.push(cli)
       const firstLine = once(createInterface({ input: child.stdout! }), 'line').then(([line]) => line as string)
@@ -147,7 +154,8 @@ function createLedger() {
 type Ledger = ReturnType<typeof createLedger>
 
 const insertSql = `insert into ${TABLE} (id, txn, writer) values ($1, $2, $3)`
-const insertLiteral = (txn: Txn, id: number) => `insert into ${TABLE} (id, txn, writer) values (${id}, ${txn.id}, '${txn.writer}')`
+const insertLiteral = (txn: Txn, id: number) =>
+  `insert into ${TABLE} (id, txn, writer) values (${id}, ${txn.id}, '${txn.writer}')`
 
 interface WriterEnd {
   writer: string
@@ -177,7 +185,9 @@ async function pgWriter(writer: string, url: string, ledger: Ledger, random: Rng
         ledger.ack(txn)
       } else if (kind === 'script') {
         ledger.commitSent(txn)
-        const results = (await client.query(['begin', ...txn.ids.map((id) => insertLiteral(txn, id)), 'commit'].join(';'))) as unknown as pg.QueryResult[]
+        const results = (await client.query(
+          ['begin', ...txn.ids.map((id) => insertLiteral(txn, id)), 'commit'].join(';'),
+        )) as unknown as pg.QueryResult[]
         const last = results.at(-1)?.command
         if (last !== 'COMMIT') ledger.unexpected.push(`${writer} script ended with ${last}`)
         ledger.ack(txn)
@@ -213,7 +223,14 @@ async function postgresJsWriter(writer: string, url: string, ledger: Ledger, ran
   const errorCodes: string[] = []
   // fetch_types off: when the server is killed as a connection opens, postgres.js's array-type query rejects with
   // nobody to catch it (an unhandled rejection that fails the run); these writers send only ints and text.
-  const sql = postgres(url, { max: 1, onnotice: () => {}, connect_timeout: 5, idle_timeout: 0, max_lifetime: null, fetch_types: false })
+  const sql = postgres(url, {
+    max: 1,
+    onnotice: () => {},
+    connect_timeout: 5,
+    idle_timeout: 0,
+    max_lifetime: null,
+    fetch_types: false,
+  })
   const insert = async (txn: Txn) => {
     ledger.commitSent(txn)
     const result = await sql`insert into durable (id, txn, writer) values (${txn.ids[0]!}, ${txn.id}, ${writer})`
@@ -227,7 +244,9 @@ async function postgresJsWriter(writer: string, url: string, ledger: Ledger, ran
         await insert(ledger.begin(writer, kind, 1))
       } else if (kind === 'pipelined') {
         // Issued together, they go out as one pipeline on the connection; each is acknowledged on its own.
-        const settled = await Promise.allSettled(Array.from({ length: random.int(2, 5) }, () => insert(ledger.begin(writer, kind, 1))))
+        const settled = await Promise.allSettled(
+          Array.from({ length: random.int(2, 5) }, () => insert(ledger.begin(writer, kind, 1))),
+        )
         const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected')
         if (failed) throw failed.reason
       } else {
@@ -248,8 +267,12 @@ async function postgresJsWriter(writer: string, url: string, ledger: Ledger, ran
 /** Starts every writer against `url`; resolves when all of them have stopped (on their first error). */
 function runWriters(url: string, ledger: Ledger, random: Rng, round: number): Promise<WriterEnd[]> {
   return Promise.all([
-    ...Array.from({ length: PG_WRITERS }, (_, i) => pgWriter(`pg${round}.${i}`, url, ledger, random.fork(round * 100 + i))),
-    ...Array.from({ length: POSTGRES_JS_WRITERS }, (_, i) => postgresJsWriter(`js${round}.${i}`, url, ledger, random.fork(round * 100 + 50 + i))),
+    ...Array.from({ length: PG_WRITERS }, (_, i) =>
+      pgWriter(`pg${round}.${i}`, url, ledger, random.fork(round * 100 + i)),
+    ),
+    ...Array.from({ length: POSTGRES_JS_WRITERS }, (_, i) =>
+      postgresJsWriter(`js${round}.${i}`, url, ledger, random.fork(round * 100 + 50 + i)),
+    ),
   ])
 }
 
@@ -270,9 +293,22 @@ interface Audit {
 }
 
 async function audit(url: string, ledger: Ledger): Promise<Audit> {
-  const rows = await query<{ txn: number; ids: number[] }>(url, `select txn, array_agg(id order by id) as ids from ${TABLE} group by txn`)
+  const rows = await query<{ txn: number; ids: number[] }>(
+    url,
+    `select txn, array_agg(id order by id) as ids from ${TABLE} group by txn`,
+  )
   const present = new Map(rows.map((r) => [r.txn, r.ids]))
-  const result: Audit = { ackedTxns: 0, ackedRows: 0, found: 0, lost: [], partial: [], ghosts: [], unknown: [], doubtPresent: 0, doubtAbsent: 0 }
+  const result: Audit = {
+    ackedTxns: 0,
+    ackedRows: 0,
+    found: 0,
+    lost: [],
+    partial: [],
+    ghosts: [],
+    unknown: [],
+    doubtPresent: 0,
+    doubtAbsent: 0,
+  }
   const describe = (txn: Txn, ids: number[] | undefined) =>
     `txn ${txn.id} (${txn.writer} ${txn.kind}, ${txn.state}): wrote ${JSON.stringify(txn.ids)}, found ${JSON.stringify(ids ?? [])}`
   for (const txn of ledger.txns.values()) {
@@ -297,7 +333,12 @@ async function audit(url: string, ledger: Ledger): Promise<Audit> {
 }
 
 function expectDurable(a: Audit): void {
-  expect({ lost: a.lost, partial: a.partial, ghosts: a.ghosts, unknown: a.unknown }).toEqual({ lost: [], partial: [], ghosts: [], unknown: [] })
+  expect({ lost: a.lost, partial: a.partial, ghosts: a.ghosts, unknown: a.unknown }).toEqual({
+    lost: [],
+    partial: [],
+    ghosts: [],
+    unknown: [],
+  })
   expect(a.found).toBe(a.ackedTxns)
 }
 
@@ -310,7 +351,15 @@ async function createTable(url: string): Promise<void> {
 }
 
 /** Runs the writers until the count of `event` reaches `at`, then `stop()`s the server from inside that event; waits for the writers. */
-async function loadUntil(cli: Cli, ledger: Ledger, random: Rng, round: number, event: TriggerEvent, at: number, stop: () => void): Promise<WriterEnd[]> {
+async function loadUntil(
+  cli: Cli,
+  ledger: Ledger,
+  random: Rng,
+  round: number,
+  event: TriggerEvent,
+  at: number,
+  stop: () => void,
+): Promise<WriterEnd[]> {
   let fired!: () => void
   const firedAt = new Promise<void>((resolve) => (fired = resolve))
   ledger.on(event, at, () => {
@@ -320,7 +369,9 @@ async function loadUntil(cli: Cli, ledger: Ledger, random: Rng, round: number, e
   const writers = runWriters(cli.url, ledger, random, round)
   // A writer that fails before the trigger (a bug) must not leave this waiting for acks that never come.
   const stoppedEarly = writers.then((ends) => {
-    throw new Error(`every writer stopped at ${ledger.count(event)} of ${at} ${event}: ${JSON.stringify(ends)}\n${cli.stderr()}`)
+    throw new Error(
+      `every writer stopped at ${ledger.count(event)} of ${at} ${event}: ${JSON.stringify(ends)}\n${cli.stderr()}`,
+    )
   })
   await withDeadline(Promise.race([firedAt, stoppedEarly]), LOAD_DEADLINE_MS, `${at} ${event}`)
   return withDeadline(writers, SETTLE_DEADLINE_MS, 'writers stop after the server went away')
@@ -331,68 +382,84 @@ const seed = runSeed()
 const FILE = 'test/long/durability.test.ts'
 
 describe('crash durability of the CLI', () => {
-  it('kill -9 under a write load, three times: every acknowledged commit survives, every transaction is all-or-nothing', () => withSeed(seed, FILE, async () => {
-    const random = createRng(seed)
-    const bench = useCrashBench()
-    const dir = await bench.dataDir()
-    let cli = await bench.start(dir)
-    await createTable(cli.url)
-    const ledger = createLedger()
-    for (let round = 1; round <= 3; round++) {
-      // Rounds 1 and 3 die right after a commit was acknowledged, round 2 right after a COMMIT was sent.
-      const event: TriggerEvent = round === 2 ? 'commit-sent' : 'acked'
-      const at = ledger.count(event) + random.int(150, 400)
-      const acked = ledger.count('acked')
-      const victim = cli
-      const ends = await loadUntil(victim, ledger, random, round, event, at, () => victim.child.kill('SIGKILL'))
-      expect(await withDeadline(victim.exited, STOP_DEADLINE_MS, 'kill -9 exit')).toEqual({ code: null, signal: 'SIGKILL' })
-      // Killed mid-load: every writer ended on a connection error, none on a Postgres error.
-      for (const end of ends) expect(end.errorCodes.filter((code) => /^[0-9A-Z]{5}$/.test(code)), end.writer).toEqual([])
-      expect(ledger.unexpected).toEqual([])
+  it('kill -9 under a write load, three times: every acknowledged commit survives, every transaction is all-or-nothing', () =>
+    withSeed(seed, FILE, async () => {
+      const random = createRng(seed)
+      const bench = useCrashBench()
+      const dir = await bench.dataDir()
+      let cli = await bench.start(dir)
+      await createTable(cli.url)
+      const ledger = createLedger()
+      for (let round = 1; round <= 3; round++) {
+        // Rounds 1 and 3 die right after a commit was acknowledged, round 2 right after a COMMIT was sent.
+        const event: TriggerEvent = round === 2 ? 'commit-sent' : 'acked'
+        const at = ledger.count(event) + random.int(150, 400)
+        const acked = ledger.count('acked')
+        const victim = cli
+        const ends = await loadUntil(victim, ledger, random, round, event, at, () => victim.child.kill('SIGKILL'))
+        expect(await withDeadline(victim.exited, STOP_DEADLINE_MS, 'kill -9 exit')).toEqual({
+          code: null,
+          signal: 'SIGKILL',
+        })
+        // Killed mid-load: every writer ended on a connection error, none on a Postgres error.
+        for (const end of ends)
+          expect(
+            end.errorCodes.filter((code) => /^[0-9A-Z]{5}$/.test(code)),
+            end.writer,
+          ).toEqual([])
+        expect(ledger.unexpected).toEqual([])
 
-      cli = await bench.start(dir)
-      const result = await audit(cli.url, ledger)
-      console.log(`kill -9 round ${round} (seed ${seed}): killed at ${event} #${at}, ${ledger.count('acked') - acked} acks this round; ` +
-        `restart ${cli.startMs} ms; ${figures(result)}`)
-      expectDurable(result)
-      expect(result.ackedTxns).toBeGreaterThan(acked)
-    }
-    const stopping = once(cli.child, 'exit')
-    cli.child.kill('SIGTERM')
-    expect(await withDeadline(stopping, STOP_DEADLINE_MS, 'SIGTERM exit')).toEqual([0, null])
-  }))
-
-  it('SIGTERM under a write load: exit 0, clients told 57P01, every acknowledged commit there after a restart', () => withSeed(seed, FILE, async () => {
-    const random = createRng(seed).fork(1)
-    const bench = useCrashBench()
-    const dir = await bench.dataDir()
-    const cli = await bench.start(dir)
-    await createTable(cli.url)
-    const ledger = createLedger()
-    const at = random.int(200, 400)
-    let signalledAt = 0
-    const ends = await loadUntil(cli, ledger, random, 1, 'acked', at, () => {
-      signalledAt = performance.now()
+        cli = await bench.start(dir)
+        const result = await audit(cli.url, ledger)
+        console.log(
+          `kill -9 round ${round} (seed ${seed}): killed at ${event} #${at}, ${ledger.count('acked') - acked} acks this round; ` +
+            `restart ${cli.startMs} ms; ${figures(result)}`,
+        )
+        expectDurable(result)
+        expect(result.ackedTxns).toBeGreaterThan(acked)
+      }
+      const stopping = once(cli.child, 'exit')
       cli.child.kill('SIGTERM')
-    })
-    const exit = await withDeadline(cli.exited, STOP_DEADLINE_MS, 'SIGTERM exit')
-    const stopMs = Math.round(performance.now() - signalledAt)
-    expect(exit, cli.stderr()).toEqual({ code: 0, signal: null })
-    expect(ledger.unexpected).toEqual([])
-    // Every client is told why: FATAL 57P01 admin_shutdown. node-postgres reports it on the query it was running, or
-    // as an 'error' event between queries; postgres.js waits for the ReadyForQuery that a FATAL never gets and reports
-    // CONNECTION_CLOSED instead (so it does against real Postgres).
-    const told = ends.filter((end) => end.errorCodes.includes('57P01'))
-    expect(told.map((end) => end.writer), JSON.stringify(ends)).toEqual(ends.filter((end) => end.writer.startsWith('pg')).map((end) => end.writer))
+      expect(await withDeadline(stopping, STOP_DEADLINE_MS, 'SIGTERM exit')).toEqual([0, null])
+    }))
 
-    const again = await bench.start(dir)
-    const result = await audit(again.url, ledger)
-    console.log(`SIGTERM (seed ${seed}) at ack ${at}: stopped in ${stopMs} ms, exit 0; ${told.length}/${ends.length} clients got 57P01 ` +
-      `(${ends.map((e) => `${e.writer}:${e.errorCodes.join('+')}`).join(' ')}); restart ${again.startMs} ms; ${figures(result)}`)
-    expectDurable(result)
-    expect(result.ackedTxns).toBeGreaterThanOrEqual(at)
-    const stopping = once(again.child, 'exit')
-    again.child.kill('SIGTERM')
-    expect(await withDeadline(stopping, STOP_DEADLINE_MS, 'SIGTERM exit')).toEqual([0, null])
-  }))
+  it('SIGTERM under a write load: exit 0, clients told 57P01, every acknowledged commit there after a restart', () =>
+    withSeed(seed, FILE, async () => {
+      const random = createRng(seed).fork(1)
+      const bench = useCrashBench()
+      const dir = await bench.dataDir()
+      const cli = await bench.start(dir)
+      await createTable(cli.url)
+      const ledger = createLedger()
+      const at = random.int(200, 400)
+      let signalledAt = 0
+      const ends = await loadUntil(cli, ledger, random, 1, 'acked', at, () => {
+        signalledAt = performance.now()
+        cli.child.kill('SIGTERM')
+      })
+      const exit = await withDeadline(cli.exited, STOP_DEADLINE_MS, 'SIGTERM exit')
+      const stopMs = Math.round(performance.now() - signalledAt)
+      expect(exit, cli.stderr()).toEqual({ code: 0, signal: null })
+      expect(ledger.unexpected).toEqual([])
+      // Every client is told why: FATAL 57P01 admin_shutdown. node-postgres reports it on the query it was running, or
+      // as an 'error' event between queries; postgres.js waits for the ReadyForQuery that a FATAL never gets and reports
+      // CONNECTION_CLOSED instead (so it does against real Postgres).
+      const told = ends.filter((end) => end.errorCodes.includes('57P01'))
+      expect(
+        told.map((end) => end.writer),
+        JSON.stringify(ends),
+      ).toEqual(ends.filter((end) => end.writer.startsWith('pg')).map((end) => end.writer))
+
+      const again = await bench.start(dir)
+      const result = await audit(again.url, ledger)
+      console.log(
+        `SIGTERM (seed ${seed}) at ack ${at}: stopped in ${stopMs} ms, exit 0; ${told.length}/${ends.length} clients got 57P01 ` +
+          `(${ends.map((e) => `${e.writer}:${e.errorCodes.join('+')}`).join(' ')}); restart ${again.startMs} ms; ${figures(result)}`,
+      )
+      expectDurable(result)
+      expect(result.ackedTxns).toBeGreaterThanOrEqual(at)
+      const stopping = once(again.child, 'exit')
+      again.child.kill('SIGTERM')
+      expect(await withDeadline(stopping, STOP_DEADLINE_MS, 'SIGTERM exit')).toEqual([0, null])
+    }))
 })

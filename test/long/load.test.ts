@@ -42,8 +42,13 @@ function requireDescriptors(pid: number | 'self', sockets: number, who: string):
   const { soft, hard } = openFileLimit(pid)
   const needed = sockets + FD_MARGIN
   if (soft >= needed) return
-  const fix = hard >= needed ? `\`ulimit -n ${needed}\` in the shell that runs the tests` : `a hard limit of at least ${needed} (as root: \`ulimit -Hn ${needed}\`; Docker: --ulimit nofile=${needed}:${needed})`
-  throw new Error(`${who} may open ${soft} files (hard limit ${hard}); this test holds ${sockets} connections and needs ${needed}. Fix: ${fix}.`)
+  const fix =
+    hard >= needed
+      ? `\`ulimit -n ${needed}\` in the shell that runs the tests`
+      : `a hard limit of at least ${needed} (as root: \`ulimit -Hn ${needed}\`; Docker: --ulimit nofile=${needed}:${needed})`
+  throw new Error(
+    `${who} may open ${soft} files (hard limit ${hard}); this test holds ${sockets} connections and needs ${needed}. Fix: ${fix}.`,
+  )
 }
 
 /** Runs `count` tasks, at most `parallelism` at a time. */
@@ -107,7 +112,11 @@ describe('held connections', () => {
       await inParallel(HELD_CONNECTIONS, 50, async () => {
         clients.push(await connectRaw(server.url, { deadlineMs: DEADLINE_MS }))
       })
-      expect(await server.stats()).toMatchObject({ activeConnections: HELD_CONNECTIONS, waitingClients: 0, sessionHeld: false })
+      expect(await server.stats()).toMatchObject({
+        activeConnections: HELD_CONNECTIONS,
+        waitingClients: 0,
+        sessionHeld: false,
+      })
       const held = await settledMemory(server)
       // Within two: the server's work after start (its image kept in the cache, a spare loaded) opens and closes files.
       const fds = server.fdCount() - fdsBefore
@@ -131,14 +140,19 @@ describe('held connections', () => {
       await Promise.all(
         active.map(async (client, i) => {
           for (let q = 0; q < 20; q++) {
-            const summary = q % 2 === 0 ? await client.query(`select ${i * 100 + q} as v`) : await client.extended('select $1::int * 2 as v', [String(i * 100 + q)])
+            const summary =
+              q % 2 === 0
+                ? await client.query(`select ${i * 100 + q} as v`)
+                : await client.extended('select $1::int * 2 as v', [String(i * 100 + q)])
             expect(summary.errors).toEqual([])
             expect(summary.rows).toEqual([[String(q % 2 === 0 ? i * 100 + q : (i * 100 + q) * 2)]])
           }
         }),
       )
       // Every held connection is still there and still answers.
-      await Promise.all(clients.map(async (client, i) => expect((await client.query(`select ${i} as i`)).rows).toEqual([[String(i)]])))
+      await Promise.all(
+        clients.map(async (client, i) => expect((await client.query(`select ${i} as i`)).rows).toEqual([[String(i)]])),
+      )
       await Promise.all(clients.map((client) => client.end({ deadlineMs: DEADLINE_MS })))
     } finally {
       for (const client of clients) client.destroy()
@@ -169,8 +183,12 @@ describe('connection churn', () => {
         }
         const client = await connectRaw(server.url, { deadlineMs: DEADLINE_MS })
         try {
-          const summary = i % 2 === 0 ? await client.query(`select ${i} + 1 as v`) : await client.extended('select $1::int + 1 as v', [String(i)])
-          if (summary.errors.length > 0 || summary.rows[0]?.[0] !== String(i + 1)) throw new Error(`raw cycle ${i}: got ${JSON.stringify(summary)}`)
+          const summary =
+            i % 2 === 0
+              ? await client.query(`select ${i} + 1 as v`)
+              : await client.extended('select $1::int + 1 as v', [String(i)])
+          if (summary.errors.length > 0 || summary.rows[0]?.[0] !== String(i + 1))
+            throw new Error(`raw cycle ${i}: got ${JSON.stringify(summary)}`)
           if (!(await client.end())) throw new Error(`raw cycle ${i}: the server did not close after Terminate`)
         } finally {
           client.destroy()
@@ -229,7 +247,16 @@ async function openSocket(url: string): Promise<net.Socket> {
 
 /** Every wait is on a protocol event the server owes before the client vanishes; the vanish itself is a destroy(). */
 function abruptCase(rng: Rng, n: number): AbruptCase {
-  const kind = rng.pick(['connect-then-gone', 'mid-startup', 'after-startup', 'mid-pipeline', 'mid-failed-pipeline', 'mid-transaction', 'mid-copy', 'mid-autocommit'] as const)
+  const kind = rng.pick([
+    'connect-then-gone',
+    'mid-startup',
+    'after-startup',
+    'mid-pipeline',
+    'mid-failed-pipeline',
+    'mid-transaction',
+    'mid-copy',
+    'mid-autocommit',
+  ] as const)
   const isRace = rng.chance(0.3)
   const insert = (tag: string) => `insert into abrupt_rows (tag, n) values ('${tag}', ${n})`
   const vanish = async (client: RawClient) => {
@@ -254,13 +281,21 @@ function abruptCase(rng: Rng, n: number): AbruptCase {
             socket.write(wire.sslRequest())
             await withDeadline(answered, DEADLINE_MS, 'the answer to SSLRequest')
           }
-          await withDeadline(new Promise<void>((resolve) => socket.write(startup.subarray(0, cut), () => resolve())), DEADLINE_MS, 'write')
+          await withDeadline(
+            new Promise<void>((resolve) => socket.write(startup.subarray(0, cut), () => resolve())),
+            DEADLINE_MS,
+            'write',
+          )
           socket.destroy()
         },
       }
     }
     case 'after-startup':
-      return { kind, description: 'ReadyForQuery after startup, then gone', run: async (url) => vanish(await connect(url)) }
+      return {
+        kind,
+        description: 'ReadyForQuery after startup, then gone',
+        run: async (url) => vanish(await connect(url)),
+      }
     case 'mid-pipeline': {
       const step = rng.pick(['Parse', 'Bind', 'Execute'] as const)
       return {
@@ -268,10 +303,15 @@ function abruptCase(rng: Rng, n: number): AbruptCase {
         description: `Parse/Bind/Execute of an insert up to ${step}, no Sync, ${isRace ? 'gone at once' : 'gone after its answer'}`,
         async run(url) {
           const client = await connect(url)
-          const frames = [wire.parse('', `insert into abrupt_rows (tag, n) values ('${UNCOMMITTED}', $1::int)`), wire.bind('', '', [String(n)]), wire.execute('')]
+          const frames = [
+            wire.parse('', `insert into abrupt_rows (tag, n) values ('${UNCOMMITTED}', $1::int)`),
+            wire.bind('', '', [String(n)]),
+            wire.execute(''),
+          ]
           const upTo = ['Parse', 'Bind', 'Execute'].indexOf(step) + 1
           await client.send(...frames.slice(0, upTo), wire.flush())
-          if (!isRace) await client.next(step === 'Parse' ? 'ParseComplete' : step === 'Bind' ? 'BindComplete' : 'CommandComplete')
+          if (!isRace)
+            await client.next(step === 'Parse' ? 'ParseComplete' : step === 'Bind' ? 'BindComplete' : 'CommandComplete')
           await vanish(client)
         },
       }
@@ -282,7 +322,15 @@ function abruptCase(rng: Rng, n: number): AbruptCase {
         description: 'an insert executed, then a failing statement, no Sync, gone after the ErrorResponse',
         async run(url) {
           const client = await connect(url)
-          await client.send(wire.parse('', insert(UNCOMMITTED)), wire.bind('', ''), wire.execute(''), wire.parse('', 'select 1/0'), wire.bind('', ''), wire.execute(''), wire.flush())
+          await client.send(
+            wire.parse('', insert(UNCOMMITTED)),
+            wire.bind('', ''),
+            wire.execute(''),
+            wire.parse('', 'select 1/0'),
+            wire.bind('', ''),
+            wire.execute(''),
+            wire.flush(),
+          )
           expect(wire.decodeError((await client.next('ErrorResponse')).body).code).toBe('22012')
           await vanish(client)
         },
@@ -346,7 +394,11 @@ describe('abrupt disconnects', () => {
 
       const rng = createRng(seed)
       let isDone = false
-      const bystanders = runBystanders(server.url, rng.fork(1_000_000), () => isDone, { table: 'abrupt_bystander', perDriver: 4, deadlineMs: DEADLINE_MS })
+      const bystanders = runBystanders(server.url, rng.fork(1_000_000), () => isDone, {
+        table: 'abrupt_bystander',
+        perDriver: 4,
+        deadlineMs: DEADLINE_MS,
+      })
       const failures: string[] = []
       const kinds = new Map<string, number>()
       const started = performance.now()
@@ -364,9 +416,16 @@ describe('abrupt disconnects', () => {
         isDone = true
       }
       const seen = await bystanders
-      console.log(`abrupt: ${ABRUPT_CLIENTS} clients in ${Math.round(performance.now() - started)} ms, ${seen.ops} bystander ops; ${JSON.stringify(Object.fromEntries(kinds))}`)
+      console.log(
+        `abrupt: ${ABRUPT_CLIENTS} clients in ${Math.round(performance.now() - started)} ms, ${seen.ops} bystander ops; ${JSON.stringify(Object.fromEntries(kinds))}`,
+      )
 
-      expect.soft(failures.slice(0, 10), `FUZZ_SEED=${seed}: ${failures.length} clients did not get the answers they waited for`).toEqual([])
+      expect
+        .soft(
+          failures.slice(0, 10),
+          `FUZZ_SEED=${seed}: ${failures.length} clients did not get the answers they waited for`,
+        )
+        .toEqual([])
       expect.soft(seen.errors.slice(0, 10), `FUZZ_SEED=${seed}: ${seen.errors.length} bystander failures`).toEqual([])
       expect.soft(seen.ops).toBeGreaterThan(100)
       await expectServerAtRest(server)

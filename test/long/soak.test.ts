@@ -13,12 +13,41 @@ const FILE = 'test/long/soak.test.ts'
 
 /** Every kind of operation the soak has; a short run that missed one checked less than it claims. */
 const KINDS = [
-  'audit', 'kv.read', 'kv.write', 'kv.named', 'tx.savepoint', 'tx.transfer', 'notify', 'notify.tx',
-  'js.read', 'js.write', 'js.pipeline', 'js.tx-pipeline', 'js.transfer', 'js.notify',
-  'named.calc', 'named.get', 'named.put', 'named.reconnect',
-  'copy.pg.autocommit', 'copy.pg.commit', 'copy.pg.rollback', 'copy.js.autocommit', 'copy.js.rollback', 'copy.js.copy-fail',
-  'disconnect.idle-in-transaction', 'disconnect.statement-in-flight', 'disconnect.js-ended', 'disconnect.read', 'disconnect.write',
-  'listen.receive', 'final.notifications', 'final.connect', 'final.audit', 'final.keys', 'final.copy',
+  'audit',
+  'kv.read',
+  'kv.write',
+  'kv.named',
+  'tx.savepoint',
+  'tx.transfer',
+  'notify',
+  'notify.tx',
+  'js.read',
+  'js.write',
+  'js.pipeline',
+  'js.tx-pipeline',
+  'js.transfer',
+  'js.notify',
+  'named.calc',
+  'named.get',
+  'named.put',
+  'named.reconnect',
+  'copy.pg.autocommit',
+  'copy.pg.commit',
+  'copy.pg.rollback',
+  'copy.js.autocommit',
+  'copy.js.rollback',
+  'copy.js.copy-fail',
+  'disconnect.idle-in-transaction',
+  'disconnect.statement-in-flight',
+  'disconnect.js-ended',
+  'disconnect.read',
+  'disconnect.write',
+  'listen.receive',
+  'final.notifications',
+  'final.connect',
+  'final.audit',
+  'final.keys',
+  'final.copy',
 ]
 
 function expectClean(report: SoakReport): void {
@@ -33,15 +62,25 @@ function expectClean(report: SoakReport): void {
 }
 
 describe('soak', () => {
-  it(`pglite-dev-db: ${SECONDS} s of mixed clients, every result as expected`, () => withSeed(seed, FILE, async () => {
-    const dataDir = await copyTemplate()
-    onTestFinished(() => removeDataDir(dataDir))
-    expectClean(await runSoak({ seconds: SECONDS, seed, dataDir, log: () => {} }))
-  }), 90_000)
+  it(
+    `pglite-dev-db: ${SECONDS} s of mixed clients, every result as expected`,
+    () =>
+      withSeed(seed, FILE, async () => {
+        const dataDir = await copyTemplate()
+        onTestFinished(() => removeDataDir(dataDir))
+        expectClean(await runSoak({ seconds: SECONDS, seed, dataDir, log: () => {} }))
+      }),
+    90_000,
+  )
 
   // With PG_ORACLE_URL (a throwaway real PostgreSQL, as `.ci/run` starts): the checks themselves are right.
   const oracleUrl = process.env.PG_ORACLE_URL
-  it.runIf(oracleUrl)(`real PostgreSQL (PG_ORACLE_URL): ${SECONDS} s, every result as expected`, () => withSeed(seed, FILE, async () => {
-    expectClean(await runSoak({ url: oracleUrl!, seconds: SECONDS, seed, log: () => {} }))
-  }), 90_000)
+  it.runIf(oracleUrl)(
+    `real PostgreSQL (PG_ORACLE_URL): ${SECONDS} s, every result as expected`,
+    () =>
+      withSeed(seed, FILE, async () => {
+        expectClean(await runSoak({ url: oracleUrl!, seconds: SECONDS, seed, log: () => {} }))
+      }),
+    90_000,
+  )
 })

@@ -48,7 +48,22 @@ function setUp() {
         client.closed = true
       },
       write: (bytes: Uint8Array) => void stream.push(Buffer.from(bytes)),
-      output: { waitForReader: () => null, blocked: false, cork: () => {}, uncork: () => {}, directFd: () => -1, beginDirect: () => {}, endDirect: () => {}, directBlocked: () => {}, diverted: () => {}, relayed: () => {}, lendReading: () => false, lentUnread: () => {}, lentRan: () => {}, endLend: () => {} },
+      output: {
+        waitForReader: () => null,
+        blocked: false,
+        cork: () => {},
+        uncork: () => {},
+        directFd: () => -1,
+        beginDirect: () => {},
+        endDirect: () => {},
+        directBlocked: () => {},
+        diverted: () => {},
+        relayed: () => {},
+        lendReading: () => false,
+        lentUnread: () => {},
+        lentRan: () => {},
+        endLend: () => {},
+      },
       queuedBatches: 0,
       left: false,
       raw: () => {},
@@ -64,7 +79,15 @@ function setUp() {
     session.members.add(client)
     const state = new ClientState(client.processId)
     const backend = new ClientBackend(client, session, state, log)
-    const runner = new BatchRunner(client, { backend, messages: new MessageReader(state, false, () => 'postgres'), databases: null, database: 'postgres', maxCopyBytes: 1 << 20, idleTransactionWaitMs: 0, log })
+    const runner = new BatchRunner(client, {
+      backend,
+      messages: new MessageReader(state, false, () => 'postgres'),
+      databases: null,
+      database: 'postgres',
+      maxCopyBytes: 1 << 20,
+      idleTransactionWaitMs: 0,
+      log,
+    })
     const read = (...messages: Buffer[]) => {
       const bytes = Buffer.concat(messages)
       let count = 0
@@ -91,7 +114,6 @@ function codes(bytes: Buffer): string {
   forEachFrame(bytes, (code) => void (out += String.fromCharCode(code)))
   return out
 }
-
 
 describe('BatchRunner', () => {
   it('keeps the session for a transaction; the client waiting behind it runs once it commits', async () => {
@@ -195,7 +217,7 @@ describe('BatchRunner', () => {
     expect(calls().slice(3)).toEqual(['PS', 'BES'])
   })
 
-  it("an error in a pipeline: the rest is skipped until Sync, whose ReadyForQuery releases the session", async () => {
+  it('an error in a pipeline: the rest is skipped until Sync, whose ReadyForQuery releases the session', async () => {
     const { connect } = setUp()
     const a = connect()
     await a.read(wire.parse('', 'fail'), wire.bind('', ''), wire.execute(''), wire.sync())

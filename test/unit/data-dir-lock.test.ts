@@ -42,7 +42,12 @@ describe('lockDataDir', () => {
     const dir = await scratchDir()
     const results = await Promise.allSettled([lockDataDir(dir), lockDataDir(dir), lockDataDir(dir)])
     expect(results.map((r) => r.status).sort()).toEqual(['fulfilled', 'rejected', 'rejected'])
-    for (const r of results) if (r.status === 'rejected') expect(r.reason).toMatchObject({ code: 'ERR_DATA_DIR_LOCKED', message: expect.stringContaining(`pid ${process.pid}, this process`) })
+    for (const r of results)
+      if (r.status === 'rejected')
+        expect(r.reason).toMatchObject({
+          code: 'ERR_DATA_DIR_LOCKED',
+          message: expect.stringContaining(`pid ${process.pid}, this process`),
+        })
     for (const r of results) if (r.status === 'fulfilled') await r.value.release()
     expect(await lockFiles(dir)).toEqual([])
   })
@@ -71,7 +76,10 @@ describe('lockDataDir', () => {
     const stranger = liveStranger()
     for (const content of [`${stranger}\n${await startOf(stranger)}\n${'cd'.repeat(16)}\n`, `${stranger}\n`]) {
       await writeFile(path.join(dir, LOCK_FILE), content)
-      await expect(lockDataDir(dir)).rejects.toMatchObject({ code: 'ERR_DATA_DIR_LOCKED', message: expect.stringContaining(`(pid ${stranger})`) })
+      await expect(lockDataDir(dir)).rejects.toMatchObject({
+        code: 'ERR_DATA_DIR_LOCKED',
+        message: expect.stringContaining(`(pid ${stranger})`),
+      })
       expect(await readFile(path.join(dir, LOCK_FILE), 'utf8')).toBe(content)
       expect(await lockFiles(dir)).toEqual([LOCK_FILE])
     }
@@ -92,8 +100,14 @@ describe('lockDataDir', () => {
     const stale = '23'.repeat(16)
     const stranger = liveStranger()
     await writeFile(path.join(dir, LOCK_FILE), `${await deadPid()}\n-\n${stale}\n`)
-    await writeFile(path.join(dir, `${LOCK_FILE}.takeover-${stale}`), `${stranger}\n${await startOf(stranger)}\n${'45'.repeat(16)}\n`)
-    await expect(lockDataDir(dir)).rejects.toMatchObject({ code: 'ERR_DATA_DIR_LOCKED', message: expect.stringContaining(`(pid ${stranger})`) })
+    await writeFile(
+      path.join(dir, `${LOCK_FILE}.takeover-${stale}`),
+      `${stranger}\n${await startOf(stranger)}\n${'45'.repeat(16)}\n`,
+    )
+    await expect(lockDataDir(dir)).rejects.toMatchObject({
+      code: 'ERR_DATA_DIR_LOCKED',
+      message: expect.stringContaining(`(pid ${stranger})`),
+    })
     expect(await lockFiles(dir)).toEqual([LOCK_FILE, `${LOCK_FILE}.takeover-${stale}`])
   })
 })

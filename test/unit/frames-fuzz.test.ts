@@ -3,7 +3,15 @@
 import { describe, expect, it } from 'vitest'
 import { FrameReader, forEachFrame } from '../../src/server/protocol/frames.ts'
 import { WireError } from '../../src/errors.ts'
-import { CASE_KINDS, PROTOCOL_3_0, chunking, generateCase, model, type CaseKind, type FuzzCase } from '../helpers/frame-fuzz.ts'
+import {
+  CASE_KINDS,
+  PROTOCOL_3_0,
+  chunking,
+  generateCase,
+  model,
+  type CaseKind,
+  type FuzzCase,
+} from '../helpers/frame-fuzz.ts'
 import { createRng, runSeed, withSeed } from '../../harness/seed.ts'
 
 const FILE = 'test/unit/frames-fuzz.test.ts'
@@ -27,7 +35,9 @@ function runReaderCase(c: FuzzCase, chunks: number[], drainAfter: boolean[], lab
   let pushed = 0
   let consumed = 0
   const fail = (what: string): never => {
-    throw new Error(`${label}: ${what} (pushed ${pushed}, consumed ${consumed}, chunks ${JSON.stringify(chunks.slice(0, 40))})`)
+    throw new Error(
+      `${label}: ${what} (pushed ${pushed}, consumed ${consumed}, chunks ${JSON.stringify(chunks.slice(0, 40))})`,
+    )
   }
   for (let i = 0; i < chunks.length; i++) {
     // Each read is its own allocation, as a socket's are.
@@ -52,30 +62,50 @@ function runReaderCase(c: FuzzCase, chunks: number[], drainAfter: boolean[], lab
     } catch (error) {
       if (!(error instanceof WireError)) fail(`threw ${String(error)} instead of a WireError`)
       const wireError = error as WireError
-      if (wireError.severity !== 'FATAL' || wireError.sqlstate !== '08P01') fail(`threw ${wireError.severity} ${wireError.sqlstate}`)
+      if (wireError.severity !== 'FATAL' || wireError.sqlstate !== '08P01')
+        fail(`threw ${wireError.severity} ${wireError.sqlstate}`)
       if (!expected.error) fail(`threw "${wireError.message}" on input the model accepts`)
-      if (pushed < expected.error!.visibleAt) fail(`threw "${wireError.message}" before the violation at ${expected.error!.at} arrived`)
-      if (wireError.message !== expected.error!.message) fail(`threw "${wireError.message}", expected "${expected.error!.message}"`)
-      if (consumed !== expected.error!.at) fail(`threw with ${consumed} bytes handed out, expected every unit before the violation at ${expected.error!.at}`)
+      if (pushed < expected.error!.visibleAt)
+        fail(`threw "${wireError.message}" before the violation at ${expected.error!.at} arrived`)
+      if (wireError.message !== expected.error!.message)
+        fail(`threw "${wireError.message}", expected "${expected.error!.message}"`)
+      if (consumed !== expected.error!.at)
+        fail(
+          `threw with ${consumed} bytes handed out, expected every unit before the violation at ${expected.error!.at}`,
+        )
       checkHandedOut(c, packets, frames, fail)
       return 'error'
     }
-    if (expected.error && pushed >= expected.error.visibleAt) fail(`did not throw "${expected.error.message}" once the violation at ${expected.error.at} arrived`)
+    if (expected.error && pushed >= expected.error.visibleAt)
+      fail(`did not throw "${expected.error.message}" once the violation at ${expected.error.at} arrived`)
     // Every unit complete in what arrived so far has been handed out, and nothing more.
     const ends = [...expected.packetEnds, ...expected.messageEnds].filter((end) => end <= pushed)
     const wantConsumed = ends.length === 0 ? 0 : Math.max(...ends)
     if (consumed !== wantConsumed) fail(`handed out ${consumed} bytes, expected ${wantConsumed}`)
     if (reader.buffered !== pushed - consumed) fail(`buffered ${reader.buffered}, expected ${pushed - consumed}`)
-    checkPendingWithinLimits(c, expected.typedFrom !== null && consumed >= expected.typedFrom, reader.buffered, consumed, fail)
+    checkPendingWithinLimits(
+      c,
+      expected.typedFrom !== null && consumed >= expected.typedFrom,
+      reader.buffered,
+      consumed,
+      fail,
+    )
   }
   checkHandedOut(c, packets, frames, fail)
   return consumed === c.stream.length ? 'complete' : 'incomplete'
 }
 
 /** What is buffered is at most the unfinished unit, whose declared length is within its limit. */
-function checkPendingWithinLimits(c: FuzzCase, isTyped: boolean, buffered: number, consumed: number, fail: (what: string) => never): void {
+function checkPendingWithinLimits(
+  c: FuzzCase,
+  isTyped: boolean,
+  buffered: number,
+  consumed: number,
+  fail: (what: string) => never,
+): void {
   if (!isTyped) {
-    if (buffered >= 4 && buffered >= c.stream.readInt32BE(consumed)) fail('holds a whole startup packet it did not hand out')
+    if (buffered >= 4 && buffered >= c.stream.readInt32BE(consumed))
+      fail('holds a whole startup packet it did not hand out')
     return
   }
   if (buffered < 5) return
@@ -86,9 +116,15 @@ function checkPendingWithinLimits(c: FuzzCase, isTyped: boolean, buffered: numbe
 }
 
 /** The handed-out packets and frames are the stream's bytes, in order, still intact (no later read overwrote them). */
-function checkHandedOut(c: FuzzCase, packets: Buffer[], frames: Array<{ bytes: Buffer; count: number }>, fail: (what: string) => never): void {
+function checkHandedOut(
+  c: FuzzCase,
+  packets: Buffer[],
+  frames: Array<{ bytes: Buffer; count: number }>,
+  fail: (what: string) => never,
+): void {
   const all = Buffer.concat([...packets, ...frames.map((f) => f.bytes)])
-  if (!all.equals(c.stream.subarray(0, all.length))) fail('handed-out bytes differ from the bytes sent (overwritten or reordered)')
+  if (!all.equals(c.stream.subarray(0, all.length)))
+    fail('handed-out bytes differ from the bytes sent (overwritten or reordered)')
   for (const f of frames) {
     let count = 0
     let end = 0
@@ -96,7 +132,8 @@ function checkHandedOut(c: FuzzCase, packets: Buffer[], frames: Array<{ bytes: B
       count++
       end = offset + length
     })
-    if (count !== f.count || end !== f.bytes.length) fail(`a Frames of count ${f.count} holds ${count} messages over ${end} of ${f.bytes.length} bytes`)
+    if (count !== f.count || end !== f.bytes.length)
+      fail(`a Frames of count ${f.count} holds ${count} messages over ${end} of ${f.bytes.length} bytes`)
   }
 }
 
@@ -111,17 +148,29 @@ describe('FrameReader fuzz', () => {
         const c = generateCase(rng, kind)
         const chunks = chunking(rng, c.stream, c.boundaries)
         const drainAfter = chunks.map(() => rng.chance(0.75))
-        const outcome = runReaderCase(c, chunks, drainAfter, `case ${i} (${kind}, ${c.stream.length} bytes in ${chunks.length} reads)`)
+        const outcome = runReaderCase(
+          c,
+          chunks,
+          drainAfter,
+          `case ${i} (${kind}, ${c.stream.length} bytes in ${chunks.length} reads)`,
+        )
         seen.push({ kind, outcome })
       }
       // The generators must reach every outcome they are meant to, or the properties above test nothing.
-      const count = (kind: CaseKind, outcome: Seen['outcome']) => seen.filter((s) => s.kind === kind && s.outcome === outcome).length
+      const count = (kind: CaseKind, outcome: Seen['outcome']) =>
+        seen.filter((s) => s.kind === kind && s.outcome === outcome).length
       const perKind = READER_CASES / CASE_KINDS.length
       expect(count('valid', 'complete')).toBe(seen.filter((s) => s.kind === 'valid').length)
       expect(count('startup', 'complete')).toBeGreaterThan(perKind * 0.9)
       expect(count('truncated', 'incomplete')).toBeGreaterThan(perKind * 0.9)
       expect(count('huge-declared', 'incomplete')).toBeGreaterThan(perKind * 0.9)
-      for (const kind of ['oversized', 'unknown-type', 'startup-bad-length', 'typed-before-startup', 'startup-after-typed'] as const) {
+      for (const kind of [
+        'oversized',
+        'unknown-type',
+        'startup-bad-length',
+        'typed-before-startup',
+        'startup-after-typed',
+      ] as const) {
         expect(count(kind, 'error'), kind).toBeGreaterThan(perKind * 0.9)
       }
       expect(count('garbage', 'error')).toBeGreaterThan(perKind * 0.3)
@@ -129,4 +178,3 @@ describe('FrameReader fuzz', () => {
     })
   })
 })
-

@@ -36,7 +36,13 @@ function drain(reader: FrameReader): Frames[] {
 }
 
 describe('FrameReader, typed messages', () => {
-  const stream = Buffer.concat([parse('select 1'), typed('B', Buffer.alloc(10)), typed('E', Buffer.concat([cstr(''), Buffer.alloc(4)])), sync(), query('select 2')])
+  const stream = Buffer.concat([
+    parse('select 1'),
+    typed('B', Buffer.alloc(10)),
+    typed('E', Buffer.concat([cstr(''), Buffer.alloc(4)])),
+    sync(),
+    query('select 2'),
+  ])
 
   it('returns all complete messages of one read as one contiguous slice, without copying', () => {
     const reader = new FrameReader()
@@ -109,14 +115,20 @@ describe('FrameReader, typed messages', () => {
     const reader = new FrameReader()
     reader.startTyped()
     reader.push(bytes)
-    expect(catchError(() => reader.readFrames())).toMatchObject({ sqlstate: '08P01', message: 'invalid message length' })
+    expect(catchError(() => reader.readFrames())).toMatchObject({
+      sqlstate: '08P01',
+      message: 'invalid message length',
+    })
   })
 
   it('rejects a Password message after startup (no auth in progress)', () => {
     const reader = new FrameReader()
     reader.startTyped()
     reader.push(typed('p', cstr('secret')))
-    expect(catchError(() => reader.readFrames())).toMatchObject({ sqlstate: '08P01', message: 'invalid frontend message type 112' })
+    expect(catchError(() => reader.readFrames())).toMatchObject({
+      sqlstate: '08P01',
+      message: 'invalid frontend message type 112',
+    })
   })
 })
 
@@ -142,7 +154,10 @@ describe('FrameReader, startup packets', () => {
       }
       feed(stream.subarray(0, cut))
       feed(stream.subarray(cut))
-      expect(packets.map((p) => p.readInt32BE(4)), `cut at ${cut}`).toEqual([StartupCode.SSLRequest, StartupCode.Protocol3])
+      expect(
+        packets.map((p) => p.readInt32BE(4)),
+        `cut at ${cut}`,
+      ).toEqual([StartupCode.SSLRequest, StartupCode.Protocol3])
       expect(packets[1]!.equals(start)).toBe(true)
       expect(codes(frames), `cut at ${cut}`).toBe('Q')
     }
@@ -156,7 +171,10 @@ describe('FrameReader, startup packets', () => {
     const packet = Buffer.alloc(8)
     packet.writeInt32BE(length, 0)
     reader.push(packet)
-    expect(catchError(() => reader.readStartupPacket())).toMatchObject({ sqlstate: '08P01', message: 'invalid length of startup packet' })
+    expect(catchError(() => reader.readStartupPacket())).toMatchObject({
+      sqlstate: '08P01',
+      message: 'invalid length of startup packet',
+    })
   })
 })
 
@@ -208,6 +226,7 @@ describe('bindInteger: the integer a Bind gives a parameter', () => {
     expect(bindInteger(bind.bytes, bind.from, bind.bytes.length, 0)).toBeNull()
     expect(bindInteger(bind.bytes, bind.from, bind.bytes.length, 1)).toBe(5)
     expect(bindInteger(bind.bytes, bind.from, bind.bytes.length, 2)).toBeNull()
-    for (let end = bind.from; end < bind.bytes.length - 3; end++) expect(bindInteger(bind.bytes, bind.from, end, 1), `cut at ${end}`).toBeNull()
+    for (let end = bind.from; end < bind.bytes.length - 3; end++)
+      expect(bindInteger(bind.bytes, bind.from, end, 1), `cut at ${end}`).toBeNull()
   })
 })

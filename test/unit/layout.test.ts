@@ -58,7 +58,9 @@ const graph = new Map(files.map((file) => [file, importsOf(file)]))
 
 describe('the layout of src/', () => {
   it('imports nothing from test/, harness/ or scripts/', () => {
-    const outside = [...graph].flatMap(([file, imports]) => imports.filter((target) => !target.startsWith('src/')).map((target) => `${file} -> ${target}`))
+    const outside = [...graph].flatMap(([file, imports]) =>
+      imports.filter((target) => !target.startsWith('src/')).map((target) => `${file} -> ${target}`),
+    )
     expect(outside).toEqual([])
   })
 

@@ -3,7 +3,13 @@
 // frames.test.ts does for the frame reader).
 import { describe, expect, it } from 'vitest'
 import { BackendCode, TxStatus } from '../../src/server/protocol/codes.ts'
-import { encodeCommandComplete, encodeErrorResponse, encodeNotice, encodeParameterStatus, encodeReadyForQuery } from '../../src/server/protocol/backend-messages.ts'
+import {
+  encodeCommandComplete,
+  encodeErrorResponse,
+  encodeNotice,
+  encodeParameterStatus,
+  encodeReadyForQuery,
+} from '../../src/server/protocol/backend-messages.ts'
 import { ReplyReader, SessionChange } from '../../src/server/protocol/replies.ts'
 
 const PARSE_COMPLETE = Buffer.from([0x31, 0, 0, 0, 4])
@@ -24,11 +30,22 @@ function eachSplit(stream: Buffer, check: (size: number) => void): void {
 
 describe('ReplyReader: the release rule', () => {
   it('keeps the status of the last ReadyForQuery, whatever the chunking', () => {
-    const stream = Buffer.concat([PARSE_COMPLETE, BIND_COMPLETE, encodeCommandComplete('SELECT 1'), rfq(TxStatus.Idle), encodeCommandComplete('BEGIN'), rfq(TxStatus.InTransaction)])
+    const stream = Buffer.concat([
+      PARSE_COMPLETE,
+      BIND_COMPLETE,
+      encodeCommandComplete('SELECT 1'),
+      rfq(TxStatus.Idle),
+      encodeCommandComplete('BEGIN'),
+      rfq(TxStatus.InTransaction),
+    ])
     eachSplit(stream, (size) => {
       const reader = new ReplyReader()
       readCall(reader, stream, size)
-      expect([reader.txStatus, reader.pipelineOpen, reader.atRest], `chunks of ${size}`).toEqual([TxStatus.InTransaction, false, false])
+      expect([reader.txStatus, reader.pipelineOpen, reader.atRest], `chunks of ${size}`).toEqual([
+        TxStatus.InTransaction,
+        false,
+        false,
+      ])
     })
   })
 
@@ -51,7 +68,11 @@ describe('ReplyReader: the release rule', () => {
 
   it('a call answered only by an error (the rest skipped until Sync) leaves the pipeline open', () => {
     const reader = new ReplyReader()
-    readCall(reader, Buffer.concat([PARSE_COMPLETE, encodeErrorResponse('ERROR', '42P01', 'relation does not exist')]), 2)
+    readCall(
+      reader,
+      Buffer.concat([PARSE_COMPLETE, encodeErrorResponse('ERROR', '42P01', 'relation does not exist')]),
+      2,
+    )
     expect([reader.pipelineOpen, reader.atRest]).toEqual([true, false])
     reader.acquired()
     expect([reader.atRest, reader.txStatus]).toEqual([true, TxStatus.Idle])
@@ -63,8 +84,16 @@ describe('ReplyReader: what a reply changed in the session', () => {
     ['SET', encodeCommandComplete('SET'), SessionChange.Settings],
     ['RESET', encodeCommandComplete('RESET'), SessionChange.Settings],
     ['ParameterStatus', encodeParameterStatus('TimeZone', 'UTC'), SessionChange.Settings],
-    ['DISCARD ALL', encodeCommandComplete('DISCARD ALL'), SessionChange.Settings | SessionChange.Listening | SessionChange.StatementsWiped | SessionChange.TempDropped],
-    ['DISCARD TEMP', encodeCommandComplete('DISCARD TEMP'), SessionChange.Settings | SessionChange.Listening | SessionChange.TempDropped],
+    [
+      'DISCARD ALL',
+      encodeCommandComplete('DISCARD ALL'),
+      SessionChange.Settings | SessionChange.Listening | SessionChange.StatementsWiped | SessionChange.TempDropped,
+    ],
+    [
+      'DISCARD TEMP',
+      encodeCommandComplete('DISCARD TEMP'),
+      SessionChange.Settings | SessionChange.Listening | SessionChange.TempDropped,
+    ],
     ['CREATE TABLE', encodeCommandComplete('CREATE TABLE'), 0],
     ['DEALLOCATE ALL', encodeCommandComplete('DEALLOCATE ALL'), SessionChange.StatementsWiped],
     ['DEALLOCATE', encodeCommandComplete('DEALLOCATE'), 0],
@@ -128,7 +157,8 @@ describe('ReplyReader: messages held for a rewrite', () => {
       const reader = new ReplyReader()
       const out: Buffer[] = []
       reader.startCall()
-      for (let at = 0; at < stream.length; at += size) reader.feed(stream.subarray(at, at + size), (bytes) => out.push(bytes), rewrite)
+      for (let at = 0; at < stream.length; at += size)
+        reader.feed(stream.subarray(at, at + size), (bytes) => out.push(bytes), rewrite)
       reader.endCall()
       expect(Buffer.concat(out).equals(expected), `chunks of ${size}`).toBe(true)
       expect(reader.atRest).toBe(true)
@@ -159,11 +189,21 @@ describe('ReplyReader: messages held for a rewrite', () => {
 
 describe('ReplyReader: more', () => {
   it('tracks what a reply changed while it holds messages for a rewrite too', () => {
-    const stream = Buffer.concat([encodeErrorResponse('ERROR', '0A000', 'x'), encodeCommandComplete('SET'), encodeParameterStatus('TimeZone', 'UTC'), rfq(TxStatus.Idle)])
+    const stream = Buffer.concat([
+      encodeErrorResponse('ERROR', '0A000', 'x'),
+      encodeCommandComplete('SET'),
+      encodeParameterStatus('TimeZone', 'UTC'),
+      rfq(TxStatus.Idle),
+    ])
     eachSplit(stream, (size) => {
       const reader = new ReplyReader()
       reader.startCall()
-      for (let at = 0; at < stream.length; at += size) reader.feed(stream.subarray(at, at + size), () => {}, (m) => m)
+      for (let at = 0; at < stream.length; at += size)
+        reader.feed(
+          stream.subarray(at, at + size),
+          () => {},
+          (m) => m,
+        )
       reader.endCall()
       expect(reader.takeChanges(), `chunks of ${size}`).toBe(SessionChange.Settings)
     })
@@ -176,8 +216,16 @@ describe('ReplyReader: more', () => {
       const reader = new ReplyReader()
       const held: Buffer[] = []
       const out: Buffer[] = []
-      for (let at = 0; at < stream.length; at += size) reader.feed(stream.subarray(at, at + size), (b) => out.push(b), (m) => (held.push(Buffer.from(m)), m))
-      expect(held.map((m) => m.equals(empty)), `chunks of ${size}`).toEqual([true])
+      for (let at = 0; at < stream.length; at += size)
+        reader.feed(
+          stream.subarray(at, at + size),
+          (b) => out.push(b),
+          (m) => (held.push(Buffer.from(m)), m),
+        )
+      expect(
+        held.map((m) => m.equals(empty)),
+        `chunks of ${size}`,
+      ).toEqual([true])
       expect(Buffer.concat(out).equals(stream)).toBe(true)
     })
   })

@@ -133,7 +133,7 @@ describe('OwnerScheduler', () => {
     let running = 0
     let maxRunning = 0
     let seed = 42
-    const random = (): number => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31)
+    const random = (): number => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31
     const jobs = Array.from({ length: 200 }, async (_, id) => {
       const wait = s.acquire(id)
       if (wait) await wait

@@ -33,7 +33,13 @@ function begin(secretPassword: string, gs2 = 'n,,'): Exchange {
   const finalFor = (password: string, overrides: { channel?: string; nonce?: string } = {}): Buffer => {
     const serverFirst = replyData(first)
     const attrs = Object.fromEntries(serverFirst.split(',').map((part) => [part[0], part.slice(2)]))
-    const salted = pbkdf2Sync(Buffer.from(saslPrep(password)), Buffer.from(attrs.s!, 'base64'), Number(attrs.i), 32, 'sha256')
+    const salted = pbkdf2Sync(
+      Buffer.from(saslPrep(password)),
+      Buffer.from(attrs.s!, 'base64'),
+      Number(attrs.i),
+      32,
+      'sha256',
+    )
     const clientKey = hmac(salted, 'Client Key')
     const withoutProof = `c=${overrides.channel ?? Buffer.from(gs2).toString('base64')},r=${overrides.nonce ?? attrs.r}`
     const signature = hmac(sha256(clientKey), `${clientFirstBare},${serverFirst},${withoutProof}`)
@@ -66,14 +72,24 @@ describe('ScramExchange', () => {
     const wrong = begin('right')
     expect(wrong.server.respond(wrong.finalFor('wrong'))).toEqual({ ok: false, reason: 'wrong password' })
     const nonce = begin('right')
-    expect(nonce.server.respond(nonce.finalFor('right', { nonce: 'abc' }))).toMatchObject({ ok: false, reason: 'SCRAM nonce mismatch' })
+    expect(nonce.server.respond(nonce.finalFor('right', { nonce: 'abc' }))).toMatchObject({
+      ok: false,
+      reason: 'SCRAM nonce mismatch',
+    })
     const channel = begin('right')
-    expect(channel.server.respond(channel.finalFor('right', { channel: Buffer.from('y,,').toString('base64') }))).toMatchObject({ ok: false, protocolViolation: true })
+    expect(
+      channel.server.respond(channel.finalFor('right', { channel: Buffer.from('y,,').toString('base64') })),
+    ).toMatchObject({ ok: false, protocolViolation: true })
   })
 
   it('treats malformed first messages as protocol violations', () => {
     const secret = scramSecret('x')
-    for (const body of [Buffer.from('SCRAM-SHA-256'), initialResponse('n,,n=,r=abc', 'SCRAM-SHA-1'), initialResponse('p=tls-server-end-point,,n=,r=abc'), initialResponse('n,a=admin,n=,r=abc')]) {
+    for (const body of [
+      Buffer.from('SCRAM-SHA-256'),
+      initialResponse('n,,n=,r=abc', 'SCRAM-SHA-1'),
+      initialResponse('p=tls-server-end-point,,n=,r=abc'),
+      initialResponse('n,a=admin,n=,r=abc'),
+    ]) {
       expect(new ScramExchange(secret).respond(body)).toMatchObject({ ok: false, protocolViolation: true })
     }
   })

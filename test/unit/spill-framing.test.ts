@@ -13,7 +13,15 @@ function message(code: string, body: number): Buffer {
 }
 
 /** RowDescription-ish, empty and one-byte bodies, a long DataRow, CommandComplete, ReadyForQuery. */
-const parts = [message('T', 12), message('D', 0), message('D', 1), message('D', 40), message('D', 3), message('C', 9), message('Z', 1)]
+const parts = [
+  message('T', 12),
+  message('D', 0),
+  message('D', 1),
+  message('D', 40),
+  message('D', 3),
+  message('C', 9),
+  message('Z', 1),
+]
 const stream = Buffer.concat(parts)
 const boundaries = new Set<number>([0])
 for (let at = 0, i = 0; i < parts.length; i++) boundaries.add((at += parts[i]!.length))

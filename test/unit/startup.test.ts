@@ -19,16 +19,24 @@ interface Recorded {
   canceled: Array<[number, number]>
 }
 
-function setUp(options: { password?: string; refuse?: WireError; otherDatabases?: boolean; createDatabaseOnConnect?: boolean } = {}) {
+function setUp(
+  options: { password?: string; refuse?: WireError; otherDatabases?: boolean; createDatabaseOnConnect?: boolean } = {},
+) {
   const recorded: Recorded = { written: [], closed: false, terminated: null, admitted: null, canceled: [] }
   const session = { startupPrefixNow: Buffer.from('prefix') } as unknown as SharedSession
   const other = { startupPrefixNow: Buffer.from('prefix') } as unknown as SharedSession
   const host = {
     session,
-    databases: options.otherDatabases ? { mainName: 'postgres', exists: async (name: string) => name === 'shop' } : null,
+    databases: options.otherDatabases
+      ? { mainName: 'postgres', exists: async (name: string) => name === 'shop' }
+      : null,
     openSession: async (name: string) => (name === 'missing' ? Promise.reject(new Error('no such database')) : other),
     log: createLogger({ level: 'silent' }),
-    options: { password: options.password ? scramSecret(options.password) : null, createDatabaseOnConnect: options.createDatabaseOnConnect ?? true, tls: null },
+    options: {
+      password: options.password ? scramSecret(options.password) : null,
+      createDatabaseOnConnect: options.createDatabaseOnConnect ?? true,
+      tls: null,
+    },
     admit: () => options.refuse ?? null,
     cancel: (pid: number, key: number) => void recorded.canceled.push([pid, key]),
     closed: () => {},
@@ -43,7 +51,17 @@ function setUp(options: { password?: string; refuse?: WireError; otherDatabases?
     blockedOnOutput: false,
     output: { lent: false },
     cancel: () => {},
-    activity: () => ({ pid: 1, datname: '', usename: '', application_name: '', client_addr: null, client_port: null, backend_start: '', state: 'idle', query: '' }),
+    activity: () => ({
+      pid: 1,
+      datname: '',
+      usename: '',
+      application_name: '',
+      client_addr: null,
+      client_port: null,
+      backend_start: '',
+      state: 'idle',
+      query: '',
+    }),
     notify: () => {},
     preparedStatementFrames: () => [],
     remakeFailed: () => {},
@@ -52,9 +70,12 @@ function setUp(options: { password?: string; refuse?: WireError; otherDatabases?
     close: async () => void (recorded.closed = true),
     startTls: () => {},
     fail: (error) => void (recorded.terminated = error instanceof WireError ? error : null),
-    admitted: (admittedTo, database, early, open) => void (recorded.admitted = { database: admittedTo === session ? database : `other:${database}`, early, open }),
+    admitted: (admittedTo, database, early, open) =>
+      void (recorded.admitted = { database: admittedTo === session ? database : `other:${database}`, early, open }),
   }
-  const reader: FrameReader = new FrameReader({ maxLength: (code): number => (code === 0x70 ? startup.maxPasswordLength : 10_000) })
+  const reader: FrameReader = new FrameReader({
+    maxLength: (code): number => (code === 0x70 ? startup.maxPasswordLength : 10_000),
+  })
   const startup: Startup = new Startup(connection, host, reader)
   const send = (...chunks: Buffer[]) => {
     for (const chunk of chunks) reader.push(chunk)
@@ -78,7 +99,9 @@ function scramClient(password: string) {
     const salted = pbkdf2Sync(password, Buffer.from(attrs.s!, 'base64'), Number(attrs.i), 32, 'sha256')
     const clientKey = createHmac('sha256', salted).update('Client Key').digest()
     const withoutProof = `c=${Buffer.from('n,,').toString('base64')},r=${attrs.r}`
-    const signature = createHmac('sha256', createHash('sha256').update(clientKey).digest()).update(`${bare},${serverFirst},${withoutProof}`).digest()
+    const signature = createHmac('sha256', createHash('sha256').update(clientKey).digest())
+      .update(`${bare},${serverFirst},${withoutProof}`)
+      .digest()
     const proof = clientKey.map((byte, i) => byte ^ signature[i]!)
     return wire.saslResponse(Buffer.from(`${withoutProof},p=${Buffer.from(proof).toString('base64')}`))
   }
@@ -143,7 +166,10 @@ describe('Startup', () => {
     const failing = setUp({ otherDatabases: true })
     failing.send(wire.startup({ user: 'u', database: 'missing' }))
     await expect.poll(() => failing.recorded.admitted?.database).toBe('missing')
-    await expect(failing.recorded.admitted!.open!()).rejects.toMatchObject({ severity: 'FATAL', message: expect.stringContaining('cannot open database "missing"') })
+    await expect(failing.recorded.admitted!.open!()).rejects.toMatchObject({
+      severity: 'FATAL',
+      message: expect.stringContaining('cannot open database "missing"'),
+    })
   })
 
   it('without creation on connect, a database the catalog does not hold is FATAL 3D000 before admission', async () => {

@@ -1,7 +1,12 @@
 // The connection's states and their timers, with fake timers (no socket here): each state runs its own timer, from
 // the moment it is entered; nothing leaves closing; the authentication deadline ends with startup.
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
-import { AUTHENTICATION_TIMEOUT_MS, ConnectionStates, MAX_TIMER_MS, type Timeout } from '../../src/server/connection/connection-state.ts'
+import {
+  AUTHENTICATION_TIMEOUT_MS,
+  ConnectionStates,
+  MAX_TIMER_MS,
+  type Timeout,
+} from '../../src/server/connection/connection-state.ts'
 
 const TIMEOUTS = { idleTimeoutMs: 100, idleInTransactionTimeoutMs: 200, queueTimeoutMs: 300 }
 
@@ -15,7 +20,11 @@ describe('ConnectionStates', () => {
   afterEach(() => void vi.useRealTimers())
 
   it('each state runs its own timer: idle 57P05, holding 25P03, waiting the queue timeout, active none', () => {
-    for (const [state, timeout, ms] of [['idle', 'idle-session', 100], ['holding', 'idle-in-transaction', 200], ['waiting', 'queue', 300]] as const) {
+    for (const [state, timeout, ms] of [
+      ['idle', 'idle-session', 100],
+      ['holding', 'idle-in-transaction', 200],
+      ['waiting', 'queue', 300],
+    ] as const) {
       const { machine, fired } = states()
       machine.enter(state)
       vi.advanceTimersByTime(ms - 1)
@@ -56,7 +65,10 @@ describe('ConnectionStates', () => {
     vi.advanceTimersByTime(99)
     expect(fired).toEqual([['queue', 300]])
     vi.advanceTimersByTime(1)
-    expect(fired).toEqual([['queue', 300], ['idle-session', 100]])
+    expect(fired).toEqual([
+      ['queue', 300],
+      ['idle-session', 100],
+    ])
   })
 
   it("a timeout past Node's timer range (2^31-1 ms, 24.8 days) fires when due: armed in steps, not at once", () => {

@@ -16,14 +16,26 @@ async function ustar(files: Record<string, string>): Promise<{ dir: string; tar:
 
 describe('tar', () => {
   it('lists entries and rewrites them (one dropped, one moved last) into an archive tar reads back', async () => {
-    const { dir, tar } = await ustar({ PG_VERSION: '18\n', 'big-file': 'x'.repeat(1500), 'pglite-dev-db.lock': '123\n', zeta: '' })
+    const { dir, tar } = await ustar({
+      PG_VERSION: '18\n',
+      'big-file': 'x'.repeat(1500),
+      'pglite-dev-db.lock': '123\n',
+      zeta: '',
+    })
     const entries = listTar(tar)
     expect(entries.map((e) => e.name)).toEqual(['PG_VERSION', 'big-file', 'pglite-dev-db.lock', 'zeta'])
     expect(entries[1]!.end - entries[1]!.start).toBe(512 + 1536)
 
-    const out = rewriteTar(tar, entries, (name) => name === 'pglite-dev-db.lock', (name) => name === 'PG_VERSION')
+    const out = rewriteTar(
+      tar,
+      entries,
+      (name) => name === 'pglite-dev-db.lock',
+      (name) => name === 'PG_VERSION',
+    )
     await writeFile(path.join(dir, 'out.tar'), out)
-    expect(execFileSync('tar', ['-tf', 'out.tar'], { cwd: dir, encoding: 'utf8' }).split('\n').filter(Boolean)).toEqual(['big-file', 'zeta', 'PG_VERSION'])
+    expect(execFileSync('tar', ['-tf', 'out.tar'], { cwd: dir, encoding: 'utf8' }).split('\n').filter(Boolean)).toEqual(
+      ['big-file', 'zeta', 'PG_VERSION'],
+    )
     expect(execFileSync('tar', ['-xOf', 'out.tar', 'big-file'], { cwd: dir, encoding: 'utf8' })).toBe('x'.repeat(1500))
     expect(listTar(out).map((e) => e.name)).toEqual(['big-file', 'zeta', 'PG_VERSION'])
   })

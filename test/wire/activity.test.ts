@@ -12,9 +12,12 @@ const { connect } = useDevDbs()
 /** The server's URL, and the database where a client may sit in its transaction (`name` on ours). */
 type Serve = () => Promise<{ url: string; ownDatabase: (name: string) => string }>
 // In memory: a new database is the spare, loaded ahead, where one on disk is a copy of the template's files.
-const targets: Array<[string, Serve]> = [['pglite-dev-db', async () => ({ url: (await startForTest({})).url, ownDatabase: (name) => name })]]
+const targets: Array<[string, Serve]> = [
+  ['pglite-dev-db', async () => ({ url: (await startForTest({})).url, ownDatabase: (name) => name })],
+]
 const oracleUrl = process.env.PG_ORACLE_URL
-if (oracleUrl) targets.push(['postgres 15 oracle (PG_ORACLE_URL)', async () => ({ url: oracleUrl, ownDatabase: () => 'postgres' })])
+if (oracleUrl)
+  targets.push(['postgres 15 oracle (PG_ORACLE_URL)', async () => ({ url: oracleUrl, ownDatabase: () => 'postgres' })])
 
 const reply = async (client: RawClient): Promise<wire.Summary> => wire.summarize(await client.until('ReadyForQuery'))
 
@@ -32,7 +35,12 @@ describe.each(targets)('pg_stat_activity: %s', (_, serve) => {
     expect((await listener.query(`LISTEN "${channel}"`)).errors).toEqual([])
     // A named statement made once, then only bound: its text is the Parse's.
     const prepared = await connect(url)
-    await prepared.send(wire.parse('s1', 'select $1::int + 1'), wire.bind('', 's1', ['1']), wire.execute(''), wire.sync())
+    await prepared.send(
+      wire.parse('s1', 'select $1::int + 1'),
+      wire.bind('', 's1', ['1']),
+      wire.execute(''),
+      wire.sync(),
+    )
     expect((await reply(prepared)).errors).toEqual([])
     await prepared.send(wire.bind('', 's1', ['2']), wire.execute(''), wire.sync())
     expect((await reply(prepared)).rows).toEqual([['3']])

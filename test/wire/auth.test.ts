@@ -46,7 +46,9 @@ describe('password (SCRAM-SHA-256)', () => {
     const sql = postgres(dev.url, { max: 2 })
     const client = new pg.Client({ connectionString: dev.url })
     try {
-      expect(await withDeadline(sql`select current_user as u`.execute(), 5_000, 'postgres.js query')).toEqual([{ u: 'postgres' }])
+      expect(await withDeadline(sql`select current_user as u`.execute(), 5_000, 'postgres.js query')).toEqual([
+        { u: 'postgres' },
+      ])
       await withDeadline(client.connect(), 5_000, 'pg connect')
       expect((await client.query('select 1 as n')).rows).toEqual([{ n: 1 }])
     } finally {
@@ -57,23 +59,36 @@ describe('password (SCRAM-SHA-256)', () => {
     const badUrl = dev.url.replace(encodeURIComponent(PASSWORD), 'wrong')
     const badSql = postgres(badUrl, { max: 1 })
     try {
-      await expect(withDeadline(badSql`select 1`.execute(), 5_000, 'postgres.js with a wrong password')).rejects.toMatchObject({ code: '28P01' })
+      await expect(
+        withDeadline(badSql`select 1`.execute(), 5_000, 'postgres.js with a wrong password'),
+      ).rejects.toMatchObject({ code: '28P01' })
     } finally {
       await badSql.end({ timeout: 2 })
     }
     const badClient = new pg.Client({ connectionString: badUrl })
-    await expect(withDeadline(badClient.connect(), 5_000, 'pg with a wrong password')).rejects.toMatchObject({ code: '28P01' })
+    await expect(withDeadline(badClient.connect(), 5_000, 'pg with a wrong password')).rejects.toMatchObject({
+      code: '28P01',
+    })
     await badClient.end()
   })
 
   it('a password with characters SASLprep maps (soft hyphen, no-break space) is accepted as libpq and node-postgres send it', async () => {
     const password = 'pass\u00ADword\u00A0x'
     const dev = await start({ password })
-    const client = new pg.Client({ host: '127.0.0.1', port: dev.port, user: 'postgres', database: 'postgres', password })
+    const client = new pg.Client({
+      host: '127.0.0.1',
+      port: dev.port,
+      user: 'postgres',
+      database: 'postgres',
+      password,
+    })
     await withDeadline(client.connect(), 5_000, 'pg connect')
     expect((await client.query('select 1 as n')).rows).toEqual([{ n: 1 }])
     await client.end()
-    const run = await psql(['-h', '127.0.0.1', '-p', String(dev.port), '-U', 'postgres', '-d', 'postgres', '-c', 'select 2'], { PGPASSWORD: password })
+    const run = await psql(
+      ['-h', '127.0.0.1', '-p', String(dev.port), '-U', 'postgres', '-d', 'postgres', '-c', 'select 2'],
+      { PGPASSWORD: password },
+    )
     expect([run.code, run.stdout.toString().trim(), run.stderr]).toEqual([0, '2', ''])
   })
 
@@ -89,10 +104,14 @@ describe('password (SCRAM-SHA-256)', () => {
     expect(wire.decodeError(error.body)).toMatchObject({ severity: 'FATAL', code: '08P01' })
     await withDeadline(client.closed, 3_000, 'closed after the violation')
 
-    await expect.poll(() => dev.server.getStats(), { timeout: 3_000 }).toMatchObject({ activeConnections: 0, sessionHeld: false })
+    await expect
+      .poll(() => dev.server.getStats(), { timeout: 3_000 })
+      .toMatchObject({ activeConnections: 0, sessionHeld: false })
     const sql = postgres(dev.url, { max: 1 })
     try {
-      expect(await withDeadline(sql`select 1 as n`.execute(), 5_000, 'a client with the password, after')).toEqual([{ n: 1 }])
+      expect(await withDeadline(sql`select 1 as n`.execute(), 5_000, 'a client with the password, after')).toEqual([
+        { n: 1 },
+      ])
     } finally {
       await sql.end({ timeout: 2 })
     }
@@ -106,16 +125,44 @@ describe('Unix socket', () => {
     const dev = await start({ socketDir })
     expect(dev.socketPath).toBe(path.join(socketDir, `.s.PGSQL.${dev.port}`))
 
-    const viaTcp = await psql(['-h', '127.0.0.1', '-p', String(dev.port), '-U', 'postgres', '-d', 'postgres', '-c', 'create table shared (v text); insert into shared values ($$tcp$$)'])
+    const viaTcp = await psql([
+      '-h',
+      '127.0.0.1',
+      '-p',
+      String(dev.port),
+      '-U',
+      'postgres',
+      '-d',
+      'postgres',
+      '-c',
+      'create table shared (v text); insert into shared values ($$tcp$$)',
+    ])
     expect(viaTcp.stderr).toBe('')
-    const viaSocket = await psql(['-h', socketDir, '-p', String(dev.port), '-U', 'postgres', '-d', 'postgres', '-c', "insert into shared values ('unix') returning (select count(*) from shared)"])
+    const viaSocket = await psql([
+      '-h',
+      socketDir,
+      '-p',
+      String(dev.port),
+      '-U',
+      'postgres',
+      '-d',
+      'postgres',
+      '-c',
+      "insert into shared values ('unix') returning (select count(*) from shared)",
+    ])
     expect([viaSocket.code, viaSocket.stderr]).toEqual([0, ''])
     expect(viaSocket.stdout.toString().trim().split('\n')[0]).toBe('1')
 
     // postgres.js reaches it through the socket path too.
     const sql = postgres({ path: dev.socketPath!, user: 'postgres', database: 'postgres', max: 1 })
     try {
-      expect(await withDeadline(sql`select string_agg(v, ',' order by v) as v from shared`.execute(), 5_000, 'postgres.js over the socket')).toEqual([{ v: 'tcp,unix' }])
+      expect(
+        await withDeadline(
+          sql`select string_agg(v, ',' order by v) as v from shared`.execute(),
+          5_000,
+          'postgres.js over the socket',
+        ),
+      ).toEqual([{ v: 'tcp,unix' }])
     } finally {
       await sql.end({ timeout: 2 })
     }
@@ -133,18 +180,38 @@ describe('Unix socket', () => {
     // A live listener on the path: starting fails with ERR_LISTEN, and leaves nothing on the TCP port.
     const squatter = net.createServer().listen(socketPath)
     await once(squatter, 'listening')
-    const error = await start({ socketDir, port }).then(() => null, (e: unknown) => e)
-    expect(error).toMatchObject({ code: 'ERR_LISTEN', message: expect.stringContaining('another server is listening there') })
+    const error = await start({ socketDir, port }).then(
+      () => null,
+      (e: unknown) => e,
+    )
+    expect(error).toMatchObject({
+      code: 'ERR_LISTEN',
+      message: expect.stringContaining('another server is listening there'),
+    })
     await new Promise<void>((resolve) => squatter.close(() => resolve()))
 
     // A socket file whose process was killed (kill -9 leaves it behind): replaced.
-    const killed = spawn(process.execPath, ['-e', `require('net').createServer().listen(${JSON.stringify(socketPath)}, () => console.log('up'))`])
+    const killed = spawn(process.execPath, [
+      '-e',
+      `require('net').createServer().listen(${JSON.stringify(socketPath)}, () => console.log('up'))`,
+    ])
     await once(killed.stdout, 'data')
     killed.kill('SIGKILL')
     await once(killed, 'exit')
     expect((await stat(socketPath)).isSocket()).toBe(true)
     const dev = await start({ socketDir, port })
-    const run = await psql(['-h', socketDir, '-p', String(dev.port), '-U', 'postgres', '-d', 'postgres', '-c', 'select 7'])
+    const run = await psql([
+      '-h',
+      socketDir,
+      '-p',
+      String(dev.port),
+      '-U',
+      'postgres',
+      '-d',
+      'postgres',
+      '-c',
+      'select 7',
+    ])
     expect([run.code, run.stdout.toString().trim(), run.stderr]).toEqual([0, '7', ''])
   })
 })

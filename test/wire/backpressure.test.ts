@@ -44,7 +44,9 @@ describe('a client that stops reading', () => {
     // The first statement is paused with most of its output not yet made (it holds the session meanwhile), so the
     // server holds about a megabyte of it, not 16: the observer waits behind it.
     const watching = observer.query('select last_value from bp', { deadlineMs: 30_000 })
-    await expect.poll(() => dev.server.getStats(), { timeout: 10_000 }).toMatchObject({ sessionHeld: true, waitingClients: 1 })
+    await expect
+      .poll(() => dev.server.getStats(), { timeout: 10_000 })
+      .toMatchObject({ sessionHeld: true, waitingClients: 1 })
 
     client.socket.resume()
     const first = wire.summarize(await client.until('ReadyForQuery', { deadlineMs: 20_000 }))
@@ -66,7 +68,9 @@ describe('a client that stops reading', () => {
     const reply = await observer.query('select last_value, is_called from bp', { deadlineMs: 10_000 })
     expect(reply.errors).toEqual([])
     expect(reply.rows).toEqual([['1', 't']])
-    await expect.poll(() => dev.server.getStats(), { timeout: 10_000 }).toMatchObject({ activeConnections: 1, sessionHeld: false, notReadingClients: 0 })
+    await expect
+      .poll(() => dev.server.getStats(), { timeout: 10_000 })
+      .toMatchObject({ activeConnections: 1, sessionHeld: false, notReadingClients: 0 })
     // Once it reads again, it finds its connection closed.
     client.socket.resume()
     await withDeadline(client.closed, 10_000, 'the reaped client sees its connection closed')
@@ -99,13 +103,19 @@ describe('a client that stops reading', () => {
     await client.send(wire.parse('s1', 'select 1'), wire.sync())
     expect(wire.summarize(await client.until('ReadyForQuery')).errors).toEqual([])
     client.socket.pause()
-    await client.send(wire.query(`do $$ begin raise notice 'rows follow'; end $$; select repeat('x', ${REPLY_BYTES}) as payload`))
+    await client.send(
+      wire.query(`do $$ begin raise notice 'rows follow'; end $$; select repeat('x', ${REPLY_BYTES}) as payload`),
+    )
     await expect.poll(() => dev.server.getStats().notReadingClients, { timeout: 10_000 }).toBe(1)
     // The statement waits for the client, holding the session, until the timer ends it.
     const watching = observer.query('select 1', { deadlineMs: 10_000 })
-    await expect.poll(() => dev.server.getStats(), { timeout: 10_000 }).toMatchObject({ sessionHeld: true, waitingClients: 1 })
+    await expect
+      .poll(() => dev.server.getStats(), { timeout: 10_000 })
+      .toMatchObject({ sessionHeld: true, waitingClients: 1 })
     expect((await watching).rows).toEqual([['1']])
-    await expect.poll(() => dev.server.getStats(), { timeout: 10_000 }).toMatchObject({ activeConnections: 1, sessionHeld: false, notReadingClients: 0 })
+    await expect
+      .poll(() => dev.server.getStats(), { timeout: 10_000 })
+      .toMatchObject({ activeConnections: 1, sessionHeld: false, notReadingClients: 0 })
     client.socket.resume()
     await withDeadline(client.closed, 10_000, 'the reaped client sees its connection closed')
   })
@@ -130,7 +140,9 @@ describe('a client that stops reading', () => {
     expect(answer.rows).toEqual([['next']])
     const after = dev.server.getStats()
     expect([after.combinedCalls - before.combinedCalls, after.combinedUnits - before.combinedUnits]).toEqual([1, 2])
-    await expect.poll(() => dev.server.getStats(), { timeout: 10_000 }).toMatchObject({ activeConnections: 2, sessionHeld: false, notReadingClients: 0 })
+    await expect
+      .poll(() => dev.server.getStats(), { timeout: 10_000 })
+      .toMatchObject({ activeConnections: 2, sessionHeld: false, notReadingClients: 0 })
     client.socket.resume()
     await withDeadline(client.closed, 10_000, 'the reaped client sees its connection closed')
   })

@@ -12,7 +12,8 @@ const { start, connect, holdSession: hold } = useDevDbs()
 /** Send a CancelRequest on its own socket, as libpq does, and wait until the server has closed that socket. */
 const sendCancel = (dev: DevDb, pid: number, key: number): Promise<void> => sendCancelRequest(dev.url, { pid, key })
 
-const holdSession = (dev: DevDb): Promise<RawClient> => hold(dev, 'begin; create table held (id int); insert into held values (1)')
+const holdSession = (dev: DevDb): Promise<RawClient> =>
+  hold(dev, 'begin; create table held (id int); insert into held values (1)')
 
 describe('CancelRequest', () => {
   it('cancels a query waiting behind a transaction with ERROR 57014; the client carries on', async () => {
@@ -26,7 +27,9 @@ describe('CancelRequest', () => {
     await sendCancel(dev, key.pid, key.key)
 
     const reply = wire.summarize(await waiter.until('ReadyForQuery'))
-    expect(reply.errors.map((e) => [e.severity, e.code, e.message])).toEqual([['ERROR', '57014', 'canceling statement due to user request']])
+    expect(reply.errors.map((e) => [e.severity, e.code, e.message])).toEqual([
+      ['ERROR', '57014', 'canceling statement due to user request'],
+    ])
     expect(reply.status).toBe('I')
     expect(dev.server.getStats().waitingClients).toBe(0)
 
@@ -91,7 +94,9 @@ describe('CancelRequest', () => {
       pending.cancel()
       await expect(withDeadline(pending, 5_000, 'the canceled query')).rejects.toMatchObject({ code: '57014' })
       expect((await holder.query('commit')).status).toBe('I')
-      expect(await withDeadline(sql`select count(*)::int as n from held`.execute(), 5_000, 'query after the cancel')).toEqual([{ n: 1 }])
+      expect(
+        await withDeadline(sql`select count(*)::int as n from held`.execute(), 5_000, 'query after the cancel'),
+      ).toEqual([{ n: 1 }])
     } finally {
       await sql.end({ timeout: 2 })
     }
@@ -101,7 +106,8 @@ describe('CancelRequest', () => {
 // Postgres sends each answer of a pipeline at its ReadyForQuery, while the statements after it run: the client can
 // act on it, as postgres.js does when it cancels a query it piped behind another ("Cancel piped query").
 const pipelineTargets: Array<[string, () => Promise<string>]> = [['pglite-dev-db', async () => (await start()).url]]
-if (process.env.PG_ORACLE_URL) pipelineTargets.push(['postgres 15 oracle (PG_ORACLE_URL)', async () => process.env.PG_ORACLE_URL!])
+if (process.env.PG_ORACLE_URL)
+  pipelineTargets.push(['postgres 15 oracle (PG_ORACLE_URL)', async () => process.env.PG_ORACLE_URL!])
 
 describe.each(pipelineTargets)('a pipeline of two queries: %s', (_, serve) => {
   it('the first is answered while the second runs, and a CancelRequest then stops the second with 57014', async () => {
@@ -112,7 +118,9 @@ describe.each(pipelineTargets)('a pipeline of two queries: %s', (_, serve) => {
     expect(wire.summarize(await client.until('ReadyForQuery', { deadlineMs: 10_000 })).errors).toEqual([])
     await sendCancelRequest(url, client.backendKey!)
     const second = wire.summarize(await client.until('ReadyForQuery', { deadlineMs: 10_000 }))
-    expect(second.errors.map((e) => [e.severity, e.code, e.message])).toEqual([['ERROR', '57014', 'canceling statement due to user request']])
+    expect(second.errors.map((e) => [e.severity, e.code, e.message])).toEqual([
+      ['ERROR', '57014', 'canceling statement due to user request'],
+    ])
     expect((await client.query('select 1 as next')).rows).toEqual([['1']])
   })
 

@@ -14,10 +14,14 @@ describe('client_encoding and conversions', () => {
     const dev = await start()
     const bystander = await connect(dev.url)
     for (const encoding of ['WIN1252', 'latin1']) {
-      await expect(connect(dev.url, { client_encoding: encoding })).rejects.toThrow(`invalid value for parameter "client_encoding": "${encoding}"`)
+      await expect(connect(dev.url, { client_encoding: encoding })).rejects.toThrow(
+        `invalid value for parameter "client_encoding": "${encoding}"`,
+      )
     }
     const target = ['-X', '-A', '-t', '-h', '127.0.0.1', '-p', String(dev.port), '-U', 'postgres', '-d', 'postgres']
-    const psql = await runProcess('psql', [...target, '-c', "select 'é'"], { env: { ...LIBPQ_ENV, PGCLIENTENCODING: 'WIN1252', PGSSLMODE: 'disable' } })
+    const psql = await runProcess('psql', [...target, '-c', "select 'é'"], {
+      env: { ...LIBPQ_ENV, PGCLIENTENCODING: 'WIN1252', PGSSLMODE: 'disable' },
+    })
     expect(psql.code).toBe(2)
     expect(psql.stderr).toContain('FATAL:  invalid value for parameter "client_encoding": "WIN1252"')
     expect((await bystander.query("select 'é' as e")).rows).toEqual([['é']])
@@ -45,7 +49,9 @@ describe('client_encoding and conversions', () => {
     const setting = '0A000 invalid value for parameter "client_encoding": "LATIN1"'
     expect(await refused("set client_encoding to 'LATIN1'")).toEqual([setting])
     expect(await refused("select pg_catalog.set_config('client_encoding', 'LATIN1', false)")).toEqual([setting])
-    expect(await refused("select convert_to('é', 'LATIN1')")).toEqual(['42883 default conversion function for encoding "UTF8" to "LATIN1" does not exist'])
+    expect(await refused("select convert_to('é', 'LATIN1')")).toEqual([
+      '42883 default conversion function for encoding "UTF8" to "LATIN1" does not exist',
+    ])
     expect(await refused("create conversion latin1_in for 'LATIN1' to 'UTF8' from utf8_to_iso8859_1")).toEqual([
       '42883 function utf8_to_iso8859_1(integer, integer, cstring, internal, integer, boolean) does not exist',
     ])
@@ -63,7 +69,9 @@ describe('client_encoding and conversions', () => {
     const resetDone = { deadlineMs: RESET_DEADLINE_MS }
     expect((await client.query("select to_regclass('outside_migrations') is null", resetDone)).rows).toEqual([['t']])
     const again = await connect(dev.url)
-    expect((await again.query("set client_encoding to 'LATIN1'", resetDone)).errors.map(({ code }) => code)).toEqual(['0A000'])
+    expect((await again.query("set client_encoding to 'LATIN1'", resetDone)).errors.map(({ code }) => code)).toEqual([
+      '0A000',
+    ])
     expect((await again.query("select 'é' as e")).rows).toEqual([['é']])
   })
 })

@@ -11,10 +11,13 @@ const { start, connect } = useDevDbs()
 
 type Connect = (params?: Record<string, string>) => Promise<RawClient>
 const targets: Array<[string, () => Promise<Connect>]> = [
-  ['pglite-dev-db', async () => {
-    const dev = await start()
-    return (params) => connect(dev.url, params)
-  }],
+  [
+    'pglite-dev-db',
+    async () => {
+      const dev = await start()
+      return (params) => connect(dev.url, params)
+    },
+  ],
 ]
 const oracleUrl = process.env.PG_ORACLE_URL
 if (oracleUrl) targets.push(['postgres 15 oracle (PG_ORACLE_URL)', async () => (params) => connect(oracleUrl, params)])
@@ -52,12 +55,21 @@ describe("a client's own idle timeouts", () => {
       const connectTo = await open()
       const client = await connectTo()
       // The block's SET LOCAL is gone after its COMMIT: the next block rests past it and is still open.
-      expect((await client.query("begin; set local idle_in_transaction_session_timeout = '200ms'; commit")).status).toBe('I')
+      expect(
+        (await client.query("begin; set local idle_in_transaction_session_timeout = '200ms'; commit")).status,
+      ).toBe('I')
       expect((await client.query('begin')).status).toBe('T')
       // Time passing is what is tested: past the 200 ms the first block set, the second stays open.
       await new Promise((resolve) => setTimeout(resolve, 600))
       expect((await client.query('select 1')).rows).toEqual([['1']])
-      await client.send(Buffer.concat([wire.parse('', "set idle_in_transaction_session_timeout = '300ms'"), wire.bind('', ''), wire.execute(''), wire.sync()]))
+      await client.send(
+        Buffer.concat([
+          wire.parse('', "set idle_in_transaction_session_timeout = '300ms'"),
+          wire.bind('', ''),
+          wire.execute(''),
+          wire.sync(),
+        ]),
+      )
       expect(wire.summarize(await client.until('ReadyForQuery')).status).toBe('T')
       expect(await expectFatal(client, '25P03')).toBe('terminating connection due to idle-in-transaction timeout')
     })
@@ -77,7 +89,7 @@ describe("a client's own idle timeouts", () => {
     await expectFatal(holder, '25P03')
   })
 
-  it('pglite-dev-db: one client\'s idle_session_timeout reaps that client alone', async () => {
+  it("pglite-dev-db: one client's idle_session_timeout reaps that client alone", async () => {
     const dev = await start()
     const short = await connect(dev.url)
     const other = await connect(dev.url)

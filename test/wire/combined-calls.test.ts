@@ -27,7 +27,13 @@ const errorsOf = (summary: wire.Summary) => summary.errors.map((e) => [e.severit
  * A's unit, then B's, waiting together behind a holder's transaction; the holder commits, so that both run in one
  * call, and A's answer has come. Returns the stats from before the call.
  */
-async function aThenB(dev: DevDb, a: RawClient, aSql: string, b: RawClient, bSql: string): Promise<{ before: ReturnType<DevDb['server']['getStats']>; first: wire.Summary }> {
+async function aThenB(
+  dev: DevDb,
+  a: RawClient,
+  aSql: string,
+  b: RawClient,
+  bSql: string,
+): Promise<{ before: ReturnType<DevDb['server']['getStats']>; first: wire.Summary }> {
   const holder = await holdSession(dev)
   await a.send(wire.query(aSql))
   await waitersAre(dev, 1)
@@ -51,7 +57,13 @@ describe("several clients' units in one call", () => {
 
     await a.send(wire.query('select 1/0'))
     await b.send(wire.query("select 'b' as who"))
-    await c.send(wire.parse('', 'select $1::int * 2 as n'), wire.bind('', '', ['21']), wire.describe('P', ''), wire.execute(''), wire.sync())
+    await c.send(
+      wire.parse('', 'select $1::int * 2 as n'),
+      wire.bind('', '', ['21']),
+      wire.describe('P', ''),
+      wire.execute(''),
+      wire.sync(),
+    )
     await waitersAre(dev, 3)
     expect((await holder.query('commit')).status).toBe('I')
 
@@ -75,7 +87,9 @@ describe("several clients' units in one call", () => {
     // on a loaded machine, more for the run's first image of a booted database): done first, and given that time, so
     // that the read below waits for nothing but the answer.
     const reader = await connect(dev.url, { database: 'activity_reader' })
-    expect((await reader.query('select count(*) > 0 from pg_stat_activity', { deadlineMs: 30_000 })).rows).toEqual([['t']])
+    expect((await reader.query('select count(*) > 0 from pg_stat_activity', { deadlineMs: 30_000 })).rows).toEqual([
+      ['t'],
+    ])
     await a.send(wire.query("select 'a' as who"))
     // Runs until canceled below, so it is still running whenever the reader looks.
     await b.send(wire.query('select pg_sleep(60)'))
@@ -83,7 +97,9 @@ describe("several clients' units in one call", () => {
     const before = dev.server.getStats().combinedCalls
     expect((await holder.query('commit')).status).toBe('I')
     expect((await reply(a)).rows).toEqual([['a']])
-    const seen = await reader.query(`select pid, state from pg_stat_activity where pid in (${a.backendKey!.pid}, ${b.backendKey!.pid}) order by pid = ${b.backendKey!.pid}`)
+    const seen = await reader.query(
+      `select pid, state from pg_stat_activity where pid in (${a.backendKey!.pid}, ${b.backendKey!.pid}) order by pid = ${b.backendKey!.pid}`,
+    )
     expect(seen.rows).toEqual([
       [String(a.backendKey!.pid), 'idle'],
       [String(b.backendKey!.pid), 'active'],
@@ -135,7 +151,9 @@ describe("several clients' units in one call", () => {
 
   // Units wait together behind an ALTER DATABASE ... SET in an open transaction; its COMMIT lets them go as one call.
   // A new client gets the database's settings at its first turn; one that had a turn before keeps what it had.
-  async function afterAlterDatabase(order: ReadonlyArray<'new' | 'old'>): Promise<Array<{ timezone: string | null | undefined; told: boolean }>> {
+  async function afterAlterDatabase(
+    order: ReadonlyArray<'new' | 'old'>,
+  ): Promise<Array<{ timezone: string | null | undefined; told: boolean }>> {
     const dev = await start()
     const old = await connect(dev.url)
     expect((await old.query('show timezone')).rows).toEqual([['UTC']])
@@ -278,7 +296,13 @@ describe("several clients' units in one call", () => {
     const dev = await start()
     await (await connect(dev.url)).query('create table combined_grown (id int)')
     const [a, b] = await Promise.all([connect(dev.url), connect(dev.url)])
-    const { before, first } = await aThenB(dev, a, 'select 1', b, 'begin; insert into combined_grown values (1); select pg_sleep(30)')
+    const { before, first } = await aThenB(
+      dev,
+      a,
+      'select 1',
+      b,
+      'begin; insert into combined_grown values (1); select pg_sleep(30)',
+    )
     expect(first.rows).toEqual([['1']])
 
     await a.send(wire.query('select count(*) from combined_grown'))
@@ -316,7 +340,7 @@ describe("several clients' units in one call", () => {
     expect((await reply(b)).rows).toEqual([['b']])
   })
 
-  it("a client that left while the call ran is forgotten before another unit goes into the call: its LISTEN reaches nobody", async () => {
+  it('a client that left while the call ran is forgotten before another unit goes into the call: its LISTEN reaches nobody', async () => {
     const dev = await start()
     const [a, b, listener] = await Promise.all([connect(dev.url), connect(dev.url), connect(dev.url)])
     expect((await listener.query('listen grown_channel')).status).toBe('I')
@@ -390,23 +414,33 @@ describe("several clients' units in one call", () => {
       expect(errors.map((e) => [e.severity, e.code])).toEqual([['FATAL', 'XX000']])
     }
     await expect
-      .poll(async () => {
-        const client = await connect(dev.url).catch(() => null)
-        const reply = await client?.query('select id from combined_kept').catch(() => null)
-        return reply?.rows ?? null
-      }, { timeout: 15_000, interval: 250 })
+      .poll(
+        async () => {
+          const client = await connect(dev.url).catch(() => null)
+          const reply = await client?.query('select id from combined_kept').catch(() => null)
+          return reply?.rows ?? null
+        },
+        { timeout: 15_000, interval: 250 },
+      )
       .toEqual([['1']])
   })
 
-  it('pooled drivers: every answer is the asking client\'s (postgres.js prepared, node-style unnamed, simple)', async () => {
+  it("pooled drivers: every answer is the asking client's (postgres.js prepared, node-style unnamed, simple)", async () => {
     const dev = await start()
     const sql = postgres(dev.url, { max: 8, prepare: true, onnotice: () => {} })
     try {
       const asked = Array.from({ length: 400 }, (_, i) => i)
-      const answers = await Promise.all(asked.map(async (i) => {
-        const [row] = i % 3 === 0 ? await sql`select ${i}::int as i, pg_backend_pid() > 0 as ok` : i % 3 === 1 ? await sql`select ${i}::int as i, true as ok` : await sql.unsafe(`select ${i}::int as i, true as ok`)
-        return row!
-      }))
+      const answers = await Promise.all(
+        asked.map(async (i) => {
+          const [row] =
+            i % 3 === 0
+              ? await sql`select ${i}::int as i, pg_backend_pid() > 0 as ok`
+              : i % 3 === 1
+                ? await sql`select ${i}::int as i, true as ok`
+                : await sql.unsafe(`select ${i}::int as i, true as ok`)
+          return row!
+        }),
+      )
       expect(answers.map((row) => row.i)).toEqual(asked)
       expect(answers.every((row) => row.ok === true)).toBe(true)
       expect(dev.server.getStats().combinedCalls).toBeGreaterThan(0)

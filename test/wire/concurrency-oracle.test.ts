@@ -13,7 +13,9 @@ const oracles = [
 for (const [label, oracleUrl] of oracles) {
   describe.runIf(oracleUrl)(label, () => {
     for (const scenario of interleavingScenarios) {
-      test(scenario.name, { timeout: 150_000 }, async () => expectAllOk(await countingStrayRejections(() => scenario.run(oracleUrl!))))
+      test(scenario.name, { timeout: 150_000 }, async () =>
+        expectAllOk(await countingStrayRejections(() => scenario.run(oracleUrl!))),
+      )
     }
   })
 }

@@ -38,7 +38,9 @@ describe('COPY FROM STDIN size limit (ours)', () => {
     await copier.send(wire.copyDone())
 
     // The session is not held by the failed COPY: another client runs now, and sees no rows.
-    expect((await withDeadline(other.query('select count(*) from big'), 3_000, 'other client after the failed COPY')).rows).toEqual([['0']])
+    expect(
+      (await withDeadline(other.query('select count(*) from big'), 3_000, 'other client after the failed COPY')).rows,
+    ).toEqual([['0']])
     // The copier carries on too, and a COPY within the limit works.
     await copier.send(wire.query('copy big from stdin'))
     await copier.next('CopyInResponse')
@@ -69,8 +71,12 @@ describe('COPY FROM STDIN size limit (ours)', () => {
     const other = await connect(server.url)
     expect((await copier.query('create table big (line text)')).errors).toEqual([])
     await copier.send(
-      wire.parse('', "insert into big values ('in the pipeline')"), wire.bind('', ''), wire.execute(''),
-      wire.parse('', 'copy big from stdin'), wire.bind('', ''), wire.execute(''),
+      wire.parse('', "insert into big values ('in the pipeline')"),
+      wire.bind('', ''),
+      wire.execute(''),
+      wire.parse('', 'copy big from stdin'),
+      wire.bind('', ''),
+      wire.execute(''),
     )
     await copier.next('CopyInResponse')
     await copier.send(wire.copyData(Buffer.alloc(LIMIT + 1, 0x61)), wire.copyDone(), wire.sync())

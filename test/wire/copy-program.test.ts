@@ -9,7 +9,11 @@ import { targets, useInProcessTarget } from '../helpers/targets.ts'
 
 const STALL_MS = 3_000
 const STATEMENTS = ["copy (select 1) to program 'cat > /dev/null'", "copy copy_program from program 'echo 1'"]
-const REFUSED = STATEMENTS.map((sql) => [sql, 'XX000', `could not execute command "${/'(.*)'/.exec(sql)![1]}": Function not implemented`])
+const REFUSED = STATEMENTS.map((sql) => [
+  sql,
+  'XX000',
+  `could not execute command "${/'(.*)'/.exec(sql)![1]}": Function not implemented`,
+])
 
 async function tryPrograms(client: RawClient): Promise<Array<[string, string, string]>> {
   expect((await client.query('create table copy_program (n int)')).errors).toEqual([])

@@ -14,7 +14,8 @@ const oracleUrl = process.env.PG_ORACLE_URL
 const STALL_MS = 3_000
 
 const RECURSIVE_SQL = 'create or replace function down(int) returns int as $$ select down($1 + 1) $$ language sql'
-const RECURSIVE_PLPGSQL = 'create or replace function down_pl(n int) returns int language plpgsql as $$ begin return down_pl(n + 1); end $$'
+const RECURSIVE_PLPGSQL =
+  'create or replace function down_pl(n int) returns int language plpgsql as $$ begin return down_pl(n + 1); end $$'
 const CASES: Array<[what: string, setup: string | null, sql: string]> = [
   ['a recursive SQL function', RECURSIVE_SQL, 'select down(1)'],
   ['a recursive PL/pgSQL function', RECURSIVE_PLPGSQL, 'select down_pl(1)'],
@@ -57,14 +58,20 @@ describe('recursion past the stack limit', () => {
   it('refuses a larger max_stack_depth however it is set (22023), so recursion still ends in 54001', async () => {
     const dev = await start()
     const client = await connect(dev.url)
-    const outOfRange = (kb: number) => ['22023', `${kb} kB is outside the valid range for parameter "max_stack_depth" (100 kB .. 250 kB)`]
+    const outOfRange = (kb: number) => [
+      '22023',
+      `${kb} kB is outside the valid range for parameter "max_stack_depth" (100 kB .. 250 kB)`,
+    ]
     const raise = [
       "set max_stack_depth = '7MB'",
       "select pg_catalog.set_config('max_stack_depth', '251kB', false)",
       "alter role postgres set max_stack_depth = '1MB'",
       `${RECURSIVE_SQL.replace(' language sql', " language sql set max_stack_depth = '7MB'")}`,
     ]
-    for (const sql of raise) expect((await client.query(sql)).errors.map(({ code, message }) => [code, message])).toEqual([outOfRange(sql.includes('251kB') ? 251 : sql.includes('1MB') ? 1024 : 7168)])
+    for (const sql of raise)
+      expect((await client.query(sql)).errors.map(({ code, message }) => [code, message])).toEqual([
+        outOfRange(sql.includes('251kB') ? 251 : sql.includes('1MB') ? 1024 : 7168),
+      ])
     expect((await client.query("set max_stack_depth = '200kB'")).errors).toEqual([])
     expect(await recurse(client)).toEqual(EXPECTED)
   })
@@ -80,26 +87,29 @@ describe('recursion past the stack limit', () => {
   })
 })
 
-describe.each(targets)('recursion past the native stack on $name (PGlite in the server\'s thread)', (target) => {
+describe.each(targets)("recursion past the native stack on $name (PGlite in the server's thread)", (target) => {
   const { start, connect } = useInProcessTarget(target)
 
-  it(target.name === 'patched' ? 'ends the database with FATAL, never a missing reply' : 'leaves the client waiting', async () => {
-    const server = await start()
-    const client = await connect(server.url)
-    expect((await client.query(RECURSIVE_SQL)).errors).toEqual([])
-    await client.send(wire.query('select down(1)'))
-    if (target.name === 'patched') {
-      const error = wire.decodeError((await client.next('ErrorResponse')).body)
-      expect(error).toMatchObject({ severity: 'FATAL', code: 'XX000' })
-      expect(error.message).toMatch(/stack/)
-      await withDeadline(client.closed, STALL_MS, 'the client closed after its database was lost')
-      const late = await connect(server.url).then(
-        () => 'connected',
-        (refused: Error) => refused.message,
-      )
-      expect(late).toMatch(/XX000|stopped unexpectedly/)
-    } else {
-      await expect(client.next('ReadyForQuery', { deadlineMs: STALL_MS })).rejects.toThrow(/stalled/)
-    }
-  })
+  it(
+    target.name === 'patched' ? 'ends the database with FATAL, never a missing reply' : 'leaves the client waiting',
+    async () => {
+      const server = await start()
+      const client = await connect(server.url)
+      expect((await client.query(RECURSIVE_SQL)).errors).toEqual([])
+      await client.send(wire.query('select down(1)'))
+      if (target.name === 'patched') {
+        const error = wire.decodeError((await client.next('ErrorResponse')).body)
+        expect(error).toMatchObject({ severity: 'FATAL', code: 'XX000' })
+        expect(error.message).toMatch(/stack/)
+        await withDeadline(client.closed, STALL_MS, 'the client closed after its database was lost')
+        const late = await connect(server.url).then(
+          () => 'connected',
+          (refused: Error) => refused.message,
+        )
+        expect(late).toMatch(/XX000|stopped unexpectedly/)
+      } else {
+        await expect(client.next('ReadyForQuery', { deadlineMs: STALL_MS })).rejects.toThrow(/stalled/)
+      }
+    },
+  )
 })

@@ -22,11 +22,24 @@ const insert = (table: string) => wire.query(`INSERT INTO ${table} SELECT 1 FROM
  * What the leaving client sends in one write (`first`), and once that runs in a second (`then`), before it leaves;
  * the rows of its INSERT that are there after, for each way of leaving (none: not compared, see the top).
  */
-const WORK: Record<string, { first: (table: string) => Buffer[]; then?: Buffer[]; rows: Partial<Record<Departure, number>> }> = {
+const WORK: Record<
+  string,
+  { first: (table: string) => Buffer[]; then?: Buffer[]; rows: Partial<Record<Departure, number>> }
+> = {
   'an autocommit INSERT': { first: (table) => [insert(table)], rows: { FIN: 1, reset: 1 } },
-  'BEGIN, INSERT, COMMIT as a pipeline': { first: (table) => [wire.query('BEGIN'), insert(table), wire.query('COMMIT')], rows: { FIN: 1 } },
-  'an INSERT in a block it leaves open': { first: (table) => [wire.query('BEGIN'), insert(table)], rows: { FIN: 0, reset: 0 } },
-  'an INSERT in a block, then its COMMIT in a second write': { first: (table) => [wire.query('BEGIN'), insert(table)], then: [wire.query('COMMIT')], rows: { FIN: 1 } },
+  'BEGIN, INSERT, COMMIT as a pipeline': {
+    first: (table) => [wire.query('BEGIN'), insert(table), wire.query('COMMIT')],
+    rows: { FIN: 1 },
+  },
+  'an INSERT in a block it leaves open': {
+    first: (table) => [wire.query('BEGIN'), insert(table)],
+    rows: { FIN: 0, reset: 0 },
+  },
+  'an INSERT in a block, then its COMMIT in a second write': {
+    first: (table) => [wire.query('BEGIN'), insert(table)],
+    then: [wire.query('COMMIT')],
+    rows: { FIN: 1 },
+  },
 }
 type Work = keyof typeof WORK
 
@@ -42,7 +55,8 @@ async function rowsAfterLeaving(url: string, departure: Departure, work: Work, d
   try {
     expect((await watcher.query(`CREATE TABLE ${table} (x int)`)).errors).toEqual([])
     const pid = leaver.backendKey!.pid
-    const stateOfLeaver = async (client: RawClient) => (await client.query(`SELECT state FROM pg_stat_activity WHERE pid = ${pid}`)).rows[0]?.[0] ?? 'gone'
+    const stateOfLeaver = async (client: RawClient) =>
+      (await client.query(`SELECT state FROM pg_stat_activity WHERE pid = ${pid}`)).rows[0]?.[0] ?? 'gone'
     if (dev) {
       // The watcher's CREATE TABLE lets the session go just after its answer: then the leaver's statement takes it.
       await expect.poll(() => dev.server.getStats().sessionHeld, { timeout: 10_000, interval: 5 }).toBe(false)
@@ -99,9 +113,19 @@ async function repliesAfterClosing(url: string): Promise<string[]> {
   try {
     await leaver.send(wire.parse('s1', 'SELECT 41 + 1'), wire.sync())
     await leaver.until('ReadyForQuery')
-    await leaver.send(wire.query('SELECT pg_sleep(0.3)'), wire.query('DISCARD TEMP'), wire.bind('', 's1'), wire.execute(''), wire.sync())
+    await leaver.send(
+      wire.query('SELECT pg_sleep(0.3)'),
+      wire.query('DISCARD TEMP'),
+      wire.bind('', 's1'),
+      wire.execute(''),
+      wire.sync(),
+    )
     leaver.socket.end()
-    const replies = [...(await leaver.until('ReadyForQuery')), ...(await leaver.until('ReadyForQuery')), ...(await leaver.until('ReadyForQuery'))]
+    const replies = [
+      ...(await leaver.until('ReadyForQuery')),
+      ...(await leaver.until('ReadyForQuery')),
+      ...(await leaver.until('ReadyForQuery')),
+    ]
     const { errors, commands, rows } = wire.summarize(replies)
     return [...errors.map((error) => `error ${error.code}`), ...commands, ...rows.map((row) => row.join())]
   } finally {

@@ -67,7 +67,11 @@ async function discardBeside(url: string, how: Send, sql: string, before: string
   const reply = await send(a, how, sql)
   if (reply.status === 'T' || reply.status === 'E') await a.query('ROLLBACK')
   return {
-    reply: { commands: reply.commands, errors: reply.errors.map((e) => `${e.code} ${e.message}`), status: reply.status },
+    reply: {
+      commands: reply.commands,
+      errors: reply.errors.map((e) => `${e.code} ${e.message}`),
+      status: reply.status,
+    },
     other: await stateOf(b),
     own: await stateOf(a),
   }
@@ -94,14 +98,26 @@ const scenarios: Array<[string, Send, string, string[], Outcome]> = [
     'after select',
     'DISCARD ALL',
     [],
-    { reply: { commands: ['SELECT 1'], errors: ['25001 DISCARD ALL cannot run inside a transaction block'], status: 'I' }, own: KEPT, other: KEPT },
+    {
+      reply: {
+        commands: ['SELECT 1'],
+        errors: ['25001 DISCARD ALL cannot run inside a transaction block'],
+        status: 'I',
+      },
+      own: KEPT,
+      other: KEPT,
+    },
   ],
   [
     "DISCARD ALL by Parse/Bind/Execute inside BEGIN: 25001 as PostgreSQL's, nothing discarded",
     'extended',
     'DISCARD ALL',
     ['BEGIN'],
-    { reply: { commands: [], errors: ['25001 DISCARD ALL cannot run inside a transaction block'], status: 'E' }, own: KEPT, other: KEPT },
+    {
+      reply: { commands: [], errors: ['25001 DISCARD ALL cannot run inside a transaction block'], status: 'E' },
+      own: KEPT,
+      other: KEPT,
+    },
   ],
   [
     "DISCARD TEMP by Parse/Bind/Execute: the sender's temporary table only",
@@ -115,35 +131,55 @@ const scenarios: Array<[string, Send, string, string[], Outcome]> = [
     'after select',
     'DISCARD TEMPORARY',
     [],
-    { reply: { commands: ['SELECT 1', 'DISCARD TEMP'], errors: [], status: 'I' }, own: { ...KEPT, temp: '42P01' }, other: KEPT },
+    {
+      reply: { commands: ['SELECT 1', 'DISCARD TEMP'], errors: [], status: 'I' },
+      own: { ...KEPT, temp: '42P01' },
+      other: KEPT,
+    },
   ],
   [
     "DEALLOCATE ALL by Parse/Bind/Execute: the sender's statements only",
     'extended',
     'DEALLOCATE ALL',
     [],
-    { reply: { commands: ['DEALLOCATE ALL'], errors: [], status: 'I' }, own: { ...KEPT, prepared: '26000' }, other: KEPT },
+    {
+      reply: { commands: ['DEALLOCATE ALL'], errors: [], status: 'I' },
+      own: { ...KEPT, prepared: '26000' },
+      other: KEPT,
+    },
   ],
   [
     "DEALLOCATE ALL after another statement in one Query: the sender's statements only",
     'after select',
     'DEALLOCATE ALL',
     [],
-    { reply: { commands: ['SELECT 1', 'DEALLOCATE ALL'], errors: [], status: 'I' }, own: { ...KEPT, prepared: '26000' }, other: KEPT },
+    {
+      reply: { commands: ['SELECT 1', 'DEALLOCATE ALL'], errors: [], status: 'I' },
+      own: { ...KEPT, prepared: '26000' },
+      other: KEPT,
+    },
   ],
   [
     "CLOSE ALL as a simple Query: the sender's cursors only",
     'query',
     'CLOSE ALL',
     [],
-    { reply: { commands: ['CLOSE CURSOR ALL'], errors: [], status: 'I' }, own: { ...KEPT, cursor: '34000' }, other: KEPT },
+    {
+      reply: { commands: ['CLOSE CURSOR ALL'], errors: [], status: 'I' },
+      own: { ...KEPT, cursor: '34000' },
+      other: KEPT,
+    },
   ],
   [
     "asyncpg's pool reset, CLOSE ALL among other statements: the sender's cursors and settings only",
     'query',
     'SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL;',
     [],
-    { reply: { commands: ['SELECT 1', 'CLOSE CURSOR ALL', 'UNLISTEN', 'RESET'], errors: [], status: 'I' }, own: { ...KEPT, cursor: '34000', workMem: '4MB' }, other: KEPT },
+    {
+      reply: { commands: ['SELECT 1', 'CLOSE CURSOR ALL', 'UNLISTEN', 'RESET'], errors: [], status: 'I' },
+      own: { ...KEPT, cursor: '34000', workMem: '4MB' },
+      other: KEPT,
+    },
   ],
 ]
 
@@ -159,7 +195,9 @@ describe('DISCARD sent other than alone as a simple Query acts on its sender onl
 })
 
 /** A pipeline that ran a statement, then a prepared DISCARD ALL, then another statement, one Sync. */
-async function discardInPipeline(url: string): Promise<{ errors: string[]; commands: string[]; rows: unknown[]; after: unknown[] }> {
+async function discardInPipeline(
+  url: string,
+): Promise<{ errors: string[]; commands: string[]; rows: unknown[]; after: unknown[] }> {
   const client = await connect(url)
   await client.send(
     ...[wire.parse('', 'select 1'), wire.bind('', ''), wire.execute('')],
@@ -168,11 +206,21 @@ async function discardInPipeline(url: string): Promise<{ errors: string[]; comma
     wire.sync(),
   )
   const reply = wire.summarize(await client.until('ReadyForQuery'))
-  return { errors: reply.errors.map((e) => `${e.code} ${e.message}`), commands: reply.commands, rows: reply.rows, after: (await client.query('select 3')).rows }
+  return {
+    errors: reply.errors.map((e) => `${e.code} ${e.message}`),
+    commands: reply.commands,
+    rows: reply.rows,
+    after: (await client.query('select 3')).rows,
+  }
 }
 
 describe('a prepared DISCARD ALL after another statement of its pipeline', () => {
-  const expected = { errors: ['25001 DISCARD ALL cannot be executed within a pipeline'], commands: ['SELECT 1'], rows: [['1']], after: [['3']] }
+  const expected = {
+    errors: ['25001 DISCARD ALL cannot be executed within a pipeline'],
+    commands: ['SELECT 1'],
+    rows: [['1']],
+    after: [['3']],
+  }
 
   it("is refused with 25001 as PostgreSQL's; the rest of the pipeline is skipped", async () => {
     const dev = await start()
@@ -249,10 +297,14 @@ describe('a client that leaves while its statement runs', () => {
     // Long enough to leave while it runs, as a client that times out does.
     await a.send(wire.query('SELECT pg_sleep(2)'))
     await expect.poll(() => dev.server.getStats().waitingClients, { timeout: 10_000 }).toBe(1)
-    const waiting = b.query("SELECT count(*) FROM pg_prepared_statements WHERE name LIKE '%mine'", { deadlineMs: 20_000 })
+    const waiting = b.query("SELECT count(*) FROM pg_prepared_statements WHERE name LIKE '%mine'", {
+      deadlineMs: 20_000,
+    })
     await expect.poll(() => dev.server.getStats().waitingClients, { timeout: 10_000 }).toBe(2)
     expect((await holder.query('COMMIT')).errors).toEqual([])
-    await expect.poll(() => dev.server.getStats(), { timeout: 10_000 }).toMatchObject({ sessionHeld: true, waitingClients: 1 })
+    await expect
+      .poll(() => dev.server.getStats(), { timeout: 10_000 })
+      .toMatchObject({ sessionHeld: true, waitingClients: 1 })
     // A reset, as when its process dies: its statement finishes, as on Postgres, and nothing more of it runs.
     a.socket.resetAndDestroy()
     const seen = await waiting

@@ -32,16 +32,26 @@ describe('live server fuzz', () => {
       const rng = createRng(seed)
       const run: LiveRun = { cases: new Map(), failures: [] }
       let isDone = false
-      const bystanders = runBystanders(dev.url, rng.fork(1000), () => isDone, { table: 'fuzz_bystander', perDriver: BYSTANDERS, deadlineMs: DEADLINE_MS })
+      const bystanders = runBystanders(dev.url, rng.fork(1000), () => isDone, {
+        table: 'fuzz_bystander',
+        perDriver: BYSTANDERS,
+        deadlineMs: DEADLINE_MS,
+      })
       const started = performance.now()
       try {
-        await Promise.all(Array.from({ length: BAD_WORKERS }, (_, i) => badWorker(i, rng.fork(i), dev.url, DEADLINE_MS, Math.ceil(LIVE_CASES / BAD_WORKERS), run)))
+        await Promise.all(
+          Array.from({ length: BAD_WORKERS }, (_, i) =>
+            badWorker(i, rng.fork(i), dev.url, DEADLINE_MS, Math.ceil(LIVE_CASES / BAD_WORKERS), run),
+          ),
+        )
       } finally {
         isDone = true
       }
       const seen = await bystanders
       const total = [...run.cases].reduce((sum, [kind, n]) => (kind === 'connect' ? sum : sum + n), 0)
-      console.log(`live fuzz: ${total} bad-client cases in ${Math.round(performance.now() - started)} ms, ${seen.ops} bystander ops; cases by kind: ${JSON.stringify(Object.fromEntries(run.cases))}`)
+      console.log(
+        `live fuzz: ${total} bad-client cases in ${Math.round(performance.now() - started)} ms, ${seen.ops} bystander ops; cases by kind: ${JSON.stringify(Object.fromEntries(run.cases))}`,
+      )
 
       // Soft, so one run reports every kind of failure and still checks what the server was left holding.
       expect.soft(seen.errors, `bystander failures (FUZZ_SEED=${seed})`).toEqual([])
@@ -51,7 +61,9 @@ describe('live server fuzz', () => {
       expect((await committed.query('select count(*) from fuzz_bystander')).rows).toEqual([[String(seen.committed)]])
       await committed.end()
       // The server holds nothing of any of them, and is still healthy.
-      await expect.poll(() => dev.server.getStats(), { timeout: DEADLINE_MS }).toMatchObject({ activeConnections: 0, queuedQueries: 0, waitingClients: 0, sessionHeld: false })
+      await expect
+        .poll(() => dev.server.getStats(), { timeout: DEADLINE_MS })
+        .toMatchObject({ activeConnections: 0, queuedQueries: 0, waitingClients: 0, sessionHeld: false })
       const failed = await Promise.race([dev.failed, Promise.resolve(null)])
       expect(failed).toBeNull()
     })
@@ -83,7 +95,13 @@ describe('fuzz findings, as fixed inputs', () => {
     const dev = await dbs.start(PLAIN)
     const client = await dbs.connect(dev.url)
     await client.send(Buffer.concat([wire.query('select 1 as one'), Buffer.from([0xff, 0, 0, 0, 4])]))
-    expect(shown(await client.until('E'))).toEqual(['T', 'D:["1"]', 'C:SELECT 1', 'Z:I', 'E:FATAL 08P01 invalid frontend message type 255'])
+    expect(shown(await client.until('E'))).toEqual([
+      'T',
+      'D:["1"]',
+      'C:SELECT 1',
+      'Z:I',
+      'E:FATAL 08P01 invalid frontend message type 255',
+    ])
     await withDeadline(client.closed, DEADLINE_MS, 'the server closing the connection')
   })
 
@@ -93,14 +111,22 @@ describe('fuzz findings, as fixed inputs', () => {
     ['bytes after the terminator', 'user\0postgres\0\0xyz'],
   ])('a StartupMessage with %s is refused: FATAL 08P01', async (_name, body) => {
     const dev = await dbs.start(PLAIN)
-    const got = await startupAnswer(toAddress(dev.url), [], startupPacket(PROTOCOL_3_0, Buffer.from(body, 'latin1')), { deadlineMs: DEADLINE_MS, what: 'bad layout', isRefusal: true })
+    const got = await startupAnswer(toAddress(dev.url), [], startupPacket(PROTOCOL_3_0, Buffer.from(body, 'latin1')), {
+      deadlineMs: DEADLINE_MS,
+      what: 'bad layout',
+      isRefusal: true,
+    })
     expect(got).toEqual(['E:FATAL 08P01 invalid startup packet layout: expected terminator as last byte'])
   })
 
   it('a second SSLRequest is refused: FATAL 0A000', async () => {
     const dev = await dbs.start(PLAIN)
     const ssl = startupPacket(SSL_REQUEST)
-    const got = await startupAnswer(toAddress(dev.url), [ssl], ssl, { deadlineMs: DEADLINE_MS, what: 'second SSLRequest', isRefusal: true })
+    const got = await startupAnswer(toAddress(dev.url), [ssl], ssl, {
+      deadlineMs: DEADLINE_MS,
+      what: 'second SSLRequest',
+      isRefusal: true,
+    })
     expect(got).toEqual(['E:FATAL 0A000 unsupported frontend protocol 1234.5679: server supports 3.0 to 3.0'])
   })
 })

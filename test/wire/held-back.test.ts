@@ -22,11 +22,17 @@ describe.each(targets)('messages sent without Sync or Flush: %s', (_, serve) => 
     await stalled.send(wire.parse('', "select 'A-stalled' as who"), wire.bind('', ''))
 
     await other.send(wire.parse('', 'select $1::int as n'), wire.bind('', '', ['7']), wire.execute(''), wire.sync())
-    const answer = wire.summarize(await withDeadline(other.until('ReadyForQuery'), PROMPT_MS, "the other client's query"))
+    const answer = wire.summarize(
+      await withDeadline(other.until('ReadyForQuery'), PROMPT_MS, "the other client's query"),
+    )
     expect(answer).toMatchObject({ rows: [['7']], errors: [], status: 'I' })
 
     await stalled.send(wire.execute(''), wire.sync())
-    expect(wire.summarize(await stalled.until('ReadyForQuery'))).toMatchObject({ rows: [['A-stalled']], errors: [], status: 'I' })
+    expect(wire.summarize(await stalled.until('ReadyForQuery'))).toMatchObject({
+      rows: [['A-stalled']],
+      errors: [],
+      status: 'I',
+    })
   })
 
   it('an error in held-back messages is answered at their Sync, and only to their client', async () => {

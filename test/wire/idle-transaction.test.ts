@@ -22,7 +22,11 @@ describe('idleTransactionWaitMs', () => {
     const waitedMs = performance.now() - sent
     expect(reply.errors.map((e) => [e.severity, e.code])).toEqual([['ERROR', '55P03']])
     const error = reply.errors[0]!
-    expect(error.message).toMatch(new RegExp(`client ${holder.backendKey!.pid} \\(application_name "checkout-worker"\\) holds in a transaction idle for \\d+\\.\\d s`))
+    expect(error.message).toMatch(
+      new RegExp(
+        `client ${holder.backendKey!.pid} \\(application_name "checkout-worker"\\) holds in a transaction idle for \\d+\\.\\d s`,
+      ),
+    )
     expect(error.hint).toContain('send this statement on its connection')
     expect(waitedMs, `waited ${Math.round(waitedMs)} ms`).toBeGreaterThanOrEqual(WAIT_MS)
     expect(reply.status).toBe('I')

@@ -17,7 +17,11 @@ const { start, connect } = useDevDbs()
 const TRIES = 50
 const DEADLINE_MS = 10_000
 
-const unit = (statement: string, params: string[]): Buffer[] => [wire.bind('', statement, params), wire.execute(''), wire.sync()]
+const unit = (statement: string, params: string[]): Buffer[] => [
+  wire.bind('', statement, params),
+  wire.execute(''),
+  wire.sync(),
+]
 const stats = (dev: DevDb) => dev.server.getStats()
 
 // Tells its client it began (a notice is sent at once, not at the statement's end), then sleeps.
@@ -27,7 +31,11 @@ const NOTICE_THEN_SLEEP = `create or replace function notice_then_sleep(s float8
 async function prepared(dev: DevDb): Promise<RawClient> {
   const client = await connect(dev.url)
   expect((await client.query(NOTICE_THEN_SLEEP)).errors).toEqual([])
-  await client.send(wire.parse('plus', 'select $1::int + 1 as n'), wire.parse('sleep', 'select notice_then_sleep($1::float8)'), wire.sync())
+  await client.send(
+    wire.parse('plus', 'select $1::int + 1 as n'),
+    wire.parse('sleep', 'select notice_then_sleep($1::float8)'),
+    wire.sync(),
+  )
   expect(wire.summarize(await client.until('ReadyForQuery')).errors).toEqual([])
   return client
 }
@@ -104,7 +112,10 @@ describe('a client read by its database thread', () => {
     for (let tries = 0; tries < TRIES && !read; tries++) {
       const before = stats(dev).unitsReadByDatabaseThreads
       await afterLend(client, pipeline)
-      for (let i = 0; i < 100; i++) expect(wire.summarize(await client.until('ReadyForQuery', { deadlineMs: DEADLINE_MS })).rows).toEqual([[String(i + 1)]])
+      for (let i = 0; i < 100; i++)
+        expect(wire.summarize(await client.until('ReadyForQuery', { deadlineMs: DEADLINE_MS })).rows).toEqual([
+          [String(i + 1)],
+        ])
       read = (await threadRan(dev, before)) && stats(dev).unitsReadByDatabaseThreads - before >= 100
     }
     expect(read).toBe(true)
@@ -114,7 +125,13 @@ describe('a client read by its database thread', () => {
     const dev = await start()
     const client = await prepared(dev)
     const other = await connect(dev.url)
-    const unnamedUnit = (sql: string, param: string): Buffer[] => [wire.parse('', sql), wire.bind('', '', [param]), wire.describe('P', ''), wire.execute(''), wire.sync()]
+    const unnamedUnit = (sql: string, param: string): Buffer[] => [
+      wire.parse('', sql),
+      wire.bind('', '', [param]),
+      wire.describe('P', ''),
+      wire.execute(''),
+      wire.sync(),
+    ]
     await untilThreadRan(dev, async () => {
       expect(await lent(dev, client)).toBe(true)
       // Made twice, with other text: the second is the client's unnamed statement.
@@ -150,12 +167,19 @@ describe('a client read by its database thread', () => {
     let kept = 0
     // Every unit of the block, not only the BEGIN: sent at once, the four are read together, and run in the thread
     // unless the lend ends inside the block.
-    await untilThreadRan(dev, async () => {
-      expect(await lent(dev, client)).toBe(true)
-      await client.send(wire.query('begin'), ...unit('keep', ['1']), ...unit('keep', ['2']), wire.query('commit'))
-      for (const command of ['BEGIN', 'INSERT 0 1', 'INSERT 0 1', 'COMMIT']) expect(wire.summarize(await client.until('ReadyForQuery', { deadlineMs: DEADLINE_MS })).commands).toEqual([command])
-      kept += 2
-    }, 4)
+    await untilThreadRan(
+      dev,
+      async () => {
+        expect(await lent(dev, client)).toBe(true)
+        await client.send(wire.query('begin'), ...unit('keep', ['1']), ...unit('keep', ['2']), wire.query('commit'))
+        for (const command of ['BEGIN', 'INSERT 0 1', 'INSERT 0 1', 'COMMIT'])
+          expect(wire.summarize(await client.until('ReadyForQuery', { deadlineMs: DEADLINE_MS })).commands).toEqual([
+            command,
+          ])
+        kept += 2
+      },
+      4,
+    )
     expect((await other.query('select count(*) from kept')).rows).toEqual([[String(kept)]])
   })
 
@@ -173,7 +197,10 @@ describe('a client read by its database thread', () => {
       // The server lends the socket as it runs the first insert (the client holds the session; the other waits).
       expect((await run(client, 'keep', ['1'])).commands).toEqual(['INSERT 0 1'])
       await client.send(...unit('keep', ['2']), wire.query('commit'), ...unit('keep', ['3']))
-      for (const command of ['INSERT 0 1', 'COMMIT', 'INSERT 0 1']) expect(wire.summarize(await client.until('ReadyForQuery', { deadlineMs: DEADLINE_MS })).commands).toEqual([command])
+      for (const command of ['INSERT 0 1', 'COMMIT', 'INSERT 0 1'])
+        expect(wire.summarize(await client.until('ReadyForQuery', { deadlineMs: DEADLINE_MS })).commands).toEqual([
+          command,
+        ])
       const counted = wire.summarize(await other.until('ReadyForQuery', { deadlineMs: DEADLINE_MS })).rows
       // Read by the thread, the block ends at the COMMIT: the session is the waiting client's there, and the insert
       // sent with the COMMIT runs after the other's count. (Read by the server, the three run as one batch.)
@@ -189,7 +216,9 @@ describe('a client read by its database thread', () => {
     const dev = await start({ migrations: MIGRATIONS })
     const client = await connect(dev.url)
     for (let round = 0; round < 30; round++) {
-      expect((await client.query(`insert into customers (email, name) values ('r${round}@example.com', 'R')`)).errors).toEqual([])
+      expect(
+        (await client.query(`insert into customers (email, name) values ('r${round}@example.com', 'R')`)).errors,
+      ).toEqual([])
       expect((await client.query('begin')).errors).toEqual([])
       expect((await client.query('select pglite_dev_db.reset()')).errors).toEqual([])
       expect((await client.query('commit')).errors).toEqual([])
@@ -202,14 +231,20 @@ describe('a client read by its database thread', () => {
     const dev = await start()
     const client = await connect(dev.url)
     for (let round = 0; round < 5; round++) {
-      await client.send(wire.parse('plus', 'select $1::int + 1 as n'), wire.parse('nap', 'select pg_sleep($1::float8)'), wire.sync())
+      await client.send(
+        wire.parse('plus', 'select $1::int + 1 as n'),
+        wire.parse('nap', 'select pg_sleep($1::float8)'),
+        wire.sync(),
+      )
       expect(wire.summarize(await client.until('ReadyForQuery')).errors).toEqual([])
       await client.send(...unit('nap', ['0.3']), wire.query('discard all'))
       // The nap runs: what the client sends now comes after the DISCARD ALL.
       await expect.poll(() => stats(dev).sessionHeld, { timeout: 5_000, interval: 5 }).toBe(true)
       await client.send(...unit('plus', ['5']))
       expect(wire.summarize(await client.until('ReadyForQuery', { deadlineMs: DEADLINE_MS })).errors).toEqual([])
-      expect(wire.summarize(await client.until('ReadyForQuery', { deadlineMs: DEADLINE_MS })).commands).toEqual(['DISCARD ALL'])
+      expect(wire.summarize(await client.until('ReadyForQuery', { deadlineMs: DEADLINE_MS })).commands).toEqual([
+        'DISCARD ALL',
+      ])
       const after = wire.summarize(await client.until('ReadyForQuery', { deadlineMs: DEADLINE_MS }))
       expect(after.errors.map((error) => error.code)).toEqual(['26000'])
     }
@@ -248,7 +283,9 @@ describe('a client read by its database thread', () => {
     await untilThreadRan(dev, async () => {
       await afterLend(client, unit('sleep', ['30']))
       const reply = wire.summarize(await client.until('ReadyForQuery', { deadlineMs: DEADLINE_MS }))
-      expect(reply.errors.map((error) => [error.code, error.message])).toEqual([['57014', 'canceling statement due to statement timeout']])
+      expect(reply.errors.map((error) => [error.code, error.message])).toEqual([
+        ['57014', 'canceling statement due to statement timeout'],
+      ])
     })
   })
 

@@ -11,7 +11,8 @@ import * as wire from '../../harness/wire.ts'
 const { start, connect, holdSession: hold } = useDevDbs()
 const QUEUE_TIMEOUT_MS = 300
 
-const holdSession = (dev: DevDb): Promise<RawClient> => hold(dev, 'begin; create table held (id int); insert into held values (1)')
+const holdSession = (dev: DevDb): Promise<RawClient> =>
+  hold(dev, 'begin; create table held (id int); insert into held values (1)')
 
 describe('queueTimeoutMs', () => {
   it('a query waiting behind a transaction past the timeout gets ERROR 55P03 naming the holder; both clients carry on', async () => {
@@ -39,7 +40,12 @@ describe('queueTimeoutMs', () => {
     const waiter = await connect(dev.url)
 
     // Flush asks for replies without ending the pipeline: the client is waiting on these, so they time out too.
-    await waiter.send(wire.parse('s1', 'select $1::int as n', [23]), wire.bind('', 's1', ['1']), wire.execute(''), wire.flush())
+    await waiter.send(
+      wire.parse('s1', 'select $1::int as n', [23]),
+      wire.bind('', 's1', ['1']),
+      wire.execute(''),
+      wire.flush(),
+    )
     const failed = await waiter.until('ErrorResponse')
     expect(wire.summarize(failed).errors.map((e) => e.code)).toEqual(['55P03'])
 
@@ -77,9 +83,13 @@ describe('queueTimeoutMs', () => {
     try {
       await withDeadline(sql`select 1`.execute(), 5_000, 'postgres.js connects')
       const holder = await holdSession(dev)
-      await expect(withDeadline(sql`select count(*)::int as n from pg_tables`.execute(), 5_000, 'the waiting query')).rejects.toMatchObject({ code: '55P03' })
+      await expect(
+        withDeadline(sql`select count(*)::int as n from pg_tables`.execute(), 5_000, 'the waiting query'),
+      ).rejects.toMatchObject({ code: '55P03' })
       expect((await holder.query('commit')).status).toBe('I')
-      expect(await withDeadline(sql`select count(*)::int as n from held`.execute(), 5_000, 'the next query')).toEqual([{ n: 1 }])
+      expect(await withDeadline(sql`select count(*)::int as n from held`.execute(), 5_000, 'the next query')).toEqual([
+        { n: 1 },
+      ])
     } finally {
       await sql.end({ timeout: 2 })
     }
@@ -95,7 +105,9 @@ describe('queueTimeoutMs', () => {
     await waiter.send(wire.query('select count(*) from held'))
     const reply = wire.summarize(await waiter.until('ReadyForQuery'))
     const waitedMs = performance.now() - began
-    expect(reply.errors.map((e) => [e.severity, e.code, e.message])).toEqual([['ERROR', '57014', 'canceling statement due to statement timeout']])
+    expect(reply.errors.map((e) => [e.severity, e.code, e.message])).toEqual([
+      ['ERROR', '57014', 'canceling statement due to statement timeout'],
+    ])
     expect(reply.status).toBe('I')
     // At the timeout, not the queue timeout's minute (the upper bound leaves room for a loaded machine).
     expect(waitedMs, `waited ${Math.round(waitedMs)} ms`).toBeGreaterThanOrEqual(290)
@@ -115,14 +127,23 @@ describe('queueTimeoutMs', () => {
     const dev = await start({ queueTimeoutMs: 60_000 })
     // Its first query waits, so the value is read as the startup packet gave it (with a unit), not yet applied.
     const holder = await holdSession(dev)
-    const sql = postgres(dev.url, { max: 1, onnotice: () => {}, fetch_types: false, connection: { statement_timeout: '250ms' } as unknown as Record<string, string> })
+    const sql = postgres(dev.url, {
+      max: 1,
+      onnotice: () => {},
+      fetch_types: false,
+      connection: { statement_timeout: '250ms' } as unknown as Record<string, string>,
+    })
     try {
-      await expect(withDeadline(sql`select count(*)::int as n from pg_tables`.execute(), 5_000, 'the waiting query')).rejects.toMatchObject({
+      await expect(
+        withDeadline(sql`select count(*)::int as n from pg_tables`.execute(), 5_000, 'the waiting query'),
+      ).rejects.toMatchObject({
         code: '57014',
         message: 'canceling statement due to statement timeout',
       })
       expect((await holder.query('commit')).status).toBe('I')
-      expect(await withDeadline(sql`select count(*)::int as n from held`.execute(), 5_000, 'the next query')).toEqual([{ n: 1 }])
+      expect(await withDeadline(sql`select count(*)::int as n from held`.execute(), 5_000, 'the next query')).toEqual([
+        { n: 1 },
+      ])
     } finally {
       await sql.end({ timeout: 2 })
     }

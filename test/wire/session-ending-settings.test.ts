@@ -12,7 +12,9 @@ describe('settings that would end the session for everyone', () => {
     it(`are refused however they are set (${databaseThreads ? 'a database thread' : 'no database threads'})`, async () => {
       const dev = await start({ databaseThreads })
       const bystander = await connect(dev.url)
-      expect((await bystander.query('create temporary table kept (n int); insert into kept values (1)')).errors).toEqual([])
+      expect(
+        (await bystander.query('create temporary table kept (n int); insert into kept values (1)')).errors,
+      ).toEqual([])
       const client = await connect(dev.url)
       const refusals: string[][] = []
       for (const sql of [
@@ -28,7 +30,8 @@ describe('settings that would end the session for everyone', () => {
         const { errors } = await client.query(sql)
         refusals.push(errors.map((error) => `${error.code} ${error.message}`))
       }
-      const outOfRange = (ms: number) => `22023 ${ms} ms is outside the valid range for parameter "transaction_timeout" (0 ms .. 0 ms)`
+      const outOfRange = (ms: number) =>
+        `22023 ${ms} ms is outside the valid range for parameter "transaction_timeout" (0 ms .. 0 ms)`
       expect(refusals).toEqual([
         ['55P02 parameter "exit_on_error" cannot be changed'],
         ['55P02 parameter "exit_on_error" cannot be changed'],

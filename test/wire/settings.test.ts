@@ -8,7 +8,8 @@ import * as wire from '../../harness/wire.ts'
 
 const { start, connect } = useDevDbs()
 
-const SHOW = "select current_setting('search_path') || ' | ' || current_setting('TimeZone') || ' | ' || current_setting('application_name') as s"
+const SHOW =
+  "select current_setting('search_path') || ' | ' || current_setting('TimeZone') || ' | ' || current_setting('application_name') as s"
 
 async function show(client: RawClient): Promise<string | null | undefined> {
   const reply = await client.query(SHOW)
@@ -20,14 +21,23 @@ describe('session settings per client', () => {
   it("a client's startup settings apply to it alone, and it is told the reported ones before its first answer", async () => {
     const dev = await start()
     const plain = await connect(dev.url)
-    const tuned = await connect(dev.url, { application_name: 'tuned', TimeZone: 'Asia/Tokyo', options: '-c search_path=pg_catalog' })
+    const tuned = await connect(dev.url, {
+      application_name: 'tuned',
+      TimeZone: 'Asia/Tokyo',
+      options: '-c search_path=pg_catalog',
+    })
     // Connecting never needs the session: the plain client's default values came with the startup reply.
     expect(tuned.parameters.TimeZone).toBe(plain.parameters.TimeZone)
 
     await tuned.send(wire.query(SHOW))
     const messages = await tuned.until('ReadyForQuery')
     const statuses = messages.filter((m) => m.code === 'S').map((m) => wire.decodeParameterStatus(m.body))
-    expect(statuses).toEqual(expect.arrayContaining([['TimeZone', 'Asia/Tokyo'], ['application_name', 'tuned']]))
+    expect(statuses).toEqual(
+      expect.arrayContaining([
+        ['TimeZone', 'Asia/Tokyo'],
+        ['application_name', 'tuned'],
+      ]),
+    )
     // Before the RowDescription: the client knows its settings before any answer that depends on them.
     expect(messages.findIndex((m) => m.code === 'S')).toBeLessThan(messages.findIndex((m) => m.code === 'T'))
     expect(wire.summarize(messages).rows).toEqual([['pg_catalog | Asia/Tokyo | tuned']])
@@ -55,7 +65,9 @@ describe('session settings per client', () => {
     const admin = await connect(dev.url)
     const before = await connect(dev.url)
     expect(await show(before)).toBe('"$user", public | UTC | ')
-    const altered = await admin.query("alter database postgres set timezone = 'Asia/Tokyo'; alter database postgres set search_path = pg_catalog, public; alter role postgres in database postgres set work_mem = '7MB'")
+    const altered = await admin.query(
+      "alter database postgres set timezone = 'Asia/Tokyo'; alter database postgres set search_path = pg_catalog, public; alter role postgres in database postgres set work_mem = '7MB'",
+    )
     expect(altered.errors).toEqual([])
     const workMem = async (client: RawClient) => (await client.query("select current_setting('work_mem')")).rows[0]?.[0]
 
@@ -63,7 +75,10 @@ describe('session settings per client', () => {
     const later = await connect(dev.url)
     await later.send(wire.query(SHOW))
     const messages = await later.until('ReadyForQuery')
-    expect(messages.filter((m) => m.code === 'S').map((m) => wire.decodeParameterStatus(m.body))).toContainEqual(['TimeZone', 'Asia/Tokyo'])
+    expect(messages.filter((m) => m.code === 'S').map((m) => wire.decodeParameterStatus(m.body))).toContainEqual([
+      'TimeZone',
+      'Asia/Tokyo',
+    ])
     expect(wire.summarize(messages).rows).toEqual([['pg_catalog, public | Asia/Tokyo | ']])
     expect(await workMem(later)).toBe('7MB')
     expect(await show(before)).toBe('"$user", public | UTC | ')
@@ -74,7 +89,10 @@ describe('session settings per client', () => {
     const utc = await connect(dev.url, { TimeZone: 'UTC' })
     expect(await show(utc)).toBe('pg_catalog, public | UTC | ')
 
-    expect((await admin.query('alter database postgres reset all; alter role postgres in database postgres reset all')).errors).toEqual([])
+    expect(
+      (await admin.query('alter database postgres reset all; alter role postgres in database postgres reset all'))
+        .errors,
+    ).toEqual([])
     const last = await connect(dev.url)
     expect(await show(last)).toBe('"$user", public | UTC | ')
     expect(await workMem(last)).toBe(await workMem(admin))
@@ -94,12 +112,20 @@ describe('session settings per client', () => {
     // A value Postgres refuses, written into the catalog directly (as a dropped extension's can be left): it warns at connect.
     // The others still apply.
     const stored = "array['TimeZone=Asia/Tokyo', 'statement_timeout=soon']"
-    expect((await early.query(`alter database other set statement_timeout = '1s'; update pg_catalog.pg_db_role_setting set setconfig = ${stored} where setdatabase <> 0`)).errors).toEqual([])
+    expect(
+      (
+        await early.query(
+          `alter database other set statement_timeout = '1s'; update pg_catalog.pg_db_role_setting set setconfig = ${stored} where setdatabase <> 0`,
+        )
+      ).errors,
+    ).toEqual([])
     const warned = await connect(dev.url, { database: 'other' })
     await warned.send(wire.query(SHOW))
     const messages = await warned.until('ReadyForQuery')
     const notices = messages.filter((m) => m.code === 'N').map((m) => wire.decodeError(m.body))
-    expect(notices).toEqual([expect.objectContaining({ severity: 'WARNING', message: expect.stringMatching(/statement_timeout/) })])
+    expect(notices).toEqual([
+      expect.objectContaining({ severity: 'WARNING', message: expect.stringMatching(/statement_timeout/) }),
+    ])
     expect(wire.summarize(messages).rows).toEqual([['"$user", public | Asia/Tokyo | ']])
   })
 
@@ -111,7 +137,7 @@ describe('session settings per client', () => {
     expect(await show(b)).toBe('"$user", public | UTC | ')
     expect(await show(a)).toBe('"$user", public | America/New_York | a')
 
-    expect((await a.query("begin; set search_path = pg_catalog; rollback")).status).toBe('I')
+    expect((await a.query('begin; set search_path = pg_catalog; rollback')).status).toBe('I')
     expect(await show(b)).toBe('"$user", public | UTC | ')
     expect(await show(a)).toBe('"$user", public | America/New_York | a')
 
@@ -120,7 +146,7 @@ describe('session settings per client', () => {
     expect(local.rows).toEqual([['"$user", public | Asia/Tokyo | a']])
     expect(await show(a)).toBe('"$user", public | America/New_York | a')
 
-    expect((await b.query("set search_path = pg_catalog")).errors).toEqual([])
+    expect((await b.query('set search_path = pg_catalog')).errors).toEqual([])
     b.destroy()
     await withDeadline(b.closed, 3_000, 'b closed')
     const c = await connect(dev.url)
@@ -142,7 +168,13 @@ describe('session settings per client', () => {
     }
     const initial = await workMem(b)
     // pg_dump begins its session so: `SELECT pg_catalog.set_config('search_path', '', false)`.
-    expect((await a.query("select pg_catalog.set_config('work_mem', '7MB', false), pg_catalog.set_config('search_path', '', false)")).errors).toEqual([])
+    expect(
+      (
+        await a.query(
+          "select pg_catalog.set_config('work_mem', '7MB', false), pg_catalog.set_config('search_path', '', false)",
+        )
+      ).errors,
+    ).toEqual([])
     expect(await workMem(b)).toBe(initial)
     expect((await b.query("select current_setting('search_path')")).rows).toEqual([['"$user", public']])
     expect(await workMem(a)).toBe('7MB')
@@ -163,7 +195,9 @@ describe('session settings per client', () => {
     expect(await workMem(b)).toBe('10MB')
     expect(await workMem(a)).toBe('8MB')
 
-    expect((await a.query("do $$ begin perform set_config /* a comment */ ('work_mem', '11MB', false); end $$")).errors).toEqual([])
+    expect(
+      (await a.query("do $$ begin perform set_config /* a comment */ ('work_mem', '11MB', false); end $$")).errors,
+    ).toEqual([])
     expect(await workMem(b)).toBe('10MB')
     expect(await workMem(a)).toBe('11MB')
     // Local to its transaction: gone with it, for its client and the others.
@@ -178,12 +212,16 @@ describe('session settings per client', () => {
     const bad = await connect(dev.url, { DateStyle: 'garbage' })
     await bad.send(wire.query('select 1'))
     const error = await bad.next('ErrorResponse')
-    expect(wire.decodeError(error.body)).toMatchObject({ severity: 'FATAL', code: '22023', message: 'invalid value for parameter "DateStyle": "garbage"' })
+    expect(wire.decodeError(error.body)).toMatchObject({
+      severity: 'FATAL',
+      code: '22023',
+      message: 'invalid value for parameter "DateStyle": "garbage"',
+    })
     await withDeadline(bad.closed, 3_000, 'refused client closed')
     expect(await show(other)).toBe('"$user", public | UTC | ')
   })
 
-  it('SET ROLE and SET SESSION AUTHORIZATION are their client\'s alone; RESET SESSION AUTHORIZATION and DISCARD ALL put it back', async () => {
+  it("SET ROLE and SET SESSION AUTHORIZATION are their client's alone; RESET SESSION AUTHORIZATION and DISCARD ALL put it back", async () => {
     const dev = await start()
     const [a, b] = [await connect(dev.url), await connect(dev.url)]
     expect((await a.query('create role settings_r1; create role settings_r2')).errors).toEqual([])
@@ -194,7 +232,9 @@ describe('session settings per client', () => {
     expect(await who(a)).toEqual(['settings_r1', 'postgres'])
     // Another client's object is made by that client's role, as on Postgres.
     expect((await b.query('create table settings_owned (id int)')).errors).toEqual([])
-    expect((await a.query("select tableowner from pg_tables where tablename = 'settings_owned'")).rows).toEqual([['postgres']])
+    expect((await a.query("select tableowner from pg_tables where tablename = 'settings_owned'")).rows).toEqual([
+      ['postgres'],
+    ])
 
     expect((await a.query('reset role; set session authorization settings_r2')).errors).toEqual([])
     expect(await who(b)).toEqual(['postgres', 'postgres'])
@@ -227,7 +267,8 @@ describe('session settings per client', () => {
 
 // postgres.js takes the first application_name it is told (its "responds with server parameters" test).
 const startupTargets: Array<[string, () => Promise<string>]> = [['pglite-dev-db', async () => (await start()).url]]
-if (process.env.PG_ORACLE_URL) startupTargets.push(['postgres 15 oracle (PG_ORACLE_URL)', async () => process.env.PG_ORACLE_URL!])
+if (process.env.PG_ORACLE_URL)
+  startupTargets.push(['postgres 15 oracle (PG_ORACLE_URL)', async () => process.env.PG_ORACLE_URL!])
 
 describe.each(startupTargets)('application_name at startup: %s', (_, serve) => {
   it("is reported once, with the client's value, before ReadyForQuery", async () => {
@@ -236,11 +277,18 @@ describe.each(startupTargets)('application_name at startup: %s', (_, serve) => {
     onTestFinished(() => client.destroy())
     await client.send(wire.startup({ user: 'postgres', database: 'postgres', application_name: 'reported-once' }))
     const messages = await client.until('ReadyForQuery')
-    const names = messages.filter((m) => m.code === 'S').map((m) => wire.decodeParameterStatus(m.body)).filter(([name]) => name === 'application_name')
+    const names = messages
+      .filter((m) => m.code === 'S')
+      .map((m) => wire.decodeParameterStatus(m.body))
+      .filter(([name]) => name === 'application_name')
     expect(names).toEqual([['application_name', 'reported-once']])
 
     const told: string[] = []
-    const sql = postgres(url, { max: 1, onnotice: () => {}, onparameter: (name, value) => void (name === 'application_name' && told.push(value)) })
+    const sql = postgres(url, {
+      max: 1,
+      onnotice: () => {},
+      onparameter: (name, value) => void (name === 'application_name' && told.push(value)),
+    })
     onTestFinished(() => sql.end())
     await sql`select 1`
     expect(told[0]).toBe('postgres.js')

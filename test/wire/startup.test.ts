@@ -11,7 +11,11 @@ import { targets, type RunningTarget } from '../helpers/targets.ts'
  * Send raw bytes on a fresh socket and collect what comes back until `count` bytes arrived or the socket closed
  * (`Infinity`: until it closed, or 3 s passed).
  */
-async function exchange(target: RunningTarget, bytes: Buffer, count: number): Promise<{ reply: Buffer; closed: boolean }> {
+async function exchange(
+  target: RunningTarget,
+  bytes: Buffer,
+  count: number,
+): Promise<{ reply: Buffer; closed: boolean }> {
   const socket = net.connect(target.port, target.host)
   await once(socket, 'connect')
   const chunks: Buffer[] = []
@@ -46,7 +50,11 @@ describe.concurrent.each(targets)('startup on $name', (target) => {
   const ours = target.name === 'patched'
 
   it('answers SSLRequest with N and then serves the StartupMessage on the same socket', async () => {
-    const { reply } = await exchange(server, Buffer.concat([wire.sslRequest(), wire.startup({ user: 'postgres', database: 'postgres' })]), 1 + 9)
+    const { reply } = await exchange(
+      server,
+      Buffer.concat([wire.sslRequest(), wire.startup({ user: 'postgres', database: 'postgres' })]),
+      1 + 9,
+    )
     expect(reply.subarray(0, 1).toString()).toBe('N')
     expect(reply[1]).toBe(0x52) // R AuthenticationOk
   })
@@ -76,7 +84,11 @@ describe.concurrent.each(targets)('startup on $name', (target) => {
   })
 
   it('answers a protocol 3.2 StartupMessage with NegotiateProtocolVersion (3.0) and continues', async () => {
-    const { reply } = await exchange(server, wire.startup({ user: 'postgres', database: 'postgres' }, wire.ProtocolVersion.V3_2), 40)
+    const { reply } = await exchange(
+      server,
+      wire.startup({ user: 'postgres', database: 'postgres' }, wire.ProtocolVersion.V3_2),
+      40,
+    )
     if (!ours) {
       expect(reply.length).toBe(0)
       return
@@ -106,7 +118,11 @@ describe.each(targets)('garbage on $name', (target) => {
       const result = target.name === 'patched' ? bystander : null
       if (result) {
         const error = await bad.next('ErrorResponse')
-        expect(wire.decodeError(error.body)).toMatchObject({ severity: 'FATAL', code: '08P01', message: 'invalid frontend message type 255' })
+        expect(wire.decodeError(error.body)).toMatchObject({
+          severity: 'FATAL',
+          code: '08P01',
+          message: 'invalid frontend message type 255',
+        })
         await withDeadline(bad.closed, 3000, 'the bad client closed')
         expect((await bystander.query('select 2 as two')).rows).toEqual([['2']])
       } else {

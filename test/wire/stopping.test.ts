@@ -61,7 +61,8 @@ async function startAnnouncing(options: Parameters<typeof start>[0] = {}) {
     const marker = `running-${++count}`
     return {
       sql: `copy (select 1) to '${PGDATA}/${marker}'; ${sql}`,
-      running: () => expect.poll(() => existsSync(path.join(dataDir, marker)), { timeout: 5_000, interval: 5 }).toBe(true),
+      running: () =>
+        expect.poll(() => existsSync(path.join(dataDir, marker)), { timeout: 5_000, interval: 5 }).toBe(true),
     }
   }
   return { dev, announced }
@@ -84,7 +85,9 @@ describe('while a statement runs in PGlite', () => {
     const connectAt = performance.now()
     const late = await connect(dev.url)
     const connectMs = Math.round(performance.now() - connectAt)
-    expect(connectMs, `a new connection took ${connectMs} ms to reach ReadyForQuery`).toBeLessThanOrEqual(CONNECT_BOUND_MS)
+    expect(connectMs, `a new connection took ${connectMs} ms to reach ReadyForQuery`).toBeLessThanOrEqual(
+      CONNECT_BOUND_MS,
+    )
 
     const { reply, ms } = await timed(late, 'select 1', 10_000)
     expect(reply.errors.map((e) => [e.severity, e.code])).toEqual([['ERROR', '55P03']])
@@ -93,7 +96,9 @@ describe('while a statement runs in PGlite', () => {
     expect(Math.abs(ms - 3_000), `55P03 after ${ms} ms`).toBeLessThanOrEqual(300)
 
     await sendCancelRequest(dev.url, sleeper.backendKey)
-    expect(errorsOf(wire.summarize(await sleeper.until('ReadyForQuery', { deadlineMs: 3_000 })))).toEqual([['ERROR', '57014', CANCEL_MESSAGE]])
+    expect(errorsOf(wire.summarize(await sleeper.until('ReadyForQuery', { deadlineMs: 3_000 })))).toEqual([
+      ['ERROR', '57014', CANCEL_MESSAGE],
+    ])
     expect((await late.query('select 2')).rows).toEqual([['2']])
   })
 })
@@ -245,7 +250,10 @@ describe('CancelRequest for a running statement', () => {
       await sleep.running()
       const cancelAt = performance.now()
       pending.cancel()
-      await expect(withDeadline(pending, 5_000, 'the canceled query')).rejects.toMatchObject({ code: '57014', message: CANCEL_MESSAGE })
+      await expect(withDeadline(pending, 5_000, 'the canceled query')).rejects.toMatchObject({
+        code: '57014',
+        message: CANCEL_MESSAGE,
+      })
       const ms = Math.round(performance.now() - cancelAt)
       expect(ms, `rejected ${ms} ms after cancel()`).toBeLessThanOrEqual(1_000)
       expect(await withDeadline(sql`select 7 as n`.execute(), 5_000, 'query after the cancel')).toEqual([{ n: 7 }])
@@ -259,15 +267,39 @@ describe('CancelRequest for a running statement', () => {
 function bindBinaryInt(statement: string, value: number): Buffer {
   const int4 = Buffer.alloc(4)
   int4.writeInt32BE(value)
-  return new wire.Writer().cstring('').cstring(statement).int16(1).int16(1).int16(1).int32(4).bytes(int4).int16(0).message('B')
+  return new wire.Writer()
+    .cstring('')
+    .cstring(statement)
+    .int16(1)
+    .int16(1)
+    .int16(1)
+    .int32(4)
+    .bytes(int4)
+    .int16(0)
+    .message('B')
 }
 
 /** How the signaling client gives the pid: written in a simple Query, or as a parameter (node-postgres, pgjdbc). */
 const SIGNAL_WAYS = {
   'written in the SQL': (fn: string, pid: number) => [wire.query(`select ${fn}(${pid})`)],
-  'written in an extended-protocol statement': (fn: string, pid: number) => [wire.parse('', `select ${fn}(${pid})`), wire.bind('', ''), wire.execute(''), wire.sync()],
-  'a text parameter': (fn: string, pid: number) => [wire.parse('', `select ${fn}($1)`), wire.bind('', '', [String(pid)]), wire.execute(''), wire.sync()],
-  'a binary parameter of a named statement': (fn: string, pid: number) => [wire.parse('kill', `select ${fn}($1::int)`), bindBinaryInt('kill', pid), wire.execute(''), wire.sync()],
+  'written in an extended-protocol statement': (fn: string, pid: number) => [
+    wire.parse('', `select ${fn}(${pid})`),
+    wire.bind('', ''),
+    wire.execute(''),
+    wire.sync(),
+  ],
+  'a text parameter': (fn: string, pid: number) => [
+    wire.parse('', `select ${fn}($1)`),
+    wire.bind('', '', [String(pid)]),
+    wire.execute(''),
+    wire.sync(),
+  ],
+  'a binary parameter of a named statement': (fn: string, pid: number) => [
+    wire.parse('kill', `select ${fn}($1::int)`),
+    bindBinaryInt('kill', pid),
+    wire.execute(''),
+    wire.sync(),
+  ],
 } as const
 type SignalWay = keyof typeof SIGNAL_WAYS
 
@@ -276,32 +308,41 @@ describe('pg_cancel_backend and pg_terminate_backend of a running statement, fro
     ['pg_cancel_backend', ['ERROR', '57014', CANCEL_MESSAGE], 'E'],
     ['pg_terminate_backend', ['FATAL', '57P01', 'terminating connection due to administrator command'], null],
   ] as const
-  const cases = fns.flatMap(([fn, expected, status]) => (Object.keys(SIGNAL_WAYS) as SignalWay[]).map((way) => [fn, way, expected, status] as const))
-  it.each(cases)('%s(pid), the pid %s, acts at once, though its own statement waits for the session; it answers true', async (fn, way, expected, status) => {
-    const { dev, announced } = await startAnnouncing()
-    const runner = await connect(dev.url)
-    const other = await connect(dev.url)
-    expect((await runner.query('begin')).status).toBe('T')
-    const loop = announced(LOOP)
-    await runner.send(wire.query(loop.sql))
-    await loop.running()
-    const signaledAt = performance.now()
-    await other.send(...SIGNAL_WAYS[way](fn, runner.backendKey!.pid))
-    const told = wire.summarize(await runner.until(status ? 'ReadyForQuery' : 'ErrorResponse', { deadlineMs: 5_000 }))
-    const ms = Math.round(performance.now() - signaledAt)
-    expect(errorsOf(told)).toEqual([expected])
-    if (status) expect(told.status).toBe(status)
-    expect(ms, `${fn} took ${ms} ms`).toBeLessThan(1_000)
-    // The canceled client ends its failed transaction; the other's statement then runs: true, as Postgres answers.
-    if (status) expect((await runner.query('rollback')).status).toBe('I')
-    expect(wire.summarize(await other.until('ReadyForQuery', { deadlineMs: 5_000 })).rows).toEqual([['t']])
-  })
+  const cases = fns.flatMap(([fn, expected, status]) =>
+    (Object.keys(SIGNAL_WAYS) as SignalWay[]).map((way) => [fn, way, expected, status] as const),
+  )
+  it.each(cases)(
+    '%s(pid), the pid %s, acts at once, though its own statement waits for the session; it answers true',
+    async (fn, way, expected, status) => {
+      const { dev, announced } = await startAnnouncing()
+      const runner = await connect(dev.url)
+      const other = await connect(dev.url)
+      expect((await runner.query('begin')).status).toBe('T')
+      const loop = announced(LOOP)
+      await runner.send(wire.query(loop.sql))
+      await loop.running()
+      const signaledAt = performance.now()
+      await other.send(...SIGNAL_WAYS[way](fn, runner.backendKey!.pid))
+      const told = wire.summarize(await runner.until(status ? 'ReadyForQuery' : 'ErrorResponse', { deadlineMs: 5_000 }))
+      const ms = Math.round(performance.now() - signaledAt)
+      expect(errorsOf(told)).toEqual([expected])
+      if (status) expect(told.status).toBe(status)
+      expect(ms, `${fn} took ${ms} ms`).toBeLessThan(1_000)
+      // The canceled client ends its failed transaction; the other's statement then runs: true, as Postgres answers.
+      if (status) expect((await runner.query('rollback')).status).toBe('I')
+      expect(wire.summarize(await other.until('ReadyForQuery', { deadlineMs: 5_000 })).rows).toEqual([['t']])
+    },
+  )
 })
 
 describe('COPY FROM STDIN broken by another message', () => {
   /** What Postgres 15 answers a message other than CopyData/CopyDone/CopyFail/Flush/Sync in COPY-in (copyfromparse.c). */
   const expected = (type: string) => [
-    ['ERROR', '08P01', `unexpected message type 0x${type.charCodeAt(0).toString(16).toUpperCase()} during COPY from stdin`],
+    [
+      'ERROR',
+      '08P01',
+      `unexpected message type 0x${type.charCodeAt(0).toString(16).toUpperCase()} during COPY from stdin`,
+    ],
     ['FATAL', '08P01', 'terminating connection because protocol synchronization was lost'],
   ]
 
@@ -315,7 +356,9 @@ describe('COPY FROM STDIN broken by another message', () => {
       await client.next('CopyInResponse')
       const from = client.received().length
       await client.send(wire.copyData('1\n'), intruder)
-      const told = (await restAfterClose(client, from)).filter((m) => m.code === 'E').map((m) => wire.decodeError(m.body))
+      const told = (await restAfterClose(client, from))
+        .filter((m) => m.code === 'E')
+        .map((m) => wire.decodeError(m.body))
       const after = await bystander.query(`select count(*) from ${table}`)
       await bystander.query(`drop table ${table}`)
       return { told: told.map((e) => [e.severity, e.code, e.message]), after }
@@ -336,14 +379,19 @@ describe('COPY FROM STDIN broken by another message', () => {
     const { told, after } = await interruptCopy(dev.url, `copy_${type.toLowerCase()}`, intruder)
     expect(told).toEqual(expected(type))
     expect([after.errors, after.rows]).toEqual([[], [['0']]])
-    await expect.poll(() => dev.server.getStats(), { timeout: 5_000 }).toMatchObject({ sessionHeld: false, waitingClients: 0 })
+    await expect
+      .poll(() => dev.server.getStats(), { timeout: 5_000 })
+      .toMatchObject({ sessionHeld: false, waitingClients: 0 })
     const late = await connect(dev.url)
     expect((await late.query('select 5')).rows).toEqual([['5']])
   }
 
-  it.each(intruders)('%s: ERROR then FATAL 08P01, the connection closes, no row of the COPY is kept, others go on', async (_, type, intruder) => {
-    await expectOnlyThatClientEnded(type, intruder())
-  })
+  it.each(intruders)(
+    '%s: ERROR then FATAL 08P01, the connection closes, no row of the COPY is kept, others go on',
+    async (_, type, intruder) => {
+      await expectOnlyThatClientEnded(type, intruder())
+    },
+  )
 
   it.runIf(oracleUrl).each(intruders)('PostgreSQL 15 (PG_ORACLE_URL): %s', async (_, type, intruder) => {
     const { told, after } = await interruptCopy(oracleUrl!, `pglite_dev_db_copy_${type.toLowerCase()}`, intruder())
@@ -403,12 +451,17 @@ describe('a client that leaves before its startup is done', () => {
   /** The user's code, alone in a process: unhandled rejections end it with status 1, as Node 15+ does by default. */
   async function connectThenEnd(url: string): Promise<{ code: number | null; output: string }> {
     const script = `import pg from 'pg'; const c = new pg.Client(${JSON.stringify(url)}); c.connect(); await c.end()`
-    const child = spawn(process.execPath, ['--input-type=module', '-e', script], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] })
+    const child = spawn(process.execPath, ['--input-type=module', '-e', script], {
+      cwd: REPO_ROOT,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
     let output = ''
     child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()))
     child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()))
     try {
-      const [code] = (await withDeadline(once(child, 'exit'), 10_000, 'the node-postgres process exits')) as [number | null]
+      const [code] = (await withDeadline(once(child, 'exit'), 10_000, 'the node-postgres process exits')) as [
+        number | null,
+      ]
       return { code, output }
     } finally {
       if (child.exitCode === null) child.kill('SIGKILL')

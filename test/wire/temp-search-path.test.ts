@@ -19,6 +19,8 @@ describe('temporary objects made through search_path', () => {
     expect((await b.query('create temp table via_path (id int)')).errors).toEqual([])
     expect((await b.query('select count(*) from via_path')).rows).toEqual([['0']])
     expect((await a.query('select count(*) from via_path')).rows).toEqual([['1']])
-    expect((await a.query("select relpersistence from pg_class where oid = 'via_path'::regclass")).rows).toEqual([['t']])
+    expect((await a.query("select relpersistence from pg_class where oid = 'via_path'::regclass")).rows).toEqual([
+      ['t'],
+    ])
   })
 })

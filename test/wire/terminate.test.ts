@@ -8,7 +8,10 @@ import { withDeadline } from '../../harness/raw-client.ts'
 import { startForTest } from '../helpers/dev-db.ts'
 
 /** What a pooled connection, ended from a control connection as kysely ends it, sees, in order. */
-async function killSession(url: string, how: 'running, pid in the SQL' | 'idle, pid as a parameter'): Promise<string[]> {
+async function killSession(
+  url: string,
+  how: 'running, pid in the SQL' | 'idle, pid as a parameter',
+): Promise<string[]> {
   const events: string[] = []
   const pool = new pg.Pool({ connectionString: url, max: 1 })
   pool.on('error', (error) => events.push(`pool error: ${error.message}`))

@@ -62,7 +62,12 @@ async function workload(url: string): Promise<void> {
   try {
     await client.query('create table items (id int primary key, name text)')
     // The second round is pipelined: its statements are prepared, so Bind/Execute/Sync go out back to back.
-    const round = () => Promise.allSettled([sql`select ${1}::int as a`, sql.unsafe('select * from no_such_table'), sql`select ${'two'}::text as b`])
+    const round = () =>
+      Promise.allSettled([
+        sql`select ${1}::int as a`,
+        sql.unsafe('select * from no_such_table'),
+        sql`select ${'two'}::text as b`,
+      ])
     const js = round().then(round)
     await client.query('begin')
     await client.query('insert into items values ($1, $2)', [1, 'one'])
@@ -90,7 +95,8 @@ describe('a traced workload of two real clients', () => {
     expect(new Date(String(trace.header.started)).toISOString()).toBe(trace.header.started)
     lines = trace.lines
     const startups = lines.filter((l) => l.type === 'StartupMessage')
-    const connOf = (app: string) => startups.find((l) => (l.params as Record<string, string>).application_name === app)!.conn
+    const connOf = (app: string) =>
+      startups.find((l) => (l.params as Record<string, string>).application_name === app)!.conn
     pgConn = connOf('trace-pg')
     jsConn = connOf('trace-js')
   })
@@ -102,13 +108,16 @@ describe('a traced workload of two real clients', () => {
       expect(own[0]).toMatchObject({ event: 'connect', remote: expect.stringMatching(/^127\.0\.0\.1:\d+$/) })
       expect(own.find((l) => l.type === 'BackendKeyData')).toMatchObject({ dir: 'out', pid: conn })
       expect(own.at(-1)).toMatchObject({ event: 'close', reason: 'Terminate' })
-      expect(own.find((l) => l.type === 'StartupMessage')).toMatchObject({ dir: 'in', params: { user: 'postgres', database: 'postgres' } })
+      expect(own.find((l) => l.type === 'StartupMessage')).toMatchObject({
+        dir: 'in',
+        params: { user: 'postgres', database: 'postgres' },
+      })
     }
     const times = lines.map((l) => l.t)
     expect(times).toEqual([...times].sort((a, b) => a - b))
   })
 
-  test("node-postgres: its queries, the division by zero, the COPY data, and ReadyForQuery statuses in order", () => {
+  test('node-postgres: its queries, the division by zero, the COPY data, and ReadyForQuery statuses in order', () => {
     const own = of(pgConn)
     expect(own.filter((l) => l.type === 'Query').map((l) => l.query)).toEqual([
       'create table items (id int primary key, name text)',
@@ -118,34 +127,69 @@ describe('a traced workload of two real clients', () => {
       'COPY items FROM STDIN',
       'select count(*)::int as n from items',
     ])
-    expect(own.find((l) => l.type === 'Parse')).toMatchObject({ dir: 'in', statement: '', query: 'insert into items values ($1, $2)' })
+    expect(own.find((l) => l.type === 'Parse')).toMatchObject({
+      dir: 'in',
+      statement: '',
+      query: 'insert into items values ($1, $2)',
+    })
     expect(own.find((l) => l.type === 'Bind')).toMatchObject({ portal: '', statement: '', params: ['1', 'one'] })
     expect(own.find((l) => l.type === 'Execute')).toMatchObject({ portal: '', maxRows: 0 })
-    expect(own.filter((l) => l.type === 'ErrorResponse')).toEqual([expect.objectContaining({ dir: 'out', severity: 'ERROR', code: '22012', message: 'division by zero' })])
+    expect(own.filter((l) => l.type === 'ErrorResponse')).toEqual([
+      expect.objectContaining({ dir: 'out', severity: 'ERROR', code: '22012', message: 'division by zero' }),
+    ])
     expect(own.find((l) => l.type === 'CopyData')).toMatchObject({ dir: 'in', data: '2\ttwo\n3\tthree\n' })
-    expect(own.filter((l) => l.type === 'CommandComplete').map((l) => l.tag)).toEqual(['CREATE TABLE', 'BEGIN', 'INSERT 0 1', 'COMMIT', 'COPY 2', 'SELECT 1'])
+    expect(own.filter((l) => l.type === 'CommandComplete').map((l) => l.tag)).toEqual([
+      'CREATE TABLE',
+      'BEGIN',
+      'INSERT 0 1',
+      'COMMIT',
+      'COPY 2',
+      'SELECT 1',
+    ])
     expect(own.find((l) => l.type === 'DataRow' && l.dir === 'out')).toMatchObject({ columns: 1, values: ['3'] })
     // startup, create, begin, insert (in the transaction), commit, the failed select, the COPY, the count
-    expect(own.filter((l) => l.type === 'ReadyForQuery').map((l) => l.status)).toEqual(['I', 'I', 'T', 'T', 'I', 'I', 'I', 'I'])
+    expect(own.filter((l) => l.type === 'ReadyForQuery').map((l) => l.status)).toEqual([
+      'I',
+      'I',
+      'T',
+      'T',
+      'I',
+      'I',
+      'I',
+      'I',
+    ])
   })
 
   test('postgres.js: pipelined Parse/Bind/Execute with its parameters, and the failing query', () => {
     const own = of(jsConn)
-    expect(own.filter((l) => l.type === 'Parse').map((l) => l.query)).toEqual(expect.arrayContaining(['select $1::int as a', 'select $1::text as b']))
+    expect(own.filter((l) => l.type === 'Parse').map((l) => l.query)).toEqual(
+      expect.arrayContaining(['select $1::int as a', 'select $1::text as b']),
+    )
     // unsafe() without parameters is a simple Query.
-    expect(own.filter((l) => l.type === 'Query').map((l) => l.query)).toEqual(['select * from no_such_table', 'select * from no_such_table'])
+    expect(own.filter((l) => l.type === 'Query').map((l) => l.query)).toEqual([
+      'select * from no_such_table',
+      'select * from no_such_table',
+    ])
     expect(own.filter((l) => l.type === 'Bind').map((l) => l.params)).toEqual(expect.arrayContaining([['1'], ['two']]))
     expect(own.filter((l) => l.type === 'ErrorResponse').map((l) => l.code)).toEqual(['42P01', '42P01'])
     // Pipelined: some read of this client held more than one Sync.
     const syncsPerRead = new Map<number, number>()
-    for (const l of own) if (l.type === 'Sync') syncsPerRead.set(Number(l.read), (syncsPerRead.get(Number(l.read)) ?? 0) + 1)
+    for (const l of own)
+      if (l.type === 'Sync') syncsPerRead.set(Number(l.read), (syncsPerRead.get(Number(l.read)) ?? 0) + 1)
     expect(Math.max(...syncsPerRead.values())).toBeGreaterThan(1)
-    expect(own.filter((l) => l.type === 'DataRow').map((l) => l.values)).toEqual(expect.arrayContaining([['1'], ['two']]))
+    expect(own.filter((l) => l.type === 'DataRow').map((l) => l.values)).toEqual(
+      expect.arrayContaining([['1'], ['two']]),
+    )
   })
 
   test('trace view prints one lane per connection, errors marked with !', async () => {
     const out: string[] = []
-    const io = { env: {}, stdout: (line: string) => out.push(line), stderr: (line: string) => out.push(`stderr: ${line}`), stopSignal: new Promise<string>(() => {}) }
+    const io = {
+      env: {},
+      stdout: (line: string) => out.push(line),
+      stderr: (line: string) => out.push(`stderr: ${line}`),
+      stopSignal: new Promise<string>(() => {}),
+    }
     expect(await main(['trace', 'view', file], io)).toBe(0)
     const indentOf = (conn: number, text: string) => {
       const line = out.find((l) => l.includes(`${conn} ${text}`))
@@ -159,14 +203,20 @@ describe('a traced workload of two real clients', () => {
     expect(out.filter((l) => l.startsWith('!')).every((l) => l.includes('ErrorResponse'))).toBe(true)
 
     const only: string[] = []
-    expect(await main(['trace', 'view', file, '--conn', String(pgConn)], { ...io, stdout: (line) => only.push(line) })).toBe(0)
+    expect(
+      await main(['trace', 'view', file, '--conn', String(pgConn)], { ...io, stdout: (line) => only.push(line) }),
+    ).toBe(0)
     expect(only.some((l) => l.includes(`${pgConn} -> Query begin`))).toBe(true)
     expect(only.some((l) => l.includes(String(jsConn)))).toBe(false)
   })
 
   test('npm run repro -- --replay against a fresh server of ours (with a password) gets what the trace shows', async () => {
     const dev = await dbs.start({ password: 'replay pw' })
-    const run = await runProcess(process.execPath, ['--import', 'tsx', 'scripts/repro-interleave.ts', '--replay', file, '--url', dev.url], { cwd: REPO_ROOT, deadlineMs: 30_000 })
+    const run = await runProcess(
+      process.execPath,
+      ['--import', 'tsx', 'scripts/repro-interleave.ts', '--replay', file, '--url', dev.url],
+      { cwd: REPO_ROOT, deadlineMs: 30_000 },
+    )
     const output = run.stdout.toString()
     expect(run.code, output + run.stderr).toBe(0)
     expect(output).toContain(`conn ${pgConn} (trace-pg, user postgres): same`)
@@ -217,9 +267,27 @@ test('passwords and SASL messages are never written; a large value is cut with i
   expect(text).not.toMatch(/[rsp]=[A-Za-z0-9+/=]{8}/) // no SCRAM attributes (nonce, salt, proof)
   const { lines } = await readTrace(secretFile)
   const types = lines.filter((l) => l.dir).map((l) => l.type)
-  expect(types).toEqual(expect.arrayContaining(['AuthenticationSASL', 'SASLInitialResponse', 'AuthenticationSASLContinue', 'SASLResponse', 'AuthenticationSASLFinal', 'AuthenticationOk']))
-  expect(lines.find((l) => l.type === 'SASLInitialResponse')).toEqual(expect.objectContaining({ mechanism: 'SCRAM-SHA-256' }))
-  expect(Object.keys(lines.find((l) => l.type === 'SASLResponse')!).sort()).toEqual(['conn', 'dir', 'len', 'read', 't', 'type'])
+  expect(types).toEqual(
+    expect.arrayContaining([
+      'AuthenticationSASL',
+      'SASLInitialResponse',
+      'AuthenticationSASLContinue',
+      'SASLResponse',
+      'AuthenticationSASLFinal',
+      'AuthenticationOk',
+    ]),
+  )
+  expect(lines.find((l) => l.type === 'SASLInitialResponse')).toEqual(
+    expect.objectContaining({ mechanism: 'SCRAM-SHA-256' }),
+  )
+  expect(Object.keys(lines.find((l) => l.type === 'SASLResponse')!).sort()).toEqual([
+    'conn',
+    'dir',
+    'len',
+    'read',
+    't',
+    'type',
+  ])
   const bind = lines.find((l) => l.type === 'Bind')!
   expect(bind.truncated).toBe(true)
   expect((bind.params as string[])[0]).toMatch(/^x{65536}…\(100000 bytes\)$/)
@@ -239,7 +307,9 @@ test('a trace file that cannot be written warns once and serving goes on', async
     await client.end()
   }
   await dev.close()
-  expect(records.filter((r) => r.level === 'warn').map((r) => r.msg)).toEqual(['cannot write the protocol trace; serving goes on without it'])
+  expect(records.filter((r) => r.level === 'warn').map((r) => r.msg)).toEqual([
+    'cannot write the protocol trace; serving goes on without it',
+  ])
 })
 
 test('frames are decoded the same whatever the chunking: split at every offset', () => {
@@ -271,9 +341,26 @@ test('frames are decoded the same whatever the chunking: split at every offset',
     return out
   }
   const whole = decodeAll([client])
-  expect(whole.map((f) => f.type)).toEqual(['SSLRequest', 'StartupMessage', 'Parse', 'Bind', 'Describe', 'Execute', 'Sync', 'CopyData', 'Terminate'])
+  expect(whole.map((f) => f.type)).toEqual([
+    'SSLRequest',
+    'StartupMessage',
+    'Parse',
+    'Bind',
+    'Describe',
+    'Execute',
+    'Sync',
+    'CopyData',
+    'Terminate',
+  ])
   expect(whole[2]).toEqual({ type: 'Parse', statement: 's1', query: 'select $1::int', paramTypes: [23] })
-  expect(whole[3]).toEqual({ type: 'Bind', portal: 'p1', statement: 's1', paramFormats: [], params: ['42', null], resultFormats: [] })
+  expect(whole[3]).toEqual({
+    type: 'Bind',
+    portal: 'p1',
+    statement: 's1',
+    paramFormats: [],
+    params: ['42', null],
+    resultFormats: [],
+  })
   expect(whole[5]).toEqual({ type: 'Execute', portal: 'p1', maxRows: 10 })
   for (let a = 1; a < client.length; a++) {
     expect(decodeAll([client.subarray(0, a), client.subarray(a)])).toEqual(whole)

@@ -65,13 +65,18 @@ describe.each(targets)("a client's unnamed statement, made in one unit and bound
     const url = await serve()
     const [a, b] = await Promise.all([connect(url), connect(url)])
     await prepareUnnamed(a, "select 'a' as who")
-    for (const sql of ['CLOSE ALL', 'select 1; deallocate all', 'SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL;', 'select 1; discard temp']) {
+    for (const sql of [
+      'CLOSE ALL',
+      'select 1; deallocate all',
+      'SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL;',
+      'select 1; discard temp',
+    ]) {
       expect((await b.query(sql)).errors, sql).toEqual([])
       expect((await execUnnamed(a)).rows, sql).toEqual([['a']])
     }
   })
 
-  it("fails as Postgres fails to plan it again when another client dropped its table", async () => {
+  it('fails as Postgres fails to plan it again when another client dropped its table', async () => {
     const url = await serve()
     const [a, b] = await Promise.all([connect(url), connect(url)])
     const table = `unnamed_dropped_${process.pid}`
@@ -98,7 +103,8 @@ describe.each(targets)("a client's unnamed statement, made in one unit and bound
 })
 
 describe("a client's unnamed statement and combined calls", () => {
-  const waitersAre = (dev: DevDb, count: number): Promise<void> => expect.poll(() => dev.server.getStats().waitingClients, { timeout: 5_000 }).toBe(count)
+  const waitersAre = (dev: DevDb, count: number): Promise<void> =>
+    expect.poll(() => dev.server.getStats().waitingClients, { timeout: 5_000 }).toBe(count)
 
   it("a rider's Parse makes the session's unnamed statement its own, a rider's Query drops it: each client still binds its own", async () => {
     const dev = await start()

@@ -16,7 +16,8 @@ import * as wire from '../../harness/wire.ts'
 const { start, connect } = useDevDbs()
 /** Rows of about 1 KB each: far more than the kernel's socket buffers take, so most of each reply waits in the server. */
 const ROWS = 16_000
-const bigQuery = (rows: number): string => `select g, repeat(chr(65 + g % 26), 1000) as payload from generate_series(1, ${rows}) g`
+const bigQuery = (rows: number): string =>
+  `select g, repeat(chr(65 + g % 26), 1000) as payload from generate_series(1, ${rows}) g`
 /** A probe that waits behind a stalled client would wait for the idle-in-transaction timer: 60 s by default. */
 const PROBE_DEADLINE_MS = 15_000
 
@@ -56,7 +57,9 @@ async function namingClient(url: string): Promise<RawClient> {
 
 /** The statement of `rows` rows ended, with what its client has not read waiting on disk. */
 async function spilled(dev: DevDb, rows: number): Promise<void> {
-  await expect.poll(() => dev.server.getStats().spilledBytes, { timeout: PROBE_DEADLINE_MS }).toBeGreaterThan(rows * 2 ** 10 - 16 * 2 ** 20)
+  await expect
+    .poll(() => dev.server.getStats().spilledBytes, { timeout: PROBE_DEADLINE_MS })
+    .toBeGreaterThan(rows * 2 ** 10 - 16 * 2 ** 20)
   await expect.poll(() => dev.server.getStats().sessionHeld, { timeout: PROBE_DEADLINE_MS }).toBe(false)
 }
 
@@ -87,7 +90,9 @@ describe('a client that stops reading a big result', () => {
     const stalled: RawClient[] = []
     for (let i = 0; i < 4; i++) stalled.push(await stalledClient(dev.url, bigQuery(ROWS)))
     // Each stalled client's reply has begun to arrive (its paused socket buffers a little): each statement ran.
-    await expect.poll(() => stalled.map((client) => client.socket.readableLength > 0), { timeout: PROBE_DEADLINE_MS }).toEqual([true, true, true, true])
+    await expect
+      .poll(() => stalled.map((client) => client.socket.readableLength > 0), { timeout: PROBE_DEADLINE_MS })
+      .toEqual([true, true, true, true])
 
     const probe = await connect(dev.url)
     const answer = await probe.query('select 1 as probe', { deadlineMs: PROBE_DEADLINE_MS })
@@ -106,7 +111,8 @@ describe('a client that stops reading a big result', () => {
     expect(buffered).toBeLessThan(24 * 2 ** 20)
 
     for (const client of stalled) client.socket.resume()
-    for (const client of stalled) expectAllRows(wire.summarize(await client.until('ReadyForQuery', { deadlineMs: 30_000 })), ROWS)
+    for (const client of stalled)
+      expectAllRows(wire.summarize(await client.until('ReadyForQuery', { deadlineMs: 30_000 })), ROWS)
     await expect.poll(() => dev.server.getStats().spilledBytes, { timeout: 10_000 }).toBe(0)
     // Each goes on as usual afterwards.
     for (const client of stalled) expect((await client.query('select 2')).rows).toEqual([['2']])
@@ -139,7 +145,7 @@ describe('a client that stops reading a big result', () => {
     expectAllRows(wire.summarize(await client.until('ReadyForQuery', { deadlineMs: 30_000 })), rows)
   })
 
-  it('the same for a reply that comes through the server\'s thread (a traced server writes none straight to the socket)', async () => {
+  it("the same for a reply that comes through the server's thread (a traced server writes none straight to the socket)", async () => {
     const dev = await start({ trace: path.join(await scratchDir('spill-trace'), 'trace.jsonl') })
     const client = await stalledClient(dev.url, bigQuery(ROWS))
     await expect.poll(() => dev.server.getStats().spilledBytes, { timeout: PROBE_DEADLINE_MS }).toBeGreaterThan(0)
@@ -172,10 +178,15 @@ describe('a client that stops reading a big result', () => {
     client.socket.pause()
     // What the server's thread holds, sampled while the statement runs (no collection: garbage counts too).
     let peak = 0
-    const sampling = setInterval(() => void (peak = Math.max(peak, process.memoryUsage().arrayBuffers - buffersBefore)), 2)
+    const sampling = setInterval(
+      () => void (peak = Math.max(peak, process.memoryUsage().arrayBuffers - buffersBefore)),
+      2,
+    )
     try {
       // The first result fills the socket, so the thread sends the rest through the server before the notice.
-      await client.send(wire.query(`${bigQuery(ROWS)}; do $$ begin raise notice 'rows follow'; end $$; ${bigQuery(rows)}`))
+      await client.send(
+        wire.query(`${bigQuery(ROWS)}; do $$ begin raise notice 'rows follow'; end $$; ${bigQuery(rows)}`),
+      )
       await spilled(dev, rows)
     } finally {
       clearInterval(sampling)
@@ -197,7 +208,9 @@ describe('a client that stops reading a big result', () => {
     await expect.poll(() => dev.server.getStats().notReadingClients, { timeout: 10_000 }).toBe(1)
     const probe = await connect(dev.url)
     expect((await probe.query('select 1', { deadlineMs: PROBE_DEADLINE_MS })).rows).toEqual([['1']])
-    await expect.poll(() => dev.server.getStats(), { timeout: 5_000 }).toMatchObject({ notReadingClients: 1, sessionHeld: false })
+    await expect
+      .poll(() => dev.server.getStats(), { timeout: 5_000 })
+      .toMatchObject({ notReadingClients: 1, sessionHeld: false })
 
     client.socket.resume()
     expectAllRows(wire.summarize(await client.until('ReadyForQuery', { deadlineMs: 30_000 })), ROWS)
@@ -224,35 +237,41 @@ describe('a client that stops reading a big result', () => {
   })
 
   // Mounting the small disk needs root, as CI runs; elsewhere this test is skipped, and says so.
-  if (!canMountTmpfs) console.warn(`unread-replies: skipping the full-disk test: it mounts a tmpfs, which needs root (uid ${process.getuid?.()}); CI runs as root`)
-  it.skipIf(!canMountTmpfs)('a full disk under the spill: FATAL 53100 after its last whole row written, and the database is free at once', async () => {
-    const cacheDir = await scratchDir('spill-enospc')
-    const disk = await mountTmpfs(2)
-    await symlink(disk, path.join(cacheDir, 'replies'))
-    const free = async (): Promise<number> => (await statfs(disk)).bfree
-    const freeAtStart = await free()
-    const dev = await start({ cacheDir })
-    // Far more than the disk takes: without the cut the statement would run for a long while.
-    const client = await stalledClient(dev.url, bigQuery(2_000_000))
-    const probe = await connect(dev.url)
-    await expect.poll(() => dev.server.getStats().activeConnections, { timeout: PROBE_DEADLINE_MS }).toBe(1)
-    expect((await probe.query('select 1', { deadlineMs: PROBE_DEADLINE_MS })).rows).toEqual([['1']])
-    await expect.poll(() => dev.server.getStats().sessionHeld, { timeout: 5_000 }).toBe(false)
+  if (!canMountTmpfs)
+    console.warn(
+      `unread-replies: skipping the full-disk test: it mounts a tmpfs, which needs root (uid ${process.getuid?.()}); CI runs as root`,
+    )
+  it.skipIf(!canMountTmpfs)(
+    'a full disk under the spill: FATAL 53100 after its last whole row written, and the database is free at once',
+    async () => {
+      const cacheDir = await scratchDir('spill-enospc')
+      const disk = await mountTmpfs(2)
+      await symlink(disk, path.join(cacheDir, 'replies'))
+      const free = async (): Promise<number> => (await statfs(disk)).bfree
+      const freeAtStart = await free()
+      const dev = await start({ cacheDir })
+      // Far more than the disk takes: without the cut the statement would run for a long while.
+      const client = await stalledClient(dev.url, bigQuery(2_000_000))
+      const probe = await connect(dev.url)
+      await expect.poll(() => dev.server.getStats().activeConnections, { timeout: PROBE_DEADLINE_MS }).toBe(1)
+      expect((await probe.query('select 1', { deadlineMs: PROBE_DEADLINE_MS })).rows).toEqual([['1']])
+      await expect.poll(() => dev.server.getStats().sessionHeld, { timeout: 5_000 }).toBe(false)
 
-    client.socket.resume()
-    const summary = wire.summarize(await client.until('ErrorResponse', { deadlineMs: 20_000 }))
-    expect(summary.errors.map((error) => [error.severity, error.code])).toEqual([['FATAL', '53100']])
-    expect(summary.errors[0]!.message).toMatch(/no space left on device/i)
-    // Everything before the cut arrives whole: the socket's buffers, then what the disk took.
-    expect(summary.rows.length).toBeGreaterThan(1000)
-    expect(summary.rows.every(([g, payload], i) => g === String(i + 1) && payload!.length === 1000)).toBe(true)
-    await withDeadline(client.closed, 10_000, 'the client cut off sees its connection close')
-    await expect.poll(() => dev.server.getStats().spilledBytes, { timeout: 10_000 }).toBe(0)
-    // The unlinked file was closed: its space is free again.
-    await expect.poll(free, { timeout: 10_000 }).toBe(freeAtStart)
-    const next = await connect(dev.url)
-    expectAllRows(await next.query(bigQuery(500), { deadlineMs: 10_000 }), 500)
-  })
+      client.socket.resume()
+      const summary = wire.summarize(await client.until('ErrorResponse', { deadlineMs: 20_000 }))
+      expect(summary.errors.map((error) => [error.severity, error.code])).toEqual([['FATAL', '53100']])
+      expect(summary.errors[0]!.message).toMatch(/no space left on device/i)
+      // Everything before the cut arrives whole: the socket's buffers, then what the disk took.
+      expect(summary.rows.length).toBeGreaterThan(1000)
+      expect(summary.rows.every(([g, payload], i) => g === String(i + 1) && payload!.length === 1000)).toBe(true)
+      await withDeadline(client.closed, 10_000, 'the client cut off sees its connection close')
+      await expect.poll(() => dev.server.getStats().spilledBytes, { timeout: 10_000 }).toBe(0)
+      // The unlinked file was closed: its space is free again.
+      await expect.poll(free, { timeout: 10_000 }).toBe(freeAtStart)
+      const next = await connect(dev.url)
+      expectAllRows(await next.query(bigQuery(500), { deadlineMs: 10_000 }), 500)
+    },
+  )
 
   it('inside a transaction block: its statement waits for it, holding the session, as before', async () => {
     const dev = await start()
@@ -263,7 +282,9 @@ describe('a client that stops reading a big result', () => {
     await expect.poll(() => dev.server.getStats().notReadingClients, { timeout: 10_000 }).toBe(1)
     const probe = await connect(dev.url)
     const probing = probe.query('select 1', { deadlineMs: 30_000 })
-    await expect.poll(() => dev.server.getStats(), { timeout: 10_000 }).toMatchObject({ sessionHeld: true, waitingClients: 1, spilledBytes: 0 })
+    await expect
+      .poll(() => dev.server.getStats(), { timeout: 10_000 })
+      .toMatchObject({ sessionHeld: true, waitingClients: 1, spilledBytes: 0 })
 
     client.socket.resume()
     const reply = wire.summarize(await client.until('ReadyForQuery', { deadlineMs: 30_000 }))
@@ -281,10 +302,15 @@ describe('a client that stops reading a big result', () => {
     await expect.poll(() => dev.server.getStats().notReadingClients, { timeout: 10_000 }).toBe(1)
     const probe = await connect(dev.url)
     const probing = probe.query('select 1', { deadlineMs: 30_000 })
-    await expect.poll(() => dev.server.getStats(), { timeout: 10_000 }).toMatchObject({ sessionHeld: true, waitingClients: 1, spilledBytes: 0 })
+    await expect
+      .poll(() => dev.server.getStats(), { timeout: 10_000 })
+      .toMatchObject({ sessionHeld: true, waitingClients: 1, spilledBytes: 0 })
 
     client.socket.resume()
-    expect(wire.summarize(await client.until('ReadyForQuery', { deadlineMs: 10_000 }))).toMatchObject({ commands: ['BEGIN'], status: 'T' })
+    expect(wire.summarize(await client.until('ReadyForQuery', { deadlineMs: 10_000 }))).toMatchObject({
+      commands: ['BEGIN'],
+      status: 'T',
+    })
     expectAllRows(wire.summarize(await client.until('ReadyForQuery', { deadlineMs: 30_000 })), ROWS)
     expect((await client.query('commit')).status).toBe('I')
     expect((await probing).rows).toEqual([['1']])

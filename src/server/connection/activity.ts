@@ -37,11 +37,13 @@ export function activityOf(source: ActivitySource): ClientActivity {
   let state = 'active'
   let wait: [string, string] | null = null
   if (current === 'idle' || current === 'startup') state = 'idle'
-  else if (current === 'holding' && source.idleInTransaction) state = source.idleInTransaction.aborted ? 'idle in transaction (aborted)' : 'idle in transaction'
+  else if (current === 'holding' && source.idleInTransaction)
+    state = source.idleInTransaction.aborted ? 'idle in transaction (aborted)' : 'idle in transaction'
   if (state !== 'active' || current === 'holding') wait = ['Client', 'ClientRead']
   if (source.blockedOnOutput) wait = ['Client', 'ClientWrite']
   else if (source.waitingForLock) wait = ['Lock', 'advisory']
-  const at = (time: number): string | null => (time === 0 ? null : new Date(performance.timeOrigin + time).toISOString())
+  const at = (time: number): string | null =>
+    time === 0 ? null : new Date(performance.timeOrigin + time).toISOString()
   return {
     pid: source.processId,
     datname: source.database,
@@ -117,7 +119,9 @@ export class LastStatement {
     if (batch[at] !== FrontendCode.Bind) return textOf(batch, at, end)
     const name = cstring(batch, cstring(batch, at + HEADER_LENGTH, end)[1] + 1, end)
     // Made in this batch (Parse, Bind, Execute, Sync), or earlier: the client's statement of that name.
-    const parse = parseIn(batch, at, batch.subarray(name[0], name[1])) ?? this.#statements.parseOf(batch.toString('utf8', name[0], name[1]))
+    const parse =
+      parseIn(batch, at, batch.subarray(name[0], name[1])) ??
+      this.#statements.parseOf(batch.toString('utf8', name[0], name[1]))
     return parse === null ? null : textOf(parse, 0, parse.length)
   }
 }
@@ -125,7 +129,11 @@ export class LastStatement {
 /** Where the last Query, Parse or Bind in `bytes` begins; -1 if none. */
 function lastStatementAt(bytes: Buffer): number {
   let last = -1
-  for (let offset = 0; offset + HEADER_LENGTH <= bytes.length; offset += CODE_LENGTH + bytes.readInt32BE(offset + CODE_LENGTH)) {
+  for (
+    let offset = 0;
+    offset + HEADER_LENGTH <= bytes.length;
+    offset += CODE_LENGTH + bytes.readInt32BE(offset + CODE_LENGTH)
+  ) {
     const code = bytes[offset]
     if (code === FrontendCode.Query || code === FrontendCode.Parse || code === FrontendCode.Bind) last = offset
   }
@@ -135,7 +143,7 @@ function lastStatementAt(bytes: Buffer): number {
 /** The last Parse before `before` in `bytes` that names statement `name`. */
 function parseIn(bytes: Buffer, before: number, name: Buffer): Buffer | null {
   let found: Buffer | null = null
-  for (let offset = 0; offset < before; ) {
+  for (let offset = 0; offset < before;) {
     const end = offset + CODE_LENGTH + bytes.readInt32BE(offset + CODE_LENGTH)
     if (bytes[offset] === FrontendCode.Parse) {
       const [start, stop] = cstring(bytes, offset + HEADER_LENGTH, end)

@@ -82,7 +82,11 @@ export class BatchRunner {
     this.#messages = context.messages
     this.#state = context.messages.client
     this.#log = context.log
-    this.wait = new SessionWait(client, context.backend, { idleTransactionWaitMs: context.idleTransactionWaitMs, log: context.log, refuse: (error, bytes) => void this.#refuse(error, bytes) })
+    this.wait = new SessionWait(client, context.backend, {
+      idleTransactionWaitMs: context.idleTransactionWaitMs,
+      log: context.log,
+      refuse: (error, bytes) => void this.#refuse(error, bytes),
+    })
     const pipelineExecuted = (): boolean => this.#pipelineExecuted
     this.#turn = {
       get pipelineExecuted() {
@@ -101,7 +105,11 @@ export class BatchRunner {
       waitOutside: (wait) => this.wait.outside(wait),
       write: (bytes) => this.#client.write(bytes),
     }
-    this.#lockWaitRunner = { backend: this.#backend, write: (bytes) => this.#client.write(bytes), waitOutside: (wait) => this.wait.outside(wait) }
+    this.#lockWaitRunner = {
+      backend: this.#backend,
+      write: (bytes) => this.#client.write(bytes),
+      waitOutside: (wait) => this.wait.outside(wait),
+    }
   }
 
   /** The client's messages are COPY data now: they make no call until CopyDone. */
@@ -122,7 +130,13 @@ export class BatchRunner {
    */
   get idleInTransaction(): boolean {
     const backend = this.#backend
-    return backend.isOwner && !backend.pipelineOpen && backend.txStatus !== TxStatus.Idle && this.#copy === null && !this.#discarding
+    return (
+      backend.isOwner &&
+      !backend.pipelineOpen &&
+      backend.txStatus !== TxStatus.Idle &&
+      this.#copy === null &&
+      !this.#discarding
+    )
   }
 
   /** The client is gone: a COPY it was sending is dropped with it. */
@@ -209,7 +223,11 @@ export class BatchRunner {
     if (this.#backend.session.scheduler.owner !== null && !this.#backend.isOwner) lookNow()
     try {
       if (this.#mayRide(bytes, unnamedUse, functions)) {
-        const end = await this.wait.ride(bytes, () => ranUnnamed(this.#backend.session, this.#client, unnamedUse), this.#lastSegment)
+        const end = await this.wait.ride(
+          bytes,
+          () => ranUnnamed(this.#backend.session, this.#client, unnamedUse),
+          this.#lastSegment,
+        )
         if (end === 'ran') this.#prepared.ran(bytes, this.#backend.atRest)
         if (end === 'ran' || end === 'stopped') return
         if (end === 'holds') return await this.#afterRun(bytes)
@@ -217,14 +235,25 @@ export class BatchRunner {
       await this.wait.own()
     } catch (error) {
       const rest = this.#refuse(error, bytes)
-      if (rest < bytes.length) await this.#runSegment({ bytes: bytes.subarray(rest), unnamedUse: unnamedUseOf(bytes.subarray(rest)), functions })
+      if (rest < bytes.length)
+        await this.#runSegment({
+          bytes: bytes.subarray(rest),
+          unnamedUse: unnamedUseOf(bytes.subarray(rest)),
+          functions,
+        })
       return
     }
     if (this.#state.extensionsWanted.length > 0) await this.#loadExtensions()
-    if (unnamedUse & UnnamedUse.ReferencedFirst) await makeUnnamedStatementOwn(this.#backend, this.#client, this.#state.statements)
+    if (unnamedUse & UnnamedUse.ReferencedFirst)
+      await makeUnnamedStatementOwn(this.#backend, this.#client, this.#state.statements)
     if (this.#client.inspect) this.#log.trace('to pglite', { dump: hexDump(bytes) })
     const backend = this.#backend
-    if (functions & ServerFunctions.MayWait && backend.txStatus === TxStatus.Idle && !this.#pipelineExecuted && mayRunAgain(bytes)) {
+    if (
+      functions & ServerFunctions.MayWait &&
+      backend.txStatus === TxStatus.Idle &&
+      !this.#pipelineExecuted &&
+      mayRunAgain(bytes)
+    ) {
       // A unit that binds the unnamed statement a Parse made before it: made again before each run after a wait.
       const unnamedParse = unnamedUse & UnnamedUse.ReferencedFirst ? this.#state.statements.unnamedParse : null
       await runWaitingForLocks(this.#lockWaitRunner, bytes, functions, unnamedParse)
@@ -246,7 +275,11 @@ export class BatchRunner {
     await this.#releaseIfAtRest()
     if (this.#parkable && backend.session.scheduler.waiting > 0) await this.#park()
     // A SET in its open block: the rest that follows counts to the timeout it set, as on Postgres.
-    if (backend.settingsChanged !== this.#settingsRead && this.idleInTransaction && backend.txStatus === TxStatus.InTransaction) {
+    if (
+      backend.settingsChanged !== this.#settingsRead &&
+      this.idleInTransaction &&
+      backend.txStatus === TxStatus.InTransaction
+    ) {
       this.#settingsRead = backend.settingsChanged
       await backend.readTimeoutInBlock()
     }
@@ -281,7 +314,15 @@ export class BatchRunner {
    */
   get #parkable(): boolean {
     const backend = this.#backend
-    return backend.isOwner && backend.pipelineOpen && backend.txStatus === TxStatus.Idle && !backend.errorPending && this.#prepared.only && this.#copy === null && !this.#discarding
+    return (
+      backend.isOwner &&
+      backend.pipelineOpen &&
+      backend.txStatus === TxStatus.Idle &&
+      !backend.errorPending &&
+      this.#prepared.only &&
+      this.#copy === null &&
+      !this.#discarding
+    )
   }
 
   /**
@@ -301,7 +342,8 @@ export class BatchRunner {
       .catch((error: unknown) => this.#log.warn('could not give the session up', { error }))
       .finally(() => {
         this.#parking = null
-        if (this.#client.states.isServing && this.#client.states.current === 'holding') this.#client.states.enter(this.restingState)
+        if (this.#client.states.isServing && this.#client.states.current === 'holding')
+          this.#client.states.enter(this.restingState)
       })
   }
 
@@ -356,7 +398,7 @@ export class BatchRunner {
       return CODE_LENGTH + bytes.readInt32BE(CODE_LENGTH)
     }
     this.#discarding = true
-    for (let offset = 0; offset < bytes.length; ) {
+    for (let offset = 0; offset < bytes.length;) {
       const end = offset + CODE_LENGTH + bytes.readInt32BE(offset + CODE_LENGTH)
       if (bytes[offset] === FrontendCode.Sync) {
         this.#endDiscarding()

@@ -6,14 +6,25 @@ import { TLSSocket, type SecureContext } from 'node:tls'
 import { SqlState, WireError, isDisconnectError } from '../../errors.ts'
 import type { Logger } from '../../log.ts'
 
-const NO_ALPN = new WireError('FATAL', SqlState.ProtocolViolation, 'received direct SSL connection request without ALPN protocol negotiation extension', { logOnly: true })
+const NO_ALPN = new WireError(
+  'FATAL',
+  SqlState.ProtocolViolation,
+  'received direct SSL connection request without ALPN protocol negotiation extension',
+  { logOnly: true },
+)
 
 /**
  * Follow `socket`: its bytes go to `onData`; its end (the client's FIN: the server's sockets are half-open) or close
  * ends the connection (`close`), and so does an error (logged), through `failed`: a reset loses what the client sent
  * that the server has not begun (see Connection.#left).
  */
-export function follow(socket: Socket, onData: (chunk: Buffer) => void, close: () => void, failed: () => void, log: Logger): void {
+export function follow(
+  socket: Socket,
+  onData: (chunk: Buffer) => void,
+  close: () => void,
+  failed: () => void,
+  log: Logger,
+): void {
   socket.on('data', onData)
   socket.on('end', close)
   socket.on('error', (error) => {

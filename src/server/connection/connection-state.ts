@@ -34,8 +34,16 @@ export interface TimeoutsMs {
 /** The FATAL of each timer that ends the connection ('queue' and 'statement' end a wait instead: session-wait.ts). */
 const TIMEOUT_FATALS: Readonly<Record<Exclude<Timeout, 'queue' | 'statement'>, WireError>> = {
   authentication: new WireError('FATAL', SqlState.QueryCanceled, 'canceling authentication due to timeout'),
-  'idle-session': new WireError('FATAL', SqlState.IdleSessionTimeout, 'terminating connection due to idle-session timeout'),
-  'idle-in-transaction': new WireError('FATAL', SqlState.IdleInTransactionSessionTimeout, 'terminating connection due to idle-in-transaction timeout'),
+  'idle-session': new WireError(
+    'FATAL',
+    SqlState.IdleSessionTimeout,
+    'terminating connection due to idle-session timeout',
+  ),
+  'idle-in-transaction': new WireError(
+    'FATAL',
+    SqlState.IdleInTransactionSessionTimeout,
+    'terminating connection due to idle-in-transaction timeout',
+  ),
 }
 const UNREAD_RESULTS_FATAL = new WireError(
   'FATAL',
@@ -47,8 +55,12 @@ const UNREAD_RESULTS_FATAL = new WireError(
  * What `timeout` ends the connection with, and its name for the log. A holder that stopped reading its results
  * (`blockedOnOutput`) is not idle: the idle-in-transaction timer reaps it all the same, with the reason named.
  */
-export function timeoutFatal(timeout: Exclude<Timeout, 'queue' | 'statement'>, blockedOnOutput: boolean): { error: WireError; what: string } {
-  if (timeout === 'idle-in-transaction' && blockedOnOutput) return { error: UNREAD_RESULTS_FATAL, what: 'unread results timeout' }
+export function timeoutFatal(
+  timeout: Exclude<Timeout, 'queue' | 'statement'>,
+  blockedOnOutput: boolean,
+): { error: WireError; what: string } {
+  if (timeout === 'idle-in-transaction' && blockedOnOutput)
+    return { error: UNREAD_RESULTS_FATAL, what: 'unread results timeout' }
   return { error: TIMEOUT_FATALS[timeout], what: `${timeout} timeout` }
 }
 
@@ -97,11 +109,18 @@ export class ConnectionStates {
    * Starts in `startup`, with the authentication deadline running. `clientTimeoutMs`: the client's own setting now
    * (0: none), read each time a state's timer starts.
    */
-  constructor(timeouts: TimeoutsMs, onTimeout: (timeout: Timeout, ms: number) => void, clientTimeoutMs: (setting: ClientTimeout) => number = () => 0) {
+  constructor(
+    timeouts: TimeoutsMs,
+    onTimeout: (timeout: Timeout, ms: number) => void,
+    clientTimeoutMs: (setting: ClientTimeout) => number = () => 0,
+  ) {
     this.#timeouts = timeouts
     this.#onTimeout = onTimeout
     this.#clientTimeoutMs = clientTimeoutMs
-    this.#authenticationDeadline = setTimeout(() => onTimeout('authentication', AUTHENTICATION_TIMEOUT_MS), AUTHENTICATION_TIMEOUT_MS).unref()
+    this.#authenticationDeadline = setTimeout(
+      () => onTimeout('authentication', AUTHENTICATION_TIMEOUT_MS),
+      AUTHENTICATION_TIMEOUT_MS,
+    ).unref()
     this.enter('startup')
   }
 

@@ -18,7 +18,15 @@ import { hexDump } from '../trace/hex-dump.ts'
 import type { ConnectionTrace } from '../trace/trace.ts'
 import { LastStatement } from './activity.ts'
 import { follow, requireAlpn, tlsOver } from './client-socket.ts'
-import { BACKLOG_FULL, BACKLOG_GRACE_MS, CLOSE_GRACE_MS, failureFatal, goodbyeAfter, notificationsPiledUp, sayGoodbye } from './goodbye.ts'
+import {
+  BACKLOG_FULL,
+  BACKLOG_GRACE_MS,
+  CLOSE_GRACE_MS,
+  failureFatal,
+  goodbyeAfter,
+  notificationsPiledUp,
+  sayGoodbye,
+} from './goodbye.ts'
 import type { ConnectionHost, ServedConnection } from './host.ts'
 import { Membership, type MemberConnection } from './membership.ts'
 import { activityRow, signalPeer } from './peers.ts'
@@ -53,7 +61,9 @@ export class Connection implements ServedConnection, StartingConnection, MemberC
   readonly #log: Logger
   readonly #startup: Startup
   /** Password messages are valid only while authenticating; every other type as Postgres's main loop allows. */
-  readonly #reader: FrameReader = new FrameReader({ maxLength: (code) => (code === FrontendCode.Password ? this.#startup.maxPasswordLength : maxMessageLength(code)) })
+  readonly #reader: FrameReader = new FrameReader({
+    maxLength: (code) => (code === FrontendCode.Password ? this.#startup.maxPasswordLength : maxMessageLength(code)),
+  })
   readonly #client: ClientState
   /** The client's place in its database's session: its backend and the runner of its batches there. */
   readonly #membership: Membership
@@ -98,7 +108,11 @@ export class Connection implements ServedConnection, StartingConnection, MemberC
     this.inspect = host.options.inspect && this.#log.enabled('trace')
     this.#trace = host.trace?.connection(this.processId, socket) ?? null
     this.#output = new ClientOutput(this, this.#log, this.#trace, this.inspect)
-    this.states = new ConnectionStates(host.options, (timeout, ms) => this.#timedOut(timeout, ms), (setting) => this.#membership.timeoutMs(setting))
+    this.states = new ConnectionStates(
+      host.options,
+      (timeout, ms) => this.#timedOut(timeout, ms),
+      (setting) => this.#membership.timeoutMs(setting),
+    )
     // Cleanup is wired before anything async can happen, so no path leaks a slot or the session.
     follow(socket, this.#onDataEvent, this.#leftEvent, this.#failedEvent, this.#log)
     socket.setNoDelay(true)

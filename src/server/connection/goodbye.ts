@@ -21,7 +21,11 @@ const GOODBYE_HOLD_MS = 5000
  * Postgres's listener blocks in its write and the notifications queue on disk; ours would queue in server memory.
  */
 const NOTIFICATION_BACKLOG_BYTES = 32 << 20
-export const BACKLOG_FULL = new WireError('FATAL', SqlState.OutOfMemory, `terminating connection: more than ${NOTIFICATION_BACKLOG_BYTES >> 20} MB of notifications wait for this client to read them`)
+export const BACKLOG_FULL = new WireError(
+  'FATAL',
+  SqlState.OutOfMemory,
+  `terminating connection: more than ${NOTIFICATION_BACKLOG_BYTES >> 20} MB of notifications wait for this client to read them`,
+)
 /** A slow reader gets longer than the usual grace to read what waits for it, down to the FATAL that explains. */
 export const BACKLOG_GRACE_MS = 10_000
 
@@ -29,7 +33,11 @@ export const BACKLOG_GRACE_MS = 10_000
  * The FATAL a failure closes the connection with: a WireError as it is; a PGlite that died marks its session dead and
  * every client gets why; anything else is logged and becomes XX000.
  */
-export function failureFatal(error: unknown, log: Logger, membership: { readonly session: SharedSession }): WireError | null {
+export function failureFatal(
+  error: unknown,
+  log: Logger,
+  membership: { readonly session: SharedSession },
+): WireError | null {
   if (error instanceof WireError) {
     log.debug('closing client', { sqlstate: error.sqlstate, error: error.message })
     return error
@@ -42,13 +50,18 @@ export function failureFatal(error: unknown, log: Logger, membership: { readonly
   }
   // The pg-gateway rule: the client learns only that something failed; the log gets the details.
   log.error('batch failed', { error })
-  return new WireError('FATAL', SqlState.InternalError, 'internal error in pglite-dev-db; see the server log', { cause: error })
+  return new WireError('FATAL', SqlState.InternalError, 'internal error in pglite-dev-db; see the server log', {
+    cause: error,
+  })
 }
 
 /** More than NOTIFICATION_BACKLOG_BYTES wait for the client to read them: it is to be closed with BACKLOG_FULL. */
 export function notificationsPiledUp(socket: Socket, log: Logger): boolean {
   if (socket.writableLength <= NOTIFICATION_BACKLOG_BYTES) return false
-  log.warn('client not reading its notifications; closing it', { pending: socket.writableLength, sqlstate: BACKLOG_FULL.sqlstate })
+  log.warn('client not reading its notifications; closing it', {
+    pending: socket.writableLength,
+    sqlstate: BACKLOG_FULL.sqlstate,
+  })
   return true
 }
 
@@ -56,7 +69,13 @@ export function notificationsPiledUp(socket: Socket, log: Logger): boolean {
  * The client is told `error` (unless it is only logged), its output ends, and its socket (the connection's at the
  * time: TLS may have replaced the first) gets `graceMs` to flush.
  */
-export function sayGoodbye(connection: { readonly socket: Socket }, output: ClientOutput, trace: ConnectionTrace | null, error: WireError | null, graceMs: number): void {
+export function sayGoodbye(
+  connection: { readonly socket: Socket },
+  output: ClientOutput,
+  trace: ConnectionTrace | null,
+  error: WireError | null,
+  graceMs: number,
+): void {
   if (error && !error.logOnly) output.write(encodeErrorResponse(error.severity, error.sqlstate, error.message))
   trace?.close(error)
   output.end()

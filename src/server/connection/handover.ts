@@ -43,7 +43,8 @@ export async function takeSession(handover: Handover): Promise<void> {
   const unmade = state.statements.takeUnmade()
   if (unmade.length > 0) await remakeStatements([client], (bytes) => backend.capture(bytes), unmade)
   const reveal = state.temp.reveal()
-  if (reveal) warnIfFailed(backend, 'could not give your temporary tables their names back', await backend.capture(reveal))
+  if (reveal)
+    warnIfFailed(backend, 'could not give your temporary tables their names back', await backend.capture(reveal))
 }
 
 /**
@@ -108,6 +109,9 @@ function warnIfFailed(backend: HandoverBackend, what: string, reply: Buffer): vo
 async function remakeOthersStatements({ backend, client, session, state, log }: Handover): Promise<void> {
   state.statements.forgetAll()
   // A Sync after each: one that fails now (its table was dropped) must not skip the rest; it is tried again later.
-  const count = await remakeStatements([...session.members].filter((member) => member !== client), (bytes) => backend.capture(bytes))
+  const count = await remakeStatements(
+    [...session.members].filter((member) => member !== client),
+    (bytes) => backend.capture(bytes),
+  )
   if (count > 0) log.debug('prepared statements made again after a DEALLOCATE ALL', { count })
 }

@@ -9,7 +9,13 @@ import type { Segment } from './messages.ts'
 /** How much a client at rest may send that asks for no reply before it runs anyway. */
 const HELD_BACK_BYTES = 1 << 20
 
-const HOLDABLE = new Set<number>([FrontendCode.Parse, FrontendCode.Bind, FrontendCode.Describe, FrontendCode.Execute, FrontendCode.Close])
+const HOLDABLE = new Set<number>([
+  FrontendCode.Parse,
+  FrontendCode.Bind,
+  FrontendCode.Describe,
+  FrontendCode.Execute,
+  FrontendCode.Close,
+])
 
 /** The last message of `bytes` asks for replies: a Sync, Flush, Query or FunctionCall, or one of unknown kind. */
 function asksForReply(bytes: Buffer): boolean {

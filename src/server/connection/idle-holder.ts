@@ -25,7 +25,11 @@ export class IdleHolderWatch {
   #waitingSince = -1
   #timer: NodeJS.Timeout | undefined
 
-  constructor(scheduler: OwnerScheduler<SessionHolder>, limitMs: number, refuse: (holder: SessionHolder, idleMs: number, waitedMs: number) => void) {
+  constructor(
+    scheduler: OwnerScheduler<SessionHolder>,
+    limitMs: number,
+    refuse: (holder: SessionHolder, idleMs: number, waitedMs: number) => void,
+  ) {
     this.scheduler = scheduler
     this.#limitMs = limitMs
     this.#refuse = refuse

@@ -39,12 +39,20 @@ export function tryLend(lending: LendingClient, unit: Uint8Array): LendOffer | n
   // While others wait, the thread looks for the client's next unit on a core their clients may want; not while
   // another database works too, which wants the other.
   if (othersWant && (!lending.holdsSession() || workingDatabases() > 1)) return null
-  if (!lending.canRide() || lending.changes() !== 0 || state.signaledEarly.size > 0 || session.advisoryLocks.size > 0) return null
+  if (!lending.canRide() || lending.changes() !== 0 || state.signaledEarly.size > 0 || session.advisoryLocks.size > 0)
+    return null
   // The server reads nothing in plain SQL, unless to prefix held cursors' names or to track temporary objects.
   const unnamed = !statements.holdsCursors && !temp.firstInSearchPath
-  if (lending.callsFunctions() || !statements.needNothingToRun || preparedUnitEnd(unit as Buffer, 0, unnamed) !== unit.length) return null
+  if (
+    lending.callsFunctions() ||
+    !statements.needNothingToRun ||
+    preparedUnitEnd(unit as Buffer, 0, unnamed) !== unit.length
+  )
+    return null
   // A named Bind runs in the thread only once the server knows the client uses names (errors then have them restored).
-  return client.output.lendReading() ? { prefix: statements.used ? statements.prefix : null, unnamed, othersWant } : null
+  return client.output.lendReading()
+    ? { prefix: statements.used ? statements.prefix : null, unnamed, othersWant }
+    : null
 }
 
 /** What the thread tells of the lent socket as it gives it back (DirectReply.handBack), `kind` a LentSocket value. */

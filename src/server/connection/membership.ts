@@ -85,7 +85,11 @@ export class Membership {
    * does not read its replies (a backend blocked sending is not idle).
    */
   timeoutMs(setting: ClientTimeout): number {
-    if (setting === 'idle_in_transaction_session_timeout' && (!this.#batches?.idleInTransaction || this.#connection.output.blocked)) return 0
+    if (
+      setting === 'idle_in_transaction_session_timeout' &&
+      (!this.#batches?.idleInTransaction || this.#connection.output.blocked)
+    )
+      return 0
     return this.#backend?.timeoutMs(setting) ?? 0
   }
 
@@ -120,10 +124,21 @@ export class Membership {
     // Settings equal to what the client is told anyway (client_encoding=UTF8 from node-postgres) cost nothing.
     const startup = startupSettings(connection.startupParams)
     const named = new Set(startup.map(([name]) => name.toLowerCase()))
-    backend.startWith(startup.filter(([name, value]) => session.reportedDefaults.get(name.toLowerCase()) !== value), named)
+    backend.startWith(
+      startup.filter(([name, value]) => session.reportedDefaults.get(name.toLowerCase()) !== value),
+      named,
+    )
     this.#backend = backend
     const { databases, options } = this.#host
-    this.#batches = new BatchRunner(connection, { backend, messages: this.#messages, databases, database: connection.database, maxCopyBytes: options.maxCopyBytes, idleTransactionWaitMs: options.idleTransactionWaitMs, log: this.#log })
+    this.#batches = new BatchRunner(connection, {
+      backend,
+      messages: this.#messages,
+      databases,
+      database: connection.database,
+      maxCopyBytes: options.maxCopyBytes,
+      idleTransactionWaitMs: options.idleTransactionWaitMs,
+      log: this.#log,
+    })
   }
 
   /**
@@ -162,7 +177,9 @@ export class Membership {
     if (this.#batches?.wait.stopRiding(new QueryCanceledError())) this.#log.debug('riding unit stopped on close', {})
     else if (!session.scheduler.isOwner(connection)) session.scheduler.forget(connection)
     else if (running) {
-      void this.#backend?.cancelRunning().catch((cancelError: unknown) => this.#log.warn('cancel on close failed', { error: cancelError }))
+      void this.#backend
+        ?.cancelRunning()
+        .catch((cancelError: unknown) => this.#log.warn('cancel on close failed', { error: cancelError }))
     }
   }
 

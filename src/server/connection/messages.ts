@@ -5,7 +5,14 @@
 // is gathered into a segment, a slice of the batch unless a message in it changed, then written once.
 
 import { FrontendCode, HEADER_LENGTH } from '../protocol/codes.ts'
-import { cstring, editMessage, mayBeServerStatement, sqlBounds, writeEdited, type Edit } from '../protocol/frontend-messages.ts'
+import {
+  cstring,
+  editMessage,
+  mayBeServerStatement,
+  sqlBounds,
+  writeEdited,
+  type Edit,
+} from '../protocol/frontend-messages.ts'
 import { unnamedUseStep } from '../protocol/unnamed-use.ts'
 import { parseCopyFromStdin } from '../features/copy-in.ts'
 import { NO_OP_STATEMENT, databaseCommandIn, rewriteResetCalls } from '../features/database-commands.ts'
@@ -17,7 +24,12 @@ import type { Statements } from '../features/statements.ts'
 import type { CopyFromStdin, DatabaseCommand, DiscardCommand, Special } from '../features/takeover-kinds.ts'
 import { callsSetConfig, rewriteAuthorizationDefaults } from '../features/settings-sql.ts'
 import { createdExtensions } from '../sql/extensions.ts'
-import { ServerFunctions, rewriteServerFunctions, type ServerFunctionUse, type SignalArgument } from '../features/server-functions.ts'
+import {
+  ServerFunctions,
+  rewriteServerFunctions,
+  type ServerFunctionUse,
+  type SignalArgument,
+} from '../features/server-functions.ts'
 import { Keyword, firstLetter, keywordsIn } from '../sql/tokens.ts'
 
 /** What the server does in a message's place. `frame` is the message as PGlite would get it (names prefixed). */
@@ -102,7 +114,8 @@ export class MessageReader {
     else {
       // One buffer, written once: the unchanged stretches and each changed message with its edits made.
       let length = to - this.#start
-      for (const { edits } of this.#changed) for (const [from, stop, middle] of edits) length += middle.length - (stop - from)
+      for (const { edits } of this.#changed)
+        for (const [from, stop, middle] of edits) length += middle.length - (stop - from)
       bytes = Buffer.allocUnsafe(length)
       let at = 0
       let copied = this.#start
@@ -146,7 +159,8 @@ function Query(reader: MessageReader, bytes: Buffer, offset: number, end: number
   if (command) return { kind: 'database-command', command, via: 'query', frame: frame() }
   if (words & Keyword.Listen) reader.client.listenCommands.push(...listenCommands(sql))
   if (words & Keyword.Temp) reader.client.temp.mayMake = true
-  if (words & Keyword.Extension && reader.managesDatabases) reader.client.extensionsWanted.push(...createdExtensions(sql))
+  if (words & Keyword.Extension && reader.managesDatabases)
+    reader.client.extensionsWanted.push(...createdExtensions(sql))
   let changed = false
   let functions = 0
   if (reader.managesDatabases && words & Keyword.Pglite) {
@@ -188,9 +202,15 @@ function Query(reader: MessageReader, bytes: Buffer, offset: number, end: number
   }
   functions |= settingsBit(reader, words, sql)
   // DISCARD TEMP and DEALLOCATE ALL among other statements, and CLOSE ALL: stand-ins that act for this client alone.
-  const standIns = words & (Keyword.Temp | Keyword.Close | Keyword.StatementName) ? rewriteStandIns(sql, reader.statements) : null
+  const standIns =
+    words & (Keyword.Temp | Keyword.Close | Keyword.StatementName) ? rewriteStandIns(sql, reader.statements) : null
   if (standIns) {
-    return { kind: 'query-with-stand-ins', standIns: standIns.standIns, functions, frame: editMessage(bytes, offset, end, [[start, stop, Buffer.from(standIns.sql)]]) }
+    return {
+      kind: 'query-with-stand-ins',
+      standIns: standIns.standIns,
+      functions,
+      frame: editMessage(bytes, offset, end, [[start, stop, Buffer.from(standIns.sql)]]),
+    }
   }
   reader.callsFunctions(functions)
   if (changed) reader.edit(offset, end, [[start, stop, Buffer.from(sql)]])
@@ -212,7 +232,10 @@ function Parse(reader: MessageReader, bytes: Buffer, offset: number, end: number
   const words = text ? keywordsIn(bytes, text[0], text[1]) : 0
   if (reader.client.temp.firstInSearchPath) reader.client.temp.mayMake = true
   const first = text ? firstLetter(bytes, text[0], text[1]) : 0
-  const discard = text && mayBeDiscard(bytes, text[0], text[1], first, null) ? parseDiscard(bytes.toString('utf8', text[0], text[1])) : null
+  const discard =
+    text && mayBeDiscard(bytes, text[0], text[1], first, null)
+      ? parseDiscard(bytes.toString('utf8', text[0], text[1]))
+      : null
   if (text && discard) {
     // PGlite parses a stand-in; the Execute of its portal is the server's (features/discard.ts).
     special = { kind: 'discard', command: discard }
@@ -238,10 +261,12 @@ function Parse(reader: MessageReader, bytes: Buffer, offset: number, end: number
     }
     if (words & Keyword.Listen) reader.client.listenCommands.push(...listenCommands(sql))
     if (words & Keyword.Temp) reader.client.temp.mayMake = true
-    if (words & Keyword.Extension && reader.managesDatabases) reader.client.extensionsWanted.push(...createdExtensions(sql))
+    if (words & Keyword.Extension && reader.managesDatabases)
+      reader.client.extensionsWanted.push(...createdExtensions(sql))
     if (words & Keyword.Authorization) sql = rewriteAuthorizationDefaults(sql) ?? sql
     if (words & Keyword.StatementName) sql = prefixStatementNames(reader.statements, sql) ?? sql
-    if (words & Keyword.Declare || reader.statements.holdsCursors) sql = prefixCursorNames(reader.statements, sql) ?? sql
+    if (words & Keyword.Declare || reader.statements.holdsCursors)
+      sql = prefixCursorNames(reader.statements, sql) ?? sql
     if (words & Keyword.PgName) {
       const use = rewriteServerFunctions(sql, reader.client.processId)
       if (use) {
@@ -266,7 +291,10 @@ function Bind(reader: MessageReader, bytes: Buffer, offset: number, end: number)
   const portal = cstring(bytes, offset + HEADER_LENGTH, end)
   const statement = cstring(bytes, portal[1] + 1, end)
   const { statements } = reader
-  const special = statements.hasSpecialStatements || statements.hasSpecialPortals ? statements.bound(text(bytes, portal), text(bytes, statement)) : null
+  const special =
+    statements.hasSpecialStatements || statements.hasSpecialPortals
+      ? statements.bound(text(bytes, portal), text(bytes, statement))
+      : null
   const edits = prefixNames(reader, bytes, portal, statement)
   // The statement's name is decoded only when some statement of the client calls such functions (a Bind is per query).
   if (statements.callsAnyFunctions) {
@@ -276,7 +304,8 @@ function Bind(reader: MessageReader, bytes: Buffer, offset: number, end: number)
     if (functions !== 0) reader.client.signals.push(...statements.signalsOf(name, bytes, statement[1] + 1, end))
   }
   if (special?.kind === 'reset') reader.client.resetRequested = true
-  if (special?.kind === 'database') return { kind: 'database-command', command: special.command, via: 'bind', frame: edited(bytes, offset, end, edits) }
+  if (special?.kind === 'database')
+    return { kind: 'database-command', command: special.command, via: 'bind', frame: edited(bytes, offset, end, edits) }
   if (edits) reader.edit(offset, end, edits)
   return null
 }
@@ -285,16 +314,22 @@ function Execute(reader: MessageReader, bytes: Buffer, offset: number, end: numb
   const portal = cstring(bytes, offset + HEADER_LENGTH, end)
   const special = reader.statements.hasSpecialPortals ? reader.statements.executes(text(bytes, portal)) : null
   const edits = prefixNames(reader, bytes, portal)
-  if (special?.kind === 'copy') return { kind: 'copy-in', copy: special.copy, viaQuery: false, frame: edited(bytes, offset, end, edits) }
-  if (special?.kind === 'database') return { kind: 'tagged-execute', command: special.command, frame: edited(bytes, offset, end, edits) }
-  if (special?.kind === 'discard') return { kind: 'discard', command: special.command, via: 'execute', frame: edited(bytes, offset, end, edits) }
+  if (special?.kind === 'copy')
+    return { kind: 'copy-in', copy: special.copy, viaQuery: false, frame: edited(bytes, offset, end, edits) }
+  if (special?.kind === 'database')
+    return { kind: 'tagged-execute', command: special.command, frame: edited(bytes, offset, end, edits) }
+  if (special?.kind === 'discard')
+    return { kind: 'discard', command: special.command, via: 'execute', frame: edited(bytes, offset, end, edits) }
   if (edits) reader.edit(offset, end, edits)
   return null
 }
 
 function Describe(reader: MessageReader, bytes: Buffer, offset: number, end: number): Takeover | null {
   const name = cstring(bytes, offset + HEADER_LENGTH + 1, end)
-  const edits = bytes[offset + HEADER_LENGTH] === LETTER_S ? prefixNames(reader, bytes, null, name) : prefixNames(reader, bytes, name)
+  const edits =
+    bytes[offset + HEADER_LENGTH] === LETTER_S
+      ? prefixNames(reader, bytes, null, name)
+      : prefixNames(reader, bytes, name)
   if (edits) reader.edit(offset, end, edits)
   return null
 }
@@ -343,7 +378,8 @@ function startsWithComment(first: number): boolean {
  * are DELETE, DROP or DO, and need no lexer), or it begins with a comment.
  */
 function mayBeDiscard(bytes: Buffer, start: number, end: number, first: number, sql: string | null): boolean {
-  if (first === LETTER_D) return startsWithWord(bytes, start, end, 'discard') || startsWithWord(bytes, start, end, 'deallocate')
+  if (first === LETTER_D)
+    return startsWithWord(bytes, start, end, 'discard') || startsWithWord(bytes, start, end, 'deallocate')
   return startsWithComment(first) && (sql === null || /discard|deallocate/i.test(sql))
 }
 
@@ -354,7 +390,13 @@ function startsWithWord(bytes: Buffer, start: number, end: number, word: string)
   if (end - at < word.length) return false
   for (let i = 0; i < word.length; i++) if ((bytes[at + i]! | 0x20) !== word.charCodeAt(i)) return false
   const next = at + word.length < end ? bytes[at + word.length]! | 0x20 : 0
-  return !((next >= 0x61 && next <= 0x7a) || (next >= 0x30 && next <= 0x39) || next === 0x7f || next >= 0x80 || next === 0x24)
+  return !(
+    (next >= 0x61 && next <= 0x7a) ||
+    (next >= 0x30 && next <= 0x39) ||
+    next === 0x7f ||
+    next >= 0x80 ||
+    next === 0x24
+  )
 }
 const LETTER_S = 0x53 // S
 
@@ -366,13 +408,23 @@ function text(bytes: Buffer, [start, end]: [number, number]): string {
  * Edits that give names PGlite's: a statement name (`statement`, non-empty) the client's prefix, a portal name
  * (`portal`) only if it names a cursor the client declared WITH HOLD (see sql/cursor-names.ts); null if none.
  */
-function prefixNames(reader: MessageReader, bytes: Buffer, portal: [number, number] | null, statement?: [number, number]): Edit[] | null {
+function prefixNames(
+  reader: MessageReader,
+  bytes: Buffer,
+  portal: [number, number] | null,
+  statement?: [number, number],
+): Edit[] | null {
   let edits: Edit[] | null = null
   if (portal !== null && portal[1] > portal[0] && reader.statements.holdsCursors) {
     const server = reader.statements.portalName(bytes.subarray(portal[0], portal[1]))
     if (server) edits = [[portal[0], portal[1], server]]
   }
-  if (statement !== undefined && statement[1] > statement[0]) (edits ??= []).push([statement[0], statement[1], reader.statements.serverName(bytes.subarray(statement[0], statement[1]))])
+  if (statement !== undefined && statement[1] > statement[0])
+    (edits ??= []).push([
+      statement[0],
+      statement[1],
+      reader.statements.serverName(bytes.subarray(statement[0], statement[1])),
+    ])
   return edits
 }
 
@@ -394,5 +446,9 @@ function settingsBit(reader: MessageReader, words: number, sql: string): number 
 }
 
 function functionBits(use: ServerFunctionUse): number {
-  return (use.needsContext ? ServerFunctions.Context : 0) | (use.readsActivity ? ServerFunctions.Activity : 0) | (use.mayWait ? ServerFunctions.MayWait : 0)
+  return (
+    (use.needsContext ? ServerFunctions.Context : 0) |
+    (use.readsActivity ? ServerFunctions.Activity : 0) |
+    (use.mayWait ? ServerFunctions.MayWait : 0)
+  )
 }

@@ -314,7 +314,13 @@ export class ClientOutput {
     const { socket, spillBudget } = this.#connection
     if (spillBudget === null || spillBudget.limit === 0) return false
     try {
-      this.#spill = new ReplySpill(socket, spillBudget, this.#framing, { drained: () => this.#endSpill(), cutOff: (error) => this.#connection.cutOff(error) }, this.#log)
+      this.#spill = new ReplySpill(
+        socket,
+        spillBudget,
+        this.#framing,
+        { drained: () => this.#endSpill(), cutOff: (error) => this.#connection.cutOff(error) },
+        this.#log,
+      )
     } catch (error) {
       this.#log.warn('could not keep unread replies on disk; the statement waits for the client instead', { error })
       return false

@@ -12,7 +12,11 @@ import type { Membership } from './membership.ts'
 import type { TerminateAnswers } from './signals.ts'
 import type { ConnectionStates } from './connection-state.ts'
 
-const ADMIN_SHUTDOWN = new WireError('FATAL', SqlState.AdminShutdown, 'terminating connection due to administrator command')
+const ADMIN_SHUTDOWN = new WireError(
+  'FATAL',
+  SqlState.AdminShutdown,
+  'terminating connection due to administrator command',
+)
 
 /** What a client's row in pg_stat_activity is read from. */
 export interface ActivitySource {
@@ -26,7 +30,12 @@ export interface ActivitySource {
 }
 
 /** The client's whole row in pg_stat_activity. */
-export function activityRow(client: ActivitySource, membership: Membership, statement: LastStatement, startedAt: string): ClientActivity {
+export function activityRow(
+  client: ActivitySource,
+  membership: Membership,
+  statement: LastStatement,
+  startedAt: string,
+): ClientActivity {
   const { current, since } = client.states
   const batches = membership.batches
   return activityOf({
@@ -39,7 +48,8 @@ export function activityRow(client: ActivitySource, membership: Membership, stat
     startedAt,
     state: current,
     since,
-    idleInTransaction: current === 'holding' && batches?.idleInTransaction ? { aborted: membership.txStatus === TxStatus.Failed } : null,
+    idleInTransaction:
+      current === 'holding' && batches?.idleInTransaction ? { aborted: membership.txStatus === TxStatus.Failed } : null,
     blockedOnOutput: client.blockedOnOutput,
     waitingForLock: batches?.wait.waitingForLock ?? false,
     statement,
@@ -47,7 +57,13 @@ export function activityRow(client: ActivitySource, membership: Membership, stat
 }
 
 /** pg_cancel_backend or pg_terminate_backend of the client `processId` among `clients`; false if none has it. */
-export function signalPeer(clients: ServedConnection[], processId: number, op: 'cancel' | 'terminate', answers: TerminateAnswers, log: Logger): boolean {
+export function signalPeer(
+  clients: ServedConnection[],
+  processId: number,
+  op: 'cancel' | 'terminate',
+  answers: TerminateAnswers,
+  log: Logger,
+): boolean {
   const target = clients.find((client) => client.processId === processId)
   log.debug('signal from a function', { op, target: processId, matched: target !== undefined })
   if (!target) return false

@@ -19,7 +19,11 @@ export class PreparedPipeline {
     }
     if (!this.only) return
     forEachFrame(bytes, (code, offset) => {
-      const prepares = code === FrontendCode.Parse || code === FrontendCode.Flush || code === FrontendCode.Close || (code === FrontendCode.Describe && bytes[offset + HEADER_LENGTH] === LETTER_S)
+      const prepares =
+        code === FrontendCode.Parse ||
+        code === FrontendCode.Flush ||
+        code === FrontendCode.Close ||
+        (code === FrontendCode.Describe && bytes[offset + HEADER_LENGTH] === LETTER_S)
       if (!prepares) this.only = false
       return prepares
     })

@@ -44,7 +44,8 @@ export function saslPrep(password: string): string {
 }
 
 /** The outcome of one step: bytes to send, or the reason authentication failed (for the log; the client gets 28P01). */
-export type ScramStep = { ok: true; reply: Buffer; done: boolean } | { ok: false; reason: string; protocolViolation?: boolean }
+export type ScramStep =
+  { ok: true; reply: Buffer; done: boolean } | { ok: false; reason: string; protocolViolation?: boolean }
 
 /** One client's exchange: AuthenticationSASL, then the client's two messages. */
 export class ScramExchange {
@@ -75,16 +76,24 @@ export class ScramExchange {
 
   #initial(body: Buffer): ScramStep {
     const nameEnd = body.indexOf(0)
-    if (nameEnd < 0 || body.length < nameEnd + 5) return { ok: false, reason: 'malformed SASLInitialResponse', protocolViolation: true }
+    if (nameEnd < 0 || body.length < nameEnd + 5)
+      return { ok: false, reason: 'malformed SASLInitialResponse', protocolViolation: true }
     const mechanism = body.toString('utf8', 0, nameEnd)
-    if (mechanism !== SCRAM_MECHANISM) return { ok: false, reason: 'client selected an invalid SASL authentication mechanism', protocolViolation: true }
+    if (mechanism !== SCRAM_MECHANISM)
+      return { ok: false, reason: 'client selected an invalid SASL authentication mechanism', protocolViolation: true }
     const length = body.readInt32BE(nameEnd + 1)
     const data = body.toString('utf8', nameEnd + 5)
-    if (length !== Buffer.byteLength(data)) return { ok: false, reason: 'malformed SASLInitialResponse length', protocolViolation: true }
+    if (length !== Buffer.byteLength(data))
+      return { ok: false, reason: 'malformed SASLInitialResponse length', protocolViolation: true }
     // gs2 header: "n,," (no channel binding) or "y,," (client could bind, thinks we cannot); "p=" needs -PLUS.
     // An authorization identity ("a=") is refused, as Postgres refuses it.
     const match = /^([ny]),,(.*)$/s.exec(data)
-    if (!match) return { ok: false, reason: 'unsupported SCRAM client-first-message (channel binding or authorization identity)', protocolViolation: true }
+    if (!match)
+      return {
+        ok: false,
+        reason: 'unsupported SCRAM client-first-message (channel binding or authorization identity)',
+        protocolViolation: true,
+      }
     this.#gs2Header = `${match[1]},,`
     const bare = match[2]!
     const nonce = attribute(bare, 'r')
@@ -93,7 +102,11 @@ export class ScramExchange {
     this.#nonce = nonce + randomBytes(NONCE_BYTES).toString('base64')
     this.#serverFirst = `r=${this.#nonce},s=${this.#secret.salt.toString('base64')},i=${this.#secret.iterations}`
     this.#step = 'final'
-    return { ok: true, reply: authentication(AuthRequest.SaslContinue, Buffer.from(this.#serverFirst, 'utf8')), done: false }
+    return {
+      ok: true,
+      reply: authentication(AuthRequest.SaslContinue, Buffer.from(this.#serverFirst, 'utf8')),
+      done: false,
+    }
   }
 
   #final(body: Buffer): ScramStep {
@@ -103,7 +116,8 @@ export class ScramExchange {
     if (proofAt < 0) return { ok: false, reason: 'malformed SCRAM client-final-message' }
     const withoutProof = clientFinal.slice(0, proofAt)
     // c= is the base64 of the gs2 header the client sent first ("n,," or "y,,"), with no channel data.
-    if (attribute(withoutProof, 'c') !== Buffer.from(this.#gs2Header).toString('base64')) return { ok: false, reason: 'SCRAM channel binding check failed', protocolViolation: true }
+    if (attribute(withoutProof, 'c') !== Buffer.from(this.#gs2Header).toString('base64'))
+      return { ok: false, reason: 'SCRAM channel binding check failed', protocolViolation: true }
     if (attribute(withoutProof, 'r') !== this.#nonce) return { ok: false, reason: 'SCRAM nonce mismatch' }
     const proof = Buffer.from(clientFinal.slice(proofAt + 3), 'base64')
     if (proof.length !== 32) return { ok: false, reason: 'malformed SCRAM proof' }
@@ -113,7 +127,11 @@ export class ScramExchange {
     for (let i = 0; i < 32; i++) clientKey[i] = proof[i]! ^ signature[i]!
     if (!timingSafeEqual(sha256(clientKey), this.#secret.storedKey)) return { ok: false, reason: 'wrong password' }
     const serverSignature = hmac(this.#secret.serverKey, authMessage).toString('base64')
-    return { ok: true, reply: authentication(AuthRequest.SaslFinal, Buffer.from(`v=${serverSignature}`, 'utf8')), done: true }
+    return {
+      ok: true,
+      reply: authentication(AuthRequest.SaslFinal, Buffer.from(`v=${serverSignature}`, 'utf8')),
+      done: true,
+    }
   }
 }
 

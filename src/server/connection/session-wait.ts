@@ -115,11 +115,16 @@ export class SessionWait {
    * rides there. `cancelRunning` false: a unit that has begun runs on (a timeout of the wait: Postgres's own
    * statement_timeout times the statement once it runs).
    */
-  stopRiding(error: QueryCanceledError | QueueTimeoutError, cancelRunning = error instanceof QueryCanceledError): boolean {
+  stopRiding(
+    error: QueryCanceledError | QueueTimeoutError,
+    cancelRunning = error instanceof QueryCanceledError,
+  ): boolean {
     const { combined } = this.#backend.session
     if (this.#riding === null || !combined.isRiding(this.#client)) return false
     const stopped = (this.#stopped ??= { error, answered: false })
-    const stopping = cancelRunning ? combined.cancel(this.#client) : combined.skip(this.#client).then((skipped) => (skipped ? 'skipped' : ''))
+    const stopping = cancelRunning
+      ? combined.cancel(this.#client)
+      : combined.skip(this.#client).then((skipped) => (skipped ? 'skipped' : ''))
     stopping.then(
       (result) => {
         // Not run: answered now rather than when the call reaches it (its end answers it if that came first).
@@ -183,10 +188,18 @@ export class SessionWait {
   get #idleHolder(): IdleHolderWatch {
     const { scheduler } = this.#backend.session
     if (this.#idleHolderWatch?.scheduler === scheduler) return this.#idleHolderWatch
-    return (this.#idleHolderWatch = new IdleHolderWatch(scheduler, this.#idleTransactionWaitMs, (holder, idleMs, waitedMs) => {
-      this.#log.warn('statement refused: it waited for an idle transaction', { holder: holder.processId, idleMs: Math.round(idleMs), sqlstate: SqlState.LockNotAvailable })
-      this.#refuseWait(idleHolderRefusal(holder, idleMs, waitedMs))
-    }))
+    return (this.#idleHolderWatch = new IdleHolderWatch(
+      scheduler,
+      this.#idleTransactionWaitMs,
+      (holder, idleMs, waitedMs) => {
+        this.#log.warn('statement refused: it waited for an idle transaction', {
+          holder: holder.processId,
+          idleMs: Math.round(idleMs),
+          sqlstate: SqlState.LockNotAvailable,
+        })
+        this.#refuseWait(idleHolderRefusal(holder, idleMs, waitedMs))
+      },
+    ))
   }
 
   /** End this client's wait for the session, or for a combined call to take its unit, with `error`. False if none. */
@@ -224,10 +237,14 @@ export class SessionWait {
     const who = holder ? `client ${holder.processId} holds it` : 'other clients were ahead'
     this.#log.info('queue timeout', { ms, holder: holder?.processId, sqlstate: SqlState.LockNotAvailable })
     if (this.#stopWaitOutside) {
-      this.#stopWaitOutside(new QueueTimeoutError(`canceling statement: waited ${ms} ms for an advisory lock another client holds`))
+      this.#stopWaitOutside(
+        new QueueTimeoutError(`canceling statement: waited ${ms} ms for an advisory lock another client holds`),
+      )
       return
     }
-    const error = new QueueTimeoutError(`canceling statement: waited ${ms} ms for the database session, which ${who} (pglite-dev-db runs one client's transaction at a time)`)
+    const error = new QueueTimeoutError(
+      `canceling statement: waited ${ms} ms for the database session, which ${who} (pglite-dev-db runs one client's transaction at a time)`,
+    )
     // Or its unit waits in the combined call that runs, behind other clients' units.
     if (!this.#refuseWait(error)) this.stopRiding(error)
   }

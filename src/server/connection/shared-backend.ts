@@ -14,7 +14,14 @@ import { RelayFrom, type DirectReply } from '../session/databases.ts'
 import type { ClientTimeout, Settings } from '../features/settings.ts'
 import type { ClientState } from '../features/state.ts'
 import { routeNotification } from '../features/listen.ts'
-import { FunctionReplies, NEEDS_FUNCTION_REPLIES, ServerFunctions, contextFor, contextMessages, type LockWait } from '../features/server-functions.ts'
+import {
+  FunctionReplies,
+  NEEDS_FUNCTION_REPLIES,
+  ServerFunctions,
+  contextFor,
+  contextMessages,
+  type LockWait,
+} from '../features/server-functions.ts'
 import { UnnamedUse, unnamedUseOf } from '../protocol/unnamed-use.ts'
 import { ClientSettings } from '../features/settings.ts'
 import { releaseSession, releasesQuietly, takeSession, type Handover } from './handover.ts'
@@ -68,7 +75,15 @@ export class ClientBackend implements Backend {
     this.#state = state
     this.#log = log
     this.#handover = { backend: this, client, session, state, reader: this.#reader, settings: this.#settings, log }
-    this.#lending = { session, client, state, canRide: () => this.canRide, changes: () => this.#reader.changes, callsFunctions: () => this.#functions !== null, holdsSession: () => !this.#reader.atRest }
+    this.#lending = {
+      session,
+      client,
+      state,
+      canRide: () => this.canRide,
+      changes: () => this.#reader.changes,
+      callsFunctions: () => this.#functions !== null,
+      holdsSession: () => !this.#reader.atRest,
+    }
   }
 
   /** The connection this backend answers to, as the session knows it. */
@@ -149,7 +164,13 @@ export class ClientBackend implements Backend {
   }
 
   /** One call into PGlite, its output going to `output`: the client, a list of chunks, or nowhere. */
-  async #execute(bytes: Uint8Array, output: Output, asClient = output === 'client', functions = 0, last = false): Promise<void> {
+  async #execute(
+    bytes: Uint8Array,
+    output: Output,
+    asClient = output === 'client',
+    functions = 0,
+    last = false,
+  ): Promise<void> {
     if (functions & ServerFunctions.Context) await this.#tellContext(functions)
     this.#beginCall(output, asClient, functions)
     // Before #directReply, which lends a socket beside waiters only while one database works (lent-socket.ts).
@@ -184,15 +205,20 @@ export class ClientBackend implements Backend {
       this.#lockWait = told.lockWait
       for (const pid of told.terminated) this.#client.answered(pid)
       // pg_terminate_backend(pg_backend_pid()): as Postgres ends the backend in the middle of the statement.
-      if (told.terminatingSelf) throw new WireError('FATAL', SqlState.AdminShutdown, 'terminating connection due to administrator command')
+      if (told.terminatingSelf)
+        throw new WireError('FATAL', SqlState.AdminShutdown, 'terminating connection due to administrator command')
     }
   }
 
   #beginCall(output: Output, asClient: boolean, functions: number): void {
     this.#output = output
-    this.#functions = (functions & NEEDS_FUNCTION_REPLIES) === 0 ? null : new FunctionReplies(this.#client, this.session, this.#state.signaledEarly)
+    this.#functions =
+      (functions & NEEDS_FUNCTION_REPLIES) === 0
+        ? null
+        : new FunctionReplies(this.#client, this.session, this.#state.signaledEarly)
     // Names to restore, notifications to route, what the functions tell: hold those messages for the whole call.
-    this.#rewriteNow = this.#functions || this.#state.statements.used || this.session.listeners.size > 0 ? this.#rewrite : null
+    this.#rewriteNow =
+      this.#functions || this.#state.statements.used || this.session.listeners.size > 0 ? this.#rewrite : null
     // A capture of the client's own messages is the client's reply, edited before it is sent: read as if sent.
     this.#captureRewrite = asClient ? this.#rewriteNow : this.#functions ? this.#rewrite : null
     this.#reader.startCall(asClient)
@@ -314,7 +340,13 @@ export class ClientBackend implements Backend {
     const session = this.session
     if (functions & ServerFunctions.Activity) await answersSeen()
     const install = !session.serverFunctionsInstalled
-    const reply = await this.capture(contextMessages(contextFor(this.#client, session, this.#state.signaledEarly, functions), install, this.#reader.pipelineOpen))
+    const reply = await this.capture(
+      contextMessages(
+        contextFor(this.#client, session, this.#state.signaledEarly, functions),
+        install,
+        this.#reader.pipelineOpen,
+      ),
+    )
     if (install && !hasMessage(reply, BackendCode.ErrorResponse)) session.serverFunctionsInstalled = true
   }
 
@@ -343,7 +375,8 @@ export class ClientBackend implements Backend {
     if (!this.#functions?.terminatingSelf) this.#client.write(bytes)
   }
   readonly #rewrite: RewriteMessage = (message) => {
-    if (message[0] === BackendCode.NotificationResponse) return routeNotification(this, this.#state.listenCommands, message)
+    if (message[0] === BackendCode.NotificationResponse)
+      return routeNotification(this, this.#state.listenCommands, message)
     const functions = this.#functions
     const read = functions ? functions.read(message, this.#output === 'client') : message
     return read && this.#state.statements.restore(read)

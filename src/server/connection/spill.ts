@@ -74,7 +74,10 @@ export class Framing {
         continue
       }
       if (this.#headerFill === 0 && bytes.length - i >= 5) {
-        this.#remaining = Math.max(0, ((bytes[i + 1]! << 24) | (bytes[i + 2]! << 16) | (bytes[i + 3]! << 8) | bytes[i + 4]!) - 4)
+        this.#remaining = Math.max(
+          0,
+          ((bytes[i + 1]! << 24) | (bytes[i + 2]! << 16) | (bytes[i + 3]! << 8) | bytes[i + 4]!) - 4,
+        )
         i += 5
       } else {
         this.#header[this.#headerFill++] = bytes[i++]!
@@ -150,7 +153,14 @@ export class ReplySpill {
     const boundary = this.#framing.feed(bytes)
     const budget = this.#budget
     if (budget.used + bytes.length > budget.limit) {
-      this.#cutAt(this.#boundary, new WireError('FATAL', SqlState.ConfigurationLimitExceeded, `terminating connection: more than ${budget.limit} bytes of results wait on disk for clients that do not read them`))
+      this.#cutAt(
+        this.#boundary,
+        new WireError(
+          'FATAL',
+          SqlState.ConfigurationLimitExceeded,
+          `terminating connection: more than ${budget.limit} bytes of results wait on disk for clients that do not read them`,
+        ),
+      )
       return
     }
     budget.used += bytes.length
@@ -250,7 +260,10 @@ export class ReplySpill {
     if (this.#disposed || this.#cut >= 0) return
     const code = (error as NodeJS.ErrnoException).code
     const sqlstate = code === 'ENOSPC' || code === 'EDQUOT' ? SqlState.DiskFull : SqlState.InternalError
-    this.#cutAt(this.#writtenBoundary, new WireError('FATAL', sqlstate, `could not write to file in "${this.#budget.dir}": ${error.message}`))
+    this.#cutAt(
+      this.#writtenBoundary,
+      new WireError('FATAL', sqlstate, `could not write to file in "${this.#budget.dir}": ${error.message}`),
+    )
   }
 
   /** Send on what is written, a piece at a time as the socket takes it; then the FATAL after a cut; then done. */

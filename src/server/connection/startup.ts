@@ -5,7 +5,12 @@
 import { background } from '../../log.ts'
 import { SqlState, WireError } from '../../errors.ts'
 import { BackendCode, CODE_LENGTH, FrontendCode, HEADER_LENGTH, StartupCode, TxStatus } from '../protocol/codes.ts'
-import { encodeBackendKeyData, encodeNegotiateProtocolVersion, encodeParameterStatus, encodeReadyForQuery } from '../protocol/backend-messages.ts'
+import {
+  encodeBackendKeyData,
+  encodeNegotiateProtocolVersion,
+  encodeParameterStatus,
+  encodeReadyForQuery,
+} from '../protocol/backend-messages.ts'
 import { forEachFrame, protocolViolation, type FrameReader, type Frames } from '../protocol/frames.ts'
 import type { SecureContext } from 'node:tls'
 import type { SharedSession } from '../session/session.ts'
@@ -100,7 +105,10 @@ export class Startup {
         }
       }
       if (code === StartupCode.CancelRequest) {
-        if (packet.length !== 16) throw new WireError('FATAL', SqlState.ProtocolViolation, 'invalid length of startup packet', { logOnly: true })
+        if (packet.length !== 16)
+          throw new WireError('FATAL', SqlState.ProtocolViolation, 'invalid length of startup packet', {
+            logOnly: true,
+          })
         this.#host.cancel(packet.readInt32BE(8), packet.readInt32BE(12))
         this.#phase = 'refused'
         background(this.#connection.close(), 'close after a CancelRequest', this.#host.log)
@@ -114,7 +122,11 @@ export class Startup {
     const major = version >>> 16
     const minor = version & 0xffff
     if (major !== 3) {
-      throw new WireError('FATAL', SqlState.FeatureNotSupported, `unsupported frontend protocol ${major}.${minor}: server supports 3.0 to 3.0`)
+      throw new WireError(
+        'FATAL',
+        SqlState.FeatureNotSupported,
+        `unsupported frontend protocol ${major}.${minor}: server supports 3.0 to 3.0`,
+      )
     }
     const params = this.#connection.startupParams
     const unrecognized: string[] = []
@@ -129,8 +141,14 @@ export class Startup {
       else params.set(name, body.toString('utf8', nameEnd + 1, valueEnd))
       offset = valueEnd + 1
     }
-    if (offset !== body.length - 1) throw protocolViolation('invalid startup packet layout: expected terminator as last byte')
-    if (!params.get('user')) throw new WireError('FATAL', SqlState.InvalidAuthorizationSpecification, 'no PostgreSQL user name specified in startup packet')
+    if (offset !== body.length - 1)
+      throw protocolViolation('invalid startup packet layout: expected terminator as last byte')
+    if (!params.get('user'))
+      throw new WireError(
+        'FATAL',
+        SqlState.InvalidAuthorizationSpecification,
+        'no PostgreSQL user name specified in startup packet',
+      )
     refuseUnservedEncoding(params.get('client_encoding'))
     const refusal = this.#host.admit(this.#connection)
     if (refusal) {
@@ -148,7 +166,9 @@ export class Startup {
    */
   #waitForServer(minor: number, unrecognized: string[]): void {
     this.#phase = 'waiting'
-    const started = this.#host.started?.() ?? Promise.resolve(new WireError('FATAL', SqlState.CannotConnectNow, 'the database system is starting up'))
+    const started =
+      this.#host.started?.() ??
+      Promise.resolve(new WireError('FATAL', SqlState.CannotConnectNow, 'the database system is starting up'))
     started
       .then((refusal) => {
         if (refusal) throw refusal
@@ -185,7 +205,12 @@ export class Startup {
       if (!step.ok) {
         if (step.protocolViolation) throw protocolViolation(step.reason)
         const user = this.#connection.startupParams.get('user') ?? ''
-        this.#host.log.info('authentication failed', { conn: this.#connection.processId, user, reason: step.reason, sqlstate: SqlState.InvalidPassword })
+        this.#host.log.info('authentication failed', {
+          conn: this.#connection.processId,
+          user,
+          reason: step.reason,
+          sqlstate: SqlState.InvalidPassword,
+        })
         throw new WireError('FATAL', SqlState.InvalidPassword, `password authentication failed for user "${user}"`)
       }
       this.#connection.write(step.reply)
@@ -193,7 +218,8 @@ export class Startup {
       if (!step.done) continue
       this.#scram = null
       // Messages sent in the same read as the last SASL response (none should be) run once the client is in.
-      const early = offset < bytes.length ? { bytes: bytes.subarray(offset), count: countFrames(bytes.subarray(offset)) } : null
+      const early =
+        offset < bytes.length ? { bytes: bytes.subarray(offset), count: countFrames(bytes.subarray(offset)) } : null
       this.#openDatabase(early)
       return
     }
@@ -217,13 +243,20 @@ export class Startup {
       this.#host.openSession(database).catch((error: unknown) => {
         if (error instanceof WireError) throw error
         this.#host.log.error('cannot open database', { database, error })
-        throw new WireError('FATAL', SqlState.InternalError, `cannot open database "${database}": ${(error as Error).message}`, { cause: error })
+        throw new WireError(
+          'FATAL',
+          SqlState.InternalError,
+          `cannot open database "${database}": ${(error as Error).message}`,
+          { cause: error },
+        )
       })
     const known = this.#host.options.createDatabaseOnConnect ? Promise.resolve(true) : databases.exists(database)
-    known.then((exists) => {
-      if (!exists) throw new WireError('FATAL', SqlState.InvalidCatalogName, `database "${database}" does not exist`)
-      this.#connection.admitted(this.#host.session, database, early, open)
-    }).catch((error: unknown) => this.#connection.fail(error))
+    known
+      .then((exists) => {
+        if (!exists) throw new WireError('FATAL', SqlState.InvalidCatalogName, `database "${database}" does not exist`)
+        this.#connection.admitted(this.#host.session, database, early, open)
+      })
+      .catch((error: unknown) => this.#connection.fail(error))
   }
 }
 
@@ -231,7 +264,10 @@ export class Startup {
  * What tells a client let into `session` that it is in: the server's parameters, its own application_name, its key,
  * and ReadyForQuery. Throws when the session takes no clients: it died, or it is still starting.
  */
-export function startupReply(session: SharedSession, { startupParams, processId, secretKey }: ServedConnection): Buffer {
+export function startupReply(
+  session: SharedSession,
+  { startupParams, processId, secretKey }: ServedConnection,
+): Buffer {
   if (session.dead) throw session.dead
   // Every database's sessions tell clients the same parameters at startup, so the main one's serve until it opens.
   const prefix = session.startupPrefixNow
@@ -249,7 +285,11 @@ function withParameter(messages: Buffer, name: string, value: string): Buffer[] 
   const wanted = Buffer.from(`${name}\0`)
   let parts: Buffer[] | null = null
   forEachFrame(messages, (code, offset, length) => {
-    if (code !== BackendCode.ParameterStatus || !messages.subarray(offset + HEADER_LENGTH, offset + HEADER_LENGTH + wanted.length).equals(wanted)) return
+    if (
+      code !== BackendCode.ParameterStatus ||
+      !messages.subarray(offset + HEADER_LENGTH, offset + HEADER_LENGTH + wanted.length).equals(wanted)
+    )
+      return
     parts = [messages.subarray(0, offset), status, messages.subarray(offset + length)]
     return false
   })
@@ -259,7 +299,8 @@ function withParameter(messages: Buffer, name: string, value: string): Buffer[] 
 /** Postgres (16 and later) keeps printable ASCII of application_name; every other byte becomes \xHH (pg_clean_ascii). */
 function applicationNameAsPostgresKeepsIt(name: string): string {
   let out = ''
-  for (const byte of Buffer.from(name)) out += byte >= 0x20 && byte <= 0x7e ? String.fromCharCode(byte) : `\\x${byte.toString(16).padStart(2, '0')}`
+  for (const byte of Buffer.from(name))
+    out += byte >= 0x20 && byte <= 0x7e ? String.fromCharCode(byte) : `\\x${byte.toString(16).padStart(2, '0')}`
   return out
 }
 
@@ -275,9 +316,14 @@ function countFrames(bytes: Buffer): number {
  */
 function refuseUnservedEncoding(encoding: string | undefined): void {
   if (encoding === undefined || SERVED_ENCODINGS.has(cleanEncodingName(encoding))) return
-  throw new WireError('FATAL', SqlState.InvalidParameterValue, `invalid value for parameter "client_encoding": "${encoding}"`, {
-    detail: `Conversion between ${encoding} and UTF8 is not supported: PGlite converts no text out of UTF8. Use UTF8 (PGCLIENTENCODING=UTF8).`,
-  })
+  throw new WireError(
+    'FATAL',
+    SqlState.InvalidParameterValue,
+    `invalid value for parameter "client_encoding": "${encoding}"`,
+    {
+      detail: `Conversion between ${encoding} and UTF8 is not supported: PGlite converts no text out of UTF8. Use UTF8 (PGCLIENTENCODING=UTF8).`,
+    },
+  )
 }
 
 /** UTF8 by its names, and SQL_ASCII (no conversion). */

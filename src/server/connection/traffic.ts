@@ -43,7 +43,14 @@ export interface AnsweredCalls {
 // One count per process, even where the server and the engine come from different copies of this module (an app that
 // loads both the ESM and the CJS build, or the patched pglite-socket serving a DbThread of ours).
 const SHARED = Symbol.for('pglite-dev-db.traffic')
-const state = ((globalThis as Record<symbol, unknown>)[SHARED] ??= { window: -1, inWindow: 0, inPrevious: 0, lookers: new Set(), answers: new Set(), readers: new Set() }) as TrafficState
+const state = ((globalThis as Record<symbol, unknown>)[SHARED] ??= {
+  window: -1,
+  inWindow: 0,
+  inPrevious: 0,
+  lookers: new Set(),
+  answers: new Set(),
+  readers: new Set(),
+}) as TrafficState
 
 /** Call `look` once, the next time any client sends bytes (before they are read); returns its cancellation. */
 export function lookOnTraffic(look: () => void): () => void {
@@ -95,7 +102,10 @@ export async function answersSeen(): Promise<void> {
   }
   if (ends === null) return
   let timer: NodeJS.Timeout | undefined
-  await Promise.race([Promise.allSettled(ends), new Promise<void>((resolve) => (timer = setTimeout(resolve, ANSWERED_WAIT_MS)))])
+  await Promise.race([
+    Promise.allSettled(ends),
+    new Promise<void>((resolve) => (timer = setTimeout(resolve, ANSWERED_WAIT_MS))),
+  ])
   clearTimeout(timer)
   await new Promise<void>((resolve) => setImmediate(resolve))
 }

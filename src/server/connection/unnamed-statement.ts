@@ -17,7 +17,11 @@ const CLOSE_UNNAMED_STATEMENT = Buffer.from([FrontendCode.Close, 0, 0, 0, 6, 0x5
  * this client's, it is made again from the client's last unnamed Parse, or closed if the client has none, so that the
  * client gets what its own backend would give it (its statement, or 26000), never another client's statement.
  */
-export async function makeUnnamedStatementOwn(backend: Backend, client: BackendClient, statements: Statements): Promise<void> {
+export async function makeUnnamedStatementOwn(
+  backend: Backend,
+  client: BackendClient,
+  statements: Statements,
+): Promise<void> {
   const { session } = backend
   if (session.unnamedStatementOwner === client) return
   const parse = statements.unnamedParse

@@ -113,4 +113,3 @@ export interface Backend {
   /** Something the server does for the client in the session failed: logged, and told the client as a WARNING. */
   warn(what: string, error: Buffer): void
 }
-

@@ -4,7 +4,13 @@
 
 import { SqlState, WireError } from '../../errors.ts'
 import { BackendCode, FrontendCode, TxStatus } from '../protocol/codes.ts'
-import { encodeCopyInResponse, encodeErrorResponse, encodeReadyForQuery, firstValue, withoutFirst } from '../protocol/backend-messages.ts'
+import {
+  encodeCopyInResponse,
+  encodeErrorResponse,
+  encodeReadyForQuery,
+  firstValue,
+  withoutFirst,
+} from '../protocol/backend-messages.ts'
 import { FAILING_EXTENDED, FAILING_QUERY, SYNC, encodeQuery } from '../protocol/frontend-messages.ts'
 import type { Turn } from './turn.ts'
 import type { CopyFromStdin } from './takeover-kinds.ts'
@@ -75,7 +81,12 @@ export class CopyIn {
 }
 
 /** The client's COPY starts: wait for the session, tell the client to send its data; returns the COPY gathering it. */
-export async function startCopy(turn: Turn, copy: CopyFromStdin, frame: Buffer, viaQuery: boolean): Promise<CopyIn | null> {
+export async function startCopy(
+  turn: Turn,
+  copy: CopyFromStdin,
+  frame: Buffer,
+  viaQuery: boolean,
+): Promise<CopyIn | null> {
   try {
     await turn.own()
   } catch (error) {
@@ -110,7 +121,8 @@ export async function gatherCopy(turn: Turn, copy: CopyIn, code: number, frame: 
     await turn.releaseIfAtRest()
     return null
   }
-  if (!isEnd && code !== FrontendCode.CopyData && code !== FrontendCode.Flush && code !== FrontendCode.Sync) return refuseMessage(turn, copy, code)
+  if (!isEnd && code !== FrontendCode.CopyData && code !== FrontendCode.Flush && code !== FrontendCode.Sync)
+    return refuseMessage(turn, copy, code)
   copy.add(frame)
   if (copy.size > turn.maxCopyBytes) return failCopy(turn, copy)
   if (!isEnd) return copy
@@ -125,8 +137,18 @@ export async function gatherCopy(turn: Turn, copy: CopyIn, code: number, frame: 
  */
 function refuseMessage(turn: Turn, copy: CopyIn, code: number): never {
   copy.drop()
-  turn.write(encodeErrorResponse('ERROR', SqlState.ProtocolViolation, `unexpected message type 0x${code.toString(16).toUpperCase().padStart(2, '0')} during COPY from stdin`))
-  throw new WireError('FATAL', SqlState.ProtocolViolation, 'terminating connection because protocol synchronization was lost')
+  turn.write(
+    encodeErrorResponse(
+      'ERROR',
+      SqlState.ProtocolViolation,
+      `unexpected message type 0x${code.toString(16).toUpperCase().padStart(2, '0')} during COPY from stdin`,
+    ),
+  )
+  throw new WireError(
+    'FATAL',
+    SqlState.ProtocolViolation,
+    'terminating connection because protocol synchronization was lost',
+  )
 }
 
 /**
@@ -140,7 +162,11 @@ async function failCopy(turn: Turn, copy: CopyIn): Promise<CopyIn | null> {
   copy.failed = true
   const limit = turn.maxCopyBytes
   const size = limit >= 2 ** 20 ? `${Math.round(limit / 2 ** 20)} MB` : `${limit} bytes`
-  const error = encodeErrorResponse('ERROR', SqlState.ProgramLimitExceeded, `COPY data exceeds pglite-dev-db's limit of ${size}; split it into smaller COPY commands`)
+  const error = encodeErrorResponse(
+    'ERROR',
+    SqlState.ProgramLimitExceeded,
+    `COPY data exceeds pglite-dev-db's limit of ${size}; split it into smaller COPY commands`,
+  )
   const { backend } = turn
   if (!copy.viaQuery) {
     // Discard-until-Sync in PGlite too; the client's Sync ends it (see gatherCopy).

@@ -3,7 +3,16 @@
 // database is its own PGlite, so the server reads them from the SQL and carries them out itself, answering as Postgres
 // answers them, with Postgres's errors where it refuses.
 
-import { retagStandIns, encodeCommandComplete, encodeErrorResponse, encodeNotice, encodeReadyForQuery, errorFields, findMessage, firstValue } from '../protocol/backend-messages.ts'
+import {
+  retagStandIns,
+  encodeCommandComplete,
+  encodeErrorResponse,
+  encodeNotice,
+  encodeReadyForQuery,
+  errorFields,
+  findMessage,
+  firstValue,
+} from '../protocol/backend-messages.ts'
 import { Keyword, isName, statements, type Token } from '../sql/tokens.ts'
 import { SqlState, WireError, type SqlStateCode } from '../../errors.ts'
 import { TxStatus, BackendCode } from '../protocol/codes.ts'
@@ -29,7 +38,9 @@ const LETTER_D = 0x64 // d
 export function databaseCommandIn(sql: string, words: number, first: number, current: string): DatabaseCommand | null {
   if ((words & Keyword.Database) === 0 || (first !== LETTER_A && first !== LETTER_C && first !== LETTER_D)) return null
   const command = parseDatabaseCommand(sql)
-  return command?.kind === 'alter' && (command.name === current || BUILT_IN_TEMPLATES.has(command.name)) ? null : command
+  return command?.kind === 'alter' && (command.name === current || BUILT_IN_TEMPLATES.has(command.name))
+    ? null
+    : command
 }
 
 /**
@@ -43,8 +54,19 @@ export function parseDatabaseCommand(sql: string): DatabaseCommand | null {
   const tokens = all[0]!
   const word = (at: number, text: string): boolean => tokens[at]?.kind === 'word' && tokens[at]!.text === text
   if (!word(1, 'database')) return null
-  if (word(0, 'create')) return isName(tokens[2]) ? { kind: 'create', name: tokens[2].text, template: templateOption(tokens), encoding: encodingOption(tokens, sql) } : null
-  if (word(0, 'alter')) return isName(tokens[2]) && tokens.length > 3 ? { kind: 'alter', name: tokens[2].text, rename: word(3, 'rename'), sql } : null
+  if (word(0, 'create'))
+    return isName(tokens[2])
+      ? {
+          kind: 'create',
+          name: tokens[2].text,
+          template: templateOption(tokens),
+          encoding: encodingOption(tokens, sql),
+        }
+      : null
+  if (word(0, 'alter'))
+    return isName(tokens[2]) && tokens.length > 3
+      ? { kind: 'alter', name: tokens[2].text, rename: word(3, 'rename'), sql }
+      : null
   if (!word(0, 'drop')) return null
   let at = 2
   const ifExists = word(2, 'if') && word(3, 'exists')
@@ -64,7 +86,8 @@ function templateOption(tokens: readonly Token[]): string | null {
     const token = tokens[at]!
     if (token.kind !== 'word' || token.text !== 'template' || tokens[at - 1]?.text === '=') continue
     const value = tokens[at + 1]?.text === '=' ? tokens[at + 2] : tokens[at + 1]
-    if (!isName(value) || (value.kind === 'word' && value.text === 'default') || BUILT_IN_TEMPLATES.has(value.text)) return null
+    if (!isName(value) || (value.kind === 'word' && value.text === 'default') || BUILT_IN_TEMPLATES.has(value.text))
+      return null
     return value.text
   }
   return null
@@ -94,7 +117,8 @@ export const NO_OP_STATEMENT = 'DO $pglite_dev_db$BEGIN NULL; END$pglite_dev_db$
  * PGlite's reply to the Execute of the no-op that stands for `command`, with the no-op's CommandComplete (`DO`) given
  * the command's own tag, as Postgres answers it.
  */
-export const withCommandTag = (reply: Buffer, command: DatabaseCommand): Buffer => retagStandIns(reply, commandTag(command))
+export const withCommandTag = (reply: Buffer, command: DatabaseCommand): Buffer =>
+  retagStandIns(reply, commandTag(command))
 
 /** What a call of reset is rewritten to: a session setting (undone with its transaction) the server checks at rest. */
 export const RESET_SETTING = 'pglite_dev_db.reset'
@@ -111,7 +135,8 @@ export function rewriteResetCalls(sql: string): string | null {
   let from = 0
   for (const tokens of statements(sql)) {
     const texts = tokens.map((token) => token.text)
-    const isCall = tokens.length === 6 && tokens[0]!.kind === 'word' && texts.join(' ') === 'select pglite_dev_db . reset ( )'
+    const isCall =
+      tokens.length === 6 && tokens[0]!.kind === 'word' && texts.join(' ') === 'select pglite_dev_db . reset ( )'
     if (!isCall) continue
     out += sql.slice(from, tokens[0]!.start) + RESET_REWRITE
     from = tokens[5]!.end
@@ -130,7 +155,10 @@ export async function queryDatabaseCommand(turn: Turn, command: DatabaseCommand,
   }
   const replies: Buffer[] = []
   const error = await carryOut(turn, command, replies)
-  replies.push(error ? encodeError(error) : encodeCommandComplete(commandTag(command)), encodeReadyForQuery(turn.backend.txStatus))
+  replies.push(
+    error ? encodeError(error) : encodeCommandComplete(commandTag(command)),
+    encodeReadyForQuery(turn.backend.txStatus),
+  )
   turn.write(Buffer.concat(replies))
 }
 
@@ -144,7 +172,13 @@ export async function bindDatabaseCommand(turn: Turn, command: DatabaseCommand, 
   const { backend } = turn
   const replies: Buffer[] = []
   const inBlock = backend.txStatus !== TxStatus.Idle
-  const error = inBlock ? new WireError('ERROR', SqlState.ActiveSqlTransaction, `${commandTag(command)} cannot run inside a transaction block`) : await carryOut(turn, command, replies)
+  const error = inBlock
+    ? new WireError(
+        'ERROR',
+        SqlState.ActiveSqlTransaction,
+        `${commandTag(command)} cannot run inside a transaction block`,
+      )
+    : await carryOut(turn, command, replies)
   if (replies.length > 0) turn.write(Buffer.concat(replies))
   if (!error) {
     await turn.run(frame)
@@ -172,24 +206,43 @@ async function carryOut(turn: Turn, command: DatabaseCommand, replies: Buffer[])
     const databases = turn.databases!
     if (command.kind === 'drop') return await dropDatabase(turn, databases, command, replies)
     if (command.kind === 'alter') return await alterDatabase(turn, databases, command)
-    if (await databases.exists(command.name)) return new WireError('ERROR', SqlState.DuplicateDatabase, `database "${command.name}" already exists`)
-    const refused = encodingRefusal(command.encoding) ?? (command.template === null ? null : await templateRefusal(turn, databases, command.template))
+    if (await databases.exists(command.name))
+      return new WireError('ERROR', SqlState.DuplicateDatabase, `database "${command.name}" already exists`)
+    const refused =
+      encodingRefusal(command.encoding) ??
+      (command.template === null ? null : await templateRefusal(turn, databases, command.template))
     if (refused) return refused
     if (await databases.create(command.name, command.template)) return null
     return new WireError('ERROR', SqlState.DuplicateDatabase, `database "${command.name}" already exists`)
   } catch (failure) {
     turn.log.error(`${command.kind} database failed`, { database: command.name, error: failure })
-    return new WireError('ERROR', SqlState.InternalError, `could not ${command.kind} database "${command.name}": ${(failure as Error).message}`)
+    return new WireError(
+      'ERROR',
+      SqlState.InternalError,
+      `could not ${command.kind} database "${command.name}": ${(failure as Error).message}`,
+    )
   }
 }
 
 /** DROP DATABASE as Postgres does it: not the one you are in, not one others use unless FORCE (they are ended). */
-async function dropDatabase(turn: Turn, databases: DatabaseCatalog, command: Extract<DatabaseCommand, { kind: 'drop' }>, notices: Buffer[]): Promise<WireError | null> {
+async function dropDatabase(
+  turn: Turn,
+  databases: DatabaseCatalog,
+  command: Extract<DatabaseCommand, { kind: 'drop' }>,
+  notices: Buffer[],
+): Promise<WireError | null> {
   const { name } = command
-  if (name === turn.database) return new WireError('ERROR', SqlState.ObjectInUse, 'cannot drop the currently open database')
-  if (name === databases.mainName) return new WireError('ERROR', SqlState.FeatureNotSupported, `cannot drop "${name}": it is the server's main database (stop the server and remove its data dir instead)`)
+  if (name === turn.database)
+    return new WireError('ERROR', SqlState.ObjectInUse, 'cannot drop the currently open database')
+  if (name === databases.mainName)
+    return new WireError(
+      'ERROR',
+      SqlState.FeatureNotSupported,
+      `cannot drop "${name}": it is the server's main database (stop the server and remove its data dir instead)`,
+    )
   if (!(await databases.exists(name))) {
-    if (!command.ifExists) return new WireError('ERROR', SqlState.InvalidCatalogName, `database "${name}" does not exist`)
+    if (!command.ifExists)
+      return new WireError('ERROR', SqlState.InvalidCatalogName, `database "${name}" does not exist`)
     notices.push(encodeNotice('00000', `database "${name}" does not exist, skipping`))
     return null
   }
@@ -199,7 +252,9 @@ async function dropDatabase(turn: Turn, databases: DatabaseCatalog, command: Ext
   if (session && !command.force) await membersLeft(session.members)
   const others = session ? [...session.members] : []
   if (others.length > 0 && !command.force) {
-    return new WireError('ERROR', SqlState.ObjectInUse, `database "${name}" is being accessed by other users`, { detail: otherSessions(others.length) })
+    return new WireError('ERROR', SqlState.ObjectInUse, `database "${name}" is being accessed by other users`, {
+      detail: otherSessions(others.length),
+    })
   }
   const goodbye = new WireError('FATAL', SqlState.AdminShutdown, 'terminating connection due to administrator command')
   await Promise.all(others.map((member) => member.terminate(goodbye)))
@@ -212,12 +267,20 @@ async function dropDatabase(turn: Turn, databases: DatabaseCatalog, command: Ext
  * ALTER DATABASE of another database of the server: run in that database's PGlite, where the database carries its
  * name, once its session is at rest (within ALTER_WAIT_MS). RENAME is refused: the server names each database's files.
  */
-async function alterDatabase(turn: Turn, databases: DatabaseCatalog, command: Extract<DatabaseCommand, { kind: 'alter' }>): Promise<WireError | null> {
+async function alterDatabase(
+  turn: Turn,
+  databases: DatabaseCatalog,
+  command: Extract<DatabaseCommand, { kind: 'alter' }>,
+): Promise<WireError | null> {
   const { name } = command
-  if (!(await databases.exists(name))) return new WireError('ERROR', SqlState.InvalidCatalogName, `database "${name}" does not exist`)
+  if (!(await databases.exists(name)))
+    return new WireError('ERROR', SqlState.InvalidCatalogName, `database "${name}" does not exist`)
   if (command.rename) {
-    const detail = 'Each database is a PGlite of its own; CREATE DATABASE new TEMPLATE old, then DROP DATABASE old, renames it.'
-    return new WireError('ERROR', SqlState.FeatureNotSupported, `cannot rename database "${name}" on this server`, { detail })
+    const detail =
+      'Each database is a PGlite of its own; CREATE DATABASE new TEMPLATE old, then DROP DATABASE old, renames it.'
+    return new WireError('ERROR', SqlState.FeatureNotSupported, `cannot rename database "${name}" on this server`, {
+      detail,
+    })
   }
   const session = sessionFor(await databases.open(name))
   const holder: SessionHolder = { processId: turn.client.processId, applicationName: '', idleInTransactionSince: null }
@@ -227,7 +290,11 @@ async function alterDatabase(turn: Turn, databases: DatabaseCatalog, command: Ex
     try {
       await waiting
     } catch (error) {
-      return new WireError('ERROR', SqlState.LockNotAvailable, `could not alter database "${name}": its session is in use (${(error as Error).message})`)
+      return new WireError(
+        'ERROR',
+        SqlState.LockNotAvailable,
+        `could not alter database "${name}": its session is in use (${(error as Error).message})`,
+      )
     } finally {
       clearTimeout(giveUp)
     }
@@ -240,7 +307,9 @@ async function alterDatabase(turn: Turn, databases: DatabaseCatalog, command: Ex
     session.databaseSettings = null
     const failed = findMessage(Buffer.concat(chunks), BackendCode.ErrorResponse)
     const error = failed ? errorFields(failed) : null
-    return error ? new WireError('ERROR', error.code as SqlStateCode, error.message, error.detail ? { detail: error.detail } : {}) : null
+    return error
+      ? new WireError('ERROR', error.code as SqlStateCode, error.message, error.detail ? { detail: error.detail } : {})
+      : null
   } finally {
     session.scheduler.release(holder)
   }
@@ -251,20 +320,26 @@ async function alterDatabase(turn: Turn, databases: DatabaseCatalog, command: Ex
  * uses it (after waiting for them to leave, as for DROP DATABASE; the client that asks may be in it).
  */
 async function templateRefusal(turn: Turn, databases: DatabaseCatalog, name: string): Promise<WireError | null> {
-  if (!(await databases.exists(name))) return new WireError('ERROR', SqlState.InvalidCatalogName, `template database "${name}" does not exist`)
+  if (!(await databases.exists(name)))
+    return new WireError('ERROR', SqlState.InvalidCatalogName, `template database "${name}" does not exist`)
   const db = databases.instance(name)
   const members = db ? sessionFor(db).members : null
   if (!members) return null
   const others = (): number => members.size - (members.has(turn.backend.client) ? 1 : 0)
-  for (const started = Date.now(); others() > 0 && Date.now() - started < DROP_WAIT_MS; ) await new Promise((resolve) => setTimeout(resolve, 100))
+  for (const started = Date.now(); others() > 0 && Date.now() - started < DROP_WAIT_MS;)
+    await new Promise((resolve) => setTimeout(resolve, 100))
   const count = others()
   if (count === 0) return null
-  return new WireError('ERROR', SqlState.ObjectInUse, `source database "${name}" is being accessed by other users`, { detail: otherSessions(count) })
+  return new WireError('ERROR', SqlState.ObjectInUse, `source database "${name}" is being accessed by other users`, {
+    detail: otherSessions(count),
+  })
 }
 
-const otherSessions = (count: number): string => (count === 1 ? 'There is 1 other session using the database.' : `There are ${count} other sessions using the database.`)
+const otherSessions = (count: number): string =>
+  count === 1 ? 'There is 1 other session using the database.' : `There are ${count} other sessions using the database.`
 
-const encodeError = (error: WireError): Buffer => encodeErrorResponse(error.severity, error.sqlstate, error.message, undefined, undefined, error.detail)
+const encodeError = (error: WireError): Buffer =>
+  encodeErrorResponse(error.severity, error.sqlstate, error.message, undefined, undefined, error.detail)
 
 /** How long ALTER DATABASE of another database waits for that database's session, held by one of its clients. */
 const ALTER_WAIT_MS = 5000
@@ -273,7 +348,7 @@ const ALTER_WAIT_MS = 5000
 const DROP_WAIT_MS = 5000
 
 async function membersLeft(members: ReadonlySet<unknown>): Promise<void> {
-  for (const started = Date.now(); members.size > 0 && Date.now() - started < DROP_WAIT_MS; ) {
+  for (const started = Date.now(); members.size > 0 && Date.now() - started < DROP_WAIT_MS;) {
     await new Promise((resolve) => setTimeout(resolve, 100))
   }
 }
@@ -296,5 +371,9 @@ export async function resetDatabaseIfRequested(turn: Turn): Promise<void> {
   if (inPlace) session.unnamedStatementOwner = null
   else await session.replaceDb(db)
   backend.forgetChanges(SessionChange.Settings)
-  turn.log.info('database reset', { database: turn.database, how: inPlace ? 'in place' : 'fresh copy', ms: Math.round(performance.now() - started) })
+  turn.log.info('database reset', {
+    database: turn.database,
+    how: inPlace ? 'in place' : 'fresh copy',
+    ms: Math.round(performance.now() - started),
+  })
 }

@@ -6,11 +6,41 @@ import { SqlState, WireError } from '../../errors.ts'
 
 /** Postgres's server encodings in the order of their codes (pg_wchar.h): a code is an index. */
 const SERVER_ENCODINGS = [
-  'SQL_ASCII', 'EUC_JP', 'EUC_CN', 'EUC_KR', 'EUC_TW', 'EUC_JIS_2004', 'UTF8', 'MULE_INTERNAL',
-  'LATIN1', 'LATIN2', 'LATIN3', 'LATIN4', 'LATIN5', 'LATIN6', 'LATIN7', 'LATIN8', 'LATIN9', 'LATIN10',
-  'WIN1256', 'WIN1258', 'WIN866', 'WIN874', 'KOI8R', 'WIN1251', 'WIN1252',
-  'ISO_8859_5', 'ISO_8859_6', 'ISO_8859_7', 'ISO_8859_8',
-  'WIN1250', 'WIN1253', 'WIN1254', 'WIN1255', 'WIN1257', 'KOI8U',
+  'SQL_ASCII',
+  'EUC_JP',
+  'EUC_CN',
+  'EUC_KR',
+  'EUC_TW',
+  'EUC_JIS_2004',
+  'UTF8',
+  'MULE_INTERNAL',
+  'LATIN1',
+  'LATIN2',
+  'LATIN3',
+  'LATIN4',
+  'LATIN5',
+  'LATIN6',
+  'LATIN7',
+  'LATIN8',
+  'LATIN9',
+  'LATIN10',
+  'WIN1256',
+  'WIN1258',
+  'WIN866',
+  'WIN874',
+  'KOI8R',
+  'WIN1251',
+  'WIN1252',
+  'ISO_8859_5',
+  'ISO_8859_6',
+  'ISO_8859_7',
+  'ISO_8859_8',
+  'WIN1250',
+  'WIN1253',
+  'WIN1254',
+  'WIN1255',
+  'WIN1257',
+  'KOI8U',
 ]
 const UTF8_CODE = 6
 
@@ -32,11 +62,18 @@ const BY_NAME: ReadonlyMap<string, string> = new Map([
 export function encodingRefusal(value: string | null): WireError | null {
   if (value === null) return null
   const code = /^\d+$/.test(value) ? Number(value) : null
-  if (code !== null && code >= SERVER_ENCODINGS.length) return new WireError('ERROR', SqlState.UndefinedObject, `${value} is not a valid encoding code`)
+  if (code !== null && code >= SERVER_ENCODINGS.length)
+    return new WireError('ERROR', SqlState.UndefinedObject, `${value} is not a valid encoding code`)
   const encoding = code !== null ? SERVER_ENCODINGS[code]! : BY_NAME.get(cleanEncodingName(value))
-  if (encoding === undefined) return new WireError('ERROR', SqlState.UndefinedObject, `${value} is not a valid encoding name`)
+  if (encoding === undefined)
+    return new WireError('ERROR', SqlState.UndefinedObject, `${value} is not a valid encoding name`)
   if (encoding === SERVER_ENCODINGS[UTF8_CODE]) return null
-  return new WireError('ERROR', SqlState.InvalidParameterValue, `encoding "${encoding}" does not match locale "C.UTF-8"`, {
-    detail: 'The chosen LC_CTYPE setting requires encoding "UTF8": every database of this server is UTF8.',
-  })
+  return new WireError(
+    'ERROR',
+    SqlState.InvalidParameterValue,
+    `encoding "${encoding}" does not match locale "C.UTF-8"`,
+    {
+      detail: 'The chosen LC_CTYPE setting requires encoding "UTF8": every database of this server is UTF8.',
+    },
+  )
 }

@@ -8,7 +8,15 @@
 // unseen, and sequence state is the one session's anyway. In a simple Query, CLOSE ALL (other clients' cursors WITH
 // HOLD) and DEALLOCATE ALL among other statements (their SQL PREPAREs) are stood in for by a close of the sender's own.
 
-import { retagStandIns, encodeCommandComplete, encodeErrorResponse, encodeParameterStatus, encodeReadyForQuery, hasMessage, textRows } from '../protocol/backend-messages.ts'
+import {
+  retagStandIns,
+  encodeCommandComplete,
+  encodeErrorResponse,
+  encodeParameterStatus,
+  encodeReadyForQuery,
+  hasMessage,
+  textRows,
+} from '../protocol/backend-messages.ts'
 import { statements, type Token } from '../sql/tokens.ts'
 import { NO_OP_STATEMENT } from './database-commands.ts'
 import { DROP_OWN_TEMP_OBJECTS_SQL, DROP_OWN_TEMP_OBJECTS } from './temp-objects.ts'
@@ -35,7 +43,11 @@ function discardOf(tokens: readonly Token[]): DiscardCommand | null {
     if (word(1, 'all')) return 'DISCARD ALL'
     if (word(1, 'temp') || word(1, 'temporary')) return 'DISCARD TEMP'
   }
-  if (word(0, 'deallocate') && (tokens.length === 2 ? word(1, 'all') : tokens.length === 3 && word(1, 'prepare') && word(2, 'all'))) return 'DEALLOCATE ALL'
+  if (
+    word(0, 'deallocate') &&
+    (tokens.length === 2 ? word(1, 'all') : tokens.length === 3 && word(1, 'prepare') && word(2, 'all'))
+  )
+    return 'DEALLOCATE ALL'
   return null
 }
 
@@ -74,7 +86,12 @@ export function rewriteStandIns(sql: string, own: OwnCloses): { sql: string; sta
   all.forEach((tokens, index) => {
     const tag = standInTag(tokens, all.length)
     if (!tag) return
-    const standIn = tag === 'CLOSE CURSOR ALL' ? own.closeAllCursors() : tag === 'DEALLOCATE ALL' ? own.deallocateAll() : DROP_OWN_TEMP_OBJECTS_SQL
+    const standIn =
+      tag === 'CLOSE CURSOR ALL'
+        ? own.closeAllCursors()
+        : tag === 'DEALLOCATE ALL'
+          ? own.deallocateAll()
+          : DROP_OWN_TEMP_OBJECTS_SQL
     out += sql.slice(from, tokens[0]!.start) + standIn
     from = tokens[tokens.length - 1]!.end
     standIns.push({ index, tag })
@@ -83,19 +100,31 @@ export function rewriteStandIns(sql: string, own: OwnCloses): { sql: string; sta
 }
 
 function standInTag(tokens: readonly Token[], statementCount: number): StandIn['tag'] | null {
-  if (tokens.length === 2 && tokens[0]!.kind === 'word' && tokens[0]!.text === 'close' && tokens[1]!.kind === 'word' && tokens[1]!.text === 'all') return 'CLOSE CURSOR ALL'
+  if (
+    tokens.length === 2 &&
+    tokens[0]!.kind === 'word' &&
+    tokens[0]!.text === 'close' &&
+    tokens[1]!.kind === 'word' &&
+    tokens[1]!.text === 'all'
+  )
+    return 'CLOSE CURSOR ALL'
   const discard = statementCount > 1 ? discardOf(tokens) : null
   return discard === 'DISCARD TEMP' || discard === 'DEALLOCATE ALL' ? discard : null
 }
 
 /** PGlite's reply with the CommandCompletes at `completions`, those of the stand-ins, given the tag of `command`. */
-export const withDiscardTags = (reply: Buffer, completions: readonly number[], command: DiscardCommand): Buffer => retagStandIns(reply, command, completions)
+export const withDiscardTags = (reply: Buffer, completions: readonly number[], command: DiscardCommand): Buffer =>
+  retagStandIns(reply, command, completions)
 
 /** PGlite's reply to a Query rewritten by rewriteStandIns, each stand-in's CommandComplete given its tag. */
 export function withStandInTags(reply: Buffer, standIns: readonly StandIn[]): Buffer {
   let out = reply
   for (const tag of new Set(standIns.map((standIn) => standIn.tag))) {
-    out = retagStandIns(out, tag, standIns.filter((standIn) => standIn.tag === tag).map((standIn) => standIn.index))
+    out = retagStandIns(
+      out,
+      tag,
+      standIns.filter((standIn) => standIn.tag === tag).map((standIn) => standIn.index),
+    )
   }
   return out
 }
@@ -128,8 +157,16 @@ export async function discardForClient(turn: Turn, command: DiscardCommand, fram
 }
 
 /** Postgres refuses DISCARD ALL once a statement of the pipeline's implicit transaction ran (PreventInTransactionBlock). */
-const WITHIN_PIPELINE = encodeErrorResponse('ERROR', SqlState.ActiveSqlTransaction, 'DISCARD ALL cannot be executed within a pipeline')
-const IN_BLOCK = encodeErrorResponse('ERROR', SqlState.ActiveSqlTransaction, 'DISCARD ALL cannot run inside a transaction block')
+const WITHIN_PIPELINE = encodeErrorResponse(
+  'ERROR',
+  SqlState.ActiveSqlTransaction,
+  'DISCARD ALL cannot be executed within a pipeline',
+)
+const IN_BLOCK = encodeErrorResponse(
+  'ERROR',
+  SqlState.ActiveSqlTransaction,
+  'DISCARD ALL cannot run inside a transaction block',
+)
 
 /**
  * The Execute of a prepared one's portal (PGlite parsed a stand-in: features/discard.ts standInSql), answered as
@@ -175,7 +212,12 @@ export async function executeDiscard(turn: Turn, command: DiscardCommand, frame:
  * clients' WITH HOLD ones. Its reply goes out with their CommandCompletes given the tags Postgres answers with.
  * (DISCARD ALL among others needs nothing: PGlite refuses it, 25001, as Postgres does.)
  */
-export async function queryWithStandIns(turn: Turn, standIns: readonly StandIn[], functions: number, frame: Buffer): Promise<void> {
+export async function queryWithStandIns(
+  turn: Turn,
+  standIns: readonly StandIn[],
+  functions: number,
+  frame: Buffer,
+): Promise<void> {
   try {
     await turn.own()
   } catch (error) {
@@ -187,7 +229,12 @@ export async function queryWithStandIns(turn: Turn, standIns: readonly StandIn[]
   if (functions & ServerFunctions.MayWait && backend.txStatus === TxStatus.Idle && !turn.pipelineExecuted) {
     // A pg_advisory_lock that finds the lock taken waits for it, and the Query runs again, as any Query's does.
     let last = Buffer.alloc(0)
-    await runWaitingForLocks({ backend, waitOutside: turn.waitOutside, write: (bytes) => (last = Buffer.from(bytes)) }, frame, functions, null)
+    await runWaitingForLocks(
+      { backend, waitOutside: turn.waitOutside, write: (bytes) => (last = Buffer.from(bytes)) },
+      frame,
+      functions,
+      null,
+    )
     reply = last
   } else {
     reply = await backend.capture(frame, true, functions)
@@ -205,7 +252,12 @@ export async function queryWithStandIns(turn: Turn, standIns: readonly StandIn[]
 /** Carry out `command` for the client alone, in PGlite and in the server's records: the replies before ReadyForQuery. */
 async function carryOut(turn: Turn, command: DiscardCommand): Promise<Buffer[]> {
   const { backend, client } = turn
-  const frames = command === 'DEALLOCATE ALL' ? [...client.statements.closeStatements(), SYNC] : command === 'DISCARD ALL' ? [...client.statements.closeAll(), SYNC] : []
+  const frames =
+    command === 'DEALLOCATE ALL'
+      ? [...client.statements.closeStatements(), SYNC]
+      : command === 'DISCARD ALL'
+        ? [...client.statements.closeAll(), SYNC]
+        : []
   const session = backend.session
   // As Postgres's DISCARD ALL, as the session's own user first: the rest may need its rights.
   if (command === 'DISCARD ALL') frames.push(encodeQuery(RESET_IDENTITY))

@@ -50,7 +50,11 @@ export interface ListeningBackend {
  * its statements checked against what the session listens on, and make the session listen on exactly the channels
  * somebody listens on.
  */
-export async function reconcileListening(backend: ListeningBackend, commands: readonly ListenCommand[], log: Logger): Promise<void> {
+export async function reconcileListening(
+  backend: ListeningBackend,
+  commands: readonly ListenCommand[],
+  log: Logger,
+): Promise<void> {
   const { client } = backend
   const { listeners } = backend.session
   const now = new Set(firstColumn(await backend.capture(LISTENING_CHANNELS_QUERY)))
@@ -75,7 +79,11 @@ export async function reconcileListening(backend: ListeningBackend, commands: re
  * gets it now; the client keeps it in its reply (returned) if it listens there too, or is about to (`commands`). The
  * process id is the client's, as Postgres names the notifying backend.
  */
-export function routeNotification({ client, session }: ListeningBackend, commands: readonly ListenCommand[], message: Buffer): Buffer | null {
+export function routeNotification(
+  { client, session }: ListeningBackend,
+  commands: readonly ListenCommand[],
+  message: Buffer,
+): Buffer | null {
   message.writeInt32BE(client.processId, HEADER_LENGTH)
   const channel = notificationChannel(message)
   const members = session.listeners.membersOf(channel)

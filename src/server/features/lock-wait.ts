@@ -33,7 +33,12 @@ export function mayRunAgain(bytes: Buffer): boolean {
 /** Whether `bytes` execute anything (rather than only parse, bind or describe). */
 export function executes(bytes: Buffer): boolean {
   let found = false
-  forEachFrame(bytes, (code) => void (found ||= code === FrontendCode.Execute || code === FrontendCode.Query || code === FrontendCode.FunctionCall))
+  forEachFrame(
+    bytes,
+    (code) =>
+      void (found ||=
+        code === FrontendCode.Execute || code === FrontendCode.Query || code === FrontendCode.FunctionCall),
+  )
   return found
 }
 
@@ -42,7 +47,12 @@ export function executes(bytes: Buffer): boolean {
  * outside the session and run the unit again. `unnamedParse`: the Parse that made the client's unnamed statement,
  * made again first if another client's took its place meanwhile.
  */
-export async function runWaitingForLocks(runner: LockWaitRunner, bytes: Buffer, functions: number, unnamedParse: Buffer | null): Promise<void> {
+export async function runWaitingForLocks(
+  runner: LockWaitRunner,
+  bytes: Buffer,
+  functions: number,
+  unnamedParse: Buffer | null,
+): Promise<void> {
   const { backend } = runner
   const processId = backend.client.processId
   for (;;) {
@@ -76,7 +86,13 @@ async function waitForLock(runner: LockWaitRunner, processId: number, wait: Lock
       let timer: NodeJS.Timeout | undefined
       const timedOut =
         timeoutMs > 0
-          ? new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new LockWaitError(SqlState.LockNotAvailable, 'canceling statement due to lock timeout')), timeoutMs)))
+          ? new Promise<never>(
+              (_, reject) =>
+                (timer = setTimeout(
+                  () => reject(new LockWaitError(SqlState.LockNotAvailable, 'canceling statement due to lock timeout')),
+                  timeoutMs,
+                )),
+            )
           : stop
       try {
         await locks.waitFor(processId, wait.key, wait.mode, timeoutMs > 0 ? Promise.race([stop, timedOut]) : stop)
@@ -86,7 +102,8 @@ async function waitForLock(runner: LockWaitRunner, processId: number, wait: Lock
     })
     return null
   } catch (error) {
-    if (error instanceof LockWaitError) return encodeErrorResponse('ERROR', error.code, error.message, undefined, undefined, error.detail)
+    if (error instanceof LockWaitError)
+      return encodeErrorResponse('ERROR', error.code, error.message, undefined, undefined, error.detail)
     const refused = refusalResponse(error)
     if (refused) return refused
     throw error

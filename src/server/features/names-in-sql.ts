@@ -26,14 +26,21 @@ export function prefixStatementNames(statements: Statements, sql: string): strin
 export function prefixCursorNames(statements: Statements, sql: string): string | null {
   return withServerNames(sql, cursorNameEdits(sql, statements.isHeldCursor), (edit) => {
     // A name declared earlier in this text is held from here on; its prefix is the client's, as for any it holds.
-    const server = edit.kind === 'declare-hold' ? statements.declaredHeldCursor(edit.name) : statements.serverName(Buffer.from(edit.name))
+    const server =
+      edit.kind === 'declare-hold'
+        ? statements.declaredHeldCursor(edit.name)
+        : statements.serverName(Buffer.from(edit.name))
     if (edit.kind === 'close') statements.closedCursor(edit.name)
     return server
   })
 }
 
 /** `sql` with each edit's name replaced by the quoted name `serverName` gives it, in order; null when none. */
-function withServerNames<E extends { name: string; start: number; end: number }>(sql: string, edits: readonly E[], serverName: (edit: E) => Buffer): string | null {
+function withServerNames<E extends { name: string; start: number; end: number }>(
+  sql: string,
+  edits: readonly E[],
+  serverName: (edit: E) => Buffer,
+): string | null {
   if (edits.length === 0) return null
   let out = ''
   let from = 0

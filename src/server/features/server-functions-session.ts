@@ -55,7 +55,12 @@ export function readTold(detail: string): Told | null {
   const value = JSON.parse(detail) as unknown[]
   switch (value[0]) {
     case 'lock':
-      return { op: 'lock', key: String(value[1]), mode: value[2] === 's' ? 's' : 'x', level: value[3] === 'xact' ? 'xact' : 'session' }
+      return {
+        op: 'lock',
+        key: String(value[1]),
+        mode: value[2] === 's' ? 's' : 'x',
+        level: value[3] === 'xact' ? 'xact' : 'session',
+      }
     case 'unlock':
       return { op: 'unlock', key: String(value[1]), mode: value[2] === 's' ? 's' : 'x' }
     case 'unlock_all':
@@ -86,14 +91,41 @@ function lockFunctions(): string[] {
     ['a integer, b integer', "a::text || ',' || b::text"],
   ] as const
   for (const [args, key] of keys) {
-    for (const [level, infix] of [['session', ''], ['xact', 'xact_']] as const) {
-      for (const [mode, suffix] of [['x', ''], ['s', '_shared']] as const) {
-        out.push(plpgsql(`pg_advisory_${infix}lock${suffix}(${args})`, 'void', `PERFORM pg_temp.pglite_dev_db_lock(${key}, '${mode}', '${level}', true);`))
-        out.push(plpgsql(`pg_try_advisory_${infix}lock${suffix}(${args})`, 'boolean', `RETURN pg_temp.pglite_dev_db_lock(${key}, '${mode}', '${level}', false);`))
+    for (const [level, infix] of [
+      ['session', ''],
+      ['xact', 'xact_'],
+    ] as const) {
+      for (const [mode, suffix] of [
+        ['x', ''],
+        ['s', '_shared'],
+      ] as const) {
+        out.push(
+          plpgsql(
+            `pg_advisory_${infix}lock${suffix}(${args})`,
+            'void',
+            `PERFORM pg_temp.pglite_dev_db_lock(${key}, '${mode}', '${level}', true);`,
+          ),
+        )
+        out.push(
+          plpgsql(
+            `pg_try_advisory_${infix}lock${suffix}(${args})`,
+            'boolean',
+            `RETURN pg_temp.pglite_dev_db_lock(${key}, '${mode}', '${level}', false);`,
+          ),
+        )
       }
     }
-    for (const [mode, suffix] of [['x', ''], ['s', '_shared']] as const) {
-      out.push(plpgsql(`pg_advisory_unlock${suffix}(${args})`, 'boolean', `RETURN pg_temp.pglite_dev_db_unlock(${key}, '${mode}');`))
+    for (const [mode, suffix] of [
+      ['x', ''],
+      ['s', '_shared'],
+    ] as const) {
+      out.push(
+        plpgsql(
+          `pg_advisory_unlock${suffix}(${args})`,
+          'boolean',
+          `RETURN pg_temp.pglite_dev_db_unlock(${key}, '${mode}');`,
+        ),
+      )
     }
   }
   return out
@@ -149,13 +181,17 @@ const INSTALL_STATEMENTS = [
   ),
   ...(['cancel', 'terminate'] as const).map((op) =>
     plpgsql(
-      op === 'cancel' ? 'pg_cancel_backend(pid integer)' : 'pg_terminate_backend(pid integer, timeout bigint DEFAULT 0)',
+      op === 'cancel'
+        ? 'pg_cancel_backend(pid integer)'
+        : 'pg_terminate_backend(pid integer, timeout bigint DEFAULT 0)',
       'boolean',
       `IF pid IS NULL THEN RETURN NULL; END IF; ` +
         `IF NOT EXISTS (SELECT FROM jsonb_array_elements(coalesce(ctx->'clients', '[]')) AS c WHERE (c->>'pid')::integer = pid) ` +
         `AND NOT coalesce(ctx->'signaled', '[]') @> pg_catalog.to_jsonb(pid) THEN ` +
         `RAISE WARNING 'PID % is not a PostgreSQL backend process', pid; RETURN false; END IF; ` +
-        (op === 'cancel' ? `IF pid = (ctx->>'pid')::integer THEN RAISE EXCEPTION USING ERRCODE = '57014', MESSAGE = 'canceling statement due to user request'; END IF; ` : '') +
+        (op === 'cancel'
+          ? `IF pid = (ctx->>'pid')::integer THEN RAISE EXCEPTION USING ERRCODE = '57014', MESSAGE = 'canceling statement due to user request'; END IF; `
+          : '') +
         `${tell(`jsonb_build_array('${op}', pid)`)} RETURN true;`,
       `ctx jsonb := ${ctx};`,
     ),

@@ -12,24 +12,47 @@ import { BackendCode } from '../protocol/codes.ts'
 import { encodeErrorResponse, errorFields } from '../protocol/backend-messages.ts'
 import { SYNC, encodeClose, encodeExecution } from '../protocol/frontend-messages.ts'
 import type { LockMode } from '../session/advisory-locks.ts'
-import { LOCK_WAIT_MESSAGE, TELL_MESSAGE, contextSql, installStatements, readTold, type ClientActivity, type SessionContext } from './server-functions-session.ts'
+import {
+  LOCK_WAIT_MESSAGE,
+  TELL_MESSAGE,
+  contextSql,
+  installStatements,
+  readTold,
+  type ClientActivity,
+  type SessionContext,
+} from './server-functions-session.ts'
 import type { SharedSession } from '../session/session.ts'
 
 /** Calls the server answers through its own functions of the same name in pg_temp. */
 const TEMP_FUNCTIONS = new Set([
-  'pg_advisory_lock', 'pg_advisory_lock_shared', 'pg_advisory_xact_lock', 'pg_advisory_xact_lock_shared',
-  'pg_try_advisory_lock', 'pg_try_advisory_lock_shared', 'pg_try_advisory_xact_lock', 'pg_try_advisory_xact_lock_shared',
-  'pg_advisory_unlock', 'pg_advisory_unlock_shared', 'pg_advisory_unlock_all',
-  'pg_cancel_backend', 'pg_terminate_backend',
+  'pg_advisory_lock',
+  'pg_advisory_lock_shared',
+  'pg_advisory_xact_lock',
+  'pg_advisory_xact_lock_shared',
+  'pg_try_advisory_lock',
+  'pg_try_advisory_lock_shared',
+  'pg_try_advisory_xact_lock',
+  'pg_try_advisory_xact_lock_shared',
+  'pg_advisory_unlock',
+  'pg_advisory_unlock_shared',
+  'pg_advisory_unlock_all',
+  'pg_cancel_backend',
+  'pg_terminate_backend',
 ])
 /** Those of them that wait for another client's lock. */
-const WAITING_FUNCTIONS = new Set(['pg_advisory_lock', 'pg_advisory_lock_shared', 'pg_advisory_xact_lock', 'pg_advisory_xact_lock_shared'])
+const WAITING_FUNCTIONS = new Set([
+  'pg_advisory_lock',
+  'pg_advisory_lock_shared',
+  'pg_advisory_xact_lock',
+  'pg_advisory_xact_lock_shared',
+])
 
 /** Statements whose rows name their columns, and that allow a subquery wherever an expression goes. */
 const ROW_STATEMENTS = new Set(['select', 'with', 'values', 'insert', 'update', 'delete', 'merge'])
 
 /** A pid written out, or a parameter, perhaps cast to an integer type: `(12345)`, `($1)`, `($1::int)`. */
-const PID_ARGUMENT = /^\s*(?:(\d{1,10})|\$(\d{1,5})(?:\s*::\s*(?:pg_catalog\s*\.\s*)?(?:int|int4|integer|int8|bigint))?)\s*[),]/i
+const PID_ARGUMENT =
+  /^\s*(?:(\d{1,10})|\$(\d{1,5})(?:\s*::\s*(?:pg_catalog\s*\.\s*)?(?:int|int4|integer|int8|bigint))?)\s*[),]/i
 
 export interface ServerFunctionUse {
   /** The SQL text with each call rewritten. */
@@ -77,7 +100,9 @@ export function rewriteServerFunctions(sql: string, processId: number): ServerFu
         // subquery is not allowed, and no column is named.
         const first = tokens[0]
         const named = isPunct(first, '(') || (first?.kind === 'word' && ROW_STATEMENTS.has(first.text))
-        out += sql.slice(from, start) + (named ? `(SELECT ${processId}::pg_catalog.int4 AS pg_backend_pid)` : `(${processId}::pg_catalog.int4)`)
+        out +=
+          sql.slice(from, start) +
+          (named ? `(SELECT ${processId}::pg_catalog.int4 AS pg_backend_pid)` : `(${processId}::pg_catalog.int4)`)
         from = tokens[i + 2]!.end
         found = true
         i += 2
@@ -87,9 +112,15 @@ export function rewriteServerFunctions(sql: string, processId: number): ServerFu
         replacement = `pg_temp.${token.text}`
         mayWait ||= WAITING_FUNCTIONS.has(token.text)
         // A pid written out, pg_cancel_backend(12345), or a parameter, ($1) (the lexer reads digits one by one: from the text).
-        const argument = token.text === 'pg_cancel_backend' || token.text === 'pg_terminate_backend' ? PID_ARGUMENT.exec(sql.slice(tokens[i + 1]!.end)) : null
+        const argument =
+          token.text === 'pg_cancel_backend' || token.text === 'pg_terminate_backend'
+            ? PID_ARGUMENT.exec(sql.slice(tokens[i + 1]!.end))
+            : null
         const op = token.text === 'pg_cancel_backend' ? 'cancel' : 'terminate'
-        if (argument) signals.push(argument[1] !== undefined ? { op, pid: Number(argument[1]) } : { op, param: Number(argument[2]) })
+        if (argument)
+          signals.push(
+            argument[1] !== undefined ? { op, pid: Number(argument[1]) } : { op, param: Number(argument[2]) },
+          )
       } else if (!isCall && token.text === 'pg_stat_activity') {
         // Unqualified, the temporary view is found first; qualified, it is named.
         if (qualified) replacement = 'pg_temp.pg_stat_activity'
@@ -152,7 +183,11 @@ const CONTEXT_PORTAL = Buffer.from('pgdd.context')
 export function contextMessages(context: SessionContext, install: boolean, pipelineOpen: boolean): Buffer {
   const frames: Buffer[] = []
   for (const sql of [...(install ? installStatements() : []), contextSql(context)]) {
-    frames.push(encodeClose('S', CONTEXT_STATEMENT), encodeExecution(CONTEXT_STATEMENT, CONTEXT_PORTAL, sql), encodeClose('P', CONTEXT_PORTAL))
+    frames.push(
+      encodeClose('S', CONTEXT_STATEMENT),
+      encodeExecution(CONTEXT_STATEMENT, CONTEXT_PORTAL, sql),
+      encodeClose('P', CONTEXT_PORTAL),
+    )
   }
   frames.push(encodeClose('S', CONTEXT_STATEMENT))
   if (!pipelineOpen) frames.push(SYNC)
@@ -160,7 +195,12 @@ export function contextMessages(context: SessionContext, install: boolean, pipel
 }
 
 /** What the session is told before this client's statements run (`functions`: their ServerFunctions bits). */
-export function contextFor(client: FunctionsClient, session: SharedSession, signaled: ReadonlySet<number>, functions: number): SessionContext {
+export function contextFor(
+  client: FunctionsClient,
+  session: SharedSession,
+  signaled: ReadonlySet<number>,
+  functions: number,
+): SessionContext {
   const clients = client.serverClients((functions & ServerFunctions.Activity) !== 0)
   return { pid: client.processId, clients, locks: session.advisoryLocks.snapshot(), signaled: [...signaled] }
 }
@@ -247,7 +287,7 @@ export function cannotWaitHere(wait: LockWait): Buffer {
 
 /** The ErrorResponse in `reply` for a lock that had to wait, replaced by `error`. */
 export function replaceLockWaitError(reply: Buffer, error: Buffer): Buffer {
-  for (let at = 0; at < reply.length; ) {
+  for (let at = 0; at < reply.length;) {
     const end = at + 1 + reply.readInt32BE(at + 1)
     if (reply[at] === BackendCode.ErrorResponse && errorFields(reply.subarray(at, end)).message === LOCK_WAIT_MESSAGE) {
       return Buffer.concat([reply.subarray(0, at), error, reply.subarray(end)])

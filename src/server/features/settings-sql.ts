@@ -66,7 +66,9 @@ export function rewriteAuthorizationDefaults(sql: string): string | null {
     const isReset = tokens.length === 3 && texts.join(' ') === 'reset session authorization'
     const scoped = (texts[1] === 'session' || texts[1] === 'local') && texts[2] === 'session' ? 1 : 0
     const isSetDefault =
-      tokens.length === 4 + scoped && texts[0] === 'set' && texts.slice(1 + scoped).join(' ') === 'session authorization default'
+      tokens.length === 4 + scoped &&
+      texts[0] === 'set' &&
+      texts.slice(1 + scoped).join(' ') === 'session authorization default'
     if (!isReset && !isSetDefault) continue
     const start = isReset ? tokens[0]!.start : tokens[last]!.start
     out += sql.slice(from, start) + (isReset ? `SET SESSION AUTHORIZATION ${SESSION_USER}` : SESSION_USER)
@@ -93,7 +95,10 @@ export function callsSetConfig(sql: string): boolean {
  */
 export function applySettingsQuery(settings: Settings, snapshot: boolean): Buffer {
   const statements = [RESET_IDENTITY, 'RESET ALL']
-  if (settings.length > 0) statements.push(`SELECT ${settings.map(([name, value]) => `pg_catalog.set_config(${literal(name)}, ${literal(value)}, false)`).join(', ')}`)
+  if (settings.length > 0)
+    statements.push(
+      `SELECT ${settings.map(([name, value]) => `pg_catalog.set_config(${literal(name)}, ${literal(value)}, false)`).join(', ')}`,
+    )
   if (snapshot) statements.push(SNAPSHOT_SQL)
   return encodeQuery(statements.join('; '))
 }

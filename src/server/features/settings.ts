@@ -7,7 +7,15 @@
 import { encodeParameterStatus, errorFields, textRows } from '../protocol/backend-messages.ts'
 import { WireError, type SqlStateCode } from '../../errors.ts'
 import { UNKNOWN_SETTINGS, type SharedSession } from '../session/session.ts'
-import { DATABASE_SETTINGS_QUERY, SHOW_IDLE_IN_TRANSACTION_TIMEOUT, SNAPSHOT_QUERY, applySettingsQuery, checkSettingQuery, readSettingsReply, type Settings } from './settings-sql.ts'
+import {
+  DATABASE_SETTINGS_QUERY,
+  SHOW_IDLE_IN_TRANSACTION_TIMEOUT,
+  SNAPSHOT_QUERY,
+  applySettingsQuery,
+  checkSettingQuery,
+  readSettingsReply,
+  type Settings,
+} from './settings-sql.ts'
 
 export type { Settings } from './settings-sql.ts'
 
@@ -81,7 +89,14 @@ export interface SettingsBackend {
 export type ClientTimeout = 'statement_timeout' | 'idle_session_timeout' | 'idle_in_transaction_session_timeout'
 
 /** Postgres's time units, in ms. */
-const UNIT_MS: Readonly<Record<string, number>> = { us: 0.001, ms: 1, s: 1000, min: 60_000, h: 3_600_000, d: 86_400_000 }
+const UNIT_MS: Readonly<Record<string, number>> = {
+  us: 0.001,
+  ms: 1,
+  s: 1000,
+  min: 60_000,
+  h: 3_600_000,
+  d: 86_400_000,
+}
 
 export class ClientSettings {
   readonly #backend: SettingsBackend
@@ -222,7 +237,10 @@ export class ClientSettings {
       const reply = readSettingsReply(await this.#backend.capture(DATABASE_SETTINGS_QUERY))
       if (reply.error) {
         // Not kept: the next new client reads them again.
-        this.#backend.warn("could not read this database's settings (ALTER DATABASE ... SET); connected without them", reply.error)
+        this.#backend.warn(
+          "could not read this database's settings (ALTER DATABASE ... SET); connected without them",
+          reply.error,
+        )
         return
       }
       session.databaseSettings = reply.settings
@@ -259,7 +277,11 @@ export class ClientSettings {
       const kept: Array<readonly [string, string]> = []
       for (const setting of this.#settings.slice(0, this.#fromDatabase)) {
         const check = readSettingsReply(await this.#backend.capture(checkSettingQuery(setting)))
-        if (check.error) this.#backend.warn(`could not apply this database's setting ${setting[0]} (ALTER DATABASE ... SET)`, check.error)
+        if (check.error)
+          this.#backend.warn(
+            `could not apply this database's setting ${setting[0]} (ALTER DATABASE ... SET)`,
+            check.error,
+          )
         else kept.push(setting)
       }
       this.#settings = [...kept, ...this.#settings.slice(this.#fromDatabase)]
@@ -275,7 +297,8 @@ export class ClientSettings {
     this.#settings = reply.settings
     session.appliedSettings = this.#key = settingsKey(reply.settings)
     const reported = reply.settings.filter(([name]) => session.reportedDefaults.has(name.toLowerCase()))
-    if (reported.length > 0) this.#backend.client.write(Buffer.concat(reported.map(([name, value]) => encodeParameterStatus(name, value))))
+    if (reported.length > 0)
+      this.#backend.client.write(Buffer.concat(reported.map(([name, value]) => encodeParameterStatus(name, value))))
   }
 }
 

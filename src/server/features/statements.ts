@@ -65,7 +65,10 @@ export class Statements {
   serverName(name: Buffer): Buffer {
     this.used = true
     if (this.#prefix.length + name.length <= MAX_NAME_BYTES) return Buffer.concat([this.#prefix, name])
-    const digest = createHash('sha256').update(name).digest('base64url').slice(0, MAX_NAME_BYTES - this.#prefix.length - 1)
+    const digest = createHash('sha256')
+      .update(name)
+      .digest('base64url')
+      .slice(0, MAX_NAME_BYTES - this.#prefix.length - 1)
     const server = Buffer.from(`${this.#prefix.toString()}#${digest}`)
     this.#hashed.set(server.toString(), name.toString())
     return server
@@ -117,7 +120,12 @@ export class Statements {
 
   /** Bind: `portal` now runs `statement`; what the portal is, if special. */
   bound(portal: string, statement: string): Special | null {
-    const special = statement === '' ? this.#unnamedSpecial : this.#specials > 0 ? (this.#named.get(statement)?.special ?? null) : null
+    const special =
+      statement === ''
+        ? this.#unnamedSpecial
+        : this.#specials > 0
+          ? (this.#named.get(statement)?.special ?? null)
+          : null
     if (special) this.#portals.set(portal, special)
     else if (this.#portals.size > 0) this.#portals.delete(portal)
     return special
@@ -163,7 +171,12 @@ export class Statements {
    * Bind of statement `name`: the clients its pg_cancel_backend and pg_terminate_backend calls signal, each pid as the
    * text has it or as the Bind gives the parameter (`from`: where its parameter format codes begin).
    */
-  signalsOf(name: string, bytes: Buffer, from: number, end: number): Array<{ op: 'cancel' | 'terminate'; pid: number }> {
+  signalsOf(
+    name: string,
+    bytes: Buffer,
+    from: number,
+    end: number,
+  ): Array<{ op: 'cancel' | 'terminate'; pid: number }> {
     const signals = this.#signals.size === 0 ? undefined : this.#signals.get(name)
     if (!signals) return []
     const pids: Array<{ op: 'cancel' | 'terminate'; pid: number }> = []
@@ -233,7 +246,8 @@ export class Statements {
   /** After a CLOSE ALL or DEALLOCATE ALL stand-in: forget the cursors and statements PGlite no longer has (ownNamesQuery's rows). */
   keepExisting(rows: ReadonlyArray<ReadonlyArray<string | null>>): void {
     const has = new Set(rows.map(([kind, name]) => `${kind}${name}`))
-    for (const [name, server] of this.#heldCursors) if (!has.has(`c${server.toString()}`)) this.#heldCursors.delete(name)
+    for (const [name, server] of this.#heldCursors)
+      if (!has.has(`c${server.toString()}`)) this.#heldCursors.delete(name)
     for (const [name, statement] of this.#named) {
       if (has.has(`s${statement.server.toString()}`)) continue
       this.#forget(name)
@@ -248,7 +262,9 @@ export class Statements {
 
   /** A Bind of any of the client's statements needs nothing of the server: none is special or calls functions. */
   get needNothingToRun(): boolean {
-    return this.#specials === 0 && this.#unnamedSpecial === null && this.#portals.size === 0 && this.#functions.size === 0
+    return (
+      this.#specials === 0 && this.#unnamedSpecial === null && this.#portals.size === 0 && this.#functions.size === 0
+    )
   }
 
   /** Whether any statement is special: while none, a Bind needs no look-up. */
@@ -359,7 +375,11 @@ export class Statements {
  * a DO block that runs `command` on every name in `view` but the other clients' and the server's (pgdd<id>. and
  * pgdd. prefixes other than `ownPrefix`). The names are read before the first is closed.
  */
-function ownNamesDo(command: 'CLOSE' | 'DEALLOCATE', view: 'pg_cursors' | 'pg_prepared_statements', ownPrefix: string): string {
+function ownNamesDo(
+  command: 'CLOSE' | 'DEALLOCATE',
+  view: 'pg_cursors' | 'pg_prepared_statements',
+  ownPrefix: string,
+): string {
   return (
     `DO $pgdd$DECLARE n text; BEGIN FOREACH n IN ARRAY coalesce((SELECT pg_catalog.array_agg(name) FROM pg_catalog.${view} ` +
     `WHERE name !~ '^pgdd[0-9a-z]*[.]' OR pg_catalog.starts_with(name, '${ownPrefix.replaceAll("'", "''")}')), '{}') LOOP ` +

@@ -10,7 +10,14 @@ import { encodeQuery } from '../protocol/frontend-messages.ts'
 import { SESSION_USER } from './settings-sql.ts'
 
 /** The kinds of relation renamed, each with the word its ALTER and DROP use. */
-const KIND_WORDS: Readonly<Record<string, string>> = { r: 'TABLE', p: 'TABLE', v: 'VIEW', S: 'SEQUENCE', i: 'INDEX', I: 'INDEX' }
+const KIND_WORDS: Readonly<Record<string, string>> = {
+  r: 'TABLE',
+  p: 'TABLE',
+  v: 'VIEW',
+  S: 'SEQUENCE',
+  i: 'INDEX',
+  I: 'INDEX',
+}
 const KINDS = Object.keys(KIND_WORDS)
   .map((kind) => `'${kind}'`)
   .join(', ')
@@ -28,8 +35,8 @@ export const LIST_OWN_TEMP_OBJECTS = encodeQuery(
  */
 export const DROP_OWN_TEMP_OBJECTS_SQL =
   `DO $pgdd$DECLARE r record; BEGIN FOR r IN SELECT c.oid::regclass AS rel, c.relkind FROM pg_catalog.pg_class c WHERE c.relnamespace = pg_catalog.pg_my_temp_schema() ` +
-    `AND c.relkind IN ('r', 'p', 'v', 'S') AND ${NOT_CLIENTS} ORDER BY c.relkind = 'v' DESC LOOP ` +
-    `EXECUTE pg_catalog.format('DROP %s IF EXISTS %s CASCADE', CASE r.relkind WHEN 'v' THEN 'VIEW' WHEN 'S' THEN 'SEQUENCE' ELSE 'TABLE' END, r.rel); END LOOP; END$pgdd$`
+  `AND c.relkind IN ('r', 'p', 'v', 'S') AND ${NOT_CLIENTS} ORDER BY c.relkind = 'v' DESC LOOP ` +
+  `EXECUTE pg_catalog.format('DROP %s IF EXISTS %s CASCADE', CASE r.relkind WHEN 'v' THEN 'VIEW' WHEN 'S' THEN 'SEQUENCE' ELSE 'TABLE' END, r.rel); END LOOP; END$pgdd$`
 export const DROP_OWN_TEMP_OBJECTS = encodeQuery(DROP_OWN_TEMP_OBJECTS_SQL)
 
 interface Hidden {
@@ -74,13 +81,19 @@ export class TempObjects {
     this.revealed = this.mayMake = false
     if (rows.length === 0) return null
     this.#hidden = rows.map(([oid, name, kind]) => ({ hidden: `${this.#prefix}${oid}`, name, kind }))
-    return asSessionUser(this.#hidden.map((o) => `ALTER ${KIND_WORDS[o.kind] ?? 'TABLE'} pg_temp.${ident(o.name)} RENAME TO ${ident(o.hidden)}`))
+    return asSessionUser(
+      this.#hidden.map(
+        (o) => `ALTER ${KIND_WORDS[o.kind] ?? 'TABLE'} pg_temp.${ident(o.name)} RENAME TO ${ident(o.hidden)}`,
+      ),
+    )
   }
 
   /** The renames that give the objects their own names back (the client takes the session), now recorded. */
   reveal(): Buffer | null {
     if (this.#hidden.length === 0) return null
-    const renames = this.#hidden.map((o) => `ALTER ${KIND_WORDS[o.kind] ?? 'TABLE'} IF EXISTS pg_temp.${ident(o.hidden)} RENAME TO ${ident(o.name)}`)
+    const renames = this.#hidden.map(
+      (o) => `ALTER ${KIND_WORDS[o.kind] ?? 'TABLE'} IF EXISTS pg_temp.${ident(o.hidden)} RENAME TO ${ident(o.name)}`,
+    )
     this.#hidden = []
     this.revealed = true
     return asSessionUser(renames)
@@ -91,7 +104,9 @@ export class TempObjects {
     const dropped = this.#hidden.filter((o) => o.kind !== 'i' && o.kind !== 'I')
     this.#hidden = []
     if (dropped.length === 0) return null
-    return asSessionUser(dropped.map((o) => `DROP ${KIND_WORDS[o.kind] ?? 'TABLE'} IF EXISTS pg_temp.${ident(o.hidden)} CASCADE`))
+    return asSessionUser(
+      dropped.map((o) => `DROP ${KIND_WORDS[o.kind] ?? 'TABLE'} IF EXISTS pg_temp.${ident(o.hidden)} CASCADE`),
+    )
   }
 
   /** The objects were dropped in PGlite (DISCARD TEMP, DISCARD ALL): nothing to hide or reveal. */

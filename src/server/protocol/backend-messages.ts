@@ -114,7 +114,11 @@ export function retagStandIns(reply: Buffer, tag: string, completions: readonly 
   forEachFrame(reply, (code, offset, length) => {
     if (code !== BackendCode.CommandComplete) return
     const index = count++
-    if ((completions && !completions.includes(index)) || !reply.subarray(offset + HEADER_LENGTH, offset + length).equals(STAND_IN_TAG)) return
+    if (
+      (completions && !completions.includes(index)) ||
+      !reply.subarray(offset + HEADER_LENGTH, offset + length).equals(STAND_IN_TAG)
+    )
+      return
     parts.push(reply.subarray(from, offset), encodeCommandComplete(tag))
     from = offset + length
   })
@@ -198,8 +202,10 @@ export function errorFields(message: Buffer): { code: string; message: string; d
     const type = message[at]!
     const end = message.indexOf(0, at + 1)
     if (end < 0) break
-    if (type === 0x43) fields.code = message.toString('utf8', at + 1, end) // C
-    else if (type === 0x4d) fields.message = message.toString('utf8', at + 1, end) // M
+    if (type === 0x43)
+      fields.code = message.toString('utf8', at + 1, end) // C
+    else if (type === 0x4d)
+      fields.message = message.toString('utf8', at + 1, end) // M
     else if (type === 0x44) fields.detail = message.toString('utf8', at + 1, end) // D
     at = end + 1
   }
@@ -214,7 +220,7 @@ export function readParameterStatus(body: Buffer): [string, string] {
 
 /** The first of the backend messages in `reply` of type `code`, whole; null if none is. */
 export function findMessage(reply: Buffer, code: number): Buffer | null {
-  for (let at = 0; at + HEADER_LENGTH <= reply.length; ) {
+  for (let at = 0; at + HEADER_LENGTH <= reply.length;) {
     const end = at + CODE_LENGTH + reply.readInt32BE(at + CODE_LENGTH)
     if (reply[at] === code) return reply.subarray(at, end)
     at = end

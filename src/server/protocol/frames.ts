@@ -94,7 +94,8 @@ export class FrameReader {
     const length = this.#buffer.readInt32BE(this.#start)
     // Postgres: "invalid length of startup packet" for len < 4 + 4 or > MAX_STARTUP_PACKET_LENGTH, a COMMERROR: logged,
     // the connection closed with nothing sent (node-postgres' connect() then end() at once sends Terminate here).
-    if (length < 8 || length > MAX_STARTUP_PACKET_LENGTH) throw new WireError('FATAL', SqlState.ProtocolViolation, 'invalid length of startup packet', { logOnly: true })
+    if (length < 8 || length > MAX_STARTUP_PACKET_LENGTH)
+      throw new WireError('FATAL', SqlState.ProtocolViolation, 'invalid length of startup packet', { logOnly: true })
     if (available < length) {
       this.#wanted = length
       return null
@@ -121,7 +122,9 @@ export class FrameReader {
       const max = this.#maxLength(code)
       if (max < 0 || length < LEN_LENGTH || length > max) {
         if (count > 0) break
-        throw max < 0 ? protocolViolation(`invalid frontend message type ${code}`) : protocolViolation('invalid message length')
+        throw max < 0
+          ? protocolViolation(`invalid frontend message type ${code}`)
+          : protocolViolation('invalid message length')
       }
       const total = CODE_LENGTH + length
       if (this.#end - offset < total) {
@@ -149,7 +152,10 @@ export class FrameReader {
 }
 
 /** Calls `visit(code, offset, length)` for each message of a Frames slice (offset of the code byte, total length). */
-export function forEachFrame(bytes: Uint8Array, visit: (code: number, offset: number, length: number) => boolean | void): void {
+export function forEachFrame(
+  bytes: Uint8Array,
+  visit: (code: number, offset: number, length: number) => boolean | void,
+): void {
   const view = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
   let offset = 0
   while (offset + HEADER_LENGTH <= view.length) {

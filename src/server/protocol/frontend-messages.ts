@@ -121,12 +121,19 @@ export function bindInteger(bytes: Buffer, from: number, end: number, index: num
       continue
     }
     if (length < 0 || at + length > end) return null
-    const binary = formats === 0 ? false : bytes.readInt16BE(from + 2 + 2 * (formats === 1 ? 0 : Math.min(i, formats - 1))) === 1
+    const binary =
+      formats === 0 ? false : bytes.readInt16BE(from + 2 + 2 * (formats === 1 ? 0 : Math.min(i, formats - 1))) === 1
     if (!binary) {
       const text = bytes.toString('latin1', at, at + length)
       return /^\s*\d{1,10}\s*$/.test(text) ? Number(text) : null
     }
-    return length === 4 ? bytes.readInt32BE(at) : length === 8 ? Number(bytes.readBigInt64BE(at)) : length === 2 ? bytes.readInt16BE(at) : null
+    return length === 4
+      ? bytes.readInt32BE(at)
+      : length === 8
+        ? Number(bytes.readBigInt64BE(at))
+        : length === 2
+          ? bytes.readInt16BE(at)
+          : null
   }
   return null
 }
@@ -144,7 +151,14 @@ export function editMessage(bytes: Buffer, offset: number, end: number, edits: r
 }
 
 /** Write the message at [offset, end) of `bytes` with `edits` made into `out` at `at`; returns the bytes written. */
-export function writeEdited(out: Buffer, at: number, bytes: Buffer, offset: number, end: number, edits: readonly Edit[]): number {
+export function writeEdited(
+  out: Buffer,
+  at: number,
+  bytes: Buffer,
+  offset: number,
+  end: number,
+  edits: readonly Edit[],
+): number {
   const start = at
   let copied = offset
   for (const [from, to, middle] of edits) {
@@ -171,7 +185,7 @@ export function onlyTerminate(bytes: Buffer): boolean {
  */
 export function isSingleUnit(bytes: Buffer): boolean {
   const n = bytes.length
-  for (let offset = 0; offset + HEADER_LENGTH <= n; ) {
+  for (let offset = 0; offset + HEADER_LENGTH <= n;) {
     const code = bytes[offset]!
     const end = offset + CODE_LENGTH + bytes.readInt32BE(offset + CODE_LENGTH)
     if (end >= n) return end === n && (code === FrontendCode.Sync || (code === FrontendCode.Query && offset === 0))
@@ -181,7 +195,14 @@ export function isSingleUnit(bytes: Buffer): boolean {
   return false
 }
 
-const IN_UNIT = new Set<number>([FrontendCode.Parse, FrontendCode.Bind, FrontendCode.Describe, FrontendCode.Execute, FrontendCode.Close, FrontendCode.Flush])
+const IN_UNIT = new Set<number>([
+  FrontendCode.Parse,
+  FrontendCode.Bind,
+  FrontendCode.Describe,
+  FrontendCode.Execute,
+  FrontendCode.Close,
+  FrontendCode.Flush,
+])
 
 /** What preparedUnitEnd found in a unit. */
 export interface PreparedUnit {
@@ -200,7 +221,12 @@ export interface PreparedUnit {
  * the server reads nothing in (plainSql). -1 otherwise. Such units are what a database's thread may read from a lent
  * socket and run itself (engine/lent-reads.ts); `shape` gets what it found.
  */
-export function preparedUnitEnd(bytes: Buffer, start: number, unnamed: boolean, shape: PreparedUnit | null = null): number {
+export function preparedUnitEnd(
+  bytes: Buffer,
+  start: number,
+  unnamed: boolean,
+  shape: PreparedUnit | null = null,
+): number {
   let at = start
   let parse = -1
   for (;;) {
@@ -210,7 +236,11 @@ export function preparedUnitEnd(bytes: Buffer, start: number, unnamed: boolean, 
     if (end > bytes.length || end < at + HEADER_LENGTH) return -1
     const body = at + HEADER_LENGTH
     if (code === FrontendCode.Sync || code === FrontendCode.Query) {
-      if (code === FrontendCode.Query && (!unnamed || at !== start || !plainSql(bytes, sqlBounds(bytes, at, end, false)))) return -1
+      if (
+        code === FrontendCode.Query &&
+        (!unnamed || at !== start || !plainSql(bytes, sqlBounds(bytes, at, end, false)))
+      )
+        return -1
       if (shape) Object.assign(shape, { parse, query: code === FrontendCode.Query })
       return end
     }
@@ -238,7 +268,11 @@ export function preparedUnitEnd(bytes: Buffer, start: number, unnamed: boolean, 
  * one of mayBeServerStatement's), so it passes to PGlite as it is.
  */
 function plainSql(bytes: Buffer, text: [number, number] | null): boolean {
-  return text !== null && !mayBeServerStatement(firstLetter(bytes, text[0], text[1])) && keywordsIn(bytes, text[0], text[1]) === 0
+  return (
+    text !== null &&
+    !mayBeServerStatement(firstLetter(bytes, text[0], text[1])) &&
+    keywordsIn(bytes, text[0], text[1]) === 0
+  )
 }
 
 /**

@@ -166,7 +166,8 @@ export class ReplyReader {
       if (this.#remaining > 0) {
         const take = Math.min(this.#remaining, n - i)
         if (this.#code === BackendCode.ReadyForQuery && this.#remaining === this.#bodyLength) this.#txStatus = chunk[i]!
-        if (this.#code === BackendCode.CommandComplete && this.#tagFill < this.#tag.length) this.#readTag(chunk, i, take)
+        if (this.#code === BackendCode.CommandComplete && this.#tagFill < this.#tag.length)
+          this.#readTag(chunk, i, take)
         if (this.#held) {
           this.#held.set(chunk.subarray(i, i + take), this.#heldFill)
           this.#heldFill += take
@@ -260,7 +261,11 @@ function piece(chunk: Uint8Array, from: number, to: number, owned: boolean): Buf
 }
 
 function isHeld(code: number): boolean {
-  return code === BackendCode.ErrorResponse || code === BackendCode.NoticeResponse || code === BackendCode.NotificationResponse
+  return (
+    code === BackendCode.ErrorResponse ||
+    code === BackendCode.NoticeResponse ||
+    code === BackendCode.NotificationResponse
+  )
 }
 
 // CommandComplete tags that change session state (DISCARD covers ALL, TEMP, PLANS, SEQUENCES: over-reporting is harmless).
@@ -283,16 +288,22 @@ export function tagChanges(tag: Buffer, fill: number): number {
     case 0x52: // R
       return startsWith(tag, fill, TAG_RESET) ? SessionChange.Settings : 0
     case 0x44: // D
-      if (startsWith(tag, fill, TAG_DISCARD_ALL)) return SessionChange.Settings | SessionChange.Listening | SessionChange.StatementsWiped | SessionChange.TempDropped
+      if (startsWith(tag, fill, TAG_DISCARD_ALL))
+        return (
+          SessionChange.Settings | SessionChange.Listening | SessionChange.StatementsWiped | SessionChange.TempDropped
+        )
       if (startsWith(tag, fill, TAG_DEALLOCATE_ALL)) return SessionChange.StatementsWiped
-      if (startsWith(tag, fill, TAG_DISCARD_TEMP)) return SessionChange.Settings | SessionChange.Listening | SessionChange.TempDropped
+      if (startsWith(tag, fill, TAG_DISCARD_TEMP))
+        return SessionChange.Settings | SessionChange.Listening | SessionChange.TempDropped
       return startsWith(tag, fill, TAG_DISCARD) ? SessionChange.Settings | SessionChange.Listening : 0
     case 0x4c: // L
       return startsWith(tag, fill, TAG_LISTEN) ? SessionChange.Listening : 0
     case 0x55: // U
       return startsWith(tag, fill, TAG_UNLISTEN) ? SessionChange.Listening : 0
     case 0x41: // A (ALTER USER's tag is ALTER ROLE)
-      return startsWith(tag, fill, TAG_ALTER_DATABASE) || startsWith(tag, fill, TAG_ALTER_ROLE) ? SessionChange.DatabaseSettings : 0
+      return startsWith(tag, fill, TAG_ALTER_DATABASE) || startsWith(tag, fill, TAG_ALTER_ROLE)
+        ? SessionChange.DatabaseSettings
+        : 0
     default:
       return 0
   }

@@ -20,10 +20,13 @@ export const UnnamedUse = {
 export function unnamedUseStep(use: number, code: number, bytes: Uint8Array, offset: number): number {
   const body = offset + HEADER_LENGTH
   if (code === FrontendCode.Parse) return bytes[body] === 0 ? (use | UnnamedUse.Parsed) & ~UnnamedUse.Dropped : use
-  if (code === FrontendCode.Query || (code === FrontendCode.Close && bytes[body] === LETTER_S && bytes[body + 1] === 0)) return use | UnnamedUse.Dropped
+  if (code === FrontendCode.Query || (code === FrontendCode.Close && bytes[body] === LETTER_S && bytes[body + 1] === 0))
+    return use | UnnamedUse.Dropped
   if ((use & (UnnamedUse.Parsed | UnnamedUse.Dropped)) !== 0) return use
-  if (code === FrontendCode.Bind) return bytes[bytes.indexOf(0, body) + 1] === 0 ? use | UnnamedUse.ReferencedFirst : use
-  if (code === FrontendCode.Describe && bytes[body] === LETTER_S && bytes[body + 1] === 0) return use | UnnamedUse.ReferencedFirst
+  if (code === FrontendCode.Bind)
+    return bytes[bytes.indexOf(0, body) + 1] === 0 ? use | UnnamedUse.ReferencedFirst : use
+  if (code === FrontendCode.Describe && bytes[body] === LETTER_S && bytes[body + 1] === 0)
+    return use | UnnamedUse.ReferencedFirst
   return use
 }
 

@@ -49,7 +49,8 @@ export class AdvisoryLocks {
 
   /** A client that holds `key` in a mode that conflicts with `mode`, other than `processId`; null if none. */
   holderAgainst(processId: number, key: string, mode: LockMode): number | null {
-    for (const h of this.#holds) if (h.key === key && h.processId !== processId && (h.mode === 'x' || mode === 'x')) return h.processId
+    for (const h of this.#holds)
+      if (h.key === key && h.processId !== processId && (h.mode === 'x' || mode === 'x')) return h.processId
     return null
   }
 
@@ -59,7 +60,9 @@ export class AdvisoryLocks {
 
   /** One session-level acquisition of `key` in `mode` released. */
   released(processId: number, key: string, mode: LockMode): void {
-    const at = this.#holds.findIndex((h) => h.processId === processId && h.key === key && h.mode === mode && h.level === 'session')
+    const at = this.#holds.findIndex(
+      (h) => h.processId === processId && h.key === key && h.mode === mode && h.level === 'session',
+    )
     if (at >= 0) this.#holds.splice(at, 1)
     this.#wake()
   }
@@ -93,7 +96,11 @@ export class AdvisoryLocks {
       const holder = this.holderAgainst(processId, key, mode)
       if (holder === null) return
       if (this.#waitsFor(holder, processId, new Set())) {
-        throw new LockWaitError('40P01', 'deadlock detected', `Process ${processId} waits for advisory lock ${key}, held by process ${holder}, which waits for a lock process ${processId} holds.`)
+        throw new LockWaitError(
+          '40P01',
+          'deadlock detected',
+          `Process ${processId} waits for advisory lock ${key}, held by process ${holder}, which waits for a lock process ${processId} holds.`,
+        )
       }
       let wake!: () => void
       const woken = new Promise<void>((resolve) => (wake = resolve))

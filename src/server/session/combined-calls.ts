@@ -11,7 +11,6 @@ import { SchedulerClosedError, type OwnerScheduler } from './scheduler.ts'
 import type { OutputSink, SessionDb, UnitsDirect } from './databases.ts'
 import type { SessionHolder, SessionMember } from './members.ts'
 
-
 /** What a combined call needs of the session (session.ts SharedSession). */
 interface CombinedSession {
   readonly db: SessionDb
@@ -19,7 +18,12 @@ interface CombinedSession {
   readonly scheduler: OwnerScheduler<SessionHolder>
   /** Departed clients' statements and LISTENs are still in the session: the next call's first rider ends them. */
   readonly hasAbandonedWork: boolean
-  executeUnits(units: readonly Uint8Array[], sink: OutputSink, onUnitEnd: (skipped: boolean) => void, direct?: UnitsDirect | null): Promise<void>
+  executeUnits(
+    units: readonly Uint8Array[],
+    sink: OutputSink,
+    onUnitEnd: (skipped: boolean) => void,
+    direct?: UnitsDirect | null,
+  ): Promise<void>
   cancelRunning(unit?: number): Promise<'canceled' | 'skipped' | ''>
   addUnit(unit: Uint8Array, target: { fd: number; relayFrom: number } | null): boolean
 }
@@ -140,7 +144,9 @@ export class CombinedCalls {
     for (const pending of this.#pending) if (pending.settingsKey === rider.settingsKey) batch = pending
     if (batch === null || batch.seats.length >= MAX_UNITS) batch = this.#openBatch(rider)
     const seats = batch.seats
-    return new Promise<RideEnd>((resolve, reject) => seats.push({ rider, resolve, reject, begun: false, ended: false, stopped: false, settled: false }))
+    return new Promise<RideEnd>((resolve, reject) =>
+      seats.push({ rider, resolve, reject, begun: false, ended: false, stopped: false, settled: false }),
+    )
   }
 
   /**
@@ -151,7 +157,8 @@ export class CombinedCalls {
   #addToRunning(rider: Rider): Promise<RideEnd> | null {
     const running = this.#running
     const session = this.#session
-    if (running === null || running.settingsKey !== rider.settingsKey || running.seats.length >= MAX_GROWN_UNITS) return null
+    if (running === null || running.settingsKey !== rider.settingsKey || running.seats.length >= MAX_GROWN_UNITS)
+      return null
     if (session.scheduler.waiting > 0 || session.hasAbandonedWork) return null
     const target = running.directReplies ? rider.direct() : null
     if (!session.addUnit(rider.unit, target)) {
@@ -159,7 +166,9 @@ export class CombinedCalls {
       return null
     }
     const { seats } = running
-    const ride = new Promise<RideEnd>((resolve, reject) => seats.push({ rider, resolve, reject, begun: false, ended: false, stopped: false, settled: false }))
+    const ride = new Promise<RideEnd>((resolve, reject) =>
+      seats.push({ rider, resolve, reject, begun: false, ended: false, stopped: false, settled: false }),
+    )
     // A call of one unit that grows to two counts from here.
     if (seats.length === 2) this.stats.calls++
     this.stats.units += seats.length === 2 ? 2 : 1
@@ -222,7 +231,8 @@ export class CombinedCalls {
   async skip(member: SessionMember): Promise<boolean> {
     const running = this.#runningSeat(member)
     const db = this.#session.db
-    if (running === null || running.seat.begun || db.skipUnit === undefined || !(await db.skipUnit(running.index))) return false
+    if (running === null || running.seat.begun || db.skipUnit === undefined || !(await db.skipUnit(running.index)))
+      return false
     this.#stopped(running.seat)
     return true
   }
@@ -319,7 +329,20 @@ export class CombinedCalls {
       }
       const targets = this.#session.db.directReplies === true ? seats.map((seat) => seat.rider.direct()) : []
       const direct: UnitsDirect | null = targets.some((target) => target !== null)
-        ? { targets, reply: { fd: -1, relayFrom: 0, summary: (summary) => begin().rider.summary(summary), blocked: (isBlocked) => seats[current]?.rider.blocked(isBlocked), diverted: (framing) => begin().rider.diverted(framing), raw: (bytes) => begin().rider.raw(bytes), mayEndLazily: () => false, lend: null, handBack: () => {} } }
+        ? {
+            targets,
+            reply: {
+              fd: -1,
+              relayFrom: 0,
+              summary: (summary) => begin().rider.summary(summary),
+              blocked: (isBlocked) => seats[current]?.rider.blocked(isBlocked),
+              diverted: (framing) => begin().rider.diverted(framing),
+              raw: (bytes) => begin().rider.raw(bytes),
+              mayEndLazily: () => false,
+              lend: null,
+              handBack: () => {},
+            },
+          }
         : null
       batch.directReplies = direct !== null
       await this.#session.executeUnits(

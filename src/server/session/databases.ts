@@ -32,7 +32,10 @@ export interface SessionDb {
    * Run `message` as one call, its output to `onRawData` as it is produced. A database in a worker thread waits while
    * a promise `onRawData` returned is pending (the client is not reading); PGlite in this thread cannot wait.
    */
-  execProtocolRawStream(message: Uint8Array, options: { onRawData: OutputSink; syncToFs?: boolean; direct?: DirectReply | null }): Promise<void>
+  execProtocolRawStream(
+    message: Uint8Array,
+    options: { onRawData: OutputSink; syncToFs?: boolean; direct?: DirectReply | null },
+  ): Promise<void>
   /** The database writes a call's reply straight to its client's socket when asked (`direct`): one in a worker thread. */
   readonly directReplies?: boolean
   /** The client of the call running now (in a call of units, unit `unit`'s) is gone: the rest of a reply written straight to it goes nowhere. */
@@ -49,7 +52,10 @@ export interface SessionDb {
    * a unit that leaves the session open or changed ends the call early. Only a database in a worker thread has it:
    * what it saves is the crossing between threads.
    */
-  execProtocolUnits?(units: readonly Uint8Array[], options: { onRawData: OutputSink; onUnitEnd: (skipped: boolean) => void; direct?: UnitsDirect | null }): Promise<void>
+  execProtocolUnits?(
+    units: readonly Uint8Array[],
+    options: { onRawData: OutputSink; onUnitEnd: (skipped: boolean) => void; direct?: UnitsDirect | null },
+  ): Promise<void>
   /** In the call of units running now, unit `unit` is not run if it has not begun (the server answers its client). */
   skipUnit?(unit: number): Promise<boolean>
   /**

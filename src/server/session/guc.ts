@@ -66,13 +66,22 @@ function lockSetting(mod: GucModule, name: string): boolean {
  * of range (22023). Its default and least value must be `least`, and its most `most` (or `cap`, once capped). False if
  * the entry is not so (another PGlite's layout): it stays as it was.
  */
-export function capIntSetting(mod: GucModule, name: string, range: { least: number; most: number; cap: number }): boolean {
+export function capIntSetting(
+  mod: GucModule,
+  name: string,
+  range: { least: number; most: number; cap: number },
+): boolean {
   const entry = findSetting(mod, name)
   const offset = intFieldsOffset(mod)
   if (entry === 0 || offset < 0) return false
   const heap = new Int32Array(mod.wasmMemory.buffer)
   const at = (entry >> 2) + offset
-  if (heap[at] !== range.least || heap[at + 1] !== range.least || (heap[at + 2] !== range.most && heap[at + 2] !== range.cap)) return false
+  if (
+    heap[at] !== range.least ||
+    heap[at + 1] !== range.least ||
+    (heap[at + 2] !== range.most && heap[at + 2] !== range.cap)
+  )
+    return false
   heap[at + 2] = range.cap
   return true
 }
@@ -90,7 +99,13 @@ function intFieldsOffset(mod: GucModule): number {
   const heap = new Int32Array(mod.wasmMemory.buffer)
   for (let offset = 1; offset < ENTRY_INTS; offset++) {
     const i = (entry >> 2) + offset
-    if (heap[i] === STACK_DEPTH_LEAST && heap[i + 1] === STACK_DEPTH_LEAST && heap[i - 1] !== 0 && heap[i + 2]! > STACK_DEPTH_LEAST) return offset
+    if (
+      heap[i] === STACK_DEPTH_LEAST &&
+      heap[i + 1] === STACK_DEPTH_LEAST &&
+      heap[i - 1] !== 0 &&
+      heap[i + 2]! > STACK_DEPTH_LEAST
+    )
+      return offset
   }
   return -1
 }

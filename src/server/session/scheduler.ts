@@ -37,7 +37,8 @@ export class QueueTimeoutError extends Error {
  */
 export function refusalResponse(error: unknown): Buffer | null {
   if (error instanceof QueryCanceledError) return encodeErrorResponse('ERROR', SqlState.QueryCanceled, error.message)
-  if (error instanceof QueueTimeoutError) return encodeErrorResponse('ERROR', SqlState.LockNotAvailable, error.message, undefined, error.hint)
+  if (error instanceof QueueTimeoutError)
+    return encodeErrorResponse('ERROR', SqlState.LockNotAvailable, error.message, undefined, error.hint)
   return null
 }
 

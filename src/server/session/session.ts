@@ -94,12 +94,20 @@ export class SharedSession {
   execute(bytes: Uint8Array, sink: OutputSink, direct: DirectReply | null = null): Promise<void> {
     return this.#call(sink, (db) => {
       const syncToFs = needsSyncToFs(db)
-      return db.execProtocolRawStream(bytes, direct ? { onRawData: this.#onRawData, syncToFs, direct } : { onRawData: this.#onRawData, syncToFs })
+      return db.execProtocolRawStream(
+        bytes,
+        direct ? { onRawData: this.#onRawData, syncToFs, direct } : { onRawData: this.#onRawData, syncToFs },
+      )
     })
   }
 
   /** Units of several clients in one call (SessionDb.execProtocolUnits, which the database has). Caller must own the scheduler. */
-  executeUnits(units: readonly Uint8Array[], sink: OutputSink, onUnitEnd: (skipped: boolean) => void, direct: UnitsDirect | null = null): Promise<void> {
+  executeUnits(
+    units: readonly Uint8Array[],
+    sink: OutputSink,
+    onUnitEnd: (skipped: boolean) => void,
+    direct: UnitsDirect | null = null,
+  ): Promise<void> {
     return this.#call(sink, (db) => db.execProtocolUnits!(units, { onRawData: this.#onRawData, onUnitEnd, direct }))
   }
 
@@ -178,7 +186,8 @@ export class SharedSession {
     // A Sync after each: one that fails (its table is not in the migrated schema) must not skip the rest; it is
     // tried again when its client next takes the session.
     await remakeStatements([...this.members], (bytes) => this.#capture(bytes))
-    if (this.listeners.size > 0) await this.execute(encodeQuery(listenSql(this.listeners.channels(), 'LISTEN')), discard)
+    if (this.listeners.size > 0)
+      await this.execute(encodeQuery(listenSql(this.listeners.channels(), 'LISTEN')), discard)
   }
 
   async #capture(bytes: Buffer): Promise<Buffer> {
@@ -200,7 +209,12 @@ export class SharedSession {
   markDead(cause: unknown): void {
     if (this.dead) return
     const why = cause instanceof Error ? `: ${cause.message}` : ''
-    this.dead = new WireError('FATAL', SqlState.InternalError, `the database stopped unexpectedly (PGlite failed${why}); reconnect to try again`, { cause })
+    this.dead = new WireError(
+      'FATAL',
+      SqlState.InternalError,
+      `the database stopped unexpectedly (PGlite failed${why}); reconnect to try again`,
+      { cause },
+    )
     this.scheduler.close(new SchedulerClosedError('the database stopped'))
     for (const listener of this.#deadListeners) listener(this.dead)
   }
@@ -241,7 +255,9 @@ export class SharedSession {
     await this.db.waitReady
     const reply = await this.db.runExclusive(async () => {
       // Copied: PGlite's next call reuses the buffer its reply is in.
-      const startup = Buffer.from(await this.db.execProtocolRaw(encodeStartupMessage({ user: 'postgres', database: 'postgres' })))
+      const startup = Buffer.from(
+        await this.db.execProtocolRaw(encodeStartupMessage({ user: 'postgres', database: 'postgres' })),
+      )
       // After a StartupMessage Postgres reports its GUC_REPORT settings again at the next ReadyForQuery: that is this
       // Sync's, not the first client's (whose ParameterStatus would read as a SET of its own, and cost a read-back).
       await this.db.execProtocolRaw(SYNC)
@@ -269,7 +285,11 @@ function rawQuery(db: SessionDb): (query: Buffer) => Promise<Buffer> {
  * Make `members`' prepared statements again (each Parse with a Sync of its own; `only`: just these, of the one member)
  * through `capture`; each member is told which failed.
  */
-export async function remakeStatements(members: readonly SessionMember[], capture: (bytes: Buffer) => Promise<Buffer>, only?: readonly Buffer[]): Promise<number> {
+export async function remakeStatements(
+  members: readonly SessionMember[],
+  capture: (bytes: Buffer) => Promise<Buffer>,
+  only?: readonly Buffer[],
+): Promise<number> {
   const made: Array<[SessionMember, Buffer]> = []
   for (const member of members) for (const parse of only ?? member.preparedStatementFrames()) made.push([member, parse])
   if (made.length === 0) return 0

@@ -59,7 +59,8 @@ export function cursorNameEdits(sql: string, isHeld: (name: string) => boolean):
         break
     }
     // UPDATE/DELETE ... WHERE CURRENT OF name
-    for (let i = 1; i + 2 < tokens.length; i++) if (word(tokens[i], 'current') && word(tokens[i + 1], 'of')) use('use', tokens[i + 2])
+    for (let i = 1; i + 2 < tokens.length; i++)
+      if (word(tokens[i], 'current') && word(tokens[i + 1], 'of')) use('use', tokens[i + 2])
   }
   return edits
 }

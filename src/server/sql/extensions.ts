@@ -8,7 +8,8 @@ export function createdExtensions(sql: string): string[] {
   const names: string[] = []
   for (const tokens of statements(sql)) {
     const [first, second] = tokens
-    if (first?.kind !== 'word' || first.text !== 'create' || second?.kind !== 'word' || second.text !== 'extension') continue
+    if (first?.kind !== 'word' || first.text !== 'create' || second?.kind !== 'word' || second.text !== 'extension')
+      continue
     let at = 2
     if (tokens[at]?.text === 'if' && tokens[at + 1]?.text === 'not' && tokens[at + 2]?.text === 'exists') at += 3
     const name = tokens[at]

@@ -30,15 +30,23 @@ export function statementNameEdits(sql: string): NameEdit[] {
         edit('execute', second)
         break
       case 'deallocate':
-        if (second?.kind === 'word' && second.text === 'prepare') edit('deallocate', third?.text === 'all' && third.kind === 'word' ? undefined : third)
+        if (second?.kind === 'word' && second.text === 'prepare')
+          edit('deallocate', third?.text === 'all' && third.kind === 'word' ? undefined : third)
         else if (!(second?.kind === 'word' && second.text === 'all')) edit('deallocate', second)
         break
       case 'explain':
       case 'create': {
         // EXPLAIN [options] EXECUTE name; CREATE TABLE t AS EXECUTE name. Not EXECUTE FUNCTION/PROCEDURE (triggers).
-        const at = tokens.findIndex((t, i) => i > 0 && t.kind === 'word' && t.text === 'execute' && (first.text === 'explain' || tokens[i - 1]?.text === 'as'))
+        const at = tokens.findIndex(
+          (t, i) =>
+            i > 0 &&
+            t.kind === 'word' &&
+            t.text === 'execute' &&
+            (first.text === 'explain' || tokens[i - 1]?.text === 'as'),
+        )
         const name = at > 0 ? tokens[at + 1] : undefined
-        if (name && !(name.kind === 'word' && (name.text === 'function' || name.text === 'procedure'))) edit('execute', name)
+        if (name && !(name.kind === 'word' && (name.text === 'function' || name.text === 'procedure')))
+          edit('execute', name)
         break
       }
     }

@@ -15,7 +15,8 @@ export interface Token {
 export function statements(sql: string): Token[][] {
   const result: Token[][] = []
   let statement: Token[] = []
-  const push = (kind: Token['kind'], text: string, start: number, end: number) => statement.push({ kind, text, start, end })
+  const push = (kind: Token['kind'], text: string, start: number, end: number) =>
+    statement.push({ kind, text, start, end })
   let i = 0
   const n = sql.length
   while (i < n) {
@@ -124,13 +125,57 @@ export const Keyword = {
  * per letter and case finds them all.
  */
 const WORDS_BY_LAST_LETTER: ReadonlyArray<[lastLetter: number, words: ReadonlyArray<[word: string, bit: number]>]> = [
-  [0x5f, [['pg_', Keyword.PgName], ['set_', Keyword.SetConfig]]], // _
+  [
+    0x5f,
+    [
+      ['pg_', Keyword.PgName],
+      ['set_', Keyword.SetConfig],
+    ],
+  ], // _
   [0x70, [['temp', Keyword.Temp]]], // p
   [0x50, [['temp', Keyword.Temp]]], // P
-  [0x6e, [['stdin', Keyword.Stdin], ['listen', Keyword.Listen], ['extension', Keyword.Extension], ['authorization', Keyword.Authorization]]], // n
-  [0x4e, [['stdin', Keyword.Stdin], ['listen', Keyword.Listen], ['extension', Keyword.Extension], ['authorization', Keyword.Authorization]]], // N
-  [0x65, [['pglite', Keyword.Pglite], ['database', Keyword.Database], ['prepare', Keyword.StatementName], ['execute', Keyword.StatementName], ['deallocate', Keyword.StatementName], ['declare', Keyword.Declare], ['close', Keyword.Close]]], // e
-  [0x45, [['pglite', Keyword.Pglite], ['database', Keyword.Database], ['prepare', Keyword.StatementName], ['execute', Keyword.StatementName], ['deallocate', Keyword.StatementName], ['declare', Keyword.Declare], ['close', Keyword.Close]]], // E
+  [
+    0x6e,
+    [
+      ['stdin', Keyword.Stdin],
+      ['listen', Keyword.Listen],
+      ['extension', Keyword.Extension],
+      ['authorization', Keyword.Authorization],
+    ],
+  ], // n
+  [
+    0x4e,
+    [
+      ['stdin', Keyword.Stdin],
+      ['listen', Keyword.Listen],
+      ['extension', Keyword.Extension],
+      ['authorization', Keyword.Authorization],
+    ],
+  ], // N
+  [
+    0x65,
+    [
+      ['pglite', Keyword.Pglite],
+      ['database', Keyword.Database],
+      ['prepare', Keyword.StatementName],
+      ['execute', Keyword.StatementName],
+      ['deallocate', Keyword.StatementName],
+      ['declare', Keyword.Declare],
+      ['close', Keyword.Close],
+    ],
+  ], // e
+  [
+    0x45,
+    [
+      ['pglite', Keyword.Pglite],
+      ['database', Keyword.Database],
+      ['prepare', Keyword.StatementName],
+      ['execute', Keyword.StatementName],
+      ['deallocate', Keyword.StatementName],
+      ['declare', Keyword.Declare],
+      ['close', Keyword.Close],
+    ],
+  ], // E
 ]
 
 /**

@@ -24,7 +24,13 @@ export class FrameAssembler {
   #seen = 0
   #broken = false
 
-  constructor(keep: number, typed: boolean, onFrame: (frame: Buffer, length: number) => void, onGarbage: (bytes: number) => void, onByte: (byte: number) => void = () => {}) {
+  constructor(
+    keep: number,
+    typed: boolean,
+    onFrame: (frame: Buffer, length: number) => void,
+    onGarbage: (bytes: number) => void,
+    onByte: (byte: number) => void = () => {},
+  ) {
     this.#keep = keep
     this.typed = typed
     this.#onFrame = onFrame

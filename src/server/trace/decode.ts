@@ -169,7 +169,11 @@ function readFormattedValues(body: Body, formatsField: string, valuesField: stri
 export type PasswordKind = 'PasswordMessage' | 'SASLInitialResponse' | 'SASLResponse' | 'GSSResponse'
 
 /** A typed frontend message (`frame` starts at its code byte, possibly cut short of `total`). */
-export function decodeFrontend(frame: Buffer, password: PasswordKind, limits: DecodeLimits = CLIENT_LIMITS): TraceFields {
+export function decodeFrontend(
+  frame: Buffer,
+  password: PasswordKind,
+  limits: DecodeLimits = CLIENT_LIMITS,
+): TraceFields {
   const code = frame[0]!
   if (code === FrontendCode.Password) {
     return decodeWith(frame, password, limits, (b) => {
@@ -226,7 +230,9 @@ export function decodeStartupPacket(frame: Buffer, limits: DecodeLimits = CLIENT
   if (code === StartupCode.GSSENCRequest) return { type: 'GSSENCRequest' }
   if (code === StartupCode.CancelRequest) {
     // The secret key is a credential: only the process id it names is kept.
-    return frame.length >= 12 ? { type: 'CancelRequest', pid: frame.readInt32BE(8) } : { type: 'CancelRequest', truncated: true }
+    return frame.length >= 12
+      ? { type: 'CancelRequest', pid: frame.readInt32BE(8) }
+      : { type: 'CancelRequest', truncated: true }
   }
   const fields: TraceFields = { type: 'StartupMessage', version: `${code >>> 16}.${code & 0xffff}` }
   const params: Record<string, string> = {}

@@ -86,7 +86,9 @@ export class TraceFile {
     this.path = full
     this.#log = log
     this.#stream = createWriteStream(full)
-    this.#stream.on('error', (error) => this.#fail('cannot write the protocol trace; serving goes on without it', error))
+    this.#stream.on('error', (error) =>
+      this.#fail('cannot write the protocol trace; serving goes on without it', error),
+    )
     const header: TraceHeader = { trace: TRACE_FORMAT, version: TRACE_VERSION, started: new Date().toISOString() }
     this.#stream.write(`${JSON.stringify(header)}\n`)
   }
@@ -136,7 +138,10 @@ export class TraceFile {
   fault(error: unknown): void {
     if (this.#faulted) return
     this.#faulted = true
-    this.#log.warn('protocol trace: a connection is no longer traced after an error in the trace itself', { path: this.path, error })
+    this.#log.warn('protocol trace: a connection is no longer traced after an error in the trace itself', {
+      path: this.path,
+      error,
+    })
   }
 
   readonly #flush = (): void => {
@@ -228,7 +233,11 @@ export class ConnectionTrace {
   }
 
   #record(dir: 'in' | 'out', fields: TraceFields, len: number): void {
-    const record = (dir === 'in' ? { t: this.#file.now(), conn: this.#conn, dir, read: this.#reads, type: fields.type, len } : { t: this.#file.now(), conn: this.#conn, dir, type: fields.type, len }) as FrameRecord
+    const record = (
+      dir === 'in'
+        ? { t: this.#file.now(), conn: this.#conn, dir, read: this.#reads, type: fields.type, len }
+        : { t: this.#file.now(), conn: this.#conn, dir, type: fields.type, len }
+    ) as FrameRecord
     this.#file.write(Object.assign(record, fields))
   }
 
@@ -263,7 +272,8 @@ export class ConnectionTrace {
     if (type === 'AuthenticationSASL') this.#password = 'SASLInitialResponse'
     else if (type === 'AuthenticationSASLContinue') this.#password = 'SASLResponse'
     else if (type === 'AuthenticationGSS' || type === 'AuthenticationSSPI') this.#password = 'GSSResponse'
-    else if (type === 'AuthenticationCleartextPassword' || type === 'AuthenticationMD5Password') this.#password = 'PasswordMessage'
+    else if (type === 'AuthenticationCleartextPassword' || type === 'AuthenticationMD5Password')
+      this.#password = 'PasswordMessage'
     this.#record('out', fields, len)
   }
 
