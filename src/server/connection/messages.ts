@@ -22,15 +22,11 @@ import { prefixCursorNames, prefixStatementNames } from '../features/names-in-sq
 import type { ClientState } from '../features/state.ts'
 import type { Statements } from '../features/statements.ts'
 import type { CopyFromStdin, DatabaseCommand, DiscardCommand, Special } from '../features/takeover-kinds.ts'
-import { callsSetConfig, rewriteAuthorizationDefaults } from '../features/settings-sql.ts'
+import { rewriteAuthorizationDefaults } from '../features/settings-sql.ts'
 import { createdExtensions } from '../sql/extensions.ts'
-import {
-  ServerFunctions,
-  rewriteServerFunctions,
-  type ServerFunctionUse,
-  type SignalArgument,
-} from '../features/server-functions.ts'
+import { rewriteServerFunctions, type SignalArgument } from '../features/server-functions.ts'
 import { Keyword, firstLetter, keywordsIn } from '../sql/tokens.ts'
+import { edited, functionBits, mayBeDiscard, prefixNames, settingsBit, text } from './message-parts.ts'
 
 /** What the server does in a message's place. `frame` is the message as PGlite would get it (names prefixed). */
 export type Takeover =
@@ -200,7 +196,7 @@ function Query(reader: MessageReader, bytes: Buffer, offset: number, end: number
       for (const signal of use.signals) if ('pid' in signal) reader.client.signals.push(signal)
     }
   }
-  functions |= settingsBit(reader, words, sql)
+  functions |= settingsBit(reader.client, words, sql)
   // DISCARD TEMP and DEALLOCATE ALL among other statements, and CLOSE ALL: stand-ins that act for this client alone.
   const standIns =
     words & (Keyword.Temp | Keyword.Close | Keyword.StatementName) ? rewriteStandIns(sql, reader.statements) : null
@@ -275,7 +271,7 @@ function Parse(reader: MessageReader, bytes: Buffer, offset: number, end: number
         signals = use.signals
       }
     }
-    functions |= settingsBit(reader, words, sql)
+    functions |= settingsBit(reader.client, words, sql)
     if (sql !== original) edits.push([text[0], text[1], Buffer.from(sql)])
   }
   const name = server ? bytes.toString('utf8', nameStart, nameEnd) : ''
@@ -295,7 +291,7 @@ function Bind(reader: MessageReader, bytes: Buffer, offset: number, end: number)
     statements.hasSpecialStatements || statements.hasSpecialPortals
       ? statements.bound(text(bytes, portal), text(bytes, statement))
       : null
-  const edits = prefixNames(reader, bytes, portal, statement)
+  const edits = prefixNames(reader.statements, bytes, portal, statement)
   // The statement's name is decoded only when some statement of the client calls such functions (a Bind is per query).
   if (statements.callsAnyFunctions) {
     const name = text(bytes, statement)
@@ -313,7 +309,7 @@ function Bind(reader: MessageReader, bytes: Buffer, offset: number, end: number)
 function Execute(reader: MessageReader, bytes: Buffer, offset: number, end: number): Takeover | null {
   const portal = cstring(bytes, offset + HEADER_LENGTH, end)
   const special = reader.statements.hasSpecialPortals ? reader.statements.executes(text(bytes, portal)) : null
-  const edits = prefixNames(reader, bytes, portal)
+  const edits = prefixNames(reader.statements, bytes, portal)
   if (special?.kind === 'copy')
     return { kind: 'copy-in', copy: special.copy, viaQuery: false, frame: edited(bytes, offset, end, edits) }
   if (special?.kind === 'database')
@@ -328,8 +324,8 @@ function Describe(reader: MessageReader, bytes: Buffer, offset: number, end: num
   const name = cstring(bytes, offset + HEADER_LENGTH + 1, end)
   const edits =
     bytes[offset + HEADER_LENGTH] === LETTER_S
-      ? prefixNames(reader, bytes, null, name)
-      : prefixNames(reader, bytes, name)
+      ? prefixNames(reader.statements, bytes, null, name)
+      : prefixNames(reader.statements, bytes, name)
   if (edits) reader.edit(offset, end, edits)
   return null
 }
@@ -337,7 +333,9 @@ function Describe(reader: MessageReader, bytes: Buffer, offset: number, end: num
 function Close(reader: MessageReader, bytes: Buffer, offset: number, end: number): Takeover | null {
   const name = cstring(bytes, offset + HEADER_LENGTH + 1, end)
   const isStatement = bytes[offset + HEADER_LENGTH] === LETTER_S
-  const edits = isStatement ? prefixNames(reader, bytes, null, name) : prefixNames(reader, bytes, name)
+  const edits = isStatement
+    ? prefixNames(reader.statements, bytes, null, name)
+    : prefixNames(reader.statements, bytes, name)
   if (isStatement) reader.statements.closed(text(bytes, name))
   else {
     reader.statements.closedPortal(text(bytes, name))
@@ -361,94 +359,4 @@ HANDLERS[FrontendCode.Describe] = Describe
 HANDLERS[FrontendCode.Close] = Close
 HANDLERS[FrontendCode.Terminate] = Terminate
 
-// --- What the handlers share ---
-
-const LETTER_D = 0x64 // d
-const SLASH = 0x2f // /
-const DASH = 0x2d // -
-
-/** Text that begins with a comment: what statement it is shows only once it is read (sql/tokens.ts). */
-function startsWithComment(first: number): boolean {
-  return first === SLASH || first === DASH
-}
-
-/**
- * The text at [start, end) (beginning with `first`; `sql` when already decoded) may be a DISCARD ALL, DISCARD TEMP or
- * DEALLOCATE ALL: its first word is DISCARD or DEALLOCATE (read from the bytes: most statements that begin with a d
- * are DELETE, DROP or DO, and need no lexer), or it begins with a comment.
- */
-function mayBeDiscard(bytes: Buffer, start: number, end: number, first: number, sql: string | null): boolean {
-  if (first === LETTER_D)
-    return startsWithWord(bytes, start, end, 'discard') || startsWithWord(bytes, start, end, 'deallocate')
-  return startsWithComment(first) && (sql === null || /discard|deallocate/i.test(sql))
-}
-
-/** The text at [start, end), after white space, begins with `word` (lower-case ASCII) in any case, and a word ends there. */
-function startsWithWord(bytes: Buffer, start: number, end: number, word: string): boolean {
-  let at = start
-  while (at < end && (bytes[at] === 0x20 || (bytes[at]! >= 0x09 && bytes[at]! <= 0x0d))) at++
-  if (end - at < word.length) return false
-  for (let i = 0; i < word.length; i++) if ((bytes[at + i]! | 0x20) !== word.charCodeAt(i)) return false
-  const next = at + word.length < end ? bytes[at + word.length]! | 0x20 : 0
-  return !(
-    (next >= 0x61 && next <= 0x7a) ||
-    (next >= 0x30 && next <= 0x39) ||
-    next === 0x7f ||
-    next >= 0x80 ||
-    next === 0x24
-  )
-}
 const LETTER_S = 0x53 // S
-
-function text(bytes: Buffer, [start, end]: [number, number]): string {
-  return start === end ? '' : bytes.toString('utf8', start, end)
-}
-
-/**
- * Edits that give names PGlite's: a statement name (`statement`, non-empty) the client's prefix, a portal name
- * (`portal`) only if it names a cursor the client declared WITH HOLD (see sql/cursor-names.ts); null if none.
- */
-function prefixNames(
-  reader: MessageReader,
-  bytes: Buffer,
-  portal: [number, number] | null,
-  statement?: [number, number],
-): Edit[] | null {
-  let edits: Edit[] | null = null
-  if (portal !== null && portal[1] > portal[0] && reader.statements.holdsCursors) {
-    const server = reader.statements.portalName(bytes.subarray(portal[0], portal[1]))
-    if (server) edits = [[portal[0], portal[1], server]]
-  }
-  if (statement !== undefined && statement[1] > statement[0])
-    (edits ??= []).push([
-      statement[0],
-      statement[1],
-      reader.statements.serverName(bytes.subarray(statement[0], statement[1])),
-    ])
-  return edits
-}
-
-/** The message at [offset, end) with `edits` made, on its own (a message taken over). */
-function edited(bytes: Buffer, offset: number, end: number, edits: readonly Edit[] | null): Buffer {
-  return edits ? editMessage(bytes, offset, end, edits) : bytes.subarray(offset, end)
-}
-
-/**
- * ServerFunctions.Settings if `sql` may change a setting by set_config(): it calls it, or EXECUTEs what may be a SQL
- * PREPARE of the client's that does.
- */
-function settingsBit(reader: MessageReader, words: number, sql: string): number {
-  if (words & Keyword.SetConfig && callsSetConfig(sql)) {
-    if (words & Keyword.StatementName) reader.client.preparesSetConfig = true
-    return ServerFunctions.Settings
-  }
-  return words & Keyword.StatementName && reader.client.preparesSetConfig ? ServerFunctions.Settings : 0
-}
-
-function functionBits(use: ServerFunctionUse): number {
-  return (
-    (use.needsContext ? ServerFunctions.Context : 0) |
-    (use.readsActivity ? ServerFunctions.Activity : 0) |
-    (use.mayWait ? ServerFunctions.MayWait : 0)
-  )
-}
