@@ -9,6 +9,7 @@ import { Connection } from './connection/connection.ts'
 import type { ConnectionHost, ConnectionOptions, ServedConnection } from './connection/host.ts'
 import { sessionFor, type SharedSession } from './session/session.ts'
 import type { SessionDb } from './session/databases.ts'
+import { openedSession, sessionOfPending } from './session/pending-session.ts'
 import { SERVER_DEFAULTS, connectionOptions, type PGLiteSocketServerOptions } from './options.ts'
 import { TraceFile } from './trace/trace.ts'
 
@@ -362,44 +363,6 @@ export class PGLiteSocketServer extends EventTarget {
 }
 
 const admitted = new WeakSet<ServedConnection>()
-
-/**
- * A database given as a promise stands in its session until it resolves: nothing runs there before (clients wait
- * in their start-up), and then the session is the database's. One per promise, so servers given it share it.
- */
-const pendingSessions = new WeakMap<Promise<PGlite | SessionDb>, { session: SharedSession; opened: Promise<void> }>()
-
-function pending(promise: Promise<PGlite | SessionDb>): { session: SharedSession; opened: Promise<void> } {
-  let entry = pendingSessions.get(promise)
-  if (!entry) {
-    const session = sessionFor(new NotOpenYet())
-    entry = { session, opened: promise.then((db) => session.replaceDb(db)) }
-    pendingSessions.set(promise, entry)
-  }
-  return entry
-}
-
-function sessionOfPending(promise: Promise<PGlite | SessionDb>): SharedSession {
-  return pending(promise).session
-}
-
-function openedSession(promise: Promise<PGlite | SessionDb>): Promise<void> {
-  return pending(promise).opened
-}
-
-/** The database of a session whose database is still opening. Never called: no client is let in before it opens. */
-class NotOpenYet implements SessionDb {
-  readonly waitReady = new Promise<void>(() => {})
-  runExclusive(): Promise<never> {
-    return Promise.reject(new Error('the database is not open yet'))
-  }
-  execProtocolRaw(): Promise<never> {
-    return this.runExclusive()
-  }
-  execProtocolRawStream(): Promise<never> {
-    return this.runExclusive()
-  }
-}
 
 /** The public methods of stock's QueryQueueManager. */
 export interface StockQueryQueue {
