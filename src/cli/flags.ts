@@ -5,6 +5,7 @@ import { DevServerError } from '../errors.ts'
 import { resolveExtensionNames } from '../engine/extensions.ts'
 import { DEV_DB_DEFAULTS, validateDevDbOptions, type DevDbOptions } from '../databases/options.ts'
 import { isLogLevel, type LogFormat, type LogLevel } from '../log.ts'
+import { nearestName } from './nearest-name.ts'
 
 export const DEFAULT_DATA_DIR = '.pglite-dev-db/data'
 /** The command listens where Postgres does; startDevDb picks a free port. */
@@ -352,32 +353,12 @@ function readFlags(argv: readonly string[], env: NodeJS.ProcessEnv): Map<string,
   return values
 }
 
-/**
- * The flag a mistyped name most likely meant: one it starts, or one within a few edits (about one in three of its
- * letters). Written here rather than taken from a package: ten lines, and the table is small.
- */
+/** The flag a mistyped name most likely meant (nearest-name.ts). */
 export function nearestFlag(name: string): string | null {
-  const prefixed = FLAGS.filter((f) => name.length >= 3 && f.name.startsWith(name))
-  if (prefixed.length === 1) return prefixed[0]!.name
-  let best: { name: string; distance: number } | null = null
-  for (const flag of FLAGS) {
-    const distance = editDistance(name, flag.name)
-    if (distance <= Math.max(2, Math.floor(flag.name.length / 3)) && (!best || distance < best.distance))
-      best = { name: flag.name, distance }
-  }
-  return best?.name ?? null
-}
-
-/** Levenshtein distance: insertions, deletions and substitutions, one row at a time. */
-function editDistance(a: string, b: string): number {
-  let previous = Array.from({ length: b.length + 1 }, (_, j) => j)
-  for (let i = 1; i <= a.length; i++) {
-    const row = [i]
-    for (let j = 1; j <= b.length; j++)
-      row[j] = Math.min(previous[j]! + 1, row[j - 1]! + 1, previous[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1))
-    previous = row
-  }
-  return previous[b.length]!
+  return nearestName(
+    name,
+    FLAGS.map((flag) => flag.name),
+  )
 }
 
 /** `vector,pgcrypto` (spaces allowed) → names; an unknown one is ERR_CONFIG listing what PGlite ships. */
