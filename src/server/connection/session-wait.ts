@@ -4,7 +4,7 @@
 
 import { SqlState } from '../../errors.ts'
 import type { Logger } from '../../log.ts'
-import type { RideEnd } from '../session/combined-calls.ts'
+import type { RideEnd } from '../session/rider.ts'
 import { QueryCanceledError, QueueTimeoutError, SchedulerClosedError } from '../session/scheduler.ts'
 import type { Backend, BackendClient, RideHooks } from '../features/backend.ts'
 import { IdleHolderWatch, idleHolderRefusal } from './idle-holder.ts'

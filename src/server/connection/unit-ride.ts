@@ -2,7 +2,7 @@
 // hot path, so it holds only its own fields; what it does with the client's backend goes through a RideContext that
 // the backend makes once.
 
-import type { Rider } from '../session/combined-calls.ts'
+import type { Rider } from '../session/rider.ts'
 import type { OutputSink } from '../session/databases.ts'
 import type { SessionMember } from '../session/members.ts'
 import type { RideHooks } from '../features/backend.ts'

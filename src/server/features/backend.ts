@@ -4,7 +4,7 @@
 
 import type { ClientTimeout } from './settings.ts'
 import type { LockWait, FunctionsClient } from './server-functions.ts'
-import type { RideEnd } from '../session/combined-calls.ts'
+import type { RideEnd } from '../session/rider.ts'
 import type { SessionMember, SharedSession } from '../session/session.ts'
 
 /** What the client's wait is told of its unit (connection/session-wait.ts). */
