@@ -36,11 +36,9 @@ import type { SpillBudget } from './spill.ts'
 import { ConnectionStates, timeoutFatal, type ConnectionState, type Timeout } from './connection-state.ts'
 import { noteClientBytes, type TrafficSource } from './traffic.ts'
 import { TerminateAnswers } from './signals.ts'
+import { InputQueue } from './input-queue.ts'
 
 export type { ConnectionState } from './connection-state.ts'
-
-/** Above this many queued batches the socket stops reading until the queue drains. */
-const MAX_QUEUED_BATCHES = 64
 
 let nextProcessId = 1000 + (process.pid % 1000) * 1000
 
@@ -67,9 +65,8 @@ export class Connection implements ServedConnection, StartingConnection, MemberC
   readonly #client: ClientState
   /** The client's place in its database's session: its backend and the runner of its batches there. */
   readonly #membership: Membership
-  readonly #queue: Frames[] = []
+  readonly #queue = new InputQueue(() => this.socket)
   #draining = false
-  #pausedForBackpressure = false
   /** Everything the client is sent, and the wait for it to read. */
   readonly #output: ClientOutput
   /** The same, as its backend uses it. */
@@ -123,7 +120,7 @@ export class Connection implements ServedConnection, StartingConnection, MemberC
   readonly #leftEvent = (): void => this.#left()
   readonly #failedEvent = (): void => {
     // As on Postgres, whose next write to a reset socket fails and ends the backend: nothing more of it begins.
-    this.#queue.length = 0
+    this.#queue.clear()
     this.#left()
   }
   /** The client left while its work was queued or running: the drain closes the connection once that work is done. */
@@ -266,10 +263,7 @@ export class Connection implements ServedConnection, StartingConnection, MemberC
     }
   }
 
-  /**
-   * The client is in: tell it the server's parameters, its key, and that it may send queries. Settings its startup
-   * packet asked for are applied when it first takes the session (connecting never waits for another client).
-   */
+  /** The client is in: its startup replies now; its startup settings once it first takes the session (no wait here). */
   admitted(session: SharedSession, database: string, early: Frames | null, open?: () => Promise<SharedSession>): void {
     if (this.states.current !== 'startup') return
     const reply = startupReply(session, this)
@@ -285,10 +279,6 @@ export class Connection implements ServedConnection, StartingConnection, MemberC
 
   #enqueue(frames: Frames): void {
     this.#queue.push(frames)
-    if (this.#queue.length >= MAX_QUEUED_BATCHES && !this.#pausedForBackpressure) {
-      this.#pausedForBackpressure = true
-      this.socket.pause()
-    }
     if (!this.#draining) {
       this.#draining = true
       this.#drain().then(undefined, (error: unknown) => this.fail(error))
@@ -299,10 +289,6 @@ export class Connection implements ServedConnection, StartingConnection, MemberC
     try {
       while (this.#queue.length > 0 && this.states.isServing) {
         const frames = this.#queue.shift()!
-        if (this.#pausedForBackpressure && this.#queue.length < MAX_QUEUED_BATCHES / 2) {
-          this.#pausedForBackpressure = false
-          this.socket.resume()
-        }
         const reading = this.#output.waitForReader(true)
         if (reading) {
           await reading
@@ -386,7 +372,7 @@ export class Connection implements ServedConnection, StartingConnection, MemberC
   #close(error: WireError | null, graceMs = CLOSE_GRACE_MS, after?: Promise<void>): Promise<void> {
     if (this.states.isClosing) return this.#cleanup ?? this.#cleanupDone
     this.states.enter('closing')
-    this.#queue.length = 0
+    this.#queue.clear()
     // Clients it ended wait for an answer it will never send.
     this.#answers.releaseAll()
     const goodbye = (): void => sayGoodbye(this, this.#output, this.#trace, error, graceMs)
