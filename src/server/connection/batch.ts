@@ -1,6 +1,6 @@
 // One read's messages, run in order: each to its handler; what passes on runs in PGlite as one segment, in as few
 // calls as possible (normally one); where the server takes a message over, what came before it runs first. Here too:
-// the release rule, and the answer to work whose wait (session-wait.ts) was refused (cancel, queue timeout).
+// the release rule, and what follows work whose wait (session-wait.ts) was refused (its answer: refused-work.ts).
 
 import { background, type Logger } from '../../log.ts'
 import { CODE_LENGTH, FrontendCode, TxStatus } from '../protocol/codes.ts'
@@ -22,7 +22,7 @@ import { ServerFunctions } from '../features/server-functions.ts'
 import type { MessageReader, Segment } from './messages.ts'
 import { UnnamedUse, unnamedUseOf } from '../protocol/unnamed-use.ts'
 import { SessionWait, type WaitingClient } from './session-wait.ts'
-import { refusalResponse } from '../session/scheduler.ts'
+import { answerRefused } from './refused-work.ts'
 import type { ConnectionState } from './connection-state.ts'
 import { takeOver, type TakeoverEnd } from './takeover.ts'
 import type { Turn } from '../features/turn.ts'
@@ -381,32 +381,13 @@ export class BatchRunner {
     await backend.release(this.#lastSegment)
   }
 
-  /**
-   * Waiting work in `bytes` never ran: it was canceled or timed out. Answer as Postgres answers a statement that
-   * fails: the ErrorResponse, the rest of the Sync- or Query-ended unit skipped, ReadyForQuery. Returns where the
-   * refused unit ends in `bytes` (its length when its Sync has not arrived: later messages are dropped until it
-   * does). The client was waiting, so it held nothing: no transaction or pipeline of its own is open in PGlite.
-   */
+  /** Waiting work in `bytes` never ran (refused-work.ts); the client was waiting, so it held nothing open in PGlite. */
   #refuse(error: unknown, bytes: Buffer): number {
-    const refused = refusalResponse(error)
-    if (!refused) throw error
-    this.#client.write(refused)
-    const first = bytes[0]
-    if (first === FrontendCode.Query || first === FrontendCode.FunctionCall) {
-      // A simple-protocol statement: its own ReadyForQuery ends it.
-      this.#client.write(encodeReadyForQuery(this.#backend.txStatus))
-      return CODE_LENGTH + bytes.readInt32BE(CODE_LENGTH)
-    }
-    this.#discarding = true
-    for (let offset = 0; offset < bytes.length;) {
-      const end = offset + CODE_LENGTH + bytes.readInt32BE(offset + CODE_LENGTH)
-      if (bytes[offset] === FrontendCode.Sync) {
-        this.#endDiscarding()
-        return end
-      }
-      offset = end
-    }
-    return bytes.length
+    const { end, discarding } = answerRefused(error, bytes, this.#backend.txStatus, (reply) =>
+      this.#client.write(reply),
+    )
+    this.#discarding = discarding
+    return end
   }
 
   /** The Sync that ends refused work: it gets its ReadyForQuery (Postgres drops a Query sent meanwhile too). */
