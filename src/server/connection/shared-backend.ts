@@ -6,7 +6,7 @@
 import type { Logger } from '../../log.ts'
 import { SqlState, WireError } from '../../errors.ts'
 import { BackendCode } from '../protocol/codes.ts'
-import { encodeNotice, errorFields, hasMessage } from '../protocol/backend-messages.ts'
+import { encodeNotice, errorFields } from '../protocol/backend-messages.ts'
 import { ReplyReader, SessionChange, type Emit, type RewriteMessage } from '../protocol/replies.ts'
 import { UNKNOWN_SETTINGS, type SharedSession } from '../session/session.ts'
 import type { RideEnd } from '../session/rider.ts'
@@ -19,7 +19,7 @@ import {
   NEEDS_FUNCTION_REPLIES,
   ServerFunctions,
   contextFor,
-  contextMessages,
+  tellContext,
   type LockWait,
 } from '../features/server-functions.ts'
 import { UnnamedUse, unnamedUseOf } from '../protocol/unnamed-use.ts'
@@ -27,7 +27,7 @@ import { ClientSettings } from '../features/settings.ts'
 import { releaseSession, releasesQuietly, takeSession, type Handover } from './handover.ts'
 import { answersSeen, countWorking } from './traffic.ts'
 import type { Backend, BackendClient, RideHooks } from '../features/backend.ts'
-import { UnitRide, type RideContext } from './unit-ride.ts'
+import { UnitRide, needsNothingOfSession, type RideContext } from './unit-ride.ts'
 import { lentSocketTold, tryLend, type LendingClient } from './lent-socket.ts'
 
 type Output = 'client' | 'nowhere' | Buffer[]
@@ -120,10 +120,7 @@ export class ClientBackend implements Backend {
     this.#state.temp.firstInSearchPath = this.#settings.tempSchemaFirst
   }
 
-  /**
-   * The client just became the session's owner: the session is at rest between owners, the moment to drop
-   * statements that departed clients left behind, and to give the session this client's settings.
-   */
+  /** The client just became the owner: at rest between owners, the session drops what others left, takes its settings. */
   tookSession(): Promise<void> {
     return takeSession(this.#handover)
   }
@@ -263,23 +260,9 @@ export class ClientBackend implements Backend {
 
   // --- A unit in a combined call (session/combined-calls.ts) ---
 
-  /**
-   * Whether this client's next unit can ride in a combined call: it needs nothing done in the session first (its
-   * startup settings, statements to make again, temporary objects to name back) and no per-backend context.
-   */
+  /** Whether this client's next unit can ride in a combined call (unit-ride.ts needsNothingOfSession). */
   get canRide(): boolean {
-    const state = this.#state
-    return (
-      !this.#settings.startupPending &&
-      !state.temp.mayMake &&
-      !state.temp.revealed &&
-      !state.temp.hasHidden &&
-      !state.statements.hasUnmade &&
-      state.listenCommands.length === 0 &&
-      state.extensionsWanted.length === 0 &&
-      !state.resetRequested &&
-      state.signals.length === 0
-    )
+    return needsNothingOfSession(this.#state, this.#settings.startupPending)
   }
 
   ride(bytes: Buffer, hooks: RideHooks, last: boolean): Promise<RideEnd> {
@@ -337,17 +320,9 @@ export class ClientBackend implements Backend {
 
   /** Tell the session who runs now, the server's clients and this database's locks (and make its functions once). */
   async #tellContext(functions: number): Promise<void> {
-    const session = this.session
     if (functions & ServerFunctions.Activity) await answersSeen()
-    const install = !session.serverFunctionsInstalled
-    const reply = await this.capture(
-      contextMessages(
-        contextFor(this.#client, session, this.#state.signaledEarly, functions),
-        install,
-        this.#reader.pipelineOpen,
-      ),
-    )
-    if (install && !hasMessage(reply, BackendCode.ErrorResponse)) session.serverFunctionsInstalled = true
+    const context = contextFor(this.#client, this.session, this.#state.signaledEarly, functions)
+    await tellContext((bytes) => this.capture(bytes), this.session, context, this.#reader.pipelineOpen)
   }
 
   /** PGlite's output, a view of its memory (the reader copies what it passes on). */
@@ -382,10 +357,7 @@ export class ClientBackend implements Backend {
     return read && this.#state.statements.restore(read)
   }
 
-  /**
-   * The client is at rest: record what it changed in the session, then let the next client have it. LISTENs that
-   * never completed (an error, an aborted transaction) changed nothing and are forgotten.
-   */
+  /** The client is at rest: record what it changed in the session, then let the next client have it (handover.ts). */
   release(last = false): Promise<void> {
     return releaseSession(this.#handover, last)
   }

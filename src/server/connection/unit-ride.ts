@@ -6,6 +6,7 @@ import type { Rider } from '../session/rider.ts'
 import type { OutputSink } from '../session/databases.ts'
 import type { SessionMember } from '../session/members.ts'
 import type { RideHooks } from '../features/backend.ts'
+import type { ClientState } from '../features/state.ts'
 
 /** What a ride does with its client's backend (ClientBackend). */
 export interface RideContext {
@@ -110,4 +111,22 @@ export class UnitRide implements Rider {
   settle(): Promise<void> {
     return this.#context.release(this.#last)
   }
+}
+
+/**
+ * Whether a client's next unit can ride in a combined call: it needs nothing done in the session first (its startup
+ * settings, statements to make again, temporary objects to name back) and no per-backend context.
+ */
+export function needsNothingOfSession(state: ClientState, startupPending: boolean): boolean {
+  return (
+    !startupPending &&
+    !state.temp.mayMake &&
+    !state.temp.revealed &&
+    !state.temp.hasHidden &&
+    !state.statements.hasUnmade &&
+    state.listenCommands.length === 0 &&
+    state.extensionsWanted.length === 0 &&
+    !state.resetRequested &&
+    state.signals.length === 0
+  )
 }

@@ -9,7 +9,7 @@
 import { statements, type Token } from '../sql/tokens.ts'
 import { SqlState } from '../../errors.ts'
 import { BackendCode } from '../protocol/codes.ts'
-import { encodeErrorResponse, errorFields } from '../protocol/backend-messages.ts'
+import { encodeErrorResponse, errorFields, hasMessage } from '../protocol/backend-messages.ts'
 import { SYNC, encodeClose, encodeExecution } from '../protocol/frontend-messages.ts'
 import type { LockMode } from '../session/advisory-locks.ts'
 import {
@@ -203,6 +203,21 @@ export function contextFor(
 ): SessionContext {
   const clients = client.serverClients((functions & ServerFunctions.Activity) !== 0)
   return { pid: client.processId, clients, locks: session.advisoryLocks.snapshot(), signaled: [...signaled] }
+}
+
+/**
+ * Tell the session `context` (who runs now, the server's clients, this database's locks) through `capture`, and make
+ * the server's functions there the first time.
+ */
+export async function tellContext(
+  capture: (bytes: Uint8Array) => Promise<Buffer>,
+  session: SharedSession,
+  context: SessionContext,
+  pipelineOpen: boolean,
+): Promise<void> {
+  const install = !session.serverFunctionsInstalled
+  const reply = await capture(contextMessages(context, install, pipelineOpen))
+  if (install && !hasMessage(reply, BackendCode.ErrorResponse)) session.serverFunctionsInstalled = true
 }
 
 /**
