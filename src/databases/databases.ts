@@ -14,15 +14,12 @@ import { resetInPlace } from './baseline.ts'
 import { DatabaseBuilder, type BuildOptions, type Instance } from './database-builder.ts'
 import { DbThread } from '../engine/thread.ts'
 import { bundlesFor } from '../engine/extensions.ts'
-import { lackOfSpace, openWithWalSpace, placeReserve, WalReserve } from './wal-reserve.ts'
+import { openWithWalSpace, WalReserve } from './wal-reserve.ts'
+import { reopenAfterDeath } from './recovery.ts'
 import { MAIN_DATABASE } from './options.ts'
 import { TemplateCopies, templateFiles } from './template-copies.ts'
 
 export { MAIN_DATABASE }
-
-/** A database that died is reopened: tried again this often, and given up on after this long. */
-const RECOVERY_RETRY_MS = 2_000
-const RECOVERY_GIVE_UP_MS = 10 * 60_000
 
 export interface DatabasesOptions extends BuildOptions {
   /** The main database, already open. */
@@ -277,75 +274,24 @@ export class Databases implements DatabaseCatalog {
     }
   }
 
-  /**
-   * The last resort, after PGlite died (a FATAL or PANIC, a full disk, a statement that could not be stopped and
-   * whose thread was ended): its clients were told; the database is reopened from its data dir (every committed
-   * transaction is there), or in memory from what its files still held (as after a crash) or, failing that, the
-   * migrated state. On disk, the WAL segment its recovery writes first is the reserve kept for it (wal-reserve.ts),
-   * so it reopens on a full disk too; without one, it waits for that much space, for as long as it takes. Another
-   * failure is tried again, for a while.
-   */
+  /** The last resort, after PGlite died: the database is reopened (recovery.ts). */
   #recover(name: string, dead: DbThread, cause: Error): void {
-    if (this.#closed) return
-    const { log } = this.#options
-    log.error('a database stopped unexpectedly; reopening it', { database: name, error: cause })
-    const started = performance.now()
-    void this.#serialize(name, async () => {
-      if (this.#open.get(name) !== dead) return
-      const inMemory = this.#dirFor(name) === null || (name === MAIN_DATABASE && this.#options.dataDir === null)
-      // Files that cannot be read back leave the migrated state to reopen from (logged below as what was lost).
-      const rescued = inMemory
-        ? await dead.rescueFiles().catch((error: unknown) => {
-            log.warn("the stopped database's files could not be read back", { database: name, error })
-            return null
-          })
-        : null
-      await dead
-        .close(0)
-        .catch((error: unknown) =>
-          log.warn("the stopped database's thread did not end cleanly", { database: name, error }),
-        )
-      const dir = this.#onDisk(name)
-      let giveUpAt = started + RECOVERY_GIVE_UP_MS
-      for (let attempt = 1; !this.#closed; attempt++) {
-        try {
-          if (dir !== null && (await placeReserve(dir)))
-            log.info("the WAL segment kept in reserve takes the recovery's first writes", { database: name })
-          const db = await this.#reopen(name, rescued)
-          this.#adopt(name, db)
-          this.#options.onRecovered?.(dead, db)
-          log.info('database reopened', {
-            database: name,
-            ms: Math.round(performance.now() - started),
-            ...(rescued === null && this.#isInMemory(name) ? { lost: 'everything since the migrated state' } : {}),
-          })
-          return
-        } catch (error) {
-          const lack = dir === null ? null : await this.#lackOfSpace(dir)
-          if (lack) {
-            log.error('cannot reopen the database until space is freed; waiting for it', {
-              database: name,
-              error: lack,
-            })
-            await this.#spaceFreed(dir!)
-            giveUpAt = performance.now() + RECOVERY_GIVE_UP_MS
-            continue
-          }
-          if (performance.now() > giveUpAt) {
-            log.error('cannot reopen the database; giving up', { database: name, error })
-            this.#options.onLost?.(name, error as Error)
-            return
-          }
-          if (attempt === 1 || attempt % 15 === 0)
-            log.error('cannot reopen the database yet; trying again every 2 s', { database: name, error })
-          await new Promise((resolve) => setTimeout(resolve, RECOVERY_RETRY_MS))
-        }
-      }
-    })
-  }
-
-  #isInMemory(name: string): boolean {
-    return name === MAIN_DATABASE ? this.#options.dataDir === null : this.#dirFor(name) === null
+    reopenAfterDeath(
+      {
+        log: this.#options.log,
+        closed: () => this.#closed,
+        serves: (name, db) => this.#open.get(name) === db,
+        onDisk: (name) => this.#onDisk(name),
+        reopen: (name, rescued) => this.#reopen(name, rescued),
+        adopt: (name, db) => this.#adopt(name, db),
+        recovered: (dead, db) => this.#options.onRecovered?.(dead, db),
+        lost: (name, error) => this.#options.onLost?.(name, error),
+        serialize: (name, work) => this.#serialize(name, work),
+      },
+      name,
+      dead,
+      cause,
+    )
   }
 
   /** The data dir of database `name`; null in memory. */
@@ -353,26 +299,8 @@ export class Databases implements DatabaseCatalog {
     return name === MAIN_DATABASE ? this.#options.dataDir : this.#dirFor(name)
   }
 
-  /** Resolves once `dir`'s file system has the space a recovery needs (looked at every few seconds), or the server stops. */
-  async #spaceFreed(dir: string): Promise<void> {
-    while (!this.#closed) {
-      await new Promise((resolve) => setTimeout(resolve, RECOVERY_RETRY_MS))
-      if ((await this.#lackOfSpace(dir)) === null) return
-    }
-  }
-
-  /** lackOfSpace's message; null when there is room or the file system cannot be asked (that is logged). */
-  async #lackOfSpace(dir: string): Promise<string | null> {
-    try {
-      return (await lackOfSpace(dir))?.message ?? null
-    } catch (error) {
-      this.#options.log.warn('cannot read the free space of a data dir', { dataDir: dir, error })
-      return null
-    }
-  }
-
   async #reopen(name: string, rescued: Blob | null): Promise<Instance> {
-    const dir = name === MAIN_DATABASE ? this.#options.dataDir : this.#dirFor(name)
+    const dir = this.#onDisk(name)
     const builder = this.#builder
     if (dir !== null) return builder.build(dir, builder.threads, name)
     if (rescued === null) return builder.build(null, builder.threads, name)
