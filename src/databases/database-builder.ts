@@ -1,31 +1,22 @@
 // How the databases' engines are made: each opened with its extension bundles, in a worker thread of its own or in
 // the server's thread; a new one built at the migrated state, from the migrated template or by initdb and the
-// migrations. In memory, in threads, a new one starts from the image of one that booted from the template (image.ts)
+// migrations. In memory, in threads, a new one starts from the image of one that booted from the template (template-image.ts)
 // rather than booting, and spares are loaded ahead (spares.ts). Also read here, once: the baseline a reset puts back.
 
 import type { PGlite } from '@electric-sql/pglite'
 import { mkdir } from 'node:fs/promises'
 import type { Logger } from '../log.ts'
 import { applyMigrations } from './migrate.ts'
-import {
-  holdsDatabase,
-  imageDir,
-  keepBaseline,
-  keptBaseline,
-  seedDataDir,
-  templateBlob,
-  type Template,
-} from './template.ts'
+import { holdsDatabase, keepBaseline, keptBaseline, seedDataDir, templateBlob, type Template } from './template.ts'
 import { readBaseline, type Baseline } from './baseline.ts'
 import { DbThread } from '../engine/thread.ts'
-import { bootForImage } from '../engine/boot-image.ts'
 import { openPGlite } from '../engine/pglite.ts'
 import { installedNotLoaded, loadExtensions, type LoadedExtensions } from '../engine/extensions.ts'
 import type { EngineImage } from '../engine/image.ts'
-import { hasImage, loadImage, saveImage, writeDataDir } from '../engine/image-on-disk.ts'
+import { writeDataDir } from '../engine/image-on-disk.ts'
 import { Spares } from './spares.ts'
+import { TemplateImage } from './template-image.ts'
 import { renameDatabase } from './rename-database.ts'
-import { noteBusy } from '../engine/collect-garbage.ts'
 import { prepareSession } from '../server/features/settings-sql.ts'
 
 /** An open database: in a worker thread of its own, or (threads: false) in the server's thread. */
@@ -42,8 +33,6 @@ type Where =
 const CLUSTER_DATABASE = 'postgres'
 /** What a spare's database is named while it waits (see #spare). */
 const SPARE_DATABASE = 'pglite_dev_db_spare'
-/** A data dir's server holds the image (about 50 MB) for this long after a new database, for the next ones. */
-const IMAGE_IDLE_MS = 30_000
 
 export interface BuildOptions {
   /** The migrated template new databases copy (null: each one runs initdb and the migrations), looked up when first needed. */
@@ -57,7 +46,7 @@ export interface BuildOptions {
    * database booted is imaged.
    */
   image?: EngineImage | null
-  /** false (a data dir's server): the image is let go IMAGE_IDLE_MS after the last new database, read again after. */
+  /** false (a data dir's server): the image is let go a while after the last new database (template-image.ts). */
   keepImage?: boolean
   /** New in-memory databases kept loaded ahead (spares.ts). Default 1. */
   spares?: number
@@ -75,15 +64,8 @@ export class DatabaseBuilder {
   readonly #options: BuildOptions
   /** In memory with a template: the next new databases, loaded ahead so that creating one takes no wait. */
   readonly #spares: Spares<Instance>
-  /** The image new in-memory databases in threads start from (image.ts), once one was taken. */
-  #image: EngineImage | null
-  /** An image could not be taken (said once): every database boots. */
-  #noImage = false
-  /** Keeping the image in the cache. */
-  #saving: Promise<void> | null = null
-  /** Loading the image from the cache, or making it. */
-  #imaging: Promise<EngineImage | null> | null = null
-  #letGo: NodeJS.Timeout | undefined
+  /** The image new in-memory databases in threads start from (template-image.ts). */
+  readonly #image: TemplateImage
   /** Template blobs handed to open() by build(): only a database opened from one of them is imaged. */
   readonly #fromTemplate = new WeakSet<Blob>()
   /** The migrated state's fingerprint, rows and sequences (see baseline.ts): kept with the template, or read once. */
@@ -100,20 +82,11 @@ export class DatabaseBuilder {
       fromImage: () => this.fromImage,
       log: options.log,
     })
-    this.#image = options.image ?? null
-    const image = this.#image
-    if (image)
-      this.#saving = options.template().then((template) => (template ? this.#saveImage(template, image) : undefined))
-    if (this.threads && image) this.#spares.load()
-  }
-
-  #holdImageAWhile(): void {
-    if (this.#options.keepImage !== false) return
-    clearTimeout(this.#letGo)
-    this.#letGo = setTimeout(() => {
-      ;[this.#image, this.#imaging] = [null, null]
-      noteBusy() // the server's thread collects once idle, as after work, and the image's memory goes back
-    }, IMAGE_IDLE_MS).unref()
+    this.#image = new TemplateImage(
+      { ...options, threads: this.threads, database: CLUSTER_DATABASE },
+      options.image ?? null,
+    )
+    if (this.threads && options.image) this.#spares.load()
   }
 
   /** Whether databases run in worker threads. */
@@ -166,7 +139,7 @@ export class DatabaseBuilder {
       if (!where || !('image' in where)) throw error
       // An image this PGlite cannot start from (start-from-image.ts says why): every database boots from now on. A data dir the
       // image's files were written to holds a database as a crash would leave it, which a boot recovers.
-      this.#dropImage(error)
+      this.#image.drop(error)
       return this.open(
         name,
         where.dataDir === undefined ? { loadDataDir: await this.#templateBlob() } : { dataDir: where.dataDir },
@@ -174,14 +147,14 @@ export class DatabaseBuilder {
         inside,
       )
     }
-    if (imaging && db instanceof DbThread) this.#keepImage(db)
+    if (imaging && db instanceof DbThread) this.#image.keepFrom(db)
     if (name !== '' && name !== database) await renameDatabase(db, database, name)
     return db
   }
 
   /** Whether a database opened as `name` from `where` is the kind the image stands for (see BuildOptions.image). */
   #wantsImage(name: string, where: { loadDataDir: Blob }): boolean {
-    return !this.#image && !this.#noImage && this.#fromTemplate.has(where.loadDataDir) && this.imageFits(name)
+    return this.#image.wanted && this.#fromTemplate.has(where.loadDataDir) && this.imageFits(name)
   }
 
   /**
@@ -192,26 +165,6 @@ export class DatabaseBuilder {
     return this.extensionsOf(name).length === 0
   }
 
-  #keepImage(db: DbThread): void {
-    const image = db.image
-    db.image = null
-    if (image instanceof Error) {
-      this.#dropImage(image)
-    } else if (image) {
-      this.#image = image
-      this.#holdImageAWhile()
-      this.#saving = this.#options
-        .template()
-        .then((template) => (template ? this.#saveImage(template, image) : undefined))
-    }
-  }
-
-  #dropImage(error: unknown): void {
-    this.#image = null
-    this.#noImage = true
-    this.#options.log.warn('new databases boot (a booted one could not be copied)', { error })
-  }
-
   async #templateBlob(): Promise<Blob> {
     const template = await this.#options.template()
     if (!template) throw new Error('no template to open a database from')
@@ -220,62 +173,14 @@ export class DatabaseBuilder {
     return blob
   }
 
-  /** Where the image of a database with every database's start parameters and bundles is kept, beside its template. */
-  #imageDir(template: Template): string {
-    return imageDir(template, this.#options.startParams, this.#options.extensions.names)
-  }
-
-  #saveImage(template: Template, image: EngineImage): Promise<void> {
-    const dir = this.#imageDir(template)
-    const saving = (async () => {
-      if (await hasImage(dir)) return
-      await saveImage(image, dir).catch((error: unknown) =>
-        this.#options.log.warn('cannot keep the database image in the cache', { dir, error }),
-      )
-    })()
-    this.#saving = saving
-    return saving
+  /** Whether new in-memory databases start from an image (and so are cheap enough to load several ahead). */
+  get fromImage(): boolean {
+    return this.#image.ready
   }
 
   /** Resolves once the image is in the cache, if it is being kept there: a stop waits for it (the next start needs it). */
-  async imageKept(): Promise<void> {
-    await this.#saving
-  }
-
-  /**
-   * The image new databases start from: taken already, or kept in the cache; else, when `make`, a database is booted
-   * from the template to take it (then kept in the cache). Null: they boot.
-   */
-  async #imageOf(template: Template, make: boolean): Promise<EngineImage | null> {
-    this.#holdImageAWhile()
-    if (this.#image || this.#noImage || !this.threads) return this.#image
-    this.#imaging ??= loadImage(this.#imageDir(template), this.#options.log)
-    const cached = await this.#imaging
-    if (cached || !make) {
-      this.#image ??= cached
-      return this.#image
-    }
-    this.#imaging = (async () => {
-      const { startParams, extensions } = this.#options
-      const image = await bootForImage({
-        loadDataDir: await templateBlob(template),
-        startParams,
-        extensions: [...extensions.names],
-        database: CLUSTER_DATABASE,
-      })
-      if (image) await this.#saveImage(template, image)
-      return image
-    })().catch((error: unknown) => {
-      this.#dropImage(error)
-      return null
-    })
-    this.#image ??= await this.#imaging
-    return this.#image
-  }
-
-  /** Whether new in-memory databases start from an image (and so are cheap enough to load several ahead). */
-  get fromImage(): boolean {
-    return this.#image !== null
+  imageKept(): Promise<void> {
+    return this.#image.kept()
   }
 
   /** Resolves once the spares (the next new in-memory databases) have loaded, after quiet (spares.ts), or at once. */
@@ -286,7 +191,7 @@ export class DatabaseBuilder {
   /** The server is stopping: no spare is loaded from now on. */
   stop(): void {
     this.#spares.stop()
-    clearTimeout(this.#letGo)
+    this.#image.stop()
   }
 
   /** The spares that loaded and nobody took; the caller closes them. */
@@ -403,7 +308,7 @@ export class DatabaseBuilder {
       await mkdir(dir, { recursive: true })
       const fresh = !(await holdsDatabase(dir))
       // A new one gets the image's files and starts from its memory; without an image, the template's files and a boot.
-      const image = fresh && template && thread && this.imageFits(name) ? await this.#imageOf(template, true) : null
+      const image = fresh && template && thread && this.imageFits(name) ? await this.#image.of(template, true) : null
       if (image) await writeDataDir(image, dir)
       else if (fresh && template) await seedDataDir(dir, template)
       let db = image
@@ -421,7 +326,7 @@ export class DatabaseBuilder {
       // Kept from an earlier run, it may lack migrations added since, as the main database would.
       return this.#migrated(db, (!fresh || !template) && migrations !== null)
     }
-    const image = template && thread && this.imageFits(name) ? await this.#imageOf(template, false) : null
+    const image = template && thread && this.imageFits(name) ? await this.#image.of(template, false) : null
     if (image) return open({ image })
     if (template) return open({ loadDataDir: await this.#templateBlob() })
     return this.#migrated(await open(null), migrations !== null)
