@@ -5,13 +5,13 @@
 
 import { decodeThreadError } from './thread-messages.ts'
 import { noteBusy } from './collect-garbage.ts'
-import { workerInspector } from './interrupt.ts'
-import { ByteRing, FrameEnd, encodeUnits, waitAsync, type UnitTarget } from './ring.ts'
-import { Control, ENGINE_GLOBAL, controlViews } from './stoppable.ts'
+import { ByteRing, FrameEnd, encodeUnits, type UnitTarget } from './ring.ts'
+import { Control, controlViews } from './stoppable.ts'
 import { sendingClients, watchAnswers, workingDatabases, type AnsweredCalls } from '../server/connection/traffic.ts'
 import { LendWord, offerLend } from './lent-reads.ts'
 import { addUnit, answeredUnitRead, closeToMore, openToMore, readEndsOnTraffic } from './more-units.ts'
 import { LazyEnd, mayEndLazily } from './lazy-end.ts'
+import { CallStops, evaluateInThread } from './call-stops.ts'
 import { CallWatchdog, WATCH_EVERY_MS } from './watchdog.ts'
 import { endSeen, newRunning, readDone, waitsForClient, type Running } from './running-call.ts'
 import type { DirectReply, OutputSink, UnitsDirect } from '../server/session/databases.ts'
@@ -19,10 +19,9 @@ import type { DirectReply, OutputSink, UnitsDirect } from '../server/session/dat
 export type { OutputSink }
 
 /**
- * While at most this many clients are sending (traffic.ts), the server's thread spins for a call's reply, up to
- * FEW_CLIENTS_SPIN_MS, instead of sleeping: a sleep ends in a wake-up that costs about as much as a small query here.
- * With more, it has their queries to read while a call runs, so that they share the next, and the cores are theirs.
- * For when the database thread spins between calls, see thread-worker.ts (Control.Alone, set for each call here).
+ * While at most this many clients are sending (traffic.ts), the server's thread spins up to FEW_CLIENTS_SPIN_MS for a
+ * call's reply instead of sleeping (a wake-up costs about a small query here); with more, it reads their queries
+ * meanwhile, so that they share the next call. The database thread's spin: thread-worker.ts (Control.Alone).
  */
 const FEW_CLIENTS = 4
 const FEW_CLIENTS_SPIN_MS = 0.5
@@ -34,23 +33,11 @@ const IN_TRANSACTION_SPIN_MS = 0.5
 /** Waiting for room in the request ring, the server's thread checks this often that the database thread is still there. */
 const WAIT_SLICE_MS = 1000
 
-/** A call still running this long after its cancel (not waiting for its client to read): `onStuck` is told, the last resort. */
-export const STUCK_AFTER_CANCEL_MS = 10_000
-
-/** A cancel for a call the thread has not begun yet waits this long at most for it to begin. */
-const BEGIN_WAIT_MS = 2_000
-/**
- * A cancel that lands after the thread began the call but before Postgres began its command is cleared by Postgres
- * (as one that comes while it waits for a command): while the canceled call still runs, it is sent again after each.
- */
-const CANCEL_AGAIN_AFTER_MS = [250, 1_000]
-
 export class ProtocolCalls implements AnsweredCalls {
   readonly #requests: ByteRing
   readonly #replies: ByteRing
   /** Control.Current: the call the thread runs now; minus its id once it ended. */
   readonly #words: Int32Array
-  readonly #threadId: number
   #nextId = 1
   #running: Running | null = null
   /** The payload of a request's Direct frame, written again for each call. */
@@ -65,8 +52,9 @@ export class ProtocolCalls implements AnsweredCalls {
   readonly #lazy: LazyEnd
   /** Stops answersSeen (traffic.ts) looking at these calls. */
   readonly #unwatch: () => void
-  /** A canceled call did not end within STUCK_AFTER_CANCEL_MS (see there). */
+  /** A canceled call did not end within STUCK_AFTER_CANCEL_MS (call-stops.ts). */
   onStuck: ((ms: number) => void) | null = null
+  readonly #stops: CallStops
 
   constructor(
     rings: { requests: SharedArrayBuffer; replies: SharedArrayBuffer },
@@ -78,7 +66,6 @@ export class ProtocolCalls implements AnsweredCalls {
     this.#lazy = new LazyEnd(this.#replies)
     const { words, deadline } = controlViews(control)
     this.#words = words
-    this.#threadId = threadId
     this.#unwatch = watchAnswers(this)
     closeToMore(words)
     this.#watchdog = new CallWatchdog({
@@ -86,8 +73,13 @@ export class ProtocolCalls implements AnsweredCalls {
       words,
       deadline,
       look: () => this.#lazy.look(),
-      fire: (id) => void this.#evaluate(`fireTimer(${id})`),
+      fire: (id) => void evaluateInThread(threadId, `fireTimer(${id})`),
     })
+    this.#stops = new CallStops(
+      { running: () => this.#running, hurry: (running) => this.#hurry(running), stuck: (ms) => this.onStuck?.(ms) },
+      words,
+      threadId,
+    )
   }
 
   /** A call is in the thread now (or its output is still being read). */
@@ -208,66 +200,16 @@ export class ProtocolCalls implements AnsweredCalls {
   }
 
   /**
-   * Stop the statement running now with 57014 "canceling statement due to user request" ('canceled'). In a call of
-   * units, unit `unit`'s statement; a unit that has not begun is not run ('skipped': its client must be answered).
-   * '' if nothing was running.
+   * Stop the statement running now with 57014 ('canceled'); in a call of units, unit `unit`'s, not run if it has not
+   * begun ('skipped': its client must be answered). '' if nothing was running. See call-stops.ts.
    */
-  async cancel(unit = -1): Promise<'canceled' | 'skipped' | ''> {
-    const running = this.#running
-    if (!running) return ''
-    this.#hurry(running)
-    await this.#begun(running)
-    const result = await this.#evaluate(`cancel(${running.id}, ${unit})`)
-    if (result === 'canceled' && this.#running === running && running.stuckCheck === undefined) {
-      this.#checkEnds(running)
-      this.#cancelAgain(running, unit, 0)
-    }
-    return result === 'canceled' || result === 'skipped' ? result : ''
-  }
-
-  #cancelAgain(running: Running, unit: number, attempt: number): void {
-    const after = CANCEL_AGAIN_AFTER_MS[attempt]
-    if (after === undefined) return
-    running.cancelAgain = setTimeout(() => {
-      if (this.#running !== running) return
-      this.#evaluate(`cancel(${running.id}, ${unit})`).then(
-        (result) => result === 'canceled' && this.#running === running && this.#cancelAgain(running, unit, attempt + 1),
-        () => {}, // the thread is gone: the call fails with that
-      )
-    }, after)
+  cancel(unit = -1): Promise<'canceled' | 'skipped' | ''> {
+    return this.#stops.cancel(unit)
   }
 
   /** In the call of units running now: unit `unit`, if it has not begun, is not run (its client must be answered). */
-  async skip(unit: number): Promise<boolean> {
-    const running = this.#running
-    if (!running) return false
-    this.#hurry(running)
-    await this.#begun(running)
-    return (await this.#evaluate(`skip(${running.id}, ${unit})`)) === true
-  }
-
-  /**
-   * Until the thread has begun `running` (it was sent and waits in the ring), or it is over. A cancel must not come
-   * before: Postgres clears a cancel still pending when it begins a command, and the thread only knows calls it began.
-   */
-  async #begun(running: Running): Promise<void> {
-    const until = performance.now() + BEGIN_WAIT_MS
-    for (;;) {
-      const current = Atomics.load(this.#words, Control.Current)
-      const left = until - performance.now()
-      if (current === running.id || current === -running.id || this.#running !== running || left <= 0) return
-      const wait = waitAsync(this.#words, Control.Current, current, left)
-      if (wait.async) await wait.value
-    }
-  }
-
-  /** After a cancel: the call must end, or, once it is not waiting for its client, be reported stuck. */
-  #checkEnds(running: Running): void {
-    running.stuckCheck = setTimeout(() => {
-      if (this.#running !== running) return
-      if (waitsForClient(running)) this.#checkEnds(running)
-      else this.onStuck?.(STUCK_AFTER_CANCEL_MS)
-    }, STUCK_AFTER_CANCEL_MS)
+  skip(unit: number): Promise<boolean> {
+    return this.#stops.skip(unit)
   }
 
   /** The thread is gone: the call in flight and every later one fail with `error`. */
@@ -439,10 +381,6 @@ export class ProtocolCalls implements AnsweredCalls {
     if (lend === LendWord.BackNow) Atomics.store(this.#words, Control.Lend, lend)
     else Atomics.compareExchange(this.#words, Control.Lend, LendWord.ReadOn, lend)
     this.#lazy.look()
-  }
-
-  #evaluate(call: string): Promise<unknown> {
-    return workerInspector().evaluate(this.#threadId, `globalThis.${ENGINE_GLOBAL}?.${call}`)
   }
 
   /** `wait`, or the thread's failure, whichever comes first. */
