@@ -3,19 +3,18 @@
 
 import { Worker } from 'node:worker_threads'
 import type { Results } from '@electric-sql/pglite'
-import {
-  decodeThreadError,
-  type CrossingQueryOptions,
-  type CrossingResults,
-  type ThreadExecOptions,
-  type ThreadInit,
-  type ThreadPGliteOptions,
-  type ThreadQueryOptions,
-  type ThreadReply,
-  type ThreadRequest,
+import type {
+  CrossingQueryOptions,
+  CrossingResults,
+  ThreadExecOptions,
+  ThreadInit,
+  ThreadPGliteOptions,
+  ThreadQueryOptions,
 } from './thread-messages.ts'
 import { ProtocolCalls, type OutputSink } from './calls.ts'
 import { Turns } from './turns.ts'
+import { ThreadRequests, type Request } from './thread-requests.ts'
+import { runTransaction, type DbThreadTransaction, type TransactionStatements } from './thread-transaction.ts'
 import { bootstrap, pgliteWasm, sharedFsBundle } from './thread-bootstrap.ts'
 import { workerInspector } from './interrupt.ts'
 import { ringBuffer, type UnitTarget } from './ring.ts'
@@ -36,21 +35,10 @@ export interface DbThreadOptions extends ThreadPGliteOptions {
   image?: EngineImage | 'take'
 }
 
-/** What `transaction()` hands its callback: statements inside the transaction, as PGlite's Transaction has them. */
-export interface DbThreadTransaction {
-  query<T>(sql: string, params?: unknown[], options?: ThreadQueryOptions): Promise<Results<T>>
-  exec(sql: string, options?: ThreadExecOptions): Promise<Array<Results>>
-  rollback(): Promise<void>
-  readonly closed: boolean
-}
-
 /** Saving a dead database's files (rescueFiles) may take this long. */
 const RESCUE_DEADLINE_MS = 10_000
 /** A close that takes longer than this is given up on: the thread is terminated and close() rejects. */
 const CLOSE_DEADLINE_MS = 60_000
-
-type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never
-type Call = { resolve(value: unknown): void; reject(error: Error): void }
 
 /** Ring sizes: requests (COPY data comes in several frames when larger) and replies (large results stream through). */
 const REQUEST_RING_BYTES = 1 << 20
@@ -67,9 +55,8 @@ export class DbThread {
   /** Protocol calls, through the rings. */
   readonly #protocol: ProtocolCalls
   /** The other requests (query, exec, dump, close), by id, through messages. */
-  readonly #calls = new Map<number, Call>()
+  readonly #requests: ThreadRequests
   readonly #lock = new Turns()
-  #nextId = 1
   #callsMade = 0
   /** Set once PGlite (or its thread) died; every later call fails with it at once. */
   #dead: Error | null = null
@@ -115,7 +102,7 @@ export class DbThread {
     })
     const thread = new DbThread(worker, new ProtocolCalls(rings, control, worker.threadId))
     thread.fromImage = typeof image === 'object'
-    const started = new Promise((resolve, reject) => thread.#calls.set(0, { resolve, reject }))
+    const started = thread.#requests.started()
     try {
       const [value] = await Promise.all([started, inspector.attach(worker.threadId)])
       const taken = value as { image: EngineImage } | { imageError: string } | null
@@ -131,7 +118,11 @@ export class DbThread {
   private constructor(worker: Worker, protocol: ProtocolCalls) {
     this.#worker = worker
     this.#protocol = protocol
-    worker.on('message', (reply: ThreadReply) => this.#onReply(reply))
+    this.#requests = new ThreadRequests(
+      worker,
+      () => protocol.turn(),
+      (error) => this.#die(error),
+    )
     worker.on('error', (error) => (this.#threadError = error))
     worker.on('exit', (code) => {
       this.#exited = true
@@ -223,14 +214,14 @@ export class DbThread {
   async #protocolCall(call: () => Promise<void>): Promise<void> {
     if (this.#dead) throw this.#dead
     this.#callsMade++
-    if (this.#calls.size === 0) this.#worker.ref()
+    if (this.#requests.outstanding === 0) this.#worker.ref()
     try {
       await call()
     } catch (error) {
       if (isPGliteFatal(error)) this.#die(error as Error)
       throw error
     } finally {
-      if (this.#calls.size === 0) this.#worker.unref()
+      if (this.#requests.outstanding === 0) this.#worker.unref()
     }
   }
 
@@ -274,38 +265,12 @@ export class DbThread {
    * so nothing else (a client's batch through runExclusive) runs inside the transaction.
    */
   transaction<T>(callback: (tx: DbThreadTransaction) => Promise<T>): Promise<T> {
-    return this.#lock.run(async () => {
-      await this.#exec('BEGIN')
-      let open = true
-      const ensureOpen = () => {
-        if (!open) throw new Error('Transaction is closed')
-      }
-      const tx: DbThreadTransaction = {
-        query: async <R>(sql: string, params?: unknown[], options?: ThreadQueryOptions) => (
-          ensureOpen(),
-          this.#query<R>(sql, params, options)
-        ),
-        exec: async (sql: string, options?: ThreadExecOptions) => (ensureOpen(), this.#exec(sql, options)),
-        rollback: async () => {
-          ensureOpen()
-          await this.#exec('ROLLBACK')
-          open = false
-        },
-        get closed() {
-          return !open
-        },
-      }
-      try {
-        const result = await callback(tx)
-        if (open) await this.#exec('COMMIT')
-        return result
-      } catch (error) {
-        if (open && !this.#dead) await this.#exec('ROLLBACK')
-        throw error
-      } finally {
-        open = false
-      }
-    })
+    const statements: TransactionStatements = {
+      query: (sql, params, options) => this.#query(sql, params, options),
+      exec: (sql, options) => this.#exec(sql, options),
+      dead: () => this.#dead !== null,
+    }
+    return this.#lock.run(() => runTransaction(statements, callback))
   }
 
   async dumpDataDir(compression?: 'auto' | 'gzip' | 'none'): Promise<File | Blob> {
@@ -327,23 +292,12 @@ export class DbThread {
    */
   async rescueFiles(): Promise<Blob | null> {
     if (this.#exited || this.#closed || this.#ended) return null
-    const id = this.#nextId++
-    let timer: NodeJS.Timeout | undefined
-    try {
-      const dump = (await new Promise((resolve, reject) => {
-        this.#calls.set(id, { resolve, reject })
-        timer = setTimeout(
-          () => reject(new Error(`the files were not saved within ${RESCUE_DEADLINE_MS} ms`)),
-          RESCUE_DEADLINE_MS,
-        )
-        this.#worker.postMessage({ op: 'dumpDataDir', id, compression: 'none' } satisfies ThreadRequest)
-        this.#protocol.turn()
-      })) as { bytes: ArrayBuffer; type: string }
-      return new Blob([new Uint8Array(dump.bytes)], { type: dump.type })
-    } finally {
-      clearTimeout(timer)
-      this.#calls.delete(id)
+    const request = { op: 'dumpDataDir', compression: 'none' } as const
+    const dump = (await this.#requests.within(request, RESCUE_DEADLINE_MS, 'the files were not saved')) as {
+      bytes: ArrayBuffer
+      type: string
     }
+    return new Blob([new Uint8Array(dump.bytes)], { type: dump.type })
   }
 
   /**
@@ -412,41 +366,10 @@ export class DbThread {
     return this.#request({ op: 'exec', sql, ...(options ? { options } : {}) }) as Promise<Array<Results>>
   }
 
-  #request(request: DistributiveOmit<ThreadRequest, 'id'>, transfer: ArrayBuffer[] = []): Promise<unknown> {
-    const id = this.#nextId++
+  #request(request: Request, transfer: ArrayBuffer[] = []): Promise<unknown> {
     this.#callsMade++
-    return this.#call(id, { ...request, id } as ThreadRequest, transfer)
-  }
-
-  #call(id: number, request: ThreadRequest, transfer: ArrayBuffer[]): Promise<unknown> {
     if (this.#dead) return Promise.reject(this.#dead)
-    return new Promise((resolve, reject) => {
-      this.#calls.set(id, { resolve, reject })
-      // Referenced only while a call is out, like an in-process PGlite, which never keeps the process alive.
-      if (this.#calls.size === 1) this.#worker.ref()
-      this.#worker.postMessage(request, transfer)
-      // The thread may be waiting for a protocol call: have it turn its event loop for this message.
-      this.#protocol.turn()
-    })
-  }
-
-  #onReply(reply: ThreadReply): void {
-    const call = this.#calls.get(reply.id)
-    if (!call) return
-    if (reply.error) {
-      const error = decodeThreadError(reply.error)
-      this.#settle(reply.id)
-      if (isPGliteFatal(error)) this.#die(error)
-      call.reject(error)
-    } else if (reply.done) {
-      this.#settle(reply.id)
-      call.resolve(reply.value)
-    }
-  }
-
-  #settle(id: number): void {
-    this.#calls.delete(id)
-    if (this.#calls.size === 0) this.#worker.unref()
+    return this.#requests.send(request, transfer)
   }
 
   /** Called once, when the database dies while open (not when it is closed). */
@@ -458,10 +381,7 @@ export class DbThread {
     this.#dead ??= error
     if (first && !this.#closed) this.onDeath?.(error)
     this.#protocol.fail(this.#dead)
-    for (const [id, call] of this.#calls) {
-      this.#calls.delete(id)
-      call.reject(error)
-    }
+    this.#requests.failAll(error)
     this.#worker.unref()
   }
 }
