@@ -10,15 +10,13 @@ if (!process.env.DATABASE_URL) {
 const client = new pg.Client({ connectionString: process.env.DATABASE_URL })
 await client.connect()
 try {
-  await client.query(
-    `insert into customers (email, name) values ('ada@example.com', 'Ada'), ('alan@example.com', 'Alan') on conflict (email) do nothing`,
-  )
-  await client.query(
-    `insert into products (sku, name, price) values ('MUG-1', 'Mug', 9.99) on conflict (sku) do nothing`,
-  )
-  const { rows } = await client.query(
-    'select (select count(*)::int from customers) as customers, (select count(*)::int from products) as products',
-  )
+  await client.query(`
+    insert into customers (email, name) values ('ada@example.com', 'Ada'), ('alan@example.com', 'Alan')
+    on conflict (email) do nothing`)
+  await client.query(`
+    insert into products (sku, name, price) values ('MUG-1', 'Mug', 9.99) on conflict (sku) do nothing`)
+  const { rows } = await client.query(`
+    select (select count(*)::int from customers) as customers, (select count(*)::int from products) as products`)
   console.log(`seeded: ${rows[0].customers} customers, ${rows[0].products} products`)
 } finally {
   await client.end()
