@@ -2,6 +2,8 @@
 // on Postgres the statement would run at once; here it would wait for a transaction whose client is most often this
 // one's own app, waiting for this statement (drizzle's db instead of tx, Prisma's outer client in $transaction).
 // After idleTransactionWaitMs of it, the wait is refused with 55P03 naming the holder; the holder is left alone.
+// A holder whose client left while its statement runs is canceled instead, after as long: its client can no longer
+// cancel it, and a statement that never ends (a lock a prepared transaction holds) would hold the database for good.
 
 import type { OwnerScheduler } from '../session/scheduler.ts'
 import { QueueTimeoutError } from '../session/scheduler.ts'
@@ -10,17 +12,21 @@ import type { SessionHolder } from '../session/session.ts'
 /** How often a waiting client looks at whether the holder sits idle in its transaction. */
 const IDLE_HOLDER_CHECK_MS = 250
 const seconds = (ms: number): string => `${(ms / 1000).toFixed(1)} s`
+/** Holders canceled for a waiting client once their client left: one cancel each, whoever waits. */
+const canceledDeparted = new WeakSet<SessionHolder>()
 
 /**
  * Watches the session's holder while one of a client's waits lasts (start, stop): once the holder has sat idle in its
  * transaction for `limitMs` of the wait (0: never), `refuse` is called with it, how long it has been idle, and how
- * long the wait has lasted. A client waits once at a time; the watch is made once per client and keeps one timer,
+ * long the wait has lasted; a holder whose client left, still running after `limitMs` of the wait, is canceled
+ * (`departed` told first). A client waits once at a time; the watch is made once per client and keeps one timer,
  * left to run out after a wait ends (the next wait may use it), so that a wait of a few µs makes no timer.
  */
 export class IdleHolderWatch {
   readonly scheduler: OwnerScheduler<SessionHolder>
   readonly #limitMs: number
   readonly #refuse: (holder: SessionHolder, idleMs: number, waitedMs: number) => void
+  readonly #departed: (holder: SessionHolder, waitedMs: number) => void
   /** When the wait under way began (performance.now()); -1: none. */
   #waitingSince = -1
   #timer: NodeJS.Timeout | undefined
@@ -29,10 +35,12 @@ export class IdleHolderWatch {
     scheduler: OwnerScheduler<SessionHolder>,
     limitMs: number,
     refuse: (holder: SessionHolder, idleMs: number, waitedMs: number) => void,
+    departed: (holder: SessionHolder, waitedMs: number) => void,
   ) {
     this.scheduler = scheduler
     this.#limitMs = limitMs
     this.#refuse = refuse
+    this.#departed = departed
   }
 
   start(): void {
@@ -57,6 +65,11 @@ export class IdleHolderWatch {
     const holder = this.scheduler.owner
     const idleSince = holder?.idleInTransactionSince ?? null
     const now = performance.now()
+    if (holder?.left && holder.cancel && now - waitingSince >= this.#limitMs && !canceledDeparted.has(holder)) {
+      canceledDeparted.add(holder)
+      this.#departed(holder, now - waitingSince)
+      holder.cancel()
+    }
     const idleMs = idleSince === null ? 0 : now - Math.max(idleSince, waitingSince)
     if (holder && idleSince !== null && idleMs >= this.#limitMs) {
       this.#waitingSince = -1

@@ -199,6 +199,11 @@ export class SessionWait {
         })
         this.#refuseWait(idleHolderRefusal(holder, idleMs, waitedMs))
       },
+      (holder, waitedMs) =>
+        this.#log.warn("canceling a departed client's statement: another waited for it", {
+          holder: holder.processId,
+          waitedMs: Math.round(waitedMs),
+        }),
     ))
   }
 

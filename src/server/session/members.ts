@@ -19,6 +19,10 @@ export interface SessionHolder {
    * statements (Parse, Describe, no Bind) and it is not running anything, it gives the session up until it sends more.
    */
   parkIfIdle?(): void
+  /** The client closed its socket while its last statements run: they finish, as on Postgres (idle-holder.ts). */
+  readonly left?: boolean
+  /** Stop the statement it runs, as its CancelRequest would. */
+  cancel?(): void
 }
 
 /** A connection as the session sees it: something that can be told the session is gone, or handed a notification. */
