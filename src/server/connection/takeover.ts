@@ -8,12 +8,20 @@ import { discardForClient, executeDiscard, queryWithStandIns } from '../features
 import type { Takeover } from './messages.ts'
 import type { CopyIn } from '../features/copy-in.ts'
 import type { NextRead, Turn } from '../features/turn.ts'
+import { TxStatus } from '../protocol/codes.ts'
 
 /** How the client's next messages are read after a takeover: as the data of a COPY FROM STDIN, or as NextRead says. */
 export type TakeoverEnd = CopyIn | NextRead
 
 /** The server acts in the message's place; what it returns says how the client's next messages are read. */
 export async function takeOver(turn: Turn, takeover: Exclude<Takeover, { kind: 'terminate' }>): Promise<TakeoverEnd> {
+  // After an error in an open pipeline Postgres ignores every message until Sync, and in a failed transaction block
+  // it refuses every statement (25P02): PGlite does either, given the message, and nothing is carried out.
+  const { backend } = turn
+  if (backend.errorPending || backend.txStatus === TxStatus.Failed) {
+    await turn.run(takeover.frame)
+    return null
+  }
   switch (takeover.kind) {
     case 'copy-in':
       return startCopy(turn, takeover.copy, takeover.frame, takeover.viaQuery)
