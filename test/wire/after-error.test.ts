@@ -59,6 +59,22 @@ describe('messages after an error in a pipeline, up to its Sync', () => {
       }
     })
 
+    it(`${name}: in a failed transaction block, pg_terminate_backend is refused with 25P02 and ends nobody`, async () => {
+      const url = await open()
+      const victim = await connectRaw(url, { deadlineMs: 10_000 })
+      const client = await connectRaw(url, { deadlineMs: 10_000 })
+      try {
+        expect((await client.query('begin; select 1 / (select 0)')).status).toBe('E')
+        const reply = await client.query(`select pg_terminate_backend(${victim.backendKey!.pid})`)
+        expect([reply.errors.map((error) => error.code), reply.status]).toEqual([['25P02'], 'E'])
+        expect((await client.query('rollback')).status).toBe('I')
+        expect((await victim.query('select 1')).rows).toEqual([['1']])
+      } finally {
+        victim.destroy()
+        client.destroy()
+      }
+    })
+
     it(`${name}: a CREATE or DROP DATABASE is ignored, and the databases stay as they were`, async () => {
       const url = await open()
       const suffix = Math.random().toString(36).slice(2, 8)

@@ -363,11 +363,13 @@ export class BatchRunner {
   }
 
   /**
-   * pg_cancel_backend(12345) / pg_terminate_backend(12345) in the client's SQL: sent now, as Postgres signals at once,
-   * not after this statement's wait for the session (which may be the target's running statement).
+   * pg_cancel_backend(12345) / pg_terminate_backend(12345) in the client's SQL: sent now, before the wait for the
+   * session, as Postgres signals at once; not in a failed block or after an error in a pipeline (Postgres refuses it).
    */
   #signalEarly(): void {
-    for (const { op, pid } of this.#state.signals.splice(0)) {
+    const signals = this.#state.signals.splice(0)
+    if (this.#backend.txStatus === TxStatus.Failed || this.#backend.errorPending) return
+    for (const { op, pid } of signals) {
       // A pid no client has is left to the session's function, which answers false with Postgres's WARNING.
       if (pid !== this.#client.processId && this.#client.signalClient(pid, op)) this.#state.signaledEarly.add(pid)
     }
