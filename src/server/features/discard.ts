@@ -143,7 +143,8 @@ export async function discardForClient(turn: Turn, command: DiscardCommand, fram
   }
   const { backend } = turn
   const status = backend.txStatus
-  if (backend.errorPending || status === TxStatus.Failed || (command === 'DISCARD ALL' && status !== TxStatus.Idle)) {
+  // After an error in the pipeline, or in a failed block, takeover.ts gave the message to PGlite already.
+  if (command === 'DISCARD ALL' && status !== TxStatus.Idle) {
     await turn.run(frame)
     return
   }
@@ -178,9 +179,9 @@ const IN_BLOCK = encodeErrorResponse(
  */
 export async function executeDiscard(turn: Turn, command: DiscardCommand, frame: Buffer): Promise<NextRead> {
   const { backend, client } = turn
-  // Not in the client's pipeline (no portal then), or PGlite skips it (an error came) or refuses it (a failed
-  // transaction): PGlite's own answer to the stand-in's Execute, which does nothing.
-  if (!backend.isOwner || backend.errorPending || backend.txStatus === TxStatus.Failed) {
+  // Not in the client's pipeline (no portal then): PGlite's own answer to the stand-in's Execute, which does nothing.
+  // After an error in the pipeline, or in a failed block, takeover.ts gave the message to PGlite already.
+  if (!backend.isOwner) {
     await turn.run(frame)
     return null
   }
