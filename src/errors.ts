@@ -40,6 +40,8 @@ export const SqlState = {
   ActiveSqlTransaction: '25001',
   InvalidParameterValue: '22023',
   UndefinedObject: '42704',
+  SyntaxError: '42601',
+  InvalidObjectDefinition: '42P17',
 } as const
 export type SqlStateCode = (typeof SqlState)[keyof typeof SqlState]
 
@@ -53,13 +55,16 @@ export class WireError extends Error {
   readonly sqlstate: SqlStateCode
   readonly severity: Severity
   readonly logOnly: boolean
-  /** Postgres's DETAIL field, if any. */
+  /** Postgres's DETAIL and HINT fields, if any. */
   readonly detail: string | undefined
+  readonly hint: string | undefined
+  /** Postgres's POSITION field: where in the statement's text (1-based, in characters) the error is. */
+  readonly position: number | undefined
   constructor(
     severity: Severity,
     sqlstate: SqlStateCode,
     message: string,
-    options?: { cause?: unknown; logOnly?: boolean; detail?: string },
+    options?: { cause?: unknown; logOnly?: boolean; detail?: string; hint?: string; position?: number },
   ) {
     super(message, options)
     this.name = 'WireError'
@@ -67,6 +72,8 @@ export class WireError extends Error {
     this.sqlstate = sqlstate
     this.logOnly = options?.logOnly ?? false
     this.detail = options?.detail
+    this.hint = options?.hint
+    this.position = options?.position
   }
 }
 

@@ -128,15 +128,17 @@ describe('parseCopyFromStdin', () => {
 
 describe('parseDatabaseCommand', () => {
   it('CREATE DATABASE with any options, DROP DATABASE [IF EXISTS] [WITH (FORCE)]', () => {
+    const plain = { template: null, encoding: null, owner: null, tablespace: null, early: null, strategy: null }
     expect(parseDatabaseCommand('CREATE DATABASE "Shop" TEMPLATE template0 ENCODING utf8')).toEqual({
+      ...plain,
       kind: 'create',
       name: 'Shop',
-      template: null,
       encoding: 'utf8',
+      warnings: [],
     })
     expect(
       parseDatabaseCommand('create database w1 with owner = me template = "Graphile_Tpl" connection limit = -1'),
-    ).toEqual({ kind: 'create', name: 'w1', template: 'Graphile_Tpl', encoding: null })
+    ).toEqual({ ...plain, kind: 'create', name: 'w1', template: 'Graphile_Tpl', owner: 'me', warnings: [] })
     const encodings: Array<[string, string | null]> = [
       ["encoding = 'UTF-8'", 'UTF-8'],
       ["encoding 'it''s'", "it's"],
@@ -153,8 +155,12 @@ describe('parseDatabaseCommand', () => {
       'create database w4 template = template1',
       'create database w5 owner template',
     ]) {
-      expect(parseDatabaseCommand(sql), sql).toMatchObject({ template: null })
+      expect(parseDatabaseCommand(sql), sql).toMatchObject({ template: null, early: null })
     }
+    expect(parseDatabaseCommand("create database w6 owner 'it''s' tablespace E'a\\'b'")).toMatchObject({
+      owner: "it's",
+      tablespace: "a'b",
+    })
     expect(parseDatabaseCommand('drop database shop;')).toEqual({
       kind: 'drop',
       name: 'shop',
@@ -167,6 +173,61 @@ describe('parseDatabaseCommand', () => {
       ifExists: true,
       force: true,
     })
+  })
+
+  it("CREATE DATABASE's options: what Postgres refuses in them, with its words, where it says so", () => {
+    const refusal = (options: string) => {
+      const command = parseDatabaseCommand(`create database d ${options}`)
+      if (command?.kind !== 'create') throw new Error(`not a CREATE DATABASE: ${options}`)
+      const error = command.early ?? command.strategy
+      return error && { code: error.sqlstate, message: error.message, position: error.position, hint: error.hint }
+    }
+    const start = 'create database d '.length + 1
+    const cases: Array<[string, string, string, string?]> = [
+      ['foo bar', '42601', 'option "foo" not recognized', 'foo'],
+      ['"OWNER" postgres', '42601', 'option "OWNER" not recognized', '"OWNER"'],
+      ["encoding 'UTF8' encoding 'UTF8'", '42601', 'conflicting or redundant options', "encoding 'UTF8'"],
+      ['connection limit 1 connection_limit 2', '42601', 'conflicting or redundant options', 'connection_limit'],
+      ['owner default owner postgres', '42601', 'conflicting or redundant options', 'owner postgres'],
+      ['oid 99', '22023', 'OIDs less than 16384 are reserved for system objects'],
+      ["oid 'abc'", '42601', 'oid requires a numeric value'],
+      ["encoding 'nosuch' owner nosuch", '42704', 'nosuch is not a valid encoding name', 'encoding'],
+      ['locale_provider nosuch owner nosuch', '42P17', 'unrecognized locale provider: nosuch'],
+      ['is_template maybe', '42601', 'is_template requires a Boolean value'],
+      ['allow_connections 2', '42601', 'allow_connections requires a Boolean value'],
+      ["connection limit 'x'", '42601', 'connection_limit requires an integer value'],
+      ['connection limit = 2.5', '42601', 'connection_limit requires an integer value'],
+      ['connection limit = - 5', '22023', 'invalid connection limit: -5'],
+      ['strategy nosuch', '22023', 'invalid create database strategy "nosuch"'],
+      ['owner = current_user', '42601', 'syntax error at or near "current_user"', 'current_user'],
+      ['connection 5', '42601', 'syntax error at or near "5"', '5'],
+      ['owner (x)', '42601', 'syntax error at or near "("', '('],
+      ['default 1', '42601', 'syntax error at or near "default"', 'default'],
+    ]
+    for (const [options, code, message, where] of cases) {
+      const position = where === undefined ? undefined : start + options.lastIndexOf(where)
+      expect(refusal(options), options).toMatchObject({ code, message, position })
+    }
+    expect(refusal('is_template')).toMatchObject({
+      code: '42601',
+      message: 'syntax error at end of input',
+      position: start + 'is_template'.length,
+    })
+    expect(refusal('is_template  ; ')).toMatchObject({
+      message: 'syntax error at or near ";"',
+      position: start + 'is_template  '.length,
+    })
+    expect(refusal('strategy nosuch')?.hint).toBe('Valid strategies are "wal_log" and "file_copy".')
+    for (const options of [
+      'with',
+      "with connection limit = -1 is_template 0 allow_connections 'ON' strategy FILE_COPY oid 20000",
+      "locale 'C' lc_collate = 'C' lc_ctype 'C' icu_locale 'en' builtin_locale 'C' locale_provider = Builtin",
+      'owner = default template = default encoding = default tablespace = default is_template true',
+      "collation_version '1' icu_rules '' allow_connections off is_template = false",
+    ])
+      expect(refusal(options), options).toBeNull()
+    const located = parseDatabaseCommand("create database d location '/tmp' owner postgres")
+    expect(located?.kind === 'create' && located.warnings.length).toBe(1)
   })
 
   it("ALTER DATABASE of another database than the client's is the server's; of its own, or a built-in template, PGlite's", () => {

@@ -23,9 +23,7 @@ import { sessionFor, type SessionHolder } from '../session/session.ts'
 import type { NextRead, Turn } from './turn.ts'
 import type { DatabaseCommand } from './takeover-kinds.ts'
 import { encodingRefusal } from './database-encoding.ts'
-
-/** What CREATE DATABASE copies when it names no template of its own: the migrated template. */
-export const BUILT_IN_TEMPLATES: ReadonlySet<string> = new Set(['template1', 'template0'])
+import { BUILT_IN_TEMPLATES, lookUpNames, missingName, readCreateOptions } from './database-options.ts'
 
 const LETTER_A = 0x61 // a
 const LETTER_C = 0x63 // c
@@ -44,9 +42,8 @@ export function databaseCommandIn(sql: string, words: number, first: number, cur
 }
 
 /**
- * The CREATE, DROP or ALTER DATABASE that is the whole of `sql` (one statement), or null. CREATE DATABASE's
- * TEMPLATE is read (null: none, DEFAULT, template1 or template0, which are the migrated template here), and its
- * ENCODING (database-encoding.ts); its other options (OWNER, LOCALE, ...) are accepted and ignored.
+ * The CREATE, DROP or ALTER DATABASE that is the whole of `sql` (one statement), or null. CREATE DATABASE's options
+ * are read and checked as Postgres checks them (database-options.ts).
  */
 export function parseDatabaseCommand(sql: string): DatabaseCommand | null {
   const all = statements(sql)
@@ -55,14 +52,7 @@ export function parseDatabaseCommand(sql: string): DatabaseCommand | null {
   const word = (at: number, text: string): boolean => tokens[at]?.kind === 'word' && tokens[at]!.text === text
   if (!word(1, 'database')) return null
   if (word(0, 'create'))
-    return isName(tokens[2])
-      ? {
-          kind: 'create',
-          name: tokens[2].text,
-          template: templateOption(tokens),
-          encoding: encodingOption(tokens, sql),
-        }
-      : null
+    return isName(tokens[2]) ? { kind: 'create', name: tokens[2].text, ...readCreateOptions(tokens, sql) } : null
   if (word(0, 'alter'))
     return isName(tokens[2]) && tokens.length > 3
       ? { kind: 'alter', name: tokens[2].text, rename: word(3, 'rename'), sql }
@@ -78,30 +68,6 @@ export function parseDatabaseCommand(sql: string): DatabaseCommand | null {
   const force = rest.length > 0 && rest[0] === '(' && rest.includes('force')
   if (rest.length > 0 && !force) return null
   return { kind: 'drop', name: name.text, ifExists, force }
-}
-
-/** The TEMPLATE [=] name option of CREATE DATABASE's tokens, unless it names a built-in template (or DEFAULT). */
-function templateOption(tokens: readonly Token[]): string | null {
-  for (let at = 3; at < tokens.length; at++) {
-    const token = tokens[at]!
-    if (token.kind !== 'word' || token.text !== 'template' || tokens[at - 1]?.text === '=') continue
-    const value = tokens[at + 1]?.text === '=' ? tokens[at + 2] : tokens[at + 1]
-    if (!isName(value) || (value.kind === 'word' && value.text === 'default') || BUILT_IN_TEMPLATES.has(value.text))
-      return null
-    return value.text
-  }
-  return null
-}
-
-/** The ENCODING [=] value option of CREATE DATABASE's tokens, as written (a name, or digits); null if none or DEFAULT. */
-function encodingOption(tokens: readonly Token[], sql: string): string | null {
-  const at = tokens.findIndex((token, i) => i > 2 && token.kind === 'word' && token.text === 'encoding')
-  if (at < 0) return null
-  const value = tokens[at + 1]?.text === '=' ? tokens[at + 2] : tokens[at + 1]
-  if (value === undefined || (value.kind === 'word' && value.text === 'default')) return null
-  const text = sql.slice(value.start, value.end)
-  if (value.kind === 'other' && text.startsWith("'")) return text.slice(1, -1).replaceAll("''", "'")
-  return /^\d+/.exec(sql.slice(value.start))?.[0] ?? text
 }
 
 /** The command tag Postgres answers a database command with, which also names it in errors. */
@@ -206,11 +172,7 @@ async function carryOut(turn: Turn, command: DatabaseCommand, replies: Buffer[])
     const databases = turn.databases!
     if (command.kind === 'drop') return await dropDatabase(turn, databases, command, replies)
     if (command.kind === 'alter') return await alterDatabase(turn, databases, command)
-    if (await databases.exists(command.name))
-      return new WireError('ERROR', SqlState.DuplicateDatabase, `database "${command.name}" already exists`)
-    const refused =
-      encodingRefusal(command.encoding) ??
-      (command.template === null ? null : await templateRefusal(turn, databases, command.template))
+    const refused = await createRefusal(turn, databases, command, replies)
     if (refused) return refused
     if (await databases.create(command.name, command.template)) return null
     return new WireError('ERROR', SqlState.DuplicateDatabase, `database "${command.name}" already exists`)
@@ -222,6 +184,32 @@ async function carryOut(turn: Turn, command: DatabaseCommand, replies: Buffer[])
       `could not ${command.kind} database "${command.name}": ${(failure as Error).message}`,
     )
   }
+}
+
+/**
+ * Why Postgres would refuse this CREATE DATABASE, in the order it looks: the options (whose WARNINGs go to
+ * `notices`), OWNER, TEMPLATE, STRATEGY, ENCODING, TABLESPACE, and last the name.
+ */
+async function createRefusal(
+  turn: Turn,
+  databases: DatabaseCatalog,
+  command: Extract<DatabaseCommand, { kind: 'create' }>,
+  notices: Buffer[],
+): Promise<WireError | null> {
+  notices.push(...command.warnings)
+  if (command.early) return command.early
+  const found = command.owner === null && command.tablespace === null ? null : await lookUpNames(turn, command)
+  if (found instanceof WireError) return found
+  return (
+    missingName('owner', command, found?.owner ?? false) ??
+    (command.template === null ? null : await templateRefusal(turn, databases, command.template)) ??
+    command.strategy ??
+    encodingRefusal(command.encoding) ??
+    missingName('tablespace', command, found?.tablespace ?? false) ??
+    ((await databases.exists(command.name))
+      ? new WireError('ERROR', SqlState.DuplicateDatabase, `database "${command.name}" already exists`)
+      : null)
+  )
 }
 
 /** DROP DATABASE as Postgres does it: not the one you are in, not one others use unless FORCE (they are ended). */
@@ -339,7 +327,15 @@ const otherSessions = (count: number): string =>
   count === 1 ? 'There is 1 other session using the database.' : `There are ${count} other sessions using the database.`
 
 const encodeError = (error: WireError): Buffer =>
-  encodeErrorResponse(error.severity, error.sqlstate, error.message, undefined, undefined, error.detail)
+  encodeErrorResponse(
+    error.severity,
+    error.sqlstate,
+    error.message,
+    undefined,
+    error.hint,
+    error.detail,
+    error.position,
+  )
 
 /** How long ALTER DATABASE of another database waits for that database's session, held by one of its clients. */
 const ALTER_WAIT_MS = 5000

@@ -22,6 +22,7 @@ export function encodeErrorResponse(
   code: number = BackendCode.ErrorResponse,
   hint?: string,
   detail?: string,
+  position?: number,
 ): Buffer {
   const fields: Array<[string, string]> = [
     ['S', severity],
@@ -31,6 +32,7 @@ export function encodeErrorResponse(
   ]
   if (detail) fields.push(['D', detail])
   if (hint) fields.push(['H', hint])
+  if (position !== undefined) fields.push(['P', String(position)])
   let length = 1
   for (const [, value] of fields) length += 1 + Buffer.byteLength(value) + 1
   const buf = message(code, length)
