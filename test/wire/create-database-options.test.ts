@@ -104,4 +104,42 @@ describe('CREATE DATABASE options Postgres refuses', () => {
       }
     })
   }
+
+  for (const [name, open] of targets) {
+    it(`${name}: in a pipeline, after another statement or a BEGIN, refused with 25001; after another CREATE, made`, async () => {
+      const client = await connectRaw(await open(), { deadlineMs: 10_000 })
+      const extended = (sql: string) => [wire.parse('', sql), wire.bind('', ''), wire.execute('')]
+      const pipeline = async (...statements: string[]) => {
+        await client.send(...statements.flatMap(extended), wire.sync())
+        const replies = await client.until('ReadyForQuery')
+        return [...outcome(replies), wire.summarize(replies).status]
+      }
+      try {
+        const d = `pipelined_${process.pid}_${Math.random().toString(36).slice(2, 8)}`
+        const refused = (command: string) => `ERROR 25001 ${command} cannot run inside a transaction block`
+        expect(await pipeline('select 1', `create database ${d}`, 'select 2')).toEqual([
+          'SELECT 1',
+          refused('CREATE DATABASE'),
+          'I',
+        ])
+        expect(await pipeline('begin', `create database ${d}`)).toEqual(['BEGIN', refused('CREATE DATABASE'), 'E'])
+        expect((await client.query('rollback')).status).toBe('I')
+        // Neither was made; CREATE DATABASE commits, so a DROP DATABASE may follow it in the same pipeline.
+        expect(await pipeline(`create database ${d}`, `drop database ${d}`)).toEqual([
+          'CREATE DATABASE',
+          'DROP DATABASE',
+          'I',
+        ])
+        expect(await pipeline(`create database ${d}`, 'select 1', `drop database ${d}`)).toEqual([
+          'CREATE DATABASE',
+          'SELECT 1',
+          refused('DROP DATABASE'),
+          'I',
+        ])
+        expect(await pipeline(`drop database ${d}`)).toEqual(['DROP DATABASE', 'I'])
+      } finally {
+        client.destroy()
+      }
+    })
+  }
 })

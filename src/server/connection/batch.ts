@@ -394,7 +394,7 @@ export class BatchRunner {
 
   /** The Sync that ends refused work: it gets its ReadyForQuery (Postgres drops a Query sent meanwhile too). */
   #endDiscarding(): void {
-    this.#discarding = false
+    this.#discarding = this.#pipelineExecuted = false
     this.#client.write(encodeReadyForQuery(this.#backend.txStatus))
   }
 }

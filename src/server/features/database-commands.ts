@@ -137,7 +137,8 @@ export async function queryDatabaseCommand(turn: Turn, command: DatabaseCommand,
 export async function bindDatabaseCommand(turn: Turn, command: DatabaseCommand, frame: Buffer): Promise<NextRead> {
   const { backend } = turn
   const replies: Buffer[] = []
-  const inBlock = backend.txStatus !== TxStatus.Idle
+  // In a block, or once a statement of the open pipeline ran (BEGIN among them), Postgres 18 refuses it alike.
+  const inBlock = backend.txStatus !== TxStatus.Idle || turn.pipelineExecuted
   const error = inBlock
     ? new WireError(
         'ERROR',

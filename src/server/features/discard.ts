@@ -22,7 +22,7 @@ import { NO_OP_STATEMENT } from './database-commands.ts'
 import { DROP_OWN_TEMP_OBJECTS_SQL, DROP_OWN_TEMP_OBJECTS } from './temp-objects.ts'
 import { SqlState } from '../../errors.ts'
 import { BackendCode, TxStatus } from '../protocol/codes.ts'
-import { ABANDON_PIPELINE, FAILING_EXTENDED, SYNC, encodeQuery } from '../protocol/frontend-messages.ts'
+import { FAILING_EXTENDED, SYNC, encodeQuery } from '../protocol/frontend-messages.ts'
 import { SessionChange } from '../protocol/replies.ts'
 import { listenSql } from '../session/listeners.ts'
 import { RESET_IDENTITY, readSettingsReply } from './settings-sql.ts'
@@ -143,26 +143,20 @@ export async function discardForClient(turn: Turn, command: DiscardCommand, fram
   }
   const { backend } = turn
   const status = backend.txStatus
-  // After an error in the pipeline, or in a failed block, takeover.ts gave the message to PGlite already.
-  if (command === 'DISCARD ALL' && status !== TxStatus.Idle) {
+  // After an error in the pipeline, or in a failed block, takeover.ts gave the message to PGlite already. In a
+  // transaction block, or once a statement of the open pipeline ran, PGlite refuses it (25001) before it does anything.
+  if (command === 'DISCARD ALL' && (status !== TxStatus.Idle || (backend.pipelineOpen && turn.pipelineExecuted))) {
     await turn.run(frame)
     return
   }
-  if (command === 'DISCARD ALL' && backend.pipelineOpen && turn.pipelineExecuted) {
-    await backend.capture(ABANDON_PIPELINE)
-    turn.write(Buffer.concat([WITHIN_PIPELINE, encodeReadyForQuery(backend.txStatus)]))
-  } else {
-    turn.write(Buffer.concat([...(await carryOut(turn, command)), encodeReadyForQuery(backend.txStatus)]))
-  }
+  turn.write(Buffer.concat([...(await carryOut(turn, command)), encodeReadyForQuery(backend.txStatus)]))
   await turn.releaseIfAtRest()
 }
 
-/** Postgres refuses DISCARD ALL once a statement of the pipeline's implicit transaction ran (PreventInTransactionBlock). */
-const WITHIN_PIPELINE = encodeErrorResponse(
-  'ERROR',
-  SqlState.ActiveSqlTransaction,
-  'DISCARD ALL cannot be executed within a pipeline',
-)
+/**
+ * Postgres 18 refuses DISCARD ALL in a transaction block, and once a statement of the pipeline's implicit transaction
+ * ran (PreventInTransactionBlock), with the same words (15 said "cannot be executed within a pipeline" for the second).
+ */
 const IN_BLOCK = encodeErrorResponse(
   'ERROR',
   SqlState.ActiveSqlTransaction,
@@ -189,8 +183,8 @@ export async function executeDiscard(turn: Turn, command: DiscardCommand, frame:
     const inBlock = backend.txStatus !== TxStatus.Idle
     if (inBlock || turn.pipelineExecuted) {
       // As Postgres fails a statement: the transaction (implicit: the pipeline's) fails, the rest waits for Sync.
-      await backend.capture(inBlock ? Buffer.concat([FAILING_EXTENDED, SYNC]) : ABANDON_PIPELINE)
-      turn.write(inBlock ? IN_BLOCK : WITHIN_PIPELINE)
+      await backend.capture(Buffer.concat([FAILING_EXTENDED, SYNC]))
+      turn.write(IN_BLOCK)
       client.statements.portalsEnded()
       return 'discard-until-sync'
     }
