@@ -65,13 +65,20 @@ interface Config extends Timing {
   /** Another checkout whose pglite-dev-db runs beside this one (target 'baseline'). */
   baseline: string | undefined
   /** The CI-shaped suite: how many workers (one row each), which servers, drivers, and tests per worker. */
-  ci: { workers: number[]; targets: CiTargetName[]; drivers: DriverName[]; tests: number; baseline: string | undefined }
+  ci: {
+    workers: number[]
+    targets: CiTargetName[]
+    drivers: DriverName[]
+    tests: number
+    baseline: string | undefined
+    nodeArgs: string[]
+  }
 }
 
 const USAGE =
-  'usage: npm run bench -- [--seconds N] [--quick] [--json PATH] [--oracle URL] [--targets LIST] [--workloads LIST] [--drivers LIST] [--clients LIST] [--pgbench-seconds N] [--skip SECTIONS] [--only SECTIONS] [--startup-runs N] [--startup-nodes 20,22,24] [--profile WORKLOAD:CLIENTS:DRIVER] [--alloc WORKLOAD:CLIENTS:DRIVER] [--render JSON] [--merge JSON] [--baseline DIR] [--ci-workers LIST] [--ci-targets LIST] [--ci-drivers LIST] [--ci-tests N]\nSECTIONS: a comma list of cells, pgbench, startup, connections, ci\nci, the CI-shaped suite: a server spawned, N worker processes each on a database of its own (a pool of four, N from --ci-workers, default 4,8), --ci-tests tests each (default 20), then the suite again with the databases there;\n  --ci-targets from ' +
+  'usage: npm run bench -- [--seconds N] [--quick] [--json PATH] [--oracle URL] [--targets LIST] [--workloads LIST] [--drivers LIST] [--clients LIST] [--pgbench-seconds N] [--skip SECTIONS] [--only SECTIONS] [--startup-runs N] [--startup-nodes 20,22,24] [--profile WORKLOAD:CLIENTS:DRIVER] [--alloc WORKLOAD:CLIENTS:DRIVER] [--render JSON] [--merge JSON] [--baseline DIR] [--ci-workers LIST] [--ci-targets LIST] [--ci-drivers LIST] [--ci-tests N] [--ci-node-args ARGS]\nSECTIONS: a comma list of cells, pgbench, startup, connections, ci\nci, the CI-shaped suite: a server spawned, N worker processes each on a database of its own (a pool of four, N from --ci-workers, default 4,8), --ci-tests tests each (default 20), then the suite again with the databases there;\n  --ci-targets from ' +
   CI_TARGETS.join(',') +
-  ' (default: all but ours-no-threads and baseline-memory, which needs --baseline DIR), --ci-drivers postgres.js and/or node-postgres (default postgres.js).\n  Alone: npm run bench -- --only ci --ci-workers 4,8'
+  ' (default: all but ours-no-threads and baseline-memory, which needs --baseline DIR), --ci-drivers postgres.js and/or node-postgres (default postgres.js), --ci-node-args Node options for the pglite-dev-db servers (V8 flags to try: --ci-node-args=--flag, several in one quoted argument).\n  Alone: npm run bench -- --only ci --ci-workers 4,8'
 /** What --skip and --only name: the closed-loop cells (with the ceilings), pgbench, start-up, idle connections, the CI-shaped suite. */
 const SECTIONS = ['cells', 'pgbench', 'startup', 'connections', 'ci'] as const
 /** The sections that need the benchmark's template data dir (the CI-shaped suite migrates its own). */
@@ -116,6 +123,7 @@ function parseConfig(argv: string[]): Config {
       'ci-targets': { type: 'string' },
       'ci-drivers': { type: 'string' },
       'ci-tests': { type: 'string' },
+      'ci-node-args': { type: 'string' },
       help: { type: 'boolean' },
     },
   })
@@ -175,6 +183,7 @@ function parseConfig(argv: string[]): Config {
       drivers: list(values['ci-drivers'], DRIVERS, 'driver') ?? ['postgres.js'],
       tests: ciTests,
       baseline: values.baseline,
+      nodeArgs: values['ci-node-args']?.split(' ').filter(Boolean) ?? [],
     },
   }
 }
@@ -244,7 +253,8 @@ async function runCells(config: Config, template: string, targets: Target[], res
 async function runAll(config: Config, scratch: string, template: string | null, results: Results): Promise<void> {
   if (template) await runServerSections(config, scratch, template, results)
   if (!config.skip.has('ci')) {
-    progress(`CI-shaped suite: ${config.ci.workers.join(' and ')} workers, ${config.ci.targets.join(', ')}`)
+    const nodeArgs = config.ci.nodeArgs.length > 0 ? `; our servers run with ${config.ci.nodeArgs.join(' ')}` : ''
+    progress(`CI-shaped suite: ${config.ci.workers.join(' and ')} workers, ${config.ci.targets.join(', ')}${nodeArgs}`)
     results.ci = await runCiSuite({ scratch, ...config.ci })
     progress('ci: the engine alone, one PGlite in this process')
     results.ciEngine = await measureCiEngine(config.ci.tests)

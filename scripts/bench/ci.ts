@@ -93,6 +93,8 @@ export interface CiOptions {
   tests: number
   /** Another checkout (--baseline), which target baseline-memory runs. */
   baseline?: string | undefined
+  /** Node options for this checkout's and --baseline's servers (--ci-node-args), such as V8 flags to try. */
+  nodeArgs?: string[]
 }
 
 const WORKER_SCRIPT = join(REPO_ROOT, 'scripts', 'bench', 'ci-worker.ts')
@@ -147,6 +149,7 @@ interface Context {
   cacheDir: string
   /** The --baseline checkout's bin, and whether it takes --spare-databases (an older one may not). */
   baseline: { bin: string; spares: boolean } | null
+  nodeArgs: string[]
 }
 
 let dataDirs = 0
@@ -172,6 +175,7 @@ async function spawnOurs(
   const server = spawnServer(
     process.execPath,
     [
+      ...context.nodeArgs,
       baseline?.bin ?? OURS_BIN,
       ...modeArgs,
       ...spares,
@@ -499,6 +503,7 @@ export async function runCiSuite(options: CiOptions): Promise<CiRecord[]> {
     migrations: join(options.scratch, 'ci-migrations'),
     cacheDir: join(options.scratch, 'ci-cache'),
     baseline: baselineOf(options),
+    nodeArgs: options.nodeArgs ?? [],
   }
   await writeMigrations(context.migrations)
   const kinds = [
