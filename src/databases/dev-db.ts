@@ -14,6 +14,7 @@ import { findMigrations } from './migrations-dir.ts'
 import type { Databases } from './databases.ts'
 import type { Instance } from './database-builder.ts'
 import { checkSnapshot } from './snapshot.ts'
+import { skipWasmOptimizer } from '../engine/wasm-tiering.ts'
 import { PGLiteSocketServer, type PGLiteSocketServerOptions } from '../server/server.ts'
 import type { DatabaseCatalog } from '../server/session/databases.ts'
 import { MAIN_DATABASE, resolveDevDbOptions, type DevDbOptions } from './options.ts'
@@ -104,6 +105,8 @@ export async function launchDevDb(given: DevDbOptions = {}): Promise<LaunchedDev
   // --- Resolve options ---
   const options = resolveDevDbOptions(given)
   const log = options.logger ?? createLogger({ level: 'warn' })
+  // Before any database compiles Postgres's WASM.
+  if (!options.wasmOptimizer) skipWasmOptimizer()
   const { host, port } = options
   const dataDir = options.dataDir === undefined ? undefined : resolve(options.dataDir)
   const cacheDir = resolve(options.cacheDir ?? DEFAULT_CACHE_DIR)

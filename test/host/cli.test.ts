@@ -285,6 +285,38 @@ describe('pglite-dev-db CLI', () => {
     ])
   })
 
+  // V8 prints each WASM function it compiles, and with which compiler, when asked (its output goes to stdout).
+  it.each([
+    ['', 'optimizes the WASM functions of Postgres that get hot'],
+    ['--no-wasm-optimizer', 'never optimizes them'],
+  ])('the bin %s %s', async (flag) => {
+    const child = spawn(
+      process.execPath,
+      ['--trace-wasm-compilation-times', 'bin/pglite-dev-db.js', '--port', '0', '--memory', ...(flag ? [flag] : [])],
+      { stdio: ['ignore', 'pipe', 'ignore'] },
+    )
+    onTestFinished(() => {
+      if (child.exitCode === null) child.kill('SIGKILL')
+    })
+    const stdout: string[] = []
+    const lines = createInterface({ input: child.stdout })
+    const url = new Promise<string>((resolve) =>
+      lines.on('line', (line) => {
+        stdout.push(line)
+        if (line.startsWith('postgres://')) resolve(line)
+      }),
+    )
+    const heavy = 'select count(*)::int as n from generate_series(1, 300000)'
+    for (let i = 0; i < 3; i++) expect((await query(await url, heavy)).rows).toEqual([{ n: 300000 }])
+    const exited = once(child, 'exit')
+    child.kill('SIGTERM')
+    expect((await exited)[0]).toBe(0)
+    const compiled = (compiler: string) => stdout.filter((line) => line.includes(`using ${compiler}`)).length
+    expect(compiled('Liftoff')).toBeGreaterThan(100)
+    if (flag) expect(compiled('TurboFan')).toBe(0)
+    else expect(compiled('TurboFan')).toBeGreaterThan(0)
+  })
+
   it('a second server on a data dir in use exits 1 naming the first; once that one is killed -9, the next start takes over', async () => {
     const dir = await dataDir()
     const child = spawn(

@@ -1,0 +1,17 @@
+// V8 compiles Postgres's WASM twice: at once with its baseline compiler, then again, in its helper threads, with its
+// optimizing one, each function that gets hot. The first databases of a process make a hundred or more of Postgres's
+// functions hot, its parser (a 127 kB function) among them, and optimizing them takes 1-1.5 s of CPU in every
+// process (Node keeps no compiled WASM between runs), just when the databases start and their clients want the
+// cores. A short run (a CI job's tests) gains less from the optimized code than that costs; a CPU-heavy statement
+// runs about a third slower without it. (A larger tiering budget instead only moved the optimizing into the tests.)
+
+import { setFlagsFromString } from 'node:v8'
+
+let skipped = false
+
+/** From now on, in the whole process: WASM runs as V8's baseline compiler made it, never optimized. */
+export function skipWasmOptimizer(): void {
+  if (skipped) return
+  skipped = true
+  setFlagsFromString('--liftoff-only')
+}
