@@ -216,6 +216,8 @@ interface PGLiteSocketSessionDb {
     readonly directReplies?: boolean;
     abandonDirectReply?(unit?: number): void;
     cancel?(unit?: number): Promise<boolean | 'canceled' | 'skipped' | ''>;
+    /** Take the socket lent to the running call back, before its thread began to read it. */
+    reclaimLend?(): boolean;
     execProtocolUnits?(units: readonly Uint8Array[], options: { onRawData: (chunk: Uint8Array, owned?: boolean) => void | Promise<void>; onUnitEnd: (skipped: boolean) => void; direct?: PGLiteSocketUnitsDirect | null }): Promise<void>;
     skipUnit?(unit: number): Promise<boolean>;
     /** One unit more for the call of units running now; false if it takes none. */

@@ -8,7 +8,7 @@ import { noteBusy } from './collect-garbage.ts'
 import { ByteRing, FrameEnd, encodeUnits, type UnitTarget } from './ring.ts'
 import { Control, controlViews } from './stoppable.ts'
 import { sendingClients, watchAnswers, workingDatabases, type AnsweredCalls } from '../server/connection/traffic.ts'
-import { LendWord, offerLend } from './lent-reads.ts'
+import { LendWord, askBack, offerLend } from './lent-reads.ts'
 import { addUnit, answeredUnitRead, closeToMore, openToMore, readEndsOnTraffic } from './more-units.ts'
 import { LazyEnd, mayEndLazily } from './lazy-end.ts'
 import { CallStops, evaluateInThread } from './call-stops.ts'
@@ -378,8 +378,7 @@ export class ProtocolCalls implements AnsweredCalls {
   /** The call's end is wanted now, with no lazy wait again; a lent socket comes back now, or (BackAtRest) at rest. */
   #hurry(running: Running, lend: LendWord = LendWord.BackNow): void {
     running.prompt = true
-    if (lend === LendWord.BackNow) Atomics.store(this.#words, Control.Lend, lend)
-    else Atomics.compareExchange(this.#words, Control.Lend, LendWord.ReadOn, lend)
+    askBack(this.#words, lend === LendWord.BackNow ? lend : LendWord.BackAtRest)
     this.#lazy.look()
   }
 

@@ -40,10 +40,45 @@ export type ThreadLend = Omit<LendOffer, 'othersWant'>
 
 /**
  * Control.Lend: the thread reads on; gives the socket back after the unit running; or gives it back once no
- * transaction block is open (another client wants the session, which an open block keeps from it anyway).
+ * transaction block is open (another client wants the session, which an open block keeps from it anyway). Or the
+ * server took the socket back before the thread began to read it (reclaimLend): the thread then reads nothing.
  */
-export const LendWord = { ReadOn: 0, BackNow: 1, BackAtRest: 2 } as const
+export const LendWord = { ReadOn: 0, BackNow: 1, BackAtRest: 2, Reclaimed: 3 } as const
 export type LendWord = (typeof LendWord)[keyof typeof LendWord]
+/** Beside the word: the thread began to read the socket, which from then on is the thread's until the call ends. */
+const READING = 4
+
+/** Ask for the socket back, now or at rest, keeping whether the thread reads it (and not undoing Now or Reclaimed). */
+export function askBack(words: Int32Array, when: typeof LendWord.BackNow | typeof LendWord.BackAtRest): void {
+  for (;;) {
+    const word = Atomics.load(words, Control.Lend)
+    const asked = word & ~READING
+    if (asked === LendWord.Reclaimed || asked === LendWord.BackNow || asked === when) return
+    if (Atomics.compareExchange(words, Control.Lend, word, (word & READING) | when) === word) return
+  }
+}
+
+/**
+ * The server's thread takes the socket back while the call's first unit runs, before the thread began to read it
+ * (so that it sees a client that left while its statement waits); false if the thread reads it already.
+ */
+export function reclaimLend(words: Int32Array): boolean {
+  for (;;) {
+    const word = Atomics.load(words, Control.Lend)
+    if (word & READING) return false
+    if (word === LendWord.Reclaimed) return true
+    if (Atomics.compareExchange(words, Control.Lend, word, LendWord.Reclaimed) === word) return true
+  }
+}
+
+/** The thread's side of reclaimLend: true once the socket is the thread's to read, false if the server took it. */
+function beginReading(words: Int32Array): boolean {
+  for (;;) {
+    const word = Atomics.load(words, Control.Lend)
+    if (word === LendWord.Reclaimed) return false
+    if (Atomics.compareExchange(words, Control.Lend, word, word | READING) === word) return true
+  }
+}
 
 /**
  * How a lend ended: the bytes read and not run (the server reads them first), the last unit run, as sent, how many
@@ -80,7 +115,7 @@ export type RunUnit = (unit: Buffer) => Promise<boolean>
  */
 export function offerLend(words: Int32Array, target: Buffer, { prefix, unnamed, othersWant }: LendOffer): Buffer {
   Atomics.store(words, Control.Lend, othersWant ? LendWord.BackAtRest : LendWord.ReadOn)
-  lookOnTraffic(() => Atomics.compareExchange(words, Control.Lend, LendWord.ReadOn, LendWord.BackAtRest))
+  lookOnTraffic(() => askBack(words, LendWord.BackAtRest))
   const flags = (unnamed ? LendFlags.Unnamed : 0) | (prefix ? LendFlags.Named : 0)
   return Buffer.concat([target.subarray(0, FLAGS_AT), Buffer.of(flags), prefix ?? Buffer.alloc(0)])
 }
@@ -102,9 +137,10 @@ export async function serveLend(
   const stop = performance.now() + MAX_LEND_MS
   let until = performance.now() + LOOK_MS
   const wanted = (): boolean => {
-    const word = Atomics.load(words, Control.Lend)
+    const word = Atomics.load(words, Control.Lend) & ~READING
     return word === LendWord.BackNow || (word === LendWord.BackAtRest && !inTransaction())
   }
+  if (!beginReading(words)) return
   for (;;) {
     if (wanted() || pending() || performance.now() >= stop) return
     const count = tryRead(lend.fd, buffer)

@@ -18,7 +18,8 @@ import { runTransaction, type DbThreadTransaction, type TransactionStatements } 
 import { bootstrap, pgliteWasm, sharedFsBundle } from './thread-bootstrap.ts'
 import { workerInspector } from './interrupt.ts'
 import { ringBuffer, type UnitTarget } from './ring.ts'
-import { CONTROL_BYTES } from './stoppable.ts'
+import { CONTROL_BYTES, controlViews } from './stoppable.ts'
+import { reclaimLend } from './lent-reads.ts'
 import type { EngineImage } from './image.ts'
 import { isPGliteFatal } from '../errors.ts'
 import { ENGINE_THREAD_STACK_MB } from './stack-depth.ts'
@@ -58,6 +59,8 @@ export class DbThread {
   readonly #requests: ThreadRequests
   readonly #lock = new Turns()
   #callsMade = 0
+  /** The call control words it shares with the thread (stoppable.ts Control). */
+  #words: Int32Array | null = null
   /** Set once PGlite (or its thread) died; every later call fails with it at once. */
   #dead: Error | null = null
   /** What the thread threw before it exited, kept as the exit error's cause. */
@@ -101,6 +104,7 @@ export class DbThread {
       resourceLimits: { stackSizeMb: ENGINE_THREAD_STACK_MB },
     })
     const thread = new DbThread(worker, new ProtocolCalls(rings, control, worker.threadId))
+    thread.#words = controlViews(control).words
     thread.fromImage = typeof image === 'object'
     const started = thread.#requests.started()
     try {
@@ -231,6 +235,11 @@ export class DbThread {
    */
   cancel(unit?: number): Promise<'canceled' | 'skipped' | ''> {
     return this.#protocol.cancel(unit)
+  }
+
+  /** The lent socket of the call running, taken back before the thread began to read it (lent-reads.ts reclaimLend). */
+  reclaimLend(): boolean {
+    return this.#words !== null && reclaimLend(this.#words)
   }
 
   /** In the call of units running now, unit `unit` is not run if it has not begun (its client must be answered). */

@@ -6,6 +6,7 @@ import { createServer, type Server, type Socket } from 'node:net'
 import { SqlState, WireError } from '../errors.ts'
 import { background, createLogger, type Logger } from '../log.ts'
 import { Connection } from './connection/connection.ts'
+import { sendingClients } from './connection/traffic.ts'
 import type { ConnectionHost, ConnectionOptions, ServedConnection } from './connection/host.ts'
 import { sessionFor, type SharedSession } from './session/session.ts'
 import type { SessionDb } from './session/databases.ts'
@@ -228,8 +229,8 @@ export class PGLiteSocketServer extends EventTarget {
   /**
    * Stock's figures, and: clients waiting for the session, whether any session is held, clients not reading their
    * replies, calls that ran several clients' units at once (with how many units they carried), clients whose socket
-   * their database's thread reads now and the units it ran so (engine/lent-reads.ts), and the bytes of replies kept
-   * on disk for clients that have not read them (`maxSpillBytes`).
+   * their database's thread reads now and the units it ran so (engine/lent-reads.ts), the bytes of replies kept on
+   * disk for clients that have not read them (`maxSpillBytes`), and clients that sent in the last 100-200 ms.
    */
   getStats(): {
     activeConnections: number
@@ -243,6 +244,7 @@ export class PGLiteSocketServer extends EventTarget {
     clientsReadByDatabaseThreads: number
     unitsReadByDatabaseThreads: number
     spilledBytes: number
+    sendingClients: number
   } {
     let queued = 0
     let notReading = 0
@@ -276,6 +278,7 @@ export class PGLiteSocketServer extends EventTarget {
       clientsReadByDatabaseThreads: lent,
       unitsReadByDatabaseThreads: lentUnits,
       spilledBytes: this.#options.spill?.used ?? 0,
+      sendingClients: sendingClients(),
     }
   }
 

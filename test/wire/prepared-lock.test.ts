@@ -13,11 +13,13 @@ const WAIT_MS = 300
 
 /**
  * The answer to `select 42` from a client that connects once the departed client's statement waits for the lock
- * (`waiting` resolves then; it gets the table and a connection to look with).
+ * (`waiting` resolves then; it gets the table and a connection to look with). `beforeSending` resolves before the
+ * departed client sends it.
  */
 async function answerBehindDeparted(
   url: string,
   waiting: (table: string, admin: RawClient) => Promise<void>,
+  beforeSending?: () => Promise<void>,
 ): Promise<Array<Array<string | null>>> {
   const id = Math.random().toString(36).slice(2, 10)
   const table = `held_${id}`
@@ -27,6 +29,7 @@ async function answerBehindDeparted(
   try {
     expect((await admin.query(`create table ${table} (a int)`)).errors).toEqual([])
     expect((await admin.query(`begin; lock table ${table}; prepare transaction '${id}'`)).errors).toEqual([])
+    await beforeSending?.()
     await leaver.send(wire.query(`select count(*) from ${table}`))
     await waiting(table, admin)
     leaver.socket.end()
@@ -50,6 +53,27 @@ describe('a departed client whose statement waits for a lock a prepared transact
       // The admin's statements let the session go after their answer; then the leaver's statement takes it.
       await expect.poll(() => dev.server.getStats().sessionHeld, { timeout: 10_000, interval: 5 }).toBe(true)
     })
+    expect(rows).toEqual([['42']])
+  })
+
+  // Sent while the session is free and nobody else sends, its statement gets the client's socket lent to the
+  // database's thread (docs/ARCHITECTURE.md), which reads nothing while the statement runs: the server reads the socket
+  // again to see the client gone.
+  it('pglite-dev-db: the same when it was sent alone, its socket lent to the database thread', async () => {
+    const dev = await start({ idleTransactionWaitMs: WAIT_MS })
+    const stats = () => dev.server.getStats()
+    const rows = await answerBehindDeparted(
+      dev.url,
+      async () => {
+        const lent = () => stats().sessionHeld && stats().clientsReadByDatabaseThreads === 1
+        await expect.poll(lent, { timeout: 10_000, interval: 5 }).toBe(true)
+      },
+      async () => {
+        // The socket is lent only to a client sending alone, the session free.
+        const quiet = () => !stats().sessionHeld && stats().sendingClients === 0
+        await expect.poll(quiet, { timeout: 10_000, interval: 5 }).toBe(true)
+      },
+    )
     expect(rows).toEqual([['42']])
   })
 

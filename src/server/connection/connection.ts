@@ -180,6 +180,8 @@ export class Connection implements ServedConnection, StartingConnection, MemberC
     this.#membership.cancel()
   }
 
+  readonly reclaimSocket = (): boolean => this.#membership.reclaimSocket(this.#output)
+
   /** What pg_stat_activity shows of this client: its pid alone unless `full` (the functions that signal a client need no more). */
   activity(full: boolean): ClientActivity {
     return full ? activityRow(this, this.#membership, this.#statement, this.#startedAt) : { pid: this.processId }

@@ -4,6 +4,7 @@
 // After idleTransactionWaitMs of it, the wait is refused with 55P03 naming the holder; the holder is left alone.
 // A holder whose client left while its statement runs is canceled instead, after as long: its client can no longer
 // cancel it, and a statement that never ends (a lock a prepared transaction holds) would hold the database for good.
+// Its socket lent to the database's thread for that statement is taken back first, or its leaving would not show.
 
 import type { OwnerScheduler } from '../session/scheduler.ts'
 import { QueueTimeoutError } from '../session/scheduler.ts'
@@ -69,6 +70,9 @@ export class IdleHolderWatch {
       canceledDeparted.add(holder)
       this.#departed(holder, now - waitingSince)
       holder.cancel()
+    } else if (holder && !holder.left && now - waitingSince >= this.#limitMs) {
+      // A socket lent for the statement running is read by nobody while it runs: read again, a client gone shows.
+      holder.reclaimSocket?.()
     }
     const idleMs = idleSince === null ? 0 : now - Math.max(idleSince, waitingSince)
     if (holder && idleSince !== null && idleMs >= this.#limitMs) {

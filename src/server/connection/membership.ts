@@ -4,6 +4,7 @@
 // the session when the connection ends (cleanup.ts).
 
 import type { Logger } from '../../log.ts'
+import type { ClientOutput } from './output.ts'
 import { TxStatus } from '../protocol/codes.ts'
 import { QueryCanceledError } from '../session/scheduler.ts'
 import type { SharedSession } from '../session/session.ts'
@@ -157,6 +158,16 @@ export class Membership {
       (canceled) => this.#log.debug(canceled ? 'running statement canceled' : 'cancel: nothing running', {}),
       (error: unknown) => this.#log.warn('cancel failed', { error }),
     )
+  }
+
+  /**
+   * See SessionHolder.reclaimSocket: while the statement the socket was lent for runs and the database's thread has not
+   * begun to read it, the server reads it again (a client that left is then seen).
+   */
+  reclaimSocket(output: ClientOutput): boolean {
+    if (!output.lent || !this.#backend?.session.db.reclaimLend?.()) return false
+    output.endLend()
+    return true
   }
 
   /**

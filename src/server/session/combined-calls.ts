@@ -66,6 +66,20 @@ class Batch implements SessionHolder {
   seatOf(member: SessionMember): Seat | undefined {
     return this.seats.find((seat) => seat.rider.member === member)
   }
+
+  /** The client whose unit runs now left (idle-holder.ts): its statement is canceled once another waits long enough. */
+  get left(): boolean {
+    return this.#runningSeat()?.rider.member.left ?? false
+  }
+
+  cancel(): void {
+    this.#runningSeat()?.rider.member.cancel?.()
+  }
+
+  /** Units run in their seats' order: the first that has not ended runs (its output may not have begun: a lock wait). */
+  #runningSeat(): Seat | undefined {
+    return this.seats.find((seat) => !seat.ended && !seat.stopped)
+  }
 }
 
 export class CombinedCalls {

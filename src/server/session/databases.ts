@@ -46,6 +46,8 @@ export interface SessionDb {
    * Only a database in a worker thread can be stopped: PGlite in the server's thread holds that thread while it runs.
    */
   cancel?(unit?: number): Promise<boolean | 'canceled' | 'skipped' | ''>
+  /** Take the socket lent to the running call back, before its thread began to read it (engine/lent-reads.ts). */
+  reclaimLend?(): boolean
   /**
    * Several clients' units (each a Query, or messages ending in Sync) in one call, each run as a call of its own, the
    * output to `onRawData` in order with `onUnitEnd` after each unit's (`skipped`: stopped before it began, not run);

@@ -23,6 +23,11 @@ export interface SessionHolder {
   readonly left?: boolean
   /** Stop the statement it runs, as its CancelRequest would. */
   cancel?(): void
+  /**
+   * Its socket, lent to the database's thread for the statement running, is read by the server again, so that a
+   * client that left is seen (left); false if it is not lent, or the thread reads it already.
+   */
+  reclaimSocket?(): boolean
 }
 
 /** A connection as the session sees it: something that can be told the session is gone, or handed a notification. */
