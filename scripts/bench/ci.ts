@@ -23,9 +23,17 @@ import {
 import { HOST, OURS_BIN, REPO_ROOT, STOCK_BIN, hasPostgres, runAdmin, spawnPostgres } from './targets.ts'
 
 export type CiTargetName =
-  'ours-memory' | 'ours-spares' | 'ours-data-dir' | 'ours-no-threads' | 'baseline-memory' | 'stock' | 'postgres'
+  | 'ours-memory'
+  | 'ours-no-optimizer'
+  | 'ours-spares'
+  | 'ours-data-dir'
+  | 'ours-no-threads'
+  | 'baseline-memory'
+  | 'stock'
+  | 'postgres'
 export const CI_TARGETS: readonly CiTargetName[] = [
   'ours-memory',
+  'ours-no-optimizer',
   'ours-spares',
   'ours-data-dir',
   'ours-no-threads',
@@ -36,6 +44,7 @@ export const CI_TARGETS: readonly CiTargetName[] = [
 /** What runs unless --ci-targets says otherwise: ours-no-threads and baseline-memory (--baseline's) are there to compare, when asked. */
 export const CI_DEFAULT_TARGETS: readonly CiTargetName[] = [
   'ours-memory',
+  'ours-no-optimizer',
   'ours-spares',
   'ours-data-dir',
   'stock',
@@ -43,6 +52,7 @@ export const CI_DEFAULT_TARGETS: readonly CiTargetName[] = [
 ]
 export const CI_TARGET_LABELS: Record<CiTargetName, string> = {
   'ours-memory': 'pglite-dev-db `--memory`',
+  'ours-no-optimizer': 'pglite-dev-db `--memory --no-wasm-optimizer` (as `pglite-dev-db/vitest` runs it)',
   'ours-spares': 'pglite-dev-db `--memory`, its workers started once it loaded a database each ahead',
   'ours-no-threads': 'pglite-dev-db `--memory --no-database-threads`',
   'ours-data-dir': 'pglite-dev-db, a new `--data-dir`',
@@ -155,7 +165,7 @@ interface Context {
 let dataDirs = 0
 
 async function spawnOurs(
-  mode: 'memory' | 'spares' | 'data-dir' | 'no-threads' | 'baseline',
+  mode: 'memory' | 'no-optimizer' | 'spares' | 'data-dir' | 'no-threads' | 'baseline',
   workers: number,
   context: Context,
   owned: Owned,
@@ -167,7 +177,9 @@ async function spawnOurs(
       ? ['--data-dir', dataDir]
       : mode === 'no-threads'
         ? ['--memory', '--no-database-threads']
-        : ['--memory']
+        : mode === 'no-optimizer'
+          ? ['--memory', '--no-wasm-optimizer']
+          : ['--memory']
   const baseline = mode === 'baseline' ? context.baseline : null
   if (mode === 'baseline' && !baseline) throw new Error('ci target baseline-memory needs --baseline DIR')
   // A spare database per worker, as pglite-dev-db/vitest asks for one per Vitest worker.
@@ -243,6 +255,7 @@ async function spawnPostgresCluster(context: Context, owned: Owned): Promise<CiS
 
 function spawnTarget(name: CiTargetName, workers: number, context: Context, owned: Owned): Promise<CiServer> {
   if (name === 'ours-memory') return spawnOurs('memory', workers, context, owned)
+  if (name === 'ours-no-optimizer') return spawnOurs('no-optimizer', workers, context, owned)
   if (name === 'ours-spares') return spawnOurs('spares', workers, context, owned)
   if (name === 'ours-data-dir') return spawnOurs('data-dir', workers, context, owned)
   if (name === 'ours-no-threads') return spawnOurs('no-threads', workers, context, owned)

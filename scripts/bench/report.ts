@@ -625,15 +625,17 @@ const wholeMs = (n: number | null | undefined): string =>
 const ciShort = (r: CiRecord) =>
   r.target === 'ours-memory'
     ? '`--memory`'
-    : r.target === 'ours-spares'
-      ? '`--memory`, spares loaded'
-      : r.target === 'ours-data-dir'
-        ? 'data dir'
-        : r.target === 'ours-no-threads'
-          ? 'no threads'
-          : r.target === 'baseline-memory'
-            ? 'baseline `--memory`'
-            : r.target
+    : r.target === 'ours-no-optimizer'
+      ? '`--memory --no-wasm-optimizer`'
+      : r.target === 'ours-spares'
+        ? '`--memory`, spares loaded'
+        : r.target === 'ours-data-dir'
+          ? 'data dir'
+          : r.target === 'ours-no-threads'
+            ? 'no threads'
+            : r.target === 'baseline-memory'
+              ? 'baseline `--memory`'
+              : r.target
 const postgresOf = (records: CiRecord[], r: CiRecord) =>
   records.find(
     (p) => p.target === 'postgres' && p.workers === r.workers && p.driver === r.driver && p.tests === r.tests,
@@ -851,7 +853,7 @@ function pathGoals(results: Results, drivers: DriverName[]): Goal[] {
 
 /** Ours (both modes) against PostgreSQL 15 at each worker count: a missing or failed row counts as missed. */
 function ciGoals(records: CiRecord[], engine: CiEngine | undefined, cpus: number): Goal[] {
-  const ours = records.filter((r) => r.target === 'ours-memory' || r.target === 'ours-data-dir')
+  const ours = records.filter((r) => ['ours-memory', 'ours-no-optimizer', 'ours-data-dir'].includes(r.target))
   if (ours.length === 0) return []
   const drivers = new Set(ours.map((r) => r.driver)).size > 1
   const name = (r: CiRecord) => `${ciShort(r)} ×${r.workers}${drivers ? ` ${r.driver}` : ''}`
