@@ -18,7 +18,7 @@ import { runTransaction, type DbThreadTransaction, type TransactionStatements } 
 import { bootstrap, pgliteWasm, sharedFsBundle } from './thread-bootstrap.ts'
 import { workerInspector } from './interrupt.ts'
 import { ringBuffer, type UnitTarget } from './ring.ts'
-import { CONTROL_BYTES, controlViews } from './stoppable.ts'
+import { CONTROL_BYTES, Control, controlViews } from './stoppable.ts'
 import { reclaimLend } from './lent-reads.ts'
 import type { EngineImage } from './image.ts'
 import { isPGliteFatal } from '../errors.ts'
@@ -237,9 +237,13 @@ export class DbThread {
     return this.#protocol.cancel(unit)
   }
 
-  /** The lent socket of the call running, taken back before the thread began to read it (lent-reads.ts reclaimLend). */
+  /**
+   * The lent socket of the call running, taken back before the thread began to read it (lent-reads.ts reclaimLend).
+   * Only once the call runs: before, its lend's word is not set yet.
+   */
   reclaimLend(): boolean {
-    return this.#words !== null && reclaimLend(this.#words)
+    const words = this.#words
+    return words !== null && Atomics.load(words, Control.Current) > 0 && reclaimLend(words)
   }
 
   /** In the call of units running now, unit `unit` is not run if it has not begun (its client must be answered). */
