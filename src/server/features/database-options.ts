@@ -211,7 +211,7 @@ function checked(items: readonly Item[]): CreateOptions {
     providerRefusal(stringOf(valueOf('locale_provider'))) ??
     booleanRefusal('is_template', valueOf('is_template')) ??
     booleanRefusal('allow_connections', valueOf('allow_connections')) ??
-    connectionLimitRefusal(seen.has('connection_limit'), valueOf('connection_limit'))
+    connectionLimitRefusal(valueOf('connection_limit'))
   return options
 }
 
@@ -241,8 +241,8 @@ function booleanRefusal(name: string, value: Value): WireError | null {
   return ok ? null : new WireError('ERROR', SqlState.SyntaxError, `${name} requires a Boolean value`)
 }
 
-function connectionLimitRefusal(given: boolean, value: Value): WireError | null {
-  if (!given || value === null) return null
+function connectionLimitRefusal(value: Value): WireError | null {
+  if (value === null) return null
   if (!('number' in value) || !value.integer)
     return new WireError('ERROR', SqlState.SyntaxError, 'connection_limit requires an integer value')
   const limit = Number(value.number)
