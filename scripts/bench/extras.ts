@@ -139,6 +139,8 @@ export interface StartupResult {
   dataDir: StartupRun[]
   /** A data dir that does not exist yet: a user's first start (absent in older results). */
   newDataDir?: StartupRun[]
+  /** `--memory` and the reopened data dir with `--no-wasm-optimizer` (absent in older results). */
+  withoutOptimizer?: { memory: StartupRun[]; dataDir: StartupRun[] }
   /** `--memory`, no spares: the server's RSS each database beyond the first adds, once idle (absent in older results). */
   extraDatabase?: ExtraDatabaseRss
   /** Spawn to the URL line and to a first query answered, per Node version and checkout (absent in older results). */
@@ -240,6 +242,13 @@ export async function measureStartup(
       await rm(parent, { recursive: true, force: true })
     }
   }
+  // The same idle servers without V8's optimizing compiler for Postgres's WASM, whose work at start is most of the
+  // difference in their memory (`--no-wasm-optimizer`).
+  const withoutOptimizer = { memory: [] as StartupRun[], dataDir: [] as StartupRun[] }
+  for (let i = 0; i < runs; i++) withoutOptimizer.memory.push(await startOnce(['--memory', '--no-wasm-optimizer']))
+  for (let i = 0; i < runs; i++)
+    withoutOptimizer.dataDir.push(await startOnce(['--data-dir', dataDir, '--no-wasm-optimizer']))
+  result.withoutOptimizer = withoutOptimizer
   result.extraDatabase = await measureExtraDatabases()
   const targets = setup.baseline ? (['ours', 'baseline'] as const) : (['ours'] as const)
   const nodes = setup.nodes.length > 0 ? setup.nodes : [{ path: process.execPath, version: process.version }]

@@ -485,6 +485,11 @@ function resourceSection(results: Results): string[] {
               },
             ]
           : []),
+        ...Object.entries(results.startup.withoutOptimizer ?? {}).map(([mode, runs]) => ({
+          target: `pglite-dev-db ${mode === 'memory' ? '`--memory`' : '`--data-dir` (reopened)'} \`--no-wasm-optimizer\``,
+          rssMb: median(runs.map((r) => r.idleRssKb)) / 1024,
+          peakMb: peak(runs),
+        })),
       ]
     : []
   const rows: string[][] = [...startupIdle, ...results.idle].map((i) => [
@@ -969,6 +974,8 @@ export function evaluateGoals(results: Results): Goal[] {
       ['`--data-dir` (reopened)', s.dataDir],
       ['`--data-dir` (new)', s.newDataDir],
       ['`--memory`', s.memory],
+      ['`--data-dir` (reopened) `--no-wasm-optimizer`', s.withoutOptimizer?.dataDir],
+      ['`--memory` `--no-wasm-optimizer`', s.withoutOptimizer?.memory],
     ]
     for (const [name, runs] of idleRuns) {
       if (!runs) continue
