@@ -81,6 +81,14 @@ async function threadRan(dev: DevDb, before: number, units = 1): Promise<boolean
   return stats(dev).unitsReadByDatabaseThreads >= before + units
 }
 
+/**
+ * The server lends a socket only while one client sends: a try after another client's query waits until that one
+ * aged out of the server's count of clients sending.
+ */
+async function othersQuiet(dev: DevDb): Promise<void> {
+  await expect.poll(() => stats(dev).sendingClients, { timeout: 5_000, interval: 10 }).toBeLessThanOrEqual(1)
+}
+
 /** Run `attempt` until the thread read `units` units it sent (a bounded number of tries); fails if it never did. */
 async function untilThreadRan(dev: DevDb, attempt: () => Promise<void>, units = 1): Promise<void> {
   for (let tries = 0; tries < TRIES; tries++) {
@@ -255,6 +263,7 @@ describe('a client read by its database thread', () => {
     const client = await prepared(dev)
     const other = await connect(dev.url)
     await untilThreadRan(dev, async () => {
+      await othersQuiet(dev)
       await afterLend(client, unit('sleep', ['0.2']))
       expect((await other.query('select 42', { deadlineMs: DEADLINE_MS })).rows).toEqual([['42']])
       expect(wire.summarize(await client.until('ReadyForQuery', { deadlineMs: DEADLINE_MS })).errors).toEqual([])
@@ -321,6 +330,7 @@ describe('a client read by its database thread', () => {
     await client.until('ReadyForQuery')
     const other = await connect(dev.url)
     await untilThreadRan(dev, async () => {
+      await othersQuiet(dev)
       expect((await run(client, 'plus', ['0'])).rows).toEqual([['1']])
       client.socket.pause()
       await client.send(...unit('big', ['20000']))
