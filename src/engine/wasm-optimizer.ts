@@ -9,9 +9,16 @@ import { setFlagsFromString } from 'node:v8'
 
 let skipped = false
 
+/**
+ * Set once V8 runs, `--liftoff-only` stops the optimizing on Node 20 and 22, not on 24, whose V8 reads it at start
+ * only. Its filter of the one function allowed to be optimized is read each time one gets hot, on every version: an
+ * index no function has leaves none.
+ */
+const FLAGS = ['--liftoff-only', `--wasm-tier-up-filter=${0x7fff_ffff}`]
+
 /** From now on, in the whole process: WASM runs as V8's baseline compiler made it, never optimized. */
 export function skipWasmOptimizer(): void {
   if (skipped) return
   skipped = true
-  setFlagsFromString('--liftoff-only')
+  for (const flag of FLAGS) setFlagsFromString(flag)
 }

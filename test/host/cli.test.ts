@@ -9,6 +9,7 @@ import { describe, expect, inject, it, onTestFinished } from 'vitest'
 import { main } from '../../src/cli/main.ts'
 import { parseCliOptions } from '../../src/cli/flags.ts'
 import { captureIo } from '../helpers/cli-io.ts'
+import { CAN_FETCH_NODE, NODE_VERSIONS, nodeBinDir } from '../helpers/node-versions.ts'
 import { scratchRoot } from '../helpers/db.ts'
 
 /** A copy of the initdb'd template: opening it costs ~0.3 s instead of an initdb. */
@@ -285,13 +286,17 @@ describe('pglite-dev-db CLI', () => {
     ])
   })
 
-  // V8 prints each WASM function it compiles, and with which compiler, when asked (its output goes to stdout).
-  it.each([
-    ['', 'optimizes the WASM functions of Postgres that get hot'],
-    ['--no-wasm-optimizer', 'never optimizes them'],
-  ])('the bin %s %s', async (flag) => {
+  // V8 prints each WASM function it compiles, and with which compiler, when asked (its output goes to stdout). Each
+  // Node's V8 reads its flags differently once running: the flag is tried on every version users run.
+  it.each(
+    (CAN_FETCH_NODE ? NODE_VERSIONS : [process.versions.node]).flatMap((version) => [
+      [version, '', 'optimizes the WASM functions of Postgres that get hot'],
+      [version, '--no-wasm-optimizer', 'never optimizes them'],
+    ]),
+  )('on Node %s, the bin %s %s', async (version, flag) => {
+    const node = version === process.versions.node ? process.execPath : path.join(await nodeBinDir(version), 'node')
     const child = spawn(
-      process.execPath,
+      node,
       ['--trace-wasm-compilation-times', 'bin/pglite-dev-db.js', '--port', '0', '--memory', ...(flag ? [flag] : [])],
       { stdio: ['ignore', 'pipe', 'ignore'] },
     )
