@@ -100,6 +100,8 @@ export interface StartupRun {
    * PGlite's SQL parser (its largest hot function) in the background for a second or two after the first queries.
    */
   peakRssKb?: number
+  /** CPU the server used from spawn to the idle reading: its start, with what V8 compiles meanwhile (absent in older results). */
+  idleCpuMs?: number
 }
 
 /** An idle server's RSS is read this long after its URL line, and sampled every IDLE_SAMPLE_MS until then. */
@@ -107,10 +109,10 @@ const IDLE_AFTER_MS = 4000
 const IDLE_SAMPLE_MS = 100
 
 /** `node bin/pglite-dev-db.js --port 0 --migrations migrations` plus `modeArgs`: time from spawn to the URL line. */
-async function startOnce(modeArgs: string[]): Promise<StartupRun> {
+async function startOnce(modeArgs: string[], node = process.execPath): Promise<StartupRun> {
   const started = performance.now()
   const server = spawnServer(
-    process.execPath,
+    node,
     [OURS_BIN, ...modeArgs, '--port', '0', '--migrations', MIGRATIONS_DIR, '--log-level', 'info'],
     { cwd: REPO_ROOT },
   )
@@ -128,7 +130,7 @@ async function startOnce(modeArgs: string[]): Promise<StartupRun> {
       rssKb = usageOf(server.pid).rssKb
       peakRssKb = Math.max(peakRssKb, rssKb)
     }
-    return { ms, cpuMs, idleRssKb: rssKb, peakRssKb }
+    return { ms, cpuMs, idleRssKb: rssKb, peakRssKb, idleCpuMs: usageOf(server.pid).cpuSeconds * 1000 }
   } finally {
     await server.stop('SIGTERM')
   }
@@ -141,6 +143,8 @@ export interface StartupResult {
   newDataDir?: StartupRun[]
   /** `--memory` and the reopened data dir with `--no-wasm-optimizer` (absent in older results). */
   withoutOptimizer?: { memory: StartupRun[]; dataDir: StartupRun[] }
+  /** The reopened data dir on each Node of --startup-nodes, with V8's WASM optimizer and without (absent in older results). */
+  idleByNode?: Array<{ node: string; optimizer: boolean; runs: StartupRun[] }>
   /** `--memory`, no spares: the server's RSS each database beyond the first adds, once idle (absent in older results). */
   extraDatabase?: ExtraDatabaseRss
   /** Spawn to the URL line and to a first query answered, per Node version and checkout (absent in older results). */
@@ -249,6 +253,17 @@ export async function measureStartup(
   for (let i = 0; i < runs; i++)
     withoutOptimizer.dataDir.push(await startOnce(['--data-dir', dataDir, '--no-wasm-optimizer']))
   result.withoutOptimizer = withoutOptimizer
+  // Per Node version asked for (--startup-nodes): what the optimizer costs a reopened data dir's idle server on each.
+  result.idleByNode = []
+  for (const node of setup.nodes)
+    for (const optimizer of [true, false]) {
+      const record = { node: node.version, optimizer, runs: [] as StartupRun[] }
+      for (let i = 0; i < runs; i++)
+        record.runs.push(
+          await startOnce(['--data-dir', dataDir, ...(optimizer ? [] : ['--no-wasm-optimizer'])], node.path),
+        )
+      result.idleByNode.push(record)
+    }
   result.extraDatabase = await measureExtraDatabases()
   const targets = setup.baseline ? (['ours', 'baseline'] as const) : (['ours'] as const)
   const nodes = setup.nodes.length > 0 ? setup.nodes : [{ path: process.execPath, version: process.version }]

@@ -499,6 +499,33 @@ function resourceSection(results: Results): string[] {
     i.peakMb === undefined ? '' : num(i.peakMb),
   ])
   lines.push(...table(['idle server', 'RSS MB', 'PSS MB', 'peak RSS MB from the URL line on'], rows), '')
+  const byNode = results.startup?.idleByNode ?? []
+  if (byNode.length > 0) {
+    const cell = (node: string, optimizer: boolean, read: (run: StartupRun) => number | undefined) => {
+      const runs = byNode.find((r) => r.node === node && r.optimizer === optimizer)?.runs ?? []
+      const values = runs.map(read).filter((value): value is number => value !== undefined)
+      return values.length > 0 ? num(median(values)) : ''
+    }
+    lines.push(
+      ...table(
+        [
+          '`--data-dir` (reopened), idle, by Node',
+          'RSS MB',
+          '`--no-wasm-optimizer`: RSS MB',
+          'CPU ms, spawn to the idle reading',
+          '`--no-wasm-optimizer`: CPU ms',
+        ],
+        [...new Set(byNode.map((r) => r.node))].map((node) => [
+          node,
+          cell(node, true, (r) => r.idleRssKb / 1024),
+          cell(node, false, (r) => r.idleRssKb / 1024),
+          cell(node, true, (r) => r.idleCpuMs),
+          cell(node, false, (r) => r.idleCpuMs),
+        ]),
+      ),
+      '',
+    )
+  }
   const extra = results.startup?.extraDatabase
   if (extra) {
     lines.push(
