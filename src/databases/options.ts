@@ -79,7 +79,7 @@ export interface DevDbOptions {
   /**
    * false: V8 never optimizes Postgres's code (its WASM), which it otherwise does for each part the first queries use.
    * Databases start on about half the CPU, which suits a short run (a CI job: spawn to green about a fifth sooner on
-   * 2 cores); a CPU-heavy statement runs about a third slower. It holds for the whole process (a V8 flag), from the
+   * 2 cores); a CPU-heavy statement takes up to twice as long. It holds for the whole process (a V8 flag), from the
    * first database on. Default true; false in `pglite-dev-db/vitest`.
    */
   wasmOptimizer?: boolean

@@ -3,7 +3,7 @@
 // functions hot, its parser (a 127 kB function) among them, and optimizing them takes 1-1.5 s of CPU in every
 // process (Node keeps no compiled WASM between runs), just when the databases start and their clients want the
 // cores. A short run (a CI job's tests) gains less from the optimized code than that costs; a CPU-heavy statement
-// runs about a third slower without it. (A larger tiering budget instead only moved the optimizing into the tests.)
+// takes up to twice as long without it. (A larger tiering budget instead only moved the optimizing into the tests.)
 
 import { setFlagsFromString } from 'node:v8'
 
