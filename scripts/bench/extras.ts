@@ -102,14 +102,22 @@ export interface StartupRun {
   peakRssKb?: number
   /** CPU the server used from spawn to the idle reading: its start, with what V8 compiles meanwhile (absent in older results). */
   idleCpuMs?: number
+  /** After the idle reading, HEAVY_STATEMENT's time in each of HEAVY_RUNS runs, one after another (by Node only). */
+  heavyMs?: number[]
+  /** RSS once those ran: with the optimizer, what it compiled for them. */
+  heavyRssKb?: number
 }
+
+/** A statement that keeps a few of Postgres's functions busy for a while: what V8's optimizer is for. */
+export const HEAVY_STATEMENT = 'select count(*) from generate_series(1, 2000000)'
+const HEAVY_RUNS = 5
 
 /** An idle server's RSS is read this long after its URL line, and sampled every IDLE_SAMPLE_MS until then. */
 const IDLE_AFTER_MS = 4000
 const IDLE_SAMPLE_MS = 100
 
 /** `node bin/pglite-dev-db.js --port 0 --migrations migrations` plus `modeArgs`: time from spawn to the URL line. */
-async function startOnce(modeArgs: string[], node = process.execPath): Promise<StartupRun> {
+async function startOnce(modeArgs: string[], node = process.execPath, heavy = false): Promise<StartupRun> {
   const started = performance.now()
   const server = spawnServer(
     node,
@@ -119,7 +127,7 @@ async function startOnce(modeArgs: string[], node = process.execPath): Promise<S
   try {
     // The 'ready' log line follows the URL line once the database is open and migrated.
     const ready = server.waitForLine((line) => /\bready url=/.test(line), 60_000, 'pglite-dev-db ready log line')
-    await server.waitForLine((line) => line.startsWith('postgres://'), 60_000, 'pglite-dev-db URL line')
+    const url = await server.waitForLine((line) => line.startsWith('postgres://'), 60_000, 'pglite-dev-db URL line')
     const ms = performance.now() - started
     const cpuMs = usageOf(server.pid).cpuSeconds * 1000
     let rssKb = usageOf(server.pid).rssKb
@@ -130,9 +138,30 @@ async function startOnce(modeArgs: string[], node = process.execPath): Promise<S
       rssKb = usageOf(server.pid).rssKb
       peakRssKb = Math.max(peakRssKb, rssKb)
     }
-    return { ms, cpuMs, idleRssKb: rssKb, peakRssKb, idleCpuMs: usageOf(server.pid).cpuSeconds * 1000 }
+    const run: StartupRun = { ms, cpuMs, idleRssKb: rssKb, peakRssKb, idleCpuMs: usageOf(server.pid).cpuSeconds * 1000 }
+    if (heavy) {
+      run.heavyMs = await timeHeavyStatement(url.trim())
+      run.heavyRssKb = usageOf(server.pid).rssKb
+    }
+    return run
   } finally {
     await server.stop('SIGTERM')
+  }
+}
+
+async function timeHeavyStatement(url: string): Promise<number[]> {
+  const client = new pg.Client({ connectionString: url })
+  try {
+    await withDeadline(client.connect(), 30_000, 'connect for the heavy statement')
+    const times: number[] = []
+    for (let i = 0; i < HEAVY_RUNS; i++) {
+      const started = performance.now()
+      await withDeadline(client.query(HEAVY_STATEMENT), 60_000, HEAVY_STATEMENT)
+      times.push(performance.now() - started)
+    }
+    return times
+  } finally {
+    await client.end()
   }
 }
 
@@ -253,14 +282,15 @@ export async function measureStartup(
   for (let i = 0; i < runs; i++)
     withoutOptimizer.dataDir.push(await startOnce(['--data-dir', dataDir, '--no-wasm-optimizer']))
   result.withoutOptimizer = withoutOptimizer
-  // Per Node version asked for (--startup-nodes): what the optimizer costs a reopened data dir's idle server on each.
+  // Per Node version asked for (--startup-nodes): what the optimizer costs a reopened data dir's idle server on each,
+  // and what it gains a CPU-heavy statement.
   result.idleByNode = []
   for (const node of setup.nodes)
     for (const optimizer of [true, false]) {
       const record = { node: node.version, optimizer, runs: [] as StartupRun[] }
       for (let i = 0; i < runs; i++)
         record.runs.push(
-          await startOnce(['--data-dir', dataDir, ...(optimizer ? [] : ['--no-wasm-optimizer'])], node.path),
+          await startOnce(['--data-dir', dataDir, ...(optimizer ? [] : ['--no-wasm-optimizer'])], node.path, true),
         )
       result.idleByNode.push(record)
     }

@@ -11,6 +11,7 @@ import type {
   StartupResult,
   StartupRun,
 } from './extras.ts'
+import { HEAVY_STATEMENT } from './extras.ts'
 import type { Verdict } from './loop.ts'
 import { TARGET_LABELS, type TargetName } from './targets.ts'
 import { WORKLOADS, type WorkloadName } from './workloads.ts'
@@ -514,6 +515,10 @@ function resourceSection(results: Results): string[] {
           '`--no-wasm-optimizer`: RSS MB',
           'CPU ms, spawn to the idle reading',
           '`--no-wasm-optimizer`: CPU ms',
+          'then a CPU-heavy statement, 1st / 5th run, ms',
+          '`--no-wasm-optimizer`: 1st / 5th run, ms',
+          'RSS MB after them',
+          '`--no-wasm-optimizer`: RSS MB after them',
         ],
         [...new Set(byNode.map((r) => r.node))].map((node) => [
           node,
@@ -521,8 +526,18 @@ function resourceSection(results: Results): string[] {
           cell(node, false, (r) => r.idleRssKb / 1024),
           cell(node, true, (r) => r.idleCpuMs),
           cell(node, false, (r) => r.idleCpuMs),
+          ...[true, false].map((optimizer) =>
+            [0, 4]
+              .map((index) => cell(node, optimizer, (r) => r.heavyMs?.[index]))
+              .join(' / ')
+              .replace(/^ \/ $/, ''),
+          ),
+          cell(node, true, (r) => (r.heavyRssKb === undefined ? undefined : r.heavyRssKb / 1024)),
+          cell(node, false, (r) => (r.heavyRssKb === undefined ? undefined : r.heavyRssKb / 1024)),
         ]),
       ),
+      '',
+      `After the idle reading, the same server ran \`${HEAVY_STATEMENT}\` five times through one connection.`,
       '',
     )
   }
