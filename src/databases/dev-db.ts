@@ -14,7 +14,7 @@ import { findMigrations } from './migrations-dir.ts'
 import type { Databases } from './databases.ts'
 import type { Instance } from './database-builder.ts'
 import { checkSnapshot } from './snapshot.ts'
-import { setWasmOptimizer } from '../engine/wasm-optimizer.ts'
+import { skipWasmOptimizer } from '../engine/wasm-optimizer.ts'
 import { PGLiteSocketServer, type PGLiteSocketServerOptions } from '../server/server.ts'
 import type { DatabaseCatalog } from '../server/session/databases.ts'
 import { MAIN_DATABASE, resolveDevDbOptions, type DevDbOptions } from './options.ts'
@@ -106,7 +106,7 @@ export async function launchDevDb(given: DevDbOptions = {}): Promise<LaunchedDev
   const options = resolveDevDbOptions(given)
   const log = options.logger ?? createLogger({ level: 'warn' })
   // Before any database compiles Postgres's WASM.
-  setWasmOptimizer(options.wasmOptimizer)
+  if (!options.wasmOptimizer) skipWasmOptimizer()
   const { host, port } = options
   const dataDir = options.dataDir === undefined ? undefined : resolve(options.dataDir)
   const cacheDir = resolve(options.cacheDir ?? DEFAULT_CACHE_DIR)

@@ -77,11 +77,10 @@ export interface DevDbOptions {
    */
   databaseThreads?: boolean
   /**
-   * true: V8 optimizes the parts of Postgres's code (its WASM) that stay hot, a statement's loop or a query's path run
-   * many times, and not those only a database's start runs (so its start costs no optimizing, and an idle server
-   * holds no optimizer's memory). false: never, for a short run (a CI job); a CPU-heavy statement takes up to twice
-   * as long. It holds for the whole process (V8 flags: with true, a tiering budget, unless Node was given one), from
-   * the first database on. Default true; false in `pglite-dev-db/vitest`.
+   * false: V8 never optimizes Postgres's code (its WASM), which it otherwise does for each part the first queries use.
+   * Databases start on about half the CPU, which suits a short run (a CI job: spawn to green about a fifth sooner on
+   * 2 cores); a CPU-heavy statement takes up to twice as long. It holds for the whole process (a V8 flag), from the
+   * first database on. Default true; false in `pglite-dev-db/vitest`.
    */
   wasmOptimizer?: boolean
   /**
