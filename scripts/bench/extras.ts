@@ -110,7 +110,7 @@ export interface StartupRun {
 
 /** A statement that keeps a few of Postgres's functions busy for a while: what V8's optimizer is for. */
 export const HEAVY_STATEMENT = 'select count(*) from generate_series(1, 2000000)'
-const HEAVY_RUNS = 5
+export const HEAVY_RUNS = 5
 
 /** An idle server's RSS is read this long after its URL line, and sampled every IDLE_SAMPLE_MS until then. */
 const IDLE_AFTER_MS = 4000

@@ -11,7 +11,7 @@ import type {
   StartupResult,
   StartupRun,
 } from './extras.ts'
-import { HEAVY_STATEMENT } from './extras.ts'
+import { HEAVY_RUNS, HEAVY_STATEMENT } from './extras.ts'
 import type { Verdict } from './loop.ts'
 import { TARGET_LABELS, type TargetName } from './targets.ts'
 import { WORKLOADS, type WorkloadName } from './workloads.ts'
@@ -515,8 +515,8 @@ function resourceSection(results: Results): string[] {
           '`--no-wasm-optimizer`: RSS MB',
           'CPU ms, spawn to the idle reading',
           '`--no-wasm-optimizer`: CPU ms',
-          'then a CPU-heavy statement, 1st / 5th run, ms',
-          '`--no-wasm-optimizer`: 1st / 5th run, ms',
+          `then a CPU-heavy statement, 1st / last of ${HEAVY_RUNS} runs, ms`,
+          '`--no-wasm-optimizer`: 1st / last run, ms',
           'RSS MB after them',
           '`--no-wasm-optimizer`: RSS MB after them',
         ],
@@ -527,7 +527,7 @@ function resourceSection(results: Results): string[] {
           cell(node, true, (r) => r.idleCpuMs),
           cell(node, false, (r) => r.idleCpuMs),
           ...[true, false].map((optimizer) =>
-            [0, 4]
+            [0, HEAVY_RUNS - 1]
               .map((index) => cell(node, optimizer, (r) => r.heavyMs?.[index]))
               .join(' / ')
               .replace(/^ \/ $/, ''),
@@ -537,7 +537,7 @@ function resourceSection(results: Results): string[] {
         ]),
       ),
       '',
-      `After the idle reading, the same server ran \`${HEAVY_STATEMENT}\` five times through one connection.`,
+      `After the idle reading, the same server ran \`${HEAVY_STATEMENT}\` ${HEAVY_RUNS} times through one connection.`,
       '',
     )
   }
