@@ -532,8 +532,7 @@ function resourceSection(results: Results): string[] {
               .join(' / ')
               .replace(/^ \/ $/, ''),
           ),
-          cell(node, true, (r) => (r.heavyRssKb === undefined ? undefined : r.heavyRssKb / 1024)),
-          cell(node, false, (r) => (r.heavyRssKb === undefined ? undefined : r.heavyRssKb / 1024)),
+          ...[true, false].map((optimizer) => cell(node, optimizer, (r) => r.heavyRssKb && r.heavyRssKb / 1024)),
         ]),
       ),
       '',
