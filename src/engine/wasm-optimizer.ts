@@ -4,8 +4,8 @@
 // process (Node keeps no compiled WASM between runs), just when the databases start and their clients want the
 // cores. A short run (a CI job's tests) gains less from the optimized code than that costs; a CPU-heavy statement
 // takes up to twice as long without it. Not kept: a larger tiering budget, which left a query's path at the baseline
-// compiler too (point selects took 30-90% more CPU), and a filter lifted once databases started: V8 decides whether
-// a function can be optimized when it first compiles it, so the functions of a start would never be.
+// compiler too (point selects took about half as much CPU again), and a filter lifted once databases started: V8
+// decides whether a function can be optimized when it first compiles it, so the functions of a start would never be.
 
 import { setFlagsFromString } from 'node:v8'
 
