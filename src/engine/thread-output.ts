@@ -4,6 +4,7 @@
 import type { PGlite } from '@electric-sql/pglite'
 import { encodeThreadError } from './thread-messages.ts'
 import { OutputWatch, type Framing } from './output-watch.ts'
+import { ReportedSettings } from './repeated-reports.ts'
 import { type ByteRing, FrameEnd } from './ring.ts'
 import { unitAnswered, unitEndWanted } from './more-units.ts'
 import { RELAY_CODES, framingAt, isAbandoned, writeToClient, type ReplyWaits } from './direct-reply.ts'
@@ -31,6 +32,8 @@ export class CallOutput {
   #unannounced = 0
   /** The client's socket while the reply goes straight there; -1 once (or if) it goes through the ring. */
   #fd = -1
+  /** The unit's reply is its client's, written straight to it at first (its rest may be relayed). */
+  #clientReply = false
   #relayCodes: ReadonlySet<number> | null = null
   /** The client's socket refused the reply, or the server gave up on it: the rest goes nowhere. */
   #gone = false
@@ -50,10 +53,13 @@ export class CallOutput {
 
   readonly #replies: ByteRing
   readonly #words: Int32Array
+  /** What PGlite reported last: a ParameterStatus that repeats it is left out of a client's reply. */
+  readonly #reported: ReportedSettings
 
-  constructor(pglite: PGlite, replies: ByteRing, words: Int32Array) {
+  constructor(pglite: PGlite, replies: ByteRing, words: Int32Array, reported: ReportedSettings) {
     this.#replies = replies
     this.#words = words
+    this.#reported = reported
     this.#mod = (pglite as unknown as { mod: { _pq_buffer_remaining_data(): number } }).mod
     this.sync = needsSyncToFs(pglite)
     this.options = { onRawData: this.onRawData, syncToFs: false }
@@ -66,6 +72,7 @@ export class CallOutput {
     this.#relayed = false
     this.#direct(fd, relayFrom)
     this.watch.startCall()
+    this.#reported.startCall()
   }
 
   /** A unit of a call of units begins; its reply goes where its client's does. */
@@ -81,13 +88,16 @@ export class CallOutput {
 
   #direct(fd: number, relayFrom: number): void {
     this.#fd = fd
+    this.#clientReply = fd >= 0
     this.#relayCodes = RELAY_CODES[relayFrom & 7] ?? null
     this.#gone = false
     this.#raw = false
     this.#waits.ms = 0
   }
 
-  readonly onRawData = (chunk: Uint8Array): void => {
+  readonly onRawData = (output: Uint8Array): void => {
+    let chunk = this.#reported.pass(output, this.#clientReply)
+    if (chunk.length === 0) return
     if (this.#fd >= 0) {
       if (!this.#raw) this.watch.framingInto(this.#before)
       const stop = this.watch.feed(chunk, this.#relayCodes)

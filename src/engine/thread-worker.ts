@@ -23,6 +23,7 @@ import type { EngineImage } from './image.ts'
 import { takeImage, watchInstances } from './take-image.ts'
 import { capStackDepth } from './stack-depth.ts'
 import { CallOutput } from './thread-output.ts'
+import { ReportedSettings } from './repeated-reports.ts'
 import { ImageFS, ImageNodeFS, copyBundleFilesOnWrite } from './start-from-image.ts'
 
 /**
@@ -52,6 +53,8 @@ let closing = false
 /** What the start left is not collected yet (serveCalls). */
 let startGarbage = true
 let ops: Promise<void> = Promise.resolve()
+/** What this thread's PGlite reported last (repeated-reports.ts). */
+const reported = new ReportedSettings()
 
 /**
  * PGlite as `init` describes it: from a tarball, a data dir, or a booted instance's image. Nothing here keeps the
@@ -86,7 +89,7 @@ async function open(options: ThreadInit): Promise<PGlite> {
 /** Calls from the request ring, one at a time, until the database closes. */
 async function serveCalls(pglite: PGlite, stopping: CallHooks): Promise<void> {
   const parts: Buffer[] = []
-  const output = new CallOutput(pglite, replies, words)
+  const output = new CallOutput(pglite, replies, words, reported)
   let directFd = -1
   let relayFrom = 0
   let lend: ThreadLend | null = null
@@ -297,6 +300,9 @@ async function serve(pglite: PGlite, request: ThreadRequest): Promise<void> {
   } catch (error) {
     if (isPGliteFatal(error)) dead ??= error
     port.postMessage({ id, error: encodeThreadError(error) } satisfies ThreadReply)
+  } finally {
+    // PGlite's own query API reads the output itself: what it reported there went unseen.
+    if (request.op === 'query' || request.op === 'exec') reported.forget()
   }
 }
 

@@ -306,3 +306,47 @@ describe.each(startupTargets)('application_name at startup: %s', (_, serve) => {
     }
   })
 })
+
+// PGlite (PostgreSQL 18) sends search_path again, unchanged, after each statement that narrows it while it runs;
+// PostgreSQL reports a setting only when its value changed. Each repeat would also cost a read-back of the settings.
+const reportTargets: Array<[string, () => Promise<string>]> = [['pglite-dev-db', async () => (await start()).url]]
+for (const [label, oracleUrl] of [
+  ['postgres 15 oracle (PG_ORACLE_URL)', process.env.PG_ORACLE_URL],
+  ['postgres 18 oracle (PG_ORACLE_18_URL)', process.env.PG_ORACLE_18_URL],
+] as const)
+  if (oracleUrl) reportTargets.push([label, async () => oracleUrl])
+
+describe.each(reportTargets)('ParameterStatus only when a value changes: %s', (_, serve) => {
+  it('TRUNCATE, CREATE INDEX, ANALYZE, VACUUM and a function with SET report nothing; a new value is reported', async () => {
+    const client = await connectRaw(await serve())
+    onTestFinished(() => client.destroy())
+    const reports = async (sql: string) => {
+      await client.send(wire.query(sql))
+      const messages = await client.until('ReadyForQuery')
+      expect(
+        messages.filter((m) => m.code === 'E').map((m) => wire.decodeError(m.body).message),
+        sql,
+      ).toEqual([])
+      return messages.filter((m) => m.code === 'S').map((m) => wire.decodeParameterStatus(m.body))
+    }
+    await reports('drop table if exists reports_t; drop function if exists reports_f()')
+    const statements = [
+      'create table reports_t (id serial primary key, x int)',
+      'truncate reports_t',
+      'truncate reports_t restart identity',
+      'create index on reports_t (x)',
+      'analyze reports_t',
+      'vacuum reports_t',
+      "create function reports_f() returns int language sql set search_path = pg_catalog as 'select 1'",
+      'select reports_f()',
+      'begin; truncate reports_t; commit',
+    ]
+    for (const sql of statements) expect(await reports(sql), sql).toEqual([])
+    expect(await reports("select set_config('application_name', 'reports', false)")).toEqual([
+      ['application_name', 'reports'],
+    ])
+    expect(await reports("select set_config('application_name', 'reports', false)")).toEqual([])
+    expect(await reports('truncate reports_t')).toEqual([])
+    await reports('drop table reports_t; drop function reports_f()')
+  })
+})
