@@ -91,8 +91,8 @@ export class ProtocolCalls implements AnsweredCalls {
    * Run `message` (complete frontend messages) as one call; its reply goes to `sink`, or with `direct` straight to
    * the client's socket as far as it can. One call at a time: the session's holder calls (SharedSession.runExclusive).
    */
-  run(message: Uint8Array, sink: OutputSink, direct: DirectReply | null = null): Promise<void> {
-    return this.#call(message, 0, sink, null, direct)
+  run(message: Uint8Array, sink: OutputSink, direct: DirectReply | null = null, clientReply = false): Promise<void> {
+    return this.#call(message, 0, sink, null, direct, false, clientReply)
   }
 
   /**
@@ -158,6 +158,7 @@ export class ProtocolCalls implements AnsweredCalls {
     onUnitEnd: ((skipped: boolean) => void) | null,
     direct: DirectReply | null = null,
     grows = false,
+    clientReply = false,
   ): Promise<void> {
     if (this.#failure) throw this.#failure
     // Ids stay positive 32-bit numbers (Control.Current holds one, negated once the call ended) for a server's life.
@@ -183,7 +184,7 @@ export class ProtocolCalls implements AnsweredCalls {
       // A call of units carries each unit's target in its request (ring.ts encodeUnits).
       const units = (flags & FrameEnd.Units) !== 0
       if (units) openToMore(this.#words, grows)
-      await this.#send(running.id, request, flags, units ? null : direct)
+      await this.#send(running.id, request, flags, units ? null : direct, clientReply && !units)
       running.takesMore = grows
       this.#watchdog.start()
       await this.#receive(running, sink, onUnitEnd, spinMs > 0 ? performance.now() + spinMs : 0)
@@ -229,15 +230,21 @@ export class ProtocolCalls implements AnsweredCalls {
 
   /**
    * The request into its ring, in frames, waiting for room as the thread reads (COPY data can be large); first, for a
-   * direct reply, where it goes (fd and RelayFrom bits).
+   * direct reply, where it goes (fd and RelayFrom bits), and for another reply to a client, fd -1.
    */
-  async #send(id: number, message: Uint8Array, flags: number, direct: DirectReply | null): Promise<void> {
+  async #send(
+    id: number,
+    message: Uint8Array,
+    flags: number,
+    direct: DirectReply | null,
+    clientReply: boolean,
+  ): Promise<void> {
     const ring = this.#requests
     const max = ring.maxPayload
-    if (direct) {
-      const target = direct.lend ? offerLend(this.#words, this.#directTarget, direct.lend) : this.#directTarget
-      target.writeUInt32LE(direct.fd, 0)
-      target.writeUInt32LE(direct.relayFrom, 4)
+    if (direct || clientReply) {
+      const target = direct?.lend ? offerLend(this.#words, this.#directTarget, direct.lend) : this.#directTarget
+      target.writeInt32LE(direct ? direct.fd : -1, 0)
+      target.writeUInt32LE(direct ? direct.relayFrom : 0, 4)
       while (!ring.tryWrite(id, FrameEnd.Direct, target)) {
         const tail = ring.tail
         ring.wake()

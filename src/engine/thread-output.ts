@@ -4,7 +4,7 @@
 import type { PGlite } from '@electric-sql/pglite'
 import { encodeThreadError } from './thread-messages.ts'
 import { OutputWatch, type Framing } from './output-watch.ts'
-import { ReportedSettings } from './repeated-reports.ts'
+import { ReportedSettings } from '../server/protocol/repeated-reports.ts'
 import { type ByteRing, FrameEnd } from './ring.ts'
 import { unitAnswered, unitEndWanted } from './more-units.ts'
 import { RELAY_CODES, framingAt, isAbandoned, writeToClient, type ReplyWaits } from './direct-reply.ts'
@@ -32,7 +32,7 @@ export class CallOutput {
   #unannounced = 0
   /** The client's socket while the reply goes straight there; -1 once (or if) it goes through the ring. */
   #fd = -1
-  /** The unit's reply is its client's, written straight to it at first (its rest may be relayed). */
+  /** The call's or unit's reply is its client's: PGlite's repeated reports are left out of it. */
   #clientReply = false
   #relayCodes: ReadonlySet<number> | null = null
   /** The client's socket refused the reply, or the server gave up on it: the rest goes nowhere. */
@@ -65,20 +65,23 @@ export class CallOutput {
     this.options = { onRawData: this.onRawData, syncToFs: false }
   }
 
-  begin(id: number, fd: number, relayFrom: number): void {
+  /** A call begins (`clientReply`: its reply is a client's, written straight to it or not). */
+  begin(id: number, fd: number, relayFrom: number, clientReply: boolean): void {
     this.#id = id
     this.#unit = -1
     this.#unannounced = 0
     this.#relayed = false
     this.#direct(fd, relayFrom)
+    this.#clientReply = clientReply
     this.watch.startCall()
     this.#reported.startCall()
   }
 
-  /** A unit of a call of units begins; its reply goes where its client's does. */
+  /** A unit of a call of units begins (a client's, as one read from a lent socket is); its reply goes where it says. */
   beginUnit(unit: number, fd: number, relayFrom: number): void {
     this.#unit = unit
     this.#direct(fd, relayFrom)
+    this.#clientReply = true
   }
 
   /** The reply still goes straight to the client's socket, all of it so far. */
@@ -88,7 +91,6 @@ export class CallOutput {
 
   #direct(fd: number, relayFrom: number): void {
     this.#fd = fd
-    this.#clientReply = fd >= 0
     this.#relayCodes = RELAY_CODES[relayFrom & 7] ?? null
     this.#gone = false
     this.#raw = false

@@ -23,7 +23,7 @@ import type { EngineImage } from './image.ts'
 import { takeImage, watchInstances } from './take-image.ts'
 import { capStackDepth } from './stack-depth.ts'
 import { CallOutput } from './thread-output.ts'
-import { ReportedSettings } from './repeated-reports.ts'
+import { ReportedSettings } from '../server/protocol/repeated-reports.ts'
 import { ImageFS, ImageNodeFS, copyBundleFilesOnWrite } from './start-from-image.ts'
 
 /**
@@ -91,6 +91,7 @@ async function serveCalls(pglite: PGlite, stopping: CallHooks): Promise<void> {
   const parts: Buffer[] = []
   const output = new CallOutput(pglite, replies, words, reported)
   let directFd = -1
+  let clientReply = false
   let relayFrom = 0
   let lend: ThreadLend | null = null
   while (!closing) {
@@ -102,7 +103,8 @@ async function serveCalls(pglite: PGlite, stopping: CallHooks): Promise<void> {
         return
       }
       if (flags & FrameEnd.Direct) {
-        directFd = payload.readUInt32LE(0)
+        directFd = payload.readInt32LE(0)
+        clientReply = true
         relayFrom = payload.readUInt32LE(4)
         lend = lendOf(payload)
         return
@@ -116,9 +118,11 @@ async function serveCalls(pglite: PGlite, stopping: CallHooks): Promise<void> {
         directFd,
         relayFrom,
         lend,
+        clientReply,
       }
       parts.length = 0
       directFd = -1
+      clientReply = false
       lend = null
       return false
     })
@@ -161,16 +165,18 @@ interface Call {
   relayFrom: number
   /** The client's socket is lent to this thread after the call (lent-reads.ts). */
   lend: ThreadLend | null
+  /** The reply is a client's, wherever it goes (CallOutput leaves PGlite's repeated reports out of it). */
+  clientReply: boolean
 }
 
 /** Runs the call; true if it left a transaction block open. */
 async function runCall(
   pglite: PGlite,
   stopping: CallHooks,
-  { id, bytes, isUnits, directFd, relayFrom, lend }: Call,
+  { id, bytes, isUnits, directFd, relayFrom, lend, clientReply }: Call,
   output: CallOutput,
 ): Promise<boolean> {
-  output.begin(id, isUnits ? -1 : directFd, relayFrom)
+  output.begin(id, isUnits ? -1 : directFd, relayFrom, clientReply)
   stopping.beforeCall(id)
   if (isUnits) moreUnits.begin()
   let failure: unknown = null

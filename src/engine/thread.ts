@@ -187,9 +187,11 @@ export class DbThread {
    */
   execProtocolRawStream(
     message: Uint8Array,
-    options: { onRawData: OutputSink; syncToFs?: boolean; direct?: DirectReply | null },
+    options: { onRawData: OutputSink; syncToFs?: boolean; direct?: DirectReply | null; clientReply?: boolean },
   ): Promise<void> {
-    return this.#protocolCall(() => this.#protocol.run(message, options.onRawData, options.direct ?? null))
+    return this.#protocolCall(() =>
+      this.#protocol.run(message, options.onRawData, options.direct ?? null, options.clientReply ?? false),
+    )
   }
 
   /** This thread writes a call's reply straight to the client's socket when asked (direct-reply.ts). */

@@ -7,7 +7,7 @@ import {
   encodeParameterStatus,
   encodeReadyForQuery,
 } from '../../src/server/protocol/backend-messages.ts'
-import { ReportedSettings } from '../../src/engine/repeated-reports.ts'
+import { ReportedSettings } from '../../src/server/protocol/repeated-reports.ts'
 
 const PATH = encodeParameterStatus('search_path', '"$user", public')
 const TRUNCATE = encodeCommandComplete('TRUNCATE TABLE')

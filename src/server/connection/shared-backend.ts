@@ -176,7 +176,7 @@ export class ClientBackend implements Backend {
     if (direct) this.#client.output.beginDirect()
     else this.#client.output.cork()
     try {
-      await this.session.execute(bytes, this.#sink, direct)
+      await this.session.execute(bytes, this.#sink, direct, output === 'client')
     } finally {
       if (direct) {
         this.#directNow = false

@@ -31,10 +31,11 @@ export interface SessionDb {
   /**
    * Run `message` as one call, its output to `onRawData` as it is produced. A database in a worker thread waits while
    * a promise `onRawData` returned is pending (the client is not reading); PGlite in this thread cannot wait.
+   * `clientReply`: the output is a client's reply (a thread leaves PGlite's repeated reports out of it).
    */
   execProtocolRawStream(
     message: Uint8Array,
-    options: { onRawData: OutputSink; syncToFs?: boolean; direct?: DirectReply | null },
+    options: { onRawData: OutputSink; syncToFs?: boolean; direct?: DirectReply | null; clientReply?: boolean },
   ): Promise<void>
   /** The database writes a call's reply straight to its client's socket when asked (`direct`): one in a worker thread. */
   readonly directReplies?: boolean

@@ -9,6 +9,7 @@ import { SYNC, encodeQuery, encodeStartupMessage } from '../protocol/frontend-me
 import { forEachFrame } from '../protocol/frames.ts'
 import { dropUnloadableConversions } from './conversions.ts'
 import { guardPGlite } from './pglite-guards.ts'
+import { reportedSettingsOf, type ReportedSettings } from '../protocol/repeated-reports.ts'
 import { needsSyncToFs, type DirectReply, type OutputSink, type SessionDb, type UnitsDirect } from './databases.ts'
 import { AdvisoryLocks } from './advisory-locks.ts'
 import { Listeners, listenSql } from './listeners.ts'
@@ -49,8 +50,19 @@ export class SharedSession {
   dead: WireError | null = null
   readonly #deadListeners = new Set<(error: WireError) => void>()
   #sink: OutputSink | null = null
+  /**
+   * What PGlite in this thread reported last, to leave its repeats out of a client's reply (a database's thread does
+   * that itself: null).
+   */
+  #reported: ReportedSettings | null = null
+  /** The call running now writes a client's reply: a repeated ParameterStatus is left out of it. */
+  #clientReply = false
   /** PGlite keeps the last onRawData callback after a call returns, so route through one that checks who is current. */
-  readonly #onRawData = (chunk: Uint8Array, owned?: boolean): void | Promise<void> => this.#sink?.(chunk, owned)
+  readonly #onRawData = (chunk: Uint8Array, owned?: boolean): void | Promise<void> => {
+    const kept = this.#reported === null ? chunk : this.#reported.pass(chunk, this.#clientReply)
+    if (kept === chunk) return this.#sink?.(chunk, owned)
+    if (kept.length > 0) return this.#sink?.(kept, true)
+  }
   /** Settings Postgres reports with ParameterStatus (lower-case names), with the values every client is told at startup. */
   readonly reportedDefaults = new Map<string, string>()
   /**
@@ -85,19 +97,18 @@ export class SharedSession {
   constructor(db: SessionDb) {
     this.db = db
     guardPGlite(db)
+    this.#reported = db.directReplies === true ? null : reportedSettingsOf(db)
   }
 
   /**
    * Run complete frontend messages in PGlite as one call, streaming its output to `sink` (with `direct`, only what the
-   * database's thread does not write straight to the client). Caller must own the scheduler.
+   * database's thread does not write straight to the client; `clientReply`: the output is a client's reply, passed
+   * on as it is). Caller must own the scheduler.
    */
-  execute(bytes: Uint8Array, sink: OutputSink, direct: DirectReply | null = null): Promise<void> {
-    return this.#call(sink, (db) => {
+  execute(bytes: Uint8Array, sink: OutputSink, direct: DirectReply | null = null, clientReply = false): Promise<void> {
+    return this.#call(sink, clientReply, (db) => {
       const syncToFs = needsSyncToFs(db)
-      return db.execProtocolRawStream(
-        bytes,
-        direct ? { onRawData: this.#onRawData, syncToFs, direct } : { onRawData: this.#onRawData, syncToFs },
-      )
+      return db.execProtocolRawStream(bytes, { onRawData: this.#onRawData, syncToFs, direct, clientReply })
     })
   }
 
@@ -108,7 +119,9 @@ export class SharedSession {
     onUnitEnd: (skipped: boolean) => void,
     direct: UnitsDirect | null = null,
   ): Promise<void> {
-    return this.#call(sink, (db) => db.execProtocolUnits!(units, { onRawData: this.#onRawData, onUnitEnd, direct }))
+    return this.#call(sink, false, (db) =>
+      db.execProtocolUnits!(units, { onRawData: this.#onRawData, onUnitEnd, direct }),
+    )
   }
 
   /** One unit more for the call of units running now (SessionDb.addUnit); false if it takes none. */
@@ -116,11 +129,13 @@ export class SharedSession {
     return this.dead === null && (this.db.addUnit?.(unit, target) ?? false)
   }
 
-  async #call(sink: OutputSink, call: (db: SessionDb) => Promise<void>): Promise<void> {
+  async #call(sink: OutputSink, clientReply: boolean, call: (db: SessionDb) => Promise<void>): Promise<void> {
     if (this.dead) throw this.dead
     const db = this.db
     await db.runExclusive(async () => {
       this.#sink = sink
+      this.#clientReply = clientReply
+      this.#reported?.startCall()
       try {
         await call(db)
       } catch (error) {
@@ -180,6 +195,7 @@ export class SharedSession {
     sessions.delete(this.db)
     this.db = db
     guardPGlite(db)
+    this.#reported = db.directReplies === true ? null : reportedSettingsOf(db)
     sessions.set(db, this)
     this.#forgetEngineState()
     this.conversionsKept = await dropUnloadableConversions((bytes) => this.#capture(bytes))
@@ -227,6 +243,7 @@ export class SharedSession {
     sessions.delete(this.db)
     this.db = db
     guardPGlite(db)
+    this.#reported = db.directReplies === true ? null : reportedSettingsOf(db)
     sessions.set(db, this)
     this.dead = null
     this.#forgetEngineState()

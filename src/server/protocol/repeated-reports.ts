@@ -2,10 +2,11 @@
 // while it runs (TRUNCATE, CREATE INDEX, ANALYZE, VACUUM, a function with SET search_path). PostgreSQL sends one only
 // when the value differs from the one it last reported. Passed on, each would read as the client's own SET: a read-back
 // of its settings at rest, and the end of a call that lends it the socket (a test suite that empties its tables
-// between tests pays that every test). So a database's thread learns every value PGlite reports, and leaves out of a
-// client's reply each ParameterStatus that repeats the last one, as PostgreSQL would.
+// between tests pays that every test). So whoever reads PGlite's output first (its database's thread, or the server's
+// thread for a PGlite in it) learns every value it reports, and leaves out of a client's reply each ParameterStatus
+// that repeats the last one, as PostgreSQL would.
 
-import { BackendCode, CODE_LENGTH, HEADER_LENGTH } from '../server/protocol/codes.ts'
+import { BackendCode, CODE_LENGTH, HEADER_LENGTH } from './codes.ts'
 
 /** A ParameterStatus split across chunks longer than this is not read: what it reported is forgotten instead. */
 const SPLIT_REPORT_BYTES = 4096
@@ -119,4 +120,34 @@ export class ReportedSettings {
     this.#last.set(name, value)
     return true
   }
+}
+
+const inProcess = new WeakMap<object, ReportedSettings>()
+
+/**
+ * What `db`, a PGlite in this thread, reported last. Calls through its execProtocolRaw (the server's reads outside a
+ * client's call) are read for reports too; its own query API reads the output itself, and makes it forget instead.
+ */
+export function reportedSettingsOf(db: {
+  execProtocolRaw(message: Uint8Array, options?: { syncToFs?: boolean }): Promise<Uint8Array>
+}): ReportedSettings {
+  const known = inProcess.get(db)
+  if (known) return known
+  const reported = new ReportedSettings()
+  inProcess.set(db, reported)
+  const run = db.execProtocolRaw.bind(db)
+  db.execProtocolRaw = async (message, options) => {
+    let output: Uint8Array | null = null
+    try {
+      return (output = await run(message, options))
+    } finally {
+      // Empty: the output went to the query API's own reader (or there was none).
+      if (output === null || output.length === 0) reported.forget()
+      else {
+        reported.startCall()
+        reported.pass(output, false)
+      }
+    }
+  }
+  return reported
 }
