@@ -211,7 +211,7 @@ interface PGLiteSocketSessionDb {
     readonly waitReady: Promise<void>;
     runExclusive<T>(fn: () => Promise<T>): Promise<T>;
     execProtocolRaw(message: Uint8Array, options?: { syncToFs?: boolean }): Promise<Uint8Array>;
-    execProtocolRawStream(message: Uint8Array, options: { onRawData: (chunk: Uint8Array, owned?: boolean) => void | Promise<void>; syncToFs?: boolean; direct?: PGLiteSocketDirectReply | null }): Promise<void>;
+    execProtocolRawStream(message: Uint8Array, options: { onRawData: (chunk: Uint8Array, owned?: boolean) => void | Promise<void>; syncToFs?: boolean; direct?: PGLiteSocketDirectReply | null; clientReply?: boolean }): Promise<void>;
     /** The database writes a call's reply straight to its client's socket when asked: one in a worker thread. */
     readonly directReplies?: boolean;
     abandonDirectReply?(unit?: number): void;
