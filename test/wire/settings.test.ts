@@ -369,4 +369,49 @@ describe.each(reportTargets)('ParameterStatus only when a value changes: %s', (_
     expect(await reports('truncate reports_t')).toEqual([])
     await reports('drop table reports_t, reports_u; drop function reports_f()')
   })
+
+  it('clients with search_paths of their own, taking turns with TRUNCATE: each told its own value, once', async () => {
+    const url = await serve()
+    const setup = await connectRaw(url)
+    onTestFinished(() => setup.destroy())
+    const schemas = [1, 2, 3].map((n) => `turns_${n}`)
+    const made = await setup.query(
+      schemas
+        .map(
+          (s) =>
+            `drop schema if exists ${s} cascade; create schema ${s}; create table ${s}.t (id serial primary key, n int)`,
+        )
+        .join('; '),
+    )
+    expect(made.errors).toEqual([])
+    const version = Number((await setup.query('show server_version_num')).rows[0]![0])
+    const clients = await Promise.all(schemas.map(() => connectRaw(url)))
+    onTestFinished(() => clients.forEach((c) => c.destroy()))
+    const run = async (client: RawClient, sql: string) => {
+      await client.send(wire.query(sql))
+      const messages = await client.until('ReadyForQuery')
+      const { rows, errors } = wire.summarize(messages)
+      expect(
+        errors.map((e) => e.message),
+        sql,
+      ).toEqual([])
+      return { rows, told: messages.filter((m) => m.code === 'S').map((m) => wire.decodeParameterStatus(m.body)) }
+    }
+    // PostgreSQL reports search_path from 18 on (pglite-dev-db is 18): each client its own value.
+    for (const [i, client] of clients.entries())
+      expect((await run(client, `set search_path = ${schemas[i]}`)).told).toEqual(
+        version >= 180000 ? [['search_path', schemas[i]]] : [],
+      )
+    // The clients' statements interleave: each resolves t in its own schema, and none brings a report.
+    await Promise.all(
+      clients.map(async (client, i) => {
+        for (let round = 0; round < 5; round++) {
+          for (const sql of ['truncate t restart identity', `insert into t (n) values (${i + 1})`])
+            expect((await run(client, sql)).told, sql).toEqual([])
+          expect(await run(client, 'select n from t')).toEqual({ rows: [[String(i + 1)]], told: [] })
+        }
+      }),
+    )
+    expect((await setup.query(schemas.map((s) => `drop schema ${s} cascade`).join('; '))).errors).toEqual([])
+  })
 })
