@@ -8,13 +8,13 @@ import { noteBusy } from './collect-garbage.ts'
 import { ByteRing, FrameEnd, encodeUnits, type UnitTarget } from './ring.ts'
 import { Control, controlViews } from './stoppable.ts'
 import { sendingClients, watchAnswers, workingDatabases, type AnsweredCalls } from '../server/connection/traffic.ts'
-import { LendWord, askBack, offerLend } from './lent-reads.ts'
+import { LendWord, askBack, replyTarget } from './lent-reads.ts'
 import { addUnit, answeredUnitRead, closeToMore, openToMore, readEndsOnTraffic } from './more-units.ts'
 import { LazyEnd, mayEndLazily } from './lazy-end.ts'
 import { CallStops, evaluateInThread } from './call-stops.ts'
 import { CallWatchdog, WATCH_EVERY_MS } from './watchdog.ts'
 import { endSeen, newRunning, readDone, waitsForClient, type Running } from './running-call.ts'
-import type { DirectReply, OutputSink, UnitsDirect } from '../server/session/databases.ts'
+import type { DirectReply, OutputSink, StreamCall, UnitsDirect } from '../server/session/databases.ts'
 
 export type { OutputSink }
 
@@ -88,11 +88,11 @@ export class ProtocolCalls implements AnsweredCalls {
   }
 
   /**
-   * Run `message` (complete frontend messages) as one call; its reply goes to `sink`, or with `direct` straight to
+   * Run `message` (complete frontend messages) as one call; its reply goes to `onRawData`, or with `direct` straight to
    * the client's socket as far as it can. One call at a time: the session's holder calls (SharedSession.runExclusive).
    */
-  run(message: Uint8Array, sink: OutputSink, direct: DirectReply | null = null, clientReply = false): Promise<void> {
-    return this.#call(message, 0, sink, null, direct, false, clientReply)
+  run(message: Uint8Array, { onRawData, direct = null, clientReply = false }: StreamCall): Promise<void> {
+    return this.#call(message, 0, onRawData, null, direct, false, clientReply)
   }
 
   /**
@@ -184,7 +184,12 @@ export class ProtocolCalls implements AnsweredCalls {
       // A call of units carries each unit's target in its request (ring.ts encodeUnits).
       const units = (flags & FrameEnd.Units) !== 0
       if (units) openToMore(this.#words, grows)
-      await this.#send(running.id, request, flags, units ? null : direct, clientReply && !units)
+      await this.#send(
+        running.id,
+        request,
+        flags,
+        units ? null : replyTarget(this.#words, this.#directTarget, direct, clientReply),
+      )
       running.takesMore = grows
       this.#watchdog.start()
       await this.#receive(running, sink, onUnitEnd, spinMs > 0 ? performance.now() + spinMs : 0)
@@ -228,41 +233,28 @@ export class ProtocolCalls implements AnsweredCalls {
     if (this.#requests.tryWrite(0, FrameEnd.Turn, new Uint8Array(0))) this.#requests.wake()
   }
 
-  /**
-   * The request into its ring, in frames, waiting for room as the thread reads (COPY data can be large); first, for a
-   * direct reply, where it goes (fd and RelayFrom bits), and for another reply to a client, fd -1.
-   */
-  async #send(
-    id: number,
-    message: Uint8Array,
-    flags: number,
-    direct: DirectReply | null,
-    clientReply: boolean,
-  ): Promise<void> {
+  /** The request into its ring, in frames (COPY data can be large); first, `target` in a Direct frame. */
+  async #send(id: number, message: Uint8Array, flags: number, target: Buffer | null): Promise<void> {
     const ring = this.#requests
-    const max = ring.maxPayload
-    if (direct || clientReply) {
-      const target = direct?.lend ? offerLend(this.#words, this.#directTarget, direct.lend) : this.#directTarget
-      target.writeInt32LE(direct ? direct.fd : -1, 0)
-      target.writeUInt32LE(direct ? direct.relayFrom : 0, 4)
-      while (!ring.tryWrite(id, FrameEnd.Direct, target)) {
-        const tail = ring.tail
-        ring.wake()
-        await this.#abortable(ring.roomAsync(tail, WAIT_SLICE_MS))
-      }
-    }
+    if (target && !ring.tryWrite(id, FrameEnd.Direct, target)) await this.#writeWhenRoom(id, FrameEnd.Direct, target)
     let offset = 0
     do {
-      const piece = message.subarray(offset, Math.min(message.length, offset + max))
-      const isLast = offset + piece.length === message.length
-      while (!ring.tryWrite(id, isLast ? FrameEnd.Last | flags : 0, piece)) {
-        const tail = ring.tail
-        ring.wake()
-        await this.#abortable(ring.roomAsync(tail, WAIT_SLICE_MS))
-      }
+      const piece = message.subarray(offset, Math.min(message.length, offset + ring.maxPayload))
+      const pieceFlags = offset + piece.length === message.length ? FrameEnd.Last | flags : 0
+      if (!ring.tryWrite(id, pieceFlags, piece)) await this.#writeWhenRoom(id, pieceFlags, piece)
       offset += piece.length
     } while (offset < message.length)
     ring.wake()
+  }
+
+  /** A frame the ring has no room for: written once the thread has read enough. */
+  async #writeWhenRoom(id: number, flags: number, payload: Uint8Array): Promise<void> {
+    const ring = this.#requests
+    do {
+      const tail = ring.tail
+      ring.wake()
+      await this.#abortable(ring.roomAsync(tail, WAIT_SLICE_MS))
+    } while (!ring.tryWrite(id, flags, payload))
   }
 
   /**

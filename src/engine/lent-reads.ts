@@ -12,7 +12,7 @@ import { Control } from './stoppable.ts'
 import { preparedUnitEnd, type PreparedUnit } from '../server/protocol/frontend-messages.ts'
 import { FrontendCode, HEADER_LENGTH } from '../server/protocol/codes.ts'
 import { MAX_NAME_BYTES } from '../server/features/statements.ts'
-import type { LendOffer } from '../server/session/databases.ts'
+import type { DirectReply, LendOffer } from '../server/session/databases.ts'
 import { lookOnTraffic } from '../server/connection/traffic.ts'
 
 /** How long (ms) the thread looks for the client's next bytes before it gives the socket back. */
@@ -113,11 +113,29 @@ export type RunUnit = (unit: Buffer) => Promise<boolean>
  * thread gives the socket back when asked (Control.Lend, which the server sets to Now whenever it wants the call's end
  * now), and once no transaction block is open if other clients wait or any sends.
  */
-export function offerLend(words: Int32Array, target: Buffer, { prefix, unnamed, othersWant }: LendOffer): Buffer {
+function offerLend(words: Int32Array, target: Buffer, { prefix, unnamed, othersWant }: LendOffer): Buffer {
   Atomics.store(words, Control.Lend, othersWant ? LendWord.BackAtRest : LendWord.ReadOn)
   lookOnTraffic(() => askBack(words, LendWord.BackAtRest))
   const flags = (unnamed ? LendFlags.Unnamed : 0) | (prefix ? LendFlags.Named : 0)
   return Buffer.concat([target.subarray(0, FLAGS_AT), Buffer.of(flags), prefix ?? Buffer.alloc(0)])
+}
+
+/**
+ * A request's Direct payload (in `scratch` unless it offers a lend), for a call whose reply is a client's: where the
+ * reply goes (fd and RelayFrom bits) and the lend, or fd -1 when the server's thread writes it; null for the server's
+ * own call.
+ */
+export function replyTarget(
+  words: Int32Array,
+  scratch: Buffer,
+  direct: DirectReply | null,
+  clientReply: boolean,
+): Buffer | null {
+  if (!direct && !clientReply) return null
+  const target = direct?.lend ? offerLend(words, scratch, direct.lend) : scratch
+  target.writeInt32LE(direct ? direct.fd : -1, 0)
+  target.writeUInt32LE(direct ? direct.relayFrom : 0, 4)
+  return target
 }
 
 /**

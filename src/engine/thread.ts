@@ -23,7 +23,7 @@ import { reclaimLend } from './lent-reads.ts'
 import type { EngineImage } from './image.ts'
 import { isPGliteFatal } from '../errors.ts'
 import { ENGINE_THREAD_STACK_MB } from './stack-depth.ts'
-import type { DirectReply, UnitsDirect } from '../server/session/databases.ts'
+import type { StreamCall, UnitsDirect } from '../server/session/databases.ts'
 
 export type { ThreadExecOptions, ThreadPGliteOptions, ThreadQueryOptions } from './thread-messages.ts'
 
@@ -185,13 +185,8 @@ export class DbThread {
    * Runs `message` (complete frontend messages) as one call; `onRawData` gets the output as it is produced, and may
    * hold the rest back by returning a promise (the statement waits in its thread meanwhile).
    */
-  execProtocolRawStream(
-    message: Uint8Array,
-    options: { onRawData: OutputSink; syncToFs?: boolean; direct?: DirectReply | null; clientReply?: boolean },
-  ): Promise<void> {
-    return this.#protocolCall(() =>
-      this.#protocol.run(message, options.onRawData, options.direct ?? null, options.clientReply ?? false),
-    )
+  execProtocolRawStream(message: Uint8Array, options: StreamCall): Promise<void> {
+    return this.#protocolCall(() => this.#protocol.run(message, options))
   }
 
   /** This thread writes a call's reply straight to the client's socket when asked (direct-reply.ts). */

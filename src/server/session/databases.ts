@@ -31,12 +31,8 @@ export interface SessionDb {
   /**
    * Run `message` as one call, its output to `onRawData` as it is produced. A database in a worker thread waits while
    * a promise `onRawData` returned is pending (the client is not reading); PGlite in this thread cannot wait.
-   * `clientReply`: the output is a client's reply (a thread leaves PGlite's repeated reports out of it).
    */
-  execProtocolRawStream(
-    message: Uint8Array,
-    options: { onRawData: OutputSink; syncToFs?: boolean; direct?: DirectReply | null; clientReply?: boolean },
-  ): Promise<void>
+  execProtocolRawStream(message: Uint8Array, options: StreamCall): Promise<void>
   /** The database writes a call's reply straight to its client's socket when asked (`direct`): one in a worker thread. */
   readonly directReplies?: boolean
   /** The client of the call running now (in a call of units, unit `unit`'s) is gone: the rest of a reply written straight to it goes nowhere. */
@@ -68,6 +64,16 @@ export interface SessionDb {
   addUnit?(unit: Uint8Array, target: { fd: number; relayFrom: number } | null): boolean
   /** A client's bytes arrived: a sleeping database thread may wake now, ahead of the call they likely make. */
   prewake?(): void
+}
+
+/** How a call's output is streamed (SessionDb.execProtocolRawStream). */
+export interface StreamCall {
+  onRawData: OutputSink
+  syncToFs?: boolean
+  /** The reply goes straight to the client's socket (a database in a worker thread). */
+  direct?: DirectReply | null
+  /** The output is a client's reply: PGlite's repeated reports are left out of it (protocol/repeated-reports.ts). */
+  clientReply?: boolean
 }
 
 /** The messages the server rewrites, so must read itself (DirectReply.relayFrom). */
