@@ -63,6 +63,11 @@ interface Case {
    */
   stockDeadlineMs?: number
   /**
+   * Stock's defect is a race its clients win most times, not all: the stock check may take this many runs, each on a
+   * fresh server, to see it (every run but the last that missed it is logged). Absent: one.
+   */
+  stockRuns?: number
+  /**
    * Stock's server in a child process: its PGlite may busy-loop the thread it runs on. Ours runs in the test's process
    * all the same (a spawn costs seconds of CPU: Node, tsx and PGlite's first open again).
    */
@@ -95,7 +100,14 @@ const cases: Case[] = [
     },
     patched: (o) => expect(o.tally.queries).toBe(6 * 20 * 3),
   },
-  { scenario: pgLargeParamScenario, stock: expectNotOk, patched: (o) => expect(o.tally.queries).toBe(4 * 3 * 3 + 4) },
+  // Stock interleaves another client's query into the 4 MB Bind only when that one lands between its reads: once in
+  // a CI run on a loaded machine, no client's did.
+  {
+    scenario: pgLargeParamScenario,
+    stock: expectNotOk,
+    stockRuns: 3,
+    patched: (o) => expect(o.tally.queries).toBe(4 * 3 * 3 + 4),
+  },
   { scenario: pgPoolMixedScenario, stock: expectNotOk, patched: (o) => expect(o.details?.committed).toBe(8 * 6) },
   // Stock keeps a client that is inside BEGIN … COMMIT to itself, so this variant passes there too.
   // On one session B can only run after A's COMMIT, and then it must see the committed row.
@@ -306,20 +318,35 @@ const cases: Case[] = [
 /** A test per case this target has a check for, each on a fresh server and PGlite. */
 export function caseTests(target: Target): void {
   for (const c of cases.filter((c) => target.name !== 'stock' || c.stock)) {
-    test(c.scenario.name, { timeout: c.timeoutMs }, async () => {
-      const running =
-        c.stockInChildProcess && target.name === 'stock'
-          ? await target.spawn(c.scenario.server)
-          : await target.start(c.scenario.server)
-      onTestFinished(() => running.close())
-      // A driver's own background query that fails on stock is counted here, not left to crash the run.
-      if (target.name === 'stock')
-        return c.stock!(
-          await countingStrayRejections(() => c.scenario.run(running.url, { deadlineMs: c.stockDeadlineMs })),
-        )
-      const outcome = await countingStrayRejections(() => c.scenario.run(running.url))
-      expectAllOk(outcome)
-      c.patched?.(outcome)
-    })
+    test(
+      c.scenario.name,
+      { timeout: (c.timeoutMs ?? 60_000) * (target.name === 'stock' ? (c.stockRuns ?? 1) : 1) },
+      async () => {
+        const serve = async () => {
+          const running =
+            c.stockInChildProcess && target.name === 'stock'
+              ? await target.spawn(c.scenario.server)
+              : await target.start(c.scenario.server)
+          onTestFinished(() => running.close())
+          return running
+        }
+        // A driver's own background query that fails on stock is counted here, not left to crash the run.
+        if (target.name === 'stock')
+          for (let run = 1; ; run++) {
+            const { url } = await serve()
+            const outcome = await countingStrayRejections(() => c.scenario.run(url, { deadlineMs: c.stockDeadlineMs }))
+            try {
+              return c.stock!(outcome)
+            } catch (error) {
+              if (run >= (c.stockRuns ?? 1)) throw error
+              console.warn(`stock run ${run} of ${c.scenario.name} did not show its defect; again on a fresh server`)
+            }
+          }
+        const running = await serve()
+        const outcome = await countingStrayRejections(() => c.scenario.run(running.url))
+        expectAllOk(outcome)
+        c.patched?.(outcome)
+      },
+    )
   }
 }
