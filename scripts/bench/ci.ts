@@ -29,6 +29,7 @@ export type CiTargetName =
   | 'ours-data-dir'
   | 'ours-no-threads'
   | 'baseline-memory'
+  | 'baseline-no-optimizer'
   | 'stock'
   | 'postgres'
 export const CI_TARGETS: readonly CiTargetName[] = [
@@ -38,10 +39,11 @@ export const CI_TARGETS: readonly CiTargetName[] = [
   'ours-data-dir',
   'ours-no-threads',
   'baseline-memory',
+  'baseline-no-optimizer',
   'stock',
   'postgres',
 ]
-/** What runs unless --ci-targets says otherwise: ours-no-threads and baseline-memory (--baseline's) are there to compare, when asked. */
+/** What runs unless --ci-targets says otherwise: ours-no-threads and the baseline's (--baseline) are there to compare, when asked. */
 export const CI_DEFAULT_TARGETS: readonly CiTargetName[] = [
   'ours-memory',
   'ours-no-optimizer',
@@ -57,6 +59,7 @@ export const CI_TARGET_LABELS: Record<CiTargetName, string> = {
   'ours-no-threads': 'pglite-dev-db `--memory --no-database-threads`',
   'ours-data-dir': 'pglite-dev-db, a new `--data-dir`',
   'baseline-memory': 'pglite-dev-db `--memory`, the --baseline checkout',
+  'baseline-no-optimizer': 'pglite-dev-db `--memory --no-wasm-optimizer`, the --baseline checkout',
   stock: 'stock pglite-socket, a server per worker',
   postgres: 'PostgreSQL 15 (initdb, start, `CREATE DATABASE` per worker)',
 }
@@ -101,7 +104,7 @@ export interface CiOptions {
   targets: CiTargetName[]
   drivers: DriverName[]
   tests: number
-  /** Another checkout (--baseline), which target baseline-memory runs. */
+  /** Another checkout (--baseline), which targets baseline-memory and baseline-no-optimizer run. */
   baseline?: string | undefined
   /** Node options for this checkout's and --baseline's servers (--ci-node-args), such as V8 flags to try. */
   nodeArgs?: string[]
@@ -165,7 +168,7 @@ interface Context {
 let dataDirs = 0
 
 async function spawnOurs(
-  mode: 'memory' | 'no-optimizer' | 'spares' | 'data-dir' | 'no-threads' | 'baseline',
+  mode: 'memory' | 'no-optimizer' | 'spares' | 'data-dir' | 'no-threads' | 'baseline' | 'baseline-no-optimizer',
   workers: number,
   context: Context,
   owned: Owned,
@@ -177,11 +180,12 @@ async function spawnOurs(
       ? ['--data-dir', dataDir]
       : mode === 'no-threads'
         ? ['--memory', '--no-database-threads']
-        : mode === 'no-optimizer'
+        : mode === 'no-optimizer' || mode === 'baseline-no-optimizer'
           ? ['--memory', '--no-wasm-optimizer']
           : ['--memory']
-  const baseline = mode === 'baseline' ? context.baseline : null
-  if (mode === 'baseline' && !baseline) throw new Error('ci target baseline-memory needs --baseline DIR')
+  const ofBaseline = mode === 'baseline' || mode === 'baseline-no-optimizer'
+  const baseline = ofBaseline ? context.baseline : null
+  if (ofBaseline && !baseline) throw new Error(`ci target ${mode} needs --baseline DIR`)
   // A spare database per worker, as pglite-dev-db/vitest asks for one per Vitest worker.
   const spares = !baseline || baseline.spares ? ['--spare-databases', String(workers)] : []
   const server = spawnServer(
@@ -260,6 +264,7 @@ function spawnTarget(name: CiTargetName, workers: number, context: Context, owne
   if (name === 'ours-data-dir') return spawnOurs('data-dir', workers, context, owned)
   if (name === 'ours-no-threads') return spawnOurs('no-threads', workers, context, owned)
   if (name === 'baseline-memory') return spawnOurs('baseline', workers, context, owned)
+  if (name === 'baseline-no-optimizer') return spawnOurs('baseline-no-optimizer', workers, context, owned)
   if (name === 'stock') return spawnStock(workers, owned)
   return spawnPostgresCluster(context, owned)
 }
@@ -498,9 +503,11 @@ function describeRun(run: CiRun | null): string {
   return `${run.ms!.toFixed(0)} ms (first queries ${run.firstQueryMs.map((ms) => ms.toFixed(0)).join(', ')} ms; CPU: server ${run.serverCpuMs!.toFixed(0)} ms, workers ${run.workersCpuMs!.toFixed(0)} ms)`
 }
 
-/** The --baseline checkout's bin for target baseline-memory; whether it takes --spare-databases, from its --help. */
+const BASELINE_TARGETS: readonly CiTargetName[] = ['baseline-memory', 'baseline-no-optimizer']
+
+/** The --baseline checkout's bin for its targets; whether it takes --spare-databases, from its --help. */
 function baselineOf(options: CiOptions): Context['baseline'] {
-  if (!options.baseline || !options.targets.includes('baseline-memory')) return null
+  if (!options.baseline || !options.targets.some((t) => BASELINE_TARGETS.includes(t))) return null
   const bin = join(options.baseline, 'bin', 'pglite-dev-db.js')
   const help = execFileSync(process.execPath, [bin, '--help'], { encoding: 'utf8' })
   return { bin, spares: help.includes('--spare-databases') }
@@ -521,7 +528,7 @@ export async function runCiSuite(options: CiOptions): Promise<CiRecord[]> {
   await writeMigrations(context.migrations)
   const kinds = [
     ...(options.targets.some((t) => t.startsWith('ours')) ? (['memory'] as const) : []),
-    ...(options.targets.includes('baseline-memory') ? (['baseline'] as const) : []),
+    ...(options.targets.some((t) => BASELINE_TARGETS.includes(t)) ? (['baseline'] as const) : []),
   ]
   for (const kind of kinds) {
     progress(

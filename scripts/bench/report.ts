@@ -681,7 +681,9 @@ const ciShort = (r: CiRecord) =>
             ? 'no threads'
             : r.target === 'baseline-memory'
               ? 'baseline `--memory`'
-              : r.target
+              : r.target === 'baseline-no-optimizer'
+                ? 'baseline `--memory --no-wasm-optimizer`'
+                : r.target
 const postgresOf = (records: CiRecord[], r: CiRecord) =>
   records.find(
     (p) => p.target === 'postgres' && p.workers === r.workers && p.driver === r.driver && p.tests === r.tests,
