@@ -91,7 +91,7 @@ export const FLAGS: readonly Flag[] = [
   {
     name: 'no-wasm-optimizer',
     type: 'boolean',
-    help: "never optimize Postgres's code (its WASM): databases start on about half the CPU and the server idles on about 60 MB less, for a CI job, whose run is short; a CPU-heavy statement takes up to twice as long",
+    help: "never optimize Postgres's code (its WASM), and JavaScript later (Node 20, 22): databases start on about half the CPU and the server idles on about 60 MB less, for a CI job, whose run is short; a CPU-heavy statement takes up to twice as long",
   },
   {
     name: 'extensions',

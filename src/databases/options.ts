@@ -77,7 +77,8 @@ export interface DevDbOptions {
    */
   databaseThreads?: boolean
   /**
-   * false: V8 never optimizes Postgres's code (its WASM), which it otherwise does for each part the first queries use.
+   * false: V8 never optimizes Postgres's code (its WASM), which it otherwise does for each part the first queries use,
+   * and optimizes JavaScript (PGlite's and the server's, again in each database's thread) later (Node 20 and 22).
    * Databases start on about half the CPU, which suits a short run (a CI job: spawn to green about a fifth sooner on
    * 2 cores); a CPU-heavy statement takes up to twice as long. It holds for the whole process (a V8 flag), from the
    * first database on. Default true; false in `pglite-dev-db/vitest`.

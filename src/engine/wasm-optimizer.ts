@@ -18,9 +18,23 @@ let skipped = false
  */
 const FLAGS = ['--liftoff-only', `--wasm-tier-up-filter=${0x7fff_ffff}`]
 
-/** From now on, in the whole process: WASM runs as V8's baseline compiler made it, never optimized. */
+/**
+ * V8 optimizes JavaScript (PGlite's calls and file system, the server's) in the same helper threads, again for each
+ * database's thread (an isolate of its own): in a short run, about as much CPU as the WASM's. At three times V8's
+ * threshold it waits for what stays hot (eight times left a second run slower). V8 12 (Node 22) counts calls; V8 11
+ * (Node 20) spends a budget; Node 24's V8 reads its count at start only, so there this changes nothing.
+ */
+const LATER_JAVASCRIPT =
+  Number(process.versions.v8.split('.')[0]) >= 12
+    ? `--invocation-count-for-turbofan=${3 * 3000}`
+    : `--interrupt-budget=${3 * 66 * 1024}`
+
+/**
+ * From now on, in the whole process: WASM runs as V8's baseline compiler made it, never optimized, and JavaScript is
+ * optimized later.
+ */
 export function skipWasmOptimizer(): void {
   if (skipped) return
   skipped = true
-  for (const flag of FLAGS) setFlagsFromString(flag)
+  for (const flag of [...FLAGS, LATER_JAVASCRIPT]) setFlagsFromString(flag)
 }

@@ -15,7 +15,8 @@ export type GlobalSetup = (project?: SetupProject) => Promise<() => Promise<void
  * A globalSetup that starts one server with these options (startDevDb's: in memory, a free port, drizzle-kit's
  * migrations unless `migrations` says otherwise), for a setup file of your own: `export default devDbSetup({...})`.
  * Unless `spareDatabases` says otherwise, a database per worker is loaded ahead while the workers start; unless
- * `wasmOptimizer` says otherwise, V8 does not optimize Postgres's code (a test run is short: see startDevDb's option).
+ * `wasmOptimizer` says otherwise, V8 does not optimize Postgres's code, and JavaScript later (a test run is short: see
+ * startDevDb's option).
  */
 export function devDbSetup(options: DevDbOptions = {}): GlobalSetup {
   return async (project) => {

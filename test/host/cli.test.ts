@@ -322,6 +322,42 @@ describe('pglite-dev-db CLI', () => {
     else expect(compiled('TurboFan')).toBeGreaterThan(0)
   })
 
+  // With --no-wasm-optimizer, V8 also waits longer before it optimizes a JavaScript function (`--trace-opt` prints
+  // each optimization). Node 24's V8 reads that threshold at its start only: there the flag leaves it as it was.
+  it.each((CAN_FETCH_NODE ? NODE_VERSIONS : [process.versions.node]).filter((version) => parseInt(version) < 24))(
+    'on Node %s, the bin --no-wasm-optimizer optimizes fewer JavaScript functions for the same queries',
+    async (version) => {
+      const node = version === process.versions.node ? process.execPath : path.join(await nodeBinDir(version), 'node')
+      const optimized: Record<string, number> = {}
+      for (const flags of [[], ['--no-wasm-optimizer']]) {
+        const child = spawn(node, ['--trace-opt', 'bin/pglite-dev-db.js', '--port', '0', '--memory', ...flags], {
+          stdio: ['ignore', 'pipe', 'ignore'],
+        })
+        onTestFinished(() => {
+          if (child.exitCode === null) child.kill('SIGKILL')
+        })
+        let count = 0
+        const lines = createInterface({ input: child.stdout })
+        const url = new Promise<string>((resolve) =>
+          lines.on('line', (line) => {
+            if (line.startsWith('postgres://')) resolve(line)
+            else if (line.includes('completed compiling') && line.includes('TURBOFAN')) count++
+          }),
+        )
+        const client = new pg.Client({ connectionString: await url })
+        await client.connect()
+        for (let i = 0; i < 2000; i++) expect((await client.query('select $1::int as n', [i])).rows).toEqual([{ n: i }])
+        await client.end()
+        const exited = once(child, 'exit')
+        child.kill('SIGTERM')
+        expect((await exited)[0]).toBe(0)
+        optimized[flags.join(' ') || 'default'] = count
+      }
+      // Printed for a failure's replay: how many each start optimized.
+      expect(optimized['--no-wasm-optimizer'], JSON.stringify(optimized)).toBeLessThan(optimized['default']! * 0.8)
+    },
+  )
+
   it('a second server on a data dir in use exits 1 naming the first; once that one is killed -9, the next start takes over', async () => {
     const dir = await dataDir()
     const child = spawn(
