@@ -5,6 +5,7 @@ import { mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promise
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
+import pg from 'pg'
 import postgres from 'postgres'
 import { describe, expect, it, onTestFinished } from 'vitest'
 import { DbThread } from '../../src/engine/thread.ts'
@@ -87,6 +88,34 @@ describe('a database per name', () => {
     const main = await client(dev.url)
     expect((await main.query('select count(*)::int as n from customers')).rows[0].n).toBe(0)
     expect(dev.databases.instance('test_1')).not.toBeNull()
+  })
+
+  // PGlite reports search_path again, unchanged, after a statement that narrows it while it runs (CREATE TABLE with a
+  // key, TRUNCATE), where PostgreSQL reports only a change; the server leaves such repeats out. A spare is renamed
+  // when taken, after its session was made ready: that must not make the server forget what PGlite reported.
+  it.each([
+    ['in a worker thread', {}],
+    ["in the server's thread", { databaseThreads: false }],
+  ] as const)('a database made from the spare, %s, reports only what its client changed', async (_, options) => {
+    const dev = await serve(options)
+    await client(urlOf(dev.url, 'before_spare'))
+    await dev.databases.spareLoaded()
+    const reports: string[] = []
+    const own = new pg.Client({ connectionString: urlOf(dev.url, 'from_spare') })
+    own.connection.on('parameterStatus', (m: { parameterName: string; parameterValue: string }) =>
+      reports.push(`${m.parameterName}=${m.parameterValue}`),
+    )
+    own.on('error', () => {})
+    clients.push(own)
+    await own.connect()
+    reports.length = 0
+    // The database is made at its first query, from the spare.
+    await own.query('create table from_spare_t (id serial primary key)')
+    await own.query('truncate from_spare_t')
+    expect(created.find((fields) => fields['database'] === 'from_spare')?.['spare']).toBe(true)
+    expect(reports).toEqual([])
+    await own.query("set application_name = 'mine'")
+    expect(reports).toEqual(['application_name=mine'])
   })
 
   it('workers that connect to new databases at the same moment each get their own', async () => {
