@@ -4,6 +4,7 @@
 import { errorFields, findMessage } from '../server/protocol/backend-messages.ts'
 import { BackendCode } from '../server/protocol/codes.ts'
 import { encodeQuery } from '../server/protocol/frontend-messages.ts'
+import { literal } from '../server/sql/literal.ts'
 
 /**
  * Give the database `from` of `db`'s cluster the name `to`. ALTER DATABASE ... RENAME refuses the database one is
@@ -20,7 +21,6 @@ export async function renameDatabase(
   from: string,
   to: string,
 ): Promise<void> {
-  const literal = (text: string): string => `'${text.replaceAll("'", "''")}'`
   const reply = Buffer.from(
     await db.execProtocolRaw(
       encodeQuery(

@@ -6,6 +6,7 @@
 // server turns into a wait outside the session.
 
 import type { LockLevel, LockMode } from '../session/advisory-locks.ts'
+import { literal } from '../sql/literal.ts'
 
 /** The setting that carries the context; names under pglite_dev_db. are never a client's (features/settings.ts). */
 const CONTEXT = 'pglite_dev_db.context'
@@ -72,8 +73,6 @@ export function readTold(detail: string): Told | null {
       return null
   }
 }
-
-const literal = (text: string): string => `'${text.replaceAll("'", "''")}'`
 
 /** The statement that tells the session the context. */
 export function contextSql(context: SessionContext): string {

@@ -8,11 +8,10 @@ import { encodeQuery } from '../protocol/frontend-messages.ts'
 import { statements } from '../sql/tokens.ts'
 import { sessionFor } from '../session/session.ts'
 import type { SessionDb } from '../session/databases.ts'
+import { literal } from '../sql/literal.ts'
 
 /** A client's settings, as (name, value) in the order they apply. */
 export type Settings = ReadonlyArray<readonly [name: string, value: string]>
-
-const literal = (text: string): string => `'${text.replaceAll("'", "''")}'`
 
 /** The user every client's statements run as in PGlite: the one session.ts starts its one backend as. */
 export const SESSION_USER = 'postgres'

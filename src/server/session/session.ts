@@ -26,10 +26,7 @@ const sessions = new WeakMap<SessionDb, SharedSession>()
 /** The session of `db`: one per database instance, however many servers use it. */
 export function sessionFor(db: SessionDb): SharedSession {
   let session = sessions.get(db)
-  if (!session) {
-    session = new SharedSession(db)
-    sessions.set(db, session)
-  }
+  if (!session) session = new SharedSession(db)
   return session
 }
 
@@ -96,8 +93,16 @@ export class SharedSession {
 
   constructor(db: SessionDb) {
     this.db = db
+    this.#adopt(db)
+  }
+
+  /** `db` is the session's engine from now on: guarded, and its repeated reports left out unless its thread does it. */
+  #adopt(db: SessionDb): void {
+    sessions.delete(this.db)
+    this.db = db
     guardPGlite(db)
     this.#reported = db.directReplies === true ? null : reportedSettingsOf(db)
+    sessions.set(db, this)
   }
 
   /**
@@ -192,11 +197,7 @@ export class SharedSession {
    * again, so clients carry on as if nothing happened but the data. Only for the owner of a session at rest.
    */
   async replaceDb(db: SessionDb): Promise<void> {
-    sessions.delete(this.db)
-    this.db = db
-    guardPGlite(db)
-    this.#reported = db.directReplies === true ? null : reportedSettingsOf(db)
-    sessions.set(db, this)
+    this.#adopt(db)
     this.#forgetEngineState()
     this.conversionsKept = await dropUnloadableConversions((bytes) => this.#capture(bytes))
     // A Sync after each: one that fails (its table is not in the migrated schema) must not skip the rest; it is
@@ -240,11 +241,7 @@ export class SharedSession {
    * serves again, empty (every client it had was ended when it died).
    */
   recover(db: SessionDb): void {
-    sessions.delete(this.db)
-    this.db = db
-    guardPGlite(db)
-    this.#reported = db.directReplies === true ? null : reportedSettingsOf(db)
-    sessions.set(db, this)
+    this.#adopt(db)
     this.dead = null
     this.#forgetEngineState()
     // Ahead of any client's call (PGlite's lock orders them): the database may have been reopened from a copy that has them.
